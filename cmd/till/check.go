@@ -1,0 +1,50 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tillgw/till/proxy"
+)
+
+// expiringWithin is how early check warns about a key that will expire.
+const expiringWithin = 14 * 24 * time.Hour
+
+func runCheck(args []string, e *env) error {
+	var cfgPath string
+	fs := newFlags("check", e.stderr, &cfgPath)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till check [-c FILE]"); err != nil {
+		return err
+	}
+	cfg, secrets, err := loadAll(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	var problems []error
+	if err := unsupported(cfg); err != nil {
+		problems = append(problems, err)
+	}
+	now := time.Now()
+	for _, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
+		switch {
+		case r.Problem != "":
+			problems = append(problems, fmt.Errorf("route %q: %s", r.Name, r.Problem))
+		case !r.Expires.IsZero() && !now.Before(r.Expires):
+			problems = append(problems, fmt.Errorf("route %q: secret %q expired at %s (hint: rotate it with till secret set %s)",
+				r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339), r.Secret))
+		case !r.Expires.IsZero() && r.Expires.Sub(now) < expiringWithin:
+			fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339))
+		}
+	}
+	if len(problems) > 0 {
+		return errors.Join(problems...)
+	}
+	fmt.Fprintf(e.stdout, "ok: %s: %d route(s), %d secret(s) in %s\n",
+		configName(cfg), len(cfg.Routes), len(secrets), displayPath(cfg.Vault.Path))
+	return nil
+}

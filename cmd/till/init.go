@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+func runInit(args []string, e *env) error {
+	var cfgPath, dir string
+	flags := newFlags("init", e.stderr, &cfgPath)
+	flags.StringVar(&dir, "dir", ".", "`folder` to write till.yaml in")
+	pos, err := parseInterleaved(flags, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till init [--dir DIR]"); err != nil {
+		return err
+	}
+	path := cfgPath
+	if path == "" {
+		path = filepath.Join(dir, "till.yaml")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	data := config.StarterConfig()
+	cfg, err := config.Parse(path, data, filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("the starter config does not parse (a bug in till): %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return withHint(fmt.Errorf("%s already exists; not overwriting it", path), "edit it, or pass --dir to write a new one elsewhere")
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "wrote %s\n", path)
+
+	if _, err := os.Stat(cfg.Vault.Path); errors.Is(err, fs.ErrNotExist) {
+		v, err := openVault(cfg, e, true)
+		if err != nil {
+			return err
+		}
+		if err := v.Update(func(map[string]vault.Secret) error { return nil }); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "created %s (encrypted)\n", displayPath(cfg.Vault.Path))
+		if e.getenv("TILL_PASSPHRASE") == "" {
+			fmt.Fprintf(e.stdout, "its key is %s: keep it apart from the vault, mode 0600\n", displayPath(cfg.Vault.KeyFile))
+		}
+	}
+	fmt.Fprintf(e.stdout, "next: printf %%s \"$OPENAI_API_KEY\" | till secret set openai -c %s\n", path)
+	fmt.Fprintf(e.stdout, "      then uncomment a route in %s and run: till check -c %s && till serve -c %s\n", path, path, path)
+	return nil
+}

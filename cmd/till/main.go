@@ -1,0 +1,122 @@
+// Command till is an outbound API gateway: apps send it unauthenticated
+// requests, and it attaches the provider key that it alone holds.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], &env{
+		stdin:  os.Stdin,
+		stdout: os.Stdout,
+		stderr: os.Stderr,
+		getenv: os.Getenv,
+	}))
+}
+
+// env is what a subcommand may touch of the outside world, so that tests
+// can drive the CLI in-process.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// usageError marks an error in how till was called (exit code 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// hintError carries a hint printed after the error.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e hintError) Error() string { return e.err.Error() }
+func (e hintError) Unwrap() error { return e.err }
+
+func withHint(err error, hint string) error { return hintError{err, hint} }
+
+const usage = `till is an outbound API gateway that holds your provider keys.
+
+Usage:
+  till init [--dir DIR]                  write a starter till.yaml; create vault and key if absent
+  till serve [-c FILE] [--listen ADDR]   run the gateway
+  till check [-c FILE]                   validate config, vault, secrets and expiry
+  till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
+  till secret list [--json]              list secrets (never their values)
+  till secret rm NAME                    delete a secret
+  till version                           print the version
+
+Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
+Environment: TILL_CONFIG, TILL_KEY_FILE, TILL_PASSPHRASE.
+`
+
+func run(ctx context.Context, args []string, e *env) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "init":
+		err = runInit(rest, e)
+	case "serve":
+		err = runServe(ctx, rest, e)
+	case "check":
+		err = runCheck(rest, e)
+	case "secret":
+		err = runSecret(rest, e)
+	case "version", "--version":
+		err = runVersion(rest, e)
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	default:
+		err = usageError{fmt.Sprintf("unknown command %q (see till help)", cmd)}
+	}
+	return report(err, e.stderr)
+}
+
+// report prints err as `till: error: …` (and `till: hint: …`) and returns
+// the exit code.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "till: error: %v\n", err)
+	var h hintError
+	if errors.As(err, &h) && h.hint != "" {
+		fmt.Fprintf(stderr, "till: hint: %s\n", h.hint)
+	}
+	var u usageError
+	if errors.As(err, &u) {
+		return exitUsage
+	}
+	return exitError
+}

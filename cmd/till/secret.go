@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// maxSecretInput caps what secret set reads from stdin.
+const maxSecretInput = 1 << 20
+
+func runSecret(args []string, e *env) error {
+	if len(args) == 0 {
+		return usageError{"usage: till secret set|list|rm ..."}
+	}
+	switch args[0] {
+	case "set":
+		return runSecretSet(args[1:], e)
+	case "list", "ls":
+		return runSecretList(args[1:], e)
+	case "rm", "remove":
+		return runSecretRm(args[1:], e)
+	}
+	return usageError{fmt.Sprintf("unknown secret command %q (want set, list or rm)", args[0])}
+}
+
+func runSecretSet(args []string, e *env) error {
+	var cfgPath, expires string
+	var asJSON bool
+	fs := newFlags("secret set", e.stderr, &cfgPath)
+	fs.StringVar(&expires, "expires", "", "expiry: a date (2027-01-31), a time (RFC 3339) or a duration from now (90d, 12h)")
+	fs.BoolVar(&asJSON, "json", false, `read a JSON object of fields ({"sid": "...", "token": "..."})`)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "till secret set NAME [--expires WHEN] [--json] < value"); err != nil {
+		return withHint(err, "the value is read from stdin, never from the command line: printf %s \"$KEY\" | till secret set NAME")
+	}
+	name := pos[0]
+	if err := vault.ValidName(name); err != nil {
+		return err
+	}
+	now := time.Now()
+	var exp time.Time
+	if expires != "" {
+		if exp, err = parseExpires(expires, now); err != nil {
+			return usageError{err.Error()}
+		}
+	}
+	if f, ok := e.stdin.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprintln(e.stderr, "till: reading the secret from stdin; end with Ctrl-D (pipe it in to keep it out of your terminal)")
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(e.stdin, maxSecretInput+1))
+	if err != nil {
+		return fmt.Errorf("read the secret from stdin: %w", err)
+	}
+	if len(raw) > maxSecretInput {
+		return fmt.Errorf("the secret on stdin is larger than %d bytes", maxSecretInput)
+	}
+	var s vault.Secret
+	if asJSON {
+		fields, err := vault.ParseFields(raw)
+		if err != nil {
+			return err
+		}
+		s = vault.NewFieldSecret(name, fields, now)
+	} else {
+		value, err := vault.CleanValue(raw)
+		if err != nil {
+			return err
+		}
+		s = vault.NewSecret(name, value, now)
+	}
+	s.Expires = exp
+
+	cfg, err := configForVault(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	v, err := openVault(cfg, e, true)
+	if err != nil {
+		return err
+	}
+	existed := false
+	if err := v.Update(func(m map[string]vault.Secret) error {
+		if old, ok := m[name]; ok {
+			existed = true
+			s.Created = old.Created
+		}
+		m[name] = s
+		return nil
+	}); err != nil {
+		return err
+	}
+	verb := "stored"
+	if existed {
+		verb = "rotated"
+	}
+	fmt.Fprintf(e.stdout, "%s secret %q (%s) in %s", verb, name, s.Fingerprint(), displayPath(v.Path()))
+	if !exp.IsZero() {
+		fmt.Fprintf(e.stdout, ", expires %s", exp.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintln(e.stdout)
+	return nil
+}
+
+// configForVault finds the vault a secret command works on: the config's,
+// or ./till.vault without a config.
+func configForVault(flagPath string, e *env) (*config.Config, error) {
+	path, err := configPath(flagPath, e)
+	if err != nil {
+		return nil, err
+	}
+	return loadConfig(path, e, nil)
+}
+
+// parseExpires reads a date (2027-01-31, midnight UTC), an RFC 3339 time or
+// a duration from now (90d, 12h, 30m).
+func parseExpires(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := config.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("--expires %q: want a date (2027-01-31), a time (2027-01-31T12:00:00Z) or a duration (90d, 12h)", s)
+	}
+	return now.Add(d), nil
+}
+
+// secretRow is one line of secret list; it never holds a value.
+type secretRow struct {
+	Name        string     `json:"name"`
+	Fingerprint string     `json:"fingerprint"`
+	Created     time.Time  `json:"created"`
+	Updated     time.Time  `json:"updated"`
+	Expires     *time.Time `json:"expires"`
+	Status      string     `json:"status"`
+}
+
+func runSecretList(args []string, e *env) error {
+	var cfgPath string
+	var asJSON bool
+	fs := newFlags("secret list", e.stderr, &cfgPath)
+	fs.BoolVar(&asJSON, "json", false, "print a JSON array")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till secret list [--json]"); err != nil {
+		return err
+	}
+	cfg, err := configForVault(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	secrets, err := readSecrets(cfg, e)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	rows := make([]secretRow, 0, len(secrets))
+	for _, s := range secrets {
+		row := secretRow{
+			Name:        s.Name,
+			Fingerprint: s.Fingerprint(),
+			Created:     s.Created.UTC(),
+			Updated:     s.Updated.UTC(),
+			Status:      string(s.Status(now, cfg.Vault.MaxAge)),
+		}
+		if exp := s.ExpiresAt(cfg.Vault.MaxAge); !exp.IsZero() {
+			exp = exp.UTC()
+			row.Expires = &exp
+		}
+		rows = append(rows, row)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tCREATED\tUPDATED\tEXPIRES\tSTATUS")
+	for _, r := range rows {
+		exp := "-"
+		if r.Expires != nil {
+			exp = r.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Fingerprint,
+			r.Created.Format(time.RFC3339), r.Updated.Format(time.RFC3339), exp, r.Status)
+	}
+	return tw.Flush()
+}
+
+func runSecretRm(args []string, e *env) error {
+	var cfgPath string
+	fs := newFlags("secret rm", e.stderr, &cfgPath)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "till secret rm NAME"); err != nil {
+		return err
+	}
+	cfg, err := configForVault(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.Vault.Path); err != nil {
+		return fmt.Errorf("secret %q not found: no vault at %s", pos[0], displayPath(cfg.Vault.Path))
+	}
+	v, err := openVault(cfg, e, false)
+	if err != nil {
+		return err
+	}
+	if err := v.Remove(pos[0]); err != nil {
+		return withHint(err, "till secret list shows the names")
+	}
+	fmt.Fprintf(e.stdout, "removed secret %q\n", pos[0])
+	return nil
+}

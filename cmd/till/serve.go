@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy"
+)
+
+func runServe(ctx context.Context, args []string, e *env) error {
+	var cfgPath, listen string
+	fs := newFlags("serve", e.stderr, &cfgPath)
+	fs.StringVar(&listen, "listen", "", "`address` to listen on, overriding the config (127.0.0.1:0 picks a free port)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till serve [-c FILE] [--listen ADDR]"); err != nil {
+		return err
+	}
+	logger := newLogger(e.stderr)
+
+	cfg, secrets, err := loadAll(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	if err := unsupported(cfg); err != nil {
+		return err
+	}
+	addr := cfg.Listen
+	if listen != "" {
+		addr = listen
+	}
+
+	audit, err := proxy.OpenAudit(cfg.Audit.File, func(err error) {
+		logger.Error().Err(err).Msg("cannot write an audit record: refusing requests until the audit sink works again")
+	})
+	if err != nil {
+		return withHint(err, "check audit.file in the config")
+	}
+	snap := proxy.NewSnapshot(cfg, secrets)
+	gw := proxy.New(snap, proxy.Options{Audit: audit, Log: logger})
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		_ = audit.Close()
+		return withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
+	}
+	srv := &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          log.New(logger.With().Str("component", "http").Logger(), "", 0),
+	}
+	base := "http://" + ln.Addr().String()
+	logger.Info().Str("addr", ln.Addr().String()).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
+	logRoutes(logger, cfg, snap, base)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	for {
+		select {
+		case err := <-served:
+			_ = audit.Close()
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			reload(logger, cfgPath, e, cfg, gw, base)
+		case <-ctx.Done():
+			logger.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down: letting requests in flight finish")
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			err := srv.Shutdown(sctx)
+			cancel()
+			if err != nil {
+				logger.Warn().Err(err).Msg("grace period over: closing the remaining connections")
+				_ = srv.Close()
+			}
+			if err := audit.Close(); err != nil {
+				return err
+			}
+			logger.Info().Msg("stopped")
+			return nil
+		}
+	}
+}
+
+// reload builds a whole new snapshot from the config and vault files and
+// swaps it in; on any error the old snapshot keeps serving.
+func reload(logger zerolog.Logger, cfgPath string, e *env, old *config.Config, gw *proxy.Gateway, base string) {
+	cfg, secrets, err := loadAll(cfgPath, e)
+	if err == nil {
+		err = unsupported(cfg)
+	}
+	if err != nil {
+		logger.Error().Err(err).Msg("reload failed: still serving the previous config")
+		return
+	}
+	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File {
+		logger.Warn().Msg("listen and audit.file changes take effect at the next restart")
+	}
+	snap := proxy.NewSnapshot(cfg, secrets)
+	gw.Swap(snap)
+	logger.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
+	logRoutes(logger, cfg, snap, base)
+}
+
+// logRoutes says which routes are live and at which base URL an app reaches
+// each one.
+func logRoutes(logger zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, base string) {
+	infos := snap.Routes()
+	if len(infos) == 0 {
+		logger.Warn().Msg(`no routes: store a key with "printf %s \"$KEY\" | till secret set openai", or write a config with "till init"`)
+	}
+	for i, r := range infos {
+		baseURL := base + r.Prefix
+		if p, ok := config.LookupPreset(cfg.Routes[i].Preset); ok && cfg.Routes[i].Upstream.String() == p.Upstream {
+			baseURL += p.BaseURLPath
+		}
+		ev := logger.Info()
+		if r.Problem != "" {
+			ev = logger.Warn().Str("problem", r.Problem)
+		}
+		ev.Str("route", r.Name).Str("base_url", baseURL).Str("upstream", r.Upstream).
+			Str("secret", r.Secret).Str("key_fp", r.Fingerprint).Msg("route")
+	}
+}
+
+func configName(cfg *config.Config) string {
+	if cfg.File == "" {
+		return "built-in defaults"
+	}
+	return cfg.File
+}
+
+// newLogger returns the operational log: JSON lines on stderr, or a
+// readable console form when stderr is a terminal.
+func newLogger(w io.Writer) zerolog.Logger {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			w = zerolog.ConsoleWriter{Out: f, TimeFormat: time.TimeOnly}
+		}
+	}
+	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+// unsupported refuses config features that this build does not enforce
+// yet, rather than serving without them: a route whose clients: list were
+// ignored would be open to anyone.
+func unsupported(cfg *config.Config) error {
+	var errs []error
+	add := func(field string) {
+		errs = append(errs, fmt.Errorf("%s: %s: not supported by this version of till yet", configName(cfg), field))
+	}
+	if len(cfg.TLS.Names) > 0 || cfg.TLS.ACME != nil {
+		add("tls")
+	}
+	if cfg.Admin.Listen != "" {
+		add("admin.listen")
+	}
+	if cfg.Forward.Enabled {
+		add("forward.enabled")
+	}
+	if cfg.Limits.Redis != "" {
+		add("limits.redis")
+	}
+	if len(cfg.Clients) > 0 {
+		add("clients")
+	}
+	for i, r := range cfg.Routes {
+		if len(r.Clients) > 0 {
+			add(fmt.Sprintf("routes[%d].clients", i))
+		}
+		if !r.Rate.IsZero() {
+			add(fmt.Sprintf("routes[%d].rate", i))
+		}
+	}
+	return errors.Join(errs...)
+}

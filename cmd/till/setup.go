@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// configPath picks the config file: the -c flag, then $TILL_CONFIG, then
+// ./till.yaml when it exists. "" means the built-in defaults.
+func configPath(flagValue string, e *env) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if p := e.getenv("TILL_CONFIG"); p != "" {
+		return p, nil
+	}
+	switch _, err := os.Stat("till.yaml"); {
+	case err == nil:
+		return "till.yaml", nil
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil
+	default:
+		return "", fmt.Errorf("till.yaml: %w", err)
+	}
+}
+
+// loadConfig reads the config file, or builds the built-in defaults (whose
+// routes depend on which secrets the vault holds, hence the has function).
+func loadConfig(path string, e *env, has func(string) bool) (*config.Config, error) {
+	if path != "" {
+		cfg, err := config.Load(path)
+		if err != nil {
+			return nil, withHint(err, "fix the lines above; `till init` writes a commented example")
+		}
+		return cfg, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	if has == nil {
+		has = func(string) bool { return false }
+	}
+	return config.Default(dir, e.getenv("TILL_KEY_FILE"), has), nil
+}
+
+// openVault opens the config's vault with the key from the environment
+// (TILL_PASSPHRASE) or the key file; create makes a key file when absent.
+func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
+	key, err := vault.KeyFromEnv(e.getenv, cfg.Vault.KeyFile, create)
+	if err != nil {
+		return nil, err
+	}
+	return vault.Open(cfg.Vault.Path, key), nil
+}
+
+// readSecrets loads the vault's secrets. A vault that does not exist yet is
+// empty and needs no key.
+func readSecrets(cfg *config.Config, e *env) (map[string]vault.Secret, error) {
+	if _, err := os.Stat(cfg.Vault.Path); errors.Is(err, fs.ErrNotExist) {
+		return map[string]vault.Secret{}, nil
+	}
+	v, err := openVault(cfg, e, false)
+	if err != nil {
+		return nil, err
+	}
+	return v.Load()
+}
+
+// loadAll reads the config and the vault's secrets, as serve and check use
+// them.
+func loadAll(flagPath string, e *env) (*config.Config, map[string]vault.Secret, error) {
+	path, err := configPath(flagPath, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := loadConfig(path, e, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	secrets, err := readSecrets(cfg, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if path == "" {
+		cfg, err = loadConfig("", e, func(name string) bool { _, ok := secrets[name]; return ok })
+	}
+	return cfg, secrets, err
+}
+
+// displayPath shortens p relative to the working folder for messages.
+func displayPath(p string) string {
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, p); err == nil && !filepath.IsAbs(rel) && rel != "" && rel[0] != '.' {
+			return rel
+		}
+	}
+	return p
+}

@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Audit record field names: part of the interface contract.
+const (
+	fieldTime     = "time"
+	fieldEvent    = "event"
+	fieldID       = "id"
+	fieldMode     = "mode"
+	fieldClient   = "client"
+	fieldRoute    = "route"
+	fieldSecret   = "secret"
+	fieldKeyFP    = "key_fp"
+	fieldMethod   = "method"
+	fieldHost     = "host"
+	fieldPath     = "path"
+	fieldStatus   = "status"
+	fieldBytesIn  = "bytes_in"
+	fieldBytesOut = "bytes_out"
+	fieldDuration = "duration_ms"
+	fieldOutcome  = "outcome"
+	fieldReason   = "reason"
+)
+
+// Outcomes of a request, as audited.
+const (
+	outcomeForwarded = "forwarded"
+	outcomeDenied    = "denied"
+	outcomeError     = "error"
+)
+
+// Audit writes one JSON line per request to its sink, synchronously, and
+// knows whether the sink can be written. While it cannot, the gateway
+// refuses new requests (invariant 8): a key use without its record is worse
+// than no key use.
+type Audit struct {
+	w       *auditWriter
+	log     zerolog.Logger
+	closer  io.Closer
+	syncer  interface{ Sync() error }
+	onError func(error)
+}
+
+// auditWriter serialises writes (one Write per record, never interleaved)
+// and records whether the last write succeeded.
+type auditWriter struct {
+	mu       sync.Mutex
+	w        io.Writer
+	healthy  atomic.Bool
+	failures atomic.Uint64
+	onError  func(error)
+}
+
+func (a *auditWriter) Write(p []byte) (int, error) {
+	a.mu.Lock()
+	n, err := a.w.Write(p)
+	a.mu.Unlock()
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		a.healthy.Store(false)
+		a.failures.Add(1)
+		if a.onError != nil {
+			a.onError(err)
+		}
+		// The failure is reported through onError and Healthy; returning
+		// nil keeps zerolog from printing its own copy to stderr.
+		return len(p), nil
+	}
+	a.healthy.Store(true)
+	return n, nil
+}
+
+// NewAudit writes records to w. onError, when set, is told of each failed
+// write (for the operational log); it must not block.
+func NewAudit(w io.Writer, onError func(error)) *Audit {
+	aw := &auditWriter{w: w, onError: onError}
+	aw.healthy.Store(true)
+	a := &Audit{w: aw, log: zerolog.New(aw), onError: onError}
+	if c, ok := w.(io.Closer); ok {
+		a.closer = c
+	}
+	if s, ok := w.(interface{ Sync() error }); ok {
+		a.syncer = s
+	}
+	return a
+}
+
+// OpenAudit opens the audit sink named in the config: "-" is stdout,
+// anything else a file opened for appending (created with mode 0600).
+func OpenAudit(path string, onError func(error)) (*Audit, error) {
+	if path == "" || path == "-" {
+		return NewAudit(stdout{}, onError), nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit file: %w", err)
+	}
+	return NewAudit(f, onError), nil
+}
+
+// stdout writes to os.Stdout without closing it at shutdown.
+type stdout struct{}
+
+func (stdout) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
+func (stdout) Sync() error {
+	err := os.Stdout.Sync()
+	if errors.Is(err, os.ErrInvalid) || isNotSyncable(err) {
+		return nil // a pipe or terminal has nothing to flush
+	}
+	return err
+}
+
+// Healthy reports whether the last record was written.
+func (a *Audit) Healthy() bool { return a.w.healthy.Load() }
+
+// Failures counts the records that could not be written.
+func (a *Audit) Failures() uint64 { return a.w.failures.Load() }
+
+// Close flushes the sink to stable storage and closes it.
+func (a *Audit) Close() error {
+	var errs []error
+	if a.syncer != nil {
+		if err := a.syncer.Sync(); err != nil && !isNotSyncable(err) {
+			errs = append(errs, fmt.Errorf("sync audit sink: %w", err))
+		}
+	}
+	if a.closer != nil {
+		if err := a.closer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close audit sink: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// record is what one request leaves in the audit log.
+type record struct {
+	start    time.Time
+	id       string
+	mode     string
+	client   string
+	route    string
+	secret   string
+	keyFP    string
+	method   string
+	host     string
+	path     string
+	status   int
+	bytesIn  int64
+	bytesOut int64
+	outcome  string
+	reason   string
+}
+
+// write emits the record as one JSON line, every field present.
+func (a *Audit) write(r *record, end time.Time) {
+	var e *zerolog.Event
+	switch r.outcome {
+	case outcomeForwarded:
+		e = a.log.Info()
+	case outcomeDenied:
+		e = a.log.Warn()
+	default:
+		e = a.log.Error()
+	}
+	var tb [40]byte
+	e.Bytes(fieldTime, r.start.UTC().AppendFormat(tb[:0], time.RFC3339Nano)).
+		Str(fieldEvent, "request").
+		Str(fieldID, r.id).
+		Str(fieldMode, r.mode).
+		Str(fieldClient, r.client).
+		Str(fieldRoute, r.route).
+		Str(fieldSecret, r.secret).
+		Str(fieldKeyFP, r.keyFP).
+		Str(fieldMethod, r.method).
+		Str(fieldHost, r.host).
+		Str(fieldPath, r.path).
+		Int(fieldStatus, r.status).
+		Int64(fieldBytesIn, r.bytesIn).
+		Int64(fieldBytesOut, r.bytesOut).
+		Float64(fieldDuration, float64(end.Sub(r.start).Microseconds())/1000).
+		Str(fieldOutcome, r.outcome).
+		Str(fieldReason, r.reason).
+		Send()
+}
+
+// isNotSyncable reports whether err says the file (a pipe, a terminal,
+// /dev/stdout) cannot be fsynced, which is not a failure of the sink.
+func isNotSyncable(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP)
+}

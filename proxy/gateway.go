@@ -1,0 +1,366 @@
+// Package proxy is till's request path: it matches a request to a route,
+// applies the route's policy, attaches the route's key, forwards the request
+// to the route's upstream and writes one audit record for it.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Modes of a request, as audited.
+const (
+	modeReverse = "reverse"
+	modeForward = "forward"
+)
+
+// codeClientClosed is the audit reason when the app went away before the
+// response was complete (nginx's 499).
+const codeClientClosed = "client_closed"
+
+const statusClientClosed = 499
+
+// Gateway serves the gateway listener. It reads the current Snapshot
+// through an atomic pointer, so a reload never disturbs a request in flight.
+type Gateway struct {
+	snap  atomic.Pointer[Snapshot]
+	audit *Audit
+	log   zerolog.Logger
+	proxy *httputil.ReverseProxy
+	ids   *requestIDs
+}
+
+// Options configure a Gateway.
+type Options struct {
+	// Audit receives one record per request. Required.
+	Audit *Audit
+	// Log is the operational log (never the audit sink).
+	Log zerolog.Logger
+	// Transport reaches the upstreams; nil means NewTransport().
+	Transport http.RoundTripper
+}
+
+// New returns a Gateway serving snap.
+func New(snap *Snapshot, opts Options) *Gateway {
+	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs()}
+	g.snap.Store(snap)
+	t := opts.Transport
+	if t == nil {
+		t = NewTransport()
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      t,
+		ModifyResponse: g.modifyResponse,
+		ErrorHandler:   g.handleUpstreamError,
+		BufferPool:     newBufferPool(),
+		ErrorLog:       zerologStdLogger(opts.Log),
+	}
+	return g
+}
+
+// Swap makes s the snapshot that new requests use.
+func (g *Gateway) Swap(s *Snapshot) { g.snap.Store(s) }
+
+// Snapshot returns the snapshot that new requests use.
+func (g *Gateway) Snapshot() *Snapshot { return g.snap.Load() }
+
+// exchange is one request's state, shared with the ReverseProxy hooks
+// through the request context.
+type exchange struct {
+	rec      record
+	route    *route
+	outPath  string
+	rawPath  string
+	failure  string // error code of an upstream failure, "" when none
+	timedOut atomic.Bool
+	timer    *time.Timer
+	status   int // upstream status, for upgraded connections
+}
+
+type exchangeKey struct{}
+
+// ServeHTTP handles one request on the gateway listener.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{}
+	x.rec.start = time.Now()
+	x.rec.id = g.ids.next()
+	x.rec.method = r.Method
+	x.rec.mode = modeReverse
+	x.rec.host = r.Host
+	x.rec.path = r.URL.Path
+	if r.URL.RawPath != "" {
+		x.rec.path = r.URL.RawPath
+	}
+	rw := &responseRecorder{ResponseWriter: w}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, n: &x.rec.bytesIn}
+	}
+	w.Header()["X-Till-Request-Id"] = []string{x.rec.id}
+	defer g.finish(x, rw, r)
+
+	if !g.audit.Healthy() {
+		g.deny(rw, x, denial{CodeAuditUnavailable, "till cannot write its audit log, so it refuses requests until it can"})
+		return
+	}
+	if r.Method == http.MethodConnect || r.URL.IsAbs() {
+		x.rec.mode = modeForward
+		x.rec.path = r.URL.Path
+		g.deny(rw, x, denial{CodeBadRequest, "till is not configured as a forward proxy"})
+		return
+	}
+	if reason := checkPath(x.rec.path, r.URL.Path); reason != "" {
+		g.deny(rw, x, denial{CodeBadRequest, reason})
+		return
+	}
+	s := g.snap.Load()
+	rt, rest := s.match(r.URL.Path)
+	if rt == nil {
+		g.deny(rw, x, denial{CodeRouteNotFound, "no route matches this path"})
+		return
+	}
+	x.route = rt
+	x.rec.route = rt.name
+	x.rec.secret = rt.secretName
+	x.rec.host = rt.upstream.Host
+	x.outPath = rt.upstream.Path + rest
+	if x.outPath == "" {
+		x.outPath = "/"
+	}
+	if r.URL.RawPath != "" && strings.HasPrefix(r.URL.RawPath, rt.prefix) {
+		x.rawPath = rt.upstream.EscapedPath() + r.URL.RawPath[len(rt.prefix):]
+	}
+
+	if d, ok := rt.allows(r.Method, x.outPath); !ok {
+		g.deny(rw, x, d)
+		return
+	}
+	if rt.problem != "" {
+		g.deny(rw, x, denial{CodeSecretMissing, "the key for this route is not available"})
+		return
+	}
+	if !rt.expires.IsZero() && !x.rec.start.Before(rt.expires) {
+		if s.onExpired != "warn" {
+			g.deny(rw, x, denial{CodeSecretExpired, "the key for this route has expired"})
+			return
+		}
+		// on_expired: warn forwards, and the record says why it should not have.
+		x.rec.reason = CodeSecretExpired
+	}
+	if rt.maxBody > 0 {
+		if r.ContentLength > rt.maxBody {
+			g.deny(rw, x, denial{CodeBadRequest, "the request body is larger than the route's max_body"})
+			return
+		}
+		r.Body = http.MaxBytesReader(rw, r.Body, rt.maxBody)
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if rt.timeout > 0 {
+		// The timeout bounds the wait for the response headers, not the
+		// whole stream: a long SSE response is not cut short.
+		x.timer = time.AfterFunc(rt.timeout, func() {
+			x.timedOut.Store(true)
+			cancel()
+		})
+		defer x.timer.Stop()
+	}
+	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
+}
+
+// allows applies the route's method and path rules to the upstream path.
+func (rt *route) allows(method, upstreamPath string) (denial, bool) {
+	if len(rt.methods) > 0 && !slices.Contains(rt.methods, method) {
+		return denial{CodeMethodNotAllowed, "this route does not allow this method"}, false
+	}
+	if len(rt.paths) == 0 {
+		return denial{}, true
+	}
+	for _, p := range rt.paths {
+		if p.Match(upstreamPath) {
+			return denial{}, true
+		}
+	}
+	return denial{CodePathNotAllowed, "this route does not allow this path"}, false
+}
+
+func (g *Gateway) deny(w http.ResponseWriter, x *exchange, d denial) {
+	x.rec.outcome = outcomeDenied
+	x.rec.reason = d.code
+	writeError(w, d, x.rec.mode != modeReverse, 0)
+}
+
+// finish writes the request's audit record; it runs deferred, so panics and
+// aborted streams are recorded too.
+func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
+	p := recover()
+	x.rec.status = rw.status
+	if x.rec.status == 0 {
+		x.rec.status = x.status
+	}
+	x.rec.bytesOut = rw.n
+	switch {
+	case x.rec.outcome != "":
+		// decided already (a denial)
+	case p != nil || x.failure != "":
+		x.rec.outcome = outcomeError
+		x.rec.reason = x.failure
+		if r.Context().Err() != nil && (p != nil || x.failure == codeClientClosed) {
+			x.rec.reason = codeClientClosed
+			if rw.status == 0 {
+				x.rec.status = statusClientClosed
+			}
+		} else if p != nil && x.failure == "" {
+			x.rec.reason = CodeUpstreamUnreachable
+		}
+	default:
+		x.rec.outcome = outcomeForwarded
+	}
+	g.audit.write(&x.rec, time.Now())
+	if p != nil {
+		if p != http.ErrAbortHandler {
+			// The stack holds no secret values (only addresses); the panic
+			// value is not logged, since it could.
+			g.log.Error().Str("id", x.rec.id).Bytes("stack", debug.Stack()).Msg("panic while serving a request")
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// rewrite builds the upstream request from the route alone: the host dialled
+// and the Host header both come from the route's upstream (invariant 1).
+func rewrite(pr *httputil.ProxyRequest) {
+	x := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	rt := x.route
+	out := pr.Out
+	out.URL.Scheme = rt.upstream.Scheme
+	out.URL.Host = rt.upstream.Host
+	out.URL.Path = x.outPath
+	out.URL.RawPath = x.rawPath
+	out.URL.RawQuery = pr.In.URL.RawQuery
+	out.Host = ""
+	h := out.Header
+	for _, name := range rt.credentials {
+		delete(h, name)
+	}
+	for _, kv := range rt.addHeaders {
+		if _, ok := h[kv[0]]; !ok {
+			h[kv[0]] = []string{kv[1]}
+		}
+	}
+	if rt.injectHeader != "" {
+		h[rt.injectHeader] = []string{rt.injectValue}
+	}
+	if rt.injectQuery != "" {
+		q := withoutParam(out.URL.RawQuery, rt.injectQuery)
+		if q != "" {
+			q += "&"
+		}
+		out.URL.RawQuery = q + rt.injectPair
+	}
+	x.rec.keyFP = rt.fp
+}
+
+// withoutParam removes every parameter named name from the raw query,
+// comparing decoded names so that an encoded duplicate cannot slip through.
+func withoutParam(raw, name string) string {
+	if raw == "" {
+		return ""
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" {
+			continue
+		}
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err != nil || k == name {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
+
+// modifyResponse removes any response header that echoes the key, and stops
+// the header timeout.
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	if x.timer != nil {
+		x.timer.Stop()
+	}
+	x.status = resp.StatusCode
+	for name, values := range resp.Header {
+		if echoes(values, x.route.secretValues) {
+			delete(resp.Header, name)
+			g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("header", name).
+				Msg("removed a response header that echoed the key")
+		}
+	}
+	return nil
+}
+
+func echoes(values, secrets []string) bool {
+	for _, v := range values {
+		for _, s := range secrets {
+			if s != "" && strings.Contains(v, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// handleUpstreamError maps a failure to reach the upstream to till's error
+// answer: 504 when the route's timeout fired, 502 otherwise, nothing when the
+// app has gone away.
+func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	x := r.Context().Value(exchangeKey{}).(*exchange)
+	var tooBig *http.MaxBytesError
+	d := denial{CodeUpstreamUnreachable, "till could not reach the upstream"}
+	switch {
+	case x.timedOut.Load():
+		d = denial{CodeUpstreamTimeout, "the upstream did not answer within the route's timeout"}
+	case errors.As(err, &tooBig):
+		d = denial{CodeBadRequest, "the request body is larger than the route's max_body"}
+	case r.Context().Err() != nil:
+		x.failure = codeClientClosed
+		return
+	}
+	x.failure = d.code
+	if d.code == CodeBadRequest {
+		x.rec.outcome = outcomeDenied
+		x.rec.reason = d.code
+	}
+	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", d.code).
+		Str("error", safeError(err)).Msg("upstream request failed")
+	writeError(w, d, false, 0)
+}
+
+// safeError describes a transport error without the request URL, whose
+// query could hold an injected key.
+func safeError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return ne.Error()
+	}
+	return err.Error()
+}

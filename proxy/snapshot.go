@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// Snapshot is one immutable, compiled view of the config and the vault.
+// A request reads the snapshot current when it arrived and only that one; a
+// reload compiles a new snapshot and swaps it in whole.
+type Snapshot struct {
+	byPrefix  map[string]*route
+	routes    []*route
+	onExpired string
+}
+
+// route is a compiled route: everything a request needs, computed once.
+type route struct {
+	name     string
+	prefix   string
+	upstream *url.URL
+	timeout  time.Duration
+	maxBody  int64
+
+	methods []string
+	paths   []config.Glob
+
+	// credentials are the client headers removed before injection, in
+	// canonical form; addHeaders are set when the app did not send them.
+	credentials []string
+	addHeaders  [][2]string
+
+	secretName string
+	// problem is why the key cannot be attached (missing secret or field);
+	// "" when it can.
+	problem string
+	fp      string
+	expires time.Time // zero: never
+	// The injection, rendered once per snapshot: a header and its value, or
+	// an escaped "name=value" query parameter.
+	injectHeader string
+	injectValue  string
+	injectQuery  string
+	injectPair   string
+	// secretValues are the revealed values, to remove any response header
+	// that echoes one.
+	secretValues []string
+}
+
+// RouteInfo describes a compiled route for logs and `till check`.
+type RouteInfo struct {
+	Name        string
+	Prefix      string
+	Upstream    string
+	Secret      string
+	Fingerprint string    // "" when the secret is missing
+	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
+	Problem     string    // why the route cannot attach its key; "" when ready
+}
+
+// NewSnapshot compiles cfg and the vault's secrets. Routes whose secret is
+// missing or lacks a field the inject format needs are kept and answer 503
+// secret_missing, so one missing key does not take the others down.
+func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot {
+	s := &Snapshot{
+		byPrefix:  make(map[string]*route, len(cfg.Routes)),
+		onExpired: cfg.Vault.OnExpired,
+	}
+	for i := range cfg.Routes {
+		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge)
+		s.routes = append(s.routes, r)
+		s.byPrefix[r.prefix] = r
+	}
+	return s
+}
+
+func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) *route {
+	r := &route{
+		name:       cr.Name,
+		prefix:     cr.Prefix,
+		upstream:   cr.Upstream,
+		timeout:    cr.Timeout,
+		maxBody:    cr.MaxBody,
+		methods:    cr.Allow.Methods,
+		paths:      cr.Allow.Paths,
+		secretName: cr.Secret,
+	}
+	creds := []string{"Authorization", "Proxy-Authorization", "X-Till-Token"}
+	if cr.Inject.Header != "" {
+		creds = append(creds, cr.Inject.Header)
+	}
+	for _, h := range cr.Strip {
+		creds = append(creds, http.CanonicalHeaderKey(h))
+	}
+	r.credentials = dedupe(creds)
+	for k, v := range cr.Headers {
+		r.addHeaders = append(r.addHeaders, [2]string{http.CanonicalHeaderKey(k), v})
+	}
+
+	sec, ok := secrets[cr.Secret]
+	if !ok {
+		r.problem = "secret " + `"` + cr.Secret + `"` + " is not in the vault (hint: till secret set " + cr.Secret + ")"
+		return r
+	}
+	r.fp = sec.Fingerprint()
+	r.expires = sec.ExpiresAt(maxAge)
+	lookup := func(field string) (string, bool) {
+		if field == "" {
+			return sec.Value()
+		}
+		return sec.Field(field)
+	}
+	var err error
+	switch inj := cr.Inject; {
+	case inj.Basic != nil:
+		var user, pass string
+		if user, err = inj.Basic.Username.Render(lookup); err == nil {
+			pass, err = inj.Basic.Password.Render(lookup)
+		}
+		r.injectHeader = "Authorization"
+		r.injectValue = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	case inj.Query != "":
+		var v string
+		v, err = inj.Format.Render(lookup)
+		r.injectQuery = inj.Query
+		r.injectPair = url.QueryEscape(inj.Query) + "=" + url.QueryEscape(v)
+	default:
+		r.injectHeader = inj.Header
+		r.injectValue, err = inj.Format.Render(lookup)
+	}
+	if err != nil {
+		// The template error names the missing field, never a value.
+		r.problem = "secret " + `"` + cr.Secret + `"` + " does not fit the route's inject format: " + err.Error()
+		r.injectValue, r.injectPair = "", ""
+		return r
+	}
+	r.secretValues = sec.Values()
+	return r
+}
+
+func dedupe(names []string) []string {
+	out := names[:0]
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Routes describes the compiled routes in config order.
+func (s *Snapshot) Routes() []RouteInfo {
+	out := make([]RouteInfo, 0, len(s.routes))
+	for _, r := range s.routes {
+		out = append(out, RouteInfo{
+			Name:        r.name,
+			Prefix:      r.prefix,
+			Upstream:    r.upstream.String(),
+			Secret:      r.secretName,
+			Fingerprint: r.fp,
+			Expires:     r.expires,
+			Problem:     r.problem,
+		})
+	}
+	return out
+}
+
+// match finds the route with the longest prefix that is p or a whole-segment
+// ancestor of p, and returns it with the rest of the path. It does not
+// allocate, so its cost does not grow with the number of routes.
+func (s *Snapshot) match(p string) (*route, string) {
+	for q := p; ; {
+		if r, ok := s.byPrefix[q]; ok {
+			return r, p[len(q):]
+		}
+		i := strings.LastIndexByte(q, '/')
+		if i <= 0 {
+			return nil, ""
+		}
+		q = q[:i]
+	}
+}

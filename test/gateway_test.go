@@ -1,0 +1,453 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+const (
+	openaiKey = "sk-test-0123456789abcdefOPENAI"
+	geminiKey = "AIza-test-9876543210GEMINIkey"
+	twilioSID = "AC0123456789abcdef0123456789abcdef"
+	twilioTok = "twilio-auth-token-0123456789XYZ"
+)
+
+// providerConfig routes three inject forms (header, query, basic) to u.
+func providerConfig(u *upstream, extra string) string {
+	return fmt.Sprintf(`version: 1
+routes:
+  - name: openai
+    preset: openai
+    upstream: %[1]s
+  - name: gemini
+    upstream: %[1]s/gem
+    inject: {query: key}
+  - name: twilio
+    preset: twilio
+    upstream: %[1]s
+  - name: slow
+    upstream: %[1]s
+    secret: openai
+    timeout: 300ms
+%[2]s`, u.URL, extra)
+}
+
+var providerSecrets = map[string]string{
+	"openai": openaiKey,
+	"gemini": geminiKey,
+	"twilio": fmt.Sprintf(`{"sid": %q, "token": %q}`, twilioSID, twilioTok),
+}
+
+var allKeys = []string{openaiKey, geminiKey, twilioSID, twilioTok}
+
+func okHandler(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"ok":true}`)
+}
+
+func TestInjectForms(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	tl := startTill(t, providerConfig(u, ""), providerSecrets, u.caFile)
+	var responses []string
+
+	t.Run("header replaces the client's Authorization", func(t *testing.T) {
+		req := newRequest(t, "POST", tl.url("/openai/v1/chat/completions?stream=false"), strings.NewReader(`{"model":"x"}`))
+		req.Header.Set("Authorization", "Bearer sk-dummy-from-the-app")
+		req.Header.Add("Authorization", "Bearer second-dummy")
+		req.Header.Set("X-Till-Token", "till_whatever")
+		req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+		resp, body := do(t, req)
+		responses = append(responses, dump(resp, body))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status: got %d, want 200: %s", resp.StatusCode, body)
+		}
+		got := u.last(t)
+		if v := got.Header.Values("Authorization"); len(v) != 1 || v[0] != "Bearer "+openaiKey {
+			t.Errorf("upstream Authorization: got %d values, want exactly the real key", len(v))
+		}
+		for _, h := range []string{"X-Till-Token", "Proxy-Authorization", "X-Forwarded-For", "Forwarded"} {
+			if v := got.Header.Get(h); v != "" {
+				t.Errorf("upstream received %s", h)
+			}
+		}
+		if got.Path != "/v1/chat/completions" || got.Query.Get("stream") != "false" {
+			t.Errorf("upstream path: got %q ?%v, want /v1/chat/completions ?stream=false", got.Path, got.Query)
+		}
+		if string(got.Body) != `{"model":"x"}` {
+			t.Errorf("upstream body: got %q", got.Body)
+		}
+		if want := strings.TrimPrefix(u.URL, "https://"); got.Host != want {
+			t.Errorf("upstream Host: got %q, want %q", got.Host, want)
+		}
+	})
+
+	t.Run("query parameter replaces the client's", func(t *testing.T) {
+		req := newRequest(t, "GET", tl.url("/gemini/v1beta/models?key=dummy&%6bey=encoded-dummy&pageSize=5"), nil)
+		resp, body := do(t, req)
+		responses = append(responses, dump(resp, body))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status: got %d, want 200: %s", resp.StatusCode, body)
+		}
+		got := u.last(t)
+		if v := got.Query["key"]; len(v) != 1 || v[0] != geminiKey {
+			t.Errorf("upstream key parameter: got %d values, want exactly the real key", len(v))
+		}
+		if got.Path != "/gem/v1beta/models" || got.Query.Get("pageSize") != "5" {
+			t.Errorf("upstream path: got %q %v", got.Path, got.Query)
+		}
+	})
+
+	t.Run("basic auth from two fields", func(t *testing.T) {
+		req := newRequest(t, "GET", tl.url("/twilio/2010-04-01/Accounts.json"), nil)
+		req.SetBasicAuth("dummy", "dummy")
+		resp, body := do(t, req)
+		responses = append(responses, dump(resp, body))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status: got %d, want 200: %s", resp.StatusCode, body)
+		}
+		got := u.last(t)
+		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(twilioSID+":"+twilioTok))
+		if v := got.Header.Values("Authorization"); len(v) != 1 || v[0] != want {
+			t.Errorf("upstream Authorization: got %d values, want the real basic credentials", len(v))
+		}
+	})
+
+	recs := tl.waitAudit(3)
+	for _, r := range recs {
+		checkAuditFields(t, r)
+		if r["outcome"] != "forwarded" || r["reason"] != "" || r["mode"] != "reverse" || r["event"] != "request" {
+			t.Errorf("audit record: %v", r)
+		}
+		if fp, _ := r["key_fp"].(string); !strings.HasPrefix(fp, "sha256:") || len(fp) != len("sha256:")+16 {
+			t.Errorf("key_fp: got %q", fp)
+		}
+	}
+	if r := recs[0]; r["route"] != "openai" || r["path"] != "/openai/v1/chat/completions" || r["status"] != 200.0 ||
+		r["bytes_in"] != float64(len(`{"model":"x"}`)) || r["bytes_out"] != float64(len(`{"ok":true}`)) || r["method"] != "POST" {
+		t.Errorf("openai audit record: %v", r)
+	}
+	tl.stop()
+	tl.assertNoLeak(allKeys, responses...)
+}
+
+func TestRefusals(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	tl := startTill(t, providerConfig(u, ""), providerSecrets, u.caFile)
+	tests := []struct {
+		name, target, code string
+		status             int
+	}{
+		{"unknown route", "/nope/v1", "route_not_found", 404},
+		{"prefix is whole segments", "/openaiX/v1", "route_not_found", 404},
+		{"dot dot", "/openai/v1/../../admin", "bad_request", 400},
+		{"encoded dot dot", "/openai/v1/%2e%2e/x", "bad_request", 400},
+		{"encoded slash", "/openai/v1%2fmodels", "bad_request", 400},
+		{"encoded backslash", "/openai/v1%5cmodels", "bad_request", 400},
+		{"backslash", "/openai/v1\\models", "bad_request", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, header, body := rawRequest(t, tl.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			if status != tt.status {
+				t.Errorf("status: got %d, want %d (%s)", status, tt.status, body)
+			}
+			if !strings.Contains(header, "X-Till-Error: "+tt.code) || !strings.Contains(body, `"code":"`+tt.code+`"`) {
+				t.Errorf("got %q %q, want code %q", header, body, tt.code)
+			}
+		})
+	}
+	if n := len(u.requests()); n != 0 {
+		t.Errorf("upstream received %d requests, want 0", n)
+	}
+	recs := tl.waitAudit(len(tests))
+	for _, r := range recs {
+		checkAuditFields(t, r)
+		if r["outcome"] != "denied" || r["reason"] == "" || r["key_fp"] != "" {
+			t.Errorf("denied audit record: %v", r)
+		}
+	}
+}
+
+// rawRequest writes a request as is (Go's client would clean the path) and
+// returns the status, the header block and the body.
+func rawRequest(t *testing.T, addr, raw string) (int, string, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, raw)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var h strings.Builder
+	resp.Header.Write(&h)
+	return resp.StatusCode, h.String(), string(body)
+}
+
+func TestUpstreamBehaviour(t *testing.T) {
+	second := newUpstream(t, http.HandlerFunc(okHandler))
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/redirect":
+			http.Redirect(w, r, second.URL+"/stolen", http.StatusFound)
+		case "/echo":
+			w.Header().Set("X-Echo-Auth", r.Header.Get("Authorization"))
+			w.Header().Set("X-Other", "fine")
+			okHandler(w, r)
+		case "/sse":
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: first\n\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(1500 * time.Millisecond)
+			io.WriteString(w, "data: last\n\n")
+		case "/sleep":
+			time.Sleep(2 * time.Second)
+			okHandler(w, r)
+		case "/ws":
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			typ, msg, err := c.Read(r.Context())
+			if err == nil {
+				c.Write(r.Context(), typ, append([]byte("echo: "), msg...))
+			}
+			c.Close(websocket.StatusNormalClosure, "")
+		default:
+			okHandler(w, r)
+		}
+	}))
+	tl := startTill(t, providerConfig(u, ""), providerSecrets, u.caFile)
+	var responses []string
+
+	t.Run("redirect returned, not followed", func(t *testing.T) {
+		resp, body := do(t, newRequest(t, "GET", tl.url("/openai/redirect"), nil))
+		responses = append(responses, dump(resp, body))
+		if resp.StatusCode != http.StatusFound || !strings.HasSuffix(resp.Header.Get("Location"), "/stolen") {
+			t.Errorf("got %d %q, want 302 to /stolen", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if n := len(second.requests()); n != 0 {
+			t.Errorf("the redirect target received %d requests, want 0", n)
+		}
+	})
+
+	t.Run("echoed key header removed", func(t *testing.T) {
+		resp, body := do(t, newRequest(t, "GET", tl.url("/openai/echo"), nil))
+		responses = append(responses, dump(resp, body))
+		if resp.Header.Get("X-Echo-Auth") != "" {
+			t.Error("the header echoing the key reached the app")
+		}
+		if resp.Header.Get("X-Other") != "fine" {
+			t.Error("an innocent header was removed")
+		}
+	})
+
+	t.Run("server-sent events flushed at once", func(t *testing.T) {
+		start := time.Now()
+		resp, err := http.Get(tl.url("/openai/sse"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		first := time.Since(start)
+		if err != nil || line != "data: first\n" {
+			t.Fatalf("first line: got %q, %v", line, err)
+		}
+		if first > time.Second {
+			t.Errorf("first event after %v: it was held back until the stream ended", first)
+		}
+		rest, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(rest), "data: last") {
+			t.Errorf("stream rest: got %q", rest)
+		}
+	})
+
+	t.Run("websocket echo", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws://"+tl.addr+"/openai/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		_, msg, err := c.Read(ctx)
+		if err != nil || string(msg) != "echo: hello" {
+			t.Errorf("got %q, %v, want %q", msg, err, "echo: hello")
+		}
+		got := u.last(t)
+		if got.Header.Get("Authorization") != "Bearer "+openaiKey {
+			t.Error("the WebSocket handshake upstream did not carry the key")
+		}
+	})
+
+	t.Run("slow upstream times out", func(t *testing.T) {
+		resp, body := do(t, newRequest(t, "GET", tl.url("/slow/sleep"), nil))
+		responses = append(responses, dump(resp, body))
+		if resp.StatusCode != 504 || tillError(t, resp, body) != "upstream_timeout" {
+			t.Errorf("got %d %s, want 504 upstream_timeout", resp.StatusCode, body)
+		}
+	})
+
+	recs := tl.audit()
+	var timeout auditRecord
+	for _, r := range recs {
+		checkAuditFields(t, r)
+		if r["reason"] == "upstream_timeout" {
+			timeout = r
+		}
+	}
+	if timeout == nil || timeout["outcome"] != "error" || timeout["key_fp"] == "" || timeout["status"] != 504.0 {
+		t.Errorf("timeout audit record: %v", timeout)
+	}
+	tl.stop()
+	tl.assertNoLeak(allKeys, responses...)
+}
+
+func TestUpstreamDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: https://%s\n", addr)
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, "")
+	resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+	if resp.StatusCode != 502 || tillError(t, resp, body) != "upstream_unreachable" {
+		t.Errorf("got %d %s, want 502 upstream_unreachable", resp.StatusCode, body)
+	}
+	r := tl.waitAudit(1)[0]
+	checkAuditFields(t, r)
+	if r["outcome"] != "error" || r["reason"] != "upstream_unreachable" || r["key_fp"] == "" || r["status"] != 502.0 {
+		t.Errorf("audit record: %v", r)
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey}, dump(resp, body))
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		okHandler(w, r)
+	}))
+	tl := startTill(t, providerConfig(u, ""), providerSecrets, u.caFile)
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(tl.url("/openai/v1/models"))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	for len(u.requests()) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil || res.status != 200 || res.body != `{"ok":true}` {
+		t.Errorf("in-flight request: got %d %q %v, want 200", res.status, res.body, res.err)
+	}
+	<-tl.done
+	if tl.exit != nil {
+		t.Errorf("till exited with %v after SIGTERM, want 0", tl.exit)
+	}
+	if recs := tl.audit(); len(recs) != 1 || recs[0]["status"] != 200.0 {
+		t.Errorf("audit after shutdown: %v", recs)
+	}
+}
+
+func TestBadConfigExits(t *testing.T) {
+	dir := t.TempDir()
+	cfg := "version: 1\nroutes:\n  - name: openai\n    upstream: http://api.openai.com\n    secrett: x\n"
+	if err := os.WriteFile(dir+"/till.yaml", []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runTill(t, dir, "", nil, "serve", "--listen", "127.0.0.1:0")
+	if code != 1 {
+		t.Errorf("exit code: got %d, want 1", code)
+	}
+	for _, want := range []string{"till.yaml:4: routes[0].upstream", "till.yaml:5: routes[0].secrett"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+func TestDefaultsServePresetFromVault(t *testing.T) {
+	// No config file: the openai preset is live because its secret is in the
+	// vault. Its upstream is the real provider, which this machine cannot
+	// reach, so the request ends as upstream_unreachable with the key attached.
+	tl := startTill(t, "", map[string]string{"openai": openaiKey}, "")
+	if !strings.Contains(tl.stderr.String(), `"base_url":"http://`+tl.addr+`/openai/v1"`) {
+		t.Errorf("log does not announce the openai base URL:\n%s", tl.stderr.String())
+	}
+	resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+	if resp.StatusCode == 404 {
+		t.Fatalf("the openai preset route is not live: %s", body)
+	}
+	r := tl.waitAudit(1)[0]
+	if r["route"] != "openai" || r["host"] != "api.openai.com" || r["key_fp"] == "" {
+		t.Errorf("audit record: %v", r)
+	}
+	resp, body = do(t, newRequest(t, "GET", tl.url("/anthropic/v1/messages"), nil))
+	if resp.StatusCode != 404 || tillError(t, resp, body) != "route_not_found" {
+		t.Errorf("a preset without a secret is live: got %d", resp.StatusCode)
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey})
+}
+
+func TestAuditUnavailableFailsClosed(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	tl := startTill(t, providerConfig(u, "audit: {file: /dev/full}\n"), providerSecrets, u.caFile)
+	do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)) // its record cannot be written
+	n := len(u.requests())
+	for i := 0; i < 3; i++ {
+		resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+		if resp.StatusCode != 503 || tillError(t, resp, body) != "audit_unavailable" {
+			t.Errorf("got %d %s, want 503 audit_unavailable", resp.StatusCode, body)
+		}
+	}
+	if got := len(u.requests()); got != n {
+		t.Errorf("upstream received %d more requests while the audit sink was failing", got-n)
+	}
+	if !strings.Contains(tl.stderr.String(), "cannot write an audit record") {
+		t.Errorf("the failure is not logged:\n%s", tl.stderr.String())
+	}
+}

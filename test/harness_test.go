@@ -1,0 +1,390 @@
+// Package test holds black-box end-to-end tests: they build ./cmd/till and
+// drive the binary as a process, with real clients, against local TLS
+// upstreams that record what they received.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tillBin is the binary under test, built once by TestMain.
+var tillBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "till-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tillBin = filepath.Join(dir, "till")
+	build := exec.Command("go", "build", "-o", tillBin, "../cmd/till")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build till:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// seen is one request as an upstream received it.
+type seen struct {
+	Method string
+	Host   string
+	Path   string
+	Query  url.Values
+	Header http.Header
+	Body   []byte
+}
+
+// upstream is a local TLS server that records every request it receives.
+type upstream struct {
+	*httptest.Server
+	caFile string
+	mu     sync.Mutex
+	got    []seen
+}
+
+// newUpstream starts a TLS (HTTP/2-capable) server running h behind a
+// recorder, and writes its certificate where SSL_CERT_FILE can name it.
+func newUpstream(t *testing.T, h http.Handler) *upstream {
+	t.Helper()
+	u := &upstream{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.got = append(u.got, seen{r.Method, r.Host, r.URL.Path, r.URL.Query(), r.Header.Clone(), body})
+		u.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	u.Server = srv
+	u.caFile = filepath.Join(t.TempDir(), "upstream-ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(u.caFile, pemBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func (u *upstream) requests() []seen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seen(nil), u.got...)
+}
+
+func (u *upstream) last(t *testing.T) seen {
+	t.Helper()
+	got := u.requests()
+	if len(got) == 0 {
+		t.Fatal("upstream received no request")
+	}
+	return got[len(got)-1]
+}
+
+// till is one running till process and everything it printed.
+type till struct {
+	t      *testing.T
+	dir    string
+	addr   string
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+	exit   error
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// tillEnv is the environment every till process runs with: none of the
+// caller's TILL_ variables or proxies.
+func tillEnv(extra ...string) []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	return append(env, extra...)
+}
+
+// runTill runs a till subcommand to completion in dir.
+func runTill(t *testing.T, dir, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(tillBin, args...)
+	cmd.Dir = dir
+	cmd.Env = tillEnv(env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run till %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// setSecret stores a secret in dir's vault through the CLI, as a user would.
+func setSecret(t *testing.T, dir, name, value string, args ...string) {
+	t.Helper()
+	out, errOut, code := runTill(t, dir, value, nil, append([]string{"secret", "set", name}, args...)...)
+	if code != 0 {
+		t.Fatalf("till secret set %s: exit %d\n%s%s", name, code, out, errOut)
+	}
+}
+
+// startTill writes config (if not empty) into a temp folder with the given
+// secrets and runs till serve on a free port, with the upstream's CA as the
+// only trusted root.
+func startTill(t *testing.T, config string, secrets map[string]string, caFile string) *till {
+	t.Helper()
+	dir := t.TempDir()
+	if config != "" {
+		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, value := range secrets {
+		if strings.HasPrefix(value, "{") {
+			setSecret(t, dir, name, value, "--json")
+		} else {
+			setSecret(t, dir, name, value)
+		}
+	}
+	return startTillIn(t, dir, caFile)
+}
+
+// startTillIn runs till serve in dir, whose till.yaml and vault are ready.
+func startTillIn(t *testing.T, dir, caFile string, extraEnv ...string) *till {
+	t.Helper()
+	tl := &till{t: t, dir: dir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	env := extraEnv
+	if caFile != "" {
+		env = append(env, "SSL_CERT_FILE="+caFile)
+	}
+	tl.cmd = exec.Command(tillBin, "serve", "--listen", "127.0.0.1:0")
+	tl.cmd.Dir = dir
+	tl.cmd.Env = tillEnv(env...)
+	tl.cmd.Stdout = tl.stdout
+	tl.cmd.Stderr = tl.stderr
+	if err := tl.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { tl.exit = tl.cmd.Wait(); close(tl.done) }()
+	t.Cleanup(tl.stop)
+
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(tl.stderr.String(), "\n") {
+			var ev struct {
+				Message string `json:"message"`
+				Addr    string `json:"addr"`
+			}
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Message == "till listening" {
+				tl.addr = ev.Addr
+				return tl
+			}
+		}
+		select {
+		case <-tl.done:
+			t.Fatalf("till exited before listening: %v\nstderr:\n%s", tl.exit, tl.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("till did not log its address\nstderr:\n%s", tl.stderr.String())
+	return nil
+}
+
+// url returns the gateway URL of path.
+func (tl *till) url(path string) string { return "http://" + tl.addr + path }
+
+func (tl *till) stop() {
+	select {
+	case <-tl.done:
+		return
+	default:
+	}
+	_ = tl.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-tl.done:
+	case <-time.After(10 * time.Second):
+		_ = tl.cmd.Process.Kill()
+		<-tl.done
+	}
+}
+
+// auditRecord is one line of the audit log.
+type auditRecord map[string]any
+
+// audit returns the audit records written so far (the audit sink is stdout
+// by default).
+func (tl *till) audit() []auditRecord {
+	var recs []auditRecord
+	sc := bufio.NewScanner(strings.NewReader(tl.stdout.String()))
+	for sc.Scan() {
+		var r auditRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			tl.t.Fatalf("audit line is not JSON: %q", sc.Text())
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// waitAudit waits until n audit records are written and returns them.
+func (tl *till) waitAudit(n int) []auditRecord {
+	tl.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := tl.audit()
+		if len(recs) >= n || time.Now().After(deadline) {
+			if len(recs) < n {
+				tl.t.Fatalf("got %d audit records, want %d\nstdout:\n%s", len(recs), n, tl.stdout.String())
+			}
+			return recs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// auditFields are the fields every record carries, per the contract.
+var auditFields = []string{"time", "level", "event", "id", "mode", "client", "route", "secret",
+	"key_fp", "method", "host", "path", "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "reason"}
+
+func checkAuditFields(t *testing.T, r auditRecord) {
+	t.Helper()
+	for _, f := range auditFields {
+		if _, ok := r[f]; !ok {
+			t.Errorf("audit record lacks %q: %v", f, r)
+		}
+	}
+}
+
+// leakForms are the forms of a key that must never appear in till's output.
+func leakForms(key string) []string {
+	return []string{
+		key,
+		base64.StdEncoding.EncodeToString([]byte(key)),
+		base64.RawURLEncoding.EncodeToString([]byte(key)),
+		url.QueryEscape(key),
+		hex.EncodeToString([]byte(key)),
+	}
+}
+
+// assertNoLeak fails if any form of any key appears in what till printed or
+// wrote, or in the extra texts (responses).
+func (tl *till) assertNoLeak(keys []string, extra ...string) {
+	tl.t.Helper()
+	texts := append([]string{tl.stdout.String(), tl.stderr.String()}, extra...)
+	files, _ := filepath.Glob(filepath.Join(tl.dir, "*.log"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		texts = append(texts, string(b))
+	}
+	for _, key := range keys {
+		for _, form := range leakForms(key) {
+			for _, text := range texts {
+				if strings.Contains(text, form) {
+					tl.t.Errorf("a form of a key (%d chars) appears in till's output or a response", len(form))
+				}
+			}
+		}
+	}
+}
+
+// dump returns a response as text, headers and body, for leak checks.
+func dump(resp *http.Response, body []byte) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d\n", resp.StatusCode)
+	_ = resp.Header.Write(&b)
+	b.Write(body)
+	return b.String()
+}
+
+// get sends a request through till with Go's client and returns the
+// response and its body.
+func do(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	client := &http.Client{
+		Timeout:       20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+func newRequest(t *testing.T, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// tillError decodes till's JSON error body.
+func tillError(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("error Content-Type: got %q, want %q", ct, "application/json")
+	}
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("error body is not till's JSON: %q", body)
+	}
+	if h := resp.Header.Get("X-Till-Error"); h != e.Error.Code {
+		t.Errorf("X-Till-Error: got %q, want %q", h, e.Error.Code)
+	}
+	if e.Error.Message == "" {
+		t.Error("error message is empty")
+	}
+	return e.Error.Code
+}
