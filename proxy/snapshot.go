@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -126,8 +127,10 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		r.injectHeader = "Authorization"
 		r.injectValue = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	case inj.Query != "":
-		var v string
-		v, err = inj.Format.Render(lookup)
+		v, ok := sec.Value()
+		if !ok {
+			err = errors.New("a query parameter takes a single-value secret, not fields")
+		}
 		r.injectQuery = inj.Query
 		r.injectPair = url.QueryEscape(inj.Query) + "=" + url.QueryEscape(v)
 	default:

@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# till as a small, static, non-root image. Config, vault and key are mounted:
+#   /etc/till/till.yaml       (read-only)
+#   /var/lib/till/till.vault  and till.key (or TILL_PASSPHRASE)
+# No secret is ever copied into a layer.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/till ./cmd/till
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/till /usr/local/bin/till
+ENV TILL_CONFIG=/etc/till/till.yaml
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/till"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]
