@@ -1,0 +1,236 @@
+// Package config reads till.yaml: strict decoding (unknown keys are errors,
+// with their line), defaults, validation and the catalog of provider presets.
+//
+// The package is pure: bytes in, an immutable *Config out. Every problem in a
+// file is collected and reported at once, each as
+//
+//	till.yaml:14: routes[2].upstream: must be an https URL (plain http only for loopback, or set allow_plaintext: true)
+//
+// Messages name the field, never a value that could be a secret (header
+// values, inject formats, URLs that may carry a password).
+package config
+
+import (
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Config is a decoded and validated till.yaml. Treat it as immutable: a
+// running gateway shares it between goroutines, and a reload builds a new one.
+type Config struct {
+	// File is the path the config was read from; "" for built-in defaults.
+	File string
+	// Version is the schema version; only 1 exists.
+	Version int
+	// Listen is the gateway listener's host:port (default 127.0.0.1:8080).
+	Listen string
+	// ShutdownGrace is how long in-flight requests may run after SIGTERM
+	// (default 30s).
+	ShutdownGrace time.Duration
+	// TLS, when it names certificates, serves the listener over TLS.
+	TLS TLS
+	// Admin is the optional admin listener (health, metrics, reload).
+	Admin Admin
+	// Vault locates the encrypted secret store and sets its expiry policy.
+	Vault Vault
+	// Audit says where the audit records go.
+	Audit Audit
+	// Forward configures forward-proxy (HTTP_PROXY) mode.
+	Forward Forward
+	// Limits configures shared rate limiting.
+	Limits Limits
+	// Clients are the known callers, identified by their token.
+	Clients []Client
+	// Routes map requests to upstreams and the secret injected into them.
+	Routes []Route
+}
+
+// TLS serves the gateway listener over TLS. It is parsed and validated here;
+// obtaining certificates is the server's job.
+type TLS struct {
+	// Names are the DNS names (or IPs) to serve certificates for; empty
+	// means plain HTTP.
+	Names []string
+	// ACME, when set, gets certificates from an ACME CA instead of till's
+	// own CA.
+	ACME *ACME
+}
+
+// ACME names the ACME account and directory to obtain certificates from.
+type ACME struct {
+	// Email is the ACME account contact; required.
+	Email string
+	// CA is the ACME directory URL; "" means the certificate manager's
+	// default (Let's Encrypt).
+	CA string
+}
+
+// Admin is the admin listener: /healthz, /readyz, /metrics, /admin/routes and
+// POST /admin/reload.
+type Admin struct {
+	// Listen is host:port; "" disables the admin listener.
+	Listen string
+	// TokenSHA256 is the lowercase hex SHA-256 of the admin bearer token.
+	// It is required when Listen is not a loopback address, so that an
+	// admin listener reachable from the network is never open.
+	TokenSHA256 string
+}
+
+// Vault locates the encrypted secret store.
+type Vault struct {
+	// Path is the vault file, absolute (relative paths in the file are
+	// resolved against the config file's folder). Default till.vault.
+	Path string
+	// KeyFile is the vault key file, absolute. Default till.key.
+	KeyFile string
+	// MaxAge, when non-zero, makes a secret older than this count as
+	// expired.
+	MaxAge time.Duration
+	// OnExpired is "block" (default: refuse requests that need an expired
+	// secret) or "warn" (use it and log a warning).
+	OnExpired string
+}
+
+// Audit says where audit records (JSON lines) are written.
+type Audit struct {
+	// File is "-" for stdout (the default) or an absolute path.
+	File string
+}
+
+// Forward configures forward-proxy mode (HTTP_PROXY / HTTPS_PROXY).
+type Forward struct {
+	// Enabled accepts absolute-form requests and CONNECT. Default false:
+	// forward mode is opt-in.
+	Enabled bool
+	// Intercept terminates TLS for CONNECT to hosts that have a route, so
+	// the key can be injected. Default true.
+	Intercept bool
+	// UnknownHosts is what happens to CONNECT to a host without a route:
+	// "deny" (default) or "tunnel" (passed through untouched, after the
+	// address checks).
+	UnknownHosts string
+	// AllowCIDRs are private ranges that tunnels may reach; none by default.
+	AllowCIDRs []netip.Prefix
+	// CACert is the interception CA certificate (absolute path, default
+	// till-ca.pem); its key lives in the vault.
+	CACert string
+}
+
+// Limits configures rate limiting shared between instances.
+type Limits struct {
+	// Redis is a redis:// or rediss:// URL; "" keeps limits in memory.
+	// It may hold a password, so it is never printed.
+	Redis string
+	// OnRedisError is "allow" (default: fail open) or "deny".
+	OnRedisError string
+}
+
+// Client is a known caller. It proves who it is with a till token; only the
+// token's hash is in the config.
+type Client struct {
+	// Name identifies the client in routes, logs and audit records.
+	Name string
+	// TokenSHA256 is the lowercase hex SHA-256 of the whole token
+	// ("till_" included).
+	TokenSHA256 string
+	// CIDRs, when set, restrict the source addresses the client may use.
+	CIDRs []netip.Prefix
+	// Cert requires a client certificate from till's CA as well.
+	Cert bool
+	// Line is the client's line in the config file (for messages).
+	Line int
+}
+
+// Route maps requests under Prefix (or to the upstream's host, in forward
+// mode) to Upstream, with Secret injected as Inject says.
+type Route struct {
+	// Name identifies the route: [a-z0-9][a-z0-9_-]*, unique.
+	Name string
+	// Preset is the catalog entry the route's defaults came from, or "".
+	Preset string
+	// Prefix is the path prefix in reverse-proxy mode, e.g. "/openai":
+	// it starts with "/", has no trailing "/", and its segments use only
+	// [A-Za-z0-9._~-] and are not "." or "..". Default "/" + Name. The
+	// prefix is removed before forwarding.
+	Prefix string
+	// Upstream is where requests go: https, or http only for loopback
+	// hosts or with AllowPlaintext. It has no userinfo, query or fragment,
+	// and its path has no trailing "/".
+	Upstream *url.URL
+	// Secret is the vault entry to inject; default Name.
+	Secret string
+	// Inject says how the secret is attached to the request.
+	Inject Inject
+	// Headers are extra request headers, added when the app did not send
+	// them (e.g. Anthropic-Version). Keys are canonical header names.
+	// Route headers are merged over the preset's.
+	Headers map[string]string
+	// Allow restricts methods and paths; empty allows everything.
+	Allow Allow
+	// Clients, when non-nil, are the only clients allowed; each names an
+	// entry of Config.Clients. Nil means any client that can reach the
+	// listener.
+	Clients []string
+	// Rate limits requests per client; the zero value is unlimited.
+	Rate Rate
+	// Burst is the number of requests allowed at once; default Rate.Count.
+	Burst int
+	// Strip are more client credential headers to remove (canonical
+	// names), added to the preset's list.
+	Strip []string
+	// Timeout bounds the wait for the upstream's response headers (a stream
+	// may then run longer); default 60s.
+	Timeout time.Duration
+	// MaxBody caps the request body in bytes; 0 means unlimited.
+	MaxBody int64
+	// AllowPlaintext permits an http:// upstream on a non-loopback host.
+	AllowPlaintext bool
+	// Line is the route's line in the config file; 0 for built-in defaults.
+	Line int
+}
+
+// Inject says how a secret is attached to a request: exactly one of Header,
+// Query or Basic is set.
+type Inject struct {
+	// Header is the canonical name of the header to set (e.g.
+	// "Authorization"); "" when Query or Basic is used.
+	Header string
+	// Format is the header value, used with Header; default "{secret}".
+	Format Template
+	// Query is the name of a query parameter that carries the secret.
+	Query string
+	// Basic sets HTTP Basic authentication (the Authorization header).
+	Basic *Basic
+}
+
+// Basic is HTTP Basic authentication built from a secret, e.g. username
+// "{secret.sid}" and password "{secret.token}".
+type Basic struct {
+	// Username is the user-id template.
+	Username Template
+	// Password is the password template; it may be empty.
+	Password Template
+}
+
+// Allow restricts what a route forwards. Empty lists allow everything.
+type Allow struct {
+	// Methods are upper-case HTTP methods; empty allows any.
+	Methods []string
+	// Paths are globs matched against the path after the prefix; empty
+	// allows any.
+	Paths []Glob
+}
+
+// Defaults that the file may override.
+const (
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultShutdownGrace = 30 * time.Second
+	DefaultTimeout       = 60 * time.Second
+	DefaultVaultFile     = "till.vault"
+	DefaultKeyFile       = "till.key"
+	DefaultCACertFile    = "till-ca.pem"
+	// MaxSize caps a config file, so a wrong path (a log, a disk image)
+	// fails fast instead of being read whole.
+	MaxSize = 1 << 20
+)

@@ -1,0 +1,535 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const testHash = "9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b"
+
+// TestParseErrors checks that each bad config gives exactly one error, with
+// its line, field path and message.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want string
+	}{
+		{"empty file", "", `till.yaml: empty config (hint: run "till init")`},
+		{"only comments", "# nothing\n", `till.yaml: empty config (hint: run "till init")`},
+		{"null document", "~\n", `till.yaml: empty config (hint: run "till init")`},
+		{"not a mapping", "- a\n", `till.yaml:1: must be a mapping of settings (hint: start with "version: 1")`},
+		{"syntax error", "version: 1\nroutes: [\n", `till.yaml:2: invalid yaml: did not find expected node content`},
+		{"two documents", "version: 1\n---\nversion: 1\n", `till.yaml:2: more than one yaml document (hint: remove the "---" separator)`},
+		{"missing version", "listen: 127.0.0.1:8080\n", `till.yaml:1: version: required (hint: add "version: 1" at the top)`},
+		{"version 2", "version: 2\n", `till.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`},
+		{"version string", "version: \"1\"\n", `till.yaml:1: version: must be a whole number`},
+		{"unknown root field", "version: 1\nlisen: 127.0.0.1:1\n", `till.yaml:2: lisen: unknown field (did you mean "listen"?)`},
+		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes)`},
+		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes)`},
+		{"duplicate field", "version: 1\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `till.yaml:3: listen: duplicate field (first at line 2)`},
+		{"alias", "version: 1\nlisten: &a 127.0.0.1:1\nadmin: {listen: *a}\n", `till.yaml:3: admin.listen: yaml aliases are not supported (hint: repeat the value)`},
+		{"bad listen", "version: 1\nlisten: 8080\n", `till.yaml:2: listen: must be host:port (e.g. 127.0.0.1:8080)`},
+		{"bad port", "version: 1\nlisten: 127.0.0.1:99999\n", `till.yaml:2: listen: must be host:port with a port from 0 to 65535 (e.g. 127.0.0.1:8080)`},
+		{"bad duration", "version: 1\nshutdown_grace: soon\n", `till.yaml:2: shutdown_grace: must be a duration such as 30s, 5m, 12h or 90d`},
+		{"zero duration", "version: 1\nshutdown_grace: 0s\n", `till.yaml:2: shutdown_grace: must be more than zero`},
+		{"admin without token", "version: 1\nadmin:\n  listen: 0.0.0.0:9090\n", `till.yaml:3: admin.token_sha256: required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)`},
+		{"admin all interfaces without token", "version: 1\nadmin: {listen: \":9090\"}\n", `till.yaml:2: admin.token_sha256: required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)`},
+		{"admin bad token", "version: 1\nadmin: {listen: 127.0.0.1:9090, token_sha256: abc}\n", `till.yaml:2: admin.token_sha256: must be 64 hex digits (the SHA-256 of the token; "till client add" prints it)`},
+		{"on_expired enum", "version: 1\nvault: {on_expired: ignore}\n", `till.yaml:2: vault.on_expired: must be "block" or "warn"`},
+		{"unknown_hosts enum", "version: 1\nforward: {unknown_hosts: allow}\n", `till.yaml:2: forward.unknown_hosts: must be "deny" or "tunnel"`},
+		{"on_redis_error enum", "version: 1\nlimits: {on_redis_error: maybe}\n", `till.yaml:2: limits.on_redis_error: must be "allow" or "deny"`},
+		{"bool", "version: 1\nforward: {enabled: yes}\n", `till.yaml:2: forward.enabled: must be true or false`},
+		{"redis scheme, password not echoed", "version: 1\nlimits:\n  redis: http://:hunter2@127.0.0.1:6379\n", `till.yaml:3: limits.redis: must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379/0)`},
+		{"bad cidr", "version: 1\nforward: {allow_cidrs: [10.0.0.0/33]}\n", `till.yaml:2: forward.allow_cidrs[0]: must be a CIDR prefix such as 10.0.0.0/8 or an IP address`},
+		{"acme without email", "version: 1\ntls:\n  names: [a.example]\n  acme: {ca: https://acme.example/dir}\n", `till.yaml:4: tls.acme.email: required (hint: the ACME account contact)`},
+		{"acme without names", "version: 1\ntls:\n  acme: {email: ops@example.com}\n", `till.yaml:3: tls.names: required with acme (hint: the DNS names to get certificates for)`},
+		{"client bad name", "version: 1\nclients:\n  - name: Web\n    token_sha256: " + testHash + "\n", `till.yaml:3: clients[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`},
+		{"client without token", "version: 1\nclients:\n  - name: web\n", `till.yaml:3: clients[0].token_sha256: required (hint: "till client add NAME" prints it)`},
+		{"duplicate client", "version: 1\nclients:\n  - {name: web, token_sha256: " + testHash + "}\n  - {name: web, token_sha256: " + testHash + "}\n", `till.yaml:4: clients[1].name: duplicate client name "web" (first at line 3)`},
+		{"unknown route field", "version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstrem: https://x.example\n", `till.yaml:5: routes[0].upstrem: unknown field (did you mean "upstream"?)`},
+		{"route without name", "version: 1\nroutes:\n  - preset: openai\n", `till.yaml:3: routes[0].name: required`},
+		{"bad route name", "version: 1\nroutes:\n  - {name: Open AI, preset: openai}\n", `till.yaml:3: routes[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`},
+		{"unknown preset", "version: 1\nroutes:\n  - {name: openai, preset: opnai}\n", `till.yaml:3: routes[0].preset: unknown preset "opnai" (did you mean "openai"?)`},
+		{"no upstream", "version: 1\nroutes:\n  - name: x\n    inject: {query: key}\n", `till.yaml:3: routes[0].upstream: required (hint: set upstream, or a preset such as "preset: openai")`},
+		{"no inject", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n", `till.yaml:3: routes[0].inject: required (hint: header: Authorization with format: "Bearer {secret}", or query: NAME, or basic)`},
+		{"bad upstream scheme", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: ftp://x.example\n", `till.yaml:5: routes[0].upstream: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},
+		{"http non-loopback", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: http://api.example.com\n", `till.yaml:5: routes[0].upstream: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},
+		{"http to a name that only starts like localhost", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: http://localhost.evil.example\n", `till.yaml:5: routes[0].upstream: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},
+		{"upstream without host", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: api.example.com\n", `till.yaml:5: routes[0].upstream: must be an absolute URL such as https://api.example.com`},
+		{"upstream userinfo not echoed", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: https://user:hunter2@api.example.com\n", `till.yaml:5: routes[0].upstream: must not contain a user or password (hint: credentials belong in the vault)`},
+		{"upstream query", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: https://api.example.com/?key=1\n", `till.yaml:5: routes[0].upstream: must not have a query string`},
+		{"duplicate name", "version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - {name: openai, preset: openai, prefix: /other}\n", `till.yaml:4: routes[1].name: duplicate route name "openai" (first at line 3)`},
+		{"duplicate prefix", "version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - name: openai2\n    preset: openai\n    prefix: /openai\n", `till.yaml:6: routes[1].prefix: duplicate prefix "/openai" (first used by route "openai" at line 3)`},
+		{"prefix trailing slash", "version: 1\nroutes:\n  - {name: x, preset: openai, prefix: /x/}\n", `till.yaml:3: routes[0].prefix: must start with "/" and name at least one segment, without a trailing "/" (e.g. /openai)`},
+		{"prefix dot segment", "version: 1\nroutes:\n  - {name: x, preset: openai, prefix: /a/../b}\n", `till.yaml:3: routes[0].prefix: must not have "." or ".." segments`},
+		{"inject two kinds", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {header: X-Key, query: key}\n", `till.yaml:5: routes[0].inject: needs exactly one of header, query or basic`},
+		{"format with query", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {query: key, format: \"{secret}\"}\n", `till.yaml:5: routes[0].inject.format: only used with header`},
+		{"CR LF in format", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer {secret}\\r\\nX-Evil: 1\"\n", `till.yaml:7: routes[0].inject.format: must not contain control characters such as CR or LF`},
+		{"unterminated placeholder", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer {secret\"\n", `till.yaml:7: routes[0].inject.format: unterminated placeholder (use {secret} or {secret.FIELD})`},
+		{"unknown placeholder", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer {env.HOME}\"\n", `till.yaml:7: routes[0].inject.format: unknown placeholder (only {secret} and {secret.FIELD} are allowed)`},
+		{"format without secret", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer sk-hardcoded\"\n", `till.yaml:7: routes[0].inject.format: must use {secret} or {secret.FIELD}`},
+		{"bad header name", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {header: \"X Key\"}\n", `till.yaml:5: routes[0].inject.header: must be a header name (letters, digits and !#$%&'*+-.^_` + "`" + `|~)`},
+		{"inject into host", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {header: host}\n", `till.yaml:5: routes[0].inject.header: must not be a hop-by-hop, framing or till header`},
+		{"basic without secret", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      basic: {username: admin}\n", `till.yaml:6: routes[0].inject.basic: must use {secret} or {secret.FIELD} in username or password`},
+		{"header value with newline", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers:\n      X-Extra: \"a\\nb\"\n", `till.yaml:6: routes[0].headers.X-Extra: must not contain control characters such as CR or LF`},
+		{"bad strip name", "version: 1\nroutes:\n  - {name: x, preset: openai, strip: [\"x key\"]}\n", `till.yaml:3: routes[0].strip[0]: must be a header name (letters, digits and !#$%&'*+-.^_` + "`" + `|~)`},
+		{"bad method", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow: {methods: [\"GE T\"]}\n", `till.yaml:5: routes[0].allow.methods[0]: must be an HTTP method such as GET or POST`},
+		{"bad glob", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow:\n      paths: [/a/**/b]\n", `till.yaml:6: routes[0].allow.paths[0]: "**" is only allowed as the last segment`},
+		{"unknown client in route", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: [web]\n", `till.yaml:5: routes[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`},
+		{"empty route clients", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: []\n", `till.yaml:5: routes[0].clients: must name at least one client (hint: remove the key to allow any client)`},
+		{"bad rate", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    rate: 10/d\n", `till.yaml:5: routes[0].rate: must be a rate such as 10/s, 100/m or 1000/h`},
+		{"zero rate", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 0/s}\n", `till.yaml:3: routes[0].rate: must be a rate such as 10/s, 100/m or 1000/h`},
+		{"zero burst", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 1/s, burst: 0}\n", `till.yaml:3: routes[0].burst: must be at least 1`},
+		{"burst without rate", "version: 1\nroutes:\n  - {name: x, preset: openai, burst: 5}\n", `till.yaml:3: routes[0].burst: needs a rate (hint: add rate: 10/s)`},
+		{"bad timeout", "version: 1\nroutes:\n  - {name: x, preset: openai, timeout: 60}\n", `till.yaml:3: routes[0].timeout: must be a duration such as 30s, 5m, 12h or 90d`},
+		{"bad max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 10 parsecs}\n", `till.yaml:3: routes[0].max_body: must be a size such as 512KB, 10MB or 1GiB`},
+		{"routes not a list", "version: 1\nroutes: {name: x}\n", `till.yaml:2: routes: must be a list (hint: [a, b] or one "- item" per line)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("till.yaml", []byte(tt.yaml), t.TempDir())
+			if err == nil {
+				t.Fatalf("Parse succeeded, want error %q", tt.want)
+			}
+			if c != nil {
+				t.Errorf("Parse returned a config with its error")
+			}
+			if got := err.Error(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			for _, secret := range []string{"hunter2", "sk-hardcoded", "sk-proj", "X-Evil"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q quotes a value from the file", err)
+				}
+			}
+		})
+	}
+}
+
+// TestParseErrorsAll checks that every problem is reported at once, in file
+// order, each an *Error.
+func TestParseErrorsAll(t *testing.T) {
+	data, err := os.ReadFile("testdata/bad.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse("bad.yaml", data, "/etc/till")
+	if err == nil {
+		t.Fatal("Parse succeeded, want errors")
+	}
+	want := []string{
+		`bad.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`,
+		`bad.yaml:2: listen: must be host:port (e.g. 127.0.0.1:8080)`,
+		`bad.yaml:4: routes[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`,
+		`bad.yaml:4: routes[0].upstream: required (hint: set upstream, or a preset such as "preset: openai")`,
+		`bad.yaml:5: routes[0].upstrem: unknown field (did you mean "upstream"?)`,
+		`bad.yaml:8: routes[0].inject.format: unknown placeholder (only {secret} and {secret.FIELD} are allowed)`,
+		`bad.yaml:9: routes[0].rate: must be a rate such as 10/s, 100/m or 1000/h`,
+		`bad.yaml:11: routes[0].allow.paths[0]: "**" is only allowed as the last segment`,
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("got %q, want %q", got, strings.Join(want, "\n"))
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.File != "bad.yaml" || e.Line != 1 || e.Path != "version" {
+		t.Errorf("errors.As gave %+v, want the version error", e)
+	}
+}
+
+func TestParseTooLarge(t *testing.T) {
+	data := []byte("version: 1\n" + strings.Repeat("#", MaxSize))
+	_, err := Parse("till.yaml", data, ".")
+	if got, want := errString(err), "till.yaml: config is larger than 1 MiB"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+func TestParseFull(t *testing.T) {
+	data, err := os.ReadFile("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c, err := Parse("full.yaml", data, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.File != "full.yaml" || c.Version != 1 || c.Listen != "127.0.0.1:8080" || c.ShutdownGrace != 45*time.Second {
+		t.Errorf("top level: got %q %d %q %v", c.File, c.Version, c.Listen, c.ShutdownGrace)
+	}
+	if !reflect.DeepEqual(c.TLS, TLS{Names: []string{"till.internal"}, ACME: &ACME{Email: "ops@example.com", CA: "https://acme.example/dir"}}) {
+		t.Errorf("tls: got %+v", c.TLS)
+	}
+	if c.Admin != (Admin{Listen: "0.0.0.0:9090", TokenSHA256: testHash}) {
+		t.Errorf("admin: got %+v", c.Admin)
+	}
+	wantVault := Vault{Path: filepath.Join(dir, "data/till.vault"), KeyFile: "/etc/till/till.key", MaxAge: 90 * 24 * time.Hour, OnExpired: "warn"}
+	if c.Vault != wantVault {
+		t.Errorf("vault: got %+v, want %+v", c.Vault, wantVault)
+	}
+	if got, want := c.Audit.File, filepath.Join(dir, "logs/audit.log"); got != want {
+		t.Errorf("audit.file: got %q, want %q", got, want)
+	}
+	wantForward := Forward{
+		Enabled: true, UnknownHosts: "tunnel",
+		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")},
+		CACert:     filepath.Join(dir, "ca/till-ca.pem"),
+	}
+	if !reflect.DeepEqual(c.Forward, wantForward) {
+		t.Errorf("forward: got %+v, want %+v", c.Forward, wantForward)
+	}
+	if c.Limits != (Limits{Redis: "redis://127.0.0.1:6379/0", OnRedisError: "deny"}) {
+		t.Errorf("limits: got %+v", c.Limits)
+	}
+	wantClients := []Client{
+		{Name: "web", TokenSHA256: strings.Repeat("4f1c", 16), CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Cert: true, Line: 27},
+		{Name: "batch", TokenSHA256: strings.Repeat("0", 64), Line: 31},
+	}
+	if !reflect.DeepEqual(c.Clients, wantClients) {
+		t.Errorf("clients: got %+v, want %+v", c.Clients, wantClients)
+	}
+	if len(c.Routes) != 4 {
+		t.Fatalf("got %d routes, want 4", len(c.Routes))
+	}
+
+	r := c.Routes[1]
+	if r.Name != "internal" || r.Preset != "" || r.Prefix != "/internal/v2" || r.Secret != "internal-key" || r.Line != 36 {
+		t.Errorf("internal: got name %q preset %q prefix %q secret %q line %d", r.Name, r.Preset, r.Prefix, r.Secret, r.Line)
+	}
+	if got, want := r.Upstream.String(), "https://api.example.com/base"; got != want {
+		t.Errorf("internal upstream: got %q, want %q", got, want)
+	}
+	if r.Inject.Header != "X-Api-Key" || !reflect.DeepEqual(r.Inject.Format.Fields(), []string{"token"}) {
+		t.Errorf("internal inject: got %q %q", r.Inject.Header, r.Inject.Format.Fields())
+	}
+	if !reflect.DeepEqual(r.Headers, map[string]string{"X-Api-Version": "2"}) {
+		t.Errorf("internal headers: got %v", r.Headers)
+	}
+	if !reflect.DeepEqual(r.Allow.Methods, []string{"GET", "POST"}) || len(r.Allow.Paths) != 3 || r.Allow.Paths[2].String() != "/v1/files/**" {
+		t.Errorf("internal allow: got %v %v", r.Allow.Methods, r.Allow.Paths)
+	}
+	if !reflect.DeepEqual(r.Clients, []string{"web", "batch"}) || r.Rate != (Rate{10, time.Second}) || r.Burst != 20 {
+		t.Errorf("internal clients/rate: got %v %v %d", r.Clients, r.Rate, r.Burst)
+	}
+	if !reflect.DeepEqual(r.Strip, []string{"X-Other-Key"}) || r.Timeout != 36*time.Hour || r.MaxBody != 10_000_000 {
+		t.Errorf("internal strip/timeout/max_body: got %v %v %d", r.Strip, r.Timeout, r.MaxBody)
+	}
+
+	r = c.Routes[2]
+	if r.Upstream.String() != "http://127.0.0.1:9000" || r.Inject.Query != "key" || r.Prefix != "/local" || r.Secret != "local" || r.Burst != 100 || r.Timeout != DefaultTimeout {
+		t.Errorf("local: got %+v", r)
+	}
+	r = c.Routes[3]
+	if r.Inject.Basic == nil || !reflect.DeepEqual(r.Inject.Basic.Username.Fields(), []string{"sid"}) || r.MaxBody != 1048576 {
+		t.Errorf("twilio: got %+v", r)
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Parse("till.yaml", []byte("version: 1\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		File: "till.yaml", Version: 1, Listen: "127.0.0.1:8080", ShutdownGrace: 30 * time.Second,
+		Vault:   Vault{Path: filepath.Join(dir, "till.vault"), KeyFile: filepath.Join(dir, "till.key"), OnExpired: "block"},
+		Audit:   Audit{File: "-"},
+		Forward: Forward{Intercept: true, UnknownHosts: "deny", CACert: filepath.Join(dir, "till-ca.pem")},
+		Limits:  Limits{OnRedisError: "allow"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got %+v, want %+v", c, want)
+	}
+}
+
+// TestRelativePaths checks that relative paths are resolved against the
+// config's folder, and that the folder is made absolute.
+func TestRelativePaths(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, dir, path, want string
+	}{
+		{"relative to dir", "/etc/till", "data/till.vault", "/etc/till/data/till.vault"},
+		{"dot dot", "/etc/till", "../till.vault", "/etc/till.vault"},
+		{"absolute kept", "/etc/till", "/var/lib/till.vault", "/var/lib/till.vault"},
+		{"relative dir made absolute", "conf", "till.vault", filepath.Join(wd, "conf", "till.vault")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("till.yaml", []byte("version: 1\nvault: {path: "+tt.path+"}\n"), tt.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Vault.Path != tt.want {
+				t.Errorf("got %q, want %q", c.Vault.Path, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "till.yaml")
+	if err := os.WriteFile(path, []byte("version: 1\naudit: {file: audit.log}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.File != path || c.Audit.File != filepath.Join(dir, "audit.log") {
+		t.Errorf("got file %q audit %q", c.File, c.Audit.File)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("got %v, want not exist", err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, make([]byte, MaxSize+10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.HasSuffix(err.Error(), "config is larger than 1 MiB") {
+		t.Errorf("got %v, want the size error", err)
+	}
+}
+
+// TestUpstream checks the scheme rules and normalisation.
+func TestUpstream(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"https", "upstream: https://api.example.com", "https://api.example.com"},
+		{"trailing slash dropped", "upstream: https://api.example.com/v1/", "https://api.example.com/v1"},
+		{"http loopback v4", "upstream: http://127.0.0.2:8000", "http://127.0.0.2:8000"},
+		{"http loopback v6", "upstream: http://[::1]:8000", "http://[::1]:8000"},
+		{"http localhost", "upstream: http://localhost:8000", "http://localhost:8000"},
+		{"http with allow_plaintext", "upstream: http://10.0.0.1:8000\n    allow_plaintext: true", "http://10.0.0.1:8000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			y := "version: 1\nroutes:\n  - name: x\n    inject: {query: key}\n    " + tt.yaml + "\n"
+			c, err := Parse("till.yaml", []byte(y), "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Routes[0].Upstream.String(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestPresetRoute checks that a preset fills a route, and that fields set
+// in the route win (strip and headers are added to the preset's).
+func TestPresetRoute(t *testing.T) {
+	y := `version: 1
+routes:
+  - name: anthropic
+    preset: anthropic
+  - name: claude-team
+    preset: anthropic
+    secret: anthropic-team
+    upstream: https://anthropic-proxy.example.com
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    headers: {anthropic-beta: tools}
+    strip: [x-api-key, X-Other]
+`
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, o := c.Routes[0], c.Routes[1]
+	lookup := func(string) (string, bool) { return "KEY", true }
+
+	if a.Preset != "anthropic" || a.Prefix != "/anthropic" || a.Secret != "anthropic" || a.Upstream.String() != "https://api.anthropic.com" {
+		t.Errorf("preset route: got preset %q prefix %q secret %q upstream %q", a.Preset, a.Prefix, a.Secret, a.Upstream)
+	}
+	if v, _ := a.Inject.Format.Render(lookup); a.Inject.Header != "X-Api-Key" || v != "KEY" {
+		t.Errorf("preset inject: got %q %q", a.Inject.Header, v)
+	}
+	if !reflect.DeepEqual(a.Headers, map[string]string{"Anthropic-Version": "2023-06-01"}) {
+		t.Errorf("preset headers: got %v", a.Headers)
+	}
+	if !reflect.DeepEqual(a.Strip, []string{"X-Api-Key", "Authorization"}) {
+		t.Errorf("preset strip: got %v", a.Strip)
+	}
+
+	if o.Prefix != "/claude-team" || o.Secret != "anthropic-team" || o.Upstream.String() != "https://anthropic-proxy.example.com" {
+		t.Errorf("override: got prefix %q secret %q upstream %q", o.Prefix, o.Secret, o.Upstream)
+	}
+	if v, _ := o.Inject.Format.Render(lookup); o.Inject.Header != "Authorization" || v != "Bearer KEY" {
+		t.Errorf("override inject: got %q %q", o.Inject.Header, v)
+	}
+	if !reflect.DeepEqual(o.Headers, map[string]string{"Anthropic-Version": "2023-06-01", "Anthropic-Beta": "tools"}) {
+		t.Errorf("override headers: got %v", o.Headers)
+	}
+	if !reflect.DeepEqual(o.Strip, []string{"X-Api-Key", "Authorization", "X-Other"}) {
+		t.Errorf("override strip: got %v", o.Strip)
+	}
+	// The catalog must not be changed through a route.
+	o.Headers["X-Mutated"] = "1"
+	if p, _ := LookupPreset("anthropic"); len(p.Headers) != 1 {
+		t.Errorf("preset headers changed: %v", p.Headers)
+	}
+}
+
+func TestPresets(t *testing.T) {
+	ps := Presets()
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+		if p.Secret != p.Name || p.Docs == "" || !strings.HasPrefix(p.Upstream, "https://") {
+			t.Errorf("%s: got secret %q docs %q upstream %q", p.Name, p.Secret, p.Docs, p.Upstream)
+		}
+		if _, err := parseUpstream(p.Upstream, false); err != nil {
+			t.Errorf("%s: upstream: %v", p.Name, err)
+		}
+	}
+	want := []string{"anthropic", "cohere", "gemini", "github", "groq", "huggingface", "mistral", "openai", "sendgrid", "slack", "stripe", "twilio"}
+	if !reflect.DeepEqual(names, want) {
+		t.Errorf("got %q, want %q", names, want)
+	}
+	tests := []struct {
+		name, header, value, base string
+	}{
+		{"openai", "Authorization", "Bearer K", "/v1"},
+		{"anthropic", "X-Api-Key", "K", ""},
+		{"gemini", "X-Goog-Api-Key", "K", ""},
+		{"groq", "Authorization", "Bearer K", "/openai/v1"},
+		{"slack", "Authorization", "Bearer K", "/api"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, ok := LookupPreset(tt.name)
+			if !ok {
+				t.Fatal("not found")
+			}
+			v, err := p.Inject.Format.Render(func(string) (string, bool) { return "K", true })
+			if err != nil || p.Inject.Header != tt.header || v != tt.value || p.BaseURLPath != tt.base {
+				t.Errorf("got %q %q %q (%v), want %q %q %q", p.Inject.Header, v, p.BaseURLPath, err, tt.header, tt.value, tt.base)
+			}
+		})
+	}
+	tw, _ := LookupPreset("twilio")
+	if tw.Inject.Basic == nil || !reflect.DeepEqual(tw.Inject.Basic.Password.Fields(), []string{"token"}) {
+		t.Errorf("twilio: got %+v", tw.Inject)
+	}
+	if _, ok := LookupPreset("nope"); ok {
+		t.Error("LookupPreset found nope")
+	}
+}
+
+func TestDefault(t *testing.T) {
+	dir := t.TempDir()
+	has := func(s string) bool { return s == "openai" || s == "anthropic" || s == "unrelated" }
+	c := Default(dir, "", has)
+	if c.File != "" || c.Version != 1 || c.Listen != DefaultListen || c.Audit.File != "-" || c.Admin.Listen != "" {
+		t.Errorf("got %+v", c)
+	}
+	if c.Vault.Path != filepath.Join(dir, "till.vault") || c.Vault.KeyFile != filepath.Join(dir, "till.key") {
+		t.Errorf("vault: got %+v", c.Vault)
+	}
+	var names, prefixes []string
+	for _, r := range c.Routes {
+		names = append(names, r.Name)
+		prefixes = append(prefixes, r.Prefix)
+		if r.Line != 0 || r.Timeout != DefaultTimeout || r.Upstream == nil || r.Secret != r.Name {
+			t.Errorf("route %s: got %+v", r.Name, r)
+		}
+	}
+	if !reflect.DeepEqual(names, []string{"anthropic", "openai"}) || !reflect.DeepEqual(prefixes, []string{"/anthropic", "/openai"}) {
+		t.Errorf("got routes %q at %q", names, prefixes)
+	}
+
+	c = Default(dir, "/run/secrets/till.key", nil)
+	if c.Vault.KeyFile != "/run/secrets/till.key" || len(c.Routes) != 0 {
+		t.Errorf("got key %q and %d routes", c.Vault.KeyFile, len(c.Routes))
+	}
+}
+
+func TestStarterConfig(t *testing.T) {
+	s := StarterConfig()
+	c, err := Parse("till.yaml", s, t.TempDir())
+	if err != nil {
+		t.Fatalf("starter config does not parse: %v", err)
+	}
+	if len(c.Routes) != 0 {
+		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
+	}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys}
+	for _, keys := range all {
+		for _, k := range keys {
+			if !strings.Contains(string(s), k+":") {
+				t.Errorf("starter config does not mention %q", k)
+			}
+		}
+	}
+	for _, p := range Presets() {
+		if !strings.Contains(string(s), p.Name) {
+			t.Errorf("starter config does not list preset %q", p.Name)
+		}
+	}
+	// Uncommenting the example routes must give a valid config too.
+	var b strings.Builder
+	examples := false
+	for line := range strings.Lines(string(s)) {
+		switch {
+		case strings.HasPrefix(line, "routes: []"):
+			continue
+		case strings.HasPrefix(line, "# routes:"):
+			examples = true
+		}
+		if examples {
+			line = strings.TrimPrefix(strings.TrimPrefix(line, "#"), " ")
+		}
+		b.WriteString(line)
+	}
+	_, err = Parse("till.yaml", []byte(b.String()), "/")
+	if err == nil {
+		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
+	}
+	if got, want := err.Error(), `till.yaml:65: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	StarterConfig()[0] = 'X'
+	if StarterConfig()[0] == 'X' {
+		t.Error("StarterConfig returns shared bytes")
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{"upstrem", "upstream"},
+		{"Upstream", "upstream"},
+		{"prefx", "prefix"},
+		{"lisen", "listen"},
+		{"zzzzzzzz", ""},
+		{"rat", "rate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := suggest(tt.in, append(routeKeys, rootKeys...)); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,612 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The keys each mapping accepts. They drive unknown-field errors, their
+// "did you mean" suggestions, and the test that StarterConfig mentions them.
+var (
+	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "clients", "routes"}
+	tlsKeys     = []string{"names", "acme"}
+	acmeKeys    = []string{"email", "ca"}
+	adminKeys   = []string{"listen", "token_sha256"}
+	vaultKeys   = []string{"path", "key_file", "max_age", "on_expired"}
+	auditKeys   = []string{"file"}
+	forwardKeys = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert"}
+	limitsKeys  = []string{"redis", "on_redis_error"}
+	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
+	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext"}
+	injectKeys  = []string{"header", "format", "query", "basic"}
+	basicKeys   = []string{"username", "password"}
+	allowKeys   = []string{"methods", "paths"}
+)
+
+// Load reads the config file at path (at most MaxSize bytes) and parses it,
+// resolving relative paths in it against the file's folder.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, filepath.Dir(path))
+}
+
+// Parse decodes and validates a config. name is used in error messages
+// (normally the file's path); dir is the folder that relative paths in the
+// config are resolved against (made absolute). All problems are reported
+// at once, joined with errors.Join, each an *Error.
+func Parse(name string, data []byte, dir string) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, newError(name, 0, "", "config is larger than 1 MiB")
+	}
+	d := &decoder{file: name, dir: absDir(dir)}
+	root, err := d.parseYAML(data)
+	if err != nil {
+		return nil, err
+	}
+	c := d.config(root)
+	if len(d.errs) > 0 {
+		slices.SortStableFunc(d.errs, func(a, b *Error) int { return a.Line - b.Line })
+		errs := make([]error, len(d.errs))
+		for i, e := range d.errs {
+			errs[i] = e
+		}
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// absDir makes dir absolute so that the paths in a Config do not depend on
+// the working directory of whoever uses it later.
+func absDir(dir string) string {
+	if dir == "" {
+		dir = "."
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return filepath.Clean(dir)
+}
+
+var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parseYAML parses exactly one YAML document into a node tree.
+func (d *decoder) parseYAML(data []byte) (root *yaml.Node, err error) {
+	defer func() {
+		// yaml.v3 has panicked on hostile input before; bad input must
+		// get an error, never take the process down.
+		if r := recover(); r != nil {
+			root, err = nil, newError(d.file, 0, "", "invalid yaml")
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, d.empty()
+		}
+		return nil, d.yamlError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, newError(d.file, extra.Line, "", "more than one yaml document (hint: remove the \"---\" separator)")
+	} else if !errors.Is(err, io.EOF) {
+		return nil, d.yamlError(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return nil, d.empty()
+	}
+	return doc.Content[0], nil
+}
+
+func (d *decoder) empty() error {
+	return newError(d.file, 0, "", `empty config (hint: run "till init")`)
+}
+
+// yamlError turns a yaml.v3 syntax error into an *Error with the line.
+// Syntax errors describe the problem, not the text, so no value leaks.
+func (d *decoder) yamlError(err error) error {
+	msg := err.Error()
+	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return newError(d.file, line, "", "invalid yaml: %s", m[2])
+	}
+	return newError(d.file, 0, "", "invalid yaml: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+// decoder walks the node tree, collecting every error.
+type decoder struct {
+	file string
+	dir  string
+	errs []*Error
+}
+
+func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	d.errs = append(d.errs, newError(d.file, line, path, format, args...))
+}
+
+// check records err, if any, as the message for the field at n.
+func (d *decoder) check(n *yaml.Node, path string, err error) bool {
+	if err != nil {
+		d.errorf(n, path, "%s", err.Error())
+		return false
+	}
+	return true
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// fields checks that n is a mapping whose keys are all known and unique,
+// and returns the non-null values by key. A null value (a key with nothing
+// after it) counts as absent.
+func (d *decoder) fields(n *yaml.Node, path string, known []string) map[string]*yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "must be a mapping (hint: expected %s)", strings.Join(known, ", "))
+		return nil
+	}
+	m := make(map[string]*yaml.Node, len(n.Content)/2)
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			d.errorf(k, path, "keys must be plain names (yaml merge keys and aliases are not supported)")
+			continue
+		}
+		name := k.Value
+		if !plausibleKey(name) {
+			// Do not echo it: a stray line here may be a pasted secret.
+			d.errorf(k, path, "unknown field (name not shown; expected %s)", strings.Join(known, ", "))
+			continue
+		}
+		p := join(path, name)
+		if !slices.Contains(known, name) {
+			if s := suggest(name, known); s != "" {
+				d.errorf(k, p, "unknown field (did you mean %q?)", s)
+			} else {
+				d.errorf(k, p, "unknown field (expected %s)", strings.Join(known, ", "))
+			}
+			continue
+		}
+		if first, dup := seen[name]; dup {
+			d.errorf(k, p, "duplicate field (first at line %d)", first)
+			continue
+		}
+		seen[name] = k.Line
+		if v.Kind == yaml.AliasNode {
+			d.errorf(v, p, "yaml aliases are not supported (hint: repeat the value)")
+			continue
+		}
+		if isNull(v) {
+			continue
+		}
+		m[name] = v
+	}
+	return m
+}
+
+// plausibleKey reports whether a key looks like a field name, and so may be
+// shown in a message.
+func plausibleKey(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// list calls each for every element of the sequence n.
+func (d *decoder) list(n *yaml.Node, path string, each func(v *yaml.Node, path string)) {
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(n, path, "must be a list (hint: [a, b] or one \"- item\" per line)")
+		return
+	}
+	for i, v := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if v.Kind == yaml.AliasNode {
+			d.errorf(v, p, "yaml aliases are not supported (hint: repeat the value)")
+			continue
+		}
+		each(v, p)
+	}
+}
+
+func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "must be a single value, not a list or mapping")
+		return "", false
+	}
+	if isNull(n) {
+		return "", true
+	}
+	return n.Value, true
+}
+
+// nonEmpty is str for fields where "" is never valid.
+func (d *decoder) nonEmpty(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.str(n, path)
+	if ok && s == "" {
+		d.errorf(n, path, "must not be empty")
+		return "", false
+	}
+	return s, ok
+}
+
+func (d *decoder) boolean(n *yaml.Node, path string) bool {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
+		if b, err := strconv.ParseBool(n.Value); err == nil {
+			return b
+		}
+	}
+	d.errorf(n, path, "must be true or false")
+	return false
+}
+
+func (d *decoder) integer(n *yaml.Node, path string) (int64, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		if v, err := strconv.ParseInt(n.Value, 0, 64); err == nil {
+			return v, true
+		}
+	}
+	d.errorf(n, path, "must be a whole number")
+	return 0, false
+}
+
+func (d *decoder) strs(n *yaml.Node, path string) []string {
+	var out []string
+	d.list(n, path, func(v *yaml.Node, p string) {
+		if s, ok := d.nonEmpty(v, p); ok {
+			out = append(out, s)
+		}
+	})
+	return out
+}
+
+// duration reads a positive duration such as 30s or 90d.
+func (d *decoder) duration(n *yaml.Node, path string) (time.Duration, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return 0, false
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		d.errorf(n, path, "must be a duration such as 30s, 5m, 12h or 90d")
+		return 0, false
+	}
+	if v <= 0 {
+		d.errorf(n, path, "must be more than zero")
+		return 0, false
+	}
+	return v, true
+}
+
+// enum reads one of the allowed words.
+func (d *decoder) enum(n *yaml.Node, path string, allowed ...string) (string, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return "", false
+	}
+	if !slices.Contains(allowed, s) {
+		q := make([]string, len(allowed))
+		for i, a := range allowed {
+			q[i] = strconv.Quote(a)
+		}
+		d.errorf(n, path, "must be %s", strings.Join(q, " or "))
+		return "", false
+	}
+	return s, true
+}
+
+// filePath reads a path, resolved against the config's folder.
+func (d *decoder) filePath(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.nonEmpty(n, path)
+	if !ok {
+		return "", false
+	}
+	if strings.ContainsFunc(s, isControl) {
+		d.errorf(n, path, "must not contain control characters")
+		return "", false
+	}
+	return d.resolve(s), true
+}
+
+func (d *decoder) resolve(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(d.dir, p)
+}
+
+// prefixes reads a list of CIDR prefixes; a bare address means just it.
+func (d *decoder) prefixes(n *yaml.Node, path string) []netip.Prefix {
+	var out []netip.Prefix
+	d.list(n, path, func(v *yaml.Node, p string) {
+		s, ok := d.nonEmpty(v, p)
+		if !ok {
+			return
+		}
+		pfx, err := parsePrefix(s)
+		if d.check(v, p, err) {
+			out = append(out, pfx)
+		}
+	})
+	return out
+}
+
+// defaults is the config before the file is applied: everything but
+// Version and Routes.
+func (d *decoder) defaults() *Config {
+	return &Config{
+		File:          d.file,
+		Listen:        DefaultListen,
+		ShutdownGrace: DefaultShutdownGrace,
+		Vault: Vault{
+			Path:      d.resolve(DefaultVaultFile),
+			KeyFile:   d.resolve(DefaultKeyFile),
+			OnExpired: "block",
+		},
+		Audit: Audit{File: "-"},
+		Forward: Forward{
+			Intercept:    true,
+			UnknownHosts: "deny",
+			CACert:       d.resolve(DefaultCACertFile),
+		},
+		Limits: Limits{OnRedisError: "allow"},
+	}
+}
+
+// config decodes the whole file.
+func (d *decoder) config(root *yaml.Node) *Config {
+	c := d.defaults()
+	if root.Kind != yaml.MappingNode {
+		d.errorf(root, "", "must be a mapping of settings (hint: start with \"version: 1\")")
+		return c
+	}
+	f := d.fields(root, "", rootKeys)
+
+	if v := f["version"]; v == nil {
+		d.errorf(root, "version", `required (hint: add "version: 1" at the top)`)
+	} else if n, ok := d.integer(v, "version"); ok {
+		if n != 1 {
+			d.errorf(v, "version", "unsupported version %d (hint: this till reads version 1)", n)
+		} else {
+			c.Version = 1
+		}
+	}
+	if v := f["listen"]; v != nil {
+		if s, ok := d.nonEmpty(v, "listen"); ok && d.check(v, "listen", validListen(s)) {
+			c.Listen = s
+		}
+	}
+	if v := f["shutdown_grace"]; v != nil {
+		if t, ok := d.duration(v, "shutdown_grace"); ok {
+			c.ShutdownGrace = t
+		}
+	}
+	if v := f["tls"]; v != nil {
+		c.TLS = d.tls(v, "tls")
+	}
+	if v := f["admin"]; v != nil {
+		c.Admin = d.admin(v, "admin")
+	}
+	if v := f["vault"]; v != nil {
+		d.vault(v, "vault", &c.Vault)
+	}
+	if v := f["audit"]; v != nil {
+		af := d.fields(v, "audit", auditKeys)
+		if n := af["file"]; n != nil {
+			if s, ok := d.nonEmpty(n, "audit.file"); ok {
+				if s == "-" {
+					c.Audit.File = "-"
+				} else if p, ok := d.filePath(n, "audit.file"); ok {
+					c.Audit.File = p
+				}
+			}
+		}
+	}
+	if v := f["forward"]; v != nil {
+		d.forward(v, "forward", &c.Forward)
+	}
+	if v := f["limits"]; v != nil {
+		d.limits(v, "limits", &c.Limits)
+	}
+	var clients []*yaml.Node
+	if v := f["clients"]; v != nil {
+		d.list(v, "clients", func(n *yaml.Node, p string) {
+			if cl, ok := d.client(n, p); ok {
+				c.Clients = append(c.Clients, cl)
+				clients = append(clients, n)
+			}
+		})
+	}
+	var routes []routeNodes
+	if v := f["routes"]; v != nil {
+		d.list(v, "routes", func(n *yaml.Node, p string) {
+			if r, rn, ok := d.route(n, p); ok {
+				c.Routes = append(c.Routes, r)
+				routes = append(routes, rn)
+			}
+		})
+	}
+	d.crossCheck(c, clients, routes)
+	return c
+}
+
+func (d *decoder) tls(n *yaml.Node, path string) TLS {
+	var t TLS
+	f := d.fields(n, path, tlsKeys)
+	if v := f["names"]; v != nil {
+		d.list(v, join(path, "names"), func(v *yaml.Node, p string) {
+			if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validServerName(s)) {
+				t.Names = append(t.Names, strings.ToLower(s))
+			}
+		})
+	}
+	if v := f["acme"]; v != nil {
+		p := join(path, "acme")
+		a := &ACME{}
+		af := d.fields(v, p, acmeKeys)
+		if e := af["email"]; e == nil {
+			if af != nil {
+				d.errorf(v, join(p, "email"), "required (hint: the ACME account contact)")
+			}
+		} else if s, ok := d.nonEmpty(e, join(p, "email")); ok {
+			if d.check(e, join(p, "email"), validEmail(s)) {
+				a.Email = s
+			}
+		}
+		if ca := af["ca"]; ca != nil {
+			if s, ok := d.nonEmpty(ca, join(p, "ca")); ok && d.check(ca, join(p, "ca"), validHTTPSURL(s)) {
+				a.CA = s
+			}
+		}
+		if f["names"] == nil {
+			d.errorf(v, join(path, "names"), "required with acme (hint: the DNS names to get certificates for)")
+		}
+		t.ACME = a
+	}
+	return t
+}
+
+func (d *decoder) admin(n *yaml.Node, path string) Admin {
+	var a Admin
+	f := d.fields(n, path, adminKeys)
+	if v := f["token_sha256"]; v != nil {
+		p := join(path, "token_sha256")
+		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validSHA256(s)) {
+			a.TokenSHA256 = strings.ToLower(s)
+		}
+	}
+	if v := f["listen"]; v != nil {
+		p := join(path, "listen")
+		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validListen(s)) {
+			a.Listen = s
+			if !isLoopbackAddr(s) && f["token_sha256"] == nil {
+				d.errorf(v, join(path, "token_sha256"), "required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)")
+			}
+		}
+	}
+	return a
+}
+
+func (d *decoder) vault(n *yaml.Node, path string, vt *Vault) {
+	f := d.fields(n, path, vaultKeys)
+	if v := f["path"]; v != nil {
+		if p, ok := d.filePath(v, join(path, "path")); ok {
+			vt.Path = p
+		}
+	}
+	if v := f["key_file"]; v != nil {
+		if p, ok := d.filePath(v, join(path, "key_file")); ok {
+			vt.KeyFile = p
+		}
+	}
+	if v := f["max_age"]; v != nil {
+		if t, ok := d.duration(v, join(path, "max_age")); ok {
+			vt.MaxAge = t
+		}
+	}
+	if v := f["on_expired"]; v != nil {
+		if s, ok := d.enum(v, join(path, "on_expired"), "block", "warn"); ok {
+			vt.OnExpired = s
+		}
+	}
+}
+
+func (d *decoder) forward(n *yaml.Node, path string, fw *Forward) {
+	f := d.fields(n, path, forwardKeys)
+	if v := f["enabled"]; v != nil {
+		fw.Enabled = d.boolean(v, join(path, "enabled"))
+	}
+	if v := f["intercept"]; v != nil {
+		fw.Intercept = d.boolean(v, join(path, "intercept"))
+	}
+	if v := f["unknown_hosts"]; v != nil {
+		if s, ok := d.enum(v, join(path, "unknown_hosts"), "deny", "tunnel"); ok {
+			fw.UnknownHosts = s
+		}
+	}
+	if v := f["allow_cidrs"]; v != nil {
+		fw.AllowCIDRs = d.prefixes(v, join(path, "allow_cidrs"))
+	}
+	if v := f["ca_cert"]; v != nil {
+		if p, ok := d.filePath(v, join(path, "ca_cert")); ok {
+			fw.CACert = p
+		}
+	}
+}
+
+func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
+	f := d.fields(n, path, limitsKeys)
+	if v := f["redis"]; v != nil {
+		p := join(path, "redis")
+		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validRedisURL(s)) {
+			l.Redis = s
+		}
+	}
+	if v := f["on_redis_error"]; v != nil {
+		if s, ok := d.enum(v, join(path, "on_redis_error"), "allow", "deny"); ok {
+			l.OnRedisError = s
+		}
+	}
+}
+
+func (d *decoder) client(n *yaml.Node, path string) (Client, bool) {
+	c := Client{Line: n.Line}
+	f := d.fields(n, path, clientKeys)
+	if f == nil {
+		return c, false
+	}
+	if v := f["name"]; v == nil {
+		d.errorf(n, join(path, "name"), "required")
+	} else if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), validName(s)) {
+		c.Name = s
+	}
+	if v := f["token_sha256"]; v == nil {
+		d.errorf(n, join(path, "token_sha256"), `required (hint: "till client add NAME" prints it)`)
+	} else if s, ok := d.nonEmpty(v, join(path, "token_sha256")); ok && d.check(v, join(path, "token_sha256"), validSHA256(s)) {
+		c.TokenSHA256 = strings.ToLower(s)
+	}
+	if v := f["cidrs"]; v != nil {
+		c.CIDRs = d.prefixes(v, join(path, "cidrs"))
+	}
+	if v := f["cert"]; v != nil {
+		c.Cert = d.boolean(v, join(path, "cert"))
+	}
+	return c, true
+}

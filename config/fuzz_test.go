@@ -1,0 +1,109 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// seedLines returns the lines of a testdata file.
+func seedLines(f *testing.F, name string) []string {
+	f.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		f.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+}
+
+// seedConfigs adds every testdata/*.yaml file to the fuzz corpus.
+func seedConfigs(f *testing.F) {
+	f.Helper()
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add(StarterConfig())
+}
+
+func FuzzParse(f *testing.F) {
+	seedConfigs(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("till.yaml", data, "/etc/till")
+		if (c == nil) == (err == nil) {
+			t.Fatalf("got config %v and error %v: want exactly one", c != nil, err)
+		}
+		if err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "till.yaml") {
+					t.Fatalf("error line %q does not start with the file name", line)
+				}
+			}
+			return
+		}
+		for _, r := range c.Routes {
+			if r.Upstream == nil || r.Name == "" || r.Prefix == "" || r.Secret == "" {
+				t.Fatalf("route %+v is incomplete", r)
+			}
+			if r.Upstream.Scheme != "https" && !r.AllowPlaintext && !isLoopbackHost(r.Upstream.Hostname()) {
+				t.Fatalf("route %q: plaintext upstream accepted", r.Name)
+			}
+		}
+	})
+}
+
+func FuzzTemplate(f *testing.F) {
+	for _, s := range seedLines(f, "templates.txt") {
+		f.Add(s)
+	}
+	f.Add("a\r\nb")
+	f.Fuzz(func(t *testing.T, s string) {
+		tmpl, err := ParseTemplate(s)
+		if err != nil {
+			return
+		}
+		out, err := tmpl.Render(func(field string) (string, bool) { return "V", true })
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		if strings.ContainsAny(out, "\r\n\x00") {
+			t.Fatalf("rendered %q holds a control character", out)
+		}
+		if len(tmpl.Fields()) == 0 && out != s {
+			t.Fatalf("template without placeholders rendered %q from %q", out, s)
+		}
+	})
+}
+
+func FuzzGlob(f *testing.F) {
+	for _, g := range seedLines(f, "globs.txt") {
+		for _, p := range []string{"/", "/v1/models/gpt", "/v1/../admin", "/a/b", "/v1/chat/completions"} {
+			f.Add(g, p)
+		}
+	}
+	f.Fuzz(func(t *testing.T, pattern, path string) {
+		g, err := ParseGlob(pattern)
+		if err != nil {
+			return
+		}
+		if !g.Match(path) {
+			return
+		}
+		for _, seg := range strings.Split(path, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("%q matched %q, which has a dot segment", pattern, path)
+			}
+		}
+		if !strings.HasPrefix(path, "/") {
+			t.Fatalf("%q matched %q, which is not absolute", pattern, path)
+		}
+	})
+}

@@ -1,0 +1,111 @@
+package config
+
+import (
+	"errors"
+	"strings"
+)
+
+// Glob is an allowed-path pattern such as "/v1/models/*": "*" matches
+// exactly one non-empty segment, and "**", only as the last segment,
+// matches the rest of the path (zero or more segments). Other segments
+// match literally, case-sensitively. The zero Glob matches nothing.
+type Glob struct {
+	src  string
+	segs []string // literal segments, or "*"
+	rest bool     // the pattern ends in "**"
+}
+
+// ParseGlob parses a path pattern. It must start with "/" and its
+// segments must not be empty, "." or "..".
+func ParseGlob(s string) (Glob, error) {
+	if !strings.HasPrefix(s, "/") {
+		return Glob{}, errors.New(`must start with "/"`)
+	}
+	g := Glob{src: s}
+	if s == "/" {
+		return g, nil
+	}
+	segs := strings.Split(s[1:], "/")
+	for i, seg := range segs {
+		switch {
+		case seg == "":
+			return Glob{}, errors.New(`must not have empty segments ("//" or a trailing "/")`)
+		case seg == "." || seg == "..":
+			return Glob{}, errors.New(`must not have "." or ".." segments`)
+		case seg == "**":
+			if i != len(segs)-1 {
+				return Glob{}, errors.New(`"**" is only allowed as the last segment`)
+			}
+			g.rest = true
+			continue
+		case seg != "*" && strings.Contains(seg, "*"):
+			return Glob{}, errors.New(`"*" must be a whole segment`)
+		}
+		for j := 0; j < len(seg); j++ {
+			if !isPathChar(seg[j]) {
+				return Glob{}, errors.New("segments may use only URL path characters (letters, digits and -._~!$&'()+,;=:@%)")
+			}
+		}
+		g.segs = append(g.segs, seg)
+	}
+	return g, nil
+}
+
+// isPathChar reports the pchar characters of RFC 3986 (with "*" handled
+// separately).
+func isPathChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~!$&'()+,;=:@%*", c) >= 0
+}
+
+// String returns the pattern as written.
+func (g Glob) String() string { return g.src }
+
+// Match reports whether path matches. path is the request path after the
+// route prefix, decoded and starting with "/". A path with a "." or ".."
+// segment never matches, so dot segments cannot walk past an allow rule.
+// Match does not allocate.
+func (g Glob) Match(path string) bool {
+	if g.src == "" || path == "" || path[0] != '/' {
+		return false
+	}
+	rest, more := path[1:], path != "/"
+	next := func() string {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			seg := rest[:i]
+			rest = rest[i+1:]
+			return seg
+		}
+		seg := rest
+		rest, more = "", false
+		return seg
+	}
+	for _, want := range g.segs {
+		if !more {
+			return false
+		}
+		seg := next()
+		if seg == "." || seg == ".." {
+			return false
+		}
+		if want == "*" {
+			if seg == "" {
+				return false
+			}
+		} else if seg != want {
+			return false
+		}
+	}
+	if !g.rest {
+		return !more
+	}
+	for more {
+		if seg := next(); seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}

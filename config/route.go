@@ -1,0 +1,402 @@
+package config
+
+import (
+	"maps"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// routeNodes remembers where a route's fields are, for the checks across
+// routes and clients that run after decoding.
+type routeNodes struct {
+	path    string
+	node    *yaml.Node
+	name    *yaml.Node
+	prefix  *yaml.Node
+	clients []*yaml.Node
+}
+
+// route decodes one route, filling unset fields from its preset and then
+// from the defaults.
+func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
+	r := Route{Line: n.Line}
+	rn := routeNodes{path: path, node: n}
+	f := d.fields(n, path, routeKeys)
+	if f == nil {
+		return r, rn, false
+	}
+
+	if v := f["name"]; v == nil {
+		d.errorf(n, join(path, "name"), "required")
+	} else if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), validName(s)) {
+		r.Name = s
+		rn.name = v
+	}
+
+	var preset *Preset
+	if v := f["preset"]; v != nil {
+		p := join(path, "preset")
+		if s, ok := d.nonEmpty(v, p); ok {
+			if pr, found := LookupPreset(s); found {
+				preset = &pr
+				r.Preset = pr.Name
+			} else if plausibleKey(s) {
+				if sg := suggest(s, presetNames()); sg != "" {
+					d.errorf(v, p, "unknown preset %q (did you mean %q?)", s, sg)
+				} else {
+					d.errorf(v, p, "unknown preset %q (known: %s)", s, strings.Join(presetNames(), ", "))
+				}
+			} else {
+				d.errorf(v, p, "unknown preset (known: %s)", strings.Join(presetNames(), ", "))
+			}
+		}
+	}
+
+	if v := f["allow_plaintext"]; v != nil {
+		r.AllowPlaintext = d.boolean(v, join(path, "allow_plaintext"))
+	}
+
+	switch v := f["upstream"]; {
+	case v != nil:
+		p := join(path, "upstream")
+		if s, ok := d.nonEmpty(v, p); ok {
+			u, err := parseUpstream(s, r.AllowPlaintext)
+			if d.check(v, p, err) {
+				r.Upstream = u
+			}
+		}
+	case preset != nil:
+		// The catalog is tested to hold valid https URLs.
+		r.Upstream, _ = parseUpstream(preset.Upstream, false)
+	case f["preset"] == nil:
+		d.errorf(n, join(path, "upstream"), "required (hint: set upstream, or a preset such as \"preset: openai\")")
+	}
+
+	if v := f["prefix"]; v != nil {
+		p := join(path, "prefix")
+		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validPrefix(s)) {
+			r.Prefix = s
+			rn.prefix = v
+		}
+	} else if r.Name != "" {
+		r.Prefix = "/" + r.Name
+		rn.prefix = rn.name
+	}
+
+	if v := f["secret"]; v != nil {
+		p := join(path, "secret")
+		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validSecretName(s)) {
+			r.Secret = s
+		}
+	} else {
+		r.Secret = r.Name
+	}
+
+	switch v := f["inject"]; {
+	case v != nil:
+		if in, ok := d.inject(v, join(path, "inject")); ok {
+			r.Inject = in
+		}
+	case preset != nil:
+		r.Inject = preset.Inject
+	case f["preset"] == nil:
+		d.errorf(n, join(path, "inject"), `required (hint: header: Authorization with format: "Bearer {secret}", or query: NAME, or basic)`)
+	}
+
+	if preset != nil && len(preset.Headers) > 0 {
+		r.Headers = maps.Clone(preset.Headers)
+	}
+	if v := f["headers"]; v != nil {
+		r.Headers = d.headers(v, join(path, "headers"), r.Headers)
+	}
+
+	if v := f["allow"]; v != nil {
+		r.Allow = d.allow(v, join(path, "allow"))
+	}
+
+	if v := f["clients"]; v != nil {
+		p := join(path, "clients")
+		d.list(v, p, func(v *yaml.Node, p string) {
+			if s, ok := d.nonEmpty(v, p); ok {
+				r.Clients = append(r.Clients, s)
+				rn.clients = append(rn.clients, v)
+			}
+		})
+		if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+			d.errorf(v, p, "must name at least one client (hint: remove the key to allow any client)")
+		}
+	}
+
+	if v := f["rate"]; v != nil {
+		p := join(path, "rate")
+		if s, ok := d.nonEmpty(v, p); ok {
+			rt, err := ParseRate(s)
+			if d.check(v, p, err) {
+				r.Rate = rt
+			}
+		}
+	}
+	if v := f["burst"]; v != nil {
+		p := join(path, "burst")
+		if b, ok := d.integer(v, p); ok {
+			switch {
+			case b < 1 || b > 1<<30:
+				d.errorf(v, p, "must be at least 1")
+			case f["rate"] == nil:
+				d.errorf(v, p, "needs a rate (hint: add rate: 10/s)")
+			default:
+				r.Burst = int(b)
+			}
+		}
+	} else {
+		r.Burst = r.Rate.Count
+	}
+
+	if preset != nil {
+		r.Strip = slices.Clone(preset.Strip)
+	}
+	if v := f["strip"]; v != nil {
+		d.list(v, join(path, "strip"), func(v *yaml.Node, p string) {
+			s, ok := d.nonEmpty(v, p)
+			if !ok || !d.check(v, p, validHeaderName(s)) {
+				return
+			}
+			if h := textproto.CanonicalMIMEHeaderKey(s); !slices.Contains(r.Strip, h) {
+				r.Strip = append(r.Strip, h)
+			}
+		})
+	}
+
+	r.Timeout = DefaultTimeout
+	if v := f["timeout"]; v != nil {
+		if t, ok := d.duration(v, join(path, "timeout")); ok {
+			r.Timeout = t
+		}
+	}
+
+	if v := f["max_body"]; v != nil {
+		p := join(path, "max_body")
+		if s, ok := d.str(v, p); ok {
+			size, err := ParseSize(s)
+			if err != nil {
+				d.errorf(v, p, "must be a size such as 512KB, 10MB or 1GiB")
+			} else {
+				r.MaxBody = size
+			}
+		}
+	}
+	return r, rn, true
+}
+
+// inject decodes the inject mapping: exactly one of header (with format),
+// query or basic.
+func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
+	var in Inject
+	f := d.fields(n, path, injectKeys)
+	if f == nil {
+		return in, false
+	}
+	set := 0
+	for _, k := range []string{"header", "query", "basic"} {
+		if f[k] != nil {
+			set++
+		}
+	}
+	if set != 1 {
+		d.errorf(n, path, "needs exactly one of header, query or basic")
+		return in, false
+	}
+	ok := true
+	if v := f["format"]; v != nil && f["header"] == nil {
+		d.errorf(v, join(path, "format"), "only used with header")
+		ok = false
+	}
+	switch {
+	case f["header"] != nil:
+		v, p := f["header"], join(path, "header")
+		s, good := d.nonEmpty(v, p)
+		if good && d.check(v, p, validHeaderName(s)) && d.check(v, p, settableHeader(s)) {
+			in.Header = textproto.CanonicalMIMEHeaderKey(s)
+		} else {
+			ok = false
+		}
+		in.Format, _ = ParseTemplate("{secret}")
+		if v := f["format"]; v != nil {
+			t, good := d.template(v, join(path, "format"))
+			if good && len(t.Fields()) == 0 {
+				d.errorf(v, join(path, "format"), "must use {secret} or {secret.FIELD}")
+				good = false
+			}
+			in.Format, ok = t, ok && good
+		}
+	case f["query"] != nil:
+		v, p := f["query"], join(path, "query")
+		s, good := d.nonEmpty(v, p)
+		if good && d.check(v, p, validQueryName(s)) {
+			in.Query = s
+		} else {
+			ok = false
+		}
+	default:
+		v, p := f["basic"], join(path, "basic")
+		bf := d.fields(v, p, basicKeys)
+		if bf == nil {
+			return in, false
+		}
+		b := &Basic{}
+		if u := bf["username"]; u == nil {
+			d.errorf(v, join(p, "username"), `required (e.g. "{secret.user}")`)
+			ok = false
+		} else if t, good := d.template(u, join(p, "username")); good {
+			b.Username = t
+		} else {
+			ok = false
+		}
+		if pw := bf["password"]; pw != nil {
+			if t, good := d.template(pw, join(p, "password")); good {
+				b.Password = t
+			} else {
+				ok = false
+			}
+		}
+		if ok && len(b.Username.Fields())+len(b.Password.Fields()) == 0 {
+			d.errorf(v, p, "must use {secret} or {secret.FIELD} in username or password")
+			ok = false
+		}
+		if ok && strings.Contains(b.Username.literal(), ":") {
+			d.errorf(bf["username"], join(p, "username"), `must not contain ":" (it separates user and password)`)
+			ok = false
+		}
+		in.Basic = b
+	}
+	return in, ok
+}
+
+// template parses an inject template; the message names the problem, not
+// the text, which may hold a hard-coded credential.
+func (d *decoder) template(n *yaml.Node, path string) (Template, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return Template{}, false
+	}
+	t, err := ParseTemplate(s)
+	if !d.check(n, path, err) {
+		return Template{}, false
+	}
+	return t, true
+}
+
+// headers decodes the extra request headers, merged over base.
+func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map[string]string {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "must be a mapping of header names to values")
+		return base
+	}
+	out := maps.Clone(base)
+	if out == nil {
+		out = make(map[string]string)
+	}
+	seen := make(map[string]bool)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || validHeaderName(k.Value) != nil {
+			d.errorf(k, path, "invalid header name (hint: letters, digits and !#$%%&'*+-.^_`|~)")
+			continue
+		}
+		name := textproto.CanonicalMIMEHeaderKey(k.Value)
+		p := join(path, name)
+		if seen[name] {
+			d.errorf(k, p, "duplicate header")
+			continue
+		}
+		seen[name] = true
+		if !d.check(k, p, settableHeader(name)) {
+			continue
+		}
+		if v.Kind == yaml.AliasNode {
+			d.errorf(v, p, "yaml aliases are not supported (hint: repeat the value)")
+			continue
+		}
+		s, ok := d.str(v, p)
+		if !ok {
+			continue
+		}
+		if strings.ContainsFunc(s, isHeaderValueControl) {
+			d.errorf(v, p, "must not contain control characters such as CR or LF")
+			continue
+		}
+		out[name] = s
+	}
+	return out
+}
+
+func (d *decoder) allow(n *yaml.Node, path string) Allow {
+	var a Allow
+	f := d.fields(n, path, allowKeys)
+	if v := f["methods"]; v != nil {
+		d.list(v, join(path, "methods"), func(v *yaml.Node, p string) {
+			if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validMethod(s)) {
+				a.Methods = append(a.Methods, strings.ToUpper(s))
+			}
+		})
+	}
+	if v := f["paths"]; v != nil {
+		d.list(v, join(path, "paths"), func(v *yaml.Node, p string) {
+			s, ok := d.nonEmpty(v, p)
+			if !ok {
+				return
+			}
+			g, err := ParseGlob(s)
+			if d.check(v, p, err) {
+				a.Paths = append(a.Paths, g)
+			}
+		})
+	}
+	return a
+}
+
+// parseUpstream checks an upstream URL: https, or http only for loopback
+// hosts or when plaintext is allowed; no userinfo, query or fragment. The
+// messages never echo the URL, which may carry a password.
+func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Opaque != "" || u.Scheme == "" || u.Host == "" || u.Hostname() == "" {
+		return nil, errorString("must be an absolute URL such as https://api.example.com")
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !allowPlaintext && !isLoopbackHost(u.Hostname()) {
+			return nil, errHTTPS
+		}
+	default:
+		return nil, errHTTPS
+	}
+	if u.User != nil {
+		return nil, errorString("must not contain a user or password (hint: credentials belong in the vault)")
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return nil, errorString("must not have a query string")
+	}
+	if u.Fragment != "" || strings.Contains(s, "#") {
+		return nil, errorString("must not have a fragment")
+	}
+	if err := validPort(u.Port(), true); err != nil {
+		return nil, err
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = strings.TrimRight(u.RawPath, "/")
+	for seg := range strings.SplitSeq(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return nil, errorString(`path must not have "." or ".." segments`)
+		}
+	}
+	return u, nil
+}
+
+const errHTTPS = errorString("must be an https URL (plain http only for loopback, or set allow_plaintext: true)")

@@ -1,0 +1,115 @@
+package config
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseDuration(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"30s", 30 * time.Second, false},
+		{"1.5h", 90 * time.Minute, false},
+		{"90d", 90 * 24 * time.Hour, false},
+		{"1d12h", 36 * time.Hour, false},
+		{"2d30m", 48*time.Hour + 30*time.Minute, false},
+		{"-1d", -24 * time.Hour, false},
+		{"0", 0, false},
+		{"d", 0, true},
+		{"1.5d", 0, true},
+		{"1dd", 0, true},
+		{"1x", 0, true},
+		{"", 0, true},
+		{"106752d", 0, true},
+		{"99999999999999999999d", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseDuration(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error: got %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{"0", 0, false},
+		{"1048576", 1 << 20, false},
+		{"100B", 100, false},
+		{"512KB", 512_000, false},
+		{"10MB", 10_000_000, false},
+		{"10mb", 10_000_000, false},
+		{"10 MB", 10_000_000, false},
+		{"2GB", 2_000_000_000, false},
+		{"1TB", 1_000_000_000_000, false},
+		{"512KiB", 512 << 10, false},
+		{"1GiB", 1 << 30, false},
+		{"1MiB", 1 << 20, false},
+		{"", 0, true},
+		{"MB", 0, true},
+		{"-1", 0, true},
+		{"1.5MB", 0, true},
+		{"10 parsecs", 0, true},
+		{"10  MB", 0, true},
+		{"9999999999TiB", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSize(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error: got %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Rate
+		wantErr bool
+	}{
+		{"10/s", Rate{10, time.Second}, false},
+		{"100/m", Rate{100, time.Minute}, false},
+		{"1000/h", Rate{1000, time.Hour}, false},
+		{"0/s", Rate{}, true},
+		{"-1/s", Rate{}, true},
+		{"+1/s", Rate{}, true},
+		{"10/d", Rate{}, true},
+		{"10", Rate{}, true},
+		{"/s", Rate{}, true},
+		{"10/sec", Rate{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRate(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error: got %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+			if err == nil && got.String() != tt.in {
+				t.Errorf("String: got %q, want %q", got.String(), tt.in)
+			}
+		})
+	}
+	if got := (Rate{}).String(); got != "unlimited" || !(Rate{}).IsZero() {
+		t.Errorf("zero Rate: got %q", got)
+	}
+}

@@ -1,0 +1,340 @@
+package config
+
+import (
+	"net"
+	"net/netip"
+	"net/textproto"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// errorString is a constant error whose text becomes an Error's message.
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// crossCheck runs the checks that need more than one field: unique names
+// and prefixes, and route clients that exist.
+func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNodes) {
+	clientLine := make(map[string]int)
+	for i, cl := range c.Clients {
+		if cl.Name == "" {
+			continue
+		}
+		if first, dup := clientLine[cl.Name]; dup {
+			d.errorf(clients[i], "clients["+strconv.Itoa(i)+"].name", "duplicate client name %q (first at line %d)", cl.Name, first)
+			continue
+		}
+		clientLine[cl.Name] = cl.Line
+	}
+
+	nameLine := make(map[string]int)
+	dupName := make([]bool, len(c.Routes))
+	for i, r := range c.Routes {
+		if r.Name == "" {
+			continue
+		}
+		if first, dup := nameLine[r.Name]; dup {
+			d.errorf(routes[i].name, join(routes[i].path, "name"), "duplicate route name %q (first at line %d)", r.Name, first)
+			dupName[i] = true
+			continue
+		}
+		nameLine[r.Name] = r.Line
+	}
+
+	type owner struct {
+		name string
+		line int
+	}
+	prefixOwner := make(map[string]owner)
+	for i, r := range c.Routes {
+		if r.Prefix == "" || dupName[i] {
+			continue
+		}
+		if first, dup := prefixOwner[r.Prefix]; dup {
+			d.errorf(routes[i].prefix, join(routes[i].path, "prefix"), "duplicate prefix %q (first used by route %q at line %d)", r.Prefix, first.name, first.line)
+			continue
+		}
+		prefixOwner[r.Prefix] = owner{r.Name, r.Line}
+	}
+
+	names := make([]string, 0, len(clientLine))
+	for _, cl := range c.Clients {
+		names = append(names, cl.Name)
+	}
+	for i, r := range c.Routes {
+		for j, name := range r.Clients {
+			if _, ok := clientLine[name]; ok {
+				continue
+			}
+			n, p := routes[i].clients[j], join(routes[i].path, "clients")+"["+strconv.Itoa(j)+"]"
+			switch {
+			case !plausibleKey(name):
+				d.errorf(n, p, "unknown client (hint: define it under clients)")
+			case suggest(name, names) != "":
+				d.errorf(n, p, "unknown client %q (did you mean %q?)", name, suggest(name, names))
+			default:
+				d.errorf(n, p, "unknown client %q (hint: define it under clients, or run \"till client add %s\")", name, name)
+			}
+		}
+	}
+}
+
+var (
+	nameRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	secretNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	queryNameRE  = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+	hexRE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+)
+
+// validName checks route and client names, which appear in URLs, logs and
+// metrics labels.
+func validName(s string) error {
+	if len(s) > 64 || !nameRE.MatchString(s) {
+		return errorString("must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters")
+	}
+	return nil
+}
+
+func validSecretName(s string) error {
+	if len(s) > 128 || !secretNameRE.MatchString(s) {
+		return errorString("must be letters, digits, '_', '.' and '-', starting with a letter or digit")
+	}
+	return nil
+}
+
+func validQueryName(s string) error {
+	if !queryNameRE.MatchString(s) {
+		return errorString("must be a query parameter name of letters, digits and ._~-")
+	}
+	return nil
+}
+
+func validSHA256(s string) error {
+	if !hexRE.MatchString(s) {
+		return errorString(`must be 64 hex digits (the SHA-256 of the token; "till client add" prints it)`)
+	}
+	return nil
+}
+
+// validPrefix checks a route prefix: "/a/b", segments of unreserved URL
+// characters, so that what the app sends and what till matches agree.
+func validPrefix(s string) error {
+	if !strings.HasPrefix(s, "/") || s == "/" || strings.HasSuffix(s, "/") {
+		return errorString(`must start with "/" and name at least one segment, without a trailing "/" (e.g. /openai)`)
+	}
+	for seg := range strings.SplitSeq(s[1:], "/") {
+		switch {
+		case seg == "":
+			return errorString(`must not have empty segments ("//")`)
+		case seg == "." || seg == "..":
+			return errorString(`must not have "." or ".." segments`)
+		case !queryNameRE.MatchString(seg):
+			return errorString("segments may use only letters, digits and ._~-")
+		}
+	}
+	return nil
+}
+
+// isTchar reports whether c is a token character (RFC 9110, section 5.6.2).
+func isTchar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTchar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func validHeaderName(s string) error {
+	if !validToken(s) {
+		return errorString("must be a header name (letters, digits and !#$%&'*+-.^_`|~)")
+	}
+	return nil
+}
+
+// settableHeader refuses headers that till itself must control: framing,
+// hop-by-hop and its own client credentials.
+func settableHeader(s string) error {
+	switch textproto.CanonicalMIMEHeaderKey(s) {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+		"Te", "Trailer", "Upgrade", "Proxy-Connection", "Proxy-Authorization", "X-Till-Token":
+		return errorString("must not be a hop-by-hop, framing or till header")
+	}
+	return nil
+}
+
+func validMethod(s string) error {
+	if !validToken(s) {
+		return errorString("must be an HTTP method such as GET or POST")
+	}
+	return nil
+}
+
+// isControl reports ASCII control characters (including tab).
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// isHeaderValueControl reports characters a header value must not hold;
+// tab is allowed (RFC 9110, section 5.5).
+func isHeaderValueControl(r rune) bool { return r != '\t' && isControl(r) }
+
+func validPort(p string, optional bool) error {
+	if p == "" && optional {
+		return nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 || (optional && n == 0) {
+		return errorString("must have a port number from 0 to 65535")
+	}
+	return nil
+}
+
+// validListen checks host:port; an empty host means every interface.
+func validListen(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errorString("must be host:port (e.g. 127.0.0.1:8080)")
+	}
+	if err := validPort(port, false); err != nil {
+		return errorString("must be host:port with a port from 0 to 65535 (e.g. 127.0.0.1:8080)")
+	}
+	if host != "" && validServerName(host) != nil {
+		return errorString("must be host:port with an IP address or host name (e.g. 127.0.0.1:8080)")
+	}
+	return nil
+}
+
+// isLoopbackAddr reports whether a validated host:port only listens on
+// loopback.
+func isLoopbackAddr(s string) bool {
+	host, _, err := net.SplitHostPort(s)
+	return err == nil && isLoopbackHost(host)
+}
+
+// isLoopbackHost reports whether host is "localhost" or in 127.0.0.0/8 or ::1.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// validServerName accepts an IP address or a DNS name.
+func validServerName(s string) error {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return nil
+	}
+	const msg = errorString("must be a DNS name or IP address")
+	if len(s) > 253 {
+		return msg
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return msg
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return msg
+			}
+		}
+	}
+	return nil
+}
+
+func validEmail(s string) error {
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || validServerName(domain) != nil || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return errorString("must be an email address")
+	}
+	return nil
+}
+
+func validHTTPSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return errorString("must be an https URL without user or password")
+	}
+	return nil
+}
+
+// validRedisURL checks a redis:// or rediss:// URL without echoing it: it
+// may hold a password.
+func validRedisURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Hostname() == "" {
+		return errorString("must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379/0)")
+	}
+	if err := validPort(u.Port(), true); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parsePrefix parses a CIDR prefix; a bare address is a prefix of one.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, errorString("must be a CIDR prefix such as 10.0.0.0/8 or an IP address")
+}
+
+// suggest returns the known word closest to s, if it is close enough to be
+// a likely typo, else "".
+func suggest(s string, known []string) string {
+	best, bestDist := "", 0
+	for _, k := range known {
+		dist := editDistance(strings.ToLower(s), k)
+		if best == "" || dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	limit := 2
+	if len(s) <= 4 {
+		limit = 1
+	}
+	if best == "" || bestDist > limit {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,320 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+const testKey = "sk-unit-test-key-0123456789"
+
+// newTestGateway compiles yaml (with {{UP}} replaced by the upstream URL)
+// and returns a gateway whose audit records land in the returned buffer.
+func newTestGateway(t testing.TB, yaml, upstream string, secrets map[string]vault.Secret) (*Gateway, *lockedBuffer) {
+	t.Helper()
+	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", upstream)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, secrets), Options{Audit: NewAudit(buf, nil), Log: zerolog.Nop()})
+	return gw, buf
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) records(t testing.TB) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func secrets(now time.Time) map[string]vault.Secret {
+	return map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, now)}
+}
+
+const baseYAML = `version: 1
+routes:
+  - name: openai
+    preset: openai
+    upstream: {{UP}}
+    allow:
+      methods: [GET, POST]
+      paths: ["/v1/chat/completions", "/v1/models/*"]
+  - name: nested
+    preset: openai
+    prefix: /openai/special
+    upstream: {{UP}}/special
+    secret: openai
+`
+
+func TestGatewayRouting(t *testing.T) {
+	var got *http.Request
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Clone(r.Context())
+		w.Header().Set("X-Leak", "Bearer "+testKey)
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	gw, audit := newTestGateway(t, baseYAML, up.URL, secrets(time.Now()))
+
+	tests := []struct {
+		name, method, target string
+		status               int
+		upstreamPath, code   string
+	}{
+		{"allowed", "POST", "/openai/v1/chat/completions", 200, "/v1/chat/completions", ""},
+		{"glob one segment", "GET", "/openai/v1/models/gpt-4o", 200, "/v1/models/gpt-4o", ""},
+		{"glob is one segment only", "GET", "/openai/v1/models/a/b", 403, "", CodePathNotAllowed},
+		{"method refused", "DELETE", "/openai/v1/chat/completions", 403, "", CodeMethodNotAllowed},
+		{"path refused", "GET", "/openai/v1/files", 403, "", CodePathNotAllowed},
+		{"longest prefix wins", "GET", "/openai/special/x", 200, "/special/x", ""},
+		{"no route", "GET", "/other", 404, "", CodeRouteNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got = nil
+			req := httptest.NewRequest(tt.method, tt.target, nil)
+			req.Header.Set("Authorization", "Bearer dummy")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, req)
+			if w.Code != tt.status {
+				t.Fatalf("status: got %d, want %d (%s)", w.Code, tt.status, w.Body)
+			}
+			if tt.code != "" {
+				if h := w.Header().Get("X-Till-Error"); h != tt.code {
+					t.Errorf("X-Till-Error: got %q, want %q", h, tt.code)
+				}
+				if got != nil {
+					t.Error("a refused request reached the upstream")
+				}
+				return
+			}
+			if got.URL.Path != tt.upstreamPath {
+				t.Errorf("upstream path: got %q, want %q", got.URL.Path, tt.upstreamPath)
+			}
+			if v := got.Header.Values("Authorization"); len(v) != 1 || v[0] != "Bearer "+testKey {
+				t.Errorf("upstream Authorization: got %d values, want the key once", len(v))
+			}
+			if w.Header().Get("X-Leak") != "" {
+				t.Error("a response header echoing the key reached the app")
+			}
+		})
+	}
+	if recs := audit.records(t); len(recs) != len(tests) {
+		t.Errorf("got %d audit records, want %d", len(recs), len(tests))
+	}
+}
+
+func TestGatewaySecretStates(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	expired := vault.NewSecret("openai", testKey, time.Now().Add(-48*time.Hour))
+	expired.Expires = time.Now().Add(-time.Hour)
+	tests := []struct {
+		name    string
+		yaml    string
+		secrets map[string]vault.Secret
+		status  int
+		reason  string
+	}{
+		{"missing", baseYAML, nil, 503, CodeSecretMissing},
+		{"expired blocks", baseYAML, map[string]vault.Secret{"openai": expired}, 503, CodeSecretExpired},
+		{"expired warns", baseYAML + "vault: {on_expired: warn}\n", map[string]vault.Secret{"openai": expired}, 200, CodeSecretExpired},
+		{"max_age", baseYAML + "vault: {max_age: 1d}\n", map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now().Add(-48*time.Hour))}, 503, CodeSecretExpired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gw, audit := newTestGateway(t, tt.yaml, up.URL, tt.secrets)
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models/x", nil))
+			if w.Code != tt.status {
+				t.Fatalf("status: got %d, want %d (%s)", w.Code, tt.status, w.Body)
+			}
+			rec := audit.records(t)[0]
+			if rec["reason"] != tt.reason {
+				t.Errorf("audit reason: got %q, want %q", rec["reason"], tt.reason)
+			}
+		})
+	}
+}
+
+// failingWriter fails while fail is set.
+type failingWriter struct {
+	mu   sync.Mutex
+	fail bool
+	buf  bytes.Buffer
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return 0, errors.New("disk full")
+	}
+	return f.buf.Write(p)
+}
+
+func TestAuditFailClosedAndRecovers(t *testing.T) {
+	hits := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++ }))
+	defer up.Close()
+	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(baseYAML, "{{UP}}", up.URL)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &failingWriter{fail: true}
+	var reported []error
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(sink, func(err error) { reported = append(reported, err) }), Log: zerolog.Nop()})
+	serve := func() int {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models/x", nil))
+		return w.Code
+	}
+	if got := serve(); got != 200 {
+		t.Fatalf("first request: got %d, want 200 (the failure is only known after it)", got)
+	}
+	if len(reported) != 1 || gw.audit.Healthy() || gw.audit.Failures() != 1 {
+		t.Fatalf("failure not reported: %v", reported)
+	}
+	if got := serve(); got != 503 {
+		t.Errorf("while failing: got %d, want 503", got)
+	}
+	sink.mu.Lock()
+	sink.fail = false
+	sink.mu.Unlock()
+	if got := serve(); got != 503 {
+		t.Errorf("first request after recovery: got %d, want 503 (its refusal record proves the sink works)", got)
+	}
+	if got := serve(); got != 200 {
+		t.Errorf("after recovery: got %d, want 200", got)
+	}
+	if hits != 2 {
+		t.Errorf("upstream hits: got %d, want 2", hits)
+	}
+}
+
+func TestMatch(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(baseYAML, "{{UP}}", "https://api.example.com")), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, nil)
+	tests := []struct{ path, route, rest string }{
+		{"/openai", "openai", ""},
+		{"/openai/", "openai", "/"},
+		{"/openai/v1/x", "openai", "/v1/x"},
+		{"/openai/special", "nested", ""},
+		{"/openai/specialx", "openai", "/specialx"},
+		{"/openai/special/v1", "nested", "/v1"},
+		{"/openaix", "", ""},
+		{"/", "", ""},
+	}
+	for _, tt := range tests {
+		r, rest := s.match(tt.path)
+		name := ""
+		if r != nil {
+			name = r.name
+		}
+		if name != tt.route || rest != tt.rest {
+			t.Errorf("match(%q): got %q %q, want %q %q", tt.path, name, rest, tt.route, tt.rest)
+		}
+	}
+}
+
+// BenchmarkGateway measures one request through the handler to a local
+// upstream over a keep-alive connection, audit record included.
+func BenchmarkGateway(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer up.Close()
+	gw, _ := newTestGateway(b, baseYAML, up.URL, secrets(time.Now()))
+	gw.audit = NewAudit(io.Discard, nil)
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	client := front.Client()
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	url := front.URL + "/openai/v1/chat/completions"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := client.Post(url, "application/json", strings.NewReader(`{"model":"x"}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkHandler measures the gateway's own work per request (in-process
+// recorder in front, keep-alive upstream behind).
+func BenchmarkHandler(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer up.Close()
+	gw, _ := newTestGateway(b, baseYAML, up.URL, secrets(time.Now()))
+	gw.audit = NewAudit(io.Discard, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models/x", nil))
+		if w.Code != 200 {
+			b.Fatal(w.Code)
+		}
+	}
+}
+
+// BenchmarkUpstreamDirect is the baseline: the same request straight to
+// the upstream with the same kind of client.
+func BenchmarkUpstreamDirect(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer up.Close()
+	client := up.Client()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := client.Post(up.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"x"}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}

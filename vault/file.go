@@ -1,0 +1,296 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"filippo.io/age"
+	"filippo.io/age/armor"
+	"github.com/gofrs/flock"
+)
+
+// maxVaultSize caps how much of a vault file Load reads.
+const maxVaultSize = 16 << 20
+
+var (
+	// ErrWrongKey means the vault could not be decrypted with the key given.
+	ErrWrongKey = errors.New("wrong key or not a till vault")
+	// ErrCorrupted means the vault file is damaged or is not a till vault.
+	ErrCorrupted = errors.New("vault is corrupted")
+	// ErrNotFound is wrapped by Remove when the secret is absent.
+	ErrNotFound = errors.New("not found")
+)
+
+// lockTimeout is how long Update waits for another writer.
+var lockTimeout = 10 * time.Second
+
+// beforeRename runs after the new vault is written to tmp and before tmp
+// replaces the vault; tests set it to simulate a crash in that window.
+var beforeRename = func(tmp string) error { return nil }
+
+// File is the encrypted vault file. Its methods are safe for concurrent use,
+// also by several processes.
+type File struct {
+	path string
+	key  *Key
+}
+
+// Open returns the vault at path, encrypted with key. It does not touch the
+// file; Load and Update do.
+func Open(path string, key *Key) *File {
+	return &File{path: path, key: key}
+}
+
+// Path returns the vault file's path.
+func (f *File) Path() string { return f.path }
+
+// Exists reports whether the vault file exists.
+func (f *File) Exists() (bool, error) {
+	_, err := os.Stat(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", f.path, err)
+	}
+	return true, nil
+}
+
+// Load decrypts and decodes the vault. A missing file is an empty vault; use
+// Exists to tell the two apart. Load never modifies the file.
+func (f *File) Load() (map[string]Secret, error) {
+	if f.key == nil {
+		return nil, fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
+	}
+	fh, err := os.Open(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]Secret{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot read vault: %w", f.path, err)
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, maxVaultSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot read vault: %w", f.path, err)
+	}
+	if len(data) > maxVaultSize {
+		return nil, fmt.Errorf("%s: vault is larger than %d MiB; is it the right file?", f.path, maxVaultSize>>20)
+	}
+	plain, err := f.decrypt(data)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	secrets, err := decode(plain)
+	if errors.Is(err, errVersion) {
+		return nil, fmt.Errorf("%s: %w", f.path, err)
+	}
+	if err != nil {
+		return nil, f.corrupted(err)
+	}
+	return secrets, nil
+}
+
+func (f *File) corrupted(err error) error {
+	return fmt.Errorf("%s: %w: %v; restore it from a backup", f.path, ErrCorrupted, err)
+}
+
+// decrypt opens the age file (armored or binary) and explains a key
+// mismatch by the recipient types the file was encrypted to.
+func (f *File) decrypt(data []byte) ([]byte, error) {
+	var src io.Reader = bytes.NewReader(data)
+	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte(armor.Header)) {
+		src = armor.NewReader(src)
+	}
+	r, err := age.Decrypt(src, f.key.identity())
+	var noMatch *age.NoIdentityMatchError
+	switch {
+	case errors.As(err, &noMatch):
+		return nil, f.wrongKey(noMatch.StanzaTypes)
+	case err != nil:
+		return nil, f.corrupted(err)
+	}
+	plain, err := io.ReadAll(io.LimitReader(r, maxVaultSize+1))
+	if err != nil {
+		clear(plain)
+		return nil, f.corrupted(err)
+	}
+	return plain, nil
+}
+
+func (f *File) wrongKey(stanzaTypes []string) error {
+	scrypt := slices.Contains(stanzaTypes, "scrypt")
+	switch {
+	case scrypt && !f.key.isPassphrase():
+		return fmt.Errorf("%s: cannot decrypt with %s: %w: the vault is encrypted with a passphrase (hint: set TILL_PASSPHRASE)", f.path, f.key.describe(), ErrWrongKey)
+	case !scrypt && f.key.isPassphrase():
+		return fmt.Errorf("%s: cannot decrypt with a passphrase: %w: the vault is encrypted with a key file (hint: unset TILL_PASSPHRASE and set TILL_KEY_FILE to the vault's key file)", f.path, ErrWrongKey)
+	case scrypt:
+		return fmt.Errorf("%s: cannot decrypt with the passphrase: %w (hint: set TILL_PASSPHRASE to the passphrase this vault was created with)", f.path, ErrWrongKey)
+	}
+	return fmt.Errorf("%s: cannot decrypt with %s: %w (hint: set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with)", f.path, f.key.describe(), ErrWrongKey)
+}
+
+// Update changes the vault under an exclusive lock: it loads the current
+// contents, calls fn to change the map and, if fn returns nil, replaces the
+// whole vault atomically. On any error the old vault is left untouched. The
+// lock is a file beside the vault (path + ".lock"), so concurrent Updates,
+// also from several processes, never lose a change.
+func (f *File) Update(fn func(secrets map[string]Secret) error) error {
+	if f.key == nil {
+		return fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
+	}
+	dir := filepath.Dir(f.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%s: cannot create vault folder: %w", f.path, err)
+	}
+	unlock, err := f.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	secrets, err := f.Load()
+	if err != nil {
+		return err
+	}
+	if err := fn(secrets); err != nil {
+		return err
+	}
+	plain, err := encode(secrets)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.path, err)
+	}
+	defer clear(plain)
+	sealed, err := f.encrypt(plain)
+	if err != nil {
+		return err
+	}
+	return f.replace(sealed)
+}
+
+func (f *File) lock() (unlock func(), err error) {
+	fl := flock.New(f.path+".lock", flock.SetPermissions(0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), lockTimeout)
+	defer cancel()
+	ok, err := fl.TryLockContext(ctx, 20*time.Millisecond)
+	if err == nil && !ok {
+		err = ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		fl.Close()
+		return nil, fmt.Errorf("%s: vault is locked by another till command; gave up after %s (hint: retry when it finishes)", f.path, lockTimeout)
+	}
+	if err != nil {
+		fl.Close()
+		return nil, fmt.Errorf("%s: cannot lock vault: %w", f.path, err)
+	}
+	// The lock file stays: removing it would let a waiter lock an unlinked
+	// file while a newcomer locks a fresh one.
+	return func() { fl.Unlock(); fl.Close() }, nil
+}
+
+func (f *File) encrypt(plain []byte) ([]byte, error) {
+	recipient, err := f.key.recipient()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	aw := armor.NewWriter(&buf)
+	w, err := age.Encrypt(aw, recipient)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot encrypt vault: %w", f.path, err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		return nil, fmt.Errorf("%s: cannot encrypt vault: %w", f.path, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("%s: cannot encrypt vault: %w", f.path, err)
+	}
+	if err := aw.Close(); err != nil {
+		return nil, fmt.Errorf("%s: cannot encrypt vault: %w", f.path, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// replace writes data to a temporary file in the vault's folder (mode 0600),
+// syncs it, renames it over the vault and syncs the folder, so that after a
+// crash the vault is either the old or the new one, never a mix.
+func (f *File) replace(data []byte) (err error) {
+	dir, base := filepath.Split(f.path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
+	}
+	if err := beforeRename(tmp.Name()); err != nil {
+		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
+	}
+	if err := os.Rename(tmp.Name(), f.path); err != nil {
+		return fmt.Errorf("%s: cannot replace vault: %w", f.path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		// The rename is done; a failed folder sync only weakens durability.
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Set stores s. Replacing an existing secret is a rotation: Created is kept
+// from the old secret and Updated is s.Updated (time.Now() if zero).
+// Expires is taken from s.
+func (f *File) Set(s Secret) error {
+	if err := ValidName(s.Name); err != nil {
+		return err
+	}
+	if s.Updated.IsZero() {
+		s.Updated = time.Now().Round(0)
+	}
+	return f.Update(func(secrets map[string]Secret) error {
+		if old, ok := secrets[s.Name]; ok {
+			s.Created = old.Created
+		} else if s.Created.IsZero() {
+			s.Created = s.Updated
+		}
+		secrets[s.Name] = s
+		return nil
+	})
+}
+
+// Remove deletes the secret name; it wraps ErrNotFound when there is none.
+func (f *File) Remove(name string) error {
+	return f.Update(func(secrets map[string]Secret) error {
+		if _, ok := secrets[name]; !ok {
+			return fmt.Errorf("secret %q %w", name, ErrNotFound)
+		}
+		delete(secrets, name)
+		return nil
+	})
+}

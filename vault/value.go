@@ -1,0 +1,168 @@
+package vault
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+const (
+	// MaxValueSize is the largest secret value (or field value) in bytes.
+	MaxValueSize   = 64 << 10
+	maxFieldsInput = 1 << 20
+	maxNameLen     = 64
+)
+
+// CleanValue turns raw input (stdin or a file) into a secret value. It trims
+// exactly one trailing "\n" or "\r\n", because editors and echo add one, and
+// refuses empty values, values over [MaxValueSize], invalid UTF-8 and any other
+// control character (tab included): a stray byte in an API key fails later in
+// a way that is hard to trace. Errors report positions, never the value.
+func CleanValue(raw []byte) (string, error) {
+	if len(raw) > MaxValueSize+2 {
+		return "", fmt.Errorf("secret value is %d bytes; the limit is %d", len(raw), MaxValueSize)
+	}
+	switch {
+	case bytes.HasSuffix(raw, []byte("\r\n")):
+		raw = raw[:len(raw)-2]
+	case bytes.HasSuffix(raw, []byte("\n")):
+		raw = raw[:len(raw)-1]
+	}
+	if err := checkValue(string(raw)); err != nil {
+		return "", fmt.Errorf("%w; till trims one trailing newline only", err)
+	}
+	return string(raw), nil
+}
+
+// checkValue reports why v cannot be a secret value, without echoing it.
+func checkValue(v string) error {
+	if v == "" {
+		return errors.New("secret value is empty")
+	}
+	if len(v) > MaxValueSize {
+		return fmt.Errorf("secret value is %d bytes; the limit is %d", len(v), MaxValueSize)
+	}
+	for i := 0; i < len(v); {
+		c := v[i]
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("secret value contains a control character at byte %d", i)
+		}
+		if c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(v[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Errorf("secret value is not valid UTF-8 at byte %d", i)
+		}
+		i += size
+	}
+	return nil
+}
+
+// ParseFields parses the input of `till secret set --json`: a JSON object of
+// string fields such as {"sid": "...", "token": "..."}. Field names are
+// [a-z0-9_]{1,64}; each value is checked like [CleanValue] (nothing is
+// trimmed inside JSON). Errors name fields and byte offsets, never values.
+func ParseFields(raw []byte) (map[string]string, error) {
+	if len(raw) > maxFieldsInput {
+		return nil, fmt.Errorf("fields input is %d bytes; the limit is %d", len(raw), maxFieldsInput)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("fields input: %w", jsonError(err))
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New(`fields input must be a JSON object of string fields, like {"sid": "...", "token": "..."}`)
+	}
+	fields := map[string]string{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("fields input: %w", jsonError(err))
+		}
+		name, _ := tok.(string) // object keys are always strings
+		if err := validFieldName(name); err != nil {
+			return nil, err
+		}
+		if _, dup := fields[name]; dup {
+			return nil, fmt.Errorf("field %q appears twice", name)
+		}
+		tok, err = dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("fields input: %w", jsonError(err))
+		}
+		v, ok := tok.(string)
+		if !ok {
+			return nil, fmt.Errorf("field %q must be a JSON string", name)
+		}
+		if err := checkValue(v); err != nil {
+			return nil, fmt.Errorf("field %q: %w", name, err)
+		}
+		fields[name] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return nil, fmt.Errorf("fields input: %w", jsonError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("fields input has data after the JSON object")
+	}
+	if len(fields) == 0 {
+		return nil, errors.New("fields input has no fields")
+	}
+	return fields, nil
+}
+
+// ValidName reports whether name can name a secret: 1 to 64 characters of
+// a-z, 0-9, "_", "." and "-", starting with a letter or digit. Names appear in
+// config, logs and audit records, so they are kept plain.
+func ValidName(name string) error {
+	ok := name != "" && len(name) <= maxNameLen && isLowerOrDigit(name[0])
+	for i := 1; ok && i < len(name); i++ {
+		c := name[i]
+		ok = isLowerOrDigit(c) || c == '_' || c == '.' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf(`invalid secret name %q: use 1 to 64 characters of a-z, 0-9, "_", "." and "-", starting with a letter or digit`, name)
+	}
+	return nil
+}
+
+func validFieldName(name string) error {
+	ok := name != "" && len(name) <= maxNameLen
+	for i := 0; ok && i < len(name); i++ {
+		ok = isLowerOrDigit(name[i]) || name[i] == '_'
+	}
+	if !ok {
+		return fmt.Errorf(`invalid field name %q: use 1 to 64 characters of a-z, 0-9 and "_"`, name)
+	}
+	return nil
+}
+
+func isLowerOrDigit(c byte) bool {
+	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9'
+}
+
+// jsonError rewrites an encoding/json error so that it carries no input:
+// json's own messages can quote a number or a character of the document,
+// which may be part of a secret.
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("invalid JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return fmt.Errorf("%s: wrong JSON type, want %s", typ.Field, typ.Type)
+		}
+		return fmt.Errorf("wrong JSON type at byte %d, want %s", typ.Offset, typ.Type)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("JSON ends too early")
+	}
+	return errors.New("invalid JSON")
+}

@@ -1,0 +1,161 @@
+package vault
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCleanValue(t *testing.T) {
+	tests := []struct {
+		name    string
+		raw     string
+		want    string
+		wantErr string // substring; empty means no error
+	}{
+		{name: "plain", raw: "sk-test", want: "sk-test"},
+		{name: "one newline trimmed", raw: "sk-test\n", want: "sk-test"},
+		{name: "crlf trimmed", raw: "sk-test\r\n", want: "sk-test"},
+		{name: "unicode kept", raw: "pässwörd\n", want: "pässwörd"},
+		{name: "spaces kept", raw: " sk test ", want: " sk test "},
+		{name: "two newlines", raw: "sk-test\n\n", wantErr: "control character at byte 7; till trims one trailing newline only"},
+		{name: "lone cr", raw: "sk-test\r", wantErr: "control character at byte 7"},
+		{name: "inner newline", raw: "sk\ntest", wantErr: "control character at byte 2"},
+		{name: "tab", raw: "sk-\ttest", wantErr: "control character at byte 3"},
+		{name: "nul", raw: "sk-test\x00", wantErr: "control character at byte 7"},
+		{name: "esc", raw: "\x1b[31msk-test", wantErr: "control character at byte 0"},
+		{name: "del", raw: "sk-test\x7f", wantErr: "control character at byte 7"},
+		{name: "invalid utf-8", raw: "sk-\xfftest", wantErr: "not valid UTF-8 at byte 3"},
+		{name: "empty", raw: "", wantErr: "secret value is empty"},
+		{name: "only newline", raw: "\n", wantErr: "secret value is empty"},
+		{name: "at limit", raw: strings.Repeat("a", MaxValueSize) + "\n", want: strings.Repeat("a", MaxValueSize)},
+		{name: "over limit", raw: strings.Repeat("a", MaxValueSize+1), wantErr: "the limit is 65536"},
+		{name: "far over limit", raw: strings.Repeat("a", 3*MaxValueSize), wantErr: "the limit is 65536"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CleanValue([]byte(tt.raw))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CleanValue: unexpected error %q", err)
+				}
+				if got != tt.want {
+					t.Errorf("got %q, want %q", got, tt.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("got %q, want error containing %q", got, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("got error %q, want it to contain %q", err, tt.wantErr)
+			}
+			if v := strings.TrimSpace(tt.raw); len(v) >= 4 && strings.Contains(err.Error(), v) {
+				t.Errorf("error %q contains the value", err)
+			}
+		})
+	}
+}
+
+func TestCleanValueErrorHidesValue(t *testing.T) {
+	const secret = "sk-live-51HxQ2eZvKYlo2C"
+	for _, raw := range []string{secret + "\t", secret + "\n\n", "\x00" + secret, secret + "\xff"} {
+		_, err := CleanValue([]byte(raw))
+		if err == nil {
+			t.Fatalf("CleanValue(%q): got no error, want one", raw)
+		}
+		if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "51HxQ2") {
+			t.Errorf("got error %q, want one without the value", err)
+		}
+	}
+}
+
+func TestParseFields(t *testing.T) {
+	tests := []struct {
+		name    string
+		raw     string
+		want    map[string]string
+		wantErr string
+	}{
+		{name: "two fields", raw: `{"sid": "AC123", "token": "tok-456"}` + "\n", want: map[string]string{"sid": "AC123", "token": "tok-456"}},
+		{name: "one field", raw: `{"key":"v"}`, want: map[string]string{"key": "v"}},
+		{name: "escaped unicode", raw: `{"user":"\u00e9t\u00e9"}`, want: map[string]string{"user": "été"}},
+		{name: "not an object", raw: `["sk-secretvalue"]`, wantErr: "must be a JSON object"},
+		{name: "string", raw: `"sk-secretvalue"`, wantErr: "must be a JSON object"},
+		{name: "empty object", raw: `{}`, wantErr: "no fields"},
+		{name: "empty input", raw: ``, wantErr: "ends too early"},
+		{name: "number value", raw: `{"pin": 98765432}`, wantErr: `field "pin" must be a JSON string`},
+		{name: "object value", raw: `{"pin": {"a": "sk-secretvalue"}}`, wantErr: `field "pin" must be a JSON string`},
+		{name: "bad field name", raw: `{"Token": "sk-secretvalue"}`, wantErr: `invalid field name "Token"`},
+		{name: "long field name", raw: `{"` + strings.Repeat("a", 65) + `": "x"}`, wantErr: "invalid field name"},
+		{name: "empty field name", raw: `{"": "sk-secretvalue"}`, wantErr: "invalid field name"},
+		{name: "duplicate", raw: `{"a": "sk-secretvalue", "a": "sk-othervalue"}`, wantErr: `field "a" appears twice`},
+		{name: "newline in value", raw: `{"a": "sk-secretvalue\n"}`, wantErr: `field "a": secret value contains a control character at byte 14`},
+		{name: "empty value", raw: `{"a": ""}`, wantErr: `field "a": secret value is empty`},
+		{name: "trailing data", raw: `{"a": "sk-secretvalue"} {"b": "x"}`, wantErr: "data after the JSON object"},
+		{name: "syntax error", raw: `{"a": "sk-secretvalue" "b"}`, wantErr: "invalid JSON at byte"},
+		{name: "truncated", raw: `{"a": "sk-secretvalue"`, wantErr: "ends too early"},
+		{name: "bare word", raw: `sk-secretvalue`, wantErr: "invalid JSON at byte"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseFields([]byte(tt.raw))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ParseFields: unexpected error %q", err)
+				}
+				if len(got) != len(tt.want) {
+					t.Fatalf("got %d fields, want %d", len(got), len(tt.want))
+				}
+				for k, v := range tt.want {
+					if got[k] != v {
+						t.Errorf("field %q: got %q, want %q", k, got[k], v)
+					}
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("got %v, want error containing %q", got, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("got error %q, want it to contain %q", err, tt.wantErr)
+			}
+			for _, leak := range []string{"secretvalue", "othervalue", "98765432"} {
+				if strings.Contains(err.Error(), leak) {
+					t.Errorf("error %q contains the value %q", err, leak)
+				}
+			}
+		})
+	}
+}
+
+func TestValidName(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"simple", "openai", true},
+		{"digits first", "1password", true},
+		{"punctuation", "twilio.prod_eu-1", true},
+		{"max length", strings.Repeat("a", 64), true},
+		{"too long", strings.Repeat("a", 65), false},
+		{"empty", "", false},
+		{"upper case", "OpenAI", false},
+		{"leading dot", ".hidden", false},
+		{"leading dash", "-x", false},
+		{"slash", "a/b", false},
+		{"space", "a b", false},
+		{"unicode", "clé", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidName(tt.in)
+			if got := err == nil; got != tt.ok {
+				t.Fatalf("ValidName(%q) = %v, want ok=%v", tt.in, err, tt.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "a-z, 0-9") {
+				t.Errorf("got error %q, want it to explain the rule", err)
+			}
+		})
+	}
+}
