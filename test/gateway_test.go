@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,7 +48,8 @@ routes:
 }
 
 var providerSecrets = map[string]string{
-	"openai": openaiKey,
+	"openai": openaiKey + "\n", // one trailing newline is trimmed
+
 	"gemini": geminiKey,
 	"twilio": fmt.Sprintf(`{"sid": %q, "token": %q}`, twilioSID, twilioTok),
 }
@@ -69,6 +72,11 @@ func TestInjectForms(t *testing.T) {
 		req.Header.Add("Authorization", "Bearer second-dummy")
 		req.Header.Set("X-Till-Token", "till_whatever")
 		req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+		req.Header.Set("Connection", "X-Hop")
+		req.Header.Set("X-Hop", "hop-by-hop")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		req.Header.Set("X-Forwarded-For", "10.1.2.3")
+		req.Header.Set("Forwarded", "for=10.1.2.3")
 		resp, body := do(t, req)
 		responses = append(responses, dump(resp, body))
 		if resp.StatusCode != 200 {
@@ -78,7 +86,7 @@ func TestInjectForms(t *testing.T) {
 		if v := got.Header.Values("Authorization"); len(v) != 1 || v[0] != "Bearer "+openaiKey {
 			t.Errorf("upstream Authorization: got %d values, want exactly the real key", len(v))
 		}
-		for _, h := range []string{"X-Till-Token", "Proxy-Authorization", "X-Forwarded-For", "Forwarded"} {
+		for _, h := range []string{"X-Till-Token", "Proxy-Authorization", "X-Forwarded-For", "Forwarded", "X-Hop", "Keep-Alive"} {
 			if v := got.Header.Get(h); v != "" {
 				t.Errorf("upstream received %s", h)
 			}
@@ -449,7 +457,138 @@ func TestAuditUnavailableFailsClosed(t *testing.T) {
 	if got := len(u.requests()); got != n {
 		t.Errorf("upstream received %d more requests while the audit sink was failing", got-n)
 	}
-	if !strings.Contains(tl.stderr.String(), "cannot write an audit record") {
+	if !tl.waitLog("cannot write an audit record") {
 		t.Errorf("the failure is not logged:\n%s", tl.stderr.String())
+	}
+}
+
+func TestRequestBodyStreams(t *testing.T) {
+	firstChunk := make(chan struct{})
+	// This upstream reads the body itself, as it arrives.
+	srv, caFile := newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(r.Body, buf); err != nil || string(buf) != "first" {
+			http.Error(w, "bad first chunk", 500)
+			return
+		}
+		close(firstChunk) // the app has not sent the rest yet
+		rest, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s+%s", buf, rest)
+	}))
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", srv.URL)
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, caFile)
+
+	pr, pw := io.Pipe()
+	go func() {
+		io.WriteString(pw, "first")
+		select {
+		case <-firstChunk:
+			io.WriteString(pw, "second")
+		case <-time.After(5 * time.Second):
+			// till buffered the body: the upstream never saw the first chunk
+		}
+		pw.Close()
+	}()
+	req := newRequest(t, "POST", tl.url("/openai/v1/files"), pr)
+	resp, body := do(t, req)
+	if resp.StatusCode != 200 || string(body) != "first+second" {
+		t.Errorf("got %d %q, want 200 %q: the request body was not streamed", resp.StatusCode, body, "first+second")
+	}
+}
+
+func TestUpstreamCertificateVerified(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
+	// No SSL_CERT_FILE: the upstream's self-signed certificate is not trusted.
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, "")
+	resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+	if resp.StatusCode != 502 || tillError(t, resp, body) != "upstream_unreachable" {
+		t.Errorf("got %d %s, want 502 upstream_unreachable", resp.StatusCode, body)
+	}
+	if n := len(u.requests()); n != 0 {
+		t.Errorf("an upstream with an untrusted certificate received %d requests", n)
+	}
+	if !tl.waitLog("certificate") {
+		t.Errorf("the log does not say why:\n%s", tl.stderr.String())
+	}
+}
+
+func TestReload(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	good := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
+	tl := startTill(t, good, map[string]string{"openai": openaiKey}, u.caFile)
+	get := func(path string) int {
+		resp, _ := do(t, newRequest(t, "GET", tl.url(path), nil))
+		return resp.StatusCode
+	}
+	hup := func(wantLog string) {
+		t.Helper()
+		n := strings.Count(tl.stderr.String(), wantLog)
+		if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(tl.stderr.String(), wantLog) == n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log after SIGHUP:\n%s", wantLog, tl.stderr.String())
+			}
+		}
+	}
+
+	// A broken config is refused and the old one keeps serving.
+	os.WriteFile(tl.dir+"/till.yaml", []byte(good+"    timeout: never\n"), 0o644)
+	hup("reload failed")
+	if !strings.Contains(tl.stderr.String(), "till.yaml:6: routes[0].timeout") {
+		t.Errorf("the failed reload does not name file:line:\n%s", tl.stderr.String())
+	}
+	if got := get("/openai/v1/models"); got != 200 {
+		t.Errorf("after a failed reload: got %d, want 200", got)
+	}
+
+	// A rotated key and a new route take effect on reload.
+	const rotated = "sk-rotated-0123456789abcdef"
+	os.WriteFile(tl.dir+"/till.yaml", []byte(good), 0o644)
+	setSecret(t, tl.dir, "openai", rotated)
+	os.WriteFile(tl.dir+"/till.yaml", []byte(good+"  - name: second\n    preset: openai\n    upstream: "+u.URL+"\n    secret: openai\n"), 0o644)
+	hup(`"message":"reloaded"`)
+	if got := get("/second/v1/models"); got != 200 {
+		t.Errorf("new route after reload: got %d, want 200", got)
+	}
+	if a := u.last(t).Header.Get("Authorization"); a != "Bearer "+rotated {
+		t.Error("the rotated key was not used after reload")
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey, rotated})
+}
+
+func TestConcurrentSecretSets(t *testing.T) {
+	dir := t.TempDir()
+	setSecret(t, dir, "first", "value-first") // creates the key and vault
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			cmd := exec.Command(tillBin, "secret", "set", fmt.Sprintf("key%d", i))
+			cmd.Dir = dir
+			cmd.Env = tillEnv()
+			cmd.Stdin = strings.NewReader(fmt.Sprintf("value-%d", i))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("%v: %s", err, out)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	out, _, code := runTill(t, dir, "", nil, "secret", "list", "--json")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil {
+		t.Fatalf("secret list: exit %d: %q", code, out)
+	}
+	if len(rows) != n+1 {
+		t.Errorf("got %d secrets after %d concurrent sets, want %d: an update was lost", len(rows), n, n+1)
 	}
 }

@@ -68,7 +68,7 @@ type upstream struct {
 func newUpstream(t *testing.T, h http.Handler) *upstream {
 	t.Helper()
 	u := &upstream{}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Server, u.caFile = newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.got = append(u.got, seen{r.Method, r.Host, r.URL.Path, r.URL.Query(), r.Header.Clone(), body})
@@ -76,16 +76,23 @@ func newUpstream(t *testing.T, h http.Handler) *upstream {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h.ServeHTTP(w, r)
 	}))
+	return u
+}
+
+// newTLSServer starts a TLS (HTTP/2-capable) server running h and returns
+// it with a file holding its certificate, for SSL_CERT_FILE.
+func newTLSServer(t *testing.T, h http.Handler) (*httptest.Server, string) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	u.Server = srv
-	u.caFile = filepath.Join(t.TempDir(), "upstream-ca.pem")
+	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	if err := os.WriteFile(u.caFile, pemBytes, 0o644); err != nil {
+	if err := os.WriteFile(caFile, pemBytes, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return u
+	return srv, caFile
 }
 
 func (u *upstream) requests() []seen {
@@ -246,6 +253,17 @@ func (tl *till) stop() {
 		_ = tl.cmd.Process.Kill()
 		<-tl.done
 	}
+}
+
+// waitLog waits until the operational log (stderr) contains s.
+func (tl *till) waitLog(s string) bool {
+	tl.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(tl.stderr.String(), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // auditRecord is one line of the audit log.

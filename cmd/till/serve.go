@@ -82,7 +82,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		case <-hup:
 			reload(logger, cfgPath, e, cfg, gw, base)
 		case <-ctx.Done():
-			logger.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down: letting requests in flight finish")
+			logger.Info().Str("grace", cfg.ShutdownGrace.String()).Msg("shutting down: letting requests in flight finish")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 			err := srv.Shutdown(sctx)
 			cancel()
@@ -128,7 +128,7 @@ func logRoutes(logger zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, 
 	}
 	for i, r := range infos {
 		baseURL := base + r.Prefix
-		if p, ok := config.LookupPreset(cfg.Routes[i].Preset); ok && cfg.Routes[i].Upstream.String() == p.Upstream {
+		if p, ok := config.LookupPreset(cfg.Routes[i].Preset); ok {
 			baseURL += p.BaseURLPath
 		}
 		ev := logger.Info()

@@ -51,8 +51,13 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 }
 
 // openVault opens the config's vault with the key from the environment
-// (TILL_PASSPHRASE) or the key file; create makes a key file when absent.
+// (TILL_PASSPHRASE) or the key file. With create, a missing key file is
+// made, but only for a vault that does not exist yet: a new key could never
+// open an existing vault.
 func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
+	if _, err := os.Stat(cfg.Vault.Path); err == nil {
+		create = false
+	}
 	key, err := vault.KeyFromEnv(e.getenv, cfg.Vault.KeyFile, create)
 	if err != nil {
 		return nil, err

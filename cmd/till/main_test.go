@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/vault"
+)
+
+// cli runs till in-process in a fresh working folder.
+type cli struct {
+	t   *testing.T
+	dir string
+	env map[string]string
+}
+
+func newCLI(t *testing.T) *cli {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	return &cli{t: t, dir: dir, env: map[string]string{}}
+}
+
+func (c *cli) run(stdin string, args ...string) (stdout, stderr string, code int) {
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, &env{
+		stdin:  strings.NewReader(stdin),
+		stdout: &o,
+		stderr: &e,
+		getenv: func(k string) string { return c.env[k] },
+	})
+	return o.String(), e.String(), code
+}
+
+const key = "sk-cli-test-0123456789abcdef"
+
+func TestSecretLifecycle(t *testing.T) {
+	c := newCLI(t)
+	out, errOut, code := c.run(key+"\n", "secret", "set", "openai")
+	if code != 0 {
+		t.Fatalf("secret set: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, `stored secret "openai" (sha256:`) {
+		t.Errorf("secret set output: %q", out)
+	}
+	for _, f := range []string{"till.vault", "till.key"} {
+		st, err := os.Stat(filepath.Join(c.dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode: got %v, want 0600", f, st.Mode().Perm())
+		}
+	}
+	vaultBytes, _ := os.ReadFile(filepath.Join(c.dir, "till.vault"))
+	if bytes.Contains(vaultBytes, []byte(key)) {
+		t.Error("the vault holds the key in clear")
+	}
+
+	// A rotation, with flags after the positional argument.
+	time.Sleep(10 * time.Millisecond)
+	out, errOut, code = c.run("sk-rotated-value", "secret", "set", "openai", "--expires", "90d")
+	if code != 0 || !strings.Contains(out, "rotated") {
+		t.Fatalf("rotation: exit %d: %s %s", code, out, errOut)
+	}
+	out, _, code = c.run("", "secret", "list", "--json")
+	if code != 0 {
+		t.Fatalf("secret list: exit %d", code)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("secret list --json: %v: %q", err, out)
+	}
+	if len(rows) != 1 {
+		t.Fatalf("got %d rows, want 1", len(rows))
+	}
+	r := rows[0]
+	for _, f := range []string{"name", "fingerprint", "created", "updated", "expires", "status"} {
+		if _, ok := r[f]; !ok {
+			t.Errorf("secret list row lacks %q", f)
+		}
+	}
+	if r["created"] == r["updated"] || r["status"] != "ok" || r["expires"] == nil {
+		t.Errorf("after rotation: %v", r)
+	}
+	if strings.Contains(out, "sk-rotated-value") || strings.Contains(out, key) {
+		t.Error("secret list printed a value")
+	}
+	out, _, _ = c.run("", "secret", "list")
+	if !strings.Contains(out, "NAME") || !strings.Contains(out, "openai") || strings.Contains(out, "sk-rotated") {
+		t.Errorf("secret list: %q", out)
+	}
+
+	if _, errOut, code = c.run("", "secret", "rm", "openai"); code != 0 {
+		t.Fatalf("secret rm: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code = c.run("", "secret", "rm", "openai"); code != 1 || !strings.Contains(errOut, `"openai"`) {
+		t.Errorf("secret rm of a missing secret: exit %d: %s", code, errOut)
+	}
+}
+
+func TestSecretSetRefusals(t *testing.T) {
+	c := newCLI(t)
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"value on the command line", "", []string{"secret", "set", "openai", key}, 2, "read from stdin"},
+		{"empty value", "", []string{"secret", "set", "openai"}, 1, "empty"},
+		{"control character", "sk-a\x1bb", []string{"secret", "set", "openai"}, 1, "control character"},
+		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "control character"},
+		{"bad name", key, []string{"secret", "set", "Open AI"}, 1, "secret name"},
+		{"bad expiry", key, []string{"secret", "set", "openai", "--expires", "soon"}, 2, "--expires"},
+		{"bad json", `{"sid": 1}`, []string{"secret", "set", "twilio", "--json"}, 1, ""},
+		{"unknown flag", key, []string{"secret", "set", "openai", "--value", "x"}, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := c.run(tt.stdin, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit: got %d, want %d (%s)", code, tt.code, errOut)
+			}
+			if !strings.Contains(errOut, tt.want) {
+				t.Errorf("stderr: got %q, want it to mention %q", errOut, tt.want)
+			}
+			if strings.Contains(out+errOut, key) || strings.Contains(out+errOut, "sk-a") {
+				t.Error("the value was echoed")
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "till.vault")); err == nil {
+		t.Error("a refused secret set created the vault")
+	}
+}
+
+func TestInitThenCheck(t *testing.T) {
+	c := newCLI(t)
+	out, errOut, code := c.run("", "init")
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut)
+	}
+	for _, f := range []string{"till.yaml", "till.vault", "till.key"} {
+		if _, err := os.Stat(filepath.Join(c.dir, f)); err != nil {
+			t.Errorf("init did not create %s", f)
+		}
+	}
+	if !strings.Contains(out, "wrote") {
+		t.Errorf("init output: %q", out)
+	}
+	if _, errOut, code = c.run("", "check"); code != 0 {
+		t.Errorf("check of the starter config: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code = c.run("", "init"); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("second init: exit %d: %s", code, errOut)
+	}
+
+	// A route whose secret is missing fails the check.
+	cfg := "version: 1\nroutes:\n  - name: openai\n    preset: openai\n"
+	if err := os.WriteFile("till.yaml", []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code = c.run("", "check"); code != 1 || !strings.Contains(errOut, `secret "openai" is not in the vault`) {
+		t.Errorf("check with a missing secret: exit %d: %s", code, errOut)
+	}
+	c.run(key, "secret", "set", "openai")
+	if out, errOut, code = c.run("", "check"); code != 0 || !strings.Contains(out, "1 route(s)") {
+		t.Errorf("check: exit %d: %s %s", code, out, errOut)
+	}
+	// An expired secret fails it too.
+	c.run(key, "secret", "set", "openai", "--expires", "2020-01-01")
+	if _, errOut, code = c.run("", "check"); code != 1 || !strings.Contains(errOut, "expired") {
+		t.Errorf("check with an expired secret: exit %d: %s", code, errOut)
+	}
+	// An expiring one warns.
+	c.run(key, "secret", "set", "openai", "--expires", "3d")
+	if _, errOut, code = c.run("", "check"); code != 0 || !strings.Contains(errOut, "warning") {
+		t.Errorf("check with an expiring secret: exit %d: %s", code, errOut)
+	}
+}
+
+func TestWrongKeyLeavesVaultAlone(t *testing.T) {
+	c := newCLI(t)
+	c.run(key, "secret", "set", "openai")
+	before, _ := os.ReadFile("till.vault")
+	other := t.TempDir() + "/other.key"
+	if _, err := vault.LoadKeyFile(other, true); err != nil {
+		t.Fatal(err)
+	}
+	c.env["TILL_KEY_FILE"] = other
+	for _, args := range [][]string{{"secret", "list"}, {"check"}, {"secret", "set", "x"}, {"secret", "rm", "openai"}} {
+		_, errOut, code := c.run("sk-other", args...)
+		if code != 1 || !strings.Contains(errOut, "till.vault") {
+			t.Errorf("%v with the wrong key: exit %d: %s", args, code, errOut)
+		}
+	}
+	c.env["TILL_KEY_FILE"] = t.TempDir() + "/missing.key"
+	if _, errOut, code := c.run("sk-other", "secret", "set", "x"); code != 1 || !strings.Contains(errOut, "missing.key") {
+		t.Errorf("secret set with a missing key file: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(c.env["TILL_KEY_FILE"]); err == nil {
+		t.Error("secret set made a new key for an existing vault")
+	}
+	after, _ := os.ReadFile("till.vault")
+	if !bytes.Equal(before, after) {
+		t.Error("the vault changed")
+	}
+}
+
+func TestPassphrase(t *testing.T) {
+	c := newCLI(t)
+	c.env["TILL_PASSPHRASE"] = "correct horse battery staple"
+	if _, errOut, code := c.run(key, "secret", "set", "openai"); code != 0 {
+		t.Fatalf("secret set: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat("till.key"); err == nil {
+		t.Error("a key file was created although a passphrase was given")
+	}
+	if out, _, code := c.run("", "secret", "list"); code != 0 || !strings.Contains(out, "openai") {
+		t.Errorf("secret list with the passphrase: exit %d", code)
+	}
+	c.env["TILL_PASSPHRASE"] = "wrong"
+	if _, errOut, code := c.run("", "secret", "list"); code != 1 || !strings.Contains(errOut, "passphrase") {
+		t.Errorf("secret list with a wrong passphrase: exit %d: %s", code, errOut)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	c := newCLI(t)
+	tests := []struct {
+		args []string
+		code int
+	}{
+		{nil, 2},
+		{[]string{"frobnicate"}, 2},
+		{[]string{"secret"}, 2},
+		{[]string{"secret", "nope"}, 2},
+		{[]string{"serve", "extra"}, 2},
+		{[]string{"check", "--nope"}, 2},
+		{[]string{"help"}, 0},
+	}
+	for _, tt := range tests {
+		if _, _, code := c.run("", tt.args...); code != tt.code {
+			t.Errorf("till %v: exit %d, want %d", tt.args, code, tt.code)
+		}
+	}
+	out, _, code := c.run("", "version")
+	if code != 0 || !strings.HasPrefix(out, "till ") {
+		t.Errorf("version: %q", out)
+	}
+}
+
+func TestConfigErrorsNameFileAndLine(t *testing.T) {
+	c := newCLI(t)
+	cfg := "version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: http://api.openai.com\n    timeout: soon\n"
+	os.WriteFile("bad.yaml", []byte(cfg), 0o644)
+	_, errOut, code := c.run("", "check", "-c", "bad.yaml")
+	if code != 1 {
+		t.Errorf("exit: got %d, want 1", code)
+	}
+	for _, want := range []string{"bad.yaml:5: routes[0].upstream", "bad.yaml:6: routes[0].timeout"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q: %s", want, errOut)
+		}
+	}
+	c.env["TILL_CONFIG"] = "bad.yaml"
+	if _, errOut, code = c.run("", "check"); code != 1 || !strings.Contains(errOut, "bad.yaml:5") {
+		t.Errorf("TILL_CONFIG not used: exit %d: %s", code, errOut)
+	}
+}
