@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -100,10 +101,14 @@ func NewAudit(w io.Writer, onError func(error)) *Audit {
 }
 
 // OpenAudit opens the audit sink named in the config: "-" is stdout,
-// anything else a file opened for appending (created with mode 0600).
+// anything else a file opened for appending (created with mode 0600, in a
+// folder created with mode 0700 when missing).
 func OpenAudit(path string, onError func(error)) (*Audit, error) {
 	if path == "" || path == "-" {
 		return NewAudit(stdout{}, onError), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create audit folder: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {

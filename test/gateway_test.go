@@ -97,6 +97,9 @@ func TestInjectForms(t *testing.T) {
 		if string(got.Body) != `{"model":"x"}` {
 			t.Errorf("upstream body: got %q", got.Body)
 		}
+		if got.Proto != 2 {
+			t.Errorf("upstream protocol: got HTTP/%d, want HTTP/2 (the upstream offers it)", got.Proto)
+		}
 		if want := strings.TrimPrefix(u.URL, "https://"); got.Host != want {
 			t.Errorf("upstream Host: got %q, want %q", got.Host, want)
 		}
@@ -591,4 +594,37 @@ func TestConcurrentSecretSets(t *testing.T) {
 	if len(rows) != n+1 {
 		t.Errorf("got %d secrets after %d concurrent sets, want %d: an update was lost", len(rows), n, n+1)
 	}
+}
+
+func TestAuditFile(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	tl := startTill(t, providerConfig(u, "audit: {file: logs/audit.log}\n"), providerSecrets, u.caFile)
+	do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+	do(t, newRequest(t, "GET", tl.url("/nowhere"), nil))
+	tl.stop() // flushes and closes the audit file
+	path := tl.dir + "/logs/audit.log"
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("audit file (relative to the config): %v", err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("audit file mode: got %v, want 0600", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d audit lines, want 2:\n%s", len(lines), b)
+	}
+	for _, l := range lines {
+		var r auditRecord
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		checkAuditFields(t, r)
+	}
+	if tl.stdout.String() != "" {
+		t.Errorf("records went to stdout too: %q", tl.stdout.String())
+	}
+	b, _ = os.ReadFile(path)
+	tl.assertNoLeak(allKeys, string(b))
 }

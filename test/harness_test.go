@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 
 // seen is one request as an upstream received it.
 type seen struct {
+	Proto  int // HTTP major version
 	Method string
 	Host   string
 	Path   string
@@ -71,7 +72,7 @@ func newUpstream(t *testing.T, h http.Handler) *upstream {
 	u.Server, u.caFile = newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.got = append(u.got, seen{r.Method, r.Host, r.URL.Path, r.URL.Query(), r.Header.Clone(), body})
+		u.got = append(u.got, seen{r.ProtoMajor, r.Method, r.Host, r.URL.Path, r.URL.Query(), r.Header.Clone(), body})
 		u.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h.ServeHTTP(w, r)
