@@ -115,6 +115,9 @@ type Forward struct {
 	// CACert is the interception CA certificate (absolute path, default
 	// till-ca.pem); its key lives in the vault.
 	CACert string
+	// CertCache is how many minted leaf certificates are kept (one per
+	// intercepted host); default 1024.
+	CertCache int
 }
 
 // Limits configures rate limiting shared between instances.
@@ -230,6 +233,7 @@ const (
 	DefaultVaultFile     = "till.vault"
 	DefaultKeyFile       = "till.key"
 	DefaultCACertFile    = "till-ca.pem"
+	DefaultCertCache     = 1024
 	// MaxSize caps a config file, so a wrong path (a log, a disk image)
 	// fails fast instead of being read whole.
 	MaxSize = 1 << 20

@@ -188,6 +188,7 @@ func TestParseFull(t *testing.T) {
 		Enabled: true, UnknownHosts: "tunnel",
 		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")},
 		CACert:     filepath.Join(dir, "ca/till-ca.pem"),
+		CertCache:  DefaultCertCache,
 	}
 	if !reflect.DeepEqual(c.Forward, wantForward) {
 		t.Errorf("forward: got %+v, want %+v", c.Forward, wantForward)
@@ -249,7 +250,7 @@ func TestParseDefaults(t *testing.T) {
 		File: "till.yaml", Version: 1, Listen: "127.0.0.1:8080", ShutdownGrace: 30 * time.Second,
 		Vault:   Vault{Path: filepath.Join(dir, "till.vault"), KeyFile: filepath.Join(dir, "till.key"), OnExpired: "block"},
 		Audit:   Audit{File: "-"},
-		Forward: Forward{Intercept: true, UnknownHosts: "deny", CACert: filepath.Join(dir, "till-ca.pem")},
+		Forward: Forward{Intercept: true, UnknownHosts: "deny", CACert: filepath.Join(dir, "till-ca.pem"), CertCache: DefaultCertCache},
 		Limits:  Limits{OnRedisError: "allow"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -505,7 +506,7 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:65: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:66: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

@@ -26,7 +26,7 @@ var (
 	adminKeys   = []string{"listen", "token_sha256"}
 	vaultKeys   = []string{"path", "key_file", "max_age", "on_expired"}
 	auditKeys   = []string{"file"}
-	forwardKeys = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert"}
+	forwardKeys = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert", "cert_cache"}
 	limitsKeys  = []string{"redis", "on_redis_error"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
 	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext"}
@@ -384,6 +384,7 @@ func (d *decoder) defaults() *Config {
 		Forward: Forward{
 			Intercept:    true,
 			UnknownHosts: "deny",
+			CertCache:    DefaultCertCache,
 			CACert:       d.resolve(DefaultCACertFile),
 		},
 		Limits: Limits{OnRedisError: "allow"},
@@ -567,6 +568,16 @@ func (d *decoder) forward(n *yaml.Node, path string, fw *Forward) {
 	if v := f["ca_cert"]; v != nil {
 		if p, ok := d.filePath(v, join(path, "ca_cert")); ok {
 			fw.CACert = p
+		}
+	}
+	if v := f["cert_cache"]; v != nil {
+		p := join(path, "cert_cache")
+		if n, ok := d.integer(v, p); ok {
+			if n < 1 || n > 1_000_000 {
+				d.errorf(v, p, "must be between 1 and 1000000")
+			} else {
+				fw.CertCache = int(n)
+			}
 		}
 	}
 }

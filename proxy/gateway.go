@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -17,12 +18,15 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/tillgw/till/proxy/ca"
 )
 
 // Modes of a request, as audited.
 const (
-	modeReverse = "reverse"
-	modeForward = "forward"
+	modeReverse   = "reverse"
+	modeForward   = "forward"
+	modeIntercept = "intercept"
+	modeTunnel    = "tunnel"
 )
 
 // codeClientClosed is the audit reason when the app went away before the
@@ -34,11 +38,14 @@ const statusClientClosed = 499
 // Gateway serves the gateway listener. It reads the current Snapshot
 // through an atomic pointer, so a reload never disturbs a request in flight.
 type Gateway struct {
-	snap  atomic.Pointer[Snapshot]
-	audit *Audit
-	log   zerolog.Logger
-	proxy *httputil.ReverseProxy
-	ids   *requestIDs
+	snap      atomic.Pointer[Snapshot]
+	audit     *Audit
+	log       zerolog.Logger
+	proxy     *httputil.ReverseProxy
+	plain     *httputil.ReverseProxy // unknown hosts, absolute-form, tunnel policy
+	intercept *interceptor           // nil without a CA
+	listeners []netip.AddrPort
+	ids       *requestIDs
 }
 
 // Options configure a Gateway.
@@ -49,12 +56,17 @@ type Options struct {
 	Log zerolog.Logger
 	// Transport reaches the upstreams; nil means NewTransport().
 	Transport http.RoundTripper
+	// Leaves mints the certificates for TLS interception; nil turns
+	// interception off.
+	Leaves *ca.Leaves
+	// Listeners are till's own addresses, which tunnels may never reach.
+	Listeners []netip.AddrPort
 }
 
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
-	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs()}
-	g.snap.Store(snap)
+	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners}
+	g.Swap(snap)
 	t := opts.Transport
 	if t == nil {
 		t = NewTransport()
@@ -67,11 +79,27 @@ func New(snap *Snapshot, opts Options) *Gateway {
 		BufferPool:     newBufferPool(),
 		ErrorLog:       zerologStdLogger(opts.Log),
 	}
+	g.plain = g.newPlainProxy()
+	if opts.Leaves != nil {
+		g.intercept = newInterceptor(g, opts.Leaves)
+	}
 	return g
 }
 
 // Swap makes s the snapshot that new requests use.
-func (g *Gateway) Swap(s *Snapshot) { g.snap.Store(s) }
+func (g *Gateway) Swap(s *Snapshot) {
+	s.guard = newDialGuard(s.forward.AllowCIDRs, g.listeners)
+	g.snap.Store(s)
+}
+
+// Shutdown waits for the requests in flight on intercepted connections
+// (the listener's own are the http.Server's to wait for).
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	if g.intercept == nil {
+		return nil
+	}
+	return g.intercept.shutdown(ctx)
+}
 
 // Snapshot returns the snapshot that new requests use.
 func (g *Gateway) Snapshot() *Snapshot { return g.snap.Load() }
@@ -87,53 +115,63 @@ type exchange struct {
 	timedOut atomic.Bool
 	timer    *time.Timer
 	status   int // upstream status, for upgraded connections
+	// handedOff is set when an intercepted CONNECT's connection went to
+	// the inner server: its requests have records of their own.
+	handedOff bool
 }
 
 type exchangeKey struct{}
 
-// ServeHTTP handles one request on the gateway listener.
+// ServeHTTP handles one request on the gateway listener: reverse mode
+// (origin-form), forward mode (absolute-form) or CONNECT.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x, rw := g.begin(w, r, modeReverse)
+	defer g.finish(x, rw, r)
+	if !g.audit.Healthy() {
+		g.deny(rw, x, denial{CodeAuditUnavailable, "till cannot write its audit log, so it refuses requests until it can"})
+		return
+	}
+	s := g.snap.Load()
+	switch {
+	case r.Method == http.MethodConnect:
+		g.serveConnect(rw, r, x, s)
+	case r.URL.IsAbs():
+		g.serveAbsolute(rw, r, x, s)
+	default:
+		g.serveReverse(rw, r, x, s)
+	}
+}
+
+// begin starts a request's exchange and its audit record.
+func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*exchange, *responseRecorder) {
 	x := &exchange{}
 	x.rec.start = time.Now()
 	x.rec.id = g.ids.next()
 	x.rec.method = r.Method
-	x.rec.mode = modeReverse
+	x.rec.mode = mode
 	x.rec.host = r.Host
 	x.rec.path = r.URL.Path
 	if r.URL.RawPath != "" {
 		x.rec.path = r.URL.RawPath
 	}
-	rw := &responseRecorder{ResponseWriter: w}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &x.rec.bytesIn}
 	}
 	w.Header()["X-Till-Request-Id"] = []string{x.rec.id}
-	defer g.finish(x, rw, r)
+	return x, &responseRecorder{ResponseWriter: w}
+}
 
-	if !g.audit.Healthy() {
-		g.deny(rw, x, denial{CodeAuditUnavailable, "till cannot write its audit log, so it refuses requests until it can"})
-		return
-	}
-	if r.Method == http.MethodConnect || r.URL.IsAbs() {
-		x.rec.mode = modeForward
-		x.rec.path = r.URL.Path
-		g.deny(rw, x, denial{CodeBadRequest, "till is not configured as a forward proxy"})
-		return
-	}
+// serveReverse routes an origin-form request by its path prefix.
+func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchange, s *Snapshot) {
 	if reason := checkPath(x.rec.path, r.URL.Path); reason != "" {
 		g.deny(rw, x, denial{CodeBadRequest, reason})
 		return
 	}
-	s := g.snap.Load()
 	rt, rest := s.match(r.URL.Path)
 	if rt == nil {
 		g.deny(rw, x, denial{CodeRouteNotFound, "no route matches this path"})
 		return
 	}
-	x.route = rt
-	x.rec.route = rt.name
-	x.rec.secret = rt.secretName
-	x.rec.host = rt.upstream.Host
 	x.outPath = rt.upstream.Path + rest
 	if x.outPath == "" {
 		x.outPath = "/"
@@ -141,6 +179,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.RawPath != "" && strings.HasPrefix(r.URL.RawPath, rt.prefix) {
 		x.rawPath = rt.upstream.EscapedPath() + r.URL.RawPath[len(rt.prefix):]
 	}
+	g.forward(rw, r, x, s, rt)
+}
+
+// forward applies the route's policy, attaches its key and sends the
+// request upstream. x.outPath is the upstream path.
+func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s *Snapshot, rt *route) {
+	x.route = rt
+	x.rec.route = rt.name
+	x.rec.secret = rt.secretName
+	x.rec.host = rt.upstream.Host
 
 	if d, ok := rt.allows(r.Method, x.outPath); !ok {
 		g.deny(rw, x, d)
@@ -202,6 +250,14 @@ func (g *Gateway) deny(w http.ResponseWriter, x *exchange, d denial) {
 	writeError(w, d, x.rec.mode != modeReverse, 0)
 }
 
+// fail answers an error that is not a policy decision (an upstream that
+// cannot be reached, for a tunnel).
+func (g *Gateway) fail(w http.ResponseWriter, x *exchange, d denial) {
+	x.rec.outcome = outcomeError
+	x.rec.reason = d.code
+	writeError(w, d, x.rec.mode != modeReverse, 0)
+}
+
 // finish writes the request's audit record; it runs deferred, so panics and
 // aborted streams are recorded too.
 func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
@@ -210,7 +266,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	if x.rec.status == 0 {
 		x.rec.status = x.status
 	}
-	x.rec.bytesOut = rw.n
+	x.rec.bytesOut += rw.n
 	switch {
 	case x.rec.outcome != "":
 		// decided already (a denial)
@@ -228,7 +284,9 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	default:
 		x.rec.outcome = outcomeForwarded
 	}
-	g.audit.write(&x.rec, time.Now())
+	if !x.handedOff {
+		g.audit.write(&x.rec, time.Now())
+	}
 	if p != nil {
 		if p != http.ErrAbortHandler {
 			// The stack holds no secret values (only addresses); the panic

@@ -3,8 +3,10 @@ package proxy
 import (
 	"encoding/base64"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,9 +18,15 @@ import (
 // A request reads the snapshot current when it arrived and only that one; a
 // reload compiles a new snapshot and swaps it in whole.
 type Snapshot struct {
-	byPrefix  map[string]*route
+	byPrefix map[string]*route
+	// byHost maps an upstream's "host:port" to its routes, longest
+	// upstream path first, for forward mode.
+	byHost    map[string][]*route
 	routes    []*route
 	onExpired string
+	forward   config.Forward
+	// guard checks tunnel targets; the Gateway sets it before serving.
+	guard *dialGuard
 }
 
 // route is a compiled route: everything a request needs, computed once.
@@ -71,14 +79,46 @@ type RouteInfo struct {
 func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot {
 	s := &Snapshot{
 		byPrefix:  make(map[string]*route, len(cfg.Routes)),
+		byHost:    make(map[string][]*route),
 		onExpired: cfg.Vault.OnExpired,
+		forward:   cfg.Forward,
 	}
 	for i := range cfg.Routes {
 		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge)
 		s.routes = append(s.routes, r)
 		s.byPrefix[r.prefix] = r
+		k := hostKey(r.upstream.Scheme, r.upstream.Host)
+		s.byHost[k] = append(s.byHost[k], r)
+	}
+	for _, rs := range s.byHost {
+		slices.SortStableFunc(rs, func(a, b *route) int { return len(b.upstream.Path) - len(a.upstream.Path) })
 	}
 	return s
+}
+
+// hostKey is the lower-case "host:port" of an authority, with the scheme's
+// default port when it has none.
+func hostKey(scheme, authority string) string {
+	host, port, err := net.SplitHostPort(authority)
+	if err != nil {
+		host, port = authority, "443"
+		if scheme == "http" {
+			port = "80"
+		}
+	}
+	return strings.ToLower(strings.TrimSuffix(host, ".")) + ":" + port
+}
+
+// matchHost finds the route for a request to the upstream at key whose
+// upstream path is the longest whole-segment prefix of p.
+func (s *Snapshot) matchHost(key, p string) *route {
+	for _, r := range s.byHost[key] {
+		up := r.upstream.Path
+		if strings.HasPrefix(p, up) && (len(p) == len(up) || p[len(up)] == '/' || up == "") {
+			return r
+		}
+	}
+	return nil
 }
 
 func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) *route {

@@ -28,6 +28,9 @@ import (
 var tillBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("TILL_TEST_CHILD") != "" {
+		os.Exit(m.Run()) // a client run as a child process needs no binary
+	}
 	dir, err := os.MkdirTemp("", "till-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -69,15 +72,28 @@ type upstream struct {
 func newUpstream(t *testing.T, h http.Handler) *upstream {
 	t.Helper()
 	u := &upstream{}
-	u.Server, u.caFile = newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Server, u.caFile = newTLSServer(t, u.recorder(h))
+	return u
+}
+
+// recorder records each request, then lets h answer it.
+func (u *upstream) recorder(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.got = append(u.got, seen{r.ProtoMajor, r.Method, r.Host, r.URL.Path, r.URL.Query(), r.Header.Clone(), body})
 		u.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h.ServeHTTP(w, r)
-	}))
-	return u
+	})
+}
+
+// newHTTPServer starts a plain-HTTP server running h.
+func newHTTPServer(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // newTLSServer starts a TLS (HTTP/2-capable) server running h and returns
@@ -197,15 +213,24 @@ func startTill(t *testing.T, config string, secrets map[string]string, caFile st
 	return startTillIn(t, dir, caFile)
 }
 
-// startTillIn runs till serve in dir, whose till.yaml and vault are ready.
+// startTillIn runs till serve in dir, whose till.yaml and vault are ready,
+// on a free port.
 func startTillIn(t *testing.T, dir, caFile string, extraEnv ...string) *till {
+	t.Helper()
+	return startTillCmd(t, dir, caFile, nil, extraEnv, "serve", "--listen", "127.0.0.1:0")
+}
+
+// startTillCmd runs till with args in dir, behind the wrapper command
+// (nil for none), and waits for it to log its address.
+func startTillCmd(t *testing.T, dir, caFile string, wrapper, extraEnv []string, args ...string) *till {
 	t.Helper()
 	tl := &till{t: t, dir: dir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	env := extraEnv
 	if caFile != "" {
 		env = append(env, "SSL_CERT_FILE="+caFile)
 	}
-	tl.cmd = exec.Command(tillBin, "serve", "--listen", "127.0.0.1:0")
+	argv := append(append(append([]string(nil), wrapper...), tillBin), args...)
+	tl.cmd = exec.Command(argv[0], argv[1:]...)
 	tl.cmd.Dir = dir
 	tl.cmd.Env = tillEnv(env...)
 	tl.cmd.Stdout = tl.stdout

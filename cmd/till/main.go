@@ -68,6 +68,9 @@ Usage:
   till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
   till secret list [--json]              list secrets (never their values)
   till secret rm NAME                    delete a secret
+  till ca init | till ca export          create the interception CA | print its certificate
+  till env [--client NAME] [--format shell|dotenv]
+                                         print the environment an app needs to use till as its proxy
   till version                           print the version
 
 Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
@@ -89,6 +92,10 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = runCheck(rest, e)
 	case "secret":
 		err = runSecret(rest, e)
+	case "ca":
+		err = runCA(rest, e)
+	case "env":
+		err = runEnv(rest, e)
 	case "version", "--version":
 		err = runVersion(rest, e)
 	case "help", "-h", "--help":

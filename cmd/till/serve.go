@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,6 +17,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/vault"
 )
 
 func runServe(ctx context.Context, args []string, e *env) error {
@@ -49,14 +52,23 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return withHint(err, "check audit.file in the config")
 	}
-	snap := proxy.NewSnapshot(cfg, secrets)
-	gw := proxy.New(snap, proxy.Options{Audit: audit, Log: logger})
-
+	leaves, err := interceptionLeaves(cfg, secrets)
+	if err != nil {
+		_ = audit.Close()
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		_ = audit.Close()
 		return withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
 	}
+	snap := proxy.NewSnapshot(cfg, secrets)
+	gw := proxy.New(snap, proxy.Options{
+		Audit:     audit,
+		Log:       logger,
+		Leaves:    leaves,
+		Listeners: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()},
+	})
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -84,7 +96,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		case <-ctx.Done():
 			logger.Info().Str("grace", cfg.ShutdownGrace.String()).Msg("shutting down: letting requests in flight finish")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-			err := srv.Shutdown(sctx)
+			err := errors.Join(srv.Shutdown(sctx), gw.Shutdown(sctx))
 			cancel()
 			if err != nil {
 				logger.Warn().Err(err).Msg("grace period over: closing the remaining connections")
@@ -110,13 +122,37 @@ func reload(logger zerolog.Logger, cfgPath string, e *env, old *config.Config, g
 		logger.Error().Err(err).Msg("reload failed: still serving the previous config")
 		return
 	}
-	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File {
-		logger.Warn().Msg("listen and audit.file changes take effect at the next restart")
+	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Forward.CACert != old.Forward.CACert ||
+		cfg.Forward.Intercept != old.Forward.Intercept || cfg.Forward.CertCache != old.Forward.CertCache {
+		logger.Warn().Msg("listen, audit.file and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
 	}
 	snap := proxy.NewSnapshot(cfg, secrets)
 	gw.Swap(snap)
 	logger.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
 	logRoutes(logger, cfg, snap, base)
+}
+
+// interceptionLeaves loads the CA for TLS interception when forward mode
+// intercepts, and returns its leaf cache; nil when it does not.
+func interceptionLeaves(cfg *config.Config, secrets map[string]vault.Secret) (*ca.Leaves, error) {
+	if !cfg.Forward.Enabled || !cfg.Forward.Intercept {
+		return nil, nil
+	}
+	hint := "create the CA with: till ca init (or set forward.intercept: false)"
+	certPEM, err := os.ReadFile(cfg.Forward.CACert)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("forward.intercept needs the CA certificate: %w", err), hint)
+	}
+	key, ok := secrets[ca.SecretName]
+	if !ok {
+		return nil, withHint(fmt.Errorf("forward.intercept needs the CA key: no %q in the vault", ca.SecretName), hint)
+	}
+	stored, _ := key.Value()
+	authority, err := ca.Load(certPEM, stored)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Forward.CACert, err)
+	}
+	return ca.NewLeaves(authority, cfg.Forward.CertCache)
 }
 
 // logRoutes says which routes are live and at which base URL an app reaches
@@ -171,9 +207,6 @@ func unsupported(cfg *config.Config) error {
 	}
 	if cfg.Admin.Listen != "" {
 		add("admin.listen")
-	}
-	if cfg.Forward.Enabled {
-		add("forward.enabled")
 	}
 	if cfg.Limits.Redis != "" {
 		add("limits.redis")

@@ -1,0 +1,161 @@
+// Package ca is till's own certificate authority: created once per
+// installation by `till ca init`, it signs the leaf certificates that TLS
+// interception presents to apps. Its private key lives in the vault.
+package ca
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"time"
+)
+
+// SecretName is the vault entry that holds the CA's private key.
+const SecretName = "till-ca"
+
+// Validity periods.
+const (
+	caValidity   = 10 * 365 * 24 * time.Hour
+	leafValidity = 24 * time.Hour
+	// backdate covers clients whose clock runs a little behind.
+	backdate = 5 * time.Minute
+)
+
+// CA signs leaf certificates. It has no String method: nothing prints its key.
+type CA struct {
+	cert    *x509.Certificate
+	certPEM []byte
+	key     *ecdsa.PrivateKey
+}
+
+// New creates an ECDSA P-256 CA whose name says till and the machine, so a
+// user who finds it in a trust store knows where it came from.
+func New(machine string, now time.Time) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: "till interception CA (" + machine + ")", Organization: []string{"till"}},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
+}
+
+// ParseCert parses a PEM CA certificate.
+func ParseCert(certPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("the CA certificate is not a PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse the CA certificate: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, errors.New("the CA certificate is not a CA")
+	}
+	return cert, nil
+}
+
+// Load rebuilds a CA from its certificate (PEM) and its key as stored in
+// the vault, and checks that they belong together.
+func Load(certPEM []byte, storedKey string) (*CA, error) {
+	cert, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	der, err := base64.StdEncoding.DecodeString(storedKey)
+	if err != nil {
+		return nil, errors.New("the CA key in the vault is not base64")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, errors.New("the CA key in the vault is not a PKCS #8 key")
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("the CA key in the vault does not match the CA certificate (hint: was till ca init run with another vault?)")
+	}
+	return &CA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), key: key}, nil
+}
+
+// CertPEM is the CA certificate, for apps to trust.
+func (c *CA) CertPEM() []byte { return c.certPEM }
+
+// Certificate is the parsed CA certificate.
+func (c *CA) Certificate() *x509.Certificate { return c.cert }
+
+// StoredKey is the CA's private key in the form the vault keeps it (base64
+// PKCS #8, one line). Only `till ca init` calls it, to store the key.
+func (c *CA) StoredKey() (string, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(c.key)
+	if err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(der), nil
+}
+
+// Mint signs a fresh ECDSA P-256 leaf certificate for host (a DNS name or
+// an IP address), valid for 24 hours.
+func (c *CA) Mint(host string, now time.Time) (*tls.Certificate, error) {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" {
+		return nil, errors.New("no host to mint a certificate for")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: host, Organization: []string{"till"}},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     now.Add(leafValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+func randomSerial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) // crypto/rand does not fail
+	return n.Add(n, big.NewInt(1))
+}

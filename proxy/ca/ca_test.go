@@ -1,0 +1,142 @@
+package ca
+
+import (
+	"crypto/x509"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newTestCA(t testing.TB) *CA {
+	t.Helper()
+	c, err := New("testhost", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestLoadRoundTrip(t *testing.T) {
+	c := newTestCA(t)
+	stored, err := c.StoredKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(stored, "\r\n") {
+		t.Error("the stored key has line breaks: the vault refuses control characters")
+	}
+	got, err := Load(c.CertPEM(), stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Certificate().Equal(c.Certificate()) {
+		t.Error("loaded a different certificate")
+	}
+	if cn := c.Certificate().Subject.CommonName; !strings.Contains(cn, "till") || !strings.Contains(cn, "testhost") {
+		t.Errorf("CA name: got %q, want till and the machine", cn)
+	}
+
+	other := newTestCA(t)
+	otherKey, _ := other.StoredKey()
+	for name, tc := range map[string]struct {
+		cert []byte
+		key  string
+	}{
+		"key of another CA": {c.CertPEM(), otherKey},
+		"not base64":        {c.CertPEM(), "%%%"},
+		"not a key":         {c.CertPEM(), "aGVsbG8="},
+		"not a certificate": {[]byte("hello"), stored},
+	} {
+		if _, err := Load(tc.cert, tc.key); err == nil {
+			t.Errorf("%s: loaded", name)
+		} else if strings.Contains(err.Error(), stored) {
+			t.Errorf("%s: the error holds the key", name)
+		}
+	}
+}
+
+func TestMintVerifies(t *testing.T) {
+	c := newTestCA(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Certificate())
+	for _, host := range []string{"api.openai.com", "127.0.0.1", "API.Example.COM."} {
+		leaf, err := c.Mint(host, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(strings.ToLower(host), ".")
+		if _, err := leaf.Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: pool}); err != nil {
+			t.Errorf("%s: %v", host, err)
+		}
+		if d := leaf.Leaf.NotAfter.Sub(leaf.Leaf.NotBefore); d > 25*time.Hour {
+			t.Errorf("%s: valid for %v, want about 24h", host, d)
+		}
+		if _, err := leaf.Leaf.Verify(x509.VerifyOptions{DNSName: "evil.example", Roots: pool}); err == nil {
+			t.Errorf("%s: the leaf verifies for another name", host)
+		}
+	}
+}
+
+func TestLeavesMintOncePerHost(t *testing.T) {
+	l, err := NewLeaves(newTestCA(t), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := l.Get("api.openai.com"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := l.Mints(); got != 1 {
+		t.Errorf("mints: got %d, want 1", got)
+	}
+}
+
+func TestLeavesBoundedAndRenewed(t *testing.T) {
+	l, err := NewLeaves(newTestCA(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := []string{"a.example", "b.example", "c.example"}
+	for round := 0; round < 2; round++ {
+		for _, h := range hosts {
+			c, err := l.Get(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Leaf.DNSNames[0] != h {
+				t.Errorf("got a leaf for %v, want %s", c.Leaf.DNSNames, h)
+			}
+		}
+	}
+	if got := l.Mints(); got != 6 {
+		t.Errorf("mints with a cache of 2 cycling 3 hosts: got %d, want 6", got)
+	}
+	if got := l.cache.Len(); got != 2 {
+		t.Errorf("cache size: got %d, want 2", got)
+	}
+
+	before := l.Mints()
+	first, _ := l.Get("c.example")
+	l.now = func() time.Time { return time.Now().Add(23*time.Hour + 30*time.Minute) }
+	renewed, _ := l.Get("c.example")
+	if l.Mints() != before+1 || renewed == first {
+		t.Error("a leaf within an hour of expiry was not renewed")
+	}
+}
+
+func BenchmarkMint(b *testing.B) {
+	c := newTestCA(b)
+	for b.Loop() {
+		if _, err := c.Mint("api.openai.com", time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// deniedPrefixes are the ranges a tunnel may not reach unless
+// forward.allow_cidrs lists them (invariant 4): what a CONNECT could use to
+// reach till's host, its network or a cloud metadata service.
+var deniedPrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8",      // "this network", unspecified
+		"10.0.0.0/8",     // private (RFC 1918)
+		"100.64.0.0/10",  // CGNAT (RFC 6598)
+		"127.0.0.0/8",    // loopback
+		"169.254.0.0/16", // link-local, cloud metadata 169.254.169.254
+		"172.16.0.0/12",  // private
+		"192.0.0.0/24",   // IETF protocol assignments
+		"192.168.0.0/16", // private
+		"198.18.0.0/15",  // benchmarking
+		"224.0.0.0/4",    // multicast
+		"240.0.0.0/4",    // reserved, broadcast
+		"::/128",         // unspecified
+		"::1/128",        // loopback
+		"fc00::/7",       // unique local, AWS metadata fd00:ec2::254
+		"fe80::/10",      // link-local
+		"ff00::/8",       // multicast
+		"100::/64",       // discard
+		"2001:db8::/32",  // documentation
+		"2001::/32",      // Teredo: embeds an IPv4 address
+		"2002::/16",      // 6to4: embeds an IPv4 address
+		"64:ff9b::/96",   // NAT64: embeds an IPv4 address (checked below too)
+		"64:ff9b:1::/48", // local-use NAT64
+		"::ffff:0:0/96",  // IPv4-mapped (unmapped below)
+		"::/96",          // IPv4-compatible (deprecated)
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// errHostNotAllowed is returned for a tunnel target the guard refuses.
+var errHostNotAllowed = errors.New("host not allowed")
+
+// dialGuard dials tunnel targets after checking every address: it resolves
+// the name once, refuses internal addresses unless allowed, refuses till's
+// own listeners, and dials the very address it checked, so a DNS answer
+// that changes between check and dial (rebinding) cannot slip through.
+type dialGuard struct {
+	allow    []netip.Prefix
+	own      []netip.AddrPort
+	resolver interface {
+		LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+	}
+	dialer *net.Dialer
+}
+
+// newDialGuard returns a guard that permits the allow ranges and refuses
+// till's own listeners (an unspecified listen address stands for every
+// address of the machine).
+func newDialGuard(allow []netip.Prefix, listeners []netip.AddrPort) *dialGuard {
+	var own []netip.AddrPort
+	for _, l := range listeners {
+		if !l.Addr().IsUnspecified() {
+			own = append(own, netip.AddrPortFrom(l.Addr().Unmap(), l.Port()))
+			continue
+		}
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				own = append(own, netip.AddrPortFrom(p.Addr().Unmap(), l.Port()))
+			}
+		}
+	}
+	return &dialGuard{
+		allow:    allow,
+		own:      own,
+		resolver: net.DefaultResolver,
+		dialer:   &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
+	}
+}
+
+// permitted reports whether ip may be reached.
+func (g *dialGuard) permitted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range g.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	if ip.Is6() {
+		// An IPv6 address that embeds an IPv4 one is judged by it too.
+		if v4, ok := embeddedIPv4(ip); ok && !g.permitted(v4) {
+			return false
+		}
+	}
+	for _, p := range deniedPrefixes {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return ip.IsGlobalUnicast()
+}
+
+// embeddedIPv4 extracts the IPv4 address from NAT64 (64:ff9b::/96),
+// IPv4-compatible (::/96), 6to4 (2002::/16) and Teredo (2001::/32, client
+// address obfuscated) forms.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	b := ip.As16()
+	switch {
+	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && isZero(b[4:12]),
+		isZero(b[0:12]):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case b[0] == 0x20 && b[1] == 0x02:
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0:
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}), true
+	}
+	return netip.Addr{}, false
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// isOwn reports whether ap is one of till's own listeners. Any loopback
+// address on a listener's port counts: 127.0.0.2 reaches 127.0.0.1's
+// socket when the listener is bound to the whole range.
+func (g *dialGuard) isOwn(ap netip.AddrPort) bool {
+	for _, o := range g.own {
+		if o.Port() == ap.Port() && (o.Addr() == ap.Addr() || ap.Addr().IsLoopback()) {
+			return true
+		}
+	}
+	return false
+}
+
+// dial resolves host, checks the addresses and dials the first one allowed.
+func (g *dialGuard) dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		addrs, err = g.resolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %q: %w", host, err)
+		}
+	}
+	for _, ip := range addrs {
+		ap := netip.AddrPortFrom(ip.Unmap(), port)
+		if !g.permitted(ip) || g.isOwn(ap) {
+			continue
+		}
+		return g.dialer.DialContext(ctx, "tcp", ap.String())
+	}
+	return nil, fmt.Errorf("%w: %q resolves only to addresses tunnels may not reach", errHostNotAllowed, host)
+}

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+)
+
+func TestDialGuardPermitted(t *testing.T) {
+	g := newDialGuard(nil, nil)
+	tests := []struct {
+		ip   string
+		want bool
+	}{
+		{"93.184.216.34", true},
+		{"2606:2800:220:1:248:1893:25c8:1946", true},
+		{"127.0.0.1", false},
+		{"127.1.2.3", false},
+		{"10.0.0.1", false},
+		{"172.16.5.4", false},
+		{"192.168.1.1", false},
+		{"100.64.0.1", false},
+		{"169.254.169.254", false},
+		{"0.0.0.0", false},
+		{"224.0.0.1", false},
+		{"255.255.255.255", false},
+		{"::1", false},
+		{"::", false},
+		{"fe80::1", false},
+		{"fd00:ec2::254", false},
+		{"fc00::1", false},
+		{"ff02::1", false},
+		{"::ffff:127.0.0.1", false},
+		{"::ffff:169.254.169.254", false},
+		{"::ffff:93.184.216.34", true},
+		{"::127.0.0.1", false},
+		{"64:ff9b::7f00:1", false},
+		{"64:ff9b::a9fe:a9fe", false},
+		{"2002:7f00:1::", false},
+		{"2002:a9fe:a9fe::1", false},
+		{"2001:0:4136:e378:8000:63bf:80ff:fffe", false},
+	}
+	for _, tt := range tests {
+		if got := g.permitted(netip.MustParseAddr(tt.ip)); got != tt.want {
+			t.Errorf("permitted(%s): got %v, want %v", tt.ip, got, tt.want)
+		}
+	}
+	allowed := newDialGuard([]netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("127.0.0.0/8")}, nil)
+	for ip, want := range map[string]bool{"10.1.2.3": true, "10.2.0.1": false, "127.0.0.1": true, "::ffff:10.1.0.9": true, "169.254.169.254": false} {
+		if got := allowed.permitted(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("with allow_cidrs, permitted(%s): got %v, want %v", ip, got, want)
+		}
+	}
+}
+
+// fakeResolver answers every name with the same addresses.
+type fakeResolver []netip.Addr
+
+func (f fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return f, nil
+}
+
+func TestDialGuardDialsTheCheckedAddress(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	till := netip.MustParseAddrPort("127.0.0.1:1")
+
+	g := newDialGuard(nil, []netip.AddrPort{till})
+	g.resolver = fakeResolver{netip.MustParseAddr("127.0.0.1")}
+	if _, err := g.dial(context.Background(), "rebind.example", port); !errors.Is(err, errHostNotAllowed) {
+		t.Errorf("a name resolving to loopback: got %v, want errHostNotAllowed", err)
+	}
+	if _, err := g.dial(context.Background(), "::ffff:127.0.0.1", port); !errors.Is(err, errHostNotAllowed) {
+		t.Errorf("IPv4-mapped loopback literal: got %v, want errHostNotAllowed", err)
+	}
+
+	g = newDialGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, []netip.AddrPort{till})
+	g.resolver = fakeResolver{netip.MustParseAddr("10.9.9.9"), netip.MustParseAddr("127.0.0.1")}
+	c, err := g.dial(context.Background(), "mixed.example", port)
+	if err != nil {
+		t.Fatalf("allowed loopback: %v", err)
+	}
+	if got := c.RemoteAddr().String(); got != l.Addr().String() {
+		t.Errorf("dialled %s, want the checked %s", got, l.Addr())
+	}
+	c.Close()
+	if _, err := g.dial(context.Background(), "127.0.0.1", 1); !errors.Is(err, errHostNotAllowed) {
+		t.Errorf("till's own listener: got %v, want errHostNotAllowed", err)
+	}
+	if _, err := g.dial(context.Background(), "127.0.0.2", 1); !errors.Is(err, errHostNotAllowed) {
+		t.Errorf("till's own port on another loopback address: got %v, want errHostNotAllowed", err)
+	}
+}

@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tillgw/till/proxy/ca"
+)
+
+// handshakeTimeout bounds the TLS handshake inside a CONNECT.
+const handshakeTimeout = 10 * time.Second
+
+// errSNIMismatch refuses a client hello for another host than the CONNECT's.
+var errSNIMismatch = errors.New("TLS server name differs from the CONNECT target")
+
+// interceptor terminates TLS inside CONNECTs to hosts that have a route and
+// serves the requests inside (HTTP/1.1 or HTTP/2, by ALPN) through the same
+// route, policy, inject and audit path as reverse mode.
+type interceptor struct {
+	g      *Gateway
+	leaves *ca.Leaves
+	srv    *http.Server
+	ln     *connQueue
+	// targets maps each handed-off *tls.Conn to its CONNECT target.
+	targets sync.Map
+}
+
+func newInterceptor(g *Gateway, leaves *ca.Leaves) *interceptor {
+	ic := &interceptor{g: g, leaves: leaves, ln: newConnQueue()}
+	ic.srv = &http.Server{
+		Handler:           http.HandlerFunc(ic.serveInner),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zerologStdLogger(g.log),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if t, ok := ic.targets.Load(c); ok {
+				return context.WithValue(ctx, targetKey{}, t)
+			}
+			return ctx
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				ic.targets.Delete(c)
+			}
+		},
+	}
+	go func() { _ = ic.srv.Serve(ic.ln) }()
+	return ic
+}
+
+type targetKey struct{}
+
+// serve answers the CONNECT, completes the TLS handshake with a leaf for the
+// target (refusing another server name) and hands the connection over.
+func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange, t connectTarget) {
+	conn, brw, err := http.NewResponseController(rw.ResponseWriter).Hijack()
+	if err != nil {
+		ic.g.fail(rw, x, denial{CodeBadRequest, "the connection cannot be intercepted"})
+		return
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		conn.Close()
+		return
+	}
+	x.status = http.StatusOK
+	var c net.Conn = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The client hello may already be in the server's read buffer.
+		c = &prefixConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
+	}
+	tc := tls.Server(c, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if hello.ServerName != "" && strings.TrimSuffix(strings.ToLower(hello.ServerName), ".") != t.host {
+				return nil, errSNIMismatch
+			}
+			return ic.leaves.Get(t.host)
+		},
+	})
+	ctx, cancel := context.WithTimeout(r.Context(), handshakeTimeout)
+	err = tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		conn.Close()
+		x.rec.outcome = outcomeDenied
+		x.rec.reason = CodeHostNotAllowed
+		if !errors.Is(err, errSNIMismatch) {
+			x.rec.outcome = outcomeError
+			x.rec.reason = CodeBadRequest
+		}
+		ic.g.log.Info().Str("id", x.rec.id).Str("host", t.host).Str("error", err.Error()).Msg("intercepted TLS handshake failed")
+		return
+	}
+	ic.targets.Store(tc, t)
+	x.handedOff = true
+	if !ic.ln.push(tc) {
+		ic.targets.Delete(tc)
+		tc.Close()
+	}
+}
+
+// serveInner handles one request inside an intercepted CONNECT.
+func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
+	g := ic.g
+	x, rw := g.begin(w, r, modeIntercept)
+	defer g.finish(x, rw, r)
+	t, ok := r.Context().Value(targetKey{}).(connectTarget)
+	if !ok {
+		g.deny(rw, x, denial{CodeBadRequest, "unknown intercepted connection"})
+		return
+	}
+	if !g.audit.Healthy() {
+		g.deny(rw, x, denial{CodeAuditUnavailable, "till cannot write its audit log, so it refuses requests until it can"})
+		return
+	}
+	// The request must be for the host the CONNECT named: a Host (or
+	// :authority) that differs could steer the key elsewhere (invariant 1).
+	if hostKey("https", r.Host) != t.key || r.URL.IsAbs() {
+		g.deny(rw, x, denial{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"})
+		return
+	}
+	if reason := checkPath(x.rec.path, r.URL.Path); reason != "" {
+		g.deny(rw, x, denial{CodeBadRequest, reason})
+		return
+	}
+	s := g.snap.Load()
+	rt := s.matchHost(t.key, r.URL.Path)
+	if rt == nil {
+		g.deny(rw, x, denial{CodeRouteNotFound, "no route matches this host and path"})
+		return
+	}
+	x.outPath = r.URL.Path
+	x.rawPath = r.URL.RawPath
+	g.forward(rw, r, x, s, rt)
+}
+
+// shutdown stops accepting intercepted connections and waits for the
+// requests in flight.
+func (ic *interceptor) shutdown(ctx context.Context) error {
+	return ic.srv.Shutdown(ctx)
+}
+
+// prefixConn reads from r (bytes read ahead, then the connection).
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// connQueue is a net.Listener fed with connections that were accepted and
+// handshaken elsewhere.
+type connQueue struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.closed:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

@@ -1,0 +1,126 @@
+package test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pki stands in for the public web PKI in forward-mode tests: the fake
+// providers' certificates chain to it, and till trusts it through
+// SSL_CERT_FILE.
+type pki struct {
+	cert   *x509.Certificate
+	key    *ecdsa.PrivateKey
+	caFile string
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test public root"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	p := &pki{cert: cert, key: key, caFile: filepath.Join(t.TempDir(), "public-roots.pem")}
+	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *pki) issue(t *testing.T, names ...string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// newNamedUpstream starts a recording TLS upstream on 127.0.0.1 whose
+// certificate, from p, names the given hosts.
+func newNamedUpstream(t *testing.T, p *pki, h http.Handler, names ...string) *upstream {
+	t.Helper()
+	u := &upstream{caFile: p.caFile}
+	srv := httptest.NewUnstartedServer(u.recorder(h))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.issue(t, names...)}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	u.Server = srv
+	return u
+}
+
+// port is the upstream's port.
+func (u *upstream) port() string {
+	_, port, _ := net.SplitHostPort(u.Listener.Addr().String())
+	return port
+}
+
+// hostsWrapper returns a command prefix that runs till in a private mount
+// namespace whose /etc/hosts maps names to 127.0.0.1, so till can reach
+// fake providers by the names apps use, while the apps (which only talk to
+// the proxy) never resolve them. It needs root; outside CI the test skips
+// without it.
+func hostsWrapper(t *testing.T, names ...string) []string {
+	t.Helper()
+	if err := exec.Command("unshare", "-m", "true").Run(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("unshare -m: %v (forward-mode tests need a mount namespace)", err)
+		}
+		t.Skipf("unshare -m: %v (run as root to enable forward-mode tests)", err)
+	}
+	base, _ := os.ReadFile("/etc/hosts")
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	content := string(base) + "\n127.0.0.1 " + strings.Join(names, " ") + "\n"
+	if err := os.WriteFile(hosts, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"unshare", "-m", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
