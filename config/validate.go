@@ -86,7 +86,7 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 
 var (
 	nameRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-	secretNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	secretNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 	queryNameRE  = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
 	hexRE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
@@ -101,8 +101,8 @@ func validName(s string) error {
 }
 
 func validSecretName(s string) error {
-	if len(s) > 128 || !secretNameRE.MatchString(s) {
-		return errorString("must be letters, digits, '_', '.' and '-', starting with a letter or digit")
+	if len(s) > 64 || !secretNameRE.MatchString(s) {
+		return errorString("must be 1 to 64 of a-z, 0-9, '_', '.' and '-', starting with a letter or digit (as in the vault)")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -47,11 +48,10 @@ const (
 // refuses new requests (invariant 8): a key use without its record is worse
 // than no key use.
 type Audit struct {
-	w       *auditWriter
-	log     zerolog.Logger
-	closer  io.Closer
-	syncer  interface{ Sync() error }
-	onError func(error)
+	w      *auditWriter
+	log    zerolog.Logger
+	closer io.Closer
+	syncer interface{ Sync() error }
 }
 
 // auditWriter serialises writes (one Write per record, never interleaved)
@@ -61,7 +61,7 @@ type auditWriter struct {
 	w        io.Writer
 	healthy  atomic.Bool
 	failures atomic.Uint64
-	onError  func(error)
+	onError  func(err error, record []byte)
 }
 
 func (a *auditWriter) Write(p []byte) (int, error) {
@@ -75,7 +75,7 @@ func (a *auditWriter) Write(p []byte) (int, error) {
 		a.healthy.Store(false)
 		a.failures.Add(1)
 		if a.onError != nil {
-			a.onError(err)
+			a.onError(err, bytes.TrimSpace(p))
 		}
 		// The failure is reported through onError and Healthy; returning
 		// nil keeps zerolog from printing its own copy to stderr.
@@ -86,11 +86,12 @@ func (a *auditWriter) Write(p []byte) (int, error) {
 }
 
 // NewAudit writes records to w. onError, when set, is told of each failed
-// write (for the operational log); it must not block.
-func NewAudit(w io.Writer, onError func(error)) *Audit {
+// write and given the record (which holds no secret) so that the
+// operational log can keep it; it must not block.
+func NewAudit(w io.Writer, onError func(err error, record []byte)) *Audit {
 	aw := &auditWriter{w: w, onError: onError}
 	aw.healthy.Store(true)
-	a := &Audit{w: aw, log: zerolog.New(aw), onError: onError}
+	a := &Audit{w: aw, log: zerolog.New(aw)}
 	if c, ok := w.(io.Closer); ok {
 		a.closer = c
 	}
@@ -103,7 +104,7 @@ func NewAudit(w io.Writer, onError func(error)) *Audit {
 // OpenAudit opens the audit sink named in the config: "-" is stdout,
 // anything else a file opened for appending (created with mode 0600, in a
 // folder created with mode 0700 when missing).
-func OpenAudit(path string, onError func(error)) (*Audit, error) {
+func OpenAudit(path string, onError func(err error, record []byte)) (*Audit, error) {
 	if path == "" || path == "-" {
 		return NewAudit(stdout{}, onError), nil
 	}

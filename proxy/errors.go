@@ -62,10 +62,11 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-// writeError answers with till's JSON error format and the X-Till-Error header.
+// writeError answers with till's JSON error format, the X-Till-Error header
+// and the request id.
 // With forward set, client_unauthenticated becomes 407 with Proxy-Authenticate
 // (RFC 9110, section 11.7.1).
-func writeError(w http.ResponseWriter, d denial, forward bool, retryAfter int) {
+func writeError(w http.ResponseWriter, id string, d denial, forward bool, retryAfter int) {
 	var body errorBody
 	body.Error.Code = d.code
 	body.Error.Message = d.message
@@ -78,6 +79,7 @@ func writeError(w http.ResponseWriter, d denial, forward bool, retryAfter int) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Till-Error", d.code)
+	h.Set("X-Till-Request-Id", id)
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	if d.code == CodeClientUnauthenticated && forward {
 		status = http.StatusProxyAuthRequired

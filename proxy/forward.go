@@ -28,7 +28,7 @@ func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchan
 		g.deny(rw, x, denial{CodeBadRequest, "a proxy request must be an http:// URL; use CONNECT for https"})
 		return
 	}
-	if reason := checkPath(x.rec.path, r.URL.Path); reason != "" {
+	if reason := checkPath(r.URL.RawPath, r.URL.Path); reason != "" {
 		g.deny(rw, x, denial{CodeBadRequest, reason})
 		return
 	}
@@ -124,13 +124,17 @@ func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, s *
 	}
 	x.status = http.StatusOK
 	x.rec.outcome = outcomeForwarded
+	// At shutdown, past the grace period, the gateway's base context ends
+	// the tunnel.
+	stop := context.AfterFunc(r.Context(), func() { conn.Close(); upstream.Close() })
+	defer stop()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		// Bytes the server read ahead of the handshake go first.
 		n, _ := io.Copy(upstream, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn))
-		x.rec.bytesIn += n
+		x.bytesIn.Add(n)
 		closeWrite(upstream)
 	}()
 	n, _ := io.Copy(conn, upstream)

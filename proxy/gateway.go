@@ -6,6 +6,8 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,6 +16,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +42,9 @@ const statusClientClosed = 499
 // through an atomic pointer, so a reload never disturbs a request in flight.
 type Gateway struct {
 	snap      atomic.Pointer[Snapshot]
+	active    atomic.Int64 // requests whose record is not written yet
+	base      context.Context
+	abort     context.CancelFunc
 	audit     *Audit
 	log       zerolog.Logger
 	proxy     *httputil.ReverseProxy
@@ -66,6 +72,7 @@ type Options struct {
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
 	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners}
+	g.base, g.abort = context.WithCancel(context.Background())
 	g.Swap(snap)
 	t := opts.Transport
 	if t == nil {
@@ -92,13 +99,42 @@ func (g *Gateway) Swap(s *Snapshot) {
 	g.snap.Store(s)
 }
 
-// Shutdown waits for the requests in flight on intercepted connections
-// (the listener's own are the http.Server's to wait for).
+// BaseContext is the context every request on the gateway derives from
+// (for http.Server.BaseContext): Shutdown cancels it to end upgraded
+// connections and tunnels that outlive the grace period.
+func (g *Gateway) BaseContext(net.Listener) context.Context { return g.base }
+
+// Shutdown is called after the listener's http.Server.Shutdown: it waits,
+// until ctx is done, for intercepted connections and for requests that
+// server does not track (WebSocket upgrades, tunnels); then it ends those
+// that remain and waits briefly for their audit records, so that every
+// request is recorded before the audit sink closes.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	if g.intercept == nil {
-		return nil
+	var err error
+	if g.intercept != nil {
+		err = g.intercept.shutdown(ctx)
 	}
-	return g.intercept.shutdown(ctx)
+	if derr := g.drain(ctx); derr != nil {
+		g.abort()
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, g.drain(actx))
+	}
+	return err
+}
+
+// drain waits until no request is in flight.
+func (g *Gateway) drain(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for g.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d request(s) still in flight: %w", g.active.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Snapshot returns the snapshot that new requests use.
@@ -115,6 +151,11 @@ type exchange struct {
 	timedOut atomic.Bool
 	timer    *time.Timer
 	status   int // upstream status, for upgraded connections
+	// bytesIn counts the request body; the transport's goroutine writes it.
+	bytesIn atomic.Int64
+	body    *countingBody   // nil without a body
+	ctx     context.Context // the inbound request's
+
 	// handedOff is set when an intercepted CONNECT's connection went to
 	// the inner server: its requests have records of their own.
 	handedOff bool
@@ -144,7 +185,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // begin starts a request's exchange and its audit record.
 func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*exchange, *responseRecorder) {
-	x := &exchange{}
+	x := &exchange{ctx: r.Context()}
 	x.rec.start = time.Now()
 	x.rec.id = g.ids.next()
 	x.rec.method = r.Method
@@ -155,15 +196,16 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 		x.rec.path = r.URL.RawPath
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &x.rec.bytesIn}
+		x.body = &countingBody{ReadCloser: r.Body, n: &x.bytesIn}
+		r.Body = x.body
 	}
-	w.Header()["X-Till-Request-Id"] = []string{x.rec.id}
-	return x, &responseRecorder{ResponseWriter: w}
+	g.active.Add(1)
+	return x, &responseRecorder{ResponseWriter: w, x: x}
 }
 
 // serveReverse routes an origin-form request by its path prefix.
 func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchange, s *Snapshot) {
-	if reason := checkPath(x.rec.path, r.URL.Path); reason != "" {
+	if reason := checkPath(r.URL.RawPath, r.URL.Path); reason != "" {
 		g.deny(rw, x, denial{CodeBadRequest, reason})
 		return
 	}
@@ -217,13 +259,29 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	if rt.timeout > 0 {
-		// The timeout bounds the wait for the response headers, not the
-		// whole stream: a long SSE response is not cut short.
-		x.timer = time.AfterFunc(rt.timeout, func() {
-			x.timedOut.Store(true)
-			cancel()
-		})
-		defer x.timer.Stop()
+		// The timeout bounds the wait for the response headers once the
+		// request body is sent, not the upload or the whole stream: a slow
+		// upload or a long SSE response is not cut short.
+		var once sync.Once
+		start := func() {
+			once.Do(func() {
+				x.timer = time.AfterFunc(rt.timeout, func() {
+					x.timedOut.Store(true)
+					cancel()
+				})
+			})
+		}
+		if x.body != nil && r.ContentLength != 0 {
+			x.body.onEOF = start
+		} else {
+			start()
+		}
+		defer func() {
+			once.Do(func() {}) // no timer after this
+			if x.timer != nil {
+				x.timer.Stop()
+			}
+		}()
 	}
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
 }
@@ -247,7 +305,7 @@ func (rt *route) allows(method, upstreamPath string) (denial, bool) {
 func (g *Gateway) deny(w http.ResponseWriter, x *exchange, d denial) {
 	x.rec.outcome = outcomeDenied
 	x.rec.reason = d.code
-	writeError(w, d, x.rec.mode != modeReverse, 0)
+	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
 }
 
 // fail answers an error that is not a policy decision (an upstream that
@@ -255,7 +313,7 @@ func (g *Gateway) deny(w http.ResponseWriter, x *exchange, d denial) {
 func (g *Gateway) fail(w http.ResponseWriter, x *exchange, d denial) {
 	x.rec.outcome = outcomeError
 	x.rec.reason = d.code
-	writeError(w, d, x.rec.mode != modeReverse, 0)
+	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
 }
 
 // finish writes the request's audit record; it runs deferred, so panics and
@@ -267,6 +325,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		x.rec.status = x.status
 	}
 	x.rec.bytesOut += rw.n
+	x.rec.bytesIn = x.bytesIn.Load()
 	switch {
 	case x.rec.outcome != "":
 		// decided already (a denial)
@@ -287,6 +346,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	if !x.handedOff {
 		g.audit.write(&x.rec, time.Now())
 	}
+	g.active.Add(-1)
 	if p != nil {
 		if p != http.ErrAbortHandler {
 			// The stack holds no secret values (only addresses); the panic
@@ -332,13 +392,14 @@ func rewrite(pr *httputil.ProxyRequest) {
 }
 
 // withoutParam removes every parameter named name from the raw query,
-// comparing decoded names so that an encoded duplicate cannot slip through.
+// comparing decoded names so that an encoded duplicate cannot slip through,
+// and splitting on ";" too, which some servers still read as a separator.
 func withoutParam(raw, name string) string {
 	if raw == "" {
 		return ""
 	}
 	var b strings.Builder
-	for part := range strings.SplitSeq(raw, "&") {
+	for part := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
 		if part == "" {
 			continue
 		}
@@ -362,25 +423,57 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		x.timer.Stop()
 	}
 	x.status = resp.StatusCode
-	for name, values := range resp.Header {
-		if echoes(values, x.route.secretValues) {
-			delete(resp.Header, name)
-			g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("header", name).
-				Msg("removed a response header that echoed the key")
-		}
+	if n := scrubEchoes(resp.Header, x.route.echoForms); n > 0 {
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
+			Msg("removed response headers that echoed the key")
+	}
+	// The upstream does not get to name till's request id.
+	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
+	if resp.StatusCode != http.StatusSwitchingProtocols && (resp.Trailer != nil || resp.ContentLength < 0) {
+		// Trailers arrive after the body: check them when it ends.
+		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.route.echoForms}
 	}
 	return nil
 }
 
-func echoes(values, secrets []string) bool {
+// scrubEchoes removes every header whose value contains one of the forms
+// of the key, and returns how many it removed.
+func scrubEchoes(h http.Header, forms []string) int {
+	n := 0
+	for name, values := range h {
+		if echoes(values, forms) {
+			delete(h, name)
+			n++
+		}
+	}
+	return n
+}
+
+func echoes(values, forms []string) bool {
 	for _, v := range values {
-		for _, s := range secrets {
-			if s != "" && strings.Contains(v, s) {
+		for _, f := range forms {
+			if strings.Contains(v, f) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// trailerScrubber removes trailers that echo the key once the body ends,
+// before ReverseProxy copies them to the app.
+type trailerScrubber struct {
+	io.ReadCloser
+	resp *http.Response
+	echo []string
+}
+
+func (t *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		scrubEchoes(t.resp.Trailer, t.echo)
+	}
+	return n, err
 }
 
 // handleUpstreamError maps a failure to reach the upstream to till's error
@@ -406,7 +499,7 @@ func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, er
 	}
 	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", d.code).
 		Str("error", safeError(err)).Msg("upstream request failed")
-	writeError(w, d, false, 0)
+	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
 }
 
 // safeError describes a transport error without the request URL, whose

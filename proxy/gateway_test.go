@@ -2,11 +2,16 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -196,7 +201,7 @@ func TestAuditFailClosedAndRecovers(t *testing.T) {
 	}
 	sink := &failingWriter{fail: true}
 	var reported []error
-	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(sink, func(err error) { reported = append(reported, err) }), Log: zerolog.Nop()})
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(sink, func(err error, _ []byte) { reported = append(reported, err) }), Log: zerolog.Nop()})
 	serve := func() int {
 		w := httptest.NewRecorder()
 		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models/x", nil))
@@ -316,5 +321,102 @@ func BenchmarkUpstreamDirect(b *testing.B) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+func TestResponseEchoesRemoved(t *testing.T) {
+	const key = "AIza/abc+def=ghi0123456789"
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Early", "key="+r.URL.Query().Get("key"))
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("X-Early")
+		w.Header().Set("X-Query", r.URL.RawQuery)
+		w.Header().Set("X-B64", base64.StdEncoding.EncodeToString([]byte(key)))
+		w.Header().Set("X-Hex", hex.EncodeToString([]byte(key)))
+		w.Header().Set("X-Till-Request-Id", "spoofed")
+		w.Header().Set("Trailer", "X-Trailer-Echo, X-Trailer-Fine")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Trailer-Echo", key)
+		w.Header().Set("X-Trailer-Fine", "fine")
+	}))
+	defer up.Close()
+	yaml := "version: 1\nroutes:\n  - name: gem\n    upstream: {{UP}}\n    inject: {query: key}\n"
+	gw, _ := newTestGateway(t, yaml, up.URL, map[string]vault.Secret{"gem": vault.NewSecret("gem", key, time.Now())})
+	front := httptest.NewServer(gw)
+	defer front.Close()
+
+	var early http.Header
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		early = http.Header(h).Clone()
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", front.URL+"/gem/x?key=dummy;key=attacker&a=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "body" {
+		t.Fatalf("body: got %q", body)
+	}
+	var dump strings.Builder
+	early.Write(&dump)
+	resp.Header.Write(&dump)
+	resp.Trailer.Write(&dump)
+	for _, form := range echoForms([]string{key}) {
+		if strings.Contains(dump.String(), form) {
+			t.Errorf("a form of the key reached the app:\n%s", dump.String())
+		}
+	}
+	if q := resp.Header.Get("X-Query"); q != "" {
+		t.Errorf("the echoed query header survived: %q", q)
+	}
+	if got := resp.Trailer.Get("X-Trailer-Fine"); got != "fine" {
+		t.Errorf("an innocent trailer was removed: %q", got)
+	}
+	if ids := resp.Header.Values("X-Till-Request-Id"); len(ids) != 1 || ids[0] == "spoofed" {
+		t.Errorf("request id: got %q, want till's only", ids)
+	}
+}
+
+func TestUpstreamSeesOneQueryKey(t *testing.T) {
+	var got string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.URL.RawQuery }))
+	defer up.Close()
+	yaml := "version: 1\nroutes:\n  - name: gem\n    upstream: {{UP}}\n    inject: {query: key}\n"
+	gw, _ := newTestGateway(t, yaml, up.URL, map[string]vault.Secret{"gem": vault.NewSecret("gem", "real", time.Now())})
+	gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/gem/x?a=1;key=attacker&%6bey=x&key=y", nil))
+	if got != "a=1&key=real" {
+		t.Errorf("upstream query: got %q, want %q", got, "a=1&key=real")
+	}
+}
+
+func TestTimeoutCountsFromEndOfUpload(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	defer up.Close()
+	yaml := "version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: {{UP}}\n    timeout: 200ms\n"
+	gw, _ := newTestGateway(t, yaml, up.URL, secrets(time.Now()))
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 4; i++ {
+			time.Sleep(100 * time.Millisecond) // an upload slower than the timeout
+			io.WriteString(pw, "x")
+		}
+		pw.Close()
+	}()
+	resp, err := http.Post(front.URL+"/openai/upload", "text/plain", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "xxxx" {
+		t.Errorf("slow upload: got %d %q, want 200 %q", resp.StatusCode, body, "xxxx")
 	}
 }

@@ -40,6 +40,7 @@ func newInterceptor(g *Gateway, leaves *ca.Leaves) *interceptor {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zerologStdLogger(g.log),
+		BaseContext:       g.BaseContext,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if t, ok := ic.targets.Load(c); ok {
 				return context.WithValue(ctx, targetKey{}, t)
@@ -128,7 +129,7 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 		g.deny(rw, x, denial{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"})
 		return
 	}
-	if reason := checkPath(x.rec.path, r.URL.Path); reason != "" {
+	if reason := checkPath(r.URL.RawPath, r.URL.Path); reason != "" {
 		g.deny(rw, x, denial{CodeBadRequest, reason})
 		return
 	}

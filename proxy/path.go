@@ -4,16 +4,18 @@ import "strings"
 
 // checkPath refuses request paths that could move a request past a route's
 // prefix or allow rules once some other component decodes or normalises
-// them: dot segments, encoded slashes and backslashes, backslashes, control
-// characters and invalid percent-encoding. raw is the path as sent (escaped),
-// decoded is its decoded form. It returns the reason for the refusal, or ""
-// when the path is acceptable; decoded can then be matched as is.
+// them: dot segments (also in the forms Tomcat and Jetty read as dots, such
+// as "..;" and ".. "), encoded slashes and backslashes, backslashes, control
+// characters, a percent sign left after decoding (double encoding) and
+// invalid percent-encoding. raw is the escaped path as sent when it differs
+// from the default encoding of decoded (url.URL.RawPath), or "". It returns
+// the reason for the refusal, or "" when decoded can be matched as is.
 func checkPath(raw, decoded string) string {
 	if len(decoded) == 0 || decoded[0] != '/' {
 		return "the request path must start with /"
 	}
 	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; c {
+		switch raw[i] {
 		case '\\':
 			return "the request path must not contain a backslash"
 		case '%':
@@ -27,11 +29,13 @@ func checkPath(raw, decoded string) string {
 		}
 	}
 	for i := 0; i < len(decoded); i++ {
-		if c := decoded[i]; c < 0x20 || c == 0x7f {
+		switch c := decoded[i]; {
+		case c < 0x20 || c == 0x7f:
 			return "the request path must not contain control characters"
-		}
-		if decoded[i] == '\\' {
+		case c == '\\':
 			return "the request path must not contain a backslash"
+		case c == '%':
+			return "the request path must not contain an encoded percent sign (double encoding)"
 		}
 	}
 	if hasDotSegment(decoded) {
@@ -41,11 +45,14 @@ func checkPath(raw, decoded string) string {
 }
 
 // hasDotSegment reports whether p has a "." or ".." segment (RFC 3986,
-// section 3.3), which servers and clients remove with different rules.
+// section 3.3), counting the forms some servers read as one: a segment
+// whose part before ";" is dots, or dots followed by spaces.
 func hasDotSegment(p string) bool {
 	for p != "" {
 		var seg string
 		seg, p, _ = strings.Cut(p, "/")
+		seg, _, _ = strings.Cut(seg, ";")
+		seg = strings.TrimRight(seg, " ")
 		if seg == "." || seg == ".." {
 			return true
 		}

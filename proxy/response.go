@@ -2,15 +2,18 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 )
 
 // responseRecorder remembers the status and counts the body bytes written
 // to the app, for the audit record.
 type responseRecorder struct {
 	http.ResponseWriter
+	x      *exchange
 	status int
 	n      int64
 }
@@ -18,6 +21,11 @@ type responseRecorder struct {
 func (w *responseRecorder) WriteHeader(code int) {
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols && w.x.route != nil {
+		// ReverseProxy passes 1xx responses (103 Early Hints) on without
+		// ModifyResponse: their headers are checked here.
+		scrubEchoes(w.Header(), w.x.route.echoForms)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -38,22 +46,35 @@ func (w *responseRecorder) Flush() {
 	}
 }
 
-// Hijack hands the connection over for a protocol switch (WebSocket).
+// Hijack hands the connection over for a protocol switch (WebSocket). The
+// connection is closed when the request's context ends, which the gateway
+// does at shutdown once the grace period is over: ReverseProxy closes only
+// the upstream side then.
 func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && w.x.ctx != nil {
+		context.AfterFunc(w.x.ctx, func() { conn.Close() })
+	}
+	return conn, brw, err
 }
 
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the request body bytes read from the app.
+// countingBody counts the request body bytes read from the app, and says
+// when the body ends.
 type countingBody struct {
 	io.ReadCloser
-	n *int64
+	n     *atomic.Int64
+	onEOF func() // called at most once; may be nil
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	*b.n += int64(n)
+	b.n.Add(int64(n))
+	if err == io.EOF && b.onEOF != nil {
+		b.onEOF()
+		b.onEOF = nil
+	}
 	return n, err
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -57,9 +58,10 @@ type route struct {
 	injectValue  string
 	injectQuery  string
 	injectPair   string
-	// secretValues are the revealed values, to remove any response header
-	// that echoes one.
-	secretValues []string
+	// echoForms are the key's values in the forms an upstream could echo
+	// (plain, URL-escaped, base64, hex, as injected), to remove any
+	// response header that holds one.
+	echoForms []string
 }
 
 // RouteInfo describes a compiled route for logs and `till check`.
@@ -183,8 +185,25 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		r.injectValue, r.injectPair = "", ""
 		return r
 	}
-	r.secretValues = sec.Values()
+	r.echoForms = echoForms(append(sec.Values(), r.injectValue, strings.TrimPrefix(r.injectValue, "Basic ")))
 	return r
+}
+
+// echoForms returns the distinct encoded forms of each value.
+func echoForms(values []string) []string {
+	var forms []string
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		b := []byte(v)
+		forms = append(forms, v, url.QueryEscape(v), url.PathEscape(v),
+			base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
+			base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
+			hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)))
+	}
+	slices.Sort(forms)
+	return slices.Compact(forms)
 }
 
 func dedupe(names []string) []string {

@@ -628,3 +628,87 @@ func TestAuditFile(t *testing.T) {
 	b, _ = os.ReadFile(path)
 	tl.assertNoLeak(allKeys, string(b))
 }
+
+func TestShutdownRecordsUpgradedConnections(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(context.Background())
+			if err != nil {
+				return
+			}
+			c.Write(context.Background(), typ, msg)
+		}
+	}))
+	tl := startTill(t, providerConfig(u, "shutdown_grace: 1s\n"), providerSecrets, u.caFile)
+	ctx := context.Background()
+	c, _, err := websocket.Dial(ctx, "ws://"+tl.addr+"/openai/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.Write(ctx, websocket.MessageText, []byte("hi"))
+	if _, _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tl.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-tl.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("till did not end the WebSocket after the grace period")
+	}
+	recs := tl.audit()
+	if len(recs) != 1 || recs[0]["status"] != 101.0 || recs[0]["key_fp"] == "" {
+		t.Errorf("audit after shutdown: got %v, want the WebSocket's record\n%s", recs, tl.stderr.String())
+	}
+}
+
+func TestClosedStdoutFailsClosed(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
+	os.WriteFile(dir+"/till.yaml", []byte(cfg), 0o644)
+	setSecret(t, dir, "openai", openaiKey)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd := exec.Command(tillBin, "serve", "--listen", "127.0.0.1:0")
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, tillEnv("SSL_CERT_FILE="+u.caFile), w, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	r.Close() // the audit sink's reader is gone: writes fail with EPIPE
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	tl := &till{t: t, stderr: stderr}
+	if !tl.waitLog("till listening") {
+		t.Fatalf("till did not start:\n%s", stderr.String())
+	}
+	var ev struct{ Addr string }
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(line, "till listening") {
+			json.Unmarshal([]byte(line), &ev)
+		}
+	}
+	statuses := []int{}
+	for i := 0; i < 3; i++ {
+		resp, err := http.Get("http://" + ev.Addr + "/openai/v1/models")
+		if err != nil {
+			t.Fatalf("request %d: %v (did till die of SIGPIPE?)", i, err)
+		}
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	if statuses[1] != 503 || statuses[2] != 503 {
+		t.Errorf("statuses: got %v, want 503 once the audit sink failed", statuses)
+	}
+	if !tl.waitLog(`"record":{`) {
+		t.Errorf("the lost record is not kept in the operational log:\n%s", stderr.String())
+	}
+}

@@ -22,7 +22,7 @@ func TestDecodeTestdata(t *testing.T) {
 		{file: "unknown-field.json", wantErr: `unknown field "extra"`},
 		{file: "control-char.json", wantErr: `secret "openai": secret value contains a control character at byte 3`},
 		{file: "value-and-fields.json", wantErr: `secret "x" has both a value and fields`},
-		{file: "bad-name.json", wantErr: `invalid secret name "Bad"`},
+		{file: "bad-name.json", wantErr: `invalid secret name (3 characters)`},
 		{file: "truncated.json", wantErr: "JSON ends too early"},
 	}
 	for _, tt := range tests {

@@ -127,7 +127,9 @@ func ValidName(name string) error {
 		ok = isLowerOrDigit(c) || c == '_' || c == '.' || c == '-'
 	}
 	if !ok {
-		return fmt.Errorf(`invalid secret name %q: use 1 to 64 characters of a-z, 0-9, "_", "." and "-", starting with a letter or digit`, name)
+		// The name is not echoed: a key pasted in its place would land in
+		// a terminal or a CI log.
+		return fmt.Errorf(`invalid secret name (%d characters): use 1 to 64 characters of a-z, 0-9, "_", "." and "-", starting with a letter or digit`, len(name))
 	}
 	return nil
 }

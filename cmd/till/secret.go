@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
@@ -55,12 +58,7 @@ func runSecretSet(args []string, e *env) error {
 			return usageError{err.Error()}
 		}
 	}
-	if f, ok := e.stdin.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			fmt.Fprintln(e.stderr, "till: reading the secret from stdin; end with Ctrl-D (pipe it in to keep it out of your terminal)")
-		}
-	}
-	raw, err := io.ReadAll(io.LimitReader(e.stdin, maxSecretInput+1))
+	raw, err := readSecretInput(e)
 	if err != nil {
 		return fmt.Errorf("read the secret from stdin: %w", err)
 	}
@@ -114,6 +112,18 @@ func runSecretSet(args []string, e *env) error {
 	return nil
 }
 
+// readSecretInput reads the value from stdin: piped, or typed at a
+// terminal without echo.
+func readSecretInput(e *env) ([]byte, error) {
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(e.stderr, "secret value (not echoed): ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		return b, err
+	}
+	return io.ReadAll(io.LimitReader(e.stdin, maxSecretInput+1))
+}
+
 // configForVault finds the vault a secret command works on: the config's,
 // or ./till.vault without a config.
 func configForVault(flagPath string, e *env) (*config.Config, error) {
@@ -135,7 +145,7 @@ func parseExpires(s string, now time.Time) (time.Time, error) {
 	}
 	d, err := config.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return time.Time{}, fmt.Errorf("--expires %q: want a date (2027-01-31), a time (2027-01-31T12:00:00Z) or a duration (90d, 12h)", s)
+		return time.Time{}, errors.New("--expires: want a date (2027-01-31), a time (2027-01-31T12:00:00Z) or a duration (90d, 12h)")
 	}
 	return now.Add(d), nil
 }

@@ -46,8 +46,9 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		addr = listen
 	}
 
-	audit, err := proxy.OpenAudit(cfg.Audit.File, func(err error) {
-		logger.Error().Err(err).Msg("cannot write an audit record: refusing requests until the audit sink works again")
+	audit, err := proxy.OpenAudit(cfg.Audit.File, func(err error, record []byte) {
+		logger.Error().Err(err).RawJSON("record", record).
+			Msg("cannot write an audit record: refusing requests until the audit sink works again")
 	})
 	if err != nil {
 		return withHint(err, "check audit.file in the config")
@@ -75,6 +76,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          log.New(logger.With().Str("component", "http").Logger(), "", 0),
+		BaseContext:       gw.BaseContext,
 	}
 	base := "http://" + ln.Addr().String()
 	logger.Info().Str("addr", ln.Addr().String()).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
@@ -96,11 +98,16 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		case <-ctx.Done():
 			logger.Info().Str("grace", cfg.ShutdownGrace.String()).Msg("shutting down: letting requests in flight finish")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-			err := errors.Join(srv.Shutdown(sctx), gw.Shutdown(sctx))
+			err := srv.Shutdown(sctx)
+			if err != nil {
+				_ = srv.Close()
+			}
+			// Upgraded connections, tunnels and intercepted requests are
+			// the gateway's to wait for, or end, before the audit closes.
+			err = errors.Join(err, gw.Shutdown(sctx))
 			cancel()
 			if err != nil {
-				logger.Warn().Err(err).Msg("grace period over: closing the remaining connections")
-				_ = srv.Close()
+				logger.Warn().Err(err).Msg("grace period over: closed the remaining connections")
 			}
 			if err := audit.Close(); err != nil {
 				return err
