@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,8 +73,21 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	t := connectTarget{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: uint16(port)}
 	t.key = hostKey("https", r.Host)
 	t.proxyAuth = r.Header.Get("Proxy-Authorization")
-	if len(s.byHost[t.key]) > 0 && s.forward.Intercept && g.intercept != nil {
+	if routes := s.byHost[t.key]; len(routes) > 0 && s.forward.Intercept && g.intercept != nil {
 		x.rec.mode = modeIntercept
+		// Apps send proxy credentials on the CONNECT, not inside the
+		// tunnel: ask for them there (407) when every route of the host
+		// needs a client.
+		id := s.clients.identify(r, "", "")
+		x.rec.client = id.name()
+		if d, ok := id.admit(r.RemoteAddr, nil); !ok {
+			g.deny(rw, x, d)
+			return
+		}
+		if id.client == nil && !slices.ContainsFunc(routes, func(rt *route) bool { return len(rt.clients) == 0 }) {
+			g.deny(rw, x, denial{CodeClientUnauthenticated, "this host's routes need a till client token"})
+			return
+		}
 		g.intercept.serve(rw, r, x, t)
 		return
 	}

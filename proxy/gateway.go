@@ -52,6 +52,7 @@ type Gateway struct {
 	intercept *interceptor           // nil without a CA
 	listeners []netip.AddrPort
 	ids       *requestIDs
+	limits    *limiters
 }
 
 // Options configure a Gateway.
@@ -71,7 +72,7 @@ type Options struct {
 
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
-	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners}
+	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners, limits: newLimiters()}
 	g.base, g.abort = context.WithCancel(context.Background())
 	g.Swap(snap)
 	t := opts.Transport
@@ -155,6 +156,9 @@ type exchange struct {
 	bytesIn atomic.Int64
 	body    *countingBody   // nil without a body
 	ctx     context.Context // the inbound request's
+	// connectAuth is the Proxy-Authorization given on the CONNECT that
+	// carried this request, if any.
+	connectAuth string
 
 	// handedOff is set when an intercepted CONNECT's connection went to
 	// the inner server: its requests have records of their own.
@@ -232,9 +236,27 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 	x.rec.secret = rt.secretName
 	x.rec.host = rt.upstream.Host
 
+	id := s.clients.identify(r, x.connectAuth, rt.injectHeader)
+	x.rec.client = id.name()
+	if d, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
+		g.deny(rw, x, d)
+		return
+	}
 	if d, ok := rt.allows(r.Method, x.outPath); !ok {
 		g.deny(rw, x, d)
 		return
+	}
+	if !rt.rate.IsZero() {
+		key := rt.limitKey + x.rec.client
+		if id.client == nil {
+			// Anonymous callers share per source address.
+			key += "\x00" + remoteIP(r.RemoteAddr)
+		}
+		if wait, ok := g.limits.allow(key, rt.rate, rt.burst, x.rec.start); !ok {
+			x.rec.outcome, x.rec.reason = outcomeDenied, CodeRateLimited
+			writeError(rw, x.rec.id, denial{CodeRateLimited, "this client is over the route's rate"}, x.rec.mode != modeReverse, wait)
+			return
+		}
 	}
 	if rt.problem != "" {
 		g.deny(rw, x, denial{CodeSecretMissing, "the key for this route is not available"})
@@ -284,6 +306,14 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 		}()
 	}
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
+}
+
+// remoteIP is the address part of an "ip:port" remote address.
+func remoteIP(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }
 
 // allows applies the route's method and path rules to the upstream path.

@@ -141,6 +141,7 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	}
 	x.outPath = r.URL.Path
 	x.rawPath = r.URL.RawPath
+	x.connectAuth = t.proxyAuth
 	g.forward(rw, r, x, s, rt)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ type Snapshot struct {
 	// upstream path first, for forward mode.
 	byHost    map[string][]*route
 	routes    []*route
+	clients   clientSet
 	onExpired string
 	forward   config.Forward
 	// guard checks tunnel targets; the Gateway sets it before serving.
@@ -40,6 +42,12 @@ type route struct {
 
 	methods []string
 	paths   []config.Glob
+	clients []string // allowed client names; empty: any
+	rate    config.Rate
+	burst   int
+	// limitKey names the route's token buckets: a change of rate starts
+	// new ones.
+	limitKey string
 
 	// credentials are the client headers removed before injection, in
 	// canonical form; addHeaders are set when the app did not send them.
@@ -84,6 +92,7 @@ func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot 
 		byHost:    make(map[string][]*route),
 		onExpired: cfg.Vault.OnExpired,
 		forward:   cfg.Forward,
+		clients:   newClientSet(cfg.Clients),
 	}
 	for i := range cfg.Routes {
 		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge)
@@ -132,8 +141,15 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		maxBody:    cr.MaxBody,
 		methods:    cr.Allow.Methods,
 		paths:      cr.Allow.Paths,
+		clients:    cr.Clients,
+		rate:       cr.Rate,
+		burst:      cr.Burst,
 		secretName: cr.Secret,
 	}
+	if r.burst < 1 {
+		r.burst = r.rate.Count
+	}
+	r.limitKey = r.name + "\x00" + r.rate.String() + "\x00" + strconv.Itoa(r.burst) + "\x00"
 	creds := []string{"Authorization", "Proxy-Authorization", "X-Till-Token"}
 	if cr.Inject.Header != "" {
 		creds = append(creds, cr.Inject.Header)

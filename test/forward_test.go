@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ type forwardEnv struct {
 	plainAuthority     string
 	vars               map[string]string // what till env printed
 	proxyURL, caBundle string
+	token              string // the client "web"'s, when the route needs a client
 }
 
 // providerHandler answers like the OpenAI API, plus /sse for timing.
@@ -50,7 +52,7 @@ func providerHandler(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func startForward(t *testing.T, unknownHosts string, allowLoopback bool) *forwardEnv {
+func startForward(t *testing.T, unknownHosts string, allowLoopback, needClient bool) *forwardEnv {
 	t.Helper()
 	p := newPKI(t)
 	f := &forwardEnv{
@@ -69,16 +71,22 @@ func startForward(t *testing.T, unknownHosts string, allowLoopback bool) *forwar
 	if allowLoopback {
 		allow = "  allow_cidrs: [127.0.0.0/8]\n"
 	}
+	clients, routeClients := "", ""
+	if needClient {
+		var lines string
+		f.token, lines = addClient(t, dir, "web")
+		clients, routeClients = "clients:\n"+lines, "    clients: [web]\n"
+	}
 	cfg := fmt.Sprintf(`version: 1
 listen: %s
 forward:
   enabled: true
   unknown_hosts: %s
-%sroutes:
+%s%sroutes:
   - name: provider
     preset: openai
     upstream: %s
-`, addr, unknownHosts, allow, f.providerURL)
+%s`, addr, unknownHosts, allow, clients, f.providerURL, routeClients)
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +104,13 @@ forward:
 		f.vars[k] = strings.Trim(v, `"`)
 	}
 	f.proxyURL, f.caBundle = f.vars["HTTPS_PROXY"], f.vars["SSL_CERT_FILE"]
+	if needClient {
+		out, errOut, code := runTill(t, dir, "", nil, "env", "--client", "web")
+		want := `export HTTPS_PROXY="http://web:${TILL_TOKEN}@` + addr + `"`
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("till env --client web: exit %d: %s %s, want %s", code, out, errOut, want)
+		}
+	}
 	f.tl = startTillCmd(t, dir, p.caFile, wrapper, nil, "serve")
 	if f.tl.addr != addr {
 		t.Fatalf("till listens on %s, till env said %s", f.tl.addr, addr)
@@ -129,6 +144,13 @@ func (f *forwardEnv) clientEnv() []string {
 // the bundle till env wrote.
 func (f *forwardEnv) goClient(t *testing.T) *http.Client {
 	t.Helper()
+	return f.goClientAs(t, "")
+}
+
+// goClientAs is goClient with the client's credentials in the proxy URL
+// ("" for none).
+func (f *forwardEnv) goClientAs(t *testing.T, token string) *http.Client {
+	t.Helper()
 	pem, err := os.ReadFile(f.caBundle)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +158,9 @@ func (f *forwardEnv) goClient(t *testing.T) *http.Client {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 	proxy, _ := url.Parse(f.proxyURL)
+	if token != "" {
+		proxy.User = url.UserPassword("web", token)
+	}
 	return &http.Client{
 		Timeout:   20 * time.Second,
 		Transport: &http.Transport{Proxy: http.ProxyURL(proxy), TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true},
@@ -159,7 +184,7 @@ func (f *forwardEnv) assertProviderSawKey(t *testing.T, n int) {
 }
 
 func TestForwardRealClients(t *testing.T) {
-	f := startForward(t, "deny", false)
+	f := startForward(t, "deny", false, false)
 	var outputs []string
 	run := func(t *testing.T, name string, args ...string) string {
 		t.Helper()
@@ -256,7 +281,7 @@ func TestHelperGoProxyClient(t *testing.T) {
 }
 
 func TestForwardSSEAndHTTP2(t *testing.T) {
-	f := startForward(t, "deny", false)
+	f := startForward(t, "deny", false, false)
 	client := f.goClient(t)
 	start := time.Now()
 	resp, err := client.Get(f.providerURL + "/sse")
@@ -302,84 +327,123 @@ func readError(t *testing.T, resp *http.Response) string {
 	return tillError(t, resp, body)
 }
 
+// TestForwardMatrix covers, in the spirit of smokescreen's integration
+// tests: CONNECT vs absolute-form, host with a route vs without, deny vs
+// tunnel, and a client authorised vs not (on a route that needs one).
 func TestForwardMatrix(t *testing.T) {
 	for _, policy := range []string{"deny", "tunnel"} {
-		t.Run(policy, func(t *testing.T) {
-			f := startForward(t, policy, true)
-			client := f.goClient(t)
-
-			// CONNECT to the host with a route: intercepted, key attached.
-			resp, err := client.Get(f.providerURL + "/v1/models")
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("CONNECT with a route: %v %v", resp, err)
-			}
-			resp.Body.Close()
-
-			// Absolute-form to the host with a route: key attached.
-			status, _, body := rawRequest(t, f.tl.addr, "GET http://api.provider.test:"+f.provider.port()+"/v1/models HTTP/1.1\r\nHost: api.provider.test\r\nConnection: close\r\n\r\n")
-			if status != 200 {
-				t.Errorf("absolute-form with a route: got %d %s", status, body)
-			}
-			f.assertProviderSawKey(t, 2)
-
-			// CONNECT to a host without a route.
-			c, br, resp := connect(t, f.tl.addr, f.otherAuthority)
-			if policy == "deny" {
-				if resp.StatusCode != 403 || readError(t, resp) != "host_not_allowed" {
-					t.Errorf("CONNECT without a route: got %d, want 403 host_not_allowed", resp.StatusCode)
-				}
-			} else {
-				if resp.StatusCode != 200 {
-					t.Fatalf("CONNECT without a route (tunnel): got %d", resp.StatusCode)
-				}
-				// The tunnel is untouched: the app talks TLS to the real host.
-				tc := tls.Client(&bufferedConn{c, br}, &tls.Config{ServerName: "other.provider.test", RootCAs: f.rootsOf(t)})
-				fmt.Fprintf(tc, "GET /tunnelled HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer app-own\r\nConnection: close\r\n\r\n", f.otherAuthority)
-				tresp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-				if err != nil || tresp.StatusCode != 200 {
-					t.Fatalf("through the tunnel: %v %v", tresp, err)
-				}
-				tc.Close() // ends the tunnel, and so writes its record
-				got := f.other.last(t)
-				if got.Header.Get("Authorization") != "Bearer app-own" {
-					t.Error("the tunnel changed the app's request")
-				}
-			}
-
-			// Absolute-form to a host without a route.
-			status, _, body = rawRequest(t, f.tl.addr, "GET http://"+f.plainAuthority+"/x HTTP/1.1\r\nHost: "+f.plainAuthority+"\r\nConnection: close\r\n\r\n")
-			if policy == "deny" {
-				if status != 403 || !strings.Contains(body, "host_not_allowed") {
-					t.Errorf("absolute-form without a route: got %d %s", status, body)
-				}
-				if n := len(f.plain.requests()); n != 0 {
-					t.Errorf("the host without a route received %d requests", n)
-				}
-			} else {
-				if status != 200 {
-					t.Errorf("absolute-form without a route (tunnel): got %d %s", status, body)
-				}
-				if got := f.plain.last(t); got.Header.Get("Authorization") != "" {
-					t.Error("a key was attached to a request for a host without a route")
-				}
-			}
-
-			recs := f.tl.waitAudit(4)
-			modes := map[string]int{}
-			for _, r := range recs {
-				checkAuditFields(t, r)
-				modes[r["mode"].(string)]++
-				if r["mode"] == "tunnel" && (r["secret"] != "" || r["key_fp"] != "") {
-					t.Errorf("tunnel record names a key: %v", r)
-				}
-			}
-			if modes["intercept"] != 1 || modes["forward"] < 1 {
-				t.Errorf("audit modes: %v", modes)
-			}
-			f.tl.stop()
-			f.tl.assertNoLeak([]string{providerKey})
-		})
+		for _, authorised := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/authorised=%v", policy, authorised), func(t *testing.T) {
+				forwardMatrixCase(t, policy, authorised)
+			})
+		}
 	}
+}
+
+func forwardMatrixCase(t *testing.T, policy string, authorised bool) {
+	f := startForward(t, policy, true, true)
+	token, proxyAuth := "", ""
+	if authorised {
+		token = f.token
+		proxyAuth = "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("web:"+token)) + "\r\n"
+	}
+	records := 0
+
+	// CONNECT to the host with a route: intercepted, key attached.
+	resp, err := f.goClientAs(t, token).Get(f.providerURL + "/v1/models")
+	if authorised {
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT with a route: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	} else if err == nil || !strings.Contains(err.Error(), "Proxy Authentication Required") {
+		t.Errorf("CONNECT with a route, no client: got %v %v, want 407", resp, err)
+	}
+	records++
+	if !authorised {
+		_, _, cresp := connect(t, f.tl.addr, "api.provider.test:"+f.provider.port())
+		if cresp.StatusCode != 407 || cresp.Header.Get("Proxy-Authenticate") != `Basic realm="till"` || readError(t, cresp) != "client_unauthenticated" {
+			t.Errorf("CONNECT without credentials: got %d %q", cresp.StatusCode, cresp.Header.Get("Proxy-Authenticate"))
+		}
+		records++
+	}
+
+	// Absolute-form to the host with a route.
+	status, header, body := rawRequest(t, f.tl.addr, "GET http://api.provider.test:"+f.provider.port()+"/v1/models HTTP/1.1\r\nHost: api.provider.test\r\n"+proxyAuth+"Connection: close\r\n\r\n")
+	if authorised && status != 200 {
+		t.Errorf("absolute-form with a route: got %d %s", status, body)
+	}
+	if !authorised && (status != 407 || !strings.Contains(header, `Proxy-Authenticate: Basic realm="till"`)) {
+		t.Errorf("absolute-form with a route, no client: got %d %s", status, header)
+	}
+	records++
+	if authorised {
+		f.assertProviderSawKey(t, 2)
+	} else if n := len(f.provider.requests()); n != 0 {
+		t.Errorf("the provider received %d requests from an unauthorised client", n)
+	}
+
+	// CONNECT to a host without a route: no client needed, no key either.
+	c, br, resp := connect(t, f.tl.addr, f.otherAuthority)
+	if policy == "deny" {
+		if resp.StatusCode != 403 || readError(t, resp) != "host_not_allowed" {
+			t.Errorf("CONNECT without a route: got %d, want 403 host_not_allowed", resp.StatusCode)
+		}
+	} else {
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT without a route (tunnel): got %d", resp.StatusCode)
+		}
+		// The tunnel is untouched: the app talks TLS to the real host.
+		tc := tls.Client(&bufferedConn{c, br}, &tls.Config{ServerName: "other.provider.test", RootCAs: f.rootsOf(t)})
+		fmt.Fprintf(tc, "GET /tunnelled HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer app-own\r\nConnection: close\r\n\r\n", f.otherAuthority)
+		tresp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil || tresp.StatusCode != 200 {
+			t.Fatalf("through the tunnel: %v %v", tresp, err)
+		}
+		tc.Close() // ends the tunnel, and so writes its record
+		if got := f.other.last(t); got.Header.Get("Authorization") != "Bearer app-own" {
+			t.Error("the tunnel changed the app's request")
+		}
+	}
+	records++
+
+	// Absolute-form to a host without a route.
+	status, _, body = rawRequest(t, f.tl.addr, "GET http://"+f.plainAuthority+"/x HTTP/1.1\r\nHost: "+f.plainAuthority+"\r\n"+proxyAuth+"Connection: close\r\n\r\n")
+	if policy == "deny" {
+		if status != 403 || !strings.Contains(body, "host_not_allowed") {
+			t.Errorf("absolute-form without a route: got %d %s", status, body)
+		}
+		if n := len(f.plain.requests()); n != 0 {
+			t.Errorf("the host without a route received %d requests", n)
+		}
+	} else {
+		if status != 200 {
+			t.Errorf("absolute-form without a route (tunnel): got %d %s", status, body)
+		}
+		got := f.plain.last(t)
+		if got.Header.Get("Authorization") != "" || got.Header.Get("Proxy-Authorization") != "" {
+			t.Error("credentials reached a host without a route")
+		}
+	}
+	records++
+
+	recs := f.tl.waitAudit(records)
+	modes := map[string]int{}
+	for _, r := range recs {
+		checkAuditFields(t, r)
+		modes[r["mode"].(string)]++
+		if r["mode"] == "tunnel" && (r["secret"] != "" || r["key_fp"] != "") {
+			t.Errorf("tunnel record names a key: %v", r)
+		}
+		if r["key_fp"] != "" && r["client"] != "web" {
+			t.Errorf("a key use not attributed to the client: %v", r)
+		}
+	}
+	if modes["intercept"] < 1 || modes["forward"] < 1 {
+		t.Errorf("audit modes: %v", modes)
+	}
+	f.tl.stop()
+	f.tl.assertNoLeak([]string{providerKey, f.token})
 }
 
 // rootsOf returns the public roots the fake providers chain to.
@@ -413,7 +477,7 @@ func (f *forwardEnv) tillRoots(t *testing.T) *x509.CertPool {
 }
 
 func TestForwardAttacks(t *testing.T) {
-	f := startForward(t, "tunnel", false)
+	f := startForward(t, "tunnel", false, false)
 	noneReached := func(t *testing.T) {
 		t.Helper()
 		if n := len(f.other.requests()); n != 0 {
@@ -488,7 +552,7 @@ func TestForwardAttacks(t *testing.T) {
 }
 
 func TestForwardTunnelToTillItself(t *testing.T) {
-	f := startForward(t, "tunnel", true) // loopback allowed, till itself still not
+	f := startForward(t, "tunnel", true, false) // loopback allowed, till itself still not
 	_, tillPort, _ := net.SplitHostPort(f.tl.addr)
 	for _, target := range []string{"127.0.0.1:" + tillPort, "localhost:" + tillPort} {
 		_, _, resp := connect(t, f.tl.addr, target)

@@ -71,6 +71,8 @@ Usage:
   till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
   till secret list [--json]              list secrets (never their values)
   till secret rm NAME                    delete a secret
+  till client add NAME [--cidr CIDR]...  print a new client token and the config lines to add
+  till client list | till client rm NAME
   till ca init | till ca export          create the interception CA | print its certificate
   till env [--client NAME] [--format shell|dotenv]
                                          print the environment an app needs to use till as its proxy
@@ -97,6 +99,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = runSecret(rest, e)
 	case "ca":
 		err = runCA(rest, e)
+	case "client":
+		err = runClient(rest, e)
 	case "env":
 		err = runEnv(rest, e)
 	case "version", "--version":

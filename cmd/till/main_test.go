@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -273,5 +276,56 @@ func TestConfigErrorsNameFileAndLine(t *testing.T) {
 	c.env["TILL_CONFIG"] = "bad.yaml"
 	if _, errOut, code = c.run("", "check"); code != 1 || !strings.Contains(errOut, "bad.yaml:5") {
 		t.Errorf("TILL_CONFIG not used: exit %d: %s", code, errOut)
+	}
+}
+
+func TestClientCommands(t *testing.T) {
+	c := newCLI(t)
+	cfg := "version: 1\n# clients below\nclients:\n  - name: old\n    token_sha256: " + strings.Repeat("ab", 32) + "\n  - name: used\n    token_sha256: " + strings.Repeat("cd", 32) +
+		"\nroutes:\n  - name: openai\n    preset: openai\n    clients: [used]\n"
+	os.WriteFile("till.yaml", []byte(cfg), 0o644)
+
+	out, errOut, code := c.run("", "client", "add", "web", "--cidr", "10.0.0.0/8")
+	if code != 0 {
+		t.Fatalf("client add: exit %d: %s", code, errOut)
+	}
+	m := regexp.MustCompile(`\b(till_[0-9A-Za-z]+)\b`).FindStringSubmatch(out)
+	if m == nil || len(m[1]) != len("till_")+40 {
+		t.Fatalf("client add printed no till_ token of 40 base62 characters: %q", out)
+	}
+	sum := sha256.Sum256([]byte(m[1]))
+	if !strings.Contains(out, "token_sha256: "+hex.EncodeToString(sum[:])) || !strings.Contains(out, "cidrs: [10.0.0.0/8]") {
+		t.Errorf("client add's config lines: %q", out)
+	}
+	if b, _ := os.ReadFile("till.yaml"); strings.Contains(string(b), m[1]) {
+		t.Error("the token was written to the config")
+	}
+	out2, _, _ := c.run("", "client", "add", "web2")
+	if strings.Contains(out2, m[1]) {
+		t.Error("two tokens are the same")
+	}
+	if _, errOut, code = c.run("", "client", "add", "old"); code != 1 || !strings.Contains(errOut, "already") {
+		t.Errorf("client add of an existing name: exit %d: %s", code, errOut)
+	}
+	if _, _, code = c.run("", "client", "add", "Bad Name"); code != 2 {
+		t.Errorf("client add with a bad name: exit %d, want 2", code)
+	}
+
+	out, _, code = c.run("", "client", "list")
+	if code != 0 || !strings.Contains(out, "old") || !strings.Contains(out, "used") || !strings.Contains(out, "openai") {
+		t.Errorf("client list: %q", out)
+	}
+	if _, errOut, code = c.run("", "client", "rm", "used"); code != 1 || !strings.Contains(errOut, "openai") {
+		t.Errorf("client rm of a client a route names: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code = c.run("", "client", "rm", "old"); code != 0 {
+		t.Fatalf("client rm: exit %d: %s", code, errOut)
+	}
+	b, _ := os.ReadFile("till.yaml")
+	if strings.Contains(string(b), "name: old") || !strings.Contains(string(b), "name: used") || !strings.Contains(string(b), "# clients below") {
+		t.Errorf("config after client rm:\n%s", b)
+	}
+	if _, errOut, code = c.run("", "client", "rm", "nobody"); code != 1 {
+		t.Errorf("client rm of an unknown client: exit %d: %s", code, errOut)
 	}
 }

@@ -218,15 +218,9 @@ func unsupported(cfg *config.Config) error {
 	if cfg.Limits.Redis != "" {
 		add("limits.redis")
 	}
-	if len(cfg.Clients) > 0 {
-		add("clients")
-	}
-	for i, r := range cfg.Routes {
-		if len(r.Clients) > 0 {
-			add(fmt.Sprintf("routes[%d].clients", i))
-		}
-		if !r.Rate.IsZero() {
-			add(fmt.Sprintf("routes[%d].rate", i))
+	for i, c := range cfg.Clients {
+		if c.Cert {
+			add(fmt.Sprintf("clients[%d].cert", i))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy"
+)
+
+// tokenChars is base62: tokens survive URLs, headers and shells unquoted.
+const tokenChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// tokenLength is the random part of a token: 40 base62 characters, about
+// 238 bits.
+const tokenLength = 40
+
+func runClient(args []string, e *env) error {
+	if len(args) == 0 {
+		return usageError{"usage: till client add|list|rm ..."}
+	}
+	switch args[0] {
+	case "add":
+		return runClientAdd(args[1:], e)
+	case "list", "ls":
+		return runClientList(args[1:], e)
+	case "rm", "remove":
+		return runClientRm(args[1:], e)
+	}
+	return usageError{fmt.Sprintf("unknown client command %q (want add, list or rm)", args[0])}
+}
+
+// stringList collects a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// newToken returns "till_" and tokenLength random base62 characters.
+func newToken() (string, error) {
+	b := []byte(proxy.TokenPrefix)
+	max := big.NewInt(int64(len(tokenChars)))
+	for range tokenLength {
+		n, err := rand.Int(rand.Reader, max)
+		if err != nil {
+			return "", err
+		}
+		b = append(b, tokenChars[n.Int64()])
+	}
+	return string(b), nil
+}
+
+// runClientAdd prints a new token once, with the config lines to paste.
+// The token is stored nowhere: the config keeps only its SHA-256.
+func runClientAdd(args []string, e *env) error {
+	var cfgPath string
+	var cidrs stringList
+	var cert bool
+	flags := newFlags("client add", e.stderr, &cfgPath)
+	flags.Var(&cidrs, "cidr", "source `range` the client may use (repeatable)")
+	flags.BoolVar(&cert, "cert", false, "also require a client certificate from till's CA")
+	pos, err := parseInterleaved(flags, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "till client add NAME [--cidr CIDR]..."); err != nil {
+		return err
+	}
+	name := pos[0]
+	if !validClientName(name) {
+		return usageError{"client names are lower-case letters, digits, '_' and '-', starting with a letter or digit"}
+	}
+	for _, c := range cidrs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return usageError{fmt.Sprintf("--cidr %q: want a range such as 10.0.0.0/8 or 127.0.0.1/32", c)}
+		}
+	}
+	if cert {
+		return errors.New("--cert: client certificates are not supported by this version of till yet")
+	}
+	path, err := configPath(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	if path != "" {
+		cfg, err := loadConfig(path, e, nil)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name }) {
+			return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token, till client rm "+name+" first")
+		}
+	}
+	token, err := newToken()
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(token))
+	fmt.Fprintf(e.stdout, "token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
+	fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
+	fmt.Fprintf(e.stdout, "  - name: %s\n    token_sha256: %s\n", name, hex.EncodeToString(sum[:]))
+	if len(cidrs) > 0 {
+		fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(cidrs, ", "))
+	}
+	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
+	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=http://%s:$TILL_TOKEN@127.0.0.1:8080\n", name)
+	return nil
+}
+
+func configDisplay(path string) string {
+	if path == "" {
+		return "till.yaml"
+	}
+	return path
+}
+
+func validClientName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '_' || c == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func runClientList(args []string, e *env) error {
+	var cfgPath string
+	flags := newFlags("client list", e.stderr, &cfgPath)
+	pos, err := parseInterleaved(flags, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till client list"); err != nil {
+		return err
+	}
+	path, err := configPath(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path, e, nil)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tTOKEN_SHA256\tCIDRS\tROUTES")
+	for _, c := range cfg.Clients {
+		var routes, cidrs []string
+		for _, r := range cfg.Routes {
+			if slices.Contains(r.Clients, c.Name) {
+				routes = append(routes, r.Name)
+			}
+		}
+		for _, p := range c.CIDRs {
+			cidrs = append(cidrs, p.String())
+		}
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\n", c.Name, c.TokenSHA256[:12], orDash(strings.Join(cidrs, ",")), orDash(strings.Join(routes, ",")))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// runClientRm removes a client from the config file (its token stops
+// working at the next reload). A client that routes still name is refused:
+// removing it there changes who may use those routes.
+func runClientRm(args []string, e *env) error {
+	var cfgPath string
+	flags := newFlags("client rm", e.stderr, &cfgPath)
+	pos, err := parseInterleaved(flags, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "till client rm NAME"); err != nil {
+		return err
+	}
+	name := pos[0]
+	path, err := configPath(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return errors.New("no config file: clients live in till.yaml")
+	}
+	cfg, err := loadConfig(path, e, nil)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, r := range cfg.Routes {
+		if slices.Contains(r.Clients, name) {
+			users = append(users, r.Name)
+		}
+	}
+	if len(users) > 0 {
+		return withHint(fmt.Errorf("client %q is named by routes %s", name, strings.Join(users, ", ")), "remove it from their clients: lists first")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	out, err := removeClient(data, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := config.Parse(path, out, filepath.Dir(path)); err != nil {
+		return fmt.Errorf("the edited config does not parse (a bug in till); %s is unchanged: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, st.Mode().Perm()); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed client %q from %s; reload till (SIGHUP) to revoke its token\n", name, path)
+	return nil
+}
+
+// removeClient deletes the named entry from the clients: list of a YAML
+// document, keeping the rest (comments included) as yaml.v3 re-encodes it.
+func removeClient(data []byte, name string) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("not a YAML mapping")
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "clients" || root.Content[i+1].Kind != yaml.SequenceNode {
+			continue
+		}
+		seq := root.Content[i+1]
+		for j, item := range seq.Content {
+			for k := 0; k+1 < len(item.Content); k += 2 {
+				if item.Content[k].Value == "name" && item.Content[k+1].Value == name {
+					seq.Content = slices.Delete(seq.Content, j, j+1)
+					if len(seq.Content) == 0 {
+						root.Content = slices.Delete(root.Content, i, i+2)
+					}
+					var buf bytes.Buffer
+					enc := yaml.NewEncoder(&buf)
+					enc.SetIndent(2)
+					if err := enc.Encode(&doc); err != nil {
+						return nil, err
+					}
+					return buf.Bytes(), nil
+				}
+			}
+		}
+	}
+	return nil, fmt.Errorf("no client %q", name)
+}

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/tillgw/till/config"
+)
+
+// TokenPrefix starts every till client token.
+const TokenPrefix = "till_"
+
+// anonymous is the audit name of a request that presented no known token.
+const anonymous = "anonymous"
+
+// client is a known caller: the SHA-256 of its token, never the token.
+type client struct {
+	name   string
+	digest [sha256.Size]byte
+	cidrs  []netip.Prefix
+}
+
+// clientSet holds the known clients of a snapshot.
+type clientSet []client
+
+func newClientSet(cs []config.Client) clientSet {
+	out := make(clientSet, 0, len(cs))
+	for _, c := range cs {
+		d, err := hex.DecodeString(c.TokenSHA256)
+		if err != nil || len(d) != sha256.Size {
+			continue // config validated it
+		}
+		out = append(out, client{name: c.Name, digest: [sha256.Size]byte(d), cidrs: c.CIDRs})
+	}
+	return out
+}
+
+// byToken returns the client whose token this is, or nil. Every digest is
+// compared, in constant time, so timing says nothing about which matched.
+func (cs clientSet) byToken(token string) *client {
+	d := sha256.Sum256([]byte(token))
+	var found *client
+	for i := range cs {
+		if subtle.ConstantTimeCompare(d[:], cs[i].digest[:]) == 1 {
+			found = &cs[i]
+		}
+	}
+	return found
+}
+
+// from reports whether addr ("ip:port") is within the client's CIDRs.
+func (c *client) from(addr string) bool {
+	if len(c.cidrs) == 0 {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	return slices.ContainsFunc(c.cidrs, func(p netip.Prefix) bool { return p.Contains(ip) })
+}
+
+// tokenFrom extracts a till token from a credential header value: bare,
+// Bearer, or the password (or user) of Basic. Anything else (an SDK's dummy
+// key) gives "".
+func tokenFrom(v string) string {
+	v = strings.TrimSpace(v)
+	if scheme, rest, ok := strings.Cut(v, " "); ok {
+		rest = strings.TrimSpace(rest)
+		switch strings.ToLower(scheme) {
+		case "bearer":
+			v = rest
+		case "basic":
+			b, err := base64.StdEncoding.DecodeString(rest)
+			if err != nil {
+				return ""
+			}
+			user, pass, _ := strings.Cut(string(b), ":")
+			v = pass
+			if !strings.HasPrefix(pass, TokenPrefix) {
+				v = user
+			}
+		}
+	}
+	if strings.HasPrefix(v, TokenPrefix) {
+		return v
+	}
+	return ""
+}
+
+// identity is who a request says it is.
+type identity struct {
+	client    *client
+	presented bool // a till token was presented, known or not
+}
+
+// identify looks for a till token in the credentials a request may carry:
+// those given on its CONNECT, Proxy-Authorization, X-Till-Token, then the
+// header the route injects (so an SDK's api_key=till_... works).
+func (cs clientSet) identify(r *http.Request, connectAuth, routeHeader string) identity {
+	var id identity
+	try := func(v string) bool {
+		if v == "" {
+			return false
+		}
+		tok := tokenFrom(v)
+		if tok == "" {
+			return false
+		}
+		id.presented = true
+		id.client = cs.byToken(tok)
+		return id.client != nil
+	}
+	if try(connectAuth) || try(r.Header.Get("Proxy-Authorization")) || try(r.Header.Get("X-Till-Token")) {
+		return id
+	}
+	if routeHeader != "" {
+		for _, v := range r.Header.Values(routeHeader) {
+			if try(v) {
+				return id
+			}
+		}
+	}
+	return id
+}
+
+// admit decides whether a request with this identity may use the route:
+// a known client must come from its CIDRs; a route with clients admits
+// only those.
+func (id identity) admit(remoteAddr string, allowed []string) (denial, bool) {
+	if id.client != nil && !id.client.from(remoteAddr) {
+		return denial{CodeClientForbidden, "this client may not connect from this address"}, false
+	}
+	if len(allowed) == 0 {
+		return denial{}, true
+	}
+	if id.client == nil {
+		return denial{CodeClientUnauthenticated, "this route needs a till client token"}, false
+	}
+	if !slices.Contains(allowed, id.client.name) {
+		return denial{CodeClientForbidden, "this client may not use this route"}, false
+	}
+	return denial{}, true
+}
+
+// name is the client's audit name.
+func (id identity) name() string {
+	if id.client == nil {
+		return anonymous
+	}
+	return id.client.name
+}
