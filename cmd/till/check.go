@@ -29,6 +29,9 @@ func runCheck(args []string, e *env) error {
 	if err := unsupported(cfg); err != nil {
 		problems = append(problems, err)
 	}
+	if _, err := interceptionLeaves(cfg, secrets); err != nil {
+		problems = append(problems, err)
+	}
 	now := time.Now()
 	for _, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
 		switch {

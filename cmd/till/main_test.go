@@ -329,3 +329,68 @@ func TestClientCommands(t *testing.T) {
 		t.Errorf("client rm of an unknown client: exit %d: %s", code, errOut)
 	}
 }
+
+func TestCAAndEnv(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nlisten: 0.0.0.0:8443\nforward: {enabled: true}\n"), 0o644)
+	if _, errOut, code := c.run("", "check"); code != 1 || !strings.Contains(errOut, "till ca init") {
+		t.Errorf("check without a CA: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "env"); code != 1 || !strings.Contains(errOut, "till ca init") {
+		t.Errorf("env without a CA: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := c.run("", "ca", "init")
+	if code != 0 {
+		t.Fatalf("ca init: exit %d: %s", code, errOut)
+	}
+	st, err := os.Stat("till-ca.pem")
+	if err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("till-ca.pem: %v %v", st, err)
+	}
+	if !strings.Contains(out, "till interception CA") {
+		t.Errorf("ca init output: %q", out)
+	}
+	if _, errOut, code = c.run("", "ca", "init"); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("second ca init: exit %d: %s", code, errOut)
+	}
+	pemOut, _, code := c.run("", "ca", "export")
+	file, _ := os.ReadFile("till-ca.pem")
+	if code != 0 || pemOut != string(file) {
+		t.Errorf("ca export differs from the file")
+	}
+	out, _, _ = c.run("", "secret", "list")
+	if !strings.Contains(out, "till-ca") {
+		t.Errorf("the CA key is not in the vault: %q", out)
+	}
+	if _, errOut, code = c.run("", "check"); code != 0 {
+		t.Errorf("check with a CA: exit %d: %s", code, errOut)
+	}
+
+	out, errOut, code = c.run("", "env")
+	if code != 0 {
+		t.Fatalf("env: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"export HTTP_PROXY='http://127.0.0.1:8443'", "export https_proxy='http://127.0.0.1:8443'",
+		"export NO_PROXY='localhost,127.0.0.1,::1'", "till-ca-bundle.pem'", "export NODE_EXTRA_CA_CERTS='" + c.dir + "/till-ca.pem'",
+		"export REQUESTS_CA_BUNDLE=", "export CURL_CA_BUNDLE=", "export SSL_CERT_FILE=",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("till env lacks %q:\n%s", want, out)
+		}
+	}
+	bundle, _ := os.ReadFile("till-ca-bundle.pem")
+	if !bytes.HasSuffix(bundle, file) || len(bundle) <= len(file) {
+		t.Errorf("the bundle is not the system roots followed by till's CA (%d bytes)", len(bundle))
+	}
+	out, _, _ = c.run("", "env", "--format", "dotenv")
+	if !strings.Contains(out, "\nHTTPS_PROXY=http://127.0.0.1:8443\n") {
+		t.Errorf("dotenv output:\n%s", out)
+	}
+	if _, errOut, code = c.run("", "env", "--client", "nobody"); code != 1 || !strings.Contains(errOut, "unknown client") {
+		t.Errorf("env --client of an unknown client: exit %d: %s", code, errOut)
+	}
+	if _, _, code = c.run("", "env", "--format", "xml"); code != 2 {
+		t.Errorf("env --format xml: exit %d, want 2", code)
+	}
+}
