@@ -53,6 +53,7 @@ type Gateway struct {
 	listeners []netip.AddrPort
 	ids       *requestIDs
 	limits    *limiters
+	metrics   *Metrics // nil: none
 }
 
 // Options configure a Gateway.
@@ -68,11 +69,13 @@ type Options struct {
 	Leaves *ca.Leaves
 	// Listeners are till's own addresses, which tunnels may never reach.
 	Listeners []netip.AddrPort
+	// Metrics, when set, counts requests, key uses and latencies.
+	Metrics *Metrics
 }
 
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
-	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners, limits: newLimiters()}
+	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners, limits: newLimiters(), metrics: opts.Metrics}
 	g.base, g.abort = context.WithCancel(context.Background())
 	g.Swap(snap)
 	t := opts.Transport
@@ -153,9 +156,10 @@ type exchange struct {
 	timer    *time.Timer
 	status   int // upstream status, for upgraded connections
 	// bytesIn counts the request body; the transport's goroutine writes it.
-	bytesIn atomic.Int64
-	body    *countingBody   // nil without a body
-	ctx     context.Context // the inbound request's
+	bytesIn       atomic.Int64
+	body          *countingBody   // nil without a body
+	ctx           context.Context // the inbound request's
+	upstreamStart time.Time
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
 	// carried this request, if any.
 	connectAuth string
@@ -258,15 +262,12 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 			return
 		}
 	}
-	if rt.problem != "" {
-		g.deny(rw, x, denial{CodeSecretMissing, "the key for this route is not available"})
+	d, ok, warn := rt.secretState(x.rec.start, s.onExpired)
+	if !ok {
+		g.deny(rw, x, d)
 		return
 	}
-	if !rt.expires.IsZero() && !x.rec.start.Before(rt.expires) {
-		if s.onExpired != "warn" {
-			g.deny(rw, x, denial{CodeSecretExpired, "the key for this route has expired"})
-			return
-		}
+	if warn {
 		// on_expired: warn forwards, and the record says why it should not have.
 		x.rec.reason = CodeSecretExpired
 	}
@@ -305,6 +306,7 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 			}
 		}()
 	}
+	x.upstreamStart = time.Now()
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
 }
 
@@ -314,6 +316,22 @@ func remoteIP(addr string) string {
 		return host
 	}
 	return addr
+}
+
+// secretState says whether the route's key may be attached at now: it
+// must be present, and not expired unless on_expired is warn (then warn is
+// set).
+func (rt *route) secretState(now time.Time, onExpired string) (d denial, ok, warn bool) {
+	if rt.problem != "" {
+		return denial{CodeSecretMissing, "the key for this route is not available"}, false, false
+	}
+	if !rt.expires.IsZero() && !now.Before(rt.expires) {
+		if onExpired != "warn" {
+			return denial{CodeSecretExpired, "the key for this route has expired"}, false, false
+		}
+		return denial{}, true, true
+	}
+	return denial{}, true, false
 }
 
 // allows applies the route's method and path rules to the upstream path.
@@ -374,7 +392,9 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		x.rec.outcome = outcomeForwarded
 	}
 	if !x.handedOff {
-		g.audit.write(&x.rec, time.Now())
+		end := time.Now()
+		g.audit.write(&x.rec, end)
+		g.metrics.observe(&x.rec, end)
 	}
 	g.active.Add(-1)
 	if p != nil {
@@ -453,6 +473,7 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		x.timer.Stop()
 	}
 	x.status = resp.StatusCode
+	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
 	if n := scrubEchoes(resp.Header, x.route.echoForms); n > 0 {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
 			Msg("removed response headers that echoed the key")

@@ -68,6 +68,7 @@ Usage:
   till init [--dir DIR]                  write a starter till.yaml; create vault and key if absent
   till serve [-c FILE] [--listen ADDR]   run the gateway
   till check [-c FILE]                   validate config, vault, secrets and expiry
+  till test [--client NAME] METHOD URL   dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused
   till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
   till secret list [--json]              list secrets (never their values)
   till secret rm NAME                    delete a secret
@@ -95,6 +96,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = runServe(ctx, rest, e)
 	case "check":
 		err = runCheck(rest, e)
+	case "test":
+		err = runTest(rest, e)
 	case "secret":
 		err = runSecret(rest, e)
 	case "ca":
@@ -122,6 +125,9 @@ func report(err error, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return exitUsage
+	}
+	if errors.Is(err, errRefused) {
+		return exitError // the verdict is already printed
 	}
 	fmt.Fprintf(stderr, "till: error: %v\n", err)
 	var h hintError

@@ -394,3 +394,55 @@ func TestCAAndEnv(t *testing.T) {
 		t.Errorf("env --format xml: exit %d, want 2", code)
 	}
 }
+
+func TestDryRun(t *testing.T) {
+	c := newCLI(t)
+	cfg := "version: 1\nforward: {enabled: true, intercept: false}\nclients:\n  - name: web\n    token_sha256: " + strings.Repeat("ab", 32) +
+		"\n  - name: far\n    token_sha256: " + strings.Repeat("cd", 32) + "\n    cidrs: [10.0.0.0/8]\n" +
+		"routes:\n  - name: openai\n    preset: openai\n    clients: [web, far]\n    rate: 5/s\n    allow:\n      methods: [POST]\n      paths: [/v1/chat/completions]\n" +
+		"  - name: anthropic\n    preset: anthropic\n"
+	os.WriteFile("till.yaml", []byte(cfg), 0o644)
+	c.run(key, "secret", "set", "openai")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"allowed", []string{"--client", "web", "POST", "/openai/v1/chat/completions"}, 0,
+			[]string{"allowed", "route:    openai", "secret:   openai (sha256:", "upstream: POST https://api.openai.com/v1/chat/completions", "rate:     5/s"}},
+		{"flags after the arguments", []string{"post", "/openai/v1/chat/completions", "--client", "web"}, 0, []string{"allowed"}},
+		{"no client", []string{"POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_unauthenticated"}},
+		{"unknown client", []string{"--client", "nobody", "POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_unauthenticated"}},
+		{"client outside its cidrs", []string{"--client", "far", "POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_forbidden"}},
+		{"client inside its cidrs", []string{"--client", "far", "--from", "10.1.2.3", "POST", "/openai/v1/chat/completions"}, 0, []string{"allowed"}},
+		{"method", []string{"--client", "web", "GET", "/openai/v1/chat/completions"}, 1, []string{"refused: method_not_allowed"}},
+		{"path", []string{"--client", "web", "POST", "/openai/v1/files"}, 1, []string{"refused: path_not_allowed"}},
+		{"dot dot", []string{"--client", "web", "POST", "/openai/v1/../v1/chat/completions"}, 1, []string{"refused: bad_request"}},
+		{"no route", []string{"GET", "/nope"}, 1, []string{"refused: route_not_found"}},
+		{"missing secret", []string{"POST", "/anthropic/v1/messages"}, 1, []string{"refused: secret_missing", "till secret set anthropic"}},
+		{"forward, absolute-form", []string{"--client", "web", "POST", "http://api.openai.com/v1/chat/completions"}, 0, []string{"allowed", "mode:     forward"}},
+		{"forward, unknown host", []string{"GET", "http://example.com/"}, 1, []string{"refused: host_not_allowed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := c.run("", append([]string{"test"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit: got %d, want %d\n%s%s", code, tt.code, out, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out+errOut, key) {
+				t.Error("the key was printed")
+			}
+		})
+	}
+	out, _, code := c.run("", "test", "--json", "--client", "web", "POST", "/openai/v1/chat/completions")
+	var v map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v["allowed"] != true || v["route"] != "openai" {
+		t.Errorf("test --json: exit %d: %s", code, out)
+	}
+}

@@ -11,9 +11,12 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
@@ -53,22 +56,22 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return withHint(err, "check audit.file in the config")
 	}
+	defer audit.Close()
 	leaves, err := interceptionLeaves(cfg, secrets)
 	if err != nil {
-		_ = audit.Close()
 		return err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		_ = audit.Close()
 		return withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
 	}
-	snap := proxy.NewSnapshot(cfg, secrets)
-	gw := proxy.New(snap, proxy.Options{
+	metrics := proxy.NewMetrics(audit)
+	gw := proxy.New(proxy.NewSnapshot(cfg, secrets), proxy.Options{
 		Audit:     audit,
 		Log:       logger,
 		Leaves:    leaves,
 		Listeners: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()},
+		Metrics:   metrics,
 	})
 	srv := &http.Server{
 		Handler:           gw,
@@ -78,12 +81,29 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ErrorLog:          log.New(logger.With().Str("component", "http").Logger(), "", 0),
 		BaseContext:       gw.BaseContext,
 	}
-	base := "http://" + ln.Addr().String()
+	rl := &reloader{log: logger, cfgPath: cfgPath, env: e, gw: gw, metrics: metrics, cfg: cfg, base: "http://" + ln.Addr().String()}
 	logger.Info().Str("addr", ln.Addr().String()).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
-	logRoutes(logger, cfg, snap, base)
+	logRoutes(logger, cfg, gw.Snapshot(), rl.base)
 
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	var admin *http.Server
+	if cfg.Admin.Listen != "" {
+		aln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			_ = srv.Close()
+			return withHint(fmt.Errorf("admin listen on %q: %w", cfg.Admin.Listen, err), "change admin.listen in the config")
+		}
+		admin = &http.Server{
+			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.reload, TokenSHA256: cfg.Admin.TokenSHA256}),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          log.New(logger.With().Str("component", "admin").Logger(), "", 0),
+		}
+		logger.Info().Str("admin_addr", aln.Addr().String()).Msg("admin listening")
+		go func() { served <- admin.Serve(aln) }()
+	}
+	stopWatch := rl.watch()
+	defer stopWatch()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -91,13 +111,15 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	for {
 		select {
 		case err := <-served:
-			_ = audit.Close()
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
-			reload(logger, cfgPath, e, cfg, gw, base)
+			_ = rl.reload()
 		case <-ctx.Done():
 			logger.Info().Str("grace", cfg.ShutdownGrace.String()).Msg("shutting down: letting requests in flight finish")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			if admin != nil {
+				_ = admin.Close()
+			}
 			err := srv.Shutdown(sctx)
 			if err != nil {
 				_ = srv.Close()
@@ -118,25 +140,105 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 }
 
-// reload builds a whole new snapshot from the config and vault files and
-// swaps it in; on any error the old snapshot keeps serving.
-func reload(logger zerolog.Logger, cfgPath string, e *env, old *config.Config, gw *proxy.Gateway, base string) {
-	cfg, secrets, err := loadAll(cfgPath, e)
+// reloader rebuilds the snapshot from the config and vault files, on
+// SIGHUP, POST /admin/reload or a change to either file. Reloads run one at
+// a time; a failed one keeps the old snapshot serving.
+type reloader struct {
+	log     zerolog.Logger
+	cfgPath string
+	env     *env
+	gw      *proxy.Gateway
+	metrics *proxy.Metrics
+	base    string
+
+	mu  sync.Mutex
+	cfg *config.Config // the config being served
+}
+
+func (rl *reloader) reload() error {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	cfg, secrets, err := loadAll(rl.cfgPath, rl.env)
 	if err == nil {
 		err = unsupported(cfg)
 	}
 	if err != nil {
-		logger.Error().Err(err).Msg("reload failed: still serving the previous config")
-		return
+		rl.metrics.Reload(false)
+		rl.log.Error().Err(err).Msg("reload failed: still serving the previous config")
+		return err
 	}
-	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Forward.CACert != old.Forward.CACert ||
-		cfg.Forward.Intercept != old.Forward.Intercept || cfg.Forward.CertCache != old.Forward.CertCache {
-		logger.Warn().Msg("listen, audit.file and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
+	old := rl.cfg
+	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Admin != old.Admin ||
+		cfg.Forward.CACert != old.Forward.CACert || cfg.Forward.Intercept != old.Forward.Intercept ||
+		cfg.Forward.CertCache != old.Forward.CertCache || cfg.ShutdownGrace != old.ShutdownGrace {
+		rl.log.Warn().Msg("listen, admin, audit.file, shutdown_grace and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
 	}
 	snap := proxy.NewSnapshot(cfg, secrets)
-	gw.Swap(snap)
-	logger.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
-	logRoutes(logger, cfg, snap, base)
+	rl.gw.Swap(snap)
+	rl.cfg = cfg
+	rl.metrics.Reload(true)
+	rl.log.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
+	logRoutes(rl.log, cfg, snap, rl.base)
+	return nil
+}
+
+// watchDebounce gathers the several events of one save (write, rename,
+// chmod) into one reload.
+const watchDebounce = 250 * time.Millisecond
+
+// watch reloads when the config or vault file changes. It watches their
+// folders, since editors and till itself replace files by renaming.
+func (rl *reloader) watch() (stop func()) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		rl.log.Warn().Err(err).Msg("cannot watch the config and vault for changes: reload with SIGHUP")
+		return func() {}
+	}
+	files := map[string]bool{}
+	rl.mu.Lock()
+	for _, f := range []string{rl.cfg.File, rl.cfg.Vault.Path} {
+		if f == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(f); err == nil {
+			files[abs] = true
+			if err := w.Add(filepath.Dir(abs)); err != nil {
+				rl.log.Warn().Err(err).Str("folder", filepath.Dir(abs)).Msg("cannot watch for changes")
+			}
+		}
+	}
+	rl.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		var timer *time.Timer
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if !files[filepath.Clean(ev.Name)] {
+					continue
+				}
+				if timer == nil {
+					timer = time.AfterFunc(watchDebounce, func() { _ = rl.reload() })
+				} else {
+					timer.Reset(watchDebounce)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				rl.log.Warn().Err(err).Msg("file watch error")
+			case <-done:
+				if timer != nil {
+					timer.Stop()
+				}
+				return
+			}
+		}
+	}()
+	return func() { close(done); w.Close() }
 }
 
 // interceptionLeaves loads the CA for TLS interception when forward mode
@@ -211,9 +313,6 @@ func unsupported(cfg *config.Config) error {
 	}
 	if len(cfg.TLS.Names) > 0 || cfg.TLS.ACME != nil {
 		add("tls")
-	}
-	if cfg.Admin.Listen != "" {
-		add("admin.listen")
 	}
 	if cfg.Limits.Redis != "" {
 		add("limits.redis")

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminOptions configure the admin listener's handler.
+type AdminOptions struct {
+	Gateway *Gateway
+	Metrics *Metrics
+	// Reload builds and swaps in a new snapshot, or says why it did not.
+	Reload func() error
+	// TokenSHA256, when set, is the hex SHA-256 of the bearer token that
+	// /metrics and /admin/* require. /healthz and /readyz stay open for
+	// probes.
+	TokenSHA256 string
+}
+
+// NewAdmin returns the admin handler: /healthz, /readyz, /metrics,
+// GET /admin/routes and POST /admin/reload. It is not audited: it never
+// touches a key.
+func NewAdmin(o AdminOptions) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !o.Gateway.audit.Healthy() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "audit sink failing"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	guard := func(h http.Handler) http.Handler { return requireToken(o.TokenSHA256, h) }
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", guard(promhttp.HandlerFor(o.Metrics.Registry(), promhttp.HandlerOpts{})))
+	}
+	mux.Handle("GET /admin/routes", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, adminRoutes(o.Gateway.Snapshot()))
+	})))
+	mux.Handle("POST /admin/reload", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := o.Reload(); err != nil {
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"result": "failed", "error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+	})))
+	return mux
+}
+
+// requireToken checks a bearer token against its SHA-256, in constant time.
+func requireToken(sumHex string, h http.Handler) http.Handler {
+	if sumHex == "" {
+		return h
+	}
+	want, _ := hex.DecodeString(sumHex)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(tok))
+		if !ok || subtle.ConstantTimeCompare(got[:], want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="till admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// adminRoute is a live route as /admin/routes shows it: no secret value.
+type adminRoute struct {
+	Name        string     `json:"name"`
+	Prefix      string     `json:"prefix"`
+	Upstream    string     `json:"upstream"`
+	Secret      string     `json:"secret"`
+	Fingerprint string     `json:"fingerprint"`
+	Expires     *time.Time `json:"expires"`
+	Ready       bool       `json:"ready"`
+	Problem     string     `json:"problem,omitempty"`
+	Clients     []string   `json:"clients"`
+	Methods     []string   `json:"methods"`
+	Paths       []string   `json:"paths"`
+	Rate        string     `json:"rate"`
+}
+
+func adminRoutes(s *Snapshot) []adminRoute {
+	out := make([]adminRoute, 0, len(s.routes))
+	for _, r := range s.routes {
+		a := adminRoute{
+			Name: r.name, Prefix: r.prefix, Upstream: r.upstream.String(), Secret: r.secretName,
+			Fingerprint: r.fp, Ready: r.problem == "", Problem: r.problem,
+			Clients: nonNil(r.clients), Methods: nonNil(r.methods), Paths: []string{},
+		}
+		if !r.expires.IsZero() {
+			e := r.expires.UTC()
+			a.Expires = &e
+		}
+		for _, p := range r.paths {
+			a.Paths = append(a.Paths, p.String())
+		}
+		if !r.rate.IsZero() {
+			a.Rate = r.rate.String()
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
