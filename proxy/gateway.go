@@ -52,8 +52,11 @@ type Gateway struct {
 	intercept *interceptor           // nil without a CA
 	listeners []netip.AddrPort
 	ids       *requestIDs
-	limits    *limiters
+	limits    RateLimiter
+	failOpen  bool     // limits.on_redis_error: allow
 	metrics   *Metrics // nil: none
+	// lastLimitErr rate-limits the log line for rate-store errors.
+	lastLimitErr atomic.Int64
 }
 
 // Options configure a Gateway.
@@ -71,11 +74,19 @@ type Options struct {
 	Listeners []netip.AddrPort
 	// Metrics, when set, counts requests, key uses and latencies.
 	Metrics *Metrics
+	// Limits counts rates; nil means in memory (NewMemoryLimits).
+	Limits RateLimiter
+	// LimitsFailOpen lets requests through when Limits errs
+	// (limits.on_redis_error: allow); otherwise they get 429.
+	LimitsFailOpen bool
 }
 
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
-	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners, limits: newLimiters(), metrics: opts.Metrics}
+	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), listeners: opts.Listeners, limits: opts.Limits, failOpen: opts.LimitsFailOpen, metrics: opts.Metrics}
+	if g.limits == nil {
+		g.limits = NewMemoryLimits()
+	}
 	g.base, g.abort = context.WithCancel(context.Background())
 	g.Swap(snap)
 	t := opts.Transport
@@ -256,7 +267,11 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 			// Anonymous callers share per source address.
 			key += "\x00" + remoteIP(r.RemoteAddr)
 		}
-		if wait, ok := g.limits.allow(key, rt.rate, rt.burst, x.rec.start); !ok {
+		wait, ok, err := g.limits.Allow(r.Context(), key, rt.rate, rt.burst)
+		if err != nil {
+			ok, wait = g.limitStoreFailed(err)
+		}
+		if !ok {
 			x.rec.outcome, x.rec.reason = outcomeDenied, CodeRateLimited
 			writeError(rw, x.rec.id, denial{CodeRateLimited, "this client is over the route's rate"}, x.rec.mode != modeReverse, wait)
 			return
@@ -308,6 +323,22 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 	}
 	x.upstreamStart = time.Now()
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
+}
+
+// limitStoreFailed applies limits.on_redis_error when the shared rate
+// store cannot decide, says so in the metrics, and in the log at most
+// every 10 seconds.
+func (g *Gateway) limitStoreFailed(err error) (ok bool, wait int) {
+	g.metrics.limitStoreError()
+	now := time.Now().Unix()
+	if last := g.lastLimitErr.Load(); now-last >= 10 && g.lastLimitErr.CompareAndSwap(last, now) {
+		decision := "denying (429)"
+		if g.failOpen {
+			decision = "allowing"
+		}
+		g.log.Error().Str("error", err.Error()).Msg("rate-limit store unavailable: " + decision + " requests on rate-limited routes (limits.on_redis_error)")
+	}
+	return g.failOpen, 1
 }
 
 // remoteIP is the address part of an "ip:port" remote address.

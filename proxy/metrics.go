@@ -83,6 +83,14 @@ func (m *Metrics) observe(r *record, end time.Time) {
 	}
 }
 
+// limitStoreError counts a rate decision the shared store could not make.
+func (m *Metrics) limitStoreError() {
+	if m == nil {
+		return
+	}
+	m.redisErrs.Inc()
+}
+
 // observeUpstream records the time to an upstream's response headers.
 func (m *Metrics) observeUpstream(route string, d time.Duration) {
 	if m == nil {

@@ -1,45 +1,103 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/tillgw/till/config"
 )
 
-// maxLimiters bounds the per-client, per-route limiters kept in memory.
+// RateLimiter counts requests against a route's rate. It answers whether
+// one more request under key is allowed now and, if not, how many seconds
+// to wait; an error means the store could not decide.
+type RateLimiter interface {
+	Allow(ctx context.Context, key string, r config.Rate, burst int) (wait int, ok bool, err error)
+}
+
+// maxLimiters bounds the per-client, per-route buckets kept in memory.
 const maxLimiters = 10000
 
-// limiters keeps one token bucket per route, client and rate. It lives in
-// the Gateway, not the snapshot, so a reload keeps the buckets of unchanged
-// routes.
-type limiters struct {
+// MemoryLimits keeps one token bucket (golang.org/x/time/rate) per route,
+// client and rate, in a bounded LRU cache. It lives in the Gateway, not the
+// snapshot, so a reload keeps the buckets of unchanged routes.
+type MemoryLimits struct {
 	cache *lru.Cache[string, *rate.Limiter]
 }
 
-func newLimiters() *limiters {
+var _ RateLimiter = (*MemoryLimits)(nil)
+
+// NewMemoryLimits returns an empty set of in-memory buckets.
+func NewMemoryLimits() *MemoryLimits {
 	c, _ := lru.New[string, *rate.Limiter](maxLimiters) // size is positive
-	return &limiters{cache: c}
+	return &MemoryLimits{cache: c}
 }
 
-// allow takes one request from the bucket of key; when it is empty it
-// returns how many seconds to wait (for Retry-After).
-func (l *limiters) allow(key string, r config.Rate, burst int, now time.Time) (int, bool) {
+// Allow takes one request from key's bucket.
+func (l *MemoryLimits) Allow(_ context.Context, key string, r config.Rate, burst int) (int, bool, error) {
 	lim, ok := l.cache.Get(key)
 	if !ok {
 		lim = rate.NewLimiter(rate.Every(r.Per/time.Duration(r.Count)), burst)
 		l.cache.Add(key, lim)
 	}
+	now := time.Now()
 	res := lim.ReserveN(now, 1)
 	if !res.OK() {
-		return 1, false
+		return 1, false, nil
 	}
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		return int(math.Ceil(d.Seconds())), false
+		return int(math.Ceil(d.Seconds())), false, nil
 	}
-	return 0, true
+	return 0, true, nil
 }
+
+// redisTimeout bounds one rate decision in Redis: a slow or absent Redis
+// must not stall requests (limits.on_redis_error decides then).
+const redisTimeout = 250 * time.Millisecond
+
+// RedisLimits counts limits in Redis with GCRA (redis_rate), atomically in
+// one script, so that several till instances share them.
+type RedisLimits struct {
+	client  *redis.Client
+	limiter *redis_rate.Limiter
+}
+
+var _ RateLimiter = (*RedisLimits)(nil)
+
+// NewRedisLimits connects to the redis:// or rediss:// URL lazily: a Redis
+// that is down at start is an error per request, not at start.
+func NewRedisLimits(rawURL string) (*RedisLimits, error) {
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("limits.redis: %w", err)
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
+	opt.PoolTimeout = redisTimeout
+	opt.MaxRetries = -1
+	client := redis.NewClient(opt)
+	return &RedisLimits{client: client, limiter: redis_rate.NewLimiter(client)}, nil
+}
+
+// Allow takes one request from key's shared bucket.
+func (l *RedisLimits) Allow(ctx context.Context, key string, r config.Rate, burst int) (int, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	res, err := l.limiter.Allow(ctx, "till:rate:"+key, redis_rate.Limit{Rate: r.Count, Burst: burst, Period: r.Per})
+	if err != nil {
+		return 0, false, err
+	}
+	if res.Allowed == 0 {
+		return max(1, int(math.Ceil(res.RetryAfter.Seconds()))), false, nil
+	}
+	return 0, true, nil
+}
+
+// Close closes the connections to Redis.
+func (l *RedisLimits) Close() error { return l.client.Close() }

@@ -65,13 +65,24 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
 	}
+	var limits proxy.RateLimiter
+	if cfg.Limits.Redis != "" {
+		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
+		if err != nil {
+			return err
+		}
+		defer rl.Close()
+		limits = rl
+	}
 	metrics := proxy.NewMetrics(audit)
 	gw := proxy.New(proxy.NewSnapshot(cfg, secrets), proxy.Options{
-		Audit:     audit,
-		Log:       logger,
-		Leaves:    leaves,
-		Listeners: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()},
-		Metrics:   metrics,
+		Audit:          audit,
+		Log:            logger,
+		Leaves:         leaves,
+		Listeners:      []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()},
+		Metrics:        metrics,
+		Limits:         limits,
+		LimitsFailOpen: cfg.Limits.OnRedisError != "deny",
 	})
 	srv := &http.Server{
 		Handler:           gw,
@@ -168,10 +179,10 @@ func (rl *reloader) reload() error {
 		return err
 	}
 	old := rl.cfg
-	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Admin != old.Admin ||
+	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Admin != old.Admin || cfg.Limits != old.Limits ||
 		cfg.Forward.CACert != old.Forward.CACert || cfg.Forward.Intercept != old.Forward.Intercept ||
 		cfg.Forward.CertCache != old.Forward.CertCache || cfg.ShutdownGrace != old.ShutdownGrace {
-		rl.log.Warn().Msg("listen, admin, audit.file, shutdown_grace and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
+		rl.log.Warn().Msg("listen, admin, limits, audit.file, shutdown_grace and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
 	}
 	snap := proxy.NewSnapshot(cfg, secrets)
 	rl.gw.Swap(snap)
@@ -313,9 +324,6 @@ func unsupported(cfg *config.Config) error {
 	}
 	if len(cfg.TLS.Names) > 0 || cfg.TLS.ACME != nil {
 		add("tls")
-	}
-	if cfg.Limits.Redis != "" {
-		add("limits.redis")
 	}
 	for i, c := range cfg.Clients {
 		if c.Cert {
