@@ -30,6 +30,9 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 			continue
 		}
 		clientLine[cl.Name] = cl.Line
+		if cl.Cert && len(c.TLS.Names) == 0 {
+			d.errorf(clients[i], "clients["+strconv.Itoa(i)+"].cert", "client certificates need a TLS listener (hint: set tls.names)")
+		}
 	}
 
 	nameLine := make(map[string]int)

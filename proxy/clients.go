@@ -24,6 +24,7 @@ type client struct {
 	name   string
 	digest [sha256.Size]byte
 	cidrs  []netip.Prefix
+	cert   bool // a client certificate from till's CA is required
 }
 
 // clientSet holds the known clients of a snapshot.
@@ -36,7 +37,7 @@ func newClientSet(cs []config.Client) clientSet {
 		if err != nil || len(d) != sha256.Size {
 			continue // config validated it
 		}
-		out = append(out, client{name: c.Name, digest: [sha256.Size]byte(d), cidrs: c.CIDRs})
+		out = append(out, client{name: c.Name, digest: [sha256.Size]byte(d), cidrs: c.CIDRs, cert: c.Cert})
 	}
 	return out
 }
@@ -95,16 +96,57 @@ func tokenFrom(v string) string {
 	return ""
 }
 
+// byName returns the named client, or nil.
+func (cs clientSet) byName(name string) *client {
+	for i := range cs {
+		if cs[i].name == name {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
 // identity is who a request says it is.
 type identity struct {
 	client    *client
 	presented bool // a till token was presented, known or not
+	viaCert   bool // the client presented its certificate
+	conflict  bool // the token and the certificate name different clients
+}
+
+// peerName is the common name of the client certificate verified on r's
+// TLS connection, or "".
+func peerName(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return ""
+	}
+	return r.TLS.VerifiedChains[0][0].Subject.CommonName
 }
 
 // identify looks for a till token in the credentials a request may carry:
 // those given on its CONNECT, Proxy-Authorization, X-Till-Token, then the
-// header the route injects (so an SDK's api_key=till_... works).
-func (cs clientSet) identify(r *http.Request, connectAuth, routeHeader string) identity {
+// header the route injects (so an SDK's api_key=till_... works); and for a
+// client certificate from till's CA, on the request's connection or its
+// CONNECT's (certName).
+func (cs clientSet) identify(r *http.Request, connectAuth, certName, routeHeader string) identity {
+	id := cs.identifyToken(r, connectAuth, routeHeader)
+	if n := peerName(r); n != "" {
+		certName = n
+	}
+	if certName == "" {
+		return id
+	}
+	c := cs.byName(certName)
+	switch {
+	case c == nil:
+		return identity{presented: true}
+	case id.client != nil && id.client != c:
+		return identity{client: c, presented: true, conflict: true}
+	}
+	return identity{client: c, presented: true, viaCert: true}
+}
+
+func (cs clientSet) identifyToken(r *http.Request, connectAuth, routeHeader string) identity {
 	var id identity
 	try := func(v string) bool {
 		if v == "" {
@@ -135,6 +177,12 @@ func (cs clientSet) identify(r *http.Request, connectAuth, routeHeader string) i
 // a known client must come from its CIDRs; a route with clients admits
 // only those.
 func (id identity) admit(remoteAddr string, allowed []string) (denial, bool) {
+	if id.conflict {
+		return denial{CodeClientForbidden, "the token and the client certificate name different clients"}, false
+	}
+	if id.client != nil && id.client.cert && !id.viaCert {
+		return denial{CodeClientUnauthenticated, "this client must present its client certificate"}, false
+	}
 	if id.client != nil && !id.client.from(remoteAddr) {
 		return denial{CodeClientForbidden, "this client may not connect from this address"}, false
 	}

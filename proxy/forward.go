@@ -73,12 +73,13 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	t := connectTarget{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: uint16(port)}
 	t.key = hostKey("https", r.Host)
 	t.proxyAuth = r.Header.Get("Proxy-Authorization")
+	t.certName = peerName(r)
 	if routes := s.byHost[t.key]; len(routes) > 0 && s.forward.Intercept && g.intercept != nil {
 		x.rec.mode = modeIntercept
 		// Apps send proxy credentials on the CONNECT, not inside the
 		// tunnel: ask for them there (407) when every route of the host
 		// needs a client.
-		id := s.clients.identify(r, "", "")
+		id := s.clients.identify(r, "", "", "")
 		x.rec.client = id.name()
 		if d, ok := id.admit(r.RemoteAddr, nil); !ok {
 			g.deny(rw, x, d)
@@ -106,6 +107,7 @@ type connectTarget struct {
 	port      uint16
 	key       string // hostKey form, for route lookup
 	proxyAuth string // credentials given on the CONNECT
+	certName  string // the client certificate's name on the CONNECT
 }
 
 // tunnelDialTimeout bounds resolving and connecting to a tunnel target.

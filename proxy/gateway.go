@@ -174,6 +174,7 @@ type exchange struct {
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
 	// carried this request, if any.
 	connectAuth string
+	connectCert string // the client certificate's name on that CONNECT
 
 	// handedOff is set when an intercepted CONNECT's connection went to
 	// the inner server: its requests have records of their own.
@@ -251,7 +252,7 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 	x.rec.secret = rt.secretName
 	x.rec.host = rt.upstream.Host
 
-	id := s.clients.identify(r, x.connectAuth, rt.injectHeader)
+	id := s.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
 	x.rec.client = id.name()
 	if d, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
 		g.deny(rw, x, d)

@@ -142,6 +142,7 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	x.outPath = r.URL.Path
 	x.rawPath = r.URL.RawPath
 	x.connectAuth = t.proxyAuth
+	x.connectCert = t.certName
 	g.forward(rw, r, x, s, rt)
 }
 

@@ -26,10 +26,10 @@ func runCheck(args []string, e *env) error {
 		return err
 	}
 	var problems []error
-	if err := unsupported(cfg); err != nil {
+	if _, err := interceptionLeaves(cfg, secrets); err != nil {
 		problems = append(problems, err)
 	}
-	if _, err := interceptionLeaves(cfg, secrets); err != nil {
+	if _, err := listenerTLS(cfg, secrets, 0); err != nil {
 		problems = append(problems, err)
 	}
 	now := time.Now()

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -88,9 +89,6 @@ func runClientAdd(args []string, e *env) error {
 			return usageError{fmt.Sprintf("--cidr %q: want a range such as 10.0.0.0/8 or 127.0.0.1/32", c)}
 		}
 	}
-	if cert {
-		return errors.New("--cert: client certificates are not supported by this version of till yet")
-	}
 	path, err := configPath(cfgPath, e)
 	if err != nil {
 		return err
@@ -108,6 +106,12 @@ func runClientAdd(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	var certFiles string
+	if cert {
+		if certFiles, err = writeClientCert(cfgPath, name, e); err != nil {
+			return err
+		}
+	}
 	sum := sha256.Sum256([]byte(token))
 	fmt.Fprintf(e.stdout, "token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
 	fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
@@ -115,9 +119,48 @@ func runClientAdd(args []string, e *env) error {
 	if len(cidrs) > 0 {
 		fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(cidrs, ", "))
 	}
+	if cert {
+		fmt.Fprintf(e.stdout, "    cert: true\n\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", certFiles)
+	}
 	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
 	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=http://%s:$TILL_TOKEN@127.0.0.1:8080\n", name)
 	return nil
+}
+
+// writeClientCert signs a client certificate for name with till's CA and
+// writes NAME.crt (0644) and NAME.key (0600) in the working folder.
+func writeClientCert(cfgPath, name string, e *env) (string, error) {
+	cfg, secrets, err := loadAll(cfgPath, e)
+	if err != nil {
+		return "", err
+	}
+	authority, err := loadAuthority(cfg, secrets, "--cert", "")
+	if err != nil {
+		return "", err
+	}
+	certPEM, keyPEM, err := authority.SignClient(name, time.Now())
+	if err != nil {
+		return "", err
+	}
+	certFile, keyFile := name+".crt", name+".key"
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{keyFile, keyPEM, 0o600}, {certFile, certPEM, 0o644}} {
+		fh, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+		if err != nil {
+			return "", fmt.Errorf("write the client certificate: %w", err)
+		}
+		_, werr := fh.Write(f.data)
+		if cerr := fh.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return "", werr
+		}
+	}
+	return certFile + " and " + keyFile, nil
 }
 
 func configDisplay(path string) string {

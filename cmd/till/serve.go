@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -41,9 +44,6 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := unsupported(cfg); err != nil {
-		return err
-	}
 	addr := cfg.Listen
 	if listen != "" {
 		addr = listen
@@ -65,6 +65,20 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
 	}
+	tcpAddr := ln.Addr().(*net.TCPAddr)
+	ltls, err := listenerTLS(cfg, secrets, tcpAddr.Port)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	scheme := "http"
+	var obtain func(context.Context) error
+	if ltls != nil {
+		var tc *tls.Config
+		tc, obtain = ltls.Config()
+		ln = tls.NewListener(ln, tc)
+		scheme = "https"
+	}
 	var limits proxy.RateLimiter
 	if cfg.Limits.Redis != "" {
 		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
@@ -79,7 +93,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Audit:          audit,
 		Log:            logger,
 		Leaves:         leaves,
-		Listeners:      []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()},
+		Listeners:      []netip.AddrPort{tcpAddr.AddrPort()},
 		Metrics:        metrics,
 		Limits:         limits,
 		LimitsFailOpen: cfg.Limits.OnRedisError != "deny",
@@ -92,12 +106,27 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ErrorLog:          log.New(logger.With().Str("component", "http").Logger(), "", 0),
 		BaseContext:       gw.BaseContext,
 	}
-	rl := &reloader{log: logger, cfgPath: cfgPath, env: e, gw: gw, metrics: metrics, cfg: cfg, base: "http://" + ln.Addr().String()}
-	logger.Info().Str("addr", ln.Addr().String()).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
-	logRoutes(logger, cfg, gw.Snapshot(), rl.base)
+	base := scheme + "://" + ln.Addr().String()
+	if ltls != nil {
+		base = scheme + "://" + net.JoinHostPort(cfg.TLS.Names[0], strconv.Itoa(tcpAddr.Port))
+	}
+	rl := &reloader{log: logger, cfgPath: cfgPath, env: e, gw: gw, metrics: metrics, cfg: cfg, base: base}
 
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	if obtain != nil {
+		// The listener already serves the TLS config, so an ACME CA's
+		// TLS-ALPN-01 challenge on this port can be answered.
+		octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := obtain(octx)
+		cancel()
+		if err != nil {
+			_ = srv.Close()
+			return withHint(fmt.Errorf("obtain the listener's certificates for %v: %w", cfg.TLS.Names, err), "check tls.names and tls.acme in the config")
+		}
+	}
+	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
+	logRoutes(logger, cfg, gw.Snapshot(), rl.base)
 	var admin *http.Server
 	if cfg.Admin.Listen != "" {
 		aln, err := net.Listen("tcp", cfg.Admin.Listen)
@@ -170,9 +199,6 @@ func (rl *reloader) reload() error {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	cfg, secrets, err := loadAll(rl.cfgPath, rl.env)
-	if err == nil {
-		err = unsupported(cfg)
-	}
 	if err != nil {
 		rl.metrics.Reload(false)
 		rl.log.Error().Err(err).Msg("reload failed: still serving the previous config")
@@ -181,8 +207,9 @@ func (rl *reloader) reload() error {
 	old := rl.cfg
 	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Admin != old.Admin || cfg.Limits != old.Limits ||
 		cfg.Forward.CACert != old.Forward.CACert || cfg.Forward.Intercept != old.Forward.Intercept ||
-		cfg.Forward.CertCache != old.Forward.CertCache || cfg.ShutdownGrace != old.ShutdownGrace {
-		rl.log.Warn().Msg("listen, admin, limits, audit.file, shutdown_grace and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
+		cfg.Forward.CertCache != old.Forward.CertCache || cfg.ShutdownGrace != old.ShutdownGrace ||
+		!slices.Equal(cfg.TLS.Names, old.TLS.Names) || cfg.TLS.ACME != old.TLS.ACME && (cfg.TLS.ACME == nil || old.TLS.ACME == nil || *cfg.TLS.ACME != *old.TLS.ACME) {
+		rl.log.Warn().Msg("listen, tls, admin, limits, audit.file, shutdown_grace and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
 	}
 	snap := proxy.NewSnapshot(cfg, secrets)
 	rl.gw.Swap(snap)
@@ -258,21 +285,54 @@ func interceptionLeaves(cfg *config.Config, secrets map[string]vault.Secret) (*c
 	if !cfg.Forward.Enabled || !cfg.Forward.Intercept {
 		return nil, nil
 	}
-	hint := "create the CA with: till ca init (or set forward.intercept: false)"
+	authority, err := loadAuthority(cfg, secrets, "forward.intercept", "(or set forward.intercept: false)")
+	if err != nil {
+		return nil, err
+	}
+	return ca.NewLeaves(authority, cfg.Forward.CertCache)
+}
+
+// loadAuthority loads till's CA: its certificate from forward.ca_cert, its
+// key from the vault. what names the feature that needs it.
+func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, alt string) (*ca.CA, error) {
+	hint := "create the CA with: till ca init " + alt
 	certPEM, err := os.ReadFile(cfg.Forward.CACert)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("forward.intercept needs the CA certificate: %w", err), hint)
+		return nil, withHint(fmt.Errorf("%s needs the CA certificate: %w", what, err), hint)
 	}
 	key, ok := secrets[ca.SecretName]
 	if !ok {
-		return nil, withHint(fmt.Errorf("forward.intercept needs the CA key: no %q in the vault", ca.SecretName), hint)
+		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, ca.SecretName), hint)
 	}
 	stored, _ := key.Value()
 	authority, err := ca.Load(certPEM, stored)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Forward.CACert, err)
 	}
-	return ca.NewLeaves(authority, cfg.Forward.CertCache)
+	return authority, nil
+}
+
+// listenerTLS returns the TLS settings of till's own listener, or nil for
+// plain HTTP. Internal names and client certificates need till's CA.
+func listenerTLS(cfg *config.Config, secrets map[string]vault.Secret, port int) (*proxy.ListenerTLS, error) {
+	if len(cfg.TLS.Names) == 0 {
+		return nil, nil
+	}
+	certs := slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Cert })
+	var authority *ca.CA
+	if cfg.TLS.ACME == nil || certs {
+		var err error
+		if authority, err = loadAuthority(cfg, secrets, "tls (internal names or client certificates)", "(or use tls.acme)"); err != nil {
+			return nil, err
+		}
+	}
+	return &proxy.ListenerTLS{
+		Names:         cfg.TLS.Names,
+		ACME:          cfg.TLS.ACME,
+		Authority:     authority,
+		Storage:       filepath.Join(filepath.Dir(cfg.Vault.Path), "till-certs"),
+		ChallengePort: port,
+	}, nil
 }
 
 // logRoutes says which routes are live and at which base URL an app reaches
@@ -312,23 +372,4 @@ func newLogger(w io.Writer) zerolog.Logger {
 		}
 	}
 	return zerolog.New(w).With().Timestamp().Logger()
-}
-
-// unsupported refuses config features that this build does not enforce
-// yet, rather than serving without them: a route whose clients: list were
-// ignored would be open to anyone.
-func unsupported(cfg *config.Config) error {
-	var errs []error
-	add := func(field string) {
-		errs = append(errs, fmt.Errorf("%s: %s: not supported by this version of till yet", configName(cfg), field))
-	}
-	if len(cfg.TLS.Names) > 0 || cfg.TLS.ACME != nil {
-		add("tls")
-	}
-	for i, c := range cfg.Clients {
-		if c.Cert {
-			add(fmt.Sprintf("clients[%d].cert", i))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -159,3 +159,63 @@ func randomSerial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) // crypto/rand does not fail
 	return n.Add(n, big.NewInt(1))
 }
+
+// serverValidity is how long a certificate for till's own listener lives;
+// certmagic renews it well before.
+const serverValidity = 7 * 24 * time.Hour
+
+// clientValidity is how long a client certificate lives.
+const clientValidity = 365 * 24 * time.Hour
+
+// SignServer signs a server certificate for the names in csr (till's own
+// listener, through certmagic), valid for 7 days.
+func (c *CA) SignServer(csr *x509.CertificateRequest, now time.Time) ([]byte, error) {
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{Organization: []string{"till"}},
+		DNSNames:     csr.DNSNames,
+		IPAddresses:  csr.IPAddresses,
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     now.Add(serverValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if len(csr.DNSNames) > 0 {
+		tmpl.Subject.CommonName = csr.DNSNames[0]
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.key)
+	if err != nil {
+		return nil, err
+	}
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), c.certPEM...), nil
+}
+
+// SignClient creates a key and a client certificate whose common name is
+// the client's name, valid for a year. It returns both in PEM.
+func (c *CA) SignClient(name string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"till client"}},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     now.Add(clientValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+}

@@ -1,0 +1,191 @@
+package test
+
+import (
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tlsClient trusts the PEM roots and presents cert, when set.
+func tlsClient(t *testing.T, rootsPEM []byte, cert *tls.Certificate) *http.Client {
+	t.Helper()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootsPEM) {
+		t.Fatal("no roots")
+	}
+	tc := &tls.Config{RootCAs: roots}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}
+}
+
+// tlsListenerConfig is a TLS listener for localhost in front of u.
+func tlsListenerConfig(u *upstream, tlsBlock, clients, routeClients string) string {
+	return fmt.Sprintf(`version: 1
+tls:
+%s%sroutes:
+  - name: openai
+    preset: openai
+    upstream: %s
+%s`, tlsBlock, clients, u.URL, routeClients)
+}
+
+func TestTLSListenerWithClientCertificates(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	tlsBlock := "  names: [localhost]\n"
+	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(tlsListenerConfig(u, tlsBlock, "", "")), 0o644)
+	setSecret(t, dir, "openai", openaiKey)
+	if _, errOut, code := runTill(t, dir, "", nil, "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	webTok, webLines := addClient(t, dir, "web", "--cert")
+	if !strings.Contains(webLines, "cert: true") {
+		t.Fatalf("client add --cert lines: %q", webLines)
+	}
+	_, otherLines := addClient(t, dir, "other")
+	cfg := tlsListenerConfig(u, tlsBlock, "clients:\n"+webLines+otherLines, "    clients: [web]\n")
+	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644)
+	if _, errOut, code := runTill(t, dir, "", nil, "check"); code != 0 {
+		t.Fatalf("check: %s", errOut)
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	_, port, _ := net.SplitHostPort(tl.addr)
+	base := "https://localhost:" + port
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "till-ca.pem"))
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "web.crt"), filepath.Join(dir, "web.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "web.key")); st.Mode().Perm() != 0o600 {
+		t.Errorf("web.key mode: %v", st.Mode().Perm())
+	}
+
+	get := func(client *http.Client, token string) (int, string) {
+		req := newRequest(t, "GET", base+"/openai/v1/models", nil)
+		if token != "" {
+			req.Header.Set("X-Till-Token", token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			t.Errorf("listener: got HTTP/%d, want HTTP/2", resp.ProtoMajor)
+		}
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(tlsClient(t, caPEM, nil), webTok); code != 401 || !strings.Contains(body, "client_unauthenticated") {
+		t.Errorf("token without the required certificate: got %d %s", code, body)
+	}
+	if code, body := get(tlsClient(t, caPEM, &cert), ""); code != 200 {
+		t.Errorf("with the client certificate: got %d %s", code, body)
+	}
+	if code, body := get(tlsClient(t, caPEM, &cert), webTok); code != 200 {
+		t.Errorf("with certificate and token: got %d %s", code, body)
+	}
+	recs := tl.waitAudit(3)
+	if recs[1]["client"] != "web" || recs[2]["client"] != "web" {
+		t.Errorf("audit clients: %v %v", recs[1]["client"], recs[2]["client"])
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey, webTok})
+}
+
+// startPebble runs a local ACME CA (pebble) that issues without
+// validating challenges, on free loopback ports, and returns its directory
+// URL, the roots that verify its own HTTPS, and a client for its
+// management API.
+func startPebble(t *testing.T, p *pki) (dirURL string, mgmt string) {
+	t.Helper()
+	bin, err := exec.LookPath("pebble")
+	if err != nil {
+		if gopath, e := exec.Command("go", "env", "GOPATH").Output(); e == nil {
+			bin, err = exec.LookPath(filepath.Join(strings.TrimSpace(string(gopath)), "bin", "pebble"))
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("pebble is missing: .ci/run must go install it")
+		}
+		t.Skip("pebble is not installed (go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3)")
+	}
+	dir := t.TempDir()
+	leaf := p.issue(t, "localhost", "127.0.0.1")
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]})
+	kder, _ := x509.MarshalECPrivateKey(leaf.PrivateKey.(*ecdsa.PrivateKey))
+	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	listen, mgmtAddr := freeAddr(t), freeAddr(t)
+	conf := fmt.Sprintf(`{"pebble": {"listenAddress": %q, "managementListenAddress": %q, "certificate": %q, "privateKey": %q,
+		"httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}`,
+		listen, mgmtAddr, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	os.WriteFile(filepath.Join(dir, "pebble.json"), []byte(conf), 0o644)
+	cmd := exec.Command(bin, "-config", filepath.Join(dir, "pebble.json"), "-strict=false")
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=100")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", listen); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble did not start:\n%s", out.String())
+		}
+	}
+	return "https://" + listen + "/dir", mgmtAddr
+}
+
+func TestTLSListenerACME(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	p := newPKI(t)
+	dirURL, mgmt := startPebble(t, p)
+	// till trusts the upstream's certificate and pebble's HTTPS.
+	upstreamCA, _ := os.ReadFile(u.caFile)
+	pebbleCA, _ := os.ReadFile(p.caFile)
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	os.WriteFile(roots, append(upstreamCA, pebbleCA...), 0o644)
+
+	tlsBlock := fmt.Sprintf("  names: [localhost]\n  acme: {email: ops@example.com, ca: %q}\n", dirURL)
+	tl := startTill(t, tlsListenerConfig(u, tlsBlock, "", ""), map[string]string{"openai": openaiKey}, roots)
+	_, port, _ := net.SplitHostPort(tl.addr)
+
+	// The certificate chains to pebble's root, fetched from its management API.
+	resp, err := tlsClient(t, pebbleCA, nil).Get("https://" + mgmt + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pebbleRoot, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp, err = tlsClient(t, pebbleRoot, nil).Get("https://localhost:" + port + "/openai/v1/models")
+	if err != nil {
+		t.Fatalf("request over the ACME certificate: %v\n%s", err, tl.stderr.String())
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != `{"ok":true}` {
+		t.Errorf("got %d %s", resp.StatusCode, b)
+	}
+	if issuer := resp.TLS.PeerCertificates[0].Issuer.CommonName; !strings.Contains(strings.ToLower(issuer), "pebble") {
+		t.Errorf("certificate issuer: got %q, want pebble's", issuer)
+	}
+}
