@@ -1,0 +1,690 @@
+// Command bench is till's load harness. It starts a local upstream, till
+// (built from ./cmd/till) and, when installed, nginx with the equivalent
+// config; pins the proxies to CPU 0 and itself (load and upstream) to CPU 1;
+// checks that each proxy injects the key; then measures, interleaved over
+// rounds: CPU per request at a fixed rate, added latency at that rate (open
+// loop, wrk2-style scheduling), throughput with the proxy's core saturated
+// (wrk when installed), peak RSS and RSS with idle keep-alive clients,
+// time to the first Server-Sent Event, intercept mode and a TLS upstream,
+// and 10 vs 10,000 routes. It prints one table and exits non-zero if
+// injection was not verified. It asserts nothing about speed.
+//
+//	go run ./test/bench            # full run (a few minutes)
+//	go run ./test/bench -short     # seconds: proves the harness works
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+)
+
+const benchKey = "sk-bench-0123456789abcdefghijklmnop"
+
+var (
+	short  = flag.Bool("short", false, "a quick run that only proves the harness works")
+	rounds = flag.Int("rounds", 3, "interleaved rounds per figure")
+	rate   = flag.Int("rate", 2000, "fixed request rate (req/s) for CPU and latency")
+	dur    = flag.Duration("dur", 5*time.Second, "length of each fixed-rate and throughput run")
+	idle   = flag.Int("idle", 1000, "idle keep-alive clients for the RSS figure")
+)
+
+func main() {
+	flag.Parse()
+	if *short {
+		*rounds, *dur, *idle = 1, time.Second, 100
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: error:", err)
+		os.Exit(1)
+	}
+}
+
+// upstream answers like a provider and counts what it saw.
+type upstream struct {
+	verified, wrong atomic.Int64
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") == "Bearer "+benchKey {
+		u.verified.Add(1)
+	} else {
+		u.wrong.Add(1)
+	}
+	if strings.HasSuffix(r.URL.Path, "/sse") {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, "data: last\n\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"id":"chatcmpl-bench","object":"chat.completion","choices":[]}`)
+}
+
+// target is something to send load to: direct, nginx or a till.
+type target struct {
+	name   string
+	url    string // request URL
+	client *http.Client
+	pid    int  // the proxy process, 0 for direct
+	direct bool // the app holds the key itself: the baseline
+}
+
+// withKey makes c send the key itself, as an app without till would.
+func withKey(c *http.Client) *http.Client {
+	c.Transport = keyAdder{c.Transport}
+	return c
+}
+
+type keyAdder struct{ http.RoundTripper }
+
+func (k keyAdder) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+benchKey)
+	return k.RoundTripper.RoundTrip(r)
+}
+
+func run() error {
+	if runtime.NumCPU() >= 2 {
+		pinSelf(1)
+	}
+	work, err := os.MkdirTemp("", "till-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	till := filepath.Join(work, "till")
+	if out, err := exec.Command("go", "build", "-o", till, "./cmd/till").CombinedOutput(); err != nil {
+		return fmt.Errorf("build till: %v\n%s", err, out)
+	}
+
+	up := &upstream{}
+	plain := httptest.NewServer(up)
+	defer plain.Close()
+	tlsUp := httptest.NewTLSServer(up)
+	defer tlsUp.Close()
+	upCA := filepath.Join(work, "upstream-ca.pem")
+	if err := os.WriteFile(upCA, pemCert(tlsUp.Certificate()), 0o644); err != nil {
+		return err
+	}
+
+	procs := &processes{}
+	defer procs.stopAll()
+	// The openai preset injects "Authorization: Bearer {secret}". One line
+	// a route keeps 10,000 of them under the config's 1 MiB cap.
+	route := func(name, upURL string) string {
+		return fmt.Sprintf("  - {name: %s, preset: openai, upstream: %q, secret: openai}\n", name, upURL)
+	}
+	base := "version: 1\naudit: {file: audit.log}\nroutes:\n" + route("openai", plain.URL)
+
+	reverse, err := startTill(procs, till, work, "reverse", base, "", false)
+	if err != nil {
+		return err
+	}
+	tlsRev, err := startTill(procs, till, work, "tls-upstream", "version: 1\naudit: {file: audit.log}\nroutes:\n"+route("openai", tlsUp.URL), upCA, false)
+	if err != nil {
+		return err
+	}
+	icpt, err := startTill(procs, till, work, "intercept", "version: 1\naudit: {file: audit.log}\nforward: {enabled: true}\nroutes:\n"+route("openai", plain.URL), "", true)
+	if err != nil {
+		return err
+	}
+	var few, many strings.Builder
+	few.WriteString("version: 1\naudit: {file: audit.log}\nroutes:\n")
+	many.WriteString(few.String())
+	for i := range 10_000 {
+		r := route("r"+strconv.Itoa(i), plain.URL)
+		if i < 10 {
+			few.WriteString(r)
+		}
+		many.WriteString(r)
+	}
+	routes10, err := startTill(procs, till, work, "routes-10", few.String(), "", false)
+	if err != nil {
+		return err
+	}
+	routes10k, err := startTill(procs, till, work, "routes-10000", many.String(), "", false)
+	if err != nil {
+		return err
+	}
+	nginxAddr, nginxPID, err := startNginx(procs, work, plain.Listener.Addr().String())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: nginx:", err, "(its column stays empty)")
+	}
+
+	targets := map[string]*target{
+		"direct":       {name: "direct", url: plain.URL + "/v1/chat/completions", client: withKey(newClient(nil)), direct: true},
+		"till":         {name: "till", url: "http://" + reverse.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: reverse.pid},
+		"tls-upstream": {name: "till, TLS upstream", url: "http://" + tlsRev.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: tlsRev.pid},
+		"intercept":    {name: "till, intercept", url: "https://" + plain.Listener.Addr().String() + "/v1/chat/completions", client: newClient(icpt), pid: icpt.pid},
+		"routes-10":    {name: "till, 10 routes", url: "http://" + routes10.addr + "/r5/v1/chat/completions", client: newClient(nil), pid: routes10.pid},
+		"routes-10000": {name: "till, 10,000 routes", url: "http://" + routes10k.addr + "/r5000/v1/chat/completions", client: newClient(nil), pid: routes10k.pid},
+	}
+	if nginxAddr != "" {
+		targets["nginx"] = &target{name: "nginx", url: "http://" + nginxAddr + "/openai/v1/chat/completions", client: newClient(nil), pid: nginxPID}
+	}
+
+	// Injection first: a faster proxy that does not inject is not measured.
+	for name, t := range targets {
+		before := up.verified.Load()
+		if err := get(t.client, t.url); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if name != "direct" && up.verified.Load() != before+1 {
+			return fmt.Errorf("%s: the upstream did not receive the key: injection not verified", name)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
+
+	res := newResults()
+	order := []string{"direct", "nginx", "till", "intercept", "tls-upstream", "routes-10", "routes-10000"}
+	for round := 1; round <= *rounds; round++ {
+		for _, name := range order {
+			t, ok := targets[name]
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "bench: round %d: %s at %d req/s\n", round, name, *rate)
+			m, err := fixedRate(t, *rate, *dur)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			res.add(name, "cpu", m.cpuPerReq)
+			res.add(name, "p50", m.p50)
+			res.add(name, "p99", m.p99)
+			if name == "direct" || name == "nginx" || name == "till" {
+				sse, err := firstEvent(t)
+				if err != nil {
+					return fmt.Errorf("%s: sse: %w", name, err)
+				}
+				res.add(name, "sse", sse)
+				if rps, err := throughput(t); err == nil {
+					res.add(name, "rps", rps)
+				} else {
+					fmt.Fprintln(os.Stderr, "bench: throughput:", err)
+				}
+			}
+		}
+	}
+	for _, name := range []string{"nginx", "till"} {
+		if t, ok := targets[name]; ok {
+			res.add(name, "hwm", float64(procStatus(t.pid, "VmHWM")))
+			rss, err := idleRSS(t, *idle)
+			if err != nil {
+				return fmt.Errorf("%s: idle clients: %w", name, err)
+			}
+			res.add(name, "idle", float64(rss))
+		}
+	}
+	if w := up.wrong.Load(); w > 0 {
+		return fmt.Errorf("the upstream received %d requests without the key", w)
+	}
+	res.print(os.Stdout)
+	return nil
+}
+
+// processes remembers what to stop.
+type processes struct{ cmds []*exec.Cmd }
+
+func (p *processes) start(cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	p.cmds = append(p.cmds, cmd)
+	return nil
+}
+
+func (p *processes) stopAll() {
+	for _, c := range p.cmds {
+		c.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Process.Kill()
+		}
+	}
+}
+
+// tillProc is one running till.
+type tillProc struct {
+	addr  string
+	pid   int
+	caPEM []byte // its interception CA, when it intercepts
+}
+
+// pinned runs argv on CPU cpu when taskset is there and the machine has
+// two cores.
+func pinned(cpu int, argv ...string) *exec.Cmd {
+	if p, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
+		argv = append([]string{p, "-c", strconv.Itoa(cpu)}, argv...)
+	}
+	return exec.Command(argv[0], argv[1:]...)
+}
+
+func startTill(procs *processes, bin, work, name, cfg, caFile string, intercept bool) (*tillProc, error) {
+	dir := filepath.Join(work, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	if caFile != "" {
+		env = append(env, "SSL_CERT_FILE="+caFile)
+	}
+	tillCmd := func(stdin string, args ...string) error {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir, cmd.Env, cmd.Stdin = dir, env, strings.NewReader(stdin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("till %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	if err := tillCmd(benchKey, "secret", "set", "openai"); err != nil {
+		return nil, err
+	}
+	t := &tillProc{}
+	if intercept {
+		if err := tillCmd("", "ca", "init"); err != nil {
+			return nil, err
+		}
+		var err error
+		if t.caPEM, err = os.ReadFile(filepath.Join(dir, "till-ca.pem")); err != nil {
+			return nil, err
+		}
+	}
+	cmd := pinned(0, bin, "serve", "--listen", "127.0.0.1:0")
+	cmd.Dir, cmd.Env = dir, env
+	stderr, _ := cmd.StderrPipe()
+	if err := procs.start(cmd); err != nil {
+		return nil, err
+	}
+	t.pid = cmd.Process.Pid
+	addr := regexp.MustCompile(`"addr":"([^"]+)".*"message":"till listening"`)
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if m := addr.FindStringSubmatch(sc.Text()); m != nil {
+			t.addr = m[1]
+			go io.Copy(io.Discard, stderr)
+			return t, nil
+		}
+	}
+	return nil, fmt.Errorf("till %s did not start", name)
+}
+
+// startNginx runs nginx (one worker, access log on) with the equivalent
+// of till's route: prefix stripped, Authorization set, keep-alive upstream.
+func startNginx(procs *processes, work, upstreamAddr string) (string, int, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+			if _, e := os.Stat(p); e == nil {
+				bin, err = p, nil
+			}
+		}
+	}
+	if err != nil {
+		return "", 0, errors.New("not installed")
+	}
+	dir := filepath.Join(work, "nginx")
+	os.MkdirAll(dir, 0o755)
+	os.Chmod(work, 0o755)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", 0, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	conf := fmt.Sprintf(`worker_processes 1;
+daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 4096; }
+http {
+  access_log %[1]s/access.log;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  upstream up { server %[2]s; keepalive 128; }
+  server {
+    listen %[3]s;
+    keepalive_requests 1000000;
+    location /openai/ {
+      proxy_pass http://up/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer %[4]s";
+    }
+  }
+}
+`, dir, upstreamAddr, addr, benchKey)
+	confFile := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		return "", 0, err
+	}
+	cmd := pinned(0, bin, "-c", confFile, "-p", dir)
+	if err := procs.start(cmd); err != nil {
+		return "", 0, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr, cmd.Process.Pid, nil
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+	return "", 0, fmt.Errorf("did not start: %s", b)
+}
+
+// newClient is a keep-alive client; with a till that intercepts, it uses
+// that till as its HTTPS proxy and trusts its CA.
+func newClient(icpt *tillProc) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 512, MaxIdleConns: 1024, IdleConnTimeout: time.Minute, DisableCompression: true}
+	if icpt != nil {
+		proxy, _ := url.Parse("http://" + icpt.addr)
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(icpt.caPEM)
+		tr.Proxy = http.ProxyURL(proxy)
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func get(c *http.Client, u string) error {
+	resp, err := c.Get(u)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// measurement is one fixed-rate run.
+type measurement struct {
+	cpuPerReq float64 // microseconds of the proxy's CPU per request
+	p50, p99  float64 // milliseconds, from the scheduled send time
+}
+
+// fixedRate sends rate req/s for d, open loop: each request is scheduled
+// at its time whatever the others do, and its latency counts from then, so
+// a stall shows in the tail instead of slowing the load (coordinated
+// omission).
+func fixedRate(t *target, rate int, d time.Duration) (measurement, error) {
+	n := int(float64(rate) * d.Seconds())
+	interval := time.Second / time.Duration(rate)
+	lats := make([]time.Duration, n)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	cpu0 := procCPU(t.pid)
+	start := time.Now()
+	for i := range n {
+		at := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(at); wait > 0 {
+			time.Sleep(wait)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := get(t.client, t.url); err != nil {
+				failed.Add(1)
+			}
+			lats[i] = time.Since(at)
+		}()
+	}
+	wg.Wait()
+	cpu1 := procCPU(t.pid)
+	if f := failed.Load(); f > 0 {
+		return measurement{}, fmt.Errorf("%d of %d requests failed", f, n)
+	}
+	slices.Sort(lats)
+	m := measurement{
+		p50: float64(lats[n/2].Microseconds()) / 1000,
+		p99: float64(lats[n*99/100].Microseconds()) / 1000,
+	}
+	if t.pid != 0 {
+		m.cpuPerReq = float64((cpu1 - cpu0).Microseconds()) / float64(n)
+	}
+	return m, nil
+}
+
+// throughput saturates the proxy's core with wrk (one thread on the other
+// core, 64 connections) and returns requests per second.
+func throughput(t *target) (float64, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return 0, errors.New("wrk is not installed")
+	}
+	args := []string{wrk, "-t1", "-c64", "-d" + strconv.Itoa(int(dur.Seconds())) + "s"}
+	if t.direct {
+		args = append(args, "-H", "Authorization: Bearer "+benchKey)
+	}
+	cmd := pinned(1, append(args, t.url)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %v: %s", err, out)
+	}
+	m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("wrk output: %s", out)
+	}
+	if bad := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`).FindSubmatch(out); bad != nil {
+		return 0, fmt.Errorf("wrk: %s non-2xx responses", bad[1])
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// firstEvent is the median time to the first Server-Sent Event over 20
+// streams.
+func firstEvent(t *target) (float64, error) {
+	u := strings.Replace(t.url, "/chat/completions", "/sse", 1)
+	var times []time.Duration
+	for range 20 {
+		start := time.Now()
+		resp, err := t.client.Get(u)
+		if err != nil {
+			return 0, err
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		times = append(times, time.Since(start))
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || line != "data: first\n" {
+			return 0, fmt.Errorf("first line %q: %v", line, err)
+		}
+	}
+	slices.Sort(times)
+	return float64(times[len(times)/2].Microseconds()) / 1000, nil
+}
+
+// idleRSS opens n keep-alive connections, sends one request on each, leaves
+// them idle and returns the proxy's resident set in kB.
+func idleRSS(t *target, n int) (int, error) {
+	u, _ := url.Parse(t.url)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			return 0, err
+		}
+		conns = append(conns, c)
+		auth := ""
+		if t.direct {
+			auth = "Authorization: Bearer " + benchKey + "\r\n"
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", u.RequestURI(), u.Host, auth)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	time.Sleep(500 * time.Millisecond)
+	return procStatus(t.pid, "VmRSS"), nil
+}
+
+// procCPU is a process's user plus system CPU time, all threads.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which may hold spaces.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond
+}
+
+// procStatus reads a kB field of /proc/PID/status.
+func procStatus(pid int, field string) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
+}
+
+// pinSelf moves this process to one CPU, leaving the other to the proxies.
+func pinSelf(cpu int) {
+	if p, err := exec.LookPath("taskset"); err == nil {
+		exec.Command(p, "-a", "-p", "-c", strconv.Itoa(cpu), strconv.Itoa(os.Getpid())).Run()
+	}
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// results holds each figure's values per target, one per round.
+type results struct {
+	mu sync.Mutex
+	v  map[string]map[string][]float64
+}
+
+func newResults() *results { return &results{v: map[string]map[string][]float64{}} }
+
+func (r *results) add(target, figure string, v float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.v[target] == nil {
+		r.v[target] = map[string][]float64{}
+	}
+	r.v[target][figure] = append(r.v[target][figure], v)
+}
+
+// median returns the median and the range of a figure, ok false when
+// absent.
+func (r *results) median(target, figure string) (med, lo, hi float64, ok bool) {
+	vs := slices.Clone(r.v[target][figure])
+	if len(vs) == 0 {
+		return 0, 0, 0, false
+	}
+	slices.Sort(vs)
+	return vs[len(vs)/2], vs[0], vs[len(vs)-1], true
+}
+
+func (r *results) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "figure\ttarget\tmedian\tmin–max\tvs direct\tvs nginx\tvs till (reverse)\t")
+	cell := func(figure, target, unit string) {
+		med, lo, hi, ok := r.median(target, figure)
+		if !ok {
+			return
+		}
+		ratio := func(other string, diff bool) string {
+			o, _, _, ok := r.median(other, figure)
+			if !ok || o == 0 || other == target {
+				return ""
+			}
+			if diff {
+				return fmt.Sprintf("%+.3f %s", med-o, unit)
+			}
+			return fmt.Sprintf("%.2f×", med/o)
+		}
+		diff := figure == "p50" || figure == "p99" || figure == "sse"
+		fmt.Fprintf(tw, "%s\t%s\t%.3f %s\t%.3f–%.3f\t%s\t%s\t%s\t\n", labels[figure], target, med, unit, lo, hi,
+			ratio("direct", diff), ratio("nginx", diff), ratio("till", diff))
+	}
+	all := []string{"direct", "nginx", "till", "intercept", "tls-upstream", "routes-10", "routes-10000"}
+	for _, f := range []struct{ figure, unit string }{
+		{"cpu", "µs"}, {"p50", "ms"}, {"p99", "ms"}, {"rps", "req/s"}, {"hwm", "kB"}, {"idle", "kB"}, {"sse", "ms"},
+	} {
+		for _, t := range all {
+			if f.figure == "cpu" && t == "direct" {
+				continue
+			}
+			cell(f.figure, t, f.unit)
+		}
+	}
+	tw.Flush()
+	if a, _, _, ok := r.median("routes-10000", "cpu"); ok {
+		if b, _, _, ok := r.median("routes-10", "cpu"); ok && b > 0 {
+			fmt.Fprintf(w, "\nroute scale: CPU per request with 10,000 routes is %.2f× that with 10\n", a/b)
+		}
+	}
+	if a, _, _, ok := r.median("intercept", "cpu"); ok {
+		if b, _, _, ok := r.median("till", "cpu"); ok && b > 0 {
+			fmt.Fprintf(w, "intercept mode: %.2f× reverse mode's CPU per request\n", a/b)
+		}
+	}
+	fmt.Fprintf(w, "(%d round(s), %d req/s for %v per fixed-rate run, %d idle clients; proxies on CPU 0, load and upstream on CPU 1)\n",
+		*rounds, *rate, *dur, *idle)
+}
+
+var labels = map[string]string{
+	"cpu":  "CPU per request @ fixed rate",
+	"p50":  "latency p50 @ fixed rate",
+	"p99":  "latency p99 @ fixed rate",
+	"rps":  "throughput, proxy core saturated",
+	"hwm":  "peak RSS after the run",
+	"idle": "RSS with idle keep-alive clients",
+	"sse":  "time to first SSE event",
+}
