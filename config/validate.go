@@ -103,7 +103,13 @@ func validName(s string) error {
 	return nil
 }
 
+// ReservedSecret is the vault entry of till's CA key: no route may inject it.
+const ReservedSecret = "till-ca"
+
 func validSecretName(s string) error {
+	if s == ReservedSecret {
+		return errorString(`"till-ca" holds till's CA key and can never be injected`)
+	}
 	if len(s) > 64 || !secretNameRE.MatchString(s) {
 		return errorString("must be 1 to 64 of a-z, 0-9, '_', '.' and '-', starting with a letter or digit (as in the vault)")
 	}

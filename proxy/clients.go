@@ -114,31 +114,53 @@ type identity struct {
 	conflict  bool // the token and the certificate name different clients
 }
 
-// peerName is the common name of the client certificate verified on r's
-// TLS connection, or "".
-func peerName(r *http.Request) string {
+// certID is what a verified client certificate says: the client's name
+// (its common name) and the token it was issued with (the first 16 hex
+// digits of the token's SHA-256, in a urn:till:client:NAME:DIGEST URI), so
+// that rotating a client's token revokes its old certificates.
+type certID struct {
+	name, binding string
+}
+
+// CertURI is the URI a client certificate carries to bind it to the
+// client's token digest.
+func CertURI(name, tokenSHA256 string) string {
+	return "urn:till:client:" + name + ":" + tokenSHA256[:16]
+}
+
+// peerCert reads the client certificate verified on r's TLS connection.
+func peerCert(r *http.Request) certID {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return ""
+		return certID{}
 	}
-	return r.TLS.VerifiedChains[0][0].Subject.CommonName
+	cert := r.TLS.VerifiedChains[0][0]
+	id := certID{name: cert.Subject.CommonName}
+	for _, u := range cert.URIs {
+		if rest, ok := strings.CutPrefix(u.String(), "urn:till:client:"+id.name+":"); ok {
+			id.binding = rest
+		}
+	}
+	return id
 }
 
 // identify looks for a till token in the credentials a request may carry:
 // those given on its CONNECT, Proxy-Authorization, X-Till-Token, then the
 // header the route injects (so an SDK's api_key=till_... works); and for a
 // client certificate from till's CA, on the request's connection or its
-// CONNECT's (certName).
-func (cs clientSet) identify(r *http.Request, connectAuth, certName, routeHeader string) identity {
+// CONNECT's (connectCert). A certificate counts only for a client with
+// cert: true, and only while its token is the one it was issued with.
+func (cs clientSet) identify(r *http.Request, connectAuth string, connectCert certID, routeHeader string) identity {
 	id := cs.identifyToken(r, connectAuth, routeHeader)
-	if n := peerName(r); n != "" {
-		certName = n
+	cert := connectCert
+	if p := peerCert(r); p.name != "" {
+		cert = p
 	}
-	if certName == "" {
+	if cert.name == "" {
 		return id
 	}
-	c := cs.byName(certName)
+	c := cs.byName(cert.name)
 	switch {
-	case c == nil:
+	case c == nil || !c.cert || cert.binding != hex.EncodeToString(c.digest[:8]):
 		return identity{presented: true}
 	case id.client != nil && id.client != c:
 		return identity{client: c, presented: true, conflict: true}

@@ -15,30 +15,33 @@ import (
 var deniedPrefixes = func() []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range []string{
-		"0.0.0.0/8",      // "this network", unspecified
-		"10.0.0.0/8",     // private (RFC 1918)
-		"100.64.0.0/10",  // CGNAT (RFC 6598)
-		"127.0.0.0/8",    // loopback
-		"169.254.0.0/16", // link-local, cloud metadata 169.254.169.254
-		"172.16.0.0/12",  // private
-		"192.0.0.0/24",   // IETF protocol assignments
-		"192.168.0.0/16", // private
-		"198.18.0.0/15",  // benchmarking
-		"224.0.0.0/4",    // multicast
-		"240.0.0.0/4",    // reserved, broadcast
-		"::/128",         // unspecified
-		"::1/128",        // loopback
-		"fc00::/7",       // unique local, AWS metadata fd00:ec2::254
-		"fe80::/10",      // link-local
-		"ff00::/8",       // multicast
-		"100::/64",       // discard
-		"2001:db8::/32",  // documentation
-		"2001::/32",      // Teredo: embeds an IPv4 address
-		"2002::/16",      // 6to4: embeds an IPv4 address
-		"64:ff9b::/96",   // NAT64: embeds an IPv4 address (checked below too)
-		"64:ff9b:1::/48", // local-use NAT64
-		"::ffff:0:0/96",  // IPv4-mapped (unmapped below)
-		"::/96",          // IPv4-compatible (deprecated)
+		"0.0.0.0/8",       // "this network", unspecified
+		"10.0.0.0/8",      // private (RFC 1918)
+		"100.64.0.0/10",   // CGNAT (RFC 6598)
+		"127.0.0.0/8",     // loopback
+		"169.254.0.0/16",  // link-local, cloud metadata 169.254.169.254
+		"172.16.0.0/12",   // private
+		"192.0.0.0/24",    // IETF protocol assignments
+		"192.168.0.0/16",  // private
+		"198.18.0.0/15",   // benchmarking
+		"224.0.0.0/4",     // multicast
+		"240.0.0.0/4",     // reserved, broadcast
+		"::/128",          // unspecified
+		"::1/128",         // loopback
+		"fc00::/7",        // unique local, AWS metadata fd00:ec2::254
+		"fe80::/10",       // link-local
+		"ff00::/8",        // multicast
+		"100::/64",        // discard
+		"2001:db8::/32",   // documentation
+		"2001::/32",       // Teredo: embeds an IPv4 address
+		"2002::/16",       // 6to4: embeds an IPv4 address
+		"64:ff9b::/96",    // NAT64: embeds an IPv4 address (checked below too)
+		"64:ff9b:1::/48",  // local-use NAT64
+		"::ffff:0:0/96",   // IPv4-mapped (unmapped below)
+		"::/96",           // IPv4-compatible (deprecated)
+		"::ffff:0:0:0/96", // IPv4-translated (SIIT)
+		"fec0::/10",       // site-local (deprecated)
+		"192.88.99.0/24",  // 6to4 relay anycast
 	} {
 		out = append(out, netip.MustParsePrefix(s))
 	}
@@ -88,6 +91,11 @@ func newDialGuard(allow []netip.Prefix, listeners []netip.AddrPort) *dialGuard {
 
 // permitted reports whether ip may be reached.
 func (g *dialGuard) permitted(ip netip.Addr) bool {
+	if ip.Zone() != "" {
+		// netip.Prefix.Contains never matches a zoned address, and the
+		// kernel ignores the zone of a non-link-local one: refuse them all.
+		return false
+	}
 	ip = ip.Unmap()
 	for _, p := range g.allow {
 		if p.Contains(ip) {

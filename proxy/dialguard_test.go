@@ -41,6 +41,11 @@ func TestDialGuardPermitted(t *testing.T) {
 		{"2002:7f00:1::", false},
 		{"2002:a9fe:a9fe::1", false},
 		{"2001:0:4136:e378:8000:63bf:80ff:fffe", false},
+		{"fd00:ec2::254%1", false},
+		{"fd00:ec2::254%eth0", false},
+		{"2606:2800:220:1:248:1893:25c8:1946%1", false},
+		{"fec0::1", false},
+		{"::ffff:0:7f00:1", false},
 	}
 	for _, tt := range tests {
 		if got := g.permitted(netip.MustParseAddr(tt.ip)); got != tt.want {

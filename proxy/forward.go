@@ -73,13 +73,13 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	t := connectTarget{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: uint16(port)}
 	t.key = hostKey("https", r.Host)
 	t.proxyAuth = r.Header.Get("Proxy-Authorization")
-	t.certName = peerName(r)
+	t.cert = peerCert(r)
 	if routes := s.byHost[t.key]; len(routes) > 0 && s.forward.Intercept && g.intercept != nil {
 		x.rec.mode = modeIntercept
 		// Apps send proxy credentials on the CONNECT, not inside the
 		// tunnel: ask for them there (407) when every route of the host
 		// needs a client.
-		id := s.clients.identify(r, "", "", "")
+		id := s.clients.identify(r, "", certID{}, "")
 		x.rec.client = id.name()
 		if d, ok := id.admit(r.RemoteAddr, nil); !ok {
 			g.deny(rw, x, d)
@@ -107,7 +107,7 @@ type connectTarget struct {
 	port      uint16
 	key       string // hostKey form, for route lookup
 	proxyAuth string // credentials given on the CONNECT
-	certName  string // the client certificate's name on the CONNECT
+	cert      certID // the client certificate on the CONNECT
 }
 
 // tunnelDialTimeout bounds resolving and connecting to a tunnel target.
@@ -170,10 +170,11 @@ func closeWrite(c net.Conn) {
 }
 
 // relayPlain forwards an absolute-form request to a host without a route,
-// untouched but for till's own credentials, through the SSRF guard.
+// untouched but for till's own credentials, through the snapshot's relay
+// transport (and so its SSRF guard).
 func (g *Gateway) relayPlain(rw *responseRecorder, r *http.Request, x *exchange, s *Snapshot) {
 	x.rec.mode = modeTunnel
-	ctx := context.WithValue(r.Context(), guardKey{}, s.guard)
+	ctx := context.WithValue(r.Context(), snapshotKey{}, s)
 	ctx = context.WithValue(ctx, exchangeKey{}, x)
 	g.plain.ServeHTTP(rw, r.WithContext(ctx))
 	if x.rec.outcome == "" && x.failure == "" {
@@ -181,22 +182,41 @@ func (g *Gateway) relayPlain(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 }
 
-type guardKey struct{}
+type snapshotKey struct{}
+
+// newRelayTransport returns the transport for absolute-form requests to
+// hosts without a route: every connection is dialled through guard. Each
+// snapshot has its own, so a reload that narrows allow_cidrs also drops
+// the idle connections the old rules let through.
+func newRelayTransport(guard *dialGuard) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, portStr, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			port, err := strconv.ParseUint(portStr, 10, 16)
+			if err != nil {
+				return nil, err
+			}
+			return guard.dial(ctx, host, uint16(port))
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// relayTransport sends each request through its snapshot's transport.
+type relayTransport struct{}
+
+func (relayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return r.Context().Value(snapshotKey{}).(*Snapshot).relay.RoundTrip(r)
+}
 
 // newPlainProxy returns the proxy for absolute-form requests to hosts
-// without a route: no key, dialled through the request's guard.
+// without a route: no key, and none of till's credentials.
 func (g *Gateway) newPlainProxy() *httputil.ReverseProxy {
-	dialer := func(ctx context.Context, _, addr string) (net.Conn, error) {
-		host, portStr, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		port, err := strconv.ParseUint(portStr, 10, 16)
-		if err != nil {
-			return nil, err
-		}
-		return ctx.Value(guardKey{}).(*dialGuard).dial(ctx, host, uint16(port))
-	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -205,13 +225,18 @@ func (g *Gateway) newPlainProxy() *httputil.ReverseProxy {
 			pr.Out.Host = ""
 			pr.Out.Header.Del("Proxy-Authorization")
 			pr.Out.Header.Del("X-Till-Token")
+			// A till token in any other header (an SDK's api key) stays
+			// with till: it is worth nothing to that host.
+			for name, values := range pr.Out.Header {
+				for _, v := range values {
+					if tokenFrom(v) != "" {
+						delete(pr.Out.Header, name)
+						break
+					}
+				}
+			}
 		},
-		Transport: &http.Transport{
-			DialContext:         dialer,
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		},
+		Transport: relayTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			x := r.Context().Value(exchangeKey{}).(*exchange)
 			if errors.Is(err, errHostNotAllowed) {

@@ -111,7 +111,10 @@ func New(snap *Snapshot, opts Options) *Gateway {
 // Swap makes s the snapshot that new requests use.
 func (g *Gateway) Swap(s *Snapshot) {
 	s.guard = newDialGuard(s.forward.AllowCIDRs, g.listeners)
-	g.snap.Store(s)
+	s.relay = newRelayTransport(s.guard)
+	if old := g.snap.Swap(s); old != nil {
+		old.relay.CloseIdleConnections()
+	}
 }
 
 // BaseContext is the context every request on the gateway derives from
@@ -174,7 +177,7 @@ type exchange struct {
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
 	// carried this request, if any.
 	connectAuth string
-	connectCert string // the client certificate's name on that CONNECT
+	connectCert certID // the client certificate on that CONNECT
 
 	// handedOff is set when an intercepted CONNECT's connection went to
 	// the inner server: its requests have records of their own.
@@ -342,12 +345,20 @@ func (g *Gateway) limitStoreFailed(err error) (ok bool, wait int) {
 	return g.failOpen, 1
 }
 
-// remoteIP is the address part of an "ip:port" remote address.
+// remoteIP is the address part of an "ip:port" remote address, for
+// anonymous rate buckets: an IPv6 address counts by its /64, which one
+// host usually holds whole.
 func remoteIP(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return addr
 	}
-	return addr
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // secretState says whether the route's key may be attached at now: it

@@ -134,6 +134,12 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := g.snap.Load()
+	if !s.forward.Enabled || !s.forward.Intercept {
+		// A reload turned interception off: connections opened before
+		// it get no more keys.
+		g.deny(rw, x, denial{CodeHostNotAllowed, "interception is off in the current config"})
+		return
+	}
 	rt := s.matchHost(t.key, r.URL.Path)
 	if rt == nil {
 		g.deny(rw, x, denial{CodeRouteNotFound, "no route matches this host and path"})
@@ -142,7 +148,7 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	x.outPath = r.URL.Path
 	x.rawPath = r.URL.RawPath
 	x.connectAuth = t.proxyAuth
-	x.connectCert = t.certName
+	x.connectCert = t.cert
 	g.forward(rw, r, x, s, rt)
 }
 

@@ -74,6 +74,11 @@ routes:
 
 // handshake opens a CONNECT to host and completes TLS with till's leaf.
 func (f *interceptFixture) handshake(tb testing.TB, host string) *tls.Conn {
+	return f.handshakeALPN(tb, host)
+}
+
+// handshakeALPN is handshake offering the given application protocols.
+func (f *interceptFixture) handshakeALPN(tb testing.TB, host string, protos ...string) *tls.Conn {
 	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
 	if err != nil {
 		tb.Fatal(err)
@@ -84,7 +89,7 @@ func (f *interceptFixture) handshake(tb testing.TB, host string) *tls.Conn {
 	if err != nil || resp.StatusCode != 200 {
 		tb.Fatalf("CONNECT: %v %v", resp, err)
 	}
-	tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: f.roots})
+	tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: f.roots, NextProtos: protos})
 	if err := tc.Handshake(); err != nil {
 		tb.Fatal(err)
 	}

@@ -44,7 +44,10 @@ func (l *MemoryLimits) Allow(_ context.Context, key string, r config.Rate, burst
 	lim, ok := l.cache.Get(key)
 	if !ok {
 		lim = rate.NewLimiter(rate.Every(r.Per/time.Duration(r.Count)), burst)
-		l.cache.Add(key, lim)
+		// Concurrent first requests share the bucket one of them made.
+		if prev, found, _ := l.cache.PeekOrAdd(key, lim); found {
+			lim = prev
+		}
 	}
 	now := time.Now()
 	res := lim.ReserveN(now, 1)

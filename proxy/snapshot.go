@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
 
@@ -28,8 +29,10 @@ type Snapshot struct {
 	clients   clientSet
 	onExpired string
 	forward   config.Forward
-	// guard checks tunnel targets; the Gateway sets it before serving.
+	// guard checks tunnel targets, and relay dials through it; the
+	// Gateway sets both before serving.
 	guard *dialGuard
+	relay *http.Transport
 }
 
 // route is a compiled route: everything a request needs, computed once.
@@ -163,6 +166,9 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	}
 
 	sec, ok := secrets[cr.Secret]
+	if cr.Secret == ca.SecretName {
+		ok = false // the CA key is never a route's key (config refuses it too)
+	}
 	if !ok {
 		r.problem = "secret " + `"` + cr.Secret + `"` + " is not in the vault (hint: till secret set " + cr.Secret + ")"
 		return r

@@ -52,7 +52,9 @@ func providerHandler(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func startForward(t *testing.T, unknownHosts string, allowLoopback, needClient bool) *forwardEnv {
+// startForward starts till in forward mode; extra is added to the config's
+// top level.
+func startForward(t *testing.T, unknownHosts string, allowLoopback, needClient bool, extra ...string) *forwardEnv {
 	t.Helper()
 	p := newPKI(t)
 	f := &forwardEnv{
@@ -78,7 +80,7 @@ func startForward(t *testing.T, unknownHosts string, allowLoopback, needClient b
 		clients, routeClients = "clients:\n"+lines, "    clients: [web]\n"
 	}
 	cfg := fmt.Sprintf(`version: 1
-listen: %s
+%slisten: %s
 forward:
   enabled: true
   unknown_hosts: %s
@@ -86,7 +88,7 @@ forward:
   - name: provider
     preset: openai
     upstream: %s
-%s`, addr, unknownHosts, allow, clients, f.providerURL, routeClients)
+%s`, strings.Join(extra, ""), addr, unknownHosts, allow, clients, f.providerURL, routeClients)
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -552,12 +554,18 @@ func TestForwardAttacks(t *testing.T) {
 }
 
 func TestForwardTunnelToTillItself(t *testing.T) {
-	f := startForward(t, "tunnel", true, false) // loopback allowed, till itself still not
+	adminAddr := freeAddr(t)
+	f := startForward(t, "tunnel", true, false, "admin: {listen: "+adminAddr+"}\n") // loopback allowed, till itself still not
 	_, tillPort, _ := net.SplitHostPort(f.tl.addr)
-	for _, target := range []string{"127.0.0.1:" + tillPort, "localhost:" + tillPort} {
+	_, adminPort, _ := net.SplitHostPort(adminAddr)
+	for _, target := range []string{"127.0.0.1:" + tillPort, "localhost:" + tillPort, "127.0.0.1:" + adminPort} {
 		_, _, resp := connect(t, f.tl.addr, target)
 		if resp.StatusCode != 403 || readError(t, resp) != "host_not_allowed" {
 			t.Errorf("CONNECT %s: got %d, want 403 host_not_allowed", target, resp.StatusCode)
 		}
+	}
+	status, _, body := rawRequest(t, f.tl.addr, "GET http://"+adminAddr+"/admin/routes HTTP/1.1\r\nHost: "+adminAddr+"\r\nConnection: close\r\n\r\n")
+	if status != 403 || !strings.Contains(body, "host_not_allowed") {
+		t.Errorf("absolute-form to the admin listener: got %d %s, want 403 host_not_allowed", status, body)
 	}
 }

@@ -102,8 +102,19 @@ func TestTLSListenerWithClientCertificates(t *testing.T) {
 	if recs[1]["client"] != "web" || recs[2]["client"] != "web" {
 		t.Errorf("audit clients: %v %v", recs[1]["client"], recs[2]["client"])
 	}
+
+	// A new token for web revokes the certificates issued with the old one.
+	newTok, newLines := addClient(t, t.TempDir(), "web", "--cidr", "127.0.0.0/8")
+	rotated := tlsListenerConfig(u, tlsBlock, "clients:\n"+strings.Replace(newLines, "    cidrs", "    cert: true\n    cidrs", 1)+otherLines, "    clients: [web]\n")
+	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(rotated), 0o644)
+	if !tl.waitLog(`"message":"reloaded"`) {
+		t.Fatal("no reload after the config changed")
+	}
+	if code, body := get(tlsClient(t, caPEM, &cert), ""); code != 401 {
+		t.Errorf("a certificate issued with the old token: got %d %s, want 401", code, body)
+	}
 	tl.stop()
-	tl.assertNoLeak([]string{openaiKey, webTok})
+	tl.assertNoLeak([]string{openaiKey, webTok, newTok})
 }
 
 // startPebble runs a local ACME CA (pebble) that issues without

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,13 +107,13 @@ func runClientAdd(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	sum := sha256.Sum256([]byte(token))
 	var certFiles string
 	if cert {
-		if certFiles, err = writeClientCert(cfgPath, name, e); err != nil {
+		if certFiles, err = writeClientCert(cfgPath, name, hex.EncodeToString(sum[:]), e); err != nil {
 			return err
 		}
 	}
-	sum := sha256.Sum256([]byte(token))
 	fmt.Fprintf(e.stdout, "token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
 	fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
 	fmt.Fprintf(e.stdout, "  - name: %s\n    token_sha256: %s\n", name, hex.EncodeToString(sum[:]))
@@ -127,9 +128,10 @@ func runClientAdd(args []string, e *env) error {
 	return nil
 }
 
-// writeClientCert signs a client certificate for name with till's CA and
-// writes NAME.crt (0644) and NAME.key (0600) in the working folder.
-func writeClientCert(cfgPath, name string, e *env) (string, error) {
+// writeClientCert signs a client certificate for name, bound to its token's
+// digest (a new token revokes it), with till's CA, and writes NAME.crt
+// (0644) and NAME.key (0600) in the working folder.
+func writeClientCert(cfgPath, name, tokenSHA256 string, e *env) (string, error) {
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
 		return "", err
@@ -138,7 +140,11 @@ func writeClientCert(cfgPath, name string, e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	certPEM, keyPEM, err := authority.SignClient(name, time.Now())
+	uri, err := url.Parse(proxy.CertURI(name, tokenSHA256))
+	if err != nil {
+		return "", err
+	}
+	certPEM, keyPEM, err := authority.SignClient(name, uri, time.Now())
 	if err != nil {
 		return "", err
 	}

@@ -446,3 +446,13 @@ func TestDryRun(t *testing.T) {
 		t.Errorf("test --json: exit %d: %s", code, out)
 	}
 }
+
+func TestCASecretReserved(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("x", "secret", "set", "till-ca"); code != 1 || !strings.Contains(errOut, "CA key") {
+		t.Errorf("secret set till-ca: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "secret", "rm", "till-ca"); code != 1 || !strings.Contains(errOut, "CA key") {
+		t.Errorf("secret rm till-ca: exit %d: %s", code, errOut)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
 
@@ -50,6 +51,9 @@ func runSecretSet(args []string, e *env) error {
 	name := pos[0]
 	if err := vault.ValidName(name); err != nil {
 		return err
+	}
+	if name == ca.SecretName {
+		return withHint(fmt.Errorf("%q holds till's CA key", name), "it is managed by till ca init")
 	}
 	now := time.Now()
 	var exp time.Time
@@ -228,6 +232,9 @@ func runSecretRm(args []string, e *env) error {
 	cfg, err := configForVault(cfgPath, e)
 	if err != nil {
 		return err
+	}
+	if pos[0] == ca.SecretName {
+		return withHint(fmt.Errorf("%q holds till's CA key: removing it would break interception", pos[0]), "it is managed by till ca init")
 	}
 	if _, err := os.Stat(cfg.Vault.Path); err != nil {
 		return fmt.Errorf("secret %q not found: no vault at %s", pos[0], displayPath(cfg.Vault.Path))

@@ -79,6 +79,17 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ln = tls.NewListener(ln, tc)
 		scheme = "https"
 	}
+	// Tunnels may reach none of till's listeners: bind the admin one now
+	// so the gateway knows its address.
+	own := []netip.AddrPort{tcpAddr.AddrPort()}
+	var aln net.Listener
+	if cfg.Admin.Listen != "" {
+		if aln, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return withHint(fmt.Errorf("admin listen on %q: %w", cfg.Admin.Listen, err), "change admin.listen in the config")
+		}
+		own = append(own, aln.Addr().(*net.TCPAddr).AddrPort())
+	}
 	var limits proxy.RateLimiter
 	if cfg.Limits.Redis != "" {
 		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
@@ -93,7 +104,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Audit:          audit,
 		Log:            logger,
 		Leaves:         leaves,
-		Listeners:      []netip.AddrPort{tcpAddr.AddrPort()},
+		Listeners:      own,
 		Metrics:        metrics,
 		Limits:         limits,
 		LimitsFailOpen: cfg.Limits.OnRedisError != "deny",
@@ -128,12 +139,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
 	logRoutes(logger, cfg, gw.Snapshot(), rl.base)
 	var admin *http.Server
-	if cfg.Admin.Listen != "" {
-		aln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			_ = srv.Close()
-			return withHint(fmt.Errorf("admin listen on %q: %w", cfg.Admin.Listen, err), "change admin.listen in the config")
-		}
+	if aln != nil {
 		admin = &http.Server{
 			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.reload, TokenSHA256: cfg.Admin.TokenSHA256}),
 			ReadHeaderTimeout: 10 * time.Second,

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -194,8 +195,9 @@ func (c *CA) SignServer(csr *x509.CertificateRequest, now time.Time) ([]byte, er
 }
 
 // SignClient creates a key and a client certificate whose common name is
-// the client's name, valid for a year. It returns both in PEM.
-func (c *CA) SignClient(name string, now time.Time) (certPEM, keyPEM []byte, err error) {
+// the client's name and which carries uri (binding it to the client's
+// token), valid for a year. It returns both in PEM.
+func (c *CA) SignClient(name string, uri *url.URL, now time.Time) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -207,6 +209,7 @@ func (c *CA) SignClient(name string, now time.Time) (certPEM, keyPEM []byte, err
 		NotAfter:     now.Add(clientValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{uri},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
 	if err != nil {

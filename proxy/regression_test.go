@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/vault"
+)
+
+// Regression tests for findings of security reviews.
+
+func TestRelayConnectionsEndWithTheirRules(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
+			t.Error("a till token reached a host without a route")
+		}
+		io.WriteString(w, "internal")
+	}))
+	defer up.Close()
+	allow := "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes: []\n"
+	gw, _ := newTestGateway(t, allow, "", nil)
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	pu, _ := url.Parse(front.URL)
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+	get := func() int {
+		req, _ := http.NewRequest("GET", up.URL+"/", nil)
+		req.Header.Set("Authorization", "Bearer till_"+strings.Repeat("a", 40))
+		req.Header.Set("X-Api-Key", "till_"+strings.Repeat("b", 40))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get(); got != 200 {
+		t.Fatalf("allowed: got %d", got)
+	}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nroutes: []\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw.Swap(NewSnapshot(cfg, nil))
+	if got := get(); got != 403 {
+		t.Errorf("after a reload that removed 127.0.0.0/8: got %d, want 403 (a pooled connection outlived its rules)", got)
+	}
+}
+
+func TestCAKeyNeverInjected(t *testing.T) {
+	var got string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Get("Authorization") }))
+	defer up.Close()
+	authority, _ := ca.New("t", time.Now())
+	stored, _ := authority.StoredKey()
+	// Config refuses the name; the snapshot refuses it too, for a config
+	// built some other way.
+	if _, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - name: x\n    preset: openai\n    secret: till-ca\n"), t.TempDir()); err == nil {
+		t.Error("config accepted secret: till-ca")
+	}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: "+up.URL+"\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Routes[0].Secret = ca.SecretName
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{ca.SecretName: vault.NewSecret(ca.SecretName, stored, time.Now())}),
+		Options{Audit: NewAudit(io.Discard, nil)})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/x/", nil))
+	if w.Code != 503 || strings.Contains(got, stored) {
+		t.Errorf("got %d, and the upstream saw the CA key: %v", w.Code, strings.Contains(got, stored))
+	}
+}
+
+func TestClientCertificateNeedsItsToken(t *testing.T) {
+	digest := strings.Repeat("ab", 32)
+	cfg, err := config.Parse("till.yaml", []byte(`version: 1
+tls: {names: [till.test]}
+clients:
+  - name: web
+    token_sha256: `+digest+`
+    cert: true
+  - name: plain
+    token_sha256: `+strings.Repeat("cd", 32)+`
+routes: []
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, nil)
+	withCert := func(cn, uri string) *http.Request {
+		r := httptest.NewRequest("GET", "/", nil)
+		c := &x509.Certificate{Subject: pkix.Name{CommonName: cn}}
+		if uri != "" {
+			u, _ := url.Parse(uri)
+			c.URIs = []*url.URL{u}
+		}
+		r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}}
+		return r
+	}
+	tests := []struct {
+		name string
+		r    *http.Request
+		want string
+	}{
+		{"bound to the current token", withCert("web", CertURI("web", digest)), "web"},
+		{"bound to an old token", withCert("web", CertURI("web", strings.Repeat("ef", 32))), ""},
+		{"no binding", withCert("web", ""), ""},
+		{"a client without cert: true", withCert("plain", CertURI("plain", strings.Repeat("cd", 32))), ""},
+		{"an unknown name", withCert("nobody", CertURI("nobody", digest)), ""},
+	}
+	for _, tt := range tests {
+		id := s.clients.identify(tt.r, "", certID{}, "")
+		got := ""
+		if _, ok := id.admit("127.0.0.1:1", []string{"web", "plain"}); ok && id.client != nil {
+			got = id.client.name
+		}
+		if got != tt.want {
+			t.Errorf("%s: admitted as %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestInterceptionEndsWithReload(t *testing.T) {
+	f := newInterceptFixture(t, 16)
+	tc := f.handshake(t, "127.0.0.1")
+	defer tc.Close()
+	br := bufio.NewReader(tc)
+	get := func(host string) (int, string) {
+		fmt.Fprintf(tc, "GET /v1/models HTTP/1.1\r\nHost: %s:%s\r\n\r\n", host, f.port)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Till-Error")
+	}
+	if got, _ := get("127.0.0.1"); got != 200 {
+		t.Fatalf("first request: %d", got)
+	}
+	if got, code := get("localhost"); got != 403 || code != CodeHostNotAllowed {
+		t.Errorf("inner Host for another host: got %d %s", got, code)
+	}
+	cfg, err := config.Parse("till.yaml", []byte(fmt.Sprintf("version: 1\nforward: {enabled: false}\nroutes:\n  - name: ip\n    preset: openai\n    upstream: https://127.0.0.1:%s\n    secret: openai\n", f.port)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gw.Swap(NewSnapshot(cfg, map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}))
+	if got, _ := get("127.0.0.1"); got == 200 {
+		t.Error("an intercepted connection opened before a reload that turned forward mode off still forwards")
+	}
+}
+
+func TestHTTP2AuthorityMustMatchConnect(t *testing.T) {
+	f := newInterceptFixture(t, 16)
+	tr := &http.Transport{
+		ForceAttemptHTTP2: true,
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return f.handshakeALPN(t, "127.0.0.1", "h2"), nil
+		},
+	}
+	client := &http.Client{Transport: tr}
+	for host, want := range map[string]int{"127.0.0.1": 200, "localhost": 403} {
+		resp, err := client.Get("https://" + host + ":" + f.port + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != want {
+			t.Errorf(":authority %s: got HTTP/%d %d, want HTTP/2 %d", host, resp.ProtoMajor, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestAnonymousIPv6CountsBy64(t *testing.T) {
+	if a, b := remoteIP("[2001:db8:1:2::1]:1000"), remoteIP("[2001:db8:1:2:ffff::9]:2000"); a != b {
+		t.Errorf("two addresses of one /64: %q and %q", a, b)
+	}
+	if a, b := remoteIP("10.0.0.1:1"), remoteIP("10.0.0.2:1"); a == b {
+		t.Error("two IPv4 addresses share a bucket")
+	}
+}
