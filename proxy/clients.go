@@ -75,10 +75,10 @@ func tokenFrom(v string) string {
 	v = strings.TrimSpace(v)
 	if scheme, rest, ok := strings.Cut(v, " "); ok {
 		rest = strings.TrimSpace(rest)
-		switch strings.ToLower(scheme) {
-		case "bearer":
+		switch {
+		case strings.EqualFold(scheme, "bearer"):
 			v = rest
-		case "basic":
+		case strings.EqualFold(scheme, "basic"):
 			b, err := base64.StdEncoding.DecodeString(rest)
 			if err != nil {
 				return ""

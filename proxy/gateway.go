@@ -53,8 +53,11 @@ type Gateway struct {
 	listeners []netip.AddrPort
 	ids       *requestIDs
 	limits    RateLimiter
-	failOpen  bool     // limits.on_redis_error: allow
-	metrics   *Metrics // nil: none
+	transport *http.Transport // the template of transports
+	// transports holds one *http.Transport per route timeout.
+	transports sync.Map
+	failOpen   bool     // limits.on_redis_error: allow
+	metrics    *Metrics // nil: none
 	// lastLimitErr rate-limits the log line for rate-store errors.
 	lastLimitErr atomic.Int64
 }
@@ -65,8 +68,9 @@ type Options struct {
 	Audit *Audit
 	// Log is the operational log (never the audit sink).
 	Log zerolog.Logger
-	// Transport reaches the upstreams; nil means NewTransport().
-	Transport http.RoundTripper
+	// Transport reaches the upstreams (one clone per route timeout); nil
+	// means NewTransport().
+	Transport *http.Transport
 	// Leaves mints the certificates for TLS interception; nil turns
 	// interception off.
 	Leaves *ca.Leaves
@@ -89,13 +93,13 @@ func New(snap *Snapshot, opts Options) *Gateway {
 	}
 	g.base, g.abort = context.WithCancel(context.Background())
 	g.Swap(snap)
-	t := opts.Transport
-	if t == nil {
-		t = NewTransport()
+	g.transport = opts.Transport
+	if g.transport == nil {
+		g.transport = NewTransport()
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
-		Transport:      t,
+		Transport:      routeTransport{g},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.handleUpstreamError,
 		BufferPool:     newBufferPool(),
@@ -161,14 +165,12 @@ func (g *Gateway) Snapshot() *Snapshot { return g.snap.Load() }
 // exchange is one request's state, shared with the ReverseProxy hooks
 // through the request context.
 type exchange struct {
-	rec      record
-	route    *route
-	outPath  string
-	rawPath  string
-	failure  string // error code of an upstream failure, "" when none
-	timedOut atomic.Bool
-	timer    *time.Timer
-	status   int // upstream status, for upgraded connections
+	rec     record
+	route   *route
+	outPath string
+	rawPath string
+	failure string // error code of an upstream failure, "" when none
+	status  int    // upstream status, for upgraded connections
 	// bytesIn counts the request body; the transport's goroutine writes it.
 	bytesIn       atomic.Int64
 	body          *countingBody   // nil without a body
@@ -219,8 +221,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 		x.rec.path = r.URL.RawPath
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		x.body = &countingBody{ReadCloser: r.Body, n: &x.bytesIn}
-		r.Body = x.body
+		r.Body = &countingBody{ReadCloser: r.Body, n: &x.bytesIn}
 	}
 	g.active.Add(1)
 	return x, &responseRecorder{ResponseWriter: w, x: x}
@@ -298,35 +299,32 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 		r.Body = http.MaxBytesReader(rw, r.Body, rt.maxBody)
 	}
 
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	if rt.timeout > 0 {
-		// The timeout bounds the wait for the response headers once the
-		// request body is sent, not the upload or the whole stream: a slow
-		// upload or a long SSE response is not cut short.
-		var once sync.Once
-		start := func() {
-			once.Do(func() {
-				x.timer = time.AfterFunc(rt.timeout, func() {
-					x.timedOut.Store(true)
-					cancel()
-				})
-			})
-		}
-		if x.body != nil && r.ContentLength != 0 {
-			x.body.onEOF = start
-		} else {
-			start()
-		}
-		defer func() {
-			once.Do(func() {}) // no timer after this
-			if x.timer != nil {
-				x.timer.Stop()
-			}
-		}()
-	}
 	x.upstreamStart = time.Now()
-	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
+	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// routeTransport sends each request through the transport of its route's
+// timeout.
+type routeTransport struct{ g *Gateway }
+
+func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	x := r.Context().Value(exchangeKey{}).(*exchange)
+	return t.g.transportFor(x.route.timeout).RoundTrip(r)
+}
+
+// transportFor returns the shared transport with ResponseHeaderTimeout set
+// to timeout: it bounds the wait for the response headers once the request
+// body is sent, not the upload nor the stream after the headers (a long
+// SSE response is not cut short). Routes with one timeout share one pool of
+// connections.
+func (g *Gateway) transportFor(timeout time.Duration) *http.Transport {
+	if t, ok := g.transports.Load(timeout); ok {
+		return t.(*http.Transport)
+	}
+	t := g.transport.Clone()
+	t.ResponseHeaderTimeout = timeout
+	actual, _ := g.transports.LoadOrStore(timeout, t)
+	return actual.(*http.Transport)
 }
 
 // limitStoreFailed applies limits.on_redis_error when the shared rate
@@ -512,9 +510,6 @@ func withoutParam(raw, name string) string {
 // the header timeout.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
-	if x.timer != nil {
-		x.timer.Stop()
-	}
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
 	if n := scrubEchoes(resp.Header, x.route.echoForms); n > 0 {
@@ -576,15 +571,16 @@ func (t *trailerScrubber) Read(p []byte) (int, error) {
 func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
 	var tooBig *http.MaxBytesError
+	var netErr net.Error
 	d := denial{CodeUpstreamUnreachable, "till could not reach the upstream"}
 	switch {
-	case x.timedOut.Load():
-		d = denial{CodeUpstreamTimeout, "the upstream did not answer within the route's timeout"}
-	case errors.As(err, &tooBig):
-		d = denial{CodeBadRequest, "the request body is larger than the route's max_body"}
 	case r.Context().Err() != nil:
 		x.failure = codeClientClosed
 		return
+	case errors.As(err, &tooBig):
+		d = denial{CodeBadRequest, "the request body is larger than the route's max_body"}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		d = denial{CodeUpstreamTimeout, "the upstream did not answer within the route's timeout"}
 	}
 	x.failure = d.code
 	if d.code == CodeBadRequest {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +12,9 @@ import (
 // Metrics are the gateway's Prometheus metrics. Labels carry route,
 // client and secret names only: never a key, a token or a path.
 type Metrics struct {
+	// children caches the labelled series the hot path touches, so that
+	// a request costs map lookups rather than label hashing.
+	children  sync.Map // childKey -> prometheus.Counter / prometheus.Observer
 	registry  *prometheus.Registry
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
@@ -71,15 +75,49 @@ func (m *Metrics) Reload(ok bool) {
 	m.reloads.WithLabelValues(result).Inc()
 }
 
+// childKey names one cached series.
+type childKey struct {
+	metric                         byte
+	route, client, outcome, secret string
+	status                         int
+}
+
+const (
+	metricRequests byte = iota
+	metricDuration
+	metricUpstream
+	metricKeyUses
+)
+
+// child returns the cached series for k, making it on first use.
+func (m *Metrics) child(k childKey) any {
+	if c, ok := m.children.Load(k); ok {
+		return c
+	}
+	var c any
+	switch k.metric {
+	case metricRequests:
+		c = m.requests.WithLabelValues(k.route, k.client, k.outcome, strconv.Itoa(k.status))
+	case metricDuration:
+		c = m.duration.WithLabelValues(k.route)
+	case metricUpstream:
+		c = m.upstream.WithLabelValues(k.route)
+	case metricKeyUses:
+		c = m.keyUses.WithLabelValues(k.secret, k.route)
+	}
+	c, _ = m.children.LoadOrStore(k, c)
+	return c
+}
+
 // observe records a finished request.
 func (m *Metrics) observe(r *record, end time.Time) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(r.route, r.client, r.outcome, strconv.Itoa(r.status)).Inc()
-	m.duration.WithLabelValues(r.route).Observe(end.Sub(r.start).Seconds())
+	m.child(childKey{metric: metricRequests, route: r.route, client: r.client, outcome: r.outcome, status: r.status}).(prometheus.Counter).Inc()
+	m.child(childKey{metric: metricDuration, route: r.route}).(prometheus.Observer).Observe(end.Sub(r.start).Seconds())
 	if r.keyFP != "" {
-		m.keyUses.WithLabelValues(r.secret, r.route).Inc()
+		m.child(childKey{metric: metricKeyUses, secret: r.secret, route: r.route}).(prometheus.Counter).Inc()
 	}
 }
 
@@ -96,5 +134,5 @@ func (m *Metrics) observeUpstream(route string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.upstream.WithLabelValues(route).Observe(d.Seconds())
+	m.child(childKey{metric: metricUpstream, route: route}).(prometheus.Observer).Observe(d.Seconds())
 }

@@ -61,20 +61,14 @@ func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the request body bytes read from the app, and says
-// when the body ends.
+// countingBody counts the request body bytes read from the app.
 type countingBody struct {
 	io.ReadCloser
-	n     *atomic.Int64
-	onEOF func() // called at most once; may be nil
+	n *atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
-	if err == io.EOF && b.onEOF != nil {
-		b.onEOF()
-		b.onEOF = nil
-	}
 	return n, err
 }

@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"net/http/httputil"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// snapshotWith compiles n routes r0..r(n-1) to one upstream.
+func snapshotWith(tb testing.TB, n int) *Snapshot {
+	var b strings.Builder
+	b.WriteString("version: 1\nclients:\n  - name: web\n    token_sha256: " + strings.Repeat("ab", 32) + "\nroutes:\n")
+	for i := range n {
+		allow := ""
+		if i < 10 {
+			allow = `, allow: {methods: [GET, POST], paths: ["/v1/chat/completions", "/v1/models/*"]}`
+		}
+		fmt.Fprintf(&b, "  - {name: r%d, preset: openai, upstream: \"https://api.example.com\", secret: openai%s}\n", i, allow)
+	}
+	cfg, err := config.Parse("till.yaml", []byte(b.String()), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return NewSnapshot(cfg, map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())})
+}
+
+func BenchmarkMatch(b *testing.B) {
+	for _, n := range []int{10, 10000} {
+		s := snapshotWith(b, n)
+		path := fmt.Sprintf("/r%d/v1/chat/completions", n/2)
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if rt, _ := s.match(path); rt == nil {
+					b.Fatal("no route")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkPolicy(b *testing.B) {
+	s := snapshotWith(b, 10)
+	rt, _ := s.match("/r1/v1/chat/completions")
+	r := httptest.NewRequest("POST", "/r1/v1/chat/completions", nil)
+	r.Header.Set("Authorization", "Bearer sk-dummy")
+	b.ReportAllocs()
+	for b.Loop() {
+		id := s.clients.identify(r, "", certID{}, rt.injectHeader)
+		if _, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
+			b.Fatal("refused")
+		}
+		if _, ok := rt.allows("POST", "/v1/chat/completions"); !ok {
+			b.Fatal("refused")
+		}
+		if _, ok, _ := rt.secretState(time.Now(), "block"); !ok {
+			b.Fatal("refused")
+		}
+	}
+}
+
+func BenchmarkInject(b *testing.B) {
+	s := snapshotWith(b, 10)
+	rt, _ := s.match("/r1/v1/chat/completions")
+	in := httptest.NewRequest("POST", "/r1/v1/chat/completions?x=1", nil)
+	x := &exchange{route: rt, outPath: "/v1/chat/completions"}
+	in = in.WithContext(context.WithValue(in.Context(), exchangeKey{}, x))
+	b.ReportAllocs()
+	for b.Loop() {
+		out := in.Clone(in.Context())
+		out.Header.Set("Authorization", "Bearer sk-dummy")
+		rewrite(&httputil.ProxyRequest{In: in, Out: out})
+		if out.Header.Get("Authorization") != "Bearer "+testKey {
+			b.Fatal("not injected")
+		}
+	}
+}
+
+func BenchmarkAuditRecord(b *testing.B) {
+	a := NewAudit(io.Discard, nil)
+	r := &record{start: time.Now(), id: "0a1b2c3d4e5f-1", mode: modeReverse, client: "web", route: "openai", secret: "openai",
+		keyFP: "sha256:0123456789abcdef", method: "POST", host: "api.openai.com", path: "/openai/v1/chat/completions",
+		status: 200, bytesIn: 120, bytesOut: 2048, outcome: outcomeForwarded}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.write(r, time.Now())
+	}
+}
+
+func BenchmarkRequestID(b *testing.B) {
+	ids := newRequestIDs()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = ids.next()
+	}
+}
