@@ -176,7 +176,9 @@ func (g *Gateway) relayPlain(rw *responseRecorder, r *http.Request, x *exchange,
 	x.rec.mode = modeTunnel
 	ctx := context.WithValue(r.Context(), snapshotKey{}, s)
 	ctx = context.WithValue(ctx, exchangeKey{}, x)
-	g.plain.ServeHTTP(rw, r.WithContext(ctx))
+	out := r.WithContext(ctx)
+	x.countBody(out, 0)
+	g.plain.ServeHTTP(rw, out)
 	if x.rec.outcome == "" && x.failure == "" {
 		x.rec.outcome = outcomeForwarded
 	}

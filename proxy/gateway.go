@@ -172,8 +172,12 @@ type exchange struct {
 	failure string // error code of an upstream failure, "" when none
 	status  int    // upstream status, for upgraded connections
 	// bytesIn counts the request body; the transport's goroutine writes it.
-	bytesIn       atomic.Int64
-	body          *countingBody   // nil without a body
+	bytesIn  atomic.Int64
+	hasBody  bool // the request declared a body
+	bodyRead bool // the body was handed on to be read
+	// bodyErr is set when reading the app's body failed (malformed
+	// chunking, a reset): the fault is the app's, not the upstream's.
+	bodyErr       atomic.Bool
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
@@ -220,8 +224,14 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 	if r.URL.RawPath != "" {
 		x.rec.path = r.URL.RawPath
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &x.bytesIn}
+	x.hasBody = r.Body != nil && r.Body != http.NoBody
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// Go's server keeps a connection open after a request that had
+		// both Content-Length and Transfer-Encoding (RFC 9112, section 6.1
+		// wants it closed; golang/go#80942), and hides which it was:
+		// close after every chunked HTTP/1 request, so no request can
+		// hide in the body of another.
+		w.Header().Set("Connection", "close")
 	}
 	g.active.Add(1)
 	return x, &responseRecorder{ResponseWriter: w, x: x}
@@ -278,6 +288,7 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 		}
 		if !ok {
 			x.rec.outcome, x.rec.reason = outcomeDenied, CodeRateLimited
+			x.closeIfUnread(rw)
 			writeError(rw, x.rec.id, denial{CodeRateLimited, "this client is over the route's rate"}, x.rec.mode != modeReverse, wait)
 			return
 		}
@@ -291,16 +302,29 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 		// on_expired: warn forwards, and the record says why it should not have.
 		x.rec.reason = CodeSecretExpired
 	}
-	if rt.maxBody > 0 {
-		if r.ContentLength > rt.maxBody {
-			g.deny(rw, x, denial{CodeBadRequest, "the request body is larger than the route's max_body"})
-			return
-		}
-		r.Body = http.MaxBytesReader(rw, r.Body, rt.maxBody)
+	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
+		g.deny(rw, x, denial{CodeBadRequest, "the request body is larger than the route's max_body"})
+		return
 	}
-
+	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+	x.countBody(out, rt.maxBody)
 	x.upstreamStart = time.Now()
-	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	g.proxy.ServeHTTP(rw, out)
+}
+
+// countBody wraps the body of out (a copy of the server's request: net/http
+// must keep its own body, for Expect: 100-continue and draining) to count
+// it, remember a read error, and cap it at maxBody when positive.
+func (x *exchange) countBody(out *http.Request, maxBody int64) {
+	if !x.hasBody {
+		return
+	}
+	var body io.ReadCloser = &countingBody{ReadCloser: out.Body, x: x}
+	if maxBody > 0 {
+		body = http.MaxBytesReader(nil, body, maxBody)
+	}
+	out.Body = body
+	x.bodyRead = true
 }
 
 // routeTransport sends each request through the transport of its route's
@@ -394,7 +418,17 @@ func (rt *route) allows(method, upstreamPath string) (denial, bool) {
 func (g *Gateway) deny(w http.ResponseWriter, x *exchange, d denial) {
 	x.rec.outcome = outcomeDenied
 	x.rec.reason = d.code
+	x.closeIfUnread(w)
 	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
+}
+
+// closeIfUnread closes the connection after a refusal of a request whose
+// body was never read: net/http would otherwise wait for that body (which
+// the app may never send) before answering.
+func (x *exchange) closeIfUnread(w http.ResponseWriter) {
+	if x.hasBody && !x.bodyRead {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // fail answers an error that is not a policy decision (an upstream that
@@ -402,6 +436,7 @@ func (g *Gateway) deny(w http.ResponseWriter, x *exchange, d denial) {
 func (g *Gateway) fail(w http.ResponseWriter, x *exchange, d denial) {
 	x.rec.outcome = outcomeError
 	x.rec.reason = d.code
+	x.closeIfUnread(w)
 	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
 }
 
@@ -579,6 +614,8 @@ func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, er
 		return
 	case errors.As(err, &tooBig):
 		d = denial{CodeBadRequest, "the request body is larger than the route's max_body"}
+	case x.bodyErr.Load():
+		d = denial{CodeBadRequest, "the request body could not be read"}
 	case errors.As(err, &netErr) && netErr.Timeout():
 		d = denial{CodeUpstreamTimeout, "the upstream did not answer within the route's timeout"}
 	}

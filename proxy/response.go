@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync/atomic"
 )
 
 // responseRecorder remembers the status and counts the body bytes written
@@ -61,14 +60,18 @@ func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the request body bytes read from the app.
+// countingBody counts the request body bytes read from the app and
+// remembers whether reading it failed.
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	x *exchange
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
+	b.x.bytesIn.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.x.bodyErr.Store(true)
+	}
 	return n, err
 }
