@@ -211,6 +211,7 @@ func rawRequest(t *testing.T, addr, raw string) (int, string, string) {
 	body, _ := io.ReadAll(resp.Body)
 	var h strings.Builder
 	resp.Header.Write(&h)
+	suiteLeaks.text(t.Name()+" raw response", h.String()+string(body))
 	return resp.StatusCode, h.String(), string(body)
 }
 

@@ -44,8 +44,74 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if leaks := suiteLeaks.check(); leaks != "" {
+		fmt.Fprintln(os.Stderr, "FAIL: keys leaked during the suite:\n"+leaks)
+		code = 1
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// suiteLeaks gathers, over the whole end-to-end suite, every key stored in
+// a vault and everything till wrote or answered: stdout, stderr, audit
+// files, every response (headers and body) read through do, metrics and
+// admin answers included. TestMain fails the run if any key appears there,
+// in clear, base64, URL-encoded or hex form.
+var suiteLeaks = &leakLog{}
+
+type leakLog struct {
+	mu    sync.Mutex
+	keys  map[string]bool
+	texts []leakText
+}
+
+type leakText struct{ where, text string }
+
+func (l *leakLog) key(k string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.keys == nil {
+		l.keys = map[string]bool{}
+	}
+	for _, part := range keyParts(k) {
+		l.keys[part] = true
+	}
+}
+
+// keyParts is the secret itself, or each field value of a --json secret.
+func keyParts(k string) []string {
+	k = strings.TrimSuffix(k, "\n")
+	var fields map[string]string
+	if json.Unmarshal([]byte(k), &fields) == nil {
+		var out []string
+		for _, v := range fields {
+			out = append(out, v)
+		}
+		return out
+	}
+	return []string{k}
+}
+
+func (l *leakLog) text(where, text string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.texts = append(l.texts, leakText{where, text})
+}
+
+func (l *leakLog) check() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var found strings.Builder
+	for k := range l.keys {
+		for _, form := range leakForms(k) {
+			for _, t := range l.texts {
+				if strings.Contains(t.text, form) {
+					fmt.Fprintf(&found, "  a form of a %d-character key in %s\n", len(k), t.where)
+				}
+			}
+		}
+	}
+	return found.String()
 }
 
 // seen is one request as an upstream received it.
@@ -137,6 +203,8 @@ type till struct {
 	stderr *syncBuffer
 	done   chan struct{}
 	exit   error
+	// recorded is set once its output went to the suite's leak check.
+	recorded bool
 }
 
 // syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
@@ -174,6 +242,8 @@ func runTill(t *testing.T, dir, stdin string, env []string, args ...string) (std
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
+	suiteLeaks.text("till "+strings.Join(args, " ")+" stdout", o.String())
+	suiteLeaks.text("till "+strings.Join(args, " ")+" stderr", e.String())
 	code = 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -186,6 +256,7 @@ func runTill(t *testing.T, dir, stdin string, env []string, args ...string) (std
 // setSecret stores a secret in dir's vault through the CLI, as a user would.
 func setSecret(t *testing.T, dir, name, value string, args ...string) {
 	t.Helper()
+	suiteLeaks.key(value)
 	out, errOut, code := runTill(t, dir, value, nil, append([]string{"secret", "set", name}, args...)...)
 	if code != 0 {
 		t.Fatalf("till secret set %s: exit %d\n%s%s", name, code, out, errOut)
@@ -263,10 +334,31 @@ func startTillCmd(t *testing.T, dir, caFile string, wrapper, extraEnv []string, 
 	return nil
 }
 
+// recordOutput hands what the process printed to the suite's leak check,
+// once.
+func (tl *till) recordOutput() {
+	if tl.recorded {
+		return
+	}
+	tl.recorded = true
+	suiteLeaks.text(tl.t.Name()+" stdout", tl.stdout.String())
+	suiteLeaks.text(tl.t.Name()+" stderr", tl.stderr.String())
+	// The folder is a t.TempDir, gone when the test ends: read its logs now.
+	for _, pattern := range []string{"*.log", "*/*.log"} {
+		files, _ := filepath.Glob(filepath.Join(tl.dir, pattern))
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil {
+				suiteLeaks.text(f, string(b))
+			}
+		}
+	}
+}
+
 // url returns the gateway URL of path.
 func (tl *till) url(path string) string { return "http://" + tl.addr + path }
 
 func (tl *till) stop() {
+	defer tl.recordOutput()
 	select {
 	case <-tl.done:
 		return
@@ -397,6 +489,7 @@ func do(t *testing.T, req *http.Request) (*http.Response, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	suiteLeaks.text(t.Name()+" response", dump(resp, body))
 	return resp, body
 }
 
