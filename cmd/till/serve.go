@@ -39,6 +39,9 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	logger := newLogger(e.stderr)
+	if err := noCoreDumps(); err != nil {
+		logger.Warn().Err(err).Msg("cannot disable core dumps: a crash could write keys to disk")
+	}
 
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
