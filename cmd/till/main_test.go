@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
 
@@ -454,5 +455,18 @@ func TestCASecretReserved(t *testing.T) {
 	}
 	if _, errOut, code := c.run("", "secret", "rm", "till-ca"); code != 1 || !strings.Contains(errOut, "CA key") {
 		t.Errorf("secret rm till-ca: exit %d: %s", code, errOut)
+	}
+}
+
+// TestExamplesParse keeps the configs in examples/ valid.
+func TestExamplesParse(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*/till.yaml")
+	if len(files) < 3 {
+		t.Fatalf("found %d example configs", len(files))
+	}
+	for _, f := range files {
+		if _, err := config.Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

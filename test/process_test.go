@@ -1,0 +1,615 @@
+package test
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Process faults: till killed, stopped or reloaded while it works.
+
+// fingerprintOf is a secret's fingerprint as till prints it: "sha256:" and
+// the first 16 hex digits of SHA-256 of the value.
+func fingerprintOf(value string) string {
+	sum := sha256.Sum256([]byte(value))
+	return "sha256:" + hex.EncodeToString(sum[:])[:16]
+}
+
+// listFingerprints runs till secret list --json in dir and returns each
+// secret's fingerprint by name; it fails the test if the vault cannot be read.
+func listFingerprints(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out, errOut, code := runTill(t, dir, "", nil, "secret", "list", "--json")
+	var rows []struct{ Name, Fingerprint string }
+	if code != 0 {
+		t.Fatalf("till secret list: exit %d: the vault is unreadable\n%s", code, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("till secret list --json: %v\n%s", err, out)
+	}
+	fps := map[string]string{}
+	for _, r := range rows {
+		fps[r.Name] = r.Fingerprint
+	}
+	return fps
+}
+
+// TestKill9DuringSecretSet kills `till secret set` at random points, again
+// and again: the vault must stay readable and keep every write that was
+// acknowledged (exit 0), whether it added a secret or rotated one.
+func TestKill9DuringSecretSet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: 200 processes killed")
+	}
+	const tries = 200
+	dir := t.TempDir()
+	// acked is the fingerprint of each name's last acknowledged value;
+	// maybe holds those of writes that were killed and may or may not have
+	// landed since.
+	acked := map[string]string{}
+	maybe := map[string][]string{}
+
+	begin := time.Now()
+	setSecret(t, dir, "k0", "value-k0") // creates the key and the vault
+	acked["k0"] = fingerprintOf("value-k0")
+	// Kill within the lifetime of an uncontended `secret set`, so that
+	// kills land before, during and after the write (at least 0–30 ms).
+	window := max(30*time.Millisecond, time.Since(begin)*5/4)
+
+	var killed, done int
+	for i := 1; i <= tries; i++ {
+		if time.Since(begin) > 55*time.Second {
+			t.Fatalf("only %d tries in %v: too slow", i-1, time.Since(begin))
+		}
+		name := fmt.Sprintf("k%d", i)
+		if i%3 == 0 {
+			name = fmt.Sprintf("k%d", rand.IntN(i)) // rotate an earlier one
+		}
+		value := fmt.Sprintf("value-%d-%016x", i, rand.Uint64())
+		cmd := exec.Command(tillBin, "secret", "set", name)
+		cmd.Dir = dir
+		cmd.Env = tillEnv()
+		cmd.Stdin = strings.NewReader(value)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 != 0 { // every tenth write runs to its end
+			time.Sleep(rand.N(window))
+			_ = cmd.Process.Signal(syscall.SIGKILL) // fails when it has already exited
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			done++
+			acked[name] = fingerprintOf(value)
+			delete(maybe, name)
+		case errors.As(err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signaled():
+			killed++
+			maybe[name] = append(maybe[name], fingerprintOf(value))
+		default:
+			t.Fatalf("try %d: till secret set %s: %v\n%s", i, name, err, out.String())
+		}
+
+		got := listFingerprints(t, dir)
+		for name, fp := range acked {
+			switch g, ok := got[name]; {
+			case !ok:
+				t.Fatalf("try %d: acknowledged secret %q is gone", i, name)
+			case g != fp && !slices.Contains(maybe[name], g):
+				t.Fatalf("try %d: secret %q has fingerprint %s, want %s (acknowledged) or one of the killed writes %v", i, name, g, fp, maybe[name])
+			}
+		}
+		for name, g := range got {
+			if _, ok := acked[name]; !ok && !slices.Contains(maybe[name], g) {
+				t.Fatalf("try %d: secret %q has fingerprint %s, which no write gave it", i, name, g)
+			}
+			// What is on disk now is what a later kill must not undo.
+			acked[name] = g
+			delete(maybe, name)
+		}
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, ".till.vault.tmp-*"))
+	t.Logf("%d tries in %v (kill within %v): %d killed, %d ran to the end; %d secrets; %d temp files left by killed writes",
+		tries, time.Since(begin).Round(time.Millisecond), window, killed, done, len(acked), len(leftovers))
+	if killed == 0 {
+		t.Error("no write was killed: the test proved nothing")
+	}
+}
+
+// TestAuditSinkRecovers fills the disk under the audit file while till
+// serves, then frees it: till must refuse requests (503
+// audit_unavailable) while it cannot write, and serve again by itself,
+// without a restart, once it can. The audit file lives on a 32 KiB tmpfs
+// mounted only in till's mount namespace; the test reaches it through
+// /proc/PID/root.
+func TestAuditSinkRecovers(t *testing.T) {
+	unavailable := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("CI") != "" {
+			t.Fatalf(format, args...)
+		}
+		t.Skipf(format, args...)
+	}
+	probe := t.TempDir()
+	if out, err := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k tmpfs "$0"`, probe).CombinedOutput(); err != nil {
+		unavailable("cannot mount a tmpfs in a private mount namespace (needs root): %v %s", err, out)
+	}
+
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	auditDir := filepath.Join(dir, "audit")
+	if err := os.Mkdir(auditDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	admin := freeAddr(t)
+	cfg := fmt.Sprintf("version: 1\nadmin: {listen: %s}\naudit: {file: audit/audit.log}\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", admin, u.URL)
+	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setSecret(t, dir, "openai", openaiKey)
+	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k,mode=0700 tmpfs "$0" && exec "$@"`, auditDir}
+	tl := startTillCmd(t, dir, u.caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
+	nsDir := fmt.Sprintf("/proc/%d/root%s", tl.cmd.Process.Pid, auditDir)
+	if _, err := os.Stat(filepath.Join(nsDir, "audit.log")); err != nil {
+		unavailable("cannot reach till's audit folder through /proc: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(auditDir, "audit.log")); err == nil {
+		t.Fatal("the audit file is outside the tmpfs: the mount did not happen in till's namespace")
+	}
+
+	type answer struct {
+		status int
+		code   string
+		id     string
+	}
+	var answers []answer
+	get := func() answer {
+		t.Helper()
+		resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+		a := answer{status: resp.StatusCode, id: resp.Header.Get("X-Till-Request-Id")}
+		if a.status != 200 {
+			a.code = tillError(t, resp, body)
+		}
+		if a.id == "" {
+			t.Errorf("response %d has no X-Till-Request-Id", a.status)
+		}
+		answers = append(answers, a)
+		return a
+	}
+	ready := func() int {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	for i := 0; i < 3; i++ {
+		if a := get(); a.status != 200 {
+			t.Fatalf("before the disk fills: got %d %s, want 200", a.status, a.code)
+		}
+	}
+
+	// Fill the disk.
+	filler, err := os.Create(filepath.Join(nsDir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 4096)
+	for {
+		if _, err := filler.Write(block); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the tmpfs: %v", err)
+			}
+			break
+		}
+	}
+	filler.Close()
+	refusedAt := -1
+	for i := 0; i < 50; i++ {
+		if a := get(); a.status == 503 {
+			if a.code != "audit_unavailable" {
+				t.Fatalf("disk full: got 503 %s, want audit_unavailable", a.code)
+			}
+			refusedAt = len(answers) - 1
+			break
+		} else if a.status != 200 {
+			t.Fatalf("disk full: got %d %s, want 200 until a record fails, then 503", a.status, a.code)
+		}
+	}
+	if refusedAt < 0 {
+		t.Fatal("50 requests with the audit disk full, and till never refused one")
+	}
+	for i := 0; i < 3; i++ {
+		if a := get(); a.status != 503 || a.code != "audit_unavailable" {
+			t.Fatalf("disk still full: got %d %s, want 503 audit_unavailable", a.status, a.code)
+		}
+	}
+	if st := ready(); st != 503 {
+		t.Errorf("/readyz with the audit disk full: got %d, want 503", st)
+	}
+	upstreamBefore := len(u.requests())
+
+	// Free it: till must recover by itself. The first request after that is
+	// refused, and its record (written fine) tells till the sink works.
+	if err := os.Remove(filepath.Join(nsDir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	recovered := len(answers)
+	var statuses []int
+	for i := 0; i < 5; i++ {
+		statuses = append(statuses, get().status)
+	}
+	if statuses[0] != 200 && statuses[0] != 503 || !slices.Equal(statuses[1:], []int{200, 200, 200, 200}) {
+		t.Errorf("after the disk has room again: got %v, want [200 or 503, then 200 200 200 200] without a restart", statuses)
+	}
+	if st := ready(); st != 200 {
+		t.Errorf("/readyz after recovery: got %d, want 200", st)
+	}
+	if got := len(u.requests()) - upstreamBefore; got != 4 && got != 5 {
+		t.Errorf("upstream got %d requests after recovery, want 4 or 5", got)
+	}
+
+	// Every line of the audit file is a whole record, and every request
+	// has its record: in the file, or, when it could not be written there,
+	// in the operational log. None is dropped silently.
+	b, err := os.ReadFile(filepath.Join(nsDir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFile := map[string]int{}
+	for n, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		var r auditRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Errorf("BUG: audit.log line %d is not a JSON record (a record cut short on the full disk, then appended to): %q", n+1, line)
+			continue
+		}
+		checkAuditFields(t, r)
+		id, _ := r["id"].(string)
+		inFile[id]++
+	}
+	tl.stop()
+	inLog := map[string]int{}
+	for _, line := range strings.Split(tl.stderr.String(), "\n") {
+		var ev struct {
+			Message string
+			Record  struct{ ID string }
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && strings.Contains(ev.Message, "cannot write an audit record") {
+			inLog[ev.Record.ID]++
+		}
+	}
+	for i, a := range answers {
+		switch {
+		case inFile[a.id] > 1:
+			t.Errorf("request %d (%d %s): %d records in the audit file", i, a.status, a.code, inFile[a.id])
+		case inFile[a.id] == 0 && inLog[a.id] == 0:
+			t.Errorf("request %d (%d %s, id %s): no record in the audit file nor in the log", i, a.status, a.code, a.id)
+		case i >= recovered && inFile[a.id] != 1:
+			t.Errorf("request %d after recovery (%d %s): its record is not in the audit file", i, a.status, a.code)
+		}
+	}
+	t.Logf("%d requests: %d answered before a record failed, refused from request %d, %d lost records kept in the log, recovered with %v",
+		len(answers), refusedAt, refusedAt, len(inLog), statuses)
+}
+
+// TestSIGTERMUnderLoadLosesNoRecord stops till with SIGTERM while eight
+// clients keep sending fast and slow requests: every response that reached
+// a client has exactly one audit record, and till exits 0.
+func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			time.Sleep(300 * time.Millisecond)
+		}
+		okHandler(w, r)
+	}))
+	tl := startTill(t, providerConfig(u, ""), providerSecrets, u.caFile)
+
+	type answer struct {
+		id     string
+		status int
+		slow   bool
+		after  bool // sent after SIGTERM
+	}
+	var (
+		mu       sync.Mutex
+		answers  []answer
+		termSent atomic.Bool
+		wg       sync.WaitGroup
+	)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Half the clients keep connections alive, half open one per request.
+			client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: w%2 == 1}}
+			defer client.CloseIdleConnections()
+			for n := 0; ; n++ {
+				slow := (n+w)%3 == 0
+				path := "/openai/v1/fast"
+				if slow {
+					path = "/openai/v1/slow"
+				}
+				after := termSent.Load()
+				resp, err := client.Get(tl.url(path))
+				if err != nil {
+					select {
+					case <-tl.done:
+						return
+					default:
+					}
+					if termSent.Load() {
+						return // till stopped accepting
+					}
+					t.Errorf("before SIGTERM: %v", err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				answers = append(answers, answer{resp.Header.Get("X-Till-Request-Id"), resp.StatusCode, slow, after})
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	// SIGTERM while slow requests are in flight.
+	for len(u.requests()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	termSent.Store(true)
+	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tl.done:
+	case <-time.After(40 * time.Second):
+		t.Fatal("till did not exit within 40s of SIGTERM")
+	}
+	wg.Wait()
+	if tl.exit != nil {
+		t.Errorf("till exited with %v after SIGTERM, want 0\n%s", tl.exit, tl.stderr.String())
+	}
+
+	records := map[string][]auditRecord{}
+	for _, r := range tl.audit() {
+		id, _ := r["id"].(string)
+		records[id] = append(records[id], r)
+	}
+	var slowAfter, non200 int
+	for _, a := range answers {
+		if a.id == "" {
+			t.Errorf("a %d response has no X-Till-Request-Id", a.status)
+			continue
+		}
+		recs := records[a.id]
+		if len(recs) != 1 {
+			t.Errorf("request %s (%d, slow %v, sent after SIGTERM %v): %d audit records, want 1", a.id, a.status, a.slow, a.after, len(recs))
+			continue
+		}
+		if st, _ := recs[0]["status"].(float64); int(st) != a.status {
+			t.Errorf("request %s: audit status %v, response %d", a.id, recs[0]["status"], a.status)
+		}
+		if a.status != 200 {
+			non200++
+		}
+		if a.slow && a.after {
+			slowAfter++
+		}
+	}
+	t.Logf("%d responses (%d not 200), %d audit records; %d slow requests sent after SIGTERM still answered",
+		len(answers), non200, len(tl.audit()), slowAfter)
+	if len(answers) < 16 {
+		t.Errorf("only %d responses: the load did not run", len(answers))
+	}
+}
+
+// TestReloadFiftyChangesUnderLoad changes the config and the vault fifty
+// times while clients keep sending: a route that exists throughout never
+// fails, a route that comes and goes answers 200 or 404 only, and the
+// upstream sees the last rotated key at the end.
+func TestReloadFiftyChangesUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	// The upstream answers with the fingerprint of the Authorization it got,
+	// so that each response says which key till attached.
+	srv, caFile := newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, fingerprintOf(r.Header.Get("Authorization")))
+	}))
+	route := func(name string) string {
+		return fmt.Sprintf("  - name: %s\n    preset: openai\n    upstream: %s\n    secret: openai\n", name, srv.URL)
+	}
+	base := "version: 1\nroutes:\n" + route("stable")
+	dir := t.TempDir()
+	writeConfig := func(cfg string) {
+		t.Helper()
+		tmp := filepath.Join(dir, ".till.yaml.tmp")
+		if err := os.WriteFile(tmp, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "till.yaml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig(base)
+	key := "sk-reload-00-0123456789abcdef"
+	var keysMu sync.Mutex
+	known := map[string]bool{fingerprintOf("Bearer " + key): true} // every key ever set
+	setSecret(t, dir, "openai", key)
+	tl := startTillIn(t, dir, caFile)
+
+	var (
+		stop               = make(chan struct{})
+		wg                 sync.WaitGroup
+		stableSent, extraN atomic.Int64
+		failMu             sync.Mutex
+		failures           []string
+	)
+	fail := func(format string, args ...any) {
+		failMu.Lock()
+		defer failMu.Unlock()
+		if len(failures) < 20 {
+			failures = append(failures, fmt.Sprintf(format, args...))
+		} else {
+			failures[19] = "… and more"
+		}
+	}
+	load := func(path string, check func(status int, body string) string, sent *atomic.Int64) {
+		defer wg.Done()
+		client := &http.Client{Timeout: 10 * time.Second}
+		defer client.CloseIdleConnections()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := client.Get(tl.url(path))
+			sent.Add(1)
+			if err != nil {
+				fail("%s: %v", path, err)
+				continue
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				fail("%s: reading the body: %v", path, err)
+			} else if msg := check(resp.StatusCode, string(body)); msg != "" {
+				fail("%s: %s", path, msg)
+			}
+		}
+	}
+	stableOK := func(status int, body string) string {
+		keysMu.Lock()
+		defer keysMu.Unlock()
+		if status != 200 || !known[body] {
+			return fmt.Sprintf("got %d %q, want 200 and a key's fingerprint", status, body)
+		}
+		return ""
+	}
+	for range 4 {
+		wg.Add(1)
+		go load("/stable/v1/models", stableOK, &stableSent)
+	}
+	wg.Add(1)
+	go load("/extra/v1/models", func(status int, body string) string {
+		if status == 404 || status == 200 && stableOK(status, body) == "" {
+			return ""
+		}
+		return fmt.Sprintf("got %d %q, want 200 (route present) or 404 (route absent)", status, body)
+	}, &extraN)
+
+	// waitFor polls path until check(status, body) holds.
+	waitFor := func(what, path string, check func(status int, body string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			resp, body := do(t, newRequest(t, "GET", tl.url(path), nil))
+			if check(resp.StatusCode, string(body)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not in effect after 10s (last answer %d %q)\n%s", what, resp.StatusCode, body, tl.stderr.String())
+			}
+		}
+	}
+	began := time.Now()
+	extra := false
+	for i := 0; i < 50; i++ {
+		if i%2 == 0 {
+			// Add or remove a route; every other time, SIGHUP on top of the
+			// file watch.
+			extra = !extra
+			cfg := base
+			if extra {
+				cfg += route("extra")
+			}
+			writeConfig(cfg)
+			if i%4 == 0 {
+				if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := 404
+			if extra {
+				want = 200
+			}
+			waitFor(fmt.Sprintf("change %d (extra route present: %v)", i, extra), "/extra/v1/models",
+				func(status int, _ string) bool { return status == want })
+		} else {
+			// Rotate the key through the CLI; the vault watch reloads.
+			key = fmt.Sprintf("sk-reload-%02d-%016x", i, rand.Uint64())
+			fp := fingerprintOf("Bearer " + key)
+			keysMu.Lock()
+			known[fp] = true
+			keysMu.Unlock()
+			setSecret(t, dir, "openai", key)
+			waitFor(fmt.Sprintf("change %d (key rotated)", i), "/stable/v1/models",
+				func(status int, body string) bool { return status == 200 && body == fp })
+		}
+	}
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(began)
+
+	failMu.Lock()
+	for _, f := range failures {
+		t.Errorf("failed request: %s", f)
+	}
+	failMu.Unlock()
+	resp, body := do(t, newRequest(t, "GET", tl.url("/stable/v1/models"), nil))
+	if resp.StatusCode != 200 || string(body) != fingerprintOf("Bearer "+key) {
+		t.Errorf("after 50 changes the upstream saw %d %q, want the last rotated key's fingerprint %s", resp.StatusCode, body, fingerprintOf("Bearer "+key))
+	}
+	recs := tl.audit()
+	if last := recs[len(recs)-1]; last["key_fp"] != fingerprintOf(key) {
+		t.Errorf("last audit record's key_fp: got %v, want %s", last["key_fp"], fingerprintOf(key))
+	}
+	reloads := strings.Count(tl.stderr.String(), `"message":"reloaded"`)
+	t.Logf("50 changes in %v (%d reloads): %d requests on the stable route, %d on the changing one, %d failed",
+		elapsed.Round(time.Millisecond), reloads, stableSent.Load(), extraN.Load(), len(failures))
+	if stableSent.Load() < 100 {
+		t.Errorf("only %d requests on the stable route: the load did not run", stableSent.Load())
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{key})
+}
+
+// readLines returns the lines of a file, for the audit file.
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines
+}
