@@ -268,3 +268,42 @@ func TestReloadUnderLoad(t *testing.T) {
 }
 
 var sighup = syscall.SIGHUP
+
+// TestBadVaultKeepsServing: a truncated, corrupted or swapped vault makes
+// the reload fail; the running gateway keeps its keys and keeps serving.
+func TestBadVaultKeepsServing(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, u.caFile)
+	good, err := os.ReadFile(tl.dir + "/till.vault")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	setSecret(t, other, "openai", "sk-from-another-installation-0123")
+	swapped, _ := os.ReadFile(other + "/till.vault")
+	corrupt := append([]byte(nil), good...)
+	corrupt[len(corrupt)/2] ^= 0xff
+	for name, bad := range map[string][]byte{"truncated": good[:len(good)/2], "corrupted": corrupt, "swapped": swapped, "empty": {}} {
+		t.Run(name, func(t *testing.T) {
+			n := strings.Count(tl.stderr.String(), "reload failed")
+			if err := os.WriteFile(tl.dir+"/till.vault", bad, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); strings.Count(tl.stderr.String(), "reload failed") == n; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no failed reload logged:\n%s", tl.stderr.String())
+				}
+			}
+			resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+			if resp.StatusCode != 200 || u.last(t).Header.Get("Authorization") != "Bearer "+openaiKey {
+				t.Errorf("after a %s vault: got %d %s, want the old key still in use", name, resp.StatusCode, body)
+			}
+		})
+	}
+	if _, errOut, code := runTill(t, tl.dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, "till.vault") {
+		t.Errorf("check on a bad vault: exit %d: %s", code, errOut)
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey})
+}

@@ -470,3 +470,45 @@ func TestExamplesParse(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyFilePermissionWarning(t *testing.T) {
+	c := newCLI(t)
+	c.run(key, "secret", "set", "openai")
+	if _, errOut, _ := c.run("", "secret", "list"); strings.Contains(errOut, "warning") {
+		t.Errorf("a 0600 key file warned: %s", errOut)
+	}
+	os.Chmod("till.key", 0o644)
+	_, errOut, code := c.run("", "secret", "list")
+	if code != 0 || !strings.Contains(errOut, "readable by other users") || !strings.Contains(errOut, "chmod 600") {
+		t.Errorf("a 0644 key file: exit %d: %q", code, errOut)
+	}
+}
+
+// TestUnreadableFiles: root reads any file, so "unreadable" here means a
+// folder where a file should be, or a path that does not exist.
+func TestUnreadableFiles(t *testing.T) {
+	c := newCLI(t)
+	os.Mkdir("adir", 0o755)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"config is a folder", []string{"check", "-c", "adir"}, "adir"},
+		{"config is missing", []string{"check", "-c", "nope.yaml"}, "nope.yaml"},
+	}
+	for _, tt := range tests {
+		if _, errOut, code := c.run("", tt.args...); code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%s: exit %d: %s", tt.name, code, errOut)
+		}
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nvault: {path: adir}\n"), 0o644)
+	if _, errOut, code := c.run("", "secret", "list"); code != 1 || !strings.Contains(errOut, "adir") {
+		t.Errorf("vault is a folder: exit %d: %s", code, errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nvault: {key_file: adir}\n"), 0o644)
+	os.WriteFile("till.vault", []byte("not empty"), 0o600)
+	if _, errOut, code := c.run("", "secret", "list"); code != 1 || !strings.Contains(errOut, "adir") {
+		t.Errorf("key file is a folder: exit %d: %s", code, errOut)
+	}
+}

@@ -62,14 +62,24 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.getenv("TILL_PASSPHRASE") == "" {
+		if st, err := os.Stat(cfg.Vault.KeyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(e.stderr, "till: warning: the vault key %s is readable by other users (mode %v): chmod 600 %s\n",
+				displayPath(cfg.Vault.KeyFile), st.Mode().Perm(), displayPath(cfg.Vault.KeyFile))
+		}
+	}
 	return vault.Open(cfg.Vault.Path, key), nil
 }
 
 // readSecrets loads the vault's secrets. A vault that does not exist yet is
 // empty and needs no key.
 func readSecrets(cfg *config.Config, e *env) (map[string]vault.Secret, error) {
-	if _, err := os.Stat(cfg.Vault.Path); errors.Is(err, fs.ErrNotExist) {
+	st, err := os.Stat(cfg.Vault.Path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]vault.Secret{}, nil
+	}
+	if err == nil && st.IsDir() {
+		return nil, withHint(fmt.Errorf("the vault %s is a folder", displayPath(cfg.Vault.Path)), "vault.path names the vault file")
 	}
 	v, err := openVault(cfg, e, false)
 	if err != nil {
