@@ -177,7 +177,7 @@ func (g *Gateway) relayPlain(rw *responseRecorder, r *http.Request, x *exchange,
 	ctx := context.WithValue(r.Context(), snapshotKey{}, s)
 	ctx = context.WithValue(ctx, exchangeKey{}, x)
 	out := r.WithContext(ctx)
-	x.countBody(out, 0)
+	x.countBody(rw, out, 0)
 	g.plain.ServeHTTP(rw, out)
 	if x.rec.outcome == "" && x.failure == "" {
 		x.rec.outcome = outcomeForwarded

@@ -307,19 +307,20 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 		return
 	}
 	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
-	x.countBody(out, rt.maxBody)
+	x.countBody(rw, out, rt.maxBody)
 	x.upstreamStart = time.Now()
 	g.proxy.ServeHTTP(rw, out)
 }
 
 // countBody wraps the body of out (a copy of the server's request: net/http
 // must keep its own body, for Expect: 100-continue and draining) to count
-// it, remember a read error, and cap it at maxBody when positive.
-func (x *exchange) countBody(out *http.Request, maxBody int64) {
+// it, remember a read error, bound the wait for each part of it, and cap
+// it at maxBody when positive.
+func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody int64) {
 	if !x.hasBody {
 		return
 	}
-	var body io.ReadCloser = &countingBody{ReadCloser: out.Body, x: x}
+	var body io.ReadCloser = &countingBody{ReadCloser: out.Body, x: x, rc: http.NewResponseController(w)}
 	if maxBody > 0 {
 		body = http.MaxBytesReader(nil, body, maxBody)
 	}

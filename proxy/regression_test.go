@@ -197,3 +197,36 @@ func TestAnonymousIPv6CountsBy64(t *testing.T) {
 		t.Error("two IPv4 addresses share a bucket")
 	}
 }
+
+func TestStalledBodyIsCut(t *testing.T) {
+	defer func(d time.Duration) { bodyIdleTimeout = d }(bodyIdleTimeout)
+	bodyIdleTimeout = 300 * time.Millisecond
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+	}))
+	defer up.Close()
+	gw, audit := newTestGateway(t, "version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: {{UP}}\n", up.URL, secrets(time.Now()))
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	c, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /openai/v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("a stalled body held the request for %v", d)
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(audit.records(t)) == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if recs := audit.records(t); len(recs) != 1 || recs[0]["outcome"] == "forwarded" {
+		t.Errorf("audit: %v", recs)
+	}
+}

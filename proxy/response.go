@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 )
 
 // responseRecorder remembers the status and counts the body bytes written
@@ -60,17 +61,28 @@ func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the request body bytes read from the app and
-// remembers whether reading it failed.
+// bodyIdleTimeout bounds the wait for each part of a request body, so an
+// app that stops sending (or trickles) cannot hold a connection, a
+// goroutine and an upstream request forever. The server's own deadlines
+// (idle, header) take over again for the next request.
+var bodyIdleTimeout = 60 * time.Second
+
+// countingBody counts the request body bytes read from the app, remembers
+// whether reading it failed, and keeps a read deadline ahead of each read.
 type countingBody struct {
 	io.ReadCloser
-	x *exchange
+	x  *exchange
+	rc *http.ResponseController
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(bodyIdleTimeout))
 	n, err := b.ReadCloser.Read(p)
 	b.x.bytesIn.Add(int64(n))
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil:
 		b.x.bodyErr.Store(true)
 	}
 	return n, err

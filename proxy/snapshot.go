@@ -119,8 +119,11 @@ func hostKey(scheme, authority string) string {
 		if scheme == "http" {
 			port = "80"
 		}
+		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1] // an IPv6 literal without a port
+		}
 	}
-	return strings.ToLower(strings.TrimSuffix(host, ".")) + ":" + port
+	return net.JoinHostPort(strings.ToLower(strings.TrimSuffix(host, ".")), port)
 }
 
 // matchHost finds the route for a request to the upstream at key whose
