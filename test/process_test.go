@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -281,7 +280,11 @@ func TestAuditSinkRecovers(t *testing.T) {
 	for n, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 		var r auditRecord
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Errorf("BUG: audit.log line %d is not a JSON record (a record cut short on the full disk, then appended to): %q", n+1, line)
+			knownBugf(t, "audit.log line %d is not one JSON record: a record cut short by the full disk, with the next record appended to it (proxy/audit.go auditWriter.Write leaves a short write in the file): %q", n+1, line)
+			// Keep the record appended to the torn one, if whole.
+			if i := strings.LastIndex(line, `{"level":`); i > 0 && json.Unmarshal([]byte(line[i:]), &r) == nil {
+				inFile[r["id"].(string)]++
+			}
 			continue
 		}
 		checkAuditFields(t, r)
@@ -309,13 +312,14 @@ func TestAuditSinkRecovers(t *testing.T) {
 			t.Errorf("request %d after recovery (%d %s): its record is not in the audit file", i, a.status, a.code)
 		}
 	}
-	t.Logf("%d requests: %d answered before a record failed, refused from request %d, %d lost records kept in the log, recovered with %v",
-		len(answers), refusedAt, refusedAt, len(inLog), statuses)
+	t.Logf("%d requests: the disk filled after %d answered (the last records failed), refused from then on, %d lost records kept in the log; after freeing space: %v",
+		len(answers), refusedAt, len(inLog), statuses)
 }
 
 // TestSIGTERMUnderLoadLosesNoRecord stops till with SIGTERM while eight
-// clients keep sending fast and slow requests: every response that reached
-// a client has exactly one audit record, and till exits 0.
+// clients keep sending requests, fast ones and slow ones (300 ms upstream),
+// on kept-alive and fresh connections: every response that reached a
+// client has exactly one audit record, and till exits 0.
 func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
@@ -332,7 +336,7 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 		id     string
 		status int
 		slow   bool
-		after  bool // sent after SIGTERM
+		during bool // sent before SIGTERM, answered after it
 	}
 	var (
 		mu       sync.Mutex
@@ -347,13 +351,13 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 			// Half the clients keep connections alive, half open one per request.
 			client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: w%2 == 1}}
 			defer client.CloseIdleConnections()
-			for n := 0; ; n++ {
-				slow := (n+w)%3 == 0
+			for {
+				slow := w < 3 // three slow clients, five fast ones
 				path := "/openai/v1/fast"
 				if slow {
 					path = "/openai/v1/slow"
 				}
-				after := termSent.Load()
+				before := !termSent.Load()
 				resp, err := client.Get(tl.url(path))
 				if err != nil {
 					select {
@@ -370,16 +374,12 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				mu.Lock()
-				answers = append(answers, answer{resp.Header.Get("X-Till-Request-Id"), resp.StatusCode, slow, after})
+				answers = append(answers, answer{resp.Header.Get("X-Till-Request-Id"), resp.StatusCode, slow, before && termSent.Load()})
 				mu.Unlock()
 			}
 		}()
 	}
-	time.Sleep(time.Second)
-	// SIGTERM while slow requests are in flight.
-	for len(u.requests()) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	time.Sleep(time.Second) // SIGTERM while slow requests are in flight
 	termSent.Store(true)
 	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -399,7 +399,7 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 		id, _ := r["id"].(string)
 		records[id] = append(records[id], r)
 	}
-	var slowAfter, non200 int
+	var inFlight, non200 int
 	for _, a := range answers {
 		if a.id == "" {
 			t.Errorf("a %d response has no X-Till-Request-Id", a.status)
@@ -407,7 +407,7 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 		}
 		recs := records[a.id]
 		if len(recs) != 1 {
-			t.Errorf("request %s (%d, slow %v, sent after SIGTERM %v): %d audit records, want 1", a.id, a.status, a.slow, a.after, len(recs))
+			t.Errorf("request %s (%d, slow %v, in flight at SIGTERM %v): %d audit records, want 1", a.id, a.status, a.slow, a.during, len(recs))
 			continue
 		}
 		if st, _ := recs[0]["status"].(float64); int(st) != a.status {
@@ -416,14 +416,14 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 		if a.status != 200 {
 			non200++
 		}
-		if a.slow && a.after {
-			slowAfter++
+		if a.during {
+			inFlight++
 		}
 	}
-	t.Logf("%d responses (%d not 200), %d audit records; %d slow requests sent after SIGTERM still answered",
-		len(answers), non200, len(tl.audit()), slowAfter)
-	if len(answers) < 16 {
-		t.Errorf("only %d responses: the load did not run", len(answers))
+	t.Logf("%d responses (%d not 200), %d audit records; %d requests in flight at SIGTERM answered after it",
+		len(answers), non200, len(tl.audit()), inFlight)
+	if len(answers) < 16 || inFlight == 0 {
+		t.Errorf("%d responses, %d of them in flight at SIGTERM: the test proved nothing", len(answers), inFlight)
 	}
 }
 
@@ -596,20 +596,4 @@ func TestReloadFiftyChangesUnderLoad(t *testing.T) {
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{key})
-}
-
-// readLines returns the lines of a file, for the audit file.
-func readLines(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return lines
 }
