@@ -67,10 +67,19 @@ type auditWriter struct {
 func (a *auditWriter) Write(p []byte) (int, error) {
 	a.mu.Lock()
 	n, err := a.w.Write(p)
-	a.mu.Unlock()
 	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
 	}
+	if err != nil && n > 0 {
+		// A record cut short (a full disk) would run into the next one:
+		// take its start back out of a file sink.
+		if f, ok := a.w.(*os.File); ok {
+			if st, serr := f.Stat(); serr == nil && st.Mode().IsRegular() {
+				_ = f.Truncate(st.Size() - int64(n))
+			}
+		}
+	}
+	a.mu.Unlock()
 	if err != nil {
 		a.healthy.Store(false)
 		a.failures.Add(1)

@@ -67,9 +67,16 @@ func TestKill9DuringSecretSet(t *testing.T) {
 	begin := time.Now()
 	setSecret(t, dir, "k0", "value-k0") // creates the key and the vault
 	acked["k0"] = fingerprintOf("value-k0")
-	// Kill within the lifetime of an uncontended `secret set`, so that
-	// kills land before, during and after the write (at least 0–30 ms).
-	window := max(30*time.Millisecond, time.Since(begin)*5/4)
+	// Kill within 0–30 ms, narrowed to the lifetime of an uncontended
+	// `secret set` when that is shorter, so that most kills land while it
+	// runs: before, during and after the write.
+	var longest time.Duration
+	for range 3 {
+		start := time.Now()
+		setSecret(t, dir, "k0", "value-k0")
+		longest = max(longest, time.Since(start))
+	}
+	window := min(30*time.Millisecond, max(5*time.Millisecond, longest*6/5))
 
 	var killed, done int
 	for i := 1; i <= tries; i++ {
@@ -128,7 +135,7 @@ func TestKill9DuringSecretSet(t *testing.T) {
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(dir, ".till.vault.tmp-*"))
 	t.Logf("%d tries in %v (kill within %v): %d killed, %d ran to the end; %d secrets; %d temp files left by killed writes",
-		tries, time.Since(begin).Round(time.Millisecond), window, killed, done, len(acked), len(leftovers))
+		tries, time.Since(begin).Round(time.Millisecond), window.Round(100*time.Microsecond), killed, done, len(acked), len(leftovers))
 	if killed == 0 {
 		t.Error("no write was killed: the test proved nothing")
 	}
@@ -280,7 +287,7 @@ func TestAuditSinkRecovers(t *testing.T) {
 	for n, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 		var r auditRecord
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			knownBugf(t, "audit.log line %d is not one JSON record: a record cut short by the full disk, with the next record appended to it (proxy/audit.go auditWriter.Write leaves a short write in the file): %q", n+1, line)
+			t.Errorf("audit.log line %d is not one JSON record (a record cut short by the full disk runs into the next): %q", n+1, line)
 			// Keep the record appended to the torn one, if whole.
 			if i := strings.LastIndex(line, `{"level":`); i > 0 && json.Unmarshal([]byte(line[i:]), &r) == nil {
 				inFile[r["id"].(string)]++

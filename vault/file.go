@@ -145,6 +145,17 @@ func (f *File) wrongKey(stanzaTypes []string) error {
 // whole vault atomically. On any error the old vault is left untouched. The
 // lock is a file beside the vault (path + ".lock"), so concurrent Updates,
 // also from several processes, never lose a change.
+// removeLeftovers deletes temp files that a writer killed between writing
+// and renaming left behind: each is an encrypted copy of an older vault,
+// holding keys since rotated. Called with the lock held, so no write is in
+// progress.
+func (f *File) removeLeftovers() {
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path)+".tmp-*"))
+	for _, l := range leftovers {
+		_ = os.Remove(l)
+	}
+}
+
 func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 	if f.key == nil {
 		return fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
@@ -158,6 +169,7 @@ func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 		return err
 	}
 	defer unlock()
+	f.removeLeftovers()
 
 	secrets, err := f.Load()
 	if err != nil {

@@ -518,3 +518,25 @@ func TestCrossProcessLock(t *testing.T) {
 		t.Errorf("got %d secrets, want 20 (an update was lost)", len(secrets))
 	}
 }
+
+func TestUpdateRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	key, err := LoadKeyFile(filepath.Join(dir, "till.key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := Open(filepath.Join(dir, "till.vault"), key)
+	if err := f.Set(NewSecret("a", "v1", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(dir, ".till.vault.tmp-123")
+	if err := os.WriteFile(leftover, []byte("an older vault"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set(NewSecret("b", "v2", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); err == nil {
+		t.Error("a temp file left by a killed writer survived the next update")
+	}
+}
