@@ -123,7 +123,7 @@ func hostKey(scheme, authority string) string {
 			host = host[1 : len(host)-1] // an IPv6 literal without a port
 		}
 	}
-	return net.JoinHostPort(strings.ToLower(strings.TrimSuffix(host, ".")), port)
+	return strings.ToLower(net.JoinHostPort(strings.TrimSuffix(host, "."), port))
 }
 
 // matchHost finds the route for a request to the upstream at key whose

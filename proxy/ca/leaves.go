@@ -59,6 +59,3 @@ func (l *Leaves) Get(host string) (*tls.Certificate, error) {
 
 // Mints counts the certificates minted so far.
 func (l *Leaves) Mints() int64 { return l.mints.Load() }
-
-// CA returns the CA that signs the leaves.
-func (l *Leaves) CA() *CA { return l.ca }
