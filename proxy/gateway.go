@@ -22,6 +22,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/proxy/upstream"
 )
 
 // Modes of a request, as audited.
@@ -53,8 +54,10 @@ type Gateway struct {
 	listeners []netip.AddrPort
 	ids       *requestIDs
 	limits    RateLimiter
-	transport *http.Transport // the template of transports
-	// transports holds one *http.Transport per route timeout.
+	upstream  *upstream.Transport // plain-HTTP round trips in the handler's goroutine
+	transport *http.Transport     // the template of transports
+	// transports holds one *http.Transport per route timeout, for the
+	// requests upstream does not send (upgrades, Expect: 100-continue).
 	transports sync.Map
 	failOpen   bool     // limits.on_redis_error: allow
 	metrics    *Metrics // nil: none
@@ -68,8 +71,10 @@ type Options struct {
 	Audit *Audit
 	// Log is the operational log (never the audit sink).
 	Log zerolog.Logger
-	// Transport reaches the upstreams (one clone per route timeout); nil
-	// means NewTransport().
+	// Transport reaches the upstreams; nil means NewTransport(). Requests
+	// to plain-HTTP upstreams go through an upstream.Transport with its
+	// dialer and pool limits; the others through clones of it, one per
+	// route timeout.
 	Transport *http.Transport
 	// Leaves mints the certificates for TLS interception; nil turns
 	// interception off.
@@ -97,6 +102,7 @@ func New(snap *Snapshot, opts Options) *Gateway {
 	if g.transport == nil {
 		g.transport = NewTransport()
 	}
+	g.upstream = newUpstreamTransport(g.transport)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      routeTransport{g},
@@ -328,12 +334,17 @@ func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody i
 	x.bodyRead = true
 }
 
-// routeTransport sends each request through the transport of its route's
-// timeout.
+// routeTransport sends each request with its route's timeout: to a
+// plain-HTTP upstream through upstream.Transport, and through net/http's
+// Transport to an https upstream (HTTP/2 where offered), for a protocol
+// upgrade, or when the request waits for 100 Continue.
 type routeTransport struct{ g *Gateway }
 
 func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
+	if _, upgrade := r.Header["Upgrade"]; r.URL.Scheme == "http" && !upgrade && r.Header.Get("Expect") == "" {
+		return t.g.upstream.Send(r, x.route.timeout)
+	}
 	return t.g.transportFor(x.route.timeout).RoundTrip(r)
 }
 

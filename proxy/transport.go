@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/tillgw/till/proxy/upstream"
 )
 
 // NewTransport returns the one transport shared by every route: keep-alive
@@ -31,6 +32,17 @@ func NewTransport() *http.Transport {
 		MaxResponseHeaderBytes: 1 << 20,
 		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
 	}
+}
+
+// newUpstreamTransport returns the transport for plain-HTTP upstreams,
+// with t's dialer and limits.
+func newUpstreamTransport(t *http.Transport) *upstream.Transport {
+	return upstream.New(upstream.Config{
+		Dial:                   t.DialContext,
+		MaxIdlePerHost:         t.MaxIdleConnsPerHost,
+		IdleTimeout:            t.IdleConnTimeout,
+		MaxResponseHeaderBytes: t.MaxResponseHeaderBytes,
+	})
 }
 
 // bufferPool recycles the buffers that copy response bodies.

@@ -162,14 +162,32 @@ func newHTTPServer(t *testing.T, h http.Handler) *httptest.Server {
 	return srv
 }
 
+// plainUpstreams makes the suite's upstreams plain HTTP (TILL_TEST_UPSTREAM
+// =http): till sends to those through its own HTTP/1.1 transport, to https
+// ones through net/http's, and CI runs the suite both ways.
+var plainUpstreams = os.Getenv("TILL_TEST_UPSTREAM") == "http"
+
+// needsTLSUpstream skips a test about TLS upstreams when they are plain.
+func needsTLSUpstream(t *testing.T) {
+	t.Helper()
+	if plainUpstreams {
+		t.Skip("about TLS upstreams; TILL_TEST_UPSTREAM=http")
+	}
+}
+
 // newTLSServer starts a TLS (HTTP/2-capable) server running h and returns
-// it with a file holding its certificate, for SSL_CERT_FILE.
+// it with a file holding its certificate, for SSL_CERT_FILE. Under
+// TILL_TEST_UPSTREAM=http the server is plain HTTP.
 func newTLSServer(t *testing.T, h http.Handler) (*httptest.Server, string) {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
+	t.Cleanup(srv.Close)
+	if plainUpstreams {
+		srv.Start()
+		return srv, ""
+	}
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
 	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	if err := os.WriteFile(caFile, pemBytes, 0o644); err != nil {

@@ -645,7 +645,7 @@ func TestHostilePaths(t *testing.T) {
 func TestHostileRequestForms(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	tl := startTill(t, hostileConfig(u, ""), providerSecrets, u.caFile)
-	upstreamHost := strings.TrimPrefix(u.URL, "https://")
+	upstreamHost := u.Listener.Addr().String()
 
 	t.Run("HTTP/1.0 without Host", func(t *testing.T) {
 		// Reverse mode routes by path alone: the Host is the upstream's.
@@ -720,7 +720,7 @@ func TestHostileConnectTargets(t *testing.T) {
 	// be tunnelled, so a garbage target that parsed would reach the dialler.
 	cfg := hostileConfig(u, "forward: {enabled: true, intercept: false, unknown_hosts: tunnel}\n")
 	tl := startTill(t, cfg, providerSecrets, u.caFile)
-	_, upstreamPort, _ := net.SplitHostPort(strings.TrimPrefix(u.URL, "https://"))
+	_, upstreamPort, _ := net.SplitHostPort(u.Listener.Addr().String())
 	var refusals []*refusal
 	for _, tt := range []struct{ name, target string }{
 		{"no port", "example.com"},

@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
@@ -229,63 +228,63 @@ func (rl *reloader) reload() error {
 	return nil
 }
 
-// watchDebounce gathers the several events of one save (write, rename,
-// chmod) into one reload.
-const watchDebounce = 250 * time.Millisecond
+// watchInterval is how often the config and vault files are checked for
+// changes.
+const watchInterval = 250 * time.Millisecond
 
-// watch reloads when the config or vault file changes. It watches their
-// folders, since editors and till itself replace files by renaming.
+// watch reloads when the config or vault file changes. Every interval it
+// compares each file's identity, size and modification time, and reloads
+// once a change has held still for one interval (a save can be several
+// writes). Polling two files costs nothing per request, where a watch on
+// their folders would wake till at each write of an audit log kept there.
 func (rl *reloader) watch() (stop func()) {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		rl.log.Warn().Err(err).Msg("cannot watch the config and vault for changes: reload with SIGHUP")
-		return func() {}
-	}
-	files := map[string]bool{}
+	var files []string
 	rl.mu.Lock()
 	for _, f := range []string{rl.cfg.File, rl.cfg.Vault.Path} {
-		if f == "" {
-			continue
-		}
-		if abs, err := filepath.Abs(f); err == nil {
-			files[abs] = true
-			if err := w.Add(filepath.Dir(abs)); err != nil {
-				rl.log.Warn().Err(err).Str("folder", filepath.Dir(abs)).Msg("cannot watch for changes")
-			}
+		if f != "" {
+			files = append(files, f)
 		}
 	}
 	rl.mu.Unlock()
+	last := statAll(files)
 	done := make(chan struct{})
 	go func() {
-		var timer *time.Timer
+		tick := time.NewTicker(watchInterval)
+		defer tick.Stop()
+		changed := false
 		for {
 			select {
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
+			case <-tick.C:
+				now := statAll(files)
+				if !slices.EqualFunc(now, last, sameState) {
+					last, changed = now, true
+				} else if changed {
+					changed = false
+					_ = rl.reload()
 				}
-				if !files[filepath.Clean(ev.Name)] {
-					continue
-				}
-				if timer == nil {
-					timer = time.AfterFunc(watchDebounce, func() { _ = rl.reload() })
-				} else {
-					timer.Reset(watchDebounce)
-				}
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				rl.log.Warn().Err(err).Msg("file watch error")
 			case <-done:
-				if timer != nil {
-					timer.Stop()
-				}
 				return
 			}
 		}
 	}()
-	return func() { close(done); w.Close() }
+	return func() { close(done) }
+}
+
+// statAll returns the state of each file; nil for one that is missing.
+func statAll(files []string) []os.FileInfo {
+	states := make([]os.FileInfo, len(files))
+	for i, f := range files {
+		states[i], _ = os.Stat(f)
+	}
+	return states
+}
+
+// sameState reports whether a file is unchanged between two checks.
+func sameState(a, b os.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && a.Mode() == b.Mode()
 }
 
 // interceptionLeaves loads the CA for TLS interception when forward mode

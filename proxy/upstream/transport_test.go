@@ -1,0 +1,615 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countConns counts the connections a test server accepts.
+func countConns(s *httptest.Server) *atomic.Int64 {
+	var n atomic.Int64
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			n.Add(1)
+		}
+	}
+	return &n
+}
+
+func get(t *testing.T, tr *Transport, url string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b), resp.Trailer
+}
+
+func TestKeepAlive(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), r.Host)
+	}))
+	conns := countConns(s)
+	s.Start()
+	defer s.Close()
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	for i := range 20 {
+		code, body, _ := get(t, tr, s.URL+"/v1/x?i="+fmt.Sprint(i))
+		if want := fmt.Sprintf("GET /v1/x?i=%d %s", i, s.Listener.Addr()); code != 200 || body != want {
+			t.Fatalf("got %d %q, want 200 %q", code, body, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 sequential requests used %d connections, want 1", n)
+	}
+}
+
+func TestConcurrentRequests(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Query().Get("n"))
+	}))
+	defer s.Close()
+	tr := New(Config{MaxIdlePerHost: 4})
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				n := fmt.Sprint(i*100 + j)
+				if _, body, _ := get(t, tr, s.URL+"/?n="+n); body != n {
+					t.Errorf("got %q, want %q: responses crossed", body, n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for key, list := range tr.idle {
+		if len(list) > 4 {
+			t.Errorf("%s keeps %d idle connections, want at most 4", key, len(list))
+		}
+	}
+}
+
+// rawServer runs handle on each connection it accepts.
+func rawServer(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// readRequest reads one request and its body.
+func readRequest(br *bufio.Reader) (*http.Request, error) {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, req.Body)
+	return req, err
+}
+
+func TestClosedIdleConnectionIsNotUsed(t *testing.T) {
+	var conns atomic.Int64
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		// A keep-alive answer, then the server's idle timeout closes it.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	for range 5 {
+		// A POST with a body: sent on a closed connection, it could not
+		// be sent again.
+		req, _ := http.NewRequest("POST", url, strings.NewReader("{}"))
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("sent on a connection the upstream had closed: %v", err)
+		}
+		resp.Body.Close()
+		time.Sleep(20 * time.Millisecond) // the FIN arrives
+	}
+	if n := conns.Load(); n != 5 {
+		t.Errorf("%d connections, want 5 (one per request)", n)
+	}
+}
+
+// TestRetryOnReusedConnection: an upstream that closes a kept-alive
+// connection just as the next request arrives gets a safe request again on
+// a new connection, and an unsafe one is not repeated.
+func TestRetryOnReusedConnection(t *testing.T) {
+	var seen atomic.Int64
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+		// The next request is read and dropped without an answer.
+		if req, err := readRequest(br); err == nil {
+			seen.Add(1)
+			if req.Method == "POST" {
+				return
+			}
+		}
+	})
+	for _, tc := range []struct {
+		method  string
+		body    io.Reader
+		headers map[string]string
+		retried bool
+	}{
+		{"GET", nil, nil, true},
+		{"HEAD", nil, nil, true},
+		{"POST", strings.NewReader("{}"), nil, false},
+		{"POST", nil, map[string]string{"Idempotency-Key": "k1"}, true},
+		{"DELETE", nil, nil, false},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			seen.Store(0)
+			tr := New(Config{})
+			defer tr.CloseIdleConnections()
+			get(t, tr, url)
+			req, _ := http.NewRequest(tc.method, url, tc.body)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := tr.RoundTrip(req)
+			if tc.retried {
+				if err != nil {
+					t.Fatalf("not retried: %v", err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				return
+			}
+			if err == nil {
+				resp.Body.Close()
+				t.Fatal("an unsafe request was sent twice")
+			}
+			if n := seen.Load(); n != 1 {
+				t.Errorf("the upstream saw it %d times, want 1", n)
+			}
+		})
+	}
+}
+
+// TestUnsolicitedResponseIsDiscarded: bytes an upstream sends on an idle
+// connection are never read as the next request's response.
+func TestUnsolicitedResponseIsDiscarded(t *testing.T) {
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			req, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			body := req.URL.Path
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			time.Sleep(10 * time.Millisecond) // after the client has read the answer
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
+		}
+	})
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	for _, p := range []string{"/one", "/two", "/three"} {
+		if _, body, _ := get(t, tr, url+p); body != p {
+			t.Fatalf("got %q, want %q", body, p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer s.Close()
+	defer close(release)
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", s.URL, nil)
+	start := time.Now()
+	_, err := tr.Send(req, 100*time.Millisecond)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the timeout took %v", d)
+	}
+}
+
+// TestHeaderTimeoutCountsFromEndOfUpload: a slow upload is not cut by the
+// wait for the response.
+func TestHeaderTimeoutCountsFromEndOfUpload(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprint(w, len(b))
+	}))
+	defer s.Close()
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	go func() {
+		for range 4 {
+			time.Sleep(100 * time.Millisecond)
+			pw.Write([]byte("abcd"))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", s.URL, pr)
+	resp, err := tr.Send(req, 150*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "16" {
+		t.Errorf("got %q", b)
+	}
+}
+
+// TestEarlyAnswerToUpload: an upstream that refuses a large upload without
+// reading it is heard, not deadlocked on.
+func TestEarlyAnswerToUpload(t *testing.T) {
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
+		time.Sleep(200 * time.Millisecond)
+	})
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	endless := io.LimitReader(neverEnding('x'), 1<<30)
+	req, _ := http.NewRequest("POST", url, io.NopCloser(endless))
+	req.ContentLength = 1 << 30
+	resp, err := tr.Send(req, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 413 || string(b) != "too big" {
+		t.Errorf("got %d %q", resp.StatusCode, b)
+	}
+}
+
+type neverEnding byte
+
+func (b neverEnding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(b)
+	}
+	return len(p), nil
+}
+
+func TestCancelEndsBody(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/short" {
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for r.Context().Err() == nil {
+			io.WriteString(w, "data: x\n\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}))
+	conns := countConns(s)
+	s.Start()
+	defer s.Close()
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 64))
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+		t.Fatal("the stream ended cleanly after its context was cancelled")
+	}
+	resp.Body.Close()
+	get(t, tr, s.URL+"/short") // a new connection: the cancelled one is gone
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+// TestCloseDoesNotDrain: abandoning a large body closes the connection at
+// once instead of reading the rest.
+func TestCloseDoesNotDrain(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(1<<30))
+		io.Copy(w, io.LimitReader(neverEnding('y'), 1<<30))
+	}))
+	defer s.Close()
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", s.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 1024))
+	done := make(chan struct{})
+	go func() { resp.Body.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close is draining a 1 GiB body")
+	}
+	if n := len(tr.idle); n != 0 {
+		t.Errorf("the abandoned connection went back to the pool")
+	}
+}
+
+// TestConcurrentClose: Close from another goroutine ends a blocked Read
+// (the race detector checks the rest).
+func TestConcurrentClose(t *testing.T) {
+	release := make(chan struct{})
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer s.Close()
+	defer close(release)
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", s.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(50*time.Millisecond, func() { resp.Body.Close() })
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("Read ended cleanly after Close")
+	}
+}
+
+func TestInformationalResponses(t *testing.T) {
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			n := len(req.URL.Query().Get("hints"))
+			for range n {
+				io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	var got []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		got = append(got, fmt.Sprint(code, " ", h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url+"?hints=xx", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "103 </a.css>; rel=preload"; len(got) != 2 || got[0] != want {
+		t.Errorf("1xx seen: %q, want two of %q", got, want)
+	}
+	req, _ = http.NewRequest("GET", url+"?hints=xxxxxxxxxx", nil)
+	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "too many 1xx") {
+		t.Errorf("ten 1xx responses: got %v", err)
+	}
+}
+
+func TestUnexpectedSwitchingProtocols(t *testing.T) {
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequest(br)
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	})
+	tr := New(Config{})
+	req, _ := http.NewRequest("GET", url, nil)
+	if _, err := tr.RoundTrip(req); err == nil {
+		t.Error("a 101 to a request that did not ask to upgrade was accepted")
+	}
+}
+
+func TestResponseHeadersTooLarge(t *testing.T) {
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequest(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", 128<<10)+"\r\nContent-Length: 0\r\n\r\n")
+	})
+	tr := New(Config{MaxResponseHeaderBytes: 64 << 10})
+	req, _ := http.NewRequest("GET", url, nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, errHeadTooLarge) {
+		t.Errorf("got %v, want %v", err, errHeadTooLarge)
+	}
+}
+
+func TestChunkedTrailersHeadAndClose(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "chunk")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "ed")
+			w.Header().Set("X-Sum", "42")
+		case "/close":
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, "bye")
+		default:
+			w.Header().Set("Content-Length", "10")
+			if r.Method != "HEAD" {
+				io.WriteString(w, "0123456789")
+			}
+		}
+	}))
+	conns := countConns(s)
+	s.Start()
+	defer s.Close()
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	if _, body, trailer := get(t, tr, s.URL+"/trailer"); body != "chunked" || trailer.Get("X-Sum") != "42" {
+		t.Errorf("chunked: got %q, trailer %v", body, trailer)
+	}
+	req, _ := http.NewRequest("HEAD", s.URL+"/head", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil || resp.ContentLength != 10 {
+		t.Fatalf("HEAD: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	get(t, tr, s.URL+"/plain")
+	if n := conns.Load(); n != 1 {
+		t.Errorf("chunked, HEAD and plain used %d connections, want 1", n)
+	}
+	get(t, tr, s.URL+"/close")
+	get(t, tr, s.URL+"/plain")
+	if n := conns.Load(); n != 2 {
+		t.Errorf("after Connection: close, %d connections, want 2", n)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	closed := make(chan struct{}, 1)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	s.Start()
+	defer s.Close()
+	tr := New(Config{IdleTimeout: 50 * time.Millisecond})
+	get(t, tr, s.URL)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an idle connection outlived the idle timeout")
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	tr := New(Config{})
+	for _, u := range []string{"https://example.com/", "ftp://example.com/", "http:///nohost"} {
+		req, _ := http.NewRequest("GET", u, nil)
+		if _, err := tr.RoundTrip(req); err == nil {
+			t.Errorf("%s: no error", u)
+		}
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	for _, tc := range [][2]string{
+		{"example.com", "example.com:80"},
+		{"example.com:8080", "example.com:8080"},
+		{"[::1]", "[::1]:80"},
+		{"[::1]:81", "[::1]:81"},
+	} {
+		if got := hostPort(tc[0]); got != tc[1] {
+			t.Errorf("hostPort(%q) = %q, want %q", tc[0], got, tc[1])
+		}
+	}
+}
+
+// BenchmarkRoundTrip compares this transport with net/http's on the same
+// keep-alive exchange.
+func BenchmarkRoundTrip(b *testing.B) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"chatcmpl-bench","object":"chat.completion","choices":[]}`)
+	}))
+	defer s.Close()
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"upstream", New(Config{})},
+		{"net-http", &http.Transport{DisableCompression: true}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req, _ := http.NewRequest("GET", s.URL+"/v1/chat/completions", nil)
+				resp, err := tc.rt.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+// TestBodyErrorIsReturned: when the request body fails, Send says why
+// (here the gateway's body limit), not that the connection broke.
+func TestBodyErrorIsReturned(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer s.Close()
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	body := http.MaxBytesReader(nil, io.NopCloser(io.LimitReader(neverEnding('z'), 1<<20)), 1000)
+	req, _ := http.NewRequest("POST", s.URL, body)
+	req.ContentLength = -1
+	_, err := tr.Send(req, 5*time.Second)
+	var tooBig *http.MaxBytesError
+	if !errors.As(err, &tooBig) {
+		t.Errorf("got %v, want an *http.MaxBytesError", err)
+	}
+}
