@@ -604,3 +604,25 @@ func TestReloadFiftyChangesUnderLoad(t *testing.T) {
 	tl.stop()
 	tl.assertNoLeak([]string{key})
 }
+
+// TestTimerSlack: till serve runs with a 500 µs timer slack, which it gets
+// by executing itself again in place: same PID, arguments and output.
+func TestTimerSlack(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, u.caFile)
+	pid := tl.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", pid))
+	if err != nil {
+		t.Skip("no /proc/PID/timerslack_ns:", err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "500000" {
+		t.Errorf("timer slack: got %s ns, want 500000", got)
+	}
+	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); !strings.Contains(string(cmdline), "serve\x00--listen") {
+		t.Errorf("arguments changed on the way: %q", cmdline)
+	}
+	if resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
+		t.Errorf("got %d after the re-execution", resp.StatusCode)
+	}
+}

@@ -118,7 +118,10 @@ func run() error {
 	}
 	defer os.RemoveAll(work)
 	till := filepath.Join(work, "till")
-	if out, err := exec.Command("go", "build", "-o", till, "./cmd/till").CombinedOutput(); err != nil {
+	// Built as the Docker image builds it: static, stripped.
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", till, "./cmd/till")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build till: %v\n%s", err, out)
 	}
 
