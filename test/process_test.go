@@ -626,3 +626,31 @@ func TestTimerSlack(t *testing.T) {
 		t.Errorf("got %d after the re-execution", resp.StatusCode)
 	}
 }
+
+// TestGCTarget: till serve collects at GOGC=50 unless GOGC says otherwise
+// (as the Go collector's metric shows).
+func TestGCTarget(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	for _, tc := range []struct{ env, want string }{{"", "50"}, {"GOGC=200", "200"}} {
+		adminAddr := freeAddr(t)
+		dir := t.TempDir()
+		cfg := fmt.Sprintf("version: 1\nadmin: {listen: %s}\nroutes:\n  - {name: openai, preset: openai, upstream: %q}\n", adminAddr, u.URL)
+		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		setSecret(t, dir, "openai", openaiKey)
+		var env []string
+		if tc.env != "" {
+			env = append(env, tc.env)
+		}
+		tl := startTillIn(t, dir, u.caFile, env...)
+		if !tl.waitLog("admin listening") {
+			t.Fatal("no admin listener")
+		}
+		_, metrics := adminGet(t, adminAddr, "/metrics", "")
+		if want := "\ngo_gc_gogc_percent " + tc.want + "\n"; !strings.Contains(metrics, want) {
+			t.Errorf("env %q: want %q in the metrics", tc.env, strings.TrimSpace(want))
+		}
+		tl.stop()
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -567,7 +568,8 @@ func TestHostPort(t *testing.T) {
 }
 
 // BenchmarkRoundTrip compares this transport with net/http's on the same
-// keep-alive exchange.
+// keep-alive exchange: wall time, and CPU time of the whole process (client
+// and test server) per round trip.
 func BenchmarkRoundTrip(b *testing.B) {
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"id":"chatcmpl-bench","object":"chat.completion","choices":[]}`)
@@ -582,6 +584,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu0 := processCPU()
 			for b.Loop() {
 				req, _ := http.NewRequest("GET", s.URL+"/v1/chat/completions", nil)
 				resp, err := tc.rt.RoundTrip(req)
@@ -591,6 +594,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -612,4 +616,11 @@ func TestBodyErrorIsReturned(t *testing.T) {
 	if !errors.As(err, &tooBig) {
 		t.Errorf("got %v, want an *http.MaxBytesError", err)
 	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
