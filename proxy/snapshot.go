@@ -97,8 +97,9 @@ func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot 
 		forward:   cfg.Forward,
 		clients:   newClientSet(cfg.Clients),
 	}
+	forms := echoMemo{} // routes that share a key share its forms
 	for i := range cfg.Routes {
-		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge)
+		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge, forms)
 		s.routes = append(s.routes, r)
 		s.byPrefix[r.prefix] = r
 		k := hostKey(r.upstream.Scheme, r.upstream.Host)
@@ -138,7 +139,7 @@ func (s *Snapshot) matchHost(key, p string) *route {
 	return nil
 }
 
-func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) *route {
+func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration, forms echoMemo) *route {
 	r := &route{
 		name:       cr.Name,
 		prefix:     cr.Prefix,
@@ -210,8 +211,22 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		r.injectValue, r.injectPair = "", ""
 		return r
 	}
-	r.echoForms = echoForms(append(sec.Values(), r.injectValue, strings.TrimPrefix(r.injectValue, "Basic ")))
+	r.echoForms = forms.of(append(sec.Values(), r.injectValue, strings.TrimPrefix(r.injectValue, "Basic ")))
 	return r
+}
+
+// echoMemo keeps the echo forms computed for a snapshot, by their values:
+// 10,000 routes to one key hold one copy (read-only), not 10,000.
+type echoMemo map[string][]string
+
+func (m echoMemo) of(values []string) []string {
+	key := strings.Join(values, "\x00")
+	f, ok := m[key]
+	if !ok {
+		f = echoForms(values)
+		m[key] = f
+	}
+	return f
 }
 
 // echoForms returns the distinct encoded forms of each value.
