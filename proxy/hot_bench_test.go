@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,18 @@ func BenchmarkRequestID(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = ids.next()
+	}
+}
+
+// TestRoutesShareEchoForms: routes to one key hold one copy of its echo
+// forms, so a snapshot's size does not grow with them per route.
+func TestRoutesShareEchoForms(t *testing.T) {
+	s := snapshotWith(t, 3)
+	a, b := s.routes[0].echoForms, s.routes[2].echoForms
+	if len(a) == 0 || &a[0] != &b[0] {
+		t.Errorf("two routes to one key hold separate echo forms")
+	}
+	if !slices.Contains(a, testKey) {
+		t.Errorf("the shared forms miss the key itself")
 	}
 }
