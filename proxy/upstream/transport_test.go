@@ -624,3 +624,37 @@ func processCPU() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestBodyUntilCloseAndNoContent: a response without a length ends when the upstream
+// closes, and its connection is not reused; a 204 has no body and its
+// connection is.
+func TestBodyUntilCloseAndNoContent(t *testing.T) {
+	var conns atomic.Int64
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/eof" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil the end")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		}
+	})
+	tr := New(Config{})
+	defer tr.CloseIdleConnections()
+	if _, body, _ := get(t, tr, url+"/eof"); body != "until the end" {
+		t.Fatalf("got %q", body)
+	}
+	for range 3 {
+		if code, body, _ := get(t, tr, url+"/none"); code != 204 || body != "" {
+			t.Fatalf("got %d %q", code, body)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (one closed by the upstream, one for the 204s)", n)
+	}
+}
