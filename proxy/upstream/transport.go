@@ -111,12 +111,9 @@ func (t *Transport) Send(req *http.Request, headerTimeout time.Duration) (*http.
 	}
 }
 
-// replayable reports whether req may be sent twice: the upstream cannot
-// tell, or does not mind.
+// replayable reports whether a request without a body may be sent twice:
+// its method is idempotent, or it carries an idempotency key.
 func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody {
-		return false
-	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
