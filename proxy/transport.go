@@ -15,8 +15,12 @@ import (
 // NewTransport returns the one transport shared by every route: keep-alive
 // with a large idle pool per host (a gateway talks to few hosts, often),
 // HTTP/2 where the upstream offers it, certificates verified against the
-// system roots (SSL_CERT_FILE and SSL_CERT_DIR are honoured), no proxy from
-// the environment, and no compression negotiated on the app's behalf.
+// system roots (SSL_CERT_FILE and SSL_CERT_DIR are honoured), TLS sessions
+// resumed (so a burst of new connections to a provider costs resumptions,
+// not full handshakes that each verify a certificate chain: without it, a
+// cold start at 2,000 req/s spiralled into thousands of handshakes and
+// seconds of latency), no proxy from the environment, and no compression
+// negotiated on the app's behalf.
 func NewTransport() *http.Transport {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
@@ -30,7 +34,7 @@ func NewTransport() *http.Transport {
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 1 << 20,
-		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(256)},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -712,5 +713,34 @@ func TestClosedStdoutFailsClosed(t *testing.T) {
 	}
 	if !tl.waitLog(`"record":{`) {
 		t.Errorf("the lost record is not kept in the operational log:\n%s", stderr.String())
+	}
+}
+
+// TestUpstreamTLSSessionsResumed: a new connection to an upstream resumes
+// the TLS session of an earlier one instead of a full handshake (a burst
+// of new connections stays cheap).
+func TestUpstreamTLSSessionsResumed(t *testing.T) {
+	needsTLSUpstream(t)
+	var mu sync.Mutex
+	var resumed []bool
+	srv, caFile := newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		resumed = append(resumed, r.TLS.DidResume)
+		mu.Unlock()
+		w.Header().Set("Connection", "close") // each request on a new connection
+		okHandler(w, r)
+	}))
+	srv.Config.SetKeepAlivesEnabled(false) // HTTP/2 too: one request per connection
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", srv.URL)
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, caFile)
+	for range 3 {
+		if resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resumed) != 3 || resumed[0] || !resumed[1] || !resumed[2] {
+		t.Errorf("resumed per connection: %v, want [false true true]", resumed)
 	}
 }
