@@ -251,25 +251,25 @@ func (c *conn) writeFailed(err error) {
 	}
 }
 
-// gotHead ends the wait for the response head: the body has no deadline
-// but the context. It reports false when the request was aborted or its
-// upload failed first.
-func (c *conn) gotHead() bool {
+// endHead ends the wait for the response head, which was read with err.
+// It returns the exchange's error: the upload's if that failed first (the
+// cause, rather than its echo on the read side), else err, else
+// context.Canceled if the request was aborted. Without one, the body's
+// reads have no deadline but the context.
+func (c *conn) endHead(err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.headRead = true
-	if c.aborted || c.writeErr != nil {
-		return false
+	switch {
+	case c.writeErr != nil:
+		return c.writeErr
+	case err != nil:
+		return err
+	case c.aborted:
+		return context.Canceled
 	}
 	c.nc.SetReadDeadline(time.Time{})
-	return true
-}
-
-// failedWrite returns the upload's error if it failed before the head.
-func (c *conn) failedWrite() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.writeErr
+	return nil
 }
 
 // connReader counts what it reads and stops at the budget of the head.
@@ -359,20 +359,11 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration) (resp *http.R
 	}
 
 	resp, err = c.readHead(req)
-	if werr := c.failedWrite(); werr != nil {
-		err = werr // the cause, rather than its echo on the read side
-	}
-	if err != nil {
+	if err = c.endHead(err); err != nil {
 		if timeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
 			err = headerTimeout(timeout)
 		}
 		return fail(err)
-	}
-	if !c.gotHead() {
-		if werr := c.failedWrite(); werr != nil {
-			return fail(werr)
-		}
-		return fail(ctx.Err())
 	}
 	b := &body{rc: resp.Body, c: c, req: req, resp: resp, stop: stop, written: written}
 	if resp.Body == http.NoBody {

@@ -19,6 +19,14 @@ import (
 	"time"
 )
 
+// newTransport returns a Transport whose idle connections close when the
+// test ends.
+func newTransport(t testing.TB, cfg Config) *Transport {
+	tr := New(cfg)
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
 // countConns counts the connections a test server accepts.
 func countConns(s *httptest.Server) *atomic.Int64 {
 	var n atomic.Int64
@@ -52,8 +60,7 @@ func TestKeepAlive(t *testing.T) {
 	conns := countConns(s)
 	s.Start()
 	defer s.Close()
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	for i := range 20 {
 		code, body, _ := get(t, tr, s.URL+"/v1/x?i="+fmt.Sprint(i))
 		if want := fmt.Sprintf("GET /v1/x?i=%d %s", i, s.Listener.Addr()); code != 200 || body != want {
@@ -70,8 +77,7 @@ func TestConcurrentRequests(t *testing.T) {
 		io.WriteString(w, r.URL.Query().Get("n"))
 	}))
 	defer s.Close()
-	tr := New(Config{MaxIdlePerHost: 4})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{MaxIdlePerHost: 4})
 	var wg sync.WaitGroup
 	for i := range 64 {
 		wg.Add(1)
@@ -143,8 +149,7 @@ func TestClosedIdleConnectionIsNotUsed(t *testing.T) {
 		// A keep-alive answer, then the server's idle timeout closes it.
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	})
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	for range 5 {
 		// A POST with a body: sent on a closed connection, it could not
 		// be sent again.
@@ -193,8 +198,7 @@ func TestRetryOnReusedConnection(t *testing.T) {
 	} {
 		t.Run(tc.method, func(t *testing.T) {
 			seen.Store(0)
-			tr := New(Config{})
-			defer tr.CloseIdleConnections()
+			tr := newTransport(t, Config{})
 			get(t, tr, url)
 			req, _ := http.NewRequest(tc.method, url, tc.body)
 			for k, v := range tc.headers {
@@ -237,8 +241,7 @@ func TestUnsolicitedResponseIsDiscarded(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
 		}
 	})
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	for _, p := range []string{"/one", "/two", "/three"} {
 		if _, body, _ := get(t, tr, url+p); body != p {
 			t.Fatalf("got %q, want %q", body, p)
@@ -254,8 +257,7 @@ func TestHeaderTimeout(t *testing.T) {
 	}))
 	defer s.Close()
 	defer close(release)
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	req, _ := http.NewRequest("GET", s.URL, nil)
 	start := time.Now()
 	_, err := tr.Send(req, 100*time.Millisecond)
@@ -276,8 +278,7 @@ func TestHeaderTimeoutCountsFromEndOfUpload(t *testing.T) {
 		fmt.Fprint(w, len(b))
 	}))
 	defer s.Close()
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	pr, pw := io.Pipe()
 	go func() {
 		for range 4 {
@@ -308,8 +309,7 @@ func TestEarlyAnswerToUpload(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
 		time.Sleep(200 * time.Millisecond)
 	})
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	endless := io.LimitReader(neverEnding('x'), 1<<30)
 	req, _ := http.NewRequest("POST", url, io.NopCloser(endless))
 	req.ContentLength = 1 << 30
@@ -348,8 +348,7 @@ func TestCancelEndsBody(t *testing.T) {
 	conns := countConns(s)
 	s.Start()
 	defer s.Close()
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
 	resp, err := tr.RoundTrip(req)
@@ -376,8 +375,7 @@ func TestCloseDoesNotDrain(t *testing.T) {
 		io.Copy(w, io.LimitReader(neverEnding('y'), 1<<30))
 	}))
 	defer s.Close()
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	req, _ := http.NewRequest("GET", s.URL, nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -407,8 +405,7 @@ func TestConcurrentClose(t *testing.T) {
 	}))
 	defer s.Close()
 	defer close(release)
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	req, _ := http.NewRequest("GET", s.URL, nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -434,8 +431,7 @@ func TestInformationalResponses(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	var got []string
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 		got = append(got, fmt.Sprint(code, " ", h.Get("Link")))
@@ -503,8 +499,7 @@ func TestChunkedTrailersHeadAndClose(t *testing.T) {
 	conns := countConns(s)
 	s.Start()
 	defer s.Close()
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	if _, body, trailer := get(t, tr, s.URL+"/trailer"); body != "chunked" || trailer.Get("X-Sum") != "42" {
 		t.Errorf("chunked: got %q, trailer %v", body, trailer)
 	}
@@ -606,8 +601,7 @@ func TestBodyErrorIsReturned(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 	}))
 	defer s.Close()
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	body := http.MaxBytesReader(nil, io.NopCloser(io.LimitReader(neverEnding('z'), 1<<20)), 1000)
 	req, _ := http.NewRequest("POST", s.URL, body)
 	req.ContentLength = -1
@@ -644,8 +638,7 @@ func TestBodyUntilCloseAndNoContent(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
 		}
 	})
-	tr := New(Config{})
-	defer tr.CloseIdleConnections()
+	tr := newTransport(t, Config{})
 	if _, body, _ := get(t, tr, url+"/eof"); body != "until the end" {
 		t.Fatalf("got %q", body)
 	}
