@@ -11,14 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// timerSlack is how late Linux may wake till's sleeping threads. The
-// default, 50 µs, lets the Go runtime's monitor thread (sysmon) wake every
-// 20–70 µs while requests are in flight and sleep again as soon as till is
-// idle: at 2,000 req/s on one core, a fifth of till's CPU went to those
-// wake-ups. With 500 µs it wakes about ten times less often. Network I/O
-// is not delayed (it does not sleep on timers), and till's own timers
-// (timeouts of a second or more) cannot tell the difference.
-const timerSlack = 500 * time.Microsecond
+// timerSlack is how late Linux may wake till's sleeping threads. The Go
+// runtime's monitor thread (sysmon) sleeps whenever till is idle and is
+// woken by the first system call after that, then polls every 20 µs plus
+// the slack until till is idle again. At 2,000 req/s on one core, with the
+// default 50 µs slack, that cycle ran once per request and took a fifth of
+// till's CPU; with 500 µs, a tenth; with 5 ms it runs about once per ten
+// requests. Network I/O is not delayed (it does not sleep on timers); what
+// may fire up to 5 ms late are timers, and till's own (idle connections,
+// reload polling, shutdown) count in hundreds of milliseconds or more.
+const timerSlack = 5 * time.Millisecond
 
 // raiseTimerSlack gives till serve its timer slack. A thread inherits its
 // slack from the thread that starts it, and the runtime starts sysmon
