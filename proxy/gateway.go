@@ -456,9 +456,24 @@ func (g *Gateway) fail(w http.ResponseWriter, x *exchange, d denial) {
 // aborted streams are recorded too.
 func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	p := recover()
-	x.rec.status = rw.status
-	if x.rec.status == 0 {
-		x.rec.status = x.status
+	if p == http.ErrAbortHandler && x.route != nil && !rw.committed && r.Context().Err() == nil && x.rec.outcome == "" {
+		// The upstream broke off its response before any of it went to
+		// the app: answer 502 rather than cut the connection.
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", CodeUpstreamUnreachable).
+			Msg("the upstream broke off its response before any of it reached the app")
+		rw.reset()
+		x.failure = CodeUpstreamUnreachable
+		writeError(rw, x.rec.id, denial{CodeUpstreamUnreachable, "the upstream broke off its response"}, x.rec.mode != modeReverse, 0)
+		p = nil
+	}
+	if p == nil {
+		_ = rw.commit()
+	} else {
+		rw.discard()
+	}
+	x.rec.status = x.status // a tunnel's or an upgrade's
+	if rw.committed {
+		x.rec.status = rw.status
 	}
 	x.rec.bytesOut += rw.n
 	x.rec.bytesIn = x.bytesIn.Load()
@@ -470,7 +485,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		x.rec.reason = x.failure
 		if r.Context().Err() != nil && (p != nil || x.failure == codeClientClosed) {
 			x.rec.reason = codeClientClosed
-			if rw.status == 0 {
+			if !rw.committed {
 				x.rec.status = statusClientClosed
 			}
 		} else if p != nil && x.failure == "" {

@@ -104,15 +104,65 @@ func BenchmarkRequestID(b *testing.B) {
 	}
 }
 
-// TestRoutesShareEchoForms: routes to one key hold one copy of its echo
-// forms, so a snapshot's size does not grow with them per route.
+// TestRoutesShareEchoForms: routes to one key, attached the same way, hold
+// one copy of the injection and its echo forms, of their upstream URL and of
+// their credential header names, so a snapshot's size (and the collector's
+// work) does not grow with them per route.
 func TestRoutesShareEchoForms(t *testing.T) {
 	s := snapshotWith(t, 3)
-	a, b := s.routes[0].echoForms, s.routes[2].echoForms
-	if len(a) == 0 || &a[0] != &b[0] {
-		t.Errorf("two routes to one key hold separate echo forms")
+	a, b := s.routes[0], s.routes[2]
+	if a.injection != b.injection || len(a.echoForms) == 0 {
+		t.Errorf("two routes to one key hold separate injections")
 	}
-	if !slices.Contains(a, testKey) {
+	if !slices.Contains(a.echoForms, testKey) {
 		t.Errorf("the shared forms miss the key itself")
+	}
+	if a.upstream != b.upstream {
+		t.Errorf("two routes to one upstream hold separate URLs")
+	}
+	if &a.credentials[0] != &b.credentials[0] {
+		t.Errorf("two routes with the same credential headers hold separate lists")
+	}
+	if a.name == b.name || a.prefix == b.prefix {
+		t.Errorf("the routes' own fields were shared: %q %q", a.name, b.name)
+	}
+}
+
+// TestRoutesShareOnlyTheSameInjection: routes that attach another key, or
+// the same key another way, keep their own.
+func TestRoutesShareOnlyTheSameInjection(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte(`version: 1
+routes:
+  - {name: a, preset: openai, upstream: "https://api.example.com", secret: one}
+  - {name: b, preset: anthropic, upstream: "https://api.example.com", secret: one}
+  - {name: c, preset: openai, upstream: "https://api.example.com", secret: two}
+  - {name: d, preset: openai, upstream: "https://api.example.com", secret: one}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s := NewSnapshot(cfg, map[string]vault.Secret{
+		"one": vault.NewSecret("one", "sk-one-0123456789", now),
+		"two": vault.NewSecret("two", "sk-two-0123456789", now),
+	})
+	a, b, c, d := s.routes[0], s.routes[1], s.routes[2], s.routes[3]
+	if a.injection != d.injection {
+		t.Errorf("routes a and d attach one key the same way but do not share")
+	}
+	for _, tt := range []struct {
+		r            *route
+		header, want string
+	}{
+		{a, "Authorization", "Bearer sk-one-0123456789"},
+		{b, "X-Api-Key", "sk-one-0123456789"},
+		{c, "Authorization", "Bearer sk-two-0123456789"},
+	} {
+		if tt.r.injectHeader != tt.header || tt.r.injectValue != tt.want {
+			t.Errorf("route %s injects %s: %q, want %s: %q", tt.r.name, tt.r.injectHeader, tt.r.injectValue, tt.header, tt.want)
+		}
+	}
+	if a.fp == c.fp || slices.Equal(a.echoForms, c.echoForms) {
+		t.Errorf("routes to two keys share a fingerprint or echo forms")
 	}
 }

@@ -6,41 +6,111 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
+// holdLimit is how much of a response (after its status) is held back
+// before it goes to the app: net/http buffers about as much anyway.
+const holdLimit = 2048
+
+var heldPool = sync.Pool{New: func() any { return new([holdLimit]byte) }}
+
 // responseRecorder remembers the status and counts the body bytes written
-// to the app, for the audit record.
+// to the app, for the audit record. It holds the status and up to
+// holdLimit bytes of body back until the response is larger, flushed or
+// complete, so that an upstream that fails before then gets the app a
+// clean 502 instead of a cut connection (see Gateway.finish).
 type responseRecorder struct {
 	http.ResponseWriter
-	x      *exchange
-	status int
-	n      int64
+	x         *exchange
+	status    int   // the final status given, 0 before
+	n         int64 // body bytes written to the app
+	committed bool  // the status has gone to the server
+	held      []byte
+	buf       *[holdLimit]byte // held's storage, from heldPool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		// ReverseProxy passes 1xx responses (103 Early Hints) on without
+		// ModifyResponse: their headers are checked here. They go at once.
+		if w.x.route != nil {
+			scrubEchoes(w.Header(), w.x.route.echoForms)
+		}
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if w.status == 0 {
 		w.status = code
 	}
-	if code < 200 && code != http.StatusSwitchingProtocols && w.x.route != nil {
-		// ReverseProxy passes 1xx responses (103 Early Hints) on without
-		// ModifyResponse: their headers are checked here.
-		scrubEchoes(w.Header(), w.x.route.echoForms)
-	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *responseRecorder) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	if !w.committed {
+		if len(w.held)+len(p) <= holdLimit {
+			if w.buf == nil {
+				w.buf = heldPool.Get().(*[holdLimit]byte)
+				w.held = w.buf[:0]
+			}
+			w.held = append(w.held, p...)
+			return len(p), nil
+		}
+		if err := w.commit(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	return n, err
 }
 
-// Flush sends buffered data at once (Server-Sent Events).
+// commit sends the status and the held body on to the server.
+func (w *responseRecorder) commit() error {
+	if w.committed || w.status == 0 {
+		return nil
+	}
+	w.committed = true
+	w.ResponseWriter.WriteHeader(w.status)
+	held := w.held
+	w.discard()
+	if len(held) == 0 {
+		return nil
+	}
+	n, err := w.ResponseWriter.Write(held)
+	w.n += int64(n)
+	return err
+}
+
+// discard drops the held body and returns its storage to the pool.
+func (w *responseRecorder) discard() {
+	if w.buf != nil {
+		heldPool.Put(w.buf)
+	}
+	w.buf, w.held = nil, nil
+}
+
+// reset forgets an uncommitted response, headers included (but not a
+// Connection header till set for itself), so that another can be written.
+func (w *responseRecorder) reset() {
+	h := w.Header()
+	conn := h["Connection"]
+	clear(h)
+	if conn != nil {
+		h["Connection"] = conn
+	}
+	w.status = 0
+	w.discard()
+}
+
+// Flush sends the response so far at once (Server-Sent Events).
 func (w *responseRecorder) Flush() {
+	if w.commit() != nil {
+		return
+	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -51,6 +121,9 @@ func (w *responseRecorder) Flush() {
 // does at shutdown once the grace period is over: ReverseProxy closes only
 // the upstream side then.
 func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if err := w.commit(); err != nil {
+		return nil, nil, err
+	}
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil && w.x.ctx != nil {
 		context.AfterFunc(w.x.ctx, func() { conn.Close() })

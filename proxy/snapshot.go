@@ -57,14 +57,20 @@ type route struct {
 	credentials []string
 	addHeaders  [][2]string
 
+	// The key and how it is attached, shared by the routes that attach
+	// one key the same way.
+	*injection
+}
+
+// injection is how a route attaches its key, rendered once per snapshot.
+type injection struct {
 	secretName string
 	// problem is why the key cannot be attached (missing secret or field);
 	// "" when it can.
 	problem string
 	fp      string
 	expires time.Time // zero: never
-	// The injection, rendered once per snapshot: a header and its value, or
-	// an escaped "name=value" query parameter.
+	// A header and its value, or an escaped "name=value" query parameter.
 	injectHeader string
 	injectValue  string
 	injectQuery  string
@@ -97,9 +103,9 @@ func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot 
 		forward:   cfg.Forward,
 		clients:   newClientSet(cfg.Clients),
 	}
-	forms := echoMemo{} // routes that share a key share its forms
+	shared := newInterner()
 	for i := range cfg.Routes {
-		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge, forms)
+		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge, shared)
 		s.routes = append(s.routes, r)
 		s.byPrefix[r.prefix] = r
 		k := hostKey(r.upstream.Scheme, r.upstream.Host)
@@ -139,19 +145,18 @@ func (s *Snapshot) matchHost(key, p string) *route {
 	return nil
 }
 
-func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration, forms echoMemo) *route {
+func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration, shared *interner) *route {
 	r := &route{
-		name:       cr.Name,
-		prefix:     cr.Prefix,
-		upstream:   cr.Upstream,
-		timeout:    cr.Timeout,
-		maxBody:    cr.MaxBody,
-		methods:    cr.Allow.Methods,
-		paths:      cr.Allow.Paths,
-		clients:    cr.Clients,
-		rate:       cr.Rate,
-		burst:      cr.Burst,
-		secretName: cr.Secret,
+		name:     cr.Name,
+		prefix:   cr.Prefix,
+		upstream: shared.url(cr.Upstream),
+		timeout:  cr.Timeout,
+		maxBody:  cr.MaxBody,
+		methods:  cr.Allow.Methods,
+		paths:    cr.Allow.Paths,
+		clients:  cr.Clients,
+		rate:     cr.Rate,
+		burst:    cr.Burst,
 	}
 	if r.burst < 1 {
 		r.burst = r.rate.Count
@@ -164,21 +169,28 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	for _, h := range cr.Strip {
 		creds = append(creds, http.CanonicalHeaderKey(h))
 	}
-	r.credentials = dedupe(creds)
+	r.credentials = shared.names(dedupe(creds))
 	for k, v := range cr.Headers {
 		r.addHeaders = append(r.addHeaders, [2]string{http.CanonicalHeaderKey(k), v})
 	}
+	r.injection = shared.injection(compileInjection(cr, secrets, maxAge))
+	return r
+}
 
+// compileInjection renders how cr attaches its key; the echo forms are
+// left to the interner.
+func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) (in injection, values []string) {
+	in.secretName = cr.Secret
 	sec, ok := secrets[cr.Secret]
 	if cr.Secret == ca.SecretName {
 		ok = false // the CA key is never a route's key (config refuses it too)
 	}
 	if !ok {
-		r.problem = "secret " + `"` + cr.Secret + `"` + " is not in the vault (hint: till secret set " + cr.Secret + ")"
-		return r
+		in.problem = "secret " + `"` + cr.Secret + `"` + " is not in the vault (hint: till secret set " + cr.Secret + ")"
+		return in, nil
 	}
-	r.fp = sec.Fingerprint()
-	r.expires = sec.ExpiresAt(maxAge)
+	in.fp = sec.Fingerprint()
+	in.expires = sec.ExpiresAt(maxAge)
 	lookup := func(field string) (string, bool) {
 		if field == "" {
 			return sec.Value()
@@ -192,41 +204,84 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		if user, err = inj.Basic.Username.Render(lookup); err == nil {
 			pass, err = inj.Basic.Password.Render(lookup)
 		}
-		r.injectHeader = "Authorization"
-		r.injectValue = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+		in.injectHeader = "Authorization"
+		in.injectValue = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	case inj.Query != "":
 		v, ok := sec.Value()
 		if !ok {
 			err = errors.New("a query parameter takes a single-value secret, not fields")
 		}
-		r.injectQuery = inj.Query
-		r.injectPair = url.QueryEscape(inj.Query) + "=" + url.QueryEscape(v)
+		in.injectQuery = inj.Query
+		in.injectPair = url.QueryEscape(inj.Query) + "=" + url.QueryEscape(v)
 	default:
-		r.injectHeader = inj.Header
-		r.injectValue, err = inj.Format.Render(lookup)
+		in.injectHeader = inj.Header
+		in.injectValue, err = inj.Format.Render(lookup)
 	}
 	if err != nil {
 		// The template error names the missing field, never a value.
-		r.problem = "secret " + `"` + cr.Secret + `"` + " does not fit the route's inject format: " + err.Error()
-		r.injectValue, r.injectPair = "", ""
-		return r
+		in.problem = "secret " + `"` + cr.Secret + `"` + " does not fit the route's inject format: " + err.Error()
+		in.injectValue, in.injectPair = "", ""
+		return in, nil
 	}
-	r.echoForms = forms.of(append(sec.Values(), r.injectValue, strings.TrimPrefix(r.injectValue, "Basic ")))
-	return r
+	return in, append(sec.Values(), in.injectValue, strings.TrimPrefix(in.injectValue, "Basic "))
 }
 
-// echoMemo keeps the echo forms computed for a snapshot, by their values:
-// 10,000 routes to one key hold one copy (read-only), not 10,000.
-type echoMemo map[string][]string
+// interner shares, within one snapshot, what routes have in common: the
+// upstream URL, the credential header names, and the key with its
+// injection and echo forms. 10,000 routes to one key hold one copy of each
+// (read-only), not 10,000, and the garbage collector marks that much less
+// at every cycle. Its maps hold key values while a snapshot is compiled,
+// in memory only, and go with it.
+type interner struct {
+	urls       map[string]*url.URL
+	headers    map[string][]string
+	injections map[string]*injection
+	echoes     map[string][]string
+}
 
-func (m echoMemo) of(values []string) []string {
-	key := strings.Join(values, "\x00")
-	f, ok := m[key]
-	if !ok {
-		f = echoForms(values)
-		m[key] = f
+func newInterner() *interner {
+	return &interner{
+		urls:       map[string]*url.URL{},
+		headers:    map[string][]string{},
+		injections: map[string]*injection{},
+		echoes:     map[string][]string{},
 	}
-	return f
+}
+
+func (i *interner) url(u *url.URL) *url.URL {
+	k := u.String()
+	if shared, ok := i.urls[k]; ok {
+		return shared
+	}
+	i.urls[k] = u
+	return u
+}
+
+func (i *interner) names(n []string) []string {
+	k := strings.Join(n, "\x00")
+	if shared, ok := i.headers[k]; ok {
+		return shared
+	}
+	i.headers[k] = n
+	return n
+}
+
+// injection returns the shared copy of in, with the echo forms of values.
+func (i *interner) injection(in injection, values []string) *injection {
+	k := strings.Join([]string{in.secretName, in.problem, in.fp, in.expires.Format(time.RFC3339Nano),
+		in.injectHeader, in.injectValue, in.injectQuery, in.injectPair}, "\x00")
+	if shared, ok := i.injections[k]; ok {
+		return shared
+	}
+	vk := strings.Join(values, "\x00")
+	forms, ok := i.echoes[vk]
+	if !ok {
+		forms = echoForms(values)
+		i.echoes[vk] = forms
+	}
+	in.echoForms = forms
+	i.injections[k] = &in
+	return &in
 }
 
 // echoForms returns the distinct encoded forms of each value.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -223,17 +222,6 @@ func TestHostileLineFolding(t *testing.T) {
 	stillServes(t, tl)
 	tl.stop()
 	tl.assertNoLeak(allKeys)
-}
-
-// knownBugf reports a bug not fixed yet: as an error under
-// TILL_TEST_KNOWN_BUGS, otherwise in the verbose log only.
-func knownBugf(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("TILL_TEST_KNOWN_BUGS") == "" {
-		t.Logf("BUG: "+format, args...)
-		return
-	}
-	t.Errorf("BUG: "+format, args...)
 }
 
 // TestHostileBadChunkedBody: a chunked body that breaks the chunked coding
