@@ -204,9 +204,24 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
 
 	res := newResults()
-	order := []string{"direct", "nginx", "till", "intercept", "tls-upstream", "routes"}
+	order := []string{"direct", "nginx", "till", "intercept", "tls-upstream", "routes", "paired"}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {
+			if name == "paired" {
+				ng, ok := targets["nginx"]
+				if !ok {
+					continue
+				}
+				// A cross-check of the CPU figure, steadier on a shared
+				// machine for the same reason as the route tables.
+				fmt.Fprintf(os.Stderr, "bench: round %d: nginx and till together, %d req/s each\n", round, *rate)
+				n, tl, err := together(ng, targets["till"])
+				if err != nil {
+					return err
+				}
+				res.add("paired", "ratio", tl.cpuPerReq/n.cpuPerReq)
+				continue
+			}
 			if name == "routes" {
 				// The two route tables are measured at once, each at the
 				// fixed rate: both see the same moment of a shared, noisy
@@ -705,6 +720,9 @@ func (r *results) print(w io.Writer) {
 	tw.Flush()
 	if med, lo, hi, ok := r.median("routes", "scale"); ok {
 		fmt.Fprintf(w, "\nroute scale: CPU per request with 10,000 routes is %.2f× that with 10 (median of rounds, %.2f–%.2f; both measured at once)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("paired", "ratio"); ok {
+		fmt.Fprintf(w, "CPU per request, till vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
 	}
 	if a, _, _, ok := r.median("intercept", "cpu"); ok {
 		if b, _, _, ok := r.median("till", "cpu"); ok && b > 0 {
