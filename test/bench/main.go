@@ -443,8 +443,13 @@ http {
 
 // newClient is a keep-alive client; with a till that intercepts, it uses
 // that till as its HTTPS proxy and trusts its CA.
+// newClient is the load's client. It keeps up to 64 idle connections per
+// proxy (wrk's count): the fixed rate needs a few, and a stall of the shared
+// machine would otherwise leave every connection it made open to the end of
+// the run, each holding about 21 kB in a Go server (net/http's buffers and
+// goroutine), which the RSS figures would count.
 func newClient(icpt *tillProc) *http.Client {
-	tr := &http.Transport{MaxIdleConnsPerHost: 512, MaxIdleConns: 1024, IdleConnTimeout: time.Minute, DisableCompression: true}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxIdleConns: 1024, IdleConnTimeout: time.Minute, DisableCompression: true}
 	if icpt != nil {
 		proxy, _ := url.Parse("http://" + icpt.addr)
 		roots := x509.NewCertPool()
