@@ -16,6 +16,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,13 +96,20 @@ func (t *Transport) Send(req *http.Request, headerTimeout time.Duration) (*http.
 	if req.URL.Scheme != "http" {
 		return nil, fmt.Errorf("upstream: unsupported scheme %q", req.URL.Scheme)
 	}
+	inline := req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0 && req.ContentLength <= maxInlineBody
+	if inline {
+		var err error
+		if req, err = readInline(req); err != nil {
+			return nil, err
+		}
+	}
 	addr := hostPort(req.URL.Host)
 	for attempt := 0; ; attempt++ {
 		c, err := t.get(req.Context(), addr)
 		if err != nil {
 			return nil, err
 		}
-		resp, retry, err := c.roundTrip(req, headerTimeout)
+		resp, retry, err := c.roundTrip(req, headerTimeout, inline)
 		if err == nil {
 			return resp, nil
 		}
@@ -109,6 +117,38 @@ func (t *Transport) Send(req *http.Request, headerTimeout time.Duration) (*http.
 			return nil, err
 		}
 	}
+}
+
+// maxInlineBody is the largest request body read whole before the request
+// is sent. net/http then writes it with the head in one system call
+// (otherwise the head goes first, and a goroutine streams the body). It is
+// far below a socket's send buffer, so writing it cannot block on an
+// upstream that answers before reading.
+const maxInlineBody = 8 << 10
+
+// readInline reads req's body, of req.ContentLength bytes, and returns a
+// copy of req that carries it in memory. An error is the body's own (an
+// *http.MaxBytesError, say), or says the body is not as long as declared.
+func readInline(req *http.Request) (*http.Request, error) {
+	defer req.Body.Close()
+	buf := make([]byte, req.ContentLength)
+	if _, err := io.ReadFull(req.Body, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	var extra [1]byte
+	if n, err := req.Body.Read(extra[:]); n > 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("upstream: request body longer than its Content-Length %d", req.ContentLength)
+		}
+		return nil, err
+	}
+	out := req.WithContext(req.Context()) // a shallow copy to change the body of
+	out.Body = io.NopCloser(bytes.NewReader(buf))
+	out.GetBody = nil
+	return out, nil
 }
 
 // replayable reports whether a request without a body may be sent twice:
@@ -317,7 +357,7 @@ const max1xx = 5
 // roundTrip writes req and reads the response head; the response body
 // gives the connection back to the pool when it is read to its end. retry
 // says the request may be sent again on another connection.
-func (c *conn) roundTrip(req *http.Request, timeout time.Duration) (resp *http.Response, retry bool, err error) {
+func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool) (resp *http.Response, retry bool, err error) {
 	ctx := req.Context()
 	c.aborted, c.headRead, c.writeErr = false, false, nil
 	stop := context.AfterFunc(ctx, c.abort)
@@ -334,21 +374,22 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration) (resp *http.R
 		return nil, retry, err
 	}
 
-	// Without a body the request is written here. With one, it is written
-	// by another goroutine while this one waits for the response, so an
+	// Without a body, or with a small one in memory (inline), the request
+	// is written here. With a body read from the app, it is written by
+	// another goroutine while this one waits for the response, so an
 	// upstream that answers before reading the whole body (413, 401) is
 	// heard instead of deadlocking on a full socket. Either way the
 	// timeout counts from the end of the upload.
 	var written chan error
-	if !hasBody {
-		if err := c.write(req); err != nil {
+	if !hasBody || inline {
+		if err := c.write(req, inline); err != nil {
 			return fail(err)
 		}
 		c.awaitHead(timeout)
 	} else {
 		written = make(chan error, 1)
 		go func() {
-			err := c.write(req)
+			err := c.write(req, false)
 			if err == nil {
 				c.awaitHead(timeout)
 			} else {
@@ -375,10 +416,12 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration) (resp *http.R
 }
 
 // write sends req's head and body. When reading the body fails, the error
-// is the body's own (an *http.MaxBytesError, say), not the write's.
-func (c *conn) write(req *http.Request) error {
+// is the body's own (an *http.MaxBytesError, say), not the write's. An
+// inline body, in memory, cannot fail, and is passed as it is, so that
+// net/http writes it with the head.
+func (c *conn) write(req *http.Request, inline bool) error {
 	var body *bodyReader
-	if req.Body != nil && req.Body != http.NoBody {
+	if req.Body != nil && req.Body != http.NoBody && !inline {
 		body = &bodyReader{ReadCloser: req.Body}
 		req = req.WithContext(req.Context()) // a shallow copy to change the body of
 		req.Body = body

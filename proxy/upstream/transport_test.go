@@ -651,3 +651,92 @@ func TestBodyUntilCloseAndNoContent(t *testing.T) {
 		t.Errorf("%d connections, want 2 (one closed by the upstream, one for the 204s)", n)
 	}
 }
+
+// writeCounter counts the writes on the connections it dials.
+type writeCounter struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (w writeCounter) Write(p []byte) (int, error) {
+	w.n.Add(1)
+	return w.Conn.Write(p)
+}
+
+// TestSmallBodyGoesWithTheHead: a small body with a Content-Length is read
+// first and sent with the head in one write; one without a length is
+// streamed after the head.
+func TestSmallBodyGoesWithTheHead(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprint(w, len(b))
+	}))
+	defer s.Close()
+	var writes atomic.Int64
+	var d net.Dialer
+	tr := newTransport(t, Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		return writeCounter{c, &writes}, err
+	}})
+	for _, tc := range []struct {
+		length int64
+		writes int64 // at most, for the request
+	}{
+		{1000, 1},
+		{-1, 3}, // the head, then the chunk and the last chunk
+	} {
+		writes.Store(0)
+		body := strings.Repeat("b", 1000)
+		req, _ := http.NewRequest("POST", s.URL, io.NopCloser(strings.NewReader(body)))
+		req.ContentLength = tc.length
+		resp, err := tr.Send(req, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		n := writes.Load()
+		if string(b) != "1000" || n > tc.writes || tc.length < 0 && n < 2 {
+			t.Errorf("Content-Length %d: upstream read %s bytes, in %d writes", tc.length, b, n)
+		}
+	}
+}
+
+// TestSmallBodyErrors: a small body that fails, or is shorter or longer than
+// its Content-Length, fails the request with the body's own error, before
+// anything is sent.
+func TestSmallBodyErrors(t *testing.T) {
+	var received atomic.Int64
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.Add(1)
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer s.Close()
+	tr := newTransport(t, Config{})
+	send := func(body io.Reader, length int64) error {
+		req, _ := http.NewRequest("POST", s.URL, io.NopCloser(body))
+		req.ContentLength = length
+		resp, err := tr.Send(req, 5*time.Second)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	tooBig := http.MaxBytesReader(nil, io.NopCloser(strings.NewReader(strings.Repeat("z", 2000))), 1000)
+	var mbe *http.MaxBytesError
+	if err := send(tooBig, 2000); !errors.As(err, &mbe) {
+		t.Errorf("over max_body: got %v, want an *http.MaxBytesError", err)
+	}
+	if err := send(strings.NewReader("short"), 100); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("shorter than its Content-Length: got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if err := send(strings.NewReader("longer than said"), 4); err == nil || !strings.Contains(err.Error(), "longer than its Content-Length") {
+		t.Errorf("longer than its Content-Length: got %v", err)
+	}
+	if n := received.Load(); n != 0 {
+		t.Errorf("the upstream received %d requests with a broken body", n)
+	}
+	if err := send(strings.NewReader("fine"), 4); err != nil || received.Load() != 1 {
+		t.Errorf("a good body after them: %v, %d received", err, received.Load())
+	}
+}
