@@ -7,7 +7,8 @@
 // (wrk when installed), peak RSS and RSS with idle keep-alive clients,
 // time to the first Server-Sent Event, intercept mode and a TLS upstream,
 // and 10 vs 10,000 routes (those two measured at once, as are nginx and
-// till again for a steadier CPU ratio). It prints one table and exits
+// till again for a steadier CPU ratio, with GETs and with POSTs of a 1 kB
+// chat completion). It prints one table and exits
 // non-zero if injection was not verified. It asserts nothing about speed.
 //
 //	go run ./test/bench            # full run (a few minutes)
@@ -68,6 +69,7 @@ type upstream struct {
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
 	if r.Header.Get("Authorization") == "Bearer "+benchKey {
 		u.verified.Add(1)
 	} else {
@@ -91,9 +93,13 @@ type target struct {
 	name   string
 	url    string // request URL
 	client *http.Client
-	pid    int  // the proxy process, 0 for direct
-	direct bool // the app holds the key itself: the baseline
+	pid    int    // the proxy process, 0 for direct
+	direct bool   // the app holds the key itself: the baseline
+	body   string // a POST body; "" sends GETs
 }
+
+// chatBody is a chat completion request of about 1 kB, as an LLM SDK sends.
+var chatBody = `{"model":"gpt-bench","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}]}`
 
 // withKey makes c send the key itself, as an app without till would.
 func withKey(c *http.Client) *http.Client {
@@ -221,6 +227,15 @@ func run() error {
 					return err
 				}
 				res.add("paired", "ratio", tl.cpuPerReq/n.cpuPerReq)
+				// The same with POSTs of a chat completion, the shape of
+				// LLM traffic.
+				ngPost, tlPost := *ng, *targets["till"]
+				ngPost.body, tlPost.body = chatBody, chatBody
+				fmt.Fprintf(os.Stderr, "bench: round %d: nginx and till together, POST, %d req/s each\n", round, *rate)
+				if n, tl, err = together(&ngPost, &tlPost); err != nil {
+					return err
+				}
+				res.add("paired-post", "ratio", tl.cpuPerReq/n.cpuPerReq)
 				continue
 			}
 			if name == "routes" {
@@ -461,8 +476,17 @@ func newClient(icpt *tillProc) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-func get(c *http.Client, u string) error {
-	resp, err := c.Get(u)
+func get(c *http.Client, u string) error { return send(&target{client: c, url: u}) }
+
+// send makes one request to t: a GET, or a POST of t.body.
+func send(t *target) error {
+	var resp *http.Response
+	var err error
+	if t.body != "" {
+		resp, err = t.client.Post(t.url, "application/json", strings.NewReader(t.body))
+	} else {
+		resp, err = t.client.Get(t.url)
+	}
 	if err != nil {
 		return err
 	}
@@ -500,7 +524,7 @@ func fixedRate(t *target, rate int, d time.Duration) (measurement, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := get(t.client, t.url); err != nil {
+			if err := send(t); err != nil {
 				failed.Add(1)
 			}
 			lats[i] = time.Since(at)
@@ -729,6 +753,9 @@ func (r *results) print(w io.Writer) {
 	}
 	if med, lo, hi, ok := r.median("paired", "ratio"); ok {
 		fmt.Fprintf(w, "CPU per request, till vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("paired-post", "ratio"); ok {
+		fmt.Fprintf(w, "CPU per POST of a 1 kB chat completion, till vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
 	}
 	if a, _, _, ok := r.median("intercept", "cpu"); ok {
 		if b, _, _, ok := r.median("till", "cpu"); ok && b > 0 {
