@@ -24,11 +24,11 @@ var heldPool = sync.Pool{New: func() any { return new([holdLimit]byte) }}
 type responseRecorder struct {
 	http.ResponseWriter
 	x         *exchange
-	status    int   // the final status given, 0 before
-	n         int64 // body bytes written to the app
-	committed bool  // the status has gone to the server
-	held      []byte
-	buf       *[holdLimit]byte // held's storage, from heldPool
+	status    int              // the final status given, 0 before
+	n         int64            // body bytes written to the app
+	committed bool             // the status has gone to the server
+	held      int              // bytes of body held in buf
+	buf       *[holdLimit]byte // from heldPool while a body is held
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
@@ -51,12 +51,11 @@ func (w *responseRecorder) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	if !w.committed {
-		if len(w.held)+len(p) <= holdLimit {
+		if w.held+len(p) <= holdLimit {
 			if w.buf == nil {
 				w.buf = heldPool.Get().(*[holdLimit]byte)
-				w.held = w.buf[:0]
 			}
-			w.held = append(w.held, p...)
+			w.held += copy(w.buf[w.held:], p)
 			return len(p), nil
 		}
 		if err := w.commit(); err != nil {
@@ -75,12 +74,11 @@ func (w *responseRecorder) commit() error {
 	}
 	w.committed = true
 	w.ResponseWriter.WriteHeader(w.status)
-	held := w.held
-	w.discard()
-	if len(held) == 0 {
+	defer w.discard()
+	if w.held == 0 {
 		return nil
 	}
-	n, err := w.ResponseWriter.Write(held)
+	n, err := w.ResponseWriter.Write(w.buf[:w.held])
 	w.n += int64(n)
 	return err
 }
@@ -90,7 +88,7 @@ func (w *responseRecorder) discard() {
 	if w.buf != nil {
 		heldPool.Put(w.buf)
 	}
-	w.buf, w.held = nil, nil
+	w.buf, w.held = nil, 0
 }
 
 // reset forgets an uncommitted response, headers included (but not a

@@ -236,7 +236,6 @@ type interner struct {
 	urls       map[string]*url.URL
 	headers    map[string][]string
 	injections map[string]*injection
-	echoes     map[string][]string
 }
 
 func newInterner() *interner {
@@ -244,7 +243,6 @@ func newInterner() *interner {
 		urls:       map[string]*url.URL{},
 		headers:    map[string][]string{},
 		injections: map[string]*injection{},
-		echoes:     map[string][]string{},
 	}
 }
 
@@ -273,13 +271,7 @@ func (i *interner) injection(in injection, values []string) *injection {
 	if shared, ok := i.injections[k]; ok {
 		return shared
 	}
-	vk := strings.Join(values, "\x00")
-	forms, ok := i.echoes[vk]
-	if !ok {
-		forms = echoForms(values)
-		i.echoes[vk] = forms
-	}
-	in.echoForms = forms
+	in.echoForms = echoForms(values)
 	i.injections[k] = &in
 	return &in
 }

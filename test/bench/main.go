@@ -201,7 +201,7 @@ func run() error {
 	// Injection first: a faster proxy that does not inject is not measured.
 	for name, t := range targets {
 		before := up.verified.Load()
-		if err := get(t.client, t.url); err != nil {
+		if err := send(t); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		if name != "direct" && up.verified.Load() != before+1 {
@@ -220,22 +220,18 @@ func run() error {
 					continue
 				}
 				// A cross-check of the CPU figure, steadier on a shared
-				// machine for the same reason as the route tables.
-				fmt.Fprintf(os.Stderr, "bench: round %d: nginx and till together, %d req/s each\n", round, *rate)
-				n, tl, err := together(ng, targets["till"])
-				if err != nil {
-					return err
+				// machine for the same reason as the route tables; again
+				// with POSTs of a chat completion, the shape of LLM traffic.
+				for _, p := range []struct{ figure, method, body string }{{"paired", "GET", ""}, {"paired-post", "POST", chatBody}} {
+					ngp, tlp := *ng, *targets["till"]
+					ngp.body, tlp.body = p.body, p.body
+					fmt.Fprintf(os.Stderr, "bench: round %d: nginx and till together, %s, %d req/s each\n", round, p.method, *rate)
+					n, tl, err := together(&ngp, &tlp)
+					if err != nil {
+						return err
+					}
+					res.add(p.figure, "ratio", tl.cpuPerReq/n.cpuPerReq)
 				}
-				res.add("paired", "ratio", tl.cpuPerReq/n.cpuPerReq)
-				// The same with POSTs of a chat completion, the shape of
-				// LLM traffic.
-				ngPost, tlPost := *ng, *targets["till"]
-				ngPost.body, tlPost.body = chatBody, chatBody
-				fmt.Fprintf(os.Stderr, "bench: round %d: nginx and till together, POST, %d req/s each\n", round, *rate)
-				if n, tl, err = together(&ngPost, &tlPost); err != nil {
-					return err
-				}
-				res.add("paired-post", "ratio", tl.cpuPerReq/n.cpuPerReq)
 				continue
 			}
 			if name == "routes" {
@@ -475,8 +471,6 @@ func newClient(icpt *tillProc) *http.Client {
 	}
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
-
-func get(c *http.Client, u string) error { return send(&target{client: c, url: u}) }
 
 // send makes one request to t: a GET, or a POST of t.body.
 func send(t *target) error {
