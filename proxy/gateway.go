@@ -48,8 +48,9 @@ type Gateway struct {
 	abort     context.CancelFunc
 	audit     *Audit
 	log       zerolog.Logger
-	proxy     *httputil.ReverseProxy
+	proxy     *httputil.ReverseProxy // protocol upgrades (WebSocket) on routes
 	plain     *httputil.ReverseProxy // unknown hosts, absolute-form, tunnel policy
+	buffers   *bufferPool            // copy response bodies
 	intercept *interceptor           // nil without a CA
 	listeners []netip.AddrPort
 	ids       *requestIDs
@@ -103,12 +104,13 @@ func New(snap *Snapshot, opts Options) *Gateway {
 		g.transport = NewTransport()
 	}
 	g.upstream = newUpstreamTransport(g.transport)
+	g.buffers = newBufferPool()
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      routeTransport{g},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.handleUpstreamError,
-		BufferPool:     newBufferPool(),
+		BufferPool:     g.buffers,
 		ErrorLog:       zerologStdLogger(opts.Log),
 	}
 	g.plain = g.newPlainProxy()
@@ -169,7 +171,7 @@ func (g *Gateway) drain(ctx context.Context) error {
 func (g *Gateway) Snapshot() *Snapshot { return g.snap.Load() }
 
 // exchange is one request's state, shared with the ReverseProxy hooks
-// through the request context.
+// through the request context when ReverseProxy carries the request.
 type exchange struct {
 	rec     record
 	route   *route
@@ -312,10 +314,16 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 		g.deny(rw, x, denial{CodeBadRequest, "the request body is larger than the route's max_body"})
 		return
 	}
-	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
-	x.countBody(rw, out, rt.maxBody)
 	x.upstreamStart = time.Now()
-	g.proxy.ServeHTTP(rw, out)
+	if _, upgrade := r.Header["Upgrade"]; upgrade {
+		// ReverseProxy relays a protocol switch (WebSocket) once the
+		// upstream agrees to it.
+		out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+		x.countBody(rw, out, rt.maxBody)
+		g.proxy.ServeHTTP(rw, out)
+		return
+	}
+	g.send(rw, r, x)
 }
 
 // countBody wraps the body of out (a copy of the server's request: net/http
@@ -323,7 +331,7 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 // it, remember a read error, bound the wait for each part of it, and cap
 // it at maxBody when positive.
 func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody int64) {
-	if !x.hasBody {
+	if !x.hasBody || out.Body == nil {
 		return
 	}
 	var body io.ReadCloser = &countingBody{ReadCloser: out.Body, x: x, rc: http.NewResponseController(w)}
@@ -334,17 +342,12 @@ func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody i
 	x.bodyRead = true
 }
 
-// routeTransport sends each request with its route's timeout: to a
-// plain-HTTP upstream through upstream.Transport, and through net/http's
-// Transport to an https upstream (HTTP/2 where offered), for a protocol
-// upgrade, or when the request waits for 100 Continue.
+// routeTransport sends ReverseProxy's requests (protocol upgrades) through
+// net/http's Transport with their route's timeout.
 type routeTransport struct{ g *Gateway }
 
 func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
-	if _, upgrade := r.Header["Upgrade"]; r.URL.Scheme == "http" && !upgrade && r.Header.Get("Expect") == "" {
-		return t.g.upstream.Send(r, x.route.timeout)
-	}
 	return t.g.transportFor(x.route.timeout).RoundTrip(r)
 }
 
@@ -510,17 +513,21 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	}
 }
 
-// rewrite builds the upstream request from the route alone: the host dialled
-// and the Host header both come from the route's upstream (invariant 1).
+// rewrite is ReverseProxy's hook for the upstream request (see target).
 func rewrite(pr *httputil.ProxyRequest) {
-	x := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	pr.In.Context().Value(exchangeKey{}).(*exchange).target(pr.Out, pr.In.URL.RawQuery)
+}
+
+// target points out at the route's upstream, with the app's query, and
+// attaches the route's key: the host dialled and the Host header both come
+// from the route alone (invariant 1).
+func (x *exchange) target(out *http.Request, rawQuery string) {
 	rt := x.route
-	out := pr.Out
 	out.URL.Scheme = rt.upstream.Scheme
 	out.URL.Host = rt.upstream.Host
 	out.URL.Path = x.outPath
 	out.URL.RawPath = x.rawPath
-	out.URL.RawQuery = pr.In.URL.RawQuery
+	out.URL.RawQuery = rawQuery
 	out.Host = ""
 	h := out.Header
 	for _, name := range rt.credentials {
@@ -568,10 +575,16 @@ func withoutParam(raw, name string) string {
 	return b.String()
 }
 
-// modifyResponse removes any response header that echoes the key, and stops
-// the header timeout.
+// modifyResponse is ReverseProxy's hook for the response (see
+// checkResponse).
 func (g *Gateway) modifyResponse(resp *http.Response) error {
-	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	g.checkResponse(resp.Request.Context().Value(exchangeKey{}).(*exchange), resp)
+	return nil
+}
+
+// checkResponse notes the upstream's answer, and removes any response
+// header that echoes the key; trailers are checked when the body ends.
+func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
 	if n := scrubEchoes(resp.Header, x.route.echoForms); n > 0 {
@@ -584,7 +597,6 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		// Trailers arrive after the body: check them when it ends.
 		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.route.echoForms}
 	}
-	return nil
 }
 
 // scrubEchoes removes every header whose value contains one of the forms
@@ -612,7 +624,7 @@ func echoes(values, forms []string) bool {
 }
 
 // trailerScrubber removes trailers that echo the key once the body ends,
-// before ReverseProxy copies them to the app.
+// before they are copied to the app.
 type trailerScrubber struct {
 	io.ReadCloser
 	resp *http.Response
@@ -627,16 +639,21 @@ func (t *trailerScrubber) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// handleUpstreamError maps a failure to reach the upstream to till's error
-// answer: 504 when the route's timeout fired, 502 otherwise, nothing when the
-// app has gone away.
+// handleUpstreamError is ReverseProxy's hook for a failed exchange (see
+// upstreamFailed).
 func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	x := r.Context().Value(exchangeKey{}).(*exchange)
+	g.upstreamFailed(w, r.Context().Value(exchangeKey{}).(*exchange), r.Context(), err)
+}
+
+// upstreamFailed maps a failure to reach the upstream to till's error
+// answer: 504 when the route's timeout fired, 502 otherwise, nothing when
+// the app has gone away (ctx, the app's request's, has ended).
+func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context.Context, err error) {
 	var tooBig *http.MaxBytesError
 	var netErr net.Error
 	d := denial{CodeUpstreamUnreachable, "till could not reach the upstream"}
 	switch {
-	case r.Context().Err() != nil:
+	case ctx.Err() != nil:
 		x.failure = codeClientClosed
 		return
 	case errors.As(err, &tooBig):

@@ -3,10 +3,13 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,8 +36,8 @@ type responseRecorder struct {
 
 func (w *responseRecorder) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
-		// ReverseProxy passes 1xx responses (103 Early Hints) on without
-		// ModifyResponse: their headers are checked here. They go at once.
+		// 1xx responses (103 Early Hints) are not checked by
+		// checkResponse: their headers are checked here. They go at once.
 		if w.x.route != nil {
 			scrubEchoes(w.Header(), w.x.route.echoForms)
 		}
@@ -104,6 +107,19 @@ func (w *responseRecorder) reset() {
 	w.discard()
 }
 
+// informational passes a 1xx response (103 Early Hints) on to the app at
+// once, with its own headers only.
+func (w *responseRecorder) informational(code int, h http.Header) error {
+	dst := w.Header()
+	kept := dst.Clone()
+	clear(dst)
+	maps.Copy(dst, h)
+	w.WriteHeader(code)
+	clear(dst)
+	maps.Copy(dst, kept)
+	return nil
+}
+
 // Flush sends the response so far at once (Server-Sent Events).
 func (w *responseRecorder) Flush() {
 	if w.commit() != nil {
@@ -142,11 +158,17 @@ var bodyIdleTimeout = 60 * time.Second
 // whether reading it failed, and keeps a read deadline ahead of each read.
 type countingBody struct {
 	io.ReadCloser
-	x  *exchange
-	rc *http.ResponseController
+	x      *exchange
+	rc     *http.ResponseController
+	closed atomic.Bool
 }
 
+var errBodyClosed = errors.New("till: request body read after the handler ended")
+
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errBodyClosed
+	}
 	_ = b.rc.SetReadDeadline(time.Now().Add(bodyIdleTimeout))
 	n, err := b.ReadCloser.Read(p)
 	b.x.bytesIn.Add(int64(n))
@@ -157,4 +179,12 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.x.bodyErr.Store(true)
 	}
 	return n, err
+}
+
+// Close ends the reads, and leaves the app's body to the server, which
+// drains or closes it after the handler: a transport that closed it early
+// could hang on a body the app has not sent yet (100-continue).
+func (b *countingBody) Close() error {
+	b.closed.Store(true)
+	return nil
 }

@@ -47,7 +47,7 @@ func FuzzResponse(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://upstream.test/v1", nil)
-		resp, err := tr.Send(req, time.Second)
+		resp, err := tr.Send(req, time.Second, nil)
 		if err != nil {
 			return
 		}

@@ -74,22 +74,30 @@ func New(cfg Config) *Transport {
 }
 
 // RoundTrip sends req and returns its response, with no bound on the wait
-// for the response headers other than req's context.
+// for the response headers other than req's context. Informational (1xx)
+// responses go to the request's httptrace, if it has one.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.Send(req, 0)
+	var informational func(int, http.Header) error
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+		informational = func(code int, h http.Header) error { return trace.Got1xxResponse(code, textproto.MIMEHeader(h)) }
+	}
+	return t.Send(req, 0, informational)
 }
 
 // Send sends req and returns its response. headerTimeout, when positive,
 // bounds the wait for the response headers once the request is written
 // (the upload and the body after the headers are not bounded by it); when
 // it passes, the error is a net.Error whose Timeout is true.
+// informational, when not nil, is given each informational (1xx) response
+// that comes before the final one, in the caller's goroutine; an error
+// from it ends the exchange.
 //
 // A request without a body that fails on a reused connection before any
 // byte of its response arrived is sent once more on a new connection when
 // that is safe: nothing of it was written, or its method is idempotent or
 // it has an Idempotency-Key. Before reusing a connection, Send checks that
 // the upstream has not closed it nor sent anything unasked.
-func (t *Transport) Send(req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
+func (t *Transport) Send(req *http.Request, headerTimeout time.Duration, informational func(code int, h http.Header) error) (*http.Response, error) {
 	if req.URL == nil || req.URL.Host == "" {
 		return nil, errors.New("upstream: request has no host")
 	}
@@ -109,7 +117,7 @@ func (t *Transport) Send(req *http.Request, headerTimeout time.Duration) (*http.
 		if err != nil {
 			return nil, err
 		}
-		resp, retry, err := c.roundTrip(req, headerTimeout, inline)
+		resp, retry, err := c.roundTrip(req, headerTimeout, inline, informational)
 		if err == nil {
 			return resp, nil
 		}
@@ -357,7 +365,7 @@ const max1xx = 5
 // roundTrip writes req and reads the response head; the response body
 // gives the connection back to the pool when it is read to its end. retry
 // says the request may be sent again on another connection.
-func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool) (resp *http.Response, retry bool, err error) {
+func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool, informational func(int, http.Header) error) (resp *http.Response, retry bool, err error) {
 	ctx := req.Context()
 	c.aborted, c.headRead, c.writeErr = false, false, nil
 	stop := context.AfterFunc(ctx, c.abort)
@@ -399,7 +407,7 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool) 
 		}()
 	}
 
-	resp, err = c.readHead(req)
+	resp, err = c.readHead(req, informational)
 	if err = c.endHead(err); err != nil {
 		if timeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
 			err = headerTimeout(timeout)
@@ -451,9 +459,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // readHead reads the response head, passing informational (1xx) responses
-// to the request's httptrace.
-func (c *conn) readHead(req *http.Request) (*http.Response, error) {
-	trace := httptrace.ContextClientTrace(req.Context())
+// to informational.
+func (c *conn) readHead(req *http.Request, informational func(int, http.Header) error) (*http.Response, error) {
 	for n := 0; ; n++ {
 		c.budget = c.t.cfg.MaxResponseHeaderBytes
 		resp, err := http.ReadResponse(c.br, req)
@@ -471,8 +478,8 @@ func (c *conn) readHead(req *http.Request) (*http.Response, error) {
 		if n == max1xx {
 			return nil, errors.New("upstream: too many 1xx informational responses")
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+		if informational != nil {
+			if err := informational(code, resp.Header); err != nil {
 				return nil, err
 			}
 		}

@@ -260,7 +260,7 @@ func TestHeaderTimeout(t *testing.T) {
 	tr := newTransport(t, Config{})
 	req, _ := http.NewRequest("GET", s.URL, nil)
 	start := time.Now()
-	_, err := tr.Send(req, 100*time.Millisecond)
+	_, err := tr.Send(req, 100*time.Millisecond, nil)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("got %v, want a timeout", err)
@@ -288,7 +288,7 @@ func TestHeaderTimeoutCountsFromEndOfUpload(t *testing.T) {
 		pw.Close()
 	}()
 	req, _ := http.NewRequest("POST", s.URL, pr)
-	resp, err := tr.Send(req, 150*time.Millisecond)
+	resp, err := tr.Send(req, 150*time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +313,7 @@ func TestEarlyAnswerToUpload(t *testing.T) {
 	endless := io.LimitReader(neverEnding('x'), 1<<30)
 	req, _ := http.NewRequest("POST", url, io.NopCloser(endless))
 	req.ContentLength = 1 << 30
-	resp, err := tr.Send(req, 5*time.Second)
+	resp, err := tr.Send(req, 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,7 +605,7 @@ func TestBodyErrorIsReturned(t *testing.T) {
 	body := http.MaxBytesReader(nil, io.NopCloser(io.LimitReader(neverEnding('z'), 1<<20)), 1000)
 	req, _ := http.NewRequest("POST", s.URL, body)
 	req.ContentLength = -1
-	_, err := tr.Send(req, 5*time.Second)
+	_, err := tr.Send(req, 5*time.Second, nil)
 	var tooBig *http.MaxBytesError
 	if !errors.As(err, &tooBig) {
 		t.Errorf("got %v, want an *http.MaxBytesError", err)
@@ -689,7 +689,7 @@ func TestSmallBodyGoesWithTheHead(t *testing.T) {
 		body := strings.Repeat("b", 1000)
 		req, _ := http.NewRequest("POST", s.URL, io.NopCloser(strings.NewReader(body)))
 		req.ContentLength = tc.length
-		resp, err := tr.Send(req, 5*time.Second)
+		resp, err := tr.Send(req, 5*time.Second, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -716,7 +716,7 @@ func TestSmallBodyErrors(t *testing.T) {
 	send := func(body io.Reader, length int64) error {
 		req, _ := http.NewRequest("POST", s.URL, io.NopCloser(body))
 		req.ContentLength = length
-		resp, err := tr.Send(req, 5*time.Second)
+		resp, err := tr.Send(req, 5*time.Second, nil)
 		if err == nil {
 			resp.Body.Close()
 		}

@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+)
+
+// TestSendMatchesReverseProxy sends the same requests through till and
+// through httputil.ReverseProxy (which carried them before send), to a
+// plain-HTTP upstream and to a TLS one, and compares what the upstream
+// received and what the app got, less what till changes on purpose (the
+// key, its request id).
+func TestSendMatchesReverseProxy(t *testing.T) {
+	var mu sync.Mutex
+	var received http.Header
+	sent := make(chan struct{}) // the first event has reached the app
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		received = r.Header.Clone()
+		mu.Unlock()
+		h := w.Header()
+		switch r.URL.Query().Get("case") {
+		case "hop":
+			h.Set("Connection", "X-Up-Hop")
+			h.Set("X-Up-Hop", "1")
+			h.Set("Keep-Alive", "timeout=5")
+			h.Set("Proxy-Connection", "keep-alive")
+			h.Set("X-Fine", "1")
+			io.WriteString(w, "hop")
+		case "hints":
+			h.Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Del("Link")
+			h.Set("X-Final", "1")
+			io.WriteString(w, "hints")
+		case "trailers":
+			h.Set("Trailer", "X-Announced")
+			io.WriteString(w, "trailers")
+			w.(http.Flusher).Flush()
+			h.Set("X-Announced", "a")
+			h.Set(http.TrailerPrefix+"X-Unannounced", "u")
+		case "sse":
+			h.Set("Content-Type", "text/event-stream; charset=utf-8")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			for _, event := range []string{"headers", "1", "2"} {
+				select {
+				case <-sent:
+				case <-time.After(5 * time.Second):
+					io.WriteString(w, "data: held back before "+event+"\n\n")
+					return
+				}
+				io.WriteString(w, "data: "+event+"\n\n")
+				w.(http.Flusher).Flush()
+			}
+		default:
+			w.WriteHeader(http.StatusTeapot)
+			io.WriteString(w, r.URL.RawQuery)
+		}
+	})
+	for _, scheme := range []string{"http", "https"} {
+		t.Run(scheme, func(t *testing.T) {
+			up := httptest.NewUnstartedServer(upstream)
+			if scheme == "https" {
+				up.EnableHTTP2 = true
+				up.StartTLS()
+			} else {
+				up.Start()
+			}
+			defer up.Close()
+			tr := NewTransport()
+			if scheme == "https" {
+				roots := x509.NewCertPool()
+				roots.AddCert(up.Certificate())
+				tr.TLSClientConfig.RootCAs = roots
+			}
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.Nop(), Transport: tr})
+			till := httptest.NewServer(gw)
+			defer till.Close()
+			target, _ := url.Parse(up.URL)
+			ref := httptest.NewServer(&httputil.ReverseProxy{
+				Rewrite: func(pr *httputil.ProxyRequest) {
+					pr.SetURL(target)
+					pr.Out.URL.Path = strings.TrimPrefix(pr.In.URL.Path, "/openai")
+					pr.Out.URL.RawQuery = pr.In.URL.RawQuery // till passes the query on as it came
+					pr.Out.Host = ""
+				},
+				Transport: tr,
+			})
+			defer ref.Close()
+
+			for _, c := range []string{"hop", "hints", "trailers", "sse", "other&a=1;b=%zz"} {
+				var got [2]string
+				for i, front := range []string{till.URL, ref.URL} {
+					var out strings.Builder
+					trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+						fmt.Fprintf(&out, "%d %q\n", code, h)
+						return nil
+					}}
+					req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", front+"/openai/v1/x?case="+c, nil)
+					req.Header.Set("Connection", "X-Hop")
+					req.Header.Set("X-Hop", "1")
+					req.Header.Set("Keep-Alive", "timeout=5")
+					req.Header.Set("Te", "trailers")
+					req.Header.Set("Upgrade-Insecure-Requests", "1")
+					req.Header.Set("Forwarded", "for=10.1.2.3")
+					req.Header.Set("X-Forwarded-For", "10.1.2.3")
+					req.Header.Set("X-Forwarded-Host", "example.com")
+					req.Header.Set("X-Forwarded-Proto", "https")
+					req.Header["User-Agent"] = []string{""} // none
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					br := bufio.NewReader(resp.Body)
+					if c == "sse" {
+						// Each event must reach the app before the next
+						// is sent; the headers before the first.
+						for range 3 {
+							select {
+							case sent <- struct{}{}:
+							case <-time.After(5 * time.Second):
+							}
+							line, _ := br.ReadString('\n')
+							out.WriteString(line)
+							br.ReadString('\n')
+						}
+					}
+					body, _ := io.ReadAll(br)
+					resp.Body.Close()
+					mu.Lock()
+					delete(received, "Authorization")
+					fmt.Fprintf(&out, "upstream got %q\n", received)
+					mu.Unlock()
+					for _, h := range []string{"Date", "X-Till-Request-Id"} {
+						resp.Header.Del(h)
+					}
+					fmt.Fprintf(&out, "%s %q %q\n%s\ntrailers %q\n", resp.Status, resp.Header, resp.TransferEncoding, body, resp.Trailer)
+					got[i] = out.String()
+				}
+				if got[0] != got[1] {
+					t.Errorf("case %s: till and ReverseProxy differ\ntill:\n%s\nReverseProxy:\n%s", c, got[0], got[1])
+				}
+				hop := []string{"X-Hop", "Keep-Alive", "Forwarded", "X-Forwarded-For", "Proxy-Connection", "User-Agent"}
+				if scheme == "http" {
+					// HTTP/2 has no Connection header to name it by.
+					hop = append(hop, "X-Up-Hop")
+				}
+				for _, want := range hop {
+					if strings.Contains(got[0], want) {
+						t.Errorf("case %s: %s went through:\n%s", c, want, got[0])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestBodyClosedWithTheHandler checks that the body handed to a
+// transport cannot be read once closed (send closes it when the handler
+// returns), and that closing it leaves the app's body to the server.
+func TestBodyClosedWithTheHandler(t *testing.T) {
+	app := &closeSpy{Reader: strings.NewReader("abc")}
+	b := &countingBody{ReadCloser: app, x: &exchange{}, rc: http.NewResponseController(httptest.NewRecorder())}
+	if n, err := b.Read(make([]byte, 1)); n != 1 || err != nil {
+		t.Fatalf("read before close: %d, %v", n, err)
+	}
+	b.Close()
+	if n, err := b.Read(make([]byte, 1)); n != 0 || err != errBodyClosed {
+		t.Errorf("read after close: %d, %v; want 0, errBodyClosed", n, err)
+	}
+	if app.closed {
+		t.Error("the app's body was closed: the server drains it after the handler")
+	}
+}
+
+type closeSpy struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeSpy) Close() error { c.closed = true; return nil }
