@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -39,6 +40,11 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		defer out.Body.Close()
 	}
 	res, err := g.roundTrip(rw, out, x)
+	if err == nil && res.StatusCode == http.StatusSwitchingProtocols {
+		// Only ReverseProxy's requests ask for a protocol switch.
+		res.Body.Close()
+		err = errors.New("upstream: 101 Switching Protocols, and no switch was asked for")
+	}
 	if err != nil {
 		g.upstreamFailed(rw, x, r.Context(), err)
 		return
@@ -70,12 +76,8 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		// begin before its first event.
 		rw.Flush()
 	}
-	if err := g.copyBody(rw, res.Body, stream); err != nil {
+	if !g.copyBody(rw, res.Body, stream, x) {
 		res.Body.Close()
-		if err != context.Canceled {
-			g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("error", safeError(err)).
-				Msg("the response broke off while it was copied to the app")
-		}
 		// The server cuts the connection, so the app cannot take what
 		// it got for the whole response; finish records it.
 		panic(http.ErrAbortHandler)
@@ -157,25 +159,30 @@ func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange
 }
 
 // copyBody copies a response body to the app, flushing after every write
-// when it is a stream. The error is the first read or write error.
-func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool) error {
+// when it is a stream, and reports whether all of it went. A failure to
+// read the body is logged; a failure to write it means the app has gone.
+func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x *exchange) bool {
 	buf := g.buffers.Get()
 	defer g.buffers.Put(buf)
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, err := rw.Write(buf[:n]); err != nil {
-				return err
+				return false
 			}
 			if stream {
 				rw.Flush()
 			}
 		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
+		switch {
+		case rerr == io.EOF:
+			return true
+		case rerr != nil:
+			if rerr != context.Canceled {
+				g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("error", safeError(rerr)).
+					Msg("the upstream's response broke off")
+			}
+			return false
 		}
 	}
 }

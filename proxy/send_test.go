@@ -84,17 +84,7 @@ func TestSendMatchesReverseProxy(t *testing.T) {
 				up.Start()
 			}
 			defer up.Close()
-			tr := NewTransport()
-			if scheme == "https" {
-				roots := x509.NewCertPool()
-				roots.AddCert(up.Certificate())
-				tr.TLSClientConfig.RootCAs = roots
-			}
-			cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.Nop(), Transport: tr})
+			gw, tr := gatewayTo(t, up)
 			till := httptest.NewServer(gw)
 			defer till.Close()
 			target, _ := url.Parse(up.URL)
@@ -173,6 +163,52 @@ func TestSendMatchesReverseProxy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// gatewayTo returns a gateway with one route, openai, to up, and the
+// transport it uses, which trusts up's certificate.
+func gatewayTo(t *testing.T, up *httptest.Server) (*Gateway, *http.Transport) {
+	t.Helper()
+	tr := NewTransport()
+	if up.TLS != nil {
+		roots := x509.NewCertPool()
+		roots.AddCert(up.Certificate())
+		tr.TLSClientConfig.RootCAs = roots
+	}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.Nop(), Transport: tr}), tr
+}
+
+// TestUnaskedSwitchingProtocols: an upstream that answers 101 to a
+// request that asked for no protocol switch gets the app a 502 and none of
+// its bytes, over either transport.
+func TestUnaskedSwitchingProtocols(t *testing.T) {
+	for _, scheme := range []string{"http", "https"} {
+		up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw bytes")
+			brw.Flush()
+		}))
+		if scheme == "https" {
+			up.StartTLS() // HTTP/1.1: HTTP/2 has no 101
+		} else {
+			up.Start()
+		}
+		defer up.Close()
+		gw, _ := gatewayTo(t, up)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+		if w.Code != http.StatusBadGateway || strings.Contains(w.Body.String(), "raw bytes") {
+			t.Errorf("%s: got %d %q, want 502 without the upstream's bytes", scheme, w.Code, w.Body)
+		}
 	}
 }
 
