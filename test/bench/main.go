@@ -231,6 +231,7 @@ func run() error {
 						return err
 					}
 					res.add(p.figure, "ratio", tl.cpuPerReq/n.cpuPerReq)
+					fmt.Fprintf(os.Stderr, "bench: round %d: nginx %.0f µs, till %.0f µs per request: %.2f×\n", round, n.cpuPerReq, tl.cpuPerReq, tl.cpuPerReq/n.cpuPerReq)
 				}
 				continue
 			}
@@ -248,6 +249,7 @@ func run() error {
 				res.add("routes-10", "cpu", few.cpuPerReq)
 				res.add("routes-10000", "cpu", many.cpuPerReq)
 				res.add("routes", "scale", many.cpuPerReq/few.cpuPerReq)
+				fmt.Fprintf(os.Stderr, "bench: round %d: 10 routes %.0f µs, 10,000 routes %.0f µs per request\n", round, few.cpuPerReq, many.cpuPerReq)
 				continue
 			}
 			t, ok := targets[name]
@@ -262,6 +264,7 @@ func run() error {
 			res.add(name, "cpu", m.cpuPerReq)
 			res.add(name, "p50", m.p50)
 			res.add(name, "p99", m.p99)
+			fmt.Fprintf(os.Stderr, "bench: round %d: %s: %.0f µs per request, p50 %.3f ms, p99 %.3f ms\n", round, name, m.cpuPerReq, m.p50, m.p99)
 			if name == "direct" || name == "nginx" || name == "till" {
 				sse, err := firstEvent(t)
 				if err != nil {
