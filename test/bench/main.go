@@ -273,6 +273,7 @@ func run() error {
 				res.add(name, "sse", sse)
 				if rps, err := throughput(t); err == nil {
 					res.add(name, "rps", rps)
+					fmt.Fprintf(os.Stderr, "bench: round %d: %s: first SSE event %.3f ms, %.0f req/s saturated\n", round, name, sse, rps)
 				} else {
 					fmt.Fprintln(os.Stderr, "bench: throughput:", err)
 				}
@@ -703,12 +704,47 @@ func (r *results) add(target, figure string, v float64) {
 // median returns the median and the range of a figure, ok false when
 // absent.
 func (r *results) median(target, figure string) (med, lo, hi float64, ok bool) {
-	vs := slices.Clone(r.v[target][figure])
+	vs := r.v[target][figure]
 	if len(vs) == 0 {
 		return 0, 0, 0, false
 	}
+	return median(vs), slices.Min(vs), slices.Max(vs), true
+}
+
+// compare returns the median over rounds of each round's ratio of a
+// target's figure to another's (or difference, with diff): each round
+// measures its targets seconds apart, so a comparison within a round sees
+// one state of a shared machine, where medians taken apart may mix a slow
+// round of one target with a fast round of the other. With a count of
+// values that differs, it compares the medians.
+func (r *results) compare(target, other, figure string, diff bool) (float64, bool) {
+	a, b := r.v[target][figure], r.v[other][figure]
+	if len(a) == 0 || len(b) == 0 {
+		return 0, false
+	}
+	if len(a) != len(b) {
+		a, b = []float64{median(a)}, []float64{median(b)}
+	}
+	per := make([]float64, 0, len(a))
+	for i := range a {
+		switch {
+		case diff:
+			per = append(per, a[i]-b[i])
+		case b[i] != 0:
+			per = append(per, a[i]/b[i])
+		}
+	}
+	if len(per) == 0 {
+		return 0, false
+	}
+	return median(per), true
+}
+
+// median returns the median of vs (the upper one of an even count).
+func median(vs []float64) float64 {
+	vs = slices.Clone(vs)
 	slices.Sort(vs)
-	return vs[len(vs)/2], vs[0], vs[len(vs)-1], true
+	return vs[len(vs)/2]
 }
 
 func (r *results) print(w io.Writer) {
@@ -720,14 +756,14 @@ func (r *results) print(w io.Writer) {
 			return
 		}
 		ratio := func(other string, diff bool) string {
-			o, _, _, ok := r.median(other, figure)
-			if !ok || o == 0 || other == target {
+			v, ok := r.compare(target, other, figure, diff)
+			if !ok || other == target {
 				return ""
 			}
 			if diff {
-				return fmt.Sprintf("%+.3f %s", med-o, unit)
+				return fmt.Sprintf("%+.3f %s", v, unit)
 			}
-			return fmt.Sprintf("%.2f×", med/o)
+			return fmt.Sprintf("%.2f×", v)
 		}
 		diff := figure == "p50" || figure == "p99" || figure == "sse"
 		fmt.Fprintf(tw, "%s\t%s\t%.3f %s\t%.3f–%.3f\t%s\t%s\t%s\t\n", labels[figure], target, med, unit, lo, hi,
@@ -754,13 +790,11 @@ func (r *results) print(w io.Writer) {
 	if med, lo, hi, ok := r.median("paired-post", "ratio"); ok {
 		fmt.Fprintf(w, "CPU per POST of a 1 kB chat completion, till vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
 	}
-	if a, _, _, ok := r.median("intercept", "cpu"); ok {
-		if b, _, _, ok := r.median("till", "cpu"); ok && b > 0 {
-			fmt.Fprintf(w, "intercept mode: %.2f× reverse mode's CPU per request\n", a/b)
-		}
+	if v, ok := r.compare("intercept", "till", "cpu", false); ok {
+		fmt.Fprintf(w, "intercept mode: %.2f× reverse mode's CPU per request\n", v)
 	}
-	fmt.Fprintf(w, "(%d round(s), %d req/s for %v per fixed-rate run, %d idle clients; proxies on CPU 0, load and upstream on CPU 1)\n",
-		*rounds, *rate, *dur, *idle)
+	fmt.Fprintf(w, "(%d round(s), %d req/s for %v per fixed-rate run, %d idle clients; proxies on CPU 0, load and upstream on CPU 1;\n", *rounds, *rate, *dur, *idle)
+	fmt.Fprintln(w, " the vs columns are the median over rounds of each round's ratio or difference)")
 }
 
 var labels = map[string]string{
