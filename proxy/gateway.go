@@ -578,12 +578,19 @@ func withoutParam(raw, name string) string {
 // modifyResponse is ReverseProxy's hook for the response (see
 // checkResponse).
 func (g *Gateway) modifyResponse(resp *http.Response) error {
-	g.checkResponse(resp.Request.Context().Value(exchangeKey{}).(*exchange), resp)
+	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	g.checkResponse(x, resp)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// Trailers arrive after the body (over HTTP/2, even unannounced
+		// ones): check them when it ends.
+		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.route.echoForms}
+	}
 	return nil
 }
 
 // checkResponse notes the upstream's answer, and removes any response
-// header that echoes the key; trailers are checked when the body ends.
+// header that echoes the key. Trailers are the caller's to check, once the
+// body has ended.
 func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
@@ -593,10 +600,6 @@ func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	}
 	// The upstream does not get to name till's request id.
 	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
-	if resp.StatusCode != http.StatusSwitchingProtocols && (resp.Trailer != nil || resp.ContentLength < 0) {
-		// Trailers arrive after the body: check them when it ends.
-		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.route.echoForms}
-	}
 }
 
 // scrubEchoes removes every header whose value contains one of the forms
@@ -624,7 +627,7 @@ func echoes(values, forms []string) bool {
 }
 
 // trailerScrubber removes trailers that echo the key once the body ends,
-// before they are copied to the app.
+// before ReverseProxy copies them to the app.
 type trailerScrubber struct {
 	io.ReadCloser
 	resp *http.Response

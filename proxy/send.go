@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -83,6 +82,10 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		panic(http.ErrAbortHandler)
 	}
 	res.Body.Close() // now, to read the trailers
+	if n := scrubEchoes(res.Trailer, x.route.echoForms); n > 0 {
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("trailers", n).
+			Msg("removed response trailers that echoed the key")
+	}
 	if len(res.Trailer) > 0 {
 		// Flushing makes the response chunked, which trailers need.
 		rw.Flush()
@@ -108,6 +111,9 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 	out.URL = &u
 	out.RequestURI = ""
 	out.Close = false
+	// The app's trailers fill r.Trailer when its body ends, unchecked:
+	// none go upstream (as with ReverseProxy, which sent their names only).
+	out.Trailer = nil
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
@@ -178,7 +184,7 @@ func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x 
 		case rerr == io.EOF:
 			return true
 		case rerr != nil:
-			if rerr != context.Canceled {
+			if x.ctx.Err() == nil { // not because the app went away
 				g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("error", safeError(rerr)).
 					Msg("the upstream's response broke off")
 			}

@@ -28,13 +28,22 @@ import (
 // key, its request id).
 func TestSendMatchesReverseProxy(t *testing.T) {
 	var mu sync.Mutex
-	var received http.Header
+	var received string
 	sent := make(chan struct{}) // the first event has reached the app
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		h := r.Header.Clone()
+		delete(h, "Authorization")
+		trailers := http.Header{}
+		for k, v := range r.Trailer {
+			if len(v) > 0 && v[0] != "" {
+				trailers[k] = v
+			}
+		}
 		mu.Lock()
-		received = r.Header.Clone()
+		received = fmt.Sprintf("%s %q %q %d bytes %.20q, length %d, %v, trailers %q", r.Method, h, r.TransferEncoding, len(body), body, r.ContentLength, err, trailers)
 		mu.Unlock()
-		h := w.Header()
+		h = w.Header()
 		switch r.URL.Query().Get("case") {
 		case "hop":
 			h.Set("Connection", "X-Up-Hop")
@@ -55,6 +64,8 @@ func TestSendMatchesReverseProxy(t *testing.T) {
 			w.(http.Flusher).Flush()
 			h.Set("X-Announced", "a")
 			h.Set(http.TrailerPrefix+"X-Unannounced", "u")
+		case "nocontent":
+			w.WriteHeader(http.StatusNoContent)
 		case "sse":
 			h.Set("Content-Type", "text/event-stream; charset=utf-8")
 			w.WriteHeader(http.StatusOK)
@@ -99,7 +110,24 @@ func TestSendMatchesReverseProxy(t *testing.T) {
 			})
 			defer ref.Close()
 
-			for _, c := range []string{"hop", "hints", "trailers", "sse", "other&a=1;b=%zz"} {
+			cases := []struct {
+				name, method, body string
+				chunked, expect    bool
+			}{
+				{name: "hop", method: "GET"},
+				{name: "hints", method: "GET"},
+				{name: "trailers", method: "GET"},
+				{name: "sse", method: "GET"},
+				{name: "other&a=1;b=%zz", method: "GET"},
+				{name: "head", method: "HEAD"},
+				{name: "nocontent", method: "DELETE"},
+				{name: "post", method: "POST", body: `{"model":"x"}`},
+				{name: "large", method: "POST", body: strings.Repeat("x", 100<<10)},
+				{name: "chunked", method: "POST", body: "chunked", chunked: true},
+				{name: "expect", method: "POST", body: "expect", expect: true},
+			}
+			for _, tc := range cases {
+				c := tc.name
 				var got [2]string
 				for i, front := range []string{till.URL, ref.URL} {
 					var out strings.Builder
@@ -107,7 +135,22 @@ func TestSendMatchesReverseProxy(t *testing.T) {
 						fmt.Fprintf(&out, "%d %q\n", code, h)
 						return nil
 					}}
-					req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", front+"/openai/v1/x?case="+c, nil)
+					var body io.Reader
+					if tc.body != "" {
+						body = strings.NewReader(tc.body)
+						if tc.chunked {
+							body = io.MultiReader(body) // no length: chunked
+						}
+					}
+					req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), tc.method, front+"/openai/v1/x?case="+c, body)
+					if tc.chunked {
+						// The app's own key, in a trailer, must not reach
+						// the upstream.
+						req.Trailer = http.Header{"Authorization": {"Bearer app-own"}, "X-Api-Key": {"app-own"}}
+					}
+					if tc.expect {
+						req.Header.Set("Expect", "100-continue")
+					}
 					req.Header.Set("Connection", "X-Hop")
 					req.Header.Set("X-Hop", "1")
 					req.Header.Set("Keep-Alive", "timeout=5")
@@ -136,22 +179,21 @@ func TestSendMatchesReverseProxy(t *testing.T) {
 							br.ReadString('\n')
 						}
 					}
-					body, _ := io.ReadAll(br)
+					answer, _ := io.ReadAll(br)
 					resp.Body.Close()
 					mu.Lock()
-					delete(received, "Authorization")
-					fmt.Fprintf(&out, "upstream got %q\n", received)
+					fmt.Fprintf(&out, "upstream got %s\n", received)
 					mu.Unlock()
 					for _, h := range []string{"Date", "X-Till-Request-Id"} {
 						resp.Header.Del(h)
 					}
-					fmt.Fprintf(&out, "%s %q %q\n%s\ntrailers %q\n", resp.Status, resp.Header, resp.TransferEncoding, body, resp.Trailer)
+					fmt.Fprintf(&out, "%s %q %q\n%s\ntrailers %q\n", resp.Status, resp.Header, resp.TransferEncoding, answer, resp.Trailer)
 					got[i] = out.String()
 				}
 				if got[0] != got[1] {
 					t.Errorf("case %s: till and ReverseProxy differ\ntill:\n%s\nReverseProxy:\n%s", c, got[0], got[1])
 				}
-				hop := []string{"X-Hop", "Keep-Alive", "Forwarded", "X-Forwarded-For", "Proxy-Connection", "User-Agent"}
+				hop := []string{"X-Hop", "Keep-Alive", "Forwarded", "X-Forwarded-For", "Proxy-Connection", "User-Agent", "app-own"}
 				if scheme == "http" {
 					// HTTP/2 has no Connection header to name it by.
 					hop = append(hop, "X-Up-Hop")
@@ -183,6 +225,38 @@ func gatewayTo(t *testing.T, up *httptest.Server) (*Gateway, *http.Transport) {
 	return New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.Nop(), Transport: tr}), tr
 }
 
+// TestUnannouncedTrailersScrubbed: over HTTP/2 an upstream may send
+// trailers it never announced, after a body with a Content-Length; one that
+// echoes the key must not reach the app.
+func TestUnannouncedTrailersScrubbed(t *testing.T) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "4")
+		io.WriteString(w, "body")
+		w.Header().Set(http.TrailerPrefix+"X-Echo", "key="+testKey)
+		w.Header().Set(http.TrailerPrefix+"X-Fine", "fine")
+	}))
+	up.EnableHTTP2 = true
+	up.StartTLS()
+	defer up.Close()
+	gw, _ := gatewayTo(t, up)
+	front := httptest.NewUnstartedServer(gw)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	defer front.Close()
+	resp, err := front.Client().Get(front.URL + "/openai/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Trailer.Get("X-Fine") != "fine" {
+		t.Fatalf("HTTP/%d, trailers %q: the test needs HTTP/2 trailers to reach the app", resp.ProtoMajor, resp.Trailer)
+	}
+	if v := resp.Trailer.Get("X-Echo"); v != "" {
+		t.Errorf("a trailer echoing the key reached the app: %q", v)
+	}
+}
+
 // TestUnaskedSwitchingProtocols: an upstream that answers 101 to a
 // request that asked for no protocol switch gets the app a 502 and none of
 // its bytes, over either transport.
@@ -212,10 +286,10 @@ func TestUnaskedSwitchingProtocols(t *testing.T) {
 	}
 }
 
-// TestBodyClosedWithTheHandler checks that the body handed to a
-// transport cannot be read once closed (send closes it when the handler
-// returns), and that closing it leaves the app's body to the server.
-func TestBodyClosedWithTheHandler(t *testing.T) {
+// TestCountingBodyClose: the body handed to a transport cannot be read
+// once closed (send closes it when the handler returns, since a transport
+// may still hold it), and closing it leaves the app's body to the server.
+func TestCountingBodyClose(t *testing.T) {
 	app := &closeSpy{Reader: strings.NewReader("abc")}
 	b := &countingBody{ReadCloser: app, x: &exchange{}, rc: http.NewResponseController(httptest.NewRecorder())}
 	if n, err := b.Read(make([]byte, 1)); n != 1 || err != nil {
