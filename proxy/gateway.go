@@ -672,8 +672,22 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 		x.rec.reason = d.code
 	}
 	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", d.code).
-		Str("error", safeError(err)).Msg("upstream request failed")
+		Str("error", x.errorText(err)).Msg("upstream request failed")
 	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
+}
+
+// errorText describes an error of the exchange with the upstream for the
+// log: without the request URL (safeError), and without any form of the
+// route's key, which an upstream's malformed answer can quote back (a
+// parse error quotes the line it could not read).
+func (x *exchange) errorText(err error) string {
+	s := safeError(err)
+	if x.route != nil {
+		for _, f := range x.route.echoForms {
+			s = strings.ReplaceAll(s, f, "REDACTED")
+		}
+	}
+	return s
 }
 
 // safeError describes a transport error without the request URL, whose

@@ -185,7 +185,7 @@ func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x 
 			return true
 		case rerr != nil:
 			if x.ctx.Err() == nil { // not because the app went away
-				g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("error", safeError(rerr)).
+				g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("error", x.errorText(rerr)).
 					Msg("the upstream's response broke off")
 			}
 			return false

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
 )
 
 // TestSendMatchesReverseProxy sends the same requests through till and
@@ -310,3 +312,46 @@ type closeSpy struct {
 }
 
 func (c *closeSpy) Close() error { c.closed = true; return nil }
+
+// TestUpstreamErrorsHideTheKey: an upstream whose answer quotes the
+// request back (here, its target as the status code) makes the parse
+// error quote the key; the log must not.
+func TestUpstreamErrorsHideTheKey(t *testing.T) {
+	const key = "real-key-123"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				if f := strings.Fields(line); len(f) > 1 {
+					fmt.Fprintf(c, "HTTP/1.1 %s OK\r\n\r\n", f[1])
+				}
+			}()
+		}
+	}()
+	yaml := "version: 1\nroutes:\n  - {name: gem, upstream: \"http://" + ln.Addr().String() + "\", inject: {query: key}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(yaml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"gem": vault.NewSecret("gem", key, time.Now())}),
+		Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.New(&logs)})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/gem/v1/models", nil))
+	if w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {
+		t.Fatalf("got %d, log %s; the test needs a parse error", w.Code, logs.String())
+	}
+	if strings.Contains(logs.String(), key) {
+		t.Errorf("the key reached the log: %s", logs.String())
+	}
+}
