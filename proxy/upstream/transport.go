@@ -93,9 +93,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // from it ends the exchange.
 //
 // A request without a body that fails on a reused connection before any
-// byte of its response arrived is sent once more on a new connection when
-// that is safe: nothing of it was written, or its method is idempotent or
-// it has an Idempotency-Key. Before reusing a connection, Send checks that
+// byte of its response arrived, other than by a timeout, is sent once more
+// on a new connection when that is safe: nothing of it was written, or its
+// method is idempotent or it has an Idempotency-Key. (A reused connection
+// the upstream had closed fails at once; a timeout means the upstream may
+// be working on the request.) Before reusing a connection, Send checks that
 // the upstream has not closed it nor sent anything unasked.
 func (t *Transport) Send(req *http.Request, headerTimeout time.Duration, informational func(code int, h http.Header) error) (*http.Response, error) {
 	if req.URL == nil || req.URL.Host == "" {
@@ -113,7 +115,7 @@ func (t *Transport) Send(req *http.Request, headerTimeout time.Duration, informa
 	}
 	addr := hostPort(req.URL.Host)
 	for attempt := 0; ; attempt++ {
-		c, err := t.get(req.Context(), addr)
+		c, err := t.get(req.Context(), addr, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -186,9 +188,9 @@ func (t *Transport) CloseIdleConnections() {
 }
 
 // get returns an idle connection to addr that is still healthy, or a new
-// one.
-func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
-	for {
+// one; only a new one when fresh.
+func (t *Transport) get(ctx context.Context, addr string, fresh bool) (*conn, error) {
+	for !fresh {
 		t.mu.Lock()
 		list := t.idle[addr]
 		if len(list) == 0 {
@@ -378,7 +380,9 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool, 
 			return nil, false, ctxErr
 		}
 		// A body may still be read by its writer: it is never sent twice.
-		retry := !hasBody && c.reused && c.nread == read && (c.nwritten.Load() == wrote || replayable(req))
+		var ne net.Error
+		timedOut := errors.As(err, &ne) && ne.Timeout()
+		retry := !hasBody && c.reused && !timedOut && c.nread == read && (c.nwritten.Load() == wrote || replayable(req))
 		return nil, retry, err
 	}
 

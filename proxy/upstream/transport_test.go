@@ -270,6 +270,39 @@ func TestHeaderTimeout(t *testing.T) {
 	}
 }
 
+// TestHeaderTimeoutIsNotRetried: a request that times out on a reused
+// connection is not sent again, since the upstream may be working on it.
+func TestHeaderTimeoutIsNotRetried(t *testing.T) {
+	var requests atomic.Int64
+	release := make(chan struct{})
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readRequest(br); err != nil {
+				return
+			}
+			if requests.Add(1) > 1 {
+				<-release // never answers
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	defer close(release)
+	tr := newTransport(t, Config{})
+	if code, _, _ := get(t, tr, url); code != 200 {
+		t.Fatalf("warm-up: got %d", code)
+	}
+	req, _ := http.NewRequest("GET", url, nil)
+	_, err := tr.Send(req, 100*time.Millisecond, nil)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("the upstream received %d requests, want 2: the timed-out one was sent again", n)
+	}
+}
+
 // TestHeaderTimeoutCountsFromEndOfUpload: a slow upload is not cut by the
 // wait for the response.
 func TestHeaderTimeoutCountsFromEndOfUpload(t *testing.T) {
@@ -321,6 +354,53 @@ func TestEarlyAnswerToUpload(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 413 || string(b) != "too big" {
 		t.Errorf("got %d %q", resp.StatusCode, b)
+	}
+}
+
+// TestEarlyAnswerDuringUpload: a connection whose upload is still being
+// written when the response has ended does not go back to the pool, where
+// the next request would be written into the middle of the upload.
+func TestEarlyAnswerDuringUpload(t *testing.T) {
+	var conns atomic.Int64
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == "POST" {
+				io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
+				// The upload goes on, and whatever else comes on this
+				// connection is taken as part of it, never answered.
+				io.Copy(io.Discard, br)
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newTransport(t, Config{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write(make([]byte, 16<<10)) // then the upload stalls, unfinished
+	req, _ := http.NewRequest("POST", url, pr)
+	resp, err := tr.Send(req, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("got %d, want the early 401", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("GET", url, nil)
+	resp, err = tr.Send(req, 2*time.Second, nil)
+	if err != nil {
+		t.Fatalf("the next request: %v", err)
+	}
+	resp.Body.Close()
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: the one with the upload unfinished was reused", n)
 	}
 }
 
