@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -158,33 +157,50 @@ var bodyIdleTimeout = 60 * time.Second
 // whether reading it failed, and keeps a read deadline ahead of each read.
 type countingBody struct {
 	io.ReadCloser
-	x      *exchange
-	rc     *http.ResponseController
-	closed atomic.Bool
+	x  *exchange
+	rc *http.ResponseController
+	// mu orders the deadline changes with Close: once the handler has
+	// returned, the server's own deadlines on the connection are left
+	// alone (a read in flight then still ends by the last one set).
+	mu     sync.Mutex
+	closed bool
 }
 
 var errBodyClosed = errors.New("till: request body read after the handler ended")
 
 func (b *countingBody) Read(p []byte) (int, error) {
-	if b.closed.Load() {
+	if !b.setDeadline(time.Now().Add(bodyIdleTimeout)) {
 		return 0, errBodyClosed
 	}
-	_ = b.rc.SetReadDeadline(time.Now().Add(bodyIdleTimeout))
 	n, err := b.ReadCloser.Read(p)
 	b.x.bytesIn.Add(int64(n))
 	switch {
 	case err == io.EOF:
-		_ = b.rc.SetReadDeadline(time.Time{})
+		b.setDeadline(time.Time{})
 	case err != nil:
 		b.x.bodyErr.Store(true)
 	}
 	return n, err
 }
 
+// setDeadline sets the connection's read deadline unless the body is
+// closed, and reports whether it was not.
+func (b *countingBody) setDeadline(t time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	_ = b.rc.SetReadDeadline(t)
+	return true
+}
+
 // Close ends the reads, and leaves the app's body to the server, which
 // drains or closes it after the handler: a transport that closed it early
 // could hang on a body the app has not sent yet (100-continue).
 func (b *countingBody) Close() error {
-	b.closed.Store(true)
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -290,25 +291,50 @@ func TestUnaskedSwitchingProtocols(t *testing.T) {
 
 // TestCountingBodyClose: the body handed to a transport cannot be read
 // once closed (send closes it when the handler returns, since a transport
-// may still hold it), and closing it leaves the app's body to the server.
+// may still hold it), closing it leaves the app's body to the server, and
+// once closed it no longer moves the connection's read deadline, which is
+// the server's again (not even when a read in flight then ends).
 func TestCountingBodyClose(t *testing.T) {
-	app := &closeSpy{Reader: strings.NewReader("abc")}
-	b := &countingBody{ReadCloser: app, x: &exchange{}, rc: http.NewResponseController(httptest.NewRecorder())}
-	if n, err := b.Read(make([]byte, 1)); n != 1 || err != nil {
-		t.Fatalf("read before close: %d, %v", n, err)
+	app := &closeSpy{Reader: iotest.DataErrReader(strings.NewReader("abc"))}
+	w := &deadlineSpy{ResponseWriter: httptest.NewRecorder()}
+	b := &countingBody{ReadCloser: app, x: &exchange{}, rc: http.NewResponseController(w)}
+	if n, err := b.Read(make([]byte, 1)); n != 1 || err != nil || w.calls != 1 {
+		t.Fatalf("read before close: %d, %v, %d deadline(s) set", n, err, w.calls)
 	}
-	b.Close()
+	app.onRead = func() { b.Close() } // the handler returns during the next read
+	if n, err := b.Read(make([]byte, 8)); n != 2 || err != io.EOF {
+		t.Fatalf("read in flight: %d, %v; want the rest and EOF", n, err)
+	}
 	if n, err := b.Read(make([]byte, 1)); n != 0 || err != errBodyClosed {
 		t.Errorf("read after close: %d, %v; want 0, errBodyClosed", n, err)
+	}
+	if w.calls != 2 {
+		t.Errorf("%d deadline(s) set, want 2: none after the close", w.calls)
 	}
 	if app.closed {
 		t.Error("the app's body was closed: the server drains it after the handler")
 	}
 }
 
+// deadlineSpy counts the read deadlines set through it.
+type deadlineSpy struct {
+	http.ResponseWriter
+	calls int
+}
+
+func (d *deadlineSpy) SetReadDeadline(time.Time) error { d.calls++; return nil }
+
 type closeSpy struct {
 	io.Reader
 	closed bool
+	onRead func()
+}
+
+func (c *closeSpy) Read(p []byte) (int, error) {
+	if c.onRead != nil {
+		c.onRead()
+	}
+	return c.Reader.Read(p)
 }
 
 func (c *closeSpy) Close() error { c.closed = true; return nil }
