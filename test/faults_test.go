@@ -92,11 +92,12 @@ func partialThenReset(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	if tc, ok := conn.(*tls.Conn); ok {
-		if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
-			tcp.SetLinger(0) // close with RST, no close_notify
-			tcp.Close()
-			return
-		}
+		conn = tc.NetConn() // no close_notify
+	}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		tcp.SetLinger(0) // close with RST
+		tcp.Close()
+		return
 	}
 	conn.Close()
 }
@@ -131,6 +132,10 @@ func TestFaultUpstreams(t *testing.T) {
 	now := time.Now()
 	good := newFaultUpstream(t, p, http.HandlerFunc(faultHandler), true, p.issue(t, "127.0.0.1"), nil)
 	h1 := newFaultUpstream(t, p, http.HandlerFunc(faultHandler), false, p.issue(t, "127.0.0.1"), nil)
+	// The same faults over plain HTTP, through till's own transport.
+	plain := &upstream{}
+	plain.Server = httptest.NewServer(plain.recorder(http.HandlerFunc(faultHandler)))
+	t.Cleanup(plain.Close)
 	expired := newFaultUpstream(t, p, http.HandlerFunc(okHandler), true, issueCert(t, p, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "127.0.0.1"), nil)
 	notYet := newFaultUpstream(t, p, http.HandlerFunc(okHandler), true, issueCert(t, p, now.Add(24*time.Hour), now.Add(48*time.Hour), "127.0.0.1"), nil)
 	wrongName := newFaultUpstream(t, p, http.HandlerFunc(okHandler), true, p.issue(t, "api.other.test"), nil)
@@ -151,6 +156,7 @@ func TestFaultUpstreams(t *testing.T) {
 	cfg := "version: 1\nroutes:\n" +
 		route("good", good.URL, "") +
 		route("h1", h1.URL, "") +
+		route("plain", plain.URL, "") +
 		route("refused", "https://"+refused, "") +
 		route("expired", expired.URL, "") +
 		route("notyet", notYet.URL, "") +
@@ -196,23 +202,26 @@ func TestFaultUpstreams(t *testing.T) {
 		healthy(t)
 	})
 
+	// The app must see the failure: a 502 from till when none of the
+	// response had reached it yet (a short body with a Content-Length,
+	// held back), or the upstream's status and a body that ends in an
+	// error once some had (a stream, flushed as it comes).
 	for _, tt := range []struct {
 		name, path string
 		u          *upstream
+		status     int
 	}{
-		{"reset mid-body over HTTP/2", "/good/reset", good},
-		{"reset mid-body over HTTP/2, with Content-Length", "/good/reset?length=1", good},
-		{"reset mid-body over HTTP/1.1", "/h1/reset", h1},
-		{"reset mid-body over HTTP/1.1, with Content-Length", "/h1/reset?length=1", h1},
+		{"reset mid-body over HTTP/2", "/good/reset", good, 200},
+		{"reset mid-body over HTTP/2, with Content-Length", "/good/reset?length=1", good, 502},
+		{"reset mid-body over HTTP/1.1", "/h1/reset", h1, 200},
+		{"reset mid-body over HTTP/1.1, with Content-Length", "/h1/reset?length=1", h1, 502},
+		{"reset mid-body over plain HTTP", "/plain/reset", plain, 200},
+		{"reset mid-body over plain HTTP, with Content-Length", "/plain/reset?length=1", plain, 502},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			n := len(tt.u.requests())
 			path, _, _ := strings.Cut(tt.path, "?")
 			before := len(recordsFor(tl, path))
-			// The app must see the failure: a 502 from till when none of the
-			// response had reached it yet (a short body with a
-			// Content-Length, held back), or the upstream's status and a body
-			// that ends in an error once some had (a streamed body).
 			var body []byte
 			// A fresh connection: Go's client retries a GET whose reused
 			// connection closes without a response, which would hide
@@ -225,6 +234,9 @@ func TestFaultUpstreams(t *testing.T) {
 			body, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
 			responses = append(responses, dump(resp, body))
+			if resp.StatusCode != tt.status {
+				t.Errorf("got %d, want %d", resp.StatusCode, tt.status)
+			}
 			switch resp.StatusCode {
 			case 502:
 				if err != nil || tillError(t, resp, body) != "upstream_unreachable" {
