@@ -459,10 +459,12 @@ func (g *Gateway) fail(w http.ResponseWriter, x *exchange, d denial) {
 // aborted streams are recorded too.
 func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	p := recover()
-	if p == http.ErrAbortHandler && x.route != nil && !rw.committed && r.Context().Err() == nil && x.rec.outcome == "" {
+	if p == http.ErrAbortHandler && !rw.committed && r.Context().Err() == nil && x.rec.outcome == "" {
 		// The upstream broke off its response before any of it went to
-		// the app: answer 502 rather than cut the connection.
-		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", CodeUpstreamUnreachable).
+		// the app: answer 502 rather than cut the connection. (Tunnels and
+		// intercepted connections, taken over from the server, have an
+		// outcome by then.)
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.rec.route).Str("code", CodeUpstreamUnreachable).
 			Msg("the upstream broke off its response before any of it reached the app")
 		rw.reset()
 		x.failure = CodeUpstreamUnreachable

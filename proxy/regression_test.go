@@ -62,6 +62,41 @@ func TestRelayConnectionsEndWithTheirRules(t *testing.T) {
 	}
 }
 
+// TestRelayBrokenOffAnswers502: a host without a route (unknown_hosts:
+// tunnel) that breaks off a short response before any of it reached the
+// app gets the app a 502, as a route's upstream does, not a cut connection
+// with nothing.
+func TestRelayBrokenOffAnswers502(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100000")
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer up.Close()
+	gw, audit := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes: []\n", "", nil)
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	pu, _ := url.Parse(front.URL)
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableKeepAlives: true}}
+	resp, err := client.Get(up.URL + "/")
+	if err != nil {
+		t.Fatalf("the app got no answer: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || err != nil || !strings.Contains(string(body), "upstream_unreachable") {
+		t.Errorf("got %d %q (%v), want a complete 502 upstream_unreachable", resp.StatusCode, body, err)
+	}
+	recs := audit.records(t)
+	if len(recs) != 1 || recs[0]["status"] != float64(502) || recs[0]["reason"] != "upstream_unreachable" {
+		t.Errorf("audit: %v", recs)
+	}
+}
+
 func TestCAKeyNeverInjected(t *testing.T) {
 	var got string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Get("Authorization") }))
