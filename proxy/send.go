@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"iter"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -90,14 +91,12 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		// Flushing makes the response chunked, which trailers need.
 		rw.Flush()
 	}
-	if len(res.Trailer) == announced {
-		for k, v := range res.Trailer {
-			h[k] = append(h[k], v...)
-		}
-		return
+	prefix := "" // announced trailers are set by name
+	if len(res.Trailer) != announced {
+		prefix = http.TrailerPrefix
 	}
 	for k, v := range res.Trailer {
-		h[http.TrailerPrefix+k] = append(h[http.TrailerPrefix+k], v...)
+		h[prefix+k] = append(h[prefix+k], v...)
 	}
 }
 
@@ -195,12 +194,8 @@ func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x 
 
 // removeHopHeaders removes the hop-by-hop headers from h.
 func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				h.Del(name)
-			}
-		}
+	for name := range tokens(h["Connection"]) {
+		h.Del(name)
 	}
 	for _, name := range hopHeaders {
 		delete(h, name)
@@ -210,14 +205,25 @@ func removeHopHeaders(h http.Header) {
 // hasToken reports whether a comma-separated header holds token, in any
 // case.
 func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(t), token) {
-				return true
-			}
+	for t := range tokens(values) {
+		if strings.EqualFold(t, token) {
+			return true
 		}
 	}
 	return false
+}
+
+// tokens yields the non-empty elements of a comma-separated header.
+func tokens(values []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range values {
+			for t := range strings.SplitSeq(v, ",") {
+				if t = textproto.TrimString(t); t != "" && !yield(t) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // isEventStream reports whether a Content-Type is Server-Sent Events.
