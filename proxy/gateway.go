@@ -604,30 +604,6 @@ func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
 }
 
-// scrubEchoes removes every header whose value contains one of the forms
-// of the key, and returns how many it removed.
-func scrubEchoes(h http.Header, forms []string) int {
-	n := 0
-	for name, values := range h {
-		if echoes(values, forms) {
-			delete(h, name)
-			n++
-		}
-	}
-	return n
-}
-
-func echoes(values, forms []string) bool {
-	for _, v := range values {
-		for _, f := range forms {
-			if strings.Contains(v, f) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // trailerScrubber removes trailers that echo the key once the body ends,
 // before ReverseProxy copies them to the app.
 type trailerScrubber struct {

@@ -69,6 +69,9 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 			names = append(names, k)
 		}
 		h["Trailer"] = []string{strings.Join(names, ", ")}
+		// Trailers need a chunked response to the app: an upstream over
+		// HTTP/2 may send a content-length with them.
+		delete(h, "Content-Length")
 	}
 	rw.WriteHeader(res.StatusCode)
 	if stream {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -274,23 +273,6 @@ func (i *interner) injection(in injection, values []string) *injection {
 	in.echoForms = echoForms(values)
 	i.injections[k] = &in
 	return &in
-}
-
-// echoForms returns the distinct encoded forms of each value.
-func echoForms(values []string) []string {
-	var forms []string
-	for _, v := range values {
-		if v == "" {
-			continue
-		}
-		b := []byte(v)
-		forms = append(forms, v, url.QueryEscape(v), url.PathEscape(v),
-			base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
-			base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
-			hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)))
-	}
-	slices.Sort(forms)
-	return slices.Compact(forms)
 }
 
 func dedupe(names []string) []string {

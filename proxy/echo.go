@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// minEchoForm is the shortest encoded form of a key that is looked for: a
+// shorter run of characters would match innocent headers by chance.
+const minEchoForm = 8
+
+// echoForms returns the strings that betray one of values (a key, the
+// fields of a key, an injected header value) when an upstream sends them
+// back (invariant 2):
+//
+//   - the value itself, and its core: the value without a provider prefix
+//     such as "sk-proj-" or "ghp_", so that the key's secret part is found
+//     on its own too;
+//   - the core in hex, lower and upper case;
+//   - the core in base64, standard and URL alphabets, at each of the three
+//     byte alignments it can have inside a longer encoded string (the
+//     characters that depend on the core's bytes alone), so that
+//     base64('{"auth":"Bearer KEY"}') is found at any offset, padded or not.
+//
+// Percent-encoding in any mix is handled by echoes, which decodes before
+// it compares.
+func echoForms(values []string) []string {
+	var forms []string
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		forms = append(forms, v)
+		core := keyCore(v)
+		if len(core) < minEchoForm {
+			continue // short fields: only the value itself
+		}
+		b := []byte(core)
+		forms = append(forms, core, hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)))
+		forms = append(forms, base64Cores(base64.StdEncoding, b)...)
+		forms = append(forms, base64Cores(base64.URLEncoding, b)...)
+	}
+	slices.Sort(forms)
+	forms = slices.Compact(forms)
+	// A form that contains another is found through the shorter one.
+	return slices.DeleteFunc(forms, func(f string) bool {
+		return slices.ContainsFunc(forms, func(g string) bool { return len(g) < len(f) && strings.Contains(f, g) })
+	})
+}
+
+// keyCore strips a provider prefix from a key: leading segments of letters
+// (and trailing digits) that end in '-' or '_', such as "sk-", "proj-",
+// "ant-api03-", "ghp_" or "github_pat_", as long as 16 characters of the
+// key remain. What remains is a substring of the key, so finding it finds
+// the whole key too.
+func keyCore(v string) string {
+	core := v
+	for {
+		i := 0
+		for i < len(core) && isLetter(core[i]) {
+			i++
+		}
+		if i == 0 {
+			return core
+		}
+		for i < len(core) && core[i] >= '0' && core[i] <= '9' {
+			i++
+		}
+		if i >= len(core) || core[i] != '-' && core[i] != '_' || len(core)-i-1 < 16 {
+			return core
+		}
+		core = core[i+1:]
+	}
+}
+
+func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+
+// base64Cores returns, for each byte alignment of b inside a longer
+// string, the characters of its encoding that depend only on b's bits.
+func base64Cores(enc *base64.Encoding, b []byte) []string {
+	var out []string
+	for align := range 3 {
+		buf := make([]byte, align+len(b))
+		copy(buf[align:], b)
+		s := enc.EncodeToString(buf)
+		// Character i holds bits [6i, 6i+6); b holds [8·align, 8·(align+len(b))).
+		first := (8*align + 5) / 6
+		last := 8 * (align + len(b)) / 6
+		if last-first >= minEchoForm {
+			out = append(out, s[first:last])
+		}
+	}
+	return out
+}
+
+// scrubEchoes removes every header whose value betrays one of the forms
+// of the key, and returns how many it removed.
+func scrubEchoes(h http.Header, forms []string) int {
+	n := 0
+	for name, values := range h {
+		if echoes(values, forms) {
+			delete(h, name)
+			n++
+		}
+	}
+	return n
+}
+
+// echoes reports whether any of values holds one of forms, as it is or
+// once percent-decoded (in whatever mix of encoded and plain characters).
+func echoes(values, forms []string) bool {
+	for _, v := range values {
+		if containsAny(v, forms) {
+			return true
+		}
+		if strings.IndexByte(v, '%') >= 0 && containsAny(percentDecode(v), forms) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAny(v string, forms []string) bool {
+	for _, f := range forms {
+		if strings.Contains(v, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// percentDecode decodes every valid %XX escape of s, repeatedly while any
+// remain (a double-encoded key is still the key), and leaves anything
+// else as it is: unlike url.PathUnescape, a stray '%' does not stop it.
+func percentDecode(s string) string {
+	for range 3 {
+		b := make([]byte, 0, len(s))
+		changed := false
+		for i := 0; i < len(s); i++ {
+			if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+				b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+				i += 2
+				changed = true
+				continue
+			}
+			b = append(b, s[i])
+		}
+		if !changed {
+			break
+		}
+		s = string(b)
+	}
+	return s
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c | 0x20 - 'a' + 10
+}

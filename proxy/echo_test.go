@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// percentAll percent-encodes every byte of s, in upper or lower case.
+func percentAll(s string, upper bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		f := "%%%02x"
+		if upper {
+			f = "%%%02X"
+		}
+		fmt.Fprintf(&b, f, s[i])
+	}
+	return b.String()
+}
+
+func TestEchoesEveryEncodingAtEveryOffset(t *testing.T) {
+	const key = "sk-proj-Zq8vR2mKx7Lp0TbW4yNc9HfJ1sDgE6uA3oVi5XeQ"
+	const core = "Zq8vR2mKx7Lp0TbW4yNc9HfJ1sDgE6uA3oVi5XeQ"
+	forms := echoForms([]string{key, "Bearer " + key})
+	var echoed []string
+	for _, prefix := range []string{"", "a", "ab", `{"auth":"Bearer `, `{"auth":"Bearer x`, `{"auth":"Bearer xy`} {
+		for _, secret := range []string{key, core} {
+			payload := []byte(prefix + secret + `"}`)
+			echoed = append(echoed,
+				base64.StdEncoding.EncodeToString(payload),
+				base64.RawStdEncoding.EncodeToString(payload),
+				base64.URLEncoding.EncodeToString(payload),
+				base64.RawURLEncoding.EncodeToString(payload),
+				"v=1;"+base64.StdEncoding.EncodeToString(payload)+";x",
+				hex.EncodeToString(payload),
+				"0x"+strings.ToUpper(hex.EncodeToString(payload)),
+				percentAll(string(payload), true),
+				percentAll(string(payload), false),
+				url.QueryEscape(string(payload)),
+				url.PathEscape(prefix)+secret,
+				strings.ReplaceAll(url.QueryEscape(percentAll(secret, true)), "%", "%25"),
+			)
+		}
+	}
+	echoed = append(echoed, key, core, "Bearer "+core, "https://evil.example/cb?k="+url.QueryEscape(key),
+		"session="+base64.RawURLEncoding.EncodeToString([]byte("k="+core))+"; Path=/; HttpOnly",
+		// Some characters encoded, some not.
+		core[:10]+percentAll(core[10:20], true)+core[20:])
+	for _, v := range echoed {
+		if !echoes([]string{v}, forms) {
+			t.Errorf("an echo was not found: %q", v)
+		}
+	}
+	innocent := []string{
+		"application/json; charset=utf-8", "Wed, 02 Dec 2026 11:57:24 GMT", "sk-proj-", "Bearer",
+		"sk-proj-Aq8vR2mKx7Lp0TbW4yNcAAAAAAAAAAAAAAAAAAAAA", "100%", "%zz%4", core[:7],
+		base64.StdEncoding.EncodeToString([]byte("an ordinary cookie value, nothing secret in it")),
+	}
+	for _, v := range innocent {
+		if echoes([]string{v}, forms) {
+			t.Errorf("an innocent value was taken for an echo: %q", v)
+		}
+	}
+}
+
+func TestKeyCore(t *testing.T) {
+	for _, tt := range []struct{ key, want string }{
+		{"sk-proj-abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"},
+		{"sk-ant-api03-abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"},
+		{"ghp_abcdefghijklmnopqrstuvwxyz0123", "abcdefghijklmnopqrstuvwxyz0123"},
+		{"github_pat_11ABCDEFGHIJKLMNOPQRSTUV", "11ABCDEFGHIJKLMNOPQRSTUV"},
+		{"xoxb-1234-5678-abcdefghijklmnop", "1234-5678-abcdefghijklmnop"},
+		{"AIzaSyAbcdefghijklmnopqrstuvwxyz012", "AIzaSyAbcdefghijklmnopqrstuvwxyz012"},
+		{"sk-short", "sk-short"},                    // the rest would be under 16 characters
+		{"sk-abcdefghijklmnop", "abcdefghijklmnop"}, // exactly 16 remain
+	} {
+		if got := keyCore(tt.key); got != tt.want {
+			t.Errorf("keyCore(%q): got %q, want %q", tt.key, got, tt.want)
+		}
+	}
+}
+
+func TestPercentDecode(t *testing.T) {
+	for in, want := range map[string]string{
+		"a%41b":      "aAb",
+		"%2541":      "A", // double-encoded
+		"100%":       "100%",
+		"%zz%4":      "%zz%4",
+		"%e2%82%ac%": "€%",
+		"plain":      "plain",
+	} {
+		if got := percentDecode(in); got != want {
+			t.Errorf("percentDecode(%q): got %q, want %q", in, got, want)
+		}
+	}
+}
+
+func BenchmarkScrubEchoes(b *testing.B) {
+	forms := echoForms([]string{"sk-proj-Zq8vR2mKx7Lp0TbW4yNc9HfJ1sDgE6uA3oVi5XeQ", "Bearer sk-proj-Zq8vR2mKx7Lp0TbW4yNc9HfJ1sDgE6uA3oVi5XeQ"})
+	h := map[string][]string{
+		"Content-Type":          {"application/json"},
+		"Date":                  {"Wed, 02 Dec 2026 11:57:24 GMT"},
+		"Openai-Organization":   {"org-abcdefghijklmnop"},
+		"Openai-Processing-Ms":  {"312"},
+		"X-Request-Id":          {"req_0123456789abcdef0123456789abcdef"},
+		"X-Ratelimit-Remaining": {"9999"},
+		"Set-Cookie":            {"__cf_bm=abcdefghijklmnopqrstuvwxyz0123456789; path=/; expires=Wed, 02-Dec-26 12:27:24 GMT; domain=.api.openai.com; HttpOnly; Secure; SameSite=None"},
+		"Cf-Ray":                {"8f0123456789abcd-AMS"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if scrubEchoes(h, forms) != 0 {
+			b.Fatal("removed an innocent header")
+		}
+	}
+}
