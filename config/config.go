@@ -44,6 +44,16 @@ type Config struct {
 	Clients []Client
 	// Routes map requests to upstreams and the secret injected into them.
 	Routes []Route
+	// BrowserOrigins are the web origins ("https://app.example.com") whose
+	// pages may use till from a browser. Requests that a browser marks as
+	// cross-site, or whose Origin is not till's own, are refused unless
+	// their Origin is listed here.
+	BrowserOrigins []string
+	// ServerNames are the host names, besides IP literals, localhost,
+	// *.localhost and tls.names, that a request's Host may carry on a
+	// loopback listener. Any other name on a loopback listener is refused:
+	// it is what a DNS-rebinding web page sends.
+	ServerNames []string
 }
 
 // TLS serves the gateway listener over TLS. It is parsed and validated here;

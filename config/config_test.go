@@ -31,8 +31,8 @@ func TestParseErrors(t *testing.T) {
 		{"version 2", "version: 2\n", `till.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`},
 		{"version string", "version: \"1\"\n", `till.yaml:1: version: must be a whole number`},
 		{"unknown root field", "version: 1\nlisen: 127.0.0.1:1\n", `till.yaml:2: lisen: unknown field (did you mean "listen"?)`},
-		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes)`},
-		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes)`},
+		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes, browser_origins, server_names)`},
+		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes, browser_origins, server_names)`},
 		{"duplicate field", "version: 1\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `till.yaml:3: listen: duplicate field (first at line 2)`},
 		{"alias", "version: 1\nlisten: &a 127.0.0.1:1\nadmin: {listen: *a}\n", `till.yaml:3: admin.listen: yaml aliases are not supported (hint: repeat the value)`},
 		{"bad listen", "version: 1\nlisten: 8080\n", `till.yaml:2: listen: must be host:port (e.g. 127.0.0.1:8080)`},
@@ -47,6 +47,10 @@ func TestParseErrors(t *testing.T) {
 		{"on_redis_error enum", "version: 1\nlimits: {on_redis_error: maybe}\n", `till.yaml:2: limits.on_redis_error: must be "allow" or "deny"`},
 		{"bool", "version: 1\nforward: {enabled: yes}\n", `till.yaml:2: forward.enabled: must be true or false`},
 		{"redis scheme, password not echoed", "version: 1\nlimits:\n  redis: http://:hunter2@127.0.0.1:6379\n", `till.yaml:3: limits.redis: must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379/0)`},
+		{"origin with a path", "version: 1\nbrowser_origins: [https://app.example.com/x]\n", `till.yaml:2: browser_origins[0]: must be a web origin such as "https://app.example.com" or "http://localhost:3000" (scheme, host and port only)`},
+		{"origin without scheme", "version: 1\nbrowser_origins: [app.example.com]\n", `till.yaml:2: browser_origins[0]: must be a web origin such as "https://app.example.com" or "http://localhost:3000" (scheme, host and port only)`},
+		{"origin null", "version: 1\nbrowser_origins: [\"null\"]\n", `till.yaml:2: browser_origins[0]: must be a web origin such as "https://app.example.com" or "http://localhost:3000" (scheme, host and port only)`},
+		{"bad server name", "version: 1\nserver_names: [\"till_gw\"]\n", `till.yaml:2: server_names[0]: must be a DNS name or IP address`},
 		{"bad cidr", "version: 1\nforward: {allow_cidrs: [10.0.0.0/33]}\n", `till.yaml:2: forward.allow_cidrs[0]: must be a CIDR prefix such as 10.0.0.0/8 or an IP address`},
 		{"acme without email", "version: 1\ntls:\n  names: [a.example]\n  acme: {ca: https://acme.example/dir}\n", `till.yaml:4: tls.acme.email: required (hint: the ACME account contact)`},
 		{"acme without names", "version: 1\ntls:\n  acme: {email: ops@example.com}\n", `till.yaml:3: tls.names: required with acme (hint: the DNS names to get certificates for)`},
@@ -170,6 +174,9 @@ func TestParseFull(t *testing.T) {
 	}
 	if c.File != "full.yaml" || c.Version != 1 || c.Listen != "127.0.0.1:8080" || c.ShutdownGrace != 45*time.Second {
 		t.Errorf("top level: got %q %d %q %v", c.File, c.Version, c.Listen, c.ShutdownGrace)
+	}
+	if !reflect.DeepEqual(c.BrowserOrigins, []string{"https://app.example.com", "http://localhost:3000"}) || !reflect.DeepEqual(c.ServerNames, []string{"till.lan"}) {
+		t.Errorf("browser_origins, server_names: got %q %q", c.BrowserOrigins, c.ServerNames)
 	}
 	if !reflect.DeepEqual(c.TLS, TLS{Names: []string{"till.internal"}, ACME: &ACME{Email: "ops@example.com", CA: "https://acme.example/dir"}}) {
 		t.Errorf("tls: got %+v", c.TLS)
@@ -506,7 +513,7 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:66: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:71: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

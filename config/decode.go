@@ -20,7 +20,7 @@ import (
 // The keys each mapping accepts. They drive unknown-field errors, their
 // "did you mean" suggestions, and the test that StarterConfig mentions them.
 var (
-	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "clients", "routes"}
+	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "clients", "routes", "browser_origins", "server_names"}
 	tlsKeys     = []string{"names", "acme"}
 	acmeKeys    = []string{"email", "ca"}
 	adminKeys   = []string{"listen", "token_sha256"}
@@ -445,6 +445,20 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	if v := f["limits"]; v != nil {
 		d.limits(v, "limits", &c.Limits)
+	}
+	if v := f["browser_origins"]; v != nil {
+		d.list(v, "browser_origins", func(v *yaml.Node, p string) {
+			if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validOrigin(s)) {
+				c.BrowserOrigins = append(c.BrowserOrigins, strings.ToLower(s))
+			}
+		})
+	}
+	if v := f["server_names"]; v != nil {
+		d.list(v, "server_names", func(v *yaml.Node, p string) {
+			if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validServerName(s)) {
+				c.ServerNames = append(c.ServerNames, strings.ToLower(strings.TrimSuffix(s, ".")))
+			}
+		})
 	}
 	var clients []*yaml.Node
 	if v := f["clients"]; v != nil {

@@ -275,6 +275,21 @@ func validEmail(s string) error {
 	return nil
 }
 
+// validOrigin checks a web origin as browsers send it in Origin: a scheme,
+// a host and an optional port, nothing else.
+func validOrigin(s string) error {
+	const msg = errorString(`must be a web origin such as "https://app.example.com" or "http://localhost:3000" (scheme, host and port only)`)
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || strings.HasSuffix(s, "?") || strings.HasSuffix(s, "#") {
+		return msg
+	}
+	if validServerName(u.Hostname()) != nil || validPort(u.Port(), true) != nil {
+		return msg
+	}
+	return nil
+}
+
 func validHTTPSURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {

@@ -15,6 +15,7 @@ const (
 	CodeMethodNotAllowed      = "method_not_allowed"
 	CodePathNotAllowed        = "path_not_allowed"
 	CodeHostNotAllowed        = "host_not_allowed"
+	CodeOriginForbidden       = "origin_forbidden"
 	CodeBadRequest            = "bad_request"
 	CodeRateLimited           = "rate_limited"
 	CodeSecretMissing         = "secret_missing"
@@ -31,7 +32,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case CodeClientUnauthenticated:
 		return http.StatusUnauthorized
-	case CodeClientForbidden, CodeMethodNotAllowed, CodePathNotAllowed, CodeHostNotAllowed:
+	case CodeClientForbidden, CodeMethodNotAllowed, CodePathNotAllowed, CodeHostNotAllowed, CodeOriginForbidden:
 		return http.StatusForbidden
 	case CodeBadRequest:
 		return http.StatusBadRequest

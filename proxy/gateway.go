@@ -247,6 +247,10 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 
 // serveReverse routes an origin-form request by its path prefix.
 func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchange, s *Snapshot) {
+	if d, ok := s.browser.checkHost(r); !ok {
+		g.deny(rw, x, d)
+		return
+	}
 	if reason := checkPath(r.URL.RawPath, r.URL.Path); reason != "" {
 		g.deny(rw, x, denial{CodeBadRequest, reason})
 		return
@@ -274,6 +278,10 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 	x.rec.secret = rt.secretName
 	x.rec.host = rt.upstream.Host
 
+	if d, ok := s.browser.checkOrigin(r); !ok {
+		g.deny(rw, x, d)
+		return
+	}
 	id := s.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
 	x.rec.client = id.name()
 	if d, ok := id.admit(r.RemoteAddr, rt.clients); !ok {

@@ -28,6 +28,7 @@ type Snapshot struct {
 	clients   clientSet
 	onExpired string
 	forward   config.Forward
+	browser   browserGuard
 	// guard checks tunnel targets, and relay dials through it; the
 	// Gateway sets both before serving.
 	guard *dialGuard
@@ -101,6 +102,7 @@ func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot 
 		onExpired: cfg.Vault.OnExpired,
 		forward:   cfg.Forward,
 		clients:   newClientSet(cfg.Clients),
+		browser:   newBrowserGuard(cfg),
 	}
 	shared := newInterner()
 	for i := range cfg.Routes {

@@ -172,7 +172,7 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, header, body := rawRequest(t, tl.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			status, header, body := rawRequest(t, tl.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 			if status != tt.status {
 				t.Errorf("status: got %d, want %d (%s)", status, tt.status, body)
 			}

@@ -132,7 +132,7 @@ func stillServes(t *testing.T, tl *till) {
 func TestHostileSmuggling(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	tl := startTill(t, hostileConfig(u, ""), providerSecrets, u.caFile)
-	const post = "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+	const post = "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
 	tests := []struct {
 		name, raw string
 		want      []int // statuses accepted
@@ -186,7 +186,7 @@ func TestHostileSmuggling(t *testing.T) {
 func TestHostileLineFolding(t *testing.T) {
 	u := newBodyUpstream(t)
 	tl := startTill(t, hostileConfig(u.upstream, ""), providerSecrets, u.caFile)
-	const post = "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+	const post = "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
 	for _, tt := range []struct{ name, raw, header, value string }{
 		{"folded header", post + "X-Folded: a\r\n b\r\nContent-Length: 5\r\n\r\nhello", "X-Folded", "a b"},
 		{"folded with a tab", post + "X-Folded: a\r\n\tb\r\nContent-Length: 5\r\n\r\nhello", "X-Folded", "a b"},
@@ -230,7 +230,7 @@ func TestHostileLineFolding(t *testing.T) {
 func TestHostileBadChunkedBody(t *testing.T) {
 	u := newBodyUpstream(t)
 	tl := startTill(t, hostileConfig(u.upstream, ""), providerSecrets, u.caFile)
-	const post = "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+	const post = "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
 	var refusals []*refusal
 	for _, tt := range []struct{ name, body string }{
 		{"bad chunk size", "zz\r\nhello\r\n0\r\n\r\n"},
@@ -261,7 +261,7 @@ func TestHostileBadChunkedBody(t *testing.T) {
 func TestHostileContentLengthAndTransferEncoding(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	tl := startTill(t, hostileConfig(u, ""), providerSecrets, u.caFile)
-	hidden := "GET /openai/v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	hidden := "GET /openai/v1/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
 	body := "0\r\n\r\n" + hidden
 	for _, order := range []string{"CL first", "TE first"} {
 		t.Run(order, func(t *testing.T) {
@@ -277,7 +277,7 @@ func TestHostileContentLengthAndTransferEncoding(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(c, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"+head+"\r\n"+body)
+			io.WriteString(c, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"+head+"\r\n"+body)
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
@@ -316,11 +316,11 @@ func TestHostileOversized(t *testing.T) {
 		fmt.Fprintf(&many, "X-Many-%d: %s\r\n", i, strings.Repeat("b", 32))
 	}
 	tests := []struct{ name, raw string }{
-		{"one header over 64 KiB", "GET /openai/v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n"},
-		{"many headers over 64 KiB", "GET /openai/v1/models HTTP/1.1\r\nHost: x\r\n" + many.String() + "\r\n"},
-		{"URL over 64 KiB", "GET /openai/v1/" + big + " HTTP/1.1\r\nHost: x\r\n\r\n"},
-		{"query over 64 KiB", "GET /openai/v1/models?q=" + big + " HTTP/1.1\r\nHost: x\r\n\r\n"},
-		{"header name over 64 KiB", "GET /openai/v1/models HTTP/1.1\r\nHost: x\r\nX-" + big + ": 1\r\n\r\n"},
+		{"one header over 64 KiB", "GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: " + big + "\r\n\r\n"},
+		{"many headers over 64 KiB", "GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\n" + many.String() + "\r\n"},
+		{"URL over 64 KiB", "GET /openai/v1/" + big + " HTTP/1.1\r\nHost: localhost\r\n\r\n"},
+		{"query over 64 KiB", "GET /openai/v1/models?q=" + big + " HTTP/1.1\r\nHost: localhost\r\n\r\n"},
+		{"header name over 64 KiB", "GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\nX-" + big + ": 1\r\n\r\n"},
 	}
 	var refusals []*refusal
 	for _, tt := range tests {
@@ -361,7 +361,7 @@ func TestHostileSlowloris(t *testing.T) {
 			defer c.Close()
 			start := time.Now()
 			c.SetDeadline(start.Add(limit + 5*time.Second))
-			io.WriteString(c, "GET /openai/v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+			io.WriteString(c, "GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if drip {
@@ -478,13 +478,13 @@ func TestHostileBodyLimit(t *testing.T) {
 			t.Errorf("upstream received %d requests, want none", n-before)
 		}
 	}
-	const head = "POST /small/v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n"
+	const head = "POST /small/v1/files HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1001\r\n"
 	t.Run("Content-Length over the limit", func(t *testing.T) {
 		overLimit(t, "Content-Length 1001", head+"\r\n"+strings.Repeat("z", 1001))
 	})
 	t.Run("Content-Length over the limit, expecting 100-continue", func(t *testing.T) {
 		overLimit(t, "Content-Length 1001, Expect", head+"Expect: 100-continue\r\n\r\n")
-		resp, body, err := rawSend(t, tl.addr, "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+		resp, body, err := rawSend(t, tl.addr, "POST /nowhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
 		checkRefused(t, "route_not_found, Expect", resp, body, err, "route_not_found", 404)
 	})
 	t.Run("Content-Length over the limit, body withheld", func(t *testing.T) {
@@ -498,7 +498,7 @@ func TestHostileBodyLimit(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.WriteString(c, "POST /small/v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+		io.WriteString(c, "POST /small/v1/files HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -578,7 +578,7 @@ func TestHostilePaths(t *testing.T) {
 		{"invalid percent-encoding", "/openai/v1/%zz"},
 		{"truncated percent-encoding", "/openai/v1/models%"},
 	} {
-		raw := "GET " + tt.target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+		raw := "GET " + tt.target + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 		resp, body, err := rawSend(t, tl.addr, raw)
 		refusals = append(refusals, checkRefused(t, tt.name, resp, body, err, "bad_request", 400))
 	}
@@ -596,7 +596,7 @@ func TestHostilePaths(t *testing.T) {
 		{"raw overlong dot dot", "/openai/v1/\xc0\xae\xc0\xae/x", "/v1/\xc0\xae\xc0\xae/x"},
 	} {
 		n := len(u.requests())
-		resp, body, err := rawSend(t, tl.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, body, err := rawSend(t, tl.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 		if err != nil {
 			t.Errorf("%s: no response: %v", tt.name, err)
 			continue
@@ -662,7 +662,7 @@ func TestHostileRequestForms(t *testing.T) {
 		{"absolute-form to a foreign host", "GET http://evil.example/openai/v1/models HTTP/1.1\r\nHost: evil.example\r\n\r\n"},
 		{"absolute-form to the upstream", "GET https://" + upstreamHost + "/v1/models HTTP/1.1\r\nHost: " + upstreamHost + "\r\n\r\n"},
 		{"absolute-form to till itself", "GET http://" + tl.addr + "/openai/v1/models HTTP/1.1\r\nHost: " + tl.addr + "\r\n\r\n"},
-		{"absolute-form with userinfo", "GET http://user:pass@" + upstreamHost + "/v1/models HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"absolute-form with userinfo", "GET http://user:pass@" + upstreamHost + "/v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n"},
 		{"HTTP/1.0 absolute-form", "GET http://" + upstreamHost + "/v1/models HTTP/1.0\r\n\r\n"},
 		{"CONNECT", "CONNECT " + upstreamHost + " HTTP/1.1\r\nHost: " + upstreamHost + "\r\n\r\n"},
 	} {
@@ -783,7 +783,7 @@ func TestHostileClientGoneMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /openai/v1/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+	io.WriteString(c, "GET /openai/v1/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
