@@ -185,7 +185,14 @@ type exchange struct {
 	bodyRead bool // the body was handed on to be read
 	// bodyErr is set when reading the app's body failed (malformed
 	// chunking, a reset): the fault is the app's, not the upstream's.
-	bodyErr       atomic.Bool
+	bodyErr atomic.Bool
+	// appGone is set when the app went away in the middle of its body.
+	appGone atomic.Bool
+	// upload, when set, watches the upload of the body for progress.
+	upload *uploadWatch
+	// sends counts the times the request's head (with the key) was
+	// written upstream: net/http's transport may send a request again.
+	sends         atomic.Int32
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
@@ -338,16 +345,18 @@ func (g *Gateway) forward(rw *responseRecorder, r *http.Request, x *exchange, s 
 // must keep its own body, for Expect: 100-continue and draining) to count
 // it, remember a read error, bound the wait for each part of it, and cap
 // it at maxBody when positive.
-func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody int64) {
+func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody int64) *countingBody {
 	if !x.hasBody || out.Body == nil {
-		return
+		return nil
 	}
-	var body io.ReadCloser = &countingBody{ReadCloser: out.Body, x: x, rc: http.NewResponseController(w)}
+	cb := &countingBody{ReadCloser: out.Body, x: x, rc: http.NewResponseController(w)}
+	var body io.ReadCloser = cb
 	if maxBody > 0 {
 		body = http.MaxBytesReader(nil, body, maxBody)
 	}
 	out.Body = body
 	x.bodyRead = true
+	return cb
 }
 
 // routeTransport sends ReverseProxy's requests (protocol upgrades) through
@@ -496,7 +505,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	case p != nil || x.failure != "":
 		x.rec.outcome = outcomeError
 		x.rec.reason = x.failure
-		if r.Context().Err() != nil && (p != nil || x.failure == codeClientClosed) {
+		if x.failure == codeClientClosed || r.Context().Err() != nil && p != nil {
 			x.rec.reason = codeClientClosed
 			if !rw.committed {
 				x.rec.status = statusClientClosed
@@ -642,9 +651,11 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 	var netErr net.Error
 	d := denial{CodeUpstreamUnreachable, "till could not reach the upstream"}
 	switch {
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || x.appGone.Load():
 		x.failure = codeClientClosed
 		return
+	case x.upload != nil && x.upload.stalled.Load():
+		d = denial{CodeUpstreamTimeout, "the upstream stopped reading the request body for the route's timeout"}
 	case errors.As(err, &tooBig):
 		d = denial{CodeBadRequest, "the request body is larger than the route's max_body"}
 	case x.bodyErr.Load():

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -159,6 +160,11 @@ type countingBody struct {
 	io.ReadCloser
 	x  *exchange
 	rc *http.ResponseController
+	// For uploadWatch: a read is waiting for the app; when the last read
+	// returned (Unix nanoseconds); the body has ended.
+	reading atomic.Bool
+	last    atomic.Int64
+	ended   atomic.Bool
 	// mu orders the deadline changes with Close: once the handler has
 	// returned, the server's own deadlines on the connection are left
 	// alone (a read in flight then still ends by the last one set).
@@ -172,12 +178,20 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	if !b.setDeadline(time.Now().Add(bodyIdleTimeout)) {
 		return 0, errBodyClosed
 	}
+	b.reading.Store(true)
 	n, err := b.ReadCloser.Read(p)
+	b.last.Store(time.Now().UnixNano())
+	b.reading.Store(false)
 	b.x.bytesIn.Add(int64(n))
 	switch {
 	case err == io.EOF:
+		b.ended.Store(true)
 		b.setDeadline(time.Time{})
+	case err != nil && clientGone(err):
+		b.ended.Store(true)
+		b.x.appGone.Store(true)
 	case err != nil:
+		b.ended.Store(true)
 		b.x.bodyErr.Store(true)
 	}
 	return n, err

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"iter"
@@ -33,11 +34,17 @@ var hopHeaders = []string{
 // header canonicalization: about 5% of till's CPU per request.
 func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	out := x.outbound(r)
-	x.countBody(rw, out, x.route.maxBody)
-	if out.Body != nil {
+	if body := x.countBody(rw, out, x.route.maxBody); body != nil {
 		// The upstream transport may still hold the body when the
 		// handler returns: it must not read it after that.
 		defer out.Body.Close()
+		if x.route.timeout > 0 {
+			ctx, cancel := context.WithCancelCause(out.Context())
+			defer cancel(nil)
+			out = out.WithContext(ctx)
+			x.upload = watchUpload(body, x.route.timeout, cancel)
+			defer x.upload.stop()
+		}
 	}
 	res, err := g.roundTrip(rw, out, x)
 	if err == nil && res.StatusCode == http.StatusSwitchingProtocols {
