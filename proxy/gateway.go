@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
@@ -190,9 +191,12 @@ type exchange struct {
 	appGone atomic.Bool
 	// upload, when set, watches the upload of the body for progress.
 	upload *uploadWatch
-	// sends counts the times the request's head (with the key) was
-	// written upstream: net/http's transport may send a request again.
+	// audit records the sends of the key after the first (see resend).
+	audit *Audit
+	// sends counts the sends of the request after the first; wrote is set
+	// once its head (with the key) was written upstream.
 	sends         atomic.Int32
+	wrote         atomic.Bool
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
@@ -229,7 +233,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // begin starts a request's exchange and its audit record.
 func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*exchange, *responseRecorder) {
-	x := &exchange{ctx: r.Context()}
+	x := &exchange{ctx: r.Context(), audit: g.audit}
 	x.rec.start = time.Now()
 	x.rec.id = g.ids.next()
 	x.rec.method = r.Method
@@ -365,6 +369,7 @@ type routeTransport struct{ g *Gateway }
 
 func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), x.sendTrace()))
 	return t.g.transportFor(x.route.timeout).RoundTrip(r)
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"time"
 )
 
 // hopHeaders are removed from requests and responses on their way through
@@ -152,26 +153,56 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 // Continue). Informational responses go on to the app as they come.
 func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange) (*http.Response, error) {
 	if out.URL.Scheme == "http" && out.Header.Get("Expect") == "" {
-		return g.upstream.Send(out, x.route.timeout, rw.informational)
+		return g.upstream.Send(out, x.route.timeout, rw)
 	}
 	// net/http's Transport reports them from another goroutine, which may
 	// still do so after RoundTrip returned.
 	var mu sync.Mutex
 	done := false
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+	trace := x.sendTrace()
+	trace.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if done {
 			return nil
 		}
-		return rw.informational(code, http.Header(h))
-	}}
+		return rw.Informational(code, http.Header(h))
+	}
 	res, err := g.transportFor(x.route.timeout).RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
 	mu.Lock()
 	done = true
 	mu.Unlock()
 	return res, err
 }
+
+// sendTrace notes each send of the request by net/http's Transport, which
+// sends a request again on another connection when a reused one failed
+// under it (and HTTP/2 when a stream was refused): each send after the
+// first is recorded before it goes (resend). net/http gives no way to stop
+// that send; when its record cannot be written, the failure is logged with
+// the record and the gateway refuses new requests, as for any record.
+func (x *exchange) sendTrace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) {
+			if x.wrote.Load() {
+				_ = x.resend()
+			}
+		},
+		WroteHeaders: func() { x.wrote.Store(true) },
+	}
+}
+
+// resend records a send of the key after the first one, and reports an
+// error if the record could not be written.
+func (x *exchange) resend() error {
+	if !x.audit.writeUse(&x.rec, int(x.sends.Add(1))+1, time.Now()) {
+		return errAuditUnavailable
+	}
+	return nil
+}
+
+// errAuditUnavailable refuses a send whose key use cannot be recorded.
+var errAuditUnavailable = errors.New("the audit record of a key use could not be written")
 
 // copyBody copies a response body to the app, flushing after every write
 // when it is a stream, and reports whether all of it went. A failure to

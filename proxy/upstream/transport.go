@@ -77,29 +77,51 @@ func New(cfg Config) *Transport {
 // for the response headers other than req's context. Informational (1xx)
 // responses go to the request's httptrace, if it has one.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var informational func(int, http.Header) error
+	var hooks Hooks
 	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-		informational = func(code int, h http.Header) error { return trace.Got1xxResponse(code, textproto.MIMEHeader(h)) }
+		hooks = traceHooks{trace}
 	}
-	return t.Send(req, 0, informational)
+	return t.Send(req, 0, hooks)
 }
+
+// Hooks are told of the events of one exchange.
+type Hooks interface {
+	// Informational is given each informational (1xx) response that comes
+	// before the final one, in the caller's goroutine; an error from it
+	// ends the exchange.
+	Informational(code int, h http.Header) error
+	// Resend is called before a request whose head may have reached the
+	// upstream is sent again (see Send): each send is a use of what the
+	// head carries. An error from it keeps the request from being sent
+	// again; Send then returns the first attempt's error.
+	Resend() error
+}
+
+// traceHooks passes informational responses to an httptrace.
+type traceHooks struct{ trace *httptrace.ClientTrace }
+
+func (h traceHooks) Informational(code int, hdr http.Header) error {
+	return h.trace.Got1xxResponse(code, textproto.MIMEHeader(hdr))
+}
+
+func (traceHooks) Resend() error { return nil }
 
 // Send sends req and returns its response. headerTimeout, when positive,
 // bounds the wait for the response headers once the request is written
 // (the upload and the body after the headers are not bounded by it); when
-// it passes, the error is a net.Error whose Timeout is true.
-// informational, when not nil, is given each informational (1xx) response
-// that comes before the final one, in the caller's goroutine; an error
-// from it ends the exchange.
+// it passes, the error is a net.Error whose Timeout is true. hooks, when
+// not nil, are told of informational responses and of a request sent
+// again.
 //
 // A request without a body that fails on a reused connection before any
 // byte of its response arrived, other than by a timeout, is sent once more
 // on a new connection when that is safe: nothing of it was written, or its
-// method is idempotent or it has an Idempotency-Key. (A reused connection
+// method is idempotent or it has an Idempotency-Key (then hooks.Resend is
+// called first). (A reused connection
 // the upstream had closed fails at once; a timeout means the upstream may
 // be working on the request.) Before reusing a connection, Send checks that
 // the upstream has not closed it nor sent anything unasked.
-func (t *Transport) Send(req *http.Request, headerTimeout time.Duration, informational func(code int, h http.Header) error) (*http.Response, error) {
+func (t *Transport) Send(req *http.Request, headerTimeout time.Duration, hooks Hooks) (*http.Response, error) {
 	if req.URL == nil || req.URL.Host == "" {
 		return nil, errors.New("upstream: request has no host")
 	}
@@ -119,11 +141,14 @@ func (t *Transport) Send(req *http.Request, headerTimeout time.Duration, informa
 		if err != nil {
 			return nil, err
 		}
-		resp, retry, err := c.roundTrip(req, headerTimeout, inline, informational)
+		resp, retry, sent, err := c.roundTrip(req, headerTimeout, inline, hooks)
 		if err == nil {
 			return resp, nil
 		}
 		if !retry || attempt > 0 {
+			return nil, err
+		}
+		if sent && hooks != nil && hooks.Resend() != nil {
 			return nil, err
 		}
 	}
@@ -366,24 +391,26 @@ const max1xx = 5
 
 // roundTrip writes req and reads the response head; the response body
 // gives the connection back to the pool when it is read to its end. retry
-// says the request may be sent again on another connection.
-func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool, informational func(int, http.Header) error) (resp *http.Response, retry bool, err error) {
+// says the request may be sent again on another connection; sent, that
+// some of it was written (and may have reached the upstream).
+func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool, hooks Hooks) (resp *http.Response, retry, sent bool, err error) {
 	ctx := req.Context()
 	c.aborted, c.headRead, c.writeErr = false, false, nil
 	stop := context.AfterFunc(ctx, c.abort)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	wrote, read := c.nwritten.Load(), c.nread
-	fail := func(err error) (*http.Response, bool, error) {
+	fail := func(err error) (*http.Response, bool, bool, error) {
 		stop()
 		c.nc.Close()
+		sent := c.nwritten.Load() != wrote
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, false, ctxErr
+			return nil, false, sent, ctxErr
 		}
 		// A body may still be read by its writer: it is never sent twice.
 		var ne net.Error
 		timedOut := errors.As(err, &ne) && ne.Timeout()
-		retry := !hasBody && c.reused && !timedOut && c.nread == read && (c.nwritten.Load() == wrote || replayable(req))
-		return nil, retry, err
+		retry := !hasBody && c.reused && !timedOut && c.nread == read && (!sent || replayable(req))
+		return nil, retry, sent, err
 	}
 
 	// Without a body, or with a small one in memory (inline), the request
@@ -411,7 +438,7 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool, 
 		}()
 	}
 
-	resp, err = c.readHead(req, informational)
+	resp, err = c.readHead(req, hooks)
 	if err = c.endHead(err); err != nil {
 		if timeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
 			err = headerTimeout(timeout)
@@ -424,7 +451,7 @@ func (c *conn) roundTrip(req *http.Request, timeout time.Duration, inline bool, 
 	} else {
 		resp.Body = b
 	}
-	return resp, false, nil
+	return resp, false, true, nil
 }
 
 // write sends req's head and body. When reading the body fails, the error
@@ -463,8 +490,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // readHead reads the response head, passing informational (1xx) responses
-// to informational.
-func (c *conn) readHead(req *http.Request, informational func(int, http.Header) error) (*http.Response, error) {
+// to hooks.
+func (c *conn) readHead(req *http.Request, hooks Hooks) (*http.Response, error) {
 	for n := 0; ; n++ {
 		c.budget = c.t.cfg.MaxResponseHeaderBytes
 		resp, err := http.ReadResponse(c.br, req)
@@ -482,8 +509,8 @@ func (c *conn) readHead(req *http.Request, informational func(int, http.Header) 
 		if n == max1xx {
 			return nil, errors.New("upstream: too many 1xx informational responses")
 		}
-		if informational != nil {
-			if err := informational(code, resp.Header); err != nil {
+		if hooks != nil {
+			if err := hooks.Informational(code, resp.Header); err != nil {
 				return nil, err
 			}
 		}

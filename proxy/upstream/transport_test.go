@@ -204,7 +204,8 @@ func TestRetryOnReusedConnection(t *testing.T) {
 			for k, v := range tc.headers {
 				req.Header.Set(k, v)
 			}
-			resp, err := tr.RoundTrip(req)
+			resends := 0
+			resp, err := tr.Send(req, 0, resendHooks(func() error { resends++; return nil }))
 			if tc.retried {
 				if err != nil {
 					t.Fatalf("not retried: %v", err)
@@ -212,6 +213,9 @@ func TestRetryOnReusedConnection(t *testing.T) {
 				resp.Body.Close()
 				if resp.StatusCode != 200 {
 					t.Fatalf("status %d", resp.StatusCode)
+				}
+				if resends != 1 {
+					t.Errorf("Resend was called %d times before a second send, want 1", resends)
 				}
 				return
 			}
@@ -223,6 +227,40 @@ func TestRetryOnReusedConnection(t *testing.T) {
 				t.Errorf("the upstream saw it %d times, want 1", n)
 			}
 		})
+	}
+}
+
+// resendHooks calls f before a request is sent again.
+type resendHooks func() error
+
+func (resendHooks) Informational(int, http.Header) error { return nil }
+func (f resendHooks) Resend() error                      { return f() }
+
+// TestResendRefused: a request whose second send its Resend hook refuses
+// (its key use could not be recorded) is sent once.
+func TestResendRefused(t *testing.T) {
+	var seen atomic.Int64
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		seen.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+		if _, err := readRequest(br); err == nil {
+			seen.Add(1) // read and dropped without an answer
+		}
+	})
+	tr := newTransport(t, Config{})
+	get(t, tr, url)
+	req, _ := http.NewRequest("GET", url, nil)
+	refused := errors.New("cannot record")
+	_, err := tr.Send(req, 0, resendHooks(func() error { return refused }))
+	if err == nil || errors.Is(err, refused) {
+		t.Fatalf("got %v, want the first send's error", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := seen.Load(); n != 2 {
+		t.Errorf("the upstream saw %d requests, want 2 (one per send)", n)
 	}
 }
 

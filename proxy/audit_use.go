@@ -1,0 +1,29 @@
+package proxy
+
+import "time"
+
+// fieldAttempt numbers the sends of one request's key.
+const fieldAttempt = "attempt"
+
+// writeUse records that r's key is about to be sent upstream once more, as
+// its attempt-th send (a transport sends a request again when a reused
+// connection failed under it): every send of a key is a key use, and the
+// request's own record counts only the first. It reports whether the
+// record was written.
+func (a *Audit) writeUse(r *record, attempt int, now time.Time) bool {
+	var tb [40]byte
+	a.log.Info().
+		Bytes(fieldTime, now.UTC().AppendFormat(tb[:0], time.RFC3339Nano)).
+		Str(fieldEvent, "use").
+		Str(fieldID, r.id).
+		Str(fieldClient, r.client).
+		Str(fieldRoute, r.route).
+		Str(fieldSecret, r.secret).
+		Str(fieldKeyFP, r.keyFP).
+		Str(fieldMethod, r.method).
+		Str(fieldHost, r.host).
+		Str(fieldPath, r.path).
+		Int(fieldAttempt, attempt).
+		Send()
+	return a.Healthy()
+}

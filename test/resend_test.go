@@ -1,0 +1,101 @@
+package test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestEverySendIsRecorded: a transport sends a request again when a reused
+// connection fails under it; the upstream then receives the key twice for
+// one request. Every key the upstream receives has its audit record: the
+// request's own, and a "use" record for each send after the first.
+func TestEverySendIsRecorded(t *testing.T) {
+	var keys atomic.Int64
+	base, caFile := dropSecondUpstream(t, &keys)
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n    allow_plaintext: true\n", base)
+	tl := startTill(t, cfg, providerSecrets, caFile)
+	for range 2 {
+		resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+	}
+	recs := tl.waitAudit(3)
+	if n := keys.Load(); n != 3 {
+		t.Fatalf("the upstream received the key %d times, want 3 (the second request twice)", n)
+	}
+	var requests, uses []auditRecord
+	for _, r := range recs {
+		switch r["event"] {
+		case "request":
+			requests = append(requests, r)
+		case "use":
+			uses = append(uses, r)
+		}
+	}
+	if len(requests)+len(uses) != int(keys.Load()) || len(uses) != 1 {
+		t.Fatalf("got %d request and %d use records for %d keys sent:\n%s", len(requests), len(uses), keys.Load(), tl.stdout.String())
+	}
+	u := uses[0]
+	if u["attempt"] != float64(2) || u["id"] != requests[1]["id"] || u["key_fp"] != requests[1]["key_fp"] || u["key_fp"] == "" ||
+		u["route"] != "openai" || u["path"] != "/openai/v1/models" || u["method"] != "GET" {
+		t.Errorf("use record: %v, request: %v", u, requests[1])
+	}
+}
+
+// dropSecondUpstream listens (TLS with HTTP/1.1 only, unless the suite's
+// upstreams are plain) and answers the first request on each connection;
+// it reads the second and closes the connection without an answer, as an
+// upstream whose keep-alive timeout strikes just then. keys counts the
+// requests that carried till's key.
+func dropSecondUpstream(t *testing.T, keys *atomic.Int64) (string, string) {
+	t.Helper()
+	srv, caFile := newTLSServer(t, http.NotFoundHandler())
+	var ln net.Listener
+	var err error
+	scheme := "http"
+	if plainUpstreams {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	} else {
+		scheme = "https"
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: srv.TLS.Certificates, NextProtos: []string{"http/1.1"}})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if strings.HasSuffix(req.Header.Get("Authorization"), openaiKey) {
+						keys.Add(1)
+					}
+					if i == 1 {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+				}
+			}()
+		}
+	}()
+	return scheme + "://" + ln.Addr().String(), caFile
+}
