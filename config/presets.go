@@ -63,7 +63,7 @@ func parsePresets(data []byte) ([]Preset, error) {
 		f := d.fields(n, path, presetKeys)
 		var p Preset
 		if v := f["name"]; v != nil {
-			if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), validName(s)) {
+			if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), ValidName(s)) {
 				p.Name = s
 			}
 		}

@@ -32,7 +32,7 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 
 	if v := f["name"]; v == nil {
 		d.errorf(n, join(path, "name"), "required")
-	} else if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), validName(s)) {
+	} else if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), ValidName(s)) {
 		r.Name = s
 		rn.name = v
 	}

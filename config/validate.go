@@ -94,9 +94,10 @@ var (
 	hexRE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
-// validName checks route and client names, which appear in URLs, logs and
-// metrics labels.
-func validName(s string) error {
+// ValidName checks route and client names, which appear in URLs, logs and
+// metrics labels. The CLI checks a NAME argument with it before printing it
+// back.
+func ValidName(s string) error {
 	if len(s) > 64 || !nameRE.MatchString(s) {
 		return errorString("must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters")
 	}

@@ -61,8 +61,9 @@ func (l *MemoryLimits) Allow(_ context.Context, key string, r config.Rate, burst
 	return 0, true, nil
 }
 
-// redisTimeout bounds one rate decision in Redis: a slow or absent Redis
-// must not stall requests (limits.on_redis_error decides then).
+// redisTimeout bounds one rate decision in Redis, however many wait for
+// one: a slow, absent or frozen Redis must not stall requests
+// (limits.on_redis_error decides then).
 const redisTimeout = 250 * time.Millisecond
 
 // RedisLimits counts limits in Redis with GCRA (redis_rate), atomically in
@@ -84,6 +85,13 @@ func NewRedisLimits(rawURL string) (*RedisLimits, error) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
 	opt.PoolTimeout = redisTimeout
 	opt.MaxRetries = -1
+	// Without this, go-redis bounds socket reads and writes by ReadTimeout
+	// and WriteTimeout alone, counted from when a connection is had: once
+	// more decisions wait than the pool has connections, a wait for one
+	// (up to PoolTimeout) came on top, and a frozen Redis cost twice
+	// redisTimeout. With it, Allow's deadline bounds the pool wait, the
+	// handshake, the write and the read together.
+	opt.ContextTimeoutEnabled = true
 	client := redis.NewClient(opt)
 	return &RedisLimits{client: client, limiter: redis_rate.NewLimiter(client)}, nil
 }

@@ -21,7 +21,8 @@ func runCA(args []string, e *env) error {
 	case "export":
 		return runCAExport(args[1:], e)
 	}
-	return usageError{fmt.Sprintf("unknown ca command %q (want init or export)", args[0])}
+	// The command is not echoed: it could be a key pasted in the wrong place.
+	return usageError{"unknown ca command (want init or export)"}
 }
 
 // runCAInit creates this installation's interception CA: its certificate

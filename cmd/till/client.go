@@ -42,7 +42,8 @@ func runClient(args []string, e *env) error {
 	case "rm", "remove":
 		return runClientRm(args[1:], e)
 	}
-	return usageError{fmt.Sprintf("unknown client command %q (want add, list or rm)", args[0])}
+	// The command is not echoed: it could be a key pasted in the wrong place.
+	return usageError{"unknown client command (want add, list or rm)"}
 }
 
 // stringList collects a repeatable flag.
@@ -82,8 +83,8 @@ func runClientAdd(args []string, e *env) error {
 		return err
 	}
 	name := pos[0]
-	if !validClientName(name) {
-		return usageError{"client names are lower-case letters, digits, '_' and '-', starting with a letter or digit"}
+	if err := clientNameArg(name, "NAME"); err != nil {
+		return err
 	}
 	for _, c := range cidrs {
 		if _, err := netip.ParsePrefix(c); err != nil {
@@ -176,19 +177,6 @@ func configDisplay(path string) string {
 	return path
 }
 
-func validClientName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i, c := range s {
-		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '_' || c == '-')
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
 func runClientList(args []string, e *env) error {
 	var cfgPath string
 	flags := newFlags("client list", e.stderr, &cfgPath)
@@ -245,6 +233,9 @@ func runClientRm(args []string, e *env) error {
 		return err
 	}
 	name := pos[0]
+	if err := clientNameArg(name, "NAME"); err != nil {
+		return err
+	}
 	path, err := configPath(cfgPath, e)
 	if err != nil {
 		return err

@@ -38,7 +38,12 @@ func runEnv(args []string, e *env) error {
 		return err
 	}
 	if format != "shell" && format != "dotenv" {
-		return usageError{fmt.Sprintf("--format %q: want shell or dotenv", format)}
+		return usageError{"--format: want shell or dotenv"}
+	}
+	if client != "" {
+		if err := clientNameArg(client, "--client"); err != nil {
+			return err
+		}
 	}
 	path, err := configPath(cfgPath, e)
 	if err != nil {

@@ -4,6 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
+
+	"github.com/tillgw/till/config"
 )
 
 // newFlags returns a flag set for a subcommand with the -c flag every
@@ -21,11 +24,8 @@ func newFlags(name string, stderr io.Writer, configPath *string) *flag.FlagSet {
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if err == flag.ErrHelp {
-				return nil, err
-			}
-			return nil, usageError{err.Error()}
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -39,6 +39,32 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// safeFlagError matches the flag package's messages that hold nothing but
+// a bare flag name.
+var safeFlagError = regexp.MustCompile(`^(flag provided but not defined|flag needs an argument): -[a-z][a-z0-9-]{0,31}$`)
+
+// parseFlags is fs.Parse without the flag package's own messages, which
+// quote the argument that failed: a key pasted where a NAME goes can start
+// with '-' ("-----BEGIN PRIVATE KEY-----...") and would be printed back.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err == nil {
+		return nil
+	}
+	fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+	fs.PrintDefaults()
+	switch {
+	case err == flag.ErrHelp:
+		return err
+	case safeFlagError.MatchString(err.Error()):
+		return usageError{err.Error()}
+	}
+	return usageError{"a malformed flag or flag value (not shown, in case it is a key); put -- before an argument that starts with '-'"}
+}
+
 // wantArgs checks the number of positional arguments.
 func wantArgs(pos []string, n int, synopsis string) error {
 	if len(pos) != n {
@@ -46,4 +72,17 @@ func wantArgs(pos []string, n int, synopsis string) error {
 		return usageError{fmt.Sprintf("usage: %s (expected %d argument(s), got %d)", synopsis, n, len(pos))}
 	}
 	return nil
+}
+
+// clientNameArg checks a client NAME given on the command line (an
+// argument or --client) before anything prints it. The error never holds
+// the argument: what fails the name rule may be a key pasted in its place,
+// and it would land in a terminal or a CI log.
+func clientNameArg(arg, what string) error {
+	err := config.ValidName(arg)
+	if err == nil {
+		return nil
+	}
+	return withHint(usageError{fmt.Sprintf("%s is not a client name (%d characters, not shown)", what, len(arg))},
+		"a client name "+err.Error()+"; till client list shows them")
 }

@@ -126,7 +126,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
 	default:
-		err = usageError{fmt.Sprintf("unknown command %q (see till help)", cmd)}
+		// The command is not echoed: it could be a key pasted in the wrong place.
+		err = usageError{"unknown command (see till help)"}
 	}
 	return report(err, e.stderr)
 }

@@ -512,3 +512,74 @@ func TestUnreadableFiles(t *testing.T) {
 		t.Errorf("key file is a folder: exit %d: %s", code, errOut)
 	}
 }
+
+// TestNameArgumentsNeverEchoed: a key pasted where the CLI wants a NAME (or
+// a command) is never printed back, neither on stdout nor on stderr, and the
+// message says what a name looks like instead.
+func TestNameArgumentsNeverEchoed(t *testing.T) {
+	c := newCLI(t)
+	cfg := "version: 1\nforward: {enabled: true}\nclients:\n  - name: web\n    token_sha256: " + strings.Repeat("ab", 32) +
+		"\nroutes:\n  - name: openai\n    preset: openai\n    clients: [web]\n"
+	if err := os.WriteFile("till.yaml", []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := c.run(key, "secret", "set", "openai"); code != 0 {
+		t.Fatalf("secret set: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: exit %d: %s", code, errOut)
+	}
+	pasted := []string{
+		"sk-proj-Xk3vT9qLw2RbN7mYc4ZpHd8sJf1GaVe6KuQo5tWnBy0ErIlMx",
+		"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY +with spaces/and=slashes",
+	}
+	for _, k := range pasted {
+		tests := []struct {
+			name  string
+			stdin string
+			args  []string
+			want  string // what the message says instead
+		}{
+			{"secret rm", "", []string{"secret", "rm", k}, "secret name"},
+			{"secret set", key, []string{"secret", "set", k}, "secret name"},
+			{"client rm", "", []string{"client", "rm", k}, "not a client name"},
+			{"client add", "", []string{"client", "add", k}, "not a client name"},
+			{"test --client", "", []string{"test", "--client", k, "GET", "/openai/v1/models"}, "not a client name"},
+			{"env --client", "", []string{"env", "--client", k}, "not a client name"},
+			{"unknown command", "", []string{k}, "unknown command"},
+			{"unknown secret command", "", []string{"secret", k}, "unknown secret command"},
+			{"unknown client command", "", []string{"client", k}, "unknown client command"},
+			{"unknown ca command", "", []string{"ca", k}, "unknown ca command"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				out, errOut, code := c.run(tt.stdin, tt.args...)
+				if code == 0 {
+					t.Errorf("exit 0, want a refusal: %s", out)
+				}
+				if strings.Contains(out+errOut, k) || strings.Contains(out+errOut, k[:16]) {
+					t.Errorf("the argument was printed back:\nstdout: %q\nstderr: %q", out, errOut)
+				}
+				if !strings.Contains(errOut, tt.want) {
+					t.Errorf("stderr: got %q, want it to mention %q", errOut, tt.want)
+				}
+			})
+		}
+	}
+	// A key that starts with '-' is read as a flag: the flag package's
+	// messages ("bad flag syntax: ...") would print it back.
+	pem := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----"
+	for _, args := range [][]string{{"secret", "rm", pem}, {"client", "rm", pem}, {"secret", "list", "--json=" + pasted[0]}} {
+		out, errOut, code := c.run("", args...)
+		if code != 2 || strings.Contains(out+errOut, "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7") || strings.Contains(out+errOut, pasted[0]) {
+			t.Errorf("%s: exit %d, want 2 without the argument:\nstdout: %q\nstderr: %q", args[:2], code, out, errOut)
+		}
+	}
+	// A valid name is still named.
+	if _, errOut, code := c.run("", "client", "rm", "nobody"); code != 1 || !strings.Contains(errOut, `"nobody"`) {
+		t.Errorf("client rm nobody: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "secret", "rm", "nobody"); code != 1 || !strings.Contains(errOut, `"nobody"`) {
+		t.Errorf("secret rm nobody: exit %d: %s", code, errOut)
+	}
+}

@@ -32,7 +32,8 @@ func runSecret(args []string, e *env) error {
 	case "rm", "remove":
 		return runSecretRm(args[1:], e)
 	}
-	return usageError{fmt.Sprintf("unknown secret command %q (want set, list or rm)", args[0])}
+	// The command is not echoed: it could be a key pasted in the wrong place.
+	return usageError{"unknown secret command (want set, list or rm)"}
 }
 
 func runSecretSet(args []string, e *env) error {
@@ -229,23 +230,29 @@ func runSecretRm(args []string, e *env) error {
 	if err := wantArgs(pos, 1, "till secret rm NAME"); err != nil {
 		return err
 	}
+	// Checked before anything prints the name: ValidName's error does not
+	// hold it, in case it is a key pasted in its place.
+	name := pos[0]
+	if err := vault.ValidName(name); err != nil {
+		return withHint(err, "till secret list shows the names")
+	}
 	cfg, err := configForVault(cfgPath, e)
 	if err != nil {
 		return err
 	}
-	if pos[0] == ca.SecretName {
-		return withHint(fmt.Errorf("%q holds till's CA key: removing it would break interception", pos[0]), "it is managed by till ca init")
+	if name == ca.SecretName {
+		return withHint(fmt.Errorf("%q holds till's CA key: removing it would break interception", name), "it is managed by till ca init")
 	}
 	if _, err := os.Stat(cfg.Vault.Path); err != nil {
-		return fmt.Errorf("secret %q not found: no vault at %s", pos[0], displayPath(cfg.Vault.Path))
+		return fmt.Errorf("secret %q not found: no vault at %s", name, displayPath(cfg.Vault.Path))
 	}
 	v, err := openVault(cfg, e, false)
 	if err != nil {
 		return err
 	}
-	if err := v.Remove(pos[0]); err != nil {
+	if err := v.Remove(name); err != nil {
 		return withHint(err, "till secret list shows the names")
 	}
-	fmt.Fprintf(e.stdout, "removed secret %q\n", pos[0])
+	fmt.Fprintf(e.stdout, "removed secret %q\n", name)
 	return nil
 }

@@ -27,6 +27,11 @@ func runTest(args []string, e *env) error {
 	if err := wantArgs(pos, 2, "till test [-c FILE] [--client NAME] METHOD URL"); err != nil {
 		return err
 	}
+	if client != "" {
+		if err := clientNameArg(client, "--client"); err != nil {
+			return err
+		}
+	}
 	method := strings.ToUpper(pos[0])
 	if strings.Trim(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
 		return usageError{"METHOD must be an HTTP method such as GET or POST"}
