@@ -46,7 +46,7 @@ func TestRefusedBeforeTill(t *testing.T) {
 	big := strings.Repeat("a", 70<<10)
 
 	t.Run("invalid escape in the path", func(t *testing.T) {
-		resp, body, err := rawSend(t, tl.addr, "GET /openai/v1/%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, body, err := rawSend(t, tl.addr, "GET /openai/v1/%zz HTTP/1.1\r\nHost: localhost\r\n\r\n")
 		if err != nil {
 			t.Fatalf("no response: %v", err)
 		}
@@ -64,7 +64,7 @@ func TestRefusedBeforeTill(t *testing.T) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(15 * time.Second))
 		br := bufio.NewReader(c)
-		io.WriteString(c, "GET /openai/v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+		io.WriteString(c, "GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -74,7 +74,7 @@ func TestRefusedBeforeTill(t *testing.T) {
 		if resp.StatusCode != 200 || string(body) != `{"ok":true}` {
 			t.Fatalf("the good request: got %d %q, want 200", resp.StatusCode, body)
 		}
-		io.WriteString(c, "GET /openai/v1/models%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+		io.WriteString(c, "GET /openai/v1/models%zz HTTP/1.1\r\nHost: localhost\r\n\r\n")
 		if resp, err = http.ReadResponse(br, nil); err != nil {
 			t.Fatalf("no answer to the second request: %v", err)
 		}
@@ -87,7 +87,7 @@ func TestRefusedBeforeTill(t *testing.T) {
 	})
 
 	t.Run("oversized head", func(t *testing.T) {
-		resp, body, err := rawSend(t, tl.addr, "GET /openai/v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "+big+"\r\n\r\n")
+		resp, body, err := rawSend(t, tl.addr, "GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: "+big+"\r\n\r\n")
 		if err != nil {
 			t.Fatalf("no response: %v", err)
 		}
