@@ -170,6 +170,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			}
 			err := srv.Shutdown(sctx)
 			if err != nil {
+				// Past the grace period: the gateway cuts what remains
+				// first, so that its records say shutdown, not
+				// client_closed as the closed connections would.
+				gw.Abort()
 				_ = srv.Close()
 			}
 			// Upgraded connections, tunnels and intercepted requests are
