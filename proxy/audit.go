@@ -48,83 +48,131 @@ const (
 // refuses new requests (invariant 8): a key use without its record is worse
 // than no key use.
 type Audit struct {
-	w      *auditWriter
-	log    zerolog.Logger
-	closer io.Closer
-	syncer interface{ Sync() error }
+	w   *auditWriter
+	log zerolog.Logger
 }
 
-// auditWriter serialises writes (one Write per record, never interleaved)
-// and records whether the last write succeeded.
+// maxPending bounds the records kept for a late write while the sink
+// fails; each is in the operational log too (see NewAudit).
+const maxPending = 1024
+
+// auditRetryInterval is how often the records kept while the sink fails
+// are tried again: the sink, and so readiness, comes back by itself once
+// it can be written, without a request to prompt it. A variable for tests.
+var auditRetryInterval = 250 * time.Millisecond
+
+// auditWriter serialises writes (one Write per record, never interleaved),
+// keeps the records it could not write and retries them in the background,
+// oldest first, until the sink takes them.
 type auditWriter struct {
 	mu       sync.Mutex
 	w        io.Writer
-	healthy  atomic.Bool
+	every    time.Duration // auditRetryInterval, when it was made
+	pending  [][]byte      // records not written yet, oldest first
+	retrying bool          // the retry loop runs
+	closed   bool
+	healthy  atomic.Bool // nothing is pending
 	failures atomic.Uint64
 	onError  func(err error, record []byte)
 }
 
 func (a *auditWriter) Write(p []byte) (int, error) {
 	a.mu.Lock()
+	// Records kept from a failure go first, so the sink keeps their order.
+	err := a.flush()
+	if err == nil {
+		err = a.put(p)
+	}
+	if err == nil {
+		a.healthy.Store(true)
+		a.mu.Unlock()
+		return len(p), nil
+	}
+	a.healthy.Store(false)
+	a.failures.Add(1)
+	if len(a.pending) < maxPending {
+		a.pending = append(a.pending, bytes.Clone(p)) // zerolog reuses p
+	}
+	if !a.retrying && !a.closed {
+		a.retrying = true
+		go a.retry()
+	}
+	a.mu.Unlock()
+	if a.onError != nil {
+		a.onError(err, bytes.TrimSpace(p))
+	}
+	// The failure is reported through onError and Healthy; returning nil
+	// keeps zerolog from printing its own copy to stderr.
+	return len(p), nil
+}
+
+// put writes one record to the sink.
+func (a *auditWriter) put(p []byte) error {
 	n, err := a.w.Write(p)
 	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
 	}
-	if err != nil && n > 0 {
-		// A record cut short (a full disk) would run into the next one:
-		// take its start back out of a file sink.
-		if f, ok := a.w.(*os.File); ok {
-			if st, serr := f.Stat(); serr == nil && st.Mode().IsRegular() {
-				_ = f.Truncate(st.Size() - int64(n))
+	return err
+}
+
+// flush writes the pending records, and stops at the first that fails.
+func (a *auditWriter) flush() error {
+	for len(a.pending) > 0 {
+		if err := a.put(a.pending[0]); err != nil {
+			return err
+		}
+		a.pending[0] = nil
+		a.pending = a.pending[1:]
+	}
+	a.pending = nil
+	return nil
+}
+
+// retry writes the pending records every auditRetryInterval until they are
+// all written, which makes the sink healthy again.
+func (a *auditWriter) retry() {
+	t := time.NewTicker(a.every)
+	defer t.Stop()
+	for range t.C {
+		a.mu.Lock()
+		done := a.closed || a.flush() == nil
+		if done {
+			a.retrying = false
+			if !a.closed {
+				a.healthy.Store(true)
 			}
 		}
-	}
-	a.mu.Unlock()
-	if err != nil {
-		a.healthy.Store(false)
-		a.failures.Add(1)
-		if a.onError != nil {
-			a.onError(err, bytes.TrimSpace(p))
+		a.mu.Unlock()
+		if done {
+			return
 		}
-		// The failure is reported through onError and Healthy; returning
-		// nil keeps zerolog from printing its own copy to stderr.
-		return len(p), nil
 	}
-	a.healthy.Store(true)
-	return n, nil
 }
 
 // NewAudit writes records to w. onError, when set, is told of each failed
 // write and given the record (which holds no secret) so that the
-// operational log can keep it; it must not block.
+// operational log can keep it; it must not block. Up to maxPending failed
+// records are also kept and written late, in order, once w takes writes
+// again.
 func NewAudit(w io.Writer, onError func(err error, record []byte)) *Audit {
-	aw := &auditWriter{w: w, onError: onError}
+	aw := &auditWriter{w: w, every: auditRetryInterval, onError: onError}
 	aw.healthy.Store(true)
-	a := &Audit{w: aw, log: zerolog.New(aw)}
-	if c, ok := w.(io.Closer); ok {
-		a.closer = c
-	}
-	if s, ok := w.(interface{ Sync() error }); ok {
-		a.syncer = s
-	}
-	return a
+	return &Audit{w: aw, log: zerolog.New(aw)}
 }
 
 // OpenAudit opens the audit sink named in the config: "-" is stdout,
 // anything else a file opened for appending (created with mode 0600, in a
-// folder created with mode 0700 when missing).
+// folder created with mode 0700 when missing), which is followed when it
+// is removed or renamed (see auditFile).
 func OpenAudit(path string, onError func(err error, record []byte)) (*Audit, error) {
 	if path == "" || path == "-" {
 		return NewAudit(stdout{}, onError), nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create audit folder: %w", err)
+	af := &auditFile{path: path}
+	if err := af.open(); err != nil {
+		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open audit file: %w", err)
-	}
-	return NewAudit(f, onError), nil
+	return NewAudit(af, onError), nil
 }
 
 // stdout writes to os.Stdout without closing it at shutdown.
@@ -139,22 +187,112 @@ func (stdout) Sync() error {
 	return err
 }
 
-// Healthy reports whether the last record was written.
+// auditFile is the audit file at path, written through f. After each
+// record it checks, with one stat, that the path still names f: a file
+// that was removed (rm) is replaced by a new one at the path, into which
+// the record is written again, since nobody can read the old one; a record
+// written into a file that was renamed (logrotate) stays there, where it
+// can be read, and the next go to a new file at the path.
+type auditFile struct {
+	path string
+	f    *os.File
+	id   os.FileInfo // f's, for os.SameFile
+}
+
+// open opens a file at the path in place of f, which it closes; on error
+// f stays open.
+func (af *auditFile) open() error {
+	if err := os.MkdirAll(filepath.Dir(af.path), 0o700); err != nil {
+		return fmt.Errorf("create audit folder: %w", err)
+	}
+	f, err := os.OpenFile(af.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open audit file: %w", err)
+	}
+	id, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open audit file: %w", err)
+	}
+	if af.f != nil {
+		af.f.Close()
+	}
+	af.f, af.id = f, id
+	return nil
+}
+
+func (af *auditFile) Write(p []byte) (int, error) {
+	if err := af.append(p); err != nil {
+		return 0, err
+	}
+	if st, err := os.Stat(af.path); err == nil && os.SameFile(st, af.id) {
+		return len(p), nil
+	}
+	removed := unlinked(af.f)
+	if err := af.open(); err != nil || !removed {
+		// A renamed file holds the record; the next write tries the
+		// path again. A removed one does not: the write failed.
+		if removed {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if err := af.append(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// append writes one record to f. A record cut short (a full disk) would
+// run into the next one: its start is taken back out.
+func (af *auditFile) append(p []byte) error {
+	n, err := af.f.Write(p)
+	if err != nil && n > 0 {
+		if st, serr := af.f.Stat(); serr == nil {
+			_ = af.f.Truncate(st.Size() - int64(n))
+		}
+	}
+	return err
+}
+
+func (af *auditFile) Sync() error  { return af.f.Sync() }
+func (af *auditFile) Close() error { return af.f.Close() }
+
+// Reopen opens the audit file at its path anew, for rotation schemes that
+// move the file and then signal (SIGUSR1): the next record goes to the new
+// file. On error the file open so far stays in use. Reopen does nothing
+// when the sink is not a file.
+func (a *Audit) Reopen() error {
+	a.w.mu.Lock()
+	defer a.w.mu.Unlock()
+	if af, ok := a.w.w.(*auditFile); ok {
+		return af.open()
+	}
+	return nil
+}
+
+// Healthy reports whether the sink takes records: the last write
+// succeeded, and no failed record waits to be written.
 func (a *Audit) Healthy() bool { return a.w.healthy.Load() }
 
-// Failures counts the records that could not be written.
+// Failures counts the records that could not be written when due.
 func (a *Audit) Failures() uint64 { return a.w.failures.Load() }
 
-// Close flushes the sink to stable storage and closes it.
+// Close makes a last try at the pending records, flushes the sink to
+// stable storage and closes it.
 func (a *Audit) Close() error {
+	a.w.mu.Lock()
+	defer a.w.mu.Unlock()
+	a.w.closed = true
+	_ = a.w.flush() // what fails here is in the operational log already
 	var errs []error
-	if a.syncer != nil {
-		if err := a.syncer.Sync(); err != nil && !isNotSyncable(err) {
+	if s, ok := a.w.w.(interface{ Sync() error }); ok {
+		if err := s.Sync(); err != nil && !isNotSyncable(err) {
 			errs = append(errs, fmt.Errorf("sync audit sink: %w", err))
 		}
 	}
-	if a.closer != nil {
-		if err := a.closer.Close(); err != nil {
+	if c, ok := a.w.w.(io.Closer); ok {
+		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close audit sink: %w", err))
 		}
 	}

@@ -34,11 +34,21 @@ const (
 	modeTunnel    = "tunnel"
 )
 
-// codeClientClosed is the audit reason when the app went away before the
-// response was complete (nginx's 499).
-const codeClientClosed = "client_closed"
+// Audit reasons of a request cut before its response was complete, with
+// status 499 (nginx's) when nothing of the response had gone out yet:
+// codeClientClosed when the app went away, codeShutdown when till's
+// shutdown ended the request past the grace period.
+const (
+	codeClientClosed = "client_closed"
+	codeShutdown     = "shutdown"
+)
 
 const statusClientClosed = 499
+
+// errShutdown is the cause with which the gateway's base context ends, so
+// that a request can tell a cut by till's shutdown from an app that went
+// away (which ends the request's own context, with another cause).
+var errShutdown = errors.New("till is shutting down")
 
 // Gateway serves the gateway listener. It reads the current Snapshot
 // through an atomic pointer, so a reload never disturbs a request in flight.
@@ -46,7 +56,7 @@ type Gateway struct {
 	snap      atomic.Pointer[Snapshot]
 	active    atomic.Int64 // requests whose record is not written yet
 	base      context.Context
-	abort     context.CancelFunc
+	abort     context.CancelCauseFunc
 	audit     *Audit
 	log       zerolog.Logger
 	proxy     *httputil.ReverseProxy // protocol upgrades (WebSocket) on routes
@@ -98,7 +108,7 @@ func New(snap *Snapshot, opts Options) *Gateway {
 	if g.limits == nil {
 		g.limits = NewMemoryLimits()
 	}
-	g.base, g.abort = context.WithCancel(context.Background())
+	g.base, g.abort = context.WithCancelCause(context.Background())
 	g.Swap(snap)
 	g.transport = opts.Transport
 	if g.transport == nil {
@@ -136,23 +146,32 @@ func (g *Gateway) Swap(s *Snapshot) {
 func (g *Gateway) BaseContext(net.Listener) context.Context { return g.base }
 
 // Shutdown is called after the listener's http.Server.Shutdown: it waits,
-// until ctx is done, for intercepted connections and for requests that
-// server does not track (WebSocket upgrades, tunnels); then it ends those
-// that remain and waits briefly for their audit records, so that every
-// request is recorded before the audit sink closes.
+// until ctx is done, for intercepted requests and for requests that server
+// does not track (WebSocket upgrades, tunnels); then it ends those that
+// remain and waits briefly for their audit records, so that every request
+// is recorded before the audit sink closes.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	var err error
 	if g.intercept != nil {
-		err = g.intercept.shutdown(ctx)
+		g.intercept.shutdown(ctx)
+		// Intercepted connections are idle, or cut, once no request is
+		// in flight (drained or aborted below).
+		defer g.intercept.close()
 	}
-	if derr := g.drain(ctx); derr != nil {
-		g.abort()
+	err := g.drain(ctx)
+	if err != nil {
+		g.Abort()
 		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err = errors.Join(err, g.drain(actx))
 	}
 	return err
 }
+
+// Abort ends every request in flight; their records say reason shutdown.
+// Call it when the grace period is over, before the listener's server
+// closes its connections: requests cut by that would look like apps that
+// went away (client_closed).
+func (g *Gateway) Abort() { g.abort(errShutdown) }
 
 // drain waits until no request is in flight.
 func (g *Gateway) drain(ctx context.Context) error {
@@ -511,7 +530,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		x.rec.outcome = outcomeError
 		x.rec.reason = x.failure
 		if x.failure == codeClientClosed || r.Context().Err() != nil && p != nil {
-			x.rec.reason = codeClientClosed
+			x.rec.reason = cutReason(r.Context())
 			if !rw.committed {
 				x.rec.status = statusClientClosed
 			}
@@ -535,6 +554,15 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		}
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// cutReason says who ended a request whose context is done: till's
+// shutdown (the base context's cause) or the app.
+func cutReason(ctx context.Context) string {
+	if errors.Is(context.Cause(ctx), errShutdown) {
+		return codeShutdown
+	}
+	return codeClientClosed
 }
 
 // rewrite is ReverseProxy's hook for the upstream request (see target).
@@ -650,7 +678,8 @@ func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, er
 
 // upstreamFailed maps a failure to reach the upstream to till's error
 // answer: 504 when the route's timeout fired, 502 otherwise, nothing when
-// the app has gone away (ctx, the app's request's, has ended).
+// the request was cut (ctx, the app's request's, has ended: finish says
+// whether by the app or by till's shutdown).
 func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context.Context, err error) {
 	var tooBig *http.MaxBytesError
 	var netErr net.Error

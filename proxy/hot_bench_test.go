@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -161,5 +162,22 @@ routes:
 	}
 	if a.fp == c.fp || slices.Equal(a.echoForms, c.echoForms) {
 		t.Errorf("routes to two keys share a fingerprint or echo forms")
+	}
+}
+
+// BenchmarkAuditFile writes records to an audit file, as till does with
+// audit.file set.
+func BenchmarkAuditFile(b *testing.B) {
+	a, err := OpenAudit(filepath.Join(b.TempDir(), "audit.log"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	r := &record{start: time.Now(), id: "0a1b2c3d4e5f-1", mode: modeReverse, client: "web", route: "openai", secret: "openai",
+		keyFP: "sha256:0123456789abcdef", method: "POST", host: "api.openai.com", path: "/openai/v1/chat/completions",
+		status: 200, bytesIn: 120, bytesOut: 2048, outcome: outcomeForwarded}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.write(r, time.Now())
 	}
 }

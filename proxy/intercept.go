@@ -152,11 +152,19 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	g.forward(rw, r, x, s, rt)
 }
 
-// shutdown stops accepting intercepted connections and waits for the
-// requests in flight.
-func (ic *interceptor) shutdown(ctx context.Context) error {
-	return ic.srv.Shutdown(ctx)
+// shutdown stops accepting intercepted connections and tells those open
+// to take no more requests (keep-alives off; GOAWAY on HTTP/2). It does
+// not wait: the gateway drains the requests in flight, then calls close.
+// Waiting for net/http's Shutdown would keep each idle HTTP/2 connection
+// open a second after its GOAWAY, for the client to hang up
+// (golang/go#18701), and delay till's stop by as much.
+func (ic *interceptor) shutdown(ctx context.Context) {
+	go func() { _ = ic.srv.Shutdown(ctx) }()
 }
+
+// close closes the intercepted connections, idle once no request is in
+// flight.
+func (ic *interceptor) close() { _ = ic.srv.Close() }
 
 // prefixConn reads from r (bytes read ahead, then the connection).
 type prefixConn struct {

@@ -65,8 +65,15 @@ func (f *File) Exists() (bool, error) {
 }
 
 // Load decrypts and decodes the vault. A missing file is an empty vault; use
-// Exists to tell the two apart. Load never modifies the file.
+// Exists to tell the two apart. Load never modifies the file, but removes
+// the temp files a killed writer left beside it (see removeLeftovers).
 func (f *File) Load() (map[string]Secret, error) {
+	f.sweepLeftovers()
+	return f.load()
+}
+
+// load is Load without the sweep, for Update, which holds the lock.
+func (f *File) load() (map[string]Secret, error) {
 	if f.key == nil {
 		return nil, fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
 	}
@@ -140,22 +147,45 @@ func (f *File) wrongKey(stanzaTypes []string) error {
 	return fmt.Errorf("%s: cannot decrypt with %s: %w (hint: set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with)", f.path, f.key.describe(), ErrWrongKey)
 }
 
-// Update changes the vault under an exclusive lock: it loads the current
-// contents, calls fn to change the map and, if fn returns nil, replaces the
-// whole vault atomically. On any error the old vault is left untouched. The
-// lock is a file beside the vault (path + ".lock"), so concurrent Updates,
-// also from several processes, never lose a change.
+// leftovers lists the temp files beside the vault (see replace).
+func (f *File) leftovers() []string {
+	files, _ := filepath.Glob(filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path)+".tmp-*"))
+	return files
+}
+
 // removeLeftovers deletes temp files that a writer killed between writing
 // and renaming left behind: each is an encrypted copy of an older vault,
 // holding keys since rotated. Called with the lock held, so no write is in
 // progress.
 func (f *File) removeLeftovers() {
-	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path)+".tmp-*"))
-	for _, l := range leftovers {
+	for _, l := range f.leftovers() {
 		_ = os.Remove(l)
 	}
 }
 
+// sweepLeftovers removes leftover temp files for a reader, so that they do
+// not wait for the next write to go: only when there are some (a reader
+// creates no lock file otherwise) and no writer holds the lock (a writer's
+// temp file is its work in progress, and it sweeps itself). A sweep that
+// cannot take the lock, on a read-only folder say, leaves them.
+func (f *File) sweepLeftovers() {
+	if len(f.leftovers()) == 0 {
+		return
+	}
+	fl := flock.New(f.path+".lock", flock.SetPermissions(0o600))
+	defer fl.Close()
+	if ok, err := fl.TryLock(); err != nil || !ok {
+		return
+	}
+	defer fl.Unlock()
+	f.removeLeftovers()
+}
+
+// Update changes the vault under an exclusive lock: it loads the current
+// contents, calls fn to change the map and, if fn returns nil, replaces the
+// whole vault atomically. On any error the old vault is left untouched. The
+// lock is a file beside the vault (path + ".lock"), so concurrent Updates,
+// also from several processes, never lose a change.
 func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 	if f.key == nil {
 		return fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
@@ -171,7 +201,7 @@ func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 	defer unlock()
 	f.removeLeftovers()
 
-	secrets, err := f.Load()
+	secrets, err := f.load()
 	if err != nil {
 		return err
 	}

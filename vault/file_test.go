@@ -368,13 +368,6 @@ func TestCrashBeforeRename(t *testing.T) {
 			if !bytes.Equal(before, after) {
 				t.Errorf("vault file changed by a crashed update")
 			}
-			secrets, err := f.Load()
-			if err != nil {
-				t.Fatalf("Load after crash: %v", err)
-			}
-			if v, _ := secrets["openai"].Value(); v != "sk-old" {
-				t.Errorf("got %q, want %q", v, "sk-old")
-			}
 			entries, _ := os.ReadDir(dir)
 			var tmps []string
 			for _, e := range entries {
@@ -385,7 +378,14 @@ func TestCrashBeforeRename(t *testing.T) {
 			if want := map[bool]int{false: 0, true: 1}[tt.leaveTmp]; len(tmps) != want {
 				t.Errorf("temp files: got %q, want %d", tmps, want)
 			}
-			// A later update works despite any leftover.
+			secrets, err := f.Load()
+			if err != nil {
+				t.Fatalf("Load after crash: %v", err)
+			}
+			if v, _ := secrets["openai"].Value(); v != "sk-old" {
+				t.Errorf("got %q, want %q", v, "sk-old")
+			}
+			// A later update works (Load removed any leftover).
 			if err := f.Set(NewSecret("openai", "sk-new", t0.Add(time.Hour))); err != nil {
 				t.Fatalf("Set after crash: %v", err)
 			}
@@ -538,5 +538,43 @@ func TestUpdateRemovesLeftovers(t *testing.T) {
 	}
 	if _, err := os.Stat(leftover); err == nil {
 		t.Error("a temp file left by a killed writer survived the next update")
+	}
+}
+
+// TestLoadRemovesLeftovers: a reader removes the temp files a killed
+// writer left, unless a writer holds the lock (its temp file is then work
+// in progress).
+func TestLoadRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	key, err := LoadKeyFile(filepath.Join(dir, "till.key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := Open(filepath.Join(dir, "till.vault"), key)
+	if err := f.Set(NewSecret("a", "v1", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(dir, ".till.vault.tmp-123")
+	if err := os.WriteFile(leftover, []byte("an older vault"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	unlock, err := Open(f.Path(), key).lock() // a writer at work
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); err != nil {
+		t.Errorf("Load removed a temp file while a writer held the lock: %v", err)
+	}
+	unlock()
+
+	if _, err := f.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); err == nil {
+		t.Error("a temp file left by a killed writer survived Load")
 	}
 }

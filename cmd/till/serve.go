@@ -37,6 +37,15 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till serve [-c FILE] [--listen ADDR]"); err != nil {
 		return err
 	}
+	// The default action of SIGHUP and SIGUSR1 ends the process: catch
+	// them before the listener exists, so that one sent as soon as till
+	// says it listens reloads (or reopens the audit file) instead.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reopen := make(chan os.Signal, 1)
+	notifyReopen(reopen)
+	defer signal.Stop(reopen)
 	logger := newLogger(e.stderr)
 	if err := noCoreDumps(); err != nil {
 		logger.Warn().Err(err).Msg("cannot disable core dumps: a crash could write keys to disk")
@@ -152,9 +161,6 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 	stopWatch := rl.watch()
 	defer stopWatch()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	for {
 		select {
@@ -162,6 +168,12 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
 			_ = rl.reload()
+		case <-reopen:
+			if err := audit.Reopen(); err != nil {
+				logger.Error().Err(err).Msg("cannot reopen the audit file: still writing to the one open")
+			} else {
+				logger.Info().Msg("reopened the audit file")
+			}
 		case <-ctx.Done():
 			logger.Info().Str("grace", cfg.ShutdownGrace.String()).Msg("shutting down: letting requests in flight finish")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
@@ -170,6 +182,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			}
 			err := srv.Shutdown(sctx)
 			if err != nil {
+				// Past the grace period: the gateway cuts what remains
+				// first, so that its records say shutdown, not
+				// client_closed as the closed connections would.
+				gw.Abort()
 				_ = srv.Close()
 			}
 			// Upgraded connections, tunnels and intercepted requests are
