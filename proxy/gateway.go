@@ -382,15 +382,19 @@ func (g *Gateway) limitStoreFailed(err error) (ok bool, wait int) {
 	return g.failOpen, 1
 }
 
-// remoteIP is the address part of an "ip:port" remote address, for
-// anonymous rate buckets: an IPv6 address counts by its /64, which one
-// host usually holds whole.
+// remoteIP is the source of an "ip:port" remote address, for anonymous
+// rate buckets. Sources one host holds whole count as one: every loopback
+// address (an app may bind 127.0.0.2, 127.0.0.3, ... for a bucket each),
+// and an IPv6 address by its /64. An IPv4-mapped address counts as IPv4.
 func remoteIP(addr string) string {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return addr
 	}
 	ip := ap.Addr().Unmap()
+	if ip.IsLoopback() {
+		return "loopback"
+	}
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return p.String()
