@@ -16,6 +16,10 @@ import (
 // TokenPrefix starts every till client token.
 const TokenPrefix = "till_"
 
+// TokenLength is the random part of a token `till client add` makes: 40
+// base62 characters, about 238 bits.
+const TokenLength = 40
+
 // anonymous is the audit name of a request that presented no known token.
 const anonymous = "anonymous"
 

@@ -11,11 +11,11 @@ import (
 
 // deniedPrefixes are the ranges a tunnel may not reach unless
 // forward.allow_cidrs lists them (invariant 4): what a CONNECT could use to
-// reach till's host, its network or a cloud metadata service.
+// reach till's host, its network or a cloud metadata service. Unspecified
+// addresses are refused before allow_cidrs (see permitted).
 var deniedPrefixes = func() []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range []string{
-		"0.0.0.0/8",       // "this network", unspecified
 		"10.0.0.0/8",      // private (RFC 1918)
 		"100.64.0.0/10",   // CGNAT (RFC 6598)
 		"127.0.0.0/8",     // loopback
@@ -26,7 +26,6 @@ var deniedPrefixes = func() []netip.Prefix {
 		"198.18.0.0/15",   // benchmarking
 		"224.0.0.0/4",     // multicast
 		"240.0.0.0/4",     // reserved, broadcast
-		"::/128",          // unspecified
 		"::1/128",         // loopback
 		"fc00::/7",        // unique local, AWS metadata fd00:ec2::254
 		"fe80::/10",       // link-local
@@ -89,7 +88,14 @@ func newDialGuard(allow []netip.Prefix, listeners []netip.AddrPort) *dialGuard {
 	}
 }
 
-// permitted reports whether ip may be reached.
+// thisHost is 0.0.0.0/8, "this host on this network" (RFC 1122, section
+// 3.2.1.3): a source address only. Dialling 0.0.0.0 (or ::, or
+// ::ffff:0.0.0.0) reaches the local host, so till's own listeners.
+var thisHost = netip.MustParsePrefix("0.0.0.0/8")
+
+// permitted reports whether ip may be reached. The rules that protect till
+// itself come before allow_cidrs, which cannot lift them (invariant 4):
+// "0.0.0.0/0" or "::/0" must not open the admin listener.
 func (g *dialGuard) permitted(ip netip.Addr) bool {
 	if ip.Zone() != "" {
 		// netip.Prefix.Contains never matches a zoned address, and the
@@ -97,6 +103,9 @@ func (g *dialGuard) permitted(ip netip.Addr) bool {
 		return false
 	}
 	ip = ip.Unmap()
+	if ip.IsUnspecified() || thisHost.Contains(ip) {
+		return false
+	}
 	for _, p := range g.allow {
 		if p.Contains(ip) {
 			return true

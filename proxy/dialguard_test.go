@@ -111,3 +111,49 @@ func TestDialGuardDialsTheCheckedAddress(t *testing.T) {
 		t.Errorf("till's own port on another loopback address: got %v, want errHostNotAllowed", err)
 	}
 }
+
+// TestDialGuardProtectsTillWhateverAllowed: no allow_cidrs, however wide,
+// lets a tunnel reach till's own host through an unspecified address,
+// given as a literal or by a name that resolves to one (issue 12, point 1).
+func TestDialGuardProtectsTillWhateverAllowed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	admin := netip.MustParseAddrPort(l.Addr().String())
+	everything := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	g := newDialGuard(everything, []netip.AddrPort{admin})
+	for _, host := range []string{"0.0.0.0", "::", "::ffff:0.0.0.0", "0.1.2.3", "127.0.0.1", "::1", "::ffff:127.0.0.1"} {
+		if c, err := g.dial(context.Background(), host, admin.Port()); !errors.Is(err, errHostNotAllowed) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("%s on till's port: got %v, want errHostNotAllowed", host, err)
+		}
+	}
+	for _, ip := range []string{"0.0.0.0", "::"} {
+		g.resolver = fakeResolver{netip.MustParseAddr(ip)}
+		if c, err := g.dial(context.Background(), "zero.example", admin.Port()); !errors.Is(err, errHostNotAllowed) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("a name resolving to %s: got %v, want errHostNotAllowed", ip, err)
+		}
+	}
+	for ip, want := range map[string]bool{"0.0.0.0": false, "::": false, "::ffff:0.0.0.0": false, "0.255.0.1": false,
+		"10.0.0.1": true, "127.0.0.2": true, "fd00::1": true, "93.184.216.34": true} {
+		if got := g.permitted(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("with allow_cidrs 0.0.0.0/0 and ::/0, permitted(%s): got %v, want %v", ip, got, want)
+		}
+	}
+}

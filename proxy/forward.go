@@ -223,20 +223,12 @@ func (g *Gateway) newPlainProxy() *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = pr.In.URL.Host
-			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			// A till token in any header or query parameter (an SDK's
+			// api key, a cookie) stays with till: it is worth nothing to
+			// that host (invariant 2).
+			pr.Out.URL.RawQuery = withoutClientTokens(pr.In.URL.RawQuery)
 			pr.Out.Host = ""
-			pr.Out.Header.Del("Proxy-Authorization")
-			pr.Out.Header.Del("X-Till-Token")
-			// A till token in any other header (an SDK's api key) stays
-			// with till: it is worth nothing to that host.
-			for name, values := range pr.Out.Header {
-				for _, v := range values {
-					if tokenFrom(v) != "" {
-						delete(pr.Out.Header, name)
-						break
-					}
-				}
-			}
+			stripHeaders(pr.Out.Header, relayCredentials)
 		},
 		Transport: relayTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

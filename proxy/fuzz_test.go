@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -493,4 +495,41 @@ func tokenFor(candidates []string, name string, known map[string]string) string 
 		}
 	}
 	return ""
+}
+
+// tokenPattern is clientTokenIn's rule as a regular expression, for the
+// fuzz target.
+var tokenPattern = regexp.MustCompile(`(^|[^0-9A-Za-z])till_[0-9A-Za-z]{40}`)
+
+func FuzzClientToken(f *testing.F) {
+	f.Fuzz(func(t *testing.T, v string) {
+		if len(v) > 4096 {
+			return
+		}
+		if d, err := url.PathUnescape(v); err == nil {
+			if got, want := holdsClientToken(v), tokenPattern.MatchString(d); got != want {
+				t.Fatalf("holdsClientToken(%q): got %v, want %v (decoded %q)", v, got, want, d)
+			}
+		}
+		if got, want := basicHoldsClientToken(basicAuth("u", v)), clientTokenIn("u:"+v); got != want {
+			t.Fatalf("Basic credentials of %q: got %v, want %v", v, got, want)
+		}
+		q := withoutClientTokens(v)
+		if holdsClientToken(q) {
+			t.Fatalf("withoutClientTokens(%q) = %q holds a token", v, q)
+		}
+		if !holdsClientToken(v) && q != v {
+			t.Fatalf("withoutClientTokens(%q) = %q: changed a query without tokens", v, q)
+		}
+		for part := range strings.SplitSeq(q, "&") {
+			if part != "" && !strings.Contains(v, part) {
+				t.Fatalf("withoutClientTokens(%q) = %q: %q is not from the query", v, q, part)
+			}
+		}
+		h := http.Header{"X": {v}}
+		stripHeaders(h)
+		if _, kept := h["X"]; kept && (holdsClientToken(v) || basicHoldsClientToken(v)) {
+			t.Fatalf("stripHeaders kept %q", v)
+		}
+	})
 }

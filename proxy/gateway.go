@@ -423,15 +423,19 @@ func (g *Gateway) limitStoreFailed(err error) (ok bool, wait int) {
 	return g.failOpen, 1
 }
 
-// remoteIP is the address part of an "ip:port" remote address, for
-// anonymous rate buckets: an IPv6 address counts by its /64, which one
-// host usually holds whole.
+// remoteIP is the source of an "ip:port" remote address, for anonymous
+// rate buckets. Sources one host holds whole count as one: every loopback
+// address (an app may bind 127.0.0.2, 127.0.0.3, ... for a bucket each),
+// and an IPv6 address by its /64. An IPv4-mapped address counts as IPv4.
 func remoteIP(addr string) string {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return addr
 	}
 	ip := ap.Addr().Unmap()
+	if ip.IsLoopback() {
+		return "loopback"
+	}
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return p.String()
@@ -572,19 +576,20 @@ func rewrite(pr *httputil.ProxyRequest) {
 
 // target points out at the route's upstream, with the app's query, and
 // attaches the route's key: the host dialled and the Host header both come
-// from the route alone (invariant 1).
+// from the route alone (invariant 1). Before the key goes in, it removes
+// the app's credentials and the method and URL overrides that would slip
+// past the route's allow rules, under any alias, and any header or query
+// parameter holding a till token (invariant 2).
 func (x *exchange) target(out *http.Request, rawQuery string) {
 	rt := x.route
 	out.URL.Scheme = rt.upstream.Scheme
 	out.URL.Host = rt.upstream.Host
 	out.URL.Path = x.outPath
 	out.URL.RawPath = x.rawPath
-	out.URL.RawQuery = rawQuery
+	out.URL.RawQuery = withoutClientTokens(rawQuery)
 	out.Host = ""
 	h := out.Header
-	for _, name := range rt.credentials {
-		delete(h, name)
-	}
+	stripHeaders(h, rt.credentials, overrideHeaders)
 	for _, kv := range rt.addHeaders {
 		if _, ok := h[kv[0]]; !ok {
 			h[kv[0]] = []string{kv[1]}
@@ -604,27 +609,13 @@ func (x *exchange) target(out *http.Request, rawQuery string) {
 }
 
 // withoutParam removes every parameter named name from the raw query,
-// comparing decoded names so that an encoded duplicate cannot slip through,
-// and splitting on ";" too, which some servers still read as a separator.
+// comparing decoded names so that an encoded duplicate cannot slip through.
 func withoutParam(raw, name string) string {
-	if raw == "" {
-		return ""
-	}
-	var b strings.Builder
-	for part := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
-		if part == "" {
-			continue
-		}
+	return withoutParams(raw, func(part string) bool {
 		key, _, _ := strings.Cut(part, "=")
-		if k, err := url.QueryUnescape(key); err != nil || k == name {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(part)
-	}
-	return b.String()
+		k, err := url.QueryUnescape(key)
+		return err != nil || k == name
+	})
 }
 
 // modifyResponse is ReverseProxy's hook for the response (see

@@ -233,6 +233,26 @@ func TestAnonymousIPv6CountsBy64(t *testing.T) {
 	}
 }
 
+// TestAnonymousLoopbackCountsAsOne: an app cannot multiply a route's
+// anonymous rate by binding more loopback addresses, nor by writing an
+// address IPv4-mapped (issue 12, point 7).
+func TestAnonymousLoopbackCountsAsOne(t *testing.T) {
+	for _, group := range [][]string{
+		{"127.0.0.1:1", "127.0.0.2:2", "127.255.0.9:3", "[::1]:4", "[::ffff:127.0.0.3]:5"},
+		{"10.0.0.1:1", "[::ffff:10.0.0.1]:2"},
+		{"[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:2"},
+	} {
+		for _, addr := range group[1:] {
+			if a, b := remoteIP(group[0]), remoteIP(addr); a != b {
+				t.Errorf("%s and %s: buckets %q and %q, want one", group[0], addr, a, b)
+			}
+		}
+	}
+	if a, b := remoteIP("127.0.0.1:1"), remoteIP("10.0.0.1:1"); a == b {
+		t.Errorf("loopback and 10.0.0.1 share bucket %q", a)
+	}
+}
+
 func TestStalledBodyIsCut(t *testing.T) {
 	defer func(d time.Duration) { bodyIdleTimeout = d }(bodyIdleTimeout)
 	bodyIdleTimeout = 300 * time.Millisecond

@@ -26,9 +26,9 @@ import (
 // tokenChars is base62: tokens survive URLs, headers and shells unquoted.
 const tokenChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-// tokenLength is the random part of a token: 40 base62 characters, about
-// 238 bits.
-const tokenLength = 40
+// tokenLength is the random part of a token; the proxy recognises tokens
+// of this shape wherever they would leave till.
+const tokenLength = proxy.TokenLength
 
 func runClient(args []string, e *env) error {
 	if len(args) == 0 {

@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strings"
+)
+
+// overrideHeaders name another method or URL than the request line's.
+// Frameworks behind many upstreams honour them, so a POST that a route's
+// allow rules admit would act there as a DELETE, or on another path: the
+// rules judge the request line alone, and these never reach a route's
+// upstream.
+var overrideHeaders = []string{
+	"X-Http-Method-Override",
+	"X-Http-Method",
+	"X-Method-Override",
+	"X-Original-Url",
+	"X-Rewrite-Url",
+}
+
+// relayCredentials are the headers that carry till's own credentials on a
+// request relayed to a host without a route.
+var relayCredentials = []string{"Proxy-Authorization", "X-Till-Token"}
+
+// stripHeaders removes from h every header named in one of the lists, under
+// any spelling a server may read as that name, and every header that holds a
+// till client token (invariant 2: tokens never leave till).
+func stripHeaders(h http.Header, lists ...[]string) {
+	for name, values := range h {
+		if isAliasOf(name, lists) || valuesHoldClientToken(values) {
+			delete(h, name)
+		}
+	}
+}
+
+// isAliasOf reports whether name is one of the names in lists, compared
+// case-insensitively with "_" read as "-": CGI, WSGI and PHP servers merge
+// X_Api_Key and X-Api-Key into one HTTP_X_API_KEY, so an app's X_Api_Key
+// could stand beside the key till injects as X-Api-Key.
+func isAliasOf(name string, lists [][]string) bool {
+	for _, list := range lists {
+		for _, n := range list {
+			if len(n) == len(name) && sameHeaderName(name, n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sameHeaderName compares two header names of one length as isAliasOf does.
+func sameHeaderName(a, b string) bool {
+	for i := range len(a) {
+		if foldHeaderByte(a[i]) != foldHeaderByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldHeaderByte(c byte) byte {
+	if c == '_' {
+		return '-'
+	}
+	return lower(c)
+}
+
+func valuesHoldClientToken(values []string) bool {
+	for _, v := range values {
+		if holdsClientToken(v) || basicHoldsClientToken(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenSize is the length of a till client token: no shorter value (and
+// most header values are shorter) can hold one, in any encoding.
+const tokenSize = len(TokenPrefix) + TokenLength
+
+// holdsClientToken reports whether v, as is or percent-decoded, holds a
+// till client token. It allocates nothing.
+func holdsClientToken(v string) bool {
+	if len(v) < tokenSize || !strings.Contains(v, TokenPrefix) && strings.IndexByte(v, '%') < 0 {
+		return false
+	}
+	return clientTokenIn(v)
+}
+
+// clientTokenIn reports whether s, with its valid %XX escapes decoded,
+// holds a till client token: TokenPrefix and TokenLength base62
+// characters (or more: a token run on), not preceded by a letter or digit.
+// Shorter runs are words (till_requests_total, a metric a route may be
+// asked about), and "still_running" is no token.
+func clientTokenIn[T string | []byte](s T) bool {
+	var prev byte // the previous decoded byte
+	for i := 0; i < len(s); {
+		c, next := decodedAt(s, i)
+		if c == TokenPrefix[0] && !isBase62(prev) && tokenFollows(s, next) {
+			return true
+		}
+		prev, i = c, next
+	}
+	return false
+}
+
+// tokenFollows reports whether s, decoded from i, goes on with the rest of
+// a token: TokenPrefix[1:], then TokenLength base62 characters.
+func tokenFollows[T string | []byte](s T, i int) bool {
+	for n := 1; n < tokenSize; n++ {
+		if i >= len(s) {
+			return false
+		}
+		c, next := decodedAt(s, i)
+		if n < len(TokenPrefix) && c != TokenPrefix[n] || n >= len(TokenPrefix) && !isBase62(c) {
+			return false
+		}
+		i = next
+	}
+	return true
+}
+
+// decodedAt returns the byte at s[i], a valid %XX escape decoded, and the
+// index of the next one.
+func decodedAt[T string | []byte](s T, i int) (byte, int) {
+	if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+		return unhex(s[i+1])<<4 | unhex(s[i+2]), i + 3
+	}
+	return s[i], i + 1
+}
+
+// basicHoldsClientToken reports whether v is Basic credentials (RFC 7617)
+// that hold a till client token, as user or password. Padding is
+// optional, as lenient servers have it. Values of up to 256 encoded bytes
+// are decoded without allocating.
+func basicHoldsClientToken(v string) bool {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	if len(v) < len("Basic ")+tokenSize || v[0]|0x20 != 'b' || !strings.EqualFold(v[:len("Basic ")], "Basic ") {
+		return false
+	}
+	enc := strings.TrimRight(strings.TrimSpace(v[len("Basic "):]), "=")
+	if len(enc) > 256 {
+		b, _ := base64.RawStdEncoding.DecodeString(enc)
+		return clientTokenIn(b)
+	}
+	var src [256]byte
+	var dst [192]byte
+	n := copy(src[:], enc)
+	m, _ := base64.RawStdEncoding.Decode(dst[:], src[:n])
+	return clientTokenIn(dst[:m])
+}
+
+func isBase62(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// withoutClientTokens returns the raw query without the parameters that
+// hold a till client token (compared decoded, split as withoutParam
+// splits), or raw itself, unchanged, when none does.
+func withoutClientTokens(raw string) string {
+	if !holdsClientToken(raw) {
+		return raw
+	}
+	return withoutParams(raw, holdsClientToken)
+}
+
+// withoutParams removes from the raw query every parameter for which drop
+// reports true, splitting on ";" as well as "&": some servers still read
+// ";" as a separator, so a parameter hidden behind one must go too.
+func withoutParams(raw string, drop func(param string) bool) string {
+	var b strings.Builder
+	for part := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		if drop(part) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}

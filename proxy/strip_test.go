@@ -1,0 +1,280 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// testToken is shaped like the tokens `till client add` prints.
+var testToken = "till_" + strings.Repeat("Ab9", 13) + "x"
+
+// stripRoutes compiles an OpenAI-style route (Authorization, with allow
+// rules) and an Anthropic-style one (X-Api-Key, with a custom strip).
+func stripRoutes(t testing.TB) (openai, anthropic *route) {
+	t.Helper()
+	cfg, err := config.Parse("till.yaml", []byte(`version: 1
+routes:
+  - {name: openai, preset: openai, upstream: "https://api.example.com", secret: k, allow: {methods: [GET, POST]}}
+  - {name: anthropic, preset: anthropic, upstream: "https://api.example.com", secret: k, strip: [X-Org-Key]}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	return s.routes[0], s.routes[1]
+}
+
+// sendHeaders returns the headers and query outbound sends upstream for a
+// request with the header lines raw, as net/http's server stores them
+// (names canonicalized where Go would, others kept as sent). It checks
+// that ReverseProxy's rewrite, which carries protocol upgrades, sends the
+// same.
+func sendHeaders(t *testing.T, rt *route, raw [][2]string, query string) (http.Header, string) {
+	t.Helper()
+	in := httptest.NewRequest("POST", "/x/v1/chat/completions?"+query, nil)
+	for _, kv := range raw {
+		in.Header[kv[0]] = append(in.Header[kv[0]], kv[1])
+	}
+	x := &exchange{route: rt, outPath: "/v1/chat/completions"}
+	out := x.outbound(in)
+	in = in.WithContext(context.WithValue(in.Context(), exchangeKey{}, x))
+	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
+	rewrite(pr)
+	for name := range out.Header {
+		if _, ok := pr.Out.Header[name]; !ok && name != "User-Agent" {
+			t.Errorf("outbound sends %s, rewrite does not", name)
+		}
+	}
+	for name := range pr.Out.Header {
+		if _, ok := out.Header[name]; !ok {
+			t.Errorf("rewrite sends %s, outbound does not", name)
+		}
+	}
+	if pr.Out.URL.RawQuery != out.URL.RawQuery {
+		t.Errorf("rewrite sends the query %q, outbound %q", pr.Out.URL.RawQuery, out.URL.RawQuery)
+	}
+	return out.Header, out.URL.RawQuery
+}
+
+// TestOutboundDropsOverrides: an allowed POST must not act upstream as
+// another method or on another URL (issue 12, point 4).
+func TestOutboundDropsOverrides(t *testing.T) {
+	openai, _ := stripRoutes(t)
+	h, _ := sendHeaders(t, openai, [][2]string{
+		{"X-Http-Method-Override", "DELETE"},
+		{"X-Http-Method", "DELETE"},
+		{"X-Method-Override", "DELETE"},
+		{"X-Original-Url", "/v1/files/x"},
+		{"X-Rewrite-Url", "/v1/files/x"},
+		{"X_http_method_override", "DELETE"},
+		{"x-http-method-override", "PUT"}, // HTTP/2 or a hand-built header
+		{"Content-Type", "application/json"},
+	}, "")
+	for name := range h {
+		switch strings.ReplaceAll(strings.ToLower(name), "_", "-") {
+		case "x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url":
+			t.Errorf("%s was sent upstream", name)
+		}
+	}
+	if h.Get("Content-Type") != "application/json" {
+		t.Error("an unrelated header was removed")
+	}
+}
+
+// TestOutboundDropsCredentialAliases: only the injected key goes
+// upstream, under no other spelling of its header (issue 12, point 5).
+func TestOutboundDropsCredentialAliases(t *testing.T) {
+	openai, anthropic := stripRoutes(t)
+	tillAliases := [][2]string{
+		{"Authorization", "Bearer attacker"},
+		{"authorization", "Bearer attacker"},
+		{"Proxy_authorization", "Basic attacker"},
+		{"proxy_Authorization", "Basic attacker"},
+		{"X_till_token", "attacker"},
+	}
+	for _, tt := range []struct {
+		rt      *route
+		header  string
+		aliases [][2]string
+	}{
+		{anthropic, "X-Api-Key", [][2]string{
+			{"X_api_key", "attacker"}, // how net/http stores X_Api_Key
+			{"x_api_key", "attacker"},
+			{"X_API_KEY", "attacker"},
+			{"X-Api_Key", "attacker"},
+			{"X_org_key", "attacker"}, // the route's strip list
+			{"X-Org-Key", "attacker"},
+		}},
+		{openai, "Authorization", nil},
+	} {
+		h, _ := sendHeaders(t, tt.rt, append(append([][2]string{{"X-Api-Keys", "kept"}}, tillAliases...), tt.aliases...), "")
+		for name, values := range h {
+			for _, v := range values {
+				if strings.Contains(v, "attacker") {
+					t.Errorf("route %s: %s: %q was sent upstream", tt.rt.name, name, v)
+				}
+			}
+		}
+		if got := h[tt.header]; len(got) != 1 || !strings.Contains(got[0], testKey) {
+			t.Errorf("route %s: %s: got %q, want the key once", tt.rt.name, tt.header, got)
+		}
+		if h.Get("X-Api-Keys") != "kept" {
+			t.Errorf("route %s: a header that is no alias was removed", tt.rt.name)
+		}
+	}
+}
+
+func basicAuth(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+// carriesTestToken reports whether v holds testToken as is, percent-encoded
+// or in Basic credentials.
+func carriesTestToken(v string) bool {
+	if d, err := url.PathUnescape(v); err == nil && strings.Contains(d, testToken[5:]) {
+		return true
+	}
+	_, enc, _ := strings.Cut(v, "Basic ")
+	d, _ := base64.StdEncoding.DecodeString(enc)
+	return strings.Contains(v, testToken[5:]) || strings.Contains(string(d), testToken[5:])
+}
+
+// TestOutboundDropsClientTokens: no header or query parameter holding a
+// till token goes upstream on a route (issue 12, point 6).
+func TestOutboundDropsClientTokens(t *testing.T) {
+	_, anthropic := stripRoutes(t)
+	h, q := sendHeaders(t, anthropic, [][2]string{
+		{"Authorization", "Token " + testToken},
+		{"Cookie", "session=1; till=" + testToken},
+		{"X-Auth", "token=" + testToken},
+		{"X-Basic", basicAuth("web", testToken)},
+		{"X-Basic-User", basicAuth(testToken, "")},
+		{"X-Escaped", "till%5F" + testToken[5:]},
+		{"X-Trace", "still_running, till_requests_total"},
+	}, "api_key="+testToken+"&q=1;x=%74ill_"+testToken[5:]+"&y=till%5F"+testToken[5:]+"&z=still_running&m=till_requests_total&"+
+		url.QueryEscape("k="+testToken)+"=1")
+	for name, values := range h {
+		for _, v := range values {
+			if carriesTestToken(v) {
+				t.Errorf("%s: %q was sent upstream", name, v)
+			}
+		}
+	}
+	if h.Get("X-Trace") == "" {
+		t.Error("a header without a token was removed")
+	}
+	if want := "q=1&z=still_running&m=till_requests_total"; q != want {
+		t.Errorf("query: got %q, want %q", q, want)
+	}
+}
+
+// TestRelayDropsClientTokens: a request relayed to a host without a route
+// carries no till token either, in a header or the query.
+func TestRelayDropsClientTokens(t *testing.T) {
+	var got *http.Request
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Clone(r.Context()) }))
+	defer up.Close()
+	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes: []\n", "", nil)
+	in := httptest.NewRequest("GET", up.URL+"/p?api_key="+testToken+"&q=1", nil)
+	in.URL.User = url.UserPassword("web", testToken) // never sent, as a client's Basic
+	in.Header.Set("Authorization", "Token "+testToken)
+	in.Header.Set("Cookie", "till="+testToken)
+	in.Header.Set("X-Auth", "token="+testToken)
+	in.Header.Set("X-Trace", "still_running")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, in)
+	if w.Code != 200 || got == nil {
+		t.Fatalf("got %d, want 200 from the host", w.Code)
+	}
+	for name, values := range got.Header {
+		for _, v := range values {
+			if carriesTestToken(v) {
+				t.Errorf("%s: %q reached the host", name, v)
+			}
+		}
+	}
+	if got.URL.RawQuery != "q=1" || got.Header.Get("X-Trace") != "still_running" {
+		t.Errorf("got query %q, X-Trace %q: more than the tokens went", got.URL.RawQuery, got.Header.Get("X-Trace"))
+	}
+}
+
+func TestHoldsClientToken(t *testing.T) {
+	run := testToken[len(TokenPrefix):]
+	for _, tt := range []struct {
+		v    string
+		want bool
+	}{
+		{"", false},
+		{testToken, true},
+		{"Bearer " + testToken, true},
+		{"token=" + testToken, true},
+		{"a," + testToken, true},
+		{"_" + testToken, true},
+		{testToken + "Z", true},
+		{"s" + testToken, false},
+		{"9" + testToken, false},
+		{testToken[:len(testToken)-1], false},
+		{"till_requests_total", false},
+		{"still_running", false},
+		{"till__" + run, false},
+		{"till_-" + run, false},
+		{"TILL_" + run, false},
+		{"tilltill_" + run, false},
+		{"till_till_" + run, true},
+		{"till%5F" + run, true},
+		{"%74ill_" + run, true},
+		{"till_%41" + run[1:], true},
+		{"%2F" + testToken, true},
+		{"s%74ill_" + run, false},
+		{"till%zz_" + run, false},
+		{"till_" + run[:20] + "%2D" + run[20:], false},
+	} {
+		if got := holdsClientToken(tt.v); got != tt.want {
+			t.Errorf("holdsClientToken(%q): got %v, want %v", tt.v, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		v    string
+		want bool
+	}{
+		{basicAuth("web", testToken), true},
+		{basicAuth(testToken, "x"), true},
+		{"  basic " + base64.StdEncoding.EncodeToString([]byte("u:"+testToken)), true},
+		{"Basic " + base64.RawStdEncoding.EncodeToString([]byte("web:"+testToken)), true},
+		{basicAuth("web", strings.Repeat("x", 300)+":"+testToken), true},
+		{basicAuth("web", "still_running"), false},
+		{"Basic !!!", false},
+		{"Bearer " + base64.StdEncoding.EncodeToString([]byte(testToken)), false},
+	} {
+		if got := basicHoldsClientToken(tt.v); got != tt.want {
+			t.Errorf("basicHoldsClientToken(%q): got %v, want %v", tt.v, got, tt.want)
+		}
+	}
+}
+
+// TestStripAllocatesNothingWithoutTokens keeps the check off the
+// allocation profile of every request.
+func TestStripAllocatesNothingWithoutTokens(t *testing.T) {
+	h := http.Header{
+		"Content-Type":  {"application/json"},
+		"Authorization": {basicAuth("user", strings.Repeat("p", 100))},
+		"Cookie":        {"a=%20b; c=d"},
+		"User-Agent":    {"openai-python/1.0"},
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		stripHeaders(h, relayCredentials, overrideHeaders)
+		_ = withoutClientTokens("a=%20b&c=still_running")
+	}); n != 0 {
+		t.Errorf("got %v allocations, want 0", n)
+	}
+}
