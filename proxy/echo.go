@@ -155,10 +155,3 @@ func percentDecode(s string) string {
 	}
 	return s
 }
-
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c | 0x20 - 'a' + 10
-}

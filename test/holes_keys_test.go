@@ -59,7 +59,7 @@ func TestTunnelToTillThroughUnspecified(t *testing.T) {
 	for _, req := range []string{
 		"GET http://0.0.0.0:" + adminPort + "/metrics HTTP/1.1\r\nHost: 0.0.0.0:" + adminPort + "\r\n\r\n",
 		"POST http://[::]:" + adminPort + "/admin/reload HTTP/1.1\r\nHost: [::]:" + adminPort + "\r\nContent-Length: 0\r\n\r\n",
-		"GET http://[::ffff:0.0.0.0]:" + tillPort + "/openai/v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET http://[::ffff:0.0.0.0]:" + tillPort + "/openai/v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n",
 	} {
 		resp, body, err := rawSend(t, tl.addr, req)
 		checkHostNotAllowed(t, strings.SplitN(req, "\r\n", 2)[0], resp, body, err)
@@ -144,7 +144,7 @@ func TestMethodOverridesNeverSent(t *testing.T) {
 	tl := startTill(t, strippedConfig(u, "forward: {enabled: true, intercept: false}\n"), strippedSecrets, u.caFile)
 	for _, target := range []string{"/openai/v1/chat/completions", u.URL + "/v1/chat/completions"} {
 		target = strings.Replace(target, "https://", "http://", 1)
-		status, _, body := rawRequest(t, tl.addr, "POST "+target+" HTTP/1.1\r\nHost: x\r\n"+overrides+
+		status, _, body := rawRequest(t, tl.addr, "POST "+target+" HTTP/1.1\r\nHost: localhost\r\n"+overrides+
 			"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
 		if status != 200 {
 			t.Fatalf("POST %s: got %d %s, want 200", target, status, body)
@@ -194,7 +194,7 @@ func TestCredentialAliasesNeverSent(t *testing.T) {
 		{"/anthropic/v1/messages", "X_Api_Key: attacker\r\nx_api_key: attacker\r\nX-API_KEY: attacker\r\nX_Org_Key: attacker\r\n", "X-Api-Key", providerKey},
 		{"/openai/v1/models", "authorization: Bearer attacker\r\nProxy_Authorization: Basic attacker\r\nX_Till_Token: attacker\r\n", "Authorization", "Bearer " + openaiKey},
 	} {
-		status, _, body := rawRequest(t, tl.addr, "GET "+tt.path+" HTTP/1.1\r\nHost: x\r\n"+tt.headers+"Connection: close\r\n\r\n")
+		status, _, body := rawRequest(t, tl.addr, "GET "+tt.path+" HTTP/1.1\r\nHost: localhost\r\n"+tt.headers+"Connection: close\r\n\r\n")
 		if status != 200 {
 			t.Fatalf("GET %s: got %d %s, want 200", tt.path, status, body)
 		}
@@ -227,7 +227,7 @@ func TestClientTokensStayInTill(t *testing.T) {
 		{"a host without a route", plain.URL + "/v1/models", plain},
 		{"a route", "/openai/v1/models", u},
 	} {
-		status, _, body := rawRequest(t, tl.addr, "GET "+tt.target+"?"+tokenQuery+" HTTP/1.1\r\nHost: x\r\n"+tokenHeaders+"Connection: close\r\n\r\n")
+		status, _, body := rawRequest(t, tl.addr, "GET "+tt.target+"?"+tokenQuery+" HTTP/1.1\r\nHost: localhost\r\n"+tokenHeaders+"Connection: close\r\n\r\n")
 		if status != 200 {
 			t.Fatalf("%s: got %d %s, want 200", tt.name, status, body)
 		}
@@ -292,7 +292,7 @@ func TestAnonymousRateFromManyLoopbackAddresses(t *testing.T) {
 			t.Fatalf("dial from %s: %v", src.IP, err)
 		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "GET /limited/v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		io.WriteString(c, "GET /limited/v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatalf("from %s: %v", src.IP, err)
