@@ -110,14 +110,25 @@ func scrubEchoes(h http.Header, forms []string) int {
 }
 
 // echoes reports whether any of values holds one of forms, as it is or
-// once percent-decoded (in whatever mix of encoded and plain characters).
+// once percent-decoded, in whatever mix of encoded and plain characters,
+// up to three times over (a double-encoded key is still the key).
 func echoes(values, forms []string) bool {
 	for _, v := range values {
 		if containsAny(v, forms) {
 			return true
 		}
-		if strings.IndexByte(v, '%') >= 0 && containsAny(percentDecode(v), forms) {
-			return true
+		for range 3 {
+			if strings.IndexByte(v, '%') < 0 {
+				break
+			}
+			d := percentDecode(v)
+			if d == v {
+				break
+			}
+			if containsAny(d, forms) {
+				return true
+			}
+			v = d
 		}
 	}
 	return false
@@ -132,26 +143,18 @@ func containsAny(v string, forms []string) bool {
 	return false
 }
 
-// percentDecode decodes every valid %XX escape of s, repeatedly while any
-// remain (a double-encoded key is still the key), and leaves anything
-// else as it is: unlike url.PathUnescape, a stray '%' does not stop it.
+// percentDecode decodes every valid %XX escape of s once, and leaves
+// anything else as it is: unlike url.PathUnescape, a stray '%' does not
+// stop it.
 func percentDecode(s string) string {
-	for range 3 {
-		b := make([]byte, 0, len(s))
-		changed := false
-		for i := 0; i < len(s); i++ {
-			if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-				b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
-				i += 2
-				changed = true
-				continue
-			}
-			b = append(b, s[i])
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
 		}
-		if !changed {
-			break
-		}
-		s = string(b)
+		b = append(b, s[i])
 	}
-	return s
+	return string(b)
 }

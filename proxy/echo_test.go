@@ -87,7 +87,7 @@ func TestKeyCore(t *testing.T) {
 func TestPercentDecode(t *testing.T) {
 	for in, want := range map[string]string{
 		"a%41b":      "aAb",
-		"%2541":      "A", // double-encoded
+		"%2541":      "%41", // once
 		"100%":       "100%",
 		"%zz%4":      "%zz%4",
 		"%e2%82%ac%": "€%",
@@ -117,4 +117,39 @@ func BenchmarkScrubEchoes(b *testing.B) {
 			b.Fatal("removed an innocent header")
 		}
 	}
+}
+
+// FuzzEchoes: a key of 8 bytes or more, encoded whole inside any other
+// bytes (base64 in either alphabet, padded or not, hex, percent-encoded),
+// is always found.
+func FuzzEchoes(f *testing.F) {
+	f.Add("sk-proj-Zq8vR2mKx7Lp0TbW4yNc9HfJ1sDgE6uA3oVi5XeQ", `{"auth":"Bearer `, `"}`, uint8(0))
+	f.Add("AIzaSyAbcdefghijklmnop", "x", "", uint8(3))
+	f.Add("12345678", "", "", uint8(6))
+	f.Fuzz(func(t *testing.T, key, prefix, suffix string, how uint8) {
+		if len(key) < minEchoForm || len(key) > 256 || len(prefix) > 64 || len(suffix) > 64 {
+			return
+		}
+		payload := []byte(prefix + key + suffix)
+		var echoed string
+		switch how % 7 {
+		case 0:
+			echoed = base64.StdEncoding.EncodeToString(payload)
+		case 1:
+			echoed = base64.RawStdEncoding.EncodeToString(payload)
+		case 2:
+			echoed = base64.URLEncoding.EncodeToString(payload)
+		case 3:
+			echoed = base64.RawURLEncoding.EncodeToString(payload)
+		case 4:
+			echoed = hex.EncodeToString(payload)
+		case 5:
+			echoed = strings.ToUpper(hex.EncodeToString(payload))
+		case 6:
+			echoed = percentAll(string(payload), how&8 != 0)
+		}
+		if !echoes([]string{echoed}, echoForms([]string{key})) {
+			t.Errorf("not found: key %q in %q", key, echoed)
+		}
+	})
 }
