@@ -36,22 +36,22 @@ func newBrowserGuard(cfg *config.Config) browserGuard {
 // the origin of the request itself (its scheme and Host), unless its
 // Origin is listed in browser_origins. Apps that are not browsers send
 // neither header.
-func (b browserGuard) checkOrigin(r *http.Request) (denial, bool) {
+func (b browserGuard) checkOrigin(r *http.Request) (apiError, bool) {
 	origins, hasOrigin := r.Header["Origin"]
 	if hasOrigin {
 		if len(origins) == 1 && slices.Contains(b.origins, strings.ToLower(origins[0])) {
-			return denial{}, true
+			return apiError{}, true
 		}
 		if len(origins) != 1 || !sameOrigin(origins[0], r) {
-			return denial{CodeOriginForbidden, "requests from web pages of other origins are refused (browser_origins lists the allowed ones)"}, false
+			return apiError{CodeOriginForbidden, "requests from web pages of other origins are refused (browser_origins lists the allowed ones)"}, false
 		}
 	}
 	for _, site := range r.Header["Sec-Fetch-Site"] {
 		if strings.EqualFold(site, "cross-site") || strings.EqualFold(site, "same-site") {
-			return denial{CodeOriginForbidden, "requests from web pages of other origins are refused (browser_origins lists the allowed ones)"}, false
+			return apiError{CodeOriginForbidden, "requests from web pages of other origins are refused (browser_origins lists the allowed ones)"}, false
 		}
 	}
-	return denial{}, true
+	return apiError{}, true
 }
 
 // sameOrigin reports whether origin is the origin of r: the scheme r came
@@ -72,10 +72,10 @@ func sameOrigin(origin string, r *http.Request) bool {
 // literal, localhost, a *.localhost name (RFC 6761 keeps them on the
 // machine) or a name from server_names or tls.names: a page that rebinds
 // its own name to 127.0.0.1 sends that name.
-func (b browserGuard) checkHost(r *http.Request) (denial, bool) {
+func (b browserGuard) checkHost(r *http.Request) (apiError, bool) {
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
 	if local == nil || !local.IP.IsLoopback() || r.Host == "" {
-		return denial{}, true
+		return apiError{}, true
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -83,10 +83,10 @@ func (b browserGuard) checkHost(r *http.Request) (denial, bool) {
 	}
 	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
 	if _, err := netip.ParseAddr(host); err == nil {
-		return denial{}, true
+		return apiError{}, true
 	}
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") || slices.Contains(b.names, host) {
-		return denial{}, true
+		return apiError{}, true
 	}
-	return denial{CodeHostNotAllowed, "this Host is not one of till's names on a loopback listener (server_names lists more)"}, false
+	return apiError{CodeHostNotAllowed, "this Host is not one of till's names on a loopback listener (server_names lists more)"}, false
 }

@@ -202,26 +202,26 @@ func (cs clientSet) identifyToken(r *http.Request, connectAuth, routeHeader stri
 // admit decides whether a request with this identity may use the route:
 // a known client must come from its CIDRs; a route with clients admits
 // only those.
-func (id identity) admit(remoteAddr string, allowed []string) (denial, bool) {
+func (id identity) admit(remoteAddr string, allowed []string) (apiError, bool) {
 	if id.conflict {
-		return denial{CodeClientForbidden, "the token and the client certificate name different clients"}, false
+		return apiError{CodeClientForbidden, "the token and the client certificate name different clients"}, false
 	}
 	if id.client != nil && id.client.cert && !id.viaCert {
-		return denial{CodeClientUnauthenticated, "this client must present its client certificate"}, false
+		return apiError{CodeClientUnauthenticated, "this client must present its client certificate"}, false
 	}
 	if id.client != nil && !id.client.from(remoteAddr) {
-		return denial{CodeClientForbidden, "this client may not connect from this address"}, false
+		return apiError{CodeClientForbidden, "this client may not connect from this address"}, false
 	}
 	if len(allowed) == 0 {
-		return denial{}, true
+		return apiError{}, true
 	}
 	if id.client == nil {
-		return denial{CodeClientUnauthenticated, "this route needs a till client token"}, false
+		return apiError{CodeClientUnauthenticated, "this route needs a till client token"}, false
 	}
 	if !slices.Contains(allowed, id.client.name) {
-		return denial{CodeClientForbidden, "this client may not use this route"}, false
+		return apiError{CodeClientForbidden, "this client may not use this route"}, false
 	}
-	return denial{}, true
+	return apiError{}, true
 }
 
 // name is the client's audit name.

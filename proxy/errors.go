@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Error codes that till answers with. They are part of the interface
@@ -48,10 +53,11 @@ func statusOf(code string) int {
 	return http.StatusInternalServerError
 }
 
-// denial is a refusal decided by till, with a fixed message for the app.
-// The message never carries detail from deep inside (an err.Error() could
-// hold a header value); that detail goes to the operational log.
-type denial struct {
+// apiError is an answer of till's own, a refusal or a failure: an error
+// code and a fixed message for the app. The message never carries detail
+// from deep inside (an err.Error() could hold a header value); that detail
+// goes to the operational log.
+type apiError struct {
 	code    string
 	message string
 }
@@ -67,7 +73,7 @@ type errorBody struct {
 // and the request id.
 // With forward set, client_unauthenticated becomes 407 with Proxy-Authenticate
 // (RFC 9110, section 11.7.1).
-func writeError(w http.ResponseWriter, id string, d denial, forward bool, retryAfter int) {
+func writeError(w http.ResponseWriter, id string, d apiError, forward bool, retryAfter int) {
 	var body errorBody
 	body.Error.Code = d.code
 	body.Error.Message = d.message
@@ -91,4 +97,63 @@ func writeError(w http.ResponseWriter, id string, d denial, forward bool, retryA
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// upstreamFailed maps a failure to reach the upstream to till's error
+// answer: 504 when the route's timeout fired, 502 otherwise, nothing when
+// the request was cut (ctx, the app's request's, has ended: finish says
+// whether by the app or by till's shutdown).
+func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context.Context, err error) {
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	d := apiError{CodeUpstreamUnreachable, "till could not reach the upstream"}
+	switch {
+	case ctx.Err() != nil || x.appGone.Load():
+		x.failure = codeClientClosed
+		return
+	case x.upload != nil && x.upload.stalled.Load():
+		d = apiError{CodeUpstreamTimeout, "the upstream stopped reading the request body for the route's timeout"}
+	case errors.As(err, &tooBig):
+		d = apiError{CodeBadRequest, "the request body is larger than the route's max_body"}
+	case x.bodyErr.Load():
+		d = apiError{CodeBadRequest, "the request body could not be read"}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		d = apiError{CodeUpstreamTimeout, "the upstream did not answer within the route's timeout"}
+	}
+	if d.code == CodeBadRequest {
+		x.refused = d.code // the app's request, not the upstream, was at fault
+	} else {
+		x.failure = d.code
+	}
+	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", d.code).
+		Str("error", x.errorText(err)).Msg("upstream request failed")
+	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
+}
+
+// errorText describes an error of the exchange with the upstream for the
+// log: without the request URL (safeError), and without any form of the
+// route's key, which an upstream's malformed answer can quote back (a
+// parse error quotes the line it could not read).
+func (x *exchange) errorText(err error) string {
+	s := safeError(err)
+	if x.route != nil {
+		for _, f := range x.route.echoForms {
+			s = strings.ReplaceAll(s, f, "REDACTED")
+		}
+	}
+	return s
+}
+
+// safeError describes a transport error without the request URL, whose
+// query could hold an injected key.
+func safeError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return ne.Error()
+	}
+	return err.Error()
 }

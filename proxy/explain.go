@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -24,16 +26,17 @@ type Verdict struct {
 
 // Explain decides method and target (a path for reverse mode, or an http://
 // or https:// URL for forward mode) for the named client ("" for none)
-// coming from remoteAddr.
+// coming from remoteAddr, with the same resolve and decide steps as a live
+// request. It touches no rate bucket: Rate shows the route's rate.
 func (s *Snapshot) Explain(method, target, clientName, remoteAddr string, now time.Time) Verdict {
 	v := Verdict{Mode: modeReverse, Client: anonymous}
-	refuse := func(d denial) Verdict {
-		v.Code, v.Reason = d.code, d.message
+	refuse := func(e apiError) Verdict {
+		v.Code, v.Reason = e.code, e.message
 		return v
 	}
 	u, err := url.Parse(target)
 	if err != nil || (u.Scheme == "" && !strings.HasPrefix(target, "/")) {
-		return refuse(denial{CodeBadRequest, "the target must be a path (/openai/v1/models) or an http:// or https:// URL"})
+		return refuse(apiError{CodeBadRequest, "the target must be a path (/openai/v1/models) or an http:// or https:// URL"})
 	}
 	id := identity{}
 	if clientName != "" {
@@ -42,73 +45,66 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr string, now ti
 		id.client = s.clients.byName(clientName)
 		id.viaCert = true
 		if id.client == nil {
-			return refuse(denial{CodeClientUnauthenticated, "no client of that name in the config"})
+			return refuse(apiError{CodeClientUnauthenticated, "no client of that name in the config"})
 		}
 		v.Client = clientName
 	}
-	if reason := checkPath(u.RawPath, u.Path); reason != "" && u.Path != "" {
-		return refuse(denial{CodeBadRequest, reason})
+	t, e := s.explainTarget(u, id, remoteAddr)
+	if e != nil {
+		return refuse(*e)
 	}
-
-	var rt *route
-	outPath := u.Path
-	switch u.Scheme {
-	case "":
-		var rest string
-		if rt, rest = s.match(u.Path); rt != nil {
-			outPath = rt.upstream.Path + rest
-		}
-	case "http", "https":
-		v.Mode = modeForward
-		if u.Scheme == "https" {
-			v.Mode = modeIntercept
-		}
-		if !s.forward.Enabled || (u.Scheme == "https" && !s.forward.Intercept) {
-			return refuse(denial{CodeBadRequest, "forward mode (or interception, for https) is off in this config"})
-		}
-		rt = s.matchHost(hostKey(u.Scheme, u.Host), u.Path)
-		if rt == nil && u.Scheme == "http" && u.Port() == "" {
-			rt = s.matchHost(hostKey("https", u.Host), u.Path)
-		}
-		if rt == nil {
-			if s.forward.UnknownHosts == "tunnel" {
-				v.Mode = modeTunnel
-				v.Allowed = true
-				v.Warning = "no route: relayed untouched, without a key, if the address checks pass"
-				return v
-			}
-			return refuse(denial{CodeHostNotAllowed, "no route for this host"})
-		}
-	default:
-		return refuse(denial{CodeBadRequest, "the target must be a path or an http:// or https:// URL"})
+	v.Mode = t.mode
+	if t.route == nil {
+		v.Allowed = true
+		v.Warning = "no route: relayed untouched, without a key, if the address checks pass"
+		return v
 	}
-	if outPath == "" {
-		outPath = "/"
-	}
-	if rt == nil {
-		return refuse(denial{CodeRouteNotFound, "no route matches this path"})
-	}
+	rt := t.route
 	v.Route, v.Secret, v.Fingerprint = rt.name, rt.secretName, rt.fp
-	v.Upstream = (&url.URL{Scheme: rt.upstream.Scheme, Host: rt.upstream.Host, Path: outPath, RawQuery: u.RawQuery}).String()
+	v.Upstream = (&url.URL{Scheme: rt.upstream.Scheme, Host: rt.upstream.Host, Path: t.outPath, RawQuery: u.RawQuery}).String()
 	if !rt.rate.IsZero() {
 		v.Rate = rt.rate.String()
 	}
-	if d, ok := id.admit(remoteAddr, rt.clients); !ok {
-		return refuse(d)
-	}
-	if d, ok := rt.allows(strings.ToUpper(method), outPath); !ok {
-		return refuse(d)
-	}
-	d, ok, warn := rt.secretState(now, s.onExpired)
-	if !ok {
-		if rt.problem != "" {
-			d.message = rt.problem
+	r := &http.Request{Method: strings.ToUpper(method), URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
+	d := s.decide(r, rt, t.outPath, id, now, nil)
+	if !d.Allowed {
+		if d.Code == CodeSecretMissing && rt.problem != "" {
+			d.Reason = rt.problem
 		}
-		return refuse(d)
+		return refuse(apiError{d.Code, d.Reason})
 	}
-	if warn {
+	if d.Warning != "" {
 		v.Warning = "the secret has expired; on_expired: warn lets the request through"
 	}
 	v.Allowed = true
 	return v
+}
+
+// explainTarget resolves u as the gateway would: a path as a reverse-mode
+// request, an http:// URL as an absolute-form one, an https:// URL as a
+// request inside a CONNECT to its host (which is decided first).
+func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (target, *apiError) {
+	switch u.Scheme {
+	case "":
+		return s.resolvePath(u.RawPath, u.Path)
+	case "http":
+		return s.resolveURL(u)
+	case "https":
+		authority := u.Host
+		if u.Port() == "" {
+			authority = net.JoinHostPort(u.Hostname(), "443")
+		}
+		ct, mode, e := s.resolveConnect(authority, true)
+		if e != nil {
+			return target{}, e
+		}
+		if mode == modeTunnel {
+			return target{mode: modeTunnel}, nil
+		}
+		if e := s.admitConnect(id, remoteAddr, ct); e != nil {
+			return target{}, e
+		}
+		return s.resolveInner(ct, u.Host, &url.URL{Path: u.Path, RawPath: u.RawPath})
+	}
+	return target{}, &apiError{CodeBadRequest, "the target must be a path or an http:// or https:// URL"}
 }

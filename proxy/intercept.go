@@ -64,9 +64,10 @@ type targetKey struct{}
 func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange, t connectTarget) {
 	conn, brw, err := http.NewResponseController(rw.ResponseWriter).Hijack()
 	if err != nil {
-		ic.g.fail(rw, x, denial{CodeBadRequest, "the connection cannot be intercepted"})
+		ic.g.fail(rw, x, apiError{CodeBadRequest, "the connection cannot be intercepted"})
 		return
 	}
+	x.takenOver = true
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		conn.Close()
 		return
@@ -92,11 +93,10 @@ func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange,
 	cancel()
 	if err != nil {
 		conn.Close()
-		x.rec.outcome = outcomeDenied
-		x.rec.reason = CodeHostNotAllowed
-		if !errors.Is(err, errSNIMismatch) {
-			x.rec.outcome = outcomeError
-			x.rec.reason = CodeBadRequest
+		if errors.Is(err, errSNIMismatch) {
+			x.refused = CodeHostNotAllowed
+		} else {
+			x.failure = CodeBadRequest
 		}
 		ic.g.log.Info().Str("id", x.rec.id).Str("host", t.host).Str("error", err.Error()).Msg("intercepted TLS handshake failed")
 		return
@@ -116,40 +116,22 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	defer g.finish(x, rw, r)
 	t, ok := r.Context().Value(targetKey{}).(connectTarget)
 	if !ok {
-		g.deny(rw, x, denial{CodeBadRequest, "unknown intercepted connection"})
+		g.refuse(rw, x, apiError{CodeBadRequest, "unknown intercepted connection"}, 0)
 		return
 	}
 	if !g.audit.Healthy() {
-		g.deny(rw, x, denial{CodeAuditUnavailable, "till cannot write its audit log, so it refuses requests until it can"})
+		g.refuse(rw, x, errAuditDown, 0)
 		return
 	}
-	// The request must be for the host the CONNECT named: a Host (or
-	// :authority) that differs could steer the key elsewhere (invariant 1).
-	if hostKey("https", r.Host) != t.key || r.URL.IsAbs() {
-		g.deny(rw, x, denial{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"})
+	l := g.live.Load()
+	rt, e := l.resolveInner(t, r.Host, r.URL)
+	if e != nil {
+		g.refuse(rw, x, *e, 0)
 		return
 	}
-	if reason := checkPath(r.URL.RawPath, r.URL.Path); reason != "" {
-		g.deny(rw, x, denial{CodeBadRequest, reason})
-		return
-	}
-	s := g.snap.Load()
-	if !s.forward.Enabled || !s.forward.Intercept {
-		// A reload turned interception off: connections opened before
-		// it get no more keys.
-		g.deny(rw, x, denial{CodeHostNotAllowed, "interception is off in the current config"})
-		return
-	}
-	rt := s.matchHost(t.key, r.URL.Path)
-	if rt == nil {
-		g.deny(rw, x, denial{CodeRouteNotFound, "no route matches this host and path"})
-		return
-	}
-	x.outPath = r.URL.Path
-	x.rawPath = r.URL.RawPath
 	x.connectAuth = t.proxyAuth
 	x.connectCert = t.cert
-	g.forward(rw, r, x, s, rt)
+	g.serveRoute(rw, r, x, l, rt)
 }
 
 // shutdown stops accepting intercepted connections and tells those open

@@ -107,9 +107,9 @@ func (w *responseRecorder) reset() {
 	w.discard()
 }
 
-// Informational passes a 1xx response (103 Early Hints) on to the app at
+// informational passes a 1xx response (103 Early Hints) on to the app at
 // once, with its own headers only.
-func (w *responseRecorder) Informational(code int, h http.Header) error {
+func (w *responseRecorder) informational(code int, h http.Header) error {
 	dst := w.Header()
 	kept := dst.Clone()
 	clear(dst)
@@ -119,10 +119,6 @@ func (w *responseRecorder) Informational(code int, h http.Header) error {
 	maps.Copy(dst, kept)
 	return nil
 }
-
-// Resend records the use of the key before the upstream transport sends
-// the request again, and refuses the send if it cannot be recorded.
-func (w *responseRecorder) Resend() error { return w.x.resend() }
 
 // Flush sends the response so far at once (Server-Sent Events).
 func (w *responseRecorder) Flush() {

@@ -62,7 +62,7 @@ func TestRecorderHoldsTheStart(t *testing.T) {
 		w.WriteHeader(200)
 		w.Write([]byte("partial"))
 		w.reset()
-		writeError(w, "id", denial{CodeUpstreamUnreachable, "broken"}, false, 0)
+		writeError(w, "id", apiError{CodeUpstreamUnreachable, "broken"}, false, 0)
 		w.commit()
 		if rec.Code != 502 || rec.Header().Get("Connection") != "close" || rec.Header().Get("Content-Length") == "1000" ||
 			strings.Contains(rec.Body.String(), "partial") {

@@ -141,22 +141,18 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
 	out.Header = h
-	x.target(out, r.URL.RawQuery)
+	x.attach(out, r.URL.RawQuery)
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = []string{""} // not Go's
 	}
 	return out
 }
 
-// roundTrip sends out through the upstream transport for plain HTTP, or
-// through net/http's (an https upstream, or a request that waits for 100
-// Continue). Informational responses go on to the app as they come.
+// roundTrip sends out through net/http's Transport with the route's
+// timeout. Informational responses go on to the app as they come.
 func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange) (*http.Response, error) {
-	if out.URL.Scheme == "http" && out.Header.Get("Expect") == "" {
-		return g.upstream.Send(out, x.route.timeout, rw)
-	}
-	// net/http's Transport reports them from another goroutine, which may
-	// still do so after RoundTrip returned.
+	// The Transport reports them from another goroutine, which may still
+	// do so after RoundTrip returned.
 	var mu sync.Mutex
 	done := false
 	trace := x.sendTrace()
@@ -166,9 +162,9 @@ func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange
 		if done {
 			return nil
 		}
-		return rw.Informational(code, http.Header(h))
+		return rw.informational(code, http.Header(h))
 	}
-	res, err := g.transportFor(x.route.timeout).RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
+	res, err := g.transports.forTimeout(x.route.timeout).RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
 	mu.Lock()
 	done = true
 	mu.Unlock()
@@ -177,7 +173,7 @@ func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange
 
 // sendTrace notes each send of the request by net/http's Transport, which
 // sends a request again on another connection when a reused one failed
-// under it (and HTTP/2 when a stream was refused): each send after the
+// under it (and HTTP/2 after some stream errors): each send after the
 // first is recorded before it goes (resend). net/http gives no way to stop
 // that send; when its record cannot be written, the failure is logged with
 // the record and the gateway refuses new requests, as for any record.
@@ -185,24 +181,17 @@ func (x *exchange) sendTrace() *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) {
 			if x.wrote.Load() {
-				_ = x.resend()
+				x.resend()
 			}
 		},
 		WroteHeaders: func() { x.wrote.Store(true) },
 	}
 }
 
-// resend records a send of the key after the first one, and reports an
-// error if the record could not be written.
-func (x *exchange) resend() error {
-	if !x.audit.writeUse(&x.rec, int(x.sends.Add(1))+1, time.Now()) {
-		return errAuditUnavailable
-	}
-	return nil
+// resend records a send of the key after the first one.
+func (x *exchange) resend() {
+	x.audit.writeUse(&x.rec, int(x.sends.Add(1))+1, time.Now())
 }
-
-// errAuditUnavailable refuses a send whose key use cannot be recorded.
-var errAuditUnavailable = errors.New("the audit record of a key use could not be written")
 
 // copyBody copies a response body to the app, flushing after every write
 // when it is a stream, and reports whether all of it went. A failure to
@@ -271,4 +260,18 @@ func tokens(values []string) iter.Seq[string] {
 func isEventStream(contentType string) bool {
 	media, _, _ := strings.Cut(contentType, ";")
 	return strings.EqualFold(textproto.TrimString(media), "text/event-stream")
+}
+
+// checkResponse notes the upstream's answer, and removes any response
+// header that echoes the key. Trailers are the caller's to check, once the
+// body has ended.
+func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
+	x.status = resp.StatusCode
+	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
+	if n := scrubEchoes(resp.Header, x.route.echoForms); n > 0 {
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
+			Msg("removed response headers that echoed the key")
+	}
+	// The upstream does not get to name till's request id.
+	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
 }

@@ -29,10 +29,6 @@ type Snapshot struct {
 	onExpired string
 	forward   config.Forward
 	browser   browserGuard
-	// guard checks tunnel targets, and relay dials through it; the
-	// Gateway sets both before serving.
-	guard *dialGuard
-	relay *http.Transport
 }
 
 // route is a compiled route: everything a request needs, computed once.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/tillgw/till/proxy/upstream"
 )
 
 // NewTransport returns the one transport shared by every route: keep-alive
@@ -38,15 +37,25 @@ func NewTransport() *http.Transport {
 	}
 }
 
-// newUpstreamTransport returns the transport for plain-HTTP upstreams,
-// with t's dialer and limits.
-func newUpstreamTransport(t *http.Transport) *upstream.Transport {
-	return upstream.New(upstream.Config{
-		Dial:                   t.DialContext,
-		MaxIdlePerHost:         t.MaxIdleConnsPerHost,
-		IdleTimeout:            t.IdleConnTimeout,
-		MaxResponseHeaderBytes: t.MaxResponseHeaderBytes,
-	})
+// routeTransports holds net/http's Transport once per route timeout, with
+// ResponseHeaderTimeout set to it: it bounds the wait for the response
+// headers once the request body is sent, not the upload nor the stream
+// after the headers (a long SSE response is not cut short). Routes with
+// one timeout share one pool of connections.
+type routeTransports struct {
+	base      *http.Transport
+	byTimeout sync.Map // time.Duration → *http.Transport
+}
+
+// forTimeout returns the transport for routes with this timeout.
+func (t *routeTransports) forTimeout(timeout time.Duration) *http.Transport {
+	if tr, ok := t.byTimeout.Load(timeout); ok {
+		return tr.(*http.Transport)
+	}
+	tr := t.base.Clone()
+	tr.ResponseHeaderTimeout = timeout
+	actual, _ := t.byTimeout.LoadOrStore(timeout, tr)
+	return actual.(*http.Transport)
 }
 
 // bufferPool recycles the buffers that copy response bodies.

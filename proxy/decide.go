@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Decision is the policy's verdict on one request to a route. Every mode,
+// and till test, decides with the same function (Snapshot.decide).
+type Decision struct {
+	Allowed bool
+	Code    string // the error code, when refused
+	Reason  string // why, a fixed sentence for the app
+	// Warning is set on an allowed request that the audit record should
+	// question: secret_expired, under on_expired: warn.
+	Warning    string
+	RetryAfter int    // seconds, when rate_limited
+	Client     string // the client's audit name
+}
+
+// rates takes one request from a route's rate; nil in a dry run, where no
+// bucket is touched.
+type rates interface {
+	take(ctx context.Context, rt *route, id identity, remoteAddr string) (wait int, ok bool)
+}
+
+// decide applies the snapshot's policy to r, for route rt and upstream
+// path outPath: the browser's origin, the client's identity, its source
+// address and right to the route, the route's methods and paths, its rate,
+// the state of its key and its body limit.
+func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identity, now time.Time, rate rates) Decision {
+	d := Decision{Client: id.name()}
+	refuse := func(e apiError) Decision {
+		d.Code, d.Reason = e.code, e.message
+		return d
+	}
+	if e, ok := s.browser.checkOrigin(r); !ok {
+		return refuse(e)
+	}
+	if e, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
+		return refuse(e)
+	}
+	if e, ok := rt.allows(r.Method, outPath); !ok {
+		return refuse(e)
+	}
+	if rate != nil && !rt.rate.IsZero() {
+		if wait, ok := rate.take(r.Context(), rt, id, r.RemoteAddr); !ok {
+			d.RetryAfter = wait
+			return refuse(apiError{CodeRateLimited, "this client is over the route's rate"})
+		}
+	}
+	e, ok, warn := rt.secretState(now, s.onExpired)
+	if !ok {
+		return refuse(e)
+	}
+	if warn {
+		d.Warning = CodeSecretExpired
+	}
+	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
+		return refuse(apiError{CodeBadRequest, "the request body is larger than the route's max_body"})
+	}
+	d.Allowed = true
+	return d
+}
+
+// take counts a request against the route's rate, per client; anonymous
+// callers share per source (remoteIP).
+func (g *Gateway) take(ctx context.Context, rt *route, id identity, remoteAddr string) (int, bool) {
+	key := rt.limitKey + id.name()
+	if id.client == nil {
+		key += "\x00" + remoteIP(remoteAddr)
+	}
+	wait, ok, err := g.limits.Allow(ctx, key, rt.rate, rt.burst)
+	if err != nil {
+		ok, wait = g.limitStoreFailed(err)
+	}
+	return wait, ok
+}
+
+// limitStoreFailed applies limits.on_redis_error when the shared rate
+// store cannot decide, says so in the metrics, and in the log at most
+// every 10 seconds.
+func (g *Gateway) limitStoreFailed(err error) (ok bool, wait int) {
+	g.metrics.limitStoreError()
+	now := time.Now().Unix()
+	if last := g.lastLimitErr.Load(); now-last >= 10 && g.lastLimitErr.CompareAndSwap(last, now) {
+		decision := "denying (429)"
+		if g.failOpen {
+			decision = "allowing"
+		}
+		g.log.Error().Str("error", err.Error()).Msg("rate-limit store unavailable: " + decision + " requests on rate-limited routes (limits.on_redis_error)")
+	}
+	return g.failOpen, 1
+}
+
+// remoteIP is the source of an "ip:port" remote address, for anonymous
+// rate buckets. Sources one host holds whole count as one: every loopback
+// address (an app may bind 127.0.0.2, 127.0.0.3, ... for a bucket each),
+// and an IPv6 address by its /64. An IPv4-mapped address counts as IPv4.
+func remoteIP(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return addr
+	}
+	ip := ap.Addr().Unmap()
+	if ip.IsLoopback() {
+		return "loopback"
+	}
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// secretState says whether the route's key may be attached at now: it
+// must be present, and not expired unless on_expired is warn (then warn is
+// set).
+func (rt *route) secretState(now time.Time, onExpired string) (e apiError, ok, warn bool) {
+	if rt.problem != "" {
+		return apiError{CodeSecretMissing, "the key for this route is not available"}, false, false
+	}
+	if !rt.expires.IsZero() && !now.Before(rt.expires) {
+		if onExpired != "warn" {
+			return apiError{CodeSecretExpired, "the key for this route has expired"}, false, false
+		}
+		return apiError{}, true, true
+	}
+	return apiError{}, true, false
+}
+
+// allows applies the route's method and path rules to the upstream path.
+func (rt *route) allows(method, upstreamPath string) (apiError, bool) {
+	if len(rt.methods) > 0 && !slices.Contains(rt.methods, method) {
+		return apiError{CodeMethodNotAllowed, "this route does not allow this method"}, false
+	}
+	if len(rt.paths) == 0 {
+		return apiError{}, true
+	}
+	for _, p := range rt.paths {
+		if p.Match(upstreamPath) {
+			return apiError{}, true
+		}
+	}
+	return apiError{CodePathNotAllowed, "this route does not allow this path"}, false
+}

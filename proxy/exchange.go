@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// exchange is one request's state, from its arrival to its record. It
+// reaches ReverseProxy's hooks (upgrades, relays) through the request
+// context.
+type exchange struct {
+	rec     record
+	route   *route
+	outPath string
+	rawPath string
+	// refused is the error code of a refusal by till's policy, failure
+	// that of a request till could not serve; warning questions an
+	// allowed request (secret_expired). The record is built from them.
+	refused string
+	failure string
+	warning string
+	status  int // upstream status, for upgraded connections
+	// bytesIn counts the request body; the transport's goroutine writes it.
+	bytesIn  atomic.Int64
+	hasBody  bool // the request declared a body
+	bodyRead bool // the body was handed on to be read
+	// bodyErr is set when reading the app's body failed (malformed
+	// chunking, a reset): the fault is the app's, not the upstream's.
+	bodyErr atomic.Bool
+	// appGone is set when the app went away in the middle of its body.
+	appGone atomic.Bool
+	// upload, when set, watches the upload of the body for progress.
+	upload *uploadWatch
+	// audit records the sends of the key after the first (see resend).
+	audit *Audit
+	// sends counts the sends of the request after the first; wrote is set
+	// once its head (with the key) was written upstream.
+	sends         atomic.Int32
+	wrote         atomic.Bool
+	ctx           context.Context // the inbound request's
+	upstreamStart time.Time
+	// connectAuth is the Proxy-Authorization given on the CONNECT that
+	// carried this request, if any.
+	connectAuth string
+	connectCert certID // the client certificate on that CONNECT
+
+	// takenOver is set when the connection was taken from the server (a
+	// tunnel, an intercepted CONNECT); handedOff when an intercepted
+	// CONNECT's connection went to the inner server, whose requests have
+	// records of their own.
+	takenOver bool
+	handedOff bool
+}
+
+type exchangeKey struct{}
+
+// begin starts a request's exchange and its audit record.
+func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*exchange, *responseRecorder) {
+	x := &exchange{ctx: r.Context(), audit: g.audit}
+	x.rec.start = time.Now()
+	x.rec.id = g.ids.next()
+	x.rec.method = r.Method
+	x.rec.mode = mode
+	x.rec.host = r.Host
+	x.rec.path = r.URL.Path
+	if r.URL.RawPath != "" {
+		x.rec.path = r.URL.RawPath
+	}
+	x.hasBody = r.Body != nil && r.Body != http.NoBody
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// Go's server keeps a connection open after a request that had
+		// both Content-Length and Transfer-Encoding (RFC 9112, section 6.1
+		// wants it closed; golang/go#80942), and hides which it was:
+		// close after every chunked HTTP/1 request, so no request can
+		// hide in the body of another.
+		w.Header().Set("Connection", "close")
+	}
+	g.active.Add(1)
+	return x, &responseRecorder{ResponseWriter: w, x: x}
+}
+
+// countBody wraps the body of out (a copy of the server's request: net/http
+// must keep its own body, for Expect: 100-continue and draining) to count
+// it, remember a read error, bound the wait for each part of it, and cap
+// it at maxBody when positive.
+func (x *exchange) countBody(w http.ResponseWriter, out *http.Request, maxBody int64) *countingBody {
+	if !x.hasBody || out.Body == nil {
+		return nil
+	}
+	cb := &countingBody{ReadCloser: out.Body, x: x, rc: http.NewResponseController(w)}
+	var body io.ReadCloser = cb
+	if maxBody > 0 {
+		body = http.MaxBytesReader(nil, body, maxBody)
+	}
+	out.Body = body
+	x.bodyRead = true
+	return cb
+}
+
+// refuse answers a request that till's policy refused; no key was
+// attached. retryAfter, in seconds, goes with rate_limited.
+func (g *Gateway) refuse(w http.ResponseWriter, x *exchange, e apiError, retryAfter int) {
+	x.refused = e.code
+	x.closeIfUnread(w)
+	writeError(w, x.rec.id, e, x.rec.mode != modeReverse, retryAfter)
+}
+
+// fail answers a request that till could not serve (an upstream that
+// cannot be reached, a connection that cannot be taken over).
+func (g *Gateway) fail(w http.ResponseWriter, x *exchange, e apiError) {
+	x.failure = e.code
+	x.closeIfUnread(w)
+	writeError(w, x.rec.id, e, x.rec.mode != modeReverse, 0)
+}
+
+// closeIfUnread closes the connection after a refusal of a request whose
+// body was never read: net/http would otherwise wait for that body (which
+// the app may never send) before answering.
+func (x *exchange) closeIfUnread(w http.ResponseWriter) {
+	if x.hasBody && !x.bodyRead {
+		w.Header().Set("Connection", "close")
+	}
+}

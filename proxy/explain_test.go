@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/vault"
+)
+
+// TestExplainMatchesLive: till test decides with the live path's resolve
+// and decide, so a dry run gives the verdict a real request gets.
+func TestExplainMatchesLive(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	defer up.Close()
+	webToken := "till_" + strings.Repeat("w", TokenLength)
+	batchToken := "till_" + strings.Repeat("b", TokenLength)
+	digest := func(tok string) string { d := sha256.Sum256([]byte(tok)); return hex.EncodeToString(d[:]) }
+	yaml := `version: 1
+forward: {enabled: true, intercept: false}
+clients:
+  - {name: web, token_sha256: ` + digest(webToken) + `}
+  - {name: batch, token_sha256: ` + digest(batchToken) + `}
+  - {name: office, token_sha256: ` + digest("till_"+strings.Repeat("o", TokenLength)) + `, cidrs: [10.0.0.0/8]}
+routes:
+  - name: openai
+    preset: openai
+    upstream: {{UP}}
+    allow: {methods: [GET, POST], paths: ["/v1/models", "/v1/chat/completions"]}
+    max_body: 100
+  - name: private
+    preset: openai
+    upstream: {{UP}}/private
+    secret: openai
+    clients: [web, office]
+  - name: old
+    preset: openai
+    upstream: {{UP}}/old
+  - name: gone
+    preset: openai
+    upstream: {{UP}}/gone
+`
+	now := time.Now()
+	old := vault.NewSecret("old", testKey, now)
+	old.Expires = now.Add(-time.Hour)
+	gw, _ := newTestGateway(t, yaml, up.URL, map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, now), "old": old})
+	s := gw.Snapshot()
+	upHost := strings.TrimPrefix(up.URL, "http://")
+	for _, tt := range []struct {
+		method, target, client string
+		want                   string // error code; "" for allowed
+	}{
+		{"GET", "/openai/v1/models", "", ""},
+		{"DELETE", "/openai/v1/models", "", CodeMethodNotAllowed},
+		{"POST", "/openai/v1/files", "", CodePathNotAllowed},
+		{"GET", "/nowhere", "", CodeRouteNotFound},
+		{"GET", "/openai/v1/%2e%2e/files", "", CodeBadRequest},
+		{"GET", "/private/x", "", CodeClientUnauthenticated},
+		{"GET", "/private/x", "web", ""},
+		{"GET", "/private/x", "batch", CodeClientForbidden},
+		{"GET", "/private/x", "office", CodeClientForbidden},
+		{"GET", "/old/x", "", CodeSecretExpired},
+		{"GET", "/gone/x", "", CodeSecretMissing},
+		{"GET", "http://" + upHost + "/v1/models", "", ""},
+		{"GET", "http://" + upHost + "/v1/other", "", CodePathNotAllowed},
+		{"GET", "http://unknown.example/x", "", CodeHostNotAllowed},
+		{"GET", "https://unknown.example/x", "", CodeHostNotAllowed},
+	} {
+		t.Run(tt.method+" "+tt.target+" "+tt.client, func(t *testing.T) {
+			v := s.Explain(tt.method, tt.target, tt.client, "127.0.0.1:1234", time.Now())
+			var live string
+			if strings.HasPrefix(tt.target, "https://") {
+				live = liveConnect(gw, tt.target)
+			} else {
+				live = liveVerdict(gw, tt.method, tt.target, map[string]string{"": "", "web": webToken, "batch": batchToken, "office": "till_" + strings.Repeat("o", TokenLength)}[tt.client])
+			}
+			if v.Code != tt.want || live != tt.want {
+				t.Errorf("till test: %q (%s), live: %q, want %q", v.Code, v.Reason, live, tt.want)
+			}
+			if v.Allowed != (tt.want == "") {
+				t.Errorf("till test allowed: %v", v.Allowed)
+			}
+		})
+	}
+	t.Run("body over max_body", func(t *testing.T) {
+		r := httptest.NewRequest("POST", "/openai/v1/chat/completions", strings.NewReader(strings.Repeat("x", 101)))
+		r.RemoteAddr = "127.0.0.1:1234"
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if got := w.Header().Get("X-Till-Error"); got != CodeBadRequest {
+			t.Errorf("live: got %q, want %q", got, CodeBadRequest)
+		}
+	})
+}
+
+// liveVerdict sends a request through the gateway and returns its error
+// code, "" when the upstream answered.
+func liveVerdict(gw *Gateway, method, target, token string) string {
+	r := httptest.NewRequest(method, target, nil)
+	r.RemoteAddr = "127.0.0.1:1234"
+	if token != "" {
+		r.Header.Set("X-Till-Token", token)
+	}
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	return w.Header().Get("X-Till-Error")
+}
+
+// liveConnect sends the CONNECT an https:// URL needs and returns its
+// error code.
+func liveConnect(gw *Gateway, target string) string {
+	host := strings.TrimPrefix(target, "https://")
+	host, _, _ = strings.Cut(host, "/")
+	r := httptest.NewRequest("CONNECT", "http://"+host+":443", nil)
+	r.Host = host + ":443"
+	r.RemoteAddr = "127.0.0.1:1234"
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	return w.Header().Get("X-Till-Error")
+}

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// attach points out at the route's upstream, with the app's query, and
+// attaches the route's key: the host dialled and the Host header both come
+// from the route alone (invariant 1). Before the key goes in, it removes
+// the app's credentials and the method and URL overrides that would slip
+// past the route's allow rules, under any alias, and any header or query
+// parameter holding a till token (invariant 2).
+func (x *exchange) attach(out *http.Request, rawQuery string) {
+	rt := x.route
+	out.URL.Scheme = rt.upstream.Scheme
+	out.URL.Host = rt.upstream.Host
+	out.URL.Path = x.outPath
+	out.URL.RawPath = x.rawPath
+	out.URL.RawQuery = withoutClientTokens(rawQuery)
+	out.Host = ""
+	h := out.Header
+	stripHeaders(h, rt.credentials, overrideHeaders)
+	for _, kv := range rt.addHeaders {
+		if _, ok := h[kv[0]]; !ok {
+			h[kv[0]] = []string{kv[1]}
+		}
+	}
+	if rt.injectHeader != "" {
+		h[rt.injectHeader] = []string{rt.injectValue}
+	}
+	if rt.injectQuery != "" {
+		q := withoutParam(out.URL.RawQuery, rt.injectQuery)
+		if q != "" {
+			q += "&"
+		}
+		out.URL.RawQuery = q + rt.injectPair
+	}
+	x.rec.keyFP = rt.fp
+}
+
+// withoutParam removes every parameter named name from the raw query,
+// comparing decoded names so that an encoded duplicate cannot slip through.
+func withoutParam(raw, name string) string {
+	return withoutParams(raw, func(part string) bool {
+		key, _, _ := strings.Cut(part, "=")
+		k, err := url.QueryUnescape(key)
+		return err != nil || k == name
+	})
+}

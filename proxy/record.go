@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"time"
+)
+
+// finish writes the request's audit record; it runs deferred, so panics and
+// aborted streams are recorded too. The record's outcome is built here,
+// and only here, from what the exchange went through.
+func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
+	p := recover()
+	if p == http.ErrAbortHandler && !rw.committed && r.Context().Err() == nil && !x.takenOver && x.refused == "" && x.failure == "" {
+		// The upstream broke off its response before any of it went to
+		// the app: answer 502 rather than cut the connection.
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.rec.route).Str("code", CodeUpstreamUnreachable).
+			Msg("the upstream broke off its response before any of it reached the app")
+		rw.reset()
+		x.failure = CodeUpstreamUnreachable
+		writeError(rw, x.rec.id, apiError{CodeUpstreamUnreachable, "the upstream broke off its response"}, x.rec.mode != modeReverse, 0)
+		p = nil
+	}
+	if p == nil {
+		_ = rw.commit()
+	} else {
+		rw.discard()
+	}
+	x.rec.status = x.status // a tunnel's or an upgrade's
+	if rw.committed {
+		x.rec.status = rw.status
+	}
+	x.rec.bytesOut += rw.n
+	x.rec.bytesIn = x.bytesIn.Load()
+	x.rec.outcome, x.rec.reason = x.outcome(p != nil, r.Context())
+	if x.rec.reason == codeClientClosed || x.rec.reason == codeShutdown {
+		if !rw.committed {
+			x.rec.status = statusClientClosed
+		}
+	}
+	if !x.handedOff {
+		end := time.Now()
+		g.audit.write(&x.rec, end)
+		g.metrics.observe(&x.rec, end)
+	}
+	g.active.Add(-1)
+	if p != nil {
+		if p != http.ErrAbortHandler {
+			// The stack holds no secret values (only addresses); the panic
+			// value is not logged, since it could.
+			g.log.Error().Str("id", x.rec.id).Bytes("stack", debug.Stack()).Msg("panic while serving a request")
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// outcome is the record's outcome and reason: denied for a refusal by
+// till's policy; error for a failure, or a response cut short (panicked),
+// whose reason says who cut it when its context (ctx) ended; forwarded
+// otherwise, with the warning as reason.
+func (x *exchange) outcome(panicked bool, ctx context.Context) (outcome, reason string) {
+	switch {
+	case x.refused != "":
+		return outcomeDenied, x.refused
+	case x.failure == codeClientClosed || panicked && ctx.Err() != nil:
+		return outcomeError, cutReason(ctx)
+	case x.failure != "":
+		return outcomeError, x.failure
+	case panicked:
+		return outcomeError, CodeUpstreamUnreachable
+	}
+	return outcomeForwarded, x.warning
+}
+
+// cutReason says who ended a request whose context is done: till's
+// shutdown (the base context's cause) or the app.
+func cutReason(ctx context.Context) string {
+	if errors.Is(context.Cause(ctx), errShutdown) {
+		return codeShutdown
+	}
+	return codeClientClosed
+}

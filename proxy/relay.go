@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// tunnelDialTimeout bounds resolving and connecting to a tunnel target.
+const tunnelDialTimeout = 10 * time.Second
+
+// tunnel relays bytes between the app and a host without a route, after the
+// SSRF guard (invariant 4). No key is attached and nothing is decrypted.
+func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, l *live, t connectTarget) {
+	ctx, cancel := context.WithTimeout(r.Context(), tunnelDialTimeout)
+	upstream, err := l.guard.dial(ctx, t.host, t.port)
+	cancel()
+	if err != nil {
+		if errors.Is(err, errHostNotAllowed) {
+			g.refuse(rw, x, errTunnelForbidden, 0)
+			return
+		}
+		g.log.Warn().Str("id", x.rec.id).Str("host", t.host).Str("error", safeError(err)).Msg("tunnel dial failed")
+		g.fail(rw, x, apiError{CodeUpstreamUnreachable, "till could not reach the host"})
+		return
+	}
+	defer upstream.Close()
+	conn, brw, err := http.NewResponseController(rw.ResponseWriter).Hijack()
+	if err != nil {
+		g.fail(rw, x, apiError{CodeBadRequest, "the connection cannot be tunnelled"})
+		return
+	}
+	defer conn.Close()
+	x.takenOver = true
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	x.status = http.StatusOK
+	// At shutdown, past the grace period, the gateway's base context ends
+	// the tunnel.
+	stop := context.AfterFunc(r.Context(), func() { conn.Close(); upstream.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Bytes the server read ahead of the handshake go first.
+		n, _ := io.Copy(upstream, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn))
+		x.bytesIn.Add(n)
+		closeWrite(upstream)
+	}()
+	n, _ := io.Copy(conn, upstream)
+	x.rec.bytesOut += n
+	closeWrite(conn)
+	wg.Wait()
+}
+
+// closeWrite half-closes c so the peer sees the end of the stream while
+// the other direction drains.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// errTunnelForbidden refuses a host without a route whose addresses the
+// dial guard refuses.
+var errTunnelForbidden = apiError{CodeHostNotAllowed, "tunnels may not reach this address"}
+
+// relay forwards an absolute-form request to a host without a route,
+// untouched but for till's own credentials, through the snapshot's relay
+// transport (and so its SSRF guard).
+func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
+	x.rec.mode = modeTunnel
+	ctx := context.WithValue(r.Context(), liveKey{}, l)
+	ctx = context.WithValue(ctx, exchangeKey{}, x)
+	out := r.WithContext(ctx)
+	x.countBody(rw, out, 0)
+	g.relayer.ServeHTTP(rw, out)
+}
+
+type liveKey struct{}
+
+// newRelayTransport returns the transport for absolute-form requests to
+// hosts without a route: every connection is dialled through guard. Each
+// snapshot has its own, so a reload that narrows allow_cidrs also drops
+// the idle connections the old rules let through.
+func newRelayTransport(guard *dialGuard) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, portStr, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			port, err := strconv.ParseUint(portStr, 10, 16)
+			if err != nil {
+				return nil, err
+			}
+			return guard.dial(ctx, host, uint16(port))
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// relayTransport sends each request through its snapshot's transport.
+type relayTransport struct{}
+
+func (relayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return r.Context().Value(liveKey{}).(*live).relay.RoundTrip(r)
+}
+
+// newRelayer returns the proxy for absolute-form requests to hosts
+// without a route: no key, and none of till's credentials.
+func (g *Gateway) newRelayer() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = pr.In.URL.Host
+			// A till token in any header or query parameter (an SDK's
+			// api key, a cookie) stays with till: it is worth nothing to
+			// that host (invariant 2).
+			pr.Out.URL.RawQuery = withoutClientTokens(pr.In.URL.RawQuery)
+			pr.Out.Host = ""
+			stripHeaders(pr.Out.Header, relayCredentials)
+		},
+		Transport: relayTransport{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			x := r.Context().Value(exchangeKey{}).(*exchange)
+			if errors.Is(err, errHostNotAllowed) {
+				g.refuse(w, x, errTunnelForbidden, 0)
+				return
+			}
+			if r.Context().Err() != nil {
+				x.failure = codeClientClosed
+				return
+			}
+			g.log.Warn().Str("id", x.rec.id).Str("error", safeError(err)).Msg("relay failed")
+			g.fail(w, x, apiError{CodeUpstreamUnreachable, "till could not reach the host"})
+		},
+		ErrorLog: zerologStdLogger(g.log),
+	}
+}

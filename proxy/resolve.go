@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// target is where a request goes, resolved from what its mode gives: the
+// path prefix (reverse mode), the absolute URL (forward mode) or the host of
+// its CONNECT (intercepted). A request for a host without a route that the
+// tunnel policy lets through has mode tunnel and no route: it is relayed
+// untouched, without a key.
+type target struct {
+	mode    string
+	route   *route
+	outPath string // the upstream path
+	rawPath string // its escaped form, when it has one of its own
+}
+
+// resolvePath resolves an origin-form request by its path prefix.
+func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
+	if reason := checkPath(rawPath, path); reason != "" {
+		return target{}, &apiError{CodeBadRequest, reason}
+	}
+	rt, rest := s.match(path)
+	if rt == nil {
+		return target{}, &apiError{CodeRouteNotFound, "no route matches this path"}
+	}
+	t := target{mode: modeReverse, route: rt, outPath: rt.upstream.Path + rest}
+	if t.outPath == "" {
+		t.outPath = "/"
+	}
+	if rawPath != "" && strings.HasPrefix(rawPath, rt.prefix) {
+		t.rawPath = rt.upstream.EscapedPath() + rawPath[len(rt.prefix):]
+	}
+	return t, nil
+}
+
+// resolveURL resolves an absolute-form request (`GET http://host/path`,
+// what HTTP_PROXY sends for http:// URLs) by the URL's host and port; the
+// request goes to the route's upstream, whatever its Host header says.
+func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
+	if !s.forward.Enabled {
+		return target{}, &apiError{CodeBadRequest, "till is not configured as a forward proxy (forward.enabled)"}
+	}
+	if u.Scheme != "http" || u.Host == "" {
+		return target{}, &apiError{CodeBadRequest, "a proxy request must be an http:// URL; use CONNECT for https"}
+	}
+	if reason := checkPath(u.RawPath, u.Path); reason != "" {
+		return target{}, &apiError{CodeBadRequest, reason}
+	}
+	rt := s.matchHost(hostKey("http", u.Host), u.Path)
+	if rt == nil && u.Port() == "" {
+		// http://api.example.com matches an https upstream on the default
+		// port: till speaks TLS to the upstream on the app's behalf.
+		rt = s.matchHost(hostKey("https", u.Host), u.Path)
+	}
+	if rt == nil {
+		if s.forward.UnknownHosts == "tunnel" {
+			return target{mode: modeTunnel}, nil
+		}
+		return target{}, &apiError{CodeHostNotAllowed, "no route for this host"}
+	}
+	t := target{mode: modeForward, route: rt, outPath: u.Path, rawPath: u.RawPath}
+	if t.outPath == "" {
+		t.outPath = "/"
+	}
+	return t, nil
+}
+
+// connectTarget is what a CONNECT asked for; requests inside an
+// intercepted CONNECT must be for the same host.
+type connectTarget struct {
+	host      string // lower case, no trailing dot
+	port      uint16
+	key       string // hostKey form, for route lookup
+	proxyAuth string // credentials given on the CONNECT
+	cert      certID // the client certificate on the CONNECT
+}
+
+// resolveConnect resolves a CONNECT's host:port: intercepted when the host
+// has a route and till can intercept, else tunnelled when the tunnel
+// policy allows it, else refused.
+func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectTarget, string, *apiError) {
+	if !s.forward.Enabled {
+		return connectTarget{}, "", &apiError{CodeBadRequest, "till is not configured as a forward proxy (forward.enabled)"}
+	}
+	host, portStr, err := net.SplitHostPort(authority)
+	port, perr := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || perr != nil || host == "" || port == 0 {
+		return connectTarget{}, "", &apiError{CodeBadRequest, "CONNECT needs a host:port target"}
+	}
+	t := connectTarget{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: uint16(port), key: hostKey("https", authority)}
+	if len(s.byHost[t.key]) > 0 && s.forward.Intercept && canIntercept {
+		return t, modeIntercept, nil
+	}
+	if s.forward.UnknownHosts != "tunnel" {
+		return t, "", &apiError{CodeHostNotAllowed, "no route for this host"}
+	}
+	return t, modeTunnel, nil
+}
+
+// admitConnect decides, on an intercepted CONNECT, what can be decided
+// there: apps send proxy credentials on the CONNECT, not inside the
+// tunnel, so they are asked for there (407) when every route of the host
+// needs a client, and a client outside its addresses is refused at once.
+func (s *Snapshot) admitConnect(id identity, remoteAddr string, t connectTarget) *apiError {
+	if e, ok := id.admit(remoteAddr, nil); !ok {
+		return &e
+	}
+	if id.client == nil && !slices.ContainsFunc(s.byHost[t.key], func(rt *route) bool { return len(rt.clients) == 0 }) {
+		return &apiError{CodeClientUnauthenticated, "this host's routes need a till client token"}
+	}
+	return nil
+}
+
+// resolveInner resolves a request inside an intercepted CONNECT to t. Its
+// Host (or :authority) must be the CONNECT's: one that differs could steer
+// the key elsewhere (invariant 1).
+func (s *Snapshot) resolveInner(t connectTarget, host string, u *url.URL) (target, *apiError) {
+	if hostKey("https", host) != t.key || u.IsAbs() {
+		return target{}, &apiError{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"}
+	}
+	if reason := checkPath(u.RawPath, u.Path); reason != "" {
+		return target{}, &apiError{CodeBadRequest, reason}
+	}
+	if !s.forward.Enabled || !s.forward.Intercept {
+		// A reload turned interception off: connections opened before it
+		// get no more keys.
+		return target{}, &apiError{CodeHostNotAllowed, "interception is off in the current config"}
+	}
+	rt := s.matchHost(t.key, u.Path)
+	if rt == nil {
+		return target{}, &apiError{CodeRouteNotFound, "no route matches this host and path"}
+	}
+	return target{mode: modeIntercept, route: rt, outPath: u.Path, rawPath: u.RawPath}, nil
+}

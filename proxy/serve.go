@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// ServeHTTP handles one request on the gateway listener: reverse mode
+// (origin-form), forward mode (absolute-form) or CONNECT. Each mode
+// resolves its target, then every request to a route takes the same way:
+// serveRoute.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x, rw := g.begin(w, r, modeReverse)
+	defer g.finish(x, rw, r)
+	if !g.audit.Healthy() {
+		g.refuse(rw, x, errAuditDown, 0)
+		return
+	}
+	l := g.live.Load()
+	switch {
+	case r.Method == http.MethodConnect:
+		g.serveConnect(rw, r, x, l)
+	case r.URL.IsAbs():
+		g.serveAbsolute(rw, r, x, l)
+	default:
+		g.serveReverse(rw, r, x, l)
+	}
+}
+
+// errAuditDown refuses every request while the audit sink fails.
+var errAuditDown = apiError{CodeAuditUnavailable, "till cannot write its audit log, so it refuses requests until it can"}
+
+// serveReverse serves an origin-form request, routed by its path prefix.
+func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
+	if e, ok := l.browser.checkHost(r); !ok {
+		g.refuse(rw, x, e, 0)
+		return
+	}
+	t, e := l.resolvePath(r.URL.RawPath, r.URL.Path)
+	if e != nil {
+		g.refuse(rw, x, *e, 0)
+		return
+	}
+	g.serveRoute(rw, r, x, l, t)
+}
+
+// serveAbsolute serves an absolute-form request (HTTP_PROXY, for http://
+// URLs), routed by its URL's host.
+func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
+	x.rec.mode = modeForward
+	x.rec.host = r.URL.Host
+	t, e := l.resolveURL(r.URL)
+	switch {
+	case e != nil:
+		g.refuse(rw, x, *e, 0)
+	case t.route == nil:
+		g.relay(rw, r, x, l)
+	default:
+		g.serveRoute(rw, r, x, l, t)
+	}
+}
+
+// serveConnect serves a CONNECT: intercepted when its host has a route,
+// else tunnelled or refused, as forward.unknown_hosts says.
+func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
+	x.rec.mode = modeForward
+	x.rec.path = ""
+	t, mode, e := l.resolveConnect(r.Host, g.intercept != nil)
+	if e != nil {
+		g.refuse(rw, x, *e, 0)
+		return
+	}
+	x.rec.mode = mode
+	t.proxyAuth = r.Header.Get("Proxy-Authorization")
+	t.cert = peerCert(r)
+	if mode == modeTunnel {
+		g.tunnel(rw, r, x, l, t)
+		return
+	}
+	id := l.clients.identify(r, "", certID{}, "")
+	x.rec.client = id.name()
+	if e := l.admitConnect(id, r.RemoteAddr, t); e != nil {
+		g.refuse(rw, x, *e, 0)
+		return
+	}
+	g.intercept.serve(rw, r, x, t)
+}
+
+// serveRoute serves a request resolved to a route, in any mode: the
+// policy decides, then the request goes upstream with the route's key.
+func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange, l *live, t target) {
+	rt := t.route
+	x.route, x.outPath, x.rawPath = rt, t.outPath, t.rawPath
+	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
+	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
+	d := l.decide(r, rt, t.outPath, id, x.rec.start, g)
+	x.rec.client = d.Client
+	if !d.Allowed {
+		g.refuse(rw, x, apiError{d.Code, d.Reason}, d.RetryAfter)
+		return
+	}
+	x.warning = d.Warning
+	x.upstreamStart = time.Now()
+	if _, upgrade := r.Header["Upgrade"]; upgrade {
+		// ReverseProxy relays a protocol switch (WebSocket) once the
+		// upstream agrees to it.
+		out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+		x.countBody(rw, out, rt.maxBody)
+		g.upgrader.ServeHTTP(rw, out)
+		return
+	}
+	g.send(rw, r, x)
+}

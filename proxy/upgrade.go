@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+)
+
+// newUpgrader returns the proxy for protocol switches (WebSocket) on
+// routes, which httputil.ReverseProxy relays once the upstream agrees:
+// send.go carries every other request. Its hooks do what send does.
+func (g *Gateway) newUpgrader() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      routeTransport{g},
+		ModifyResponse: g.modifyResponse,
+		ErrorHandler:   g.handleUpstreamError,
+		BufferPool:     g.buffers,
+		ErrorLog:       zerologStdLogger(g.log),
+	}
+}
+
+// rewrite is ReverseProxy's hook for the upstream request (see attach).
+func rewrite(pr *httputil.ProxyRequest) {
+	pr.In.Context().Value(exchangeKey{}).(*exchange).attach(pr.Out, pr.In.URL.RawQuery)
+}
+
+// modifyResponse is ReverseProxy's hook for the response (see
+// checkResponse).
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	g.checkResponse(x, resp)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// Trailers arrive after the body (over HTTP/2, even unannounced
+		// ones): check them when it ends.
+		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.route.echoForms}
+	}
+	return nil
+}
+
+// trailerScrubber removes trailers that echo the key once the body ends,
+// before ReverseProxy copies them to the app.
+type trailerScrubber struct {
+	io.ReadCloser
+	resp *http.Response
+	echo []string
+}
+
+func (t *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		scrubEchoes(t.resp.Trailer, t.echo)
+	}
+	return n, err
+}
+
+// handleUpstreamError is ReverseProxy's hook for a failed exchange (see
+// upstreamFailed).
+func (g *Gateway) handleUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	g.upstreamFailed(w, r.Context().Value(exchangeKey{}).(*exchange), r.Context(), err)
+}
+
+// routeTransport sends ReverseProxy's requests (protocol upgrades) through
+// net/http's Transport with their route's timeout.
+type routeTransport struct{ g *Gateway }
+
+func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	x := r.Context().Value(exchangeKey{}).(*exchange)
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), x.sendTrace()))
+	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(r)
+}
