@@ -41,5 +41,12 @@ func raiseTimerSlack() {
 	if unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(timerSlack.Nanoseconds()), 0, 0, 0) != nil {
 		return
 	}
-	_ = syscall.Exec("/proc/self/exe", os.Args, os.Environ()) // returns only on failure
+	// The binary's own path, not /proc/self/exe: the kernel names a
+	// process after the file it executes, and ps, top and pgrep -x must
+	// still show till.
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	_ = syscall.Exec(self, os.Args, os.Environ()) // returns only on failure
 }
