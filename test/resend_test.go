@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -57,45 +56,20 @@ func TestEverySendIsRecorded(t *testing.T) {
 // requests that carried till's key.
 func dropSecondUpstream(t *testing.T, keys *atomic.Int64) (string, string) {
 	t.Helper()
-	srv, caFile := newTLSServer(t, http.NotFoundHandler())
-	var ln net.Listener
-	var err error
-	scheme := "http"
-	if plainUpstreams {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-	} else {
-		scheme = "https"
-		ln, err = tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: srv.TLS.Certificates, NextProtos: []string{"http/1.1"}})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
+	return rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if strings.HasSuffix(req.Header.Get("Authorization"), openaiKey) {
-						keys.Add(1)
-					}
-					if i == 1 {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			if strings.HasSuffix(req.Header.Get("Authorization"), openaiKey) {
+				keys.Add(1)
+			}
+			if i == 1 {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
 		}
-	}()
-	return scheme + "://" + ln.Addr().String(), caFile
+	})
 }

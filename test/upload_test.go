@@ -54,24 +54,26 @@ func TestUploadToStalledUpstreamTimesOut(t *testing.T) {
 	}
 }
 
-// stalledUpstream listens (over TLS, HTTP/1.1 only, unless the suite's
-// upstreams are plain) and reads only the head of each request. It returns
-// its base URL and its CA file.
-func stalledUpstream(t *testing.T) (string, string) {
+// rawUpstream listens as an upstream that speaks HTTP/1.1 by hand: over
+// TLS (HTTP/1.1 only, its certificate in the returned CA file) unless the
+// suite's upstreams are plain. serve runs for each connection, which is
+// closed when it returns. It returns the base URL and the CA file.
+func rawUpstream(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (string, string) {
 	t.Helper()
 	srv, caFile := newTLSServer(t, http.NotFoundHandler())
 	var ln net.Listener
 	var err error
+	scheme := "http"
 	if plainUpstreams {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 	} else {
+		scheme = "https"
 		ln, err = tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: srv.TLS.Certificates, NextProtos: []string{"http/1.1"}})
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -80,25 +82,27 @@ func stalledUpstream(t *testing.T) (string, string) {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				<-done // read nothing more until the test ends
+				serve(c, bufio.NewReader(c))
 			}()
 		}
 	}()
-	scheme := "https"
-	if plainUpstreams {
-		scheme = "http"
-	}
 	return scheme + "://" + ln.Addr().String(), caFile
+}
+
+// stalledUpstream reads only the head of each request, then nothing more
+// until the test ends.
+func stalledUpstream(t *testing.T) (string, string) {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	return rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		<-done
+	})
 }
 
 // TestAppGoneMidUploadCancelsUpstream: an app that disconnects in the
