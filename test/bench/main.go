@@ -1,12 +1,12 @@
-// Command bench is till's load harness. It starts a local upstream, till
-// (built from ./cmd/till) and, when installed, nginx with the equivalent
-// config; pins the proxies to CPU 0 and itself (load and upstream) to CPU 1;
+// Command bench is till's load harness. It starts a local HTTPS upstream
+// (every provider is one), till (built from ./cmd/till) and, when
+// installed, nginx with the equivalent config (upstream TLS verified, kept
+// alive); pins the proxies to CPU 0 and itself (load and upstream) to CPU 1;
 // checks that each proxy injects the key; then measures, interleaved over
 // rounds: CPU per request at a fixed rate, added latency at that rate (open
 // loop, wrk2-style scheduling), throughput with the proxy's core saturated
 // (wrk when installed), peak RSS and RSS with idle keep-alive clients,
-// time to the first Server-Sent Event, intercept mode and a TLS upstream,
-// and 10 vs 10,000 routes (those two measured at once, as are nginx and
+// time to the first Server-Sent Event, intercept mode, and 10 vs 10,000 routes (those two measured at once, as are nginx and
 // till again for a steadier CPU ratio, with GETs and with POSTs of a 1 kB
 // chat completion). It prints one table and exits
 // non-zero if injection was not verified. It asserts nothing about speed.
@@ -132,15 +132,16 @@ func run() error {
 		return fmt.Errorf("build till: %v\n%s", err, out)
 	}
 
+	// An HTTPS upstream, as every provider is: each proxy verifies its
+	// certificate and keeps its connections alive.
 	up := &upstream{}
-	plain := httptest.NewServer(up)
-	defer plain.Close()
 	tlsUp := httptest.NewTLSServer(up)
 	defer tlsUp.Close()
 	upCA := filepath.Join(work, "upstream-ca.pem")
 	if err := os.WriteFile(upCA, pemCert(tlsUp.Certificate()), 0o644); err != nil {
 		return err
 	}
+	upAddr := tlsUp.Listener.Addr().String()
 
 	procs := &processes{}
 	defer procs.stopAll()
@@ -149,17 +150,13 @@ func run() error {
 	route := func(name, upURL string) string {
 		return fmt.Sprintf("  - {name: %s, preset: openai, upstream: %q, secret: openai}\n", name, upURL)
 	}
-	base := "version: 1\naudit: {file: audit.log}\nroutes:\n" + route("openai", plain.URL)
+	base := "version: 1\naudit: {file: audit.log}\nroutes:\n" + route("openai", tlsUp.URL)
 
-	reverse, err := startTill(procs, till, work, "reverse", base, "", false)
+	reverse, err := startTill(procs, till, work, "reverse", base, upCA, false)
 	if err != nil {
 		return err
 	}
-	tlsRev, err := startTill(procs, till, work, "tls-upstream", "version: 1\naudit: {file: audit.log}\nroutes:\n"+route("openai", tlsUp.URL), upCA, false)
-	if err != nil {
-		return err
-	}
-	icpt, err := startTill(procs, till, work, "intercept", "version: 1\naudit: {file: audit.log}\nforward: {enabled: true}\nroutes:\n"+route("openai", plain.URL), "", true)
+	icpt, err := startTill(procs, till, work, "intercept", "version: 1\naudit: {file: audit.log}\nforward: {enabled: true}\nroutes:\n"+route("openai", tlsUp.URL), upCA, true)
 	if err != nil {
 		return err
 	}
@@ -167,30 +164,29 @@ func run() error {
 	few.WriteString("version: 1\naudit: {file: audit.log}\nroutes:\n")
 	many.WriteString(few.String())
 	for i := range 10_000 {
-		r := route("r"+strconv.Itoa(i), plain.URL)
+		r := route("r"+strconv.Itoa(i), tlsUp.URL)
 		if i < 10 {
 			few.WriteString(r)
 		}
 		many.WriteString(r)
 	}
-	routes10, err := startTill(procs, till, work, "routes-10", few.String(), "", false)
+	routes10, err := startTill(procs, till, work, "routes-10", few.String(), upCA, false)
 	if err != nil {
 		return err
 	}
-	routes10k, err := startTill(procs, till, work, "routes-10000", many.String(), "", false)
+	routes10k, err := startTill(procs, till, work, "routes-10000", many.String(), upCA, false)
 	if err != nil {
 		return err
 	}
-	nginxAddr, nginxPID, err := startNginx(procs, work, plain.Listener.Addr().String())
+	nginxAddr, nginxPID, err := startNginx(procs, work, upAddr, upCA)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: nginx:", err, "(its column stays empty)")
 	}
 
 	targets := map[string]*target{
-		"direct":       {name: "direct", url: plain.URL + "/v1/chat/completions", client: withKey(newClient(nil)), direct: true},
+		"direct":       {name: "direct", url: tlsUp.URL + "/v1/chat/completions", client: withKey(trusting(newClient(nil), tlsUp)), direct: true},
 		"till":         {name: "till", url: "http://" + reverse.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: reverse.pid},
-		"tls-upstream": {name: "till, TLS upstream", url: "http://" + tlsRev.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: tlsRev.pid},
-		"intercept":    {name: "till, intercept", url: "https://" + plain.Listener.Addr().String() + "/v1/chat/completions", client: newClient(icpt), pid: icpt.pid},
+		"intercept":    {name: "till, intercept", url: "https://" + upAddr + "/v1/chat/completions", client: newClient(icpt), pid: icpt.pid},
 		"routes-10":    {name: "till, 10 routes", url: "http://" + routes10.addr + "/r5/v1/chat/completions", client: newClient(nil), pid: routes10.pid},
 		"routes-10000": {name: "till, 10,000 routes", url: "http://" + routes10k.addr + "/r5000/v1/chat/completions", client: newClient(nil), pid: routes10k.pid},
 	}
@@ -211,7 +207,7 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
 
 	res := newResults()
-	order := []string{"direct", "nginx", "till", "intercept", "tls-upstream", "routes", "paired"}
+	order := []string{"direct", "nginx", "till", "intercept", "routes", "paired"}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {
 			if name == "paired" {
@@ -392,7 +388,7 @@ func startTill(procs *processes, bin, work, name, cfg, caFile string, intercept 
 
 // startNginx runs nginx (one worker, access log on) with the equivalent
 // of till's route: prefix stripped, Authorization set, keep-alive upstream.
-func startNginx(procs *processes, work, upstreamAddr string) (string, int, error) {
+func startNginx(procs *processes, work, upstreamAddr, upstreamCA string) (string, int, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
@@ -431,14 +427,18 @@ http {
     listen %[3]s;
     keepalive_requests 1000000;
     location /openai/ {
-      proxy_pass http://up/;
+      proxy_pass https://up/;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization "Bearer %[4]s";
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate %[5]s;
+      proxy_ssl_name example.com;
+      proxy_ssl_session_reuse on;
     }
   }
 }
-`, dir, upstreamAddr, addr, benchKey)
+`, dir, upstreamAddr, addr, benchKey, upstreamCA)
 	confFile := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		return "", 0, err
@@ -474,6 +474,14 @@ func newClient(icpt *tillProc) *http.Client {
 		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// trusting makes c trust the TLS server srv.
+func trusting(c *http.Client, srv *httptest.Server) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots}
+	return c
 }
 
 // send makes one request to t: a GET, or a POST of t.body.
@@ -769,7 +777,7 @@ func (r *results) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%.3f %s\t%.3f–%.3f\t%s\t%s\t%s\t\n", labels[figure], target, med, unit, lo, hi,
 			ratio("direct", diff), ratio("nginx", diff), ratio("till", diff))
 	}
-	all := []string{"direct", "nginx", "till", "intercept", "tls-upstream", "routes-10", "routes-10000"}
+	all := []string{"direct", "nginx", "till", "intercept", "routes-10", "routes-10000"}
 	for _, f := range []struct{ figure, unit string }{
 		{"cpu", "µs"}, {"p50", "ms"}, {"p99", "ms"}, {"rps", "req/s"}, {"hwm", "kB"}, {"idle", "kB"}, {"sse", "ms"},
 	} {
