@@ -187,11 +187,11 @@ func runReadmeSession(t *testing.T, name string, blocks []*readmeBlock) {
 		}
 	}
 
-	// The preamble, run as root in the new namespaces: bring up loopback,
-	// map the providers to it, and wait (fd 3, fd 4) until the fake
-	// upstream listens there before running the README's commands.
+	// The preamble, run as root in the new namespaces: map the providers
+	// to loopback, and wait (fd 3, fd 4) until the test has brought up
+	// loopback and the fake upstream listens there before running the
+	// README's commands.
 	const preamble = `set -euo pipefail
-ip link set lo up
 mount --bind "$1" /etc/hosts
 echo ready >&3
 exec 3>&-
@@ -332,11 +332,34 @@ func listenInNetns(pid int, addr string) (net.Listener, error) {
 			done <- result{nil, fmt.Errorf("setns: %w", err)}
 			return
 		}
+		if err := loopbackUp(); err != nil {
+			done <- result{nil, fmt.Errorf("bring up lo: %w", err)}
+			return
+		}
 		ln, err := net.Listen("tcp", addr)
 		done <- result{ln, err}
 	}()
 	r := <-done
 	return r.ln, r.err
+}
+
+// loopbackUp brings up the loopback interface of the calling thread's
+// network namespace (a new one starts with it down).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 // readmeCert makes a self-signed certificate for the provider names and
