@@ -250,8 +250,10 @@ func runSecretRm(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := v.Remove(name); err != nil {
+	if err := v.Remove(name); errors.Is(err, vault.ErrNotFound) {
 		return withHint(err, "till secret list shows the names")
+	} else if err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "removed secret %q\n", name)
 	return nil
