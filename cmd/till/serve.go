@@ -231,9 +231,9 @@ func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, al
 	if err != nil {
 		return nil, withHint(fmt.Errorf("%s needs the CA certificate: %w", what, err), hint)
 	}
-	key, ok := secrets[ca.SecretName]
+	key, ok := secrets[config.CASecret]
 	if !ok {
-		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, ca.SecretName), hint)
+		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, config.CASecret), hint)
 	}
 	stored, _ := key.Value()
 	authority, err := ca.Load(certPEM, stored)

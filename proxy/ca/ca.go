@@ -19,10 +19,12 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tillgw/till/config"
 )
 
 // SecretName is the vault entry that holds the CA's private key.
-const SecretName = "till-ca"
+const SecretName = config.CASecret
 
 // Validity periods.
 const (
