@@ -1,12 +1,10 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"net/url"
 	"os"
@@ -18,13 +16,6 @@ import (
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 )
-
-// tokenChars is base62: tokens survive URLs, headers and shells unquoted.
-const tokenChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// tokenLength is the random part of a token; the proxy recognises tokens
-// of this shape wherever they would leave till.
-const tokenLength = proxy.TokenLength
 
 func runClient(args []string, e *env) error {
 	if len(args) == 0 {
@@ -47,20 +38,6 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// newToken returns "till_" and tokenLength random base62 characters.
-func newToken() (string, error) {
-	b := []byte(proxy.TokenPrefix)
-	max := big.NewInt(int64(len(tokenChars)))
-	for range tokenLength {
-		n, err := rand.Int(rand.Reader, max)
-		if err != nil {
-			return "", err
-		}
-		b = append(b, tokenChars[n.Int64()])
-	}
-	return string(b), nil
-}
 
 // runClientAdd prints a new token once, with the config lines to paste.
 // The token is stored nowhere: the config keeps only its SHA-256.
@@ -100,7 +77,7 @@ func runClientAdd(args []string, e *env) error {
 			return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token, till client rm "+name+" first")
 		}
 	}
-	token, err := newToken()
+	token, err := proxy.NewToken()
 	if err != nil {
 		return err
 	}
