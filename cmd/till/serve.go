@@ -237,6 +237,9 @@ func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, al
 	}
 	stored, _ := key.Value()
 	authority, err := ca.Load(certPEM, stored)
+	if errors.Is(err, ca.ErrKeyMismatch) {
+		return nil, withHint(fmt.Errorf("%s: %w", cfg.Forward.CACert, err), "was till ca init run with another vault?")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Forward.CACert, err)
 	}
