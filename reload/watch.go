@@ -6,17 +6,17 @@ import (
 	"time"
 )
 
-// Interval is how often Watch checks the config and vault files.
-const Interval = 250 * time.Millisecond
+// pollInterval is how often Watch checks the config and vault files.
+const pollInterval = 250 * time.Millisecond
 
 // Watch reloads when the config or vault file changes, until stop is
-// called. Every Interval it compares each file's identity, size, mode and
-// modification time, and reloads once a change has held still for one
+// called. Every pollInterval it compares each file's identity, size, mode
+// and modification time, and reloads once a change has held still for one
 // interval (a save can be several writes). Polling two files costs nothing
 // per request, where a watch on their folders would wake till at each write
 // of an audit log kept there.
 func (r *Reloader) Watch() (stop func()) {
-	return r.watch(Interval)
+	return r.watch(pollInterval)
 }
 
 func (r *Reloader) watch(interval time.Duration) (stop func()) {

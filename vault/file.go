@@ -48,6 +48,8 @@ type WrongKeyError struct {
 	VaultPassphrase bool
 }
 
+// Error says which key failed and, when the kinds differ, which kind the
+// vault needs; it names a key file, never a key.
 func (e *WrongKeyError) Error() string {
 	switch key := e.KeyFile != ""; {
 	case e.VaultPassphrase && key:
