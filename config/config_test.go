@@ -62,6 +62,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad route name", "version: 1\nroutes:\n  - {name: Open AI, preset: openai}\n", `till.yaml:3: routes[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`},
 		{"unknown preset", "version: 1\nroutes:\n  - {name: openai, preset: opnai}\n", `till.yaml:3: routes[0].preset: unknown preset "opnai" (did you mean "openai"?)`},
 		{"no upstream", "version: 1\nroutes:\n  - name: x\n    inject: {query: key}\n", `till.yaml:3: routes[0].upstream: required (hint: set upstream, or a preset such as "preset: openai")`},
+		{"bad secret name", "version: 1\nroutes:\n  - {name: x, preset: openai, secret: Open/AI}\n", `till.yaml:3: routes[0].secret: invalid secret name (7 characters): use 1 to 64 characters of a-z, 0-9, "_", "." and "-", starting with a letter or digit`},
+		{"CA key as secret", "version: 1\nroutes:\n  - {name: x, preset: openai, secret: till-ca}\n", `till.yaml:3: routes[0].secret: "till-ca" holds till's CA key and can never be injected`},
 		{"no inject", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n", `till.yaml:3: routes[0].inject: required (hint: header: Authorization with format: "Bearer {secret}", or query: NAME, or basic)`},
 		{"bad upstream scheme", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: ftp://x.example\n", `till.yaml:5: routes[0].upstream: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},
 		{"http non-loopback", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    upstream: http://api.example.com\n", `till.yaml:5: routes[0].upstream: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tillgw/till/vault"
 )
 
 // errorString is a constant error whose text becomes an Error's message.
@@ -88,10 +90,9 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 }
 
 var (
-	nameRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-	secretNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-	queryNameRE  = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
-	hexRE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	queryNameRE = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+	hexRE       = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
 // ValidName checks route and client names, which appear in URLs, logs and
@@ -104,17 +105,18 @@ func ValidName(s string) error {
 	return nil
 }
 
-// ReservedSecret is the vault entry of till's CA key: no route may inject it.
-const ReservedSecret = "till-ca"
+// CASecret is the vault entry that holds till's CA private key, written
+// by till ca init: no route may inject it, and the CLI's secret commands
+// leave it alone.
+const CASecret = "till-ca"
 
+// validSecretName checks a route's secret: a name the vault accepts, and
+// not the CA's key.
 func validSecretName(s string) error {
-	if s == ReservedSecret {
-		return errorString(`"till-ca" holds till's CA key and can never be injected`)
+	if s == CASecret {
+		return errorString(strconv.Quote(CASecret) + " holds till's CA key and can never be injected")
 	}
-	if len(s) > 64 || !secretNameRE.MatchString(s) {
-		return errorString("must be 1 to 64 of a-z, 0-9, '_', '.' and '-', starting with a letter or digit (as in the vault)")
-	}
-	return nil
+	return vault.ValidName(s)
 }
 
 func validQueryName(s string) error {

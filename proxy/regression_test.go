@@ -112,8 +112,8 @@ func TestCAKeyNeverInjected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Routes[0].Secret = ca.SecretName
-	gw := New(NewSnapshot(cfg, map[string]vault.Secret{ca.SecretName: vault.NewSecret(ca.SecretName, stored, time.Now())}),
+	cfg.Routes[0].Secret = config.CASecret
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{config.CASecret: vault.NewSecret(config.CASecret, stored, time.Now())}),
 		Options{Audit: NewAudit(io.Discard, nil)})
 	w := httptest.NewRecorder()
 	gw.ServeHTTP(w, httptest.NewRequest("GET", "/x/", nil))

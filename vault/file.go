@@ -27,7 +27,43 @@ var (
 	ErrCorrupted = errors.New("vault is corrupted")
 	// ErrNotFound is wrapped by Remove when the secret is absent.
 	ErrNotFound = errors.New("not found")
+	// ErrNoKey means there is no key to open the vault with: none was
+	// given, or the key file named does not exist.
+	ErrNoKey = errors.New("no vault key")
+	// ErrLocked means another process held the vault's lock for longer
+	// than Update waits.
+	ErrLocked = errors.New("vault is locked by another till command")
 )
+
+// A WrongKeyError reports a key that cannot open the vault, and how the
+// vault is encrypted, so that a caller can say which key to give instead.
+// errors.Is(err, ErrWrongKey) holds for it.
+type WrongKeyError struct {
+	// Path is the vault file.
+	Path string
+	// KeyFile is the key file tried; "" when the key was a passphrase.
+	KeyFile string
+	// VaultPassphrase is true when the vault is encrypted with a
+	// passphrase, false when with a key file.
+	VaultPassphrase bool
+}
+
+// Error says which key failed and, when the kinds differ, which kind the
+// vault needs; it names a key file, never a key.
+func (e *WrongKeyError) Error() string {
+	switch key := e.KeyFile != ""; {
+	case e.VaultPassphrase && key:
+		return fmt.Sprintf("%s: cannot decrypt with key file %q: %v: the vault is encrypted with a passphrase", e.Path, e.KeyFile, ErrWrongKey)
+	case !e.VaultPassphrase && !key:
+		return fmt.Sprintf("%s: cannot decrypt with a passphrase: %v: the vault is encrypted with a key file", e.Path, ErrWrongKey)
+	case e.VaultPassphrase:
+		return fmt.Sprintf("%s: cannot decrypt with the passphrase: %v", e.Path, ErrWrongKey)
+	}
+	return fmt.Sprintf("%s: cannot decrypt with key file %q: %v", e.Path, e.KeyFile, ErrWrongKey)
+}
+
+// Unwrap makes errors.Is(err, ErrWrongKey) hold.
+func (e *WrongKeyError) Unwrap() error { return ErrWrongKey }
 
 // lockTimeout is how long Update waits for another writer.
 var lockTimeout = 10 * time.Second
@@ -75,7 +111,7 @@ func (f *File) Load() (map[string]Secret, error) {
 // load is Load without the sweep, for Update, which holds the lock.
 func (f *File) load() (map[string]Secret, error) {
 	if f.key == nil {
-		return nil, fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
+		return nil, fmt.Errorf("%s: %w", f.path, ErrNoKey)
 	}
 	fh, err := os.Open(f.path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -122,7 +158,7 @@ func (f *File) decrypt(data []byte) ([]byte, error) {
 	var noMatch *age.NoIdentityMatchError
 	switch {
 	case errors.As(err, &noMatch):
-		return nil, f.wrongKey(noMatch.StanzaTypes)
+		return nil, &WrongKeyError{Path: f.path, KeyFile: f.key.file, VaultPassphrase: slices.Contains(noMatch.StanzaTypes, "scrypt")}
 	case err != nil:
 		return nil, f.corrupted(err)
 	}
@@ -132,19 +168,6 @@ func (f *File) decrypt(data []byte) ([]byte, error) {
 		return nil, f.corrupted(err)
 	}
 	return plain, nil
-}
-
-func (f *File) wrongKey(stanzaTypes []string) error {
-	scrypt := slices.Contains(stanzaTypes, "scrypt")
-	switch {
-	case scrypt && !f.key.isPassphrase():
-		return fmt.Errorf("%s: cannot decrypt with %s: %w: the vault is encrypted with a passphrase (hint: set TILL_PASSPHRASE)", f.path, f.key.describe(), ErrWrongKey)
-	case !scrypt && f.key.isPassphrase():
-		return fmt.Errorf("%s: cannot decrypt with a passphrase: %w: the vault is encrypted with a key file (hint: unset TILL_PASSPHRASE and set TILL_KEY_FILE to the vault's key file)", f.path, ErrWrongKey)
-	case scrypt:
-		return fmt.Errorf("%s: cannot decrypt with the passphrase: %w (hint: set TILL_PASSPHRASE to the passphrase this vault was created with)", f.path, ErrWrongKey)
-	}
-	return fmt.Errorf("%s: cannot decrypt with %s: %w (hint: set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with)", f.path, f.key.describe(), ErrWrongKey)
 }
 
 // leftovers lists the temp files beside the vault (see replace).
@@ -188,7 +211,7 @@ func (f *File) sweepLeftovers() {
 // also from several processes, never lose a change.
 func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 	if f.key == nil {
-		return fmt.Errorf("%s: no vault key (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)", f.path)
+		return fmt.Errorf("%s: %w", f.path, ErrNoKey)
 	}
 	dir := filepath.Dir(f.path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -230,7 +253,7 @@ func (f *File) lock() (unlock func(), err error) {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		fl.Close()
-		return nil, fmt.Errorf("%s: vault is locked by another till command; gave up after %s (hint: retry when it finishes)", f.path, lockTimeout)
+		return nil, fmt.Errorf("%s: %w; gave up after %s", f.path, ErrLocked, lockTimeout)
 	}
 	if err != nil {
 		fl.Close()

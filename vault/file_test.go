@@ -228,15 +228,18 @@ func TestLoadErrors(t *testing.T) {
 		key     *Key
 		wantErr []string
 		is      error
+		// passVault is what a WrongKeyError says of how the vault is
+		// encrypted.
+		passVault bool
 	}{
 		{name: "wrong key file", data: good(t, fileKey), key: otherKey,
-			wantErr: []string{`cannot decrypt with key file "`, "wrong key or not a till vault", "hint: set TILL_KEY_FILE or TILL_PASSPHRASE"}, is: ErrWrongKey},
+			wantErr: []string{`cannot decrypt with key file "`, "wrong key or not a till vault"}, is: ErrWrongKey},
 		{name: "passphrase vault with key file", data: good(t, passKey), key: fileKey,
-			wantErr: []string{"encrypted with a passphrase", "TILL_PASSPHRASE", keyPath}, is: ErrWrongKey},
+			wantErr: []string{"encrypted with a passphrase", keyPath}, is: ErrWrongKey, passVault: true},
 		{name: "key file vault with passphrase", data: good(t, fileKey), key: passKey,
-			wantErr: []string{"encrypted with a key file", "TILL_KEY_FILE"}, is: ErrWrongKey},
+			wantErr: []string{"cannot decrypt with a passphrase", "encrypted with a key file"}, is: ErrWrongKey},
 		{name: "wrong passphrase", data: good(t, passKey), key: wrongPass,
-			wantErr: []string{"cannot decrypt with the passphrase", "wrong key"}, is: ErrWrongKey},
+			wantErr: []string{"cannot decrypt with the passphrase", "wrong key"}, is: ErrWrongKey, passVault: true},
 		{name: "flipped byte", data: flip(good(t, fileKey)), key: fileKey,
 			wantErr: []string{"vault is corrupted", "restore it from a backup"}, is: ErrCorrupted},
 		{name: "truncated", data: good(t, fileKey)[:2000], key: fileKey,
@@ -276,6 +279,9 @@ func TestLoadErrors(t *testing.T) {
 			}
 			if !errors.Is(err, tt.is) {
 				t.Errorf("got %q, want errors.Is %q", err, tt.is)
+			}
+			if wk := (*WrongKeyError)(nil); errors.As(err, &wk) && wk.VaultPassphrase != tt.passVault {
+				t.Errorf("got VaultPassphrase %v, want %v", wk.VaultPassphrase, tt.passVault)
 			}
 			for _, leak := range []string{"SECRETPAYLOAD", "12345678987"} {
 				if strings.Contains(err.Error(), leak) {
@@ -447,7 +453,7 @@ func TestLockTimeout(t *testing.T) {
 	lockTimeout = 100 * time.Millisecond
 	defer func() { lockTimeout = old }()
 	err := f.Set(NewSecret("openai", "sk-test", t0))
-	if err == nil || !strings.Contains(err.Error(), "vault is locked by another till command") {
+	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("got %v, want a lock timeout error", err)
 	}
 	if ok, _ := f.Exists(); ok {

@@ -36,20 +36,15 @@ type Key struct {
 }
 
 // String names the key's source, never the key.
-func (k Key) String() string { return "vault.Key{" + k.describe() + "}" }
+func (k Key) String() string {
+	if k.file == "" {
+		return "vault.Key{passphrase}"
+	}
+	return fmt.Sprintf("vault.Key{key file %q}", k.file)
+}
 
 // GoString makes %#v print the same redaction as String.
 func (k Key) GoString() string { return k.String() }
-
-// describe is how errors name the key: `key file "till.key"` or `passphrase`.
-func (k Key) describe() string {
-	if k.file == "" {
-		return "passphrase"
-	}
-	return fmt.Sprintf("key file %q", k.file)
-}
-
-func (k Key) isPassphrase() bool { return k.file == "" }
 
 // PassphraseKey returns a key that encrypts with age's scrypt passphrase
 // recipient. An empty passphrase is an error.
@@ -74,16 +69,6 @@ func PassphraseKey(passphrase string) (*Key, error) {
 	}, nil
 }
 
-// KeyFromEnv is the CLI's rule for choosing the vault key: TILL_PASSPHRASE,
-// when set and non-empty, wins; otherwise the key file at keyFile, created
-// when absent if create is true.
-func KeyFromEnv(getenv func(string) string, keyFile string, create bool) (*Key, error) {
-	if p := getenv("TILL_PASSPHRASE"); p != "" {
-		return PassphraseKey(p)
-	}
-	return LoadKeyFile(keyFile, create)
-}
-
 // LoadKeyFile reads an age X25519 identity ("AGE-SECRET-KEY-1...", one per
 // file; empty lines and "#" comments allowed). With create set and the file
 // absent, it generates one and writes it with mode 0600, creating the folder
@@ -91,14 +76,14 @@ func KeyFromEnv(getenv func(string) string, keyFile string, create bool) (*Key, 
 // callers may warn about it.
 func LoadKeyFile(path string, create bool) (*Key, error) {
 	if path == "" {
-		return nil, errors.New("no key file given (hint: set TILL_KEY_FILE or TILL_PASSPHRASE)")
+		return nil, fmt.Errorf("%w: no key file given", ErrNoKey)
 	}
 	data, err := readKeyFile(path)
 	if errors.Is(err, fs.ErrNotExist) && create {
 		data, err = createKeyFile(path)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("key file %q not found (hint: run \"till init\", or set TILL_KEY_FILE or TILL_PASSPHRASE to the vault's key)", path)
+		return nil, fmt.Errorf("%w: key file %q not found", ErrNoKey, path)
 	}
 	if err != nil {
 		return nil, err

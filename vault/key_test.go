@@ -85,7 +85,7 @@ func TestLoadKeyFileErrors(t *testing.T) {
 		wantErr  string
 		noLeakOf string
 	}{
-		{name: "missing", wantErr: "not found (hint: run \"till init\""},
+		{name: "missing", wantErr: "no vault key: key file"},
 		{name: "empty", content: ptr(""), wantErr: "holds no key"},
 		{name: "comments only", content: ptr("# nothing\n\n"), wantErr: "holds no key"},
 		{name: "garbage line", content: ptr("# c\nsk-NOTAKEY-12345\n"), wantErr: "line 2 is not an age X25519 identity", noLeakOf: "NOTAKEY"},
@@ -158,42 +158,6 @@ func TestPassphraseKey(t *testing.T) {
 				t.Errorf("%s: got %q, want no passphrase in it", verb, got)
 			}
 		}
-	}
-}
-
-func TestKeyFromEnv(t *testing.T) {
-	_, keyPath := newKeyFile(t)
-	tests := []struct {
-		name       string
-		env        map[string]string
-		keyFile    string
-		passphrase bool
-		wantErr    string
-	}{
-		{name: "passphrase wins", env: map[string]string{"TILL_PASSPHRASE": "pw"}, keyFile: keyPath, passphrase: true},
-		{name: "empty passphrase ignored", env: map[string]string{"TILL_PASSPHRASE": ""}, keyFile: keyPath},
-		{name: "key file", keyFile: keyPath},
-		{name: "missing key file", keyFile: filepath.Join(t.TempDir(), "none.key"), wantErr: "not found"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			k, err := KeyFromEnv(func(k string) string { return tt.env[k] }, tt.keyFile, false)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("got %v, want error containing %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := k.isPassphrase(); got != tt.passphrase {
-				t.Errorf("got passphrase=%v, want %v", got, tt.passphrase)
-			}
-		})
-	}
-	if _, err := KeyFromEnv(func(string) string { return "" }, "", false); err == nil {
-		t.Errorf("KeyFromEnv with no key file: got no error, want one")
 	}
 }
 

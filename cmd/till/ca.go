@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
@@ -74,10 +75,10 @@ func runCAInit(args []string, e *env) error {
 	v, err := openVault(cfg, e, true)
 	if err == nil {
 		err = v.Update(func(m map[string]vault.Secret) error {
-			if _, ok := m[ca.SecretName]; ok {
-				return fmt.Errorf("the vault already holds a CA key (%q) for another certificate", ca.SecretName)
+			if _, ok := m[config.CASecret]; ok {
+				return fmt.Errorf("the vault already holds a CA key (%q) for another certificate", config.CASecret)
 			}
-			m[ca.SecretName] = vault.NewSecret(ca.SecretName, stored, now)
+			m[config.CASecret] = vault.NewSecret(config.CASecret, stored, now)
 			return nil
 		})
 	}
@@ -87,7 +88,7 @@ func runCAInit(args []string, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "created the interception CA %q\n", authority.Certificate().Subject.CommonName)
 	fmt.Fprintf(e.stdout, "certificate: %s (give it to apps: till env prints the variables)\n", displayPath(certPath))
-	fmt.Fprintf(e.stdout, "private key: in the vault as %q\n", ca.SecretName)
+	fmt.Fprintf(e.stdout, "private key: in the vault as %q\n", config.CASecret)
 	return nil
 }
 

@@ -38,8 +38,8 @@ func runCheck(args []string, e *env) error {
 		case r.Problem != "":
 			problems = append(problems, fmt.Errorf("route %q: %s", r.Name, r.Problem))
 		case !r.Expires.IsZero() && !now.Before(r.Expires):
-			problems = append(problems, fmt.Errorf("route %q: secret %q expired at %s (hint: rotate it with till secret set %s)",
-				r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339), r.Secret))
+			problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339)),
+				"rotate it with till secret set "+r.Secret))
 		case !r.Expires.IsZero() && r.Expires.Sub(now) < expiringWithin:
 			fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339))
 		}

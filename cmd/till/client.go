@@ -1,34 +1,21 @@
 package main
 
 import (
-	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 )
-
-// tokenChars is base62: tokens survive URLs, headers and shells unquoted.
-const tokenChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// tokenLength is the random part of a token; the proxy recognises tokens
-// of this shape wherever they would leave till.
-const tokenLength = proxy.TokenLength
 
 func runClient(args []string, e *env) error {
 	if len(args) == 0 {
@@ -51,20 +38,6 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// newToken returns "till_" and tokenLength random base62 characters.
-func newToken() (string, error) {
-	b := []byte(proxy.TokenPrefix)
-	max := big.NewInt(int64(len(tokenChars)))
-	for range tokenLength {
-		n, err := rand.Int(rand.Reader, max)
-		if err != nil {
-			return "", err
-		}
-		b = append(b, tokenChars[n.Int64()])
-	}
-	return string(b), nil
-}
 
 // runClientAdd prints a new token once, with the config lines to paste.
 // The token is stored nowhere: the config keeps only its SHA-256.
@@ -104,7 +77,7 @@ func runClientAdd(args []string, e *env) error {
 			return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token, till client rm "+name+" first")
 		}
 	}
-	token, err := newToken()
+	token, err := proxy.NewToken()
 	if err != nil {
 		return err
 	}
@@ -198,16 +171,11 @@ func runClientList(args []string, e *env) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTOKEN_SHA256\tCIDRS\tROUTES")
 	for _, c := range cfg.Clients {
-		var routes, cidrs []string
-		for _, r := range cfg.Routes {
-			if slices.Contains(r.Clients, c.Name) {
-				routes = append(routes, r.Name)
-			}
-		}
+		var cidrs []string
 		for _, p := range c.CIDRs {
 			cidrs = append(cidrs, p.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\n", c.Name, c.TokenSHA256[:12], orDash(strings.Join(cidrs, ",")), orDash(strings.Join(routes, ",")))
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\n", c.Name, c.TokenSHA256[:12], orDash(strings.Join(cidrs, ",")), orDash(strings.Join(cfg.ClientRoutes(c.Name), ",")))
 	}
 	return tw.Flush()
 }
@@ -247,25 +215,16 @@ func runClientRm(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	var users []string
-	for _, r := range cfg.Routes {
-		if slices.Contains(r.Clients, name) {
-			users = append(users, r.Name)
-		}
-	}
-	if len(users) > 0 {
+	if users := cfg.ClientRoutes(name); len(users) > 0 {
 		return withHint(fmt.Errorf("client %q is named by routes %s", name, strings.Join(users, ", ")), "remove it from their clients: lists first")
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	out, err := removeClient(data, name)
+	out, err := config.RemoveClient(path, data, name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if _, err := config.Parse(path, out, filepath.Dir(path)); err != nil {
-		return fmt.Errorf("the edited config does not parse (a bug in till); %s is unchanged: %w", path, err)
+		return err
 	}
 	st, err := os.Stat(path)
 	if err != nil {
@@ -281,41 +240,4 @@ func runClientRm(args []string, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "removed client %q from %s; reload till (SIGHUP) to revoke its token\n", name, path)
 	return nil
-}
-
-// removeClient deletes the named entry from the clients: list of a YAML
-// document, keeping the rest (comments included) as yaml.v3 re-encodes it.
-func removeClient(data []byte, name string) ([]byte, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, err
-	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, errors.New("not a YAML mapping")
-	}
-	root := doc.Content[0]
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value != "clients" || root.Content[i+1].Kind != yaml.SequenceNode {
-			continue
-		}
-		seq := root.Content[i+1]
-		for j, item := range seq.Content {
-			for k := 0; k+1 < len(item.Content); k += 2 {
-				if item.Content[k].Value == "name" && item.Content[k+1].Value == name {
-					seq.Content = slices.Delete(seq.Content, j, j+1)
-					if len(seq.Content) == 0 {
-						root.Content = slices.Delete(root.Content, i, i+2)
-					}
-					var buf bytes.Buffer
-					enc := yaml.NewEncoder(&buf)
-					enc.SetIndent(2)
-					if err := enc.Encode(&doc); err != nil {
-						return nil, err
-					}
-					return buf.Bytes(), nil
-				}
-			}
-		}
-	}
-	return nil, fmt.Errorf("no client %q", name)
 }

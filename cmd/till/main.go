@@ -65,17 +65,6 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// hintError carries a hint printed after the error.
-type hintError struct {
-	err  error
-	hint string
-}
-
-func (e hintError) Error() string { return e.err.Error() }
-func (e hintError) Unwrap() error { return e.err }
-
-func withHint(err error, hint string) error { return hintError{err, hint} }
-
 const usage = `till is an outbound API gateway that holds your provider keys.
 
 Usage:
@@ -145,9 +134,8 @@ func report(err error, stderr io.Writer) int {
 		return exitError // the verdict is already printed
 	}
 	fmt.Fprintf(stderr, "till: error: %v\n", err)
-	var h hintError
-	if errors.As(err, &h) && h.hint != "" {
-		fmt.Fprintf(stderr, "till: hint: %s\n", h.hint)
+	for _, h := range hints(err) {
+		fmt.Fprintf(stderr, "till: hint: %s\n", h)
 	}
 	var u usageError
 	if errors.As(err, &u) {

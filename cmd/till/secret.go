@@ -13,7 +13,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tillgw/till/config"
-	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
 
@@ -53,7 +52,7 @@ func runSecretSet(args []string, e *env) error {
 	if err := vault.ValidName(name); err != nil {
 		return err
 	}
-	if name == ca.SecretName {
+	if name == config.CASecret {
 		return withHint(fmt.Errorf("%q holds till's CA key", name), "it is managed by till ca init")
 	}
 	now := time.Now()
@@ -240,7 +239,7 @@ func runSecretRm(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if name == ca.SecretName {
+	if name == config.CASecret {
 		return withHint(fmt.Errorf("%q holds till's CA key: removing it would break interception", name), "it is managed by till ca init")
 	}
 	if _, err := os.Stat(cfg.Vault.Path); err != nil {
@@ -250,8 +249,10 @@ func runSecretRm(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := v.Remove(name); err != nil {
+	if err := v.Remove(name); errors.Is(err, vault.ErrNotFound) {
 		return withHint(err, "till secret list shows the names")
+	} else if err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "removed secret %q\n", name)
 	return nil

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/reload"
 	"github.com/tillgw/till/vault"
 )
 
@@ -132,7 +132,13 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if ltls != nil {
 		base = scheme + "://" + net.JoinHostPort(cfg.TLS.Names[0], strconv.Itoa(tcpAddr.Port))
 	}
-	rl := &reloader{log: logger, cfgPath: cfgPath, env: e, gw: gw, metrics: metrics, cfg: cfg, base: base}
+	rl := reload.New(cfg, reload.Options{
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadAll(cfgPath, e) },
+		Gateway: gw,
+		Metrics: metrics,
+		Log:     logger,
+		Base:    base,
+	})
 
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
@@ -148,18 +154,18 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		}
 	}
 	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
-	logRoutes(logger, cfg, gw.Snapshot(), rl.base)
+	reload.LogRoutes(logger, cfg, gw.Snapshot(), base)
 	var admin *http.Server
 	if aln != nil {
 		admin = &http.Server{
-			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.reload, TokenSHA256: cfg.Admin.TokenSHA256}),
+			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.Reload, TokenSHA256: cfg.Admin.TokenSHA256}),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          log.New(logger.With().Str("component", "admin").Logger(), "", 0),
 		}
 		logger.Info().Str("admin_addr", aln.Addr().String()).Msg("admin listening")
 		go func() { served <- admin.Serve(aln) }()
 	}
-	stopWatch := rl.watch()
+	stopWatch := rl.Watch()
 	defer stopWatch()
 
 	for {
@@ -167,7 +173,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		case err := <-served:
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
-			_ = rl.reload()
+			_ = rl.Reload()
 		case <-reopen:
 			if err := audit.Reopen(); err != nil {
 				logger.Error().Err(err).Msg("cannot reopen the audit file: still writing to the one open")
@@ -204,105 +210,6 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 }
 
-// reloader rebuilds the snapshot from the config and vault files, on
-// SIGHUP, POST /admin/reload or a change to either file. Reloads run one at
-// a time; a failed one keeps the old snapshot serving.
-type reloader struct {
-	log     zerolog.Logger
-	cfgPath string
-	env     *env
-	gw      *proxy.Gateway
-	metrics *proxy.Metrics
-	base    string
-
-	mu  sync.Mutex
-	cfg *config.Config // the config being served
-}
-
-func (rl *reloader) reload() error {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	cfg, secrets, err := loadAll(rl.cfgPath, rl.env)
-	if err != nil {
-		rl.metrics.Reload(false)
-		rl.log.Error().Err(err).Msg("reload failed: still serving the previous config")
-		return err
-	}
-	old := rl.cfg
-	if cfg.Listen != old.Listen || cfg.Audit.File != old.Audit.File || cfg.Admin != old.Admin || cfg.Limits != old.Limits ||
-		cfg.Forward.CACert != old.Forward.CACert || cfg.Forward.Intercept != old.Forward.Intercept ||
-		cfg.Forward.CertCache != old.Forward.CertCache || cfg.ShutdownGrace != old.ShutdownGrace ||
-		!slices.Equal(cfg.TLS.Names, old.TLS.Names) || cfg.TLS.ACME != old.TLS.ACME && (cfg.TLS.ACME == nil || old.TLS.ACME == nil || *cfg.TLS.ACME != *old.TLS.ACME) {
-		rl.log.Warn().Msg("listen, tls, admin, limits, audit.file, shutdown_grace and forward.intercept/ca_cert/cert_cache changes take effect at the next restart")
-	}
-	snap := proxy.NewSnapshot(cfg, secrets)
-	rl.gw.Swap(snap)
-	rl.cfg = cfg
-	rl.metrics.Reload(true)
-	rl.log.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
-	logRoutes(rl.log, cfg, snap, rl.base)
-	return nil
-}
-
-// watchInterval is how often the config and vault files are checked for
-// changes.
-const watchInterval = 250 * time.Millisecond
-
-// watch reloads when the config or vault file changes. Every interval it
-// compares each file's identity, size and modification time, and reloads
-// once a change has held still for one interval (a save can be several
-// writes). Polling two files costs nothing per request, where a watch on
-// their folders would wake till at each write of an audit log kept there.
-func (rl *reloader) watch() (stop func()) {
-	var files []string
-	rl.mu.Lock()
-	for _, f := range []string{rl.cfg.File, rl.cfg.Vault.Path} {
-		if f != "" {
-			files = append(files, f)
-		}
-	}
-	rl.mu.Unlock()
-	last := statAll(files)
-	done := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(watchInterval)
-		defer tick.Stop()
-		changed := false
-		for {
-			select {
-			case <-tick.C:
-				now := statAll(files)
-				if !slices.EqualFunc(now, last, sameState) {
-					last, changed = now, true
-				} else if changed {
-					changed = false
-					_ = rl.reload()
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { close(done) }
-}
-
-// statAll returns the state of each file; nil for one that is missing.
-func statAll(files []string) []os.FileInfo {
-	states := make([]os.FileInfo, len(files))
-	for i, f := range files {
-		states[i], _ = os.Stat(f)
-	}
-	return states
-}
-
-// sameState reports whether a file is unchanged between two checks.
-func sameState(a, b os.FileInfo) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && a.Mode() == b.Mode()
-}
-
 // interceptionLeaves loads the CA for TLS interception when forward mode
 // intercepts, and returns its leaf cache; nil when it does not.
 func interceptionLeaves(cfg *config.Config, secrets map[string]vault.Secret) (*ca.Leaves, error) {
@@ -324,12 +231,15 @@ func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, al
 	if err != nil {
 		return nil, withHint(fmt.Errorf("%s needs the CA certificate: %w", what, err), hint)
 	}
-	key, ok := secrets[ca.SecretName]
+	key, ok := secrets[config.CASecret]
 	if !ok {
-		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, ca.SecretName), hint)
+		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, config.CASecret), hint)
 	}
 	stored, _ := key.Value()
 	authority, err := ca.Load(certPEM, stored)
+	if errors.Is(err, ca.ErrKeyMismatch) {
+		return nil, withHint(fmt.Errorf("%s: %w", cfg.Forward.CACert, err), "was till ca init run with another vault?")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Forward.CACert, err)
 	}
@@ -357,27 +267,6 @@ func listenerTLS(cfg *config.Config, secrets map[string]vault.Secret, port int) 
 		Storage:       filepath.Join(filepath.Dir(cfg.Vault.Path), "till-certs"),
 		ChallengePort: port,
 	}, nil
-}
-
-// logRoutes says which routes are live and at which base URL an app reaches
-// each one.
-func logRoutes(logger zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, base string) {
-	infos := snap.Routes()
-	if len(infos) == 0 {
-		logger.Warn().Msg(`no routes: store a key with "printf %s \"$KEY\" | till secret set openai", or write a config with "till init"`)
-	}
-	for i, r := range infos {
-		baseURL := base + r.Prefix
-		if p, ok := config.LookupPreset(cfg.Routes[i].Preset); ok {
-			baseURL += p.BaseURLPath
-		}
-		ev := logger.Info()
-		if r.Problem != "" {
-			ev = logger.Warn().Str("problem", r.Problem)
-		}
-		ev.Str("route", r.Name).Str("base_url", baseURL).Str("upstream", r.Upstream).
-			Str("secret", r.Secret).Str("key_fp", r.Fingerprint).Msg("route")
-	}
 }
 
 func configName(cfg *config.Config) string {

@@ -58,7 +58,7 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 	if _, err := os.Stat(cfg.Vault.Path); err == nil {
 		create = false
 	}
-	key, err := vault.KeyFromEnv(e.getenv, cfg.Vault.KeyFile, create)
+	key, err := vaultKey(e, cfg.Vault.KeyFile, create)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +69,15 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 		}
 	}
 	return vault.Open(cfg.Vault.Path, key), nil
+}
+
+// vaultKey chooses the vault key: $TILL_PASSPHRASE, when set and not
+// empty, wins; otherwise the key file, created when absent if create is set.
+func vaultKey(e *env, keyFile string, create bool) (*vault.Key, error) {
+	if p := e.getenv("TILL_PASSPHRASE"); p != "" {
+		return vault.PassphraseKey(p)
+	}
+	return vault.LoadKeyFile(keyFile, create)
 }
 
 // readSecrets loads the vault's secrets. A vault that does not exist yet is

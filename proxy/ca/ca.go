@@ -19,10 +19,15 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tillgw/till/config"
 )
 
 // SecretName is the vault entry that holds the CA's private key.
-const SecretName = "till-ca"
+const SecretName = config.CASecret
+
+// ErrKeyMismatch is Load's error for a key that belongs to another CA.
+var ErrKeyMismatch = errors.New("the CA key in the vault does not match the CA certificate")
 
 // Validity periods.
 const (
@@ -100,7 +105,7 @@ func Load(certPEM []byte, storedKey string) (*CA, error) {
 	}
 	key, ok := k.(*ecdsa.PrivateKey)
 	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, errors.New("the CA key in the vault does not match the CA certificate (hint: was till ca init run with another vault?)")
+		return nil, ErrKeyMismatch
 	}
 	return &CA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), key: key}, nil
 }

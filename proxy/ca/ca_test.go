@@ -2,6 +2,7 @@ package ca
 
 import (
 	"crypto/x509"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -48,10 +49,14 @@ func TestLoadRoundTrip(t *testing.T) {
 		"not a key":         {c.CertPEM(), "aGVsbG8="},
 		"not a certificate": {[]byte("hello"), stored},
 	} {
-		if _, err := Load(tc.cert, tc.key); err == nil {
+		_, err := Load(tc.cert, tc.key)
+		switch {
+		case err == nil:
 			t.Errorf("%s: loaded", name)
-		} else if strings.Contains(err.Error(), stored) {
+		case strings.Contains(err.Error(), stored):
 			t.Errorf("%s: the error holds the key", name)
+		case errors.Is(err, ErrKeyMismatch) != (name == "key of another CA"):
+			t.Errorf("%s: got %v, want ErrKeyMismatch only for another CA's key", name, err)
 		}
 	}
 }

@@ -1,0 +1,38 @@
+package config
+
+import "slices"
+
+// RestartNeeded returns the names (as written in till.yaml) of the settings
+// that differ between old and new and that a reload cannot apply: listeners,
+// their certificates, the audit file, the shared limiter, the shutdown grace
+// and the interception CA are set up once, when till starts. A reload keeps
+// serving with the old values, so the log names the settings that wait for
+// the next restart. It returns nil when nothing needs a restart.
+func RestartNeeded(old, new *Config) []string {
+	var changed []string
+	add := func(differ bool, name string) {
+		if differ {
+			changed = append(changed, name)
+		}
+	}
+	add(old.Listen != new.Listen, "listen")
+	add(!slices.Equal(old.TLS.Names, new.TLS.Names), "tls.names")
+	add(!sameACME(old.TLS.ACME, new.TLS.ACME), "tls.acme")
+	add(old.Admin.Listen != new.Admin.Listen, "admin.listen")
+	add(old.Admin.TokenSHA256 != new.Admin.TokenSHA256, "admin.token_sha256")
+	add(old.Audit.File != new.Audit.File, "audit.file")
+	add(old.Limits.Redis != new.Limits.Redis, "limits.redis")
+	add(old.Limits.OnRedisError != new.Limits.OnRedisError, "limits.on_redis_error")
+	add(old.ShutdownGrace != new.ShutdownGrace, "shutdown_grace")
+	add(old.Forward.Intercept != new.Forward.Intercept, "forward.intercept")
+	add(old.Forward.CACert != new.Forward.CACert, "forward.ca_cert")
+	add(old.Forward.CertCache != new.Forward.CertCache, "forward.cert_cache")
+	return changed
+}
+
+func sameACME(a, b *ACME) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}

@@ -1,0 +1,108 @@
+// Package reload keeps a running gateway's snapshot in step with its config
+// and vault files. A reload builds and validates a whole new snapshot and
+// swaps it in, or keeps the old one serving and logs why; it runs on demand
+// (SIGHUP, POST /admin/reload) or when either file changes on disk.
+package reload
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/vault"
+)
+
+// Gateway is what a reload swaps the new snapshot into (*proxy.Gateway).
+type Gateway interface {
+	Swap(*proxy.Snapshot)
+}
+
+// Metrics counts reloads (*proxy.Metrics).
+type Metrics interface {
+	Reload(ok bool)
+}
+
+// Options configure a Reloader.
+type Options struct {
+	// Load reads the config and the vault's secrets afresh, as at start.
+	Load func() (*config.Config, map[string]vault.Secret, error)
+	// Gateway receives each new snapshot.
+	Gateway Gateway
+	// Metrics counts reloads, swapped in or failed.
+	Metrics Metrics
+	// Log is the operational log.
+	Log zerolog.Logger
+	// Base is the URL apps reach the gateway at (scheme://host:port), for
+	// the base URL logged with each route.
+	Base string
+}
+
+// Reloader rebuilds the snapshot from the config and vault files. Reloads
+// run one at a time; a failed one keeps the old snapshot serving.
+type Reloader struct {
+	opts Options
+
+	mu  sync.Mutex
+	cfg *config.Config // the config being served
+}
+
+// New returns a Reloader for a gateway that serves cfg.
+func New(cfg *config.Config, opts Options) *Reloader {
+	return &Reloader{opts: opts, cfg: cfg}
+}
+
+// Reload loads the config and vault and swaps a snapshot built from them
+// into the gateway. On error the gateway keeps its snapshot, the error is
+// logged and returned. Settings that only a restart applies are named in a
+// warning; the rest take effect at once.
+func (r *Reloader) Reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg, secrets, err := r.opts.Load()
+	if err != nil {
+		r.opts.Metrics.Reload(false)
+		r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
+		return err
+	}
+	if changed := config.RestartNeeded(r.cfg, cfg); len(changed) > 0 {
+		r.opts.Log.Warn().Strs("settings", changed).
+			Msg("changes to " + strings.Join(changed, ", ") + " take effect at the next restart")
+	}
+	snap := proxy.NewSnapshot(cfg, secrets)
+	r.opts.Gateway.Swap(snap)
+	r.cfg = cfg
+	r.opts.Metrics.Reload(true)
+	r.opts.Log.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
+	LogRoutes(r.opts.Log, cfg, snap, r.opts.Base)
+	return nil
+}
+
+// LogRoutes says which routes of snap (built from cfg) are live and at
+// which base URL an app reaches each one.
+func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, base string) {
+	infos := snap.Routes()
+	if len(infos) == 0 {
+		log.Warn().Msg(`no routes: store a key with "printf %s \"$KEY\" | till secret set openai", or write a config with "till init"`)
+	}
+	for i, rt := range infos {
+		baseURL := base + rt.Prefix
+		if p, ok := config.LookupPreset(cfg.Routes[i].Preset); ok {
+			baseURL += p.BaseURLPath
+		}
+		ev := log.Info()
+		if rt.Problem != "" {
+			ev = log.Warn().Str("problem", rt.Problem)
+		}
+		ev.Str("route", rt.Name).Str("base_url", baseURL).Str("upstream", rt.Upstream).
+			Str("secret", rt.Secret).Str("key_fp", rt.Fingerprint).Msg("route")
+	}
+}
+
+// The gateway and metrics that till serve wires in.
+var (
+	_ Gateway = (*proxy.Gateway)(nil)
+	_ Metrics = (*proxy.Metrics)(nil)
+)

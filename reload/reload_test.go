@@ -1,0 +1,206 @@
+package reload
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/vault"
+)
+
+const testKey = "sk-reload-test-0123456789abcdef"
+
+// fakeGateway records the snapshots swapped into it.
+type fakeGateway struct {
+	mu      sync.Mutex
+	snaps   []*proxy.Snapshot
+	swapped chan struct{}
+}
+
+func (g *fakeGateway) Swap(s *proxy.Snapshot) {
+	g.mu.Lock()
+	g.snaps = append(g.snaps, s)
+	g.mu.Unlock()
+	if g.swapped != nil {
+		g.swapped <- struct{}{}
+	}
+}
+
+// fakeMetrics records each Reload(ok).
+type fakeMetrics struct {
+	mu      sync.Mutex
+	reloads []bool
+}
+
+func (m *fakeMetrics) Reload(ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reloads = append(m.reloads, ok)
+}
+
+func parse(t *testing.T, dir, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse(filepath.Join(dir, "till.yaml"), []byte(yaml), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const goodYAML = "version: 1\nroutes:\n  - name: openai\n    preset: openai\n"
+
+// TestReload checks that a failed reload keeps the old snapshot serving and
+// counts as failed, and that a good one swaps in a new snapshot, counts as
+// ok and names the settings that wait for a restart.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
+	served := parse(t, dir, goodYAML)
+	var load func() (*config.Config, map[string]vault.Secret, error)
+	gw, metrics, logs := &fakeGateway{}, &fakeMetrics{}, &bytes.Buffer{}
+	r := New(served, Options{
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return load() },
+		Gateway: gw,
+		Metrics: metrics,
+		Log:     zerolog.New(logs),
+		Base:    "http://127.0.0.1:8080",
+	})
+
+	bad := errors.New("till.yaml:6: routes[0].timeout: must be a duration")
+	load = func() (*config.Config, map[string]vault.Secret, error) { return nil, nil, bad }
+	if err := r.Reload(); !errors.Is(err, bad) {
+		t.Fatalf("got %v, want %v", err, bad)
+	}
+	if len(gw.snaps) != 0 {
+		t.Errorf("a failed reload swapped in %d snapshot(s), want none", len(gw.snaps))
+	}
+	if r.cfg != served {
+		t.Error("a failed reload replaced the config being served")
+	}
+	if !strings.Contains(logs.String(), "reload failed: still serving the previous config") || !strings.Contains(logs.String(), "routes[0].timeout") {
+		t.Errorf("the failed reload is not logged with its reason:\n%s", logs)
+	}
+
+	next := parse(t, dir, "version: 1\nlisten: 127.0.0.1:0\n"+goodYAML[len("version: 1\n"):]+"  - name: second\n    preset: openai\n    secret: openai\n")
+	load = func() (*config.Config, map[string]vault.Secret, error) { return next, secrets, nil }
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if len(gw.snaps) != 1 || len(gw.snaps[0].Routes()) != 2 {
+		t.Fatalf("got %d snapshot(s) swapped in, want 1 with 2 routes", len(gw.snaps))
+	}
+	if r.cfg != next {
+		t.Error("the reloaded config is not the one served")
+	}
+	if got, want := metrics.reloads, []bool{false, true}; !slices.Equal(got, want) {
+		t.Errorf("got reloads %v, want %v", got, want)
+	}
+	out := logs.String()
+	for _, want := range []string{
+		`"settings":["listen"]`, "changes to listen take effect at the next restart",
+		`"message":"reloaded"`, `"route":"second"`, `"base_url":"http://127.0.0.1:8080/second/v1"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the log lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, testKey) {
+		t.Error("the log holds the key")
+	}
+}
+
+// TestPollerSettles checks the settle rule: a change is reloaded once it has
+// held still for one check, once per burst of writes.
+func TestPollerSettles(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile, vaultFile := filepath.Join(dir, "till.yaml"), filepath.Join(dir, "till.vault")
+	if err := os.WriteFile(cfgFile, []byte(goodYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour)
+	write := func(path, data string, at time.Duration) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// An explicit time: two writes within the file system's clock
+		// granularity would otherwise look the same.
+		if err := os.Chtimes(path, t0.Add(at), t0.Add(at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := newPoller(cfgFile, vaultFile, "") // the vault does not exist yet
+	steps := []struct {
+		name   string
+		change func()
+		want   bool
+	}{
+		{"nothing changed", nil, false},
+		{"vault created", func() { write(vaultFile, "v1", time.Second) }, false},
+		{"held still", nil, true},
+		{"reloaded once", nil, false},
+		{"config written", func() { write(cfgFile, goodYAML+"# a\n", 2*time.Second) }, false},
+		{"written again", func() { write(cfgFile, goodYAML+"# b\n", 3*time.Second) }, false},
+		{"same size, new time", func() { write(cfgFile, goodYAML+"# c\n", 4*time.Second) }, false},
+		{"burst over", nil, true},
+		{"quiet", nil, false},
+		{"mode changed", func() { os.Chmod(vaultFile, 0o644) }, false},
+		{"mode held", nil, true},
+		{"replaced by rename", func() {
+			write(vaultFile+".tmp", "v1", time.Second)
+			os.Chmod(vaultFile+".tmp", 0o644)
+			if err := os.Rename(vaultFile+".tmp", vaultFile); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"rename held", nil, true},
+		{"vault removed", func() { os.Remove(vaultFile) }, false},
+		{"removal held", nil, true},
+	}
+	for _, s := range steps {
+		if s.change != nil {
+			s.change()
+		}
+		if got := p.settled(); got != s.want {
+			t.Fatalf("%s: got settled %v, want %v", s.name, got, s.want)
+		}
+	}
+}
+
+// TestWatch checks that Watch reloads after a change to the config file,
+// and stops when asked.
+func TestWatch(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	if err := os.WriteFile(cfgFile, []byte(goodYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	served := parse(t, dir, goodYAML)
+	gw := &fakeGateway{swapped: make(chan struct{}, 1)}
+	r := New(served, Options{
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return served, nil, nil },
+		Gateway: gw,
+		Metrics: &fakeMetrics{},
+		Log:     zerolog.Nop(),
+	})
+	stop := r.watch(time.Millisecond)
+	defer stop()
+	if err := os.WriteFile(cfgFile, []byte(goodYAML+"# edited\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gw.swapped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reload 10s after the config changed")
+	}
+}

@@ -1,0 +1,94 @@
+package reload
+
+import (
+	"os"
+	"slices"
+	"time"
+)
+
+// pollInterval is how often Watch checks the config and vault files.
+const pollInterval = 250 * time.Millisecond
+
+// Watch reloads when the config or vault file changes, until stop is
+// called. Every pollInterval it compares each file's identity, size, mode
+// and modification time, and reloads once a change has held still for one
+// interval (a save can be several writes). Polling two files costs nothing
+// per request, where a watch on their folders would wake till at each write
+// of an audit log kept there.
+func (r *Reloader) Watch() (stop func()) {
+	return r.watch(pollInterval)
+}
+
+func (r *Reloader) watch(interval time.Duration) (stop func()) {
+	r.mu.Lock()
+	p := newPoller(r.cfg.File, r.cfg.Vault.Path)
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				if p.settled() {
+					_ = r.Reload()
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// poller tracks the state of a set of files between checks.
+type poller struct {
+	files   []string
+	last    []os.FileInfo
+	changed bool // a change was seen and has not yet held still
+}
+
+// newPoller records the current state of files; "" entries are skipped.
+func newPoller(files ...string) *poller {
+	p := &poller{}
+	for _, f := range files {
+		if f != "" {
+			p.files = append(p.files, f)
+		}
+	}
+	p.last = statAll(p.files)
+	return p
+}
+
+// settled checks the files once and reports whether a change seen at an
+// earlier check has since held still: true once per burst of writes, at
+// the first check that finds nothing new.
+func (p *poller) settled() bool {
+	now := statAll(p.files)
+	if !slices.EqualFunc(now, p.last, sameState) {
+		p.last, p.changed = now, true
+		return false
+	}
+	if p.changed {
+		p.changed = false
+		return true
+	}
+	return false
+}
+
+// statAll returns the state of each file; nil for one that is missing.
+func statAll(files []string) []os.FileInfo {
+	states := make([]os.FileInfo, len(files))
+	for i, f := range files {
+		states[i], _ = os.Stat(f)
+	}
+	return states
+}
+
+// sameState reports whether a file is unchanged between two checks.
+func sameState(a, b os.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && a.Mode() == b.Mode()
+}
