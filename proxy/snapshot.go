@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tillgw/till/config"
-	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
 
@@ -179,7 +178,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) (in injection, values []string) {
 	in.secretName = cr.Secret
 	sec, ok := secrets[cr.Secret]
-	if cr.Secret == ca.SecretName {
+	if cr.Secret == config.CASecret {
 		ok = false // the CA key is never a route's key (config refuses it too)
 	}
 	if !ok {

@@ -19,12 +19,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/tillgw/till/config"
 )
-
-// SecretName is the vault entry that holds the CA's private key.
-const SecretName = config.CASecret
 
 // ErrKeyMismatch is Load's error for a key that belongs to another CA.
 var ErrKeyMismatch = errors.New("the CA key in the vault does not match the CA certificate")
