@@ -129,6 +129,30 @@ func rawServer(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) string {
 	return "http://" + l.Addr().String()
 }
 
+// waitIdle waits until every idle connection of tr is in the state
+// idleHealthy reports as healthy, and fails the test after 10 s: it is how
+// a test knows that what an upstream sent to an idle connection (a FIN,
+// stray bytes) has arrived.
+func waitIdle(t *testing.T, tr *Transport, healthy bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		tr.mu.Lock()
+		settled := true
+		for _, list := range tr.idle {
+			for _, c := range list {
+				settled = settled && idleHealthy(c.nc) == healthy
+			}
+		}
+		tr.mu.Unlock()
+		if settled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle connections not healthy=%v after 10s", healthy)
+		}
+	}
+}
+
 // readRequest reads one request and its body.
 func readRequest(br *bufio.Reader) (*http.Request, error) {
 	req, err := http.ReadRequest(br)
@@ -159,7 +183,7 @@ func TestClosedIdleConnectionIsNotUsed(t *testing.T) {
 			t.Fatalf("sent on a connection the upstream had closed: %v", err)
 		}
 		resp.Body.Close()
-		time.Sleep(20 * time.Millisecond) // the FIN arrives
+		waitIdle(t, tr, false) // the FIN arrives
 	}
 	if n := conns.Load(); n != 5 {
 		t.Errorf("%d connections, want 5 (one per request)", n)
@@ -240,7 +264,9 @@ func (f resendHooks) Resend() error                      { return f() }
 // (its key use could not be recorded) is sent once.
 func TestResendRefused(t *testing.T) {
 	var seen atomic.Int64
+	served := make(chan struct{}, 8) // a connection's handler has ended
 	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		defer func() { served <- struct{}{} }()
 		if _, err := readRequest(br); err != nil {
 			return
 		}
@@ -258,7 +284,11 @@ func TestResendRefused(t *testing.T) {
 	if err == nil || errors.Is(err, refused) {
 		t.Fatalf("got %v, want the first send's error", err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream is still reading the second request")
+	}
 	if n := seen.Load(); n != 2 {
 		t.Errorf("the upstream saw %d requests, want 2 (one per send)", n)
 	}
@@ -267,6 +297,7 @@ func TestResendRefused(t *testing.T) {
 // TestUnsolicitedResponseIsDiscarded: bytes an upstream sends on an idle
 // connection are never read as the next request's response.
 func TestUnsolicitedResponseIsDiscarded(t *testing.T) {
+	answered := make(chan struct{}, 3) // the client has read an answer
 	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
 		for i := 0; ; i++ {
 			req, err := readRequest(br)
@@ -275,7 +306,11 @@ func TestUnsolicitedResponseIsDiscarded(t *testing.T) {
 			}
 			body := req.URL.Path
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-			time.Sleep(10 * time.Millisecond) // after the client has read the answer
+			select {
+			case <-answered:
+			case <-time.After(10 * time.Second):
+				return
+			}
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
 		}
 	})
@@ -284,7 +319,8 @@ func TestUnsolicitedResponseIsDiscarded(t *testing.T) {
 		if _, body, _ := get(t, tr, url+p); body != p {
 			t.Fatalf("got %q, want %q", body, p)
 		}
-		time.Sleep(20 * time.Millisecond)
+		answered <- struct{}{}
+		waitIdle(t, tr, false) // the unsolicited answer has arrived
 	}
 }
 
@@ -353,7 +389,7 @@ func TestHeaderTimeoutCountsFromEndOfUpload(t *testing.T) {
 	pr, pw := io.Pipe()
 	go func() {
 		for range 4 {
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the scenario: an upload slower than the header timeout
 			pw.Write([]byte("abcd"))
 		}
 		pw.Close()
@@ -373,13 +409,20 @@ func TestHeaderTimeoutCountsFromEndOfUpload(t *testing.T) {
 // TestEarlyAnswerToUpload: an upstream that refuses a large upload without
 // reading it is heard, not deadlocked on.
 func TestEarlyAnswerToUpload(t *testing.T) {
+	answered := make(chan struct{}) // closed once the client has the answer
 	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
-		time.Sleep(200 * time.Millisecond)
+		// Closing with the upload unread would reset the connection, and
+		// the reset could destroy the answer before the client reads it.
+		select {
+		case <-answered:
+		case <-time.After(10 * time.Second):
+		}
 	})
+	defer close(answered)
 	tr := newTransport(t, Config{})
 	endless := io.LimitReader(neverEnding('x'), 1<<30)
 	req, _ := http.NewRequest("POST", url, io.NopCloser(endless))
@@ -460,7 +503,7 @@ func TestCancelEndsBody(t *testing.T) {
 		for r.Context().Err() == nil {
 			io.WriteString(w, "data: x\n\n")
 			w.(http.Flusher).Flush()
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // paced on purpose: a stream that lasts
 		}
 	}))
 	conns := countConns(s)
