@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/test/internal/tillbin"
 )
 
 // tillBin is the binary under test, built once by TestMain.
@@ -31,24 +33,18 @@ func TestMain(m *testing.M) {
 	if os.Getenv("TILL_TEST_CHILD") != "" {
 		os.Exit(m.Run()) // a client run as a child process needs no binary
 	}
-	dir, err := os.MkdirTemp("", "till-e2e-")
+	bin, remove, err := tillbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tillBin = filepath.Join(dir, "till")
-	build := exec.Command("go", "build", "-o", tillBin, "../cmd/till")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build till:", err)
-		os.Exit(1)
-	}
+	tillBin = bin
 	code := m.Run()
 	if leaks := suiteLeaks.check(); leaks != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: keys leaked during the suite:\n"+leaks)
 		code = 1
 	}
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 

@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/test/internal/tillbin"
 )
 
 var (
@@ -62,20 +64,14 @@ var tillBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "till-soak-")
+	bin, remove, err := tillbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tillBin = filepath.Join(dir, "till")
-	build := exec.Command("go", "build", "-o", tillBin, "../../cmd/till")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build till:", err)
-		os.Exit(1)
-	}
+	tillBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 
