@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The tests in this file break the upstream side: refused connections,
@@ -102,6 +104,27 @@ func partialThenReset(w http.ResponseWriter, r *http.Request) {
 	conn.Close()
 }
 
+// refusingAddr returns a loopback address that refuses connections for as
+// long as the test runs. A socket holds the port, bound but never
+// listening, so that no other process can start listening there; a port
+// merely found free could be taken by one.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+}
+
 // faultHandler serves the healthy upstream's fault paths.
 func faultHandler(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
@@ -148,7 +171,7 @@ func TestFaultUpstreams(t *testing.T) {
 		c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_RC4_128_SHA} // refused by any modern client
 	})
 	plainOnTLS := newPlainUpstream(t, http.HandlerFunc(okHandler)) // plain HTTP where TLS is expected
-	refused := freeAddr(t)                                         // nothing listens there
+	refused := refusingAddr(t)
 
 	route := func(name, upstream, extra string) string {
 		return fmt.Sprintf("  - name: %s\n    preset: openai\n    upstream: %s\n    secret: openai\n    timeout: 500ms\n%s", name, upstream, extra)
