@@ -85,9 +85,10 @@ func partialThenReset(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(200)
 	w.Write(bytes.Repeat([]byte("r"), 1000))
 	w.(http.Flusher).Flush()
-	time.Sleep(50 * time.Millisecond) // let the first bytes through
 	if r.ProtoMajor == 2 {
-		panic(http.ErrAbortHandler) // RST_STREAM
+		// Flush returns once the DATA frames are written to the
+		// connection, and the RST_STREAM follows them on it.
+		panic(http.ErrAbortHandler)
 	}
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -97,11 +98,30 @@ func partialThenReset(w http.ResponseWriter, r *http.Request) {
 		conn = tc.NetConn() // no close_notify
 	}
 	if tcp, ok := conn.(*net.TCPConn); ok {
+		// A close with RST drops whatever the peer has not acknowledged:
+		// wait until till's side has the first bytes.
+		waitAcked(tcp)
 		tcp.SetLinger(0) // close with RST
 		tcp.Close()
 		return
 	}
 	conn.Close()
+}
+
+// waitAcked waits, for at most 10 s, until the peer has acknowledged every
+// byte written to c: the kernel's send queue (SIOCOUTQ) is empty.
+func waitAcked(c *net.TCPConn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		queued := -1
+		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if queued == 0 {
+			return
+		}
+	}
 }
 
 // refusingAddr returns a loopback address that refuses connections for as

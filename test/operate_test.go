@@ -138,7 +138,7 @@ func TestExpiredSecrets(t *testing.T) {
 			dir := t.TempDir()
 			os.WriteFile(dir+"/till.yaml", []byte(cfg), 0o644)
 			setSecret(t, dir, "openai", openaiKey, "--expires", "1s")
-			time.Sleep(1100 * time.Millisecond)
+			time.Sleep(1100 * time.Millisecond) // the scenario: time passes, and the secret expires
 			if _, errOut, code := runTill(t, dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, "expired") {
 				t.Errorf("check: exit %d: %s", code, errOut)
 			}

@@ -98,6 +98,7 @@ func TestKill9DuringSecretSet(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%10 != 0 { // every tenth write runs to its end
+			// The scenario: a kill at a random moment of the write.
 			time.Sleep(rand.N(window))
 			_ = cmd.Process.Signal(syscall.SIGKILL) // fails when it has already exited
 		}
@@ -339,9 +340,12 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
+	var slowInFlight atomic.Int64 // slow requests the upstream is answering
 	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/slow") {
-			time.Sleep(300 * time.Millisecond)
+			slowInFlight.Add(1)
+			defer slowInFlight.Add(-1)
+			time.Sleep(300 * time.Millisecond) // slow on purpose: in flight at SIGTERM
 		}
 		okHandler(w, r)
 	}))
@@ -394,7 +398,14 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Second) // SIGTERM while slow requests are in flight
+	// SIGTERM once enough requests were answered, while a slow one is in
+	// flight (sent, not yet answered: it must be answered after SIGTERM).
+	waitFor(t, 20*time.Second, "16 answers and a slow request in flight", func() bool {
+		mu.Lock()
+		n := len(answers)
+		mu.Unlock()
+		return n >= 16 && slowInFlight.Load() > 0
+	})
 	termSent.Store(true)
 	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
