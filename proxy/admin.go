@@ -14,8 +14,8 @@ import (
 
 // AdminOptions configure the admin listener's handler.
 type AdminOptions struct {
-	Gateway *Gateway
-	Metrics *Metrics
+	Gateway *Gateway // its snapshot answers /readyz and /admin/routes
+	Metrics *Metrics // served at /metrics
 	// Reload builds and swaps in a new snapshot, or says why it did not.
 	Reload func() error
 	// TokenSHA256, when set, is the hex SHA-256 of the bearer token that

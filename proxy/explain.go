@@ -11,17 +11,17 @@ import (
 // Verdict is what the gateway would do with a request, decided by the same
 // rules as a live request but without sending anything (`till test`).
 type Verdict struct {
-	Allowed     bool   `json:"allowed"`
-	Mode        string `json:"mode"`
-	Route       string `json:"route"`
-	Client      string `json:"client"`
-	Secret      string `json:"secret"`
-	Fingerprint string `json:"fingerprint"`
-	Upstream    string `json:"upstream"` // the URL the request would reach
-	Code        string `json:"code"`     // error code when refused
-	Reason      string `json:"reason"`   // why, in a sentence
-	Warning     string `json:"warning"`  // allowed, but something is off
-	Rate        string `json:"rate"`     // the route's per-client rate, not applied here
+	Allowed     bool   `json:"allowed"`     // the request would be sent
+	Mode        string `json:"mode"`        // reverse, forward, intercept or tunnel, as in the audit record
+	Route       string `json:"route"`       // the route matched; "" when none
+	Client      string `json:"client"`      // the client the request comes as; "anonymous" when none
+	Secret      string `json:"secret"`      // the name of the secret the route attaches
+	Fingerprint string `json:"fingerprint"` // the secret's key_fp; "" when it is missing
+	Upstream    string `json:"upstream"`    // the URL the request would reach
+	Code        string `json:"code"`        // error code when refused
+	Reason      string `json:"reason"`      // why, in a sentence
+	Warning     string `json:"warning"`     // allowed, but something is off
+	Rate        string `json:"rate"`        // the route's per-client rate, not applied here
 }
 
 // Explain decides method and target (a path for reverse mode, or an http://

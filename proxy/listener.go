@@ -17,6 +17,7 @@ import (
 // mode), with certificates managed by certmagic: issued by till's CA for
 // internal names, or by an ACME CA.
 type ListenerTLS struct {
+	// Names are the names the certificates are for (tls.names).
 	Names []string
 	// ACME, when set, gets the certificates from an ACME CA; otherwise
 	// Authority signs them.

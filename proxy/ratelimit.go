@@ -18,6 +18,7 @@ import (
 // one more request under key is allowed now and, if not, how many seconds
 // to wait; an error means the store could not decide.
 type RateLimiter interface {
+	// Allow takes one request from key's bucket of rate r and burst.
 	Allow(ctx context.Context, key string, r config.Rate, burst int) (wait int, ok bool, err error)
 }
 

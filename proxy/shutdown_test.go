@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,14 +16,14 @@ import (
 // shutdown (not client_closed), with status 499 when nothing had gone out
 // and the status sent otherwise.
 func TestShutdownCutIsRecordedAsShutdown(t *testing.T) {
-	var arrived atomic.Int32
+	arrived := make(chan struct{}, 2)
 	release := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/streaming") {
 			w.WriteHeader(http.StatusOK)
 			w.(http.Flusher).Flush()
 		}
-		arrived.Add(1)
+		arrived <- struct{}{}
 		select {
 		case <-r.Context().Done():
 		case <-release:
@@ -50,8 +49,12 @@ func TestShutdownCutIsRecordedAsShutdown(t *testing.T) {
 			resp.Body.Close()
 		}()
 	}
-	for arrived.Load() < 2 {
-		time.Sleep(time.Millisecond)
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the requests did not reach the upstream")
+		}
 	}
 	<-headers // the streaming request's
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

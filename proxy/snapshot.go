@@ -78,10 +78,10 @@ type injection struct {
 
 // RouteInfo describes a compiled route for logs and `till check`.
 type RouteInfo struct {
-	Name        string
-	Prefix      string
-	Upstream    string
-	Secret      string
+	Name        string    // as in the config
+	Prefix      string    // the path prefix the route serves, in reverse mode
+	Upstream    string    // the upstream's base URL
+	Secret      string    // the name of the secret it attaches
 	Fingerprint string    // "" when the secret is missing
 	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
 	Problem     string    // why the route cannot attach its key; "" when ready

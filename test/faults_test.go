@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The tests in this file break the upstream side: refused connections,
@@ -83,9 +85,10 @@ func partialThenReset(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(200)
 	w.Write(bytes.Repeat([]byte("r"), 1000))
 	w.(http.Flusher).Flush()
-	time.Sleep(50 * time.Millisecond) // let the first bytes through
 	if r.ProtoMajor == 2 {
-		panic(http.ErrAbortHandler) // RST_STREAM
+		// Flush returns once the DATA frames are written to the
+		// connection, and the RST_STREAM follows them on it.
+		panic(http.ErrAbortHandler)
 	}
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -95,11 +98,51 @@ func partialThenReset(w http.ResponseWriter, r *http.Request) {
 		conn = tc.NetConn() // no close_notify
 	}
 	if tcp, ok := conn.(*net.TCPConn); ok {
+		// A close with RST drops whatever the peer has not acknowledged:
+		// wait until till's side has the first bytes.
+		waitAcked(tcp)
 		tcp.SetLinger(0) // close with RST
 		tcp.Close()
 		return
 	}
 	conn.Close()
+}
+
+// waitAcked waits, for at most 10 s, until the peer has acknowledged every
+// byte written to c: the kernel's send queue (SIOCOUTQ) is empty.
+func waitAcked(c *net.TCPConn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		queued := -1
+		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if queued == 0 {
+			return
+		}
+	}
+}
+
+// refusingAddr returns a loopback address that refuses connections for as
+// long as the test runs. A socket holds the port, bound but never
+// listening, so that no other process can start listening there; a port
+// merely found free could be taken by one.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
 }
 
 // faultHandler serves the healthy upstream's fault paths.
@@ -148,7 +191,7 @@ func TestFaultUpstreams(t *testing.T) {
 		c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_RC4_128_SHA} // refused by any modern client
 	})
 	plainOnTLS := newPlainUpstream(t, http.HandlerFunc(okHandler)) // plain HTTP where TLS is expected
-	refused := freeAddr(t)                                         // nothing listens there
+	refused := refusingAddr(t)
 
 	route := func(name, upstream, extra string) string {
 		return fmt.Sprintf("  - name: %s\n    preset: openai\n    upstream: %s\n    secret: openai\n    timeout: 500ms\n%s", name, upstream, extra)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,7 +46,7 @@ func providerHandler(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, "data: first\n\n")
 		w.(http.Flusher).Flush()
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond) // slow on purpose: the first event must not wait for the last
 		io.WriteString(w, "data: last\n\n")
 	default:
 		okHandler(w, r)
@@ -68,7 +69,6 @@ func startForward(t *testing.T, unknownHosts string, allowLoopback, needClient b
 	wrapper := hostsWrapper(t, "api.provider.test", "other.provider.test", "plain.provider.test")
 
 	dir := t.TempDir()
-	addr := freeAddr(t)
 	allow := ""
 	if allowLoopback {
 		allow = "  allow_cidrs: [127.0.0.0/8]\n"
@@ -79,7 +79,12 @@ func startForward(t *testing.T, unknownHosts string, allowLoopback, needClient b
 		f.token, lines = addClient(t, dir, "web")
 		clients, routeClients = "clients:\n"+lines, "    clients: [web]\n"
 	}
-	cfg := fmt.Sprintf(`version: 1
+	// The config names the listen address, since till env prints it: a
+	// port found free a moment ago, so another process may take it before
+	// till binds it. Then till exits, and we try another.
+	for attempt := 1; ; attempt++ {
+		addr := freeAddr(t)
+		cfg := fmt.Sprintf(`version: 1
 %slisten: %s
 forward:
   enabled: true
@@ -89,13 +94,36 @@ forward:
     preset: openai
     upstream: %s
 %s`, strings.Join(extra, ""), addr, unknownHosts, allow, clients, f.providerURL, routeClients)
-	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
+		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if attempt == 1 {
+			setSecret(t, dir, "provider", providerKey)
+			if out, errOut, code := runTill(t, dir, "", nil, "ca", "init"); code != 0 {
+				t.Fatalf("till ca init: exit %d: %s %s", code, out, errOut)
+			}
+		}
+		f.readEnv(t, dir, addr, needClient)
+		tl, err := tryStartTillCmd(t, dir, p.caFile, wrapper, nil, "serve")
+		if err != nil {
+			if attempt < 5 && errors.Is(err, errExited) && strings.Contains(err.Error(), "address already in use") {
+				t.Logf("attempt %d: %s was taken: trying another port", attempt, addr)
+				continue
+			}
+			t.Fatal(err)
+		}
+		if tl.addr != addr {
+			t.Fatalf("till listens on %s, till env said %s", tl.addr, addr)
+		}
+		f.tl = tl
+		return f
 	}
-	setSecret(t, dir, "provider", providerKey)
-	if out, errOut, code := runTill(t, dir, "", nil, "ca", "init"); code != 0 {
-		t.Fatalf("till ca init: exit %d: %s %s", code, out, errOut)
-	}
+}
+
+// readEnv runs till env in dir, whose config listens on addr, and keeps
+// what it printed.
+func (f *forwardEnv) readEnv(t *testing.T, dir, addr string, needClient bool) {
+	t.Helper()
 	out, errOut, code := runTill(t, dir, "", nil, "env", "--format", "dotenv")
 	if code != 0 {
 		t.Fatalf("till env: exit %d: %s", code, errOut)
@@ -113,11 +141,6 @@ forward:
 			t.Fatalf("till env --client web: exit %d: %s %s, want %s", code, out, errOut, want)
 		}
 	}
-	f.tl = startTillCmd(t, dir, p.caFile, wrapper, nil, "serve")
-	if f.tl.addr != addr {
-		t.Fatalf("till listens on %s, till env said %s", f.tl.addr, addr)
-	}
-	return f
 }
 
 // newPlainUpstream starts a recording plain-HTTP upstream.
@@ -554,8 +577,8 @@ func TestForwardAttacks(t *testing.T) {
 }
 
 func TestForwardTunnelToTillItself(t *testing.T) {
-	adminAddr := freeAddr(t)
-	f := startForward(t, "tunnel", true, false, "admin: {listen: "+adminAddr+"}\n") // loopback allowed, till itself still not
+	f := startForward(t, "tunnel", true, false, "admin: {listen: 127.0.0.1:0}\n") // loopback allowed, till itself still not
+	adminAddr := f.tl.adminAddr()
 	_, tillPort, _ := net.SplitHostPort(f.tl.addr)
 	_, adminPort, _ := net.SplitHostPort(adminAddr)
 	for _, target := range []string{"127.0.0.1:" + tillPort, "localhost:" + tillPort, "127.0.0.1:" + adminPort} {

@@ -230,10 +230,10 @@ func TestUpstreamBehaviour(t *testing.T) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, "data: first\n\n")
 			w.(http.Flusher).Flush()
-			time.Sleep(1500 * time.Millisecond)
+			time.Sleep(1500 * time.Millisecond) // slow on purpose: the first event must not wait for the last
 			io.WriteString(w, "data: last\n\n")
 		case "/sleep":
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * time.Second) // slow on purpose: outlasts the route's timeout
 			okHandler(w, r)
 		case "/ws":
 			c, err := websocket.Accept(w, r, nil)
@@ -365,7 +365,7 @@ func TestUpstreamDown(t *testing.T) {
 
 func TestGracefulShutdown(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // slow on purpose: in flight when SIGTERM comes
 		okHandler(w, r)
 	}))
 	tl := startTill(t, providerConfig(u, ""), providerSecrets, u.caFile)
@@ -385,9 +385,7 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		done <- result{status: resp.StatusCode, body: string(b)}
 	}()
-	for len(u.requests()) == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "the request to reach the upstream", func() bool { return len(u.requests()) > 0 })
 	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/test/internal/tillbin"
 )
 
 // tillBin is the binary under test, built once by TestMain.
@@ -31,24 +34,18 @@ func TestMain(m *testing.M) {
 	if os.Getenv("TILL_TEST_CHILD") != "" {
 		os.Exit(m.Run()) // a client run as a child process needs no binary
 	}
-	dir, err := os.MkdirTemp("", "till-e2e-")
+	bin, remove, err := tillbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tillBin = filepath.Join(dir, "till")
-	build := exec.Command("go", "build", "-o", tillBin, "../cmd/till")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build till:", err)
-		os.Exit(1)
-	}
+	tillBin = bin
 	code := m.Run()
 	if leaks := suiteLeaks.check(); leaks != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: keys leaked during the suite:\n"+leaks)
 		code = 1
 	}
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 
@@ -313,6 +310,20 @@ func startTillIn(t *testing.T, dir, caFile string, extraEnv ...string) *till {
 // (nil for none), and waits for it to log its address.
 func startTillCmd(t *testing.T, dir, caFile string, wrapper, extraEnv []string, args ...string) *till {
 	t.Helper()
+	tl, err := tryStartTillCmd(t, dir, caFile, wrapper, extraEnv, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl
+}
+
+// errExited is the error of a till that exited before it listened.
+var errExited = errors.New("till exited before listening")
+
+// tryStartTillCmd is startTillCmd, returning an error wrapping errExited
+// when till exits before it listens (a port taken, say).
+func tryStartTillCmd(t *testing.T, dir, caFile string, wrapper, extraEnv []string, args ...string) (*till, error) {
+	t.Helper()
 	tl := &till{t: t, dir: dir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	env := extraEnv
 	if caFile != "" {
@@ -332,24 +343,55 @@ func startTillCmd(t *testing.T, dir, caFile string, wrapper, extraEnv []string, 
 
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(tl.stderr.String(), "\n") {
-			var ev struct {
-				Message string `json:"message"`
-				Addr    string `json:"addr"`
-			}
-			if json.Unmarshal([]byte(line), &ev) == nil && ev.Message == "till listening" {
-				tl.addr = ev.Addr
-				return tl
-			}
+		if tl.addr = tl.logged("till listening", "addr"); tl.addr != "" {
+			return tl, nil
 		}
 		select {
 		case <-tl.done:
-			t.Fatalf("till exited before listening: %v\nstderr:\n%s", tl.exit, tl.stderr.String())
+			return nil, fmt.Errorf("%w: %v\nstderr:\n%s", errExited, tl.exit, tl.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	t.Fatalf("till did not log its address\nstderr:\n%s", tl.stderr.String())
-	return nil
+	return nil, nil
+}
+
+// logged returns the field of the first operational log line (stderr)
+// whose message is msg, or "" when there is none yet.
+func (tl *till) logged(msg, field string) string {
+	for _, line := range strings.Split(tl.stderr.String(), "\n") {
+		var ev map[string]any
+		if json.Unmarshal([]byte(line), &ev) == nil && ev["message"] == msg {
+			v, _ := ev[field].(string)
+			return v
+		}
+	}
+	return ""
+}
+
+// adminAddr waits for till to log the address its admin listener bound,
+// and returns it. Configs say "admin: {listen: 127.0.0.1:0}": a port found
+// free beforehand could be taken by another process before till binds it.
+func (tl *till) adminAddr() string {
+	tl.t.Helper()
+	var addr string
+	waitFor(tl.t, 10*time.Second, "the admin listener's address in the log", func() bool {
+		addr = tl.logged("admin listening", "admin_addr")
+		return addr != ""
+	})
+	return addr
+}
+
+// waitFor waits until cond holds, checking it every few milliseconds, and
+// fails the test if it does not within timeout. what says what cond waits
+// for.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+	}
 }
 
 // recordOutput hands what the process printed to the suite's leak check,

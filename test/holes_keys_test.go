@@ -42,11 +42,8 @@ func checkHostNotAllowed(t *testing.T, what string, resp *http.Response, body st
 // ::ffff:0.0.0.0, by CONNECT or by an absolute-form request.
 func TestTunnelToTillThroughUnspecified(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
-	adminAddr := freeAddr(t)
-	tl := startTill(t, providerConfig(u, "admin: {listen: "+adminAddr+"}\n"+tunnelsEverywhere), providerSecrets, u.caFile)
-	if !tl.waitLog("admin listening") {
-		t.Fatal("no admin listener")
-	}
+	tl := startTill(t, providerConfig(u, "admin: {listen: 127.0.0.1:0}\n"+tunnelsEverywhere), providerSecrets, u.caFile)
+	adminAddr := tl.adminAddr()
 	_, adminPort, _ := net.SplitHostPort(adminAddr)
 	_, tillPort, _ := net.SplitHostPort(tl.addr)
 	for _, port := range []string{adminPort, tillPort} {
@@ -83,13 +80,12 @@ func TestTunnelToTillThroughNameOfUnspecified(t *testing.T) {
 	f.Close()
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	dir := t.TempDir()
-	adminAddr := freeAddr(t)
-	cfg := providerConfig(u, "admin: {listen: "+adminAddr+"}\n"+tunnelsEverywhere)
+	cfg := providerConfig(u, "admin: {listen: 127.0.0.1:0}\n"+tunnelsEverywhere)
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tl := startTillCmd(t, dir, u.caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
-	_, adminPort, _ := net.SplitHostPort(adminAddr)
+	_, adminPort, _ := net.SplitHostPort(tl.adminAddr())
 	for _, name := range []string{"zero.test", "zero6.test"} {
 		target := name + ":" + adminPort
 		resp, body, err := rawConnect(t, tl.addr, target, target)

@@ -347,11 +347,14 @@ func TestHostileSlowloris(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	tl := startTill(t, hostileConfig(u, ""), providerSecrets, u.caFile)
 	const limit = 15 * time.Second
-	var wg sync.WaitGroup
+	var wg, holding sync.WaitGroup // holding: both connections hold a request open
 	for _, drip := range []bool{false, true} {
 		wg.Add(1)
+		holding.Add(1)
 		go func() {
 			defer wg.Done()
+			holdingOnce := sync.OnceFunc(holding.Done)
+			defer holdingOnce()
 			name := map[bool]string{false: "stalled", true: "dripping"}[drip]
 			c, err := net.Dial("tcp", tl.addr)
 			if err != nil {
@@ -370,13 +373,16 @@ func TestHostileSlowloris(t *testing.T) {
 						select {
 						case <-ctx.Done():
 							return
-						case <-time.After(500 * time.Millisecond):
+						case <-time.After(500 * time.Millisecond): // the scenario: a byte every 500 ms
 						}
 						if _, err := c.Write([]byte("a")); err != nil {
 							return
 						}
+						holdingOnce() // it has dripped
 					}
 				}()
+			} else {
+				holdingOnce()
 			}
 			// Go's server may answer 408 before closing, or just close.
 			b, err := io.ReadAll(c)
@@ -393,7 +399,7 @@ func TestHostileSlowloris(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Second)
+	holding.Wait()
 	stillServes(t, tl) // the stalled connections do not block others
 	wg.Wait()
 	if n := len(u.requests()); n != 1 {
@@ -822,7 +828,7 @@ func TestHostileClientGoneMidStream(t *testing.T) {
 	}
 	stillServes(t, tl)
 	tl.waitAudit(2)
-	time.Sleep(500 * time.Millisecond) // a late duplicate would show now
+	tl.stop() // every record is written once till has exited: a late duplicate too
 	recs := tl.audit()
 	streams := 0
 	for _, r := range recs {
@@ -834,6 +840,5 @@ func TestHostileClientGoneMidStream(t *testing.T) {
 	if streams != 1 || len(recs) != 2 {
 		t.Errorf("got %d records for the dropped stream and %d in all, want 1 and 2:\n%s", streams, len(recs), tl.stdout.String())
 	}
-	tl.stop()
 	tl.assertNoLeak(allKeys)
 }

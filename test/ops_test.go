@@ -84,9 +84,7 @@ func TestShutdownCutRecordsSayShutdown(t *testing.T) {
 	}))
 	tl := startTill(t, providerConfig(u, "shutdown_grace: 300ms\n"), providerSecrets, u.caFile)
 	go http.Get(tl.url("/openai/v1/models"))
-	for len(u.requests()) == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "the request to reach the upstream", func() bool { return len(u.requests()) > 0 })
 	stopTime(t, tl)
 	recs := tl.audit()
 	if len(recs) != 1 || recs[0]["status"] != 499.0 || recs[0]["reason"] != "shutdown" || recs[0]["outcome"] != "error" {

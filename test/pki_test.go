@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -100,7 +101,10 @@ func hostsWrapper(t *testing.T, names ...string) []string {
 	return []string{"unshare", "-m", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts}
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address with a port that was free a moment
+// ago. Another process may take it before the caller's child binds it: use
+// it only for a child that cannot bind port 0 and say which port it got,
+// and start the child again on another port when its bind fails.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -109,4 +113,48 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// startListening runs the child that cmd makes to listen on n ports found
+// free a moment ago (freeAddr), and waits until ready says, from the
+// child's output or by asking them, that it serves those addresses. When
+// another process took a port meanwhile, the child exits printing inUse,
+// and startListening tries new ports. It returns the addresses and a
+// function that stops the child, which also stops when the test ends.
+func startListening(t *testing.T, n int, inUse string, cmd func(addrs []string) *exec.Cmd, ready func(out string, addrs []string) bool) (addrs []string, stop func()) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addrs = nil
+		for range n {
+			addrs = append(addrs, freeAddr(t))
+		}
+		c := cmd(addrs)
+		var out syncBuffer
+		c.Stdout, c.Stderr = &out, &out
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { c.Wait(); close(exited) }()
+		stop = sync.OnceFunc(func() { c.Process.Kill(); <-exited })
+		t.Cleanup(stop)
+		up := false
+		waitFor(t, 15*time.Second, c.Path+" to serve or exit", func() bool {
+			select {
+			case <-exited:
+				return true
+			default:
+			}
+			up = ready(out.String(), addrs)
+			return up
+		})
+		switch {
+		case up:
+			return addrs, stop
+		case attempt < 5 && strings.Contains(out.String(), inUse):
+			t.Logf("%s: a port of %v was taken: trying others", c.Path, addrs)
+		default:
+			t.Fatalf("%s did not start:\n%s", c.Path, out.String())
+		}
+	}
 }

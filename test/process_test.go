@@ -98,6 +98,7 @@ func TestKill9DuringSecretSet(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%10 != 0 { // every tenth write runs to its end
+			// The scenario: a kill at a random moment of the write.
 			time.Sleep(rand.N(window))
 			_ = cmd.Process.Signal(syscall.SIGKILL) // fails when it has already exited
 		}
@@ -166,14 +167,14 @@ func TestAuditSinkRecovers(t *testing.T) {
 	if err := os.Mkdir(auditDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	admin := freeAddr(t)
-	cfg := fmt.Sprintf("version: 1\nadmin: {listen: %s}\naudit: {file: audit/audit.log}\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", admin, u.URL)
+	cfg := fmt.Sprintf("version: 1\nadmin: {listen: 127.0.0.1:0}\naudit: {file: audit/audit.log}\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	setSecret(t, dir, "openai", openaiKey)
 	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k,mode=0700 tmpfs "$0" && exec "$@"`, auditDir}
 	tl := startTillCmd(t, dir, u.caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
+	admin := tl.adminAddr()
 	nsDir := fmt.Sprintf("/proc/%d/root%s", tl.cmd.Process.Pid, auditDir)
 	if _, err := os.Stat(filepath.Join(nsDir, "audit.log")); err != nil {
 		unavailable("cannot reach till's audit folder through /proc: %v", err)
@@ -339,9 +340,12 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
+	var slowInFlight atomic.Int64 // slow requests the upstream is answering
 	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/slow") {
-			time.Sleep(300 * time.Millisecond)
+			slowInFlight.Add(1)
+			defer slowInFlight.Add(-1)
+			time.Sleep(300 * time.Millisecond) // slow on purpose: in flight at SIGTERM
 		}
 		okHandler(w, r)
 	}))
@@ -394,7 +398,14 @@ func TestSIGTERMUnderLoadLosesNoRecord(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Second) // SIGTERM while slow requests are in flight
+	// SIGTERM once enough requests were answered, while a slow one is in
+	// flight (sent, not yet answered: it must be answered after SIGTERM).
+	waitFor(t, 20*time.Second, "16 answers and a slow request in flight", func() bool {
+		mu.Lock()
+		n := len(answers)
+		mu.Unlock()
+		return n >= 16 && slowInFlight.Load() > 0
+	})
 	termSent.Store(true)
 	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -641,9 +652,8 @@ func TestTimerSlack(t *testing.T) {
 func TestGCTarget(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	for _, tc := range []struct{ env, want string }{{"", "50"}, {"GOGC=200", "200"}} {
-		adminAddr := freeAddr(t)
 		dir := t.TempDir()
-		cfg := fmt.Sprintf("version: 1\nadmin: {listen: %s}\nroutes:\n  - {name: openai, preset: openai, upstream: %q}\n", adminAddr, u.URL)
+		cfg := fmt.Sprintf("version: 1\nadmin: {listen: 127.0.0.1:0}\nroutes:\n  - {name: openai, preset: openai, upstream: %q}\n", u.URL)
 		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -653,10 +663,7 @@ func TestGCTarget(t *testing.T) {
 			env = append(env, tc.env)
 		}
 		tl := startTillIn(t, dir, u.caFile, env...)
-		if !tl.waitLog("admin listening") {
-			t.Fatal("no admin listener")
-		}
-		_, metrics := adminGet(t, adminAddr, "/metrics", "")
+		_, metrics := adminGet(t, tl.adminAddr(), "/metrics", "")
 		if want := "\ngo_gc_gogc_percent " + tc.want + "\n"; !strings.Contains(metrics, want) {
 			t.Errorf("env %q: want %q in the metrics", tc.env, strings.TrimSpace(want))
 		}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 )
 
 // startRedis runs a throwaway redis-server on a free loopback port.
@@ -21,30 +20,15 @@ func startRedis(t *testing.T) (addr string, stop func()) {
 		}
 		t.Skip("redis-server is not installed")
 	}
-	addr = freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}
-	t.Cleanup(stop)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr, stop
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not start")
-		}
-	}
+	// redis-server cannot be told to bind port 0 and say which it got
+	// (--port 0 turns TCP off).
+	addrs, stop := startListening(t, 1, "Address already in use",
+		func(addrs []string) *exec.Cmd {
+			_, port, _ := net.SplitHostPort(addrs[0])
+			return exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+		},
+		func(out string, _ []string) bool { return strings.Contains(out, "Ready to accept connections") })
+	return addrs[0], stop
 }
 
 func redisConfig(u *upstream, redisAddr, onError string) string {
@@ -81,8 +65,7 @@ func TestRedisDown(t *testing.T) {
 		t.Run(onError, func(t *testing.T) {
 			redisAddr, stopRedis := startRedis(t)
 			u := newUpstream(t, http.HandlerFunc(okHandler))
-			adminAddr := freeAddr(t)
-			cfg := strings.Replace(redisConfig(u, redisAddr, onError), "version: 1\n", "version: 1\nadmin: {listen: "+adminAddr+"}\n", 1)
+			cfg := strings.Replace(redisConfig(u, redisAddr, onError), "version: 1\n", "version: 1\nadmin: {listen: 127.0.0.1:0}\n", 1)
 			tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, u.caFile)
 			if resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
 				t.Fatalf("with Redis up: %d", resp.StatusCode)
@@ -99,8 +82,7 @@ func TestRedisDown(t *testing.T) {
 			if !strings.Contains(tl.stderr.String(), "limits.on_redis_error") {
 				t.Error("the log does not name the setting that decided")
 			}
-			tl.waitLog("admin listening")
-			if _, metrics := adminGet(t, adminAddr, "/metrics", ""); !strings.Contains(metrics, "till_rate_limit_store_errors_total 1") {
+			if _, metrics := adminGet(t, tl.adminAddr(), "/metrics", ""); !strings.Contains(metrics, "till_rate_limit_store_errors_total 1") {
 				t.Error("the metrics do not count the failure")
 			}
 		})

@@ -35,7 +35,7 @@ func fakeOpenAI(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-test\","+
 			"\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", word)
 		w.(http.Flusher).Flush()
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // paced on purpose: chunks arrive as a real stream's do
 	}
 	io.WriteString(w, "data: [DONE]\n\n")
 }

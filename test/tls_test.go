@@ -141,29 +141,30 @@ func startPebble(t *testing.T, p *pki) (dirURL string, mgmt string) {
 	kder, _ := x509.MarshalECPrivateKey(leaf.PrivateKey.(*ecdsa.PrivateKey))
 	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644)
 	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	listen, mgmtAddr := freeAddr(t), freeAddr(t)
-	conf := fmt.Sprintf(`{"pebble": {"listenAddress": %q, "managementListenAddress": %q, "certificate": %q, "privateKey": %q,
-		"httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}`,
-		listen, mgmtAddr, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	os.WriteFile(filepath.Join(dir, "pebble.json"), []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-config", filepath.Join(dir, "pebble.json"), "-strict=false")
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=100")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", listen); err == nil {
+	roots := x509.NewCertPool()
+	roots.AddCert(p.cert)
+	// Pebble binds the addresses its config names and cannot say which
+	// port it got for port 0. A listener counts as pebble's once it shows
+	// the certificate issued above.
+	serves := func(addr string) bool {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots})
+		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not start:\n%s", out.String())
-		}
+		return err == nil
 	}
-	return "https://" + listen + "/dir", mgmtAddr
+	addrs, _ := startListening(t, 2, "address already in use",
+		func(addrs []string) *exec.Cmd {
+			conf := fmt.Sprintf(`{"pebble": {"listenAddress": %q, "managementListenAddress": %q, "certificate": %q, "privateKey": %q,
+		"httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}`,
+				addrs[0], addrs[1], filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+			os.WriteFile(filepath.Join(dir, "pebble.json"), []byte(conf), 0o644)
+			cmd := exec.Command(bin, "-config", filepath.Join(dir, "pebble.json"), "-strict=false")
+			cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=100")
+			return cmd
+		},
+		func(_ string, addrs []string) bool { return serves(addrs[0]) && serves(addrs[1]) })
+	return "https://" + addrs[0] + "/dir", addrs[1]
 }
 
 func TestTLSListenerACME(t *testing.T) {

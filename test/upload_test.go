@@ -110,9 +110,15 @@ func stalledUpstream(t *testing.T) (string, string) {
 // record says 499 client_closed.
 func TestAppGoneMidUploadCancelsUpstream(t *testing.T) {
 	got := make(chan int64, 1)
-	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	reading := make(chan struct{}) // the upload has begun to reach the upstream
+	// Not newUpstream: its recorder reads the whole body before the
+	// handler runs, and the handler must see the upload begin.
+	u := &upstream{}
+	u.Server, u.caFile = newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first, _ := r.Body.Read(make([]byte, 1))
+		close(reading)
 		n, _ := io.Copy(io.Discard, r.Body) // reads as long as till sends
-		got <- n
+		got <- int64(first) + n
 	}))
 	tl := startTill(t, uploadConfig(u), providerSecrets, u.caFile)
 	c, err := net.Dial("tcp", tl.addr)
@@ -121,7 +127,11 @@ func TestAppGoneMidUploadCancelsUpstream(t *testing.T) {
 	}
 	fmt.Fprintf(c, "POST /up/v1/files HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n", 32<<20)
 	c.Write(make([]byte, 256<<10))
-	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-reading:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upload did not reach the upstream")
+	}
 	c.Close()
 	select {
 	case n := <-got:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -66,8 +67,19 @@ func TestSecretLifecycle(t *testing.T) {
 		t.Error("the vault holds the key in clear")
 	}
 
-	// A rotation, with flags after the positional argument.
-	time.Sleep(10 * time.Millisecond)
+	// A rotation, with flags after the positional argument, once the clock
+	// has moved past the creation time, so that updated can differ from it.
+	out, _, _ = c.run("", "secret", "list", "--json")
+	var before []struct{ Created time.Time }
+	if err := json.Unmarshal([]byte(out), &before); err != nil || len(before) != 1 {
+		t.Fatalf("secret list --json: %v: %q", err, out)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !time.Now().After(before[0].Created); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the clock stays at or before %v", before[0].Created)
+		}
+		runtime.Gosched()
+	}
 	out, errOut, code = c.run("sk-rotated-value", "secret", "set", "openai", "--expires", "90d")
 	if code != 0 || !strings.Contains(out, "rotated") {
 		t.Fatalf("rotation: exit %d: %s %s", code, out, errOut)

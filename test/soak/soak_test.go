@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/test/internal/tillbin"
 )
 
 var (
@@ -62,20 +64,14 @@ var tillBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "till-soak-")
+	bin, remove, err := tillbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tillBin = filepath.Join(dir, "till")
-	build := exec.Command("go", "build", "-o", tillBin, "../../cmd/till")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build till:", err)
-		os.Exit(1)
-	}
+	tillBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 
@@ -112,7 +108,7 @@ func upstreamHandler(w http.ResponseWriter, r *http.Request) {
 		for i := 0; i < sseEvents; i++ {
 			fmt.Fprintf(w, "data: event %d\n\n", i)
 			f.Flush()
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // paced on purpose: a stream that lasts
 		}
 	default:
 		http.NotFound(w, r)
@@ -123,6 +119,7 @@ func upstreamHandler(w http.ResponseWriter, r *http.Request) {
 type proc struct {
 	cmd       *exec.Cmd
 	pid       int
+	addr      string // the gateway listener's
 	adminAddr string
 	done      chan struct{}
 	exit      error
@@ -144,7 +141,10 @@ var goroutinesRe = regexp.MustCompile(`(?m)^go_goroutines (\d+)`)
 func (p *proc) figures(t *testing.T) figures {
 	t.Helper()
 	var f figures
-	resp, err := http.Get("http://" + p.adminAddr + "/metrics")
+	// A connection of its own, closed after the reading, so that till holds
+	// no connection of ours between readings.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + p.adminAddr + "/metrics")
 	if err != nil {
 		t.Fatalf("admin /metrics: %v", err)
 	}
@@ -172,14 +172,46 @@ func (p *proc) figures(t *testing.T) figures {
 	return f
 }
 
-func freeAddr(t *testing.T) string {
+// accepted counts the connections till holds that it accepted on its
+// listeners (TCP sockets among its file descriptors, not listening, whose
+// local port is a listener's).
+func (p *proc) accepted(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := map[uint64]bool{}
+	for _, addr := range []string{p.addr, p.adminAddr} {
+		_, port, _ := net.SplitHostPort(addr)
+		n, _ := strconv.ParseUint(port, 10, 16)
+		ports[n] = true
 	}
-	defer l.Close()
-	return l.Addr().String()
+	sockets := map[string]bool{} // inodes
+	fdDir := fmt.Sprintf("/proc/%d/fd", p.pid)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatalf("open fds: %v", err)
+	}
+	for _, fd := range fds {
+		link, _ := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if inode, ok := strings.CutPrefix(link, "socket:["); ok {
+			sockets[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	n := 0
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", p.pid, table))
+		// sl local_address rem_address st ... inode: "0100007F:1F90" is
+		// 127.0.0.1:8080, st 0A is LISTEN.
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || !sockets[f[9]] || f[3] == "0A" {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil && ports[port] {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func runTill(t *testing.T, dir, stdin string, args ...string) {
@@ -197,12 +229,13 @@ func runTill(t *testing.T, dir, stdin string, args ...string) {
 // serve, returning once it listens.
 func startTill(t *testing.T, dir, upstream string) (*proc, string) {
 	t.Helper()
-	listen, admin := freeAddr(t), freeAddr(t)
+	// Both listeners take a port the kernel picks, and the log says which:
+	// a port found free beforehand could be taken before till binds it.
 	cfg := fmt.Sprintf(`version: 1
-listen: %s
+listen: 127.0.0.1:0
 shutdown_grace: 10s
 admin:
-  listen: %s
+  listen: 127.0.0.1:0
 audit:
   file: audit.log
 forward:
@@ -216,7 +249,7 @@ routes:
     secret: soak
     inject: {header: Authorization, format: "Bearer {secret}"}
     timeout: 10s
-`, listen, admin, upstream)
+`, upstream)
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +261,7 @@ routes:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stderr.Close() })
-	p := &proc{adminAddr: admin, done: make(chan struct{})}
+	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(tillBin, "serve")
 	p.cmd.Dir = dir
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
@@ -246,9 +279,11 @@ routes:
 			<-p.done
 		}
 	})
+	var listen string
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		b, _ := os.ReadFile(stderr.Name())
-		if bytes.Contains(b, []byte(`"till listening"`)) {
+		listen, p.adminAddr = logged(b, "till listening", "addr"), logged(b, "admin listening", "admin_addr")
+		if listen != "" && p.adminAddr != "" {
 			break
 		}
 		select {
@@ -260,7 +295,21 @@ routes:
 			t.Fatalf("till did not start:\n%s", b)
 		}
 	}
+	p.addr = listen
 	return p, "http://" + listen
+}
+
+// logged returns the field of the first JSON log line in b whose message is
+// msg, or "" when there is none yet.
+func logged(b []byte, msg, field string) string {
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var ev map[string]any
+		if json.Unmarshal(line, &ev) == nil && ev["message"] == msg {
+			v, _ := ev[field].(string)
+			return v
+		}
+	}
+	return ""
 }
 
 // kind is one sort of request in the mix.
@@ -485,12 +534,17 @@ func TestSoak(t *testing.T) {
 	}
 	l := newLoad(tillURL, up.URL, roots)
 
-	// quiesce ends every connection, client and upstream side, so that a
-	// reading counts what till holds on to by itself.
+	// quiesce ends every connection, client and upstream side, and waits
+	// until till has closed its side of those the load opened to it, so
+	// that a reading counts what till holds on to by itself.
 	quiesce := func() figures {
 		l.closeIdle()
 		up.CloseClientConnections()
-		time.Sleep(2500 * time.Millisecond)
+		for deadline := time.Now().Add(30 * time.Second); p.accepted(t) > 0; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("till still holds %d connections 30s after their clients closed them", p.accepted(t))
+			}
+		}
 		return p.figures(t)
 	}
 
@@ -506,7 +560,7 @@ func TestSoak(t *testing.T) {
 	skipped += l.run(*duration-warm, &next, sampleEvery, func() {
 		f := p.figures(t)
 		peak.goroutines, peak.fds, peak.rssKB = max(peak.goroutines, f.goroutines), max(peak.fds, f.fds), max(peak.rssKB, f.rssKB)
-		t.Logf("  at %v under load: %v", time.Since(began).Round(time.Second), f)
+		t.Logf("  at %v under load: %v, %d connections accepted", time.Since(began).Round(time.Second), f, p.accepted(t))
 	})
 	elapsed := time.Since(began)
 	end := quiesce()
