@@ -11,7 +11,7 @@ import (
 // Decision is the policy's verdict on one request to a route. Every mode,
 // and till test, decides with the same function (Snapshot.decide).
 type Decision struct {
-	Allowed bool
+	Allowed bool   // the request may go upstream
 	Code    string // the error code, when refused
 	Reason  string // why, a fixed sentence for the app
 	// Warning is set on an allowed request that the audit record should

@@ -17,11 +17,13 @@ import (
 
 // Gateway is what a reload swaps the new snapshot into (*proxy.Gateway).
 type Gateway interface {
+	// Swap makes the snapshot the one new requests use.
 	Swap(*proxy.Snapshot)
 }
 
 // Metrics counts reloads (*proxy.Metrics).
 type Metrics interface {
+	// Reload counts one reload, and whether it succeeded.
 	Reload(ok bool)
 }
 
