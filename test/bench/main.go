@@ -47,7 +47,7 @@ const benchKey = "sk-bench-0123456789abcdefghijklmnop"
 var (
 	short  = flag.Bool("short", false, "a quick run that only proves the harness works")
 	rounds = flag.Int("rounds", 5, "interleaved rounds per figure")
-	rate   = flag.Int("rate", 2000, "fixed request rate (req/s) for CPU and latency")
+	rate   = flag.Int("rate", 1000, "fixed request rate (req/s) for CPU and latency")
 	dur    = flag.Duration("dur", 5*time.Second, "length of each fixed-rate and throughput run")
 	idle   = flag.Int("idle", 1000, "idle keep-alive clients for the RSS figure")
 )
