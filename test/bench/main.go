@@ -132,10 +132,13 @@ func run() error {
 		return fmt.Errorf("build till: %v\n%s", err, out)
 	}
 
-	// An HTTPS upstream, as every provider is: each proxy verifies its
-	// certificate and keeps its connections alive.
+	// An HTTPS upstream that offers HTTP/2, as providers do: each proxy
+	// verifies its certificate and keeps its connections alive (nginx
+	// speaks HTTP/1.1 to upstreams; till takes HTTP/2 when offered).
 	up := &upstream{}
-	tlsUp := httptest.NewTLSServer(up)
+	tlsUp := httptest.NewUnstartedServer(up)
+	tlsUp.EnableHTTP2 = true
+	tlsUp.StartTLS()
 	defer tlsUp.Close()
 	upCA := filepath.Join(work, "upstream-ca.pem")
 	if err := os.WriteFile(upCA, pemCert(tlsUp.Certificate()), 0o644); err != nil {
