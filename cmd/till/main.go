@@ -128,7 +128,7 @@ func report(err error, stderr io.Writer) int {
 		return exitOK
 	}
 	if errors.Is(err, flag.ErrHelp) {
-		return exitUsage
+		return exitOK // the usage asked for is printed
 	}
 	if errors.Is(err, errRefused) {
 		return exitError // the verdict is already printed

@@ -261,6 +261,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "extra"}, 2},
 		{[]string{"check", "--nope"}, 2},
 		{[]string{"help"}, 0},
+		{[]string{"help", "serve"}, 0},
+		{[]string{"serve", "--help"}, 0},
+		{[]string{"secret", "set", "-h"}, 0},
+		{[]string{"client", "add", "--help"}, 0},
 	}
 	for _, tt := range tests {
 		if _, _, code := c.run("", tt.args...); code != tt.code {
