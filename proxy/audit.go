@@ -43,8 +43,9 @@ const (
 	outcomeError     = "error"
 )
 
-// Audit writes one JSON line per request to its sink, synchronously, and
-// knows whether the sink can be written. While it cannot, the gateway
+// Audit writes one JSON line per request to its sink, synchronously (and
+// one per resend of a key, see writeUse), and knows whether the sink can
+// be written. While it cannot, the gateway
 // refuses new requests (invariant 8): a key use without its record is worse
 // than no key use.
 type Audit struct {

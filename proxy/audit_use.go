@@ -8,8 +8,9 @@ const fieldAttempt = "attempt"
 // writeUse records that r's key is about to be sent upstream once more, as
 // its attempt-th send (a transport sends a request again when a reused
 // connection failed under it): every send of a key is a key use, and the
-// request's own record counts only the first.
-func (a *Audit) writeUse(r *record, attempt int, now time.Time) {
+// request's own record counts only the first. It reports whether the
+// record was written.
+func (a *Audit) writeUse(r *record, attempt int, now time.Time) bool {
 	var tb [40]byte
 	a.log.Info().
 		Bytes(fieldTime, now.UTC().AppendFormat(tb[:0], time.RFC3339Nano)).
@@ -24,4 +25,5 @@ func (a *Audit) writeUse(r *record, attempt int, now time.Time) {
 		Str(fieldPath, r.path).
 		Int(fieldAttempt, attempt).
 		Send()
+	return a.Healthy()
 }

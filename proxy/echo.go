@@ -96,12 +96,12 @@ func base64Cores(enc *base64.Encoding, b []byte) []string {
 	return out
 }
 
-// scrubEchoes removes every header whose value betrays one of the forms
-// of the key, and returns how many it removed.
+// scrubEchoes removes every header whose value, or name, betrays one of
+// the forms of the key, and returns how many it removed.
 func scrubEchoes(h http.Header, forms []string) int {
 	n := 0
 	for name, values := range h {
-		if echoes(values, forms) {
+		if echoes(values, forms) || nameEchoes(name, forms) {
 			delete(h, name)
 			n++
 		}
@@ -129,6 +129,19 @@ func echoes(values, forms []string) bool {
 				return true
 			}
 			v = d
+		}
+	}
+	return false
+}
+
+// nameEchoes reports whether a header's name holds one of forms, in any
+// case: net/http changes the case of names it receives.
+func nameEchoes(name string, forms []string) bool {
+	for _, f := range forms {
+		for i := 0; i+len(f) <= len(name); i++ {
+			if strings.EqualFold(name[i:i+len(f)], f) {
+				return true
+			}
 		}
 	}
 	return false

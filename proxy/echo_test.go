@@ -55,6 +55,9 @@ func TestEchoesEveryEncodingAtEveryOffset(t *testing.T) {
 			t.Errorf("an echo was not found: %q", v)
 		}
 	}
+	if !nameEchoes("X-"+strings.ToUpper(core[:1])+strings.ToLower(core[1:]), forms) || nameEchoes("X-Request-Id", forms) {
+		t.Error("a header name holding the key, in another case, was not found (or an innocent one was)")
+	}
 	innocent := []string{
 		"application/json; charset=utf-8", "Wed, 02 Dec 2026 11:57:24 GMT", "sk-proj-", "Bearer",
 		"sk-proj-Aq8vR2mKx7Lp0TbW4yNcAAAAAAAAAAAAAAAAAAAAA", "100%", "%zz%4", core[:7],

@@ -111,6 +111,8 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 	case ctx.Err() != nil || x.appGone.Load():
 		x.failure = codeClientClosed
 		return
+	case x.auditFailed.Load():
+		d = errAuditDown
 	case x.upload != nil && x.upload.stalled.Load():
 		d = apiError{CodeUpstreamTimeout, "the upstream stopped reading the request body for the route's timeout"}
 	case errors.As(err, &tooBig):

@@ -34,12 +34,12 @@ type exchange struct {
 	appGone atomic.Bool
 	// upload, when set, watches the upload of the body for progress.
 	upload *uploadWatch
-	// audit records the sends of the key after the first (see resend).
+	// audit records the sends of the key after the first (sendTrace).
 	audit *Audit
-	// sends counts the sends of the request after the first; wrote is set
-	// once its head (with the key) was written upstream.
-	sends         atomic.Int32
-	wrote         atomic.Bool
+	// attempts counts the transport's attempts at sending the request;
+	// auditFailed is set when one could not be recorded, and was stopped.
+	attempts      atomic.Int32
+	auditFailed   atomic.Bool
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time
 	// connectAuth is the Proxy-Authorization given on the CONNECT that

@@ -112,7 +112,8 @@ func newRelayTransport(guard *dialGuard) *http.Transport {
 	}
 }
 
-// relayTransport sends each request through its snapshot's transport.
+// relayTransport sends each request through the relay transport of the
+// live snapshot it was resolved with.
 type relayTransport struct{}
 
 func (relayTransport) RoundTrip(r *http.Request) (*http.Response, error) {

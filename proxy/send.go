@@ -35,19 +35,22 @@ var hopHeaders = []string{
 // header canonicalization: about 5% of till's CPU per request.
 func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	out := x.outbound(r)
+	ctx, cancel := context.WithCancelCause(out.Context())
+	defer cancel(nil)
+	out = out.WithContext(ctx)
 	if body := x.countBody(rw, out, x.route.maxBody); body != nil {
 		// The upstream transport may still hold the body when the
 		// handler returns: it must not read it after that.
 		defer out.Body.Close()
 		if x.route.timeout > 0 {
-			ctx, cancel := context.WithCancelCause(out.Context())
-			defer cancel(nil)
-			out = out.WithContext(ctx)
-			x.upload = watchUpload(body, x.route.timeout, cancel)
-			defer x.upload.stop()
+			x.upload = newUploadWatch(body, x.route.timeout, cancel)
 		}
 	}
-	res, err := g.roundTrip(rw, out, x)
+	res, err := g.roundTrip(rw, out, x, cancel)
+	if x.upload != nil {
+		// An upstream that answered early is no longer waited on.
+		x.upload.stop()
+	}
 	if err == nil && res.StatusCode == http.StatusSwitchingProtocols {
 		// Only ReverseProxy's requests ask for a protocol switch.
 		res.Body.Close()
@@ -150,12 +153,12 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 
 // roundTrip sends out through net/http's Transport with the route's
 // timeout. Informational responses go on to the app as they come.
-func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange) (*http.Response, error) {
+func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange, cancel context.CancelCauseFunc) (*http.Response, error) {
 	// The Transport reports them from another goroutine, which may still
 	// do so after RoundTrip returned.
 	var mu sync.Mutex
 	done := false
-	trace := x.sendTrace()
+	trace := x.sendTrace(cancel)
 	trace.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -171,27 +174,35 @@ func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange
 	return res, err
 }
 
-// sendTrace notes each send of the request by net/http's Transport, which
-// sends a request again on another connection when a reused one failed
-// under it (and HTTP/2 after some stream errors): each send after the
-// first is recorded before it goes (resend). net/http gives no way to stop
-// that send; when its record cannot be written, the failure is logged with
-// the record and the gateway refuses new requests, as for any record.
-func (x *exchange) sendTrace() *httptrace.ClientTrace {
+// sendTrace follows net/http's Transport through one request (cancel
+// ends the request). The Transport sends a request again on another
+// connection when a reused one failed under it (and HTTP/2 after some
+// stream errors): each attempt gets a connection (GotConn), and each one
+// after the first is a send of the key that is recorded before it goes.
+// If that record cannot be written, the attempt's connection is closed
+// before anything is written on it, and the request ends
+// (audit_unavailable). The upload watch starts once the head is written.
+func (x *exchange) sendTrace(cancel context.CancelCauseFunc) *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) {
-			if x.wrote.Load() {
-				x.resend()
+		GotConn: func(info httptrace.GotConnInfo) {
+			n := x.attempts.Add(1)
+			if n > 1 && !x.audit.writeUse(&x.rec, int(n), time.Now()) {
+				x.auditFailed.Store(true)
+				cancel(errAuditUnavailable)
+				info.Conn.Close()
 			}
 		},
-		WroteHeaders: func() { x.wrote.Store(true) },
+		WroteHeaders: func() {
+			if x.upload != nil {
+				x.upload.start()
+			}
+		},
 	}
 }
 
-// resend records a send of the key after the first one.
-func (x *exchange) resend() {
-	x.audit.writeUse(&x.rec, int(x.sends.Add(1))+1, time.Now())
-}
+// errAuditUnavailable ends a request whose next send of the key could not
+// be recorded.
+var errAuditUnavailable = errors.New("the audit record of a key use could not be written")
 
 // copyBody copies a response body to the app, flushing after every write
 // when it is a stream, and reports whether all of it went. A failure to

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -67,6 +68,9 @@ type routeTransport struct{ g *Gateway }
 
 func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
-	r = r.WithContext(httptrace.WithClientTrace(r.Context(), x.sendTrace()))
+	// The context lives as long as the request (the upgraded connection
+	// with it): cancel is the trace's, to stop a send it cannot record.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	r = r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(cancel)))
 	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(r)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -17,28 +18,43 @@ var errUploadStalled = errors.New("the upstream stopped reading the request body
 // timeout: an upstream that stops reading the request body would
 // otherwise hold the request, its connection and the app for as long as
 // the app waits (the response header timeout only starts once the body is
-// sent). Progress is a read of the app's body by the transport; while a
-// read waits for the app, the app is slow, not the upstream, and the
-// body's own idle deadline applies (bodyIdleTimeout).
+// sent). It watches from the moment the request's head is written until
+// the response's head arrives. Progress is a read of the app's body by
+// the transport; while a read waits for the app, the app is slow, not the
+// upstream, and the body's own idle deadline applies (bodyIdleTimeout).
 type uploadWatch struct {
 	body    *countingBody
 	timeout time.Duration
 	cancel  context.CancelCauseFunc
-	timer   *time.Timer
 	stalled atomic.Bool
+
+	mu      sync.Mutex
+	timer   *time.Timer // nil before start
+	stopped bool
 }
 
-// watchUpload starts watching body; cancel ends the upstream request.
-func watchUpload(body *countingBody, timeout time.Duration, cancel context.CancelCauseFunc) *uploadWatch {
-	w := &uploadWatch{body: body, timeout: timeout, cancel: cancel}
-	body.last.Store(time.Now().UnixNano())
-	w.timer = time.AfterFunc(timeout, w.check)
-	return w
+// newUploadWatch returns a watch over body, not started; cancel ends the
+// upstream request.
+func newUploadWatch(body *countingBody, timeout time.Duration, cancel context.CancelCauseFunc) *uploadWatch {
+	return &uploadWatch{body: body, timeout: timeout, cancel: cancel}
+}
+
+// start starts the watch, once: the request's head is written.
+func (w *uploadWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil || w.stopped {
+		return
+	}
+	w.body.last.Store(time.Now().UnixNano())
+	w.timer = time.AfterFunc(w.timeout, w.check)
 }
 
 func (w *uploadWatch) check() {
-	if w.body.ended.Load() {
-		return // uploaded: the response header timeout takes over
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.body.ended.Load() {
+		return // over, or uploaded: the response header timeout takes over
 	}
 	idle := time.Since(time.Unix(0, w.body.last.Load()))
 	if w.body.reading.Load() || idle < w.timeout {
@@ -49,8 +65,15 @@ func (w *uploadWatch) check() {
 	w.cancel(errUploadStalled)
 }
 
-// stop ends the watch.
-func (w *uploadWatch) stop() { w.timer.Stop() }
+// stop ends the watch: the response's head has come, or the request ended.
+func (w *uploadWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
 
 // clientGone reports whether a failed read of the app's body means the app
 // went away (its connection closed or reset mid-body), rather than that
