@@ -94,6 +94,8 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 		if u.Port() == "" {
 			authority = net.JoinHostPort(u.Hostname(), "443")
 		}
+		// A till whose config intercepts always has its CA: serve does
+		// not start without it.
 		ct, mode, e := s.resolveConnect(authority, true)
 		if e != nil {
 			return target{}, e
