@@ -335,13 +335,7 @@ func (a *Audit) write(r *record, end time.Time) {
 		Str(fieldEvent, "request").
 		Str(fieldID, r.id).
 		Str(fieldMode, r.mode).
-		Str(fieldClient, r.client).
-		Str(fieldRoute, r.route).
-		Str(fieldSecret, r.secret).
-		Str(fieldKeyFP, r.keyFP).
-		Str(fieldMethod, r.method).
-		Str(fieldHost, r.host).
-		Str(fieldPath, r.path).
+		Func(r.keyUse).
 		Int(fieldStatus, r.status).
 		Int64(fieldBytesIn, r.bytesIn).
 		Int64(fieldBytesOut, r.bytesOut).
@@ -355,4 +349,16 @@ func (a *Audit) write(r *record, end time.Time) {
 // /dev/stdout) cannot be fsynced, which is not a failure of the sink.
 func isNotSyncable(err error) bool {
 	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP)
+}
+
+// keyUse adds the fields that say who used which key for what: they are
+// in both kinds of record, request and use.
+func (r *record) keyUse(e *zerolog.Event) {
+	e.Str(fieldClient, r.client).
+		Str(fieldRoute, r.route).
+		Str(fieldSecret, r.secret).
+		Str(fieldKeyFP, r.keyFP).
+		Str(fieldMethod, r.method).
+		Str(fieldHost, r.host).
+		Str(fieldPath, r.path)
 }

@@ -16,13 +16,7 @@ func (a *Audit) writeUse(r *record, attempt int, now time.Time) bool {
 		Bytes(fieldTime, now.UTC().AppendFormat(tb[:0], time.RFC3339Nano)).
 		Str(fieldEvent, "use").
 		Str(fieldID, r.id).
-		Str(fieldClient, r.client).
-		Str(fieldRoute, r.route).
-		Str(fieldSecret, r.secret).
-		Str(fieldKeyFP, r.keyFP).
-		Str(fieldMethod, r.method).
-		Str(fieldHost, r.host).
-		Str(fieldPath, r.path).
+		Func(r.keyUse).
 		Int(fieldAttempt, attempt).
 		Send()
 	return a.Healthy()

@@ -156,18 +156,15 @@ func containsAny(v string, forms []string) bool {
 	return false
 }
 
-// percentDecode decodes every valid %XX escape of s once, and leaves
-// anything else as it is: unlike url.PathUnescape, a stray '%' does not
-// stop it.
+// percentDecode decodes every valid %XX escape of s once (decodedAt), and
+// leaves anything else as it is: unlike url.PathUnescape, a stray '%'
+// does not stop it.
 func percentDecode(s string) string {
 	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b = append(b, s[i])
+	for i := 0; i < len(s); {
+		var c byte
+		c, i = decodedAt(s, i)
+		b = append(b, c)
 	}
 	return string(b)
 }

@@ -19,40 +19,26 @@ import (
 // again (a reused connection failed under it) and the audit cannot record
 // that send, the key is not sent again: the app gets 503 audit_unavailable.
 func TestUnrecordedResendIsNotSent(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var keys atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
+	addr := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if strings.Contains(req.Header.Get("Authorization"), testKey) {
-						keys.Add(1)
-					}
-					if i == 1 {
-						return // the second request on a connection: dropped unanswered
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			if strings.Contains(req.Header.Get("Authorization"), testKey) {
+				keys.Add(1)
+			}
+			if i == 1 {
+				return // the second request on a connection: dropped unanswered
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 		}
-	}()
+	})
 	sink := &failingWriter{}
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: http://"+ln.Addr().String()+"\n"), t.TempDir())
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: http://"+addr+"\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -348,27 +348,13 @@ func (c *closeSpy) Close() error { c.closed = true; return nil }
 // error quote the key; the log must not.
 func TestUpstreamErrorsHideTheKey(t *testing.T) {
 	const key = "real-key-123"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				if f := strings.Fields(line); len(f) > 1 {
-					fmt.Fprintf(c, "HTTP/1.1 %s OK\r\n\r\n", f[1])
-				}
-			}()
+	addr := rawServer(t, func(c net.Conn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if f := strings.Fields(line); len(f) > 1 {
+			fmt.Fprintf(c, "HTTP/1.1 %s OK\r\n\r\n", f[1])
 		}
-	}()
-	yaml := "version: 1\nroutes:\n  - {name: gem, upstream: \"http://" + ln.Addr().String() + "\", inject: {query: key}}\n"
+	})
+	yaml := "version: 1\nroutes:\n  - {name: gem, upstream: \"http://" + addr + "\", inject: {query: key}}\n"
 	cfg, err := config.Parse("till.yaml", []byte(yaml), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -384,4 +370,29 @@ func TestUpstreamErrorsHideTheKey(t *testing.T) {
 	if strings.Contains(logs.String(), key) {
 		t.Errorf("the key reached the log: %s", logs.String())
 	}
+}
+
+// rawServer listens on loopback as an upstream written by hand: serve runs
+// for each connection, which is closed when it returns. It returns the
+// listener's address.
+func rawServer(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
