@@ -106,6 +106,16 @@ type Vault struct {
 type Audit struct {
 	// File is "-" for stdout (the default) or an absolute path.
 	File string
+	// Fsync is when records are flushed to stable storage: "none",
+	// "interval" (the default: once a second) or "always".
+	Fsync string
+	// MaxSize, when positive, rotates the file before it would grow past
+	// it; MaxFiles rotated files are kept (default 10).
+	MaxSize  int64
+	MaxFiles int
+	// Sign writes a signed checkpoint record every 1,000 records or 60
+	// seconds, with the vault's till-audit key.
+	Sign bool
 }
 
 // Forward configures forward-proxy mode (HTTP_PROXY / HTTPS_PROXY).

@@ -43,6 +43,13 @@ func TestParseErrors(t *testing.T) {
 		{"admin all interfaces without token", "version: 1\nadmin: {listen: \":9090\"}\n", `till.yaml:2: admin.token_sha256: required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)`},
 		{"admin bad token", "version: 1\nadmin: {listen: 127.0.0.1:9090, token_sha256: abc}\n", `till.yaml:2: admin.token_sha256: must be 64 hex digits (the SHA-256 of the token; "till client add" prints it)`},
 		{"on_expired enum", "version: 1\nvault: {on_expired: ignore}\n", `till.yaml:2: vault.on_expired: must be "block" or "warn"`},
+		{"audit fsync enum", "version: 1\naudit: {fsync: sometimes}\n", `till.yaml:2: audit.fsync: must be "none" or "interval" or "always"`},
+		{"audit max_size unit", "version: 1\naudit: {file: a.log, max_size: 10 parsecs}\n", `till.yaml:2: audit.max_size: must be a size such as 64KB, 100MB or 1GB`},
+		{"audit max_size small", "version: 1\naudit: {file: a.log, max_size: 1KB}\n", `till.yaml:2: audit.max_size: must be at least 4KB`},
+		{"audit max_size stdout", "version: 1\naudit: {max_size: 1MB}\n", `till.yaml:2: audit.max_size: needs audit.file: stdout cannot be rotated`},
+		{"audit max_files", "version: 1\naudit: {max_files: 0}\n", `till.yaml:2: audit.max_files: must be between 1 and 1000 (rotated files kept)`},
+		{"audit sign bool", "version: 1\naudit: {sign: maybe}\n", `till.yaml:2: audit.sign: must be true or false`},
+		{"audit key injected", "version: 1\nroutes:\n  - {name: x, preset: openai, secret: till-audit}\n", `till.yaml:3: routes[0].secret: "till-audit" holds till's audit signing key and can never be injected`},
 		{"unknown_hosts enum", "version: 1\nforward: {unknown_hosts: allow}\n", `till.yaml:2: forward.unknown_hosts: must be "deny" or "tunnel"`},
 		{"on_redis_error enum", "version: 1\nlimits: {on_redis_error: maybe}\n", `till.yaml:2: limits.on_redis_error: must be "allow" or "deny"`},
 		{"bool", "version: 1\nforward: {enabled: yes}\n", `till.yaml:2: forward.enabled: must be true or false`},
@@ -258,7 +265,7 @@ func TestParseDefaults(t *testing.T) {
 	want := &Config{
 		File: "till.yaml", Version: 1, Listen: "127.0.0.1:8080", ShutdownGrace: 30 * time.Second,
 		Vault:   Vault{Path: filepath.Join(dir, "till.vault"), KeyFile: filepath.Join(dir, "till.key"), OnExpired: "block"},
-		Audit:   Audit{File: "-"},
+		Audit:   Audit{File: "-", Fsync: "interval", MaxFiles: 10},
 		Forward: Forward{Intercept: true, UnknownHosts: "deny", CACert: filepath.Join(dir, "till-ca.pem"), CertCache: DefaultCertCache},
 		Limits:  Limits{OnRedisError: "allow"},
 	}
@@ -515,7 +522,7 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:71: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:75: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

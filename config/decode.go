@@ -25,7 +25,7 @@ var (
 	acmeKeys    = []string{"email", "ca"}
 	adminKeys   = []string{"listen", "token_sha256"}
 	vaultKeys   = []string{"path", "key_file", "max_age", "on_expired"}
-	auditKeys   = []string{"file"}
+	auditKeys   = []string{"file", "fsync", "max_size", "max_files", "sign"}
 	forwardKeys = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert", "cert_cache"}
 	limitsKeys  = []string{"redis", "on_redis_error"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
@@ -287,6 +287,17 @@ func (d *decoder) integer(n *yaml.Node, path string) (int64, bool) {
 	return 0, false
 }
 
+// intBetween reads a whole number from lo to hi; what, when set, says
+// what it counts.
+func (d *decoder) intBetween(n *yaml.Node, path string, lo, hi int64, what string) (int, bool) {
+	v, ok := d.integer(n, path)
+	if ok && (v < lo || v > hi) {
+		d.errorf(n, path, "must be between %d and %d%s", lo, hi, what)
+		return 0, false
+	}
+	return int(v), ok
+}
+
 func (d *decoder) strs(n *yaml.Node, path string) []string {
 	var out []string
 	d.list(n, path, func(v *yaml.Node, p string) {
@@ -380,7 +391,7 @@ func (d *decoder) defaults() *Config {
 			KeyFile:   d.resolve(DefaultKeyFile),
 			OnExpired: "block",
 		},
-		Audit: Audit{File: "-"},
+		Audit: Audit{File: "-", Fsync: "interval", MaxFiles: 10},
 		Forward: Forward{
 			Intercept:    true,
 			UnknownHosts: "deny",
@@ -429,16 +440,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		d.vault(v, "vault", &c.Vault)
 	}
 	if v := f["audit"]; v != nil {
-		af := d.fields(v, "audit", auditKeys)
-		if n := af["file"]; n != nil {
-			if s, ok := d.nonEmpty(n, "audit.file"); ok {
-				if s == "-" {
-					c.Audit.File = "-"
-				} else if p, ok := d.filePath(n, "audit.file"); ok {
-					c.Audit.File = p
-				}
-			}
-		}
+		d.audit(v, "audit", &c.Audit)
 	}
 	if v := f["forward"]; v != nil {
 		d.forward(v, "forward", &c.Forward)
@@ -585,13 +587,8 @@ func (d *decoder) forward(n *yaml.Node, path string, fw *Forward) {
 		}
 	}
 	if v := f["cert_cache"]; v != nil {
-		p := join(path, "cert_cache")
-		if n, ok := d.integer(v, p); ok {
-			if n < 1 || n > 1_000_000 {
-				d.errorf(v, p, "must be between 1 and 1000000")
-			} else {
-				fw.CertCache = int(n)
-			}
+		if n, ok := d.intBetween(v, join(path, "cert_cache"), 1, 1_000_000, ""); ok {
+			fw.CertCache = n
 		}
 	}
 }
@@ -634,4 +631,51 @@ func (d *decoder) client(n *yaml.Node, path string) (Client, bool) {
 		c.Cert = d.boolean(v, join(path, "cert"))
 	}
 	return c, true
+}
+
+// minAuditSize is the smallest audit.max_size: a file must hold records.
+const minAuditSize = 4 << 10
+
+// audit decodes the audit mapping into a.
+func (d *decoder) audit(v *yaml.Node, path string, a *Audit) {
+	f := d.fields(v, path, auditKeys)
+	if n := f["file"]; n != nil {
+		if s, ok := d.nonEmpty(n, join(path, "file")); ok {
+			if s == "-" {
+				a.File = "-"
+			} else if p, ok := d.filePath(n, join(path, "file")); ok {
+				a.File = p
+			}
+		}
+	}
+	if n := f["fsync"]; n != nil {
+		if s, ok := d.enum(n, join(path, "fsync"), "none", "interval", "always"); ok {
+			a.Fsync = s
+		}
+	}
+	if n := f["max_size"]; n != nil {
+		p := join(path, "max_size")
+		if s, ok := d.str(n, p); ok {
+			size, err := ParseSize(s)
+			switch {
+			case err != nil:
+				d.errorf(n, p, "must be a size such as 64KB, 100MB or 1GB")
+			case size < minAuditSize:
+				d.errorf(n, p, "must be at least 4KB")
+			default:
+				a.MaxSize = size
+			}
+		}
+	}
+	if n := f["max_files"]; n != nil {
+		if k, ok := d.intBetween(n, join(path, "max_files"), 1, 1000, " (rotated files kept)"); ok {
+			a.MaxFiles = k
+		}
+	}
+	if n := f["sign"]; n != nil {
+		a.Sign = d.boolean(n, join(path, "sign"))
+	}
+	if a.MaxSize > 0 && a.File == "-" {
+		d.errorf(v, join(path, "max_size"), "needs audit.file: stdout cannot be rotated")
+	}
 }

@@ -25,6 +25,9 @@ func TestRestartNeeded(t *testing.T) {
 		want   []string
 	}{
 		{"nothing", func(*Config) {}, nil},
+		{"audit", func(c *Config) {
+			c.Audit.Fsync, c.Audit.MaxSize, c.Audit.MaxFiles, c.Audit.Sign = "always", 1<<20, 3, true
+		}, []string{"audit.fsync", "audit.max_size", "audit.max_files", "audit.sign"}},
 		{"reloadable only", func(c *Config) {
 			c.Routes = append(c.Routes, Route{Name: "second"})
 			c.Clients = []Client{{Name: "web"}}

@@ -110,11 +110,19 @@ func ValidName(s string) error {
 // leave it alone.
 const CASecret = "till-ca"
 
+// AuditKeySecret is the vault entry that holds the key that signs audit
+// checkpoints (audit.sign), created by till serve: no route may inject
+// it.
+const AuditKeySecret = "till-audit"
+
 // validSecretName checks a route's secret: a name the vault accepts, and
 // not the CA's key.
 func validSecretName(s string) error {
 	if s == CASecret {
 		return errorString(strconv.Quote(CASecret) + " holds till's CA key and can never be injected")
+	}
+	if s == AuditKeySecret {
+		return errorString(strconv.Quote(AuditKeySecret) + " holds till's audit signing key and can never be injected")
 	}
 	return vault.ValidName(s)
 }

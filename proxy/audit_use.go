@@ -5,19 +5,20 @@ import "time"
 // fieldAttempt numbers the sends of one request's key.
 const fieldAttempt = "attempt"
 
-// writeUse records that r's key is about to be sent upstream once more, as
-// its attempt-th send (a transport sends a request again when a reused
-// connection failed under it): every send of a key is a key use, and the
-// request's own record counts only the first. It reports whether the
-// record was written.
+// writeUse records that r's key is about to be sent upstream, as its
+// attempt-th send (a transport sends a request again when a reused
+// connection failed under it): every send of a key is a key use. It
+// reports whether the record was written; the key goes only if it was.
 func (a *Audit) writeUse(r *record, attempt int, now time.Time) bool {
+	w := a.ahead.Get().(*aheadWriter)
+	defer a.ahead.Put(w)
 	var tb [40]byte
-	a.log.Info().
+	w.log.Info().
 		Bytes(fieldTime, now.UTC().AppendFormat(tb[:0], time.RFC3339Nano)).
 		Str(fieldEvent, "use").
 		Str(fieldID, r.id).
 		Func(r.keyUse).
 		Int(fieldAttempt, attempt).
 		Send()
-	return a.Healthy()
+	return w.written
 }

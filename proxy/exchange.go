@@ -34,11 +34,13 @@ type exchange struct {
 	appGone atomic.Bool
 	// upload, when set, watches the upload of the body for progress.
 	upload *uploadWatch
-	// audit records the sends of the key after the first (sendTrace).
+	// audit records each send of the key (writeAhead, sendTrace).
 	audit *Audit
-	// attempts counts the transport's attempts at sending the request;
-	// auditFailed is set when one could not be recorded, and was stopped.
+	// attempts counts the sends of the key that were recorded, conns the
+	// connections the transport got for them; auditFailed is set when a
+	// send could not be recorded, and was stopped.
 	attempts      atomic.Int32
+	conns         atomic.Int32
 	auditFailed   atomic.Bool
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time

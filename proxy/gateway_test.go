@@ -14,10 +14,12 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
@@ -33,7 +35,7 @@ func newTestGateway(t testing.TB, yaml, upstream string, secrets map[string]vaul
 		t.Fatal(err)
 	}
 	buf := &lockedBuffer{}
-	gw := New(NewSnapshot(cfg, secrets), Options{Audit: NewAudit(buf, nil), Log: zerolog.Nop()})
+	gw := New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
 	return gw, buf
 }
 
@@ -48,7 +50,14 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) records(t testing.TB) []map[string]any {
+// records returns the request records written.
+func (l *lockedBuffer) records(t testing.TB) []map[string]any { return l.events(t, "request") }
+
+// uses returns the use records written.
+func (l *lockedBuffer) uses(t testing.TB) []map[string]any { return l.events(t, "use") }
+
+// events returns the records of the event written.
+func (l *lockedBuffer) events(t testing.TB, event string) []map[string]any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []map[string]any
@@ -60,7 +69,9 @@ func (l *lockedBuffer) records(t testing.TB) []map[string]any {
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)
 		}
-		out = append(out, m)
+		if m["event"] == event {
+			out = append(out, m)
+		}
 	}
 	return out
 }
@@ -142,6 +153,37 @@ func TestGatewayRouting(t *testing.T) {
 	}
 }
 
+// TestUseRecordedBeforeKeyLeaves checks, from the upstream, that the use
+// record of the key it receives is already written (invariant 8).
+func TestUseRecordedBeforeKeyLeaves(t *testing.T) {
+	var buf *lockedBuffer
+	var seen []map[string]any
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = buf.uses(t)
+	}))
+	defer up.Close()
+	gw, b := newTestGateway(t, baseYAML, up.URL, secrets(time.Now()))
+	buf = b
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("POST", "/openai/v1/chat/completions", strings.NewReader("{}")))
+	if w.Code != 200 {
+		t.Fatalf("status %d", w.Code)
+	}
+	recs := buf.records(t)
+	if len(seen) != 1 || len(recs) != 1 {
+		t.Fatalf("the upstream saw %d use records written before the key arrived, want 1; %d request records", len(seen), len(recs))
+	}
+	u, r := seen[0], recs[0]
+	for _, f := range []string{"id", "client", "route", "secret", "key_fp", "method", "host", "path"} {
+		if u[f] != r[f] || u[f] == nil {
+			t.Errorf("%s: use record %v, request record %v", f, u[f], r[f])
+		}
+	}
+	if u["attempt"] != 1.0 || r["attempt"] != 1.0 || u["key_fp"] == "" {
+		t.Errorf("attempt: use %v, request %v; key_fp %v", u["attempt"], r["attempt"], u["key_fp"])
+	}
+}
+
 func TestGatewaySecretStates(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
@@ -175,61 +217,76 @@ func TestGatewaySecretStates(t *testing.T) {
 	}
 }
 
-// failingWriter fails while fail is set.
+// testAudit writes audit records to w.
+func testAudit(w io.Writer) *Audit { return NewAudit(audit.New(w, audit.Options{})) }
+
+// failingWriter fails while fail is set, and after ok more writes when
+// ok is positive.
 type failingWriter struct {
 	mu   sync.Mutex
 	fail bool
+	ok   int
 	buf  bytes.Buffer
 }
 
 func (f *failingWriter) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail {
+	if f.ok > 0 {
+		f.ok--
+		f.fail = f.ok == 0
+	} else if f.fail {
 		return 0, errors.New("disk full")
 	}
 	return f.buf.Write(p)
 }
 
+// TestAuditFailClosedAndRecovers fails the audit sink: no key may reach
+// the upstream while its use cannot be recorded, and requests go through
+// again once the sink works, with the records of the refused ones.
 func TestAuditFailClosedAndRecovers(t *testing.T) {
-	hits := 0
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++ }))
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer up.Close()
 	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(baseYAML, "{{UP}}", up.URL)), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Only requests' records may prove the sink works again here.
-	defer func(d time.Duration) { auditRetryInterval = d }(auditRetryInterval)
-	auditRetryInterval = time.Hour
 	sink := &failingWriter{fail: true}
-	var reported []error
-	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(sink, func(err error, _ []byte) { reported = append(reported, err) }), Log: zerolog.Nop()})
-	serve := func() int {
+	var reported atomic.Int32
+	a := NewAudit(audit.New(sink, audit.Options{OnError: func(error, []byte) { reported.Add(1) }}))
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: a, Log: zerolog.Nop()})
+	serve := func() (int, string) {
 		w := httptest.NewRecorder()
 		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models/x", nil))
-		return w.Code
+		return w.Code, w.Header().Get("X-Till-Error")
 	}
-	if got := serve(); got != 200 {
-		t.Fatalf("first request: got %d, want 200 (the failure is only known after it)", got)
+	for i := range 2 {
+		if code, e := serve(); code != 503 || e != CodeAuditUnavailable {
+			t.Fatalf("request %d while the sink fails: got %d %q, want 503 audit_unavailable", i+1, code, e)
+		}
 	}
-	if len(reported) != 1 || gw.audit.Healthy() || gw.audit.Failures() != 1 {
-		t.Fatalf("failure not reported: %v", reported)
-	}
-	if got := serve(); got != 503 {
-		t.Errorf("while failing: got %d, want 503", got)
+	if hits.Load() != 0 || reported.Load() == 0 || a.Healthy() || a.Failures() == 0 {
+		t.Fatalf("while failing: %d upstream hits (want 0), %d failures reported, healthy %v", hits.Load(), reported.Load(), a.Healthy())
 	}
 	sink.mu.Lock()
 	sink.fail = false
 	sink.mu.Unlock()
-	if got := serve(); got != 503 {
-		t.Errorf("first request after recovery: got %d, want 503 (its refusal record proves the sink works)", got)
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code, _ := serve(); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sink works again, and requests are still refused 3s later")
+		}
 	}
-	if got := serve(); got != 200 {
-		t.Errorf("after recovery: got %d, want 200", got)
+	if hits.Load() != 1 {
+		t.Errorf("upstream hits: got %d, want 1", hits.Load())
 	}
-	if hits != 2 {
-		t.Errorf("upstream hits: got %d, want 2", hits)
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if n := strings.Count(sink.buf.String(), `"reason":"audit_unavailable"`); n < 2 {
+		t.Errorf("%d records of the refused requests written late, want 2 or more:\n%s", n, sink.buf.String())
 	}
 }
 
@@ -270,7 +327,7 @@ func BenchmarkGateway(b *testing.B) {
 	}))
 	defer up.Close()
 	gw, _ := newTestGateway(b, baseYAML, up.URL, secrets(time.Now()))
-	gw.audit = NewAudit(io.Discard, nil)
+	gw.audit = testAudit(io.Discard)
 	front := httptest.NewServer(gw)
 	defer front.Close()
 	client := front.Client()
@@ -296,7 +353,7 @@ func BenchmarkHandler(b *testing.B) {
 	}))
 	defer up.Close()
 	gw, _ := newTestGateway(b, baseYAML, up.URL, secrets(time.Now()))
-	gw.audit = NewAudit(io.Discard, nil)
+	gw.audit = testAudit(io.Discard)
 	b.ReportAllocs()
 	for b.Loop() {
 		w := httptest.NewRecorder()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
@@ -84,12 +85,13 @@ func BenchmarkInject(b *testing.B) {
 }
 
 func BenchmarkAuditRecord(b *testing.B) {
-	a := NewAudit(io.Discard, nil)
+	a := testAudit(io.Discard)
 	r := &record{start: time.Now(), id: "0a1b2c3d4e5f-1", mode: modeReverse, client: "web", route: "openai", secret: "openai",
 		keyFP: "sha256:0123456789abcdef", method: "POST", host: "api.openai.com", path: "/openai/v1/chat/completions",
 		status: 200, bytesIn: 120, bytesOut: 2048, outcome: outcomeForwarded}
 	b.ReportAllocs()
 	for b.Loop() {
+		a.writeUse(r, 1, time.Now())
 		a.write(r, time.Now())
 	}
 }
@@ -165,19 +167,21 @@ routes:
 	}
 }
 
-// BenchmarkAuditFile writes records to an audit file, as till does with
-// audit.file set.
+// BenchmarkAuditFile writes the records of a request (its use, then the
+// request) to an audit file, as till does with audit.file set.
 func BenchmarkAuditFile(b *testing.B) {
-	a, err := OpenAudit(filepath.Join(b.TempDir(), "audit.log"), nil)
+	sink, err := audit.Open(audit.Options{Path: filepath.Join(b.TempDir(), "audit.log")})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer a.Close()
+	defer sink.Close()
+	a := NewAudit(sink)
 	r := &record{start: time.Now(), id: "0a1b2c3d4e5f-1", mode: modeReverse, client: "web", route: "openai", secret: "openai",
 		keyFP: "sha256:0123456789abcdef", method: "POST", host: "api.openai.com", path: "/openai/v1/chat/completions",
 		status: 200, bytesIn: 120, bytesOut: 2048, outcome: outcomeForwarded}
 	b.ReportAllocs()
 	for b.Loop() {
+		a.writeUse(r, 1, time.Now())
 		a.write(r, time.Now())
 	}
 }

@@ -66,7 +66,7 @@ routes:
 	transport.TLSClientConfig.RootCAs = x509.NewCertPool()
 	transport.TLSClientConfig.RootCAs.AddCert(f.up.Certificate())
 	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
-	f.gw = New(NewSnapshot(cfg, secrets), Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.Nop(), Transport: transport, Leaves: f.leaves})
+	f.gw = New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Transport: transport, Leaves: f.leaves})
 	f.front = httptest.NewServer(f.gw)
 	tb.Cleanup(f.front.Close)
 	return f

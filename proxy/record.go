@@ -34,6 +34,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	}
 	x.rec.bytesOut += rw.n
 	x.rec.bytesIn = x.bytesIn.Load()
+	x.rec.attempt = int(x.attempts.Load())
 	x.rec.outcome, x.rec.reason = x.outcome(p != nil, r.Context())
 	if x.rec.reason == codeClientClosed || x.rec.reason == codeShutdown {
 		if !rw.committed {

@@ -114,7 +114,7 @@ func TestCAKeyNeverInjected(t *testing.T) {
 	}
 	cfg.Routes[0].Secret = config.CASecret
 	gw := New(NewSnapshot(cfg, map[string]vault.Secret{config.CASecret: vault.NewSecret(config.CASecret, stored, time.Now())}),
-		Options{Audit: NewAudit(io.Discard, nil)})
+		Options{Audit: testAudit(io.Discard)})
 	w := httptest.NewRecorder()
 	gw.ServeHTTP(w, httptest.NewRequest("GET", "/x/", nil))
 	if w.Code != 503 || strings.Contains(got, stored) {

@@ -35,6 +35,10 @@ var hopHeaders = []string{
 // header canonicalization: about 5% of till's CPU per request.
 func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	out := x.outbound(r)
+	if !x.writeAhead() {
+		g.upstreamFailed(rw, x, r.Context(), errAuditUnavailable)
+		return
+	}
 	ctx, cancel := context.WithCancelCause(out.Context())
 	defer cancel(nil)
 	out = out.WithContext(ctx)
@@ -174,19 +178,35 @@ func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange
 	return res, err
 }
 
+// writeAhead records the first send of the request's key, before the
+// transport runs (invariant 8). It reports whether the record was
+// written: the key must not go when it was not.
+func (x *exchange) writeAhead() bool {
+	if !x.audit.writeUse(&x.rec, 1, time.Now()) {
+		x.auditFailed.Store(true)
+		return false
+	}
+	x.attempts.Store(1)
+	return true
+}
+
 // sendTrace follows net/http's Transport through one request (cancel
 // ends the request). The Transport sends a request again on another
 // connection when a reused one failed under it (and HTTP/2 after some
 // stream errors): each attempt gets a connection (GotConn), and each one
-// after the first is a send of the key that is recorded before it goes.
-// If that record cannot be written, the attempt's connection is closed
-// before anything is written on it, and the request ends
-// (audit_unavailable). The upload watch starts once the head is written.
+// after the first (writeAhead recorded that) is a send of the key that
+// is recorded before it goes. If that record cannot be written, the
+// attempt's connection is closed before anything is written on it, and
+// the request ends (audit_unavailable). The upload watch starts once the
+// head is written.
 func (x *exchange) sendTrace(cancel context.CancelCauseFunc) *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
+			if x.conns.Add(1) == 1 {
+				return
+			}
 			n := x.attempts.Add(1)
-			if n > 1 && !x.audit.writeUse(&x.rec, int(n), time.Now()) {
+			if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
 				x.auditFailed.Store(true)
 				cancel(errAuditUnavailable)
 				info.Conn.Close()

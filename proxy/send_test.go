@@ -229,7 +229,7 @@ func gatewayTo(t *testing.T, up *httptest.Server) (*Gateway, *http.Transport) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.Nop(), Transport: tr}), tr
+	return New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Transport: tr}), tr
 }
 
 // TestUnannouncedTrailersScrubbed: over HTTP/2 an upstream may send
@@ -361,7 +361,7 @@ func TestUpstreamErrorsHideTheKey(t *testing.T) {
 	}
 	var logs strings.Builder
 	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"gem": vault.NewSecret("gem", key, time.Now())}),
-		Options{Audit: NewAudit(io.Discard, nil), Log: zerolog.New(&logs)})
+		Options{Audit: testAudit(io.Discard), Log: zerolog.New(&logs)})
 	w := httptest.NewRecorder()
 	gw.ServeHTTP(w, httptest.NewRequest("GET", "/gem/v1/models", nil))
 	if w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {

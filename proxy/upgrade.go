@@ -68,6 +68,9 @@ type routeTransport struct{ g *Gateway }
 
 func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
+	if !x.writeAhead() {
+		return nil, errAuditUnavailable
+	}
 	// The context lives as long as the request (the upgraded connection
 	// with it): cancel is the trace's, to stop a send it cannot record.
 	ctx, cancel := context.WithCancelCause(r.Context())

@@ -447,9 +447,15 @@ func (tl *till) waitLog(s string) bool {
 // auditRecord is one line of the audit log.
 type auditRecord map[string]any
 
-// audit returns the audit records written so far (the audit sink is stdout
-// by default).
-func (tl *till) audit() []auditRecord {
+// audit returns the request records written so far (the audit sink is
+// stdout by default).
+func (tl *till) audit() []auditRecord { return tl.events("request") }
+
+// uses returns the use records written so far: one per send of a key.
+func (tl *till) uses() []auditRecord { return tl.events("use") }
+
+// events returns the audit records of the event written so far.
+func (tl *till) events(event string) []auditRecord {
 	var recs []auditRecord
 	sc := bufio.NewScanner(strings.NewReader(tl.stdout.String()))
 	for sc.Scan() {
@@ -457,7 +463,9 @@ func (tl *till) audit() []auditRecord {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			tl.t.Fatalf("audit line is not JSON: %q", sc.Text())
 		}
-		recs = append(recs, r)
+		if r["event"] == event {
+			recs = append(recs, r)
+		}
 	}
 	return recs
 }
@@ -480,7 +488,8 @@ func (tl *till) waitAudit(n int) []auditRecord {
 
 // auditFields are the fields every record carries, per the contract.
 var auditFields = []string{"time", "level", "event", "id", "mode", "client", "route", "secret",
-	"key_fp", "method", "host", "path", "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "reason"}
+	"key_fp", "method", "host", "path", "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "reason",
+	"attempt", "seq", "prev"}
 
 func checkAuditFields(t *testing.T, r auditRecord) {
 	t.Helper()

@@ -179,7 +179,9 @@ func auditIDs(t *testing.T, path string) []string {
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("%s: line %q is not a record", path, line)
 		}
-		ids = append(ids, r["id"].(string))
+		if r["event"] == "request" {
+			ids = append(ids, r["id"].(string))
+		}
 	}
 	return ids
 }

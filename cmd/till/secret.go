@@ -55,6 +55,9 @@ func runSecretSet(args []string, e *env) error {
 	if name == config.CASecret {
 		return withHint(fmt.Errorf("%q holds till's CA key", name), "it is managed by till ca init")
 	}
+	if name == config.AuditKeySecret {
+		return withHint(fmt.Errorf("%q holds till's audit signing key", name), "till serve creates it when audit.sign is true")
+	}
 	now := time.Now()
 	var exp time.Time
 	if expires != "" {
@@ -241,6 +244,9 @@ func runSecretRm(args []string, e *env) error {
 	}
 	if name == config.CASecret {
 		return withHint(fmt.Errorf("%q holds till's CA key: removing it would break interception", name), "it is managed by till ca init")
+	}
+	if name == config.AuditKeySecret {
+		return withHint(fmt.Errorf("%q holds till's audit signing key: till would sign with a new key, which verifiers holding the old public key reject", name), "till audit pubkey prints its public key")
 	}
 	if _, err := os.Stat(cfg.Vault.Path); err != nil {
 		return fmt.Errorf("secret %q not found: no vault at %s", name, displayPath(cfg.Vault.Path))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/proxy/ca"
@@ -60,14 +62,11 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		addr = listen
 	}
 
-	audit, err := proxy.OpenAudit(cfg.Audit.File, func(err error, record []byte) {
-		logger.Error().Err(err).RawJSON("record", record).
-			Msg("cannot write an audit record: refusing requests until the audit sink works again")
-	})
+	sink, err := openAudit(cfg, secrets, e, logger)
 	if err != nil {
-		return withHint(err, "check audit.file in the config")
+		return err
 	}
-	defer audit.Close()
+	defer sink.Close()
 	leaves, err := interceptionLeaves(cfg, secrets)
 	if err != nil {
 		return err
@@ -110,9 +109,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		defer rl.Close()
 		limits = rl
 	}
-	metrics := proxy.NewMetrics(audit)
+	records := proxy.NewAudit(sink)
+	metrics := proxy.NewMetrics(records)
 	gw := proxy.New(proxy.NewSnapshot(cfg, secrets), proxy.Options{
-		Audit:          audit,
+		Audit:          records,
 		Log:            logger,
 		Leaves:         leaves,
 		Listeners:      own,
@@ -175,7 +175,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		case <-hup:
 			_ = rl.Reload()
 		case <-reopen:
-			if err := audit.Reopen(); err != nil {
+			if err := sink.Reopen(); err != nil {
 				logger.Error().Err(err).Msg("cannot reopen the audit file: still writing to the one open")
 			} else {
 				logger.Info().Msg("reopened the audit file")
@@ -201,13 +201,77 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			if err != nil {
 				logger.Warn().Err(err).Msg("grace period over: closed the remaining connections")
 			}
-			if err := audit.Close(); err != nil {
+			if err := sink.Close(); err != nil {
 				return err
 			}
 			logger.Info().Msg("stopped")
 			return nil
 		}
 	}
+}
+
+// openAudit opens the audit sink of the config, with its signing key
+// (created in the vault on first use) when audit.sign is set.
+func openAudit(cfg *config.Config, secrets map[string]vault.Secret, e *env, logger zerolog.Logger) (*audit.Sink, error) {
+	o := audit.Options{
+		Path:     cfg.Audit.File,
+		Fsync:    cfg.Audit.Fsync,
+		MaxSize:  cfg.Audit.MaxSize,
+		MaxFiles: cfg.Audit.MaxFiles,
+		OnError: func(err error, record []byte) {
+			ev := logger.Error().Err(err)
+			if len(record) > 0 {
+				ev = ev.RawJSON("record", record)
+			}
+			ev.Msg("cannot write an audit record: refusing requests until the audit sink works again")
+		},
+	}
+	if cfg.Audit.Sign {
+		key, err := auditKey(cfg, secrets, e, logger)
+		if err != nil {
+			return nil, err
+		}
+		o.Signer = key
+	}
+	sink, err := audit.Open(o)
+	if err != nil {
+		return nil, withHint(err, "check audit.file in the config")
+	}
+	return sink, nil
+}
+
+// auditKey returns the key that signs audit checkpoints, from the vault,
+// where it is created when missing.
+func auditKey(cfg *config.Config, secrets map[string]vault.Secret, e *env, logger zerolog.Logger) (ed25519.PrivateKey, error) {
+	stored, ok := secrets[config.AuditKeySecret]
+	if !ok {
+		v, err := openVault(cfg, e, true)
+		if err == nil {
+			err = v.Update(func(m map[string]vault.Secret) error {
+				if s, ok := m[config.AuditKeySecret]; ok {
+					stored = s // made meanwhile, by another till
+					return nil
+				}
+				pem, err := audit.NewKey()
+				if err != nil {
+					return err
+				}
+				stored = vault.NewSecret(config.AuditKeySecret, pem, time.Now())
+				m[config.AuditKeySecret] = stored
+				return nil
+			})
+		}
+		if err != nil {
+			return nil, withHint(fmt.Errorf("create the audit signing key in the vault: %w", err), "audit.sign needs a vault till can write once; or set audit.sign: false")
+		}
+		logger.Info().Str("secret", config.AuditKeySecret).Msg("created the audit signing key in the vault (till audit pubkey prints its public key)")
+	}
+	pem, _ := stored.Value()
+	key, err := audit.ParseKey(pem)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("vault entry %q: %w", config.AuditKeySecret, err), "restore the vault from a backup")
+	}
+	return key, nil
 }
 
 // interceptionLeaves loads the CA for TLS interception when forward mode

@@ -1,9 +1,11 @@
 //go:build !unix
 
-package proxy
+package audit
 
 import "os"
 
 // unlinked cannot tell a removed file from a renamed one here: it says
 // removed, so a record may be written twice but is never lost.
 func unlinked(*os.File) bool { return true }
+
+func currentName(f *os.File) string { return f.Name() }

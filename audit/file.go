@@ -1,0 +1,155 @@
+package audit
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// file is the audit file at path, written through f (opened for
+// appending, mode 0600, in a folder created 0700 when missing).
+type file struct {
+	path     string
+	maxSize  int64 // rotate before a record would grow the file past it; 0: never
+	maxFiles int   // rotated files kept: path.1 (newest) to path.maxFiles
+	f        *os.File
+	id       os.FileInfo // f's, for os.SameFile
+	size     int64
+}
+
+// maxLine bounds what is read back of a record (the last of a file).
+const maxLine = 1 << 20
+
+// open opens the file at the path in place of f, which it closes (on
+// error, f stays open). It returns the file's last line, or nil when
+// the file is empty; a last line cut short (by a power loss) is ended
+// with a newline, so that the next record starts a line of its own.
+func (af *file) open() (last []byte, err error) {
+	if err := os.MkdirAll(filepath.Dir(af.path), 0o700); err != nil {
+		return nil, fmt.Errorf("create audit folder: %w", err)
+	}
+	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit file: %w", err)
+	}
+	id, err := f.Stat()
+	if err == nil {
+		last, err = lastLine(f, id.Size())
+	}
+	if err == nil && len(last) > 0 && last[len(last)-1] != '\n' {
+		_, err = f.Write([]byte{'\n'})
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open audit file: %w", err)
+	}
+	if af.f != nil {
+		af.f.Close()
+	}
+	af.f, af.id, af.size = f, id, id.Size()
+	if len(last) > 0 && last[len(last)-1] != '\n' {
+		af.size++
+	}
+	return bytes.TrimRight(last, "\n"), nil
+}
+
+// lastLine reads the last line of the first size bytes of f, with its
+// newline if it has one.
+func lastLine(f io.ReaderAt, size int64) ([]byte, error) {
+	if size == 0 {
+		return nil, nil
+	}
+	n := min(size, maxLine)
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, size-n); err != nil && err != io.EOF {
+		return nil, err
+	}
+	body := buf
+	if body[len(body)-1] == '\n' {
+		body = body[:len(body)-1]
+	}
+	if i := bytes.LastIndexByte(body, '\n'); i >= 0 {
+		return buf[i+1:], nil
+	}
+	return buf, nil
+}
+
+// lastLineOf reads the last line of the file at path, without its
+// newline; nil when it cannot.
+func lastLineOf(path string) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	last, _ := lastLine(f, st.Size())
+	return bytes.TrimRight(last, "\n")
+}
+
+// full reports whether a record of n bytes must go to a new file.
+func (af *file) full(n int) bool {
+	return af.maxSize > 0 && af.size > 0 && af.size+int64(n) > af.maxSize
+}
+
+// rotated is the name of the i-th rotated file (1 is the newest).
+func (af *file) rotated(i int) string { return af.path + "." + strconv.Itoa(i) }
+
+// rotate moves the file to path.1 (and path.1 to path.2, …, dropping the
+// oldest beyond maxFiles) and opens a new one at the path.
+func (af *file) rotate() error {
+	if err := af.f.Sync(); err != nil {
+		return fmt.Errorf("rotate audit file: %w", err)
+	}
+	for i := af.maxFiles; i >= 1; i-- {
+		src := af.path
+		if i > 1 {
+			src = af.rotated(i - 1)
+		}
+		err := os.Rename(src, af.rotated(i))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("rotate audit file: %w", err)
+		}
+	}
+	_, err := af.open()
+	return err
+}
+
+// append writes one record to f. A record cut short (a full disk) would
+// run into the next one: its start is taken back out.
+func (af *file) append(p []byte) error {
+	n, err := af.f.Write(p)
+	if err != nil && n > 0 {
+		if st, serr := af.f.Stat(); serr == nil {
+			_ = af.f.Truncate(st.Size() - int64(n))
+		}
+		n = 0
+	}
+	af.size += int64(n)
+	return err
+}
+
+// moved reports, with one stat, whether the path no longer names f (it
+// was renamed or removed), and whether f was removed: what is written
+// to a removed file can never be read.
+func (af *file) moved() (moved, removed bool) {
+	if st, err := os.Stat(af.path); err == nil && os.SameFile(st, af.id) {
+		return false, false
+	}
+	return true, unlinked(af.f)
+}
+
+// name is the base name f has now (after a rename), as far as the system
+// tells.
+func (af *file) name() string { return filepath.Base(currentName(af.f)) }
+
+func (af *file) Sync() error  { return af.f.Sync() }
+func (af *file) Close() error { return af.f.Close() }

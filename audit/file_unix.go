@@ -1,0 +1,31 @@
+//go:build unix
+
+package audit
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// unlinked reports whether f has no name left in any folder (it was
+// removed), so that what is written to it can never be read.
+func unlinked(f *os.File) bool {
+	st, err := f.Stat()
+	if err != nil {
+		return true
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return !ok || sys.Nlink == 0
+}
+
+// currentName is the path f has now, which follows renames where the
+// system says (Linux's /proc), and is the one it was opened with elsewhere.
+func currentName(f *os.File) string {
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil || strings.HasSuffix(p, " (deleted)") {
+		return f.Name()
+	}
+	return p
+}

@@ -1,0 +1,109 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// fieldSig holds a checkpoint's signature.
+const fieldSig = "sig"
+
+// checkpoint builds a checkpoint record for the chain's next position: a
+// signature over the chain head (prev), with its own seq and time.
+func (s *Sink) checkpoint() []byte {
+	var tb [40]byte
+	now := time.Now().UTC().AppendFormat(tb[:0], time.RFC3339Nano)
+	sig := ed25519.Sign(s.opts.Signer, signedText(string(now), s.chain.seq+1, s.chain.head()))
+	rec := make([]byte, 0, 200)
+	rec = append(rec, `{"level":"info","time":"`...)
+	rec = append(rec, now...)
+	rec = append(rec, `","event":"checkpoint","`+fieldSig+`":"`...)
+	rec = base64.StdEncoding.AppendEncode(rec, sig)
+	return append(rec, "\"}\n"...)
+}
+
+// signNow writes a checkpoint. One that cannot be written is tried again
+// after the next record.
+func (s *Sink) signNow() {
+	if err := s.put(nil); err != nil {
+		if s.opts.OnError != nil {
+			s.opts.OnError(fmt.Errorf("write an audit checkpoint: %w", err), nil)
+		}
+		return
+	}
+	s.unsigned = 0
+	s.lastSign = time.Now()
+}
+
+// signedText is what a checkpoint's signature covers: its time, its seq
+// and the chain head it follows, the hash that names every record before
+// it.
+func signedText(time string, seq uint64, prev string) []byte {
+	return []byte("till audit checkpoint\n" + time + "\n" + strconv.FormatUint(seq, 10) + "\n" + prev)
+}
+
+// NewKey returns a new signing key, PEM-encoded (PKCS #8) for the vault.
+func NewKey() (string, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
+}
+
+// ParseKey reads a signing key written by NewKey.
+func ParseKey(stored string) (ed25519.PrivateKey, error) {
+	b, _ := pem.Decode([]byte(stored))
+	if b == nil || b.Type != "PRIVATE KEY" {
+		return nil, errors.New("the audit signing key is not a PEM private key")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		return nil, errors.New("the audit signing key cannot be parsed")
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, errors.New("the audit signing key is not an Ed25519 key")
+	}
+	return priv, nil
+}
+
+// AuthorizedKey is the public half of key in the OpenSSH format
+// ("ssh-ed25519 AAAA…"), with a newline.
+func AuthorizedKey(key ed25519.PrivateKey) string {
+	pub, err := ssh.NewPublicKey(key.Public())
+	if err != nil {
+		panic(err) // an Ed25519 public key always converts
+	}
+	return string(ssh.MarshalAuthorizedKey(pub))
+}
+
+// ParseAuthorizedKey reads an Ed25519 public key in the OpenSSH format.
+func ParseAuthorizedKey(text []byte) (ed25519.PublicKey, error) {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(text)
+	if err != nil {
+		return nil, errors.New("not an OpenSSH public key (want a line like: ssh-ed25519 AAAA…)")
+	}
+	ck, ok := pub.(ssh.CryptoPublicKey)
+	if !ok {
+		return nil, errors.New("not an Ed25519 public key")
+	}
+	k, ok := ck.CryptoPublicKey().(ed25519.PublicKey)
+	if !ok {
+		return nil, errors.New("not an Ed25519 public key (want ssh-ed25519)")
+	}
+	return k, nil
+}

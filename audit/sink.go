@@ -1,0 +1,429 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Fsync settings: when records are flushed to stable storage.
+const (
+	// FsyncNone leaves it to the system (a power loss can lose what its
+	// cache held, tens of seconds).
+	FsyncNone = "none"
+	// FsyncInterval flushes once a second: at most a second of records is
+	// at risk on power loss.
+	FsyncInterval = "interval"
+	// FsyncAlways flushes after every record, before the key it records
+	// is used.
+	FsyncAlways = "always"
+)
+
+// Options configure a Sink.
+type Options struct {
+	// Path is the audit file; "" or "-" is stdout.
+	Path string
+	// Fsync is FsyncNone, FsyncInterval (the default when "") or
+	// FsyncAlways.
+	Fsync string
+	// MaxSize, when positive, rotates the file before a record would make
+	// it larger: it becomes Path.1, Path.1 becomes Path.2, and so on.
+	MaxSize int64
+	// MaxFiles is how many rotated files are kept (the oldest beyond are
+	// removed); at least 1 when MaxSize is set.
+	MaxFiles int
+	// Signer, when set, signs a checkpoint record every
+	// CheckpointRecords records or CheckpointInterval.
+	Signer ed25519.PrivateKey
+	// OnError, when set, is told of each record that could not be
+	// written, with the record (which holds no secret), so that the
+	// operational log can keep it. It must not block.
+	OnError func(err error, record []byte)
+}
+
+// Checkpoint frequency: a checkpoint follows this many records, or this
+// much time after a record that none covers yet. Variables for tests.
+var (
+	CheckpointRecords  = 1000
+	CheckpointInterval = 60 * time.Second
+)
+
+// maxPending bounds the records kept for a late write while the sink
+// fails; each is in the operational log too (see Options.OnError).
+const maxPending = 1024
+
+// Timing of the background work. Variables for tests.
+var (
+	retryInterval = 250 * time.Millisecond // records kept after a failure are tried again
+	tickInterval  = time.Second            // interval fsync, checkpoint timer
+)
+
+// Sink writes audit records, one JSON line each, in order, never
+// interleaved, each stamped with the hash chain (seq, prev) of the file
+// it lands in. It knows whether it can be written: while it cannot, the
+// gateway uses no key, since a key use without its record is worse than
+// no key use.
+type Sink struct {
+	mu       sync.Mutex
+	w        io.Writer
+	file     *file // w, when the sink is a file
+	opts     Options
+	chain    chain
+	line     []byte   // the record being written, stamped
+	pending  [][]byte // records kept from a failure, oldest first
+	retrying bool     // the retry loop runs
+	closed   bool
+	dirty    bool // written since the last fsync
+	unsigned int  // records since the last checkpoint
+	lastSign time.Time
+	healthy  atomic.Bool // nothing is pending
+	failures atomic.Uint64
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
+}
+
+// Open opens the sink named in o.Path: stdout, or a file opened for
+// appending (created with mode 0600, in a folder created with mode 0700),
+// whose chain goes on from its last record, or from the last one of the
+// newest rotated file when it is new. The file is followed: one removed
+// or renamed under till is replaced by a new one at the path.
+func Open(o Options) (*Sink, error) {
+	if o.Path == "" || o.Path == "-" {
+		return New(stdout{}, o), nil
+	}
+	af := &file{path: o.Path, maxSize: o.MaxSize, maxFiles: max(o.MaxFiles, 1)}
+	last, err := af.open()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{file: af}
+	s.start(o)
+	if last != nil {
+		s.chain.resume(last)
+	} else if prev := lastLineOf(af.rotated(1)); prev != nil {
+		s.chain.link(prev)
+		s.chain.restart(filepath.Base(af.rotated(1)))
+	}
+	return s, nil
+}
+
+// New returns a sink that writes records to w, as a stream whose chain
+// starts with the first record.
+func New(w io.Writer, o Options) *Sink {
+	s := &Sink{w: w}
+	s.start(o)
+	return s
+}
+
+// start readies a new sink, and its background work when it has any.
+func (s *Sink) start(o Options) {
+	if o.Fsync == "" {
+		o.Fsync = FsyncInterval
+	}
+	s.opts, s.lastSign = o, time.Now()
+	s.healthy.Store(true)
+	if o.Fsync == FsyncInterval && s.syncer() != nil || o.Signer != nil {
+		s.stop, s.stopped = make(chan struct{}), make(chan struct{})
+		go s.tick()
+	}
+}
+
+// Write writes the record p (one JSON object and a newline). A record
+// that cannot be written is reported (OnError, Healthy) and kept, to be
+// written later, in order, once the sink takes writes again: it records
+// something that happened. Write never returns an error, which keeps
+// zerolog from printing its own copy.
+func (s *Sink) Write(p []byte) (int, error) {
+	s.append(p, true)
+	return len(p), nil
+}
+
+// WriteNow writes the record p now, or not at all, and reports which: it
+// records a key use that is about to happen, and happens only if it was
+// written.
+func (s *Sink) WriteNow(p []byte) bool { return s.append(p, false) }
+
+func (s *Sink) append(p []byte, keep bool) bool {
+	s.mu.Lock()
+	// Records kept from a failure go first, so the sink keeps their order.
+	err := s.flush()
+	if err == nil {
+		err = s.put(p)
+	}
+	if err == nil {
+		s.healthy.Store(true)
+		s.mu.Unlock()
+		return true
+	}
+	s.healthy.Store(false)
+	s.failures.Add(1)
+	if keep && len(s.pending) < maxPending && !errors.Is(err, errUnsynced) {
+		s.pending = append(s.pending, bytes.Clone(p)) // zerolog reuses p
+	}
+	if !s.retrying && !s.closed {
+		s.retrying = true
+		go s.retry()
+	}
+	s.mu.Unlock()
+	if s.opts.OnError != nil {
+		s.opts.OnError(err, bytes.TrimSpace(p))
+	}
+	return false
+}
+
+// errUnsynced says a record was written but could not be flushed to
+// stable storage (fsync: always): it is not written again.
+var errUnsynced = errors.New("audit record written but not flushed to disk")
+
+// put writes one record (nil: a checkpoint) and moves the chain past it.
+func (s *Sink) put(raw []byte) error {
+	for removed := 0; ; removed++ {
+		rec := raw
+		if rec == nil {
+			rec = s.checkpoint()
+		}
+		s.line = s.chain.stamp(s.line[:0], rec)
+		if s.file != nil && s.file.full(len(s.line)) {
+			if err := s.file.rotate(); err != nil {
+				return err
+			}
+			s.chain.restart(filepath.Base(s.file.rotated(1)))
+			continue
+		}
+		if err := s.write(s.line); err != nil {
+			return err
+		}
+		if s.file == nil {
+			s.chain.commit(s.line)
+			break
+		}
+		moved, gone := s.file.moved()
+		if !gone {
+			s.chain.commit(s.line)
+		}
+		if !moved {
+			break
+		}
+		// A renamed file holds the record, and the next go to a new
+		// file at the path; a removed one does not: it is written again
+		// there, as the first of its chain.
+		name := s.file.name()
+		if err := s.reopen(name); err != nil || !gone {
+			if gone {
+				return err
+			}
+			break
+		}
+		if removed > 0 {
+			return errors.New("the audit file was removed again while a record was written")
+		}
+	}
+	s.dirty = true
+	if raw != nil && s.opts.Signer != nil {
+		s.unsigned++
+	}
+	if s.opts.Fsync == FsyncAlways {
+		if err := s.sync(); err != nil {
+			return fmt.Errorf("%w: %w", errUnsynced, err)
+		}
+	}
+	if raw != nil && s.opts.Signer != nil && s.unsigned >= CheckpointRecords {
+		s.signNow()
+	}
+	return nil
+}
+
+// write writes one stamped line.
+func (s *Sink) write(line []byte) error {
+	if s.file != nil {
+		return s.file.append(line)
+	}
+	n, err := s.w.Write(line)
+	if err == nil && n < len(line) {
+		err = io.ErrShortWrite
+	}
+	return err
+}
+
+// reopen opens the file at the path anew, after the one named prevName.
+func (s *Sink) reopen(prevName string) error {
+	last, err := s.file.open()
+	if err != nil {
+		return err
+	}
+	if last != nil {
+		s.chain.resume(last)
+	} else {
+		s.chain.restart(prevName)
+	}
+	return nil
+}
+
+// flush writes the pending records, and stops at the first that fails.
+func (s *Sink) flush() error {
+	for len(s.pending) > 0 {
+		if err := s.put(s.pending[0]); err != nil {
+			return err
+		}
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+	}
+	s.pending = nil
+	return nil
+}
+
+// retry writes the pending records every retryInterval until they are
+// all written, which makes the sink healthy again.
+func (s *Sink) retry() {
+	t := time.NewTicker(retryInterval)
+	defer t.Stop()
+	for range t.C {
+		s.mu.Lock()
+		done := s.closed || s.flush() == nil
+		if done {
+			s.retrying = false
+			if !s.closed {
+				s.healthy.Store(true)
+			}
+		}
+		s.mu.Unlock()
+		if done {
+			return
+		}
+	}
+}
+
+// tick flushes the file once a second (fsync: interval) and writes a
+// checkpoint when records have waited CheckpointInterval for one.
+func (s *Sink) tick() {
+	defer close(s.stopped)
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		if s.opts.Signer != nil && s.unsigned > 0 && time.Since(s.lastSign) >= CheckpointInterval && len(s.pending) == 0 {
+			s.signNow()
+		}
+		var f syncer
+		if s.dirty && s.opts.Fsync == FsyncInterval {
+			f, s.dirty = s.syncer(), false
+		}
+		s.mu.Unlock()
+		if f != nil {
+			// Outside the lock: an fsync can take a while, and records
+			// keep coming. A file closed meanwhile was synced first.
+			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) && !isNotSyncable(err) && s.opts.OnError != nil {
+				s.opts.OnError(fmt.Errorf("flush the audit file to disk: %w", err), nil)
+			}
+		}
+	}
+}
+
+type syncer interface{ Sync() error }
+
+// syncer is what flushes the sink's output; nil when nothing does.
+func (s *Sink) syncer() syncer {
+	if s.file != nil {
+		return s.file.f
+	}
+	f, _ := s.w.(syncer)
+	return f
+}
+
+// sync flushes the output to stable storage, when it can be.
+func (s *Sink) sync() error {
+	s.dirty = false
+	if f := s.syncer(); f != nil {
+		if err := f.Sync(); err != nil && !isNotSyncable(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reopen opens the audit file at its path anew, for rotation schemes that
+// move the file and then signal (SIGUSR1): the next record goes to the
+// file at the path, which continues the chain. It does nothing when the
+// path still names the file open, or when the sink is not a file. On
+// error the file open so far stays in use.
+func (s *Sink) Reopen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return nil
+	}
+	if moved, _ := s.file.moved(); !moved {
+		return nil
+	}
+	return s.reopen(s.file.name())
+}
+
+// Healthy reports whether the sink takes records: the last write
+// succeeded, and no failed record waits to be written.
+func (s *Sink) Healthy() bool { return s.healthy.Load() }
+
+// Failures counts the records that could not be written when due.
+func (s *Sink) Failures() uint64 { return s.failures.Load() }
+
+// Close makes a last try at the pending records, signs a last checkpoint
+// when records follow the last one, flushes the sink to stable storage
+// and closes it.
+// Closing twice does nothing more.
+func (s *Sink) Close() error {
+	s.stopOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.stopped
+		}
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	_ = s.flush() // what fails here is in the operational log already
+	if s.opts.Signer != nil && s.unsigned > 0 {
+		s.signNow()
+	}
+	var errs []error
+	if err := s.sync(); err != nil {
+		errs = append(errs, fmt.Errorf("sync audit sink: %w", err))
+	}
+	c, _ := s.w.(io.Closer)
+	if s.file != nil {
+		c = s.file
+	}
+	if c != nil {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close audit sink: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stdout writes to os.Stdout without closing it at shutdown.
+type stdout struct{}
+
+func (stdout) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
+func (stdout) Sync() error                 { return os.Stdout.Sync() }
+
+// isNotSyncable reports whether err says the file (a pipe, a terminal,
+// /dev/stdout) cannot be fsynced, which is not a failure of the sink.
+func isNotSyncable(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) || errors.Is(err, os.ErrInvalid)
+}

@@ -1,0 +1,436 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// record is a request record as zerolog writes it.
+func record(id string) []byte {
+	return fmt.Appendf(nil, `{"level":"info","time":"2026-12-02T10:00:00Z","event":"request","id":%q}`+"\n", id)
+}
+
+// lines reads the records of the file at path.
+func lines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for line := range strings.Lines(string(b)) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("%s: line %q: %v", path, line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// ids lists the ids of the records at path, space-separated.
+func ids(t *testing.T, path string) string {
+	var out []string
+	for _, m := range lines(t, path) {
+		out = append(out, fmt.Sprint(m["id"]))
+	}
+	return strings.Join(out, " ")
+}
+
+func openTest(t *testing.T, o Options) (*Sink, string) {
+	t.Helper()
+	if o.Path == "" {
+		o.Path = filepath.Join(t.TempDir(), "audit.log")
+	}
+	o.OnError = func(err error, _ []byte) { t.Errorf("audit write failed: %v", err) }
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, o.Path
+}
+
+func mustVerify(t *testing.T, o VerifyOptions, files ...string) Report {
+	t.Helper()
+	r, err := Verify(files, o)
+	if err != nil {
+		t.Fatalf("verify %v: %v", files, err)
+	}
+	return r
+}
+
+func checkMode(t *testing.T, path string) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v, want 0600", path, st.Mode().Perm())
+	}
+}
+
+// TestChainAcrossRestart writes records, reopens the file as a restarted
+// till does, and writes more: seq goes on, and the chain verifies.
+func TestChainAcrossRestart(t *testing.T) {
+	s, path := openTest(t, Options{})
+	s.Write(record("1"))
+	s.Write(record("2"))
+	s.Close()
+	s2, _ := openTest(t, Options{Path: path})
+	s2.Write(record("3"))
+	recs := lines(t, path)
+	if len(recs) != 3 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for i, r := range recs {
+		if r["seq"] != float64(i+1) {
+			t.Errorf("record %d: seq %v", i+1, r["seq"])
+		}
+	}
+	if recs[0]["prev"] != "" || recs[1]["prev"] == "" {
+		t.Errorf("prev: first %q, second %q", recs[0]["prev"], recs[1]["prev"])
+	}
+	if r := mustVerify(t, VerifyOptions{}, path); r.Records != 3 || r.StartsAfter != "" {
+		t.Errorf("report %+v", r)
+	}
+	checkMode(t, path)
+}
+
+// TestRotationKeepsEveryRecord writes concurrently with a small max_size:
+// every record is in exactly one file, whole, and the files chain.
+func TestRotationKeepsEveryRecord(t *testing.T) {
+	s, path := openTest(t, Options{MaxSize: 4 << 10, MaxFiles: 100})
+	const n = 400
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range n / 4 {
+				s.Write(record(fmt.Sprintf("%d-%d", w, i)))
+			}
+		})
+	}
+	wg.Wait()
+	s.Close()
+	var files []string
+	for i := 100; i >= 1; i-- {
+		if _, err := os.Stat(fmt.Sprintf("%s.%d", path, i)); err == nil {
+			files = append(files, fmt.Sprintf("%s.%d", path, i))
+		}
+	}
+	files = append(files, path)
+	if len(files) < 5 {
+		t.Fatalf("only %d files after %d records at 4KB each", len(files), n)
+	}
+	seen := map[any]bool{}
+	for i, f := range files {
+		st, _ := os.Stat(f)
+		if st.Size() > 4<<10 {
+			t.Errorf("%s: %d bytes, over max_size", f, st.Size())
+		}
+		recs := lines(t, f)
+		for _, r := range recs {
+			if seen[r["id"]] {
+				t.Errorf("record %v twice", r["id"])
+			}
+			seen[r["id"]] = true
+		}
+		if i > 0 && recs[0]["prev_file"] != filepath.Base(path)+".1" {
+			t.Errorf("%s: prev_file %v", f, recs[0]["prev_file"])
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d records in the files, want %d", len(seen), n)
+	}
+	mustVerify(t, VerifyOptions{}, files...)
+	// A restart after rotation chains to the newest rotated file.
+	os.Rename(path, path+".0")
+	s2, _ := openTest(t, Options{Path: path})
+	s2.Write(record("after"))
+	if recs := lines(t, path); recs[0]["seq"] != 1.0 || recs[0]["prev"] == "" {
+		t.Errorf("first record after restart: %v", recs[0])
+	}
+}
+
+// TestRotationDropsOldest keeps max_files rotated files.
+func TestRotationDropsOldest(t *testing.T) {
+	s, path := openTest(t, Options{MaxSize: 4 << 10, MaxFiles: 2})
+	for i := range 200 {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	for _, f := range []string{path, path + ".1", path + ".2"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := os.Stat(path + ".3"); err == nil {
+		t.Error("a third rotated file is kept with max_files 2")
+	}
+	mustVerify(t, VerifyOptions{}, path+".2", path+".1", path)
+}
+
+// TestFollowsRemovedFile removes the audit file while till writes to it:
+// the records after that are in a new file at the path, not in the
+// unlinked one that nobody can read, and that file starts a chain.
+func TestFollowsRemovedFile(t *testing.T) {
+	s, path := openTest(t, Options{})
+	s.Write(record("1"))
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	s.Write(record("2"))
+	s.Write(record("3"))
+	if got := ids(t, path); got != "2 3" {
+		t.Errorf("records at the path after rm: got %q, want %q", got, "2 3")
+	}
+	recs := lines(t, path)
+	if recs[0]["seq"] != 1.0 || recs[0]["prev_file"] != "audit.log" {
+		t.Errorf("first record after rm: %v", recs[0])
+	}
+	checkMode(t, path)
+	if !s.Healthy() {
+		t.Error("unhealthy after following the file")
+	}
+}
+
+// TestFollowsRenamedFile renames the audit file (logrotate without
+// copytruncate): the record written into the renamed file stays there,
+// the next ones go to a new file at the path, and the two chain.
+func TestFollowsRenamedFile(t *testing.T) {
+	s, path := openTest(t, Options{})
+	s.Write(record("1"))
+	if err := os.Rename(path, path+"-20261202"); err != nil {
+		t.Fatal(err)
+	}
+	s.Write(record("2"))
+	s.Write(record("3"))
+	old, cur := ids(t, path+"-20261202"), ids(t, path)
+	if old != "1 2" || cur != "3" {
+		t.Errorf("after mv: got %q in the renamed file and %q at the path", old, cur)
+	}
+	if f := lines(t, path)[0]["prev_file"]; f != "audit.log-20261202" {
+		t.Errorf("prev_file %v, want the renamed file's name", f)
+	}
+	mustVerify(t, VerifyOptions{}, path+"-20261202", path)
+	checkMode(t, path)
+}
+
+// TestReopen renames the audit file and asks for a reopen (SIGUSR1), as
+// logrotate does with a postrotate signal.
+func TestReopen(t *testing.T) {
+	s, path := openTest(t, Options{})
+	s.Write(record("1"))
+	if err := s.Reopen(); err != nil { // nothing moved: nothing changes
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	s.Write(record("2"))
+	if old, cur := ids(t, path+".1"), ids(t, path); old != "1" || cur != "2" {
+		t.Errorf("after mv and Reopen: got %q and %q", old, cur)
+	}
+	mustVerify(t, VerifyOptions{}, path+".1", path)
+}
+
+// TestTornTailEnded opens a file whose last record was cut (a power
+// loss): the next record starts a line of its own, and verify names the
+// cut one.
+func TestTornTailEnded(t *testing.T) {
+	s, path := openTest(t, Options{})
+	s.Write(record("1"))
+	s.Write(record("2"))
+	s.Close()
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, b[:len(b)-10], 0o600)
+	s2, _ := openTest(t, Options{Path: path})
+	s2.Write(record("3"))
+	b, _ = os.ReadFile(path)
+	if n := bytes.Count(b, []byte("\n")); n != 3 {
+		t.Fatalf("%d lines, want 3:\n%s", n, b)
+	}
+	_, err := Verify([]string{path}, VerifyOptions{})
+	var br *Break
+	if !errors.As(err, &br) || br.Line != 2 {
+		t.Errorf("verify: %v, want a break at line 2", err)
+	}
+}
+
+// failing fails while fail is set.
+type failing struct {
+	mu   sync.Mutex
+	fail bool
+	buf  bytes.Buffer
+}
+
+func (f *failing) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return 0, errors.New("disk full")
+	}
+	return f.buf.Write(p)
+}
+
+// TestWriteNowKeepsNothing fails a write-ahead record: it is reported,
+// and not written later (its key was not used), while a request record
+// is kept and written once the sink works, in order and chained.
+func TestWriteNowKeepsNothing(t *testing.T) {
+	w := &failing{fail: true}
+	var reported int
+	s := New(w, Options{OnError: func(error, []byte) { reported++ }})
+	defer s.Close()
+	if s.WriteNow(record("use")) {
+		t.Fatal("WriteNow reported a failed write as written")
+	}
+	s.Write(record("request"))
+	if s.Healthy() || reported != 2 || s.Failures() != 2 {
+		t.Fatalf("healthy %v, %d reported, %d failures", s.Healthy(), reported, s.Failures())
+	}
+	w.mu.Lock()
+	w.fail = false
+	w.mu.Unlock()
+	for deadline := time.Now().Add(2 * time.Second); !s.Healthy(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sink works again, and is still unhealthy 2s later")
+		}
+	}
+	if !s.WriteNow(record("use2")) {
+		t.Fatal("WriteNow failed on a working sink")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	got := w.buf.String()
+	if strings.Contains(got, `"id":"use"`) || !strings.Contains(got, `"id":"request","seq":1,"prev":""}`) || !strings.Contains(got, `"id":"use2","seq":2,`) {
+		t.Errorf("sink holds:\n%s", got)
+	}
+}
+
+// syncCounter counts fsyncs.
+type syncCounter struct {
+	bytes.Buffer
+	syncs int
+}
+
+func (s *syncCounter) Sync() error { s.syncs++; return nil }
+
+func TestFsyncAlways(t *testing.T) {
+	w := &syncCounter{}
+	s := New(w, Options{Fsync: FsyncAlways})
+	s.Write(record("1"))
+	s.WriteNow(record("2"))
+	if w.syncs != 2 {
+		t.Errorf("%d fsyncs for 2 records, want 2", w.syncs)
+	}
+	s.Close()
+}
+
+func TestFsyncInterval(t *testing.T) {
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = 10 * time.Millisecond
+	s, path := openTest(t, Options{Fsync: FsyncInterval})
+	_ = path
+	s.Write(record("1"))
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		s.mu.Lock()
+		dirty := s.dirty
+		s.mu.Unlock()
+		if !dirty {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not flushed within 2s")
+		}
+	}
+}
+
+// TestCheckpoints signs every 10 records and at close; verify checks the
+// signatures, and a checkpoint kept elsewhere catches the removal of the
+// newest records.
+func TestCheckpoints(t *testing.T) {
+	defer func(n int) { CheckpointRecords = n }(CheckpointRecords)
+	CheckpointRecords = 10
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, path := openTest(t, Options{Signer: priv})
+	for i := range 35 {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	s.Close()
+	r := mustVerify(t, VerifyOptions{PublicKey: pub}, path)
+	if r.Checkpoints != 4 || r.Records != 39 || r.Unsigned != 0 {
+		t.Errorf("report %+v, want 4 checkpoints in 39 records", r)
+	}
+	b, _ := os.ReadFile(path)
+	all := strings.SplitAfter(string(b), "\n")
+	all = all[:len(all)-1]
+	last := all[len(all)-1]
+	if !strings.Contains(last, `"event":"checkpoint"`) {
+		t.Fatalf("last line is not a checkpoint: %s", last)
+	}
+	if _, err := Verify([]string{path}, VerifyOptions{Checkpoint: []byte(last), PublicKey: pub}); err != nil {
+		t.Errorf("verify against its own last checkpoint: %v", err)
+	}
+	// Another key: every checkpoint fails.
+	other, _, _ := ed25519.GenerateKey(nil)
+	if _, err := Verify([]string{path}, VerifyOptions{PublicKey: other}); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Errorf("verify with another key: %v", err)
+	}
+	// The newest records removed, with the last checkpoint: the chain
+	// alone cannot tell, the checkpoint kept elsewhere does.
+	cut := strings.Join(all[:25], "")
+	os.WriteFile(path, []byte(cut), 0o600)
+	mustVerify(t, VerifyOptions{PublicKey: pub}, path)
+	_, err := Verify([]string{path}, VerifyOptions{Checkpoint: []byte(last), PublicKey: pub})
+	var br *Break
+	if !errors.As(err, &br) || !strings.Contains(br.Reason, "without the checkpoint") {
+		t.Errorf("verify against the removed checkpoint: %v", err)
+	}
+	// A forged checkpoint (another key signed it) is refused as given.
+	forged := strings.Replace(last, `"sig":"`, `"sig":"A`, 1)
+	if _, err := Verify([]string{path}, VerifyOptions{Checkpoint: []byte(forged), PublicKey: pub}); err == nil {
+		t.Error("a checkpoint with a bad signature was accepted")
+	}
+	// No checkpoint at all, with a key: refused.
+	os.WriteFile(path, []byte(strings.Join(all[:9], "")), 0o600)
+	if _, err := Verify([]string{path}, VerifyOptions{PublicKey: pub}); err == nil {
+		t.Error("a trail without checkpoints verified against a key")
+	}
+}
+
+func TestKeyRoundTrip(t *testing.T) {
+	pemKey, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ParseKey(pemKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := AuthorizedKey(k)
+	if !strings.HasPrefix(ak, "ssh-ed25519 AAAA") {
+		t.Errorf("authorized key %q", ak)
+	}
+	pub, err := ParseAuthorizedKey([]byte(ak))
+	if err != nil || !pub.Equal(k.Public()) {
+		t.Errorf("parse back: %v", err)
+	}
+	if _, err := ParseKey("not a key"); err == nil {
+		t.Error("ParseKey took garbage")
+	}
+}

@@ -1,0 +1,220 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// VerifyOptions say what Verify checks besides the hash chain.
+type VerifyOptions struct {
+	// PublicKey, when set, checks every checkpoint's signature, and
+	// wants at least one.
+	PublicKey ed25519.PublicKey
+	// Checkpoint, when set, is a checkpoint record kept elsewhere: the
+	// trail must hold it, so that records up to it cannot have been
+	// removed.
+	Checkpoint []byte
+}
+
+// Report says what Verify read.
+type Report struct {
+	Files, Records, Checkpoints int
+	// Unsigned counts the records after the last checkpoint.
+	Unsigned int
+	// StartsAfter names the file (prev_file) that the first record
+	// chains to, when the trail given starts after others; that link
+	// is not checked.
+	StartsAfter string
+}
+
+// Break is where a trail fails: the first line that is not as till
+// wrote it, or that does not follow the one before it.
+type Break struct {
+	File   string
+	Line   int
+	Reason string
+}
+
+func (b *Break) Error() string { return fmt.Sprintf("%s:%d: %s", b.File, b.Line, b.Reason) }
+
+// chained is what Verify reads of a record.
+type chained struct {
+	Seq      *uint64 `json:"seq"`
+	Prev     *string `json:"prev"`
+	PrevFile string  `json:"prev_file"`
+	Event    string  `json:"event"`
+	Time     string  `json:"time"`
+	Sig      string  `json:"sig"`
+}
+
+// verifier walks a trail, one line at a time.
+type verifier struct {
+	o      VerifyOptions
+	report Report
+	// Where the walk is.
+	file string
+	line int
+	// The last record read: its hash, its seq and where it is.
+	prev     string
+	prevSeq  uint64
+	prevAt   string // FILE:LINE
+	started  bool
+	found    bool // the checkpoint asked for
+	wantCkpt chained
+}
+
+// Verify checks the hash chain of the trail in files, given oldest first
+// (each file's records follow from those of the file before it), reading
+// them as streams. It returns a *Break at the first line that fails.
+func Verify(files []string, o VerifyOptions) (Report, error) {
+	v := &verifier{o: o}
+	if o.Checkpoint != nil {
+		o.Checkpoint = bytes.TrimSpace(o.Checkpoint)
+		if err := json.Unmarshal(o.Checkpoint, &v.wantCkpt); err != nil || v.wantCkpt.Event != "checkpoint" || v.wantCkpt.Seq == nil || v.wantCkpt.Prev == nil {
+			return Report{}, errors.New("the checkpoint given is not a checkpoint record (one JSON line with \"event\":\"checkpoint\")")
+		}
+		if o.PublicKey != nil && !v.signed(&v.wantCkpt) {
+			return Report{}, errors.New("the checkpoint given is not signed by the public key given")
+		}
+		v.o.Checkpoint = o.Checkpoint
+	}
+	for _, name := range files {
+		if err := v.walk(name); err != nil {
+			return v.report, err
+		}
+	}
+	if o.Checkpoint != nil && !v.found {
+		return v.report, &Break{v.file, v.line, fmt.Sprintf("the trail ends without the checkpoint given (seq %d, time %s): records up to it were removed", *v.wantCkpt.Seq, v.wantCkpt.Time)}
+	}
+	if o.PublicKey != nil && v.report.Checkpoints == 0 {
+		return v.report, &Break{v.file, v.line, "no checkpoint in the trail: its records are not signed (is audit.sign on?)"}
+	}
+	return v.report, nil
+}
+
+// walk checks the records of one file.
+func (v *verifier) walk(name string) error {
+	f, err := openTrail(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	v.file, v.line = name, 0
+	v.report.Files++
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := readLine(r)
+		if len(line) == 0 && err == io.EOF {
+			return nil
+		}
+		v.line++
+		if err == io.EOF {
+			return v.broken("the last record has no end of line: the file was cut")
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return v.broken("a line longer than 1 MiB: not a record")
+			}
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if err := v.check(line); err != nil {
+			return err
+		}
+	}
+}
+
+// check checks one line (without its newline) against the one before it.
+func (v *verifier) check(line []byte) error {
+	var r chained
+	if err := json.Unmarshal(line, &r); err != nil {
+		return v.broken("not a JSON record: edited, or not written by till")
+	}
+	if r.Seq == nil || r.Prev == nil {
+		return v.broken("no seq or prev: not part of a chain (written before till chained its records?)")
+	}
+	seq, prev := *r.Seq, *r.Prev
+	want := v.prevSeq + 1
+	if v.line == 1 {
+		want = 1
+	}
+	switch {
+	case seq > want && v.line == 1:
+		return v.broken(fmt.Sprintf("seq %d at the start of a file: records 1 to %d are missing", seq, seq-1))
+	case seq > want:
+		return v.broken(fmt.Sprintf("seq %d where %d was expected: records are missing or out of order", seq, want))
+	case seq < want:
+		return v.broken(fmt.Sprintf("seq %d where %d was expected: a record is repeated or out of order", seq, want))
+	case !v.started && v.line == 1:
+		if prev != "" {
+			v.report.StartsAfter = r.PrevFile
+			if v.report.StartsAfter == "" {
+				v.report.StartsAfter = "an earlier file"
+			}
+		}
+	case prev != v.prev && v.line == 1:
+		return v.broken(fmt.Sprintf("does not chain to the last record of the file before (%s): a file between them is missing, the files are out of order, or the one before was cut or edited", v.prevAt))
+	case prev != v.prev:
+		return &Break{v.file, v.line - 1, fmt.Sprintf("edited: its hash is not the prev of the record after it (line %d)", v.line)}
+	}
+	if r.Event == "checkpoint" {
+		if v.o.PublicKey != nil && !v.signed(&r) {
+			return v.broken("the checkpoint's signature does not verify: the records before it were changed, or another key signed it")
+		}
+		v.report.Checkpoints++
+		v.report.Unsigned = 0
+		if v.o.Checkpoint != nil && bytes.Equal(line, v.o.Checkpoint) {
+			v.found = true
+		}
+	} else {
+		v.report.Unsigned++
+	}
+	v.report.Records++
+	sum := sha256.Sum256(line)
+	v.prev, v.prevSeq = hex.EncodeToString(sum[:]), seq
+	v.prevAt = fmt.Sprintf("%s:%d", v.file, v.line)
+	v.started = true
+	return nil
+}
+
+// signed reports whether checkpoint r's signature verifies.
+func (v *verifier) signed(r *chained) bool {
+	sig, err := base64.StdEncoding.DecodeString(r.Sig)
+	return err == nil && ed25519.Verify(v.o.PublicKey, signedText(r.Time, *r.Seq, *r.Prev), sig)
+}
+
+func (v *verifier) broken(reason string) error { return &Break{v.file, v.line, reason} }
+
+// readLine reads one line without its newline; io.EOF with a line that
+// had none.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		part, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			if len(long)+len(part) > maxLine {
+				return nil, err
+			}
+			long = append(long, part...)
+			continue
+		}
+		if long != nil {
+			part = append(long, part...)
+		}
+		if err == nil {
+			part = part[:len(part)-1]
+		}
+		return part, err
+	}
+}
+
+// openTrail opens one file of a trail for reading.
+func openTrail(name string) (io.ReadCloser, error) { return os.Open(name) }
