@@ -80,6 +80,8 @@ Usage:
   till ca init | till ca export          create the interception CA | print its certificate
   till env [--client NAME] [--format shell|dotenv]
                                          print the environment an app needs to use till as its proxy
+  till audit summary [--since D] [--secret NAME|--key-fp FP] [--json] FILE...
+                                         uses of each key per client and route, with refusals and errors
   till version                           print the version
 
 Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
@@ -109,6 +111,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = runClient(rest, e)
 	case "env":
 		err = runEnv(rest, e)
+	case "audit":
+		err = runAudit(rest, e)
 	case "version", "--version":
 		err = runVersion(rest, e)
 	case "help", "-h", "--help":

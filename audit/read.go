@@ -1,0 +1,135 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// MaxLineSize is the longest line the readers of this package accept. A
+// record is well under a kilobyte; a longer line is not one (a file that is
+// not an audit trail, or one without newlines), and the cap keeps such a
+// file from being read into memory whole.
+const MaxLineSize = 1 << 20
+
+// gzipMagic starts every gzip member (RFC 1952, section 2.3.1).
+var gzipMagic = []byte{0x1f, 0x8b}
+
+// OpenFile opens an audit file for reading. A file that starts with gzip's
+// magic bytes is decompressed as it is read, whatever its name: rotated
+// files are compressed by logrotate or by hand and renamed at will, and a
+// trail is read as one whatever was done to its parts. Concatenated gzip
+// members read as one stream. The caller closes what it returns.
+func OpenFile(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err // *fs.PathError: "open PATH: ..."
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	// A file shorter than the magic (empty, or one byte) is read as is.
+	magic, err := br.Peek(len(gzipMagic))
+	if err != nil && !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, err // *fs.PathError: "read PATH: ..."
+	}
+	if !bytes.Equal(magic, gzipMagic) {
+		return &file{Reader: br, f: f}, nil
+	}
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &file{Reader: zr, f: f, z: zr}, nil
+}
+
+// file is an open audit file, read through a buffer or a gzip reader.
+type file struct {
+	io.Reader
+	f *os.File
+	z *gzip.Reader // nil when the file is not compressed
+}
+
+func (r *file) Close() error {
+	var zerr error
+	if r.z != nil {
+		zerr = r.z.Close()
+	}
+	return errors.Join(zerr, r.f.Close())
+}
+
+// LineError is an error at one line of an audit file, printed as
+// FILE:LINE: reason. The reasons this package gives never quote the line:
+// a file named by mistake (an env file, say) may hold a key.
+type LineError struct {
+	File string // the file's name as given
+	Line int    // numbered from 1
+	Err  error  // what is wrong with the line
+}
+
+// Error is FILE:LINE: reason.
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+
+// Unwrap returns what is wrong with the line.
+func (e *LineError) Unwrap() error { return e.Err }
+
+// ReadLines calls fn with each line of r and its number, from 1. A line
+// ends at '\n' only and is passed without it and with nothing else taken
+// off, so that a hash of the line is a hash of the bytes as written. A last
+// line without a newline is passed too, unless a read error cut it. The
+// line's bytes are valid during the call only. Reading stops at the first
+// error, from fn or from r, returned as a *LineError that names name and
+// the line (an error from fn that holds a *LineError is returned as is).
+// A line longer than MaxLineSize is an error.
+func ReadLines(r io.Reader, name string, fn func(num int, line []byte) error) error {
+	er := &errReader{r: r}
+	sc := bufio.NewScanner(er)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxLineSize+1) // +1: the newline
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			return i + 1, data[:i], nil
+		}
+		// The scanner takes a read error for the end of the file; a line
+		// cut short by one is not passed on as if it were whole.
+		if atEOF && len(data) > 0 && er.err == nil {
+			return len(data), data, nil
+		}
+		return 0, nil, nil
+	})
+	n := 0
+	for sc.Scan() {
+		n++
+		if err := fn(n, sc.Bytes()); err != nil {
+			var le *LineError
+			if errors.As(err, &le) {
+				return err
+			}
+			return &LineError{File: name, Line: n, Err: err}
+		}
+	}
+	switch err := sc.Err(); {
+	case errors.Is(err, bufio.ErrTooLong):
+		return &LineError{File: name, Line: n + 1, Err: fmt.Errorf("line longer than %d bytes", MaxLineSize)}
+	case err != nil:
+		return &LineError{File: name, Line: n + 1, Err: err}
+	}
+	return nil
+}
+
+// errReader keeps the error its reader returned, other than io.EOF.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,216 @@
+package audit
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/tillgw/till/config"
+)
+
+// SummaryFilter selects the request records a summary counts. A zero field
+// selects everything; the fields that are set must all match.
+type SummaryFilter struct {
+	Since  time.Time // records at or after this time; zero: no bound
+	Until  time.Time // records at or before this time; zero: no bound
+	Secret string    // the secret's name, as audited
+	KeyFP  string    // the key's fingerprint, sha256: and 16 hex digits
+	Client string    // the client's name
+	Route  string    // the route's name
+}
+
+// SummaryRow is what one client did with one key on one route: how many of
+// its requests were forwarded, refused or failed, and when the first and
+// the last were made. It is the answer to "who used this key, when, for
+// what".
+type SummaryRow struct {
+	KeyFP     string    `json:"key_fp"`    // "" for requests that got no key (most refusals)
+	Secret    string    `json:"secret"`    // the secret's name, as audited ("" when no route was found)
+	Client    string    `json:"client"`    // the client's name, as audited
+	Route     string    `json:"route"`     // the route's name ("" when none was found)
+	Forwarded int       `json:"forwarded"` // requests sent upstream
+	Denied    int       `json:"denied"`    // requests till refused
+	Error     int       `json:"error"`     // requests that failed (outcomes summary does not know included)
+	First     time.Time `json:"first"`     // the earliest request's time, UTC
+	Last      time.Time `json:"last"`      // the latest request's time, UTC
+}
+
+// rowKey is what a summary row is per.
+type rowKey struct{ keyFP, secret, client, route string }
+
+// SummaryStats says how much a summary read and counted.
+type SummaryStats struct {
+	Files    int // files read
+	Records  int // records read, of every event
+	Requests int // request records counted: those the filter selected
+}
+
+// Summary counts request records, file after file, into rows. Only the
+// rows are kept, so a trail of any size is summarised in the memory its
+// distinct (key, secret, client, route) need.
+type Summary struct {
+	filter SummaryFilter
+	rows   map[rowKey]*SummaryRow
+	stats  SummaryStats
+}
+
+// NewSummary returns an empty summary that counts the records f selects.
+func NewSummary(f SummaryFilter) *Summary {
+	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}}
+}
+
+// Summarize reads the audit files, in any order (gzip-compressed or not,
+// see OpenFile), and returns their rows (see Summary.Rows).
+func Summarize(files []string, f SummaryFilter) ([]SummaryRow, error) {
+	s := NewSummary(f)
+	for _, path := range files {
+		if err := s.ReadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	return s.Rows(), nil
+}
+
+// ReadFile counts the records of one audit file, decompressed when it is
+// gzip (see OpenFile). A line that is not a record is an error that names
+// the file and the line (*LineError).
+func (s *Summary) ReadFile(path string) error {
+	r, err := OpenFile(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return s.Read(r, path)
+}
+
+// summaryRecord holds the fields of a record that a summary reads.
+type summaryRecord struct {
+	Time    string `json:"time"`
+	Event   string `json:"event"`
+	Client  string `json:"client"`
+	Route   string `json:"route"`
+	Secret  string `json:"secret"`
+	KeyFP   string `json:"key_fp"`
+	Outcome string `json:"outcome"`
+}
+
+// Read counts the records read from r, an uncompressed audit trail named
+// name in errors. Records of events other than request (use, checkpoint,
+// and any later one) are read and not counted; empty lines are skipped.
+func (s *Summary) Read(r io.Reader, name string) error {
+	s.stats.Files++
+	return ReadLines(r, name, func(_ int, line []byte) error {
+		switch t := bytes.TrimSpace(line); {
+		case len(t) == 0:
+			return nil
+		case t[0] != '{':
+			return errors.New("not an audit record (want a JSON object)")
+		}
+		var rec summaryRecord
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return recordError(err)
+		}
+		s.stats.Records++
+		if rec.Event != "request" {
+			return nil
+		}
+		// RFC3339Nano parses times with or without fractional seconds.
+		t, err := time.Parse(time.RFC3339Nano, rec.Time)
+		if err != nil {
+			return errors.New(`request record: "time" is not an RFC 3339 time`)
+		}
+		s.add(&rec, t.UTC())
+		return nil
+	})
+}
+
+// recordError says why a line is not a record, without quoting it: a file
+// given by mistake (a vault, an env file) could hold a key.
+func recordError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Errorf("not a JSON record (invalid JSON at byte %d)", syntax.Offset)
+	case errors.As(err, &typ) && typ.Field != "":
+		// Field is one of summaryRecord's names, never the line's.
+		return fmt.Errorf("not an audit record (%q is a JSON %s, want a string)", typ.Field, typ.Value)
+	}
+	return errors.New("not an audit record (want a JSON object)")
+}
+
+// add counts one request record, if the filter selects it.
+func (s *Summary) add(rec *summaryRecord, t time.Time) {
+	f := &s.filter
+	if !f.Since.IsZero() && t.Before(f.Since) ||
+		!f.Until.IsZero() && t.After(f.Until) ||
+		f.Secret != "" && rec.Secret != f.Secret ||
+		f.KeyFP != "" && rec.KeyFP != f.KeyFP ||
+		f.Client != "" && rec.Client != f.Client ||
+		f.Route != "" && rec.Route != f.Route {
+		return
+	}
+	s.stats.Requests++
+	k := rowKey{rec.KeyFP, rec.Secret, rec.Client, rec.Route}
+	row := s.rows[k]
+	if row == nil {
+		row = &SummaryRow{KeyFP: k.keyFP, Secret: k.secret, Client: k.client, Route: k.route, First: t, Last: t}
+		s.rows[k] = row
+	}
+	switch rec.Outcome {
+	case "forwarded":
+		row.Forwarded++
+	case "denied":
+		row.Denied++
+	default:
+		// "error", and any outcome a later till may write: counted, so
+		// that no request of the trail goes missing from its summary.
+		row.Error++
+	}
+	if t.Before(row.First) {
+		row.First = t
+	}
+	if t.After(row.Last) {
+		row.Last = t
+	}
+}
+
+// Rows returns the rows counted so far, sorted by key fingerprint, secret,
+// client and route, so that a summary prints the same whatever the order
+// of its files. With nothing counted it is empty, not nil.
+func (s *Summary) Rows() []SummaryRow {
+	rows := make([]SummaryRow, 0, len(s.rows))
+	for _, r := range s.rows {
+		rows = append(rows, *r)
+	}
+	slices.SortFunc(rows, func(a, b SummaryRow) int {
+		return cmp.Or(
+			cmp.Compare(a.KeyFP, b.KeyFP),
+			cmp.Compare(a.Secret, b.Secret),
+			cmp.Compare(a.Client, b.Client),
+			cmp.Compare(a.Route, b.Route),
+		)
+	})
+	return rows
+}
+
+// Stats says how many files and records were read so far, and how many
+// request records counted.
+func (s *Summary) Stats() SummaryStats { return s.stats }
+
+// ParseSince reads when a summary starts: a duration before now ("24h",
+// "7d", "90m", "1d12h") or an RFC 3339 time. Its error never quotes s.
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := config.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, errors.New("want a duration (24h, 7d, 90m) or an RFC 3339 time (2026-12-01T00:00:00Z)")
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tillgw/till/audit"
+	"github.com/tillgw/till/config"
+)
+
+func runAudit(args []string, e *env) error {
+	if len(args) == 0 {
+		return usageError{"usage: till audit summary|verify|pubkey ..."}
+	}
+	switch args[0] {
+	case "summary":
+		return runAuditSummary(args[1:], e)
+	}
+	// The command is not echoed: it could be a key pasted in the wrong place.
+	return usageError{"unknown audit command (want summary, verify or pubkey)"}
+}
+
+const auditSummarySynopsis = "till audit summary [--since D] [--until T] [--secret NAME | --key-fp FP] [--client NAME] [--route NAME] [--json] FILE..."
+
+// keyFPRE is a key fingerprint as audit records and till secret list
+// print it.
+var keyFPRE = regexp.MustCompile(`^sha256:[0-9a-f]{16}$`)
+
+// runAuditSummary prints the uses of each key per client and route, with
+// refusals and errors, from audit files: who used this key, when, for
+// what. It needs no config: the files are all it reads.
+func runAuditSummary(args []string, e *env) error {
+	var cfgPath, since, until, secret, keyFP, client, route string
+	var asJSON bool
+	fs := newFlags("audit summary", e.stderr, &cfgPath)
+	fs.StringVar(&since, "since", "", "only requests since a `time`: a duration before now (24h, 7d, 90m) or RFC 3339")
+	fs.StringVar(&until, "until", "", "only requests until an RFC 3339 `time`")
+	fs.StringVar(&secret, "secret", "", "only the uses of this secret `name`")
+	fs.StringVar(&keyFP, "key-fp", "", "only the uses of the key with this `fingerprint` (sha256:…)")
+	fs.StringVar(&client, "client", "", "only the requests of this client `name`")
+	fs.StringVar(&route, "route", "", "only the requests on this route `name`")
+	fs.BoolVar(&asJSON, "json", false, "print a JSON array of rows")
+	files, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return withHint(usageError{"usage: " + auditSummarySynopsis + " (expected at least one FILE)"},
+			"name the audit file and its rotated files, compressed or not: till audit summary audit.log*")
+	}
+	// No flag value is echoed: one could be a key pasted in its place.
+	now := time.Now()
+	var f audit.SummaryFilter
+	if since != "" {
+		if f.Since, err = audit.ParseSince(since, now); err != nil {
+			return usageError{"--since: " + err.Error()}
+		}
+	}
+	if until != "" {
+		if f.Until, err = time.Parse(time.RFC3339, until); err != nil {
+			return usageError{"--until: want an RFC 3339 time (2026-12-01T00:00:00Z)"}
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Since.After(f.Until) {
+		return usageError{"--since is after --until"}
+	}
+	if secret != "" && keyFP != "" {
+		return usageError{"--secret and --key-fp exclude each other: give one"}
+	}
+	if keyFP != "" && !keyFPRE.MatchString(keyFP) {
+		return withHint(usageError{fmt.Sprintf("--key-fp is not a key fingerprint (%d characters, not shown)", len(keyFP))},
+			"a fingerprint is sha256: and 16 hex digits, as in till secret list and the key_fp of an audit record")
+	}
+	if client != "" {
+		if err := clientNameArg(client, "--client"); err != nil {
+			return err
+		}
+	}
+	if route != "" {
+		if err := config.ValidName(route); err != nil {
+			return withHint(usageError{fmt.Sprintf("--route is not a route name (%d characters, not shown)", len(route))},
+				"a route name "+err.Error())
+		}
+	}
+	f.Secret, f.KeyFP, f.Client, f.Route = secret, keyFP, client, route
+
+	s := audit.NewSummary(f)
+	for _, path := range files {
+		if err := s.ReadFile(path); err != nil {
+			return err
+		}
+	}
+	rows := s.Rows()
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY_FP\tSECRET\tCLIENT\tROUTE\tFORWARDED\tDENIED\tERROR\tFIRST\tLAST")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", dash(r.KeyFP), dash(r.Secret), dash(r.Client), dash(r.Route),
+			r.Forwarded, r.Denied, r.Error, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// On stderr, so that the table on stdout stays one a script can cut.
+	st := s.Stats()
+	fmt.Fprintf(e.stderr, "%s read from %s; %s counted\n",
+		plural(st.Records, "record"), plural(st.Files, "file"), plural(st.Requests, "request"))
+	return nil
+}
+
+// dash stands for an empty field in a table, where a blank would shift
+// the columns a reader's eye (or awk) follows.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// plural is "1 file", "2 files".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
