@@ -22,9 +22,6 @@ type file struct {
 	size     int64
 }
 
-// maxLine bounds what is read back of a record (the last of a file).
-const maxLine = 1 << 20
-
 // open opens the file at the path in place of f, which it closes (on
 // error, f stays open). It returns the file's last line, or nil when
 // the file is empty; a last line cut short (by a power loss) is ended
@@ -64,7 +61,7 @@ func lastLine(f io.ReaderAt, size int64) ([]byte, error) {
 	if size == 0 {
 		return nil, nil
 	}
-	n := min(size, maxLine)
+	n := min(size, MaxLineSize)
 	buf := make([]byte, n)
 	if _, err := f.ReadAt(buf, size-n); err != nil && err != io.EOF {
 		return nil, err

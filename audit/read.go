@@ -37,24 +37,24 @@ func OpenFile(path string) (io.ReadCloser, error) {
 		return nil, err // *fs.PathError: "read PATH: ..."
 	}
 	if !bytes.Equal(magic, gzipMagic) {
-		return &file{Reader: br, f: f}, nil
+		return &readFile{Reader: br, f: f}, nil
 	}
 	zr, err := gzip.NewReader(br)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &file{Reader: zr, f: f, z: zr}, nil
+	return &readFile{Reader: zr, f: f, z: zr}, nil
 }
 
-// file is an open audit file, read through a buffer or a gzip reader.
-type file struct {
+// readFile is an open audit file, read through a buffer or a gzip reader.
+type readFile struct {
 	io.Reader
 	f *os.File
 	z *gzip.Reader // nil when the file is not compressed
 }
 
-func (r *file) Close() error {
+func (r *readFile) Close() error {
 	var zerr error
 	if r.z != nil {
 		zerr = r.z.Close()

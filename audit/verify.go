@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 )
 
 // VerifyOptions say what Verify checks besides the hash chain.
@@ -103,7 +102,7 @@ func Verify(files []string, o VerifyOptions) (Report, error) {
 
 // walk checks the records of one file.
 func (v *verifier) walk(name string) error {
-	f, err := openTrail(name)
+	f, err := OpenFile(name)
 	if err != nil {
 		return err
 	}
@@ -200,7 +199,7 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 	for {
 		part, err := r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			if len(long)+len(part) > maxLine {
+			if len(long)+len(part) > MaxLineSize {
 				return nil, err
 			}
 			long = append(long, part...)
@@ -215,6 +214,3 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		return part, err
 	}
 }
-
-// openTrail opens one file of a trail for reading.
-func openTrail(name string) (io.ReadCloser, error) { return os.Open(name) }

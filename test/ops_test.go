@@ -219,9 +219,11 @@ func TestAuditFileFollowed(t *testing.T) {
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
+	// The use record of the next request goes into the renamed file,
+	// and the records after it to a new one at the path.
 	intoRenamed, afterMv := get(), get()
-	check(path+".1", append(afterRm, intoRenamed)...)
-	check(path, afterMv)
+	check(path+".1", afterRm...)
+	check(path, intoRenamed, afterMv)
 
 	if err := os.Rename(path, path+".2"); err != nil {
 		t.Fatal(err)
@@ -231,8 +233,13 @@ func TestAuditFileFollowed(t *testing.T) {
 		t.Fatalf("no reopen logged after SIGUSR1:\n%s", tl.stderr.String())
 	}
 	afterReopen := get()
-	check(path+".2", afterMv)
+	check(path+".2", intoRenamed, afterMv)
 	check(path, afterReopen)
+	// The files chain, oldest first, from the file made after the rm.
+	out, errOut, code := runTill(t, tl.dir, "", nil, "audit", "verify", path+".1", path+".2", path)
+	if code != 0 || !strings.Contains(out, "ok: ") || !strings.Contains(out, "follows audit.log") {
+		t.Errorf("till audit verify: exit %d\n%s%s", code, out, errOut)
+	}
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("the new audit file: %v, mode %v, want 0600", err, st.Mode().Perm())

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"regexp"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +23,10 @@ func runAudit(args []string, e *env) error {
 	switch args[0] {
 	case "summary":
 		return runAuditSummary(args[1:], e)
+	case "verify":
+		return runAuditVerify(args[1:], e)
+	case "pubkey":
+		return runAuditPubkey(args[1:], e)
 	}
 	// The command is not echoed: it could be a key pasted in the wrong place.
 	return usageError{"unknown audit command (want summary, verify or pubkey)"}
@@ -130,4 +139,120 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+const auditVerifySynopsis = "till audit verify [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE..."
+
+// runAuditVerify checks the hash chain of audit files, given oldest
+// first, and the signed checkpoints when given the public key.
+func runAuditVerify(args []string, e *env) error {
+	var cfgPath, pubkeyFile, checkpoint string
+	fs := newFlags("audit verify", e.stderr, &cfgPath)
+	fs.StringVar(&pubkeyFile, "pubkey", "", "check the checkpoints' signatures with the public key in this `file` (from till audit pubkey)")
+	fs.StringVar(&checkpoint, "checkpoint", "", "a checkpoint record kept elsewhere (the `line`, or a file whose last checkpoint is used) that the trail must hold")
+	files, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return withHint(usageError{"usage: " + auditVerifySynopsis + " (expected at least one FILE)"},
+			"name the rotated files oldest first, then the current one: till audit verify audit.log.2 audit.log.1 audit.log")
+	}
+	var o audit.VerifyOptions
+	if pubkeyFile != "" {
+		b, err := os.ReadFile(pubkeyFile)
+		if err != nil {
+			return withHint(err, "till audit pubkey prints the key to keep in that file")
+		}
+		if o.PublicKey, err = audit.ParseAuthorizedKey(b); err != nil {
+			return fmt.Errorf("--pubkey %s: %w", displayPath(pubkeyFile), err)
+		}
+	}
+	if checkpoint != "" {
+		if o.Checkpoint, err = checkpointArg(checkpoint); err != nil {
+			return err
+		}
+	}
+	r, err := audit.Verify(files, o)
+	if err != nil {
+		var br *audit.Break
+		if errors.As(err, &br) {
+			return withHint(err, "the trail is not as till wrote it from that line on; files go oldest first")
+		}
+		return err
+	}
+	fmt.Fprintf(e.stdout, "ok: %s in %s chain", plural(r.Records, "record"), plural(r.Files, "file"))
+	switch {
+	case o.PublicKey != nil:
+		fmt.Fprintf(e.stdout, "; %s signed, %s after the last\n", plural(r.Checkpoints, "checkpoint"), plural(r.Unsigned, "record"))
+	case r.Checkpoints > 0:
+		fmt.Fprintf(e.stdout, "; %s not checked (no --pubkey)\n", plural(r.Checkpoints, "checkpoint"))
+	default:
+		fmt.Fprintln(e.stdout)
+	}
+	if o.Checkpoint != nil {
+		fmt.Fprintln(e.stdout, "the checkpoint given is in the trail")
+	}
+	if r.StartsAfter != "" {
+		fmt.Fprintf(e.stdout, "the first record follows %s, which was not given: that link is not checked\n", r.StartsAfter)
+	}
+	return nil
+}
+
+// checkpointArg reads --checkpoint: a checkpoint record, or a file whose
+// last checkpoint record is taken.
+func checkpointArg(arg string) ([]byte, error) {
+	if strings.HasPrefix(strings.TrimSpace(arg), "{") {
+		return []byte(arg), nil
+	}
+	f, err := audit.OpenFile(arg)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var last []byte
+	err = audit.ReadLines(f, arg, func(_ int, line []byte) error {
+		if bytes.Contains(line, []byte(`"event":"checkpoint"`)) {
+			last = bytes.Clone(line)
+		}
+		return nil
+	})
+	if err == nil && last == nil {
+		err = fmt.Errorf("--checkpoint %s: no checkpoint record in it", displayPath(arg))
+	}
+	return last, err
+}
+
+// runAuditPubkey prints the public key of the audit signing key, in the
+// OpenSSH format, for verifiers to keep.
+func runAuditPubkey(args []string, e *env) error {
+	var cfgPath string
+	fs := newFlags("audit pubkey", e.stderr, &cfgPath)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till audit pubkey [-c FILE]"); err != nil {
+		return err
+	}
+	cfg, err := configForVault(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	secrets, err := readSecrets(cfg, e)
+	if err != nil {
+		return err
+	}
+	stored, ok := secrets[config.AuditKeySecret]
+	if !ok {
+		return withHint(fmt.Errorf("no audit signing key (%q) in the vault %s", config.AuditKeySecret, displayPath(cfg.Vault.Path)),
+			"set audit.sign: true and start till serve once: it creates the key")
+	}
+	pem, _ := stored.Value()
+	key, err := audit.ParseKey(pem)
+	if err != nil {
+		return fmt.Errorf("vault entry %q: %w", config.AuditKeySecret, err)
+	}
+	_, err = io.WriteString(e.stdout, audit.AuthorizedKey(key))
+	return err
 }

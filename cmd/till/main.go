@@ -82,6 +82,9 @@ Usage:
                                          print the environment an app needs to use till as its proxy
   till audit summary [--since D] [--secret NAME|--key-fp FP] [--json] FILE...
                                          uses of each key per client and route, with refusals and errors
+  till audit verify [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE...
+                                         check the hash chain (files oldest first); exit 1 at the first break
+  till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
   till version                           print the version
 
 Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
