@@ -50,6 +50,7 @@ var errShutdown = errors.New("till is shutting down")
 type Gateway struct {
 	live    atomic.Pointer[live]
 	active  atomic.Int64 // requests whose record is not written yet
+	cut     atomic.Int64 // requests ended by shutdown
 	base    context.Context
 	abort   context.CancelCauseFunc
 	audit   *Audit
@@ -169,6 +170,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 // closes its connections: requests cut by that would look like apps that
 // went away (client_closed).
 func (g *Gateway) Abort() { g.abort(errShutdown) }
+
+// Cut counts the requests that shutdown ended before they were done:
+// their records say reason shutdown.
+func (g *Gateway) Cut() int64 { return g.cut.Load() }
 
 // drain waits until no request is in flight.
 func (g *Gateway) drain(ctx context.Context) error {

@@ -36,8 +36,11 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	x.rec.bytesIn = x.bytesIn.Load()
 	x.rec.attempt = int(x.attempts.Load())
 	x.rec.outcome, x.rec.reason = x.outcome(p != nil, r.Context())
+	if x.rec.reason == codeShutdown {
+		g.cut.Add(1)
+	}
 	if x.rec.reason == codeClientClosed || x.rec.reason == codeShutdown {
-		if !rw.committed {
+		if !rw.committed && x.status == 0 { // no head went out, nor a 101
 			x.rec.status = statusClientClosed
 		}
 	}
@@ -58,9 +61,10 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 }
 
 // outcome is the record's outcome and reason: denied for a refusal by
-// till's policy; error for a failure, or a response cut short (panicked),
-// whose reason says who cut it when its context (ctx) ended; forwarded
-// otherwise, with the warning as reason.
+// till's policy; error for a failure, a response cut short (panicked),
+// whose reason says who cut it when its context (ctx) ended, or a
+// connection that shutdown ended; forwarded otherwise, with the warning
+// as reason.
 func (x *exchange) outcome(panicked bool, ctx context.Context) (outcome, reason string) {
 	switch {
 	case x.refused != "":
@@ -71,6 +75,9 @@ func (x *exchange) outcome(panicked bool, ctx context.Context) (outcome, reason 
 		return outcomeError, x.failure
 	case panicked:
 		return outcomeError, CodeUpstreamUnreachable
+	case errors.Is(context.Cause(ctx), errShutdown):
+		// An upgraded connection or a tunnel that shutdown ended.
+		return outcomeError, codeShutdown
 	}
 	return outcomeForwarded, x.warning
 }

@@ -666,8 +666,11 @@ func TestShutdownRecordsUpgradedConnections(t *testing.T) {
 		t.Fatal("till did not end the WebSocket after the grace period")
 	}
 	recs := tl.audit()
-	if len(recs) != 1 || recs[0]["status"] != 101.0 || recs[0]["key_fp"] == "" {
-		t.Errorf("audit after shutdown: got %v, want the WebSocket's record\n%s", recs, tl.stderr.String())
+	if len(recs) != 1 || recs[0]["status"] != 101.0 || recs[0]["key_fp"] == "" || recs[0]["reason"] != "shutdown" {
+		t.Errorf("audit after shutdown: got %v, want the WebSocket's record, reason shutdown\n%s", recs, tl.stderr.String())
+	}
+	if !strings.Contains(tl.stderr.String(), `"cut":1,`) {
+		t.Errorf("the log does not say one request was cut:\n%s", tl.stderr.String())
 	}
 }
 

@@ -199,7 +199,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			err = errors.Join(err, gw.Shutdown(sctx))
 			cancel()
 			if err != nil {
-				logger.Warn().Err(err).Msg("grace period over: closed the remaining connections")
+				logger.Warn().Err(err).Int64("cut", gw.Cut()).Msg("grace period over: cut the requests still in flight (reason shutdown in their records)")
 			}
 			if err := sink.Close(); err != nil {
 				return err
