@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"strconv"
@@ -51,7 +50,8 @@ func signedText(time string, seq uint64, prev string) []byte {
 	return []byte("till audit checkpoint\n" + time + "\n" + strconv.FormatUint(seq, 10) + "\n" + prev)
 }
 
-// NewKey returns a new signing key, PEM-encoded (PKCS #8) for the vault.
+// NewKey returns a new signing key, encoded for the vault: base64 of its
+// PKCS #8 form, as till keeps its CA key.
 func NewKey() (string, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -61,16 +61,16 @@ func NewKey() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
+	return base64.StdEncoding.EncodeToString(der), nil
 }
 
 // ParseKey reads a signing key written by NewKey.
 func ParseKey(stored string) (ed25519.PrivateKey, error) {
-	b, _ := pem.Decode([]byte(stored))
-	if b == nil || b.Type != "PRIVATE KEY" {
-		return nil, errors.New("the audit signing key is not a PEM private key")
+	der, err := base64.StdEncoding.DecodeString(stored)
+	if err != nil {
+		return nil, errors.New("the audit signing key is not base64")
 	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	k, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
 		return nil, errors.New("the audit signing key cannot be parsed")
 	}

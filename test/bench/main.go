@@ -50,6 +50,7 @@ var (
 	rate   = flag.Int("rate", 1000, "fixed request rate (req/s) for CPU and latency")
 	dur    = flag.Duration("dur", 5*time.Second, "length of each fixed-rate and throughput run")
 	idle   = flag.Int("idle", 1000, "idle keep-alive clients for the RSS figure")
+	before = flag.String("before", "", "a till `binary` built from an earlier commit: measured with nginx at once as till is, to give a change's cost in the same run")
 )
 
 func main() {
@@ -159,6 +160,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	var earlier *tillProc
+	if *before != "" {
+		if earlier, err = startTill(procs, *before, work, "before", base, upCA, false); err != nil {
+			return err
+		}
+	}
 	icpt, err := startTill(procs, till, work, "intercept", "version: 1\naudit: {file: audit.log}\nforward: {enabled: true}\nroutes:\n"+route("openai", tlsUp.URL), upCA, true)
 	if err != nil {
 		return err
@@ -193,6 +200,9 @@ func run() error {
 		"routes-10":    {name: "till, 10 routes", url: "http://" + routes10.addr + "/r5/v1/chat/completions", client: newClient(nil), pid: routes10.pid},
 		"routes-10000": {name: "till, 10,000 routes", url: "http://" + routes10k.addr + "/r5000/v1/chat/completions", client: newClient(nil), pid: routes10k.pid},
 	}
+	if earlier != nil {
+		targets["before"] = &target{name: "till, before", url: "http://" + earlier.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: earlier.pid}
+	}
 	if nginxAddr != "" {
 		targets["nginx"] = &target{name: "nginx", url: "http://" + nginxAddr + "/openai/v1/chat/completions", client: newClient(nil), pid: nginxPID}
 	}
@@ -221,10 +231,15 @@ func run() error {
 				// A cross-check of the CPU figure, steadier on a shared
 				// machine for the same reason as the route tables; again
 				// with POSTs of a chat completion, the shape of LLM traffic.
-				for _, p := range []struct{ figure, method, body string }{{"paired", "GET", ""}, {"paired-post", "POST", chatBody}} {
-					ngp, tlp := *ng, *targets["till"]
+				pairs := []struct{ figure, method, body, till string }{{"paired", "GET", "", "till"}, {"paired-post", "POST", chatBody, "till"}}
+				if _, ok := targets["before"]; ok {
+					pairs = append(pairs, struct{ figure, method, body, till string }{"paired-before", "GET", "", "before"},
+						struct{ figure, method, body, till string }{"paired-post-before", "POST", chatBody, "before"})
+				}
+				for _, p := range pairs {
+					ngp, tlp := *ng, *targets[p.till]
 					ngp.body, tlp.body = p.body, p.body
-					fmt.Fprintf(os.Stderr, "bench: round %d: nginx and till together, %s, %d req/s each\n", round, p.method, *rate)
+					fmt.Fprintf(os.Stderr, "bench: round %d: nginx and %s together, %s, %d req/s each\n", round, tlp.name, p.method, *rate)
 					n, tl, err := together(&ngp, &tlp)
 					if err != nil {
 						return err
@@ -800,6 +815,12 @@ func (r *results) print(w io.Writer) {
 	}
 	if med, lo, hi, ok := r.median("paired-post", "ratio"); ok {
 		fmt.Fprintf(w, "CPU per POST of a 1 kB chat completion, till vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("paired-before", "ratio"); ok {
+		fmt.Fprintf(w, "CPU per request, till before (-before) vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("paired-post-before", "ratio"); ok {
+		fmt.Fprintf(w, "CPU per POST, till before (-before) vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
 	}
 	if v, ok := r.compare("intercept", "till", "cpu", false); ok {
 		fmt.Fprintf(w, "intercept mode: %.2f× reverse mode's CPU per request\n", v)
