@@ -26,6 +26,8 @@ type VerifyOptions struct {
 
 // Report says what Verify read.
 type Report struct {
+	// Files and Records count what was read; Checkpoints, the
+	// checkpoint records among them.
 	Files, Records, Checkpoints int
 	// Unsigned counts the records after the last checkpoint.
 	Unsigned int
@@ -38,11 +40,15 @@ type Report struct {
 // Break is where a trail fails: the first line that is not as till
 // wrote it, or that does not follow the one before it.
 type Break struct {
-	File   string
-	Line   int
+	// File is the file's name as given.
+	File string
+	// Line is the line's number, from 1.
+	Line int
+	// Reason says what is wrong, and what may have happened.
 	Reason string
 }
 
+// Error is FILE:LINE: reason.
 func (b *Break) Error() string { return fmt.Sprintf("%s:%d: %s", b.File, b.Line, b.Reason) }
 
 // chained is what Verify reads of a record.

@@ -110,8 +110,9 @@ type Audit struct {
 	// "interval" (the default: once a second) or "always".
 	Fsync string
 	// MaxSize, when positive, rotates the file before it would grow past
-	// it; MaxFiles rotated files are kept (default 10).
-	MaxSize  int64
+	// it.
+	MaxSize int64
+	// MaxFiles is how many rotated files are kept (default 10).
 	MaxFiles int
 	// Sign writes a signed checkpoint record every 1,000 records or 60
 	// seconds, with the vault's till-audit key.
