@@ -178,8 +178,8 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) (in injection, values []string) {
 	in.secretName = cr.Secret
 	sec, ok := secrets[cr.Secret]
-	if cr.Secret == config.CASecret {
-		ok = false // the CA key is never a route's key (config refuses it too)
+	if cr.Secret == config.CASecret || cr.Secret == config.AuditKeySecret {
+		ok = false // till's own keys are never a route's (config refuses them too)
 	}
 	if !ok {
 		in.problem = "secret " + `"` + cr.Secret + `"` + " is not in the vault (hint: till secret set " + cr.Secret + ")"
