@@ -23,40 +23,50 @@ type file struct {
 }
 
 // open opens the file at the path in place of f, which it closes (on
-// error, f stays open). It returns the file's last line, or nil when
-// the file is empty; a last line cut short (by a power loss) is ended
-// with a newline, so that the next record starts a line of its own.
-func (af *file) open() (last []byte, err error) {
+// error, f stays open). It returns the file's last line, without its
+// newline, or nil when the file is empty. A last line without a newline
+// is a record whose write a crash cut short: it is removed (torn counts
+// its bytes), since it is no record and its key was never sent (records
+// are written before keys are used).
+func (af *file) open() (last []byte, torn int64, err error) {
 	if err := os.MkdirAll(filepath.Dir(af.path), 0o700); err != nil {
-		return nil, fmt.Errorf("create audit folder: %w", err)
+		return nil, 0, fmt.Errorf("create audit folder: %w", err)
 	}
 	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open audit file: %w", err)
+		return nil, 0, fmt.Errorf("open audit file: %w", err)
 	}
 	id, err := f.Stat()
+	size := int64(0)
 	if err == nil {
-		last, err = lastLine(f, id.Size())
+		size = id.Size()
+		last, err = lastLine(f, size)
 	}
 	if err == nil && len(last) > 0 && last[len(last)-1] != '\n' {
-		_, err = f.Write([]byte{'\n'})
+		torn = int64(len(last))
+		if size -= torn; size > 0 {
+			last, err = lastLine(f, size)
+		} else {
+			last = nil
+		}
+		if err == nil {
+			err = f.Truncate(size)
+		}
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open audit file: %w", err)
+		return nil, 0, fmt.Errorf("open audit file: %w", err)
 	}
 	if af.f != nil {
 		af.f.Close()
 	}
-	af.f, af.id, af.size = f, id, id.Size()
-	if len(last) > 0 && last[len(last)-1] != '\n' {
-		af.size++
-	}
-	return bytes.TrimRight(last, "\n"), nil
+	af.f, af.id, af.size = f, id, size
+	return bytes.TrimRight(last, "\n"), torn, nil
 }
 
 // lastLine reads the last line of the first size bytes of f, with its
-// newline if it has one.
+// newline if it has one. A last line longer than MaxLineSize is an
+// error: the file is not an audit trail.
 func lastLine(f io.ReaderAt, size int64) ([]byte, error) {
 	if size == 0 {
 		return nil, nil
@@ -72,6 +82,9 @@ func lastLine(f io.ReaderAt, size int64) ([]byte, error) {
 	}
 	if i := bytes.LastIndexByte(body, '\n'); i >= 0 {
 		return buf[i+1:], nil
+	}
+	if n < size {
+		return nil, errors.New("its last line is longer than 1 MiB: not an audit file")
 	}
 	return buf, nil
 }
@@ -89,6 +102,9 @@ func lastLineOf(path string) []byte {
 		return nil
 	}
 	last, _ := lastLine(f, st.Size())
+	if len(last) == 0 || last[len(last)-1] != '\n' {
+		return nil // a torn record is not one to chain to
+	}
 	return bytes.TrimRight(last, "\n")
 }
 
@@ -116,7 +132,7 @@ func (af *file) rotate() error {
 			return fmt.Errorf("rotate audit file: %w", err)
 		}
 	}
-	_, err := af.open()
+	_, _, err := af.open()
 	return err
 }
 

@@ -47,6 +47,8 @@ type Options struct {
 	// written, with the record (which holds no secret), so that the
 	// operational log can keep it. It must not block.
 	OnError func(err error, record []byte)
+	// Log, when set, is told what the sink repaired on its own.
+	Log func(msg string)
 }
 
 // Checkpoint frequency: a checkpoint follows this many records, or this
@@ -101,12 +103,13 @@ func Open(o Options) (*Sink, error) {
 		return New(stdout{}, o), nil
 	}
 	af := &file{path: o.Path, maxSize: o.MaxSize, maxFiles: max(o.MaxFiles, 1)}
-	last, err := af.open()
+	last, torn, err := af.open()
 	if err != nil {
 		return nil, err
 	}
 	s := &Sink{file: af}
 	s.start(o)
+	s.repaired(torn)
 	if last != nil {
 		s.chain.resume(last)
 	} else if prev := lastLineOf(af.rotated(1)); prev != nil {
@@ -256,16 +259,25 @@ func (s *Sink) write(line []byte) error {
 
 // reopen opens the file at the path anew, after the one named prevName.
 func (s *Sink) reopen(prevName string) error {
-	last, err := s.file.open()
+	last, torn, err := s.file.open()
 	if err != nil {
 		return err
 	}
+	s.repaired(torn)
 	if last != nil {
 		s.chain.resume(last)
 	} else {
 		s.chain.restart(prevName)
 	}
 	return nil
+}
+
+// repaired reports the bytes of a torn record removed from the end of
+// the file.
+func (s *Sink) repaired(torn int64) {
+	if torn > 0 && s.opts.Log != nil {
+		s.opts.Log(fmt.Sprintf("removed a record cut short by a crash (%d bytes) from the end of %s; its key was never sent", torn, s.file.path))
+	}
 }
 
 // flush writes the pending records, and stops at the first that fails.

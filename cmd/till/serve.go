@@ -225,6 +225,7 @@ func openAudit(cfg *config.Config, secrets map[string]vault.Secret, e *env, logg
 			}
 			ev.Msg("cannot write an audit record: refusing requests until the audit sink works again")
 		},
+		Log: func(msg string) { logger.Warn().Msg(msg) },
 	}
 	if cfg.Audit.Sign {
 		key, err := auditKey(cfg, secrets, e, logger)
