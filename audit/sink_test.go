@@ -448,3 +448,25 @@ func TestKeyRoundTrip(t *testing.T) {
 		t.Error("ParseKey took garbage")
 	}
 }
+
+// TestCheckpointAfterInterval signs records that wait CheckpointInterval
+// for a checkpoint, without more records to prompt it.
+func TestCheckpointAfterInterval(t *testing.T) {
+	defer func(d, i time.Duration) { CheckpointInterval, tickInterval = d, i }(CheckpointInterval, tickInterval)
+	CheckpointInterval, tickInterval = 50*time.Millisecond, 10*time.Millisecond
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, path := openTest(t, Options{Signer: priv})
+	s.Write(record("1"))
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		recs := lines(t, path)
+		if len(recs) == 2 && recs[1]["event"] == "checkpoint" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint 3s after a record: %v", recs)
+		}
+	}
+	if r := mustVerify(t, VerifyOptions{PublicKey: pub}, path); r.Checkpoints != 1 || r.Unsigned != 0 {
+		t.Errorf("report %+v", r)
+	}
+}
