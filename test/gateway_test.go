@@ -424,7 +424,7 @@ func TestDefaultsServePresetFromVault(t *testing.T) {
 	// vault. Its upstream is the real provider, which this machine cannot
 	// reach, so the request ends as upstream_unreachable with the key attached.
 	tl := startTill(t, "", map[string]string{"openai": openaiKey}, "")
-	if !strings.Contains(tl.stderr.String(), `"base_url":"http://`+tl.addr+`/openai/v1"`) {
+	if !tl.waitLog(`"base_url":"http://` + tl.addr + `/openai/v1"`) {
 		t.Errorf("log does not announce the openai base URL:\n%s", tl.stderr.String())
 	}
 	resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
