@@ -40,6 +40,9 @@ type Config struct {
 	Forward Forward
 	// Limits configures shared rate limiting.
 	Limits Limits
+	// Log configures the operational log (stderr), never the audit
+	// records.
+	Log Log
 	// Clients are the known callers, identified by their token.
 	Clients []Client
 	// Routes map requests to upstreams and the secret injected into them.
@@ -150,6 +153,18 @@ type Limits struct {
 	OnRedisError string
 }
 
+// Log configures till's operational log. The command-line flags
+// --log-level and --log-format win over it. A reload applies it.
+type Log struct {
+	// Level is the least level logged: "debug", "info" (the default),
+	// "warn" or "error".
+	Level string
+	// Format is "json" (one JSON object a line) or "console" (readable
+	// lines); "" (the default) means console when stderr is a terminal,
+	// JSON otherwise, so that a log collector gets JSON unasked.
+	Format string
+}
+
 // Client is a known caller. It proves who it is with a till token; only the
 // token's hash is in the config.
 type Client struct {
@@ -255,6 +270,7 @@ const (
 	DefaultKeyFile       = "till.key"
 	DefaultCACertFile    = "till-ca.pem"
 	DefaultCertCache     = 1024
+	DefaultLogLevel      = "info"
 	// MaxSize caps a config file, so a wrong path (a log, a disk image)
 	// fails fast instead of being read whole.
 	MaxSize = 1 << 20

@@ -31,8 +31,8 @@ func TestParseErrors(t *testing.T) {
 		{"version 2", "version: 2\n", `till.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`},
 		{"version string", "version: \"1\"\n", `till.yaml:1: version: must be a whole number`},
 		{"unknown root field", "version: 1\nlisen: 127.0.0.1:1\n", `till.yaml:2: lisen: unknown field (did you mean "listen"?)`},
-		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes, browser_origins, server_names)`},
-		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, clients, routes, browser_origins, server_names)`},
+		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names)`},
+		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names)`},
 		{"duplicate field", "version: 1\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `till.yaml:3: listen: duplicate field (first at line 2)`},
 		{"alias", "version: 1\nlisten: &a 127.0.0.1:1\nadmin: {listen: *a}\n", `till.yaml:3: admin.listen: yaml aliases are not supported (hint: repeat the value)`},
 		{"bad listen", "version: 1\nlisten: 8080\n", `till.yaml:2: listen: must be host:port (e.g. 127.0.0.1:8080)`},
@@ -52,6 +52,9 @@ func TestParseErrors(t *testing.T) {
 		{"audit key injected", "version: 1\nroutes:\n  - {name: x, preset: openai, secret: till-audit}\n", `till.yaml:3: routes[0].secret: "till-audit" holds till's audit signing key and can never be injected`},
 		{"unknown_hosts enum", "version: 1\nforward: {unknown_hosts: allow}\n", `till.yaml:2: forward.unknown_hosts: must be "deny" or "tunnel"`},
 		{"on_redis_error enum", "version: 1\nlimits: {on_redis_error: maybe}\n", `till.yaml:2: limits.on_redis_error: must be "allow" or "deny"`},
+		{"log level enum", "version: 1\nlog:\n  level: verbose\n", `till.yaml:3: log.level: must be "debug" or "info" or "warn" or "error"`},
+		{"log format enum", "version: 1\nlog: {format: text}\n", `till.yaml:2: log.format: must be "json" or "console"`},
+		{"unknown log field", "version: 1\nlog: {levl: warn}\n", `till.yaml:2: log.levl: unknown field (did you mean "level"?)`},
 		{"bool", "version: 1\nforward: {enabled: yes}\n", `till.yaml:2: forward.enabled: must be true or false`},
 		{"redis scheme, password not echoed", "version: 1\nlimits:\n  redis: http://:hunter2@127.0.0.1:6379\n", `till.yaml:3: limits.redis: must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379/0)`},
 		{"origin with a path", "version: 1\nbrowser_origins: [https://app.example.com/x]\n", `till.yaml:2: browser_origins[0]: must be a web origin such as "https://app.example.com" or "http://localhost:3000" (scheme, host and port only)`},
@@ -212,6 +215,9 @@ func TestParseFull(t *testing.T) {
 	if c.Limits != (Limits{Redis: "redis://127.0.0.1:6379/0", OnRedisError: "deny"}) {
 		t.Errorf("limits: got %+v", c.Limits)
 	}
+	if c.Log != (Log{Level: "warn", Format: "console"}) {
+		t.Errorf("log: got %+v", c.Log)
+	}
 	wantClients := []Client{
 		{Name: "web", TokenSHA256: strings.Repeat("4f1c", 16), CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Cert: true, Line: 27},
 		{Name: "batch", TokenSHA256: strings.Repeat("0", 64), Line: 31},
@@ -268,6 +274,7 @@ func TestParseDefaults(t *testing.T) {
 		Audit:   Audit{File: "-", Fsync: "interval", MaxFiles: 10},
 		Forward: Forward{Intercept: true, UnknownHosts: "deny", CACert: filepath.Join(dir, "till-ca.pem"), CertCache: DefaultCertCache},
 		Limits:  Limits{OnRedisError: "allow"},
+		Log:     Log{Level: "info"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v, want %+v", c, want)
@@ -463,6 +470,9 @@ func TestDefault(t *testing.T) {
 	if c.Vault.Path != filepath.Join(dir, "till.vault") || c.Vault.KeyFile != filepath.Join(dir, "till.key") {
 		t.Errorf("vault: got %+v", c.Vault)
 	}
+	if c.Log != (Log{Level: "info"}) {
+		t.Errorf("log: got %+v, want level info and the format left to the terminal", c.Log)
+	}
 	var names, prefixes []string
 	for _, r := range c.Routes {
 		names = append(names, r.Name)
@@ -490,7 +500,7 @@ func TestStarterConfig(t *testing.T) {
 	if len(c.Routes) != 0 {
 		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
 	}
-	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys}
 	for _, keys := range all {
 		for _, k := range keys {
 			if !strings.Contains(string(s), k+":") {
@@ -522,7 +532,7 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:75: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:79: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

@@ -20,7 +20,7 @@ import (
 // The keys each mapping accepts. They drive unknown-field errors, their
 // "did you mean" suggestions, and the test that StarterConfig mentions them.
 var (
-	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "clients", "routes", "browser_origins", "server_names"}
+	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names"}
 	tlsKeys     = []string{"names", "acme"}
 	acmeKeys    = []string{"email", "ca"}
 	adminKeys   = []string{"listen", "token_sha256"}
@@ -28,6 +28,7 @@ var (
 	auditKeys   = []string{"file", "fsync", "max_size", "max_files", "sign"}
 	forwardKeys = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert", "cert_cache"}
 	limitsKeys  = []string{"redis", "on_redis_error"}
+	logKeys     = []string{"level", "format"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
 	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext"}
 	injectKeys  = []string{"header", "format", "query", "basic"}
@@ -399,6 +400,7 @@ func (d *decoder) defaults() *Config {
 			CACert:       d.resolve(DefaultCACertFile),
 		},
 		Limits: Limits{OnRedisError: "allow"},
+		Log:    Log{Level: DefaultLogLevel},
 	}
 }
 
@@ -447,6 +449,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	if v := f["limits"]; v != nil {
 		d.limits(v, "limits", &c.Limits)
+	}
+	if v := f["log"]; v != nil {
+		d.log(v, "log", &c.Log)
 	}
 	if v := f["browser_origins"]; v != nil {
 		d.list(v, "browser_origins", func(v *yaml.Node, p string) {
@@ -604,6 +609,27 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 	if v := f["on_redis_error"]; v != nil {
 		if s, ok := d.enum(v, join(path, "on_redis_error"), "allow", "deny"); ok {
 			l.OnRedisError = s
+		}
+	}
+}
+
+// LogLevels and LogFormats are the values log.level and log.format (and
+// the --log-level and --log-format flags) take.
+var (
+	LogLevels  = []string{"debug", "info", "warn", "error"}
+	LogFormats = []string{"json", "console"}
+)
+
+func (d *decoder) log(n *yaml.Node, path string, l *Log) {
+	f := d.fields(n, path, logKeys)
+	if v := f["level"]; v != nil {
+		if s, ok := d.enum(v, join(path, "level"), LogLevels...); ok {
+			l.Level = s
+		}
+	}
+	if v := f["format"]; v != nil {
+		if s, ok := d.enum(v, join(path, "format"), LogFormats...); ok {
+			l.Format = s
 		}
 	}
 }

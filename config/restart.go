@@ -7,7 +7,8 @@ import "slices"
 // their certificates, the audit file, the shared limiter, the shutdown grace
 // and the interception CA are set up once, when till starts. A reload keeps
 // serving with the old values, so the log names the settings that wait for
-// the next restart. It returns nil when nothing needs a restart.
+// the next restart. It returns nil when nothing needs a restart. The log
+// settings are not among them: a reload applies them.
 func RestartNeeded(old, new *Config) []string {
 	var changed []string
 	add := func(differ bool, name string) {

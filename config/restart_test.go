@@ -35,6 +35,7 @@ func TestRestartNeeded(t *testing.T) {
 			c.Forward.UnknownHosts = "tunnel"
 			c.Vault.MaxAge = time.Hour
 			c.BrowserOrigins = []string{"https://app.example.com"}
+			c.Log = Log{Level: "debug", Format: "console"}
 		}, nil},
 		{"listen", func(c *Config) { c.Listen = "127.0.0.1:0" }, []string{"listen"}},
 		{"tls names", func(c *Config) { c.TLS.Names = append(c.TLS.Names, "other") }, []string{"tls.names"}},

@@ -127,6 +127,9 @@ func New(snap *Snapshot, opts Options) *Gateway {
 	if opts.Leaves != nil {
 		g.intercept = newInterceptor(g, opts.Leaves)
 	}
+	if opts.Metrics != nil {
+		opts.Metrics.gateway.Store(g)
+	}
 	return g
 }
 

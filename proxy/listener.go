@@ -31,6 +31,9 @@ type ListenerTLS struct {
 	// ChallengePort is where the TLS-ALPN-01 challenge is answered: the
 	// listener's own port, served by the returned config.
 	ChallengePort int
+	// Log receives certmagic's log: issuance, renewal and ACME errors
+	// (see NewZapLogger). Nil discards it.
+	Log *zap.Logger
 }
 
 // caIssuer lets certmagic obtain certificates from till's CA.
@@ -53,14 +56,18 @@ func (i caIssuer) IssuerKey() string {
 // call it once the listener serves the config, so that an ACME CA's
 // TLS-ALPN-01 challenge can be answered.
 func (l ListenerTLS) Config() (*tls.Config, func(context.Context) error) {
+	log := l.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
 	var cfg *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
-		Logger:           zap.NewNop(),
+		Logger:           log,
 	})
 	cfg = certmagic.New(cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: l.Storage},
-		Logger:  zap.NewNop(),
+		Logger:  log,
 	})
 	if l.ACME != nil {
 		cfg.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(cfg, certmagic.ACMEIssuer{
@@ -69,7 +76,7 @@ func (l ListenerTLS) Config() (*tls.Config, func(context.Context) error) {
 			Agreed:               true,
 			DisableHTTPChallenge: true,
 			AltTLSALPNPort:       l.ChallengePort,
-			Logger:               zap.NewNop(),
+			Logger:               log,
 		})}
 	} else {
 		cfg.Issuers = []certmagic.Issuer{caIssuer{l.Authority}}

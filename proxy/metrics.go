@@ -3,6 +3,7 @@ package proxy
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +23,19 @@ type Metrics struct {
 	keyUses   *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	redisErrs prometheus.Counter
+	// loaded is when the config and vault last loaded (at start or by a
+	// reload); build is till_build_info.
+	loaded prometheus.Gauge
+	build  *prometheus.GaugeVec
+	// gateway is the gateway the metrics read their gauges from at
+	// scrape time (requests in flight, secret expiry); nil until New.
+	gateway atomic.Pointer[Gateway]
 }
+
+// Descriptions of the metrics read from the gateway at scrape time.
+var secretExpiryDesc = prometheus.NewDesc("till_secret_expiry_timestamp_seconds",
+	"When each secret in the vault expires, in Unix seconds: the earlier of its expiry and vault.max_age after its last update. Absent for a secret with neither.",
+	[]string{"secret"}, nil)
 
 // NewMetrics registers till's metrics, the Go and process collectors, and
 // audit failures as read from audit.
@@ -49,11 +62,31 @@ func NewMetrics(audit *Audit) *Metrics {
 		redisErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "till_rate_limit_store_errors_total", Help: "Rate-limit decisions taken without the shared store (limits.on_redis_error applied).",
 		}),
+		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "till_config_last_reload_success_timestamp_seconds", Help: "When the config and vault last loaded successfully, at start or by a reload, in Unix seconds.",
+		}),
+		build: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "till_build_info", Help: "Always 1; the labels say which till runs: its version, VCS commit and Go version.",
+		}, []string{"version", "commit", "go"}),
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs,
+	// The metrics are made once the config at start has loaded.
+	m.loaded.SetToCurrentTime()
+	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.loaded, m.build,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "till_audit_failures_total", Help: "Audit records that could not be written.",
 		}, func() float64 { return float64(audit.Failures()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "till_audit_healthy", Help: "1 while the audit sink takes records, 0 while it fails (requests are then refused).",
+		}, func() float64 { return boolValue(audit.Healthy()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "till_requests_in_flight", Help: "Requests on the gateway listener not finished yet (open tunnels and upgraded connections included).",
+		}, func() float64 {
+			if g := m.gateway.Load(); g != nil {
+				return float64(g.active.Load())
+			}
+			return 0
+		}),
+		gatewayCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -62,6 +95,13 @@ func NewMetrics(audit *Audit) *Metrics {
 
 // Registry is what /metrics serves.
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// SetBuild sets till_build_info's labels: the version, the VCS commit and
+// the Go version till was built with.
+func (m *Metrics) SetBuild(version, commit, goVersion string) {
+	m.build.Reset()
+	m.build.WithLabelValues(version, commit, goVersion).Set(1)
+}
 
 // Reload counts a reload; ok says whether it was swapped in.
 func (m *Metrics) Reload(ok bool) {
@@ -73,6 +113,32 @@ func (m *Metrics) Reload(ok bool) {
 		result = "failed"
 	}
 	m.reloads.WithLabelValues(result).Inc()
+	if ok {
+		m.loaded.SetToCurrentTime()
+	}
+}
+
+// gatewayCollector reads, at each scrape, what the served snapshot says
+// of the vault's secrets: a reload changes it with no series to clean up.
+type gatewayCollector struct{ m *Metrics }
+
+func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) { ch <- secretExpiryDesc }
+
+func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.m.gateway.Load()
+	if g == nil {
+		return
+	}
+	for _, e := range g.Snapshot().expiries {
+		ch <- prometheus.MustNewConstMetric(secretExpiryDesc, prometheus.GaugeValue, float64(e.at.Unix()), e.name)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // childKey names one cached series.

@@ -28,6 +28,16 @@ type Snapshot struct {
 	onExpired string
 	forward   config.Forward
 	browser   browserGuard
+	// expiries are the vault's secrets that expire, by name, for
+	// till_secret_expiry_timestamp_seconds.
+	expiries []secretExpiry
+}
+
+// secretExpiry is when one secret expires: the earlier of its expiry and
+// vault.max_age after its update.
+type secretExpiry struct {
+	name string
+	at   time.Time
 }
 
 // route is a compiled route: everything a request needs, computed once.
@@ -110,7 +120,25 @@ func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot 
 	for _, rs := range s.byHost {
 		slices.SortStableFunc(rs, func(a, b *route) int { return len(b.upstream.Path) - len(a.upstream.Path) })
 	}
+	s.expiries = expiries(secrets, cfg.Vault.MaxAge)
 	return s
+}
+
+// expiries lists, sorted by name, when each secret of the vault expires;
+// till's own keys (its CA, its audit signing key) are not provider keys,
+// and no expiry policy applies to them.
+func expiries(secrets map[string]vault.Secret, maxAge time.Duration) []secretExpiry {
+	var out []secretExpiry
+	for name, sec := range secrets {
+		if name == config.CASecret || name == config.AuditKeySecret {
+			continue
+		}
+		if at := sec.ExpiresAt(maxAge); !at.IsZero() {
+			out = append(out, secretExpiry{name, at})
+		}
+	}
+	slices.SortFunc(out, func(a, b secretExpiry) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 // hostKey is the lower-case "host:port" of an authority, with the scheme's

@@ -40,6 +40,10 @@ type Options struct {
 	// Base is the URL apps reach the gateway at (scheme://host:port), for
 	// the base URL logged with each route.
 	Base string
+	// Apply, when set, applies the settings of a config swapped in that
+	// live outside the snapshot (the log's level and format). It runs
+	// before the reload is logged, so that the line obeys them.
+	Apply func(*config.Config)
 }
 
 // Reloader rebuilds the snapshot from the config and vault files. Reloads
@@ -76,6 +80,9 @@ func (r *Reloader) Reload() error {
 	snap := proxy.NewSnapshot(cfg, secrets)
 	r.opts.Gateway.Swap(snap)
 	r.cfg = cfg
+	if r.opts.Apply != nil {
+		r.opts.Apply(cfg)
+	}
 	r.opts.Metrics.Reload(true)
 	r.opts.Log.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
 	LogRoutes(r.opts.Log, cfg, snap, r.opts.Base)

@@ -119,6 +119,39 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// TestReloadApplies checks that Apply sees each config swapped in, before
+// the reload is logged, and never one that failed.
+func TestReloadApplies(t *testing.T) {
+	dir := t.TempDir()
+	served := parse(t, dir, goodYAML)
+	var applied []string
+	logs := &bytes.Buffer{}
+	var load func() (*config.Config, map[string]vault.Secret, error)
+	r := New(served, Options{
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return load() },
+		Gateway: &fakeGateway{},
+		Metrics: &fakeMetrics{},
+		Log:     zerolog.New(logs),
+		Apply: func(c *config.Config) {
+			if strings.Contains(logs.String(), `"message":"reloaded"`) {
+				t.Error("Apply ran after the reload was logged")
+			}
+			applied = append(applied, c.Log.Level)
+		},
+	})
+	load = func() (*config.Config, map[string]vault.Secret, error) { return nil, nil, errors.New("bad config") }
+	_ = r.Reload()
+	load = func() (*config.Config, map[string]vault.Secret, error) {
+		return parse(t, dir, goodYAML+"log: {level: warn}\n"), nil, nil
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"warn"}; !slices.Equal(applied, want) {
+		t.Errorf("got %q applied, want %q", applied, want)
+	}
+}
+
 // TestPollerSettles checks the settle rule: a change is reloaded once it has
 // held still for one check, once per burst of writes.
 func TestPollerSettles(t *testing.T) {

@@ -25,7 +25,7 @@ var version = ""
 const serveGCPercent = 50
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" {
+	if args, _, err := globalFlags(os.Args[1:]); err == nil && len(args) > 0 && args[0] == "serve" {
 		raiseTimerSlack()
 		if os.Getenv("GOGC") == "" {
 			debug.SetGCPercent(serveGCPercent)
@@ -51,6 +51,8 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// log holds the global flags --log-level and --log-format.
+	log logFlags
 }
 
 // Exit codes.
@@ -85,18 +87,24 @@ Usage:
   till audit verify [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE...
                                          check the hash chain (files oldest first); exit 1 at the first break
   till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
-  till version                           print the version
+  till version                           print the version, commit, build date and Go version
 
 Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
+Global flags, before or after the command: --log-level debug|info|warn|error,
+--log-format json|console (they win over the config's log:).
 Environment: TILL_CONFIG, TILL_KEY_FILE, TILL_PASSPHRASE.
 `
 
 func run(ctx context.Context, args []string, e *env) int {
+	args, lf, err := globalFlags(args)
+	if err != nil {
+		return report(err, e.stderr)
+	}
+	e.log = lf
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, usage)
 		return exitUsage
 	}
-	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "init":
 		err = runInit(rest, e)

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -48,14 +47,17 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	reopen := make(chan os.Signal, 1)
 	notifyReopen(reopen)
 	defer signal.Stop(reopen)
-	logger := newLogger(e.stderr)
-	if err := noCoreDumps(); err != nil {
-		logger.Warn().Err(err).Msg("cannot disable core dumps: a crash could write keys to disk")
-	}
+	dumpErr := noCoreDumps() // before the vault is read
+	logs := newLogOutput(e)
+	logger := logs.logger()
 
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
 		return err
+	}
+	logs.apply(cfg.Log)
+	if dumpErr != nil {
+		logger.Warn().Err(dumpErr).Msg("cannot disable core dumps: a crash could write keys to disk")
 	}
 	addr := cfg.Listen
 	if listen != "" {
@@ -80,6 +82,9 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	if ltls != nil {
+		ltls.Log = proxy.NewZapLogger(logger.With().Str("component", "certmagic").Logger(), logs.Level)
 	}
 	scheme := "http"
 	var obtain func(context.Context) error
@@ -111,6 +116,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 	records := proxy.NewAudit(sink)
 	metrics := proxy.NewMetrics(records)
+	bi := readBuildInfo()
+	metrics.SetBuild(bi.version, bi.commit, bi.goVersion)
 	gw := proxy.New(proxy.NewSnapshot(cfg, secrets), proxy.Options{
 		Audit:          records,
 		Log:            logger,
@@ -138,6 +145,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Metrics: metrics,
 		Log:     logger,
 		Base:    base,
+		Apply:   func(c *config.Config) { logs.apply(c.Log) },
 	})
 
 	served := make(chan error, 2)
@@ -339,15 +347,4 @@ func configName(cfg *config.Config) string {
 		return "built-in defaults"
 	}
 	return cfg.File
-}
-
-// newLogger returns the operational log: JSON lines on stderr, or a
-// readable console form when stderr is a terminal.
-func newLogger(w io.Writer) zerolog.Logger {
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			w = zerolog.ConsoleWriter{Out: f, TimeFormat: time.TimeOnly}
-		}
-	}
-	return zerolog.New(w).With().Timestamp().Logger()
 }

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tillgw/till/config"
+)
+
+func TestGlobalFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		rest    []string
+		flags   logFlags
+		wantErr string
+	}{
+		{"none", []string{"serve", "-c", "x.yaml"}, []string{"serve", "-c", "x.yaml"}, logFlags{}, ""},
+		{"before the command", []string{"--log-level", "debug", "serve"}, []string{"serve"}, logFlags{level: "debug"}, ""},
+		{"after the command", []string{"serve", "--log-level", "warn", "--listen", "127.0.0.1:0"}, []string{"serve", "--listen", "127.0.0.1:0"}, logFlags{level: "warn"}, ""},
+		{"with =, one dash", []string{"-log-format=console", "check", "--log-level=error"}, []string{"check"}, logFlags{level: "error", format: "console"}, ""},
+		{"last wins", []string{"--log-level", "debug", "serve", "--log-level", "info"}, []string{"serve"}, logFlags{level: "info"}, ""},
+		{"after --, an argument", []string{"secret", "rm", "--", "--log-level"}, []string{"secret", "rm", "--", "--log-level"}, logFlags{}, ""},
+		{"only flags", []string{"--log-format", "json"}, []string{}, logFlags{format: "json"}, ""},
+		{"bad level", []string{"serve", "--log-level", "verbose"}, nil, logFlags{}, "--log-level must be debug, info, warn or error"},
+		{"bad format", []string{"--log-format=text", "serve"}, nil, logFlags{}, "--log-format must be json or console"},
+		{"missing value", []string{"serve", "--log-level"}, nil, logFlags{}, "--log-level needs a value: debug, info, warn or error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rest, flags, err := globalFlags(tt.args)
+			if tt.wantErr != "" {
+				var u usageError
+				if err == nil || err.Error() != tt.wantErr || !errors.As(err, &u) {
+					t.Fatalf("got error %v, want usage error %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rest, tt.rest) || flags != tt.flags {
+				t.Errorf("got %q %+v, want %q %+v", rest, flags, tt.rest, tt.flags)
+			}
+		})
+	}
+}
+
+// TestGlobalFlagsExitCodes runs till with bad and good global flags.
+func TestGlobalFlagsExitCodes(t *testing.T) {
+	c := newCLI(t)
+	_, errOut, code := c.run("", "--log-level", "sk-looks-like-a-key", "version")
+	if code != exitUsage || !strings.Contains(errOut, "till: error: --log-level must be debug, info, warn or error") {
+		t.Errorf("bad level: exit %d, %q", code, errOut)
+	}
+	if strings.Contains(errOut, "sk-looks-like-a-key") {
+		t.Error("the bad value is echoed")
+	}
+	for _, args := range [][]string{
+		{"--log-level", "warn", "version"},
+		{"version", "--log-format", "console"},
+	} {
+		if out, errOut, code := c.run("", args...); code != exitOK || !strings.HasPrefix(out, "till ") {
+			t.Errorf("till %q: exit %d, %q %q", args, code, out, errOut)
+		}
+	}
+}
+
+// logLines writes one line at each level through a logOutput set from the
+// flags and then the config, and returns what reached stderr.
+func logLines(t *testing.T, flags logFlags, cfg config.Log, vars map[string]string) string {
+	t.Helper()
+	var stderr bytes.Buffer
+	o := newLogOutput(&env{stderr: &stderr, getenv: func(k string) string { return vars[k] }, log: flags})
+	o.apply(cfg)
+	log := o.logger()
+	log.Debug().Msg("debug line")
+	log.Info().Str("route", "openai").Msg("info line")
+	log.Warn().Msg("warn line")
+	log.Error().Msg("error line")
+	return stderr.String()
+}
+
+func TestLogOutput(t *testing.T) {
+	tests := []struct {
+		name    string
+		flags   logFlags
+		cfg     config.Log
+		shown   []string
+		console bool
+	}{
+		{"defaults off a terminal", logFlags{}, config.Log{}, []string{"info", "warn", "error"}, false},
+		{"config level", logFlags{}, config.Log{Level: "warn"}, []string{"warn", "error"}, false},
+		{"config debug", logFlags{}, config.Log{Level: "debug"}, []string{"debug", "info", "warn", "error"}, false},
+		{"flag wins over config", logFlags{level: "error"}, config.Log{Level: "debug"}, []string{"error"}, false},
+		{"config console", logFlags{}, config.Log{Format: "console"}, []string{"info", "warn", "error"}, true},
+		{"format flag wins", logFlags{format: "json"}, config.Log{Format: "console"}, []string{"info", "warn", "error"}, false},
+		{"console flag", logFlags{format: "console"}, config.Log{Format: "json"}, []string{"info", "warn", "error"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := logLines(t, tt.flags, tt.cfg, nil)
+			for _, level := range []string{"debug", "info", "warn", "error"} {
+				if got, want := strings.Contains(out, level+" line"), slices.Contains(tt.shown, level); got != want {
+					t.Errorf("%s line shown: got %v, want %v\n%s", level, got, want, out)
+				}
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			for _, line := range lines {
+				isJSON := json.Valid([]byte(line))
+				if isJSON == tt.console {
+					t.Errorf("console %v, got line %q", tt.console, line)
+				}
+				if strings.Contains(line, "\x1b[") {
+					t.Errorf("colour off a terminal: %q", line)
+				}
+			}
+			if tt.console && !strings.Contains(out, "route=openai") {
+				t.Errorf("console lines lack their fields:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestLogOutputReapplied checks that a later config (a reload) changes the
+// level and format, except where a flag set them.
+func TestLogOutputReapplied(t *testing.T) {
+	var stderr bytes.Buffer
+	o := newLogOutput(&env{stderr: &stderr, getenv: func(string) string { return "" }, log: logFlags{format: "json"}})
+	log := o.logger()
+	o.apply(config.Log{Level: "info"})
+	log.Debug().Msg("first debug")
+	o.apply(config.Log{Level: "debug", Format: "console"})
+	log.Debug().Msg("second debug")
+	out := stderr.String()
+	if strings.Contains(out, "first debug") || !strings.Contains(out, `"message":"second debug"`) {
+		t.Errorf("the level did not follow the config, or the format did not stay JSON:\n%s", out)
+	}
+}

@@ -1,0 +1,209 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/audit"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// gauge returns the value of the series of name whose labels include
+// labels, and whether there is one.
+func gauge(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue series
+				}
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue(), true
+			}
+			return m.GetUntyped().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestSecretExpiryMetric checks till_secret_expiry_timestamp_seconds: the
+// earlier of a secret's expiry and max_age after its update, absent with
+// neither, never for till's own keys, and the snapshot's after a swap.
+func TestSecretExpiryMetric(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	expiring := vault.NewSecret("openai", testKey, now)
+	expiring.Expires = now.Add(30 * 24 * time.Hour)
+	stale := vault.NewSecret("old", "old-key-0123456789", now)
+	stale.Expires = now.Add(365 * 24 * time.Hour) // later than max_age
+	forever := vault.NewSecret("forever", "forever-key-0123456789", now)
+	ca := vault.NewSecret(config.CASecret, "not a provider key", now)
+	ca.Expires = now.Add(time.Hour)
+	secrets := map[string]vault.Secret{"openai": expiring, "old": stale, "forever": forever, config.CASecret: ca}
+	parse := func(yaml string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", "https://api.example.com")), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+
+	m := NewMetrics(testAudit(io.Discard))
+	if _, ok := gauge(t, m.Registry(), "till_secret_expiry_timestamp_seconds", nil); ok {
+		t.Error("a secret expiry before there is a gateway")
+	}
+	gw := New(NewSnapshot(parse(baseYAML), secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
+	tests := []struct {
+		secret string
+		want   time.Time // zero: absent
+	}{
+		{"openai", expiring.Expires},
+		{"old", stale.Expires},
+		{"forever", time.Time{}},
+		{config.CASecret, time.Time{}},
+	}
+	for _, tt := range tests {
+		got, ok := gauge(t, m.Registry(), "till_secret_expiry_timestamp_seconds", map[string]string{"secret": tt.secret})
+		if tt.want.IsZero() {
+			if ok {
+				t.Errorf("%s: got %v, want no series", tt.secret, got)
+			}
+		} else if !ok || got != float64(tt.want.Unix()) {
+			t.Errorf("%s: got %v (present %v), want %d", tt.secret, got, ok, tt.want.Unix())
+		}
+	}
+
+	// A reload with vault.max_age: the earlier of the two counts.
+	gw.Swap(NewSnapshot(parse("version: 1\nvault: {max_age: 90d}\n"+baseYAML[len("version: 1\n"):]), secrets))
+	maxAge := now.Add(90 * 24 * time.Hour)
+	for secret, want := range map[string]time.Time{"openai": expiring.Expires, "old": maxAge, "forever": maxAge} {
+		if got, ok := gauge(t, m.Registry(), "till_secret_expiry_timestamp_seconds", map[string]string{"secret": secret}); !ok || got != float64(want.Unix()) {
+			t.Errorf("after a reload with max_age, %s: got %v (present %v), want %d", secret, got, ok, want.Unix())
+		}
+	}
+	if _, ok := gauge(t, m.Registry(), "till_secret_expiry_timestamp_seconds", map[string]string{"secret": config.CASecret}); ok {
+		t.Error("till's CA key has an expiry series")
+	}
+}
+
+// TestRequestsInFlightMetric checks the gauge during a request held by
+// its upstream, and after.
+func TestRequestsInFlightMetric(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(baseYAML, "{{UP}}", up.URL)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := testAudit(io.Discard)
+	m := NewMetrics(a)
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: a, Log: zerolog.Nop(), Metrics: m})
+	inFlight := func() float64 {
+		v, ok := gauge(t, m.Registry(), "till_requests_in_flight", nil)
+		if !ok {
+			t.Fatal("no till_requests_in_flight")
+		}
+		return v
+	}
+	if got := inFlight(); got != 0 {
+		t.Errorf("at rest: got %v, want 0", got)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/openai/v1/models/x", nil))
+	}()
+	<-arrived
+	if got := inFlight(); got != 1 {
+		t.Errorf("during a request: got %v, want 1", got)
+	}
+	close(release)
+	<-done
+	if got := inFlight(); got != 0 {
+		t.Errorf("after the request: got %v, want 0", got)
+	}
+}
+
+// TestAuditHealthyMetric checks that the gauge follows the sink.
+func TestAuditHealthyMetric(t *testing.T) {
+	sink := &failingWriter{}
+	a := NewAudit(audit.New(sink, audit.Options{}))
+	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(baseYAML, "{{UP}}", "https://api.example.com")), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(a)
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: a, Log: zerolog.Nop(), Metrics: m})
+	if got, _ := gauge(t, m.Registry(), "till_audit_healthy", nil); got != 1 {
+		t.Errorf("with a working sink: got %v, want 1", got)
+	}
+	sink.mu.Lock()
+	sink.fail = true
+	sink.mu.Unlock()
+	gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/nowhere", nil))
+	if got, _ := gauge(t, m.Registry(), "till_audit_healthy", nil); got != 0 {
+		t.Errorf("with a failing sink: got %v, want 0", got)
+	}
+}
+
+// TestBuildAndReloadMetrics checks till_build_info and the time of the
+// last successful load, which a failed reload leaves alone.
+func TestBuildAndReloadMetrics(t *testing.T) {
+	start := time.Now()
+	m := NewMetrics(testAudit(io.Discard))
+	m.SetBuild("v0.0.1", "abc", "go1.0")
+	m.SetBuild("v1.2.3", "0123abcd", "go1.26.8")
+	if got, ok := gauge(t, m.Registry(), "till_build_info", map[string]string{"version": "v1.2.3", "commit": "0123abcd", "go": "go1.26.8"}); !ok || got != 1 {
+		t.Errorf("build info: got %v (present %v), want 1", got, ok)
+	}
+	if _, ok := gauge(t, m.Registry(), "till_build_info", map[string]string{"version": "v0.0.1"}); ok {
+		t.Error("build info keeps the series of an earlier SetBuild")
+	}
+
+	loaded := func() float64 {
+		v, ok := gauge(t, m.Registry(), "till_config_last_reload_success_timestamp_seconds", nil)
+		if !ok {
+			t.Fatal("no till_config_last_reload_success_timestamp_seconds")
+		}
+		return v
+	}
+	first := loaded()
+	if first < float64(start.Unix()) || first > float64(time.Now().Unix()+1) {
+		t.Errorf("at start: got %v, want about %d", first, start.Unix())
+	}
+	time.Sleep(5 * time.Millisecond)
+	m.Reload(false)
+	if got := loaded(); got != first {
+		t.Errorf("after a failed reload: got %v, want %v unchanged", got, first)
+	}
+	m.Reload(true)
+	if got := loaded(); got <= first {
+		t.Errorf("after a reload: got %v, want later than %v", got, first)
+	}
+}
