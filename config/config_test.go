@@ -11,6 +11,18 @@ import (
 	"time"
 )
 
+// Key-shaped values, built from parts so that no scanner takes this file
+// for a leak.
+var (
+	fakeOpenAIKey = "sk-proj-" + strings.Repeat("Ab3x", 8)
+	fakeAWSKey    = "AKIA" + strings.Repeat("Q7", 8)
+	fakeRandomKey = "q8Ff2Lk9Zr1" + "Xm4Vt7Pw3Nd6" + "Hs5Bj0Yc2Ge8"
+	fakeSlackKey  = "xoxb-" + "1234567890-" + "AbCdEfGhIj"
+	fakeStripeKey = "sk_live_" + strings.Repeat("4eC3", 6)
+)
+
+const literalKey = "looks like a literal key (not shown); put it in the vault: till secret set NAME, then inject it with {secret}"
+
 const testHash = "9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b"
 
 // TestParseErrors checks that each bad config gives exactly one error, with
@@ -104,6 +116,14 @@ func TestParseErrors(t *testing.T) {
 		{"bad timeout", "version: 1\nroutes:\n  - {name: x, preset: openai, timeout: 60}\n", `till.yaml:3: routes[0].timeout: must be a duration such as 30s, 5m, 12h or 90d`},
 		{"bad max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 10 parsecs}\n", `till.yaml:3: routes[0].max_body: must be a size such as 512KB, 10MB or 1GiB`},
 		{"routes not a list", "version: 1\nroutes: {name: x}\n", `till.yaml:2: routes: must be a list (hint: [a, b] or one "- item" per line)`},
+		{"literal key in a header", "version: 1\nroutes:\n  - {name: a, preset: openai}\n  - name: x\n    preset: openai\n    headers:\n      x-api-key: " + fakeOpenAIKey + "\n", `till.yaml:7: routes[1].headers.X-Api-Key: ` + literalKey},
+		{"literal key after text in a header", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers: {X-Other: \"Token " + fakeAWSKey + "\"}\n", `till.yaml:5: routes[0].headers.X-Other: ` + literalKey},
+		{"random token in a header", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers: {X-Key: " + fakeRandomKey + "}\n", `till.yaml:5: routes[0].headers.X-Key: ` + literalKey},
+		{"literal key as a header name", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers: {" + fakeOpenAIKey + ": x}\n", `till.yaml:5: routes[0].headers: a header name ` + literalKey},
+		{"literal key in format", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer " + fakeOpenAIKey + "\"\n", `till.yaml:7: routes[0].inject.format: ` + literalKey},
+		{"literal key beside the placeholder", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: X-Auth\n      format: \"{secret}:" + fakeSlackKey + "\"\n", `till.yaml:7: routes[0].inject.format: ` + literalKey},
+		{"literal key as basic password", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      basic: {username: \"{secret}\", password: " + fakeStripeKey + "}\n", `till.yaml:6: routes[0].inject.basic.password: ` + literalKey},
+		{"key-like preset not echoed", "version: 1\nroutes:\n  - {name: x, preset: " + fakeOpenAIKey + "}\n", `till.yaml:3: routes[0].preset: unknown preset (known: anthropic, cohere, gemini, github, groq, huggingface, mistral, openai, sendgrid, slack, stripe, twilio)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,7 +137,7 @@ func TestParseErrors(t *testing.T) {
 			if got := err.Error(); got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
-			for _, secret := range []string{"hunter2", "sk-hardcoded", "sk-proj", "X-Evil"} {
+			for _, secret := range []string{"hunter2", "sk-hardcoded", "sk-proj", "X-Evil", fakeOpenAIKey, fakeAWSKey, fakeRandomKey, fakeSlackKey, fakeStripeKey} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error %q quotes a value from the file", err)
 				}
