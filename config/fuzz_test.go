@@ -64,6 +64,9 @@ func FuzzParse(f *testing.F) {
 			if r.Inject.Format.hasLiteralKey() || r.Inject.Basic != nil && (r.Inject.Basic.Username.hasLiteralKey() || r.Inject.Basic.Password.hasLiteralKey()) {
 				t.Fatalf("route %q: an inject template with a literal key accepted", r.Name)
 			}
+			if r.AnyClient && r.Clients != nil {
+				t.Fatalf("route %q: clients: any with a client list", r.Name)
+			}
 		}
 	})
 }

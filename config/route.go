@@ -120,14 +120,23 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 
 	if v := f["clients"]; v != nil {
 		p := join(path, "clients")
-		d.list(v, p, func(v *yaml.Node, p string) {
-			if s, ok := d.nonEmpty(v, p); ok {
-				r.Clients = append(r.Clients, s)
-				rn.clients = append(rn.clients, v)
+		switch {
+		case v.Kind == yaml.ScalarNode && v.Value == "any" && v.ShortTag() == "!!str":
+			// Said explicitly: any caller that can reach the listener.
+			r.AnyClient = true
+		case v.Kind == yaml.ScalarNode:
+			// Not echoed: a stray value here may be a pasted token.
+			d.errorf(v, p, `must be a list of client names such as [web], or any (hint: "clients: any" accepts anyone who can reach the listener)`)
+		default:
+			d.list(v, p, func(v *yaml.Node, p string) {
+				if s, ok := d.nonEmpty(v, p); ok {
+					r.Clients = append(r.Clients, s)
+					rn.clients = append(rn.clients, v)
+				}
+			})
+			if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+				d.errorf(v, p, `must name at least one client (hint: "clients: any" accepts any client)`)
 			}
-		})
-		if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
-			d.errorf(v, p, "must name at least one client (hint: remove the key to allow any client)")
 		}
 	}
 

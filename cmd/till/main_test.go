@@ -474,14 +474,21 @@ func TestCASecretReserved(t *testing.T) {
 	}
 }
 
-// TestExamplesParse keeps the configs in examples/ valid.
+// TestExamplesParse keeps the configs in examples/ valid, and servable on
+// the address they listen on: off loopback, each route names its clients
+// or says clients: any.
 func TestExamplesParse(t *testing.T) {
 	files, _ := filepath.Glob("../../examples/*/till.yaml")
 	if len(files) < 3 {
 		t.Fatalf("found %d example configs", len(files))
 	}
 	for _, f := range files {
-		if _, err := config.Load(f); err != nil {
+		cfg, err := config.Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if err := cfg.CheckOpenRoutes(cfg.Listen); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}

@@ -61,6 +61,11 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if listen != "" {
 		addr = listen
 	}
+	// Checked on the address served, --listen included: a config written
+	// for loopback may be served on every interface from the command line.
+	if err := cfg.CheckOpenRoutes(addr); err != nil {
+		return err
+	}
 
 	sink, err := openAudit(cfg, secrets, e, logger)
 	if err != nil {
@@ -133,7 +138,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		base = scheme + "://" + net.JoinHostPort(cfg.TLS.Names[0], strconv.Itoa(tcpAddr.Port))
 	}
 	rl := reload.New(cfg, reload.Options{
-		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadAll(cfgPath, e) },
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadServed(cfgPath, addr, e) },
 		Gateway: gw,
 		Metrics: metrics,
 		Log:     logger,
@@ -208,6 +213,19 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			return nil
 		}
 	}
+}
+
+// loadServed is loadAll for a running till: a new config must pass the
+// same open-routes check as at start, on the address being served.
+func loadServed(cfgPath, addr string, e *env) (*config.Config, map[string]vault.Secret, error) {
+	cfg, secrets, err := loadAll(cfgPath, e)
+	if err == nil {
+		err = cfg.CheckOpenRoutes(addr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, secrets, nil
 }
 
 // openAudit opens the audit sink of the config, with its signing key
