@@ -160,6 +160,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
 	reload.LogRoutes(logger, cfg, gw.Snapshot(), base)
+	stopExpiry := reload.WatchExpiry(logger, gw.Snapshot, reload.ExpiryInterval, time.Now)
+	defer stopExpiry()
 	var admin *http.Server
 	if aln != nil {
 		admin = &http.Server{
