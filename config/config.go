@@ -209,8 +209,15 @@ type Route struct {
 	Allow Allow
 	// Clients, when non-nil, are the only clients allowed; each names an
 	// entry of Config.Clients. Nil means any client that can reach the
-	// listener.
+	// listener: on a listener off loopback only with AnyClient (see
+	// CheckOpenRoutes).
 	Clients []string
+	// AnyClient is set by "clients: any": the route accepts any caller that
+	// can reach the listener, and says so. Clients is nil then. A listener
+	// off loopback needs it (or Clients) on every route, so that opening a
+	// key to the network is a choice written in the config, never a
+	// default.
+	AnyClient bool
 	// Rate limits requests per client; the zero value is unlimited.
 	Rate Rate
 	// Burst is the number of requests allowed at once; default Rate.Count.

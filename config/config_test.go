@@ -11,6 +11,18 @@ import (
 	"time"
 )
 
+// Key-shaped values, built from parts so that no scanner takes this file
+// for a leak.
+var (
+	fakeOpenAIKey = "sk-proj-" + strings.Repeat("Ab3x", 8)
+	fakeAWSKey    = "AKIA" + strings.Repeat("Q7", 8)
+	fakeRandomKey = "q8Ff2Lk9Zr1" + "Xm4Vt7Pw3Nd6" + "Hs5Bj0Yc2Ge8"
+	fakeSlackKey  = "xoxb-" + "1234567890-" + "AbCdEfGhIj"
+	fakeStripeKey = "sk_live_" + strings.Repeat("4eC3", 6)
+)
+
+const literalKey = "looks like a literal key (not shown); put it in the vault: till secret set NAME, then inject it with {secret}"
+
 const testHash = "9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b"
 
 // TestParseErrors checks that each bad config gives exactly one error, with
@@ -99,7 +111,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad method", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow: {methods: [\"GE T\"]}\n", `till.yaml:5: routes[0].allow.methods[0]: must be an HTTP method such as GET or POST`},
 		{"bad glob", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow:\n      paths: [/a/**/b]\n", `till.yaml:6: routes[0].allow.paths[0]: "**" is only allowed as the last segment`},
 		{"unknown client in route", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: [web]\n", `till.yaml:5: routes[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`},
-		{"empty route clients", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: []\n", `till.yaml:5: routes[0].clients: must name at least one client (hint: remove the key to allow any client)`},
+		{"empty route clients", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: []\n", `till.yaml:5: routes[0].clients: must name at least one client (hint: "clients: any" accepts any client)`},
 		{"bad rate", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    rate: 10/d\n", `till.yaml:5: routes[0].rate: must be a rate such as 10/s, 100/m or 1000/h`},
 		{"zero rate", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 0/s}\n", `till.yaml:3: routes[0].rate: must be a rate such as 10/s, 100/m or 1000/h`},
 		{"zero burst", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 1/s, burst: 0}\n", `till.yaml:3: routes[0].burst: must be at least 1`},
@@ -107,6 +119,17 @@ func TestParseErrors(t *testing.T) {
 		{"bad timeout", "version: 1\nroutes:\n  - {name: x, preset: openai, timeout: 60}\n", `till.yaml:3: routes[0].timeout: must be a duration such as 30s, 5m, 12h or 90d`},
 		{"bad max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 10 parsecs}\n", `till.yaml:3: routes[0].max_body: must be a size such as 512KB, 10MB or 1GiB`},
 		{"routes not a list", "version: 1\nroutes: {name: x}\n", `till.yaml:2: routes: must be a list (hint: [a, b] or one "- item" per line)`},
+		{"clients a word", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: everyone\n", `till.yaml:5: routes[0].clients: must be a list of client names such as [web], or any (hint: "clients: any" accepts anyone who can reach the listener)`},
+		{"clients any in brackets", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: [any]\n", `till.yaml:5: routes[0].clients[0]: unknown client "any" (hint: "clients: any", without brackets, accepts any client)`},
+		{"clients any as a mapping", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: {any: true}\n", `till.yaml:5: routes[0].clients: must be a list (hint: [a, b] or one "- item" per line)`},
+		{"literal key in a header", "version: 1\nroutes:\n  - {name: a, preset: openai}\n  - name: x\n    preset: openai\n    headers:\n      x-api-key: " + fakeOpenAIKey + "\n", `till.yaml:7: routes[1].headers.X-Api-Key: ` + literalKey},
+		{"literal key after text in a header", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers: {X-Other: \"Token " + fakeAWSKey + "\"}\n", `till.yaml:5: routes[0].headers.X-Other: ` + literalKey},
+		{"random token in a header", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers: {X-Key: " + fakeRandomKey + "}\n", `till.yaml:5: routes[0].headers.X-Key: ` + literalKey},
+		{"literal key as a header name", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    headers: {" + fakeOpenAIKey + ": x}\n", `till.yaml:5: routes[0].headers: a header name ` + literalKey},
+		{"literal key in format", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer " + fakeOpenAIKey + "\"\n", `till.yaml:7: routes[0].inject.format: ` + literalKey},
+		{"literal key beside the placeholder", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: X-Auth\n      format: \"{secret}:" + fakeSlackKey + "\"\n", `till.yaml:7: routes[0].inject.format: ` + literalKey},
+		{"literal key as basic password", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      basic: {username: \"{secret}\", password: " + fakeStripeKey + "}\n", `till.yaml:6: routes[0].inject.basic.password: ` + literalKey},
+		{"key-like preset not echoed", "version: 1\nroutes:\n  - {name: x, preset: " + fakeOpenAIKey + "}\n", `till.yaml:3: routes[0].preset: unknown preset (known: anthropic, cohere, gemini, github, groq, huggingface, mistral, openai, sendgrid, slack, stripe, twilio)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +143,7 @@ func TestParseErrors(t *testing.T) {
 			if got := err.Error(); got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
-			for _, secret := range []string{"hunter2", "sk-hardcoded", "sk-proj", "X-Evil"} {
+			for _, secret := range []string{"hunter2", "sk-hardcoded", "sk-proj", "X-Evil", fakeOpenAIKey, fakeAWSKey, fakeRandomKey, fakeSlackKey, fakeStripeKey} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error %q quotes a value from the file", err)
 				}

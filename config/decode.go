@@ -220,7 +220,7 @@ func (d *decoder) fields(n *yaml.Node, path string, known []string) map[string]*
 // plausibleKey reports whether a key looks like a field name, and so may be
 // shown in a message.
 func plausibleKey(s string) bool {
-	if s == "" || len(s) > 40 {
+	if s == "" || len(s) > 40 || looksLikeKey(s) {
 		return false
 	}
 	for _, r := range s {

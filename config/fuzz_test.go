@@ -56,6 +56,17 @@ func FuzzParse(f *testing.F) {
 			if r.Upstream.Scheme != "https" && !r.AllowPlaintext && !isLoopbackHost(r.Upstream.Hostname()) {
 				t.Fatalf("route %q: plaintext upstream accepted", r.Name)
 			}
+			for k, v := range r.Headers {
+				if looksLikeKey(k) || looksLikeKey(v) {
+					t.Fatalf("route %q: a header that looks like a key accepted", r.Name)
+				}
+			}
+			if r.Inject.Format.hasLiteralKey() || r.Inject.Basic != nil && (r.Inject.Basic.Username.hasLiteralKey() || r.Inject.Basic.Password.hasLiteralKey()) {
+				t.Fatalf("route %q: an inject template with a literal key accepted", r.Name)
+			}
+			if r.AnyClient && r.Clients != nil {
+				t.Fatalf("route %q: clients: any with a client list", r.Name)
+			}
 		}
 	})
 }

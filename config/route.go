@@ -120,14 +120,23 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 
 	if v := f["clients"]; v != nil {
 		p := join(path, "clients")
-		d.list(v, p, func(v *yaml.Node, p string) {
-			if s, ok := d.nonEmpty(v, p); ok {
-				r.Clients = append(r.Clients, s)
-				rn.clients = append(rn.clients, v)
+		switch {
+		case v.Kind == yaml.ScalarNode && v.Value == "any" && v.ShortTag() == "!!str":
+			// Said explicitly: any caller that can reach the listener.
+			r.AnyClient = true
+		case v.Kind == yaml.ScalarNode:
+			// Not echoed: a stray value here may be a pasted token.
+			d.errorf(v, p, `must be a list of client names such as [web], or any (hint: "clients: any" accepts anyone who can reach the listener)`)
+		default:
+			d.list(v, p, func(v *yaml.Node, p string) {
+				if s, ok := d.nonEmpty(v, p); ok {
+					r.Clients = append(r.Clients, s)
+					rn.clients = append(rn.clients, v)
+				}
+			})
+			if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+				d.errorf(v, p, `must name at least one client (hint: "clients: any" accepts any client)`)
 			}
-		})
-		if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
-			d.errorf(v, p, "must name at least one client (hint: remove the key to allow any client)")
 		}
 	}
 
@@ -287,8 +296,17 @@ func (d *decoder) template(n *yaml.Node, path string) (Template, bool) {
 	if !d.check(n, path, err) {
 		return Template{}, false
 	}
+	if t.hasLiteralKey() {
+		d.errorf(n, path, "%s", errLiteralKey)
+		return Template{}, false
+	}
 	return t, true
 }
+
+// errLiteralKey refuses a value that looks like a key (see looksLikeKey)
+// in a header or an inject template. The value is not shown: it may well
+// be a real key, and messages end up in terminals, CI logs and tickets.
+const errLiteralKey = "looks like a literal key (not shown); put it in the vault: till secret set NAME, then inject it with {secret}"
 
 // headers decodes the extra request headers, merged over base.
 func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map[string]string {
@@ -303,6 +321,10 @@ func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && looksLikeKey(k.Value) {
+			d.errorf(k, path, "a header name %s", errLiteralKey)
+			continue
+		}
 		if k.Kind != yaml.ScalarNode || validHeaderName(k.Value) != nil {
 			d.errorf(k, path, "invalid header name (hint: letters, digits and !#$%%&'*+-.^_`|~)")
 			continue
@@ -327,6 +349,10 @@ func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map
 		}
 		if strings.ContainsFunc(s, isHeaderValueControl) {
 			d.errorf(v, p, "must not contain control characters such as CR or LF")
+			continue
+		}
+		if looksLikeKey(s) {
+			d.errorf(v, p, "%s", errLiteralKey)
 			continue
 		}
 		out[name] = s

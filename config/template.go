@@ -104,6 +104,18 @@ func (t Template) literal() string {
 	return b.String()
 }
 
+// hasLiteralKey reports whether a literal run of the template looks like a
+// key (see looksLikeKey). Runs are checked one by one: the text on either
+// side of a placeholder is never one value.
+func (t Template) hasLiteralKey() bool {
+	for _, p := range t.parts {
+		if !p.placeholder && looksLikeKey(p.lit) {
+			return true
+		}
+	}
+	return false
+}
+
 // Render fills the template: lookup("") for {secret}, lookup("FIELD") for
 // {secret.FIELD}. It fails if lookup reports a value missing or a value
 // holds a control character (which could split a header); the error names

@@ -78,6 +78,8 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 			}
 			n, p := routes[i].clients[j], join(routes[i].path, "clients")+"["+strconv.Itoa(j)+"]"
 			switch {
+			case name == "any":
+				d.errorf(n, p, `unknown client "any" (hint: "clients: any", without brackets, accepts any client)`)
 			case !plausibleKey(name):
 				d.errorf(n, p, "unknown client (hint: define it under clients)")
 			case suggest(name, names) != "":

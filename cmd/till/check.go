@@ -26,6 +26,9 @@ func runCheck(args []string, e *env) error {
 		return err
 	}
 	var problems []error
+	if err := cfg.CheckOpenRoutes(cfg.Listen); err != nil {
+		problems = append(problems, err)
+	}
 	if _, err := interceptionLeaves(cfg, secrets); err != nil {
 		problems = append(problems, err)
 	}

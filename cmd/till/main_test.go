@@ -135,6 +135,10 @@ func TestSecretSetRefusals(t *testing.T) {
 		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "control character"},
 		{"bad name", key, []string{"secret", "set", "Open AI"}, 1, "secret name"},
 		{"bad expiry", key, []string{"secret", "set", "openai", "--expires", "soon"}, 2, "--expires"},
+		{"expiry in the past", key, []string{"secret", "set", "openai", "--expires", "2020-01-01"}, 2, "--expires 2020-01-01 is in the past"},
+		{"time in the past", key, []string{"secret", "set", "openai", "--expires", "2020-01-01T10:00:00+02:00"}, 2, "--expires 2020-01-01T10:00:00+02:00 is in the past"},
+		{"negative duration", key, []string{"secret", "set", "openai", "--expires", "-3d"}, 2, "--expires: want a date"},
+		{"key after --expires not echoed", key, []string{"secret", "set", "openai", "--expires", key}, 2, "--expires: want a date"},
 		{"bad json", `{"sid": 1}`, []string{"secret", "set", "twilio", "--json"}, 1, ""},
 		{"unknown flag", key, []string{"secret", "set", "openai", "--value", "x"}, 2, ""},
 	}
@@ -190,8 +194,20 @@ func TestInitThenCheck(t *testing.T) {
 	if out, errOut, code = c.run("", "check"); code != 0 || !strings.Contains(out, "1 route(s)") {
 		t.Errorf("check: exit %d: %s %s", code, out, errOut)
 	}
-	// An expired secret fails it too.
-	c.run(key, "secret", "set", "openai", "--expires", "2020-01-01")
+	// An expired secret fails it too. secret set refuses an expiry in the
+	// past, so the vault is written as time would have left it.
+	k, err := vault.LoadKeyFile(filepath.Join(c.dir, "till.key"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vault.Open(filepath.Join(c.dir, "till.vault"), k).Update(func(m map[string]vault.Secret) error {
+		s := m["openai"]
+		s.Expires = time.Now().Add(-time.Hour)
+		m["openai"] = s
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if _, errOut, code = c.run("", "check"); code != 1 || !strings.Contains(errOut, "expired") {
 		t.Errorf("check with an expired secret: exit %d: %s", code, errOut)
 	}
@@ -474,14 +490,21 @@ func TestCASecretReserved(t *testing.T) {
 	}
 }
 
-// TestExamplesParse keeps the configs in examples/ valid.
+// TestExamplesParse keeps the configs in examples/ valid, and servable on
+// the address they listen on: off loopback, each route names its clients
+// or says clients: any.
 func TestExamplesParse(t *testing.T) {
 	files, _ := filepath.Glob("../../examples/*/till.yaml")
 	if len(files) < 3 {
 		t.Fatalf("found %d example configs", len(files))
 	}
 	for _, f := range files {
-		if _, err := config.Load(f); err != nil {
+		cfg, err := config.Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if err := cfg.CheckOpenRoutes(cfg.Listen); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}

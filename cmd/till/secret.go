@@ -142,19 +142,29 @@ func configForVault(flagPath string, e *env) (*config.Config, error) {
 }
 
 // parseExpires reads a date (2027-01-31, midnight UTC), an RFC 3339 time or
-// a duration from now (90d, 12h, 30m).
+// a duration from now (90d, 12h, 30m), and refuses a time that is not
+// after now: a key stored already expired would be refused at its first
+// use, or, under on_expired: warn, used with a warning nobody asked for.
+// What does not parse is never echoed (a key pasted after --expires must
+// not reach a terminal's scrollback); a date that parsed is, reformatted.
 func parseExpires(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
+	var t time.Time
+	var shown string
+	if d, err := time.Parse(time.DateOnly, s); err == nil {
+		t, shown = d, d.Format(time.DateOnly)
+	} else if d, err := time.Parse(time.RFC3339, s); err == nil {
+		t, shown = d, d.Format(time.RFC3339)
+	} else {
+		d, err := config.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return time.Time{}, errors.New("--expires: want a date (2027-01-31), a time (2027-01-31T12:00:00Z) or a duration (90d, 12h)")
+		}
+		return now.Add(d), nil
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("--expires %s is in the past: want a later date or a duration from now (90d, 12h)", shown)
 	}
-	d, err := config.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return time.Time{}, errors.New("--expires: want a date (2027-01-31), a time (2027-01-31T12:00:00Z) or a duration (90d, 12h)")
-	}
-	return now.Add(d), nil
+	return t, nil
 }
 
 // secretRow is one line of secret list; it never holds a value.

@@ -63,6 +63,11 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if listen != "" {
 		addr = listen
 	}
+	// Checked on the address served, --listen included: a config written
+	// for loopback may be served on every interface from the command line.
+	if err := cfg.CheckOpenRoutes(addr); err != nil {
+		return err
+	}
 
 	sink, err := openAudit(cfg, secrets, e, logger)
 	if err != nil {
@@ -140,7 +145,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		base = scheme + "://" + net.JoinHostPort(cfg.TLS.Names[0], strconv.Itoa(tcpAddr.Port))
 	}
 	rl := reload.New(cfg, reload.Options{
-		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadAll(cfgPath, e) },
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadServed(cfgPath, addr, e) },
 		Gateway: gw,
 		Metrics: metrics,
 		Log:     logger,
@@ -163,6 +168,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
 	reload.LogRoutes(logger, cfg, gw.Snapshot(), base)
+	stopExpiry := reload.WatchExpiry(logger, gw.Snapshot, reload.ExpiryInterval, time.Now)
+	defer stopExpiry()
 	var admin *http.Server
 	if aln != nil {
 		admin = &http.Server{
@@ -216,6 +223,19 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			return nil
 		}
 	}
+}
+
+// loadServed is loadAll for a running till: a new config must pass the
+// same open-routes check as at start, on the address being served.
+func loadServed(cfgPath, addr string, e *env) (*config.Config, map[string]vault.Secret, error) {
+	cfg, secrets, err := loadAll(cfgPath, e)
+	if err == nil {
+		err = cfg.CheckOpenRoutes(addr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, secrets, nil
 }
 
 // openAudit opens the audit sink of the config, with its signing key

@@ -1,0 +1,149 @@
+package config
+
+import "regexp"
+
+// A literal credential in till.yaml defeats the point of till: the file is
+// read by people, copied into tickets and committed, and the value never
+// reaches the vault's encryption, rotation, expiry or audit. Header values
+// and the literal text of inject templates are therefore checked for
+// anything that looks like a key, and refused without being shown.
+//
+// The check is deliberately conservative: a value is refused only when it
+// carries a known provider prefix followed by enough key characters, or
+// when a long run of key characters looks random. Version strings, media
+// types, beta flags, dates, UUIDs and hex digests stay accepted, since a
+// config that till refuses for a harmless value can only be fixed by
+// giving up the header.
+
+// keyPrefixes match the start of a token in a provider's key format. Each
+// demands enough characters after the prefix that a word or an identifier
+// that merely starts the same way is not taken for a key.
+var keyPrefixes = regexp.MustCompile(`^(?:` +
+	`sk-ant-[A-Za-z0-9_-]{20,}` + // Anthropic
+	`|sk-[A-Za-z0-9_-]{20,}` + // OpenAI (sk-proj-, sk-svcacct-, sk-admin-, legacy)
+	`|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}` + // Stripe secret and restricted keys
+	`|xox[abeoprs]-[A-Za-z0-9-]{10,}` + // Slack tokens
+	`|xapp-[A-Za-z0-9-]{10,}` + // Slack app-level tokens
+	`|gh[pousr]_[A-Za-z0-9]{30,}` + // GitHub tokens
+	`|github_pat_[A-Za-z0-9_]{30,}` + // GitHub fine-grained tokens
+	`|glpat-[A-Za-z0-9_-]{20,}` + // GitLab
+	`|(?:AKIA|ASIA)[A-Z0-9]{16}` + // AWS access key ids
+	`|AIza[A-Za-z0-9_-]{30,}` + // Google API keys
+	`|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}` + // SendGrid
+	`|hf_[A-Za-z0-9]{30,}` + // Hugging Face
+	`|gsk_[A-Za-z0-9]{30,}` + // Groq
+	`|npm_[A-Za-z0-9]{30,}` + // npm
+	`|till_[A-Za-z0-9]{30,}` + // till's own client tokens
+	`|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}` + // a JWT (header.payload…)
+	`)`)
+
+// minRandomRun is the shortest run of key characters that may be taken for
+// a key without a known prefix: 32 characters of base62 hold about 190
+// bits, where identifiers and version strings rarely get that long without
+// separators.
+const minRandomRun = 32
+
+// looksLikeKey reports whether s holds a token that looks like a
+// credential: a known provider prefix followed by enough key characters
+// (with a digit or a capital letter among them), or a run of at least
+// minRandomRun characters of [A-Za-z0-9_-] that looks random.
+func looksLikeKey(s string) bool {
+	for i := 0; i < len(s); {
+		if !isKeyChar(s[i]) && s[i] != '.' {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && (isKeyChar(s[j]) || s[j] == '.') {
+			j++
+		}
+		if tokenLooksLikeKey(s[i:j]) {
+			return true
+		}
+		i = j
+	}
+	return false
+}
+
+// tokenLooksLikeKey checks one token: a maximal run of key characters and
+// dots (SendGrid keys and JWTs hold dots).
+func tokenLooksLikeKey(tok string) bool {
+	// A prefix must be followed by key material: past the first three
+	// characters (the prefix's own, without a capital or digit except in
+	// AWS ids, whose pattern is strict anyway), a capital or a digit.
+	if m := keyPrefixes.FindString(tok); m != "" && hasCapitalOrDigit(m[3:]) {
+		return true
+	}
+	// Without a prefix, dots separate: "v1.2.3" is three short runs.
+	for i := 0; i < len(tok); {
+		j := i
+		for j < len(tok) && tok[j] != '.' {
+			j++
+		}
+		if looksRandom(tok[i:j]) {
+			return true
+		}
+		i = j + 1
+	}
+	return false
+}
+
+// hasCapitalOrDigit reports whether s holds an upper-case letter or a
+// digit: random key material nearly always does, while a lower-case word
+// that happens to follow a prefix ("sk-learn-preprocessing") does not.
+func hasCapitalOrDigit(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			return true
+		}
+	}
+	return false
+}
+
+// looksRandom reports whether a run of [A-Za-z0-9_-] looks like random key
+// material: at least minRandomRun long, with upper-case letters,
+// lower-case letters and digits, few separators, and characters that
+// change class (upper, lower, digit, separator) at least 40% of the time.
+// Random base62 changes class about 62% of the time; words and CamelCase
+// identifiers ("AcmeBillingServiceClient2024") about 25%; UUIDs and hex
+// digests lack one case, and dated flags ("max-tokens-2024-07-15") have
+// many separators.
+func looksRandom(run string) bool {
+	if len(run) < minRandomRun {
+		return false
+	}
+	var upper, lower, digit, sep, changes int
+	prev := -1
+	for i := 0; i < len(run); i++ {
+		var class int
+		switch c := run[i]; {
+		case c >= 'A' && c <= 'Z':
+			upper++
+			class = 0
+		case c >= 'a' && c <= 'z':
+			lower++
+			class = 1
+		case c >= '0' && c <= '9':
+			digit++
+			class = 2
+		case c == '-' || c == '_':
+			sep++
+			class = 3
+		default:
+			return false // only runs of key characters are passed in
+		}
+		if prev >= 0 && class != prev {
+			changes++
+		}
+		prev = class
+	}
+	if upper == 0 || lower == 0 || digit == 0 || sep*8 > len(run) {
+		return false
+	}
+	return changes*10 >= (len(run)-1)*4
+}
+
+// isKeyChar reports the characters of key material: [A-Za-z0-9_-].
+func isKeyChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}

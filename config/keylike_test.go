@@ -1,0 +1,138 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// keyLikeCases are values and whether they look like a key. Keys are built
+// from parts, so that no scanner takes this file for a leak.
+var keyLikeCases = []struct {
+	name string
+	s    string
+	want bool
+}{
+	{"openai legacy", "sk-" + strings.Repeat("T3BlbkFJ", 6), true},
+	{"openai project", "sk-proj-" + strings.Repeat("Zx9_Qw8-", 8), true},
+	{"anthropic", "sk-ant-api03-" + strings.Repeat("aB9-", 20), true},
+	{"stripe secret", "sk_live_" + strings.Repeat("51Hx", 6), true},
+	{"stripe restricted", "rk_live_" + strings.Repeat("51Hx", 6), true},
+	{"stripe test", "sk_test_" + strings.Repeat("51Hx", 6), true},
+	{"slack bot", "xoxb-" + "2048-4096-" + "aBcDeFgHiJ", true},
+	{"slack user", "xoxp-" + "1234567890-" + "0987654321", true},
+	{"github classic", "ghp_" + strings.Repeat("a1B2", 9), true},
+	{"github fine-grained", "github_pat_" + strings.Repeat("11AB_cd", 12), true},
+	{"aws access key id", "AKIA" + strings.Repeat("IOSF", 4), true},
+	{"google", "AIza" + strings.Repeat("SyD-", 9), true},
+	{"sendgrid", "SG." + strings.Repeat("aB1", 8) + "." + strings.Repeat("cD2", 15), true},
+	{"hugging face", "hf_" + strings.Repeat("AbC1", 9), true},
+	{"groq", "gsk_" + strings.Repeat("Xy7z", 13), true},
+	{"jwt", "eyJhbGciOiJIUzI1NiJ9" + "." + "eyJzdWIiOiIxMjM0NTY3ODkwIn0" + "." + "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", true},
+	{"bearer and a key", "Bearer " + "sk-" + strings.Repeat("T3BlbkFJ", 6), true},
+	{"key in quotes", `"` + "AKIA" + strings.Repeat("IOSF", 4) + `"`, true},
+	{"key after a comma", "v2," + "ghp_" + strings.Repeat("a1B2", 9), true},
+	{"random base62, 32", "q8Ff2Lk9Zr1Xm4Vt7Pw3Nd6Hs5Bj0Yc2", true},
+	{"random base62, 40", "Zq3nR8vT1kLm9XcW2bYp7Hs4Gd6Jf0Ae5UoI8rKt", true},
+	{"random base64url with a dash", "Vq7-Lr2Kx9Zm4Tn8Wb1Yc6Hd3Jf5Ga0Ps7Qe", true},
+
+	{"empty", "", false},
+	{"placeholder format", "Bearer {secret}", false},
+	{"version date", "2023-06-01", false},
+	{"media type", "application/json", false},
+	{"openai beta", "assistants=v2", false},
+	{"anthropic betas", "prompt-caching-2024-07-31,max-tokens-3-5-sonnet-2024-07-15", false},
+	{"capitalised dated flag", "Max-Tokens-3-5-Sonnet-2024-07-15", false},
+	{"uuid", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", false},
+	{"upper-case uuid", "3F2504E0-4F89-11D3-9A0C-0305E82C3301", false},
+	{"sha-256 hex", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", false},
+	{"camel case identifier", "AcmeBillingServiceClient2024Production", false},
+	{"user agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", false},
+	{"openai organization", "org-AbCdEf1234567890GhIjKlMn", false},
+	{"openai project id", "proj_AbCdEf1234567890GhIjKlMn", false},
+	{"prefix then a short word", "sk-hardcoded", false},
+	{"prefix then lower-case words", "sk-learn-preprocessing-pipeline", false},
+	{"dotted version", "v1.2.3-beta.4+build.2024", false},
+	{"url", "https://example.com/callback?state=1", false},
+	{"31 random characters", "q8Ff2Lk9Zr1Xm4Vt7Pw3Nd6Hs5Bj0Yc", false},
+	{"no digits", "qFfLkZrXmVtPwNdHsBjYcGeQaWsEdRfTg", false},
+	{"repeated", "aA1-aA1-aA1-aA1-aA1-aA1-aA1-aA1-aA1", false},
+	{"aws prefix, lower case", "AKIA" + strings.Repeat("iosf", 4), false},
+}
+
+func TestLooksLikeKey(t *testing.T) {
+	for _, tt := range keyLikeCases {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := looksLikeKey(tt.s); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// headerConfig is a config with one route whose header X-Test is v,
+// written by the YAML encoder so that any string can be the value.
+func headerConfig(t *testing.T, v string) []byte {
+	t.Helper()
+	doc := map[string]any{
+		"version": 1,
+		"routes": []any{map[string]any{
+			"name": "x", "preset": "openai",
+			"headers": map[string]string{"X-Test": v},
+		}},
+	}
+	data, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// FuzzKeyLooking checks the detector's properties, and that a config
+// refuses a key-looking header value without ever repeating it, and
+// accepts any other.
+func FuzzKeyLooking(f *testing.F) {
+	for _, tt := range keyLikeCases {
+		f.Add(tt.s)
+	}
+	for _, s := range seedLines(f, "templates.txt") {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		key := looksLikeKey(s)
+		if key != looksLikeKey(s) {
+			t.Fatal("not deterministic")
+		}
+		if key && len(s) < 15 {
+			t.Fatalf("%q is too short to be a key", s)
+		}
+		if key && !looksLikeKey("x "+s+" y") {
+			t.Fatalf("%q looks like a key, but not with text around it", s)
+		}
+		if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x80 && isKeyChar(byte(r)) }) && key {
+			t.Fatalf("%q has no key character", s)
+		}
+		if tmpl, err := ParseTemplate("{secret}" + s); err == nil && tmpl.hasLiteralKey() != key {
+			t.Fatalf("template literal %q: got %v, want %v", s, tmpl.hasLiteralKey(), key)
+		}
+
+		if !utf8.ValidString(s) || strings.ContainsFunc(s, isControl) {
+			return // refused as a header value for other reasons
+		}
+		c, err := Parse("till.yaml", headerConfig(t, s), "/etc/till")
+		switch {
+		case key && err == nil:
+			t.Fatalf("a header value %q that looks like a key was accepted", s)
+		case key && !strings.Contains(err.Error(), "looks like a literal key (not shown)"):
+			t.Fatalf("got %v, want the literal key error", err)
+		case key && strings.Contains(err.Error(), s):
+			t.Fatalf("the error repeats the value: %v", err)
+		case !key && err != nil && strings.Contains(err.Error(), "literal key"):
+			t.Fatalf("%q does not look like a key, but: %v", s, err)
+		case !key && err == nil && c.Routes[0].Headers["X-Test"] != s:
+			t.Fatalf("got header %q, want %q", c.Routes[0].Headers["X-Test"], s)
+		}
+	})
+}

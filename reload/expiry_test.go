@@ -1,0 +1,148 @@
+package reload
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/vault"
+)
+
+// lockedBuffer is a bytes.Buffer the watcher's goroutine may write while
+// the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// warnings returns the expiry warnings in the log, as route → status.
+func warnings(t *testing.T, log string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.Lines(log) {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+const expiryYAML = `version: 1
+routes:
+  - {name: fresh, preset: openai, secret: fresh}
+  - {name: soon, preset: openai, secret: soon}
+  - {name: gone, preset: openai, secret: gone}
+  - {name: forever, preset: openai, secret: forever}
+  - {name: missing, preset: openai, secret: missing}
+`
+
+func expirySecrets(now time.Time) map[string]vault.Secret {
+	mk := func(name string, expires time.Time) vault.Secret {
+		s := vault.NewSecret(name, testKey+"-"+name, now.Add(-time.Hour))
+		s.Expires = expires
+		return s
+	}
+	return map[string]vault.Secret{
+		"fresh":   mk("fresh", now.Add(30*24*time.Hour)),
+		"soon":    mk("soon", now.Add(3*24*time.Hour)),
+		"gone":    mk("gone", now.Add(-time.Minute)),
+		"forever": mk("forever", time.Time{}),
+	}
+}
+
+// TestWarnExpiry checks which routes are warned about, with which fields,
+// and that no value is logged.
+func TestWarnExpiry(t *testing.T) {
+	now := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	secrets := expirySecrets(now)
+	snap := proxy.NewSnapshot(parse(t, t.TempDir(), expiryYAML), secrets)
+	var logs bytes.Buffer
+	if n := WarnExpiry(zerolog.New(&logs), snap, now); n != 2 {
+		t.Errorf("got %d warnings, want 2", n)
+	}
+	evs := warnings(t, logs.String())
+	if len(evs) != 2 {
+		t.Fatalf("got %d log lines, want 2:\n%s", len(evs), logs.String())
+	}
+	want := []struct{ route, status, expires string }{
+		{"soon", "expiring", "2027-03-04T12:00:00Z"},
+		{"gone", "expired", "2027-03-01T11:59:00Z"},
+	}
+	for i, w := range want {
+		ev := evs[i]
+		if ev["level"] != "warn" || ev["route"] != w.route || ev["secret"] != w.route || ev["status"] != w.status ||
+			ev["expires"] != w.expires || ev["key_fp"] != secrets[w.route].Fingerprint() {
+			t.Errorf("warning %d: got %v, want route %s, status %s, expires %s and its fingerprint", i, ev, w.route, w.status, w.expires)
+		}
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Error("the log holds a key")
+	}
+}
+
+// TestWatchExpiry checks that the watcher warns at once, again at every
+// tick with the clock and the snapshot of that moment, and not after it
+// is stopped.
+func TestWatchExpiry(t *testing.T) {
+	start := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	var snap atomic.Pointer[proxy.Snapshot]
+	snap.Store(proxy.NewSnapshot(parse(t, t.TempDir(), expiryYAML), expirySecrets(start)))
+	var days atomic.Int64 // since start
+	now := func() time.Time { return start.Add(time.Duration(days.Load()) * 24 * time.Hour) }
+	logs := &lockedBuffer{}
+
+	stop := WatchExpiry(zerolog.New(logs), snap.Load, time.Millisecond, now)
+	defer stop()
+	if got := strings.Count(logs.String(), "\n"); got != 2 {
+		t.Fatalf("at start: got %d warnings, want 2:\n%s", got, logs)
+	}
+
+	// A reload (routes renamed, so that each line says which snapshot it
+	// came from) in which "gone" was rotated, and 16 days on: "fresh"
+	// enters its last fortnight.
+	rotated := expirySecrets(start)
+	rotated["gone"] = vault.NewSecret("gone", testKey+"-gone2", start)
+	renamed := strings.NewReplacer("name: fresh", "name: fresh2", "name: soon", "name: soon2", "name: gone", "name: gone2").Replace(expiryYAML)
+	snap.Store(proxy.NewSnapshot(parse(t, t.TempDir(), renamed), rotated))
+	days.Store(16)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), `"route":"fresh2"`); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no tick warned with the new snapshot and clock:\n%s", logs)
+		}
+	}
+	stop()
+	for _, ev := range warnings(t, logs.String()) {
+		if ev["route"] == "gone2" {
+			t.Errorf("the rotated key is warned about: %v", ev)
+		}
+	}
+	n := len(logs.String())
+	time.Sleep(20 * time.Millisecond)
+	if len(logs.String()) != n {
+		t.Error("the watcher logged after it was stopped")
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Error("the log holds a key")
+	}
+}
