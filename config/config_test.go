@@ -21,7 +21,7 @@ var (
 	fakeStripeKey = "sk_live_" + strings.Repeat("4eC3", 6)
 )
 
-const literalKey = "looks like a literal key (not shown); put it in the vault: till secret set NAME, then inject it with {secret}"
+const literalKey = "looks like a literal key (not shown); remove it from the config, store it with till secret set NAME, and inject it with {secret}"
 
 const testHash = "9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b"
 

@@ -306,7 +306,7 @@ func (d *decoder) template(n *yaml.Node, path string) (Template, bool) {
 // errLiteralKey refuses a value that looks like a key (see looksLikeKey)
 // in a header or an inject template. The value is not shown: it may well
 // be a real key, and messages end up in terminals, CI logs and tickets.
-const errLiteralKey = "looks like a literal key (not shown); put it in the vault: till secret set NAME, then inject it with {secret}"
+const errLiteralKey = "looks like a literal key (not shown); remove it from the config, store it with till secret set NAME, and inject it with {secret}"
 
 // headers decodes the extra request headers, merged over base.
 func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map[string]string {

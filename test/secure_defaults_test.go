@@ -201,7 +201,7 @@ func TestLiteralKeyInConfig(t *testing.T) {
 	literal := "sk-proj-" + "Qm3Xr8Tz1Lk" + "9Vb2Nw7Hc4Jd6Fp0"
 	suiteLeaks.key(literal)
 	for _, tt := range []struct{ name, route, want string }{
-		{"header", "    headers: {X-Api-Key: " + literal + "}\n", "till.yaml:6: routes[0].headers.X-Api-Key: looks like a literal key (not shown); put it in the vault: till secret set NAME, then inject it with {secret}"},
+		{"header", "    headers: {X-Api-Key: " + literal + "}\n", "till.yaml:6: routes[0].headers.X-Api-Key: looks like a literal key (not shown); remove it from the config, store it with till secret set NAME, and inject it with {secret}"},
 		{"format", "    inject: {header: Authorization, format: \"Bearer " + literal + "\"}\n", "till.yaml:6: routes[0].inject.format: looks like a literal key (not shown)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
