@@ -1,0 +1,468 @@
+//go:build linux
+
+package k8s
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// kubeletVolume is a folder laid out as the kubelet's atomic writer lays
+// out a ConfigMap or Secret volume: the files live in a timestamped
+// folder, ..data links to it, and each file name links into ..data. An
+// update writes a new folder and swaps ..data in one rename, so a reader
+// sees the old files or the new ones, and a file's path never changes:
+// only what it resolves to.
+type kubeletVolume struct {
+	t   *testing.T
+	dir string
+	gen int
+}
+
+// newKubeletVolume lays out files in dir (which it creates).
+func newKubeletVolume(t *testing.T, dir string, files map[string][]byte) *kubeletVolume {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v := &kubeletVolume{t: t, dir: dir}
+	v.update(files)
+	return v
+}
+
+// update writes a new generation of the files and swaps ..data to it.
+func (v *kubeletVolume) update(files map[string][]byte) {
+	t := v.t
+	t.Helper()
+	if err := os.Chmod(v.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v.gen++
+	gen := fmt.Sprintf("..2026_01_02_15_04_%02d.%d", v.gen, os.Getpid())
+	genDir := filepath.Join(v.dir, gen)
+	if err := os.Mkdir(genDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		f := filepath.Join(genDir, name)
+		if err := os.WriteFile(f, files[name], 0o440); err != nil {
+			t.Fatal(err)
+		}
+		if os.Geteuid() == 0 {
+			// fsGroup: the kubelet gives the files to the pod's group
+			// and adds group read.
+			if err := os.Chown(f, 0, tillUID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Chmod(genDir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(gen, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for name := range files {
+		link := filepath.Join(v.dir, name)
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.seal()
+}
+
+// seal makes the volume read-only to till, as the mount is in the pod.
+func (v *kubeletVolume) seal() {
+	if err := os.Chmod(v.dir, 0o555); err != nil {
+		v.t.Fatal(err)
+	}
+}
+
+// entries lists the names in the volume's folder.
+func (v *kubeletVolume) entries() []string {
+	des, err := os.ReadDir(v.dir)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	return names
+}
+
+// logBuffer collects a process's output for the test to read while it
+// runs.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+	added chan struct{}
+}
+
+func (b *logBuffer) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		b.mu.Lock()
+		b.lines = append(b.lines, sc.Text())
+		b.mu.Unlock()
+		select {
+		case b.added <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// String returns everything collected so far.
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Join(b.lines, "\n")
+}
+
+// field returns the string field of the first JSON log line whose message
+// is msg.
+func (b *logBuffer) field(msg, field string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.lines {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["message"] == msg {
+			s, _ := rec[field].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+// pod is till running from a pod's files, emulated in a folder: the
+// ConfigMap and Secret volumes at their mount paths under root.
+type pod struct {
+	root        string
+	host        string // where the reader made the vault (till init)
+	setup       *tillSetup
+	container   *corev1.Container
+	config      *kubeletVolume
+	vault       *kubeletVolume
+	gw, admin   string // the addresses till bound
+	logs        *logBuffer
+	fingerprint map[string]string
+}
+
+// startPod runs the till container of the named workload as its manifest
+// says (args, TILL_CONFIG, the config from the ConfigMap, the vault from a
+// Secret volume laid out as the kubelet lays it out), as till's user when
+// the test runs as root. Only the ports move: to free loopback ports.
+func startPod(t *testing.T, file, workloadName string) *pod {
+	t.Helper()
+	bin := till(t)
+	var w workload
+	var set *manifestSet
+	for _, s := range loadSets(t) {
+		for _, sw := range s.workloads {
+			if s.file == file && sw.name == workloadName {
+				w, set = sw, s
+			}
+		}
+	}
+	if set == nil || len(tillContainers(w)) != 1 {
+		t.Fatalf("%s: no workload %s with one till container", file, workloadName)
+	}
+	c := tillContainers(w)[0]
+	st := set.setupOf(t, w, c)
+
+	root, err := os.MkdirTemp("", "till-k8s-pod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reachable by till's user; removable by the test after the volumes
+	// were sealed.
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o755)
+			}
+			return nil
+		})
+		os.RemoveAll(root)
+	})
+	p := &pod{root: root, host: filepath.Join(root, "host"), setup: st, container: c, logs: &logBuffer{added: make(chan struct{}, 1)}}
+	if err := os.Mkdir(p.host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p.fingerprint = hostVault(t, p.host, st.cfg.vaultSecrets(), "sk-test")
+
+	cfgFile := filepath.Join(root, configPath(c))
+	text, err := setScalars(st.cfgText, map[string]string{
+		"vault.path":     filepath.Join(root, st.cfg.Vault.Path),
+		"vault.key_file": filepath.Join(root, st.cfg.Vault.KeyFile),
+		"admin.listen":   "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.config = newKubeletVolume(t, filepath.Dir(cfgFile), map[string][]byte{filepath.Base(cfgFile): text})
+	p.vault = newKubeletVolume(t, filepath.Join(root, filepath.Dir(st.cfg.Vault.Path)), p.secretFiles())
+
+	args := slices.Clone(c.Args)
+	for i := range args {
+		if i > 0 && args[i-1] == "--listen" {
+			args[i] = "127.0.0.1:0"
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = root
+	cmd.Env = append(tillEnv(), "TILL_CONFIG="+cfgFile)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tillUID, Gid: tillUID, Groups: []uint32{}}}
+	}
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard // the audit records
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { p.logs.read(out); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("till's log:\n%s", p.logs)
+		}
+	})
+	deadline := time.After(15 * time.Second)
+	for p.gw == "" || p.admin == "" {
+		select {
+		case <-p.logs.added:
+			p.gw, p.admin = p.logs.field("till listening", "addr"), p.logs.field("admin listening", "admin_addr")
+		case <-done:
+			t.Fatalf("till exited before listening:\n%s", p.logs)
+		case <-deadline:
+			t.Fatalf("till did not listen within 15s:\n%s", p.logs)
+		}
+	}
+	return p
+}
+
+// secretFiles is the Secret volume's content: the host's vault and key,
+// under the names the volume's items give them.
+func (p *pod) secretFiles() map[string][]byte {
+	files := map[string][]byte{}
+	for name, src := range map[string]string{
+		filepath.Base(p.setup.cfg.Vault.Path):    "till.vault",
+		filepath.Base(p.setup.cfg.Vault.KeyFile): "till.key",
+	} {
+		data, err := os.ReadFile(filepath.Join(p.host, src))
+		if err != nil {
+			panic(err)
+		}
+		files[name] = data
+	}
+	return files
+}
+
+// strangers lists the files in the Secret volume that the kubelet did not
+// put there: none, for a till that only reads its vault.
+func (p *pod) strangers() []string {
+	want := p.secretFiles()
+	return slices.DeleteFunc(p.vault.entries(), func(name string) bool {
+		_, ok := want[name]
+		return ok || strings.HasPrefix(name, "..")
+	})
+}
+
+// get fetches http://ADDR/path and returns the status and body.
+func get(t *testing.T, addr, path string, header http.Header) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(req.Header, header)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// healthCommand reports whether this till has the health command that
+// the exec probes run (till CMD --help exits 0 for a known command).
+func healthCommand(t *testing.T) bool {
+	_, _, code := runTill(t, t.TempDir(), "", "health", "--help")
+	return code == 0
+}
+
+// TestProbesAnswer runs each till container's probes against till started
+// as its manifest says: httpGet probes as the kubelet sends them (no
+// token), exec probes as the kubelet runs them in the container.
+func TestProbesAnswer(t *testing.T) {
+	for _, tt := range []struct{ file, workload string }{
+		{"sidecar.yaml", "web"},
+		{"gateway.yaml", "till"},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			p := startPod(t, tt.file, tt.workload)
+			c := p.container
+			for name, probe := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
+				switch {
+				case probe == nil:
+				case probe.HTTPGet != nil:
+					if code, body := get(t, p.admin, probe.HTTPGet.Path, nil); code != http.StatusOK {
+						t.Errorf("%s probe GET %s: %d %s", name, probe.HTTPGet.Path, code, body)
+					}
+				case probe.Exec != nil:
+					u, err := url.Parse(probe.Exec.Command[3])
+					if err != nil {
+						t.Fatal(err)
+					}
+					// What till health asks, asked directly.
+					if code, body := get(t, p.admin, u.Path, nil); code != http.StatusOK {
+						t.Errorf("%s probe's URL %s: %d %s", name, u.Path, code, body)
+					}
+					if !healthCommand(t) {
+						t.Logf("%s probe: this till has no health command yet: the exec probe itself not run", name)
+						continue
+					}
+					u.Host = p.admin
+					args := slices.Concat(probe.Exec.Command[1:3], []string{u.String()})
+					if _, stderr, code := runTill(t, p.root, "", args...); code != 0 {
+						t.Errorf("%s probe %q: exit %d\n%s", name, probe.Exec.Command, code, stderr)
+					}
+				}
+			}
+			if p.setup.cfg.Admin.TokenSHA256 != "" {
+				// Only the probes are open without the admin token.
+				if code, _ := get(t, p.admin, "/metrics", nil); code != http.StatusUnauthorized {
+					t.Errorf("GET /metrics without the admin token: %d, want 401", code)
+				}
+			}
+			for _, r := range p.setup.cfg.Routes {
+				if !r.hasClients() {
+					continue
+				}
+				// A route that names its clients refuses a request
+				// without a token, before any key is used.
+				if code, body := get(t, p.gw, r.prefix()+"/v1/models", nil); code != http.StatusUnauthorized {
+					t.Errorf("GET %s/v1/models without a client token: %d %s, want 401", r.prefix(), code, body)
+				}
+			}
+			if extra := p.strangers(); len(extra) > 0 {
+				t.Errorf("till wrote into the read-only Secret volume: %q", extra)
+			}
+		})
+	}
+}
+
+// adminRoute is the part of GET /admin/routes this test reads.
+type adminRoute struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// routes waits until /admin/routes satisfies ok, and returns it.
+func (p *pod) routes(t *testing.T, what string, ok func([]adminRoute) bool) []adminRoute {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, p.admin, "/admin/routes", nil)
+		var routes []adminRoute
+		if code == http.StatusOK && json.Unmarshal([]byte(body), &routes) == nil && ok(routes) {
+			return routes
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s; /admin/routes: %d %s", what, code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSidecarFollowsVolumeUpdates: a rotation (a new Secret) and a config
+// edit (a new ConfigMap) reach the running sidecar as the kubelet delivers
+// them, by a swap of the volume's ..data link, with no restart.
+func TestSidecarFollowsVolumeUpdates(t *testing.T) {
+	p := startPod(t, "sidecar.yaml", "web")
+	secret := p.setup.cfg.vaultSecrets()[0]
+	first := p.fingerprint[secret]
+	p.routes(t, "the first key in use", func(rs []adminRoute) bool {
+		return len(rs) > 0 && rs[0].Fingerprint == first
+	})
+
+	// Rotation: till secret set on the host, then the Secret updated.
+	rotated := setSecrets(t, p.host, []string{secret}, "sk-rotated")[secret]
+	if rotated == first || rotated == "" {
+		t.Fatalf("the rotation printed fingerprint %q (was %q)", rotated, first)
+	}
+	p.vault.update(p.secretFiles())
+	p.routes(t, "the rotated key in use", func(rs []adminRoute) bool {
+		return slices.ContainsFunc(rs, func(r adminRoute) bool { return r.Fingerprint == rotated })
+	})
+
+	// A config edit: one more route.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(readFile(t, p.config.dir, "till.yaml"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	routes := mapValue(doc.Content[0], "routes")
+	var extra yaml.Node
+	if err := yaml.Unmarshal([]byte("{name: added, preset: openai, secret: "+secret+"}"), &extra); err != nil {
+		t.Fatal(err)
+	}
+	routes.Content = append(routes.Content, extra.Content[0])
+	edited, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.config.update(map[string][]byte{"till.yaml": edited})
+	p.routes(t, "the edited config in use", func(rs []adminRoute) bool {
+		return slices.ContainsFunc(rs, func(r adminRoute) bool { return r.Name == "added" })
+	})
+	if strings.Contains(p.logs.String(), "reload failed") {
+		t.Errorf("a reload failed:\n%s", p.logs)
+	}
+}
+
+func readFile(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
