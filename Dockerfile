@@ -1,8 +1,18 @@
 # syntax=docker/dockerfile:1
-# till as a small, static, non-root image. Config, vault and key are mounted:
-#   /etc/till/till.yaml       (read-only)
-#   /var/lib/till/till.vault  and till.key (or TILL_PASSPHRASE)
-# No secret is ever copied into a layer.
+# till as a small, static, non-root image (uid 65532). It reads:
+#   /etc/till/till.yaml  the config, mounted read-only
+#   /var/lib/till/       a data folder, owned by 65532 and mounted read-write:
+#                        the vault, its key (or TILL_PASSPHRASE instead) and
+#                        the vault's lock. A folder, not single files: a
+#                        rotation renames a new vault over the old one, which
+#                        a file bind mount would never show. A new named
+#                        volume takes the image folder's owner; a host folder
+#                        needs `chown -R 65532:65532` (examples/sidecar-compose).
+# No secret is ever copied into a layer: .dockerignore keeps keys, vaults,
+# CAs and audit logs out of the build context, build stage included.
+# The HEALTHCHECK runs `till health`, which asks the admin listener's /readyz:
+# the config needs admin.listen (127.0.0.1:9090), or the container reports
+# unhealthy (the gateway listener has no /readyz: it routes every path).
 
 # A patched Go: govulncheck flags net/http and crypto/x509 fixes that
 # go1.26.8 lacks (see .ci/run).
@@ -19,11 +29,17 @@ ARG VERSION=dev
 ARG COMMIT=
 ARG DATE=
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT} -X main.date=${DATE}" -o /out/till ./cmd/till
+# The data folder, 65532's: copied as an entry of /var/lib/ so that --chown
+# applies to the folder itself.
+RUN mkdir -p /out/var/lib/till && chmod 700 /out/var/lib/till
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/till /usr/local/bin/till
+COPY --from=build --chown=65532:65532 /out/var/lib/ /var/lib/
 ENV TILL_CONFIG=/etc/till/till.yaml
 USER 65532:65532
 EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/till", "health"]
 ENTRYPOINT ["/usr/local/bin/till"]
 CMD ["serve", "--listen", "0.0.0.0:8080"]

@@ -12,9 +12,10 @@ const pollInterval = 250 * time.Millisecond
 // Watch reloads when the config or vault file changes, until stop is
 // called. Every pollInterval it compares each file's identity, size, mode
 // and modification time, and reloads once a change has held still for one
-// interval (a save can be several writes). Polling two files costs nothing
-// per request, where a watch on their folders would wake till at each write
-// of an audit log kept there.
+// interval (a save can be several writes). A change of owner counts too:
+// a chown is how a vault that the running till cannot read is mended.
+// Polling two files costs nothing per request, where a watch on their
+// folders would wake till at each write of an audit log kept there.
 func (r *Reloader) Watch() (stop func()) {
 	return r.watch(pollInterval)
 }
@@ -90,5 +91,5 @@ func sameState(a, b os.FileInfo) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && a.Mode() == b.Mode()
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && a.Mode() == b.Mode() && sameOwner(a, b)
 }

@@ -260,7 +260,9 @@ func (f *File) lock() (unlock func(), err error) {
 		return nil, fmt.Errorf("%s: cannot lock vault: %w", f.path, err)
 	}
 	// The lock file stays: removing it would let a waiter lock an unlinked
-	// file while a newcomer locks a fresh one.
+	// file while a newcomer locks a fresh one. One that root creates goes
+	// to the vault's owner, who must be able to take it too.
+	matchOwner(f.path+".lock", f.path)
 	return func() { fl.Unlock(); fl.Close() }, nil
 }
 
@@ -314,6 +316,10 @@ func (f *File) replace(data []byte) (err error) {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
 	}
+	// Root rotating a vault that another user owns (the uid a container's
+	// till runs as) keeps it theirs: a vault only root could read would
+	// stop that till's reloads and rotations.
+	matchOwner(tmp.Name(), f.path)
 	if err := beforeRename(tmp.Name()); err != nil {
 		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
 	}

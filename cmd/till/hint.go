@@ -1,7 +1,12 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
+	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 
 	"github.com/tillgw/till/vault"
 )
@@ -34,6 +39,9 @@ func vaultHint(err error) string {
 		}
 		return "set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with"
 	}
+	if h := vaultFolderHint(err); h != "" {
+		return h
+	}
 	switch err {
 	case vault.ErrNoKey:
 		return `run "till init", or set TILL_KEY_FILE or TILL_PASSPHRASE to the vault's key`
@@ -41,6 +49,22 @@ func vaultHint(err error) string {
 		return "retry when it finishes"
 	}
 	return ""
+}
+
+// vaultFolderHint explains a vault write refused by its folder: till
+// writes its lock and each new vault beside the vault, so a vault mounted
+// as a single file, on a read-only root, cannot be changed.
+func vaultFolderHint(err error) string {
+	pe, ok := err.(*fs.PathError)
+	if !ok || !errors.Is(pe.Err, syscall.EROFS) && !errors.Is(pe.Err, fs.ErrPermission) {
+		return ""
+	}
+	base := filepath.Base(pe.Path)
+	if !strings.HasSuffix(base, ".vault.lock") && !strings.Contains(base, ".vault.tmp-") {
+		return ""
+	}
+	return "till writes a lock and each new vault beside the vault: the folder " + filepath.Dir(pe.Path) +
+		" must be writable by this user; in a container, mount that folder (./till-data:/var/lib/till), not single files"
 }
 
 // hints returns the hints for err, each once: those attached with

@@ -87,6 +87,7 @@ Usage:
   till audit verify [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE...
                                          check the hash chain (files oldest first); exit 1 at the first break
   till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
+  till health [--url URL]                exit 0 if the running till is ready (admin /readyz), else 1
   till version                           print the version, commit, build date and Go version
 
 Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
@@ -124,6 +125,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = runEnv(rest, e)
 	case "audit":
 		err = runAudit(rest, e)
+	case "health":
+		err = runHealth(ctx, rest, e)
 	case "version", "--version":
 		err = runVersion(rest, e)
 	case "help", "-h", "--help":

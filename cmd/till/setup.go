@@ -58,6 +58,16 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 	if _, err := os.Stat(cfg.Vault.Path); err == nil {
 		create = false
 	}
+	if create {
+		if err := folderExists(cfg, "vault", cfg.Vault.Path); err != nil {
+			return nil, err
+		}
+		if e.getenv("TILL_PASSPHRASE") == "" {
+			if err := folderExists(cfg, "key", cfg.Vault.KeyFile); err != nil {
+				return nil, err
+			}
+		}
+	}
 	key, err := vaultKey(e, cfg.Vault.KeyFile, create)
 	if err != nil {
 		return nil, err
@@ -69,6 +79,31 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 		}
 	}
 	return vault.Open(cfg.Vault.Path, key), nil
+}
+
+// folderExists checks, before till creates the vault or its key, that the
+// folder the config names for it exists. till makes files, never their
+// folder: a missing one is most often a path that exists somewhere else,
+// such as a sidecar's container path (/var/lib/till) given to till on the
+// host, and creating it would put the vault where nothing reads it.
+func folderExists(cfg *config.Config, what, path string) error {
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err == nil && st.IsDir() {
+		return nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the %s folder %s: %w", what, displayPath(dir), err)
+	}
+	setting := "vault.path"
+	if what == "key" {
+		setting = "vault.key_file"
+	}
+	err = fmt.Errorf("the %s folder %s does not exist; not creating a %s there", what, displayPath(dir), what)
+	if filepath.IsAbs(dir) {
+		err = withHint(err, "a container's path exists only inside it: run till there (docker compose exec till till ...), or on the host with a config that names the host's folder")
+	}
+	return withHint(err, "create the folder first, or fix "+setting+" in "+displayPath(configName(cfg)))
 }
 
 // vaultKey chooses the vault key: $TILL_PASSPHRASE, when set and not
@@ -120,7 +155,9 @@ func loadAll(flagPath string, e *env) (*config.Config, map[string]vault.Secret, 
 
 // displayPath shortens p relative to the working folder for messages.
 func displayPath(p string) string {
-	if wd, err := os.Getwd(); err == nil {
+	// In a container the working folder is often /: every path would lose
+	// its leading slash and read as relative.
+	if wd, err := os.Getwd(); err == nil && wd != "/" {
 		if rel, err := filepath.Rel(wd, p); err == nil && !filepath.IsAbs(rel) && rel != "" && rel[0] != '.' {
 			return rel
 		}

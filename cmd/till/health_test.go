@@ -1,0 +1,163 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHealthURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"http://127.0.0.1:9090", "http://127.0.0.1:9090/readyz"},
+		{"http://127.0.0.1:9090/", "http://127.0.0.1:9090/readyz"},
+		{"http://127.0.0.1:9090/readyz", "http://127.0.0.1:9090/readyz"},
+		{"http://[::1]:9090/healthz", "http://[::1]:9090/healthz"},
+		{"127.0.0.1:9090", "http://127.0.0.1:9090/readyz"},
+		{"https://till.internal:9443", "https://till.internal:9443/readyz"},
+	}
+	for _, tt := range tests {
+		u, err := healthURL(tt.in)
+		if err != nil {
+			t.Errorf("healthURL(%q): %v", tt.in, err)
+			continue
+		}
+		if got := u.String(); got != tt.want {
+			t.Errorf("healthURL(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"ftp://127.0.0.1:9090", "http://", "http://%zz"} {
+		if _, err := healthURL(bad); err == nil {
+			t.Errorf("healthURL(%q): got no error", bad)
+		}
+	}
+}
+
+// TestHealthAdminURL: the default URL is admin.listen's /readyz, asked on
+// loopback when the listener is bound to every address.
+func TestHealthAdminURL(t *testing.T) {
+	tests := []struct{ listen, want string }{
+		{"127.0.0.1:9090", "http://127.0.0.1:9090/readyz"},
+		{"0.0.0.0:9090", "http://127.0.0.1:9090/readyz"},
+		{":9090", "http://127.0.0.1:9090/readyz"},
+		{"[::]:9090", "http://[::1]:9090/readyz"},
+		{"[::1]:9090", "http://[::1]:9090/readyz"},
+		{"localhost:9090", "http://localhost:9090/readyz"},
+	}
+	for _, tt := range tests {
+		c := newCLI(t)
+		// A token: a listener off loopback needs one (probes need none).
+		os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \""+tt.listen+"\", token_sha256: "+strings.Repeat("ab", 32)+"}\n"), 0o644)
+		u, err := adminURL("", &env{getenv: func(k string) string { return c.env[k] }})
+		if err != nil {
+			t.Errorf("admin.listen %s: %v", tt.listen, err)
+			continue
+		}
+		if got := u.String(); got != tt.want {
+			t.Errorf("admin.listen %s: got %q, want %q", tt.listen, got, tt.want)
+		}
+	}
+}
+
+// TestHealthIgnoresProxyEnv: the apps beside till have HTTP_PROXY set;
+// the probe must not use it.
+func TestHealthIgnoresProxyEnv(t *testing.T) {
+	tr, ok := healthClient().Transport.(*http.Transport)
+	if !ok || tr.Proxy != nil {
+		t.Fatal("the health client's transport has a Proxy function: HTTP_PROXY would apply")
+	}
+	if healthClient().CheckRedirect == nil {
+		t.Error("the health client follows redirects")
+	}
+}
+
+// TestHealth runs till health against stand-in admin listeners: exit 0 on
+// 200 only, and otherwise one line that says why.
+func TestHealth(t *testing.T) {
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(`{"status":"ready"}`))
+	}))
+	defer ready.Close()
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"status":"audit sink failing\u001b[2J"}`))
+	}))
+	defer failing.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(ready.URL+"/readyz", http.StatusFound))
+	defer redirect.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+
+	tests := []struct {
+		name     string
+		args     []string
+		config   string
+		code     int
+		out, err string
+	}{
+		{"base URL", []string{"--url", ready.URL}, "", 0, ready.URL + "/readyz: ready", ""},
+		{"readyz URL", []string{"--url", ready.URL + "/readyz"}, "", 0, "ready", ""},
+		{"from admin.listen", nil, "version: 1\nadmin: {listen: " + strings.TrimPrefix(ready.URL, "http://") + "}\n", 0, "ready", ""},
+		{"not ready", []string{"--url", failing.URL}, "", 1, "", "/readyz: 503 Service Unavailable: audit sink failing"},
+		{"redirect", []string{"--url", redirect.URL}, "", 1, "", "302 Found"},
+		{"not found", []string{"--url", ready.URL + "/nope"}, "", 1, "", "404 Not Found"},
+		{"nothing listening", []string{"--url", "http://" + closed}, "", 1, "", "connection refused"},
+		{"no admin listener", nil, "version: 1\n", 1, "", "till.yaml has no admin listener to ask"},
+		{"no config", nil, "", 1, "", "built-in defaults has no admin listener"},
+		{"bad URL", []string{"--url", "ftp://x"}, "", 2, "", "--url: want http://HOST:PORT"},
+		{"arguments", []string{"http://127.0.0.1:9090"}, "", 2, "", "usage: till health"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCLI(t)
+			if tt.config != "" {
+				os.WriteFile("till.yaml", []byte(tt.config), 0o644)
+			}
+			out, errOut, code := c.run("", append([]string{"health"}, tt.args...)...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out, errOut)
+			}
+			if !strings.Contains(out, tt.out) || !strings.Contains(errOut, tt.err) {
+				t.Errorf("got stdout %q, stderr %q; want %q and %q", out, errOut, tt.out, tt.err)
+			}
+			if strings.ContainsAny(errOut, "\x1b") {
+				t.Errorf("stderr holds a control character from the answer: %q", errOut)
+			}
+			if tt.code == 1 && tt.config != "version: 1\n" && tt.name != "no config" {
+				if n := strings.Count(errOut, "\n"); n != 1 {
+					t.Errorf("got %d lines on stderr, want one reason: %q", n, errOut)
+				}
+			}
+		})
+	}
+}
+
+// TestHealthTimeout: an admin listener that never answers fails the check
+// within healthTimeout, not the runtime's longer HEALTHCHECK timeout.
+func TestHealthTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 2s timeout")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // accepted by the kernel, never answered
+	c := newCLI(t)
+	start := time.Now()
+	_, errOut, code := c.run("", "health", "--url", "http://"+ln.Addr().String())
+	if took := time.Since(start); code != 1 || !strings.Contains(errOut, "no answer within 2s") || took > 4*time.Second {
+		t.Errorf("exit %d after %v: %q; want 1 with no answer within 2s", code, took.Round(time.Millisecond), errOut)
+	}
+}
