@@ -95,6 +95,10 @@ type Vault struct {
 	// Path is the vault file, absolute (relative paths in the file are
 	// resolved against the config file's folder). Default till.vault.
 	Path string
+	// PathSet reports that the config file names Path (vault.path)
+	// rather than leaving the default: a vault named there that does not
+	// exist is a mistake to report, not an empty vault.
+	PathSet bool
 	// KeyFile is the vault key file, absolute. Default till.key.
 	KeyFile string
 	// MaxAge, when non-zero, makes a secret older than this count as

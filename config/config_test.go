@@ -219,7 +219,7 @@ func TestParseFull(t *testing.T) {
 	if c.Admin != (Admin{Listen: "0.0.0.0:9090", TokenSHA256: testHash}) {
 		t.Errorf("admin: got %+v", c.Admin)
 	}
-	wantVault := Vault{Path: filepath.Join(dir, "data/till.vault"), KeyFile: "/etc/till/till.key", MaxAge: 90 * 24 * time.Hour, OnExpired: "warn"}
+	wantVault := Vault{Path: filepath.Join(dir, "data/till.vault"), PathSet: true, KeyFile: "/etc/till/till.key", MaxAge: 90 * 24 * time.Hour, OnExpired: "warn"}
 	if c.Vault != wantVault {
 		t.Errorf("vault: got %+v, want %+v", c.Vault, wantVault)
 	}

@@ -550,7 +550,7 @@ func (d *decoder) vault(n *yaml.Node, path string, vt *Vault) {
 	f := d.fields(n, path, vaultKeys)
 	if v := f["path"]; v != nil {
 		if p, ok := d.filePath(v, join(path, "path")); ok {
-			vt.Path = p
+			vt.Path, vt.PathSet = p, true
 		}
 	}
 	if v := f["key_file"]; v != nil {

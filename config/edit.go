@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -41,14 +42,10 @@ func RemoveClient(file string, data []byte, name string) ([]byte, error) {
 }
 
 func removeClient(data []byte, name string) ([]byte, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	doc, root, err := decodeMapping(data)
+	if err != nil {
 		return nil, err
 	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, errors.New("not a YAML mapping")
-	}
-	root := doc.Content[0]
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value != "clients" || root.Content[i+1].Kind != yaml.SequenceNode {
 			continue
@@ -61,16 +58,103 @@ func removeClient(data []byte, name string) ([]byte, error) {
 					if len(seq.Content) == 0 {
 						root.Content = slices.Delete(root.Content, i, i+2)
 					}
-					var buf bytes.Buffer
-					enc := yaml.NewEncoder(&buf)
-					enc.SetIndent(2)
-					if err := enc.Encode(&doc); err != nil {
-						return nil, err
-					}
-					return buf.Bytes(), nil
+					return encodeDoc(doc)
 				}
 			}
 		}
 	}
 	return nil, fmt.Errorf("no client %q", name)
+}
+
+// AddClient returns data, the config file named file, with c added to
+// the end of its clients: list (made when absent, before routes:). The
+// rest of the document, comments included, is kept as yaml.v3 re-encodes
+// it. The result is checked to parse as a config, so that an edit can
+// never leave a file till refuses (a name already there, say). c.Line is
+// not used.
+func AddClient(file string, data []byte, c Client) ([]byte, error) {
+	out, err := addClient(data, c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if _, err := Parse(file, out, filepath.Dir(file)); err != nil {
+		return nil, fmt.Errorf("the edited config does not parse: %w", err)
+	}
+	return out, nil
+}
+
+func addClient(data []byte, c Client) ([]byte, error) {
+	doc, root, err := decodeMapping(data)
+	if err != nil {
+		return nil, err
+	}
+	str := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
+	entry := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	entry.Content = append(entry.Content, str("name"), str(c.Name), str("token_sha256"), str(c.TokenSHA256))
+	if len(c.CIDRs) > 0 {
+		cidrs := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+		for _, p := range c.CIDRs {
+			cidrs.Content = append(cidrs.Content, str(p.String()))
+		}
+		entry.Content = append(entry.Content, str("cidrs"), cidrs)
+	}
+	if c.Cert {
+		entry.Content = append(entry.Content, str("cert"), &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "clients" {
+			continue
+		}
+		switch v := root.Content[i+1]; {
+		case v.Kind == yaml.SequenceNode:
+			v.Content = append(v.Content, entry)
+		case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
+			root.Content[i+1] = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{entry},
+				HeadComment: v.HeadComment, LineComment: v.LineComment, FootComment: v.FootComment}
+		default:
+			return nil, errors.New("clients: is not a list")
+		}
+		return encodeDoc(doc)
+	}
+	key := str("clients")
+	at := len(root.Content)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if r := root.Content[i]; r.Value == "routes" {
+			at = i
+			// The comments above routes: that show a commented-out
+			// clients: list (as till init writes) stay above the real one.
+			if strings.Contains(r.HeadComment, "clients:") {
+				key.HeadComment, r.HeadComment = r.HeadComment, ""
+			}
+			break
+		}
+	}
+	list := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{entry}}
+	root.Content = slices.Insert(root.Content, at, key, list)
+	return encodeDoc(doc)
+}
+
+// decodeMapping parses a config file as a YAML document whose top level
+// is a mapping.
+func decodeMapping(data []byte) (doc, root *yaml.Node, err error) {
+	doc = &yaml.Node{}
+	if err := yaml.Unmarshal(data, doc); err != nil {
+		return nil, nil, err
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, nil, errors.New("not a YAML mapping")
+	}
+	return doc, doc.Content[0], nil
+}
+
+// encodeDoc writes doc back out as the config's edits do: two-space
+// indents.
+func encodeDoc(doc *yaml.Node) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

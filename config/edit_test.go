@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +64,52 @@ func TestClientRoutes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.client, func(t *testing.T) {
 			if got := c.ClientRoutes(tt.client); !slices.Equal(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAddClient(t *testing.T) {
+	web := Client{Name: "web", TokenSHA256: testHash}
+	tests := []struct {
+		name    string
+		yaml    string
+		client  Client
+		want    string
+		wantErr string
+	}{
+		{name: "to a list", yaml: "version: 1\n# clients below\nclients:\n  - name: old # staying\n    token_sha256: " + testHash + "\n", client: web,
+			want: "version: 1\n# clients below\nclients:\n  - name: old # staying\n    token_sha256: " + testHash + "\n  - name: web\n    token_sha256: " + testHash + "\n"},
+		{name: "no list: before routes", yaml: "version: 1\ntls: {names: [till.internal]}\nroutes:\n  - {name: openai, preset: openai}\n",
+			client: Client{Name: "web", TokenSHA256: testHash, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}, Cert: true},
+			want:   "version: 1\ntls: {names: [till.internal]}\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs: [10.0.0.0/8, '::1/128']\n    cert: true\nroutes:\n  - {name: openai, preset: openai}\n"},
+		{name: "no list, no routes: at the end", yaml: "version: 1 # v\n", client: web,
+			want: "version: 1 # v\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n"},
+		{name: "the commented example stays above", yaml: "version: 1\n\n# clients:\n#   - name: web\nroutes: []\n", client: web,
+			want: "version: 1\n# clients:\n#   - name: web\nclients:\n  - name: web\n    token_sha256: " + testHash + "\nroutes: []\n"},
+		{name: "empty key", yaml: "version: 1\nclients: # none yet\n", client: web,
+			want: "version: 1\nclients: # none yet\n  - name: web\n    token_sha256: " + testHash + "\n"},
+		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}]\n", client: web,
+			want: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: web, token_sha256: " + testHash + "}]\n"},
+		{name: "a name taken", yaml: "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n", client: web,
+			wantErr: "the edited config does not parse: till.yaml:5: clients[1].name: duplicate"},
+		{name: "not a list", yaml: "version: 1\nclients: web\n", client: web, wantErr: "till.yaml: clients: is not a list"},
+		{name: "not a mapping", yaml: "- a\n", client: web, wantErr: "till.yaml: not a YAML mapping"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := AddClient("till.yaml", []byte(tt.yaml), tt.client)
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})

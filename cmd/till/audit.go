@@ -29,7 +29,7 @@ func runAudit(args []string, e *env) error {
 		return runAuditPubkey(args[1:], e)
 	}
 	// The command is not echoed: it could be a key pasted in the wrong place.
-	return usageError{"unknown audit command (want summary, verify or pubkey)"}
+	return unknownSubcommand("audit", args[0])
 }
 
 const auditSummarySynopsis = "till audit summary [--since D] [--until T] [--secret NAME | --key-fp FP] [--client NAME] [--route NAME] [--json] FILE..."

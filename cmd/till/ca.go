@@ -23,7 +23,7 @@ func runCA(args []string, e *env) error {
 		return runCAExport(args[1:], e)
 	}
 	// The command is not echoed: it could be a key pasted in the wrong place.
-	return usageError{"unknown ca command (want init or export)"}
+	return unknownSubcommand("ca", args[0])
 }
 
 // runCAInit creates this installation's interception CA: its certificate

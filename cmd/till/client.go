@@ -30,7 +30,7 @@ func runClient(args []string, e *env) error {
 		return runClientRm(args[1:], e)
 	}
 	// The command is not echoed: it could be a key pasted in the wrong place.
-	return usageError{"unknown client command (want add, list or rm)"}
+	return unknownSubcommand("client", args[0])
 }
 
 // stringList collects a repeatable flag.
@@ -44,38 +44,43 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func runClientAdd(args []string, e *env) error {
 	var cfgPath string
 	var cidrs stringList
-	var cert bool
+	var cert, write bool
 	flags := newFlags("client add", e.stderr, &cfgPath)
 	flags.Var(&cidrs, "cidr", "source `range` the client may use (repeatable)")
 	flags.BoolVar(&cert, "cert", false, "also require a client certificate from till's CA")
+	flags.BoolVar(&write, "write", false, "add the client to the config file's clients: list instead of printing its lines")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 1, "till client add NAME [--cidr CIDR]..."); err != nil {
+	if err := wantArgs(pos, 1, synopsis("client add")); err != nil {
 		return err
 	}
 	name := pos[0]
 	if err := clientNameArg(name, "NAME"); err != nil {
 		return err
 	}
+	var prefixes []netip.Prefix
 	for _, c := range cidrs {
-		if _, err := netip.ParsePrefix(c); err != nil {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
 			return usageError{fmt.Sprintf("--cidr %q: want a range such as 10.0.0.0/8 or 127.0.0.1/32", c)}
 		}
+		prefixes = append(prefixes, p)
 	}
 	path, err := configPath(cfgPath, e)
 	if err != nil {
 		return err
 	}
-	if path != "" {
-		cfg, err := loadConfig(path, e, nil)
-		if err != nil {
-			return err
-		}
-		if slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name }) {
-			return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token, till client rm "+name+" first")
-		}
+	if path == "" && write {
+		return withHint(errors.New("no config file for --write to add the client to"), "till init writes one")
+	}
+	cfg, err := loadConfig(path, e, nil)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name }) {
+		return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token, till client rm "+name+" first")
 	}
 	token, err := proxy.NewToken()
 	if err != nil {
@@ -88,17 +93,34 @@ func runClientAdd(args []string, e *env) error {
 			return err
 		}
 	}
+	if write {
+		// The config is edited before the token is printed: a token
+		// printed for an edit that failed would be a token for nothing.
+		err := editConfig(path, func(data []byte) ([]byte, error) {
+			return config.AddClient(path, data, config.Client{Name: name, TokenSHA256: hex.EncodeToString(sum[:]), CIDRs: prefixes, Cert: cert})
+		})
+		if err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(e.stdout, "token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
-	fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
-	fmt.Fprintf(e.stdout, "  - name: %s\n    token_sha256: %s\n", name, hex.EncodeToString(sum[:]))
-	if len(cidrs) > 0 {
-		fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(cidrs, ", "))
+	if write {
+		fmt.Fprintf(e.stdout, "added it to the clients: list of %s; reload till (SIGHUP) to accept its token\n", path)
+	} else {
+		fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
+		fmt.Fprintf(e.stdout, "  - name: %s\n    token_sha256: %s\n", name, hex.EncodeToString(sum[:]))
+		if len(cidrs) > 0 {
+			fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(cidrs, ", "))
+		}
+		if cert {
+			fmt.Fprintf(e.stdout, "    cert: true\n")
+		}
 	}
 	if cert {
-		fmt.Fprintf(e.stdout, "    cert: true\n\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", certFiles)
+		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", certFiles)
 	}
 	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
-	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=http://%s:$TILL_TOKEN@127.0.0.1:8080\n", name)
+	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=%s\n", proxyURL(cfg, name, "$TILL_TOKEN"))
 	return nil
 }
 
@@ -218,11 +240,23 @@ func runClientRm(args []string, e *env) error {
 	if users := cfg.ClientRoutes(name); len(users) > 0 {
 		return withHint(fmt.Errorf("client %q is named by routes %s", name, strings.Join(users, ", ")), "remove it from their clients: lists first")
 	}
+	err = editConfig(path, func(data []byte) ([]byte, error) { return config.RemoveClient(path, data, name) })
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed client %q from %s; reload till (SIGHUP) to revoke its token\n", name, path)
+	return nil
+}
+
+// editConfig replaces the config file at path with edit's result, keeping
+// its mode, through a temp file and a rename, so that a running till
+// never reads half an edit.
+func editConfig(path string, edit func([]byte) ([]byte, error)) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	out, err := config.RemoveClient(path, data, name)
+	out, err := edit(data)
 	if err != nil {
 		return err
 	}
@@ -238,6 +272,15 @@ func runClientRm(args []string, e *env) error {
 		os.Remove(tmp)
 		return err
 	}
-	fmt.Fprintf(e.stdout, "removed client %q from %s; reload till (SIGHUP) to revoke its token\n", name, path)
 	return nil
+}
+
+// proxyURL is the HTTP(S)_PROXY URL of the config's listener, with the
+// client's name and token (as given: a variable) when client is not
+// empty.
+func proxyURL(cfg *config.Config, client, token string) string {
+	if client == "" {
+		return "http://" + clientAddr(cfg.Listen)
+	}
+	return "http://" + client + ":" + token + "@" + clientAddr(cfg.Listen)
 }

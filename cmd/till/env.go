@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -68,19 +69,19 @@ func runEnv(args []string, e *env) error {
 		return err
 	}
 
-	proxyURL := "http://" + clientAddr(cfg.Listen)
-	if client != "" {
-		// The token is not stored anywhere till can read it: the app
-		// supplies it as TILL_TOKEN.
-		proxyURL = "http://" + client + ":${TILL_TOKEN}@" + clientAddr(cfg.Listen)
-	}
+	// The token is not stored anywhere till can read it: the app
+	// supplies it as TILL_TOKEN.
+	proxyURL := proxyURL(cfg, client, "${TILL_TOKEN}")
 	noProxy := "localhost,127.0.0.1,::1"
 	vars := [][2]string{
 		{"HTTP_PROXY", proxyURL}, {"HTTPS_PROXY", proxyURL},
 		{"http_proxy", proxyURL}, {"https_proxy", proxyURL},
 		{"NO_PROXY", noProxy}, {"no_proxy", noProxy},
 		{"SSL_CERT_FILE", bundle}, {"REQUESTS_CA_BUNDLE", bundle}, {"CURL_CA_BUNDLE", bundle},
-		{"NODE_EXTRA_CA_CERTS", cfg.Forward.CACert},
+		// Node ignores the proxy variables unless told (fetch from 24.0,
+		// http and https from 24.5; both from 22.21), and trusts extra
+		// CAs from a file of its own.
+		{"NODE_USE_ENV_PROXY", "1"}, {"NODE_EXTRA_CA_CERTS", cfg.Forward.CACert},
 	}
 	for _, kv := range vars {
 		if format == "shell" {
@@ -108,8 +109,11 @@ func clientAddr(listen string) string {
 }
 
 // writeBundle writes the system roots plus till's CA beside the CA
-// certificate, for clients that take one bundle (curl, Python, Go).
+// certificate, for clients that take one bundle (curl, Python, Go). Each
+// certificate is written once: after eval "$(till env)", SSL_CERT_FILE
+// names this very bundle, and the next run must not add the CA again.
 func writeBundle(caCert string, caPEM []byte, e *env) (string, error) {
+	path := strings.TrimSuffix(caCert, filepath.Ext(caCert)) + "-bundle.pem"
 	var roots []byte
 	files := systemRootFiles
 	if f := e.getenv("SSL_CERT_FILE"); f != "" {
@@ -125,12 +129,22 @@ func writeBundle(caCert string, caPEM []byte, e *env) (string, error) {
 		fmt.Fprintln(e.stderr, "till: warning: no system CA bundle found: the bundle holds till's CA alone")
 	}
 	var buf bytes.Buffer
-	buf.Write(roots)
-	if len(roots) > 0 && roots[len(roots)-1] != '\n' {
-		buf.WriteByte('\n')
+	seen := map[string]bool{}
+	for _, data := range [][]byte{roots, caPEM} {
+		for {
+			var b *pem.Block
+			if b, data = pem.Decode(data); b == nil {
+				break
+			}
+			if b.Type != "CERTIFICATE" || seen[string(b.Bytes)] {
+				continue
+			}
+			seen[string(b.Bytes)] = true
+			if err := pem.Encode(&buf, b); err != nil {
+				return "", err
+			}
+		}
 	}
-	buf.Write(caPEM)
-	path := strings.TrimSuffix(caCert, filepath.Ext(caCert)) + "-bundle.pem"
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".till-bundle-*")
 	if err != nil {
 		return "", err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 
 	"github.com/tillgw/till/config"
 )
@@ -54,11 +55,14 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err == nil {
 		return nil
 	}
-	fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+	name := strings.TrimPrefix(fs.Name(), "till ")
+	if err == flag.ErrHelp {
+		printHelp(out, name, fs)
+		return err
+	}
+	fmt.Fprintf(out, "Usage: %s\n", synopsis(name))
 	fs.PrintDefaults()
 	switch {
-	case err == flag.ErrHelp:
-		return err
 	case safeFlagError.MatchString(err.Error()):
 		return usageError{err.Error()}
 	}

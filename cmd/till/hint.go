@@ -24,31 +24,76 @@ func (e hintError) Unwrap() error { return e.err }
 
 func withHint(err error, hint string) error { return hintError{err, hint} }
 
+// keySource says where the vault key is set: the config file's
+// vault.key_file, or, without a config file, $TILL_KEY_FILE (which a
+// config file's key_file, default or not, overrides).
+type keySource struct {
+	config     string // the config file in use; "" for the built-in defaults
+	envIgnored bool   // TILL_KEY_FILE is set but a config file is in use
+}
+
+// wrap marks err, when not nil, with the key's source for vaultHint.
+func (s keySource) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return keySourceError{err, s}
+}
+
+// keySourceError carries a keySource down to the vault's errors it wraps.
+type keySourceError struct {
+	err error
+	src keySource
+}
+
+func (e keySourceError) Error() string { return e.err.Error() }
+func (e keySourceError) Unwrap() error { return e.err }
+
 // vaultHint returns the hint for one of the vault's errors (not those it
 // wraps), or "". The vault knows nothing of till's commands and
-// environment variables; the CLI says which to use.
-func vaultHint(err error) string {
-	if e, ok := err.(*vault.WrongKeyError); ok {
-		switch key := e.KeyFile != ""; {
-		case e.VaultPassphrase && key:
-			return "set TILL_PASSPHRASE"
-		case !e.VaultPassphrase && !key:
-			return "unset TILL_PASSPHRASE and set TILL_KEY_FILE to the vault's key file"
-		case e.VaultPassphrase:
-			return "set TILL_PASSPHRASE to the passphrase this vault was created with"
-		}
-		return "set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with"
-	}
+// environment variables; the CLI says which to use: with a config file,
+// its vault.key_file, since TILL_KEY_FILE then does not apply.
+func vaultHint(err error, src keySource) string {
 	if h := vaultFolderHint(err); h != "" {
 		return h
 	}
-	switch err {
-	case vault.ErrNoKey:
-		return `run "till init", or set TILL_KEY_FILE or TILL_PASSPHRASE to the vault's key`
-	case vault.ErrLocked:
-		return "retry when it finishes"
+	keySetting := "set TILL_KEY_FILE to"
+	if src.config != "" {
+		keySetting = "point vault.key_file in " + src.config + " at"
 	}
-	return ""
+	hint := func() string {
+		if e, ok := err.(*vault.WrongKeyError); ok {
+			switch key := e.KeyFile != ""; {
+			case e.VaultPassphrase && key:
+				return "set TILL_PASSPHRASE"
+			case !e.VaultPassphrase && !key:
+				if src.config != "" {
+					return "unset TILL_PASSPHRASE, so that till reads the key file that vault.key_file in " + src.config + " names"
+				}
+				return "unset TILL_PASSPHRASE and set TILL_KEY_FILE to the vault's key file"
+			case e.VaultPassphrase:
+				return "set TILL_PASSPHRASE to the passphrase this vault was created with"
+			}
+			if src.config != "" {
+				return keySetting + " the key file this vault was created with"
+			}
+			return "set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with"
+		}
+		switch err {
+		case vault.ErrNoKey:
+			if src.config != "" {
+				return keySetting + " the vault's key file, or set TILL_PASSPHRASE"
+			}
+			return `run "till init", or set TILL_KEY_FILE or TILL_PASSPHRASE to the vault's key`
+		case vault.ErrLocked:
+			return "retry when it finishes"
+		}
+		return ""
+	}()
+	if src.envIgnored && strings.Contains(hint, "vault.key_file") {
+		hint += " (TILL_KEY_FILE applies only without a config file)"
+	}
+	return hint
 }
 
 // vaultFolderHint explains a vault write refused by its folder: till
@@ -72,11 +117,14 @@ func vaultFolderHint(err error) string {
 // joins several errors, each may have one).
 func hints(err error) []string {
 	var out []string
-	var walk func(error)
-	walk = func(err error) {
-		h := vaultHint(err)
-		if e, ok := err.(hintError); ok {
+	var walk func(error, keySource)
+	walk = func(err error, src keySource) {
+		h := vaultHint(err, src)
+		switch e := err.(type) {
+		case hintError:
 			h = e.hint
+		case keySourceError:
+			src = e.src
 		}
 		if h != "" && !slices.Contains(out, h) {
 			out = append(out, h)
@@ -84,14 +132,14 @@ func hints(err error) []string {
 		switch u := err.(type) {
 		case interface{ Unwrap() error }:
 			if next := u.Unwrap(); next != nil {
-				walk(next)
+				walk(next, src)
 			}
 		case interface{ Unwrap() []error }:
 			for _, next := range u.Unwrap() {
-				walk(next)
+				walk(next, src)
 			}
 		}
 	}
-	walk(err)
+	walk(err, keySource{})
 	return out
 }

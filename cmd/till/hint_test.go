@@ -31,6 +31,19 @@ func TestHints(t *testing.T) {
 		{"wrong passphrase", &vault.WrongKeyError{VaultPassphrase: true}, []string{"set TILL_PASSPHRASE to the passphrase this vault was created with"}},
 		{"wrong key file", fmt.Errorf("x: %w", &vault.WrongKeyError{KeyFile: "other.key"}), []string{"set TILL_KEY_FILE or TILL_PASSPHRASE to the key this vault was created with"}},
 		{"attached and vault", errors.Join(withHint(plain, "a"), vault.ErrLocked), []string{"a", "retry when it finishes"}},
+		// With a config file, its vault.key_file names the key, not
+		// TILL_KEY_FILE, which then does not apply.
+		{"wrong key file, config", keySource{config: "till.yaml"}.wrap(fmt.Errorf("x: %w", &vault.WrongKeyError{KeyFile: "other.key"})),
+			[]string{"point vault.key_file in till.yaml at the key file this vault was created with"}},
+		{"wrong key file, config, TILL_KEY_FILE set", keySource{config: "/etc/till/till.yaml", envIgnored: true}.wrap(&vault.WrongKeyError{KeyFile: "other.key"}),
+			[]string{"point vault.key_file in /etc/till/till.yaml at the key file this vault was created with (TILL_KEY_FILE applies only without a config file)"}},
+		{"key file vault, passphrase, config", keySource{config: "till.yaml"}.wrap(&vault.WrongKeyError{}),
+			[]string{"unset TILL_PASSPHRASE, so that till reads the key file that vault.key_file in till.yaml names"}},
+		{"passphrase vault, key file, config", keySource{config: "till.yaml"}.wrap(&vault.WrongKeyError{KeyFile: "till.key", VaultPassphrase: true}), []string{"set TILL_PASSPHRASE"}},
+		{"no key, config", keySource{config: "till.yaml"}.wrap(fmt.Errorf("till.vault: %w", vault.ErrNoKey)),
+			[]string{"point vault.key_file in till.yaml at the vault's key file, or set TILL_PASSPHRASE"}},
+		{"no key, defaults", keySource{}.wrap(fmt.Errorf("till.vault: %w", vault.ErrNoKey)), []string{`run "till init", or set TILL_KEY_FILE or TILL_PASSPHRASE to the vault's key`}},
+		{"locked, config", keySource{config: "till.yaml", envIgnored: true}.wrap(vault.ErrLocked), []string{"retry when it finishes"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

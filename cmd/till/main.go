@@ -60,6 +60,8 @@ const (
 	exitOK    = 0
 	exitError = 1
 	exitUsage = 2
+	// exitInterrupted is the shell's code for a command ended by SIGINT.
+	exitInterrupted = 130
 )
 
 // usageError marks an error in how till was called (exit code 2).
@@ -73,11 +75,13 @@ Usage:
   till init [--dir DIR]                  write a starter till.yaml; create vault and key if absent
   till serve [-c FILE] [--listen ADDR]   run the gateway
   till check [-c FILE]                   validate config, vault, secrets and expiry
-  till test [--client NAME] METHOD URL   dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused
+  till test [--client NAME] [--from ADDR] METHOD URL
+                                         dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused
   till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
   till secret list [--json]              list secrets (never their values)
   till secret rm NAME                    delete a secret
-  till client add NAME [--cidr CIDR]...  print a new client token and the config lines to add
+  till client add NAME [--cidr CIDR]... [--write]
+                                         print a new client token and its config lines (--write: add them)
   till client list | till client rm NAME
   till ca init | till ca export          create the interception CA | print its certificate
   till env [--client NAME] [--format shell|dotenv]
@@ -89,6 +93,7 @@ Usage:
   till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
   till health [--url URL]                exit 0 if the running till is ready (admin /readyz), else 1
   till version                           print the version, commit, build date and Go version
+  till help [CMD] | till CMD --help      a command's usage, with examples
 
 Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
 Global flags, before or after the command: --log-level debug|info|warn|error,
@@ -106,6 +111,10 @@ func run(ctx context.Context, args []string, e *env) int {
 		fmt.Fprint(e.stderr, usage)
 		return exitUsage
 	}
+	args, e, code, done := helpRequest(args, e)
+	if done {
+		return code
+	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "init":
 		err = runInit(rest, e)
@@ -116,7 +125,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	case "test":
 		err = runTest(rest, e)
 	case "secret":
-		err = runSecret(rest, e)
+		err = runSecret(ctx, rest, e)
 	case "ca":
 		err = runCA(rest, e)
 	case "client":
@@ -133,8 +142,7 @@ func run(ctx context.Context, args []string, e *env) int {
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
 	default:
-		// The command is not echoed: it could be a key pasted in the wrong place.
-		err = usageError{"unknown command (see till help)"}
+		err = unknownCommand(cmd)
 	}
 	return report(err, e.stderr)
 }
@@ -150,6 +158,10 @@ func report(err error, stderr io.Writer) int {
 	}
 	if errors.Is(err, errRefused) {
 		return exitError // the verdict is already printed
+	}
+	if errors.Is(err, errInterrupted) {
+		fmt.Fprintf(stderr, "till: %v\n", err)
+		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "till: error: %v\n", err)
 	for _, h := range hints(err) {

@@ -1,16 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"text/tabwriter"
 	"time"
-
-	"golang.org/x/term"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
@@ -19,23 +17,23 @@ import (
 // maxSecretInput caps what secret set reads from stdin.
 const maxSecretInput = 1 << 20
 
-func runSecret(args []string, e *env) error {
+func runSecret(ctx context.Context, args []string, e *env) error {
 	if len(args) == 0 {
 		return usageError{"usage: till secret set|list|rm ..."}
 	}
 	switch args[0] {
 	case "set":
-		return runSecretSet(args[1:], e)
+		return runSecretSet(ctx, args[1:], e)
 	case "list", "ls":
 		return runSecretList(args[1:], e)
 	case "rm", "remove":
 		return runSecretRm(args[1:], e)
 	}
 	// The command is not echoed: it could be a key pasted in the wrong place.
-	return usageError{"unknown secret command (want set, list or rm)"}
+	return unknownSubcommand("secret", args[0])
 }
 
-func runSecretSet(args []string, e *env) error {
+func runSecretSet(ctx context.Context, args []string, e *env) error {
 	var cfgPath, expires string
 	var asJSON bool
 	fs := newFlags("secret set", e.stderr, &cfgPath)
@@ -65,7 +63,10 @@ func runSecretSet(args []string, e *env) error {
 			return usageError{err.Error()}
 		}
 	}
-	raw, err := readSecretInput(e)
+	raw, err := readSecretInput(ctx, e)
+	if errors.Is(err, errInterrupted) || errors.Is(err, errNoValue) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("read the secret from stdin: %w", err)
 	}
@@ -96,6 +97,9 @@ func runSecretSet(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		return errInterrupted
+	}
 	existed := false
 	if err := v.Update(func(m map[string]vault.Secret) error {
 		if old, ok := m[name]; ok {
@@ -117,18 +121,6 @@ func runSecretSet(args []string, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	return nil
-}
-
-// readSecretInput reads the value from stdin: piped, or typed at a
-// terminal without echo.
-func readSecretInput(e *env) ([]byte, error) {
-	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(e.stderr, "secret value (not echoed): ")
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(e.stderr)
-		return b, err
-	}
-	return io.ReadAll(io.LimitReader(e.stdin, maxSecretInput+1))
 }
 
 // configForVault finds the vault a secret command works on: the config's,

@@ -54,7 +54,7 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 // (TILL_PASSPHRASE) or the key file. With create, a missing key file is
 // made, but only for a vault that does not exist yet: a new key could never
 // open an existing vault.
-func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
+func openVault(cfg *config.Config, e *env, create bool) (*cliVault, error) {
 	if _, err := os.Stat(cfg.Vault.Path); err == nil {
 		create = false
 	}
@@ -68,9 +68,10 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 			}
 		}
 	}
+	src := keySource{config: cfg.File, envIgnored: cfg.File != "" && e.getenv("TILL_KEY_FILE") != ""}
 	key, err := vaultKey(e, cfg.Vault.KeyFile, create)
 	if err != nil {
-		return nil, err
+		return nil, src.wrap(err)
 	}
 	if e.getenv("TILL_PASSPHRASE") == "" {
 		if st, err := os.Stat(cfg.Vault.KeyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
@@ -78,7 +79,7 @@ func openVault(cfg *config.Config, e *env, create bool) (*vault.File, error) {
 				displayPath(cfg.Vault.KeyFile), st.Mode().Perm(), displayPath(cfg.Vault.KeyFile))
 		}
 	}
-	return vault.Open(cfg.Vault.Path, key), nil
+	return &cliVault{vault.Open(cfg.Vault.Path, key), src}, nil
 }
 
 // folderExists checks, before till creates the vault or its key, that the
@@ -106,6 +107,27 @@ func folderExists(cfg *config.Config, what, path string) error {
 	return withHint(err, "create the folder first, or fix "+setting+" in "+displayPath(configName(cfg)))
 }
 
+// cliVault is the vault whose errors carry where its key is set, so that
+// the hint for a wrong or missing key names the setting in use.
+type cliVault struct {
+	*vault.File
+	src keySource
+}
+
+// Load is vault.File's Load.
+func (v *cliVault) Load() (map[string]vault.Secret, error) {
+	m, err := v.File.Load()
+	return m, v.src.wrap(err)
+}
+
+// Update is vault.File's Update.
+func (v *cliVault) Update(fn func(map[string]vault.Secret) error) error {
+	return v.src.wrap(v.File.Update(fn))
+}
+
+// Remove is vault.File's Remove.
+func (v *cliVault) Remove(name string) error { return v.src.wrap(v.File.Remove(name)) }
+
 // vaultKey chooses the vault key: $TILL_PASSPHRASE, when set and not
 // empty, wins; otherwise the key file, created when absent if create is set.
 func vaultKey(e *env, keyFile string, create bool) (*vault.Key, error) {
@@ -116,10 +138,16 @@ func vaultKey(e *env, keyFile string, create bool) (*vault.Key, error) {
 }
 
 // readSecrets loads the vault's secrets. A vault that does not exist yet is
-// empty and needs no key.
+// empty and needs no key, unless the config names it (vault.path): then
+// its absence is a mistake (a typo, a volume not mounted) that an empty
+// vault would hide.
 func readSecrets(cfg *config.Config, e *env) (map[string]vault.Secret, error) {
 	st, err := os.Stat(cfg.Vault.Path)
 	if errors.Is(err, fs.ErrNotExist) {
+		if cfg.Vault.PathSet {
+			return nil, withHint(fmt.Errorf("the vault file %s does not exist (vault.path in %s)", displayPath(cfg.Vault.Path), cfg.File),
+				"till secret set NAME creates it; if the vault is elsewhere, fix vault.path in "+cfg.File)
+		}
 		return map[string]vault.Secret{}, nil
 	}
 	if err == nil && st.IsDir() {

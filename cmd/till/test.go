@@ -4,9 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 )
 
@@ -24,7 +29,7 @@ func runTest(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 2, "till test [-c FILE] [--client NAME] METHOD URL"); err != nil {
+	if err := wantArgs(pos, 2, synopsis("test")); err != nil {
 		return err
 	}
 	if client != "" {
@@ -40,7 +45,11 @@ func runTest(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	v := proxy.NewSnapshot(cfg, secrets).Explain(method, pos[1], client, from+":0", time.Now())
+	target := pos[1]
+	if p, ok := ownListenerPath(target, cfg); ok {
+		target = p
+	}
+	v := proxy.NewSnapshot(cfg, secrets).Explain(method, target, client, from+":0", time.Now())
 	if asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		fmt.Fprintln(e.stdout, string(b))
@@ -83,4 +92,58 @@ func printVerdict(e *env, method string, v proxy.Verdict) {
 	row("rate", v.Rate)
 	row("reason", v.Reason)
 	row("warning", v.Warning)
+}
+
+// ownListenerPath returns the path (and query) of a URL on till's own
+// listener, such as the base URLs the serve log prints
+// (http://127.0.0.1:8080/openai/v1), which an app sends to till as a
+// base-URL request, not through it as a proxy.
+func ownListenerPath(target string, cfg *config.Config) (string, bool) {
+	u, err := url.Parse(target)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", false
+	}
+	lhost, lport, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return "", false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if port != lport || !sameHost(u.Hostname(), lhost, cfg) {
+		return "", false
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if u.RawQuery != "" {
+		p += "?" + u.RawQuery
+	}
+	return p, true
+}
+
+// sameHost reports whether host, from a URL, reaches the listener on
+// listenHost: the same name or address; localhost for a loopback
+// address and the other way round; any loopback host for a listener on
+// all addresses; or one of the names till serves (tls.names,
+// server_names).
+func sameHost(host, listenHost string, cfg *config.Config) bool {
+	host, listenHost = strings.ToLower(host), strings.ToLower(listenHost)
+	if host == listenHost || slices.Contains(cfg.TLS.Names, host) || slices.Contains(cfg.ServerNames, host) {
+		return true
+	}
+	isLocalhost := func(h string) bool { return h == "localhost" || strings.HasSuffix(h, ".localhost") }
+	ip, _ := netip.ParseAddr(host)
+	lip, _ := netip.ParseAddr(listenHost)
+	switch {
+	case listenHost == "" || lip.IsUnspecified():
+		return isLocalhost(host) || ip.IsLoopback()
+	case isLocalhost(listenHost):
+		return isLocalhost(host) || ip.IsLoopback()
+	case lip.IsLoopback():
+		return isLocalhost(host)
+	}
+	return false
 }

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tillgw/till/config"
+)
+
+// TestDryRunOwnListener: till test takes the base URLs the serve log
+// prints: a URL on till's own listener is a base-URL (reverse) request,
+// not a proxied one.
+func TestDryRunOwnListener(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nlisten: 127.0.0.1:8080\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
+	c.run(key, "secret", "set", "openai")
+	tests := []struct {
+		url  string
+		code int
+		want string
+	}{
+		{"http://127.0.0.1:8080/openai/v1/models", 0, "mode:     reverse"},
+		{"http://localhost:8080/openai/v1/models?limit=1", 0, "upstream: GET https://api.openai.com/v1/models?limit=1"},
+		{"http://LOCALHOST:8080/openai/v1/models", 0, "route:    openai"},
+		{"http://127.0.0.1:8080/nope", 1, "refused: route_not_found"},
+		{"http://127.0.0.1:9090/openai/v1/models", 1, "forward.enabled"},
+		{"http://[::1]:8080/openai/v1/models", 1, "forward.enabled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			out, errOut, code := c.run("", "test", "GET", tt.url)
+			if code != tt.code || !strings.Contains(out, tt.want) {
+				t.Errorf("exit %d, want %d; output lacks %q:\n%s%s", code, tt.code, tt.want, out, errOut)
+			}
+		})
+	}
+}
+
+func TestOwnListenerPath(t *testing.T) {
+	tests := []struct {
+		listen, url string
+		names       []string
+		want        string
+	}{
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/openai/v1/models", nil, "/openai/v1/models"},
+		{"127.0.0.1:8080", "http://localhost:8080/openai/v1/models", nil, "/openai/v1/models"},
+		{"127.0.0.1:8080", "http://app.localhost:8080/x", nil, "/x"},
+		{"127.0.0.1:8080", "http://127.0.0.1:8080", nil, "/"},
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/a%2Fb?q=1", nil, "/a%2Fb?q=1"},
+		{"localhost:8080", "http://127.0.0.1:8080/x", nil, "/x"},
+		{"0.0.0.0:8080", "http://127.0.0.1:8080/x", nil, "/x"},
+		{"[::]:8080", "http://[::1]:8080/x", nil, "/x"},
+		{":8080", "http://localhost:8080/x", nil, "/x"},
+		{"10.0.0.5:8080", "http://10.0.0.5:8080/x", nil, "/x"},
+		{"0.0.0.0:443", "https://till.internal/x", []string{"till.internal"}, "/x"},
+		{"0.0.0.0:80", "http://till.lan/x", []string{"till.lan"}, "/x"},
+		// Not till's listener: a proxied request.
+		{"127.0.0.1:8080", "http://127.0.0.1:8081/x", nil, ""},
+		{"127.0.0.1:8080", "http://[::1]:8080/x", nil, ""},
+		{"127.0.0.1:8080", "http://127.0.0.1/x", nil, ""},
+		{"10.0.0.5:8080", "http://127.0.0.1:8080/x", nil, ""},
+		{"0.0.0.0:8080", "http://api.openai.com:8080/x", nil, ""},
+		{"127.0.0.1:8080", "/openai/v1/models", nil, ""},
+		{"127.0.0.1:8080", "ftp://127.0.0.1:8080/x", nil, ""},
+	}
+	for _, tt := range tests {
+		cfg := &config.Config{Listen: tt.listen, ServerNames: tt.names}
+		cfg.TLS.Names = tt.names
+		got, ok := ownListenerPath(tt.url, cfg)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("listen %s, %s: got %q %v, want %q", tt.listen, tt.url, got, ok, tt.want)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+//go:build linux
+
+package test
+
+import (
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// TestSecretPromptPty drives till secret set at a terminal: a pty, as a
+// person would. Ctrl-C and SIGTERM end it with 130, Ctrl-D and an empty
+// line with 1, none storing anything, each leaving the terminal as it
+// found it; nothing typed is echoed.
+func TestSecretPromptPty(t *testing.T) {
+	const typed = "sk-typed-at-the-prompt-0123456789"
+	suiteLeaks.key(typed)
+	tests := []struct {
+		name   string
+		input  string
+		signal syscall.Signal
+		code   int
+		stderr string
+	}{
+		{"ctrl-c", typed[:10] + "\x03", 0, 130, "till: interrupted: nothing stored"},
+		{"ctrl-d", typed[:10] + "\x04", 0, 1, "no value entered (Ctrl-D): nothing stored"},
+		{"ctrl-d at once", "\x04", 0, 1, "nothing stored"},
+		{"sigterm", typed[:10], syscall.SIGTERM, 130, "till: interrupted: nothing stored"},
+		{"sigint", typed[:10], syscall.SIGINT, 130, "till: interrupted: nothing stored"},
+		{"empty", "\r", 0, 1, "empty"},
+		{"typed", typed + "\r", 0, 0, `stored secret "openai"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ptmx, tty, err := pty.Open()
+			if err != nil {
+				t.Skipf("no pty: %v", err)
+			}
+			defer ptmx.Close()
+			defer tty.Close()
+			before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(tillBin, "secret", "set", "openai")
+			cmd.Dir = dir
+			cmd.Env = tillEnv()
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			screen := &syncBuffer{}
+			go io.Copy(screen, ptmx)
+
+			waitFor(t, 10*time.Second, "the prompt", func() bool { return strings.Contains(screen.String(), "secret value") })
+			if _, err := ptmx.Write([]byte(tt.input)); err != nil {
+				t.Fatal(err)
+			}
+			if tt.signal != 0 {
+				// The key typed so far reaches till before the signal.
+				time.Sleep(100 * time.Millisecond)
+				cmd.Process.Signal(tt.signal)
+			}
+			var code int
+			select {
+			case err := <-exited:
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Fatalf("till secret set still waits at the prompt after %q; the screen:\n%s", tt.input, screen.String())
+			}
+			after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag {
+				t.Errorf("the terminal was not restored: lflag %#x iflag %#x oflag %#x, was %#x %#x %#x",
+					after.Lflag, after.Iflag, after.Oflag, before.Lflag, before.Iflag, before.Oflag)
+			}
+			waitFor(t, 5*time.Second, "till's last words", func() bool { return strings.Contains(screen.String(), tt.stderr) })
+			out := screen.String()
+			suiteLeaks.text("till secret set at a pty", out)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; the screen:\n%s", code, tt.code, out)
+			}
+			if strings.Contains(out, typed[:10]) {
+				t.Errorf("what was typed was echoed:\n%s", out)
+			}
+			_, err = os.Stat(filepath.Join(dir, "till.vault"))
+			if stored := err == nil; stored != (tt.code == 0) {
+				t.Errorf("vault exists: %v, want %v", stored, tt.code == 0)
+			}
+		})
+	}
+}
