@@ -108,9 +108,15 @@ var commandHelp = map[string]helpEntry{
 		about:    "Print the public key of the audit signing key (ssh-ed25519 ...), for verifiers to keep; till serve creates the key when audit.sign is true.",
 		examples: []string{"till audit pubkey > audit.pub"},
 	},
+	"health": {
+		synopsis: "till health [-c FILE] [--url URL]",
+		about: "Ask a running till whether it is ready: exit 0 when the admin listener's /readyz answers 200, 1 otherwise, with the reason on stderr. " +
+			"The URL defaults to the config's admin.listen; a base URL gets /readyz. For Docker HEALTHCHECK and compose healthcheck (no shell needed).",
+		examples: []string{"till health", "till health --url http://127.0.0.1:9090"},
+	},
 	"version": {
 		synopsis: "till version",
-		about:    "Print till's version and the Go version it was built with.",
+		about:    "Print till's version, commit, build date and the Go version it was built with.",
 		examples: []string{"till version"},
 	},
 	"help": {

@@ -120,6 +120,7 @@ func TestMissingNamedVault(t *testing.T) {
 			t.Errorf("till %s: exit %d, stderr:\n%s\nwant:\n%s", strings.Join(args, " "), code, errOut, want)
 		}
 	}
+	os.Mkdir("data", 0o700) // till makes the vault, never its folder
 	if _, errOut, code := c.run(key, "secret", "set", "openai"); code != 0 {
 		t.Fatalf("secret set: exit %d: %s", code, errOut)
 	}
@@ -145,6 +146,7 @@ func TestMissingNamedVault(t *testing.T) {
 func TestWrongKeyHintNamesSetting(t *testing.T) {
 	c := newCLI(t)
 	os.WriteFile("till.yaml", []byte("version: 1\nvault: {key_file: keys/till.key}\n"), 0o644)
+	os.Mkdir("keys", 0o700)
 	if _, errOut, code := c.run(key, "secret", "set", "openai"); code != 0 {
 		t.Fatalf("secret set: exit %d: %s", code, errOut)
 	}
