@@ -45,6 +45,9 @@ type Config struct {
 	Log Log
 	// Clients are the known callers, identified by their token.
 	Clients []Client
+	// Sources are where routes' secrets that are refs (SOURCE:PATH) are
+	// fetched from.
+	Sources []Source
 	// Routes map requests to upstreams and the secret injected into them.
 	Routes []Route
 	// BrowserOrigins are the web origins ("https://app.example.com") whose
@@ -201,8 +204,11 @@ type Route struct {
 	// hosts or with AllowPlaintext. It has no userinfo, query or fragment,
 	// and its path has no trailing "/".
 	Upstream *url.URL
-	// Secret is the vault entry to inject; default Name.
+	// Secret is the vault entry to inject, default Name; or, when Ref is
+	// set, the ref as written (SOURCE:PATH#FIELD).
 	Secret string
+	// Ref, when set, says that the secret is fetched from a source.
+	Ref *SecretRef
 	// Inject says how the secret is attached to the request.
 	Inject Inject
 	// Headers are extra request headers, added when the app did not send

@@ -43,8 +43,8 @@ func TestParseErrors(t *testing.T) {
 		{"version 2", "version: 2\n", `till.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`},
 		{"version string", "version: \"1\"\n", `till.yaml:1: version: must be a whole number`},
 		{"unknown root field", "version: 1\nlisen: 127.0.0.1:1\n", `till.yaml:2: lisen: unknown field (did you mean "listen"?)`},
-		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names)`},
-		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names)`},
+		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names, sources)`},
+		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names, sources)`},
 		{"duplicate field", "version: 1\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `till.yaml:3: listen: duplicate field (first at line 2)`},
 		{"alias", "version: 1\nlisten: &a 127.0.0.1:1\nadmin: {listen: *a}\n", `till.yaml:3: admin.listen: yaml aliases are not supported (hint: repeat the value)`},
 		{"bad listen", "version: 1\nlisten: 8080\n", `till.yaml:2: listen: must be host:port (e.g. 127.0.0.1:8080)`},
@@ -118,6 +118,28 @@ func TestParseErrors(t *testing.T) {
 		{"burst without rate", "version: 1\nroutes:\n  - {name: x, preset: openai, burst: 5}\n", `till.yaml:3: routes[0].burst: needs a rate (hint: add rate: 10/s)`},
 		{"bad timeout", "version: 1\nroutes:\n  - {name: x, preset: openai, timeout: 60}\n", `till.yaml:3: routes[0].timeout: must be a duration such as 30s, 5m, 12h or 90d`},
 		{"bad max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 10 parsecs}\n", `till.yaml:3: routes[0].max_body: must be a size such as 512KB, 10MB or 1GiB`},
+		{"source unknown type", "version: 1\nsources:\n  - {name: s, type: gcp}\n", `till.yaml:3: sources[0].type: must be "vault" or "aws_secretsmanager" or "files" or "exec"`},
+		{"source vault not built", "version: 1\nsources:\n  - {name: corp, type: vault}\n", `till.yaml:3: sources[0].type: "vault" sources are not built yet in this till (hint: use files or exec)`},
+		{"source aws not built", "version: 1\nsources:\n  - {name: aws, type: aws_secretsmanager}\n", `till.yaml:3: sources[0].type: "aws_secretsmanager" sources are not built yet in this till (hint: use files or exec)`},
+		{"source name till", "version: 1\nsources:\n  - {name: till, type: files, dir: /s}\n", `till.yaml:3: sources[0].name: "till" is reserved`},
+		{"source bad name", "version: 1\nsources:\n  - {name: Mounted, type: files, dir: /s}\n", `till.yaml:3: sources[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`},
+		{"source duplicate", "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\n  - {name: m, type: files, dir: /t}\n", `till.yaml:4: sources[1].name: duplicate source name "m" (first at line 3)`},
+		{"source without type", "version: 1\nsources:\n  - {name: m}\n", `till.yaml:3: sources[0].type: required (hint: vault, aws_secretsmanager, files, exec)`},
+		{"source unknown field", "version: 1\nsources:\n  - {name: m, type: files, dir: /s, failure_tll: 1s}\n", `till.yaml:3: sources[0].failure_tll: unknown field (did you mean "failure_ttl"?)`},
+		{"files without dir", "version: 1\nsources:\n  - {name: m, type: files}\n", `till.yaml:3: sources[0].dir: required (hint: the folder holding one file per secret)`},
+		{"exec without command", "version: 1\nsources:\n  - {name: op, type: exec}\n", `till.yaml:3: sources[0].command: required (hint: the helper's argv, such as [op, read]; the ref's path is appended)`},
+		{"exec command a string", "version: 1\nsources:\n  - {name: op, type: exec, command: op read}\n", `till.yaml:3: sources[0].command: must be a list of arguments such as [op, read] (it runs without a shell)`},
+		{"exec empty command", "version: 1\nsources:\n  - {name: op, type: exec, command: []}\n", `till.yaml:3: sources[0].command: must name a program`},
+		{"dir on exec", "version: 1\nsources:\n  - {name: op, type: exec, command: [op], dir: /s}\n", `till.yaml:3: sources[0].dir: only used with type: files`},
+		{"timeout on files", "version: 1\nsources:\n  - {name: m, type: files, dir: /s, timeout: 1s}\n", `till.yaml:3: sources[0].timeout: only used with type: exec`},
+		{"source zero ttl", "version: 1\nsources:\n  - {name: m, type: files, dir: /s, ttl: 0s}\n", `till.yaml:3: sources[0].ttl: must be more than zero`},
+		{"source bad failure_ttl", "version: 1\nsources:\n  - {name: m, type: files, dir: /s, failure_ttl: soon}\n", `till.yaml:3: sources[0].failure_ttl: must be a duration such as 0s, 30s, 5m or 1h`},
+		{"ref to unknown source", "version: 1\nsources:\n  - {name: mounted, type: files, dir: /s}\nroutes:\n  - {name: x, preset: openai, secret: \"mountd:openai\"}\n", `till.yaml:5: routes[0].secret: unknown source "mountd" (did you mean "mounted"?)`},
+		{"ref without sources", "version: 1\nroutes:\n  - {name: x, preset: openai, secret: \"corp:secret/openai\"}\n", `till.yaml:3: routes[0].secret: unknown source "corp" (hint: define it under sources:, or use a vault secret name without ":")`},
+		{"ref far from sources", "version: 1\nsources:\n  - {name: mounted, type: files, dir: /s}\nroutes:\n  - {name: x, preset: openai, secret: \"zzzzzz:openai\"}\n", `till.yaml:5: routes[0].secret: unknown source "zzzzzz" (known: mounted)`},
+		{"ref without path", "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\nroutes:\n  - {name: x, preset: openai, secret: \"m:\"}\n", `till.yaml:5: routes[0].secret: must name a path after the source (SOURCE:PATH)`},
+		{"ref bad field", "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\nroutes:\n  - {name: x, preset: openai, secret: \"m:a#b c\"}\n", `till.yaml:5: routes[0].secret: field after # must be 1 to 64 characters of letters, digits, '_', '.' and '-'`},
+		{"ref to till", "version: 1\nroutes:\n  - {name: x, preset: openai, secret: \"till:ca\"}\n", `till.yaml:3: routes[0].secret: source name "till" is reserved`},
 		{"routes not a list", "version: 1\nroutes: {name: x}\n", `till.yaml:2: routes: must be a list (hint: [a, b] or one "- item" per line)`},
 		{"clients a word", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: everyone\n", `till.yaml:5: routes[0].clients: must be a list of client names such as [web], or any (hint: "clients: any" accepts anyone who can reach the listener)`},
 		{"clients any in brackets", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: [any]\n", `till.yaml:5: routes[0].clients[0]: unknown client "any" (hint: "clients: any", without brackets, accepts any client)`},
@@ -523,7 +545,7 @@ func TestStarterConfig(t *testing.T) {
 	if len(c.Routes) != 0 {
 		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
 	}
-	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys}
 	for _, keys := range all {
 		for _, k := range keys {
 			if !strings.Contains(string(s), k+":") {
@@ -555,7 +577,7 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:79: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:91: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'
@@ -581,5 +603,32 @@ func TestSuggest(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseSources(t *testing.T) {
+	y := "version: 1\nsources:\n  - {name: mounted, type: files, dir: secrets}\n  - name: op\n    type: exec\n    command: [op, read]\n    ttl: 1m\n    failure_ttl: 30s\n    timeout: 2s\nroutes:\n  - {name: a, preset: openai, secret: \"mounted:openai\"}\n  - {name: b, preset: openai, prefix: /b, secret: \"op:op://vault/item#key\"}\n"
+	c, err := Parse("till.yaml", []byte(y), "/etc/till")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Source{
+		{Name: "mounted", Type: "files", TTL: DefaultSourceTTL, Dir: "/etc/till/secrets", Line: 3},
+		{Name: "op", Type: "exec", TTL: time.Minute, FailureTTL: 30 * time.Second, Command: []string{"op", "read"}, Timeout: 2 * time.Second, Line: 4},
+	}
+	if !reflect.DeepEqual(c.Sources, want) {
+		t.Errorf("got %+v, want %+v", c.Sources, want)
+	}
+	refs := []*SecretRef{{Source: "mounted", Path: "openai"}, {Source: "op", Path: "op://vault/item", Field: "key"}}
+	for i, r := range c.Routes {
+		if !reflect.DeepEqual(r.Ref, refs[i]) {
+			t.Errorf("routes[%d].Ref: got %+v, want %+v", i, r.Ref, refs[i])
+		}
+		if got := r.Ref.String(); got != r.Secret {
+			t.Errorf("routes[%d]: got ref %q, want %q", i, got, r.Secret)
+		}
+	}
+	if c.Routes[0].Ref == nil || c.Routes[1].Ref.Field != "key" {
+		t.Errorf("refs not parsed")
 	}
 }

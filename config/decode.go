@@ -20,7 +20,7 @@ import (
 // The keys each mapping accepts. They drive unknown-field errors, their
 // "did you mean" suggestions, and the test that StarterConfig mentions them.
 var (
-	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names"}
+	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names", "sources"}
 	tlsKeys     = []string{"names", "acme"}
 	acmeKeys    = []string{"email", "ca"}
 	adminKeys   = []string{"listen", "token_sha256"}
@@ -34,6 +34,7 @@ var (
 	injectKeys  = []string{"header", "format", "query", "basic"}
 	basicKeys   = []string{"username", "password"}
 	allowKeys   = []string{"methods", "paths"}
+	sourceKeys  = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout"}
 )
 
 // Load reads the config file at path (at most MaxSize bytes) and parses it,
@@ -467,6 +468,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 			}
 		})
 	}
+	if v := f["sources"]; v != nil {
+		c.Sources = d.sources(v, "sources")
+	}
 	var clients []*yaml.Node
 	if v := f["clients"]; v != nil {
 		d.list(v, "clients", func(n *yaml.Node, p string) {
@@ -486,6 +490,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		})
 	}
 	d.crossCheck(c, clients, routes)
+	d.checkRefs(c, routes)
 	return c
 }
 

@@ -17,6 +17,7 @@ type routeNodes struct {
 	node    *yaml.Node
 	name    *yaml.Node
 	prefix  *yaml.Node
+	secret  *yaml.Node
 	clients []*yaml.Node
 }
 
@@ -89,7 +90,14 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 
 	if v := f["secret"]; v != nil {
 		p := join(path, "secret")
-		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validSecretName(s)) {
+		rn.secret = v
+		switch s, ok := d.nonEmpty(v, p); {
+		case !ok:
+		case IsSecretRef(s):
+			if ref, err := ParseSecretRef(s); d.check(v, p, err) {
+				r.Secret, r.Ref = s, &ref
+			}
+		case d.check(v, p, validSecretName(s)):
 			r.Secret = s
 		}
 	} else {

@@ -1,0 +1,259 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Source is a place provider keys are fetched from instead of the vault
+// file: a route's secret names one as SOURCE:PATH or SOURCE:PATH#FIELD.
+type Source struct {
+	// Name is how refs name the source: [a-z0-9][a-z0-9_-]*, not "till".
+	Name string
+	// Type is one of SourceTypes.
+	Type string
+	// TTL is how long a fetched value is used before it is fetched again
+	// (refreshed in the background before then); default 5m.
+	TTL time.Duration
+	// FailureTTL is how long after the last good fetch its value may still
+	// be used while the source fails; 0 (the default) refuses at once.
+	FailureTTL time.Duration
+	// Dir is the folder of a files source, absolute: one file per secret.
+	Dir string
+	// Command is an exec source's argv; the ref's path is appended. It
+	// runs without a shell.
+	Command []string
+	// Timeout bounds one run of an exec source's command; default 10s.
+	Timeout time.Duration
+	// Line is the source's line in the config file (for messages).
+	Line int
+}
+
+// SourceTypes are the types a source may have, in the order the contract
+// lists them.
+var SourceTypes = []string{"vault", "aws_secretsmanager", "files", "exec"}
+
+// builtSourceTypes are the source types this till can use; the others
+// are refused with a message that says so.
+var builtSourceTypes = []string{"files", "exec"}
+
+// Source defaults.
+const (
+	DefaultSourceTTL     = 5 * time.Minute
+	DefaultSourceTimeout = 10 * time.Second
+)
+
+// SecretRef is a route's secret that lives in a source: SOURCE:PATH or
+// SOURCE:PATH#FIELD.
+type SecretRef struct {
+	// Source names an entry of Config.Sources.
+	Source string
+	// Path is what the source looks up: a file under a files source's
+	// folder, the argument given to an exec source's command.
+	Path string
+	// Field, when set, picks one field of a JSON object value.
+	Field string
+}
+
+// String is the ref as written in the config; audit records and logs name
+// the secret by it.
+func (r SecretRef) String() string {
+	s := r.Source + ":" + r.Path
+	if r.Field != "" {
+		s += "#" + r.Field
+	}
+	return s
+}
+
+var (
+	fieldRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	// maxRefPath bounds a ref's path: it is a file name or an argument,
+	// never a document.
+	maxRefPath = 1024
+)
+
+// IsSecretRef reports whether a route's secret names a source (it has a
+// ":", which vault names never do).
+func IsSecretRef(s string) bool { return strings.Contains(s, ":") }
+
+// ParseSecretRef splits SOURCE:PATH[#FIELD] and checks its parts; it does
+// not check that the source exists. Messages never quote the ref.
+func ParseSecretRef(s string) (SecretRef, error) {
+	src, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return SecretRef{}, errorString("must be SOURCE:PATH or SOURCE:PATH#FIELD")
+	}
+	path, field, hasField := strings.Cut(rest, "#")
+	ref := SecretRef{Source: src, Path: path, Field: field}
+	if err := validSourceName(src); err != nil {
+		return ref, errorString("source name " + err.Error())
+	}
+	switch {
+	case path == "":
+		return ref, errorString("must name a path after the source (SOURCE:PATH)")
+	case len(path) > maxRefPath:
+		return ref, errorString(fmt.Sprintf("path must be at most %d characters", maxRefPath))
+	case strings.ContainsFunc(path, isControl):
+		return ref, errorString("path must not contain control characters")
+	case hasField && !fieldRE.MatchString(field):
+		return ref, errorString("field after # must be 1 to 64 characters of letters, digits, '_', '.' and '-'")
+	}
+	return ref, nil
+}
+
+func validSourceName(s string) error {
+	if s == "till" {
+		return errorString(`"till" is reserved`)
+	}
+	return ValidName(s)
+}
+
+// sources decodes the sources list.
+func (d *decoder) sources(n *yaml.Node, path string) []Source {
+	var out []Source
+	seen := map[string]int{}
+	d.list(n, path, func(v *yaml.Node, p string) {
+		s, ok := d.source(v, p)
+		if !ok {
+			return
+		}
+		if s.Name != "" {
+			if first, dup := seen[s.Name]; dup {
+				d.errorf(v, join(p, "name"), "duplicate source name %q (first at line %d)", s.Name, first)
+				return
+			}
+			seen[s.Name] = s.Line
+		}
+		out = append(out, s)
+	})
+	return out
+}
+
+func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
+	s := Source{Line: n.Line, TTL: DefaultSourceTTL}
+	f := d.fields(n, path, sourceKeys)
+	if f == nil {
+		return s, false
+	}
+	ok := true
+	if v := f["name"]; v == nil {
+		d.errorf(n, join(path, "name"), "required")
+		ok = false
+	} else if name, good := d.nonEmpty(v, join(path, "name")); good && d.check(v, join(path, "name"), validSourceName(name)) {
+		s.Name = name
+	} else {
+		ok = false
+	}
+	if v := f["type"]; v == nil {
+		d.errorf(n, join(path, "type"), "required (hint: %s)", strings.Join(SourceTypes, ", "))
+		ok = false
+	} else if t, good := d.enum(v, join(path, "type"), SourceTypes...); !good {
+		ok = false
+	} else if !slices.Contains(builtSourceTypes, t) {
+		d.errorf(v, join(path, "type"), "%q sources are not built yet in this till (hint: use files or exec)", t)
+		ok = false
+	} else {
+		s.Type = t
+	}
+	if v := f["ttl"]; v != nil {
+		if t, good := d.duration(v, join(path, "ttl")); good {
+			s.TTL = t
+		}
+	}
+	if v := f["failure_ttl"]; v != nil {
+		p := join(path, "failure_ttl")
+		if str, good := d.str(v, p); good {
+			t, err := ParseDuration(str)
+			if err != nil || t < 0 {
+				d.errorf(v, p, "must be a duration such as 0s, 30s, 5m or 1h")
+			} else {
+				s.FailureTTL = t
+			}
+		}
+	}
+	only := func(key, typ string) {
+		if v := f[key]; v != nil && s.Type != "" && s.Type != typ {
+			d.errorf(v, join(path, key), "only used with type: %s", typ)
+			ok = false
+		}
+	}
+	only("dir", "files")
+	only("command", "exec")
+	only("timeout", "exec")
+	switch s.Type {
+	case "files":
+		if v := f["dir"]; v == nil {
+			d.errorf(n, join(path, "dir"), "required (hint: the folder holding one file per secret)")
+			ok = false
+		} else if p, good := d.filePath(v, join(path, "dir")); good {
+			s.Dir = p
+		} else {
+			ok = false
+		}
+	case "exec":
+		s.Timeout = DefaultSourceTimeout
+		if v := f["command"]; v == nil {
+			d.errorf(n, join(path, "command"), "required (hint: the helper's argv, such as [op, read]; the ref's path is appended)")
+			ok = false
+		} else {
+			p := join(path, "command")
+			if v.Kind == yaml.ScalarNode {
+				d.errorf(v, p, "must be a list of arguments such as [op, read] (it runs without a shell)")
+				ok = false
+			} else {
+				s.Command = d.strs(v, p)
+				if len(s.Command) == 0 {
+					d.errorf(v, p, "must name a program")
+					ok = false
+				}
+				for i, a := range s.Command {
+					if strings.ContainsFunc(a, isControl) {
+						d.errorf(v, fmt.Sprintf("%s[%d]", p, i), "must not contain control characters")
+						ok = false
+					}
+				}
+			}
+		}
+		if v := f["timeout"]; v != nil {
+			if t, good := d.duration(v, join(path, "timeout")); good {
+				s.Timeout = t
+			}
+		}
+	}
+	return s, ok
+}
+
+// checkRefs checks that every route whose secret is a ref names a
+// configured source.
+func (d *decoder) checkRefs(c *Config, routes []routeNodes) {
+	names := make([]string, 0, len(c.Sources))
+	for _, s := range c.Sources {
+		names = append(names, s.Name)
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Ref == nil {
+			continue
+		}
+		n, p := routes[i].secret, join(routes[i].path, "secret")
+		if n == nil {
+			n = routes[i].node
+		}
+		if slices.Contains(names, r.Ref.Source) {
+			continue
+		}
+		switch sg := suggest(r.Ref.Source, names); {
+		case sg != "":
+			d.errorf(n, p, "unknown source %q (did you mean %q?)", r.Ref.Source, sg)
+		case len(names) == 0:
+			d.errorf(n, p, "unknown source %q (hint: define it under sources:, or use a vault secret name without \":\")", r.Ref.Source)
+		default:
+			d.errorf(n, p, "unknown source %q (known: %s)", r.Ref.Source, strings.Join(names, ", "))
+		}
+	}
+}
