@@ -1,0 +1,260 @@
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tillgw/till/vault"
+)
+
+// Spec is one configured source as the cache uses it.
+type Spec struct {
+	// Source fetches the values.
+	Source Source
+	// TTL is how long a fetched value is used; it is refreshed in the
+	// background once RefreshAt of it has passed.
+	TTL time.Duration
+	// FailureTTL is how long after the last good fetch its value stands in
+	// while the source fails; 0 refuses at once.
+	FailureTTL time.Duration
+	// ID identifies the source's settings: a change of ID drops the values
+	// fetched under the old ones.
+	ID string
+}
+
+// Result is a ref's value as a request uses it.
+type Result struct {
+	// Secret holds the value, named by the ref; Updated is the version
+	// time (or the fetch time when the source gives none).
+	Secret vault.Secret
+	// Stale reports a value past its ttl, used because its source fails
+	// and it is younger than failure_ttl (audit reason secret_stale).
+	Stale bool
+}
+
+// Options configure a Cache.
+type Options struct {
+	// Size bounds the number of refs held; default DefaultSize.
+	Size int
+	// Log is the operational log: fetch failures, rotations.
+	Log zerolog.Logger
+	// OnFetch, when set, is told of each fetch: the source's name and
+	// "ok" or "error" (till_secret_fetches_total).
+	OnFetch func(source, result string)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultSize is how many refs a cache holds by default.
+const DefaultSize = 4096
+
+// RefreshAt is the share of a ttl after which a value is refreshed in the
+// background, so that a request seldom waits for a fetch.
+const RefreshAt = 0.75
+
+// retryAfterFailure is how long a failed fetch is remembered: requests in
+// that time get the failure at once rather than each starting a fetch of
+// their own (a helper that hangs would hold every one of them).
+const retryAfterFailure = time.Second
+
+// Cache holds fetched values in memory, keyed by ref. It is safe for
+// concurrent use.
+type Cache struct {
+	specs   atomic.Pointer[map[string]Spec]
+	entries *lru.Cache[string, *entry]
+	flight  singleflight.Group
+	log     zerolog.Logger
+	onFetch func(source, result string)
+	now     func() time.Time
+}
+
+// entry is what the cache knows of one ref. It is replaced, never changed,
+// but for refreshing.
+type entry struct {
+	secret   vault.Secret // zero when no fetch has succeeded
+	good     time.Time    // the last successful fetch
+	failedAt time.Time    // the last failed fetch after good, if any
+	err      error
+	// refreshing is set while a background refresh of this entry runs.
+	refreshing atomic.Bool
+}
+
+// NewCache returns a cache of the given sources, by name.
+func NewCache(specs map[string]Spec, opts Options) *Cache {
+	if opts.Size <= 0 {
+		opts.Size = DefaultSize
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	entries, _ := lru.New[string, *entry](opts.Size) // errs only for a size <= 0
+	c := &Cache{entries: entries, log: opts.Log, onFetch: opts.OnFetch, now: opts.Now}
+	c.specs.Store(&specs)
+	return c
+}
+
+// SetSources replaces the sources (a reload). Values fetched from a source
+// that is gone or whose settings changed are dropped.
+func (c *Cache) SetSources(specs map[string]Spec) {
+	old := *c.specs.Swap(&specs)
+	for _, ref := range c.entries.Keys() {
+		name, _, _ := strings.Cut(ref, ":")
+		if n, ok := specs[name]; !ok || n.ID != old[name].ID {
+			c.entries.Remove(ref)
+		}
+	}
+}
+
+// Cached reports whether ref has a value younger than its ttl.
+func (c *Cache) Cached(ref string) bool {
+	name, _, _ := strings.Cut(ref, ":")
+	spec, ok := (*c.specs.Load())[name]
+	e, found := c.entries.Peek(ref)
+	return ok && found && !e.good.IsZero() && c.now().Sub(e.good) < spec.TTL
+}
+
+// Get returns ref's value: the cached one while it is younger than its
+// source's ttl (refreshed in the background near the end), else a fresh
+// fetch, shared with every other request for ref. When the fetch fails,
+// a value younger than failure_ttl is returned as Stale; otherwise the
+// error wraps ErrUnavailable.
+func (c *Cache) Get(ctx context.Context, ref string) (Result, error) {
+	name, _, _ := strings.Cut(ref, ":")
+	spec, ok := (*c.specs.Load())[name]
+	if !ok {
+		return Result{}, fmt.Errorf("%w: no source named %q", ErrUnavailable, name)
+	}
+	now := c.now()
+	e, found := c.entries.Get(ref)
+	if found && !e.good.IsZero() {
+		age := now.Sub(e.good)
+		if age < spec.TTL {
+			if age >= time.Duration(float64(spec.TTL)*RefreshAt) && e.refreshing.CompareAndSwap(false, true) {
+				go func() {
+					defer e.refreshing.Store(false)
+					_, _ = c.fetch(ref, spec)
+				}()
+			}
+			return Result{Secret: e.secret}, nil
+		}
+	}
+	if !found || e.failedAt.IsZero() || now.Sub(e.failedAt) >= retryAfterFailure {
+		ch := c.flight.DoChan(ref, func() (any, error) { return c.fetch(ref, spec) })
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		case r := <-ch:
+			e = r.Val.(*entry)
+		}
+	}
+	if e.err == nil {
+		return Result{Secret: e.secret}, nil
+	}
+	if !e.good.IsZero() && spec.FailureTTL > 0 && c.now().Sub(e.good) < spec.FailureTTL {
+		return Result{Secret: e.secret, Stale: true}, nil
+	}
+	return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, e.err)
+}
+
+// fetch fetches ref unless a fetch that finished meanwhile made it fresh,
+// stores the outcome and returns the entry. Its error is always nil: a
+// failure is the entry's.
+func (c *Cache) fetch(ref string, spec Spec) (*entry, error) {
+	old, found := c.entries.Peek(ref)
+	now := c.now()
+	if found && old.err == nil && !old.good.IsZero() && now.Sub(old.good) < time.Duration(float64(spec.TTL)*RefreshAt) {
+		return old, nil // fetched while this call waited for its turn
+	}
+	name, rest, _ := strings.Cut(ref, ":")
+	path, field, _ := strings.Cut(rest, "#")
+	sec, err := c.fetchOne(spec, ref, path, field)
+	now = c.now()
+	if err != nil {
+		c.count(name, "error")
+		c.log.Warn().Str("source", name).Str("secret", ref).Str("error", err.Error()).Msg("cannot fetch a secret from its source")
+		e := &entry{failedAt: now, err: err}
+		if found {
+			e.secret, e.good = old.secret, old.good
+		}
+		c.entries.Add(ref, e)
+		return e, nil
+	}
+	c.count(name, "ok")
+	if !found || old.secret.Fingerprint() != sec.Fingerprint() {
+		ev := c.log.Info()
+		if found && !old.good.IsZero() {
+			ev = ev.Str("previous_fp", old.secret.Fingerprint())
+		}
+		ev.Str("source", name).Str("secret", ref).Str("key_fp", sec.Fingerprint()).Msg("fetched a new value of a secret")
+	}
+	e := &entry{secret: sec, good: now}
+	c.entries.Add(ref, e)
+	return e, nil
+}
+
+// fetchTimeout bounds a fetch whose source sets no bound of its own.
+const fetchTimeout = time.Minute
+
+// fetchOne fetches path from the source and makes the value of ref: the
+// field of a JSON object when field is set, else the whole value, with one
+// trailing newline trimmed.
+func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, error) {
+	// Not the request's context: the fetch serves every request waiting
+	// for it, and the value is kept for the next ones.
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	raw, meta, err := spec.Source.Fetch(ctx, path)
+	if err != nil {
+		return vault.Secret{}, err
+	}
+	var value string
+	if field != "" {
+		value, err = pickField(raw, field)
+	} else {
+		value, err = vault.CleanValue(raw)
+	}
+	if err != nil {
+		return vault.Secret{}, err
+	}
+	version := meta.Version
+	if version.IsZero() {
+		version = c.now()
+	}
+	return vault.NewSecret(ref, value, version), nil
+}
+
+// pickField returns one string field of a JSON object; errors name the
+// field, never a value.
+func pickField(raw []byte, field string) (string, error) {
+	var fields map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return "", fmt.Errorf("value is not a JSON object, so it has no field %q", field)
+	}
+	v, ok := fields[field]
+	if !ok {
+		return "", fmt.Errorf("value has no field %q", field)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("field %q is not a string", field)
+	}
+	if _, err := vault.CleanValue([]byte(s)); err != nil || strings.HasSuffix(s, "\n") {
+		return "", fmt.Errorf("field %q: not a usable value (empty, too long, or with control characters)", field)
+	}
+	return s, nil
+}
+
+func (c *Cache) count(source, result string) {
+	if c.onFetch != nil {
+		c.onFetch(source, result)
+	}
+}

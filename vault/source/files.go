@@ -1,0 +1,63 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Files reads one file per secret under Dir, such as a Kubernetes Secret
+// volume. It opens the file afresh at every fetch, so Kubernetes's atomic
+// update (a new folder, then the ..data symlink swapped to it) is seen at
+// the next one. Symlinks are followed only within Dir.
+type Files struct {
+	// Dir is the folder, absolute.
+	Dir string
+}
+
+var _ Source = Files{}
+
+// Fetch reads the file at path, relative to Dir; its mtime is the
+// version time.
+func (f Files) Fetch(_ context.Context, path string) ([]byte, Meta, error) {
+	if !filepath.IsLocal(path) {
+		return nil, Meta{}, fmt.Errorf("path %q is not a file inside the source's folder", path)
+	}
+	root, err := os.OpenRoot(f.Dir)
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("open the source's folder: %w", pathless(err))
+	}
+	defer root.Close()
+	file, err := root.Open(path)
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("open %q: %w", path, pathless(err))
+	}
+	defer file.Close()
+	st, err := file.Stat()
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("stat %q: %w", path, pathless(err))
+	}
+	if !st.Mode().IsRegular() {
+		return nil, Meta{}, fmt.Errorf("%q is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(file, maxRaw+1))
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("read %q: %w", path, pathless(err))
+	}
+	if len(data) > maxRaw {
+		return nil, Meta{}, fmt.Errorf("%q is larger than %d bytes", path, maxRaw)
+	}
+	return data, Meta{Version: st.ModTime()}, nil
+}
+
+// pathless drops the *PathError's path, which the caller names itself.
+func pathless(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

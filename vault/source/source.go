@@ -1,0 +1,40 @@
+// Package source fetches provider keys from where an organization keeps
+// them (a folder of files such as a Kubernetes Secret volume, a credential
+// helper) and caches them in memory for the request path.
+//
+// A [Source] knows how to fetch one path; a [Cache] holds what was fetched,
+// keyed by ref (SOURCE:PATH#FIELD), fetches each ref at most once at a time
+// however many requests wait, refreshes it before its ttl runs out, and
+// falls back to the last good value for failure_ttl while its source fails.
+// Values live in memory only, as [vault.Secret]s, which redact themselves.
+package source
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Source fetches the raw value at path. Errors must not hold the value:
+// they are logged.
+type Source interface {
+	// Fetch returns the value at path, as stored (one trailing newline
+	// is the cache's to trim), and what the source knows of its version.
+	Fetch(ctx context.Context, path string) ([]byte, Meta, error)
+}
+
+// Meta is what a source says about a value besides the value.
+type Meta struct {
+	// Version is when the value's version was created (a file's mtime);
+	// zero when the source cannot say, and then the fetch time is used.
+	// vault.max_age counts from it.
+	Version time.Time
+}
+
+// ErrUnavailable is the error of a ref that cannot be fetched and has no
+// good value young enough to stand in (503 secret_unavailable).
+var ErrUnavailable = errors.New("secret source unavailable")
+
+// maxRaw caps what a source reads for one value: a JSON document of
+// fields may be larger than one value, but never a file of any size.
+const maxRaw = 1 << 20

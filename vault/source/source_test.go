@@ -1,0 +1,227 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// fakeSource is a Source whose fetch is a function.
+type fakeSource struct {
+	fetch func(ctx context.Context, path string) ([]byte, Meta, error)
+}
+
+func (f fakeSource) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
+	return f.fetch(ctx, path)
+}
+
+// clock is a settable time.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func TestCacheSingleFetchUnderLoad(t *testing.T) {
+	var n atomic.Int32
+	release := make(chan struct{})
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		n.Add(1)
+		<-release
+		return []byte("v1\n"), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := c.Get(context.Background(), "s:k")
+			if err != nil {
+				errs <- err
+				return
+			}
+			if v, _ := r.Secret.Value(); v != "v1" {
+				errs <- errors.New("wrong value")
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := n.Load(); got != 1 {
+		t.Errorf("got %d fetches, want 1", got)
+	}
+}
+
+func TestCacheTTLRefreshAndFailure(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	var value atomic.Value
+	value.Store("v1")
+	var fail atomic.Bool
+	var n atomic.Int32
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		n.Add(1)
+		if fail.Load() {
+			return nil, Meta{}, errors.New("down")
+		}
+		return []byte(value.Load().(string)), Meta{}, nil
+	}}
+	var fetches sync.Map
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: 30 * time.Second}},
+		Options{Now: clk.now, Log: zerolog.Nop(), OnFetch: func(s, r string) { fetches.Store(s+"/"+r, true) }})
+	get := func() (string, bool, error) {
+		r, err := c.Get(context.Background(), "s:k")
+		v, _ := r.Secret.Value()
+		return v, r.Stale, err
+	}
+	if v, _, err := get(); err != nil || v != "v1" {
+		t.Fatalf("got %q, %v, want v1", v, err)
+	}
+	value.Store("v2")
+	clk.add(5 * time.Second)
+	if v, _, _ := get(); v != "v1" {
+		t.Errorf("within ttl: got %q, want v1 (cached)", v)
+	}
+	clk.add(3 * time.Second) // past RefreshAt: a background refresh
+	if v, _, _ := get(); v != "v1" {
+		t.Errorf("refresh window: got %q, want v1 while the refresh runs", v)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for n.Load() < 2 && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	time.Sleep(10 * time.Millisecond)
+	if v, _, _ := get(); v != "v2" {
+		t.Errorf("after refresh: got %q, want v2", v)
+	}
+	fail.Store(true)
+	clk.add(11 * time.Second) // past ttl, source down, within failure_ttl
+	v, stale, err := get()
+	if err != nil || v != "v2" || !stale {
+		t.Errorf("failing source: got %q stale=%v err=%v, want v2 stale", v, stale, err)
+	}
+	clk.add(30 * time.Second) // past failure_ttl
+	if _, _, err := get(); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("past failure_ttl: got %v, want ErrUnavailable", err)
+	}
+	if _, ok := fetches.Load("s/error"); !ok {
+		t.Error("OnFetch was not told of the failure")
+	}
+}
+
+func TestCacheFields(t *testing.T) {
+	src := fakeSource{func(_ context.Context, p string) ([]byte, Meta, error) {
+		return []byte(`{"api_key": "k1", "n": 3}`), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{})
+	tests := []struct{ ref, want, err string }{
+		{"s:x#api_key", "k1", ""},
+		{"s:x#missing", "", `has no field "missing"`},
+		{"s:x#n", "", `field "n" is not a string`},
+		{"t:x", "", `no source named "t"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			r, err := c.Get(context.Background(), tt.ref)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("got %v, want an error with %q", err, tt.err)
+				}
+				return
+			}
+			if v, _ := r.Secret.Value(); err != nil || v != tt.want {
+				t.Errorf("got %q, %v, want %q", v, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFiles(t *testing.T) {
+	dir := t.TempDir()
+	// A Kubernetes Secret volume: key -> ..data/key, ..data -> ..v1.
+	for _, v := range []string{"..v1", "..v2"} {
+		if err := os.Mkdir(filepath.Join(dir, v), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, v, "key"), []byte("value-"+v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink("..v1", filepath.Join(dir, "..data")))
+	must(os.Symlink("..data/key", filepath.Join(dir, "key")))
+	must(os.Symlink("/etc/passwd", filepath.Join(dir, "escape")))
+	f := Files{Dir: dir}
+	got, meta, err := f.Fetch(context.Background(), "key")
+	if err != nil || string(got) != "value-..v1\n" || meta.Version.IsZero() {
+		t.Fatalf("got %q, %v, %v", got, meta, err)
+	}
+	must(os.Symlink("..v2", filepath.Join(dir, "..data.tmp")))
+	must(os.Rename(filepath.Join(dir, "..data.tmp"), filepath.Join(dir, "..data")))
+	if got, _, _ := f.Fetch(context.Background(), "key"); string(got) != "value-..v2\n" {
+		t.Errorf("after the ..data swap: got %q", got)
+	}
+	for _, p := range []string{"../x", "/etc/passwd", "escape", "missing", "..v1"} {
+		if _, _, err := f.Fetch(context.Background(), p); err == nil {
+			t.Errorf("%s: got no error", p)
+		}
+	}
+}
+
+func TestExec(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("needs sh")
+	}
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ok := script("ok", `printf 'val-%s\n' "$1"; echo "warning for val-$1" >&2`)
+	fail := script("fail", "echo oops >&2; exit 3\n")
+	hang := script("hang", "sleep 30 & sleep 30\n")
+	var logs strings.Builder
+	log := zerolog.New(&logs)
+	got, _, err := Exec{Name: "op", Command: []string{ok}, Timeout: 5 * time.Second, Log: log}.Fetch(context.Background(), "a b")
+	if err != nil || string(got) != "val-a b\n" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if strings.Contains(logs.String(), "val-a b") || !strings.Contains(logs.String(), "REDACTED") {
+		t.Errorf("stderr logged with the value: %s", logs.String())
+	}
+	if _, _, err := (Exec{Command: []string{fail}, Log: log}).Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Errorf("fail: got %v", err)
+	}
+	start := time.Now()
+	if _, _, err := (Exec{Command: []string{hang}, Timeout: 200 * time.Millisecond, Log: log}).Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Errorf("hang: got %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("hang took %s", d)
+	}
+}
