@@ -15,10 +15,16 @@ type Decision struct {
 	Code    string // the error code, when refused
 	Reason  string // why, a fixed sentence for the app
 	// Warning is set on an allowed request that the audit record should
-	// question: secret_expired, under on_expired: warn.
+	// question: secret_expired, under on_expired: warn; secret_stale, a
+	// source's last good value used within its failure_ttl.
 	Warning    string
 	RetryAfter int    // seconds, when rate_limited
 	Client     string // the client's audit name
+	// inj is the key to attach to an allowed request: the route's own, or
+	// the current value of its source ref.
+	inj *injection
+	// fetchErr is why the key could not be fetched, for the log.
+	fetchErr error
 }
 
 // rates takes one request from a route's rate; nil in a dry run, where no
@@ -52,13 +58,25 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 			return refuse(apiError{CodeRateLimited, "this client is over the route's rate"})
 		}
 	}
-	e, ok, warn := rt.secretState(now, s.onExpired)
+	inj, stale := rt.injection, false
+	if rt.sourced != nil {
+		var err error
+		if inj, stale, err = rt.sourced.current(r.Context()); err != nil {
+			d.fetchErr = err
+			return refuse(errSecretUnavailable)
+		}
+	}
+	e, ok, warn := inj.secretState(now, s.onExpired)
 	if !ok {
 		return refuse(e)
 	}
-	if warn {
+	switch {
+	case stale:
+		d.Warning = CodeSecretStale
+	case warn:
 		d.Warning = CodeSecretExpired
 	}
+	d.inj = inj
 	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
 		return refuse(apiError{CodeBadRequest, "the request body is larger than the route's max_body"})
 	}
@@ -119,7 +137,7 @@ func remoteIP(addr string) string {
 // secretState says whether the route's key may be attached at now: it
 // must be present, and not expired unless on_expired is warn (then warn is
 // set).
-func (rt *route) secretState(now time.Time, onExpired string) (e apiError, ok, warn bool) {
+func (rt *injection) secretState(now time.Time, onExpired string) (e apiError, ok, warn bool) {
 	if rt.problem != "" {
 		return apiError{CodeSecretMissing, "the key for this route is not available"}, false, false
 	}

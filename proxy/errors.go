@@ -25,6 +25,7 @@ const (
 	CodeRateLimited           = "rate_limited"
 	CodeSecretMissing         = "secret_missing"
 	CodeSecretExpired         = "secret_expired"
+	CodeSecretUnavailable     = "secret_unavailable"
 	CodeAuditUnavailable      = "audit_unavailable"
 	CodeUpstreamUnreachable   = "upstream_unreachable"
 	CodeUpstreamTimeout       = "upstream_timeout"
@@ -43,7 +44,7 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case CodeRateLimited:
 		return http.StatusTooManyRequests
-	case CodeSecretMissing, CodeSecretExpired, CodeAuditUnavailable:
+	case CodeSecretMissing, CodeSecretExpired, CodeSecretUnavailable, CodeAuditUnavailable:
 		return http.StatusServiceUnavailable
 	case CodeUpstreamUnreachable:
 		return http.StatusBadGateway
@@ -138,8 +139,8 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 // parse error quotes the line it could not read).
 func (x *exchange) errorText(err error) string {
 	s := safeError(err)
-	if x.route != nil {
-		for _, f := range x.route.echoForms {
+	if x.inj != nil {
+		for _, f := range x.inj.echoForms {
 			s = strings.ReplaceAll(s, f, "REDACTED")
 		}
 	}
@@ -159,3 +160,7 @@ func safeError(err error) string {
 	}
 	return err.Error()
 }
+
+// CodeSecretStale is the audit reason of a request sent with a source's
+// last good value, within failure_ttl, while the source fails.
+const CodeSecretStale = "secret_stale"

@@ -12,8 +12,11 @@ import (
 // reaches ReverseProxy's hooks (upgrades, relays) through the request
 // context.
 type exchange struct {
-	rec     record
-	route   *route
+	rec   record
+	route *route
+	// inj is the key attached to the request, with its echo forms: the
+	// route's, or its source ref's value when the request was decided.
+	inj     *injection
 	outPath string
 	rawPath string
 	// refused is the error code of a refusal by till's policy, failure

@@ -62,7 +62,7 @@ func BenchmarkPolicy(b *testing.B) {
 		if _, ok := rt.allows("POST", "/v1/chat/completions"); !ok {
 			b.Fatal("refused")
 		}
-		if _, ok, _ := rt.secretState(time.Now(), "block"); !ok {
+		if _, ok, _ := rt.injection.secretState(time.Now(), "block"); !ok {
 			b.Fatal("refused")
 		}
 	}
@@ -74,7 +74,7 @@ func BenchmarkInject(b *testing.B) {
 	in := httptest.NewRequest("POST", "/r1/v1/chat/completions?x=1", nil)
 	in.Header.Set("Authorization", "Bearer sk-dummy")
 	in.Header.Set("Content-Type", "application/json")
-	x := &exchange{route: rt, outPath: "/v1/chat/completions"}
+	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions"}
 	b.ReportAllocs()
 	for b.Loop() {
 		out := x.outbound(in)

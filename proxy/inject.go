@@ -13,7 +13,7 @@ import (
 // past the route's allow rules, under any alias, and any header or query
 // parameter holding a till token (invariant 2).
 func (x *exchange) attach(out *http.Request, rawQuery string) {
-	rt := x.route
+	rt, in := x.route, x.inj
 	out.URL.Scheme = rt.upstream.Scheme
 	out.URL.Host = rt.upstream.Host
 	out.URL.Path = x.outPath
@@ -27,17 +27,17 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 			h[kv[0]] = []string{kv[1]}
 		}
 	}
-	if rt.injectHeader != "" {
-		h[rt.injectHeader] = []string{rt.injectValue}
+	if in.injectHeader != "" {
+		h[in.injectHeader] = []string{in.injectValue}
 	}
-	if rt.injectQuery != "" {
-		q := withoutParam(out.URL.RawQuery, rt.injectQuery)
+	if in.injectQuery != "" {
+		q := withoutParam(out.URL.RawQuery, in.injectQuery)
 		if q != "" {
 			q += "&"
 		}
-		out.URL.RawQuery = q + rt.injectPair
+		out.URL.RawQuery = q + in.injectPair
 	}
-	x.rec.keyFP = rt.fp
+	x.rec.keyFP = in.fp
 }
 
 // withoutParam removes every parameter named name from the raw query,

@@ -38,8 +38,8 @@ func (w *responseRecorder) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		// 1xx responses (103 Early Hints) are not checked by
 		// checkResponse: their headers are checked here. They go at once.
-		if w.x.route != nil {
-			scrubEchoes(w.Header(), w.x.route.echoForms)
+		if w.x.inj != nil {
+			scrubEchoes(w.Header(), w.x.inj.echoForms)
 		}
 		w.ResponseWriter.WriteHeader(code)
 		return

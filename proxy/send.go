@@ -101,7 +101,7 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		panic(http.ErrAbortHandler)
 	}
 	res.Body.Close() // now, to read the trailers
-	if n := scrubEchoes(res.Trailer, x.route.echoForms); n > 0 {
+	if n := scrubEchoes(res.Trailer, x.inj.echoForms); n > 0 {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("trailers", n).
 			Msg("removed response trailers that echoed the key")
 	}
@@ -299,7 +299,7 @@ func isEventStream(contentType string) bool {
 func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
-	if n := scrubEchoes(resp.Header, x.route.echoForms); n > 0 {
+	if n := scrubEchoes(resp.Header, x.inj.echoForms); n > 0 {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
 			Msg("removed response headers that echoed the key")
 	}

@@ -96,11 +96,16 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
 	d := l.decide(r, rt, t.outPath, id, x.rec.start, g)
 	x.rec.client = d.Client
+	if d.fetchErr != nil {
+		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
+			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")
+	}
 	if !d.Allowed {
 		g.refuse(rw, x, apiError{d.Code, d.Reason}, d.RetryAfter)
 		return
 	}
 	x.warning = d.Warning
+	x.inj = d.inj
 	x.upstreamStart = time.Now()
 	if _, upgrade := r.Header["Upgrade"]; upgrade {
 		// ReverseProxy relays a protocol switch (WebSocket) once the

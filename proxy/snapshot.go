@@ -63,8 +63,10 @@ type route struct {
 	addHeaders  [][2]string
 
 	// The key and how it is attached, shared by the routes that attach
-	// one key the same way.
+	// one key the same way. For a route whose secret is in a source, it
+	// holds only the names of what is attached, and sourced gets the key.
 	*injection
+	sourced *sourced
 }
 
 // injection is how a route attaches its key, rendered once per snapshot.
@@ -101,6 +103,13 @@ type RouteInfo struct {
 // missing or lacks a field the inject format needs are kept and answer 503
 // secret_missing, so one missing key does not take the others down.
 func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot {
+	return NewSnapshotWithKeys(cfg, secrets, nil)
+}
+
+// NewSnapshotWithKeys is NewSnapshot for a gateway that fetches the keys
+// of routes whose secret is a ref (SOURCE:PATH) from keys at request time.
+// Without keys such routes answer 503 secret_missing.
+func NewSnapshotWithKeys(cfg *config.Config, secrets map[string]vault.Secret, keys Keys) *Snapshot {
 	s := &Snapshot{
 		byPrefix:  make(map[string]*route, len(cfg.Routes)),
 		byHost:    make(map[string][]*route),
@@ -111,7 +120,7 @@ func NewSnapshot(cfg *config.Config, secrets map[string]vault.Secret) *Snapshot 
 	}
 	shared := newInterner()
 	for i := range cfg.Routes {
-		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge, shared)
+		r := compileRoute(&cfg.Routes[i], secrets, cfg.Vault.MaxAge, shared, keys)
 		s.routes = append(s.routes, r)
 		s.byPrefix[r.prefix] = r
 		k := hostKey(r.upstream.Scheme, r.upstream.Host)
@@ -169,7 +178,7 @@ func (s *Snapshot) matchHost(key, p string) *route {
 	return nil
 }
 
-func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration, shared *interner) *route {
+func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration, shared *interner, keys Keys) *route {
 	r := &route{
 		name:     cr.Name,
 		prefix:   cr.Prefix,
@@ -196,6 +205,10 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	r.credentials = shared.names(dedupe(creds))
 	for k, v := range cr.Headers {
 		r.addHeaders = append(r.addHeaders, [2]string{http.CanonicalHeaderKey(k), v})
+	}
+	if cr.Ref != nil {
+		compileSourced(r, cr, maxAge, keys)
+		return r
 	}
 	r.injection = shared.injection(compileInjection(cr, secrets, maxAge))
 	return r

@@ -45,7 +45,7 @@ func sendHeaders(t *testing.T, rt *route, raw [][2]string, query string) (http.H
 	for _, kv := range raw {
 		in.Header[kv[0]] = append(in.Header[kv[0]], kv[1])
 	}
-	x := &exchange{route: rt, outPath: "/v1/chat/completions"}
+	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions"}
 	out := x.outbound(in)
 	in = in.WithContext(context.WithValue(in.Context(), exchangeKey{}, x))
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}

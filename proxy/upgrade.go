@@ -35,7 +35,7 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// Trailers arrive after the body (over HTTP/2, even unannounced
 		// ones): check them when it ends.
-		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.route.echoForms}
+		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.inj.echoForms}
 	}
 	return nil
 }

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
+)
+
+// Keys gives the current value of a secret ref (SOURCE:PATH#FIELD); a
+// *source.Cache does.
+type Keys interface {
+	Get(ctx context.Context, ref string) (source.Result, error)
+}
+
+var _ Keys = (*source.Cache)(nil)
+
+// sourced is how a route whose secret lives in a source gets its key: at
+// request time, from the cache, compiled into an injection that is kept
+// while the value stays the same, so that a cached request costs a lookup
+// and a comparison, not a rendering.
+type sourced struct {
+	ref    string
+	cr     *config.Route
+	maxAge time.Duration
+	keys   Keys
+	last   atomic.Pointer[injection]
+}
+
+// errSecretUnavailable refuses a request whose key cannot be fetched.
+var errSecretUnavailable = apiError{CodeSecretUnavailable, "the key for this route cannot be fetched from its source"}
+
+// current returns the injection of the ref's current value, and whether
+// that value is stale (used within failure_ttl while the source fails).
+func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
+	res, err := s.keys.Get(ctx, s.ref)
+	if err != nil {
+		return nil, false, err
+	}
+	fp, expires := res.Secret.Fingerprint(), res.Secret.ExpiresAt(s.maxAge)
+	if in := s.last.Load(); in != nil && in.fp == fp && in.expires.Equal(expires) {
+		return in, res.Stale, nil
+	}
+	in, values := compileInjection(s.cr, map[string]vault.Secret{s.ref: res.Secret}, s.maxAge)
+	if in.problem != "" {
+		return nil, false, errors.New(in.problem)
+	}
+	in.echoForms = echoForms(values)
+	s.last.Store(&in)
+	return &in, res.Stale, nil
+}
+
+// compileSourced sets up rt to fetch its key from keys; without keys (a
+// dry run, till check) the route says its source is not reachable here.
+func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys) {
+	in := &injection{secretName: cr.Secret}
+	switch {
+	case cr.Inject.Basic != nil:
+		in.injectHeader = "Authorization"
+	case cr.Inject.Query != "":
+		in.injectQuery = cr.Inject.Query
+	default:
+		in.injectHeader = cr.Inject.Header
+	}
+	if keys == nil {
+		in.problem = "secret " + `"` + cr.Secret + `"` + " comes from a source, which is fetched by till serve only"
+	} else {
+		rt.sourced = &sourced{ref: cr.Secret, cr: cr, maxAge: maxAge, keys: keys}
+	}
+	rt.injection = in
+}
