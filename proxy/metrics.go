@@ -23,6 +23,7 @@ type Metrics struct {
 	keyUses   *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	redisErrs prometheus.Counter
+	fetches   *prometheus.CounterVec
 	// loaded is when the config and vault last loaded (at start or by a
 	// reload); build is till_build_info.
 	loaded prometheus.Gauge
@@ -62,6 +63,9 @@ func NewMetrics(audit *Audit) *Metrics {
 		redisErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "till_rate_limit_store_errors_total", Help: "Rate-limit decisions taken without the shared store (limits.on_redis_error applied).",
 		}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "till_secret_fetches_total", Help: "Fetches of secrets from sources, by source and result (ok, error).",
+		}, []string{"source", "result"}),
 		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "till_config_last_reload_success_timestamp_seconds", Help: "When the config and vault last loaded successfully, at start or by a reload, in Unix seconds.",
 		}),
@@ -71,7 +75,7 @@ func NewMetrics(audit *Audit) *Metrics {
 	}
 	// The metrics are made once the config at start has loaded.
 	m.loaded.SetToCurrentTime()
-	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.loaded, m.build,
+	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.fetches, m.loaded, m.build,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "till_audit_failures_total", Help: "Audit records that could not be written.",
 		}, func() float64 { return float64(audit.Failures()) }),
@@ -201,4 +205,13 @@ func (m *Metrics) observeUpstream(route string, d time.Duration) {
 		return
 	}
 	m.child(childKey{metric: metricUpstream, route: route}).(prometheus.Observer).Observe(d.Seconds())
+}
+
+// SecretFetch counts one fetch from a source: result is "ok" or "error".
+// A nil Metrics counts nothing.
+func (m *Metrics) SecretFetch(source, result string) {
+	if m == nil {
+		return
+	}
+	m.fetches.WithLabelValues(source, result).Inc()
 }

@@ -14,6 +14,8 @@ import (
 // Keys gives the current value of a secret ref (SOURCE:PATH#FIELD); a
 // *source.Cache does.
 type Keys interface {
+	// Get returns ref's value, or an error wrapping
+	// source.ErrUnavailable.
 	Get(ctx context.Context, ref string) (source.Result, error)
 }
 

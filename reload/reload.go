@@ -44,6 +44,10 @@ type Options struct {
 	// live outside the snapshot (the log's level and format). It runs
 	// before the reload is logged, so that the line obeys them.
 	Apply func(*config.Config)
+	// Keys, when set, gives the keys of routes whose secret is a source
+	// ref; it is called with each new config before its snapshot is built
+	// (to follow changes to sources:).
+	Keys func(*config.Config) proxy.Keys
 }
 
 // Reloader rebuilds the snapshot from the config and vault files. Reloads
@@ -77,7 +81,11 @@ func (r *Reloader) Reload() error {
 		r.opts.Log.Warn().Strs("settings", changed).
 			Msg("changes to " + strings.Join(changed, ", ") + " take effect at the next restart")
 	}
-	snap := proxy.NewSnapshot(cfg, secrets)
+	var keys proxy.Keys
+	if r.opts.Keys != nil {
+		keys = r.opts.Keys(cfg)
+	}
+	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
 	r.opts.Gateway.Swap(snap)
 	r.cfg = cfg
 	if r.opts.Apply != nil {

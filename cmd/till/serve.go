@@ -123,7 +123,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	metrics := proxy.NewMetrics(records)
 	bi := readBuildInfo()
 	metrics.SetBuild(bi.version, bi.commit, bi.goVersion)
-	gw := proxy.New(proxy.NewSnapshot(cfg, secrets), proxy.Options{
+	keys := newSourceKeys(cfg, logger, metrics)
+	gw := proxy.New(proxy.NewSnapshotWithKeys(cfg, secrets, keys.forConfig(cfg)), proxy.Options{
 		Audit:          records,
 		Log:            logger,
 		Leaves:         leaves,
@@ -151,6 +152,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Log:     logger,
 		Base:    base,
 		Apply:   func(c *config.Config) { logs.apply(c.Log) },
+		Keys:    keys.forConfig,
 	})
 
 	served := make(chan error, 2)
