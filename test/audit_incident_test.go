@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -359,32 +358,12 @@ func TestKill9LosesNoKeyUse(t *testing.T) {
 // succeed. The audit file lives on a tmpfs mounted only in till's mount
 // namespace, as in TestAuditSinkRecovers.
 func TestUnwritableAuditSinkSendsNoKey(t *testing.T) {
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	probe := t.TempDir()
-	if out, err := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k tmpfs "$0"`, probe).CombinedOutput(); err != nil {
-		unavailable("cannot mount a tmpfs in a private mount namespace (needs root): %v %s", err, out)
-	}
-
+	needTmpfsNamespace(t)
 	u := newUpstream(t, http.HandlerFunc(incidentHandler))
 	dir := t.TempDir()
-	auditDir := filepath.Join(dir, "audit")
-	if err := os.Mkdir(auditDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	tillDirIn(t, dir, providerConfig(u, "admin: {listen: 127.0.0.1:0}\naudit: {file: audit/audit.log}\n"))
-	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=8m,mode=0700 tmpfs "$0" && exec "$@"`, auditDir}
-	tl := startTillCmd(t, dir, u.caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
+	tl, nsDir := startTillOnSmallDisk(t, dir, u.caFile, "8m")
 	admin := tl.adminAddr()
-	nsDir := fmt.Sprintf("/proc/%d/root%s", tl.cmd.Process.Pid, auditDir)
-	if _, err := os.Stat(filepath.Join(nsDir, "audit.log")); err != nil {
-		unavailable("cannot reach till's audit folder through /proc: %v", err)
-	}
 	ready := func() int {
 		t.Helper()
 		resp, err := http.Get("http://" + admin + "/readyz")

@@ -142,6 +142,47 @@ func TestKill9DuringSecretSet(t *testing.T) {
 	}
 }
 
+// unavailable skips a test that needs what this machine may lack (root,
+// namespaces), and fails it in CI, where everything must run.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// needTmpfsNamespace checks that this machine can mount a tmpfs in a
+// private mount namespace (root), as startTillOnSmallDisk does.
+func needTmpfsNamespace(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k tmpfs "$0"`, t.TempDir()).CombinedOutput(); err != nil {
+		unavailable(t, "cannot mount a tmpfs in a private mount namespace (needs root): %v %s", err, out)
+	}
+}
+
+// startTillOnSmallDisk serves the config in dir with its audit folder,
+// dir/audit, on a tmpfs of size mounted only in till's mount namespace,
+// and returns till and that folder as the test reaches it (through
+// /proc/PID/root), where filling it fills till's disk.
+func startTillOnSmallDisk(t *testing.T, dir, caFile, size string) (*till, string) {
+	t.Helper()
+	auditDir := filepath.Join(dir, "audit")
+	if err := os.Mkdir(auditDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=` + size + `,mode=0700 tmpfs "$0" && exec "$@"`, auditDir}
+	tl := startTillCmd(t, dir, caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
+	nsDir := fmt.Sprintf("/proc/%d/root%s", tl.cmd.Process.Pid, auditDir)
+	if _, err := os.Stat(filepath.Join(nsDir, "audit.log")); err != nil {
+		unavailable(t, "cannot reach till's audit folder through /proc: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(auditDir, "audit.log")); err == nil {
+		t.Fatal("the audit file is outside the tmpfs: the mount did not happen in till's namespace")
+	}
+	return tl, nsDir
+}
+
 // TestAuditSinkRecovers fills the disk under the audit file while till
 // serves, then frees it: till must refuse requests (503
 // audit_unavailable) while it cannot write, and serve again by itself,
@@ -149,39 +190,16 @@ func TestKill9DuringSecretSet(t *testing.T) {
 // mounted only in till's mount namespace; the test reaches it through
 // /proc/PID/root.
 func TestAuditSinkRecovers(t *testing.T) {
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	probe := t.TempDir()
-	if out, err := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k tmpfs "$0"`, probe).CombinedOutput(); err != nil {
-		unavailable("cannot mount a tmpfs in a private mount namespace (needs root): %v %s", err, out)
-	}
-
+	needTmpfsNamespace(t)
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	dir := t.TempDir()
-	auditDir := filepath.Join(dir, "audit")
-	if err := os.Mkdir(auditDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	cfg := fmt.Sprintf("version: 1\nadmin: {listen: 127.0.0.1:0}\naudit: {file: audit/audit.log}\nroutes:\n  - name: openai\n    preset: openai\n    upstream: %s\n", u.URL)
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	setSecret(t, dir, "openai", openaiKey)
-	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=32k,mode=0700 tmpfs "$0" && exec "$@"`, auditDir}
-	tl := startTillCmd(t, dir, u.caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
+	tl, nsDir := startTillOnSmallDisk(t, dir, u.caFile, "32k")
 	admin := tl.adminAddr()
-	nsDir := fmt.Sprintf("/proc/%d/root%s", tl.cmd.Process.Pid, auditDir)
-	if _, err := os.Stat(filepath.Join(nsDir, "audit.log")); err != nil {
-		unavailable("cannot reach till's audit folder through /proc: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(auditDir, "audit.log")); err == nil {
-		t.Fatal("the audit file is outside the tmpfs: the mount did not happen in till's namespace")
-	}
 
 	type answer struct {
 		status int

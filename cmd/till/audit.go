@@ -248,10 +248,9 @@ func runAuditPubkey(args []string, e *env) error {
 		return withHint(fmt.Errorf("no audit signing key (%q) in the vault %s", config.AuditKeySecret, displayPath(cfg.Vault.Path)),
 			"set audit.sign: true and start till serve once: it creates the key")
 	}
-	pem, _ := stored.Value()
-	key, err := audit.ParseKey(pem)
+	key, err := parseAuditKey(stored)
 	if err != nil {
-		return fmt.Errorf("vault entry %q: %w", config.AuditKeySecret, err)
+		return err
 	}
 	_, err = io.WriteString(e.stdout, audit.AuthorizedKey(key))
 	return err

@@ -297,8 +297,13 @@ func auditKey(cfg *config.Config, secrets map[string]vault.Secret, e *env, logge
 		}
 		logger.Info().Str("secret", config.AuditKeySecret).Msg("created the audit signing key in the vault (till audit pubkey prints its public key)")
 	}
-	pem, _ := stored.Value()
-	key, err := audit.ParseKey(pem)
+	return parseAuditKey(stored)
+}
+
+// parseAuditKey reads the audit signing key from its vault entry.
+func parseAuditKey(stored vault.Secret) (ed25519.PrivateKey, error) {
+	v, _ := stored.Value()
+	key, err := audit.ParseKey(v)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("vault entry %q: %w", config.AuditKeySecret, err), "restore the vault from a backup")
 	}
