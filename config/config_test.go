@@ -119,8 +119,16 @@ func TestParseErrors(t *testing.T) {
 		{"bad timeout", "version: 1\nroutes:\n  - {name: x, preset: openai, timeout: 60}\n", `till.yaml:3: routes[0].timeout: must be a duration such as 30s, 5m, 12h or 90d`},
 		{"bad max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 10 parsecs}\n", `till.yaml:3: routes[0].max_body: must be a size such as 512KB, 10MB or 1GiB`},
 		{"source unknown type", "version: 1\nsources:\n  - {name: s, type: gcp}\n", `till.yaml:3: sources[0].type: must be "vault" or "aws_secretsmanager" or "files" or "exec"`},
-		{"source vault not built", "version: 1\nsources:\n  - {name: corp, type: vault}\n", `till.yaml:3: sources[0].type: "vault" sources are not built yet in this till (hint: use files or exec)`},
-		{"source aws not built", "version: 1\nsources:\n  - {name: aws, type: aws_secretsmanager}\n", `till.yaml:3: sources[0].type: "aws_secretsmanager" sources are not built yet in this till (hint: use files or exec)`},
+		{"source vault bare", "version: 1\nsources:\n  - {name: corp, type: vault}\n", "till.yaml:3: sources[0].address: required (hint: the server's URL, such as https://vault.internal:8200)\ntill.yaml:3: sources[0].auth: required (hint: token_file, approle or kubernetes)"},
+		{"source vault plain http", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'http://vault.corp:8200', auth: {token_file: /t}}\n", `till.yaml:3: sources[0].address: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},
+		{"source vault path", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'https://vault.corp/v1', auth: {token_file: /t}}\n", `till.yaml:3: sources[0].address: must not have a path (hint: https://vault.internal:8200)`},
+		{"source vault two auths", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'https://v', auth: {token_file: /t, kubernetes: {role: r}}}\n", `till.yaml:3: sources[0].auth: must set exactly one of token_file, approle or kubernetes`},
+		{"source vault approle half", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'https://v', auth: {approle: {role_id_file: /r}}}\n", `till.yaml:3: sources[0].auth.approle.secret_id_file: required (hint: the file holding the AppRole secret id)`},
+		{"source vault k8s no role", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'https://v', auth: {kubernetes: {}}}\n", `till.yaml:3: sources[0].auth.kubernetes.role: required (hint: the Vault role bound to this service account)`},
+		{"source vault bad mount", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'https://v', auth_mount: '../x', auth: {token_file: /t}}\n", `till.yaml:3: sources[0].auth_mount: must be a mount path such as approle or k8s-prod (letters, digits, '_', '-', '/')`},
+		{"source aws bad region", "version: 1\nsources:\n  - {name: aws, type: aws_secretsmanager, region: Virginia}\n", `till.yaml:3: sources[0].region: must be an AWS region such as us-east-1`},
+		{"source aws region on files", "version: 1\nsources:\n  - {name: m, type: files, dir: /s, region: us-east-1}\n", `till.yaml:3: sources[0].region: only used with type: aws_secretsmanager`},
+		{"source address on aws", "version: 1\nsources:\n  - {name: aws, type: aws_secretsmanager, address: 'https://v'}\n", `till.yaml:3: sources[0].address: only used with type: vault`},
 		{"source name till", "version: 1\nsources:\n  - {name: till, type: files, dir: /s}\n", `till.yaml:3: sources[0].name: "till" is reserved`},
 		{"source bad name", "version: 1\nsources:\n  - {name: Mounted, type: files, dir: /s}\n", `till.yaml:3: sources[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`},
 		{"source duplicate", "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\n  - {name: m, type: files, dir: /t}\n", `till.yaml:4: sources[1].name: duplicate source name "m" (first at line 3)`},
@@ -545,7 +553,7 @@ func TestStarterConfig(t *testing.T) {
 	if len(c.Routes) != 0 {
 		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
 	}
-	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys}
 	for _, keys := range all {
 		for _, k := range keys {
 			if !strings.Contains(string(s), k+":") {
@@ -577,7 +585,7 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:91: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:105: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'
@@ -630,5 +638,52 @@ func TestParseSources(t *testing.T) {
 	}
 	if c.Routes[0].Ref == nil || c.Routes[1].Ref.Field != "key" {
 		t.Errorf("refs not parsed")
+	}
+}
+
+func TestParseVaultAndAWSSources(t *testing.T) {
+	y := `version: 1
+sources:
+  - name: corp
+    type: vault
+    address: https://vault.internal:8200/
+    ca_file: vault-ca.pem
+    namespace: team/prod
+    auth: {approle: {role_id_file: role-id, secret_id_file: /run/secret-id}}
+    auth_mount: approle-till
+  - name: k8s
+    type: vault
+    address: http://127.0.0.1:8200
+    auth: {kubernetes: {role: till}}
+  - name: agent
+    type: vault
+    address: https://vault.internal
+    auth: {token_file: /var/run/vault/token}
+  - name: aws
+    type: aws_secretsmanager
+    region: eu-central-1
+    endpoint: https://secretsmanager.eu-central-1.amazonaws.com
+routes:
+  - {name: a, preset: openai, secret: "corp:secret/openai#api_key"}
+`
+	c, err := Parse("till.yaml", []byte(y), "/etc/till")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Source{
+		{Name: "corp", Type: "vault", TTL: DefaultSourceTTL, Address: "https://vault.internal:8200", CAFile: "/etc/till/vault-ca.pem", Namespace: "team/prod",
+			Auth: VaultAuth{AppRole: &AppRoleAuth{RoleIDFile: "/etc/till/role-id", SecretIDFile: "/run/secret-id"}}, AuthMount: "approle-till", Line: 3},
+		{Name: "k8s", Type: "vault", TTL: DefaultSourceTTL, Address: "http://127.0.0.1:8200",
+			Auth: VaultAuth{Kubernetes: &KubernetesAuth{Role: "till", JWTFile: DefaultServiceAccountToken}}, Line: 10},
+		{Name: "agent", Type: "vault", TTL: DefaultSourceTTL, Address: "https://vault.internal", Auth: VaultAuth{TokenFile: "/var/run/vault/token"}, Line: 14},
+		{Name: "aws", Type: "aws_secretsmanager", TTL: DefaultSourceTTL, Region: "eu-central-1", Endpoint: "https://secretsmanager.eu-central-1.amazonaws.com", Line: 18},
+	}
+	if !reflect.DeepEqual(c.Sources, want) {
+		t.Errorf("got  %+v\nwant %+v", c.Sources, want)
+	}
+	for i, m := range []string{"approle", "kubernetes", "token_file"} {
+		if got := c.Sources[i].Auth.Method(); got != m {
+			t.Errorf("sources[%d].Auth.Method() = %q, want %q", i, got, m)
+		}
 	}
 }

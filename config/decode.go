@@ -34,7 +34,11 @@ var (
 	injectKeys  = []string{"header", "format", "query", "basic"}
 	basicKeys   = []string{"username", "password"}
 	allowKeys   = []string{"methods", "paths"}
-	sourceKeys  = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout"}
+	sourceKeys  = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout",
+		"address", "ca_file", "namespace", "auth", "auth_mount", "region", "endpoint"}
+	vaultAuthKeys      = []string{"token_file", "approle", "kubernetes"}
+	appRoleKeys        = []string{"role_id_file", "secret_id_file"}
+	kubernetesAuthKeys = []string{"role", "jwt_file"}
 )
 
 // Load reads the config file at path (at most MaxSize bytes) and parses it,

@@ -30,17 +30,71 @@ type Source struct {
 	Command []string
 	// Timeout bounds one run of an exec source's command; default 10s.
 	Timeout time.Duration
+	// Address is a vault source's server, such as https://vault:8200.
+	Address string
+	// CAFile, when set, is the PEM file of the CA a vault source's server
+	// certificate must chain to (instead of the system roots).
+	CAFile string
+	// Namespace is a vault source's namespace (Vault Enterprise, OpenBao).
+	Namespace string
+	// Auth is how a vault source logs in.
+	Auth VaultAuth
+	// AuthMount is where a vault source's approle or kubernetes auth
+	// method is mounted; default its type's name.
+	AuthMount string
+	// Region is an aws_secretsmanager source's region; empty means the AWS
+	// SDK's default chain (AWS_REGION, shared config).
+	Region string
+	// Endpoint overrides an aws_secretsmanager source's endpoint URL.
+	Endpoint string
 	// Line is the source's line in the config file (for messages).
 	Line int
 }
 
+// VaultAuth is how a vault source gets its token: exactly one field is set.
+type VaultAuth struct {
+	// TokenFile holds a token, re-read at every fetch so that an agent
+	// (Vault Agent's sink) may rewrite it.
+	TokenFile string
+	// AppRole logs in with a role id and secret id read from files.
+	AppRole *AppRoleAuth
+	// Kubernetes logs in with the pod's service-account token.
+	Kubernetes *KubernetesAuth
+}
+
+// Method names the auth method set: token_file, approle or kubernetes.
+func (a VaultAuth) Method() string {
+	switch {
+	case a.AppRole != nil:
+		return "approle"
+	case a.Kubernetes != nil:
+		return "kubernetes"
+	}
+	return "token_file"
+}
+
+// AppRoleAuth is Vault's AppRole login; both ids are read from files at
+// each login.
+type AppRoleAuth struct {
+	RoleIDFile   string
+	SecretIDFile string
+}
+
+// KubernetesAuth is Vault's Kubernetes login: Role is the Vault role and
+// JWTFile the service-account token, re-read at each login (projected
+// tokens rotate).
+type KubernetesAuth struct {
+	Role    string
+	JWTFile string
+}
+
+// DefaultServiceAccountToken is where Kubernetes mounts a pod's
+// service-account token.
+const DefaultServiceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
 // SourceTypes are the types a source may have, in the order the contract
 // lists them.
 var SourceTypes = []string{"vault", "aws_secretsmanager", "files", "exec"}
-
-// builtSourceTypes are the source types this till can use; the others
-// are refused with a message that says so.
-var builtSourceTypes = []string{"files", "exec"}
 
 // Source defaults.
 const (
@@ -154,9 +208,6 @@ func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
 		ok = false
 	} else if t, good := d.enum(v, join(path, "type"), SourceTypes...); !good {
 		ok = false
-	} else if !slices.Contains(builtSourceTypes, t) {
-		d.errorf(v, join(path, "type"), "%q sources are not built yet in this till (hint: use files or exec)", t)
-		ok = false
 	} else {
 		s.Type = t
 	}
@@ -185,7 +236,27 @@ func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
 	only("dir", "files")
 	only("command", "exec")
 	only("timeout", "exec")
+	for _, k := range []string{"address", "ca_file", "namespace", "auth", "auth_mount"} {
+		only(k, "vault")
+	}
+	only("region", "aws_secretsmanager")
+	only("endpoint", "aws_secretsmanager")
 	switch s.Type {
+	case "vault":
+		ok = d.vaultSource(n, f, path, &s) && ok
+	case "aws_secretsmanager":
+		if v := f["region"]; v != nil {
+			var good bool
+			s.Region, good = d.matching(v, join(path, "region"), regionRE, "must be an AWS region such as us-east-1")
+			ok = ok && good
+		}
+		if v := f["endpoint"]; v != nil {
+			if u, good := d.serverURL(v, join(path, "endpoint")); good {
+				s.Endpoint = u
+			} else {
+				ok = false
+			}
+		}
 	case "files":
 		if v := f["dir"]; v == nil {
 			d.errorf(n, join(path, "dir"), "required (hint: the folder holding one file per secret)")
@@ -226,6 +297,137 @@ func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
 		}
 	}
 	return s, ok
+}
+
+// regionRE matches AWS region names (us-east-1, eu-central-2, us-gov-west-1).
+var regionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
+
+// vaultSource decodes what a vault source adds to the common fields.
+func (d *decoder) vaultSource(n *yaml.Node, f map[string]*yaml.Node, path string, s *Source) bool {
+	ok := true
+	if v := f["address"]; v == nil {
+		d.errorf(n, join(path, "address"), "required (hint: the server's URL, such as https://vault.internal:8200)")
+		ok = false
+	} else if u, good := d.serverURL(v, join(path, "address")); good {
+		s.Address = u
+	} else {
+		ok = false
+	}
+	if v := f["ca_file"]; v != nil {
+		if p, good := d.filePath(v, join(path, "ca_file")); good {
+			s.CAFile = p
+		} else {
+			ok = false
+		}
+	}
+	if v := f["namespace"]; v != nil {
+		p := join(path, "namespace")
+		if ns, good := d.str(v, p); !good {
+			ok = false
+		} else if strings.ContainsFunc(ns, isControl) || len(ns) > 256 {
+			d.errorf(v, p, "must be a namespace path such as team/prod")
+			ok = false
+		} else {
+			s.Namespace = ns
+		}
+	}
+	if v := f["auth_mount"]; v != nil {
+		var good bool
+		s.AuthMount, good = d.matching(v, join(path, "auth_mount"), mountRE, "must be a mount path such as approle or k8s-prod (letters, digits, '_', '-', '/')")
+		ok = ok && good
+	}
+	v := f["auth"]
+	if v == nil {
+		d.errorf(n, join(path, "auth"), "required (hint: token_file, approle or kubernetes)")
+		return false
+	}
+	p := join(path, "auth")
+	a := d.fields(v, p, vaultAuthKeys)
+	if a == nil {
+		return false
+	}
+	if len(a) != 1 {
+		d.errorf(v, p, "must set exactly one of token_file, approle or kubernetes")
+		return false
+	}
+	file := func(m map[string]*yaml.Node, n *yaml.Node, p, key, hint string) string {
+		if v := m[key]; v != nil {
+			if f, good := d.filePath(v, join(p, key)); good {
+				return f
+			}
+		} else if hint != "" {
+			d.errorf(n, join(p, key), "required (hint: %s)", hint)
+		}
+		ok = false
+		return ""
+	}
+	switch {
+	case a["token_file"] != nil:
+		s.Auth.TokenFile = file(a, v, p, "token_file", "")
+	case a["approle"] != nil:
+		q := join(p, "approle")
+		if m := d.fields(a["approle"], q, appRoleKeys); m != nil {
+			s.Auth.AppRole = &AppRoleAuth{
+				RoleIDFile:   file(m, a["approle"], q, "role_id_file", "the file holding the AppRole role id"),
+				SecretIDFile: file(m, a["approle"], q, "secret_id_file", "the file holding the AppRole secret id"),
+			}
+		} else {
+			ok = false
+		}
+	case a["kubernetes"] != nil:
+		q := join(p, "kubernetes")
+		if m := d.fields(a["kubernetes"], q, kubernetesAuthKeys); m != nil {
+			k := &KubernetesAuth{JWTFile: DefaultServiceAccountToken}
+			if r := m["role"]; r == nil {
+				d.errorf(a["kubernetes"], join(q, "role"), "required (hint: the Vault role bound to this service account)")
+				ok = false
+			} else if role, good := d.nonEmpty(r, join(q, "role")); good {
+				k.Role = role
+			} else {
+				ok = false
+			}
+			if m["jwt_file"] != nil {
+				k.JWTFile = file(m, a["kubernetes"], q, "jwt_file", "")
+			}
+			s.Auth.Kubernetes = k
+		} else {
+			ok = false
+		}
+	}
+	return ok
+}
+
+// mountRE matches a Vault mount path.
+var mountRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$`)
+
+// matching reads a non-empty value that re matches; msg says what is
+// wanted when it does not.
+func (d *decoder) matching(n *yaml.Node, path string, re *regexp.Regexp, msg string) (string, bool) {
+	s, ok := d.nonEmpty(n, path)
+	if ok && !re.MatchString(s) {
+		d.errorf(n, path, "%s", msg)
+		return "", false
+	}
+	return s, ok
+}
+
+// serverURL reads the base URL of a server till talks to on its own
+// behalf (a Vault server, an AWS endpoint): https, or http for loopback;
+// no path, query or credentials.
+func (d *decoder) serverURL(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.nonEmpty(n, path)
+	if !ok {
+		return "", false
+	}
+	u, err := parseUpstream(s, false)
+	if err == nil && u.Path != "" {
+		err = errorString("must not have a path (hint: https://vault.internal:8200)")
+	}
+	if err != nil {
+		d.errorf(n, path, "%s", err)
+		return "", false
+	}
+	return u.String(), true
 }
 
 // checkRefs checks that every route whose secret is a ref names a

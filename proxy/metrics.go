@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tillgw/till/vault/source"
 )
 
 // Metrics are the gateway's Prometheus metrics. Labels carry route,
@@ -31,11 +33,17 @@ type Metrics struct {
 	// gateway is the gateway the metrics read their gauges from at
 	// scrape time (requests in flight, secret expiry); nil until New.
 	gateway atomic.Pointer[Gateway]
+	// sources, when set, lists what the source cache holds, for the age
+	// and expiry of keys fetched from sources.
+	sources atomic.Pointer[func() []source.Status]
 }
 
 // Descriptions of the metrics read from the gateway at scrape time.
 var secretExpiryDesc = prometheus.NewDesc("till_secret_expiry_timestamp_seconds",
-	"When each secret in the vault expires, in Unix seconds: the earlier of its expiry and vault.max_age after its last update. Absent for a secret with neither.",
+	"When each secret in use expires, in Unix seconds: the earlier of its expiry and vault.max_age after its version time. Absent for a secret with neither.",
+	[]string{"secret"}, nil)
+var secretAgeDesc = prometheus.NewDesc("till_secret_age_seconds",
+	"Time since the version of each secret in use was created: its last update in the vault, or the version time its source reports (Vault KV created_time, AWS CreatedDate, file mtime; the fetch time when it reports none).",
 	[]string{"secret"}, nil)
 
 // NewMetrics registers till's metrics, the Go and process collectors, and
@@ -126,15 +134,40 @@ func (m *Metrics) Reload(ok bool) {
 // of the vault's secrets: a reload changes it with no series to clean up.
 type gatewayCollector struct{ m *Metrics }
 
-func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) { ch <- secretExpiryDesc }
+func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- secretExpiryDesc
+	ch <- secretAgeDesc
+}
 
 func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.m.gateway.Load()
 	if g == nil {
 		return
 	}
-	for _, e := range g.Snapshot().expiries {
-		ch <- prometheus.MustNewConstMetric(secretExpiryDesc, prometheus.GaugeValue, float64(e.at.Unix()), e.name)
+	snap, now := g.Snapshot(), time.Now()
+	emit := func(t secretTimes) {
+		ch <- prometheus.MustNewConstMetric(secretAgeDesc, prometheus.GaugeValue, now.Sub(t.version).Seconds(), t.name)
+		if !t.expires.IsZero() {
+			ch <- prometheus.MustNewConstMetric(secretExpiryDesc, prometheus.GaugeValue, float64(t.expires.Unix()), t.name)
+		}
+	}
+	for _, t := range snap.secrets {
+		emit(t)
+	}
+	if list := c.m.sources.Load(); list != nil {
+		for _, st := range (*list)() {
+			if st.Secret.Fingerprint() != "" {
+				emit(timesOf(st.Ref, st.Secret, snap.maxAge))
+			}
+		}
+	}
+}
+
+// WatchSources makes the secret age and expiry metrics cover the keys
+// list reports, as a source cache's Statuses does.
+func (m *Metrics) WatchSources(list func() []source.Status) {
+	if m != nil {
+		m.sources.Store(&list)
 	}
 }
 

@@ -28,16 +28,19 @@ type Snapshot struct {
 	onExpired string
 	forward   config.Forward
 	browser   browserGuard
-	// expiries are the vault's secrets that expire, by name, for
-	// till_secret_expiry_timestamp_seconds.
-	expiries []secretExpiry
+	// secrets are the vault's secrets by name, for the metrics of their
+	// age and expiry; maxAge is vault.max_age.
+	secrets []secretTimes
+	maxAge  time.Duration
 }
 
-// secretExpiry is when one secret expires: the earlier of its expiry and
-// vault.max_age after its update.
-type secretExpiry struct {
-	name string
-	at   time.Time
+// secretTimes is when one secret's version was made and when it expires:
+// the earlier of its expiry and vault.max_age after its update (zero for
+// neither).
+type secretTimes struct {
+	name    string
+	version time.Time
+	expires time.Time
 }
 
 // route is a compiled route: everything a request needs, computed once.
@@ -129,25 +132,32 @@ func NewSnapshotWithKeys(cfg *config.Config, secrets map[string]vault.Secret, ke
 	for _, rs := range s.byHost {
 		slices.SortStableFunc(rs, func(a, b *route) int { return len(b.upstream.Path) - len(a.upstream.Path) })
 	}
-	s.expiries = expiries(secrets, cfg.Vault.MaxAge)
+	s.secrets, s.maxAge = vaultTimes(secrets, cfg.Vault.MaxAge), cfg.Vault.MaxAge
 	return s
 }
 
-// expiries lists, sorted by name, when each secret of the vault expires;
-// till's own keys (its CA, its audit signing key) are not provider keys,
-// and no expiry policy applies to them.
-func expiries(secrets map[string]vault.Secret, maxAge time.Duration) []secretExpiry {
-	var out []secretExpiry
+// vaultTimes lists, sorted by name, the version time and expiry of each
+// secret of the vault; till's own keys (its CA, its audit signing key)
+// are not provider keys, and no expiry policy applies to them.
+func vaultTimes(secrets map[string]vault.Secret, maxAge time.Duration) []secretTimes {
+	var out []secretTimes
 	for name, sec := range secrets {
 		if name == config.CASecret || name == config.AuditKeySecret {
 			continue
 		}
-		if at := sec.ExpiresAt(maxAge); !at.IsZero() {
-			out = append(out, secretExpiry{name, at})
-		}
+		out = append(out, timesOf(name, sec, maxAge))
 	}
-	slices.SortFunc(out, func(a, b secretExpiry) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(out, func(a, b secretTimes) int { return strings.Compare(a.name, b.name) })
 	return out
+}
+
+// timesOf is sec's secretTimes under name.
+func timesOf(name string, sec vault.Secret, maxAge time.Duration) secretTimes {
+	version := sec.Updated
+	if version.IsZero() {
+		version = sec.Created
+	}
+	return secretTimes{name: name, version: version, expires: sec.ExpiresAt(maxAge)}
 }
 
 // hostKey is the lower-case "host:port" of an authority, with the scheme's

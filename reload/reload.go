@@ -46,8 +46,8 @@ type Options struct {
 	Apply func(*config.Config)
 	// Keys, when set, gives the keys of routes whose secret is a source
 	// ref; it is called with each new config before its snapshot is built
-	// (to follow changes to sources:).
-	Keys func(*config.Config) proxy.Keys
+	// (to follow changes to sources:); its error fails the reload.
+	Keys func(*config.Config) (proxy.Keys, error)
 }
 
 // Reloader rebuilds the snapshot from the config and vault files. Reloads
@@ -83,7 +83,11 @@ func (r *Reloader) Reload() error {
 	}
 	var keys proxy.Keys
 	if r.opts.Keys != nil {
-		keys = r.opts.Keys(cfg)
+		if keys, err = r.opts.Keys(cfg); err != nil {
+			r.opts.Metrics.Reload(false)
+			r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
+			return err
+		}
 	}
 	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
 	r.opts.Gateway.Swap(snap)

@@ -36,7 +36,10 @@ func runCheck(args []string, e *env) error {
 		problems = append(problems, err)
 	}
 	now := time.Now()
-	for _, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
+	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
+		if cfg.Routes[i].Ref != nil {
+			continue // fetched below
+		}
 		switch {
 		case r.Problem != "":
 			problems = append(problems, fmt.Errorf("route %q: %s", r.Name, r.Problem))
@@ -47,10 +50,29 @@ func runCheck(args []string, e *env) error {
 			fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339))
 		}
 	}
+	refs, err := fetchRefs(cfg)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	for _, st := range refs {
+		exp := st.Secret.ExpiresAt(cfg.Vault.MaxAge)
+		switch {
+		case st.Err != nil:
+			problems = append(problems, fmt.Errorf("secret %q (source %q) cannot be fetched: %w", st.Ref, st.Source, st.Err))
+		case !exp.IsZero() && !now.Before(exp):
+			problems = append(problems, fmt.Errorf("secret %q (source %q) expired at %s; rotate it in the source", st.Ref, st.Source, exp.UTC().Format(time.RFC3339)))
+		case !exp.IsZero() && exp.Sub(now) < expiringWithin:
+			fmt.Fprintf(e.stderr, "till: warning: secret %q expires at %s\n", st.Ref, exp.UTC().Format(time.RFC3339))
+		}
+	}
 	if len(problems) > 0 {
 		return errors.Join(problems...)
 	}
-	fmt.Fprintf(e.stdout, "ok: %s: %d route(s), %d secret(s) in %s\n",
+	fmt.Fprintf(e.stdout, "ok: %s: %d route(s), %d secret(s) in %s",
 		configName(cfg), len(cfg.Routes), len(secrets), displayPath(cfg.Vault.Path))
+	if len(refs) > 0 {
+		fmt.Fprintf(e.stdout, ", %d fetched from sources", len(refs))
+	}
+	fmt.Fprintln(e.stdout)
 	return nil
 }

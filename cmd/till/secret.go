@@ -162,11 +162,14 @@ func parseExpires(s string, now time.Time) (time.Time, error) {
 // secretRow is one line of secret list; it never holds a value.
 type secretRow struct {
 	Name        string     `json:"name"`
+	Source      string     `json:"source"` // "vault" for the vault file, else the source's name
 	Fingerprint string     `json:"fingerprint"`
 	Created     time.Time  `json:"created"`
 	Updated     time.Time  `json:"updated"`
+	VersionTime *time.Time `json:"version_time"`
 	Expires     *time.Time `json:"expires"`
 	Status      string     `json:"status"`
+	Error       string     `json:"error,omitempty"` // why a ref cannot be fetched
 }
 
 func runSecretList(args []string, e *env) error {
@@ -192,36 +195,62 @@ func runSecretList(args []string, e *env) error {
 	now := time.Now()
 	rows := make([]secretRow, 0, len(secrets))
 	for _, s := range secrets {
-		row := secretRow{
-			Name:        s.Name,
-			Fingerprint: s.Fingerprint(),
-			Created:     s.Created.UTC(),
-			Updated:     s.Updated.UTC(),
-			Status:      string(s.Status(now, cfg.Vault.MaxAge)),
-		}
-		if exp := s.ExpiresAt(cfg.Vault.MaxAge); !exp.IsZero() {
-			exp = exp.UTC()
-			row.Expires = &exp
-		}
-		rows = append(rows, row)
+		rows = append(rows, rowOf(s, "vault", cfg.Vault.MaxAge, now))
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	refs, err := fetchRefs(cfg)
+	if err != nil {
+		return err
+	}
+	for _, st := range refs {
+		if st.Err != nil {
+			rows = append(rows, secretRow{Name: st.Ref, Source: st.Source, Status: "unavailable", Error: st.Err.Error()})
+			continue
+		}
+		rows = append(rows, rowOf(st.Secret, st.Source, cfg.Vault.MaxAge, now))
+	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tCREATED\tUPDATED\tEXPIRES\tSTATUS")
+	fmt.Fprintln(tw, "NAME\tSOURCE\tFINGERPRINT\tUPDATED\tEXPIRES\tSTATUS")
 	for _, r := range rows {
-		exp := "-"
+		exp, updated, fp := "-", "-", r.Fingerprint
 		if r.Expires != nil {
 			exp = r.Expires.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Fingerprint,
-			r.Created.Format(time.RFC3339), r.Updated.Format(time.RFC3339), exp, r.Status)
+		if r.VersionTime != nil {
+			updated = r.VersionTime.Format(time.RFC3339)
+		}
+		status := r.Status
+		if r.Error != "" {
+			fp, status = "-", "unavailable: "+r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, fp, updated, exp, status)
 	}
 	return tw.Flush()
+}
+
+// rowOf is the list row of a secret from source (its version time is
+// Updated).
+func rowOf(s vault.Secret, source string, maxAge time.Duration, now time.Time) secretRow {
+	row := secretRow{
+		Name:        s.Name,
+		Source:      source,
+		Fingerprint: s.Fingerprint(),
+		Created:     s.Created.UTC(),
+		Updated:     s.Updated.UTC(),
+		Status:      string(s.Status(now, maxAge)),
+	}
+	version := row.Updated
+	row.VersionTime = &version
+	if exp := s.ExpiresAt(maxAge); !exp.IsZero() {
+		exp = exp.UTC()
+		row.Expires = &exp
+	}
+	return row
 }
 
 func runSecretRm(args []string, e *env) error {

@@ -123,8 +123,11 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	metrics := proxy.NewMetrics(records)
 	bi := readBuildInfo()
 	metrics.SetBuild(bi.version, bi.commit, bi.goVersion)
-	keys := newSourceKeys(cfg, logger, metrics)
-	gw := proxy.New(proxy.NewSnapshotWithKeys(cfg, secrets, keys.forConfig(cfg)), proxy.Options{
+	keys, err := newSourceKeys(cfg, logger, metrics)
+	if err != nil {
+		return err
+	}
+	gw := proxy.New(proxy.NewSnapshotWithKeys(cfg, secrets, keys.cache), proxy.Options{
 		Audit:          records,
 		Log:            logger,
 		Leaves:         leaves,

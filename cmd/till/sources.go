@@ -1,7 +1,12 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -15,35 +20,125 @@ import (
 type sourceKeys struct {
 	cache *source.Cache
 	log   zerolog.Logger
+
+	mu    sync.Mutex
+	specs map[string]source.Spec // by source name, as last applied
 }
 
 // newSourceKeys builds the cache for cfg's sources.
-func newSourceKeys(cfg *config.Config, log zerolog.Logger, metrics *proxy.Metrics) *sourceKeys {
+func newSourceKeys(cfg *config.Config, log zerolog.Logger, metrics *proxy.Metrics) (*sourceKeys, error) {
 	k := &sourceKeys{log: log}
-	k.cache = source.NewCache(sourceSpecs(cfg, log), source.Options{Log: log, OnFetch: metrics.SecretFetch})
-	return k
+	specs, err := k.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	k.specs = specs
+	k.cache = source.NewCache(specs, source.Options{Log: log, OnFetch: metrics.SecretFetch})
+	metrics.WatchSources(k.cache.Statuses)
+	return k, nil
 }
 
 // forConfig points the cache at cfg's sources (a reload) and returns it.
-func (k *sourceKeys) forConfig(cfg *config.Config) proxy.Keys {
-	k.cache.SetSources(sourceSpecs(cfg, k.log))
-	return k.cache
+func (k *sourceKeys) forConfig(cfg *config.Config) (proxy.Keys, error) {
+	specs, err := k.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.specs = specs
+	k.mu.Unlock()
+	k.cache.SetSources(specs)
+	return k.cache, nil
 }
 
-// sourceSpecs turns the config's sources into the cache's.
-func sourceSpecs(cfg *config.Config, log zerolog.Logger) map[string]source.Spec {
+// build turns the config's sources into the cache's, keeping the clients
+// of sources whose settings did not change (a Vault login survives a
+// reload).
+func (k *sourceKeys) build(cfg *config.Config) (map[string]source.Spec, error) {
+	k.mu.Lock()
+	old := k.specs
+	k.mu.Unlock()
 	specs := make(map[string]source.Spec, len(cfg.Sources))
 	for _, s := range cfg.Sources {
-		spec := source.Spec{TTL: s.TTL, FailureTTL: s.FailureTTL, ID: fmt.Sprintf("%s\x00%s\x00%q\x00%s", s.Type, s.Dir, s.Command, s.Timeout)}
-		switch s.Type {
-		case "files":
-			spec.Source = source.Files{Dir: s.Dir}
-		case "exec":
-			spec.Source = source.Exec{Name: s.Name, Command: s.Command, Timeout: s.Timeout, Log: log}
-		default:
-			continue // config refuses the types not built
+		spec := source.Spec{TTL: s.TTL, FailureTTL: s.FailureTTL, ID: sourceID(s)}
+		if prev, ok := old[s.Name]; ok && prev.ID == spec.ID {
+			spec.Source = prev.Source
+		} else {
+			src, err := newSource(s, k.log)
+			if err != nil {
+				return nil, fmt.Errorf("sources: %q (line %d): %w", s.Name, s.Line, err)
+			}
+			spec.Source = src
 		}
 		specs[s.Name] = spec
 	}
-	return specs
+	return specs, nil
+}
+
+// sourceID identifies what a source fetches with: every setting but its
+// timings and line.
+func sourceID(s config.Source) string {
+	s.TTL, s.FailureTTL, s.Line = 0, 0, 0
+	b, _ := json.Marshal(s) // plain strings, slices and pointers to structs of strings
+	return string(b)
+}
+
+// newSource makes the fetcher of one configured source.
+func newSource(s config.Source, log zerolog.Logger) (source.Source, error) {
+	switch s.Type {
+	case "vault":
+		opts := source.VaultKVOptions{Address: s.Address, CAFile: s.CAFile, Namespace: s.Namespace, TokenFile: s.Auth.TokenFile}
+		mount := s.AuthMount
+		if mount == "" {
+			mount = s.Auth.Method()
+		}
+		switch {
+		case s.Auth.AppRole != nil:
+			opts.Login = source.AppRoleLogin(mount, s.Auth.AppRole.RoleIDFile, s.Auth.AppRole.SecretIDFile)
+		case s.Auth.Kubernetes != nil:
+			opts.Login = source.KubernetesLogin(mount, s.Auth.Kubernetes.Role, s.Auth.Kubernetes.JWTFile)
+		}
+		return source.NewVaultKV(opts)
+	case "aws_secretsmanager":
+		return &source.SecretsManager{Region: s.Region, Endpoint: s.Endpoint}, nil
+	case "files":
+		return source.Files{Dir: s.Dir}, nil
+	case "exec":
+		return source.Exec{Name: s.Name, Command: s.Command, Timeout: s.Timeout, Log: log}, nil
+	}
+	return nil, fmt.Errorf("unknown source type %q", s.Type)
+}
+
+// refCheckTimeout bounds how long check and secret list wait for all the
+// refs they fetch.
+const refCheckTimeout = 90 * time.Second
+
+// fetchRefs fetches, once each, the refs cfg's routes use (for till check
+// and till secret list), in the order routes name them.
+func fetchRefs(cfg *config.Config) ([]source.Status, error) {
+	// An exec helper's stderr is logged: nowhere, here.
+	k := &sourceKeys{log: zerolog.Nop()}
+	specs, err := k.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cache := source.NewCache(specs, source.Options{Log: zerolog.Nop()})
+	var refs []string
+	for _, r := range cfg.Routes {
+		if r.Ref != nil && !slices.Contains(refs, r.Secret) {
+			refs = append(refs, r.Secret)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), refCheckTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, ref := range refs {
+		wg.Go(func() { _, _ = cache.Get(ctx, ref) })
+	}
+	wg.Wait()
+	out := make([]source.Status, 0, len(refs))
+	for _, ref := range refs {
+		out = append(out, cache.Status(ref))
+	}
+	return out, nil
 }

@@ -3,9 +3,10 @@ package source
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
-
 	"sync/atomic"
 	"time"
 
@@ -217,9 +218,12 @@ func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, erro
 		return vault.Secret{}, err
 	}
 	var value string
-	if field != "" {
+	switch {
+	case field != "":
 		value, err = pickField(raw, field)
-	} else {
+	case meta.Fields:
+		value, err = onlyField(raw)
+	default:
 		value, err = vault.CleanValue(raw)
 	}
 	if err != nil {
@@ -229,7 +233,27 @@ func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, erro
 	if version.IsZero() {
 		version = c.now()
 	}
-	return vault.NewSecret(ref, value, version), nil
+	sec := vault.NewSecret(ref, value, version)
+	sec.Expires = meta.Expires
+	return sec, nil
+}
+
+// onlyField returns the value of a JSON object with exactly one field; a
+// ref to an object of several must name one.
+func onlyField(raw []byte) (string, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return "", errors.New("value is not a JSON object of fields")
+	}
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	if len(names) != 1 {
+		return "", fmt.Errorf("secret has %d fields (%s): name one with #FIELD", len(names), strings.Join(names, ", "))
+	}
+	return pickField(raw, names[0])
 }
 
 // pickField returns one string field of a JSON object; errors name the
@@ -257,4 +281,41 @@ func (c *Cache) count(source, result string) {
 	if c.onFetch != nil {
 		c.onFetch(source, result)
 	}
+}
+
+// Status is what the cache knows of one ref, never its value.
+type Status struct {
+	// Ref is the ref, Source the name of its source.
+	Ref, Source string
+	// Secret is the value held, if a fetch succeeded: its fingerprint,
+	// version time (Updated) and the expiry its source records.
+	Secret vault.Secret
+	// Fetched is when the value held was fetched; zero when none is.
+	Fetched time.Time
+	// Err is why the last fetch failed; nil when it succeeded.
+	Err error
+}
+
+// errNotFetched is the Status.Err of a ref no fetch has finished for.
+var errNotFetched = errors.New("not fetched yet")
+
+// Status reports what the cache holds for ref.
+func (c *Cache) Status(ref string) Status {
+	name, _, _ := strings.Cut(ref, ":")
+	st := Status{Ref: ref, Source: name, Err: errNotFetched}
+	if e, ok := c.entries.Peek(ref); ok {
+		st.Secret, st.Fetched, st.Err = e.secret, e.good, e.err
+	}
+	return st
+}
+
+// Statuses reports every ref the cache holds, sorted by ref.
+func (c *Cache) Statuses() []Status {
+	refs := c.entries.Keys()
+	slices.Sort(refs)
+	out := make([]Status, 0, len(refs))
+	for _, ref := range refs {
+		out = append(out, c.Status(ref))
+	}
+	return out
 }

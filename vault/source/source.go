@@ -1,6 +1,7 @@
 // Package source fetches provider keys from where an organization keeps
-// them (a folder of files such as a Kubernetes Secret volume, a credential
-// helper) and caches them in memory for the request path.
+// them (HashiCorp Vault or OpenBao, AWS Secrets Manager, a folder of files
+// such as a Kubernetes Secret volume, a credential helper) and caches them
+// in memory for the request path.
 //
 // A [Source] knows how to fetch one path; a [Cache] holds what was fetched,
 // keyed by ref (SOURCE:PATH#FIELD), fetches each ref at most once at a time
@@ -29,6 +30,12 @@ type Meta struct {
 	// zero when the source cannot say, and then the fetch time is used.
 	// vault.max_age counts from it.
 	Version time.Time
+	// Expires is when the value stops working, as the source records it
+	// (Vault KV custom_metadata.expires); zero when it does not.
+	Expires time.Time
+	// Fields reports a value that is a JSON object of string fields (a
+	// Vault KV entry): a ref without #FIELD takes its only field.
+	Fields bool
 }
 
 // ErrUnavailable is the error of a ref that cannot be fetched and has no

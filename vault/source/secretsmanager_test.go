@@ -1,0 +1,101 @@
+package source
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/tillgw/till/test/fake"
+)
+
+// awsEnv points the AWS SDK's default chain at creds and the fake's CA,
+// and away from this machine's own files and instance metadata.
+func awsEnv(t *testing.T, creds aws.Credentials, sm *fake.SecretsManager) {
+	t.Setenv("AWS_ACCESS_KEY_ID", creds.AccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", creds.SecretAccessKey)
+	t.Setenv("AWS_SESSION_TOKEN", creds.SessionToken)
+	t.Setenv("AWS_CA_BUNDLE", sm.CAFile)
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_PROFILE", "")
+}
+
+func TestSecretsManager(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000001", SecretAccessKey: "fake/secret/access/key/0001", SessionToken: "fake-session-token-1"}
+	sm := fake.NewSecretsManager(t, creds, "eu-west-1")
+	awsEnv(t, creds, sm)
+	sm.Put("prod/openai", "sk-aws-1")
+	sm.Put("prod/json", `{"api_key": "sk-aws-json", "org": "org-1"}`)
+	src := &SecretsManager{Region: "eu-west-1", Endpoint: sm.URL}
+	c := NewCache(map[string]Spec{"aws": {Source: src, TTL: time.Minute}}, Options{})
+	ctx := context.Background()
+	r, err := c.Get(ctx, "aws:prod/openai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.Secret.Value(); v != "sk-aws-1" {
+		t.Errorf("got %q", v)
+	}
+	if time.Since(r.Secret.Updated) > time.Minute {
+		t.Errorf("version time %v is not CreatedDate", r.Secret.Updated)
+	}
+	r, err = c.Get(ctx, "aws:prod/json#api_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.Secret.Value(); v != "sk-aws-json" {
+		t.Errorf("#api_key: got %q", v)
+	}
+	if _, _, err := src.Fetch(ctx, "prod/absent"); err == nil || !strings.Contains(err.Error(), "ResourceNotFoundException") {
+		t.Errorf("absent: %v", err)
+	}
+	if sm.Refused() != 0 {
+		t.Errorf("the fake refused %d of the SDK's signatures", sm.Refused())
+	}
+	if sm.Calls("prod/openai") != 1 {
+		t.Errorf("%d calls for prod/openai, want 1 (cached)", sm.Calls("prod/openai"))
+	}
+}
+
+func TestSecretsManagerWrongCredentialsAreRefused(t *testing.T) {
+	good := aws.Credentials{AccessKeyID: "AKIAFAKE0000000002", SecretAccessKey: "fake/secret/access/key/0002"}
+	sm := fake.NewSecretsManager(t, good, "us-east-1")
+	sm.Put("k", "v")
+	for name, creds := range map[string]aws.Credentials{
+		"wrong secret key":      {AccessKeyID: good.AccessKeyID, SecretAccessKey: "not-the-secret-key-0002"},
+		"unexpected session":    {AccessKeyID: good.AccessKeyID, SecretAccessKey: good.SecretAccessKey, SessionToken: "stray"},
+		"wrong access key id":   {AccessKeyID: "AKIAFAKE9999999999", SecretAccessKey: good.SecretAccessKey},
+		"right, control sample": good,
+	} {
+		t.Run(name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			before := sm.Refused()
+			_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+			if creds == good {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || sm.Refused() != before+1 {
+				t.Fatalf("got %v, refused %d; want a refusal", err, sm.Refused()-before)
+			}
+			mustNotHold(t, err, creds.SecretAccessKey, good.SecretAccessKey)
+		})
+	}
+}
+
+func TestSecretsManagerNeedsARegion(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000003", SecretAccessKey: "fake/secret/access/key/0003"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	awsEnv(t, creds, sm)
+	_, _, err := (&SecretsManager{Endpoint: sm.URL}).Fetch(context.Background(), "k")
+	if err == nil || !strings.Contains(err.Error(), "no AWS region") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -1,0 +1,334 @@
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// VaultKVOptions configure a [VaultKV].
+type VaultKVOptions struct {
+	// Address is the server's URL, such as https://vault.internal:8200.
+	Address string
+	// CAFile, when set, is the PEM file of the CA the server's certificate
+	// must chain to; otherwise the system roots are used.
+	CAFile string
+	// Namespace is sent as X-Vault-Namespace when set.
+	Namespace string
+	// TokenFile, when set, holds the token; it is read again at every
+	// fetch, so an agent may rewrite it. Otherwise Login gets one.
+	TokenFile string
+	// Login logs in and returns a token (AppRole, Kubernetes); used when
+	// TokenFile is empty.
+	Login Login
+}
+
+// Login is an auth method: it returns the request body for the method's
+// login path, read afresh from its files at each login.
+type Login struct {
+	// Path is the login path, such as auth/approle/login.
+	Path string
+	// Body reads the credentials the login path takes.
+	Body func() (map[string]any, error)
+}
+
+// AppRoleLogin logs in at auth/MOUNT/login with a role id and a secret id
+// read from files.
+func AppRoleLogin(mount, roleIDFile, secretIDFile string) Login {
+	return Login{Path: "auth/" + mount + "/login", Body: func() (map[string]any, error) {
+		role, err := readCredential(roleIDFile, "role id")
+		if err != nil {
+			return nil, err
+		}
+		secret, err := readCredential(secretIDFile, "secret id")
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"role_id": role, "secret_id": secret}, nil
+	}}
+}
+
+// KubernetesLogin logs in at auth/MOUNT/login with the pod's
+// service-account token, read at each login (projected tokens rotate).
+func KubernetesLogin(mount, role, jwtFile string) Login {
+	return Login{Path: "auth/" + mount + "/login", Body: func() (map[string]any, error) {
+		jwt, err := readCredential(jwtFile, "service-account token")
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"role": role, "jwt": jwt}, nil
+	}}
+}
+
+// VaultKV reads KV version 2 entries from HashiCorp Vault or OpenBao
+// through the official client. A ref's path is MOUNT/PATH. A token it
+// logged in for is renewed once half its lease has passed, and replaced
+// by a new login when renewal fails, when it has expired, or when the
+// server refuses it.
+type VaultKV struct {
+	client *api.Client
+	opts   VaultKVOptions
+	now    func() time.Time
+
+	mu      sync.Mutex // guards the token and its lease
+	token   string
+	issued  time.Time
+	expires time.Time // zero: no expiry
+	renew   bool
+}
+
+var _ Source = (*VaultKV)(nil)
+
+// NewVaultKV returns a source reading from the server at opts.Address.
+// Its token and namespace come from opts only, never from VAULT_*
+// variables.
+func NewVaultKV(opts VaultKVOptions) (*VaultKV, error) {
+	cfg := &api.Config{Address: opts.Address, HttpClient: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, Timeout: fetchTimeout}
+	cfg.MaxRetries = 0 // the cache retries; a request should not wait out backoffs
+	tls := &api.TLSConfig{}
+	if opts.CAFile != "" {
+		tls.CACert = opts.CAFile
+	}
+	if err := cfg.ConfigureTLS(tls); err != nil {
+		return nil, fmt.Errorf("vault source ca_file: %w", err)
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault source: %w", err)
+	}
+	return &VaultKV{client: client, opts: opts, now: time.Now}, nil
+}
+
+// Fetch reads MOUNT/PATH's current version: its fields as a JSON object,
+// its created_time and its custom_metadata.expires.
+func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
+	mount, entry, ok := strings.Cut(path, "/")
+	if !ok || mount == "" || entry == "" {
+		return nil, Meta{}, fmt.Errorf("path %q must be MOUNT/PATH, such as secret/openai", path)
+	}
+	token, err := v.currentToken(ctx)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	kv, err := v.read(ctx, token, mount, entry)
+	if isForbidden(err) && v.opts.TokenFile == "" {
+		// The token was revoked or expired early: log in again, once.
+		v.drop(token)
+		if token, err = v.currentToken(ctx); err != nil {
+			return nil, Meta{}, err
+		}
+		kv, err = v.read(ctx, token, mount, entry)
+	}
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	if kv.Data == nil {
+		return nil, Meta{}, fmt.Errorf("%s/%s: the current version is deleted", mount, entry)
+	}
+	raw, err := json.Marshal(kv.Data)
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("%s/%s: %w", mount, entry, err)
+	}
+	meta := Meta{Fields: true}
+	if kv.VersionMetadata != nil {
+		meta.Version = kv.VersionMetadata.CreatedTime
+	}
+	if e, ok := kv.CustomMetadata["expires"]; ok {
+		s, _ := e.(string)
+		if meta.Expires, err = parseExpires(s); err != nil {
+			return nil, Meta{}, fmt.Errorf("%s/%s: custom_metadata.expires %q must be an RFC 3339 time or a date such as 2027-01-31", mount, entry, s)
+		}
+	}
+	return raw, meta, nil
+}
+
+// read reads one entry with token.
+func (v *VaultKV) read(ctx context.Context, token, mount, entry string) (*api.KVSecret, error) {
+	c, err := v.clientWith(token)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := c.KVv2(mount).Get(ctx, entry)
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return nil, fmt.Errorf("%s/%s: no such secret", mount, entry)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", mount, entry, vaultError(err))
+	}
+	return kv, nil
+}
+
+// clientWith returns a client for one call that sends token (none when
+// empty) and the configured namespace, whatever the environment says. It
+// shares the source's connections.
+func (v *VaultKV) clientWith(token string) (*api.Client, error) {
+	c, err := v.client.Clone()
+	if err != nil {
+		return nil, err
+	}
+	c.ClearToken()
+	if token != "" {
+		c.SetToken(token)
+	}
+	c.ClearNamespace()
+	if v.opts.Namespace != "" {
+		c.SetNamespace(v.opts.Namespace)
+	}
+	return c, nil
+}
+
+// renewAfter is the share of a token's lease after which it is renewed.
+const renewAfter = 0.5
+
+// expiryMargin is how long before a token's lease ends it is no longer
+// used: a request would not finish in time.
+const expiryMargin = 10 * time.Second
+
+// currentToken returns the token to send: the token file's content, or
+// the logged-in token, renewed or replaced as its lease requires.
+func (v *VaultKV) currentToken(ctx context.Context) (string, error) {
+	if v.opts.TokenFile != "" {
+		return readCredential(v.opts.TokenFile, "token")
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	if v.token != "" && (v.expires.IsZero() || now.Before(v.expires.Add(-expiryMargin))) {
+		half := v.issued.Add(time.Duration(float64(v.expires.Sub(v.issued)) * renewAfter))
+		if v.expires.IsZero() || !v.renew || now.Before(half) {
+			return v.token, nil
+		}
+		if err := v.renewSelf(ctx); err == nil {
+			return v.token, nil
+		}
+		// Renewal failed (max TTL reached, token revoked): log in again.
+	}
+	if err := v.login(ctx); err != nil {
+		return "", err
+	}
+	return v.token, nil
+}
+
+// drop forgets token if it is still the current one.
+func (v *VaultKV) drop(token string) {
+	v.mu.Lock()
+	if v.token == token {
+		v.token = ""
+	}
+	v.mu.Unlock()
+}
+
+// login runs the auth method and keeps the token it returns. v.mu is held.
+func (v *VaultKV) login(ctx context.Context) error {
+	v.token = ""
+	if v.opts.Login.Body == nil {
+		return errors.New("vault source has no auth method")
+	}
+	body, err := v.opts.Login.Body()
+	if err != nil {
+		return err
+	}
+	c, err := v.clientWith("")
+	if err != nil {
+		return err
+	}
+	s, err := c.Logical().WriteWithContext(ctx, v.opts.Login.Path, body)
+	if err != nil {
+		return fmt.Errorf("log in at %s: %w", v.opts.Login.Path, vaultError(err))
+	}
+	return v.keep(s, "log in at "+v.opts.Login.Path)
+}
+
+// renewSelf renews the current token. v.mu is held.
+func (v *VaultKV) renewSelf(ctx context.Context) error {
+	c, err := v.clientWith(v.token)
+	if err != nil {
+		return err
+	}
+	s, err := c.Auth().Token().RenewSelfWithContext(ctx, 0)
+	if err != nil {
+		return fmt.Errorf("renew the token: %w", vaultError(err))
+	}
+	return v.keep(s, "renew the token")
+}
+
+// keep stores the token of a login or renewal answer. v.mu is held.
+func (v *VaultKV) keep(s *api.Secret, what string) error {
+	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" {
+		return fmt.Errorf("%s: the answer holds no token", what)
+	}
+	v.token = s.Auth.ClientToken
+	v.issued = v.now()
+	v.renew = s.Auth.Renewable
+	v.expires = time.Time{}
+	if s.Auth.LeaseDuration > 0 {
+		v.expires = v.issued.Add(time.Duration(s.Auth.LeaseDuration) * time.Second)
+	}
+	return nil
+}
+
+// isForbidden reports a 403: Vault's answer to a missing, expired or
+// revoked token.
+func isForbidden(err error) bool {
+	var re *api.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
+}
+
+// vaultError shortens the client's multi-line error to one line: the
+// status and Vault's messages. Vault's messages hold no values.
+func vaultError(err error) error {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return err
+	}
+	msg := strings.Join(re.Errors, "; ")
+	if msg == "" {
+		msg = http.StatusText(re.StatusCode)
+	}
+	return &statusError{code: re.StatusCode, msg: msg, err: re}
+}
+
+// statusError is a server's refusal, in one line.
+type statusError struct {
+	code int
+	msg  string
+	err  error
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("%d %s", e.code, e.msg) }
+func (e *statusError) Unwrap() error { return e.err }
+
+// readCredential reads a small credential file (a token, an id, a JWT),
+// trimming surrounding whitespace. Errors name the file, never its content.
+func readCredential(path, what string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read the %s file: %w", what, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("the %s file %s is empty", what, path)
+	}
+	if len(s) > 16<<10 || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", fmt.Errorf("the %s file %s does not hold a single line", what, path)
+	}
+	return s, nil
+}
+
+// parseExpires reads an expiry as Vault custom metadata holds it: an RFC
+// 3339 time, or a date, which means the start of that day, UTC (as
+// `till secret set --expires` does).
+func parseExpires(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.DateOnly, s)
+}

@@ -1,0 +1,211 @@
+package source
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/test/fake"
+)
+
+// writeFile writes a credential file for a test.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// mustNotHold fails when err's message holds any of secrets.
+func mustNotHold(t *testing.T, err error, secrets ...string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	for _, s := range secrets {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error %q holds a secret", err)
+		}
+	}
+}
+
+func TestVaultKVTokenFile(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/openai", map[string]string{"api_key": "sk-vault-1"}, nil)
+	v.Put("secret/multi", map[string]string{"a": "1", "b": "2"}, map[string]string{"expires": "2027-01-31"})
+	tokenFile := writeFile(t, "token", v.IssueToken(0)+"\n")
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute}}, Options{})
+	ctx := context.Background()
+	for _, ref := range []string{"corp:secret/openai", "corp:secret/openai#api_key"} {
+		r, err := c.Get(ctx, ref)
+		if err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+		if got, _ := r.Secret.Value(); got != "sk-vault-1" {
+			t.Errorf("%s: got %q", ref, got)
+		}
+		if r.Secret.Updated.IsZero() || time.Since(r.Secret.Updated) > time.Minute {
+			t.Errorf("%s: version time %v is not the entry's created_time", ref, r.Secret.Updated)
+		}
+	}
+	_, err = c.Get(ctx, "corp:secret/multi")
+	if err == nil || !strings.Contains(err.Error(), "secret has 2 fields (a, b): name one with #FIELD") {
+		t.Errorf("multi-field without #FIELD: %v", err)
+	}
+	r, err := c.Get(ctx, "corp:secret/multi#b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC); !r.Secret.Expires.Equal(want) {
+		t.Errorf("custom_metadata.expires: got %v, want %v", r.Secret.Expires, want)
+	}
+	if _, err := c.Get(ctx, "corp:secret/openai#nope"); err == nil || !strings.Contains(err.Error(), `no field "nope"`) {
+		t.Errorf("missing field: %v", err)
+	}
+	if _, _, err := src.Fetch(ctx, "secret/absent"); err == nil || !strings.Contains(err.Error(), "secret/absent: no such secret") {
+		t.Errorf("absent: %v", err)
+	}
+	if _, _, err := src.Fetch(ctx, "openai"); err == nil || !strings.Contains(err.Error(), "must be MOUNT/PATH") {
+		t.Errorf("no mount: %v", err)
+	}
+
+	// An agent rewrites the token file: the next fetch reads it.
+	old, _ := os.ReadFile(tokenFile)
+	v.RevokeAll()
+	_, _, err = src.Fetch(ctx, "secret/openai")
+	if err == nil || !strings.Contains(err.Error(), "403 permission denied") {
+		t.Fatalf("revoked token: %v", err)
+	}
+	mustNotHold(t, err, strings.TrimSpace(string(old)))
+	if err := os.WriteFile(tokenFile, []byte(v.IssueToken(0)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := src.Fetch(ctx, "secret/openai"); err != nil {
+		t.Fatalf("after the token file was rewritten: %v", err)
+	}
+}
+
+func TestVaultKVCustomExpiresMustParse(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/x", map[string]string{"k": "v"}, map[string]string{"expires": "next tuesday"})
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", v.IssueToken(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = src.Fetch(context.Background(), "secret/x")
+	if err == nil || !strings.Contains(err.Error(), "custom_metadata.expires") {
+		t.Errorf("got %v, want an error about custom_metadata.expires", err)
+	}
+}
+
+func TestVaultKVAppRoleRenewsAndLogsInAgain(t *testing.T) {
+	v := fake.NewVault(t, time.Hour)
+	v.EnableAppRole("role-1", "secret-id-1")
+	v.Put("secret/openai", map[string]string{"api_key": "sk-1"}, nil)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile,
+		Login: AppRoleLogin("approle", writeFile(t, "role", "role-1\n"), writeFile(t, "sid", "secret-id-1"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Now()}
+	src.now = clk.now
+	ctx := context.Background()
+	fetch := func() {
+		t.Helper()
+		if _, _, err := src.Fetch(ctx, "secret/openai"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		fetch()
+	}
+	if v.Logins() != 1 || v.Renewals() != 0 {
+		t.Fatalf("5 fetches: %d logins, %d renewals; want 1, 0", v.Logins(), v.Renewals())
+	}
+	clk.add(31 * time.Minute) // past half the lease: renew
+	fetch()
+	if v.Logins() != 1 || v.Renewals() != 1 {
+		t.Fatalf("after half the lease: %d logins, %d renewals; want 1, 1", v.Logins(), v.Renewals())
+	}
+	v.SetRenewable(false)
+	clk.add(31 * time.Minute) // renewal refused: log in again
+	fetch()
+	if v.Logins() != 2 {
+		t.Fatalf("after a refused renewal: %d logins, want 2", v.Logins())
+	}
+	clk.add(2 * time.Hour) // lease over: log in without trying to renew
+	fetch()
+	if v.Logins() != 3 || v.Renewals() != 1 {
+		t.Fatalf("after the lease ended: %d logins, %d renewals; want 3, 1", v.Logins(), v.Renewals())
+	}
+	v.RevokeAll() // the server forgets the token: log in again, once
+	fetch()
+	if v.Logins() != 4 {
+		t.Fatalf("after a revocation: %d logins, want 4", v.Logins())
+	}
+}
+
+func TestVaultKVAppRoleWrongSecretID(t *testing.T) {
+	v := fake.NewVault(t, time.Hour)
+	v.EnableAppRole("role-1", "secret-id-1")
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile,
+		Login: AppRoleLogin("approle", writeFile(t, "role", "role-1"), writeFile(t, "sid", "wrong-secret-id-9"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = src.Fetch(context.Background(), "secret/openai")
+	if err == nil || !strings.Contains(err.Error(), "log in at auth/approle/login: 400 invalid role or secret ID") {
+		t.Errorf("got %v", err)
+	}
+	mustNotHold(t, err, "wrong-secret-id-9", "role-1")
+}
+
+func TestVaultKVKubernetesAndNamespace(t *testing.T) {
+	v := fake.NewVault(t, time.Hour)
+	const jwt = "eyJhbGciOiJSUzI1NiJ9.sa-token.sig"
+	v.EnableKubernetes("till", jwt)
+	v.RequireNamespace("team/prod")
+	v.Put("kv/anthropic", map[string]string{"key": "sk-ant-1"}, nil)
+	jwtFile := writeFile(t, "token", jwt)
+	opts := VaultKVOptions{Address: v.URL, CAFile: v.CAFile, Namespace: "team/prod", Login: KubernetesLogin("kubernetes", "till", jwtFile)}
+	t.Setenv("VAULT_NAMESPACE", "elsewhere") // the config wins over the environment
+	src, err := NewVaultKV(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := src.Fetch(context.Background(), "kv/anthropic")
+	if err != nil || !strings.Contains(string(raw), "sk-ant-1") {
+		t.Fatalf("got %v", err)
+	}
+	opts.Namespace = ""
+	other, _ := NewVaultKV(opts)
+	_, _, err = other.Fetch(context.Background(), "kv/anthropic")
+	if err == nil {
+		t.Error("without the namespace: fetched")
+	}
+	mustNotHold(t, err, jwt)
+}
+
+func TestVaultKVNeedsItsCA(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/x", map[string]string{"k": "v"}, nil)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, TokenFile: writeFile(t, "token", v.IssueToken(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := src.Fetch(context.Background(), "secret/x"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without ca_file: %v, want a certificate error", err)
+	}
+	if _, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+		t.Error("a missing ca_file was accepted")
+	}
+}
