@@ -6,9 +6,10 @@
 // rounds: CPU per request at a fixed rate, added latency at that rate (open
 // loop, wrk2-style scheduling), throughput with the proxy's core saturated
 // (wrk when installed), peak RSS and RSS with idle keep-alive clients,
-// time to the first Server-Sent Event, intercept mode, and 10 vs 10,000 routes (those two measured at once, as are nginx and
-// till again for a steadier CPU ratio, with GETs and with POSTs of a 1 kB
-// chat completion). It prints one table and exits
+// time to the first Server-Sent Event, intercept mode, 10 vs 10,000 routes,
+// and a key from a source vs one from the vault (each pair measured at
+// once, as are nginx and till again for a steadier CPU ratio, with GETs
+// and with POSTs of a 1 kB chat completion). It prints one table and exits
 // non-zero if injection was not verified. It asserts nothing about speed.
 //
 //	go run ./test/bench            # full run (a few minutes)
@@ -188,6 +189,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The same route with its key from a files source, refreshed in the
+	// background every 1.5 s (ttl 2s) while the load runs.
+	keys := filepath.Join(work, "source-keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(keys, "openai"), []byte(benchKey+"\n"), 0o600); err != nil {
+		return err
+	}
+	sourced, err := startTill(procs, till, work, "sourced", "version: 1\naudit: {file: audit.log}\nsources:\n  - {name: mounted, type: files, dir: "+keys+", ttl: 2s}\nroutes:\n"+
+		fmt.Sprintf("  - {name: openai, preset: openai, upstream: %q, secret: \"mounted:openai\"}\n", tlsUp.URL), upCA, false)
+	if err != nil {
+		return err
+	}
 	nginxAddr, nginxPID, err := startNginx(procs, work, upAddr, upCA)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: nginx:", err, "(its column stays empty)")
@@ -199,6 +214,7 @@ func run() error {
 		"intercept":    {name: "till, intercept", url: "https://" + upAddr + "/v1/chat/completions", client: newClient(icpt), pid: icpt.pid},
 		"routes-10":    {name: "till, 10 routes", url: "http://" + routes10.addr + "/r5/v1/chat/completions", client: newClient(nil), pid: routes10.pid},
 		"routes-10000": {name: "till, 10,000 routes", url: "http://" + routes10k.addr + "/r5000/v1/chat/completions", client: newClient(nil), pid: routes10k.pid},
+		"sourced":      {name: "till, key from a source", url: "http://" + sourced.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: sourced.pid},
 	}
 	if earlier != nil {
 		targets["before"] = &target{name: "till, before", url: "http://" + earlier.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: earlier.pid}
@@ -220,7 +236,7 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
 
 	res := newResults()
-	order := []string{"direct", "nginx", "till", "intercept", "routes", "paired"}
+	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "paired"}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {
 			if name == "paired" {
@@ -247,6 +263,16 @@ func run() error {
 					res.add(p.figure, "ratio", tl.cpuPerReq/n.cpuPerReq)
 					fmt.Fprintf(os.Stderr, "bench: round %d: nginx %.0f µs, till %.0f µs per request: %.2f×\n", round, n.cpuPerReq, tl.cpuPerReq, tl.cpuPerReq/n.cpuPerReq)
 				}
+				continue
+			}
+			if name == "source" {
+				fmt.Fprintf(os.Stderr, "bench: round %d: vault-backed and source-backed till together, %d req/s each\n", round, *rate)
+				vaulted, fromSource, err := together(targets["till"], targets["sourced"])
+				if err != nil {
+					return err
+				}
+				res.add("source", "ratio", fromSource.cpuPerReq/vaulted.cpuPerReq)
+				fmt.Fprintf(os.Stderr, "bench: round %d: vault key %.0f µs, source key %.0f µs per request\n", round, vaulted.cpuPerReq, fromSource.cpuPerReq)
 				continue
 			}
 			if name == "routes" {
@@ -809,6 +835,9 @@ func (r *results) print(w io.Writer) {
 	tw.Flush()
 	if med, lo, hi, ok := r.median("routes", "scale"); ok {
 		fmt.Fprintf(w, "\nroute scale: CPU per request with 10,000 routes is %.2f× that with 10 (median of rounds, %.2f–%.2f; both measured at once)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("source", "ratio"); ok {
+		fmt.Fprintf(w, "key from a source (cached, refreshed every 1.5 s) vs from the vault: %.2f× the CPU per request (median of rounds, %.2f–%.2f; both measured at once)\n", med, lo, hi)
 	}
 	if med, lo, hi, ok := r.median("paired", "ratio"); ok {
 		fmt.Fprintf(w, "CPU per request, till vs nginx measured at once: %.2f× (median of rounds, %.2f–%.2f)\n", med, lo, hi)
