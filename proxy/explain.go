@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +24,10 @@ type Verdict struct {
 	Warning     string `json:"warning"`     // allowed, but something is off
 	Rate        string `json:"rate"`        // the route's per-client rate, not applied here
 }
+
+// explainFetchTimeout bounds how long a dry run waits for a key from a
+// source.
+const explainFetchTimeout = time.Minute
 
 // Explain decides method and target (a path for reverse mode, or an http://
 // or https:// URL for forward mode) for the named client ("" for none)
@@ -66,14 +71,25 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr string, now ti
 		v.Rate = rt.rate.String()
 	}
 	r := &http.Request{Method: strings.ToUpper(method), URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
-	d := s.decide(r, rt, t.outPath, id, now, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), explainFetchTimeout)
+	defer cancel()
+	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil)
+	if d.inj != nil {
+		v.Fingerprint = d.inj.fp
+	}
 	if !d.Allowed {
-		if d.Code == CodeSecretMissing && rt.problem != "" {
+		switch {
+		case d.Code == CodeSecretMissing && rt.problem != "":
 			d.Reason = rt.problem
+		case d.fetchErr != nil:
+			d.Reason += ": " + d.fetchErr.Error()
 		}
 		return refuse(apiError{d.Code, d.Reason})
 	}
-	if d.Warning != "" {
+	switch d.Warning {
+	case CodeSecretStale:
+		v.Warning = "the key's source fails; its last good value, younger than failure_ttl, would be used"
+	case CodeSecretExpired:
 		v.Warning = "the secret has expired; on_expired: warn lets the request through"
 	}
 	v.Allowed = true

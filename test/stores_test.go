@@ -208,6 +208,10 @@ routes:
 	if code != 0 || !strings.Contains(out, "4 fetched from sources") {
 		t.Errorf("till check: exit %d: %s %s", code, out, errOut)
 	}
+	out, _, code = runTill(t, tl.dir, "", nil, "test", "GET", "/openai/v1/models")
+	if code != 0 || !strings.Contains(out, "secret:   corp:secret/openai#api_key (sha256:") {
+		t.Errorf("till test: exit %d: %s", code, out)
+	}
 	out, _, _ = runTill(t, tl.dir, "", nil, "secret", "list", "--json")
 	var rows []struct {
 		Name, Source, Fingerprint, Status string
@@ -245,6 +249,10 @@ routes:
 	out, errOut, code = runTill(t, tl.dir, "", nil, "check")
 	if code != 1 || !strings.Contains(errOut, `secret "agent:secret/other" (source "agent") cannot be fetched: read secret/other: 503 Vault is sealed`) {
 		t.Errorf("till check with Vault down: exit %d: %s %s", code, out, errOut)
+	}
+	out, _, code = runTill(t, tl.dir, "", nil, "test", "GET", "/other/v1/models")
+	if code != 1 || !strings.Contains(out, "refused: secret_unavailable") || !strings.Contains(out, "503 Vault is sealed") {
+		t.Errorf("till test with Vault down: exit %d: %s", code, out)
 	}
 	stale := false
 	for _, r := range tl.audit() {

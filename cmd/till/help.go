@@ -27,12 +27,12 @@ var commandHelp = map[string]helpEntry{
 	},
 	"check": {
 		synopsis: "till check [-c FILE]",
-		about:    "Validate the config, the vault, each route's secret and its expiry; exit 1 on any error, and warn 14 days before a secret expires.",
+		about:    "Validate the config, the vault, each route's secret and its expiry, fetching once every key that comes from a source (Vault, AWS Secrets Manager, files, exec); exit 1 on any error, with the source, ref and cause, and warn 14 days before a secret expires.",
 		examples: []string{"till check", "till check -c till.yaml && till serve -c till.yaml"},
 	},
 	"test": {
 		synopsis: "till test [-c FILE] [--client NAME] [--from ADDR] [--json] METHOD URL",
-		about: "Dry-run a request through the config, sending nothing: the route, the verdict and the secret (name and fingerprint), or why it would be refused; exit 0 allowed, 1 refused. " +
+		about: "Dry-run a request through the config, sending nothing upstream: the route, the verdict and the secret (name or source ref, and fingerprint; a source's key is fetched), or why it would be refused; exit 0 allowed, 1 refused. " +
 			"URL is a path (/openai/v1/models) or a URL on till's own listener (the base URLs the serve log prints) for a base-URL request, " +
 			"or another http:// or https:// URL for a proxied one. --from is the source address, for clients' cidrs.",
 		examples: []string{
@@ -52,7 +52,7 @@ var commandHelp = map[string]helpEntry{
 	},
 	"secret list": {
 		synopsis: "till secret list [-c FILE] [--json]",
-		about:    "List the vault's secrets: name, fingerprint, created, updated, expires and status (ok, expiring within 14 days, expired); never their values.",
+		about:    "List the vault's secrets and the source refs routes use (fetched once): name, source, fingerprint, version time, expires and status (ok, expiring within 14 days, expired, unavailable); never their values.",
 		examples: []string{"till secret list", "till secret list --json"},
 	},
 	"secret rm": {

@@ -109,6 +109,19 @@ func newSource(s config.Source, log zerolog.Logger) (source.Source, error) {
 	return nil, fmt.Errorf("unknown source type %q", s.Type)
 }
 
+// commandCache is a cache of cfg's sources for a command that fetches
+// refs once (check, secret list, test) rather than serving.
+func commandCache(cfg *config.Config) (*source.Cache, error) {
+	// An exec helper's stderr is logged: nowhere, here; fetch errors
+	// reach the command's output instead.
+	k := &sourceKeys{log: zerolog.Nop()}
+	specs, err := k.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return source.NewCache(specs, source.Options{Log: zerolog.Nop()}), nil
+}
+
 // refCheckTimeout bounds how long check and secret list wait for all the
 // refs they fetch.
 const refCheckTimeout = 90 * time.Second
@@ -116,13 +129,10 @@ const refCheckTimeout = 90 * time.Second
 // fetchRefs fetches, once each, the refs cfg's routes use (for till check
 // and till secret list), in the order routes name them.
 func fetchRefs(cfg *config.Config) ([]source.Status, error) {
-	// An exec helper's stderr is logged: nowhere, here.
-	k := &sourceKeys{log: zerolog.Nop()}
-	specs, err := k.build(cfg)
+	cache, err := commandCache(cfg)
 	if err != nil {
 		return nil, err
 	}
-	cache := source.NewCache(specs, source.Options{Log: zerolog.Nop()})
 	var refs []string
 	for _, r := range cfg.Routes {
 		if r.Ref != nil && !slices.Contains(refs, r.Secret) {

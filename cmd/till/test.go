@@ -49,7 +49,11 @@ func runTest(args []string, e *env) error {
 	if p, ok := ownListenerPath(target, cfg); ok {
 		target = p
 	}
-	v := proxy.NewSnapshot(cfg, secrets).Explain(method, target, client, from+":0", time.Now())
+	keys, err := commandCache(cfg)
+	if err != nil {
+		return err
+	}
+	v := proxy.NewSnapshotWithKeys(cfg, secrets, keys).Explain(method, target, client, from+":0", time.Now())
 	if asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		fmt.Fprintln(e.stdout, string(b))
