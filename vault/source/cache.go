@@ -217,6 +217,10 @@ func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, erro
 	if err != nil {
 		return vault.Secret{}, err
 	}
+	// The value is copied out of raw below; the bytes as fetched (a whole
+	// document of fields, perhaps) are wiped. Go strings cannot be: the
+	// value held stays until the collector reuses its memory.
+	defer clear(raw)
 	var value string
 	switch {
 	case field != "":
