@@ -50,6 +50,10 @@ type Config struct {
 	Sources []Source
 	// Routes map requests to upstreams and the secret injected into them.
 	Routes []Route
+	// Budgets cap what requests may spend per client, route or in all.
+	Budgets []Budget
+	// Prices says where the model price table comes from.
+	Prices Prices
 	// BrowserOrigins are the web origins ("https://app.example.com") whose
 	// pages may use till from a browser. Requests that a browser marks as
 	// cross-site, or whose Origin is not till's own, are refused unless
@@ -242,6 +246,9 @@ type Route struct {
 	MaxBody int64
 	// AllowPlaintext permits an http:// upstream on a non-loopback host.
 	AllowPlaintext bool
+	// Usage is how the route's responses report token usage (one of
+	// UsageFormats): the preset's unless set; "none" without a preset.
+	Usage string
 	// Line is the route's line in the config file; 0 for built-in defaults.
 	Line int
 }
@@ -276,6 +283,9 @@ type Allow struct {
 	// Paths are globs matched against the path after the prefix; empty
 	// allows any.
 	Paths []Glob
+	// Models are globs ("*" matches any run of characters, "/"
+	// included) the request's model must match; empty allows any.
+	Models []string
 }
 
 // Defaults that the file may override.

@@ -43,8 +43,8 @@ func TestParseErrors(t *testing.T) {
 		{"version 2", "version: 2\n", `till.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`},
 		{"version string", "version: \"1\"\n", `till.yaml:1: version: must be a whole number`},
 		{"unknown root field", "version: 1\nlisen: 127.0.0.1:1\n", `till.yaml:2: lisen: unknown field (did you mean "listen"?)`},
-		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names, sources)`},
-		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names, sources)`},
+		{"unknown field far off", "version: 1\nzzzz: 1\n", `till.yaml:2: zzzz: unknown field (expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names, sources, budgets, prices)`},
+		{"secret-like key not echoed", "version: 1\nsk-proj/AbC+123=: x\n", `till.yaml:2: unknown field (name not shown; expected version, listen, shutdown_grace, tls, admin, vault, audit, forward, limits, log, clients, routes, browser_origins, server_names, sources, budgets, prices)`},
 		{"duplicate field", "version: 1\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `till.yaml:3: listen: duplicate field (first at line 2)`},
 		{"alias", "version: 1\nlisten: &a 127.0.0.1:1\nadmin: {listen: *a}\n", `till.yaml:3: admin.listen: yaml aliases are not supported (hint: repeat the value)`},
 		{"bad listen", "version: 1\nlisten: 8080\n", `till.yaml:2: listen: must be host:port (e.g. 127.0.0.1:8080)`},
@@ -553,7 +553,7 @@ func TestStarterConfig(t *testing.T) {
 	if len(c.Routes) != 0 {
 		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
 	}
-	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys, budgetKeys, pricesKeys}
 	for _, keys := range all {
 		for _, k := range keys {
 			if !strings.Contains(string(s), k+":") {
@@ -585,7 +585,8 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:105: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:106: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
+		`till.yaml:118: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

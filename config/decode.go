@@ -20,7 +20,7 @@ import (
 // The keys each mapping accepts. They drive unknown-field errors, their
 // "did you mean" suggestions, and the test that StarterConfig mentions them.
 var (
-	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names", "sources"}
+	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names", "sources", "budgets", "prices"}
 	tlsKeys     = []string{"names", "acme"}
 	acmeKeys    = []string{"email", "ca"}
 	adminKeys   = []string{"listen", "token_sha256"}
@@ -30,10 +30,12 @@ var (
 	limitsKeys  = []string{"redis", "on_redis_error"}
 	logKeys     = []string{"level", "format"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
-	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext"}
+	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage"}
 	injectKeys  = []string{"header", "format", "query", "basic"}
 	basicKeys   = []string{"username", "password"}
-	allowKeys   = []string{"methods", "paths"}
+	allowKeys   = []string{"methods", "paths", "models"}
+	budgetKeys  = []string{"name", "clients", "routes", "per", "window", "requests", "tokens", "usd", "on_exceeded"}
+	pricesKeys  = []string{"file"}
 	sourceKeys  = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout",
 		"address", "ca_file", "namespace", "auth", "auth_mount", "region", "endpoint"}
 	vaultAuthKeys      = []string{"token_file", "approle", "kubernetes"}
@@ -493,8 +495,15 @@ func (d *decoder) config(root *yaml.Node) *Config {
 			}
 		})
 	}
+	if v := f["budgets"]; v != nil {
+		c.Budgets = d.budgets(v, "budgets")
+	}
+	if v := f["prices"]; v != nil {
+		d.prices(v, "prices", &c.Prices)
+	}
 	d.crossCheck(c, clients, routes)
 	d.checkRefs(c, routes)
+	d.checkBudgets(c, f["budgets"])
 	return c
 }
 

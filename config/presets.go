@@ -35,12 +35,15 @@ type Preset struct {
 	Strip []string
 	// Secret is the default vault entry name: the preset's name.
 	Secret string
+	// Usage is how the provider's responses report token usage (one of
+	// UsageFormats); "none" when they do not.
+	Usage string
 }
 
 //go:embed presets.yaml
 var presetsYAML []byte
 
-var presetKeys = []string{"name", "upstream", "base_url_path", "docs", "secret", "inject", "headers", "strip"}
+var presetKeys = []string{"name", "upstream", "base_url_path", "docs", "secret", "inject", "headers", "strip", "usage"}
 
 // catalog parses presets.yaml once. The file is part of the binary and a
 // test parses it, so an error here is a build mistake, not bad input.
@@ -96,6 +99,10 @@ func parsePresets(data []byte) ([]Preset, error) {
 			for _, s := range d.strs(v, join(path, "strip")) {
 				p.Strip = append(p.Strip, textproto.CanonicalMIMEHeaderKey(s))
 			}
+		}
+		p.Usage = UsageNone
+		if v := f["usage"]; v != nil {
+			p.Usage, _ = d.enum(v, join(path, "usage"), UsageFormats...)
 		}
 		if p.Name == "" || p.Upstream == "" || p.Docs == "" || (p.Inject.Header == "" && p.Inject.Query == "" && p.Inject.Basic == nil) {
 			d.errorf(n, path, "needs name, upstream, docs and inject")

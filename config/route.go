@@ -126,6 +126,19 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		r.Allow = d.allow(v, join(path, "allow"))
 	}
 
+	r.Usage = UsageNone
+	if preset != nil {
+		r.Usage = preset.Usage
+	}
+	if v := f["usage"]; v != nil {
+		if s, ok := d.enum(v, join(path, "usage"), UsageFormats...); ok {
+			r.Usage = s
+		}
+	}
+	if len(r.Allow.Models) > 0 && r.Usage == UsageNone {
+		d.errorf(f["allow"], join(path, "allow.models"), "needs a route whose usage is known (hint: a preset such as openai, or usage: openai)")
+	}
+
 	if v := f["clients"]; v != nil {
 		p := join(path, "clients")
 		switch {
@@ -390,7 +403,42 @@ func (d *decoder) allow(n *yaml.Node, path string) Allow {
 			}
 		})
 	}
+	if v := f["models"]; v != nil {
+		d.list(v, join(path, "models"), func(v *yaml.Node, p string) {
+			s, ok := d.nonEmpty(v, p)
+			if !ok {
+				return
+			}
+			if len(s) > 128 || strings.ContainsFunc(s, isControl) {
+				d.errorf(v, p, "must be a model name or glob such as gpt-4.1* (at most 128 characters)")
+				return
+			}
+			a.Models = append(a.Models, s)
+		})
+	}
 	return a
+}
+
+// MatchModel reports whether model matches the glob pattern: "*" matches
+// any run of characters, "/" included; the rest matches literally.
+func MatchModel(pattern, model string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == model
+	}
+	if !strings.HasPrefix(model, parts[0]) {
+		return false
+	}
+	model = model[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(model, p)
+		if i < 0 {
+			return false
+		}
+		model = model[i+len(p):]
+	}
+	return len(model) >= len(last) && strings.HasSuffix(model, last)
 }
 
 // parseUpstream checks an upstream URL: https, or http only for loopback

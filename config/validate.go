@@ -76,18 +76,23 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 			if _, ok := clientLine[name]; ok {
 				continue
 			}
-			n, p := routes[i].clients[j], join(routes[i].path, "clients")+"["+strconv.Itoa(j)+"]"
-			switch {
-			case name == "any":
-				d.errorf(n, p, `unknown client "any" (hint: "clients: any", without brackets, accepts any client)`)
-			case !plausibleKey(name):
-				d.errorf(n, p, "unknown client (hint: define it under clients)")
-			case suggest(name, names) != "":
-				d.errorf(n, p, "unknown client %q (did you mean %q?)", name, suggest(name, names))
-			default:
-				d.errorf(n, p, "unknown client %q (hint: define it under clients, or run \"till client add %s\")", name, name)
-			}
+			d.unknownClient(routes[i].clients[j], join(routes[i].path, "clients")+"["+strconv.Itoa(j)+"]", name, names)
 		}
+	}
+}
+
+// unknownClient reports a client name that names no client, echoing it
+// only when it looks like a name (a stray token must not be printed).
+func (d *decoder) unknownClient(n *yaml.Node, p, name string, names []string) {
+	switch {
+	case name == "any":
+		d.errorf(n, p, `unknown client "any" (hint: "clients: any", without brackets, accepts any client)`)
+	case !plausibleKey(name):
+		d.errorf(n, p, "unknown client (hint: define it under clients)")
+	case suggest(name, names) != "":
+		d.errorf(n, p, "unknown client %q (did you mean %q?)", name, suggest(name, names))
+	default:
+		d.errorf(n, p, "unknown client %q (hint: define it under clients, or run \"till client add %s\")", name, name)
 	}
 }
 

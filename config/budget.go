@@ -1,0 +1,248 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Usage formats: how a route's responses report token usage.
+const (
+	UsageOpenAI    = "openai"
+	UsageAnthropic = "anthropic"
+	UsageGemini    = "gemini"
+	UsageCohere    = "cohere"
+	UsageNone      = "none"
+)
+
+// UsageFormats are the values of a route's usage setting.
+var UsageFormats = []string{UsageOpenAI, UsageAnthropic, UsageGemini, UsageCohere, UsageNone}
+
+// Budget caps what the requests it covers may spend in a window: requests,
+// tokens the provider reported, and dollars priced from the model table.
+type Budget struct {
+	// Name identifies the budget in metrics, errors and till usage.
+	Name string
+	// Clients are the clients it covers; nil covers every caller,
+	// anonymous ones included.
+	Clients []string
+	// Routes are the routes it covers; nil covers every route.
+	Routes []string
+	// Per is which counter a request charges: "client" (the default; an
+	// anonymous caller counts as "anonymous"), "route" or "all".
+	Per string
+	// Window is a rolling window's length; zero when Calendar is set.
+	Window time.Duration
+	// Calendar is "day" or "month" (UTC) for a calendar window.
+	Calendar string
+	// Requests, Tokens and USD are the limits; zero means no limit of
+	// that kind, and at least one is set.
+	Requests int64
+	Tokens   int64
+	USD      float64
+	// Warn forwards an over-budget request with reason budget_exceeded
+	// instead of refusing it (on_exceeded: warn).
+	Warn bool
+	// Line is the budget's line in the config file.
+	Line int
+}
+
+// Covers reports whether a request on route from client (the client's
+// name, or "" for an anonymous caller) charges the budget.
+func (b *Budget) Covers(route, client string) bool {
+	if b.Routes != nil && !slices.Contains(b.Routes, route) {
+		return false
+	}
+	return b.Clients == nil || (client != "" && slices.Contains(b.Clients, client))
+}
+
+// Prices says where the model price table comes from.
+type Prices struct {
+	// File, when set, is a YAML price table merged over the built-in one.
+	File string
+}
+
+// Budget limits and windows.
+const (
+	minBudgetWindow = time.Minute
+	maxBudgetWindow = 90 * 24 * time.Hour
+	maxBudgetUSD    = 1e9
+)
+
+// budgets decodes the budgets list.
+func (d *decoder) budgets(n *yaml.Node, path string) []Budget {
+	var out []Budget
+	seen := map[string]int{}
+	d.list(n, path, func(v *yaml.Node, p string) {
+		b, ok := d.budget(v, p)
+		if !ok {
+			return
+		}
+		if first, dup := seen[b.Name]; dup {
+			d.errorf(v, join(p, "name"), "duplicate budget name %q (first at line %d)", b.Name, first)
+			return
+		}
+		seen[b.Name] = b.Line
+		out = append(out, b)
+	})
+	return out
+}
+
+func (d *decoder) budget(n *yaml.Node, path string) (Budget, bool) {
+	b := Budget{Line: n.Line, Per: "client"}
+	f := d.fields(n, path, budgetKeys)
+	if f == nil {
+		return b, false
+	}
+	ok := true
+	if v := f["name"]; v == nil {
+		d.errorf(n, join(path, "name"), "required")
+		ok = false
+	} else if s, good := d.nonEmpty(v, join(path, "name")); good && d.check(v, join(path, "name"), ValidName(s)) {
+		b.Name = s
+	} else {
+		ok = false
+	}
+	if v := f["clients"]; v != nil {
+		b.Clients = d.strs(v, join(path, "clients"))
+		if b.Clients == nil {
+			b.Clients = []string{}
+		}
+	}
+	if v := f["routes"]; v != nil {
+		b.Routes = d.strs(v, join(path, "routes"))
+		if b.Routes == nil {
+			b.Routes = []string{}
+		}
+	}
+	if v := f["per"]; v != nil {
+		if s, good := d.enum(v, join(path, "per"), "client", "route", "all"); good {
+			b.Per = s
+		} else {
+			ok = false
+		}
+	}
+	if v := f["window"]; v == nil {
+		d.errorf(n, join(path, "window"), "required (hint: a rolling window from 1m to 90d such as 1h or 30d, or day or month for a calendar one, UTC)")
+		ok = false
+	} else if s, good := d.str(v, join(path, "window")); good {
+		switch s {
+		case "day", "month":
+			b.Calendar = s
+		default:
+			w, err := ParseDuration(s)
+			if err != nil || w < minBudgetWindow || w > maxBudgetWindow {
+				d.errorf(v, join(path, "window"), "must be a rolling window from 1m to 90d such as 1h or 30d, or day or month (calendar, UTC)")
+				ok = false
+			} else {
+				b.Window = w
+			}
+		}
+	} else {
+		ok = false
+	}
+	if v := f["requests"]; v != nil {
+		if x, good := d.intBetween(v, join(path, "requests"), 1, math.MaxInt32, ""); good {
+			b.Requests = int64(x)
+		} else {
+			ok = false
+		}
+	}
+	if v := f["tokens"]; v != nil {
+		if x, good := d.integer(v, join(path, "tokens")); !good {
+			ok = false
+		} else if x < 1 {
+			d.errorf(v, join(path, "tokens"), "must be at least 1")
+			ok = false
+		} else {
+			b.Tokens = x
+		}
+	}
+	if v := f["usd"]; v != nil {
+		if x, good := d.number(v, join(path, "usd")); !good {
+			ok = false
+		} else if x <= 0 || x > maxBudgetUSD {
+			d.errorf(v, join(path, "usd"), "must be more than 0 and at most %g", float64(maxBudgetUSD))
+			ok = false
+		} else {
+			b.USD = x
+		}
+	}
+	if ok && b.Requests == 0 && b.Tokens == 0 && b.USD == 0 {
+		d.errorf(n, path, "sets no limit (hint: requests, tokens or usd)")
+		ok = false
+	}
+	if v := f["on_exceeded"]; v != nil {
+		if s, good := d.enum(v, join(path, "on_exceeded"), "block", "warn"); good {
+			b.Warn = s == "warn"
+		} else {
+			ok = false
+		}
+	}
+	return b, ok
+}
+
+// number reads a decimal number such as 25 or 0.5.
+func (d *decoder) number(n *yaml.Node, path string) (float64, bool) {
+	var x float64
+	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!int" || n.ShortTag() == "!!float") && n.Decode(&x) == nil && !math.IsNaN(x) && !math.IsInf(x, 0) {
+		return x, true
+	}
+	d.errorf(n, path, "must be a number such as 25 or 0.5")
+	return 0, false
+}
+
+// prices decodes prices: {file: PATH}.
+func (d *decoder) prices(n *yaml.Node, path string, p *Prices) {
+	f := d.fields(n, path, pricesKeys)
+	if v := f["file"]; v != nil {
+		p.File, _ = d.filePath(v, join(path, "file"))
+	}
+}
+
+// checkBudgets checks that budgets name known clients and routes.
+func (d *decoder) checkBudgets(c *Config, n *yaml.Node) {
+	clients := make([]string, 0, len(c.Clients))
+	for _, cl := range c.Clients {
+		clients = append(clients, cl.Name)
+	}
+	routes := make([]string, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		routes = append(routes, r.Name)
+	}
+	for i, b := range c.Budgets {
+		at := budgetNode(n, i)
+		p := fmt.Sprintf("budgets[%d]", i)
+		for j, name := range b.Clients {
+			if !slices.Contains(clients, name) {
+				d.unknownClient(at, fmt.Sprintf("%s.clients[%d]", p, j), name, clients)
+			}
+		}
+		for j, name := range b.Routes {
+			if slices.Contains(routes, name) {
+				continue
+			}
+			q := fmt.Sprintf("%s.routes[%d]", p, j)
+			switch {
+			case !plausibleKey(name):
+				d.errorf(at, q, "unknown route")
+			case suggest(name, routes) != "":
+				d.errorf(at, q, "unknown route %q (did you mean %q?)", name, suggest(name, routes))
+			default:
+				d.errorf(at, q, "unknown route %q (known: %s)", name, strings.Join(routes, ", "))
+			}
+		}
+	}
+}
+
+// budgetNode returns the i-th budget's node, for messages.
+func budgetNode(n *yaml.Node, i int) *yaml.Node {
+	if n != nil && n.Kind == yaml.SequenceNode && i < len(n.Content) {
+		return n.Content[i]
+	}
+	return n
+}

@@ -1,0 +1,101 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseBudgets(t *testing.T) {
+	y := `version: 1
+clients:
+  - {name: web, token_sha256: ` + strings.Repeat("ab", 32) + `}
+routes:
+  - {name: openai, preset: openai, allow: {models: ["gpt-4.1*", gpt-4o-mini]}}
+  - {name: internal, upstream: "https://api.example.com", inject: {header: X-Key}, usage: anthropic}
+  - {name: stripe, preset: stripe}
+budgets:
+  - {name: web-daily, clients: [web], routes: [openai], window: day, requests: 5000, tokens: 2000000, usd: 25}
+  - {name: all-hour, per: all, window: 1h, usd: 0.5, on_exceeded: warn}
+prices: {file: prices.yaml}
+`
+	c, err := Parse("till.yaml", []byte(y), "/etc/till")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Budget{
+		{Name: "web-daily", Clients: []string{"web"}, Routes: []string{"openai"}, Per: "client", Calendar: "day", Requests: 5000, Tokens: 2000000, USD: 25, Line: 9},
+		{Name: "all-hour", Per: "all", Window: time.Hour, USD: 0.5, Warn: true, Line: 10},
+	}
+	if !reflect.DeepEqual(c.Budgets, want) {
+		t.Errorf("got  %+v\nwant %+v", c.Budgets, want)
+	}
+	if c.Prices.File != "/etc/till/prices.yaml" {
+		t.Errorf("prices.file: %q", c.Prices.File)
+	}
+	for i, u := range []string{UsageOpenAI, UsageAnthropic, UsageNone} {
+		if c.Routes[i].Usage != u {
+			t.Errorf("routes[%d].usage = %q, want %q", i, c.Routes[i].Usage, u)
+		}
+	}
+	if got := c.Routes[0].Allow.Models; !reflect.DeepEqual(got, []string{"gpt-4.1*", "gpt-4o-mini"}) {
+		t.Errorf("models: %v", got)
+	}
+	if !c.Budgets[0].Covers("openai", "web") || c.Budgets[0].Covers("openai", "") || c.Budgets[0].Covers("internal", "web") {
+		t.Error("web-daily covers the wrong requests")
+	}
+	if !c.Budgets[1].Covers("stripe", "") {
+		t.Error("a budget without clients or routes must cover anonymous requests on any route")
+	}
+}
+
+func TestParseBudgetErrors(t *testing.T) {
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"no window", "budgets:\n  - {name: b, requests: 1}\n", `till.yaml:3: budgets[0].window: required (hint: a rolling window from 1m to 90d such as 1h or 30d, or day or month for a calendar one, UTC)`},
+		{"window too long", "budgets:\n  - {name: b, window: 100d, requests: 1}\n", `till.yaml:3: budgets[0].window: must be a rolling window from 1m to 90d such as 1h or 30d, or day or month (calendar, UTC)`},
+		{"window too short", "budgets:\n  - {name: b, window: 30s, requests: 1}\n", `till.yaml:3: budgets[0].window: must be a rolling window from 1m to 90d such as 1h or 30d, or day or month (calendar, UTC)`},
+		{"no limit", "budgets:\n  - {name: b, window: 1h}\n", `till.yaml:3: budgets[0]: sets no limit (hint: requests, tokens or usd)`},
+		{"bad usd", "budgets:\n  - {name: b, window: 1h, usd: lots}\n", `till.yaml:3: budgets[0].usd: must be a number such as 25 or 0.5`},
+		{"negative tokens", "budgets:\n  - {name: b, window: 1h, tokens: -5}\n", `till.yaml:3: budgets[0].tokens: must be at least 1`},
+		{"bad per", "budgets:\n  - {name: b, window: 1h, requests: 1, per: team}\n", `till.yaml:3: budgets[0].per: must be "client" or "route" or "all"`},
+		{"unknown client", "budgets:\n  - {name: b, window: 1h, requests: 1, clients: [web]}\n", `till.yaml:3: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`},
+		{"unknown route", "routes:\n  - {name: openai, preset: openai}\nbudgets:\n  - {name: b, window: 1h, requests: 1, routes: [opnai]}\n", `till.yaml:5: budgets[0].routes[0]: unknown route "opnai" (did you mean "openai"?)`},
+		{"token as route", "routes:\n  - {name: openai, preset: openai}\nbudgets:\n  - {name: b, window: 1h, requests: 1, routes: [sk-proj-abcdefghijklmnopqrstuvwxyz0123456789]}\n", `till.yaml:5: budgets[0].routes[0]: unknown route`},
+		{"duplicate", "budgets:\n  - {name: b, window: 1h, requests: 1}\n  - {name: b, window: 1h, requests: 2}\n", `till.yaml:4: budgets[1].name: duplicate budget name "b" (first at line 3)`},
+		{"models without usage", "routes:\n  - {name: x, upstream: 'https://a.example', inject: {header: X-Key}, allow: {models: [m]}}\n", `till.yaml:3: routes[0].allow.models: needs a route whose usage is known (hint: a preset such as openai, or usage: openai)`},
+		{"bad usage", "routes:\n  - {name: x, preset: openai, usage: claude}\n", `till.yaml:3: routes[0].usage: must be "openai" or "anthropic" or "gemini" or "cohere" or "none"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("till.yaml", []byte("version: 1\n"+tt.yaml), "/")
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("got %v\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMatchModel(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, model string
+		want           bool
+	}{
+		{"gpt-4o-mini", "gpt-4o-mini", true},
+		{"gpt-4o-mini", "gpt-4o-mini-2024", false},
+		{"gpt-4.1*", "gpt-4.1-mini", true},
+		{"gpt-4.1*", "gpt-4.1", true},
+		{"gpt-4.1*", "gpt-4o", false},
+		{"*", "anything/at/all", true},
+		{"models/*-flash", "models/gemini-2.5-flash", true},
+		{"models/*-flash", "models/gemini-2.5-flash-lite", false},
+		{"a*b*b", "abb", true},
+		{"a*a", "a", false},
+		{"*mini*", "gpt-4.1-mini-2025", true},
+		{"", "", true},
+		{"", "x", false},
+	} {
+		if got := MatchModel(tt.pattern, tt.model); got != tt.want {
+			t.Errorf("MatchModel(%q, %q) = %v, want %v", tt.pattern, tt.model, got, tt.want)
+		}
+	}
+}
