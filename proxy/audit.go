@@ -28,6 +28,13 @@ const (
 	fieldDuration = "duration_ms"
 	fieldOutcome  = "outcome"
 	fieldReason   = "reason"
+	// Later fields: usage (model, tokens and price) and how the key was
+	// used (credential).
+	fieldModel      = "model"
+	fieldTokensIn   = "tokens_in"
+	fieldTokensOut  = "tokens_out"
+	fieldCostUSD    = "cost_usd"
+	fieldCredential = "credential"
 )
 
 // Outcomes of a request, as audited.
@@ -95,6 +102,13 @@ type record struct {
 	bytesOut int64
 	outcome  string
 	reason   string
+	// model is the model the app asked for; tokensIn (cached input
+	// included) and tokensOut are what the response reported, costUSD
+	// their price; zero when unknown.
+	model     string
+	tokensIn  int64
+	tokensOut int64
+	costUSD   float64
 }
 
 // write emits the record as one JSON line, every field present.
@@ -119,6 +133,9 @@ func (a *Audit) write(r *record, end time.Time) {
 		Int64(fieldBytesIn, r.bytesIn).
 		Int64(fieldBytesOut, r.bytesOut).
 		Float64(fieldDuration, float64(end.Sub(r.start).Microseconds())/1000).
+		Int64(fieldTokensIn, r.tokensIn).
+		Int64(fieldTokensOut, r.tokensOut).
+		Float64(fieldCostUSD, r.costUSD).
 		Str(fieldOutcome, r.outcome).
 		Str(fieldReason, r.reason).
 		Send()
@@ -133,5 +150,16 @@ func (r *record) keyUse(e *zerolog.Event) {
 		Str(fieldKeyFP, r.keyFP).
 		Str(fieldMethod, r.method).
 		Str(fieldHost, r.host).
-		Str(fieldPath, r.path)
+		Str(fieldPath, r.path).
+		Str(fieldModel, r.model).
+		Str(fieldCredential, r.credential())
+}
+
+// credential says how the key was used: "static" (attached as the config
+// says) once one was, "" otherwise.
+func (r *record) credential() string {
+	if r.keyFP == "" {
+		return ""
+	}
+	return "static"
 }

@@ -19,6 +19,9 @@ func (a *Audit) writeUse(r *record, attempt int, now time.Time) bool {
 		Str(fieldID, r.id).
 		Func(r.keyUse).
 		Int(fieldAttempt, attempt).
+		Int64(fieldTokensIn, 0).
+		Int64(fieldTokensOut, 0).
+		Float64(fieldCostUSD, 0).
 		Send()
 	return w.written
 }

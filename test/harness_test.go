@@ -489,7 +489,7 @@ func (tl *till) waitAudit(n int) []auditRecord {
 // auditFields are the fields every record carries, per the contract.
 var auditFields = []string{"time", "level", "event", "id", "mode", "client", "route", "secret",
 	"key_fp", "method", "host", "path", "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "reason",
-	"attempt", "seq", "prev"}
+	"attempt", "seq", "prev", "model", "tokens_in", "tokens_out", "cost_usd", "credential"}
 
 func checkAuditFields(t *testing.T, r auditRecord) {
 	t.Helper()
