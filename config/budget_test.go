@@ -99,3 +99,36 @@ func TestMatchModel(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePool(t *testing.T) {
+	y := "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\nroutes:\n  - {name: openai, preset: openai, secret: [openai-a, \"m:openai-b\"], pool: {strategy: sticky, cooldown: 30s}}\n  - {name: plain, preset: anthropic, secret: [a, b]}\n"
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Pool{Members: []PoolMember{{Secret: "openai-a"}, {Secret: "m:openai-b", Ref: &SecretRef{Source: "m", Path: "openai-b"}}}, Strategy: PoolSticky, Cooldown: 30 * time.Second}
+	if got := c.Routes[0].Pool; !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if r := c.Routes[0]; r.Secret != "openai-a" || r.Ref != nil {
+		t.Errorf("a pool's route names its first member: %q %v", r.Secret, r.Ref)
+	}
+	if p := c.Routes[1].Pool; p == nil || p.Strategy != PoolRoundRobin || p.Cooldown != DefaultPoolCooldown {
+		t.Errorf("pool defaults: %+v", p)
+	}
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"one member", "routes:\n  - {name: x, preset: openai, secret: [a]}\n", `till.yaml:3: routes[0].secret: a pool needs 2 to 16 secrets (hint: one secret is written secret: NAME)`},
+		{"twice", "routes:\n  - {name: x, preset: openai, secret: [a, a]}\n", `till.yaml:3: routes[0].secret[1]: "a" is listed twice`},
+		{"pool without list", "routes:\n  - {name: x, preset: openai, pool: {strategy: sticky}}\n", `till.yaml:3: routes[0].pool: needs a list of secrets (hint: secret: [openai-a, openai-b])`},
+		{"bad strategy", "routes:\n  - {name: x, preset: openai, secret: [a, b], pool: {strategy: random}}\n", `till.yaml:3: routes[0].pool.strategy: must be "round_robin" or "sticky"`},
+		{"till-ca member", "routes:\n  - {name: x, preset: openai, secret: [a, till-ca]}\n", `till.yaml:3: routes[0].secret[1]: "till-ca" holds till's CA key and can never be injected`},
+		{"unknown source member", "routes:\n  - {name: x, preset: openai, secret: [a, \"corp:x\"]}\n", `till.yaml:3: routes[0].secret[1]: unknown source "corp" (hint: define it under sources:, or use a vault secret name without ":")`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("till.yaml", []byte("version: 1\n"+tt.yaml), "/")
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("got %v\nwant %s", err, tt.want)
+			}
+		})
+	}
+}

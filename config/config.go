@@ -213,6 +213,9 @@ type Route struct {
 	Secret string
 	// Ref, when set, says that the secret is fetched from a source.
 	Ref *SecretRef
+	// Pool, when set, is the route's keys used in turn (secret: [a, b]);
+	// Secret and Ref are then its first member's.
+	Pool *Pool
 	// Inject says how the secret is attached to the request.
 	Inject Inject
 	// Headers are extra request headers, added when the app did not send
@@ -251,6 +254,33 @@ type Route struct {
 	Usage string
 	// Line is the route's line in the config file; 0 for built-in defaults.
 	Line int
+}
+
+// Pool is a route's keys, used in turn, each set aside for a while when
+// the upstream refuses it (429, 402, 529, 401, 403) or cannot be reached.
+type Pool struct {
+	// Members are the keys, in order: 2 to 16 vault names or source refs.
+	Members []PoolMember
+	// Strategy is PoolRoundRobin or PoolSticky.
+	Strategy string
+	// Cooldown is how long a refused key is set aside when the upstream
+	// gives no Retry-After (10× that after a 401 or 403); default 60s.
+	Cooldown time.Duration
+}
+
+// Pool strategies: each request takes the next key; or each client keeps
+// to one key (the provider's prompt cache stays warm).
+const (
+	PoolRoundRobin = "round_robin"
+	PoolSticky     = "sticky"
+)
+
+// PoolMember is one key of a pool: a vault entry, or a source ref.
+type PoolMember struct {
+	// Secret is the name or the ref as written.
+	Secret string
+	// Ref is set for a source ref.
+	Ref *SecretRef
 }
 
 // Inject says how a secret is attached to a request: exactly one of Header,

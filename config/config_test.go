@@ -553,7 +553,7 @@ func TestStarterConfig(t *testing.T) {
 	if len(c.Routes) != 0 {
 		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
 	}
-	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys, budgetKeys, pricesKeys}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys, budgetKeys, pricesKeys, poolKeys}
 	for _, keys := range all {
 		for _, k := range keys {
 			if !strings.Contains(string(s), k+":") {
@@ -585,8 +585,8 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:106: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
-		`till.yaml:118: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:109: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
+		`till.yaml:121: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

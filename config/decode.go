@@ -30,12 +30,13 @@ var (
 	limitsKeys  = []string{"redis", "on_redis_error"}
 	logKeys     = []string{"level", "format"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
-	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage"}
+	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool"}
 	injectKeys  = []string{"header", "format", "query", "basic"}
 	basicKeys   = []string{"username", "password"}
 	allowKeys   = []string{"methods", "paths", "models"}
 	budgetKeys  = []string{"name", "clients", "routes", "per", "window", "requests", "tokens", "usd", "on_exceeded"}
 	pricesKeys  = []string{"file"}
+	poolKeys    = []string{"strategy", "cooldown"}
 	sourceKeys  = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout",
 		"address", "ca_file", "namespace", "auth", "auth_mount", "region", "endpoint"}
 	vaultAuthKeys      = []string{"token_file", "approle", "kubernetes"}

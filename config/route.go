@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -88,20 +89,21 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		rn.prefix = rn.name
 	}
 
-	if v := f["secret"]; v != nil {
-		p := join(path, "secret")
+	switch v := f["secret"]; {
+	case v != nil && v.Kind == yaml.SequenceNode:
 		rn.secret = v
-		switch s, ok := d.nonEmpty(v, p); {
-		case !ok:
-		case IsSecretRef(s):
-			if ref, err := ParseSecretRef(s); d.check(v, p, err) {
-				r.Secret, r.Ref = s, &ref
-			}
-		case d.check(v, p, validSecretName(s)):
-			r.Secret = s
+		r.Pool = d.pool(v, f["pool"], join(path, "secret"), join(path, "pool"))
+		if r.Pool != nil {
+			r.Secret, r.Ref = r.Pool.Members[0].Secret, r.Pool.Members[0].Ref
 		}
-	} else {
+	case v != nil:
+		rn.secret = v
+		r.Secret, r.Ref, _ = d.secretName(v, join(path, "secret"))
+	default:
 		r.Secret = r.Name
+	}
+	if v := f["pool"]; v != nil && r.Pool == nil && (f["secret"] == nil || f["secret"].Kind != yaml.SequenceNode) {
+		d.errorf(v, join(path, "pool"), "needs a list of secrets (hint: secret: [openai-a, openai-b])")
 	}
 
 	switch v := f["inject"]; {
@@ -417,6 +419,72 @@ func (d *decoder) allow(n *yaml.Node, path string) Allow {
 		})
 	}
 	return a
+}
+
+// secretName reads one secret: a vault name, or a source ref.
+func (d *decoder) secretName(v *yaml.Node, p string) (string, *SecretRef, bool) {
+	s, ok := d.nonEmpty(v, p)
+	switch {
+	case !ok:
+	case IsSecretRef(s):
+		if ref, err := ParseSecretRef(s); d.check(v, p, err) {
+			return s, &ref, true
+		}
+	case d.check(v, p, validSecretName(s)):
+		return s, nil, true
+	}
+	return "", nil, false
+}
+
+// Pool limits.
+const (
+	maxPoolMembers      = 16
+	DefaultPoolCooldown = time.Minute
+)
+
+// pool decodes a list of secrets and the pool: settings for it.
+func (d *decoder) pool(list, settings *yaml.Node, path, spath string) *Pool {
+	pl := &Pool{Strategy: PoolRoundRobin, Cooldown: DefaultPoolCooldown}
+	ok := true
+	seen := map[string]bool{}
+	d.list(list, path, func(v *yaml.Node, p string) {
+		name, ref, good := d.secretName(v, p)
+		switch {
+		case !good:
+			ok = false
+		case seen[name]:
+			d.errorf(v, p, "%q is listed twice", name)
+			ok = false
+		default:
+			seen[name] = true
+			pl.Members = append(pl.Members, PoolMember{Secret: name, Ref: ref})
+		}
+	})
+	if ok && (len(pl.Members) < 2 || len(pl.Members) > maxPoolMembers) {
+		d.errorf(list, path, "a pool needs 2 to %d secrets (hint: one secret is written secret: NAME)", maxPoolMembers)
+		ok = false
+	}
+	if settings != nil {
+		f := d.fields(settings, spath, poolKeys)
+		if v := f["strategy"]; v != nil {
+			if s, good := d.enum(v, join(spath, "strategy"), PoolRoundRobin, PoolSticky); good {
+				pl.Strategy = s
+			} else {
+				ok = false
+			}
+		}
+		if v := f["cooldown"]; v != nil {
+			if c, good := d.duration(v, join(spath, "cooldown")); good {
+				pl.Cooldown = c
+			} else {
+				ok = false
+			}
+		}
+	}
+	if !ok {
+		return nil
+	}
+	return pl
 }
 
 // MatchModel reports whether model matches the glob pattern: "*" matches

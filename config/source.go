@@ -439,23 +439,32 @@ func (d *decoder) checkRefs(c *Config, routes []routeNodes) {
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		if r.Ref == nil {
-			continue
+		refs := []*SecretRef{r.Ref}
+		if r.Pool != nil {
+			refs = refs[:0]
+			for _, m := range r.Pool.Members {
+				refs = append(refs, m.Ref)
+			}
 		}
-		n, p := routes[i].secret, join(routes[i].path, "secret")
-		if n == nil {
-			n = routes[i].node
-		}
-		if slices.Contains(names, r.Ref.Source) {
-			continue
-		}
-		switch sg := suggest(r.Ref.Source, names); {
-		case sg != "":
-			d.errorf(n, p, "unknown source %q (did you mean %q?)", r.Ref.Source, sg)
-		case len(names) == 0:
-			d.errorf(n, p, "unknown source %q (hint: define it under sources:, or use a vault secret name without \":\")", r.Ref.Source)
-		default:
-			d.errorf(n, p, "unknown source %q (known: %s)", r.Ref.Source, strings.Join(names, ", "))
+		for j, ref := range refs {
+			if ref == nil || slices.Contains(names, ref.Source) {
+				continue
+			}
+			n, p := routes[i].secret, join(routes[i].path, "secret")
+			if r.Pool != nil {
+				n, p = n.Content[j], fmt.Sprintf("%s[%d]", p, j)
+			}
+			if n == nil {
+				n = routes[i].node
+			}
+			switch sg := suggest(ref.Source, names); {
+			case sg != "":
+				d.errorf(n, p, "unknown source %q (did you mean %q?)", ref.Source, sg)
+			case len(names) == 0:
+				d.errorf(n, p, "unknown source %q (hint: define it under sources:, or use a vault secret name without \":\")", ref.Source)
+			default:
+				d.errorf(n, p, "unknown source %q (known: %s)", ref.Source, strings.Join(names, ", "))
+			}
 		}
 	}
 }
