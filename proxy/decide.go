@@ -25,6 +25,10 @@ type Decision struct {
 	inj *injection
 	// fetchErr is why the key could not be fetched, for the log.
 	fetchErr error
+	// member is the pool's key the request takes, caller whom a sticky
+	// pool keeps to one key.
+	member *member
+	caller string
 }
 
 // rates takes one request from a route's rate; nil in a dry run, where no
@@ -59,12 +63,20 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 		}
 	}
 	inj, stale := rt.injection, false
-	if rt.sourced != nil {
-		var err error
-		if inj, stale, err = rt.sourced.current(r.Context()); err != nil {
-			d.fetchErr = err
-			return refuse(errSecretUnavailable)
+	var err error
+	switch {
+	case rt.pool != nil:
+		d.caller = id.name()
+		if id.client == nil {
+			d.caller += "\x00" + remoteIP(r.RemoteAddr)
 		}
+		d.member, inj, stale, err = rt.pool.usable(r.Context(), d.caller, now, s.onExpired)
+	case rt.sourced != nil:
+		inj, stale, err = rt.sourced.current(r.Context())
+	}
+	if err != nil {
+		d.fetchErr = err
+		return refuse(errSecretUnavailable)
 	}
 	e, ok, warn := inj.secretState(now, s.onExpired)
 	if !ok {

@@ -14,6 +14,15 @@ import (
 type exchange struct {
 	rec   record
 	route *route
+	// member is the pool's key in use, tried the ones already refused,
+	// caller whom a sticky pool keeps to one key.
+	member *member
+	tried  []*member
+	caller string
+	// held is the app's body, read whole (holdBody); rest, a body too
+	// large for that, the part read and then the rest.
+	held []byte
+	rest *replayBody
 	// inj is the key attached to the request, with its echo forms: the
 	// route's, or its source ref's value when the request was decided.
 	inj     *injection

@@ -42,6 +42,9 @@ type Metrics struct {
 var secretExpiryDesc = prometheus.NewDesc("till_secret_expiry_timestamp_seconds",
 	"When each secret in use expires, in Unix seconds: the earlier of its expiry and vault.max_age after its version time. Absent for a secret with neither.",
 	[]string{"secret"}, nil)
+var poolKeyDesc = prometheus.NewDesc("till_pool_key_state",
+	"Each key of a route's pool: 1 while it is used, 0 while it rests after the upstream refused it (429, 402, 529, 401, 403) or could not be reached.",
+	[]string{"route", "key_fp"}, nil)
 var secretAgeDesc = prometheus.NewDesc("till_secret_age_seconds",
 	"Time since the version of each secret in use was created: its last update in the vault, or the version time its source reports (Vault KV created_time, AWS CreatedDate, file mtime; the fetch time when it reports none).",
 	[]string{"secret"}, nil)
@@ -137,6 +140,7 @@ type gatewayCollector struct{ m *Metrics }
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- secretExpiryDesc
 	ch <- secretAgeDesc
+	ch <- poolKeyDesc
 }
 
 func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
@@ -153,6 +157,22 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, t := range snap.secrets {
 		emit(t)
+	}
+	for _, rt := range snap.routes {
+		if rt.pool == nil {
+			continue
+		}
+		for _, m := range rt.pool.members {
+			fp := m.fp
+			if m.sourced != nil {
+				if in := m.sourced.last.Load(); in != nil {
+					fp = in.fp
+				}
+			}
+			if fp != "" {
+				ch <- prometheus.MustNewConstMetric(poolKeyDesc, prometheus.GaugeValue, boolValue(m.restUntil.Load() <= now.UnixNano()), rt.name, fp)
+			}
+		}
 	}
 	if list := c.m.sources.Load(); list != nil {
 		for _, st := range (*list)() {

@@ -34,35 +34,27 @@ var hopHeaders = []string{
 // copies of the request and of every header, its tracing context and its
 // header canonicalization: about 5% of till's CPU per request.
 func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
-	out := x.outbound(r)
-	if !x.writeAhead() {
-		g.upstreamFailed(rw, x, r.Context(), errAuditUnavailable)
-		return
-	}
-	ctx, cancel := context.WithCancelCause(out.Context())
-	defer cancel(nil)
-	out = out.WithContext(ctx)
-	if body := x.countBody(rw, out, x.route.maxBody); body != nil {
-		// The upstream transport may still hold the body when the
-		// handler returns: it must not read it after that.
-		defer out.Body.Close()
-		if x.route.timeout > 0 {
-			x.upload = newUploadWatch(body, x.route.timeout, cancel)
+	if x.route.pool != nil {
+		// Held, the body can go again with the pool's next key.
+		if e, ok := x.holdBody(rw, r); !ok {
+			g.bodyUnread(rw, x, e)
+			return
 		}
 	}
-	res, err := g.roundTrip(rw, out, x, cancel)
-	if x.upload != nil {
-		// An upstream that answered early is no longer waited on.
-		x.upload.stop()
-	}
-	if err == nil && res.StatusCode == http.StatusSwitchingProtocols {
-		// Only ReverseProxy's requests ask for a protocol switch.
-		res.Body.Close()
-		err = errors.New("upstream: 101 Switching Protocols, and no switch was asked for")
-	}
-	if err != nil {
-		g.upstreamFailed(rw, x, r.Context(), err)
-		return
+	var res *http.Response
+	for {
+		var err error
+		var done func()
+		res, done, err = g.attempt(rw, r, x)
+		defer done()
+		if g.nextKey(x, res, err) {
+			continue
+		}
+		if err != nil {
+			g.upstreamFailed(rw, x, r.Context(), err)
+			return
+		}
+		break
 	}
 	removeHopHeaders(res.Header)
 	g.checkResponse(x, res)
@@ -116,6 +108,38 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	for k, v := range res.Trailer {
 		h[prefix+k] = append(h[prefix+k], v...)
 	}
+}
+
+// attempt sends r upstream once, with the exchange's key: it records the
+// key's use first, and returns the response; done releases what the
+// attempt holds once its response has been read.
+func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (res *http.Response, done func(), err error) {
+	out := x.outbound(r)
+	if !x.writeAhead() {
+		return nil, func() {}, errAuditUnavailable
+	}
+	ctx, cancel := context.WithCancelCause(out.Context())
+	out = out.WithContext(ctx)
+	done = func() { cancel(nil) }
+	if body := x.setBody(rw, out); body != nil {
+		// The upstream transport may still hold the body when the
+		// handler returns: it must not read it after that.
+		done = func() { out.Body.Close(); cancel(nil) }
+		if x.route.timeout > 0 {
+			x.upload = newUploadWatch(body, x.route.timeout, cancel)
+		}
+	}
+	res, err = g.roundTrip(rw, out, x, cancel)
+	if x.upload != nil {
+		// An upstream that answered early is no longer waited on.
+		x.upload.stop()
+	}
+	if err == nil && res.StatusCode == http.StatusSwitchingProtocols {
+		// Only ReverseProxy's requests ask for a protocol switch.
+		res.Body.Close()
+		err = errors.New("upstream: 101 Switching Protocols, and no switch was asked for")
+	}
+	return res, done, err
 }
 
 // outbound returns the request to send upstream for r: to the route's
@@ -178,15 +202,17 @@ func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange
 	return res, err
 }
 
-// writeAhead records the first send of the request's key, before the
-// transport runs (invariant 8). It reports whether the record was
+// writeAhead records an attempt's first send of the request's key, before
+// the transport runs (invariant 8). It reports whether the record was
 // written: the key must not go when it was not.
 func (x *exchange) writeAhead() bool {
-	if !x.audit.writeUse(&x.rec, 1, time.Now()) {
+	n := x.attempts.Load() + 1
+	if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
 		x.auditFailed.Store(true)
 		return false
 	}
-	x.attempts.Store(1)
+	x.attempts.Store(n)
+	x.conns.Store(0)
 	return true
 }
 

@@ -106,6 +106,8 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 	x.warning = d.Warning
 	x.inj = d.inj
+	x.member, x.caller = d.member, d.caller
+	x.rec.secret = d.inj.secretName
 	x.upstreamStart = time.Now()
 	if _, upgrade := r.Header["Upgrade"]; upgrade {
 		// ReverseProxy relays a protocol switch (WebSocket) once the

@@ -70,6 +70,9 @@ type route struct {
 	// holds only the names of what is attached, and sourced gets the key.
 	*injection
 	sourced *sourced
+	// pool, when set, holds the route's keys used in turn; injection is
+	// then its first member's, for the names.
+	pool *pool
 }
 
 // injection is how a route attaches its key, rendered once per snapshot.
@@ -215,6 +218,10 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	r.credentials = shared.names(dedupe(creds))
 	for k, v := range cr.Headers {
 		r.addHeaders = append(r.addHeaders, [2]string{http.CanonicalHeaderKey(k), v})
+	}
+	if cr.Pool != nil {
+		compilePool(r, cr, secrets, maxAge, shared, keys)
+		return r
 	}
 	if cr.Ref != nil {
 		compileSourced(r, cr, maxAge, keys)

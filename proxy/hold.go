@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// maxHeld is the largest request body held in memory: to be read (model
+// rules, usage) or sent again (key pools). A larger one streams.
+const maxHeld = 1 << 20
+
+// errBodyTooLarge refuses a body over the route's max_body.
+var errBodyTooLarge = apiError{CodeBadRequest, "the request body is larger than the route's max_body"}
+
+// holdBody reads the app's body, counted and within max_body, into memory
+// when it is at most maxHeld bytes (x.held); a larger body is left to
+// stream, what was read of it first (x.rest). It reports the refusal to
+// give when the body cannot be read: too large for max_body, or broken
+// off by the app.
+func (x *exchange) holdBody(w http.ResponseWriter, r *http.Request) (apiError, bool) {
+	if !x.hasBody || x.bodyRead || r.ContentLength > maxHeld {
+		return apiError{}, true
+	}
+	in := &http.Request{Body: r.Body}
+	body := x.countBody(w, in, x.route.maxBody)
+	buf, err := io.ReadAll(io.LimitReader(in.Body, maxHeld+1))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return errBodyTooLarge, false
+	case err != nil:
+		return apiError{CodeBadRequest, "the request body could not be read"}, false
+	case len(buf) > maxHeld:
+		x.rest = &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), in.Body), Closer: in.Body, counted: body}
+	default:
+		x.held = buf
+	}
+	return apiError{}, true
+}
+
+// replayBody is a body read in part, sent whole: the part, then the rest.
+type replayBody struct {
+	io.Reader
+	io.Closer
+	counted *countingBody
+}
+
+// setBody gives out the body to send: the held one (which the transport
+// may read again, on a new connection), the rest of a partly read one, or
+// the app's, counted as it streams; it returns the latter's counter.
+func (x *exchange) setBody(w http.ResponseWriter, out *http.Request) *countingBody {
+	switch {
+	case x.held != nil:
+		held := x.held
+		out.ContentLength = int64(len(held))
+		out.Body = io.NopCloser(bytes.NewReader(held))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(held)), nil }
+		if len(held) == 0 {
+			out.Body = nil
+		}
+		return nil
+	case x.rest != nil:
+		out.Body = x.rest
+		return x.rest.counted
+	}
+	return x.countBody(w, out, x.route.maxBody)
+}
+
+// bodyUnread answers a request whose body could not be held: e refuses
+// it, unless the app went away meanwhile.
+func (g *Gateway) bodyUnread(w http.ResponseWriter, x *exchange, e apiError) {
+	if x.appGone.Load() {
+		x.failure = codeClientClosed
+		return
+	}
+	g.refuse(w, x, e, 0)
+}

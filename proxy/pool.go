@@ -1,0 +1,238 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// pool is a route's keys used in turn (secret: [a, b, c]). A key the
+// upstream refuses rests for a while; requests take the others meanwhile.
+type pool struct {
+	members  []*member
+	sticky   bool
+	cooldown time.Duration
+	next     atomic.Uint64 // round robin
+}
+
+// member is one key of a pool.
+type member struct {
+	// injection attaches the key; for a key in a source it holds the names
+	// only, and sourced gets the key.
+	*injection
+	sourced *sourced
+	// restUntil is when the key may be used again, in Unix nanoseconds.
+	restUntil atomic.Int64
+}
+
+// compilePool compiles cr's pool; each member is compiled like a route's
+// single key.
+func compilePool(rt *route, cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration, shared *interner, keys Keys) {
+	p := &pool{sticky: cr.Pool.Strategy == config.PoolSticky, cooldown: cr.Pool.Cooldown}
+	for _, m := range cr.Pool.Members {
+		one := *cr
+		one.Secret, one.Ref, one.Pool = m.Secret, m.Ref, nil
+		var k route
+		if m.Ref != nil {
+			compileSourced(&k, &one, maxAge, keys)
+		} else {
+			k.injection = shared.injection(compileInjection(&one, secrets, maxAge))
+		}
+		p.members = append(p.members, &member{injection: k.injection, sourced: k.sourced})
+	}
+	rt.pool = p
+	rt.injection = p.members[0].injection
+}
+
+var stickySeed = maphash.MakeSeed()
+
+// pick returns the member a request takes: the next one in turn (or, when
+// sticky, the caller's own) that is not resting and not in tried; when
+// every one rests, the one whose rest ends first; nil when each was tried.
+func (p *pool) pick(caller string, tried []*member, now time.Time) *member {
+	n := uint64(len(p.members))
+	start := p.next.Add(1) - 1
+	if p.sticky {
+		start = maphash.String(stickySeed, caller)
+	}
+	var first *member
+	for i := range n {
+		m := p.members[(start+i)%n]
+		if memberIn(m, tried) {
+			continue
+		}
+		if m.restUntil.Load() <= now.UnixNano() {
+			return m
+		}
+		if first == nil || m.restUntil.Load() < first.restUntil.Load() {
+			first = m
+		}
+	}
+	return first
+}
+
+func memberIn(m *member, ms []*member) bool {
+	for _, x := range ms {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// rest sets the member aside until now + d, unless it rests longer already.
+func (m *member) rest(now time.Time, d time.Duration) {
+	until := now.Add(d).UnixNano()
+	for {
+		cur := m.restUntil.Load()
+		if cur >= until || m.restUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// usable picks the member a request takes, passing over those whose key
+// cannot be used (missing, expired under on_expired: block, or not
+// fetched); when none can, it returns the first one picked, to refuse
+// the request with its error.
+func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
+	var tried []*member
+	var first struct {
+		m     *member
+		inj   *injection
+		stale bool
+		err   error
+	}
+	for m := p.pick(caller, nil, now); m != nil; m = p.pick(caller, tried, now) {
+		inj, stale, err := m.key(ctx)
+		if err == nil {
+			if _, ok, _ := inj.secretState(now, onExpired); ok {
+				return m, inj, stale, nil
+			}
+		}
+		if first.m == nil {
+			first.m, first.inj, first.stale, first.err = m, inj, stale, err
+		}
+		tried = append(tried, m)
+	}
+	return first.m, first.inj, first.stale, first.err
+}
+
+// key returns the injection of the member's key, fetching it from its
+// source when it has one, and whether that value is stale.
+func (m *member) key(ctx context.Context) (*injection, bool, error) {
+	if m.sourced == nil {
+		return m.injection, false, nil
+	}
+	return m.sourced.current(ctx)
+}
+
+// keyRejected is logged when the upstream refuses a pool's key (401, 403).
+const keyRejected = "key_rejected"
+
+// restFor says how long the upstream's answer (res, or err when it could
+// not be reached) sets the key aside, and whether it does: 429, 402 and
+// 529 for Retry-After or the cooldown, 401 and 403 for ten cooldowns, a
+// refused connection for the cooldown.
+func (p *pool) restFor(res *http.Response, err error, now time.Time) (time.Duration, bool) {
+	if err != nil {
+		return p.cooldown, errors.Is(err, syscall.ECONNREFUSED)
+	}
+	switch res.StatusCode {
+	case http.StatusTooManyRequests, http.StatusPaymentRequired, 529:
+		if d, ok := retryAfter(res.Header.Get("Retry-After"), now); ok {
+			return d, true
+		}
+		return p.cooldown, true
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return 10 * p.cooldown, true
+	}
+	return 0, false
+}
+
+// maxRetryAfter bounds how long an upstream's Retry-After rests a key.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		d = time.Duration(s) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	} else {
+		return 0, false
+	}
+	return min(max(d, 0), maxRetryAfter), true
+}
+
+// codePoolRetry is the audit reason of an attempt whose answer set its
+// key aside and whose request went again with the pool's next key.
+const codePoolRetry = "pool_retry"
+
+// nextKey sets the exchange's key aside when the upstream's answer calls
+// for it (restFor) and, when the request can go again (nothing of the
+// answer reached the app, its body is held) and another key is ready,
+// records this attempt, switches to that key and reports true. Otherwise
+// the app gets this answer.
+func (g *Gateway) nextKey(x *exchange, res *http.Response, err error) bool {
+	p := x.route.pool
+	if p == nil || x.member == nil || x.auditFailed.Load() || x.ctx.Err() != nil {
+		return false
+	}
+	now := time.Now()
+	d, ok := p.restFor(res, err, now)
+	if !ok {
+		return false
+	}
+	x.member.rest(now, d)
+	status := 0
+	if res != nil {
+		status = res.StatusCode
+	}
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).Str("key_fp", x.rec.keyFP).
+			Int("status", status).Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
+	}
+	x.tried = append(x.tried, x.member)
+	if x.hasBody && x.held == nil {
+		return false // the body streamed: it cannot go again
+	}
+	next := p.pick(x.caller, x.tried, now)
+	if next == nil || next.restUntil.Load() > now.UnixNano() {
+		return false // every key rests: the app gets this answer
+	}
+	inj, stale, ferr := next.key(x.ctx)
+	if ferr != nil {
+		return false
+	}
+	if _, usable, _ := inj.secretState(now, "block"); !usable {
+		return false
+	}
+	rec := x.rec
+	rec.status, rec.attempt = status, int(x.attempts.Load())
+	rec.bytesIn = x.bytesIn.Load()
+	rec.outcome, rec.reason = outcomeError, codePoolRetry
+	g.audit.write(&rec, now)
+	g.metrics.observe(&rec, now)
+	if res != nil {
+		res.Body.Close()
+	}
+	x.member, x.inj, x.rec.secret = next, inj, inj.secretName
+	x.warning = ""
+	if stale {
+		x.warning = CodeSecretStale
+	}
+	return true
+}
