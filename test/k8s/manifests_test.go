@@ -147,6 +147,7 @@ func decodeAll(t reporter, name string, data []byte) []object {
 // by kind must give exactly these.
 var wantKinds = map[string]any{
 	"ConfigMap":           &corev1.ConfigMap{},
+	"ServiceAccount":      &corev1.ServiceAccount{},
 	"Secret":              &corev1.Secret{},
 	"Service":             &corev1.Service{},
 	"Pod":                 &corev1.Pod{},

@@ -63,6 +63,29 @@ func TestWiringCatches(t *testing.T) {
 		{"base URL without a route", "gateway.yaml", "http://till:8080/openai/v1", "http://till:8080/anthropic/v1", "no route"},
 		{"vault folder not mounted", "gateway.yaml", "mountPath: /var/lib/till", "mountPath: /var/lib/tll", "mounts nothing at /var/lib/till"},
 		{"policy peer selecting nothing", "gateway.yaml", "        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: till-redis\n", "        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: till-rediss\n", "selects no pods"},
+		// sidecar-vault.yaml: the token, the CA and the Vault role.
+		{"jwt_file's folder not mounted", "sidecar-vault.yaml", "mountPath: /var/run/secrets/vault\n", "mountPath: /var/run/secrets/vaults\n", "jwt_file /var/run/secrets/vault/token: container till mounts nothing that holds it"},
+		{"jwt_file not the projected token", "sidecar-vault.yaml", "path: token\n", "path: jwt\n", "projected volume vault-token puts no file at token"},
+		{"token mounted with subPath", "sidecar-vault.yaml", "mountPath: /var/run/secrets/vault\n              readOnly", "mountPath: /var/run/secrets/vault\n              subPath: token\n              readOnly", "mounts it with subPath"},
+		{"jwt_file from a Secret", "sidecar-vault.yaml", "projected:\n            sources:\n              - serviceAccountToken:\n                  audience: vault\n                  expirationSeconds: 3600\n                  path: token\n", "secret:\n            secretName: till-vault\n", "comes from the Secret volume vault-token, not from a projected serviceAccountToken"},
+		{"token mounted writable", "sidecar-vault.yaml", "mountPath: /var/run/secrets/vault\n              readOnly: true", "mountPath: /var/run/secrets/vault\n              readOnly: false", "mount /var/run/secrets/vault read-only"},
+		{"app mounts the token", "sidecar-vault.yaml", "value: not-a-real-key           # till discards it and injects the real one\n", "value: not-a-real-key\n          volumeMounts:\n            - name: vault-token\n              mountPath: /var/run/secrets/vault\n              readOnly: true\n", "container app mounts the service-account token"},
+		{"API token in every container", "sidecar-vault.yaml", "      automountServiceAccountToken: false\n", "      automountServiceAccountToken: true\n", "want automountServiceAccountToken: false"},
+		{"pod without its service account", "sidecar-vault.yaml", "      serviceAccountName: web ", "      serviceAccountName: default ", "default service account"},
+		{"service account not in the manifest", "sidecar-vault.yaml", "      serviceAccountName: web ", "      serviceAccountName: webb ", `ServiceAccount "webb" is not among`},
+		{"token without audience", "sidecar-vault.yaml", "                  audience: vault\n", "", "has no audience"},
+		{"token audience Vault does not take", "sidecar-vault.yaml", "                  audience: vault\n", "                  audience: openbao\n", `audience="vault", but the projected token's audience is "openbao"`},
+		{"token expiring too soon", "sidecar-vault.yaml", "expirationSeconds: 3600", "expirationSeconds: 300", "expirationSeconds 300"},
+		{"ca_file not mounted", "sidecar-vault.yaml", "mountPath: /etc/till-vault-ca\n", "mountPath: /etc/vault-ca\n", "ca_file /etc/till-vault-ca/ca.crt: container till mounts nothing"},
+		{"ca_file not in the volume", "sidecar-vault.yaml", "path: ca.crt", "path: ca.pem", "ConfigMap volume vault-ca puts no file at ca.crt"},
+		{"CA ConfigMap nobody makes", "sidecar-vault.yaml", "name: vault-ca                  #", "name: vault-cert                #", `ConfigMap "vault-cert" is not among`},
+		{"role for another service account", "sidecar-vault.yaml", "bound_service_account_names=web ", "bound_service_account_names=api ", "does not name the pod's service account"},
+		{"role in another namespace", "sidecar-vault.yaml", "bound_service_account_namespaces=default ", "bound_service_account_namespaces=prod ", "does not name the pod's namespace"},
+		{"role audiences, which Vault ignores", "sidecar-vault.yaml", " audience=vault ", " audiences=vault ", "Vault ignores audiences="},
+		{"role not shown", "sidecar-vault.yaml", "auth/kubernetes/role/web-till", "auth/kubernetes/role/web", "no `vault write auth/kubernetes/role/web-till ...`"},
+		{"policy that reads another path", "sidecar-vault.yaml", `path "secret/data/openai"`, `path "secret/openai"`, `reads "secret/data/openai"`},
+		{"policy without read", "sidecar-vault.yaml", `capabilities = ["read"]`, `capabilities = ["list"]`, `reads "secret/data/openai"`},
+		{"route on a vault that is not there", "sidecar-vault.yaml", `secret: "corp:secret/openai#api_key"`, `secret: openai`, "names no vault"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,7 +98,7 @@ func TestWiringCatches(t *testing.T) {
 			}
 			broken := strings.Replace(string(data), tt.old, tt.new, 1)
 			r := &recorder{}
-			r.run(func(rep reporter) { newSet(rep, tt.file, decodeAll(rep, tt.file, []byte(broken))).check(rep) })
+			r.run(func(rep reporter) { parseSet(rep, tt.file, []byte(broken)).check(rep) })
 			for _, m := range r.msgs {
 				if strings.Contains(m, tt.want) {
 					return

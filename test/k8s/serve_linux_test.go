@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -160,24 +161,44 @@ func (b *logBuffer) field(msg, field string) string {
 }
 
 // pod is till running from a pod's files, emulated in a folder: the
-// ConfigMap and Secret volumes at their mount paths under root.
+// ConfigMap, Secret and projected volumes at their mount paths under root.
 type pod struct {
 	root        string
 	host        string // where the reader made the vault (till init)
+	workload    workload
 	setup       *tillSetup
 	container   *corev1.Container
 	config      *kubeletVolume
-	vault       *kubeletVolume
-	gw, admin   string // the addresses till bound
+	vault       *kubeletVolume // nil: no vault, keys from sources only
+	gw, admin   string         // the addresses till bound
 	logs        *logBuffer
 	fingerprint map[string]string
+	fakes       []*fakeSource                // the Vault of each source
+	volumes     map[string]*kubeletVolume    // the volumes serving the sources' files, by mount path
+	volFiles    map[string]map[string][]byte // and what each holds
+	served      map[string]servedFile        // how each source's file reaches till, by its path
+}
+
+// podOptions move what a test on this machine cannot have as the
+// manifest says.
+type podOptions struct {
+	upstream  string // every route's upstream, when set: no provider is reachable
+	sourceTTL string // every source's ttl, when set: a test cannot wait minutes
 }
 
 // startPod runs the till container of the named workload as its manifest
 // says (args, TILL_CONFIG, the config from the ConfigMap, the vault from a
-// Secret volume laid out as the kubelet lays it out), as till's user when
-// the test runs as root. Only the ports move: to free loopback ports.
+// Secret volume laid out as the kubelet lays it out, a fake Vault behind
+// each source with its CA and the pod's token in the volumes that serve
+// them), as till's user when the test runs as root. Only the ports and
+// each source's address move: to free loopback ports, and the fakes.
 func startPod(t *testing.T, file, workloadName string) *pod {
+	t.Helper()
+	return startPodWith(t, file, workloadName, podOptions{})
+}
+
+// startPodWith is startPod, with what opts moves moved as well.
+func startPodWith(t *testing.T, file, workloadName string, opts podOptions) *pod {
 	t.Helper()
 	bin := till(t)
 	var w workload
@@ -213,23 +234,49 @@ func startPod(t *testing.T, file, workloadName string) *pod {
 		})
 		os.RemoveAll(root)
 	})
-	p := &pod{root: root, host: filepath.Join(root, "host"), setup: st, container: c, logs: &logBuffer{added: make(chan struct{}, 1)}}
+	p := &pod{root: root, host: filepath.Join(root, "host"), workload: w, setup: st, container: c, logs: &logBuffer{added: make(chan struct{}, 1)},
+		volumes: map[string]*kubeletVolume{}, volFiles: map[string]map[string][]byte{}, served: map[string]servedFile{}}
 	if err := os.Mkdir(p.host, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	p.fingerprint = hostVault(t, p.host, st.cfg.vaultSecrets(), "sk-test")
+	rewrites := map[string]string{"admin.listen": "127.0.0.1:0"}
+	if st.secret != "" {
+		p.fingerprint = hostVault(t, p.host, st.cfg.vaultSecrets(), "sk-test")
+		rewrites["vault.path"] = filepath.Join(root, st.cfg.Vault.Path)
+		rewrites["vault.key_file"] = filepath.Join(root, st.cfg.Vault.KeyFile)
+	}
+	var files map[string][]byte
+	p.fakes, files = fakeSources(t, st.cfg, root, rewrites)
 
 	cfgFile := filepath.Join(root, configPath(c))
-	text, err := setScalars(st.cfgText, map[string]string{
-		"vault.path":     filepath.Join(root, st.cfg.Vault.Path),
-		"vault.key_file": filepath.Join(root, st.cfg.Vault.KeyFile),
-		"admin.listen":   "127.0.0.1:0",
-	})
+	text, err := setScalars(st.cfgText, rewrites)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if text, err = opts.apply(text); err != nil {
+		t.Fatal(err)
+	}
 	p.config = newKubeletVolume(t, filepath.Dir(cfgFile), map[string][]byte{filepath.Base(cfgFile): text})
-	p.vault = newKubeletVolume(t, filepath.Join(root, filepath.Dir(st.cfg.Vault.Path)), p.secretFiles())
+	if st.secret != "" {
+		p.vault = newKubeletVolume(t, filepath.Join(root, filepath.Dir(st.cfg.Vault.Path)), p.secretFiles())
+	}
+	// Each source's file in the volume the manifest serves it from, laid
+	// out as the kubelet does (a projected token too: the kubelet renews
+	// it by the same ..data swap).
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		sf, err := w.serve(c, name, false)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		p.served[name] = sf
+		if p.volFiles[sf.mount.MountPath] == nil {
+			p.volFiles[sf.mount.MountPath] = map[string][]byte{}
+		}
+		p.volFiles[sf.mount.MountPath][sf.rel] = files[name]
+	}
+	for mp, vf := range p.volFiles {
+		p.volumes[mp] = newKubeletVolume(t, filepath.Join(root, mp), vf)
+	}
 
 	args := slices.Clone(c.Args)
 	for i := range args {
@@ -295,9 +342,51 @@ func (p *pod) secretFiles() map[string][]byte {
 	return files
 }
 
+// replaceFile gives the source's file name new content, as the kubelet
+// updates a volume: a new generation of all its files, and a swap.
+func (p *pod) replaceFile(name string, data []byte) {
+	sf := p.served[name]
+	files := maps.Clone(p.volFiles[sf.mount.MountPath])
+	files[sf.rel] = data
+	p.volFiles[sf.mount.MountPath] = files
+	p.volumes[sf.mount.MountPath].update(files)
+}
+
+// apply makes the changes opts ask for in a config.
+func (opts podOptions) apply(text []byte) ([]byte, error) {
+	if opts == (podOptions{}) {
+		return text, nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return nil, err
+	}
+	set := func(list *yaml.Node, key, value string) {
+		if list == nil || value == "" {
+			return
+		}
+		for _, item := range list.Content {
+			if v := mapValue(item, key); v != nil {
+				v.SetString(value)
+				continue
+			}
+			var k, v yaml.Node
+			k.SetString(key)
+			v.SetString(value)
+			item.Content = append(item.Content, &k, &v)
+		}
+	}
+	set(mapValue(doc.Content[0], "routes"), "upstream", opts.upstream)
+	set(mapValue(doc.Content[0], "sources"), "ttl", opts.sourceTTL)
+	return yaml.Marshal(&doc)
+}
+
 // strangers lists the files in the Secret volume that the kubelet did not
 // put there: none, for a till that only reads its vault.
 func (p *pod) strangers() []string {
+	if p.vault == nil {
+		return nil
+	}
 	want := p.secretFiles()
 	return slices.DeleteFunc(p.vault.entries(), func(name string) bool {
 		_, ok := want[name]
@@ -335,6 +424,7 @@ func healthCommand(t *testing.T) bool {
 func TestProbesAnswer(t *testing.T) {
 	for _, tt := range []struct{ file, workload string }{
 		{"sidecar.yaml", "web"},
+		{"sidecar-vault.yaml", "web"},
 		{"gateway.yaml", "till"},
 	} {
 		t.Run(tt.file, func(t *testing.T) {
@@ -465,4 +555,96 @@ func readFile(t *testing.T, dir, name string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// appRequest returns what the pod's app asks till for, as its manifest
+// sets it up: the path of its *_BASE_URL (plus /models, as the app's
+// loop asks), and the header it sends with its *_API_KEY.
+func (p *pod) appRequest(t *testing.T) (string, http.Header) {
+	t.Helper()
+	for _, c := range p.workload.spec.Containers {
+		if isTillImage(c.Image) {
+			continue
+		}
+		for _, e := range c.Env {
+			if prefix, ok := strings.CutSuffix(e.Name, "_BASE_URL"); ok {
+				u, err := url.Parse(e.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				key, _ := envValue(&c, prefix+"_API_KEY")
+				return u.Path + "/models", http.Header{"Authorization": {"Bearer " + key}}
+			}
+		}
+	}
+	t.Fatalf("%v: no app container with a *_BASE_URL", p.workload)
+	return "", nil
+}
+
+// TestVaultSidecarServes runs sidecar-vault.yaml's till as its manifest
+// says, in front of a fake Vault: the app's request gets the key that
+// Vault holds, fetched with the token from the projected volume and
+// trusted through the CA from the vault-ca volume. Then the kubelet
+// renews the token (a ..data swap) as Vault drops till's login and gets a
+// new version of the key: till logs in again with the new token, and the
+// new key is in use, with no request failing meanwhile.
+//
+// The upstream moves to a local server (no provider is reachable here),
+// and the source's ttl to 1s.
+func TestVaultSidecarServes(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // the Authorization header of each request upstream
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object": "list", "data": []}`)
+	}))
+	defer up.Close()
+	p := startPodWith(t, "sidecar-vault.yaml", "web", podOptions{upstream: up.URL, sourceTTL: "1s"})
+	if len(p.fakes) != 1 || len(p.setup.cfg.refs()) != 1 {
+		t.Fatalf("want one source and one ref; got %d and %d", len(p.fakes), len(p.setup.cfg.refs()))
+	}
+	f, ref := p.fakes[0], p.setup.cfg.refs()[0]
+	path, header := p.appRequest(t)
+	ask := func() string {
+		t.Helper()
+		if code, body := get(t, p.gw, path, header); code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[len(seen)-1]
+	}
+	if got, want := ask(), "Bearer "+f.values[ref.ref]; got != want {
+		t.Fatalf("upstream got Authorization %q, want %q (the key in Vault)", got, want)
+	}
+	if f.vault.Logins() != 1 || f.vault.Reads(ref.path) != 1 {
+		t.Errorf("logins %d, reads %d: want one of each", f.vault.Logins(), f.vault.Reads(ref.path))
+	}
+
+	// In this order, so that a refresh at any point in between succeeds:
+	// the kubelet writes the renewed token, Vault takes only that one
+	// (the fake is stricter than Kubernetes, where the old one stays valid
+	// until it expires), drops till's login, and gets a new version.
+	renewed := f.jwt + "-renewed"
+	p.replaceFile(f.src.Auth.Kubernetes.JWTFile, []byte(renewed))
+	f.vault.EnableKubernetes(f.src.Auth.Kubernetes.Role, renewed)
+	f.vault.RevokeAll()
+	f.put(ref, f.values[ref.ref]+"-v2")
+	want := "Bearer " + f.values[ref.ref]
+	deadline := time.Now().Add(10 * time.Second)
+	for ask() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new version not in use within 10s (logins %d, refused %d)", f.vault.Logins(), f.vault.Refused())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if f.vault.Logins() < 2 {
+		t.Errorf("logins %d: want a second login, with the renewed token", f.vault.Logins())
+	}
+	if strings.Contains(p.logs.String(), f.jwt) {
+		t.Errorf("till logged the service-account token")
+	}
 }

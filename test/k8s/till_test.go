@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/tillgw/till/test/fake"
 )
 
 // tillPkg is the command under test, built from the repository root.
@@ -132,29 +136,112 @@ func tillSetups(t *testing.T) map[string]*tillSetup {
 	return out
 }
 
+// fakeSource is a strict fake Vault (test/fake) standing in for one vault
+// source of a config: it holds a value for every ref the routes make to
+// the source, and accepts the Kubernetes login the config asks for with
+// one service-account token.
+type fakeSource struct {
+	vault  *fake.Vault
+	src    tillSource
+	jwt    string            // the token it accepts
+	values map[string]string // the value of each ref, by ref
+	data   map[string]map[string]string
+}
+
+// put stores value as ref's, in a new version of its entry.
+func (f *fakeSource) put(ref tillRef, value string) {
+	field := cmp.Or(ref.field, "value") // a ref without #FIELD reads an entry's only field
+	if f.data[ref.path] == nil {
+		f.data[ref.path] = map[string]string{}
+	}
+	f.data[ref.path][field] = value
+	f.values[ref.ref] = value
+	f.vault.Put(ref.path, f.data[ref.path], nil)
+}
+
+// fakeSources starts a fake for each of the config's sources and adds to
+// rewrites the values that point the config at them: each address, and
+// ca_file and jwt_file under root. It returns the fakes, and the files to
+// lay out under root at the paths the config names: each fake's CA at
+// ca_file, the token it accepts at jwt_file.
+//
+// The fakes speak Vault's HTTP API only: a source of another type, or a
+// vault source that logs in otherwise, or trusts the system's CAs (no
+// fake is signed by one), stops the test.
+func fakeSources(t *testing.T, cfg *tillConfig, root string, rewrites map[string]string) ([]*fakeSource, map[string][]byte) {
+	t.Helper()
+	var fakes []*fakeSource
+	files := map[string][]byte{}
+	for i, src := range cfg.Sources {
+		switch {
+		case src.Type != "vault":
+			t.Fatalf("source %q: type %q: this test fakes vault sources only", src.Name, src.Type)
+		case src.Auth.Kubernetes == nil || src.authMount() != "kubernetes":
+			t.Fatalf("source %q: this test fakes Kubernetes logins at auth/kubernetes only", src.Name)
+		case src.CAFile == "":
+			t.Fatalf("source %q: no ca_file, and no CA of the system's signs a fake", src.Name)
+		}
+		f := &fakeSource{vault: fake.NewVault(t, time.Hour), src: src, jwt: "eyJhbGciOiJSUzI1NiJ9.fake-sa-token-" + src.Name,
+			values: map[string]string{}, data: map[string]map[string]string{}}
+		f.vault.EnableKubernetes(src.Auth.Kubernetes.Role, f.jwt)
+		for _, ref := range cfg.refs() {
+			if ref.source == src.Name {
+				f.put(ref, "sk-vault-"+strings.NewReplacer("/", "-", "#", "-").Replace(ref.path+"#"+ref.field))
+			}
+		}
+		ca, err := os.ReadFile(f.vault.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[src.CAFile], files[src.Auth.Kubernetes.JWTFile] = ca, []byte(f.jwt)
+		prefix := fmt.Sprintf("sources.%d.", i)
+		rewrites[prefix+"address"] = f.vault.URL
+		rewrites[prefix+"ca_file"] = filepath.Join(root, src.CAFile)
+		rewrites[prefix+"auth.kubernetes.jwt_file"] = filepath.Join(root, src.Auth.Kubernetes.JWTFile)
+		fakes = append(fakes, f)
+	}
+	return fakes, files
+}
+
 // TestTillCheck runs till check on each ConfigMap's till.yaml, with a
-// vault made on the host as README.md says.
+// vault made on the host as README.md says, and a fake Vault for each
+// vault source.
 //
 // The config names the vault where the pod mounts the Secret
 // (/var/lib/till), and till has no flag or variable that moves the vault
 // of a config file ($TILL_KEY_FILE only applies without one). So the test
 // checks that those two values are the Secret mount the manifest makes,
 // and rewrites exactly those two, in place: every other byte, and so every
-// line number in till's messages, is the ConfigMap's own.
+// line number in till's messages, is the ConfigMap's own. A source's
+// server (vault.vault.svc exists only in the cluster), CA and token file
+// are rewritten the same way, to the fake and to files under the test's
+// folder; till check then logs in and reads every ref, as it would in the
+// pod.
 func TestTillCheck(t *testing.T) {
 	for name, st := range tillSetups(t) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			hostVault(t, dir, st.cfg.vaultSecrets(), "sk-test")
-			text, err := setScalars(st.cfgText, map[string]string{
-				"vault.path":     filepath.Join(dir, "till.vault"),
-				"vault.key_file": filepath.Join(dir, "till.key"),
-			})
+			rewrites := map[string]string{}
+			if st.secret != "" {
+				hostVault(t, dir, st.cfg.vaultSecrets(), "sk-test")
+				rewrites["vault.path"] = filepath.Join(dir, "till.vault")
+				rewrites["vault.key_file"] = filepath.Join(dir, "till.key")
+			}
+			fakes, files := fakeSources(t, st.cfg, dir, rewrites)
+			for p, data := range files {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, p), data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			text, err := setScalars(st.cfgText, rewrites)
 			if err != nil {
 				t.Fatalf("ConfigMap %s: %v", st.configMap.Name, err)
 			}
 			etc := filepath.Join(dir, "etc")
-			if err := os.Mkdir(etc, 0o755); err != nil {
+			if err := os.MkdirAll(etc, 0o755); err != nil {
 				t.Fatal(err)
 			}
 			cfgFile := filepath.Join(etc, "till.yaml")
@@ -167,6 +254,28 @@ func TestTillCheck(t *testing.T) {
 			}
 			if !strings.HasPrefix(stdout, "ok: ") {
 				t.Errorf("till check: %q, want ok: ...", stdout)
+			}
+			if len(fakes) == 0 {
+				return
+			}
+			if want := fmt.Sprintf(", %d fetched from sources", len(st.cfg.refs())); !strings.Contains(stdout, want) {
+				t.Errorf("till check: %q, want %q", stdout, want)
+			}
+			for _, f := range fakes {
+				for _, ref := range st.cfg.refs() {
+					if ref.source == f.src.Name && f.vault.Reads(ref.path) == 0 {
+						t.Errorf("till check did not read %s from the fake Vault", ref.ref)
+					}
+				}
+			}
+			// And it says so when Vault refuses the pod's token: a check
+			// that passed without logging in would prove nothing.
+			for _, f := range fakes {
+				f.vault.EnableKubernetes(f.src.Auth.Kubernetes.Role, f.jwt+"-another")
+			}
+			stdout, stderr, code = runTill(t, dir, "", "check", "-c", cfgFile)
+			if code != 1 || !strings.Contains(stderr, "cannot be fetched") {
+				t.Errorf("till check with the login refused: exit %d, want 1 and \"cannot be fetched\"\n%s%s", code, stdout, stderr)
 			}
 		})
 	}
@@ -183,6 +292,18 @@ func TestSetScalars(t *testing.T) {
 	want := "version: 1\nvault:\n  path: \"/tmp/a b/v\"  # the Secret\n  key_file: \"/tmp/k\"\nroutes: []\n"
 	if string(got) != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+	// List items by index, flow mappings inside them.
+	in = "sources:\n  - name: corp\n    auth: {kubernetes: {role: r, jwt_file: /var/run/t}}\n"
+	if got, err = setScalars([]byte(in), map[string]string{"sources.0.auth.kubernetes.jwt_file": "/tmp/t"}); err != nil {
+		t.Fatal(err)
+	}
+	want = "sources:\n  - name: corp\n    auth: {kubernetes: {role: r, jwt_file: \"/tmp/t\"}}\n"
+	if string(got) != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if _, err := setScalars([]byte(in), map[string]string{"sources.1.name": "x"}); err == nil {
+		t.Error("an index past the list: no error")
 	}
 	if _, err := setScalars([]byte(in), map[string]string{"vault.nope": "x"}); err == nil {
 		t.Error("a path not in the config: no error")

@@ -30,7 +30,101 @@ type tillConfig struct {
 	Limits struct {
 		Redis string `yaml:"redis"`
 	} `yaml:"limits"`
-	Routes []tillRoute `yaml:"routes"`
+	Sources []tillSource `yaml:"sources"`
+	Routes  []tillRoute  `yaml:"routes"`
+}
+
+// tillSource is one entry of sources: where keys are fetched from instead
+// of the vault (config/source.go).
+type tillSource struct {
+	Name      string `yaml:"name"`
+	Type      string `yaml:"type"`
+	Address   string `yaml:"address"`
+	CAFile    string `yaml:"ca_file"`
+	AuthMount string `yaml:"auth_mount"`
+	Dir       string `yaml:"dir"`
+	Auth      struct {
+		TokenFile string `yaml:"token_file"`
+		AppRole   *struct {
+			RoleIDFile   string `yaml:"role_id_file"`
+			SecretIDFile string `yaml:"secret_id_file"`
+		} `yaml:"approle"`
+		Kubernetes *struct {
+			Role    string `yaml:"role"`
+			JWTFile string `yaml:"jwt_file"`
+		} `yaml:"kubernetes"`
+	} `yaml:"auth"`
+}
+
+// defaultJWTFile is where a vault source's Kubernetes login reads the
+// token when jwt_file is not set: the token Kubernetes mounts into every
+// container unless automountServiceAccountToken is false.
+const defaultJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// jwtFileSetting names jwt_file in messages.
+const jwtFileSetting = "auth.kubernetes.jwt_file"
+
+// authMount is where the source's auth method is mounted in Vault.
+func (s tillSource) authMount() string {
+	switch {
+	case s.AuthMount != "":
+		return s.AuthMount
+	case s.Auth.Kubernetes != nil:
+		return "kubernetes"
+	case s.Auth.AppRole != nil:
+		return "approle"
+	}
+	return ""
+}
+
+// sourceFile is a file (or, for a files source, a folder) that a source
+// reads in the container.
+type sourceFile struct {
+	setting string // as the config names it: ca_file, auth.kubernetes.jwt_file...
+	path    string
+	dir     bool
+}
+
+// files lists what the source reads from the container's file system.
+func (s tillSource) files() []sourceFile {
+	var out []sourceFile
+	add := func(setting, p string, dir bool) {
+		if p != "" {
+			out = append(out, sourceFile{setting, p, dir})
+		}
+	}
+	add("dir", s.Dir, true)
+	add("ca_file", s.CAFile, false)
+	add("auth.token_file", s.Auth.TokenFile, false)
+	if a := s.Auth.AppRole; a != nil {
+		add("auth.approle.role_id_file", a.RoleIDFile, false)
+		add("auth.approle.secret_id_file", a.SecretIDFile, false)
+	}
+	if k := s.Auth.Kubernetes; k != nil {
+		add(jwtFileSetting, k.JWTFile, false)
+	}
+	return out
+}
+
+// tillRef is a route's secret that names a source: SOURCE:PATH[#FIELD].
+type tillRef struct {
+	ref, source, path, field string
+}
+
+// refs lists, once each, the source refs the config's routes use.
+func (c *tillConfig) refs() []tillRef {
+	var out []tillRef
+	for _, r := range c.Routes {
+		for _, s := range r.secrets() {
+			src, rest, ok := strings.Cut(s, ":")
+			if !ok || slices.ContainsFunc(out, func(x tillRef) bool { return x.ref == s }) {
+				continue
+			}
+			path, field, _ := strings.Cut(rest, "#")
+			out = append(out, tillRef{ref: s, source: src, path: path, field: field})
+		}
+	}
+	return out
 }
 
 // tillRoute is one route of till.yaml.
@@ -58,6 +152,11 @@ func parseTillConfig(data []byte) (*tillConfig, error) {
 	}
 	if c.ShutdownGrace == "" {
 		c.ShutdownGrace = defaultShutdownGrace
+	}
+	for i := range c.Sources {
+		if k := c.Sources[i].Auth.Kubernetes; k != nil && k.JWTFile == "" {
+			k.JWTFile = defaultJWTFile
+		}
 	}
 	return &c, nil
 }
@@ -164,10 +263,10 @@ func port(hostport string) (int32, error) {
 }
 
 // setScalars returns data with the scalar at each dotted path (such as
-// "vault.path") replaced by the value given, and every other byte as it
-// was: till's messages about the result then point at the ConfigMap's own
-// lines. Each path must exist and hold a plain or quoted scalar without
-// escapes.
+// "vault.path", or "sources.0.address" where a number indexes a list)
+// replaced by the value given, and every other byte as it was: till's
+// messages about the result then point at the ConfigMap's own lines. Each
+// path must exist and hold a plain or quoted scalar without escapes.
 func setScalars(data []byte, values map[string]string) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -227,8 +326,16 @@ func setScalars(data []byte, values map[string]string) ([]byte, error) {
 	return out, nil
 }
 
-// mapValue returns the value of key in the mapping n, or nil.
+// mapValue returns the value of key in the mapping n (or, for a list n,
+// its item at the index key), or nil.
 func mapValue(n *yaml.Node, key string) *yaml.Node {
+	if n != nil && n.Kind == yaml.SequenceNode {
+		i, err := strconv.Atoi(key)
+		if err != nil || i < 0 || i >= len(n.Content) {
+			return nil
+		}
+		return n.Content[i]
+	}
 	if n == nil || n.Kind != yaml.MappingNode {
 		return nil
 	}

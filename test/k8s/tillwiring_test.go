@@ -104,7 +104,7 @@ type tillSetup struct {
 	configKey string // the ConfigMap key that holds till.yaml
 	cfgText   []byte
 	cfg       *tillConfig
-	secret    string // the Secret that holds vault and key
+	secret    string // the Secret that holds vault and key ("": no vault, keys from sources only)
 	vaultKey  string // its key holding the vault
 	keyKey    string // its key holding the vault's key
 }
@@ -156,6 +156,18 @@ func (s *manifestSet) followSetup(t reporter, w workload, c *corev1.Container) *
 	}
 	st := &tillSetup{configMap: cm, configKey: key, cfgText: []byte(cm.Data[key]), cfg: cfg}
 
+	if cfg.Vault.Path == "" && cfg.Vault.KeyFile == "" {
+		// No vault: section. till then looks for a vault beside its
+		// config, in the ConfigMap's folder, where none is: fine for
+		// routes whose keys all come from sources.
+		if names := cfg.vaultSecrets(); len(names) > 0 {
+			t.Fatalf("ConfigMap %s: routes use the vault secrets %q, but the config names no vault (vault.path): till would find none", cm.Name, names)
+		}
+		if len(cfg.Sources) == 0 {
+			t.Fatalf("ConfigMap %s: no vault and no sources: no route has a key", cm.Name)
+		}
+		return st
+	}
 	vaultDir := path.Dir(cfg.Vault.Path)
 	if !path.IsAbs(cfg.Vault.Path) || path.Dir(cfg.Vault.KeyFile) != vaultDir {
 		t.Fatalf("ConfigMap %s: vault.path %q and vault.key_file %q: want both in one absolute folder (the Secret volume)", cm.Name, cfg.Vault.Path, cfg.Vault.KeyFile)
@@ -241,6 +253,7 @@ func (s *manifestSet) checkTill(t reporter, w workload, c *corev1.Container) {
 
 	s.checkGrace(t, w, c, cfg)
 	s.checkProbes(t, w, c, cfg)
+	s.checkSources(t, w, c, cfg)
 	checkConfined(t, where, w.spec.SecurityContext, c.SecurityContext)
 
 	if cfg.Limits.Redis != "" {

@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,12 +28,20 @@ var kubectlSecrets = map[string][]string{
 	"chat-till-token": {"token"},
 }
 
+// kubectlConfigMaps are the ConfigMaps README.md has the reader create
+// with kubectl, because their content is the reader's own (the CA of
+// their Vault), with the keys each holds.
+var kubectlConfigMaps = map[string][]string{
+	"vault-ca": {"ca.crt"},
+}
+
 // meta returns an object's metadata; every kind the examples use has it.
 func meta(obj runtime.Object) metav1.Object { return obj.(metav1.Object) }
 
 // workload is a set of pods a manifest asks for.
 type workload struct {
 	kind, name string
+	namespace  string // "default" unless the manifest says
 	replicas   int32
 	labels     map[string]string // the pods' labels
 	spec       *corev1.PodSpec
@@ -45,7 +54,9 @@ func (w workload) String() string { return w.kind + "/" + w.name }
 // whole, so every reference must resolve within it.
 type manifestSet struct {
 	file       string
+	text       string // the file as written, comments included
 	configMaps map[string]*corev1.ConfigMap
+	accounts   map[string]*corev1.ServiceAccount
 	secrets    map[string]*corev1.Secret
 	services   []*corev1.Service
 	pdbs       []*policyv1.PodDisruptionBudget
@@ -56,11 +67,14 @@ type manifestSet struct {
 
 func newSet(t reporter, file string, objs []object) *manifestSet {
 	t.Helper()
-	s := &manifestSet{file: file, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}, setups: map[string]*tillSetup{}}
+	s := &manifestSet{file: file, configMaps: map[string]*corev1.ConfigMap{}, accounts: map[string]*corev1.ServiceAccount{},
+		secrets: map[string]*corev1.Secret{}, setups: map[string]*tillSetup{}}
 	for _, o := range objs {
 		switch v := o.obj.(type) {
 		case *corev1.ConfigMap:
 			s.configMaps[v.Name] = v
+		case *corev1.ServiceAccount:
+			s.accounts[v.Name] = v
 		case *corev1.Secret:
 			s.secrets[v.Name] = v
 		case *corev1.Service:
@@ -77,11 +91,21 @@ func newSet(t reporter, file string, objs []object) *manifestSet {
 			if !selects(v.Spec.Selector, v.Spec.Template.Labels) {
 				t.Errorf("%v: Deployment %s: its selector does not select its own pods", o, v.Name)
 			}
-			s.workloads = append(s.workloads, workload{"Deployment", v.Name, replicas, v.Spec.Template.Labels, &v.Spec.Template.Spec})
+			s.workloads = append(s.workloads, workload{kind: "Deployment", name: v.Name, namespace: cmp.Or(v.Namespace, "default"),
+				replicas: replicas, labels: v.Spec.Template.Labels, spec: &v.Spec.Template.Spec})
 		case *corev1.Pod:
-			s.workloads = append(s.workloads, workload{"Pod", v.Name, 1, v.Labels, &v.Spec})
+			s.workloads = append(s.workloads, workload{kind: "Pod", name: v.Name, namespace: cmp.Or(v.Namespace, "default"),
+				replicas: 1, labels: v.Labels, spec: &v.Spec})
 		}
 	}
+	return s
+}
+
+// parseSet decodes a manifest file called name into a set.
+func parseSet(t reporter, name string, data []byte) *manifestSet {
+	t.Helper()
+	s := newSet(t, name, decodeAll(t, name, data))
+	s.text = string(data)
 	return s
 }
 
@@ -90,7 +114,11 @@ func loadSets(t *testing.T) []*manifestSet {
 	t.Helper()
 	var sets []*manifestSet
 	for _, path := range manifestFiles(t) {
-		sets = append(sets, newSet(t, filepath.Base(path), loadFile(t, path)))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sets = append(sets, parseSet(t, filepath.Base(path), data))
 	}
 	return sets
 }
@@ -154,6 +182,7 @@ func (s *manifestSet) check(t reporter) {
 	for _, w := range s.workloads {
 		s.checkVolumes(t, w)
 		s.checkEnv(t, w)
+		s.checkServiceAccount(t, w)
 	}
 	s.checkServices(t)
 	s.checkPDBs(t)
@@ -198,6 +227,54 @@ func (s *manifestSet) checkVolumes(t reporter, w workload) {
 				s.wantSecretKey(t, w, v.Secret.SecretName, it.Key)
 			}
 			s.wantSecretKey(t, w, v.Secret.SecretName, "")
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				if cm := src.ConfigMap; cm != nil {
+					for _, it := range cm.Items {
+						s.wantConfigMapKey(t, w, cm.Name, it.Key)
+					}
+					s.wantConfigMapKey(t, w, cm.Name, "")
+				}
+				if sec := src.Secret; sec != nil {
+					for _, it := range sec.Items {
+						s.wantSecretKey(t, w, sec.Name, it.Key)
+					}
+					s.wantSecretKey(t, w, sec.Name, "")
+				}
+			}
+		}
+	}
+}
+
+// checkServiceAccount: the pod's service account is one of the set, no
+// container gets the API server's token (none of them talks to it), and
+// only till mounts a service-account token (its Vault login).
+func (s *manifestSet) checkServiceAccount(t reporter, w workload) {
+	t.Helper()
+	var account *corev1.ServiceAccount
+	if sa := w.spec.ServiceAccountName; sa != "" && sa != "default" {
+		if account = s.accounts[sa]; account == nil {
+			t.Errorf("%v: ServiceAccount %q is not among the manifests: the pod is never created", w, sa)
+		}
+	}
+	automount := true
+	switch {
+	case w.spec.AutomountServiceAccountToken != nil:
+		automount = *w.spec.AutomountServiceAccountToken
+	case account != nil && account.AutomountServiceAccountToken != nil:
+		automount = *account.AutomountServiceAccountToken
+	}
+	if automount {
+		t.Errorf("%v: want automountServiceAccountToken: false, or every container, the app's included, gets a token for the API server", w)
+	}
+	for _, c := range slices.Concat(w.spec.InitContainers, w.spec.Containers) {
+		if isTillImage(c.Image) {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if v, ok := w.volume(m.Name); ok && hasToken(v) {
+				t.Errorf("%v: container %s mounts the service-account token (volume %s): only till needs it, to log in to Vault", w, c.Name, v.Name)
+			}
 		}
 	}
 }
@@ -233,10 +310,17 @@ func (s *manifestSet) checkEnv(t reporter, w workload) {
 func (s *manifestSet) wantConfigMapKey(t reporter, w workload, name, key string) {
 	t.Helper()
 	cm, ok := s.configMaps[name]
-	switch {
-	case !ok:
-		t.Errorf("%v: ConfigMap %q is not among the manifests", w, name)
-	case key != "":
+	if !ok {
+		keys, ok := kubectlConfigMaps[name]
+		switch {
+		case !ok:
+			t.Errorf("%v: ConfigMap %q is not among the manifests", w, name)
+		case key != "" && !slices.Contains(keys, key):
+			t.Errorf("%v: ConfigMap %q, made with kubectl, has keys %v, not %q", w, name, keys, key)
+		}
+		return
+	}
+	if key != "" {
 		if _, ok := cm.Data[key]; !ok {
 			t.Errorf("%v: ConfigMap %q has no key %q", w, name, key)
 		}
@@ -264,15 +348,22 @@ func (s *manifestSet) wantSecretKey(t reporter, w workload, name, key string) {
 	}
 }
 
-// TestKubectlSecretsDocumented: every Secret the manifests expect but do
-// not carry is made by a command in README.md, with the keys expected.
+// TestKubectlSecretsDocumented: every Secret and ConfigMap the manifests
+// expect but do not carry is made by a command in README.md, with the
+// keys expected.
 func TestKubectlSecretsDocumented(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join(examplesDir, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	made := map[string][]string{}
 	for name, keys := range kubectlSecrets {
-		cmd := "kubectl create secret generic " + name + " "
+		made["kubectl create secret generic "+name+" "] = keys
+	}
+	for name, keys := range kubectlConfigMaps {
+		made["kubectl create configmap "+name+" "] = keys
+	}
+	for cmd, keys := range made {
 		var line string
 		for l := range strings.Lines(string(readme)) {
 			if strings.Contains(l, cmd) {
