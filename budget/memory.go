@@ -1,0 +1,208 @@
+package budget
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Memory counts budgets in process, under one lock. Keep it across config
+// reloads: a budget whose window changed starts afresh, one whose limits
+// changed keeps its counts. It holds at most one window of buckets per
+// counter and drops the counters no longer charged within their window.
+type Memory struct {
+	mu      sync.Mutex
+	budgets map[string]*memBudget
+}
+
+var _ Store = (*Memory)(nil)
+
+// memBudget is the counters of one budget.
+type memBudget struct {
+	window   Window
+	counters map[string]*memCounter
+	swept    int64 // the bucket in which dead counters were last dropped
+}
+
+// memCounter is one counter's live buckets.
+type memCounter struct {
+	last  int64                    // the bucket of its last Take
+	kinds [numKinds][]bucketAmount // per kind, oldest first
+}
+
+// NewMemory returns an empty in-process store.
+func NewMemory() *Memory {
+	return &Memory{budgets: map[string]*memBudget{}}
+}
+
+// Take checks every charge and, when none is spent, counts one request and
+// reserves reserve tokens in each. See [Store].
+func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserve int64) (*Ticket, *Denial, error) {
+	if err := validate(charges); err != nil {
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	counters := make([]*memCounter, len(charges))
+	var spent []spentLimit
+	for i, c := range charges {
+		mc := m.counter(c, now)
+		counters[i] = mc
+		for k, limit := range c.Spec.limits() {
+			if d := check(c, k, limit, mc.kinds[k], now); d != nil {
+				spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
+			}
+		}
+	}
+	denial, warnings := decide(spent)
+	if denial != nil {
+		return nil, denial, nil
+	}
+	t := newTicket(now, charges, reserve, warnings)
+	for i, tk := range t.charges {
+		mc := counters[i]
+		mc.last = tk.bucket
+		if tk.tracked[reqs] {
+			add(&mc.kinds[reqs], tk.bucket, 1)
+		}
+		if tk.tracked[toks] {
+			add(&mc.kinds[toks], tk.bucket, t.reserve)
+		}
+	}
+	return t, nil, nil
+}
+
+// newTicket is the ticket of a Take that counts charges now.
+func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial) *Ticket {
+	t := &Ticket{Exceeded: warnings, reserve: clamp(reserve)}
+	for _, c := range charges {
+		tk := taken{budget: c.Spec.Name, window: c.Spec.Window, counter: c.Counter, bucket: c.Spec.Window.at(now).bucket}
+		for k, limit := range c.Spec.limits() {
+			tk.tracked[k] = limit > 0
+		}
+		t.charges = append(t.charges, tk)
+	}
+	return t
+}
+
+// counter returns c's counter, made if needed, with only its live buckets.
+// A budget whose window changed starts afresh.
+func (m *Memory) counter(c Charge, now time.Time) *memCounter {
+	w := c.Spec.Window
+	sp := w.at(now)
+	mb := m.budgets[c.Spec.Name]
+	if mb == nil || mb.window != w {
+		mb = &memBudget{window: w, counters: map[string]*memCounter{}, swept: sp.bucket}
+		m.budgets[c.Spec.Name] = mb
+	}
+	if mb.swept != sp.bucket {
+		// Once per bucket, drop the counters not charged within the window.
+		for name, mc := range mb.counters {
+			if mc.last < sp.liveMin {
+				delete(mb.counters, name)
+			}
+		}
+		mb.swept = sp.bucket
+	}
+	mc := mb.counters[c.Counter]
+	if mc == nil {
+		mc = &memCounter{last: sp.liveMin - 1}
+		mb.counters[c.Counter] = mc
+	}
+	mc.prune(sp.liveMin)
+	return mc
+}
+
+// prune drops the buckets that start before liveMin.
+func (mc *memCounter) prune(liveMin int64) {
+	for k, bs := range mc.kinds {
+		i := 0
+		for i < len(bs) && bs[i].start < liveMin {
+			i++
+		}
+		mc.kinds[k] = slices.Delete(bs, 0, i)
+	}
+}
+
+// add adds v to the bucket starting at start, made if needed; a bucket
+// never goes below 0.
+func add(bs *[]bucketAmount, start, v int64) {
+	s := *bs
+	i := len(s)
+	for i > 0 && s[i-1].start > start {
+		i--
+	}
+	if i > 0 && s[i-1].start == start {
+		s[i-1].v = max(0, s[i-1].v+v)
+		return
+	}
+	if v > 0 {
+		*bs = slices.Insert(s, i, bucketAmount{start: start, v: v})
+	}
+}
+
+// Settle replaces the ticket's reservation by what the request used. See
+// [Store].
+func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int64, usdUsed float64) error {
+	if t == nil || t.settled.Swap(true) {
+		return nil
+	}
+	tokens, cost := clamp(tokens), micros(usdUsed)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, tk := range t.charges {
+		mb := m.budgets[tk.budget]
+		if mb == nil || mb.window != tk.window || tk.bucket < tk.window.at(now).liveMin {
+			continue // the window started afresh or moved on
+		}
+		mc := mb.counters[tk.counter]
+		if mc == nil {
+			continue
+		}
+		if tk.tracked[toks] {
+			add(&mc.kinds[toks], tk.bucket, tokens-t.reserve)
+		}
+		if tk.tracked[usd] {
+			add(&mc.kinds[usd], tk.bucket, cost)
+		}
+	}
+	return nil
+}
+
+// Usage lists the limits of each counter of specs charged within its
+// window. See [Store].
+func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, error) {
+	for _, s := range specs {
+		if err := s.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var rows []Row
+	for _, s := range specs {
+		mb := m.budgets[s.Name]
+		if mb == nil || mb.window != s.Window {
+			continue
+		}
+		liveMin := s.Window.at(now).liveMin
+		for name, mc := range mb.counters {
+			if mc.last < liveMin {
+				continue
+			}
+			mc.prune(liveMin)
+			for k, limit := range s.limits() {
+				if limit > 0 {
+					var used int64
+					for _, b := range mc.kinds[k] {
+						used += b.v
+					}
+					rows = append(rows, row(s, name, k, limit, used, now))
+				}
+			}
+		}
+	}
+	sortRows(rows)
+	return rows, nil
+}

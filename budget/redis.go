@@ -1,0 +1,323 @@
+package budget
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis counts budgets in Redis, shared by every till that uses the same
+// Redis and prefix. Each Take and each Settle is one Lua script, so they
+// are atomic however many tills share the counters; the tills' clocks
+// should agree, since each says what time it is.
+//
+// Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
+//
+//	PREFIX:BUDGET:WINDOW:COUNTER:KIND  a hash per counter and kind: bucket start (unix seconds) → amount
+//	PREFIX:BUDGET:WINDOW:counters      a sorted set: counter → start of its last Take's bucket, for Usage
+//
+// WINDOW is [Window.String], so a budget whose window changed starts
+// afresh in new keys while one whose limits changed keeps its counts. USD
+// is kept in whole micro-dollars. Every key expires a bucket after its
+// newest bucket stops counting (a minute after the period for a calendar
+// window). In a Redis Cluster, give the prefix a hash tag, e.g.
+// "{till}:budget", so that one script's keys share a slot.
+type Redis struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+var _ Store = (*Redis)(nil)
+
+// NewRedis returns a store counting in client's Redis under prefix
+// ("till:budget" when empty). It does not connect: a Redis that is down is
+// an error per call. Bound each call's time with its context.
+func NewRedis(client redis.UniversalClient, prefix string) *Redis {
+	if prefix == "" {
+		prefix = "till:budget"
+	}
+	return &Redis{client: client, prefix: prefix}
+}
+
+// keyEscaper keeps names from being read as key separators or hash tags.
+var keyEscaper = strings.NewReplacer("%", "%25", ":", "%3A", "{", "%7B", "}", "%7D")
+
+// base is the start of the keys of spec's budget in its current window.
+func (r *Redis) base(budget string, w Window) string {
+	return r.prefix + ":" + keyEscaper.Replace(budget) + ":" + w.String() + ":"
+}
+
+// counterKey is the hash of counter's amounts of kind k.
+func (r *Redis) counterKey(budget string, w Window, counter string, k int) string {
+	return r.base(budget, w) + keyEscaper.Replace(counter) + ":" + string(kinds[k])
+}
+
+// indexKey is the sorted set of budget's counters.
+func (r *Redis) indexKey(budget string, w Window) string {
+	return r.base(budget, w) + "counters"
+}
+
+// takeScript checks and counts a Take. KEYS: per charge, its index, then
+// its requests, tokens and usd hashes. ARGV: the number of charges, the
+// tokens reserved, then per charge its counter, bucket, first live bucket,
+// the TTL of its keys, its limits of requests, tokens and micro-dollars (0:
+// none) and whether it only warns ("1"). It drops the buckets no longer
+// live and returns {taken (1 or 0), spent}, spent listing {charge, kind,
+// {bucket, amount, ...}} of each limit spent (0-based indexes). Nothing is
+// counted when a spent budget does not only warn.
+var takeScript = redis.NewScript(`
+local function extend(key, ttl)
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+end
+local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
+local spent, block = {}, false
+for j = 0, n - 1 do
+  local a = 3 + j * 8
+  local liveMin = tonumber(ARGV[a + 2])
+  for k = 1, 3 do
+    if tonumber(ARGV[a + 3 + k]) > 0 then
+      local key = KEYS[j * 4 + 1 + k]
+      local flat = redis.call('HGETALL', key)
+      local live, dead, used = {}, {}, 0
+      for x = 1, #flat, 2 do
+        if tonumber(flat[x]) < liveMin then
+          dead[#dead + 1] = flat[x]
+        else
+          used = used + tonumber(flat[x + 1])
+          live[#live + 1] = flat[x]
+          live[#live + 1] = flat[x + 1]
+        end
+      end
+      if #dead > 0 then redis.call('HDEL', key, unpack(dead)) end
+      if used >= tonumber(ARGV[a + 3 + k]) then
+        spent[#spent + 1] = {j, k - 1, live}
+        if ARGV[a + 7] ~= '1' then block = true end
+      end
+    end
+  end
+end
+if block then return {0, spent} end
+for j = 0, n - 1 do
+  local a = 3 + j * 8
+  local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
+  local index = KEYS[j * 4 + 1]
+  redis.call('ZADD', index, bucket, ARGV[a])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[a + 2])
+  extend(index, ttl)
+  if tonumber(ARGV[a + 4]) > 0 then
+    redis.call('HINCRBY', KEYS[j * 4 + 2], bucket, 1)
+    extend(KEYS[j * 4 + 2], ttl)
+  end
+  if tonumber(ARGV[a + 5]) > 0 and reserve > 0 then
+    redis.call('HINCRBY', KEYS[j * 4 + 3], bucket, ARGV[2])
+    extend(KEYS[j * 4 + 3], ttl)
+  end
+end
+return {1, spent}
+`)
+
+// settleScript adds what a request used. KEYS: per charge, its tokens and
+// usd hashes. ARGV: the number of charges, then per charge its bucket, the
+// first live bucket, the TTL its keys need, and the tokens and
+// micro-dollars to add (0: nothing). A bucket no longer live is left
+// alone; none goes below 0.
+var settleScript = redis.NewScript(`
+local function extend(key, ttl)
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+end
+for j = 0, tonumber(ARGV[1]) - 1 do
+  local a = 2 + j * 5
+  local bucket = ARGV[a]
+  if tonumber(bucket) >= tonumber(ARGV[a + 1]) then
+    for k = 1, 2 do
+      local d = ARGV[a + 2 + k]
+      if tonumber(d) ~= 0 then
+        local key = KEYS[j * 2 + k]
+        if redis.call('HINCRBY', key, bucket, d) < 0 then redis.call('HSET', key, bucket, 0) end
+        extend(key, tonumber(ARGV[a + 2]))
+      end
+    end
+  end
+end
+return 1
+`)
+
+// Take checks every charge and, when none is spent, counts one request and
+// reserves reserve tokens in each, in one script. See [Store].
+func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reserve int64) (*Ticket, *Denial, error) {
+	if err := validate(charges); err != nil {
+		return nil, nil, err
+	}
+	if len(charges) == 0 {
+		return &Ticket{}, nil, nil
+	}
+	reserve = clamp(reserve)
+	keys := make([]string, 0, 4*len(charges))
+	args := make([]any, 0, 2+8*len(charges))
+	args = append(args, len(charges), reserve)
+	for _, c := range charges {
+		s, w := c.Spec, c.Spec.Window
+		sp := w.at(now)
+		keys = append(keys, r.indexKey(s.Name, w))
+		for k := range numKinds {
+			keys = append(keys, r.counterKey(s.Name, w, c.Counter, k))
+		}
+		l := s.limits()
+		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
+			l[reqs], l[toks], l[usd], boolArg(s.Warn))
+	}
+	res, err := takeScript.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		return nil, nil, fmt.Errorf("budget: redis: %w", err)
+	}
+	ok, spent, err := parseTake(res, charges, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	denial, warnings := decide(spent)
+	if !ok {
+		return nil, denial, nil
+	}
+	return newTicket(now, charges, reserve, warnings), nil, nil
+}
+
+// boolArg is a script's flag.
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// parseTake reads takeScript's answer.
+func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spentLimit, err error) {
+	bad := fmt.Errorf("budget: redis: unexpected answer %v", res)
+	if len(res) != 2 {
+		return false, nil, bad
+	}
+	taken, _ := res[0].(int64)
+	list, _ := res[1].([]any)
+	for _, e := range list {
+		entry, _ := e.([]any)
+		if len(entry) != 3 {
+			return false, nil, bad
+		}
+		j, _ := entry[0].(int64)
+		k, _ := entry[1].(int64)
+		flat, _ := entry[2].([]any)
+		if j < 0 || int(j) >= len(charges) || k < 0 || k >= numKinds || len(flat)%2 != 0 {
+			return false, nil, bad
+		}
+		live := make([]bucketAmount, 0, len(flat)/2)
+		for x := 0; x < len(flat); x += 2 {
+			start, err1 := strconv.ParseInt(fmt.Sprint(flat[x]), 10, 64)
+			v, err2 := strconv.ParseInt(fmt.Sprint(flat[x+1]), 10, 64)
+			if err1 != nil || err2 != nil {
+				return false, nil, bad
+			}
+			live = append(live, bucketAmount{start: start, v: v})
+		}
+		slices.SortFunc(live, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
+		c := charges[j]
+		if d := check(c, int(k), c.Spec.limits()[k], live, now); d != nil {
+			spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
+		}
+	}
+	return taken == 1, spent, nil
+}
+
+// Settle replaces the ticket's reservation by what the request used, in
+// one script. See [Store].
+func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int64, usdUsed float64) error {
+	if t == nil || len(t.charges) == 0 || t.settled.Swap(true) {
+		return nil
+	}
+	tokens, cost := clamp(tokens), micros(usdUsed)
+	keys := make([]string, 0, 2*len(t.charges))
+	args := make([]any, 0, 1+5*len(t.charges))
+	args = append(args, len(t.charges))
+	for _, tk := range t.charges {
+		w := tk.window
+		keys = append(keys, r.counterKey(tk.budget, w, tk.counter, toks), r.counterKey(tk.budget, w, tk.counter, usd))
+		var dt, du int64
+		if tk.tracked[toks] {
+			dt = tokens - t.reserve
+		}
+		if tk.tracked[usd] {
+			du = cost
+		}
+		args = append(args, tk.bucket, w.at(now).liveMin, w.expireAt(tk.bucket)-now.Unix(), dt, du)
+	}
+	if err := settleScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+		return fmt.Errorf("budget: redis: %w", err)
+	}
+	return nil
+}
+
+// Usage lists the limits of each counter of specs charged within its
+// window, read in two round trips. See [Store].
+func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row, error) {
+	for _, s := range specs {
+		if err := s.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	indexes := make([]*redis.StringSliceCmd, len(specs))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range specs {
+			lo := strconv.FormatInt(s.Window.at(now).liveMin, 10)
+			indexes[i] = p.ZRangeByScore(ctx, r.indexKey(s.Name, s.Window), &redis.ZRangeBy{Min: lo, Max: "+inf"})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("budget: redis: %w", err)
+	}
+	type read struct {
+		spec    *Spec
+		counter string
+		kind    int
+		cmd     *redis.MapStringStringCmd
+	}
+	var reads []read
+	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range specs {
+			for _, counter := range indexes[i].Val() {
+				for k, limit := range s.limits() {
+					if limit > 0 {
+						cmd := p.HGetAll(ctx, r.counterKey(s.Name, s.Window, counter, k))
+						reads = append(reads, read{spec: s, counter: counter, kind: k, cmd: cmd})
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("budget: redis: %w", err)
+	}
+	rows := make([]Row, 0, len(reads))
+	for _, rd := range reads {
+		liveMin := rd.spec.Window.at(now).liveMin
+		var used int64
+		for field, value := range rd.cmd.Val() {
+			start, err1 := strconv.ParseInt(field, 10, 64)
+			v, err2 := strconv.ParseInt(value, 10, 64)
+			if err1 == nil && err2 == nil && start >= liveMin {
+				used += v
+			}
+		}
+		rows = append(rows, row(rd.spec, rd.counter, rd.kind, rd.spec.limits()[rd.kind], used, now))
+	}
+	sortRows(rows)
+	return rows, nil
+}

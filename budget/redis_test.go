@@ -1,0 +1,196 @@
+package budget
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// lockedBuffer is a bytes.Buffer safe for a child's output and a reader.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startRedis runs a throwaway redis-server on a free loopback port until
+// the test ends, as test/redis_test.go does. Without redis-server the test
+// is skipped, or fails under CI=true (.ci/run installs it).
+func startRedis(tb testing.TB) (addr string, stop func()) {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatal("redis-server is missing: .ci/run must install it")
+		}
+		tb.Skip("redis-server is not installed")
+	}
+	// redis-server cannot be told to bind port 0 and say which it got: take
+	// a port free a moment ago, and another if it was taken meanwhile.
+	for attempt := 1; ; attempt++ {
+		addr, stop, out, up := runRedis(tb, bin)
+		switch {
+		case up:
+			return addr, stop
+		case attempt < 5 && strings.Contains(out, "Address already in use"):
+			tb.Logf("%s was taken: trying another port", addr)
+		default:
+			tb.Fatalf("redis-server did not start:\n%s", out)
+		}
+	}
+}
+
+// runRedis runs bin on a port free a moment ago and says whether it came
+// up, or else what it printed.
+func runRedis(tb testing.TB, bin string) (addr string, stop func(), out string, up bool) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", tb.TempDir())
+	var buf lockedBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop = sync.OnceFunc(func() { cmd.Process.Kill(); <-exited })
+	tb.Cleanup(stop)
+	deadline := time.After(15 * time.Second)
+	for !strings.Contains(buf.String(), "Ready to accept connections") {
+		select {
+		case <-exited:
+			return addr, stop, buf.String(), false
+		case <-deadline:
+			stop()
+			return addr, stop, buf.String(), false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return addr, stop, "", true
+}
+
+// newClient is a client of the Redis at addr, closed when the test ends.
+func newClient(tb testing.TB, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedis(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	testStore(t, func(t *testing.T) Store { return NewRedis(client, "test:"+t.Name()) })
+}
+
+// TestRedisShared: two tills on one Redis share counters.
+func TestRedisShared(t *testing.T) {
+	addr, _ := startRedis(t)
+	a, b := NewRedis(newClient(t, addr), ""), NewRedis(newClient(t, addr), "")
+	spec := rolling("b", time.Hour)
+	spec.Tokens = 1000
+	settle(t, a, t0, mustTake(t, a, t0, 0, one("web", spec)), 1000, 0)
+	mustDeny(t, b, t0, 0, one("web", spec), deny(spec, "web", KindTokens, time.Hour+time.Minute))
+	if got := used(t, b, t0, spec, "web", KindTokens); got != 1000 {
+		t.Errorf("the other store sees %v tokens used, want 1000", got)
+	}
+	other := NewRedis(newClient(t, addr), "other")
+	mustTake(t, other, t0, 0, one("web", spec))
+}
+
+// TestRedisKeys: keys are named after the budget, window, counter and
+// kind, escaped, and expire a bucket after their newest bucket stops
+// counting.
+func TestRedisKeys(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	s := NewRedis(client, "{till}:budget")
+	hourly, daily := rolling("hourly", time.Hour), calendar("daily:usd", "day")
+	hourly.Requests, hourly.Tokens = 10, 10000
+	daily.USD = 10
+	tk := mustTake(t, s, t0, 100, one("team:a{1}", hourly, daily))
+	settle(t, s, t0, tk, 50, 0.25)
+	ctx := context.Background()
+	untilMidnight := 14 * time.Hour
+	for key, ttl := range map[string]time.Duration{
+		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:requests": time.Hour + 2*time.Minute,
+		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:tokens":   time.Hour + 2*time.Minute,
+		"{till}:budget:hourly:3600s:counters":                 time.Hour + 2*time.Minute,
+		"{till}:budget:daily%3Ausd:day:team%3Aa%7B1%7D:usd":   untilMidnight + time.Minute,
+		"{till}:budget:daily%3Ausd:day:counters":              untilMidnight + time.Minute,
+	} {
+		got, err := client.TTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Redis counts the TTL down in real time.
+		if got <= ttl-5*time.Second || got > ttl {
+			t.Errorf("%s: TTL %v, want %v", key, got, ttl)
+		}
+	}
+	day := strconv.FormatInt(time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC).Unix(), 10)
+	if got := client.HGet(ctx, "{till}:budget:daily%3Ausd:day:team%3Aa%7B1%7D:usd", day).Val(); got != "250000" {
+		t.Errorf("usd bucket of 2026-11-03: %q, want 250000 micro-dollars", got)
+	}
+	keys, err := client.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 5 {
+		t.Errorf("keys: %v, want the 5 above: a kind without a limit has none", keys)
+	}
+	// Buckets no longer live are deleted as the next Take reads them.
+	mustTake(t, s, at(3*time.Hour), 0, one("team:a{1}", hourly))
+	if n := client.HLen(ctx, "{till}:budget:hourly:3600s:team%3Aa%7B1%7D:requests").Val(); n != 1 {
+		t.Errorf("%d buckets left in the requests hash, want 1", n)
+	}
+}
+
+// TestRedisDown: a Redis that cannot answer is an error, not a decision.
+func TestRedisDown(t *testing.T) {
+	addr, stop := startRedis(t)
+	s := NewRedis(newClient(t, addr), "")
+	spec := rolling("b", time.Hour)
+	spec.Requests = 10
+	tk := mustTake(t, s, t0, 0, one("web", spec))
+	stop()
+	ctx := context.Background()
+	if tk, d, err := s.Take(ctx, t0, one("web", spec), 0); err == nil {
+		t.Errorf("take with Redis down: %v %v, want an error", tk, d)
+	}
+	if err := s.Settle(ctx, t0, tk, 1, 0); err == nil {
+		t.Error("settle with Redis down: no error")
+	}
+	if _, err := s.Usage(ctx, t0, []*Spec{spec}); err == nil {
+		t.Error("usage with Redis down: no error")
+	}
+}
+
+func BenchmarkRedis(b *testing.B) {
+	addr, _ := startRedis(b)
+	benchmarkStore(b, NewRedis(newClient(b, addr), ""))
+}
