@@ -39,11 +39,13 @@ type Budget struct {
 	Window time.Duration
 	// Calendar is "day" or "month" (UTC) for a calendar window.
 	Calendar string
-	// Requests, Tokens and USD are the limits; zero means no limit of
-	// that kind, and at least one is set.
+	// Requests limits the requests; zero means no limit of that kind,
+	// and at least one of Requests, Tokens and USD is set.
 	Requests int64
-	Tokens   int64
-	USD      float64
+	// Tokens limits the input and output tokens the provider reported.
+	Tokens int64
+	// USD limits the dollars the requests cost, priced from the table.
+	USD float64
 	// Warn forwards an over-budget request with reason budget_exceeded
 	// instead of refusing it (on_exceeded: warn).
 	Warn bool

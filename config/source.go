@@ -76,7 +76,9 @@ func (a VaultAuth) Method() string {
 // AppRoleAuth is Vault's AppRole login; both ids are read from files at
 // each login.
 type AppRoleAuth struct {
-	RoleIDFile   string
+	// RoleIDFile holds the role id.
+	RoleIDFile string
+	// SecretIDFile holds the secret id.
 	SecretIDFile string
 }
 
@@ -84,7 +86,9 @@ type AppRoleAuth struct {
 // JWTFile the service-account token, re-read at each login (projected
 // tokens rotate).
 type KubernetesAuth struct {
-	Role    string
+	// Role is the Vault role bound to the service account.
+	Role string
+	// JWTFile is the service-account token.
 	JWTFile string
 }
 
