@@ -25,7 +25,7 @@ type AdminOptions struct {
 }
 
 // NewAdmin returns the admin handler: /healthz, /readyz, /metrics,
-// GET /admin/routes and POST /admin/reload. It is not audited: it never
+// GET /admin/routes, GET /admin/usage and POST /admin/reload. It is not audited: it never
 // touches a key.
 func NewAdmin(o AdminOptions) http.Handler {
 	mux := http.NewServeMux()
@@ -45,6 +45,14 @@ func NewAdmin(o AdminOptions) http.Handler {
 	}
 	mux.Handle("GET /admin/routes", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, adminRoutes(o.Gateway.Snapshot()))
+	})))
+	mux.Handle("GET /admin/usage", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rows, err := o.Gateway.Usage(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the budget store cannot be read: " + err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, rows)
 	})))
 	mux.Handle("POST /admin/reload", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := o.Reload(); err != nil {

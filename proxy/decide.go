@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/budget"
+
 	"context"
 	"net/http"
 	"net/netip"
@@ -29,19 +31,31 @@ type Decision struct {
 	// pool keeps to one key.
 	member *member
 	caller string
+	// ticket is what the request's budgets counted, to settle at its end.
+	ticket *budget.Ticket
 }
 
-// rates takes one request from a route's rate; nil in a dry run, where no
-// bucket is touched.
+// ask is what the request asks of the provider, read from its body: the
+// model, and the output tokens it may use (a reservation against token
+// budgets); model rules need the body readable.
+type ask struct {
+	model    string
+	reserve  int64
+	readable bool // the body (if any) was read and understood
+}
+
+// rates takes one request from a route's rate and from the budgets it
+// charges; nil in a dry run, where nothing is counted.
 type rates interface {
 	take(ctx context.Context, rt *route, id identity, remoteAddr string) (wait int, ok bool)
+	spend(ctx context.Context, now time.Time, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int)
 }
 
 // decide applies the snapshot's policy to r, for route rt and upstream
 // path outPath: the browser's origin, the client's identity, its source
 // address and right to the route, the route's methods and paths, its rate,
 // the state of its key and its body limit.
-func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identity, now time.Time, rate rates) Decision {
+func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identity, now time.Time, rate rates, a ask) Decision {
 	d := Decision{Client: id.name()}
 	refuse := func(e apiError) Decision {
 		d.Code, d.Reason = e.code, e.message
@@ -92,8 +106,30 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
 		return refuse(apiError{CodeBadRequest, "the request body is larger than the route's max_body"})
 	}
+	if rate != nil {
+		// Last: a ticket taken is a reservation to settle.
+		if charges := s.charges(rt.name, clientName(id)); len(charges) > 0 {
+			t, e, wait := rate.spend(r.Context(), now, charges, a.reserve)
+			if e != nil {
+				d.RetryAfter = wait
+				return refuse(*e)
+			}
+			d.ticket = t
+			if t != nil && len(t.Exceeded) > 0 && d.Warning == "" {
+				d.Warning = CodeBudgetExceeded
+			}
+		}
+	}
 	d.Allowed = true
 	return d
+}
+
+// clientName is the configured name of id's client, "" for none.
+func clientName(id identity) string {
+	if id.client == nil {
+		return ""
+	}
+	return id.client.name
 }
 
 // take counts a request against the route's rate, per client; anonymous

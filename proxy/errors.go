@@ -23,6 +23,8 @@ const (
 	CodeOriginForbidden       = "origin_forbidden"
 	CodeBadRequest            = "bad_request"
 	CodeRateLimited           = "rate_limited"
+	CodeBudgetExceeded        = "budget_exceeded"
+	CodeModelNotAllowed       = "model_not_allowed"
 	CodeSecretMissing         = "secret_missing"
 	CodeSecretExpired         = "secret_expired"
 	CodeSecretUnavailable     = "secret_unavailable"
@@ -38,11 +40,11 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case CodeClientUnauthenticated:
 		return http.StatusUnauthorized
-	case CodeClientForbidden, CodeMethodNotAllowed, CodePathNotAllowed, CodeHostNotAllowed, CodeOriginForbidden:
+	case CodeClientForbidden, CodeMethodNotAllowed, CodePathNotAllowed, CodeHostNotAllowed, CodeOriginForbidden, CodeModelNotAllowed:
 		return http.StatusForbidden
 	case CodeBadRequest:
 		return http.StatusBadRequest
-	case CodeRateLimited:
+	case CodeRateLimited, CodeBudgetExceeded:
 		return http.StatusTooManyRequests
 	case CodeSecretMissing, CodeSecretExpired, CodeSecretUnavailable, CodeAuditUnavailable:
 		return http.StatusServiceUnavailable
@@ -93,7 +95,7 @@ func writeError(w http.ResponseWriter, id string, d apiError, forward bool, retr
 		status = http.StatusProxyAuthRequired
 		h.Set("Proxy-Authenticate", `Basic realm="till"`)
 	}
-	if d.code == CodeRateLimited && retryAfter > 0 {
+	if (d.code == CodeRateLimited || d.code == CodeBudgetExceeded) && retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	w.WriteHeader(status)

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/budget"
+
 	"context"
 	"io"
 	"net/http"
@@ -23,6 +25,8 @@ type exchange struct {
 	// large for that, the part read and then the rest.
 	held []byte
 	rest *replayBody
+	// ticket is what the request's budgets counted, settled by finish.
+	ticket *budget.Ticket
 	// inj is the key attached to the request, with its echo forms: the
 	// route's, or its source ref's value when the request was decided.
 	inj     *injection

@@ -73,7 +73,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr string, now ti
 	r := &http.Request{Method: strings.ToUpper(method), URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
 	ctx, cancel := context.WithTimeout(context.Background(), explainFetchTimeout)
 	defer cancel()
-	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil)
+	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil, ask{})
 	if d.inj != nil {
 		v.Fingerprint = d.inj.fp
 	}

@@ -7,6 +7,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/budget"
+
 	"context"
 	"errors"
 	"fmt"
@@ -62,8 +64,12 @@ type Gateway struct {
 
 	limits   RateLimiter
 	failOpen bool // limits.on_redis_error: allow
-	// lastLimitErr rate-limits the log line for rate-store errors.
-	lastLimitErr atomic.Int64
+	// lastLimitErr and lastBudgetErr rate-limit the log lines for
+	// rate-store and budget-store errors.
+	lastLimitErr  atomic.Int64
+	lastBudgetErr atomic.Int64
+	// budgets counts what requests spend; it outlives reloads.
+	budgets budget.Store
 
 	// Ways upstream: routed requests go through transports (one per
 	// route timeout), protocol switches on routes through upgrader, and
@@ -103,9 +109,11 @@ type Options struct {
 	Metrics *Metrics
 	// Limits counts rates; nil means in memory (NewMemoryLimits).
 	Limits RateLimiter
-	// LimitsFailOpen lets requests through when Limits errs
+	// LimitsFailOpen lets requests through when Limits or Budgets err
 	// (limits.on_redis_error: allow); otherwise they get 429.
 	LimitsFailOpen bool
+	// Budgets counts budgets; nil means in memory (budget.NewMemory).
+	Budgets budget.Store
 }
 
 // New returns a Gateway serving snap.
@@ -113,6 +121,10 @@ func New(snap *Snapshot, opts Options) *Gateway {
 	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), own: opts.Listeners, limits: opts.Limits, failOpen: opts.LimitsFailOpen, metrics: opts.Metrics}
 	if g.limits == nil {
 		g.limits = NewMemoryLimits()
+	}
+	g.budgets = opts.Budgets
+	if g.budgets == nil {
+		g.budgets = budget.NewMemory()
 	}
 	g.base, g.abort = context.WithCancelCause(context.Background())
 	g.Swap(snap)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ var secretExpiryDesc = prometheus.NewDesc("till_secret_expiry_timestamp_seconds"
 var poolKeyDesc = prometheus.NewDesc("till_pool_key_state",
 	"Each key of a route's pool: 1 while it is used, 0 while it rests after the upstream refused it (429, 402, 529, 401, 403) or could not be reached.",
 	[]string{"route", "key_fp"}, nil)
+var budgetRemainingDesc = prometheus.NewDesc("till_budget_remaining",
+	"What each budget counter has left in its window: requests, tokens or usd (reservations in flight counted as used).",
+	[]string{"budget", "counter", "kind"}, nil)
 var secretAgeDesc = prometheus.NewDesc("till_secret_age_seconds",
 	"Time since the version of each secret in use was created: its last update in the vault, or the version time its source reports (Vault KV created_time, AWS CreatedDate, file mtime; the fetch time when it reports none).",
 	[]string{"secret"}, nil)
@@ -141,6 +145,7 @@ func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- secretExpiryDesc
 	ch <- secretAgeDesc
 	ch <- poolKeyDesc
+	ch <- budgetRemainingDesc
 }
 
 func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
@@ -157,6 +162,13 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, t := range snap.secrets {
 		emit(t)
+	}
+	if len(snap.budgets) > 0 {
+		if rows, err := g.Usage(context.Background()); err == nil {
+			for _, r := range rows {
+				ch <- prometheus.MustNewConstMetric(budgetRemainingDesc, prometheus.GaugeValue, r.Remaining, r.Budget, r.Counter, string(r.Kind))
+			}
+		}
 	}
 	for _, rt := range snap.routes {
 		if rt.pool == nil {

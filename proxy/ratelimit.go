@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/budget"
+
 	"context"
 	"fmt"
 	"math"
@@ -96,6 +98,10 @@ func NewRedisLimits(rawURL string) (*RedisLimits, error) {
 	client := redis.NewClient(opt)
 	return &RedisLimits{client: client, limiter: redis_rate.NewLimiter(client)}, nil
 }
+
+// Budgets returns a budget store in the same Redis, shared like the
+// rates by every till that uses it.
+func (l *RedisLimits) Budgets() budget.Store { return budget.NewRedis(l.client, "") }
 
 // Allow takes one request from key's shared bucket.
 func (l *RedisLimits) Allow(ctx context.Context, key string, r config.Rate, burst int) (int, bool, error) {

@@ -44,6 +44,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 			x.rec.status = statusClientClosed
 		}
 	}
+	g.settle(x.ticket, x.rec.tokensIn+x.rec.tokensOut, x.rec.costUSD)
 	if !x.handedOff {
 		end := time.Now()
 		g.audit.write(&x.rec, end)

@@ -94,7 +94,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.route, x.outPath, x.rawPath = rt, t.outPath, t.rawPath
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
-	d := l.decide(r, rt, t.outPath, id, x.rec.start, g)
+	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, ask{})
 	x.rec.client = d.Client
 	if d.fetchErr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
@@ -106,7 +106,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 	x.warning = d.Warning
 	x.inj = d.inj
-	x.member, x.caller = d.member, d.caller
+	x.member, x.caller, x.ticket = d.member, d.caller, d.ticket
 	x.rec.secret = d.inj.secretName
 	x.upstreamStart = time.Now()
 	if _, upgrade := r.Header["Upgrade"]; upgrade {

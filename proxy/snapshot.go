@@ -32,6 +32,8 @@ type Snapshot struct {
 	// age and expiry; maxAge is vault.max_age.
 	secrets []secretTimes
 	maxAge  time.Duration
+	// budgets are the config's budgets, in order.
+	budgets []*budgetRule
 }
 
 // secretTimes is when one secret's version was made and when it expires:
@@ -136,6 +138,7 @@ func NewSnapshotWithKeys(cfg *config.Config, secrets map[string]vault.Secret, ke
 		slices.SortStableFunc(rs, func(a, b *route) int { return len(b.upstream.Path) - len(a.upstream.Path) })
 	}
 	s.secrets, s.maxAge = vaultTimes(secrets, cfg.Vault.MaxAge), cfg.Vault.MaxAge
+	s.budgets = compileBudgets(cfg.Budgets)
 	return s
 }
 

@@ -114,6 +114,12 @@ var commandHelp = map[string]helpEntry{
 			"The URL defaults to the config's admin.listen; a base URL gets /readyz. For Docker HEALTHCHECK and compose healthcheck (no shell needed).",
 		examples: []string{"till health", "till health --url http://127.0.0.1:9090"},
 	},
+	"usage": {
+		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME]",
+		about: "Print each budget counter: its limit, what was used (reservations in flight included), what remains and when a calendar window resets. " +
+			"With limits.redis it reads Redis, which every till shares; otherwise it asks the running till's admin listener (GET /admin/usage), sending $TILL_ADMIN_TOKEN when set.",
+		examples: []string{"till usage", "till usage --client web --json"},
+	},
 	"version": {
 		synopsis: "till version",
 		about:    "Print till's version, commit, build date and the Go version it was built with.",

@@ -92,6 +92,7 @@ Usage:
                                          check the hash chain (files oldest first); exit 1 at the first break
   till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
   till health [--url URL]                exit 0 if the running till is ready (admin /readyz), else 1
+  till usage [--json] [--client NAME] [--budget NAME]   budget counters, limits, remaining, resets
   till version                           print the version, commit, build date and Go version
   till help [CMD] | till CMD --help      a command's usage, with examples
 
@@ -136,6 +137,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = runAudit(rest, e)
 	case "health":
 		err = runHealth(ctx, rest, e)
+	case "usage":
+		err = runUsage(ctx, rest, e)
 	case "version", "--version":
 		err = runVersion(rest, e)
 	case "help", "-h", "--help":

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tillgw/till/budget"
+
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -111,13 +113,14 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		own = append(own, aln.Addr().(*net.TCPAddr).AddrPort())
 	}
 	var limits proxy.RateLimiter
+	var budgets budget.Store
 	if cfg.Limits.Redis != "" {
 		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
 		if err != nil {
 			return err
 		}
 		defer rl.Close()
-		limits = rl
+		limits, budgets = rl, rl.Budgets()
 	}
 	records := proxy.NewAudit(sink)
 	metrics := proxy.NewMetrics(records)
@@ -135,6 +138,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Metrics:        metrics,
 		Limits:         limits,
 		LimitsFailOpen: cfg.Limits.OnRedisError != "deny",
+		Budgets:        budgets,
 	})
 	srv := &http.Server{
 		Handler:           gw,

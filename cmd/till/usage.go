@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tillgw/till/budget"
+	"github.com/tillgw/till/proxy"
+)
+
+// usageTimeout bounds till usage's read of the counters.
+const usageTimeout = 10 * time.Second
+
+// runUsage prints each budget counter: its limit, use, what remains and
+// when a calendar window resets. With limits.redis it reads Redis, where
+// every till counts; otherwise it asks the running till's admin listener
+// (GET /admin/usage), with $TILL_ADMIN_TOKEN when the listener wants one.
+func runUsage(ctx context.Context, args []string, e *env) error {
+	var cfgPath, client, name string
+	var asJSON bool
+	fs := newFlags("usage", e.stderr, &cfgPath)
+	fs.BoolVar(&asJSON, "json", false, "print a JSON array")
+	fs.StringVar(&client, "client", "", "only the counters of client `NAME`")
+	fs.StringVar(&name, "budget", "", "only budget `NAME`")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "till usage [-c FILE] [--json] [--client NAME] [--budget NAME]"); err != nil {
+		return err
+	}
+	path, err := configPath(cfgPath, e)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path, e, nil)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Budgets) == 0 {
+		return withHint(fmt.Errorf("%s sets no budgets", displayPath(configName(cfg))), "add budgets: to the config (see till help usage)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, usageTimeout)
+	defer cancel()
+	var rows []budget.Row
+	if cfg.Limits.Redis != "" {
+		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
+		if err != nil {
+			return err
+		}
+		defer rl.Close()
+		snap := proxy.NewSnapshot(cfg, nil)
+		if rows, err = rl.Budgets().Usage(ctx, time.Now(), snap.BudgetSpecs()); err != nil {
+			return fmt.Errorf("read the budgets in limits.redis: %w", err)
+		}
+	} else {
+		u, err := adminURL(cfgPath, e)
+		if err != nil {
+			return err
+		}
+		u.Path = "/admin/usage"
+		if rows, err = askUsage(ctx, u.String(), e.getenv("TILL_ADMIN_TOKEN")); err != nil {
+			return err
+		}
+	}
+	kept := rows[:0]
+	for _, r := range rows {
+		if (name == "" || r.Budget == name) && (client == "" || r.Counter == client) {
+			kept = append(kept, r)
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(kept)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BUDGET\tCOUNTER\tKIND\tLIMIT\tUSED\tREMAINING\tRESET")
+	for _, r := range kept {
+		reset := "rolling"
+		if r.Reset != nil {
+			reset = r.Reset.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Budget, r.Counter, r.Kind, amount(r.Limit), amount(r.Used), amount(r.Remaining), reset)
+	}
+	return tw.Flush()
+}
+
+// amount prints a count, or dollars to the cent's hundredth.
+func amount(v float64) string {
+	if v == float64(int64(v)) {
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(v, 'f', 4, 64)
+}
+
+// askUsage reads GET /admin/usage of a running till.
+func askUsage(ctx context.Context, url, token string) ([]budget.Row, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := healthClient().Do(req)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("%s: %s", url, probeFailure(ctx, err)), "is till serve running with this config?")
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode == http.StatusUnauthorized {
+		return nil, withHint(fmt.Errorf("%s: 401", url), "the admin listener wants its token: set TILL_ADMIN_TOKEN")
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	var rows []budget.Row
+	if err := json.Unmarshal(body, &rows); err != nil {
+		return nil, fmt.Errorf("%s: not a list of counters: %w", url, err)
+	}
+	return rows, nil
+}

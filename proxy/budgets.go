@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"context"
+	"math"
+	"time"
+
+	"github.com/tillgw/till/budget"
+	"github.com/tillgw/till/config"
+)
+
+// budgetRule is a budget of the config with the spec its store counts.
+type budgetRule struct {
+	cfg  config.Budget
+	spec *budget.Spec
+}
+
+// compileBudgets makes the snapshot's budget rules.
+func compileBudgets(bs []config.Budget) []*budgetRule {
+	out := make([]*budgetRule, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, &budgetRule{cfg: b, spec: &budget.Spec{
+			Name:     b.Name,
+			Window:   budget.Window{Rolling: b.Window, Calendar: b.Calendar},
+			Requests: b.Requests,
+			Tokens:   b.Tokens,
+			USD:      b.USD,
+			Warn:     b.Warn,
+		}})
+	}
+	return out
+}
+
+// BudgetSpecs are the budgets the snapshot counts, for till usage.
+func (s *Snapshot) BudgetSpecs() []*budget.Spec {
+	out := make([]*budget.Spec, 0, len(s.budgets))
+	for _, b := range s.budgets {
+		out = append(out, b.spec)
+	}
+	return out
+}
+
+// charges lists the budgets a request on route from the client named
+// client ("" for an anonymous caller) charges, with the counter of each.
+func (s *Snapshot) charges(route, client string) []budget.Charge {
+	var out []budget.Charge
+	for _, b := range s.budgets {
+		if !b.cfg.Covers(route, client) {
+			continue
+		}
+		counter := "all"
+		switch b.cfg.Per {
+		case "client":
+			counter = client
+			if counter == "" {
+				counter = anonymous
+			}
+		case "route":
+			counter = route
+		}
+		out = append(out, budget.Charge{Spec: b.spec, Counter: counter})
+	}
+	return out
+}
+
+// budgetTimeout bounds one budget decision or settlement in the store.
+const budgetTimeout = redisTimeout
+
+// spend takes a request from the budgets it charges, reserving reserve
+// output tokens. It returns the ticket to settle, or the refusal and its
+// Retry-After in seconds. A store that fails follows
+// limits.on_redis_error: the request goes uncounted, or is refused.
+func (g *Gateway) spend(ctx context.Context, now time.Time, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int) {
+	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
+	defer cancel()
+	t, denial, err := g.budgets.Take(ctx, now, charges, reserve)
+	switch {
+	case err != nil:
+		g.budgetStoreFailed(err)
+		if g.failOpen {
+			return nil, nil, 0
+		}
+		return nil, &apiError{CodeBudgetExceeded, "the budget store cannot be reached, and limits.on_redis_error is deny"}, 1
+	case denial != nil:
+		return nil, &apiError{CodeBudgetExceeded, "a budget this request counts against is spent (" + denial.Budget + ", " + string(denial.Kind) + ")"},
+			int(math.Ceil(denial.RetryAfter.Seconds()))
+	}
+	return t, nil, 0
+}
+
+// settle charges what a request used (tokens the provider reported, their
+// price) in place of its reservation.
+func (g *Gateway) settle(t *budget.Ticket, tokens int64, usd float64) {
+	if t == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budgetTimeout)
+	defer cancel()
+	if err := g.budgets.Settle(ctx, time.Now(), t, tokens, usd); err != nil {
+		g.budgetStoreFailed(err)
+	}
+}
+
+// budgetStoreFailed logs a failure of the budget store, at most every 10
+// seconds.
+func (g *Gateway) budgetStoreFailed(err error) {
+	g.metrics.limitStoreError()
+	now := time.Now().Unix()
+	if last := g.lastBudgetErr.Load(); now-last >= 10 && g.lastBudgetErr.CompareAndSwap(last, now) {
+		g.log.Error().Str("error", err.Error()).Bool("fail_open", g.failOpen).Msg("budget store unavailable: limits.on_redis_error applies")
+	}
+}
+
+// Usage lists every budget counter: its limit, use and reset time (GET
+// /admin/usage, till usage).
+func (g *Gateway) Usage(ctx context.Context) ([]budget.Row, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rows, err := g.budgets.Usage(ctx, time.Now(), g.Snapshot().BudgetSpecs())
+	if rows == nil {
+		rows = []budget.Row{}
+	}
+	return rows, err
+}
