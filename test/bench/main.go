@@ -563,6 +563,7 @@ func fixedRate(t *target, rate int, d time.Duration) (measurement, error) {
 	interval := time.Second / time.Duration(rate)
 	lats := make([]time.Duration, n)
 	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
 	cpu0 := procCPU(t.pid)
 	start := time.Now()
@@ -576,6 +577,7 @@ func fixedRate(t *target, rate int, d time.Duration) (measurement, error) {
 			defer wg.Done()
 			if err := send(t); err != nil {
 				failed.Add(1)
+				firstErr.CompareAndSwap(nil, &err)
 			}
 			lats[i] = time.Since(at)
 		}()
@@ -583,7 +585,7 @@ func fixedRate(t *target, rate int, d time.Duration) (measurement, error) {
 	wg.Wait()
 	cpu1 := procCPU(t.pid)
 	if f := failed.Load(); f > 0 {
-		return measurement{}, fmt.Errorf("%d of %d requests failed", f, n)
+		return measurement{}, fmt.Errorf("%d of %d requests failed, the first with: %v", f, n, *firstErr.Load())
 	}
 	slices.Sort(lats)
 	m := measurement{
