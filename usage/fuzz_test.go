@@ -1,0 +1,202 @@
+package usage
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+var fuzzFormats = []Format{OpenAI, Anthropic, Gemini, Cohere}
+
+// FuzzMeter checks that a Meter never panics, that how the body is cut
+// into writes never changes what it reads, and that what it reports is
+// sane.
+func FuzzMeter(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.*")
+	for _, name := range files {
+		body, _ := os.ReadFile(name)
+		for i := range fuzzFormats {
+			f.Add(body, uint8(i), strings.HasSuffix(name, ".sse"), uint64(1))
+		}
+	}
+	f.Add([]byte(`{"usage":{"prompt_tokens":1e2,"x":"\ud83d\ude00\u"}}`), uint8(0), false, uint64(2))
+	f.Add([]byte("data: {\"usage\":\r\ndata: {\"prompt_tokens\":2}}\r\r: x\n\n"), uint8(0), true, uint64(3))
+	f.Fuzz(func(t *testing.T, body []byte, format uint8, sse bool, seed uint64) {
+		fm := fuzzFormats[int(format)%len(fuzzFormats)]
+		ct := "application/json"
+		if sse {
+			ct = "text/event-stream"
+		}
+		rng := rand.New(rand.NewPCG(seed, seed))
+		whole := feed(NewMeter(fm, ct), body, 0, rng)
+		for _, step := range []int{1, 5} {
+			if got := feed(NewMeter(fm, ct), body, step, rng); got != whole {
+				t.Fatalf("step %d: %+v; whole: %+v", step, got, whole)
+			}
+		}
+		if whole.InputTokens < 0 || whole.OutputTokens < 0 || whole.CachedInputTokens < 0 ||
+			whole.CachedInputTokens > whole.InputTokens {
+			t.Fatalf("insane usage %+v", whole)
+		}
+		if !whole.Known && (whole.InputTokens != 0 || whole.OutputTokens != 0) {
+			t.Fatalf("unknown usage with counts %+v", whole)
+		}
+	})
+}
+
+// FuzzInspect checks Inspect against encoding/json.
+func FuzzInspect(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"gpt-4o","stream":true,"max_tokens":5,"max_completion_tokens":9}`,
+		`{"mod\u0065l":"x\ud83d\ude00","generationConfig":{"maxOutputTokens":1e3}}`,
+		`{"model":"a","model":"b"}`,
+		`[1,2]`, `{"a":[{"model":"x"}]}`, `{"stream":true,"max_output_tokens":-1}`, ``,
+	} {
+		f.Add(uint8(0), "/v1/chat/completions", []byte(s))
+		f.Add(uint8(2), "/v1beta/models/gemini-2.5-flash:streamGenerateContent", []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, format uint8, path string, body []byte) {
+		fm := fuzzFormats[int(format)%len(fuzzFormats)]
+		got, err := Inspect(fm, path, body)
+		if len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
+			if err != nil {
+				t.Fatalf("empty body: %v", err)
+			}
+			return
+		}
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		jsonErr := dec.Decode(&v)
+		m, isObject := v.(map[string]any)
+		if !json.Valid(body) || jsonErr != nil || !isObject {
+			if err == nil {
+				t.Fatalf("no error for a body that is not a JSON object")
+			}
+			return
+		}
+		if err != nil {
+			msg := err.Error()
+			if !strings.Contains(msg, "more than once") && !strings.Contains(msg, "nests too deeply") &&
+				!strings.Contains(msg, "longer than") {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if !utf8.Valid(body) {
+			return // encoding/json replaces invalid UTF-8; Inspect keeps it
+		}
+		var want Request
+		want.Model, _ = m["model"].(string)
+		want.Stream = m["stream"] == true
+		limit := func(v any) {
+			n, ok := v.(json.Number)
+			if !ok {
+				return
+			}
+			c, ok := int64(-1), false
+			if i, err := n.Int64(); err == nil {
+				c, ok = i, i >= 0
+			} else if f, err := n.Float64(); err == nil && f >= 0 && f < math.MaxInt64 && f == math.Trunc(f) {
+				c, ok = int64(f), true
+			}
+			if ok && c > want.MaxOutput {
+				want.MaxOutput = c
+			}
+		}
+		limit(m["max_tokens"])
+		limit(m["max_completion_tokens"])
+		limit(m["max_output_tokens"])
+		if g, ok := m["generationConfig"].(map[string]any); ok {
+			limit(g["maxOutputTokens"])
+		}
+		if fm == Gemini {
+			if model, stream := geminiPath(path); model != "" {
+				want.Model, want.Stream = model, want.Stream || stream
+			}
+		}
+		if got != want {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	})
+}
+
+// FuzzIncludeUsage checks that IncludeUsage's output is JSON that decodes
+// to its input with stream_options.include_usage set, exactly when it
+// should change anything.
+func FuzzIncludeUsage(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"gpt-4o","stream":true}`,
+		`{"stream":true,"stream_options":{"include_usage":false,"x":1}}`,
+		`{"stream":true,"stream_options":null}`,
+		`{"stream":true,"stream_options":{}}`,
+		`{"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"stream":true,"stream_options":"x"}`,
+		"{\n\"stream\" : true ,\"n\":1.000000000000000000001}\n",
+		`{"stream":false}`, `[]`, `nope`,
+		`{"stre\u0061m":true,"stream_options":{"include_usage":true},"stream_options":{}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		in := bytes.Clone(body)
+		out, changed := IncludeUsage(body)
+		if !bytes.Equal(in, body) {
+			t.Fatal("the input was modified")
+		}
+		v, ok := decodeNumbers(body)
+		m, isObject := v.(map[string]any)
+		if !ok || !isObject {
+			if changed || !bytes.Equal(out, body) {
+				t.Fatalf("changed a body that is not a JSON object: %s", out)
+			}
+			return
+		}
+		so, hasSO := m["stream_options"]
+		soMap, soIsMap := so.(map[string]any)
+		want := m["stream"] == true && (!hasSO || so == nil || soIsMap && soMap["include_usage"] != true)
+		if !changed {
+			if want && bytes.Count(body, []byte("["))+bytes.Count(body, []byte("{")) < maxDepth {
+				t.Fatalf("left unchanged: %s", body)
+			}
+			if !bytes.Equal(out, body) {
+				t.Fatal("unchanged, yet returned other bytes")
+			}
+			return
+		}
+		if !want {
+			t.Fatalf("changed %s to %s", body, out)
+		}
+		got, ok := decodeNumbers(out)
+		if !ok {
+			t.Fatalf("output is not JSON: %s", out)
+		}
+		if soIsMap {
+			soMap["include_usage"] = true
+		} else {
+			m["stream_options"] = map[string]any{"include_usage": true}
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("%s\nbecame %s", body, out)
+		}
+	})
+}
+
+// decodeNumbers decodes one JSON value, keeping numbers as written.
+func decodeNumbers(b []byte) (any, bool) {
+	if !json.Valid(b) {
+		return nil, false
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	err := dec.Decode(&v)
+	return v, err == nil
+}

@@ -1,0 +1,256 @@
+// Package usage reads what model providers' APIs are asked and what they
+// report: Inspect finds a request's model, stream flag and output token
+// limit (for model rules and budget reservations); IncludeUsage asks an
+// OpenAI-shaped stream to report its usage; a Meter reads the usage a
+// response reports as it streams past, never holding it back; and Prices
+// turns usage into US dollars from a per-model price table.
+//
+// Bodies are read by an incremental JSON scanner with a fixed amount of
+// state, so neither a long request nor a 10 MB answer is ever buffered.
+package usage
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Format is the shape of a provider's API, which says where a request
+// names its model and where a response reports its usage.
+type Format string
+
+// The formats a route's usage setting names.
+const (
+	// OpenAI is the Chat Completions, Completions, Embeddings and
+	// Responses APIs, and every API that copies them (Mistral, Groq, …).
+	OpenAI Format = "openai"
+	// Anthropic is the Messages API.
+	Anthropic Format = "anthropic"
+	// Gemini is the Gemini API's generateContent family, and its
+	// OpenAI-compatible endpoint.
+	Gemini Format = "gemini"
+	// Cohere is the Chat API, v2 and v1.
+	Cohere Format = "cohere"
+	// None reports no usage.
+	None Format = "none"
+)
+
+// Request is what Inspect finds in a request.
+type Request struct {
+	// Model is the model asked for: the body's "model" string or, for
+	// Gemini, the model in the path. "" when there is none.
+	Model string
+	// Stream reports a streamed answer: "stream": true, or Gemini's
+	// streamGenerateContent.
+	Stream bool
+	// MaxOutput is the most output tokens the request allows (the largest
+	// of max_tokens, max_completion_tokens, max_output_tokens and
+	// generationConfig.maxOutputTokens present); 0 when none is set.
+	MaxOutput int64
+}
+
+// Inspect reads a request to a route of format f: its path (after the
+// route prefix) and body. It reads the same body fields for every format,
+// since names do not clash between them; for Gemini the model in the path
+// wins over a body "model". An empty body is fine (no model). A body that
+// is not a JSON object, that names one of the fields Inspect reads twice
+// (which providers might read differently from till), whose model is
+// longer than 256 bytes, or that nests 1024 levels deep is an error;
+// callers answer it with 400 bad_request. Inspect does not keep body.
+func Inspect(f Format, path string, body []byte) (Request, error) {
+	var r Request
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 {
+		if !json.Valid(body) {
+			return Request{}, errors.New("request body is not valid JSON")
+		}
+		if trimmed[0] != '{' {
+			return Request{}, errors.New("request body is not a JSON object")
+		}
+		x := inspectSink{}
+		x.s.sink = &x
+		x.s.write(body)
+		if x.s.st == stError {
+			return Request{}, fmt.Errorf("request body nests too deeply (%d levels at most)", maxDepth-1)
+		}
+		x.s.finish()
+		if x.err != nil {
+			return Request{}, x.err
+		}
+		r = x.req
+	}
+	if f == Gemini {
+		if m, stream := geminiPath(path); m != "" {
+			r.Model, r.Stream = m, r.Stream || stream
+		}
+	}
+	return r, nil
+}
+
+// geminiPath returns the model a Gemini API path names, such as
+// "gemini-2.5-flash" in /v1beta/models/gemini-2.5-flash:generateContent or
+// "tunedModels/x" in /v1beta/tunedModels/x:generateContent, and whether
+// the method streams.
+func geminiPath(path string) (model string, stream bool) {
+	path, _, _ = strings.Cut(path, "?")
+	var prefix, rest string
+	if _, after, ok := strings.Cut(path, "/models/"); ok {
+		rest = after
+	} else if _, after, ok := strings.Cut(path, "/tunedModels/"); ok {
+		prefix, rest = "tunedModels/", after
+	}
+	name, method, _ := strings.Cut(rest, ":")
+	name, _, _ = strings.Cut(name, "/")
+	if name == "" {
+		return "", false
+	}
+	return prefix + name, method == "streamGenerateContent"
+}
+
+// inspectSink collects what Inspect reads.
+type inspectSink struct {
+	s    scanner
+	req  Request
+	seen uint8 // bit i: inspected[i] was read
+	err  error
+}
+
+// inspected are the body fields Inspect reads, each allowed once.
+var inspected = [...]string{
+	"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens",
+	"generationConfig", "generationConfig.maxOutputTokens",
+}
+
+func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
+	i := -1
+	switch n := s.pathLen(); {
+	case n == 1:
+		key := s.key(0)
+		for j, name := range inspected[:6] {
+			if string(key) == name {
+				i = j
+			}
+		}
+	case n == 2 && string(s.key(0)) == "generationConfig" && string(s.key(1)) == "maxOutputTokens":
+		i = 6
+	}
+	if i < 0 {
+		return
+	}
+	if x.seen&(1<<i) != 0 {
+		x.fail(fmt.Errorf("request body has %q more than once", inspected[i]))
+		return
+	}
+	x.seen |= 1 << i
+	t, whole := s.text()
+	switch i {
+	case 0:
+		if k == kString && !whole {
+			x.fail(fmt.Errorf("model name is longer than %d bytes", valMax))
+		} else if k == kString {
+			x.req.Model = string(t)
+		}
+	case 1:
+		x.req.Stream = k == kTrue
+	case 5:
+	default:
+		if v, ok := parseCount(t); ok && k == kNumber && whole && v > x.req.MaxOutput {
+			x.req.MaxOutput = v
+		}
+	}
+}
+
+func (x *inspectSink) fail(err error) {
+	if x.err == nil {
+		x.err = err
+	}
+}
+
+func (x *inspectSink) docEnd() {}
+
+// IncludeUsage makes a streamed OpenAI Chat Completions (or legacy
+// Completions) request report its usage: when body is a JSON object with
+// "stream": true and stream_options.include_usage is not true (absent,
+// false or null), it returns a copy of body with include_usage set to true
+// and true. Only the bytes needed change: the member is added after the
+// last one (or as stream_options' first), or the false or null value is
+// replaced, so every other field, value and number stays byte for byte as
+// the app sent it. Otherwise it returns body unchanged and false.
+//
+// Do not use it for the Responses API (/v1/responses), which reports usage
+// in every stream and has no include_usage option. When a key appears
+// twice, the last one counts, as in the providers' JSON parsers.
+func IncludeUsage(body []byte) ([]byte, bool) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(body) {
+		return body, false
+	}
+	x := includeSink{}
+	x.s.sink = &x
+	x.s.write(body)
+	if x.s.st == stError || !x.stream {
+		return body, false
+	}
+	const member = `"stream_options":{"include_usage":true}`
+	so, iu := x.so, x.iu
+	switch {
+	case so.k == 0:
+		return splice(body, x.lastEnd, x.lastEnd, ","+member), true
+	case so.k == kNull, so.k == kObject && so.members == 0:
+		return splice(body, so.start, so.end, `{"include_usage":true}`), true
+	case so.k != kObject:
+		return body, false // not a valid request; leave it to the provider
+	case iu.k == 0:
+		return splice(body, so.start+1, so.start+1, `"include_usage":true,`), true
+	case iu.k == kTrue:
+		return body, false
+	default:
+		return splice(body, iu.start, iu.end, "true"), true
+	}
+}
+
+// splice returns a copy of b with b[start:end] replaced by s.
+func splice(b []byte, start, end int64, s string) []byte {
+	out := make([]byte, 0, int64(len(b))-(end-start)+int64(len(s)))
+	out = append(out, b[:start]...)
+	out = append(out, s...)
+	return append(out, b[end:]...)
+}
+
+// span is where a value lies in a body.
+type span struct {
+	k          kind // 0: absent
+	start, end int64
+	members    int32
+}
+
+// includeSink collects what IncludeUsage reads.
+type includeSink struct {
+	s       scanner
+	stream  bool  // the last top-level "stream" is true
+	lastEnd int64 // the end of the last top-level member's value
+	so      span  // the last top-level stream_options
+	iu      span  // the last include_usage in so
+	pending span  // the last include_usage in the stream_options being read
+}
+
+func (x *includeSink) value(s *scanner, k kind, start, end int64) {
+	switch s.pathLen() {
+	case 1:
+		x.lastEnd = end
+		switch string(s.key(0)) {
+		case "stream":
+			x.stream = k == kTrue
+		case "stream_options":
+			x.so = span{k: k, start: start, end: end, members: s.closed}
+			x.iu, x.pending = x.pending, span{}
+		}
+	case 2:
+		if string(s.key(0)) == "stream_options" && string(s.key(1)) == "include_usage" {
+			x.pending = span{k: k, start: start, end: end}
+		}
+	}
+}
+
+func (x *includeSink) docEnd() {}

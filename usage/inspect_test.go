@@ -1,0 +1,148 @@
+package usage
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestInspect(t *testing.T) {
+	tests := []struct {
+		name   string
+		format Format
+		path   string
+		body   string
+		want   Request
+		err    string // a part of the error, "" for none
+	}{
+		{"openai chat", OpenAI, "/v1/chat/completions",
+			`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":100}`,
+			Request{Model: "gpt-4o-mini", MaxOutput: 100}, ""},
+		{"openai stream, larger limit wins", OpenAI, "/v1/chat/completions",
+			`{"model":"o3","stream":true,"max_tokens":100,"max_completion_tokens":5000}`,
+			Request{Model: "o3", Stream: true, MaxOutput: 5000}, ""},
+		{"openai max_completion_tokens alone", OpenAI, "/v1/chat/completions",
+			`{"model":"o3","max_completion_tokens":70,"stream":false}`,
+			Request{Model: "o3", MaxOutput: 70}, ""},
+		{"openai responses", OpenAI, "/v1/responses",
+			`{"model":"gpt-4.1","input":"Hi","max_output_tokens":300,"stream":true}`,
+			Request{Model: "gpt-4.1", Stream: true, MaxOutput: 300}, ""},
+		{"anthropic", Anthropic, "/v1/messages",
+			`{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Hello"}],"metadata":{"model":"x","max_tokens":5}}`,
+			Request{Model: "claude-sonnet-4-5", Stream: true, MaxOutput: 1024}, ""},
+		{"cohere", Cohere, "/v2/chat",
+			`{"model":"command-a-03-2025","messages":[{"role":"user","content":"Hi"}],"stream":true,"max_tokens":50}`,
+			Request{Model: "command-a-03-2025", Stream: true, MaxOutput: 50}, ""},
+		{"gemini generate", Gemini, "/v1beta/models/gemini-2.5-flash:generateContent",
+			`{"contents":[{"parts":[{"text":"Hi"}]}],"generationConfig":{"temperature":0.2,"maxOutputTokens":800}}`,
+			Request{Model: "gemini-2.5-flash", MaxOutput: 800}, ""},
+		{"gemini stream", Gemini, "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+			`{"contents":[]}`, Request{Model: "gemini-2.5-pro", Stream: true}, ""},
+		{"gemini v1 path", Gemini, "/v1/models/gemini-2.5-flash-lite:countTokens", ``,
+			Request{Model: "gemini-2.5-flash-lite"}, ""},
+		{"gemini tuned model", Gemini, "/v1beta/tunedModels/my-model-7:generateContent", `{}`,
+			Request{Model: "tunedModels/my-model-7"}, ""},
+		{"gemini path wins over body", Gemini, "/v1beta/models/gemini-2.5-flash:generateContent",
+			`{"model":"gemini-2.5-pro"}`, Request{Model: "gemini-2.5-flash"}, ""},
+		{"gemini openai-compatible", Gemini, "/v1beta/openai/chat/completions",
+			`{"model":"gemini-2.5-pro","stream":true,"max_tokens":9}`,
+			Request{Model: "gemini-2.5-pro", Stream: true, MaxOutput: 9}, ""},
+		{"gemini model list", Gemini, "/v1beta/models", ``, Request{}, ""},
+		{"gemini path in another format", OpenAI, "/v1beta/models/gemini-2.5-flash:generateContent", `{}`,
+			Request{}, ""},
+		{"empty body", OpenAI, "/v1/models", ``, Request{}, ""},
+		{"blank body", OpenAI, "/v1/models", " \r\n\t", Request{}, ""},
+		{"escaped key and value", OpenAI, "/v1/chat/completions",
+			`{"mod\u0065l":"gpt-4o\u002dmini","stream":true}`, Request{Model: "gpt-4o-mini", Stream: true}, ""},
+		{"model not a string", OpenAI, "/v1/chat/completions", `{"model":["gpt-4o"]}`, Request{}, ""},
+		{"stream not true", OpenAI, "/v1/chat/completions", `{"stream":"true"}`, Request{}, ""},
+		{"bad limits ignored", OpenAI, "/v1/chat/completions",
+			`{"max_tokens":-5,"max_completion_tokens":"9","max_output_tokens":2.5}`, Request{}, ""},
+		{"exponent limit", OpenAI, "/v1/chat/completions", `{"max_tokens":1e3}`, Request{MaxOutput: 1000}, ""},
+		{"unicode model", OpenAI, "/v1/chat/completions", `{"model":"m\u00e9\ud83d\ude00"}`,
+			Request{Model: "mé😀"}, ""},
+		{"not json", OpenAI, "/v1/chat/completions", `model=gpt-4o`, Request{}, "not valid JSON"},
+		{"truncated json", OpenAI, "/v1/chat/completions", `{"model":"gpt-4o"`, Request{}, "not valid JSON"},
+		{"array", OpenAI, "/v1/chat/completions", `[{"model":"gpt-4o"}]`, Request{}, "not a JSON object"},
+		{"string", OpenAI, "/v1/chat/completions", `"gpt-4o"`, Request{}, "not a JSON object"},
+		{"null", OpenAI, "/v1/chat/completions", `null`, Request{}, "not a JSON object"},
+		{"duplicate model", OpenAI, "/v1/chat/completions",
+			`{"model":"gpt-4o-mini","model":"o3"}`, Request{}, `"model" more than once`},
+		{"duplicate model, escaped", OpenAI, "/v1/chat/completions",
+			`{"model":"gpt-4o-mini","\u006dodel":"o3"}`, Request{}, `"model" more than once`},
+		{"duplicate stream", OpenAI, "/v1/chat/completions",
+			`{"stream":false,"stream":true}`, Request{}, `"stream" more than once`},
+		{"duplicate generationConfig", Gemini, "/v1beta/models/g:generateContent",
+			`{"generationConfig":{},"generationConfig":{"maxOutputTokens":99}}`, Request{}, `"generationConfig" more than once`},
+		{"long model", OpenAI, "/v1/chat/completions",
+			`{"model":"` + strings.Repeat("x", 300) + `"}`, Request{}, "longer than"},
+		{"deep nesting", OpenAI, "/v1/chat/completions",
+			`{"model":"m","x":` + strings.Repeat("[", 1100) + strings.Repeat("]", 1100) + `}`, Request{}, "nests too deeply"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Inspect(tt.format, tt.path, []byte(tt.body))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want one with %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestIncludeUsage(t *testing.T) {
+	tests := []struct {
+		name, body, want string // want "" means unchanged
+	}{
+		{"absent", `{"model":"gpt-4o","stream":true,"messages":[]}`,
+			`{"model":"gpt-4o","stream":true,"messages":[],"stream_options":{"include_usage":true}}`},
+		{"absent, pretty", "{\n  \"stream\": true,\n  \"n\": 1.50000000000000000001\n}\n",
+			"{\n  \"stream\": true,\n  \"n\": 1.50000000000000000001,\"stream_options\":{\"include_usage\":true}\n}\n"},
+		{"false", `{"stream":true,"stream_options":{"include_usage":false},"x":1e400}`,
+			`{"stream":true,"stream_options":{"include_usage":true},"x":1e400}`},
+		{"null include_usage", `{"stream":true,"stream_options":{"include_usage":null}}`,
+			`{"stream":true,"stream_options":{"include_usage":true}}`},
+		{"null stream_options", `{"stream_options":null,"stream":true}`,
+			`{"stream_options":{"include_usage":true},"stream":true}`},
+		{"empty stream_options", `{"stream":true,"stream_options":{ }}`,
+			`{"stream":true,"stream_options":{"include_usage":true}}`},
+		{"other stream_options", `{"stream":true,"stream_options":{"x":"y"}}`,
+			`{"stream":true,"stream_options":{"include_usage":true,"x":"y"}}`},
+		{"last duplicate counts", `{"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}`,
+			`{"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":true}}`},
+		{"nested look-alike is not it", `{"stream":true,"x":{"stream_options":{"include_usage":true}}}`,
+			`{"stream":true,"x":{"stream_options":{"include_usage":true}},"stream_options":{"include_usage":true}}`},
+		{"true already", `{"stream":true,"stream_options":{"include_usage":true}}`, ""},
+		{"stream false", `{"stream":false}`, ""},
+		{"stream absent", `{"model":"gpt-4o"}`, ""},
+		{"stream not a bool", `{"stream":"true"}`, ""},
+		{"last stream false", `{"stream":true,"stream":false}`, ""},
+		{"stream_options not an object", `{"stream":true,"stream_options":"x"}`, ""},
+		{"not json", `stream=true`, ""},
+		{"invalid json", `{"stream":true,}`, ""},
+		{"array", `[{"stream":true}]`, ""},
+		{"empty", ``, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.body)
+			got, changed := IncludeUsage(in)
+			if tt.want == "" {
+				if changed || string(got) != tt.body {
+					t.Fatalf("changed to %s", got)
+				}
+				return
+			}
+			if !changed || string(got) != tt.want {
+				t.Fatalf("got %s (changed %v), want %s", got, changed, tt.want)
+			}
+			if string(in) != tt.body {
+				t.Fatal("the input was modified")
+			}
+		})
+	}
+}

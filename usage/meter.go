@@ -1,0 +1,418 @@
+package usage
+
+import (
+	"math"
+	"mime"
+	"strconv"
+	"strings"
+)
+
+// Usage is what a provider reported about one response.
+type Usage struct {
+	// Model is the model the provider says answered ("" when it did not
+	// say). Audit records name the model the app asked for instead.
+	Model string
+	// InputTokens counts every input token, cached ones included.
+	InputTokens int64
+	// CachedInputTokens is the part of InputTokens read from a cache.
+	CachedInputTokens int64
+	// OutputTokens counts output tokens, reasoning or thinking included.
+	OutputTokens int64
+	// Known reports whether the response carried usage; when false the
+	// token counts are 0.
+	Known bool
+}
+
+// field is a usage field a provider reports.
+type field uint8
+
+const (
+	fNone         field = iota
+	fInput              // input tokens, cached included where the provider includes them
+	fCached             // cached input tokens, already counted in fInput
+	fCacheRead          // Anthropic cache reads, not in fInput
+	fCacheWrite         // Anthropic cache writes, not in fInput
+	fToolInput          // Gemini tool-use prompt tokens, not in promptTokenCount
+	fOutput             // output tokens
+	fThoughts           // Gemini thinking tokens, not in candidatesTokenCount
+	fBilledInput        // Cohere billed_units, read when tokens is absent
+	fBilledOutput       //
+	nFields
+	fModel // the model's name; not a count
+)
+
+// counts holds the usage fields of one document or of a whole response.
+type counts struct {
+	n    [nFields]int64
+	seen uint16 // bit f: field f was reported
+}
+
+const (
+	modeNone = iota
+	modeJSON
+	modeSSE
+)
+
+// Meter reads the usage a provider reports in a response body as the body
+// streams past, without holding any of it back: JSON bodies and each SSE
+// event's data are read by an incremental scanner that keeps a few hundred
+// bytes of state, however long the body. Create one per response with
+// NewMeter, Write each chunk of the body to it, then call Usage. A Meter is
+// not safe for concurrent use. The nil *Meter reads nothing.
+type Meter struct {
+	format Format
+	mode   uint8
+	done   bool
+	scan   scanner
+	sse    sseReader
+	doc    counts // the document being read
+	total  counts // what the documents so far add up to
+	model  string
+}
+
+// NewMeter returns a Meter for a response in format f with the given
+// Content-Type. It reads application/json (and +json, NDJSON) and
+// text/event-stream bodies, written to it as they are after any
+// Content-Encoding is undone; for any other type, or format None, it
+// reads nothing and Usage reports Known false.
+func NewMeter(f Format, contentType string) *Meter {
+	m := &Meter{format: f}
+	m.scan.sink = m
+	if f != OpenAI && f != Anthropic && f != Gemini && f != Cohere {
+		return m
+	}
+	mt, _, _ := mime.ParseMediaType(contentType)
+	switch {
+	case mt == "text/event-stream":
+		m.mode = modeSSE
+	case mt == "application/json", strings.HasSuffix(mt, "+json"),
+		mt == "application/x-ndjson", mt == "application/jsonl":
+		m.mode = modeJSON
+	}
+	return m
+}
+
+// Write reads the next chunk of the response body. It never fails, never
+// blocks and keeps no reference to p; it always returns len(p), nil, so a
+// Meter can sit in an io.MultiWriter or io.TeeReader.
+func (m *Meter) Write(p []byte) (n int, err error) {
+	n = len(p) // set first: a recovered panic returns it too
+	if m == nil || m.done || m.mode == modeNone {
+		return n, nil
+	}
+	defer m.guard()
+	if m.mode == modeSSE {
+		m.sse.write(m, p)
+	} else {
+		m.scan.write(p)
+	}
+	return n, nil
+}
+
+// catchPanics is false in this package's tests, so that fuzzing sees any
+// panic a guard would hide.
+var catchPanics = true
+
+// guard turns a panic while metering into an unread response: metering
+// must never break the stream it reads.
+func (m *Meter) guard() {
+	if !catchPanics {
+		return
+	}
+	if recover() != nil {
+		m.mode = modeNone
+		m.total = counts{}
+	}
+}
+
+// Usage reports the usage read, once the whole body has been written.
+// After it, further writes are ignored.
+func (m *Meter) Usage() Usage {
+	if m == nil {
+		return Usage{}
+	}
+	if !m.done {
+		m.done = true
+		if m.mode != modeNone {
+			func() {
+				defer m.guard()
+				m.scan.finish()
+			}()
+		}
+	}
+	t := &m.total
+	u := Usage{Model: m.model}
+	if t.seen == 0 || m.mode == modeNone {
+		return u
+	}
+	in, out := t.n[fInput], t.n[fOutput]
+	if t.seen&(1<<fInput|1<<fOutput) == 0 {
+		in, out = t.n[fBilledInput], t.n[fBilledOutput]
+	}
+	u.Known = true
+	u.InputTokens = add(add(in, t.n[fCacheRead]), add(t.n[fCacheWrite], t.n[fToolInput]))
+	u.CachedInputTokens = min(add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
+	u.OutputTokens = add(out, t.n[fThoughts])
+	return u
+}
+
+// add adds two non-negative counts, saturating instead of overflowing.
+func add(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// value takes a value the scanner found at a named path.
+func (m *Meter) value(s *scanner, k kind, _, _ int64) {
+	var buf [keyDepth * (keyMax + 1)]byte
+	n := 0
+	for i := range s.pathLen() {
+		if i > 0 {
+			buf[n] = '.'
+			n++
+		}
+		n += copy(buf[n:], s.key(i))
+	}
+	var f field
+	switch m.format {
+	case OpenAI:
+		f = openAIField(buf[:n])
+	case Anthropic:
+		f = anthropicField(buf[:n])
+	case Gemini:
+		f = geminiField(buf[:n])
+	case Cohere:
+		f = cohereField(buf[:n])
+	}
+	t, whole := s.text()
+	switch {
+	case f == fNone || !whole:
+	case f == fModel:
+		if k == kString && len(t) > 0 && string(t) != m.model {
+			m.model = string(t)
+		}
+	case k == kNumber:
+		if v, ok := parseCount(t); ok {
+			m.doc.n[f] = v
+			m.doc.seen |= 1 << f
+		}
+	}
+}
+
+// docEnd adds up a finished document (a JSON body, an SSE event, or a
+// chunk of a JSON array). A document without usage changes nothing. For
+// Anthropic, whose message_start and message_delta events each carry part
+// of the usage, fields merge; for the others the last usage read wins
+// whole (Gemini repeats usageMetadata in every chunk).
+func (m *Meter) docEnd() {
+	if m.doc.seen == 0 {
+		return
+	}
+	if m.format == Anthropic {
+		for f := range nFields {
+			if m.doc.seen&(1<<f) != 0 {
+				m.total.n[f] = m.doc.n[f]
+			}
+		}
+		m.total.seen |= m.doc.seen
+	} else {
+		m.total = m.doc
+	}
+	m.doc = counts{}
+}
+
+// parseCount reads a token count: a non-negative JSON number with an
+// integral value.
+func parseCount(t []byte) (int64, bool) {
+	if v, err := strconv.ParseInt(string(t), 10, 64); err == nil {
+		return v, v >= 0
+	}
+	v, err := strconv.ParseFloat(string(t), 64)
+	if err != nil || v < 0 || v >= math.MaxInt64 || v != math.Trunc(v) {
+		return 0, false
+	}
+	return int64(v), true
+}
+
+// openAIField names the fields of OpenAI's Chat Completions, Completions,
+// Embeddings and Responses APIs, as JSON bodies and as stream events
+// (Responses streams carry the response under "response"; Groq streams
+// put usage under "x_groq").
+func openAIField(path []byte) field {
+	switch string(path) {
+	case "model", "response.model":
+		return fModel
+	case "usage.prompt_tokens", "usage.input_tokens", "response.usage.input_tokens",
+		"x_groq.usage.prompt_tokens":
+		return fInput
+	case "usage.prompt_tokens_details.cached_tokens", "usage.input_tokens_details.cached_tokens",
+		"response.usage.input_tokens_details.cached_tokens":
+		return fCached
+	case "usage.completion_tokens", "usage.output_tokens", "response.usage.output_tokens",
+		"x_groq.usage.completion_tokens":
+		return fOutput
+	}
+	return fNone
+}
+
+// anthropicField names the fields of Anthropic's Messages API: a JSON
+// body, message_start ("message.usage") and message_delta ("usage").
+func anthropicField(path []byte) field {
+	switch string(path) {
+	case "model", "message.model":
+		return fModel
+	case "usage.input_tokens", "message.usage.input_tokens":
+		return fInput
+	case "usage.cache_read_input_tokens", "message.usage.cache_read_input_tokens":
+		return fCacheRead
+	case "usage.cache_creation_input_tokens", "message.usage.cache_creation_input_tokens":
+		return fCacheWrite
+	case "usage.output_tokens", "message.usage.output_tokens":
+		return fOutput
+	}
+	return fNone
+}
+
+// geminiField names the fields of Gemini's generateContent and
+// streamGenerateContent; Gemini's OpenAI-compatible endpoint answers in
+// OpenAI's shape, read too.
+func geminiField(path []byte) field {
+	switch string(path) {
+	case "modelVersion":
+		return fModel
+	case "usageMetadata.promptTokenCount":
+		return fInput
+	case "usageMetadata.cachedContentTokenCount":
+		return fCached
+	case "usageMetadata.toolUsePromptTokenCount":
+		return fToolInput
+	case "usageMetadata.candidatesTokenCount":
+		return fOutput
+	case "usageMetadata.thoughtsTokenCount":
+		return fThoughts
+	}
+	return openAIField(path)
+}
+
+// cohereField names the fields of Cohere's v2 Chat API (a JSON body, and
+// the message-end event's "delta.usage") and of v1 ("meta", and the
+// stream-end event's "response.meta").
+func cohereField(path []byte) field {
+	switch string(path) {
+	case "usage.tokens.input_tokens", "delta.usage.tokens.input_tokens",
+		"meta.tokens.input_tokens", "response.meta.tokens.input_tokens":
+		return fInput
+	case "usage.tokens.output_tokens", "delta.usage.tokens.output_tokens",
+		"meta.tokens.output_tokens", "response.meta.tokens.output_tokens":
+		return fOutput
+	case "usage.billed_units.input_tokens", "delta.usage.billed_units.input_tokens",
+		"meta.billed_units.input_tokens", "response.meta.billed_units.input_tokens":
+		return fBilledInput
+	case "usage.billed_units.output_tokens", "delta.usage.billed_units.output_tokens",
+		"meta.billed_units.output_tokens", "response.meta.billed_units.output_tokens":
+		return fBilledOutput
+	}
+	return fNone
+}
+
+// sseReader splits a text/event-stream body into fields (see the HTML
+// Living Standard, "Server-sent events"). It keeps no line: the value of
+// each data field streams straight into the meter's scanner, one event's
+// data lines joined by a newline as the standard says, so a line of any
+// length is read in full and memory stays bounded.
+type sseReader struct {
+	st     uint8
+	name   [5]byte // the field name so far; "data" is the only one read
+	n      uint8
+	lastCR bool // the previous byte was a CR, so an LF right after it is part of the same line end
+}
+
+const (
+	sseLineStart = iota
+	sseName
+	sseSpace // after "data:", where one space is dropped
+	sseData
+	sseSkip // a comment or a field other than data
+)
+
+// write reads the next chunk of an event stream.
+func (r *sseReader) write(m *Meter, p []byte) {
+	for i := 0; i < len(p); {
+		c := p[i]
+		if r.lastCR {
+			r.lastCR = false
+			if c == '\n' {
+				i++
+				continue
+			}
+		}
+		if c == '\r' || c == '\n' {
+			r.endLine(m)
+			r.lastCR = c == '\r'
+			i++
+			continue
+		}
+		switch r.st {
+		case sseLineStart:
+			r.st, r.n = sseName, 0
+			if c == ':' {
+				r.st = sseSkip
+			} else {
+				r.addName(c)
+			}
+		case sseName:
+			if c != ':' {
+				r.addName(c)
+			} else if r.isData() {
+				r.st = sseSpace
+			} else {
+				r.st = sseSkip
+			}
+		case sseSpace:
+			r.st = sseData
+			if c != ' ' {
+				continue
+			}
+		case sseData, sseSkip:
+			j := i
+			for j < len(p) && p[j] != '\r' && p[j] != '\n' {
+				j++
+			}
+			if r.st == sseData {
+				m.scan.write(p[i:j])
+			}
+			i = j
+			continue
+		}
+		i++
+	}
+}
+
+// addName appends c to the field name, keeping at most one byte more than
+// "data" so that longer names cannot match.
+func (r *sseReader) addName(c byte) {
+	if int(r.n) < len(r.name) {
+		r.name[r.n] = c
+		r.n++
+	}
+}
+
+func (r *sseReader) isData() bool { return string(r.name[:r.n]) == "data" }
+
+// endLine handles a line end: a blank line ends the event; a data line
+// adds the newline that joins it to the event's next data line.
+func (r *sseReader) endLine(m *Meter) {
+	switch r.st {
+	case sseLineStart:
+		m.scan.finish()
+	case sseName:
+		if r.isData() { // "data" alone is a data field with an empty value
+			m.scan.write([]byte{'\n'})
+		}
+	case sseSpace, sseData:
+		m.scan.write([]byte{'\n'})
+	}
+	r.st = sseLineStart
+}

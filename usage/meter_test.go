@@ -1,0 +1,301 @@
+package usage
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// feed writes body to m in pieces: whole (step 0), byte by byte (step 1),
+// or in random sizes from 1 to step (step > 1), and returns m's usage.
+func feed(m *Meter, body []byte, step int, rng *rand.Rand) Usage {
+	for len(body) > 0 {
+		n := len(body)
+		switch {
+		case step == 1:
+			n = 1
+		case step > 1:
+			n = min(1+rng.IntN(step), len(body))
+		}
+		// A copy that is scribbled over afterwards proves the meter keeps
+		// no reference to what it was given.
+		chunk := bytes.Clone(body[:n])
+		m.Write(chunk)
+		for i := range chunk {
+			chunk[i] = 'X'
+		}
+		body = body[n:]
+	}
+	return m.Usage()
+}
+
+// meterAllWays meters body every way feed knows and checks each gives want.
+func meterAllWays(t *testing.T, f Format, contentType string, body []byte, want Usage) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, step := range []int{0, 1, 2, 3, 7, 64, 1000} {
+		for try := range 3 {
+			if got := feed(NewMeter(f, contentType), body, step, rng); got != want {
+				t.Fatalf("step %d try %d: got %+v, want %+v", step, try, got, want)
+			}
+			if step < 2 {
+				break
+			}
+		}
+	}
+}
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const (
+	jsonType = "application/json; charset=utf-8"
+	sseType  = "text/event-stream; charset=utf-8"
+)
+
+func TestMeterProviders(t *testing.T) {
+	tests := []struct {
+		file   string
+		format Format
+		ctype  string
+		want   Usage
+	}{
+		{"openai_chat.json", OpenAI, jsonType, Usage{"gpt-4o-2024-08-06", 1117, 1024, 46, true}},
+		{"openai_chat.sse", OpenAI, sseType, Usage{"gpt-4o-mini-2024-07-18", 9, 0, 12, true}},
+		{"responses.json", OpenAI, jsonType, Usage{"gpt-4.1-2025-04-14", 12033, 11904, 44, true}},
+		{"responses.sse", OpenAI, sseType, Usage{"gpt-4.1-2025-04-14", 37, 32, 11, true}},
+		// input_tokens excludes cache reads and writes; till counts them.
+		{"anthropic.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 2112, 2000, 6, true}},
+		// message_start has the input, message_delta the final output.
+		{"anthropic.sse", Anthropic, sseType, Usage{"claude-opus-4-1-20250805", 325, 300, 15, true}},
+		// Thinking tokens are output.
+		{"gemini.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 1200, 1000, 650, true}},
+		// The last usageMetadata wins whole: the first chunk's cache count
+		// does not linger.
+		{"gemini.sse", Gemini, sseType, Usage{"gemini-2.5-pro", 8, 0, 141, true}},
+		{"gemini_array.json", Gemini, jsonType, Usage{"gemini-2.5-flash-lite", 8, 0, 3, true}},
+		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true}},
+		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			body := readTestdata(t, tt.file)
+			meterAllWays(t, tt.format, tt.ctype, body, tt.want)
+			if bytes.Contains(body, []byte("\n")) && !bytes.Contains(body, []byte("\r\n")) {
+				t.Run("CRLF", func(t *testing.T) {
+					meterAllWays(t, tt.format, tt.ctype, bytes.ReplaceAll(body, []byte("\n"), []byte("\r\n")), tt.want)
+				})
+				t.Run("CR", func(t *testing.T) {
+					meterAllWays(t, tt.format, tt.ctype, bytes.ReplaceAll(body, []byte("\n"), []byte("\r")), tt.want)
+				})
+			}
+		})
+	}
+}
+
+func TestMeterCases(t *testing.T) {
+	tests := []struct {
+		name   string
+		format Format
+		ctype  string
+		body   string
+		want   Usage
+	}{
+		{"error body", OpenAI, jsonType,
+			`{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`,
+			Usage{}},
+		{"usage only in an array", OpenAI, jsonType,
+			`{"data":[{"usage":{"prompt_tokens":5}}],"model":"m"}`, Usage{Model: "m"}},
+		{"usage null", OpenAI, jsonType, `{"model":"m","usage":null}`, Usage{Model: "m"}},
+		{"embeddings", OpenAI, jsonType,
+			`{"object":"list","data":[{"object":"embedding","embedding":[0.0023,-0.0093],"index":0}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}`,
+			Usage{"text-embedding-3-small", 8, 0, 0, true}},
+		{"not json", OpenAI, jsonType, `<html>502 Bad Gateway</html>`, Usage{}},
+		{"truncated json keeps what it read", OpenAI, jsonType,
+			`{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4`, Usage{"m", 3, 0, 4, true}},
+		{"other content type", OpenAI, "text/html", `{"usage":{"prompt_tokens":3}}`, Usage{}},
+		{"no content type", OpenAI, "", `{"usage":{"prompt_tokens":3}}`, Usage{}},
+		{"format none", None, jsonType, `{"usage":{"prompt_tokens":3}}`, Usage{}},
+		{"unknown format", Format("soap"), jsonType, `{"usage":{"prompt_tokens":3}}`, Usage{}},
+		{"problem+json", OpenAI, "application/problem+json", `{"usage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true}},
+		{"escaped key", OpenAI, jsonType, `{"\u0075sage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true}},
+		{"float count", OpenAI, jsonType, `{"usage":{"prompt_tokens":3.0,"completion_tokens":1e2}}`, Usage{"", 3, 0, 100, true}},
+		{"bad counts are skipped", OpenAI, jsonType,
+			`{"usage":{"prompt_tokens":-3,"completion_tokens":1.5,"total_tokens":"7"}}`, Usage{}},
+		{"huge count saturates", Anthropic, jsonType,
+			`{"usage":{"input_tokens":9223372036854775807,"cache_read_input_tokens":5}}`,
+			Usage{"", 9223372036854775807, 5, 0, true}},
+		{"cached never above input", OpenAI, jsonType,
+			`{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":10}}}`, Usage{"", 3, 3, 0, true}},
+		{"long model is skipped", OpenAI, jsonType,
+			`{"model":"` + strings.Repeat("m", 300) + `","usage":{"prompt_tokens":1}}`, Usage{"", 1, 0, 0, true}},
+		{"ndjson", OpenAI, "application/x-ndjson",
+			"{\"usage\":{\"prompt_tokens\":1}}\n{\"usage\":{\"prompt_tokens\":2}}\n", Usage{"", 2, 0, 0, true}},
+		{"deep nesting", OpenAI, jsonType,
+			`{"model":"m","x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `,"usage":{"prompt_tokens":1}}`,
+			Usage{Model: "m"}},
+		{"gemini openai-compatible", Gemini, jsonType,
+			`{"model":"gemini-2.5-flash","usage":{"prompt_tokens":4,"completion_tokens":2}}`,
+			Usage{"gemini-2.5-flash", 4, 0, 2, true}},
+		{"gemini tool-use prompt", Gemini, jsonType,
+			`{"usageMetadata":{"promptTokenCount":4,"toolUsePromptTokenCount":6,"candidatesTokenCount":2}}`,
+			Usage{"", 10, 0, 2, true}},
+		{"cohere billed units only", Cohere, jsonType,
+			`{"usage":{"billed_units":{"input_tokens":5,"output_tokens":7}}}`, Usage{"", 5, 0, 7, true}},
+		{"cohere v1", Cohere, jsonType,
+			`{"text":"hi","meta":{"api_version":{"version":"1"},"billed_units":{"input_tokens":5,"output_tokens":7},"tokens":{"input_tokens":60,"output_tokens":7}}}`,
+			Usage{"", 60, 0, 7, true}},
+		{"sse comments, no space, other fields", OpenAI, sseType,
+			": keep-alive\n\nid: 1\nretry: 100\nevent: x\ndata:{\"model\":\"m\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n",
+			Usage{"m", 2, 0, 3, true}},
+		{"sse data split over lines", OpenAI, sseType,
+			"data: {\"model\":\"m\",\ndata: \"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"m", 2, 0, 0, true}},
+		{"sse last event without blank line", OpenAI, sseType,
+			"data: {\"usage\":{\"prompt_tokens\":2}}", Usage{"", 2, 0, 0, true}},
+		{"sse truncated event", OpenAI, sseType,
+			"data: {\"usage\":{\"prompt_tokens\":2,", Usage{"", 2, 0, 0, true}},
+		{"sse field names near data", OpenAI, sseType,
+			"datas: {\"usage\":{\"prompt_tokens\":2}}\n\ndat: {\"usage\":{\"prompt_tokens\":3}}\n\ndata\n\n", Usage{}},
+		{"sse bad event does not spoil the next", OpenAI, sseType,
+			"data: {\"usage\":{[}\n\ndata: {\"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"", 2, 0, 0, true}},
+		{"sse long line", OpenAI, sseType,
+			"data: {\"x\":\"" + strings.Repeat("y", 200<<10) + "\",\"usage\":{\"prompt_tokens\":2}}\n\n",
+			Usage{"", 2, 0, 0, true}},
+		{"groq x_groq usage", OpenAI, sseType,
+			"data: {\"model\":\"llama-3.3-70b-versatile\",\"choices\":[],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":5}}}\n\ndata: [DONE]\n\n",
+			Usage{"llama-3.3-70b-versatile", 20, 0, 5, true}},
+		{"anthropic delta with input", Anthropic, sseType,
+			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"c\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
+				"data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"output_tokens\":20}}\n\n",
+			Usage{"c", 15, 3, 20, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			meterAllWays(t, tt.format, tt.ctype, []byte(tt.body), tt.want)
+		})
+	}
+}
+
+func init() { catchPanics = false }
+
+// TestMeterGuard checks that a panic while metering leaves the response
+// unread instead of breaking it.
+func TestMeterGuard(t *testing.T) {
+	catchPanics = true
+	defer func() { catchPanics = false }()
+	m := NewMeter(OpenAI, jsonType)
+	m.scan.sink = nil // the scanner's first report panics
+	if n, err := m.Write([]byte(`{"usage":{"prompt_tokens":1}}`)); n != 29 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	m.Write([]byte(`{"usage":{"prompt_tokens":1}}`))
+	if u := m.Usage(); u != (Usage{}) {
+		t.Fatalf("Usage = %+v", u)
+	}
+}
+
+func TestMeterNil(t *testing.T) {
+	var m *Meter
+	if n, err := m.Write([]byte("x")); n != 1 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if u := m.Usage(); u != (Usage{}) {
+		t.Fatalf("Usage = %+v", u)
+	}
+}
+
+func TestMeterWritesAfterUsage(t *testing.T) {
+	m := NewMeter(OpenAI, jsonType)
+	m.Write([]byte(`{"usage":{"prompt_tokens":1}}`))
+	first := m.Usage()
+	m.Write([]byte(`{"usage":{"prompt_tokens":2}}`))
+	if got := m.Usage(); got != first || got.InputTokens != 1 {
+		t.Fatalf("Usage after more writes = %+v, first %+v", got, first)
+	}
+}
+
+// TestMeterBoundedMemory meters a 10 MB answer with its usage at the end:
+// the meter must not grow with the body.
+func TestMeterBoundedMemory(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString(`{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"`)
+	for b.Len() < 10<<20 {
+		b.WriteString(`lorem ipsum \"dolor\" sit amet \u00e9 `)
+	}
+	b.WriteString(`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2500000,"total_tokens":2500012}}`)
+	body := b.Bytes()
+	want := Usage{"gpt-4.1", 12, 0, 2500000, true}
+
+	var got Usage
+	run := func() {
+		m := NewMeter(OpenAI, "application/json")
+		for p := body; len(p) > 0; {
+			n := min(32<<10, len(p))
+			m.Write(p[:n])
+			p = p[n:]
+		}
+		got = m.Usage()
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	allocs := testing.AllocsPerRun(3, run)
+	runtime.ReadMemStats(&after)
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	// 4 runs (AllocsPerRun warms up once); each allocates the Meter and
+	// a few small values, far below the body's 10 MB.
+	perRun := (after.TotalAlloc - before.TotalAlloc) / 4
+	t.Logf("%.0f allocations, %d bytes per 10 MB body", allocs, perRun)
+	if allocs > 10 || perRun > 64<<10 {
+		t.Fatalf("metering a 10 MB body took %.0f allocations, %d bytes", allocs, perRun)
+	}
+}
+
+func BenchmarkMeterJSON1KB(b *testing.B) {
+	body := readTestdata(b, "openai_chat.json")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m := NewMeter(OpenAI, "application/json")
+		m.Write(body)
+		if !m.Usage().Known {
+			b.Fatal("usage not read")
+		}
+	}
+}
+
+func BenchmarkMeterSSE500(b *testing.B) {
+	var events [][]byte
+	total := 0
+	for i := range 499 {
+		e := fmt.Appendf(nil, "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"token %d \"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n", i)
+		events = append(events, e)
+		total += len(e)
+	}
+	last := []byte("data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":499,\"total_tokens\":508}}\n\ndata: [DONE]\n\n")
+	events = append(events, last)
+	b.SetBytes(int64(total + len(last)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m := NewMeter(OpenAI, "text/event-stream")
+		for _, e := range events {
+			m.Write(e)
+		}
+		if m.Usage().OutputTokens != 499 {
+			b.Fatal("usage not read")
+		}
+	}
+}

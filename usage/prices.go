@@ -1,0 +1,306 @@
+package usage
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed prices.yaml
+var builtinPrices []byte
+
+// Prices is a per-model price table in US dollars per million tokens. A
+// model's name is looked up among the table's patterns, where "*" matches
+// any run of characters ("/" included); the most specific pattern that
+// matches wins: the one with the most characters other than "*", then one
+// without "*", then the first in byte order. A Prices is immutable and
+// safe for concurrent use.
+type Prices struct {
+	date    string
+	entries []price // most specific first
+}
+
+// price is one model pattern's prices, per million tokens.
+type price struct {
+	pattern               string
+	literal               int  // bytes other than '*'
+	star                  bool // the pattern has a '*'
+	input, cached, output float64
+}
+
+// priceFile is the YAML form of a price table.
+type priceFile struct {
+	Date   string                `yaml:"date"`
+	Models map[string]priceEntry `yaml:"models"`
+}
+
+type priceEntry struct {
+	Input       *float64 `yaml:"input"`
+	CachedInput *float64 `yaml:"cached_input"`
+	Output      *float64 `yaml:"output"`
+}
+
+var defaultPrices = sync.OnceValue(func() *Prices {
+	p, err := parsePrices("usage/prices.yaml", builtinPrices, true)
+	if err != nil {
+		panic("usage: built-in price table: " + err.Error())
+	}
+	return p
+})
+
+// DefaultPrices returns the built-in price table, as list prices stood on
+// its Date.
+func DefaultPrices() *Prices { return defaultPrices() }
+
+// LoadPrices reads a price table file and returns the built-in table with
+// the file's models merged over it: a pattern in the file replaces the
+// same pattern in the built-in table, and new patterns join it. The file
+// has the built-in table's form:
+//
+//	date: 2026-11-01        # optional here; when present, Date reports it
+//	models:
+//	  gpt-4.1*: {input: 2, cached_input: 0.5, output: 8}
+//	  my-finetune: {input: 3, output: 12}   # cached_input defaults to input
+//
+// Unknown keys, duplicate models, missing or negative prices are errors
+// naming the file and line.
+func LoadPrices(path string) (*Prices, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("price table: %w", err)
+	}
+	over, err := parsePrices(path, data, false)
+	if err != nil {
+		return nil, err
+	}
+	base := DefaultPrices()
+	merged := &Prices{date: base.date}
+	if over.date != "" {
+		merged.date = over.date
+	}
+	for _, e := range base.entries {
+		if !slices.ContainsFunc(over.entries, func(o price) bool { return o.pattern == e.pattern }) {
+			merged.entries = append(merged.entries, e)
+		}
+	}
+	merged.entries = append(merged.entries, over.entries...)
+	merged.sort()
+	return merged, nil
+}
+
+// Date is the day the table's prices were taken, as YYYY-MM-DD.
+func (p *Prices) Date() string {
+	if p == nil {
+		return ""
+	}
+	return p.date
+}
+
+// Cost prices usage u of model: cached input tokens at the model's
+// cached_input price, the rest of the input at its input price, and output
+// at its output price. priced is false when no pattern matches model (the
+// cost is then 0).
+func (p *Prices) Cost(model string, u Usage) (usd float64, priced bool) {
+	e := p.lookup(model)
+	if e == nil {
+		return 0, false
+	}
+	in := max(u.InputTokens, 0)
+	cached := min(max(u.CachedInputTokens, 0), in)
+	out := max(u.OutputTokens, 0)
+	usd = (float64(in-cached)*e.input + float64(cached)*e.cached + float64(out)*e.output) / 1e6
+	return usd, true
+}
+
+// lookup returns the most specific entry matching model, or nil.
+func (p *Prices) lookup(model string) *price {
+	if p == nil {
+		return nil
+	}
+	for i := range p.entries {
+		if MatchModel(p.entries[i].pattern, model) {
+			return &p.entries[i]
+		}
+	}
+	return nil
+}
+
+// sort orders the entries most specific first.
+func (p *Prices) sort() {
+	slices.SortFunc(p.entries, func(a, b price) int {
+		if a.literal != b.literal {
+			return b.literal - a.literal
+		}
+		if a.star != b.star {
+			if a.star {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.pattern, b.pattern)
+	})
+}
+
+// MatchModel reports whether a model name matches a pattern in which "*"
+// matches any run of characters, "/" included, and every other character
+// matches itself. It is the glob of price tables and model rules.
+func MatchModel(pattern, name string) bool {
+	px, nx := 0, 0
+	star, mark := -1, 0
+	for nx < len(name) {
+		switch {
+		case px < len(pattern) && pattern[px] == '*':
+			star, mark = px, nx
+			px++
+		case px < len(pattern) && pattern[px] == name[nx]:
+			px++
+			nx++
+		case star >= 0:
+			mark++
+			px, nx = star+1, mark
+		default:
+			return false
+		}
+	}
+	for px < len(pattern) && pattern[px] == '*' {
+		px++
+	}
+	return px == len(pattern)
+}
+
+// parsePrices decodes and checks a price table. The built-in table must
+// have a date; an override need not.
+func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
+	var f priceFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the price table is empty (write date: and models:, see the built-in usage/prices.yaml)", name)
+		}
+		return nil, yamlError(name, err)
+	}
+	lines := keyLines(data)
+	var errs []error
+	bad := func(line int, path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s:%d: %s: %s", name, line, path, fmt.Sprintf(format, args...)))
+	}
+	p := &Prices{date: f.Date}
+	if f.Date == "" && needDate {
+		bad(1, "date", "missing (write the day the prices were taken, as date: YYYY-MM-DD)")
+	} else if f.Date != "" {
+		if _, err := time.Parse(time.DateOnly, f.Date); err != nil {
+			bad(lines["date"], "date", "%q is not a date (write it as YYYY-MM-DD)", f.Date)
+		}
+	}
+	for model, e := range f.Models {
+		line := lines["models."+model]
+		path := "models." + strconv.Quote(model)
+		if model == "" || strings.ContainsFunc(model, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			bad(line, path, "a model pattern must be non-empty, without spaces or control characters")
+			continue
+		}
+		check := func(key string, v *float64, required bool) float64 {
+			switch {
+			case v == nil && required:
+				bad(line, path, "%s is missing (USD per million tokens)", key)
+			case v == nil:
+			case *v < 0 || math.IsNaN(*v) || math.IsInf(*v, 0):
+				bad(lines["models."+model+"."+key], path+"."+key, "must be a number ≥ 0 (USD per million tokens)")
+			default:
+				return *v
+			}
+			return 0
+		}
+		in := check("input", e.Input, true)
+		out := check("output", e.Output, true)
+		cached := in
+		if e.CachedInput != nil {
+			cached = check("cached_input", e.CachedInput, false)
+		}
+		p.entries = append(p.entries, price{
+			pattern: model,
+			literal: len(model) - strings.Count(model, "*"),
+			star:    strings.Contains(model, "*"),
+			input:   in, cached: cached, output: out,
+		})
+	}
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return nil, errors.Join(errs...)
+	}
+	p.sort()
+	return p, nil
+}
+
+// keyLines maps the keys of a price table ("date", "models.NAME",
+// "models.NAME.input", …) to their lines, for error messages.
+func keyLines(data []byte) map[string]int {
+	lines := map[string]int{}
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+		return lines
+	}
+	var walk func(n *yaml.Node, prefix string, depth int)
+	walk = func(n *yaml.Node, prefix string, depth int) {
+		if n.Kind != yaml.MappingNode || depth > 2 {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := prefix + n.Content[i].Value
+			lines[k] = n.Content[i].Line
+			walk(n.Content[i+1], k+".", depth+1)
+		}
+	}
+	walk(doc.Content[0], "", 0)
+	return lines
+}
+
+// yamlLine matches the line numbers yaml.v3 puts in its messages.
+var (
+	yamlLine      = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	yamlUnknown   = regexp.MustCompile(`^field (.*) not found in type usage\.(priceEntry|priceFile)$`)
+	yamlNotNumber = regexp.MustCompile("^cannot unmarshal !!\\w+ (`.*`) into float64$")
+)
+
+// yamlError restates a yaml.v3 decoding error as "file:line: message"
+// lines, with hints for the common mistakes.
+func yamlError(name string, err error) error {
+	var msgs []string
+	if te, ok := err.(*yaml.TypeError); ok {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	var errs []error
+	for _, msg := range msgs {
+		where := name
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			where, msg = name+":"+m[1], m[2]
+		}
+		if m := yamlUnknown.FindStringSubmatch(msg); m != nil {
+			msg = fmt.Sprintf("unknown key %q", m[1])
+			if m[2] == "priceEntry" {
+				msg += " (a model takes input, cached_input and output)"
+			} else {
+				msg += " (a price table takes date and models)"
+			}
+		} else if m := yamlNotNumber.FindStringSubmatch(msg); m != nil {
+			msg = m[1] + " is not a number (prices are USD per million tokens)"
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", where, msg))
+	}
+	return errors.Join(errs...)
+}
