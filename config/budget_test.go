@@ -75,31 +75,6 @@ func TestParseBudgetErrors(t *testing.T) {
 	}
 }
 
-func TestMatchModel(t *testing.T) {
-	for _, tt := range []struct {
-		pattern, model string
-		want           bool
-	}{
-		{"gpt-4o-mini", "gpt-4o-mini", true},
-		{"gpt-4o-mini", "gpt-4o-mini-2024", false},
-		{"gpt-4.1*", "gpt-4.1-mini", true},
-		{"gpt-4.1*", "gpt-4.1", true},
-		{"gpt-4.1*", "gpt-4o", false},
-		{"*", "anything/at/all", true},
-		{"models/*-flash", "models/gemini-2.5-flash", true},
-		{"models/*-flash", "models/gemini-2.5-flash-lite", false},
-		{"a*b*b", "abb", true},
-		{"a*a", "a", false},
-		{"*mini*", "gpt-4.1-mini-2025", true},
-		{"", "", true},
-		{"", "x", false},
-	} {
-		if got := MatchModel(tt.pattern, tt.model); got != tt.want {
-			t.Errorf("MatchModel(%q, %q) = %v, want %v", tt.pattern, tt.model, got, tt.want)
-		}
-	}
-}
-
 func TestParsePool(t *testing.T) {
 	y := "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\nroutes:\n  - {name: openai, preset: openai, secret: [openai-a, \"m:openai-b\"], pool: {strategy: sticky, cooldown: 30s}}\n  - {name: plain, preset: anthropic, secret: [a, b]}\n"
 	c, err := Parse("till.yaml", []byte(y), "/")

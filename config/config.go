@@ -314,7 +314,8 @@ type Allow struct {
 	// allows any.
 	Paths []Glob
 	// Models are globs ("*" matches any run of characters, "/"
-	// included) the request's model must match; empty allows any.
+	// included; usage.MatchModel) the request's model must match; empty
+	// allows any.
 	Models []string
 }
 

@@ -487,28 +487,6 @@ func (d *decoder) pool(list, settings *yaml.Node, path, spath string) *Pool {
 	return pl
 }
 
-// MatchModel reports whether model matches the glob pattern: "*" matches
-// any run of characters, "/" included; the rest matches literally.
-func MatchModel(pattern, model string) bool {
-	parts := strings.Split(pattern, "*")
-	if len(parts) == 1 {
-		return pattern == model
-	}
-	if !strings.HasPrefix(model, parts[0]) {
-		return false
-	}
-	model = model[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(model, p)
-		if i < 0 {
-			return false
-		}
-		model = model[i+len(p):]
-	}
-	return len(model) >= len(last) && strings.HasSuffix(model, last)
-}
-
 // parseUpstream checks an upstream URL: https, or http only for loopback
 // hosts or when plaintext is allowed; no userinfo, query or fragment. The
 // messages never echo the URL, which may carry a password.

@@ -22,6 +22,7 @@ type Decision struct {
 	Warning    string
 	RetryAfter int    // seconds, when rate_limited
 	Client     string // the client's audit name
+	Model      string // the model the request asks for, "" when none
 	// inj is the key to attach to an allowed request: the route's own, or
 	// the current value of its source ref.
 	inj *injection
@@ -41,6 +42,7 @@ type Decision struct {
 type ask struct {
 	model    string
 	reserve  int64
+	body     bool // the request carries a body
 	readable bool // the body (if any) was read and understood
 }
 
@@ -55,7 +57,7 @@ type rates interface {
 // path outPath: the browser's origin, the client's identity, its source
 // address and right to the route, the route's methods and paths, its rate,
 // the state of its key and its body limit.
-func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identity, now time.Time, rate rates, a ask) Decision {
+func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identity, now time.Time, rate rates, read func() (ask, *apiError)) Decision {
 	d := Decision{Client: id.name()}
 	refuse := func(e apiError) Decision {
 		d.Code, d.Reason = e.code, e.message
@@ -105,6 +107,15 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	d.inj = inj
 	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
 		return refuse(apiError{CodeBadRequest, "the request body is larger than the route's max_body"})
+	}
+	// The body is read only now, for a request the cheaper checks let by.
+	a, unread := read()
+	if unread != nil {
+		return refuse(*unread)
+	}
+	d.Model = a.model
+	if e, ok := rt.allowsModel(a); !ok {
+		return refuse(e)
 	}
 	if rate != nil {
 		// Last: a ticket taken is a reservation to settle.

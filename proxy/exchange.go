@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/usage"
+
 	"github.com/tillgw/till/budget"
 
 	"context"
@@ -27,6 +29,10 @@ type exchange struct {
 	rest *replayBody
 	// ticket is what the request's budgets counted, settled by finish.
 	ticket *budget.Ticket
+	// meter reads the token usage from the answer as it passes; prices
+	// prices it.
+	meter  *usage.Meter
+	prices *usage.Prices
 	// inj is the key attached to the request, with its echo forms: the
 	// route's, or its source ref's value when the request was decided.
 	inj     *injection

@@ -31,9 +31,10 @@ const explainFetchTimeout = time.Minute
 
 // Explain decides method and target (a path for reverse mode, or an http://
 // or https:// URL for forward mode) for the named client ("" for none)
-// coming from remoteAddr, with the same resolve and decide steps as a live
+// coming from remoteAddr, asking for model ("" for none: a request
+// without a body), with the same resolve and decide steps as a live
 // request. It touches no rate bucket: Rate shows the route's rate.
-func (s *Snapshot) Explain(method, target, clientName, remoteAddr string, now time.Time) Verdict {
+func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string, now time.Time) Verdict {
 	v := Verdict{Mode: modeReverse, Client: anonymous}
 	refuse := func(e apiError) Verdict {
 		v.Code, v.Reason = e.code, e.message
@@ -73,7 +74,11 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr string, now ti
 	r := &http.Request{Method: strings.ToUpper(method), URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
 	ctx, cancel := context.WithTimeout(context.Background(), explainFetchTimeout)
 	defer cancel()
-	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil, ask{})
+	a := ask{model: model, body: model != "", readable: true}
+	if m := modelInPath(rt.usage, t.outPath); m != "" && model == "" {
+		a.model = m
+	}
+	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil, func() (ask, *apiError) { return a, nil })
 	if d.inj != nil {
 		v.Fingerprint = d.inj.fp
 	}

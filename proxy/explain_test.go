@@ -71,7 +71,7 @@ routes:
 		{"GET", "https://unknown.example/x", "", CodeHostNotAllowed},
 	} {
 		t.Run(tt.method+" "+tt.target+" "+tt.client, func(t *testing.T) {
-			v := s.Explain(tt.method, tt.target, tt.client, "127.0.0.1:1234", time.Now())
+			v := s.Explain(tt.method, tt.target, tt.client, "127.0.0.1:1234", "", time.Now())
 			var live string
 			if strings.HasPrefix(tt.target, "https://") {
 				live = liveConnect(gw, tt.target)

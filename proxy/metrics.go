@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,11 @@ type Metrics struct {
 	keyUses   *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	redisErrs prometheus.Counter
-	fetches   *prometheus.CounterVec
+	// tokens, cost and unpriced count what metered answers used.
+	tokens   *prometheus.CounterVec
+	cost     *prometheus.CounterVec
+	unpriced *prometheus.CounterVec
+	fetches  *prometheus.CounterVec
 	// loaded is when the config and vault last loaded (at start or by a
 	// reload); build is till_build_info.
 	loaded prometheus.Gauge
@@ -78,6 +83,15 @@ func NewMetrics(audit *Audit) *Metrics {
 		redisErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "till_rate_limit_store_errors_total", Help: "Rate-limit decisions taken without the shared store (limits.on_redis_error applied).",
 		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "till_tokens_total", Help: "Tokens the provider reported, by route, client and kind (input, cached cached input included; output).",
+		}, []string{"route", "client", "kind"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "till_cost_usd_total", Help: "What the answers cost in US dollars, priced from the model price table, by route and client.",
+		}, []string{"route", "client"}),
+		unpriced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "till_usage_unpriced_total", Help: "Answers with token usage for a model the price table does not list (priced at 0), by route and model.",
+		}, []string{"route", "model"}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "till_secret_fetches_total", Help: "Fetches of secrets from sources, by source and result (ok, error).",
 		}, []string{"source", "result"}),
@@ -90,7 +104,7 @@ func NewMetrics(audit *Audit) *Metrics {
 	}
 	// The metrics are made once the config at start has loaded.
 	m.loaded.SetToCurrentTime()
-	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.fetches, m.loaded, m.build,
+	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.fetches, m.loaded, m.build, m.tokens, m.cost, m.unpriced,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "till_audit_failures_total", Help: "Audit records that could not be written.",
 		}, func() float64 { return float64(audit.Failures()) }),
@@ -254,6 +268,38 @@ func (m *Metrics) observe(r *record, end time.Time) {
 	if r.keyFP != "" {
 		m.child(childKey{metric: metricKeyUses, secret: r.secret, route: r.route}).(prometheus.Counter).Inc()
 	}
+}
+
+// usage counts what a metered answer used; model, when unpriced, is
+// labelled only when it looks like a model name, else as "other", so an
+// app cannot make series of its own.
+func (m *Metrics) usage(r *record, model string, priced bool) {
+	if m == nil {
+		return
+	}
+	m.tokens.WithLabelValues(r.route, r.client, "input").Add(float64(r.tokensIn))
+	m.tokens.WithLabelValues(r.route, r.client, "output").Add(float64(r.tokensOut))
+	m.cost.WithLabelValues(r.route, r.client).Add(r.costUSD)
+	if !priced {
+		if !plainModel(model) {
+			model = "other"
+		}
+		m.unpriced.WithLabelValues(r.route, model).Inc()
+	}
+}
+
+// plainModel reports whether s looks like a model name: 1 to 64 letters,
+// digits and ".-_:/@".
+func plainModel(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-_:/@", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // limitStoreError counts a rate decision the shared store could not make.

@@ -44,6 +44,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 			x.rec.status = statusClientClosed
 		}
 	}
+	g.account(x, x.prices)
 	g.settle(x.ticket, x.rec.tokensIn+x.rec.tokensOut, x.rec.costUSD)
 	if !x.handedOff {
 		end := time.Now()

@@ -53,6 +53,9 @@ func (w *responseRecorder) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	if w.x.meter != nil {
+		_, _ = w.x.meter.Write(p) // never fails, never holds p
+	}
 	if !w.committed {
 		if w.held+len(p) <= holdLimit {
 			if w.buf == nil {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/usage"
+
 	"context"
 	"errors"
 	"io"
@@ -58,6 +60,9 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	}
 	removeHopHeaders(res.Header)
 	g.checkResponse(x, res)
+	if x.route.usage != usage.None {
+		x.meter = usage.NewMeter(x.route.usage, res.Header.Get("Content-Type"))
+	}
 	stream := res.ContentLength < 0 || isEventStream(res.Header.Get("Content-Type"))
 	h := rw.Header()
 	for k, v := range res.Header {
@@ -171,6 +176,11 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 	delete(h, "X-Forwarded-For")
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
+	if x.route.usage != usage.None {
+		// The transport then asks for gzip itself and hands back the
+		// answer decoded, which the meter reads (and so does the app).
+		delete(h, "Accept-Encoding")
+	}
 	out.Header = h
 	x.attach(out, r.URL.RawQuery)
 	if _, ok := h["User-Agent"]; !ok {

@@ -225,7 +225,9 @@ func gatewayTo(t *testing.T, up *httptest.Server) (*Gateway, *http.Transport) {
 		roots.AddCert(up.Certificate())
 		tr.TLSClientConfig.RootCAs = roots
 	}
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
+	// usage: none: plain forwarding is compared; a metered route also
+	// drops Accept-Encoding, so that the meter reads the answer.
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, usage: none, upstream: "+up.URL+"}\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

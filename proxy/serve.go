@@ -94,13 +94,17 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.route, x.outPath, x.rawPath = rt, t.outPath, t.rawPath
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
-	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, ask{})
-	x.rec.client = d.Client
+	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
+	x.rec.client, x.rec.model, x.prices = d.Client, d.Model, l.prices
 	if d.fetchErr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
 			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")
 	}
 	if !d.Allowed {
+		if x.appGone.Load() {
+			x.failure = codeClientClosed // went away in the middle of its body
+			return
+		}
 		g.refuse(rw, x, apiError{d.Code, d.Reason}, d.RetryAfter)
 		return
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/tillgw/till/usage"
+
 	"encoding/base64"
 	"errors"
 	"net"
@@ -32,8 +34,10 @@ type Snapshot struct {
 	// age and expiry; maxAge is vault.max_age.
 	secrets []secretTimes
 	maxAge  time.Duration
-	// budgets are the config's budgets, in order.
+	// budgets are the config's budgets, in order; prices the model price
+	// table.
 	budgets []*budgetRule
+	prices  *usage.Prices
 }
 
 // secretTimes is when one secret's version was made and when it expires:
@@ -55,6 +59,9 @@ type route struct {
 
 	methods []string
 	paths   []config.Glob
+	models  []string // model globs; empty: any
+	// usage is how the upstream's answers report token usage.
+	usage   usage.Format
 	clients []string // allowed client names; empty: any
 	rate    config.Rate
 	burst   int
@@ -139,6 +146,7 @@ func NewSnapshotWithKeys(cfg *config.Config, secrets map[string]vault.Secret, ke
 	}
 	s.secrets, s.maxAge = vaultTimes(secrets, cfg.Vault.MaxAge), cfg.Vault.MaxAge
 	s.budgets = compileBudgets(cfg.Budgets)
+	s.prices = loadPrices(cfg)
 	return s
 }
 
@@ -206,6 +214,11 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		clients:  cr.Clients,
 		rate:     cr.Rate,
 		burst:    cr.Burst,
+		models:   cr.Allow.Models,
+		usage:    usage.Format(cr.Usage),
+	}
+	if r.usage == "" {
+		r.usage = usage.None
 	}
 	if r.burst < 1 {
 		r.burst = r.rate.Count

@@ -175,11 +175,11 @@ func TestSuggest(t *testing.T) {
 func TestSynopsesNameFrom(t *testing.T) {
 	c := newCLI(t)
 	out, _, _ := c.run("", "help")
-	if !strings.Contains(out, "till test [--client NAME] [--from ADDR] METHOD URL") {
+	if !strings.Contains(out, "till test [--client NAME] [--from ADDR] [--model NAME] METHOD URL") {
 		t.Errorf("till help lacks --from:\n%s", out)
 	}
 	out, _, _ = c.run("", "test", "--help")
-	if !strings.HasPrefix(out, "Usage: till test [-c FILE] [--client NAME] [--from ADDR] [--json] METHOD URL\n") || !strings.Contains(out, "-from address") {
+	if !strings.HasPrefix(out, "Usage: till test [-c FILE] [--client NAME] [--from ADDR] [--model NAME] [--json] METHOD URL\n") || !strings.Contains(out, "-from address") {
 		t.Errorf("till test --help:\n%s", out)
 	}
 	if _, errOut, code := c.run("", "test", "GET"); code != 2 || !strings.Contains(errOut, "[--from ADDR]") {

@@ -75,7 +75,7 @@ Usage:
   till init [--dir DIR]                  write a starter till.yaml; create vault and key if absent
   till serve [-c FILE] [--listen ADDR]   run the gateway
   till check [-c FILE]                   validate config, vault, secrets and expiry
-  till test [--client NAME] [--from ADDR] METHOD URL
+  till test [--client NAME] [--from ADDR] [--model NAME] METHOD URL
                                          dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused
   till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
   till secret list [--json]              list secrets (never their values)
@@ -92,7 +92,8 @@ Usage:
                                          check the hash chain (files oldest first); exit 1 at the first break
   till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
   till health [--url URL]                exit 0 if the running till is ready (admin /readyz), else 1
-  till usage [--json] [--client NAME] [--budget NAME]   budget counters, limits, remaining, resets
+  till usage [--json] [--client NAME] [--budget NAME]
+                                         each budget counter: limit, used, remaining, reset time
   till version                           print the version, commit, build date and Go version
   till help [CMD] | till CMD --help      a command's usage, with examples
 

@@ -19,9 +19,10 @@ import (
 // which secret would be injected, or why it would be refused. Exit code 0
 // when allowed, 1 when refused, so policies can be tested in CI.
 func runTest(args []string, e *env) error {
-	var cfgPath, client, from string
+	var cfgPath, client, from, model string
 	var asJSON bool
 	flags := newFlags("test", e.stderr, &cfgPath)
+	flags.StringVar(&model, "model", "", "the `model` the request's body names, for the route's model rules")
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
@@ -53,7 +54,7 @@ func runTest(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	v := proxy.NewSnapshotWithKeys(cfg, secrets, keys).Explain(method, target, client, from+":0", time.Now())
+	v := proxy.NewSnapshotWithKeys(cfg, secrets, keys).Explain(method, target, client, from+":0", model, time.Now())
 	if asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		fmt.Fprintln(e.stdout, string(b))

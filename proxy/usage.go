@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/usage"
+)
+
+// loadPrices is the price table cfg names: the built-in one, with
+// prices.file merged over it. A file that cannot be read leaves the
+// built-in table: the config's loaders check the file first (CheckPrices).
+func loadPrices(cfg *config.Config) *usage.Prices {
+	if cfg.Prices.File != "" {
+		if p, err := usage.LoadPrices(cfg.Prices.File); err == nil {
+			return p
+		}
+	}
+	return usage.DefaultPrices()
+}
+
+// CheckPrices reads cfg's price file, if it names one, and says what is
+// wrong with it.
+func CheckPrices(cfg *config.Config) error {
+	if cfg.Prices.File == "" {
+		return nil
+	}
+	_, err := usage.LoadPrices(cfg.Prices.File)
+	return err
+}
+
+// readAsk reads what a request on rt asks of the provider from its body,
+// held in memory (holdBody) when the route meters usage and the body is
+// not an upload (a file, audio), or the route has model rules: the model,
+// whether it streams, its reservation. A JSON body sent under another
+// Content-Type is read all the same, so that it cannot dodge budgets. For an OpenAI-shaped stream that does not ask for usage,
+// it asks (the final chunk reports the tokens), so a stream cannot escape
+// token budgets. Other bodies stream on, unread. It returns the refusal
+// to give when the body cannot be read.
+func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
+	a := ask{body: x.hasBody}
+	if rt.usage == usage.None || (len(rt.models) == 0 && x.hasBody && isUpload(r.Header.Get("Content-Type"))) {
+		return a, nil
+	}
+	if e, ok := x.holdBody(w, r); !ok {
+		return a, &e
+	}
+	if x.hasBody && x.held == nil {
+		return a, nil // too large to hold: it streams, unread
+	}
+	req, err := usage.Inspect(rt.usage, x.outPath, x.held)
+	if err != nil {
+		return a, nil
+	}
+	if rt.usage == usage.OpenAI && req.Stream && !strings.HasSuffix(x.outPath, "/responses") {
+		if body, changed := usage.IncludeUsage(x.held); changed {
+			x.held = body
+		}
+	}
+	a.model, a.reserve, a.readable = req.Model, req.MaxOutput, true
+	return a, nil
+}
+
+// isUpload reports whether a Content-Type is that of an upload, which
+// streams unread: multipart forms, octet streams, audio, images, video.
+func isUpload(contentType string) bool {
+	media, _, _ := strings.Cut(contentType, ";")
+	media = strings.ToLower(strings.TrimSpace(media))
+	for _, p := range []string{"multipart/", "audio/", "image/", "video/"} {
+		if strings.HasPrefix(media, p) {
+			return true
+		}
+	}
+	return media == "application/octet-stream"
+}
+
+// allowsModel applies the route's model rules to what the request asks:
+// a body that could not be read, or names no model, is refused; so is a
+// model no rule matches. A request without a body or a model in its path
+// (a GET of the model list) asks for no model and passes.
+func (rt *route) allowsModel(a ask) (apiError, bool) {
+	if len(rt.models) == 0 || (!a.body && a.model == "") {
+		return apiError{}, true
+	}
+	if !a.readable && a.model != "" {
+		a.readable = true // a model in the path, and a body that is not JSON
+	}
+	switch {
+	case !a.readable:
+		return apiError{CodeBadRequest, "this route checks the model, and the request body is not JSON it can read (or is over 1 MiB)"}, false
+	case a.model == "":
+		return apiError{CodeBadRequest, "this route checks the model, and the request names none"}, false
+	}
+	for _, m := range rt.models {
+		if usage.MatchModel(m, a.model) {
+			return apiError{}, true
+		}
+	}
+	return apiError{CodeModelNotAllowed, "this route does not allow this model"}, false
+}
+
+// codeUsageUnknown is the audit reason of a forwarded answer whose token
+// usage could not be read, on a route that meters it.
+const codeUsageUnknown = "usage_unknown"
+
+// account reads what the answer used from the meter, prices it and counts
+// it in the record and the metrics.
+func (g *Gateway) account(x *exchange, prices *usage.Prices) {
+	if x.meter == nil {
+		return
+	}
+	u := x.meter.Usage()
+	if !u.Known {
+		// A request for a model whose answer reported no usage (an answer
+		// that is not a generation, such as the model list, reports none).
+		if x.rec.model != "" && x.rec.outcome == outcomeForwarded && x.rec.reason == "" && x.rec.status < 300 {
+			x.rec.reason = codeUsageUnknown
+		}
+		return
+	}
+	model := u.Model
+	if model == "" {
+		model = x.rec.model
+	}
+	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
+	usd, priced := prices.Cost(model, u)
+	x.rec.costUSD = usd
+	g.metrics.usage(&x.rec, model, priced)
+}
+
+// modelInPath is the model a request names in its path (Gemini's
+// /v1beta/models/NAME:generateContent), "" for none.
+func modelInPath(f usage.Format, path string) string {
+	if f == usage.None {
+		return ""
+	}
+	req, _ := usage.Inspect(f, path, nil)
+	return req.Model
+}

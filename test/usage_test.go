@@ -1,0 +1,346 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/usage"
+)
+
+// fakeLLM answers like the OpenAI and Anthropic APIs do, with the usage
+// they report, plain and streamed. It remembers whether streamed OpenAI
+// requests asked for usage, and holds each stream for hold.
+type fakeLLM struct {
+	hold         time.Duration
+	includeUsage atomic.Int32 // streamed OpenAI requests that asked for usage
+	inFlight     atomic.Int32
+	maxInFlight  atomic.Int32
+}
+
+// The usage the fake reports.
+var (
+	openaiJSONUsage   = usage.Usage{Model: "gpt-4o-mini-2024-07-18", InputTokens: 120, CachedInputTokens: 20, OutputTokens: 30, Known: true}
+	openaiStreamUsage = usage.Usage{Model: "gpt-4o-mini-2024-07-18", InputTokens: 100, OutputTokens: 3, Known: true}
+	claudeJSONUsage   = usage.Usage{Model: "claude-sonnet-4-5-20250929", InputTokens: 60, CachedInputTokens: 10, OutputTokens: 12, Known: true}
+	claudeStreamUsage = usage.Usage{Model: "claude-sonnet-4-5-20250929", InputTokens: 50, OutputTokens: 9, Known: true}
+)
+
+func (f *fakeLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := f.inFlight.Add(1)
+	defer f.inFlight.Add(-1)
+	for m := f.maxInFlight.Load(); n > m && !f.maxInFlight.CompareAndSwap(m, n); m = f.maxInFlight.Load() {
+	}
+	var req struct {
+		Model         string `json:"model"`
+		Stream        bool   `json:"stream"`
+		StreamOptions struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	if err := json.Unmarshal(body, &req); err != nil {
+		http.Error(w, `{"error":{"message":"bad json"}}`, http.StatusBadRequest)
+		return
+	}
+	flush := func() { w.(http.Flusher).Flush() }
+	switch r.URL.Path {
+	case "/v1/chat/completions":
+		if !req.Stream {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini-2024-07-18",`+
+				`"choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],`+
+				`"usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,"prompt_tokens_details":{"cached_tokens":20}}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, word := range []string{"one ", "two ", "three"} {
+			fmt.Fprintf(w, "data: {\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", word)
+			flush()
+			time.Sleep(f.hold / 3)
+		}
+		if req.StreamOptions.IncludeUsage {
+			f.includeUsage.Add(1)
+			io.WriteString(w, `data: {"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini-2024-07-18","choices":[],`+
+				`"usage":{"prompt_tokens":100,"completion_tokens":3,"total_tokens":103}}`+"\n\n")
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	case "/v1/messages":
+		if !req.Stream {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",`+
+				`"content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","stop_sequence":null,`+
+				`"usage":{"input_tokens":50,"cache_read_input_tokens":10,"cache_creation_input_tokens":0,"output_tokens":12}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		event := func(name, data string) {
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data)
+			flush()
+		}
+		event("message_start", `{"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":50,"output_tokens":1}}}`)
+		event("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`)
+		for _, word := range []string{"one ", "two"} {
+			event("content_block_delta", fmt.Sprintf(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":%q}}`, word))
+			time.Sleep(f.hold / 2)
+		}
+		event("content_block_stop", `{"type":"content_block_stop","index":0}`)
+		event("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":9}}`)
+		event("message_stop", `{"type":"message_stop"}`)
+	default:
+		http.Error(w, `{"error":{"message":"not found"}}`, http.StatusNotFound)
+	}
+}
+
+// runSDK runs a script of test/sdk with env, and decodes what it printed.
+func runSDK(t *testing.T, script string, out any, env ...string) {
+	t.Helper()
+	if _, err := os.Stat("sdk/node_modules/@anthropic-ai/sdk"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("sdk/node_modules is missing: .ci/run must run npm ci in test/sdk")
+		}
+		t.Skip("run npm ci in test/sdk to enable the SDK tests")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	cmd := exec.Command(node, script)
+	cmd.Dir = "sdk"
+	cmd.Env = append(os.Environ(), env...)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node %s: %v\n%s", script, err, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("node %s printed %q", script, b)
+	}
+}
+
+// costOf is what the built-in price table says u costs.
+func costOf(t *testing.T, u usage.Usage) float64 {
+	usd, ok := usage.DefaultPrices().Cost(u.Model, u)
+	if !ok || usd <= 0 {
+		t.Fatalf("the built-in price table has no price for %s", u.Model)
+	}
+	return usd
+}
+
+// checkUsage finds the request record of route with the path and tokens
+// of u, and checks its model and price.
+func checkUsage(t *testing.T, recs []auditRecord, route, model string, u usage.Usage) {
+	t.Helper()
+	for _, r := range recs {
+		if r["route"] != route || r["tokens_in"] != float64(u.InputTokens) || r["tokens_out"] != float64(u.OutputTokens) {
+			continue
+		}
+		if r["model"] != model || r["outcome"] != "forwarded" || r["reason"] != "" {
+			t.Errorf("%s record: %v", route, r)
+		}
+		if got, want := r["cost_usd"].(float64), costOf(t, u); math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s record: cost_usd %v, want %v", route, got, want)
+		}
+		return
+	}
+	t.Errorf("no %s record with %d tokens in and %d out: %v", route, u.InputTokens, u.OutputTokens, recs)
+}
+
+// TestUsageFromSDKs drives the official openai and @anthropic-ai/sdk
+// packages, plain and streamed, through till: the tokens and price land in
+// the audit and the metrics; a streamed OpenAI call that does not ask for
+// usage is counted all the same (till asks); the SDKs take the answers.
+func TestUsageFromSDKs(t *testing.T) {
+	f := &fakeLLM{}
+	up := newUpstream(t, f)
+	cfg := `version: 1
+admin: {listen: 127.0.0.1:0}
+routes:
+  - {name: openai, preset: openai, upstream: "` + up.URL + `", allow: {models: ["gpt-4o-mini*", "gpt-4.1*"]}}
+  - {name: anthropic, preset: anthropic, upstream: "` + up.URL + `"}
+`
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey, "anthropic": keyed("sk-ant-usage-", "u1")}, up.caFile)
+
+	var oa struct {
+		Completion, Streamed string
+		Usage                struct{ PromptTokens, CompletionTokens int } `json:"usage"`
+		StreamUsage          *struct {
+			PromptTokens int `json:"prompt_tokens"`
+		} `json:"streamUsage"`
+		Error any
+	}
+	runSDK(t, "usage-openai.mjs", &oa, "OPENAI_BASE_URL="+tl.url("/openai/v1"))
+	if oa.Error != nil || oa.Completion != "hello" || oa.Streamed != "one two three" {
+		t.Fatalf("openai SDK: %+v", oa)
+	}
+	if f.includeUsage.Load() != 1 || oa.StreamUsage == nil || oa.StreamUsage.PromptTokens != 100 {
+		t.Errorf("the streamed request was not made to report usage (asked %d times; the SDK saw %+v)", f.includeUsage.Load(), oa.StreamUsage)
+	}
+	var an struct {
+		Text, Streamed string
+		Error          any
+	}
+	runSDK(t, "usage-anthropic.mjs", &an, "ANTHROPIC_BASE_URL="+tl.url("/anthropic"))
+	if an.Error != nil || an.Text != "hello" || an.Streamed != "one two" {
+		t.Fatalf("anthropic SDK: %+v", an)
+	}
+	recs := tl.waitAudit(4)
+	checkUsage(t, recs, "openai", "gpt-4o-mini", openaiJSONUsage)
+	checkUsage(t, recs, "openai", "gpt-4o-mini", openaiStreamUsage)
+	checkUsage(t, recs, "anthropic", "claude-sonnet-4-5", claudeJSONUsage)
+	checkUsage(t, recs, "anthropic", "claude-sonnet-4-5", claudeStreamUsage)
+
+	code, m := adminGet(t, tl.adminAddr(), "/metrics", "")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	in := openaiJSONUsage.InputTokens + openaiStreamUsage.InputTokens
+	if v, ok := metric(m, `till_tokens_total{client="anonymous",kind="input",route="openai"}`); !ok || v != float64(in) {
+		t.Errorf("till_tokens_total input for openai: %v %v, want %d", v, ok, in)
+	}
+	want := costOf(t, claudeJSONUsage) + costOf(t, claudeStreamUsage)
+	if v, ok := metric(m, `till_cost_usd_total{client="anonymous",route="anthropic"}`); !ok || math.Abs(v-want) > 1e-9 {
+		t.Errorf("till_cost_usd_total for anthropic: %v %v, want %v", v, ok, want)
+	}
+
+	// Model rules: another model, a body that is not JSON, no model.
+	for _, c := range []struct{ body, code string }{
+		{`{"model":"gpt-3.5-turbo","messages":[]}`, "model_not_allowed"},
+		{`model=gpt-4o-mini`, "bad_request"},
+		{`{"messages":[]}`, "bad_request"},
+	} {
+		n := len(up.requests())
+		resp, body := do(t, newRequest(t, "POST", tl.url("/openai/v1/chat/completions"), strings.NewReader(c.body)))
+		if got := tillError(t, resp, body); got != c.code {
+			t.Errorf("%s: got %d %s, want %s", c.body, resp.StatusCode, got, c.code)
+		}
+		if len(up.requests()) != n {
+			t.Errorf("%s reached the upstream", c.body)
+		}
+	}
+	for model, want := range map[string]int{"gpt-4.1-mini": 0, "gpt-3.5-turbo": 1} {
+		out, _, code := runTill(t, tl.dir, "", nil, "test", "--model", model, "POST", "/openai/v1/chat/completions")
+		if code != want || (want == 1 && !strings.Contains(out, "refused: model_not_allowed")) {
+			t.Errorf("till test --model %s: exit %d: %s", model, code, out)
+		}
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey})
+}
+
+// budgetTill starts a till with one route and the budgets given, on redis
+// when set, and returns it with a POST helper.
+func budgetTill(t *testing.T, up *upstream, budgets, redis string) (*till, func(body string) (int, string, http.Header)) {
+	t.Helper()
+	cfg := "version: 1\n"
+	if redis != "" {
+		cfg += "limits: {redis: \"redis://" + redis + "/0\"}\n"
+	}
+	cfg += "routes:\n  - {name: openai, preset: openai, upstream: \"" + up.URL + "\"}\nbudgets:\n" + budgets
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, up.caFile)
+	return tl, func(body string) (int, string, http.Header) {
+		resp, b := do(t, newRequest(t, "POST", tl.url("/openai/v1/chat/completions"), strings.NewReader(body)))
+		if resp.StatusCode != 200 {
+			return resp.StatusCode, tillError(t, resp, b), resp.Header
+		}
+		return 200, "", resp.Header
+	}
+}
+
+const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+
+// TestTokenBudget: a budget of 200 tokens lets the request that crosses it
+// through and refuses the next, with Retry-After, before the upstream;
+// till usage shows it spent.
+func TestTokenBudget(t *testing.T) {
+	up := newUpstream(t, &fakeLLM{})
+	tl, post := budgetTill(t, up, "  - {name: hourly, window: 1h, tokens: 200}\n", "")
+	for i, want := range []int{200, 200, 429} {
+		n := len(up.requests())
+		code, e, h := post(chat)
+		if code != want {
+			t.Fatalf("request %d: got %d %s, want %d", i+1, code, e, want)
+		}
+		if want == 429 {
+			if e != "budget_exceeded" || h.Get("Retry-After") == "" {
+				t.Errorf("spent budget: %s, Retry-After %q", e, h.Get("Retry-After"))
+			}
+			if len(up.requests()) != n {
+				t.Error("a request over budget reached the upstream")
+			}
+		}
+	}
+	rec := tl.audit()
+	if last := rec[len(rec)-1]; last["outcome"] != "denied" || last["reason"] != "budget_exceeded" {
+		t.Errorf("the refusal's record: %v", last)
+	}
+	// till usage reads the running till's counters (admin listener needed).
+	tl.stop()
+}
+
+// TestBudgetSharedInRedis: two tills on one Redis count one budget: the
+// second refuses once the first spent it.
+func TestBudgetSharedInRedis(t *testing.T) {
+	redisAddr, _ := startRedis(t)
+	up := newUpstream(t, &fakeLLM{})
+	b := "  - {name: daily, window: day, requests: 2}\n"
+	_, postA := budgetTill(t, up, b, redisAddr)
+	tlB, postB := budgetTill(t, up, b, redisAddr)
+	var got []int
+	for _, post := range []func(string) (int, string, http.Header){postA, postA, postB} {
+		code, _, _ := post(chat)
+		got = append(got, code)
+	}
+	if fmt.Sprint(got) != "[200 200 429]" {
+		t.Errorf("two tills sharing a budget of 2: got %v, want [200 200 429]", got)
+	}
+	out, errOut, code := runTill(t, tlB.dir, "", nil, "usage", "--json")
+	var rows []struct {
+		Budget, Counter, Kind string
+		Limit, Used           float64
+		Reset                 *time.Time
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 {
+		t.Fatalf("till usage --json: exit %d: %s %s", code, out, errOut)
+	}
+	if r := rows[0]; r.Budget != "daily" || r.Counter != "anonymous" || r.Kind != "requests" || r.Used != 2 || r.Limit != 2 || r.Reset == nil {
+		t.Errorf("till usage row: %+v", r)
+	}
+}
+
+// TestParallelStreamsRespectReservations: 50 parallel streamed requests,
+// each reserving its max_tokens of 100, against a budget of 1,000 tokens:
+// no more than ten are ever forwarded, the rest refused.
+func TestParallelStreamsRespectReservations(t *testing.T) {
+	f := &fakeLLM{hold: 600 * time.Millisecond}
+	up := newUpstream(t, f)
+	_, post := budgetTill(t, up, "  - {name: burst, window: 1h, tokens: 1000}\n", "")
+	body := `{"model":"gpt-4o-mini","stream":true,"max_tokens":100,"messages":[]}`
+	var wg sync.WaitGroup
+	var ok, refused atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			switch code, _, _ := post(body); code {
+			case 200:
+				ok.Add(1)
+			case 429:
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() > 10 || ok.Load()+refused.Load() != 50 {
+		t.Errorf("50 parallel streams reserving 100 of 1,000 tokens: %d forwarded, %d refused; want at most 10 forwarded", ok.Load(), refused.Load())
+	}
+	if f.maxInFlight.Load() > 10 {
+		t.Errorf("%d streams were in flight at once, want at most 10", f.maxInFlight.Load())
+	}
+}
