@@ -248,3 +248,21 @@ func budgetNode(n *yaml.Node, i int) *yaml.Node {
 	}
 	return n
 }
+
+// UnmeteredBudgets names the budgets limiting tokens or dollars that cover
+// a route whose usage is not metered (usage: none): those routes count
+// against their requests limit only.
+func (c *Config) UnmeteredBudgets() []string {
+	var out []string
+	for _, b := range c.Budgets {
+		if b.Tokens == 0 && b.USD == 0 {
+			continue
+		}
+		for _, r := range c.Routes {
+			if r.Usage == UsageNone && (b.Routes == nil || slices.Contains(b.Routes, r.Name)) {
+				out = append(out, fmt.Sprintf("budget %q limits tokens or usd, and route %q reports no usage (hint: set usage: on the route, or limit its requests only)", b.Name, r.Name))
+			}
+		}
+	}
+	return out
+}

@@ -107,3 +107,15 @@ func TestParsePool(t *testing.T) {
 		})
 	}
 }
+
+func TestUnmeteredBudgets(t *testing.T) {
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - {name: stripe, preset: stripe}\nbudgets:\n  - {name: money, window: day, usd: 5}\n  - {name: calls, window: day, requests: 5}\n  - {name: ai, window: day, tokens: 5, routes: [openai]}\n"
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.UnmeteredBudgets()
+	if len(got) != 1 || !strings.Contains(got[0], `budget "money" limits tokens or usd, and route "stripe" reports no usage`) {
+		t.Errorf("got %q", got)
+	}
+}

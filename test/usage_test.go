@@ -344,3 +344,36 @@ func TestParallelStreamsRespectReservations(t *testing.T) {
 		t.Errorf("%d streams were in flight at once, want at most 10", f.maxInFlight.Load())
 	}
 }
+
+// TestPricesFile: prices.file merges over the built-in table and prices
+// the answers; a file that does not parse fails till check with its line.
+func TestPricesFile(t *testing.T) {
+	up := newUpstream(t, &fakeLLM{})
+	cfg := "version: 1\nprices: {file: prices.yaml}\nroutes:\n  - {name: openai, preset: openai, upstream: \"" + up.URL + "\"}\n"
+	dir := t.TempDir()
+	write := func(name, s string) {
+		t.Helper()
+		if err := os.WriteFile(dir+"/"+name, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("till.yaml", cfg)
+	write("prices.yaml", "models:\n  gpt-4o-mini-2024-07-18: {input: 1000000, output: 0}\n")
+	setSecret(t, dir, "openai", openaiKey)
+	tl := startTillIn(t, dir, up.caFile)
+	resp, _ := do(t, newRequest(t, "POST", tl.url("/openai/v1/chat/completions"), strings.NewReader(chat)))
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	// 120 input tokens at $1 each (the override); cached ones too, as the
+	// override sets no cached_input price.
+	if r := tl.waitAudit(1)[0]; r["cost_usd"] != float64(120) {
+		t.Errorf("cost_usd %v, want 120 from the override", r["cost_usd"])
+	}
+	tl.stop()
+	write("prices.yaml", "models:\n  gpt-4o-mini: {input: cheap}\n")
+	_, errOut, code := runTill(t, dir, "", nil, "check")
+	if code != 1 || !strings.Contains(errOut, "prices.yaml:2") {
+		t.Errorf("till check with a bad prices file: exit %d: %s", code, errOut)
+	}
+}

@@ -50,6 +50,9 @@ func runCheck(args []string, e *env) error {
 			fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339))
 		}
 	}
+	for _, w := range cfg.UnmeteredBudgets() {
+		fmt.Fprintf(e.stderr, "till: warning: %s\n", w)
+	}
 	refs, err := fetchRefs(cfg)
 	if err != nil {
 		problems = append(problems, err)

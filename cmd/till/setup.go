@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/vault"
 )
 
@@ -177,6 +178,9 @@ func loadAll(flagPath string, e *env) (*config.Config, map[string]vault.Secret, 
 	}
 	if path == "" {
 		cfg, err = loadConfig("", e, func(name string) bool { _, ok := secrets[name]; return ok })
+	}
+	if err == nil {
+		err = proxy.CheckPrices(cfg)
 	}
 	return cfg, secrets, err
 }
