@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"bytes"
 	"math"
 	"mime"
 	"strconv"
@@ -68,7 +69,16 @@ type Meter struct {
 	doc    counts // the document being read
 	total  counts // what the documents so far add up to
 	model  string
+	// event holds an SSE event's data until the event ends, so that an
+	// event that cannot hold usage (a chunk of text) is skipped unread;
+	// long is set when it outgrew maxEvent and streams to the scanner.
+	event []byte
+	long  bool
 }
+
+// maxEvent is the most of one SSE event's data held to look it over; a
+// longer event is read in full as it streams.
+const maxEvent = 64 << 10
 
 // NewMeter returns a Meter for a response in format f with the given
 // Content-Type. It reads application/json (and +json, NDJSON) and
@@ -136,7 +146,11 @@ func (m *Meter) Usage() Usage {
 		if m.mode != modeNone {
 			func() {
 				defer m.guard()
-				m.scan.finish()
+				if m.mode == modeSSE {
+					m.eventEnd() // a last event without its blank line
+				} else {
+					m.scan.finish()
+				}
 			}()
 		}
 	}
@@ -327,6 +341,9 @@ type sseReader struct {
 	name   [5]byte // the field name so far; "data" is the only one read
 	n      uint8
 	lastCR bool // the previous byte was a CR, so an LF right after it is part of the same line end
+	// lf is set once a line ended with LF (or CRLF): streams keep to one
+	// kind of line end, and a data line is then cut at its LF alone.
+	lf bool
 }
 
 const (
@@ -349,6 +366,9 @@ func (r *sseReader) write(m *Meter, p []byte) {
 			}
 		}
 		if c == '\r' || c == '\n' {
+			if c == '\n' || i+1 < len(p) && p[i+1] == '\n' {
+				r.lf = true
+			}
 			r.endLine(m)
 			r.lastCR = c == '\r'
 			i++
@@ -376,12 +396,23 @@ func (r *sseReader) write(m *Meter, p []byte) {
 				continue
 			}
 		case sseData, sseSkip:
-			j := i
-			for j < len(p) && p[j] != '\r' && p[j] != '\n' {
-				j++
+			// The line's end, found with IndexByte (vectorized): an LF,
+			// or a CR before it.
+			j := len(p)
+			if k := bytes.IndexByte(p[i:], '\n'); k >= 0 {
+				j = i + k
+				if r.lf && j > i && p[j-1] == '\r' {
+					j-- // CRLF
+				}
+			}
+			if !r.lf {
+				// Until a line ended with LF, a CR alone may end one.
+				if k := bytes.IndexByte(p[i:j], '\r'); k >= 0 {
+					j = i + k
+				}
 			}
 			if r.st == sseData {
-				m.scan.write(p[i:j])
+				m.data(p[i:j])
 			}
 			i = j
 			continue
@@ -406,13 +437,74 @@ func (r *sseReader) isData() bool { return string(r.name[:r.n]) == "data" }
 func (r *sseReader) endLine(m *Meter) {
 	switch r.st {
 	case sseLineStart:
-		m.scan.finish()
+		m.eventEnd()
 	case sseName:
 		if r.isData() { // "data" alone is a data field with an empty value
-			m.scan.write([]byte{'\n'})
+			m.data(newline)
 		}
 	case sseSpace, sseData:
-		m.scan.write([]byte{'\n'})
+		m.data(newline)
 	}
 	r.st = sseLineStart
 }
+
+var newline = []byte{'\n'}
+
+// data takes the next bytes of the SSE event's data.
+func (m *Meter) data(b []byte) {
+	if m.long {
+		m.scan.write(b)
+		return
+	}
+	if len(m.event)+len(b) > maxEvent {
+		m.long = true
+		m.scan.write(m.event)
+		m.scan.write(b)
+		m.event = m.event[:0]
+		return
+	}
+	m.event = append(m.event, b...)
+}
+
+// eventEnd reads the event that ended, if it may hold usage, and ends
+// its document.
+func (m *Meter) eventEnd() {
+	if !m.long && mayHoldUsage(m.event) {
+		m.scan.write(m.event)
+	}
+	m.scan.finish()
+	m.event, m.long = m.event[:0], false
+}
+
+// mayHoldUsage reports whether an event's data may report usage: it names
+// a usage object ("usage", "usageMetadata") whose value is not null. Most
+// events of a stream, chunks of text, do not, and are skipped unread. A
+// key written with escapes ("usag\u0065") is not seen: providers write
+// their keys plainly, and the app writes nothing in their answers.
+func mayHoldUsage(d []byte) bool {
+	for {
+		i := bytes.Index(d, usageKey)
+		if i < 0 {
+			return false
+		}
+		d = d[i+len(usageKey):]
+		d = bytes.TrimPrefix(d, metadataSuffix)
+		if len(d) == 0 || d[0] != '"' {
+			continue
+		}
+		v := bytes.TrimLeft(d[1:], " \t\r\n")
+		if len(v) == 0 || v[0] != ':' {
+			continue
+		}
+		v = bytes.TrimLeft(v[1:], " \t\r\n")
+		if !bytes.HasPrefix(v, null) {
+			return true
+		}
+	}
+}
+
+var (
+	usageKey       = []byte(`"usage`)
+	metadataSuffix = []byte("Metadata")
+	null           = []byte("null")
+)

@@ -7,7 +7,8 @@
 // loop, wrk2-style scheduling), throughput with the proxy's core saturated
 // (wrk when installed), peak RSS and RSS with idle keep-alive clients,
 // time to the first Server-Sent Event, intercept mode, 10 vs 10,000 routes,
-// and a key from a source vs one from the vault (each pair measured at
+// a key from a source vs one from the vault, and usage metering off and
+// on for a 1 kB JSON answer and a 500-event stream (each pair measured at
 // once, as are nginx and till again for a steadier CPU ratio, with GETs
 // and with POSTs of a 1 kB chat completion). It prints one table and exits
 // non-zero if injection was not verified. It asserts nothing about speed.
@@ -86,9 +87,33 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "data: last\n\n")
 		return
 	}
+	if strings.HasSuffix(r.URL.Path, "/stream500") {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("X-Accel-Buffering", "no")
+		for range 500 {
+			io.WriteString(w, streamChunk)
+		}
+		io.WriteString(w, streamUsage+"data: [DONE]\n\n")
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, `{"id":"chatcmpl-bench","object":"chat.completion","choices":[]}`)
+	io.WriteString(w, chatAnswer)
 }
+
+// chatAnswer is a chat completion answer of about 1 kB with its usage, as
+// providers send; streamChunk one event of a streamed one, streamUsage its
+// final usage chunk.
+var (
+	chatAnswer = `{"id":"chatcmpl-bench","object":"chat.completion","created":1733000000,"model":"gpt-4o-mini-2024-07-18",` +
+		`"choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat("dolor sit amet ", 48) + `","refusal":null},"logprobs":null,"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":240,"completion_tokens":180,"total_tokens":420,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},` +
+		`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},` +
+		`"service_tier":"default","system_fingerprint":"fp_bench"}`
+	streamChunk = `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1733000000,"model":"gpt-4o-mini-2024-07-18",` +
+		`"system_fingerprint":"fp_bench","choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}],"usage":null}` + "\n\n"
+	streamUsage = `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1733000000,"model":"gpt-4o-mini-2024-07-18",` +
+		`"choices":[],"usage":{"prompt_tokens":240,"completion_tokens":500,"total_tokens":740}}` + "\n\n"
+)
 
 // target is something to send load to: direct, nginx or a till.
 type target struct {
@@ -98,6 +123,7 @@ type target struct {
 	pid    int    // the proxy process, 0 for direct
 	direct bool   // the app holds the key itself: the baseline
 	body   string // a POST body; "" sends GETs
+	rate   int    // requests per second in paired runs; 0 means -rate
 }
 
 // chatBody is a chat completion request of about 1 kB, as an LLM SDK sends.
@@ -203,6 +229,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The same route without usage metering, to measure what reading the
+	// answers' usage costs (the openai preset meters it).
+	unmetered, err := startTill(procs, till, work, "unmetered", "version: 1\naudit: {file: audit.log}\nroutes:\n"+
+		fmt.Sprintf("  - {name: openai, preset: openai, usage: none, upstream: %q, secret: openai}\n", tlsUp.URL), upCA, false)
+	if err != nil {
+		return err
+	}
 	nginxAddr, nginxPID, err := startNginx(procs, work, upAddr, upCA)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: nginx:", err, "(its column stays empty)")
@@ -215,6 +248,7 @@ func run() error {
 		"routes-10":    {name: "till, 10 routes", url: "http://" + routes10.addr + "/r5/v1/chat/completions", client: newClient(nil), pid: routes10.pid},
 		"routes-10000": {name: "till, 10,000 routes", url: "http://" + routes10k.addr + "/r5000/v1/chat/completions", client: newClient(nil), pid: routes10k.pid},
 		"sourced":      {name: "till, key from a source", url: "http://" + sourced.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: sourced.pid},
+		"unmetered":    {name: "till, usage not metered", url: "http://" + unmetered.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: unmetered.pid},
 	}
 	if earlier != nil {
 		targets["before"] = &target{name: "till, before", url: "http://" + earlier.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: earlier.pid}
@@ -236,7 +270,7 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
 
 	res := newResults()
-	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "paired"}
+	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "usage", "paired"}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {
 			if name == "paired" {
@@ -262,6 +296,28 @@ func run() error {
 					}
 					res.add(p.figure, "ratio", tl.cpuPerReq/n.cpuPerReq)
 					fmt.Fprintf(os.Stderr, "bench: round %d: nginx %.0f µs, till %.0f µs per request: %.2f×\n", round, n.cpuPerReq, tl.cpuPerReq, tl.cpuPerReq/n.cpuPerReq)
+				}
+				continue
+			}
+			if name == "usage" {
+				// Usage metering: a 1 kB JSON answer to a 1 kB POST, and a
+				// 500-event stream (at a tenth of the rate), unmetered and
+				// metered together.
+				for _, p := range []struct {
+					figure, path string
+					rate         int
+				}{{"usage-json", "/openai/v1/chat/completions", 0}, {"usage-sse", "/openai/v1/stream500", *rate / 10}} {
+					off, on := *targets["unmetered"], *targets["till"]
+					off.url = strings.Replace(off.url, "/openai/v1/chat/completions", p.path, 1)
+					on.url = strings.Replace(on.url, "/openai/v1/chat/completions", p.path, 1)
+					off.body, on.body, off.rate, on.rate = chatBody, chatBody, p.rate, p.rate
+					fmt.Fprintf(os.Stderr, "bench: round %d: usage metering off and on together, %s\n", round, p.figure)
+					mOff, mOn, err := together(&off, &on)
+					if err != nil {
+						return err
+					}
+					res.add(p.figure, "ratio", mOn.cpuPerReq/mOff.cpuPerReq)
+					fmt.Fprintf(os.Stderr, "bench: round %d: %s: unmetered %.0f µs, metered %.0f µs per request\n", round, p.figure, mOff.cpuPerReq, mOn.cpuPerReq)
 				}
 				continue
 			}
@@ -604,9 +660,9 @@ func together(a, b *target) (ma, mb measurement, err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		mb, errB = fixedRate(b, *rate, *dur)
+		mb, errB = fixedRate(b, b.rateOr(*rate), *dur)
 	}()
-	ma, err = fixedRate(a, *rate, *dur)
+	ma, err = fixedRate(a, a.rateOr(*rate), *dur)
 	<-done
 	if err != nil {
 		return ma, mb, fmt.Errorf("%s: %w", a.name, err)
@@ -615,6 +671,14 @@ func together(a, b *target) (ma, mb measurement, err error) {
 		return ma, mb, fmt.Errorf("%s: %w", b.name, errB)
 	}
 	return ma, mb, nil
+}
+
+// rateOr is the target's own rate, or r.
+func (t *target) rateOr(r int) int {
+	if t.rate > 0 {
+		return t.rate
+	}
+	return r
 }
 
 // throughput saturates the proxy's core with wrk (one thread on the other
@@ -837,6 +901,12 @@ func (r *results) print(w io.Writer) {
 	tw.Flush()
 	if med, lo, hi, ok := r.median("routes", "scale"); ok {
 		fmt.Fprintf(w, "\nroute scale: CPU per request with 10,000 routes is %.2f× that with 10 (median of rounds, %.2f–%.2f; both measured at once)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("usage-json", "ratio"); ok {
+		fmt.Fprintf(w, "usage metering, 1 kB JSON answer: %.2f× the CPU per request of the same route unmetered (median of rounds, %.2f–%.2f; measured at once)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("usage-sse", "ratio"); ok {
+		fmt.Fprintf(w, "usage metering, 500-event stream: %.2f× the CPU per request of the same route unmetered (median of rounds, %.2f–%.2f; measured at once)\n", med, lo, hi)
 	}
 	if med, lo, hi, ok := r.median("source", "ratio"); ok {
 		fmt.Fprintf(w, "key from a source (cached, refreshed every 1.5 s) vs from the vault: %.2f× the CPU per request (median of rounds, %.2f–%.2f; both measured at once)\n", med, lo, hi)
