@@ -25,7 +25,7 @@ func (x *exchange) holdBody(w http.ResponseWriter, r *http.Request) (apiError, b
 	}
 	in := &http.Request{Body: r.Body}
 	body := x.countBody(w, in, x.route.maxBody)
-	buf, err := io.ReadAll(io.LimitReader(in.Body, maxHeld+1))
+	buf, err := readAtMost(in.Body, r.ContentLength, maxHeld+1)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -76,4 +76,28 @@ func (g *Gateway) bodyUnread(w http.ResponseWriter, x *exchange, e apiError) {
 		return
 	}
 	g.refuse(w, x, e, 0)
+}
+
+// readAtMost reads r to its end or to limit bytes, into one buffer sized
+// from the declared length (-1 when unknown) when there is one.
+func readAtMost(r io.Reader, declared, limit int64) ([]byte, error) {
+	size := int64(512)
+	if declared >= 0 {
+		size = min(declared+1, limit) // +1: to see the end without growing
+	}
+	buf := make([]byte, 0, size)
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):min(int64(cap(buf)), limit)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }

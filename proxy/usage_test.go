@@ -1,0 +1,43 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// chatAnswer is a chat completion of about 1 kB with its usage.
+var chatAnswer = `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini-2024-07-18",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat("dolor sit amet ", 48) + `"},"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":240,"completion_tokens":180,"total_tokens":420,"prompt_tokens_details":{"cached_tokens":40}}}`
+
+// BenchmarkHandlerUsage measures the gateway's work per 1 kB chat request
+// on a route that meters usage and on the same route without.
+func BenchmarkHandlerUsage(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, chatAnswer)
+	}))
+	defer up.Close()
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}]}`
+	for _, usage := range []string{"none", "openai"} {
+		b.Run("usage="+usage, func(b *testing.B) {
+			gw, _ := newTestGateway(b, "version: 1\nroutes:\n  - {name: openai, preset: openai, usage: "+usage+", upstream: {{UP}}}\n", up.URL, secrets(time.Now()))
+			gw.audit = testAudit(io.Discard)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				r := httptest.NewRequest("POST", "/openai/v1/chat/completions", strings.NewReader(body))
+				r.Header.Set("Content-Type", "application/json")
+				gw.ServeHTTP(w, r)
+				if w.Code != 200 {
+					b.Fatal(w.Code)
+				}
+			}
+		})
+	}
+}
