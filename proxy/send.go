@@ -61,7 +61,8 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	removeHopHeaders(res.Header)
 	g.checkResponse(x, res)
 	if x.route.usage != usage.None {
-		x.meter = usage.NewMeter(x.route.usage, res.Header.Get("Content-Type"))
+		x.meter = meters.Get().(*usage.Meter)
+		x.meter.Reset(x.route.usage, res.Header.Get("Content-Type"))
 	}
 	stream := res.ContentLength < 0 || isEventStream(res.Header.Get("Content-Type"))
 	h := rw.Header()

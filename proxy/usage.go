@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/usage"
@@ -49,7 +50,11 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 	if x.hasBody && x.held == nil {
 		return a, nil // too large to hold: it streams, unread
 	}
-	req, err := usage.Inspect(rt.usage, x.outPath, x.held)
+	inspect := usage.Peek // what the request asks is recorded and reserved
+	if len(rt.models) > 0 {
+		inspect = usage.Inspect // and refused on: the body must be JSON
+	}
+	req, err := inspect(rt.usage, x.outPath, x.held)
 	if err != nil {
 		return a, nil
 	}
@@ -100,6 +105,9 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 	return apiError{CodeModelNotAllowed, "this route does not allow this model"}, false
 }
 
+// meters keeps the Meters of answers that have ended, for the next ones.
+var meters = sync.Pool{New: func() any { return new(usage.Meter) }}
+
 // codeUsageUnknown is the audit reason of a forwarded answer whose token
 // usage could not be read, on a route that meters it.
 const codeUsageUnknown = "usage_unknown"
@@ -111,6 +119,8 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		return
 	}
 	u := x.meter.Usage()
+	meters.Put(x.meter)
+	x.meter = nil
 	if !u.Known {
 		// A request for a model whose answer reported no usage (an answer
 		// that is not a generation, such as the model list, reports none).

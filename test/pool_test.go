@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -19,6 +20,7 @@ func TestKeyPool(t *testing.T) {
 	a, b, c := keyed("sk-pool-a-", "a1"), keyed("sk-pool-b-", "b1"), keyed("sk-pool-c-", "c1")
 	var mu sync.Mutex
 	refuse := map[string]int{} // key -> status to answer with
+	var streamBreaks atomic.Bool
 	var bodies []string
 	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -27,10 +29,15 @@ func TestKeyPool(t *testing.T) {
 		status := refuse[key]
 		bodies = append(bodies, string(body))
 		mu.Unlock()
-		switch status {
-		case 0:
+		switch {
+		case status == 0 && streamBreaks.Load():
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"choices\":[]}\n\n")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the upstream breaks off mid-stream
+		case status == 0:
 			io.WriteString(w, `{"ok":true}`)
-		case http.StatusTooManyRequests:
+		case status == http.StatusTooManyRequests:
 			w.Header().Set("Retry-After", "2")
 			w.WriteHeader(status)
 			io.WriteString(w, `{"error":"rate limited"}`)
@@ -163,6 +170,21 @@ routes:
 	set(c, http.StatusTooManyRequests)
 	if resp, _ := post("/openai/v1/chat/completions"); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "2" {
 		t.Errorf("every key refused: got %d (Retry-After %q), want the upstream's 429", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
+	// A stream that began is never sent again, even if it breaks off.
+	set(a, 0)
+	set(c, 0)
+	streamBreaks.Store(true)
+	n := len(up.requests())
+	resp, err := http.DefaultClient.Do(newRequest(t, "POST", tl.url("/openai/v1/chat/completions"), strings.NewReader(`{"model":"gpt-4o-mini","stream":true}`)))
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	streamBreaks.Store(false)
+	if got := len(up.requests()) - n; got != 1 {
+		t.Errorf("a stream that broke off was sent %d times, want once", got)
 	}
 
 	// Sticky: one client keeps to one key.

@@ -377,3 +377,39 @@ func TestPricesFile(t *testing.T) {
 		t.Errorf("till check with a bad prices file: exit %d: %s", code, errOut)
 	}
 }
+
+// TestGeminiModelRules: on a Gemini route, the model in the path is the
+// one the rules check; a request for another is refused before it is
+// sent.
+func TestGeminiModelRules(t *testing.T) {
+	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"totalTokenCount":10},"modelVersion":"gemini-2.5-flash"}`)
+	}))
+	cfg := "version: 1\nroutes:\n  - {name: gemini, preset: gemini, upstream: \"" + up.URL + "\", allow: {models: [\"gemini-2.5-flash*\"]}}\n"
+	tl := startTill(t, cfg, map[string]string{"gemini": keyed("gemini-key-", "g1")}, up.caFile)
+	body := `{"contents":[{"parts":[{"text":"hi"}]}]}`
+	for path, want := range map[string]int{
+		"/gemini/v1beta/models/gemini-2.5-flash:generateContent": 200,
+		"/gemini/v1beta/models/gemini-2.5-pro:generateContent":   403,
+	} {
+		resp, b := do(t, newRequest(t, "POST", tl.url(path), strings.NewReader(body)))
+		if resp.StatusCode != want {
+			t.Errorf("%s: got %d %s, want %d", path, resp.StatusCode, b, want)
+		}
+	}
+	for _, r := range tl.waitAudit(2) {
+		switch r["model"] {
+		case "gemini-2.5-flash":
+			if r["tokens_in"] != float64(7) || r["tokens_out"] != float64(3) {
+				t.Errorf("gemini record: %v", r)
+			}
+		case "gemini-2.5-pro":
+			if r["reason"] != "model_not_allowed" {
+				t.Errorf("refused gemini record: %v", r)
+			}
+		default:
+			t.Errorf("record without the path's model: %v", r)
+		}
+	}
+}

@@ -60,9 +60,21 @@ type Request struct {
 // longer than 256 bytes, or that nests 1024 levels deep is an error;
 // callers answer it with 400 bad_request. Inspect does not keep body.
 func Inspect(f Format, path string, body []byte) (Request, error) {
+	return inspect(f, path, body, true)
+}
+
+// Peek is Inspect without the check that the whole body is valid JSON,
+// which costs as much again: for reading what a request asks (to record
+// it, to reserve against a budget), never for refusing one. What it reads
+// from a body that is not valid JSON, the provider refuses anyway.
+func Peek(f Format, path string, body []byte) (Request, error) {
+	return inspect(f, path, body, false)
+}
+
+func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 	var r Request
 	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 {
-		if !json.Valid(body) {
+		if strict && !json.Valid(body) {
 			return Request{}, errors.New("request body is not valid JSON")
 		}
 		if trimmed[0] != '{' {

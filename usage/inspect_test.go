@@ -146,3 +146,19 @@ func TestIncludeUsage(t *testing.T) {
 		})
 	}
 }
+
+func TestPeekSkipsValidation(t *testing.T) {
+	body := []byte(`{"model":"gpt-4o","max_tokens":7,"messages":[{"role":"user","content":"hi"}]}`)
+	want, err := Inspect(OpenAI, "/v1/chat/completions", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Peek(OpenAI, "/v1/chat/completions", body); err != nil || got != want {
+		t.Errorf("Peek: %+v %v, want %+v", got, err, want)
+	}
+	for _, bad := range []string{`[1]`, `{"model":"a","model":"b"}`, `{"model":`} {
+		if r, err := Peek(OpenAI, "/v1/chat/completions", []byte(bad)); err == nil && r.Model != "" {
+			t.Errorf("Peek(%s) read model %q", bad, r.Model)
+		}
+	}
+}

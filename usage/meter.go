@@ -3,7 +3,6 @@ package usage
 import (
 	"bytes"
 	"math"
-	"mime"
 	"strconv"
 	"strings"
 )
@@ -86,12 +85,26 @@ const maxEvent = 64 << 10
 // Content-Encoding is undone; for any other type, or format None, it
 // reads nothing and Usage reports Known false.
 func NewMeter(f Format, contentType string) *Meter {
-	m := &Meter{format: f}
+	m := &Meter{}
+	m.Reset(f, contentType)
+	return m
+}
+
+// Reset makes m a new Meter for a response in format f with the given
+// Content-Type, as NewMeter would, keeping its buffers: a server can keep
+// Meters in a sync.Pool.
+func (m *Meter) Reset(f Format, contentType string) {
+	event := m.event[:0]
+	if cap(event) > maxEvent {
+		event = nil
+	}
+	*m = Meter{format: f, event: event}
 	m.scan.sink = m
 	if f != OpenAI && f != Anthropic && f != Gemini && f != Cohere {
-		return m
+		return
 	}
-	mt, _, _ := mime.ParseMediaType(contentType)
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
 	switch {
 	case mt == "text/event-stream":
 		m.mode = modeSSE
@@ -99,7 +112,6 @@ func NewMeter(f Format, contentType string) *Meter {
 		mt == "application/x-ndjson", mt == "application/jsonl":
 		m.mode = modeJSON
 	}
-	return m
 }
 
 // Write reads the next chunk of the response body. It never fails, never
