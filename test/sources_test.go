@@ -28,8 +28,8 @@ func TestSources(t *testing.T) {
 		}
 	}
 	v1, v2, v3 := "src-key-"+strings.Repeat("a1", 10), "src-key-"+strings.Repeat("b2", 10), "src-key-"+strings.Repeat("c3", 10)
-	ev := "exec-key-" + strings.Repeat("d4", 10)
-	for _, k := range []string{v1, v2, v3, ev} {
+	ev, ev2 := "exec-key-"+strings.Repeat("d4", 10), "exec-key-"+strings.Repeat("e5", 10)
+	for _, k := range []string{v1, v2, v3, ev, ev2} {
 		suiteLeaks.key(k)
 	}
 	// A Kubernetes Secret volume: openai -> ..data/openai, ..data -> ..v1.
@@ -40,12 +40,14 @@ func TestSources(t *testing.T) {
 
 	count := filepath.Join(dir, "count")
 	mode := filepath.Join(dir, "mode")
+	value := filepath.Join(dir, "value")
+	must(os.WriteFile(value, []byte(ev+"\n"), 0o600))
 	must(os.WriteFile(mode, []byte("ok"), 0o600))
 	helper := filepath.Join(dir, "helper")
 	must(os.WriteFile(helper, []byte(`#!/bin/sh
 echo x >> `+count+`
 case "$(cat `+mode+`)" in
-ok) sleep 0.2; echo "`+ev+`"; echo "helper note for $1" >&2 ;;
+ok) sleep 0.2; cat `+value+`; echo "helper note for $1" >&2 ;;
 fail) echo "helper failed" >&2; exit 2 ;;
 hang) sleep 30 ;;
 esac
@@ -141,6 +143,16 @@ routes:
 	if got := up.last(t).Header.Get("X-Api-Key"); got != ev {
 		t.Errorf("exec route: wrong key injected")
 	}
+	// The helper's answer changes: live within ttl (2s), no failed request.
+	must(os.WriteFile(value, []byte(ev2+"\n"), 0o600))
+	for deadline := time.Now().Add(4 * time.Second); up.last(t).Header.Get("X-Api-Key") != ev2; time.Sleep(50 * time.Millisecond) {
+		if code, e := get("/exec/v1"); code != 200 {
+			t.Fatalf("exec rotation: %d %s", code, e)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the helper's new value was not in use within ttl")
+		}
+	}
 
 	// The helper fails: within failure_ttl the last good value is used
 	// (secret_stale); the strict source refuses at once.
@@ -178,5 +190,5 @@ routes:
 		t.Error("the helper's stderr was not logged")
 	}
 	tl.stop()
-	tl.assertNoLeak([]string{v1, v2, v3, ev})
+	tl.assertNoLeak([]string{v1, v2, v3, ev, ev2})
 }

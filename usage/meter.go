@@ -504,15 +504,22 @@ func mayHoldUsage(d []byte) bool {
 		if len(d) == 0 || d[0] != '"' {
 			continue
 		}
-		v := bytes.TrimLeft(d[1:], " \t\r\n")
+		v := skipSpace(d[1:])
 		if len(v) == 0 || v[0] != ':' {
 			continue
 		}
-		v = bytes.TrimLeft(v[1:], " \t\r\n")
-		if !bytes.HasPrefix(v, null) {
+		if !bytes.HasPrefix(skipSpace(v[1:]), null) {
 			return true
 		}
 	}
+}
+
+// skipSpace drops JSON white space from the start of b.
+func skipSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r' || b[0] == '\n') {
+		b = b[1:]
+	}
+	return b
 }
 
 var (

@@ -91,7 +91,9 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("X-Accel-Buffering", "no")
 		for range 500 {
+			// Each event goes as it is made, as providers stream tokens.
 			io.WriteString(w, streamChunk)
+			w.(http.Flusher).Flush()
 		}
 		io.WriteString(w, streamUsage+"data: [DONE]\n\n")
 		return
