@@ -116,9 +116,9 @@ var commandHelp = map[string]helpEntry{
 		examples: []string{"till health", "till health --url http://127.0.0.1:9090"},
 	},
 	"usage": {
-		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME]",
+		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]",
 		about: "Print each budget counter: its limit, what was used (reservations in flight included), what remains and when a calendar window resets. " +
-			"With limits.redis it reads Redis, which every till shares; otherwise it asks the running till's admin listener (GET /admin/usage), sending $TILL_ADMIN_TOKEN when set.",
+			"With limits.redis it reads Redis, which every till shares; otherwise it asks the running till's admin listener (GET /admin/usage; admin.listen, or --url), sending $TILL_ADMIN_TOKEN when set.",
 		examples: []string{"till usage", "till usage --client web --json"},
 	},
 	"version": {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -23,9 +24,10 @@ const usageTimeout = 10 * time.Second
 // every till counts; otherwise it asks the running till's admin listener
 // (GET /admin/usage), with $TILL_ADMIN_TOKEN when the listener wants one.
 func runUsage(ctx context.Context, args []string, e *env) error {
-	var cfgPath, client, name string
+	var cfgPath, client, name, rawURL string
 	var asJSON bool
 	fs := newFlags("usage", e.stderr, &cfgPath)
+	fs.StringVar(&rawURL, "url", "", "the admin listener's base `URL` to ask (default: from admin.listen)")
 	fs.BoolVar(&asJSON, "json", false, "print a JSON array")
 	fs.StringVar(&client, "client", "", "only the counters of client `NAME`")
 	fs.StringVar(&name, "budget", "", "only budget `NAME`")
@@ -33,7 +35,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 0, "till usage [-c FILE] [--json] [--client NAME] [--budget NAME]"); err != nil {
+	if err := wantArgs(pos, 0, "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]"); err != nil {
 		return err
 	}
 	path, err := configPath(cfgPath, e)
@@ -61,7 +63,12 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 			return fmt.Errorf("read the budgets in limits.redis: %w", err)
 		}
 	} else {
-		u, err := adminURL(cfgPath, e)
+		var u *url.URL
+		if rawURL != "" {
+			u, err = healthURL(rawURL)
+		} else {
+			u, err = adminURL(cfgPath, e)
+		}
 		if err != nil {
 			return err
 		}
