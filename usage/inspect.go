@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // Format is the shape of a provider's API, which says where a request
@@ -80,8 +81,10 @@ func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 		if trimmed[0] != '{' {
 			return Request{}, errors.New("request body is not a JSON object")
 		}
-		x := inspectSink{}
-		x.s.sink = &x
+		x := sinks.Get().(*inspectSink)
+		defer sinks.Put(x)
+		*x = inspectSink{}
+		x.s.sink = x
 		x.s.write(body)
 		if x.s.st == stError {
 			return Request{}, fmt.Errorf("request body nests too deeply (%d levels at most)", maxDepth-1)
@@ -119,6 +122,10 @@ func geminiPath(path string) (model string, stream bool) {
 	}
 	return prefix + name, method == "streamGenerateContent"
 }
+
+// sinks keeps inspectSinks (a scanner's state is about 1 KB) for the
+// next request.
+var sinks = sync.Pool{New: func() any { return new(inspectSink) }}
 
 // inspectSink collects what Inspect reads.
 type inspectSink struct {

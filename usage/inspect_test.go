@@ -162,3 +162,15 @@ func TestPeekSkipsValidation(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPeek1KB reads what a 1 kB chat request asks for.
+func BenchmarkPeek1KB(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}]}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, err := Peek(OpenAI, "/v1/chat/completions", body); err != nil || r.Model == "" {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"bytes"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -67,6 +68,7 @@ const (
 	stNext                  // after a value: ',' or a closing bracket
 	stString                // inside a string, key or value
 	stLiteral               // inside a number, true, false or null
+	stSkip                  // inside an array below the root, read unnamed
 	stError                 // abandoned until reset
 )
 
@@ -102,6 +104,17 @@ type scanner struct {
 	valLen  int
 	valBad  bool  // val was truncated or could not be kept
 	closed  int32 // the keys of the object that closed last
+	// skip is the array being skipped (stSkip): nothing inside an array
+	// below the root is at a named path, so its bytes are only counted
+	// through, brackets and strings, to its end (a chat request's
+	// messages, an answer's choices: most of the bytes).
+	skip struct {
+		depth int   // brackets open within it, its own included
+		str   bool  // inside a string
+		esc   bool  // after a backslash in that string
+		start int64 // its offset
+		named bool  // the array itself is at a named path
+	}
 }
 
 // reset readies s for a new document, keeping the sink and offset.
@@ -174,6 +187,11 @@ func (s *scanner) write(p []byte) {
 				break
 			}
 			s.endString()
+		case stSkip:
+			j := s.skipped(p[i:])
+			s.pos += int64(j)
+			i += j
+			continue
 		case stLiteral:
 			if isSpace(c) || c == ',' || c == ']' || c == '}' {
 				// The byte ends the literal and is read again as what follows.
@@ -256,6 +274,10 @@ func (s *scanner) structural(c byte) {
 func (s *scanner) beginValue(c byte) {
 	named := s.isNamed(s.depth)
 	switch {
+	case c == '[' && s.depth >= 1 && s.depth+1 < maxDepth:
+		s.skip.depth, s.skip.str, s.skip.esc = 1, false, false
+		s.skip.start, s.skip.named = s.pos, named
+		s.st = stSkip
 	case c == '{' || c == '[':
 		if s.depth+1 >= maxDepth {
 			s.st = stError
@@ -365,6 +387,55 @@ func (s *scanner) endValue(k kind, start, end int64, named bool) {
 	default:
 		s.st = stNext
 	}
+}
+
+// skipped reads p inside a skipped array and returns how many bytes it
+// took: all of p, or up to and including the array's closing bracket,
+// when the array's end is reported as an unnamed path's would be.
+func (s *scanner) skipped(p []byte) int {
+	k := &s.skip
+	for j := 0; j < len(p); j++ {
+		if k.str {
+			if k.esc {
+				k.esc = false
+				continue
+			}
+			// The string's next quote or backslash, by IndexByte.
+			q := bytes.IndexByte(p[j:], '"')
+			if q < 0 {
+				q = len(p) - j
+			}
+			if b := bytes.IndexByte(p[j:j+q], '\\'); b >= 0 {
+				j += b
+				k.esc = true
+				continue
+			}
+			j += q
+			if j < len(p) {
+				k.str = false
+			}
+			continue
+		}
+		switch p[j] {
+		case '"':
+			k.str = true
+		case '[', '{':
+			k.depth++
+			if s.depth+k.depth >= maxDepth {
+				s.st = stError
+				return len(p)
+			}
+		case ']', '}':
+			k.depth--
+			if k.depth == 0 {
+				s.pos += int64(j) // the closing bracket's offset
+				s.endValue(kArray, k.start, s.pos+1, k.named)
+				s.pos -= int64(j)
+				return j + 1
+			}
+		}
+	}
+	return len(p)
 }
 
 // escape handles byte c after a backslash in a string.

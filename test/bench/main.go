@@ -52,6 +52,7 @@ var (
 	rate   = flag.Int("rate", 1000, "fixed request rate (req/s) for CPU and latency")
 	dur    = flag.Duration("dur", 5*time.Second, "length of each fixed-rate and throughput run")
 	idle   = flag.Int("idle", 1000, "idle keep-alive clients for the RSS figure")
+	only   = flag.String("only", "", "comma-separated `figures` to measure (direct, nginx, till, intercept, routes, source, usage, paired); default all")
 	before = flag.String("before", "", "a till `binary` built from an earlier commit: measured with nginx at once as till is, to give a change's cost in the same run")
 )
 
@@ -273,6 +274,9 @@ func run() error {
 
 	res := newResults()
 	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "usage", "paired"}
+	if *only != "" {
+		order = strings.Split(*only, ",")
+	}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {
 			if name == "paired" {

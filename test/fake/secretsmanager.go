@@ -148,6 +148,14 @@ const maxSkew = 5 * time.Minute
 // verify recomputes r's signature over body and says why it does not
 // match, or "" when it does.
 func (s *SecretsManager) verify(r *http.Request, body []byte) string {
+	return VerifySigV4(r, body, s.creds, "secretsmanager", s.region)
+}
+
+// VerifySigV4 recomputes the SigV4 signature of r, whose body is body,
+// with the AWS SDK's signer and creds, for service in region, and says
+// why it does not match r's, or "" when it does: the check an AWS
+// endpoint makes.
+func VerifySigV4(r *http.Request, body []byte, creds aws.Credentials, service, region string) string {
 	auth := r.Header.Get("Authorization")
 	rest, ok := strings.CutPrefix(auth, "AWS4-HMAC-SHA256 ")
 	if !ok {
@@ -170,14 +178,14 @@ func (s *SecretsManager) verify(r *http.Request, body []byte) string {
 	if d := time.Since(date); d > maxSkew || d < -maxSkew {
 		return "Signature expired or not yet current"
 	}
-	wantScope := fmt.Sprintf("%s/%s/%s/secretsmanager/aws4_request", s.creds.AccessKeyID, date.Format("20060102"), s.region)
+	wantScope := fmt.Sprintf("%s/%s/%s/%s/aws4_request", creds.AccessKeyID, date.Format("20060102"), region, service)
 	if scope != wantScope {
 		return "The security token included in the request is invalid (credential scope does not match)"
 	}
 	sum := sha256.Sum256(body)
 	hash := hex.EncodeToString(sum[:])
 	if h := r.Header.Get("X-Amz-Content-Sha256"); h != "" && h != hash {
-		return "X-Amz-Content-Sha256 does not match the body"
+		return "X-Amz-Content-Sha256 does not match the body (an unsigned payload is refused too)"
 	}
 	re, _ := http.NewRequest(r.Method, "https://"+r.Host+r.URL.RequestURI(), bytes.NewReader(body))
 	re.Host = r.Host
@@ -196,7 +204,7 @@ func (s *SecretsManager) verify(r *http.Request, body []byte) string {
 	if !strings.Contains(";"+signedHeaders+";", ";content-length;") {
 		re.ContentLength = 0
 	}
-	if err := v4.NewSigner().SignHTTP(context.Background(), s.creds, re, hash, "secretsmanager", s.region, date); err != nil {
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, re, hash, service, region, date); err != nil {
 		return "cannot sign: " + err.Error()
 	}
 	if subtle.ConstantTimeCompare([]byte(re.Header.Get("Authorization")), []byte(auth)) != 1 {
