@@ -236,6 +236,9 @@ const (
 	metricDuration
 	metricUpstream
 	metricKeyUses
+	metricTokensIn
+	metricTokensOut
+	metricCost
 )
 
 // child returns the cached series for k, making it on first use.
@@ -253,6 +256,12 @@ func (m *Metrics) child(k childKey) any {
 		c = m.upstream.WithLabelValues(k.route)
 	case metricKeyUses:
 		c = m.keyUses.WithLabelValues(k.secret, k.route)
+	case metricTokensIn:
+		c = m.tokens.WithLabelValues(k.route, k.client, "input")
+	case metricTokensOut:
+		c = m.tokens.WithLabelValues(k.route, k.client, "output")
+	case metricCost:
+		c = m.cost.WithLabelValues(k.route, k.client)
 	}
 	c, _ = m.children.LoadOrStore(k, c)
 	return c
@@ -277,9 +286,9 @@ func (m *Metrics) usage(r *record, model string, priced bool) {
 	if m == nil {
 		return
 	}
-	m.tokens.WithLabelValues(r.route, r.client, "input").Add(float64(r.tokensIn))
-	m.tokens.WithLabelValues(r.route, r.client, "output").Add(float64(r.tokensOut))
-	m.cost.WithLabelValues(r.route, r.client).Add(r.costUSD)
+	m.child(childKey{metric: metricTokensIn, route: r.route, client: r.client}).(prometheus.Counter).Add(float64(r.tokensIn))
+	m.child(childKey{metric: metricTokensOut, route: r.route, client: r.client}).(prometheus.Counter).Add(float64(r.tokensOut))
+	m.child(childKey{metric: metricCost, route: r.route, client: r.client}).(prometheus.Counter).Add(r.costUSD)
 	if !priced {
 		if !plainModel(model) {
 			model = "other"
