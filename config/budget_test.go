@@ -119,3 +119,25 @@ func TestUnmeteredBudgets(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestParseSigV4(t *testing.T) {
+	y := "version: 1\nroutes:\n  - {name: aws, upstream: \"https://bedrock-runtime.us-east-1.amazonaws.com\", inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n"
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	if r.Inject.AWSSigV4 == nil || *r.Inject.AWSSigV4 != (AWSSigV4{Service: "bedrock", Region: "us-east-1"}) || r.MaxBody != DefaultSigV4MaxBody {
+		t.Errorf("got %+v, max_body %d", r.Inject.AWSSigV4, r.MaxBody)
+	}
+	for _, tt := range []struct{ yaml, want string }{
+		{"{aws_sigv4: {service: bedrock}}", `till.yaml:3: routes[0].inject.aws_sigv4.region: required (hint: such as us-east-1)`},
+		{"{aws_sigv4: {service: Bedrock!, region: us-east-1}}", `till.yaml:3: routes[0].inject.aws_sigv4.service: must be an AWS service's signing name such as bedrock, s3 or execute-api`},
+		{"{aws_sigv4: {service: s3, region: us-east-1}, header: X-Key}", `till.yaml:3: routes[0].inject: needs exactly one of header, query, basic or aws_sigv4`},
+	} {
+		_, err := Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: aws, upstream: \"https://s3.amazonaws.com\", inject: "+tt.yaml+"}\n"), "/")
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s: got %v\nwant %s", tt.yaml, err, tt.want)
+		}
+	}
+}

@@ -295,7 +295,23 @@ type Inject struct {
 	Query string
 	// Basic sets HTTP Basic authentication (the Authorization header).
 	Basic *Basic
+	// AWSSigV4 signs each request with AWS Signature Version 4, from a
+	// secret with the fields access_key_id, secret_access_key and,
+	// optionally, session_token.
+	AWSSigV4 *AWSSigV4
 }
+
+// AWSSigV4 is what a request is signed for.
+type AWSSigV4 struct {
+	// Service is the signing name, such as bedrock or s3.
+	Service string
+	// Region is the region, such as us-east-1.
+	Region string
+}
+
+// DefaultSigV4MaxBody is the max_body of a route that signs with SigV4
+// and sets none: the body is held to be hashed.
+const DefaultSigV4MaxBody = 10 << 20
 
 // Basic is HTTP Basic authentication built from a secret, e.g. username
 // "{secret.sid}" and password "{secret.token}".

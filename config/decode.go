@@ -31,7 +31,8 @@ var (
 	logKeys     = []string{"level", "format"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
 	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool"}
-	injectKeys  = []string{"header", "format", "query", "basic"}
+	injectKeys  = []string{"header", "format", "query", "basic", "aws_sigv4"}
+	sigV4Keys   = []string{"service", "region"}
 	basicKeys   = []string{"username", "password"}
 	allowKeys   = []string{"methods", "paths", "models"}
 	budgetKeys  = []string{"name", "clients", "routes", "per", "window", "requests", "tokens", "usd", "on_exceeded"}

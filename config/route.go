@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/textproto"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -221,6 +222,9 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 			}
 		}
 	}
+	if r.Inject.AWSSigV4 != nil && r.MaxBody == 0 {
+		r.MaxBody = DefaultSigV4MaxBody // the body is held to be hashed
+	}
 	return r, rn, true
 }
 
@@ -233,13 +237,13 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 		return in, false
 	}
 	set := 0
-	for _, k := range []string{"header", "query", "basic"} {
+	for _, k := range []string{"header", "query", "basic", "aws_sigv4"} {
 		if f[k] != nil {
 			set++
 		}
 	}
 	if set != 1 {
-		d.errorf(n, path, "needs exactly one of header, query or basic")
+		d.errorf(n, path, "needs exactly one of header, query, basic or aws_sigv4")
 		return in, false
 	}
 	ok := true
@@ -265,6 +269,30 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 			}
 			in.Format, ok = t, ok && good
 		}
+	case f["aws_sigv4"] != nil:
+		v, p := f["aws_sigv4"], join(path, "aws_sigv4")
+		sf := d.fields(v, p, sigV4Keys)
+		if sf == nil {
+			return in, false
+		}
+		sig := &AWSSigV4{}
+		if sv := sf["service"]; sv == nil {
+			d.errorf(v, join(p, "service"), "required (hint: the AWS service to sign for, such as bedrock or s3)")
+			ok = false
+		} else if svc, good := d.matching(sv, join(p, "service"), serviceRE, "must be an AWS service's signing name such as bedrock, s3 or execute-api"); good {
+			sig.Service = svc
+		} else {
+			ok = false
+		}
+		if rv := sf["region"]; rv == nil {
+			d.errorf(v, join(p, "region"), "required (hint: such as us-east-1)")
+			ok = false
+		} else if reg, good := d.matching(rv, join(p, "region"), regionRE, "must be an AWS region such as us-east-1"); good {
+			sig.Region = reg
+		} else {
+			ok = false
+		}
+		in.AWSSigV4 = sig
 	case f["query"] != nil:
 		v, p := f["query"], join(path, "query")
 		s, good := d.nonEmpty(v, p)
@@ -307,6 +335,9 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 	}
 	return in, ok
 }
+
+// serviceRE matches an AWS service's signing name.
+var serviceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
 
 // template parses an inject template; the message names the problem, not
 // the text, which may hold a hard-coded credential.

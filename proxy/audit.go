@@ -109,7 +109,15 @@ type record struct {
 	tokensIn  int64
 	tokensOut int64
 	costUSD   float64
+	// cred says how the key was used: credStatic or credSigV4.
+	cred string
 }
+
+// How a key is used, in the record's credential field.
+const (
+	credStatic = "static" // attached as the config says
+	credSigV4  = "sigv4"  // signed with AWS SigV4
+)
 
 // write emits the record as one JSON line, every field present.
 func (a *Audit) write(r *record, end time.Time) {
@@ -155,11 +163,10 @@ func (r *record) keyUse(e *zerolog.Event) {
 		Str(fieldCredential, r.credential())
 }
 
-// credential says how the key was used: "static" (attached as the config
-// says) once one was, "" otherwise.
+// credential says how the key was used, once one was; "" otherwise.
 func (r *record) credential() string {
 	if r.keyFP == "" {
 		return ""
 	}
-	return "static"
+	return r.cred
 }

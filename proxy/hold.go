@@ -20,19 +20,24 @@ var errBodyTooLarge = apiError{CodeBadRequest, "the request body is larger than 
 // give when the body cannot be read: too large for max_body, or broken
 // off by the app.
 func (x *exchange) holdBody(w http.ResponseWriter, r *http.Request) (apiError, bool) {
-	if !x.hasBody || x.bodyRead || r.ContentLength > maxHeld {
+	limit := int64(maxHeld)
+	if x.route.signs {
+		// The body is hashed for the signature: held whole, up to max_body.
+		limit = x.route.maxBody
+	}
+	if !x.hasBody || x.bodyRead || r.ContentLength > limit {
 		return apiError{}, true
 	}
 	in := &http.Request{Body: r.Body}
 	body := x.countBody(w, in, x.route.maxBody)
-	buf, err := readAtMost(in.Body, r.ContentLength, maxHeld+1)
+	buf, err := readAtMost(in.Body, r.ContentLength, limit+1)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
 		return errBodyTooLarge, false
 	case err != nil:
 		return apiError{CodeBadRequest, "the request body could not be read"}, false
-	case len(buf) > maxHeld:
+	case int64(len(buf)) > limit:
 		x.rest = &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), in.Body), Closer: in.Body, counted: body}
 	default:
 		x.held = buf

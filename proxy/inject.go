@@ -38,6 +38,10 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 		out.URL.RawQuery = q + in.injectPair
 	}
 	x.rec.keyFP = in.fp
+	x.rec.cred = credStatic
+	if in.sigV4 != nil {
+		x.rec.cred = credSigV4
+	}
 }
 
 // withoutParam removes every parameter named name from the raw query,

@@ -135,6 +135,11 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 			x.upload = newUploadWatch(body, x.route.timeout, cancel)
 		}
 	}
+	if x.inj.sigV4 != nil {
+		if err := x.inj.sigV4.sign(out, x.held, time.Now()); err != nil {
+			return nil, done, err
+		}
+	}
 	res, err = g.roundTrip(rw, out, x, cancel)
 	if x.upload != nil {
 		// An upstream that answered early is no longer waited on.

@@ -61,7 +61,10 @@ type route struct {
 	paths   []config.Glob
 	models  []string // model globs; empty: any
 	// usage is how the upstream's answers report token usage.
-	usage   usage.Format
+	usage usage.Format
+	// signs is set for a route that signs with AWS SigV4: its bodies are
+	// held, up to max_body, to be hashed.
+	signs   bool
 	clients []string // allowed client names; empty: any
 	rate    config.Rate
 	burst   int
@@ -87,6 +90,8 @@ type route struct {
 // injection is how a route attaches its key, rendered once per snapshot.
 type injection struct {
 	secretName string
+	// sigV4, when set, signs each request with AWS SigV4 instead.
+	sigV4 *sigV4
 	// problem is why the key cannot be attached (missing secret or field);
 	// "" when it can.
 	problem string
@@ -216,6 +221,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		burst:    cr.Burst,
 		models:   cr.Allow.Models,
 		usage:    usage.Format(cr.Usage),
+		signs:    cr.Inject.AWSSigV4 != nil,
 	}
 	if r.usage == "" {
 		r.usage = usage.None
@@ -225,6 +231,9 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	}
 	r.limitKey = r.name + "\x00" + r.rate.String() + "\x00" + strconv.Itoa(r.burst) + "\x00"
 	creds := []string{"Authorization", "Proxy-Authorization", "X-Till-Token"}
+	if cr.Inject.AWSSigV4 != nil {
+		creds = append(creds, sigV4Headers...)
+	}
 	if cr.Inject.Header != "" {
 		creds = append(creds, cr.Inject.Header)
 	}
@@ -269,6 +278,13 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	}
 	var err error
 	switch inj := cr.Inject; {
+	case inj.AWSSigV4 != nil:
+		var values []string
+		in.sigV4, values, in.problem = compileSigV4(inj.AWSSigV4, sec)
+		if in.problem != "" {
+			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
+		}
+		return in, values
 	case inj.Basic != nil:
 		var user, pass string
 		if user, err = inj.Basic.Username.Render(lookup); err == nil {
@@ -338,6 +354,9 @@ func (i *interner) names(n []string) []string {
 func (i *interner) injection(in injection, values []string) *injection {
 	k := strings.Join([]string{in.secretName, in.problem, in.fp, in.expires.Format(time.RFC3339Nano),
 		in.injectHeader, in.injectValue, in.injectQuery, in.injectPair}, "\x00")
+	if in.sigV4 != nil {
+		k += "\x00sigv4\x00" + in.sigV4.service + "\x00" + in.sigV4.region
+	}
 	if shared, ok := i.injections[k]; ok {
 		return shared
 	}

@@ -41,6 +41,11 @@ func CheckPrices(cfg *config.Config) error {
 // to give when the body cannot be read.
 func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
 	a := ask{body: x.hasBody}
+	if rt.signs {
+		if e, ok := x.holdBody(w, r); !ok {
+			return a, &e
+		}
+	}
 	if rt.usage == usage.None || (len(rt.models) == 0 && x.hasBody && isUpload(r.Header.Get("Content-Type"))) {
 		return a, nil
 	}
