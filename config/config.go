@@ -299,6 +299,23 @@ type Inject struct {
 	// secret with the fields access_key_id, secret_access_key and,
 	// optionally, session_token.
 	AWSSigV4 *AWSSigV4
+	// OAuth2 attaches an access token minted with the OAuth2
+	// client-credentials grant from a secret with the fields client_id
+	// and client_secret.
+	OAuth2 *OAuth2
+}
+
+// OAuth2 is where and how an access token is minted.
+type OAuth2 struct {
+	// TokenURL is the token endpoint (https, or http for loopback).
+	TokenURL string
+	// Scopes are asked for; Audience, when set, is sent as audience.
+	Scopes   []string
+	Audience string
+	// AuthStyle is how the client authenticates to the token endpoint:
+	// "header" (HTTP Basic), "params" (in the form), or "auto" (tries
+	// both, the default).
+	AuthStyle string
 }
 
 // AWSSigV4 is what a request is signed for.

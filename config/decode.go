@@ -31,8 +31,9 @@ var (
 	logKeys     = []string{"level", "format"}
 	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
 	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool"}
-	injectKeys  = []string{"header", "format", "query", "basic", "aws_sigv4"}
+	injectKeys  = []string{"header", "format", "query", "basic", "aws_sigv4", "oauth2"}
 	sigV4Keys   = []string{"service", "region"}
+	oauth2Keys  = []string{"token_url", "scopes", "audience", "auth_style"}
 	basicKeys   = []string{"username", "password"}
 	allowKeys   = []string{"methods", "paths", "models"}
 	budgetKeys  = []string{"name", "clients", "routes", "per", "window", "requests", "tokens", "usd", "on_exceeded"}

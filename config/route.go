@@ -237,13 +237,13 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 		return in, false
 	}
 	set := 0
-	for _, k := range []string{"header", "query", "basic", "aws_sigv4"} {
+	for _, k := range []string{"header", "query", "basic", "aws_sigv4", "oauth2"} {
 		if f[k] != nil {
 			set++
 		}
 	}
 	if set != 1 {
-		d.errorf(n, path, "needs exactly one of header, query, basic or aws_sigv4")
+		d.errorf(n, path, "needs exactly one of header, query, basic, aws_sigv4 or oauth2")
 		return in, false
 	}
 	ok := true
@@ -293,6 +293,39 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 			ok = false
 		}
 		in.AWSSigV4 = sig
+	case f["oauth2"] != nil:
+		v, p := f["oauth2"], join(path, "oauth2")
+		of := d.fields(v, p, oauth2Keys)
+		if of == nil {
+			return in, false
+		}
+		o := &OAuth2{AuthStyle: "auto"}
+		if tv := of["token_url"]; tv == nil {
+			d.errorf(v, join(p, "token_url"), "required (hint: the token endpoint, such as https://login.example.com/oauth/token)")
+			ok = false
+		} else if ts, good := d.nonEmpty(tv, join(p, "token_url")); good {
+			if u, err := parseUpstream(ts, false); d.check(tv, join(p, "token_url"), err) {
+				o.TokenURL = u.String()
+			} else {
+				ok = false
+			}
+		} else {
+			ok = false
+		}
+		if sv := of["scopes"]; sv != nil {
+			o.Scopes = d.strs(sv, join(p, "scopes"))
+		}
+		if av := of["audience"]; av != nil {
+			o.Audience, _ = d.str(av, join(p, "audience"))
+		}
+		if av := of["auth_style"]; av != nil {
+			if st, good := d.enum(av, join(p, "auth_style"), "auto", "header", "params"); good {
+				o.AuthStyle = st
+			} else {
+				ok = false
+			}
+		}
+		in.OAuth2 = o
 	case f["query"] != nil:
 		v, p := f["query"], join(path, "query")
 		s, good := d.nonEmpty(v, p)

@@ -117,6 +117,7 @@ type record struct {
 const (
 	credStatic = "static" // attached as the config says
 	credSigV4  = "sigv4"  // signed with AWS SigV4
+	credOAuth2 = "oauth2" // a token minted with OAuth2 client credentials
 )
 
 // write emits the record as one JSON line, every field present.

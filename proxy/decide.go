@@ -94,6 +94,14 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 		d.fetchErr = err
 		return refuse(errSecretUnavailable)
 	}
+	if inj.minter != nil && inj.problem == "" && rate != nil { // a dry run mints nothing
+		t, err := inj.minter.token(r.Context())
+		if err != nil {
+			d.fetchErr = err
+			return refuse(errCredentialUnavailable)
+		}
+		inj = t.inj
+	}
 	e, ok, warn := inj.secretState(now, s.onExpired)
 	if !ok {
 		return refuse(e)

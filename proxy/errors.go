@@ -31,6 +31,7 @@ const (
 	CodeAuditUnavailable      = "audit_unavailable"
 	CodeUpstreamUnreachable   = "upstream_unreachable"
 	CodeUpstreamTimeout       = "upstream_timeout"
+	CodeCredentialUnavailable = "credential_unavailable"
 )
 
 // statusOf maps an error code to its HTTP status, as the contract's table says.
@@ -48,7 +49,7 @@ func statusOf(code string) int {
 		return http.StatusTooManyRequests
 	case CodeSecretMissing, CodeSecretExpired, CodeSecretUnavailable, CodeAuditUnavailable:
 		return http.StatusServiceUnavailable
-	case CodeUpstreamUnreachable:
+	case CodeUpstreamUnreachable, CodeCredentialUnavailable:
 		return http.StatusBadGateway
 	case CodeUpstreamTimeout:
 		return http.StatusGatewayTimeout

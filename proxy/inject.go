@@ -38,9 +38,9 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 		out.URL.RawQuery = q + in.injectPair
 	}
 	x.rec.keyFP = in.fp
-	x.rec.cred = credStatic
-	if in.sigV4 != nil {
-		x.rec.cred = credSigV4
+	x.rec.cred = in.cred
+	if x.rec.cred == "" {
+		x.rec.cred = credStatic
 	}
 }
 

@@ -60,6 +60,10 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	}
 	removeHopHeaders(res.Header)
 	g.checkResponse(x, res)
+	if res.StatusCode == http.StatusUnauthorized && x.inj.minted != nil {
+		// The upstream refused the token: the next request mints anew.
+		x.inj.minted.refused.Store(true)
+	}
 	if x.route.usage != usage.None {
 		x.meter = meters.Get().(*usage.Meter)
 		x.meter.Reset(x.route.usage, res.Header.Get("Content-Type"))

@@ -92,6 +92,12 @@ type injection struct {
 	secretName string
 	// sigV4, when set, signs each request with AWS SigV4 instead.
 	sigV4 *sigV4
+	// minter, when set, mints the token to attach (OAuth2); the
+	// injection of one token points to it in minted.
+	minter *minter
+	minted *minted
+	// cred is how the key is used, for the record: credStatic when "".
+	cred string
 	// problem is why the key cannot be attached (missing secret or field);
 	// "" when it can.
 	problem string
@@ -281,6 +287,15 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	case inj.AWSSigV4 != nil:
 		var values []string
 		in.sigV4, values, in.problem = compileSigV4(inj.AWSSigV4, sec)
+		in.cred = credSigV4
+		if in.problem != "" {
+			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
+		}
+		return in, values
+	case inj.OAuth2 != nil:
+		var values []string
+		in.minter, values, in.problem = compileOAuth2(inj.OAuth2, sec)
+		in.cred = credOAuth2
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
@@ -357,11 +372,18 @@ func (i *interner) injection(in injection, values []string) *injection {
 	if in.sigV4 != nil {
 		k += "\x00sigv4\x00" + in.sigV4.service + "\x00" + in.sigV4.region
 	}
+	if in.minter != nil {
+		c := in.minter.cfg
+		k += "\x00oauth2\x00" + c.TokenURL + "\x00" + strings.Join(c.Scopes, " ") + "\x00" + strings.Join(c.EndpointParams["audience"], " ") + "\x00" + strconv.Itoa(int(c.AuthStyle))
+	}
 	if shared, ok := i.injections[k]; ok {
 		return shared
 	}
 	in.echoForms = echoForms(values)
 	i.injections[k] = &in
+	if in.minter != nil {
+		in.minter.base = &in
+	}
 	return &in
 }
 

@@ -52,6 +52,9 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 		return nil, false, errors.New(in.problem)
 	}
 	in.echoForms = echoForms(values)
+	if in.minter != nil {
+		in.minter.base = &in
+	}
 	s.last.Store(&in)
 	return &in, res.Stale, nil
 }

@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// minter mints the access tokens a route attaches (OAuth2 client
+// credentials) from its long-lived secret, and keeps the current one until
+// a minute before it expires, or until the upstream refused it: one mint
+// for all the requests that wait for it.
+type minter struct {
+	cfg    clientcredentials.Config
+	base   *injection // the route's injection: names, fingerprint, echo forms
+	cur    atomic.Pointer[minted]
+	flight singleflight.Group
+	now    func() time.Time
+}
+
+// minted is one token, compiled into the injection that attaches it.
+type minted struct {
+	inj     *injection
+	expires time.Time // zero: none given
+	// refused is set when the upstream answered 401 to it: the next
+	// request mints anew.
+	refused atomic.Bool
+}
+
+// errCredentialUnavailable refuses a request whose token cannot be minted.
+var errCredentialUnavailable = apiError{CodeCredentialUnavailable, "the token for this route cannot be obtained from its token endpoint"}
+
+// mintEarly is how long before its expiry a token is no longer used.
+const mintEarly = time.Minute
+
+// mintTimeout bounds one call to the token endpoint.
+const mintTimeout = 30 * time.Second
+
+// defaultTokenLife is how long a token without expires_in is used.
+const defaultTokenLife = time.Hour
+
+// compileOAuth2 reads the client credentials of sec for cfg; the client
+// secret is scrubbed from echoes. It returns the minter, the values to
+// scrub, or why it cannot.
+func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, string) {
+	id, okID := sec.Field("client_id")
+	key, okKey := sec.Field("client_secret")
+	if !okID || !okKey {
+		return nil, nil, "oauth2 needs a secret with the fields client_id and client_secret (till secret set NAME --json)"
+	}
+	c := clientcredentials.Config{ClientID: id, ClientSecret: key, TokenURL: cfg.TokenURL, Scopes: cfg.Scopes}
+	switch cfg.AuthStyle {
+	case "header":
+		c.AuthStyle = oauth2.AuthStyleInHeader
+	case "params":
+		c.AuthStyle = oauth2.AuthStyleInParams
+	}
+	if cfg.Audience != "" {
+		c.EndpointParams = map[string][]string{"audience": {cfg.Audience}}
+	}
+	return &minter{cfg: c, now: time.Now}, []string{key}, ""
+}
+
+// token returns the current token's injection, minting one when there is
+// none still good; the error is the token endpoint's.
+func (m *minter) token(ctx context.Context) (*minted, error) {
+	if t := m.cur.Load(); t != nil && m.good(t) {
+		return t, nil
+	}
+	ch := m.flight.DoChan("token", func() (any, error) {
+		if t := m.cur.Load(); t != nil && m.good(t) {
+			return t, nil // minted while this call waited
+		}
+		// Not the request's context: the token serves every request.
+		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
+		defer cancel()
+		tok, err := m.cfg.Token(ctx)
+		if err != nil {
+			return nil, m.scrub(err)
+		}
+		t := m.compile(tok)
+		m.cur.Store(t)
+		return t, nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*minted), nil
+	}
+}
+
+// good reports whether t may still be sent.
+func (m *minter) good(t *minted) bool {
+	return !t.refused.Load() && (t.expires.IsZero() || m.now().Before(t.expires.Add(-mintEarly)))
+}
+
+// compile makes the injection of tok: Authorization: Bearer TOKEN, with
+// the token among the forms scrubbed from echoes.
+func (m *minter) compile(tok *oauth2.Token) *minted {
+	in := *m.base
+	in.minter = nil
+	in.injectHeader = "Authorization"
+	in.injectValue = "Bearer " + tok.AccessToken
+	in.echoForms = append(append([]string(nil), m.base.echoForms...), echoForms([]string{tok.AccessToken, in.injectValue})...)
+	t := &minted{inj: &in, expires: tok.Expiry}
+	if t.expires.IsZero() {
+		t.expires = m.now().Add(defaultTokenLife)
+	}
+	in.minted = t
+	return t
+}
+
+// scrub keeps the token endpoint's error, one line, without any form of
+// the client secret, which an endpoint's error body could quote.
+func (m *minter) scrub(err error) error {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if len(msg) > 300 {
+		msg = msg[:300] + "…"
+	}
+	for _, f := range m.base.echoForms {
+		msg = strings.ReplaceAll(msg, f, "REDACTED")
+	}
+	return errors.New(msg)
+}

@@ -1,0 +1,162 @@
+package test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeOAuth is a token endpoint (client credentials) and an API that takes
+// its tokens: /oauth/token issues hour-long tokens, /oauth/short tokens of
+// 61 s (good for 1 s, as till stops a minute early), /oauth/fail fails.
+type fakeOAuth struct {
+	id, secret string
+	mu         sync.Mutex
+	issued     map[string]int // path -> tokens issued
+	valid      map[string]bool
+	tokens     []string
+}
+
+func (f *fakeOAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/oauth/") {
+		user, pass, ok := r.BasicAuth()
+		if !ok {
+			r.ParseForm()
+			user, pass = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+		}
+		if r.Method != http.MethodPost || user != f.id || pass != f.secret || r.URL.Path == "/oauth/fail" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":"invalid_client"}`)
+			return
+		}
+		life := 3600
+		if r.URL.Path == "/oauth/short" {
+			life = 61
+		}
+		f.mu.Lock()
+		f.issued[r.URL.Path]++
+		tok := fmt.Sprintf("tok-%s-%d-%s", strings.TrimPrefix(r.URL.Path, "/oauth/"), f.issued[r.URL.Path], strings.Repeat("z9", 12))
+		f.valid[tok] = true
+		f.tokens = append(f.tokens, tok)
+		f.mu.Unlock()
+		suiteLeaks.key(tok)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":%d}`, tok, life)
+		return
+	}
+	f.mu.Lock()
+	ok := f.valid[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+	f.mu.Unlock()
+	if !ok {
+		http.Error(w, `{"error":"invalid token"}`, http.StatusUnauthorized)
+		return
+	}
+	fmt.Fprint(w, `{"ok":true}`)
+}
+
+func (f *fakeOAuth) count(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.issued[path]
+}
+
+// revokeAll makes the API refuse every token issued so far.
+func (f *fakeOAuth) revokeAll() {
+	f.mu.Lock()
+	clear(f.valid)
+	f.mu.Unlock()
+}
+
+// TestOAuth2 drives routes that mint their tokens with OAuth2 client
+// credentials: 1,000 requests within a token's life cause one token
+// request; a 401 from the API makes the next request mint anew; a token
+// near its expiry is replaced once; a failing token endpoint gives 502
+// credential_unavailable; nothing leaks.
+func TestOAuth2(t *testing.T) {
+	f := &fakeOAuth{id: "till-client", secret: keyed("oauth-secret-", "o2"), issued: map[string]int{}, valid: map[string]bool{}}
+	up := newUpstream(t, f)
+	route := func(name, tokenPath string) string {
+		return "  - {name: " + name + ", upstream: \"" + up.URL + "\", secret: oauth, inject: {oauth2: {token_url: \"" + up.URL + tokenPath + "\", scopes: [api]}}}\n"
+	}
+	cfg := "version: 1\nroutes:\n" + route("api", "/oauth/token") + route("short", "/oauth/short") + route("broken", "/oauth/fail")
+	tl := startTill(t, cfg, map[string]string{"oauth": `{"client_id":"till-client","client_secret":"` + f.secret + `"}`}, up.caFile)
+
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 100, MaxIdleConnsPerHost: 100}}
+	for range 1000 {
+		wg.Go(func() {
+			resp, err := client.Get(tl.url("/api/v1/things"))
+			if err != nil || resp.StatusCode != 200 {
+				failed.Add(1)
+			}
+			if err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 || f.count("/oauth/token") != 1 {
+		t.Fatalf("1,000 requests: %d failed, %d tokens minted; want 0 and 1", failed.Load(), f.count("/oauth/token"))
+	}
+
+	// The API refuses the token: that request gets the 401, the next one a
+	// new token.
+	f.revokeAll()
+	get := func(path string) (int, string) {
+		resp, body := do(t, newRequest(t, "GET", tl.url(path), nil))
+		if resp.Header.Get("X-Till-Error") != "" {
+			return resp.StatusCode, tillError(t, resp, body)
+		}
+		return resp.StatusCode, ""
+	}
+	if code, _ := get("/api/v1/things"); code != 401 {
+		t.Fatalf("with the token revoked: %d, want the API's 401", code)
+	}
+	if code, e := get("/api/v1/things"); code != 200 || f.count("/oauth/token") != 2 {
+		t.Fatalf("after a 401: %d %s with %d tokens minted; want 200 and 2", code, e, f.count("/oauth/token"))
+	}
+	if code, _ := get("/api/v1/things"); code != 200 || f.count("/oauth/token") != 2 {
+		t.Errorf("the new token was not kept: %d tokens minted", f.count("/oauth/token"))
+	}
+
+	// A token that expires: replaced once, a minute before its expiry.
+	for range 3 {
+		if code, e := get("/short/v1/things"); code != 200 {
+			t.Fatalf("short-lived token: %d %s", code, e)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	for range 3 {
+		if code, e := get("/short/v1/things"); code != 200 {
+			t.Fatalf("after the token's life: %d %s", code, e)
+		}
+	}
+	if n := f.count("/oauth/short"); n != 2 {
+		t.Errorf("a token near its expiry: %d tokens minted, want 2", n)
+	}
+
+	// The token endpoint refuses: 502 credential_unavailable.
+	if code, e := get("/broken/v1/things"); code != 502 || e != "credential_unavailable" {
+		t.Errorf("a failing token endpoint: %d %s, want 502 credential_unavailable", code, e)
+	}
+	if !tl.waitLog("cannot be obtained from its token endpoint") {
+		t.Error("the token endpoint's failure was not logged")
+	}
+	for _, r := range tl.audit() {
+		if r["route"] == "api" && r["status"] == float64(200) && (r["credential"] != "oauth2" || r["key_fp"] == "") {
+			t.Errorf("record: %v", r)
+			break
+		}
+	}
+	tl.stop()
+	f.mu.Lock()
+	secrets := append([]string{f.secret}, f.tokens...)
+	f.mu.Unlock()
+	tl.assertNoLeak(secrets)
+}
