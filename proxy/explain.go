@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +24,7 @@ type Verdict struct {
 	Reason      string `json:"reason"`      // why, in a sentence
 	Warning     string `json:"warning"`     // allowed, but something is off
 	Rate        string `json:"rate"`        // the route's per-client rate, not applied here
+	Credential  string `json:"credential"`  // how the key is used: static, sigv4 or oauth2; "" without a route
 }
 
 // explainFetchTimeout bounds how long a dry run waits for a key from a
@@ -67,6 +69,10 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	}
 	rt := t.route
 	v.Route, v.Secret, v.Fingerprint = rt.name, rt.secretName, rt.fp
+	v.Credential = credStatic
+	if rt.injection.cred != "" {
+		v.Credential = rt.injection.cred
+	}
 	v.Upstream = (&url.URL{Scheme: rt.upstream.Scheme, Host: rt.upstream.Host, Path: t.outPath, RawQuery: u.RawQuery}).String()
 	if !rt.rate.IsZero() {
 		v.Rate = rt.rate.String()
@@ -130,4 +136,21 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 		return s.resolveInner(ct, u.Host, &url.URL{Path: u.Path, RawPath: u.RawPath})
 	}
 	return target{}, &apiError{CodeBadRequest, "the target must be a path or an http:// or https:// URL"}
+}
+
+// Mint obtains a token for the named route, as a request would, and
+// reports the token endpoint's error, if any; the token itself is never
+// returned (till test --mint).
+func (s *Snapshot) Mint(ctx context.Context, route string) error {
+	for _, rt := range s.routes {
+		if rt.name != route {
+			continue
+		}
+		if rt.injection.minter == nil {
+			return fmt.Errorf("route %q mints no token", route)
+		}
+		_, err := rt.injection.minter.token(ctx)
+		return err
+	}
+	return fmt.Errorf("no route %q", route)
 }

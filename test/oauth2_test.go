@@ -148,6 +148,16 @@ func TestOAuth2(t *testing.T) {
 	if !tl.waitLog("cannot be obtained from its token endpoint") {
 		t.Error("the token endpoint's failure was not logged")
 	}
+	// till test names the mechanism and, with --mint, tries the endpoint.
+	env := []string{"SSL_CERT_FILE=" + up.caFile}
+	out, _, code := runTill(t, tl.dir, "", env, "test", "--mint", "GET", "/api/v1/things")
+	if code != 0 || !strings.Contains(out, "credential: oauth2") || !strings.Contains(out, "a token was obtained") {
+		t.Errorf("till test --mint: exit %d: %s", code, out)
+	}
+	out, _, code = runTill(t, tl.dir, "", env, "test", "--mint", "GET", "/broken/v1/things")
+	if code != 1 || !strings.Contains(out, "refused: credential_unavailable") || strings.Contains(out, f.secret) {
+		t.Errorf("till test --mint on a failing endpoint: exit %d: %s", code, out)
+	}
 	for _, r := range tl.audit() {
 		if r["route"] == "api" && r["status"] == float64(200) && (r["credential"] != "oauth2" || r["key_fp"] == "") {
 			t.Errorf("record: %v", r)

@@ -179,7 +179,7 @@ func TestSynopsesNameFrom(t *testing.T) {
 		t.Errorf("till help lacks --from:\n%s", out)
 	}
 	out, _, _ = c.run("", "test", "--help")
-	if !strings.HasPrefix(out, "Usage: till test [-c FILE] [--client NAME] [--from ADDR] [--model NAME] [--json] METHOD URL\n") || !strings.Contains(out, "-from address") {
+	if !strings.HasPrefix(out, "Usage: till test [-c FILE] [--client NAME] [--from ADDR] [--model NAME] [--mint] [--json] METHOD URL\n") || !strings.Contains(out, "-from address") {
 		t.Errorf("till test --help:\n%s", out)
 	}
 	if _, errOut, code := c.run("", "test", "GET"); code != 2 || !strings.Contains(errOut, "[--from ADDR]") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,12 +21,13 @@ import (
 // when allowed, 1 when refused, so policies can be tested in CI.
 func runTest(args []string, e *env) error {
 	var cfgPath, client, from, model string
-	var asJSON bool
+	var asJSON, mint bool
 	flags := newFlags("test", e.stderr, &cfgPath)
 	flags.StringVar(&model, "model", "", "the `model` the request's body names, for the route's model rules")
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
+	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2), to check it works; the token is not shown")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
@@ -54,7 +56,15 @@ func runTest(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	v := proxy.NewSnapshotWithKeys(cfg, secrets, keys).Explain(method, target, client, from+":0", model, time.Now())
+	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
+	v := snap.Explain(method, target, client, from+":0", model, time.Now())
+	if mint && v.Route != "" {
+		if err := snap.Mint(context.Background(), v.Route); err != nil {
+			v.Allowed, v.Code, v.Reason = false, proxy.CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
+		} else {
+			v.Warning = strings.TrimPrefix(v.Warning+"; a token was obtained from the token endpoint", "; ")
+		}
+	}
 	if asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		fmt.Fprintln(e.stdout, string(b))
@@ -95,6 +105,9 @@ func printVerdict(e *env, method string, v proxy.Verdict) {
 		row("upstream", method+" "+v.Upstream)
 	}
 	row("rate", v.Rate)
+	if v.Credential != "" && v.Credential != "static" {
+		row("credential", v.Credential)
+	}
 	row("reason", v.Reason)
 	row("warning", v.Warning)
 }

@@ -46,6 +46,12 @@ import (
 
 const benchKey = "sk-bench-0123456789abcdefghijklmnop"
 
+// The credentials of the routes that sign (SigV4) and mint (OAuth2).
+const (
+	benchAccessKeyID = "AKIABENCH0000000001"
+	benchToken       = "bench-minted-token-0123456789"
+)
+
 var (
 	short  = flag.Bool("short", false, "a quick run that only proves the harness works")
 	rounds = flag.Int("rounds", 5, "interleaved rounds per figure")
@@ -74,9 +80,17 @@ type upstream struct {
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, r.Body)
-	if r.Header.Get("Authorization") == "Bearer "+benchKey {
+	if r.URL.Path == "/oauth/token" {
+		// The token endpoint of the route that mints (OAuth2).
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"`+benchToken+`","token_type":"Bearer","expires_in":3600}`)
+		return
+	}
+	switch auth := r.Header.Get("Authorization"); {
+	case auth == "Bearer "+benchKey, auth == "Bearer "+benchToken,
+		strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential="+benchAccessKeyID+"/"):
 		u.verified.Add(1)
-	} else {
+	default:
 		u.wrong.Add(1)
 	}
 	if strings.HasSuffix(r.URL.Path, "/sse") {
@@ -239,6 +253,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The route signing with SigV4, and the one minting OAuth2 tokens,
+	// against the same upstream, to compare with the static key.
+	signing, err := startTill(procs, till, work, "sigv4", "version: 1\naudit: {file: audit.log}\nroutes:\n"+
+		fmt.Sprintf("  - {name: openai, upstream: %q, secret: aws, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n", tlsUp.URL), upCA, false,
+		"aws", `{"access_key_id":"`+benchAccessKeyID+`","secret_access_key":"bench-secret-access-key"}`)
+	if err != nil {
+		return err
+	}
+	minting, err := startTill(procs, till, work, "oauth2", "version: 1\naudit: {file: audit.log}\nroutes:\n"+
+		fmt.Sprintf("  - {name: openai, upstream: %q, secret: oauth, inject: {oauth2: {token_url: %q}}}\n", tlsUp.URL, tlsUp.URL+"/oauth/token"), upCA, false,
+		"oauth", `{"client_id":"bench","client_secret":"bench-client-secret"}`)
+	if err != nil {
+		return err
+	}
 	nginxAddr, nginxPID, err := startNginx(procs, work, upAddr, upCA)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: nginx:", err, "(its column stays empty)")
@@ -252,6 +280,8 @@ func run() error {
 		"routes-10000": {name: "till, 10,000 routes", url: "http://" + routes10k.addr + "/r5000/v1/chat/completions", client: newClient(nil), pid: routes10k.pid},
 		"sourced":      {name: "till, key from a source", url: "http://" + sourced.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: sourced.pid},
 		"unmetered":    {name: "till, usage not metered", url: "http://" + unmetered.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: unmetered.pid},
+		"sigv4":        {name: "till, SigV4", url: "http://" + signing.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: signing.pid},
+		"oauth2":       {name: "till, OAuth2", url: "http://" + minting.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: minting.pid},
 	}
 	if earlier != nil {
 		targets["before"] = &target{name: "till, before", url: "http://" + earlier.addr + "/openai/v1/chat/completions", client: newClient(nil), pid: earlier.pid}
@@ -273,7 +303,7 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
 
 	res := newResults()
-	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "usage", "paired"}
+	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "usage", "creds", "paired"}
 	if *only != "" {
 		order = strings.Split(*only, ",")
 	}
@@ -324,6 +354,23 @@ func run() error {
 					}
 					res.add(p.figure, "ratio", mOn.cpuPerReq/mOff.cpuPerReq)
 					fmt.Fprintf(os.Stderr, "bench: round %d: %s: unmetered %.0f µs, metered %.0f µs per request\n", round, p.figure, mOff.cpuPerReq, mOn.cpuPerReq)
+				}
+				continue
+			}
+			if name == "creds" {
+				// A 1 kB POST signed with SigV4, or with a cached OAuth2
+				// token, against the same with a static key (usage not
+				// metered on either side), measured at once.
+				for _, other := range []string{"sigv4", "oauth2"} {
+					static, t := *targets["unmetered"], *targets[other]
+					static.body, t.body = chatBody, chatBody
+					fmt.Fprintf(os.Stderr, "bench: round %d: static key and %s together\n", round, other)
+					mStatic, m, err := together(&static, &t)
+					if err != nil {
+						return err
+					}
+					res.add(other, "ratio", m.cpuPerReq/mStatic.cpuPerReq)
+					fmt.Fprintf(os.Stderr, "bench: round %d: static %.0f µs, %s %.0f µs per request\n", round, mStatic.cpuPerReq, other, m.cpuPerReq)
 				}
 				continue
 			}
@@ -439,7 +486,7 @@ func pinned(cpu int, argv ...string) *exec.Cmd {
 	return exec.Command(argv[0], argv[1:]...)
 }
 
-func startTill(procs *processes, bin, work, name, cfg, caFile string, intercept bool) (*tillProc, error) {
+func startTill(procs *processes, bin, work, name, cfg, caFile string, intercept bool, secret ...string) (*tillProc, error) {
 	dir := filepath.Join(work, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -461,6 +508,11 @@ func startTill(procs *processes, bin, work, name, cfg, caFile string, intercept 
 	}
 	if err := tillCmd(benchKey, "secret", "set", "openai"); err != nil {
 		return nil, err
+	}
+	if len(secret) == 2 { // a --json secret the route names
+		if err := tillCmd(secret[1], "secret", "set", secret[0], "--json"); err != nil {
+			return nil, err
+		}
 	}
 	t := &tillProc{}
 	if intercept {
@@ -913,6 +965,12 @@ func (r *results) print(w io.Writer) {
 	}
 	if med, lo, hi, ok := r.median("usage-sse", "ratio"); ok {
 		fmt.Fprintf(w, "usage metering, 500-event stream: %.2f× the CPU per request of the same route unmetered (median of rounds, %.2f–%.2f; measured at once)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("sigv4", "ratio"); ok {
+		fmt.Fprintf(w, "SigV4 signing, 1 kB POST: %.2f× the CPU per request of a static key (median of rounds, %.2f–%.2f; measured at once)\n", med, lo, hi)
+	}
+	if med, lo, hi, ok := r.median("oauth2", "ratio"); ok {
+		fmt.Fprintf(w, "OAuth2 token (cached), 1 kB POST: %.2f× the CPU per request of a static key (median of rounds, %.2f–%.2f; measured at once)\n", med, lo, hi)
 	}
 	if med, lo, hi, ok := r.median("source", "ratio"); ok {
 		fmt.Fprintf(w, "key from a source (cached, refreshed every 1.5 s) vs from the vault: %.2f× the CPU per request (median of rounds, %.2f–%.2f; both measured at once)\n", med, lo, hi)
