@@ -303,6 +303,17 @@ type Inject struct {
 	// client-credentials grant from a secret with the fields client_id
 	// and client_secret.
 	OAuth2 *OAuth2
+	// GitHubApp attaches a GitHub App's installation token, minted with
+	// a JWT signed by the app's private key (a --pem secret).
+	GitHubApp *GitHubApp
+}
+
+// GitHubApp names the app and the installation whose tokens are minted.
+type GitHubApp struct {
+	// AppID is the app's id, the JWT's issuer.
+	AppID int64
+	// InstallationID is the installation the tokens are for.
+	InstallationID int64
 }
 
 // OAuth2 is where and how an access token is minted.

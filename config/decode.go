@@ -20,26 +20,27 @@ import (
 // The keys each mapping accepts. They drive unknown-field errors, their
 // "did you mean" suggestions, and the test that StarterConfig mentions them.
 var (
-	rootKeys    = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names", "sources", "budgets", "prices"}
-	tlsKeys     = []string{"names", "acme"}
-	acmeKeys    = []string{"email", "ca"}
-	adminKeys   = []string{"listen", "token_sha256"}
-	vaultKeys   = []string{"path", "key_file", "max_age", "on_expired"}
-	auditKeys   = []string{"file", "fsync", "max_size", "max_files", "sign"}
-	forwardKeys = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert", "cert_cache"}
-	limitsKeys  = []string{"redis", "on_redis_error"}
-	logKeys     = []string{"level", "format"}
-	clientKeys  = []string{"name", "token_sha256", "cidrs", "cert"}
-	routeKeys   = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool"}
-	injectKeys  = []string{"header", "format", "query", "basic", "aws_sigv4", "oauth2"}
-	sigV4Keys   = []string{"service", "region"}
-	oauth2Keys  = []string{"token_url", "scopes", "audience", "auth_style"}
-	basicKeys   = []string{"username", "password"}
-	allowKeys   = []string{"methods", "paths", "models"}
-	budgetKeys  = []string{"name", "clients", "routes", "per", "window", "requests", "tokens", "usd", "on_exceeded"}
-	pricesKeys  = []string{"file"}
-	poolKeys    = []string{"strategy", "cooldown"}
-	sourceKeys  = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout",
+	rootKeys      = []string{"version", "listen", "shutdown_grace", "tls", "admin", "vault", "audit", "forward", "limits", "log", "clients", "routes", "browser_origins", "server_names", "sources", "budgets", "prices"}
+	tlsKeys       = []string{"names", "acme"}
+	acmeKeys      = []string{"email", "ca"}
+	adminKeys     = []string{"listen", "token_sha256"}
+	vaultKeys     = []string{"path", "key_file", "max_age", "on_expired"}
+	auditKeys     = []string{"file", "fsync", "max_size", "max_files", "sign"}
+	forwardKeys   = []string{"enabled", "intercept", "unknown_hosts", "allow_cidrs", "ca_cert", "cert_cache"}
+	limitsKeys    = []string{"redis", "on_redis_error"}
+	logKeys       = []string{"level", "format"}
+	clientKeys    = []string{"name", "token_sha256", "cidrs", "cert"}
+	routeKeys     = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool"}
+	injectKeys    = []string{"header", "format", "query", "basic", "aws_sigv4", "oauth2", "github_app"}
+	githubAppKeys = []string{"app_id", "installation_id"}
+	sigV4Keys     = []string{"service", "region"}
+	oauth2Keys    = []string{"token_url", "scopes", "audience", "auth_style"}
+	basicKeys     = []string{"username", "password"}
+	allowKeys     = []string{"methods", "paths", "models"}
+	budgetKeys    = []string{"name", "clients", "routes", "per", "window", "requests", "tokens", "usd", "on_exceeded"}
+	pricesKeys    = []string{"file"}
+	poolKeys      = []string{"strategy", "cooldown"}
+	sourceKeys    = []string{"name", "type", "ttl", "failure_ttl", "dir", "command", "timeout",
 		"address", "ca_file", "namespace", "auth", "auth_mount", "region", "endpoint"}
 	vaultAuthKeys      = []string{"token_file", "approle", "kubernetes"}
 	appRoleKeys        = []string{"role_id_file", "secret_id_file"}

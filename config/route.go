@@ -237,13 +237,13 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 		return in, false
 	}
 	set := 0
-	for _, k := range []string{"header", "query", "basic", "aws_sigv4", "oauth2"} {
+	for _, k := range []string{"header", "query", "basic", "aws_sigv4", "oauth2", "github_app"} {
 		if f[k] != nil {
 			set++
 		}
 	}
 	if set != 1 {
-		d.errorf(n, path, "needs exactly one of header, query, basic, aws_sigv4 or oauth2")
+		d.errorf(n, path, "needs exactly one of header, query, basic, aws_sigv4, oauth2 or github_app")
 		return in, false
 	}
 	ok := true
@@ -326,6 +326,31 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 			}
 		}
 		in.OAuth2 = o
+	case f["github_app"] != nil:
+		v, p := f["github_app"], join(path, "github_app")
+		gf := d.fields(v, p, githubAppKeys)
+		if gf == nil {
+			return in, false
+		}
+		g := &GitHubApp{}
+		for _, k := range []string{"app_id", "installation_id"} {
+			kv := gf[k]
+			if kv == nil {
+				d.errorf(v, join(p, k), "required (hint: the number GitHub shows in the app's settings)")
+				ok = false
+				continue
+			}
+			id, good := d.intBetween(kv, join(p, k), 1, 1<<53, "")
+			if !good {
+				ok = false
+			}
+			if k == "app_id" {
+				g.AppID = int64(id)
+			} else {
+				g.InstallationID = int64(id)
+			}
+		}
+		in.GitHubApp = g
 	case f["query"] != nil:
 		v, p := f["query"], join(path, "query")
 		s, good := d.nonEmpty(v, p)

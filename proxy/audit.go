@@ -115,9 +115,10 @@ type record struct {
 
 // How a key is used, in the record's credential field.
 const (
-	credStatic = "static" // attached as the config says
-	credSigV4  = "sigv4"  // signed with AWS SigV4
-	credOAuth2 = "oauth2" // a token minted with OAuth2 client credentials
+	credStatic    = "static"     // attached as the config says
+	credSigV4     = "sigv4"      // signed with AWS SigV4
+	credOAuth2    = "oauth2"     // a token minted with OAuth2 client credentials
+	credGitHubApp = "github_app" // a GitHub App installation token
 )
 
 // write emits the record as one JSON line, every field present.

@@ -20,7 +20,10 @@ import (
 // a minute before it expires, or until the upstream refused it: one mint
 // for all the requests that wait for it.
 type minter struct {
-	cfg    clientcredentials.Config
+	// fetch asks the token endpoint for a token; key names what it asks
+	// with (endpoint, scopes), for sharing a minter between routes.
+	fetch  func(ctx context.Context) (*oauth2.Token, error)
+	key    string
 	base   *injection // the route's injection: names, fingerprint, echo forms
 	cur    atomic.Pointer[minted]
 	flight singleflight.Group
@@ -67,7 +70,8 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	if cfg.Audience != "" {
 		c.EndpointParams = map[string][]string{"audience": {cfg.Audience}}
 	}
-	return &minter{cfg: c, now: time.Now}, []string{key}, ""
+	k := strings.Join([]string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle}, "\x00")
+	return &minter{fetch: c.Token, key: k, now: time.Now}, []string{key}, ""
 }
 
 // token returns the current token's injection, minting one when there is
@@ -83,7 +87,7 @@ func (m *minter) token(ctx context.Context) (*minted, error) {
 		// Not the request's context: the token serves every request.
 		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
 		defer cancel()
-		tok, err := m.cfg.Token(ctx)
+		tok, err := m.fetch(ctx)
 		if err != nil {
 			return nil, m.scrub(err)
 		}

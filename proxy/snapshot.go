@@ -292,6 +292,14 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
 		return in, values
+	case inj.GitHubApp != nil:
+		var values []string
+		in.minter, values, in.problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
+		in.cred = credGitHubApp
+		if in.problem != "" {
+			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
+		}
+		return in, values
 	case inj.OAuth2 != nil:
 		var values []string
 		in.minter, values, in.problem = compileOAuth2(inj.OAuth2, sec)
@@ -317,6 +325,9 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	default:
 		in.injectHeader = inj.Header
 		in.injectValue, err = inj.Format.Render(lookup)
+	}
+	if err == nil && strings.ContainsAny(in.injectValue+in.injectPair, "\r\n") {
+		err = errors.New("the value spans lines (a PEM or JSON key), which a header or query cannot carry")
 	}
 	if err != nil {
 		// The template error names the missing field, never a value.
@@ -373,8 +384,7 @@ func (i *interner) injection(in injection, values []string) *injection {
 		k += "\x00sigv4\x00" + in.sigV4.service + "\x00" + in.sigV4.region
 	}
 	if in.minter != nil {
-		c := in.minter.cfg
-		k += "\x00oauth2\x00" + c.TokenURL + "\x00" + strings.Join(c.Scopes, " ") + "\x00" + strings.Join(c.EndpointParams["audience"], " ") + "\x00" + strconv.Itoa(int(c.AuthStyle))
+		k += "\x00" + in.minter.key
 	}
 	if shared, ok := i.injections[k]; ok {
 		return shared

@@ -238,7 +238,7 @@ func (s Secret) validate(key string) error {
 		}
 	}
 	if v.fields == nil {
-		if err := checkValue(v.value); err != nil {
+		if err := checkKeyMaterial(v.value); err != nil {
 			return fmt.Errorf("secret %q: %w", s.Name, err)
 		}
 		return nil
@@ -250,7 +250,7 @@ func (s Secret) validate(key string) error {
 		if err := validFieldName(n); err != nil {
 			return fmt.Errorf("secret %q: %w", s.Name, err)
 		}
-		if err := checkValue(v.fields[n]); err != nil {
+		if err := checkKeyMaterial(v.fields[n]); err != nil {
 			return fmt.Errorf("secret %q: field %q: %w", s.Name, n, err)
 		}
 	}

@@ -3,9 +3,11 @@ package vault
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -35,6 +37,28 @@ func CleanValue(raw []byte) (string, error) {
 		return "", fmt.Errorf("%w; till trims one trailing newline only", err)
 	}
 	return string(raw), nil
+}
+
+// CleanPEM turns raw input into a multi-line secret value: PEM blocks
+// (a private key), with line ends made LF and trailing white space
+// trimmed. It refuses input with no PEM block and any control character
+// but the line break. Errors never echo the value.
+func CleanPEM(raw []byte) (string, error) {
+	v := strings.TrimRight(strings.ReplaceAll(string(raw), "\r\n", "\n"), " \t\n")
+	if block, _ := pem.Decode([]byte(v)); block == nil {
+		return "", errors.New("the input is not PEM (-----BEGIN ...-----)")
+	}
+	if err := checkKeyMaterial(v); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+// checkKeyMaterial is checkValue for values that may span lines (a PEM
+// key, a field of a JSON key): line breaks are allowed, other control
+// characters are not. Such a value is refused in a header or a query.
+func checkKeyMaterial(v string) error {
+	return checkValue(strings.ReplaceAll(v, "\n", " "))
 }
 
 // checkValue reports why v cannot be a secret value, without echoing it.
@@ -100,7 +124,9 @@ func ParseFields(raw []byte) (map[string]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("field %q must be a JSON string", name)
 		}
-		if err := checkValue(v); err != nil {
+		// A field of a JSON key (a service account's private_key) may
+		// span lines; headers refuse it then.
+		if err := checkKeyMaterial(v); err != nil {
 			return nil, fmt.Errorf("field %q: %w", name, err)
 		}
 		fields[name] = v

@@ -89,7 +89,8 @@ func TestParseFields(t *testing.T) {
 		{name: "long field name", raw: `{"` + strings.Repeat("a", 65) + `": "x"}`, wantErr: "invalid field name"},
 		{name: "empty field name", raw: `{"": "sk-secretvalue"}`, wantErr: "invalid field name"},
 		{name: "duplicate", raw: `{"a": "sk-secretvalue", "a": "sk-othervalue"}`, wantErr: `field "a" appears twice`},
-		{name: "newline in value", raw: `{"a": "sk-secretvalue\n"}`, wantErr: `field "a": secret value contains a control character at byte 14`},
+		{name: "newline in value", raw: `{"a": "line one\nline two"}`, want: map[string]string{"a": "line one\nline two"}},
+		{name: "tab in value", raw: `{"a": "sk-secret\tvalue"}`, wantErr: `field "a": secret value contains a control character at byte 9`},
 		{name: "empty value", raw: `{"a": ""}`, wantErr: `field "a": secret value is empty`},
 		{name: "trailing data", raw: `{"a": "sk-secretvalue"} {"b": "x"}`, wantErr: "data after the JSON object"},
 		{name: "syntax error", raw: `{"a": "sk-secretvalue" "b"}`, wantErr: "invalid JSON at byte"},
@@ -157,5 +158,18 @@ func TestValidName(t *testing.T) {
 				t.Errorf("got error %q, want it to explain the rule", err)
 			}
 		})
+	}
+}
+
+func TestCleanPEM(t *testing.T) {
+	key := "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA\n-----END PRIVATE KEY-----"
+	got, err := CleanPEM([]byte(strings.ReplaceAll(key, "\n", "\r\n") + "\r\n\n"))
+	if err != nil || got != key {
+		t.Errorf("got %q, %v", got, err)
+	}
+	for _, bad := range []string{"sk-not-pem-0123456789", key + "\x07"} {
+		if _, err := CleanPEM([]byte(bad)); err == nil || strings.Contains(err.Error(), "sk-not") {
+			t.Errorf("CleanPEM(%q): %v", bad, err)
+		}
 	}
 }

@@ -42,9 +42,10 @@ var commandHelp = map[string]helpEntry{
 		},
 	},
 	"secret set": {
-		synopsis: "till secret set NAME [-c FILE] [--expires WHEN] [--json] < VALUE",
+		synopsis: "till secret set NAME [-c FILE] [--expires WHEN] [--json | --pem] < VALUE",
 		about: "Store a key in the vault, read from stdin (one trailing newline trimmed) or typed at a prompt without echo; never from the command line. " +
 			"Setting an existing name rotates it. WHEN is a date (2027-01-31), an RFC 3339 time or a duration (90d, 12h). " +
+			"--json reads an object of fields (a field may span lines, as a service account's private_key does); --pem a PEM key. " +
 			"At the prompt, Ctrl-C or Ctrl-D stores nothing.",
 		examples: []string{
 			`printf %s "$OPENAI_API_KEY" | till secret set openai --expires 90d`,

@@ -35,15 +35,16 @@ func runSecret(ctx context.Context, args []string, e *env) error {
 
 func runSecretSet(ctx context.Context, args []string, e *env) error {
 	var cfgPath, expires string
-	var asJSON bool
+	var asJSON, asPEM bool
 	fs := newFlags("secret set", e.stderr, &cfgPath)
+	fs.BoolVar(&asPEM, "pem", false, "read a PEM key that spans lines (a GitHub App's private key)")
 	fs.StringVar(&expires, "expires", "", "expiry: a date (2027-01-31), a time (RFC 3339) or a duration from now (90d, 12h)")
 	fs.BoolVar(&asJSON, "json", false, `read a JSON object of fields ({"sid": "...", "token": "..."})`)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 1, "till secret set NAME [--expires WHEN] [--json] < value"); err != nil {
+	if err := wantArgs(pos, 1, "till secret set NAME [--expires WHEN] [--json | --pem] < value"); err != nil {
 		return withHint(err, "the value is read from stdin, never from the command line: printf %s \"$KEY\" | till secret set NAME")
 	}
 	name := pos[0]
@@ -74,7 +75,16 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 		return fmt.Errorf("the secret on stdin is larger than %d bytes", maxSecretInput)
 	}
 	var s vault.Secret
-	if asJSON {
+	if asJSON && asPEM {
+		return usageError{"--json and --pem do not go together"}
+	}
+	if asPEM {
+		value, err := vault.CleanPEM(raw)
+		if err != nil {
+			return err
+		}
+		s = vault.NewSecret(name, value, now)
+	} else if asJSON {
 		fields, err := vault.ParseFields(raw)
 		if err != nil {
 			return err
