@@ -133,7 +133,7 @@ func TestParseSigV4(t *testing.T) {
 	for _, tt := range []struct{ yaml, want string }{
 		{"{aws_sigv4: {service: bedrock}}", `till.yaml:3: routes[0].inject.aws_sigv4.region: required (hint: such as us-east-1)`},
 		{"{aws_sigv4: {service: Bedrock!, region: us-east-1}}", `till.yaml:3: routes[0].inject.aws_sigv4.service: must be an AWS service's signing name such as bedrock, s3 or execute-api`},
-		{"{aws_sigv4: {service: s3, region: us-east-1}, header: X-Key}", `till.yaml:3: routes[0].inject: needs exactly one of header, query, basic, aws_sigv4, oauth2 or github_app`},
+		{"{aws_sigv4: {service: s3, region: us-east-1}, header: X-Key}", `till.yaml:3: routes[0].inject: needs exactly one of header, query, basic, aws_sigv4, oauth2, github_app or google`},
 	} {
 		_, err := Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: aws, upstream: \"https://s3.amazonaws.com\", inject: "+tt.yaml+"}\n"), "/")
 		if err == nil || err.Error() != tt.want {

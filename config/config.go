@@ -306,7 +306,19 @@ type Inject struct {
 	// GitHubApp attaches a GitHub App's installation token, minted with
 	// a JWT signed by the app's private key (a --pem secret).
 	GitHubApp *GitHubApp
+	// Google attaches an access token minted from a service-account key
+	// (a --json secret of the key's fields).
+	Google *Google
 }
+
+// Google says which scopes a service account's tokens are minted for.
+type Google struct {
+	// Scopes default to DefaultGoogleScope.
+	Scopes []string
+}
+
+// DefaultGoogleScope is the scope of Google Cloud APIs (Vertex AI).
+const DefaultGoogleScope = "https://www.googleapis.com/auth/cloud-platform"
 
 // GitHubApp names the app and the installation whose tokens are minted.
 type GitHubApp struct {

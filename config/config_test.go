@@ -97,7 +97,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate prefix", "version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - name: openai2\n    preset: openai\n    prefix: /openai\n", `till.yaml:6: routes[1].prefix: duplicate prefix "/openai" (first used by route "openai" at line 3)`},
 		{"prefix trailing slash", "version: 1\nroutes:\n  - {name: x, preset: openai, prefix: /x/}\n", `till.yaml:3: routes[0].prefix: must start with "/" and name at least one segment, without a trailing "/" (e.g. /openai)`},
 		{"prefix dot segment", "version: 1\nroutes:\n  - {name: x, preset: openai, prefix: /a/../b}\n", `till.yaml:3: routes[0].prefix: must not have "." or ".." segments`},
-		{"inject two kinds", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {header: X-Key, query: key}\n", `till.yaml:5: routes[0].inject: needs exactly one of header, query, basic, aws_sigv4, oauth2 or github_app`},
+		{"inject two kinds", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {header: X-Key, query: key}\n", `till.yaml:5: routes[0].inject: needs exactly one of header, query, basic, aws_sigv4, oauth2, github_app or google`},
 		{"format with query", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject: {query: key, format: \"{secret}\"}\n", `till.yaml:5: routes[0].inject.format: only used with header`},
 		{"CR LF in format", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer {secret}\\r\\nX-Evil: 1\"\n", `till.yaml:7: routes[0].inject.format: must not contain control characters such as CR or LF`},
 		{"unterminated placeholder", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer {secret\"\n", `till.yaml:7: routes[0].inject.format: unterminated placeholder (use {secret} or {secret.FIELD})`},
@@ -553,7 +553,7 @@ func TestStarterConfig(t *testing.T) {
 	if len(c.Routes) != 0 {
 		t.Errorf("starter config has %d active routes, want 0", len(c.Routes))
 	}
-	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys, budgetKeys, pricesKeys, poolKeys, sigV4Keys, oauth2Keys, githubAppKeys}
+	all := [][]string{rootKeys, tlsKeys, acmeKeys, adminKeys, vaultKeys, auditKeys, forwardKeys, limitsKeys, logKeys, clientKeys, routeKeys, injectKeys, basicKeys, allowKeys, sourceKeys, vaultAuthKeys, appRoleKeys, kubernetesAuthKeys, budgetKeys, pricesKeys, poolKeys, sigV4Keys, oauth2Keys, githubAppKeys, googleKeys}
 	for _, keys := range all {
 		for _, k := range keys {
 			if !strings.Contains(string(s), k+":") {
@@ -585,8 +585,8 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:114: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
-		`till.yaml:126: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:115: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
+		`till.yaml:127: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

@@ -31,7 +31,8 @@ var (
 	logKeys       = []string{"level", "format"}
 	clientKeys    = []string{"name", "token_sha256", "cidrs", "cert"}
 	routeKeys     = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool"}
-	injectKeys    = []string{"header", "format", "query", "basic", "aws_sigv4", "oauth2", "github_app"}
+	injectKeys    = []string{"header", "format", "query", "basic", "aws_sigv4", "oauth2", "github_app", "google"}
+	googleKeys    = []string{"scopes"}
 	githubAppKeys = []string{"app_id", "installation_id"}
 	sigV4Keys     = []string{"service", "region"}
 	oauth2Keys    = []string{"token_url", "scopes", "audience", "auth_style"}

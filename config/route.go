@@ -237,13 +237,13 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 		return in, false
 	}
 	set := 0
-	for _, k := range []string{"header", "query", "basic", "aws_sigv4", "oauth2", "github_app"} {
+	for _, k := range []string{"header", "query", "basic", "aws_sigv4", "oauth2", "github_app", "google"} {
 		if f[k] != nil {
 			set++
 		}
 	}
 	if set != 1 {
-		d.errorf(n, path, "needs exactly one of header, query, basic, aws_sigv4, oauth2 or github_app")
+		d.errorf(n, path, "needs exactly one of header, query, basic, aws_sigv4, oauth2, github_app or google")
 		return in, false
 	}
 	ok := true
@@ -326,6 +326,17 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 			}
 		}
 		in.OAuth2 = o
+	case f["google"] != nil:
+		v, p := f["google"], join(path, "google")
+		gf := d.fields(v, p, googleKeys)
+		if gf == nil {
+			return in, false
+		}
+		g := &Google{Scopes: []string{DefaultGoogleScope}}
+		if sv := gf["scopes"]; sv != nil {
+			g.Scopes = d.strs(sv, join(p, "scopes"))
+		}
+		in.Google = g
 	case f["github_app"] != nil:
 		v, p := f["github_app"], join(path, "github_app")
 		gf := d.fields(v, p, githubAppKeys)

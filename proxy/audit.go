@@ -119,6 +119,7 @@ const (
 	credSigV4     = "sigv4"      // signed with AWS SigV4
 	credOAuth2    = "oauth2"     // a token minted with OAuth2 client credentials
 	credGitHubApp = "github_app" // a GitHub App installation token
+	credGoogle    = "google"     // a Google service account's token
 )
 
 // write emits the record as one JSON line, every field present.

@@ -292,6 +292,14 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
 		return in, values
+	case inj.Google != nil:
+		var values []string
+		in.minter, values, in.problem = compileGoogle(inj.Google, sec)
+		in.cred = credGoogle
+		if in.problem != "" {
+			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
+		}
+		return in, values
 	case inj.GitHubApp != nil:
 		var values []string
 		in.minter, values, in.problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
