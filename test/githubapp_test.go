@@ -61,13 +61,14 @@ func (f *fakeGitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
 		return
 	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	fmt.Fprint(w, `{"full_name":"till/till"}`)
 }
 
 // TestGitHubApp drives a route that attaches a GitHub App's installation
 // token: till signs the RS256 JWT with the app's key (a --pem secret),
-// exchanges it once for a token, and sends that; the key and tokens never
-// leak.
+// exchanges it once for a token, and sends that, to Go's client and to
+// the official @octokit/rest package alike; the key and tokens never leak.
 func TestGitHubApp(t *testing.T) {
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -89,10 +90,21 @@ func TestGitHubApp(t *testing.T) {
 			t.Fatalf("%d %s (the fake refused: %v)", resp.StatusCode, body, f.refused)
 		}
 	}
-	if f.issued != 1 {
-		t.Errorf("5 requests minted %d tokens, want 1", f.issued)
+	// The official @octokit/rest package, in base-URL mode with a dummy
+	// token, gets the repository too.
+	var oc struct {
+		Status   int
+		FullName string
+		Error    any
 	}
-	if r := tl.waitAudit(5)[0]; r["credential"] != "github_app" || r["key_fp"] == "" {
+	runSDK(t, "octokit-repo.mjs", &oc, "GITHUB_BASE_URL="+tl.url("/github"))
+	if oc.Error != nil || oc.Status != 200 || oc.FullName != "till/till" {
+		t.Errorf("@octokit/rest through till: %+v", oc)
+	}
+	if f.issued != 1 {
+		t.Errorf("6 requests minted %d tokens, want 1", f.issued)
+	}
+	if r := tl.waitAudit(6)[0]; r["credential"] != "github_app" || r["key_fp"] == "" {
 		t.Errorf("record: %v", r)
 	}
 	tl.stop()
