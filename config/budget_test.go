@@ -141,3 +141,31 @@ func TestParseSigV4(t *testing.T) {
 		}
 	}
 }
+
+func TestRegionPresets(t *testing.T) {
+	y := "version: 1\nroutes:\n  - {name: bedrock, preset: bedrock, region: us-west-2, secret: aws}\n  - {name: vertex, preset: vertex, region: europe-west4, secret: sa}\n"
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, v := c.Routes[0], c.Routes[1]
+	if b.Upstream.String() != "https://bedrock-runtime.us-west-2.amazonaws.com" || b.Inject.AWSSigV4 == nil || *b.Inject.AWSSigV4 != (AWSSigV4{Service: "bedrock", Region: "us-west-2"}) || b.MaxBody != DefaultSigV4MaxBody {
+		t.Errorf("bedrock: %v %+v %d", b.Upstream, b.Inject.AWSSigV4, b.MaxBody)
+	}
+	if p, _ := LookupPreset("bedrock"); p.Inject.AWSSigV4.Region != RegionPlaceholder {
+		t.Error("a route changed the preset's region")
+	}
+	if v.Upstream.String() != "https://europe-west4-aiplatform.googleapis.com" || v.Inject.Google == nil {
+		t.Errorf("vertex: %v %+v", v.Upstream, v.Inject)
+	}
+	for _, tt := range []struct{ route, want string }{
+		{"{name: b, preset: bedrock}", `till.yaml:3: routes[0].region: required with preset bedrock (hint: such as us-east-1)`},
+		{"{name: b, preset: openai, region: us-east-1}", `till.yaml:3: routes[0].region: only used with the presets bedrock, bedrock-agent and vertex (hint: set aws_sigv4's region in inject)`},
+		{"{name: b, preset: bedrock, region: mars}", `till.yaml:3: routes[0].region: must be a region such as us-east-1 or europe-west4`},
+	} {
+		_, err := Parse("till.yaml", []byte("version: 1\nroutes:\n  - "+tt.route+"\n"), "/")
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s: got %v\nwant %s", tt.route, err, tt.want)
+		}
+	}
+}

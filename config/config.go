@@ -249,6 +249,9 @@ type Route struct {
 	MaxBody int64
 	// AllowPlaintext permits an http:// upstream on a non-loopback host.
 	AllowPlaintext bool
+	// Region is the region of a preset whose upstream names one (bedrock,
+	// bedrock-agent, vertex).
+	Region string
 	// Usage is how the route's responses report token usage (one of
 	// UsageFormats): the preset's unless set; "none" without a preset.
 	Usage string

@@ -26,7 +26,8 @@ func Default(dir, keyFile string, has func(secret string) bool) *Config {
 		return c
 	}
 	for _, p := range catalog() {
-		if has(p.Secret) {
+		// A preset that needs a region (bedrock, vertex) needs a config.
+		if has(p.Secret) && !p.NeedsRegion() {
 			c.Routes = append(c.Routes, routeFromPreset(p))
 		}
 	}
@@ -46,6 +47,7 @@ func routeFromPreset(p Preset) Route {
 		Headers:  maps.Clone(p.Headers),
 		Strip:    slices.Clone(p.Strip),
 		Timeout:  DefaultTimeout,
+		Usage:    p.Usage,
 	}
 	return r
 }

@@ -56,7 +56,7 @@ var catalog = sync.OnceValue(func() []Preset {
 })
 
 func parsePresets(data []byte) ([]Preset, error) {
-	d := &decoder{file: "presets.yaml", dir: "/"}
+	d := &decoder{file: "presets.yaml", dir: "/", presets: true}
 	root, err := d.parseYAML(data)
 	if err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func parsePresets(data []byte) ([]Preset, error) {
 		}
 		if v := f["upstream"]; v != nil {
 			if s, ok := d.nonEmpty(v, join(path, "upstream")); ok {
-				if _, err := parseUpstream(s, false); d.check(v, join(path, "upstream"), err) {
+				if _, err := parseUpstream(strings.ReplaceAll(s, RegionPlaceholder, "us-east-1"), false); d.check(v, join(path, "upstream"), err) {
 					p.Upstream = s
 				}
 			}
@@ -104,7 +104,8 @@ func parsePresets(data []byte) ([]Preset, error) {
 		if v := f["usage"]; v != nil {
 			p.Usage, _ = d.enum(v, join(path, "usage"), UsageFormats...)
 		}
-		if p.Name == "" || p.Upstream == "" || p.Docs == "" || (p.Inject.Header == "" && p.Inject.Query == "" && p.Inject.Basic == nil) {
+		if p.Name == "" || p.Upstream == "" || p.Docs == "" || (p.Inject.Header == "" && p.Inject.Query == "" && p.Inject.Basic == nil &&
+			p.Inject.AWSSigV4 == nil && p.Inject.OAuth2 == nil && p.Inject.GitHubApp == nil && p.Inject.Google == nil) {
 			d.errorf(n, path, "needs name, upstream, docs and inject")
 		}
 		out = append(out, p)
@@ -119,6 +120,13 @@ func parsePresets(data []byte) ([]Preset, error) {
 	slices.SortFunc(out, func(a, b Preset) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
+
+// RegionPlaceholder in a preset's upstream (and SigV4 region) is replaced
+// by the route's region: bedrock, bedrock-agent and vertex need one.
+const RegionPlaceholder = "{region}"
+
+// NeedsRegion reports whether the preset's upstream names a region.
+func (p Preset) NeedsRegion() bool { return strings.Contains(p.Upstream, RegionPlaceholder) }
 
 // Presets returns the built-in provider presets, sorted by name. The
 // result is a copy; changing it changes nothing else.
@@ -142,6 +150,10 @@ func LookupPreset(name string) (Preset, bool) {
 
 func (p Preset) clone() Preset {
 	p.Headers = maps.Clone(p.Headers)
+	if p.Inject.AWSSigV4 != nil {
+		sig := *p.Inject.AWSSigV4
+		p.Inject.AWSSigV4 = &sig
+	}
 	p.Strip = slices.Clone(p.Strip)
 	if p.Inject.Basic != nil {
 		b := *p.Inject.Basic

@@ -72,6 +72,13 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 				r.Upstream = u
 			}
 		}
+	case preset != nil && preset.NeedsRegion():
+		if rv := f["region"]; rv == nil {
+			d.errorf(n, join(path, "region"), "required with preset %s (hint: such as us-east-1)", preset.Name)
+		} else if reg, good := d.matching(rv, join(path, "region"), cloudRegionRE, "must be a region such as us-east-1 or europe-west4"); good {
+			r.Region = reg
+			r.Upstream, _ = parseUpstream(strings.ReplaceAll(preset.Upstream, RegionPlaceholder, reg), false)
+		}
 	case preset != nil:
 		// The catalog is tested to hold valid https URLs.
 		r.Upstream, _ = parseUpstream(preset.Upstream, false)
@@ -114,6 +121,9 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		}
 	case preset != nil:
 		r.Inject = preset.Inject
+		if sig := r.Inject.AWSSigV4; sig != nil && sig.Region == RegionPlaceholder {
+			r.Inject.AWSSigV4 = &AWSSigV4{Service: sig.Service, Region: r.Region}
+		}
 	case f["preset"] == nil:
 		d.errorf(n, join(path, "inject"), `required (hint: header: Authorization with format: "Bearer {secret}", or query: NAME, or basic)`)
 	}
@@ -222,6 +232,9 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 			}
 		}
 	}
+	if v := f["region"]; v != nil && (preset == nil || !preset.NeedsRegion()) {
+		d.errorf(v, join(path, "region"), "only used with the presets bedrock, bedrock-agent and vertex (hint: set aws_sigv4's region in inject)")
+	}
 	if r.Inject.AWSSigV4 != nil && r.MaxBody == 0 {
 		r.MaxBody = DefaultSigV4MaxBody // the body is held to be hashed
 	}
@@ -287,6 +300,8 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 		if rv := sf["region"]; rv == nil {
 			d.errorf(v, join(p, "region"), "required (hint: such as us-east-1)")
 			ok = false
+		} else if rs, _ := d.str(rv, join(p, "region")); d.presets && rs == RegionPlaceholder {
+			sig.Region = rs // the route's region, when the preset is used
 		} else if reg, good := d.matching(rv, join(p, "region"), regionRE, "must be an AWS region such as us-east-1"); good {
 			sig.Region = reg
 		} else {
@@ -404,6 +419,10 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 	}
 	return in, ok
 }
+
+// cloudRegionRE matches an AWS or Google Cloud region (us-east-1,
+// europe-west4), which becomes part of a host name.
+var cloudRegionRE = regexp.MustCompile(`^[a-z]{2,12}(-[a-z0-9]{1,12}){1,3}$`)
 
 // serviceRE matches an AWS service's signing name.
 var serviceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
