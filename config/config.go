@@ -335,8 +335,9 @@ type GitHubApp struct {
 type OAuth2 struct {
 	// TokenURL is the token endpoint (https, or http for loopback).
 	TokenURL string
-	// Scopes are asked for; Audience, when set, is sent as audience.
-	Scopes   []string
+	// Scopes are asked for.
+	Scopes []string
+	// Audience, when set, is sent as the audience parameter.
 	Audience string
 	// AuthStyle is how the client authenticates to the token endpoint:
 	// "header" (HTTP Basic), "params" (in the form), or "auto" (tries
