@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -141,6 +142,18 @@ var inspected = [...]string{
 	"generationConfig", "generationConfig.maxOutputTokens",
 }
 
+// want takes the inspected fields and generationConfig, which holds one.
+func (x *inspectSink) want(s *scanner) bool {
+	switch s.pathLen() {
+	case 1:
+		key := string(s.key(0))
+		return slices.Contains(inspected[:6], key)
+	case 2:
+		return string(s.key(0)) == "generationConfig" && string(s.key(1)) == "maxOutputTokens"
+	}
+	return false
+}
+
 func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 	i := -1
 	switch n := s.pathLen(); {
@@ -253,6 +266,10 @@ type includeSink struct {
 	iu      span  // the last include_usage in so
 	pending span  // the last include_usage in the stream_options being read
 }
+
+// want takes every value: the end of each top-level one is where a member
+// can be added.
+func (x *includeSink) want(*scanner) bool { return true }
 
 func (x *includeSink) value(s *scanner, k kind, start, end int64) {
 	switch s.pathLen() {

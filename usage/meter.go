@@ -65,9 +65,13 @@ type Meter struct {
 	done   bool
 	scan   scanner
 	sse    sseReader
-	doc    counts // the document being read
-	total  counts // what the documents so far add up to
-	model  string
+	tree   *pathNode // the format's fields; nil reads nothing
+	// nodes are the tree's nodes along the current path: nodes[i] is
+	// the node of the path's i+1 first keys.
+	nodes [keyDepth]*pathNode
+	doc   counts // the document being read
+	total counts // what the documents so far add up to
+	model string
 	// event holds an SSE event's data until the event ends, so that an
 	// event that cannot hold usage (a chunk of text) is skipped unread;
 	// long is set when it outgrew maxEvent and streams to the scanner.
@@ -98,9 +102,9 @@ func (m *Meter) Reset(f Format, contentType string) {
 	if cap(event) > maxEvent {
 		event = nil
 	}
-	*m = Meter{format: f, event: event}
+	*m = Meter{format: f, event: event, tree: trees[f]}
 	m.scan.sink = m
-	if f != OpenAI && f != Anthropic && f != Gemini && f != Cohere {
+	if m.tree == nil {
 		return
 	}
 	mt, _, _ := strings.Cut(contentType, ";")
@@ -190,28 +194,26 @@ func add(a, b int64) int64 {
 	return a + b
 }
 
-// value takes a value the scanner found at a named path.
+// want tells the scanner whether the value beginning at its current path
+// is, or may hold, a field of the format; it keeps the path's node, so
+// that value and the values inside know theirs.
+func (m *Meter) want(s *scanner) bool {
+	n := s.pathLen()
+	parent := m.tree
+	if n > 1 {
+		parent = m.nodes[n-2]
+	}
+	node := parent.child(s.key(n - 1))
+	if node == nil {
+		return false
+	}
+	m.nodes[n-1] = node
+	return true
+}
+
+// value takes a value the scanner found at a path want accepted.
 func (m *Meter) value(s *scanner, k kind, _, _ int64) {
-	var buf [keyDepth * (keyMax + 1)]byte
-	n := 0
-	for i := range s.pathLen() {
-		if i > 0 {
-			buf[n] = '.'
-			n++
-		}
-		n += copy(buf[n:], s.key(i))
-	}
-	var f field
-	switch m.format {
-	case OpenAI:
-		f = openAIField(buf[:n])
-	case Anthropic:
-		f = anthropicField(buf[:n])
-	case Gemini:
-		f = geminiField(buf[:n])
-	case Cohere:
-		f = cohereField(buf[:n])
-	}
+	f := m.nodes[s.pathLen()-1].field
 	t, whole := s.text()
 	switch {
 	case f == fNone || !whole:
@@ -262,85 +264,103 @@ func parseCount(t []byte) (int64, bool) {
 	return int64(v), true
 }
 
-// openAIField names the fields of OpenAI's Chat Completions, Completions,
+// openAIPaths are the fields of OpenAI's Chat Completions, Completions,
 // Embeddings and Responses APIs, as JSON bodies and as stream events
 // (Responses streams carry the response under "response"; Groq streams
 // put usage under "x_groq").
-func openAIField(path []byte) field {
-	switch string(path) {
-	case "model", "response.model":
-		return fModel
-	case "usage.prompt_tokens", "usage.input_tokens", "response.usage.input_tokens",
-		"x_groq.usage.prompt_tokens":
-		return fInput
-	case "usage.prompt_tokens_details.cached_tokens", "usage.input_tokens_details.cached_tokens",
-		"response.usage.input_tokens_details.cached_tokens":
-		return fCached
-	case "usage.completion_tokens", "usage.output_tokens", "response.usage.output_tokens",
-		"x_groq.usage.completion_tokens":
-		return fOutput
-	}
-	return fNone
+var openAIPaths = map[string]field{
+	"model": fModel, "response.model": fModel,
+	"usage.prompt_tokens": fInput, "usage.input_tokens": fInput,
+	"response.usage.input_tokens": fInput, "x_groq.usage.prompt_tokens": fInput,
+	"usage.prompt_tokens_details.cached_tokens":         fCached,
+	"usage.input_tokens_details.cached_tokens":          fCached,
+	"response.usage.input_tokens_details.cached_tokens": fCached,
+	"usage.completion_tokens":                           fOutput, "usage.output_tokens": fOutput,
+	"response.usage.output_tokens": fOutput, "x_groq.usage.completion_tokens": fOutput,
 }
 
-// anthropicField names the fields of Anthropic's Messages API: a JSON
-// body, message_start ("message.usage") and message_delta ("usage").
-func anthropicField(path []byte) field {
-	switch string(path) {
-	case "model", "message.model":
-		return fModel
-	case "usage.input_tokens", "message.usage.input_tokens":
-		return fInput
-	case "usage.cache_read_input_tokens", "message.usage.cache_read_input_tokens":
-		return fCacheRead
-	case "usage.cache_creation_input_tokens", "message.usage.cache_creation_input_tokens":
-		return fCacheWrite
-	case "usage.output_tokens", "message.usage.output_tokens":
-		return fOutput
-	}
-	return fNone
+// anthropicPaths are the fields of Anthropic's Messages API: a JSON body,
+// message_start ("message.usage") and message_delta ("usage").
+var anthropicPaths = map[string]field{
+	"model": fModel, "message.model": fModel,
+	"usage.input_tokens": fInput, "message.usage.input_tokens": fInput,
+	"usage.cache_read_input_tokens": fCacheRead, "message.usage.cache_read_input_tokens": fCacheRead,
+	"usage.cache_creation_input_tokens": fCacheWrite, "message.usage.cache_creation_input_tokens": fCacheWrite,
+	"usage.output_tokens": fOutput, "message.usage.output_tokens": fOutput,
 }
 
-// geminiField names the fields of Gemini's generateContent and
+// geminiPaths are the fields of Gemini's generateContent and
 // streamGenerateContent; Gemini's OpenAI-compatible endpoint answers in
-// OpenAI's shape, read too.
-func geminiField(path []byte) field {
-	switch string(path) {
-	case "modelVersion":
-		return fModel
-	case "usageMetadata.promptTokenCount":
-		return fInput
-	case "usageMetadata.cachedContentTokenCount":
-		return fCached
-	case "usageMetadata.toolUsePromptTokenCount":
-		return fToolInput
-	case "usageMetadata.candidatesTokenCount":
-		return fOutput
-	case "usageMetadata.thoughtsTokenCount":
-		return fThoughts
-	}
-	return openAIField(path)
+// OpenAI's shape, read too (see trees).
+var geminiPaths = map[string]field{
+	"modelVersion":                          fModel,
+	"usageMetadata.promptTokenCount":        fInput,
+	"usageMetadata.cachedContentTokenCount": fCached,
+	"usageMetadata.toolUsePromptTokenCount": fToolInput,
+	"usageMetadata.candidatesTokenCount":    fOutput,
+	"usageMetadata.thoughtsTokenCount":      fThoughts,
 }
 
-// cohereField names the fields of Cohere's v2 Chat API (a JSON body, and
-// the message-end event's "delta.usage") and of v1 ("meta", and the
-// stream-end event's "response.meta").
-func cohereField(path []byte) field {
-	switch string(path) {
-	case "usage.tokens.input_tokens", "delta.usage.tokens.input_tokens",
-		"meta.tokens.input_tokens", "response.meta.tokens.input_tokens":
-		return fInput
-	case "usage.tokens.output_tokens", "delta.usage.tokens.output_tokens",
-		"meta.tokens.output_tokens", "response.meta.tokens.output_tokens":
-		return fOutput
-	case "usage.billed_units.input_tokens", "delta.usage.billed_units.input_tokens",
-		"meta.billed_units.input_tokens", "response.meta.billed_units.input_tokens":
-		return fBilledInput
-	case "usage.billed_units.output_tokens", "delta.usage.billed_units.output_tokens",
-		"meta.billed_units.output_tokens", "response.meta.billed_units.output_tokens":
-		return fBilledOutput
+// coherePaths are the fields of Cohere's v2 Chat API (a JSON body, and the
+// message-end event's "delta.usage") and of v1 ("meta", and the stream-end
+// event's "response.meta").
+var coherePaths = map[string]field{
+	"usage.tokens.input_tokens": fInput, "delta.usage.tokens.input_tokens": fInput,
+	"meta.tokens.input_tokens": fInput, "response.meta.tokens.input_tokens": fInput,
+	"usage.tokens.output_tokens": fOutput, "delta.usage.tokens.output_tokens": fOutput,
+	"meta.tokens.output_tokens": fOutput, "response.meta.tokens.output_tokens": fOutput,
+	"usage.billed_units.input_tokens": fBilledInput, "delta.usage.billed_units.input_tokens": fBilledInput,
+	"meta.billed_units.input_tokens": fBilledInput, "response.meta.billed_units.input_tokens": fBilledInput,
+	"usage.billed_units.output_tokens": fBilledOutput, "delta.usage.billed_units.output_tokens": fBilledOutput,
+	"meta.billed_units.output_tokens": fBilledOutput, "response.meta.billed_units.output_tokens": fBilledOutput,
+}
+
+// trees are each format's fields as a tree of keys, which the scanner
+// walks a key at a time.
+var trees = map[Format]*pathNode{
+	OpenAI:    newTree(openAIPaths),
+	Anthropic: newTree(anthropicPaths),
+	Gemini:    newTree(geminiPaths, openAIPaths),
+	Cohere:    newTree(coherePaths),
+}
+
+// pathNode is a key in a tree of the paths of fields: the field found
+// at the path that ends with it (fNone for an object on the way to one),
+// and the keys that may follow it.
+type pathNode struct {
+	key   string
+	field field
+	kids  []*pathNode
+}
+
+// newTree builds the tree of the paths (dot-separated keys) in maps.
+func newTree(maps ...map[string]field) *pathNode {
+	root := &pathNode{}
+	for _, paths := range maps {
+		for path, f := range paths {
+			n := root
+			for key := range strings.SplitSeq(path, ".") {
+				next := n.child([]byte(key))
+				if next == nil {
+					next = &pathNode{key: key}
+					n.kids = append(n.kids, next)
+				}
+				n = next
+			}
+			n.field = f
+		}
 	}
-	return fNone
+	return root
+}
+
+// child returns the node for key below n, or nil.
+func (n *pathNode) child(key []byte) *pathNode {
+	for _, k := range n.kids {
+		if k.key == string(key) {
+			return k
+		}
+	}
+	return nil
 }
 
 // sseReader splits a text/event-stream body into fields (see the HTML

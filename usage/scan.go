@@ -11,8 +11,9 @@ import (
 // whatever the length of the document. encoding/json has no incremental form
 // that works without a goroutine and a pipe per response, which is why this
 // exists. It names the values it passes by their path of object keys below
-// the document's root, and tells a sink about the values whose path is short
-// enough to matter (usage fields, model names, request options). It is
+// the document's root, asks its sink whether it wants each value whose path
+// is short enough to matter (usage fields, model names, request options),
+// and reads through the others, bracket and quote, without looking. It is
 // lenient: it does not check number or literal spelling, so callers that
 // need strict JSON check the whole body with json.Valid first. On input it
 // cannot follow it stops until reset, and never fails otherwise.
@@ -46,6 +47,10 @@ const (
 
 // sink receives what a scanner finds.
 type sink interface {
+	// want is asked when a value at a named path begins (s.pathLen and
+	// s.key give its path) whether the sink wants it, or anything inside
+	// it: a value not wanted is read through unreported.
+	want(s *scanner) bool
 	// value is called when a value at a named path ends (a container at
 	// its closing bracket). s.pathLen and s.key give its path; s.text its
 	// text when it is a scalar. start and end are byte offsets of the
@@ -68,7 +73,7 @@ const (
 	stNext                  // after a value: ',' or a closing bracket
 	stString                // inside a string, key or value
 	stLiteral               // inside a number, true, false or null
-	stSkip                  // inside an array below the root, read unnamed
+	stSkip                  // inside a container read through unnamed
 	stError                 // abandoned until reset
 )
 
@@ -104,16 +109,18 @@ type scanner struct {
 	valLen  int
 	valBad  bool  // val was truncated or could not be kept
 	closed  int32 // the keys of the object that closed last
-	// skip is the array being skipped (stSkip): nothing inside an array
-	// below the root is at a named path, so its bytes are only counted
-	// through, brackets and strings, to its end (a chat request's
-	// messages, an answer's choices: most of the bytes).
+	// skip is the container being read through (stSkip): an array below
+	// a document's root, inside which nothing is at a named path, or an
+	// object the sink does not want. Its bytes are only counted through,
+	// brackets and strings, to its end (a chat request's messages, an
+	// answer's choices: most of the bytes).
 	skip struct {
 		depth int   // brackets open within it, its own included
 		str   bool  // inside a string
 		esc   bool  // after a backslash in that string
 		start int64 // its offset
-		named bool  // the array itself is at a named path
+		kind  kind  // kArray or kObject
+		named bool  // the container itself is at a named path
 	}
 }
 
@@ -272,11 +279,11 @@ func (s *scanner) structural(c byte) {
 
 // beginValue starts the value whose first byte is c.
 func (s *scanner) beginValue(c byte) {
-	named := s.isNamed(s.depth)
+	named := s.isNamed(s.depth) && s.sink.want(s)
 	switch {
-	case c == '[' && s.depth >= 1 && s.depth+1 < maxDepth:
+	case s.depth+1 < maxDepth && (c == '[' && s.depth >= 1 || c == '{' && !named && s.depth > s.docBase):
 		s.skip.depth, s.skip.str, s.skip.esc = 1, false, false
-		s.skip.start, s.skip.named = s.pos, named
+		s.skip.start, s.skip.kind, s.skip.named = s.pos, kind(c), named
 		s.st = stSkip
 	case c == '{' || c == '[':
 		if s.depth+1 >= maxDepth {
@@ -389,9 +396,9 @@ func (s *scanner) endValue(k kind, start, end int64, named bool) {
 	}
 }
 
-// skipped reads p inside a skipped array and returns how many bytes it
-// took: all of p, or up to and including the array's closing bracket,
-// when the array's end is reported as an unnamed path's would be.
+// skipped reads p inside a container read through and returns how many
+// bytes it took: all of p, or up to and including the container's closing
+// bracket, when its end is reported.
 func (s *scanner) skipped(p []byte) int {
 	k := &s.skip
 	for j := 0; j < len(p); j++ {
@@ -416,6 +423,14 @@ func (s *scanner) skipped(p []byte) int {
 			}
 			continue
 		}
+		// The next quote or bracket: the bytes between, white space and
+		// scalars, say nothing of where the container ends.
+		for j < len(p) && !skipStops[p[j]] {
+			j++
+		}
+		if j == len(p) {
+			break
+		}
 		switch p[j] {
 		case '"':
 			k.str = true
@@ -429,7 +444,7 @@ func (s *scanner) skipped(p []byte) int {
 			k.depth--
 			if k.depth == 0 {
 				s.pos += int64(j) // the closing bracket's offset
-				s.endValue(kArray, k.start, s.pos+1, k.named)
+				s.endValue(k.kind, k.start, s.pos+1, k.named)
 				s.pos -= int64(j)
 				return j + 1
 			}
@@ -553,5 +568,8 @@ func (s *scanner) spoil() {
 		s.valBad = true
 	}
 }
+
+// skipStops are the bytes a container read through is followed by.
+var skipStops = [256]bool{'"': true, '[': true, ']': true, '{': true, '}': true}
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
