@@ -14,9 +14,9 @@ import (
 // Keys gives the current value of a secret ref (SOURCE:PATH#FIELD); a
 // *source.Cache does.
 type Keys interface {
-	// Get returns ref's value, or an error wrapping
+	// GetAs returns ref's value read in form f, or an error wrapping
 	// source.ErrUnavailable.
-	Get(ctx context.Context, ref string) (source.Result, error)
+	GetAs(ctx context.Context, ref string, f source.Form) (source.Result, error)
 }
 
 var _ Keys = (*source.Cache)(nil)
@@ -27,6 +27,7 @@ var _ Keys = (*source.Cache)(nil)
 // and a comparison, not a rendering.
 type sourced struct {
 	ref    string
+	form   source.Form
 	cr     *config.Route
 	maxAge time.Duration
 	keys   Keys
@@ -39,7 +40,7 @@ var errSecretUnavailable = apiError{CodeSecretUnavailable, "the key for this rou
 // current returns the injection of the ref's current value, and whether
 // that value is stale (used within failure_ttl while the source fails).
 func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
-	res, err := s.keys.Get(ctx, s.ref)
+	res, err := s.keys.GetAs(ctx, s.ref, s.form)
 	if err != nil {
 		return nil, false, err
 	}
@@ -74,7 +75,32 @@ func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys
 	if keys == nil {
 		in.problem = "secret " + `"` + cr.Secret + `"` + " comes from a source, which is fetched by till serve only"
 	} else {
-		rt.sourced = &sourced{ref: cr.Secret, cr: cr, maxAge: maxAge, keys: keys}
+		rt.sourced = &sourced{ref: cr.Secret, form: SecretForm(cr), cr: cr, maxAge: maxAge, keys: keys}
 	}
 	rt.injection = in
+}
+
+// SecretForm is the form in which a route reads a secret from a source:
+// fields for SigV4, OAuth2 and Google credentials and for a template that
+// names {secret.FIELD}, a PEM key for a GitHub App, else one value.
+func SecretForm(cr *config.Route) source.Form {
+	inj := cr.Inject
+	switch {
+	case inj.GitHubApp != nil:
+		return source.FormPEM
+	case inj.AWSSigV4 != nil, inj.OAuth2 != nil, inj.Google != nil:
+		return source.FormFields
+	}
+	templates := []config.Template{inj.Format}
+	if inj.Basic != nil {
+		templates = append(templates, inj.Basic.Username, inj.Basic.Password)
+	}
+	for _, t := range templates {
+		for _, f := range t.Fields() {
+			if f != "" {
+				return source.FormFields
+			}
+		}
+	}
+	return source.FormValue
 }

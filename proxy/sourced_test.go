@@ -33,12 +33,19 @@ func (f *fakeKeys) set(ref, v string) {
 	f.values[ref] = v
 }
 
-func (f *fakeKeys) Get(_ context.Context, ref string) (source.Result, error) {
+func (f *fakeKeys) GetAs(_ context.Context, ref string, form source.Form) (source.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gets++
 	if f.failing {
 		return source.Result{}, fmt.Errorf("fake source down: %w", source.ErrUnavailable)
+	}
+	if form == source.FormFields {
+		fields, err := vault.ParseFields([]byte(f.values[ref]))
+		if err != nil {
+			return source.Result{}, err
+		}
+		return source.Result{Secret: vault.NewFieldSecret(ref, fields, time.Now()), Stale: f.stale}, nil
 	}
 	return source.Result{Secret: vault.NewSecret(ref, f.values[ref], time.Now()), Stale: f.stale}, nil
 }

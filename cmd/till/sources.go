@@ -133,22 +133,27 @@ func fetchRefs(cfg *config.Config) ([]source.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	var refs []string
+	type use struct {
+		ref  string
+		form source.Form
+	}
+	var uses []use
 	for _, r := range cfg.Routes {
-		if r.Ref != nil && !slices.Contains(refs, r.Secret) {
-			refs = append(refs, r.Secret)
+		u := use{r.Secret, proxy.SecretForm(&r)}
+		if r.Ref != nil && !slices.Contains(uses, u) {
+			uses = append(uses, u)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), refCheckTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, ref := range refs {
-		wg.Go(func() { _, _ = cache.Get(ctx, ref) })
+	for _, u := range uses {
+		wg.Go(func() { _, _ = cache.GetAs(ctx, u.ref, u.form) })
 	}
 	wg.Wait()
-	out := make([]source.Status, 0, len(refs))
-	for _, ref := range refs {
-		out = append(out, cache.Status(ref))
+	out := make([]source.Status, 0, len(uses))
+	for _, u := range uses {
+		out = append(out, cache.StatusOf(u.ref, u.form))
 	}
 	return out, nil
 }

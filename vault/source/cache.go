@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -115,21 +116,54 @@ func (c *Cache) SetSources(specs map[string]Spec) {
 	}
 }
 
-// Cached reports whether ref has a value younger than its ttl.
-func (c *Cache) Cached(ref string) bool {
-	name, _, _ := strings.Cut(ref, ":")
-	spec, ok := (*c.specs.Load())[name]
-	e, found := c.entries.Peek(ref)
-	return ok && found && !e.good.IsZero() && c.now().Sub(e.good) < spec.TTL
+// Form is the shape in which a ref's value is read, as its route uses it.
+type Form uint8
+
+const (
+	// FormValue is one line: an API key, the whole value or its #FIELD.
+	FormValue Form = iota
+	// FormFields is a JSON object of string fields, as `till secret set
+	// --json` takes: a Vault entry's fields, a JSON document, or a #FIELD
+	// that holds one. SigV4 and OAuth2 credentials, service-account keys
+	// and {secret.FIELD} templates read it. A field may span lines.
+	FormFields
+	// FormPEM is a PEM-encoded key, which spans lines (a GitHub App's
+	// private key): the whole value or its #FIELD.
+	FormPEM
+)
+
+// key is the cache's key of ref read in form f: a ref used in two forms
+// is fetched and held once for each.
+func key(ref string, f Form) string {
+	if f == FormValue {
+		return ref
+	}
+	return ref + "\x00" + strconv.Itoa(int(f))
 }
 
-// Get returns ref's value: the cached one while it is younger than its
+// parseKey undoes key.
+func parseKey(k string) (string, Form) {
+	ref, f, found := strings.Cut(k, "\x00")
+	if !found {
+		return ref, FormValue
+	}
+	n, _ := strconv.Atoi(f)
+	return ref, Form(n)
+}
+
+// Get returns ref's value in FormValue; see GetAs.
+func (c *Cache) Get(ctx context.Context, ref string) (Result, error) {
+	return c.GetAs(ctx, ref, FormValue)
+}
+
+// GetAs returns ref's value, read in form f: the cached one while it is younger than its
 // source's ttl (refreshed in the background near the end), else a fresh
 // fetch, shared with every other request for ref. When the fetch fails,
 // a value younger than failure_ttl is returned as Stale; otherwise the
 // error wraps ErrUnavailable.
-func (c *Cache) Get(ctx context.Context, ref string) (Result, error) {
+func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 	name, _, _ := strings.Cut(ref, ":")
+	ref = key(ref, f)
 	spec, ok := (*c.specs.Load())[name]
 	if !ok {
 		return Result{}, fmt.Errorf("%w: no source named %q", ErrUnavailable, name)
@@ -166,18 +200,19 @@ func (c *Cache) Get(ctx context.Context, ref string) (Result, error) {
 	return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, e.err)
 }
 
-// fetch fetches ref unless a fetch that finished meanwhile made it fresh,
-// stores the outcome and returns the entry. Its error is always nil: a
-// failure is the entry's.
-func (c *Cache) fetch(ref string, spec Spec) (*entry, error) {
-	old, found := c.entries.Peek(ref)
+// fetch fetches the ref of cache key k unless a fetch that finished
+// meanwhile made it fresh, stores the outcome and returns the entry. Its
+// error is always nil: a failure is the entry's.
+func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
+	old, found := c.entries.Peek(k)
 	now := c.now()
 	if found && old.err == nil && !old.good.IsZero() && now.Sub(old.good) < time.Duration(float64(spec.TTL)*RefreshAt) {
 		return old, nil // fetched while this call waited for its turn
 	}
+	ref, form := parseKey(k)
 	name, rest, _ := strings.Cut(ref, ":")
 	path, field, _ := strings.Cut(rest, "#")
-	sec, err := c.fetchOne(spec, ref, path, field)
+	sec, err := c.fetchOne(spec, ref, path, field, form)
 	now = c.now()
 	if err != nil {
 		c.count(name, "error")
@@ -186,7 +221,7 @@ func (c *Cache) fetch(ref string, spec Spec) (*entry, error) {
 		if found {
 			e.secret, e.good = old.secret, old.good
 		}
-		c.entries.Add(ref, e)
+		c.entries.Add(k, e)
 		return e, nil
 	}
 	c.count(name, "ok")
@@ -198,17 +233,17 @@ func (c *Cache) fetch(ref string, spec Spec) (*entry, error) {
 		ev.Str("source", name).Str("secret", ref).Str("key_fp", sec.Fingerprint()).Msg("fetched a new value of a secret")
 	}
 	e := &entry{secret: sec, good: now}
-	c.entries.Add(ref, e)
+	c.entries.Add(k, e)
 	return e, nil
 }
 
 // fetchTimeout bounds a fetch whose source sets no bound of its own.
 const fetchTimeout = time.Minute
 
-// fetchOne fetches path from the source and makes the value of ref: the
-// field of a JSON object when field is set, else the whole value, with one
-// trailing newline trimmed.
-func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, error) {
+// fetchOne fetches path from the source and makes the value of ref in
+// form f: the field of a JSON object when field is set, else the whole
+// value (with one trailing newline trimmed, for FormValue).
+func (c *Cache) fetchOne(spec Spec, ref, path, field string, f Form) (vault.Secret, error) {
 	// Not the request's context: the fetch serves every request waiting
 	// for it, and the value is kept for the next ones.
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
@@ -221,7 +256,30 @@ func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, erro
 	// document of fields, perhaps) are wiped. Go strings cannot be: the
 	// value held stays until the collector reuses its memory.
 	defer clear(raw)
+	version := meta.Version
+	if version.IsZero() {
+		version = c.now()
+	}
+	var sec vault.Secret
+	switch f {
+	case FormFields:
+		sec, err = fieldsValue(ref, raw, field, version)
+	case FormPEM:
+		sec, err = pemValue(ref, raw, field, meta, version)
+	default:
+		sec, err = oneValue(ref, raw, field, meta, version)
+	}
+	if err != nil {
+		return vault.Secret{}, err
+	}
+	sec.Expires = meta.Expires
+	return sec, nil
+}
+
+// oneValue makes a FormValue secret of raw.
+func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time) (vault.Secret, error) {
 	var value string
+	var err error
 	switch {
 	case field != "":
 		value, err = pickField(raw, field)
@@ -233,18 +291,63 @@ func (c *Cache) fetchOne(spec Spec, ref, path, field string) (vault.Secret, erro
 	if err != nil {
 		return vault.Secret{}, err
 	}
-	version := meta.Version
-	if version.IsZero() {
-		version = c.now()
+	return vault.NewSecret(ref, value, version), nil
+}
+
+// fieldsValue makes a FormFields secret of raw, a JSON object of string
+// fields, or of its field holding one.
+func fieldsValue(ref string, raw []byte, field string, version time.Time) (vault.Secret, error) {
+	doc := raw
+	if field != "" {
+		s, err := stringField(raw, field)
+		if err != nil {
+			return vault.Secret{}, err
+		}
+		doc = []byte(s)
 	}
-	sec := vault.NewSecret(ref, value, version)
-	sec.Expires = meta.Expires
-	return sec, nil
+	fields, err := vault.ParseFields(doc)
+	if err != nil {
+		return vault.Secret{}, fmt.Errorf("this route reads the secret as fields: %w", err)
+	}
+	return vault.NewFieldSecret(ref, fields, version), nil
+}
+
+// pemValue makes a FormPEM secret of raw, or of its field (of a Vault
+// entry: of its only field when none is named).
+func pemValue(ref string, raw []byte, field string, meta Meta, version time.Time) (vault.Secret, error) {
+	doc := raw
+	if field == "" && meta.Fields {
+		var err error
+		if field, err = onlyFieldName(raw); err != nil {
+			return vault.Secret{}, err
+		}
+	}
+	if field != "" {
+		s, err := stringField(raw, field)
+		if err != nil {
+			return vault.Secret{}, err
+		}
+		doc = []byte(s)
+	}
+	value, err := vault.CleanPEM(doc)
+	if err != nil {
+		return vault.Secret{}, fmt.Errorf("this route reads the secret as a PEM key: %w", err)
+	}
+	return vault.NewSecret(ref, value, version), nil
 }
 
 // onlyField returns the value of a JSON object with exactly one field; a
 // ref to an object of several must name one.
 func onlyField(raw []byte) (string, error) {
+	name, err := onlyFieldName(raw)
+	if err != nil {
+		return "", err
+	}
+	return pickField(raw, name)
+}
+
+// onlyFieldName returns the name of the only field of a JSON object.
+func onlyFieldName(raw []byte) (string, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return "", errors.New("value is not a JSON object of fields")
@@ -257,12 +360,24 @@ func onlyField(raw []byte) (string, error) {
 	if len(names) != 1 {
 		return "", fmt.Errorf("secret has %d fields (%s): name one with #FIELD", len(names), strings.Join(names, ", "))
 	}
-	return pickField(raw, names[0])
+	return names[0], nil
 }
 
-// pickField returns one string field of a JSON object; errors name the
-// field, never a value.
+// pickField returns one string field of a JSON object as a one-line
+// value; errors name the field, never a value.
 func pickField(raw []byte, field string) (string, error) {
+	s, err := stringField(raw, field)
+	if err != nil {
+		return "", err
+	}
+	if _, err := vault.CleanValue([]byte(s)); err != nil || strings.HasSuffix(s, "\n") {
+		return "", fmt.Errorf("field %q: not a usable value (empty, too long, or with control characters)", field)
+	}
+	return s, nil
+}
+
+// stringField returns one string field of a JSON object, as it is.
+func stringField(raw []byte, field string) (string, error) {
 	var fields map[string]any
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return "", fmt.Errorf("value is not a JSON object, so it has no field %q", field)
@@ -274,9 +389,6 @@ func pickField(raw []byte, field string) (string, error) {
 	s, ok := v.(string)
 	if !ok {
 		return "", fmt.Errorf("field %q is not a string", field)
-	}
-	if _, err := vault.CleanValue([]byte(s)); err != nil || strings.HasSuffix(s, "\n") {
-		return "", fmt.Errorf("field %q: not a usable value (empty, too long, or with control characters)", field)
 	}
 	return s, nil
 }
@@ -303,11 +415,15 @@ type Status struct {
 // errNotFetched is the Status.Err of a ref no fetch has finished for.
 var errNotFetched = errors.New("not fetched yet")
 
-// Status reports what the cache holds for ref.
-func (c *Cache) Status(ref string) Status {
+// Status reports what the cache holds for ref read in FormValue; see
+// StatusOf.
+func (c *Cache) Status(ref string) Status { return c.StatusOf(ref, FormValue) }
+
+// StatusOf reports what the cache holds for ref read in form f.
+func (c *Cache) StatusOf(ref string, f Form) Status {
 	name, _, _ := strings.Cut(ref, ":")
 	st := Status{Ref: ref, Source: name, Err: errNotFetched}
-	if e, ok := c.entries.Peek(ref); ok {
+	if e, ok := c.entries.Peek(key(ref, f)); ok {
 		st.Secret, st.Fetched, st.Err = e.secret, e.good, e.err
 	}
 	return st
@@ -315,11 +431,11 @@ func (c *Cache) Status(ref string) Status {
 
 // Statuses reports every ref the cache holds, sorted by ref.
 func (c *Cache) Statuses() []Status {
-	refs := c.entries.Keys()
-	slices.Sort(refs)
-	out := make([]Status, 0, len(refs))
-	for _, ref := range refs {
-		out = append(out, c.Status(ref))
+	keys := c.entries.Keys()
+	slices.Sort(keys)
+	out := make([]Status, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, c.StatusOf(parseKey(k)))
 	}
 	return out
 }

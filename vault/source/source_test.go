@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,5 +225,100 @@ func TestExec(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("hang took %s", d)
+	}
+}
+
+// TestCacheForms reads refs as fields and as PEM keys: from a JSON
+// document, a Vault-style entry of fields, and a field holding either;
+// a ref read in two forms is held once for each, and errors never carry
+// the value.
+func TestCacheForms(t *testing.T) {
+	const pemKey = "-----BEGIN PRIVATE KEY-----\nTUlJQ2Vn\nc2VjcmV0\n-----END PRIVATE KEY-----"
+	docs := map[string]struct {
+		raw    string
+		fields bool // a Vault entry: Meta.Fields
+	}{
+		"aws":      {`{"access_key_id":"AKIDEXAMPLE","secret_access_key":"s3cr3t/with+chars"}` + "\n", false},
+		"entry":    {`{"client_id":"c","client_secret":"shh"}`, true},
+		"wrapped":  {`{"key_json":"{\"private_key\":\"line1\\nline2\",\"client_email\":\"a@b\"}"}`, true},
+		"pem":      {pemKey + "\r\n\r\n", false},
+		"pementry": {`{"private_key":` + strconv.Quote(pemKey) + `}`, true},
+		"notjson":  {"sk-not-json-0123456789", false},
+		"badfield": {`{"a":"x","b":1}`, false},
+	}
+	src := fakeSource{func(_ context.Context, path string) ([]byte, Meta, error) {
+		d := docs[path]
+		return []byte(d.raw), Meta{Fields: d.fields}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{Log: zerolog.Nop()})
+	ctx := context.Background()
+	fields := func(ref string) map[string]string {
+		t.Helper()
+		r, err := c.GetAs(ctx, ref, FormFields)
+		if err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+		out := map[string]string{}
+		for _, n := range r.Secret.FieldNames() {
+			out[n], _ = r.Secret.Field(n)
+		}
+		return out
+	}
+	if got := fields("s:aws"); got["access_key_id"] != "AKIDEXAMPLE" || got["secret_access_key"] != "s3cr3t/with+chars" || len(got) != 2 {
+		t.Errorf("s:aws as fields: %v", got)
+	}
+	if got := fields("s:entry"); got["client_secret"] != "shh" {
+		t.Errorf("s:entry as fields: %v", got)
+	}
+	if got := fields("s:wrapped#key_json"); got["private_key"] != "line1\nline2" || got["client_email"] != "a@b" {
+		t.Errorf("s:wrapped#key_json as fields: %v", got)
+	}
+	for ref, want := range map[string]string{"s:pem": pemKey, "s:pementry": pemKey, "s:pementry#private_key": pemKey} {
+		r, err := c.GetAs(ctx, ref, FormPEM)
+		if v, _ := r.Secret.Value(); err != nil || v != want {
+			t.Errorf("%s as PEM: %v, value as expected: %v", ref, err, v == want)
+		}
+	}
+	// One ref, two forms: each is its own entry, with its own status.
+	if _, err := c.Get(ctx, "s:entry#client_secret"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetAs(ctx, "s:entry#client_secret", FormFields); err == nil {
+		t.Error("a one-line field read as fields: no error")
+	}
+	if st := c.StatusOf("s:entry#client_secret", FormValue); st.Err != nil {
+		t.Errorf("value form status: %v", st.Err)
+	}
+	if st := c.StatusOf("s:entry#client_secret", FormFields); st.Err == nil || st.Ref != "s:entry#client_secret" {
+		t.Errorf("fields form status: %+v", st)
+	}
+	for _, tt := range []struct {
+		ref  string
+		form Form
+		want string
+	}{
+		{"s:notjson", FormFields, "reads the secret as fields"},
+		{"s:badfield", FormFields, `field "b" must be a JSON string`},
+		{"s:notjson", FormPEM, "not PEM"},
+		{"s:aws", FormPEM, "not PEM"},
+		{"s:pementry#nope", FormPEM, `no field "nope"`},
+	} {
+		_, err := c.GetAs(ctx, tt.ref, tt.form)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s (form %d): got %v, want %q", tt.ref, tt.form, err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "sk-not-json") || strings.Contains(err.Error(), "s3cr3t")) {
+			t.Errorf("%s: the error carries the value: %v", tt.ref, err)
+		}
+	}
+	var refs []string
+	for _, st := range c.Statuses() {
+		refs = append(refs, st.Ref)
+		if strings.ContainsRune(st.Ref, 0) {
+			t.Errorf("status ref %q carries the form", st.Ref)
+		}
+	}
+	if !slices.Contains(refs, "s:aws") {
+		t.Errorf("statuses: %v", refs)
 	}
 }

@@ -1,0 +1,109 @@
+package test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/tillgw/till/test/fake"
+)
+
+// TestCredentialsFromSource keeps the long-lived credentials of a signing
+// and a minting route in a source rather than till's vault: a JSON
+// document of AWS credentials and a GitHub App's PEM key, each a file of
+// a files source. The fakes check the signature and the JWT as before;
+// till check fetches each ref in the form its route reads; a file that
+// is not the right shape is refused with the reason, never the value.
+func TestCredentialsFromSource(t *testing.T) {
+	real := aws.Credentials{AccessKeyID: "AKIATILLSOURCED00001", SecretAccessKey: keyed("sourced-aws-", "sa"), SessionToken: keyed("sourced-session-", "st")}
+	sm := fake.NewSecretsManager(t, real, "eu-west-1")
+	sm.Put("prod/openai", "a stored value")
+	gh, pemKey := newFakeGitHub(t)
+	ghUp := newUpstream(t, gh)
+
+	keys := t.TempDir()
+	write := func(name, v string) {
+		if err := os.WriteFile(filepath.Join(keys, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("aws.json", "{\n  \"access_key_id\": \""+real.AccessKeyID+"\",\n  \"secret_access_key\": \""+real.SecretAccessKey+"\",\n  \"session_token\": \""+real.SessionToken+"\"\n}\n")
+	write("app.pem", pemKey)
+	write("broken.pem", "not a key at all, "+keyed("broken-", "bk"))
+	cfg := `version: 1
+sources:
+  - {name: mounted, type: files, dir: ` + keys + `}
+routes:
+  - {name: aws, upstream: "` + sm.URL + `", secret: "mounted:aws.json", inject: {aws_sigv4: {service: secretsmanager, region: eu-west-1}}}
+  - {name: github, upstream: "` + ghUp.URL + `", secret: "mounted:app.pem", inject: {github_app: {app_id: 12345, installation_id: 678}}}
+`
+	dir := t.TempDir()
+	writeConfig(t, dir, cfg)
+	if out, errOut, code := runTill(t, dir, "", nil, "check"); code != 0 {
+		t.Fatalf("till check: exit %d\n%s%s", code, out, errOut)
+	}
+	// CA files: the SigV4 fake's and the GitHub fake's, in one bundle.
+	bundle := filepath.Join(dir, "cas.pem")
+	a, _ := os.ReadFile(sm.CAFile)
+	b, _ := os.ReadFile(ghUp.caFile)
+	if err := os.WriteFile(bundle, append(a, b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tl := startTillIn(t, dir, bundle)
+
+	client := secretsmanager.New(secretsmanager.Options{
+		Region:           "eu-west-1",
+		BaseEndpoint:     aws.String(tl.url("/aws")),
+		Credentials:      credentials.NewStaticCredentialsProvider("AKIADUMMYHELDBYAPP01", "dummy-secret-held-by-the-app", ""),
+		RetryMaxAttempts: 1,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("prod/openai")})
+	if err != nil || aws.ToString(out.SecretString) != "a stored value" || sm.Refused() != 0 {
+		t.Fatalf("GetSecretValue through till, credentials from a source: %v (refused %d)", err, sm.Refused())
+	}
+	for range 3 {
+		resp, body := do(t, newRequest(t, "GET", tl.url("/github/repos/till/till"), nil))
+		if resp.StatusCode != 200 {
+			t.Fatalf("GitHub App, key from a source: %d %s", resp.StatusCode, body)
+		}
+	}
+	gh.mu.Lock()
+	issued := gh.issued
+	gh.mu.Unlock()
+	if issued != 1 {
+		t.Errorf("3 requests minted %d tokens, want 1", issued)
+	}
+	for _, r := range tl.waitAudit(4) {
+		if r["outcome"] != "forwarded" || r["key_fp"] == "" {
+			t.Errorf("record: %v", r)
+		}
+	}
+	tl.stop()
+	gh.mu.Lock()
+	secrets := []string{real.SecretAccessKey, real.SessionToken, pemKey}
+	for tok := range gh.tokens {
+		secrets = append(secrets, tok)
+	}
+	gh.mu.Unlock()
+	tl.assertNoLeak(secrets)
+
+	// A route that reads a PEM key from a file that holds none: till
+	// check names the ref and why, and never prints the file.
+	writeConfig(t, dir, strings.Replace(cfg, "mounted:app.pem", "mounted:broken.pem", 1))
+	stdout, stderr, code := runTill(t, dir, "", nil, "check")
+	if code != 1 || !strings.Contains(stdout+stderr, "mounted:broken.pem") || !strings.Contains(stdout+stderr, "not PEM") {
+		t.Errorf("till check with a broken PEM: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if strings.Contains(stdout+stderr, "not a key at all") {
+		t.Errorf("till check printed the file's content:\n%s%s", stdout, stderr)
+	}
+}
