@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,34 @@ func TestRegionPresets(t *testing.T) {
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("%s: got %v\nwant %s", tt.route, err, tt.want)
 		}
+	}
+}
+
+// TestGitHubAppPreset: the github-app preset gives the upstream and the
+// headers to strip; the route names the app and the installation, which
+// have no default, and a vault holding the preset's secret gives no
+// route on built-in defaults.
+func TestGitHubAppPreset(t *testing.T) {
+	y := "version: 1\nroutes:\n  - {name: gh, preset: github-app, inject: {github_app: {app_id: 12345, installation_id: 678}}}\n"
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	if r.Upstream.String() != "https://api.github.com" || r.Inject.GitHubApp == nil || *r.Inject.GitHubApp != (GitHubApp{AppID: 12345, InstallationID: 678}) ||
+		r.Secret != "gh" || !slices.Contains(r.Strip, "Authorization") {
+		t.Errorf("github-app route: %v %+v %q %v", r.Upstream, r.Inject.GitHubApp, r.Secret, r.Strip)
+	}
+	_, err = Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: gh, preset: github-app}\n"), "/")
+	want := `till.yaml:3: routes[0].inject: required with preset github-app: inject: {github_app: {app_id: N, installation_id: N}} (hint: the app's id is on its settings page, the installation's id ends its settings URL)`
+	if err == nil || err.Error() != want {
+		t.Errorf("without inject: got %v\nwant %s", err, want)
+	}
+	_, err = Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: gh, preset: github-app, inject: {github_app: {app_id: 1}}}\n"), "/")
+	if err == nil || !strings.Contains(err.Error(), "routes[0].inject.github_app.installation_id: required") {
+		t.Errorf("without installation_id: %v", err)
+	}
+	if d := Default("/", "", func(s string) bool { return s == "github-app" }); len(d.Routes) != 0 {
+		t.Errorf("built-in defaults with a github-app secret: %d routes, want 0", len(d.Routes))
 	}
 }

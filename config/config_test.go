@@ -159,7 +159,7 @@ func TestParseErrors(t *testing.T) {
 		{"literal key in format", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: Authorization\n      format: \"Bearer " + fakeOpenAIKey + "\"\n", `till.yaml:7: routes[0].inject.format: ` + literalKey},
 		{"literal key beside the placeholder", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      header: X-Auth\n      format: \"{secret}:" + fakeSlackKey + "\"\n", `till.yaml:7: routes[0].inject.format: ` + literalKey},
 		{"literal key as basic password", "version: 1\nroutes:\n  - name: x\n    upstream: https://x.example\n    inject:\n      basic: {username: \"{secret}\", password: " + fakeStripeKey + "}\n", `till.yaml:6: routes[0].inject.basic.password: ` + literalKey},
-		{"key-like preset not echoed", "version: 1\nroutes:\n  - {name: x, preset: " + fakeOpenAIKey + "}\n", `till.yaml:3: routes[0].preset: unknown preset (known: anthropic, bedrock, bedrock-agent, cohere, gemini, github, groq, huggingface, mistral, openai, sendgrid, slack, stripe, twilio, vertex)`},
+		{"key-like preset not echoed", "version: 1\nroutes:\n  - {name: x, preset: " + fakeOpenAIKey + "}\n", `till.yaml:3: routes[0].preset: unknown preset (known: anthropic, bedrock, bedrock-agent, cohere, gemini, github, github-app, groq, huggingface, mistral, openai, sendgrid, slack, stripe, twilio, vertex)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -479,7 +479,7 @@ func TestPresets(t *testing.T) {
 			t.Errorf("%s: upstream: %v", p.Name, err)
 		}
 	}
-	want := []string{"anthropic", "bedrock", "bedrock-agent", "cohere", "gemini", "github", "groq", "huggingface", "mistral", "openai", "sendgrid", "slack", "stripe", "twilio", "vertex"}
+	want := []string{"anthropic", "bedrock", "bedrock-agent", "cohere", "gemini", "github", "github-app", "groq", "huggingface", "mistral", "openai", "sendgrid", "slack", "stripe", "twilio", "vertex"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("got %q, want %q", names, want)
 	}
@@ -585,8 +585,8 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:116: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
-		`till.yaml:129: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:117: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
+		`till.yaml:130: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

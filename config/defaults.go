@@ -26,8 +26,9 @@ func Default(dir, keyFile string, has func(secret string) bool) *Config {
 		return c
 	}
 	for _, p := range catalog() {
-		// A preset that needs a region (bedrock, vertex) needs a config.
-		if has(p.Secret) && !p.NeedsRegion() {
+		// A preset that needs a region (bedrock, vertex) or an app
+		// (github-app) needs a config.
+		if has(p.Secret) && !p.NeedsRegion() && !p.NeedsApp() {
 			c.Routes = append(c.Routes, routeFromPreset(p))
 		}
 	}

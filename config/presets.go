@@ -128,6 +128,10 @@ const RegionPlaceholder = "{region}"
 // NeedsRegion reports whether the preset's upstream names a region.
 func (p Preset) NeedsRegion() bool { return strings.Contains(p.Upstream, RegionPlaceholder) }
 
+// NeedsApp reports whether the preset mints GitHub App tokens, whose app
+// and installation a route must name.
+func (p Preset) NeedsApp() bool { return p.Inject.GitHubApp != nil }
+
 // Presets returns the built-in provider presets, sorted by name. The
 // result is a copy; changing it changes nothing else.
 func Presets() []Preset {

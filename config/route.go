@@ -119,6 +119,8 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		if in, ok := d.inject(v, join(path, "inject")); ok {
 			r.Inject = in
 		}
+	case preset != nil && preset.NeedsApp():
+		d.errorf(n, join(path, "inject"), "required with preset %s: inject: {github_app: {app_id: N, installation_id: N}} (hint: the app's id is on its settings page, the installation's id ends its settings URL)", preset.Name)
 	case preset != nil:
 		r.Inject = preset.Inject
 		if sig := r.Inject.AWSSigV4; sig != nil && sig.Region == RegionPlaceholder {
@@ -361,6 +363,9 @@ func (d *decoder) inject(n *yaml.Node, path string) (Inject, bool) {
 		g := &GitHubApp{}
 		for _, k := range []string{"app_id", "installation_id"} {
 			kv := gf[k]
+			if kv == nil && d.presets {
+				continue // the route names them
+			}
 			if kv == nil {
 				d.errorf(v, join(p, k), "required (hint: the number GitHub shows in the app's settings)")
 				ok = false

@@ -65,20 +65,27 @@ func (f *fakeGitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, `{"full_name":"till/till"}`)
 }
 
-// TestGitHubApp drives a route that attaches a GitHub App's installation
-// token: till signs the RS256 JWT with the app's key (a --pem secret),
-// exchanges it once for a token, and sends that, to Go's client and to
-// the official @octokit/rest package alike; the key and tokens never leak.
-func TestGitHubApp(t *testing.T) {
+// newFakeGitHub returns a fake GitHub API that trusts a new app key, and
+// that key in PEM.
+func newFakeGitHub(t *testing.T) (*fakeGitHub, string) {
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
 	der, _ := x509.MarshalPKCS8PrivateKey(priv)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	f := &fakeGitHub{pub: &priv.PublicKey, tokens: map[string]bool{}}
+	return &fakeGitHub{pub: &priv.PublicKey, tokens: map[string]bool{}}, pemKey
+}
+
+// TestGitHubApp drives a route that attaches a GitHub App's installation
+// token: till signs the RS256 JWT with the app's key (a --pem secret),
+// exchanges it once for a token, and sends that, to Go's client and to
+// the official @octokit/rest package alike; the key and tokens never leak.
+func TestGitHubApp(t *testing.T) {
+	f, pemKey := newFakeGitHub(t)
 	up := newUpstream(t, f)
-	cfg := "version: 1\nroutes:\n  - {name: github, upstream: \"" + up.URL + "\", secret: gh-app, inject: {github_app: {app_id: 12345, installation_id: 678}}}\n"
+	// The github-app preset, its upstream pointed at the fake.
+	cfg := "version: 1\nroutes:\n  - {name: github, preset: github-app, upstream: \"" + up.URL + "\", secret: gh-app, inject: {github_app: {app_id: 12345, installation_id: 678}}}\n"
 	dir := t.TempDir()
 	writeConfig(t, dir, cfg)
 	setSecret(t, dir, "gh-app", pemKey, "--pem")
