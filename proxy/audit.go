@@ -109,7 +109,8 @@ type record struct {
 	tokensIn  int64
 	tokensOut int64
 	costUSD   float64
-	// cred says how the key was used: credStatic or credSigV4.
+	// cred says how the key was used: credStatic, or the mechanism that
+	// signed or minted with it.
 	cred string
 }
 

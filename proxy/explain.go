@@ -146,10 +146,18 @@ func (s *Snapshot) Mint(ctx context.Context, route string) error {
 		if rt.name != route {
 			continue
 		}
-		if rt.injection.minter == nil {
+		in := rt.injection
+		if rt.sourced != nil {
+			current, _, err := rt.sourced.current(ctx)
+			if err != nil {
+				return err
+			}
+			in = current
+		}
+		if in.minter == nil {
 			return fmt.Errorf("route %q mints no token", route)
 		}
-		_, err := rt.injection.minter.token(ctx)
+		_, err := in.minter.token(ctx)
 		return err
 	}
 	return fmt.Errorf("no route %q", route)

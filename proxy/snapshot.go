@@ -264,8 +264,24 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 
 // compileInjection renders how cr attaches its key; the echo forms are
 // left to the interner.
+// credOf is how a route with inj uses its key, for records: "" (static)
+// or the mechanism that signs or mints with it.
+func credOf(inj config.Inject) string {
+	switch {
+	case inj.AWSSigV4 != nil:
+		return credSigV4
+	case inj.OAuth2 != nil:
+		return credOAuth2
+	case inj.GitHubApp != nil:
+		return credGitHubApp
+	case inj.Google != nil:
+		return credGoogle
+	}
+	return ""
+}
+
 func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) (in injection, values []string) {
-	in.secretName = cr.Secret
+	in.secretName, in.cred = cr.Secret, credOf(cr.Inject)
 	sec, ok := secrets[cr.Secret]
 	if cr.Secret == config.CASecret || cr.Secret == config.AuditKeySecret {
 		ok = false // till's own keys are never a route's (config refuses them too)
@@ -287,7 +303,6 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	case inj.AWSSigV4 != nil:
 		var values []string
 		in.sigV4, values, in.problem = compileSigV4(inj.AWSSigV4, sec)
-		in.cred = credSigV4
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
@@ -295,7 +310,6 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	case inj.Google != nil:
 		var values []string
 		in.minter, values, in.problem = compileGoogle(inj.Google, sec)
-		in.cred = credGoogle
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
@@ -303,7 +317,6 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	case inj.GitHubApp != nil:
 		var values []string
 		in.minter, values, in.problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
-		in.cred = credGitHubApp
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
@@ -311,7 +324,6 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	case inj.OAuth2 != nil:
 		var values []string
 		in.minter, values, in.problem = compileOAuth2(inj.OAuth2, sec)
-		in.cred = credOAuth2
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}

@@ -63,7 +63,7 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 // compileSourced sets up rt to fetch its key from keys; without keys (a
 // dry run, till check) the route says its source is not reachable here.
 func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys) {
-	in := &injection{secretName: cr.Secret}
+	in := &injection{secretName: cr.Secret, cred: credOf(cr.Inject)}
 	switch {
 	case cr.Inject.Basic != nil:
 		in.injectHeader = "Authorization"

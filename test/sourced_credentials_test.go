@@ -18,7 +18,7 @@ import (
 // TestCredentialsFromSource keeps the long-lived credentials of a signing
 // and a minting route in a source rather than till's vault: a JSON
 // document of AWS credentials and a GitHub App's PEM key, each a file of
-// a files source. The fakes check the signature and the JWT as before;
+// a files source; an OAuth2 client too. The fakes check the signature and the JWT as before;
 // till check fetches each ref in the form its route reads; a file that
 // is not the right shape is refused with the reason, never the value.
 func TestCredentialsFromSource(t *testing.T) {
@@ -27,6 +27,8 @@ func TestCredentialsFromSource(t *testing.T) {
 	sm.Put("prod/openai", "a stored value")
 	gh, pemKey := newFakeGitHub(t)
 	ghUp := newUpstream(t, gh)
+	oa := &fakeOAuth{id: "sourced-client", secret: keyed("sourced-oauth-", "so"), issued: map[string]int{}, valid: map[string]bool{}}
+	oaUp := newUpstream(t, oa)
 
 	keys := t.TempDir()
 	write := func(name, v string) {
@@ -36,6 +38,7 @@ func TestCredentialsFromSource(t *testing.T) {
 	}
 	write("aws.json", "{\n  \"access_key_id\": \""+real.AccessKeyID+"\",\n  \"secret_access_key\": \""+real.SecretAccessKey+"\",\n  \"session_token\": \""+real.SessionToken+"\"\n}\n")
 	write("app.pem", pemKey)
+	write("oauth.json", `{"client_id":"sourced-client","client_secret":"`+oa.secret+`"}`)
 	write("broken.pem", "not a key at all, "+keyed("broken-", "bk"))
 	cfg := `version: 1
 sources:
@@ -43,18 +46,27 @@ sources:
 routes:
   - {name: aws, upstream: "` + sm.URL + `", secret: "mounted:aws.json", inject: {aws_sigv4: {service: secretsmanager, region: eu-west-1}}}
   - {name: github, upstream: "` + ghUp.URL + `", secret: "mounted:app.pem", inject: {github_app: {app_id: 12345, installation_id: 678}}}
+  - {name: partner, upstream: "` + oaUp.URL + `", secret: "mounted:oauth.json", inject: {oauth2: {token_url: "` + oaUp.URL + `/oauth/token"}}}
 `
 	dir := t.TempDir()
 	writeConfig(t, dir, cfg)
 	if out, errOut, code := runTill(t, dir, "", nil, "check"); code != 0 {
 		t.Fatalf("till check: exit %d\n%s%s", code, out, errOut)
 	}
-	// CA files: the SigV4 fake's and the GitHub fake's, in one bundle.
+	// The fakes' CA files in one bundle.
+	var cas []byte
+	for _, f := range []string{sm.CAFile, ghUp.caFile, oaUp.caFile} {
+		b, _ := os.ReadFile(f)
+		cas = append(cas, b...)
+	}
 	bundle := filepath.Join(dir, "cas.pem")
-	a, _ := os.ReadFile(sm.CAFile)
-	b, _ := os.ReadFile(ghUp.caFile)
-	if err := os.WriteFile(bundle, append(a, b...), 0o600); err != nil {
+	if err := os.WriteFile(bundle, cas, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// till test --mint fetches the client from the source and mints.
+	out, _, code := runTill(t, dir, "", []string{"SSL_CERT_FILE=" + bundle}, "test", "--mint", "GET", "/partner/v1/things")
+	if code != 0 || !strings.Contains(out, "credential: oauth2") || !strings.Contains(out, "a token was obtained") || oa.count("/oauth/token") != 1 {
+		t.Errorf("till test --mint, client from a source: exit %d: %s", code, out)
 	}
 	tl := startTillIn(t, dir, bundle)
 
@@ -66,8 +78,8 @@ routes:
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("prod/openai")})
-	if err != nil || aws.ToString(out.SecretString) != "a stored value" || sm.Refused() != 0 {
+	sv, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("prod/openai")})
+	if err != nil || aws.ToString(sv.SecretString) != "a stored value" || sm.Refused() != 0 {
 		t.Fatalf("GetSecretValue through till, credentials from a source: %v (refused %d)", err, sm.Refused())
 	}
 	for range 3 {
@@ -82,18 +94,24 @@ routes:
 	if issued != 1 {
 		t.Errorf("3 requests minted %d tokens, want 1", issued)
 	}
-	for _, r := range tl.waitAudit(4) {
+	if resp, body := do(t, newRequest(t, "GET", tl.url("/partner/v1/things"), nil)); resp.StatusCode != 200 {
+		t.Errorf("OAuth2, client from a source: %d %s", resp.StatusCode, body)
+	}
+	for _, r := range tl.waitAudit(5) {
 		if r["outcome"] != "forwarded" || r["key_fp"] == "" {
 			t.Errorf("record: %v", r)
 		}
 	}
 	tl.stop()
 	gh.mu.Lock()
-	secrets := []string{real.SecretAccessKey, real.SessionToken, pemKey}
+	secrets := []string{real.SecretAccessKey, real.SessionToken, pemKey, oa.secret}
 	for tok := range gh.tokens {
 		secrets = append(secrets, tok)
 	}
 	gh.mu.Unlock()
+	oa.mu.Lock()
+	secrets = append(secrets, oa.tokens...)
+	oa.mu.Unlock()
 	tl.assertNoLeak(secrets)
 
 	// A route that reads a PEM key from a file that holds none: till

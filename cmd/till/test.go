@@ -27,7 +27,7 @@ func runTest(args []string, e *env) error {
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
-	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2), to check it works; the token is not shown")
+	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google), to check it works; the token is not shown")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
