@@ -187,8 +187,8 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
 	if x.route.usage != usage.None {
-		// The transport then asks for gzip itself and hands back the
-		// answer decoded, which the meter reads (and so does the app).
+		// The answer then comes uncompressed (the transport asks for no
+		// encoding), which the meter can read; so does the app.
 		delete(h, "Accept-Encoding")
 	}
 	out.Header = h
