@@ -65,15 +65,21 @@ func (f *fakeGitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, `{"full_name":"till/till"}`)
 }
 
-// newFakeGitHub returns a fake GitHub API that trusts a new app key, and
-// that key in PEM.
-func newFakeGitHub(t *testing.T) (*fakeGitHub, string) {
+// newRSAKey returns a new 2048-bit RSA key, and the key in PKCS #8 PEM.
+func newRSAKey(t *testing.T) (*rsa.PrivateKey, string) {
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
 	der, _ := x509.MarshalPKCS8PrivateKey(priv)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	return priv, pemKey
+}
+
+// newFakeGitHub returns a fake GitHub API that trusts a new app key, and
+// that key in PEM.
+func newFakeGitHub(t *testing.T) (*fakeGitHub, string) {
+	priv, pemKey := newRSAKey(t)
 	return &fakeGitHub{pub: &priv.PublicKey, tokens: map[string]bool{}}, pemKey
 }
 

@@ -1,11 +1,8 @@
 package test
 
 import (
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"strings"
@@ -65,12 +62,7 @@ func (f *fakeGoogle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // lines): the fake endpoint verifies the signed assertion; one token
 // serves every request; the key and the tokens never leak.
 func TestGoogleServiceAccount(t *testing.T) {
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(priv)
-	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	priv, pemKey := newRSAKey(t)
 	f := &fakeGoogle{pub: &priv.PublicKey, email: "till@project.iam.gserviceaccount.com"}
 	up := newUpstream(t, f)
 	f.tokenURL = up.URL + "/token"
