@@ -262,8 +262,6 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	return r
 }
 
-// compileInjection renders how cr attaches its key; the echo forms are
-// left to the interner.
 // credOf is how a route with inj uses its key, for records: "" (static)
 // or the mechanism that signs or mints with it.
 func credOf(inj config.Inject) string {
@@ -280,6 +278,8 @@ func credOf(inj config.Inject) string {
 	return ""
 }
 
+// compileInjection renders how cr attaches its key; the echo forms are
+// left to the interner.
 func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge time.Duration) (in injection, values []string) {
 	in.secretName, in.cred = cr.Secret, credOf(cr.Inject)
 	sec, ok := secrets[cr.Secret]

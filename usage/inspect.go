@@ -142,31 +142,24 @@ var inspected = [...]string{
 	"generationConfig", "generationConfig.maxOutputTokens",
 }
 
-// want takes the inspected fields and generationConfig, which holds one.
-func (x *inspectSink) want(s *scanner) bool {
-	switch s.pathLen() {
-	case 1:
-		key := string(s.key(0))
-		return slices.Contains(inspected[:6], key)
-	case 2:
-		return string(s.key(0)) == "generationConfig" && string(s.key(1)) == "maxOutputTokens"
-	}
-	return false
-}
-
-func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
-	i := -1
+// inspectedAt returns the index in inspected of the value at the
+// scanner's current path, or -1.
+func inspectedAt(s *scanner) int {
 	switch n := s.pathLen(); {
 	case n == 1:
-		key := s.key(0)
-		for j, name := range inspected[:6] {
-			if string(key) == name {
-				i = j
-			}
-		}
+		return slices.Index(inspected[:6], string(s.key(0)))
 	case n == 2 && string(s.key(0)) == "generationConfig" && string(s.key(1)) == "maxOutputTokens":
-		i = 6
+		return 6
 	}
+	return -1
+}
+
+// want takes the inspected fields (generationConfig among them, which
+// holds one).
+func (x *inspectSink) want(s *scanner) bool { return inspectedAt(s) >= 0 }
+
+func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
+	i := inspectedAt(s)
 	if i < 0 {
 		return
 	}

@@ -139,8 +139,10 @@ func fetchRefs(cfg *config.Config) ([]source.Status, error) {
 	}
 	var uses []use
 	for _, r := range cfg.Routes {
-		u := use{r.Secret, proxy.SecretForm(&r)}
-		if r.Ref != nil && !slices.Contains(uses, u) {
+		if r.Ref == nil {
+			continue
+		}
+		if u := (use{r.Secret, proxy.SecretForm(&r)}); !slices.Contains(uses, u) {
 			uses = append(uses, u)
 		}
 	}

@@ -297,13 +297,9 @@ func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time
 // fieldsValue makes a FormFields secret of raw, a JSON object of string
 // fields, or of its field holding one.
 func fieldsValue(ref string, raw []byte, field string, version time.Time) (vault.Secret, error) {
-	doc := raw
-	if field != "" {
-		s, err := stringField(raw, field)
-		if err != nil {
-			return vault.Secret{}, err
-		}
-		doc = []byte(s)
+	doc, err := document(raw, field)
+	if err != nil {
+		return vault.Secret{}, err
 	}
 	fields, err := vault.ParseFields(doc)
 	if err != nil {
@@ -315,25 +311,30 @@ func fieldsValue(ref string, raw []byte, field string, version time.Time) (vault
 // pemValue makes a FormPEM secret of raw, or of its field (of a Vault
 // entry: of its only field when none is named).
 func pemValue(ref string, raw []byte, field string, meta Meta, version time.Time) (vault.Secret, error) {
-	doc := raw
 	if field == "" && meta.Fields {
 		var err error
 		if field, err = onlyFieldName(raw); err != nil {
 			return vault.Secret{}, err
 		}
 	}
-	if field != "" {
-		s, err := stringField(raw, field)
-		if err != nil {
-			return vault.Secret{}, err
-		}
-		doc = []byte(s)
+	doc, err := document(raw, field)
+	if err != nil {
+		return vault.Secret{}, err
 	}
 	value, err := vault.CleanPEM(doc)
 	if err != nil {
 		return vault.Secret{}, fmt.Errorf("this route reads the secret as a PEM key: %w", err)
 	}
 	return vault.NewSecret(ref, value, version), nil
+}
+
+// document is what a ref names: raw, or its field when one is named.
+func document(raw []byte, field string) ([]byte, error) {
+	if field == "" {
+		return raw, nil
+	}
+	s, err := stringField(raw, field)
+	return []byte(s), err
 }
 
 // onlyField returns the value of a JSON object with exactly one field; a
