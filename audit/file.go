@@ -154,7 +154,7 @@ func (af *file) append(p []byte) error {
 // was renamed or removed), and whether f was removed: what is written
 // to a removed file can never be read.
 func (af *file) moved() (moved, removed bool) {
-	if st, err := os.Stat(af.path); err == nil && os.SameFile(st, af.id) {
+	if names(af.path, af.id) {
 		return false, false
 	}
 	return true, unlinked(af.f)

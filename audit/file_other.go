@@ -9,3 +9,9 @@ import "os"
 func unlinked(*os.File) bool { return true }
 
 func currentName(f *os.File) string { return f.Name() }
+
+// names reports whether path names the file id describes.
+func names(path string, id os.FileInfo) bool {
+	st, err := os.Stat(path)
+	return err == nil && os.SameFile(st, id)
+}

@@ -77,7 +77,7 @@ func BenchmarkInject(b *testing.B) {
 	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions"}
 	b.ReportAllocs()
 	for b.Loop() {
-		out := x.outbound(in)
+		out := x.outbound(in, in.Context())
 		if out.Header.Get("Authorization") != "Bearer "+testKey {
 			b.Fatal("not injected")
 		}

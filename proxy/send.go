@@ -124,13 +124,15 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 // key's use first, and returns the response; done releases what the
 // attempt holds once its response has been read.
 func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (res *http.Response, done func(), err error) {
-	out := x.outbound(r)
-	if !x.writeAhead() {
-		return nil, func() {}, errAuditUnavailable
-	}
-	ctx, cancel := context.WithCancelCause(out.Context())
-	out = out.WithContext(ctx)
+	ctx, cancel := context.WithCancelCause(r.Context())
 	done = func() { cancel(nil) }
+	early := &earlyHints{rw: rw}
+	trace := x.sendTrace(cancel)
+	trace.Got1xxResponse = early.relay
+	out := x.outbound(r, httptrace.WithClientTrace(ctx, trace))
+	if !x.writeAhead() {
+		return nil, done, errAuditUnavailable
+	}
 	if body := x.setBody(rw, out); body != nil {
 		// The upstream transport may still hold the body when the
 		// handler returns: it must not read it after that.
@@ -144,7 +146,10 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 			return nil, done, err
 		}
 	}
-	res, err = g.roundTrip(rw, out, x, cancel)
+	// net/http's Transport, with the route's timeout for the response
+	// headers.
+	res, err = g.transports.forTimeout(x.route.timeout).RoundTrip(out)
+	early.stop()
 	if x.upload != nil {
 		// An upstream that answered early is no longer waited on.
 		x.upload.stop()
@@ -157,12 +162,12 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	return res, done, err
 }
 
-// outbound returns the request to send upstream for r: to the route's
-// upstream, whatever r names (invariant 1), without hop-by-hop headers
-// or forwarding headers from the app, with the app's credentials replaced
-// by the route's key.
-func (x *exchange) outbound(r *http.Request) *http.Request {
-	out := r.WithContext(r.Context()) // a shallow copy
+// outbound returns the request to send upstream for r, with the context
+// ctx: to the route's upstream, whatever r names (invariant 1), without
+// hop-by-hop headers or forwarding headers from the app, with the app's
+// credentials replaced by the route's key.
+func (x *exchange) outbound(r *http.Request, ctx context.Context) *http.Request {
+	out := r.WithContext(ctx) // a shallow copy
 	u := *r.URL
 	out.URL = &u
 	out.RequestURI = ""
@@ -199,27 +204,29 @@ func (x *exchange) outbound(r *http.Request) *http.Request {
 	return out
 }
 
-// roundTrip sends out through net/http's Transport with the route's
-// timeout. Informational responses go on to the app as they come.
-func (g *Gateway) roundTrip(rw *responseRecorder, out *http.Request, x *exchange, cancel context.CancelCauseFunc) (*http.Response, error) {
-	// The Transport reports them from another goroutine, which may still
-	// do so after RoundTrip returned.
-	var mu sync.Mutex
-	done := false
-	trace := x.sendTrace(cancel)
-	trace.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			return nil
-		}
-		return rw.informational(code, http.Header(h))
+// earlyHints passes the upstream's informational responses (103 Early
+// Hints) on to the app as they come, until stop. The Transport reports
+// them from another goroutine, which may still do so after RoundTrip
+// returned.
+type earlyHints struct {
+	mu      sync.Mutex
+	rw      *responseRecorder
+	stopped bool
+}
+
+func (e *earlyHints) relay(code int, h textproto.MIMEHeader) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return nil
 	}
-	res, err := g.transports.forTimeout(x.route.timeout).RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
-	mu.Lock()
-	done = true
-	mu.Unlock()
-	return res, err
+	return e.rw.informational(code, http.Header(h))
+}
+
+func (e *earlyHints) stop() {
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
 }
 
 // writeAhead records an attempt's first send of the request's key, before
@@ -274,8 +281,9 @@ var errAuditUnavailable = errors.New("the audit record of a key use could not be
 // when it is a stream, and reports whether all of it went. A failure to
 // read the body is logged; a failure to write it means the app has gone.
 func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x *exchange) bool {
-	buf := g.buffers.Get()
-	defer g.buffers.Put(buf)
+	bp := g.buffers.Get()
+	defer g.buffers.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {

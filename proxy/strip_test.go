@@ -46,7 +46,7 @@ func sendHeaders(t *testing.T, rt *route, raw [][2]string, query string) (http.H
 		in.Header[kv[0]] = append(in.Header[kv[0]], kv[1])
 	}
 	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions"}
-	out := x.outbound(in)
+	out := x.outbound(in, in.Context())
 	in = in.WithContext(context.WithValue(in.Context(), exchangeKey{}, x))
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
 	rewrite(pr)

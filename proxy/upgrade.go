@@ -17,7 +17,6 @@ func (g *Gateway) newUpgrader() *httputil.ReverseProxy {
 		Transport:      routeTransport{g},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.handleUpstreamError,
-		BufferPool:     g.buffers,
 		ErrorLog:       zerologStdLogger(g.log),
 	}
 }
