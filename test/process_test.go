@@ -670,11 +670,13 @@ func TestTimerSlack(t *testing.T) {
 	}
 }
 
-// TestGCTarget: till serve collects at GOGC=50 unless GOGC says otherwise
-// (as the Go collector's metric shows).
+// TestGCTarget: till serve leaves the collector at Go's default, which
+// costs less CPU per request than a tighter target (GOGC=50 cost 2-3% at
+// a steady rate and 10% saturated, for 2.7 MiB less peak RSS), and takes
+// GOGC from the environment (as the Go collector's metric shows).
 func TestGCTarget(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
-	for _, tc := range []struct{ env, want string }{{"", "50"}, {"GOGC=200", "200"}} {
+	for _, tc := range []struct{ env, want string }{{"", "100"}, {"GOGC=50", "50"}} {
 		dir := t.TempDir()
 		cfg := fmt.Sprintf("version: 1\nadmin: {listen: 127.0.0.1:0}\nroutes:\n  - {name: openai, preset: openai, upstream: %q}\n", u.URL)
 		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {

@@ -10,26 +10,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
-// serveGCPercent is the garbage collector's target for till serve: a
-// gateway's live heap is small and made of short-lived request garbage, so
-// collecting at 1.5× the live heap instead of 2× keeps about a megabyte and
-// a half less resident for a GC cost within the noise of the load harness.
-// GOGC, when set, wins.
-const serveGCPercent = 50
-
 func main() {
 	if args, _, err := globalFlags(os.Args[1:]); err == nil && len(args) > 0 && args[0] == "serve" {
 		raiseTimerSlack()
-		if os.Getenv("GOGC") == "" {
-			debug.SetGCPercent(serveGCPercent)
-		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
