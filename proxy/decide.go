@@ -78,39 +78,9 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 			return refuse(apiError{CodeRateLimited, "this client is over the route's rate"})
 		}
 	}
-	inj, stale := rt.injection, false
-	var err error
-	switch {
-	case rt.pool != nil:
-		d.caller = id.name()
-		if id.client == nil {
-			d.caller += "\x00" + remoteIP(r.RemoteAddr)
-		}
-		d.member, inj, stale, err = rt.pool.usable(r.Context(), d.caller, now, s.onExpired)
-	case rt.sourced != nil:
-		inj, stale, err = rt.sourced.current(r.Context())
-	}
-	if err != nil {
-		d.fetchErr = err
-		return refuse(errSecretUnavailable)
-	}
-	if inj.minter != nil && inj.problem == "" && rate != nil { // a dry run mints nothing
-		t, err := inj.minter.token(r.Context())
-		if err != nil {
-			d.fetchErr = err
-			return refuse(errCredentialUnavailable)
-		}
-		inj = t.inj
-	}
-	e, ok, warn := inj.secretState(now, s.onExpired)
+	inj, e, ok := s.credential(r, rt, id, now, rate != nil, &d)
 	if !ok {
 		return refuse(e)
-	}
-	switch {
-	case stale:
-		d.Warning = CodeSecretStale
-	case warn:
-		d.Warning = CodeSecretExpired
 	}
 	d.inj = inj
 	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
@@ -141,6 +111,48 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	}
 	d.Allowed = true
 	return d
+}
+
+// credential returns what the request goes with: the route's key, a pool
+// member or a source's current value, or the token minted from it (mint:
+// a dry run mints nothing). It notes on d the pool member, a fetch error,
+// and a warning for a stale or expired secret used anyway.
+func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.Time, mint bool, d *Decision) (*injection, apiError, bool) {
+	inj, stale := rt.injection, false
+	var err error
+	switch {
+	case rt.pool != nil:
+		d.caller = id.name()
+		if id.client == nil {
+			d.caller += "\x00" + remoteIP(r.RemoteAddr)
+		}
+		d.member, inj, stale, err = rt.pool.usable(r.Context(), d.caller, now, s.onExpired)
+	case rt.sourced != nil:
+		inj, stale, err = rt.sourced.current(r.Context())
+	}
+	if err != nil {
+		d.fetchErr = err
+		return nil, errSecretUnavailable, false
+	}
+	if inj.minter != nil && inj.problem == "" && mint {
+		t, err := inj.minter.token(r.Context())
+		if err != nil {
+			d.fetchErr = err
+			return nil, errCredentialUnavailable, false
+		}
+		inj = t.inj
+	}
+	e, ok, warn := inj.secretState(now, s.onExpired)
+	if !ok {
+		return nil, e, false
+	}
+	switch {
+	case stale:
+		d.Warning = CodeSecretStale
+	case warn:
+		d.Warning = CodeSecretExpired
+	}
+	return inj, apiError{}, true
 }
 
 // clientName is the configured name of id's client, "" for none.

@@ -103,18 +103,27 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		panic(http.ErrAbortHandler)
 	}
 	res.Body.Close() // now, to read the trailers
+	g.passTrailers(rw, res, announced, x)
+}
+
+// passTrailers passes the upstream's trailers on to the app, once its
+// body has ended, without those that echo the key; announced is how many
+// the upstream announced before the body.
+func (g *Gateway) passTrailers(rw *responseRecorder, res *http.Response, announced int, x *exchange) {
 	if n := scrubEchoes(res.Trailer, x.inj.echoForms); n > 0 {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("trailers", n).
 			Msg("removed response trailers that echoed the key")
 	}
-	if len(res.Trailer) > 0 {
-		// Flushing makes the response chunked, which trailers need.
-		rw.Flush()
+	if len(res.Trailer) == 0 {
+		return
 	}
+	// Flushing makes the response chunked, which trailers need.
+	rw.Flush()
 	prefix := "" // announced trailers are set by name
 	if len(res.Trailer) != announced {
 		prefix = http.TrailerPrefix
 	}
+	h := rw.Header()
 	for k, v := range res.Trailer {
 		h[prefix+k] = append(h[prefix+k], v...)
 	}

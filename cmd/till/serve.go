@@ -80,38 +80,11 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
+	lns, err := openListeners(cfg, secrets, addr, logger, logs)
 	if err != nil {
-		return withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
-	}
-	tcpAddr := ln.Addr().(*net.TCPAddr)
-	ltls, err := listenerTLS(cfg, secrets, tcpAddr.Port)
-	if err != nil {
-		ln.Close()
 		return err
 	}
-	if ltls != nil {
-		ltls.Log = proxy.NewZapLogger(logger.With().Str("component", "certmagic").Logger(), logs.Level)
-	}
-	scheme := "http"
-	var obtain func(context.Context) error
-	if ltls != nil {
-		var tc *tls.Config
-		tc, obtain = ltls.Config()
-		ln = tls.NewListener(ln, tc)
-		scheme = "https"
-	}
-	// Tunnels may reach none of till's listeners: bind the admin one now
-	// so the gateway knows its address.
-	own := []netip.AddrPort{tcpAddr.AddrPort()}
-	var aln net.Listener
-	if cfg.Admin.Listen != "" {
-		if aln, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			ln.Close()
-			return withHint(fmt.Errorf("admin listen on %q: %w", cfg.Admin.Listen, err), "change admin.listen in the config")
-		}
-		own = append(own, aln.Addr().(*net.TCPAddr).AddrPort())
-	}
+	ln, aln := lns.main, lns.admin
 	var limits proxy.RateLimiter
 	var budgets budget.Store
 	if cfg.Limits.Redis != "" {
@@ -134,7 +107,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Audit:          records,
 		Log:            logger,
 		Leaves:         leaves,
-		Listeners:      own,
+		Listeners:      lns.own,
 		Metrics:        metrics,
 		Limits:         limits,
 		LimitsFailOpen: cfg.Limits.OnRedisError != "deny",
@@ -148,10 +121,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ErrorLog:          log.New(logger.With().Str("component", "http").Logger(), "", 0),
 		BaseContext:       gw.BaseContext,
 	}
-	base := scheme + "://" + ln.Addr().String()
-	if ltls != nil {
-		base = scheme + "://" + net.JoinHostPort(cfg.TLS.Names[0], strconv.Itoa(tcpAddr.Port))
-	}
+	base := lns.base
 	rl := reload.New(cfg, reload.Options{
 		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadServed(cfgPath, addr, e) },
 		Gateway: gw,
@@ -164,18 +134,18 @@ func runServe(ctx context.Context, args []string, e *env) error {
 
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
-	if obtain != nil {
+	if lns.obtain != nil {
 		// The listener already serves the TLS config, so an ACME CA's
 		// TLS-ALPN-01 challenge on this port can be answered.
 		octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err := obtain(octx)
+		err := lns.obtain(octx)
 		cancel()
 		if err != nil {
 			_ = srv.Close()
 			return withHint(fmt.Errorf("obtain the listener's certificates for %v: %w", cfg.TLS.Names, err), "check tls.names and tls.acme in the config")
 		}
 	}
-	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
+	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", lns.scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
 	reload.LogRoutes(logger, cfg, gw.Snapshot(), base)
 	stopExpiry := reload.WatchExpiry(logger, gw.Snapshot, reload.ExpiryInterval, time.Now)
 	defer stopExpiry()
@@ -205,33 +175,83 @@ func runServe(ctx context.Context, args []string, e *env) error {
 				logger.Info().Msg("reopened the audit file")
 			}
 		case <-ctx.Done():
-			logger.Info().Str("grace", cfg.ShutdownGrace.String()).Msg("shutting down: letting requests in flight finish")
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-			if admin != nil {
-				_ = admin.Close()
-			}
-			err := srv.Shutdown(sctx)
-			if err != nil {
-				// Past the grace period: the gateway cuts what remains
-				// first, so that its records say shutdown, not
-				// client_closed as the closed connections would.
-				gw.Abort()
-				_ = srv.Close()
-			}
-			// Upgraded connections, tunnels and intercepted requests are
-			// the gateway's to wait for, or end, before the audit closes.
-			err = errors.Join(err, gw.Shutdown(sctx))
-			cancel()
-			if err != nil {
-				logger.Warn().Err(err).Int64("cut", gw.Cut()).Msg("grace period over: cut the requests still in flight (reason shutdown in their records)")
-			}
-			if err := sink.Close(); err != nil {
-				return err
-			}
-			logger.Info().Msg("stopped")
-			return nil
+			return shutdown(cfg.ShutdownGrace, srv, admin, gw, sink, logger)
 		}
 	}
+}
+
+// shutdown lets the requests in flight finish within grace, cuts those
+// left after it, and closes the audit sink last.
+func shutdown(grace time.Duration, srv, admin *http.Server, gw *proxy.Gateway, sink *audit.Sink, logger zerolog.Logger) error {
+	logger.Info().Str("grace", grace.String()).Msg("shutting down: letting requests in flight finish")
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if admin != nil {
+		_ = admin.Close()
+	}
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		// Past the grace period: the gateway cuts what remains first, so
+		// that its records say shutdown, not client_closed as the closed
+		// connections would.
+		gw.Abort()
+		_ = srv.Close()
+	}
+	// Upgraded connections, tunnels and intercepted requests are the
+	// gateway's to wait for, or end, before the audit closes.
+	if err = errors.Join(err, gw.Shutdown(sctx)); err != nil {
+		logger.Warn().Err(err).Int64("cut", gw.Cut()).Msg("grace period over: cut the requests still in flight (reason shutdown in their records)")
+	}
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	logger.Info().Msg("stopped")
+	return nil
+}
+
+// listeners are what serve listens on.
+type listeners struct {
+	main   net.Listener // the gateway's, TLS when tls.names is set
+	admin  net.Listener // nil without admin.listen
+	own    []netip.AddrPort
+	scheme string // http or https
+	base   string // the URL apps reach the gateway at
+	// obtain gets the listener's certificates (ACME), when it needs any.
+	obtain func(context.Context) error
+}
+
+// openListeners binds the gateway's listener on addr (with its TLS) and
+// the admin one: both before the gateway exists, since tunnels may reach
+// neither and the gateway must know their addresses.
+func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr string, logger zerolog.Logger, logs *logOutput) (*listeners, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
+	}
+	tcpAddr := ln.Addr().(*net.TCPAddr)
+	lns := &listeners{own: []netip.AddrPort{tcpAddr.AddrPort()}, scheme: "http", base: "http://" + ln.Addr().String()}
+	ltls, err := listenerTLS(cfg, secrets, tcpAddr.Port)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if ltls != nil {
+		ltls.Log = proxy.NewZapLogger(logger.With().Str("component", "certmagic").Logger(), logs.Level)
+		var tc *tls.Config
+		tc, lns.obtain = ltls.Config()
+		ln = tls.NewListener(ln, tc)
+		lns.scheme = "https"
+		lns.base = "https://" + net.JoinHostPort(cfg.TLS.Names[0], strconv.Itoa(tcpAddr.Port))
+	}
+	lns.main = ln
+	if cfg.Admin.Listen != "" {
+		if lns.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return nil, withHint(fmt.Errorf("admin listen on %q: %w", cfg.Admin.Listen, err), "change admin.listen in the config")
+		}
+		lns.own = append(lns.own, lns.admin.Addr().(*net.TCPAddr).AddrPort())
+	}
+	return lns, nil
 }
 
 // loadServed is loadAll for a running till: a new config must pass the
