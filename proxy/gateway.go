@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,7 @@ var errShutdown = errors.New("till is shutting down")
 // through an atomic pointer, so a reload never disturbs a request in flight.
 type Gateway struct {
 	live    atomic.Pointer[live]
+	swapMu  sync.Mutex   // one Swap at a time
 	active  atomic.Int64 // requests whose record is not written yet
 	cut     atomic.Int64 // requests ended by shutdown
 	base    context.Context
@@ -145,8 +147,15 @@ func New(snap *Snapshot, opts Options) *Gateway {
 	return g
 }
 
-// Swap makes s the snapshot that new requests use.
+// Swap makes s the snapshot that new requests use. s first adopts what
+// the snapshot it replaces learned (see adopt); a snapshot serves one
+// gateway.
 func (g *Gateway) Swap(s *Snapshot) {
+	g.swapMu.Lock()
+	defer g.swapMu.Unlock()
+	if old := g.live.Load(); old != nil {
+		s.adopt(old.Snapshot)
+	}
 	guard := newDialGuard(s.forward.AllowCIDRs, g.own)
 	if old := g.live.Swap(&live{Snapshot: s, guard: guard, relay: newRelayTransport(guard)}); old != nil {
 		old.relay.CloseIdleConnections()

@@ -33,7 +33,8 @@ type minter struct {
 // minted is one token, compiled into the injection that attaches it.
 type minted struct {
 	inj     *injection
-	expires time.Time // zero: none given
+	token   *oauth2.Token // as the endpoint gave it, for a reload to adopt
+	expires time.Time     // zero: none given
 	// refused is set when the upstream answered 401 to it: the next
 	// request mints anew.
 	refused atomic.Bool
@@ -119,7 +120,7 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 	in.injectHeader = "Authorization"
 	in.injectValue = "Bearer " + tok.AccessToken
 	in.echoForms = append(append([]string(nil), m.base.echoForms...), echoForms([]string{tok.AccessToken, in.injectValue})...)
-	t := &minted{inj: &in, expires: tok.Expiry}
+	t := &minted{inj: &in, token: tok, expires: tok.Expiry}
 	if t.expires.IsZero() {
 		t.expires = m.now().Add(defaultTokenLife)
 	}

@@ -32,6 +32,9 @@ type sourced struct {
 	maxAge time.Duration
 	keys   Keys
 	last   atomic.Pointer[injection]
+	// seed is the minter of the value the snapshot before this one used
+	// (see adopt); set before the snapshot serves.
+	seed *minter
 }
 
 // errSecretUnavailable refuses a request whose key cannot be fetched.
@@ -55,6 +58,9 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 	in.echoForms = echoForms(values)
 	if in.minter != nil {
 		in.minter.base = &in
+		if s.seed != nil && s.seed.base.fp == in.fp && s.seed.key == in.minter.key {
+			in.minter.adopt(s.seed)
+		}
 	}
 	s.last.Store(&in)
 	return &in, res.Stale, nil

@@ -74,7 +74,7 @@ func (f *fakeOAuth) revokeAll() {
 
 // TestOAuth2 drives routes that mint their tokens with OAuth2 client
 // credentials: 1,000 requests within a token's life cause one token
-// request; a 401 from the API makes the next request mint anew; a token
+// request, and a reload keeps the token; a 401 from the API makes the next request mint anew; a token
 // near its expiry is replaced once; a failing token endpoint gives 502
 // credential_unavailable; nothing leaks.
 func TestOAuth2(t *testing.T) {
@@ -103,6 +103,17 @@ func TestOAuth2(t *testing.T) {
 	wg.Wait()
 	if failed.Load() != 0 || f.count("/oauth/token") != 1 {
 		t.Fatalf("1,000 requests: %d failed, %d tokens minted; want 0 and 1", failed.Load(), f.count("/oauth/token"))
+	}
+
+	// A reload for another secret's sake (the vault changed) keeps the
+	// token: the credential it was minted from did not change.
+	reloads := strings.Count(tl.stderr.String(), `"message":"reloaded"`)
+	setSecret(t, tl.dir, "unrelated", keyed("sk-unrelated-", "u1"))
+	waitFor(t, 10*time.Second, "a reload", func() bool {
+		return strings.Count(tl.stderr.String(), `"message":"reloaded"`) > reloads
+	})
+	if resp, _ := do(t, newRequest(t, "GET", tl.url("/api/v1/things"), nil)); resp.StatusCode != 200 || f.count("/oauth/token") != 1 {
+		t.Fatalf("after a reload: %d with %d tokens minted; want 200 and 1", resp.StatusCode, f.count("/oauth/token"))
 	}
 
 	// The API refuses the token: that request gets the 401, the next one a

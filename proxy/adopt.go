@@ -1,0 +1,93 @@
+package proxy
+
+// A reload compiles a new snapshot from the config and the vault. What
+// till learned while it served the old one would go with it: the tokens
+// it minted (so every route would mint anew, whichever secret changed)
+// and the rests of pool keys the upstream refused (so a rate-limited key
+// would be tried again at once). Before the new snapshot serves, it
+// adopts both for every credential and key it still uses unchanged.
+
+// adopt takes from prev, the snapshot s replaces, the tokens minted from
+// a credential that s still mints with, and the rests of the pool keys s
+// still has. It runs before s serves any request.
+func (s *Snapshot) adopt(prev *Snapshot) {
+	minters := map[string]*minter{}
+	rests := map[string]int64{}
+	sources := map[string]*sourced{}
+	for _, r := range prev.routes {
+		if in := r.injection; in.minter != nil {
+			minters[in.mintID()] = in.minter
+		}
+		if r.sourced != nil {
+			sources[r.name] = r.sourced
+		}
+		if r.pool == nil {
+			continue
+		}
+		for _, m := range r.pool.members {
+			if in := m.injection; in.minter != nil {
+				minters[in.mintID()] = in.minter
+			}
+			if m.sourced != nil {
+				sources[r.name+"\x00"+m.sourced.ref] = m.sourced
+			}
+			if until := m.restUntil.Load(); until > 0 {
+				rests[r.name+"\x00"+m.id()] = until
+			}
+		}
+	}
+	for _, r := range s.routes {
+		if in := r.injection; in.minter != nil {
+			in.minter.adopt(minters[in.mintID()])
+		}
+		if r.sourced != nil {
+			r.sourced.adopt(sources[r.name])
+		}
+		if r.pool == nil {
+			continue
+		}
+		for _, m := range r.pool.members {
+			if in := m.injection; in.minter != nil {
+				in.minter.adopt(minters[in.mintID()])
+			}
+			if m.sourced != nil {
+				m.sourced.adopt(sources[r.name+"\x00"+m.sourced.ref])
+			}
+			m.restUntil.Store(rests[r.name+"\x00"+m.id()])
+		}
+	}
+}
+
+// mintID names what a minted token is good for: the credential it was
+// minted from, and how (endpoint, scopes, audience).
+func (in *injection) mintID() string { return in.fp + "\x00" + in.minter.key }
+
+// id names the key a pool member holds: its secret (or ref) and value.
+func (m *member) id() string { return m.secretName + "\x00" + m.fp }
+
+// adopt takes old's token while it is good: the same credential minted
+// it the same way. Its injection is compiled anew, since the route may
+// attach it differently now.
+func (m *minter) adopt(old *minter) {
+	if old == nil {
+		return
+	}
+	if t := old.cur.Load(); t != nil && t.token != nil && old.good(t) {
+		n := m.compile(t.token)
+		n.expires = t.expires
+		m.cur.CompareAndSwap(nil, n)
+	}
+}
+
+// adopt keeps the minter of old's current value, when old read the same
+// ref in the same form: the first value s compiles takes its token if
+// the value is the same (see current).
+func (s *sourced) adopt(old *sourced) {
+	if old == nil || old.ref != s.ref || old.form != s.form {
+		return
+	}
+	s.seed = old.seed
+	if in := old.last.Load(); in != nil && in.minter != nil {
+		s.seed = in.minter
+	}
+}

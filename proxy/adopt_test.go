@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// tokenCounter is a token endpoint (client credentials) that counts the
+// tokens it issues, and an API that answers 200 to any of them.
+type tokenCounter struct {
+	mu     sync.Mutex
+	issued int
+}
+
+func (c *tokenCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/token" {
+		c.mu.Lock()
+		c.issued++
+		n := c.issued
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"tok-%d-0123456789abcdef","token_type":"Bearer","expires_in":3600}`, n)
+		return
+	}
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer tok-") {
+		http.Error(w, "no token", http.StatusUnauthorized)
+		return
+	}
+	w.Write([]byte(`{"ok":true}`))
+}
+
+func (c *tokenCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.issued
+}
+
+// TestReloadKeepsMintedTokens: a new snapshot with the same credential,
+// minted the same way, uses the token minted before it (a reload for
+// another route's sake mints nothing), also for a route whose credential
+// is in a source; a changed credential or scope mints anew.
+func TestReloadKeepsMintedTokens(t *testing.T) {
+	c := &tokenCounter{}
+	up := httptest.NewServer(c)
+	defer up.Close()
+	keys := &fakeKeys{values: map[string]string{"files:app/oauth": `{"client_id":"src","client_secret":"src-secret-0123456789"}`}}
+	snapshot := func(scope, clientSecret, extra string) *Snapshot {
+		t.Helper()
+		y := "version: 1\nsources:\n  - {name: files, type: files, dir: " + t.TempDir() + "}\nroutes:\n" +
+			"  - {name: api, upstream: " + up.URL + ", secret: oauth, inject: {oauth2: {token_url: " + up.URL + "/token, scopes: [" + scope + "]}}}\n" +
+			"  - {name: sourced, upstream: " + up.URL + ", secret: \"files:app/oauth\", inject: {oauth2: {token_url: " + up.URL + "/token}}}\n" + extra
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec := vault.NewFieldSecret("oauth", map[string]string{"client_id": "app", "client_secret": clientSecret}, time.Now())
+		return NewSnapshotWithKeys(cfg, map[string]vault.Secret{"oauth": sec, "other": vault.NewSecret("other", testKey, time.Now())}, keys)
+	}
+	gw := New(snapshot("read", "secret-0123456789", ""), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	get := func(route string, wantMints int, why string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/"+route+"/v1/x", nil))
+		if w.Code != 200 || c.count() != wantMints {
+			t.Fatalf("%s: %d with %d tokens minted, want 200 and %d", why, w.Code, c.count(), wantMints)
+		}
+	}
+	get("api", 1, "first request")
+	get("sourced", 2, "first request from a source")
+	gw.Swap(snapshot("read", "secret-0123456789", "  - {name: other, preset: openai, upstream: "+up.URL+", secret: other}\n"))
+	get("api", 2, "after a reload that added a route")
+	get("sourced", 2, "from a source, after a reload")
+	gw.Swap(snapshot("read write", "secret-0123456789", ""))
+	get("api", 3, "after a reload that changed the scopes")
+	gw.Swap(snapshot("read write", "rotated-0123456789", ""))
+	get("api", 4, "after the client secret changed")
+	get("sourced", 4, "from a source, two reloads on")
+	keys.set("files:app/oauth", `{"client_id":"src","client_secret":"rotated-src-0123456789"}`)
+	gw.Swap(snapshot("read write", "rotated-0123456789", ""))
+	get("sourced", 5, "from a source whose value changed")
+}
+
+// TestReloadKeepsPoolRests: a pool key the upstream rate-limited keeps
+// resting in the snapshot a reload brings; a key that left the pool and
+// came back does not.
+func TestReloadKeepsPoolRests(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		seen[key]++
+		mu.Unlock()
+		if key == "sk-pool-a-0123456789" {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer up.Close()
+	secrets := map[string]vault.Secret{
+		"a": vault.NewSecret("a", "sk-pool-a-0123456789", time.Now()),
+		"b": vault.NewSecret("b", "sk-pool-b-0123456789", time.Now()),
+		"c": vault.NewSecret("c", "sk-pool-c-0123456789", time.Now()),
+	}
+	snapshot := func(pool string) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+", secret: "+pool+", pool: {cooldown: 1h}}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, secrets)
+	}
+	gw := New(snapshot("[a, b]"), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	uses := func(n int) (a, b int) {
+		t.Helper()
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		for range n {
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+			if w.Code != 200 {
+				t.Fatalf("got %d, want 200 from key b", w.Code)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return seen["sk-pool-a-0123456789"], seen["sk-pool-b-0123456789"]
+	}
+	if a, _ := uses(4); a != 1 {
+		t.Fatalf("key a was tried %d times, want once before it rests", a)
+	}
+	gw.Swap(snapshot("[a, b]"))
+	if a, b := uses(4); a != 0 || b != 4 {
+		t.Errorf("after a reload: key a %d, key b %d uses; want 0 and 4 (a rests)", a, b)
+	}
+	gw.Swap(snapshot("[b, c]"))
+	gw.Swap(snapshot("[a, b]"))
+	if a, _ := uses(4); a != 1 {
+		t.Errorf("key a, back in the pool: tried %d times, want once", a)
+	}
+}
