@@ -235,7 +235,7 @@ func runAuditPubkey(args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till audit pubkey [-c FILE]"); err != nil {
 		return err
 	}
-	cfg, err := configForVault(cfgPath, e)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func runCAInit(args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till ca init [-c FILE]"); err != nil {
 		return err
 	}
-	cfg, err := configForVault(cfgPath, e)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func runCAExport(args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till ca export [-c FILE]"); err != nil {
 		return err
 	}
-	cfg, err := configForVault(cfgPath, e)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}

@@ -182,11 +182,7 @@ func runClientList(args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till client list"); err != nil {
 		return err
 	}
-	path, err := configPath(cfgPath, e)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(path, e, nil)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}
@@ -197,16 +193,9 @@ func runClientList(args []string, e *env) error {
 		for _, p := range c.CIDRs {
 			cidrs = append(cidrs, p.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\n", c.Name, c.TokenSHA256[:12], orDash(strings.Join(cidrs, ",")), orDash(strings.Join(cfg.ClientRoutes(c.Name), ",")))
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\n", c.Name, c.TokenSHA256[:12], dash(strings.Join(cidrs, ",")), dash(strings.Join(cfg.ClientRoutes(c.Name), ",")))
 	}
 	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // runClientRm removes a client from the config file (its token stops

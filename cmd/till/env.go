@@ -46,11 +46,7 @@ func runEnv(args []string, e *env) error {
 			return err
 		}
 	}
-	path, err := configPath(cfgPath, e)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(path, e, nil)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}

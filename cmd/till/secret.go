@@ -99,7 +99,7 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	}
 	s.Expires = exp
 
-	cfg, err := configForVault(cfgPath, e)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}
@@ -131,16 +131,6 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	return nil
-}
-
-// configForVault finds the vault a secret command works on: the config's,
-// or ./till.vault without a config.
-func configForVault(flagPath string, e *env) (*config.Config, error) {
-	path, err := configPath(flagPath, e)
-	if err != nil {
-		return nil, err
-	}
-	return loadConfig(path, e, nil)
 }
 
 // parseExpires reads a date (2027-01-31, midnight UTC), an RFC 3339 time or
@@ -194,7 +184,7 @@ func runSecretList(args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till secret list [--json]"); err != nil {
 		return err
 	}
-	cfg, err := configForVault(cfgPath, e)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}
@@ -279,7 +269,7 @@ func runSecretRm(args []string, e *env) error {
 	if err := vault.ValidName(name); err != nil {
 		return withHint(err, "till secret list shows the names")
 	}
-	cfg, err := configForVault(cfgPath, e)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,17 @@ func configPath(flagValue string, e *env) (string, error) {
 	}
 }
 
+// configFor loads the config a command acts on (-c, TILL_CONFIG or
+// ./till.yaml), or the built-in defaults without one: the vault is then
+// ./till.vault.
+func configFor(flagPath string, e *env) (*config.Config, error) {
+	path, err := configPath(flagPath, e)
+	if err != nil {
+		return nil, err
+	}
+	return loadConfig(path, e, nil)
+}
+
 // loadConfig reads the config file, or builds the built-in defaults (whose
 // routes depend on which secrets the vault holds, hence the has function).
 func loadConfig(path string, e *env, has func(string) bool) (*config.Config, error) {

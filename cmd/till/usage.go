@@ -38,11 +38,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]"); err != nil {
 		return err
 	}
-	path, err := configPath(cfgPath, e)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(path, e, nil)
+	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
 	}
