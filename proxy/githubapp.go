@@ -56,7 +56,7 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 		req.Header.Set("Authorization", "Bearer "+signed)
 		req.Header.Set("Accept", "application/vnd.github+json")
 		req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := tokenClient.Do(req)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,17 @@ const mintTimeout = 30 * time.Second
 // defaultTokenLife is how long a token without expires_in is used.
 const defaultTokenLife = time.Hour
 
+// tokenClient asks token endpoints for tokens, as the routes' transport
+// goes upstream (certificates verified, no proxy from the environment),
+// and returns a redirect as the endpoint's answer, never following it:
+// a redirect would carry what asks for the token (a client secret, a
+// signed assertion) to another host.
+var tokenClient = &http.Client{
+	Transport:     NewTransport(),
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Timeout:       mintTimeout,
+}
+
 // compileOAuth2 reads the client credentials of sec for cfg; the client
 // secret is scrubbed from echoes. It returns the minter, the values to
 // scrub, or why it cannot.
@@ -88,7 +100,9 @@ func (m *minter) token(ctx context.Context) (*minted, error) {
 		// Not the request's context: the token serves every request.
 		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
 		defer cancel()
-		tok, err := m.fetch(ctx)
+		// x/oauth2 (client credentials, Google's JWT flow) asks with the
+		// client the context carries.
+		tok, err := m.fetch(context.WithValue(ctx, oauth2.HTTPClient, tokenClient))
 		if err != nil {
 			return nil, m.scrub(err)
 		}

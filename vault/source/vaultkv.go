@@ -74,9 +74,9 @@ func KubernetesLogin(mount, role, jwtFile string) Login {
 // by a new login when renewal fails, when it has expired, or when the
 // server refuses it.
 type VaultKV struct {
-	client *api.Client
-	opts   VaultKVOptions
-	now    func() time.Time
+	hc   *http.Client // shared by every call: connections, TLS settings
+	opts VaultKVOptions
+	now  func() time.Time
 
 	mu      sync.Mutex // guards the token and its lease
 	token   string
@@ -91,20 +91,34 @@ var _ Source = (*VaultKV)(nil)
 // Its token and namespace come from opts only, never from VAULT_*
 // variables.
 func NewVaultKV(opts VaultKVOptions) (*VaultKV, error) {
-	cfg := &api.Config{Address: opts.Address, HttpClient: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, Timeout: fetchTimeout}
-	cfg.MaxRetries = 0 // the cache retries; a request should not wait out backoffs
+	v := &VaultKV{hc: &http.Client{
+		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		// Redirects are answers, never followed: one would carry the
+		// Vault token (X-Vault-Token, which Go keeps across hosts)
+		// elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, opts: opts, now: time.Now}
 	tls := &api.TLSConfig{}
 	if opts.CAFile != "" {
 		tls.CACert = opts.CAFile
 	}
-	if err := cfg.ConfigureTLS(tls); err != nil {
+	if err := v.config().ConfigureTLS(tls); err != nil { // on the shared transport
 		return nil, fmt.Errorf("vault source ca_file: %w", err)
 	}
-	client, err := api.NewClient(cfg)
-	if err != nil {
+	if _, err := api.NewClient(v.config()); err != nil {
 		return nil, fmt.Errorf("vault source: %w", err)
 	}
-	return &VaultKV{client: client, opts: opts, now: time.Now}, nil
+	return v, nil
+}
+
+// config is the settings of one call's client: no retries (the cache
+// retries; a request should not wait out backoffs) and no redirects
+// followed, not even the official client's one (a config per call, as
+// its Clone forgets DisableRedirects).
+func (v *VaultKV) config() *api.Config {
+	cfg := &api.Config{Address: v.opts.Address, HttpClient: v.hc, Timeout: fetchTimeout, DisableRedirects: true}
+	cfg.MaxRetries = 0
+	return cfg
 }
 
 // Fetch reads MOUNT/PATH's current version: its fields as a JSON object,
@@ -170,7 +184,7 @@ func (v *VaultKV) read(ctx context.Context, token, mount, entry string) (*api.KV
 // empty) and the configured namespace, whatever the environment says. It
 // shares the source's connections.
 func (v *VaultKV) clientWith(token string) (*api.Client, error) {
-	c, err := v.client.Clone()
+	c, err := api.NewClient(v.config())
 	if err != nil {
 		return nil, err
 	}

@@ -2,9 +2,13 @@ package source
 
 import (
 	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,4 +212,34 @@ func TestVaultKVNeedsItsCA(t *testing.T) {
 	if _, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
 		t.Error("a missing ca_file was accepted")
 	}
+}
+
+// A Vault that answers with a redirect gets its answer taken as an
+// error: following it would carry the token to the other address.
+func TestVaultKVNeverFollowsRedirects(t *testing.T) {
+	var reached atomic.Bool
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Store(true)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"data":{"data":{"k":"v"},"metadata":{}}}`))
+	}))
+	defer other.Close()
+	vault := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	defer vault.Close()
+	ca := writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vault.Certificate().Raw})))
+	const token = "hvs.redirect-test-token"
+	src, err := NewVaultKV(VaultKVOptions{Address: vault.URL, CAFile: ca, TokenFile: writeFile(t, "token", token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = src.Fetch(context.Background(), "secret/x")
+	if err == nil {
+		t.Error("a redirect was followed to a value")
+	}
+	if reached.Load() {
+		t.Error("the request reached the redirect's target")
+	}
+	mustNotHold(t, err, token)
 }
