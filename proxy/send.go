@@ -357,12 +357,20 @@ func isEventStream(contentType string) bool {
 }
 
 // checkResponse notes the upstream's answer, and removes any response
-// header that echoes the key. Trailers are the caller's to check, once the
-// body has ended.
+// header that echoes the key, and any announced trailer named after it
+// (the announcement goes to the app before the body). Trailers' values
+// are the caller's to check, once the body has ended.
 func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
-	if n := scrubEchoes(resp.Header, x.inj.echoForms); n > 0 {
+	n := scrubEchoes(resp.Header, x.inj.echoForms)
+	for name := range resp.Trailer {
+		if nameEchoes(name, x.inj.echoForms) {
+			delete(resp.Trailer, name)
+			n++
+		}
+	}
+	if n > 0 {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
 			Msg("removed response headers that echoed the key")
 	}

@@ -266,6 +266,37 @@ func TestUnannouncedTrailersScrubbed(t *testing.T) {
 	}
 }
 
+// TestTrailerNamedAfterKey: a trailer the upstream announces under a name
+// that holds the key is neither announced to the app nor passed on; the
+// others are.
+func TestTrailerNamedAfterKey(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		w.Header().Set("Trailer", "X-"+key+", X-Fine")
+		io.WriteString(w, "body")
+		w.Header().Set("X-"+key, "v")
+		w.Header().Set("X-Fine", "fine")
+	}))
+	defer up.Close()
+	gw, _ := newTestGateway(t, baseYAML, up.URL, secrets(time.Now()))
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	resp, err := http.Post(front.URL+"/openai/v1/chat/completions", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	announced := fmt.Sprint(resp.Trailer) // before the body: the announcement
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Trailer.Get("X-Fine") != "fine" {
+		t.Fatalf("trailers %q: the test needs trailers to reach the app", resp.Trailer)
+	}
+	all := announced + fmt.Sprint(resp.Header, resp.Trailer)
+	if strings.Contains(strings.ToLower(all), strings.ToLower(testKey)) {
+		t.Errorf("the key reached the app in a trailer's name: announced %s, then %q", announced, resp.Trailer)
+	}
+}
+
 // TestUnaskedSwitchingProtocols: an upstream that answers 101 to a
 // request that asked for no protocol switch gets the app a 502 and none of
 // its bytes, over either transport.
