@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -84,7 +85,9 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 		c.EndpointParams = map[string][]string{"audience": {cfg.Audience}}
 	}
 	k := strings.Join([]string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle}, "\x00")
-	return &minter{fetch: c.Token, key: k, now: time.Now}, []string{key}, ""
+	// x/oauth2 sends the secret query-escaped, in the form or in Basic
+	// credentials, which an endpoint's error may quote.
+	return &minter{fetch: c.Token, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
 }
 
 // token returns the current token's injection, minting one when there is
@@ -146,11 +149,15 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 // the client secret, which an endpoint's error body could quote.
 func (m *minter) scrub(err error) error {
 	msg := strings.Join(strings.Fields(err.Error()), " ")
-	if len(msg) > 300 {
-		msg = msg[:300] + "…"
-	}
 	for _, f := range m.base.echoForms {
 		msg = strings.ReplaceAll(msg, f, "REDACTED")
+	}
+	if echoes([]string{msg}, m.base.echoForms) {
+		// A mix of encodings the forms do not spell out.
+		msg = "the token endpoint's answer quotes the credential, so it is not logged"
+	}
+	if len(msg) > 300 { // only now: a cut must not leave part of a form
+		msg = msg[:300] + "…"
 	}
 	return errors.New(msg)
 }

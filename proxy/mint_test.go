@@ -4,10 +4,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -96,6 +98,44 @@ func TestMintNeverFollowsRedirects(t *testing.T) {
 				t.Errorf("the redirect was followed: its target received %q", reached)
 			}
 			reached = nil
+		})
+	}
+}
+
+// A token endpoint's error that quotes what it was sent (the form, the
+// Basic credentials) is logged without the client secret in any form:
+// raw, query-escaped, in base64, or cut short at the log's length limit.
+func TestMintErrorHidesTheSecret(t *testing.T) {
+	const secret = "Ab+cD/eF=gH+iJ/kL0123456789"
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusBadRequest)
+		// Long enough that the secret would straddle a cut at 300.
+		_, _ = io.WriteString(w, strings.Repeat("x", 200)+" "+string(b)+" "+r.Header.Get("Authorization")+" "+strings.ToLower(string(b)))
+	}))
+	defer endpoint.Close()
+	for _, style := range []string{"header", "params"} {
+		t.Run(style, func(t *testing.T) {
+			cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
+			gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: "+style+"}}", cred, "")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+			if w.Code != http.StatusBadGateway {
+				t.Fatalf("got %d, want 502", w.Code)
+			}
+			logs.mu.Lock()
+			defer logs.mu.Unlock()
+			log := logs.b.String()
+			if !strings.Contains(log, "oauth2") {
+				t.Fatalf("the endpoint's error is not logged: %s", log)
+			}
+			escaped := url.QueryEscape(secret)
+			for _, form := range []string{secret, escaped, escaped[:12], strings.ToLower(escaped[:12]),
+				base64.StdEncoding.EncodeToString([]byte("app:" + escaped))} {
+				if strings.Contains(log, form) {
+					t.Errorf("the log holds %q: %s", form, log)
+				}
+			}
 		})
 	}
 }
