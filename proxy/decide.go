@@ -78,7 +78,7 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 			return refuse(apiError{CodeRateLimited, "this client is over the route's rate"})
 		}
 	}
-	inj, e, ok := s.credential(r, rt, id, now, rate != nil, &d)
+	inj, e, ok := s.credential(r, rt, id, now, &d)
 	if !ok {
 		return refuse(e)
 	}
@@ -114,10 +114,10 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 }
 
 // credential returns what the request goes with: the route's key, a pool
-// member or a source's current value, or the token minted from it (mint:
-// a dry run mints nothing). It notes on d the pool member, a fetch error,
-// and a warning for a stale or expired secret used anyway.
-func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.Time, mint bool, d *Decision) (*injection, apiError, bool) {
+// member or a source's current value (a token is minted from it only once
+// the request is let by: exchange.mint). It notes on d the pool member, a
+// fetch error, and a warning for a stale or expired secret used anyway.
+func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.Time, d *Decision) (*injection, apiError, bool) {
 	inj, stale := rt.injection, false
 	var err error
 	switch {
@@ -133,14 +133,6 @@ func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.
 	if err != nil {
 		d.fetchErr = err
 		return nil, errSecretUnavailable, false
-	}
-	if inj.minter != nil && inj.problem == "" && mint {
-		t, err := inj.minter.token(r.Context())
-		if err != nil {
-			d.fetchErr = err
-			return nil, errCredentialUnavailable, false
-		}
-		inj = t.inj
 	}
 	e, ok, warn := inj.secretState(now, s.onExpired)
 	if !ok {

@@ -37,7 +37,8 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 	if err != nil {
 		return nil, nil, "github_app: the secret is not an RSA private key in PEM"
 	}
-	endpoint := upstream.JoinPath("app", "installations", strconv.FormatInt(cfg.InstallationID, 10), "access_tokens").String()
+	endpointURL := upstream.JoinPath("app", "installations", strconv.FormatInt(cfg.InstallationID, 10), "access_tokens")
+	endpoint := endpointURL.String()
 	iss := strconv.FormatInt(cfg.AppID, 10)
 	fetch := func(ctx context.Context) (*oauth2.Token, error) {
 		now := time.Now()
@@ -75,5 +76,5 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 		return &oauth2.Token{AccessToken: out.Token, Expiry: out.ExpiresAt}, nil
 	}
 	k := fmt.Sprintf("github_app\x00%s\x00%d", endpoint, cfg.AppID)
-	return &minter{fetch: fetch, key: k, now: time.Now}, []string{pemKey}, ""
+	return &minter{fetch: fetch, endpoint: endpointURL, key: k, now: time.Now}, []string{pemKey}, ""
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"time"
 
@@ -31,6 +32,10 @@ func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, str
 		return nil, nil, "google: the secret is not a service-account key (type, client_email, private_key, token_uri)"
 	}
 	fetch := func(ctx context.Context) (*oauth2.Token, error) { return conf.TokenSource(ctx).Token() }
+	endpoint, err := url.Parse(conf.TokenURL)
+	if err != nil {
+		return nil, nil, "google: the key's token_uri is not a URL"
+	}
 	k := "google\x00" + conf.Email + "\x00" + conf.TokenURL + "\x00" + strings.Join(cfg.Scopes, " ")
-	return &minter{fetch: fetch, key: k, now: time.Now}, []string{fields["private_key"]}, ""
+	return &minter{fetch: fetch, endpoint: endpoint, key: k, now: time.Now}, []string{fields["private_key"]}, ""
 }

@@ -24,12 +24,13 @@ import (
 type minter struct {
 	// fetch asks the token endpoint for a token; key names what it asks
 	// with (endpoint, scopes), for sharing a minter between routes.
-	fetch  func(ctx context.Context) (*oauth2.Token, error)
-	key    string
-	base   *injection // the route's injection: names, fingerprint, echo forms
-	cur    atomic.Pointer[minted]
-	flight singleflight.Group
-	now    func() time.Time
+	fetch    func(ctx context.Context) (*oauth2.Token, error)
+	endpoint *url.URL // where fetch asks, for the audit record of the ask
+	key      string
+	base     *injection // the route's injection: names, fingerprint, echo forms
+	cur      atomic.Pointer[minted]
+	flight   singleflight.Group
+	now      func() time.Time
 }
 
 // minted is one token, compiled into the injection that attaches it.
@@ -84,21 +85,30 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	if cfg.Audience != "" {
 		c.EndpointParams = map[string][]string{"audience": {cfg.Audience}}
 	}
+	endpoint, err := url.Parse(cfg.TokenURL)
+	if err != nil {
+		return nil, nil, "oauth2: token_url is not a URL" // config validates it
+	}
 	k := strings.Join([]string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle}, "\x00")
 	// x/oauth2 sends the secret query-escaped, in the form or in Basic
 	// credentials, which an endpoint's error may quote.
-	return &minter{fetch: c.Token, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
+	return &minter{fetch: c.Token, endpoint: endpoint, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
 }
 
 // token returns the current token's injection, minting one when there is
-// none still good; the error is the token endpoint's.
-func (m *minter) token(ctx context.Context) (*minted, error) {
+// none still good; the error is the token endpoint's. before, when set,
+// runs just before the endpoint is asked (the ask sends the long-lived
+// secret) and may stop it with errAuditUnavailable.
+func (m *minter) token(ctx context.Context, before func() bool) (*minted, error) {
 	if t := m.cur.Load(); t != nil && m.good(t) {
 		return t, nil
 	}
 	ch := m.flight.DoChan("token", func() (any, error) {
 		if t := m.cur.Load(); t != nil && m.good(t) {
 			return t, nil // minted while this call waited
+		}
+		if before != nil && !before() {
+			return nil, errAuditUnavailable
 		}
 		// Not the request's context: the token serves every request.
 		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
@@ -160,4 +170,43 @@ func (m *minter) scrub(err error) error {
 		msg = msg[:300] + "…"
 	}
 	return errors.New(msg)
+}
+
+// mint returns in, or, for a route that mints its tokens, the injection
+// of the token its minter holds, asking the token endpoint for one when
+// none is still good. The ask sends the long-lived secret: a key use,
+// recorded first (invariant 8) as the request's, to the endpoint. The
+// error is errAuditUnavailable or the endpoint's.
+func (x *exchange) mint(in *injection) (*injection, error) {
+	m := in.minter
+	if m == nil {
+		return in, nil
+	}
+	// A copy made here: the ask may outlive this request.
+	rec := x.rec
+	rec.method, rec.host, rec.path = http.MethodPost, m.endpoint.Host, m.endpoint.Path
+	rec.secret, rec.keyFP, rec.cred = in.secretName, in.fp, in.cred
+	attempt := int(x.attempts.Load()) + 1
+	t, err := m.token(x.ctx, func() bool {
+		if !x.audit.writeUse(&rec, attempt, time.Now()) {
+			x.auditFailed.Store(true)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t.inj, nil
+}
+
+// mintFailed answers a request whose token could not be minted.
+func (g *Gateway) mintFailed(w http.ResponseWriter, x *exchange, err error) {
+	if errors.Is(err, errAuditUnavailable) {
+		g.fail(w, x, errAuditDown)
+		return
+	}
+	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).
+		Str("error", err.Error()).Msg("the route's token cannot be obtained from its token endpoint")
+	g.fail(w, x, errCredentialUnavailable)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
@@ -137,5 +138,166 @@ func TestMintErrorHidesTheSecret(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// tokenEndpoint answers every ask with a token named after the client_id
+// (tok-ID-…), and counts the asks; seen, when set, runs at each ask.
+type tokenEndpoint struct {
+	*httptest.Server
+	mu   sync.Mutex
+	asks int
+	seen func()
+}
+
+func newTokenEndpoint(t *testing.T, upstream http.HandlerFunc) *tokenEndpoint {
+	te := &tokenEndpoint{}
+	te.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" {
+			upstream(w, r)
+			return
+		}
+		id, _, _ := r.BasicAuth()
+		te.mu.Lock()
+		te.asks++
+		seen := te.seen
+		te.mu.Unlock()
+		if seen != nil {
+			seen()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"tok-`+id+`-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+	}))
+	t.Cleanup(te.Close)
+	return te
+}
+
+func (te *tokenEndpoint) count() int {
+	te.mu.Lock()
+	defer te.mu.Unlock()
+	return te.asks
+}
+
+func oauthSecret(name string, updated time.Time) vault.Secret {
+	return vault.NewFieldSecret(name, map[string]string{"client_id": name, "client_secret": "secret-" + name + "-0123456789"}, updated)
+}
+
+// The token endpoint is asked only for a request the policy let by, and
+// the ask, which sends the client secret, is recorded as a use of the key
+// before it goes.
+func TestMintOnlyForRequestsLetBy(t *testing.T) {
+	te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok-app-0123456789abcdef" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	inject := "{oauth2: {token_url: " + te.URL + "/token}}, allow: {methods: [GET]}"
+	t.Run("expired", func(t *testing.T) {
+		gw, _, _ := mintGateway(t, te.URL, inject, oauthSecret("app", time.Now().Add(-48*time.Hour)), "vault: {max_age: 1d, on_expired: block}\n")
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeSecretExpired {
+			t.Errorf("got %d %s, want 503 secret_expired", w.Code, w.Header().Get("X-Till-Error"))
+		}
+	})
+	gw, records, _ := mintGateway(t, te.URL, inject, oauthSecret("app", time.Now()), "")
+	t.Run("refused", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("POST", "/api/x", nil))
+		if w.Code != http.StatusForbidden {
+			t.Errorf("got %d, want 403", w.Code)
+		}
+	})
+	if n := te.count(); n != 0 {
+		t.Fatalf("the token endpoint was asked %d times for requests that were refused", n)
+	}
+	var usesAtAsk int
+	te.mu.Lock()
+	te.seen = func() { usesAtAsk = len(records.uses(t)) }
+	te.mu.Unlock()
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if w.Code != http.StatusOK || te.count() != 1 {
+		t.Fatalf("got %d after %d asks, want 200 after one", w.Code, te.count())
+	}
+	if usesAtAsk != 1 {
+		t.Errorf("%d use records when the endpoint was asked, want the ask's own", usesAtAsk)
+	}
+	uses := records.uses(t)
+	if len(uses) != 2 {
+		t.Fatalf("use records %v: want the ask's and the request's", uses)
+	}
+	ask, send := uses[0], uses[1]
+	host := strings.TrimPrefix(te.URL, "http://")
+	if ask["method"] != "POST" || ask["host"] != host || ask["path"] != "/token" || ask["credential"] != "oauth2" ||
+		ask["key_fp"] != send["key_fp"] || ask["key_fp"] == "" || ask["id"] != send["id"] {
+		t.Errorf("the ask's use record %v, the request's %v", ask, send)
+	}
+	// The token is kept: the next request asks nothing.
+	gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/api/x", nil))
+	if te.count() != 1 || len(records.uses(t)) != 3 {
+		t.Errorf("a second request: %d asks, %d use records; want 1 and 3", te.count(), len(records.uses(t)))
+	}
+}
+
+// An ask whose use cannot be recorded is not made: 503 audit_unavailable.
+func TestMintStopsWhenTheAuditFails(t *testing.T) {
+	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: app, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAudit(audit.New(&failingWriter{fail: true}, audit.Options{}))
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"app": oauthSecret("app", time.Now())}), Options{Audit: a, Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeAuditUnavailable {
+		t.Errorf("got %d %s, want 503 audit_unavailable", w.Code, w.Header().Get("X-Till-Error"))
+	}
+	if n := te.count(); n != 0 {
+		t.Errorf("the token endpoint was asked %d times while the audit failed", n)
+	}
+}
+
+// A pool of minting keys: the retry after a key's 429 goes with the next
+// key's own token, minted (and recorded) for it.
+func TestPoolRetryMintsTheNextToken(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
+		a := r.Header.Get("Authorization")
+		mu.Lock()
+		seen = append(seen, a)
+		mu.Unlock()
+		switch a {
+		case "Bearer tok-a-0123456789abcdef":
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "Bearer tok-b-0123456789abcdef":
+		default:
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: [a, b], pool: {cooldown: 1m}, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"a": oauthSecret("a", time.Now()), "b": oauthSecret("b", time.Now())}),
+		Options{Audit: testAudit(records), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	mu.Lock()
+	defer mu.Unlock()
+	if w.Code != http.StatusOK || len(seen) != 2 || seen[1] != "Bearer tok-b-0123456789abcdef" {
+		t.Errorf("got %d; the upstream saw %q, want key a's token then key b's", w.Code, seen)
+	}
+	var asks int
+	for _, u := range records.uses(t) {
+		if u["path"] == "/token" {
+			asks++
+		}
+	}
+	if asks != 2 || te.count() != 2 {
+		t.Errorf("%d asks recorded, %d made: want one for each key", asks, te.count())
 	}
 }

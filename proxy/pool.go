@@ -220,6 +220,14 @@ func (g *Gateway) nextKey(x *exchange, res *http.Response, err error) bool {
 	if _, usable, _ := inj.secretState(now, "block"); !usable {
 		return false
 	}
+	// A minting key's token, before this answer is let go for another.
+	minted, merr := x.mint(inj)
+	if merr != nil {
+		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", inj.secretName).
+			Str("error", merr.Error()).Msg("the pool's next token cannot be obtained from its token endpoint")
+		return false
+	}
+	inj = minted
 	rec := x.rec
 	rec.status, rec.attempt = status, int(x.attempts.Load())
 	rec.bytesIn = x.bytesIn.Load()

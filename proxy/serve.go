@@ -97,12 +97,8 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
 	x.rec.client, x.rec.model, x.prices = d.Client, d.Model, l.prices
 	if d.fetchErr != nil {
-		msg := "the route's key cannot be fetched from its source"
-		if d.Code == CodeCredentialUnavailable {
-			msg = "the route's token cannot be obtained from its token endpoint"
-		}
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
-			Str("error", d.fetchErr.Error()).Msg(msg)
+			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")
 	}
 	if !d.Allowed {
 		if x.appGone.Load() {
@@ -116,6 +112,12 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.inj = d.inj
 	x.member, x.caller, x.ticket = d.member, d.caller, d.ticket
 	x.rec.secret = d.inj.secretName
+	inj, err := x.mint(x.inj)
+	if err != nil {
+		g.mintFailed(rw, x, err)
+		return
+	}
+	x.inj = inj
 	x.upstreamStart = time.Now()
 	if _, upgrade := r.Header["Upgrade"]; upgrade {
 		// ReverseProxy relays a protocol switch (WebSocket) once the
