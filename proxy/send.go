@@ -60,14 +60,7 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	}
 	removeHopHeaders(res.Header)
 	g.checkResponse(x, res)
-	if res.StatusCode == http.StatusUnauthorized && x.inj.minted != nil {
-		// The upstream refused the token: the next request mints anew.
-		x.inj.minted.refused.Store(true)
-	}
-	if x.route.usage != usage.None {
-		x.meter = meters.Get().(*usage.Meter)
-		x.meter.Reset(x.route.usage, res.Header.Get("Content-Type"))
-	}
+	x.startMeter(res.Header)
 	stream := res.ContentLength < 0 || isEventStream(res.Header.Get("Content-Type"))
 	h := rw.Header()
 	for k, v := range res.Header {
@@ -356,13 +349,18 @@ func isEventStream(contentType string) bool {
 	return strings.EqualFold(textproto.TrimString(media), "text/event-stream")
 }
 
-// checkResponse notes the upstream's answer, and removes any response
+// checkResponse notes the upstream's answer (a 401 ends a minted token),
+// and removes any response
 // header that echoes the key, and any announced trailer named after it
 // (the announcement goes to the app before the body). Trailers' values
 // are the caller's to check, once the body has ended.
 func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
+	if resp.StatusCode == http.StatusUnauthorized && x.inj.minted != nil {
+		// The upstream refused the token: the next request mints anew.
+		x.inj.minted.refused.Store(true)
+	}
 	n := scrubEchoes(resp.Header, x.inj.echoForms)
 	for name := range resp.Trailer {
 		if nameEchoes(name, x.inj.echoForms) {

@@ -119,7 +119,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 	x.inj = inj
 	x.upstreamStart = time.Now()
-	if _, upgrade := r.Header["Upgrade"]; upgrade {
+	if hasToken(r.Header["Connection"], "upgrade") && r.Header.Get("Upgrade") != "" {
 		// ReverseProxy relays a protocol switch (WebSocket) once the
 		// upstream agrees to it.
 		out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))

@@ -32,6 +32,9 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
 	g.checkResponse(x, resp)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// An upstream that declined the switch answers as to any
+		// request: its usage counts (budgets) as send's answers do.
+		x.startMeter(resp.Header)
 		// Trailers arrive after the body (over HTTP/2, even unannounced
 		// ones): check them when it ends.
 		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.inj.echoForms}

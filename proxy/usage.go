@@ -113,6 +113,15 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 // meters keeps the Meters of answers that have ended, for the next ones.
 var meters = sync.Pool{New: func() any { return new(usage.Meter) }}
 
+// startMeter sets, on a route that meters usage, the meter that reads it
+// from the answer (whose headers are h) as the answer goes to the app.
+func (x *exchange) startMeter(h http.Header) {
+	if x.route.usage != usage.None {
+		x.meter = meters.Get().(*usage.Meter)
+		x.meter.Reset(x.route.usage, h.Get("Content-Type"))
+	}
+}
+
 // codeUsageUnknown is the audit reason of a forwarded answer whose token
 // usage could not be read, on a route that meters it.
 const codeUsageUnknown = "usage_unknown"

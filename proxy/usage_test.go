@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -52,5 +53,46 @@ func BenchmarkHandlerUsage(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// An Upgrade header the upstream declines does not take a request around
+// the usage meter: its tokens count against the budget like any other's,
+// and a request that is no upgrade (no Connection: upgrade) is sent as
+// any other is.
+func TestUpgradeDeclinedIsMetered(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"x","model":"gpt-4o-mini","usage":{"prompt_tokens":500,"completion_tokens":500,"total_tokens":1000}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + "}\nbudgets:\n  - {name: b, window: 1d, tokens: 2500}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	var codes []int
+	for _, connection := range []string{"Upgrade", "", "keep-alive, upgrade", "Upgrade"} {
+		req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/audio/transcriptions", strings.NewReader("RIFFxxxx"))
+		req.Header.Set("Content-Type", "audio/wav") // a body streamed, never held
+		req.Header.Set("Upgrade", "foo")
+		if connection != "" {
+			req.Header.Set("Connection", connection)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		codes = append(codes, res.StatusCode)
+	}
+	if want := []int{200, 200, 200, 429}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Errorf("statuses %v, want %v: the fourth is past the 2,500 tokens the first three used", codes, want)
+	}
+	for i, r := range buf.records(t)[:3] {
+		if r["tokens_in"] != 500.0 || r["tokens_out"] != 500.0 {
+			t.Errorf("request %d recorded tokens %v in, %v out; want 500 and 500", i+1, r["tokens_in"], r["tokens_out"])
+		}
 	}
 }
