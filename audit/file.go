@@ -122,7 +122,10 @@ func (af *file) rotate() error {
 	if err := af.f.Sync(); err != nil {
 		return fmt.Errorf("rotate audit file: %w", err)
 	}
-	for i := af.maxFiles; i >= 1; i-- {
+	// A rotation whose open failed has moved the files already (the
+	// path no longer names f): moving them again would drop the oldest
+	// at every try. Only the open is left to do.
+	for i := af.maxFiles; i >= 1 && names(af.path, af.id); i-- {
 		src := af.path
 		if i > 1 {
 			src = af.rotated(i - 1)

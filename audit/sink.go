@@ -187,6 +187,12 @@ func (s *Sink) append(p []byte, keep bool) bool {
 // stable storage (fsync: always): it is not written again.
 var errUnsynced = errors.New("audit record written but not flushed to disk")
 
+// errEarlierUnsynced is a kept record's errUnsynced, met before the record
+// at hand was written: that one is kept in turn.
+type errEarlierUnsynced struct{ err error }
+
+func (e errEarlierUnsynced) Error() string { return e.err.Error() }
+
 // put writes one record (nil: a checkpoint) and moves the chain past it.
 func (s *Sink) put(raw []byte) error {
 	for removed := 0; ; removed++ {
@@ -284,6 +290,11 @@ func (s *Sink) repaired(torn int64) {
 func (s *Sink) flush() error {
 	for len(s.pending) > 0 {
 		if err := s.put(s.pending[0]); err != nil {
+			if errors.Is(err, errUnsynced) { // written: not again
+				s.pending[0] = nil
+				s.pending = s.pending[1:]
+				return errEarlierUnsynced{err}
+			}
 			return err
 		}
 		s.pending[0] = nil

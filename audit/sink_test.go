@@ -336,6 +336,52 @@ func TestWriteNowKeepsNothing(t *testing.T) {
 	}
 }
 
+// unsyncable is failing whose fsyncs fail while failSync is set.
+type unsyncable struct {
+	failing
+	failSync bool
+}
+
+func (u *unsyncable) Sync() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.failSync {
+		return errors.New("input/output error")
+	}
+	return nil
+}
+
+// With fsync: always, a kept record written again while fsyncs fail is
+// written once, not kept again, and the record that wrote it is kept in
+// turn: the trail ends with every record, once, in order.
+func TestUnsyncedKeptRecordWrittenOnce(t *testing.T) {
+	w := &unsyncable{failing: failing{fail: true}}
+	s := New(w, Options{Fsync: FsyncAlways})
+	s.Write(record("r1")) // not written: kept
+	w.mu.Lock()
+	w.fail, w.failSync = false, true
+	w.mu.Unlock()
+	s.Write(record("r2")) // r1 written, not flushed: r2 must be kept
+	w.mu.Lock()
+	w.failSync = false
+	w.mu.Unlock()
+	s.Write(record("r3"))
+	s.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ids []string
+	for line := range strings.Lines(w.buf.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, fmt.Sprint(m["id"]))
+	}
+	if fmt.Sprint(ids) != "[r1 r2 r3]" {
+		t.Errorf("the trail holds %v, want [r1 r2 r3]", ids)
+	}
+}
+
 // syncCounter counts fsyncs.
 type syncCounter struct {
 	bytes.Buffer
