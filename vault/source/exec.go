@@ -3,9 +3,11 @@ package source
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,9 +56,7 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if s := strings.TrimSpace(stderr.buf.String()); s != "" {
-		if v := strings.TrimSpace(stdout.buf.String()); v != "" {
-			s = strings.ReplaceAll(s, v, "REDACTED")
-		}
+		s = withoutValues(s, stdout.buf.Bytes())
 		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", s).Msg("credential helper wrote to stderr")
 	}
 	switch {
@@ -91,4 +91,51 @@ func (c *capped) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return c.buf.Write(p)
+}
+
+// minRedacted is the shortest value withoutValues replaces in place; a
+// shorter one would shred the message, and withholds it whole.
+const minRedacted = 6
+
+// withoutValues removes from a helper's stderr s every value its stdout
+// holds: the whole output, each of its lines, and each string of a JSON
+// document (a ref's #FIELD, or the fields a route reads).
+func withoutValues(s string, stdout []byte) string {
+	values := []string{strings.TrimSpace(string(stdout))}
+	for line := range strings.Lines(string(stdout)) {
+		values = append(values, strings.TrimSpace(line))
+	}
+	var doc any
+	if json.Unmarshal(stdout, &doc) == nil {
+		values = appendStrings(values, doc)
+	}
+	// Longest first: a value inside another is replaced with it.
+	slices.SortFunc(values, func(a, b string) int { return len(b) - len(a) })
+	for _, v := range values {
+		if v == "" || !strings.Contains(s, v) {
+			continue
+		}
+		if len(v) < minRedacted {
+			return "(withheld: it quotes the helper's output)"
+		}
+		s = strings.ReplaceAll(s, v, "REDACTED")
+	}
+	return s
+}
+
+// appendStrings appends the strings found in a decoded JSON value.
+func appendStrings(out []string, v any) []string {
+	switch v := v.(type) {
+	case string:
+		out = append(out, v)
+	case []any:
+		for _, e := range v {
+			out = appendStrings(out, e)
+		}
+	case map[string]any:
+		for _, e := range v {
+			out = appendStrings(out, e)
+		}
+	}
+	return out
 }

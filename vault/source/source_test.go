@@ -216,6 +216,20 @@ func TestExec(t *testing.T) {
 	if strings.Contains(logs.String(), "val-a b") || !strings.Contains(logs.String(), "REDACTED") {
 		t.Errorf("stderr logged with the value: %s", logs.String())
 	}
+	// A JSON document: each of its values is kept out of the log, as is
+	// one too short to replace (the whole stderr is withheld).
+	const key = "sk-live-field-value-0123456789abcdef"
+	doc := script("doc", `printf '{"api_key": "%s", "org": "acme"}\n' `+key+`; echo "warning: session for token `+key+` expires soon" >&2`)
+	short := script("short", `echo '{"pin": "4711", "api_key": "`+key+`"}'; echo "pin 4711 used" >&2`)
+	for _, helper := range []string{doc, short} {
+		logs.Reset()
+		if _, _, err := (Exec{Name: "op", Command: []string{helper}, Log: log}).Fetch(context.Background(), "item"); err != nil {
+			t.Fatal(err)
+		}
+		if got := logs.String(); strings.Contains(got, key) || strings.Contains(got, "4711") || !strings.Contains(got, "stderr") {
+			t.Errorf("%s: the log holds a value of the document, or no stderr: %s", filepath.Base(helper), got)
+		}
+	}
 	if _, _, err := (Exec{Command: []string{fail}, Log: log}).Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("fail: got %v", err)
 	}
