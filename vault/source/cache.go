@@ -63,6 +63,10 @@ const DefaultSize = 4096
 // background, so that a request seldom waits for a fetch.
 const RefreshAt = 0.75
 
+// changeCheck is how often a Watched source is asked whether a value
+// cached from it changed.
+const changeCheck = time.Second
+
 // retryAfterFailure is how long a failed fetch is remembered: requests in
 // that time get the failure at once rather than each starting a fetch of
 // their own (a helper that hangs would hold every one of them).
@@ -80,7 +84,7 @@ type Cache struct {
 }
 
 // entry is what the cache knows of one ref. It is replaced, never changed,
-// but for refreshing.
+// but for its atomic fields.
 type entry struct {
 	secret   vault.Secret // zero when no fetch has succeeded
 	good     time.Time    // the last successful fetch
@@ -88,6 +92,11 @@ type entry struct {
 	err      error
 	// refreshing is set while a background refresh of this entry runs.
 	refreshing atomic.Bool
+	// stamp is a Watched source's stamp taken before the fetch; checked
+	// is when it was last compared (unix ns), changed when it differed.
+	stamp   string
+	checked atomic.Int64
+	changed atomic.Bool
 }
 
 // NewCache returns a cache of the given sources, by name.
@@ -172,7 +181,7 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 	e, found := c.entries.Get(ref)
 	if found && !e.good.IsZero() {
 		age := now.Sub(e.good)
-		if age < spec.TTL {
+		if age < spec.TTL && !c.changed(e, spec, ref, now) {
 			if age >= time.Duration(float64(spec.TTL)*RefreshAt) && e.refreshing.CompareAndSwap(false, true) {
 				go func() {
 					defer e.refreshing.Store(false)
@@ -206,12 +215,16 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	old, found := c.entries.Peek(k)
 	now := c.now()
-	if found && old.err == nil && !old.good.IsZero() && now.Sub(old.good) < time.Duration(float64(spec.TTL)*RefreshAt) {
+	if found && old.err == nil && !old.good.IsZero() && !old.changed.Load() && now.Sub(old.good) < time.Duration(float64(spec.TTL)*RefreshAt) {
 		return old, nil // fetched while this call waited for its turn
 	}
 	ref, form := parseKey(k)
 	name, rest, _ := strings.Cut(ref, ":")
 	path, field, _ := strings.Cut(rest, "#")
+	var stamp string
+	if w, ok := spec.Source.(Watched); ok {
+		stamp = w.Stamp(path) // before: a change during the fetch is seen next time
+	}
 	sec, err := c.fetchOne(spec, ref, path, field, form)
 	now = c.now()
 	if err != nil {
@@ -220,6 +233,8 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 		e := &entry{failedAt: now, err: err}
 		if found {
 			e.secret, e.good = old.secret, old.good
+			// A value that changed at its source is not served as fresh.
+			e.changed.Store(old.changed.Load())
 		}
 		c.entries.Add(k, e)
 		return e, nil
@@ -232,9 +247,31 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 		}
 		ev.Str("source", name).Str("secret", ref).Str("key_fp", sec.Fingerprint()).Msg("fetched a new value of a secret")
 	}
-	e := &entry{secret: sec, good: now}
+	e := &entry{secret: sec, good: now, stamp: stamp}
+	e.checked.Store(now.UnixNano())
 	c.entries.Add(k, e)
 	return e, nil
+}
+
+// changed reports whether e's value changed at its Watched source since
+// it was fetched, asking the source at most once per changeCheck.
+func (c *Cache) changed(e *entry, spec Spec, k string, now time.Time) bool {
+	if e.changed.Load() {
+		return true
+	}
+	w, ok := spec.Source.(Watched)
+	last := e.checked.Load()
+	if !ok || e.stamp == "" || now.UnixNano()-last < int64(changeCheck) || !e.checked.CompareAndSwap(last, now.UnixNano()) {
+		return false
+	}
+	ref, _ := parseKey(k)
+	_, rest, _ := strings.Cut(ref, ":")
+	path, _, _ := strings.Cut(rest, "#")
+	if w.Stamp(path) == e.stamp {
+		return false
+	}
+	e.changed.Store(true)
+	return true
 }
 
 // fetchTimeout bounds a fetch whose source sets no bound of its own.

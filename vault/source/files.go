@@ -7,18 +7,33 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // Files reads one file per secret under Dir, such as a Kubernetes Secret
 // volume. It opens the file afresh at every fetch, so Kubernetes's atomic
 // update (a new folder, then the ..data symlink swapped to it) is seen at
-// the next one. Symlinks are followed only within Dir.
+// the next one, and its Stamp tells the cache when to fetch again.
+// Symlinks are followed only within Dir.
 type Files struct {
 	// Dir is the folder, absolute.
 	Dir string
 }
 
-var _ Source = Files{}
+var _ Watched = Files{}
+
+// Stamp is the file's modification time and size, as it is now (the
+// ..data symlink followed): "" when there is none.
+func (f Files) Stamp(path string) string {
+	if !filepath.IsLocal(path) {
+		return ""
+	}
+	st, err := os.Stat(filepath.Join(f.Dir, path))
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(st.ModTime().UnixNano(), 10) + " " + strconv.FormatInt(st.Size(), 10)
+}
 
 // Fetch reads the file at path, relative to Dir; its mtime is the
 // version time.

@@ -24,6 +24,14 @@ type Source interface {
 	Fetch(ctx context.Context, path string) ([]byte, Meta, error)
 }
 
+// Watched is a Source that can tell, more cheaply than a fetch, that the
+// value at path changed: Stamp differs from one version to the next, and
+// is "" when it cannot tell.
+type Watched interface {
+	Source
+	Stamp(path string) string
+}
+
 // Meta is what a source says about a value besides the value.
 type Meta struct {
 	// Version is when the value's version was created (a file's mtime);

@@ -192,6 +192,58 @@ func TestFiles(t *testing.T) {
 	}
 }
 
+// A files source's value is fetched again within changeCheck of a change
+// on disk (a Kubernetes ..data swap, a file replaced), whatever its ttl;
+// a file removed is a failure, not a value served as fresh.
+func TestFilesChangeIsSeenBeforeTTL(t *testing.T) {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []string{"..v1", "..v2"} {
+		must(os.Mkdir(filepath.Join(dir, v), 0o700))
+		must(os.WriteFile(filepath.Join(dir, v, "key"), []byte("value-"+v+"\n"), 0o600))
+	}
+	// The two versions must differ in what the stamp sees.
+	must(os.Chtimes(filepath.Join(dir, "..v2", "key"), time.Now(), time.Now().Add(time.Minute)))
+	must(os.Symlink("..v1", filepath.Join(dir, "..data")))
+	must(os.Symlink("..data/key", filepath.Join(dir, "key")))
+	must(os.WriteFile(filepath.Join(dir, "other"), []byte("other-1\n"), 0o600))
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := NewCache(map[string]Spec{"m": {Source: Files{Dir: dir}, TTL: time.Hour}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	get := func(ref string) (string, error) {
+		t.Helper()
+		r, err := c.Get(context.Background(), ref)
+		if err != nil {
+			return "", err
+		}
+		v, _ := r.Secret.Value()
+		return v, nil
+	}
+	for _, ref := range []string{"m:key", "m:other"} {
+		if _, err := get(ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink("..v2", filepath.Join(dir, "..data.tmp")))
+	must(os.Rename(filepath.Join(dir, "..data.tmp"), filepath.Join(dir, "..data")))
+	if v, _ := get("m:key"); v != "value-..v1" {
+		t.Errorf("within changeCheck of the fetch: %q, want the cached value", v)
+	}
+	clk.add(changeCheck)
+	if v, _ := get("m:key"); v != "value-..v2" {
+		t.Errorf("after the ..data swap: %q, want value-..v2", v)
+	}
+	must(os.Remove(filepath.Join(dir, "other")))
+	clk.add(changeCheck)
+	if v, err := get("m:other"); err == nil {
+		t.Errorf("a removed file still gives %q", v)
+	}
+}
+
 func TestExec(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("needs sh")
