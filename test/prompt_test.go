@@ -24,20 +24,27 @@ import (
 func TestSecretPromptPty(t *testing.T) {
 	const typed = "sk-typed-at-the-prompt-0123456789"
 	suiteLeaks.key(typed)
+	pemKey := "-----BEGIN PRIVATE KEY-----\rTUlJQ2Vn\rc2VjcmV0\r-----END PRIVATE KEY-----\r"
 	tests := []struct {
 		name   string
 		input  string
 		signal syscall.Signal
 		code   int
 		stderr string
+		args   []string
 	}{
-		{"ctrl-c", typed[:10] + "\x03", 0, 130, "till: interrupted: nothing stored"},
-		{"ctrl-d", typed[:10] + "\x04", 0, 1, "no value entered (Ctrl-D): nothing stored"},
-		{"ctrl-d at once", "\x04", 0, 1, "nothing stored"},
-		{"sigterm", typed[:10], syscall.SIGTERM, 130, "till: interrupted: nothing stored"},
-		{"sigint", typed[:10], syscall.SIGINT, 130, "till: interrupted: nothing stored"},
-		{"empty", "\r", 0, 1, "empty"},
-		{"typed", typed + "\r", 0, 0, `stored secret "openai"`},
+		{"ctrl-c", typed[:10] + "\x03", 0, 130, "till: interrupted: nothing stored", nil},
+		{"ctrl-d", typed[:10] + "\x04", 0, 1, "no value entered (Ctrl-D): nothing stored", nil},
+		{"ctrl-d at once", "\x04", 0, 1, "nothing stored", nil},
+		{"sigterm", typed[:10], syscall.SIGTERM, 130, "till: interrupted: nothing stored", nil},
+		{"sigint", typed[:10], syscall.SIGINT, 130, "till: interrupted: nothing stored", nil},
+		{"empty", "\r", 0, 1, "empty", nil},
+		{"typed", typed + "\r", 0, 0, `stored secret "openai"`, nil},
+		// Pasted whole, and what follows it dropped, not left for the
+		// shell to run and keep in its history.
+		{"typed ahead", typed + "\rls -l\r", 0, 0, `stored secret "openai"`, nil},
+		{"pem pasted", pemKey + "echo after\r", 0, 0, `stored secret "openai"`, []string{"--pem"}},
+		{"json pasted", "{\r  \"sid\": \"" + typed + "\",\r  \"token\": \"t\"\r}\rleft\r", 0, 0, `stored secret "openai"`, []string{"--json"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,7 +59,7 @@ func TestSecretPromptPty(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(tillBin, "secret", "set", "openai")
+			cmd := exec.Command(tillBin, append([]string{"secret", "set", "openai"}, tt.args...)...)
 			cmd.Dir = dir
 			cmd.Env = tillEnv()
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
@@ -87,6 +94,9 @@ func TestSecretPromptPty(t *testing.T) {
 				cmd.Process.Kill()
 				<-exited
 				t.Fatalf("till secret set still waits at the prompt after %q; the screen:\n%s", tt.input, screen.String())
+			}
+			if n, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCINQ); err != nil || n != 0 {
+				t.Errorf("%d bytes typed are left unread for the shell (%v)", n, err)
 			}
 			after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
 			if err != nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,10 +30,27 @@ const (
 	del       = 0x7f
 )
 
-// readSecretInput reads the value from stdin: piped, or typed at a
-// terminal without echo. ctx ending (SIGINT, SIGTERM) ends the read with
-// errInterrupted, also while a pipe stays open.
-func readSecretInput(ctx context.Context, e *env) ([]byte, error) {
+// inputEnd says whether what was typed at the prompt so far, ending in a
+// newline, is a whole value: a value that spans lines (a PEM key, a JSON
+// document) is pasted, and ends when it is whole, not at its first line.
+// nil: the first line is the value.
+type inputEnd func(typed []byte) bool
+
+// pemEnd: the last line is a PEM END line.
+func pemEnd(typed []byte) bool {
+	body := bytes.TrimRight(typed, "\n")
+	last := body[bytes.LastIndexByte(body, '\n')+1:]
+	return bytes.HasPrefix(last, []byte("-----END ")) && bytes.HasSuffix(last, []byte("-----"))
+}
+
+// jsonEnd: what was typed is a JSON document.
+func jsonEnd(typed []byte) bool { return json.Valid(typed) }
+
+// readSecretInput reads the value from stdin: piped, or typed (pasted) at
+// a terminal without echo, until end says it is whole. ctx ending
+// (SIGINT, SIGTERM) ends the read with errInterrupted, also while a pipe
+// stays open.
+func readSecretInput(ctx context.Context, e *env, end inputEnd) ([]byte, error) {
 	read := func() ([]byte, error) { return io.ReadAll(io.LimitReader(e.stdin, maxSecretInput+1)) }
 	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		old, err := term.MakeRaw(int(f.Fd()))
@@ -39,15 +58,22 @@ func readSecretInput(ctx context.Context, e *env) ([]byte, error) {
 			return nil, err
 		}
 		// Restored on every way out, before the newline: raw mode does
-		// not turn \n into \r\n.
+		// not turn \n into \r\n. What is left unread (the rest of a
+		// paste, keys typed ahead) is dropped first: the shell would
+		// show it, run it and keep it in its history.
 		defer func() {
+			flushInput(f)
 			_ = term.Restore(int(f.Fd()), old)
 			fmt.Fprintln(e.stderr)
 		}()
 		// After MakeRaw, so that nothing typed once the prompt shows is
 		// echoed.
-		fmt.Fprint(e.stderr, "secret value (not echoed; Ctrl-C cancels): ")
-		read = func() ([]byte, error) { return readTyped(f) }
+		what := ""
+		if end != nil {
+			what = ", pasted whole"
+		}
+		fmt.Fprintf(e.stderr, "secret value%s (not echoed; Ctrl-C cancels): ", what)
+		read = func() ([]byte, error) { return readTyped(f, end) }
 	}
 	type result struct {
 		b   []byte
@@ -74,11 +100,13 @@ func readSecretInput(ctx context.Context, e *env) ([]byte, error) {
 	}
 }
 
-// readTyped reads one line typed at a terminal in raw mode: Enter ends
-// it, Ctrl-C and Ctrl-D cancel it, Backspace and Ctrl-U edit it.
-func readTyped(r io.Reader) ([]byte, error) {
+// readTyped reads a value typed at a terminal in raw mode: Enter ends it
+// (with end set, once end says it is whole; \r, \n and \r\n are each one
+// newline), Ctrl-C and Ctrl-D cancel it, Backspace and Ctrl-U edit it.
+func readTyped(r io.Reader, end inputEnd) ([]byte, error) {
 	var line []byte
 	var c [1]byte
+	prev := byte(0)
 	for {
 		n, err := r.Read(c[:])
 		if n == 0 {
@@ -88,9 +116,25 @@ func readTyped(r io.Reader) ([]byte, error) {
 			}
 			return nil, err
 		}
-		switch c[0] {
+		ch := c[0]
+		if ch == '\n' && prev == '\r' && end != nil {
+			prev = 0
+			continue // one newline
+		}
+		prev = ch
+		switch ch {
 		case '\r', '\n':
-			return line, nil
+			if end == nil {
+				return line, nil
+			}
+			if len(line) >= maxSecretInput {
+				clear(line)
+				return nil, fmt.Errorf("the secret typed is larger than %d bytes", maxSecretInput)
+			}
+			line = append(line, '\n')
+			if end(line) {
+				return line, nil
+			}
 		case ctrlC:
 			clear(line)
 			return nil, errInterrupted
@@ -109,7 +153,7 @@ func readTyped(r io.Reader) ([]byte, error) {
 				clear(line)
 				return nil, fmt.Errorf("the secret typed is larger than %d bytes", maxSecretInput)
 			}
-			line = append(line, c[0])
+			line = append(line, ch)
 		}
 	}
 }

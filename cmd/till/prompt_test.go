@@ -31,7 +31,36 @@ func TestReadTyped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := readTyped(strings.NewReader(tt.typed))
+			got, err := readTyped(strings.NewReader(tt.typed), nil)
+			if !errors.Is(err, tt.err) || string(got) != tt.want {
+				t.Errorf("got %q, %v; want %q, %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+// TestReadTypedSpansLines: a PEM key or a JSON document pasted at the
+// prompt is read until it is whole, whatever newlines the terminal sends,
+// not cut at its first line.
+func TestReadTypedSpansLines(t *testing.T) {
+	const key = "-----BEGIN PRIVATE KEY-----\nTUlJQ2Vn\nc2VjcmV0\n-----END PRIVATE KEY-----\n"
+	tests := []struct {
+		name, typed string
+		end         inputEnd
+		want        string
+		err         error
+	}{
+		{"pem, cr", strings.ReplaceAll(key, "\n", "\r") + "after\r", pemEnd, key, nil},
+		{"pem, crlf", strings.ReplaceAll(key, "\n", "\r\n"), pemEnd, key, nil},
+		{"pem, lf", key, pemEnd, key, nil},
+		{"pem cut short", "-----BEGIN PRIVATE KEY-----\rTUlJ", pemEnd, "", errNoValue},
+		{"pem, ctrl-d", "-----BEGIN PRIVATE KEY-----\r\x04", pemEnd, "", errNoValue},
+		{"json", "{\r  \"sid\": \"a\",\r  \"token\": \"b\"\r}\rafter\r", jsonEnd, "{\n  \"sid\": \"a\",\n  \"token\": \"b\"\n}\n", nil},
+		{"json on one line", `{"sid": "a"}` + "\r", jsonEnd, `{"sid": "a"}` + "\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readTyped(strings.NewReader(tt.typed), tt.end)
 			if !errors.Is(err, tt.err) || string(got) != tt.want {
 				t.Errorf("got %q, %v; want %q, %v", got, err, tt.want, tt.err)
 			}
@@ -48,7 +77,7 @@ func TestSecretInputInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := readSecretInput(ctx, &env{stdin: r, stderr: io.Discard})
+		_, err := readSecretInput(ctx, &env{stdin: r, stderr: io.Discard}, nil)
 		done <- err
 	}()
 	w.Write([]byte("sk-half"))
@@ -56,7 +85,7 @@ func TestSecretInputInterrupted(t *testing.T) {
 	if err := <-done; !errors.Is(err, errInterrupted) {
 		t.Errorf("got %v, want %v", err, errInterrupted)
 	}
-	if _, err := readSecretInput(ctx, &env{stdin: strings.NewReader("sk-cut"), stderr: io.Discard}); !errors.Is(err, errInterrupted) {
+	if _, err := readSecretInput(ctx, &env{stdin: strings.NewReader("sk-cut"), stderr: io.Discard}, nil); !errors.Is(err, errInterrupted) {
 		t.Errorf("after ctx ended: got %v, want %v", err, errInterrupted)
 	}
 }

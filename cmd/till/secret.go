@@ -64,7 +64,17 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 			return usageError{err.Error()}
 		}
 	}
-	raw, err := readSecretInput(ctx, e)
+	if asJSON && asPEM {
+		return usageError{"--json and --pem do not go together"}
+	}
+	var end inputEnd
+	switch {
+	case asPEM:
+		end = pemEnd
+	case asJSON:
+		end = jsonEnd
+	}
+	raw, err := readSecretInput(ctx, e, end)
 	if errors.Is(err, errInterrupted) || errors.Is(err, errNoValue) {
 		return err
 	}
@@ -75,9 +85,6 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 		return fmt.Errorf("the secret on stdin is larger than %d bytes", maxSecretInput)
 	}
 	var s vault.Secret
-	if asJSON && asPEM {
-		return usageError{"--json and --pem do not go together"}
-	}
 	if asPEM {
 		value, err := vault.CleanPEM(raw)
 		if err != nil {
