@@ -106,15 +106,16 @@ func (g *dialGuard) permitted(ip netip.Addr) bool {
 	if ip.IsUnspecified() || thisHost.Contains(ip) {
 		return false
 	}
+	if ip.Is6() {
+		// An IPv6 address that embeds an IPv4 one is judged by it too,
+		// whatever allow_cidrs says of the IPv6 prefix.
+		if v4, ok := embeddedIPv4(ip); ok && !g.permitted(v4) {
+			return false
+		}
+	}
 	for _, p := range g.allow {
 		if p.Contains(ip) {
 			return true
-		}
-	}
-	if ip.Is6() {
-		// An IPv6 address that embeds an IPv4 one is judged by it too.
-		if v4, ok := embeddedIPv4(ip); ok && !g.permitted(v4) {
-			return false
 		}
 	}
 	for _, p := range deniedPrefixes {

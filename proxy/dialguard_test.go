@@ -157,3 +157,24 @@ func TestDialGuardProtectsTillWhateverAllowed(t *testing.T) {
 		}
 	}
 }
+
+// Allowing a NAT64 prefix (64:ff9b::/96, which an IPv6-only network needs
+// to reach IPv4 hosts at all) does not open the private, metadata and
+// CGNAT IPv4 addresses behind the translator: an embedded IPv4 address is
+// judged by itself first.
+func TestNAT64AllowKeepsEmbeddedIPv4Check(t *testing.T) {
+	g := newDialGuard([]netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}, nil)
+	if !g.permitted(netip.MustParseAddr("64:ff9b::5db8:d822")) { // 93.184.216.34
+		t.Fatal("control: a public IPv4 host via NAT64 must be reachable")
+	}
+	for _, ip := range []string{
+		"64:ff9b::a9fe:a9fe", // 169.254.169.254, cloud metadata
+		"64:ff9b::a00:1",     // 10.0.0.1
+		"64:ff9b::c0a8:101",  // 192.168.1.1
+		"64:ff9b::6440:1",    // 100.64.0.1 CGNAT
+	} {
+		if g.permitted(netip.MustParseAddr(ip)) {
+			t.Errorf("allow_cidrs [64:ff9b::/96]: %s (embeds a refused IPv4 address) is permitted", ip)
+		}
+	}
+}

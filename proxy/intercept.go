@@ -125,6 +125,13 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	}
 	l := g.live.Load()
 	rt, e := l.resolveInner(t, r.Host, r.URL)
+	for _, h := range r.Header.Values("Host") {
+		// HTTP/2 carries the host in :authority (r.Host); a Host header
+		// beside it must name the same host.
+		if e == nil && hostKey("https", h) != t.key {
+			e = &apiError{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"}
+		}
+	}
 	if e != nil {
 		g.refuse(rw, x, *e, 0)
 		return

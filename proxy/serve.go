@@ -73,6 +73,11 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	}
 	x.rec.mode = mode
 	t.proxyAuth = r.Header.Get("Proxy-Authorization")
+	if l.clients.byToken(tokenFrom(t.proxyAuth)) == nil {
+		if v := r.Header.Get("X-Till-Token"); l.clients.byToken(tokenFrom(v)) != nil {
+			t.proxyAuth = v // the credential that identified the CONNECT
+		}
+	}
 	t.cert = peerCert(r)
 	if mode == modeTunnel {
 		g.tunnel(rw, r, x, l, t)

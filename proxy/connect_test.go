@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/vault"
+)
+
+type connectFixture struct {
+	front *httptest.Server
+	gw    *Gateway
+	roots *x509.CertPool
+	port  string
+	seen  chan *http.Request
+	audit *lockedBuffer
+}
+
+// connectFixture is a gateway in forward mode with one TLS upstream on
+// 127.0.0.1 and a route to it that only client web may use.
+// newConnectFixture: forward mode, one TLS upstream on 127.0.0.1, a route
+// for it that needs client "web".
+func newConnectFixture(tb testing.TB, extra string, token string) *connectFixture {
+	tb.Helper()
+	f := &connectFixture{seen: make(chan *http.Request, 16), audit: &lockedBuffer{}}
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.seen <- r.Clone(r.Context())
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	tb.Cleanup(up.Close)
+	_, f.port, _ = net.SplitHostPort(up.Listener.Addr().String())
+	sum := sha256.Sum256([]byte(token))
+	yaml := fmt.Sprintf(`version: 1
+forward: {enabled: true%[3]s}
+clients:
+  - name: web
+    token_sha256: %[2]s
+routes:
+  - name: ip
+    preset: openai
+    upstream: https://127.0.0.1:%[1]s
+    secret: openai
+    clients: [web]
+`, f.port, hex.EncodeToString(sum[:]), extra)
+	cfg, err := config.Parse("till.yaml", []byte(yaml), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	authority, _ := ca.New("connect-test", time.Now())
+	leaves, _ := ca.NewLeaves(authority, 16)
+	f.roots = x509.NewCertPool()
+	f.roots.AddCert(authority.Certificate())
+	transport := NewTransport()
+	transport.TLSClientConfig.RootCAs = x509.NewCertPool()
+	transport.TLSClientConfig.RootCAs.AddCert(up.Certificate())
+	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
+	f.gw = New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(f.audit), Log: zerolog.Nop(), Transport: transport, Leaves: leaves})
+	f.front = httptest.NewServer(f.gw)
+	tb.Cleanup(f.front.Close)
+	return f
+}
+
+// connect sends a CONNECT with extra header lines and returns the status
+// and, when 200, the TLS connection inside.
+func (f *connectFixture) connect(tb testing.TB, host, headers string) (int, *tls.Conn, http.Header) {
+	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT %s:%s HTTP/1.1\r\nHost: %s:%s\r\n%s\r\n", host, f.port, host, f.port, headers)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		c.Close()
+		return resp.StatusCode, nil, resp.Header
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: f.roots})
+	if err := tc.Handshake(); err != nil {
+		tb.Fatal(err)
+	}
+	return 200, tc, resp.Header
+}
+
+func innerGet(tb testing.TB, tc *tls.Conn, host string) (*http.Response, string) {
+	fmt.Fprintf(tc, "GET /v1/models HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+const connectToken = "till_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789ABCD"
+
+// A client's token on a CONNECT, in Proxy-Authorization or X-Till-Token,
+// applies to every request inside it: the one that admitted the CONNECT
+// is the one the inner requests go as.
+func TestConnectTokenAppliesInside(t *testing.T) {
+	f := newConnectFixture(t, "", connectToken)
+	status, tc, _ := f.connect(t, "127.0.0.1", "X-Till-Token: "+connectToken+"\r\n")
+	if status != 200 {
+		t.Fatalf("CONNECT with X-Till-Token: %d, want 200 (admitted as web)", status)
+	}
+	defer tc.Close()
+	resp, body := innerGet(t, tc, "127.0.0.1:"+f.port)
+	if resp.StatusCode != 200 {
+		t.Errorf("request inside a CONNECT that gave X-Till-Token: got %d %s (%s), want 200 as client web",
+			resp.StatusCode, resp.Header.Get("X-Till-Error"), strings.TrimSpace(body))
+	}
+	// Control: the same token as Proxy-Authorization works.
+	status, tc2, _ := f.connect(t, "127.0.0.1", "Proxy-Authorization: Bearer "+connectToken+"\r\n")
+	if status != 200 {
+		t.Fatalf("CONNECT with Proxy-Authorization: %d", status)
+	}
+	defer tc2.Close()
+	if resp, _ := innerGet(t, tc2, "127.0.0.1:"+f.port); resp.StatusCode != 200 {
+		t.Errorf("control with Proxy-Authorization: %d", resp.StatusCode)
+	}
+}
+
+// An HTTP/2 request inside an intercepted CONNECT whose Host header names
+// another host than its :authority (and the CONNECT target) is refused:
+// 403 host_not_allowed, nothing upstream.
+func TestInnerHTTP2HostMustMatch(t *testing.T) {
+	f := newConnectFixture(t, "", connectToken)
+	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nProxy-Authorization: Bearer %s\r\n\r\n", f.port, f.port, connectToken)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: f.roots, NextProtos: []string{"h2"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tc.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(tc, tc)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "127.0.0.1:" + f.port}, {":path", "/v1/models"}, {"host", "evil.example"}} {
+		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	dec := hpack.NewDecoder(4096, nil)
+	for {
+		fm, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		switch fm := fm.(type) {
+		case *http2.SettingsFrame:
+			if !fm.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.RSTStreamFrame:
+			return // refused by Go's server: fine too
+		case *http2.GoAwayFrame:
+			// the server closes the connection after answering
+		case *http2.HeadersFrame:
+			hf, _ := dec.DecodeFull(fm.HeaderBlockFragment())
+			status := ""
+			for _, h := range hf {
+				if h.Name == ":status" {
+					status = h.Value
+				}
+			}
+			select {
+			case r := <-f.seen:
+				t.Errorf("status %s; forwarded with the key, upstream saw Host %q (the app's Host header was evil.example)", status, r.Host)
+			default:
+				if status != "403" {
+					t.Errorf("status %s, want 403 host_not_allowed", status)
+				}
+			}
+			return
+		}
+	}
+}
