@@ -77,6 +77,8 @@ func TestParseErrors(t *testing.T) {
 		{"acme without email", "version: 1\ntls:\n  names: [a.example]\n  acme: {ca: https://acme.example/dir}\n", `till.yaml:4: tls.acme.email: required (hint: the ACME account contact)`},
 		{"acme without names", "version: 1\ntls:\n  acme: {email: ops@example.com}\n", `till.yaml:3: tls.names: required with acme (hint: the DNS names to get certificates for)`},
 		{"client bad name", "version: 1\nclients:\n  - name: Web\n    token_sha256: " + testHash + "\n", `till.yaml:3: clients[0].name: must be lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters`},
+		{"client named anonymous", "version: 1\nclients:\n  - {name: anonymous, token_sha256: " + testHash + "}\n", `till.yaml:3: clients[0].name: "anonymous" is reserved: "anonymous" names callers without a token, "any" a route open to everyone`},
+		{"client named any", "version: 1\nclients:\n  - {name: any, token_sha256: " + testHash + "}\n", `till.yaml:3: clients[0].name: "any" is reserved: "anonymous" names callers without a token, "any" a route open to everyone`},
 		{"client without token", "version: 1\nclients:\n  - name: web\n", `till.yaml:3: clients[0].token_sha256: required (hint: "till client add NAME" prints it)`},
 		{"duplicate client", "version: 1\nclients:\n  - {name: web, token_sha256: " + testHash + "}\n  - {name: web, token_sha256: " + testHash + "}\n", `till.yaml:4: clients[1].name: duplicate client name "web" (first at line 3)`},
 		{"unknown route field", "version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstrem: https://x.example\n", `till.yaml:5: routes[0].upstrem: unknown field (did you mean "upstream"?)`},

@@ -668,7 +668,7 @@ func (d *decoder) client(n *yaml.Node, path string) (Client, bool) {
 	}
 	if v := f["name"]; v == nil {
 		d.errorf(n, join(path, "name"), "required")
-	} else if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), ValidName(s)) {
+	} else if s, ok := d.nonEmpty(v, join(path, "name")); ok && d.check(v, join(path, "name"), ValidClientName(s)) {
 		c.Name = s
 	}
 	if v := f["token_sha256"]; v == nil {

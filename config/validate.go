@@ -112,6 +112,16 @@ func ValidName(s string) error {
 	return nil
 }
 
+// ValidClientName checks a client's name: a name, and not one of the two
+// words that mean no client in particular: "anonymous" (how the audit and
+// budgets name callers without a token) and "any" (routes' clients: any).
+func ValidClientName(s string) error {
+	if s == "anonymous" || s == "any" {
+		return errorString(strconv.Quote(s) + ` is reserved: "anonymous" names callers without a token, "any" a route open to everyone`)
+	}
+	return ValidName(s)
+}
+
 // CASecret is the vault entry that holds till's CA private key, written
 // by till ca init: no route may inject it, and the CLI's secret commands
 // leave it alone.

@@ -60,6 +60,9 @@ func runClientAdd(args []string, e *env) error {
 	if err := clientNameArg(name, "NAME"); err != nil {
 		return err
 	}
+	if err := config.ValidClientName(name); err != nil {
+		return usageError{"NAME " + err.Error()}
+	}
 	var prefixes []netip.Prefix
 	for _, c := range cidrs {
 		p, err := netip.ParsePrefix(c)

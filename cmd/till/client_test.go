@@ -81,3 +81,16 @@ func TestClientAddWrite(t *testing.T) {
 		t.Errorf("the clients: list outlived its clients:\n%s", b)
 	}
 }
+
+// TestClientAddReservedNames: "anonymous" and "any" mean no client in
+// particular, in the audit, budgets and routes' clients: no client takes
+// them.
+func TestClientAddReservedNames(t *testing.T) {
+	c := newCLI(t)
+	for _, name := range []string{"anonymous", "any"} {
+		out, stderr, code := c.run("", "client", "add", name)
+		if code != 2 || !strings.Contains(stderr, "is reserved") || strings.Contains(out, "till_") {
+			t.Errorf("client add %s: exit %d, stdout %q, stderr %q", name, code, out, stderr)
+		}
+	}
+}
