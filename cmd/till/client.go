@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -256,15 +257,28 @@ func editConfig(path string, edit func([]byte) ([]byte, error)) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out, st.Mode().Perm()); err != nil {
+	// A file of its own beside the config (another till editing it at
+	// once must not write into the same one), complete on disk before it
+	// takes the config's name.
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	defer os.Remove(tmp.Name()) // gone once renamed
+	_, err = tmp.Write(out)
+	if err == nil {
+		err = tmp.Chmod(st.Mode().Perm())
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	return nil
+	return os.Rename(tmp.Name(), path)
 }
 
 // proxyURL is the HTTP(S)_PROXY URL of the config's listener, with the
