@@ -95,6 +95,10 @@ func ParseFields(raw []byte) (map[string]string, error) {
 	if len(raw) > maxFieldsInput {
 		return nil, fmt.Errorf("fields input is %d bytes; the limit is %d", len(raw), maxFieldsInput)
 	}
+	if !utf8.Valid(raw) {
+		// encoding/json would put U+FFFD in its place: another key.
+		return nil, errors.New("fields input is not valid UTF-8 (is the file in another encoding?)")
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	tok, err := dec.Token()
 	if err != nil {

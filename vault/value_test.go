@@ -96,6 +96,7 @@ func TestParseFields(t *testing.T) {
 		{name: "syntax error", raw: `{"a": "sk-secretvalue" "b"}`, wantErr: "invalid JSON at byte"},
 		{name: "truncated", raw: `{"a": "sk-secretvalue"`, wantErr: "ends too early"},
 		{name: "bare word", raw: `sk-secretvalue`, wantErr: "invalid JSON at byte"},
+		{name: "latin-1", raw: "{\"pw\": \"sk-caf\xe9-secretvalue\"}", wantErr: "not valid UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
