@@ -29,6 +29,7 @@ type Source interface {
 // is "" when it cannot tell.
 type Watched interface {
 	Source
+	// Stamp names the version of the value at path there now.
 	Stamp(path string) string
 }
 
