@@ -3,10 +3,12 @@ package test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -93,9 +95,20 @@ func checkRefused(t *testing.T, name string, resp *http.Response, body string, e
 // auditByID waits for the audit record with the request id id.
 func (tl *till) auditByID(id string) auditRecord {
 	tl.t.Helper()
+	// Only the lines naming id are decoded: after a long run (tens of
+	// thousands of records, under -race) decoding them all would take
+	// the whole wait.
+	needle := `"id":` + strconv.Quote(id)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		for _, r := range tl.audit() {
-			if r["id"] == id {
+		for line := range strings.Lines(tl.stdout.String()) {
+			if !strings.Contains(line, needle) {
+				continue
+			}
+			var r auditRecord
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				tl.t.Fatalf("audit line is not JSON: %q", line)
+			}
+			if r["event"] == "request" && r["id"] == id {
 				return r
 			}
 		}
