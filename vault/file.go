@@ -326,12 +326,17 @@ func (f *File) replace(data []byte) (err error) {
 	if err := os.Rename(tmp.Name(), f.path); err != nil {
 		return fmt.Errorf("%s: cannot replace vault: %w", f.path, err)
 	}
+	syncDir(dir)
+	return nil
+}
+
+// syncDir makes a rename or link in dir durable; a failure only weakens
+// durability, the change itself is done.
+func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
-		// The rename is done; a failed folder sync only weakens durability.
 		d.Sync()
 		d.Close()
 	}
-	return nil
 }
 
 // Set stores s. Replacing an existing secret is a rotation: Created is kept

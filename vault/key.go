@@ -148,11 +148,13 @@ func parseKeyFile(path string, data []byte) (*age.X25519Identity, error) {
 	return id, nil
 }
 
-// createKeyFile writes a new identity with O_EXCL, so that two processes
-// racing to create it cannot overwrite each other's key; the loser reads the
-// winner's file.
+// createKeyFile writes a new identity to a temp file and links it into
+// place, which fails if the path exists: two processes racing to create it
+// cannot overwrite each other's key (the loser reads the winner's file),
+// and no one reads it empty or half written.
 func createKeyFile(path string) ([]byte, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create key file %q: %w", path, err)
 	}
 	id, err := age.GenerateX25519Identity()
@@ -161,23 +163,29 @@ func createKeyFile(path string) ([]byte, error) {
 	}
 	data := fmt.Appendf(nil, "# till vault key, created %s\n# public key: %s\n%s\n",
 		time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readKeyFile(path)
-	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*") // mode 0600
 	if err != nil {
 		return nil, fmt.Errorf("cannot create key file %q: %w", path, err)
 	}
-	_, err = f.Write(data)
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
 	if err == nil {
-		err = f.Sync()
+		err = tmp.Sync()
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Link(tmp.Name(), path)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		clear(data)
+		return readKeyFile(path)
+	}
 	if err != nil {
-		os.Remove(path)
+		clear(data)
 		return nil, fmt.Errorf("cannot write key file %q: %w", path, err)
 	}
+	syncDir(dir)
 	return data, nil
 }

@@ -2,12 +2,14 @@ package vault
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"filippo.io/age"
@@ -165,4 +167,42 @@ func ptr[T any](v T) *T { return &v }
 
 func ageEncrypt(dst *bytes.Buffer, r age.Recipient) (io.WriteCloser, error) {
 	return age.Encrypt(dst, r)
+}
+
+// TestLoadKeyFileCreateRace: processes creating the key file at once end
+// with one key, and none of them, nor a reader, sees it empty or half
+// written.
+func TestLoadKeyFileCreateRace(t *testing.T) {
+	for range 20 {
+		path := filepath.Join(t.TempDir(), "till.key")
+		keys := make([]string, 8)
+		var wg sync.WaitGroup
+		for i := range keys {
+			wg.Go(func() {
+				k, err := LoadKeyFile(path, i%2 == 0) // half of them only read
+				if errors.Is(err, ErrNoKey) {
+					return // not there yet: fine for a reader
+				}
+				if err != nil {
+					t.Errorf("LoadKeyFile: %v", err)
+					return
+				}
+				r, _ := k.recipient()
+				keys[i] = fmt.Sprint(r)
+			})
+		}
+		wg.Wait()
+		first := ""
+		for _, k := range keys {
+			if k != "" && first != "" && k != first {
+				t.Fatalf("two keys: %s and %s", first, k)
+			}
+			if first == "" {
+				first = k
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".till.key.*")); len(left) > 0 {
+			t.Errorf("temp files left: %v", left)
+		}
+	}
 }
