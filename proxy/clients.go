@@ -116,6 +116,8 @@ type identity struct {
 	presented bool // a till token was presented, known or not
 	viaCert   bool // the client presented its certificate
 	conflict  bool // the token and the certificate name different clients
+	// credential is the header value whose token named the client.
+	credential string
 }
 
 // certID is what a verified client certificate says: the client's name
@@ -184,6 +186,9 @@ func (cs clientSet) identifyToken(r *http.Request, connectAuth, routeHeader stri
 		}
 		id.presented = true
 		id.client = cs.byToken(tok)
+		if id.client != nil {
+			id.credential = v
+		}
 		return id.client != nil
 	}
 	if try(connectAuth) || try(r.Header.Get("Proxy-Authorization")) || try(r.Header.Get("X-Till-Token")) {

@@ -72,12 +72,6 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 		return
 	}
 	x.rec.mode = mode
-	t.proxyAuth = r.Header.Get("Proxy-Authorization")
-	if l.clients.byToken(tokenFrom(t.proxyAuth)) == nil {
-		if v := r.Header.Get("X-Till-Token"); l.clients.byToken(tokenFrom(v)) != nil {
-			t.proxyAuth = v // the credential that identified the CONNECT
-		}
-	}
 	t.cert = peerCert(r)
 	if mode == modeTunnel {
 		g.tunnel(rw, r, x, l, t)
@@ -85,6 +79,12 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	}
 	id := l.clients.identify(r, "", certID{}, "")
 	x.rec.client = id.name()
+	// The credential that identified the CONNECT goes with every request
+	// inside it; without one, what it gave (refused alike inside).
+	t.proxyAuth = id.credential
+	if t.proxyAuth == "" {
+		t.proxyAuth = r.Header.Get("Proxy-Authorization")
+	}
 	if e := l.admitConnect(id, r.RemoteAddr, t); e != nil {
 		g.refuse(rw, x, *e, 0)
 		return
