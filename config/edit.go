@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/tillgw/till/internal/atomicfile"
 	"gopkg.in/yaml.v3"
 )
 
@@ -21,6 +24,39 @@ func (c *Config) ClientRoutes(name string) []string {
 		}
 	}
 	return routes
+}
+
+// editLockTimeout is how long EditFile waits for another till command's
+// edit of the same file to finish.
+var editLockTimeout = 10 * time.Second
+
+// EditFile replaces the config file at path with edit's result, keeping
+// its mode and owner. Edits take a lock beside the file (path + ".lock"),
+// so that two till commands editing it at once both land, one after the
+// other; and the new file replaces the old through a rename, so that a
+// running till never reads half an edit.
+func EditFile(path string, edit func([]byte) ([]byte, error)) error {
+	unlock, err := atomicfile.Lock(path, editLockTimeout)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer unlock()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	out, err := edit(data)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Replace(path, out, st.Mode().Perm()); err != nil {
+		return fmt.Errorf("%s: cannot write the edited config: %w", path, err)
+	}
+	return nil
 }
 
 // RemoveClient returns data, the config file named file, without the client

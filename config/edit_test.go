@@ -1,10 +1,19 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/tillgw/till/internal/atomicfile"
 )
 
 func TestRemoveClient(t *testing.T) {
@@ -113,5 +122,79 @@ func TestAddClient(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestEditFileConcurrent: edits at once, also from other processes, take
+// turns: every one lands on the result of the one before (none is lost),
+// the file keeps its mode, and no temp file is left.
+func TestEditFileConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "till.yaml")
+	const base = "version: 1\n"
+	if err := os.WriteFile(path, []byte(base), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	line := func(i int) string { return "# edit " + strings.Repeat(strconv.Itoa(i%10), 4000) + "\n" }
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			err := EditFile(path, func(b []byte) ([]byte, error) {
+				runtime.Gosched() // let the others read the same file, were they not waiting
+				return append(b, line(i)...), nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got, _ := os.ReadFile(path)
+	if !strings.HasPrefix(string(got), base) || len(got) != len(base)+40*len(line(0)) {
+		t.Errorf("the config has %d bytes, want %d: an edit was lost or mixed", len(got), len(base)+40*len(line(0)))
+	}
+	for i := range 10 {
+		if n := strings.Count(string(got), line(i)); n != 4 {
+			t.Errorf("edit %d appears %d times, want 4", i, n)
+		}
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640", st.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".till.yaml.*")); len(left) > 0 {
+		t.Errorf("temp files left: %v", left)
+	}
+}
+
+// TestEditFileLocked: an edit waits for the one in progress and, when it
+// does not finish in time, fails saying so, leaving the file as it was.
+func TestEditFileLocked(t *testing.T) {
+	old := editLockTimeout
+	editLockTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { editLockTimeout = old })
+	path := filepath.Join(t.TempDir(), "till.yaml")
+	if err := os.WriteFile(path, []byte("version: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- EditFile(path, func(b []byte) ([]byte, error) {
+			close(held)
+			<-release
+			return append(b, "# first\n"...), nil
+		})
+	}()
+	<-held
+	err := EditFile(path, func(b []byte) ([]byte, error) { return append(b, "# second\n"...), nil })
+	close(release)
+	if err == nil || !errors.Is(err, atomicfile.ErrLocked) || !strings.Contains(err.Error(), path) {
+		t.Errorf("edit while locked: %v, want the path and ErrLocked", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "version: 1\n# first\n" {
+		t.Errorf("config %q", got)
 	}
 }

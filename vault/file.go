@@ -2,7 +2,6 @@ package vault
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/armor"
 	"github.com/gofrs/flock"
+	"github.com/tillgw/till/internal/atomicfile"
 )
 
 // maxVaultSize caps how much of a vault file Load reads.
@@ -32,7 +32,7 @@ var (
 	ErrNoKey = errors.New("no vault key")
 	// ErrLocked means another process held the vault's lock for longer
 	// than Update waits.
-	ErrLocked = errors.New("vault is locked by another till command")
+	ErrLocked = atomicfile.ErrLocked
 )
 
 // A WrongKeyError reports a key that cannot open the vault, and how the
@@ -244,26 +244,14 @@ func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 }
 
 func (f *File) lock() (unlock func(), err error) {
-	fl := flock.New(f.path+".lock", flock.SetPermissions(0o600))
-	ctx, cancel := context.WithTimeout(context.Background(), lockTimeout)
-	defer cancel()
-	ok, err := fl.TryLockContext(ctx, 20*time.Millisecond)
-	if err == nil && !ok {
-		err = ctx.Err()
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		fl.Close()
-		return nil, fmt.Errorf("%s: %w; gave up after %s", f.path, ErrLocked, lockTimeout)
+	unlock, err = atomicfile.Lock(f.path, lockTimeout)
+	if errors.Is(err, ErrLocked) {
+		return nil, fmt.Errorf("%s: %w", f.path, err)
 	}
 	if err != nil {
-		fl.Close()
 		return nil, fmt.Errorf("%s: cannot lock vault: %w", f.path, err)
 	}
-	// The lock file stays: removing it would let a waiter lock an unlinked
-	// file while a newcomer locks a fresh one. One that root creates goes
-	// to the vault's owner, who must be able to take it too.
-	matchOwner(f.path+".lock", f.path)
-	return func() { fl.Unlock(); fl.Close() }, nil
+	return unlock, nil
 }
 
 func (f *File) encrypt(plain []byte) ([]byte, error) {
@@ -319,24 +307,15 @@ func (f *File) replace(data []byte) (err error) {
 	// Root rotating a vault that another user owns (the uid a container's
 	// till runs as) keeps it theirs: a vault only root could read would
 	// stop that till's reloads and rotations.
-	matchOwner(tmp.Name(), f.path)
+	atomicfile.MatchOwner(tmp.Name(), f.path)
 	if err := beforeRename(tmp.Name()); err != nil {
 		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
 	}
 	if err := os.Rename(tmp.Name(), f.path); err != nil {
 		return fmt.Errorf("%s: cannot replace vault: %w", f.path, err)
 	}
-	syncDir(dir)
+	atomicfile.SyncDir(dir)
 	return nil
-}
-
-// syncDir makes a rename or link in dir durable; a failure only weakens
-// durability, the change itself is done.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // Set stores s. Replacing an existing secret is a rotation: Created is kept

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/tillgw/till/internal/atomicfile"
 )
 
 // maxKeyFileSize caps how much of a key file is read.
@@ -186,6 +187,6 @@ func createKeyFile(path string) ([]byte, error) {
 		clear(data)
 		return nil, fmt.Errorf("cannot write key file %q: %w", path, err)
 	}
-	syncDir(dir)
+	atomicfile.SyncDir(dir)
 	return data, nil
 }

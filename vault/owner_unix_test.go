@@ -5,6 +5,7 @@ package vault
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,12 +31,15 @@ func TestRootKeepsTheVaultsOwner(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		for _, p := range []string{f.Path(), f.Path() + ".lock"} {
-			got, ok := owner(p)
-			if !ok || got != [2]uint32{uid, gid} {
-				t.Errorf("%s: %s owned by %v, want %d:%d", when, filepath.Base(p), got, uid, gid)
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
-				t.Errorf("%s: %s: mode %v (%v), want 0600", when, filepath.Base(p), st.Mode().Perm(), err)
+			if sys := st.Sys().(*syscall.Stat_t); sys.Uid != uid || sys.Gid != gid {
+				t.Errorf("%s: %s owned by %d:%d, want %d:%d", when, filepath.Base(p), sys.Uid, sys.Gid, uid, gid)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %s: mode %v, want 0600", when, filepath.Base(p), st.Mode().Perm())
 			}
 		}
 	}

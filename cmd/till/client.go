@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -100,7 +99,7 @@ func runClientAdd(args []string, e *env) error {
 	if write {
 		// The config is edited before the token is printed: a token
 		// printed for an edit that failed would be a token for nothing.
-		err := editConfig(path, func(data []byte) ([]byte, error) {
+		err := config.EditFile(path, func(data []byte) ([]byte, error) {
 			return config.AddClient(path, data, config.Client{Name: name, TokenSHA256: hex.EncodeToString(sum[:]), CIDRs: prefixes, Cert: cert})
 		})
 		if err != nil {
@@ -233,52 +232,12 @@ func runClientRm(args []string, e *env) error {
 	if users := cfg.ClientRoutes(name); len(users) > 0 {
 		return withHint(fmt.Errorf("client %q is named by routes %s", name, strings.Join(users, ", ")), "remove it from their clients: lists first")
 	}
-	err = editConfig(path, func(data []byte) ([]byte, error) { return config.RemoveClient(path, data, name) })
+	err = config.EditFile(path, func(data []byte) ([]byte, error) { return config.RemoveClient(path, data, name) })
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed client %q from %s; reload till (SIGHUP) to revoke its token\n", name, path)
 	return nil
-}
-
-// editConfig replaces the config file at path with edit's result, keeping
-// its mode, through a temp file and a rename, so that a running till
-// never reads half an edit.
-func editConfig(path string, edit func([]byte) ([]byte, error)) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	out, err := edit(data)
-	if err != nil {
-		return err
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	// A file of its own beside the config (another till editing it at
-	// once must not write into the same one), complete on disk before it
-	// takes the config's name.
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // gone once renamed
-	_, err = tmp.Write(out)
-	if err == nil {
-		err = tmp.Chmod(st.Mode().Perm())
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // proxyURL is the HTTP(S)_PROXY URL of the config's listener, with the

@@ -4,11 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -95,39 +92,5 @@ func TestClientAddReservedNames(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, "is reserved") || strings.Contains(out, "till_") {
 			t.Errorf("client add %s: exit %d, stdout %q, stderr %q", name, code, out, stderr)
 		}
-	}
-}
-
-// TestEditConfigConcurrent: edits at once each write a file of their own,
-// so the config ends as one of them, whole, never a mix.
-func TestEditConfigConcurrent(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "till.yaml")
-	const base = "version: 1\n"
-	if err := os.WriteFile(path, []byte(base), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	line := func(i int) string { return "# edit " + strings.Repeat(strconv.Itoa(i), 4000) + "\n" }
-	for range 20 {
-		var wg sync.WaitGroup
-		for i := range 8 {
-			wg.Go(func() {
-				if err := editConfig(path, func(b []byte) ([]byte, error) { return []byte(base + line(i)), nil }); err != nil {
-					t.Error(err)
-				}
-			})
-		}
-		wg.Wait()
-	}
-	got, _ := os.ReadFile(path)
-	whole := false
-	for i := range 8 {
-		whole = whole || string(got) == base+line(i)
-	}
-	st, _ := os.Stat(path)
-	if !whole || st.Mode().Perm() != 0o640 {
-		t.Errorf("the config is not one whole edit (%d bytes, mode %v)", len(got), st.Mode().Perm())
-	}
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".till.yaml.*")); len(left) > 0 {
-		t.Errorf("temp files left: %v", left)
 	}
 }

@@ -1,18 +1,18 @@
 //go:build unix
 
-package vault
+package atomicfile
 
 import (
 	"os"
 	"syscall"
 )
 
-// matchOwner gives the file at path the owner and group of the file at
+// MatchOwner gives the file at path the owner and group of the file at
 // like, when both exist and differ. Only root may give a file away, so for
 // anyone else it is a no-op, and its failure is not an error: the file is
-// then owned as before. It lets root rotate a vault that another user's
+// then owned as before. It lets root replace a file that another user's
 // till reads (the uid a container runs as) without taking it from them.
-func matchOwner(path, like string) {
+func MatchOwner(path, like string) {
 	want, ok := owner(like)
 	if !ok {
 		return
