@@ -297,7 +297,7 @@ func TestParseFull(t *testing.T) {
 	if !reflect.DeepEqual(r.Headers, map[string]string{"X-Api-Version": "2"}) {
 		t.Errorf("internal headers: got %v", r.Headers)
 	}
-	if !reflect.DeepEqual(r.Allow.Methods, []string{"GET", "POST"}) || len(r.Allow.Paths) != 3 || r.Allow.Paths[2].String() != "/v1/files/**" {
+	if !reflect.DeepEqual(r.Allow.Methods, []string{"GET", "POST"}) || len(r.Allow.Paths) != 3 || r.Allow.Paths[2].String() != "/base/v1/files/**" {
 		t.Errorf("internal allow: got %v %v", r.Allow.Methods, r.Allow.Paths)
 	}
 	if !reflect.DeepEqual(r.Clients, []string{"web", "batch"}) || r.Rate != (Rate{10, time.Second}) || r.Burst != 20 {
@@ -587,8 +587,8 @@ func TestStarterConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
-	if got, want := err.Error(), `till.yaml:117: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
-		`till.yaml:130: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+	if got, want := err.Error(), `till.yaml:118: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
+		`till.yaml:131: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

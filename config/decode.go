@@ -387,7 +387,7 @@ func (d *decoder) prefixes(n *yaml.Node, path string) []netip.Prefix {
 		if !ok {
 			return
 		}
-		pfx, err := parsePrefix(s)
+		pfx, err := ParsePrefix(s)
 		if d.check(v, p, err) {
 			out = append(out, pfx)
 		}

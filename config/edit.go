@@ -26,16 +26,33 @@ func (c *Config) ClientRoutes(name string) []string {
 	return routes
 }
 
+// ClientBudgets returns the names of the budgets whose clients: list
+// names the client name, in config order.
+func (c *Config) ClientBudgets(name string) []string {
+	var budgets []string
+	for _, b := range c.Budgets {
+		if slices.Contains(b.Clients, name) {
+			budgets = append(budgets, b.Name)
+		}
+	}
+	return budgets
+}
+
 // editLockTimeout is how long EditFile waits for another till command's
 // edit of the same file to finish.
 var editLockTimeout = 10 * time.Second
 
-// EditFile replaces the config file at path with edit's result, keeping
-// its mode and owner. Edits take a lock beside the file (path + ".lock"),
+// EditFile replaces the config file at path (the file a link there
+// names) with edit's result, keeping its mode and owner. Edits take a lock beside the file (path + ".lock"),
 // so that two till commands editing it at once both land, one after the
 // other; and the new file replaces the old through a rename, so that a
 // running till never reads half an edit.
 func EditFile(path string, edit func([]byte) ([]byte, error)) error {
+	// A config that is a link (to a file kept elsewhere) is edited where
+	// it lives, and stays a link.
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
 	unlock, err := atomicfile.Lock(path, editLockTimeout)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -63,9 +80,9 @@ func EditFile(path string, edit func([]byte) ([]byte, error)) error {
 // name: its entry leaves the clients: list, and the list itself goes when
 // it empties. The rest of the document, comments included, is kept as
 // yaml.v3 re-encodes it. The result is checked to parse as a config, so
-// that an edit can never leave a file till refuses. Whether routes still
-// name the client is the caller's question (see ClientRoutes): this only
-// edits.
+// that an edit can never leave a file till refuses. Whether routes or
+// budgets still name the client is the caller's question (see
+// ClientRoutes, ClientBudgets): this only edits.
 func RemoveClient(file string, data []byte, name string) ([]byte, error) {
 	out, err := removeClient(data, name)
 	if err != nil {
@@ -92,6 +109,13 @@ func removeClient(data []byte, name string) ([]byte, error) {
 				if item.Content[k].Value == "name" && item.Content[k+1].Value == name {
 					seq.Content = slices.Delete(seq.Content, j, j+1)
 					if len(seq.Content) == 0 {
+						// The comments above clients: (the commented
+						// examples till init writes, which AddClient
+						// moved there) stay, above the key that follows.
+						if key := root.Content[i]; key.HeadComment != "" && i+2 < len(root.Content) {
+							next := root.Content[i+2]
+							next.HeadComment = strings.TrimSpace(key.HeadComment + "\n" + next.HeadComment)
+						}
 						root.Content = slices.Delete(root.Content, i, i+2)
 					}
 					return encodeDoc(doc)

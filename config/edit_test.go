@@ -61,7 +61,13 @@ func TestClientRoutes(t *testing.T) {
 		{Name: "openai", Clients: []string{"web", "batch"}},
 		{Name: "open"},
 		{Name: "anthropic", Clients: []string{"web"}},
-	}}
+	}, Budgets: []Budget{{Name: "daily", Clients: []string{"batch"}}}}
+	if got := c.ClientBudgets("batch"); !slices.Equal(got, []string{"daily"}) {
+		t.Errorf("ClientBudgets(batch) = %q, want [daily]", got)
+	}
+	if got := c.ClientBudgets("web"); got != nil {
+		t.Errorf("ClientBudgets(web) = %q, want none", got)
+	}
 	tests := []struct {
 		client string
 		want   []string

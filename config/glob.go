@@ -109,3 +109,23 @@ func (g Glob) Match(path string) bool {
 	}
 	return true
 }
+
+// CanMatchUnder reports whether g can match a path that starts with the
+// path base (an upstream's own path, which every path sent to it starts
+// with): false when a segment of g contradicts one of base's, or g ends
+// before base does.
+func (g Glob) CanMatchUnder(base string) bool {
+	base = strings.Trim(base, "/")
+	if base == "" {
+		return true
+	}
+	for i, seg := range strings.Split(base, "/") {
+		switch {
+		case i >= len(g.segs):
+			return g.rest
+		case g.segs[i] != "*" && g.segs[i] != seg:
+			return false
+		}
+	}
+	return true
+}

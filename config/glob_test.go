@@ -93,3 +93,31 @@ func TestGlobMatchAllocs(t *testing.T) {
 		t.Errorf("Match allocated %v times, want 0", allocs)
 	}
 }
+
+func TestGlobCanMatchUnder(t *testing.T) {
+	for _, tt := range []struct {
+		glob, base string
+		want       bool
+	}{
+		{"/v1/items", "", true},
+		{"/v1/items", "/", true},
+		{"/v2/items", "/v2", true},
+		{"/v2/items", "/v2/", true},
+		{"/v2", "/v2", true},
+		{"/*/items", "/v2", true},
+		{"/**", "/v2/beta", true},
+		{"/v2/**", "/v2/beta", true},
+		{"/v1/items", "/v2", false},
+		{"/v2", "/v2/beta", false},
+		{"/v2/*", "/v2/beta", true},
+		{"/", "/v2", false},
+	} {
+		g, err := ParseGlob(tt.glob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := g.CanMatchUnder(tt.base); got != tt.want {
+			t.Errorf("%s under %q: got %v, want %v", tt.glob, tt.base, got, tt.want)
+		}
+	}
+}

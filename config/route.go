@@ -138,7 +138,11 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 	}
 
 	if v := f["allow"]; v != nil {
-		r.Allow = d.allow(v, join(path, "allow"))
+		base := ""
+		if r.Upstream != nil {
+			base = r.Upstream.Path
+		}
+		r.Allow = d.allow(v, join(path, "allow"), base)
 	}
 
 	r.Usage = UsageNone
@@ -507,7 +511,9 @@ func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map
 	return out
 }
 
-func (d *decoder) allow(n *yaml.Node, path string) Allow {
+// allow decodes a route's allow: block; base is its upstream's path, under
+// which every path it forwards lies.
+func (d *decoder) allow(n *yaml.Node, path, base string) Allow {
 	var a Allow
 	f := d.fields(n, path, allowKeys)
 	if v := f["methods"]; v != nil {
@@ -524,9 +530,15 @@ func (d *decoder) allow(n *yaml.Node, path string) Allow {
 				return
 			}
 			g, err := ParseGlob(s)
-			if d.check(v, p, err) {
-				a.Paths = append(a.Paths, g)
+			if !d.check(v, p, err) {
+				return
 			}
+			if !g.CanMatchUnder(base) {
+				d.errorf(v, p, "can never match: paths are matched as sent upstream, under the upstream's path %s (hint: write %q)",
+					base, strings.TrimSuffix(base, "/")+s)
+				return
+			}
+			a.Paths = append(a.Paths, g)
 		})
 	}
 	if v := f["models"]; v != nil {

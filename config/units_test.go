@@ -113,3 +113,22 @@ func TestParseRate(t *testing.T) {
 		t.Errorf("zero Rate: got %q", got)
 	}
 }
+
+func TestParsePrefix(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.0/8":          "10.0.0.0/8",
+		"10.1.2.3/8":          "10.0.0.0/8",
+		"127.0.0.1":           "127.0.0.1/32",
+		"fd00::/8":            "fd00::/8",
+		"::ffff:10.0.0.0/104": "10.0.0.0/8",
+		"::ffff:10.0.0.5":     "10.0.0.5/32",
+		"::ffff:0:0/64":       "",
+		"fe80::1%eth0":        "",
+		"ten":                 "",
+	} {
+		p, err := ParsePrefix(in)
+		if got := p.String(); err != nil && want != "" || err == nil && got != want {
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %q", in, p, err, want)
+		}
+	}
+}

@@ -339,15 +339,26 @@ func validRedisURL(s string) error {
 	return nil
 }
 
-// parsePrefix parses a CIDR prefix; a bare address is a prefix of one.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
+// ParsePrefix parses a CIDR prefix; a bare address is a prefix of one.
+// An IPv4-mapped IPv6 prefix (::ffff:10.0.0.0/104) is taken as the IPv4
+// prefix it maps (10.0.0.0/8): till sees IPv4 peers as IPv4, so the
+// mapped form would never match.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil || a.Zone() != "" {
+			return netip.Prefix{}, errorString("must be a CIDR prefix such as 10.0.0.0/8 or an IP address")
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		return netip.PrefixFrom(a, a.BitLen()), nil
+	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, errorString("is an IPv4-mapped range wider than ::ffff:0.0.0.0/96: write the IPv4 and IPv6 ranges apart")
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	return netip.Prefix{}, errorString("must be a CIDR prefix such as 10.0.0.0/8 or an IP address")
+	return p.Masked(), nil
 }
 
 // suggest returns the known word closest to s, if it is close enough to be

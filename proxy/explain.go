@@ -46,6 +46,14 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	if err != nil || (u.Scheme == "" && !strings.HasPrefix(target, "/")) {
 		return refuse(apiError{CodeBadRequest, "the target must be a path (/openai/v1/models) or an http:// or https:// URL"})
 	}
+	if u.Scheme != "" {
+		// Refused before it resolves, a proxied request is recorded
+		// as forward mode, as serve records it.
+		v.Mode = modeForward
+		if u.Path == "" && u.Opaque == "" {
+			u.Path = "/" // what every HTTP client sends for a bare URL
+		}
+	}
 	id := identity{}
 	if clientName != "" {
 		// A dry run trusts the name: as if the client showed its token

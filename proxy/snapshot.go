@@ -123,6 +123,17 @@ type RouteInfo struct {
 	Fingerprint string    // "" when the secret is missing
 	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
 	Problem     string    // why the route cannot attach its key; "" when ready
+	// Pool holds each key of a route with a key pool, in config order
+	// (the first is also the route's Secret); nil otherwise.
+	Pool []KeyInfo
+}
+
+// KeyInfo describes one key of a route's key pool.
+type KeyInfo struct {
+	Secret      string    // the name of the secret, or its ref
+	Fingerprint string    // "" when the secret is missing or fetched at request time
+	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
+	Problem     string    // why this key cannot be attached; "" when ready
 }
 
 // NewSnapshot compiles cfg and the vault's secrets. Routes whose secret is
@@ -433,7 +444,7 @@ func dedupe(names []string) []string {
 func (s *Snapshot) Routes() []RouteInfo {
 	out := make([]RouteInfo, 0, len(s.routes))
 	for _, r := range s.routes {
-		out = append(out, RouteInfo{
+		info := RouteInfo{
 			Name:        r.name,
 			Prefix:      r.prefix,
 			Upstream:    r.upstream.String(),
@@ -441,7 +452,13 @@ func (s *Snapshot) Routes() []RouteInfo {
 			Fingerprint: r.fp,
 			Expires:     r.expires,
 			Problem:     r.problem,
-		})
+		}
+		if r.pool != nil {
+			for _, m := range r.pool.members {
+				info.Pool = append(info.Pool, KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem})
+			}
+		}
+		out = append(out, info)
 	}
 	return out
 }

@@ -15,23 +15,29 @@ import (
 // logged once at start scrolls out of sight long before the key expires.
 const ExpiryInterval = 24 * time.Hour
 
-// WarnExpiry logs, at warn, each route of snap whose secret has expired,
-// or expires within vault.ExpiringWindow of now, and returns how many it
-// logged. A line names the route, the secret, its fingerprint, the expiry
+// WarnExpiry logs, at warn, each key of snap's routes (each of a pool's)
+// that has expired, or expires within vault.ExpiringWindow of now, and
+// returns how many it logged. A line names the route, the secret, its fingerprint, the expiry
 // and the status: never a value.
 func WarnExpiry(log zerolog.Logger, snap *proxy.Snapshot, now time.Time) int {
 	n := 0
 	for _, rt := range snap.Routes() {
-		if rt.Expires.IsZero() || rt.Expires.Sub(now) > vault.ExpiringWindow {
-			continue
+		keys := rt.Pool
+		if keys == nil {
+			keys = []proxy.KeyInfo{{Secret: rt.Secret, Fingerprint: rt.Fingerprint, Expires: rt.Expires}}
 		}
-		status, msg := vault.StatusExpiring, "the route's key expires within 14 days: rotate it (till secret set NAME)"
-		if !now.Before(rt.Expires) {
-			status, msg = vault.StatusExpired, "the route's key has expired: rotate it (till secret set NAME)"
+		for _, k := range keys {
+			if k.Expires.IsZero() || k.Expires.Sub(now) > vault.ExpiringWindow {
+				continue
+			}
+			status, msg := vault.StatusExpiring, "the route's key expires within 14 days: rotate it (till secret set NAME)"
+			if !now.Before(k.Expires) {
+				status, msg = vault.StatusExpired, "the route's key has expired: rotate it (till secret set NAME)"
+			}
+			log.Warn().Str("route", rt.Name).Str("secret", k.Secret).Str("key_fp", k.Fingerprint).
+				Time("expires", k.Expires.UTC()).Str("status", string(status)).Msg(msg)
+			n++
 		}
-		log.Warn().Str("route", rt.Name).Str("secret", rt.Secret).Str("key_fp", rt.Fingerprint).
-			Time("expires", rt.Expires.UTC()).Str("status", string(status)).Msg(msg)
-		n++
 	}
 	return n
 }

@@ -146,3 +146,17 @@ func TestWatchExpiry(t *testing.T) {
 		t.Error("the log holds a key")
 	}
 }
+
+// TestWarnExpiryPool: every key of a pool is watched, not only its first.
+func TestWarnExpiryPool(t *testing.T) {
+	now := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	yaml := "version: 1\nroutes:\n  - {name: pooled, preset: openai, secret: [fresh, gone, forever]}\n"
+	var logs bytes.Buffer
+	if n := WarnExpiry(zerolog.New(&logs), proxy.NewSnapshot(parse(t, t.TempDir(), yaml), expirySecrets(now)), now); n != 1 {
+		t.Errorf("got %d warnings, want 1", n)
+	}
+	evs := warnings(t, logs.String())
+	if len(evs) != 1 || evs[0]["route"] != "pooled" || evs[0]["secret"] != "gone" || evs[0]["status"] != "expired" {
+		t.Errorf("warnings %v, want one for the pool's expired key gone", evs)
+	}
+}

@@ -27,7 +27,9 @@ func runCA(args []string, e *env) error {
 }
 
 // runCAInit creates this installation's interception CA: its certificate
-// goes to forward.ca_cert (0644), its private key into the vault.
+// goes to forward.ca_cert (0644), its private key into the vault. When the
+// vault holds the key already and the certificate file is gone, it writes
+// a new certificate for that key.
 func runCAInit(args []string, e *env) error {
 	var cfgPath string
 	flags := newFlags("ca init", e.stderr, &cfgPath)
@@ -46,7 +48,35 @@ func runCAInit(args []string, e *env) error {
 	if machine == "" {
 		machine = "unknown host"
 	}
+	certPath := cfg.Forward.CACert
+	if _, err := os.Lstat(certPath); err == nil {
+		return withHint(fmt.Errorf("%s already exists: this installation has its CA", displayPath(certPath)),
+			"till ca export prints it; apps that trust it would break if it changed")
+	}
+	v, err := openVault(cfg, e, true)
+	if err != nil {
+		return err
+	}
+	secrets, err := v.Load()
+	if err != nil {
+		return err
+	}
 	now := time.Now()
+	if held, ok := secrets[config.CASecret]; ok {
+		// The certificate was lost, the key was not: a new certificate
+		// for it keeps what apps trust working.
+		stored, _ := held.Value()
+		authority, err := ca.Reissue(stored, machine, now)
+		if err != nil {
+			return err
+		}
+		if err := writeCACert(certPath, authority.CertPEM()); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "the vault holds the CA key %q: wrote a new certificate for it to %s\n", config.CASecret, displayPath(certPath))
+		fmt.Fprintf(e.stdout, "apps that trust the lost certificate keep working if it was named %q too\n", authority.Certificate().Subject.CommonName)
+		return nil
+	}
 	authority, err := ca.New(machine, now)
 	if err != nil {
 		return err
@@ -55,33 +85,16 @@ func runCAInit(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	certPath := cfg.Forward.CACert
-	f, err := os.OpenFile(certPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if errors.Is(err, fs.ErrExist) {
-		return withHint(fmt.Errorf("%s already exists: this installation has its CA", displayPath(certPath)),
-			"till ca export prints it; apps that trust it would break if it changed")
-	}
-	if err != nil {
+	if err := writeCACert(certPath, authority.CertPEM()); err != nil {
 		return err
 	}
-	_, werr := f.Write(authority.CertPEM())
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		os.Remove(certPath)
-		return werr
-	}
-	v, err := openVault(cfg, e, true)
-	if err == nil {
-		err = v.Update(func(m map[string]vault.Secret) error {
-			if _, ok := m[config.CASecret]; ok {
-				return fmt.Errorf("the vault already holds a CA key (%q) for another certificate", config.CASecret)
-			}
-			m[config.CASecret] = vault.NewSecret(config.CASecret, stored, now)
-			return nil
-		})
-	}
+	err = v.Update(func(m map[string]vault.Secret) error {
+		if _, ok := m[config.CASecret]; ok {
+			return fmt.Errorf("another till ca init stored a CA key (%q) meanwhile", config.CASecret)
+		}
+		m[config.CASecret] = vault.NewSecret(config.CASecret, stored, now)
+		return nil
+	})
 	if err != nil {
 		os.Remove(certPath)
 		return err
@@ -90,6 +103,27 @@ func runCAInit(args []string, e *env) error {
 	fmt.Fprintf(e.stdout, "certificate: %s (give it to apps: till env prints the variables)\n", displayPath(certPath))
 	fmt.Fprintf(e.stdout, "private key: in the vault as %q\n", config.CASecret)
 	return nil
+}
+
+// writeCACert writes a new CA certificate file (mode 0644), refusing to
+// replace one.
+func writeCACert(path string, certPEM []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return withHint(fmt.Errorf("%s already exists: this installation has its CA", displayPath(path)),
+			"till ca export prints it; apps that trust it would break if it changed")
+	}
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(certPEM)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(path)
+	}
+	return werr
 }
 
 func runCAExport(args []string, e *env) error {

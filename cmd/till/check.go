@@ -37,17 +37,27 @@ func runCheck(args []string, e *env) error {
 	}
 	now := time.Now()
 	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
-		if cfg.Routes[i].Ref != nil {
-			continue // fetched below
+		keys, refs := r.Pool, make([]bool, len(r.Pool))
+		if cr := cfg.Routes[i]; cr.Pool != nil {
+			for j, m := range cr.Pool.Members {
+				refs[j] = m.Ref != nil
+			}
+		} else {
+			keys, refs = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem}}, []bool{cr.Ref != nil}
 		}
-		switch {
-		case r.Problem != "":
-			problems = append(problems, fmt.Errorf("route %q: %s", r.Name, r.Problem))
-		case !r.Expires.IsZero() && !now.Before(r.Expires):
-			problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339)),
-				"rotate it with till secret set "+r.Secret))
-		case !r.Expires.IsZero() && r.Expires.Sub(now) < expiringWithin:
-			fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, r.Secret, r.Expires.UTC().Format(time.RFC3339))
+		for j, k := range keys {
+			if refs[j] {
+				continue // fetched below
+			}
+			switch {
+			case k.Problem != "":
+				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, k.Problem))
+			case !k.Expires.IsZero() && !now.Before(k.Expires):
+				problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339)),
+					"rotate it with till secret set "+k.Secret))
+			case !k.Expires.IsZero() && k.Expires.Sub(now) < expiringWithin:
+				fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339))
+			}
 		}
 	}
 	for _, w := range cfg.UnmeteredBudgets() {

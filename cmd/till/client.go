@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -65,9 +66,9 @@ func runClientAdd(args []string, e *env) error {
 	}
 	var prefixes []netip.Prefix
 	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
+		p, err := config.ParsePrefix(c)
 		if err != nil {
-			return usageError{fmt.Sprintf("--cidr %q: want a range such as 10.0.0.0/8 or 127.0.0.1/32", c)}
+			return usageError{fmt.Sprintf("--cidr %q: %v", c, err)}
 		}
 		prefixes = append(prefixes, p)
 	}
@@ -90,19 +91,34 @@ func runClientAdd(args []string, e *env) error {
 		return err
 	}
 	sum := sha256.Sum256([]byte(token))
-	var certFiles string
+	entry := config.Client{Name: name, TokenSHA256: hex.EncodeToString(sum[:]), CIDRs: prefixes, Cert: cert}
+	var certFiles []string
 	if cert {
-		if certFiles, err = writeClientCert(cfgPath, name, hex.EncodeToString(sum[:]), e); err != nil {
+		// The config must take the client before its private key is
+		// written: a key for a client that cannot exist is a key for
+		// nothing, left on disk.
+		if path == "" {
+			return withHint(errors.New("--cert: a client certificate needs a TLS listener, and there is no config file"), "till init writes one; set tls.names in it")
+		}
+		data, err := os.ReadFile(path)
+		if err == nil {
+			_, err = config.AddClient(path, data, entry)
+		}
+		if err != nil {
+			return err
+		}
+		if certFiles, err = writeClientCert(cfgPath, name, entry.TokenSHA256, e); err != nil {
 			return err
 		}
 	}
 	if write {
 		// The config is edited before the token is printed: a token
 		// printed for an edit that failed would be a token for nothing.
-		err := config.EditFile(path, func(data []byte) ([]byte, error) {
-			return config.AddClient(path, data, config.Client{Name: name, TokenSHA256: hex.EncodeToString(sum[:]), CIDRs: prefixes, Cert: cert})
-		})
+		err := config.EditFile(path, func(data []byte) ([]byte, error) { return config.AddClient(path, data, entry) })
 		if err != nil {
+			for _, f := range certFiles {
+				os.Remove(f)
+			}
 			return err
 		}
 	}
@@ -112,15 +128,19 @@ func runClientAdd(args []string, e *env) error {
 	} else {
 		fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
 		fmt.Fprintf(e.stdout, "  - name: %s\n    token_sha256: %s\n", name, hex.EncodeToString(sum[:]))
-		if len(cidrs) > 0 {
-			fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(cidrs, ", "))
+		if len(prefixes) > 0 {
+			shown := make([]string, len(prefixes))
+			for i, p := range prefixes {
+				shown[i] = p.String()
+			}
+			fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(shown, ", "))
 		}
 		if cert {
 			fmt.Fprintf(e.stdout, "    cert: true\n")
 		}
 	}
 	if cert {
-		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", certFiles)
+		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", strings.Join(certFiles, " and "))
 	}
 	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
 	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=%s\n", proxyURL(cfg, name, "$TILL_TOKEN"))
@@ -129,25 +149,27 @@ func runClientAdd(args []string, e *env) error {
 
 // writeClientCert signs a client certificate for name, bound to its token's
 // digest (a new token revokes it), with till's CA, and writes NAME.crt
-// (0644) and NAME.key (0600) in the working folder.
-func writeClientCert(cfgPath, name, tokenSHA256 string, e *env) (string, error) {
+// (0644) and NAME.key (0600) in the working folder; it returns their
+// names, and leaves neither when it fails.
+func writeClientCert(cfgPath, name, tokenSHA256 string, e *env) ([]string, error) {
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	authority, err := loadAuthority(cfg, secrets, "--cert", "")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	uri, err := url.Parse(proxy.CertURI(name, tokenSHA256))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	certPEM, keyPEM, err := authority.SignClient(name, uri, time.Now())
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	certFile, keyFile := name+".crt", name+".key"
+	var written []string
 	for _, f := range []struct {
 		path string
 		data []byte
@@ -155,17 +177,24 @@ func writeClientCert(cfgPath, name, tokenSHA256 string, e *env) (string, error) 
 	}{{keyFile, keyPEM, 0o600}, {certFile, certPEM, 0o644}} {
 		fh, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
 		if err != nil {
-			return "", fmt.Errorf("write the client certificate: %w", err)
+			for _, w := range written {
+				os.Remove(w)
+			}
+			return nil, fmt.Errorf("write the client certificate: %w", err)
 		}
+		written = append(written, f.path)
 		_, werr := fh.Write(f.data)
 		if cerr := fh.Close(); werr == nil {
 			werr = cerr
 		}
 		if werr != nil {
-			return "", werr
+			for _, w := range written {
+				os.Remove(w)
+			}
+			return nil, werr
 		}
 	}
-	return certFile + " and " + keyFile, nil
+	return []string{certFile, keyFile}, nil
 }
 
 func configDisplay(path string) string {
@@ -229,8 +258,15 @@ func runClientRm(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if users := cfg.ClientRoutes(name); len(users) > 0 {
-		return withHint(fmt.Errorf("client %q is named by routes %s", name, strings.Join(users, ", ")), "remove it from their clients: lists first")
+	var users []string
+	if routes := cfg.ClientRoutes(name); len(routes) > 0 {
+		users = append(users, "routes "+strings.Join(routes, ", "))
+	}
+	if budgets := cfg.ClientBudgets(name); len(budgets) > 0 {
+		users = append(users, "budgets "+strings.Join(budgets, ", "))
+	}
+	if len(users) > 0 {
+		return withHint(fmt.Errorf("client %q is named by %s", name, strings.Join(users, " and ")), "remove it from their clients: lists first")
 	}
 	err = config.EditFile(path, func(data []byte) ([]byte, error) { return config.RemoveClient(path, data, name) })
 	if err != nil {
@@ -242,10 +278,18 @@ func runClientRm(args []string, e *env) error {
 
 // proxyURL is the HTTP(S)_PROXY URL of the config's listener, with the
 // client's name and token (as given: a variable) when client is not
-// empty.
+// empty. A listener with tls.names speaks only TLS: its URL is https, at
+// the first name its certificate holds.
 func proxyURL(cfg *config.Config, client, token string) string {
-	if client == "" {
-		return "http://" + clientAddr(cfg.Listen)
+	scheme, addr := "http://", clientAddr(cfg.Listen)
+	if len(cfg.TLS.Names) > 0 {
+		scheme = "https://"
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			addr = net.JoinHostPort(cfg.TLS.Names[0], port)
+		}
 	}
-	return "http://" + client + ":" + token + "@" + clientAddr(cfg.Listen)
+	if client == "" {
+		return scheme + addr
+	}
+	return scheme + client + ":" + token + "@" + addr
 }

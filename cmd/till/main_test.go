@@ -622,3 +622,31 @@ func TestNameArgumentsNeverEchoed(t *testing.T) {
 		t.Errorf("secret rm nobody: exit %d: %s", code, errOut)
 	}
 }
+
+// TestCAInitAfterLostCert: with the CA key in the vault and its certificate
+// file gone, ca init writes a new certificate for that key (one that
+// serve accepts with the key) instead of leaving no way out.
+func TestCAInitAfterLostCert(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	old, _ := os.ReadFile("till-ca.pem")
+	os.Remove("till-ca.pem")
+	out, errOut, code := c.run("", "ca", "init")
+	if code != 0 || !strings.Contains(out, "wrote a new certificate") {
+		t.Fatalf("ca init after the certificate was lost: exit %d: %s%s", code, out, errOut)
+	}
+	now, err := os.ReadFile("till-ca.pem")
+	if err != nil || bytes.Equal(now, old) {
+		t.Fatalf("no new certificate: %v", err)
+	}
+	if _, errOut, code := c.run("", "ca", "init"); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("ca init with the certificate there: exit %d: %s", code, errOut)
+	}
+	// The key and the new certificate belong together.
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\nroutes: []\n"), 0o644)
+	if out, errOut, code := c.run("", "check"); code != 0 {
+		t.Errorf("check with the reissued certificate: exit %d: %s%s", code, out, errOut)
+	}
+}

@@ -7,12 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/tillgw/till/budget"
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 )
 
@@ -44,6 +46,14 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	}
 	if len(cfg.Budgets) == 0 {
 		return withHint(fmt.Errorf("%s sets no budgets", displayPath(configName(cfg))), "add budgets: to the config (see till help usage)")
+	}
+	if name != "" && !slices.ContainsFunc(cfg.Budgets, func(b config.Budget) bool { return b.Name == name }) {
+		names := make([]string, len(cfg.Budgets))
+		for i, b := range cfg.Budgets {
+			names[i] = b.Name
+		}
+		// The name is not echoed: it could be a key pasted in the wrong place.
+		return withHint(fmt.Errorf("--budget: %s has no such budget", displayPath(configName(cfg))), "its budgets: "+strings.Join(names, ", "))
 	}
 	ctx, cancel := context.WithTimeout(ctx, usageTimeout)
 	defer cancel()

@@ -46,6 +46,22 @@ func New(machine string, now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	return issue(key, machine, now)
+}
+
+// Reissue makes a new certificate for the CA key stored in the vault (see
+// StoredKey), for a certificate file that was lost. Apps that trust the
+// lost certificate keep trusting what the CA signs when machine is the
+// name it had: the key and the name are what a chain is checked against.
+func Reissue(storedKey, machine string, now time.Time) (*CA, error) {
+	key, err := parseStoredKey(storedKey)
+	if err != nil {
+		return nil, err
+	}
+	return issue(key, machine, now)
+}
+
+func issue(key *ecdsa.PrivateKey, machine string, now time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		Subject:               pkix.Name{CommonName: "till interception CA (" + machine + ")", Organization: []string{"till"}},
@@ -90,6 +106,18 @@ func Load(certPEM []byte, storedKey string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	key, err := parseStoredKey(storedKey)
+	if err != nil {
+		return nil, err
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, ErrKeyMismatch
+	}
+	return &CA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), key: key}, nil
+}
+
+// parseStoredKey parses the CA key as the vault keeps it.
+func parseStoredKey(storedKey string) (*ecdsa.PrivateKey, error) {
 	der, err := base64.StdEncoding.DecodeString(storedKey)
 	if err != nil {
 		return nil, errors.New("the CA key in the vault is not base64")
@@ -99,10 +127,10 @@ func Load(certPEM []byte, storedKey string) (*CA, error) {
 		return nil, errors.New("the CA key in the vault is not a PKCS #8 key")
 	}
 	key, ok := k.(*ecdsa.PrivateKey)
-	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, ErrKeyMismatch
+	if !ok {
+		return nil, errors.New("the CA key in the vault is not an ECDSA key")
 	}
-	return &CA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), key: key}, nil
+	return key, nil
 }
 
 // CertPEM is the CA certificate, for apps to trust.

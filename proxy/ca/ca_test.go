@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"strings"
@@ -143,5 +144,46 @@ func BenchmarkMint(b *testing.B) {
 		if _, err := c.Mint("api.openai.com", time.Now()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestReissue: a new certificate for the stored key, under the same
+// machine name, lets apps that trust the lost one verify what it signs;
+// under another name it does not.
+func TestReissue(t *testing.T) {
+	lost := newTestCA(t)
+	stored, err := lost.StoredKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted := x509.NewCertPool()
+	trusted.AddCert(lost.Certificate())
+	verify := func(c *CA) error {
+		leaf, err := c.Mint("api.openai.com", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = leaf.Leaf.Verify(x509.VerifyOptions{DNSName: "api.openai.com", Roots: trusted})
+		return err
+	}
+	again, err := Reissue(stored, "testhost", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Certificate().Equal(lost.Certificate()) || !again.Certificate().PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(lost.Certificate().PublicKey) {
+		t.Error("the reissued certificate is not a new one for the same key")
+	}
+	if err := verify(again); err != nil {
+		t.Errorf("a leaf of the reissued CA does not verify against the lost certificate: %v", err)
+	}
+	renamed, err := Reissue(stored, "otherhost", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if verify(renamed) == nil {
+		t.Error("a leaf of a CA under another name verified against the lost certificate")
+	}
+	if _, err := Reissue("not base64!", "testhost", time.Now()); err == nil {
+		t.Error("Reissue took a key that is not base64")
 	}
 }

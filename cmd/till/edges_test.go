@@ -1,0 +1,200 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const edgeDigest = "fd2b19dd8ba4a0d99da001774f828aa72ddc413aae4872884fc281e96d3fd16f"
+
+// `till init`, `client add web --write`, `client rm web` must give back the
+// starter's comments: the commented clients:/sources: documentation that
+// add moved above the new clients: key is dropped with the key.
+func TestClientRmLastClientKeepsComments(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("", "init"); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	if _, errOut, code := c.run("", "client", "add", "web", "--write"); code != 0 {
+		t.Fatalf("client add --write: %s", errOut)
+	}
+	if _, errOut, code := c.run("", "client", "rm", "web"); code != 0 {
+		t.Fatalf("client rm: %s", errOut)
+	}
+	b, _ := os.ReadFile("till.yaml")
+	for _, want := range []string{"# clients:", "# sources:", "#     type: aws_secretsmanager"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("after client add --write + client rm, the config lost the comment %q", want)
+		}
+	}
+}
+
+// A client that a budget names: client rm must refuse it as it refuses a
+// client a route names, saying so; it reports "a bug in till", a line number
+// of the edited (not the user's) file and the hint "till client add web".
+func TestClientRmNamedByBudget(t *testing.T) {
+	c := newCLI(t)
+	cfg := "version: 1\nclients:\n  - name: web\n    token_sha256: " + edgeDigest +
+		"\nroutes:\n  - name: openai\n    preset: openai\nbudgets:\n  - name: web-daily\n    clients: [web]\n    window: day\n    requests: 10\n"
+	os.WriteFile("till.yaml", []byte(cfg), 0o644)
+	_, errOut, code := c.run("", "client", "rm", "web")
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(errOut, "a bug in till") || !strings.Contains(errOut, "web-daily") {
+		t.Errorf("client rm of a client a budget names: want an error naming budget web-daily, got:\n%s", errOut)
+	}
+}
+
+// client add --write on a symlinked config must edit the file the link
+// names; it replaces the link with a regular file and leaves the target as
+// it was.
+func TestClientAddWriteFollowsSymlink(t *testing.T) {
+	c := newCLI(t)
+	os.Mkdir("shared", 0o755)
+	os.WriteFile(filepath.Join("shared", "till.yaml"), []byte("version: 1\nroutes: []\n"), 0o644)
+	if err := os.Symlink(filepath.Join("shared", "till.yaml"), "till.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := c.run("", "client", "add", "web", "--write"); code != 0 {
+		t.Fatalf("client add --write: %s", errOut)
+	}
+	if st, _ := os.Lstat("till.yaml"); st.Mode()&os.ModeSymlink == 0 {
+		t.Error("till.yaml is no longer a symlink")
+	}
+	if b, _ := os.ReadFile(filepath.Join("shared", "till.yaml")); !strings.Contains(string(b), "name: web") {
+		t.Errorf("the symlink's target was not edited:\n%s", b)
+	}
+}
+
+// The starter's example route (upstream with a base path /v2, allow.paths
+// "/v1/items"...) passes till check, yet every request on it is refused:
+// allow.paths is matched against the upstream path, base path included.
+func TestAllowPathsUnderUpstreamBasePath(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("k\n", "secret", "set", "internal-key"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte(`version: 1
+routes:
+  - name: internal
+    upstream: https://api.example.com/v2
+    secret: internal-key
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    allow:
+      methods: [GET, POST]
+      paths: ["/v1/items", "/v1/items/*", "/v1/files/**"]
+`), 0o644)
+	_, _, checkCode := c.run("", "check")
+	out, _, testCode := c.run("", "test", "GET", "/internal/v1/items")
+	if checkCode == 0 && testCode != 0 {
+		t.Errorf("check accepts the route (exit 0) but its documented path is refused:\n%s", out)
+	}
+	if _, errOut, _ := c.run("", "check"); !strings.Contains(errOut, `hint: write "/v2/v1/items"`) {
+		t.Errorf("check does not say how to write the path:\n%s", errOut)
+	}
+}
+
+// A key pool with a member missing from the vault passes till check
+// (exit 0): check only looks at the pool's first key.
+func TestCheckPoolMemberMissing(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai-a"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    secret: [openai-a, openai-typo]\n"), 0o644)
+	out, errOut, code := c.run("", "check")
+	if code == 0 {
+		t.Errorf("check with pool member openai-typo missing from the vault: exit 0: %s%s", out, errOut)
+	}
+}
+
+// client add --cert on a config without tls.names writes NAME.key and
+// NAME.crt, then fails the --write edit; a retry then fails on the files
+// it left.
+func TestClientAddCertLeavesNoFiles(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
+	if _, _, code := c.run("", "client", "add", "web", "--cert", "--write"); code == 0 {
+		t.Fatal("client add --cert --write without tls.names succeeded")
+	}
+	if _, err := os.Stat("web.key"); err == nil {
+		t.Error("a failed client add --cert left a client private key web.key behind")
+	}
+}
+
+// With tls.names the listener speaks only TLS (serve logs scheme https),
+// but till env prints an http:// proxy URL: apps get an empty reply.
+func TestEnvProxyURLOnTLSListener(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\nroutes: []\n"), 0o644)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\ntls: {names: [till.internal]}\nforward: {enabled: true}\nroutes: []\n"), 0o644)
+	out, errOut, code := c.run("", "env")
+	if code != 0 {
+		t.Fatalf("env: %s", errOut)
+	}
+	if !strings.Contains(out, "HTTPS_PROXY='https://till.internal:8080'") {
+		t.Errorf("till env on a TLS listener: want an https proxy URL at its name:\n%s", out)
+	}
+}
+
+// An HTTP client always sends "/" for a URL without a path; till test
+// refuses https://api.openai.com with bad_request (and says mode reverse)
+// where the gateway forwards GET /.
+func TestTestURLWithoutPath(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true, intercept: false}\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
+	slash, _, c1 := c.run("", "test", "GET", "http://api.openai.com/")
+	bare, _, c2 := c.run("", "test", "GET", "http://api.openai.com")
+	if c1 != c2 {
+		t.Errorf("with / exit %d:\n%s\nwithout exit %d:\n%s", c1, slash, c2, bare)
+	}
+	other, _, _ := c.run("", "test", "GET", "http://example.com/")
+	if strings.Contains(other, "mode:     reverse") {
+		t.Errorf("a refused absolute-form request is shown as mode reverse:\n%s", other)
+	}
+}
+
+// clients[].cidrs accepts an IPv4-mapped IPv6 prefix (also from client add
+// --cidr) that can never match: source addresses are unmapped first.
+func TestMappedCIDR(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nclients:\n  - name: web\n    token_sha256: "+edgeDigest+
+		"\n    cidrs: [\"::ffff:10.0.0.0/104\"]\nroutes:\n  - {name: openai, preset: openai, clients: [web]}\n"), 0o644)
+	_, _, checkCode := c.run("", "check")
+	out, _, code := c.run("", "test", "--client", "web", "--from", "10.0.0.5", "GET", "/openai/v1/models")
+	if checkCode == 0 && code != 0 {
+		t.Errorf("check accepts cidrs ::ffff:10.0.0.0/104, yet 10.0.0.5 is refused:\n%s", out)
+	}
+}
+
+// till usage --budget with a name the config does not have (a typo) exits
+// 0 with an empty table, where till env --client NAME says "unknown client".
+func TestUsageUnknownBudget(t *testing.T) {
+	c := newCLI(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`[{"budget":"web-daily","counter":"anonymous","kind":"requests","limit":5,"used":1,"remaining":4,"reset":null}]`))
+	}))
+	defer srv.Close()
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: web-daily, window: day, requests: 5}]\n"), 0o644)
+	out, _, code := c.run("", "usage", "--url", srv.URL, "--budget", "web-dialy")
+	if code == 0 {
+		t.Errorf("usage --budget web-dialy (no such budget): exit 0:\n%s", out)
+	}
+}
