@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -196,5 +197,14 @@ func TestUsageUnknownBudget(t *testing.T) {
 	out, _, code := c.run("", "usage", "--url", srv.URL, "--budget", "web-dialy")
 	if code == 0 {
 		t.Errorf("usage --budget web-dialy (no such budget): exit 0:\n%s", out)
+	}
+}
+
+// TestHelperEnv: a credential helper gets till's environment without
+// till's own secrets.
+func TestHelperEnv(t *testing.T) {
+	got := helperEnv([]string{"PATH=/bin", "TILL_PASSPHRASE=hunter2", "HOME=/root", "TILL_ADMIN_TOKEN=t", "TILL_CONFIG=x", "OP_SESSION=s"})
+	if want := []string{"PATH=/bin", "HOME=/root", "TILL_CONFIG=x", "OP_SESSION=s"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,7 +106,7 @@ func newSource(s config.Source, log zerolog.Logger) (source.Source, error) {
 	case "files":
 		return source.Files{Dir: s.Dir}, nil
 	case "exec":
-		return source.Exec{Name: s.Name, Command: s.Command, Timeout: s.Timeout, Log: log}, nil
+		return source.Exec{Name: s.Name, Command: s.Command, Timeout: s.Timeout, Log: log, Env: helperEnv(os.Environ())}, nil
 	}
 	return nil, fmt.Errorf("unknown source type %q", s.Type)
 }
@@ -158,4 +160,21 @@ func fetchRefs(cfg *config.Config) ([]source.Status, error) {
 		out = append(out, cache.StatusOf(u.ref, u.form))
 	}
 	return out, nil
+}
+
+// withheldFromHelpers are the variables of till's environment that hold
+// its own secrets: a credential helper never sees them.
+var withheldFromHelpers = []string{"TILL_PASSPHRASE", "TILL_ADMIN_TOKEN"}
+
+// helperEnv is environ (as os.Environ gives it) for a credential helper:
+// what it needs (PATH, HOME, its own settings) without till's secrets.
+func helperEnv(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(withheldFromHelpers, name) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -182,7 +182,11 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 	if found && !e.good.IsZero() {
 		age := now.Sub(e.good)
 		if age < spec.TTL && !c.changed(e, spec, ref, now) {
-			if age >= time.Duration(float64(spec.TTL)*RefreshAt) && e.refreshing.CompareAndSwap(false, true) {
+			// A refresh that failed is tried again no sooner than a
+			// fetch would be: a source in trouble is not asked at every
+			// request.
+			retry := e.failedAt.IsZero() || now.Sub(e.failedAt) >= retryAfterFailure
+			if age >= time.Duration(float64(spec.TTL)*RefreshAt) && retry && e.refreshing.CompareAndSwap(false, true) {
 				go func() {
 					defer e.refreshing.Store(false)
 					_, _ = c.fetch(ref, spec)
@@ -232,9 +236,11 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 		c.log.Warn().Str("source", name).Str("secret", ref).Str("error", err.Error()).Msg("cannot fetch a secret from its source")
 		e := &entry{failedAt: now, err: err}
 		if found {
-			e.secret, e.good = old.secret, old.good
-			// A value that changed at its source is not served as fresh.
+			e.secret, e.good, e.stamp = old.secret, old.good, old.stamp
+			// A value that changed at its source is not served as fresh,
+			// and a change after the failure is still seen.
 			e.changed.Store(old.changed.Load())
+			e.checked.Store(old.checked.Load())
 		}
 		c.entries.Add(k, e)
 		return e, nil

@@ -28,6 +28,10 @@ type Exec struct {
 	Timeout time.Duration
 	// Log receives the helper's stderr.
 	Log zerolog.Logger
+	// Env is the helper's environment ("NAME=value" each); nil gives it
+	// none. It should hold what the helper needs and none of till's own
+	// secrets (the vault passphrase).
+	Env []string
 }
 
 var _ Source = Exec{}
@@ -47,16 +51,26 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 	}
 	args := append(append([]string(nil), e.Command[1:]...), path)
 	cmd := exec.CommandContext(ctx, e.Command[0], args...)
+	cmd.Env = e.Env
+	if cmd.Env == nil {
+		cmd.Env = []string{} // not till's
+	}
 	killGroup(cmd)
 	// A helper's child that keeps stdout open must not hold the fetch
 	// past the kill.
 	cmd.WaitDelay = time.Second
 	var stdout, stderr capped
-	stdout.max, stderr.max = maxRaw, maxStderr
+	// stderr is cut to maxStderr only once the values are out of it: a
+	// value across the cut would no longer be found, and half of it
+	// logged.
+	stdout.max, stderr.max = maxRaw, maxStderr+maxRaw
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if s := strings.TrimSpace(stderr.buf.String()); s != "" {
 		s = withoutValues(s, stdout.buf.Bytes())
+		if len(s) > maxStderr {
+			s = strings.ToValidUTF8(s[:maxStderr], "") + "…"
+		}
 		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", s).Msg("credential helper wrote to stderr")
 	}
 	switch {

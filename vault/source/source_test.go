@@ -388,3 +388,102 @@ func TestCacheForms(t *testing.T) {
 		t.Errorf("statuses: %v", refs)
 	}
 }
+
+// settled waits until no background refresh of the cache key k runs.
+func settled(t *testing.T, c *Cache, k string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if e, ok := c.entries.Peek(k); !ok || !e.refreshing.Load() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a background refresh did not end")
+		}
+	}
+}
+
+// TestFailedRefreshThrottled: once a background refresh failed, requests
+// inside the refresh window do not each ask the failing source again
+// (a throttled Vault or AWS, a helper process per request).
+func TestFailedRefreshThrottled(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	var n atomic.Int32
+	var fail atomic.Bool
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		n.Add(1)
+		if fail.Load() {
+			return nil, Meta{}, errors.New("429 throttled")
+		}
+		return []byte("v1"), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	if _, err := c.Get(context.Background(), "s:k"); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(true)
+	clk.add(8 * time.Second) // in the refresh window; the clock then stands still
+	for range 50 {
+		if _, err := c.Get(context.Background(), "s:k"); err != nil {
+			t.Fatal(err)
+		}
+		settled(t, c, "s:k")
+	}
+	if got := n.Load(); got != 2 {
+		t.Errorf("a failing source was asked %d times within one second, want 2 (the fetch, one refresh)", got)
+	}
+	clk.add(retryAfterFailure)
+	c.Get(context.Background(), "s:k")
+	settled(t, c, "s:k")
+	if got := n.Load(); got != 3 {
+		t.Errorf("after retryAfterFailure: %d fetches, want 3", got)
+	}
+}
+
+// watchedFake is a Watched source of settable value, stamp and failure.
+type watchedFake struct {
+	value, stamp atomic.Value
+	fail         atomic.Bool
+}
+
+func (w *watchedFake) Fetch(context.Context, string) ([]byte, Meta, error) {
+	if w.fail.Load() {
+		return nil, Meta{}, errors.New("transient read error")
+	}
+	return []byte(w.value.Load().(string)), Meta{}, nil
+}
+
+func (w *watchedFake) Stamp(string) string { return w.stamp.Load().(string) }
+
+// TestChangeSeenAfterFailedRefresh: a files secret that changes after a
+// background refresh failed is still noticed within a second, not served
+// old until its ttl ends.
+func TestChangeSeenAfterFailedRefresh(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	w := &watchedFake{}
+	w.value.Store("old-key")
+	w.stamp.Store("1")
+	c := NewCache(map[string]Spec{"m": {Source: w, TTL: 10 * time.Minute}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	get := func() string {
+		r, err := c.Get(context.Background(), "m:k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := r.Secret.Value()
+		return v
+	}
+	get()
+	w.fail.Store(true)
+	clk.add(8 * time.Minute) // the refresh window: a background refresh fails
+	get()
+	settled(t, c, "m:k")
+	if e, _ := c.entries.Peek("m:k"); e == nil || e.err == nil {
+		t.Fatal("the background refresh did not fail")
+	}
+	w.fail.Store(false)
+	w.value.Store("rotated-key")
+	w.stamp.Store("2")
+	clk.add(5 * time.Second)
+	if v := get(); v != "rotated-key" {
+		t.Errorf("after the file changed: got %q, want rotated-key", v)
+	}
+}
