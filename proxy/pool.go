@@ -238,9 +238,11 @@ func (g *Gateway) nextKey(x *exchange, res *http.Response, err error) bool {
 		res.Body.Close()
 	}
 	x.member, x.inj, x.rec.secret = next, inj, inj.secretName
-	x.warning = ""
-	if stale {
-		x.warning = CodeSecretStale
+	if x.warning != CodeBudgetExceeded { // the request's, not the key's
+		x.warning = ""
+		if stale {
+			x.warning = CodeSecretStale
+		}
 	}
 	return true
 }

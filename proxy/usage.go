@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -60,6 +61,11 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		inspect = usage.Inspect // and refused on: the body must be JSON
 	}
 	req, err := inspect(rt.usage, x.outPath, x.held)
+	if errors.Is(err, usage.ErrRepeatedField) {
+		// Not forwarded, even where nothing is refused on: the provider
+		// could read a stream or a model that till did not meter.
+		return a, &apiError{CodeBadRequest, err.Error()}
+	}
 	if err != nil {
 		return a, nil
 	}

@@ -39,6 +39,12 @@ const (
 	None Format = "none"
 )
 
+// ErrRepeatedField is the error of Inspect and Peek for a body that names
+// a field they read more than once: parsers disagree on which one counts
+// (the first, the last), so such a body could ask one thing of till and
+// another of the provider.
+var ErrRepeatedField = errors.New("request body repeats a field")
+
 // Request is what Inspect finds in a request.
 type Request struct {
 	// Model is the model asked for: the body's "model" string or, for
@@ -164,7 +170,7 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 		return
 	}
 	if x.seen&(1<<i) != 0 {
-		x.fail(fmt.Errorf("request body has %q more than once", inspected[i]))
+		x.fail(fmt.Errorf("%w: %q more than once", ErrRepeatedField, inspected[i]))
 		return
 	}
 	x.seen |= 1 << i

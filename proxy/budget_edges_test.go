@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/vault"
+)
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	res, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestRepeatedFieldRefused: a body that names a metered field twice
+// ("stream" once false for till, once true for the provider) is refused,
+// not forwarded unmetered.
+func TestRepeatedFieldRefused(t *testing.T) {
+	var sent atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.WriteString(w, `{"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	code, body := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","stream":false,"stream":true,"messages":[]}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, `stream\" more than once`) || sent.Load() != 0 {
+		t.Errorf("got %d %s, upstream asked %d times; want 400 naming the field, nothing sent", code, body, sent.Load())
+	}
+	srv.Close()
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeBadRequest {
+		t.Errorf("records %v, want one bad_request refusal", recs)
+	}
+}
+
+// TestPoolRetryKeepsBudgetWarning: a request over a warn-only budget whose
+// first key is refused and retried with the next still says
+// budget_exceeded (the retry drops the first key's warnings only).
+func TestPoolRetryKeepsBudgetWarning(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("Authorization") == "Bearer key-a" {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, `{"model":"gpt-4o-mini","usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n" +
+		"  - {name: openai, preset: openai, upstream: {{UP}}, secret: [a, b]}\n" +
+		"  - {name: other, preset: openai, upstream: {{UP}}, secret: b}\n" +
+		"budgets:\n  - {name: w, window: 1d, requests: 1, on_exceeded: warn}\n"
+	now := time.Now()
+	gw, buf := newTestGateway(t, y, up.URL, map[string]vault.Secret{"a": vault.NewSecret("a", "key-a", now), "b": vault.NewSecret("b", "key-b", now)})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	body := `{"model":"gpt-4o-mini","messages":[]}`
+	if code, b := post(t, srv.URL+"/other/v1/chat/completions", body); code != 200 { // spends the budget
+		t.Fatalf("got %d %s", code, b)
+	}
+	if code, b := post(t, srv.URL+"/openai/v1/chat/completions", body); code != 200 {
+		t.Fatalf("got %d %s", code, b)
+	}
+	srv.Close()
+	recs := buf.records(t)
+	if last := recs[len(recs)-1]; last["route"] != "openai" || last["secret"] != "b" || last["reason"] != CodeBudgetExceeded {
+		t.Errorf("the retried request's record: %v, want key b and reason budget_exceeded", last)
+	}
+	if retried := recs[len(recs)-2]; retried["reason"] != codePoolRetry || retried["secret"] != "a" {
+		t.Errorf("the refused attempt's record: %v", retried)
+	}
+}
