@@ -43,11 +43,17 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		last, err = lastLine(f, size)
 	}
 	if err == nil && len(last) > 0 && last[len(last)-1] != '\n' {
-		torn = int64(len(last))
-		if size -= torn; size > 0 {
+		cut := last
+		torn = int64(len(cut))
+		size -= torn
+		last = nil
+		if size > 0 {
 			last, err = lastLine(f, size)
-		} else {
-			last = nil
+		}
+		// Only what can be a cut record is cut: a file of another kind
+		// (a config named as audit.file by mistake) is left whole.
+		if err == nil && (!isRecordStart(cut) || size > 0 && !isRecordStart(last)) {
+			err = errors.New("its last line is not a record: not an audit file")
 		}
 		if err == nil {
 			err = f.Truncate(size)
@@ -63,6 +69,10 @@ func (af *file) open() (last []byte, torn int64, err error) {
 	af.f, af.id, af.size = f, id, size
 	return bytes.TrimRight(last, "\n"), torn, nil
 }
+
+// isRecordStart reports whether line can be (the start of) a record: a
+// JSON object.
+func isRecordStart(line []byte) bool { return len(line) > 0 && line[0] == '{' }
 
 // lastLine reads the last line of the first size bytes of f, with its
 // newline if it has one. A last line longer than MaxLineSize is an
@@ -125,7 +135,7 @@ func (af *file) rotate() error {
 	// A rotation whose open failed has moved the files already (the
 	// path no longer names f): moving them again would drop the oldest
 	// at every try. Only the open is left to do.
-	for i := af.maxFiles; i >= 1 && names(af.path, af.id); i-- {
+	for i := af.maxFiles; i >= 1 && af.named(); i-- {
 		src := af.path
 		if i > 1 {
 			src = af.rotated(i - 1)
@@ -153,14 +163,36 @@ func (af *file) append(p []byte) error {
 	return err
 }
 
-// moved reports, with one stat, whether the path no longer names f (it
-// was renamed or removed), and whether f was removed: what is written
-// to a removed file can never be read.
-func (af *file) moved() (moved, removed bool) {
-	if names(af.path, af.id) {
-		return false, false
+// state is what one stat of the path tells of the file open.
+type state struct {
+	moved   bool  // the path no longer names it (it was renamed or removed)
+	removed bool  // it was removed: what is written to it can never be read
+	cut     bool  // it is shorter than till wrote it: emptied in place
+	size    int64 // its size, when not moved
+}
+
+// check tells, with one stat, whether the path no longer names f, and
+// whether f was removed or cut shorter than till wrote it (a rotation by
+// copy and truncate, or ": > FILE").
+func (af *file) check() state {
+	same, size := names(af.path, af.id)
+	if same {
+		return state{cut: size < af.size, size: size}
 	}
-	return true, unlinked(af.f)
+	return state{moved: true, removed: unlinked(af.f)}
+}
+
+// named reports whether the path still names f.
+func (af *file) named() bool {
+	same, _ := names(af.path, af.id)
+	return same
+}
+
+// takeBack removes the last n bytes of f, whose size is size: a record
+// written to a file emptied under it.
+func (af *file) takeBack(size int64, n int) error {
+	af.size = max(size-int64(n), 0)
+	return af.f.Truncate(af.size)
 }
 
 // name is the base name f has now (after a rename), as far as the system

@@ -10,8 +10,12 @@ func unlinked(*os.File) bool { return true }
 
 func currentName(f *os.File) string { return f.Name() }
 
-// names reports whether path names the file id describes.
-func names(path string, id os.FileInfo) bool {
+// names reports whether path names the file id describes, and the size
+// of the file at path.
+func names(path string, id os.FileInfo) (bool, int64) {
 	st, err := os.Stat(path)
-	return err == nil && os.SameFile(st, id)
+	if err != nil {
+		return false, 0
+	}
+	return os.SameFile(st, id), st.Size()
 }

@@ -20,16 +20,23 @@ func unlinked(f *os.File) bool {
 	return !ok || sys.Nlink == 0
 }
 
-// names reports whether path names the file id describes. It runs after
-// every record, so it keeps nothing on the heap.
-func names(path string, id os.FileInfo) bool {
+// names reports whether path names the file id describes, and the size
+// of the file at path. It runs after every record, so it keeps nothing
+// on the heap.
+func names(path string, id os.FileInfo) (bool, int64) {
 	want, ok := id.Sys().(*syscall.Stat_t)
 	if !ok {
 		st, err := os.Stat(path)
-		return err == nil && os.SameFile(st, id)
+		if err != nil {
+			return false, 0
+		}
+		return os.SameFile(st, id), st.Size()
 	}
 	var st syscall.Stat_t
-	return syscall.Stat(path, &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino
+	if syscall.Stat(path, &st) != nil {
+		return false, 0
+	}
+	return st.Dev == want.Dev && st.Ino == want.Ino, st.Size
 }
 
 // currentName is the path f has now, which follows renames where the

@@ -215,7 +215,21 @@ func (s *Sink) put(raw []byte) error {
 			s.chain.commit(s.line)
 			break
 		}
-		moved, gone := s.file.moved()
+		st := s.file.check()
+		if st.cut {
+			// Emptied in place: what it held is in a copy, which the
+			// record just written chains to; it is taken back out and
+			// written again as the first of a new file.
+			if err := s.file.takeBack(st.size, len(s.line)); err != nil {
+				return err
+			}
+			s.chain.restart("")
+			if removed > 0 {
+				return errors.New("the audit file was emptied again while a record was written")
+			}
+			continue
+		}
+		moved, gone := st.moved, st.removed
 		if !gone {
 			s.chain.commit(s.line)
 		}
@@ -380,8 +394,10 @@ func (s *Sink) sync() error {
 
 // Reopen opens the audit file at its path anew, for rotation schemes that
 // move the file and then signal (SIGUSR1): the next record goes to the
-// file at the path, which continues the chain. It does nothing when the
-// path still names the file open, or when the sink is not a file. On
+// file at the path, which continues the chain. A file copied and emptied
+// in place (copytruncate) starts a new file of the chain. It does nothing
+// when the path still names the file open, or when the sink is not a
+// file. On
 // error the file open so far stays in use.
 func (s *Sink) Reopen() error {
 	s.mu.Lock()
@@ -389,7 +405,12 @@ func (s *Sink) Reopen() error {
 	if s.file == nil {
 		return nil
 	}
-	if moved, _ := s.file.moved(); !moved {
+	switch st := s.file.check(); {
+	case st.cut: // copied and emptied in place: a new file begins
+		s.file.size = st.size
+		s.chain.restart("")
+		return nil
+	case !st.moved:
 		return nil
 	}
 	return s.reopen(s.file.name())

@@ -284,6 +284,18 @@ func TestTornRecordRemoved(t *testing.T) {
 	if st, _ := os.Stat(junk); st.Size() != MaxLineSize+10 {
 		t.Errorf("the file that is no trail was changed: %d bytes", st.Size())
 	}
+	// Nor is a file whose last line, or the line before it, is not a
+	// record: a config named as audit.file by mistake keeps its end.
+	for _, other := range []string{"version: 1\nroutes: []", "{\"seq\":1}\nroutes: []", "version: 1\n{\"seq\":"} {
+		junk := filepath.Join(t.TempDir(), "till.yaml")
+		os.WriteFile(junk, []byte(other), 0o600)
+		if _, err := Open(Options{Path: junk}); err == nil || !strings.Contains(err.Error(), "not an audit file") {
+			t.Errorf("opened %q: %v, want not an audit file", other, err)
+		}
+		if b, _ := os.ReadFile(junk); string(b) != other {
+			t.Errorf("the file that is no trail was changed to %q", b)
+		}
+	}
 }
 
 // failing fails while fail is set.
@@ -514,5 +526,42 @@ func TestCheckpointAfterInterval(t *testing.T) {
 	}
 	if r := mustVerify(t, VerifyOptions{PublicKey: pub}, path); r.Checkpoints != 1 || r.Unsigned != 0 {
 		t.Errorf("report %+v", r)
+	}
+}
+
+// TestCopyTruncate: a rotation that copies the file and empties it in
+// place (logrotate's copytruncate, with or without SIGUSR1) starts a new
+// file of the chain: the copy and the file verify as one trail, the
+// first record after the cut with seq 1.
+func TestCopyTruncate(t *testing.T) {
+	for _, signal := range []bool{true, false} {
+		s, path := openTest(t, Options{})
+		for _, id := range []string{"1", "2", "3"} {
+			s.Write(record(id))
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path+".1", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, 0); err != nil {
+			t.Fatal(err)
+		}
+		if signal {
+			if err := s.Reopen(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Write(record("4"))
+		s.Write(record("5"))
+		s.Close()
+		if got := ids(t, path); got != "4 5" {
+			t.Errorf("signal %v: records after the cut: %q, want \"4 5\"", signal, got)
+		}
+		if r, err := Verify([]string{path + ".1", path}, VerifyOptions{}); err != nil || r.Records != 5 {
+			t.Errorf("signal %v: the copy and the file do not verify as one trail: %v (%+v)", signal, err, r)
+		}
 	}
 }

@@ -62,7 +62,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 	t := newTicket(now, charges, reserve, warnings)
 	for i, tk := range t.charges {
 		mc := counters[i]
-		mc.last = tk.bucket
+		mc.last = max(mc.last, tk.bucket) // takes may finish out of order
 		if tk.tracked[reqs] {
 			add(&mc.kinds[reqs], tk.bucket, 1)
 		}

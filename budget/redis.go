@@ -107,7 +107,7 @@ for j = 0, n - 1 do
   local a = 3 + j * 8
   local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
   local index = KEYS[j * 4 + 1]
-  redis.call('ZADD', index, bucket, ARGV[a])
+  redis.call('ZADD', index, 'GT', bucket, ARGV[a])
   redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[a + 2])
   extend(index, ttl)
   if tonumber(ARGV[a + 4]) > 0 then

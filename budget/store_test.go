@@ -472,3 +472,24 @@ func TestRowJSON(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
+
+// TestOutOfOrderTakes: a Take dated before the last one (a request whose
+// body took longer than a window to arrive) neither drops the counter's
+// live usage (memory) nor hides it from Usage (Redis).
+func TestOutOfOrderTakes(t *testing.T) {
+	addr, _ := startRedis(t)
+	for name, s := range map[string]Store{"memory": NewMemory(), "redis": NewRedis(newClient(t, addr), "")} {
+		t.Run(name, func(t *testing.T) {
+			b := rolling("b", time.Hour)
+			b.Tokens = 1000
+			now := at(3 * time.Hour)
+			settle(t, s, now, mustTake(t, s, now, 0, one("web", b)), 900, 0)
+			settle(t, s, now, mustTake(t, s, now.Add(-62*time.Minute), 0, one("web", b)), 0, 0)
+			later := now.Add(2 * time.Minute)
+			settle(t, s, later, mustTake(t, s, later, 0, one("api", b)), 0, 0) // anyone's Take sweeps
+			if got := used(t, s, later, b, "web", KindTokens); got != 900 {
+				t.Errorf("web has used %v tokens in the last hour, want 900", got)
+			}
+		})
+	}
+}

@@ -67,13 +67,15 @@ func (s *Snapshot) charges(route, client string) []budget.Charge {
 const budgetTimeout = redisTimeout
 
 // spend takes a request from the budgets it charges, reserving reserve
-// output tokens. It returns the ticket to settle, or the refusal and its
-// Retry-After in seconds. A store that fails follows
-// limits.on_redis_error: the request goes uncounted, or is refused.
-func (g *Gateway) spend(ctx context.Context, now time.Time, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int) {
+// output tokens, now: its body has been read since it began, which a slow
+// upload can make longer than a window. It returns the ticket to settle,
+// or the refusal and its Retry-After in seconds. A store that fails
+// follows limits.on_redis_error: the request goes uncounted, or is
+// refused.
+func (g *Gateway) spend(ctx context.Context, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int) {
 	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
 	defer cancel()
-	t, denial, err := g.budgets.Take(ctx, now, charges, reserve)
+	t, denial, err := g.budgets.Take(ctx, time.Now(), charges, reserve)
 	switch {
 	case err != nil:
 		g.budgetStoreFailed(err)

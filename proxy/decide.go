@@ -50,7 +50,7 @@ type ask struct {
 // charges; nil in a dry run, where nothing is counted.
 type rates interface {
 	take(ctx context.Context, rt *route, id identity, remoteAddr string) (wait int, ok bool)
-	spend(ctx context.Context, now time.Time, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int)
+	spend(ctx context.Context, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int)
 }
 
 // decide applies the snapshot's policy to r, for route rt and upstream
@@ -98,7 +98,7 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if rate != nil {
 		// Last: a ticket taken is a reservation to settle.
 		if charges := s.charges(rt.name, clientName(id)); len(charges) > 0 {
-			t, e, wait := rate.spend(r.Context(), now, charges, a.reserve)
+			t, e, wait := rate.spend(r.Context(), charges, a.reserve)
 			if e != nil {
 				d.RetryAfter = wait
 				return refuse(*e)

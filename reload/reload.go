@@ -57,11 +57,14 @@ type Reloader struct {
 
 	mu  sync.Mutex
 	cfg *config.Config // the config being served
+	// poll holds the watched files' state since New: an edit made while
+	// till was still starting is a change Watch sees.
+	poll *poller
 }
 
-// New returns a Reloader for a gateway that serves cfg.
+// New returns a Reloader for a gateway that serves cfg, loaded just now.
 func New(cfg *config.Config, opts Options) *Reloader {
-	return &Reloader{opts: opts, cfg: cfg}
+	return &Reloader{opts: opts, cfg: cfg, poll: newPoller(watchedFiles(cfg)...)}
 }
 
 // Reload loads the config and vault and swaps a snapshot built from them

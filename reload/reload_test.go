@@ -172,7 +172,7 @@ func TestPollerSettles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p := newPoller(cfgFile, vaultFile, "") // the vault does not exist yet
+	p := newPoller(cfgFile, vaultFile) // the vault does not exist yet
 	steps := []struct {
 		name   string
 		change func()

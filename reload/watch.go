@@ -4,6 +4,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/tillgw/till/config"
 )
 
 // pollInterval is how often Watch checks the config and vault files.
@@ -22,7 +24,7 @@ func (r *Reloader) Watch() (stop func()) {
 
 func (r *Reloader) watch(interval time.Duration) (stop func()) {
 	r.mu.Lock()
-	p := newPoller(r.cfg.File, r.cfg.Vault.Path)
+	p := r.poll
 	r.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
@@ -34,12 +36,32 @@ func (r *Reloader) watch(interval time.Duration) (stop func()) {
 				if p.settled() {
 					_ = r.Reload()
 				}
+				// A reload may name another vault file: it is the one
+				// watched from then on.
+				r.mu.Lock()
+				files := watchedFiles(r.cfg)
+				r.mu.Unlock()
+				if !slices.Equal(files, p.files) {
+					p = newPoller(files...)
+				}
 			case <-done:
 				return
 			}
 		}
 	}()
 	return func() { close(done) }
+}
+
+// watchedFiles are the files of cfg whose change reloads it: the config
+// and the vault, those that are set.
+func watchedFiles(cfg *config.Config) []string {
+	var files []string
+	for _, f := range []string{cfg.File, cfg.Vault.Path} {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
 }
 
 // poller tracks the state of a set of files between checks.
@@ -49,14 +71,9 @@ type poller struct {
 	changed bool // a change was seen and has not yet held still
 }
 
-// newPoller records the current state of files; "" entries are skipped.
+// newPoller records the current state of files.
 func newPoller(files ...string) *poller {
-	p := &poller{}
-	for _, f := range files {
-		if f != "" {
-			p.files = append(p.files, f)
-		}
-	}
+	p := &poller{files: files}
 	p.last = statAll(p.files)
 	return p
 }

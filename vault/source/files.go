@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // Files reads one file per secret under Dir, such as a Kubernetes Secret
@@ -46,7 +47,10 @@ func (f Files) Fetch(_ context.Context, path string) ([]byte, Meta, error) {
 		return nil, Meta{}, fmt.Errorf("open the source's folder: %w", pathless(err))
 	}
 	defer root.Close()
-	file, err := root.Open(path)
+	// Not blocking: a named pipe (or a device) would hold the open, and
+	// so the fetch every request for the ref joins, forever. It is
+	// refused as not a regular file below.
+	file, err := root.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, Meta{}, fmt.Errorf("open %q: %w", path, pathless(err))
 	}

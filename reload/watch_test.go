@@ -1,0 +1,115 @@
+package reload
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// TestWatchFollowsNewVaultPath: after a reload that names another vault
+// file, edits of that vault (the one served) reload too.
+func TestWatchFollowsNewVaultPath(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	yamlA := goodYAML + "vault: {path: a.vault}\n"
+	yamlB := goodYAML + "vault: {path: b.vault}\n"
+	for _, f := range []string{"a.vault", "b.vault"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("v1"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(cfgFile, []byte(yamlA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*config.Config, map[string]vault.Secret, error) {
+		b, err := os.ReadFile(cfgFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := config.Parse(cfgFile, b, dir)
+		return c, nil, err
+	}
+	served, _, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	r := New(served, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	stop := r.watch(5 * time.Millisecond)
+	defer stop()
+
+	// 1. The config now names b.vault: reloaded.
+	if err := os.WriteFile(cfgFile, []byte(yamlB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gw.swapped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload after the config changed")
+	}
+	r.mu.Lock() // Reload sets cfg under mu, after Swap
+	got := r.cfg.Vault.Path
+	r.mu.Unlock()
+	if filepath.Base(got) != "b.vault" {
+		t.Fatalf("serving vault %s", got)
+	}
+	// 2. The vault being served changes (a secret rotated), written
+	// again until a reload follows: one written before the watch moved
+	// to it would be its starting state.
+	for i := 0; ; i++ {
+		if err := os.WriteFile(filepath.Join(dir, "b.vault"), []byte("v2"+strings.Repeat("x", i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-gw.swapped:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if i == 100 {
+			t.Fatal("no reload after the served vault (b.vault, named by the reloaded config) changed")
+		}
+	}
+}
+
+// TestWatchSeesEditBeforeWatch: an edit made after the config was loaded
+// and before Watch began (serve may wait minutes for ACME between them)
+// is reloaded.
+func TestWatchSeesEditBeforeWatch(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	if err := os.WriteFile(cfgFile, []byte(goodYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*config.Config, map[string]vault.Secret, error) {
+		b, err := os.ReadFile(cfgFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := config.Parse(cfgFile, b, dir)
+		return c, nil, err
+	}
+	served, _, err := load() // serve: loadAll
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	r := New(served, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	// Between loadAll and rl.Watch(): the operator edits the config.
+	if err := os.WriteFile(cfgFile, []byte(goodYAML+"log: {level: warn}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := r.watch(5 * time.Millisecond)
+	defer stop()
+	select {
+	case <-gw.swapped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the config edited after it was loaded, before Watch started, is never reloaded")
+	}
+}
