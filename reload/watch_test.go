@@ -28,14 +28,7 @@ func TestWatchFollowsNewVaultPath(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(yamlA), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	load := func() (*config.Config, map[string]vault.Secret, error) {
-		b, err := os.ReadFile(cfgFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := config.Parse(cfgFile, b, dir)
-		return c, nil, err
-	}
+	load := fileLoader(cfgFile, dir)
 	served, _, err := load()
 	if err != nil {
 		t.Fatal(err)
@@ -87,14 +80,7 @@ func TestWatchSeesEditBeforeWatch(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(goodYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	load := func() (*config.Config, map[string]vault.Secret, error) {
-		b, err := os.ReadFile(cfgFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := config.Parse(cfgFile, b, dir)
-		return c, nil, err
-	}
+	load := fileLoader(cfgFile, dir)
 	served, _, err := load() // serve: loadAll
 	if err != nil {
 		t.Fatal(err)
@@ -111,5 +97,17 @@ func TestWatchSeesEditBeforeWatch(t *testing.T) {
 	case <-gw.swapped:
 	case <-time.After(2 * time.Second):
 		t.Fatal("the config edited after it was loaded, before Watch started, is never reloaded")
+	}
+}
+
+// fileLoader loads the config file cfgFile, with no secrets.
+func fileLoader(cfgFile, dir string) func() (*config.Config, map[string]vault.Secret, error) {
+	return func() (*config.Config, map[string]vault.Secret, error) {
+		b, err := os.ReadFile(cfgFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := config.Parse(cfgFile, b, dir)
+		return c, nil, err
 	}
 }
