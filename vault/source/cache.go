@@ -86,6 +86,7 @@ type Cache struct {
 // entry is what the cache knows of one ref. It is replaced, never changed,
 // but for its atomic fields.
 type entry struct {
+	id       string       // the Spec.ID of the source it was fetched from
 	secret   vault.Secret // zero when no fetch has succeeded
 	good     time.Time    // the last successful fetch
 	failedAt time.Time    // the last failed fetch after good, if any
@@ -179,6 +180,9 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 	}
 	now := c.now()
 	e, found := c.entries.Get(ref)
+	if found && e.id != spec.ID {
+		found = false // fetched from the source's settings before a reload
+	}
 	if found && !e.good.IsZero() {
 		age := now.Sub(e.good)
 		if age < spec.TTL && !c.changed(e, spec, ref, now) {
@@ -196,7 +200,9 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 		}
 	}
 	if !found || e.failedAt.IsZero() || now.Sub(e.failedAt) >= retryAfterFailure {
-		ch := c.flight.DoChan(ref, func() (any, error) { return c.fetch(ref, spec) })
+		// Keyed by the settings too: a fetch from before a reload is
+		// not one a request after it may join.
+		ch := c.flight.DoChan(ref+"\x00"+spec.ID, func() (any, error) { return c.fetch(ref, spec) })
 		select {
 		case <-ctx.Done():
 			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
@@ -218,6 +224,7 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 // error is always nil: a failure is the entry's.
 func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	old, found := c.entries.Peek(k)
+	found = found && old.id == spec.ID
 	now := c.now()
 	if found && old.err == nil && !old.good.IsZero() && !old.changed.Load() && now.Sub(old.good) < time.Duration(float64(spec.TTL)*RefreshAt) {
 		return old, nil // fetched while this call waited for its turn
@@ -242,7 +249,7 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 			e.changed.Store(old.changed.Load())
 			e.checked.Store(old.checked.Load())
 		}
-		c.entries.Add(k, e)
+		c.store(k, spec, e)
 		return e, nil
 	}
 	c.count(name, "ok")
@@ -255,8 +262,19 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	}
 	e := &entry{secret: sec, good: now, stamp: stamp}
 	e.checked.Store(now.UnixNano())
-	c.entries.Add(k, e)
+	c.store(k, spec, e)
 	return e, nil
+}
+
+// store keeps e, fetched from the source as spec set it, as the entry of
+// the cache key k, unless a reload has changed the source's settings
+// since: a value from the old settings is not one to keep.
+func (c *Cache) store(k string, spec Spec, e *entry) {
+	e.id = spec.ID
+	name, _, _ := strings.Cut(k, ":")
+	if cur, ok := (*c.specs.Load())[name]; ok && cur.ID == spec.ID {
+		c.entries.Add(k, e)
+	}
 }
 
 // changed reports whether e's value changed at its Watched source since

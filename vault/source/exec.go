@@ -66,6 +66,12 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 	stdout.max, stderr.max = maxRaw, maxStderr+maxRaw
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	endGroup(cmd) // a helper's children do not outlive it
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// It succeeded, and a child it left held its output open: what
+		// it wrote before it ended is all there is.
+		err = nil
+	}
 	if s := strings.TrimSpace(stderr.buf.String()); s != "" {
 		s = withoutValues(s, stdout.buf.Bytes())
 		if len(s) > maxStderr {

@@ -15,3 +15,25 @@ func killGroup(cmd *exec.Cmd) {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 }
+
+// endGroup kills what is left of the helper's process group once the
+// helper has ended, and reaps those of them that are till's children: a
+// till that is PID 1 (a container without an init) adopts a helper's
+// orphans, which nothing else would reap.
+func endGroup(cmd *exec.Cmd) {
+	if cmd.Process == nil {
+		return
+	}
+	pgid := cmd.Process.Pid
+	if syscall.Kill(-pgid, syscall.SIGKILL) != nil {
+		return // none left
+	}
+	go func() {
+		for {
+			_, err := syscall.Wait4(-pgid, nil, 0, nil)
+			if err != syscall.EINTR && err != nil {
+				return // ECHILD: none of them is till's
+			}
+		}
+	}()
+}

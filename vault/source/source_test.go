@@ -487,3 +487,42 @@ func TestChangeSeenAfterFailedRefresh(t *testing.T) {
 		t.Errorf("after the file changed: got %q, want rotated-key", v)
 	}
 }
+
+// TestReloadDropsFetchInFlight: a request after a reload that changed a
+// source's settings neither joins a fetch from the old settings still in
+// flight nor is served its value later from the cache.
+func TestReloadDropsFetchInFlight(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	oldSrc := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		close(started)
+		<-release
+		return []byte("old-source-key\n"), Meta{}, nil
+	}}
+	newSrc := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		return []byte("new-source-key\n"), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: oldSrc, TTL: time.Hour, ID: "old"}}, Options{Log: zerolog.Nop()})
+	before := make(chan string, 1)
+	value := func(r Result, _ error) string { v, _ := r.Secret.Value(); return v }
+	go func() { before <- value(c.Get(context.Background(), "s:k")) }()
+	<-started
+	c.SetSources(map[string]Spec{"s": {Source: newSrc, TTL: time.Hour, ID: "new"}})
+	after := make(chan string, 1)
+	go func() { after <- value(c.Get(context.Background(), "s:k")) }()
+	select {
+	case v := <-after:
+		if v != "new-source-key" {
+			t.Errorf("a request after the reload got %q", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request after the reload waits for the old source's fetch")
+	}
+	close(release)
+	if v := <-before; v != "old-source-key" {
+		t.Errorf("the request before the reload got %q", v)
+	}
+	if v := value(c.Get(context.Background(), "s:k")); v != "new-source-key" {
+		t.Errorf("later, from the cache: %q, want new-source-key", v)
+	}
+}
