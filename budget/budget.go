@@ -296,6 +296,9 @@ type Ticket struct {
 	settled atomic.Bool
 }
 
+// Reserved is the output tokens the ticket reserved.
+func (t *Ticket) Reserved() int64 { return t.reserve }
+
 // taken is one charge as Take counted it.
 type taken struct {
 	budget  string

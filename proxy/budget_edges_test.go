@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -82,5 +84,49 @@ func TestPoolRetryKeepsBudgetWarning(t *testing.T) {
 	}
 	if retried := recs[len(recs)-2]; retried["reason"] != codePoolRetry || retried["secret"] != "a" {
 		t.Errorf("the refused attempt's record: %v", retried)
+	}
+}
+
+// TestHangUpBeforeUsageCountsReservation: an app that reads a stream up to
+// its text and hangs up before the usage chunk is charged the tokens it
+// reserved (max_tokens), not 0: ending early does not dodge a budget.
+func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"all of it"},"finish_reason":"stop"}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":300,"completion_tokens":300}}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"gpt-4o-mini","stream":true,"max_tokens":300,"messages":[]}`))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, _ := bufio.NewReader(res.Body).ReadString('\n'); !strings.Contains(line, "all of it") {
+		t.Fatalf("first line %q", line)
+	}
+	cancel() // before the usage chunk
+	res.Body.Close()
+	srv.Close() // waits for the handler, and so for the settlement
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
+		t.Fatalf("records %v, want one of a client that went away", recs)
+	}
+	rows, err := gw.Usage(context.Background())
+	if err != nil || len(rows) != 1 || rows[0].Used != 300 {
+		t.Errorf("usage %+v (%v), want the 300 tokens reserved counted", rows, err)
 	}
 }

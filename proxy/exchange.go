@@ -29,6 +29,10 @@ type exchange struct {
 	rest *replayBody
 	// ticket is what the request's budgets counted, settled by finish.
 	ticket *budget.Ticket
+	// cutTokens and cutUSD are what an answer cut before it told its
+	// usage is charged in their place: its reservation.
+	cutTokens int64
+	cutUSD    float64
 	// meter reads the token usage from the answer as it passes; prices
 	// prices it.
 	meter  *usage.Meter

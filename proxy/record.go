@@ -45,7 +45,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		}
 	}
 	g.account(x, x.prices)
-	g.settle(x.ticket, x.rec.tokensIn+x.rec.tokensOut, x.rec.costUSD)
+	g.settle(x.ticket, x.rec.tokensIn+x.rec.tokensOut+x.cutTokens, x.rec.costUSD+x.cutUSD)
 	if !x.handedOff {
 		end := time.Now()
 		g.audit.write(&x.rec, end)

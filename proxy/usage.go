@@ -147,6 +147,13 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		if x.rec.model != "" && x.rec.outcome == outcomeForwarded && x.rec.reason == "" && x.rec.status < 300 {
 			x.rec.reason = codeUsageUnknown
 		}
+		if x.ticket != nil && x.rec.outcome == outcomeError && x.attempts.Load() > 0 {
+			// An answer cut before it told its usage (an app that hung
+			// up once it had its text, say) counts what the request
+			// reserved: ending early must not dodge a budget.
+			x.cutTokens = x.ticket.Reserved()
+			x.cutUSD, _ = prices.Cost(x.rec.model, usage.Usage{OutputTokens: x.cutTokens})
+		}
 		return
 	}
 	model := u.Model
