@@ -130,3 +130,42 @@ func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
 		t.Errorf("usage %+v (%v), want the 300 tokens reserved counted", rows, err)
 	}
 }
+
+// TestLargeBodyUnderTokenBudget: a body too large to read on a route under
+// a token budget is refused (its stream would report no usage), is read
+// and metered when max_body allows it, and passes unread on a route no
+// such budget covers.
+func TestLargeBodyUnderTokenBudget(t *testing.T) {
+	var asked atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		asked.Store(strings.Contains(string(b), `"include_usage":true`))
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":300,"completion_tokens":300}}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer up.Close()
+	big := `{"model":"gpt-4o-mini","messages":[],"pad":"` + strings.Repeat(" ", 3<<19) + `","stream":true}`
+	for _, tt := range []struct {
+		name, yaml string
+		code       int
+		metered    bool
+	}{
+		{"budgeted", "routes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n", 400, false},
+		{"budgeted, max_body 4MB", "routes:\n  - {name: openai, preset: openai, upstream: {{UP}}, max_body: 4MB}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n", 200, true},
+		{"request budget only", "routes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, requests: 10}\n", 200, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			asked.Store(false)
+			gw, _ := newTestGateway(t, "version: 1\n"+tt.yaml, up.URL, secrets(time.Now()))
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			code, body := post(t, srv.URL+"/openai/v1/chat/completions", big)
+			if code != tt.code || code == 400 && !strings.Contains(body, "larger than till reads to meter") {
+				t.Fatalf("got %d %s, want %d", code, body, tt.code)
+			}
+			if asked.Load() != tt.metered {
+				t.Errorf("the upstream was asked for usage: %v, want %v", asked.Load(), tt.metered)
+			}
+		})
+	}
+}

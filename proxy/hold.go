@@ -14,6 +14,11 @@ const maxHeld = 1 << 20
 // errBodyTooLarge refuses a body over the route's max_body.
 var errBodyTooLarge = apiError{CodeBadRequest, "the request body is larger than the route's max_body"}
 
+// errTooLargeToMeter refuses a body on a route under a token or dollar
+// budget that is larger than till reads: what it asks (a stream that
+// reports no usage) could not be known, and would go uncounted.
+var errTooLargeToMeter = apiError{CodeBadRequest, "the request body is larger than till reads to meter the route's token and dollar budgets (1 MiB, or the route's max_body when set higher)"}
+
 // holdBody reads the app's body, counted and within max_body, into memory
 // when it is at most maxHeld bytes (x.held); a larger body is left to
 // stream, what was read of it first (x.rest). It reports the refusal to
@@ -24,6 +29,9 @@ func (x *exchange) holdBody(w http.ResponseWriter, r *http.Request) (apiError, b
 	if x.route.signs {
 		// The body is hashed for the signature: held whole, up to max_body.
 		limit = x.route.maxBody
+	} else if x.route.tokenBudgeted {
+		// Read whole to be metered, up to max_body when it allows more.
+		limit = max(limit, x.route.maxBody)
 	}
 	if !x.hasBody || x.bodyRead || r.ContentLength > limit {
 		return apiError{}, true

@@ -64,7 +64,12 @@ type route struct {
 	usage usage.Format
 	// signs is set for a route that signs with AWS SigV4: its bodies are
 	// held, up to max_body, to be hashed.
-	signs   bool
+	signs bool
+	// tokenBudgeted is set for a metered route that a token or dollar
+	// budget covers (for some client): a body it cannot read could ask
+	// for a stream that reports no usage, so it is read, up to max_body
+	// when larger than maxHeld, or refused.
+	tokenBudgeted bool
 	clients []string // allowed client names; empty: any
 	rate    config.Rate
 	burst   int
@@ -168,6 +173,11 @@ func NewSnapshotWithKeys(cfg *config.Config, secrets map[string]vault.Secret, ke
 	}
 	s.secrets, s.maxAge = vaultTimes(secrets, cfg.Vault.MaxAge), cfg.Vault.MaxAge
 	s.budgets = compileBudgets(cfg.Budgets)
+	for _, r := range s.routes {
+		r.tokenBudgeted = r.usage != usage.None && slices.ContainsFunc(cfg.Budgets, func(b config.Budget) bool {
+			return (b.Tokens > 0 || b.USD > 0) && (b.Routes == nil || slices.Contains(b.Routes, r.name))
+		})
+	}
 	s.prices = loadPrices(cfg)
 	return s
 }

@@ -54,6 +54,9 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		return a, &e
 	}
 	if x.hasBody && x.held == nil {
+		if rt.tokenBudgeted {
+			return a, &errTooLargeToMeter
+		}
 		return a, nil // too large to hold: it streams, unread
 	}
 	inspect := usage.Peek // what the request asks is recorded and reserved
