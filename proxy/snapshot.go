@@ -70,9 +70,9 @@ type route struct {
 	// for a stream that reports no usage, so it is read, up to max_body
 	// when larger than maxHeld, or refused.
 	tokenBudgeted bool
-	clients []string // allowed client names; empty: any
-	rate    config.Rate
-	burst   int
+	clients       []string // allowed client names; empty: any
+	rate          config.Rate
+	burst         int
 	// limitKey names the route's token buckets: a change of rate starts
 	// new ones.
 	limitKey string
