@@ -3,6 +3,7 @@ package budget
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"slices"
 	"strconv"
@@ -64,18 +65,21 @@ func (r *Redis) indexKey(budget string, w Window) string {
 }
 
 // takeScript checks and counts a Take. KEYS: per charge, its index, then
-// its requests, tokens and usd hashes. ARGV: the number of charges, the
-// tokens reserved, then per charge its counter, bucket, first live bucket,
-// the TTL of its keys, its limits of requests, tokens and micro-dollars (0:
-// none) and whether it only warns ("1"). It drops the buckets no longer
-// live and returns {taken (1 or 0), spent}, spent listing {charge, kind,
-// {bucket, amount, ...}} of each limit spent (0-based indexes). Nothing is
-// counted when a spent budget does not only warn.
+// its requests, tokens and usd hashes; last, the Take's own key. ARGV: the
+// number of charges, the tokens reserved, then per charge its counter,
+// bucket, first live bucket, the TTL of its keys, its limits of requests,
+// tokens and micro-dollars (0: none) and whether it only warns ("1");
+// last, the TTL of the Take's key. It drops the buckets no longer live and
+// returns {taken (1 or 0), spent}, spent listing {charge, kind, {bucket,
+// amount, ...}} of each limit spent (0-based indexes). Nothing is counted
+// when a spent budget does not only warn; what is counted sets the Take's
+// key, for undoScript.
 var takeScript = redis.NewScript(`
 local function extend(key, ttl)
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
 local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
+local takenTTL = tonumber(ARGV[3 + n * 8])
 local spent, block = {}, false
 for j = 0, n - 1 do
   local a = 3 + j * 8
@@ -103,6 +107,7 @@ for j = 0, n - 1 do
   end
 end
 if block then return {0, spent} end
+redis.call('SET', KEYS[n * 4 + 1], 1, 'EX', takenTTL)
 for j = 0, n - 1 do
   local a = 3 + j * 8
   local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
@@ -121,6 +126,36 @@ for j = 0, n - 1 do
 end
 return {1, spent}
 `)
+
+// undoScript takes back a Take whose answer was lost (its caller gave up
+// waiting, and took it for failed), if it ran: KEYS: the Take's key, then
+// per charge its requests and tokens hashes. ARGV: the number of charges,
+// the tokens reserved, then per charge its bucket and whether it counts
+// requests and tokens ("1"). It does nothing when the Take's key is gone:
+// the Take did not count, or was taken back already.
+var undoScript = redis.NewScript(`
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+for j = 0, tonumber(ARGV[1]) - 1 do
+  local a = 3 + j * 3
+  local bucket = ARGV[a]
+  for k = 1, 2 do
+    local d = -1
+    if k == 2 then d = -tonumber(ARGV[2]) end
+    if ARGV[a + k] == '1' and d ~= 0 then
+      local key = KEYS[1 + j * 2 + k]
+      if redis.call('HINCRBY', key, bucket, d) < 0 then redis.call('HSET', key, bucket, 0) end
+    end
+  end
+end
+return 1
+`)
+
+// takenTTL is how long a Take's key lasts: long enough for its undo to
+// follow a lost answer.
+const takenTTL = time.Minute
+
+// undoTimeout bounds an undo, which runs after its caller gave up.
+const undoTimeout = 5 * time.Second
 
 // settleScript adds what a request used. KEYS: per charge, its tokens and
 // usd hashes. ARGV: the number of charges, then per charge its bucket, the
@@ -172,8 +207,15 @@ func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reser
 		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
 			l[reqs], l[toks], l[usd], boolArg(s.Warn))
 	}
+	id := r.prefix + ":taken:" + rand.Text()
+	keys = append(keys, id)
+	args = append(args, int64(takenTTL/time.Second))
 	res, err := takeScript.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
+		// The script may have run all the same (a busy Redis answers
+		// after the deadline): what it counted is taken back, since the
+		// caller has no ticket to settle it with.
+		go r.undo(id, now, charges, reserve)
 		return nil, nil, fmt.Errorf("budget: redis: %w", err)
 	}
 	ok, spent, err := parseTake(res, charges, now)
@@ -185,6 +227,23 @@ func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reser
 		return nil, denial, nil
 	}
 	return newTicket(now, charges, reserve, warnings), nil, nil
+}
+
+// undo takes back the Take whose key is id, if it counted.
+func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+	defer cancel()
+	keys := make([]string, 0, 1+2*len(charges))
+	args := make([]any, 0, 2+3*len(charges))
+	keys = append(keys, id)
+	args = append(args, len(charges), reserve)
+	for _, c := range charges {
+		s, w := c.Spec, c.Spec.Window
+		keys = append(keys, r.counterKey(s.Name, w, c.Counter, reqs), r.counterKey(s.Name, w, c.Counter, toks))
+		l := s.limits()
+		args = append(args, w.at(now).bucket, boolArg(l[reqs] > 0), boolArg(l[toks] > 0))
+	}
+	_ = undoScript.Run(ctx, r.client, keys, args...).Err() // failing, the Take stays counted: safe
 }
 
 // boolArg is a script's flag.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,6 +161,7 @@ func TestRedisKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys = slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, "{till}:budget:taken:") }) // a minute each
 	if len(keys) != 5 {
 		t.Errorf("keys: %v, want the 5 above: a kind without a limit has none", keys)
 	}
@@ -193,4 +195,62 @@ func TestRedisDown(t *testing.T) {
 func BenchmarkRedis(b *testing.B) {
 	addr, _ := startRedis(b)
 	benchmarkStore(b, NewRedis(newClient(b, addr), ""))
+}
+
+// TestRedisTakeAnsweredLate: a Take whose answer comes after its caller
+// gave up (a busy Redis runs it later) is taken back: the caller
+// had an error and no ticket to settle, so it must not stay counted.
+func TestRedisTakeAnsweredLate(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	// As proxy.NewRedisLimits makes it: the context's deadline bounds
+	// every call.
+	bounded := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	defer bounded.Close()
+	s := NewRedis(bounded, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 1000
+	b.Requests = 10
+	ctx := context.Background()
+	mustTake(t, s, t0, 0, one("other", b)) // the script is loaded, as in steady state
+	// Another client keeps Redis busy for 500 ms (a slow script): once a
+	// PING goes unanswered, the Take is sent, and runs only after it.
+	busy := newClient(t, addr)
+	go busy.Eval(ctx, "local t = redis.call('TIME'); local s = t[1]*1e6+t[2]; repeat t = redis.call('TIME') until t[1]*1e6+t[2] - s > 500000; return 1", nil)
+	probe := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	defer probe.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		err := probe.Ping(pctx).Err()
+		pcancel()
+		if err != nil {
+			break // Redis is busy
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Redis never got busy")
+		}
+	}
+	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, _, err := s.Take(tctx, t0, one("web", b), 300); err == nil {
+		t.Fatal("a Take under a paused Redis did not fail")
+	}
+	// The late Take runs once the pause ends (it lists web in the
+	// index); its undo follows (its key is gone).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		listed, _ := client.ZScore(ctx, s.indexKey(b.Name, b.Window), "web").Result()
+		taken, _ := client.Keys(ctx, "{till}:budget:taken:*").Result()
+		if listed > 0 && len(taken) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the late Take did not run and get undone: listed %v, keys %v", listed, taken)
+		}
+	}
+	if got := used(t, s, t0, b, "web", KindTokens); got > 0 {
+		t.Errorf("%v tokens stay reserved by a Take that failed", got)
+	}
+	if got := used(t, s, t0, b, "web", KindRequests); got > 0 {
+		t.Errorf("%v requests stay counted by a Take that failed", got)
+	}
 }
