@@ -64,6 +64,9 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		return nil, 0, fmt.Errorf("open audit file: %w", err)
 	}
 	if af.f != nil {
+		// A file moved away (by a rotation outside till) keeps the
+		// records written to it: they reach the disk before it goes.
+		_ = af.f.Sync()
 		af.f.Close()
 	}
 	af.f, af.id, af.size = f, id, size

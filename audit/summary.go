@@ -48,6 +48,7 @@ type SummaryStats struct {
 	Files    int // files read
 	Records  int // records read, of every event
 	Requests int // request records counted: those the filter selected
+	Cut      int // last lines left out: cut short (being written, or by a crash)
 }
 
 // Summary counts request records, file after file, into rows. Only the
@@ -101,10 +102,18 @@ type summaryRecord struct {
 
 // Read counts the records read from r, an uncompressed audit trail named
 // name in errors. Records of events other than request (use, checkpoint,
-// and any later one) are read and not counted; empty lines are skipped.
+// and any later one) are read and not counted; empty lines are skipped,
+// and so is a last line cut short (counted in Stats).
 func (s *Summary) Read(r io.Reader, name string) error {
 	s.stats.Files++
-	return ReadLines(r, name, func(_ int, line []byte) error {
+	end := &lastByte{r: r}
+	// A line that is no JSON is an error, unless it is the last and has
+	// no newline: a record being written (a live file) or cut by a crash.
+	var cut *LineError
+	err := ReadLines(end, name, func(num int, line []byte) error {
+		if cut != nil {
+			return cut
+		}
 		switch t := bytes.TrimSpace(line); {
 		case len(t) == 0:
 			return nil
@@ -113,7 +122,8 @@ func (s *Summary) Read(r io.Reader, name string) error {
 		}
 		var rec summaryRecord
 		if err := json.Unmarshal(line, &rec); err != nil {
-			return recordError(err)
+			cut = &LineError{File: name, Line: num, Err: recordError(err)}
+			return nil
 		}
 		s.stats.Records++
 		if rec.Event != "request" {
@@ -127,6 +137,29 @@ func (s *Summary) Read(r io.Reader, name string) error {
 		s.add(&rec, t.UTC())
 		return nil
 	})
+	switch {
+	case err != nil:
+		return err
+	case cut != nil && end.b == '\n':
+		return cut
+	case cut != nil:
+		s.stats.Cut++
+	}
+	return nil
+}
+
+// lastByte is a reader that remembers the last byte it read.
+type lastByte struct {
+	r io.Reader
+	b byte
+}
+
+func (l *lastByte) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if n > 0 {
+		l.b = p[n-1]
+	}
+	return n, err
 }
 
 // recordError says why a line is not a record, without quoting it: a file

@@ -417,3 +417,23 @@ func ExampleSummary() {
 	// "" batch openai: 0 forwarded, 1 denied, 0 error(s), last 2026-12-02T10:05:00Z
 	// "sha256:0123456789abcdef" web openai: 1 forwarded, 0 denied, 0 error(s), last 2026-12-02T10:00:00Z
 }
+
+// TestSummaryCutLastLine: a last line cut short (a live file read while
+// till writes it, or a crash) is left out and counted, not an error; the
+// same line with its newline, or followed by others, still is one.
+func TestSummaryCutLastLine(t *testing.T) {
+	good := rec{event: "request", keyFP: fpA, secret: "openai", client: "web", route: "openai", outcome: "forwarded"}.line(1)
+	const cut = `{"event":"request","time":"2026-12-02T10:00:00Z",`
+	s := audit.NewSummary(audit.SummaryFilter{})
+	if err := s.Read(strings.NewReader(good+"\n"+good+"\n"+cut), "audit.log"); err != nil {
+		t.Fatalf("a cut last line: %v", err)
+	}
+	if st := s.Stats(); st.Requests != 2 || st.Cut != 1 {
+		t.Errorf("stats %+v, want 2 requests and 1 cut line", st)
+	}
+	for _, trail := range []string{good + "\n" + cut + "\n", cut + "\n" + good + "\n", cut + good + "\n"} {
+		if err := audit.NewSummary(audit.SummaryFilter{}).Read(strings.NewReader(trail), "audit.log"); err == nil {
+			t.Errorf("a bad line that is not a cut last one was taken: %q", trail)
+		}
+	}
+}

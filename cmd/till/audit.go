@@ -121,6 +121,9 @@ func runAuditSummary(args []string, e *env) error {
 	st := s.Stats()
 	fmt.Fprintf(e.stderr, "%s read from %s; %s counted\n",
 		plural(st.Records, "record"), plural(st.Files, "file"), plural(st.Requests, "request"))
+	if st.Cut > 0 {
+		fmt.Fprintf(e.stderr, "left out %s cut short (being written, or by a crash)\n", plural(st.Cut, "last line"))
+	}
 	return nil
 }
 
