@@ -111,6 +111,11 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	case CodeSecretExpired:
 		v.Warning = "the secret has expired; on_expired: warn lets the request through"
 	}
+	if len(rt.models) > 0 && a.model == "" && v.Warning == "" {
+		// Only a request without a body passes a route's model rules
+		// naming no model.
+		v.Warning = "this route checks the model: a request with a body must name an allowed one (give --model to check it)"
+	}
 	v.Allowed = true
 	return v
 }

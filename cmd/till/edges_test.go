@@ -208,3 +208,31 @@ func TestHelperEnv(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// TestMissingConfigHint: a config file that is not there is said so, with
+// where its path came from, not "fix the lines above".
+func TestMissingConfigHint(t *testing.T) {
+	c := newCLI(t)
+	_, errOut, code := c.run("", "check", "-c", "missing.yaml")
+	if code != 1 || !strings.Contains(errOut, "no config file at missing.yaml") || strings.Contains(errOut, "lines above") {
+		t.Errorf("check -c missing.yaml: exit %d:\n%s", code, errOut)
+	}
+}
+
+// TestTestWarnsOfModelRules: a dry run without --model on a route with
+// model rules is allowed (a request without a body is), with a warning
+// that a body must name an allowed model, as serve requires.
+func TestTestWarnsOfModelRules(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, allow: {models: [\"gpt-4o*\"]}}\n"), 0o644)
+	out, _, code := c.run("", "test", "POST", "/openai/v1/chat/completions")
+	if code != 0 || !strings.Contains(out, "warning:  this route checks the model") {
+		t.Errorf("test without --model: exit %d:\n%s", code, out)
+	}
+	if out, _, _ := c.run("", "test", "--model", "gpt-4o-mini", "POST", "/openai/v1/chat/completions"); strings.Contains(out, "warning") {
+		t.Errorf("test with an allowed --model warns:\n%s", out)
+	}
+}

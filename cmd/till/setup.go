@@ -47,6 +47,9 @@ func configFor(flagPath string, e *env) (*config.Config, error) {
 func loadConfig(path string, e *env, has func(string) bool) (*config.Config, error) {
 	if path != "" {
 		cfg, err := config.Load(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, withHint(fmt.Errorf("no config file at %s", path), "the path comes from -c or $TILL_CONFIG; `till init` writes a commented example")
+		}
 		if err != nil {
 			return nil, withHint(err, "fix the lines above; `till init` writes a commented example")
 		}
