@@ -169,3 +169,25 @@ func TestLargeBodyUnderTokenBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreadableBodyUnderTokenBudget: a body till cannot read (nested
+// deeper than it reads) is refused on a route under a token budget, and
+// passes on one without.
+func TestUnreadableBodyUnderTokenBudget(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer up.Close()
+	deep := `{"model":"gpt-4o-mini","x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `,"stream":true}`
+	for yaml, want := range map[string]int{
+		"budgets:\n  - {name: b, window: 1d, tokens: 1000}\n": 400,
+		"budgets:\n  - {name: b, window: 1d, requests: 10}\n": 200,
+	} {
+		gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\n"+yaml, up.URL, secrets(time.Now()))
+		srv := httptest.NewServer(gw)
+		if code, body := post(t, srv.URL+"/openai/v1/chat/completions", deep); code != want {
+			t.Errorf("%s: got %d %s, want %d", yaml, code, body, want)
+		}
+		srv.Close()
+	}
+}

@@ -64,13 +64,14 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		inspect = usage.Inspect // and refused on: the body must be JSON
 	}
 	req, err := inspect(rt.usage, x.outPath, x.held)
-	if errors.Is(err, usage.ErrRepeatedField) {
-		// Not forwarded, even where nothing is refused on: the provider
-		// could read a stream or a model that till did not meter.
+	if err != nil && (rt.tokenBudgeted || errors.Is(err, usage.ErrRepeatedField)) {
+		// Not forwarded: the provider could read a stream or a model
+		// that till did not meter (a field given twice, a body nested
+		// deeper than till reads), and a budget would not count it.
 		return a, &apiError{CodeBadRequest, err.Error()}
 	}
 	if err != nil {
-		return a, nil
+		return a, nil // the provider refuses what is not JSON
 	}
 	if rt.usage == usage.OpenAI && req.Stream && !strings.HasSuffix(x.outPath, "/responses") {
 		if body, changed := usage.IncludeUsage(x.held); changed {
