@@ -205,3 +205,41 @@ func TestInnerHTTP2HostMustMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedConnectClosesConnection: a CONNECT that till refuses ends the
+// connection: the bytes an app already wrote for the tunnel (a request for
+// the CONNECT's host) are never read as a request of their own, served
+// with a route's key.
+func TestRefusedConnectClosesConnection(t *testing.T) {
+	f := newConnectFixture(t, "", connectToken)
+	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// CONNECT to a host without a route (refused: unknown_hosts deny), then
+	// the request the app meant for 10.0.0.1, sent optimistically into
+	// the tunnel.
+	fmt.Fprintf(c, "CONNECT 10.0.0.1:80 HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n"+
+		"GET /ip/v1/models HTTP/1.1\r\nHost: 10.0.0.1\r\nX-Till-Token: %s\r\n\r\n", connectToken)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode == 200 {
+		t.Fatalf("CONNECT 10.0.0.1:80 was accepted")
+	}
+	second, err := http.ReadResponse(br, nil)
+	if err == nil {
+		io.Copy(io.Discard, second.Body)
+		t.Errorf("after a refused CONNECT (%d), till read the tunnel's bytes as a request and answered %d", resp.StatusCode, second.StatusCode)
+	}
+	select {
+	case r := <-f.seen:
+		t.Errorf("the request meant for the refused tunnel went upstream with the route's key: %s %s (Authorization %q)", r.Method, r.URL, r.Header.Get("Authorization"))
+	default:
+	}
+}

@@ -146,9 +146,11 @@ func (g *Gateway) fail(w http.ResponseWriter, x *exchange, e apiError) {
 
 // closeIfUnread closes the connection after a refusal of a request whose
 // body was never read: net/http would otherwise wait for that body (which
-// the app may never send) before answering.
+// the app may never send) before answering. A refused CONNECT closes it
+// too: what the app already wrote for the tunnel would otherwise be read
+// as a request of its own.
 func (x *exchange) closeIfUnread(w http.ResponseWriter) {
-	if x.hasBody && !x.bodyRead {
+	if x.hasBody && !x.bodyRead || x.rec.method == http.MethodConnect {
 		w.Header().Set("Connection", "close")
 	}
 }
