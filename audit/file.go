@@ -52,7 +52,7 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		}
 		// Only what can be a cut record is cut: a file of another kind
 		// (a config named as audit.file by mistake) is left whole.
-		if err == nil && (!isRecordStart(cut) || size > 0 && !isRecordStart(last)) {
+		if err == nil && (!isTornRecord(cut) || size > 0 && !isRecordStart(last)) {
 			err = errors.New("its last line is not a record: not an audit file")
 		}
 		if err == nil {
@@ -76,6 +76,14 @@ func (af *file) open() (last []byte, torn int64, err error) {
 // isRecordStart reports whether line can be (the start of) a record: a
 // JSON object.
 func isRecordStart(line []byte) bool { return len(line) > 0 && line[0] == '{' }
+
+// isTornRecord reports whether a last line without a newline can be a
+// record a crash cut: its start, or after a power loss the NUL bytes a
+// file system leaves where data did not reach the disk.
+func isTornRecord(cut []byte) bool {
+	t := bytes.TrimLeft(cut, "\x00")
+	return len(t) == 0 || isRecordStart(t)
+}
 
 // lastLine reads the last line of the first size bytes of f, with its
 // newline if it has one. A last line longer than MaxLineSize is an

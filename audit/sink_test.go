@@ -565,3 +565,32 @@ func TestCopyTruncate(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroFilledTailAfterCrash: after a power loss, a file system can
+// leave the end of an appended file as NUL bytes (its size reached the
+// disk, its data did not): a record a crash cut, removed like one.
+func TestZeroFilledTailAfterCrash(t *testing.T) {
+	s, path := openTest(t, Options{})
+	s.Write(record("1"))
+	s.Write(record("2"))
+	s.Close()
+	good, _ := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(bytes.Repeat([]byte{0}, 137)) // the crashed record's block
+	f.Close()
+	s2, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatalf("a trail whose last record a crash left as NULs does not open: %v", err)
+	}
+	s2.Write(record("3"))
+	s2.Close()
+	if got := ids(t, path); got != "1 2 3" {
+		t.Errorf("records %q, want \"1 2 3\"", got)
+	}
+	if b, _ := os.ReadFile(path); !bytes.HasPrefix(b, good) {
+		t.Errorf("the good records changed")
+	}
+}

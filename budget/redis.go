@@ -150,9 +150,9 @@ end
 return 1
 `)
 
-// takenTTL is how long a Take's key lasts: long enough for its undo to
-// follow a lost answer.
-const takenTTL = time.Minute
+// takenTTL is how long a Take's key lasts: its undo runs right after it
+// (Redis runs them in turn), and every Take leaves one.
+const takenTTL = 10 * time.Second
 
 // undoTimeout bounds an undo, which runs after its caller gave up.
 const undoTimeout = 5 * time.Second

@@ -161,7 +161,7 @@ func TestRedisKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys = slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, "{till}:budget:taken:") }) // a minute each
+	keys = slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, "{till}:budget:taken:") }) // 10 s each
 	if len(keys) != 5 {
 		t.Errorf("keys: %v, want the 5 above: a kind without a limit has none", keys)
 	}

@@ -191,3 +191,61 @@ func TestUnreadableBodyUnderTokenBudget(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// TestAnthropicHangUpCountsReservation: an Anthropic stream tells its
+// input and 1 output token at once, the rest at its end: one cut before
+// then is charged the rest of its reservation.
+func TestAnthropicHangUpCountsReservation(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
+		io.WriteString(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"all of it\"}}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":300}}\n\n")
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, buf := newTestGateway(t, y, up.URL, map[string]vault.Secret{"anthropic": vault.NewSecret("anthropic", "sk-ant-test-key-000000000000", time.Now())})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/anthropic/v1/messages",
+		strings.NewReader(`{"model":"claude-sonnet-4-5","stream":true,"max_tokens":300,"messages":[]}`))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(res.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before the text: %v", err)
+		}
+		if strings.Contains(line, "all of it") {
+			break
+		}
+	}
+	cancel() // before message_delta
+	res.Body.Close()
+	srv.Close()
+	recs := buf.records(t)
+	if len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
+		t.Fatalf("records %v, want one of a client that went away", recs)
+	}
+	rows, err := gw.Usage(context.Background())
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("usage %+v (%v)", rows, err)
+	}
+	if rows[0].Used < 300 {
+		t.Errorf("a cut Anthropic stream is charged %v tokens, want at least the 300 reserved (record: tokens_in %v tokens_out %v)",
+			rows[0].Used, recs[0]["tokens_in"], recs[0]["tokens_out"])
+	}
+}

@@ -29,8 +29,8 @@ type exchange struct {
 	rest *replayBody
 	// ticket is what the request's budgets counted, settled by finish.
 	ticket *budget.Ticket
-	// cutTokens and cutUSD are what an answer cut before it told its
-	// usage is charged in their place: its reservation.
+	// cutTokens and cutUSD are what an answer cut before it told all its
+	// usage is charged beyond what it told: the rest of its reservation.
 	cutTokens int64
 	cutUSD    float64
 	// meter reads the token usage from the answer as it passes; prices

@@ -120,6 +120,17 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 	return apiError{CodeModelNotAllowed, "this route does not allow this model"}, false
 }
 
+// chargeCut charges an answer cut before it told all its usage (an app
+// that hung up once it had its text, say) the output tokens it reserved
+// beyond the out it reported: ending early must not dodge a budget.
+func (x *exchange) chargeCut(out int64, model string, prices *usage.Prices) {
+	if x.ticket == nil || x.rec.outcome != outcomeError || x.attempts.Load() == 0 || out >= x.ticket.Reserved() {
+		return
+	}
+	x.cutTokens = x.ticket.Reserved() - out
+	x.cutUSD, _ = prices.Cost(model, usage.Usage{OutputTokens: x.cutTokens})
+}
+
 // meters keeps the Meters of answers that have ended, for the next ones.
 var meters = sync.Pool{New: func() any { return new(usage.Meter) }}
 
@@ -151,19 +162,16 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		if x.rec.model != "" && x.rec.outcome == outcomeForwarded && x.rec.reason == "" && x.rec.status < 300 {
 			x.rec.reason = codeUsageUnknown
 		}
-		if x.ticket != nil && x.rec.outcome == outcomeError && x.attempts.Load() > 0 {
-			// An answer cut before it told its usage (an app that hung
-			// up once it had its text, say) counts what the request
-			// reserved: ending early must not dodge a budget.
-			x.cutTokens = x.ticket.Reserved()
-			x.cutUSD, _ = prices.Cost(x.rec.model, usage.Usage{OutputTokens: x.cutTokens})
-		}
+		x.chargeCut(0, x.rec.model, prices)
 		return
 	}
 	model := u.Model
 	if model == "" {
 		model = x.rec.model
 	}
+	// An Anthropic stream tells its input (and 1 output token) at once,
+	// its output only at the end.
+	x.chargeCut(u.OutputTokens, model, prices)
 	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
 	usd, priced := prices.Cost(model, u)
 	x.rec.costUSD = usd
