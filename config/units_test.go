@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -130,5 +131,21 @@ func TestParsePrefix(t *testing.T) {
 		if got := p.String(); err != nil && want != "" || err == nil && got != want {
 			t.Errorf("ParsePrefix(%q) = %v, %v; want %q", in, p, err, want)
 		}
+	}
+}
+
+// TestRedisURLAsServeTakesIt: a limits.redis URL the Redis client refuses
+// (a database that is no number, an unknown option) is a config error,
+// not a till that passes check and cannot start; the error does not
+// quote the URL, which may hold a password.
+func TestRedisURLAsServeTakesIt(t *testing.T) {
+	for _, u := range []string{"redis://:hunter2@127.0.0.1:6379/abc", "redis://:hunter2@127.0.0.1:6379/0?foo=bar"} {
+		_, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \""+u+"\"}\nroutes: []\n"), t.TempDir())
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "limits.redis") {
+			t.Errorf("%s: %v, want a config error at limits.redis without the password", u, err)
+		}
+	}
+	if _, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \"rediss://user:pw@redis.internal:6380/2?dial_timeout=3s\"}\nroutes: []\n"), t.TempDir()); err != nil {
+		t.Errorf("a URL the client takes was refused: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tillgw/till/vault"
 )
 
@@ -335,6 +336,11 @@ func validRedisURL(s string) error {
 	}
 	if err := validPort(u.Port(), true); err != nil {
 		return err
+	}
+	// What serve's client takes, so that a config check cannot pass a
+	// URL serve refuses; its error is not quoted (it may echo the URL).
+	if _, err := redis.ParseURL(s); err != nil {
+		return errorString("is not a URL the Redis client takes: check the database number (/0) and the options after ?")
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func NewAdmin(o AdminOptions) http.Handler {
 	})
 	guard := func(h http.Handler) http.Handler { return requireToken(o.TokenSHA256, h) }
 	if o.Metrics != nil {
-		mux.Handle("GET /metrics", guard(promhttp.HandlerFor(o.Metrics.Registry(), promhttp.HandlerOpts{})))
+		mux.Handle("GET /metrics", guard(promhttp.HandlerFor(o.Metrics.Registry(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})))
 	}
 	mux.Handle("GET /admin/routes", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, adminRoutes(o.Gateway.Snapshot()))

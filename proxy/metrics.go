@@ -31,7 +31,9 @@ type Metrics struct {
 	tokens   *prometheus.CounterVec
 	cost     *prometheus.CounterVec
 	unpriced *prometheus.CounterVec
-	fetches  *prometheus.CounterVec
+	// unpricedModels are the models unpriced names; others count as "other".
+	unpricedModels modelSet
+	fetches        *prometheus.CounterVec
 	// loaded is when the config and vault last loaded (at start or by a
 	// reload); build is till_build_info.
 	loaded prometheus.Gauge
@@ -104,6 +106,10 @@ func NewMetrics(audit *Audit) *Metrics {
 	}
 	// The metrics are made once the config at start has loaded.
 	m.loaded.SetToCurrentTime()
+	// Both results exist from the start: a rate or increase over a series
+	// born at 1 would miss the first failed reload.
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("failed")
 	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.fetches, m.loaded, m.build, m.tokens, m.cost, m.unpriced,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "till_audit_failures_total", Help: "Audit records that could not be written.",
@@ -188,6 +194,11 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		if rt.pool == nil {
 			continue
 		}
+		// Two members may hold the same key (a copy, during a rotation):
+		// one series each key, usable when either is, since a series
+		// sent twice fails the whole scrape.
+		usable := map[string]bool{}
+		var fps []string
 		for _, m := range rt.pool.members {
 			fp := m.fp
 			if m.sourced != nil {
@@ -195,9 +206,16 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 					fp = in.fp
 				}
 			}
-			if fp != "" {
-				ch <- prometheus.MustNewConstMetric(poolKeyDesc, prometheus.GaugeValue, boolValue(m.restUntil.Load() <= now.UnixNano()), rt.name, fp)
+			if fp == "" {
+				continue
 			}
+			if _, seen := usable[fp]; !seen {
+				fps = append(fps, fp)
+			}
+			usable[fp] = usable[fp] || m.restUntil.Load() <= now.UnixNano()
+		}
+		for _, fp := range fps {
+			ch <- prometheus.MustNewConstMetric(poolKeyDesc, prometheus.GaugeValue, boolValue(usable[fp]), rt.name, fp)
 		}
 	}
 	if list := c.m.sources.Load(); list != nil {
@@ -290,11 +308,38 @@ func (m *Metrics) usage(r *record, model string, priced bool) {
 	m.child(childKey{metric: metricTokensOut, route: r.route, client: r.client}).(prometheus.Counter).Add(float64(r.tokensOut))
 	m.child(childKey{metric: metricCost, route: r.route, client: r.client}).(prometheus.Counter).Add(r.costUSD)
 	if !priced {
-		if !plainModel(model) {
+		if !plainModel(model) || !m.unpricedModels.admit(model) {
 			model = "other"
 		}
 		m.unpriced.WithLabelValues(r.route, model).Inc()
 	}
+}
+
+// maxUnpricedModels caps the models till_usage_unpriced_total names: the
+// name can come from an app (an upstream that echoes the model asked for),
+// and each would be a series of its own.
+const maxUnpricedModels = 64
+
+// modelSet admits up to maxUnpricedModels distinct names, the first seen.
+type modelSet struct {
+	mu    sync.Mutex
+	names map[string]struct{}
+}
+
+func (s *modelSet) admit(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.names[name]; ok {
+		return true
+	}
+	if len(s.names) >= maxUnpricedModels {
+		return false
+	}
+	if s.names == nil {
+		s.names = map[string]struct{}{}
+	}
+	s.names[name] = struct{}{}
+	return true
 }
 
 // plainModel reports whether s looks like a model name: 1 to 64 letters,

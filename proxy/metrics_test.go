@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -205,5 +206,66 @@ func TestBuildAndReloadMetrics(t *testing.T) {
 	m.Reload(true)
 	if got := loaded(); got <= first {
 		t.Errorf("after a reload: got %v, want later than %v", got, first)
+	}
+}
+
+// TestUnpricedModelsCapped: the model label of till_usage_unpriced_total
+// can come from an app (an upstream that echoes it): past a cap, names
+// count as "other", so no client makes series of its own.
+func TestUnpricedModelsCapped(t *testing.T) {
+	m := NewMetrics(testAudit(io.Discard))
+	for i := 0; i < 1000; i++ {
+		r := &record{route: "openai", client: "web"}
+		m.usage(r, fmt.Sprintf("attacker-%d", i), false)
+	}
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "till_usage_unpriced_total" {
+			if n := len(f.GetMetric()); n != maxUnpricedModels+1 {
+				t.Fatalf("till_usage_unpriced_total has %d series after 1000 requests naming random models, want %d", n, maxUnpricedModels+1)
+			}
+		}
+	}
+}
+
+// TestReloadsSeriesExistAtStart: both results of till_reloads_total are
+// there, at 0, before any reload, so an increase catches the first.
+func TestReloadsSeriesExistAtStart(t *testing.T) {
+	m := NewMetrics(testAudit(io.Discard))
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "till_reloads_total" && len(f.GetMetric()) == 2 && f.GetMetric()[0].GetCounter().GetValue() == 0 {
+			return
+		}
+	}
+	t.Fatal("till_reloads_total is absent from /metrics until the first reload (want result=\"ok\" and result=\"failed\" at 0)")
+}
+
+// TestPoolSameKeyScrapes: two pool members holding the same key (a copy
+// made while rotating) give one till_pool_key_state series, and /metrics
+// still answers.
+func TestPoolSameKeyScrapes(t *testing.T) {
+	now := time.Now()
+	secrets := map[string]vault.Secret{
+		"a": vault.NewSecret("a", testKey, now),
+		"b": vault.NewSecret("b", testKey, now), // same value, another name
+	}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com, secret: [a, b]}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(testAudit(io.Discard))
+	New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
+	h := NewAdmin(AdminOptions{Metrics: m})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/metrics = %d: %.200s", rec.Code, rec.Body.String())
 	}
 }

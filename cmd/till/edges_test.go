@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -234,5 +235,32 @@ func TestTestWarnsOfModelRules(t *testing.T) {
 	}
 	if out, _, _ := c.run("", "test", "--model", "gpt-4o-mini", "POST", "/openai/v1/chat/completions"); strings.Contains(out, "warning") {
 		t.Errorf("test with an allowed --model warns:\n%s", out)
+	}
+}
+
+// TestHTTPErrorLogLeveled: net/http's error log has levels, so that
+// --log-level applies: a TLS handshake error (any TCP probe makes one)
+// is debug, other lines warn.
+func TestHTTPErrorLogLeveled(t *testing.T) {
+	for level, want := range map[string][]string{
+		"error": nil,
+		"warn":  {`"level":"warn","component":"http"`, `"message":"http: Accept error: too many open files"`},
+		"debug": {`"level":"debug","component":"http"`, `"message":"http: TLS handshake error from 10.0.0.7:50434: EOF"`},
+	} {
+		var stderr bytes.Buffer
+		e := &env{stderr: &stderr, getenv: func(string) string { return "" }, log: logFlags{level: level, format: "json"}}
+		errLog := httpErrorLog(newLogOutput(e).logger(), "http")
+		errLog.Print("http: TLS handshake error from 10.0.0.7:50434: EOF")
+		errLog.Print("http: Accept error: too many open files")
+		got := stderr.String()
+		lines := map[string]int{"error": 0, "warn": 1, "debug": 2}[level]
+		if strings.Count(got, "\n") != lines {
+			t.Errorf("--log-level %s: %s", level, got)
+		}
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("--log-level %s: want %s in %s", level, w, got)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"slices"
 	"strings"
@@ -141,4 +142,25 @@ func (o *logOutput) logger() zerolog.Logger {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// httpErrorLog is net/http's error log for a server, written through
+// logger with a level, so that --log-level applies to it: a failed TLS
+// handshake (every TCP probe or port scan of a TLS listener makes one) at
+// debug, anything else at warn.
+func httpErrorLog(logger zerolog.Logger, component string) *log.Logger {
+	return log.New(leveledLines{logger.With().Str("component", component).Logger()}, "", 0)
+}
+
+// leveledLines logs each line written to it as one event.
+type leveledLines struct{ log zerolog.Logger }
+
+func (l leveledLines) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	ev := l.log.Warn()
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		ev = l.log.Debug()
+	}
+	ev.Msg(msg)
+	return len(p), nil
 }

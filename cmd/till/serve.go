@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -118,7 +117,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          log.New(logger.With().Str("component", "http").Logger(), "", 0),
+		ErrorLog:          httpErrorLog(logger, "http"),
 		BaseContext:       gw.BaseContext,
 	}
 	base := lns.base
@@ -154,7 +153,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		admin = &http.Server{
 			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.Reload, TokenSHA256: cfg.Admin.TokenSHA256}),
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          log.New(logger.With().Str("component", "admin").Logger(), "", 0),
+			ErrorLog:          httpErrorLog(logger, "admin"),
 		}
 		logger.Info().Str("admin_addr", aln.Addr().String()).Msg("admin listening")
 		go func() { served <- admin.Serve(aln) }()
