@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,5 +242,37 @@ func TestRefusedConnectClosesConnection(t *testing.T) {
 	case r := <-f.seen:
 		t.Errorf("the request meant for the refused tunnel went upstream with the route's key: %s %s (Authorization %q)", r.Method, r.URL, r.Header.Get("Authorization"))
 	default:
+	}
+}
+
+// TestConnectRecordsItsClient: the record of a CONNECT names the client
+// that asked, whether it is tunnelled or refused, not only intercepted.
+func TestConnectRecordsItsClient(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer other.Close()
+	for _, tt := range []struct{ extra, want string }{
+		{", unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]", "200"},
+		{"", "403"},
+	} {
+		f := newConnectFixture(t, tt.extra, connectToken)
+		c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		host := other.Listener.Addr().String()
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", host, host, connectToken)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
+		if err != nil || strconv.Itoa(resp.StatusCode) != tt.want {
+			t.Fatalf("CONNECT %s (%q): %v %v, want %s", host, tt.extra, resp, err, tt.want)
+		}
+		c.Close() // a tunnel's record is written once it ends
+		var recs []map[string]any
+		for deadline := time.Now().Add(5 * time.Second); len(recs) == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			recs = f.audit.records(t)
+		}
+		if len(recs) != 1 || recs[0]["client"] != "web" {
+			t.Errorf("%q: records %v, want one naming client web", tt.extra, recs)
+		}
 	}
 }

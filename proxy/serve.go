@@ -66,6 +66,9 @@ func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchan
 func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
 	x.rec.mode = modeForward
 	x.rec.path = ""
+	// Who asked is recorded whatever becomes of it: a tunnel too.
+	id := l.clients.identify(r, "", certID{}, "")
+	x.rec.client = id.name()
 	t, mode, e := l.resolveConnect(r.Host, g.intercept != nil)
 	if e != nil {
 		g.refuse(rw, x, *e, 0)
@@ -77,8 +80,6 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 		g.tunnel(rw, r, x, l, t)
 		return
 	}
-	id := l.clients.identify(r, "", certID{}, "")
-	x.rec.client = id.name()
 	// The credential that identified the CONNECT goes with every request
 	// inside it; without one, what it gave (refused alike inside).
 	t.proxyAuth = id.credential
