@@ -58,6 +58,7 @@ func TestParseErrors(t *testing.T) {
 		{"audit fsync enum", "version: 1\naudit: {fsync: sometimes}\n", `till.yaml:2: audit.fsync: must be "none" or "interval" or "always"`},
 		{"audit max_size unit", "version: 1\naudit: {file: a.log, max_size: 10 parsecs}\n", `till.yaml:2: audit.max_size: must be a size such as 64KB, 100MB or 1GB`},
 		{"audit max_size small", "version: 1\naudit: {file: a.log, max_size: 1KB}\n", `till.yaml:2: audit.max_size: must be at least 4KB`},
+		{"audit max_size just small", "version: 1\naudit: {file: a.log, max_size: 3999}\n", `till.yaml:2: audit.max_size: must be at least 4KB`},
 		{"audit max_size stdout", "version: 1\naudit: {max_size: 1MB}\n", `till.yaml:2: audit.max_size: needs audit.file: stdout cannot be rotated`},
 		{"audit max_files", "version: 1\naudit: {max_files: 0}\n", `till.yaml:2: audit.max_files: must be between 1 and 1000 (rotated files kept)`},
 		{"audit sign bool", "version: 1\naudit: {sign: maybe}\n", `till.yaml:2: audit.sign: must be true or false`},

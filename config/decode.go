@@ -685,8 +685,9 @@ func (d *decoder) client(n *yaml.Node, path string) (Client, bool) {
 	return c, true
 }
 
-// minAuditSize is the smallest audit.max_size: a file must hold records.
-const minAuditSize = 4 << 10
+// minAuditSize is the smallest audit.max_size (4KB, as the units count):
+// a file must hold records.
+const minAuditSize = 4000
 
 // audit decodes the audit mapping into a.
 func (d *decoder) audit(v *yaml.Node, path string, a *Audit) {

@@ -149,3 +149,12 @@ func TestRedisURLAsServeTakesIt(t *testing.T) {
 		t.Errorf("a URL the client takes was refused: %v", err)
 	}
 }
+
+// TestAuditMaxSizeMinimum: the smallest audit.max_size is 4KB as the
+// units count it (4,000 bytes), as the reference says.
+func TestAuditMaxSizeMinimum(t *testing.T) {
+	c, err := Parse("till.yaml", []byte("version: 1\naudit: {file: a.log, max_size: 4KB}\n"), t.TempDir())
+	if err != nil || c.Audit.MaxSize != 4000 {
+		t.Errorf("max_size 4KB: %v, %v", c, err)
+	}
+}

@@ -75,7 +75,7 @@ var commandHelp = map[string]helpEntry{
 	},
 	"client rm": {
 		synopsis: "till client rm NAME [-c FILE]",
-		about:    "Remove a client from the config file (refused while a route names it); its token stops working when till reloads.",
+		about:    "Remove a client from the config file (refused while a route or budget names it); its token stops working when till reloads.",
 		examples: []string{"till client rm web && kill -HUP $(pidof till)"},
 	},
 	"ca init": {
