@@ -42,17 +42,14 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 		v.Code, v.Reason = e.code, e.message
 		return v
 	}
-	u, err := url.Parse(target)
-	if err != nil || (u.Scheme == "" && !strings.HasPrefix(target, "/")) {
-		return refuse(apiError{CodeBadRequest, "the target must be a path (/openai/v1/models) or an http:// or https:// URL"})
+	u, e := explainURL(target)
+	if e != nil {
+		return refuse(*e)
 	}
 	if u.Scheme != "" {
 		// Refused before it resolves, a proxied request is recorded
 		// as forward mode, as serve records it.
 		v.Mode = modeForward
-		if u.Path == "" && u.Opaque == "" {
-			u.Path = "/" // what every HTTP client sends for a bare URL
-		}
 	}
 	id := identity{}
 	if clientName != "" {
@@ -105,19 +102,37 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 		}
 		return refuse(apiError{d.Code, d.Reason})
 	}
-	switch d.Warning {
-	case CodeSecretStale:
-		v.Warning = "the key's source fails; its last good value, younger than failure_ttl, would be used"
-	case CodeSecretExpired:
-		v.Warning = "the secret has expired; on_expired: warn lets the request through"
-	}
-	if len(rt.models) > 0 && a.model == "" && v.Warning == "" {
-		// Only a request without a body passes a route's model rules
-		// naming no model.
-		v.Warning = "this route checks the model: a request with a body must name an allowed one (give --model to check it)"
-	}
 	v.Allowed = true
+	v.Warning = explainWarning(d.Warning, len(rt.models) > 0 && a.model == "")
 	return v
+}
+
+// explainURL parses a dry run's target: a path, or the URL of a proxied
+// request ("/" when it names none, as every HTTP client sends).
+func explainURL(target string) (*url.URL, *apiError) {
+	u, err := url.Parse(target)
+	if err != nil || (u.Scheme == "" && !strings.HasPrefix(target, "/")) {
+		return nil, &apiError{CodeBadRequest, "the target must be a path (/openai/v1/models) or an http:// or https:// URL"}
+	}
+	if u.Scheme != "" && u.Path == "" && u.Opaque == "" {
+		u.Path = "/"
+	}
+	return u, nil
+}
+
+// explainWarning words an allowed dry run's warning: the decision's, or,
+// on a route that checks the model of a request that named none, that
+// only a request without a body would pass.
+func explainWarning(code string, modelUnchecked bool) string {
+	switch {
+	case code == CodeSecretStale:
+		return "the key's source fails; its last good value, younger than failure_ttl, would be used"
+	case code == CodeSecretExpired:
+		return "the secret has expired; on_expired: warn lets the request through"
+	case modelUnchecked:
+		return "this route checks the model: a request with a body must name an allowed one (give --model to check it)"
+	}
+	return ""
 }
 
 // explainTarget resolves u as the gateway would: a path as a reverse-mode
