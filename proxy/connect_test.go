@@ -7,11 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -274,5 +276,87 @@ func TestConnectRecordsItsClient(t *testing.T) {
 		if len(recs) != 1 || recs[0]["client"] != "web" {
 			t.Errorf("%q: records %v, want one naming client web", tt.extra, recs)
 		}
+	}
+}
+
+// TestTunnelIdleTimeout: a tunnel that moves no byte either way for the
+// idle timeout is closed, and its record written; one that keeps moving
+// bytes, even in one direction only, stays open past it.
+func TestTunnelIdleTimeout(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(io.Discard, c) }() // reads, never answers
+		}
+	}()
+	f := newConnectFixture(t, ", unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]", connectToken)
+	f.gw.tunnelIdle = idle
+	open := func() net.Conn {
+		c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := ln.Addr().String()
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", host, host, connectToken)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT %s: %v %v", host, resp, err)
+		}
+		return c
+	}
+
+	busy := open()
+	defer busy.Close()
+	stopBusy := make(chan struct{})
+	busyErr := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(idle / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopBusy:
+				busyErr <- nil
+				return
+			case <-tick.C:
+				if _, err := busy.Write([]byte("ping")); err != nil {
+					busyErr <- err
+					return
+				}
+			}
+		}
+	}()
+
+	quiet := open()
+	defer quiet.Close()
+	started := time.Now()
+	quiet.SetReadDeadline(time.Now().Add(20 * idle))
+	if n, err := quiet.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle tunnel: read %d bytes, %v; want it closed (EOF) after %v", n, err, idle)
+	}
+	if waited := time.Since(started); waited < idle {
+		t.Errorf("idle tunnel closed after %v, before the idle timeout %v", waited, idle)
+	}
+	// The busy tunnel, one way only, has outlived the idle timeout: it
+	// must still carry bytes.
+	for time.Since(started) < 3*idle {
+		time.Sleep(idle / 4)
+	}
+	close(stopBusy)
+	if err := <-busyErr; err != nil {
+		t.Errorf("a tunnel moving bytes one way was closed as idle: %v", err)
+	}
+	busy.SetReadDeadline(time.Now().Add(idle / 2))
+	if _, err := busy.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a tunnel moving bytes one way: read %v, want it open (deadline exceeded)", err)
 	}
 }

@@ -63,6 +63,8 @@ type Gateway struct {
 	ids     *requestIDs
 	// own are till's listeners, which tunnels may never reach.
 	own []netip.AddrPort
+	// tunnelIdle ends a tunnel idle that long (tunnelIdleTimeout).
+	tunnelIdle time.Duration
 
 	limits   RateLimiter
 	failOpen bool // limits.on_redis_error: allow
@@ -120,7 +122,7 @@ type Options struct {
 
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
-	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), own: opts.Listeners, limits: opts.Limits, failOpen: opts.LimitsFailOpen, metrics: opts.Metrics}
+	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), own: opts.Listeners, limits: opts.Limits, failOpen: opts.LimitsFailOpen, metrics: opts.Metrics, tunnelIdle: tunnelIdleTimeout}
 	if g.limits == nil {
 		g.limits = NewMemoryLimits()
 	}

@@ -4,16 +4,23 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // tunnelDialTimeout bounds resolving and connecting to a tunnel target.
 const tunnelDialTimeout = 10 * time.Second
+
+// tunnelIdleTimeout ends a tunnel that has moved no byte either way for
+// this long (Squid's read_timeout): an app that vanished without closing
+// would otherwise hold two sockets and two goroutines until till stops.
+const tunnelIdleTimeout = 15 * time.Minute
 
 // tunnel relays bytes between the app and a host without a route, after the
 // SSRF guard (invariant 4). No key is attached and nothing is decrypted.
@@ -44,21 +51,66 @@ func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, l *
 	x.status = http.StatusOK
 	// At shutdown, past the grace period, the gateway's base context ends
 	// the tunnel.
-	stop := context.AfterFunc(r.Context(), func() { conn.Close(); upstream.Close() })
+	end := func() { conn.Close(); upstream.Close() }
+	stop := context.AfterFunc(r.Context(), end)
 	defer stop()
+	idle := newIdleTimer(g.tunnelIdle, end)
+	defer idle.stop()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		// Bytes the server read ahead of the handshake go first.
-		n, _ := io.Copy(upstream, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn))
+		n, _ := io.Copy(upstream, idle.reader(io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn)))
 		x.bytesIn.Add(n)
 		closeWrite(upstream)
 	}()
-	n, _ := io.Copy(conn, upstream)
+	n, _ := io.Copy(conn, idle.reader(upstream))
 	x.rec.bytesOut += n
 	closeWrite(conn)
 	wg.Wait()
+}
+
+// idleTimer calls end once no byte has been read through its readers
+// for d. A read marks the time; the timer, when it fires, sleeps again
+// for what is left since the last one, so reads cost no timer reset.
+type idleTimer struct {
+	d     time.Duration
+	last  atomic.Int64 // UnixNano of the last read that moved bytes
+	timer *time.Timer
+}
+
+func newIdleTimer(d time.Duration, end func()) *idleTimer {
+	t := &idleTimer{d: d}
+	t.last.Store(time.Now().UnixNano())
+	// Made stopped and started once assigned, so fire never sees it nil.
+	t.timer = time.AfterFunc(time.Duration(math.MaxInt64), func() {
+		if left := time.Duration(t.last.Load() + int64(t.d) - time.Now().UnixNano()); left > 0 {
+			t.timer.Reset(left)
+			return
+		}
+		end()
+	})
+	t.timer.Reset(d)
+	return t
+}
+
+// reader returns r, marking the time of each read that moves bytes.
+func (t *idleTimer) reader(r io.Reader) io.Reader { return activeReader{r, t} }
+
+func (t *idleTimer) stop() { t.timer.Stop() }
+
+type activeReader struct {
+	r io.Reader
+	t *idleTimer
+}
+
+func (a activeReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.t.last.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // closeWrite half-closes c so the peer sees the end of the stream while
