@@ -255,6 +255,9 @@ type Route struct {
 	// Usage is how the route's responses report token usage (one of
 	// UsageFormats): the preset's unless set; "none" without a preset.
 	Usage string
+	// StreamsReportUsage is the preset's: its provider reports usage in
+	// every stream, and refuses being asked to.
+	StreamsReportUsage bool
 	// Line is the route's line in the config file; 0 for built-in defaults.
 	Line int
 }

@@ -38,12 +38,16 @@ type Preset struct {
 	// Usage is how the provider's responses report token usage (one of
 	// UsageFormats); "none" when they do not.
 	Usage string
+	// StreamsReportUsage says the provider reports usage in every stream
+	// and refuses the field that asks it to (Mistral: 422 on
+	// stream_options), so till does not ask.
+	StreamsReportUsage bool
 }
 
 //go:embed presets.yaml
 var presetsYAML []byte
 
-var presetKeys = []string{"name", "upstream", "base_url_path", "docs", "secret", "inject", "headers", "strip", "usage"}
+var presetKeys = []string{"name", "upstream", "base_url_path", "docs", "secret", "inject", "headers", "strip", "usage", "streams_report_usage"}
 
 // catalog parses presets.yaml once. The file is part of the binary and a
 // test parses it, so an error here is a build mistake, not bad input.
@@ -103,6 +107,9 @@ func parsePresets(data []byte) ([]Preset, error) {
 		p.Usage = UsageNone
 		if v := f["usage"]; v != nil {
 			p.Usage, _ = d.enum(v, join(path, "usage"), UsageFormats...)
+		}
+		if v := f["streams_report_usage"]; v != nil {
+			p.StreamsReportUsage = d.boolean(v, join(path, "streams_report_usage"))
 		}
 		if p.Name == "" || p.Upstream == "" || p.Docs == "" || (p.Inject.Header == "" && p.Inject.Query == "" && p.Inject.Basic == nil &&
 			p.Inject.AWSSigV4 == nil && p.Inject.OAuth2 == nil && p.Inject.GitHubApp == nil && p.Inject.Google == nil) {

@@ -147,7 +147,7 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 
 	r.Usage = UsageNone
 	if preset != nil {
-		r.Usage = preset.Usage
+		r.Usage, r.StreamsReportUsage = preset.Usage, preset.StreamsReportUsage
 	}
 	if v := f["usage"]; v != nil {
 		if s, ok := d.enum(v, join(path, "usage"), UsageFormats...); ok {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -125,9 +126,12 @@ func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
 	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
 		t.Fatalf("records %v, want one of a client that went away", recs)
 	}
+	// The body (with the include_usage till adds) at a token per 4 bytes
+	// stands for the input the answer never told.
+	body := `{"model":"gpt-4o-mini","stream":true,"max_tokens":300,"messages":[],"stream_options":{"include_usage":true}}`
 	rows, err := gw.Usage(context.Background())
-	if err != nil || len(rows) != 1 || rows[0].Used != 300 {
-		t.Errorf("usage %+v (%v), want the 300 tokens reserved counted", rows, err)
+	if want := 300 + float64(len(body)/4); err != nil || len(rows) != 1 || rows[0].Used != want {
+		t.Errorf("usage %+v (%v), want the 300 tokens reserved and %d estimated counted", rows, err, len(body)/4)
 	}
 }
 
@@ -247,5 +251,181 @@ func TestAnthropicHangUpCountsReservation(t *testing.T) {
 	if rows[0].Used < 300 {
 		t.Errorf("a cut Anthropic stream is charged %v tokens, want at least the 300 reserved (record: tokens_in %v tokens_out %v)",
 			rows[0].Used, recs[0]["tokens_in"], recs[0]["tokens_out"])
+	}
+}
+
+// usedTokens is what the gateway's one token budget has counted.
+func usedTokens(t *testing.T, gw *Gateway) float64 {
+	t.Helper()
+	rows, err := gw.Usage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Kind == "tokens" {
+			return r.Used
+		}
+	}
+	return 0
+}
+
+// recordingUpstream answers every request with answer (as contentType),
+// and keeps the last body it was sent.
+func recordingUpstream(t *testing.T, contentType, answer string) (*httptest.Server, func() string) {
+	var got atomic.Value
+	got.Store("")
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.Store(string(b))
+		w.Header().Set("Content-Type", contentType)
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(up.Close)
+	return up, func() string { return got.Load().(string) }
+}
+
+// TestCompatEndpointsMetered: the OpenAI-compatible endpoints of other
+// providers (Anthropic's and Gemini's /chat/completions) answer in
+// OpenAI's shape: read on their routes, and their streams are asked for
+// usage; a stream of the provider's own API is not sent the field.
+func TestCompatEndpointsMetered(t *testing.T) {
+	up, _ := recordingUpstream(t, "application/json",
+		`{"id":"msg_1","object":"chat.completion","model":"claude-sonnet-4-5","choices":[],"usage":{"prompt_tokens":600,"completion_tokens":600,"total_tokens":1200}}`)
+	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	var codes []int
+	for range 3 {
+		code, _ := post(t, srv.URL+"/anthropic/v1/chat/completions", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}`)
+		codes = append(codes, code)
+	}
+	if fmt.Sprint(codes) != "[200 429 429]" || usedTokens(t, gw) != 1200 {
+		t.Errorf("statuses %v, tokens counted %v; want [200 429 429] and 1200", codes, usedTokens(t, gw))
+	}
+
+	sse, sent := recordingUpstream(t, "text/event-stream", "data: [DONE]\n\n")
+	y = "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\n  - {name: gemini, preset: gemini, upstream: {{UP}}, secret: openai}\n"
+	gw, _ = newTestGateway(t, y, sse.URL, secrets(time.Now()))
+	srv2 := httptest.NewServer(gw)
+	defer srv2.Close()
+	for _, tt := range []struct {
+		path string
+		asks bool
+	}{
+		{"/anthropic/v1/chat/completions", true},
+		{"/gemini/v1beta/openai/chat/completions", true},
+		{"/anthropic/v1/messages", false},
+	} {
+		post(t, srv2.URL+tt.path, `{"model":"m","stream":true,"max_tokens":5,"messages":[]}`)
+		if asked := strings.Contains(sent(), `"include_usage":true`); asked != tt.asks {
+			t.Errorf("%s: sent %s; asked for usage %v, want %v", tt.path, sent(), asked, tt.asks)
+		}
+	}
+}
+
+// TestMistralNotAskedForStreamUsage: Mistral refuses stream_options (422
+// extra_forbidden) and reports usage in every stream: its preset's
+// streams go as the app wrote them, and their usage is counted.
+func TestMistralNotAskedForStreamUsage(t *testing.T) {
+	up, sent := recordingUpstream(t, "text/event-stream",
+		"data: {\"model\":\"mistral-small-2503\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n")
+	y := "version: 1\nroutes:\n  - {name: mistral, preset: mistral, upstream: {{UP}}, secret: openai}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	const body = `{"model":"mistral-small-latest","stream":true,"messages":[]}`
+	post(t, srv.URL+"/mistral/v1/chat/completions", body)
+	if sent() != body {
+		t.Errorf("Mistral was sent %s, want the app's body unchanged", sent())
+	}
+	srv.Close() // waits for the handler, and so for the settlement
+	if used := usedTokens(t, gw); used != 7 {
+		t.Errorf("tokens counted %v, want 7", used)
+	}
+}
+
+// TestHugeUsageSaturates: counts that add up past int64 (a broken or
+// hostile upstream) saturate, so the budget is spent, not wrapped to 0.
+func TestHugeUsageSaturates(t *testing.T) {
+	up, _ := recordingUpstream(t, "application/json", `{"model":"gpt-4o-mini","usage":{"prompt_tokens":9223372036854775807,"completion_tokens":1}}`)
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	c1, _ := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`)
+	c2, _ := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`)
+	if c1 != 200 || c2 != http.StatusTooManyRequests {
+		t.Errorf("statuses %d %d, tokens counted %v: want 200, then 429", c1, c2, usedTokens(t, gw))
+	}
+}
+
+// TestJSONAsUploadUnderTokenBudget: a JSON request sent under an upload's
+// Content-Type on a route under a token budget is read all the same (its
+// stream asked for usage), while a real upload streams on unread.
+func TestJSONAsUploadUnderTokenBudget(t *testing.T) {
+	up, sent := recordingUpstream(t, "text/event-stream", "data: [DONE]\n\n")
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, tt := range []struct{ ctype, body, want string }{
+		{"application/octet-stream", ` {"model":"gpt-4o-mini","stream":true,"messages":[]}`, `"include_usage":true`},
+		{"multipart/form-data; boundary=x", strings.Repeat(" ", 600) + `{"model":"gpt-4o-mini","stream":true}`, `"include_usage":true`},
+		{"audio/wav", "RIFF" + strings.Repeat("x", 2000), "RIFF" + strings.Repeat("x", 2000)},
+	} {
+		res, err := http.Post(srv.URL+"/openai/v1/chat/completions", tt.ctype, strings.NewReader(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if !strings.Contains(sent(), tt.want) {
+			t.Errorf("%s: status %d, upstream got %.80q…, want it to hold %.40q", tt.ctype, res.StatusCode, sent(), tt.want)
+		}
+	}
+}
+
+// TestStreamNotBooleanRefused: "stream": "true" (or 1), which lenient
+// servers read as true, would stream an answer till did not ask usage
+// of: refused on a metered route, as a repeated field is.
+func TestStreamNotBooleanRefused(t *testing.T) {
+	up, sent := recordingUpstream(t, "text/event-stream", "data: [DONE]\n\n")
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, body := range []string{`{"model":"m","stream":"true"}`, `{"model":"m","stream":1}`} {
+		if code, _ := post(t, srv.URL+"/openai/v1/chat/completions", body); code != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", body, code)
+		}
+	}
+	if code, _ := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","stream":null}`); code != 200 || sent() != `{"model":"m","stream":null}` {
+		t.Errorf(`"stream": null: status %d, sent %s; want 200 and the body as it was`, code, sent())
+	}
+}
+
+// TestUpgradeHeaderSendsHeldBody: a request with an Upgrade header whose
+// body till read (a route with model rules) sends that body upstream, not
+// the spent one.
+func TestUpgradeHeaderSendsHeldBody(t *testing.T) {
+	up, sent := recordingUpstream(t, "application/json", `{"model":"gpt-4o-mini","usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}, allow: {models: [gpt-4o-mini]}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	const body = `{"model":"gpt-4o-mini","messages":[]}`
+	req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Upgrade", "foo")
+	req.Header.Set("Connection", "Upgrade")
+	res, err := http.DefaultTransport.(*http.Transport).Clone().RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || sent() != body {
+		t.Errorf("status %d %s; upstream got body %q, want %q", res.StatusCode, b, sent(), body)
 	}
 }

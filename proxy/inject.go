@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/tillgw/till/usage"
 )
 
 // attach points out at the route's upstream, with the app's query, and
@@ -22,6 +24,11 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 	out.Host = ""
 	h := out.Header
 	stripHeaders(h, rt.credentials, overrideHeaders)
+	if rt.usage != usage.None {
+		// The answer then comes uncompressed (the transport asks for no
+		// encoding), which the meter can read; so does the app.
+		delete(h, "Accept-Encoding")
+	}
 	for _, kv := range rt.addHeaders {
 		if _, ok := h[kv[0]]; !ok {
 			h[kv[0]] = []string{kv[1]}

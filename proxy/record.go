@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"runtime/debug"
 	"time"
+
+	"github.com/tillgw/till/usage"
 )
 
 // finish writes the request's audit record; it runs deferred, so panics and
@@ -45,7 +47,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		}
 	}
 	g.account(x, x.prices)
-	g.settle(x.ticket, x.rec.tokensIn+x.rec.tokensOut+x.cutTokens, x.rec.costUSD+x.cutUSD)
+	g.settle(x.ticket, usage.Add(usage.Add(x.rec.tokensIn, x.rec.tokensOut), x.cutTokens), x.rec.costUSD+x.cutUSD)
 	if !x.handedOff {
 		end := time.Now()
 		g.audit.write(&x.rec, end)

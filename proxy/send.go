@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"github.com/tillgw/till/usage"
-
 	"context"
 	"errors"
 	"io"
@@ -193,11 +191,6 @@ func (x *exchange) outbound(r *http.Request, ctx context.Context) *http.Request 
 	delete(h, "X-Forwarded-For")
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
-	if x.route.usage != usage.None {
-		// The answer then comes uncompressed (the transport asks for no
-		// encoding), which the meter can read; so does the app.
-		delete(h, "Accept-Encoding")
-	}
 	out.Header = h
 	x.attach(out, r.URL.RawQuery)
 	if _, ok := h["User-Agent"]; !ok {

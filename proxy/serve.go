@@ -125,11 +125,11 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 	x.inj = inj
 	x.upstreamStart = time.Now()
-	if hasToken(r.Header["Connection"], "upgrade") && r.Header.Get("Upgrade") != "" {
+	if isUpgrade(r) {
 		// ReverseProxy relays a protocol switch (WebSocket) once the
-		// upstream agrees to it.
+		// upstream agrees to it; a body read to be metered goes as read.
 		out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
-		x.countBody(rw, out, rt.maxBody)
+		x.setBody(rw, out)
 		g.upgrader.ServeHTTP(rw, out)
 		return
 	}

@@ -60,8 +60,10 @@ type route struct {
 	methods []string
 	paths   []config.Glob
 	models  []string // model globs; empty: any
-	// usage is how the upstream's answers report token usage.
-	usage usage.Format
+	// usage is how the upstream's answers report token usage;
+	// streamsReportUsage, that its streams always do, unasked.
+	usage              usage.Format
+	streamsReportUsage bool
 	// signs is set for a route that signs with AWS SigV4: its bodies are
 	// held, up to max_body, to be hashed.
 	signs bool
@@ -249,6 +251,8 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		models:   cr.Allow.Models,
 		usage:    usage.Format(cr.Usage),
 		signs:    cr.Inject.AWSSigV4 != nil,
+
+		streamsReportUsage: cr.StreamsReportUsage,
 	}
 	if r.usage == "" {
 		r.usage = usage.None

@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -35,11 +39,13 @@ func CheckPrices(cfg *config.Config) error {
 // readAsk reads what a request on rt asks of the provider from its body,
 // held in memory (holdBody) when the route meters usage and the body is
 // not an upload (a file, audio), or the route has model rules: the model,
-// whether it streams, its reservation. A JSON body sent under another
-// Content-Type is read all the same, so that it cannot dodge budgets. For an OpenAI-shaped stream that does not ask for usage,
-// it asks (the final chunk reports the tokens), so a stream cannot escape
-// token budgets. Other bodies stream on, unread. It returns the refusal
-// to give when the body cannot be read.
+// whether it streams, its reservation. A JSON body is read under any
+// Content-Type but an upload's, and under that one too on a route under a
+// token or dollar budget, so that it cannot dodge budgets. For an
+// OpenAI-shaped stream that does not ask for usage, it asks (the final
+// chunk reports the tokens), so a stream cannot escape token budgets.
+// Other bodies stream on, unread. It returns the refusal to give when the
+// body cannot be read.
 func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
 	a := ask{body: x.hasBody}
 	if rt.signs {
@@ -47,7 +53,10 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 			return a, &e
 		}
 	}
-	if rt.usage == usage.None || (len(rt.models) == 0 && x.hasBody && isUpload(r.Header.Get("Content-Type"))) {
+	if rt.usage == usage.None {
+		return a, nil
+	}
+	if len(rt.models) == 0 && x.hasBody && isUpload(r.Header.Get("Content-Type")) && !(rt.tokenBudgeted && x.startsLikeJSON(r)) {
 		return a, nil
 	}
 	if e, ok := x.holdBody(w, r); !ok {
@@ -64,22 +73,98 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		inspect = usage.Inspect // and refused on: the body must be JSON
 	}
 	req, err := inspect(rt.usage, x.outPath, x.held)
-	if err != nil && (rt.tokenBudgeted || errors.Is(err, usage.ErrRepeatedField)) {
+	if err != nil && (rt.tokenBudgeted || errors.Is(err, usage.ErrRepeatedField) || errors.Is(err, usage.ErrStreamNotBoolean)) {
 		// Not forwarded: the provider could read a stream or a model
-		// that till did not meter (a field given twice, a body nested
-		// deeper than till reads), and a budget would not count it.
+		// that till did not meter (a field given twice, a stream asked
+		// for with "true", a body nested deeper than till reads), and a
+		// budget would not count it.
 		return a, &apiError{CodeBadRequest, err.Error()}
 	}
 	if err != nil {
 		return a, nil // the provider refuses what is not JSON
 	}
-	if rt.usage == usage.OpenAI && req.Stream && !strings.HasSuffix(x.outPath, "/responses") {
+	if req.Stream && rt.asksStreamUsage(x.outPath) {
 		if body, changed := usage.IncludeUsage(x.held); changed {
 			x.held = body
 		}
 	}
 	a.model, a.reserve, a.readable = req.Model, req.MaxOutput, true
 	return a, nil
+}
+
+// unmetered refuses, on a route under a token or dollar budget, a request
+// whose answer till could not read the usage of: a protocol switch
+// (WebSocket: OpenAI's Realtime API, Gemini Live), or, on a Gemini route,
+// an answer the app asked of Google in another form (alt=proto) or cut
+// to a field mask that may leave usageMetadata out.
+func unmetered(r *http.Request, rt *route) *apiError {
+	if isUpgrade(r) {
+		return &errUpgradeUnmetered
+	}
+	if rt.usage != usage.Gemini {
+		return nil
+	}
+	if _, ok := r.Header["X-Goog-Fieldmask"]; ok {
+		return &errFieldMaskUnmetered
+	}
+	// Parameters split as withoutParams splits them; names compared
+	// decoded, so that an encoded one cannot slip through.
+	for part := range strings.FieldsFuncSeq(r.URL.RawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
+		key, value, _ := strings.Cut(part, "=")
+		k, err1 := url.QueryUnescape(key)
+		v, err2 := url.QueryUnescape(value)
+		k = strings.TrimPrefix(k, "$")
+		if err1 != nil || err2 != nil || k == "fields" || (k == "alt" && v != "json" && v != "sse") {
+			return &errFieldMaskUnmetered
+		}
+	}
+	return nil
+}
+
+var (
+	errUpgradeUnmetered   = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a protocol switch (WebSocket)"}
+	errFieldMaskUnmetered = apiError{CodeBadRequest, "this route is under a token or dollar budget: alt (other than json or sse), fields and X-Goog-FieldMask would hide the usage till counts"}
+)
+
+// isUpgrade reports whether r asks to switch protocols (WebSocket).
+func isUpgrade(r *http.Request) bool {
+	return hasToken(r.Header["Connection"], "upgrade") && r.Header.Get("Upgrade") != ""
+}
+
+// asksStreamUsage reports whether a stream to path on rt is asked to
+// report its usage (stream_options.include_usage): on an OpenAI route,
+// any but the Responses API's (which always reports it); on the others,
+// their OpenAI-compatible Chat Completions and Completions endpoints.
+// Never where the provider reports it unasked, and refuses the field.
+func (rt *route) asksStreamUsage(path string) bool {
+	switch {
+	case rt.streamsReportUsage:
+		return false
+	case rt.usage == usage.OpenAI:
+		return !strings.HasSuffix(path, "/responses")
+	}
+	return strings.HasSuffix(path, "/completions") // chat completions too
+}
+
+// startsLikeJSON reports whether the body, after white space, starts with
+// "{" (or is white space as far as it looked): a JSON request sent under
+// an upload's Content-Type. Unless held already, it reads ahead at most
+// 512 bytes of r's body, which stay in it, to be read again.
+func (x *exchange) startsLikeJSON(r *http.Request) bool {
+	p, err := x.held, error(nil)
+	if p == nil {
+		br := bufio.NewReaderSize(r.Body, 512)
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{br, r.Body}
+		p, err = br.Peek(512)
+	}
+	rest := bytes.TrimLeft(p, " \t\r\n")
+	if len(rest) == 0 {
+		return x.held == nil && err == nil // 512 bytes of white space: look at it whole
+	}
+	return rest[0] == '{'
 }
 
 // isUpload reports whether a Content-Type is that of an upload, which
@@ -122,13 +207,19 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 
 // chargeCut charges an answer cut before it told all its usage (an app
 // that hung up once it had its text, say) the output tokens it reserved
-// beyond the out it reported: ending early must not dodge a budget.
-func (x *exchange) chargeCut(out int64, model string, prices *usage.Prices) {
-	if x.ticket == nil || x.rec.outcome != outcomeError || x.attempts.Load() == 0 || out >= x.ticket.Reserved() {
+// beyond the out it reported and, when it reported no input (OpenAI tells
+// it in the last chunk), an estimate of its body's: a token per 4 bytes.
+// Ending early must not dodge a budget.
+func (x *exchange) chargeCut(u usage.Usage, model string, prices *usage.Prices) {
+	if x.ticket == nil || x.rec.outcome != outcomeError || x.attempts.Load() == 0 {
 		return
 	}
-	x.cutTokens = x.ticket.Reserved() - out
-	x.cutUSD, _ = prices.Cost(model, usage.Usage{OutputTokens: x.cutTokens})
+	cut := usage.Usage{OutputTokens: max(x.ticket.Reserved()-u.OutputTokens, 0)}
+	if u.InputTokens == 0 {
+		cut.InputTokens = int64(len(x.held)) / 4
+	}
+	x.cutTokens = usage.Add(cut.InputTokens, cut.OutputTokens)
+	x.cutUSD, _ = prices.Cost(model, cut)
 }
 
 // meters keeps the Meters of answers that have ended, for the next ones.
@@ -162,7 +253,7 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		if x.rec.model != "" && x.rec.outcome == outcomeForwarded && x.rec.reason == "" && x.rec.status < 300 {
 			x.rec.reason = codeUsageUnknown
 		}
-		x.chargeCut(0, x.rec.model, prices)
+		x.chargeCut(u, x.rec.model, prices)
 		return
 	}
 	model := u.Model
@@ -171,7 +262,7 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	}
 	// An Anthropic stream tells its input (and 1 output token) at once,
 	// its output only at the end.
-	x.chargeCut(u.OutputTokens, model, prices)
+	x.chargeCut(u, model, prices)
 	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
 	usd, priced := prices.Cost(model, u)
 	x.rec.costUSD = usd

@@ -135,6 +135,12 @@ sources:
     auth: {approle: {role_id_file: ` + file("role-id", roleID) + `, secret_id_file: ` + file("secret-id", secretID+"\n") + `}}
     ttl: 1s
     failure_ttl: 1h
+  - name: slow
+    type: vault
+    address: ` + v.URL + `
+    ca_file: ` + v.CAFile + `
+    auth: {approle: {role_id_file: ` + file("role-id", roleID) + `, secret_id_file: ` + file("secret-id", secretID+"\n") + `}}
+    ttl: 1h
   - name: agent
     type: vault
     address: ` + v.URL + `
@@ -151,7 +157,7 @@ sources:
 routes:
   - {name: openai, upstream: "` + up.URL + `", secret: "corp:secret/openai#api_key", inject: {header: Authorization, format: "Bearer {secret}"}}
   - {name: other, upstream: "` + up.URL + `", secret: "agent:secret/other", inject: {header: X-Api-Key}}
-  - {name: cold, upstream: "` + up.URL + `", secret: "corp:secret/cold", inject: {header: X-Api-Key}}
+  - {name: cold, upstream: "` + up.URL + `", secret: "slow:secret/cold", inject: {header: X-Api-Key}}
   - {name: anth, upstream: "` + up.URL + `", secret: "k8s:kv/anthropic#key", inject: {header: X-Api-Key}}
 `
 	tl, get := storeRoutes(t, cfg, up.caFile)
@@ -286,10 +292,11 @@ func TestSourceSecretsManager(t *testing.T) {
 	cfg := `version: 1
 sources:
   - {name: aws, type: aws_secretsmanager, region: eu-central-1, endpoint: "` + sm.URL + `", ttl: 1s}
+  - {name: slow, type: aws_secretsmanager, region: eu-central-1, endpoint: "` + sm.URL + `", ttl: 1h}
 routes:
   - {name: plain, upstream: "` + up.URL + `", secret: "aws:prod/openai", inject: {header: X-Api-Key}}
   - {name: json, upstream: "` + up.URL + `", secret: "aws:prod/json#api_key", inject: {header: X-Api-Key}}
-  - {name: cold, upstream: "` + up.URL + `", secret: "aws:prod/cold", inject: {header: X-Api-Key}}
+  - {name: cold, upstream: "` + up.URL + `", secret: "slow:prod/cold", inject: {header: X-Api-Key}}
 `
 	env := []string{"AWS_ACCESS_KEY_ID=" + creds.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + creds.SecretAccessKey,
 		"AWS_SESSION_TOKEN=" + creds.SessionToken, "AWS_CA_BUNDLE=" + sm.CAFile, "AWS_EC2_METADATA_DISABLED=true"}
@@ -299,6 +306,8 @@ routes:
 			t.Fatalf("%s: %d %s, or the wrong key", path, code, e)
 		}
 	}
+	// From a source with a long ttl: a burst that outlasts 3/4 of a
+	// short one (a busy machine) rightly refreshes it.
 	coldBurst(t, tl, "/cold/v1", 1000)
 	if n := sm.Calls("prod/cold"); n != 1 {
 		t.Errorf("1,000 cold requests caused %d calls, want 1", n)

@@ -45,6 +45,11 @@ const (
 // another of the provider.
 var ErrRepeatedField = errors.New("request body repeats a field")
 
+// ErrStreamNotBoolean is the error of Inspect and Peek for a body whose
+// "stream" is neither true, false nor null: some servers take "true" or 1
+// as true, and would stream an answer till did not ask usage of.
+var ErrStreamNotBoolean = errors.New(`request body's "stream" is not true or false`)
+
 // Request is what Inspect finds in a request.
 type Request struct {
 	// Model is the model asked for: the body's "model" string or, for
@@ -55,7 +60,9 @@ type Request struct {
 	Stream bool
 	// MaxOutput is the most output tokens the request allows (the largest
 	// of max_tokens, max_completion_tokens, max_output_tokens and
-	// generationConfig.maxOutputTokens present); 0 when none is set.
+	// generationConfig.maxOutputTokens present, the last also spelt
+	// generation_config.max_output_tokens, as Google's parser takes it);
+	// 0 when none is set.
 	MaxOutput int64
 }
 
@@ -142,7 +149,8 @@ type inspectSink struct {
 	err  error
 }
 
-// inspected are the body fields Inspect reads, each allowed once.
+// inspected are the body fields Inspect reads, each allowed once (in
+// either of the spellings Google's parser takes for Gemini's).
 var inspected = [...]string{
 	"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens",
 	"generationConfig", "generationConfig.maxOutputTokens",
@@ -152,12 +160,20 @@ var inspected = [...]string{
 // scanner's current path, or -1.
 func inspectedAt(s *scanner) int {
 	switch n := s.pathLen(); {
+	case n == 1 && isGenerationConfig(s.key(0)):
+		return 5
 	case n == 1:
-		return slices.Index(inspected[:6], string(s.key(0)))
-	case n == 2 && string(s.key(0)) == "generationConfig" && string(s.key(1)) == "maxOutputTokens":
+		return slices.Index(inspected[:5], string(s.key(0)))
+	case n == 2 && isGenerationConfig(s.key(0)) && (string(s.key(1)) == "maxOutputTokens" || string(s.key(1)) == "max_output_tokens"):
 		return 6
 	}
 	return -1
+}
+
+// isGenerationConfig reports whether key names Gemini's generation
+// config, in the JSON name or the proto field name Google takes as well.
+func isGenerationConfig(key []byte) bool {
+	return string(key) == "generationConfig" || string(key) == "generation_config"
 }
 
 // want takes the inspected fields (generationConfig among them, which
@@ -183,6 +199,9 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 			x.req.Model = string(t)
 		}
 	case 1:
+		if k != kTrue && k != kFalse && k != kNull {
+			x.fail(ErrStreamNotBoolean)
+		}
 		x.req.Stream = k == kTrue
 	case 5:
 	default:

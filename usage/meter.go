@@ -180,14 +180,15 @@ func (m *Meter) Usage() Usage {
 		in, out = t.n[fBilledInput], t.n[fBilledOutput]
 	}
 	u.Known = true
-	u.InputTokens = add(add(in, t.n[fCacheRead]), add(t.n[fCacheWrite], t.n[fToolInput]))
-	u.CachedInputTokens = min(add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
-	u.OutputTokens = add(out, t.n[fThoughts])
+	u.InputTokens = Add(Add(in, t.n[fCacheRead]), Add(t.n[fCacheWrite], t.n[fToolInput]))
+	u.CachedInputTokens = min(Add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
+	u.OutputTokens = Add(out, t.n[fThoughts])
 	return u
 }
 
-// add adds two non-negative counts, saturating instead of overflowing.
-func add(a, b int64) int64 {
+// Add adds two non-negative token counts, saturating instead of
+// overflowing: an upstream can report any count.
+func Add(a, b int64) int64 {
 	if a > math.MaxInt64-b {
 		return math.MaxInt64
 	}
@@ -290,8 +291,7 @@ var anthropicPaths = map[string]field{
 }
 
 // geminiPaths are the fields of Gemini's generateContent and
-// streamGenerateContent; Gemini's OpenAI-compatible endpoint answers in
-// OpenAI's shape, read too (see trees).
+// streamGenerateContent.
 var geminiPaths = map[string]field{
 	"modelVersion":                          fModel,
 	"usageMetadata.promptTokenCount":        fInput,
@@ -317,11 +317,14 @@ var coherePaths = map[string]field{
 
 // trees are each format's fields as a tree of keys, which the scanner
 // walks a key at a time.
+// Every provider also offers an OpenAI-compatible endpoint (Anthropic's
+// and Gemini's /chat/completions, Cohere's compatibility API), whose
+// answers are in OpenAI's shape: every tree reads those too.
 var trees = map[Format]*pathNode{
 	OpenAI:    newTree(openAIPaths),
-	Anthropic: newTree(anthropicPaths),
+	Anthropic: newTree(anthropicPaths, openAIPaths),
 	Gemini:    newTree(geminiPaths, openAIPaths),
-	Cohere:    newTree(coherePaths),
+	Cohere:    newTree(coherePaths, openAIPaths),
 }
 
 // pathNode is a key in a tree of the paths of fields: the field found
