@@ -626,6 +626,15 @@ func (d *decoder) pool(list, settings *yaml.Node, path, spath string) *Pool {
 // parseUpstream checks an upstream URL: https, or http only for loopback
 // hosts or when plaintext is allowed; no userinfo, query or fragment. The
 // messages never echo the URL, which may carry a password.
+// CheckTokenURL checks the URL of a token endpoint that is not in the
+// config (a Google key's token_uri) as a token_url is checked: https, or
+// plain http to loopback only, since what asks for a token is a
+// credential.
+func CheckTokenURL(s string) error {
+	_, err := parseUpstream(s, false)
+	return err
+}
+
 func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Opaque != "" || u.Scheme == "" || u.Host == "" || u.Hostname() == "" {

@@ -14,7 +14,7 @@ import (
 
 // AdminOptions configure the admin listener's handler.
 type AdminOptions struct {
-	Gateway *Gateway // its snapshot answers /readyz and /admin/routes
+	Gateway *Gateway // its snapshot answers /readyz and /admin/routes; required
 	Metrics *Metrics // served at /metrics
 	// Reload builds and swaps in a new snapshot, or says why it did not.
 	Reload func() error
@@ -61,7 +61,26 @@ func NewAdmin(o AdminOptions) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"result": "ok"})
 	})))
-	return mux
+	return browserSafe(o.Gateway, mux)
+}
+
+// browserSafe refuses, as the gateway does, what a web page can make a
+// browser send: a Host that is not a loopback name on a loopback listener
+// (a page that rebinds its name to 127.0.0.1 could read /admin/routes)
+// and a request from another origin (a form's POST to /admin/reload).
+func browserSafe(g *Gateway, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := g.Snapshot().browser
+		e, ok := b.checkHost(r)
+		if ok {
+			e, ok = b.checkOrigin(r)
+		}
+		if !ok {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": e.message})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // requireToken checks a bearer token against its SHA-256, in constant time.

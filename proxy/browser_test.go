@@ -2,11 +2,16 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
 )
 
 // TestBrowserRequestsRefused: what a web page can make a browser send to a
@@ -66,5 +71,46 @@ func TestBrowserRequestsRefused(t *testing.T) {
 				t.Errorf("a refused request: status %d, reached the upstream: %v", w.Code, sent != before)
 			}
 		})
+	}
+}
+
+// The admin listener refuses what the gateway refuses of web pages: on a
+// loopback listener, a Host that is not a loopback name (DNS rebinding
+// would let a page read /admin/routes), and a request from another origin
+// (a form's POST to /admin/reload); probes and the CLI pass.
+func TestAdminRefusesWebPages(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	reloads := 0
+	h := NewAdmin(AdminOptions{Gateway: gw, Reload: func() error { reloads++; return nil }})
+	loopback := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9090}
+	for _, tt := range []struct {
+		name, method, url string
+		header            map[string]string
+		want              int
+	}{
+		{"rebound Host", "GET", "http://rebind.attacker.example:9090/admin/routes", nil, 403},
+		{"cross-site reload", "POST", "http://127.0.0.1:9090/admin/reload", map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, 403},
+		{"other origin", "POST", "http://127.0.0.1:9090/admin/reload", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"CLI reload", "POST", "http://127.0.0.1:9090/admin/reload", nil, 200},
+		{"localhost", "GET", "http://localhost:9090/admin/routes", nil, 200},
+		{"probe", "GET", "http://127.0.0.1:9090/healthz", nil, 200},
+	} {
+		r := httptest.NewRequest(tt.method, tt.url, nil)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, loopback))
+		for k, v := range tt.header {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tt.want {
+			t.Errorf("%s: %d %s, want %d", tt.name, w.Code, strings.TrimSpace(w.Body.String()), tt.want)
+		}
+	}
+	if reloads != 1 {
+		t.Errorf("%d reloads, want the CLI's one", reloads)
 	}
 }

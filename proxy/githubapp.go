@@ -40,7 +40,7 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 	endpointURL := upstream.JoinPath("app", "installations", strconv.FormatInt(cfg.InstallationID, 10), "access_tokens")
 	endpoint := endpointURL.String()
 	iss := strconv.FormatInt(cfg.AppID, 10)
-	fetch := func(ctx context.Context) (*oauth2.Token, error) {
+	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
 		now := time.Now()
 		signed, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.RegisteredClaims{
 			Issuer:    iss,
@@ -57,7 +57,7 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 		req.Header.Set("Authorization", "Bearer "+signed)
 		req.Header.Set("Accept", "application/vnd.github+json")
 		req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-		resp, err := tokenClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -31,7 +32,12 @@ func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, str
 	if err != nil {
 		return nil, nil, "google: the secret is not a service-account key (type, client_email, private_key, token_uri)"
 	}
-	fetch := func(ctx context.Context) (*oauth2.Token, error) { return conf.TokenSource(ctx).Token() }
+	if err := config.CheckTokenURL(conf.TokenURL); err != nil {
+		return nil, nil, "google: the key's token_uri " + err.Error()
+	}
+	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
+		return conf.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, client)).Token()
+	}
 	endpoint, err := url.Parse(conf.TokenURL)
 	if err != nil {
 		return nil, nil, "google: the key's token_uri is not a URL"

@@ -261,8 +261,8 @@ func TestPoolSameKeyScrapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMetrics(testAudit(io.Discard))
-	New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
-	h := NewAdmin(AdminOptions{Metrics: m})
+	gw := New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
+	h := NewAdmin(AdminOptions{Gateway: gw, Metrics: m})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 {

@@ -22,9 +22,11 @@ import (
 // a minute before it expires, or until the upstream refused it: one mint
 // for all the requests that wait for it.
 type minter struct {
-	// fetch asks the token endpoint for a token; key names what it asks
-	// with (endpoint, scopes), for sharing a minter between routes.
-	fetch    func(ctx context.Context) (*oauth2.Token, error)
+	// fetch asks the token endpoint for a token with client (once, or
+	// more: x/oauth2's auth_style auto tries a second way after a
+	// failure); key names what it asks with (endpoint, scopes), for
+	// sharing a minter between routes.
+	fetch    func(ctx context.Context, client *http.Client) (*oauth2.Token, error)
 	endpoint *url.URL // where fetch asks, for the audit record of the ask
 	key      string
 	base     *injection // the route's injection: names, fingerprint, echo forms
@@ -92,12 +94,15 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	k := strings.Join([]string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle}, "\x00")
 	// x/oauth2 sends the secret query-escaped, in the form or in Basic
 	// credentials, which an endpoint's error may quote.
-	return &minter{fetch: c.Token, endpoint: endpoint, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
+	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
+		return c.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
+	}
+	return &minter{fetch: fetch, endpoint: endpoint, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
 }
 
 // token returns the current token's injection, minting one when there is
 // none still good; the error is the token endpoint's. before, when set,
-// runs just before the endpoint is asked (the ask sends the long-lived
+// runs just before each ask of the endpoint (an ask sends the long-lived
 // secret) and may stop it with errAuditUnavailable.
 func (m *minter) token(ctx context.Context, before func() bool) (*minted, error) {
 	if t := m.cur.Load(); t != nil && m.good(t) {
@@ -107,15 +112,19 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 		if t := m.cur.Load(); t != nil && m.good(t) {
 			return t, nil // minted while this call waited
 		}
-		if before != nil && !before() {
-			return nil, errAuditUnavailable
+		client := tokenClient
+		if before != nil {
+			c := *tokenClient
+			c.Transport = beforeEach{c.Transport, before}
+			client = &c
 		}
 		// Not the request's context: the token serves every request.
 		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
 		defer cancel()
-		// x/oauth2 (client credentials, Google's JWT flow) asks with the
-		// client the context carries.
-		tok, err := m.fetch(context.WithValue(ctx, oauth2.HTTPClient, tokenClient))
+		tok, err := m.fetch(ctx, client)
+		if errors.Is(err, errAuditUnavailable) {
+			return nil, errAuditUnavailable
+		}
 		if err != nil {
 			return nil, m.scrub(err)
 		}
@@ -132,6 +141,23 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 		}
 		return r.Val.(*minted), nil
 	}
+}
+
+// beforeEach runs before ahead of every request it sends, which goes
+// only if before allows it.
+type beforeEach struct {
+	http.RoundTripper
+	before func() bool
+}
+
+func (b beforeEach) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !b.before() {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, errAuditUnavailable
+	}
+	return b.RoundTripper.RoundTrip(r)
 }
 
 // good reports whether t may still be sent.
@@ -200,10 +226,15 @@ func (x *exchange) mint(in *injection) (*injection, error) {
 	return t.inj, nil
 }
 
-// mintFailed answers a request whose token could not be minted.
+// mintFailed answers a request whose token could not be minted, unless
+// the app went away (or shutdown cut it) while it waited for the token.
 func (g *Gateway) mintFailed(w http.ResponseWriter, x *exchange, err error) {
 	if errors.Is(err, errAuditUnavailable) {
 		g.fail(w, x, errAuditDown)
+		return
+	}
+	if x.ctx.Err() != nil {
+		x.failure = codeClientClosed // or shutdown's cut: see outcome
 		return
 	}
 	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -20,6 +21,7 @@ import (
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
 )
 
 // mintGateway is a gateway whose one route, api, mints its token as
@@ -299,5 +301,163 @@ func TestPoolRetryMintsTheNextToken(t *testing.T) {
 	}
 	if asks != 2 || te.count() != 2 {
 		t.Errorf("%d asks recorded, %d made: want one for each key", asks, te.count())
+	}
+}
+
+// With auth_style auto (the default), x/oauth2 asks a second way after a
+// failed ask (the secret in the form, not in Basic credentials): every
+// ask, each of which sends the client secret, has its use record.
+func TestEveryTokenAskRecorded(t *testing.T) {
+	var mu sync.Mutex
+	asks := 0
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		asks++
+		mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer endpoint.Close()
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
+	gw, records, _ := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token}}", cred, "")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if w.Code != http.StatusBadGateway {
+		t.Fatalf("got %d, want 502", w.Code)
+	}
+	uses := 0
+	for _, u := range records.uses(t) {
+		if u["path"] == "/token" {
+			uses++
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asks < 2 || asks != uses {
+		t.Errorf("the token endpoint was asked %d times, with %d use records; want the two asks of auth_style auto, each recorded", asks, uses)
+	}
+}
+
+// A Google key's token_uri gets the rule of an oauth2 token_url: the
+// signed assertion is a credential, never sent in clear off the machine.
+func TestGoogleTokenURIMustBeHTTPS(t *testing.T) {
+	for uri, ok := range map[string]bool{
+		"http://oauth2.example.com/token":     false,
+		"ftp://oauth2.example.com/token":      false,
+		"https://oauth2.googleapis.com/token": true,
+		"http://127.0.0.1:8080/token":         true,
+	} {
+		key := map[string]string{
+			"type": "service_account", "client_email": "till@example.iam.gserviceaccount.com",
+			"private_key": rsaPEM(t), "token_uri": uri,
+		}
+		_, _, problem := compileGoogle(&config.Google{Scopes: []string{config.DefaultGoogleScope}}, vault.NewFieldSecret("cred", key, time.Now()))
+		if (problem == "") != ok {
+			t.Errorf("token_uri %s: problem %q, want accepted %v", uri, problem, ok)
+		}
+	}
+}
+
+// gateKeys holds every GetAs until the gate opens, as the source cache's
+// singleflight holds the requests that wait for a first fetch, and
+// releases them together; arrived counts the ones waiting.
+type gateKeys struct {
+	*fakeKeys
+	arrived chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gateKeys) GetAs(ctx context.Context, ref string, form source.Form) (source.Result, error) {
+	r, err := g.fakeKeys.GetAs(ctx, ref, form)
+	g.arrived <- struct{}{}
+	<-g.gate
+	return r, err
+}
+
+// Requests that a first fetch of a source releases together compile the
+// value once: one minter, which mints one token for all of them (an
+// OAuth2 token, a GitHub installation token).
+func TestSourcedMintOnceOnColdStart(t *testing.T) {
+	for _, tt := range []struct{ name, inject, value, tokenPath, answer string }{
+		{"oauth2", "{oauth2: {token_url: {{UP}}/token}}", `{"client_id":"app","client_secret":"secret-app-0123456789"}`,
+			"/token", `{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`},
+		{"github_app", "{github_app: {app_id: 1, installation_id: 2}}", rsaPEM(t),
+			"/app/installations/2/access_tokens", `{"token":"ghs_0123456789abcdef0123","expires_at":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			asks := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == tt.tokenPath {
+					mu.Lock()
+					asks++
+					mu.Unlock()
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusCreated)
+					io.WriteString(w, tt.answer)
+				}
+			}))
+			defer srv.Close()
+			inject := strings.ReplaceAll(tt.inject, "{{UP}}", srv.URL)
+			y := "version: 1\nsources:\n  - {name: mounted, type: files, dir: keys}\nroutes:\n  - {name: api, upstream: " + srv.URL +
+				", secret: \"mounted:app\", inject: " + inject + "}\n"
+			cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 20
+			keys := &gateKeys{fakeKeys: &fakeKeys{values: map[string]string{"mounted:app": tt.value}}, arrived: make(chan struct{}, n), gate: make(chan struct{})}
+			gw := New(NewSnapshotWithKeys(cfg, nil, keys), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(func() {
+					w := httptest.NewRecorder()
+					gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+					if w.Code != 200 {
+						t.Errorf("status %d", w.Code)
+					}
+				})
+			}
+			for range n {
+				<-keys.arrived
+			}
+			close(keys.gate)
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if asks != 1 {
+				t.Errorf("%d requests released together by the source asked for %d tokens, want 1", n, asks)
+			}
+		})
+	}
+}
+
+// An app that hangs up while its token is minted is recorded as gone
+// (client_closed), not as a token endpoint failure, and nothing is logged
+// against the endpoint.
+func TestAppGoneDuringMint(t *testing.T) {
+	asked, release := make(chan struct{}), make(chan struct{})
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(asked)
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer endpoint.Close()
+	defer close(release)
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
+	gw, records, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: header}}", cred, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-asked; cancel() }()
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil).WithContext(ctx))
+	recs := records.records(t)
+	if last := recs[len(recs)-1]; last["reason"] != codeClientClosed || last["status"] != float64(statusClientClosed) {
+		t.Errorf("app gone during the mint: record status %v reason %v, want %d %s", last["status"], last["reason"], statusClientClosed, codeClientClosed)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if strings.Contains(logs.b.String(), "token endpoint") {
+		t.Errorf("logged against the token endpoint: %s", logs.b.String())
 	}
 }

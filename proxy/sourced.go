@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,10 @@ type sourced struct {
 	maxAge time.Duration
 	keys   Keys
 	last   atomic.Pointer[injection]
+	// compiling is held while a new value is compiled: the requests a
+	// fetch released together compile it once, so a minting route has
+	// one minter, which mints once for all of them.
+	compiling sync.Mutex
 	// seed is the minter of the value the snapshot before this one used
 	// (see adopt); set before the snapshot serves.
 	seed *minter
@@ -50,6 +55,11 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 	fp, expires := res.Secret.Fingerprint(), res.Secret.ExpiresAt(s.maxAge)
 	if in := s.last.Load(); in != nil && in.fp == fp && in.expires.Equal(expires) {
 		return in, res.Stale, nil
+	}
+	s.compiling.Lock()
+	defer s.compiling.Unlock()
+	if in := s.last.Load(); in != nil && in.fp == fp && in.expires.Equal(expires) {
+		return in, res.Stale, nil // compiled while this one waited
 	}
 	in, values := compileInjection(s.cr, map[string]vault.Secret{s.ref: res.Secret}, s.maxAge)
 	if in.problem != "" {

@@ -27,7 +27,7 @@ func runTest(args []string, e *env) error {
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
-	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google), to check it works; the token is not shown")
+	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask is not in serve's audit trail")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
@@ -58,7 +58,10 @@ func runTest(args []string, e *env) error {
 	}
 	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
 	v := snap.Explain(method, target, client, from+":0", model, time.Now())
-	if mint && v.Route != "" {
+	if mint && v.Route != "" && v.Allowed {
+		// Only for a request the policy lets by, as serve mints. The ask
+		// is the operator's, from the command line: serve's audit trail
+		// (one writer) does not hold it.
 		if err := snap.Mint(context.Background(), v.Route); err != nil {
 			v.Allowed, v.Code, v.Reason = false, proxy.CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
 		} else {
