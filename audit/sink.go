@@ -134,7 +134,7 @@ func (s *Sink) start(o Options) {
 	}
 	s.opts, s.lastSign = o, time.Now()
 	s.healthy.Store(true)
-	if o.Fsync == FsyncInterval && s.syncer() != nil || o.Signer != nil {
+	if s.file != nil || o.Fsync == FsyncInterval && s.syncer() != nil || o.Signer != nil {
 		s.stop, s.stopped = make(chan struct{}), make(chan struct{})
 		go s.tick()
 	}
@@ -339,8 +339,9 @@ func (s *Sink) retry() {
 	}
 }
 
-// tick flushes the file once a second (fsync: interval) and writes a
-// checkpoint when records have waited CheckpointInterval for one.
+// tick flushes the file once a second (fsync: interval), writes a
+// checkpoint when records have waited CheckpointInterval for one, and
+// follows a file moved or removed between records (probe).
 func (s *Sink) tick() {
 	defer close(s.stopped)
 	t := time.NewTicker(tickInterval)
@@ -359,7 +360,11 @@ func (s *Sink) tick() {
 		if s.dirty && s.opts.Fsync == FsyncInterval {
 			f, s.dirty = s.syncer(), false
 		}
+		lost := s.probe()
 		s.mu.Unlock()
+		if lost != nil && s.opts.OnError != nil {
+			s.opts.OnError(lost, nil)
+		}
 		if f != nil {
 			// Outside the lock: an fsync can take a while, and records
 			// keep coming. A file closed meanwhile was synced first.
@@ -368,6 +373,33 @@ func (s *Sink) tick() {
 			}
 		}
 	}
+}
+
+// probe follows, between records, a file moved or removed under till,
+// as the next record would: a new file at the path takes the records.
+// When the file was removed and none can be opened at the path (a
+// folder there, a read-only disk), records would be lost: the sink is
+// not healthy until one can, so readiness says so before a request finds
+// out; the error is returned when the sink turns unhealthy. A moved file
+// still takes records, as in put. A sink retrying records it kept is
+// left to retry.
+func (s *Sink) probe() error {
+	if s.file == nil || s.closed || s.retrying {
+		return nil
+	}
+	st := s.file.check()
+	if !st.moved {
+		return nil // a file cut in place is taken at the next record
+	}
+	if err := s.reopen(s.file.name()); err != nil {
+		if st.removed && s.healthy.Swap(false) {
+			s.failures.Add(1)
+			return err
+		}
+		return nil
+	}
+	s.healthy.Store(true)
+	return nil
 }
 
 type syncer interface{ Sync() error }

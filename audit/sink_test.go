@@ -594,3 +594,63 @@ func TestZeroFilledTailAfterCrash(t *testing.T) {
 		t.Errorf("the good records changed")
 	}
 }
+
+// TestProbeBetweenRecords: a file moved away between records is followed
+// within a tick, before any record comes; while nothing can be opened at
+// the path the sink is unhealthy (so readiness says so before a request
+// finds out), said once, and healthy again once a file can be.
+func TestProbeBetweenRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var mu sync.Mutex
+	var reported []error
+	s, err := Open(Options{Path: path, Fsync: FsyncNone, OnError: func(err error, _ []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, err)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * tickInterval); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not %s after %v", what, 10*tickInterval)
+			}
+		}
+	}
+	s.Write(record("1"))
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("following the move", func() bool { _, err := os.Stat(path); return err == nil })
+	if got := ids(t, path); got != "" || !s.Healthy() {
+		t.Fatalf("after the move: %q at the path, healthy %v; want a new empty file", got, s.Healthy())
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil { // no file can be opened there
+		t.Fatal(err)
+	}
+	waitFor("unhealthy", func() bool { return !s.Healthy() })
+	time.Sleep(2 * tickInterval) // more ticks fail: said once only
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("healthy again", s.Healthy)
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("no new file at the path before a record: %v", err)
+	}
+	mu.Lock()
+	if len(reported) != 1 || s.Failures() != 1 {
+		t.Errorf("reported %v, %d failures; want the one failure", reported, s.Failures())
+	}
+	mu.Unlock()
+	s.Write(record("2"))
+	if old, cur := ids(t, path+".1"), ids(t, path); old != "1" || cur != "2" {
+		t.Errorf("got %q in the moved file and %q at the path, want %q and %q", old, cur, "1", "2")
+	}
+	mustVerify(t, VerifyOptions{}, path+".1", path)
+}
