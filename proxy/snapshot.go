@@ -190,7 +190,7 @@ func NewSnapshotWithKeys(cfg *config.Config, secrets map[string]vault.Secret, ke
 func vaultTimes(secrets map[string]vault.Secret, maxAge time.Duration) []secretTimes {
 	var out []secretTimes
 	for name, sec := range secrets {
-		if name == config.CASecret || name == config.AuditKeySecret {
+		if config.OwnKey(name) {
 			continue
 		}
 		out = append(out, timesOf(name, sec, maxAge))

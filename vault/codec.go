@@ -34,6 +34,12 @@ var errVersion = errors.New("unsupported vault version")
 // decode parses and validates the plaintext of a vault. Its errors never
 // contain a secret value.
 func decode(data []byte) (map[string]Secret, error) {
+	// The version first, leniently: a newer till's vault may hold fields
+	// this one does not know, and is to be named as newer, not corrupted.
+	var v struct{ Version *int }
+	if json.Unmarshal(data, &v) == nil && v.Version != nil && *v.Version != formatVersion {
+		return nil, fmt.Errorf("%w %d (this till reads version %d); upgrade till", errVersion, *v.Version, formatVersion)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var pf plainFile

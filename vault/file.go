@@ -240,6 +240,10 @@ func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 	if err != nil {
 		return err
 	}
+	if len(sealed) > maxVaultSize {
+		// Load would refuse it, and so every command after, rm included.
+		return fmt.Errorf("%s: the vault would grow past %d MiB, more than till reads; nothing was written (remove secrets that are no longer used)", f.path, maxVaultSize>>20)
+	}
 	return f.replace(sealed)
 }
 

@@ -254,6 +254,8 @@ func TestLoadErrors(t *testing.T) {
 			wantErr: []string{"vault is corrupted", "invalid JSON at byte"}, is: ErrCorrupted},
 		{name: "unknown version", data: sealRaw(t, raw, `{"version":2,"secrets":{}}`), key: fileKey,
 			wantErr: []string{"unsupported vault version 2", "upgrade till"}, is: errVersion},
+		{name: "newer version with a new field", data: sealRaw(t, raw, `{"version":2,"kdf":"x","secrets":{"a":{"value":"sk-SECRETPAYLOAD","note":"n"}}}`), key: fileKey,
+			wantErr: []string{"unsupported vault version 2", "upgrade till"}, is: errVersion},
 		{name: "unknown field", data: sealRaw(t, raw, `{"version":1,"secrets":{},"extra":1}`), key: fileKey,
 			wantErr: []string{"vault is corrupted", `unknown field "extra"`}, is: ErrCorrupted},
 		{name: "bad value inside", data: sealRaw(t, raw, `{"version":1,"secrets":{"openai":{"value":"sk-SECRETPAYLOAD\t","created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z"}}}`), key: fileKey,
@@ -582,5 +584,33 @@ func TestLoadRemovesLeftovers(t *testing.T) {
 	}
 	if _, err := os.Stat(leftover); err == nil {
 		t.Error("a temp file left by a killed writer survived Load")
+	}
+}
+
+// TestUpdateRefusesOversizedVault: a change that would grow the vault past
+// what Load reads is refused and leaves the vault as it was, loadable:
+// written, it would fail every command after it, rm included.
+func TestUpdateRefusesOversizedVault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "till.vault")
+	key, _ := newKeyFile(t)
+	f := Open(path, key)
+	t0 := time.Now()
+	if err := f.Set(NewSecret("small", "sk-small-0123456789abcdef", t0)); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 60<<10)
+	err := f.Update(func(secrets map[string]Secret) error {
+		for i := range 300 { // 18 MB of values, more once armored
+			name := fmt.Sprintf("blob%d", i)
+			secrets[name] = NewSecret(name, "sk-"+big, t0)
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "nothing was written") {
+		t.Fatalf("Update past the size Load reads: %v, want it refused", err)
+	}
+	got, err := f.Load()
+	if err != nil || len(got) != 1 {
+		t.Errorf("after the refused Update: %d secrets, %v; want the one before", len(got), err)
 	}
 }

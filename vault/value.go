@@ -115,7 +115,8 @@ func ParseFields(raw []byte) (map[string]string, error) {
 		}
 		name, _ := tok.(string) // object keys are always strings
 		if err := validFieldName(name); err != nil {
-			return nil, err
+			// Not echoed: a value (a member without its key) is read here.
+			return nil, fmt.Errorf(`fields input: field %d: invalid name (%d bytes): use 1 to 64 characters of a-z, 0-9 and "_"`, len(fields)+1, len(name))
 		}
 		if _, dup := fields[name]; dup {
 			return nil, fmt.Errorf("field %q appears twice", name)

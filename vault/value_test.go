@@ -85,9 +85,12 @@ func TestParseFields(t *testing.T) {
 		{name: "empty input", raw: ``, wantErr: "ends too early"},
 		{name: "number value", raw: `{"pin": 98765432}`, wantErr: `field "pin" must be a JSON string`},
 		{name: "object value", raw: `{"pin": {"a": "sk-secretvalue"}}`, wantErr: `field "pin" must be a JSON string`},
-		{name: "bad field name", raw: `{"Token": "sk-secretvalue"}`, wantErr: `invalid field name "Token"`},
-		{name: "long field name", raw: `{"` + strings.Repeat("a", 65) + `": "x"}`, wantErr: "invalid field name"},
-		{name: "empty field name", raw: `{"": "sk-secretvalue"}`, wantErr: "invalid field name"},
+		{name: "bad field name", raw: `{"Token": "sk-secretvalue"}`, wantErr: `field 1: invalid name (5 bytes)`},
+		{name: "long field name", raw: `{"` + strings.Repeat("a", 65) + `": "x"}`, wantErr: "field 1: invalid name (65 bytes)"},
+		{name: "empty field name", raw: `{"": "sk-secretvalue"}`, wantErr: "field 1: invalid name (0 bytes)"},
+		// A member without its key: the value is read as a name, and
+		// must not be echoed.
+		{name: "value in a name's place", raw: `{"sid": "AC1", "sk-proj-secretvalue-0123456789"}`, wantErr: "field 2: invalid name (30 bytes)"},
 		{name: "duplicate", raw: `{"a": "sk-secretvalue", "a": "sk-othervalue"}`, wantErr: `field "a" appears twice`},
 		{name: "newline in value", raw: `{"a": "line one\nline two"}`, want: map[string]string{"a": "line one\nline two"}},
 		{name: "tab in value", raw: `{"a": "sk-secret\tvalue"}`, wantErr: `field "a": secret value contains a control character at byte 9`},

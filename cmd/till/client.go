@@ -65,10 +65,11 @@ func runClientAdd(args []string, e *env) error {
 		return usageError{"NAME " + err.Error()}
 	}
 	var prefixes []netip.Prefix
-	for _, c := range cidrs {
+	for i, c := range cidrs {
 		p, err := config.ParsePrefix(c)
 		if err != nil {
-			return usageError{fmt.Sprintf("--cidr %q: %v", c, err)}
+			// Not echoed: a value pasted into the wrong flag may be a key.
+			return usageError{fmt.Sprintf("--cidr value %d (%d characters) %v", i+1, len(c), err)}
 		}
 		prefixes = append(prefixes, p)
 	}

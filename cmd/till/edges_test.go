@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const edgeDigest = "fd2b19dd8ba4a0d99da001774f828aa72ddc413aae4872884fc281e96d3fd16f"
@@ -262,5 +263,38 @@ func TestHTTPErrorLogLeveled(t *testing.T) {
 				t.Errorf("--log-level %s: want %s in %s", level, w, got)
 			}
 		}
+	}
+}
+
+// till's own keys (the CA's, the audit signing key) are no provider's:
+// max_age does not age them in secret list, as serve and check do not,
+// and a flag value that may be a pasted key is not echoed.
+func TestSecretListOwnKeysAndCIDREcho(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nvault: {max_age: 1s}\nforward: {enabled: true}\nroutes: []\n"), 0o644)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	if _, errOut, code := c.run("sk-provider-0123456789abcdef", "secret", "set", "openai"); code != 0 {
+		t.Fatalf("secret set: %s", errOut)
+	}
+	time.Sleep(1100 * time.Millisecond) // past max_age
+	out, errOut, code := c.run("", "secret", "list")
+	if code != 0 {
+		t.Fatalf("secret list: %s", errOut)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		switch f := strings.Fields(line); {
+		case len(f) == 0:
+		case f[0] == "till-ca" && strings.Contains(line, "expired"):
+			t.Errorf("till's CA key listed as expired: %q", line)
+		case f[0] == "openai" && !strings.Contains(line, "expired"):
+			t.Errorf("a provider key past max_age not listed as expired: %q", line)
+		}
+	}
+	const pasted = "sk-proj-PASTEDKEY0123456789"
+	_, errOut, code = c.run("", "client", "add", "web", "--cidr", pasted)
+	if code == 0 || strings.Contains(errOut, "PASTEDKEY") || !strings.Contains(errOut, "--cidr value 1") {
+		t.Errorf("client add --cidr with a pasted key: exit %d: %s", code, errOut)
 	}
 }

@@ -202,7 +202,11 @@ func runSecretList(args []string, e *env) error {
 	now := time.Now()
 	rows := make([]secretRow, 0, len(secrets))
 	for _, s := range secrets {
-		rows = append(rows, rowOf(s, "vault", cfg.Vault.MaxAge, now))
+		maxAge := cfg.Vault.MaxAge
+		if config.OwnKey(s.Name) {
+			maxAge = 0 // till's own keys: serve and check age them not
+		}
+		rows = append(rows, rowOf(s, "vault", maxAge, now))
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	refs, err := fetchRefs(cfg)
