@@ -29,6 +29,8 @@ func RestartNeeded(old, new *Config) []string {
 	add(old.Limits.Redis != new.Limits.Redis, "limits.redis")
 	add(old.Limits.OnRedisError != new.Limits.OnRedisError, "limits.on_redis_error")
 	add(old.ShutdownGrace != new.ShutdownGrace, "shutdown_grace")
+	// The CA is loaded only when forward mode is on at start.
+	add(!old.Forward.Enabled && new.Forward.Enabled && new.Forward.Intercept, "forward.enabled")
 	add(old.Forward.Intercept != new.Forward.Intercept, "forward.intercept")
 	add(old.Forward.CACert != new.Forward.CACert, "forward.ca_cert")
 	add(old.Forward.CertCache != new.Forward.CertCache, "forward.cert_cache")

@@ -62,4 +62,17 @@ func TestRestartNeeded(t *testing.T) {
 			}
 		})
 	}
+	// Forward mode turned on by a reload: the interception CA is loaded
+	// only at start, so interception waits for a restart.
+	off := base()
+	off.Forward.Enabled = false
+	if got := RestartNeeded(off, base()); !slices.Equal(got, []string{"forward.enabled"}) {
+		t.Errorf("forward mode turned on: got %q, want forward.enabled", got)
+	}
+	noIntercept := base()
+	noIntercept.Forward.Intercept = false
+	off.Forward.Intercept = false
+	if got := RestartNeeded(off, noIntercept); got != nil {
+		t.Errorf("forward mode turned on without interception: got %q, want nothing", got)
+	}
 }

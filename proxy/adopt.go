@@ -1,18 +1,22 @@
 package proxy
 
+import "sync/atomic"
+
 // A reload compiles a new snapshot from the config and the vault. What
 // till learned while it served the old one would go with it: the tokens
 // it minted (so every route would mint anew, whichever secret changed)
 // and the rests of pool keys the upstream refused (so a rate-limited key
 // would be tried again at once). Before the new snapshot serves, it
-// adopts both for every credential and key it still uses unchanged.
+// adopts both for every credential and key it still uses unchanged; a
+// pool key's rest is shared, so that a request still running on the old
+// snapshot rests the key for the new one too.
 
 // adopt takes from prev, the snapshot s replaces, the tokens minted from
-// a credential that s still mints with, and the rests of the pool keys s
-// still has. It runs before s serves any request.
+// a credential that s still mints with, and shares the rests of the pool
+// keys s still has. It runs before s serves any request.
 func (s *Snapshot) adopt(prev *Snapshot) {
 	minters := map[string]*minter{}
-	rests := map[string]int64{}
+	rests := map[string]*atomic.Int64{}
 	sources := map[string]*sourced{}
 	for _, r := range prev.routes {
 		if in := r.injection; in.minter != nil {
@@ -31,9 +35,7 @@ func (s *Snapshot) adopt(prev *Snapshot) {
 			if m.sourced != nil {
 				sources[r.name+"\x00"+m.sourced.ref] = m.sourced
 			}
-			if until := m.restUntil.Load(); until > 0 {
-				rests[r.name+"\x00"+m.id()] = until
-			}
+			rests[r.name+"\x00"+m.id()] = m.restUntil
 		}
 	}
 	for _, r := range s.routes {
@@ -53,7 +55,9 @@ func (s *Snapshot) adopt(prev *Snapshot) {
 			if m.sourced != nil {
 				m.sourced.adopt(sources[r.name+"\x00"+m.sourced.ref])
 			}
-			m.restUntil.Store(rests[r.name+"\x00"+m.id()])
+			if shared := rests[r.name+"\x00"+m.id()]; shared != nil {
+				m.restUntil = shared
+			}
 		}
 	}
 }

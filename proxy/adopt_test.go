@@ -150,3 +150,59 @@ func TestReloadKeepsPoolRests(t *testing.T) {
 		t.Errorf("key a, back in the pool: tried %d times, want once", a)
 	}
 }
+
+// TestPoolRestDuringReload: a 429 that answers a request still running on
+// the snapshot a reload replaced rests the key in the new one too.
+func TestPoolRestDuringReload(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		seen[key]++
+		mu.Unlock()
+		if key == "sk-pool-a-0123456789" {
+			if r.URL.Path == "/v1/slow" {
+				arrived <- struct{}{}
+				<-release
+			}
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer up.Close()
+	secrets := map[string]vault.Secret{
+		"a": vault.NewSecret("a", "sk-pool-a-0123456789", time.Now()),
+		"b": vault.NewSecret("b", "sk-pool-b-0123456789", time.Now()),
+	}
+	snapshot := func() *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+", secret: [a, b], pool: {cooldown: 1h}}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, secrets)
+	}
+	gw := New(snapshot(), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/openai/v1/slow", nil)) // key a first
+	}()
+	<-arrived
+	gw.Swap(snapshot()) // a reload while key a's request is upstream
+	close(release)
+	<-done
+	mu.Lock()
+	clear(seen)
+	mu.Unlock()
+	for range 4 {
+		gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/openai/v1/models", nil))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if a := seen["sk-pool-a-0123456789"]; a != 0 {
+		t.Errorf("key a, rate-limited for 1h by a request that began before the reload, was tried %d more times after it", a)
+	}
+}

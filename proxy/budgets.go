@@ -73,10 +73,14 @@ const budgetTimeout = redisTimeout
 // follows limits.on_redis_error: the request goes uncounted, or is
 // refused.
 func (g *Gateway) spend(ctx context.Context, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int) {
+	appCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
 	defer cancel()
 	t, denial, err := g.budgets.Take(ctx, time.Now(), charges, reserve)
 	switch {
+	case err != nil && appCtx.Err() != nil:
+		// The app left (or shutdown cut it): no fault of the store.
+		return nil, &apiError{CodeBudgetExceeded, "the request ended while its budget was counted"}, 0
 	case err != nil:
 		g.budgetStoreFailed(err)
 		if g.failOpen {

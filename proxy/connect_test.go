@@ -360,3 +360,37 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		t.Errorf("a tunnel moving bytes one way: read %v, want it open (deadline exceeded)", err)
 	}
 }
+
+// TestRouteHostNeverTunnelled: a CONNECT to a host with a route that till
+// cannot intercept (no CA: forward mode turned on by a reload; or
+// forward.intercept off) is refused, not tunnelled untouched, whatever
+// unknown_hosts says: the route's policy would not apply, and the app's
+// own credentials would reach the provider.
+func TestRouteHostNeverTunnelled(t *testing.T) {
+	for _, tt := range []struct {
+		name, forward string
+		canIntercept  bool
+		want          string
+	}{
+		{"no CA", "{enabled: true, unknown_hosts: tunnel}", false, "no CA"},
+		{"intercept off", "{enabled: true, intercept: false, unknown_hosts: tunnel}", true, "forward.intercept is off"},
+		{"intercepted", "{enabled: true, unknown_hosts: tunnel}", true, ""},
+	} {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: "+tt.forward+"\nroutes:\n  - {name: openai, preset: openai}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSnapshot(cfg, secrets(time.Now()))
+		_, mode, e := s.resolveConnect("api.openai.com:443", tt.canIntercept)
+		switch {
+		case tt.want == "" && (e != nil || mode != modeIntercept):
+			t.Errorf("%s: mode %q, %v; want it intercepted", tt.name, mode, e)
+		case tt.want != "" && (e == nil || e.code != CodeHostNotAllowed || !strings.Contains(e.message, tt.want)):
+			t.Errorf("%s: mode %q, %v; want 403 host_not_allowed saying %q", tt.name, mode, e, tt.want)
+		}
+		// A host without a route is still tunnelled.
+		if _, mode, e := s.resolveConnect("example.com:443", tt.canIntercept); e != nil || mode != modeTunnel {
+			t.Errorf("%s: a host without a route: mode %q, %v; want it tunnelled", tt.name, mode, e)
+		}
+	}
+}

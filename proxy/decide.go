@@ -168,7 +168,12 @@ func (g *Gateway) take(ctx context.Context, rt *route, id identity, remoteAddr s
 		key += "\x00" + remoteIP(remoteAddr)
 	}
 	wait, ok, err := g.limits.Allow(ctx, key, rt.rate, rt.burst)
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// The app left (or shutdown cut it): no fault of the store, and
+		// no request to send.
+		return 0, false
+	case err != nil:
 		ok, wait = g.limitStoreFailed(err)
 	}
 	return wait, ok

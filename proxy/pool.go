@@ -29,8 +29,11 @@ type member struct {
 	// only, and sourced gets the key.
 	*injection
 	sourced *sourced
-	// restUntil is when the key may be used again, in Unix nanoseconds.
-	restUntil atomic.Int64
+	// restUntil is when the key may be used again, in Unix nanoseconds;
+	// shared with the member holding the same key in the snapshots
+	// before and after a reload (adopt), so a rest that a request still
+	// running on the old one sets holds for the new one too.
+	restUntil *atomic.Int64
 }
 
 // compilePool compiles cr's pool; each member is compiled like a route's
@@ -46,7 +49,7 @@ func compilePool(rt *route, cr *config.Route, secrets map[string]vault.Secret, m
 		} else {
 			k.injection = shared.injection(compileInjection(&one, secrets, maxAge))
 		}
-		p.members = append(p.members, &member{injection: k.injection, sourced: k.sourced})
+		p.members = append(p.members, &member{injection: k.injection, sourced: k.sourced, restUntil: new(atomic.Int64)})
 	}
 	rt.pool = p
 	rt.injection = p.members[0].injection

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -11,7 +12,7 @@ import (
 func TestPoolPick(t *testing.T) {
 	p := &pool{cooldown: time.Minute}
 	for range 3 {
-		p.members = append(p.members, &member{injection: &injection{}})
+		p.members = append(p.members, &member{injection: &injection{}, restUntil: new(atomic.Int64)})
 	}
 	now := time.Now()
 	got := map[*member]int{}

@@ -52,16 +52,15 @@ func (l *MemoryLimits) Allow(_ context.Context, key string, r config.Rate, burst
 			lim = prev
 		}
 	}
+	// Decided without a reservation: cancelling the reservations of
+	// refusals that overlap returns the wrong number of tokens
+	// (golang/go#69419), leaving the bucket in debt or in credit.
 	now := time.Now()
-	res := lim.ReserveN(now, 1)
-	if !res.OK() {
-		return 1, false, nil
+	if lim.AllowN(now, 1) {
+		return 0, true, nil
 	}
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		return int(math.Ceil(d.Seconds())), false, nil
-	}
-	return 0, true, nil
+	missing := 1 - lim.TokensAt(now)
+	return max(1, int(math.Ceil(missing/float64(lim.Limit())))), false, nil
 }
 
 // redisTimeout bounds one rate decision in Redis, however many wait for

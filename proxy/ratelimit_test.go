@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/tillgw/till/config"
 )
 
@@ -182,5 +184,87 @@ func TestFrozenRedisCostsOneTimeout(t *testing.T) {
 			}
 			t.Logf("decisions took %v (median) to %v (slowest)", took[callers/2], took[callers-1])
 		})
+	}
+}
+
+// TestMemoryLimitsUnderContention: many callers on one bucket at once get
+// what its rate allows, no more and no less, and the bucket is whole
+// again after a pause: refusals that overlap leave it neither in debt (a
+// Retry-After of minutes on a 10/s route) nor in credit.
+func TestMemoryLimitsUnderContention(t *testing.T) {
+	const burst, per = 10, 10 // 10 a second, bursts of 10
+	l := NewMemoryLimits()
+	rt := config.Rate{Count: per, Per: time.Second}
+	var allowed, worstWait atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for time.Since(start) < 500*time.Millisecond {
+				wait, ok, err := l.Allow(context.Background(), "k", rt, burst)
+				switch {
+				case err != nil:
+					t.Error(err)
+					return
+				case ok:
+					allowed.Add(1)
+				case int64(wait) > worstWait.Load():
+					worstWait.Store(int64(wait))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if most := int64(burst + per*elapsed.Seconds() + 1); allowed.Load() > most || allowed.Load() < burst {
+		t.Errorf("%d allowed in %v, want %d to %d", allowed.Load(), elapsed, burst, most)
+	}
+	if worstWait.Load() > 1 {
+		t.Errorf("a refusal said to wait %d s on a %d/s route", worstWait.Load(), per)
+	}
+	time.Sleep(time.Second + 100*time.Millisecond) // the bucket refills
+	for i := range burst {
+		if _, ok, _ := l.Allow(context.Background(), "k", rt, burst); !ok {
+			t.Fatalf("after a pause, request %d of a burst of %d refused: the bucket was left in debt", i+1, burst)
+		}
+	}
+}
+
+// TestAppGoneIsNoStoreError: an app that leaves while its rate is decided
+// in Redis is recorded as gone (client_closed), not refused, and is no
+// failure of the store: no error counted, nothing logged.
+func TestAppGoneIsNoStoreError(t *testing.T) {
+	f := newFakeRedis(t, false)
+	l, err := NewRedisLimits(f.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	records, logs := &lockedBuffer{}, &lockedBuffer{}
+	m := NewMetrics(testAudit(io.Discard))
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com, rate: 10/s}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(records), Log: zerolog.New(logs), Limits: l, Metrics: m})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the app went away
+	g.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/openai/v1/models", nil).WithContext(ctx))
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "till_rate_limit_store_errors_total" && mf.GetMetric()[0].GetCounter().GetValue() != 0 {
+			t.Errorf("till_rate_limit_store_errors_total = %v after an app left; Redis is healthy", mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	logs.mu.Lock()
+	if strings.Contains(logs.b.String(), "store unavailable") {
+		t.Errorf("logged a store failure: %s", logs.b.String())
+	}
+	logs.mu.Unlock()
+	if recs := records.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
+		t.Errorf("records %v, want one of a client that went away", recs)
 	}
 }

@@ -82,8 +82,11 @@ type connectTarget struct {
 }
 
 // resolveConnect resolves a CONNECT's host:port: intercepted when the host
-// has a route and till can intercept, else tunnelled when the tunnel
-// policy allows it, else refused.
+// has a route and till can intercept, else refused; a host without a
+// route is tunnelled when the tunnel policy allows it, else refused. A
+// route's host is never tunnelled untouched: its policy would not apply,
+// and the app's own credentials (a till token as its SDK's key) would
+// reach the provider.
 func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectTarget, string, *apiError) {
 	if !s.forward.Enabled {
 		return connectTarget{}, "", &apiError{CodeBadRequest, "till is not configured as a forward proxy (forward.enabled)"}
@@ -94,8 +97,14 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 		return connectTarget{}, "", &apiError{CodeBadRequest, "CONNECT needs a host:port target"}
 	}
 	t := connectTarget{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: uint16(port), key: hostKey("https", authority)}
-	if len(s.byHost[t.key]) > 0 && s.forward.Intercept && canIntercept {
+	switch {
+	case len(s.byHost[t.key]) == 0:
+	case s.forward.Intercept && canIntercept:
 		return t, modeIntercept, nil
+	case s.forward.Intercept:
+		return t, "", &apiError{CodeHostNotAllowed, "this host has a route, and till has no CA to intercept its CONNECT (till ca init, then restart till)"}
+	default:
+		return t, "", &apiError{CodeHostNotAllowed, "this host has a route, and forward.intercept is off: send it as an absolute-form http:// request, or through the route's path"}
 	}
 	if s.forward.UnknownHosts != "tunnel" {
 		return t, "", &apiError{CodeHostNotAllowed, "no route for this host"}

@@ -107,8 +107,10 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")
 	}
 	if !d.Allowed {
-		if x.appGone.Load() {
-			x.failure = codeClientClosed // went away in the middle of its body
+		if x.appGone.Load() || r.Context().Err() != nil {
+			// Went away in the middle of its body, or while the decision
+			// waited on a store: recorded as gone, not refused.
+			x.failure = codeClientClosed
 			return
 		}
 		g.refuse(rw, x, apiError{d.Code, d.Reason}, d.RetryAfter)

@@ -41,8 +41,9 @@ type Options struct {
 	// the base URL logged with each route.
 	Base string
 	// Apply, when set, applies the settings of a config swapped in that
-	// live outside the snapshot (the log's level and format). It runs
-	// before the reload is logged, so that the line obeys them.
+	// live outside the snapshot (the log's level and format; sources the
+	// snapshot before needed no more). It runs once the new snapshot
+	// serves, before the reload is logged, so that the line obeys them.
 	Apply func(*config.Config)
 	// Keys, when set, gives the keys of routes whose secret is a source
 	// ref; it is called with each new config before its snapshot is built

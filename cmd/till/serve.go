@@ -127,7 +127,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Metrics: metrics,
 		Log:     logger,
 		Base:    base,
-		Apply:   func(c *config.Config) { logs.apply(c.Log) },
+		Apply:   func(c *config.Config) { logs.apply(c.Log); keys.commit() },
 		Keys:    keys.forConfig,
 	})
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -25,6 +26,9 @@ type sourceKeys struct {
 
 	mu    sync.Mutex
 	specs map[string]source.Spec // by source name, as last applied
+	// next is what forConfig built for a reload, which commit applies
+	// once its snapshot serves.
+	next map[string]source.Spec
 }
 
 // newSourceKeys builds the cache for cfg's sources.
@@ -40,17 +44,36 @@ func newSourceKeys(cfg *config.Config, log zerolog.Logger, metrics *proxy.Metric
 	return k, nil
 }
 
-// forConfig points the cache at cfg's sources (a reload) and returns it.
+// forConfig readies the cache for cfg's sources (a reload) and returns
+// it: until commit, it serves the sources of the config before as well,
+// for the requests of the snapshot still serving (a renamed source would
+// fail them); a source of the same name takes its new settings at once.
 func (k *sourceKeys) forConfig(cfg *config.Config) (proxy.Keys, error) {
 	specs, err := k.build(cfg)
 	if err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
-	k.specs = specs
+	both := maps.Clone(k.specs)
+	maps.Copy(both, specs)
+	k.next = specs
 	k.mu.Unlock()
-	k.cache.SetSources(specs)
+	k.cache.SetSources(both)
 	return k.cache, nil
+}
+
+// commit drops the sources only the config before a reload had, once the
+// new snapshot serves.
+func (k *sourceKeys) commit() {
+	k.mu.Lock()
+	specs := k.next
+	if specs != nil {
+		k.specs, k.next = specs, nil
+	}
+	k.mu.Unlock()
+	if specs != nil {
+		k.cache.SetSources(specs)
+	}
 }
 
 // build turns the config's sources into the cache's, keeping the clients
