@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -40,6 +41,13 @@ func echoForms(values []string) []string {
 		}
 		b := []byte(core)
 		forms = append(forms, core, hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)))
+		// As sent in a query (inject.query) or a path, and quoted back
+		// in an error: a key with "+", "/" or "=" is escaped there.
+		for _, esc := range []string{url.QueryEscape(core), url.PathEscape(core)} {
+			if esc != core {
+				forms = append(forms, esc)
+			}
+		}
 		forms = append(forms, base64Cores(base64.StdEncoding, b)...)
 		forms = append(forms, base64Cores(base64.URLEncoding, b)...)
 	}

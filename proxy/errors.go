@@ -92,9 +92,12 @@ func writeError(w http.ResponseWriter, id string, d apiError, forward bool, retr
 	h.Set("X-Till-Error", d.code)
 	h.Set("X-Till-Request-Id", id)
 	h.Set("Content-Length", strconv.Itoa(len(b)))
-	if d.code == CodeClientUnauthenticated && forward {
+	switch {
+	case d.code == CodeClientUnauthenticated && forward:
 		status = http.StatusProxyAuthRequired
 		h.Set("Proxy-Authenticate", `Basic realm="till"`)
+	case d.code == CodeClientUnauthenticated:
+		h.Set("WWW-Authenticate", `Bearer realm="till"`) // a 401 must say how (RFC 9110)
 	}
 	if (d.code == CodeRateLimited || d.code == CodeBudgetExceeded) && retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(retryAfter))

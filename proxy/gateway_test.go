@@ -394,6 +394,7 @@ func TestResponseEchoesRemoved(t *testing.T) {
 		w.Header().Set("X-B64", base64.StdEncoding.EncodeToString([]byte(key)))
 		w.Header().Set("X-Hex", hex.EncodeToString([]byte(key)))
 		w.Header().Set("X-Till-Request-Id", "spoofed")
+		w.Header().Set("X-Till-Error", "secret_expired")
 		w.Header().Set("Trailer", "X-Trailer-Echo, X-Trailer-Fine")
 		io.WriteString(w, "body")
 		w.Header().Set("X-Trailer-Echo", key)
@@ -437,6 +438,9 @@ func TestResponseEchoesRemoved(t *testing.T) {
 	}
 	if ids := resp.Header.Values("X-Till-Request-Id"); len(ids) != 1 || ids[0] == "spoofed" {
 		t.Errorf("request id: got %q, want till's only", ids)
+	}
+	if e := resp.Header.Values("X-Till-Error"); len(e) != 0 {
+		t.Errorf("the upstream named a till error code: %q", e)
 	}
 }
 

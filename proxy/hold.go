@@ -62,23 +62,31 @@ type replayBody struct {
 
 // setBody gives out the body to send: the held one (which the transport
 // may read again, on a new connection), the rest of a partly read one, or
-// the app's, counted as it streams; it returns the latter's counter.
-func (x *exchange) setBody(w http.ResponseWriter, out *http.Request) *countingBody {
+// the app's, counted as it streams. It returns the app's body's counter,
+// when it streams, and the body's progress, for an upload watch.
+func (x *exchange) setBody(w http.ResponseWriter, out *http.Request) (*countingBody, *progress) {
 	switch {
 	case x.held != nil:
-		held := x.held
+		held, p := x.held, &progress{}
 		out.ContentLength = int64(len(held))
-		out.Body = io.NopCloser(bytes.NewReader(held))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(held)), nil }
+		out.Body = heldBody{bytes.NewReader(held), p}
+		out.GetBody = func() (io.ReadCloser, error) {
+			p.ended.Store(false) // sent again, on a new connection
+			return heldBody{bytes.NewReader(held), p}, nil
+		}
 		if len(held) == 0 {
 			out.Body = nil
+			return nil, nil
 		}
-		return nil
+		return nil, p
 	case x.rest != nil:
 		out.Body = x.rest
-		return x.rest.counted
+		return x.rest.counted, &x.rest.counted.progress
 	}
-	return x.countBody(w, out, x.route.maxBody)
+	if cb := x.countBody(w, out, x.route.maxBody); cb != nil {
+		return cb, &cb.progress
+	}
+	return nil, nil
 }
 
 // bodyUnread answers a request whose body could not be held: e refuses

@@ -42,7 +42,9 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		g.cut.Add(1)
 	}
 	if x.rec.reason == codeClientClosed || x.rec.reason == codeShutdown {
-		if !rw.committed && x.status == 0 { // no head went out, nor a 101
+		// No head went out: not the upstream's (held back, and never
+		// sent), nor a tunnel's 200 or an upgrade's 101.
+		if !rw.committed && !x.takenOver && x.status != http.StatusSwitchingProtocols {
 			x.rec.status = statusClientClosed
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -163,11 +162,7 @@ type countingBody struct {
 	io.ReadCloser
 	x  *exchange
 	rc *http.ResponseController
-	// For uploadWatch: a read is waiting for the app; when the last read
-	// returned (Unix nanoseconds); the body has ended.
-	reading atomic.Bool
-	last    atomic.Int64
-	ended   atomic.Bool
+	progress
 	// mu orders the deadline changes with Close: once the handler has
 	// returned, the server's own deadlines on the connection are left
 	// alone (a read in flight then still ends by the last one set).

@@ -133,13 +133,16 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	if !x.writeAhead() {
 		return nil, done, errAuditUnavailable
 	}
-	if body := x.setBody(rw, out); body != nil {
+	counted, sent := x.setBody(rw, out)
+	if counted != nil {
 		// The upstream transport may still hold the body when the
 		// handler returns: it must not read it after that.
 		done = func() { out.Body.Close(); cancel(nil) }
-		if x.route.timeout > 0 {
-			x.upload = newUploadWatch(body, x.route.timeout, cancel)
-		}
+	}
+	if sent != nil && x.route.timeout > 0 {
+		// Held in memory or streamed from the app, a body the upstream
+		// stops reading ends the request.
+		x.upload = newUploadWatch(sent, x.route.timeout, cancel)
 	}
 	if x.inj.sigV4 != nil {
 		if err := x.inj.sigV4.sign(out, x.held, time.Now()); err != nil {
@@ -365,6 +368,9 @@ func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
 			Msg("removed response headers that echoed the key")
 	}
-	// The upstream does not get to name till's request id.
+	// The upstream does not get to name till's request id, nor to pass
+	// its errors off as till's (X-Till-Error).
+	delete(resp.Header, "X-Till-Error")
+	delete(resp.Trailer, "X-Till-Error")
 	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
 }

@@ -380,7 +380,6 @@ func (c *closeSpy) Close() error { c.closed = true; return nil }
 // request back (here, its target as the status code) makes the parse
 // error quote the key; the log must not.
 func TestUpstreamErrorsHideTheKey(t *testing.T) {
-	const key = "real-key-123"
 	addr := rawServer(t, func(c net.Conn) {
 		line, _ := bufio.NewReader(c).ReadString('\n')
 		if f := strings.Fields(line); len(f) > 1 {
@@ -392,16 +391,19 @@ func TestUpstreamErrorsHideTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs strings.Builder
-	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"gem": vault.NewSecret("gem", key, time.Now())}),
-		Options{Audit: testAudit(io.Discard), Log: zerolog.New(&logs)})
-	w := httptest.NewRecorder()
-	gw.ServeHTTP(w, httptest.NewRequest("GET", "/gem/v1/models", nil))
-	if w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {
-		t.Fatalf("got %d, log %s; the test needs a parse error", w.Code, logs.String())
-	}
-	if strings.Contains(logs.String(), key) {
-		t.Errorf("the key reached the log: %s", logs.String())
+	// The second is sent escaped in the query, and quoted back so.
+	for _, key := range []string{"real-key-123", "QXBp/S2V5+c2VjcmV0=Zm9vYmFy"} {
+		var logs strings.Builder
+		gw := New(NewSnapshot(cfg, map[string]vault.Secret{"gem": vault.NewSecret("gem", key, time.Now())}),
+			Options{Audit: testAudit(io.Discard), Log: zerolog.New(&logs)})
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/gem/v1/models", nil))
+		if w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {
+			t.Fatalf("got %d, log %s; the test needs a parse error", w.Code, logs.String())
+		}
+		if strings.Contains(logs.String(), key) || strings.Contains(logs.String(), url.QueryEscape(key)) {
+			t.Errorf("the key reached the log: %s", logs.String())
+		}
 	}
 }
 
@@ -428,4 +430,79 @@ func rawServer(t *testing.T, serve func(c net.Conn)) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// TestStalledUploadOfHeldBody: a body till holds in memory (to meter it,
+// on every metered route) that the upstream stops reading ends with 504
+// upstream_timeout after the route's timeout, as a streamed one does:
+// the transport's response header timeout starts only once it is sent.
+func TestStalledUploadOfHeldBody(t *testing.T) {
+	done := make(chan struct{})
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // never reads the body
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	up.EnableHTTP2 = true
+	up.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 65536, MaxReceiveBufferPerConnection: 65536}
+	up.StartTLS()
+	defer up.Close()
+	defer close(done)
+	tr := NewTransport()
+	tr.TLSClientConfig.RootCAs = x509.NewCertPool()
+	tr.TLSClientConfig.RootCAs.AddCert(up.Certificate())
+	for _, usage := range []string{"none", "openai"} {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, usage: "+usage+", upstream: "+up.URL+", timeout: 300ms}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Transport: tr})
+		body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("x", 512<<10) + `"}]}`
+		// The app's own limit, far past the route's timeout: only for the
+		// test to end if till never does.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		req := httptest.NewRequest("POST", "/openai/v1/chat/completions", strings.NewReader(body)).WithContext(ctx)
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, req)
+		cancel()
+		if w.Code != http.StatusGatewayTimeout || w.Header().Get("X-Till-Error") != CodeUpstreamTimeout {
+			t.Errorf("usage %s: a stalled upload got %d %s, want 504 upstream_timeout", usage, w.Code, w.Header().Get("X-Till-Error"))
+		}
+	}
+}
+
+// TestAppGoneBeforeHeadIs499: an answer whose head till held back (its
+// first bytes, to retry or replace it) and never sent, because the app
+// left first, is recorded with status 499, not the upstream's 200.
+func TestAppGoneBeforeHeadIs499(t *testing.T) {
+	sent, done := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		close(sent)
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	defer close(done)
+	gw, buf := newTestGateway(t, "version: 1\nroutes:\n  - {name: openai, preset: openai, usage: none, upstream: {{UP}}}\n", up.URL, secrets(time.Now()))
+	front := httptest.NewServer(gw)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-sent; cancel() }()
+	req, _ := http.NewRequestWithContext(ctx, "GET", front.URL+"/openai/v1/models", nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the test needs the head held back; got %d", resp.StatusCode)
+	}
+	front.Close() // waits for the handler, and so for the record
+	recs := buf.records(t)
+	if len(recs) != 1 || recs[0]["status"] != float64(statusClientClosed) || recs[0]["reason"] != codeClientClosed {
+		t.Errorf("records %v, want one with status %d, reason %s", recs, statusClientClosed, codeClientClosed)
+	}
 }

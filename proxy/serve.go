@@ -99,7 +99,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	rt := t.route
 	x.route, x.outPath, x.rawPath = rt, t.outPath, t.rawPath
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
-	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.injectHeader)
+	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeader)
 	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
 	x.rec.client, x.rec.model, x.prices = d.Client, d.Model, l.prices
 	if d.fetchErr != nil {

@@ -78,6 +78,10 @@ type route struct {
 	// limitKey names the route's token buckets: a change of rate starts
 	// new ones.
 	limitKey string
+	// keyHeader is the header the route's key goes in, where an app's
+	// SDK puts its own key (a till token): known from the config, whether
+	// the key is minted, pooled or missing; "" for a query key.
+	keyHeader string
 
 	// credentials are the client headers removed before injection, in
 	// canonical form; addHeaders are set when the app did not send them.
@@ -261,6 +265,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		r.burst = r.rate.Count
 	}
 	r.limitKey = r.name + "\x00" + r.rate.String() + "\x00" + strconv.Itoa(r.burst) + "\x00"
+	r.keyHeader = keyHeader(cr.Inject)
 	creds := []string{"Authorization", "Proxy-Authorization", "X-Till-Token"}
 	if cr.Inject.AWSSigV4 != nil {
 		creds = append(creds, sigV4Headers...)
@@ -301,6 +306,19 @@ func credOf(inj config.Inject) string {
 		return credGoogle
 	}
 	return ""
+}
+
+// keyHeader is the header a route that attaches its key as inj says puts
+// it in: Authorization for Basic credentials, signatures and minted
+// tokens; "" for a query parameter.
+func keyHeader(inj config.Inject) string {
+	switch {
+	case inj.Query != "":
+		return ""
+	case inj.Header != "":
+		return inj.Header
+	}
+	return "Authorization"
 }
 
 // compileInjection renders how cr attaches its key; the echo forms are

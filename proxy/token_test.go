@@ -1,8 +1,18 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
 )
 
 // TestNewToken checks that a new token has the shape the gateway strips
@@ -29,5 +39,59 @@ func TestNewToken(t *testing.T) {
 			t.Fatal("two tokens are the same")
 		}
 		seen[tok] = true
+	}
+}
+
+// TestTokenAsSDKKeyOnEveryRoute: a client's token sent as its SDK's API
+// key (the header the route attaches its key in) identifies it on every
+// kind of route: one that mints its token, a pool whose first key is
+// missing, and a route whose key is missing (which then says so, 503,
+// not 401).
+func TestTokenAsSDKKeyOnEveryRoute(t *testing.T) {
+	const tok = "till_" + "SdKkEy0123456789abcdefghijABCDEFGHIJ0123"
+	sum := sha256.Sum256([]byte(tok))
+	clients := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
+	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
+	for _, tt := range []struct {
+		name, route, path string
+		secrets           map[string]vault.Secret
+		want              int
+	}{
+		{"minted", "{name: api, upstream: " + te.URL + ", secret: cred, clients: [web], inject: {oauth2: {token_url: " + te.URL + "/token}}}",
+			"/api/x", map[string]vault.Secret{"cred": oauthSecret("app", time.Now())}, 200},
+		{"pool, first key missing", "{name: openai, preset: openai, upstream: " + te.URL + ", secret: [gone, openai], clients: [web]}",
+			"/openai/v1/models", secrets(time.Now()), 200},
+		{"key missing", "{name: openai, preset: openai, upstream: " + te.URL + ", secret: gone, clients: [web]}",
+			"/openai/v1/models", nil, 503},
+	} {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+clients+"routes:\n  - "+tt.route+"\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw := New(NewSnapshot(cfg, tt.secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+		for _, h := range [][2]string{{"X-Till-Token", tok}, {"Authorization", "Bearer " + tok}} {
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest("GET", tt.path, nil)
+			r.Header.Set(h[0], h[1])
+			gw.ServeHTTP(w, r)
+			if w.Code != tt.want {
+				t.Errorf("%s, token in %s: got %d %s, want %d", tt.name, h[0], w.Code, w.Header().Get("X-Till-Error"), tt.want)
+			}
+		}
+	}
+}
+
+// TestUnauthenticatedSaysHow: a 401 carries WWW-Authenticate, as RFC 9110
+// requires (a 407 carries Proxy-Authenticate instead).
+func TestUnauthenticatedSaysHow(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nclients:\n  - {name: web, token_sha256: "+strings.Repeat("ab", 32)+"}\nroutes:\n  - {name: openai, preset: openai, clients: [web]}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+	if w.Code != 401 || w.Header().Get("WWW-Authenticate") != `Bearer realm="till"` {
+		t.Errorf("got %d, WWW-Authenticate %q; want 401 with a Bearer challenge", w.Code, w.Header().Get("WWW-Authenticate"))
 	}
 }

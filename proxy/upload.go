@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -23,7 +24,7 @@ var errUploadStalled = errors.New("the upstream stopped reading the request body
 // the transport; while a read waits for the app, the app is slow, not the
 // upstream, and the body's own idle deadline applies (bodyIdleTimeout).
 type uploadWatch struct {
-	body    *countingBody
+	body    *progress
 	timeout time.Duration
 	cancel  context.CancelCauseFunc
 	stalled atomic.Bool
@@ -33,9 +34,35 @@ type uploadWatch struct {
 	stopped bool
 }
 
+// progress is how far a request body has been read by the transport, for
+// uploadWatch.
+type progress struct {
+	reading atomic.Bool  // a read waits for the app
+	last    atomic.Int64 // when the last read returned, Unix nanoseconds
+	ended   atomic.Bool  // the body has been read to its end (or failed)
+}
+
+// heldBody sends a body held in memory, marking its progress: reads never
+// wait for the app, so an upload that stops is the upstream's doing.
+type heldBody struct {
+	*bytes.Reader
+	p *progress
+}
+
+func (h heldBody) Read(b []byte) (int, error) {
+	n, err := h.Reader.Read(b)
+	h.p.last.Store(time.Now().UnixNano())
+	if err == io.EOF {
+		h.p.ended.Store(true)
+	}
+	return n, err
+}
+
+func (heldBody) Close() error { return nil }
+
 // newUploadWatch returns a watch over body, not started; cancel ends the
 // upstream request.
-func newUploadWatch(body *countingBody, timeout time.Duration, cancel context.CancelCauseFunc) *uploadWatch {
+func newUploadWatch(body *progress, timeout time.Duration, cancel context.CancelCauseFunc) *uploadWatch {
 	return &uploadWatch{body: body, timeout: timeout, cancel: cancel}
 }
 
