@@ -31,10 +31,18 @@ func RestartNeeded(old, new *Config) []string {
 	add(old.ShutdownGrace != new.ShutdownGrace, "shutdown_grace")
 	// The CA is loaded only when forward mode is on at start.
 	add(!old.Forward.Enabled && new.Forward.Enabled && new.Forward.Intercept, "forward.enabled")
+	// An ACME listener takes client certificates only when a client had
+	// one at start (till's CA is loaded for them then).
+	add(new.TLS.ACME != nil && !certClients(old) && certClients(new), "clients[].cert")
 	add(old.Forward.Intercept != new.Forward.Intercept, "forward.intercept")
 	add(old.Forward.CACert != new.Forward.CACert, "forward.ca_cert")
 	add(old.Forward.CertCache != new.Forward.CertCache, "forward.cert_cache")
 	return changed
+}
+
+// certClients reports whether a client of c presents a certificate.
+func certClients(c *Config) bool {
+	return slices.ContainsFunc(c.Clients, func(cl Client) bool { return cl.Cert })
 }
 
 func sameACME(a, b *ACME) bool {

@@ -69,6 +69,16 @@ func TestRestartNeeded(t *testing.T) {
 	if got := RestartNeeded(off, base()); !slices.Equal(got, []string{"forward.enabled"}) {
 		t.Errorf("forward mode turned on: got %q, want forward.enabled", got)
 	}
+	// A client certificate added by a reload, on an ACME listener that
+	// took none at start.
+	withCert := base()
+	withCert.Clients = []Client{{Name: "web", Cert: true}}
+	if got := RestartNeeded(base(), withCert); !slices.Equal(got, []string{"clients[].cert"}) {
+		t.Errorf("a certificate client added on ACME: got %q, want clients[].cert", got)
+	}
+	if got := RestartNeeded(withCert, withCert); got != nil {
+		t.Errorf("certificate clients at start: got %q, want nothing", got)
+	}
 	noIntercept := base()
 	noIntercept.Forward.Intercept = false
 	off.Forward.Intercept = false
