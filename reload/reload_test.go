@@ -140,7 +140,9 @@ func TestReloadApplies(t *testing.T) {
 		},
 	})
 	load = func() (*config.Config, map[string]vault.Secret, error) { return nil, nil, errors.New("bad config") }
-	_ = r.Reload()
+	if err := r.Reload(); err == nil {
+		t.Fatal("a reload whose load failed reported no error")
+	}
 	load = func() (*config.Config, map[string]vault.Secret, error) {
 		return parse(t, dir, goodYAML+"log: {level: warn}\n"), nil, nil
 	}

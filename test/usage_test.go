@@ -171,8 +171,11 @@ routes:
 
 	var oa struct {
 		Completion, Streamed string
-		Usage                struct{ PromptTokens, CompletionTokens int } `json:"usage"`
-		StreamUsage          *struct {
+		Usage                struct {
+			PromptTokens     int `json:"prompt_tokens"`
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+		StreamUsage *struct {
 			PromptTokens int `json:"prompt_tokens"`
 		} `json:"streamUsage"`
 		Error any
@@ -180,6 +183,9 @@ routes:
 	runSDK(t, "usage-openai.mjs", &oa, "OPENAI_BASE_URL="+tl.url("/openai/v1"))
 	if oa.Error != nil || oa.Completion != "hello" || oa.Streamed != "one two three" {
 		t.Fatalf("openai SDK: %+v", oa)
+	}
+	if oa.Usage.PromptTokens != 120 || oa.Usage.CompletionTokens != 30 {
+		t.Errorf("the app's SDK saw usage %+v, want the upstream's 120 and 30", oa.Usage)
 	}
 	if f.includeUsage.Load() != 1 || oa.StreamUsage == nil || oa.StreamUsage.PromptTokens != 100 {
 		t.Errorf("the streamed request was not made to report usage (asked %d times; the SDK saw %+v)", f.includeUsage.Load(), oa.StreamUsage)
