@@ -410,3 +410,46 @@ func TestRouteHostNeverTunnelled(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelsHoldClientsToTheirAddresses: a client's cidrs bind it in a
+// tunnel and an absolute-form relay to a host without a route too (403
+// client_forbidden), and a relayed request's record names its client.
+func TestTunnelsHoldClientsToTheirAddresses(t *testing.T) {
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "reached") }))
+	defer target.Close()
+	host := strings.TrimPrefix(target.URL, "http://")
+	sum := sha256.Sum256([]byte(connectToken))
+	for _, tt := range []struct {
+		cidrs string
+		want  int
+	}{{"10.0.0.0/8", 403}, {"127.0.0.0/8", 200}} {
+		y := "version: 1\nforward: {enabled: true, intercept: false, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n" +
+			"clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + ", cidrs: [" + tt.cidrs + "]}\nroutes: []\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := &lockedBuffer{}
+		gw := New(NewSnapshot(cfg, nil), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+		srv := httptest.NewServer(gw)
+		for _, line := range []string{"CONNECT " + host, "GET " + target.URL + "/"} {
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "%s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", line, host, connectToken)
+			res, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: strings.Fields(line)[0]})
+			c.Close()
+			if err != nil || res.StatusCode != tt.want {
+				t.Errorf("%s by client web (cidrs %s) from 127.0.0.1: %v %v, want %d", line, tt.cidrs, res, err, tt.want)
+			}
+		}
+		srv.Close() // waits for the handlers, and so for the records
+		for _, r := range buf.records(t) {
+			if r["client"] != "web" {
+				t.Errorf("cidrs %s: record of a %v in mode %v names client %q, want web", tt.cidrs, r["method"], r["mode"], r["client"])
+			}
+		}
+	}
+}

@@ -55,6 +55,13 @@ func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchan
 	case e != nil:
 		g.refuse(rw, x, *e, 0)
 	case t.route == nil:
+		// Who asked is recorded, and held to its client's addresses.
+		id := l.clients.identify(r, "", certID{}, "")
+		x.rec.client = id.name()
+		if e, ok := id.admit(r.RemoteAddr, nil); !ok {
+			g.refuse(rw, x, e, 0)
+			return
+		}
 		g.relay(rw, r, x, l)
 	default:
 		g.serveRoute(rw, r, x, l, t)
@@ -77,6 +84,11 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	x.rec.mode = mode
 	t.cert = peerCert(r)
 	if mode == modeTunnel {
+		// A client's addresses bind it in a tunnel too.
+		if e, ok := id.admit(r.RemoteAddr, nil); !ok {
+			g.refuse(rw, x, e, 0)
+			return
+		}
 		g.tunnel(rw, r, x, l, t)
 		return
 	}
