@@ -16,6 +16,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -43,14 +45,62 @@ func providerHandler(w http.ResponseWriter, r *http.Request) {
 	case "/v1/chat/completions":
 		fakeOpenAI(w, r)
 	case "/sse":
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		time.Sleep(1500 * time.Millisecond) // slow on purpose: the first event must not wait for the last
-		io.WriteString(w, "data: last\n\n")
+		serveGatedSSE(w, r)
 	default:
 		okHandler(w, r)
 	}
+}
+
+// sseGate lets an /sse upstream send its last event only once the app
+// has the first: a proxy that held the first back until the stream ended
+// makes the upstream wait out sseGateWait, which it notes.
+type sseGate struct {
+	seen     chan struct{}
+	heldBack atomic.Bool
+}
+
+// sseGateWait is how long an /sse upstream waits for the app to have its
+// first event: long past any delivery, only ever reached when a proxy
+// holds the event back.
+const sseGateWait = 10 * time.Second
+
+var sseGates sync.Map // the gate query parameter → *sseGate
+
+// newSSEGate returns a gate and the query that names it.
+func newSSEGate(t *testing.T) (*sseGate, string) {
+	g := &sseGate{seen: make(chan struct{})}
+	id := strings.ReplaceAll(t.Name(), "/", "_")
+	sseGates.Store(id, g)
+	t.Cleanup(func() { sseGates.Delete(id) })
+	return g, "?gate=" + id
+}
+
+// firstEventSeen tells the upstream the app has the first event, and
+// fails t if the upstream had to wait it out.
+func (g *sseGate) firstEventSeen(t *testing.T) {
+	t.Helper()
+	close(g.seen)
+	if g.heldBack.Load() {
+		t.Errorf("the first event reached the app only once the stream went on: held back")
+	}
+}
+
+// serveGatedSSE streams two events, the last once the app has the first
+// (its gate), or after 1.5 s without one.
+func serveGatedSSE(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	io.WriteString(w, "data: first\n\n")
+	w.(http.Flusher).Flush()
+	if g, ok := sseGates.Load(r.URL.Query().Get("gate")); ok {
+		select {
+		case <-g.(*sseGate).seen:
+		case <-time.After(sseGateWait):
+			g.(*sseGate).heldBack.Store(true)
+		}
+	} else {
+		time.Sleep(1500 * time.Millisecond)
+	}
+	io.WriteString(w, "data: last\n\n")
 }
 
 // startForward starts till in forward mode; extra is added to the config's
@@ -308,8 +358,8 @@ func TestHelperGoProxyClient(t *testing.T) {
 func TestForwardSSEAndHTTP2(t *testing.T) {
 	f := startForward(t, "deny", false, false)
 	client := f.goClient(t)
-	start := time.Now()
-	resp, err := client.Get(f.providerURL + "/sse")
+	gate, query := newSSEGate(t)
+	resp, err := client.Get(f.providerURL + "/sse" + query)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,9 +371,7 @@ func TestForwardSSEAndHTTP2(t *testing.T) {
 	if err != nil || line != "data: first\n" {
 		t.Fatalf("first line: %q %v", line, err)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("first event after %v: held back", d)
-	}
+	gate.firstEventSeen(t)
 }
 
 // connect sends a CONNECT for target to till and returns the connection

@@ -44,12 +44,14 @@ func TestCacheSingleFetchUnderLoad(t *testing.T) {
 		return []byte("v1\n"), Meta{}, nil
 	}}
 	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{})
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
 	errs := make(chan error, 1000)
 	for range 1000 {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
+			started.Done()
 			r, err := c.Get(context.Background(), "s:k")
 			if err != nil {
 				errs <- err
@@ -60,7 +62,12 @@ func TestCacheSingleFetchUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond)
+	// Every caller is on its way into Get while the one fetch is held:
+	// each joins it, or (arriving after it) finds its value cached.
+	started.Wait()
+	for n.Load() == 0 {
+		runtime.Gosched()
+	}
 	close(release)
 	wg.Wait()
 	close(errs)
