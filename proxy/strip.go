@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/base64"
+	"iter"
 	"net/http"
 	"strings"
 )
@@ -177,12 +178,18 @@ func withoutClientTokens(raw string) string {
 	return withoutParams(raw, holdsClientToken)
 }
 
-// withoutParams removes from the raw query every parameter for which drop
-// reports true, splitting on ";" as well as "&": some servers still read
-// ";" as a separator, so a parameter hidden behind one must go too.
+// queryParams splits a raw query into its parameters on ";" as well as
+// "&": some servers still read ";" as a separator, so a parameter hidden
+// behind one counts too.
+func queryParams(raw string) iter.Seq[string] {
+	return strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' })
+}
+
+// withoutParams removes from the raw query every parameter (queryParams)
+// for which drop reports true.
 func withoutParams(raw string, drop func(param string) bool) string {
 	var b strings.Builder
-	for part := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+	for part := range queryParams(raw) {
 		if drop(part) {
 			continue
 		}

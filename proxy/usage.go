@@ -107,9 +107,8 @@ func unmetered(r *http.Request, rt *route) *apiError {
 	if _, ok := r.Header["X-Goog-Fieldmask"]; ok {
 		return &errFieldMaskUnmetered
 	}
-	// Parameters split as withoutParams splits them; names compared
-	// decoded, so that an encoded one cannot slip through.
-	for part := range strings.FieldsFuncSeq(r.URL.RawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
+	// Names compared decoded, so that an encoded one cannot slip through.
+	for part := range queryParams(r.URL.RawQuery) {
 		key, value, _ := strings.Cut(part, "=")
 		k, err1 := url.QueryUnescape(key)
 		v, err2 := url.QueryUnescape(value)
