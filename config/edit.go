@@ -84,14 +84,21 @@ func EditFile(path string, edit func([]byte) ([]byte, error)) error {
 // budgets still name the client is the caller's question (see
 // ClientRoutes, ClientBudgets): this only edits.
 func RemoveClient(file string, data []byte, name string) ([]byte, error) {
-	out, err := removeClient(data, name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+	return checked(file)(removeClient(data, name))
+}
+
+// checked returns what checks an edit of the config file named file: its
+// error gets the file's name, and its result must parse as a config.
+func checked(file string) func([]byte, error) ([]byte, error) {
+	return func(out []byte, err error) ([]byte, error) {
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		if _, err := Parse(file, out, filepath.Dir(file)); err != nil {
+			return nil, fmt.Errorf("the edited config does not parse: %w", err)
+		}
+		return out, nil
 	}
-	if _, err := Parse(file, out, filepath.Dir(file)); err != nil {
-		return nil, fmt.Errorf("the edited config does not parse (a bug in till): %w", err)
-	}
-	return out, nil
 }
 
 func removeClient(data []byte, name string) ([]byte, error) {
@@ -99,31 +106,70 @@ func removeClient(data []byte, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := 0; i+1 < len(root.Content); i += 2 {
+	i, j, err := findClient(root, name)
+	if err != nil {
+		return nil, err
+	}
+	seq := root.Content[i+1]
+	seq.Content = slices.Delete(seq.Content, j, j+1)
+	if len(seq.Content) == 0 {
+		// The comments above clients: (the commented examples till init
+		// writes, which AddClient moved there) stay, above the key that
+		// follows.
+		if key := root.Content[i]; key.HeadComment != "" && i+2 < len(root.Content) {
+			next := root.Content[i+2]
+			next.HeadComment = strings.TrimSpace(key.HeadComment + "\n" + next.HeadComment)
+		}
+		root.Content = slices.Delete(root.Content, i, i+2)
+	}
+	return encodeDoc(doc)
+}
+
+// SetClientToken returns data, the config file named file, with the
+// token_sha256 of the client name replaced by tokenSHA256: the rest of its
+// entry (cidrs, cert) and of the document, comments included, is kept as
+// yaml.v3 re-encodes it. The result is checked to parse as a config.
+func SetClientToken(file string, data []byte, name, tokenSHA256 string) ([]byte, error) {
+	return checked(file)(setClientToken(data, name, tokenSHA256))
+}
+
+func setClientToken(data []byte, name, tokenSHA256 string) ([]byte, error) {
+	doc, root, err := decodeMapping(data)
+	if err != nil {
+		return nil, err
+	}
+	i, j, err := findClient(root, name)
+	if err != nil {
+		return nil, err
+	}
+	entry := root.Content[i+1].Content[j]
+	for k := 0; k+1 < len(entry.Content); k += 2 {
+		if entry.Content[k].Value == "token_sha256" {
+			v := entry.Content[k+1]
+			v.Kind, v.Tag, v.Style, v.Value = yaml.ScalarNode, "!!str", 0, tokenSHA256
+			return encodeDoc(doc)
+		}
+	}
+	return nil, fmt.Errorf("client %q has no token_sha256", name)
+}
+
+// findClient finds the client name in a config's top-level mapping: the
+// index i of the clients: key in root.Content, and j of its entry in the
+// list that follows.
+func findClient(root *yaml.Node, name string) (i, j int, err error) {
+	for i = 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value != "clients" || root.Content[i+1].Kind != yaml.SequenceNode {
 			continue
 		}
-		seq := root.Content[i+1]
-		for j, item := range seq.Content {
+		for j, item := range root.Content[i+1].Content {
 			for k := 0; k+1 < len(item.Content); k += 2 {
 				if item.Content[k].Value == "name" && item.Content[k+1].Value == name {
-					seq.Content = slices.Delete(seq.Content, j, j+1)
-					if len(seq.Content) == 0 {
-						// The comments above clients: (the commented
-						// examples till init writes, which AddClient
-						// moved there) stay, above the key that follows.
-						if key := root.Content[i]; key.HeadComment != "" && i+2 < len(root.Content) {
-							next := root.Content[i+2]
-							next.HeadComment = strings.TrimSpace(key.HeadComment + "\n" + next.HeadComment)
-						}
-						root.Content = slices.Delete(root.Content, i, i+2)
-					}
-					return encodeDoc(doc)
+					return i, j, nil
 				}
 			}
 		}
 	}
-	return nil, fmt.Errorf("no client %q", name)
+	return 0, 0, fmt.Errorf("no client %q", name)
 }
 
 // AddClient returns data, the config file named file, with c added to
@@ -133,14 +179,7 @@ func removeClient(data []byte, name string) ([]byte, error) {
 // never leave a file till refuses (a name already there, say). c.Line is
 // not used.
 func AddClient(file string, data []byte, c Client) ([]byte, error) {
-	out, err := addClient(data, c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	if _, err := Parse(file, out, filepath.Dir(file)); err != nil {
-		return nil, fmt.Errorf("the edited config does not parse: %w", err)
-	}
-	return out, nil
+	return checked(file)(addClient(data, c))
 }
 
 func addClient(data []byte, c Client) ([]byte, error) {

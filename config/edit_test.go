@@ -35,7 +35,7 @@ func TestRemoveClient(t *testing.T) {
 		{name: "no clients list", yaml: "version: 1\n", client: "web", wantErr: `till.yaml: no client "web"`},
 		{name: "not a mapping", yaml: "- a\n", client: "web", wantErr: "till.yaml: not a YAML mapping"},
 		{name: "route still names it", yaml: two + "routes:\n  - {name: openai, preset: openai, clients: [old]}\n", client: "old",
-			wantErr: "the edited config does not parse (a bug in till): till.yaml:7: routes[0].clients[0]: unknown client \"old\""},
+			wantErr: "the edited config does not parse: till.yaml:7: routes[0].clients[0]: unknown client \"old\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,6 +51,41 @@ func TestRemoveClient(t *testing.T) {
 			}
 			if string(got) != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSetClientToken: a rotation replaces only the client's digest; its
+// cidrs, cert, the other clients, the routes naming it and the comments
+// stay.
+func TestSetClientToken(t *testing.T) {
+	newHash := strings.Repeat("ab", 32)
+	const two = "version: 1\ntls: {names: [till.internal]}\n# clients below\nclients:\n  - name: web # the web app\n    token_sha256: \"" + testHash + "\" # rotated 2026\n    cidrs: [10.0.0.0/8]\n    cert: true\n  - name: batch\n    token_sha256: " + testHash + "\nroutes:\n  - {name: openai, preset: openai, clients: [web]}\n"
+	tests := []struct {
+		name, yaml, client, want, wantErr string
+	}{
+		{name: "block style", yaml: two, client: "web",
+			want: "version: 1\ntls: {names: [till.internal]}\n# clients below\nclients:\n  - name: web # the web app\n    token_sha256: " + newHash + " # rotated 2026\n    cidrs: [10.0.0.0/8]\n    cert: true\n  - name: batch\n    token_sha256: " + testHash + "\nroutes:\n  - {name: openai, preset: openai, clients: [web]}\n"},
+		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: b, token_sha256: " + testHash + "}]\n", client: "b",
+			want: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: b, token_sha256: " + newHash + "}]\n"},
+		{name: "unknown client", yaml: two, client: "nobody", wantErr: `till.yaml: no client "nobody"`},
+		{name: "no clients list", yaml: "version: 1\n", client: "web", wantErr: `till.yaml: no client "web"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := SetClientToken("till.yaml", []byte(tt.yaml), tt.client, newHash)
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
 			}
 		})
 	}

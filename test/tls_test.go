@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,15 +104,35 @@ func TestTLSListenerWithClientCertificates(t *testing.T) {
 		t.Errorf("audit clients: %v %v", recs[1]["client"], recs[2]["client"])
 	}
 
-	// A new token for web revokes the certificates issued with the old one.
-	newTok, newLines := addClient(t, t.TempDir(), "web", "--cidr", "127.0.0.0/8")
-	rotated := tlsListenerConfig(u, tlsBlock, "clients:\n"+strings.Replace(newLines, "    cidrs", "    cert: true\n    cidrs", 1)+otherLines, "    clients: [web]\n")
-	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(rotated), 0o644)
+	// till client rotate gives web a new token and certificate: the old
+	// token and the certificate issued with it stop working at the reload
+	// the config edit causes, and the new ones work, routes unchanged.
+	out, errOut, code := runTill(t, dir, "", nil, "client", "rotate", "web")
+	if code != 0 {
+		t.Fatalf("client rotate: exit %d: %s", code, errOut)
+	}
+	newTok := regexp.MustCompile(`till_[0-9A-Za-z]{40}`).FindString(out)
+	if newTok == "" || newTok == webTok || !strings.Contains(out, "web.crt and web.key") {
+		t.Fatalf("client rotate output:\n%s", out)
+	}
 	if !tl.waitLog(`"message":"reloaded"`) {
-		t.Fatal("no reload after the config changed")
+		t.Fatal("no reload after client rotate")
 	}
 	if code, body := get(tlsClient(t, caPEM, &cert), ""); code != 401 {
 		t.Errorf("a certificate issued with the old token: got %d %s, want 401", code, body)
+	}
+	newCert, err := tls.LoadX509KeyPair(filepath.Join(dir, "web.crt"), filepath.Join(dir, "web.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "web.key")); st.Mode().Perm() != 0o600 {
+		t.Errorf("rotated web.key mode: %v", st.Mode().Perm())
+	}
+	if code, body := get(tlsClient(t, caPEM, &newCert), newTok); code != 200 {
+		t.Errorf("the new certificate and token: got %d %s", code, body)
+	}
+	if code, body := get(tlsClient(t, caPEM, &newCert), ""); code != 200 {
+		t.Errorf("the new certificate alone: got %d %s", code, body)
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{openaiKey, webTok, newTok})

@@ -2,7 +2,9 @@ package main
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -20,13 +22,15 @@ import (
 
 func runClient(args []string, e *env) error {
 	if len(args) == 0 {
-		return usageError{"usage: till client add|list|rm ..."}
+		return usageError{"usage: till client add|list|rotate|rm ..."}
 	}
 	switch args[0] {
 	case "add":
 		return runClientAdd(args[1:], e)
 	case "list", "ls":
 		return runClientList(args[1:], e)
+	case "rotate":
+		return runClientRotate(args[1:], e)
 	case "rm", "remove":
 		return runClientRm(args[1:], e)
 	}
@@ -93,7 +97,7 @@ func runClientAdd(args []string, e *env) error {
 	}
 	sum := sha256.Sum256([]byte(token))
 	entry := config.Client{Name: name, TokenSHA256: hex.EncodeToString(sum[:]), CIDRs: prefixes, Cert: cert}
-	var certFiles []string
+	var staged *clientCert
 	if cert {
 		// The config must take the client before its private key is
 		// written: a key for a client that cannot exist is a key for
@@ -108,7 +112,11 @@ func runClientAdd(args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		if certFiles, err = writeClientCert(cfgPath, name, entry.TokenSHA256, e); err != nil {
+		if staged, err = stageClientCert(cfgPath, name, entry.TokenSHA256, e); err != nil {
+			return err
+		}
+		defer staged.discard()
+		if err := staged.absent(); err != nil {
 			return err
 		}
 	}
@@ -117,9 +125,11 @@ func runClientAdd(args []string, e *env) error {
 		// printed for an edit that failed would be a token for nothing.
 		err := config.EditFile(path, func(data []byte) ([]byte, error) { return config.AddClient(path, data, entry) })
 		if err != nil {
-			for _, f := range certFiles {
-				os.Remove(f)
-			}
+			return err
+		}
+	}
+	if staged != nil {
+		if err := staged.place(false); err != nil {
 			return err
 		}
 	}
@@ -141,18 +151,24 @@ func runClientAdd(args []string, e *env) error {
 		}
 	}
 	if cert {
-		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", strings.Join(certFiles, " and "))
+		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", staged)
 	}
 	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
 	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=%s\n", proxyURL(cfg, name, "$TILL_TOKEN"))
 	return nil
 }
 
-// writeClientCert signs a client certificate for name, bound to its token's
-// digest (a new token revokes it), with till's CA, and writes NAME.crt
-// (0644) and NAME.key (0600) in the working folder; it returns their
-// names, and leaves neither when it fails.
-func writeClientCert(cfgPath, name, tokenSHA256 string, e *env) ([]string, error) {
+// clientCert is a client certificate signed by till's CA, bound to its
+// token's digest (a new token revokes it), and its key: written to hidden
+// files beside their names (NAME.crt, 0644, and NAME.key, 0600, in the
+// working folder) until place puts them there.
+type clientCert struct {
+	names, staged [2]string
+}
+
+// stageClientCert signs a certificate for the client name and writes it
+// and its key beside their names; it leaves nothing when it fails.
+func stageClientCert(cfgPath, name, tokenSHA256 string, e *env) (*clientCert, error) {
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
 		return nil, err
@@ -169,34 +185,81 @@ func writeClientCert(cfgPath, name, tokenSHA256 string, e *env) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	certFile, keyFile := name+".crt", name+".key"
-	var written []string
-	for _, f := range []struct {
-		path string
+	c := &clientCert{names: [2]string{name + ".crt", name + ".key"}}
+	for i, f := range []struct {
 		data []byte
 		mode os.FileMode
-	}{{keyFile, keyPEM, 0o600}, {certFile, certPEM, 0o644}} {
-		fh, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+	}{{certPEM, 0o644}, {keyPEM, 0o600}} {
+		fh, err := os.CreateTemp(".", "."+c.names[i]+".*") // made 0600
 		if err != nil {
-			for _, w := range written {
-				os.Remove(w)
-			}
+			c.discard()
 			return nil, fmt.Errorf("write the client certificate: %w", err)
 		}
-		written = append(written, f.path)
-		_, werr := fh.Write(f.data)
-		if cerr := fh.Close(); werr == nil {
-			werr = cerr
+		c.staged[i] = fh.Name()
+		err = fh.Chmod(f.mode)
+		if err == nil {
+			_, err = fh.Write(f.data)
 		}
-		if werr != nil {
-			for _, w := range written {
-				os.Remove(w)
-			}
-			return nil, werr
+		if err == nil {
+			err = fh.Sync()
+		}
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			c.discard()
+			return nil, fmt.Errorf("write the client certificate: %w", err)
 		}
 	}
-	return []string{certFile, keyFile}, nil
+	return c, nil
 }
+
+// absent fails when a file already has one of the names.
+func (c *clientCert) absent() error {
+	for _, n := range c.names {
+		if _, err := os.Lstat(n); err == nil {
+			return withHint(fmt.Errorf("%s already exists", n), "move it away, or run this in another folder")
+		}
+	}
+	return nil
+}
+
+// place gives the files their names, replacing what is there when
+// replace is set; otherwise a name taken meanwhile fails it, and it
+// leaves neither file.
+func (c *clientCert) place(replace bool) error {
+	for i := range c.names {
+		var err error
+		if replace {
+			err = os.Rename(c.staged[i], c.names[i])
+		} else if err = os.Link(c.staged[i], c.names[i]); err == nil {
+			os.Remove(c.staged[i])
+		}
+		if err != nil {
+			if !replace {
+				for _, n := range c.names[:i] {
+					os.Remove(n)
+				}
+			}
+			return fmt.Errorf("write the client certificate: %w", err)
+		}
+		c.staged[i] = ""
+	}
+	return nil
+}
+
+// discard removes the files place did not name.
+func (c *clientCert) discard() {
+	for i, f := range c.staged {
+		if f != "" {
+			os.Remove(f)
+			c.staged[i] = ""
+		}
+	}
+}
+
+// String names the files as place names them.
+func (c *clientCert) String() string { return c.names[0] + " and " + c.names[1] }
 
 func configDisplay(path string) string {
 	if path == "" {
@@ -231,31 +294,83 @@ func runClientList(args []string, e *env) error {
 	return tw.Flush()
 }
 
+// clientArgs reads the arguments of till client CMD NAME: the client's
+// name, and the config file that holds it, loaded.
+func clientArgs(cmd string, args []string, e *env) (name, path string, cfg *config.Config, err error) {
+	var cfgPath string
+	flags := newFlags("client "+cmd, e.stderr, &cfgPath)
+	pos, err := parseInterleaved(flags, args)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if err := wantArgs(pos, 1, "till client "+cmd+" NAME"); err != nil {
+		return "", "", nil, err
+	}
+	name = pos[0]
+	if err := clientNameArg(name, "NAME"); err != nil {
+		return "", "", nil, err
+	}
+	if path, err = configPath(cfgPath, e); err != nil {
+		return "", "", nil, err
+	}
+	if path == "" {
+		return "", "", nil, errors.New("no config file: clients live in till.yaml")
+	}
+	cfg, err = loadConfig(path, e, nil)
+	return name, path, cfg, err
+}
+
+// runClientRotate gives a client a new token, printed once: the config's
+// digest for it is replaced in place (its cidrs and the routes and budgets
+// naming it stay), so a running till takes the new token and refuses the
+// old at its next reload. A client with cert: true gets a new certificate
+// too: the old one was bound to the old token.
+func runClientRotate(args []string, e *env) error {
+	name, path, cfg, err := clientArgs("rotate", args, e)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name })
+	if i < 0 {
+		return withHint(fmt.Errorf("no client %q in %s", name, path), "till client list shows them; till client add makes one")
+	}
+	token, err := proxy.NewToken()
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(token))
+	digest := hex.EncodeToString(sum[:])
+	var staged *clientCert
+	if cfg.Clients[i].Cert {
+		if staged, err = stageClientCert(path, name, digest, e); err != nil {
+			return err
+		}
+		defer staged.discard()
+	}
+	// As for client add: the config first, then the files, then the
+	// token, which is a token for nothing unless both landed.
+	err = config.EditFile(path, func(data []byte) ([]byte, error) { return config.SetClientToken(path, data, name, digest) })
+	if err != nil {
+		return err
+	}
+	if staged != nil {
+		if err := staged.place(true); err != nil {
+			return withHint(fmt.Errorf("the config has a new token for %q, but its certificate: %w", name, err), "run till client rotate "+name+" again")
+		}
+	}
+	fmt.Fprintf(e.stdout, "new token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
+	fmt.Fprintf(e.stdout, "wrote its digest to %s; a running till takes it at its next reload (it watches the file), and the old token stops working then\n", path)
+	if staged != nil {
+		fmt.Fprintf(e.stdout, "\nits new client certificate and key: %s (the old certificate is revoked with the old token)\n", staged)
+	}
+	return nil
+}
+
 // runClientRm removes a client from the config file (its token stops
 // working at the next reload). A client that routes still name is refused:
 // removing it there changes who may use those routes.
 func runClientRm(args []string, e *env) error {
-	var cfgPath string
-	flags := newFlags("client rm", e.stderr, &cfgPath)
-	pos, err := parseInterleaved(flags, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "till client rm NAME"); err != nil {
-		return err
-	}
-	name := pos[0]
-	if err := clientNameArg(name, "NAME"); err != nil {
-		return err
-	}
-	path, err := configPath(cfgPath, e)
-	if err != nil {
-		return err
-	}
-	if path == "" {
-		return errors.New("no config file: clients live in till.yaml")
-	}
-	cfg, err := loadConfig(path, e, nil)
+	name, path, cfg, err := clientArgs("rm", args, e)
 	if err != nil {
 		return err
 	}
@@ -273,8 +388,31 @@ func runClientRm(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "removed client %q from %s; reload till (SIGHUP) to revoke its token\n", name, path)
+	fmt.Fprintf(e.stdout, "removed client %q from %s; a running till revokes its token at its next reload (it watches the file)\n", name, path)
+	if i := slices.IndexFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name }); i >= 0 && removeClientCert(cfg.Clients[i]) {
+		fmt.Fprintf(e.stdout, "deleted its certificate and key, %s.crt and %s.key\n", name, name)
+	}
 	return nil
+}
+
+// removeClientCert deletes the NAME.crt and NAME.key client add --cert
+// wrote in the working folder, when NAME.crt is the certificate of this
+// client and token: files of the same name that are anything else stay.
+func removeClientCert(c config.Client) bool {
+	data, err := os.ReadFile(c.Name + ".crt")
+	if err != nil {
+		return false
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil || len(cert.URIs) != 1 || cert.URIs[0].String() != proxy.CertURI(c.Name, c.TokenSHA256) {
+		return false
+	}
+	os.Remove(c.Name + ".key")
+	return os.Remove(c.Name+".crt") == nil
 }
 
 // proxyURL is the HTTP(S)_PROXY URL of the config's listener, with the

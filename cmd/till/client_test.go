@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tillgw/till/proxy"
 )
 
 // TestClientAddListen: the proxy URL client add prints is the config's
@@ -36,6 +42,9 @@ func TestClientAddWrite(t *testing.T) {
 	}
 	if _, errOut, code := c.run("", "init"); code != 0 {
 		t.Fatalf("init: %s", errOut)
+	}
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
 	}
 	out, errOut, code := c.run("", "client", "add", "web", "--cidr", "10.0.0.0/8", "--write")
 	if code != 0 {
@@ -91,6 +100,135 @@ func TestClientAddReservedNames(t *testing.T) {
 		out, stderr, code := c.run("", "client", "add", name)
 		if code != 2 || !strings.Contains(stderr, "is reserved") || strings.Contains(out, "till_") {
 			t.Errorf("client add %s: exit %d, stdout %q, stderr %q", name, code, out, stderr)
+		}
+	}
+}
+
+// TestClientRotate: rotate replaces the digest of a client that routes and
+// budgets name (which rm refuses and add cannot replace), keeps its cidrs,
+// and prints the token whose digest it wrote; a client with cert: true gets
+// a certificate bound to the new token, over the old files.
+func TestClientRotate(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("", "client", "rotate", "web"); code != 1 || !strings.Contains(errOut, "no config file") {
+		t.Errorf("rotate without a config: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "init"); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, errOut, code := c.run("", "client", "add", "web", "--cidr", "10.0.0.0/8", "--write")
+	if code != 0 {
+		t.Fatalf("client add: %s", errOut)
+	}
+	tokenRE := regexp.MustCompile(`\btill_[0-9A-Za-z]{40}\b`)
+	oldToken := tokenRE.FindString(out)
+	b, _ := os.ReadFile("till.yaml")
+	named := strings.Replace(string(b), "routes: []", "routes: [{name: openai, preset: openai, clients: [web]}]", 1)
+	os.WriteFile("till.yaml", []byte(named), 0o644)
+
+	if _, errOut, code := c.run("", "client", "rotate", "nobody"); code != 1 || !strings.Contains(errOut, `no client "nobody"`) {
+		t.Errorf("rotate of an unknown client: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "client", "rotate", "till_0123456789abcdefghijklmnopqrstuvwxyzABCD"); code != 2 || strings.Contains(errOut, "till_0123") {
+		t.Errorf("rotate of a token pasted as the name: exit %d: %s", code, errOut)
+	}
+	out, errOut, code = c.run("", "client", "rotate", "web")
+	if code != 0 {
+		t.Fatalf("client rotate: exit %d: %s", code, errOut)
+	}
+	newToken := tokenRE.FindString(out)
+	if newToken == "" || newToken == oldToken || strings.Contains(out, "token_sha256") {
+		t.Fatalf("client rotate output:\n%s", out)
+	}
+	newSum, oldSum := sha256.Sum256([]byte(newToken)), sha256.Sum256([]byte(oldToken))
+	b, _ = os.ReadFile("till.yaml")
+	cfg := string(b)
+	if !strings.Contains(cfg, "  - name: web\n    token_sha256: "+hex.EncodeToString(newSum[:])+"\n    cidrs: [10.0.0.0/8]\n") ||
+		strings.Contains(cfg, hex.EncodeToString(oldSum[:])) || !strings.Contains(cfg, "clients: [web]") || !strings.Contains(cfg, "# max_age: 90d") {
+		t.Errorf("the config after rotate:\n%s", cfg)
+	}
+	if _, errOut, code := c.run("", "check"); code != 0 {
+		t.Errorf("check after rotate: %s", errOut)
+	}
+}
+
+// TestClientRotateCert: a certificate client's rotation replaces NAME.crt
+// and NAME.key with ones bound to the new token, and leaves no staged
+// file; client add --cert refuses to overwrite them.
+func TestClientRotateCert(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("", "init"); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	b, _ := os.ReadFile("till.yaml")
+	os.WriteFile("till.yaml", append(b, "tls: {names: [till.internal]}\n"...), 0o644)
+	if _, errOut, code := c.run("", "client", "add", "web", "--cert", "--write"); code != 0 {
+		t.Fatalf("client add --cert: %s", errOut)
+	}
+	oldCert, _ := os.ReadFile("web.crt")
+	if _, errOut, code := c.run("", "client", "add", "api", "--cert"); code != 0 {
+		t.Fatalf("client add api --cert: %s", errOut)
+	}
+	os.Rename("api.crt", "web2.crt")
+	if _, errOut, code := c.run("", "client", "add", "web2", "--cert", "--write"); code != 1 || !strings.Contains(errOut, "web2.crt already exists") {
+		t.Errorf("client add over an existing web2.crt: exit %d: %s", code, errOut)
+	}
+	if b, _ := os.ReadFile("till.yaml"); strings.Contains(string(b), "web2") {
+		t.Error("a client add refused for its files was written to the config")
+	}
+
+	out, errOut, code := c.run("", "client", "rotate", "web")
+	if code != 0 {
+		t.Fatalf("client rotate: exit %d: %s", code, errOut)
+	}
+	token := regexp.MustCompile(`\btill_[0-9A-Za-z]{40}\b`).FindString(out)
+	sum := sha256.Sum256([]byte(token))
+	certPEM, _ := os.ReadFile("web.crt")
+	if bytes.Equal(certPEM, oldCert) {
+		t.Fatal("rotate left the old web.crt")
+	}
+	block, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != proxy.CertURI("web", hex.EncodeToString(sum[:])) {
+		t.Errorf("the rotated certificate's URIs %v are not bound to the new token", cert.URIs)
+	}
+	if _, err := tls.LoadX509KeyPair("web.crt", "web.key"); err != nil {
+		t.Errorf("the rotated certificate and key: %v", err)
+	}
+	if st, _ := os.Stat("web.key"); st.Mode().Perm() != 0o600 {
+		t.Errorf("web.key mode %v", st.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(".")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".web") || strings.HasPrefix(e.Name(), ".api") {
+			t.Errorf("a staged file was left: %s", e.Name())
+		}
+	}
+
+	// rm deletes the client's own certificate and key, and nothing that
+	// merely shares their names.
+	os.WriteFile("api.crt", oldCert, 0o644) // web's revoked one
+	os.WriteFile("api.key", []byte("keep"), 0o600)
+	if _, errOut, code := c.run("", "client", "add", "api", "--write"); code != 0 {
+		t.Fatalf("client add api: %s", errOut)
+	}
+	for _, name := range []string{"web", "api"} {
+		if _, errOut, code := c.run("", "client", "rm", name); code != 0 {
+			t.Fatalf("client rm %s: %s", name, errOut)
+		}
+	}
+	for f, want := range map[string]bool{"web.crt": false, "web.key": false, "api.crt": true, "api.key": true} {
+		if _, err := os.Stat(f); (err == nil) != want {
+			t.Errorf("after client rm: %s exists %v, want %v", f, err == nil, want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -111,9 +112,15 @@ func adminURL(flagPath string, e *env) (*url.URL, error) {
 }
 
 // healthURL reads --url: a full URL, or an admin listener's base, to which
-// /readyz is added. A bare host:port is taken as http.
+// /readyz is added. A bare HOST:PORT is taken as http; any other bare
+// value is refused unshown and unresolved: it may be a key pasted in the
+// wrong place, which a DNS lookup would carry off the machine.
 func healthURL(raw string) (*url.URL, error) {
 	if !strings.Contains(raw, "://") {
+		_, port, err := net.SplitHostPort(raw)
+		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+			return nil, fmt.Errorf("--url (%d characters, not shown): want HOST:PORT or http://HOST:PORT/readyz", len(raw))
+		}
 		raw = "http://" + raw
 	}
 	u, err := url.Parse(raw)

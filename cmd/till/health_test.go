@@ -29,7 +29,7 @@ func TestHealthURL(t *testing.T) {
 			t.Errorf("healthURL(%q): got %q, want %q", tt.in, got, tt.want)
 		}
 	}
-	for _, bad := range []string{"ftp://127.0.0.1:9090", "http://", "http://%zz"} {
+	for _, bad := range []string{"ftp://127.0.0.1:9090", "http://", "http://%zz", "localhost", "127.0.0.1:0", "127.0.0.1:http", "till.internal:99999"} {
 		if _, err := healthURL(bad); err == nil {
 			t.Errorf("healthURL(%q): got no error", bad)
 		}
@@ -117,6 +117,9 @@ func TestHealth(t *testing.T) {
 		{"no config", nil, "", 1, "", "built-in defaults has no admin listener"},
 		{"bad URL", []string{"--url", "ftp://x"}, "", 2, "", "--url: want http://HOST:PORT"},
 		{"arguments", []string{"http://127.0.0.1:9090"}, "", 2, "", "usage: till health"},
+		// A bare value that is not HOST:PORT may be a key pasted in the
+		// wrong place: neither shown nor looked up in DNS.
+		{"key as URL", []string{"--url", "sk-proj-0123456789abcdefABCDEF"}, "", 2, "", "--url (30 characters, not shown): want HOST:PORT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,6 +133,9 @@ func TestHealth(t *testing.T) {
 			}
 			if !strings.Contains(out, tt.out) || !strings.Contains(errOut, tt.err) {
 				t.Errorf("got stdout %q, stderr %q; want %q and %q", out, errOut, tt.out, tt.err)
+			}
+			if strings.Contains(out+errOut, "sk-proj") {
+				t.Errorf("the --url value was echoed: %q", errOut)
 			}
 			if strings.ContainsAny(errOut, "\x1b") {
 				t.Errorf("stderr holds a control character from the answer: %q", errOut)

@@ -73,6 +73,12 @@ var commandHelp = map[string]helpEntry{
 		about:    "List the config's clients: name, the start of the token's SHA-256, source ranges, and the routes that name the client.",
 		examples: []string{"till client list"},
 	},
+	"client rotate": {
+		synopsis: "till client rotate NAME [-c FILE]",
+		about: "Give a client a new token, printed once: its digest replaces the old one in the config file (cidrs, cert and the routes and budgets naming it stay), " +
+			"and the old token stops working when till reloads. A client with cert: true also gets a new NAME.crt and NAME.key in the working folder; the old certificate is revoked with the old token.",
+		examples: []string{"till client rotate web"},
+	},
 	"client rm": {
 		synopsis: "till client rm NAME [-c FILE]",
 		about:    "Remove a client from the config file (refused while a route or budget names it); its token stops working when till reloads.",
@@ -138,7 +144,7 @@ var commandHelp = map[string]helpEntry{
 // subcommands in the order help lists them.
 var commandGroups = map[string][]string{
 	"secret": {"set", "list", "rm"},
-	"client": {"add", "list", "rm"},
+	"client": {"add", "list", "rotate", "rm"},
 	"ca":     {"init", "export"},
 	"audit":  {"summary", "verify", "pubkey"},
 }

@@ -71,7 +71,7 @@ Usage:
   till secret rm NAME                    delete a secret
   till client add NAME [--cidr CIDR]... [--write]
                                          print a new client token and its config lines (--write: add them)
-  till client list | till client rm NAME
+  till client list | till client rotate NAME | till client rm NAME
   till ca init | till ca export          create the interception CA | print its certificate
   till env [--client NAME] [--format shell|dotenv]
                                          print the environment an app needs to use till as its proxy

@@ -582,6 +582,7 @@ func TestNameArgumentsNeverEchoed(t *testing.T) {
 			{"secret rm", "", []string{"secret", "rm", k}, "secret name"},
 			{"secret set", key, []string{"secret", "set", k}, "secret name"},
 			{"client rm", "", []string{"client", "rm", k}, "not a client name"},
+			{"client rotate", "", []string{"client", "rotate", k}, "not a client name"},
 			{"client add", "", []string{"client", "add", k}, "not a client name"},
 			{"test --client", "", []string{"test", "--client", k, "GET", "/openai/v1/models"}, "not a client name"},
 			{"env --client", "", []string{"env", "--client", k}, "not a client name"},
