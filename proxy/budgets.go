@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/tillgw/till/budget"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/usage"
 )
 
 // budgetRule is a budget of the config with the spec its store counts.
@@ -62,6 +64,19 @@ func (s *Snapshot) charges(route, client string) []budget.Charge {
 	}
 	return out
 }
+
+// unpriced reports whether a request for model on rt would be counted at
+// no cost by a dollar budget that blocks: the price table has no entry
+// for the model. A request that names no model (a model list, a file)
+// costs nothing to price.
+func (s *Snapshot) unpriced(rt *route, model string, charges []budget.Charge) bool {
+	if model == "" || rt.usage == usage.None || s.prices.Priced(model) {
+		return false
+	}
+	return slices.ContainsFunc(charges, func(c budget.Charge) bool { return c.Spec.USD > 0 && !c.Spec.Warn })
+}
+
+var errModelUnpriced = apiError{CodeModelNotAllowed, "a dollar budget covers this route and till has no price for this model: add it to the prices.file table"}
 
 // budgetTimeout bounds one budget decision or settlement in the store.
 const budgetTimeout = redisTimeout

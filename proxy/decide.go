@@ -100,9 +100,13 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if e, ok := rt.allowsModel(a); !ok {
 		return refuse(e)
 	}
+	charges := s.charges(rt.name, clientName(id))
+	if s.unpriced(rt, a.model, charges) {
+		return refuse(errModelUnpriced)
+	}
 	if rate != nil {
 		// Last: a ticket taken is a reservation to settle.
-		if charges := s.charges(rt.name, clientName(id)); len(charges) > 0 {
+		if len(charges) > 0 {
 			t, e, wait := rate.spend(r.Context(), charges, a.reserve)
 			if e != nil {
 				d.RetryAfter = wait

@@ -83,6 +83,9 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 	if err != nil {
 		return a, nil // the provider refuses what is not JSON
 	}
+	if req.Background && rt.tokenBudgeted {
+		return a, &errLaterUnmetered
+	}
 	if req.Stream && rt.asksStreamUsage(x.outPath) {
 		if body, changed := usage.IncludeUsage(x.held); changed {
 			x.held = body
@@ -94,12 +97,16 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 
 // unmetered refuses, on a route under a token or dollar budget, a request
 // whose answer till could not read the usage of: a protocol switch
-// (WebSocket: OpenAI's Realtime API, Gemini Live), or, on a Gemini route,
+// (WebSocket: OpenAI's Realtime API, Gemini Live), work answered later
+// (answersLater), or, on a Gemini route,
 // an answer the app asked of Google in another form (alt=proto) or cut
 // to a field mask that may leave usageMetadata out.
 func unmetered(r *http.Request, rt *route) *apiError {
 	if isUpgrade(r) {
 		return &errUpgradeUnmetered
+	}
+	if r.Method == http.MethodPost && answersLater(r.URL.Path) {
+		return &errLaterUnmetered
 	}
 	if rt.usage != usage.Gemini {
 		return nil
@@ -120,7 +127,22 @@ func unmetered(r *http.Request, rt *route) *apiError {
 	return nil
 }
 
+// answersLater reports whether a POST to path starts work whose usage
+// no answer to it reports: a batch (OpenAI's and Anthropic's /batches,
+// Gemini's batchGenerateContent and asyncBatchEmbedContent), or an
+// OpenAI Realtime key, with which the app would reach OpenAI without
+// till.
+func answersLater(path string) bool {
+	for _, suffix := range [...]string{"/batches", ":batchGenerateContent", ":asyncBatchEmbedContent", "/realtime/client_secrets", "/realtime/sessions", "/realtime/transcription_sessions"} {
+		if strings.HasSuffix(path, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 var (
+	errLaterUnmetered     = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a batch, a background response or a Realtime session key: send them through a route no such budget covers"}
 	errUpgradeUnmetered   = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a protocol switch (WebSocket)"}
 	errFieldMaskUnmetered = apiError{CodeBadRequest, "this route is under a token or dollar budget: alt (other than json or sse), fields and X-Goog-FieldMask would hide the usage till counts"}
 )
@@ -264,6 +286,12 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	x.chargeCut(u, model, prices)
 	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
 	usd, priced := prices.Cost(model, u)
+	if !priced && model != x.rec.model && x.rec.model != "" {
+		// A dated version the table does not list yet, of the model
+		// the request asked for, which it does.
+		model = x.rec.model
+		usd, priced = prices.Cost(model, u)
+	}
 	x.rec.costUSD = usd
 	g.metrics.usage(&x.rec, model, priced)
 }

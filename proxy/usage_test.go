@@ -107,9 +107,11 @@ func TestUpgradeDeclinedIsMetered(t *testing.T) {
 
 // TestUnmeteredRefusedUnderTokenBudget: on a route under a token budget,
 // a request whose usage till could not read is refused before any key is
-// sent: a protocol switch (OpenAI's Realtime API over WebSocket), and on
-// Gemini an answer asked in another form or cut to a field mask; an
-// answer in JSON or SSE goes as any other.
+// sent: a protocol switch (OpenAI's Realtime API over WebSocket), a batch
+// or a background response (answered later, to another request), a
+// Realtime session key (used without till), and on Gemini an answer asked
+// in another form or cut to a field mask; an answer in JSON or SSE, or a
+// look at a batch, goes as any other.
 func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 	var sent atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -120,7 +122,8 @@ func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 	}))
 	defer up.Close()
 	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\n  - {name: gemini, preset: gemini, upstream: {{UP}}, secret: openai}\n" +
-		"budgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
+		"  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\n  - {name: batch, preset: openai, upstream: {{UP}}, secret: openai}\n" +
+		"budgets:\n  - {name: b, window: 1d, tokens: 100000, routes: [openai, gemini, anthropic]}\n"
 	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
@@ -129,23 +132,39 @@ func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 		name, method, path string
 		header             http.Header
 		want               int
+		body               string
 	}{
+		{"openai batch", "POST", "/openai/v1/batches", nil, 400, `{"input_file_id":"f","endpoint":"/v1/chat/completions"}`},
+		{"anthropic batch", "POST", "/anthropic/v1/messages/batches", nil, 400, `{"requests":[]}`},
+		{"gemini batch", "POST", "/gemini/v1beta/models/gemini-2.5-flash:batchGenerateContent", nil, 400, ""},
+		{"gemini embed batch", "POST", "/gemini/v1beta/models/gemini-embedding-001:asyncBatchEmbedContent", nil, 400, ""},
+		{"realtime key", "POST", "/openai/v1/realtime/client_secrets", nil, 400, `{"session":{"type":"realtime"}}`},
+		{"realtime session", "POST", "/openai/v1/realtime/sessions", nil, 400, `{"model":"gpt-realtime"}`},
+		{"background response", "POST", "/openai/v1/responses", nil, 400, `{"model":"gpt-5","input":"hi","background":true}`},
+		{"background as a string", "POST", "/openai/v1/responses", nil, 400, `{"model":"gpt-5","input":"hi","background":"true"}`},
+		{"foreground response", "POST", "/openai/v1/responses", nil, 200, `{"model":"gpt-5","input":"hi","background":false}`},
+		{"a batch looked at", "GET", "/openai/v1/batches/batch_1", nil, 200, ""},
+		{"batch cancelled", "POST", "/openai/v1/batches/batch_1/cancel", nil, 200, `{}`},
+		{"batch with no budget", "POST", "/batch/v1/batches", nil, 200, `{"input_file_id":"f","endpoint":"/v1/chat/completions"}`},
 		{"websocket", "GET", "/openai/v1/realtime?model=gpt-realtime", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
-			"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}, 400},
-		{"alt=proto", "POST", gen + "?alt=proto", nil, 400},
-		{"$alt=proto", "POST", gen + "?%24alt=proto", nil, 400},
-		{"encoded alt", "POST", gen + "?%61lt=media", nil, 400},
-		{"$fields", "POST", gen + "?%24fields=candidates", nil, 400},
-		{"fields", "POST", gen + "?fields=candidates", nil, 400},
-		{"field mask", "POST", gen, http.Header{"X-Goog-FieldMask": {"candidates"}}, 400},
-		{"alt=sse", "POST", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", nil, 200},
-		{"alt=json", "POST", gen + "?alt=json", nil, 200},
-		{"no alt", "POST", gen, nil, 200},
+			"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}, 400, ""},
+		{"alt=proto", "POST", gen + "?alt=proto", nil, 400, ""},
+		{"$alt=proto", "POST", gen + "?%24alt=proto", nil, 400, ""},
+		{"encoded alt", "POST", gen + "?%61lt=media", nil, 400, ""},
+		{"$fields", "POST", gen + "?%24fields=candidates", nil, 400, ""},
+		{"fields", "POST", gen + "?fields=candidates", nil, 400, ""},
+		{"field mask", "POST", gen, http.Header{"X-Goog-FieldMask": {"candidates"}}, 400, ""},
+		{"alt=sse", "POST", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", nil, 200, ""},
+		{"alt=json", "POST", gen + "?alt=json", nil, 200, ""},
+		{"no alt", "POST", gen, nil, 200, ""},
 	} {
 		before := sent.Load()
 		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
 		if tt.method == "POST" {
-			req, _ = http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(`{"contents":[]}`))
+			if tt.body == "" {
+				tt.body = `{"contents":[]}`
+			}
+			req, _ = http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
 			req.Header.Set("Content-Type", "application/json")
 		}
 		for k, v := range tt.header {

@@ -301,6 +301,61 @@ func TestTokenBudget(t *testing.T) {
 	tl.stop()
 }
 
+// TestDollarBudget: a dollar budget counts what the price table says a
+// request cost, and refuses once spent; a model the table lacks would
+// count as free, so under a budget that blocks it is refused before the
+// upstream (403 model_not_allowed), in till test too. An answer naming a
+// dated version the table lacks is priced as the model asked for.
+func TestDollarBudget(t *testing.T) {
+	dated := usage.Usage{Model: "gpt-4o-mini-2099-01-01", InputTokens: 1000, OutputTokens: 100, Known: true}
+	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","model":%q,"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`,
+			dated.Model, dated.InputTokens, dated.OutputTokens, dated.InputTokens+dated.OutputTokens)
+	}))
+	tl, post := budgetTill(t, up, "  - {name: dollars, window: 1h, usd: 0.0001}\n", "")
+	n := len(up.requests())
+	if code, e, _ := post(`{"model":"gpt-9-preview","messages":[]}`); code != 403 || e != "model_not_allowed" {
+		t.Errorf("an unpriced model under a dollar budget: got %d %s, want 403 model_not_allowed", code, e)
+	}
+	if len(up.requests()) != n {
+		t.Error("a request for an unpriced model reached the upstream")
+	}
+	for model, want := range map[string]string{"gpt-9-preview": "refused: model_not_allowed", "gpt-4o-mini": "allowed"} {
+		out, _, _ := runTill(t, tl.dir, "", nil, "test", "--model", model, "POST", "/openai/v1/chat/completions")
+		if !strings.Contains(out, want) {
+			t.Errorf("till test --model %s: want %q:\n%s", model, want, out)
+		}
+	}
+	for i, want := range []int{200, 429} {
+		if code, e, _ := post(chat); code != want {
+			t.Fatalf("request %d: got %d %s, want %d", i+1, code, e, want)
+		}
+	}
+	recs := tl.waitAudit(3)
+	want := costOf(t, usage.Usage{Model: "gpt-4o-mini", InputTokens: dated.InputTokens, OutputTokens: dated.OutputTokens})
+	forwarded := 0
+	for _, r := range recs {
+		if r["outcome"] == "forwarded" {
+			forwarded++
+			if got, _ := r["cost_usd"].(float64); math.Abs(got-want) > 1e-12 {
+				t.Errorf("cost_usd of an answer from %s: %v, want gpt-4o-mini's %v", dated.Model, got, want)
+			}
+		}
+	}
+	if forwarded != 1 {
+		t.Errorf("%d requests forwarded, want 1: %v", forwarded, recs)
+	}
+
+	// Under a budget that only warns, or counts tokens, the model goes.
+	for _, b := range []string{"  - {name: dollars, window: 1h, usd: 5, on_exceeded: warn}\n", "  - {name: tokens, window: 1h, tokens: 5000}\n"} {
+		_, post := budgetTill(t, up, b, "")
+		if code, e, _ := post(`{"model":"gpt-9-preview","messages":[]}`); code != 200 {
+			t.Errorf("an unpriced model under %q: got %d %s", strings.TrimSpace(b), code, e)
+		}
+	}
+}
+
 // TestBudgetSharedInRedis: two tills on one Redis count one budget: the
 // second refuses once the first spent it.
 func TestBudgetSharedInRedis(t *testing.T) {

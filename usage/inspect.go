@@ -64,6 +64,10 @@ type Request struct {
 	// generation_config.max_output_tokens, as Google's parser takes it);
 	// 0 when none is set.
 	MaxOutput int64
+	// Background reports a Responses API request run in the background
+	// ("background": true): its answer, and its usage, come later, to
+	// another request.
+	Background bool
 }
 
 // Inspect reads a request to a route of format f: its path (after the
@@ -153,7 +157,7 @@ type inspectSink struct {
 // either of the spellings Google's parser takes for Gemini's).
 var inspected = [...]string{
 	"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens",
-	"generationConfig", "generationConfig.maxOutputTokens",
+	"generationConfig", "generationConfig.maxOutputTokens", "background",
 }
 
 // inspectedAt returns the index in inspected of the value at the
@@ -162,6 +166,8 @@ func inspectedAt(s *scanner) int {
 	switch n := s.pathLen(); {
 	case n == 1 && isGenerationConfig(s.key(0)):
 		return 5
+	case n == 1 && string(s.key(0)) == "background":
+		return 7
 	case n == 1:
 		return slices.Index(inspected[:5], string(s.key(0)))
 	case n == 2 && isGenerationConfig(s.key(0)) && (string(s.key(1)) == "maxOutputTokens" || string(s.key(1)) == "max_output_tokens"):
@@ -203,6 +209,11 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 			x.fail(ErrStreamNotBoolean)
 		}
 		x.req.Stream = k == kTrue
+	case 7:
+		if k != kTrue && k != kFalse && k != kNull {
+			x.fail(errors.New(`request body's "background" is not true or false`))
+		}
+		x.req.Background = k == kTrue
 	case 5:
 	default:
 		if v, ok := parseCount(t); ok && k == kNumber && whole && v > x.req.MaxOutput {

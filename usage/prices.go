@@ -124,6 +124,9 @@ func (p *Prices) Cost(model string, u Usage) (usd float64, priced bool) {
 	return usd, true
 }
 
+// Priced reports whether the table has a price for model.
+func (p *Prices) Priced(model string) bool { return p.lookup(model) != nil }
+
 // lookup returns the most specific entry matching model, or nil.
 func (p *Prices) lookup(model string) *price {
 	if p == nil {
