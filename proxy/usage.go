@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 
@@ -34,6 +36,32 @@ func CheckPrices(cfg *config.Config) error {
 	}
 	_, err := usage.LoadPrices(cfg.Prices.File)
 	return err
+}
+
+// UnpricedModels warns of the models a route allows (allow.models) that
+// cfg's price table has no price for, on a route a blocking dollar
+// budget covers: their requests will be refused (errModelUnpriced). A
+// glob counts as priced when the table prices its fixed part ("gpt-4.1*"
+// when it prices "gpt-4.1").
+func UnpricedModels(cfg *config.Config) []string {
+	prices := loadPrices(cfg)
+	var out []string
+	for _, b := range cfg.Budgets {
+		if b.USD == 0 || b.Warn {
+			continue
+		}
+		for _, r := range cfg.Routes {
+			if r.Usage == config.UsageNone || b.Routes != nil && !slices.Contains(b.Routes, r.Name) {
+				continue
+			}
+			for _, m := range r.Allow.Models {
+				if !prices.Priced(strings.ReplaceAll(m, "*", "")) {
+					out = append(out, fmt.Sprintf("route %q allows model %q, which the price table does not price, and budget %q limits dollars: its requests will be refused (hint: add it to prices.file)", r.Name, m, b.Name))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // readAsk reads what a request on rt asks of the provider from its body,

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/config"
 )
 
 // chatAnswer is a chat completion of about 1 kB with its usage.
@@ -182,5 +184,23 @@ func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 		if went := sent.Load() > before; went != (tt.want == 200) {
 			t.Errorf("%s: sent upstream %v, want %v", tt.name, went, tt.want == 200)
 		}
+	}
+}
+
+// TestUnpricedModels: check warns of a route's allowed models that a
+// blocking dollar budget would refuse for want of a price, and of no
+// other.
+func TestUnpricedModels(t *testing.T) {
+	y := "version: 1\nroutes:\n" +
+		"  - {name: openai, preset: openai, allow: {models: [gpt-4.1*, gpt-4o-mini, gpt-9*]}}\n" +
+		"  - {name: other, preset: openai, secret: openai, allow: {models: [gpt-9*]}}\n" +
+		"budgets:\n  - {name: money, window: 1d, usd: 5, routes: [openai]}\n  - {name: watch, window: 1d, usd: 5, on_exceeded: warn}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := UnpricedModels(cfg)
+	if len(got) != 1 || !strings.Contains(got[0], `route "openai" allows model "gpt-9*", which the price table does not price, and budget "money" limits dollars`) {
+		t.Errorf("got %q", got)
 	}
 }

@@ -60,7 +60,7 @@ func runCheck(args []string, e *env) error {
 			}
 		}
 	}
-	for _, w := range cfg.UnmeteredBudgets() {
+	for _, w := range append(cfg.UnmeteredBudgets(), proxy.UnpricedModels(cfg)...) {
 		fmt.Fprintf(e.stderr, "till: warning: %s\n", w)
 	}
 	refs, err := fetchRefs(cfg)

@@ -298,3 +298,17 @@ func TestSecretListOwnKeysAndCIDREcho(t *testing.T) {
 		t.Errorf("client add --cidr with a pasted key: exit %d: %s", code, errOut)
 	}
 }
+
+// check passes a route whose allowed model a dollar budget would refuse
+// for want of a price, and says so.
+func TestCheckWarnsOfUnpricedModels(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai, allow: {models: [gpt-9*]}}]\nbudgets: [{name: money, window: 1d, usd: 5}]\n"), 0o644)
+	_, errOut, code := c.run("", "check")
+	if code != 0 || !strings.Contains(errOut, `till: warning: route "openai" allows model "gpt-9*", which the price table does not price`) {
+		t.Errorf("check: exit %d: %s", code, errOut)
+	}
+}
