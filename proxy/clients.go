@@ -115,7 +115,7 @@ type identity struct {
 	client    *client
 	presented bool // a till token was presented, known or not
 	viaCert   bool // the client presented its certificate
-	conflict  bool // the token and the certificate name different clients
+	conflict  bool // a token that is not the certificate's client's came with it
 	// credential is the header value whose token named the client.
 	credential string
 }
@@ -168,7 +168,8 @@ func (cs clientSet) identify(r *http.Request, connectAuth string, connectCert ce
 	switch {
 	case c == nil || !c.cert || cert.binding != hex.EncodeToString(c.digest[:8]):
 		return identity{presented: true}
-	case id.client != nil && id.client != c:
+	case id.presented && id.client != c:
+		// A token of another client, or of none (a revoked one).
 		return identity{client: c, presented: true, conflict: true}
 	}
 	return identity{client: c, presented: true, viaCert: true}
@@ -209,7 +210,7 @@ func (cs clientSet) identifyToken(r *http.Request, connectAuth, routeHeader stri
 // only those.
 func (id identity) admit(remoteAddr string, allowed []string) (apiError, bool) {
 	if id.conflict {
-		return apiError{CodeClientForbidden, "the token and the client certificate name different clients"}, false
+		return apiError{CodeClientForbidden, "the token is not the one of the client certificate's client"}, false
 	}
 	if id.client != nil && id.client.cert && !id.viaCert {
 		return apiError{CodeClientUnauthenticated, "this client must present its client certificate"}, false

@@ -128,6 +128,9 @@ func TestTLSListenerWithClientCertificates(t *testing.T) {
 	if st, _ := os.Stat(filepath.Join(dir, "web.key")); st.Mode().Perm() != 0o600 {
 		t.Errorf("rotated web.key mode: %v", st.Mode().Perm())
 	}
+	if code, body := get(tlsClient(t, caPEM, &newCert), webTok); code != 403 || !strings.Contains(body, "client_forbidden") {
+		t.Errorf("the new certificate with the revoked token: got %d %s, want 403 client_forbidden", code, body)
+	}
 	if code, body := get(tlsClient(t, caPEM, &newCert), newTok); code != 200 {
 		t.Errorf("the new certificate and token: got %d %s", code, body)
 	}
