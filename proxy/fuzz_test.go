@@ -477,7 +477,9 @@ func FuzzIdentify(f *testing.F) {
 			if id.client.name != certName || !id.client.cert || certBinding != want {
 				t.Fatalf("certificate %q (binding %q) identified client %q (cert %v, binding %q)", certName, certBinding, id.client.name, id.client.cert, want)
 			}
-			if id.conflict == (firstKnown == "" || firstKnown == certName) {
+			// A token presented must be the certificate's client's: another
+			// client's, or no client's (revoked), conflicts.
+			if id.conflict != (len(candidates) > 0 && firstKnown != certName) {
 				t.Fatalf("conflict %v with the certificate's client %q and the token's %q", id.conflict, certName, firstKnown)
 			}
 			return
