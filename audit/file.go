@@ -20,6 +20,11 @@ type file struct {
 	f        *os.File
 	id       os.FileInfo // f's, for os.SameFile
 	size     int64
+	// cut is set while the file ends in part of a record that could not
+	// be taken back out (an append-only file on a full disk), after
+	// cutAt bytes: nothing is appended after it until it is.
+	cut   bool
+	cutAt int64
 }
 
 // open opens the file at the path in place of f, which it closes (on
@@ -69,7 +74,7 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		_ = af.f.Sync()
 		af.f.Close()
 	}
-	af.f, af.id, af.size = f, id, size
+	af.f, af.id, af.size, af.cut = f, id, size, false
 	return bytes.TrimRight(last, "\n"), torn, nil
 }
 
@@ -161,13 +166,22 @@ func (af *file) rotate() error {
 }
 
 // append writes one record to f. A record cut short (a full disk) would
-// run into the next one: its start is taken back out.
+// run into the next one: its start is taken back out, and until it can
+// be, no record is written.
 func (af *file) append(p []byte) error {
+	if af.cut {
+		if err := af.f.Truncate(af.cutAt); err != nil {
+			return fmt.Errorf("the audit file ends in a record cut short, which cannot be removed: %w", err)
+		}
+		af.cut = false
+	}
 	n, err := af.f.Write(p)
 	if err != nil && n > 0 {
+		af.cutAt = af.size
 		if st, serr := af.f.Stat(); serr == nil {
-			_ = af.f.Truncate(st.Size() - int64(n))
+			af.cutAt = st.Size() - int64(n)
 		}
+		af.cut = af.f.Truncate(af.cutAt) != nil
 		n = 0
 	}
 	af.size += int64(n)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"text/tabwriter"
@@ -71,6 +73,11 @@ func runAuditSummary(args []string, e *env) error {
 	if until != "" {
 		if f.Until, err = time.Parse(time.RFC3339, until); err != nil {
 			return usageError{"--until: want an RFC 3339 time (2026-12-01T00:00:00Z)"}
+		}
+		if !strings.Contains(until, ".") {
+			// A time to the second, as the table prints LAST, covers its
+			// whole second.
+			f.Until = f.Until.Add(time.Second - 1)
 		}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && f.Since.After(f.Until) {
@@ -165,7 +172,7 @@ func runAuditVerify(args []string, e *env) error {
 	if pubkeyFile != "" {
 		b, err := os.ReadFile(pubkeyFile)
 		if err != nil {
-			return withHint(err, "till audit pubkey prints the key to keep in that file")
+			return withHint(unreadableFlagFile("--pubkey", pubkeyFile, err), "till audit pubkey prints the key to keep in that file")
 		}
 		if o.PublicKey, err = audit.ParseAuthorizedKey(b); err != nil {
 			return fmt.Errorf("--pubkey %s: %w", displayPath(pubkeyFile), err)
@@ -196,7 +203,12 @@ func runAuditVerify(args []string, e *env) error {
 	if o.Checkpoint != nil {
 		fmt.Fprintln(e.stdout, "the checkpoint given is in the trail")
 	}
-	if r.StartsAfter != "" {
+	switch {
+	case r.StartsAfter != "" && r.StartsAfter == filepath.Base(files[0]):
+		// The file at that name before this one was removed (its
+		// records with it) or moved away under another name.
+		fmt.Fprintf(e.stdout, "the first record follows an earlier %s, since removed or renamed, which was not given: that link is not checked\n", r.StartsAfter)
+	case r.StartsAfter != "":
 		fmt.Fprintf(e.stdout, "the first record follows %s, which was not given: that link is not checked\n", r.StartsAfter)
 	}
 	return nil
@@ -210,7 +222,7 @@ func checkpointArg(arg string) ([]byte, error) {
 	}
 	f, err := audit.OpenFile(arg)
 	if err != nil {
-		return nil, err
+		return nil, withHint(unreadableFlagFile("--checkpoint", arg, err), "give a checkpoint record ({...}) or a file of the trail that holds one")
 	}
 	defer f.Close()
 	var last []byte
@@ -257,4 +269,14 @@ func runAuditPubkey(args []string, e *env) error {
 	}
 	_, err = io.WriteString(e.stdout, audit.AuthorizedKey(key))
 	return err
+}
+
+// unreadableFlagFile says why the file a flag names could not be read,
+// without its name: the value may be a key pasted into the wrong flag.
+func unreadableFlagFile(flag, path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("%s: cannot read the file (%d characters, not shown): %w", flag, len(path), err)
 }
