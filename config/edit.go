@@ -95,7 +95,7 @@ func checked(file string) func([]byte, error) ([]byte, error) {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}
 		if _, err := Parse(file, out, filepath.Dir(file)); err != nil {
-			return nil, fmt.Errorf("the edited config does not parse: %w", err)
+			return nil, fmt.Errorf("with this change the config would not parse: %w", err)
 		}
 		return out, nil
 	}

@@ -35,7 +35,7 @@ func TestRemoveClient(t *testing.T) {
 		{name: "no clients list", yaml: "version: 1\n", client: "web", wantErr: `till.yaml: no client "web"`},
 		{name: "not a mapping", yaml: "- a\n", client: "web", wantErr: "till.yaml: not a YAML mapping"},
 		{name: "route still names it", yaml: two + "routes:\n  - {name: openai, preset: openai, clients: [old]}\n", client: "old",
-			wantErr: "the edited config does not parse: till.yaml:7: routes[0].clients[0]: unknown client \"old\""},
+			wantErr: "with this change the config would not parse: till.yaml:7: routes[0].clients[0]: unknown client \"old\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,7 +143,7 @@ func TestAddClient(t *testing.T) {
 		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}]\n", client: web,
 			want: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: web, token_sha256: " + testHash + "}]\n"},
 		{name: "a name taken", yaml: "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n", client: web,
-			wantErr: "the edited config does not parse: till.yaml:5: clients[1].name: duplicate"},
+			wantErr: "with this change the config would not parse: till.yaml:5: clients[1].name: duplicate"},
 		{name: "not a list", yaml: "version: 1\nclients: web\n", client: web, wantErr: "till.yaml: clients: is not a list"},
 		{name: "not a mapping", yaml: "- a\n", client: web, wantErr: "till.yaml: not a YAML mapping"},
 	}

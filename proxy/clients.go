@@ -221,6 +221,11 @@ func (id identity) admit(remoteAddr string, allowed []string) (apiError, bool) {
 	if len(allowed) == 0 {
 		return apiError{}, true
 	}
+	if id.client == nil && id.presented {
+		// Mistyped, rotated away, or a client not reloaded yet; or a
+		// certificate revoked with its client's token.
+		return apiError{CodeClientUnauthenticated, "no client has the till token or certificate sent (a token replaced by till client rotate is revoked)"}, false
+	}
 	if id.client == nil {
 		return apiError{CodeClientUnauthenticated, "this route needs a till client token"}, false
 	}

@@ -149,8 +149,14 @@ func TestAuditSummaryOfAGeneratedTrail(t *testing.T) {
 		{KeyFP: fpOld, Secret: "openai", Client: "batch", Route: "openai", Forwarded: 1, First: at(10), Last: at(10)},
 		{KeyFP: fpOld, Secret: "openai", Client: "web", Route: "openai", Error: 1, First: at(1), Last: at(1)},
 	})
+	checkSummary(t, summaryJSON(t, dir, append(trail, "--secret", "openai", "--client", "web", "--until", at(20).Add(-time.Second).Format(time.RFC3339))...), []summaryRow{
+		{KeyFP: fpOld, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, Error: 1, First: at(0), Last: at(1)},
+	})
+	// A time to the second, as the table prints LAST, covers its second:
+	// at(20) is 0.25 s into it.
 	checkSummary(t, summaryJSON(t, dir, append(trail, "--secret", "openai", "--client", "web", "--until", at(20).Format(time.RFC3339))...), []summaryRow{
 		{KeyFP: fpOld, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, Error: 1, First: at(0), Last: at(1)},
+		{KeyFP: fpNew, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, First: at(20), Last: at(20)},
 	})
 	if out, _, code := runTill(t, dir, "", nil, append([]string{"audit", "summary", "--json", "--route", "none"}, trail...)...); code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Errorf("no match: exit %d, got %q, want []", code, out)

@@ -76,7 +76,7 @@ func TestMissingVaultNamed(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte("version: 1\nvault: {path: /var/lib/till-missing/till.vault}\n"), 0o644)
 	_, errOut, code := runTill(t, dir, "", nil, "check")
-	if code != 1 || !strings.Contains(errOut, "/var/lib/till-missing/till.vault does not exist") || !strings.Contains(errOut, "till secret set") {
+	if code != 1 || !strings.Contains(errOut, "the vault folder /var/lib/till-missing does not exist") || !strings.Contains(errOut, "fix vault.path") {
 		t.Errorf("check: exit %d: %s", code, errOut)
 	}
 }

@@ -118,8 +118,8 @@ func TestTLSListenerWithClientCertificates(t *testing.T) {
 	if !tl.waitLog(`"message":"reloaded"`) {
 		t.Fatal("no reload after client rotate")
 	}
-	if code, body := get(tlsClient(t, caPEM, &cert), ""); code != 401 {
-		t.Errorf("a certificate issued with the old token: got %d %s, want 401", code, body)
+	if code, body := get(tlsClient(t, caPEM, &cert), ""); code != 401 || !strings.Contains(body, "no client has the till token or certificate sent") {
+		t.Errorf("a certificate issued with the old token: got %d %s, want 401 saying it is revoked", code, body)
 	}
 	newCert, err := tls.LoadX509KeyPair(filepath.Join(dir, "web.crt"), filepath.Join(dir, "web.key"))
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tillgw/till/proxy"
@@ -35,6 +36,15 @@ func runCheck(args []string, e *env) error {
 	if _, err := listenerTLS(cfg, secrets, 0); err != nil {
 		problems = append(problems, err)
 	}
+	// The command that stores a secret, in the vault of the config
+	// given with -c when one was: without it, the hint would fill
+	// another vault.
+	setCmd := func(name string) string {
+		if cfgPath != "" {
+			return "till secret set " + name + " -c " + cfgPath
+		}
+		return "till secret set " + name
+	}
 	now := time.Now()
 	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
 		keys, refs := r.Pool, make([]bool, len(r.Pool))
@@ -51,10 +61,10 @@ func runCheck(args []string, e *env) error {
 			}
 			switch {
 			case k.Problem != "":
-				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, k.Problem))
+				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, strings.Replace(k.Problem, "till secret set "+k.Secret+")", setCmd(k.Secret)+")", 1)))
 			case !k.Expires.IsZero() && !now.Before(k.Expires):
 				problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339)),
-					"rotate it with till secret set "+k.Secret))
+					"rotate it with "+setCmd(k.Secret)))
 			case !k.Expires.IsZero() && k.Expires.Sub(now) < expiringWithin:
 				fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339))
 			}

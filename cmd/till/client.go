@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -52,7 +53,7 @@ func runClientAdd(args []string, e *env) error {
 	var cert, write bool
 	flags := newFlags("client add", e.stderr, &cfgPath)
 	flags.Var(&cidrs, "cidr", "source `range` the client may use (repeatable)")
-	flags.BoolVar(&cert, "cert", false, "also require a client certificate from till's CA")
+	flags.BoolVar(&cert, "cert", false, "make the client prove itself with a client certificate from till's CA (written as NAME.crt and NAME.key), not its token alone")
 	flags.BoolVar(&write, "write", false, "add the client to the config file's clients: list instead of printing its lines")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
@@ -85,11 +86,17 @@ func runClientAdd(args []string, e *env) error {
 		return withHint(errors.New("no config file for --write to add the client to"), "till init writes one")
 	}
 	cfg, err := loadConfig(path, e, nil)
+	named := err == nil && slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name })
+	if err != nil && write {
+		// Routes that name the client already are what this very edit
+		// makes valid.
+		cfg, err = configWithClient(path, config.Client{Name: name, TokenSHA256: strings.Repeat("0", 64), CIDRs: prefixes, Cert: cert}, err)
+	}
 	if err != nil {
 		return err
 	}
-	if slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name }) {
-		return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token, till client rm "+name+" first")
+	if named {
+		return withHint(fmt.Errorf("client %q is already in %s", name, path), "to replace its token: till client rotate "+name)
 	}
 	token, err := proxy.NewToken()
 	if err != nil {
@@ -156,6 +163,21 @@ func runClientAdd(args []string, e *env) error {
 	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
 	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=%s\n", proxyURL(cfg, name, "$TILL_TOKEN"))
 	return nil
+}
+
+// configWithClient is the config file at path as it would be with the
+// client c added, when that parses; otherwise err, the error of the file
+// as it is.
+func configWithClient(path string, c config.Client, err error) (*config.Config, error) {
+	data, rerr := os.ReadFile(path)
+	if rerr != nil {
+		return nil, err
+	}
+	out, aerr := config.AddClient(path, data, c)
+	if aerr != nil {
+		return nil, err
+	}
+	return config.Parse(path, out, filepath.Dir(path))
 }
 
 // clientCert is a client certificate signed by till's CA, bound to its

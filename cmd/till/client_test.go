@@ -232,3 +232,26 @@ func TestClientRotateCert(t *testing.T) {
 		}
 	}
 }
+
+// TestClientAddWriteForNamedClient: a config whose route names a client
+// not defined yet is what client add --write fixes, not a reason to
+// refuse it.
+func TestClientAddWriteForNamedClient(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
+		t.Fatal(errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai, clients: [web]}]\n"), 0o644)
+	if _, errOut, code := c.run("", "check"); code != 1 || !strings.Contains(errOut, `unknown client "web"`) {
+		t.Fatalf("check before: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "client", "add", "web", "--write"); code != 0 {
+		t.Fatalf("client add --write of the client a route names: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "check"); code != 0 {
+		t.Errorf("check after: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "client", "add", "web", "--write"); code != 1 || !strings.Contains(errOut, "till client rotate web") {
+		t.Errorf("client add --write of an existing client: exit %d: %s", code, errOut)
+	}
+}

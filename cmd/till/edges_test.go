@@ -200,6 +200,14 @@ func TestUsageUnknownBudget(t *testing.T) {
 	if code == 0 {
 		t.Errorf("usage --budget web-dialy (no such budget): exit 0:\n%s", out)
 	}
+	// Nor a client it does not have; anonymous is every caller without one.
+	out, errOut, code := c.run("", "usage", "--url", srv.URL, "--client", "wbe")
+	if code == 0 || strings.Contains(errOut, "wbe") {
+		t.Errorf("usage --client wbe (no such client): exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := c.run("", "usage", "--url", srv.URL, "--client", "anonymous"); code != 0 || !strings.Contains(out, "web-daily") {
+		t.Errorf("usage --client anonymous: exit %d: %s%s", code, out, errOut)
+	}
 }
 
 // TestHelperEnv: a credential helper gets till's environment without
@@ -310,5 +318,23 @@ func TestCheckWarnsOfUnpricedModels(t *testing.T) {
 	_, errOut, code := c.run("", "check")
 	if code != 0 || !strings.Contains(errOut, `till: warning: route "openai" allows model "gpt-9*", which the price table does not price`) {
 		t.Errorf("check: exit %d: %s", code, errOut)
+	}
+}
+
+// check -c FILE's hint for a missing secret stores it in that config's
+// vault: without -c, following it filled a vault in the working folder.
+func TestCheckHintKeepsTheConfig(t *testing.T) {
+	c := newCLI(t)
+	os.MkdirAll("app", 0o755)
+	os.WriteFile("app/till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
+	_, errOut, code := c.run("", "check", "-c", "app/till.yaml")
+	if code != 1 || !strings.Contains(errOut, "(hint: till secret set openai -c app/till.yaml)") {
+		t.Fatalf("check -c: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai", "-c", "app/till.yaml"); code != 0 {
+		t.Fatalf("the hint's command: %s", errOut)
+	}
+	if _, errOut, code := c.run("", "check", "-c", "app/till.yaml"); code != 0 {
+		t.Errorf("check -c after following the hint: exit %d: %s", code, errOut)
 	}
 }

@@ -64,6 +64,6 @@ func runInit(args []string, e *env) error {
 		}
 	}
 	fmt.Fprintf(e.stdout, "next: printf %%s \"$OPENAI_API_KEY\" | till secret set openai -c %s\n", path)
-	fmt.Fprintf(e.stdout, "      then uncomment a route in %s and run: till check -c %s && till serve -c %s\n", path, path, path)
+	fmt.Fprintf(e.stdout, "      then put a route in %s (routes: [{name: openai, preset: openai}]) and run: till check -c %s && till serve -c %s\n", path, path, path)
 	return nil
 }

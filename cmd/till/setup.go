@@ -159,6 +159,11 @@ func vaultKey(e *env, keyFile string, create bool) (*vault.Key, error) {
 func readSecrets(cfg *config.Config, e *env) (map[string]vault.Secret, error) {
 	st, err := os.Stat(cfg.Vault.Path)
 	if errors.Is(err, fs.ErrNotExist) {
+		if dir := filepath.Dir(cfg.Vault.Path); cfg.Vault.PathSet && missing(dir) {
+			// A path of another machine's, or of a container's volume.
+			return nil, withHint(fmt.Errorf("the vault folder %s does not exist (vault.path in %s)", displayPath(dir), cfg.File),
+				"till makes the vault, not its folder: create it (mode 0700), or fix vault.path (a container's paths exist only inside it)")
+		}
 		if cfg.Vault.PathSet {
 			return nil, withHint(fmt.Errorf("the vault file %s does not exist (vault.path in %s)", displayPath(cfg.Vault.Path), cfg.File),
 				"till secret set NAME creates it; if the vault is elsewhere, fix vault.path in "+cfg.File)
@@ -209,4 +214,10 @@ func displayPath(p string) string {
 		}
 	}
 	return p
+}
+
+// missing reports whether nothing is at path.
+func missing(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist)
 }

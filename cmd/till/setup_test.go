@@ -114,13 +114,21 @@ func TestMissingNamedVault(t *testing.T) {
 	os.WriteFile("till.yaml", []byte("version: 1\nvault: {path: data/till.vault}\n"), 0o644)
 	for _, args := range [][]string{{"check"}, {"secret", "list"}, {"test", "GET", "/openai/v1/models"}} {
 		_, errOut, code := c.run("", args...)
-		want := "till: error: the vault file data/till.vault does not exist (vault.path in till.yaml)\n" +
-			"till: hint: till secret set NAME creates it; if the vault is elsewhere, fix vault.path in till.yaml\n"
+		want := "till: error: the vault folder data does not exist (vault.path in till.yaml)\n" +
+			"till: hint: till makes the vault, not its folder: create it (mode 0700), or fix vault.path (a container's paths exist only inside it)\n"
 		if code != 1 || errOut != want {
 			t.Errorf("till %s: exit %d, stderr:\n%s\nwant:\n%s", strings.Join(args, " "), code, errOut, want)
 		}
 	}
 	os.Mkdir("data", 0o700) // till makes the vault, never its folder
+	for _, args := range [][]string{{"check"}, {"secret", "list"}} {
+		_, errOut, code := c.run("", args...)
+		want := "till: error: the vault file data/till.vault does not exist (vault.path in till.yaml)\n" +
+			"till: hint: till secret set NAME creates it; if the vault is elsewhere, fix vault.path in till.yaml\n"
+		if code != 1 || errOut != want {
+			t.Errorf("till %s with its folder made: exit %d, stderr:\n%s\nwant:\n%s", strings.Join(args, " "), code, errOut, want)
+		}
+	}
 	if _, errOut, code := c.run(key, "secret", "set", "openai"); code != 0 {
 		t.Fatalf("secret set: exit %d: %s", code, errOut)
 	}

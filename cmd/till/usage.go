@@ -45,7 +45,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	if len(cfg.Budgets) == 0 {
-		return withHint(fmt.Errorf("%s sets no budgets", displayPath(configName(cfg))), "add budgets: to the config (see till help usage)")
+		return withHint(fmt.Errorf("%s sets no budgets", displayPath(configName(cfg))), "add budgets: to the config: budgets: [{name: daily, window: day, tokens: 2000000}] (the README's \"Budgets and usage\" has every key)")
 	}
 	if name != "" && !slices.ContainsFunc(cfg.Budgets, func(b config.Budget) bool { return b.Name == name }) {
 		names := make([]string, len(cfg.Budgets))
@@ -54,6 +54,10 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 		}
 		// The name is not echoed: it could be a key pasted in the wrong place.
 		return withHint(fmt.Errorf("--budget: %s has no such budget", displayPath(configName(cfg))), "its budgets: "+strings.Join(names, ", "))
+	}
+	if client != "" && client != "anonymous" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
+		// Not echoed either.
+		return withHint(fmt.Errorf("--client: %s has no such client", displayPath(configName(cfg))), "till client list shows them; anonymous counts callers without a token")
 	}
 	ctx, cancel := context.WithTimeout(ctx, usageTimeout)
 	defer cancel()
