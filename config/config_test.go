@@ -691,3 +691,80 @@ routes:
 		}
 	}
 }
+
+// TestDefaultRoutesAreTheirPresets: the route a preset gives with no
+// config file is the route "- {name: P, preset: P}" gives in one: the
+// two are built apart, and a preset setting one of them forgot (mistral's
+// streams_report_usage) made streams fail only without a config.
+func TestDefaultRoutesAreTheirPresets(t *testing.T) {
+	dir := t.TempDir()
+	for _, r := range Default(dir, "", func(string) bool { return true }).Routes {
+		c, err := Parse("till.yaml", []byte("version: 1\nroutes: [{name: "+r.Name+", preset: "+r.Name+"}]\n"), dir)
+		if err != nil {
+			t.Fatalf("%s: %v", r.Name, err)
+		}
+		parsed := c.Routes[0]
+		parsed.Line = 0
+		if !reflect.DeepEqual(r, parsed) {
+			t.Errorf("preset %s: without a config\n%+v\nin one\n%+v", r.Name, r, parsed)
+		}
+	}
+}
+
+// TestRegionWithOwnUpstream: a route on a preset that signs for a region
+// (bedrock) keeps needing it when it names its own upstream; it signed
+// for the empty region, which AWS refuses.
+func TestRegionWithOwnUpstream(t *testing.T) {
+	y := "version: 1\nroutes: [{name: br, preset: bedrock, upstream: \"http://127.0.0.1:9901\", region: eu-west-1, secret: aws}]\n"
+	c, err := Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sig := c.Routes[0].Inject.AWSSigV4; sig == nil || sig.Region != "eu-west-1" {
+		t.Errorf("signs with %+v, want region eu-west-1", sig)
+	}
+	_, err = Parse("till.yaml", []byte(strings.Replace(y, ", region: eu-west-1", "", 1)), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "routes[0].region: required with preset bedrock") {
+		t.Errorf("no region: got %v", err)
+	}
+}
+
+// TestEmptyAllowList: allow: {methods: []} allowed every method, where
+// clients: [] is refused; an empty allow list is refused too.
+func TestEmptyAllowList(t *testing.T) {
+	for _, k := range []string{"methods", "paths", "models"} {
+		y := "version: 1\nroutes: [{name: openai, preset: openai, allow: {" + k + ": []}}]\n"
+		_, err := Parse("till.yaml", []byte(y), t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), "routes[0].allow."+k+": is empty, which would allow any") {
+			t.Errorf("allow.%s: []: got %v", k, err)
+		}
+	}
+}
+
+// TestKeyAsSecretName: a key pasted where the secret's name goes (a
+// lowercase one passes the name rule) is refused unshown; it was logged
+// with the route at every start and reload.
+func TestKeyAsSecretName(t *testing.T) {
+	const k = "sk-proj-abcdefghijklmnopqrstuvwxyz12"
+	for _, secret := range []string{k, "[openai, " + k + "]"} {
+		y := "version: 1\nroutes: [{name: openai, preset: openai, secret: " + secret + "}]\n"
+		_, err := Parse("till.yaml", []byte(y), t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), "looks like a literal key (not shown)") || strings.Contains(err.Error(), "abcdefgh") {
+			t.Errorf("secret: %s: got %v", secret, err)
+		}
+	}
+}
+
+// TestCheckedLikeServe: check passed configs serve then refused (the
+// admin listener on the gateway's address) or sent wrong (an upstream
+// with a trailing space, sent as %20).
+func TestCheckedLikeServe(t *testing.T) {
+	for y, want := range map[string]string{
+		"version: 1\nlisten: 127.0.0.1:18282\nadmin: {listen: \"127.0.0.1:18282\"}\n":                       "admin.listen: is the gateway's listen address too",
+		"version: 1\nroutes: [{name: up, upstream: \"https://api.openai.com/v1 \", inject: {header: A}}]\n": "routes[0].upstream: must be an absolute URL such as https://api.example.com, without spaces",
+	} {
+		if _, err := Parse("till.yaml", []byte(y), t.TempDir()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", y, err, want)
+		}
+	}
+}

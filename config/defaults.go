@@ -49,6 +49,8 @@ func routeFromPreset(p Preset) Route {
 		Strip:    slices.Clone(p.Strip),
 		Timeout:  DefaultTimeout,
 		Usage:    p.Usage,
+
+		StreamsReportUsage: p.StreamsReportUsage,
 	}
 	return r
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -63,6 +64,15 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		r.AllowPlaintext = d.boolean(v, join(path, "allow_plaintext"))
 	}
 
+	// A region is the preset's upstream's, and what SigV4 signs for: an
+	// upstream of one's own does not make it less needed.
+	if preset != nil && preset.NeedsRegion() {
+		if rv := f["region"]; rv == nil {
+			d.errorf(n, join(path, "region"), "required with preset %s (hint: such as us-east-1)", preset.Name)
+		} else if reg, good := d.matching(rv, join(path, "region"), cloudRegionRE, "must be a region such as us-east-1 or europe-west4"); good {
+			r.Region = reg
+		}
+	}
 	switch v := f["upstream"]; {
 	case v != nil:
 		p := join(path, "upstream")
@@ -73,11 +83,8 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 			}
 		}
 	case preset != nil && preset.NeedsRegion():
-		if rv := f["region"]; rv == nil {
-			d.errorf(n, join(path, "region"), "required with preset %s (hint: such as us-east-1)", preset.Name)
-		} else if reg, good := d.matching(rv, join(path, "region"), cloudRegionRE, "must be a region such as us-east-1 or europe-west4"); good {
-			r.Region = reg
-			r.Upstream, _ = parseUpstream(strings.ReplaceAll(preset.Upstream, RegionPlaceholder, reg), false)
+		if r.Region != "" {
+			r.Upstream, _ = parseUpstream(strings.ReplaceAll(preset.Upstream, RegionPlaceholder, r.Region), false)
 		}
 	case preset != nil:
 		// The catalog is tested to hold valid https URLs.
@@ -516,6 +523,13 @@ func (d *decoder) headers(n *yaml.Node, path string, base map[string]string) map
 func (d *decoder) allow(n *yaml.Node, path, base string) Allow {
 	var a Allow
 	f := d.fields(n, path, allowKeys)
+	for _, k := range []string{"methods", "paths", "models"} {
+		// An empty list reads as no rule, which allows every value: it
+		// is refused, so that "allow none" cannot mean "allow any".
+		if v := f[k]; v != nil && v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+			d.errorf(v, join(path, k), "is empty, which would allow any (hint: remove the key to allow any, or list what is allowed)")
+		}
+	}
 	if v := f["methods"]; v != nil {
 		d.list(v, join(path, "methods"), func(v *yaml.Node, p string) {
 			if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validMethod(s)) {
@@ -566,6 +580,10 @@ func (d *decoder) secretName(v *yaml.Node, p string) (string, *SecretRef, bool) 
 		if ref, err := ParseSecretRef(s); d.check(v, p, err) {
 			return s, &ref, true
 		}
+	case looksLikeKey(s):
+		// Not shown: the key itself, pasted where its name goes, would
+		// reach every log line that names the route's secret.
+		d.errorf(v, p, "looks like a literal key (not shown) (hint: store it with till secret set NAME and write NAME here)")
 	case d.check(v, p, validSecretName(s)):
 		return s, nil, true
 	}
@@ -636,6 +654,9 @@ func CheckTokenURL(s string) error {
 }
 
 func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
+	if strings.ContainsFunc(s, unicode.IsSpace) {
+		return nil, errorString("must be an absolute URL such as https://api.example.com, without spaces")
+	}
 	u, err := url.Parse(s)
 	if err != nil || u.Opaque != "" || u.Scheme == "" || u.Host == "" || u.Hostname() == "" {
 		return nil, errorString("must be an absolute URL such as https://api.example.com")

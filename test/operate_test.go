@@ -287,11 +287,7 @@ func TestBadVaultKeepsServing(t *testing.T) {
 			if err := os.WriteFile(tl.dir+"/till.vault", bad, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			for deadline := time.Now().Add(10 * time.Second); strings.Count(tl.stderr.String(), "reload failed") == n; time.Sleep(20 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no failed reload logged:\n%s", tl.stderr.String())
-				}
-			}
+			waitFailedReload(t, tl, n)
 			resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
 			if resp.StatusCode != 200 || u.last(t).Header.Get("Authorization") != "Bearer "+openaiKey {
 				t.Errorf("after a %s vault: got %d %s, want the old key still in use", name, resp.StatusCode, body)
@@ -301,6 +297,34 @@ func TestBadVaultKeepsServing(t *testing.T) {
 	if _, errOut, code := runTill(t, tl.dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, "till.vault") {
 		t.Errorf("check on a bad vault: exit %d: %s", code, errOut)
 	}
+	// A vault that goes away (a volume unmounted) is no empty vault: the
+	// keys stay.
+	t.Run("removed", func(t *testing.T) {
+		os.WriteFile(tl.dir+"/till.vault", good, 0o600)
+		if !tl.waitLog(`"message":"reloaded"`) {
+			t.Fatal("the good vault put back was not reloaded")
+		}
+		n := strings.Count(tl.stderr.String(), "reload failed")
+		if err := os.Remove(tl.dir + "/till.vault"); err != nil {
+			t.Fatal(err)
+		}
+		waitFailedReload(t, tl, n)
+		resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+		if resp.StatusCode != 200 || u.last(t).Header.Get("Authorization") != "Bearer "+openaiKey {
+			t.Errorf("after the vault was removed: got %d %s, want the old key still in use", resp.StatusCode, body)
+		}
+	})
 	tl.stop()
 	tl.assertNoLeak([]string{openaiKey})
+}
+
+// waitFailedReload waits for till to log a failed reload after the n it
+// had logged.
+func waitFailedReload(t *testing.T, tl *till, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(tl.stderr.String(), "reload failed") == n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed reload logged:\n%s", tl.stderr.String())
+		}
+	}
 }

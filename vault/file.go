@@ -160,12 +160,17 @@ func (f *File) decrypt(data []byte) ([]byte, error) {
 	case errors.As(err, &noMatch):
 		return nil, &WrongKeyError{Path: f.path, KeyFile: f.key.file, VaultPassphrase: slices.Contains(noMatch.StanzaTypes, "scrypt")}
 	case err != nil:
-		return nil, f.corrupted(err)
+		// age's own message may quote the file's first bytes, which, for
+		// a file named as the vault by mistake, can be a key.
+		if !bytes.HasPrefix(data, []byte("age-encryption.org/")) && !bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte(armor.Header)) {
+			return nil, f.corrupted(errors.New("not an age-encrypted file (does vault.path name the vault?)"))
+		}
+		return nil, f.corrupted(errors.New("its age header cannot be read (damaged, or cut short)"))
 	}
 	plain, err := io.ReadAll(io.LimitReader(r, maxVaultSize+1))
 	if err != nil {
 		clear(plain)
-		return nil, f.corrupted(err)
+		return nil, f.corrupted(errors.New("its encrypted data is damaged or cut short"))
 	}
 	return plain, nil
 }

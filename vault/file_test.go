@@ -250,6 +250,8 @@ func TestLoadErrors(t *testing.T) {
 			wantErr: []string{"vault is corrupted"}, is: ErrCorrupted},
 		{name: "not age", data: []byte("openai: sk-SECRETPAYLOAD\n"), key: fileKey,
 			wantErr: []string{"vault is corrupted"}, is: ErrCorrupted},
+		{name: "a key file named as the vault", data: []byte("sk-SECRETPAYLOAD-12345678987\n"), key: fileKey,
+			wantErr: []string{"vault is corrupted", "not an age-encrypted file"}, is: ErrCorrupted},
 		{name: "non-JSON inside", data: sealRaw(t, raw, "sk-SECRETPAYLOAD"), key: fileKey,
 			wantErr: []string{"vault is corrupted", "invalid JSON at byte"}, is: ErrCorrupted},
 		{name: "unknown version", data: sealRaw(t, raw, `{"version":2,"secrets":{}}`), key: fileKey,

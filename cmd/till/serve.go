@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -121,8 +122,12 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		BaseContext:       gw.BaseContext,
 	}
 	base := lns.base
+	var hadVault atomic.Bool
+	hadVault.Store(!missing(cfg.Vault.Path))
 	rl := reload.New(cfg, reload.Options{
-		Load:    func() (*config.Config, map[string]vault.Secret, error) { return loadServed(cfgPath, addr, e) },
+		Load: func() (*config.Config, map[string]vault.Secret, error) {
+			return loadServed(cfgPath, addr, &hadVault, e)
+		},
 		Gateway: gw,
 		Metrics: metrics,
 		Log:     logger,
@@ -254,15 +259,23 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 }
 
 // loadServed is loadAll for a running till: a new config must pass the
-// same open-routes check as at start, on the address being served.
-func loadServed(cfgPath, addr string, e *env) (*config.Config, map[string]vault.Secret, error) {
+// same open-routes check as at start, on the address being served. A
+// vault that was there (hadVault) and is gone fails it: read as empty, it
+// would take every key away at once (a volume unmounted, a file moved),
+// where the keys loaded before keep serving.
+func loadServed(cfgPath, addr string, hadVault *atomic.Bool, e *env) (*config.Config, map[string]vault.Secret, error) {
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err == nil {
 		err = cfg.CheckOpenRoutes(addr)
 	}
+	if err == nil && hadVault.Load() && missing(cfg.Vault.Path) {
+		err = withHint(fmt.Errorf("the vault file %s is gone; the keys loaded before it went stay in use", displayPath(cfg.Vault.Path)),
+			"put it back (a volume not mounted?); or restart till to run without it")
+	}
 	if err != nil {
 		return nil, nil, err
 	}
+	hadVault.Store(!missing(cfg.Vault.Path))
 	return cfg, secrets, nil
 }
 
