@@ -224,3 +224,25 @@ func TestLiteralKeyInConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadToInterceptWithoutCA: a reload turning interception on with
+// no CA was taken (with a note that it applies at the next restart, which
+// would then fail); it is refused, and forward mode keeps working.
+func TestReloadToInterceptWithoutCA(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := func(intercept bool) string {
+		return fmt.Sprintf("version: 1\nforward: {enabled: true, intercept: %v}\nroutes:\n  - {name: openai, preset: openai, upstream: %s}\n", intercept, u.URL)
+	}
+	tl := startTill(t, cfg(false), map[string]string{"openai": openaiKey}, u.caFile)
+	writeConfig(t, tl.dir, cfg(true))
+	if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog("reload failed") || !strings.Contains(tl.stderr.String(), "forward.intercept needs the CA") {
+		t.Errorf("a reload to interception without a CA was not refused:\n%s", tl.stderr.String())
+	}
+	if resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
+		t.Errorf("after the refused reload: got %d %s", resp.StatusCode, body)
+	}
+	tl.stop()
+}

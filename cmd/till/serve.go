@@ -259,7 +259,8 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 }
 
 // loadServed is loadAll for a running till: a new config must pass the
-// same open-routes check as at start, on the address being served. A
+// same open-routes check as at start, on the address being served, and
+// find the CA when it intercepts. A
 // vault that was there (hadVault) and is gone fails it: read as empty, it
 // would take every key away at once (a volume unmounted, a file moved),
 // where the keys loaded before keep serving.
@@ -267,6 +268,11 @@ func loadServed(cfgPath, addr string, hadVault *atomic.Bool, e *env) (*config.Co
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err == nil {
 		err = cfg.CheckOpenRoutes(addr)
+	}
+	if err == nil {
+		// Interception takes effect at a restart, which would fail
+		// without the CA: a config that cannot start is no reload.
+		_, err = interceptionLeaves(cfg, secrets)
 	}
 	if err == nil && hadVault.Load() && missing(cfg.Vault.Path) {
 		err = withHint(fmt.Errorf("the vault file %s is gone; the keys loaded before it went stay in use", displayPath(cfg.Vault.Path)),
