@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/atomicfile"
 	"github.com/tillgw/till/proxy"
 )
 
@@ -104,7 +106,7 @@ func runClientAdd(args []string, e *env) error {
 	}
 	sum := sha256.Sum256([]byte(token))
 	entry := config.Client{Name: name, TokenSHA256: hex.EncodeToString(sum[:]), CIDRs: prefixes, Cert: cert}
-	var staged *clientCert
+	var files *clientCert
 	if cert {
 		// The config must take the client before its private key is
 		// written: a key for a client that cannot exist is a key for
@@ -119,11 +121,10 @@ func runClientAdd(args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		if staged, err = stageClientCert(cfgPath, name, entry.TokenSHA256, e); err != nil {
+		if files, err = signClientCert(cfgPath, name, entry.TokenSHA256, e); err != nil {
 			return err
 		}
-		defer staged.discard()
-		if err := staged.absent(); err != nil {
+		if err := files.create(); err != nil {
 			return err
 		}
 	}
@@ -132,11 +133,9 @@ func runClientAdd(args []string, e *env) error {
 		// printed for an edit that failed would be a token for nothing.
 		err := config.EditFile(path, func(data []byte) ([]byte, error) { return config.AddClient(path, data, entry) })
 		if err != nil {
-			return err
-		}
-	}
-	if staged != nil {
-		if err := staged.place(false); err != nil {
+			if files != nil {
+				files.remove(len(files.names))
+			}
 			return err
 		}
 	}
@@ -158,7 +157,7 @@ func runClientAdd(args []string, e *env) error {
 		}
 	}
 	if cert {
-		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", staged)
+		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", files)
 	}
 	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
 	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=%s\n", proxyURL(cfg, name, "$TILL_TOKEN"))
@@ -181,16 +180,20 @@ func configWithClient(path string, c config.Client, err error) (*config.Config, 
 }
 
 // clientCert is a client certificate signed by till's CA, bound to its
-// token's digest (a new token revokes it), and its key: written to hidden
-// files beside their names (NAME.crt, 0644, and NAME.key, 0600, in the
-// working folder) until place puts them there.
+// token's digest (a new token revokes it), and its key, held in memory
+// until they are written as NAME.crt (0644) and NAME.key (0600) in the
+// working folder.
 type clientCert struct {
-	names, staged [2]string
+	names [2]string // the certificate's file, then the key's
+	data  [2][]byte
 }
 
-// stageClientCert signs a certificate for the client name and writes it
-// and its key beside their names; it leaves nothing when it fails.
-func stageClientCert(cfgPath, name, tokenSHA256 string, e *env) (*clientCert, error) {
+// clientCertModes are the files' modes, in the order of clientCert.names.
+var clientCertModes = [2]os.FileMode{0o644, 0o600}
+
+// signClientCert signs a certificate for the client name and its token's
+// digest.
+func signClientCert(cfgPath, name, tokenSHA256 string, e *env) (*clientCert, error) {
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
 		return nil, err
@@ -207,80 +210,51 @@ func stageClientCert(cfgPath, name, tokenSHA256 string, e *env) (*clientCert, er
 	if err != nil {
 		return nil, err
 	}
-	c := &clientCert{names: [2]string{name + ".crt", name + ".key"}}
-	for i, f := range []struct {
-		data []byte
-		mode os.FileMode
-	}{{certPEM, 0o644}, {keyPEM, 0o600}} {
-		fh, err := os.CreateTemp(".", "."+c.names[i]+".*") // made 0600
-		if err != nil {
-			c.discard()
-			return nil, fmt.Errorf("write the client certificate: %w", err)
-		}
-		c.staged[i] = fh.Name()
-		err = fh.Chmod(f.mode)
-		if err == nil {
-			_, err = fh.Write(f.data)
-		}
-		if err == nil {
-			err = fh.Sync()
-		}
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			c.discard()
-			return nil, fmt.Errorf("write the client certificate: %w", err)
-		}
-	}
-	return c, nil
+	return &clientCert{names: [2]string{name + ".crt", name + ".key"}, data: [2][]byte{certPEM, keyPEM}}, nil
 }
 
-// absent fails when a file already has one of the names.
-func (c *clientCert) absent() error {
-	for _, n := range c.names {
-		if _, err := os.Lstat(n); err == nil {
-			return withHint(fmt.Errorf("%s already exists", n), "move it away, or run this in another folder")
-		}
-	}
-	return nil
-}
-
-// place gives the files their names, replacing what is there when
-// replace is set; otherwise a name taken meanwhile fails it, and it
-// leaves neither file.
-func (c *clientCert) place(replace bool) error {
-	for i := range c.names {
-		var err error
-		if replace {
-			err = os.Rename(c.staged[i], c.names[i])
-		} else if err = os.Link(c.staged[i], c.names[i]); err == nil {
-			os.Remove(c.staged[i])
+// create writes the files where neither exists yet; it leaves neither
+// when it fails.
+func (c *clientCert) create() error {
+	for i, n := range c.names {
+		made := i // the files this call made so far
+		fh, err := os.OpenFile(n, os.O_WRONLY|os.O_CREATE|os.O_EXCL, clientCertModes[i])
+		if err == nil {
+			made++
+			_, err = fh.Write(c.data[i])
+			if cerr := fh.Close(); err == nil {
+				err = cerr
+			}
 		}
 		if err != nil {
-			if !replace {
-				for _, n := range c.names[:i] {
-					os.Remove(n)
-				}
+			c.remove(made)
+			if errors.Is(err, fs.ErrExist) {
+				return withHint(fmt.Errorf("%s already exists", n), "move it away, or run this in another folder")
 			}
 			return fmt.Errorf("write the client certificate: %w", err)
 		}
-		c.staged[i] = ""
 	}
 	return nil
 }
 
-// discard removes the files place did not name.
-func (c *clientCert) discard() {
-	for i, f := range c.staged {
-		if f != "" {
-			os.Remove(f)
-			c.staged[i] = ""
+// replace writes the files over those there, each whole or not at all.
+func (c *clientCert) replace() error {
+	for i, n := range c.names {
+		if err := atomicfile.Replace(n, c.data[i], clientCertModes[i]); err != nil {
+			return fmt.Errorf("write the client certificate: %w", err)
 		}
+	}
+	return nil
+}
+
+// remove deletes the first n files create made.
+func (c *clientCert) remove(n int) {
+	for _, name := range c.names[:n] {
+		os.Remove(name)
 	}
 }
 
-// String names the files as place names them.
+// String names the files.
 func (c *clientCert) String() string { return c.names[0] + " and " + c.names[1] }
 
 func configDisplay(path string) string {
@@ -362,12 +336,11 @@ func runClientRotate(args []string, e *env) error {
 	}
 	sum := sha256.Sum256([]byte(token))
 	digest := hex.EncodeToString(sum[:])
-	var staged *clientCert
+	var files *clientCert
 	if cfg.Clients[i].Cert {
-		if staged, err = stageClientCert(path, name, digest, e); err != nil {
+		if files, err = signClientCert(path, name, digest, e); err != nil {
 			return err
 		}
-		defer staged.discard()
 	}
 	// As for client add: the config first, then the files, then the
 	// token, which is a token for nothing unless both landed.
@@ -375,15 +348,15 @@ func runClientRotate(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if staged != nil {
-		if err := staged.place(true); err != nil {
+	if files != nil {
+		if err := files.replace(); err != nil {
 			return withHint(fmt.Errorf("the config has a new token for %q, but its certificate: %w", name, err), "run till client rotate "+name+" again")
 		}
 	}
 	fmt.Fprintf(e.stdout, "new token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
 	fmt.Fprintf(e.stdout, "wrote its digest to %s; a running till takes it at its next reload (it watches the file), and the old token stops working then\n", path)
-	if staged != nil {
-		fmt.Fprintf(e.stdout, "\nits new client certificate and key: %s (the old certificate is revoked with the old token)\n", staged)
+	if files != nil {
+		fmt.Fprintf(e.stdout, "\nits new client certificate and key: %s (the old certificate is revoked with the old token)\n", files)
 	}
 	return nil
 }

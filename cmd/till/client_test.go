@@ -43,9 +43,6 @@ func TestClientAddWrite(t *testing.T) {
 	if _, errOut, code := c.run("", "init"); code != 0 {
 		t.Fatalf("init: %s", errOut)
 	}
-	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
-		t.Fatal(errOut)
-	}
 	out, errOut, code := c.run("", "client", "add", "web", "--cidr", "10.0.0.0/8", "--write")
 	if code != 0 {
 		t.Fatalf("client add --write: exit %d: %s", code, errOut)
@@ -113,16 +110,9 @@ func TestClientRotate(t *testing.T) {
 	if _, errOut, code := c.run("", "client", "rotate", "web"); code != 1 || !strings.Contains(errOut, "no config file") {
 		t.Errorf("rotate without a config: exit %d: %s", code, errOut)
 	}
-	if _, errOut, code := c.run("", "init"); code != 0 {
-		t.Fatalf("init: %s", errOut)
-	}
-	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
-		t.Fatal(errOut)
-	}
-	out, errOut, code := c.run("", "client", "add", "web", "--cidr", "10.0.0.0/8", "--write")
-	if code != 0 {
-		t.Fatalf("client add: %s", errOut)
-	}
+	c.must("", "init")
+	c.must(key+"\n", "secret", "set", "openai")
+	out := c.must("", "client", "add", "web", "--cidr", "10.0.0.0/8", "--write")
 	tokenRE := regexp.MustCompile(`\btill_[0-9A-Za-z]{40}\b`)
 	oldToken := tokenRE.FindString(out)
 	b, _ := os.ReadFile("till.yaml")
@@ -135,10 +125,7 @@ func TestClientRotate(t *testing.T) {
 	if _, errOut, code := c.run("", "client", "rotate", "till_0123456789abcdefghijklmnopqrstuvwxyzABCD"); code != 2 || strings.Contains(errOut, "till_0123") {
 		t.Errorf("rotate of a token pasted as the name: exit %d: %s", code, errOut)
 	}
-	out, errOut, code = c.run("", "client", "rotate", "web")
-	if code != 0 {
-		t.Fatalf("client rotate: exit %d: %s", code, errOut)
-	}
+	out = c.must("", "client", "rotate", "web")
 	newToken := tokenRE.FindString(out)
 	if newToken == "" || newToken == oldToken || strings.Contains(out, "token_sha256") {
 		t.Fatalf("client rotate output:\n%s", out)
@@ -160,21 +147,13 @@ func TestClientRotate(t *testing.T) {
 // file; client add --cert refuses to overwrite them.
 func TestClientRotateCert(t *testing.T) {
 	c := newCLI(t)
-	if _, errOut, code := c.run("", "init"); code != 0 {
-		t.Fatalf("init: %s", errOut)
-	}
-	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
-		t.Fatalf("ca init: %s", errOut)
-	}
+	c.must("", "init")
+	c.must("", "ca", "init")
 	b, _ := os.ReadFile("till.yaml")
 	os.WriteFile("till.yaml", append(b, "tls: {names: [till.internal]}\n"...), 0o644)
-	if _, errOut, code := c.run("", "client", "add", "web", "--cert", "--write"); code != 0 {
-		t.Fatalf("client add --cert: %s", errOut)
-	}
+	c.must("", "client", "add", "web", "--cert", "--write")
 	oldCert, _ := os.ReadFile("web.crt")
-	if _, errOut, code := c.run("", "client", "add", "api", "--cert"); code != 0 {
-		t.Fatalf("client add api --cert: %s", errOut)
-	}
+	c.must("", "client", "add", "api", "--cert")
 	os.Rename("api.crt", "web2.crt")
 	if _, errOut, code := c.run("", "client", "add", "web2", "--cert", "--write"); code != 1 || !strings.Contains(errOut, "web2.crt already exists") {
 		t.Errorf("client add over an existing web2.crt: exit %d: %s", code, errOut)
@@ -218,9 +197,7 @@ func TestClientRotateCert(t *testing.T) {
 	// merely shares their names.
 	os.WriteFile("api.crt", oldCert, 0o644) // web's revoked one
 	os.WriteFile("api.key", []byte("keep"), 0o600)
-	if _, errOut, code := c.run("", "client", "add", "api", "--write"); code != 0 {
-		t.Fatalf("client add api: %s", errOut)
-	}
+	c.must("", "client", "add", "api", "--write")
 	for _, name := range []string{"web", "api"} {
 		if _, errOut, code := c.run("", "client", "rm", name); code != 0 {
 			t.Fatalf("client rm %s: %s", name, errOut)
@@ -238,9 +215,7 @@ func TestClientRotateCert(t *testing.T) {
 // refuse it.
 func TestClientAddWriteForNamedClient(t *testing.T) {
 	c := newCLI(t)
-	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai"); code != 0 {
-		t.Fatal(errOut)
-	}
+	c.must(key+"\n", "secret", "set", "openai")
 	os.WriteFile("till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai, clients: [web]}]\n"), 0o644)
 	if _, errOut, code := c.run("", "check"); code != 1 || !strings.Contains(errOut, `unknown client "web"`) {
 		t.Fatalf("check before: exit %d: %s", code, errOut)

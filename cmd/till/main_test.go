@@ -42,6 +42,16 @@ func (c *cli) run(stdin string, args ...string) (stdout, stderr string, code int
 	return o.String(), e.String(), code
 }
 
+// must runs a command that has to succeed, and returns its stdout.
+func (c *cli) must(stdin string, args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.run(stdin, args...)
+	if code != 0 {
+		c.t.Fatalf("till %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
 const key = "sk-cli-test-0123456789abcdef"
 
 func TestSecretLifecycle(t *testing.T) {

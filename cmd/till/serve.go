@@ -260,10 +260,10 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 
 // loadServed is loadAll for a running till: a new config must pass the
 // same open-routes check as at start, on the address being served, and
-// find the CA when it intercepts. A
-// vault that was there (hadVault) and is gone fails it: read as empty, it
-// would take every key away at once (a volume unmounted, a file moved),
-// where the keys loaded before keep serving.
+// find the CA when it intercepts. A vault that was there (hadVault) and
+// is gone fails it: read as empty, it would take every key away at once
+// (a volume unmounted, a file moved), where the keys loaded before keep
+// serving.
 func loadServed(cfgPath, addr string, hadVault *atomic.Bool, e *env) (*config.Config, map[string]vault.Secret, error) {
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err == nil {
@@ -274,14 +274,15 @@ func loadServed(cfgPath, addr string, hadVault *atomic.Bool, e *env) (*config.Co
 		// without the CA: a config that cannot start is no reload.
 		_, err = interceptionLeaves(cfg, secrets)
 	}
-	if err == nil && hadVault.Load() && missing(cfg.Vault.Path) {
+	present := err == nil && !missing(cfg.Vault.Path)
+	if err == nil && hadVault.Load() && !present {
 		err = withHint(fmt.Errorf("the vault file %s is gone; the keys loaded before it went stay in use", displayPath(cfg.Vault.Path)),
 			"put it back (a volume not mounted?); or restart till to run without it")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	hadVault.Store(!missing(cfg.Vault.Path))
+	hadVault.Store(present)
 	return cfg, secrets, nil
 }
 
