@@ -84,6 +84,7 @@ type Gateway struct {
 	relayer    *httputil.ReverseProxy
 	buffers    *bufferPool  // copy response bodies
 	intercept  *interceptor // nil without a CA
+	tunnels    openTunnels  // rechecked at each Swap
 }
 
 // live is the snapshot being served, with what forward mode needs for it:
@@ -159,9 +160,11 @@ func (g *Gateway) Swap(s *Snapshot) {
 		s.adopt(old.Snapshot)
 	}
 	guard := newDialGuard(s.forward.AllowCIDRs, g.own)
-	if old := g.live.Swap(&live{Snapshot: s, guard: guard, relay: newRelayTransport(guard)}); old != nil {
+	l := &live{Snapshot: s, guard: guard, relay: newRelayTransport(guard)}
+	if old := g.live.Swap(l); old != nil {
 		old.relay.CloseIdleConnections()
 	}
+	g.tunnels.recheck(l)
 }
 
 // BaseContext is the context every request on the gateway derives from
