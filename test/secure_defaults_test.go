@@ -246,3 +246,40 @@ func TestReloadToInterceptWithoutCA(t *testing.T) {
 	}
 	tl.stop()
 }
+
+// TestReloadToPublicListenWithOpenRoutes: a reload that moves listen off
+// loopback while a route has no clients was taken with a note that listen
+// applies at the next restart, which would then refuse the file. It is
+// refused; with --listen, which the restart would serve instead, it is
+// taken.
+func TestReloadToPublicListenWithOpenRoutes(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := func(listen string) string {
+		return fmt.Sprintf("version: 1\nlisten: %q\nroutes:\n  - {name: openai, preset: openai, upstream: %s}\n", listen, u.URL)
+	}
+	for _, tt := range []struct {
+		name, log string
+		args      []string
+	}{
+		{"listen from the config", "routes[0].clients", []string{"serve"}},
+		{"listen from --listen", "take effect at the next restart", []string{"serve", "--listen", "127.0.0.1:0"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeConfig(t, dir, cfg("127.0.0.1:0"))
+			setSecret(t, dir, "openai", openaiKey)
+			tl := startTillCmd(t, dir, u.caFile, nil, nil, tt.args...)
+			writeConfig(t, dir, cfg("0.0.0.0:0"))
+			if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if !tl.waitLog(tt.log) {
+				t.Errorf("after a reload to listen 0.0.0.0 with an open route, no %q in the log:\n%s", tt.log, tl.stderr.String())
+			}
+			if resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
+				t.Errorf("after the reload: got %d %s", resp.StatusCode, body)
+			}
+			tl.stop()
+		})
+	}
+}

@@ -122,12 +122,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		BaseContext:       gw.BaseContext,
 	}
 	base := lns.base
-	var hadVault atomic.Bool
-	hadVault.Store(!missing(cfg.Vault.Path))
+	running := &servedConfig{path: cfgPath, addr: addr, listenFlag: listen != "", env: e}
+	running.hadVault.Store(!missing(cfg.Vault.Path))
 	rl := reload.New(cfg, reload.Options{
-		Load: func() (*config.Config, map[string]vault.Secret, error) {
-			return loadServed(cfgPath, addr, &hadVault, e)
-		},
+		Load:    running.load,
 		Gateway: gw,
 		Metrics: metrics,
 		Log:     logger,
@@ -258,16 +256,31 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 	return lns, nil
 }
 
-// loadServed is loadAll for a running till: a new config must pass the
-// same open-routes check as at start, on the address being served, and
-// find the CA when it intercepts. A vault that was there (hadVault) and
-// is gone fails it: read as empty, it would take every key away at once
-// (a volume unmounted, a file moved), where the keys loaded before keep
-// serving.
-func loadServed(cfgPath, addr string, hadVault *atomic.Bool, e *env) (*config.Config, map[string]vault.Secret, error) {
-	cfg, secrets, err := loadAll(cfgPath, e)
+// servedConfig is the config a running till serves: its file, the
+// gateway's address (from --listen when listenFlag) and whether the vault
+// was there at the last load.
+type servedConfig struct {
+	path       string
+	addr       string
+	listenFlag bool
+	hadVault   atomic.Bool
+	env        *env
+}
+
+// load is loadAll for a reload. A new config must pass the checks a
+// restart with it would: no open routes off loopback, on the address
+// served and on the listen address it names (which the restart serves
+// unless --listen overrides it); the CA when it intercepts. A vault that
+// was there and is gone fails it: read as empty, it would take every key
+// away at once (a volume unmounted, a file moved), where the keys loaded
+// before keep serving.
+func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
+	cfg, secrets, err := loadAll(s.path, s.env)
 	if err == nil {
-		err = cfg.CheckOpenRoutes(addr)
+		err = cfg.CheckOpenRoutes(s.addr)
+	}
+	if err == nil && !s.listenFlag && cfg.Listen != s.addr {
+		err = cfg.CheckOpenRoutes(cfg.Listen)
 	}
 	if err == nil {
 		// Interception takes effect at a restart, which would fail
@@ -275,14 +288,14 @@ func loadServed(cfgPath, addr string, hadVault *atomic.Bool, e *env) (*config.Co
 		_, err = interceptionLeaves(cfg, secrets)
 	}
 	present := err == nil && !missing(cfg.Vault.Path)
-	if err == nil && hadVault.Load() && !present {
+	if err == nil && s.hadVault.Load() && !present {
 		err = withHint(fmt.Errorf("the vault file %s is gone; the keys loaded before it went stay in use", displayPath(cfg.Vault.Path)),
 			"put it back (a volume not mounted?); or restart till to run without it")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	hadVault.Store(present)
+	s.hadVault.Store(present)
 	return cfg, secrets, nil
 }
 
