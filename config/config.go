@@ -242,6 +242,10 @@ type Route struct {
 	// Strip are more client credential headers to remove (canonical
 	// names), added to the preset's list.
 	Strip []string
+	// StripQuery are the query parameters that carry a client credential
+	// (Gemini's key), removed as Strip's headers are; added to the
+	// preset's list.
+	StripQuery []string
 	// Timeout bounds the wait for the upstream's response headers (a stream
 	// may then run longer); default 60s.
 	Timeout time.Duration

@@ -589,7 +589,7 @@ func TestStarterConfig(t *testing.T) {
 		t.Fatalf("uncommented routes parse without their client: want an unknown client error")
 	}
 	if got, want := err.Error(), `till.yaml:118: routes[1].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`+"\n"+
-		`till.yaml:131: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
+		`till.yaml:132: budgets[0].clients[0]: unknown client "web" (hint: define it under clients, or run "till client add web")`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	StarterConfig()[0] = 'X'

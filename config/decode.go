@@ -30,7 +30,7 @@ var (
 	limitsKeys    = []string{"redis", "on_redis_error"}
 	logKeys       = []string{"level", "format"}
 	clientKeys    = []string{"name", "token_sha256", "cidrs", "cert"}
-	routeKeys     = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "timeout", "max_body", "allow_plaintext", "usage", "pool", "region"}
+	routeKeys     = []string{"name", "preset", "prefix", "upstream", "secret", "inject", "headers", "allow", "clients", "rate", "burst", "strip", "strip_query", "timeout", "max_body", "allow_plaintext", "usage", "pool", "region"}
 	injectKeys    = []string{"header", "format", "query", "basic", "aws_sigv4", "oauth2", "github_app", "google"}
 	googleKeys    = []string{"scopes"}
 	githubAppKeys = []string{"app_id", "installation_id"}

@@ -39,16 +39,17 @@ func Default(dir, keyFile string, has func(secret string) bool) *Config {
 func routeFromPreset(p Preset) Route {
 	u, _ := parseUpstream(p.Upstream, false)
 	r := Route{
-		Name:     p.Name,
-		Preset:   p.Name,
-		Prefix:   "/" + p.Name,
-		Upstream: u,
-		Secret:   p.Secret,
-		Inject:   p.Inject,
-		Headers:  maps.Clone(p.Headers),
-		Strip:    slices.Clone(p.Strip),
-		Timeout:  DefaultTimeout,
-		Usage:    p.Usage,
+		Name:       p.Name,
+		Preset:     p.Name,
+		Prefix:     "/" + p.Name,
+		Upstream:   u,
+		Secret:     p.Secret,
+		Inject:     p.Inject,
+		Headers:    maps.Clone(p.Headers),
+		Strip:      slices.Clone(p.Strip),
+		StripQuery: slices.Clone(p.StripQuery),
+		Timeout:    DefaultTimeout,
+		Usage:      p.Usage,
 
 		StreamsReportUsage: p.StreamsReportUsage,
 	}

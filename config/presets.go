@@ -33,6 +33,9 @@ type Preset struct {
 	Headers map[string]string
 	// Strip are the credential headers the provider's SDKs send.
 	Strip []string
+	// StripQuery are the query parameters that carry the provider's key
+	// when an app's SDK sends it in the URL.
+	StripQuery []string
 	// Secret is the default vault entry name: the preset's name.
 	Secret string
 	// Usage is how the provider's responses report token usage (one of
@@ -47,7 +50,7 @@ type Preset struct {
 //go:embed presets.yaml
 var presetsYAML []byte
 
-var presetKeys = []string{"name", "upstream", "base_url_path", "docs", "secret", "inject", "headers", "strip", "usage", "streams_report_usage"}
+var presetKeys = []string{"name", "upstream", "base_url_path", "docs", "secret", "inject", "headers", "strip", "strip_query", "usage", "streams_report_usage"}
 
 // catalog parses presets.yaml once. The file is part of the binary and a
 // test parses it, so an error here is a build mistake, not bad input.
@@ -103,6 +106,9 @@ func parsePresets(data []byte) ([]Preset, error) {
 			for _, s := range d.strs(v, join(path, "strip")) {
 				p.Strip = append(p.Strip, textproto.CanonicalMIMEHeaderKey(s))
 			}
+		}
+		if v := f["strip_query"]; v != nil {
+			p.StripQuery = d.strs(v, join(path, "strip_query"))
 		}
 		p.Usage = UsageNone
 		if v := f["usage"]; v != nil {
@@ -166,6 +172,7 @@ func (p Preset) clone() Preset {
 		p.Inject.AWSSigV4 = &sig
 	}
 	p.Strip = slices.Clone(p.Strip)
+	p.StripQuery = slices.Clone(p.StripQuery)
 	if p.Inject.Basic != nil {
 		b := *p.Inject.Basic
 		p.Inject.Basic = &b

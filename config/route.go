@@ -227,6 +227,18 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		})
 	}
 
+	if preset != nil {
+		r.StripQuery = slices.Clone(preset.StripQuery)
+	}
+	if v := f["strip_query"]; v != nil {
+		d.list(v, join(path, "strip_query"), func(v *yaml.Node, p string) {
+			s, ok := d.nonEmpty(v, p)
+			if ok && d.check(v, p, validQueryName(s)) && !slices.Contains(r.StripQuery, s) {
+				r.StripQuery = append(r.StripQuery, s)
+			}
+		})
+	}
+
 	r.Timeout = DefaultTimeout
 	if v := f["timeout"]; v != nil {
 		if t, ok := d.duration(v, join(path, "timeout")); ok {

@@ -12,7 +12,8 @@ import (
 // attaches the route's key: the host dialled and the Host header both come
 // from the route alone (invariant 1). Before the key goes in, it removes
 // the app's credentials and the method and URL overrides that would slip
-// past the route's allow rules, under any alias, and any header or query
+// past the route's allow rules, under any alias, the query parameters
+// that carry a provider key (strip_query), and any header or query
 // parameter holding a till token (invariant 2).
 func (x *exchange) attach(out *http.Request, rawQuery string) {
 	rt, in := x.route, x.inj
@@ -21,6 +22,11 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 	out.URL.Path = x.outPath
 	out.URL.RawPath = x.rawPath
 	out.URL.RawQuery = withoutClientTokens(rawQuery)
+	for _, name := range rt.queryCredentials {
+		if out.URL.RawQuery != "" {
+			out.URL.RawQuery = withoutParam(out.URL.RawQuery, name)
+		}
+	}
 	out.Host = ""
 	h := out.Header
 	stripHeaders(h, rt.credentials, overrideHeaders)

@@ -84,9 +84,11 @@ type route struct {
 	keyHeader string
 
 	// credentials are the client headers removed before injection, in
-	// canonical form; addHeaders are set when the app did not send them.
-	credentials []string
-	addHeaders  [][2]string
+	// canonical form, and queryCredentials the query parameters;
+	// addHeaders are set when the app did not send them.
+	credentials      []string
+	queryCredentials []string
+	addHeaders       [][2]string
 
 	// The key and how it is attached, shared by the routes that attach
 	// one key the same way. For a route whose secret is in a source, it
@@ -277,6 +279,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		creds = append(creds, http.CanonicalHeaderKey(h))
 	}
 	r.credentials = shared.names(dedupe(creds))
+	r.queryCredentials = cr.StripQuery
 	for k, v := range cr.Headers {
 		r.addHeaders = append(r.addHeaders, [2]string{http.CanonicalHeaderKey(k), v})
 	}

@@ -178,6 +178,36 @@ func TestOutboundDropsClientTokens(t *testing.T) {
 	}
 }
 
+// TestOutboundDropsQueryCredentials: the query parameters a route's
+// strip_query names (the gemini preset's key, which Google's SDKs can send
+// in the URL) never go upstream, in any spelling that decodes to the name
+// or behind a ";"; other parameters stay, as does one whose name differs
+// in case.
+func TestOutboundDropsQueryCredentials(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte(`version: 1
+routes:
+  - {name: gemini, preset: gemini, upstream: "https://api.example.com", secret: k}
+  - {name: own, prefix: /own, upstream: "https://api.example.com", secret: k, inject: {header: X-Key}, strip_query: [sig, key]}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	for _, tt := range []struct {
+		rt          *route
+		query, want string
+	}{
+		{s.routes[0], "key=AIzaAppKey&alt=sse", "alt=sse"},
+		{s.routes[0], "alt=sse;key=AIzaAppKey&k%65y=AIzaAppKey&key&KEY=kept", "alt=sse&KEY=kept"},
+		{s.routes[1], "sig=app&key=app&keys=kept", "keys=kept"},
+	} {
+		_, q := sendHeaders(t, tt.rt, nil, tt.query)
+		if q != tt.want {
+			t.Errorf("route %s, query %q: sent %q, want %q", tt.rt.name, tt.query, q, tt.want)
+		}
+	}
+}
+
 // TestRelayDropsClientTokens: a request relayed to a host without a route
 // carries no till token either, in a header or the query.
 func TestRelayDropsClientTokens(t *testing.T) {
