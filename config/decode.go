@@ -77,6 +77,7 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	c := d.config(root)
+	d.literalKeys(root)
 	if len(d.errs) > 0 {
 		slices.SortStableFunc(d.errs, func(a, b *Error) int { return a.Line - b.Line })
 		errs := make([]error, len(d.errs))

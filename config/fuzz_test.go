@@ -47,7 +47,15 @@ func FuzzParse(f *testing.F) {
 					t.Fatalf("error line %q does not start with the file name", line)
 				}
 			}
+			if looksLikeKey(err.Error()) {
+				t.Fatalf("the error shows a value that looks like a key: %v", err)
+			}
 			return
+		}
+		for _, s := range routeTexts(c) {
+			if looksLikeKey(s) {
+				t.Fatalf("a value that looks like a key accepted: %q", s)
+			}
 		}
 		for _, r := range c.Routes {
 			if r.Upstream == nil || r.Name == "" || r.Prefix == "" || r.Secret == "" {
@@ -117,4 +125,20 @@ func FuzzGlob(f *testing.F) {
 			t.Fatalf("%q matched %q, which is not absolute", pattern, path)
 		}
 	})
+}
+
+// routeTexts are the route values that till logs or shows.
+func routeTexts(c *Config) []string {
+	var out []string
+	for _, r := range c.Routes {
+		out = append(out, r.Name, r.Prefix, r.Upstream.String(), r.Secret, r.Inject.Header, r.Inject.Query)
+		out = append(out, r.Strip...)
+		out = append(out, r.StripQuery...)
+		out = append(out, r.Allow.Methods...)
+		for _, g := range r.Allow.Paths {
+			out = append(out, g.String())
+		}
+		out = append(out, r.Allow.Models...)
+	}
+	return out
 }

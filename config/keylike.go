@@ -1,6 +1,11 @@
 package config
 
-import "regexp"
+import (
+	"regexp"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
 
 // A literal credential in till.yaml defeats the point of till: the file is
 // read by people, copied into tickets and committed, and the value never
@@ -14,6 +19,49 @@ import "regexp"
 // types, beta flags, dates, UUIDs and hex digests stay accepted, since a
 // config that till refuses for a harmless value can only be fixed by
 // giving up the header.
+
+// literalKeys refuses, without showing it, every value in the document
+// root that looks like a key and that no other check refused on its line:
+// one pasted as a prefix, an upstream, a strip entry or an allow rule
+// would be logged at each start and shown by till check and
+// /admin/routes. limits.redis alone may hold a password.
+func (d *decoder) literalKeys(root *yaml.Node) {
+	reported := make(map[int]bool, len(d.errs))
+	for _, e := range d.errs {
+		reported[e.Line] = true
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := path
+				if plausibleKey(k.Value) {
+					p = join(path, k.Value)
+				}
+				walk(k, path)
+				if p != "limits.redis" {
+					walk(v, p)
+				}
+			}
+		case yaml.SequenceNode:
+			for i, v := range n.Content {
+				walk(v, path+"["+strconv.Itoa(i)+"]")
+			}
+		case yaml.ScalarNode:
+			if !reported[n.Line] && looksLikeKey(n.Value) {
+				reported[n.Line] = true
+				d.errorf(n, path, "looks like a literal key (not shown) (hint: keys belong in the vault: store it with till secret set NAME, and name NAME in the route's secret)")
+			}
+		}
+	}
+	walk(root, "")
+}
 
 // keyPrefixes match the start of a token in a provider's key format. Each
 // demands enough characters after the prefix that a word or an identifier

@@ -136,3 +136,37 @@ func FuzzKeyLooking(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyAnywhereRefused: a key pasted into any value of the config, not
+// only a header, an inject template or a secret name, is refused without
+// being shown: accepted, it was logged at each start and shown by till
+// check. limits.redis alone may hold a password.
+func TestKeyAnywhereRefused(t *testing.T) {
+	k := fakeOpenAIKey
+	for _, tt := range []struct{ where, yaml string }{
+		{"routes[0].prefix", "routes: [{name: a, preset: openai, prefix: /" + k + "}]"},
+		{"routes[0].upstream", "routes: [{name: a, preset: openai, upstream: 'https://api.example.com/" + k + "'}]"},
+		{"routes[0].inject.header", "routes: [{name: a, upstream: 'https://x.example', inject: {header: " + k + "}}]"},
+		{"routes[0].inject.query", "routes: [{name: a, upstream: 'https://x.example', inject: {query: " + k + "}}]"},
+		{"routes[0].strip[1]", "routes: [{name: a, preset: openai, strip: [X-Org, " + k + "]}]"},
+		{"routes[0].strip_query[0]", "routes: [{name: a, preset: openai, strip_query: [" + k + "]}]"},
+		{"routes[0].allow.paths[0]", "routes: [{name: a, preset: openai, allow: {paths: ['/v1/" + k + "']}}]"},
+		{"routes[0].allow.models[0]", "routes: [{name: a, preset: openai, allow: {models: [" + k + "]}}]"},
+		{"audit.file", "audit: {file: /var/log/" + k + "}\nroutes: []"},
+		{"vault.path", "vault: {path: /etc/till/" + k + "}\nroutes: []"},
+	} {
+		_, err := Parse("till.yaml", []byte("version: 1\n"+tt.yaml+"\n"), "/etc/till")
+		switch {
+		case err == nil:
+			t.Errorf("%s: a key was accepted", tt.where)
+		case !strings.Contains(err.Error(), tt.where+": looks like a literal key (not shown)"):
+			t.Errorf("%s: got %v, want the literal key error there", tt.where, err)
+		case strings.Contains(err.Error(), k[8:]):
+			t.Errorf("%s: the error shows the key: %v", tt.where, err)
+		}
+	}
+	y := "version: 1\nlimits: {redis: 'redis://:" + k[8:] + "@127.0.0.1:6379'}\nroutes: []\n"
+	if _, err := Parse("till.yaml", []byte(y), "/etc/till"); err != nil {
+		t.Errorf("a password in limits.redis: %v", err)
+	}
+}
