@@ -16,22 +16,26 @@ import (
 var commandHelp = map[string]helpEntry{
 	"init": {
 		synopsis: "till init [--dir DIR]",
+		short:    "write a starter till.yaml; create the vault and its key if absent",
 		about:    "Write a starter till.yaml (its example routes commented out) that till check accepts, and create the vault and its key when absent.",
 		examples: []string{"till init", "till init --dir /etc/till"},
 	},
 	"serve": {
 		synopsis: "till serve [-c FILE] [--listen ADDR]",
+		short:    "run the gateway",
 		about: "Run the gateway. The log (stderr) names the address it bound and each route's base URL; audit records go to audit.file (stdout by default). " +
 			"SIGHUP reloads the config and vault; SIGTERM lets requests in flight finish (shutdown_grace) and stops.",
 		examples: []string{"till serve", "till serve -c /etc/till/till.yaml --listen 127.0.0.1:0   # any free port"},
 	},
 	"check": {
 		synopsis: "till check [-c FILE]",
+		short:    "validate the config, vault, secrets and their expiry",
 		about:    "Validate the config, the vault, each route's secret and its expiry, fetching once every key that comes from a source (Vault, AWS Secrets Manager, files, exec); exit 1 on any error, with the source, ref and cause, and warn 14 days before a secret expires.",
 		examples: []string{"till check", "till check -c till.yaml && till serve -c till.yaml"},
 	},
 	"test": {
 		synopsis: "till test [-c FILE] [--client NAME] [--from ADDR] [--model NAME] [--mint] [--json] METHOD URL",
+		short:    "dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused",
 		about: "Dry-run a request through the config, sending nothing upstream: the route, the verdict and the secret (name or source ref, and fingerprint; a source's key is fetched), or why it would be refused; exit 0 allowed, 1 refused. " +
 			"URL is a path (/openai/v1/models) or a URL on till's own listener (the base URLs the serve log prints) for a base-URL request, " +
 			"or another http:// or https:// URL for a proxied one. --from is the source address, for clients' cidrs; --model the model a request body would name, for allow.models; --mint obtains a token from the route's token endpoint for a request it allows, to check it (the token is not shown; the ask is the operator's, not in serve's audit trail).",
@@ -43,6 +47,7 @@ var commandHelp = map[string]helpEntry{
 	},
 	"secret set": {
 		synopsis: "till secret set NAME [-c FILE] [--expires WHEN] [--json | --pem] < VALUE",
+		short:    "store a key read from stdin",
 		about: "Store a key in the vault, read from stdin (one trailing newline trimmed) or typed at a prompt without echo; never from the command line. " +
 			"Setting an existing name rotates it. WHEN is a date (2027-01-31), an RFC 3339 time or a duration (90d, 12h). " +
 			"--json reads an object of fields (a field may span lines, as a service account's private_key does); --pem a PEM key. " +
@@ -54,48 +59,57 @@ var commandHelp = map[string]helpEntry{
 	},
 	"secret list": {
 		synopsis: "till secret list [-c FILE] [--json]",
+		short:    "list the secrets (never their values)",
 		about:    "List the vault's secrets and the source refs routes use (fetched once): name, source, fingerprint, version time, expires and status (ok, expiring within 14 days, expired, unavailable); never their values.",
 		examples: []string{"till secret list", "till secret list --json"},
 	},
 	"secret rm": {
 		synopsis: "till secret rm NAME [-c FILE]",
+		short:    "delete a secret",
 		about:    "Delete a secret from the vault; routes that need it then refuse with 503 secret_missing.",
 		examples: []string{"till secret rm openai"},
 	},
 	"client add": {
 		synopsis: "till client add NAME [-c FILE] [--cidr CIDR]... [--cert] [--write]",
+		short:    "print a new client token and its config lines (--write: add them)",
 		about: "Create a client: print its token once (till keeps only its SHA-256) and its entry for the config's clients: list, " +
 			"or add the entry there with --write. The app sends the token as X-Till-Token, as its SDK's API key, or as the proxy password.",
 		examples: []string{"till client add web --cidr 10.0.0.0/8", "till client add web --write && kill -HUP $(pidof till)"},
 	},
 	"client list": {
 		synopsis: "till client list [-c FILE]",
+		short:    "list the clients",
 		about:    "List the config's clients: name, the start of the token's SHA-256, source ranges, and the routes that name the client.",
 		examples: []string{"till client list"},
 	},
 	"client rotate": {
 		synopsis: "till client rotate NAME [-c FILE]",
+		short:    "give a client a new token; the old one dies at the reload",
 		about: "Give a client a new token, printed once: its digest replaces the old one in the config file (cidrs, cert and the routes and budgets naming it stay), " +
 			"and the old token stops working when till reloads. A client with cert: true also gets a new NAME.crt and NAME.key in the working folder; the old certificate is revoked with the old token.",
 		examples: []string{"till client rotate web"},
 	},
 	"client rm": {
 		synopsis: "till client rm NAME [-c FILE]",
+		short:    "remove a client that nothing names",
 		about:    "Remove a client from the config file (refused while a route or budget names it); its token stops working when till reloads.",
 		examples: []string{"till client rm web && kill -HUP $(pidof till)"},
 	},
 	"ca init": {
 		synopsis: "till ca init [-c FILE]",
+		short:    "create the interception CA",
 		about:    "Create this installation's interception CA: its certificate goes to forward.ca_cert (till-ca.pem), its private key into the vault as till-ca. It never replaces one.",
 		examples: []string{"till ca init", "till ca init -c examples/http-proxy/till.yaml"},
 	},
 	"ca export": {
 		synopsis: "till ca export [-c FILE]",
+		short:    "print the interception CA's certificate",
 		about:    "Print the interception CA's certificate (PEM), for the apps and trust stores that must trust it.",
 		examples: []string{"till ca export > till-ca.pem", "till ca export | keytool -importcert -noprompt -alias till -keystore till.jks -storepass changeit"},
 	},
 	"env": {
 		synopsis: "till env [-c FILE] [--client NAME] [--format shell|dotenv]",
+		short:    "print the environment an app needs to use till as its proxy",
 		about: "Print the environment an app needs to use till as its HTTP(S) proxy: HTTP(S)_PROXY, NO_PROXY, a CA bundle for curl, Python and Go " +
 			"(the system roots plus till's CA, written beside the CA), and NODE_USE_ENV_PROXY and NODE_EXTRA_CA_CERTS for Node. " +
 			"With --client, the proxy URL holds ${TILL_TOKEN}: set it before eval.",
@@ -103,38 +117,45 @@ var commandHelp = map[string]helpEntry{
 	},
 	"audit summary": {
 		synopsis: auditSummarySynopsis,
+		short:    "uses of each key per client and route, with refusals and errors",
 		about:    "Count the request records per key fingerprint, secret, client and route (forwarded, denied, error, first and last), from rotated and gzip files too: who used this key, when, for what.",
 		examples: []string{"till audit summary --since 24h --secret openai audit.log*", "till audit summary --json audit.log"},
 	},
 	"audit verify": {
 		synopsis: auditVerifySynopsis,
+		short:    "check the hash chain (files oldest first); exit 1 at the first break",
 		about:    "Check the hash chain of audit files given oldest first and, with --pubkey, the signed checkpoints; exit 1 at the first break, as FILE:LINE: reason.",
 		examples: []string{"till audit verify audit.log.2 audit.log.1 audit.log", "till audit verify --pubkey audit.pub audit.log"},
 	},
 	"audit pubkey": {
 		synopsis: "till audit pubkey [-c FILE]",
+		short:    "the audit signing key's public key (ssh-ed25519 ...)",
 		about:    "Print the public key of the audit signing key (ssh-ed25519 ...), for verifiers to keep; till serve creates the key when audit.sign is true.",
 		examples: []string{"till audit pubkey > audit.pub"},
 	},
 	"health": {
 		synopsis: "till health [-c FILE] [--url URL]",
+		short:    "exit 0 if the running till is ready (admin /readyz), else 1",
 		about: "Ask a running till whether it is ready: exit 0 when the admin listener's /readyz answers 200, 1 otherwise, with the reason on stderr. " +
 			"The URL defaults to the config's admin.listen; a base URL gets /readyz. For Docker HEALTHCHECK and compose healthcheck (no shell needed).",
 		examples: []string{"till health", "till health --url http://127.0.0.1:9090"},
 	},
 	"usage": {
 		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]",
+		short:    "each budget counter: limit, used, remaining, reset time",
 		about: "Print each budget counter: its limit, what was used (reservations in flight included), what remains and when a calendar window resets. " +
 			"With limits.redis it reads Redis, which every till shares; otherwise it asks the running till's admin listener (GET /admin/usage; admin.listen, or --url), sending $TILL_ADMIN_TOKEN when set.",
 		examples: []string{"till usage", "till usage --client web --json"},
 	},
 	"version": {
 		synopsis: "till version",
+		short:    "print the version, commit, build date and Go version",
 		about:    "Print till's version, commit, build date and the Go version it was built with.",
 		examples: []string{"till version"},
 	},
 	"help": {
 		synopsis: "till help [COMMAND [SUBCOMMAND]]",
+		short:    "a command's usage, with examples (also: till COMMAND --help)",
 		about:    "Print the usage of till, or of a command with examples; till COMMAND --help prints the same.",
 		examples: []string{"till help secret set", "till client add --help"},
 	},
@@ -149,11 +170,36 @@ var commandGroups = map[string][]string{
 	"audit":  {"summary", "verify", "pubkey"},
 }
 
-// helpEntry is one command's help.
+// helpEntry is one command's help: its synopsis, with every flag, and
+// what it does in a line (for till help) and in full (for till help CMD).
 type helpEntry struct {
 	synopsis string
+	short    string
 	about    string
 	examples []string
+}
+
+// commandOrder is the order till help lists the commands in.
+var commandOrder = []string{
+	"init", "serve", "check", "test", "secret set", "secret list", "secret rm",
+	"client add", "client list", "client rotate", "client rm", "ca init", "ca export",
+	"env", "audit summary", "audit verify", "audit pubkey", "health", "usage", "version", "help",
+}
+
+// printUsage writes till's usage: each command's synopsis (without -c,
+// which every command takes) and what it does.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, "till is an outbound API gateway that holds your provider keys.\n\nUsage:\n")
+	for _, name := range commandOrder {
+		h := commandHelp[name]
+		fmt.Fprintf(w, "  %s\n      %s\n", strings.Replace(h.synopsis, " [-c FILE]", "", 1), h.short)
+	}
+	fmt.Fprint(w, `
+Every command takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
+Global flags, before or after the command: --log-level debug|info|warn|error,
+--log-format json|console (they win over the config's log:).
+Environment: TILL_CONFIG, TILL_KEY_FILE, TILL_PASSPHRASE, TILL_ADMIN_TOKEN.
+`)
 }
 
 // commandNames are the top-level commands, for suggestions.

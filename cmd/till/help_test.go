@@ -35,6 +35,15 @@ func TestHelp(t *testing.T) {
 			if name == "help" {
 				return
 			}
+			// Every flag but -c is in the synopsis, which till help lists.
+			_, flags, _ := strings.Cut(want, "\nFlags:\n")
+			for _, line := range strings.Split(flags, "\n") {
+				if f, ok := strings.CutPrefix(line, "  -"); ok {
+					if f = strings.Fields(f)[0]; f != "c" && !strings.Contains(h.synopsis, "--"+f) {
+						t.Errorf("the synopsis of till %s lacks its flag --%s: %s", name, f, h.synopsis)
+					}
+				}
+			}
 			for _, flag := range []string{"--help", "-h"} {
 				out, errOut, code := c.run("", append(words, flag)...)
 				if code != 0 || errOut != "" || out != want {
@@ -99,6 +108,14 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 				t.Errorf("command %q has no entry in commandHelp", group+" "+sub)
 			}
 		}
+	}
+	for name, h := range commandHelp {
+		if !slices.Contains(commandOrder, name) || h.short == "" {
+			t.Errorf("till help does not list command %q with what it does", name)
+		}
+	}
+	if len(commandOrder) != len(commandHelp) {
+		t.Errorf("commandOrder lists %d commands, commandHelp has %d", len(commandOrder), len(commandHelp))
 	}
 }
 
@@ -175,7 +192,7 @@ func TestSuggest(t *testing.T) {
 func TestSynopsesNameFrom(t *testing.T) {
 	c := newCLI(t)
 	out, _, _ := c.run("", "help")
-	if !strings.Contains(out, "till test [--client NAME] [--from ADDR] [--model NAME] METHOD URL") {
+	if !strings.Contains(out, "till test [--client NAME] [--from ADDR] [--model NAME] [--mint] [--json] METHOD URL\n") {
 		t.Errorf("till help lacks --from:\n%s", out)
 	}
 	out, _, _ = c.run("", "test", "--help")

@@ -58,40 +58,6 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-const usage = `till is an outbound API gateway that holds your provider keys.
-
-Usage:
-  till init [--dir DIR]                  write a starter till.yaml; create vault and key if absent
-  till serve [-c FILE] [--listen ADDR]   run the gateway
-  till check [-c FILE]                   validate config, vault, secrets and expiry
-  till test [--client NAME] [--from ADDR] [--model NAME] METHOD URL
-                                         dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused
-  till secret set NAME [--expires WHEN] [--json]   store a key read from stdin
-  till secret list [--json]              list secrets (never their values)
-  till secret rm NAME                    delete a secret
-  till client add NAME [--cidr CIDR]... [--write]
-                                         print a new client token and its config lines (--write: add them)
-  till client list | till client rotate NAME | till client rm NAME
-  till ca init | till ca export          create the interception CA | print its certificate
-  till env [--client NAME] [--format shell|dotenv]
-                                         print the environment an app needs to use till as its proxy
-  till audit summary [--since D] [--secret NAME|--key-fp FP] [--json] FILE...
-                                         uses of each key per client and route, with refusals and errors
-  till audit verify [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE...
-                                         check the hash chain (files oldest first); exit 1 at the first break
-  till audit pubkey                      the audit signing key's public key (ssh-ed25519 ...)
-  till health [--url URL]                exit 0 if the running till is ready (admin /readyz), else 1
-  till usage [--json] [--client NAME] [--budget NAME]
-                                         each budget counter: limit, used, remaining, reset time
-  till version                           print the version, commit, build date and Go version
-  till help [CMD] | till CMD --help      a command's usage, with examples
-
-Every subcommand takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
-Global flags, before or after the command: --log-level debug|info|warn|error,
---log-format json|console (they win over the config's log:).
-Environment: TILL_CONFIG, TILL_KEY_FILE, TILL_PASSPHRASE.
-`
-
 func run(ctx context.Context, args []string, e *env) int {
 	args, lf, err := globalFlags(args)
 	if err != nil {
@@ -99,7 +65,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	}
 	e.log = lf
 	if len(args) == 0 {
-		fmt.Fprint(e.stderr, usage)
+		printUsage(e.stderr)
 		return exitUsage
 	}
 	args, e, code, done := helpRequest(args, e)
@@ -132,7 +98,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	case "version", "--version":
 		err = runVersion(rest, e)
 	case "help", "-h", "--help":
-		fmt.Fprint(e.stdout, usage)
+		printUsage(e.stdout)
 		return exitOK
 	default:
 		err = unknownCommand(cmd)
