@@ -112,8 +112,9 @@ type injection struct {
 	// cred is how the key is used, for the record: credStatic when "".
 	cred string
 	// problem is why the key cannot be attached (missing secret or field);
-	// "" when it can.
+	// "" when it can. missing says the secret is not in the vault.
 	problem string
+	missing bool
 	fp      string
 	expires time.Time // zero: never
 	// A header and its value, or an escaped "name=value" query parameter.
@@ -136,6 +137,7 @@ type RouteInfo struct {
 	Fingerprint string    // "" when the secret is missing
 	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
 	Problem     string    // why the route cannot attach its key; "" when ready
+	Missing     bool      // the problem is that its secret is not in the vault
 	// Pool holds each key of a route with a key pool, in config order
 	// (the first is also the route's Secret); nil otherwise.
 	Pool []KeyInfo
@@ -147,6 +149,7 @@ type KeyInfo struct {
 	Fingerprint string    // "" when the secret is missing or fetched at request time
 	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
 	Problem     string    // why this key cannot be attached; "" when ready
+	Missing     bool      // the problem is that its secret is not in the vault
 }
 
 // NewSnapshot compiles cfg and the vault's secrets. Routes whose secret is
@@ -333,7 +336,7 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		ok = false // till's own keys are never a route's (config refuses them too)
 	}
 	if !ok {
-		in.problem = "secret " + `"` + cr.Secret + `"` + " is not in the vault (hint: till secret set " + cr.Secret + ")"
+		in.problem, in.missing = "secret "+`"`+cr.Secret+`"`+" is not in the vault", true
 		return in, nil
 	}
 	in.fp = sec.Fingerprint()
@@ -487,10 +490,11 @@ func (s *Snapshot) Routes() []RouteInfo {
 			Fingerprint: r.fp,
 			Expires:     r.expires,
 			Problem:     r.problem,
+			Missing:     r.missing,
 		}
 		if r.pool != nil {
 			for _, m := range r.pool.members {
-				info.Pool = append(info.Pool, KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem})
+				info.Pool = append(info.Pool, KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem, Missing: m.missing})
 			}
 		}
 		out = append(out, info)

@@ -121,6 +121,9 @@ func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, bas
 		if rt.Problem != "" {
 			ev = log.Warn().Str("problem", rt.Problem)
 		}
+		if rt.Missing {
+			ev = ev.Str("hint", "till secret set "+rt.Secret)
+		}
 		ev.Str("route", rt.Name).Str("base_url", baseURL).Str("upstream", rt.Upstream).
 			Str("secret", rt.Secret).Str("key_fp", rt.Fingerprint).Msg("route")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tillgw/till/proxy"
@@ -36,15 +35,6 @@ func runCheck(args []string, e *env) error {
 	if _, err := listenerTLS(cfg, secrets, 0); err != nil {
 		problems = append(problems, err)
 	}
-	// The command that stores a secret, in the vault of the config
-	// given with -c when one was: without it, the hint would fill
-	// another vault.
-	setCmd := func(name string) string {
-		if cfgPath != "" {
-			return "till secret set " + name + " -c " + cfgPath
-		}
-		return "till secret set " + name
-	}
 	now := time.Now()
 	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
 		keys, refs := r.Pool, make([]bool, len(r.Pool))
@@ -53,18 +43,20 @@ func runCheck(args []string, e *env) error {
 				refs[j] = m.Ref != nil
 			}
 		} else {
-			keys, refs = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem}}, []bool{cr.Ref != nil}
+			keys, refs = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem, Missing: r.Missing}}, []bool{cr.Ref != nil}
 		}
 		for j, k := range keys {
 			if refs[j] {
 				continue // fetched below
 			}
 			switch {
+			case k.Missing:
+				problems = append(problems, withHint(fmt.Errorf("route %q: %s", r.Name, k.Problem), secretSetCmd(cfgPath, k.Secret)))
 			case k.Problem != "":
-				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, strings.Replace(k.Problem, "till secret set "+k.Secret+")", setCmd(k.Secret)+")", 1)))
+				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, k.Problem))
 			case !k.Expires.IsZero() && !now.Before(k.Expires):
 				problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339)),
-					"rotate it with "+setCmd(k.Secret)))
+					"rotate it with "+secretSetCmd(cfgPath, k.Secret)))
 			case !k.Expires.IsZero() && k.Expires.Sub(now) < expiringWithin:
 				fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339))
 			}
@@ -98,4 +90,14 @@ func runCheck(args []string, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	return nil
+}
+
+// secretSetCmd is the command that stores secret name in the vault of the
+// config given with -c (cfgPath), when one was: without it, a hint would
+// fill the vault of another config.
+func secretSetCmd(cfgPath, name string) string {
+	if cfgPath != "" {
+		return "till secret set " + name + " -c " + cfgPath
+	}
+	return "till secret set " + name
 }

@@ -321,15 +321,20 @@ func TestCheckWarnsOfUnpricedModels(t *testing.T) {
 	}
 }
 
-// check -c FILE's hint for a missing secret stores it in that config's
-// vault: without -c, following it filled a vault in the working folder.
+// check -c FILE's and test -c FILE's hint for a missing secret stores it
+// in that config's vault: without -c, following it filled a vault in the
+// working folder.
 func TestCheckHintKeepsTheConfig(t *testing.T) {
 	c := newCLI(t)
 	os.MkdirAll("app", 0o755)
 	os.WriteFile("app/till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
 	_, errOut, code := c.run("", "check", "-c", "app/till.yaml")
-	if code != 1 || !strings.Contains(errOut, "(hint: till secret set openai -c app/till.yaml)") {
+	if code != 1 || !strings.Contains(errOut, "\ntill: hint: till secret set openai -c app/till.yaml\n") {
 		t.Fatalf("check -c: exit %d: %s", code, errOut)
+	}
+	out, _, code := c.run("", "test", "-c", "app/till.yaml", "GET", "/openai/v1/models")
+	if code != 1 || !strings.Contains(out, "\n  hint:     till secret set openai -c app/till.yaml\n") {
+		t.Fatalf("test -c: exit %d: %s", code, out)
 	}
 	if _, errOut, code := c.run(key+"\n", "secret", "set", "openai", "-c", "app/till.yaml"); code != 0 {
 		t.Fatalf("the hint's command: %s", errOut)

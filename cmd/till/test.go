@@ -73,11 +73,29 @@ func runTest(args []string, e *env) error {
 		fmt.Fprintln(e.stdout, string(b))
 	} else {
 		printVerdict(e, method, v)
+		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", secretSetCmd(cfgPath, v.Secret))
+		}
 	}
 	if !v.Allowed {
 		return errRefused
 	}
 	return nil
+}
+
+// notInVault reports whether the key secret of the named route is one
+// that is not in the vault.
+func notInVault(snap *proxy.Snapshot, route, secret string) bool {
+	for _, r := range snap.Routes() {
+		if r.Name != route {
+			continue
+		}
+		if r.Secret == secret && r.Missing {
+			return true
+		}
+		return slices.ContainsFunc(r.Pool, func(k proxy.KeyInfo) bool { return k.Secret == secret && k.Missing })
+	}
+	return false
 }
 
 // errRefused makes till test exit 1 without another message.
