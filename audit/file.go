@@ -1,14 +1,18 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"time"
 )
 
 // file is the audit file at path, written through f (opened for
@@ -115,9 +119,9 @@ func lastLine(f io.ReaderAt, size int64) ([]byte, error) {
 	return buf, nil
 }
 
-// lastLineOf reads the last line of the file at path, without its
-// newline; nil when it cannot.
-func lastLineOf(path string) []byte {
+// lastRecordOf reads the last record of the file at path, without its
+// newline, read through when gzip-compressed; nil when it has none.
+func lastRecordOf(path string) []byte {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
@@ -127,11 +131,81 @@ func lastLineOf(path string) []byte {
 	if err != nil {
 		return nil
 	}
-	last, _ := lastLine(f, st.Size())
-	if len(last) == 0 || last[len(last)-1] != '\n' {
+	var last []byte
+	if magic := make([]byte, len(gzipMagic)); st.Size() >= int64(len(magic)) {
+		if _, err := f.ReadAt(magic, 0); err == nil && bytes.Equal(magic, gzipMagic) {
+			last = lastLineOfGzip(f)
+		} else {
+			last, _ = lastLine(f, st.Size())
+		}
+	}
+	if !isRecordStart(last) || last[len(last)-1] != '\n' {
 		return nil // a torn record is not one to chain to
 	}
 	return bytes.TrimRight(last, "\n")
+}
+
+// lastLineOfGzip reads the gzip stream r through and returns its last
+// line, with its newline if it has one.
+func lastLineOfGzip(r io.Reader) []byte {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil
+	}
+	br := bufio.NewReaderSize(zr, 64<<10)
+	var last, cur []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		cur = append(cur, chunk...)
+		switch {
+		case len(cur) > MaxLineSize:
+			return nil // a line longer than records are: not an audit file
+		case err == bufio.ErrBufferFull:
+			continue
+		case len(cur) > 0:
+			last, cur = cur, last[:0]
+		}
+		if err != nil {
+			return last
+		}
+	}
+}
+
+// predecessor is the file that the audit file at the path follows, and its
+// last record: path.1, as till rotates, or else the newest file beside it
+// named path.SUFFIX or path-SUFFIX, as logrotate names one (dateext,
+// compress). "" when there is none, so that a till restarted after a
+// rotation outside it goes on with the chain.
+func (af *file) predecessor() (string, []byte) {
+	if last := lastRecordOf(af.rotated(1)); last != nil {
+		return filepath.Base(af.rotated(1)), last
+	}
+	dir, base := filepath.Split(af.path)
+	entries, err := os.ReadDir(filepath.Clean(dir))
+	if err != nil {
+		return "", nil
+	}
+	type candidate struct {
+		name string
+		mod  time.Time
+	}
+	var found []candidate
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || len(name) <= len(base)+1 || name[:len(base)] != base || name[len(base)] != '.' && name[len(base)] != '-' {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			found = append(found, candidate{name, info.ModTime()})
+		}
+	}
+	slices.SortFunc(found, func(a, b candidate) int { return b.mod.Compare(a.mod) })
+	for _, c := range found {
+		if last := lastRecordOf(filepath.Join(dir, c.name)); last != nil {
+			return c.name, last
+		}
+	}
+	return "", nil
 }
 
 // full reports whether a record of n bytes must go to a new file.

@@ -112,9 +112,9 @@ func Open(o Options) (*Sink, error) {
 	s.repaired(torn)
 	if last != nil {
 		s.chain.resume(last)
-	} else if prev := lastLineOf(af.rotated(1)); prev != nil {
+	} else if name, prev := af.predecessor(); prev != nil {
 		s.chain.link(prev)
-		s.chain.restart(filepath.Base(af.rotated(1)))
+		s.chain.restart(name)
 	}
 	return s, nil
 }

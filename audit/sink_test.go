@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -226,6 +227,58 @@ func TestFollowsRenamedFile(t *testing.T) {
 	}
 	mustVerify(t, VerifyOptions{}, path+"-20261202", path)
 	checkMode(t, path)
+}
+
+// TestChainAcrossOutsideRotationAndRestart: till stopped, logrotate moved
+// the file to a name of its own (dateext, compress) and left an empty one
+// at the path; the restarted till chains its first record to the newest
+// file beside it that holds records, gzip or not, not to an older one nor
+// to a file without records.
+func TestChainAcrossOutsideRotationAndRestart(t *testing.T) {
+	for _, moved := range []string{"audit.log-20261204", "audit.log.1.gz", "audit.log-20261204.gz"} {
+		t.Run(moved, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "audit.log")
+			older, _ := openTest(t, Options{Path: filepath.Join(dir, "other", "audit.log")})
+			older.Write(record("0"))
+			older.Close()
+			if err := os.Rename(filepath.Join(dir, "other", "audit.log"), path+"-20261101"); err != nil {
+				t.Fatal(err)
+			}
+			yesterday := time.Now().Add(-24 * time.Hour)
+			os.Chtimes(path+"-20261101", yesterday, yesterday)
+
+			s, _ := openTest(t, Options{Path: path})
+			s.Write(record("1"))
+			s.Write(record("2"))
+			s.Close()
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasSuffix(moved, ".gz") {
+				var b bytes.Buffer
+				zw := gzip.NewWriter(&b)
+				zw.Write(data)
+				zw.Close()
+				data = b.Bytes()
+			}
+			if err := os.WriteFile(filepath.Join(dir, moved), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(path, nil, 0o600)                    // logrotate's create
+			os.WriteFile(path+".lock", nil, 0o600)            // newer, and no records
+			os.WriteFile(path+"-notes", []byte("x\n"), 0o600) // newer, and no records
+
+			s2, _ := openTest(t, Options{Path: path})
+			s2.Write(record("3"))
+			s2.Close()
+			if f := lines(t, path)[0]["prev_file"]; f != moved {
+				t.Errorf("prev_file %v, want %s", f, moved)
+			}
+			mustVerify(t, VerifyOptions{}, filepath.Join(dir, moved), path)
+		})
+	}
 }
 
 // TestReopen renames the audit file and asks for a reopen (SIGUSR1), as
