@@ -63,13 +63,7 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 		d.Code, d.Reason = e.code, e.message
 		return d
 	}
-	if e, ok := s.browser.checkOrigin(r); !ok {
-		return refuse(e)
-	}
-	if e, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
-		return refuse(e)
-	}
-	if e, ok := rt.allows(r.Method, outPath); !ok {
+	if e, ok := s.admits(r, rt, outPath, id); !ok {
 		return refuse(e)
 	}
 	if rate != nil && !rt.rate.IsZero() {
@@ -120,6 +114,19 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	}
 	d.Allowed = true
 	return d
+}
+
+// admits applies the checks of decide that count and fetch nothing: the
+// browser's origin, the client's identity, its source address and right
+// to the route, and the route's methods and paths.
+func (s *Snapshot) admits(r *http.Request, rt *route, outPath string, id identity) (apiError, bool) {
+	if e, ok := s.browser.checkOrigin(r); !ok {
+		return e, false
+	}
+	if e, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
+		return e, false
+	}
+	return rt.allows(r.Method, outPath)
 }
 
 // credential returns what the request goes with: the route's key, a pool

@@ -84,7 +84,7 @@ type Gateway struct {
 	relayer    *httputil.ReverseProxy
 	buffers    *bufferPool  // copy response bodies
 	intercept  *interceptor // nil without a CA
-	tunnels    openTunnels  // rechecked at each Swap
+	held       heldConns    // tunnels and upgrades, rechecked at each Swap
 }
 
 // live is the snapshot being served, with what forward mode needs for it:
@@ -164,7 +164,7 @@ func (g *Gateway) Swap(s *Snapshot) {
 	if old := g.live.Swap(l); old != nil {
 		old.relay.CloseIdleConnections()
 	}
-	g.tunnels.recheck(l)
+	g.held.recheck(l)
 }
 
 // BaseContext is the context every request on the gateway derives from

@@ -57,15 +57,8 @@ func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, l *
 	idle := newIdleTimer(g.tunnelIdle, end)
 	defer idle.stop()
 	dialled := upstream.RemoteAddr().(*net.TCPAddr).AddrPort()
-	open := &openTunnel{admits: func(l *live) *apiError { return l.admitTunnel(r, g.intercept != nil, dialled) }, end: end}
-	g.tunnels.add(open, g.live.Load())
-	defer func() {
-		if e := g.tunnels.remove(open); e != nil {
-			x.refused = e.code
-			g.log.Warn().Str("id", x.rec.id).Str("host", t.host).Str("code", e.code).Str("reason", e.message).
-				Msg("a reload ended a tunnel that the new config refuses")
-		}
-	}()
+	held := g.hold(func(l *live) *apiError { return l.admitTunnel(r, g.intercept != nil, dialled) }, end)
+	defer g.release(x, held)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -141,8 +141,14 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.upstreamStart = time.Now()
 	if isUpgrade(r) {
 		// ReverseProxy relays a protocol switch (WebSocket) once the
-		// upstream agrees to it; a body read to be metered goes as read.
-		out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+		// upstream agrees to it, until the request's context ends (a
+		// reload that refuses it ends it too); a body read to be metered
+		// goes as read.
+		ctx, cancel := context.WithCancel(context.WithValue(r.Context(), exchangeKey{}, x))
+		defer cancel()
+		held := g.hold(func(l *live) *apiError { return l.admitUpgrade(r, x) }, cancel)
+		defer g.release(x, held)
+		out := r.WithContext(ctx)
 		x.setBody(rw, out)
 		g.upgrader.ServeHTTP(rw, out)
 		return

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"net/http"
+	"net/netip"
+	"sync"
+)
+
+// heldConns are the connections that outlive the checks of the request
+// that opened them: tunnels and protocol switches (WebSocket). Each is
+// checked again against every config a reload swaps in, as its request
+// would be, and ended when that config refuses it: otherwise it would
+// outlive the forward mode, client, route or rule that allowed it.
+type heldConns struct {
+	mu   sync.Mutex
+	open map[*heldConn]struct{}
+}
+
+// heldConn is one held connection: admits says whether a config allows
+// it still, end ends it.
+type heldConn struct {
+	admits func(*live) *apiError
+	end    func()
+	cut    *apiError // the refusal that ended it; guarded by heldConns.mu
+}
+
+// hold tracks a connection until release. It is checked at once against
+// the config served now: a reload may have swapped it in after the
+// request's own checks.
+func (g *Gateway) hold(admits func(*live) *apiError, end func()) *heldConn {
+	c := &heldConn{admits: admits, end: end}
+	s := &g.held
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open == nil {
+		s.open = make(map[*heldConn]struct{})
+	}
+	s.open[c] = struct{}{}
+	c.check(g.live.Load())
+	return c
+}
+
+// release stops tracking c. When a reload ended it, x's record says why
+// (denied, with the code its request would get now).
+func (g *Gateway) release(x *exchange, c *heldConn) {
+	g.held.mu.Lock()
+	delete(g.held.open, c)
+	cut := c.cut
+	g.held.mu.Unlock()
+	if cut != nil {
+		x.refused = cut.code
+		g.log.Warn().Str("id", x.rec.id).Str("mode", x.rec.mode).Str("route", x.rec.route).Str("code", cut.code).Str("reason", cut.message).
+			Msg("a reload ended a connection that the new config refuses")
+	}
+}
+
+// recheck ends the held connections that l refuses.
+func (s *heldConns) recheck(l *live) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.open {
+		c.check(l)
+	}
+}
+
+// check ends c if l refuses it; the caller holds heldConns.mu.
+func (c *heldConn) check(l *live) {
+	if c.cut != nil {
+		return
+	}
+	if e := c.admits(l); e != nil {
+		c.cut = e
+		c.end()
+	}
+}
+
+// admitTunnel decides whether a tunnel opened by the CONNECT r, to the
+// address dialled, is one l allows: as a new CONNECT, it must still be
+// tunnelled (forward mode on, unknown hosts tunnelled, no route for its
+// host), by a client admitted from its address, to an address the dial
+// guard permits.
+func (l *live) admitTunnel(r *http.Request, canIntercept bool, dialled netip.AddrPort) *apiError {
+	_, mode, e := l.resolveConnect(r.Host, canIntercept)
+	if e != nil {
+		return e
+	}
+	if mode != modeTunnel {
+		return &apiError{CodeHostNotAllowed, "this host has a route now; a new CONNECT to it is intercepted"}
+	}
+	id := l.clients.identify(r, "", peerCert(r), "")
+	if e, ok := id.admit(r.RemoteAddr, nil); !ok {
+		return &e
+	}
+	if !l.guard.permitted(dialled.Addr()) || l.guard.isOwn(dialled) {
+		return &errTunnelForbidden
+	}
+	return nil
+}
+
+// admitUpgrade decides whether the protocol switch x made with r is one
+// l allows: r must resolve, in its mode, to the same route and upstream
+// host, and pass the checks of decide that count and fetch nothing (the
+// origin, the client, the route's methods and paths), and a budget's
+// refusal of sessions it cannot meter.
+func (l *live) admitUpgrade(r *http.Request, x *exchange) *apiError {
+	t, e := l.resolveAgain(r, x.rec.mode)
+	if e != nil {
+		return e
+	}
+	rt := t.route
+	if rt.name != x.route.name || rt.upstream.Host != x.route.upstream.Host {
+		return &apiError{CodeRouteNotFound, "the route this connection went through is gone"}
+	}
+	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeader)
+	if e, ok := l.admits(r, rt, t.outPath, id); !ok {
+		return &e
+	}
+	if rt.tokenBudgeted {
+		return unmetered(r, rt)
+	}
+	return nil
+}
+
+// resolveAgain resolves r, a request to a route in mode, against l.
+func (l *live) resolveAgain(r *http.Request, mode string) (target, *apiError) {
+	switch mode {
+	case modeIntercept:
+		t, _ := r.Context().Value(targetKey{}).(connectTarget)
+		return l.resolveInner(t, r.Host, r.URL)
+	case modeForward:
+		t, e := l.resolveURL(r.URL)
+		if e == nil && t.route == nil {
+			e = &apiError{CodeRouteNotFound, "no route for this host"}
+		}
+		return t, e
+	}
+	if e, ok := l.browser.checkHost(r); !ok {
+		return target{}, &e
+	}
+	return l.resolvePath(r.URL.RawPath, r.URL.Path)
+}

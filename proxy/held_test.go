@@ -1,0 +1,203 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/vault"
+)
+
+// TestReloadEndsTunnelsItRefuses: a tunnel open when a reload swaps in a
+// config that would refuse its CONNECT is ended, and its record says why
+// (outcome denied, the code a new CONNECT would get); a reload that still
+// allows it leaves it carrying bytes.
+func TestReloadEndsTunnelsItRefuses(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	host := echo.Addr().String()
+	sum := sha256.Sum256([]byte(connectToken))
+	conf := func(forward, cidrs, routes string) *Snapshot {
+		y := "version: 1\nforward: " + forward + "\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) +
+			", cidrs: [" + cidrs + "]}\nroutes:" + routes + "\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, nil)
+	}
+	const tunnelling = "{enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}"
+	for _, tt := range []struct {
+		name string
+		snap *Snapshot
+		code string // "": the tunnel stays open
+	}{
+		{"same rules", conf(tunnelling, "127.0.0.0/8", " []"), ""},
+		{"forward mode off", conf("{enabled: false}", "127.0.0.0/8", " []"), CodeBadRequest},
+		{"unknown hosts denied", conf("{enabled: true, unknown_hosts: deny}", "127.0.0.0/8", " []"), CodeHostNotAllowed},
+		{"range no longer allowed", conf("{enabled: true, unknown_hosts: tunnel}", "127.0.0.0/8", " []"), CodeHostNotAllowed},
+		{"client moved to other addresses", conf(tunnelling, "10.0.0.0/8", " []"), CodeClientForbidden},
+		{"host got a route", conf(tunnelling, "127.0.0.0/8", "\n  - {name: echo, upstream: 'https://"+host+"', secret: echo, inject: {header: X-Key}, clients: [web]}"), CodeHostNotAllowed},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			authority, _ := ca.New("tunnel-test", time.Now())
+			leaves, _ := ca.NewLeaves(authority, 4)
+			buf := &lockedBuffer{}
+			gw := New(conf(tunnelling, "127.0.0.0/8", " []"), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Leaves: leaves})
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", host, host, connectToken)
+			br := bufio.NewReader(c)
+			if res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || res.StatusCode != 200 {
+				t.Fatalf("CONNECT %s: %v %v", host, res, err)
+			}
+			rec := reloadWhileHeld(t, gw, buf, c, br, tt.snap, tt.code)
+			if rec == nil {
+				return
+			}
+			if rec["mode"] != modeTunnel || rec["client"] != "web" {
+				t.Errorf("record %v; want a tunnel record of client web", rec)
+			}
+			if n, _ := rec["bytes_in"].(float64); n != float64(len("before\n")) {
+				t.Errorf("record %v: bytes_in should count what went through before the reload", rec)
+			}
+		})
+	}
+}
+
+// TestReloadEndsUpgradesItRefuses: a protocol switch (WebSocket) relayed
+// when a reload swaps in a config that would refuse its request (the
+// client's token revoked, the route gone, its path no longer allowed, a
+// token budget that cannot meter it) is ended, and its record says why; a
+// reload that still allows it leaves it relaying.
+func TestReloadEndsUpgradesItRefuses(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw) // echo
+	}))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(connectToken))
+	web := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
+	route := "  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]%s}\n"
+	conf := func(clients, routes string) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+clients+"routes:\n"+routes), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	}
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	for _, tt := range []struct {
+		name string
+		snap *Snapshot
+		code string // "": the connection stays open
+	}{
+		{"same rules", conf(web, fmt.Sprintf(route, "")), ""},
+		{"token revoked", conf("clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(other[:])+"}\n", fmt.Sprintf(route, "")), CodeClientUnauthenticated},
+		{"route gone", conf(web, "  - {name: other, preset: openai, prefix: /other, upstream: "+up.URL+", secret: k, clients: [web]}\n"), CodeRouteNotFound},
+		{"path no longer allowed", conf(web, fmt.Sprintf(route, ", allow: {paths: [/v1/chat/completions]}")), CodePathNotAllowed},
+		{"token budget", conf(web+"budgets:\n  - {name: b, window: 1d, tokens: 1000}\n", fmt.Sprintf(route, ", prefix: /ws")), CodeBadRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			buf := &lockedBuffer{}
+			gw := New(conf(web, fmt.Sprintf(route, "")), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: %s\r\n\r\n", connectToken)
+			br := bufio.NewReader(c)
+			if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: %v %v", res, err)
+			}
+			rec := reloadWhileHeld(t, gw, buf, c, br, tt.snap, tt.code)
+			if rec != nil && (rec["status"] != 101.0 || rec["client"] != "web") {
+				t.Errorf("record %v; want one of client web's switch (101)", rec)
+			}
+		})
+	}
+}
+
+// reloadWhileHeld swaps snap into gw while c is held open (its far end
+// echoes the lines written), and checks what becomes of it: when code is
+// "", it still relays; otherwise it is ended, and its one record is
+// denied with code, which it returns.
+func reloadWhileHeld(t *testing.T, gw *Gateway, buf *lockedBuffer, c net.Conn, br *bufio.Reader, snap *Snapshot, code string) map[string]any {
+	t.Helper()
+	if err := echoLine(c, br, "before"); err != nil {
+		t.Fatalf("before the reload: %v", err)
+	}
+	gw.Swap(snap)
+	err := echoLine(c, br, "after")
+	if code == "" {
+		if err != nil {
+			t.Errorf("a reload that still allows the connection broke it: %v", err)
+		}
+		return nil
+	}
+	if err == nil {
+		t.Fatalf("the connection still relays after a reload that refuses it (%s)", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := gw.Shutdown(ctx); err != nil { // waits for the record
+		t.Fatal(err)
+	}
+	recs := buf.records(t)
+	if len(recs) != 1 || recs[0]["outcome"] != outcomeDenied || recs[0]["reason"] != code {
+		t.Fatalf("records %v; want one, denied with reason %s", recs, code)
+	}
+	return recs[0]
+}
+
+// echoLine writes word and a newline to c and reads them back from br.
+func echoLine(c net.Conn, br *bufio.Reader, word string) error {
+	if _, err := io.WriteString(c, word+"\n"); err != nil {
+		return err
+	}
+	got, err := br.ReadString('\n')
+	if err == nil && got != word+"\n" {
+		err = fmt.Errorf("echoed %q", got)
+	}
+	return err
+}
