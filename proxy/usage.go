@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -115,9 +116,13 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		return a, &errLaterUnmetered
 	}
 	if req.Stream && rt.asksStreamUsage(x.outPath) {
-		if body, changed := usage.IncludeUsage(x.held); changed {
-			x.held = body
+		body, changed := usage.IncludeUsage(x.held)
+		if !changed && rt.tokenBudgeted && !json.Valid(x.held) {
+			// Read leniently, it streams; a provider as lenient would
+			// stream it without the usage till did not ask for.
+			return a, &apiError{CodeBadRequest, "request body is not valid JSON"}
 		}
+		x.held = body
 	}
 	a.model, a.reserve, a.readable = req.Model, req.MaxOutput, true
 	return a, nil
@@ -125,15 +130,15 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 
 // unmetered refuses, on a route under a token or dollar budget, a request
 // whose answer till could not read the usage of: a protocol switch
-// (WebSocket: OpenAI's Realtime API, Gemini Live), work answered later
-// (answersLater), or, on a Gemini route,
+// (WebSocket: OpenAI's Realtime API, Gemini Live), work that spends out
+// of till's sight (spendsUnseen), or, on a Gemini route,
 // an answer the app asked of Google in another form (alt=proto) or cut
 // to a field mask that may leave usageMetadata out.
 func unmetered(r *http.Request, rt *route) *apiError {
 	if isUpgrade(r) {
 		return &errUpgradeUnmetered
 	}
-	if r.Method == http.MethodPost && answersLater(r.URL.Path) {
+	if r.Method == http.MethodPost && spendsUnseen(r.URL.Path) {
 		return &errLaterUnmetered
 	}
 	if rt.usage != usage.Gemini {
@@ -155,13 +160,15 @@ func unmetered(r *http.Request, rt *route) *apiError {
 	return nil
 }
 
-// answersLater reports whether a POST to path starts work whose usage
-// no answer to it reports: a batch (OpenAI's and Anthropic's /batches,
-// Gemini's batchGenerateContent and asyncBatchEmbedContent), or an
-// OpenAI Realtime key, with which the app would reach OpenAI without
-// till.
-func answersLater(path string) bool {
-	for _, suffix := range [...]string{"/batches", ":batchGenerateContent", ":asyncBatchEmbedContent", "/realtime/client_secrets", "/realtime/sessions", "/realtime/transcription_sessions"} {
+// spendsUnseen reports whether a POST to path starts spending that no
+// answer to it reports: work done later (batches, fine-tuning, runs of
+// assistants and evals, long-running generations, caches and tuned models
+// that bill as they live), or a session or key with which the app reaches
+// the provider without till (Realtime calls and keys, Gemini Live tokens,
+// ChatKit sessions). Compared in lower case, without trailing slashes.
+func spendsUnseen(path string) bool {
+	path = strings.ToLower(strings.TrimRight(path, "/"))
+	for _, suffix := range unseenSpending {
 		if strings.HasSuffix(path, suffix) {
 			return true
 		}
@@ -169,8 +176,24 @@ func answersLater(path string) bool {
 	return false
 }
 
+// unseenSpending are the path ends of spendsUnseen, in lower case.
+var unseenSpending = [...]string{
+	// OpenAI and Anthropic batches; Gemini's.
+	"/batches", ":batchgeneratecontent", ":asyncbatchembedcontent",
+	// OpenAI: fine-tuning, Assistants and evals runs (and their tool
+	// outputs), videos.
+	"/fine_tuning/jobs", "/runs", "/submit_tool_outputs", "/videos",
+	// Gemini: Veo's long-running generation, tuned models, context
+	// caches (billed per hour they live).
+	":predictlongrunning", "/tunedmodels", "/cachedcontents",
+	// Sessions and keys the app uses without till: OpenAI Realtime
+	// (WebRTC calls, client secrets), ChatKit; Gemini Live's tokens.
+	"/realtime/calls", "/realtime/client_secrets", "/realtime/sessions", "/realtime/transcription_sessions",
+	"/chatkit/sessions", "/auth_tokens",
+}
+
 var (
-	errLaterUnmetered     = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a batch, a background response or a Realtime session key: send them through a route no such budget covers"}
+	errLaterUnmetered     = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count what this spends later or out of its sight (batches, fine-tuning, runs, background and long-running jobs, caches, Realtime calls, session keys): send it through a route no such budget covers"}
 	errUpgradeUnmetered   = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a protocol switch (WebSocket)"}
 	errFieldMaskUnmetered = apiError{CodeBadRequest, "this route is under a token or dollar budget: alt (other than json or sse), fields and X-Goog-FieldMask would hide the usage till counts"}
 )

@@ -109,10 +109,12 @@ func TestUpgradeDeclinedIsMetered(t *testing.T) {
 
 // TestUnmeteredRefusedUnderTokenBudget: on a route under a token budget,
 // a request whose usage till could not read is refused before any key is
-// sent: a protocol switch (OpenAI's Realtime API over WebSocket), a batch
-// or a background response (answered later, to another request), a
-// Realtime session key (used without till), and on Gemini an answer asked
-// in another form or cut to a field mask; an answer in JSON or SSE, or a
+// sent: a protocol switch (OpenAI's Realtime API over WebSocket), work
+// done later (batches, fine-tuning, runs, videos, caches, background
+// responses), a session or key used without till (Realtime calls and
+// keys, ChatKit, Gemini Live tokens), a stream whose body, not valid
+// JSON, till could not ask for usage, and on Gemini an answer asked in
+// another form or cut to a field mask; an answer in JSON or SSE, or a
 // look at a batch, goes as any other.
 func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 	var sent atomic.Int64
@@ -142,6 +144,23 @@ func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 		{"gemini embed batch", "POST", "/gemini/v1beta/models/gemini-embedding-001:asyncBatchEmbedContent", nil, 400, ""},
 		{"realtime key", "POST", "/openai/v1/realtime/client_secrets", nil, 400, `{"session":{"type":"realtime"}}`},
 		{"realtime session", "POST", "/openai/v1/realtime/sessions", nil, 400, `{"model":"gpt-realtime"}`},
+		{"batch, trailing slash", "POST", "/openai/v1/batches/", nil, 400, `{"input_file_id":"f","endpoint":"/v1/chat/completions"}`},
+		{"batch, other case", "POST", "/openai/v1/Batches", nil, 400, `{"input_file_id":"f","endpoint":"/v1/chat/completions"}`},
+		{"realtime call", "POST", "/openai/v1/realtime/calls", http.Header{"Content-Type": {"multipart/form-data; boundary=b"}}, 400,
+			"--b\r\nContent-Disposition: form-data; name=\"sdp\"\r\n\r\nv=0\r\n--b--\r\n"},
+		{"realtime call, sdp", "POST", "/openai/v1/realtime/calls", http.Header{"Content-Type": {"application/sdp"}}, 400, "v=0\r\n"},
+		{"chatkit session", "POST", "/openai/v1/chatkit/sessions", nil, 400, `{"workflow":{"id":"wf"}}`},
+		{"fine-tuning job", "POST", "/openai/v1/fine_tuning/jobs", nil, 400, `{"model":"gpt-4.1-mini","training_file":"f"}`},
+		{"eval run", "POST", "/openai/v1/evals/eval_1/runs", nil, 400, `{"data_source":{}}`},
+		{"assistants run", "POST", "/openai/v1/threads/runs", nil, 400, `{"assistant_id":"a"}`},
+		{"tool outputs", "POST", "/openai/v1/threads/t/runs/r/submit_tool_outputs", nil, 400, `{"tool_outputs":[]}`},
+		{"video", "POST", "/openai/v1/videos", nil, 400, `{"model":"sora-2","prompt":"x"}`},
+		{"gemini live token", "POST", "/gemini/v1alpha/auth_tokens", nil, 400, `{"uses":1000}`},
+		{"veo", "POST", "/gemini/v1beta/models/veo-3.0-generate-001:predictLongRunning", nil, 400, ""},
+		{"tuned model", "POST", "/gemini/v1beta/tunedModels", nil, 400, ""},
+		{"context cache", "POST", "/gemini/v1beta/cachedContents", nil, 400, `{"model":"models/gemini-2.5-flash","ttl":"86400s"}`},
+		{"stream with a body not JSON", "POST", "/openai/v1/chat/completions", nil, 400,
+			`{"model":"gpt-4.1","stream":true,"tools":[{"x":NaN}],"messages":[]}`},
 		{"background response", "POST", "/openai/v1/responses", nil, 400, `{"model":"gpt-5","input":"hi","background":true}`},
 		{"background as a string", "POST", "/openai/v1/responses", nil, 400, `{"model":"gpt-5","input":"hi","background":"true"}`},
 		{"foreground response", "POST", "/openai/v1/responses", nil, 200, `{"model":"gpt-5","input":"hi","background":false}`},
