@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -427,5 +428,44 @@ func TestUpgradeHeaderSendsHeldBody(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || sent() != body {
 		t.Errorf("status %d %s; upstream got body %q, want %q", res.StatusCode, b, sent(), body)
+	}
+}
+
+// TestModellessUsageNotFree: an answer that reports usage while neither it
+// nor its request names a model (an image edit sent as multipart, which
+// till does not read) was priced at $0, so a dollar budget never ran out.
+// It is priced at the table's highest prices: the budget runs out.
+func TestModellessUsageNotFree(t *testing.T) {
+	var sent atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":[],"usage":{"input_tokens":1000,"output_tokens":1000}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, usd: 0.05}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	codes := ""
+	for range 3 {
+		req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/images/edits", strings.NewReader("--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx\r\n--b--\r\n"))
+		req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		codes += strconv.Itoa(res.StatusCode) + " "
+	}
+	// 1000 in and 1000 out at the dearest prices (15 and 75 per million)
+	// cost $0.09: the first request spends the budget.
+	if codes != "200 429 429 " || sent.Load() != 1 {
+		t.Errorf("got %s with %d sent; want 200 429 429 and 1", codes, sent.Load())
+	}
+	srv.Close()
+	if recs := buf.records(t); len(recs) == 0 || recs[0]["cost_usd"] != 0.09 {
+		t.Errorf("records %v; want the first priced at $0.09", recs)
 	}
 }

@@ -111,17 +111,38 @@ func (p *Prices) Date() string {
 // Cost prices usage u of model: cached input tokens at the model's
 // cached_input price, the rest of the input at its input price, and output
 // at its output price. priced is false when no pattern matches model (the
-// cost is then 0).
+// cost is then 0), or when model is "": neither a request nor its answer
+// named one, and u is priced at the table's highest prices, since what
+// such an answer used must not count as free.
 func (p *Prices) Cost(model string, u Usage) (usd float64, priced bool) {
+	if model == "" {
+		return p.dearest().cost(u), false
+	}
 	e := p.lookup(model)
 	if e == nil {
 		return 0, false
 	}
+	return e.cost(u), true
+}
+
+// cost prices u at e's prices.
+func (e *price) cost(u Usage) float64 {
 	in := max(u.InputTokens, 0)
 	cached := min(max(u.CachedInputTokens, 0), in)
 	out := max(u.OutputTokens, 0)
-	usd = (float64(in-cached)*e.input + float64(cached)*e.cached + float64(out)*e.output) / 1e6
-	return usd, true
+	return (float64(in-cached)*e.input + float64(cached)*e.cached + float64(out)*e.output) / 1e6
+}
+
+// dearest is the table's highest input, cached input and output prices,
+// each of whichever model has it.
+func (p *Prices) dearest() *price {
+	var d price
+	if p != nil {
+		for _, e := range p.entries {
+			d.input, d.cached, d.output = max(d.input, e.input), max(d.cached, e.cached), max(d.output, e.output)
+		}
+	}
+	return &d
 }
 
 // Priced reports whether the table has a price for model.

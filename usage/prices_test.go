@@ -48,10 +48,15 @@ func TestDefaultPrices(t *testing.T) {
 			t.Errorf("Cost(%q, %+v) = %v, %v; want %v", tt.model, tt.u, got, ok, tt.want)
 		}
 	}
-	for _, model := range []string{"", "gpt-4o-2024-05-13", "gpt-4o-realtime-preview", "gemini-2.5-flash-image", "my-model"} {
+	for _, model := range []string{"gpt-4o-2024-05-13", "gpt-4o-realtime-preview", "gemini-2.5-flash-image", "my-model"} {
 		if usd, ok := p.Cost(model, Usage{InputTokens: 5}); ok || usd != 0 {
 			t.Errorf("Cost(%q) = %v, %v; want unpriced", model, usd, ok)
 		}
+	}
+	// Usage of no model named is priced at the table's highest prices
+	// (claude-opus-4-1's input and output), not as free.
+	if usd, ok := p.Cost("", Usage{InputTokens: 1e6, OutputTokens: 1e6}); ok || !near(usd, 15+75) {
+		t.Errorf(`Cost("") = %v, %v; want 90, unpriced`, usd, ok)
 	}
 	var none *Prices
 	if _, ok := none.Cost("gpt-4o", Usage{}); ok || none.Date() != "" {
