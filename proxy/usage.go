@@ -278,15 +278,17 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 }
 
 // chargeCut charges an answer cut before it told all its usage (an app
-// that hung up once it had its text, say) the output tokens it reserved
-// beyond the out it reported and, when it reported no input (OpenAI tells
-// it in the last chunk), an estimate of its body's: a token per 4 bytes.
-// Ending early must not dodge a budget.
-func (x *exchange) chargeCut(u usage.Usage, model string, prices *usage.Prices) {
+// that hung up once it had its text, say) beyond the output it reported:
+// the output tokens it reserved, or a token for each event it streamed
+// when that is more (one that set no max_tokens reserved none); and, when
+// it reported no input (OpenAI tells it in the last chunk), an estimate
+// of its body's: a token per 4 bytes. Ending early must not dodge a
+// budget.
+func (x *exchange) chargeCut(u usage.Usage, events int64, model string, prices *usage.Prices) {
 	if x.ticket == nil || x.rec.outcome != outcomeError || x.attempts.Load() == 0 {
 		return
 	}
-	cut := usage.Usage{OutputTokens: max(x.ticket.Reserved()-u.OutputTokens, 0)}
+	cut := usage.Usage{OutputTokens: max(x.ticket.Reserved()-u.OutputTokens, events-u.OutputTokens, 0)}
 	if u.InputTokens == 0 {
 		cut.InputTokens = int64(len(x.held)) / 4
 	}
@@ -316,7 +318,7 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	if x.meter == nil {
 		return
 	}
-	u := x.meter.Usage()
+	u, events := x.meter.Usage(), x.meter.Events()
 	meters.Put(x.meter)
 	x.meter = nil
 	if !u.Known {
@@ -325,7 +327,7 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		if x.rec.model != "" && x.rec.outcome == outcomeForwarded && x.rec.reason == "" && x.rec.status < 300 {
 			x.rec.reason = codeUsageUnknown
 		}
-		x.chargeCut(u, x.rec.model, prices)
+		x.chargeCut(u, events, x.rec.model, prices)
 		return
 	}
 	model := u.Model
@@ -334,7 +336,7 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	}
 	// An Anthropic stream tells its input (and 1 output token) at once,
 	// its output only at the end.
-	x.chargeCut(u, model, prices)
+	x.chargeCut(u, events, model, prices)
 	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
 	usd, priced := prices.Cost(model, u)
 	if !priced && model != x.rec.model && x.rec.model != "" {

@@ -77,6 +77,8 @@ type Meter struct {
 	// long is set when it outgrew maxEvent and streams to the scanner.
 	event []byte
 	long  bool
+	// events counts the SSE events with data read so far.
+	events int64
 }
 
 // maxEvent is the most of one SSE event's data held to look it over; a
@@ -184,6 +186,16 @@ func (m *Meter) Usage() Usage {
 	u.CachedInputTokens = min(Add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
 	u.OutputTokens = Add(out, t.n[fThoughts])
 	return u
+}
+
+// Events is how many SSE events with data the meter read: a lower bound
+// of the output tokens of a stream cut before it reported them, since a
+// provider streams at least a token an event (OpenAI about one).
+func (m *Meter) Events() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.events
 }
 
 // Add adds two non-negative token counts, saturating instead of
@@ -504,6 +516,9 @@ func (m *Meter) data(b []byte) {
 // eventEnd reads the event that ended, if it may hold usage, and ends
 // its document.
 func (m *Meter) eventEnd() {
+	if m.long || len(m.event) > 0 {
+		m.events++
+	}
 	if !m.long && mayHoldUsage(m.event) {
 		m.scan.write(m.event)
 	}

@@ -305,3 +305,18 @@ func BenchmarkMeterSSE500(b *testing.B) {
 		}
 	}
 }
+
+// TestMeterEvents: Events counts the SSE events that carry data, however
+// their lines are split across writes, and not comments or blank lines.
+func TestMeterEvents(t *testing.T) {
+	m := NewMeter(OpenAI, "text/event-stream")
+	for _, chunk := range []string{": keep-alive\n\n", "data: {\"a\"", ":1}\n\ndata: {}\n", "\n\n\ndata: [DONE]\n\n"} {
+		m.Write([]byte(chunk))
+	}
+	if got := m.Events(); got != 3 {
+		t.Errorf("Events() = %d, want 3", got)
+	}
+	if NewMeter(OpenAI, "application/json").Events() != 0 || (*Meter)(nil).Events() != 0 {
+		t.Error("a JSON answer, or no meter, counted events")
+	}
+}
