@@ -283,3 +283,23 @@ func TestReloadToPublicListenWithOpenRoutes(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadToTLSWithoutCA: a reload giving the listener tls.names, which
+// needs till's CA without tls.acme, was taken with a note that it applies
+// at the next restart, which would then fail; it is refused.
+func TestReloadToTLSWithoutCA(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + u.URL + "}\n"
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, u.caFile)
+	writeConfig(t, tl.dir, "version: 1\ntls: {names: [localhost]}\n"+cfg[len("version: 1\n"):])
+	if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog("reload failed") || strings.Contains(tl.stderr.String(), "take effect at the next restart") {
+		t.Errorf("a reload to TLS without the CA was not refused:\n%s", tl.stderr.String())
+	}
+	if resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
+		t.Errorf("after the refused reload: got %d %s", resp.StatusCode, body)
+	}
+	tl.stop()
+}

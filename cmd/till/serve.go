@@ -270,7 +270,8 @@ type servedConfig struct {
 // load is loadAll for a reload. A new config must pass the checks a
 // restart with it would: no open routes off loopback, on the address
 // served and on the listen address it names (which the restart serves
-// unless --listen overrides it); the CA when it intercepts. A vault that
+// unless --listen overrides it); the CA when it intercepts, or serves
+// TLS under internal names or to client certificates. A vault that
 // was there and is gone fails it: read as empty, it would take every key
 // away at once (a volume unmounted, a file moved), where the keys loaded
 // before keep serving.
@@ -283,9 +284,13 @@ func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
 		err = cfg.CheckOpenRoutes(cfg.Listen)
 	}
 	if err == nil {
-		// Interception takes effect at a restart, which would fail
-		// without the CA: a config that cannot start is no reload.
+		// Interception and the listener's TLS take effect at a
+		// restart, which would fail without the CA: a config that
+		// cannot start is no reload.
 		_, err = interceptionLeaves(cfg, secrets)
+	}
+	if err == nil {
+		_, err = listenerTLS(cfg, secrets, 0)
 	}
 	present := err == nil && !missing(cfg.Vault.Path)
 	if err == nil && s.hadVault.Load() && !present {
