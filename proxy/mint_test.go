@@ -6,11 +6,13 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -141,6 +143,119 @@ func TestMintErrorHidesTheSecret(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A token endpoint's error is logged without the client secret however
+// the answer spells it: x/oauth2 prints an answer's error code and
+// description with %q, which escapes '"' and '\\' and a no-break space,
+// and a log line must not hold the secret once those escapes, JSON's or
+// its spaces made one are undone either. What is safe stays: the status
+// and the error code.
+func TestMintErrorHidesEscapedSecret(t *testing.T) {
+	secrets := map[string]string{
+		"quote":       `Zq"7Lm"9Xp0123456789abc`,
+		"backslash":   `Zq\7Lm\9Xp0123456789abc`,
+		"both":        `Zq"7Lm\9Xp0123456789abc`,
+		"two spaces":  "Zq7Lm  9Xp0123456789abc",
+		"no-break":    "Zq7Lm\u00a09Xp0123456789abc",
+		"mixed":       "Zq\"7Lm\\ \u00a0 9Xp\t0123456789abc",
+		"short quote": `a"b\c d`,
+	}
+	// How an endpoint could quote the secret it was sent, in its answer.
+	answers := map[string]func(w http.ResponseWriter, secret string){
+		"json description": func(w http.ResponseWriter, secret string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			b, _ := json.Marshal(map[string]string{"error": "invalid_client", "error_description": "bad secret " + secret + " for app"})
+			_, _ = w.Write(b)
+		},
+		"go-quoted description": func(w http.ResponseWriter, secret string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			b, _ := json.Marshal(map[string]string{"error": "invalid_client", "error_description": "bad secret " + strconv.Quote(secret)})
+			_, _ = w.Write(b)
+		},
+		"secret as error code": func(w http.ResponseWriter, secret string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			b, _ := json.Marshal(map[string]string{"error": secret})
+			_, _ = w.Write(b)
+		},
+		"form": func(w http.ResponseWriter, secret string) {
+			w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, "error=invalid_client&error_description="+url.QueryEscape("bad secret "+secret))
+		},
+		"json body, no code": func(w http.ResponseWriter, secret string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			b, _ := json.Marshal(map[string]string{"message": "bad secret " + secret})
+			_, _ = w.Write(b)
+		},
+	}
+	for sname, secret := range secrets {
+		for aname, answer := range answers {
+			t.Run(sname+"/"+aname, func(t *testing.T) {
+				endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					_ = r.ParseForm()
+					got := r.PostForm.Get("client_secret")
+					if got != secret {
+						got = "" // unexpected: quote nothing rather than something else
+					}
+					answer(w, got)
+				}))
+				defer endpoint.Close()
+				cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
+				gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: params}}", cred, "")
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+				if w.Code != http.StatusBadGateway {
+					t.Fatalf("got %d, want 502", w.Code)
+				}
+				logs.mu.Lock()
+				log := logs.b.String()
+				logs.mu.Unlock()
+				var logged []string
+				for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+					var m map[string]any
+					if err := json.Unmarshal([]byte(line), &m); err != nil {
+						t.Fatalf("a log line is not JSON: %v", err)
+					}
+					if e, ok := m["error"].(string); ok {
+						logged = append(logged, e)
+					}
+				}
+				if len(logged) != 1 || !strings.Contains(logged[0], "oauth2") {
+					t.Fatalf("the endpoint's error is not logged as one error field (%d found)", len(logged))
+				}
+				ascii := strconv.QuoteToASCII(secret)
+				forms := map[string]string{
+					"raw":             secret,
+					"go-quoted":       strconv.Quote(secret)[1 : len(strconv.Quote(secret))-1],
+					"ascii-quoted":    ascii[1 : len(ascii)-1],
+					"json-escaped":    jsonEscaped(secret),
+					"query-escaped":   url.QueryEscape(secret),
+					"spaces made one": strings.Join(strings.Fields(secret), " "),
+				}
+				for _, in := range []struct{ name, text string }{{"the log", log}, {"the logged error", logged[0]}} {
+					for fname, f := range forms {
+						if strings.Contains(in.text, f) {
+							t.Errorf("%s holds the secret %s", in.name, fname) // never the text: it holds the secret
+						}
+					}
+				}
+				if strings.Contains(aname, "description") && !(strings.Contains(logged[0], "401") && strings.Contains(logged[0], "invalid_client")) {
+					t.Error("the logged error lacks the status or the error code")
+				}
+			})
+		}
+	}
+}
+
+// jsonEscaped is s as a JSON string holds it, without its quotes.
+func jsonEscaped(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
 }
 
 // tokenEndpoint answers every ask with a token named after the client_id
