@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +79,11 @@ type Cache struct {
 	specs   atomic.Pointer[map[string]Spec]
 	entries *lru.Cache[string, *entry]
 	flight  singleflight.Group
+	// reads numbers the fetches in the order they start, and mu makes
+	// store's compare and replace one step: a fetch that started earlier
+	// never replaces a value read by one that started later.
+	reads   atomic.Uint64
+	mu      sync.Mutex
 	log     zerolog.Logger
 	onFetch func(source, result string)
 	now     func() time.Time
@@ -91,6 +97,9 @@ type entry struct {
 	good     time.Time    // the last successful fetch
 	failedAt time.Time    // the last failed fetch after good, if any
 	err      error
+	// read is the number (Cache.reads) of the fetch that read secret, 0
+	// when none; tried that of the fetch this entry is the outcome of.
+	read, tried uint64
 	// refreshing is set while a background refresh of this entry runs.
 	refreshing atomic.Bool
 	// stamp is a Watched source's stamp taken before the fetch; checked
@@ -191,18 +200,19 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 			// request.
 			retry := e.failedAt.IsZero() || now.Sub(e.failedAt) >= retryAfterFailure
 			if age >= time.Duration(float64(spec.TTL)*RefreshAt) && retry && e.refreshing.CompareAndSwap(false, true) {
+				// In the flight too: a request that finds the value
+				// past its ttl meanwhile waits for this fetch rather
+				// than racing it with one of its own.
 				go func() {
 					defer e.refreshing.Store(false)
-					_, _ = c.fetch(ref, spec)
+					_, _, _ = c.flight.Do(flightKey(ref, spec), func() (any, error) { return c.fetch(ref, spec) })
 				}()
 			}
 			return Result{Secret: e.secret}, nil
 		}
 	}
 	if !found || e.failedAt.IsZero() || now.Sub(e.failedAt) >= retryAfterFailure {
-		// Keyed by the settings too: a fetch from before a reload is
-		// not one a request after it may join.
-		ch := c.flight.DoChan(ref+"\x00"+spec.ID, func() (any, error) { return c.fetch(ref, spec) })
+		ch := c.flight.DoChan(flightKey(ref, spec), func() (any, error) { return c.fetch(ref, spec) })
 		select {
 		case <-ctx.Done():
 			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
@@ -219,9 +229,15 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 	return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, e.err)
 }
 
+// flightKey names the fetches of cache key k from the source as spec sets
+// it, which every request and refresh of k shares. The settings are part
+// of it: a fetch from before a reload is not one a request after it may
+// join.
+func flightKey(k string, spec Spec) string { return k + "\x00" + spec.ID }
+
 // fetch fetches the ref of cache key k unless a fetch that finished
-// meanwhile made it fresh, stores the outcome and returns the entry. Its
-// error is always nil: a failure is the entry's.
+// meanwhile made it fresh, stores the outcome and returns the entry kept
+// (see store). Its error is always nil: a failure is the entry's.
 func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	old, found := c.entries.Peek(k)
 	found = found && old.id == spec.ID
@@ -229,6 +245,7 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	if found && old.err == nil && !old.good.IsZero() && !old.changed.Load() && now.Sub(old.good) < time.Duration(float64(spec.TTL)*RefreshAt) {
 		return old, nil // fetched while this call waited for its turn
 	}
+	seq := c.reads.Add(1)
 	ref, form := parseKey(k)
 	name, rest, _ := strings.Cut(ref, ":")
 	path, field, _ := strings.Cut(rest, "#")
@@ -241,16 +258,15 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	if err != nil {
 		c.count(name, "error")
 		c.log.Warn().Str("source", name).Str("secret", ref).Str("error", err.Error()).Msg("cannot fetch a secret from its source")
-		e := &entry{failedAt: now, err: err}
+		e := &entry{failedAt: now, err: err, tried: seq}
 		if found {
-			e.secret, e.good, e.stamp = old.secret, old.good, old.stamp
+			e.secret, e.good, e.stamp, e.read = old.secret, old.good, old.stamp, old.read
 			// A value that changed at its source is not served as fresh,
 			// and a change after the failure is still seen.
 			e.changed.Store(old.changed.Load())
 			e.checked.Store(old.checked.Load())
 		}
-		c.store(k, spec, e)
-		return e, nil
+		return c.store(k, spec, e), nil
 	}
 	c.count(name, "ok")
 	if !found || old.secret.Fingerprint() != sec.Fingerprint() {
@@ -260,21 +276,39 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 		}
 		ev.Str("source", name).Str("secret", ref).Str("key_fp", sec.Fingerprint()).Msg("fetched a new value of a secret")
 	}
-	e := &entry{secret: sec, good: now, stamp: stamp}
+	e := &entry{secret: sec, good: now, stamp: stamp, read: seq, tried: seq}
 	e.checked.Store(now.UnixNano())
-	c.store(k, spec, e)
-	return e, nil
+	return c.store(k, spec, e), nil
 }
 
 // store keeps e, fetched from the source as spec set it, as the entry of
-// the cache key k, unless a reload has changed the source's settings
-// since: a value from the old settings is not one to keep.
-func (c *Cache) store(k string, spec Spec, e *entry) {
+// the cache key k, and returns the entry kept, which e's waiters get.
+// Fetches of one key share a flight, but should two ever overlap, the one
+// that finishes last must not undo the other: a value read earlier does
+// not replace one read later (an old key would come back after a
+// rotation was served, for a whole ttl), and a failure of a fetch that
+// started before the value held was read is news older than that value.
+// A failure after it keeps the value as the last good one. Nothing is
+// kept once a reload has changed the source's settings: a value from the
+// old settings is not one to keep.
+func (c *Cache) store(k string, spec Spec, e *entry) *entry {
 	e.id = spec.ID
 	name, _, _ := strings.Cut(k, ":")
-	if cur, ok := (*c.specs.Load())[name]; ok && cur.ID == spec.ID {
-		c.entries.Add(k, e)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := (*c.specs.Load())[name]; !ok || s.ID != spec.ID {
+		return e
 	}
+	if cur, ok := c.entries.Peek(k); ok && cur.id == spec.ID && cur.read > e.read {
+		if e.err == nil || cur.read > e.tried {
+			return cur
+		}
+		e.secret, e.good, e.stamp, e.read = cur.secret, cur.good, cur.stamp, cur.read
+		e.changed.Store(cur.changed.Load())
+		e.checked.Store(cur.checked.Load())
+	}
+	c.entries.Add(k, e)
+	return e
 }
 
 // changed reports whether e's value changed at its Watched source since

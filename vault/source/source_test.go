@@ -538,3 +538,117 @@ func TestReloadDropsFetchInFlight(t *testing.T) {
 		t.Errorf("later, from the cache: %q, want new-source-key", v)
 	}
 }
+
+// TestRefreshSharesTheFlight: a request that finds a value past its ttl
+// while a background refresh of it is in flight waits for that refresh,
+// rather than racing it with a fetch of its own (of which the one that
+// ends last would be kept, however old the value it read).
+func TestRefreshSharesTheFlight(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	var calls atomic.Int32
+	inHold, hold := make(chan struct{}), make(chan struct{})
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		if calls.Add(1) == 2 { // the background refresh: held, then failing
+			close(inHold)
+			<-hold
+			return nil, Meta{}, errors.New("down")
+		}
+		return []byte("value-0123456789"), Meta{}, nil
+	}}
+	spec := Spec{Source: src, TTL: time.Minute}
+	c := NewCache(map[string]Spec{"s": spec}, Options{Now: clk.now, Log: zerolog.Nop()})
+	if _, err := c.Get(context.Background(), "s:k"); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(50 * time.Second) // past RefreshAt
+	if _, err := c.Get(context.Background(), "s:k"); err != nil {
+		t.Fatal(err)
+	}
+	<-inHold
+	clk.add(15 * time.Second) // past ttl
+	// A request that gives up at once: it joins the refresh's flight and
+	// leaves it, or starts a fetch of its own, which its flight holds.
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _ = c.Get(gone, "s:k")
+	close(hold)
+	// Whatever fetch the key's flight holds has ended once this returns;
+	// the refresh's failure leaves nothing fresh that would spare it.
+	_, _, _ = c.flight.Do(flightKey("s:k", spec), func() (any, error) { e, _ := c.entries.Peek("s:k"); return e, nil })
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the source was asked %d times, want 2: a request fetched while the refresh was in flight", n)
+	}
+}
+
+// TestStoreKeepsTheNewerValue: should two fetches of a ref ever overlap,
+// the one that ends last does not undo the other: a value read earlier
+// never replaces one read later (an old key would be back after a
+// rotation was served, for a whole ttl), a failure of a fetch that
+// started before the newer value was read is older news than it, and a
+// later failure keeps the newer value as the last good one.
+func TestStoreKeepsTheNewerValue(t *testing.T) {
+	const older, newer = "old-value-0123456789", "new-value-0123456789"
+	value := func(v string) func() ([]byte, Meta, error) {
+		return func() ([]byte, Meta, error) { return []byte(v), Meta{}, nil }
+	}
+	down := func() ([]byte, Meta, error) { return nil, Meta{}, errors.New("down") }
+	for _, tt := range []struct {
+		name string
+		// The answers of the second and third fetches, which start in
+		// that order and overlap; last is the one that ends last.
+		second, third func() ([]byte, Meta, error)
+		last          int32
+		wantErr       bool
+	}{
+		{"older value read first, stored last", value(older), value(newer), 2, false},
+		{"failure started first, stored last", down, value(newer), 2, false},
+		{"failure started after the newer value's fetch", value(newer), down, 3, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &clock{t: time.Unix(1_800_000_000, 0)}
+			var calls atomic.Int32
+			started := map[int32]chan struct{}{2: make(chan struct{}), 3: make(chan struct{})}
+			release := map[int32]chan struct{}{2: make(chan struct{}), 3: make(chan struct{})}
+			src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+				n := calls.Add(1)
+				if n == 1 {
+					return []byte(older), Meta{}, nil
+				}
+				close(started[n])
+				<-release[n]
+				if n == 2 {
+					return tt.second()
+				}
+				return tt.third()
+			}}
+			spec := Spec{Source: src, TTL: time.Minute}
+			c := NewCache(map[string]Spec{"s": spec}, Options{Now: clk.now, Log: zerolog.Nop()})
+			if _, err := c.Get(context.Background(), "s:k"); err != nil {
+				t.Fatal(err)
+			}
+			clk.add(50 * time.Second) // past RefreshAt: both fetch
+			done := map[int32]chan *entry{2: make(chan *entry), 3: make(chan *entry)}
+			for _, n := range []int32{2, 3} {
+				go func() { e, _ := c.fetch("s:k", spec); done[n] <- e }()
+				<-started[n]
+			}
+			first := 5 - tt.last
+			close(release[first])
+			<-done[first]
+			close(release[tt.last])
+			if v, _ := (<-done[tt.last]).secret.Value(); v != newer {
+				t.Errorf("the waiters of the fetch that ended last got %q, want %q", v, newer)
+			}
+			r, err := c.Get(context.Background(), "s:k")
+			if v, _ := r.Secret.Value(); err != nil || v != newer {
+				t.Errorf("then the cache serves %q (err %v), want %q", v, err, newer)
+			}
+			if st := c.Status("s:k"); (st.Err != nil) != tt.wantErr {
+				t.Errorf("the failure is recorded: %v, want %v", st.Err != nil, tt.wantErr)
+			}
+			if n := calls.Load(); n != 3 {
+				t.Errorf("the source was asked %d times, want 3", n)
+			}
+		})
+	}
+}
