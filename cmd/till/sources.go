@@ -152,7 +152,8 @@ func commandCache(cfg *config.Config) (*source.Cache, error) {
 const refCheckTimeout = 90 * time.Second
 
 // fetchRefs fetches, once each, the refs cfg's routes use (for till check
-// and till secret list), in the order routes name them.
+// and till secret list), every member of a key pool included, in the order
+// routes name them. A route's Ref is only its pool's first member.
 func fetchRefs(cfg *config.Config) ([]source.Status, error) {
 	cache, err := commandCache(cfg)
 	if err != nil {
@@ -164,11 +165,17 @@ func fetchRefs(cfg *config.Config) ([]source.Status, error) {
 	}
 	var uses []use
 	for _, r := range cfg.Routes {
-		if r.Ref == nil {
-			continue
+		members := []config.PoolMember{{Secret: r.Secret, Ref: r.Ref}}
+		if r.Pool != nil {
+			members = r.Pool.Members
 		}
-		if u := (use{r.Secret, proxy.SecretForm(&r)}); !slices.Contains(uses, u) {
-			uses = append(uses, u)
+		for _, m := range members {
+			if m.Ref == nil {
+				continue
+			}
+			if u := (use{m.Secret, proxy.SecretForm(&r)}); !slices.Contains(uses, u) {
+				uses = append(uses, u)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), refCheckTimeout)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -54,5 +56,43 @@ func TestReloadRenamedSource(t *testing.T) {
 	}
 	if err := get("two:key"); err != nil {
 		t.Errorf("after the reload: %v", err)
+	}
+}
+
+// TestCheckFetchesEveryPoolMember: till check and till secret list fetch
+// every ref a route uses, each member of a key pool, not only its first:
+// a pool member that cannot be fetched fails check, named.
+func TestCheckFetchesEveryPoolMember(t *testing.T) {
+	c := newCLI(t)
+	keys := filepath.Join(c.dir, "keys")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keys, "a"), []byte("sk-files-0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := "version: 1\nsources:\n  - {name: m, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: api, upstream: https://api.example.com, secret: [\"m:a\", \"m:missing\"], inject: {header: X-Api-Key}}\n"
+	if err := os.WriteFile(filepath.Join(c.dir, "till.yaml"), []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := c.run("", "check")
+	if code != 1 || !strings.Contains(errOut, `secret "m:missing" (source "m") cannot be fetched`) {
+		t.Errorf("check: exit %d, stderr %q; want exit 1 naming m:missing", code, errOut)
+	}
+	if strings.Contains(errOut, `"m:a"`) {
+		t.Errorf("check reports the member that can be fetched: %q", errOut)
+	}
+	out := c.must("", "secret", "list", "--json")
+	var rows []struct{ Name, Status string }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, r := range rows {
+		status[r.Name] = r.Status
+	}
+	if status["m:a"] != "ok" || status["m:missing"] != "unavailable" {
+		t.Errorf("secret list: got %v, want m:a ok and m:missing unavailable", status)
 	}
 }
