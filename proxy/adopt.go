@@ -90,8 +90,9 @@ func (s *sourced) adopt(old *sourced) {
 	if old == nil || old.ref != s.ref || old.form != s.form {
 		return
 	}
-	s.seed = old.seed
+	seed := old.seed.Load() // not yet taken: old compiled no value
 	if in := old.last.Load(); in != nil && in.minter != nil {
-		s.seed = in.minter
+		seed = in.minter
 	}
+	s.seed.Store(seed)
 }

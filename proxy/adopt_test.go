@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
 )
 
 // tokenCounter is a token endpoint (client credentials) that counts the
@@ -204,5 +206,109 @@ func TestPoolRestDuringReload(t *testing.T) {
 	defer mu.Unlock()
 	if a := seen["sk-pool-a-0123456789"]; a != 0 {
 		t.Errorf("key a, rate-limited for 1h by a request that began before the reload, was tried %d more times after it", a)
+	}
+}
+
+// refreshingKeys gives one unchanged credential whose version time moves
+// on by a ttl at every read, as the source cache gives an exec helper's
+// value (it reports none: the fetch time stands in) at every refresh.
+type refreshingKeys struct {
+	mu      sync.Mutex
+	version time.Time
+}
+
+func (k *refreshingKeys) GetAs(_ context.Context, ref string, _ source.Form) (source.Result, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.version = k.version.Add(5 * time.Minute)
+	return source.Result{Secret: vault.NewFieldSecret(ref, map[string]string{"client_id": "app", "client_secret": "secret-app-0123456789"}, k.version)}, nil
+}
+
+// TestSourcedTokenKeptAcrossRefreshes: with max_age set, a source value
+// without a version time of its own expires later at each refresh, and
+// is compiled anew; its minter, and the token it holds, are kept while
+// the credential and the way it mints are the same.
+func TestSourcedTokenKeptAcrossRefreshes(t *testing.T) {
+	c := &tokenCounter{}
+	up := httptest.NewServer(c)
+	defer up.Close()
+	y := "version: 1\nvault: {max_age: 90d}\nsources:\n  - {name: op, type: exec, command: [helper]}\nroutes:\n" +
+		"  - {name: api, upstream: " + up.URL + ", secret: \"op:app\", inject: {oauth2: {token_url: " + up.URL + "/token}}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshotWithKeys(cfg, nil, &refreshingKeys{version: time.Now()}), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	const n = 5
+	for range n {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+		if w.Code != http.StatusOK {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	if got := c.count(); got != 1 {
+		t.Errorf("%d requests over %d refreshes of an unchanged credential minted %d tokens, want 1", n, n, got)
+	}
+}
+
+// TestReloadSeedTakenOnce: after a reload, the token minted before it is
+// adopted by the first value compiled, and only by it: once the upstream
+// has refused it, a later compile of the same credential (back after a
+// rotation) mints anew rather than adopt it again.
+func TestReloadSeedTakenOnce(t *testing.T) {
+	var mu sync.Mutex
+	issued := 0
+	revoked := map[string]bool{}
+	sent := map[string]int{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path == "/token" {
+			issued++
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"access_token":"tok-%d-0123456789abcdef","token_type":"Bearer","expires_in":3600}`, issued)
+			return
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sent[tok]++
+		if revoked[tok] {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	defer up.Close()
+	const first = "tok-1-0123456789abcdef"
+	a, b := `{"client_id":"app","client_secret":"secret-a-0123456789"}`, `{"client_id":"app","client_secret":"secret-b-0123456789"}`
+	keys := &fakeKeys{values: map[string]string{"files:app": a}}
+	y := "version: 1\nsources:\n  - {name: files, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: api, upstream: " + up.URL + ", secret: \"files:app\", inject: {oauth2: {token_url: " + up.URL + "/token}}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshotWithKeys(cfg, nil, keys), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	get := func(want int, why string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+		if w.Code != want {
+			t.Errorf("%s: status %d, want %d", why, w.Code, want)
+		}
+	}
+	get(http.StatusOK, "first request")
+	mu.Lock()
+	revoked[first] = true
+	mu.Unlock()
+	gw.Swap(NewSnapshotWithKeys(cfg, nil, keys))
+	get(http.StatusUnauthorized, "after the reload, with the adopted token, refused")
+	get(http.StatusOK, "with a new token")
+	keys.set("files:app", b)
+	get(http.StatusOK, "after a rotation")
+	keys.set("files:app", a)
+	get(http.StatusOK, "after the rotation was undone")
+	mu.Lock()
+	defer mu.Unlock()
+	if sent[first] != 2 {
+		t.Errorf("the token the upstream refused was sent %d times, want 2 (before it was refused, once after the reload)", sent[first])
 	}
 }

@@ -38,8 +38,10 @@ type sourced struct {
 	// one minter, which mints once for all of them.
 	compiling sync.Mutex
 	// seed is the minter of the value the snapshot before this one used
-	// (see adopt); set before the snapshot serves.
-	seed *minter
+	// (see adopt); set before the snapshot serves, and taken by the first
+	// value compiled, so that a token the upstream has refused since is
+	// not adopted again at a later compile.
+	seed atomic.Pointer[minter]
 }
 
 // errSecretUnavailable refuses a request whose key cannot be fetched.
@@ -67,9 +69,22 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 	}
 	in.echoForms = echoForms(values)
 	if in.minter != nil {
-		in.minter.base = &in
-		if s.seed != nil && s.seed.base.fp == in.fp && s.seed.key == in.minter.key {
-			in.minter.adopt(s.seed)
+		seed := s.seed.Swap(nil)
+		switch prev := s.last.Load(); {
+		case prev != nil && prev.minter != nil && prev.fp == in.fp && prev.minter.key == in.minter.key:
+			// The same credential minting the same way, compiled anew
+			// for another expiry (a source without version times
+			// moves it at every refresh when max_age is set): its
+			// minter, token and all, is kept rather than minted anew
+			// once per ttl. Its base differs only in the expiry,
+			// which the minted injection does not use (decide reads
+			// this one's).
+			in.minter = prev.minter
+		case seed != nil && seed.base.fp == in.fp && seed.key == in.minter.key:
+			in.minter.base = &in
+			in.minter.adopt(seed)
+		default:
+			in.minter.base = &in
 		}
 	}
 	s.last.Store(&in)
