@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tillgw/till/vault"
 )
 
 // Source is a place provider keys are fetched from instead of the vault
@@ -128,12 +130,9 @@ func (r SecretRef) String() string {
 	return s
 }
 
-var (
-	fieldRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-	// maxRefPath bounds a ref's path: it is a file name or an argument,
-	// never a document.
-	maxRefPath = 1024
-)
+// maxRefPath bounds a ref's path: it is a file name or an argument, never
+// a document.
+const maxRefPath = 1024
 
 // IsSecretRef reports whether a route's secret names a source (it has a
 // ":", which vault names never do).
@@ -158,7 +157,9 @@ func ParseSecretRef(s string) (SecretRef, error) {
 		return ref, errorString(fmt.Sprintf("path must be at most %d characters", maxRefPath))
 	case strings.ContainsFunc(path, isControl):
 		return ref, errorString("path must not contain control characters")
-	case hasField && !fieldRE.MatchString(field):
+	case hasField && !vault.ValidSourceField(field):
+		// The names vault.ParseSourceFields keeps of a document read
+		// as fields: what a ref can name is what is read.
 		return ref, errorString("field after # must be 1 to 64 characters of letters, digits, '_', '.' and '-'")
 	}
 	return ref, nil

@@ -79,7 +79,7 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	id, okID := sec.Field("client_id")
 	key, okKey := sec.Field("client_secret")
 	if !okID || !okKey {
-		return nil, nil, "oauth2 needs a secret with the fields client_id and client_secret (till secret set NAME --json)"
+		return nil, nil, "oauth2 needs a secret with the fields client_id and client_secret: " + lacking(sec, "client_id", "client_secret") + " (till secret set NAME --json)"
 	}
 	c := clientcredentials.Config{ClientID: id, ClientSecret: key, TokenURL: cfg.TokenURL, Scopes: cfg.Scopes}
 	switch cfg.AuthStyle {

@@ -36,7 +36,7 @@ func compileSigV4(cfg *config.AWSSigV4, sec vault.Secret) (*sigV4, []string, str
 	id, okID := sec.Field("access_key_id")
 	key, okKey := sec.Field("secret_access_key")
 	if !okID || !okKey {
-		return nil, nil, "aws_sigv4 needs a secret with the fields access_key_id and secret_access_key (till secret set NAME --json)"
+		return nil, nil, "aws_sigv4 needs a secret with the fields access_key_id and secret_access_key: " + lacking(sec, "access_key_id", "secret_access_key") + " (till secret set NAME --json)"
 	}
 	token, _ := sec.Field("session_token")
 	s := &sigV4{creds: aws.Credentials{AccessKeyID: id, SecretAccessKey: key, SessionToken: token, Source: "till"}, service: cfg.Service, region: cfg.Region}

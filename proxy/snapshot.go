@@ -407,6 +407,22 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	return in, append(sec.Values(), in.injectValue, strings.TrimPrefix(in.injectValue, "Basic "))
 }
 
+// lacking names the fields among names that sec does not hold, for a
+// problem: absent, or, in a source's document, left out as no usable
+// string (vault.ParseSourceFields). Never a value.
+func lacking(sec vault.Secret, names ...string) string {
+	var out []string
+	for _, n := range names {
+		if _, ok := sec.Field(n); !ok {
+			out = append(out, strconv.Quote(n))
+		}
+	}
+	if len(out) == 1 {
+		return "field " + out[0] + " is missing or not a string"
+	}
+	return "fields " + strings.Join(out, " and ") + " are missing or not strings"
+}
+
 // interner shares, within one snapshot, what routes have in common: the
 // upstream URL, the credential header names, and the key with its
 // injection and echo forms. 10,000 routes to one key hold one copy of each

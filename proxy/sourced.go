@@ -111,6 +111,17 @@ func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys
 	rt.injection = in
 }
 
+// SourcedProblem says why cr cannot attach sec, the value of ref (cr's
+// source ref, or one of its pool's), as serve finds once it has fetched
+// it: a field it needs is missing or not a string, a key does not parse;
+// "" when it can. Never a value. till check runs it on what it fetched.
+func SourcedProblem(cr *config.Route, ref string, sec vault.Secret) string {
+	one := *cr
+	one.Secret, one.Pool = ref, nil
+	in, _ := compileInjection(&one, map[string]vault.Secret{ref: sec}, 0)
+	return in.problem
+}
+
 // SecretForm is the form in which a route reads a secret from a source:
 // fields for SigV4, OAuth2 and Google credentials and for a template that
 // names {secret.FIELD}, a PEM key for a GitHub App, else one value.

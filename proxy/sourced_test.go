@@ -151,3 +151,54 @@ routes:
 		t.Errorf("source down: record %v", recs[len(recs)-1])
 	}
 }
+
+// docSource is a source of fixed documents, by path.
+type docSource map[string]string
+
+func (d docSource) Fetch(_ context.Context, path string) ([]byte, source.Meta, error) {
+	return []byte(d[path]), source.Meta{Fields: true}, nil
+}
+
+// TestSourcedFieldsBesideMetadata: a Vault-style entry with fields a
+// route does not read (an "Owner", a "rotated_at" number) mints as the
+// credential alone would; one whose needed field is not a string is
+// refused with 503 secret_unavailable, and the log names the field,
+// never a value.
+func TestSourcedFieldsBesideMetadata(t *testing.T) {
+	c := &tokenCounter{}
+	up := httptest.NewServer(c)
+	defer up.Close()
+	docs := docSource{
+		"ok":  `{"client_id":"app","client_secret":"secret-app-0123456789","Owner":"team-a","rotated_at":1700000000}`,
+		"bad": `{"client_id":"app","client_secret":987654321987,"Owner":"team-a"}`,
+	}
+	keys := source.NewCache(map[string]source.Spec{"corp": {Source: docs, TTL: time.Minute}}, source.Options{Log: zerolog.Nop()})
+	y := "version: 1\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: ok, upstream: " + up.URL + ", secret: \"corp:ok\", inject: {oauth2: {token_url: " + up.URL + "/token}}}\n" +
+		"  - {name: bad, upstream: " + up.URL + ", secret: \"corp:bad\", inject: {oauth2: {token_url: " + up.URL + "/token}}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	gw := New(NewSnapshotWithKeys(cfg, nil, keys), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.New(logs)})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/ok/x", nil))
+	if w.Code != http.StatusOK || c.count() != 1 {
+		t.Errorf("entry with metadata: %d with %d tokens minted, want 200 and 1", w.Code, c.count())
+	}
+	w = httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/bad/x", nil))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeSecretUnavailable {
+		t.Errorf("needed field not a string: got %d %s, want 503 %s", w.Code, w.Header().Get("X-Till-Error"), CodeSecretUnavailable)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	log := logs.b.String()
+	if !strings.Contains(log, `field \"client_secret\" is missing or not a string`) {
+		t.Error("the log does not name the field that is not a string")
+	}
+	if strings.Contains(log, "987654321987") || strings.Contains(log, "secret-app-0123456789") {
+		t.Error("the log holds a value")
+	}
+}

@@ -91,7 +91,35 @@ func checkValue(v string) error {
 // string fields such as {"sid": "...", "token": "..."}. Field names are
 // [a-z0-9_]{1,64}; each value is checked like [CleanValue] (nothing is
 // trimmed inside JSON). Errors name fields and byte offsets, never values.
-func ParseFields(raw []byte) (map[string]string, error) {
+func ParseFields(raw []byte) (map[string]string, error) { return parseFields(raw, true) }
+
+// ParseSourceFields reads a document fetched from a secret source (a Vault
+// KV entry, an AWS SecretString, a JSON file) as fields. Unlike
+// [ParseFields], which checks what an operator stores, it ignores a field
+// it cannot use, rather than refuse the document: such entries carry more
+// than the credential (an "Owner", a "rotated_at": 1700000000). A field is
+// kept when [ValidSourceField] accepts its name and its value is a string
+// [CleanValue] would take (line breaks allowed); a field a route needs and
+// that was ignored is then missing where the route reads it. The document
+// itself must still be a JSON object with one usable field at least.
+// Errors name fields and byte offsets, never values.
+func ParseSourceFields(raw []byte) (map[string]string, error) { return parseFields(raw, false) }
+
+// ValidSourceField reports whether name can name a field of a source's
+// document: 1 to 64 letters, digits, "_", "." and "-". A ref's #FIELD is
+// one of these, and ParseSourceFields keeps these alone, so that whatever
+// a config can name is read.
+func ValidSourceField(name string) bool {
+	ok := name != "" && len(name) <= maxNameLen
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = isLowerOrDigit(c) || 'A' <= c && c <= 'Z' || c == '_' || c == '.' || c == '-'
+	}
+	return ok
+}
+
+// parseFields is ParseFields when strict, else ParseSourceFields.
+func parseFields(raw []byte, strict bool) (map[string]string, error) {
 	if len(raw) > maxFieldsInput {
 		return nil, fmt.Errorf("fields input is %d bytes; the limit is %d", len(raw), maxFieldsInput)
 	}
@@ -114,6 +142,23 @@ func ParseFields(raw []byte) (map[string]string, error) {
 			return nil, fmt.Errorf("fields input: %w", jsonError(err))
 		}
 		name, _ := tok.(string) // object keys are always strings
+		if !strict {
+			// The value whole, whatever it is: an ignored field may
+			// hold an object or a list.
+			var value json.RawMessage
+			if err := dec.Decode(&value); err != nil {
+				return nil, fmt.Errorf("fields input: %w", jsonError(err))
+			}
+			var v string
+			if !ValidSourceField(name) || value[0] != '"' || json.Unmarshal(value, &v) != nil || checkKeyMaterial(v) != nil {
+				continue // not a field a route can read: not named here either
+			}
+			if _, dup := fields[name]; dup {
+				return nil, fmt.Errorf("field %q appears twice", name)
+			}
+			fields[name] = v
+			continue
+		}
 		if err := validFieldName(name); err != nil {
 			// Not echoed: a value (a member without its key) is read here.
 			return nil, fmt.Errorf(`fields input: field %d: invalid name (%d bytes): use 1 to 64 characters of a-z, 0-9 and "_"`, len(fields)+1, len(name))
@@ -142,8 +187,11 @@ func ParseFields(raw []byte) (map[string]string, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("fields input has data after the JSON object")
 	}
-	if len(fields) == 0 {
+	switch {
+	case len(fields) == 0 && strict:
 		return nil, errors.New("fields input has no fields")
+	case len(fields) == 0:
+		return nil, errors.New(`fields input has no field a route can read (a string named with letters, digits, "_", "." and "-")`)
 	}
 	return fields, nil
 }

@@ -1,6 +1,8 @@
 package vault
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -133,6 +135,66 @@ func TestParseFields(t *testing.T) {
 	}
 }
 
+// TestParseSourceFields: a source's document is read as the fields a
+// route can use, and a field it cannot (another kind of name, a value
+// that is no usable string) is left out rather than failing the whole
+// document; what is left out is never named, and no error holds a value.
+func TestParseSourceFields(t *testing.T) {
+	tests := []struct {
+		name    string
+		raw     string
+		want    map[string]string
+		wantErr string
+	}{
+		{name: "metadata beside the credential",
+			raw:  `{"client_id": "app", "client_secret": "sk-secretvalue", "Owner": "team-a", "rotated_at": 1700000000, "tags": {"env": "prod"}, "list": ["sk-othervalue"], "disabled": false, "expires": null}`,
+			want: map[string]string{"client_id": "app", "client_secret": "sk-secretvalue", "Owner": "team-a"}},
+		{name: "names a ref can give", raw: `{"API-Key.v2": "sk-secretvalue", "access_key_id": "AKID"}`,
+			want: map[string]string{"API-Key.v2": "sk-secretvalue", "access_key_id": "AKID"}},
+		{name: "names no ref can give", raw: `{"a b": "sk-secretvalue", "clé": "sk-othervalue", "` + strings.Repeat("a", 65) + `": "x", "": "y", "ok": "v"}`,
+			want: map[string]string{"ok": "v"}},
+		{name: "unusable strings", raw: `{"note": "", "tabbed": "sk-secret\tvalue", "ok": "v"}`, want: map[string]string{"ok": "v"}},
+		{name: "multi-line field", raw: `{"private_key": "line one\nline two"}`, want: map[string]string{"private_key": "line one\nline two"}},
+		{name: "nothing usable", raw: `{"rotated_at": 98765432, "Owner Name": "sk-secretvalue"}`, wantErr: "no field a route can read"},
+		{name: "not an object", raw: `["sk-secretvalue"]`, wantErr: "must be a JSON object"},
+		{name: "duplicate", raw: `{"a": "sk-secretvalue", "a": "sk-othervalue"}`, wantErr: `field "a" appears twice`},
+		{name: "syntax error in an ignored value", raw: `{"a": "v", "n": [1, "sk-secretvalue" 2]}`, wantErr: "invalid JSON at byte"},
+		{name: "trailing data", raw: `{"a": "sk-secretvalue"} {"b": "x"}`, wantErr: "data after the JSON object"},
+		{name: "latin-1", raw: "{\"pw\": \"sk-caf\xe9-secretvalue\"}", wantErr: "not valid UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseSourceFields([]byte(tt.raw))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ParseSourceFields: unexpected error %q", err)
+				}
+				if len(got) != len(tt.want) {
+					t.Errorf("got fields %q, want %q", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(tt.want)))
+				}
+				for k, v := range tt.want {
+					if got[k] != v {
+						t.Errorf("field %q: got %q, want %q", k, got[k], v)
+					}
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got error %v, want it to contain %q", err, tt.wantErr)
+			}
+			for _, leak := range []string{"secretvalue", "othervalue", "98765432"} {
+				if strings.Contains(err.Error(), leak) {
+					t.Errorf("the error holds the value %q", leak)
+				}
+			}
+		})
+	}
+	// The strict reading of till secret set --json is unchanged.
+	if _, err := ParseFields([]byte(`{"client_id": "app", "Owner": "team-a"}`)); err == nil {
+		t.Error("ParseFields took a field name it refuses")
+	}
+}
+
 func TestValidName(t *testing.T) {
 	tests := []struct {
 		name string
@@ -176,4 +238,36 @@ func TestCleanPEM(t *testing.T) {
 			t.Errorf("CleanPEM(%q): %v", bad, err)
 		}
 	}
+}
+
+// FuzzParseSourceFields: a source's document never panics the reader;
+// what it keeps is a field a ref can name holding a usable value, and a
+// document ParseFields takes reads the same either way.
+func FuzzParseSourceFields(f *testing.F) {
+	for _, s := range []string{
+		`{"client_id":"app","client_secret":"s","Owner":"t","rotated_at":1,"tags":{"a":[1,"x"]},"n":null}`,
+		`{"Api-Key.v2":"v","a b":"w","":"x"}`, `{"a":"v","a":"w"}`, `{"a":"line\nline"}`, `[]`, `{`, `{"a":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := ParseSourceFields(raw)
+		if err == nil {
+			if len(got) == 0 {
+				t.Fatal("no error and no fields")
+			}
+			for name, v := range got {
+				if !ValidSourceField(name) || checkKeyMaterial(v) != nil {
+					t.Fatalf("kept a field no route can read (name %q)", name)
+				}
+			}
+		}
+		strict, err := ParseFields(raw)
+		if err != nil {
+			return
+		}
+		if !maps.Equal(strict, got) {
+			t.Fatalf("ParseFields read %d fields, ParseSourceFields %d", len(strict), len(got))
+		}
+	})
 }

@@ -69,6 +69,7 @@ func runCheck(args []string, e *env) error {
 	if err != nil {
 		problems = append(problems, err)
 	}
+	problems = append(problems, sourcedProblems(cfg, refs)...)
 	for _, st := range refs {
 		exp := st.Secret.ExpiresAt(cfg.Vault.MaxAge)
 		switch {

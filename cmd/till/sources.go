@@ -151,10 +151,16 @@ func commandCache(cfg *config.Config) (*source.Cache, error) {
 // refs they fetch.
 const refCheckTimeout = 90 * time.Second
 
+// fetched is what fetchRefs learned of one ref read in one form.
+type fetched struct {
+	source.Status
+	form source.Form
+}
+
 // fetchRefs fetches, once each, the refs cfg's routes use (for till check
 // and till secret list), every member of a key pool included, in the order
 // routes name them. A route's Ref is only its pool's first member.
-func fetchRefs(cfg *config.Config) ([]source.Status, error) {
+func fetchRefs(cfg *config.Config) ([]fetched, error) {
 	cache, err := commandCache(cfg)
 	if err != nil {
 		return nil, err
@@ -185,11 +191,36 @@ func fetchRefs(cfg *config.Config) ([]source.Status, error) {
 		wg.Go(func() { _, _ = cache.GetAs(ctx, u.ref, u.form) })
 	}
 	wg.Wait()
-	out := make([]source.Status, 0, len(uses))
+	out := make([]fetched, 0, len(uses))
 	for _, u := range uses {
-		out = append(out, cache.StatusOf(u.ref, u.form))
+		out = append(out, fetched{cache.StatusOf(u.ref, u.form), u.form})
 	}
 	return out, nil
+}
+
+// sourcedProblems reports, for each route of cfg, the refs of refs (as
+// fetchRefs fetched them) that it cannot attach as they are, as serve
+// would refuse them: a field the route needs that the source's document
+// lacks or holds as no string, for instance.
+func sourcedProblems(cfg *config.Config, refs []fetched) []error {
+	var problems []error
+	for _, r := range cfg.Routes {
+		members := []config.PoolMember{{Secret: r.Secret, Ref: r.Ref}}
+		if r.Pool != nil {
+			members = r.Pool.Members
+		}
+		form := proxy.SecretForm(&r)
+		for _, m := range members {
+			i := slices.IndexFunc(refs, func(f fetched) bool { return f.Ref == m.Secret && f.form == form })
+			if m.Ref == nil || i < 0 || refs[i].Err != nil {
+				continue // a vault secret, or one that cannot be fetched: said elsewhere
+			}
+			if p := proxy.SourcedProblem(&r, m.Secret, refs[i].Secret); p != "" {
+				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, p))
+			}
+		}
+	}
+	return problems
 }
 
 // withheldFromHelpers are the variables of till's environment that hold

@@ -96,3 +96,44 @@ func TestCheckFetchesEveryPoolMember(t *testing.T) {
 		t.Errorf("secret list: got %v, want m:a ok and m:missing unavailable", status)
 	}
 }
+
+// TestCheckSourcedFields: an entry read as fields may hold fields the
+// route does not read (an "Owner", a "rotated_at" number): check passes;
+// a field the route needs that is missing or not a string fails check,
+// named, as serve would refuse the route.
+func TestCheckSourcedFields(t *testing.T) {
+	for _, tt := range []struct {
+		name, doc string
+		want      string // "" for exit 0
+	}{
+		{"metadata beside the credential", `{"client_id":"app","client_secret":"s3cret-0123456789","Owner":"team-a","rotated_at":1700000000}`, ""},
+		{"needed field not a string", `{"client_id":"app","client_secret":987654321987,"Owner":"team-a"}`,
+			`route "api": secret "m:app.json": oauth2 needs a secret with the fields client_id and client_secret: field "client_secret" is missing or not a string`},
+		{"needed field missing", `{"client_id":"app","Owner":"team-a"}`, `field "client_secret" is missing or not a string`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCLI(t)
+			if err := os.Mkdir(filepath.Join(c.dir, "keys"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(c.dir, "keys", "app.json"), []byte(tt.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			y := "version: 1\nsources:\n  - {name: m, type: files, dir: keys}\nroutes:\n" +
+				"  - {name: api, upstream: https://api.example.com, secret: \"m:app.json\", inject: {oauth2: {token_url: https://login.example.com/token}}}\n"
+			if err := os.WriteFile(filepath.Join(c.dir, "till.yaml"), []byte(y), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, errOut, code := c.run("", "check")
+			if strings.Contains(errOut, "s3cret") || strings.Contains(errOut, "987654321987") {
+				t.Fatal("check's output holds a value")
+			}
+			switch {
+			case tt.want == "" && code != 0:
+				t.Errorf("check: exit %d, stderr %q; want exit 0", code, errOut)
+			case tt.want != "" && (code != 1 || !strings.Contains(errOut, tt.want)):
+				t.Errorf("check: exit %d, stderr %q; want exit 1 and %q", code, errOut, tt.want)
+			}
+		})
+	}
+}

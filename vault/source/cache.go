@@ -390,13 +390,15 @@ func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time
 }
 
 // fieldsValue makes a FormFields secret of raw, a JSON object of string
-// fields, or of its field holding one.
+// fields, or of its field holding one. Fields a route cannot read (a
+// number, another kind of name) are left out, not refused: see
+// vault.ParseSourceFields.
 func fieldsValue(ref string, raw []byte, field string, version time.Time) (vault.Secret, error) {
 	doc, err := document(raw, field)
 	if err != nil {
 		return vault.Secret{}, err
 	}
-	fields, err := vault.ParseFields(doc)
+	fields, err := vault.ParseSourceFields(doc)
 	if err != nil {
 		return vault.Secret{}, fmt.Errorf("this route reads the secret as fields: %w", err)
 	}

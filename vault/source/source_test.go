@@ -322,7 +322,7 @@ func TestCacheForms(t *testing.T) {
 		"pem":      {pemKey + "\r\n\r\n", false},
 		"pementry": {`{"private_key":` + strconv.Quote(pemKey) + `}`, true},
 		"notjson":  {"sk-not-json-0123456789", false},
-		"badfield": {`{"a":"x","b":1}`, false},
+		"badfield": {`{"a":1,"b c":"x"}`, false},
 	}
 	src := fakeSource{func(_ context.Context, path string) ([]byte, Meta, error) {
 		d := docs[path]
@@ -376,7 +376,7 @@ func TestCacheForms(t *testing.T) {
 		want string
 	}{
 		{"s:notjson", FormFields, "reads the secret as fields"},
-		{"s:badfield", FormFields, `field "b" must be a JSON string`},
+		{"s:badfield", FormFields, "no field a route can read"},
 		{"s:notjson", FormPEM, "not PEM"},
 		{"s:aws", FormPEM, "not PEM"},
 		{"s:pementry#nope", FormPEM, `no field "nope"`},
@@ -398,6 +398,46 @@ func TestCacheForms(t *testing.T) {
 	}
 	if !slices.Contains(refs, "s:aws") {
 		t.Errorf("statuses: %v", refs)
+	}
+}
+
+// TestCacheFieldsBesideMetadata: a Vault or AWS entry read as fields may
+// hold more than the credential (an "Owner", a "rotated_at" number): those
+// fields are left out, not a reason to refuse the entry; a field named as
+// a ref's #FIELD may name (capitals, '.', '-') is read, as fields and as
+// #FIELD alike.
+func TestCacheFieldsBesideMetadata(t *testing.T) {
+	docs := map[string]string{
+		"oauth": `{"client_id":"app","client_secret":"s3cret-0123456789","Owner":"team-a"}`,
+		"aws":   `{"access_key_id":"AKIAEXAMPLE","secret_access_key":"abc0123456789","rotated_at":1700000000,"tags":{"env":"prod"}}`,
+		"named": `{"Api-Key.v2":"sk-named-0123456789","note":""}`,
+	}
+	src := fakeSource{func(_ context.Context, path string) ([]byte, Meta, error) {
+		return []byte(docs[path]), Meta{Fields: true}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{Log: zerolog.Nop()})
+	for ref, want := range map[string]map[string]string{
+		"s:oauth": {"client_id": "app", "client_secret": "s3cret-0123456789", "Owner": "team-a"},
+		"s:aws":   {"access_key_id": "AKIAEXAMPLE", "secret_access_key": "abc0123456789"},
+		"s:named": {"Api-Key.v2": "sk-named-0123456789"},
+	} {
+		r, err := c.GetAs(context.Background(), ref, FormFields)
+		if err != nil {
+			t.Errorf("%s as fields: %v", ref, err)
+			continue
+		}
+		if got := r.Secret.FieldNames(); len(got) != len(want) {
+			t.Errorf("%s as fields: got fields %q, want %d", ref, got, len(want))
+		}
+		for k, v := range want {
+			if got, _ := r.Secret.Field(k); got != v {
+				t.Errorf("%s: field %q not as stored", ref, k)
+			}
+		}
+	}
+	r, err := c.Get(context.Background(), "s:named#Api-Key.v2")
+	if v, _ := r.Secret.Value(); err != nil || v != "sk-named-0123456789" {
+		t.Errorf("s:named#Api-Key.v2: %v, value as stored: %v", err, v == "sk-named-0123456789")
 	}
 }
 
