@@ -115,6 +115,10 @@ type adminRoute struct {
 	Methods     []string   `json:"methods"`
 	Paths       []string   `json:"paths"`
 	Rate        string     `json:"rate"`
+	// Cached, for a route whose key comes from a source, says whether the
+	// cache holds its value, fetched at Fetched.
+	Cached  *bool      `json:"cached,omitempty"`
+	Fetched *time.Time `json:"fetched,omitempty"`
 }
 
 func adminRoutes(s *Snapshot) []adminRoute {
@@ -134,6 +138,14 @@ func adminRoutes(s *Snapshot) []adminRoute {
 		}
 		if !r.rate.IsZero() {
 			a.Rate = r.rate.String()
+		}
+		if r.sourced != nil {
+			fetched, cached := r.sourced.cachedAt()
+			a.Cached = &cached
+			if cached {
+				f := fetched.UTC()
+				a.Fetched = &f
+			}
 		}
 		out = append(out, a)
 	}

@@ -44,6 +44,19 @@ type sourced struct {
 	seed atomic.Pointer[minter]
 }
 
+// cachedAt reports whether the cache holds the ref's value, and when it
+// was fetched; false when the cache does not tell (Keys without StatusOf).
+func (s *sourced) cachedAt() (time.Time, bool) {
+	c, ok := s.keys.(interface {
+		StatusOf(ref string, f source.Form) source.Status
+	})
+	if !ok {
+		return time.Time{}, false
+	}
+	st := c.StatusOf(s.ref, s.form)
+	return st.Fetched, !st.Fetched.IsZero()
+}
+
 // errSecretUnavailable refuses a request whose key cannot be fetched.
 var errSecretUnavailable = apiError{CodeSecretUnavailable, "the key for this route cannot be fetched from its source"}
 

@@ -202,3 +202,39 @@ func TestSourcedFieldsBesideMetadata(t *testing.T) {
 		t.Error("the log holds a value")
 	}
 }
+
+// statusKeys is fakeKeys that also tells, as the source cache does,
+// when it fetched each ref (zero: not yet).
+type statusKeys struct {
+	*fakeKeys
+	fetched map[string]time.Time
+}
+
+func (k statusKeys) StatusOf(ref string, _ source.Form) source.Status {
+	return source.Status{Ref: ref, Fetched: k.fetched[ref]}
+}
+
+// TestAdminRoutesTellCached: /admin/routes says of a route whose key
+// comes from a source whether the cache holds its value and since when
+// (till test asks it), and says nothing of it for a vault key.
+func TestAdminRoutesTellCached(t *testing.T) {
+	y := "version: 1\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: a, preset: openai, prefix: /a, secret: 'corp:a'}\n  - {name: b, preset: openai, prefix: /b, secret: 'corp:b'}\n" +
+		"  - {name: v, preset: openai, prefix: /v, secret: openai}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	keys := statusKeys{&fakeKeys{values: map[string]string{}}, map[string]time.Time{"corp:a": at}}
+	routes := adminRoutes(NewSnapshotWithKeys(cfg, secrets(time.Now()), keys))
+	if a := routes[0]; a.Cached == nil || !*a.Cached || a.Fetched == nil || !a.Fetched.Equal(at) {
+		t.Errorf("route a, fetched at %v: cached %v, fetched %v", at, a.Cached, a.Fetched)
+	}
+	if b := routes[1]; b.Cached == nil || *b.Cached || b.Fetched != nil {
+		t.Errorf("route b, not fetched: cached %v, fetched %v", b.Cached, b.Fetched)
+	}
+	if v := routes[2]; v.Cached != nil || v.Fetched != nil {
+		t.Errorf("vault route v: cached %v, fetched %v; want neither", v.Cached, v.Fetched)
+	}
+}

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -135,5 +139,44 @@ func TestCheckSourcedFields(t *testing.T) {
 				t.Errorf("check: exit %d, stderr %q; want exit 1 and %q", code, errOut, tt.want)
 			}
 		})
+	}
+}
+
+// TestTestSaysWhetherCached: till test names a route's ref and whether
+// the running till's cache holds it, as its admin listener tells (till
+// test's own fetch, in a process of its own, says nothing of that); and
+// says so when no running till answers.
+func TestTestSaysWhetherCached(t *testing.T) {
+	c := newCLI(t)
+	if err := os.Mkdir(filepath.Join(c.dir, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(c.dir, "keys", "a"), []byte("sk-files-0123456789abcdef"), 0o600)
+	var answer atomic.Value
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/admin/routes" || r.Header.Get("Authorization") != "Bearer admin-token" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, answer.Load().(string))
+	}))
+	defer admin.Close()
+	y := "version: 1\nadmin: {listen: \"" + admin.Listener.Addr().String() + "\"}\nsources:\n  - {name: m, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: api, upstream: https://api.example.com, secret: \"m:a\", inject: {header: X-Api-Key}}\n"
+	os.WriteFile(filepath.Join(c.dir, "till.yaml"), []byte(y), 0o600)
+	c.env["TILL_ADMIN_TOKEN"] = "admin-token"
+	for _, tt := range []struct{ answer, want string }{
+		{`[{"name":"api","cached":true,"fetched":"2026-12-04T10:00:00Z"}]`, "cached:   yes, by the running till, fetched 2026-12-04T10:00:00Z\n"},
+		{`[{"name":"api","cached":false}]`, "cached:   no: the running till has not fetched it yet\n"},
+		{`[{"name":"other","cached":true}]`, "cached:   unknown: the running till does not say"},
+	} {
+		answer.Store(tt.answer)
+		if out := c.must("", "test", "GET", "/api/x"); !strings.Contains(out, "secret:   m:a (sha256:") || !strings.Contains(out, tt.want) {
+			t.Errorf("admin answering %s: till test printed\n%s", tt.answer, out)
+		}
+	}
+	admin.Close()
+	if out := c.must("", "test", "GET", "/api/x"); !strings.Contains(out, "cached:   unknown: http://"+admin.Listener.Addr().String()+"/admin/routes: ") {
+		t.Errorf("no running till: till test printed\n%s", out)
 	}
 }

@@ -76,11 +76,50 @@ func runTest(args []string, e *env) error {
 		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", secretSetCmd(cfgPath, v.Secret))
 		}
+		if config.IsSecretRef(v.Secret) {
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", "cached:", servedCache(cfgPath, e, v.Route))
+		}
 	}
 	if !v.Allowed {
 		return errRefused
 	}
 	return nil
+}
+
+// servedCacheTimeout bounds how long till test waits for the running
+// till's answer on its cache.
+const servedCacheTimeout = 3 * time.Second
+
+// servedCache says whether the running till's source cache holds the key
+// of the named route, as its admin listener's /admin/routes tells: till
+// test fetches a ref itself, in a process of its own, so only the
+// running till knows what it serves from its cache.
+func servedCache(cfgPath string, e *env, route string) string {
+	u, err := adminURL(cfgPath, e)
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	u.Path = "/admin/routes"
+	ctx, cancel := context.WithTimeout(context.Background(), servedCacheTimeout)
+	defer cancel()
+	var routes []struct {
+		Name    string
+		Cached  *bool
+		Fetched *time.Time
+	}
+	if err := askAdmin(ctx, u.String(), e.getenv("TILL_ADMIN_TOKEN"), &routes); err != nil {
+		return "unknown: " + err.Error()
+	}
+	for _, r := range routes {
+		switch {
+		case r.Name != route || r.Cached == nil:
+		case *r.Cached && r.Fetched != nil:
+			return "yes, by the running till, fetched " + r.Fetched.UTC().Format(time.RFC3339)
+		default:
+			return "no: the running till has not fetched it yet"
+		}
+	}
+	return "unknown: the running till does not say (the route is not in its config yet, or its key is a pool's)"
 }
 
 // notInVault reports whether the key secret of the named route is one

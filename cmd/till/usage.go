@@ -120,28 +120,37 @@ func amount(v float64) string {
 
 // askUsage reads GET /admin/usage of a running till.
 func askUsage(ctx context.Context, url, token string) ([]budget.Row, error) {
+	var rows []budget.Row
+	if err := askAdmin(ctx, url, token, &rows); err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+// askAdmin reads the JSON answer to GET url from a running till's admin
+// listener into out, sending token when set.
+func askAdmin(ctx context.Context, url, token string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := healthClient().Do(req)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("%s: %s", url, probeFailure(ctx, err)), "is till serve running with this config?")
+		return withHint(fmt.Errorf("%s: %s", url, probeFailure(ctx, err)), "is till serve running with this config?")
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode == http.StatusUnauthorized {
-		return nil, withHint(fmt.Errorf("%s: 401", url), "the admin listener wants its token: set TILL_ADMIN_TOKEN")
+		return withHint(fmt.Errorf("%s: 401", url), "the admin listener wants its token: set TILL_ADMIN_TOKEN")
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
-	var rows []budget.Row
-	if err := json.Unmarshal(body, &rows); err != nil {
-		return nil, fmt.Errorf("%s: not a list of counters: %w", url, err)
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s: not the answer of a till admin listener: %w", url, err)
 	}
-	return rows, nil
+	return nil
 }
