@@ -3,6 +3,7 @@ package config
 import (
 	"regexp"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -24,7 +25,9 @@ import (
 // root that looks like a key and that no other check refused on its line:
 // one pasted as a prefix, an upstream, a strip entry or an allow rule
 // would be logged at each start and shown by till check and
-// /admin/routes. limits.redis alone may hold a password.
+// /admin/routes. A path or URL (a value with a "/") holds ids that look
+// random (a Google Sheet's, a Twilio account's): there only a provider's
+// key prefix counts. limits.redis alone may hold a password.
 func (d *decoder) literalKeys(root *yaml.Node) {
 	reported := make(map[int]bool, len(d.errs))
 	for _, e := range d.errs {
@@ -54,7 +57,11 @@ func (d *decoder) literalKeys(root *yaml.Node) {
 				walk(v, path+"["+strconv.Itoa(i)+"]")
 			}
 		case yaml.ScalarNode:
-			if !reported[n.Line] && looksLikeKey(n.Value) {
+			key := looksLikeKey(n.Value)
+			if strings.Contains(n.Value, "/") {
+				key = hasProviderKey(n.Value)
+			}
+			if !reported[n.Line] && key {
 				reported[n.Line] = true
 				d.errorf(n, path, "looks like a literal key (not shown) (hint: keys belong in the vault: store it with till secret set NAME, and name NAME in the route's secret)")
 			}
@@ -95,7 +102,16 @@ const minRandomRun = 32
 // credential: a known provider prefix followed by enough key characters
 // (with a digit or a capital letter among them), or a run of at least
 // minRandomRun characters of [A-Za-z0-9_-] that looks random.
-func looksLikeKey(s string) bool {
+func looksLikeKey(s string) bool { return anyToken(s, tokenLooksLikeKey) }
+
+// hasProviderKey reports whether s holds a token that starts with a known
+// provider prefix followed by enough key characters: looksLikeKey without
+// the guess at random runs.
+func hasProviderKey(s string) bool { return anyToken(s, hasKeyPrefix) }
+
+// anyToken reports whether is holds for a token of s: a maximal run of key
+// characters and dots (SendGrid keys and JWTs hold dots).
+func anyToken(s string, is func(tok string) bool) bool {
 	for i := 0; i < len(s); {
 		if !isKeyChar(s[i]) && s[i] != '.' {
 			i++
@@ -105,7 +121,7 @@ func looksLikeKey(s string) bool {
 		for j < len(s) && (isKeyChar(s[j]) || s[j] == '.') {
 			j++
 		}
-		if tokenLooksLikeKey(s[i:j]) {
+		if is(s[i:j]) {
 			return true
 		}
 		i = j
@@ -113,13 +129,19 @@ func looksLikeKey(s string) bool {
 	return false
 }
 
-// tokenLooksLikeKey checks one token: a maximal run of key characters and
-// dots (SendGrid keys and JWTs hold dots).
+// hasKeyPrefix reports whether tok starts with a provider's key prefix
+// followed by key material: past the first three characters (the
+// prefix's own, without a capital or digit except in AWS ids, whose
+// pattern is strict anyway), a capital or a digit.
+func hasKeyPrefix(tok string) bool {
+	m := keyPrefixes.FindString(tok)
+	return m != "" && hasCapitalOrDigit(m[3:])
+}
+
+// tokenLooksLikeKey checks one token: a provider's key prefix, or a run
+// that looks random.
 func tokenLooksLikeKey(tok string) bool {
-	// A prefix must be followed by key material: past the first three
-	// characters (the prefix's own, without a capital or digit except in
-	// AWS ids, whose pattern is strict anyway), a capital or a digit.
-	if m := keyPrefixes.FindString(tok); m != "" && hasCapitalOrDigit(m[3:]) {
+	if hasKeyPrefix(tok) {
 		return true
 	}
 	// Without a prefix, dots separate: "v1.2.3" is three short runs.

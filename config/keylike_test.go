@@ -170,3 +170,24 @@ func TestKeyAnywhereRefused(t *testing.T) {
 		t.Errorf("a password in limits.redis: %v", err)
 	}
 }
+
+// TestIDsInPathsAccepted: paths and URLs hold ids that look random (a
+// Twilio account's, a Google Sheet's, a Cloudflare account's): there only
+// a provider's key prefix is refused, while a random run in a value that
+// is no path still is.
+func TestIDsInPathsAccepted(t *testing.T) {
+	for _, y := range []string{
+		"routes: [{name: tw, preset: twilio, secret: tw, allow: {paths: ['/2010-04-01/Accounts/AC3f9a2b71c04d5e86f7a1b2c3d4e5f607/Messages.json']}}]",
+		"routes: [{name: tw, preset: twilio, secret: tw, upstream: 'https://api.twilio.com/2010-04-01/Accounts/AC7e4b19d03a5c82f6e1d0b4a9c3f85e27'}]",
+		"routes: [{name: g, preset: openai, secret: g, allow: {paths: ['/v4/spreadsheets/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/*']}}]",
+		"routes: [{name: o, preset: openai, secret: o, upstream: 'https://gateway.ai.cloudflare.com/v1/0123456789abcdef0123456789abcdef/my-gw/openai'}]",
+	} {
+		if _, err := Parse("till.yaml", []byte("version: 1\n"+y+"\n"), "/etc/till"); err != nil {
+			t.Errorf("%s: %v", y, err)
+		}
+	}
+	y := "version: 1\nroutes: [{name: a, preset: openai, strip: [X-Org, 1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms]}]\n"
+	if _, err := Parse("till.yaml", []byte(y), "/etc/till"); err == nil || !strings.Contains(err.Error(), "routes[0].strip[1]: looks like a literal key (not shown)") {
+		t.Errorf("a random run as a strip entry: %v", err)
+	}
+}
