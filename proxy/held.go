@@ -7,7 +7,8 @@ import (
 )
 
 // heldConns are the connections that outlive the checks of the request
-// that opened them: tunnels and protocol switches (WebSocket). Each is
+// that opened them: tunnels and protocol switches (WebSocket), on routes
+// or relayed. Each is
 // checked again against every config a reload swaps in, as its request
 // would be, and ended when that config refuses it: otherwise it would
 // outlive the forward mode, client, route or rule that allowed it.
@@ -87,11 +88,33 @@ func (l *live) admitTunnel(r *http.Request, canIntercept bool, dialled netip.Add
 	if mode != modeTunnel {
 		return &apiError{CodeHostNotAllowed, "this host has a route now; a new CONNECT to it is intercepted"}
 	}
+	return l.admitUnrouted(r, &dialled)
+}
+
+// admitRelay decides whether a protocol switch relayed by the
+// absolute-form request r to a host without a route, over a connection
+// to dialled (nil until dialled), is one l allows: as a new request, the
+// host must still have no route and be relayed.
+func (l *live) admitRelay(r *http.Request, dialled *netip.AddrPort) *apiError {
+	t, e := l.resolveURL(r.URL)
+	if e != nil {
+		return e
+	}
+	if t.route != nil {
+		return &apiError{CodeHostNotAllowed, "this host has a route now"}
+	}
+	return l.admitUnrouted(r, dialled)
+}
+
+// admitUnrouted decides what is left to decide of a connection to a host
+// without a route: its client must be admitted from its address, and the
+// address dialled (when known) be one the dial guard permits.
+func (l *live) admitUnrouted(r *http.Request, dialled *netip.AddrPort) *apiError {
 	id := l.clients.identify(r, "", certID{}, "")
 	if e, ok := id.admit(r.RemoteAddr, nil); !ok {
 		return &e
 	}
-	if !l.guard.permitted(dialled.Addr()) || l.guard.isOwn(dialled) {
+	if dialled != nil && (!l.guard.permitted(dialled.Addr()) || l.guard.isOwn(*dialled)) {
 		return &errTunnelForbidden
 	}
 	return nil

@@ -101,17 +101,7 @@ func TestReloadEndsTunnelsItRefuses(t *testing.T) {
 // token budget that cannot meter it) is ended, and its record says why; a
 // reload that still allows it leaves it relaying.
 func TestReloadEndsUpgradesItRefuses(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(conn, brw) // echo
-	}))
-	defer up.Close()
+	up := switchingEcho(t)
 	sum := sha256.Sum256([]byte(connectToken))
 	web := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
 	route := "  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]%s}\n"
@@ -200,4 +190,66 @@ func echoLine(c net.Conn, br *bufio.Reader, word string) error {
 		err = fmt.Errorf("echoed %q", got)
 	}
 	return err
+}
+
+// TestReloadEndsRelayedUpgradesItRefuses: a protocol switch relayed to a
+// host without a route (an absolute-form http:// request in forward mode)
+// ends at a reload that would refuse its request (forward mode off,
+// unknown hosts denied, its address no longer allowed), and lives on
+// through one that changes nothing.
+func TestReloadEndsRelayedUpgradesItRefuses(t *testing.T) {
+	up := switchingEcho(t)
+	conf := func(forward string) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: "+forward+"\nroutes: []\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, nil)
+	}
+	const relaying = "{enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}"
+	for _, tt := range []struct{ name, forward, code string }{
+		{"same rules", relaying, ""},
+		{"forward mode off", "{enabled: false}", CodeBadRequest},
+		{"unknown hosts denied", "{enabled: true, unknown_hosts: deny}", CodeHostNotAllowed},
+		{"range no longer allowed", "{enabled: true, unknown_hosts: tunnel}", CodeHostNotAllowed},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			buf := &lockedBuffer{}
+			gw := New(conf(relaying), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			host := up.Listener.Addr().String()
+			fmt.Fprintf(c, "GET http://%s/ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", host, host)
+			br := bufio.NewReader(c)
+			if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("relayed upgrade: %v %v", res, err)
+			}
+			if rec := reloadWhileHeld(t, gw, buf, c, br, conf(tt.forward), tt.code); rec != nil && rec["mode"] != modeTunnel {
+				t.Errorf("record %v; want mode tunnel", rec)
+			}
+		})
+	}
+}
+
+// switchingEcho is an upstream that agrees to every protocol switch, then
+// echoes what it reads.
+func switchingEcho(t *testing.T) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw)
+	}))
+	t.Cleanup(up.Close)
+	return up
 }

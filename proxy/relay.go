@@ -7,7 +7,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -137,6 +139,22 @@ func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *l
 	x.rec.mode = modeTunnel
 	ctx := context.WithValue(r.Context(), liveKey{}, l)
 	ctx = context.WithValue(ctx, exchangeKey{}, x)
+	if isUpgrade(r) {
+		// A protocol switch outlives this request's checks: a reload
+		// that would refuse it ends it, as it ends a tunnel.
+		var dialled atomic.Pointer[netip.AddrPort]
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(c httptrace.GotConnInfo) {
+			if a, ok := c.Conn.RemoteAddr().(*net.TCPAddr); ok {
+				ap := a.AddrPort()
+				dialled.Store(&ap)
+			}
+		}})
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		held := g.hold(func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) }, cancel)
+		defer g.release(x, held)
+	}
 	out := r.WithContext(ctx)
 	x.countBody(rw, out, 0)
 	g.relayer.ServeHTTP(rw, out)
