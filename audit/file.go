@@ -172,14 +172,11 @@ func lastLineOfGzip(r io.Reader) []byte {
 }
 
 // predecessor is the file that the audit file at the path follows, and its
-// last record: path.1, as till rotates, or else the newest file beside it
-// named path.SUFFIX or path-SUFFIX, as logrotate names one (dateext,
-// compress). "" when there is none, so that a till restarted after a
-// rotation outside it goes on with the chain.
+// last record: the newest file beside it, by modification time, named
+// path.SUFFIX or path-SUFFIX, as till (path.1) or logrotate (dateext,
+// compress) names one, that holds records. "" when there is none, so that
+// a till restarted after a rotation outside it goes on with the chain.
 func (af *file) predecessor() (string, []byte) {
-	if last := lastRecordOf(af.rotated(1)); last != nil {
-		return filepath.Base(af.rotated(1)), last
-	}
 	dir, base := filepath.Split(af.path)
 	entries, err := os.ReadDir(filepath.Clean(dir))
 	if err != nil {

@@ -232,8 +232,9 @@ func TestFollowsRenamedFile(t *testing.T) {
 // TestChainAcrossOutsideRotationAndRestart: till stopped, logrotate moved
 // the file to a name of its own (dateext, compress) and left an empty one
 // at the path; the restarted till chains its first record to the newest
-// file beside it that holds records, gzip or not, not to an older one nor
-// to a file without records.
+// file beside it that holds records, gzip or not, not to an older one
+// (a path.1 till's own rotation left earlier included) nor to a file
+// without records.
 func TestChainAcrossOutsideRotationAndRestart(t *testing.T) {
 	for _, moved := range []string{"audit.log-20261204", "audit.log.1.gz", "audit.log-20261204.gz"} {
 		t.Run(moved, func(t *testing.T) {
@@ -247,6 +248,12 @@ func TestChainAcrossOutsideRotationAndRestart(t *testing.T) {
 			}
 			yesterday := time.Now().Add(-24 * time.Hour)
 			os.Chtimes(path+"-20261101", yesterday, yesterday)
+			// till's own rotation left a path.1 long ago: older than the
+			// file logrotate moves.
+			if moved != "audit.log.1.gz" {
+				os.WriteFile(path+".1", record("old"), 0o600)
+				os.Chtimes(path+".1", yesterday, yesterday)
+			}
 
 			s, _ := openTest(t, Options{Path: path})
 			s.Write(record("1"))

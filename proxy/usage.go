@@ -178,8 +178,8 @@ func spendsUnseen(path string) bool {
 
 // unseenSpending are the path ends of spendsUnseen, in lower case.
 var unseenSpending = [...]string{
-	// OpenAI and Anthropic batches; Gemini's.
-	"/batches", ":batchgeneratecontent", ":asyncbatchembedcontent",
+	// OpenAI's and Anthropic's batches; Gemini's, Mistral's, Cohere's.
+	"/batches", ":batchgeneratecontent", ":asyncbatchembedcontent", "/batch/jobs", "/embed-jobs",
 	// OpenAI: fine-tuning, Assistants and evals runs (and their tool
 	// outputs), videos.
 	"/fine_tuning/jobs", "/runs", "/submit_tool_outputs", "/videos",

@@ -223,3 +223,22 @@ func TestUnpricedModels(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestSpendsUnseen: the paths of work that spends out of any answer's
+// sight, on every metered preset, and none of the calls that report
+// their usage.
+func TestSpendsUnseen(t *testing.T) {
+	for _, p := range []string{"/mistral/v1/batch/jobs", "/cohere/v1/embed-jobs", "/openai/v1/batches", "/anthropic/v1/messages/batches/",
+		"/gemini/v1beta/models/m:batchGenerateContent", "/openai/v1/fine_tuning/jobs", "/openai/v1/realtime/calls"} {
+		if !spendsUnseen(p) {
+			t.Errorf("%s: not refused under a token budget", p)
+		}
+	}
+	for _, p := range []string{"/openai/v1/chat/completions", "/openai/v1/responses", "/openai/v1/embeddings", "/anthropic/v1/messages",
+		"/gemini/v1beta/models/m:generateContent", "/gemini/v1beta/models/m:streamGenerateContent", "/gemini/v1beta/models/m:batchEmbedContents",
+		"/cohere/v2/chat", "/cohere/v2/embed", "/mistral/v1/chat/completions", "/groq/openai/v1/chat/completions"} {
+		if spendsUnseen(p) {
+			t.Errorf("%s: refused, though its answer reports its usage", p)
+		}
+	}
+}

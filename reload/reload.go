@@ -5,6 +5,7 @@
 package reload
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -121,12 +122,36 @@ func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, bas
 		if rt.Problem != "" {
 			ev = log.Warn().Str("problem", rt.Problem)
 		}
-		if rt.Missing {
-			ev = ev.Str("hint", "till secret set "+rt.Secret)
+		if hint := setHint(cfg, rt); hint != "" {
+			ev = ev.Str("hint", hint)
 		}
 		ev.Str("route", rt.Name).Str("base_url", baseURL).Str("upstream", rt.Upstream).
 			Str("secret", rt.Secret).Str("key_fp", rt.Fingerprint).Msg("route")
 	}
+}
+
+// setHint is the command that stores each secret of rt missing from the
+// vault (its own, its pool's), in the vault of cfg's file: without -c, it
+// would fill the vault of the config in the working folder.
+func setHint(cfg *config.Config, rt proxy.RouteInfo) string {
+	var names []string
+	if rt.Missing {
+		names = append(names, rt.Secret)
+	}
+	for _, k := range rt.Pool {
+		if k.Missing && !slices.Contains(names, k.Secret) {
+			names = append(names, k.Secret)
+		}
+	}
+	var cmds []string
+	for _, n := range names {
+		cmd := "till secret set " + n
+		if cfg.File != "" {
+			cmd += " -c " + cfg.File
+		}
+		cmds = append(cmds, cmd)
+	}
+	return strings.Join(cmds, "; ")
 }
 
 // The gateway and metrics that till serve wires in.

@@ -239,3 +239,20 @@ func TestWatch(t *testing.T) {
 		t.Fatal("no reload 10s after the config changed")
 	}
 }
+
+// TestRouteLogHintKeepsTheConfig: serve's route line hints at the command
+// that stores each missing secret, a pool's included, in the vault of the
+// config served (-c): without it, the command fills another vault.
+func TestRouteLogHintKeepsTheConfig(t *testing.T) {
+	cfg, err := config.Parse("/etc/till/till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - {name: pool, preset: openai, prefix: /p, secret: [a, b]}\n"), "/etc/till")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	LogRoutes(zerolog.New(&buf), cfg, proxy.NewSnapshot(cfg, nil), "http://127.0.0.1:8080")
+	for _, want := range []string{`"hint":"till secret set openai -c /etc/till/till.yaml"`, `"hint":"till secret set a -c /etc/till/till.yaml; till secret set b -c /etc/till/till.yaml"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("route log lacks %s:\n%s", want, buf.String())
+		}
+	}
+}
