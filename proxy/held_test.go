@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,19 +69,7 @@ func TestReloadEndsTunnelsItRefuses(t *testing.T) {
 			leaves, _ := ca.NewLeaves(authority, 4)
 			buf := &lockedBuffer{}
 			gw := New(conf(tunnelling, "127.0.0.0/8", " []"), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Leaves: leaves})
-			srv := httptest.NewServer(gw)
-			defer srv.Close()
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", host, host, connectToken)
-			br := bufio.NewReader(c)
-			if res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || res.StatusCode != 200 {
-				t.Fatalf("CONNECT %s: %v %v", host, res, err)
-			}
+			c, br := openHeld(t, gw, fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", host, host, connectToken), http.StatusOK)
 			rec := reloadWhileHeld(t, gw, buf, c, br, tt.snap, tt.code)
 			if rec == nil {
 				return
@@ -127,25 +116,34 @@ func TestReloadEndsUpgradesItRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			buf := &lockedBuffer{}
 			gw := New(conf(web, fmt.Sprintf(route, "")), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
-			srv := httptest.NewServer(gw)
-			defer srv.Close()
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprintf(c, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: %s\r\n\r\n", connectToken)
-			br := bufio.NewReader(c)
-			if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("upgrade: %v %v", res, err)
-			}
+			c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: "+connectToken+"\r\n\r\n", http.StatusSwitchingProtocols)
 			rec := reloadWhileHeld(t, gw, buf, c, br, tt.snap, tt.code)
 			if rec != nil && (rec["status"] != 101.0 || rec["client"] != "web") {
 				t.Errorf("record %v; want one of client web's switch (101)", rec)
 			}
 		})
 	}
+}
+
+// openHeld serves gw and sends it head, a request's head, on a new
+// connection, which its answer (status want) holds open.
+func openHeld(t *testing.T, gw *Gateway, head string, want int) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, head)
+	br := bufio.NewReader(c)
+	line, _, _ := strings.Cut(head, "\r\n")
+	if res, err := http.ReadResponse(br, &http.Request{Method: strings.Fields(line)[0]}); err != nil || res.StatusCode != want {
+		t.Fatalf("%s: %v %v, want %d", line, res, err, want)
+	}
+	return c, br
 }
 
 // reloadWhileHeld swaps snap into gw while c is held open (its far end
@@ -216,20 +214,8 @@ func TestReloadEndsRelayedUpgradesItRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			buf := &lockedBuffer{}
 			gw := New(conf(relaying), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
-			srv := httptest.NewServer(gw)
-			defer srv.Close()
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
 			host := up.Listener.Addr().String()
-			fmt.Fprintf(c, "GET http://%s/ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", host, host)
-			br := bufio.NewReader(c)
-			if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("relayed upgrade: %v %v", res, err)
-			}
+			c, br := openHeld(t, gw, "GET http://"+host+"/ws HTTP/1.1\r\nHost: "+host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
 			if rec := reloadWhileHeld(t, gw, buf, c, br, conf(tt.forward), tt.code); rec != nil && rec["mode"] != modeTunnel {
 				t.Errorf("record %v; want mode tunnel", rec)
 			}

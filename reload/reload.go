@@ -145,13 +145,19 @@ func setHint(cfg *config.Config, rt proxy.RouteInfo) string {
 	}
 	var cmds []string
 	for _, n := range names {
-		cmd := "till secret set " + n
-		if cfg.File != "" {
-			cmd += " -c " + cfg.File
-		}
-		cmds = append(cmds, cmd)
+		cmds = append(cmds, SecretSetCommand(cfg.File, n))
 	}
 	return strings.Join(cmds, "; ")
+}
+
+// SecretSetCommand is the command that stores secret name in the vault
+// of the config file (given with -c; "" for the one found by default):
+// without -c, it would fill the vault of another config.
+func SecretSetCommand(file, name string) string {
+	if file != "" {
+		return "till secret set " + name + " -c " + file
+	}
+	return "till secret set " + name
 }
 
 // The gateway and metrics that till serve wires in.

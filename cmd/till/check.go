@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/reload"
 )
 
 // expiringWithin is how early check warns about a key that will expire.
@@ -51,12 +52,12 @@ func runCheck(args []string, e *env) error {
 			}
 			switch {
 			case k.Missing:
-				problems = append(problems, withHint(fmt.Errorf("route %q: %s", r.Name, k.Problem), secretSetCmd(cfgPath, k.Secret)))
+				problems = append(problems, withHint(fmt.Errorf("route %q: %s", r.Name, k.Problem), reload.SecretSetCommand(cfgPath, k.Secret)))
 			case k.Problem != "":
 				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, k.Problem))
 			case !k.Expires.IsZero() && !now.Before(k.Expires):
 				problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339)),
-					"rotate it with "+secretSetCmd(cfgPath, k.Secret)))
+					"rotate it with "+reload.SecretSetCommand(cfgPath, k.Secret)))
 			case !k.Expires.IsZero() && k.Expires.Sub(now) < expiringWithin:
 				fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339))
 			}
@@ -91,14 +92,4 @@ func runCheck(args []string, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	return nil
-}
-
-// secretSetCmd is the command that stores secret name in the vault of the
-// config given with -c (cfgPath), when one was: without it, a hint would
-// fill the vault of another config.
-func secretSetCmd(cfgPath, name string) string {
-	if cfgPath != "" {
-		return "till secret set " + name + " -c " + cfgPath
-	}
-	return "till secret set " + name
 }

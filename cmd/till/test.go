@@ -14,6 +14,7 @@ import (
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/reload"
 )
 
 // runTest dry-runs a request through the config: which route, which client,
@@ -74,7 +75,7 @@ func runTest(args []string, e *env) error {
 	} else {
 		printVerdict(e, method, v)
 		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {
-			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", secretSetCmd(cfgPath, v.Secret))
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", reload.SecretSetCommand(cfgPath, v.Secret))
 		}
 		if config.IsSecretRef(v.Secret) {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "cached:", servedCache(cfgPath, e, v.Route))
