@@ -107,7 +107,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 		w.Header().Set("Connection", "close")
 	}
 	g.active.Add(1)
-	return x, &responseRecorder{ResponseWriter: w, x: x}
+	return x, &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle}
 }
 
 // countBody wraps the body of out (a copy of the server's request: net/http

@@ -63,7 +63,8 @@ type Gateway struct {
 	ids     *requestIDs
 	// own are till's listeners, which tunnels may never reach.
 	own []netip.AddrPort
-	// tunnelIdle ends a tunnel idle that long (tunnelIdleTimeout).
+	// tunnelIdle ends a tunnel or switched protocol idle that long
+	// (tunnelIdleTimeout).
 	tunnelIdle time.Duration
 
 	limits   RateLimiter

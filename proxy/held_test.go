@@ -239,3 +239,45 @@ func switchingEcho(t *testing.T) *httptest.Server {
 	t.Cleanup(up.Close)
 	return up
 }
+
+// TestIdleUpgradesEnd: a switched protocol, on a route or relayed to a
+// host without a route, that moves bytes outlives the idle timeout, and
+// is closed once it has moved none for that long, as a tunnel is.
+func TestIdleUpgradesEnd(t *testing.T) {
+	up := switchingEcho(t)
+	host := up.Listener.Addr().String()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	const idle = 200 * time.Millisecond
+	for name, head := range map[string]string{
+		"route":   "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+		"relayed": "GET http://" + host + "/ws HTTP/1.1\r\nHost: " + host + "\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			gw := New(snap, Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			gw.tunnelIdle = idle
+			c, br := openHeld(t, gw, head+"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+			started := time.Now()
+			for {
+				if err := echoLine(c, br, "ping"); err != nil {
+					t.Fatalf("a busy connection was closed after %v: %v", time.Since(started), err)
+				}
+				if time.Since(started) > 3*idle {
+					break
+				}
+				time.Sleep(idle / 4)
+			}
+			quiet := time.Now() // no later than the last byte moved
+			c.SetReadDeadline(time.Now().Add(20 * idle))
+			if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("idle connection: read %d bytes, %v; want it closed (EOF)", n, err)
+			}
+			if waited := time.Since(quiet); waited < idle {
+				t.Errorf("closed after %v of quiet, before the idle timeout %v", waited, idle)
+			}
+		})
+	}
+}

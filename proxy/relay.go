@@ -19,9 +19,10 @@ import (
 // tunnelDialTimeout bounds resolving and connecting to a tunnel target.
 const tunnelDialTimeout = 10 * time.Second
 
-// tunnelIdleTimeout ends a tunnel that has moved no byte either way for
-// this long (Squid's read_timeout): an app that vanished without closing
-// would otherwise hold two sockets and two goroutines until till stops.
+// tunnelIdleTimeout ends a tunnel, or a switched protocol (WebSocket),
+// that has moved no byte either way for this long (Squid's read_timeout):
+// an app that vanished without closing would otherwise hold two sockets
+// and two goroutines until till stops.
 const tunnelIdleTimeout = 15 * time.Minute
 
 // tunnel relays bytes between the app and a host without a route, after the
@@ -103,6 +104,9 @@ func newIdleTimer(d time.Duration, end func()) *idleTimer {
 // reader returns r, marking the time of each read that moves bytes.
 func (t *idleTimer) reader(r io.Reader) io.Reader { return activeReader{r, t} }
 
+// mark records that bytes moved now.
+func (t *idleTimer) mark() { t.last.Store(time.Now().UnixNano()) }
+
 func (t *idleTimer) stop() { t.timer.Stop() }
 
 type activeReader struct {
@@ -113,9 +117,41 @@ type activeReader struct {
 func (a activeReader) Read(p []byte) (int, error) {
 	n, err := a.r.Read(p)
 	if n > 0 {
-		a.t.last.Store(time.Now().UnixNano())
+		a.t.mark()
 	}
 	return n, err
+}
+
+// idleConn is a connection handed over for a protocol switch that its
+// timer closes once no byte has moved either way for its duration.
+type idleConn struct {
+	net.Conn
+	t *idleTimer
+}
+
+func newIdleConn(c net.Conn, d time.Duration) idleConn {
+	return idleConn{c, newIdleTimer(d, func() { c.Close() })}
+}
+
+func (c idleConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.t.mark()
+	}
+	return n, err
+}
+
+func (c idleConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.t.mark()
+	}
+	return n, err
+}
+
+func (c idleConn) Close() error {
+	c.t.stop()
+	return c.Conn.Close()
 }
 
 // closeWrite half-closes c so the peer sees the end of the stream while

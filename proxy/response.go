@@ -31,6 +31,7 @@ type responseRecorder struct {
 	committed bool             // the status has gone to the server
 	held      int              // bytes of body held in buf
 	buf       *[holdLimit]byte // from heldPool while a body is held
+	idle      time.Duration    // a hijacked connection idle this long is closed
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
@@ -134,17 +135,21 @@ func (w *responseRecorder) Flush() {
 
 // Hijack hands the connection over for a protocol switch (WebSocket). The
 // connection is closed when the request's context ends, which the gateway
-// does at shutdown once the grace period is over: ReverseProxy closes only
-// the upstream side then.
+// does at shutdown once the grace period is over (ReverseProxy closes only
+// the upstream side then), and once no byte has moved either way for
+// w.idle, as a tunnel is.
 func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err := w.commit(); err != nil {
 		return nil, nil, err
 	}
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil && w.x.ctx != nil {
+	if err != nil {
+		return nil, nil, err
+	}
+	if w.x.ctx != nil {
 		context.AfterFunc(w.x.ctx, func() { conn.Close() })
 	}
-	return conn, brw, err
+	return newIdleConn(conn, w.idle), brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the server's writer.
