@@ -2,16 +2,13 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -186,70 +183,45 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 }
 
 // scrub returns the token endpoint's error as one line that holds no form
-// of the client secret, which an endpoint's answer may quote. Of an answer
-// (oauth2.RetrieveError) it keeps the HTTP status and the RFC 6749 error
-// code and description, never the body; of any other error, its text.
-// x/oauth2 prints an answer's parts with %q, so a secret holding '"' or
-// '\' would be escaped there, past any replacement of the raw forms: the
-// parts are read as the endpoint sent them, cleared of every form of the
-// secret (errorForms), and only then put on one line. A part that still
-// betrays the secret once decoded (betrays) is left out.
+// of the secret the ask sent, which an endpoint's answer may quote. Of an
+// answer (oauth2.RetrieveError) it keeps the HTTP status, and the error
+// code and description when they are plain text (plainText); never the
+// body. Of any other error, its text without the secret's forms.
 func (m *minter) scrub(err error) error {
-	forms := m.errorForms()
+	forms := m.base.echoForms
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
-		if msg := redact(err.Error(), forms, 300); !betrays(msg, forms) {
-			return errors.New(msg)
+		msg := redact(err.Error(), forms, 300)
+		if echoes([]string{msg}, forms) {
+			return errors.New("the token endpoint's error quotes the credential, so it is not logged")
 		}
-		return errors.New("the token endpoint's error quotes the credential, so it is not logged")
+		return errors.New(msg)
 	}
 	msg := "oauth2: the token endpoint answered"
 	if re.Response != nil {
 		msg += " " + strconv.Itoa(re.Response.StatusCode) + " " + http.StatusText(re.Response.StatusCode)
 	}
-	safe := msg
-	if code := redact(re.ErrorCode, forms, 64); code != "" {
-		msg += ", error " + code
+	if plainText(re.ErrorCode, forms) {
+		msg += ", error " + shorten(re.ErrorCode, 64)
 	}
-	if desc := redact(re.ErrorDescription, forms, 200); desc != "" {
-		msg += ": " + desc
-	}
-	if betrays(msg, forms) {
-		return errors.New(safe)
+	if plainText(re.ErrorDescription, forms) {
+		msg += ": " + shorten(re.ErrorDescription, 200)
 	}
 	return errors.New(msg)
 }
 
-// errorForms returns the forms of the secret an error could hold: the
-// echo forms (raw, query-escaped, hex, base64), each as a Go or JSON
-// string escapes it, and each of these with its runs of spaces and
-// unprintable characters made one space, as redact leaves a message;
-// longest first, so that no replacement leaves a part of a longer form.
-func (m *minter) errorForms() []string {
-	seen := map[string]bool{}
-	var forms []string
-	add := func(f string) {
-		if strings.TrimSpace(f) != "" && !seen[f] {
-			seen[f] = true
-			forms = append(forms, f)
+// plainText reports whether s, an answer's error or error_description,
+// holds only what RFC 6749 (section 5.2) allows there, printable ASCII
+// but '"' and '\\', and none of forms. Nothing in it is then escaped when
+// printed, so no escaped form of a secret can hide in it: a text that is
+// not plain is left out whole.
+func plainText(s string, forms []string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
 		}
 	}
-	for _, f := range m.base.echoForms {
-		var j strings.Builder
-		enc := json.NewEncoder(&j)
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(f)
-		html, _ := json.Marshal(f)
-		for _, g := range []string{f, strconv.Quote(f), strconv.QuoteToASCII(f), strings.TrimSpace(j.String()), string(html)} {
-			if g != f {
-				g = g[1 : len(g)-1] // without its quotes
-			}
-			add(g)
-			add(oneLine(g, false))
-		}
-	}
-	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
-	return forms
+	return s != "" && !echoes([]string{s}, forms)
 }
 
 // redact returns s without any of forms, on one line, cut to at most limit
@@ -260,89 +232,19 @@ func redact(s string, forms []string, limit int) string {
 	for _, f := range forms {
 		s = strings.ReplaceAll(s, f, "REDACTED")
 	}
-	s = oneLine(s, true)
+	s = strings.Join(strings.Fields(s), " ")
 	for _, f := range forms {
 		s = strings.ReplaceAll(s, f, "REDACTED")
 	}
+	return shorten(s, limit)
+}
+
+// shorten returns s cut to at most limit characters, marked when cut.
+func shorten(s string, limit int) string {
 	if r := []rune(s); len(r) > limit {
-		s = string(r[:limit]) + "…"
+		return string(r[:limit]) + "…"
 	}
 	return s
-}
-
-// oneLine makes each run of spaces and unprintable characters in s
-// (newlines, tabs, a no-break space) one space, and trims it when trim is
-// set.
-func oneLine(s string, trim bool) string {
-	var b strings.Builder
-	space := false
-	for _, r := range s {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			space = true
-			continue
-		}
-		if space && (b.Len() > 0 || !trim) {
-			b.WriteByte(' ')
-		}
-		space = false
-		b.WriteRune(r)
-	}
-	if space && !trim {
-		b.WriteByte(' ')
-	}
-	return b.String()
-}
-
-// betrays reports whether msg holds one of forms as it is, once its
-// backslash escapes (Go's, JSON's) and percent-escapes are decoded, up to
-// three times over, or once its spaces are made one.
-func betrays(msg string, forms []string) bool {
-	for range 3 {
-		if echoes([]string{msg, oneLine(msg, false)}, forms) {
-			return true
-		}
-		d := unbackslash(percentDecode(msg))
-		if d == msg {
-			return false
-		}
-		msg = d
-	}
-	return echoes([]string{msg, oneLine(msg, false)}, forms)
-}
-
-// unbackslash decodes once every backslash escape of s that a Go or JSON
-// string may hold (\" \\ \/ \n \x22 \u00a0 …), and leaves anything
-// else as it is.
-func unbackslash(s string) string {
-	if strings.IndexByte(s, '\\') < 0 {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		if s[i] != '\\' {
-			b.WriteByte(s[i])
-			i++
-			continue
-		}
-		if strings.HasPrefix(s[i:], `\/`) {
-			b.WriteByte('/')
-			i += 2
-			continue
-		}
-		r, multibyte, tail, err := strconv.UnquoteChar(s[i:], '"')
-		if err != nil {
-			b.WriteByte(s[i])
-			i++
-			continue
-		}
-		if multibyte {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte(byte(r))
-		}
-		i = len(s) - len(tail)
-	}
-	return b.String()
 }
 
 // mint returns in, or, for a route that mints its tokens, the injection
