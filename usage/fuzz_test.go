@@ -57,7 +57,8 @@ func FuzzInspect(f *testing.F) {
 		`{"model":"gpt-4o","stream":true,"max_tokens":5,"max_completion_tokens":9}`,
 		`{"mod\u0065l":"x\ud83d\ude00","generationConfig":{"maxOutputTokens":1e3}}`,
 		`{"model":"a","model":"b"}`,
-		`[1,2]`, `{"a":[{"model":"x"}]}`, `{"stream":true,"max_output_tokens":-1}`, ``,
+		`[1,2]`, `{"a":[{"model":"x"}]}`, `{"background":true,"model":"o3"}`, `{"stream":"true"}`,
+		`{"generation_config":{"max_output_tokens":5}}`, `{"stream":true,"max_output_tokens":-1}`, ``,
 	} {
 		f.Add(uint8(0), "/v1/chat/completions", []byte(s))
 		f.Add(uint8(2), "/v1beta/models/gemini-2.5-flash:streamGenerateContent", []byte(s))
@@ -82,13 +83,20 @@ func FuzzInspect(f *testing.F) {
 			}
 			return
 		}
+		notBool := func(v any, ok bool) bool { return ok && v != nil && v != true && v != false }
 		if err != nil {
 			msg := err.Error()
 			if !strings.Contains(msg, "more than once") && !strings.Contains(msg, "nests too deeply") &&
-				!strings.Contains(msg, "longer than") {
+				!strings.Contains(msg, "longer than") && !strings.Contains(msg, "is not true or false") {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
+		}
+		if v, ok := m["stream"]; notBool(v, ok) {
+			t.Fatalf("no error for a stream of %v", v)
+		}
+		if v, ok := m["background"]; notBool(v, ok) {
+			t.Fatalf("no error for a background of %v", v)
 		}
 		if !utf8.Valid(body) {
 			return // encoding/json replaces invalid UTF-8; Inspect keeps it
@@ -96,6 +104,7 @@ func FuzzInspect(f *testing.F) {
 		var want Request
 		want.Model, _ = m["model"].(string)
 		want.Stream = m["stream"] == true
+		want.Background = m["background"] == true
 		limit := func(v any) {
 			n, ok := v.(json.Number)
 			if !ok {
@@ -114,8 +123,11 @@ func FuzzInspect(f *testing.F) {
 		limit(m["max_tokens"])
 		limit(m["max_completion_tokens"])
 		limit(m["max_output_tokens"])
-		if g, ok := m["generationConfig"].(map[string]any); ok {
-			limit(g["maxOutputTokens"])
+		for _, name := range []string{"generationConfig", "generation_config"} {
+			if g, ok := m[name].(map[string]any); ok {
+				limit(g["maxOutputTokens"])
+				limit(g["max_output_tokens"])
+			}
 		}
 		if fm == Gemini {
 			if model, stream := geminiPath(path); model != "" {
