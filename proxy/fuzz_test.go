@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
+	"golang.org/x/oauth2"
 )
 
 // The seed corpora of these targets are in testdata/fuzz/<FuzzName>/.
@@ -544,6 +547,31 @@ func FuzzClientToken(f *testing.F) {
 		stripHeaders(h)
 		if _, kept := h["X"]; kept && (holdsClientToken(v) || basicHoldsClientToken(v)) {
 			t.Fatalf("stripHeaders kept %q", v)
+		}
+	})
+}
+
+// FuzzMintScrub checks that a token endpoint's error, whatever code and
+// description it gives, is logged without the client secret, as it is or
+// as Go, JSON or a query would escape it (invariant 2).
+func FuzzMintScrub(f *testing.F) {
+	f.Fuzz(func(t *testing.T, secret, code, desc string) {
+		if len(strings.TrimSpace(secret)) < minEchoForm {
+			return // a short secret is looked for only as it is
+		}
+		m := &minter{base: &injection{echoForms: echoForms([]string{secret, url.QueryEscape(secret)})}}
+		res := &http.Response{StatusCode: http.StatusUnauthorized}
+		for _, err := range []error{
+			&oauth2.RetrieveError{Response: res, ErrorCode: code, ErrorDescription: desc},
+			fmt.Errorf("oauth2: cannot fetch token: %s %s", code, desc),
+		} {
+			msg := m.scrub(err).Error()
+			quoted, ascii, js := strconv.Quote(secret), strconv.QuoteToASCII(secret), jsonEscaped(secret)
+			for _, form := range []string{secret, quoted[1 : len(quoted)-1], ascii[1 : len(ascii)-1], js, url.QueryEscape(secret)} {
+				if strings.Contains(msg, form) {
+					t.Fatalf("the scrubbed error %q holds the secret %q", msg, secret)
+				}
+			}
 		}
 	})
 }

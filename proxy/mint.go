@@ -186,14 +186,17 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 // of the secret the ask sent, which an endpoint's answer may quote. Of an
 // answer (oauth2.RetrieveError) it keeps the HTTP status, and the error
 // code and description when they are plain text (plainText); never the
-// body. Of any other error, its text without the secret's forms.
+// body. Of any other error, its text without the secret's forms, or
+// nothing when it holds an escape.
 func (m *minter) scrub(err error) error {
 	forms := m.base.echoForms
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
+		// Every escaped form of a secret that differs from the secret
+		// holds a backslash (\", \\, \u00a0): a text with one is left out.
 		msg := redact(err.Error(), forms, 300)
-		if echoes([]string{msg}, forms) {
-			return errors.New("the token endpoint's error quotes the credential, so it is not logged")
+		if strings.IndexByte(msg, '\\') >= 0 || echoes([]string{msg}, forms) {
+			return errors.New("the token endpoint's error is not logged: it may quote the credential")
 		}
 		return errors.New(msg)
 	}
