@@ -104,8 +104,14 @@ func newIdleTimer(d time.Duration, end func()) *idleTimer {
 // reader returns r, marking the time of each read that moves bytes.
 func (t *idleTimer) reader(r io.Reader) io.Reader { return activeReader{r, t} }
 
-// mark records that bytes moved now.
-func (t *idleTimer) mark() { t.last.Store(time.Now().UnixNano()) }
+// moved passes on the result of a read or write, marking the time when
+// it moved bytes.
+func (t *idleTimer) moved(n int, err error) (int, error) {
+	if n > 0 {
+		t.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
 
 func (t *idleTimer) stop() { t.timer.Stop() }
 
@@ -114,13 +120,7 @@ type activeReader struct {
 	t *idleTimer
 }
 
-func (a activeReader) Read(p []byte) (int, error) {
-	n, err := a.r.Read(p)
-	if n > 0 {
-		a.t.mark()
-	}
-	return n, err
-}
+func (a activeReader) Read(p []byte) (int, error) { return a.t.moved(a.r.Read(p)) }
 
 // idleConn is a connection handed over for a protocol switch that its
 // timer closes once no byte has moved either way for its duration.
@@ -133,21 +133,9 @@ func newIdleConn(c net.Conn, d time.Duration) idleConn {
 	return idleConn{c, newIdleTimer(d, func() { c.Close() })}
 }
 
-func (c idleConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.t.mark()
-	}
-	return n, err
-}
+func (c idleConn) Read(p []byte) (int, error) { return c.t.moved(c.Conn.Read(p)) }
 
-func (c idleConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if n > 0 {
-		c.t.mark()
-	}
-	return n, err
-}
+func (c idleConn) Write(p []byte) (int, error) { return c.t.moved(c.Conn.Write(p)) }
 
 func (c idleConn) Close() error {
 	c.t.stop()
