@@ -560,14 +560,15 @@ func FuzzMintScrub(f *testing.F) {
 			return // a short secret is looked for only as it is
 		}
 		m := &minter{base: &injection{echoForms: echoForms([]string{secret, url.QueryEscape(secret)})}}
+		quoted, ascii := strconv.Quote(secret), strconv.QuoteToASCII(secret)
+		forms := []string{secret, quoted[1 : len(quoted)-1], ascii[1 : len(ascii)-1], jsonEscaped(secret), url.QueryEscape(secret)}
 		res := &http.Response{StatusCode: http.StatusUnauthorized}
 		for _, err := range []error{
 			&oauth2.RetrieveError{Response: res, ErrorCode: code, ErrorDescription: desc},
 			fmt.Errorf("oauth2: cannot fetch token: %s %s", code, desc),
 		} {
 			msg := m.scrub(err).Error()
-			quoted, ascii, js := strconv.Quote(secret), strconv.QuoteToASCII(secret), jsonEscaped(secret)
-			for _, form := range []string{secret, quoted[1 : len(quoted)-1], ascii[1 : len(ascii)-1], js, url.QueryEscape(secret)} {
+			for _, form := range forms {
 				if strings.Contains(msg, form) {
 					t.Fatalf("the scrubbed error %q holds the secret %q", msg, secret)
 				}
