@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -39,6 +41,44 @@ func (g *Gateway) hold(admits func(*live) *apiError, end func()) *heldConn {
 	s.open[c] = struct{}{}
 	c.check(g.live.Load())
 	return c
+}
+
+// holdUpgrade tracks the protocol switch (WebSocket) that rw is about to
+// make, as hold does, until the returned release. A config that refuses
+// it cancels the returned context, which ends the upstream's side, and
+// closes the app's side before Swap returns: not one more byte is
+// relayed after the reload.
+func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) *apiError) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &switched{}
+	rw.switched = s
+	c := g.hold(admits, func() { cancel(); s.end() })
+	return ctx, func() { g.release(x, c); cancel() }
+}
+
+// switched is the app's side of a protocol switch: ended, it is closed
+// at once, or as soon as it is handed over.
+type switched struct {
+	mu    sync.Mutex
+	conn  net.Conn
+	ended bool
+}
+
+func (s *switched) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
+
+// handOver records conn as the app's side; false if it was ended before.
+func (s *switched) handOver(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn = conn
+	return !s.ended
 }
 
 // release stops tracking c. When a reload ended it, x's record says why

@@ -173,11 +173,9 @@ func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *l
 				dialled.Store(&ap)
 			}
 		}})
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		held := g.hold(func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) }, cancel)
-		defer g.release(x, held)
+		var release func()
+		ctx, release = g.holdUpgrade(ctx, rw, x, func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) })
+		defer release()
 	}
 	out := r.WithContext(ctx)
 	x.countBody(rw, out, 0)

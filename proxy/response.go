@@ -32,6 +32,7 @@ type responseRecorder struct {
 	held      int              // bytes of body held in buf
 	buf       *[holdLimit]byte // from heldPool while a body is held
 	idle      time.Duration    // a hijacked connection idle this long is closed
+	switched  *switched        // set when a held protocol switch may hijack
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
@@ -149,8 +150,16 @@ func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.x.ctx != nil {
 		context.AfterFunc(w.x.ctx, func() { conn.Close() })
 	}
-	return newIdleConn(conn, w.idle), brw, nil
+	c := newIdleConn(conn, w.idle)
+	if w.switched != nil && !w.switched.handOver(c) {
+		c.Close()
+		return nil, nil, errSwitchEnded
+	}
+	return c, brw, nil
 }
+
+// errSwitchEnded: a reload refused the protocol switch before it was made.
+var errSwitchEnded = errors.New("a reload refused this protocol switch")
 
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -144,10 +144,9 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		// upstream agrees to it, until the request's context ends (a
 		// reload that refuses it ends it too); a body read to be metered
 		// goes as read.
-		ctx, cancel := context.WithCancel(context.WithValue(r.Context(), exchangeKey{}, x))
-		defer cancel()
-		held := g.hold(func(l *live) *apiError { return l.admitUpgrade(r, x) }, cancel)
-		defer g.release(x, held)
+		ctx, release := g.holdUpgrade(context.WithValue(r.Context(), exchangeKey{}, x), rw, x,
+			func(l *live) *apiError { return l.admitUpgrade(r, x) })
+		defer release()
 		out := r.WithContext(ctx)
 		x.setBody(rw, out)
 		g.upgrader.ServeHTTP(rw, out)
