@@ -18,6 +18,8 @@ type AdminOptions struct {
 	Metrics *Metrics // served at /metrics
 	// Reload builds and swaps in a new snapshot, or says why it did not.
 	Reload func() error
+	// RestartNeeded names the settings served that wait for a restart.
+	RestartNeeded func() []string
 	// TokenSHA256, when set, is the hex SHA-256 of the bearer token that
 	// /metrics and /admin/* require. /healthz and /readyz stay open for
 	// probes.
@@ -59,7 +61,13 @@ func NewAdmin(o AdminOptions) http.Handler {
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"result": "failed", "error": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+		res := map[string]any{"result": "ok"}
+		if o.RestartNeeded != nil {
+			if pending := o.RestartNeeded(); len(pending) > 0 {
+				res["restart_needed"] = pending
+			}
+		}
+		writeJSON(w, http.StatusOK, res)
 	})))
 	return browserSafe(o.Gateway, mux)
 }

@@ -57,8 +57,9 @@ type Options struct {
 type Reloader struct {
 	opts Options
 
-	mu  sync.Mutex
-	cfg *config.Config // the config being served
+	mu      sync.Mutex
+	cfg     *config.Config // the config being served
+	started *config.Config // the config till started with: listeners, audit sink, ...
 	// poll holds the watched files' state since New: an edit made while
 	// till was still starting is a change Watch sees.
 	poll *poller
@@ -66,7 +67,15 @@ type Reloader struct {
 
 // New returns a Reloader for a gateway that serves cfg, loaded just now.
 func New(cfg *config.Config, opts Options) *Reloader {
-	return &Reloader{opts: opts, cfg: cfg, poll: newPoller(watchedFiles(cfg)...)}
+	return &Reloader{opts: opts, cfg: cfg, started: cfg, poll: newPoller(watchedFiles(cfg)...)}
+}
+
+// RestartNeeded names the settings of the config served that differ from
+// those till started with, which wait for a restart.
+func (r *Reloader) RestartNeeded() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return config.RestartNeeded(r.started, r.cfg)
 }
 
 // Reload loads the config and vault and swaps a snapshot built from them
@@ -82,7 +91,7 @@ func (r *Reloader) Reload() error {
 		r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
 		return err
 	}
-	if changed := config.RestartNeeded(r.cfg, cfg); len(changed) > 0 {
+	if changed := config.RestartNeeded(r.started, cfg); len(changed) > 0 {
 		r.opts.Log.Warn().Strs("settings", changed).
 			Msg("changes to " + strings.Join(changed, ", ") + " take effect at the next restart")
 	}

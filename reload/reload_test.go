@@ -117,6 +117,25 @@ func TestReload(t *testing.T) {
 	if strings.Contains(out, testKey) {
 		t.Error("the log holds the key")
 	}
+	if got := r.RestartNeeded(); !slices.Equal(got, []string{"listen"}) {
+		t.Errorf("RestartNeeded: got %v, want [listen]", got)
+	}
+	// A later reload that leaves listen changed still waits for the
+	// restart: it is measured against the config till started with.
+	logs.Reset()
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.RestartNeeded(); !slices.Equal(got, []string{"listen"}) || !strings.Contains(logs.String(), "changes to listen take effect at the next restart") {
+		t.Errorf("a second reload: RestartNeeded %v, log:\n%s", got, logs)
+	}
+	load = func() (*config.Config, map[string]vault.Secret, error) { return parse(t, dir, goodYAML), secrets, nil }
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.RestartNeeded(); got != nil {
+		t.Errorf("back to the started config: RestartNeeded %v, want none", got)
+	}
 }
 
 // TestReloadApplies checks that Apply sees each config swapped in, before

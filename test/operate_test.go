@@ -115,8 +115,15 @@ routes:
 		t.Errorf("after a failed reload: got %d, want 200", resp.StatusCode)
 	}
 	os.WriteFile(tl.dir+"/till.yaml", []byte(strings.Replace(cfg, `paths: ["/v1/models"]`, `paths: ["/v1/models", "/v1/files"]`, 1)), 0o644)
-	if code, body := reload(); code != 200 {
+	if code, body := reload(); code != 200 || strings.TrimSpace(body) != `{"result":"ok"}` {
 		t.Errorf("reload: got %d %s", code, body)
+	}
+	// A setting only a restart applies is swapped in with the rest, and
+	// the answer says it waits.
+	os.WriteFile(tl.dir+"/till.yaml", []byte(strings.Replace(strings.Replace(cfg, `paths: ["/v1/models"]`, `paths: ["/v1/models", "/v1/files"]`, 1),
+		"version: 1\n", "version: 1\nshutdown_grace: 7s\n", 1)), 0o644)
+	if code, body := reload(); code != 200 || strings.TrimSpace(body) != `{"restart_needed":["shutdown_grace"],"result":"ok"}` {
+		t.Errorf("reload of a setting that needs a restart: got %d %s", code, body)
 	}
 	if resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/files"), nil)); resp.StatusCode != 200 {
 		t.Errorf("after reload, the newly allowed path: got %d, want 200", resp.StatusCode)

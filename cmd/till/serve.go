@@ -154,7 +154,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	var admin *http.Server
 	if aln != nil {
 		admin = &http.Server{
-			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.Reload, TokenSHA256: cfg.Admin.TokenSHA256}),
+			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.Reload, RestartNeeded: rl.RestartNeeded, TokenSHA256: cfg.Admin.TokenSHA256}),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          httpErrorLog(logger, "admin"),
 		}
