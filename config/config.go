@@ -278,6 +278,15 @@ type Pool struct {
 	Cooldown time.Duration
 }
 
+// Keys returns the keys r attaches: its pool's members, or its one
+// secret.
+func (r *Route) Keys() []PoolMember {
+	if r.Pool != nil {
+		return r.Pool.Members
+	}
+	return []PoolMember{{Secret: r.Secret, Ref: r.Ref}}
+}
+
 // Pool strategies: each request takes the next key; or each client keeps
 // to one key (the provider's prompt cache stays warm).
 const (

@@ -26,6 +26,18 @@ func (c *Config) ClientRoutes(name string) []string {
 	return routes
 }
 
+// SecretRoutes returns the names of the routes that attach the vault
+// entry name (alone or in a pool), in config order.
+func (c *Config) SecretRoutes(name string) []string {
+	var routes []string
+	for _, r := range c.Routes {
+		if slices.ContainsFunc(r.Keys(), func(k PoolMember) bool { return k.Ref == nil && k.Secret == name }) {
+			routes = append(routes, r.Name)
+		}
+	}
+	return routes
+}
+
 // ClientBudgets returns the names of the budgets whose clients: list
 // names the client name, in config order.
 func (c *Config) ClientBudgets(name string) []string {

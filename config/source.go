@@ -444,14 +444,8 @@ func (d *decoder) checkRefs(c *Config, routes []routeNodes) {
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		refs := []*SecretRef{r.Ref}
-		if r.Pool != nil {
-			refs = refs[:0]
-			for _, m := range r.Pool.Members {
-				refs = append(refs, m.Ref)
-			}
-		}
-		for j, ref := range refs {
+		for j, k := range r.Keys() {
+			ref := k.Ref
 			if ref == nil || slices.Contains(names, ref.Source) {
 				continue
 			}

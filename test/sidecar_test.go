@@ -256,6 +256,9 @@ func TestSidecarLayout(t *testing.T) {
 		return out
 	}
 	mustTill(host, "", "init", "--dir", "./till-data")
+	if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("init --dir made the data folder %v (%v), want mode 0700: it holds the vault and its key", fi.Mode(), err)
+	}
 	mustTill(host, keys[0], "secret", "set", "openai", "-c", "./till-data/till.yaml")
 	// The sidecar's config on the host names container paths: refused,
 	// with nothing created, when /var/lib/till is not there.

@@ -61,6 +61,10 @@ func checkKeyMaterial(v string) error {
 	return checkValue(strings.ReplaceAll(v, "\n", " "))
 }
 
+// ErrLineBreak refuses a value that spans lines where one line is wanted
+// (an API key): a PEM key or a JSON document is read as such instead.
+var ErrLineBreak = errors.New("secret value spans lines")
+
 // checkValue reports why v cannot be a secret value, without echoing it.
 func checkValue(v string) error {
 	if v == "" {
@@ -71,6 +75,9 @@ func checkValue(v string) error {
 	}
 	for i := 0; i < len(v); {
 		c := v[i]
+		if c == '\n' || c == '\r' {
+			return fmt.Errorf("%w (a line break at byte %d)", ErrLineBreak, i)
+		}
 		if c < 0x20 || c == 0x7f {
 			return fmt.Errorf("secret value contains a control character at byte %d", i)
 		}

@@ -38,16 +38,12 @@ func runCheck(args []string, e *env) error {
 	}
 	now := time.Now()
 	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
-		keys, refs := r.Pool, make([]bool, len(r.Pool))
-		if cr := cfg.Routes[i]; cr.Pool != nil {
-			for j, m := range cr.Pool.Members {
-				refs[j] = m.Ref != nil
-			}
-		} else {
-			keys, refs = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem, Missing: r.Missing}}, []bool{cr.Ref != nil}
+		keys := r.Pool
+		if cfg.Routes[i].Pool == nil {
+			keys = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem, Missing: r.Missing}}
 		}
 		for j, k := range keys {
-			if refs[j] {
+			if cfg.Routes[i].Keys()[j].Ref != nil {
 				continue // fetched below
 			}
 			switch {
@@ -91,5 +87,12 @@ func runCheck(args []string, e *env) error {
 		fmt.Fprintf(e.stdout, ", %d fetched from sources", len(refs))
 	}
 	fmt.Fprintln(e.stdout)
+	if len(cfg.Routes) == 0 {
+		what := "till.yaml has no routes: add one (routes: [{name: openai, preset: openai}])"
+		if cfg.File == "" {
+			what = "no till.yaml, and no preset's secret in the vault: till init writes a config, till secret set openai stores a key"
+		}
+		fmt.Fprintf(e.stderr, "till: warning: nothing to serve yet: %s\n", what)
+	}
 	return nil
 }

@@ -67,6 +67,9 @@ func runEnv(args []string, e *env) error {
 
 	// The token is not stored anywhere till can read it: the app
 	// supplies it as TILL_TOKEN.
+	if client != "" && e.getenv("TILL_TOKEN") == "" {
+		fmt.Fprintf(e.stderr, "till: warning: TILL_TOKEN is not set here; the proxy URL reads %s's token from it where these lines are used: export TILL_TOKEN first, or till answers 407\n", client)
+	}
 	proxyURL := proxyURL(cfg, client, "${TILL_TOKEN}")
 	noProxy := "localhost,127.0.0.1,::1"
 	vars := [][2]string{

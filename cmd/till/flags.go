@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/tillgw/till/config"
@@ -17,6 +18,31 @@ func newFlags(name string, stderr io.Writer, configPath *string) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.StringVar(configPath, "c", "", "config `file` (default $TILL_CONFIG, then ./till.yaml)")
 	return fs
+}
+
+// configFirst moves a -c FILE written before the command (till -c
+// till.yaml serve) to just after the command and its subcommand, where
+// every command reads it.
+func configFirst(args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	n := 0 // the words of the flag
+	switch a := args[0]; {
+	case a == "-c" || a == "--c":
+		n = 2
+	case strings.HasPrefix(a, "-c=") || strings.HasPrefix(a, "--c="):
+		n = 1
+	}
+	if n == 0 || len(args) <= n {
+		return args
+	}
+	cfg, rest := args[:n], args[n:]
+	words := 1
+	if _, ok := commandGroups[rest[0]]; ok && len(rest) > 1 {
+		words = 2
+	}
+	return append(append(slices.Clone(rest[:words]), cfg...), rest[words:]...)
 }
 
 // parseInterleaved parses flags that may come before or after positional

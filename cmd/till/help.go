@@ -46,15 +46,15 @@ var commandHelp = map[string]helpEntry{
 		},
 	},
 	"secret set": {
-		synopsis: "till secret set NAME [-c FILE] [--expires WHEN] [--json | --pem] < VALUE",
-		short:    "store a key read from stdin",
-		about: "Store a key in the vault, read from stdin (one trailing newline trimmed) or typed at a prompt without echo; never from the command line. " +
+		synopsis: "till secret set NAME [-c FILE] [--expires WHEN] [--json | --pem] [--file FILE | < VALUE]",
+		short:    "store a key read from stdin or a file",
+		about: "Store a key in the vault, read from stdin or --file (one trailing newline trimmed) or typed at a prompt without echo; never from the command line. " +
 			"Setting an existing name rotates it. WHEN is a date (2027-01-31), an RFC 3339 time or a duration (90d, 12h). " +
 			"--json reads an object of fields (a field may span lines, as a service account's private_key does); --pem a PEM key. " +
 			"At the prompt, Ctrl-C or Ctrl-D stores nothing.",
 		examples: []string{
 			`printf %s "$OPENAI_API_KEY" | till secret set openai --expires 90d`,
-			`till secret set twilio --json < twilio.json   # {"sid": "...", "token": "..."}`,
+			`till secret set twilio --json --file twilio.json   # {"sid": "...", "token": "..."}`,
 		},
 	},
 	"secret list": {
@@ -64,9 +64,9 @@ var commandHelp = map[string]helpEntry{
 		examples: []string{"till secret list", "till secret list --json"},
 	},
 	"secret rm": {
-		synopsis: "till secret rm NAME [-c FILE]",
+		synopsis: "till secret rm NAME [-c FILE] [--force]",
 		short:    "delete a secret",
-		about:    "Delete a secret from the vault; routes that need it then refuse with 503 secret_missing.",
+		about:    "Delete a secret from the vault. While a route attaches it, it is kept unless --force: that route's requests then get 503 secret_missing.",
 		examples: []string{"till secret rm openai"},
 	},
 	"client add": {

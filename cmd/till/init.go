@@ -26,7 +26,7 @@ func runInit(args []string, e *env) error {
 	if path == "" {
 		path = filepath.Join(dir, "till.yaml")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil { // it holds the vault and its key
 		return err
 	}
 	data := config.StarterConfig()

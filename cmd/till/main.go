@@ -17,7 +17,7 @@ import (
 var version = ""
 
 func main() {
-	if args, _, err := globalFlags(os.Args[1:]); err == nil && len(args) > 0 && args[0] == "serve" {
+	if args, _, err := globalFlags(os.Args[1:]); err == nil && len(args) > 0 && configFirst(args)[0] == "serve" {
 		raiseTimerSlack()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, e *env) int {
 		return report(err, e.stderr)
 	}
 	e.log = lf
+	args = configFirst(args)
 	if len(args) == 0 {
 		printUsage(e.stderr)
 		return exitUsage

@@ -140,9 +140,11 @@ func TestSecretSetRefusals(t *testing.T) {
 		want  string
 	}{
 		{"value on the command line", "", []string{"secret", "set", "openai", key}, 2, "read from stdin"},
-		{"empty value", "", []string{"secret", "set", "openai"}, 1, "empty"},
+		{"empty value", "", []string{"secret", "set", "openai"}, 1, "stdin held no value"},
+		{"white space alone", " \n", []string{"secret", "set", "openai"}, 1, "is the variable set?"},
 		{"control character", "sk-a\x1bb", []string{"secret", "set", "openai"}, 1, "control character"},
-		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "control character"},
+		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "spans lines"},
+		{"a PEM without --pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", []string{"secret", "set", "gh"}, 1, "a PEM key takes --pem"},
 		{"bad name", key, []string{"secret", "set", "Open AI"}, 1, "secret name"},
 		{"bad expiry", key, []string{"secret", "set", "openai", "--expires", "soon"}, 2, "--expires"},
 		{"expiry in the past", key, []string{"secret", "set", "openai", "--expires", "2020-01-01"}, 2, "--expires 2020-01-01 is in the past"},
@@ -436,6 +438,16 @@ func TestCAAndEnv(t *testing.T) {
 	if _, _, code = c.run("", "env", "--format", "xml"); code != 2 {
 		t.Errorf("env --format xml: exit %d, want 2", code)
 	}
+	// A client's proxy URL reads its token from TILL_TOKEN: without it,
+	// till env says so.
+	os.WriteFile("till.yaml", []byte("version: 1\nlisten: 0.0.0.0:8443\nforward: {enabled: true}\nclients: [{name: web, token_sha256: "+strings.Repeat("ab", 32)+"}]\n"), 0o644)
+	if out, errOut, code = c.run("", "env", "--client", "web"); code != 0 || !strings.Contains(out, "http://web:${TILL_TOKEN}@") || !strings.Contains(errOut, "TILL_TOKEN is not set") {
+		t.Errorf("env --client web without TILL_TOKEN: exit %d: %s%s", code, out, errOut)
+	}
+	c.env["TILL_TOKEN"] = "till_x"
+	if _, errOut, code = c.run("", "env", "--client", "web"); code != 0 || errOut != "" {
+		t.Errorf("env --client web with TILL_TOKEN: exit %d: %s", code, errOut)
+	}
 }
 
 func TestDryRun(t *testing.T) {
@@ -456,7 +468,6 @@ func TestDryRun(t *testing.T) {
 			[]string{"allowed", "route:    openai", "secret:   openai (sha256:", "upstream: POST https://api.openai.com/v1/chat/completions", "rate:     5/s"}},
 		{"flags after the arguments", []string{"post", "/openai/v1/chat/completions", "--client", "web"}, 0, []string{"allowed"}},
 		{"no client", []string{"POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_unauthenticated"}},
-		{"unknown client", []string{"--client", "nobody", "POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_unauthenticated"}},
 		{"client outside its cidrs", []string{"--client", "far", "POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_forbidden"}},
 		{"client inside its cidrs", []string{"--client", "far", "--from", "10.1.2.3", "POST", "/openai/v1/chat/completions"}, 0, []string{"allowed"}},
 		{"method", []string{"--client", "web", "GET", "/openai/v1/chat/completions"}, 1, []string{"refused: method_not_allowed"}},
@@ -482,6 +493,11 @@ func TestDryRun(t *testing.T) {
 				t.Error("the key was printed")
 			}
 		})
+	}
+	// A client name the config lacks is a mistake in the call, not a
+	// verdict: exit 2, nothing on stdout.
+	if out, errOut, code := c.run("", "test", "--client", "nobody", "POST", "/openai/v1/chat/completions"); code != 2 || out != "" || !strings.Contains(errOut, "no client of that name") {
+		t.Errorf("test --client nobody: exit %d, want 2: %s%s", code, out, errOut)
 	}
 	out, _, code := c.run("", "test", "--json", "--client", "web", "POST", "/openai/v1/chat/completions")
 	var v map[string]any

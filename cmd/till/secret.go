@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,9 +37,10 @@ func runSecret(ctx context.Context, args []string, e *env) error {
 }
 
 func runSecretSet(ctx context.Context, args []string, e *env) error {
-	var cfgPath, expires string
+	var cfgPath, expires, file string
 	var asJSON, asPEM bool
 	fs := newFlags("secret set", e.stderr, &cfgPath)
+	fs.StringVar(&file, "file", "", "read the value from this `file`, not stdin")
 	fs.BoolVar(&asPEM, "pem", false, "read a PEM key that spans lines (a GitHub App's private key)")
 	fs.StringVar(&expires, "expires", "", "expiry: a date (2027-01-31), a time (RFC 3339) or a duration from now (90d, 12h)")
 	fs.BoolVar(&asJSON, "json", false, `read a JSON object of fields ({"sid": "...", "token": "..."})`)
@@ -44,7 +48,7 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 1, "till secret set NAME [--expires WHEN] [--json | --pem] < value"); err != nil {
+	if err := wantArgs(pos, 1, "till secret set NAME [--expires WHEN] [--json | --pem] [--file FILE | < value]"); err != nil {
 		return withHint(err, "the value is read from stdin, never from the command line: printf %s \"$KEY\" | till secret set NAME")
 	}
 	name := pos[0]
@@ -74,35 +78,17 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	case asJSON:
 		end = jsonEnd
 	}
-	raw, err := readSecretInput(ctx, e, end)
-	if errors.Is(err, errInterrupted) || errors.Is(err, errNoValue) {
+	raw, from, err := readSecretFrom(ctx, e, file, end)
+	if err != nil {
 		return err
 	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return withHint(fmt.Errorf("%s held no value: nothing stored", from),
+			`is the variable set? printf %s "$KEY" prints nothing when KEY is unset; or run till secret set `+name+" at a terminal and paste the value")
+	}
+	s, err := parseSecret(name, raw, asJSON, asPEM, now, e)
 	if err != nil {
-		return fmt.Errorf("read the secret from stdin: %w", err)
-	}
-	if len(raw) > maxSecretInput {
-		return fmt.Errorf("the secret on stdin is larger than %d bytes", maxSecretInput)
-	}
-	var s vault.Secret
-	if asPEM {
-		value, err := vault.CleanPEM(raw)
-		if err != nil {
-			return err
-		}
-		s = vault.NewSecret(name, value, now)
-	} else if asJSON {
-		fields, err := vault.ParseFields(raw)
-		if err != nil {
-			return err
-		}
-		s = vault.NewFieldSecret(name, fields, now)
-	} else {
-		value, err := vault.CleanValue(raw)
-		if err != nil {
-			return err
-		}
-		s = vault.NewSecret(name, value, now)
+		return err
 	}
 	s.Expires = exp
 
@@ -138,6 +124,67 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	return nil
+}
+
+// readSecretFrom reads the value to store from file, or else from stdin
+// (a prompt at a terminal), and says where it came from.
+func readSecretFrom(ctx context.Context, e *env, file string, end inputEnd) (raw []byte, from string, err error) {
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, "", fmt.Errorf("read the secret: %w", err)
+		}
+		defer f.Close()
+		raw, err = io.ReadAll(io.LimitReader(f, maxSecretInput+1))
+		if err != nil {
+			return nil, "", fmt.Errorf("read the secret: %w", err)
+		}
+		from = file
+	} else {
+		raw, err = readSecretInput(ctx, e, end)
+		if errors.Is(err, errInterrupted) || errors.Is(err, errNoValue) {
+			return nil, "", err
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("read the secret from stdin: %w", err)
+		}
+		from = "stdin"
+	}
+	if len(raw) > maxSecretInput {
+		return nil, "", fmt.Errorf("the secret in %s is larger than %d bytes", from, maxSecretInput)
+	}
+	return raw, from, nil
+}
+
+// parseSecret makes the secret name of raw: a PEM key, JSON fields or
+// one line. It warns on stderr of a value that begins or ends with a
+// space, which is most often a paste gone wrong.
+func parseSecret(name string, raw []byte, asJSON, asPEM bool, now time.Time, e *env) (vault.Secret, error) {
+	switch {
+	case asPEM:
+		value, err := vault.CleanPEM(raw)
+		if err != nil {
+			return vault.Secret{}, err
+		}
+		return vault.NewSecret(name, value, now), nil
+	case asJSON:
+		fields, err := vault.ParseFields(raw)
+		if err != nil {
+			return vault.Secret{}, err
+		}
+		return vault.NewFieldSecret(name, fields, now), nil
+	}
+	value, err := vault.CleanValue(raw)
+	if errors.Is(err, vault.ErrLineBreak) {
+		return vault.Secret{}, withHint(err, "a PEM key takes --pem, a JSON document (a service account key) --json; an API key is one line")
+	}
+	if err != nil {
+		return vault.Secret{}, err
+	}
+	if strings.TrimSpace(value) != value {
+		fmt.Fprintln(e.stderr, "till: warning: the value begins or ends with a space; it is stored as it is (set it again if the space is not part of the key)")
+	}
+	return vault.NewSecret(name, value, now), nil
 }
 
 // parseExpires reads a date (2027-01-31, midnight UTC), an RFC 3339 time or
@@ -226,20 +273,19 @@ func runSecretList(args []string, e *env) error {
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSOURCE\tFINGERPRINT\tUPDATED\tEXPIRES\tSTATUS")
+	fmt.Fprintln(tw, "NAME\tSOURCE\tFINGERPRINT\tCREATED\tUPDATED\tEXPIRES\tSTATUS")
+	stamp := func(t *time.Time) string {
+		if t == nil || t.IsZero() {
+			return "-"
+		}
+		return t.Format(time.RFC3339)
+	}
 	for _, r := range rows {
-		exp, updated, fp := "-", "-", r.Fingerprint
-		if r.Expires != nil {
-			exp = r.Expires.Format(time.RFC3339)
-		}
-		if r.VersionTime != nil {
-			updated = r.VersionTime.Format(time.RFC3339)
-		}
-		status := r.Status
+		fp, status := r.Fingerprint, r.Status
 		if r.Error != "" {
 			fp, status = "-", "unavailable: "+r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, fp, updated, exp, status)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, fp, stamp(&r.Created), stamp(r.VersionTime), stamp(r.Expires), status)
 	}
 	return tw.Flush()
 }
@@ -266,12 +312,14 @@ func rowOf(s vault.Secret, source string, maxAge time.Duration, now time.Time) s
 
 func runSecretRm(args []string, e *env) error {
 	var cfgPath string
+	var force bool
 	fs := newFlags("secret rm", e.stderr, &cfgPath)
+	fs.BoolVar(&force, "force", false, "remove it even if routes use it (their requests then get 503)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 1, "till secret rm NAME"); err != nil {
+	if err := wantArgs(pos, 1, "till secret rm NAME [--force]"); err != nil {
 		return err
 	}
 	// Checked before anything prints the name: ValidName's error does not
@@ -289,6 +337,10 @@ func runSecretRm(args []string, e *env) error {
 	}
 	if name == config.AuditKeySecret {
 		return withHint(fmt.Errorf("%q holds till's audit signing key: till would sign with a new key, which verifiers holding the old public key reject", name), "till audit pubkey prints its public key")
+	}
+	if routes := cfg.SecretRoutes(name); len(routes) > 0 && !force {
+		return withHint(fmt.Errorf("secret %q is used by routes %s: their requests would get 503 secret_missing", name, strings.Join(routes, ", ")),
+			"change or remove those routes first, or pass --force")
 	}
 	if _, err := os.Stat(cfg.Vault.Path); err != nil {
 		return fmt.Errorf("secret %q not found: no vault at %s", name, displayPath(cfg.Vault.Path))

@@ -171,11 +171,7 @@ func fetchRefs(cfg *config.Config) ([]fetched, error) {
 	}
 	var uses []use
 	for _, r := range cfg.Routes {
-		members := []config.PoolMember{{Secret: r.Secret, Ref: r.Ref}}
-		if r.Pool != nil {
-			members = r.Pool.Members
-		}
-		for _, m := range members {
+		for _, m := range r.Keys() {
 			if m.Ref == nil {
 				continue
 			}
@@ -205,12 +201,8 @@ func fetchRefs(cfg *config.Config) ([]fetched, error) {
 func sourcedProblems(cfg *config.Config, refs []fetched) []error {
 	var problems []error
 	for _, r := range cfg.Routes {
-		members := []config.PoolMember{{Secret: r.Secret, Ref: r.Ref}}
-		if r.Pool != nil {
-			members = r.Pool.Members
-		}
 		form := proxy.SecretForm(&r)
-		for _, m := range members {
+		for _, m := range r.Keys() {
 			i := slices.IndexFunc(refs, func(f fetched) bool { return f.Ref == m.Secret && f.form == form })
 			if m.Ref == nil || i < 0 || refs[i].Err != nil {
 				continue // a vault secret, or one that cannot be fetched: said elsewhere

@@ -49,6 +49,9 @@ func runTest(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	if client != "" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
+		return withHint(usageError{fmt.Sprintf("--client %s: no client of that name in the config", client)}, "till client list shows the names")
+	}
 	target := pos[1]
 	if p, ok := ownListenerPath(target, cfg); ok {
 		target = p

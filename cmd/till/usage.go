@@ -44,8 +44,13 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if len(cfg.Budgets) == 0 {
-		return withHint(fmt.Errorf("%s sets no budgets", displayPath(configName(cfg))), "add budgets: to the config: budgets: [{name: daily, window: day, tokens: 2000000}] (the README's \"Budgets and usage\" has every key)")
+	if len(cfg.Budgets) == 0 && name == "" {
+		// Nothing is counted: an empty answer, not an error, for scripts.
+		fmt.Fprintf(e.stderr, "till: %s sets no budgets; add one: budgets: [{name: daily, window: day, tokens: 2000000}] (the README's \"Budgets and usage\" has every key)\n", displayPath(configName(cfg)))
+		if asJSON {
+			fmt.Fprintln(e.stdout, "[]")
+		}
+		return nil
 	}
 	if name != "" && !slices.ContainsFunc(cfg.Budgets, func(b config.Budget) bool { return b.Name == name }) {
 		names := make([]string, len(cfg.Budgets))
@@ -53,7 +58,11 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 			names[i] = b.Name
 		}
 		// The name is not echoed: it could be a key pasted in the wrong place.
-		return withHint(fmt.Errorf("--budget: %s has no such budget", displayPath(configName(cfg))), "its budgets: "+strings.Join(names, ", "))
+		hint := "its budgets: " + strings.Join(names, ", ")
+		if len(names) == 0 {
+			hint = "it sets no budgets"
+		}
+		return withHint(fmt.Errorf("--budget: %s has no such budget", displayPath(configName(cfg))), hint)
 	}
 	if client != "" && client != "anonymous" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
 		// Not echoed either.

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/vault"
+)
+
+// TestSecretSetFile: --file reads the value from a file (one trailing
+// newline trimmed), never echoing it, and says which file failed.
+func TestSecretSetFile(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("openai.key", []byte(key+"\n"), 0o600)
+	out := c.must("", "secret", "set", "openai", "--file", "openai.key")
+	if !strings.Contains(out, `stored secret "openai"`) || strings.Contains(out, key) {
+		t.Fatalf("secret set --file: %q", out)
+	}
+	fp := vault.NewSecret("openai", key, time.Now()).Fingerprint()
+	listed := c.must("", "secret", "list")
+	if !strings.Contains(listed, "CREATED") || !strings.Contains(listed, fp) {
+		t.Errorf("secret list: want a CREATED column and the fingerprint of the file's value:\n%s", listed)
+	}
+	if _, errOut, code := c.run("", "secret", "set", "openai", "--file", "nope.key"); code != 1 || !strings.Contains(errOut, "nope.key") {
+		t.Errorf("secret set --file of a missing file: exit %d: %s", code, errOut)
+	}
+	os.WriteFile("empty.key", nil, 0o600)
+	if _, errOut, code := c.run("", "secret", "set", "openai", "--file", "empty.key"); code != 1 || !strings.Contains(errOut, "empty.key held no value") {
+		t.Errorf("secret set --file of an empty file: exit %d: %s", code, errOut)
+	}
+}
+
+// TestSecretSetSpaceWarns: a value with a space at either end is stored
+// as it is, with a warning on stderr that does not echo it.
+func TestSecretSetSpaceWarns(t *testing.T) {
+	c := newCLI(t)
+	for _, v := range []string{" " + key, key + " "} {
+		out, errOut, code := c.run(v, "secret", "set", "openai")
+		if code != 0 || !strings.Contains(errOut, "begins or ends with a space") || strings.Contains(out+errOut, key) {
+			t.Errorf("secret set %q: exit %d: %s%s", v, code, out, errOut)
+		}
+	}
+	if _, errOut, _ := c.run(key, "secret", "set", "openai"); errOut != "" {
+		t.Errorf("secret set of a clean value warned: %s", errOut)
+	}
+}
+
+// TestSecretRmInUse: a secret a route attaches, alone or in a pool, is
+// kept unless --force; one no route uses goes at once.
+func TestSecretRmInUse(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - {name: pooled, preset: openai, prefix: /p, secret: [spare, openai]}\n"), 0o644)
+	for _, n := range []string{"openai", "spare", "unused"} {
+		c.must(key, "secret", "set", n)
+	}
+	_, errOut, code := c.run("", "secret", "rm", "openai")
+	if code != 1 || !strings.Contains(errOut, `secret "openai" is used by routes openai, pooled`) || !strings.Contains(errOut, "--force") {
+		t.Errorf("secret rm of a secret in use: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run("", "secret", "rm", "spare"); code != 1 || !strings.Contains(errOut, "routes pooled") {
+		t.Errorf("secret rm of a pool member: exit %d: %s", code, errOut)
+	}
+	if out := c.must("", "secret", "list"); !strings.Contains(out, "openai") || !strings.Contains(out, "spare") {
+		t.Fatalf("a refused rm removed the secret:\n%s", out)
+	}
+	c.must("", "secret", "rm", "unused")
+	c.must("", "secret", "rm", "openai", "--force")
+	if out := c.must("", "secret", "list"); strings.Contains(out, "openai ") || strings.Contains(out, "unused") {
+		t.Errorf("secret rm left the secret:\n%s", out)
+	}
+}
+
+// TestConfigBeforeCommand: -c FILE before the command is read as if it
+// followed it, for commands and for a group's subcommands.
+func TestConfigBeforeCommand(t *testing.T) {
+	c := newCLI(t)
+	os.Mkdir("conf", 0o755)
+	os.WriteFile("conf/till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
+	for _, args := range [][]string{{"-c", "conf/till.yaml"}, {"-c=conf/till.yaml"}, {"--c", "conf/till.yaml"}} {
+		c.must(key, append(args, "secret", "set", "openai")...)
+		if out := c.must("", append(args, "check")...); !strings.Contains(out, "conf/till.yaml: 1 route(s), 1 secret(s)") {
+			t.Errorf("till %s check: %s", strings.Join(args, " "), out)
+		}
+	}
+	if _, err := os.Stat("conf/till.vault"); err != nil {
+		t.Errorf("the vault is not the config's: %v", err)
+	}
+}
+
+// TestNothingToServeWarns: check says so when there is nothing to serve,
+// and why; a config with a route gets no such warning.
+func TestNothingToServeWarns(t *testing.T) {
+	c := newCLI(t)
+	if out, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(out, "ok: built-in defaults") || !strings.Contains(errOut, "no till.yaml") {
+		t.Errorf("check without a config: exit %d: %s%s", code, out, errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
+	if _, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(errOut, "till.yaml has no routes") {
+		t.Errorf("check of a config without routes: exit %d: %s", code, errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
+	c.must(key, "secret", "set", "openai")
+	if _, errOut, code := c.run("", "check"); code != 0 || errOut != "" {
+		t.Errorf("check of a config with a route: exit %d: %s", code, errOut)
+	}
+}
+
+// TestUsageWithoutBudgets: usage of a config without budgets is an empty
+// answer (exit 0; [] with --json) that says how to add one.
+func TestUsageWithoutBudgets(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
+	if out, errOut, code := c.run("", "usage", "--json"); code != 0 || strings.TrimSpace(out) != "[]" || !strings.Contains(errOut, "sets no budgets") {
+		t.Errorf("usage --json without budgets: exit %d: %q %s", code, out, errOut)
+	}
+	if out, errOut, code := c.run("", "usage"); code != 0 || out != "" || !strings.Contains(errOut, "budgets: [{name: daily") {
+		t.Errorf("usage without budgets: exit %d: %q %s", code, out, errOut)
+	}
+	if _, errOut, code := c.run("", "usage", "--budget", "daily"); code != 1 || !strings.Contains(errOut, "it sets no budgets") {
+		t.Errorf("usage --budget without budgets: exit %d: %s", code, errOut)
+	}
+}
