@@ -278,6 +278,13 @@ func (af *file) check() state {
 	return state{moved: true, removed: unlinked(af.f)}
 }
 
+// writable reports, with a write of no bytes, whether f takes writes: an
+// immutable file (chattr +i) refuses them, as it would every record.
+func (af *file) writable() error {
+	_, err := af.f.Write(nil)
+	return err
+}
+
 // named reports whether the path still names f.
 func (af *file) named() bool {
 	same, _ := names(af.path, af.id)

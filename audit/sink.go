@@ -82,6 +82,7 @@ type Sink struct {
 	line     []byte   // the record being written, stamped
 	pending  [][]byte // records kept from a failure, oldest first
 	retrying bool     // the retry loop runs
+	refusing bool     // probe found the file refusing writes, and made the sink unhealthy
 	closed   bool
 	dirty    bool // written since the last fsync
 	unsigned int  // records since the last checkpoint
@@ -381,15 +382,16 @@ func (s *Sink) tick() {
 // folder there, a read-only disk), records would be lost: the sink is
 // not healthy until one can, so readiness says so before a request finds
 // out; the error is returned when the sink turns unhealthy. A moved file
-// still takes records, as in put. A sink retrying records it kept is
-// left to retry.
+// still takes records, as in put; a file in place is checked to take
+// writes (probeWrite). A sink retrying records it kept is left to retry.
 func (s *Sink) probe() error {
 	if s.file == nil || s.closed || s.retrying {
 		return nil
 	}
 	st := s.file.check()
 	if !st.moved {
-		return nil // a file cut in place is taken at the next record
+		// A file cut in place is taken at the next record.
+		return s.probeWrite()
 	}
 	if err := s.reopen(s.file.name()); err != nil {
 		if st.removed && s.healthy.Swap(false) {
@@ -399,6 +401,24 @@ func (s *Sink) probe() error {
 		return nil
 	}
 	s.healthy.Store(true)
+	return nil
+}
+
+// probeWrite checks, between records, that the file in place still
+// takes writes (it is not immutable): the sink is unhealthy while it does
+// not, and healthy again once it does. The error is returned when the
+// sink turns unhealthy.
+func (s *Sink) probeWrite() error {
+	err := s.file.writable()
+	switch {
+	case err != nil && s.healthy.Swap(false):
+		s.refusing = true
+		s.failures.Add(1)
+		return fmt.Errorf("the audit file takes no writes: %w", err)
+	case err == nil && s.refusing:
+		s.refusing = false
+		s.healthy.Store(true)
+	}
 	return nil
 }
 

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -674,11 +676,7 @@ func TestProbeBetweenRecords(t *testing.T) {
 	defer s.Close()
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * tickInterval); !ok(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("not %s after %v", what, 10*tickInterval)
-			}
-		}
+		waitUntil(t, 10*tickInterval, what, ok)
 	}
 	s.Write(record("1"))
 	if err := os.Rename(path, path+".1"); err != nil {
@@ -713,4 +711,48 @@ func TestProbeBetweenRecords(t *testing.T) {
 		t.Errorf("got %q in the moved file and %q at the path, want %q and %q", old, cur, "1", "2")
 	}
 	mustVerify(t, VerifyOptions{}, path+".1", path)
+}
+
+// TestProbeImmutableFile: a file made immutable between records (chattr
+// +i), which refuses every write, makes the sink unhealthy within a tick,
+// before any record comes, said once; healthy again once it takes writes.
+func TestProbeImmutableFile(t *testing.T) {
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = 10 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var reported atomic.Int32
+	s, err := Open(Options{Path: path, Fsync: FsyncNone, OnError: func(error, []byte) { reported.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write(record("1"))
+	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v %s (needs root and a file system that has the flag)", err, out)
+	}
+	defer exec.Command("chattr", "-i", path).Run()
+	waitUntil(t, 10*tickInterval, "unhealthy", func() bool { return !s.Healthy() })
+	time.Sleep(3 * tickInterval) // more ticks fail: said once only
+	if n := reported.Load(); n != 1 || s.Failures() != 1 {
+		t.Errorf("reported %d times, %d failures; want the one failure", n, s.Failures())
+	}
+	if err := exec.Command("chattr", "-i", path).Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*tickInterval, "healthy again", s.Healthy)
+	s.Write(record("2"))
+	if got := ids(t, path); got != "1 2" {
+		t.Errorf("got records %q, want %q", got, "1 2")
+	}
+	mustVerify(t, VerifyOptions{}, path)
+}
+
+// waitUntil polls ok until it holds, or fails the test after d.
+func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !ok(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s after %v", what, d)
+		}
+	}
 }

@@ -364,15 +364,7 @@ func TestUnwritableAuditSinkSendsNoKey(t *testing.T) {
 	tillDirIn(t, dir, providerConfig(u, "admin: {listen: 127.0.0.1:0}\naudit: {file: audit/audit.log}\n"))
 	tl, nsDir := startTillOnSmallDisk(t, dir, u.caFile, "8m")
 	admin := tl.adminAddr()
-	ready := func() int {
-		t.Helper()
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	ready := func() int { return readyz(t, admin) }
 
 	// Load, then a full disk under it.
 	load := startIncidentLoad(tl.addr, "full", 8, 0)

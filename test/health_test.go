@@ -137,3 +137,58 @@ func TestHealthCommand(t *testing.T) {
 		t.Errorf("till health with nothing listening: stderr %q", errOut)
 	}
 }
+
+// TestReadyWhileAuditFileImmutable: an audit file made immutable
+// (chattr +i) while till is idle turns /readyz to 503 before any request
+// comes, requests get 503 audit_unavailable with no key sent, and both
+// recover once the file takes writes again.
+func TestReadyWhileAuditFileImmutable(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	setSecret(t, dir, "openai", openaiKey)
+	cfg := fmt.Sprintf("version: 1\nadmin: {listen: 127.0.0.1:0}\naudit: {file: audit.log}\nroutes:\n  - {name: openai, preset: openai, upstream: %q}\n", u.URL)
+	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	admin := tl.adminAddr()
+	ready := func() int { return readyz(t, admin) }
+	get := func() int {
+		resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+		return resp.StatusCode
+	}
+	if got := get(); got != 200 {
+		t.Fatalf("before: got %d", got)
+	}
+	auditFile := filepath.Join(dir, "audit.log")
+	if out, err := exec.Command("chattr", "+i", auditFile).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v %s (needs root and a file system that has the flag)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", auditFile).Run() })
+	sent := len(u.requests())
+	waitFor(t, 5*time.Second, "/readyz 503 with the audit file immutable, idle", func() bool { return ready() == 503 })
+	if got := get(); got != 503 {
+		t.Errorf("with the audit file immutable: got %d, want 503", got)
+	}
+	if n := len(u.requests()); n != sent {
+		t.Errorf("%d request(s) reached the upstream while the audit file took no writes", n-sent)
+	}
+	if err := exec.Command("chattr", "-i", auditFile).Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "/readyz 200 once the file takes writes", func() bool { return ready() == 200 })
+	if got := get(); got != 200 {
+		t.Errorf("after: got %d, want 200", got)
+	}
+}
+
+// readyz is the status of GET /readyz on the admin listener at admin.
+func readyz(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

@@ -220,14 +220,7 @@ func TestAuditSinkRecovers(t *testing.T) {
 		answers = append(answers, a)
 		return a
 	}
-	ready := func() int {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	ready := func() int { return readyz(t, admin) }
 
 	for i := 0; i < 3; i++ {
 		if a := get(); a.status != 200 {
