@@ -143,6 +143,33 @@ func (f *File) load() (map[string]Secret, error) {
 	return secrets, nil
 }
 
+// ageReader reads an age file, armored or binary.
+func ageReader(data []byte) io.Reader {
+	var src io.Reader = bytes.NewReader(data)
+	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte(armor.Header)) {
+		src = armor.NewReader(src)
+	}
+	return src
+}
+
+// SealedWithPassphrase reports whether the vault file at path exists and
+// is encrypted with a passphrase rather than to a key file. It needs no
+// key: the file's header says how its file key is wrapped, and a key
+// made for the question matches none of it.
+func SealedWithPassphrase(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	probe, err := age.GenerateX25519Identity()
+	if err != nil {
+		return false
+	}
+	_, err = age.Decrypt(ageReader(data), probe)
+	var noMatch *age.NoIdentityMatchError
+	return errors.As(err, &noMatch) && slices.Contains(noMatch.StanzaTypes, "scrypt")
+}
+
 func (f *File) corrupted(err error) error {
 	return fmt.Errorf("%s: %w: %v; restore it from a backup", f.path, ErrCorrupted, err)
 }
@@ -150,11 +177,7 @@ func (f *File) corrupted(err error) error {
 // decrypt opens the age file (armored or binary) and explains a key
 // mismatch by the recipient types the file was encrypted to.
 func (f *File) decrypt(data []byte) ([]byte, error) {
-	var src io.Reader = bytes.NewReader(data)
-	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte(armor.Header)) {
-		src = armor.NewReader(src)
-	}
-	r, err := age.Decrypt(src, f.key.identity())
+	r, err := age.Decrypt(ageReader(data), f.key.identity())
 	var noMatch *age.NoIdentityMatchError
 	switch {
 	case errors.As(err, &noMatch):

@@ -616,3 +616,34 @@ func TestUpdateRefusesOversizedVault(t *testing.T) {
 		t.Errorf("after the refused Update: %d secrets, %v; want the one before", len(got), err)
 	}
 }
+
+// TestSealedWithPassphrase: a vault's header tells, with no key, whether
+// a passphrase or a key file opens it; a file that is no vault, or none,
+// is neither.
+func TestSealedWithPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	pass, err := PassphraseKey("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed, _ := newKeyFile(t)
+	for _, tt := range []struct {
+		name string
+		key  *Key
+		want bool
+	}{{"passphrase", pass, true}, {"key file", keyed, false}} {
+		path := filepath.Join(dir, tt.name+".vault")
+		if err := Open(path, tt.key).Set(NewSecret("openai", "sk-test", time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if got := SealedWithPassphrase(path); got != tt.want {
+			t.Errorf("%s vault: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "plain"), []byte("not a vault"), 0o600)
+	for _, path := range []string{filepath.Join(dir, "plain"), filepath.Join(dir, "none")} {
+		if SealedWithPassphrase(path) {
+			t.Errorf("%s: sealed with a passphrase, want not", path)
+		}
+	}
+}

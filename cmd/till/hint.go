@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,6 +31,7 @@ func withHint(err error, hint string) error { return hintError{err, hint} }
 type keySource struct {
 	config     string // the config file in use; "" for the built-in defaults
 	envIgnored bool   // TILL_KEY_FILE is set but a config file is in use
+	vault      string // the vault file
 }
 
 // wrap marks err, when not nil, with the key's source for vaultHint.
@@ -81,6 +83,17 @@ func vaultHint(err error, src keySource) string {
 		}
 		switch err {
 		case vault.ErrNoKey:
+			if vault.SealedWithPassphrase(src.vault) {
+				return "this vault is sealed with a passphrase: set TILL_PASSPHRASE"
+			}
+			if _, err := os.Stat(src.vault); src.vault != "" && err == nil {
+				// till init would not help: it makes no key for a vault
+				// that exists.
+				if src.config != "" {
+					return keySetting + " the key file this vault was created with, or restore it from a backup"
+				}
+				return "set TILL_KEY_FILE to the key file this vault was created with, or restore it from a backup"
+			}
 			if src.config != "" {
 				return keySetting + " the vault's key file, or set TILL_PASSPHRASE"
 			}

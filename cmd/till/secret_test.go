@@ -122,3 +122,22 @@ func TestUsageWithoutBudgets(t *testing.T) {
 		t.Errorf("usage --budget without budgets: exit %d: %s", code, errOut)
 	}
 }
+
+// TestNoKeyHintKnowsTheVault: with the vault's key missing, the hint
+// says what opens that vault: its passphrase, or the key file it was
+// made with (till init would make none for a vault that exists).
+func TestNoKeyHintKnowsTheVault(t *testing.T) {
+	c := newCLI(t)
+	c.env["TILL_PASSPHRASE"] = "correct horse battery staple"
+	c.must(key, "secret", "set", "openai")
+	delete(c.env, "TILL_PASSPHRASE")
+	if _, errOut, code := c.run("", "secret", "list"); code != 1 || !strings.Contains(errOut, "hint: this vault is sealed with a passphrase: set TILL_PASSPHRASE") {
+		t.Errorf("passphrase vault, no passphrase: exit %d: %s", code, errOut)
+	}
+	os.Remove("till.vault")
+	c.must(key, "secret", "set", "openai")
+	os.Remove("till.key")
+	if _, errOut, code := c.run("", "secret", "list"); code != 1 || !strings.Contains(errOut, "hint: set TILL_KEY_FILE to the key file this vault was created with") {
+		t.Errorf("key file vault, no key file: exit %d: %s", code, errOut)
+	}
+}

@@ -83,7 +83,7 @@ func openVault(cfg *config.Config, e *env, create bool) (*cliVault, error) {
 			}
 		}
 	}
-	src := keySource{config: cfg.File, envIgnored: cfg.File != "" && e.getenv("TILL_KEY_FILE") != ""}
+	src := keySource{config: cfg.File, envIgnored: cfg.File != "" && e.getenv("TILL_KEY_FILE") != "", vault: cfg.Vault.Path}
 	key, err := vaultKey(e, cfg.Vault.KeyFile, create)
 	if err != nil {
 		return nil, src.wrap(err)

@@ -174,7 +174,7 @@ func TestWrongKeyHintNamesSetting(t *testing.T) {
 	}
 	delete(c.env, "TILL_KEY_FILE")
 	os.Remove(filepath.Join("keys", "till.key"))
-	if _, errOut, _ := c.run("", "secret", "list"); !strings.HasSuffix(errOut, "till: hint: point vault.key_file in till.yaml at the vault's key file, or set TILL_PASSPHRASE\n") {
+	if _, errOut, _ := c.run("", "secret", "list"); !strings.HasSuffix(errOut, "till: hint: point vault.key_file in till.yaml at the key file this vault was created with, or restore it from a backup\n") {
 		t.Errorf("missing key file: %s", errOut)
 	}
 
