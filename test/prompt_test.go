@@ -38,7 +38,7 @@ func TestSecretPromptPty(t *testing.T) {
 		{"ctrl-d at once", "\x04", 0, 1, "nothing stored", nil},
 		{"sigterm", typed[:10], syscall.SIGTERM, 130, "till: interrupted: nothing stored", nil},
 		{"sigint", typed[:10], syscall.SIGINT, 130, "till: interrupted: nothing stored", nil},
-		{"empty", "\r", 0, 1, "empty", nil},
+		{"empty", "\r", 0, 1, "no value from the prompt: nothing stored", nil},
 		{"typed", typed + "\r", 0, 0, `stored secret "openai"`, nil},
 		// Pasted whole, and what follows it dropped, not left for the
 		// shell to run and keep in its history.

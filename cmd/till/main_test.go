@@ -140,7 +140,7 @@ func TestSecretSetRefusals(t *testing.T) {
 		want  string
 	}{
 		{"value on the command line", "", []string{"secret", "set", "openai", key}, 2, "read from stdin"},
-		{"empty value", "", []string{"secret", "set", "openai"}, 1, "stdin held no value"},
+		{"empty value", "", []string{"secret", "set", "openai"}, 1, "no value from stdin"},
 		{"white space alone", " \n", []string{"secret", "set", "openai"}, 1, "is the variable set?"},
 		{"control character", "sk-a\x1bb", []string{"secret", "set", "openai"}, 1, "control character"},
 		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "spans lines"},

@@ -83,8 +83,11 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return withHint(fmt.Errorf("%s held no value: nothing stored", from),
-			`is the variable set? printf %s "$KEY" prints nothing when KEY is unset; or run till secret set `+name+" at a terminal and paste the value")
+		err := fmt.Errorf("no value from %s: nothing stored", from)
+		if from == "stdin" {
+			err = withHint(err, `is the variable set? printf %s "$KEY" prints nothing when KEY is unset; or run till secret set `+name+" at a terminal and paste the value")
+		}
+		return err
 	}
 	s, err := parseSecret(name, raw, asJSON, asPEM, now, e)
 	if err != nil {
@@ -149,6 +152,9 @@ func readSecretFrom(ctx context.Context, e *env, file string, end inputEnd) (raw
 			return nil, "", fmt.Errorf("read the secret from stdin: %w", err)
 		}
 		from = "stdin"
+		if f, ok := e.stdin.(*os.File); ok && isTerminal(f) {
+			from = "the prompt"
+		}
 	}
 	if len(raw) > maxSecretInput {
 		return nil, "", fmt.Errorf("the secret in %s is larger than %d bytes", from, maxSecretInput)

@@ -27,7 +27,7 @@ func TestSecretSetFile(t *testing.T) {
 		t.Errorf("secret set --file of a missing file: exit %d: %s", code, errOut)
 	}
 	os.WriteFile("empty.key", nil, 0o600)
-	if _, errOut, code := c.run("", "secret", "set", "openai", "--file", "empty.key"); code != 1 || !strings.Contains(errOut, "empty.key held no value") {
+	if _, errOut, code := c.run("", "secret", "set", "openai", "--file", "empty.key"); code != 1 || !strings.Contains(errOut, "no value from empty.key") {
 		t.Errorf("secret set --file of an empty file: exit %d: %s", code, errOut)
 	}
 }
