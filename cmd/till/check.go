@@ -38,12 +38,12 @@ func runCheck(args []string, e *env) error {
 	}
 	now := time.Now()
 	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
-		keys := r.Pool
+		keys, members := r.Pool, cfg.Routes[i].Keys()
 		if cfg.Routes[i].Pool == nil {
 			keys = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem, Missing: r.Missing}}
 		}
 		for j, k := range keys {
-			if cfg.Routes[i].Keys()[j].Ref != nil {
+			if members[j].Ref != nil {
 				continue // fetched below
 			}
 			switch {

@@ -49,7 +49,7 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	if err := wantArgs(pos, 1, "till secret set NAME [--expires WHEN] [--json | --pem] [--file FILE | < value]"); err != nil {
-		return withHint(err, "the value is read from stdin, never from the command line: printf %s \"$KEY\" | till secret set NAME")
+		return withHint(err, "the value is read from stdin or --file, never from the command line: printf %s \"$KEY\" | till secret set NAME")
 	}
 	name := pos[0]
 	if err := vault.ValidName(name); err != nil {
