@@ -27,13 +27,7 @@ func configFirst(args []string) []string {
 	if len(args) == 0 {
 		return args
 	}
-	n := 0 // the words of the flag
-	switch a := args[0]; {
-	case a == "-c" || a == "--c":
-		n = 2
-	case strings.HasPrefix(a, "-c=") || strings.HasPrefix(a, "--c="):
-		n = 1
-	}
+	n := configFlagWords(args[0])
 	if n == 0 || len(args) <= n {
 		return args
 	}
@@ -43,6 +37,18 @@ func configFirst(args []string) []string {
 		words = 2
 	}
 	return append(append(slices.Clone(rest[:words]), cfg...), rest[words:]...)
+}
+
+// configFlagWords is how many words a -c flag starting with a takes: 2
+// (-c FILE), 1 (-c=FILE), or 0 when a is no -c flag.
+func configFlagWords(a string) int {
+	switch {
+	case a == "-c" || a == "--c":
+		return 2
+	case strings.HasPrefix(a, "-c=") || strings.HasPrefix(a, "--c="):
+		return 1
+	}
+	return 0
 }
 
 // parseInterleaved parses flags that may come before or after positional

@@ -65,6 +65,10 @@ func run(ctx context.Context, args []string, e *env) int {
 	}
 	e.log = lf
 	args = configFirst(args)
+	if len(args) > 0 && configFlagWords(args[0]) > 0 {
+		// configFirst left it: no command follows.
+		return report(usageError{"-c FILE goes with a command: till -c till.yaml serve"}, e.stderr)
+	}
 	if len(args) == 0 {
 		printUsage(e.stderr)
 		return exitUsage

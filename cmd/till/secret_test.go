@@ -87,6 +87,11 @@ func TestConfigBeforeCommand(t *testing.T) {
 	if _, err := os.Stat("conf/till.vault"); err != nil {
 		t.Errorf("the vault is not the config's: %v", err)
 	}
+	for _, args := range [][]string{{"-c"}, {"-c", "conf/till.yaml"}, {"-c=conf/till.yaml"}} {
+		if _, errOut, code := c.run("", args...); code != 2 || !strings.Contains(errOut, "-c FILE goes with a command") {
+			t.Errorf("till %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+		}
+	}
 }
 
 // TestNothingToServeWarns: check says so when there is nothing to serve,
