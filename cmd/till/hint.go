@@ -89,10 +89,7 @@ func vaultHint(err error, src keySource) string {
 			if _, err := os.Stat(src.vault); src.vault != "" && err == nil {
 				// till init would not help: it makes no key for a vault
 				// that exists.
-				if src.config != "" {
-					return keySetting + " the key file this vault was created with, or restore it from a backup"
-				}
-				return "set TILL_KEY_FILE to the key file this vault was created with, or restore it from a backup"
+				return keySetting + " the key file this vault was created with, or restore it from a backup"
 			}
 			if src.config != "" {
 				return keySetting + " the vault's key file, or set TILL_PASSPHRASE"
