@@ -431,11 +431,11 @@ func TestStreamNotBooleanRefused(t *testing.T) {
 }
 
 // TestUpgradeHeaderSendsHeldBody: a request with an Upgrade header whose
-// body till read (a route with model rules) sends that body upstream, not
-// the spent one.
+// body till read (for the model it records, on a route whose usage it
+// knows) sends that body upstream, not the spent one.
 func TestUpgradeHeaderSendsHeldBody(t *testing.T) {
 	up, sent := recordingUpstream(t, "application/json", `{"model":"gpt-4o-mini","usage":{"prompt_tokens":1,"completion_tokens":1}}`)
-	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}, allow: {models: [gpt-4o-mini]}}\n"
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\n"
 	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
 	srv := httptest.NewServer(gw)
 	defer srv.Close()

@@ -80,10 +80,8 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
 		return refuse(apiError{CodeBadRequest, "the request body is larger than the route's max_body"})
 	}
-	if rt.tokenBudgeted {
-		if e := unmetered(r, rt); e != nil {
-			return refuse(*e)
-		}
+	if e := unchecked(r, rt); e != nil {
+		return refuse(*e)
 	}
 	// The body is read only now, for a request the cheaper checks let by.
 	a, unread := read()

@@ -18,6 +18,9 @@ import (
 type exchange struct {
 	rec   record
 	route *route
+	// live is the config the request was decided with; readmit checks
+	// the request again when a reload has swapped in another since.
+	live *live
 	// member is the pool's key in use, tried the ones already refused,
 	// caller whom a sticky pool keeps to one key.
 	member *member

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // heldConns are the connections that outlive the checks of the request
@@ -160,26 +161,54 @@ func (l *live) admitUnrouted(r *http.Request, dialled *netip.AddrPort) *apiError
 	return nil
 }
 
-// admitUpgrade decides whether the protocol switch x made with r is one
-// l allows: r must resolve, in its mode, to the same route and upstream
-// host, and pass the checks of decide that count and fetch nothing (the
-// origin, the client, the route's methods and paths), and a budget's
-// refusal of sessions it cannot meter.
-func (l *live) admitUpgrade(r *http.Request, x *exchange) *apiError {
+// admitAgain decides whether the request r, which x's exchange let by
+// against another config, is one l allows too, and returns l's route for
+// it: r must resolve, in its mode, to the same route and upstream host,
+// and pass the checks of decide that count and fetch nothing (the origin,
+// the client, the route's methods and paths) and unchecked's. A protocol
+// switch held open is checked so at every reload; any other request
+// before its key goes (readmit).
+func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 	t, e := l.resolveAgain(r, x.rec.mode)
 	if e != nil {
-		return e
+		return nil, e
 	}
 	rt := t.route
 	if rt.name != x.route.name || rt.upstream.Host != x.route.upstream.Host {
-		return &apiError{CodeRouteNotFound, "the route this connection went through is gone"}
+		return nil, &apiError{CodeRouteNotFound, "the route this request went through is gone"}
 	}
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeader)
 	if e, ok := l.admits(r, rt, t.outPath, id); !ok {
-		return &e
+		return nil, &e
 	}
-	if rt.tokenBudgeted {
-		return unmetered(r, rt)
+	return rt, unchecked(r, rt)
+}
+
+// readmit checks the request r again when a reload has swapped in another
+// config since x's exchange decided it: the config served now must let
+// it by (admitAgain), and its route still hold the key about to go (m's,
+// or the route's own when m is nil) under that name, usable. Otherwise
+// the key would go for a client, path or key that the reload revoked
+// while the request's body came in, or while a pool's key was refused.
+func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
+	l := g.live.Load()
+	if l == x.live {
+		return nil
+	}
+	rt, e := l.admitAgain(r, x)
+	if e != nil {
+		return e
+	}
+	name := x.route.injection.secretName
+	if m != nil {
+		name = m.secretName
+	}
+	in := rt.keyNamed(name)
+	if in == nil {
+		return &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
+	}
+	if e, ok, _ := in.secretState(time.Now(), l.onExpired); !ok {
+		return &e
 	}
 	return nil
 }

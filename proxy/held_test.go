@@ -90,7 +90,7 @@ func TestReloadEndsTunnelsItRefuses(t *testing.T) {
 // token budget that cannot meter it) is ended, and its record says why; a
 // reload that still allows it leaves it relaying.
 func TestReloadEndsUpgradesItRefuses(t *testing.T) {
-	up := switchingEcho(t)
+	up := switchingEcho(t, nil)
 	sum := sha256.Sum256([]byte(connectToken))
 	web := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
 	route := "  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]%s}\n"
@@ -111,6 +111,7 @@ func TestReloadEndsUpgradesItRefuses(t *testing.T) {
 		{"token revoked", conf("clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(other[:])+"}\n", fmt.Sprintf(route, "")), CodeClientUnauthenticated},
 		{"route gone", conf(web, "  - {name: other, preset: openai, prefix: /other, upstream: "+up.URL+", secret: k, clients: [web]}\n"), CodeRouteNotFound},
 		{"path no longer allowed", conf(web, fmt.Sprintf(route, ", allow: {paths: [/v1/chat/completions]}")), CodePathNotAllowed},
+		{"model rules", conf(web, fmt.Sprintf(route, ", allow: {models: [gpt-4o]}")), CodeModelNotAllowed},
 		{"token budget", conf(web+"budgets:\n  - {name: b, window: 1d, tokens: 1000}\n", fmt.Sprintf(route, ", prefix: /ws")), CodeBadRequest},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,7 +197,7 @@ func echoLine(c net.Conn, br *bufio.Reader, word string) error {
 // unknown hosts denied, its address no longer allowed), and lives on
 // through one that changes nothing.
 func TestReloadEndsRelayedUpgradesItRefuses(t *testing.T) {
-	up := switchingEcho(t)
+	up := switchingEcho(t, nil)
 	conf := func(forward string) *Snapshot {
 		cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: "+forward+"\nroutes: []\n"), t.TempDir())
 		if err != nil {
@@ -224,9 +225,12 @@ func TestReloadEndsRelayedUpgradesItRefuses(t *testing.T) {
 }
 
 // switchingEcho is an upstream that agrees to every protocol switch, then
-// echoes what it reads.
-func switchingEcho(t *testing.T) *httptest.Server {
+// echoes what it reads; seen, when set, gets each request first.
+func switchingEcho(t *testing.T, seen func(*http.Request)) *httptest.Server {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if seen != nil {
+			seen(r)
+		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return
@@ -244,7 +248,7 @@ func switchingEcho(t *testing.T) *httptest.Server {
 // host without a route, that moves bytes outlives the idle timeout, and
 // is closed once it has moved none for that long, as a tunnel is.
 func TestIdleUpgradesEnd(t *testing.T) {
-	up := switchingEcho(t)
+	up := switchingEcho(t, nil)
 	host := up.Listener.Addr().String()
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
 	if err != nil {

@@ -419,6 +419,32 @@ func TestPoolRetryMintsTheNextToken(t *testing.T) {
 	}
 }
 
+// TestPoolRetryDropsRefusedToken: a key's token that the upstream refused
+// (401) is not used again, also when the pool's next key answered the
+// app: the key mints anew when its rest ends.
+func TestPoolRetryDropsRefusedToken(t *testing.T) {
+	te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok-b-0123456789abcdef" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: [a, b], pool: {cooldown: 1m}, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"a": oauthSecret("a", time.Now()), "b": oauthSecret("b", time.Now())}),
+		Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if w.Code != http.StatusOK {
+		t.Fatalf("got %d, want key b's 200", w.Code)
+	}
+	a := gw.Snapshot().routes[0].pool.members[0]
+	if tok := a.minter.cur.Load(); tok == nil || a.minter.good(tok) {
+		t.Errorf("key a's token, refused with a 401, is still taken for good: %+v", tok)
+	}
+}
+
 // With auth_style auto (the default), x/oauth2 asks a second way after a
 // failed ask (the secret in the form, not in Basic credentials): every
 // ask, each of which sends the client secret, has its use record.

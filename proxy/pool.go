@@ -91,6 +91,23 @@ func memberIn(m *member, ms []*member) bool {
 	return false
 }
 
+// keyNamed returns the injection of rt's key named name: its own, or a
+// pool member's; nil when it has none by that name.
+func (rt *route) keyNamed(name string) *injection {
+	if rt.pool == nil {
+		if rt.injection.secretName == name {
+			return rt.injection
+		}
+		return nil
+	}
+	for _, m := range rt.pool.members {
+		if m.secretName == name {
+			return m.injection
+		}
+	}
+	return nil
+}
+
 // rest sets the member aside until now + d, unless it rests longer already.
 func (m *member) rest(now time.Time, d time.Duration) {
 	until := now.Add(d).UnixNano()
@@ -189,7 +206,7 @@ const codePoolRetry = "pool_retry"
 // answer reached the app, its body is held) and another key is ready,
 // records this attempt, switches to that key and reports true. Otherwise
 // the app gets this answer.
-func (g *Gateway) nextKey(x *exchange, res *http.Response, err error) bool {
+func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err error) bool {
 	p := x.route.pool
 	if p == nil || x.member == nil || x.auditFailed.Load() || x.ctx.Err() != nil {
 		return false
@@ -204,6 +221,7 @@ func (g *Gateway) nextKey(x *exchange, res *http.Response, err error) bool {
 	if res != nil {
 		status = res.StatusCode
 	}
+	x.dropRefusedToken(status) // checkResponse sees only the answer the app gets
 	if status == http.StatusUnauthorized || status == http.StatusForbidden {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).Str("key_fp", x.rec.keyFP).
 			Int("status", status).Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
@@ -215,6 +233,9 @@ func (g *Gateway) nextKey(x *exchange, res *http.Response, err error) bool {
 	next := p.pick(x.caller, x.tried, now)
 	if next == nil || next.restUntil.Load() > now.UnixNano() {
 		return false // every key rests: the app gets this answer
+	}
+	if g.readmit(r, x, next) != nil {
+		return false // a reload since refuses the request or that key
 	}
 	inj, stale, ferr := next.key(x.ctx)
 	if ferr != nil {

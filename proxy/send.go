@@ -43,11 +43,17 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	}
 	var res *http.Response
 	for {
+		if e := g.readmit(r, x, x.member); e != nil {
+			// A reload while the body was held, or since the last key
+			// was refused.
+			g.refuse(rw, x, *e, 0)
+			return
+		}
 		var err error
 		var done func()
 		res, done, err = g.attempt(rw, r, x)
 		defer done()
-		if g.nextKey(x, res, err) {
+		if g.nextKey(r, x, res, err) {
 			continue
 		}
 		if err != nil {
@@ -345,6 +351,14 @@ func isEventStream(contentType string) bool {
 	return strings.EqualFold(textproto.TrimString(media), "text/event-stream")
 }
 
+// dropRefusedToken ends the exchange's minted token when the upstream
+// answered status 401 to it: the next request with its key mints anew.
+func (x *exchange) dropRefusedToken(status int) {
+	if status == http.StatusUnauthorized && x.inj.minted != nil {
+		x.inj.minted.refused.Store(true)
+	}
+}
+
 // checkResponse notes the upstream's answer (a 401 ends a minted token),
 // and removes any response
 // header that echoes the key, and any announced trailer named after it
@@ -353,10 +367,7 @@ func isEventStream(contentType string) bool {
 func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
-	if resp.StatusCode == http.StatusUnauthorized && x.inj.minted != nil {
-		// The upstream refused the token: the next request mints anew.
-		x.inj.minted.refused.Store(true)
-	}
+	x.dropRefusedToken(resp.StatusCode)
 	n := scrubEchoes(resp.Header, x.inj.echoForms)
 	for name := range resp.Trailer {
 		if nameEchoes(name, x.inj.echoForms) {

@@ -109,7 +109,7 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 // policy decides, then the request goes upstream with the route's key.
 func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange, l *live, t target) {
 	rt := t.route
-	x.route, x.outPath, x.rawPath = rt, t.outPath, t.rawPath
+	x.route, x.outPath, x.rawPath, x.live = rt, t.outPath, t.rawPath, l
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeader)
 	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
@@ -131,6 +131,12 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.warning = d.Warning
 	x.inj = d.inj
 	x.member, x.caller, x.ticket = d.member, d.caller, d.ticket
+	if e := g.readmit(r, x, x.member); e != nil {
+		// A reload while decide read the body: the key goes only if the
+		// config served now allows it too.
+		g.refuse(rw, x, *e, 0)
+		return
+	}
 	x.rec.secret = d.inj.secretName
 	inj, err := x.mint(x.inj)
 	if err != nil {
@@ -145,7 +151,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		// reload that refuses it ends it too); a body read to be metered
 		// goes as read.
 		ctx, release := g.holdUpgrade(context.WithValue(r.Context(), exchangeKey{}, x), rw, x,
-			func(l *live) *apiError { return l.admitUpgrade(r, x) })
+			func(l *live) *apiError { _, e := l.admitAgain(r, x); return e })
 		defer release()
 		out := r.WithContext(ctx)
 		x.setBody(rw, out)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
+	"time"
 )
 
 // newUpgrader returns the proxy for protocol switches (WebSocket) on
@@ -72,6 +73,12 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
 	if !x.writeAhead() {
 		return nil, errAuditUnavailable
+	}
+	if x.inj.sigV4 != nil {
+		// Signed as send signs: the switch carries the route's key too.
+		if err := x.inj.sigV4.sign(r, x.held, time.Now()); err != nil {
+			return nil, err
+		}
 	}
 	// The context lives as long as the request (the upgraded connection
 	// with it): cancel is the trace's, to stop a send it cannot record.

@@ -128,6 +128,20 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 	return a, nil
 }
 
+// unchecked refuses a request whose use of the key till could not hold to
+// the route's rules: on a route with model rules, a protocol switch
+// (WebSocket), whose messages may ask for any model and are not read; on
+// a route under a token or dollar budget, what unmetered refuses.
+func unchecked(r *http.Request, rt *route) *apiError {
+	if len(rt.models) > 0 && isUpgrade(r) {
+		return &errUpgradeModels
+	}
+	if rt.tokenBudgeted {
+		return unmetered(r, rt)
+	}
+	return nil
+}
+
 // unmetered refuses, on a route under a token or dollar budget, a request
 // whose answer till could not read the usage of: a protocol switch
 // (WebSocket: OpenAI's Realtime API, Gemini Live), work that spends out
@@ -194,6 +208,7 @@ var unseenSpending = [...]string{
 
 var (
 	errLaterUnmetered     = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count what this spends later or out of its sight (batches, fine-tuning, runs, background and long-running jobs, caches, Realtime calls, session keys): send it through a route no such budget covers"}
+	errUpgradeModels      = apiError{CodeModelNotAllowed, "this route allows only the models it lists, and the messages of a protocol switch (WebSocket) are not read to check them"}
 	errUpgradeUnmetered   = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a protocol switch (WebSocket)"}
 	errFieldMaskUnmetered = apiError{CodeBadRequest, "this route is under a token or dollar budget: alt (other than json or sse), fields and X-Goog-FieldMask would hide the usage till counts"}
 )

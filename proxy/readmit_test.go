@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// keyRecorder is an upstream that notes the bearer key of each request
+// it gets, and answers 200; at /token it mints a token, noted as "token".
+type keyRecorder struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (k *keyRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if r.URL.Path == "/token" {
+		k.keys = append(k.keys, "token")
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`))
+		return
+	}
+	k.keys = append(k.keys, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	w.Write([]byte(`{"ok":true}`))
+}
+
+func (k *keyRecorder) seen() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.keys...)
+}
+
+// onFirstRead is a request body that calls hook when it is first read:
+// the moment decide (or a pool's holdBody) takes the body, after the
+// request's checks.
+type onFirstRead struct {
+	io.Reader
+	once sync.Once
+	hook func()
+}
+
+func (b *onFirstRead) Read(p []byte) (int, error) {
+	b.once.Do(b.hook)
+	return b.Reader.Read(p)
+}
+
+func (b *onFirstRead) Close() error { return nil }
+
+// TestUpgradeOnModelRouteRefused: a route with model rules refuses a
+// protocol switch, whose messages it cannot check (a ?model= in its URL
+// is no proof of what they ask); a GET without a body still passes.
+func TestUpgradeOnModelRouteRefused(t *testing.T) {
+	up := &keyRecorder{}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	gw, buf := newTestGateway(t, "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}, allow: {models: [gpt-4o-mini]}}\n", srv.URL, secrets(time.Now()))
+	r := httptest.NewRequest("GET", "/openai/v1/realtime?model=gpt-4o-mini", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), CodeModelNotAllowed) {
+		t.Errorf("WebSocket on a route with model rules: %d %s; want 403 %s", w.Code, w.Body, CodeModelNotAllowed)
+	}
+	if n := len(buf.uses(t)); n != 0 || len(up.seen()) != 0 {
+		t.Errorf("the refused switch made %d use records and reached the upstream %d times", n, len(up.seen()))
+	}
+	w = httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+	if w.Code != http.StatusOK {
+		t.Errorf("GET of the model list: %d %s; want 200", w.Code, w.Body)
+	}
+}
+
+// TestReloadWhileBodyComesIn: a reload that lands while a request's body
+// is read (by decide, for its model; or held, for a pool's next key) is
+// checked before the key goes, or a token is minted with it: what the new
+// config refuses gets its refusal, and the key never leaves; what it
+// still allows goes.
+func TestReloadWhileBodyComesIn(t *testing.T) {
+	up := &keyRecorder{}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	sum := sha256.Sum256([]byte(connectToken))
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	web := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
+	revoked := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(other[:]) + "}\n"
+	keys := map[string]vault.Secret{
+		"a": vault.NewSecret("a", "sk-readmit-a-0123456789", time.Now()),
+		"b": vault.NewSecret("b", "sk-readmit-b-0123456789", time.Now()),
+		"c": vault.NewSecret("c", "sk-readmit-c-0123456789", time.Now()),
+		"m": vault.NewFieldSecret("m", map[string]string{"client_id": "app", "client_secret": "secret-app-0123456789"}, time.Now()),
+	}
+	snap := func(clients, route string) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+clients+"routes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", clients: [web], "+route+"}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, keys)
+	}
+	mint := "secret: m, inject: {oauth2: {token_url: " + srv.URL + "/token}}"
+	for _, kind := range []struct{ name, route, narrowed, contentType string }{
+		{"model rules", "secret: a, allow: {models: [gpt-4o-mini]}", "secret: a, allow: {models: [gpt-4o-mini], paths: [/v1/embeddings]}", "application/json"},
+		// An upload is not read by decide: the pool holds it.
+		{"pool", "secret: [a, b], pool: {cooldown: 1h}", "secret: [a, b], pool: {cooldown: 1h}, allow: {paths: [/v1/embeddings]}", "application/octet-stream"},
+		{"token minted", mint, mint + ", allow: {paths: [/v1/embeddings]}", "application/json"},
+	} {
+		for _, tt := range []struct {
+			name   string
+			reload *Snapshot
+			code   string // "": the request goes
+		}{
+			{"same config", snap(web, kind.route), ""},
+			{"client revoked", snap(revoked, kind.route), CodeClientUnauthenticated},
+			{"path no longer allowed", snap(web, kind.narrowed), CodePathNotAllowed},
+			{"key no longer the route's", snap(web, "secret: c"), CodeSecretMissing},
+		} {
+			t.Run(kind.name+"/"+tt.name, func(t *testing.T) {
+				buf := &lockedBuffer{}
+				gw := New(snap(web, kind.route), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+				before := len(up.seen())
+				body := `{"model":"gpt-4o-mini","messages":[]}`
+				r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+				r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(tt.reload) }}
+				r.ContentLength = int64(len(body))
+				r.Header.Set("Content-Type", kind.contentType)
+				r.Header.Set("X-Till-Token", connectToken)
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, r)
+				sent := up.seen()[before:]
+				if tt.code == "" {
+					if w.Code != http.StatusOK || len(sent) == 0 {
+						t.Errorf("%d %s, upstream got %v; want 200", w.Code, w.Body, sent)
+					}
+					return
+				}
+				if !strings.Contains(w.Body.String(), tt.code) || len(sent) != 0 {
+					t.Errorf("%d %s, upstream got %v; want %s, and no key sent or token asked for", w.Code, w.Body, sent, tt.code)
+				}
+				if n := len(buf.uses(t)); n != 0 {
+					t.Errorf("%d use records for a request whose key never went", n)
+				}
+				if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != tt.code {
+					t.Errorf("records %v; want one, denied with %s", recs, tt.code)
+				}
+			})
+		}
+	}
+}
+
+// TestPoolRetryAfterReload: when a pool's key is refused after a reload,
+// the request goes again only with a key the new config's route holds,
+// for a client it still admits; otherwise the app gets the answer it has.
+func TestPoolRetryAfterReload(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		seen = append(seen, key)
+		mu.Unlock()
+		if key == "sk-pool-a-0123456789" {
+			arrived <- struct{}{}
+			<-release
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer up.Close()
+	keys := map[string]vault.Secret{}
+	for _, k := range []string{"a", "b", "c"} {
+		keys[k] = vault.NewSecret(k, "sk-pool-"+k+"-0123456789", time.Now())
+	}
+	sum := sha256.Sum256([]byte(connectToken))
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	snap := func(token []byte, pool string) *Snapshot {
+		y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(token) + "}\nroutes:\n" +
+			"  - {name: openai, preset: openai, upstream: " + up.URL + ", clients: [web], secret: " + pool + ", pool: {cooldown: 1h}}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, keys)
+	}
+	for _, tt := range []struct {
+		name   string
+		reload *Snapshot
+		want   int    // the app's status
+		next   string // the key the retry takes, "" for none
+	}{
+		{"same config", snap(sum[:], "[a, b]"), http.StatusOK, "sk-pool-b-0123456789"},
+		{"next key removed", snap(sum[:], "[a, c]"), http.StatusTooManyRequests, ""},
+		{"client revoked", snap(other[:], "[a, b]"), http.StatusTooManyRequests, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			gw := New(snap(sum[:], "[a, b]"), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			w := httptest.NewRecorder()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r := httptest.NewRequest("GET", "/openai/v1/models", nil)
+				r.Header.Set("X-Till-Token", connectToken)
+				gw.ServeHTTP(w, r) // key a first: round robin starts there
+			}()
+			<-arrived
+			gw.Swap(tt.reload)
+			release <- struct{}{}
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			want := []string{"sk-pool-a-0123456789"}
+			if tt.next != "" {
+				want = append(want, tt.next)
+			}
+			if w.Code != tt.want || strings.Join(seen, " ") != strings.Join(want, " ") {
+				t.Errorf("app got %d, upstream saw keys %v; want %d, keys %v", w.Code, seen, tt.want, want)
+			}
+		})
+	}
+}
+
+// TestSigV4SignsProtocolSwitch: a protocol switch on a SigV4 route goes
+// signed with the route's credentials, as every other request does: the
+// upstream's own check of the signature passes, and the app's dummy
+// signature is gone.
+func TestSigV4SignsProtocolSwitch(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIATILLSWITCH000001", SecretAccessKey: "switch-secret-0123456789"}
+	got := make(chan *http.Request, 1)
+	up := switchingEcho(t, func(r *http.Request) { got <- r.Clone(context.Background()) })
+	gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, inject: {aws_sigv4: {service: bedrock, region: eu-west-1}}}\n", up.URL,
+		map[string]vault.Secret{"aws": vault.NewFieldSecret("aws", map[string]string{"access_key_id": creds.AccessKeyID, "secret_access_key": creds.SecretAccessKey}, time.Now())})
+	openHeld(t, gw, "GET /aws/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIADUMMY/x, Signature=0\r\n\r\n", http.StatusSwitchingProtocols)
+	r := <-got
+	date, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
+	if err != nil {
+		t.Fatalf("the switch went unsigned (X-Amz-Date %q; Authorization %q)", r.Header.Get("X-Amz-Date"), r.Header.Get("Authorization"))
+	}
+	// The upstream's check: sign what arrived again, and compare.
+	check, _ := http.NewRequest(r.Method, "http://"+r.Host+r.URL.RequestURI(), nil)
+	check.Header = r.Header.Clone()
+	check.Header.Del("Authorization")
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, check, r.Header.Get("X-Amz-Content-Sha256"), "bedrock", "eu-west-1", date); err != nil {
+		t.Fatal(err)
+	}
+	if r.Header.Get("Authorization") != check.Header.Get("Authorization") {
+		t.Errorf("signature %q; the upstream computes %q", r.Header.Get("Authorization"), check.Header.Get("Authorization"))
+	}
+}
