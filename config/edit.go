@@ -90,8 +90,8 @@ func EditFile(path string, edit func([]byte) ([]byte, error)) error {
 
 // RemoveClient returns data, the config file named file, without the client
 // name: its entry leaves the clients: list, and the list itself goes when
-// it empties. The rest of the document, comments included, is kept as
-// yaml.v3 re-encodes it. The result is checked to parse as a config, so
+// it empties. The rest of the document is kept byte for byte (see
+// splice.go). The result is checked to parse as a config, so
 // that an edit can never leave a file till refuses. Whether routes or
 // budgets still name the client is the caller's question (see
 // ClientRoutes, ClientBudgets): this only edits.
@@ -123,6 +123,14 @@ func removeClient(data []byte, name string) ([]byte, error) {
 		return nil, err
 	}
 	seq := root.Content[i+1]
+	if root.Style&yaml.FlowStyle == 0 && blockItems(data, seq) {
+		item := seq.Content[j]
+		from, to := item.Line, endLine(item)
+		if len(seq.Content) == 1 {
+			from = root.Content[i].Line // the list goes with its last entry
+		}
+		return splice(data, lineStart(data, from), lineStart(data, to+1), ""), nil
+	}
 	seq.Content = slices.Delete(seq.Content, j, j+1)
 	if len(seq.Content) == 0 {
 		// The comments above clients: (the commented examples till init
@@ -139,8 +147,7 @@ func removeClient(data []byte, name string) ([]byte, error) {
 
 // SetClientToken returns data, the config file named file, with the
 // token_sha256 of the client name replaced by tokenSHA256: the rest of its
-// entry (cidrs, cert) and of the document, comments included, is kept as
-// yaml.v3 re-encodes it. The result is checked to parse as a config.
+// entry (cidrs, cert) and of the document is kept byte for byte. The result is checked to parse as a config.
 func SetClientToken(file string, data []byte, name, tokenSHA256 string) ([]byte, error) {
 	return checked(file)(setClientToken(data, name, tokenSHA256))
 }
@@ -158,6 +165,9 @@ func setClientToken(data []byte, name, tokenSHA256 string) ([]byte, error) {
 	for k := 0; k+1 < len(entry.Content); k += 2 {
 		if entry.Content[k].Value == "token_sha256" {
 			v := entry.Content[k+1]
+			if out, ok := replaceScalar(data, v, tokenSHA256); ok {
+				return out, nil
+			}
 			v.Kind, v.Tag, v.Style, v.Value = yaml.ScalarNode, "!!str", 0, tokenSHA256
 			return encodeDoc(doc)
 		}
@@ -186,8 +196,7 @@ func findClient(root *yaml.Node, name string) (i, j int, err error) {
 
 // AddClient returns data, the config file named file, with c added to
 // the end of its clients: list (made when absent, before routes:). The
-// rest of the document, comments included, is kept as yaml.v3 re-encodes
-// it. The result is checked to parse as a config, so that an edit can
+// rest of the document is kept byte for byte. The result is checked to parse as a config, so that an edit can
 // never leave a file till refuses (a name already there, say). c.Line is
 // not used.
 func AddClient(file string, data []byte, c Client) ([]byte, error) {
@@ -211,6 +220,9 @@ func addClient(data []byte, c Client) ([]byte, error) {
 	}
 	if c.Cert {
 		entry.Content = append(entry.Content, str("cert"), &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
+	}
+	if out, ok, err := spliceClient(data, root, entry); ok || err != nil {
+		return out, err
 	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value != "clients" {
@@ -243,6 +255,44 @@ func addClient(data []byte, c Client) ([]byte, error) {
 	list := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{entry}}
 	root.Content = slices.Insert(root.Content, at, key, list)
 	return encodeDoc(doc)
+}
+
+// spliceClient adds entry to the clients: list of data, whose top-level
+// mapping is root, as lines of text: after the list's last entry, under
+// an empty clients: key, or in a new list before routes: (or at the end);
+// false when the layout is not one it can add lines to.
+func spliceClient(data []byte, root, entry *yaml.Node) ([]byte, bool, error) {
+	if root.Style&yaml.FlowStyle != 0 {
+		return nil, false, nil
+	}
+	at, head, prefix := len(data), "clients:\n", "  - "
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, v := root.Content[i], root.Content[i+1]
+		switch {
+		case key.Value == "routes" && head != "":
+			at = lineStart(data, key.Line)
+			continue
+		case key.Value != "clients":
+			continue
+		case blockItems(data, v):
+			prefix, _ = itemPrefix(data, v.Content[0])
+			if v.Content[0].Style&yaml.FlowStyle != 0 {
+				entry.Style = yaml.FlowStyle // as the entries before it
+			}
+			at = lineStart(data, endLine(v)+1)
+		case v.Tag == "!!null" && v.Value == "" && v.Line == key.Line:
+			at = lineStart(data, key.Line+1) // clients: with nothing after it
+		default:
+			return nil, false, nil
+		}
+		head = ""
+		break
+	}
+	lines, err := itemLines(prefix, entry)
+	if err != nil {
+		return nil, false, err
+	}
+	return insertLines(data, at, head+lines), true, nil
 }
 
 // decodeMapping parses a config file as a YAML document whose top level

@@ -66,7 +66,7 @@ func TestSetClientToken(t *testing.T) {
 		name, yaml, client, want, wantErr string
 	}{
 		{name: "block style", yaml: two, client: "web",
-			want: "version: 1\ntls: {names: [till.internal]}\n# clients below\nclients:\n  - name: web # the web app\n    token_sha256: " + newHash + " # rotated 2026\n    cidrs: [10.0.0.0/8]\n    cert: true\n  - name: batch\n    token_sha256: " + testHash + "\nroutes:\n  - {name: openai, preset: openai, clients: [web]}\n"},
+			want: "version: 1\ntls: {names: [till.internal]}\n# clients below\nclients:\n  - name: web # the web app\n    token_sha256: \"" + newHash + "\" # rotated 2026\n    cidrs: [10.0.0.0/8]\n    cert: true\n  - name: batch\n    token_sha256: " + testHash + "\nroutes:\n  - {name: openai, preset: openai, clients: [web]}\n"},
 		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: b, token_sha256: " + testHash + "}]\n", client: "b",
 			want: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: b, token_sha256: " + newHash + "}]\n"},
 		{name: "unknown client", yaml: two, client: "nobody", wantErr: `till.yaml: no client "nobody"`},
@@ -137,9 +137,11 @@ func TestAddClient(t *testing.T) {
 		{name: "no list, no routes: at the end", yaml: "version: 1 # v\n", client: web,
 			want: "version: 1 # v\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n"},
 		{name: "the commented example stays above", yaml: "version: 1\n\n# clients:\n#   - name: web\nroutes: []\n", client: web,
-			want: "version: 1\n# clients:\n#   - name: web\nclients:\n  - name: web\n    token_sha256: " + testHash + "\nroutes: []\n"},
+			want: "version: 1\n\n# clients:\n#   - name: web\nclients:\n  - name: web\n    token_sha256: " + testHash + "\nroutes: []\n"},
 		{name: "empty key", yaml: "version: 1\nclients: # none yet\n", client: web,
 			want: "version: 1\nclients: # none yet\n  - name: web\n    token_sha256: " + testHash + "\n"},
+		{name: "flow entries", yaml: "version: 1\nclients:\n    -   {name: a, token_sha256: " + testHash + "}   # a\n\nroutes: []\n", client: web,
+			want: "version: 1\nclients:\n    -   {name: a, token_sha256: " + testHash + "}   # a\n    -   {name: web, token_sha256: " + testHash + "}\n\nroutes: []\n"},
 		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}]\n", client: web,
 			want: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: web, token_sha256: " + testHash + "}]\n"},
 		{name: "a name taken", yaml: "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n", client: web,
@@ -163,6 +165,43 @@ func TestAddClient(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestEditsKeepTheLayout: adding, rotating and removing a client in the
+// file till init writes changes only the client's lines: the comments'
+// columns, the blank lines and the rest stay byte for byte, and removing
+// what was added gives the file back.
+func TestEditsKeepTheLayout(t *testing.T) {
+	start := StarterConfig()
+	cidr := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	added, err := AddClient("till.yaml", start, Client{Name: "web", TokenSHA256: testHash, CIDRs: cidr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, err = AddClient("till.yaml", added, Client{Name: "batch", TokenSHA256: testHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "clients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs: [10.0.0.0/8]\n  - name: batch\n    token_sha256: " + testHash + "\nroutes: []"
+	if before, after, ok := strings.Cut(string(added), want); !ok || before+"routes: []"+after != string(start) {
+		t.Fatalf("added two clients; want only these lines before routes: [] added:\n%s\ngot:\n%s", want, added)
+	}
+	newHash := strings.Repeat("ab", 32)
+	rotated, err := SetClientToken("till.yaml", added, "web", newHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Replace(string(rotated), newHash, testHash, 1); got != string(added) {
+		t.Errorf("a rotation changed more than the digest:\n%s", rotated)
+	}
+	for _, name := range []string{"web", "batch"} {
+		if rotated, err = RemoveClient("till.yaml", rotated, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(rotated) != string(start) {
+		t.Errorf("removing the clients added did not give the file back:\n%s", rotated)
 	}
 }
 

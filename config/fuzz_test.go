@@ -1,8 +1,12 @@
 package config
 
 import (
+	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -142,3 +146,54 @@ func routeTexts(c *Config) []string {
 	}
 	return out
 }
+
+// FuzzClientEdits: adding a client to any config that parses gives one
+// with that client and nothing else changed that Parse sees; removing it
+// again gives back what was there.
+func FuzzClientEdits(f *testing.F) {
+	seedConfigs(f)
+	f.Add([]byte("version: 1\nclients:\n    -   {name: a, token_sha256: " + testHash + "}   # a\n\nroutes: []\n"))
+	f.Add([]byte("version: 1\nclients: # none yet\nroutes: []\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		before, err := Parse("till.yaml", data, "/etc/till")
+		if err != nil || slices.ContainsFunc(before.Clients, func(c Client) bool { return c.Name == "fuzzed" }) {
+			return
+		}
+		added, err := AddClient("till.yaml", data, Client{Name: "fuzzed", TokenSHA256: testHash, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+		if err != nil {
+			return // refused, never written
+		}
+		after, err := Parse("till.yaml", added, "/etc/till")
+		if err != nil {
+			t.Fatalf("an added client left a config that does not parse: %v\n%s", err, added)
+		}
+		if n := len(after.Clients); n != len(before.Clients)+1 || after.Clients[n-1].Name != "fuzzed" || len(after.Clients[n-1].CIDRs) != 1 {
+			t.Fatalf("clients after adding one: %+v\n%s", after.Clients, added)
+		}
+		if clientless(after) != clientless(before) {
+			t.Fatalf("adding a client changed the rest of the config:\n%s", added)
+		}
+		removed, err := RemoveClient("till.yaml", added, "fuzzed")
+		if err != nil {
+			t.Fatalf("removing the client added: %v\n%s", err, added)
+		}
+		again, err := Parse("till.yaml", removed, "/etc/till")
+		if err != nil || len(again.Clients) != len(before.Clients) || clientless(again) != clientless(before) {
+			t.Fatalf("removing the client added did not give the config back (%v):\n%s", err, removed)
+		}
+	})
+}
+
+// clientless renders what Parse read of c, but for its clients and the
+// line numbers that edits move.
+func clientless(c *Config) string {
+	d := *c
+	d.Clients = nil
+	s, err := json.Marshal(d)
+	if err != nil {
+		panic(err)
+	}
+	return lineNumbers.ReplaceAllString(string(s), `"Line":0`)
+}
+
+var lineNumbers = regexp.MustCompile(`"Line":\d+`)

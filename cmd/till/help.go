@@ -238,10 +238,14 @@ func helpRequest(args []string, e *env) (next []string, ne *env, code int, done 
 	case len(args) == 0:
 		return args, e, 0, false
 	case args[0] == "help" || isHelpFlag(args[0]):
-		if len(args) == 1 {
-			return args, e, 0, false
-		}
 		words = args[1:]
+		if len(words) > 0 && configFlagWords(words[0]) > 0 {
+			// till -c FILE help [CMD]: the file has no part in help.
+			words = words[min(configFlagWords(words[0]), len(words)):]
+		}
+		if len(words) == 0 {
+			return args[:1], e, 0, false
+		}
 	default:
 		i := slices.IndexFunc(args, func(a string) bool { return a == "--" || isHelpFlag(a) })
 		if i < 0 || args[i] == "--" {

@@ -92,6 +92,13 @@ func TestConfigBeforeCommand(t *testing.T) {
 			t.Errorf("till %s: exit %d: %s", strings.Join(args, " "), code, errOut)
 		}
 	}
+	// Help reads no config: a -c before it changes nothing.
+	for _, words := range [][]string{{"help"}, {"help", "serve"}, {"help", "secret", "set"}} {
+		want := c.must("", words...)
+		if out, errOut, code := c.run("", append([]string{"-c", "conf/till.yaml"}, words...)...); code != 0 || out != want {
+			t.Errorf("till -c FILE %s: exit %d: %s%s", strings.Join(words, " "), code, out, errOut)
+		}
+	}
 }
 
 // TestNothingToServeWarns: check says so when there is nothing to serve,
