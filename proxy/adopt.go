@@ -78,7 +78,7 @@ func (m *minter) adopt(old *minter) {
 	}
 	if t := old.cur.Load(); t != nil && t.token != nil && old.good(t) {
 		n := m.compile(t.token)
-		n.expires = t.expires
+		n.expires, n.refused = t.expires, t.refused
 		m.cur.CompareAndSwap(nil, n)
 	}
 }

@@ -312,3 +312,69 @@ func TestReloadSeedTakenOnce(t *testing.T) {
 		t.Errorf("the token the upstream refused was sent %d times, want 2 (before it was refused, once after the reload)", sent[first])
 	}
 }
+
+// TestRefusedTokenStaysRefusedAcrossReload: a request still running on the
+// snapshot before a reload gets 401 for the minted token, which the
+// reload had already adopted: the next request, on the new snapshot,
+// mints anew rather than send the token the upstream has just refused.
+func TestRefusedTokenStaysRefusedAcrossReload(t *testing.T) {
+	var mu sync.Mutex
+	issued := 0
+	sent := map[string]int{}
+	inUpstream := make(chan struct{})
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			mu.Lock()
+			issued++
+			n := issued
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"access_token":"tok-%d-0123456789abcdef","token_type":"Bearer","expires_in":3600}`, n)
+			return
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		sent[tok]++
+		mu.Unlock()
+		if r.URL.Path == "/api/slow" || r.URL.Path == "/slow" {
+			close(inUpstream)
+			<-release
+		}
+		if tok == "tok-1-0123456789abcdef" {
+			// revoked by the provider
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: api, upstream: " + up.URL + ", secret: cred, inject: {oauth2: {token_url: " + up.URL + "/token}}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := oauthSecret("app", time.Now())
+	snap := func() *Snapshot { return NewSnapshot(cfg, map[string]vault.Secret{"cred": cred}) }
+	gw := New(snap(), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+
+	done := make(chan int)
+	go func() {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/slow", nil))
+		done <- w.Code
+	}()
+	<-inUpstream
+	gw.Swap(snap()) // a reload (same config) adopts tok-1 while it is in use
+	close(release)
+	if code := <-done; code != http.StatusUnauthorized {
+		t.Fatalf("first request: %d, want the upstream's 401", code)
+	}
+	// till has now seen the upstream refuse tok-1.
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	mu.Lock()
+	defer mu.Unlock()
+	if sent["tok-1-0123456789abcdef"] != 1 {
+		t.Errorf("tok-1 was refused with 401, and then sent again %d more time(s) (status %d): the reload's copy of the token kept its own refused flag",
+			sent["tok-1-0123456789abcdef"]-1, w.Code)
+	}
+}

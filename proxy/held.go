@@ -187,7 +187,7 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 // readmit checks the request r again when a reload has swapped in another
 // config since x's exchange decided it: the config served now must let
 // it by (admitAgain), and its route still hold the key about to go (m's,
-// or the route's own when m is nil) under that name, usable. Otherwise
+// or the route's own when m is nil), with the same value, usable. Otherwise
 // the key would go for a client, path or key that the reload revoked
 // while the request's body came in, or while a pool's key was refused.
 func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
@@ -199,13 +199,17 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 	if e != nil {
 		return e
 	}
-	name := x.route.injection.secretName
+	want := x.route.injection
 	if m != nil {
-		name = m.secretName
+		want = m.injection
 	}
-	in := rt.keyNamed(name)
-	if in == nil {
+	in := rt.keyNamed(want.secretName)
+	switch {
+	case in == nil:
 		return &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
+	case in.fp != want.fp:
+		// Rotated: the old value may be why (a leak).
+		return &apiError{CodeSecretUnavailable, "the key for this request was replaced while it came in; send it again"}
 	}
 	if e, ok, _ := in.secretState(time.Now(), l.onExpired); !ok {
 		return &e

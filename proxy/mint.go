@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -42,8 +43,9 @@ type minted struct {
 	token   *oauth2.Token // as the endpoint gave it, for a reload to adopt
 	expires time.Time     // zero: none given
 	// refused is set when the upstream answered 401 to it: the next
-	// request mints anew.
-	refused atomic.Bool
+	// request mints anew. Shared with the copy a reload adopts, which a
+	// request still running on the old snapshot may see refused.
+	refused *atomic.Bool
 }
 
 // errCredentialUnavailable refuses a request whose token cannot be minted.
@@ -158,7 +160,26 @@ func (b beforeEach) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, errAuditUnavailable
 	}
-	return b.RoundTripper.RoundTrip(r)
+	// net/http's Transport sends the ask again by itself on another
+	// connection when one fails under it (HTTP/2's REFUSED_STREAM, a
+	// GOAWAY): each connection after the first is another send of the
+	// secret, which before must allow first, as sendTrace does upstream.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	conns := 0
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if conns++; conns > 1 && !b.before() {
+			cancel(errAuditUnavailable)
+			info.Conn.Close()
+		}
+	}}
+	res, err := b.RoundTripper.RoundTrip(r.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	if err != nil {
+		if errors.Is(context.Cause(ctx), errAuditUnavailable) {
+			err = errAuditUnavailable
+		}
+		cancel(nil)
+	}
+	return res, err
 }
 
 // good reports whether t may still be sent.
@@ -174,7 +195,7 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 	in.injectHeader = "Authorization"
 	in.injectValue = "Bearer " + tok.AccessToken
 	in.echoForms = append(append([]string(nil), m.base.echoForms...), echoForms([]string{tok.AccessToken, in.injectValue})...)
-	t := &minted{inj: &in, token: tok, expires: tok.Expiry}
+	t := &minted{inj: &in, token: tok, expires: tok.Expiry, refused: new(atomic.Bool)}
 	if t.expires.IsZero() {
 		t.expires = m.now().Add(defaultTokenLife)
 	}
@@ -265,14 +286,21 @@ func (x *exchange) mint(in *injection) (*injection, error) {
 	rec.method, rec.host, rec.path = http.MethodPost, m.endpoint.Host, m.endpoint.Path
 	rec.secret, rec.keyFP, rec.cred = in.secretName, in.fp, in.cred
 	attempt := int(x.attempts.Load()) + 1
+	var asked atomic.Bool
 	t, err := m.token(x.ctx, func() bool {
 		if !x.audit.writeUse(&rec, attempt, time.Now()) {
 			x.auditFailed.Store(true)
 			return false
 		}
+		asked.Store(true)
 		return true
 	})
 	if err != nil {
+		if asked.Load() {
+			// The secret went to the token endpoint: the request's record
+			// names it, as its use record does.
+			x.rec.keyFP, x.rec.cred = in.fp, in.cred
+		}
 		return nil, err
 	}
 	return t.inj, nil

@@ -602,3 +602,30 @@ func TestAppGoneDuringMint(t *testing.T) {
 		t.Errorf("logged against the token endpoint: %s", logs.b.String())
 	}
 }
+
+// TestFailedAskNamesTheKey: when the token endpoint refuses the ask, the
+// request's record names the key that the ask sent (key_fp, credential),
+// as the ask's use record does: summaries count that use too.
+func TestFailedAskNamesTheKey(t *testing.T) {
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":"invalid_client"}`)
+	}))
+	defer endpoint.Close()
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
+	gw, records, _ := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: header}}", cred, "")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	uses, recs := records.uses(t), records.records(t)
+	if len(uses) != 1 || len(recs) != 1 {
+		t.Fatalf("uses %v records %v", uses, recs)
+	}
+	t.Logf("status %d; use: key_fp %v credential %v; request: key_fp %q credential %q reason %v",
+		w.Code, uses[0]["key_fp"], uses[0]["credential"], recs[0]["key_fp"], recs[0]["credential"], recs[0]["reason"])
+	if recs[0]["key_fp"] != uses[0]["key_fp"] || recs[0]["credential"] != uses[0]["credential"] {
+		t.Errorf("the client secret was sent (use record key_fp %v), and the request record says key_fp %q credential %q",
+			uses[0]["key_fp"], recs[0]["key_fp"], recs[0]["credential"])
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -107,13 +108,17 @@ func TestReloadWhileBodyComesIn(t *testing.T) {
 		"c": vault.NewSecret("c", "sk-readmit-c-0123456789", time.Now()),
 		"m": vault.NewFieldSecret("m", map[string]string{"client_id": "app", "client_secret": "secret-app-0123456789"}, time.Now()),
 	}
-	snap := func(clients, route string) *Snapshot {
+	rotated := maps.Clone(keys)
+	rotated["a"] = vault.NewSecret("a", "sk-readmit-a2-0123456789", time.Now())
+	rotated["m"] = vault.NewFieldSecret("m", map[string]string{"client_id": "app", "client_secret": "secret-app2-0123456789"}, time.Now())
+	snapWith := func(keys map[string]vault.Secret, clients, route string) *Snapshot {
 		cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+clients+"routes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", clients: [web], "+route+"}\n"), t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		return NewSnapshot(cfg, keys)
 	}
+	snap := func(clients, route string) *Snapshot { return snapWith(keys, clients, route) }
 	mint := "secret: m, inject: {oauth2: {token_url: " + srv.URL + "/token}}"
 	for _, kind := range []struct{ name, route, narrowed, contentType string }{
 		{"model rules", "secret: a, allow: {models: [gpt-4o-mini]}", "secret: a, allow: {models: [gpt-4o-mini], paths: [/v1/embeddings]}", "application/json"},
@@ -130,6 +135,7 @@ func TestReloadWhileBodyComesIn(t *testing.T) {
 			{"client revoked", snap(revoked, kind.route), CodeClientUnauthenticated},
 			{"path no longer allowed", snap(web, kind.narrowed), CodePathNotAllowed},
 			{"key no longer the route's", snap(web, "secret: c"), CodeSecretMissing},
+			{"key rotated", snapWith(rotated, web, kind.route), CodeSecretUnavailable},
 		} {
 			t.Run(kind.name+"/"+tt.name, func(t *testing.T) {
 				buf := &lockedBuffer{}
