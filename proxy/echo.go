@@ -21,6 +21,8 @@ const minEchoForm = 8
 //     such as "sk-proj-" or "ghp_", so that the key's secret part is found
 //     on its own too;
 //   - the core in hex, lower and upper case;
+//   - the core percent-escaped as a query or a path carries it, and that
+//     in hex and base64 too; with "/" written "\/" as JSON may;
 //   - the core in base64, standard and URL alphabets, at each of the three
 //     byte alignments it can have inside a longer encoded string (the
 //     characters that depend on the core's bytes alone), so that
@@ -39,17 +41,18 @@ func echoForms(values []string) []string {
 		if len(core) < minEchoForm {
 			continue // short fields: only the value itself
 		}
-		b := []byte(core)
-		forms = append(forms, core, hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)))
+		forms = append(forms, encodedForms(core)...)
 		// As sent in a query (inject.query) or a path, and quoted back
-		// in an error: a key with "+", "/" or "=" is escaped there.
+		// (in an error, or encoded in a redirect's state): a key with
+		// "+", "/" or "=" is escaped there; a JSON writer may escape "/".
 		for _, esc := range []string{url.QueryEscape(core), url.PathEscape(core)} {
 			if esc != core {
-				forms = append(forms, esc)
+				forms = append(forms, encodedForms(esc)...)
 			}
 		}
-		forms = append(forms, base64Cores(base64.StdEncoding, b)...)
-		forms = append(forms, base64Cores(base64.URLEncoding, b)...)
+		if strings.Contains(core, "/") {
+			forms = append(forms, strings.ReplaceAll(core, "/", `\/`))
+		}
 	}
 	slices.Sort(forms)
 	forms = slices.Compact(forms)
@@ -57,6 +60,15 @@ func echoForms(values []string) []string {
 	return slices.DeleteFunc(forms, func(f string) bool {
 		return slices.ContainsFunc(forms, func(g string) bool { return len(g) < len(f) && strings.Contains(f, g) })
 	})
+}
+
+// encodedForms returns s with its hex (lower and upper case) and base64
+// (standard and URL alphabets, at each alignment) forms.
+func encodedForms(s string) []string {
+	b := []byte(s)
+	forms := []string{s, hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b))}
+	forms = append(forms, base64Cores(base64.StdEncoding, b)...)
+	return append(forms, base64Cores(base64.URLEncoding, b)...)
 }
 
 // keyCore strips a provider prefix from a key: leading segments of letters
@@ -124,6 +136,9 @@ func echoes(values, forms []string) bool {
 	for _, v := range values {
 		if containsAny(v, forms) {
 			return true
+		}
+		if strings.ContainsAny(v, " \t") && containsAny(strings.Join(strings.Fields(v), ""), forms) {
+			return true // split by white space: a folded line (obs-fold) joined with a space
 		}
 		for range 3 {
 			if strings.IndexByte(v, '%') < 0 {

@@ -142,12 +142,17 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 // errorText describes an error of the exchange with the upstream for the
 // log: without the request URL (safeError), and without any form of the
 // route's key, which an upstream's malformed answer can quote back (a
-// parse error quotes the line it could not read).
+// parse error quotes the line it could not read); withheld whole when
+// the key is in it in a form only decoding finds.
 func (x *exchange) errorText(err error) string {
 	s := safeError(err)
 	if x.inj != nil {
 		for _, f := range x.inj.echoForms {
 			s = strings.ReplaceAll(s, f, "REDACTED")
+		}
+		if echoes([]string{s}, x.inj.echoForms) {
+			// Still there, in another encoding (lower-case hex escapes).
+			return "the error is not logged: it may quote the key"
 		}
 	}
 	return s

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -38,23 +39,27 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		x.startMeter(resp.Header)
 		// Trailers arrive after the body (over HTTP/2, even unannounced
 		// ones): check them when it ends.
-		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, echo: x.inj.echoForms}
+		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, x: x}
 	}
 	return nil
 }
 
 // trailerScrubber removes trailers that echo the key once the body ends,
-// before ReverseProxy copies them to the app.
+// before ReverseProxy copies them to the app; and the key from a read
+// error (a malformed trailer quoted back), which ReverseProxy logs as is.
 type trailerScrubber struct {
 	io.ReadCloser
 	resp *http.Response
-	echo []string
+	x    *exchange
 }
 
 func (t *trailerScrubber) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
-	if err == io.EOF {
-		scrubEchoes(t.resp.Trailer, t.echo)
+	switch {
+	case err == io.EOF:
+		scrubEchoes(t.resp.Trailer, t.x.inj.echoForms)
+	case err != nil && !errors.Is(err, context.Canceled):
+		err = errors.New(t.x.errorText(err))
 	}
 	return n, err
 }
