@@ -493,3 +493,102 @@ func TestModellessUsageNotFree(t *testing.T) {
 		t.Errorf("records %v; want the first priced at $0.09", recs)
 	}
 }
+
+// budgetUsed returns what gw's budgets counted: tokens and dollars.
+func budgetUsed(t *testing.T, gw *Gateway) (tokens, usd float64) {
+	t.Helper()
+	rows, err := gw.Usage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		switch r.Kind {
+		case "tokens":
+			tokens += r.Used
+		case "usd":
+			usd += r.Used
+		}
+	}
+	return tokens, usd
+}
+
+// TestHangUpBeforeAnswerCharged: an app that hangs up once its request is
+// upstream, before the answer's head, is charged what it reserved: the
+// provider works on regardless.
+func TestHangUpBeforeAnswerCharged(t *testing.T) {
+	arrived := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000, usd: 100}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"gpt-4o-mini","max_tokens":4000,"messages":[]}`))
+	req.Header.Set("Content-Type", "application/json")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	<-arrived
+	cancel()
+	<-done
+	srv.Close() // waits for the handler, and so for the settlement
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
+		t.Fatalf("records %v, want one, client_closed", recs)
+	}
+	if tokens, usd := budgetUsed(t, gw); tokens < 4000 || usd == 0 {
+		t.Errorf("the budget counted %v tokens and $%v; want the 4000 reserved, priced", tokens, usd)
+	}
+}
+
+// TestUntoldUsageCharged: an answer that tells no usage (an image, a
+// transcription of an upload till does not read) is charged what its
+// request could have used, at the dearest prices when it names no model;
+// a model list, which asks for nothing, costs nothing.
+func TestUntoldUsageCharged(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":[]}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, usd: 100}\n"
+	for _, tt := range []struct {
+		name, method, path, contentType, body string
+		charged                               bool
+	}{
+		{"model list", "GET", "/v1/models", "", "", false},
+		{"image without a model", "POST", "/v1/images/generations", "application/json", `{"prompt":"a cat","n":10}`, true},
+		{"upload", "POST", "/v1/audio/transcriptions", "multipart/form-data; boundary=b",
+			"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\nID3...\r\n--b--\r\n", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			r := httptest.NewRequest(tt.method, "/openai"+tt.path, strings.NewReader(tt.body))
+			if tt.contentType != "" {
+				r.Header.Set("Content-Type", tt.contentType)
+			}
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				t.Fatalf("got %d %s", w.Code, w.Body)
+			}
+			_, usd := budgetUsed(t, gw)
+			if charged := usd > 0; charged != tt.charged {
+				t.Errorf("the budget counted $%v; want charged: %v", usd, tt.charged)
+			}
+			if recs := buf.records(t); tt.charged && recs[0]["reason"] != codeUsageUnknown {
+				t.Errorf("record %v; want reason usage_unknown", recs[0])
+			}
+		})
+	}
+}

@@ -293,19 +293,27 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 }
 
 // chargeCut charges an answer cut before it told all its usage (an app
-// that hung up once it had its text, say) beyond the output it reported:
-// the output tokens it reserved, or a token for each event it streamed
-// when that is more (one that set no max_tokens reserved none); and, when
-// it reported no input (OpenAI tells it in the last chunk), an estimate
-// of its body's: a token per 4 bytes. Ending early must not dodge a
-// budget.
+// that hung up once it had its text, or before the answer began; a
+// timeout) as chargeUntold does. Ending early must not dodge a budget.
 func (x *exchange) chargeCut(u usage.Usage, events int64, model string, prices *usage.Prices) {
-	if x.ticket == nil || x.rec.outcome != outcomeError || x.attempts.Load() == 0 {
+	if x.rec.outcome == outcomeError {
+		x.chargeUntold(u, events, model, prices)
+	}
+}
+
+// chargeUntold charges a request whose key went, beyond the usage u its
+// answer told: the output tokens it reserved, or a token for each event
+// it streamed when that is more (one that set no max_tokens reserved
+// none); and, when it told no input (OpenAI tells it in the last chunk),
+// an estimate of its body's: a token per 4 bytes. Priced at the model's
+// prices, or the dearest when it names none.
+func (x *exchange) chargeUntold(u usage.Usage, events int64, model string, prices *usage.Prices) {
+	if x.ticket == nil || x.attempts.Load() == 0 {
 		return
 	}
 	cut := usage.Usage{OutputTokens: max(x.ticket.Reserved()-u.OutputTokens, events-u.OutputTokens, 0)}
 	if u.InputTokens == 0 {
-		cut.InputTokens = int64(len(x.held)) / 4
+		cut.InputTokens = max(int64(len(x.held)), x.bytesIn.Load()) / 4
 	}
 	x.cutTokens = usage.Add(cut.InputTokens, cut.OutputTokens)
 	x.cutUSD, _ = prices.Cost(model, cut)
@@ -331,18 +339,27 @@ const codeUsageUnknown = "usage_unknown"
 // it in the record and the metrics.
 func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	if x.meter == nil {
+		if x.route != nil && x.route.usage != usage.None {
+			// No answer came: the app hung up first, a timeout.
+			x.chargeCut(usage.Usage{}, 0, x.rec.model, prices)
+		}
 		return
 	}
 	u, events := x.meter.Usage(), x.meter.Events()
 	meters.Put(x.meter)
 	x.meter = nil
 	if !u.Known {
-		// A request for a model whose answer reported no usage (an answer
-		// that is not a generation, such as the model list, reports none).
-		if x.rec.model != "" && x.rec.outcome == outcomeForwarded && x.rec.reason == "" && x.rec.status < 300 {
+		if x.rec.outcome != outcomeForwarded || x.rec.status >= 300 {
+			x.chargeCut(u, events, x.rec.model, prices)
+			return
+		}
+		// An answer that told no usage (a model list tells none; an
+		// image or a transcription may not): a budget charges what the
+		// request could have used.
+		x.chargeUntold(u, events, x.rec.model, prices)
+		if x.rec.reason == "" && (x.rec.model != "" || x.cutTokens > 0) {
 			x.rec.reason = codeUsageUnknown
 		}
-		x.chargeCut(u, events, x.rec.model, prices)
 		return
 	}
 	model := u.Model

@@ -106,6 +106,7 @@ func (m *Meter) Reset(f Format, contentType string) {
 	}
 	*m = Meter{format: f, event: event, tree: trees[f]}
 	m.scan.sink = m
+	m.scan.skipAnyDepth = true // the model's own JSON (a tool's input) may nest deep
 	if m.tree == nil {
 		return
 	}

@@ -148,9 +148,14 @@ func TestMeterCases(t *testing.T) {
 			`{"model":"` + strings.Repeat("m", 300) + `","usage":{"prompt_tokens":1}}`, Usage{"", 1, 0, 0, true}},
 		{"ndjson", OpenAI, "application/x-ndjson",
 			"{\"usage\":{\"prompt_tokens\":1}}\n{\"usage\":{\"prompt_tokens\":2}}\n", Usage{"", 2, 0, 0, true}},
+		// Read through, however deep: the usage after it counts (a
+		// budget would otherwise let the answer go free).
 		{"deep nesting", OpenAI, jsonType,
 			`{"model":"m","x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `,"usage":{"prompt_tokens":1}}`,
-			Usage{Model: "m"}},
+			Usage{"m", 1, 0, 0, true}},
+		{"deep objects", Anthropic, jsonType,
+			`{"model":"m","content":[{"type":"tool_use","input":` + strings.Repeat(`{"a":`, 2000) + "1" + strings.Repeat("}", 2000) + `}],"usage":{"input_tokens":3,"output_tokens":5}}`,
+			Usage{"m", 3, 0, 5, true}},
 		{"gemini openai-compatible", Gemini, jsonType,
 			`{"model":"gemini-2.5-flash","usage":{"prompt_tokens":4,"completion_tokens":2}}`,
 			Usage{"gemini-2.5-flash", 4, 0, 2, true}},

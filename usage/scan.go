@@ -109,6 +109,10 @@ type scanner struct {
 	valLen  int
 	valBad  bool  // val was truncated or could not be kept
 	closed  int32 // the keys of the object that closed last
+	// skipAnyDepth lets a skipped container nest past maxDepth: an
+	// answer's usage after it still counts. A request (Inspect) is
+	// refused instead, as its provider might read it otherwise.
+	skipAnyDepth bool
 	// skip is the container being read through (stSkip): an array below
 	// a document's root, inside which nothing is at a named path, or an
 	// object the sink does not want. Its bytes are only counted through,
@@ -436,7 +440,7 @@ func (s *scanner) skipped(p []byte) int {
 			k.str = true
 		case '[', '{':
 			k.depth++
-			if s.depth+k.depth >= maxDepth {
+			if s.depth+k.depth >= maxDepth && !s.skipAnyDepth {
 				s.st = stError
 				return len(p)
 			}
