@@ -116,6 +116,14 @@ func base64Cores(enc *base64.Encoding, b []byte) []string {
 	return out
 }
 
+// dropSpace is a strings.Map function that drops spaces and tabs.
+func dropSpace(r rune) rune {
+	if r == ' ' || r == '\t' {
+		return -1
+	}
+	return r
+}
+
 // scrubEchoes removes every header whose value, or name, betrays one of
 // the forms of the key, and returns how many it removed.
 func scrubEchoes(h http.Header, forms []string) int {
@@ -137,7 +145,7 @@ func echoes(values, forms []string) bool {
 		if containsAny(v, forms) {
 			return true
 		}
-		if strings.ContainsAny(v, " \t") && containsAny(strings.Join(strings.Fields(v), ""), forms) {
+		if len(v) > minEchoForm && strings.ContainsAny(v, " \t") && containsAny(strings.Map(dropSpace, v), forms) {
 			return true // split by white space: a folded line (obs-fold) joined with a space
 		}
 		for range 3 {
