@@ -123,7 +123,7 @@ func removeClient(data []byte, name string) ([]byte, error) {
 		return nil, err
 	}
 	seq := root.Content[i+1]
-	if root.Style&yaml.FlowStyle == 0 && blockItems(data, seq) {
+	if root.Style&yaml.FlowStyle == 0 && newlinesOnly(data) && blockItems(data, seq) {
 		item := seq.Content[j]
 		from, to := item.Line, endLine(item)
 		if len(seq.Content) == 1 {
@@ -165,7 +165,7 @@ func setClientToken(data []byte, name, tokenSHA256 string) ([]byte, error) {
 	for k := 0; k+1 < len(entry.Content); k += 2 {
 		if entry.Content[k].Value == "token_sha256" {
 			v := entry.Content[k+1]
-			if out, ok := replaceScalar(data, v, tokenSHA256); ok {
+			if out, ok := replaceScalar(data, v, tokenSHA256); ok && newlinesOnly(data) {
 				return out, nil
 			}
 			v.Kind, v.Tag, v.Style, v.Value = yaml.ScalarNode, "!!str", 0, tokenSHA256
@@ -262,7 +262,7 @@ func addClient(data []byte, c Client) ([]byte, error) {
 // an empty clients: key, or in a new list before routes: (or at the end);
 // false when the layout is not one it can add lines to.
 func spliceClient(data []byte, root, entry *yaml.Node) ([]byte, bool, error) {
-	if root.Style&yaml.FlowStyle != 0 {
+	if root.Style&yaml.FlowStyle != 0 || !newlinesOnly(data) {
 		return nil, false, nil
 	}
 	at, head, prefix := len(data), "clients:\n", "  - "

@@ -205,6 +205,51 @@ func TestEditsKeepTheLayout(t *testing.T) {
 	}
 }
 
+// TestEditsAfterOtherLineBreaks: YAML also breaks lines at a lone CR, NEL,
+// U+2028 and U+2029. Before an entry, they move the lines yaml.v3 reports
+// away from the lines of the text: every edit still changes its client
+// and nothing else (removing "old" once deleted a route's only clients:
+// entry instead, which opened the route to every caller).
+func TestEditsAfterOtherLineBreaks(t *testing.T) {
+	other := strings.Repeat("ab", 32)
+	for _, br := range []string{"\r", "\u0085", "\u2028", "\u2029"} {
+		in := []byte("version: 1\nclients:\n" +
+			"    - {name: web, token_sha256: " + testHash + "} # web app" + strings.Repeat(br, 5) + " \n" +
+			"    - {name: old, token_sha256: " + testHash + "}\n" +
+			"routes:\n  - name: openai\n    preset: openai\n    clients:\n    - web\n")
+		before, err := Parse("till.yaml", in, "/etc/till")
+		if err != nil {
+			t.Fatalf("%q: %v", br, err)
+		}
+		check := func(edit string, out []byte, err error, clients ...string) *Config {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("%q: %s: %v", br, edit, err)
+			}
+			after, err := Parse("till.yaml", out, "/etc/till")
+			if err != nil {
+				t.Fatalf("%q: %s: %v", br, edit, err)
+			}
+			var names []string
+			for _, c := range after.Clients {
+				names = append(names, c.Name)
+			}
+			if !slices.Equal(names, clients) || clientless(after) != clientless(before) {
+				t.Errorf("%q: %s: clients %v, routes %+v; want clients %v and the routes as they were:\n%q", br, edit, names, after.Routes[0].Clients, clients, out)
+			}
+			return after
+		}
+		out, err := RemoveClient("till.yaml", in, "old")
+		check("rm old", out, err, "web")
+		out, err = SetClientToken("till.yaml", in, "old", other)
+		if c := check("rotate old", out, err, "web", "old"); c.Clients[1].TokenSHA256 != other || c.Clients[0].TokenSHA256 != testHash {
+			t.Errorf("%q: rotate old: got digests %s, %s", br, c.Clients[0].TokenSHA256, c.Clients[1].TokenSHA256)
+		}
+		out, err = AddClient("till.yaml", in, Client{Name: "new", TokenSHA256: other})
+		check("add new", out, err, "web", "old", "new")
+	}
+}
+
 // TestEditFileConcurrent: edits at once, also from other processes, take
 // turns: every one lands on the result of the one before (none is lost),
 // the file keeps its mode, and no temp file is left.

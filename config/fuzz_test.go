@@ -149,15 +149,21 @@ func routeTexts(c *Config) []string {
 
 // FuzzClientEdits: adding a client to any config that parses gives one
 // with that client and nothing else changed that Parse sees; removing it
-// again gives back what was there.
+// again gives back what was there. Removing or rotating the last client
+// there was changes that client only.
 func FuzzClientEdits(f *testing.F) {
 	seedConfigs(f)
 	f.Add([]byte("version: 1\nclients:\n    -   {name: a, token_sha256: " + testHash + "}   # a\n\nroutes: []\n"))
 	f.Add([]byte("version: 1\nclients: # none yet\nroutes: []\n"))
+	f.Add([]byte("version: 1\nclients:\n    - {name: a, token_sha256: " + testHash + "} # " + strings.Repeat("\u2028", 5) +
+		"\n    - {name: b, token_sha256: " + testHash + "}\nroutes:\n  - name: r\n    preset: openai\n    clients:\n    - a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		before, err := Parse("till.yaml", data, "/etc/till")
 		if err != nil || slices.ContainsFunc(before.Clients, func(c Client) bool { return c.Name == "fuzzed" }) {
 			return
+		}
+		if len(before.Clients) > 0 {
+			lastClientEdits(t, data, before)
 		}
 		added, err := AddClient("till.yaml", data, Client{Name: "fuzzed", TokenSHA256: testHash, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 		if err != nil {
@@ -182,6 +188,38 @@ func FuzzClientEdits(f *testing.F) {
 			t.Fatalf("removing the client added did not give the config back (%v):\n%s", err, removed)
 		}
 	})
+}
+
+// lastClientEdits checks that removing or rotating the last client of
+// data, parsed as before, changes that client only.
+func lastClientEdits(t *testing.T, data []byte, before *Config) {
+	t.Helper()
+	n := len(before.Clients) - 1
+	last := before.Clients[n].Name
+	out, err := RemoveClient("till.yaml", data, last)
+	if err != nil && len(before.ClientRoutes(last)) == 0 && len(before.ClientBudgets(last)) == 0 {
+		t.Fatalf("removing client %q, named nowhere: %v\n%q", last, err, data)
+	}
+	if err == nil {
+		after, err := Parse("till.yaml", out, "/etc/till")
+		if err != nil || len(after.Clients) != len(before.Clients)-1 || clientless(after) != clientless(before) ||
+			!slices.EqualFunc(after.Clients, before.Clients[:n], sameClient) {
+			t.Fatalf("removing client %q changed more than that client (%v):\n%q", last, err, out)
+		}
+	}
+	digest := strings.Repeat("cd", 32)
+	if out, err := SetClientToken("till.yaml", data, last, digest); err == nil {
+		after, err := Parse("till.yaml", out, "/etc/till")
+		if err != nil || len(after.Clients) != len(before.Clients) || clientless(after) != clientless(before) ||
+			after.Clients[n].TokenSHA256 != digest || !slices.EqualFunc(after.Clients[:n], before.Clients[:n], sameClient) {
+			t.Fatalf("rotating client %q changed more than its digest (%v):\n%q", last, err, out)
+		}
+	}
+}
+
+// sameClient reports whether a and b, but for their lines, are alike.
+func sameClient(a, b Client) bool {
+	return a.Name == b.Name && a.TokenSHA256 == b.TokenSHA256 && slices.Equal(a.CIDRs, b.CIDRs) && a.Cert == b.Cert
 }
 
 // clientless renders what Parse read of c, but for its clients and the

@@ -14,6 +14,20 @@ import (
 // plain block style they expect, they fall back to re-encoding the
 // document, which keeps its comments but not their columns.
 
+// newlinesOnly reports whether data breaks its lines only with "\n" (or
+// "\r\n"), so that the lines yaml.v3 counts are the lines lineStart
+// counts. YAML also breaks lines at a lone "\r", NEL, U+2028 and U+2029:
+// in a file that holds one, the splices would edit the wrong lines, so
+// the edits re-encode it instead.
+func newlinesOnly(data []byte) bool {
+	for i, b := range data {
+		if b == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
+			return false
+		}
+	}
+	return !bytes.Contains(data, []byte("\u0085")) && !bytes.Contains(data, []byte("\u2028")) && !bytes.Contains(data, []byte("\u2029"))
+}
+
 // lineStart returns the offset in data of the start of line n (1-based);
 // len(data) past the last line.
 func lineStart(data []byte, n int) int {
