@@ -135,14 +135,14 @@ func readSecretFrom(ctx context.Context, e *env, file string, end inputEnd) (raw
 	if file != "" {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, "", fmt.Errorf("read the secret: %w", err)
+			return nil, "", unreadableFlagFile("--file", file, err)
 		}
 		defer f.Close()
 		raw, err = io.ReadAll(io.LimitReader(f, maxSecretInput+1))
 		if err != nil {
-			return nil, "", fmt.Errorf("read the secret: %w", err)
+			return nil, "", unreadableFlagFile("--file", file, err)
 		}
-		from = file
+		from = "the --file file" // its path may be a key pasted into the wrong flag
 	} else {
 		raw, err = readSecretInput(ctx, e, end)
 		if errors.Is(err, errInterrupted) || errors.Is(err, errNoValue) {
