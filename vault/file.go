@@ -200,7 +200,8 @@ func (f *File) decrypt(data []byte) ([]byte, error) {
 
 // leftovers lists the temp files beside the vault (see replace).
 func (f *File) leftovers() []string {
-	files, _ := filepath.Glob(filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path)+".tmp-*"))
+	real := f.real()
+	files, _ := filepath.Glob(filepath.Join(filepath.Dir(real), "."+filepath.Base(real)+".tmp-*"))
 	return files
 }
 
@@ -223,7 +224,7 @@ func (f *File) sweepLeftovers() {
 	if len(f.leftovers()) == 0 {
 		return
 	}
-	fl := flock.New(f.path+".lock", flock.SetPermissions(0o600))
+	fl := flock.New(f.real()+".lock", flock.SetPermissions(0o600))
 	defer fl.Close()
 	if ok, err := fl.TryLock(); err != nil || !ok {
 		return
@@ -276,7 +277,7 @@ func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 }
 
 func (f *File) lock() (unlock func(), err error) {
-	unlock, err = atomicfile.Lock(f.path, lockTimeout)
+	unlock, err = atomicfile.Lock(f.real(), lockTimeout)
 	if errors.Is(err, ErrLocked) {
 		return nil, fmt.Errorf("%s: %w", f.path, err)
 	}
@@ -309,11 +310,22 @@ func (f *File) encrypt(plain []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// real returns the path of the vault file itself: a vault reached through
+// a symbolic link (kept on a volume, say) is written, locked and swept
+// where it lives, and the link stays a link.
+func (f *File) real() string {
+	if target, err := filepath.EvalSymlinks(f.path); err == nil {
+		return target
+	}
+	return f.path
+}
+
 // replace writes data to a temporary file in the vault's folder (mode 0600),
 // syncs it, renames it over the vault and syncs the folder, so that after a
 // crash the vault is either the old or the new one, never a mix.
 func (f *File) replace(data []byte) (err error) {
-	dir, base := filepath.Split(f.path)
+	real := f.real()
+	dir, base := filepath.Split(real)
 	if dir == "" {
 		dir = "."
 	}
@@ -339,11 +351,11 @@ func (f *File) replace(data []byte) (err error) {
 	// Root rotating a vault that another user owns (the uid a container's
 	// till runs as) keeps it theirs: a vault only root could read would
 	// stop that till's reloads and rotations.
-	atomicfile.MatchOwner(tmp.Name(), f.path)
+	atomicfile.MatchOwner(tmp.Name(), real)
 	if err := beforeRename(tmp.Name()); err != nil {
 		return fmt.Errorf("%s: cannot write vault: %w", f.path, err)
 	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
+	if err := os.Rename(tmp.Name(), real); err != nil {
 		return fmt.Errorf("%s: cannot replace vault: %w", f.path, err)
 	}
 	atomicfile.SyncDir(dir)

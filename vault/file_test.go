@@ -112,6 +112,35 @@ func TestSetRotation(t *testing.T) {
 	}
 }
 
+// TestSymlinkedVault: a vault reached through a symbolic link (kept on a
+// volume, say) is rotated where it lives, with its lock and temp files
+// beside it, and the link stays a link.
+func TestSymlinkedVault(t *testing.T) {
+	k, _ := newKeyFile(t)
+	store, dir := t.TempDir(), t.TempDir()
+	real, link := filepath.Join(store, "till.vault"), filepath.Join(dir, "till.vault")
+	if err := Open(real, k).Set(NewSecret("openai", "sk-old", t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	f := Open(link, k)
+	if err := f.Set(NewSecret("openai", "sk-new", t0)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced by a file (%v)", err)
+	}
+	secrets, err := Open(real, k).Load()
+	if v, _ := secrets["openai"].Value(); err != nil || v != "sk-new" {
+		t.Errorf("the link's target holds %q (%v), want the rotated value", v, err)
+	}
+	if extra, _ := filepath.Glob(filepath.Join(dir, "*till.vault*")); len(extra) != 1 {
+		t.Errorf("files beside the link: %v, want the link only", extra)
+	}
+}
+
 func TestSetAndRemoveErrors(t *testing.T) {
 	k, _ := newKeyFile(t)
 	f := Open(filepath.Join(t.TempDir(), "till.vault"), k)
