@@ -42,6 +42,8 @@ type env struct {
 	getenv func(string) string
 	// log holds the global flags --log-level and --log-format.
 	log logFlags
+	// coreDumps says why core dumps could not be disabled, if so.
+	coreDumps error
 }
 
 // Exit codes.
@@ -59,6 +61,8 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, e *env) int {
+	// Before any command reads a key: a crash must not write it to disk.
+	e.coreDumps = noCoreDumps()
 	args, lf, err := globalFlags(args)
 	if err != nil {
 		return report(err, e.stderr)

@@ -49,7 +49,6 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	reopen := make(chan os.Signal, 1)
 	notifyReopen(reopen)
 	defer signal.Stop(reopen)
-	dumpErr := noCoreDumps() // before the vault is read
 	logs := newLogOutput(e)
 	logger := logs.logger()
 
@@ -58,8 +57,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	logs.apply(cfg.Log)
-	if dumpErr != nil {
-		logger.Warn().Err(dumpErr).Msg("cannot disable core dumps: a crash could write keys to disk")
+	if e.coreDumps != nil {
+		logger.Warn().Err(e.coreDumps).Msg("cannot disable core dumps: a crash could write keys to disk")
 	}
 	addr := cfg.Listen
 	if listen != "" {
