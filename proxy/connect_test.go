@@ -411,6 +411,27 @@ func TestRouteHostNeverTunnelled(t *testing.T) {
 	}
 }
 
+// TestRouteHostInAnySpelling: a CONNECT to a route's host written another
+// way (a port with leading zeros, upper case, a trailing dot, an IPv4
+// address as IPv4-mapped IPv6) is the route's host: intercepted, never
+// tunnelled untouched past the route's clients rule.
+func TestRouteHostInAnySpelling(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nroutes:\n"+
+		"  - {name: openai, preset: openai}\n  - {name: ip, upstream: 'https://127.0.0.1:8443', secret: openai, inject: {header: X-Key}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, secrets(time.Now()))
+	for _, authority := range []string{"api.openai.com:0443", "API.OpenAI.com.:00443", "127.0.0.1:08443", "[::ffff:127.0.0.1]:8443", "[::ffff:7f00:1]:8443"} {
+		if _, mode, e := s.resolveConnect(authority, true); e != nil || mode != modeIntercept {
+			t.Errorf("CONNECT %s: mode %q, %v; want it intercepted", authority, mode, e)
+		}
+	}
+	if _, mode, e := s.resolveConnect("127.0.0.2:8443", true); e != nil || mode != modeTunnel {
+		t.Errorf("CONNECT to another address: mode %q, %v; want it tunnelled", mode, e)
+	}
+}
+
 // TestTunnelsHoldClientsToTheirAddresses: a client's cidrs bind it in a
 // tunnel and an absolute-form relay to a host without a route too (403
 // client_forbidden), and a relayed request's record names its client.

@@ -177,7 +177,7 @@ func FuzzMatchHost(f *testing.F) {
 
 // FuzzHostKey checks that hostKey names one authority by one key: with or
 // without the scheme's default port, in any case, with or without a
-// trailing dot.
+// trailing dot or leading zeros on its port.
 func FuzzHostKey(f *testing.F) {
 	f.Fuzz(func(t *testing.T, authority string, plain bool) {
 		scheme, port := "https", "443"
@@ -194,6 +194,12 @@ func FuzzHostKey(f *testing.F) {
 		if up := hostKey(scheme, strings.ToUpper(authority)); up != key && isASCII(authority) {
 			t.Fatalf("hostKey(%q, %q) = %q, but %q for its upper case", scheme, authority, key, up)
 		}
+		if host, p, err := net.SplitHostPort(authority); err == nil && isPort(p) {
+			// A port with leading zeros is the same port.
+			if k := hostKey(scheme, net.JoinHostPort(host, "0"+p)); k != key {
+				t.Fatalf("hostKey(%q, %q) = %q, but %q with a leading zero on its port", scheme, authority, key, k)
+			}
+		}
 		if _, _, err := net.SplitHostPort(authority); err != nil {
 			// No port: it is the authority with the default port, when that
 			// parses as a host and a port.
@@ -205,6 +211,12 @@ func FuzzHostKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+// isPort reports whether p is a port number.
+func isPort(p string) bool {
+	_, err := strconv.ParseUint(p, 10, 16)
+	return err == nil
 }
 
 func isASCII(s string) bool {

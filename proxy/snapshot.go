@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -218,7 +219,10 @@ func timesOf(name string, sec vault.Secret, maxAge time.Duration) secretTimes {
 }
 
 // hostKey is the lower-case "host:port" of an authority, with the scheme's
-// default port when it has none.
+// default port when it has none, written one way only: a port without
+// leading zeros, an IP address in its canonical form (an IPv4-mapped IPv6
+// one as IPv4). Two spellings of a route's host must not tell apart a
+// request that gets the route's policy and one tunnelled untouched.
 func hostKey(scheme, authority string) string {
 	host, port, err := net.SplitHostPort(authority)
 	if err != nil {
@@ -229,6 +233,12 @@ func hostKey(scheme, authority string) string {
 		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 			host = host[1 : len(host)-1] // an IPv6 literal without a port
 		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+		port = strconv.FormatUint(n, 10)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
 	}
 	return strings.ToLower(net.JoinHostPort(strings.TrimSuffix(host, "."), port))
 }
