@@ -116,13 +116,42 @@ func base64Cores(enc *base64.Encoding, b []byte) []string {
 	return out
 }
 
-// dropSpace is a strings.Map function that drops spaces and tabs.
-func dropSpace(r rune) rune {
-	if r == ' ' || r == '\t' {
-		return -1
+// foldedHolds reports whether v holds f once the spaces and tabs of both
+// are dropped: a key split by white space, as a folded line (obs-fold)
+// joined with a space is. It compares in place, byte by byte, from each
+// place where v has f's first byte.
+func foldedHolds(v, f string) bool {
+	f = strings.Trim(f, " \t")
+	if f == "" {
+		return false
 	}
-	return r
+	for i := strings.IndexByte(v, f[0]); i >= 0; {
+		j, k := i, 0
+		for j < len(v) && k < len(f) {
+			switch {
+			case isSpace(v[j]):
+				j++
+			case isSpace(f[k]):
+				k++
+			case v[j] == f[k]:
+				j, k = j+1, k+1
+			default:
+				j = len(v) + 1 // no match here
+			}
+		}
+		if k == len(f) && j <= len(v) {
+			return true
+		}
+		n := strings.IndexByte(v[i+1:], f[0])
+		if n < 0 {
+			return false
+		}
+		i += 1 + n
+	}
+	return false
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' }
 
 // scrubEchoes removes every header whose value, or name, betrays one of
 // the forms of the key, and returns how many it removed.
@@ -145,7 +174,7 @@ func echoes(values, forms []string) bool {
 		if containsAny(v, forms) {
 			return true
 		}
-		if len(v) > minEchoForm && strings.ContainsAny(v, " \t") && containsAny(strings.Map(dropSpace, v), forms) {
+		if len(v) > minEchoForm && strings.ContainsAny(v, " \t") && slices.ContainsFunc(forms, func(f string) bool { return foldedHolds(v, f) }) {
 			return true // split by white space: a folded line (obs-fold) joined with a space
 		}
 		for range 3 {

@@ -156,3 +156,18 @@ func FuzzEchoes(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFoldedHolds: foldedHolds finds f in v exactly when v without its
+// spaces and tabs contains f without its own.
+func FuzzFoldedHolds(f *testing.F) {
+	f.Add("x-key: sk-proj-Zq8vR2m Kx7Lp0TbW4yNc9\t HfJ1sDgE6uA3oVi5XeQ", "Zq8vR2mKx7Lp0TbW4yNc9HfJ1sDgE6uA3oVi5XeQ")
+	f.Add("aab aab", "a b a ab")
+	f.Add("Wed, 02 Dec 2026 11:57:24 GMT", "sk-proj-Zq8vR2mKx7Lp0TbW4yNc9")
+	f.Fuzz(func(t *testing.T, v, form string) {
+		drop := func(s string) string { return strings.NewReplacer(" ", "", "\t", "").Replace(s) }
+		want := drop(form) != "" && strings.Contains(drop(v), drop(form))
+		if got := foldedHolds(v, form); got != want {
+			t.Fatalf("foldedHolds(%q, %q) = %v, want %v", v, form, got, want)
+		}
+	})
+}
