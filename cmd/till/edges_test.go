@@ -188,7 +188,7 @@ func TestMappedCIDR(t *testing.T) {
 }
 
 // till usage --budget with a name the config does not have (a typo) exits
-// 0 with an empty table, where till env --client NAME says "unknown client".
+// 0 with an empty table, where till env --client NAME says there is no such client.
 func TestUsageUnknownBudget(t *testing.T) {
 	c := newCLI(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -54,7 +54,8 @@ func runEnv(args []string, e *env) error {
 		return withHint(errors.New("forward proxy mode is off"), "set forward.enabled: true in the config")
 	}
 	if client != "" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
-		return withHint(fmt.Errorf("unknown client %q", client), "till client add "+client)
+		return withHint(usageError{fmt.Sprintf("--client %s: no client of that name in the config", client)},
+			"till client list shows the names; till client add "+client+" makes one")
 	}
 	caPEM, err := readCACert(cfg.Forward.CACert)
 	if err != nil {

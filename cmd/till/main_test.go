@@ -432,7 +432,7 @@ func TestCAAndEnv(t *testing.T) {
 	if !strings.Contains(out, "\nHTTPS_PROXY=http://127.0.0.1:8443\n") {
 		t.Errorf("dotenv output:\n%s", out)
 	}
-	if _, errOut, code = c.run("", "env", "--client", "nobody"); code != 1 || !strings.Contains(errOut, "unknown client") {
+	if _, errOut, code = c.run("", "env", "--client", "nobody"); code != 2 || !strings.Contains(errOut, "--client nobody: no client of that name in the config") {
 		t.Errorf("env --client of an unknown client: exit %d: %s", code, errOut)
 	}
 	if _, _, code = c.run("", "env", "--format", "xml"); code != 2 {
