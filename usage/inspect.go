@@ -61,8 +61,8 @@ type Request struct {
 	// MaxOutput is the most output tokens the request allows (the largest
 	// of max_tokens, max_completion_tokens, max_output_tokens and
 	// generationConfig.maxOutputTokens present, the last also spelt
-	// generation_config.max_output_tokens, as Google's parser takes it);
-	// 0 when none is set.
+	// generation_config.max_output_tokens, as Google's parser takes it),
+	// given as a number or a string of digits; 0 when none is set.
 	MaxOutput int64
 	// Background reports a Responses API request run in the background
 	// ("background": true): its answer, and its usage, come later, to
@@ -216,7 +216,9 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 		x.req.Background = k == kTrue
 	case 5:
 	default:
-		if v, ok := parseCount(t); ok && k == kNumber && whole && v > x.req.MaxOutput {
+		// A count may come as a string too: Google's proto JSON parser
+		// reads "maxOutputTokens": "4096" as 4096.
+		if v, ok := parseCount(t); ok && (k == kNumber || k == kString) && whole && v > x.req.MaxOutput {
 			x.req.MaxOutput = v
 		}
 	}
