@@ -494,6 +494,42 @@ func TestModellessUsageNotFree(t *testing.T) {
 	}
 }
 
+// TestWebSearchFeesCharged: Anthropic's server-side web searches cost $10
+// per 1,000 besides tokens. A request asking for few tokens but many
+// searches spends a dollar budget, and its record's cost says so.
+func TestWebSearchFeesCharged(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"type":"message","model":"claude-haiku-4-5-20251001","content":[],`+
+			`"usage":{"input_tokens":10,"output_tokens":10,"server_tool_use":{"web_search_requests":20}}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\nbudgets:\n  - {name: b, window: 1d, usd: 0.3}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	codes := ""
+	for range 3 {
+		res, err := http.Post(srv.URL+"/anthropic/v1/messages", "application/json",
+			strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":10,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		codes += strconv.Itoa(res.StatusCode) + " "
+	}
+	// 20 searches cost $0.20 (tokens $0.00006): the second request
+	// overspends $0.30, the third is refused.
+	if codes != "200 200 429 " {
+		t.Errorf("got %s; want 200 200 429", codes)
+	}
+	srv.Close()
+	if recs := buf.records(t); len(recs) == 0 || recs[0]["cost_usd"].(float64) < 0.2 {
+		t.Errorf("records %v; want the first priced at $0.20 and more", recs)
+	}
+}
+
 // budgetUsed returns what gw's budgets counted: tokens and dollars.
 func budgetUsed(t *testing.T, gw *Gateway) (tokens, usd float64) {
 	t.Helper()

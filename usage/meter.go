@@ -21,6 +21,10 @@ type Usage struct {
 	// Known reports whether the response carried usage; when false the
 	// token counts are 0.
 	Known bool
+	// WebSearches counts the web searches the provider ran for the
+	// answer (Anthropic's server-side web search tool), charged a fee
+	// besides tokens.
+	WebSearches int64
 }
 
 // field is a usage field a provider reports.
@@ -37,6 +41,7 @@ const (
 	fThoughts           // Gemini thinking tokens, not in candidatesTokenCount
 	fBilledInput        // Cohere billed_units, read when tokens is absent
 	fBilledOutput       //
+	fWebSearches        // server-side web searches, charged per search
 	nFields
 	fModel // the model's name; not a count
 )
@@ -186,6 +191,7 @@ func (m *Meter) Usage() Usage {
 	u.InputTokens = Add(Add(in, t.n[fCacheRead]), Add(t.n[fCacheWrite], t.n[fToolInput]))
 	u.CachedInputTokens = min(Add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
 	u.OutputTokens = Add(out, t.n[fThoughts])
+	u.WebSearches = t.n[fWebSearches]
 	return u
 }
 
@@ -301,6 +307,8 @@ var anthropicPaths = map[string]field{
 	"usage.cache_read_input_tokens": fCacheRead, "message.usage.cache_read_input_tokens": fCacheRead,
 	"usage.cache_creation_input_tokens": fCacheWrite, "message.usage.cache_creation_input_tokens": fCacheWrite,
 	"usage.output_tokens": fOutput, "message.usage.output_tokens": fOutput,
+	"usage.server_tool_use.web_search_requests":         fWebSearches,
+	"message.usage.server_tool_use.web_search_requests": fWebSearches,
 }
 
 // geminiPaths are the fields of Gemini's generateContent and

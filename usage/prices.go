@@ -38,6 +38,7 @@ type price struct {
 	literal               int  // bytes other than '*'
 	star                  bool // the pattern has a '*'
 	input, cached, output float64
+	webSearch             float64 // per 1,000 server-side web searches
 }
 
 // priceFile is the YAML form of a price table.
@@ -50,6 +51,7 @@ type priceEntry struct {
 	Input       *float64 `yaml:"input"`
 	CachedInput *float64 `yaml:"cached_input"`
 	Output      *float64 `yaml:"output"`
+	WebSearch   *float64 `yaml:"web_search"`
 }
 
 var defaultPrices = sync.OnceValue(func() *Prices {
@@ -73,6 +75,7 @@ func DefaultPrices() *Prices { return defaultPrices() }
 //	models:
 //	  gpt-4.1*: {input: 2, cached_input: 0.5, output: 8}
 //	  my-finetune: {input: 3, output: 12}   # cached_input defaults to input
+//	  claude-x*: {input: 3, output: 15, web_search: 10}  # per 1,000 searches
 //
 // Unknown keys, duplicate models, missing or negative prices are errors
 // naming the file and line.
@@ -110,7 +113,8 @@ func (p *Prices) Date() string {
 
 // Cost prices usage u of model: cached input tokens at the model's
 // cached_input price, the rest of the input at its input price, and output
-// at its output price. priced is false when no pattern matches model (the
+// at its output price, and the web searches a provider ran for it at the
+// model's web_search price. priced is false when no pattern matches model (the
 // cost is then 0), or when model is "": neither a request nor its answer
 // named one, and u is priced at the table's highest prices, since what
 // such an answer used must not count as free.
@@ -130,16 +134,18 @@ func (e *price) cost(u Usage) float64 {
 	in := max(u.InputTokens, 0)
 	cached := min(max(u.CachedInputTokens, 0), in)
 	out := max(u.OutputTokens, 0)
-	return (float64(in-cached)*e.input + float64(cached)*e.cached + float64(out)*e.output) / 1e6
+	searches := float64(max(u.WebSearches, 0)) * e.webSearch / 1e3
+	return (float64(in-cached)*e.input+float64(cached)*e.cached+float64(out)*e.output)/1e6 + searches
 }
 
-// dearest is the table's highest input, cached input and output prices,
-// each of whichever model has it.
+// dearest is the table's highest input, cached input, output and web
+// search prices, each of whichever model has it.
 func (p *Prices) dearest() *price {
 	var d price
 	if p != nil {
 		for _, e := range p.entries {
 			d.input, d.cached, d.output = max(d.input, e.input), max(d.cached, e.cached), max(d.output, e.output)
+			d.webSearch = max(d.webSearch, e.webSearch)
 		}
 	}
 	return &d
@@ -237,12 +243,16 @@ func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
 			continue
 		}
 		check := func(key string, v *float64, required bool) float64 {
+			unit := "USD per million tokens"
+			if key == "web_search" {
+				unit = "USD per 1,000 searches"
+			}
 			switch {
 			case v == nil && required:
-				bad(line, path, "%s is missing (USD per million tokens)", key)
+				bad(line, path, "%s is missing (%s)", key, unit)
 			case v == nil:
 			case *v < 0 || math.IsNaN(*v) || math.IsInf(*v, 0):
-				bad(lines["models."+model+"."+key], path+"."+key, "must be a number ≥ 0 (USD per million tokens)")
+				bad(lines["models."+model+"."+key], path+"."+key, "must be a number ≥ 0 (%s)", unit)
 			default:
 				return *v
 			}
@@ -259,6 +269,7 @@ func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
 			literal: len(model) - strings.Count(model, "*"),
 			star:    strings.Contains(model, "*"),
 			input:   in, cached: cached, output: out,
+			webSearch: check("web_search", e.WebSearch, false),
 		})
 	}
 	if len(errs) > 0 {
@@ -317,7 +328,7 @@ func yamlError(name string, err error) error {
 		if m := yamlUnknown.FindStringSubmatch(msg); m != nil {
 			msg = fmt.Sprintf("unknown key %q", m[1])
 			if m[2] == "priceEntry" {
-				msg += " (a model takes input, cached_input and output)"
+				msg += " (a model takes input, cached_input, output and web_search)"
 			} else {
 				msg += " (a price table takes date and models)"
 			}

@@ -39,6 +39,9 @@ func TestDefaultPrices(t *testing.T) {
 		{"gemini-2.5-flash", Usage{InputTokens: 1e6, CachedInputTokens: 1e6}, 0.3},
 		{"llama-3.3-70b-versatile", Usage{InputTokens: 1e6, OutputTokens: 1e6}, 0.59 + 0.79},
 		{"command-r-08-2024", Usage{InputTokens: 1e6, OutputTokens: 1e6}, 0.75},
+		// Anthropic's web searches cost $10 per 1,000 besides tokens.
+		{"claude-sonnet-4-5-20250929", Usage{InputTokens: 1e6, WebSearches: 3}, 3 + 3*0.01},
+		{"claude-haiku-4-5", Usage{WebSearches: 1000}, 10},
 		// Nonsense counts never make a negative or inflated cost.
 		{"gpt-4o", Usage{InputTokens: 10, CachedInputTokens: 50, OutputTokens: -5}, 10 * 1.25 / 1e6},
 	}
@@ -55,8 +58,8 @@ func TestDefaultPrices(t *testing.T) {
 	}
 	// Usage of no model named is priced at the table's highest prices
 	// (claude-opus-4-1's input and output), not as free.
-	if usd, ok := p.Cost("", Usage{InputTokens: 1e6, OutputTokens: 1e6}); ok || !near(usd, 15+75) {
-		t.Errorf(`Cost("") = %v, %v; want 90, unpriced`, usd, ok)
+	if usd, ok := p.Cost("", Usage{InputTokens: 1e6, OutputTokens: 1e6, WebSearches: 100}); ok || !near(usd, 15+75+1) {
+		t.Errorf(`Cost("") = %v, %v; want 91, unpriced`, usd, ok)
 	}
 	var none *Prices
 	if _, ok := none.Cost("gpt-4o", Usage{}); ok || none.Date() != "" {
@@ -100,6 +103,7 @@ func TestLoadPricesMerges(t *testing.T) {
 models:
   gpt-4o: {input: 1, cached_input: 0.1, output: 2}
   my-finetune-*: {input: 3, output: 12}
+  my-searcher: {input: 1, output: 1, web_search: 25}
 `), 0o600)
 	p, err := LoadPrices(path)
 	if err != nil {
@@ -117,6 +121,7 @@ models:
 	check("gpt-4o", Usage{InputTokens: 1e6, CachedInputTokens: 1e6, OutputTokens: 1e6}, 2.1) // replaced
 	check("my-finetune-7", Usage{InputTokens: 1e6, CachedInputTokens: 5e5}, 3)               // added; cached at input
 	check("gpt-4.1", Usage{OutputTokens: 1e6}, 8)                                            // kept
+	check("my-searcher", Usage{WebSearches: 4}, 0.1)                                         // a search fee of its own
 	if got, _ := DefaultPrices().Cost("gpt-4o", Usage{InputTokens: 1e6}); got != 2.5 {
 		t.Errorf("loading changed the built-in table: gpt-4o input %v", got)
 	}
@@ -134,7 +139,9 @@ func TestLoadPricesErrors(t *testing.T) {
 		want       []string // parts of the error
 	}{
 		{"unknown model key", "date: 2026-01-01\nmodels:\n  gpt-4o: {input: 1, output: 2, cache: 3}\n",
-			[]string{"p.yaml:3:", `unknown key "cache"`, "input, cached_input and output"}},
+			[]string{"p.yaml:3:", `unknown key "cache"`, "input, cached_input, output and web_search"}},
+		{"negative search fee", "models:\n  a:\n    input: 1\n    output: 2\n    web_search: -10\n",
+			[]string{"p.yaml:5:", `models."a".web_search`, "≥ 0 (USD per 1,000 searches)"}},
 		{"unknown top key", "date: 2026-01-01\nprice: {}\n",
 			[]string{"p.yaml:2:", `unknown key "price"`, "date and models"}},
 		{"not a number", "models:\n  a: {input: cheap, output: 2}\n",
