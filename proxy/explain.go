@@ -68,6 +68,11 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	}
 	v.Mode = t.mode
 	if t.route == nil {
+		// Relayed or tunnelled, as serveAbsolute and serveConnect do:
+		// a client outside its addresses is refused.
+		if e, ok := id.admit(remoteAddr, nil); !ok {
+			return refuse(e)
+		}
 		v.Allowed = true
 		v.Warning = "no route: relayed untouched, without a key, if the address checks pass"
 		return v
@@ -82,12 +87,12 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	if !rt.rate.IsZero() {
 		v.Rate = rt.rate.String()
 	}
-	r := &http.Request{Method: strings.ToUpper(method), URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
+	r := &http.Request{Method: method, URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
 	ctx, cancel := context.WithTimeout(context.Background(), explainFetchTimeout)
 	defer cancel()
 	a := ask{model: model, body: model != "", readable: true}
-	if m := modelInPath(rt.usage, t.outPath); m != "" && model == "" {
-		a.model = m
+	if m := modelInPath(rt.usage, t.outPath); m != "" {
+		a.model = m // as live: Gemini's model in the path wins over the body's
 	}
 	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil, func() (ask, *apiError) { return a, nil })
 	if d.inj != nil {
@@ -107,10 +112,12 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	return v
 }
 
-// explainURL parses a dry run's target: a path, or the URL of a proxied
-// request ("/" when it names none, as every HTTP client sends).
+// explainURL parses a dry run's target as net/http parses a request line
+// (a "//" path names no host, a "#" is part of the path): a path, or the
+// URL of a proxied request ("/" when it names none, as every HTTP client
+// sends).
 func explainURL(target string) (*url.URL, *apiError) {
-	u, err := url.Parse(target)
+	u, err := url.ParseRequestURI(target)
 	if err != nil || (u.Scheme == "" && !strings.HasPrefix(target, "/")) {
 		return nil, &apiError{CodeBadRequest, "the target must be a path (/openai/v1/models) or an http:// or https:// URL"}
 	}

@@ -69,6 +69,10 @@ routes:
 		{"GET", "http://" + upHost + "/v1/other", "", CodePathNotAllowed},
 		{"GET", "http://unknown.example/x", "", CodeHostNotAllowed},
 		{"GET", "https://unknown.example/x", "", CodeHostNotAllowed},
+		// Methods are case-sensitive; targets read as request lines are.
+		{"get", "/openai/v1/models", "", CodeMethodNotAllowed},
+		{"GET", "//evil.example/openai/v1/models", "", CodeRouteNotFound},
+		{"GET", "/openai/v1/models#/x", "", CodePathNotAllowed},
 	} {
 		t.Run(tt.method+" "+tt.target+" "+tt.client, func(t *testing.T) {
 			v := s.Explain(tt.method, tt.target, tt.client, "127.0.0.1:1234", "", time.Now())
@@ -121,4 +125,57 @@ func liveConnect(gw *Gateway, target string) string {
 	w := httptest.NewRecorder()
 	gw.ServeHTTP(w, r)
 	return w.Header().Get("X-Till-Error")
+}
+
+// TestExplainModelInGeminiPath: on a Gemini route the model in the path
+// wins over the body's, live and in a dry run alike, whatever --model
+// says.
+func TestExplainModelInGeminiPath(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}`))
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: gemini, preset: gemini, upstream: {{UP}}, secret: openai, allow: {models: [gemini-2.5-flash*]}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	for _, tt := range []struct{ path, model, want string }{
+		{"/gemini/v1beta/models/gemini-2.5-pro:generateContent", "gemini-2.5-flash", CodeModelNotAllowed},
+		{"/gemini/v1beta/models/gemini-2.5-flash:generateContent", "gemini-2.5-pro", ""},
+	} {
+		v := gw.Snapshot().Explain("POST", tt.path, "", "127.0.0.1:1234", tt.model, time.Now())
+		r := httptest.NewRequest("POST", tt.path, strings.NewReader(`{"model":"`+tt.model+`","contents":[]}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = "127.0.0.1:1234"
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if live := w.Header().Get("X-Till-Error"); v.Code != tt.want || live != tt.want {
+			t.Errorf("POST %s naming %s: till test %q, live %q; want %q", tt.path, tt.model, v.Code, live, tt.want)
+		}
+	}
+}
+
+// TestExplainRelayHoldsClientAddresses: a request to a host without a
+// route, relayed (http://) or tunnelled (CONNECT), is refused to a client
+// outside its cidrs, live and in a dry run alike.
+func TestExplainRelayHoldsClientAddresses(t *testing.T) {
+	tok := "till_" + strings.Repeat("o", TokenLength)
+	d := sha256.Sum256([]byte(tok))
+	y := "version: 1\nforward: {enabled: true, intercept: false, unknown_hosts: tunnel}\nclients:\n" +
+		"  - {name: office, token_sha256: " + hex.EncodeToString(d[:]) + ", cidrs: [10.0.0.0/8]}\n" +
+		"routes:\n  - {name: openai, preset: openai}\n"
+	gw, _ := newTestGateway(t, y, "", secrets(time.Now()))
+	for _, tt := range []struct{ target, method, url, host string }{
+		{"http://example.com/x", "GET", "http://example.com/x", "example.com"},
+		{"https://example.com/x", "CONNECT", "http://example.com:443", "example.com:443"},
+	} {
+		v := gw.Snapshot().Explain("GET", tt.target, "office", "192.0.2.7:0", "", time.Now())
+		r := httptest.NewRequest(tt.method, tt.url, nil)
+		r.Host, r.RemoteAddr = tt.host, "192.0.2.7:1234"
+		r.Header.Set("Proxy-Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if live := w.Header().Get("X-Till-Error"); v.Allowed || v.Code != CodeClientForbidden || live != CodeClientForbidden {
+			t.Errorf("%s from outside office's cidrs: till test %q (allowed %v), live %q; want client_forbidden", tt.target, v.Code, v.Allowed, live)
+		}
+	}
 }

@@ -453,7 +453,7 @@ func TestCAAndEnv(t *testing.T) {
 func TestDryRun(t *testing.T) {
 	c := newCLI(t)
 	cfg := "version: 1\nforward: {enabled: true, intercept: false}\nclients:\n  - name: web\n    token_sha256: " + strings.Repeat("ab", 32) +
-		"\n  - name: far\n    token_sha256: " + strings.Repeat("cd", 32) + "\n    cidrs: [10.0.0.0/8]\n" +
+		"\n  - name: far\n    token_sha256: " + strings.Repeat("cd", 32) + "\n    cidrs: [10.0.0.0/8, \"fd00::/8\"]\n" +
 		"routes:\n  - name: openai\n    preset: openai\n    clients: [web, far]\n    rate: 5/s\n    allow:\n      methods: [POST]\n      paths: [/v1/chat/completions]\n" +
 		"  - name: anthropic\n    preset: anthropic\n"
 	os.WriteFile("till.yaml", []byte(cfg), 0o644)
@@ -466,10 +466,11 @@ func TestDryRun(t *testing.T) {
 	}{
 		{"allowed", []string{"--client", "web", "POST", "/openai/v1/chat/completions"}, 0,
 			[]string{"allowed", "route:    openai", "secret:   openai (sha256:", "upstream: POST https://api.openai.com/v1/chat/completions", "rate:     5/s"}},
-		{"flags after the arguments", []string{"post", "/openai/v1/chat/completions", "--client", "web"}, 0, []string{"allowed"}},
+		{"flags after the arguments", []string{"POST", "/openai/v1/chat/completions", "--client", "web"}, 0, []string{"allowed"}},
 		{"no client", []string{"POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_unauthenticated"}},
 		{"client outside its cidrs", []string{"--client", "far", "POST", "/openai/v1/chat/completions"}, 1, []string{"refused: client_forbidden"}},
 		{"client inside its cidrs", []string{"--client", "far", "--from", "10.1.2.3", "POST", "/openai/v1/chat/completions"}, 0, []string{"allowed"}},
+		{"client inside its cidrs, IPv6", []string{"--client", "far", "--from", "fd00::5", "POST", "/openai/v1/chat/completions"}, 0, []string{"allowed"}},
 		{"method", []string{"--client", "web", "GET", "/openai/v1/chat/completions"}, 1, []string{"refused: method_not_allowed"}},
 		{"path", []string{"--client", "web", "POST", "/openai/v1/files"}, 1, []string{"refused: path_not_allowed"}},
 		{"dot dot", []string{"--client", "web", "POST", "/openai/v1/../v1/chat/completions"}, 1, []string{"refused: bad_request"}},
@@ -493,6 +494,14 @@ func TestDryRun(t *testing.T) {
 				t.Error("the key was printed")
 			}
 		})
+	}
+	// A lower-case method (HTTP's are case-sensitive: serve refuses "post"
+	// where POST is allowed) or a --from that is no address is a mistake
+	// in the call: exit 2.
+	for _, args := range [][]string{{"post", "/openai/v1/chat/completions"}, {"--from", "10.1.2.3:80", "POST", "/openai/v1/chat/completions"}} {
+		if out, errOut, code := c.run("", append([]string{"test", "--client", "web"}, args...)...); code != 2 || out != "" {
+			t.Errorf("test %v: exit %d, want 2: %s%s", args, code, out, errOut)
+		}
 	}
 	// A client name the config lacks is a mistake in the call, not a
 	// verdict: exit 2, nothing on stdout.

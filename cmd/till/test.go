@@ -41,9 +41,18 @@ func runTest(args []string, e *env) error {
 			return err
 		}
 	}
-	method := strings.ToUpper(pos[0])
+	method := pos[0]
+	if m := strings.ToUpper(method); m != method && strings.Trim(m, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == "" {
+		// HTTP methods are case-sensitive: till refuses a live "get"
+		// on a route that allows GET.
+		return usageError{fmt.Sprintf("METHOD is case-sensitive: write %s", m)}
+	}
 	if strings.Trim(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
 		return usageError{"METHOD must be an HTTP method such as GET or POST"}
+	}
+	source, err := netip.ParseAddr(from)
+	if err != nil {
+		return usageError{"--from must be an IP address such as 10.0.0.5 or fd00::5"}
 	}
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {
@@ -61,7 +70,7 @@ func runTest(args []string, e *env) error {
 		return err
 	}
 	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
-	v := snap.Explain(method, target, client, from+":0", model, time.Now())
+	v := snap.Explain(method, target, client, netip.AddrPortFrom(source, 0).String(), model, time.Now())
 	if mint && v.Route != "" && v.Allowed {
 		// Only for a request the policy lets by, as serve mints. The ask
 		// is the operator's, from the command line: serve's audit trail
