@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -116,8 +117,24 @@ func Open(o Options) (*Sink, error) {
 	} else if name, prev := af.predecessor(); prev != nil {
 		s.chain.link(prev)
 		s.chain.restart(name)
+		last = prev
+	}
+	if o.Signer != nil && last != nil && !isCheckpoint(last) {
+		// Records a crash (or a till that did not sign) left after the
+		// last checkpoint are signed first: no more than
+		// CheckpointRecords ever wait for one, which Verify holds a
+		// trail to.
+		s.mu.Lock()
+		s.signNow()
+		s.mu.Unlock()
 	}
 	return s, nil
+}
+
+// isCheckpoint reports whether line is a checkpoint record.
+func isCheckpoint(line []byte) bool {
+	var r struct{ Event string }
+	return json.Unmarshal(line, &r) == nil && r.Event == "checkpoint"
 }
 
 // New returns a sink that writes records to w, as a stream whose chain

@@ -16,7 +16,9 @@ import (
 // VerifyOptions say what Verify checks besides the hash chain.
 type VerifyOptions struct {
 	// PublicKey, when set, checks every checkpoint's signature, and
-	// wants at least one.
+	// wants at least one, with no more records after the last than
+	// till writes between two (twice CheckpointRecords, for a
+	// checkpoint whose write failed).
 	PublicKey ed25519.PublicKey
 	// Checkpoint, when set, is a checkpoint record kept elsewhere: the
 	// trail must hold it, so that records up to it cannot have been
@@ -61,6 +63,12 @@ type chained struct {
 	Sig      string  `json:"sig"`
 }
 
+// maxUnsigned is the most records a trail may hold after its last
+// checkpoint: the sink signs every CheckpointRecords records, and again
+// at the start after a crash; twice that leaves room for a checkpoint
+// whose write failed.
+func maxUnsigned() int { return 2 * CheckpointRecords }
+
 // verifier walks a trail, one line at a time.
 type verifier struct {
 	o      VerifyOptions
@@ -102,6 +110,13 @@ func Verify(files []string, o VerifyOptions) (Report, error) {
 	}
 	if o.PublicKey != nil && v.report.Checkpoints == 0 {
 		return v.report, &Break{v.file, v.line, "no checkpoint in the trail: its records are not signed (is audit.sign on?)"}
+	}
+	if o.PublicKey != nil && v.report.Unsigned > maxUnsigned() {
+		// The chain holds no secret: whoever removes the checkpoints
+		// after a record can rewrite it and chain the rest again.
+		return v.report, &Break{v.file, v.line, fmt.Sprintf("%d records follow the last checkpoint, where till signs every %d: "+
+			"checkpoints after it were removed, and the records after them may have been rewritten (or audit.sign was turned off)",
+			v.report.Unsigned, CheckpointRecords)}
 	}
 	return v.report, nil
 }
