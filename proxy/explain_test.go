@@ -1,13 +1,18 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tillgw/till/vault"
 )
@@ -178,4 +183,64 @@ func TestExplainRelayHoldsClientAddresses(t *testing.T) {
 			t.Errorf("%s from outside office's cidrs: till test %q (allowed %v), live %q; want client_forbidden", tt.target, v.Code, v.Allowed, live)
 		}
 	}
+}
+
+// FuzzExplainMatchesLive: for any request line, client, source address
+// and model, till test gives the verdict a live request gets: the same
+// refusal code, or allowed where the upstream answers.
+func FuzzExplainMatchesLive(f *testing.F) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	f.Cleanup(up.Close)
+	tokens := []string{"", "till_" + strings.Repeat("w", TokenLength), "till_" + strings.Repeat("o", TokenLength)}
+	digest := func(tok string) string { d := sha256.Sum256([]byte(tok)); return hex.EncodeToString(d[:]) }
+	y := "version: 1\nforward: {enabled: true, intercept: false}\nclients:\n" +
+		"  - {name: web, token_sha256: " + digest(tokens[1]) + "}\n" +
+		"  - {name: office, token_sha256: " + digest(tokens[2]) + ", cidrs: [10.0.0.0/8, \"fd00::/8\"]}\n" +
+		"routes:\n" +
+		"  - {name: openai, preset: openai, upstream: {{UP}}, allow: {methods: [GET, POST], paths: [/v1/models, \"/v1/chat/*\"]}}\n" +
+		"  - {name: private, preset: openai, upstream: {{UP}}/private, secret: openai, clients: [web, office]}\n" +
+		"  - {name: gemini, preset: gemini, upstream: {{UP}}/g, secret: openai, allow: {models: [gemini-2.5-flash*]}}\n" +
+		"  - {name: gone, preset: openai, upstream: {{UP}}/gone}\n"
+	gw, _ := newTestGateway(f, y, up.URL, secrets(time.Now()))
+	gw.audit = testAudit(io.Discard)
+	upHost := strings.TrimPrefix(up.URL, "http://")
+	names := []string{"", "web", "office"}
+	sources := []string{"127.0.0.1", "10.1.2.3", "192.0.2.7", "fd00::5", "::1"}
+	f.Add("GET", "/openai/v1/models", uint8(0), uint8(0), "")
+	f.Add("POST", "/openai/v1/chat/completions", uint8(1), uint8(2), "gpt-4o")
+	f.Add("GET", "/private/x", uint8(2), uint8(3), "")
+	f.Add("POST", "/gemini/v1beta/models/gemini-2.5-pro:generateContent", uint8(0), uint8(0), "gemini-2.5-flash")
+	f.Add("GET", "http://"+upHost+"/v1/models", uint8(0), uint8(0), "")
+	f.Add("GET", "/openai/v1/%2e%2e/files", uint8(0), uint8(0), "")
+	f.Add("DELETE", "//x/openai/v1/models#a", uint8(1), uint8(1), "")
+	f.Fuzz(func(t *testing.T, method, target string, client, from uint8, model string) {
+		if method == "" || strings.Trim(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" || method == "CONNECT" || !utf8.ValidString(model) {
+			return // till test takes upper-case methods; a model is a JSON string
+		}
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(method + " " + target + " HTTP/1.1\r\nHost: till\r\n\r\n")))
+		if err != nil {
+			return // not a request line net/http reads
+		}
+		name, token, source := names[int(client)%len(names)], tokens[int(client)%len(tokens)], sources[int(from)%len(sources)]
+		remote := net.JoinHostPort(source, "1234")
+		v := gw.Snapshot().Explain(method, target, name, remote, model, time.Now())
+		if model != "" {
+			m, _ := json.Marshal(model)
+			body := `{"model":` + string(m) + `}`
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.RemoteAddr = remote
+		if token != "" {
+			req.Header.Set("X-Till-Token", token)
+			req.Header.Set("Proxy-Authorization", "Bearer "+token)
+		}
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, req)
+		live := w.Header().Get("X-Till-Error")
+		if v.Code != live || v.Allowed != (live == "") {
+			t.Fatalf("%s %s as %q from %s, model %q: till test %q (allowed %v: %s), live %q (%d)",
+				method, target, name, source, model, v.Code, v.Allowed, v.Reason, live, w.Code)
+		}
+	})
 }
