@@ -48,13 +48,17 @@ func (g *Gateway) hold(admits func(*live) *apiError, end func()) *heldConn {
 // make, as hold does, until the returned release. A config that refuses
 // it cancels the returned context, which ends the upstream's side, and
 // closes the app's side before Swap returns: not one more byte is
-// relayed after the reload.
-func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) *apiError) (context.Context, func()) {
+// relayed after the reload. cut is the refusal of the config served now,
+// when it refuses the switch already: it must not be sent.
+func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) *apiError) (_ context.Context, release func(), cut *apiError) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &switched{}
 	rw.switched = s
 	c := g.hold(admits, func() { cancel(); s.end() })
-	return ctx, func() { g.release(x, c); cancel() }
+	g.held.mu.Lock()
+	cut = c.cut
+	g.held.mu.Unlock()
+	return ctx, func() { g.release(x, c); cancel() }, cut
 }
 
 // switched is the app's side of a protocol switch: ended, it is closed

@@ -275,35 +275,33 @@ func shorten(s string, limit int) string {
 // of the token its minter holds, asking the token endpoint for one when
 // none is still good. The ask sends the long-lived secret: a key use,
 // recorded first (invariant 8) as the request's, to the endpoint. The
-// error is errAuditUnavailable or the endpoint's.
-func (x *exchange) mint(in *injection) (*injection, error) {
+// error is errAuditUnavailable or the endpoint's; asked reports whether
+// the secret went to the endpoint all the same.
+func (x *exchange) mint(in *injection) (_ *injection, asked bool, _ error) {
 	m := in.minter
 	if m == nil {
-		return in, nil
+		return in, false, nil
 	}
 	// A copy made here: the ask may outlive this request.
 	rec := x.rec
 	rec.method, rec.host, rec.path = http.MethodPost, m.endpoint.Host, m.endpoint.Path
 	rec.secret, rec.keyFP, rec.cred = in.secretName, in.fp, in.cred
-	attempt := int(x.attempts.Load()) + 1
-	var asked atomic.Bool
+	// Each ask (a transport's resend too) is an attempt of its own.
+	var asks atomic.Int32
+	asks.Store(x.attempts.Load())
+	var sent atomic.Bool
 	t, err := m.token(x.ctx, func() bool {
-		if !x.audit.writeUse(&rec, attempt, time.Now()) {
+		if !x.audit.writeUse(&rec, int(asks.Add(1)), time.Now()) {
 			x.auditFailed.Store(true)
 			return false
 		}
-		asked.Store(true)
+		sent.Store(true)
 		return true
 	})
 	if err != nil {
-		if asked.Load() {
-			// The secret went to the token endpoint: the request's record
-			// names it, as its use record does.
-			x.rec.keyFP, x.rec.cred = in.fp, in.cred
-		}
-		return nil, err
+		return nil, sent.Load(), err
 	}
-	return t.inj, nil
+	return t.inj, sent.Load(), nil
 }
 
 // mintFailed answers a request whose token could not be minted, unless

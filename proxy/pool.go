@@ -245,11 +245,16 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 		return false
 	}
 	// A minting key's token, before this answer is let go for another.
-	minted, merr := x.mint(inj)
+	// The request's record stays this attempt's: the ask has its own
+	// use record.
+	minted, _, merr := x.mint(inj)
 	if merr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", inj.secretName).
 			Str("error", merr.Error()).Msg("the pool's next token cannot be obtained from its token endpoint")
 		return false
+	}
+	if g.readmit(r, x, next) != nil {
+		return false // a reload while the token came: the app gets this answer
 	}
 	inj = minted
 	rec := x.rec
@@ -261,7 +266,7 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	if res != nil {
 		res.Body.Close()
 	}
-	x.member, x.inj, x.rec.secret = next, inj, inj.secretName
+	x.member, x.inj, x.rec.secret, x.rec.keyFP = next, inj, inj.secretName, inj.fp
 	if x.warning != CodeBudgetExceeded { // the request's, not the key's
 		x.warning = ""
 		if stale {

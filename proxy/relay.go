@@ -174,8 +174,13 @@ func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *l
 			}
 		}})
 		var release func()
-		ctx, release = g.holdUpgrade(ctx, rw, x, func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) })
+		var cut *apiError
+		ctx, release, cut = g.holdUpgrade(ctx, rw, x, func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) })
 		defer release()
+		if cut != nil {
+			g.refuse(rw, x, *cut, 0) // a reload since the request's checks
+			return
+		}
 	}
 	out := r.WithContext(ctx)
 	x.countBody(rw, out, 0)

@@ -17,7 +17,9 @@ import (
 
 // TestUnrecordedResendIsNotSent: when the transport would send a request
 // again (a reused connection failed under it) and the audit cannot record
-// that send, the key is not sent again: the app gets 503 audit_unavailable.
+// that send, the key is not sent again: the app gets 503
+// audit_unavailable, and the request record's attempt (sends of the key)
+// says 1: one send, one use record.
 func TestUnrecordedResendIsNotSent(t *testing.T) {
 	var keys atomic.Int64
 	addr := rawServer(t, func(c net.Conn) {
@@ -37,7 +39,7 @@ func TestUnrecordedResendIsNotSent(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 		}
 	})
-	sink := &failingWriter{}
+	sink := &failingAudit{}
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - name: openai\n    preset: openai\n    upstream: http://"+addr+"\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +47,6 @@ func TestUnrecordedResendIsNotSent(t *testing.T) {
 	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(sink), Log: zerolog.Nop()})
 	front := httptest.NewServer(gw)
 	defer front.Close()
-
 	get := func() *http.Response {
 		resp, err := http.Get(front.URL + "/openai/v1/models")
 		if err != nil {
@@ -58,14 +59,24 @@ func TestUnrecordedResendIsNotSent(t *testing.T) {
 	if resp := get(); resp.StatusCode != 200 {
 		t.Fatalf("first request: %d", resp.StatusCode)
 	}
+	// Only the resend's use record (attempt 2) fails.
 	sink.mu.Lock()
-	sink.ok = 1 // the record of the first send, not the resend's
+	sink.pick = func(m map[string]any) bool { return m["event"] == "use" && m["attempt"] == 2.0 }
 	sink.mu.Unlock()
 	resp := get()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Till-Error") != CodeAuditUnavailable {
-		t.Errorf("got %d %q, want 503 audit_unavailable", resp.StatusCode, resp.Header.Get("X-Till-Error"))
+		t.Fatalf("got %d %q, want 503 audit_unavailable", resp.StatusCode, resp.Header.Get("X-Till-Error"))
 	}
 	if n := keys.Load(); n != 2 {
-		t.Errorf("the upstream received the key %d times, want 2 (the unrecorded resend not sent)", n)
+		t.Fatalf("the upstream received the key %d times, want 2", n)
+	}
+	uses := sink.events(t, "use")
+	reqs := sink.events(t, "request")
+	if len(uses) != 2 || len(reqs) != 2 {
+		t.Fatalf("%d use and %d request records, want 2 and 2", len(uses), len(reqs))
+	}
+	second := reqs[1]
+	if second["attempt"] != 1.0 {
+		t.Errorf("the request record says attempt %v (sends of the key), but the key was sent once for it, with one use record: %v", second["attempt"], second)
 	}
 }

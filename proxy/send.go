@@ -262,12 +262,14 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc) *httptrace.ClientTr
 			if x.conns.Add(1) == 1 {
 				return
 			}
-			n := x.attempts.Add(1)
+			n := x.attempts.Load() + 1
 			if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
 				x.auditFailed.Store(true)
 				cancel(errAuditUnavailable)
 				info.Conn.Close()
+				return // not sent: not an attempt
 			}
+			x.attempts.Store(n)
 		},
 		WroteHeaders: func() {
 			if x.upload != nil {

@@ -138,9 +138,18 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		return
 	}
 	x.rec.secret = d.inj.secretName
-	inj, err := x.mint(x.inj)
+	inj, asked, err := x.mint(x.inj)
+	if asked {
+		// The secret went to the token endpoint: the request's record
+		// names it, as its use record does.
+		x.rec.keyFP, x.rec.cred = x.inj.fp, x.inj.cred
+	}
 	if err != nil {
 		g.mintFailed(rw, x, err)
+		return
+	}
+	if e := g.readmit(r, x, x.member); e != nil {
+		g.refuse(rw, x, *e, 0) // a reload while the token came
 		return
 	}
 	x.inj = inj
@@ -150,9 +159,13 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		// upstream agrees to it, until the request's context ends (a
 		// reload that refuses it ends it too); a body read to be metered
 		// goes as read.
-		ctx, release := g.holdUpgrade(context.WithValue(r.Context(), exchangeKey{}, x), rw, x,
+		ctx, release, cut := g.holdUpgrade(context.WithValue(r.Context(), exchangeKey{}, x), rw, x,
 			func(l *live) *apiError { _, e := l.admitAgain(r, x); return e })
 		defer release()
+		if cut != nil {
+			g.refuse(rw, x, *cut, 0) // a reload since the last check
+			return
+		}
 		out := r.WithContext(ctx)
 		x.setBody(rw, out)
 		g.upgrader.ServeHTTP(rw, out)

@@ -76,6 +76,9 @@ type routeTransport struct{ g *Gateway }
 
 func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
+	if err := r.Context().Err(); err != nil {
+		return nil, err // a reload ended it: the key does not go
+	}
 	if !x.writeAhead() {
 		return nil, errAuditUnavailable
 	}
