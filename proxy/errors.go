@@ -147,10 +147,10 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 func (x *exchange) errorText(err error) string {
 	s := safeError(err)
 	if x.inj != nil {
-		for _, f := range x.inj.echoForms {
+		for _, f := range x.echoForms() {
 			s = strings.ReplaceAll(s, f, "REDACTED")
 		}
-		if echoes([]string{s}, x.inj.echoForms) {
+		if echoes([]string{s}, x.echoForms()) {
 			// Still there, in another encoding (lower-case hex escapes).
 			return "the error is not logged: it may quote the key"
 		}

@@ -42,9 +42,12 @@ type exchange struct {
 	prices *usage.Prices
 	// inj is the key attached to the request, with its echo forms: the
 	// route's, or its source ref's value when the request was decided.
-	inj     *injection
-	outPath string
-	rawPath string
+	// sentForms, after a pool retry, are the echo forms of every key the
+	// request sent (see echoForms).
+	inj       *injection
+	sentForms []string
+	outPath   string
+	rawPath   string
 	// refused is the error code of a refusal by till's policy, failure
 	// that of a request till could not serve; warning questions an
 	// allowed request (secret_expired). The record is built from them.
@@ -156,4 +159,14 @@ func (x *exchange) closeIfUnread(w http.ResponseWriter) {
 	if x.hasBody && !x.bodyRead || x.rec.method == http.MethodConnect {
 		w.Header().Set("Connection", "close")
 	}
+}
+
+// echoForms are the forms of every key the request sent, whose echoes
+// never reach the app nor a log: its key's, and after a pool retry the
+// earlier keys' too, since an answer may quote any of them.
+func (x *exchange) echoForms() []string {
+	if x.sentForms != nil {
+		return x.sentForms
+	}
+	return x.inj.echoForms
 }

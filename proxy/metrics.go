@@ -298,8 +298,8 @@ func (m *Metrics) observe(r *record, end time.Time) {
 }
 
 // usage counts what a metered answer used; model, when unpriced, is
-// labelled only when it looks like a model name, else as "other", so an
-// app cannot make series of its own.
+// labelled only when it looks like a model name, else as "other" ("" as
+// well), so an app cannot make series of its own.
 func (m *Metrics) usage(r *record, model string, priced bool) {
 	if m == nil {
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -266,6 +267,7 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	if res != nil {
 		res.Body.Close()
 	}
+	x.sentForms = append(slices.Clip(x.echoForms()), inj.echoForms...) // the answer may quote the key before
 	x.member, x.inj, x.rec.secret, x.rec.keyFP = next, inj, inj.secretName, inj.fp
 	if x.warning != CodeBudgetExceeded { // the request's, not the key's
 		x.warning = ""

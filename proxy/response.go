@@ -40,7 +40,7 @@ func (w *responseRecorder) WriteHeader(code int) {
 		// 1xx responses (103 Early Hints) are not checked by
 		// checkResponse: their headers are checked here. They go at once.
 		if w.x.inj != nil {
-			scrubEchoes(w.Header(), w.x.inj.echoForms)
+			scrubEchoes(w.Header(), w.x.echoForms())
 		}
 		w.ResponseWriter.WriteHeader(code)
 		return

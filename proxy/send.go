@@ -107,7 +107,7 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 // body has ended, without those that echo the key; announced is how many
 // the upstream announced before the body.
 func (g *Gateway) passTrailers(rw *responseRecorder, res *http.Response, announced int, x *exchange) {
-	if n := scrubEchoes(res.Trailer, x.inj.echoForms); n > 0 {
+	if n := scrubEchoes(res.Trailer, x.echoForms()); n > 0 {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("trailers", n).
 			Msg("removed response trailers that echoed the key")
 	}
@@ -370,9 +370,9 @@ func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
 	x.dropRefusedToken(resp.StatusCode)
-	n := scrubEchoes(resp.Header, x.inj.echoForms)
+	n := scrubEchoes(resp.Header, x.echoForms())
 	for name := range resp.Trailer {
-		if nameEchoes(name, x.inj.echoForms) {
+		if nameEchoes(name, x.echoForms()) {
 			delete(resp.Trailer, name)
 			n++
 		}

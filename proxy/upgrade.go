@@ -57,7 +57,7 @@ func (t *trailerScrubber) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
 	switch {
 	case err == io.EOF:
-		scrubEchoes(t.resp.Trailer, t.x.inj.echoForms)
+		scrubEchoes(t.resp.Trailer, t.x.echoForms())
 	case err != nil && !errors.Is(err, context.Canceled):
 		err = errors.New(t.x.errorText(err))
 	}

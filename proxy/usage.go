@@ -378,6 +378,9 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		usd, priced = prices.Cost(model, u)
 	}
 	x.rec.costUSD = usd
+	if echoes([]string{model}, x.echoForms()) {
+		model = "" // an upstream's echo of the key: never a label
+	}
 	g.metrics.usage(&x.rec, model, priced)
 }
 

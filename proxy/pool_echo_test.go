@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/vault"
+)
+
+// TestPoolRetryScrubsEarlierKey: a pool route sends key a, the upstream
+// answers 429, till retries with key b, and the upstream's answer to the
+// retry echoes key a. The app never sees key a: scrubbing covers every key
+// the request sent, not only the last one.
+func TestPoolRetryScrubsEarlierKey(t *testing.T) {
+	const keyA = "sk-pool-a-0123456789abcdefXYZ"
+	const keyB = "sk-pool-b-9876543210zyxwvuABC"
+	var mu sync.Mutex
+	var seen []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		auth := r.Header.Get("Authorization")
+		seen = append(seen, auth)
+		if strings.Contains(auth, keyA) {
+			w.Header().Set("Retry-After", "60")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		// The answer to the retry quotes the earlier key it saw.
+		w.Header().Set("X-Echo", seen[0])
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}, secret: [a, b], pool: {cooldown: 1m}}\n"
+	now := time.Now()
+	gw, _ := newTestGateway(t, y, up.URL, map[string]vault.Secret{
+		"a": vault.NewSecret("a", keyA, now),
+		"b": vault.NewSecret("b", keyB, now),
+	})
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	resp, err := http.Get(front.URL + "/openai/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(seen) != 2 || resp.StatusCode != 200 {
+		t.Fatalf("want a retry with key b and 200: %d sends, status %d", len(seen), resp.StatusCode)
+	}
+	var dump strings.Builder
+	resp.Header.Write(&dump)
+	if strings.Contains(dump.String(), keyA) || strings.Contains(dump.String(), "0123456789abcdefXYZ") {
+		t.Errorf("key a, sent in this exchange's first attempt, reached the app in a response header:\n%s", dump.String())
+	}
+}
