@@ -194,9 +194,16 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 // or the route's own when m is nil), with the same value, usable. Otherwise
 // the key would go for a client, path or key that the reload revoked
 // while the request's body came in, or while a pool's key was refused.
+// Without a reload, the key attached must not have expired meanwhile (a
+// slow upload can outlast it).
 func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 	l := g.live.Load()
 	if l == x.live {
+		if x.inj != nil {
+			if e, ok, _ := x.inj.secretState(time.Now(), l.onExpired); !ok {
+				return &e
+			}
+		}
 		return nil
 	}
 	rt, e := l.admitAgain(r, x)

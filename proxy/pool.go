@@ -242,7 +242,8 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	if ferr != nil {
 		return false
 	}
-	if _, usable, _ := inj.secretState(now, "block"); !usable {
+	_, usable, expired := inj.secretState(now, x.live.onExpired)
+	if !usable {
 		return false
 	}
 	// A minting key's token, before this answer is let go for another.
@@ -270,8 +271,10 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	x.sentForms = append(slices.Clip(x.echoForms()), inj.echoForms...) // the answer may quote the key before
 	x.member, x.inj, x.rec.secret, x.rec.keyFP = next, inj, inj.secretName, inj.fp
 	if x.warning != CodeBudgetExceeded { // the request's, not the key's
-		x.warning = ""
-		if stale {
+		switch x.warning = ""; {
+		case expired:
+			x.warning = CodeSecretExpired // on_expired: warn
+		case stale:
 			x.warning = CodeSecretStale
 		}
 	}

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// TestKeyExpiringWhileBodyHeld: under on_expired: block, a key that
+// expires while a request's body is read (held for a pool's retry, read
+// for model rules, or before a token is minted) is not sent, with no
+// reload in between.
+func TestKeyExpiringWhileBodyHeld(t *testing.T) {
+	up := &keyRecorder{}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	sum := sha256.Sum256([]byte(connectToken))
+	web := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
+	mint := "secret: m, inject: {oauth2: {token_url: " + srv.URL + "/token}}"
+	for _, kind := range []struct{ name, route, contentType string }{
+		{"pool", "secret: [a, b], pool: {cooldown: 1h}", "application/octet-stream"},
+		{"model rules", "secret: a, allow: {models: [gpt-4o-mini]}", "application/json"},
+		{"token minted", mint, "application/json"},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			now := time.Now()
+			expires := now.Add(300 * time.Millisecond)
+			mk := func(s vault.Secret) vault.Secret { s.Expires = expires; return s }
+			keys := map[string]vault.Secret{
+				"a": mk(vault.NewSecret("a", "sk-h67-a-0123456789", now)),
+				"b": mk(vault.NewSecret("b", "sk-h67-b-0123456789", now)),
+				"m": mk(vault.NewFieldSecret("m", map[string]string{"client_id": "app", "client_secret": "secret-h67-0123456789"}, now)),
+			}
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\n"+web+"routes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", clients: [web], "+kind.route+"}\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := &lockedBuffer{}
+			gw := New(NewSnapshot(cfg, keys), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			before := len(up.seen())
+			body := `{"model":"gpt-4o-mini","messages":[]}`
+			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+			// The app's body arrives slowly: its first byte only after the key expired.
+			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { time.Sleep(time.Until(expires) + 100*time.Millisecond) }}
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Type", kind.contentType)
+			r.Header.Set("X-Till-Token", connectToken)
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			sent := up.seen()[before:]
+			if len(sent) != 0 || w.Code != http.StatusServiceUnavailable {
+				t.Errorf("key expired at %s, sent at %s: %d %s; upstream got %v; want 503 %s and nothing sent",
+					expires.Format(time.StampMilli), time.Now().Format(time.StampMilli), w.Code, strings.TrimSpace(w.Body.String()), sent, CodeSecretExpired)
+			}
+		})
+	}
+}
+
+// TestPoolRetryUnderWarn: under on_expired: warn an expired key is used,
+// with the warning in its record, by a pool's retry too: a 429 from the
+// first expired key is retried with the second, expired as well.
+func TestPoolRetryUnderWarn(t *testing.T) {
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		seen = append(seen, key)
+		if strings.Contains(key, "-a-") {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	past := time.Now().Add(-time.Hour)
+	mk := func(name string) vault.Secret {
+		s := vault.NewSecret(name, "sk-h67-"+name+"-0123456789", past.Add(-time.Hour))
+		s.Expires = past
+		return s
+	}
+	keys := map[string]vault.Secret{"a": mk("a"), "b": mk("b")}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: warn}\nroutes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", secret: [a, b], pool: {cooldown: 1h}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, keys), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+	// Round robin: the first request takes key a, the pool's first.
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+	if len(seen) == 0 || !strings.Contains(seen[0], "-a-") {
+		t.Fatalf("first key sent %v; want a", seen)
+	}
+	if w.Code != http.StatusOK || len(seen) != 2 {
+		t.Errorf("under on_expired: warn, key a answered 429: app got %d, keys sent %v; want the retry with key b (as usable as a under warn) and 200", w.Code, seen)
+	}
+	if recs := buf.records(t); len(recs) == 0 || recs[len(recs)-1]["reason"] != CodeSecretExpired {
+		t.Errorf("the retry's record does not say secret_expired: %v", recs)
+	}
+}
