@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -20,8 +21,9 @@ const (
 
 // CleanValue turns raw input (stdin or a file) into a secret value. It trims
 // exactly one trailing "\n" or "\r\n", because editors and echo add one, and
-// refuses empty values, values over [MaxValueSize], invalid UTF-8 and any other
-// control character (tab included): a stray byte in an API key fails later in
+// refuses empty values, values over [MaxValueSize], invalid UTF-8, any other
+// control character (tab included) and invisible format characters (a byte
+// order mark, a zero-width space): a stray byte in an API key fails later in
 // a way that is hard to trace. Errors report positions, never the value.
 func CleanValue(raw []byte) (string, error) {
 	if len(raw) > MaxValueSize+2 {
@@ -86,8 +88,15 @@ func checkValue(v string) error {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(v[i:])
-		if r == utf8.RuneError && size == 1 {
+		switch {
+		case r == utf8.RuneError && size == 1:
 			return fmt.Errorf("secret value is not valid UTF-8 at byte %d", i)
+		case unicode.IsControl(r):
+			return fmt.Errorf("secret value contains a control character at byte %d", i)
+		case unicode.Is(unicode.Cf, r):
+			// A byte order mark or a zero-width space an editor or a
+			// copy from a web page added: invisible, and never a key's.
+			return fmt.Errorf("secret value contains an invisible character (U+%04X) at byte %d", r, i)
 		}
 		i += size
 	}

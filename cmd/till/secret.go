@@ -106,24 +106,31 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	if ctx.Err() != nil {
 		return errInterrupted
 	}
-	existed := false
+	verb := "stored"
 	if err := v.Update(func(m map[string]vault.Secret) error {
 		if old, ok := m[name]; ok {
-			existed = true
+			verb = "rotated"
 			s.Created = old.Created
+			if old.Fingerprint() == s.Fingerprint() {
+				// The same value again (a script run twice) is no
+				// rotation: vault.max_age still counts from the last.
+				verb, s.Updated = "kept", old.Updated
+				if exp.IsZero() {
+					s.Expires = old.Expires
+				}
+			}
 		}
 		m[name] = s
 		return nil
 	}); err != nil {
 		return err
 	}
-	verb := "stored"
-	if existed {
-		verb = "rotated"
-	}
 	fmt.Fprintf(e.stdout, "%s secret %q (%s) in %s", verb, name, s.Fingerprint(), displayPath(v.Path()))
 	if !exp.IsZero() {
 		fmt.Fprintf(e.stdout, ", expires %s", exp.UTC().Format(time.RFC3339))
+	}
+	if verb == "kept" {
+		fmt.Fprint(e.stdout, ": the value it holds already, so not a rotation")
 	}
 	fmt.Fprintln(e.stdout)
 	return nil
