@@ -58,6 +58,10 @@ func TestParseErrors(t *testing.T) {
 		{"audit fsync enum", "version: 1\naudit: {fsync: sometimes}\n", `till.yaml:2: audit.fsync: must be "none" or "interval" or "always"`},
 		{"audit max_size unit", "version: 1\naudit: {file: a.log, max_size: 10 parsecs}\n", `till.yaml:2: audit.max_size: must be a size such as 64KB, 100MB or 1GB`},
 		{"audit max_size small", "version: 1\naudit: {file: a.log, max_size: 1KB}\n", `till.yaml:2: audit.max_size: must be at least 4KB`},
+		{"audit file is the vault", "version: 1\naudit:\n  file: till.vault\n", `till.yaml:3: audit.file: is vault.path: the records appended to it would break it (hint: audit.file: /var/log/till/audit.jsonl)`},
+		{"audit file is the key", "version: 1\nvault: {key_file: keys/till.key}\naudit: {file: ./keys/../keys/till.key}\n", `till.yaml:3: audit.file: is vault.key_file: the records appended to it would break it (hint: audit.file: /var/log/till/audit.jsonl)`},
+		{"audit file is the config", "version: 1\naudit: {file: till.yaml}\n", `till.yaml:2: audit.file: is the config file itself: the records appended to it would break it (hint: audit.file: /var/log/till/audit.jsonl)`},
+		{"audit file is the CA certificate", "version: 1\naudit: {file: till-ca.pem}\n", `till.yaml:2: audit.file: is forward.ca_cert: the records appended to it would break it (hint: audit.file: /var/log/till/audit.jsonl)`},
 		{"audit max_size just small", "version: 1\naudit: {file: a.log, max_size: 3999}\n", `till.yaml:2: audit.max_size: must be at least 4KB`},
 		{"audit max_size stdout", "version: 1\naudit: {max_size: 1MB}\n", `till.yaml:2: audit.max_size: needs audit.file: stdout cannot be rotated`},
 		{"audit max_files", "version: 1\naudit: {max_files: 0}\n", `till.yaml:2: audit.max_files: must be between 1 and 1000 (rotated files kept)`},
@@ -766,5 +770,24 @@ func TestCheckedLikeServe(t *testing.T) {
 		if _, err := Parse("till.yaml", []byte(y), t.TempDir()); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q", y, err, want)
 		}
+	}
+}
+
+// TestAuditFileThroughLink: an audit.file that is a link to the vault is
+// the vault.
+func TestAuditFileThroughLink(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "till.vault"), []byte("age"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "till.vault"), filepath.Join(dir, "audit.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse("till.yaml", []byte("version: 1\naudit: {file: audit.jsonl}\n"), dir)
+	if err == nil || !strings.Contains(err.Error(), "audit.file: is vault.path") {
+		t.Errorf("an audit file linked to the vault: %v", err)
+	}
+	if _, err := Parse("till.yaml", []byte("version: 1\naudit: {file: other.jsonl}\n"), dir); err != nil {
+		t.Errorf("an audit file of its own: %v", err)
 	}
 }

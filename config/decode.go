@@ -514,6 +514,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		d.prices(v, "prices", &c.Prices)
 	}
 	d.crossCheck(c, clients, routes)
+	if v := f["audit"]; v != nil {
+		d.checkAuditFile(c, v)
+	}
 	d.checkRefs(c, routes)
 	d.checkBudgets(c, f["budgets"])
 	return c
@@ -687,6 +690,54 @@ func (d *decoder) client(n *yaml.Node, path string) (Client, bool) {
 		c.Cert = d.boolean(v, join(path, "cert"))
 	}
 	return c, true
+}
+
+// checkAuditFile refuses an audit.file that is one of till's own files:
+// records appended to the vault, its key or the config would break them
+// (and ship the key file as the trail).
+func (d *decoder) checkAuditFile(c *Config, audit *yaml.Node) {
+	if c.Audit.File == "-" {
+		return
+	}
+	self := d.file
+	if !filepath.IsAbs(self) {
+		self = filepath.Join(d.dir, filepath.Base(self))
+	}
+	for _, own := range []struct{ path, what string }{
+		{self, "the config file itself"},
+		{c.Vault.Path, "vault.path"},
+		{c.Vault.KeyFile, "vault.key_file"},
+		{c.Forward.CACert, "forward.ca_cert"},
+		{c.Prices.File, "prices.file"},
+	} {
+		if own.path != "" && samePath(c.Audit.File, own.path) {
+			at := audit
+			for i := 0; i+1 < len(audit.Content); i += 2 {
+				if audit.Content[i].Value == "file" {
+					at = audit.Content[i+1]
+				}
+			}
+			d.errorf(at, "audit.file",
+				"is %s: the records appended to it would break it (hint: audit.file: /var/log/till/audit.jsonl)", own.what)
+			return
+		}
+	}
+}
+
+// samePath reports whether a and b name one file: the same path, once
+// links are resolved, or the same file on disk.
+func samePath(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	if ra, err := filepath.EvalSymlinks(a); err == nil {
+		if rb, err := filepath.EvalSymlinks(b); err == nil && ra == rb {
+			return true
+		}
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // minAuditSize is the smallest audit.max_size (4KB, as the units count):
