@@ -218,8 +218,15 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 	switch {
 	case in == nil:
 		return &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
+	case x.inj != nil && in.fp == x.inj.fp:
+		// The key about to go is the live one.
+	case in.fp != want.fp && x.inj == want:
+		// Rotated before anything was derived from it: the request goes
+		// with the new value, never the old one (it may be a leak).
+		x.inj = in
 	case in.fp != want.fp:
-		// Rotated: the old value may be why (a leak).
+		// Rotated after a token was minted from it: the old value may be
+		// why (a leak).
 		return &apiError{CodeSecretUnavailable, "the key for this request was replaced while it came in; send it again"}
 	}
 	if e, ok, _ := in.secretState(time.Now(), l.onExpired); !ok {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -93,7 +94,8 @@ func TestUpgradeOnModelRouteRefused(t *testing.T) {
 // is read (by decide, for its model; or held, for a pool's next key) is
 // checked before the key goes, or a token is minted with it: what the new
 // config refuses gets its refusal, and the key never leaves; what it
-// still allows goes.
+// still allows goes, with the key the new config holds (a rotated one:
+// its new value).
 func TestReloadWhileBodyComesIn(t *testing.T) {
 	up := &keyRecorder{}
 	srv := httptest.NewServer(up)
@@ -135,7 +137,7 @@ func TestReloadWhileBodyComesIn(t *testing.T) {
 			{"client revoked", snap(revoked, kind.route), CodeClientUnauthenticated},
 			{"path no longer allowed", snap(web, kind.narrowed), CodePathNotAllowed},
 			{"key no longer the route's", snap(web, "secret: c"), CodeSecretMissing},
-			{"key rotated", snapWith(rotated, web, kind.route), CodeSecretUnavailable},
+			{"key rotated", snapWith(rotated, web, kind.route), ""},
 		} {
 			t.Run(kind.name+"/"+tt.name, func(t *testing.T) {
 				buf := &lockedBuffer{}
@@ -153,6 +155,22 @@ func TestReloadWhileBodyComesIn(t *testing.T) {
 				if tt.code == "" {
 					if w.Code != http.StatusOK || len(sent) == 0 {
 						t.Errorf("%d %s, upstream got %v; want 200", w.Code, w.Body, sent)
+					}
+					// A rotation meanwhile: the request goes with the new
+					// value (a token minted from it), never the old one.
+					recs := buf.records(t)
+					served := keys
+					if tt.name == "key rotated" {
+						served = rotated
+						if slices.Contains(sent, "sk-readmit-a-0123456789") {
+							t.Errorf("the old value went after the rotation: %v", sent)
+						}
+					}
+					if len(recs) != 1 {
+						t.Fatalf("records %v; want one", recs)
+					}
+					if name, _ := recs[0]["secret"].(string); recs[0]["key_fp"] != served[name].Fingerprint() {
+						t.Errorf("the record names key_fp %v, want %v: the key served now", recs[0]["key_fp"], served[name].Fingerprint())
 					}
 					return
 				}

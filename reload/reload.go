@@ -5,6 +5,7 @@
 package reload
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,11 @@ type Options struct {
 	// ref; it is called with each new config before its snapshot is built
 	// (to follow changes to sources:); its error fails the reload.
 	Keys func(*config.Config) (proxy.Keys, error)
+	// Vault, when set, reads the vault the config given names. A reload
+	// whose config is refused serves the vault as it is now with the
+	// config served: a rotation (a leaked key replaced) does not wait for
+	// the config to be fixed.
+	Vault func(*config.Config) (map[string]vault.Secret, error)
 }
 
 // Reloader rebuilds the snapshot from the config and vault files. Reloads
@@ -58,16 +64,18 @@ type Reloader struct {
 	opts Options
 
 	mu      sync.Mutex
-	cfg     *config.Config // the config being served
-	started *config.Config // the config till started with: listeners, audit sink, ...
+	cfg     *config.Config          // the config being served
+	secrets map[string]vault.Secret // the vault's secrets served
+	started *config.Config          // the config till started with: listeners, audit sink, ...
 	// poll holds the watched files' state since New: an edit made while
 	// till was still starting is a change Watch sees.
 	poll *poller
 }
 
-// New returns a Reloader for a gateway that serves cfg, loaded just now.
-func New(cfg *config.Config, opts Options) *Reloader {
-	return &Reloader{opts: opts, cfg: cfg, started: cfg, poll: newPoller(watchedFiles(cfg)...)}
+// New returns a Reloader for a gateway that serves cfg and the vault's
+// secrets, loaded just now.
+func New(cfg *config.Config, secrets map[string]vault.Secret, opts Options) *Reloader {
+	return &Reloader{opts: opts, cfg: cfg, secrets: secrets, started: cfg, poll: newPoller(watchedFiles(cfg)...)}
 }
 
 // RestartNeeded names the settings of the config served that differ from
@@ -89,30 +97,65 @@ func (r *Reloader) Reload() error {
 	if err != nil {
 		r.opts.Metrics.Reload(false)
 		r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
+		r.vaultOnly()
 		return err
 	}
 	if changed := config.RestartNeeded(r.started, cfg); len(changed) > 0 {
 		r.opts.Log.Warn().Strs("settings", changed).
 			Msg("changes to " + strings.Join(changed, ", ") + " take effect at the next restart")
 	}
-	var keys proxy.Keys
-	if r.opts.Keys != nil {
-		if keys, err = r.opts.Keys(cfg); err != nil {
-			r.opts.Metrics.Reload(false)
-			r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
-			return err
-		}
-	}
-	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
-	r.opts.Gateway.Swap(snap)
-	r.cfg = cfg
-	if r.opts.Apply != nil {
-		r.opts.Apply(cfg)
+	snap, err := r.serve(cfg, secrets)
+	if err != nil {
+		r.opts.Metrics.Reload(false)
+		r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
+		return err
 	}
 	r.opts.Metrics.Reload(true)
 	r.opts.Log.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
 	LogRoutes(r.opts.Log, cfg, snap, r.opts.Base)
 	return nil
+}
+
+// serve swaps in a snapshot of cfg and secrets.
+func (r *Reloader) serve(cfg *config.Config, secrets map[string]vault.Secret) (*proxy.Snapshot, error) {
+	var keys proxy.Keys
+	if r.opts.Keys != nil {
+		var err error
+		if keys, err = r.opts.Keys(cfg); err != nil {
+			return nil, err
+		}
+	}
+	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
+	r.opts.Gateway.Swap(snap)
+	r.cfg, r.secrets = cfg, secrets
+	if r.opts.Apply != nil {
+		r.opts.Apply(cfg)
+	}
+	return snap, nil
+}
+
+// vaultOnly serves the vault as it is now with the config served, after
+// a reload whose config was refused, when the vault changed.
+func (r *Reloader) vaultOnly() {
+	if r.opts.Vault == nil {
+		return
+	}
+	secrets, err := r.opts.Vault(r.cfg)
+	if err != nil || sameSecrets(r.secrets, secrets) {
+		return
+	}
+	if _, err := r.serve(r.cfg, secrets); err != nil {
+		return
+	}
+	r.opts.Log.Warn().Msg("the vault's keys as they are now (rotations, removals) serve with the previous config")
+}
+
+// sameSecrets reports whether a and b hold the same secrets: names,
+// values (by fingerprint) and times.
+func sameSecrets(a, b map[string]vault.Secret) bool {
+	return maps.EqualFunc(a, b, func(x, y vault.Secret) bool {
+		return x.Fingerprint() == y.Fingerprint() && x.Updated.Equal(y.Updated) && x.Expires.Equal(y.Expires)
+	})
 }
 
 // LogRoutes says which routes of snap (built from cfg) are live and at

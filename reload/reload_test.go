@@ -68,7 +68,7 @@ func TestReload(t *testing.T) {
 	served := parse(t, dir, goodYAML)
 	var load func() (*config.Config, map[string]vault.Secret, error)
 	gw, metrics, logs := &fakeGateway{}, &fakeMetrics{}, &bytes.Buffer{}
-	r := New(served, Options{
+	r := New(served, nil, Options{
 		Load:    func() (*config.Config, map[string]vault.Secret, error) { return load() },
 		Gateway: gw,
 		Metrics: metrics,
@@ -146,7 +146,7 @@ func TestReloadApplies(t *testing.T) {
 	var applied []string
 	logs := &bytes.Buffer{}
 	var load func() (*config.Config, map[string]vault.Secret, error)
-	r := New(served, Options{
+	r := New(served, nil, Options{
 		Load:    func() (*config.Config, map[string]vault.Secret, error) { return load() },
 		Gateway: &fakeGateway{},
 		Metrics: &fakeMetrics{},
@@ -241,7 +241,7 @@ func TestWatch(t *testing.T) {
 	}
 	served := parse(t, dir, goodYAML)
 	gw := &fakeGateway{swapped: make(chan struct{}, 1)}
-	r := New(served, Options{
+	r := New(served, nil, Options{
 		Load:    func() (*config.Config, map[string]vault.Secret, error) { return served, nil, nil },
 		Gateway: gw,
 		Metrics: &fakeMetrics{},

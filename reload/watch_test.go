@@ -34,7 +34,7 @@ func TestWatchFollowsNewVaultPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
 	stop := r.watch(5 * time.Millisecond)
 	defer stop()
 
@@ -86,7 +86,7 @@ func TestWatchSeesEditBeforeWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
 	// Between loadAll and rl.Watch(): the operator edits the config.
 	if err := os.WriteFile(cfgFile, []byte(goodYAML+"log: {level: warn}\n"), 0o644); err != nil {
 		t.Fatal(err)

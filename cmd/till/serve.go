@@ -123,7 +123,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	base := lns.base
 	running := &servedConfig{path: cfgPath, addr: addr, listenFlag: listen != "", env: e}
 	running.hadVault.Store(!missing(cfg.Vault.Path))
-	rl := reload.New(cfg, reload.Options{
+	rl := reload.New(cfg, secrets, reload.Options{
 		Load:    running.load,
 		Gateway: gw,
 		Metrics: metrics,
@@ -131,6 +131,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Base:    base,
 		Apply:   func(c *config.Config) { logs.apply(c.Log); keys.commit() },
 		Keys:    keys.forConfig,
+		Vault:   running.vault,
 	})
 
 	served := make(chan error, 2)
@@ -301,6 +302,15 @@ func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
 	}
 	s.hadVault.Store(present)
 	return cfg, secrets, nil
+}
+
+// vault reads the vault cfg names, for a reload whose config was refused;
+// a vault gone since start is an error, as for load.
+func (s *servedConfig) vault(cfg *config.Config) (map[string]vault.Secret, error) {
+	if s.hadVault.Load() && missing(cfg.Vault.Path) {
+		return nil, errors.New("the vault file is gone")
+	}
+	return readSecrets(cfg, s.env)
 }
 
 // openAudit opens the audit sink of the config, with its signing key
