@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tillgw/till/usage"
 	"github.com/tillgw/till/vault"
 )
 
@@ -102,7 +103,7 @@ func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
 		output    int
 	}{
 		{"max_tokens", `"max_tokens":300,`, 1, 300},
-		{"no max_tokens", "", 50, 50},
+		{"no max_tokens: the provider's default is reserved", "", 50, usage.DefaultMaxOutput},
 		{"more events than max_tokens", `"max_tokens":10,`, 50, 50},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,8 +396,8 @@ func TestJSONAsUploadUnderTokenBudget(t *testing.T) {
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
 	for _, tt := range []struct{ ctype, body, want string }{
-		{"application/octet-stream", ` {"model":"gpt-4o-mini","stream":true,"messages":[]}`, `"include_usage":true`},
-		{"multipart/form-data; boundary=x", strings.Repeat(" ", 600) + `{"model":"gpt-4o-mini","stream":true}`, `"include_usage":true`},
+		{"application/octet-stream", ` {"model":"gpt-4o-mini","stream":true,"max_tokens":10,"messages":[]}`, `"include_usage":true`},
+		{"multipart/form-data; boundary=x", strings.Repeat(" ", 600) + `{"model":"gpt-4o-mini","stream":true,"max_tokens":10}`, `"include_usage":true`},
 		{"audio/wav", "RIFF" + strings.Repeat("x", 2000), "RIFF" + strings.Repeat("x", 2000)},
 	} {
 		res, err := http.Post(srv.URL+"/openai/v1/chat/completions", tt.ctype, strings.NewReader(tt.body))

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -64,6 +65,10 @@ type Request struct {
 	// generation_config.max_output_tokens, as Google's parser takes it),
 	// given as a number or a string of digits; 0 when none is set.
 	MaxOutput int64
+	// Choices is how many answers the request asks for, each up to
+	// MaxOutput tokens: the largest of n, best_of and Gemini's
+	// generationConfig.candidateCount present; 0 when none is set.
+	Choices int64
 	// Background reports a Responses API request run in the background
 	// ("background": true): its answer, and its usage, come later, to
 	// another request.
@@ -149,7 +154,7 @@ var sinks = sync.Pool{New: func() any { return new(inspectSink) }}
 type inspectSink struct {
 	s    scanner
 	req  Request
-	seen uint8 // bit i: inspected[i] was read
+	seen uint16 // bit i: inspected[i] was read
 	err  error
 }
 
@@ -158,6 +163,7 @@ type inspectSink struct {
 var inspected = [...]string{
 	"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens",
 	"generationConfig", "generationConfig.maxOutputTokens", "background",
+	"n", "best_of", "generationConfig.candidateCount",
 }
 
 // inspectedAt returns the index in inspected of the value at the
@@ -168,10 +174,16 @@ func inspectedAt(s *scanner) int {
 		return 5
 	case n == 1 && string(s.key(0)) == "background":
 		return 7
+	case n == 1 && string(s.key(0)) == "n":
+		return 8
+	case n == 1 && string(s.key(0)) == "best_of":
+		return 9
 	case n == 1:
 		return slices.Index(inspected[:5], string(s.key(0)))
 	case n == 2 && isGenerationConfig(s.key(0)) && (string(s.key(1)) == "maxOutputTokens" || string(s.key(1)) == "max_output_tokens"):
 		return 6
+	case n == 2 && isGenerationConfig(s.key(0)) && (string(s.key(1)) == "candidateCount" || string(s.key(1)) == "candidate_count"):
+		return 10
 	}
 	return -1
 }
@@ -215,6 +227,10 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 		}
 		x.req.Background = k == kTrue
 	case 5:
+	case 8, 9, 10:
+		if v, ok := parseCount(t); ok && (k == kNumber || k == kString) && whole && v > x.req.Choices {
+			x.req.Choices = v
+		}
 	default:
 		// A count may come as a string too: Google's proto JSON parser
 		// reads "maxOutputTokens": "4096" as 4096.
@@ -321,3 +337,35 @@ func (x *includeSink) value(s *scanner, k kind, start, end int64) {
 }
 
 func (x *includeSink) docEnd() {}
+
+// DefaultMaxOutput is the output a request that sets no limit is taken to
+// ask for, on an endpoint that generates text: providers then stop at the
+// model's own limit, 16,384 tokens or more for current models.
+const DefaultMaxOutput = 16384
+
+// Reserve is the most output tokens the request to path may use: its
+// limit for each answer it asks for, and DefaultMaxOutput each when it
+// sets no limit on an endpoint that generates text (chat, completions,
+// responses, messages, generateContent). Counts saturate.
+func (r Request) Reserve(path string) int64 {
+	limit := r.MaxOutput
+	if limit == 0 && generates(path) {
+		limit = DefaultMaxOutput
+	}
+	n := max(r.Choices, 1)
+	if limit > math.MaxInt64/n {
+		return math.MaxInt64
+	}
+	return limit * n
+}
+
+// generates reports whether path is an endpoint that generates text.
+func generates(path string) bool {
+	p := strings.ToLower(strings.TrimSuffix(path, "/"))
+	for _, end := range []string{"/completions", "/responses", "/messages", "/chat", ":generatecontent", ":streamgeneratecontent"} {
+		if strings.HasSuffix(p, end) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -73,6 +74,11 @@ func TestInspect(t *testing.T) {
 			`{"generationConfig":{"maxOutputTokens":1,"max_output_tokens":99999}}`, Request{}, `"generationConfig.maxOutputTokens" more than once`},
 		{"bad limits ignored", OpenAI, "/v1/chat/completions",
 			`{"max_tokens":-5,"max_completion_tokens":"nine","max_output_tokens":2.5}`, Request{}, ""},
+		{"several answers", OpenAI, "/v1/chat/completions", `{"n":3,"max_tokens":100}`, Request{MaxOutput: 100, Choices: 3}, ""},
+		{"best_of", OpenAI, "/v1/completions", `{"best_of":5,"n":2,"max_tokens":10}`, Request{MaxOutput: 10, Choices: 5}, ""},
+		{"candidate count", Gemini, "/v1beta/models/g:generateContent",
+			`{"generationConfig":{"candidateCount":4,"maxOutputTokens":50}}`, Request{Model: "g", MaxOutput: 50, Choices: 4}, ""},
+		{"n twice", OpenAI, "/v1/chat/completions", `{"n":1,"n":9}`, Request{}, `"n" more than once`},
 		{"limit as a string", Gemini, "/v1beta/models/g:generateContent",
 			`{"generationConfig":{"maxOutputTokens":"4096"}}`, Request{Model: "g", MaxOutput: 4096}, ""},
 		{"exponent limit", OpenAI, "/v1/chat/completions", `{"max_tokens":1e3}`, Request{MaxOutput: 1000}, ""},
@@ -189,6 +195,28 @@ func BenchmarkPeek1KB(b *testing.B) {
 	for b.Loop() {
 		if r, err := Peek(OpenAI, "/v1/chat/completions", body); err != nil || r.Model == "" {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestReserve(t *testing.T) {
+	for _, tt := range []struct {
+		r    Request
+		path string
+		want int64
+	}{
+		{Request{MaxOutput: 100, Choices: 3}, "/v1/chat/completions", 300},
+		{Request{MaxOutput: 100}, "/v1/chat/completions", 100},
+		{Request{}, "/v1/chat/completions", DefaultMaxOutput},
+		{Request{}, "/v1/responses", DefaultMaxOutput},
+		{Request{}, "/v1/messages", DefaultMaxOutput},
+		{Request{Choices: 2}, "/v1beta/models/g:streamGenerateContent", 2 * DefaultMaxOutput},
+		{Request{}, "/v1/embeddings", 0},
+		{Request{}, "/v1/models", 0},
+		{Request{MaxOutput: 1 << 40, Choices: 1 << 40}, "/v1/completions", math.MaxInt64},
+	} {
+		if got := tt.r.Reserve(tt.path); got != tt.want {
+			t.Errorf("%+v.Reserve(%q) = %d, want %d", tt.r, tt.path, got, tt.want)
 		}
 	}
 }
