@@ -142,6 +142,18 @@ func add(bs *[]bucketAmount, start, v int64) {
 	}
 }
 
+// settledIn returns where a request taken in bucket, which used tokens
+// and reserved reserve, is settled at sp, and what to add there: its
+// bucket, less the reservation; or, when the window moved on while it ran
+// (a stream longer than the window), now's bucket, all it used (the
+// reservation went with its bucket).
+func settledIn(bucket int64, sp span, tokens, reserve int64) (int64, int64) {
+	if bucket < sp.liveMin {
+		return sp.bucket, tokens
+	}
+	return bucket, tokens - reserve
+}
+
 // Settle replaces the ticket's reservation by what the request used. See
 // [Store].
 func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int64, usdUsed float64) error {
@@ -153,18 +165,22 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 	defer m.mu.Unlock()
 	for _, tk := range t.charges {
 		mb := m.budgets[tk.budget]
-		if mb == nil || mb.window != tk.window || tk.bucket < tk.window.at(now).liveMin {
-			continue // the window started afresh or moved on
+		if mb == nil || mb.window != tk.window {
+			continue // the budget changed: it started afresh
 		}
+		sp := tk.window.at(now)
+		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		mc := mb.counters[tk.counter]
 		if mc == nil {
-			continue
+			mc = &memCounter{last: sp.liveMin - 1}
+			mb.counters[tk.counter] = mc
 		}
+		mc.last = max(mc.last, bucket)
 		if tk.tracked[toks] {
-			add(&mc.kinds[toks], tk.bucket, tokens-t.reserve)
+			add(&mc.kinds[toks], bucket, used)
 		}
 		if tk.tracked[usd] {
-			add(&mc.kinds[usd], tk.bucket, cost)
+			add(&mc.kinds[usd], bucket, cost)
 		}
 	}
 	return nil

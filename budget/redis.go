@@ -158,26 +158,30 @@ const takenTTL = 10 * time.Second
 const undoTimeout = 5 * time.Second
 
 // settleScript adds what a request used. KEYS: per charge, its tokens and
-// usd hashes. ARGV: the number of charges, then per charge its bucket, the
-// first live bucket, the TTL its keys need, and the tokens and
-// micro-dollars to add (0: nothing). A bucket no longer live is left
-// alone; none goes below 0.
+// usd hashes and its budget's index. ARGV: the number of charges, then per
+// charge its bucket, the first live bucket, the TTL its keys need, the
+// tokens and micro-dollars to add (0: nothing), and its counter. A bucket
+// no longer live is left alone; none goes below 0. The index names the
+// counter as charged in the bucket (a stream longer than its window is
+// settled in a later one than it was taken in).
 var settleScript = redis.NewScript(`
 local function extend(key, ttl)
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
 for j = 0, tonumber(ARGV[1]) - 1 do
-  local a = 2 + j * 5
-  local bucket = ARGV[a]
+  local a = 2 + j * 6
+  local bucket, ttl = ARGV[a], tonumber(ARGV[a + 2])
   if tonumber(bucket) >= tonumber(ARGV[a + 1]) then
     for k = 1, 2 do
       local d = ARGV[a + 2 + k]
       if tonumber(d) ~= 0 then
-        local key = KEYS[j * 2 + k]
+        local key = KEYS[j * 3 + k]
         if redis.call('HINCRBY', key, bucket, d) < 0 then redis.call('HSET', key, bucket, 0) end
-        extend(key, tonumber(ARGV[a + 2]))
+        extend(key, ttl)
       end
     end
+    redis.call('ZADD', KEYS[j * 3 + 3], 'GT', bucket, ARGV[a + 5])
+    extend(KEYS[j * 3 + 3], ttl)
   end
 end
 return 1
@@ -298,20 +302,22 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		return nil
 	}
 	tokens, cost := clamp(tokens), micros(usdUsed)
-	keys := make([]string, 0, 2*len(t.charges))
-	args := make([]any, 0, 1+5*len(t.charges))
+	keys := make([]string, 0, 3*len(t.charges))
+	args := make([]any, 0, 1+6*len(t.charges))
 	args = append(args, len(t.charges))
 	for _, tk := range t.charges {
 		w := tk.window
-		keys = append(keys, r.counterKey(tk.budget, w, tk.counter, toks), r.counterKey(tk.budget, w, tk.counter, usd))
+		keys = append(keys, r.counterKey(tk.budget, w, tk.counter, toks), r.counterKey(tk.budget, w, tk.counter, usd), r.indexKey(tk.budget, w))
+		sp := w.at(now)
+		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		var dt, du int64
 		if tk.tracked[toks] {
-			dt = tokens - t.reserve
+			dt = used
 		}
 		if tk.tracked[usd] {
 			du = cost
 		}
-		args = append(args, tk.bucket, w.at(now).liveMin, w.expireAt(tk.bucket)-now.Unix(), dt, du)
+		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), dt, du, tk.counter)
 	}
 	if err := settleScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
 		return fmt.Errorf("budget: redis: %w", err)

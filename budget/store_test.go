@@ -245,12 +245,13 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		// Settled 50s later, the tokens still free with t0's bucket.
 		settle(t, s, at(50*time.Second), mustTake(t, s, t0, 10, one("web", b)), 150, 0)
 		mustDeny(t, s, at(55*time.Second), 0, one("web", b), deny(b, "web", KindTokens, 6*time.Second))
-		// Settled once t0's bucket no longer counts: nothing is charged.
+		// Settled once t0's bucket no longer counts (a stream longer than
+		// the window): all it used counts now, not nothing.
 		tk := mustTake(t, s, at(100*time.Second), 10, one("web", b))
 		settle(t, s, at(200*time.Second), tk, 5000, 0)
-		mustTake(t, s, at(200*time.Second), 0, one("web", b))
-		if got := used(t, s, at(200*time.Second), b, "web", KindTokens); got != 0 {
-			t.Errorf("used %v, want 0: a stream ending after its window charged the next", got)
+		mustDeny(t, s, at(200*time.Second), 0, one("web", b), deny(b, "web", KindTokens, time.Minute+time.Second))
+		if got := used(t, s, at(200*time.Second), b, "web", KindTokens); got != 5000 {
+			t.Errorf("used %v, want 5000: a stream ending after its window charged nothing", got)
 		}
 
 		day := calendar("d", "day")
@@ -258,9 +259,8 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		tk = mustTake(t, s, time.Date(2026, 11, 3, 23, 59, 50, 0, time.UTC), 10, one("web", day))
 		next := time.Date(2026, 11, 4, 0, 0, 10, 0, time.UTC)
 		settle(t, s, next, tk, 5000, 0)
-		mustTake(t, s, next, 0, one("web", day))
-		if got := used(t, s, next, day, "web", KindTokens); got != 0 {
-			t.Errorf("used %v on the next day, want 0", got)
+		if got := used(t, s, next, day, "web", KindTokens); got != 5000 {
+			t.Errorf("used %v on the next day, want the 5000 the request used ending then", got)
 		}
 	})
 
