@@ -249,6 +249,24 @@ func budgetNode(n *yaml.Node, i int) *yaml.Node {
 	return n
 }
 
+// DodgeableBudgets names the budgets limited to some clients that cover a
+// route any caller may use: a client that leaves its token out comes as
+// anonymous, which such a budget does not count.
+func (c *Config) DodgeableBudgets() []string {
+	var out []string
+	for _, b := range c.Budgets {
+		if b.Clients == nil {
+			continue
+		}
+		for _, r := range c.Routes {
+			if r.Clients == nil && (b.Routes == nil || slices.Contains(b.Routes, r.Name)) {
+				out = append(out, fmt.Sprintf("budget %q counts clients %s only, and route %q takes callers without a token, whom it does not count: a client that leaves its token out is not held to it (hint: set clients: on the route)", b.Name, strings.Join(b.Clients, ", "), r.Name))
+			}
+		}
+	}
+	return out
+}
+
 // UnmeteredBudgets names the budgets limiting tokens or dollars that cover
 // a route whose usage is not metered (usage: none): those routes count
 // against their requests limit only.

@@ -121,6 +121,21 @@ func TestUnmeteredBudgets(t *testing.T) {
 	}
 }
 
+func TestDodgeableBudgets(t *testing.T) {
+	tok := strings.Repeat("ab", 32)
+	y := "version: 1\nclients:\n  - {name: web, token_sha256: " + tok + "}\nroutes:\n  - {name: open, preset: openai}\n" +
+		"  - {name: closed, preset: openai, secret: openai, clients: [web]}\nbudgets:\n  - {name: web-daily, window: day, tokens: 5, clients: [web]}\n" +
+		"  - {name: all, window: day, tokens: 5}\n"
+	c, err := Parse("till.yaml", []byte(y), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.DodgeableBudgets()
+	if len(got) != 1 || !strings.Contains(got[0], `budget "web-daily" counts clients web only, and route "open" takes callers without a token`) {
+		t.Errorf("got %q", got)
+	}
+}
+
 func TestParseSigV4(t *testing.T) {
 	y := "version: 1\nroutes:\n  - {name: aws, upstream: \"https://bedrock-runtime.us-east-1.amazonaws.com\", inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n"
 	c, err := Parse("till.yaml", []byte(y), "/")

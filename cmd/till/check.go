@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tillgw/till/proxy"
@@ -59,7 +60,7 @@ func runCheck(args []string, e *env) error {
 			}
 		}
 	}
-	for _, w := range append(cfg.UnmeteredBudgets(), proxy.UnpricedModels(cfg)...) {
+	for _, w := range slices.Concat(cfg.UnmeteredBudgets(), cfg.DodgeableBudgets(), proxy.UnpricedModels(cfg)) {
 		fmt.Fprintf(e.stderr, "till: warning: %s\n", w)
 	}
 	refs, err := fetchRefs(cfg)
