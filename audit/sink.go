@@ -133,7 +133,7 @@ func Open(o Options) (*Sink, error) {
 
 // isCheckpoint reports whether line is a checkpoint record.
 func isCheckpoint(line []byte) bool {
-	var r struct{ Event string }
+	var r chained
 	return json.Unmarshal(line, &r) == nil && r.Event == "checkpoint"
 }
 

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -97,11 +96,8 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 	if err != nil || perr != nil || host == "" || port == 0 {
 		return connectTarget{}, "", &apiError{CodeBadRequest, "CONNECT needs a host:port target"}
 	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if ip, err := netip.ParseAddr(host); err == nil {
-		host = ip.Unmap().String() // one leaf, and one SNI to match, per address
-	}
-	t := connectTarget{host: host, port: uint16(port), key: hostKey("https", authority)}
+	// One leaf, and one SNI to match, per host however written.
+	t := connectTarget{host: canonicalHost(host), port: uint16(port), key: hostKey("https", authority)}
 	switch {
 	case len(s.byHost[t.key]) == 0:
 	case s.forward.Intercept && canIntercept:

@@ -237,10 +237,17 @@ func hostKey(scheme, authority string) string {
 	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
 		port = strconv.FormatUint(n, 10)
 	}
+	return net.JoinHostPort(canonicalHost(host), strings.ToLower(port))
+}
+
+// canonicalHost writes a host one way: lower case, without a trailing
+// dot, an IP address in its canonical form (IPv4-mapped IPv6 as IPv4).
+func canonicalHost(host string) string {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if ip, err := netip.ParseAddr(host); err == nil {
-		host = ip.Unmap().String()
+		return ip.Unmap().String()
 	}
-	return strings.ToLower(net.JoinHostPort(strings.TrimSuffix(host, "."), port))
+	return host
 }
 
 // matchHost finds the route for a request to the upstream at key whose
