@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tillgw/till/usage"
 	"github.com/tillgw/till/vault"
 )
 
@@ -103,7 +102,7 @@ func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
 		output    int
 	}{
 		{"max_tokens", `"max_tokens":300,`, 1, 300},
-		{"no max_tokens: the provider's default is reserved", "", 50, usage.DefaultMaxOutput},
+		{"no max_tokens", "", 50, 50},
 		{"more events than max_tokens", `"max_tokens":10,`, 50, 50},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

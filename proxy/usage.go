@@ -124,7 +124,7 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		}
 		x.held = body
 	}
-	a.model, a.reserve, a.readable = req.Model, req.Reserve(x.outPath), true
+	a.model, a.reserve, a.readable = req.Model, req.Reserve(), true
 	return a, nil
 }
 

@@ -338,34 +338,13 @@ func (x *includeSink) value(s *scanner, k kind, start, end int64) {
 
 func (x *includeSink) docEnd() {}
 
-// DefaultMaxOutput is the output a request that sets no limit is taken to
-// ask for, on an endpoint that generates text: providers then stop at the
-// model's own limit, 16,384 tokens or more for current models.
-const DefaultMaxOutput = 16384
-
-// Reserve is the most output tokens the request to path may use: its
-// limit for each answer it asks for, and DefaultMaxOutput each when it
-// sets no limit on an endpoint that generates text (chat, completions,
-// responses, messages, generateContent). Counts saturate.
-func (r Request) Reserve(path string) int64 {
-	limit := r.MaxOutput
-	if limit == 0 && generates(path) {
-		limit = DefaultMaxOutput
-	}
+// Reserve is the most output tokens the request may use, as DESIGN.md
+// takes it: its limit for each answer it asks for; 0 when it sets no
+// limit. Counts saturate.
+func (r Request) Reserve() int64 {
 	n := max(r.Choices, 1)
-	if limit > math.MaxInt64/n {
+	if r.MaxOutput > math.MaxInt64/n {
 		return math.MaxInt64
 	}
-	return limit * n
-}
-
-// generates reports whether path is an endpoint that generates text.
-func generates(path string) bool {
-	p := strings.ToLower(strings.TrimSuffix(path, "/"))
-	for _, end := range []string{"/completions", "/responses", "/messages", "/chat", ":generatecontent", ":streamgeneratecontent"} {
-		if strings.HasSuffix(p, end) {
-			return true
-		}
-	}
-	return false
+	return r.MaxOutput * n
 }
