@@ -171,6 +171,9 @@ func (m *Meter) Usage() Usage {
 			func() {
 				defer m.guard()
 				if m.mode == modeSSE {
+					if m.sse.heldCR && m.sse.st == sseData {
+						m.data([]byte{'\r'}) // the stream ended after it: data
+					}
 					m.eventEnd() // a last event without its blank line
 				} else {
 					m.scan.finish()
@@ -397,6 +400,9 @@ type sseReader struct {
 	name   [5]byte // the field name so far; "data" is the only one read
 	n      uint8
 	lastCR bool // the previous byte was a CR, so an LF right after it is part of the same line end
+	// heldCR is a CR that ended a chunk inside a data or skipped line,
+	// once lines end with LF: a line end if an LF follows, else data.
+	heldCR bool
 	// lf is set once a line ended with LF (or CRLF): streams keep to one
 	// kind of line end, and a data line is then cut at its LF alone.
 	lf bool
@@ -414,12 +420,30 @@ const (
 func (r *sseReader) write(m *Meter, p []byte) {
 	for i := 0; i < len(p); {
 		c := p[i]
+		if r.heldCR {
+			r.heldCR = false
+			if c != '\n' && r.st == sseData {
+				m.data([]byte{'\r'})
+			}
+		}
 		if r.lastCR {
 			r.lastCR = false
 			if c == '\n' {
 				i++
 				continue
 			}
+		}
+		if c == '\r' && r.lf && i+1 == len(p) && (r.st == sseData || r.st == sseSkip) {
+			r.heldCR = true // as the whole stream reads it: CRLF, or a CR in the line
+			i++
+			continue
+		}
+		if c == '\r' && r.lf && i+1 < len(p) && p[i+1] != '\n' && (r.st == sseData || r.st == sseSkip) {
+			if r.st == sseData {
+				m.data([]byte{'\r'}) // a CR alone inside a line, once lines end with LF
+			}
+			i++
+			continue
 		}
 		if c == '\r' || c == '\n' {
 			if c == '\n' || i+1 < len(p) && p[i+1] == '\n' {
