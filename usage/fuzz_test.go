@@ -103,8 +103,11 @@ func FuzzInspect(f *testing.F) {
 		want.Model, _ = m["model"].(string)
 		want.Stream = m["stream"] == true
 		want.Background = m["background"] == true
-		limit := func(v any) {
+		count := func(to *int64, v any) {
 			n, ok := v.(json.Number)
+			if str, isStr := v.(string); isStr {
+				n, ok = json.Number(str), str != "" && strings.Trim(str, "0123456789.eE+-") == ""
+			}
 			if !ok {
 				return
 			}
@@ -114,17 +117,22 @@ func FuzzInspect(f *testing.F) {
 			} else if f, err := n.Float64(); err == nil && f >= 0 && f < math.MaxInt64 && f == math.Trunc(f) {
 				c, ok = int64(f), true
 			}
-			if ok && c > want.MaxOutput {
-				want.MaxOutput = c
+			if ok && c > *to {
+				*to = c
 			}
 		}
+		limit := func(v any) { count(&want.MaxOutput, v) }
 		limit(m["max_tokens"])
 		limit(m["max_completion_tokens"])
 		limit(m["max_output_tokens"])
+		count(&want.Choices, m["n"])
+		count(&want.Choices, m["best_of"])
 		for _, name := range []string{"generationConfig", "generation_config"} {
 			if g, ok := m[name].(map[string]any); ok {
 				limit(g["maxOutputTokens"])
 				limit(g["max_output_tokens"])
+				count(&want.Choices, g["candidateCount"])
+				count(&want.Choices, g["candidate_count"])
 			}
 		}
 		if fm == Gemini {
