@@ -494,39 +494,65 @@ func TestModellessUsageNotFree(t *testing.T) {
 	}
 }
 
-// TestWebSearchFeesCharged: Anthropic's server-side web searches cost $10
-// per 1,000 besides tokens. A request asking for few tokens but many
-// searches spends a dollar budget, and its record's cost says so.
+// TestWebSearchFeesCharged: each provider's web searches cost a fee
+// besides tokens (Anthropic's and OpenAI's per search, Gemini 2.5's per
+// answer that searched). A request asking for few tokens but many searches
+// spends a dollar budget, and its record's cost says so.
 func TestWebSearchFeesCharged(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"type":"message","model":"claude-haiku-4-5-20251001","content":[],`+
-			`"usage":{"input_tokens":10,"output_tokens":10,"server_tool_use":{"web_search_requests":20}}}`)
-	}))
-	defer up.Close()
-	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\nbudgets:\n  - {name: b, window: 1d, usd: 0.3}\n"
-	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
-	srv := httptest.NewServer(gw)
-	defer srv.Close()
-	codes := ""
-	for range 3 {
-		res, err := http.Post(srv.URL+"/anthropic/v1/messages", "application/json",
-			strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":10,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		codes += strconv.Itoa(res.StatusCode) + " "
+	calls := strings.Repeat(`{"type":"web_search_call","id":"ws","status":"completed"},`, 20)
+	tests := []struct {
+		preset, path, body, answer string
+		usd, cost                  float64
+	}{
+		// 20 searches at $10 per 1,000 cost $0.20 (tokens $0.00006):
+		// the second request overspends $0.30, the third is refused.
+		{"anthropic", "/v1/messages",
+			`{"model":"claude-haiku-4-5","max_tokens":10,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}`,
+			`{"type":"message","model":"claude-haiku-4-5-20251001","content":[],` +
+				`"usage":{"input_tokens":10,"output_tokens":10,"server_tool_use":{"web_search_requests":20}}}`,
+			0.3, 0.2},
+		{"openai", "/v1/responses",
+			`{"model":"gpt-5","max_output_tokens":10,"input":"news","tools":[{"type":"web_search"}]}`,
+			`{"object":"response","model":"gpt-5-2025-08-07","output":[` + calls +
+				`{"type":"message","content":[]}],"usage":{"input_tokens":10,"output_tokens":10}}`,
+			0.3, 0.2},
+		// One grounded answer costs $0.035 however many queries it ran.
+		{"gemini", "/v1beta/models/gemini-2.5-flash:generateContent",
+			`{"contents":[],"tools":[{"google_search":{}}],"generationConfig":{"maxOutputTokens":10}}`,
+			`{"candidates":[{"content":{"parts":[]},"groundingMetadata":{"webSearchQueries":["a","b","c"]}}],` +
+				`"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":10},"modelVersion":"gemini-2.5-flash"}`,
+			0.05, 0.035},
 	}
-	// 20 searches cost $0.20 (tokens $0.00006): the second request
-	// overspends $0.30, the third is refused.
-	if codes != "200 200 429 " {
-		t.Errorf("got %s; want 200 200 429", codes)
-	}
-	srv.Close()
-	if recs := buf.records(t); len(recs) == 0 || recs[0]["cost_usd"].(float64) < 0.2 {
-		t.Errorf("records %v; want the first priced at $0.20 and more", recs)
+	for _, tt := range tests {
+		t.Run(tt.preset, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, tt.answer)
+			}))
+			defer up.Close()
+			y := fmt.Sprintf("version: 1\nroutes:\n  - {name: r, preset: %s, upstream: {{UP}}, secret: openai}\n"+
+				"budgets:\n  - {name: b, window: 1d, usd: %v}\n", tt.preset, tt.usd)
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			codes := ""
+			for range 3 {
+				res, err := http.Post(srv.URL+"/r"+tt.path, "application/json", strings.NewReader(tt.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				codes += strconv.Itoa(res.StatusCode) + " "
+			}
+			if codes != "200 200 429 " {
+				t.Errorf("got %s; want 200 200 429", codes)
+			}
+			srv.Close()
+			if recs := buf.records(t); len(recs) == 0 || recs[0]["cost_usd"].(float64) < tt.cost {
+				t.Errorf("records %v; want the first priced at $%v and more", recs, tt.cost)
+			}
+		})
 	}
 }
 

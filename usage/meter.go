@@ -2,7 +2,9 @@ package usage
 
 import (
 	"bytes"
+	"hash/maphash"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -21,9 +23,10 @@ type Usage struct {
 	// Known reports whether the response carried usage; when false the
 	// token counts are 0.
 	Known bool
-	// WebSearches counts the web searches the provider ran for the
-	// answer (Anthropic's server-side web search tool), charged a fee
-	// besides tokens.
+	// WebSearches counts the web searches the provider reports it ran
+	// for the answer, each charged a fee besides tokens: Anthropic's
+	// server_tool_use.web_search_requests, OpenAI's web_search_call
+	// output items, Gemini's distinct non-empty webSearchQueries.
 	WebSearches int64
 }
 
@@ -43,7 +46,9 @@ const (
 	fBilledOutput       //
 	fWebSearches        // server-side web searches, charged per search
 	nFields
-	fModel // the model's name; not a count
+	fModel       // the model's name; not a count
+	fOutputType  // an OpenAI output item's type: "web_search_call" is a search
+	fSearchQuery // a Gemini search query: each distinct non-empty one is a search
 )
 
 // counts holds the usage fields of one document or of a whole response.
@@ -84,7 +89,18 @@ type Meter struct {
 	long  bool
 	// events counts the SSE events with data read so far.
 	events int64
+	// queries holds a hash of each distinct search query read so far,
+	// whichever chunk reported it (a stream may repeat them);
+	// moreQueries counts those past maxQueries, which are not told apart.
+	queries     []uint64
+	moreQueries int64
 }
+
+// maxQueries is the most distinct search queries told apart in one answer.
+const maxQueries = 64
+
+// querySeed hashes search queries; the hashes stay in the process.
+var querySeed = maphash.MakeSeed()
 
 // maxEvent is the most of one SSE event's data held to look it over; a
 // longer event is read in full as it streams.
@@ -109,9 +125,10 @@ func (m *Meter) Reset(f Format, contentType string) {
 	if cap(event) > maxEvent {
 		event = nil
 	}
-	*m = Meter{format: f, event: event, tree: trees[f]}
+	*m = Meter{format: f, event: event, tree: trees[f], queries: m.queries[:0]}
 	m.scan.sink = m
 	m.scan.skipAnyDepth = true // the model's own JSON (a tool's input) may nest deep
+	m.scan.namedArrays = true  // searches are array elements
 	if m.tree == nil {
 		return
 	}
@@ -183,7 +200,11 @@ func (m *Meter) Usage() Usage {
 	}
 	t := &m.total
 	u := Usage{Model: m.model}
-	if t.seen == 0 || m.mode == modeNone {
+	if m.mode == modeNone {
+		return u
+	}
+	u.WebSearches = Add(t.n[fWebSearches], Add(int64(len(m.queries)), m.moreQueries))
+	if t.seen == 0 {
 		return u
 	}
 	in, out := t.n[fInput], t.n[fOutput]
@@ -194,7 +215,6 @@ func (m *Meter) Usage() Usage {
 	u.InputTokens = Add(Add(in, t.n[fCacheRead]), Add(t.n[fCacheWrite], t.n[fToolInput]))
 	u.CachedInputTokens = min(Add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
 	u.OutputTokens = Add(out, t.n[fThoughts])
-	u.WebSearches = t.n[fWebSearches]
 	return u
 }
 
@@ -239,16 +259,37 @@ func (m *Meter) value(s *scanner, k kind, _, _ int64) {
 	f := m.nodes[s.pathLen()-1].field
 	t, whole := s.text()
 	switch {
+	case f == fSearchQuery && k == kString && !whole:
+		m.moreQueries = Add(m.moreQueries, 1) // too long to keep: counted each time
+	case f == fSearchQuery && k == kString && len(t) > 0:
+		m.query(t)
 	case f == fNone || !whole:
+	case f == fOutputType:
+		if k == kString && string(t) == "web_search_call" {
+			m.doc.n[fWebSearches] = Add(m.doc.n[fWebSearches], 1)
+			m.doc.seen |= 1 << fWebSearches
+		}
 	case f == fModel:
 		if k == kString && len(t) > 0 && string(t) != m.model {
 			m.model = string(t)
 		}
-	case k == kNumber:
+	case k == kNumber && f < nFields:
 		if v, ok := parseCount(t); ok {
 			m.doc.n[f] = v
 			m.doc.seen |= 1 << f
 		}
+	}
+}
+
+// query counts a search query once however often the answer repeats it.
+func (m *Meter) query(q []byte) {
+	h := maphash.Bytes(querySeed, q)
+	switch {
+	case slices.Contains(m.queries, h):
+	case len(m.queries) < maxQueries:
+		m.queries = append(m.queries, h)
+	default:
+		m.moreQueries = Add(m.moreQueries, 1)
 	}
 }
 
@@ -300,6 +341,9 @@ var openAIPaths = map[string]field{
 	"response.usage.input_tokens_details.cached_tokens": fCached,
 	"usage.completion_tokens":                           fOutput, "usage.output_tokens": fOutput,
 	"response.usage.output_tokens": fOutput, "x_groq.usage.completion_tokens": fOutput,
+	// Responses: a web search is an output item; the stream's
+	// response.completed event holds them all again.
+	"output.[].type": fOutputType, "response.output.[].type": fOutputType,
 }
 
 // anthropicPaths are the fields of Anthropic's Messages API: a JSON body,
@@ -323,6 +367,9 @@ var geminiPaths = map[string]field{
 	"usageMetadata.toolUsePromptTokenCount": fToolInput,
 	"usageMetadata.candidatesTokenCount":    fOutput,
 	"usageMetadata.thoughtsTokenCount":      fThoughts,
+	// Grounding with Google Search: Google bills each distinct non-empty
+	// query (Gemini 3), or an answer that searched at all (Gemini 2.5).
+	"candidates.[].groundingMetadata.webSearchQueries.[]": fSearchQuery,
 }
 
 // coherePaths are the fields of Cohere's v2 Chat API (a JSON body, and the

@@ -89,6 +89,15 @@ func TestMeterProviders(t *testing.T) {
 		// does not linger.
 		{"gemini.sse", Gemini, sseType, Usage{"gemini-2.5-pro", 8, 0, 141, true, 0}},
 		{"gemini_array.json", Gemini, jsonType, Usage{"gemini-2.5-flash-lite", 8, 0, 3, true, 0}},
+		// OpenAI's hosted web search: each web_search_call output item,
+		// once, from the stream's response.completed; text that reads
+		// like one is not.
+		{"responses_websearch.json", OpenAI, jsonType, Usage{"gpt-5-2025-08-07", 9312, 0, 812, true, 3}},
+		{"responses_websearch.sse", OpenAI, sseType, Usage{"gpt-5-2025-08-07", 4210, 0, 95, true, 2}},
+		// Grounding with Google Search: distinct non-empty queries, across
+		// chunks and however often repeated.
+		{"gemini_grounding.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 322, 0, 9, true, 2}},
+		{"gemini_grounding.sse", Gemini, sseType, Usage{"gemini-3-pro-preview", 212, 0, 9, true, 3}},
 		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true, 0}},
 		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true, 0}},
 	}

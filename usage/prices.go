@@ -39,6 +39,7 @@ type price struct {
 	star                  bool // the pattern has a '*'
 	input, cached, output float64
 	webSearch             float64 // per 1,000 server-side web searches
+	groundedPrompt        float64 // per 1,000 answers that searched at all
 }
 
 // priceFile is the YAML form of a price table.
@@ -52,6 +53,9 @@ type priceEntry struct {
 	CachedInput *float64 `yaml:"cached_input"`
 	Output      *float64 `yaml:"output"`
 	WebSearch   *float64 `yaml:"web_search"`
+	// GroundedPrompt is charged once for an answer that ran any web
+	// search, as Google bills Gemini 2.5's grounding.
+	GroundedPrompt *float64 `yaml:"grounded_prompt"`
 }
 
 var defaultPrices = sync.OnceValue(func() *Prices {
@@ -76,6 +80,7 @@ func DefaultPrices() *Prices { return defaultPrices() }
 //	  gpt-4.1*: {input: 2, cached_input: 0.5, output: 8}
 //	  my-finetune: {input: 3, output: 12}   # cached_input defaults to input
 //	  claude-x*: {input: 3, output: 15, web_search: 10}  # per 1,000 searches
+//	  gemini-x: {input: 1, output: 4, grounded_prompt: 35}  # per 1,000 answers that searched
 //
 // Unknown keys, duplicate models, missing or negative prices are errors
 // naming the file and line.
@@ -113,8 +118,9 @@ func (p *Prices) Date() string {
 
 // Cost prices usage u of model: cached input tokens at the model's
 // cached_input price, the rest of the input at its input price, and output
-// at its output price, and the web searches a provider ran for it at the
-// model's web_search price. priced is false when no pattern matches model (the
+// at its output price, the web searches a provider ran for it at the
+// model's web_search price, and, when it ran any, the model's
+// grounded_prompt price once. priced is false when no pattern matches model (the
 // cost is then 0), or when model is "": neither a request nor its answer
 // named one, and u is priced at the table's highest prices, since what
 // such an answer used must not count as free.
@@ -135,17 +141,21 @@ func (e *price) cost(u Usage) float64 {
 	cached := min(max(u.CachedInputTokens, 0), in)
 	out := max(u.OutputTokens, 0)
 	searches := float64(max(u.WebSearches, 0)) * e.webSearch / 1e3
+	if u.WebSearches > 0 {
+		searches += e.groundedPrompt / 1e3
+	}
 	return (float64(in-cached)*e.input+float64(cached)*e.cached+float64(out)*e.output)/1e6 + searches
 }
 
-// dearest is the table's highest input, cached input, output and web
-// search prices, each of whichever model has it.
+// dearest is the table's highest input, cached input, output and search
+// prices, each of whichever model has it.
 func (p *Prices) dearest() *price {
 	var d price
 	if p != nil {
 		for _, e := range p.entries {
 			d.input, d.cached, d.output = max(d.input, e.input), max(d.cached, e.cached), max(d.output, e.output)
 			d.webSearch = max(d.webSearch, e.webSearch)
+			d.groundedPrompt = max(d.groundedPrompt, e.groundedPrompt)
 		}
 	}
 	return &d
@@ -244,8 +254,11 @@ func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
 		}
 		check := func(key string, v *float64, required bool) float64 {
 			unit := "USD per million tokens"
-			if key == "web_search" {
+			switch key {
+			case "web_search":
 				unit = "USD per 1,000 searches"
+			case "grounded_prompt":
+				unit = "USD per 1,000 answers that searched"
 			}
 			switch {
 			case v == nil && required:
@@ -269,7 +282,8 @@ func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
 			literal: len(model) - strings.Count(model, "*"),
 			star:    strings.Contains(model, "*"),
 			input:   in, cached: cached, output: out,
-			webSearch: check("web_search", e.WebSearch, false),
+			webSearch:      check("web_search", e.WebSearch, false),
+			groundedPrompt: check("grounded_prompt", e.GroundedPrompt, false),
 		})
 	}
 	if len(errs) > 0 {
@@ -328,7 +342,7 @@ func yamlError(name string, err error) error {
 		if m := yamlUnknown.FindStringSubmatch(msg); m != nil {
 			msg = fmt.Sprintf("unknown key %q", m[1])
 			if m[2] == "priceEntry" {
-				msg += " (a model takes input, cached_input, output and web_search)"
+				msg += " (a model takes input, cached_input, output, web_search and grounded_prompt)"
 			} else {
 				msg += " (a price table takes date and models)"
 			}

@@ -42,6 +42,13 @@ func TestDefaultPrices(t *testing.T) {
 		// Anthropic's web searches cost $10 per 1,000 besides tokens.
 		{"claude-sonnet-4-5-20250929", Usage{InputTokens: 1e6, WebSearches: 3}, 3 + 3*0.01},
 		{"claude-haiku-4-5", Usage{WebSearches: 1000}, 10},
+		// OpenAI's web search calls: $10, or $25 on gpt-4o and gpt-4.1.
+		{"gpt-5-2025-08-07", Usage{WebSearches: 3}, 0.03},
+		{"gpt-4.1-mini", Usage{WebSearches: 2}, 0.05},
+		// Gemini 2.5's grounding: $35 per 1,000 answers that searched,
+		// however many queries each ran.
+		{"gemini-2.5-pro", Usage{WebSearches: 4}, 0.035},
+		{"gemini-2.5-flash", Usage{InputTokens: 1e6}, 0.3},
 		// Nonsense counts never make a negative or inflated cost.
 		{"gpt-4o", Usage{InputTokens: 10, CachedInputTokens: 50, OutputTokens: -5}, 10 * 1.25 / 1e6},
 	}
@@ -57,9 +64,10 @@ func TestDefaultPrices(t *testing.T) {
 		}
 	}
 	// Usage of no model named is priced at the table's highest prices
-	// (claude-opus-4-1's input and output), not as free.
-	if usd, ok := p.Cost("", Usage{InputTokens: 1e6, OutputTokens: 1e6, WebSearches: 100}); ok || !near(usd, 15+75+1) {
-		t.Errorf(`Cost("") = %v, %v; want 91, unpriced`, usd, ok)
+	// (claude-opus-4-1's input and output, gpt-4o's search calls,
+	// Gemini's grounding), not as free.
+	if usd, ok := p.Cost("", Usage{InputTokens: 1e6, OutputTokens: 1e6, WebSearches: 100}); ok || !near(usd, 15+75+2.5+0.035) {
+		t.Errorf(`Cost("") = %v, %v; want 92.535, unpriced`, usd, ok)
 	}
 	var none *Prices
 	if _, ok := none.Cost("gpt-4o", Usage{}); ok || none.Date() != "" {
@@ -104,6 +112,7 @@ models:
   gpt-4o: {input: 1, cached_input: 0.1, output: 2}
   my-finetune-*: {input: 3, output: 12}
   my-searcher: {input: 1, output: 1, web_search: 25}
+  my-grounded: {input: 1, output: 1, grounded_prompt: 35}
 `), 0o600)
 	p, err := LoadPrices(path)
 	if err != nil {
@@ -122,6 +131,8 @@ models:
 	check("my-finetune-7", Usage{InputTokens: 1e6, CachedInputTokens: 5e5}, 3)               // added; cached at input
 	check("gpt-4.1", Usage{OutputTokens: 1e6}, 8)                                            // kept
 	check("my-searcher", Usage{WebSearches: 4}, 0.1)                                         // a search fee of its own
+	check("my-grounded", Usage{WebSearches: 4}, 0.035)                                       // once for the answer
+	check("my-grounded", Usage{OutputTokens: 1e6}, 1)                                        // no search, no fee
 	if got, _ := DefaultPrices().Cost("gpt-4o", Usage{InputTokens: 1e6}); got != 2.5 {
 		t.Errorf("loading changed the built-in table: gpt-4o input %v", got)
 	}
@@ -139,9 +150,11 @@ func TestLoadPricesErrors(t *testing.T) {
 		want       []string // parts of the error
 	}{
 		{"unknown model key", "date: 2026-01-01\nmodels:\n  gpt-4o: {input: 1, output: 2, cache: 3}\n",
-			[]string{"p.yaml:3:", `unknown key "cache"`, "input, cached_input, output and web_search"}},
+			[]string{"p.yaml:3:", `unknown key "cache"`, "input, cached_input, output, web_search and grounded_prompt"}},
 		{"negative search fee", "models:\n  a:\n    input: 1\n    output: 2\n    web_search: -10\n",
 			[]string{"p.yaml:5:", `models."a".web_search`, "≥ 0 (USD per 1,000 searches)"}},
+		{"negative grounding fee", "models:\n  a:\n    input: 1\n    output: 2\n    grounded_prompt: -1\n",
+			[]string{"p.yaml:5:", `models."a".grounded_prompt`, "≥ 0 (USD per 1,000 answers that searched)"}},
 		{"unknown top key", "date: 2026-01-01\nprice: {}\n",
 			[]string{"p.yaml:2:", `unknown key "price"`, "date and models"}},
 		{"not a number", "models:\n  a: {input: cheap, output: 2}\n",

@@ -109,6 +109,10 @@ type scanner struct {
 	valLen  int
 	valBad  bool  // val was truncated or could not be kept
 	closed  int32 // the keys of the object that closed last
+	// namedArrays makes an array at a named path that the sink wants
+	// one more level of the path, whose elements are named "[]"
+	// (output.[].type), instead of reading it through unnamed.
+	namedArrays bool
 	// skipAnyDepth lets a skipped container nest past maxDepth: an
 	// answer's usage after it still counts. A request (Inspect) is
 	// refused instead, as its provider might read it otherwise.
@@ -141,11 +145,19 @@ func (s *scanner) isArray(l int) bool { return s.arrays[l>>3]&(1<<(l&7)) != 0 }
 // container is at the current depth.
 func (s *scanner) pathLen() int { return s.depth - s.docBase }
 
-// key returns the i-th key of the current path (0 is nearest the root).
+// key returns the i-th key of the current path (0 is nearest the root):
+// "[]" for an array's element.
 func (s *scanner) key(i int) []byte {
-	f := &s.fr[s.docBase+1+i]
+	l := s.docBase + 1 + i
+	if s.isArray(l) {
+		return arrayKey
+	}
+	f := &s.fr[l]
 	return f.key[:f.keyLen]
 }
+
+// arrayKey is the path key of an array's elements.
+var arrayKey = []byte("[]")
 
 // text returns the current scalar's text (a string's unescaped content)
 // and whether it is complete.
@@ -153,14 +165,14 @@ func (s *scanner) text() ([]byte, bool) { return s.val[:s.valLen], !s.valBad }
 
 // isNamed reports whether a value inside the container at level d sits at
 // a named path: one to keyDepth keys below the document root, through
-// objects only, with every key kept whole.
+// objects (and, with namedArrays, arrays), with every key kept whole.
 func (s *scanner) isNamed(d int) bool {
 	rel := d - s.docBase
 	if rel < 1 || rel > keyDepth {
 		return false
 	}
 	for l := s.docBase + 1; l <= d; l++ {
-		if s.isArray(l) || s.fr[l].keyBad {
+		if s.isArray(l) && !s.namedArrays || !s.isArray(l) && s.fr[l].keyBad {
 			return false
 		}
 	}
@@ -285,7 +297,7 @@ func (s *scanner) structural(c byte) {
 func (s *scanner) beginValue(c byte) {
 	named := s.isNamed(s.depth) && s.sink.want(s)
 	switch {
-	case s.depth+1 < maxDepth && (c == '[' && s.depth >= 1 || c == '{' && !named && s.depth > s.docBase):
+	case s.depth+1 < maxDepth && (c == '[' && s.depth >= 1 && !(named && s.namedArrays) || c == '{' && !named && s.depth > s.docBase):
 		s.skip.depth, s.skip.str, s.skip.esc = 1, false, false
 		s.skip.start, s.skip.kind, s.skip.named = s.pos, kind(c), named
 		s.st = stSkip
