@@ -76,9 +76,12 @@ func NewAdmin(o AdminOptions) http.Handler {
 // browser send: a Host that is not a loopback name on a loopback listener
 // (a page that rebinds its name to 127.0.0.1 could read /admin/routes)
 // and a request from another origin (a form's POST to /admin/reload).
+// browser_origins lists the pages that may use the routes, not the admin
+// listener: here every other origin is refused.
 func browserSafe(g *Gateway, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b := g.Snapshot().browser
+		b.origins = nil
 		e, ok := b.checkHost(r)
 		if ok {
 			e, ok = b.checkOrigin(r)

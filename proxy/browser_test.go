@@ -77,9 +77,10 @@ func TestBrowserRequestsRefused(t *testing.T) {
 // The admin listener refuses what the gateway refuses of web pages: on a
 // loopback listener, a Host that is not a loopback name (DNS rebinding
 // would let a page read /admin/routes), and a request from another origin
-// (a form's POST to /admin/reload); probes and the CLI pass.
+// (a form's POST to /admin/reload), even from an origin browser_origins
+// lists for the routes; probes and the CLI pass.
 func TestAdminRefusesWebPages(t *testing.T) {
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com}\n"), t.TempDir())
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nbrowser_origins: [\"http://localhost:5173\"]\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com}\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +96,7 @@ func TestAdminRefusesWebPages(t *testing.T) {
 		{"rebound Host", "GET", "http://rebind.attacker.example:9090/admin/routes", nil, 403},
 		{"cross-site reload", "POST", "http://127.0.0.1:9090/admin/reload", map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, 403},
 		{"other origin", "POST", "http://127.0.0.1:9090/admin/reload", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"listed origin", "POST", "http://127.0.0.1:9090/admin/reload", map[string]string{"Origin": "http://localhost:5173", "Sec-Fetch-Site": "same-site"}, 403},
 		{"CLI reload", "POST", "http://127.0.0.1:9090/admin/reload", nil, 200},
 		{"localhost", "GET", "http://localhost:9090/admin/routes", nil, 200},
 		{"probe", "GET", "http://127.0.0.1:9090/healthz", nil, 200},

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -61,5 +62,30 @@ func TestBrowserCannotUseKeys(t *testing.T) {
 	}
 	if denied != 3 {
 		t.Errorf("got %d refusal records, want 3", denied)
+	}
+}
+
+// TestBrowserCannotDriveAdmin: browser_origins lists the web apps that may
+// use the routes, not the admin listener. A page of a listed origin (a dev
+// server on localhost:5173, and every script it loads) cannot make the
+// browser POST /admin/reload.
+func TestBrowserCannotDriveAdmin(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := fmt.Sprintf(`version: 1
+admin: {listen: 127.0.0.1:0}
+browser_origins: ["http://localhost:5173"]
+routes:
+  - {name: openai, preset: openai, upstream: %s}
+`, u.URL)
+	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, u.caFile)
+	admin := tl.adminAddr()
+	req := newRequest(t, "POST", "http://"+admin+"/admin/reload", strings.NewReader("a=b"))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Origin", "http://localhost:5173")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.Header.Set("Sec-Fetch-Mode", "no-cors")
+	resp, body := do(t, req)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-site form POST /admin/reload from a browser_origins page: %d %s, want 403", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 }

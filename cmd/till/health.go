@@ -59,7 +59,7 @@ func runHealth(ctx context.Context, args []string, e *env) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	status := readyStatus(body)
 	if resp.StatusCode != http.StatusOK {
-		msg := fmt.Sprintf("%s: %s", shown, resp.Status)
+		msg := fmt.Sprintf("%s: %s", shown, printable(resp.Status, 80))
 		if status != "" {
 			msg += ": " + status
 		}
@@ -159,14 +159,21 @@ func readyStatus(body []byte) string {
 	if json.Unmarshal(body, &v) != nil {
 		return ""
 	}
-	s := []rune(v.Status)
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return strings.Map(func(r rune) rune {
+	return printable(v.Status, 80)
+}
+
+// printable is text from an answer that may not be till's, fit for a
+// terminal: printable ASCII only (no escape sequence reaches it), at most
+// n characters.
+func printable(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r > 0x7e {
 			return -1
 		}
 		return r
-	}, string(s))
+	}, s)
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
 }

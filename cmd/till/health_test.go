@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -165,5 +166,104 @@ func TestHealthTimeout(t *testing.T) {
 	_, errOut, code := c.run("", "health", "--url", "http://"+ln.Addr().String())
 	if took := time.Since(start); code != 1 || !strings.Contains(errOut, "no answer within 2s") || took > 4*time.Second {
 		t.Errorf("exit %d after %v: %q; want 1 with no answer within 2s", code, took.Round(time.Millisecond), errOut)
+	}
+}
+
+// rawServer answers every connection with resp, byte for byte: a listener
+// at the admin address that is not till (or a hostile one).
+func rawServer(t *testing.T, resp string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				c.Write([]byte(resp))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+const esc = "\x1b]0;pwned\x07\x1b[2J"
+
+// TestHealthStatusLineEscapes: a listener that is not till cannot write
+// terminal escape sequences through its HTTP reason phrase.
+func TestHealthStatusLineEscapes(t *testing.T) {
+	addr := rawServer(t, "HTTP/1.1 503 "+esc+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	c := newCLI(t)
+	_, errOut, code := c.run("", "health", "--url", "http://"+addr)
+	if code != 1 {
+		t.Fatalf("exit %d: %q", code, errOut)
+	}
+	if strings.ContainsAny(errOut, "\x1b\x07") {
+		t.Errorf("till health: stderr holds control characters from the answer's status line: %q", errOut)
+	}
+}
+
+// TestUsageAnswerEscapes: what answers at the admin URL may not be till.
+// Only printable text of it reaches the terminal: a non-200 answer's body,
+// and the budget, counter and kind of a 200 answer's table.
+func TestUsageAnswerEscapes(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		status int
+		body   string
+	}{
+		{"error body", http.StatusInternalServerError, `oops` + esc},
+		{"table", http.StatusOK, `[{"budget":"daily","counter":"anonymous\u001b]0;pwned\u0007\u001b[2J",` +
+			`"kind":"requests","limit":5,"used":1,"remaining":4,"reset":null}]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tt.status)
+				w.Write([]byte(tt.body))
+			}))
+			defer srv.Close()
+			c := newCLI(t)
+			os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
+			out, errOut, code := c.run("", "usage", "--url", srv.URL)
+			if code != map[bool]int{true: 0, false: 1}[tt.status == http.StatusOK] {
+				t.Fatalf("exit %d: %q", code, errOut)
+			}
+			if strings.ContainsAny(out+errOut, "\x1b\x07") {
+				t.Errorf("till usage printed control characters from the answer: %q %q", out, errOut)
+			}
+		})
+	}
+}
+
+// TestUsageURLPasswordHidden: till health and till usage show --url
+// without its password.
+func TestUsageURLPasswordHidden(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
+	u := strings.Replace(srv.URL, "http://", "http://ops:Sup3rSecretPw@", 1)
+	_, herr, _ := c.run("", "health", "--url", u)
+	_, uerr, _ := c.run("", "usage", "--url", u)
+	if strings.Contains(herr, "Sup3rSecretPw") {
+		t.Errorf("till health printed the URL's password: %q", herr)
+	}
+	if strings.Contains(uerr, "Sup3rSecretPw") {
+		t.Errorf("till usage printed the URL's password: %q", uerr)
 	}
 }

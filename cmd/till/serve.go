@@ -156,6 +156,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		admin = &http.Server{
 			Handler:           proxy.NewAdmin(proxy.AdminOptions{Gateway: gw, Metrics: metrics, Reload: rl.Reload, RestartNeeded: rl.RestartNeeded, TokenSHA256: cfg.Admin.TokenSHA256}),
 			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			IdleTimeout:       120 * time.Second,
 			ErrorLog:          httpErrorLog(logger, "admin"),
 		}
 		logger.Info().Str("admin_addr", aln.Addr().String()).Msg("admin listening")

@@ -120,7 +120,7 @@ func servedCache(cfgPath string, e *env, route string) string {
 		Cached  *bool
 		Fetched *time.Time
 	}
-	if err := askAdmin(ctx, u.String(), e.getenv("TILL_ADMIN_TOKEN"), &routes); err != nil {
+	if err := askAdmin(ctx, u, e.getenv("TILL_ADMIN_TOKEN"), &routes); err != nil {
 		return "unknown: " + err.Error()
 	}
 	for _, r := range routes {

@@ -92,7 +92,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 			return err
 		}
 		u.Path = "/admin/usage"
-		if rows, err = askUsage(ctx, u.String(), e.getenv("TILL_ADMIN_TOKEN")); err != nil {
+		if rows, err = askUsage(ctx, u, e.getenv("TILL_ADMIN_TOKEN")); err != nil {
 			return err
 		}
 	}
@@ -114,7 +114,8 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 		if r.Reset != nil {
 			reset = r.Reset.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Budget, r.Counter, r.Kind, amount(r.Limit), amount(r.Used), amount(r.Remaining), reset)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(r.Budget, 80), printable(r.Counter, 80), printable(string(r.Kind), 16),
+			amount(r.Limit), amount(r.Used), amount(r.Remaining), reset)
 	}
 	return tw.Flush()
 }
@@ -128,38 +129,41 @@ func amount(v float64) string {
 }
 
 // askUsage reads GET /admin/usage of a running till.
-func askUsage(ctx context.Context, url, token string) ([]budget.Row, error) {
+func askUsage(ctx context.Context, u *url.URL, token string) ([]budget.Row, error) {
 	var rows []budget.Row
-	if err := askAdmin(ctx, url, token, &rows); err != nil {
+	if err := askAdmin(ctx, u, token, &rows); err != nil {
 		return nil, err
 	}
 	return rows, nil
 }
 
-// askAdmin reads the JSON answer to GET url from a running till's admin
-// listener into out, sending token when set.
-func askAdmin(ctx context.Context, url, token string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// askAdmin reads the JSON answer to GET u from a running till's admin
+// listener into out, sending token when set. Its errors show u without a
+// password, and only printable text of what answered, which may not be
+// till.
+func askAdmin(ctx context.Context, u *url.URL, token string, out any) error {
+	shown := u.Redacted()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", shown, err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := healthClient().Do(req)
 	if err != nil {
-		return withHint(fmt.Errorf("%s: %s", url, probeFailure(ctx, err)), "is till serve running with this config?")
+		return withHint(fmt.Errorf("%s: %s", shown, probeFailure(ctx, err)), "is till serve running with this config?")
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode == http.StatusUnauthorized {
-		return withHint(fmt.Errorf("%s: 401", url), "the admin listener wants its token: set TILL_ADMIN_TOKEN")
+		return withHint(fmt.Errorf("%s: 401", shown), "the admin listener wants its token: set TILL_ADMIN_TOKEN")
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%s: %d %s", shown, resp.StatusCode, printable(strings.TrimSpace(string(body)), 200))
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("%s: not the answer of a till admin listener: %w", url, err)
+		return fmt.Errorf("%s: not the answer of a till admin listener: %w", shown, err)
 	}
 	return nil
 }
