@@ -294,6 +294,7 @@ type Ticket struct {
 	reserve int64
 	charges []taken
 	settled atomic.Bool
+	id      string // the Redis store's key of the Take
 }
 
 // Reserved is the output tokens the ticket reserved.

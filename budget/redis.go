@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,7 +33,10 @@ import (
 // "{till}:budget", so that one script's keys share a slot.
 type Redis struct {
 	client redis.UniversalClient
+	late   redis.UniversalClient
 	prefix string
+	// pending counts the undos and settlements being tried late.
+	pending sync.WaitGroup
 }
 
 var _ Store = (*Redis)(nil)
@@ -39,11 +44,20 @@ var _ Store = (*Redis)(nil)
 // NewRedis returns a store counting in client's Redis under prefix
 // ("till:budget" when empty). It does not connect: a Redis that is down is
 // an error per call. Bound each call's time with its context.
-func NewRedis(client redis.UniversalClient, prefix string) *Redis {
+//
+// late, the same Redis through a client whose timeouts are seconds (nil:
+// client), runs in the background, for up to [lateFor], what must not be
+// lost once a caller gave up waiting: taking back a Take whose answer was
+// lost, and a Settle that failed. Both run once however often they are
+// tried, and whether the call that failed ran before them or after.
+func NewRedis(client, late redis.UniversalClient, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "till:budget"
 	}
-	return &Redis{client: client, prefix: prefix}
+	if late == nil {
+		late = client
+	}
+	return &Redis{client: client, late: late, prefix: prefix}
 }
 
 // keyEscaper keeps names from being read as key separators or hash tags.
@@ -64,6 +78,18 @@ func (r *Redis) indexKey(budget string, w Window) string {
 	return r.base(budget, w) + "counters"
 }
 
+// luaHelpers are the scripts' shared functions: extend sets a key's TTL
+// to at least ttl; wrongType says why a key's type is not want (or none).
+const luaHelpers = `
+local function extend(key, ttl)
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+end
+local function wrongType(key, want)
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' is a ' .. t .. ', not a ' .. want end
+end
+`
+
 // takeScript checks and counts a Take. KEYS: per charge, its index, then
 // its requests, tokens and usd hashes; last, the Take's own key. ARGV: the
 // number of charges, the tokens reserved, then per charge its counter,
@@ -72,14 +98,20 @@ func (r *Redis) indexKey(budget string, w Window) string {
 // last, the TTL of the Take's key. It drops the buckets no longer live and
 // returns {taken (1 or 0), spent}, spent listing {charge, kind, {bucket,
 // amount, ...}} of each limit spent (0-based indexes). Nothing is counted
-// when a spent budget does not only warn; what is counted sets the Take's
-// key, for undoScript.
-var takeScript = redis.NewScript(`
-local function extend(key, ttl)
-  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
-end
+// when a spent budget does not only warn, when undoScript ran first (the
+// Take's key is its tombstone), or when a key has a type it cannot count
+// in (checked before anything is written: Redis does not roll a failed
+// script back); what is counted sets the Take's key, for undoScript.
+var takeScript = redis.NewScript(luaHelpers + `
 local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
 local takenTTL = tonumber(ARGV[3 + n * 8])
+if redis.call('EXISTS', KEYS[n * 4 + 1]) == 1 then return {0, {}} end
+for j = 0, n - 1 do
+  for k = 1, 4 do
+    local bad = wrongType(KEYS[j * 4 + k], k == 1 and 'zset' or 'hash')
+    if bad then return redis.error_reply(bad) end
+  end
+end
 local spent, block = {}, false
 for j = 0, n - 1 do
   local a = 3 + j * 8
@@ -131,10 +163,18 @@ return {1, spent}
 // waiting, and took it for failed), if it ran: KEYS: the Take's key, then
 // per charge its requests and tokens hashes. ARGV: the number of charges,
 // the tokens reserved, then per charge its bucket and whether it counts
-// requests and tokens ("1"). It does nothing when the Take's key is gone:
-// the Take did not count, or was taken back already.
+// requests and tokens ("1"), and last the TTL of a tombstone. When the
+// Take has not run (yet: it may wait in a busy Redis), it leaves a
+// tombstone at the Take's key, which keeps the Take from counting; when
+// the Take was taken back already, or did not count, it does nothing.
 var undoScript = redis.NewScript(`
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
+  return 0
+end
+if v ~= '1' then return 0 end
+redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
 for j = 0, tonumber(ARGV[1]) - 1 do
   local a = 3 + j * 3
   local bucket = ARGV[a]
@@ -150,25 +190,43 @@ end
 return 1
 `)
 
-// takenTTL is how long a Take's key lasts: its undo runs right after it
-// (Redis runs them in turn), and every Take leaves one.
-const takenTTL = 10 * time.Second
+// lateFor is how long an undo or a settlement that failed is tried again;
+// lateTimeout bounds each try.
+const (
+	lateFor     = 30 * time.Second
+	lateTimeout = 5 * time.Second
+)
 
-// undoTimeout bounds an undo, which runs after its caller gave up.
-const undoTimeout = 5 * time.Second
+// takenTTL is how long a Take's key lasts, and the key a Settle leaves:
+// past every try of its undo or of its settlement. Every Take leaves one.
+const takenTTL = lateFor + 2*lateTimeout
+
+// tombstoneTTL is how long an undo that ran before its Take keeps it from
+// counting: a Take can wait in a frozen Redis until it thaws. Only a
+// failed Take leaves one.
+const tombstoneTTL = 10 * time.Minute
 
 // settleScript adds what a request used. KEYS: per charge, its tokens and
-// usd hashes and its budget's index. ARGV: the number of charges, then per
-// charge its bucket, the first live bucket, the TTL its keys need, the
-// tokens and micro-dollars to add (0: nothing), and its counter. A bucket
-// no longer live is left alone; none goes below 0. The index names the
-// counter as charged in the bucket (a stream longer than its window is
-// settled in a later one than it was taken in).
-var settleScript = redis.NewScript(`
-local function extend(key, ttl)
-  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+// usd hashes and its budget's index; last, its Take's key. ARGV: the
+// number of charges, then per charge its bucket, the first live bucket,
+// the TTL its keys need, the tokens and micro-dollars to add (0: nothing),
+// and its counter; last, the TTL of the Take's key. A bucket no longer
+// live is left alone; none goes below 0. The index names the counter as
+// charged in the bucket (a stream longer than its window is settled in a
+// later one than it was taken in). It runs once: the Take's key says it
+// settled. A key of a type it cannot count in fails it before it writes.
+var settleScript = redis.NewScript(luaHelpers + `
+local n = tonumber(ARGV[1])
+local id = KEYS[n * 3 + 1]
+if redis.call('GET', id) == 'settled' then return 0 end
+for j = 0, n - 1 do
+  for k = 1, 3 do
+    local bad = wrongType(KEYS[j * 3 + k], k == 3 and 'zset' or 'hash')
+    if bad then return redis.error_reply(bad) end
+  end
 end
-for j = 0, tonumber(ARGV[1]) - 1 do
+redis.call('SET', id, 'settled', 'EX', ARGV[#ARGV])
+for j = 0, n - 1 do
   local a = 2 + j * 6
   local bucket, ttl = ARGV[a], tonumber(ARGV[a + 2])
   if tonumber(bucket) >= tonumber(ARGV[a + 1]) then
@@ -190,6 +248,11 @@ return 1
 // Take checks every charge and, when none is spent, counts one request and
 // reserves reserve tokens in each, in one script. See [Store].
 func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reserve int64) (*Ticket, *Denial, error) {
+	return r.take(ctx, now, charges, reserve, r.prefix+":taken:"+rand.Text())
+}
+
+// take is Take, with id the key the Take leaves.
+func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reserve int64, id string) (*Ticket, *Denial, error) {
 	if err := validate(charges); err != nil {
 		return nil, nil, err
 	}
@@ -211,15 +274,14 @@ func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reser
 		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
 			l[reqs], l[toks], l[usd], boolArg(s.Warn))
 	}
-	id := r.prefix + ":taken:" + rand.Text()
 	keys = append(keys, id)
 	args = append(args, int64(takenTTL/time.Second))
 	res, err := takeScript.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
-		// The script may have run all the same (a busy Redis answers
-		// after the deadline): what it counted is taken back, since the
-		// caller has no ticket to settle it with.
-		go r.undo(id, now, charges, reserve)
+		// The script may have run all the same, or run later (a busy
+		// Redis answers after the deadline): what it counted is taken
+		// back, since the caller has no ticket to settle it with.
+		r.undo(id, now, charges, reserve)
 		return nil, nil, fmt.Errorf("budget: redis: %w", err)
 	}
 	ok, spent, err := parseTake(res, charges, now)
@@ -227,18 +289,22 @@ func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reser
 		return nil, nil, err
 	}
 	denial, warnings := decide(spent)
+	if !ok && denial == nil {
+		return nil, nil, errors.New("budget: redis: the Take was taken back before it ran")
+	}
 	if !ok {
 		return nil, denial, nil
 	}
-	return newTicket(now, charges, reserve, warnings), nil, nil
+	t := newTicket(now, charges, reserve, warnings)
+	t.id = id
+	return t, nil, nil
 }
 
-// undo takes back the Take whose key is id, if it counted.
+// undo takes back, in the background, the Take whose key is id, if it
+// counted or whenever it does.
 func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
-	defer cancel()
 	keys := make([]string, 0, 1+2*len(charges))
-	args := make([]any, 0, 2+3*len(charges))
+	args := make([]any, 0, 3+3*len(charges))
 	keys = append(keys, id)
 	args = append(args, len(charges), reserve)
 	for _, c := range charges {
@@ -247,7 +313,30 @@ func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) 
 		l := s.limits()
 		args = append(args, w.at(now).bucket, boolArg(l[reqs] > 0), boolArg(l[toks] > 0))
 	}
-	_ = undoScript.Run(ctx, r.client, keys, args...).Err() // failing, the Take stays counted: safe
+	args = append(args, int64(tombstoneTTL/time.Second))
+	r.runLate(undoScript, keys, args) // failing for lateFor, the Take stays counted: safe
+}
+
+// runLate runs script in the background through the late client until
+// Redis answers it, for up to lateFor, waiting longer between tries each
+// time (up to 2 s). An error Redis answers (a key of the wrong type) is
+// not tried again.
+func (r *Redis) runLate(script *redis.Script, keys []string, args []any) {
+	r.pending.Add(1)
+	go func() {
+		defer r.pending.Done()
+		start := time.Now()
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			ctx, cancel := context.WithTimeout(context.Background(), lateTimeout)
+			err := script.Run(ctx, r.late, keys, args...).Err()
+			cancel()
+			var answered redis.Error
+			if err == nil || errors.As(err, &answered) || time.Since(start)+wait > lateFor {
+				return
+			}
+			time.Sleep(wait)
+		}
+	}()
 }
 
 // boolArg is a script's flag.
@@ -302,8 +391,8 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		return nil
 	}
 	tokens, cost := clamp(tokens), micros(usdUsed)
-	keys := make([]string, 0, 3*len(t.charges))
-	args := make([]any, 0, 1+6*len(t.charges))
+	keys := make([]string, 0, 1+3*len(t.charges))
+	args := make([]any, 0, 2+6*len(t.charges))
 	args = append(args, len(t.charges))
 	for _, tk := range t.charges {
 		w := tk.window
@@ -319,8 +408,16 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		}
 		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), dt, du, tk.counter)
 	}
+	id := t.id
+	if id == "" {
+		id = r.prefix + ":taken:" + rand.Text() // a ticket of another store
+	}
+	keys = append(keys, id)
+	args = append(args, int64(takenTTL/time.Second))
 	if err := settleScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
-		return fmt.Errorf("budget: redis: %w", err)
+		// It may have run all the same; if not, it runs late, once.
+		r.runLate(settleScript, keys, args)
+		return fmt.Errorf("budget: redis: %w (tried again for %v)", err, lateFor)
 	}
 	return nil
 }

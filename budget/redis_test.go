@@ -105,13 +105,13 @@ func newClient(tb testing.TB, addr string) *redis.Client {
 func TestRedis(t *testing.T) {
 	addr, _ := startRedis(t)
 	client := newClient(t, addr)
-	testStore(t, func(t *testing.T) Store { return NewRedis(client, "test:"+t.Name()) })
+	testStore(t, func(t *testing.T) Store { return NewRedis(client, nil, "test:"+t.Name()) })
 }
 
 // TestRedisShared: two tills on one Redis share counters.
 func TestRedisShared(t *testing.T) {
 	addr, _ := startRedis(t)
-	a, b := NewRedis(newClient(t, addr), ""), NewRedis(newClient(t, addr), "")
+	a, b := NewRedis(newClient(t, addr), nil, ""), NewRedis(newClient(t, addr), nil, "")
 	spec := rolling("b", time.Hour)
 	spec.Tokens = 1000
 	settle(t, a, t0, mustTake(t, a, t0, 0, one("web", spec)), 1000, 0)
@@ -119,7 +119,7 @@ func TestRedisShared(t *testing.T) {
 	if got := used(t, b, t0, spec, "web", KindTokens); got != 1000 {
 		t.Errorf("the other store sees %v tokens used, want 1000", got)
 	}
-	other := NewRedis(newClient(t, addr), "other")
+	other := NewRedis(newClient(t, addr), nil, "other")
 	mustTake(t, other, t0, 0, one("web", spec))
 }
 
@@ -129,7 +129,7 @@ func TestRedisShared(t *testing.T) {
 func TestRedisKeys(t *testing.T) {
 	addr, _ := startRedis(t)
 	client := newClient(t, addr)
-	s := NewRedis(client, "{till}:budget")
+	s := NewRedis(client, nil, "{till}:budget")
 	hourly, daily := rolling("hourly", time.Hour), calendar("daily:usd", "day")
 	hourly.Requests, hourly.Tokens = 10, 10000
 	daily.USD = 10
@@ -175,7 +175,7 @@ func TestRedisKeys(t *testing.T) {
 // TestRedisDown: a Redis that cannot answer is an error, not a decision.
 func TestRedisDown(t *testing.T) {
 	addr, stop := startRedis(t)
-	s := NewRedis(newClient(t, addr), "")
+	s := NewRedis(newClient(t, addr), nil, "")
 	spec := rolling("b", time.Hour)
 	spec.Requests = 10
 	tk := mustTake(t, s, t0, 0, one("web", spec))
@@ -194,29 +194,27 @@ func TestRedisDown(t *testing.T) {
 
 func BenchmarkRedis(b *testing.B) {
 	addr, _ := startRedis(b)
-	benchmarkStore(b, NewRedis(newClient(b, addr), ""))
+	benchmarkStore(b, NewRedis(newClient(b, addr), nil, ""))
 }
 
-// TestRedisTakeAnsweredLate: a Take whose answer comes after its caller
-// gave up (a busy Redis runs it later) is taken back: the caller
-// had an error and no ticket to settle, so it must not stay counted.
-func TestRedisTakeAnsweredLate(t *testing.T) {
-	addr, _ := startRedis(t)
-	client := newClient(t, addr)
-	// As proxy.NewRedisLimits makes it: the context's deadline bounds
-	// every call.
-	bounded := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	defer bounded.Close()
-	s := NewRedis(bounded, "")
-	b := rolling("b", time.Hour)
-	b.Tokens = 1000
-	b.Requests = 10
+// productionClients are the clients proxy.NewRedisLimits makes: one bounded
+// by a request's deadline (250 ms for everything), and the late one.
+func productionClients(t *testing.T, addr string) (bounded, late *redis.Client) {
+	const d = 250 * time.Millisecond
+	bounded = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true,
+		DialTimeout: d, ReadTimeout: d, WriteTimeout: d, PoolTimeout: d})
+	late = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true,
+		DialTimeout: lateTimeout, ReadTimeout: lateTimeout, WriteTimeout: lateTimeout, PoolTimeout: lateTimeout})
+	t.Cleanup(func() { bounded.Close(); late.Close() })
+	return bounded, late
+}
+
+// busyRedis keeps the Redis at addr busy for d (a slow script), and
+// returns once it is: a PING goes unanswered.
+func busyRedis(t *testing.T, addr string, d time.Duration) {
 	ctx := context.Background()
-	mustTake(t, s, t0, 0, one("other", b)) // the script is loaded, as in steady state
-	// Another client keeps Redis busy for 500 ms (a slow script): once a
-	// PING goes unanswered, the Take is sent, and runs only after it.
-	busy := newClient(t, addr)
-	go busy.Eval(ctx, "local t = redis.call('TIME'); local s = t[1]*1e6+t[2]; repeat t = redis.call('TIME') until t[1]*1e6+t[2] - s > 500000; return 1", nil)
+	go newClient(t, addr).Eval(ctx, "local t = redis.call('TIME'); local s = t[1]*1e6+t[2]; repeat t = redis.call('TIME') until t[1]*1e6+t[2] - s > "+
+		strconv.FormatInt(d.Microseconds(), 10)+"; return 1", nil)
 	probe := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
 	defer probe.Close()
 	for deadline := time.Now().Add(5 * time.Second); ; {
@@ -224,33 +222,139 @@ func TestRedisTakeAnsweredLate(t *testing.T) {
 		err := probe.Ping(pctx).Err()
 		pcancel()
 		if err != nil {
-			break // Redis is busy
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("Redis never got busy")
 		}
 	}
-	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+}
+
+// TestRedisTakeAnsweredLate: a Take whose answer comes after its caller
+// gave up (a busy Redis runs it later, past the request's deadline and
+// past the deadline's client's timeouts) is taken back: the caller had an
+// error and no ticket to settle, so it must not stay counted.
+func TestRedisTakeAnsweredLate(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	bounded, late := productionClients(t, addr)
+	s := NewRedis(bounded, late, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 1000
+	b.Requests = 10
+	ctx := context.Background()
+	mustTake(t, s, t0, 0, one("other", b)) // the script is loaded, as in steady state
+	busyRedis(t, addr, 800*time.Millisecond)
+	tctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
 	defer cancel()
 	if _, _, err := s.Take(tctx, t0, one("web", b), 300); err == nil {
-		t.Fatal("a Take under a paused Redis did not fail")
+		t.Fatal("a Take under a busy Redis did not fail")
 	}
-	// The late Take runs once the pause ends (it lists web in the
-	// index); its undo follows (its key is gone).
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		listed, _ := client.ZScore(ctx, s.indexKey(b.Name, b.Window), "web").Result()
-		taken, _ := client.Keys(ctx, "{till}:budget:taken:*").Result()
-		if listed > 0 && len(taken) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the late Take did not run and get undone: listed %v, keys %v", listed, taken)
-		}
+	s.pending.Wait()
+	if listed, _ := client.ZScore(ctx, s.indexKey(b.Name, b.Window), "web").Result(); listed == 0 {
+		t.Error("the late Take never ran: this test tests nothing")
 	}
 	if got := used(t, s, t0, b, "web", KindTokens); got > 0 {
 		t.Errorf("%v tokens stay reserved by a Take that failed", got)
 	}
 	if got := used(t, s, t0, b, "web", KindRequests); got > 0 {
 		t.Errorf("%v requests stay counted by a Take that failed", got)
+	}
+}
+
+// TestRedisUndoBeforeTake: an undo that runs before its Take (both wait in
+// a frozen Redis, and it thaws in another order) keeps the Take from
+// counting.
+func TestRedisUndoBeforeTake(t *testing.T) {
+	addr, _ := startRedis(t)
+	s := NewRedis(newClient(t, addr), nil, "")
+	b := rolling("b", time.Hour)
+	b.Tokens, b.Requests = 1000, 10
+	id := s.prefix + ":taken:early"
+	s.undo(id, t0, one("web", b), 300)
+	s.pending.Wait()
+	if _, _, err := s.take(context.Background(), t0, one("web", b), 300, id); err == nil {
+		t.Error("a Take run after its undo reported success")
+	}
+	if got := used(t, s, t0, b, "web", KindRequests); got > 0 {
+		t.Errorf("%v requests counted by a Take its undo ran before", got)
+	}
+	s.undo(id, t0, one("web", b), 300) // again: nothing to take back
+	s.pending.Wait()
+	mustTake(t, s, t0, 0, one("web", b))
+	if got := used(t, s, t0, b, "web", KindRequests); got != 1 {
+		t.Errorf("%v requests counted after one Take, want 1: an undo took back what it never counted", got)
+	}
+}
+
+// TestRedisSettleAnsweredLate: a Settle that fails (a busy Redis answers
+// past its deadline) is tried again, and counts once, whether the first
+// try ran late or not.
+func TestRedisSettleAnsweredLate(t *testing.T) {
+	addr, _ := startRedis(t)
+	bounded, late := productionClients(t, addr)
+	s := NewRedis(bounded, late, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 100000
+	ctx := context.Background()
+	tk := mustTake(t, s, t0, 500, one("web", b))
+	busyRedis(t, addr, 800*time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	defer cancel()
+	if err := s.Settle(sctx, t0, tk, 1200, 0); err == nil {
+		t.Fatal("a Settle under a busy Redis did not fail")
+	}
+	s.pending.Wait()
+	if got := used(t, s, t0, b, "web", KindTokens); got != 1200 {
+		t.Errorf("%v tokens counted, want the 1,200 used, once", got)
+	}
+	// Run again (as a late try would be after the first ran), it counts
+	// nothing.
+	tk.settled.Store(false)
+	if err := s.Settle(ctx, t0, tk, 1200, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, t0, b, "web", KindTokens); got != 1200 {
+		t.Errorf("%v tokens counted after the settlement ran twice, want 1,200", got)
+	}
+}
+
+// TestRedisKeysOfAnotherType: a key of a type the scripts cannot count in
+// (another program's, a hand edit) fails a Take and a Settle before they
+// write anything (Redis does not roll back a failed script), and the
+// Take's undo takes back nothing of the counter's real use.
+func TestRedisKeysOfAnotherType(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	s := NewRedis(client, nil, "")
+	b := rolling("b", time.Hour)
+	b.Requests, b.Tokens, b.USD = 100, 100000, 100
+	ctx := context.Background()
+	for range 3 {
+		settle(t, s, t0, mustTake(t, s, t0, 0, one("web", b)), 1000, 0.5)
+	}
+	tk := mustTake(t, s, t0, 0, one("web", b))
+	index := s.indexKey(b.Name, b.Window)
+	if err := client.Set(ctx, index, "garbage", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, _, err := s.Take(ctx, t0, one("web", b), 500); err == nil {
+			t.Fatal("a Take over an index that is a string did not fail")
+		}
+	}
+	if err := s.Settle(ctx, t0, tk, 1000, 0.5); err == nil {
+		t.Fatal("a Settle over an index that is a string did not fail")
+	}
+	s.pending.Wait()
+	sum := func(k int) (n int64) {
+		for _, v := range client.HGetAll(ctx, s.counterKey(b.Name, b.Window, "web", k)).Val() {
+			x, _ := strconv.ParseInt(v, 10, 64)
+			n += x
+		}
+		return n
+	}
+	if r, k, u := sum(reqs), sum(toks), sum(usd); r != 4 || k != 3000 || u != 1_500_000 {
+		t.Errorf("after failed Takes and a failed Settle: %v requests, %v tokens, %v micro-dollars counted; want 4, 3000 and 1,500,000", r, k, u)
 	}
 }

@@ -478,7 +478,7 @@ func TestRowJSON(t *testing.T) {
 // live usage (memory) nor hides it from Usage (Redis).
 func TestOutOfOrderTakes(t *testing.T) {
 	addr, _ := startRedis(t)
-	for name, s := range map[string]Store{"memory": NewMemory(), "redis": NewRedis(newClient(t, addr), "")} {
+	for name, s := range map[string]Store{"memory": NewMemory(), "redis": NewRedis(newClient(t, addr), nil, "")} {
 		t.Run(name, func(t *testing.T) {
 			b := rolling("b", time.Hour)
 			b.Tokens = 1000

@@ -12,7 +12,7 @@ import (
 // reserving 1,000 and using 50,000, is refused.
 func TestStreamLongerThanWindowCounts(t *testing.T) {
 	addr, _ := startRedis(t)
-	for name, s := range map[string]Store{"memory": NewMemory(), "redis": NewRedis(newClient(t, addr), "window")} {
+	for name, s := range map[string]Store{"memory": NewMemory(), "redis": NewRedis(newClient(t, addr), nil, "window")} {
 		t.Run(name, func(t *testing.T) {
 			b := rolling("tpm", time.Minute)
 			b.Tokens = 10000

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
 	"time"
@@ -78,20 +79,30 @@ func (s *Snapshot) unpriced(rt *route, model string, charges []budget.Charge) bo
 
 var errModelUnpriced = apiError{CodeModelNotAllowed, "a dollar budget covers this route and till has no price for this model: add it to the prices.file table"}
 
-// budgetTimeout bounds one budget decision or settlement in the store.
-const budgetTimeout = redisTimeout
+// storeTimeout bounds a request's wait for the rate and budget store, and
+// a settlement's.
+const storeTimeout = redisTimeout
+
+// errNoStoreTime is a budget decision the rate's decision left no time for.
+var errNoStoreTime = errors.New("the rate decision used the store's whole deadline")
 
 // spend takes a request from the budgets it charges, reserving reserve
 // output tokens, now: its body has been read since it began, which a slow
-// upload can make longer than a window. It returns the ticket to settle,
-// or the refusal and its Retry-After in seconds. A store that fails
-// follows limits.on_redis_error: the request goes uncounted, or is
-// refused.
-func (g *Gateway) spend(ctx context.Context, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int) {
+// upload can make longer than a window. The store has timeout to decide.
+// It returns the ticket to settle, or the refusal and its Retry-After in
+// seconds. A store that fails follows limits.on_redis_error: the request
+// goes uncounted, or is refused.
+func (g *Gateway) spend(ctx context.Context, charges []budget.Charge, reserve int64, timeout time.Duration) (*budget.Ticket, *apiError, int) {
 	appCtx := ctx
-	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
-	defer cancel()
-	t, denial, err := g.budgets.Take(ctx, time.Now(), charges, reserve)
+	var t *budget.Ticket
+	var denial *budget.Denial
+	err := errNoStoreTime
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		t, denial, err = g.budgets.Take(ctx, time.Now(), charges, reserve)
+		cancel()
+	}
 	switch {
 	case err != nil && appCtx.Err() != nil:
 		// The app left (or shutdown cut it): no fault of the store.
@@ -115,7 +126,7 @@ func (g *Gateway) settle(t *budget.Ticket, tokens int64, usd float64) {
 	if t == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), budgetTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := g.budgets.Settle(ctx, time.Now(), t, tokens, usd); err != nil {
 		g.budgetStoreFailed(err)

@@ -50,7 +50,7 @@ type ask struct {
 // charges; nil in a dry run, where nothing is counted.
 type rates interface {
 	take(ctx context.Context, rt *route, id identity, remoteAddr string) (wait int, ok bool)
-	spend(ctx context.Context, charges []budget.Charge, reserve int64) (*budget.Ticket, *apiError, int)
+	spend(ctx context.Context, charges []budget.Charge, reserve int64, timeout time.Duration) (*budget.Ticket, *apiError, int)
 }
 
 // decide applies the snapshot's policy to r, for route rt and upstream
@@ -66,8 +66,14 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if e, ok := s.admits(r, rt, outPath, id); !ok {
 		return refuse(e)
 	}
+	// The rate and the budgets share one store deadline: a frozen Redis
+	// costs a request one, not two.
+	storeTime := storeTimeout
 	if rate != nil && !rt.rate.IsZero() {
-		if wait, ok := rate.take(r.Context(), rt, id, r.RemoteAddr); !ok {
+		start := time.Now()
+		wait, ok := rate.take(r.Context(), rt, id, r.RemoteAddr)
+		storeTime -= time.Since(start)
+		if !ok {
 			d.RetryAfter = wait
 			return refuse(apiError{CodeRateLimited, "this client is over the route's rate"})
 		}
@@ -99,7 +105,7 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if rate != nil {
 		// Last: a ticket taken is a reservation to settle.
 		if len(charges) > 0 {
-			t, e, wait := rate.spend(r.Context(), charges, a.reserve)
+			t, e, wait := rate.spend(r.Context(), charges, a.reserve, storeTime)
 			if e != nil {
 				d.RetryAfter = wait
 				return refuse(*e)

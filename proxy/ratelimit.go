@@ -4,8 +4,10 @@ import (
 	"github.com/tillgw/till/budget"
 
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -72,6 +74,7 @@ const redisTimeout = 250 * time.Millisecond
 // one script, so that several till instances share them.
 type RedisLimits struct {
 	client  *redis.Client
+	late    *redis.Client // for what runs after a request gave up waiting
 	limiter *redis_rate.Limiter
 }
 
@@ -95,12 +98,33 @@ func NewRedisLimits(rawURL string) (*RedisLimits, error) {
 	// handshake, the write and the read together.
 	opt.ContextTimeoutEnabled = true
 	client := redis.NewClient(opt)
-	return &RedisLimits{client: client, limiter: redis_rate.NewLimiter(client)}, nil
+	// Taking back a charge Redis ran after till gave up, and settling
+	// what a request used, must outlast a busy Redis: their client waits
+	// seconds, not a request's deadline.
+	lateOpt := *opt
+	lateOpt.DialTimeout, lateOpt.ReadTimeout, lateOpt.WriteTimeout = lateTimeout, lateTimeout, lateTimeout
+	lateOpt.PoolTimeout, lateOpt.PoolSize = lateTimeout, 4
+	redisLog.Do(func() { redis.SetLogger(quietRedis{}) })
+	return &RedisLimits{client: client, late: redis.NewClient(&lateOpt), limiter: redis_rate.NewLimiter(client)}, nil
 }
+
+// lateTimeout bounds each try of what runs after a request gave up.
+const lateTimeout = 5 * time.Second
+
+// redisLog silences go-redis's own logger once: it writes plain text to
+// stderr, a line for each failed dial, which breaks the JSON log and
+// floods it while Redis is down. Till logs a store's failure itself, at
+// most every 10 seconds.
+var redisLog sync.Once
+
+// quietRedis is go-redis's logger, writing nothing.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // Budgets returns a budget store in the same Redis, shared like the
 // rates by every till that uses it.
-func (l *RedisLimits) Budgets() budget.Store { return budget.NewRedis(l.client, "") }
+func (l *RedisLimits) Budgets() budget.Store { return budget.NewRedis(l.client, l.late, "") }
 
 // Allow takes one request from key's shared bucket.
 func (l *RedisLimits) Allow(ctx context.Context, key string, r config.Rate, burst int) (int, bool, error) {
@@ -117,4 +141,4 @@ func (l *RedisLimits) Allow(ctx context.Context, key string, r config.Rate, burs
 }
 
 // Close closes the connections to Redis.
-func (l *RedisLimits) Close() error { return l.client.Close() }
+func (l *RedisLimits) Close() error { return errors.Join(l.client.Close(), l.late.Close()) }
