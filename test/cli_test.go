@@ -59,6 +59,8 @@ func TestDryRunServeLogURL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The routes are logged after "till listening", which start waits for.
+	tl.waitLog(`"base_url"`)
 	base := tl.logged("route", "base_url")
 	if !strings.HasPrefix(base, "http://127.0.0.1:") {
 		t.Fatalf("the serve log names no base URL:\n%s", tl.stderr.String())
