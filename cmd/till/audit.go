@@ -191,6 +191,11 @@ func runAuditVerify(args []string, e *env) error {
 		}
 		return err
 	}
+	if o.PublicKey == nil {
+		// The chain holds no secret: anyone who can write the files can
+		// cut its end, edit its last record or chain it anew.
+		fmt.Fprintln(e.stderr, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show records cut from the end, an edited last record or a re-written chain")
+	}
 	fmt.Fprintf(e.stdout, "ok: %s in %s chain", plural(r.Records, "record"), plural(r.Files, "file"))
 	switch {
 	case o.PublicKey != nil:

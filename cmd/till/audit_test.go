@@ -20,7 +20,7 @@ func auditRecord(id, at string) []byte {
 // table prints LAST; a --pubkey or --checkpoint value that names no file
 // is not printed back (it may be a key); verify says that a trail
 // starting after an earlier file of its own name follows a file removed
-// or renamed.
+// or renamed, and, without --pubkey, what the chain alone cannot show.
 func TestAuditCLIEdges(t *testing.T) {
 	c := newCLI(t)
 	s, err := audit.Open(audit.Options{Path: "audit.log"})
@@ -53,5 +53,9 @@ func TestAuditCLIEdges(t *testing.T) {
 	out, errOut, code = c.run("", "audit", "verify", "audit.log")
 	if code != 0 || !strings.Contains(out, "the first record follows an earlier audit.log, since removed or renamed") {
 		t.Errorf("verify of the file after its predecessor was removed: exit %d: %s%s", code, out, errOut)
+	}
+	// Without a public key, the ok says what the chain alone cannot show.
+	if !strings.Contains(errOut, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show records cut from the end") {
+		t.Errorf("verify without --pubkey: no note of what it cannot see: %s", errOut)
 	}
 }
