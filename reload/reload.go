@@ -162,7 +162,11 @@ func sameSecrets(a, b map[string]vault.Secret) bool {
 // which base URL an app reaches each one.
 func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, base string) {
 	infos := snap.Routes()
-	if len(infos) == 0 {
+	switch {
+	case len(infos) > 0:
+	case cfg.File != "":
+		log.Warn().Str("config", cfg.File).Msg(`no routes: add one to the config (routes: [{name: openai, preset: openai}])`)
+	default:
 		log.Warn().Msg(`no routes: store a key with "printf %s \"$KEY\" | till secret set openai", or write a config with "till init"`)
 	}
 	for i, rt := range infos {

@@ -275,3 +275,26 @@ func TestRouteLogHintKeepsTheConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRoutesHint: with no routes, the warning says what would add one:
+// a route in the config served, or, on built-in defaults, a preset's key
+// in the vault or a config.
+func TestNoRoutesHint(t *testing.T) {
+	for _, tt := range []struct{ file, want, not string }{
+		{"/etc/till/till.yaml", "add one to the config", "till init"},
+		{"", "till init", "add one to the config"},
+	} {
+		cfg := config.Default("/tmp", "", nil)
+		if tt.file != "" {
+			var err error
+			if cfg, err = config.Parse(tt.file, []byte("version: 1\nroutes: []\n"), "/etc/till"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var buf bytes.Buffer
+		LogRoutes(zerolog.New(&buf), cfg, proxy.NewSnapshot(cfg, nil), "http://127.0.0.1:8080")
+		if !strings.Contains(buf.String(), tt.want) || strings.Contains(buf.String(), tt.not) {
+			t.Errorf("config %q: the no-routes warning does not say %q (or says %q):\n%s", tt.file, tt.want, tt.not, buf.String())
+		}
+	}
+}

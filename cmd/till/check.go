@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/reload"
 )
@@ -82,8 +83,14 @@ func runCheck(args []string, e *env) error {
 	if len(problems) > 0 {
 		return errors.Join(problems...)
 	}
+	keys := len(secrets) // the keys stored, not till's own (its CA, its audit signing key)
+	for _, own := range []string{config.CASecret, config.AuditKeySecret} {
+		if _, ok := secrets[own]; ok {
+			keys--
+		}
+	}
 	fmt.Fprintf(e.stdout, "ok: %s: %d route(s), %d secret(s) in %s",
-		configName(cfg), len(cfg.Routes), len(secrets), displayPath(cfg.Vault.Path))
+		configName(cfg), len(cfg.Routes), keys, displayPath(cfg.Vault.Path))
 	if len(refs) > 0 {
 		fmt.Fprintf(e.stdout, ", %d fetched from sources", len(refs))
 	}

@@ -246,6 +246,9 @@ func helpRequest(args []string, e *env) (next []string, ne *env, code int, done 
 		if len(words) == 0 {
 			return args[:1], e, 0, false
 		}
+		if isHelpFlag(words[0]) {
+			words = []string{"help"} // till help --help
+		}
 	default:
 		i := slices.IndexFunc(args, func(a string) bool { return a == "--" || isHelpFlag(a) })
 		if i < 0 || args[i] == "--" {

@@ -33,6 +33,11 @@ func TestHelp(t *testing.T) {
 				t.Errorf("till help %s lists no flags:\n%s", name, want)
 			}
 			if name == "help" {
+				for _, flag := range []string{"--help", "-h"} {
+					if out, errOut, code := c.run("", "help", flag); code != 0 || out != want {
+						t.Errorf("till help %s: exit %d, stderr %q; stdout differs from till help help:\n%s", flag, code, errOut, out)
+					}
+				}
 				return
 			}
 			// Every flag but -c is in the synopsis, which till help lists.

@@ -135,6 +135,11 @@ func TestMissingNamedVault(t *testing.T) {
 	if out, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(out, "1 secret(s) in data/till.vault") {
 		t.Errorf("check once secret set made the vault: exit %d: %s%s", code, out, errOut)
 	}
+	// till's own CA key is not one of the secrets the user stored.
+	c.must("", "ca", "init")
+	if out, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(out, "1 secret(s) in data/till.vault") {
+		t.Errorf("check after ca init: exit %d: %s%s", code, out, errOut)
+	}
 
 	// Defaults, with a config file or without: an empty vault.
 	for _, cfg := range []string{"version: 1\n", "version: 1\nvault: {key_file: my.key}\n", ""} {
