@@ -93,18 +93,16 @@ var errNoStoreTime = errors.New("the rate decision used the store's whole deadli
 // seconds. A store that fails follows limits.on_redis_error: the request
 // goes uncounted, or is refused.
 func (g *Gateway) spend(ctx context.Context, charges []budget.Charge, reserve int64, timeout time.Duration) (*budget.Ticket, *apiError, int) {
-	appCtx := ctx
 	var t *budget.Ticket
 	var denial *budget.Denial
 	err := errNoStoreTime
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		t, denial, err = g.budgets.Take(ctx, time.Now(), charges, reserve)
+		storeCtx, cancel := context.WithTimeout(ctx, timeout)
+		t, denial, err = g.budgets.Take(storeCtx, time.Now(), charges, reserve)
 		cancel()
 	}
 	switch {
-	case err != nil && appCtx.Err() != nil:
+	case err != nil && ctx.Err() != nil:
 		// The app left (or shutdown cut it): no fault of the store.
 		return nil, &apiError{CodeBudgetExceeded, "the request ended while its budget was counted"}, 0
 	case err != nil:
