@@ -791,3 +791,27 @@ func TestAuditFileThroughLink(t *testing.T) {
 		t.Errorf("an audit file of its own: %v", err)
 	}
 }
+
+// TestShadowedForwardRoutes: in forward mode, a route whose upstream an
+// earlier route has (written another way too) is never picked: till check
+// says so. Without forward mode, or with upstreams apart, nothing is said.
+func TestShadowedForwardRoutes(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want int
+	}{
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n  - {name: b, upstream: https://API.example.com:443/, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n", 1},
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n  - {name: b, upstream: https://api.example.com/v2, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n", 0},
+		{"routes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n  - {name: b, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n", 0},
+	} {
+		cfg, err := Parse("till.yaml", []byte("version: 1\n"+tt.yaml), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.ShadowedForwardRoutes(); len(got) != tt.want {
+			t.Errorf("%s: %q, want %d warning(s)", tt.yaml, got, tt.want)
+		} else if tt.want > 0 && !strings.Contains(got[0], `forward mode takes "a" for every request to it, so "b" serves only through its prefix`) {
+			t.Errorf("the warning does not say which route forward mode takes: %s", got[0])
+		}
+	}
+}

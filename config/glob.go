@@ -2,7 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"net/url"
 	"strings"
+	"unicode"
 )
 
 // Glob is an allowed-path pattern such as "/v1/models/*": "*" matches
@@ -46,7 +49,20 @@ func ParseGlob(s string) (Glob, error) {
 				return Glob{}, errors.New("segments may use only URL path characters (letters, digits and -._~!$&'()+,;=:@%)")
 			}
 		}
-		g.segs = append(g.segs, seg)
+		// Paths are matched decoded: an escape is written as sent
+		// upstream (ft%3Agpt-4o) and compared as what it stands for.
+		dec, err := url.PathUnescape(seg)
+		switch {
+		case err != nil:
+			return Glob{}, fmt.Errorf("segment %q has an invalid percent-encoding", seg)
+		case dec == "." || dec == "..":
+			return Glob{}, fmt.Errorf("segment %q encodes a dot segment, which no request path that till forwards holds", seg)
+		case seg != "*" && strings.Contains(dec, "*"):
+			return Glob{}, fmt.Errorf("segment %q encodes a \"*\", which would read as the wildcard", seg)
+		case strings.ContainsAny(dec, "/\\%") || strings.ContainsFunc(dec, unicode.IsControl):
+			return Glob{}, fmt.Errorf("segment %q encodes a slash, backslash, percent sign or control character, which no request path that till forwards holds", seg)
+		}
+		g.segs = append(g.segs, dec)
 	}
 	return g, nil
 }

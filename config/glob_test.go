@@ -70,6 +70,12 @@ func TestParseGlobErrors(t *testing.T) {
 		{"/a/../b", `must not have "." or ".." segments`},
 		{"/a b", "segments may use only URL path characters (letters, digits and -._~!$&'()+,;=:@%)"},
 		{"/a?b", "segments may use only URL path characters (letters, digits and -._~!$&'()+,;=:@%)"},
+		{"/a/%zz", `segment "%zz" has an invalid percent-encoding`},
+		{"/a/%2e%2E", `segment "%2e%2E" encodes a dot segment, which no request path that till forwards holds`},
+		{"/a/%2A", `segment "%2A" encodes a "*", which would read as the wildcard`},
+		{"/a%2Fb", `segment "a%2Fb" encodes a slash, backslash, percent sign or control character, which no request path that till forwards holds`},
+		{"/a/%2541", `segment "%2541" encodes a slash, backslash, percent sign or control character, which no request path that till forwards holds`},
+		{"/a/%0A", `segment "%0A" encodes a slash, backslash, percent sign or control character, which no request path that till forwards holds`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.glob, func(t *testing.T) {

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"maps"
+	"net"
 	"net/textproto"
 	"net/url"
 	"regexp"
@@ -706,3 +708,34 @@ func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
 }
 
 const errHTTPS = errorString("must be an https URL (plain http only for loopback, or set allow_plaintext: true)")
+
+// ShadowedForwardRoutes names, when forward mode is on, the routes it
+// never picks: forward mode matches a request by its host and the
+// upstream's path, and of the routes with the same upstream the first in
+// the file wins. Their clients' requests there are refused, though
+// through the route's prefix they pass.
+func (c *Config) ShadowedForwardRoutes() []string {
+	if !c.Forward.Enabled {
+		return nil
+	}
+	var out []string
+	first := map[string]string{} // upstream → the route forward mode takes
+	for _, r := range c.Routes {
+		if r.Upstream == nil {
+			continue
+		}
+		u := *r.Upstream
+		u.Host = strings.ToLower(u.Hostname())
+		if p := r.Upstream.Port(); p != "" && p != map[string]string{"http": "80", "https": "443"}[u.Scheme] {
+			u.Host = net.JoinHostPort(u.Host, p)
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		key := u.Scheme + "://" + u.Host + u.Path
+		if name, ok := first[key]; ok {
+			out = append(out, fmt.Sprintf("routes %q and %q have the same upstream %s: forward mode takes %q for every request to it, so %q serves only through its prefix (hint: give each its own upstream, or let one route serve both clients)", name, r.Name, r.Upstream, name, r.Name))
+			continue
+		}
+		first[key] = r.Name
+	}
+	return out
+}

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -550,8 +551,8 @@ func FuzzClientToken(f *testing.F) {
 		if !holdsClientToken(v) && q != v {
 			t.Fatalf("withoutClientTokens(%q) = %q: changed a query without tokens", v, q)
 		}
-		for part := range strings.SplitSeq(q, "&") {
-			if part != "" && !strings.Contains(v, part) {
+		for part := range queryParams(q) {
+			if !strings.Contains(v, part) {
 				t.Fatalf("withoutClientTokens(%q) = %q: %q is not from the query", v, q, part)
 			}
 		}
@@ -585,6 +586,30 @@ func FuzzMintScrub(f *testing.F) {
 					t.Fatalf("the scrubbed error %q holds the secret %q", msg, secret)
 				}
 			}
+		}
+	})
+}
+
+// FuzzWithoutParams: removing query parameters keeps every other one, in
+// order, and leaves a query with nothing to remove as it was, separators
+// and all.
+func FuzzWithoutParams(f *testing.F) {
+	for _, s := range []string{"a=1;b=2&key=x", "key=x", "a=1&&b;key=2;", "pageToken=a;b", "%6Bey=1&k%65y=2&c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got := withoutParam(raw, "key")
+		var want []string
+		for part := range queryParams(raw) {
+			if withoutParam(part, "key") == part {
+				want = append(want, part)
+			}
+		}
+		if kept := slices.Collect(queryParams(got)); !slices.Equal(kept, want) {
+			t.Fatalf("withoutParam(%q) = %q: kept %q, want %q", raw, got, kept, want)
+		}
+		if len(want) == len(slices.Collect(queryParams(raw))) && got != raw {
+			t.Fatalf("withoutParam(%q) = %q: changed a query with nothing to remove", raw, got)
 		}
 	})
 }

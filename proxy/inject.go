@@ -21,7 +21,7 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 	out.URL.Host = rt.upstream.Host
 	out.URL.Path = x.outPath
 	out.URL.RawPath = x.rawPath
-	out.URL.RawQuery = withoutClientTokens(rawQuery)
+	out.URL.RawQuery = withoutOverrideParams(withoutClientTokens(rawQuery))
 	for _, name := range rt.queryCredentials {
 		if out.URL.RawQuery != "" {
 			out.URL.RawQuery = withoutParam(out.URL.RawQuery, name)
@@ -58,11 +58,13 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 }
 
 // withoutParam removes every parameter named name from the raw query,
-// comparing decoded names so that an encoded duplicate cannot slip through.
+// comparing decoded names so that an encoded duplicate cannot slip
+// through, and with "$" before them, Google's spelling of its system
+// parameters ($key for key).
 func withoutParam(raw, name string) string {
 	return withoutParams(raw, func(part string) bool {
 		key, _, _ := strings.Cut(part, "=")
 		k, err := url.QueryUnescape(key)
-		return err != nil || k == name
+		return err != nil || k == name || k == "$"+name
 	})
 }

@@ -60,6 +60,29 @@ func hasDotSegment(p string) bool {
 	return false
 }
 
+// cutEscapedPrefix returns what follows prefix in the escaped path raw,
+// when raw starts with prefix however its characters are escaped
+// (/%6Fpenai for /openai): the rest of the app's path keeps its own
+// escapes.
+func cutEscapedPrefix(raw, prefix string) (string, bool) {
+	i := 0
+	for j := 0; j < len(prefix); j++ {
+		if i >= len(raw) {
+			return "", false
+		}
+		c := raw[i]
+		if c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]) {
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		}
+		if c != prefix[j] {
+			return "", false
+		}
+		i++
+	}
+	return raw[i:], true
+}
+
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

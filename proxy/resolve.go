@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 )
 
 // target is where a request goes, resolved from what its mode gives: the
@@ -33,8 +32,8 @@ func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
 	if t.outPath == "" {
 		t.outPath = "/"
 	}
-	if rawPath != "" && strings.HasPrefix(rawPath, rt.prefix) {
-		t.rawPath = rt.upstream.EscapedPath() + rawPath[len(rt.prefix):]
+	if rest, ok := cutEscapedPrefix(rawPath, rt.prefix); ok && rawPath != "" {
+		t.rawPath = rt.upstream.EscapedPath() + rest
 	}
 	return t, nil
 }
@@ -49,14 +48,18 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if u.Scheme != "http" || u.Host == "" {
 		return target{}, &apiError{CodeBadRequest, "a proxy request must be an http:// URL; use CONNECT for https"}
 	}
-	if reason := checkPath(u.RawPath, u.Path); reason != "" {
+	path := u.Path
+	if path == "" {
+		path = "/" // http://host is http://host/ (RFC 9110, 4.2.3)
+	}
+	if reason := checkPath(u.RawPath, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
-	rt := s.matchHost(hostKey("http", u.Host), u.Path)
+	rt := s.matchHost(hostKey("http", u.Host), path)
 	if rt == nil && u.Port() == "" {
 		// http://api.example.com matches an https upstream on the default
 		// port: till speaks TLS to the upstream on the app's behalf.
-		rt = s.matchHost(hostKey("https", u.Host), u.Path)
+		rt = s.matchHost(hostKey("https", u.Host), path)
 	}
 	if rt == nil {
 		if s.forward.UnknownHosts == "tunnel" {
@@ -64,11 +67,7 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 		}
 		return target{}, &apiError{CodeHostNotAllowed, "no route for this host"}
 	}
-	t := target{mode: modeForward, route: rt, outPath: u.Path, rawPath: u.RawPath}
-	if t.outPath == "" {
-		t.outPath = "/"
-	}
-	return t, nil
+	return target{mode: modeForward, route: rt, outPath: path, rawPath: u.RawPath}, nil
 }
 
 // connectTarget is what a CONNECT asked for; requests inside an

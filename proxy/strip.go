@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"iter"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -186,17 +187,42 @@ func queryParams(raw string) iter.Seq[string] {
 }
 
 // withoutParams removes from the raw query every parameter (queryParams)
-// for which drop reports true.
+// for which drop reports true. The others keep their order and the
+// separator before them, so a query with nothing to drop is unchanged.
 func withoutParams(raw string, drop func(param string) bool) string {
 	var b strings.Builder
-	for part := range queryParams(raw) {
-		if drop(part) {
-			continue
+	dropped := false
+	for i := 0; i < len(raw); {
+		end := len(raw)
+		if j := strings.IndexAny(raw[i:], "&;"); j >= 0 {
+			end = i + j
 		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
+		if part := raw[i:end]; part != "" && drop(part) {
+			dropped = true
+		} else {
+			if b.Len() > 0 {
+				b.WriteByte(raw[i-1])
+			}
+			b.WriteString(part)
 		}
-		b.WriteString(part)
+		i = end + 1
+	}
+	if !dropped {
+		return raw
 	}
 	return b.String()
+}
+
+// withoutOverrideParams removes the query parameters that name another
+// method, as overrideHeaders do: Google's system parameter $httpMethod
+// (its X-HTTP-Method-Override), however escaped.
+func withoutOverrideParams(raw string) string {
+	if !strings.Contains(raw, "$") && !strings.Contains(raw, "%24") {
+		return raw
+	}
+	return withoutParams(raw, func(part string) bool {
+		key, _, _ := strings.Cut(part, "=")
+		k, err := url.QueryUnescape(key)
+		return err != nil || strings.EqualFold(k, "$httpMethod")
+	})
 }

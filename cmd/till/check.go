@@ -61,7 +61,7 @@ func runCheck(args []string, e *env) error {
 			}
 		}
 	}
-	for _, w := range slices.Concat(cfg.UnmeteredBudgets(), cfg.DodgeableBudgets(), proxy.UnpricedModels(cfg)) {
+	for _, w := range slices.Concat(cfg.UnmeteredBudgets(), cfg.DodgeableBudgets(), cfg.ShadowedForwardRoutes(), proxy.UnpricedModels(cfg)) {
 		fmt.Fprintf(e.stderr, "till: warning: %s\n", w)
 	}
 	refs, err := fetchRefs(cfg)
