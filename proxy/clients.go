@@ -167,6 +167,12 @@ func (cs clientSet) identify(r *http.Request, connectAuth string, connectCert ce
 	c := cs.byName(cert.name)
 	switch {
 	case c == nil || !c.cert || cert.binding != hex.EncodeToString(c.digest[:8]):
+		// A certificate that no longer counts: a known token beside it
+		// still names its client (and its cidrs); without one, the
+		// caller presented a credential that is refused.
+		if id.client != nil {
+			return id
+		}
 		return identity{presented: true}
 	case id.presented && id.client != c:
 		// A token of another client, or of none (a revoked one).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -84,6 +85,12 @@ func (l ListenerTLS) Config() (*tls.Config, func(context.Context) error) {
 	tc := cfg.TLSConfig()
 	tc.MinVersion = tls.VersionTLS12
 	tc.NextProtos = append([]string{"h2", "http/1.1"}, tc.NextProtos...)
+	if l.ACME == nil {
+		// No ACME CA asks a challenge of till's own certificates: a
+		// client offering acme-tls/1 is a probe, which certmagic would
+		// log as an error each time.
+		tc.NextProtos = slices.DeleteFunc(tc.NextProtos, func(p string) bool { return p == "acme-tls/1" })
+	}
 	if l.Authority != nil {
 		// Client certificates are optional at the handshake; a client
 		// whose config says cert: true is refused without one.

@@ -225,3 +225,46 @@ func TestTLSListenerACME(t *testing.T) {
 		t.Errorf("certificate issuer: got %q, want pebble's", issuer)
 	}
 }
+
+// startTLSListener runs till with a TLS listener for localhost (till's CA,
+// no ACME) and returns it and its port.
+func startTLSListener(t *testing.T) (*till, string) {
+	t.Helper()
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(tlsListenerConfig(u, "  names: [localhost]\n", "", "")), 0o644)
+	setSecret(t, dir, "openai", openaiKey)
+	if _, errOut, code := runTill(t, dir, "", nil, "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	_, port, _ := net.SplitHostPort(tl.addr)
+	return tl, port
+}
+
+// TestTLSProbeHandshakesLoggedAtDebug: reference.md says failed TLS
+// handshakes, which any TCP probe makes, are logged at debug. A probe
+// that offers the ACME TLS-ALPN protocol to a listener that does not use
+// ACME (certificates from till's CA) must not make till log an error.
+func TestTLSProbeHandshakesLoggedAtDebug(t *testing.T) {
+	tl, port := startTLSListener(t)
+	probes := []*tls.Config{
+		{ServerName: "evil.example", InsecureSkipVerify: true},                                  // unknown SNI
+		{ServerName: "localhost", InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"}}, // ACME ALPN
+	}
+	for _, cfg := range probes {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+port, cfg)
+		if err == nil {
+			c.Close()
+			t.Errorf("probe %q/%v: handshake succeeded", cfg.ServerName, cfg.NextProtos)
+		}
+	}
+	// Watched for a second: certmagic logged it within milliseconds.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(tl.stderr.String(), "\n") {
+			if strings.Contains(line, `"level":"error"`) || strings.Contains(line, `"level":"warn"`) {
+				t.Fatalf("a failed probe handshake was logged above debug: %s", line)
+			}
+		}
+	}
+}
