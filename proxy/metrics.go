@@ -83,7 +83,7 @@ func NewMetrics(audit *Audit) *Metrics {
 			Name: "till_reloads_total", Help: "Reloads of the config and vault, by result (ok, failed).",
 		}, []string{"result"}),
 		redisErrs: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "till_rate_limit_store_errors_total", Help: "Rate-limit decisions taken without the shared store (limits.on_redis_error applied).",
+			Name: "till_rate_limit_store_errors_total", Help: "Rate and budget decisions and budget settlements the shared store (limits.redis) failed; limits.on_redis_error applied.",
 		}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "till_tokens_total", Help: "Tokens the provider reported, by route, client and kind (input, cached cached input included; output).",
@@ -356,7 +356,8 @@ func plainModel(s string) bool {
 	return true
 }
 
-// limitStoreError counts a rate decision the shared store could not make.
+// limitStoreError counts a rate or budget decision, or a settlement, the
+// shared store could not make.
 func (m *Metrics) limitStoreError() {
 	if m == nil {
 		return
