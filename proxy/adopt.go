@@ -78,7 +78,7 @@ func (m *minter) adopt(old *minter) {
 	}
 	if t := old.cur.Load(); t != nil && t.token != nil && old.good(t) {
 		n := m.compile(t.token)
-		n.expires, n.refused = t.expires, t.refused
+		n.expires, n.at, n.renewal, n.refused = t.expires, t.at, t.renewal, t.refused
 		m.cur.CompareAndSwap(nil, n)
 	}
 }

@@ -69,6 +69,7 @@ func (x *exchange) setBody(w http.ResponseWriter, out *http.Request) (*countingB
 	case x.held != nil:
 		held, p := x.held, &progress{}
 		out.ContentLength = int64(len(held))
+		out.TransferEncoding = nil // sent with its length, as signed
 		out.Body = heldBody{bytes.NewReader(held), p}
 		out.GetBody = func() (io.ReadCloser, error) {
 			p.ended.Store(false) // sent again, on a new connection

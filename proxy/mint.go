@@ -42,6 +42,8 @@ type minted struct {
 	inj     *injection
 	token   *oauth2.Token // as the endpoint gave it, for a reload to adopt
 	expires time.Time     // zero: none given
+	at      time.Time     // when it was minted
+	renewal bool          // minted in place of a token refused with a 401
 	// refused is set when the upstream answered 401 to it: the next
 	// request mints anew. Shared with the copy a reload adopts, which a
 	// request still running on the old snapshot may see refused.
@@ -51,8 +53,15 @@ type minted struct {
 // errCredentialUnavailable refuses a request whose token cannot be minted.
 var errCredentialUnavailable = apiError{CodeCredentialUnavailable, "the token for this route cannot be obtained from its token endpoint"}
 
-// mintEarly is how long before its expiry a token is no longer used.
+// mintEarly is how long before its expiry a token is no longer used (half
+// its life, for a token that lives less than twice as long).
 const mintEarly = time.Minute
+
+// refusedAfter is how long a token minted in place of one refused with a
+// 401 is used before a 401 ends it too: a 401 sooner is the answer of a
+// path, not of a token just renewed, and an app that asks such a path
+// again and again must not mint a token each time.
+const refusedAfter = 30 * time.Second
 
 // mintTimeout bounds one call to the token endpoint.
 const mintTimeout = 30 * time.Second
@@ -112,8 +121,9 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 		return t, nil
 	}
 	ch := m.flight.DoChan("token", func() (any, error) {
-		if t := m.cur.Load(); t != nil && m.good(t) {
-			return t, nil // minted while this call waited
+		prev := m.cur.Load()
+		if prev != nil && m.good(prev) {
+			return prev, nil // minted while this call waited
 		}
 		client := tokenClient
 		if before != nil {
@@ -131,7 +141,12 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 		if err != nil {
 			return nil, m.scrub(err)
 		}
+		if !sendable(tok.AccessToken) {
+			// Not kept: it would fail every send until it expired.
+			return nil, errors.New("the token endpoint's token is empty, or holds a space or control character, and cannot be sent in a header")
+		}
 		t := m.compile(tok)
+		t.renewal = prev != nil && prev.refused.Load()
 		m.cur.Store(t)
 		return t, nil
 	})
@@ -184,7 +199,27 @@ func (b beforeEach) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // good reports whether t may still be sent.
 func (m *minter) good(t *minted) bool {
-	return !t.refused.Load() && (t.expires.IsZero() || m.now().Before(t.expires.Add(-mintEarly)))
+	early := min(mintEarly, t.expires.Sub(t.at)/2)
+	return !t.refused.Load() && (t.expires.IsZero() || m.now().Before(t.expires.Add(-early)))
+}
+
+// refuse ends t, which the upstream answered 401 at now, unless it was
+// renewed after a 401 less than refusedAfter before.
+func (t *minted) refuse(now time.Time) {
+	if !t.renewal || now.Sub(t.at) >= refusedAfter {
+		t.refused.Store(true)
+	}
+}
+
+// sendable reports whether a token can go in a header as Bearer TOKEN:
+// RFC 6750's b64token is printable ASCII without spaces.
+func sendable(tok string) bool {
+	for i := range len(tok) {
+		if c := tok[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return tok != ""
 }
 
 // compile makes the injection of tok: Authorization: Bearer TOKEN, with
@@ -195,9 +230,11 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 	in.injectHeader = "Authorization"
 	in.injectValue = "Bearer " + tok.AccessToken
 	in.echoForms = append(append([]string(nil), m.base.echoForms...), echoForms([]string{tok.AccessToken, in.injectValue})...)
-	t := &minted{inj: &in, token: tok, expires: tok.Expiry, refused: new(atomic.Bool)}
-	if t.expires.IsZero() {
-		t.expires = m.now().Add(defaultTokenLife)
+	t := &minted{inj: &in, token: tok, expires: tok.Expiry, at: m.now(), refused: new(atomic.Bool)}
+	if !t.expires.After(t.at) {
+		// None given, or one already past (expires_in ≤ 0): used as one
+		// without, until a 401 ends it, not minted again for each request.
+		t.expires = t.at.Add(defaultTokenLife)
 	}
 	in.minted = t
 	return t

@@ -151,7 +151,7 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 		x.upload = newUploadWatch(sent, x.route.timeout, cancel)
 	}
 	if x.inj.sigV4 != nil {
-		if err := x.inj.sigV4.sign(out, x.held, time.Now()); err != nil {
+		if err := x.signV4(out); err != nil {
 			return nil, done, err
 		}
 	}
@@ -357,7 +357,7 @@ func isEventStream(contentType string) bool {
 // answered status 401 to it: the next request with its key mints anew.
 func (x *exchange) dropRefusedToken(status int) {
 	if status == http.StatusUnauthorized && x.inj.minted != nil {
-		x.inj.minted.refused.Store(true)
+		x.inj.minted.refuse(time.Now())
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -45,6 +47,20 @@ func compileSigV4(cfg *config.AWSSigV4, sec vault.Secret) (*sigV4, []string, str
 		values = append(values, token)
 	}
 	return s, values, ""
+}
+
+// signV4 signs out, whose body x holds, with the route's credentials, and
+// scrubs the signature from echoes as it does the key: echoed to the
+// app, it would sign the same request without till for a quarter of an
+// hour.
+func (x *exchange) signV4(out *http.Request) error {
+	if err := x.inj.sigV4.sign(out, x.held, time.Now()); err != nil {
+		return err
+	}
+	auth := out.Header.Get("Authorization")
+	_, sig, _ := strings.Cut(auth, "Signature=")
+	x.sentForms = append(slices.Clip(x.echoForms()), echoForms([]string{auth, sig})...)
+	return nil
 }
 
 // sign signs out, whose body is body, for now: the body's SHA-256 goes in

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
-	"time"
 )
 
 // newUpgrader returns the proxy for protocol switches (WebSocket) on
@@ -84,7 +83,7 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	if x.inj.sigV4 != nil {
 		// Signed as send signs: the switch carries the route's key too.
-		if err := x.inj.sigV4.sign(r, x.held, time.Now()); err != nil {
+		if err := x.signV4(r); err != nil {
 			return nil, err
 		}
 	}
