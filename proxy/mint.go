@@ -53,8 +53,8 @@ type minted struct {
 // errCredentialUnavailable refuses a request whose token cannot be minted.
 var errCredentialUnavailable = apiError{CodeCredentialUnavailable, "the token for this route cannot be obtained from its token endpoint"}
 
-// mintEarly is how long before its expiry a token is no longer used (half
-// its life, for a token that lives less than twice as long).
+// mintEarly is how long before its expiry a token is no longer used (a
+// token that lives no longer is used for half its life).
 const mintEarly = time.Minute
 
 // refusedAfter is how long a token minted in place of one refused with a
@@ -199,7 +199,10 @@ func (b beforeEach) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // good reports whether t may still be sent.
 func (m *minter) good(t *minted) bool {
-	early := min(mintEarly, t.expires.Sub(t.at)/2)
+	early := mintEarly
+	if life := t.expires.Sub(t.at); life <= mintEarly {
+		early = life / 2 // else it would never be used
+	}
 	return !t.refused.Load() && (t.expires.IsZero() || m.now().Before(t.expires.Add(-early)))
 }
 
