@@ -24,12 +24,14 @@ import (
 //
 //	PREFIX:BUDGET:WINDOW:COUNTER:KIND  a hash per counter and kind: bucket start (unix seconds) → amount
 //	PREFIX:BUDGET:WINDOW:counters      a sorted set: counter → start of its last Take's bucket, for Usage
+//	PREFIX:taken:ID                    a Take: "1" once it counted, then "settled", or "undone" (a tombstone)
 //
 // WINDOW is [Window.String], so a budget whose window changed starts
 // afresh in new keys while one whose limits changed keeps its counts. USD
 // is kept in whole micro-dollars. Every key expires a bucket after its
 // newest bucket stops counting (a minute after the period for a calendar
-// window). In a Redis Cluster, give the prefix a hash tag, e.g.
+// window); a Take's key after [takenTTL] (a tombstone after
+// [tombstoneTTL]), so Redis holds one for each request of the last 50 s. In a Redis Cluster, give the prefix a hash tag, e.g.
 // "{till}:budget", so that one script's keys share a slot.
 type Redis struct {
 	client redis.UniversalClient
