@@ -97,6 +97,7 @@ func TestParsePool(t *testing.T) {
 		{"twice", "routes:\n  - {name: x, preset: openai, secret: [a, a]}\n", `till.yaml:3: routes[0].secret[1]: "a" is listed twice`},
 		{"pool without list", "routes:\n  - {name: x, preset: openai, pool: {strategy: sticky}}\n", `till.yaml:3: routes[0].pool: needs a list of secrets (hint: secret: [openai-a, openai-b])`},
 		{"bad strategy", "routes:\n  - {name: x, preset: openai, secret: [a, b], pool: {strategy: random}}\n", `till.yaml:3: routes[0].pool.strategy: must be "round_robin" or "sticky"`},
+		{"cooldown too long", "routes:\n  - {name: x, preset: openai, secret: [a, b], pool: {cooldown: 36500d}}\n", `till.yaml:3: routes[0].pool.cooldown: at most 30d (a key the upstream rejects rests ten cooldowns)`},
 		{"till-ca member", "routes:\n  - {name: x, preset: openai, secret: [a, till-ca]}\n", `till.yaml:3: routes[0].secret[1]: "till-ca" holds till's CA key and can never be injected`},
 		{"unknown source member", "routes:\n  - {name: x, preset: openai, secret: [a, \"corp:x\"]}\n", `till.yaml:3: routes[0].secret[1]: unknown source "corp" (hint: define it under sources:, or use a vault secret name without ":")`},
 	} {

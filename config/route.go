@@ -608,6 +608,7 @@ func (d *decoder) secretName(v *yaml.Node, p string) (string, *SecretRef, bool) 
 const (
 	maxPoolMembers      = 16
 	DefaultPoolCooldown = time.Minute
+	maxPoolCooldown     = 30 * 24 * time.Hour
 )
 
 // pool decodes a list of secrets and the pool: settings for it.
@@ -642,9 +643,12 @@ func (d *decoder) pool(list, settings *yaml.Node, path, spath string) *Pool {
 			}
 		}
 		if v := f["cooldown"]; v != nil {
-			if c, good := d.duration(v, join(spath, "cooldown")); good {
+			if c, good := d.duration(v, join(spath, "cooldown")); good && c <= maxPoolCooldown {
 				pl.Cooldown = c
 			} else {
+				if good {
+					d.errorf(v, join(spath, "cooldown"), "at most 30d (a key the upstream rejects rests ten cooldowns)")
+				}
 				ok = false
 			}
 		}

@@ -26,6 +26,10 @@ type exchange struct {
 	member *member
 	tried  []*member
 	caller string
+	// rejected is a key the upstream answered 401 or 403, not set aside
+	// until another key answers the same request otherwise: when every
+	// key is refused, the request is at fault, not the keys.
+	rejected *member
 	// held is the app's body, read whole (holdBody); rest, a body too
 	// large for that, the part read and then the rest.
 	held []byte

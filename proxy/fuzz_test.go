@@ -481,8 +481,16 @@ func FuzzIdentify(f *testing.F) {
 				if !id.presented {
 					t.Fatal("a certificate was presented but identity says none was")
 				}
-				if valid {
-					t.Fatalf("client %q's valid certificate was not identified", certName)
+				if valid || firstKnown != "" {
+					t.Fatalf("client %q's valid certificate, or the known token of %q, was not identified", certName, firstKnown)
+				}
+				return
+			}
+			if !valid {
+				// A certificate that counts for no client is no credential:
+				// the first known token names the client.
+				if id.viaCert || id.conflict || id.client.name != firstKnown {
+					t.Fatalf("certificate %q that counts for no client: identified %q (via cert %v, conflict %v), want the token's %q", certName, id.client.name, id.viaCert, id.conflict, firstKnown)
 				}
 				return
 			}

@@ -174,9 +174,14 @@ func (p *pool) restFor(res *http.Response, err error, now time.Time) (time.Durat
 		}
 		return p.cooldown, true
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return 10 * p.cooldown, true
+		return 10 * p.cooldown, true // config bounds the cooldown to 30 days
 	}
 	return 0, false
+}
+
+// rejection reports whether an upstream's status refuses the key itself.
+func rejection(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusForbidden
 }
 
 // maxRetryAfter bounds how long an upstream's Retry-After rests a key.
@@ -188,14 +193,47 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	var d time.Duration
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		d = time.Duration(s) * time.Second
+	if s, err := strconv.ParseUint(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Seconds, however many: a count past the bound is the bound.
+		d = time.Duration(min(s, uint64(maxRetryAfter/time.Second))) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = t.Sub(now)
 	} else {
 		return 0, false
 	}
 	return min(max(d, 0), maxRetryAfter), true
+}
+
+// restRejected sets aside for ten cooldowns a key the upstream rejected,
+// once another key served the same request: the key was at fault.
+func (g *Gateway) restRejected(x *exchange, m *member, now time.Time) {
+	m.rest(now, 10*x.route.pool.cooldown)
+	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", m.secretName).
+		Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
+}
+
+// readyKey returns the pool's next key for x's request that is not
+// resting and can be used (fetched, and not expired under on_expired:
+// block), passing over those that cannot; ok is false when none is, or
+// when a reload since refuses the request.
+func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *member, inj *injection, stale, expired, ok bool) {
+	for {
+		next = x.route.pool.pick(x.caller, x.tried, now)
+		if next == nil || next.restUntil.Load() > now.UnixNano() {
+			return nil, nil, false, false, false // every key rests: the app gets this answer
+		}
+		if g.readmit(r, x, next) != nil {
+			return nil, nil, false, false, false // a reload since refuses the request or that key
+		}
+		var err error
+		if inj, stale, err = next.key(x.ctx); err == nil {
+			var usable bool
+			if _, usable, expired = inj.secretState(now, x.live.onExpired); usable {
+				return next, inj, stale, expired, true
+			}
+		}
+		x.tried = append(x.tried, next) // unusable: the one after it
+	}
 }
 
 // codePoolRetry is the audit reason of an attempt whose answer set its
@@ -213,37 +251,34 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 		return false
 	}
 	now := time.Now()
-	d, ok := p.restFor(res, err, now)
-	if !ok {
-		return false
-	}
-	x.member.rest(now, d)
 	status := 0
 	if res != nil {
 		status = res.StatusCode
 	}
-	x.dropRefusedToken(status) // checkResponse sees only the answer the app gets
-	if status == http.StatusUnauthorized || status == http.StatusForbidden {
-		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).Str("key_fp", x.rec.keyFP).
-			Int("status", status).Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
+	if prev := x.rejected; prev != nil && res != nil {
+		// The last key was rejected: this answer says whether for itself.
+		x.rejected = nil
+		if rejection(status) {
+			return false // rejected with two keys: the request is refused, not the keys
+		}
+		g.restRejected(x, prev, now)
 	}
+	d, ok := p.restFor(res, err, now)
+	if !ok {
+		return false
+	}
+	if rejection(status) {
+		x.rejected = x.member // set aside once another key serves this request
+	} else {
+		x.member.rest(now, d)
+	}
+	x.dropRefusedToken(status) // checkResponse sees only the answer the app gets
 	x.tried = append(x.tried, x.member)
 	if x.hasBody && x.held == nil {
 		return false // the body streamed: it cannot go again
 	}
-	next := p.pick(x.caller, x.tried, now)
-	if next == nil || next.restUntil.Load() > now.UnixNano() {
-		return false // every key rests: the app gets this answer
-	}
-	if g.readmit(r, x, next) != nil {
-		return false // a reload since refuses the request or that key
-	}
-	inj, stale, ferr := next.key(x.ctx)
-	if ferr != nil {
-		return false
-	}
-	_, usable, expired := inj.secretState(now, x.live.onExpired)
-	if !usable {
+	next, inj, stale, expired, ok := g.readyKey(r, x, now)
+	if !ok {
 		return false
 	}
 	// A minting key's token, before this answer is let go for another.

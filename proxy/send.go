@@ -134,7 +134,11 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	done = func() { cancel(nil) }
 	early := &earlyHints{rw: rw}
 	trace := x.sendTrace(cancel)
-	trace.Got1xxResponse = early.relay
+	if x.route.pool == nil {
+		// A pool's attempt may yet be refused and sent again with
+		// another key: nothing of it reaches the app before its answer.
+		trace.Got1xxResponse = early.relay
+	}
 	out := x.outbound(r, httptrace.WithClientTrace(ctx, trace))
 	if !x.writeAhead() {
 		return nil, done, errAuditUnavailable
