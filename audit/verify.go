@@ -232,6 +232,9 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		if err == nil {
 			part = part[:len(part)-1]
 		}
+		if len(part) > MaxLineSize {
+			return nil, bufio.ErrBufferFull // as summary reads it: too long
+		}
 		return part, err
 	}
 }

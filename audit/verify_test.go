@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -115,5 +116,22 @@ func TestVerifyFileOrder(t *testing.T) {
 	r := mustVerify(t, VerifyOptions{}, files[1:]...)
 	if r.StartsAfter == "" {
 		t.Error("a trail given from its second file: StartsAfter not set")
+	}
+}
+
+// TestVerifyAndSummaryAgreeOnLongLines: verify and summary refuse the same
+// lines as too long (past MaxLineSize): a trail verify calls ok can be
+// summarised.
+func TestVerifyAndSummaryAgreeOnLongLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var c chain
+	raw := `{"level":"info","time":"2026-12-02T10:00:00Z","event":"request","client":"web","pad":"` +
+		strings.Repeat("a", MaxLineSize) + `"}` + "\n"
+	line := c.stamp(nil, []byte(raw))
+	os.WriteFile(path, line, 0o600)
+	_, verr := Verify([]string{path}, VerifyOptions{})
+	_, serr := Summarize([]string{path}, SummaryFilter{})
+	if (verr == nil) != (serr == nil) {
+		t.Errorf("a %d-byte record: verify err %v, summary err %v", len(line)-1, verr, serr)
 	}
 }

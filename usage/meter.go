@@ -476,6 +476,7 @@ func (r *sseReader) write(m *Meter, p []byte) {
 		if r.lastCR {
 			r.lastCR = false
 			if c == '\n' {
+				r.lf = true // a CRLF split between chunks
 				i++
 				continue
 			}

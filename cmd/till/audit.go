@@ -74,7 +74,7 @@ func runAuditSummary(args []string, e *env) error {
 		if f.Until, err = time.Parse(time.RFC3339, until); err != nil {
 			return usageError{"--until: want an RFC 3339 time (2026-12-01T00:00:00Z)"}
 		}
-		if !strings.Contains(until, ".") {
+		if !strings.ContainsAny(until, ".,") { // RFC 3339 parsing takes either before a fraction
 			// A time to the second, as the table prints LAST, covers its
 			// whole second.
 			f.Until = f.Until.Add(time.Second - 1)
@@ -118,7 +118,10 @@ func runAuditSummary(args []string, e *env) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY_FP\tSECRET\tCLIENT\tROUTE\tFORWARDED\tDENIED\tERROR\tFIRST\tLAST")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", dash(r.KeyFP), dash(r.Secret), dash(r.Client), dash(r.Route),
+		// The files may not be as till wrote them: their text reaches
+		// the terminal as printable text only.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", dash(printable(r.KeyFP, 80)), dash(printable(r.Secret, 80)),
+			dash(printable(r.Client, 80)), dash(printable(r.Route, 80)),
 			r.Forwarded, r.Denied, r.Error, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
 	}
 	if err := tw.Flush(); err != nil {
@@ -212,9 +215,9 @@ func runAuditVerify(args []string, e *env) error {
 	case r.StartsAfter != "" && r.StartsAfter == filepath.Base(files[0]):
 		// The file at that name before this one was removed (its
 		// records with it) or moved away under another name.
-		fmt.Fprintf(e.stdout, "the first record follows an earlier %s, since removed or renamed, which was not given: that link is not checked\n", r.StartsAfter)
+		fmt.Fprintf(e.stdout, "the first record follows an earlier %s, since removed or renamed, which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
 	case r.StartsAfter != "":
-		fmt.Fprintf(e.stdout, "the first record follows %s, which was not given: that link is not checked\n", r.StartsAfter)
+		fmt.Fprintf(e.stdout, "the first record follows %s, which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
 	}
 	return nil
 }

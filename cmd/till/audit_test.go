@@ -1,6 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -57,5 +63,100 @@ func TestAuditCLIEdges(t *testing.T) {
 	// Without a public key, the ok says what the chain alone cannot show.
 	if !strings.Contains(errOut, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show records cut from the end") {
 		t.Errorf("verify without --pubkey: no note of what it cannot see: %s", errOut)
+	}
+}
+
+// signedTrail writes a signed trail of n genuine request records to
+// audit.log (ending in a checkpoint), writes the public key to audit.pub,
+// and returns the lines.
+func signedTrail(t *testing.T, n int) [][]byte {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	s, err := audit.Open(audit.Options{Path: "audit.log", Signer: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		s.Write(auditRecord(fmt.Sprint(i), "2026-12-02T10:00:00Z"))
+	}
+	s.Close()
+	os.WriteFile("audit.pub", []byte(audit.AuthorizedKey(priv)), 0o644)
+	b, _ := os.ReadFile("audit.log")
+	return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
+
+// appendChained appends raw (a JSON object without seq/prev) chained to
+// the last line of audit.log, as anyone who can write the file can.
+func appendChained(t *testing.T, lines [][]byte, raw string) {
+	t.Helper()
+	last := lines[len(lines)-1]
+	var r struct{ Seq uint64 }
+	json.Unmarshal(last, &r)
+	sum := sha256.Sum256(last)
+	line := strings.TrimSuffix(raw, "}") + fmt.Sprintf(`,"seq":%d,"prev":"%s"}`+"\n", r.Seq+1, hex.EncodeToString(sum[:]))
+	f, _ := os.OpenFile("audit.log", os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(line)
+	f.Close()
+}
+
+// TestAuditSummaryTerminalEscapes: the audit files are evidence someone
+// who wants to hide key uses may have written. A record after the last
+// checkpoint (which verify --pubkey accepts, as till leaves up to 2,000
+// there) whose client is cursor-up/erase-line sequences reaches the
+// summary table as printable text only: it cannot erase the rows above
+// it (the genuine, signed key uses) from the responder's terminal.
+func TestAuditSummaryTerminalEscapes(t *testing.T) {
+	c := newCLI(t)
+	lines := signedTrail(t, 3)
+	appendChained(t, lines, `{"level":"info","time":"2026-12-02T11:00:00Z","event":"request","id":"x","mode":"reverse",`+
+		`"client":"web\u001b[1A\u001b[2K\u001b[1A\u001b[2K\r","route":"openai","secret":"openai","key_fp":"sha256:ffffffffffffffff",`+
+		`"method":"GET","host":"api.openai.com","path":"/","status":200,"outcome":"forwarded","reason":"","attempt":1}`)
+	if out, errOut, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log"); code != 0 {
+		t.Fatalf("setup: verify --pubkey: exit %d: %s%s", code, out, errOut)
+	}
+	out, errOut, code := c.run("", "audit", "summary", "audit.log")
+	if code != 0 {
+		t.Fatalf("summary: exit %d: %s", code, errOut)
+	}
+	if strings.ContainsFunc(out, func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }) {
+		t.Errorf("summary table holds control characters from a record (terminal escapes reach the screen): %q", out)
+	}
+}
+
+// TestAuditVerifyPrevFileEscapes: verify prints the first record's
+// prev_file, a value of the file, as it is: terminal escapes in it can
+// blank the line that says the link before the trail was not checked.
+// TestAuditVerifyPrevFileEscapes: the prev_file verify names comes from
+// the file: escape sequences in it cannot blank the warning that an
+// earlier file was not given.
+func TestAuditVerifyPrevFileEscapes(t *testing.T) {
+	c := newCLI(t)
+	rec := strings.TrimSuffix(string(auditRecord("a", "2026-12-02T10:00:00Z")), "}\n") +
+		`,"seq":1,"prev":"` + strings.Repeat("0", 64) + `","prev_file":"\r\u001b[2K\u001b[8m"}` + "\n"
+	os.WriteFile("audit.log", []byte(rec), 0o600)
+	out, errOut, code := c.run("", "audit", "verify", "audit.log")
+	if code != 0 {
+		t.Fatalf("verify: exit %d: %s%s", code, out, errOut)
+	}
+	if strings.ContainsFunc(out, func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }) {
+		t.Errorf("verify output holds control characters from prev_file: %q", out)
+	}
+}
+
+// TestAuditSummaryUntilCommaFraction: Go's RFC 3339 parser takes ',' as
+// the fraction separator too: "10:00:01,1Z" is a time with a fraction,
+// not "to the second", and counts what "10:00:01.1Z" counts.
+func TestAuditSummaryUntilCommaFraction(t *testing.T) {
+	c := newCLI(t)
+	s, err := audit.Open(audit.Options{Path: "audit.log"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(auditRecord("b", "2026-12-02T10:00:01.25Z"))
+	s.Close()
+	dot, _, _ := c.run("", "audit", "summary", "--until", "2026-12-02T10:00:01.1Z", "audit.log")
+	comma, _, _ := c.run("", "audit", "summary", "--until", "2026-12-02T10:00:01,1Z", "audit.log")
+	if dot != comma {
+		t.Errorf("--until 10:00:01,1Z counts differently from 10:00:01.1Z:\ndot:\n%s\ncomma:\n%s", dot, comma)
 	}
 }

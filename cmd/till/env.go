@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -71,26 +72,85 @@ func runEnv(args []string, e *env) error {
 	if client != "" && e.getenv("TILL_TOKEN") == "" {
 		fmt.Fprintf(e.stderr, "till: warning: TILL_TOKEN is not set here; the proxy URL reads %s's token from it where these lines are used: export TILL_TOKEN first, or till answers 407\n", client)
 	}
-	proxyURL := proxyURL(cfg, client, "${TILL_TOKEN}")
-	noProxy := "localhost,127.0.0.1,::1"
-	vars := [][2]string{
-		{"HTTP_PROXY", proxyURL}, {"HTTPS_PROXY", proxyURL},
-		{"http_proxy", proxyURL}, {"https_proxy", proxyURL},
+	// The proxy URL is the only value with the token in it: its parts
+	// around the token are quoted as text, as every other value is, so
+	// that nothing of a folder's name or the config is read as code.
+	proxy := envValue(proxyURL(cfg, client, tokenMark))
+	noProxy := envValue("localhost,127.0.0.1,::1")
+	vars := []struct {
+		name  string
+		value envValue
+	}{
+		{"HTTP_PROXY", proxy}, {"HTTPS_PROXY", proxy},
+		{"http_proxy", proxy}, {"https_proxy", proxy},
 		{"NO_PROXY", noProxy}, {"no_proxy", noProxy},
-		{"SSL_CERT_FILE", bundle}, {"REQUESTS_CA_BUNDLE", bundle}, {"CURL_CA_BUNDLE", bundle},
+		{"SSL_CERT_FILE", envValue(bundle)}, {"REQUESTS_CA_BUNDLE", envValue(bundle)}, {"CURL_CA_BUNDLE", envValue(bundle)},
 		// Node ignores the proxy variables unless told (fetch from 24.0,
 		// http and https from 24.5; both from 22.21), and trusts extra
 		// CAs from a file of its own.
-		{"NODE_USE_ENV_PROXY", "1"}, {"NODE_EXTRA_CA_CERTS", cfg.Forward.CACert},
+		{"NODE_USE_ENV_PROXY", "1"}, {"NODE_EXTRA_CA_CERTS", envValue(cfg.Forward.CACert)},
 	}
-	for _, kv := range vars {
+	var out strings.Builder
+	for _, v := range vars {
 		if format == "shell" {
-			fmt.Fprintf(e.stdout, "export %s=%s\n", kv[0], shellQuote(kv[1]))
-		} else {
-			fmt.Fprintf(e.stdout, "%s=%s\n", kv[0], dotenvQuote(kv[1]))
+			fmt.Fprintf(&out, "export %s=%s\n", v.name, v.value.shell())
+			continue
 		}
+		q, err := v.value.dotenv()
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+		fmt.Fprintf(&out, "%s=%s\n", v.name, q)
 	}
-	return nil
+	_, err = io.WriteString(e.stdout, out.String())
+	return err
+}
+
+// tokenMark stands for the client's token in an envValue: a NUL, which no
+// path or address that till prints holds.
+const tokenMark = "\x00"
+
+// envValue is a value till env prints; tokenMark in it stands for
+// ${TILL_TOKEN}, which the shell or the .env loader fills in.
+type envValue string
+
+// shell quotes v for a POSIX shell: in double quotes, the token as
+// ${TILL_TOKEN}, when its text holds nothing a shell reads there; else
+// its text in single quotes, the token as "${TILL_TOKEN}".
+func (v envValue) shell() string {
+	text := strings.ReplaceAll(string(v), tokenMark, "")
+	if strings.Contains(string(v), tokenMark) && !strings.ContainsAny(text, "$\"\\`!") {
+		return `"` + strings.ReplaceAll(string(v), tokenMark, "${TILL_TOKEN}") + `"`
+	}
+	parts := strings.Split(string(v), tokenMark)
+	for i, p := range parts {
+		parts[i] = "'" + strings.ReplaceAll(p, "'", `'\''`) + "'"
+	}
+	return strings.Join(parts, `"${TILL_TOKEN}"`)
+}
+
+// dotenv quotes v for an .env file, whose loaders (python-dotenv, Node's
+// dotenv, Docker Compose) agree on little: double quotes around a value
+// with the token, for them to fill it in, and single quotes around other
+// text that needs quoting. A value that no form carries unchanged to
+// every loader is an error, not a line that could mean something else.
+func (v envValue) dotenv() (string, error) {
+	text := strings.ReplaceAll(string(v), tokenMark, "")
+	unsafe := fmt.Errorf("%q holds a character an .env loader reads as quoting, a variable or a line break (use --format shell)", text)
+	switch {
+	case strings.ContainsAny(text, "\n\r"):
+		return "", unsafe
+	case strings.Contains(string(v), tokenMark):
+		if strings.ContainsAny(text, "$\"\\`'") {
+			return "", unsafe
+		}
+		return `"` + strings.ReplaceAll(string(v), tokenMark, "${TILL_TOKEN}") + `"`, nil
+	case !strings.ContainsAny(text, " #\"'$\\`"):
+		return text, nil
+	case !strings.Contains(text, "'"):
+		return "'" + text + "'", nil
+	}
+	return "", unsafe
 }
 
 // clientAddr turns a listen address into one a client can dial.
@@ -162,19 +222,4 @@ func writeBundle(caCert string, caPEM []byte, e *env) (string, error) {
 		return "", err
 	}
 	return path, os.Rename(tmp.Name(), path)
-}
-
-func shellQuote(s string) string {
-	if strings.Contains(s, "${TILL_TOKEN}") {
-		// Double quotes, so the shell fills in the token.
-		return `"` + s + `"`
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func dotenvQuote(s string) string {
-	if strings.ContainsAny(s, " #\"'$") {
-		return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
-	}
-	return s
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,5 +73,85 @@ func countCerts(b []byte) int {
 			return n
 		}
 		n++
+	}
+}
+
+// forwardHome makes a folder of that name in a new CLI's folder, with a
+// forward-mode config and till's CA in it, and makes it the working one.
+func forwardHome(t *testing.T, name string) (*cli, string) {
+	c := newCLI(t)
+	home := filepath.Join(c.dir, name)
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(home)
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\n"), 0o644)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	c.env["SSL_CERT_FILE"] = "/nonexistent"
+	return c, home
+}
+
+// TestEnvShellQuotingDollarInHome: the till home (config) folder's name
+// is a filesystem value; the CA bundle path printed for
+// eval "$(till env)" stays one literal value whatever the folder is
+// called: ${TILL_TOKEN} and $(...) in it are text, never run.
+func TestEnvShellQuotingDollarInHome(t *testing.T) {
+	c, home := forwardHome(t, "proj ${TILL_TOKEN} $(touch PWNED)")
+	out, errOut, code := c.run("", "env")
+	if code != 0 {
+		t.Fatalf("env: exit %d: %s", code, errOut)
+	}
+	sh := exec.Command("sh", "-c", out+"\nprintf %s \"$SSL_CERT_FILE\"")
+	sh.Dir = c.dir
+	sh.Env = []string{"PATH=" + os.Getenv("PATH"), "TILL_TOKEN=till_tok"}
+	got, err := sh.CombinedOutput()
+	if _, serr := os.Stat(filepath.Join(c.dir, "PWNED")); serr == nil {
+		t.Errorf("eval \"$(till env)\" ran a command from the till home folder's name; till env printed:\n%s", out)
+	}
+	if want := filepath.Join(home, "till-ca-bundle.pem"); err != nil || string(got) != want {
+		t.Errorf("SSL_CERT_FILE after eval = %q (err %v), want the bundle path %q", got, err, want)
+	}
+}
+
+// TestEnvShellQuotingListenZone: listen accepts an IPv6 zone of any
+// characters (netip.ParseAddr); with --client the proxy URL's text around
+// the token is quoted as text, so the zone's $(...) never runs.
+func TestEnvShellQuotingListenZone(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nlisten: \"[fe80::1%$(touch PWNED)]:8080\"\nforward: {enabled: true}\n"+
+		"clients:\n  - name: web\n    token_sha256: "+strings.Repeat("ab", 32)+"\n"), 0o644)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	c.env["SSL_CERT_FILE"] = "/nonexistent"
+	c.env["TILL_TOKEN"] = "till_tok"
+	out, errOut, code := c.run("", "env", "--client", "web")
+	if code != 0 {
+		t.Fatalf("env: exit %d: %s", code, errOut)
+	}
+	sh := exec.Command("sh", "-c", out)
+	sh.Dir = c.dir
+	sh.Env = []string{"PATH=" + os.Getenv("PATH"), "TILL_TOKEN=till_tok"}
+	sh.CombinedOutput()
+	if _, err := os.Stat(filepath.Join(c.dir, "PWNED")); err == nil {
+		t.Errorf("eval \"$(till env --client web)\" ran a command from listen; till env printed:\n%s", out)
+	}
+}
+
+// TestEnvDotenvNewlineInHome: a newline in the till home folder's name,
+// which no .env file can carry, is an error naming the variable, not a
+// line of the folder name's choosing (here HTTPS_PROXY).
+func TestEnvDotenvNewlineInHome(t *testing.T) {
+	c, _ := forwardHome(t, "x\nHTTPS_PROXY=evil.example:8080\nZ=")
+	out, errOut, code := c.run("", "env", "--format", "dotenv")
+	if code != 1 || !strings.Contains(errOut, "SSL_CERT_FILE:") || !strings.Contains(errOut, "line break") {
+		t.Errorf("env --format dotenv with a line break in the folder's name: exit %d: %s", code, errOut)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if line == "HTTPS_PROXY=evil.example:8080" {
+			t.Errorf("till env --format dotenv: a line from the folder name sets HTTPS_PROXY:\n%s", out)
+		}
 	}
 }
