@@ -174,10 +174,14 @@ func (p *pool) restFor(res *http.Response, err error, now time.Time) (time.Durat
 		}
 		return p.cooldown, true
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return 10 * p.cooldown, true // config bounds the cooldown to 30 days
+		return p.rejectedRest(), true
 	}
 	return 0, false
 }
+
+// rejectedRest is how long a key the upstream rejects rests: ten
+// cooldowns (config bounds the cooldown to 30 days).
+func (p *pool) rejectedRest() time.Duration { return 10 * p.cooldown }
 
 // rejection reports whether an upstream's status refuses the key itself.
 func rejection(status int) bool {
@@ -207,7 +211,7 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 // restRejected sets aside for ten cooldowns a key the upstream rejected,
 // once another key served the same request: the key was at fault.
 func (g *Gateway) restRejected(x *exchange, m *member, now time.Time) {
-	m.rest(now, 10*x.route.pool.cooldown)
+	m.rest(now, x.route.pool.rejectedRest())
 	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", m.secretName).
 		Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
 }

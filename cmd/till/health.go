@@ -161,19 +161,3 @@ func readyStatus(body []byte) string {
 	}
 	return printable(v.Status, 80)
 }
-
-// printable is text from an answer that may not be till's, fit for a
-// terminal: printable ASCII only (no escape sequence reaches it), at most
-// n characters.
-func printable(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
-}
