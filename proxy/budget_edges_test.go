@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -652,5 +654,107 @@ func TestUntoldUsageCharged(t *testing.T) {
 				t.Errorf("record %v; want reason usage_unknown", recs[0])
 			}
 		})
+	}
+}
+
+// TestUploadAnswerNamingUnpricedModelNotFree: an upload till does not read
+// (a Mistral transcription, sent as multipart) names its model only in the
+// form, so the unpriced-model refusal never sees it; its answer reports
+// usage and names a model the price table lacks (voxtral-mini-2507). It was
+// priced at $0, so a blocking dollar budget never ran out. As for an answer
+// that names no model, it must not count as free.
+func TestUploadAnswerNamingUnpricedModelNotFree(t *testing.T) {
+	var sent atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		// Mistral's /v1/audio/transcriptions answer, as documented.
+		io.WriteString(w, `{"model":"voxtral-mini-2507","text":"hello","language":null,"segments":[],`+
+			`"usage":{"prompt_audio_seconds":203,"prompt_tokens":1000,"total_tokens":2000,"completion_tokens":1000}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: mistral, preset: mistral, upstream: {{UP}}, secret: openai}\nbudgets:\n  - {name: b, window: 1d, usd: 0.05}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	form := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nvoxtral-mini-latest\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\nID3xxxx\r\n--b--\r\n"
+	codes := ""
+	for range 3 {
+		req, _ := http.NewRequest("POST", srv.URL+"/mistral/v1/audio/transcriptions", strings.NewReader(form))
+		req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		codes += strconv.Itoa(res.StatusCode) + " "
+	}
+	srv.Close()
+	recs := buf.records(t)
+	if codes != "200 429 429 " || sent.Load() != 1 {
+		var costs []any
+		for _, r := range recs {
+			costs = append(costs, r["cost_usd"])
+		}
+		t.Errorf("got %s with %d sent (costs %v); want 200 429 429 and 1: an unread upload answered by a model the table lacks counted as free", codes, sent.Load(), costs)
+	}
+}
+
+// TestEncodedJSONAsUploadUnderTokenBudget: a JSON request sent under an
+// upload's Content-Type on a route under a token budget is read, so that
+// a stream is asked its usage and max_tokens reserved
+// (TestJSONAsUploadUnderTokenBudget). The same request hidden from the
+// "starts with {" look by an encoding the provider undoes (Content-Encoding:
+// gzip, which api.anthropic.com takes; a UTF-8 byte order mark or UTF-16,
+// which Python's json.loads(bytes) takes) streams on unread: no include_usage,
+// no reservation, and an input estimate from the compressed size. It must be
+// read, or refused, not forwarded unmetered.
+func TestEncodedJSONAsUploadUnderTokenBudget(t *testing.T) {
+	up, sent := recordingUpstream(t, "text/event-stream", "data: [DONE]\n\n")
+	var hits atomic.Int32
+	counting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		up.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer counting.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, counting.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	const js = `{"model":"gpt-4o-mini","stream":true,"max_tokens":10,"messages":[]}`
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(js))
+	zw.Close()
+	utf16 := []byte{0xff, 0xfe}
+	for _, c := range js {
+		utf16 = append(utf16, byte(c), 0)
+	}
+	for _, tt := range []struct {
+		name, ctype, cenc string
+		body              []byte
+	}{
+		{"gzip", "application/octet-stream", "gzip", gz.Bytes()},
+		{"BOM", "application/octet-stream", "", append([]byte("\xef\xbb\xbf"), js...)},
+		{"UTF-16", "multipart/form-data; boundary=x", "", utf16},
+	} {
+		before := hits.Load()
+		req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/chat/completions", bytes.NewReader(tt.body))
+		req.Header.Set("Content-Type", tt.ctype)
+		if tt.cenc != "" {
+			req.Header.Set("Content-Encoding", tt.cenc)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if hits.Load() != before && !strings.Contains(sent(), `"include_usage":true`) {
+			t.Errorf("%s: status %d, forwarded unread (upstream got %.40q…): want it read (usage asked) or refused", tt.name, res.StatusCode, sent())
+		}
 	}
 }

@@ -85,6 +85,11 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 	if rt.usage == usage.None {
 		return a, nil
 	}
+	if x.hasBody && (len(rt.models) > 0 || rt.tokenBudgeted) && contentEncoded(r.Header) {
+		// What the provider unpacks, till cannot read: a model, a
+		// stream or a reservation could hide in it.
+		return a, &errEncodedBody
+	}
 	if len(rt.models) == 0 && x.hasBody && isUpload(r.Header.Get("Content-Type")) && !(rt.tokenBudgeted && x.startsLikeJSON(r)) {
 		return a, nil
 	}
@@ -233,10 +238,29 @@ func (rt *route) asksStreamUsage(path string) bool {
 	return strings.HasSuffix(path, "/completions") // chat completions too
 }
 
+// errEncodedBody refuses a request body sent compressed where till must
+// read it.
+var errEncodedBody = apiError{CodeBadRequest, "this route checks the model or counts tokens, and till does not read a request body sent with a Content-Encoding: send it uncompressed"}
+
+// contentEncoded reports whether a request's body is sent with a
+// Content-Encoding other than identity (gzip, which some providers undo).
+func contentEncoded(h http.Header) bool {
+	for _, v := range h.Values("Content-Encoding") {
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e != "" && !strings.EqualFold(e, "identity") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // startsLikeJSON reports whether the body, after white space, starts with
 // "{" (or is white space as far as it looked): a JSON request sent under
-// an upload's Content-Type. Unless held already, it reads ahead at most
-// 512 bytes of r's body, which stay in it, to be read again.
+// an upload's Content-Type, in UTF-8 or, as JSON readers such as Python's
+// take too, with a byte order mark or in UTF-16 or UTF-32. Unless held
+// already, it reads ahead at most 512 bytes of r's body, which stay in
+// it, to be read again.
 func (x *exchange) startsLikeJSON(r *http.Request) bool {
 	p, err := x.held, error(nil)
 	if p == nil {
@@ -251,7 +275,42 @@ func (x *exchange) startsLikeJSON(r *http.Request) bool {
 	if len(rest) == 0 {
 		return x.held == nil && err == nil // 512 bytes of white space: look at it whole
 	}
-	return rest[0] == '{'
+	for _, e := range jsonEncodings {
+		if opensObject(bytes.TrimPrefix(p, []byte(e.mark)), e.width, e.at) {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonEncodings are the ways of writing a JSON text that JSON readers
+// take: its byte order mark, the bytes a character takes and which of
+// them holds an ASCII one. UTF-32's marks go before UTF-16's, which begin
+// them.
+var jsonEncodings = []struct {
+	mark      string
+	width, at int
+}{
+	{"\xef\xbb\xbf", 1, 0},
+	{"\x00\x00\xfe\xff", 4, 3}, {"\xff\xfe\x00\x00", 4, 0},
+	{"\xfe\xff", 2, 1}, {"\xff\xfe", 2, 0},
+}
+
+// opensObject reports whether p, read as characters of width bytes whose
+// ASCII byte is at, starts with "{" after JSON white space.
+func opensObject(p []byte, width, at int) bool {
+	for ; len(p) >= width; p = p[width:] {
+		c := p[at]
+		for i := range width {
+			if i != at && p[i] != 0 {
+				return false
+			}
+		}
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return c == '{'
+		}
+	}
+	return false
 }
 
 // isUpload reports whether a Content-Type is that of an upload, which
@@ -366,16 +425,21 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	if model == "" {
 		model = x.rec.model
 	}
+	priceAs := model
+	if !prices.Priced(model) && model != x.rec.model {
+		// A dated version the table does not list yet, of the model
+		// the request asked for; or, when the request named none (an
+		// upload till does not read), "": the table's dearest prices,
+		// since a model the budget's check never saw must not be free.
+		priceAs = x.rec.model
+	}
 	// An Anthropic stream tells its input (and 1 output token) at once,
 	// its output only at the end.
-	x.chargeCut(u, events, model, prices)
+	x.chargeCut(u, events, priceAs, prices)
 	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
-	usd, priced := prices.Cost(model, u)
-	if !priced && model != x.rec.model && x.rec.model != "" {
-		// A dated version the table does not list yet, of the model
-		// the request asked for, which it does.
-		model = x.rec.model
-		usd, priced = prices.Cost(model, u)
+	usd, priced := prices.Cost(priceAs, u)
+	if priced {
+		model = priceAs
 	}
 	x.rec.costUSD = usd
 	if echoes([]string{model}, x.echoForms()) {

@@ -127,9 +127,10 @@ func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 }
 
 // geminiPath returns the model a Gemini API path names, such as
-// "gemini-2.5-flash" in /v1beta/models/gemini-2.5-flash:generateContent or
-// "tunedModels/x" in /v1beta/tunedModels/x:generateContent, and whether
-// the method streams.
+// "gemini-2.5-flash" in /v1beta/models/gemini-2.5-flash:generateContent,
+// "tunedModels/x" in /v1beta/tunedModels/x:generateContent or "dynamic/x"
+// in /v1beta/dynamic/x:generateContent (Google's three bindings, whose
+// model stands over the body's), and whether the method streams.
 func geminiPath(path string) (model string, stream bool) {
 	path, _, _ = strings.Cut(path, "?")
 	var prefix, rest string
@@ -137,6 +138,8 @@ func geminiPath(path string) (model string, stream bool) {
 		rest = after
 	} else if _, after, ok := strings.Cut(path, "/tunedModels/"); ok {
 		prefix, rest = "tunedModels/", after
+	} else if _, after, ok := strings.Cut(path, "/dynamic/"); ok {
+		prefix, rest = "dynamic/", after
 	}
 	name, method, _ := strings.Cut(rest, ":")
 	name, _, _ = strings.Cut(name, "/")

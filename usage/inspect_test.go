@@ -47,6 +47,11 @@ func TestInspect(t *testing.T) {
 			Request{Model: "gemini-2.5-flash-lite"}, ""},
 		{"gemini tuned model", Gemini, "/v1beta/tunedModels/my-model-7:generateContent", `{}`,
 			Request{Model: "tunedModels/my-model-7"}, ""},
+		// Google's third binding: the path's model is served, not the body's.
+		{"gemini dynamic model", Gemini, "/v1beta/dynamic/some-id:generateContent",
+			`{"model":"models/gemini-2.5-flash","contents":[]}`, Request{Model: "dynamic/some-id"}, ""},
+		{"gemini dynamic stream", Gemini, "/v1beta/dynamic/some-id:streamGenerateContent?alt=sse",
+			`{"model":"models/gemini-2.5-flash"}`, Request{Model: "dynamic/some-id", Stream: true}, ""},
 		{"gemini path wins over body", Gemini, "/v1beta/models/gemini-2.5-flash:generateContent",
 			`{"model":"gemini-2.5-pro"}`, Request{Model: "gemini-2.5-flash"}, ""},
 		{"gemini openai-compatible", Gemini, "/v1beta/openai/chat/completions",
