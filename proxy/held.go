@@ -48,9 +48,10 @@ func (g *Gateway) hold(admits func(*live) *apiError, end func()) *heldConn {
 // make, as hold does, until the returned release. A config that refuses
 // it cancels the returned context, which ends the upstream's side, and
 // closes the app's side before Swap returns: not one more byte is
-// relayed after the reload. cut is the refusal of the config served now,
-// when it refuses the switch already: it must not be sent.
-func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) *apiError) (_ context.Context, release func(), cut *apiError) {
+// relayed after the reload. It is checked again at expires too, when set
+// (its key's expiry), as a reload would. cut is the refusal of the config
+// served now, when it refuses the switch already: it must not be sent.
+func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) *apiError, expires time.Time) (_ context.Context, release func(), cut *apiError) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &switched{}
 	rw.switched = s
@@ -58,7 +59,11 @@ func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exch
 	g.held.mu.Lock()
 	cut = c.cut
 	g.held.mu.Unlock()
-	return ctx, func() { g.release(x, c); cancel() }, cut
+	stop := func() bool { return false }
+	if !expires.IsZero() {
+		stop = time.AfterFunc(time.Until(expires), func() { g.held.recheckOne(c, g.live.Load()) }).Stop
+	}
+	return ctx, func() { stop(); g.release(x, c); cancel() }, cut
 }
 
 // switched is the app's side of a protocol switch: ended, it is closed
@@ -105,6 +110,15 @@ func (s *heldConns) recheck(l *live) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.open {
+		c.check(l)
+	}
+}
+
+// recheckOne ends c, while it is held, if l refuses it.
+func (s *heldConns) recheckOne(c *heldConn, l *live) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.open[c]; ok {
 		c.check(l)
 	}
 }
@@ -190,10 +204,10 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 
 // readmit checks the request r again when a reload has swapped in another
 // config since x's exchange decided it: the config served now must let
-// it by (admitAgain), and its route still hold the key about to go (m's,
-// or the route's own when m is nil), with the same value, usable. Otherwise
-// the key would go for a client, path or key that the reload revoked
-// while the request's body came in, or while a pool's key was refused.
+// it by (keyAgain). Otherwise the key would go for a client, path or key
+// that the reload revoked while the request's body came in, or while a
+// pool's key was refused. A key rotated before anything was derived from
+// it goes with its new value, never the old one (it may be a leak).
 // Without a reload, the key attached must not have expired meanwhile (a
 // slow upload can outlast it).
 func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
@@ -206,9 +220,25 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 		}
 		return nil
 	}
-	rt, e := l.admitAgain(r, x)
+	rotated, e := l.keyAgain(r, x, m)
 	if e != nil {
 		return e
+	}
+	if rotated != nil {
+		x.inj = rotated
+	}
+	return nil
+}
+
+// keyAgain decides whether l lets by the request r, which x's exchange
+// decided against another config: l must allow it (admitAgain), and its
+// route still hold the key about to go (m's, or the route's own when m is
+// nil), usable, with the same value; or, when nothing was derived from
+// it yet (a token), with another, returned as rotated.
+func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injection, _ *apiError) {
+	rt, e := l.admitAgain(r, x)
+	if e != nil {
+		return nil, e
 	}
 	want := x.route.injection
 	if m != nil {
@@ -217,22 +247,31 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 	in := rt.keyNamed(want.secretName)
 	switch {
 	case in == nil:
-		return &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
+		return nil, &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
 	case x.inj != nil && in.fp == x.inj.fp:
 		// The key about to go is the live one.
 	case in.fp != want.fp && x.inj == want:
-		// Rotated before anything was derived from it: the request goes
-		// with the new value, never the old one (it may be a leak).
-		x.inj = in
+		rotated = in
 	case in.fp != want.fp:
 		// Rotated after a token was minted from it: the old value may be
 		// why (a leak).
-		return &apiError{CodeSecretUnavailable, "the key for this request was replaced while it came in; send it again"}
+		return nil, &apiError{CodeSecretUnavailable, "the key for this request was replaced while it came in; send it again"}
 	}
 	if e, ok, _ := in.secretState(time.Now(), l.onExpired); !ok {
-		return &e
+		return nil, &e
 	}
-	return nil
+	return rotated, nil
+}
+
+// keepsSwitch decides whether l lets the protocol switch r, which x's
+// exchange made, go on: as a request about to go (keyAgain), with the
+// key it went with, whose value has not been replaced since.
+func (l *live) keepsSwitch(r *http.Request, x *exchange) *apiError {
+	rotated, e := l.keyAgain(r, x, x.member)
+	if rotated != nil {
+		return &apiError{CodeSecretUnavailable, "the key this connection went with was replaced"}
+	}
+	return e
 }
 
 // resolveAgain resolves r, a request to a route in mode, against l.

@@ -285,3 +285,83 @@ func TestIdleUpgradesEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadEndsUpgradesWhoseKeyIsGone: a WebSocket switched on a route
+// is held open only while the config served allows its request. A reload
+// that takes the route's key away (removed from the vault: a new request
+// gets 503 secret_missing) or that makes it unusable (expired, under
+// on_expired: block: 503 secret_expired) would refuse that request, so it
+// must end the switched connection too, as it does for a revoked token
+// or a path no longer allowed (TestReloadEndsUpgradesItRefuses).
+func TestReloadEndsUpgradesWhoseKeyIsGone(t *testing.T) {
+	up := switchingEcho(t, nil)
+	sum := sha256.Sum256([]byte(connectToken))
+	web := "clients:\n  - {name: web, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
+	route := "routes:\n  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: %s, clients: [web]}\n"
+	confWith := func(secret string, secrets map[string]vault.Secret) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+web+fmt.Sprintf(route, secret)), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, secrets)
+	}
+	conf := func(secrets map[string]vault.Secret) *Snapshot { return confWith("k", secrets) }
+	good := map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())}
+	expired := vault.NewSecret("k", testKey, time.Now())
+	expired.Expires = time.Now().Add(-time.Minute)
+	for _, tt := range []struct {
+		name  string
+		after *Snapshot
+		code  string
+	}{
+		// A new request gets 503 secret_missing.
+		{"secret removed from the vault", conf(map[string]vault.Secret{}), CodeSecretMissing},
+		// A new request gets 503 secret_expired.
+		{"secret expired", conf(map[string]vault.Secret{"k": expired}), CodeSecretExpired},
+		// The route now takes another key: k is no longer the route's,
+		// what readmit answers a request in flight (secret_missing).
+		{"route moved to another key", confWith("k2", map[string]vault.Secret{"k": good["k"], "k2": vault.NewSecret("k2", testKey+"2", time.Now())}), CodeSecretMissing},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			after := tt.after
+			buf := &lockedBuffer{}
+			gw := New(conf(good), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: "+connectToken+"\r\n\r\n", http.StatusSwitchingProtocols)
+			reloadWhileHeld(t, gw, buf, c, br, after, tt.code)
+		})
+	}
+}
+
+// TestUpgradeEndsWhenItsKeyExpires: under on_expired: block, a WebSocket
+// on a route ends when its key expires, with no reload: a new request
+// would get 503 secret_expired from then on.
+func TestUpgradeEndsWhenItsKeyExpires(t *testing.T) {
+	up := switchingEcho(t, nil)
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nroutes:\n  - {name: ws, preset: openai, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon := vault.NewSecret("k", testKey, time.Now())
+	soon.Expires = time.Now().Add(500 * time.Millisecond)
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"k": soon}), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+	c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+	if err := echoLine(c, br, "before"); err != nil {
+		t.Fatalf("before the key expired: %v", err)
+	}
+	// Ended at the expiry: the read returns then, well before the
+	// 10 s deadline openHeld set.
+	_, err = br.ReadString('\n')
+	if err == nil || time.Now().Before(soon.Expires) {
+		t.Fatalf("read %v at %v, key expiring at %v: want the connection ended at its key's expiry", err, time.Now(), soon.Expires)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection outlived its key's expiry")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gw.Shutdown(ctx)
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretExpired {
+		t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
+	}
+}

@@ -232,6 +232,35 @@ func TestReloadDuringUpgradeTokenAsk(t *testing.T) {
 	}
 }
 
+// TestRotationDuringTokenAskStopsItsToken: a reload that replaces the
+// key a token is being minted from (a leak is why keys are rotated) lands
+// while the token endpoint answers. The token it answers was minted from
+// the old value: it must not go upstream.
+func TestRotationDuringTokenAskStopsItsToken(t *testing.T) {
+	var upstreamSends atomic.Int64
+	te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) { upstreamSends.Add(1) })
+	snap := func(secret vault.Secret) *Snapshot {
+		y := "version: 1\nroutes:\n  - {name: api, upstream: " + te.URL + ", secret: app, inject: {oauth2: {token_url: " + te.URL + "/token, auth_style: header}}}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, map[string]vault.Secret{"app": secret})
+	}
+	rotated := vault.NewFieldSecret("app", map[string]string{"client_id": "app", "client_secret": "secret-rotated-0123456789"}, time.Now())
+	gw := New(snap(oauthSecret("app", time.Now())), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	var once sync.Once
+	te.seen = func() { once.Do(func() { gw.Swap(snap(rotated)) }) }
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if upstreamSends.Load() != 0 {
+		t.Errorf("a token minted from the key the reload replaced went upstream (the app got %d %s)", w.Code, w.Header().Get("X-Till-Error"))
+	}
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeSecretUnavailable {
+		t.Errorf("got %d %s, want 503 %s (send it again)", w.Code, w.Header().Get("X-Till-Error"), CodeSecretUnavailable)
+	}
+}
+
 // TestPoolRetryReloadDuringNextAsk: a pool of OAuth2 keys [a, b]; key
 // a's token gets 429, and a reload that revokes the client lands while
 // key b's token is asked for. The app gets the answer it already has

@@ -175,7 +175,7 @@ func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *l
 		}})
 		var release func()
 		var cut *apiError
-		ctx, release, cut = g.holdUpgrade(ctx, rw, x, func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) })
+		ctx, release, cut = g.holdUpgrade(ctx, rw, x, func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) }, time.Time{})
 		defer release()
 		if cut != nil {
 			g.refuse(rw, x, *cut, 0) // a reload since the request's checks

@@ -148,19 +148,20 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		g.mintFailed(rw, x, err)
 		return
 	}
+	key := x.inj
+	x.inj = inj
 	if e := g.readmit(r, x, x.member); e != nil {
 		g.refuse(rw, x, *e, 0) // a reload while the token came
 		return
 	}
-	x.inj = inj
 	x.upstreamStart = time.Now()
 	if isUpgrade(r) {
 		// ReverseProxy relays a protocol switch (WebSocket) once the
 		// upstream agrees to it, until the request's context ends (a
-		// reload that refuses it ends it too); a body read to be metered
-		// goes as read.
+		// reload that refuses it ends it too, as does its key's expiry);
+		// a body read to be metered goes as read.
 		ctx, release, cut := g.holdUpgrade(context.WithValue(r.Context(), exchangeKey{}, x), rw, x,
-			func(l *live) *apiError { _, e := l.admitAgain(r, x); return e })
+			func(l *live) *apiError { return l.keepsSwitch(r, x) }, key.expires)
 		defer release()
 		if cut != nil {
 			g.refuse(rw, x, *cut, 0) // a reload since the last check
