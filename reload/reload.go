@@ -106,8 +106,10 @@ func (r *Reloader) Reload() error {
 	}
 	snap, err := r.serve(cfg, secrets)
 	if err != nil {
+		// Its sources could not be set up (a Vault source's ca_file).
 		r.opts.Metrics.Reload(false)
 		r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
+		r.vaultOnly()
 		return err
 	}
 	r.opts.Metrics.Reload(true)

@@ -298,3 +298,48 @@ func TestNoRoutesHint(t *testing.T) {
 		}
 	}
 }
+
+// TestRotationDoesNotWaitForSources: a reload whose config is refused
+// still serves the vault as it is now with the config served ("a rotation
+// does not wait for the config to be fixed": Options.Vault, README,
+// docs/reference.md). That holds when the new config is refused while it
+// is loaded (bad YAML), and must hold too when it is refused because its
+// sources: cannot be set up (Options.Keys fails: a Vault source with an
+// unreadable ca_file, say). The operator who replaced a leaked key with
+// till secret set, in the same edit, must not see the leaked key go on
+// being sent until the config is fixed; the file watcher will not even
+// try again until one of the files changes.
+func TestRotationDoesNotWaitForSources(t *testing.T) {
+	dir := t.TempDir()
+	served := parse(t, dir, goodYAML)
+	leaked := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
+	rotated := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey+"-new", time.Now().Add(time.Second))}
+	next := parse(t, dir, goodYAML+"  - name: second\n    preset: openai\n    secret: openai\n")
+	gw, metrics := &fakeGateway{}, &fakeMetrics{}
+	badSources := errors.New(`sources: "corp" (line 3): read ca_file: no such file`)
+	r := New(served, leaked, Options{
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return next, rotated, nil },
+		Gateway: gw,
+		Metrics: metrics,
+		Log:     zerolog.New(&bytes.Buffer{}),
+		Keys: func(c *config.Config) (proxy.Keys, error) {
+			if c == next {
+				return nil, badSources
+			}
+			return nil, nil
+		},
+		Vault: func(*config.Config) (map[string]vault.Secret, error) { return rotated, nil },
+	})
+	if err := r.Reload(); !errors.Is(err, badSources) {
+		t.Fatalf("reload: %v, want %v", err, badSources)
+	}
+	if len(gw.snaps) == 0 {
+		t.Fatal("the reload was refused for its sources and the rotated vault was not served: the leaked key is still sent")
+	}
+	last := gw.snaps[len(gw.snaps)-1]
+	for _, rt := range last.Routes() {
+		if rt.Fingerprint != rotated["openai"].Fingerprint() {
+			t.Errorf("route %s serves key %s, want the rotated %s", rt.Name, rt.Fingerprint, rotated["openai"].Fingerprint())
+		}
+	}
+}
