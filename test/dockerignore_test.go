@@ -144,7 +144,7 @@ func TestDockerIgnoreKeepsSecretsOut(t *testing.T) {
 		t.Fatalf("found %d Go files from the module root, want many: wrong folder?", len(sources))
 	}
 	sources = append(sources, "go.mod", "go.sum", "Dockerfile", "cmd/till/main.go", "vault/key.go",
-		"audit/file.go", "config/presets.yaml", "config/starter.yaml", "examples/sidecar-compose/till.yaml")
+		"audit/file.go", "config/presets.yaml", "config/starter.yaml", "examples/sidecar-compose/config/till.yaml")
 	for _, p := range sources {
 		if ignored(p) {
 			t.Errorf("%s is left out of the build context: the build needs it", p)

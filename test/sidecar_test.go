@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -19,7 +20,7 @@ import (
 
 // The sidecar image, imitated without a container engine: a root file
 // system holding only the static binary (as the Dockerfile builds it), the
-// config mounted read-only at /etc/till/till.yaml and the host's data
+// config's folder mounted read-only at /etc/till and the host's data
 // folder mounted read-write at /var/lib/till, in a private mount namespace
 // where that root is read-only. till runs chrooted there as uid 65532, the
 // image's user, like `docker compose up`; other till commands run the same
@@ -30,17 +31,17 @@ const imageUID = 65532
 
 // sidecar is the imitated container.
 type sidecar struct {
-	root     string // the container's root, as a path that reaches it from here
-	hostRoot string // the same folder outside the namespace, writable
-	caFile   string // SSL_CERT_FILE inside, or ""
+	root   string // the container's root, as a path that reaches it from here
+	caFile string // SSL_CERT_FILE inside, or ""
 }
 
 // newSidecar builds the image's file system under a temp folder, mounts
-// config (a host file) and data (a host folder) into it, and keeps the
+// configDir (a host folder holding till.yaml) and data (a host folder)
+// into it, and keeps the
 // mount namespace alive with a holder process until the test ends. It
 // skips the test unless it runs as root; as root, under CI, a namespace
 // that cannot be made fails it.
-func newSidecar(t *testing.T, config, data, caFile string) *sidecar {
+func newSidecar(t *testing.T, configDir, data, caFile string) *sidecar {
 	t.Helper()
 	unavailable := func(format string, args ...any) {
 		t.Helper()
@@ -65,10 +66,7 @@ func newSidecar(t *testing.T, config, data, caFile string) *sidecar {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the static binary: %v\n%s", err, out)
 	}
-	if err := os.WriteFile(filepath.Join(root, "etc/till/till.yaml"), nil, 0o644); err != nil {
-		t.Fatal(err) // the mount point of the config
-	}
-	s := &sidecar{hostRoot: root}
+	s := &sidecar{}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -83,13 +81,13 @@ func newSidecar(t *testing.T, config, data, caFile string) *sidecar {
 	const script = `set -e
 mount --bind "$1" "$1"
 mount -o remount,bind,ro "$1"
-mount --bind "$2" "$1/etc/till/till.yaml"
-mount -o remount,bind,ro "$1/etc/till/till.yaml"
+mount --bind "$2" "$1/etc/till"
+mount -o remount,bind,ro "$1/etc/till"
 mount --bind "$3" "$1/var/lib/till"
 mount --rbind /proc "$1/proc"
 echo ready
 exec sleep 600`
-	holder := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", root, config, data)
+	holder := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", root, configDir, data)
 	out, err := holder.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -198,18 +196,18 @@ func fileOwner(t *testing.T, path string) int {
 	return int(st.Sys().(*syscall.Stat_t).Uid)
 }
 
-// sidecarConfig is examples/sidecar-compose/till.yaml as shipped, with the
+// sidecarConfig is examples/sidecar-compose/config/till.yaml as shipped, with the
 // route sent to the test's upstream and the admin listener on a free port.
 func sidecarConfig(t *testing.T, upstream string) string {
 	t.Helper()
-	b, err := os.ReadFile("../examples/sidecar-compose/till.yaml")
+	b, err := os.ReadFile("../examples/sidecar-compose/config/till.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := string(b)
-	for _, want := range []string{"path: /var/lib/till/till.vault", "key_file: /var/lib/till/till.key", `file: "-"`} {
+	for _, want := range []string{"path: /var/lib/till/till.vault", "key_file: /var/lib/till/till.key", "file: /var/lib/till/audit.log"} {
 		if !strings.Contains(cfg, want) {
-			t.Fatalf("examples/sidecar-compose/till.yaml no longer has %q; update this test", want)
+			t.Fatalf("examples/sidecar-compose/config/till.yaml no longer has %q; update this test", want)
 		}
 	}
 	for _, r := range [][2]string{
@@ -217,7 +215,7 @@ func sidecarConfig(t *testing.T, upstream string) string {
 		{"listen: 127.0.0.1:9090", "listen: 127.0.0.1:0"},
 	} {
 		if strings.Count(cfg, r[0]) != 1 {
-			t.Fatalf("examples/sidecar-compose/till.yaml no longer has %q once; update this test", r[0])
+			t.Fatalf("examples/sidecar-compose/config/till.yaml no longer has %q once; update this test", r[0])
 		}
 		cfg = strings.Replace(cfg, r[0], r[1], 1)
 	}
@@ -236,7 +234,10 @@ func TestSidecarLayout(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	host := t.TempDir()
 	data := filepath.Join(host, "till-data")
-	config := filepath.Join(host, "till.yaml")
+	config := filepath.Join(host, "config", "till.yaml")
+	if err := os.Mkdir(filepath.Dir(config), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(config, []byte(sidecarConfig(t, u.URL)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +275,7 @@ func TestSidecarLayout(t *testing.T) {
 	}
 	chownAll(t, data, imageUID)
 
-	sc := newSidecar(t, config, data, u.caFile)
+	sc := newSidecar(t, filepath.Dir(config), data, u.caFile)
 	tl := sc.serve(t, data)
 	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tl.cmd.Process.Pid)); err != nil || !strings.Contains(string(status), fmt.Sprintf("\nUid:\t%d\t", imageUID)) {
 		t.Fatalf("till does not run as uid %d: %v", imageUID, err)
@@ -317,14 +318,14 @@ func TestSidecarLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	single := filepath.Join(sc.hostRoot, "etc/till/till.vault")
+	single := filepath.Join(filepath.Dir(config), "till.vault")
 	if err := os.WriteFile(single, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chown(single, imageUID, imageUID); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(sc.hostRoot, "etc/till/single-file.yaml"),
+	if err := os.WriteFile(filepath.Join(filepath.Dir(config), "single-file.yaml"),
 		[]byte("version: 1\nvault: {path: /etc/till/till.vault, key_file: /var/lib/till/till.key}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func TestSidecarLayout(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"till.key", "till.vault", "till.vault.lock", "till.yaml"}; !slices.Equal(names, want) {
+	if want := []string{"audit.log", "till.key", "till.vault", "till.vault.lock", "till.yaml"}; !slices.Equal(names, want) {
 		t.Errorf("the data folder holds %v, want %v", names, want)
 	}
 
@@ -399,12 +400,97 @@ func TestSidecarLayout(t *testing.T) {
 	waitKey("renamed in by root, then chowned", keys[3], time.Now())
 
 	resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
-	if rec := tl.auditByID(resp.Header.Get("X-Till-Request-Id")); rec["key_fp"] != fingerprintOf(keys[3]) {
-		t.Errorf("audit key_fp: got %v, want %s", rec["key_fp"], fingerprintOf(keys[3]))
-	}
 	tl.stop()
 	if tl.exit != nil {
 		t.Errorf("till exited with %v after SIGINT, want 0\n%s", tl.exit, tl.stderr.String())
 	}
+	// The trail is in the data folder, on the host, and checks out.
+	trail, err := os.ReadFile(filepath.Join(data, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	needle := `"id":"` + resp.Header.Get("X-Till-Request-Id") + `"`
+	if !slices.ContainsFunc(strings.Split(string(trail), "\n"), func(l string) bool {
+		return strings.Contains(l, needle) && strings.Contains(l, `"event":"request"`) && strings.Contains(l, fingerprintOf(keys[3]))
+	}) {
+		t.Errorf("no request record of the last request with key %s in the data folder's audit.log", fingerprintOf(keys[3]))
+	}
+	pub, _, code := sc.run(t, "", "audit", "pubkey")
+	if code != 0 {
+		t.Fatalf("till audit pubkey in the container: exit %d", code)
+	}
+	pubFile := filepath.Join(host, "audit.pub")
+	if err := os.WriteFile(pubFile, []byte(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := runTill(t, host, "", nil, "audit", "verify", "--pubkey", pubFile, filepath.Join(data, "audit.log")); code != 0 {
+		t.Errorf("till audit verify on the host: exit %d\n%s%s", code, out, errOut)
+	}
 	tl.assertNoLeak(keys)
+}
+
+// TestSidecarClientEditsShow: in the sidecar layout the README's docker
+// run and examples/sidecar-compose give (the config's folder mounted at
+// /etc/till), till client rotate on the host's config, which renames a new
+// file over the config, reaches the running till as it says it does: the
+// old token, rotated because it leaked, stops working. A single-file bind
+// mount would keep showing the container the old file.
+func TestSidecarClientEditsShow(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root: chown, a mount namespace, chroot and uid %d", imageUID)
+	}
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	host := t.TempDir()
+	data := filepath.Join(host, "till-data")
+	config := filepath.Join(host, "config", "till.yaml")
+	if err := os.Mkdir(filepath.Dir(config), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(sidecarConfig(t, u.URL), "clients: any", "clients: [app]", 1)
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustTill := func(dir, stdin string, args ...string) string {
+		t.Helper()
+		out, errOut, code := runTill(t, dir, stdin, nil, args...)
+		if code != 0 {
+			t.Fatalf("till %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	key := "sk-sidecar-clients-0123456789abcdef"
+	suiteLeaks.key(key)
+	mustTill(host, "", "init", "--dir", "./till-data")
+	mustTill(host, key, "secret", "set", "openai", "-c", "./till-data/till.yaml")
+	tokenRE := regexp.MustCompile(`\btill_[0-9A-Za-z]{40}\b`)
+	// The example's own advice: "till client add app", then clients: [app].
+	oldTok := tokenRE.FindString(mustTill(host, "", "client", "add", "app", "--write", "-c", config))
+	chownAll(t, data, imageUID)
+
+	sc := newSidecar(t, filepath.Dir(config), data, u.caFile)
+	tl := sc.serve(t, data)
+	status := func(tok string) int {
+		req := newRequest(t, "GET", tl.url("/openai/v1/models"), nil)
+		req.Header.Set("X-Till-Token", tok)
+		resp, _ := do(t, req)
+		return resp.StatusCode
+	}
+	if got := status(oldTok); got != 200 {
+		t.Fatalf("client app before the rotation: %d, want 200\n%s", got, tl.stderr.String())
+	}
+
+	out := mustTill(host, "", "client", "rotate", "app", "-c", config)
+	newTok := tokenRE.FindString(out)
+	if !strings.Contains(out, "the old token stops working then") {
+		t.Fatalf("client rotate no longer promises the running till takes it:\n%s", out)
+	}
+	tl.cmd.Process.Signal(sighup)
+	deadline := time.Now().Add(3 * time.Second)
+	for status(oldTok) != 401 || status(newTok) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("3s after client rotate on the host (and a SIGHUP) the running sidecar still takes the old token (%d) and not the new (%d): it never sees the config the rotation renamed into place\n%s",
+				status(oldTok), status(newTok), tl.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
