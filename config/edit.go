@@ -123,7 +123,7 @@ func removeClient(data []byte, name string) ([]byte, error) {
 		return nil, err
 	}
 	seq := root.Content[i+1]
-	if root.Style&yaml.FlowStyle == 0 && newlinesOnly(data) && blockItems(data, seq) {
+	if root.Style&yaml.FlowStyle == 0 && newlinesOnly(data) && blockItems(data, seq) && !continuesItem(data, seq.Content[j]) {
 		item := seq.Content[j]
 		from, to := item.Line, endLine(item)
 		if len(seq.Content) == 1 {
@@ -208,19 +208,7 @@ func addClient(data []byte, c Client) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	str := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
-	entry := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	entry.Content = append(entry.Content, str("name"), str(c.Name), str("token_sha256"), str(c.TokenSHA256))
-	if len(c.CIDRs) > 0 {
-		cidrs := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
-		for _, p := range c.CIDRs {
-			cidrs.Content = append(cidrs.Content, str(p.String()))
-		}
-		entry.Content = append(entry.Content, str("cidrs"), cidrs)
-	}
-	if c.Cert {
-		entry.Content = append(entry.Content, str("cert"), &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
-	}
+	entry := clientNode(c)
 	if out, ok, err := spliceClient(data, root, entry); ok || err != nil {
 		return out, err
 	}
@@ -239,7 +227,7 @@ func addClient(data []byte, c Client) ([]byte, error) {
 		}
 		return encodeDoc(doc)
 	}
-	key := str("clients")
+	key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "clients"}
 	at := len(root.Content)
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if r := root.Content[i]; r.Value == "routes" {
@@ -256,6 +244,29 @@ func addClient(data []byte, c Client) ([]byte, error) {
 	root.Content = slices.Insert(root.Content, at, key, list)
 	return encodeDoc(doc)
 }
+
+// clientNode is c as an entry of the clients: list.
+func clientNode(c Client) *yaml.Node {
+	str := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
+	entry := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	entry.Content = append(entry.Content, str("name"), str(c.Name), str("token_sha256"), str(c.TokenSHA256))
+	if len(c.CIDRs) > 0 {
+		cidrs := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+		for _, p := range c.CIDRs {
+			cidrs.Content = append(cidrs.Content, str(p.String()))
+		}
+		entry.Content = append(entry.Content, str("cidrs"), cidrs)
+	}
+	if c.Cert {
+		entry.Content = append(entry.Content, str("cert"), &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
+	}
+	return entry
+}
+
+// ClientLines is c as the lines of an entry of a clients: list indented
+// by two spaces, quoted where YAML needs it ("null", "yes"), as AddClient
+// would add it.
+func ClientLines(c Client) (string, error) { return itemLines("  - ", clientNode(c)) }
 
 // spliceClient adds entry to the clients: list of data, whose top-level
 // mapping is root, as lines of text: after the list's last entry, under
@@ -276,6 +287,9 @@ func spliceClient(data []byte, root, entry *yaml.Node) ([]byte, bool, error) {
 			continue
 		case blockItems(data, v):
 			prefix, _ = itemPrefix(data, v.Content[0])
+			if continues(data, endLine(v), prefix) {
+				return nil, false, nil
+			}
 			if v.Content[0].Style&yaml.FlowStyle != 0 {
 				entry.Style = yaml.FlowStyle // as the entries before it
 			}
@@ -292,7 +306,7 @@ func spliceClient(data []byte, root, entry *yaml.Node) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return insertLines(data, at, head+lines), true, nil
+	return insertLines(data, at, strings.ReplaceAll(head+lines, "\n", lineBreak(data))), true, nil
 }
 
 // decodeMapping parses a config file as a YAML document whose top level

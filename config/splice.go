@@ -51,6 +51,39 @@ func endLine(n *yaml.Node) int {
 	return last
 }
 
+// continues reports whether the node of a block sequence whose entries
+// begin with prefix ("  - "), whose last node starts on line to, goes on
+// past that line: the first line after it that is not blank is indented
+// deeper than the entries' dash (the rest of a block scalar, of a quoted
+// or plain scalar broken over lines, or a comment too deep to tell).
+// Lines spliced in or out after line to would cut that node in two.
+func continues(data []byte, to int, prefix string) bool {
+	dash := len(prefix) - len(strings.TrimLeft(prefix, " "))
+	for rest := data[lineStart(data, to+1):]; len(rest) > 0; {
+		line, next, _ := bytes.Cut(rest, []byte("\n"))
+		if text := bytes.TrimLeft(line, " "); len(bytes.TrimSpace(text)) > 0 {
+			return len(line)-len(text) > dash
+		}
+		rest = next
+	}
+	return false
+}
+
+// continuesItem reports whether item, an entry of a block sequence, goes
+// on past the line its last node starts on (see continues).
+func continuesItem(data []byte, item *yaml.Node) bool {
+	prefix, _ := itemPrefix(data, item)
+	return continues(data, endLine(item), prefix)
+}
+
+// lineBreak is the line break data uses: "\r\n" when it has one, else "\n".
+func lineBreak(data []byte) string {
+	if bytes.Contains(data, []byte("\r\n")) {
+		return "\r\n"
+	}
+	return "\n"
+}
+
 // splice returns data with the bytes [from, to) replaced by s.
 func splice(data []byte, from, to int, s string) []byte {
 	out := make([]byte, 0, len(data)-(to-from)+len(s))
@@ -63,7 +96,7 @@ func splice(data []byte, from, to int, s string) []byte {
 // inserted at offset at, the start of a line or the end of data.
 func insertLines(data []byte, at int, lines string) []byte {
 	if at == len(data) && at > 0 && data[at-1] != '\n' {
-		lines = "\n" + lines
+		lines = lineBreak(data) + lines
 	}
 	return splice(data, at, at, lines)
 }

@@ -143,18 +143,11 @@ func runClientAdd(args []string, e *env) error {
 	if write {
 		fmt.Fprintf(e.stdout, "added it to the clients: list of %s; reload till (SIGHUP) to accept its token\n", path)
 	} else {
-		fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n", configDisplay(path))
-		fmt.Fprintf(e.stdout, "  - name: %s\n    token_sha256: %s\n", name, hex.EncodeToString(sum[:]))
-		if len(prefixes) > 0 {
-			shown := make([]string, len(prefixes))
-			for i, p := range prefixes {
-				shown[i] = p.String()
-			}
-			fmt.Fprintf(e.stdout, "    cidrs: [%s]\n", strings.Join(shown, ", "))
+		lines, err := config.ClientLines(entry)
+		if err != nil {
+			return err
 		}
-		if cert {
-			fmt.Fprintf(e.stdout, "    cert: true\n")
-		}
+		fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n%s", configDisplay(path), lines)
 	}
 	if cert {
 		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", files)

@@ -530,6 +530,8 @@ func TestCASecretReserved(t *testing.T) {
 // or says clients: any.
 func TestExamplesParse(t *testing.T) {
 	files, _ := filepath.Glob("../../examples/*/till.yaml")
+	more, _ := filepath.Glob("../../examples/*/config/till.yaml")
+	files = append(files, more...)
 	if len(files) < 3 {
 		t.Fatalf("found %d example configs", len(files))
 	}
