@@ -3,8 +3,8 @@
 // wired to each other and to till's config (selectors, volumes, ports,
 // probes, service-account tokens), and the real till binary accepts each
 // ConfigMap's till.yaml and serves from read-only volumes laid out as the
-// kubelet does, in front of a strict fake Vault for a config whose keys
-// come from Vault.
+// kubelet does, its audit trail in a file on an emptyDir, in front of a
+// strict fake Vault for a config whose keys come from Vault.
 //
 // It is a module of its own so that the Kubernetes API modules never become
 // dependencies of till itself. It requires till's module (replaced by the

@@ -177,6 +177,7 @@ type pod struct {
 	volumes     map[string]*kubeletVolume    // the volumes serving the sources' files, by mount path
 	volFiles    map[string]map[string][]byte // and what each holds
 	served      map[string]servedFile        // how each source's file reaches till, by its path
+	audit       string                       // the audit file, in its emptyDir ("": stdout)
 }
 
 // podOptions move what a test on this machine cannot have as the
@@ -245,6 +246,18 @@ func startPodWith(t *testing.T, file, workloadName string, opts podOptions) *pod
 		rewrites["vault.path"] = filepath.Join(root, st.cfg.Vault.Path)
 		rewrites["vault.key_file"] = filepath.Join(root, st.cfg.Vault.KeyFile)
 	}
+	// The audit file's folder as the kubelet makes an emptyDir: empty,
+	// and writable by every user.
+	if f := st.cfg.Audit.File; f != "" && f != "-" {
+		p.audit = filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(p.audit), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Dir(p.audit), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		rewrites["audit.file"] = p.audit
+	}
 	var files map[string][]byte
 	p.fakes, files = fakeSources(t, st.cfg, root, rewrites)
 
@@ -297,7 +310,7 @@ func startPodWith(t *testing.T, file, workloadName string, opts podOptions) *pod
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard // the audit records
+	cmd.Stdout = io.Discard // nothing: the audit records go to their file
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -646,5 +659,26 @@ func TestVaultSidecarServes(t *testing.T) {
 	}
 	if strings.Contains(p.logs.String(), f.jwt) {
 		t.Errorf("till logged the service-account token")
+	}
+	p.verifyAudit(t)
+}
+
+// verifyAudit checks the pod's audit file as README.md tells the reader
+// to (till audit verify): it holds the records of the keys used, and its
+// chain is whole.
+func (p *pod) verifyAudit(t *testing.T) {
+	t.Helper()
+	if p.audit == "" {
+		t.Fatalf("%v: the audit trail goes to stdout, not to a file", p.workload)
+	}
+	data, err := os.ReadFile(p.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"event":"use"`) {
+		t.Errorf("the audit file holds no use record:\n%s", data)
+	}
+	if stdout, stderr, code := runTill(t, p.root, "", "audit", "verify", p.audit); code != 0 {
+		t.Errorf("till audit verify %s: exit %d\n%s%s", p.audit, code, stdout, stderr)
 	}
 }

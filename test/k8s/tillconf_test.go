@@ -27,6 +27,11 @@ type tillConfig struct {
 		Path    string `yaml:"path"`
 		KeyFile string `yaml:"key_file"`
 	} `yaml:"vault"`
+	Audit struct {
+		File     string `yaml:"file"`
+		MaxSize  string `yaml:"max_size"`
+		MaxFiles int    `yaml:"max_files"`
+	} `yaml:"audit"`
 	Limits struct {
 		Redis string `yaml:"redis"`
 	} `yaml:"limits"`
