@@ -1,16 +1,19 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,5 +292,155 @@ func TestSigV4SignsProtocolSwitch(t *testing.T) {
 	}
 	if r.Header.Get("Authorization") != check.Header.Get("Authorization") {
 		t.Errorf("signature %q; the upstream computes %q", r.Header.Get("Authorization"), check.Header.Get("Authorization"))
+	}
+}
+
+// TestReloadDuringUpstreamDialStopsKey: a request decided (and readmitted)
+// under the config before a reload is still waiting for its connection to
+// the upstream (a slow DNS answer, TCP or TLS handshake: up to the
+// transport's 10 s dial and 10 s handshake timeouts) when a reload revokes
+// its client's token and is acknowledged. Once the connection comes, the
+// key must not go: the config served now refuses the request. readmit
+// ran before the transport was asked for a connection, and nothing checks
+// again when the connection is got (GotConn) and the headers, key
+// included, are written.
+func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
+	var sawKey atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Authorization"), testKey) {
+			sawKey.Add(1)
+		}
+	}))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(connectToken))
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	conf := func(digest [32]byte) *Snapshot {
+		y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+			"routes:\n  - {name: openai, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	}
+	dialing := make(chan struct{})
+	release := make(chan struct{})
+	tr := NewTransport()
+	var d net.Dialer
+	var first sync.Once
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		first.Do(func() { close(dialing) })
+		<-release // the network is slow
+		return d.DialContext(ctx, network, addr)
+	}
+	buf := &lockedBuffer{}
+	gw := New(conf(sum), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Transport: tr})
+	front := httptest.NewServer(gw)
+	defer front.Close()
+
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", front.URL+"/openai/v1/models", nil)
+		req.Header.Set("X-Till-Token", connectToken)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	select {
+	case <-dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the upstream dial")
+	}
+	// The operator revokes the client's token (till client rotate web)
+	// and the reload is acknowledged.
+	gw.Swap(conf(other))
+	close(release)
+	status := <-done
+
+	// A request arriving now is refused...
+	req, _ := http.NewRequest("GET", front.URL+"/openai/v1/models", nil)
+	req.Header.Set("X-Till-Token", connectToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a request after the reload: %d, want 401", res.StatusCode)
+	}
+	// ...and so must the one whose key had not gone yet.
+	if n := sawKey.Load(); n != 0 {
+		t.Errorf("the upstream got the key %d time(s) after a reload that revoked the client was acknowledged (status to the app %d)", n, status)
+	}
+	if status != http.StatusUnauthorized {
+		t.Errorf("the request whose key was withheld got %d, want the 401 the reload's config gives", status)
+	}
+	front.Close()
+	recs := buf.records(t)
+	if len(recs) != 2 || recs[0]["outcome"] != outcomeDenied || recs[0]["status"] != 401.0 {
+		t.Errorf("request records %v; want the first denied with 401", recs)
+	}
+}
+
+// TestReloadDuringUpgradeDialStopsKey: the same for a protocol switch
+// (WebSocket): a reload that revokes its client while the upstream is
+// dialled ends it before its key is written.
+func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
+	var sawKey atomic.Int32
+	up := switchingEcho(t, func(r *http.Request) {
+		if strings.Contains(r.Header.Get("Authorization"), testKey) {
+			sawKey.Add(1)
+		}
+	})
+	sum := sha256.Sum256([]byte(connectToken))
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	conf := func(digest [32]byte) *Snapshot {
+		y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+			"routes:\n  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	}
+	dialing, release := make(chan struct{}), make(chan struct{})
+	tr := NewTransport()
+	var d net.Dialer
+	var first sync.Once
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		first.Do(func() { close(dialing) })
+		<-release
+		return d.DialContext(context.WithoutCancel(ctx), network, addr) // dials even once the request ended
+	}
+	gw := New(conf(sum), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop(), Transport: tr})
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := net.Dial("tcp", front.Listener.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: "+connectToken+"\r\n\r\n")
+		http.ReadResponse(bufio.NewReader(c), nil)
+	}()
+	select {
+	case <-dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upgrade never reached the upstream dial")
+	}
+	gw.Swap(conf(other))
+	close(release)
+	<-done
+	front.Close()
+	up.Close() // waits for the handler that records what it saw
+	if n := sawKey.Load(); n != 0 {
+		t.Errorf("the upstream got the key %d time(s) on a protocol switch whose client a reload revoked while it was dialled", n)
 	}
 }

@@ -53,6 +53,13 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 		var done func()
 		res, done, err = g.attempt(rw, r, x)
 		defer done()
+		if e := x.withheld; e != nil {
+			if res != nil {
+				res.Body.Close()
+			}
+			g.refuse(rw, x, *e, 0)
+			return
+		}
 		if g.nextKey(r, x, res, err) {
 			continue
 		}
@@ -133,13 +140,14 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	ctx, cancel := context.WithCancelCause(r.Context())
 	done = func() { cancel(nil) }
 	early := &earlyHints{rw: rw}
-	trace := x.sendTrace(cancel)
+	var out *http.Request
+	trace := x.sendTrace(cancel, func() bool { return g.withhold(r, x, out, cancel) })
 	if x.route.pool == nil {
 		// A pool's attempt may yet be refused and sent again with
 		// another key: nothing of it reaches the app before its answer.
 		trace.Got1xxResponse = early.relay
 	}
-	out := x.outbound(r, httptrace.WithClientTrace(ctx, trace))
+	out = x.outbound(r, httptrace.WithClientTrace(ctx, trace))
 	if !x.writeAhead() {
 		return nil, done, errAuditUnavailable
 	}
@@ -254,15 +262,18 @@ func (x *exchange) writeAhead() bool {
 // sendTrace follows net/http's Transport through one request (cancel
 // ends the request). The Transport sends a request again on another
 // connection when a reused one failed under it (and HTTP/2 after some
-// stream errors): each attempt gets a connection (GotConn), and each one
-// after the first (writeAhead recorded that) is a send of the key that
-// is recorded before it goes. If that record cannot be written, the
-// attempt's connection is closed before anything is written on it, and
-// the request ends (audit_unavailable). The upload watch starts once the
-// head is written.
-func (x *exchange) sendTrace(cancel context.CancelCauseFunc) *httptrace.ClientTrace {
+// stream errors): each attempt gets a connection (GotConn), where withhold
+// may yet keep the key back, and each one after the first (writeAhead
+// recorded that) is a send of the key that is recorded before it goes. If
+// that record cannot be written, the attempt's connection is closed before
+// anything is written on it, and the request ends (audit_unavailable).
+// The upload watch starts once the head is written.
+func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() bool) *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
+			if withhold() {
+				return
+			}
 			if x.conns.Add(1) == 1 {
 				return
 			}
@@ -282,6 +293,40 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc) *httptrace.ClientTr
 		},
 	}
 }
+
+// withhold checks r again, as readmit does, once the transport has a
+// connection for out and before it writes anything: a reload while it
+// dialled (up to its dial and handshake timeouts) that refuses the
+// request, or replaced its key, takes every header and the query, the
+// key with them, off out (the Transport's copies share them), and ends
+// the attempt with x.withheld set. It reports whether it did.
+func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, cancel context.CancelCauseFunc) bool {
+	l := g.live.Load()
+	if l == x.live {
+		return false
+	}
+	rotated, e := l.keyAgain(r, x, x.member)
+	switch {
+	case e == nil && rotated == nil:
+		return false
+	case e == nil:
+		e = &apiError{CodeSecretUnavailable, "the key for this request was replaced while till connected to the upstream; send it again"}
+	}
+	stripKey(out)
+	x.withheld = e
+	cancel(errWithheld)
+	return true
+}
+
+// stripKey takes every header and the query, the key with them, off out
+// and the copies of it that share them (the Transport's).
+func stripKey(out *http.Request) {
+	clear(out.Header)
+	out.URL.RawQuery = ""
+}
+
+// errWithheld ends an attempt whose key a reload kept back.
+var errWithheld = errors.New("a reload refused the request before its key went")
 
 // errAuditUnavailable ends a request whose next send of the key could not
 // be recorded.

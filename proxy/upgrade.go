@@ -89,7 +89,17 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	// The context lives as long as the request (the upgraded connection
 	// with it): cancel is the trace's, to stop a send it cannot record.
-	ctx, cancel := context.WithCancelCause(r.Context())
-	r = r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(cancel)))
-	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(r)
+	// A reload that refuses the switch while the Transport dials ends
+	// held: the key is taken off before anything is written.
+	held := r.Context()
+	ctx, cancel := context.WithCancelCause(held)
+	withhold := func() bool {
+		if held.Err() == nil {
+			return false
+		}
+		stripKey(r)
+		return true
+	}
+	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(cancel, withhold)))
+	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 }
