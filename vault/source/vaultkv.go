@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -105,6 +106,7 @@ func NewVaultKV(opts VaultKVOptions) (*VaultKV, error) {
 	if err := v.config().ConfigureTLS(tls); err != nil { // on the shared transport
 		return nil, fmt.Errorf("vault source ca_file: %w", err)
 	}
+	v.hc.Transport = cappedTransport{v.hc.Transport}
 	if _, err := api.NewClient(v.config()); err != nil {
 		return nil, fmt.Errorf("vault source: %w", err)
 	}
@@ -297,17 +299,61 @@ func isForbidden(err error) bool {
 }
 
 // vaultError shortens the client's multi-line error to one line: the
-// status and Vault's messages. Vault's messages hold no values.
+// status and Vault's messages, which hold no values. An answer that is
+// not Vault's (an error page of a proxy in front of it, which may show
+// the request, token and all) is named by its status only.
 func vaultError(err error) error {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
 		return err
 	}
-	msg := strings.Join(re.Errors, "; ")
+	msg := ""
+	if !re.RawError {
+		msg = strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " ")
+		if len(msg) > maxMessage {
+			msg = msg[:maxMessage] + "…"
+		}
+	}
 	if msg == "" {
 		msg = http.StatusText(re.StatusCode)
 	}
 	return &statusError{code: re.StatusCode, msg: msg, err: re}
+}
+
+// maxMessage caps the messages of Vault's that an error quotes.
+const maxMessage = 256
+
+// cappedTransport reads no answer larger than a value may be, with room
+// for its metadata: what the server, or one in its place, sends is read
+// into memory.
+type cappedTransport struct{ rt http.RoundTripper }
+
+func (c cappedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := c.rt.RoundTrip(r)
+	if err == nil {
+		res.Body = &cappedBody{ReadCloser: res.Body, left: maxAnswer}
+	}
+	return res, err
+}
+
+// maxAnswer is the most of an answer cappedTransport reads.
+const maxAnswer = 2 * maxRaw
+
+// cappedBody fails a read that would take it past left bytes.
+type cappedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, fmt.Errorf("the answer is larger than %d bytes", maxAnswer)
+	}
+	return n, err
 }
 
 // statusError is a server's refusal, in one line.

@@ -3,6 +3,8 @@ package source
 import (
 	"context"
 	"encoding/pem"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -242,4 +244,105 @@ func TestVaultKVNeverFollowsRedirects(t *testing.T) {
 		t.Error("the request reached the redirect's target")
 	}
 	mustNotHold(t, err, token)
+}
+
+// TestVaultKVRawErrorBodyStaysOut: an answer that is not Vault's JSON (a
+// load balancer's or proxy's error page, a wrong address that echoes the
+// request) never becomes the fetch error verbatim: the official client
+// puts such a body whole into ResponseError.Errors (RawError), and the
+// token the page shows would reach the log line written at every request
+// of the route, and till check and secret list.
+func TestVaultKVRawErrorBodyStaysOut(t *testing.T) {
+	const token = "hvs.CAESIToken-that-must-stay-secret-1234"
+	const secretID = "approle-secret-id-that-must-stay-secret"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		// An error page that shows the request it could not pass on.
+		fmt.Fprintf(w, "<html><h1>502 Bad Gateway</h1>\n<pre>%s %s\nX-Vault-Token: %s\n\n%s</pre>\n%s</html>",
+			r.Method, r.URL.Path, r.Header.Get("X-Vault-Token"), body, strings.Repeat("<!-- padding -->", 4096))
+	}))
+	defer srv.Close()
+
+	check := func(what string, err error, secrets ...string) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s: no error", what)
+		}
+		msg := err.Error()
+		for _, s := range secrets {
+			if strings.Contains(msg, s) {
+				t.Errorf("%s: the error holds the credential %q: %.160q…", what, s, msg)
+			}
+		}
+		if strings.Contains(msg, "\n") {
+			t.Errorf("%s: error spans lines (%d of them)", what, strings.Count(msg, "\n")+1)
+		}
+		if len(msg) > 1024 {
+			t.Errorf("%s: error is %d bytes: the whole page was copied into it", what, len(msg))
+		}
+	}
+
+	src, err := NewVaultKV(VaultKVOptions{Address: srv.URL, TokenFile: writeFile(t, "token", token+"\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = src.Fetch(context.Background(), "secret/openai")
+	check("token_file read", err, token)
+
+	src, err = NewVaultKV(VaultKVOptions{Address: srv.URL,
+		Login: AppRoleLogin("approle", writeFile(t, "role", "role-id-1\n"), writeFile(t, "sid", secretID+"\n"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = src.Fetch(context.Background(), "secret/openai")
+	check("approle login", err, secretID)
+}
+
+// TestVaultKVBodyIsCapped: maxRaw "caps what a source reads for one
+// value ... never a file of any size", and files, exec and AWS refuse
+// more than it; the Vault source reads a KV answer of any size into
+// memory (then decodes and re-encodes it) and returns it. A Vault
+// endpoint answering with a body of gigabytes takes till down with it.
+func TestVaultKVBodyIsCapped(t *testing.T) {
+	const total = 32 << 20
+	var written atomic.Int64
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		w.Header().Set("Content-Type", "application/json")
+		head := `{"data":{"data":{"api_key":"`
+		tail := `"},"metadata":{"created_time":"2024-01-01T00:00:00Z","version":1}}}`
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		n, _ := io.WriteString(w, head)
+		written.Add(int64(n))
+		for written.Load() < total {
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return // the client stopped reading
+			}
+		}
+		n, _ = io.WriteString(w, tail)
+		written.Add(int64(n))
+	}))
+	defer srv.Close()
+	src, err := NewVaultKV(VaultKVOptions{Address: srv.URL, TokenFile: writeFile(t, "token", "hvs.t\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := src.Fetch(context.Background(), "secret/openai")
+	if err == nil {
+		t.Errorf("a %d-byte answer was accepted: %d bytes returned (maxRaw is %d)", total, len(raw), maxRaw)
+	}
+	srv.CloseClientConnections()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler did not end")
+	}
+	if w := written.Load(); w >= total {
+		t.Errorf("the source read all %d bytes of the answer; it should stop after about %d", w, maxRaw)
+	}
 }
