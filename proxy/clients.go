@@ -73,14 +73,14 @@ func (c *client) from(addr string) bool {
 }
 
 // tokenFrom extracts a till token from a credential header value: bare,
-// Bearer, or the password (or user) of Basic. Anything else (an SDK's dummy
-// key) gives "".
+// Bearer (or token, as GitHub's SDKs send it), or the password (or user)
+// of Basic. Anything else (an SDK's dummy key) gives "".
 func tokenFrom(v string) string {
 	v = strings.TrimSpace(v)
 	if scheme, rest, ok := strings.Cut(v, " "); ok {
 		rest = strings.TrimSpace(rest)
 		switch {
-		case strings.EqualFold(scheme, "bearer"):
+		case strings.EqualFold(scheme, "bearer"), strings.EqualFold(scheme, "token"):
 			v = rest
 		case strings.EqualFold(scheme, "basic"):
 			b, err := base64.StdEncoding.DecodeString(rest)

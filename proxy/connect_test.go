@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -471,6 +472,66 @@ func TestTunnelsHoldClientsToTheirAddresses(t *testing.T) {
 			if r["client"] != "web" {
 				t.Errorf("cidrs %s: record of a %v in mode %v names client %q, want web", tt.cidrs, r["method"], r["mode"], r["client"])
 			}
+		}
+	}
+}
+
+// TestRefusalsRecordTheirClient: a refusal that comes before a route is
+// found records the client whose token came with it, as a refused CONNECT
+// does (TestConnectRecordsItsClient): an absolute-form request to a host
+// without a route, a reverse-mode request for no route, and a request
+// inside an intercepted CONNECT whose Host differs from the CONNECT's (an
+// attempt to steer the key), each sent with web's token.
+func TestRefusalsRecordTheirClient(t *testing.T) {
+	f := newConnectFixture(t, "", connectToken)
+	front := f.front.Listener.Addr().String()
+	send := func(raw string) int {
+		c, err := net.Dial("tcp", front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(c, raw)
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode
+	}
+	// Absolute form, host without a route, forward.unknown_hosts: deny.
+	if st := send("GET http://example.invalid/x HTTP/1.1\r\nHost: example.invalid\r\nX-Till-Token: " + connectToken + "\r\n\r\n"); st != 403 {
+		t.Fatalf("absolute-form to a host without a route: %d, want 403", st)
+	}
+	// Reverse mode, no route for the path.
+	if st := send("GET /nosuchroute/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Till-Token: " + connectToken + "\r\n\r\n"); st != 404 {
+		t.Fatalf("reverse mode, no route: %d, want 404", st)
+	}
+	// Intercepted: the CONNECT names web; the request inside asks for
+	// another Host.
+	st, tc, _ := f.connect(t, "127.0.0.1", "Proxy-Authorization: Bearer "+connectToken+"\r\n")
+	if st != 200 {
+		t.Fatalf("CONNECT by web: %d", st)
+	}
+	fmt.Fprintf(tc, "GET /v1/models HTTP/1.1\r\nHost: attacker.example\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil || res.StatusCode != 403 {
+		t.Fatalf("inner request with another Host: %v %v, want 403", res, err)
+	}
+	tc.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.gw.Shutdown(ctx); err != nil { // waits for every record
+		t.Fatal(err)
+	}
+	recs := f.audit.records(t)
+	if len(recs) < 3 {
+		t.Fatalf("records %v, want the three refusals", recs)
+	}
+	for _, r := range recs {
+		if r["client"] != "web" {
+			t.Errorf("%v record (%v %v %v, reason %v) names client %q; web's token came with it", r["mode"], r["method"], r["host"], r["path"], r["reason"], r["client"])
 		}
 	}
 }

@@ -178,11 +178,11 @@ func clientName(id identity) string {
 // take counts a request against the route's rate, per client; anonymous
 // callers share per source (remoteIP).
 func (g *Gateway) take(ctx context.Context, rt *route, id identity, remoteAddr string) (int, bool) {
-	key := rt.limitKey + id.name()
+	source := ""
 	if id.client == nil {
-		key += "\x00" + remoteIP(remoteAddr)
+		source = remoteIP(remoteAddr)
 	}
-	wait, ok, err := g.limits.Allow(ctx, key, rt.rate, rt.burst)
+	wait, ok, err := g.limits.Allow(ctx, rt.limitKey+id.name(), source, rt.rate, rt.burst)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// The app left (or shutdown cut it): no fault of the store, and

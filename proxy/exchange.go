@@ -61,7 +61,7 @@ type exchange struct {
 	// withheld is the refusal of a reload that came while the transport
 	// got its connection: the key did not go (Gateway.withhold).
 	withheld *apiError
-	status  int // upstream status, for upgraded connections
+	status   int // upstream status, for upgraded connections
 	// bytesIn counts the request body; the transport's goroutine writes it.
 	bytesIn  atomic.Int64
 	hasBody  bool // the request declared a body

@@ -132,12 +132,12 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 			e = &apiError{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"}
 		}
 	}
-	if e != nil {
-		g.refuse(rw, x, *e, 0)
-		return
-	}
 	x.connectAuth = t.proxyAuth
 	x.connectCert = t.cert
+	if e != nil {
+		g.refuseUnrouted(rw, r, x, l, *e)
+		return
+	}
 	g.serveRoute(rw, r, x, l, rt)
 }
 

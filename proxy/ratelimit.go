@@ -22,35 +22,46 @@ import (
 // one more request under key is allowed now and, if not, how many seconds
 // to wait; an error means the store could not decide.
 type RateLimiter interface {
-	// Allow takes one request from key's bucket of rate r and burst.
-	Allow(ctx context.Context, key string, r config.Rate, burst int) (wait int, ok bool, err error)
+	// Allow takes one request from the bucket of rate r and burst of
+	// key, a route and client, and of source, the address of an
+	// anonymous caller ("" for a configured client).
+	Allow(ctx context.Context, key, source string, r config.Rate, burst int) (wait int, ok bool, err error)
 }
 
-// maxLimiters bounds the per-client, per-route buckets kept in memory.
+// maxLimiters bounds the buckets kept in memory, of configured clients and
+// of anonymous callers' addresses each.
 const maxLimiters = 10000
 
 // MemoryLimits keeps one token bucket (golang.org/x/time/rate) per route,
-// client and rate, in a bounded LRU cache. It lives in the Gateway, not the
-// snapshot, so a reload keeps the buckets of unchanged routes.
+// client and rate, in bounded LRU caches: one for configured clients and
+// one for anonymous callers' addresses, so that callers from many
+// addresses cannot push a client's bucket out, to come back full. It
+// lives in the Gateway, not the snapshot, so a reload keeps the buckets of
+// unchanged routes.
 type MemoryLimits struct {
-	cache *lru.Cache[string, *rate.Limiter]
+	clients, sources *lru.Cache[string, *rate.Limiter]
 }
 
 var _ RateLimiter = (*MemoryLimits)(nil)
 
 // NewMemoryLimits returns an empty set of in-memory buckets.
 func NewMemoryLimits() *MemoryLimits {
-	c, _ := lru.New[string, *rate.Limiter](maxLimiters) // size is positive
-	return &MemoryLimits{cache: c}
+	clients, _ := lru.New[string, *rate.Limiter](maxLimiters) // size is positive
+	sources, _ := lru.New[string, *rate.Limiter](maxLimiters)
+	return &MemoryLimits{clients: clients, sources: sources}
 }
 
-// Allow takes one request from key's bucket.
-func (l *MemoryLimits) Allow(_ context.Context, key string, r config.Rate, burst int) (int, bool, error) {
-	lim, ok := l.cache.Get(key)
+// Allow takes one request from the bucket of key and source.
+func (l *MemoryLimits) Allow(_ context.Context, key, source string, r config.Rate, burst int) (int, bool, error) {
+	cache := l.clients
+	if source != "" {
+		cache, key = l.sources, key+"\x00"+source
+	}
+	lim, ok := cache.Get(key)
 	if !ok {
 		lim = rate.NewLimiter(rate.Every(r.Per/time.Duration(r.Count)), burst)
 		// Concurrent first requests share the bucket one of them made.
-		if prev, found, _ := l.cache.PeekOrAdd(key, lim); found {
+		if prev, found, _ := cache.PeekOrAdd(key, lim); found {
 			lim = prev
 		}
 	}
@@ -127,7 +138,10 @@ func (quietRedis) Printf(context.Context, string, ...any) {}
 func (l *RedisLimits) Budgets() budget.Store { return budget.NewRedis(l.client, l.late, "") }
 
 // Allow takes one request from key's shared bucket.
-func (l *RedisLimits) Allow(ctx context.Context, key string, r config.Rate, burst int) (int, bool, error) {
+func (l *RedisLimits) Allow(ctx context.Context, key, source string, r config.Rate, burst int) (int, bool, error) {
+	if source != "" {
+		key += "\x00" + source
+	}
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
 	res, err := l.limiter.Allow(ctx, "till:rate:"+key, redis_rate.Limit{Rate: r.Count, Burst: burst, Period: r.Per})

@@ -3,9 +3,12 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
@@ -150,7 +153,7 @@ func TestFrozenRedisCostsOneTimeout(t *testing.T) {
 					wg.Go(func() {
 						// A loaded machine may time some out: the pool is
 						// warm all the same.
-						if _, ok, err := l.Allow(context.Background(), "k"+strconv.Itoa(i), rt, 10); err != nil || !ok {
+						if _, ok, err := l.Allow(context.Background(), "k"+strconv.Itoa(i), "", rt, 10); err != nil || !ok {
 							t.Logf("before the freeze: ok=%v err=%v", ok, err)
 						}
 					})
@@ -164,7 +167,7 @@ func TestFrozenRedisCostsOneTimeout(t *testing.T) {
 			for i := range callers {
 				wg.Go(func() {
 					start := time.Now()
-					_, _, errs[i] = l.Allow(context.Background(), "k"+strconv.Itoa(i), rt, 10)
+					_, _, errs[i] = l.Allow(context.Background(), "k"+strconv.Itoa(i), "", rt, 10)
 					took[i] = time.Since(start)
 				})
 			}
@@ -201,7 +204,7 @@ func TestMemoryLimitsUnderContention(t *testing.T) {
 	for range 64 {
 		wg.Go(func() {
 			for time.Since(start) < 500*time.Millisecond {
-				wait, ok, err := l.Allow(context.Background(), "k", rt, burst)
+				wait, ok, err := l.Allow(context.Background(), "k", "", rt, burst)
 				switch {
 				case err != nil:
 					t.Error(err)
@@ -224,7 +227,7 @@ func TestMemoryLimitsUnderContention(t *testing.T) {
 	}
 	time.Sleep(time.Second + 100*time.Millisecond) // the bucket refills
 	for i := range burst {
-		if _, ok, _ := l.Allow(context.Background(), "k", rt, burst); !ok {
+		if _, ok, _ := l.Allow(context.Background(), "k", "", rt, burst); !ok {
 			t.Fatalf("after a pause, request %d of a burst of %d refused: the bucket was left in debt", i+1, burst)
 		}
 	}
@@ -266,5 +269,61 @@ func TestAppGoneIsNoStoreError(t *testing.T) {
 	logs.mu.Unlock()
 	if recs := records.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
 		t.Errorf("records %v, want one of a client that went away", recs)
+	}
+}
+
+// TestRateBucketNotResetByOtherSources: a client over its rate stays
+// over it however many other callers come meanwhile: anonymous callers
+// from 10000 addresses (a /48 holds 65536 /64s), refused after they are
+// counted (secret_missing, nothing upstream), cannot push the bucket of
+// client web on a route only web may use out of memory, to come back full.
+func TestRateBucketNotResetByOtherSources(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") }))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(connectToken))
+	gw, _ := newTestGateway(t, `version: 1
+clients:
+  - name: web
+    token_sha256: `+hex.EncodeToString(sum[:])+`
+routes:
+  - name: strict
+    preset: openai
+    prefix: /strict
+    upstream: {{UP}}
+    secret: openai
+    clients: [web]
+    rate: 1/h
+  - name: open
+    preset: openai
+    prefix: /open
+    upstream: {{UP}}
+    secret: absent
+    clients: any
+    rate: 1/h
+`, up.URL, secrets(time.Now()))
+	web := func() int {
+		r := httptest.NewRequest("GET", "/strict/v1/models", nil)
+		r.Header.Set("Authorization", "Bearer "+connectToken)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		return w.Code
+	}
+	if c := web(); c != 200 {
+		t.Fatalf("web's first request: %d, want 200", c)
+	}
+	if c := web(); c != 429 {
+		t.Fatalf("web's second request within the hour: %d, want 429", c)
+	}
+	for i := range maxLimiters {
+		r := httptest.NewRequest("GET", "/open/v1/models", nil)
+		r.RemoteAddr = fmt.Sprintf("[2001:db8:%x:%x::1]:4000", i>>16, i&0xffff)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if w.Code != 503 {
+			t.Fatalf("anonymous request %d: %d, want 503 secret_missing", i, w.Code)
+		}
+	}
+	if c := web(); c != 429 {
+		t.Errorf("web's third request within the hour, after %d anonymous sources: %d, want 429 (its bucket was evicted and started full)", maxLimiters, c)
 	}
 }

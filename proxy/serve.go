@@ -34,15 +34,23 @@ var errAuditDown = apiError{CodeAuditUnavailable, "till cannot write its audit l
 // serveReverse serves an origin-form request, routed by its path prefix.
 func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
 	if e, ok := l.browser.checkHost(r); !ok {
-		g.refuse(rw, x, e, 0)
+		g.refuseUnrouted(rw, r, x, l, e)
 		return
 	}
 	t, e := l.resolvePath(r.URL.RawPath, r.URL.Path)
 	if e != nil {
-		g.refuse(rw, x, *e, 0)
+		g.refuseUnrouted(rw, r, x, l, *e)
 		return
 	}
 	g.serveRoute(rw, r, x, l, t)
+}
+
+// refuseUnrouted refuses r before a route was found for it, its record
+// naming the client whose credential came with it: who probes paths or
+// hosts is on record too.
+func (g *Gateway) refuseUnrouted(rw *responseRecorder, r *http.Request, x *exchange, l *live, e apiError) {
+	x.rec.client = l.clients.identify(r, x.connectAuth, x.connectCert, "").name()
+	g.refuse(rw, x, e, 0)
 }
 
 // serveAbsolute serves an absolute-form request (HTTP_PROXY, for http://
@@ -53,7 +61,7 @@ func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchan
 	t, e := l.resolveURL(r.URL)
 	switch {
 	case e != nil:
-		g.refuse(rw, x, *e, 0)
+		g.refuseUnrouted(rw, r, x, l, *e)
 	case t.route == nil:
 		// Who asked is recorded, and held to its client's addresses.
 		id := l.clients.identify(r, "", certID{}, "")
