@@ -248,6 +248,11 @@ func (rt *injection) secretState(now time.Time, onExpired string) (e apiError, o
 
 // allows applies the route's method and path rules to the upstream path.
 func (rt *route) allows(method, upstreamPath string) (apiError, bool) {
+	if method == "TRACE" || method == "TRACK" {
+		// An upstream that answers them (Apache does) echoes the
+		// request in the body, the key with it.
+		return apiError{CodeMethodNotAllowed, "till never sends TRACE or TRACK: the answer would hold the key"}, false
+	}
 	if len(rt.methods) > 0 && !slices.Contains(rt.methods, method) {
 		return apiError{CodeMethodNotAllowed, "this route does not allow this method"}, false
 	}

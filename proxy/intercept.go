@@ -125,6 +125,11 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	}
 	l := g.live.Load()
 	rt, e := l.resolveInner(t, r.Host, r.URL)
+	if e == nil && r.Method == http.MethodConnect {
+		// A CONNECT inside a tunnel would go upstream as a tunnel of its
+		// own, the path till checked gone from it.
+		e = &apiError{CodeMethodNotAllowed, "a CONNECT inside an intercepted connection is not forwarded"}
+	}
 	for _, h := range r.Header.Values("Host") {
 		// HTTP/2 carries the host in :authority (r.Host); a Host header
 		// beside it must name the same host.

@@ -5,6 +5,7 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -214,15 +215,30 @@ func withoutParams(raw string, drop func(param string) bool) string {
 }
 
 // withoutOverrideParams removes the query parameters that name another
-// method, as overrideHeaders do: Google's system parameter $httpMethod
-// (its X-HTTP-Method-Override), however escaped.
+// method, as overrideHeaders do, however escaped and in any case: Google's
+// system parameter $httpMethod (its X-HTTP-Method-Override), and the
+// _method, x-http-method-override and x-method-override that web
+// frameworks (Rails, Laravel, Symfony, Express, Jersey) honour.
 func withoutOverrideParams(raw string) string {
-	if !strings.Contains(raw, "$") && !strings.Contains(raw, "%24") {
+	if !strings.Contains(raw, "%") && !containsFold(raw, "method") {
 		return raw
 	}
 	return withoutParams(raw, func(part string) bool {
 		key, _, _ := strings.Cut(part, "=")
 		k, err := url.QueryUnescape(key)
-		return err != nil || strings.EqualFold(k, "$httpMethod")
+		return err != nil || slices.ContainsFunc(overrideParams, func(p string) bool { return strings.EqualFold(k, p) })
 	})
+}
+
+// overrideParams are the query parameters that name another method.
+var overrideParams = []string{"$httpMethod", "_method", "x-http-method-override", "x-method-override"}
+
+// containsFold reports whether s holds sub, an ASCII word, in any case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,255 @@
+package proxy
+
+// Request-parsing differentials between what till judges and what the
+// upstream runs. Each test fails on the current code and passes once the
+// differential is closed.
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
+	"github.com/tillgw/till/vault"
+)
+
+// diffUpstream answers every request with a small JSON body and
+// remembers, per request, "PROTO METHOD REQUESTURI auth=AUTHORIZATION".
+type diffUpstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []string
+}
+
+func newRecordingUpstream(t *testing.T, h2 bool, reply func(w http.ResponseWriter, r *http.Request)) *diffUpstream {
+	t.Helper()
+	u := &diffUpstream{}
+	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen = append(u.seen, fmt.Sprintf("%s %s %s auth=%q", r.Proto, r.Method, r.RequestURI, r.Header.Get("Authorization")))
+		u.mu.Unlock()
+		if reply != nil {
+			reply(w, r)
+			return
+		}
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	u.EnableHTTP2 = h2
+	u.StartTLS()
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *diffUpstream) requests() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.seen...)
+}
+
+// diffInterceptFixture is a gateway in forward mode with interception, a
+// client "web" (connectToken), and one route (routeYAML, indented as a
+// list item, with {{UP}} for the upstream URL) to up.
+func diffInterceptFixture(t *testing.T, up *diffUpstream, routeYAML string) (front *httptest.Server, roots *x509.CertPool) {
+	t.Helper()
+	sum := sha256.Sum256([]byte(connectToken))
+	yaml := fmt.Sprintf("version: 1\nforward: {enabled: true}\nclients:\n  - name: web\n    token_sha256: %s\nroutes:\n%s",
+		hex.EncodeToString(sum[:]), strings.ReplaceAll(routeYAML, "{{UP}}", up.URL))
+	cfg, err := config.Parse("till.yaml", []byte(yaml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority, _ := ca.New("parse-differential-test", time.Now())
+	leaves, _ := ca.NewLeaves(authority, 16)
+	roots = x509.NewCertPool()
+	roots.AddCert(authority.Certificate())
+	transport := NewTransport()
+	transport.TLSClientConfig.RootCAs = x509.NewCertPool()
+	transport.TLSClientConfig.RootCAs.AddCert(up.Certificate())
+	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
+	gw := New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop(), Transport: transport, Leaves: leaves})
+	front = httptest.NewServer(gw)
+	t.Cleanup(front.Close)
+	return front, roots
+}
+
+// diffInterceptedRaw opens a CONNECT to up's host as client web, writes raw
+// inside the intercepted TLS (HTTP/1.1) and returns the first response.
+func diffInterceptedRaw(t *testing.T, front *httptest.Server, roots *x509.CertPool, up *diffUpstream, raw string) (int, string) {
+	t.Helper()
+	host := strings.TrimPrefix(up.URL, "https://")
+	c, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Bearer %s\r\n\r\n", host, host, connectToken)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(tc, strings.ReplaceAll(raw, "{{HOST}}", host))
+	r, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	return r.StatusCode, r.Header.Get("X-Till-Error") + " " + string(b)
+}
+
+// TestInterceptedConnectMethodNeverForwarded: net/http parses an HTTP/1.1
+// "CONNECT /v1/models" as an origin-form request with that path. Inside an
+// intercepted CONNECT it must not go upstream with the key: a CONNECT has
+// no path there (over HTTP/2 only :method and :authority go, the body as
+// tunnel data), so the upstream would not run the request till allowed.
+func TestInterceptedConnectMethodNeverForwarded(t *testing.T) {
+	for _, h2 := range []bool{true, false} {
+		up := newRecordingUpstream(t, h2, nil)
+		front, roots := diffInterceptFixture(t, up, `  - name: models-only
+    upstream: {{UP}}
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    clients: [web]
+    allow: {paths: ["/v1/models"]}
+`)
+		status, body := diffInterceptedRaw(t, front, roots, up, "CONNECT /v1/models HTTP/1.1\r\nHost: {{HOST}}\r\nContent-Length: 5\r\n\r\nhello")
+		for _, line := range up.requests() {
+			if strings.Contains(line, " CONNECT ") {
+				t.Errorf("h2=%v: till answered %d %s and the upstream got %s: a CONNECT with the route's key, whose path (judged /v1/models) the upstream never saw", h2, status, strings.TrimSpace(body), line)
+			}
+		}
+	}
+}
+
+// effectiveMethod is the method stock web frameworks run a request as:
+// Laravel/Symfony (httpMethodParameterOverride, on by default in Laravel)
+// take a POST's _method from the form body or the query; Rails
+// (Rack::MethodOverride, in the default middleware stack) from the form
+// body; Jersey's HttpMethodOverrideFilter and Express's method-override
+// from the query (_method); IBM ODM and others from an
+// x-http-method-override / x-method-override query parameter.
+func effectiveMethod(r *http.Request) string {
+	if r.Method != http.MethodPost {
+		return r.Method
+	}
+	q := r.URL.Query()
+	for _, name := range []string{"_method", "x-http-method-override", "x-method-override", "X-HTTP-Method-Override"} {
+		if v := q.Get(name); v != "" {
+			return strings.ToUpper(v)
+		}
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		if err := r.ParseForm(); err == nil {
+			if v := r.PostForm.Get("_method"); v != "" {
+				return strings.ToUpper(v)
+			}
+		}
+	}
+	return r.Method
+}
+
+// TestMethodOverrideParamsNeverSent: a route that allows only POST does
+// not reach its upstream as a DELETE through the query parameters stock
+// frameworks honour: ?_method=DELETE (Laravel/Symfony, Jersey, Express's
+// method-override) and ?x-http-method-override=DELETE (IBM ODM, several
+// Java filters), in any case or escape. (A _method in a form body, which
+// Rails reads, is a known limit.)
+func TestMethodOverrideParamsNeverSent(t *testing.T) {
+	var mu sync.Mutex
+	var ran []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := effectiveMethod(r)
+		mu.Lock()
+		if r.Header.Get("Authorization") == "Bearer "+testKey {
+			ran = append(ran, m+" "+r.URL.Path)
+		}
+		mu.Unlock()
+		io.WriteString(w, "{}")
+	}))
+	defer up.Close()
+	yaml := `version: 1
+routes:
+  - name: items
+    upstream: {{UP}}
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    allow:
+      methods: [POST]
+      paths: ["/api/items/*"]
+`
+	gw, _ := newTestGateway(t, yaml, up.URL, secrets(time.Now()))
+	for _, tc := range []struct{ target, contentType, body string }{
+		{"/items/api/items/7?_method=DELETE", "application/json", "{}"},
+		{"/items/api/items/7?%5Fmethod=DELETE", "application/json", "{}"},
+		{"/items/api/items/7?x-http-method-override=DELETE", "application/json", "{}"},
+		{"/items/api/items/7?X-HTTP-Method-Override=DELETE", "application/json", "{}"},
+	} {
+		mu.Lock()
+		ran = nil
+		mu.Unlock()
+		req := httptest.NewRequest("POST", tc.target, strings.NewReader(tc.body))
+		req.Header.Set("Content-Type", tc.contentType)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, req)
+		mu.Lock()
+		for _, r := range ran {
+			if !strings.HasPrefix(r, "POST ") {
+				t.Errorf("POST %s (%s %q): till answered %d and the upstream ran %s with the key, on a route that allows only POST", tc.target, tc.contentType, tc.body, w.Code, r)
+			}
+		}
+		mu.Unlock()
+	}
+}
+
+// TestTraceNeverForwardedWithKey: TRACE and TRACK never leave till, even
+// on a route that allows every method: an upstream that answers TRACE as
+// RFC 9110 says (Apache's default) returns the request it received, the
+// key among its headers, as the body, which till does not scrub.
+func TestTraceNeverForwardedWithKey(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "TRACE" || r.Method == "TRACK" {
+			w.Header().Set("Content-Type", "message/http")
+			fmt.Fprintf(w, "%s %s %s\r\n", r.Method, r.RequestURI, r.Proto)
+			r.Header.Write(w)
+			return
+		}
+		io.WriteString(w, "{}")
+	}))
+	defer up.Close()
+	yaml := `version: 1
+routes:
+  - name: internal
+    upstream: {{UP}}
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    allow:
+      paths: ["/v1/**"]
+`
+	gw, _ := newTestGateway(t, yaml, up.URL, secrets(time.Now()))
+	for _, method := range []string{"TRACE", "TRACK"} {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest(method, "/internal/v1/status", nil))
+		if strings.Contains(w.Body.String(), testKey) {
+			t.Errorf("%s /internal/v1/status: %d, and the app read the route's key in the body:\n%s", method, w.Code, w.Body)
+		}
+	}
+}
