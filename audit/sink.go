@@ -343,6 +343,12 @@ func (s *Sink) retry() {
 	defer t.Stop()
 	for range t.C {
 		s.mu.Lock()
+		if !s.closed {
+			// A file that cannot be written (a full disk, its size
+			// limit) may be moved or removed to make room: the kept
+			// records go to the new one, as after SIGUSR1.
+			_ = s.follow()
+		}
 		done := s.closed || s.flush() == nil
 		if done {
 			s.retrying = false
@@ -471,6 +477,12 @@ func (s *Sink) sync() error {
 func (s *Sink) Reopen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.follow()
+}
+
+// follow takes a new file at the path when the one open was moved or
+// removed, and a file cut in place as a new one (see Reopen).
+func (s *Sink) follow() error {
 	if s.file == nil {
 		return nil
 	}
