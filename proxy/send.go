@@ -297,7 +297,7 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 // withhold checks r again, as readmit does, once the transport has a
 // connection for out and before it writes anything: a reload while it
 // dialled (up to its dial and handshake timeouts) that refuses the
-// request, or replaced its key, takes every header and the query, the
+// request (a key merely rotated still goes) takes every header and the query, the
 // key with them, off out (the Transport's copies share them), and ends
 // the attempt with x.withheld set. It reports whether it did.
 func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, cancel context.CancelCauseFunc) bool {
@@ -305,15 +305,15 @@ func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, canc
 	if l == x.live {
 		return false
 	}
-	rotated, e := l.keyAgain(r, x, x.member)
-	switch {
-	case e == nil && rotated == nil:
+	// A key rotated meanwhile still goes with the value attached: the
+	// request was let by with it, and refusing would fail every request
+	// in flight at a rotation.
+	_, e := l.keyAgain(r, x, x.member)
+	if e == nil {
 		return false
-	case e == nil:
-		e = &apiError{CodeSecretUnavailable, "the key for this request was replaced while till connected to the upstream; send it again"}
 	}
-	stripKey(out)
 	x.withheld = e
+	stripKey(out)
 	cancel(errWithheld)
 	return true
 }

@@ -49,7 +49,7 @@ func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchang
 // naming the client whose credential came with it: who probes paths or
 // hosts is on record too.
 func (g *Gateway) refuseUnrouted(rw *responseRecorder, r *http.Request, x *exchange, l *live, e apiError) {
-	x.rec.client = l.clients.identify(r, x.connectAuth, x.connectCert, "").name()
+	x.rec.client = clientName(l.clients.identify(r, x.connectAuth, x.connectCert, ""))
 	g.refuse(rw, x, e, 0)
 }
 
