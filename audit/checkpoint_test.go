@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -92,5 +93,75 @@ func TestCheckpointAtRestart(t *testing.T) {
 	openTest(t, Options{Path: path, Signer: priv})
 	if n := len(lines(t, path)); n != 16 {
 		t.Errorf("%d records after a restart at a checkpoint, want 16", n)
+	}
+}
+
+// TestRotatedSignedFilesVerifyAlone: each file of a signed trail ends in
+// a checkpoint before it is rotated, so that the rotated files, given
+// alone (the current one shipped elsewhere, or not yet signed), verify
+// with the public key.
+func TestRotatedSignedFilesVerifyAlone(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, path := openTest(t, Options{Signer: priv, MaxSize: 2000, MaxFiles: 20})
+	for i := range 40 {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	s.Close()
+	var rotated []string
+	for i := 20; i >= 1; i-- {
+		if _, err := os.Stat(fmt.Sprintf("%s.%d", path, i)); err == nil {
+			rotated = append(rotated, fmt.Sprintf("%s.%d", path, i))
+		}
+	}
+	if len(rotated) < 3 {
+		t.Fatalf("setup: %d rotated files, want 3 or more", len(rotated))
+	}
+	for _, name := range rotated {
+		recs := lines(t, name)
+		if last := recs[len(recs)-1]; last["event"] != "checkpoint" {
+			t.Errorf("%s ends in %v, want a checkpoint", name, last)
+		}
+		mustVerify(t, VerifyOptions{PublicKey: pub}, name)
+	}
+	mustVerify(t, VerifyOptions{PublicKey: pub}, append(rotated, path)...)
+	// Without a key the files rotate at max_size, less one checkpoint.
+	s2, path2 := openTest(t, Options{MaxSize: 2000, MaxFiles: 20})
+	for i := range 40 {
+		s2.Write(record(fmt.Sprint(i)))
+	}
+	s2.Close()
+	for i := 1; i <= 20; i++ {
+		if st, err := os.Stat(fmt.Sprintf("%s.%d", path2, i)); err == nil && st.Size() > 2000 {
+			t.Errorf("%s.%d: %d bytes, past max_size", path2, i, st.Size())
+		}
+	}
+}
+
+// TestFsyncAlwaysSyncsFolder: with fsync: always, the folder is flushed
+// once a file is created or rotated, so that a power loss cannot lose a
+// file of records (its name) that were each flushed.
+func TestFsyncAlwaysSyncsFolder(t *testing.T) {
+	defer func(f func(string) error) { syncDir = f }(syncDir)
+	var synced []string
+	syncDir = func(dir string) error { synced = append(synced, dir); return nil }
+	s, path := openTest(t, Options{Fsync: FsyncAlways, MaxSize: 1000, MaxFiles: 3})
+	if len(synced) != 1 || synced[0] != filepath.Dir(path) {
+		t.Fatalf("folder syncs after the file was created: %q, want one of %s", synced, filepath.Dir(path))
+	}
+	for i := 0; len(synced) == 1 && i < 100; i++ {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	if _, err := os.Stat(path + ".1"); err != nil || len(synced) != 2 {
+		t.Fatalf("after a rotation: %v, folder syncs %q; want one more", err, synced)
+	}
+	s.Close()
+	synced = nil
+	s2, _ := openTest(t, Options{Fsync: FsyncInterval, MaxSize: 1000, MaxFiles: 3})
+	for i := range 20 {
+		s2.Write(record(fmt.Sprint(i)))
+	}
+	s2.Close()
+	if len(synced) != 0 {
+		t.Errorf("fsync: interval synced the folder %d times, want 0", len(synced))
 	}
 }

@@ -29,6 +29,23 @@ type file struct {
 	// cutAt bytes: nothing is appended after it until it is.
 	cut   bool
 	cutAt int64
+	// syncFolder flushes the folder after a file is created or rotated
+	// (fsync: always), so that a power loss cannot lose the file's name.
+	syncFolder bool
+}
+
+// syncDir flushes the folder dir's entries to stable storage. A
+// variable for tests.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !isNotSyncable(err) {
+		return err
+	}
+	return nil
 }
 
 // open opens the file at the path in place of f, which it closes (on
@@ -67,6 +84,9 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		if err == nil {
 			err = f.Truncate(size)
 		}
+	}
+	if err == nil && af.syncFolder {
+		err = syncDir(filepath.Dir(af.path))
 	}
 	if err != nil {
 		f.Close()

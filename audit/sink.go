@@ -104,7 +104,7 @@ func Open(o Options) (*Sink, error) {
 	if o.Path == "" || o.Path == "-" {
 		return New(stdout{}, o), nil
 	}
-	af := &file{path: o.Path, maxSize: o.MaxSize, maxFiles: max(o.MaxFiles, 1)}
+	af := &file{path: o.Path, maxSize: o.MaxSize, maxFiles: max(o.MaxFiles, 1), syncFolder: o.Fsync == FsyncAlways}
 	last, torn, err := af.open()
 	if err != nil {
 		return nil, err
@@ -219,7 +219,18 @@ func (s *Sink) put(raw []byte) error {
 			rec = s.checkpoint()
 		}
 		s.line = s.chain.stamp(s.line[:0], rec)
-		if s.file != nil && s.file.full(len(s.line)) {
+		// A checkpoint never waits for a new file: it signs the records
+		// of the one they are in, which may grow past max_size by it.
+		if raw != nil && s.file != nil && s.file.full(len(s.line)) {
+			if s.opts.Signer != nil && s.unsigned > 0 {
+				// A signed file ends in a checkpoint before it is
+				// rotated, so that it verifies on its own.
+				if err := s.put(nil); err != nil {
+					return err
+				}
+				s.unsigned, s.lastSign = 0, time.Now()
+				continue
+			}
 			if err := s.file.rotate(); err != nil {
 				return err
 			}

@@ -109,7 +109,8 @@ func Verify(files []string, o VerifyOptions) (Report, error) {
 		return v.report, &Break{v.file, v.line, fmt.Sprintf("the trail ends without the checkpoint given (seq %d, time %s): records up to it were removed", *v.wantCkpt.Seq, v.wantCkpt.Time)}
 	}
 	if o.PublicKey != nil && v.report.Checkpoints == 0 {
-		return v.report, &Break{v.file, v.line, "no checkpoint in the trail: its records are not signed (is audit.sign on?)"}
+		return v.report, &Break{v.file, v.line, "no checkpoint in the trail: its records are not signed (is audit.sign on?). " +
+			"A file till is still writing may hold none yet: give it with the file rotated before it"}
 	}
 	if o.PublicKey != nil && v.report.Unsigned > maxUnsigned() {
 		// The chain holds no secret: whoever removes the checkpoints
