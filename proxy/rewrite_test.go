@@ -73,6 +73,8 @@ func TestGoogleSystemParameters(t *testing.T) {
 		"/gemini/v1beta/models?key=app-key",
 		"/gemini/v1beta/models?$key=app-key",
 		"/gemini/v1beta/models?x=1;%24key=app-key",
+		"/gemini/v1beta/models?$ct=application/x-protobuf",
+		"/gemini/v1beta/models?%24CT=application%2Fx-protobuf&x=1",
 	} {
 		w := httptest.NewRecorder()
 		gw.ServeHTTP(w, httptest.NewRequest("GET", target, nil))
@@ -82,7 +84,7 @@ func TestGoogleSystemParameters(t *testing.T) {
 			continue
 		}
 		for _, name := range decodedQueryNames(lines[0]) {
-			if n := strings.ToLower(name); n == "$httpmethod" || n == "key" || n == "$key" {
+			if n := strings.ToLower(name); n == "$httpmethod" || n == "$ct" || n == "key" || n == "$key" {
 				t.Errorf("%s reached the upstream as %s", target, lines[0])
 			}
 		}

@@ -214,13 +214,15 @@ func withoutParams(raw string, drop func(param string) bool) string {
 	return b.String()
 }
 
-// withoutOverrideParams removes the query parameters that name another
-// method, as overrideHeaders do, however escaped and in any case: Google's
-// system parameter $httpMethod (its X-HTTP-Method-Override), and the
-// _method, x-http-method-override and x-method-override that web
-// frameworks (Rails, Laravel, Symfony, Express, Jersey) honour.
+// withoutOverrideParams removes the query parameters that override the
+// request's method, as overrideHeaders do, or its Content-Type, however
+// escaped and in any case: Google's system parameters $httpMethod (its
+// X-HTTP-Method-Override) and $ct (its Content-Type, which would make
+// Google read a body as other than till read it), and the _method,
+// x-http-method-override and x-method-override that web frameworks
+// (Rails, Laravel, Symfony, Express, Jersey) honour.
 func withoutOverrideParams(raw string) string {
-	if !strings.Contains(raw, "%") && !containsFold(raw, "method") {
+	if !strings.ContainsAny(raw, "%$") && !containsFold(raw, "method") {
 		return raw
 	}
 	return withoutParams(raw, func(part string) bool {
@@ -230,8 +232,9 @@ func withoutOverrideParams(raw string) string {
 	})
 }
 
-// overrideParams are the query parameters that name another method.
-var overrideParams = []string{"$httpMethod", "_method", "x-http-method-override", "x-method-override"}
+// overrideParams are the query parameters that override the method or
+// the Content-Type.
+var overrideParams = []string{"$httpMethod", "$ct", "_method", "x-http-method-override", "x-method-override"}
 
 // containsFold reports whether s holds sub, an ASCII word, in any case.
 func containsFold(s, sub string) bool {
