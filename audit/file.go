@@ -16,7 +16,8 @@ import (
 )
 
 // file is the audit file at path, written through f (opened for
-// appending, mode 0600, in a folder created 0700 when missing).
+// appending, mode 0600, in a folder created 0700 when missing, never
+// through a symbolic link).
 type file struct {
 	path     string
 	maxSize  int64 // rotate before a record would grow the file past it; 0: never
@@ -58,7 +59,13 @@ func (af *file) open() (last []byte, torn int64, err error) {
 	if err := os.MkdirAll(filepath.Dir(af.path), 0o700); err != nil {
 		return nil, 0, fmt.Errorf("create audit folder: %w", err)
 	}
-	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	// Never through a link: one left at the path (after the file was
+	// removed, say) by whoever can write the folder would have records
+	// appended to any file till can write, its vault or a shell's rc file.
+	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|noFollow, 0o600)
+	if st, lerr := os.Lstat(af.path); err != nil && lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return nil, 0, fmt.Errorf("open audit file: %s is a symbolic link, which till never writes through (hint: give the file it names as audit.file)", af.path)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("open audit file: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/age/armor"
-	"github.com/gofrs/flock"
 	"github.com/tillgw/till/internal/atomicfile"
 )
 
@@ -224,7 +223,7 @@ func (f *File) sweepLeftovers() {
 	if len(f.leftovers()) == 0 {
 		return
 	}
-	fl := flock.New(f.real()+".lock", flock.SetPermissions(0o600))
+	fl := atomicfile.LockFile(f.real())
 	defer fl.Close()
 	if ok, err := fl.TryLock(); err != nil || !ok {
 		return

@@ -85,9 +85,9 @@ func runCAInit(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := writeCACert(certPath, authority.CertPEM()); err != nil {
-		return err
-	}
+	// The key is stored first: a till ca init cut short after it finds
+	// the key and writes its certificate (above), where a certificate
+	// left without its key would stop every later one.
 	err = v.Update(func(m map[string]vault.Secret) error {
 		if _, ok := m[config.CASecret]; ok {
 			return fmt.Errorf("another till ca init stored a CA key (%q) meanwhile", config.CASecret)
@@ -96,7 +96,9 @@ func runCAInit(args []string, e *env) error {
 		return nil
 	})
 	if err != nil {
-		os.Remove(certPath)
+		return err
+	}
+	if err := writeCACert(certPath, authority.CertPEM()); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "created the interception CA %q\n", authority.Certificate().Subject.CommonName)

@@ -53,6 +53,13 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 		if err != nil {
 			return nil, withHint(err, "fix the lines above; `till init` writes a commented example")
 		}
+		warnings, err := config.CheckFileModes(path, cfg)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(e.stderr, "till: warning: %s\n", w)
+		}
 		return cfg, nil
 	}
 	dir, err := os.Getwd()
@@ -88,13 +95,14 @@ func openVault(cfg *config.Config, e *env, create bool) (*cliVault, error) {
 	if err != nil {
 		return nil, src.wrap(err)
 	}
+	v := &cliVault{File: vault.Open(cfg.Vault.Path, key), src: src}
 	if e.getenv("TILL_PASSPHRASE") == "" {
 		if st, err := os.Stat(cfg.Vault.KeyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
-			fmt.Fprintf(e.stderr, "till: warning: the vault key %s is readable by other users (mode %v): chmod 600 %s\n",
-				displayPath(cfg.Vault.KeyFile), st.Mode().Perm(), displayPath(cfg.Vault.KeyFile))
+			v.exposed = fmt.Sprintf("the vault key %s is readable by other users (mode %v)", displayPath(cfg.Vault.KeyFile), st.Mode().Perm())
+			fmt.Fprintf(e.stderr, "till: warning: %s: chmod 600 %s\n", v.exposed, displayPath(cfg.Vault.KeyFile))
 		}
 	}
-	return &cliVault{vault.Open(cfg.Vault.Path, key), src}, nil
+	return v, nil
 }
 
 // folderExists checks, before till creates the vault or its key, that the
@@ -127,6 +135,9 @@ func folderExists(cfg *config.Config, what, path string) error {
 type cliVault struct {
 	*vault.File
 	src keySource
+	// exposed says why the key may be known to others, "" when not:
+	// nothing new is stored under such a key.
+	exposed string
 }
 
 // Load is vault.File's Load.
@@ -137,6 +148,12 @@ func (v *cliVault) Load() (map[string]vault.Secret, error) {
 
 // Update is vault.File's Update.
 func (v *cliVault) Update(fn func(map[string]vault.Secret) error) error {
+	if v.exposed != "" {
+		// Another user may have made it (a key left in a shared
+		// folder): whoever reads it reads every secret stored under it.
+		return withHint(fmt.Errorf("%s: not storing secrets under a key others can read", v.exposed),
+			"chmod 600 the key file; if you did not make it, move it away and let till make a new one")
+	}
 	return v.src.wrap(v.File.Update(fn))
 }
 

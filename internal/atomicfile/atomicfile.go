@@ -26,7 +26,7 @@ var ErrLocked = errors.New("locked by another till command")
 // removing it would let a waiter lock an unlinked file while a newcomer
 // locks a fresh one.
 func Lock(path string, timeout time.Duration) (unlock func(), err error) {
-	fl := flock.New(path+".lock", flock.SetPermissions(0o600))
+	fl := LockFile(path)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ok, err := fl.TryLockContext(ctx, 20*time.Millisecond)
@@ -43,6 +43,14 @@ func Lock(path string, timeout time.Duration) (unlock func(), err error) {
 	}
 	MatchOwner(path+".lock", path)
 	return func() { fl.Unlock(); fl.Close() }, nil
+}
+
+// LockFile is the lock file that guards path (see Lock), not yet locked.
+// It is opened, and created with mode 0600, never through a symbolic link
+// at its name: one that another user left there would have till create
+// the file it names, wherever that is.
+func LockFile(path string) *flock.Flock {
+	return flock.New(path+".lock", flock.SetPermissions(0o600), flock.SetFlag(os.O_CREATE|os.O_RDONLY|noFollow))
 }
 
 // Replace writes data to path through a temp file beside it that is

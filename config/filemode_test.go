@@ -1,0 +1,70 @@
+//go:build unix
+
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCheckFileModes: whoever can write the config (or replace it in its
+// folder) chooses where keys go, and whoever reads a config that holds
+// limits.redis's password can reset every budget. Every user's write is
+// refused, a group's is warned about, and a sticky folder (a Kubernetes
+// ConfigMap's, /tmp) is no one's to replace the file in.
+func TestCheckFileModes(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		file, dir  os.FileMode
+		redis      string
+		refused    string
+		warnedWith string
+	}{
+		{name: "private", file: 0o600, dir: 0o700},
+		{name: "readable", file: 0o644, dir: 0o755},
+		{name: "world-writable file", file: 0o666, dir: 0o700, refused: "writable by every user"},
+		{name: "world-writable folder", file: 0o644, dir: 0o777, refused: "folder"},
+		{name: "sticky world-writable folder", file: 0o644, dir: 0o777 | os.ModeSticky},
+		{name: "group-writable file", file: 0o664, dir: 0o700, warnedWith: "writable by its group"},
+		{name: "group-writable folder", file: 0o644, dir: 0o770, warnedWith: "folder"},
+		{name: "readable Redis password", file: 0o640, dir: 0o700, redis: "redis://:pw@127.0.0.1:6379", warnedWith: "password"},
+		{name: "private Redis password", file: 0o600, dir: 0o700, redis: "redis://:pw@127.0.0.1:6379"},
+		{name: "readable Redis without password", file: 0o644, dir: 0o700, redis: "redis://127.0.0.1:6379"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "conf")
+			path := filepath.Join(dir, "till.yaml")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte("version: 1\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// chmod, not the create mode: the umask must not soften them.
+			if err := os.Chmod(path, tt.file); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tt.dir); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Chmod(dir, 0o700)
+			c := &Config{Limits: Limits{Redis: tt.redis}}
+			warnings, err := CheckFileModes(path, c)
+			switch {
+			case tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused)):
+				t.Errorf("error %v, want one saying %q", err, tt.refused)
+			case tt.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.warnedWith != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], tt.warnedWith)):
+				t.Errorf("warnings %q, want one saying %q", warnings, tt.warnedWith)
+			case tt.warnedWith == "" && len(warnings) > 0:
+				t.Errorf("warned: %q", warnings)
+			}
+			if err != nil && strings.Contains(err.Error(), "pw") || strings.Contains(strings.Join(warnings, ""), ":pw@") {
+				t.Errorf("the password shown: %v %q", err, warnings)
+			}
+		})
+	}
+}
