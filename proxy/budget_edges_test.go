@@ -758,3 +758,38 @@ func TestEncodedJSONAsUploadUnderTokenBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestAnthropicStreamEndingInErrorCharged: Anthropic sends errors inside
+// a 200 event stream ("overloaded_error" mid-answer, as its docs warn).
+// Such a stream told its input and 1 output token in message_start, then
+// streamed 200 text deltas to the app, then ended without message_delta.
+// It is charged as a stream the app cut: its reservation or a token per
+// event, not the 1 output token its start told.
+func TestAnthropicStreamEndingInErrorCharged(t *testing.T) {
+	const deltas = 200
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
+		io.WriteString(w, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+		for i := range deltas {
+			fmt.Fprintf(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"word%d \"}}\n\n", i)
+		}
+		io.WriteString(w, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n")
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
+	gw, buf := newTestGateway(t, y, up.URL, map[string]vault.Secret{"anthropic": vault.NewSecret("anthropic", "sk-ant-test-key-000000000000", time.Now())})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	code, body := post(t, srv.URL+"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","stream":true,"max_tokens":4096,"messages":[{"role":"user","content":"write"}]}`)
+	if code != 200 || strings.Count(body, "text_delta") != deltas {
+		t.Fatalf("got %d, %d deltas", code, strings.Count(body, "text_delta"))
+	}
+	srv.Close()
+	recs := buf.records(t)
+	if used := usedTokens(t, gw); used < 10+deltas {
+		t.Errorf("a stream that delivered %d text deltas then ended in an error event is charged %v tokens, want at least %d (record: outcome %v, tokens_in %v, tokens_out %v)",
+			deltas, used, 10+deltas, recs[0]["outcome"], recs[0]["tokens_in"], recs[0]["tokens_out"])
+	}
+}

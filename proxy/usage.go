@@ -353,9 +353,10 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 
 // chargeCut charges an answer cut before it told all its usage (an app
 // that hung up once it had its text, or before the answer began; a
-// timeout) as chargeUntold does. Ending early must not dodge a budget.
+// timeout; an Anthropic stream ended by an error event) as chargeUntold
+// does. Ending early must not dodge a budget.
 func (x *exchange) chargeCut(u usage.Usage, events int64, model string, prices *usage.Prices) {
-	if x.rec.outcome == outcomeError {
+	if x.rec.outcome == outcomeError || u.Partial {
 		x.chargeUntold(u, events, model, prices)
 	}
 }

@@ -28,6 +28,9 @@ type Usage struct {
 	// server_tool_use.web_search_requests, OpenAI's web_search_call
 	// output items, Gemini's distinct non-empty webSearchQueries.
 	WebSearches int64
+	// Partial reports that the response told its usage in part only: a
+	// stream that ended before its last usage event.
+	Partial bool
 }
 
 // field is a usage field a provider reports.
@@ -45,6 +48,7 @@ const (
 	fBilledInput        // Cohere billed_units, read when tokens is absent
 	fBilledOutput       //
 	fWebSearches        // server-side web searches, charged per search
+	fStartOutput        // Anthropic's output tokens at a stream's start (message_start)
 	nFields
 	fModel       // the model's name; not a count
 	fOutputType  // an OpenAI output item's type: "web_search_call" is a search
@@ -208,7 +212,13 @@ func (m *Meter) Usage() Usage {
 		return u
 	}
 	in, out := t.n[fInput], t.n[fOutput]
-	if t.seen&(1<<fInput|1<<fOutput) == 0 {
+	// An Anthropic stream tells its output at its end (message_delta):
+	// one that ended before (an error event) told its start's token only.
+	u.Partial = t.seen&(1<<fStartOutput) != 0 && t.seen&(1<<fOutput) == 0
+	if u.Partial {
+		out = t.n[fStartOutput]
+	}
+	if t.seen&(1<<fInput|1<<fOutput|1<<fStartOutput) == 0 {
 		in, out = t.n[fBilledInput], t.n[fBilledOutput]
 	}
 	u.Known = true
@@ -353,7 +363,7 @@ var anthropicPaths = map[string]field{
 	"usage.input_tokens": fInput, "message.usage.input_tokens": fInput,
 	"usage.cache_read_input_tokens": fCacheRead, "message.usage.cache_read_input_tokens": fCacheRead,
 	"usage.cache_creation_input_tokens": fCacheWrite, "message.usage.cache_creation_input_tokens": fCacheWrite,
-	"usage.output_tokens": fOutput, "message.usage.output_tokens": fOutput,
+	"usage.output_tokens": fOutput, "message.usage.output_tokens": fStartOutput,
 	"usage.server_tool_use.web_search_requests":         fWebSearches,
 	"message.usage.server_tool_use.web_search_requests": fWebSearches,
 }

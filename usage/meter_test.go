@@ -71,35 +71,35 @@ func TestMeterProviders(t *testing.T) {
 		ctype  string
 		want   Usage
 	}{
-		{"openai_chat.json", OpenAI, jsonType, Usage{"gpt-4o-2024-08-06", 1117, 1024, 46, true, 0}},
-		{"openai_chat.sse", OpenAI, sseType, Usage{"gpt-4o-mini-2024-07-18", 9, 0, 12, true, 0}},
-		{"responses.json", OpenAI, jsonType, Usage{"gpt-4.1-2025-04-14", 12033, 11904, 44, true, 0}},
-		{"responses.sse", OpenAI, sseType, Usage{"gpt-4.1-2025-04-14", 37, 32, 11, true, 0}},
+		{"openai_chat.json", OpenAI, jsonType, Usage{"gpt-4o-2024-08-06", 1117, 1024, 46, true, 0, false}},
+		{"openai_chat.sse", OpenAI, sseType, Usage{"gpt-4o-mini-2024-07-18", 9, 0, 12, true, 0, false}},
+		{"responses.json", OpenAI, jsonType, Usage{"gpt-4.1-2025-04-14", 12033, 11904, 44, true, 0, false}},
+		{"responses.sse", OpenAI, sseType, Usage{"gpt-4.1-2025-04-14", 37, 32, 11, true, 0, false}},
 		// input_tokens excludes cache reads and writes; till counts them.
-		{"anthropic.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 2112, 2000, 6, true, 0}},
+		{"anthropic.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 2112, 2000, 6, true, 0, false}},
 		// message_start has the input, message_delta the final output.
-		{"anthropic.sse", Anthropic, sseType, Usage{"claude-opus-4-1-20250805", 325, 300, 15, true, 0}},
+		{"anthropic.sse", Anthropic, sseType, Usage{"claude-opus-4-1-20250805", 325, 300, 15, true, 0, false}},
 		// The server-side web search tool's searches, charged per search;
 		// message_delta's counts are the whole answer's.
-		{"anthropic_websearch.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 6039, 0, 931, true, 3}},
-		{"anthropic_websearch.sse", Anthropic, sseType, Usage{"claude-haiku-4-5-20251001", 10682, 0, 510, true, 1}},
+		{"anthropic_websearch.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 6039, 0, 931, true, 3, false}},
+		{"anthropic_websearch.sse", Anthropic, sseType, Usage{"claude-haiku-4-5-20251001", 10682, 0, 510, true, 1, false}},
 		// Thinking tokens are output.
-		{"gemini.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 1200, 1000, 650, true, 0}},
+		{"gemini.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 1200, 1000, 650, true, 0, false}},
 		// The last usageMetadata wins whole: the first chunk's cache count
 		// does not linger.
-		{"gemini.sse", Gemini, sseType, Usage{"gemini-2.5-pro", 8, 0, 141, true, 0}},
-		{"gemini_array.json", Gemini, jsonType, Usage{"gemini-2.5-flash-lite", 8, 0, 3, true, 0}},
+		{"gemini.sse", Gemini, sseType, Usage{"gemini-2.5-pro", 8, 0, 141, true, 0, false}},
+		{"gemini_array.json", Gemini, jsonType, Usage{"gemini-2.5-flash-lite", 8, 0, 3, true, 0, false}},
 		// OpenAI's hosted web search: each web_search_call output item,
 		// once, from the stream's response.completed; text that reads
 		// like one is not.
-		{"responses_websearch.json", OpenAI, jsonType, Usage{"gpt-5-2025-08-07", 9312, 0, 812, true, 3}},
-		{"responses_websearch.sse", OpenAI, sseType, Usage{"gpt-5-2025-08-07", 4210, 0, 95, true, 2}},
+		{"responses_websearch.json", OpenAI, jsonType, Usage{"gpt-5-2025-08-07", 9312, 0, 812, true, 3, false}},
+		{"responses_websearch.sse", OpenAI, sseType, Usage{"gpt-5-2025-08-07", 4210, 0, 95, true, 2, false}},
 		// Grounding with Google Search: distinct non-empty queries, across
 		// chunks and however often repeated.
-		{"gemini_grounding.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 322, 0, 9, true, 2}},
-		{"gemini_grounding.sse", Gemini, sseType, Usage{"gemini-3-pro-preview", 212, 0, 9, true, 3}},
-		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true, 0}},
-		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true, 0}},
+		{"gemini_grounding.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 322, 0, 9, true, 2, false}},
+		{"gemini_grounding.sse", Gemini, sseType, Usage{"gemini-3-pro-preview", 212, 0, 9, true, 3, false}},
+		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true, 0, false}},
+		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true, 0, false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -133,76 +133,81 @@ func TestMeterCases(t *testing.T) {
 		{"usage null", OpenAI, jsonType, `{"model":"m","usage":null}`, Usage{Model: "m"}},
 		{"embeddings", OpenAI, jsonType,
 			`{"object":"list","data":[{"object":"embedding","embedding":[0.0023,-0.0093],"index":0}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}`,
-			Usage{"text-embedding-3-small", 8, 0, 0, true, 0}},
+			Usage{"text-embedding-3-small", 8, 0, 0, true, 0, false}},
 		{"not json", OpenAI, jsonType, `<html>502 Bad Gateway</html>`, Usage{}},
 		{"truncated json keeps what it read", OpenAI, jsonType,
-			`{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4`, Usage{"m", 3, 0, 4, true, 0}},
+			`{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4`, Usage{"m", 3, 0, 4, true, 0, false}},
 		{"other content type", OpenAI, "text/html", `{"usage":{"prompt_tokens":3}}`, Usage{}},
 		{"no content type", OpenAI, "", `{"usage":{"prompt_tokens":3}}`, Usage{}},
 		{"format none", None, jsonType, `{"usage":{"prompt_tokens":3}}`, Usage{}},
 		{"unknown format", Format("soap"), jsonType, `{"usage":{"prompt_tokens":3}}`, Usage{}},
-		{"problem+json", OpenAI, "application/problem+json", `{"usage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0}},
-		{"escaped key", OpenAI, jsonType, `{"\u0075sage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0}},
-		{"float count", OpenAI, jsonType, `{"usage":{"prompt_tokens":3.0,"completion_tokens":1e2}}`, Usage{"", 3, 0, 100, true, 0}},
+		{"problem+json", OpenAI, "application/problem+json", `{"usage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0, false}},
+		{"escaped key", OpenAI, jsonType, `{"\u0075sage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0, false}},
+		{"float count", OpenAI, jsonType, `{"usage":{"prompt_tokens":3.0,"completion_tokens":1e2}}`, Usage{"", 3, 0, 100, true, 0, false}},
 		{"bad counts are skipped", OpenAI, jsonType,
 			`{"usage":{"prompt_tokens":-3,"completion_tokens":1.5,"total_tokens":"7"}}`, Usage{}},
 		{"huge count saturates", Anthropic, jsonType,
 			`{"usage":{"input_tokens":9223372036854775807,"cache_read_input_tokens":5}}`,
-			Usage{"", 9223372036854775807, 5, 0, true, 0}},
+			Usage{"", 9223372036854775807, 5, 0, true, 0, false}},
 		{"anthropic's OpenAI-compatible endpoint", Anthropic, jsonType,
 			`{"object":"chat.completion","model":"claude-sonnet-4-5","usage":{"prompt_tokens":600,"completion_tokens":70,"total_tokens":670}}`,
-			Usage{"claude-sonnet-4-5", 600, 0, 70, true, 0}},
+			Usage{"claude-sonnet-4-5", 600, 0, 70, true, 0, false}},
 		{"cohere's compatibility API", Cohere, jsonType,
 			`{"object":"chat.completion","model":"command-a-03-2025","usage":{"prompt_tokens":11,"completion_tokens":7}}`,
-			Usage{"command-a-03-2025", 11, 0, 7, true, 0}},
+			Usage{"command-a-03-2025", 11, 0, 7, true, 0, false}},
 		{"cached never above input", OpenAI, jsonType,
-			`{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":10}}}`, Usage{"", 3, 3, 0, true, 0}},
+			`{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":10}}}`, Usage{"", 3, 3, 0, true, 0, false}},
 		{"long model is skipped", OpenAI, jsonType,
-			`{"model":"` + strings.Repeat("m", 300) + `","usage":{"prompt_tokens":1}}`, Usage{"", 1, 0, 0, true, 0}},
+			`{"model":"` + strings.Repeat("m", 300) + `","usage":{"prompt_tokens":1}}`, Usage{"", 1, 0, 0, true, 0, false}},
 		{"ndjson", OpenAI, "application/x-ndjson",
-			"{\"usage\":{\"prompt_tokens\":1}}\n{\"usage\":{\"prompt_tokens\":2}}\n", Usage{"", 2, 0, 0, true, 0}},
+			"{\"usage\":{\"prompt_tokens\":1}}\n{\"usage\":{\"prompt_tokens\":2}}\n", Usage{"", 2, 0, 0, true, 0, false}},
 		// Read through, however deep: the usage after it counts (a
 		// budget would otherwise let the answer go free).
 		{"deep nesting", OpenAI, jsonType,
 			`{"model":"m","x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `,"usage":{"prompt_tokens":1}}`,
-			Usage{"m", 1, 0, 0, true, 0}},
+			Usage{"m", 1, 0, 0, true, 0, false}},
 		{"deep objects", Anthropic, jsonType,
 			`{"model":"m","content":[{"type":"tool_use","input":` + strings.Repeat(`{"a":`, 2000) + "1" + strings.Repeat("}", 2000) + `}],"usage":{"input_tokens":3,"output_tokens":5}}`,
-			Usage{"m", 3, 0, 5, true, 0}},
+			Usage{"m", 3, 0, 5, true, 0, false}},
 		{"gemini openai-compatible", Gemini, jsonType,
 			`{"model":"gemini-2.5-flash","usage":{"prompt_tokens":4,"completion_tokens":2}}`,
-			Usage{"gemini-2.5-flash", 4, 0, 2, true, 0}},
+			Usage{"gemini-2.5-flash", 4, 0, 2, true, 0, false}},
 		{"gemini tool-use prompt", Gemini, jsonType,
 			`{"usageMetadata":{"promptTokenCount":4,"toolUsePromptTokenCount":6,"candidatesTokenCount":2}}`,
-			Usage{"", 10, 0, 2, true, 0}},
+			Usage{"", 10, 0, 2, true, 0, false}},
 		{"cohere billed units only", Cohere, jsonType,
-			`{"usage":{"billed_units":{"input_tokens":5,"output_tokens":7}}}`, Usage{"", 5, 0, 7, true, 0}},
+			`{"usage":{"billed_units":{"input_tokens":5,"output_tokens":7}}}`, Usage{"", 5, 0, 7, true, 0, false}},
 		{"cohere v1", Cohere, jsonType,
 			`{"text":"hi","meta":{"api_version":{"version":"1"},"billed_units":{"input_tokens":5,"output_tokens":7},"tokens":{"input_tokens":60,"output_tokens":7}}}`,
-			Usage{"", 60, 0, 7, true, 0}},
+			Usage{"", 60, 0, 7, true, 0, false}},
 		{"sse comments, no space, other fields", OpenAI, sseType,
 			": keep-alive\n\nid: 1\nretry: 100\nevent: x\ndata:{\"model\":\"m\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n",
-			Usage{"m", 2, 0, 3, true, 0}},
+			Usage{"m", 2, 0, 3, true, 0, false}},
 		{"sse data split over lines", OpenAI, sseType,
-			"data: {\"model\":\"m\",\ndata: \"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"m", 2, 0, 0, true, 0}},
+			"data: {\"model\":\"m\",\ndata: \"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"m", 2, 0, 0, true, 0, false}},
 		{"sse last event without blank line", OpenAI, sseType,
-			"data: {\"usage\":{\"prompt_tokens\":2}}", Usage{"", 2, 0, 0, true, 0}},
+			"data: {\"usage\":{\"prompt_tokens\":2}}", Usage{"", 2, 0, 0, true, 0, false}},
 		{"sse truncated event", OpenAI, sseType,
-			"data: {\"usage\":{\"prompt_tokens\":2,", Usage{"", 2, 0, 0, true, 0}},
+			"data: {\"usage\":{\"prompt_tokens\":2,", Usage{"", 2, 0, 0, true, 0, false}},
 		{"sse field names near data", OpenAI, sseType,
 			"datas: {\"usage\":{\"prompt_tokens\":2}}\n\ndat: {\"usage\":{\"prompt_tokens\":3}}\n\ndata\n\n", Usage{}},
 		{"sse bad event does not spoil the next", OpenAI, sseType,
-			"data: {\"usage\":{[}\n\ndata: {\"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"", 2, 0, 0, true, 0}},
+			"data: {\"usage\":{[}\n\ndata: {\"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"", 2, 0, 0, true, 0, false}},
 		{"sse long line", OpenAI, sseType,
 			"data: {\"x\":\"" + strings.Repeat("y", 200<<10) + "\",\"usage\":{\"prompt_tokens\":2}}\n\n",
-			Usage{"", 2, 0, 0, true, 0}},
+			Usage{"", 2, 0, 0, true, 0, false}},
 		{"groq x_groq usage", OpenAI, sseType,
 			"data: {\"model\":\"llama-3.3-70b-versatile\",\"choices\":[],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":5}}}\n\ndata: [DONE]\n\n",
-			Usage{"llama-3.3-70b-versatile", 20, 0, 5, true, 0}},
+			Usage{"llama-3.3-70b-versatile", 20, 0, 5, true, 0, false}},
 		{"anthropic delta with input", Anthropic, sseType,
 			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"c\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
 				"data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"output_tokens\":20}}\n\n",
-			Usage{"c", 15, 3, 20, true, 0}},
+			Usage{"c", 15, 3, 20, true, 0, false}},
+		{"anthropic stream ended before message_delta", Anthropic, sseType,
+			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"c\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
+				"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n" +
+				"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n",
+			Usage{"c", 10, 0, 1, true, 0, true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,7 +264,7 @@ func TestMeterBoundedMemory(t *testing.T) {
 	}
 	b.WriteString(`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2500000,"total_tokens":2500012}}`)
 	body := b.Bytes()
-	want := Usage{"gpt-4.1", 12, 0, 2500000, true, 0}
+	want := Usage{"gpt-4.1", 12, 0, 2500000, true, 0, false}
 
 	var got Usage
 	run := func() {
