@@ -91,11 +91,12 @@ func TestPoolRetryKeepsBudgetWarning(t *testing.T) {
 	}
 }
 
-// TestHangUpBeforeUsageCountsReservation: an app that reads a stream up to
-// its text and hangs up before the usage chunk is charged the tokens it
-// reserved (max_tokens), or, when it set none or streamed more events
-// than it reserved, a token per event: not 0, since ending early must not
-// dodge a budget.
+// TestHangUpBeforeUsageCountsReservation: an app that takes a stream's
+// text and hangs up before the usage chunk does not dodge a budget. The
+// provider bills the answer whole, so till reads it to its end and counts
+// the usage it tells; when the answer breaks off before that, it charges
+// the tokens the request reserved (max_tokens), or, when it set none or
+// streamed more events than it reserved, a token per event: not 0.
 func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
@@ -107,58 +108,73 @@ func TestHangUpBeforeUsageCountsReservation(t *testing.T) {
 		{"no max_tokens", "", 50, 50},
 		{"more events than max_tokens", `"max_tokens":10,`, 50, 50},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			release := make(chan struct{})
-			defer close(release)
-			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.Copy(io.Discard, r.Body)
-				w.Header().Set("Content-Type", "text/event-stream")
-				for range tt.chunks {
-					io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" word"}}]}`+"\n\n")
-				}
-				w.(http.Flusher).Flush()
-				select {
-				case <-release:
-				case <-r.Context().Done():
-				}
-				io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":300,"completion_tokens":300}}`+"\n\ndata: [DONE]\n\n")
-			}))
-			defer up.Close()
-			y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
-			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
-			srv := httptest.NewServer(gw)
-			defer srv.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/openai/v1/chat/completions",
-				strings.NewReader(`{"model":"gpt-4o-mini","stream":true,`+tt.maxTokens+`"messages":[]}`))
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
+		for _, breaks := range []bool{false, true} {
+			name := tt.name + ", answer ends"
+			if breaks {
+				name = tt.name + ", answer breaks off"
 			}
-			br := bufio.NewReader(res.Body)
-			for seen := 0; seen < tt.chunks; {
-				line, err := br.ReadString('\n')
+			t.Run(name, func(t *testing.T) {
+				release := make(chan struct{})
+				up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Type", "text/event-stream")
+					for range tt.chunks {
+						io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" word"}}]}`+"\n\n")
+					}
+					w.(http.Flusher).Flush()
+					<-release
+					if breaks {
+						panic(http.ErrAbortHandler)
+					}
+					io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":300,"completion_tokens":300}}`+"\n\ndata: [DONE]\n\n")
+				}))
+				defer up.Close()
+				y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
+				gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+				srv := httptest.NewServer(gw)
+				defer srv.Close()
+				ctx, cancel := context.WithCancel(context.Background())
+				req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/openai/v1/chat/completions",
+					strings.NewReader(`{"model":"gpt-4o-mini","stream":true,`+tt.maxTokens+`"messages":[]}`))
+				res, err := http.DefaultClient.Do(req)
 				if err != nil {
-					t.Fatalf("after %d chunks: %v", seen, err)
+					t.Fatal(err)
 				}
-				if strings.Contains(line, " word") {
-					seen++
+				br := bufio.NewReader(res.Body)
+				for seen := 0; seen < tt.chunks; {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						t.Fatalf("after %d chunks: %v", seen, err)
+					}
+					if strings.Contains(line, " word") {
+						seen++
+					}
 				}
-			}
-			cancel() // before the usage chunk
-			res.Body.Close()
-			srv.Close() // waits for the handler, and so for the settlement
-			if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
-				t.Fatalf("records %v, want one of a client that went away", recs)
-			}
-			// The body (with the include_usage till adds) at a token per 4
-			// bytes stands for the input the answer never told.
-			body := `{"model":"gpt-4o-mini","stream":true,` + tt.maxTokens + `"messages":[],"stream_options":{"include_usage":true}}`
-			rows, err := gw.Usage(context.Background())
-			if want := float64(tt.output + len(body)/4); err != nil || len(rows) != 1 || rows[0].Used != want {
-				t.Errorf("usage %+v (%v), want %d output tokens and %d estimated input counted", rows, err, tt.output, len(body)/4)
-			}
-		})
+				cancel() // before the usage chunk
+				res.Body.Close()
+				close(release)
+				srv.Close() // waits for the handler, and so for the settlement
+				// Whether till saw the app go before the answer ended
+				// (client_closed) or not (forwarded; upstream_unreachable
+				// when it broke off) depends on when the server notices:
+				// the count does not.
+				if recs := buf.records(t); len(recs) != 1 {
+					t.Fatalf("records %v, want one", recs)
+				}
+				want := float64(600) // the usage the answer told at its end
+				if breaks {
+					// The body (with the include_usage till adds) at a
+					// token per 4 bytes stands for the input the answer
+					// never told.
+					body := `{"model":"gpt-4o-mini","stream":true,` + tt.maxTokens + `"messages":[],"stream_options":{"include_usage":true}}`
+					want = float64(tt.output + len(body)/4)
+				}
+				rows, err := gw.Usage(context.Background())
+				if err != nil || len(rows) != 1 || rows[0].Used != want {
+					t.Errorf("usage %+v (%v), want %v tokens counted", rows, err, want)
+				}
+			})
+		}
 	}
 }
 

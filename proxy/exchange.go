@@ -39,6 +39,9 @@ type exchange struct {
 	// cutTokens and cutUSD are what an answer cut before it told all its
 	// usage is charged beyond what it told: the rest of its reservation.
 	cutTokens int64
+	// readWhole is set once the answer was read to its end, by the app or
+	// after it left (drainAnswer): the usage it told is all it used.
+	readWhole bool
 	cutUSD    float64
 	// meter reads the token usage from the answer as it passes; prices
 	// prices it.

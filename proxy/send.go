@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tillgw/till/config"
 )
 
 // hopHeaders are removed from requests and responses on their way through
@@ -137,8 +139,20 @@ func (g *Gateway) passTrailers(rw *responseRecorder, res *http.Response, announc
 // key's use first, and returns the response; done releases what the
 // attempt holds once its response has been read.
 func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (res *http.Response, done func(), err error) {
-	ctx, cancel := context.WithCancelCause(r.Context())
+	parent := r.Context()
+	if x.route.tokenBudgeted {
+		// The provider bills an answer whole, the app there or not:
+		// one it left is read to its end (drainAnswer), so that a
+		// budget counts what the answer tells last (a stream's usage,
+		// its reasoning). Only shutdown ends it sooner.
+		parent = context.WithoutCancel(parent)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
 	done = func() { cancel(nil) }
+	if x.route.tokenBudgeted {
+		stop := context.AfterFunc(g.base, func() { cancel(context.Cause(g.base)) })
+		done = func() { stop(); cancel(nil) }
+	}
 	early := &earlyHints{rw: rw}
 	var out *http.Request
 	trace := x.sendTrace(cancel, func() bool { return g.withhold(r, x, out, cancel) })
@@ -155,7 +169,8 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	if counted != nil {
 		// The upstream transport may still hold the body when the
 		// handler returns: it must not read it after that.
-		done = func() { out.Body.Close(); cancel(nil) }
+		release := done
+		done = func() { out.Body.Close(); release() }
 	}
 	if sent != nil && x.route.timeout > 0 {
 		// Held in memory or streamed from the app, a body the upstream
@@ -335,14 +350,29 @@ var errAuditUnavailable = errors.New("the audit record of a key use could not be
 // copyBody copies a response body to the app, flushing after every write
 // when it is a stream, and reports whether all of it went. A failure to
 // read the body is logged; a failure to write it means the app has gone.
-func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x *exchange) bool {
+func (g *Gateway) copyBody(rw *responseRecorder, body io.ReadCloser, stream bool, x *exchange) bool {
 	bp := g.buffers.Get()
 	defer g.buffers.Put(bp)
 	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, err := rw.Write(buf[:n]); err != nil {
+			// An app that left is not written to: on a budgeted route,
+			// where its leaving does not end the answer, it may be seen
+			// only here.
+			err := context.Canceled
+			if x.ctx.Err() == nil {
+				_, err = rw.Write(buf[:n]) // metered there
+			} else if x.meter != nil {
+				_, _ = x.meter.Write(buf[:n]) // never fails
+			}
+			if err != nil {
+				switch {
+				case rerr == io.EOF:
+					x.readWhole = true
+				case rerr == nil && x.route.tokenBudgeted && x.meter != nil:
+					x.drainAnswer(body, buf)
+				}
 				return false
 			}
 			if stream {
@@ -351,6 +381,7 @@ func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x 
 		}
 		switch {
 		case rerr == io.EOF:
+			x.readWhole = true
 			return true
 		case rerr != nil:
 			if x.ctx.Err() == nil { // not because the app went away
@@ -359,6 +390,33 @@ func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x 
 			}
 			return false
 		}
+	}
+}
+
+// drainAnswer reads the rest of an answer that the app left, on a route
+// under a token or dollar budget, into the meter alone: the provider bills
+// it whole, and what it tells at its end (a stream's usage, the reasoning
+// before its first word, the input of a stored conversation) is what the
+// budget must count. It ends with the answer, at shutdown (the attempt's
+// context), or once the upstream sends nothing for the route's timeout.
+func (x *exchange) drainAnswer(body io.ReadCloser, buf []byte) {
+	idle := x.route.timeout
+	if idle <= 0 {
+		idle = config.DefaultTimeout
+	}
+	stalled := time.AfterFunc(idle, func() { body.Close() })
+	defer stalled.Stop()
+	for {
+		n, err := body.Read(buf)
+		_, _ = x.meter.Write(buf[:n]) // never fails, never holds buf
+		if err == io.EOF {
+			x.readWhole = true
+			return
+		}
+		if err != nil {
+			return
+		}
+		stalled.Reset(idle)
 	}
 }
 

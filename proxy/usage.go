@@ -356,6 +356,9 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 // timeout; an Anthropic stream ended by an error event) as chargeUntold
 // does. Ending early must not dodge a budget.
 func (x *exchange) chargeCut(u usage.Usage, events int64, model string, prices *usage.Prices) {
+	if x.readWhole && u.Known && !u.Partial {
+		return // read to its end, the app there or not: its usage is whole
+	}
 	if x.rec.outcome == outcomeError || u.Partial {
 		x.chargeUntold(u, events, model, prices)
 	}
