@@ -240,8 +240,10 @@ func TestUnreadableBodyUnderTokenBudget(t *testing.T) {
 }
 
 // TestAnthropicHangUpCountsReservation: an Anthropic stream tells its
-// input and 1 output token at once, the rest at its end: one cut before
-// then is charged the rest of its reservation.
+// input and 1 output token at once, the rest at its end. The app hangs up
+// before then, and the upstream sends no more (till reads an answer the
+// app left to its end, but not past the route's timeout of silence): it
+// is charged the rest of its reservation.
 func TestAnthropicHangUpCountsReservation(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
@@ -258,7 +260,7 @@ func TestAnthropicHangUpCountsReservation(t *testing.T) {
 		io.WriteString(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":300}}\n\n")
 	}))
 	defer up.Close()
-	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, timeout: 100ms}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
 	gw, buf := newTestGateway(t, y, up.URL, map[string]vault.Secret{"anthropic": vault.NewSecret("anthropic", "sk-ant-test-key-000000000000", time.Now())})
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
@@ -593,8 +595,9 @@ func budgetUsed(t *testing.T, gw *Gateway) (tokens, usd float64) {
 }
 
 // TestHangUpBeforeAnswerCharged: an app that hangs up once its request is
-// upstream, before the answer's head, is charged what it reserved: the
-// provider works on regardless.
+// upstream, before the answer's head, is charged what it reserved when no
+// answer comes within the route's timeout: the provider works on
+// regardless.
 func TestHangUpBeforeAnswerCharged(t *testing.T) {
 	arrived := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -603,7 +606,7 @@ func TestHangUpBeforeAnswerCharged(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer up.Close()
-	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000, usd: 100}\n"
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}, timeout: 100ms}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000, usd: 100}\n"
 	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
 	srv := httptest.NewServer(gw)
 	defer srv.Close()

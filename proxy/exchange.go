@@ -75,7 +75,10 @@ type exchange struct {
 	// appGone is set when the app went away in the middle of its body.
 	appGone atomic.Bool
 	// upload, when set, watches the upload of the body for progress.
-	upload *uploadWatch
+	upload *stallWatch
+	// answer is the progress of the answer on a budgeted route, whose
+	// attempt outlasts the app (drainAnswer).
+	answer *progress
 	// audit records each send of the key (writeAhead, sendTrace).
 	audit *Audit
 	// attempts counts the sends of the key that were recorded, conns the

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -150,8 +151,11 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	ctx, cancel := context.WithCancelCause(parent)
 	done = func() { cancel(nil) }
 	if x.route.tokenBudgeted {
-		stop := context.AfterFunc(g.base, func() { cancel(context.Cause(g.base)) })
-		done = func() { stop(); cancel(nil) }
+		x.answer = &progress{}
+		watch := newStallWatch(x.answer, cmp.Or(x.route.timeout, config.DefaultTimeout), errAnswerStalled, cancel)
+		stopApp := context.AfterFunc(r.Context(), watch.start)
+		stopBase := context.AfterFunc(g.base, func() { cancel(context.Cause(g.base)) })
+		done = func() { stopApp(); stopBase(); watch.stop(); cancel(nil) }
 	}
 	early := &earlyHints{rw: rw}
 	var out *http.Request
@@ -175,7 +179,7 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	if sent != nil && x.route.timeout > 0 {
 		// Held in memory or streamed from the app, a body the upstream
 		// stops reading ends the request.
-		x.upload = newUploadWatch(sent, x.route.timeout, cancel)
+		x.upload = newStallWatch(sent, x.route.timeout, errUploadStalled, cancel)
 	}
 	if x.inj.sigV4 != nil {
 		if err := x.signV4(out); err != nil {
@@ -350,12 +354,13 @@ var errAuditUnavailable = errors.New("the audit record of a key use could not be
 // copyBody copies a response body to the app, flushing after every write
 // when it is a stream, and reports whether all of it went. A failure to
 // read the body is logged; a failure to write it means the app has gone.
-func (g *Gateway) copyBody(rw *responseRecorder, body io.ReadCloser, stream bool, x *exchange) bool {
+func (g *Gateway) copyBody(rw *responseRecorder, body io.Reader, stream bool, x *exchange) bool {
 	bp := g.buffers.Get()
 	defer g.buffers.Put(bp)
 	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
+		x.answerRead()
 		if n > 0 {
 			// An app that left is not written to: on a budgeted route,
 			// where its leaving does not end the answer, it may be seen
@@ -397,17 +402,13 @@ func (g *Gateway) copyBody(rw *responseRecorder, body io.ReadCloser, stream bool
 // under a token or dollar budget, into the meter alone: the provider bills
 // it whole, and what it tells at its end (a stream's usage, the reasoning
 // before its first word, the input of a stored conversation) is what the
-// budget must count. It ends with the answer, at shutdown (the attempt's
-// context), or once the upstream sends nothing for the route's timeout.
-func (x *exchange) drainAnswer(body io.ReadCloser, buf []byte) {
-	idle := x.route.timeout
-	if idle <= 0 {
-		idle = config.DefaultTimeout
-	}
-	stalled := time.AfterFunc(idle, func() { body.Close() })
-	defer stalled.Stop()
+// budget must count. It ends with the answer, at shutdown, or once the
+// upstream sends nothing for the route's timeout (the attempt's stall
+// watch, started when the app left).
+func (x *exchange) drainAnswer(body io.Reader, buf []byte) {
 	for {
 		n, err := body.Read(buf)
+		x.answerRead()
 		_, _ = x.meter.Write(buf[:n]) // never fails, never holds buf
 		if err == io.EOF {
 			x.readWhole = true
@@ -416,7 +417,14 @@ func (x *exchange) drainAnswer(body io.ReadCloser, buf []byte) {
 		if err != nil {
 			return
 		}
-		stalled.Reset(idle)
+	}
+}
+
+// answerRead notes a read of the answer, for the stall watch of an
+// answer the app may leave.
+func (x *exchange) answerRead() {
+	if x.answer != nil {
+		x.answer.last.Store(time.Now().UnixNano())
 	}
 }
 

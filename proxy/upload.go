@@ -15,17 +15,27 @@ import (
 // the request body.
 var errUploadStalled = errors.New("the upstream stopped reading the request body")
 
-// uploadWatch ends an upload that makes no progress for the route's
-// timeout: an upstream that stops reading the request body would
+// errAnswerStalled ends an answer, which the app left, that the upstream
+// stopped sending (see drainAnswer).
+var errAnswerStalled = errors.New("the upstream stopped sending an answer the app left")
+
+// stallWatch ends an upstream request whose body makes no progress for
+// the route's timeout, with its cause.
+//
+// An upload: an upstream that stops reading the request body would
 // otherwise hold the request, its connection and the app for as long as
 // the app waits (the response header timeout only starts once the body is
 // sent). It watches from the moment the request's head is written until
 // the response's head arrives. Progress is a read of the app's body by
 // the transport; while a read waits for the app, the app is slow, not the
 // upstream, and the body's own idle deadline applies (bodyIdleTimeout).
-type uploadWatch struct {
+//
+// An answer the app left, read to its end on a budgeted route: from the
+// moment the app leaves, progress is a read of the answer.
+type stallWatch struct {
 	body    *progress
 	timeout time.Duration
+	cause   error
 	cancel  context.CancelCauseFunc
 	stalled atomic.Bool
 
@@ -34,8 +44,8 @@ type uploadWatch struct {
 	stopped bool
 }
 
-// progress is how far a request body has been read by the transport, for
-// uploadWatch.
+// progress is how far a body has been read (a request body by the
+// transport, an answer by till), for stallWatch.
 type progress struct {
 	reading atomic.Bool  // a read waits for the app
 	last    atomic.Int64 // when the last read returned, Unix nanoseconds
@@ -60,14 +70,15 @@ func (h heldBody) Read(b []byte) (int, error) {
 
 func (heldBody) Close() error { return nil }
 
-// newUploadWatch returns a watch over body, not started; cancel ends the
-// upstream request.
-func newUploadWatch(body *progress, timeout time.Duration, cancel context.CancelCauseFunc) *uploadWatch {
-	return &uploadWatch{body: body, timeout: timeout, cancel: cancel}
+// newStallWatch returns a watch over body, not started; cancel ends the
+// upstream request with cause.
+func newStallWatch(body *progress, timeout time.Duration, cause error, cancel context.CancelCauseFunc) *stallWatch {
+	return &stallWatch{body: body, timeout: timeout, cause: cause, cancel: cancel}
 }
 
-// start starts the watch, once: the request's head is written.
-func (w *uploadWatch) start() {
+// start starts the watch, once: the request's head is written, or the
+// app left.
+func (w *stallWatch) start() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.timer != nil || w.stopped {
@@ -77,7 +88,7 @@ func (w *uploadWatch) start() {
 	w.timer = time.AfterFunc(w.timeout, w.check)
 }
 
-func (w *uploadWatch) check() {
+func (w *stallWatch) check() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped || w.body.ended.Load() {
@@ -89,11 +100,11 @@ func (w *uploadWatch) check() {
 		return
 	}
 	w.stalled.Store(true)
-	w.cancel(errUploadStalled)
+	w.cancel(w.cause)
 }
 
 // stop ends the watch: the response's head has come, or the request ended.
-func (w *uploadWatch) stop() {
+func (w *stallWatch) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
