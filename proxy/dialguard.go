@@ -41,6 +41,11 @@ var deniedPrefixes = func() []netip.Prefix {
 		"::ffff:0:0:0/96", // IPv4-translated (SIIT)
 		"fec0::/10",       // site-local (deprecated)
 		"192.88.99.0/24",  // 6to4 relay anycast
+		// Cloud platform endpoints at public addresses that trust any
+		// caller on the VM, as the metadata service does: Azure's
+		// WireServer (goal state, extension settings) and HostGAPlugin
+		// (:32526).
+		"168.63.129.16/32",
 	} {
 		out = append(out, netip.MustParsePrefix(s))
 	}
@@ -109,8 +114,10 @@ func (g *dialGuard) permitted(ip netip.Addr) bool {
 	if ip.Is6() {
 		// An IPv6 address that embeds an IPv4 one is judged by it too,
 		// whatever allow_cidrs says of the IPv6 prefix.
-		if v4, ok := embeddedIPv4(ip); ok && !g.permitted(v4) {
-			return false
+		for _, v4 := range embeddedIPv4(ip) {
+			if !g.permitted(v4) {
+				return false
+			}
 		}
 	}
 	for _, p := range g.allow {
@@ -126,21 +133,36 @@ func (g *dialGuard) permitted(ip netip.Addr) bool {
 	return ip.IsGlobalUnicast()
 }
 
-// embeddedIPv4 extracts the IPv4 address from NAT64 (64:ff9b::/96),
-// IPv4-compatible (::/96), 6to4 (2002::/16) and Teredo (2001::/32, client
-// address obfuscated) forms.
-func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+// embeddedIPv4 extracts the IPv4 addresses ip may embed: NAT64's
+// well-known prefix (64:ff9b::/96, RFC 6052), IPv4-compatible (::/96),
+// SIIT's IPv4-translated (::ffff:0:0:0/96, RFC 7915), 6to4 (2002::/16)
+// and Teredo (2001::/32, client address obfuscated) have one place for
+// it. A local-use NAT64 prefix (64:ff9b:1::/48, RFC 8215) may be any
+// sub-prefix, of a length till cannot know, so each of RFC 6052's layouts
+// (section 2.2) that fits gives a reading and the caller refuses ip when
+// any is refused: /96 always, /64 when the u-octet (bits 64-71) and the
+// suffix are zero. The /48 and /56 layouts leave the last 32 bits zero,
+// whose /96 reading, 0.0.0.0, is always refused: they fail closed.
+func embeddedIPv4(ip netip.Addr) []netip.Addr {
 	b := ip.As16()
+	v4 := func(i, j, k, l int) netip.Addr { return netip.AddrFrom4([4]byte{b[i], b[j], b[k], b[l]}) }
 	switch {
 	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && isZero(b[4:12]),
-		isZero(b[0:12]):
-		return netip.AddrFrom4([4]byte(b[12:16])), true
+		isZero(b[0:12]),
+		isZero(b[0:8]) && b[8] == 0xff && b[9] == 0xff && isZero(b[10:12]):
+		return []netip.Addr{v4(12, 13, 14, 15)}
+	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0x00 && b[5] == 0x01:
+		out := []netip.Addr{v4(12, 13, 14, 15)}
+		if b[8] == 0 && isZero(b[13:16]) {
+			out = append(out, v4(9, 10, 11, 12))
+		}
+		return out
 	case b[0] == 0x20 && b[1] == 0x02:
-		return netip.AddrFrom4([4]byte(b[2:6])), true
+		return []netip.Addr{v4(2, 3, 4, 5)}
 	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0:
-		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}), true
+		return []netip.Addr{netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})}
 	}
-	return netip.Addr{}, false
+	return nil
 }
 
 func isZero(b []byte) bool {

@@ -178,3 +178,63 @@ func TestNAT64AllowKeepsEmbeddedIPv4Check(t *testing.T) {
 		}
 	}
 }
+
+// TestDialGuardRefusesCloudPlatformEndpoints: cloud platform endpoints
+// that answer any caller on the VM without credentials, like the metadata
+// service, but at a public address: Azure's WireServer (168.63.129.16,
+// goal state and extension settings on :80, the HostGAPlugin on :32526;
+// Mandiant's "WireServing Up Credentials", 2024, took AKS clusters from
+// it). A tunnel or relay from till must not reach them (invariant 4,
+// "cloud-metadata") unless allow_cidrs says so, as for 169.254.169.254.
+func TestDialGuardRefusesCloudPlatformEndpoints(t *testing.T) {
+	g := newDialGuard(nil, nil)
+	for _, ip := range []string{"168.63.129.16", "::ffff:168.63.129.16", "64:ff9b::a83f:8110"} {
+		if g.permitted(netip.MustParseAddr(ip)) {
+			t.Errorf("permitted(%s) = true: Azure's WireServer is reachable through tunnels and absolute-form relays", ip)
+		}
+	}
+	g.resolver = fakeResolver{netip.MustParseAddr("168.63.129.16")}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // never actually connect: the guard must refuse before dialling
+	if _, err := g.dial(ctx, "wireserver.example", 80); !errors.Is(err, errHostNotAllowed) {
+		t.Errorf("a name resolving to 168.63.129.16: got %v, want errHostNotAllowed", err)
+	}
+	allowed := newDialGuard([]netip.Prefix{netip.MustParsePrefix("168.63.129.16/32")}, nil)
+	if !allowed.permitted(netip.MustParseAddr("168.63.129.16")) {
+		t.Error("allow_cidrs [168.63.129.16/32]: the WireServer stays refused; allow_cidrs opens it, as it opens 169.254.169.254")
+	}
+}
+
+// TestEmbeddedIPv4JudgedUnderAnyTranslatorPrefix: SECURITY.md promises
+// that an IPv6 address embedding an IPv4 one (NAT64 ...) is judged by its
+// IPv4 address first, whatever allow_cidrs says of the IPv6 prefix; that
+// held for the well-known 64:ff9b::/96 only. A local-use NAT64 prefix
+// (RFC 8215, 64:ff9b:1::/48, here as /96 and /64 sub-prefixes) or an SIIT
+// prefix (::ffff:0:0:0/96), allowed so an IPv6-only host can reach IPv4,
+// opened the metadata service and loopback behind the translator.
+func TestEmbeddedIPv4JudgedUnderAnyTranslatorPrefix(t *testing.T) {
+	for _, tt := range []struct{ allow, public, metadata, loopback string }{
+		{"64:ff9b:1::/96", "64:ff9b:1::5db8:d822", "64:ff9b:1::a9fe:a9fe", "64:ff9b:1::7f00:1"},
+		// RFC 6052's /64 layout, the IPv4 address in bits 72-103 (read
+		// as /96 these are 200.0.0.0 and 1.0.0.0, both public): Alibaba
+		// Cloud's metadata 100.100.100.200, and 127.0.0.1.
+		{"64:ff9b:1::/64", "64:ff9b:1:0:5d:b8d8:2200:0", "64:ff9b:1:0:64:6464:c800:0", "64:ff9b:1:0:7f:0:100:0"},
+		{"::ffff:0:0:0/96", "::ffff:0:5db8:d822", "::ffff:0:a9fe:a9fe", "::ffff:0:7f00:1"},
+	} {
+		g := newDialGuard([]netip.Prefix{netip.MustParsePrefix(tt.allow)}, nil)
+		if !g.permitted(netip.MustParseAddr(tt.public)) {
+			t.Fatalf("control: allow_cidrs [%s]: %s (93.184.216.34) must be reachable", tt.allow, tt.public)
+		}
+		for _, ip := range []string{tt.metadata, tt.loopback} {
+			if g.permitted(netip.MustParseAddr(ip)) {
+				t.Errorf("allow_cidrs [%s]: %s (embeds a refused IPv4 address) is permitted", tt.allow, ip)
+			}
+		}
+	}
+	// The /48 layout (bits 48-63 and 72-87) ends in 32 zero bits, read
+	// as /96 as 0.0.0.0: refused whatever it embeds, failing closed.
+	g := newDialGuard([]netip.Prefix{netip.MustParsePrefix("64:ff9b:1::/48")}, nil)
+	if g.permitted(netip.MustParseAddr("64:ff9b:1:5db8:d8:2200::")) {
+		t.Error("allow_cidrs [64:ff9b:1::/48]: an address in RFC 6052's /48 layout is permitted")
+	}
+}
