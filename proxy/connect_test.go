@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -430,6 +431,45 @@ func TestRouteHostInAnySpelling(t *testing.T) {
 	}
 	if _, mode, e := s.resolveConnect("127.0.0.2:8443", true); e != nil || mode != modeTunnel {
 		t.Errorf("CONNECT to another address: mode %q, %v; want it tunnelled", mode, e)
+	}
+}
+
+// TestRouteHostNeverRelayedOutsideItsPath: a route's host is never
+// relayed untouched, whatever unknown_hosts says, and a CONNECT to it is
+// intercepted (a path outside the route gets 404 route_not_found). An
+// absolute-form request to that same host, at a path outside the route's
+// upstream path, was instead relayed untouched (mode tunnel) over plain
+// HTTP: past the route's clients rule, its method and override rules,
+// with the app's own credential headers in clear. `till test` says the
+// same.
+func TestRouteHostNeverRelayedOutsideItsPath(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nclients:\n"+
+		"  - {name: web, token_sha256: "+strings.Repeat("ab", 32)+"}\nroutes:\n"+
+		"  - {name: gh, upstream: 'https://api.example.com/repos/acme', secret: openai, inject: {header: Authorization, format: 'Bearer {secret}'}, clients: [web]}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, secrets(time.Now()))
+	// Control: a CONNECT to the route's host is intercepted, never tunnelled.
+	if _, mode, e := s.resolveConnect("api.example.com:443", true); e != nil || mode != modeIntercept {
+		t.Fatalf("control: CONNECT: mode %q, %v", mode, e)
+	}
+	for _, raw := range []string{"http://api.example.com/user", "http://api.example.com:443/orgs/other", "http://API.example.com./gists", "http://api.example.com/repos/acmex"} {
+		u, _ := url.Parse(raw)
+		tg, e := s.resolveURL(u)
+		if e == nil || e.code != CodeRouteNotFound {
+			t.Errorf("GET %s: mode %q, %v; want it refused (route_not_found), as inside a CONNECT", raw, tg.mode, e)
+		}
+		if v := s.Explain("GET", raw, "web", "127.0.0.1:1", "", time.Now()); v.Allowed || v.Code != CodeRouteNotFound {
+			t.Errorf("till test GET %s: allowed %v, code %q; want route_not_found", raw, v.Allowed, v.Code)
+		}
+	}
+	// The route's own path is routed, and a host without a route relayed.
+	for raw, want := range map[string]string{"http://api.example.com/repos/acme/issues": modeForward, "http://example.com/user": modeTunnel} {
+		u, _ := url.Parse(raw)
+		if tg, e := s.resolveURL(u); e != nil || tg.mode != want {
+			t.Errorf("control: GET %s: mode %q, %v; want %q", raw, tg.mode, e, want)
+		}
 	}
 }
 

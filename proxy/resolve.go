@@ -40,7 +40,10 @@ func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
 
 // resolveURL resolves an absolute-form request (`GET http://host/path`,
 // what HTTP_PROXY sends for http:// URLs) by the URL's host and port; the
-// request goes to the route's upstream, whatever its Host header says.
+// request goes to the route's upstream, whatever its Host header says. A
+// path outside every route of a routed host is refused, as inside an
+// intercepted CONNECT (resolveInner); only hosts without a route may be
+// relayed.
 func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if !s.forward.Enabled {
 		return target{}, &apiError{CodeBadRequest, "till is not configured as a forward proxy (forward.enabled)"}
@@ -55,13 +58,26 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if reason := checkPath(u.RawPath, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
-	rt := s.matchHost(hostKey("http", u.Host), path)
-	if rt == nil && u.Port() == "" {
+	keys := []string{hostKey("http", u.Host)}
+	if u.Port() == "" {
 		// http://api.example.com matches an https upstream on the default
 		// port: till speaks TLS to the upstream on the app's behalf.
-		rt = s.matchHost(hostKey("https", u.Host), path)
+		keys = append(keys, hostKey("https", u.Host))
+	}
+	var rt *route
+	for _, k := range keys {
+		if rt = s.matchHost(k, path); rt != nil {
+			break
+		}
 	}
 	if rt == nil {
+		// A route's host is never relayed untouched, as its CONNECT is
+		// never tunnelled (resolveConnect): past the route's path the
+		// route's clients, methods and override rules would not apply,
+		// and the app's own credentials would reach the provider.
+		if slices.ContainsFunc(keys, func(k string) bool { return len(s.byHost[k]) > 0 }) {
+			return target{}, &apiError{CodeRouteNotFound, "no route matches this host and path"}
+		}
 		if s.forward.UnknownHosts == "tunnel" {
 			return target{mode: modeTunnel}, nil
 		}
