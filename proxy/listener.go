@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy/ca"
@@ -37,6 +38,34 @@ type ListenerTLS struct {
 	Log *zap.Logger
 }
 
+// alpnChallengeFailed is the message of certmagic's entry for a client
+// hello that offers only acme-tls/1 with a name no challenge is pending
+// for (handshake.go: GetCertificateWithContext).
+const alpnChallengeFailed = "tls-alpn challenge"
+
+// probeCore logs certmagic's alpnChallengeFailed entries at debug, as
+// failed handshakes are (reference.md): any client that reaches the
+// listener can send such a hello, no token asked, and certmagic logs each
+// at error, so anyone could fill the operator's error log and alerts at
+// handshake rate. No real failure is hidden: a challenge the ACME CA could
+// not complete is logged at error by the obtain or renewal that asked for
+// it, and a challenge certmagic answers is logged at info.
+type probeCore struct{ zapcore.Core }
+
+// quietProbes returns log with probeCore over its core.
+func quietProbes(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return probeCore{c} }))
+}
+
+func (c probeCore) With(fields []zapcore.Field) zapcore.Core { return probeCore{c.Core.With(fields)} }
+
+func (c probeCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == alpnChallengeFailed && e.Level > zapcore.DebugLevel {
+		e.Level = zapcore.DebugLevel
+	}
+	return c.Core.Check(e, ce)
+}
+
 // caIssuer lets certmagic obtain certificates from till's CA.
 type caIssuer struct{ ca *ca.CA }
 
@@ -61,6 +90,7 @@ func (l ListenerTLS) Config() (*tls.Config, func(context.Context) error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	log = quietProbes(log)
 	var cfg *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },

@@ -248,6 +248,6 @@ func (g *Gateway) newRelayer() *httputil.ReverseProxy {
 			g.log.Warn().Str("id", x.rec.id).Str("error", safeError(err)).Msg("relay failed")
 			g.fail(w, x, apiError{CodeUpstreamUnreachable, "till could not reach the host"})
 		},
-		ErrorLog: zerologStdLogger(g.log),
+		ErrorLog: NewErrorLog(g.log, "relay"),
 	}
 }

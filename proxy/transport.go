@@ -2,13 +2,10 @@ package proxy
 
 import (
 	"crypto/tls"
-	"log"
 	"net"
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // NewTransport returns the one transport shared by every route: keep-alive
@@ -71,8 +68,3 @@ func newBufferPool() *bufferPool {
 
 func (b *bufferPool) Get() *[]byte  { return b.p.Get().(*[]byte) }
 func (b *bufferPool) Put(v *[]byte) { b.p.Put(v) }
-
-// zerologStdLogger routes ReverseProxy's own messages to the operational log.
-func zerologStdLogger(l zerolog.Logger) *log.Logger {
-	return log.New(l.With().Str("component", "reverseproxy").Logger(), "", 0)
-}

@@ -18,7 +18,7 @@ func (g *Gateway) newUpgrader() *httputil.ReverseProxy {
 		Transport:      routeTransport{g},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.handleUpstreamError,
-		ErrorLog:       zerologStdLogger(g.log),
+		ErrorLog:       NewErrorLog(g.log, "upgrade"),
 	}
 }
 

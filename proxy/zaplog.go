@@ -76,7 +76,7 @@ func (c *zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if name := strings.TrimPrefix(e.LoggerName, "."); name != "" {
 		ev = ev.Str("logger", name)
 	}
-	ev.Fields(enc.Fields).Msg(e.Message)
+	ev.Fields(enc.Fields).Msg(foreignText(e.Message))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -211,6 +213,81 @@ func TestLogConfig(t *testing.T) {
 	write("version: 1\nlog:\n  level: verbose\n")
 	if _, errOut, code := runTill(t, dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, "till.yaml:3: log.level: must be") {
 		t.Errorf("check of a bad log.level: exit %d, %q", code, errOut)
+	}
+}
+
+// TestInterceptedServerLogLevelled: --log-level / log.level is the least
+// level till writes, net/http's own lines at warn (reference.md). The
+// HTTP server behind intercepted CONNECTs (and the ReverseProxies of
+// relays and upgrades) logged without a level, which the log writes
+// whatever the level, labelled reverseproxy: any app that can CONNECT to
+// a route's host wrote a line per connection into a log the operator set
+// to errors only, a JSON line without "level".
+func TestInterceptedServerLogLevelled(t *testing.T) {
+	f := startForward(t, "deny", false, false)
+	// garbage opens an intercepted tunnel and writes what is not the
+	// HTTP/2 client preface, which the server inside logs.
+	garbage := func() {
+		c, br, resp := connect(t, f.tl.addr, "api.provider.test:"+f.provider.port())
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %d", resp.StatusCode)
+		}
+		tc := tls.Client(&bufferedConn{c, br}, &tls.Config{ServerName: "api.provider.test", RootCAs: f.tillRoots(t), NextProtos: []string{"h2"}})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		tc.Write([]byte("GARBAGE GARBAGE GARBAGE GARBAGE GARBAGE\r\n\r\n"))
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, tc)
+		tc.Close()
+	}
+	lines := func(from int) []map[string]any {
+		var evs []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(f.tl.stderr.String()[from:]), "\n") {
+			if line == "" {
+				continue
+			}
+			var ev map[string]any
+			if json.Unmarshal([]byte(line), &ev) != nil {
+				ev = map[string]any{"unparsed": line}
+			}
+			evs = append(evs, ev)
+		}
+		return evs
+	}
+
+	// At the default level, a warning of the intercepting server's.
+	before := len(f.tl.stderr.String())
+	garbage()
+	waitFor(t, 5*time.Second, "the intercepting server's line", func() bool {
+		for _, ev := range lines(before) {
+			if strings.Contains(fmt.Sprint(ev["message"]), "GARBAGE") {
+				return true
+			}
+		}
+		return false
+	})
+	for _, ev := range lines(before) {
+		if strings.Contains(fmt.Sprint(ev["message"]), "GARBAGE") && (ev["level"] != "warn" || ev["component"] != "intercept") {
+			t.Errorf("got level %v component %v, want warn, intercept: %v", ev["level"], ev["component"], ev)
+		}
+	}
+
+	// Errors only, from now on (a reload applies log.level).
+	cfgPath := filepath.Join(f.tl.dir, "till.yaml")
+	cfg, _ := os.ReadFile(cfgPath)
+	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "version: 1\n", "version: 1\nlog: {level: error}\n", 1)), 0o644)
+	f.tl.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(2 * time.Second) // the "reloaded" line is at info, so not written
+	before = len(f.tl.stderr.String())
+	for i := 0; i < 5; i++ {
+		garbage()
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, ev := range lines(before) {
+		if ev["level"] != "error" && ev["level"] != "fatal" && ev["level"] != "panic" {
+			t.Errorf("with log.level error, a line below error or without a level: %v", ev)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -267,4 +269,102 @@ func TestTLSProbeHandshakesLoggedAtDebug(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startACMEListener runs till with a TLS listener for localhost whose
+// certificate comes from an ACME CA (pebble), and returns it and its port.
+func startACMEListener(t *testing.T) (*till, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts an ACME server")
+	}
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	p := newPKI(t)
+	dirURL, _ := startPebble(t, p)
+	upstreamCA, _ := os.ReadFile(u.caFile)
+	pebbleCA, _ := os.ReadFile(p.caFile)
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	os.WriteFile(roots, append(upstreamCA, pebbleCA...), 0o644)
+	tlsBlock := fmt.Sprintf("  names: [localhost]\n  acme: {email: ops@example.com, ca: %q}\n", dirURL)
+	tl := startTill(t, tlsListenerConfig(u, tlsBlock, "", ""), map[string]string{"openai": openaiKey}, roots)
+	_, port, _ := net.SplitHostPort(tl.addr)
+	return tl, port
+}
+
+// TestACMEChallengeProbesLoggedAtDebug: failed handshakes, which any TCP
+// probe makes, are logged at debug (reference.md), on an ACME listener
+// too. It offers acme-tls/1, and certmagic logged an error for each
+// client hello offering only that protocol with a name no challenge is
+// pending for: anyone who reaches the listener (no token, no audit
+// record) could fill the operator's error log, and page them, at
+// handshake rate.
+func TestACMEChallengeProbesLoggedAtDebug(t *testing.T) {
+	tl, port := startACMEListener(t)
+	before := len(tl.stderr.String())
+	const probes = 20
+	for i := 0; i < probes; i++ {
+		name := fmt.Sprintf("probe%d.evil.example", i)
+		if i%2 == 0 {
+			name = "localhost" // a name till manages, no challenge pending
+		}
+		c, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{
+			ServerName: name, InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"},
+		})
+		if err == nil {
+			c.Close()
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // certmagic logs within milliseconds
+	var above int
+	var sample string
+	for _, line := range strings.Split(tl.stderr.String()[before:], "\n") {
+		var ev map[string]any
+		if json.Unmarshal([]byte(line), &ev) != nil {
+			continue
+		}
+		if ev["level"] == "error" || ev["level"] == "warn" {
+			above++
+			sample = line
+		}
+	}
+	if above > 0 {
+		t.Errorf("%d anonymous TLS probes made %d log lines above debug, e.g.:\n%s", probes, above, sample)
+	}
+	tl.stop()
+}
+
+// TestHandshakeServerNameEscapedInLog: crypto/tls takes any bytes as a
+// client hello's server name. On an ACME listener certmagic quotes it in
+// the handshake error that net/http's error log writes as the message,
+// which the console format (the default on a terminal) wrote as it is: a
+// network caller wrote newlines and terminal escapes into the log, forged
+// lines or escape sequences run on the operator's terminal.
+func TestHandshakeServerNameEscapedInLog(t *testing.T) {
+	tl, port := startACMEListener(t)
+	cfgPath := filepath.Join(tl.dir, "till.yaml")
+	cfg, _ := os.ReadFile(cfgPath)
+	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "version: 1\n", "version: 1\nlog: {level: debug, format: console}\n", 1)), 0o644)
+	tl.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the reload", func() bool { return strings.Contains(tl.stderr.String(), "reloaded") })
+	before := len(tl.stderr.String())
+
+	const forged = "\n2026-01-01T00:00:00Z INF reloaded FORGED\x1b[2J"
+	c, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{
+		ServerName: "probe.evil.example" + forged, InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"},
+	})
+	if err == nil {
+		c.Close()
+	}
+	waitFor(t, 5*time.Second, "the handshake error", func() bool {
+		return strings.Contains(tl.stderr.String()[before:], "http: TLS handshake error")
+	})
+	time.Sleep(200 * time.Millisecond)
+	out := tl.stderr.String()[before:]
+	if strings.Contains(out, forged) || strings.Contains(out, "\x1b") {
+		t.Errorf("a client hello's server name reached the log raw (newline and escape sequence):\n%q", out)
+	}
+	if !strings.Contains(out, `identifier: probe.evil.example\n2026-01-01T00:00:00Z INF reloaded FORGED\x1b[2J`) {
+		t.Errorf("the handshake error does not show the server name escaped:\n%q", out)
+	}
+	tl.stop()
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/proxy"
 )
 
 const edgeDigest = "fd2b19dd8ba4a0d99da001774f828aa72ddc413aae4872884fc281e96d3fd16f"
@@ -258,7 +260,7 @@ func TestHTTPErrorLogLeveled(t *testing.T) {
 	} {
 		var stderr bytes.Buffer
 		e := &env{stderr: &stderr, getenv: func(string) string { return "" }, log: logFlags{level: level, format: "json"}}
-		errLog := httpErrorLog(newLogOutput(e).logger(), "http")
+		errLog := proxy.NewErrorLog(newLogOutput(e).logger(), "http")
 		errLog.Print("http: TLS handshake error from 10.0.0.7:50434: EOF")
 		errLog.Print("http: Accept error: too many open files")
 		got := stderr.String()

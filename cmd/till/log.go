@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"slices"
 	"strings"
@@ -116,8 +115,9 @@ func (o *logOutput) apply(c config.Log) {
 // Level is the least level written.
 func (o *logOutput) Level() zerolog.Level { return zerolog.Level(o.level.Load()) }
 
-// Write writes an event without a level (net/http's error log), whatever
-// the level.
+// Write writes an event without a level, whatever the level. till's
+// loggers give every event one (net/http's error logs go through
+// proxy.NewErrorLog), so that the level applies to all.
 func (o *logOutput) Write(p []byte) (int, error) {
 	if o.pretty.Load() {
 		return o.console.Write(p)
@@ -142,25 +142,4 @@ func (o *logOutput) logger() zerolog.Logger {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// httpErrorLog is net/http's error log for a server, written through
-// logger with a level, so that --log-level applies to it: a failed TLS
-// handshake (every TCP probe or port scan of a TLS listener makes one) at
-// debug, anything else at warn.
-func httpErrorLog(logger zerolog.Logger, component string) *log.Logger {
-	return log.New(leveledLines{logger.With().Str("component", component).Logger()}, "", 0)
-}
-
-// leveledLines logs each line written to it as one event.
-type leveledLines struct{ log zerolog.Logger }
-
-func (l leveledLines) Write(p []byte) (int, error) {
-	msg := strings.TrimSuffix(string(p), "\n")
-	ev := l.log.Warn()
-	if strings.HasPrefix(msg, "http: TLS handshake error") {
-		ev = l.log.Debug()
-	}
-	ev.Msg(msg)
-	return len(p), nil
 }

@@ -117,7 +117,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          httpErrorLog(logger, "http"),
+		ErrorLog:          proxy.NewErrorLog(logger, "http"),
 		BaseContext:       gw.BaseContext,
 	}
 	base := lns.base
@@ -158,7 +158,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 			IdleTimeout:       120 * time.Second,
-			ErrorLog:          httpErrorLog(logger, "admin"),
+			ErrorLog:          proxy.NewErrorLog(logger, "admin"),
 		}
 		logger.Info().Str("admin_addr", aln.Addr().String()).Msg("admin listening")
 		go func() { served <- admin.Serve(aln) }()
