@@ -1,7 +1,5 @@
 package proxy
 
-import "sync/atomic"
-
 // A reload compiles a new snapshot from the config and the vault. What
 // till learned while it served the old one would go with it: the tokens
 // it minted (so every route would mint anew, whichever secret changed)
@@ -16,7 +14,7 @@ import "sync/atomic"
 // keys s still has. It runs before s serves any request.
 func (s *Snapshot) adopt(prev *Snapshot) {
 	minters := map[string]*minter{}
-	rests := map[string]*atomic.Int64{}
+	rests := map[string]*member{}
 	sources := map[string]*sourced{}
 	for _, r := range prev.routes {
 		if in := r.injection; in.minter != nil {
@@ -35,7 +33,7 @@ func (s *Snapshot) adopt(prev *Snapshot) {
 			if m.sourced != nil {
 				sources[r.name+"\x00"+m.sourced.ref] = m.sourced
 			}
-			rests[r.name+"\x00"+m.id()] = m.restUntil
+			rests[r.name+"\x00"+m.id()] = m
 		}
 	}
 	for _, r := range s.routes {
@@ -56,7 +54,7 @@ func (s *Snapshot) adopt(prev *Snapshot) {
 				m.sourced.adopt(sources[r.name+"\x00"+m.sourced.ref])
 			}
 			if shared := rests[r.name+"\x00"+m.id()]; shared != nil {
-				m.restUntil = shared
+				m.restUntil, m.restFP = shared.restUntil, shared.restFP
 			}
 		}
 	}
@@ -66,7 +64,8 @@ func (s *Snapshot) adopt(prev *Snapshot) {
 // minted from, and how (endpoint, scopes, audience).
 func (in *injection) mintID() string { return in.fp + "\x00" + in.minter.key }
 
-// id names the key a pool member holds: its secret (or ref) and value.
+// id names the key a pool member holds: its secret and value, or its
+// ref (a sourced member's rest names the value it belongs to: restFP).
 func (m *member) id() string { return m.secretName + "\x00" + m.fp }
 
 // adopt takes old's token while it is good: the same credential minted

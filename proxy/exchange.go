@@ -26,10 +26,9 @@ type exchange struct {
 	member *member
 	tried  []*member
 	caller string
-	// rejected is a key the upstream answered 401 or 403, not set aside
-	// until another key answers the same request otherwise: when every
-	// key is refused, the request is at fault, not the keys.
-	rejected *member
+	// refusedBy are the keys the upstream refused for this request, not
+	// set aside until another key serves it (see refusedKey).
+	refusedBy []refusedKey
 	// held is the app's body, read whole (holdBody); rest, a body too
 	// large for that, the part read and then the rest.
 	held []byte
@@ -84,8 +83,12 @@ type exchange struct {
 	// attempts counts the sends of the key that were recorded, conns the
 	// connections the transport got for them; auditFailed is set when a
 	// send could not be recorded, and was stopped.
-	attempts      atomic.Int32
-	conns         atomic.Int32
+	attempts atomic.Int32
+	conns    atomic.Int32
+	// wrote is set once the transport wrote the current attempt's
+	// headers to a connection (or its buffer): a dial refused after that
+	// does not show that nothing of the attempt went.
+	wrote         atomic.Bool
 	auditFailed   atomic.Bool
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time

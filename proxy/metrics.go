@@ -212,7 +212,7 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			if _, seen := usable[fp]; !seen {
 				fps = append(fps, fp)
 			}
-			usable[fp] = usable[fp] || m.restUntil.Load() <= now.UnixNano()
+			usable[fp] = usable[fp] || !m.restsWith(fp, now)
 		}
 		for _, fp := range fps {
 			ch <- prometheus.MustNewConstMetric(poolKeyDesc, prometheus.GaugeValue, boolValue(usable[fp]), rt.name, fp)

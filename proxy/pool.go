@@ -35,6 +35,10 @@ type member struct {
 	// before and after a reload (adopt), so a rest that a request still
 	// running on the old one sets holds for the new one too.
 	restUntil *atomic.Int64
+	// restFP, for a key in a source, is the fingerprint of the value
+	// that rests (restValue), shared like restUntil: the rest is that
+	// value's, as a vault key's is, and a value rotated in since is used.
+	restFP *atomic.Pointer[string]
 }
 
 // compilePool compiles cr's pool; each member is compiled like a route's
@@ -50,7 +54,8 @@ func compilePool(rt *route, cr *config.Route, secrets map[string]vault.Secret, m
 		} else {
 			k.injection = shared.injection(compileInjection(&one, secrets, maxAge))
 		}
-		p.members = append(p.members, &member{injection: k.injection, sourced: k.sourced, restUntil: new(atomic.Int64)})
+		p.members = append(p.members, &member{injection: k.injection, sourced: k.sourced,
+			restUntil: new(atomic.Int64), restFP: new(atomic.Pointer[string])})
 	}
 	rt.pool = p
 	rt.injection = p.members[0].injection
@@ -120,11 +125,63 @@ func (m *member) rest(now time.Time, d time.Duration) {
 	}
 }
 
+// restValue rests the member's key whose value has the fingerprint fp
+// until now + d, unless it rests longer already. For a key in a source,
+// the rest is that value's: it replaces a rest of another value, and
+// wake ends it once the source holds another.
+func (m *member) restValue(fp string, now time.Time, d time.Duration) {
+	for m.sourced != nil {
+		cur := m.restFP.Load()
+		if cur != nil && *cur == fp {
+			break
+		}
+		if m.restFP.CompareAndSwap(cur, &fp) {
+			m.restUntil.Store(now.Add(d).UnixNano())
+			return
+		}
+	}
+	m.rest(now, d)
+}
+
+// restsWith reports whether the member's key rests at now with the value
+// whose fingerprint is fp: a key in a source rests with the value set
+// aside only.
+func (m *member) restsWith(fp string, now time.Time) bool {
+	if m.restUntil.Load() <= now.UnixNano() {
+		return false
+	}
+	if m.sourced == nil {
+		return true
+	}
+	r := m.restFP.Load()
+	return r == nil || *r == fp
+}
+
+// wake ends the rest of each key in a source whose value changed since
+// it was set aside (rotated after a 401, say): a rest belongs to the
+// value the upstream refused. A resting key's value is read from the
+// cache like a key in use is; a source that cannot say keeps it resting.
+func (p *pool) wake(ctx context.Context, now time.Time) {
+	for _, m := range p.members {
+		if m.sourced == nil {
+			continue
+		}
+		until, fp := m.restUntil.Load(), m.restFP.Load()
+		if until <= now.UnixNano() || fp == nil {
+			continue
+		}
+		if in, _, err := m.sourced.current(ctx); err == nil && in.fp != *fp && m.restFP.Load() == fp {
+			m.restUntil.CompareAndSwap(until, 0)
+		}
+	}
+}
+
 // usable picks the member a request takes, passing over those whose key
 // cannot be used (missing, expired under on_expired: block, or not
 // fetched); when none can, it returns the first one picked, to refuse
 // the request with its error.
 func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
+	p.wake(ctx, now)
 	var tried []*member
 	var first struct {
 		m     *member
@@ -160,9 +217,10 @@ func (m *member) key(ctx context.Context) (*injection, bool, error) {
 const keyRejected = "key_rejected"
 
 // restFor says how long the upstream's answer (res, or err when it could
-// not be reached) sets the key aside, and whether it does: 429, 402 and
-// 529 for Retry-After or the cooldown, 401 and 403 for ten cooldowns, a
-// refused connection for the cooldown.
+// not be reached) sets the key aside, and whether it refuses the key: 429,
+// 402 and 529 for Retry-After or the cooldown, 401 and 403 for ten
+// cooldowns, a refused connection for the cooldown. An answer rests its
+// key only once another key served the request (see nextKey).
 func (p *pool) restFor(res *http.Response, err error, now time.Time) (time.Duration, bool) {
 	if err != nil {
 		return p.cooldown, errors.Is(err, syscall.ECONNREFUSED)
@@ -208,12 +266,47 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	return min(max(d, 0), maxRetryAfter), true
 }
 
-// restRejected sets aside for ten cooldowns a key the upstream rejected,
-// once another key served the same request: the key was at fault.
-func (g *Gateway) restRejected(x *exchange, m *member, now time.Time) {
-	m.rest(now, x.route.pool.rejectedRest())
-	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", m.secretName).
-		Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
+// refusedKey is a key the upstream refused (401, 403, 429, 402, 529)
+// during a request, set aside only once another key serves the same
+// request: when none does, the request is at fault (a path forbidden to
+// every key, a body too large for any key's tokens per minute), not the
+// keys, and one caller cannot set the pool aside.
+type refusedKey struct {
+	m        *member
+	fp       string        // the value refused
+	at       time.Time     // when
+	d        time.Duration // its rest from then (restFor)
+	rejected bool          // 401 or 403
+}
+
+// served reports whether an answer shows that its key carried out the
+// request: 2xx or 3xx. A 4xx or 5xx is as likely about the request,
+// which the caller chooses (a 404 for a file that does not exist, a
+// 400), so it does not show that a key refused before was at fault.
+func served(status int) bool { return status >= 200 && status < 400 }
+
+// restRefused sets aside the keys that refused x's request before
+// another key served it: they were at fault. A rejected key rests for
+// ten cooldowns, and the log says key_rejected.
+func (g *Gateway) restRefused(x *exchange) {
+	for _, k := range x.refusedBy {
+		k.m.restValue(k.fp, k.at, k.d)
+		if k.rejected {
+			g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", k.m.secretName).
+				Str("code", keyRejected).Msg("the upstream rejected a pool's key: it rests for ten cooldowns")
+		}
+	}
+}
+
+// rejectedBefore reports whether a key before this one rejected x's
+// request (401, 403).
+func (x *exchange) rejectedBefore() bool {
+	for _, k := range x.refusedBy {
+		if k.rejected {
+			return true
+		}
+	}
+	return false
 }
 
 // readyKey returns the pool's next key for x's request that is not
@@ -221,6 +314,7 @@ func (g *Gateway) restRejected(x *exchange, m *member, now time.Time) {
 // block), passing over those that cannot; ok is false when none is, or
 // when a reload since refuses the request.
 func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *member, inj *injection, stale, expired, ok bool) {
+	x.route.pool.wake(x.ctx, now)
 	for {
 		next = x.route.pool.pick(x.caller, x.tried, now)
 		if next == nil || next.restUntil.Load() > now.UnixNano() {
@@ -244,14 +338,22 @@ func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *m
 // key aside and whose request went again with the pool's next key.
 const codePoolRetry = "pool_retry"
 
-// nextKey sets the exchange's key aside when the upstream's answer calls
-// for it (restFor) and, when the request can go again (nothing of the
-// answer reached the app, its body is held) and another key is ready,
+// nextKey notes the exchange's key as refused when the upstream's answer
+// calls for it (restFor) and, when the request can go again (nothing of
+// the answer reached the app, its body is held, and nothing of it was
+// written when the connection was refused) and another key is ready,
 // records this attempt, switches to that key and reports true. Otherwise
-// the app gets this answer.
+// the app gets this answer. The keys refused before rest once a key
+// serves the request; a refused connection rests its key at once.
 func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err error) bool {
 	p := x.route.pool
 	if p == nil || x.member == nil || x.auditFailed.Load() || x.ctx.Err() != nil {
+		return false
+	}
+	if err != nil && x.wrote.Load() {
+		// The transport wrote this attempt's request before a dial was
+		// refused (its own resend of a replayable request on a new
+		// connection): the upstream may have acted on it already.
 		return false
 	}
 	now := time.Now()
@@ -259,22 +361,23 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	if res != nil {
 		status = res.StatusCode
 	}
-	if prev := x.rejected; prev != nil && res != nil {
-		// The last key was rejected: this answer says whether for itself.
-		x.rejected = nil
-		if rejection(status) {
-			return false // rejected with two keys: the request is refused, not the keys
-		}
-		g.restRejected(x, prev, now)
-	}
 	d, ok := p.restFor(res, err, now)
-	if !ok {
+	switch {
+	case res != nil && !ok:
+		// An answer: it says whether the keys refused before were at fault.
+		if served(status) {
+			g.restRefused(x)
+		}
+		x.refusedBy = nil
 		return false
-	}
-	if rejection(status) {
-		x.rejected = x.member // set aside once another key serves this request
-	} else {
-		x.member.rest(now, d)
+	case !ok:
+		return false
+	case err != nil:
+		x.member.restValue(x.inj.fp, now, d) // the upstream refused the connection, whatever the request
+	case rejection(status) && x.rejectedBefore():
+		return false // rejected with two keys: the request is refused, not the keys
+	default:
+		x.refusedBy = append(x.refusedBy, refusedKey{m: x.member, fp: x.inj.fp, at: now, d: d, rejected: rejection(status)})
 	}
 	x.dropRefusedToken(status) // checkResponse sees only the answer the app gets
 	x.tried = append(x.tried, x.member)

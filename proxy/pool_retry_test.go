@@ -182,7 +182,7 @@ func withGot1xx(r *http.Request, f func(int, map[string][]string)) context.Conte
 // TestPoolRetryRecords: a and b answer 429, c 200: the POST body goes each
 // time; each attempt has its use and request records, with its key's
 // secret and fingerprint and its number; a Retry-After of 30 rests a and
-// b for 30 s.
+// b for 30 s from their answers, once c served the request.
 func TestPoolRetryRecords(t *testing.T) {
 	var mu sync.Mutex
 	var bodies []string
@@ -302,5 +302,129 @@ func TestRejectedKeyRestsOnceAnotherServes(t *testing.T) {
 	a := poolOf(t, gw).members[0]
 	if rest := time.Until(time.Unix(0, a.restUntil.Load())); rest < 9*time.Minute || len(seen()) != 3 {
 		t.Errorf("a rejected, b served: a rests %v, upstream saw %v; want ten cooldowns and a, b, b", rest, seen())
+	}
+}
+
+// TestRequestThrottledByEveryKeyRestsNone: a 429 rests its key only once
+// another key served the request. Some 429s are about the request, not
+// the key: OpenAI answers 429 "Request too large for gpt-4o ... on tokens
+// per min" to a request over the TPM limit, whatever the key. The breach
+// caught: one such request from any caller, anonymous included, went with
+// every key in turn and rested each for the cooldown, leaving the pool no
+// failover (a key really throttled then passed its 429 on while the
+// others were ready): one request a minute kept any pool at one key.
+func TestRequestThrottledByEveryKeyRestsNone(t *testing.T) {
+	up, sent := poolUpstream(t, func(r *http.Request) int {
+		if r.Method == "POST" {
+			b, _ := io.ReadAll(r.Body)
+			if strings.Contains(string(b), `"max_tokens":900000`) {
+				return http.StatusTooManyRequests // request too large for the TPM limit
+			}
+		}
+		return aThrottled(r) // key a is really throttled now; b and c are fine
+	})
+	gw := poolGateway(t, up.URL, "a", "b", "c")
+
+	// One anonymous request the provider refuses whatever the key.
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"gpt-4o","max_tokens":900000,"messages":[]}`))
+	r.Header.Set("Content-Type", "application/json")
+	gw.ServeHTTP(w, r)
+	first := len(sent())
+	resting := 0
+	for _, m := range poolOf(t, gw).members {
+		if m.restUntil.Load() > time.Now().UnixNano() {
+			resting++
+		}
+	}
+
+	// The other apps' requests: b and c are ready to serve them.
+	codes := []int{}
+	for range 3 {
+		w = httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+		codes = append(codes, w.Code)
+	}
+	for _, c := range codes {
+		if c != 200 || resting == 3 {
+			t.Fatalf("one request the provider throttles whatever the key (sent %d times, once per key) rests %d of 3 keys; "+
+				"then requests that b or c would serve got %v (a's 429 passed on, no failover)", first, resting, codes)
+		}
+	}
+}
+
+// TestRejectedKeyRestsOnlyWhenAnotherServes: a key refused with 401/403
+// rests only when the next key served the request (2xx, 3xx); any 4xx or
+// 5xx is as likely the request's, which the caller chooses. Pool [a, b]:
+// a is a restricted key (OpenAI project keys can be limited per
+// endpoint) that gets 403 on /v1/files, b a full key; a caller asks for a
+// file that does not exist, and b answers 404. The breach caught: b's 404
+// counted as serving the request, so a rested ten cooldowns (up to 300
+// days) for one bogus GET from any caller.
+func TestRejectedKeyRestsOnlyWhenAnotherServes(t *testing.T) {
+	up, sent := poolUpstream(t, func(r *http.Request) int {
+		if strings.HasPrefix(r.URL.Path, "/v1/files") {
+			if strings.Contains(r.Header.Get("Authorization"), "-a-") {
+				return http.StatusForbidden // restricted key: no files scope
+			}
+			return http.StatusNotFound // no such file
+		}
+		return http.StatusOK
+	})
+	gw := poolGateway(t, up.URL, "a", "b")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/files/file-doesnotexist", nil)) // round robin: a first
+	a := poolOf(t, gw).members[0]
+	if rest := time.Until(time.Unix(0, a.restUntil.Load())); rest > 0 {
+		t.Errorf("a request no key served (a 403, b %d; upstream saw %v) rests a for %v: a caller sets a key aside with one bogus request",
+			w.Code, sent(), rest.Round(time.Second))
+	}
+}
+
+// TestSourcedKeyRestIsItsValues: the rest of a key kept in a source
+// belongs to the value refused, as a vault key's does. Pool [mounted:a,
+// mounted:b]: a's value is revoked (401), b serves, a rests ten cooldowns;
+// the operator rotates a in the source. The breach caught: the rest was
+// the ref's, so a's new, good value stayed unused for the rest of the ten
+// cooldowns (up to 300 days) while b carried the whole load.
+func TestSourcedKeyRestIsItsValues(t *testing.T) {
+	up, seen := poolUpstream(t, func(r *http.Request) int {
+		if strings.Contains(r.Header.Get("Authorization"), "sk-old-a") {
+			return http.StatusUnauthorized // revoked
+		}
+		return http.StatusOK
+	})
+	y := "version: 1\nsources:\n  - {name: mounted, type: files, dir: keys}\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + ", secret: [\"mounted:a\", \"mounted:b\"], pool: {cooldown: 1h}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &fakeKeys{values: map[string]string{
+		"mounted:a": "sk-old-a-0123456789abcdef",
+		"mounted:b": "sk-good-b-0123456789abcdef",
+	}}
+	gw := New(NewSnapshotWithKeys(cfg, map[string]vault.Secret{}, keys), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	get := func() int {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+		return w.Code
+	}
+	if c := get(); c != 200 { // a: 401, then b: 200; a rests
+		t.Fatalf("first request: %d (upstream saw %v)", c, seen())
+	}
+	keys.set("mounted:a", "sk-new-a-0123456789abcdef") // rotated in the source
+	for range 6 {
+		get()
+	}
+	newA := 0
+	for _, k := range seen() {
+		if strings.Contains(k, "sk-new-a") {
+			newA++
+		}
+	}
+	if newA == 0 {
+		t.Errorf("a was rotated in its source after its 401; of the next 6 round-robin requests none went with a's new value "+
+			"(upstream saw %d requests, all but the first with b): the rest of the revoked value holds the new one aside", len(seen()))
 	}
 }

@@ -275,6 +275,7 @@ func (x *exchange) writeAhead() bool {
 	}
 	x.attempts.Store(n)
 	x.conns.Store(0)
+	x.wrote.Store(false)
 	return true
 }
 
@@ -306,6 +307,7 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 			x.attempts.Store(n)
 		},
 		WroteHeaders: func() {
+			x.wrote.Store(true)
 			if x.upload != nil {
 				x.upload.start()
 			}
