@@ -61,8 +61,18 @@ func (s *Snapshot) adopt(prev *Snapshot) {
 }
 
 // mintID names what a minted token is good for: the credential it was
-// minted from, and how (endpoint, scopes, audience).
-func (in *injection) mintID() string { return in.fp + "\x00" + in.minter.key }
+// minted from, and how (endpoint, scopes, audience, installation). Of an
+// injection that mints, or of a token's, it names the token; of any
+// other, its key alone.
+func (in *injection) mintID() string {
+	switch {
+	case in.minter != nil:
+		return in.fp + "\x00" + in.minter.key
+	case in.minted != nil:
+		return in.fp + "\x00" + in.minted.key
+	}
+	return in.fp
+}
 
 // id names the key a pool member holds: its secret and value, or its
 // ref (a sourced member's rest names the value it belongs to: restFP).

@@ -233,8 +233,12 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 // keyAgain decides whether l lets by the request r, which x's exchange
 // decided against another config: l must allow it (admitAgain), and its
 // route still hold the key about to go (m's, or the route's own when m is
-// nil), usable, with the same value; or, when nothing was derived from
-// it yet (a token), with another, returned as rotated.
+// nil), usable, with the same value, minting the same way (mintID: the
+// same token endpoint, scopes, audience, installation); or, when nothing
+// was derived from it yet (a token), with another value or way, returned
+// as rotated. A token minted the old way is not what the config served
+// now names: it may hold scopes the reload took away, and its minter
+// asks an endpoint the config no longer names.
 func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injection, _ *apiError) {
 	rt, e := l.admitAgain(r, x)
 	if e != nil {
@@ -248,14 +252,14 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 	switch {
 	case in == nil:
 		return nil, &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
-	case x.inj != nil && in.fp == x.inj.fp:
+	case x.inj != nil && in.mintID() == x.inj.mintID():
 		// The key about to go is the live one.
-	case in.fp != want.fp && x.inj == want:
+	case in.mintID() != want.mintID() && x.inj == want:
 		rotated = in
-	case in.fp != want.fp:
-		// Rotated after a token was minted from it: the old value may be
-		// why (a leak).
-		return nil, &apiError{CodeSecretUnavailable, "the key for this request was replaced while it came in; send it again"}
+	case in.mintID() != want.mintID():
+		// Rotated, or minting another way, after a token was minted from
+		// it: the old value may be why (a leak), or the old scopes.
+		return nil, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
 	}
 	if e, ok, _ := in.secretState(time.Now(), l.onExpired); !ok {
 		return nil, &e

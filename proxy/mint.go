@@ -40,6 +40,7 @@ type minter struct {
 // minted is one token, compiled into the injection that attaches it.
 type minted struct {
 	inj     *injection
+	key     string        // its minter's key: how it was minted (see mintID)
 	token   *oauth2.Token // as the endpoint gave it, for a reload to adopt
 	expires time.Time     // zero: none given
 	at      time.Time     // when it was minted
@@ -233,7 +234,7 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 	in.injectHeader = "Authorization"
 	in.injectValue = "Bearer " + tok.AccessToken
 	in.echoForms = append(append([]string(nil), m.base.echoForms...), echoForms([]string{tok.AccessToken, in.injectValue})...)
-	t := &minted{inj: &in, token: tok, expires: tok.Expiry, at: m.now(), refused: new(atomic.Bool)}
+	t := &minted{inj: &in, key: m.key, token: tok, expires: tok.Expiry, at: m.now(), refused: new(atomic.Bool)}
 	if !t.expires.After(t.at) {
 		// None given, or one already past (expires_in ≤ 0): used as one
 		// without, until a 401 ends it, not minted again for each request.

@@ -444,3 +444,183 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 		t.Errorf("the upstream got the key %d time(s) on a protocol switch whose client a reload revoked while it was dialled", n)
 	}
 }
+
+// TestReloadMintsAsTheConfigServedNow: a reload that changes how a route
+// mints (its token_url, scopes or audience) but not its secret lands
+// while a request's body is read. Caught: the request minted with the
+// snapshot it arrived under, which sent the client secret to an endpoint
+// the config no longer names, or got a token for scopes it took away. No
+// token was minted for it yet: it goes, minted as the config served now
+// says.
+func TestReloadMintsAsTheConfigServedNow(t *testing.T) {
+	var mu sync.Mutex
+	var asks []string   // token endpoint path, scope and audience asked
+	var bearer []string // what the upstream received
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/token") {
+			_ = r.ParseForm()
+			f := r.PostForm
+			asks = append(asks, r.URL.Path+" scope="+f.Get("scope")+" audience="+f.Get("audience"))
+			w.Header().Set("Content-Type", "application/json")
+			tok := "tok" + strings.TrimPrefix(r.URL.Path, "/token") + "-" + strings.ReplaceAll(f.Get("scope"), " ", "_") + "-" + f.Get("audience") + "-0123456789"
+			io.WriteString(w, `{"access_token":"`+tok+`","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		bearer = append(bearer, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	keys := map[string]vault.Secret{
+		"m": vault.NewFieldSecret("m", map[string]string{"client_id": "app", "client_secret": "secret-app-0123456789"}, time.Now()),
+	}
+	snap := func(inject string) *Snapshot {
+		// preset openai: decide reads the JSON body (usage), where the
+		// reload lands.
+		y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + srv.URL + ", secret: m, inject: " + inject + "}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, keys)
+	}
+	for _, tt := range []struct{ name, before, after, ask, token string }{
+		{"token_url moved",
+			"{oauth2: {token_url: " + srv.URL + "/token-old, scopes: [admin]}}",
+			"{oauth2: {token_url: " + srv.URL + "/token-new, scopes: [admin]}}",
+			"/token-new scope=admin audience=", "tok-new-admin--0123456789"},
+		{"scopes narrowed",
+			"{oauth2: {token_url: " + srv.URL + "/token, scopes: [admin, read]}}",
+			"{oauth2: {token_url: " + srv.URL + "/token, scopes: [read]}}",
+			"/token scope=read audience=", "tok-read--0123456789"},
+		{"audience changed",
+			"{oauth2: {token_url: " + srv.URL + "/token, audience: billing}}",
+			"{oauth2: {token_url: " + srv.URL + "/token, audience: reports}}",
+			"/token scope= audience=reports", "tok--reports-0123456789"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			asks, bearer = nil, nil
+			mu.Unlock()
+			gw := New(snap(tt.before), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			body := `{"model":"gpt-4o-mini","messages":[]}`
+			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap(tt.after)) }}
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			mu.Lock()
+			defer mu.Unlock()
+			if w.Code != http.StatusOK || strings.Join(asks, ",") != tt.ask || strings.Join(bearer, ",") != tt.token {
+				t.Errorf("got %d, token asks %q, upstream got %q; want 200, one ask %q, token %q: minted as the config served now says",
+					w.Code, asks, bearer, tt.ask, tt.token)
+			}
+		})
+	}
+}
+
+// TestReloadMintsForTheInstallationServedNow: a reload moves a GitHub App
+// route from installation 111 to 222 (same app key) while a request's
+// body is read. Caught: the request went with a token of installation
+// 111, which the config no longer names.
+func TestReloadMintsForTheInstallationServedNow(t *testing.T) {
+	var mu sync.Mutex
+	var asks, bearer []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/app/installations/") {
+			id := strings.Split(r.URL.Path, "/")[3]
+			asks = append(asks, id)
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{"token":"ghs_inst`+id+`_0123456789abcdef","expires_at":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`)
+			return
+		}
+		bearer = append(bearer, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	keys := map[string]vault.Secret{"gh": vault.NewSecret("gh", rsaPEM(t), time.Now())}
+	snap := func(inst string) *Snapshot {
+		y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + srv.URL + ", secret: gh, inject: {github_app: {app_id: 1, installation_id: " + inst + "}}}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, keys)
+	}
+	gw := New(snap("111"), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	body := `{"model":"gpt-4o-mini","messages":[]}`
+	r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+	r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap("222")) }}
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	mu.Lock()
+	defer mu.Unlock()
+	if w.Code != http.StatusOK || strings.Join(asks, ",") != "222" || strings.Join(bearer, ",") != "ghs_inst222_0123456789abcdef" {
+		t.Errorf("got %d, installations asked %v, upstream got %v; want 200 with installation 222's token only", w.Code, asks, bearer)
+	}
+}
+
+// TestPoolRetryAfterMintReload: a pool of minting keys; key a's token is
+// at the upstream when a reload moves the route's token_url, and the
+// answer (429) sets key a aside. Caught: the retry minted key b's token
+// at the old endpoint, with the snapshot the request arrived under. Key
+// b's settings in that snapshot are no longer the config's, as a rotated
+// key's value is not: the app gets the answer it has, and nothing is
+// asked of either endpoint for key b.
+func TestPoolRetryAfterMintReload(t *testing.T) {
+	var mu sync.Mutex
+	var asks []string
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/token") {
+			id, _, _ := r.BasicAuth()
+			mu.Lock()
+			asks = append(asks, id+" at "+r.URL.Path)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"access_token":"tok-`+id+`-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		if r.Header.Get("Authorization") == "Bearer tok-a-0123456789abcdef" {
+			arrived <- struct{}{}
+			<-release
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	keys := map[string]vault.Secret{"a": oauthSecret("a", time.Now()), "b": oauthSecret("b", time.Now())}
+	snap := func(path string) *Snapshot {
+		y := "version: 1\nroutes:\n  - {name: api, upstream: " + srv.URL + ", secret: [a, b], pool: {cooldown: 1m}, inject: {oauth2: {token_url: " + srv.URL + path + ", auth_style: header}}}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, keys)
+	}
+	gw := New(snap("/token-old"), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil)) // key a first
+	}()
+	<-arrived
+	gw.Swap(snap("/token-new"))
+	release <- struct{}{}
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if w.Code != http.StatusTooManyRequests || strings.Join(asks, ",") != "a at /token-old" {
+		t.Errorf("app got %d, token asks %v; want the 429 it has, and key a's ask only", w.Code, asks)
+	}
+}

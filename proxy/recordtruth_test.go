@@ -233,31 +233,44 @@ func TestReloadDuringUpgradeTokenAsk(t *testing.T) {
 }
 
 // TestRotationDuringTokenAskStopsItsToken: a reload that replaces the
-// key a token is being minted from (a leak is why keys are rotated) lands
-// while the token endpoint answers. The token it answers was minted from
-// the old value: it must not go upstream.
+// key a token is being minted from (a leak is why keys are rotated), or
+// how it is minted (scopes taken away), lands while the token endpoint
+// answers. The token it answers was minted from the old value, or for the
+// old scopes: it must not go upstream.
 func TestRotationDuringTokenAskStopsItsToken(t *testing.T) {
-	var upstreamSends atomic.Int64
-	te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) { upstreamSends.Add(1) })
-	snap := func(secret vault.Secret) *Snapshot {
-		y := "version: 1\nroutes:\n  - {name: api, upstream: " + te.URL + ", secret: app, inject: {oauth2: {token_url: " + te.URL + "/token, auth_style: header}}}\n"
-		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return NewSnapshot(cfg, map[string]vault.Secret{"app": secret})
-	}
+	const mint = "{oauth2: {token_url: %s/token, auth_style: header, scopes: [%s]}}"
 	rotated := vault.NewFieldSecret("app", map[string]string{"client_id": "app", "client_secret": "secret-rotated-0123456789"}, time.Now())
-	gw := New(snap(oauthSecret("app", time.Now())), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
-	var once sync.Once
-	te.seen = func() { once.Do(func() { gw.Swap(snap(rotated)) }) }
-	w := httptest.NewRecorder()
-	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
-	if upstreamSends.Load() != 0 {
-		t.Errorf("a token minted from the key the reload replaced went upstream (the app got %d %s)", w.Code, w.Header().Get("X-Till-Error"))
-	}
-	if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeSecretUnavailable {
-		t.Errorf("got %d %s, want 503 %s (send it again)", w.Code, w.Header().Get("X-Till-Error"), CodeSecretUnavailable)
+	for _, tt := range []struct {
+		name            string
+		secret          vault.Secret
+		scopes, scopes2 string
+	}{
+		{"key rotated", rotated, "admin", "admin"},
+		{"scopes narrowed", oauthSecret("app", time.Now()), "admin, read", "read"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var upstreamSends atomic.Int64
+			te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) { upstreamSends.Add(1) })
+			snap := func(secret vault.Secret, scopes string) *Snapshot {
+				y := "version: 1\nroutes:\n  - {name: api, upstream: " + te.URL + ", secret: app, inject: " + fmt.Sprintf(mint, te.URL, scopes) + "}\n"
+				cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return NewSnapshot(cfg, map[string]vault.Secret{"app": secret})
+			}
+			gw := New(snap(oauthSecret("app", time.Now()), tt.scopes), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			var once sync.Once
+			te.seen = func() { once.Do(func() { gw.Swap(snap(tt.secret, tt.scopes2)) }) }
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+			if upstreamSends.Load() != 0 {
+				t.Errorf("a token minted the way the reload replaced went upstream (the app got %d %s)", w.Code, w.Header().Get("X-Till-Error"))
+			}
+			if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeSecretUnavailable {
+				t.Errorf("got %d %s, want 503 %s (send it again)", w.Code, w.Header().Get("X-Till-Error"), CodeSecretUnavailable)
+			}
+		})
 	}
 }
 
