@@ -80,11 +80,14 @@ func (m *member) id() string { return m.secretName + "\x00" + m.fp }
 
 // adopt takes old's token while it is good: the same credential minted
 // it the same way. Its injection is compiled anew, since the route may
-// attach it differently now.
+// attach it differently now. It takes old's remembered failure too: a
+// reload that changes neither the credential nor how it mints does not
+// make the endpoint that refused it be asked again at once.
 func (m *minter) adopt(old *minter) {
 	if old == nil {
 		return
 	}
+	m.failed.CompareAndSwap(nil, old.failed.Load())
 	if t := old.cur.Load(); t != nil && t.token != nil && old.good(t) {
 		n := m.compile(t.token)
 		n.expires, n.at, n.renewal, n.refused = t.expires, t.at, t.renewal, t.refused

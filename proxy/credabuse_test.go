@@ -146,8 +146,9 @@ func TestPathThatAnswers401MintsOnce(t *testing.T) {
 
 // TestUnsendableTokenNotKept: a token that cannot go in a header (CR/LF:
 // an attempted header injection) is refused at the mint, as a static key
-// with control characters is, and not kept: the next request mints again,
-// instead of every request failing for the token's whole life.
+// with control characters is, and not kept: the next request once the
+// failure's interval has passed (mintRetryFirst) mints again, instead of
+// every request failing for the token's whole life.
 func TestUnsendableTokenNotKept(t *testing.T) {
 	var mu sync.Mutex
 	asks := 0
@@ -173,8 +174,13 @@ func TestUnsendableTokenNotKept(t *testing.T) {
 	defer endpoint.Close()
 	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-tst-0123456789abcdef"}, time.Now())
 	gw, _, _ := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token}}", cred, "")
+	clock := &stepClock{t: time.Now()}
+	gw.Snapshot().routes[0].injection.minter.now = clock.now
 	var codes []int
-	for range 3 {
+	for i := range 3 {
+		if i == 1 {
+			clock.add(mintRetryFirst)
+		}
 		w := httptest.NewRecorder()
 		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
 		codes = append(codes, w.Code)

@@ -34,7 +34,10 @@ type minter struct {
 	base     *injection // the route's injection: names, fingerprint, echo forms
 	cur      atomic.Pointer[minted]
 	flight   singleflight.Group
-	now      func() time.Time
+	// failed is the endpoint's last failure while no ask has succeeded
+	// since: until it passes, requests get it without an ask.
+	failed atomic.Pointer[mintFailure]
+	now    func() time.Time
 }
 
 // minted is one token, compiled into the injection that attaches it.
@@ -50,6 +53,33 @@ type minted struct {
 	// request still running on the old snapshot may see refused.
 	refused *atomic.Bool
 }
+
+// mintFailure is a token endpoint's failure, remembered until until: an
+// ask sends the long-lived secret, and an endpoint that refuses it (a
+// client disabled, an outage) must not be asked once per request, by any
+// app that can reach the route, each ask a use record and a wait.
+type mintFailure struct {
+	err   error // scrubbed
+	wait  time.Duration
+	until time.Time
+}
+
+// errMintBackoff is the error of a request that a remembered failure
+// answered: the endpoint was not asked.
+type errMintBackoff struct{ failed *mintFailure }
+
+func (e errMintBackoff) Error() string {
+	return "not asked again before " + e.failed.until.UTC().Format(time.RFC3339) + ", after: " + e.failed.err.Error()
+}
+
+// mintRetryFirst and mintRetryMax bound how long a token endpoint's
+// failure is remembered: the first, then twice as long after each failure
+// in a row, at most mintRetryMax; a token minted ends it, as does a
+// reload that changes the secret or how it mints (a new minter).
+const (
+	mintRetryFirst = time.Second
+	mintRetryMax   = 30 * time.Second
+)
 
 // errCredentialUnavailable refuses a request whose token cannot be minted.
 var errCredentialUnavailable = apiError{CodeCredentialUnavailable, "the token for this route cannot be obtained from its token endpoint"}
@@ -121,10 +151,16 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 	if t := m.cur.Load(); t != nil && m.good(t) {
 		return t, nil
 	}
+	if err := m.backingOff(); err != nil {
+		return nil, err
+	}
 	ch := m.flight.DoChan("token", func() (any, error) {
 		prev := m.cur.Load()
 		if prev != nil && m.good(prev) {
 			return prev, nil // minted while this call waited
+		}
+		if err := m.backingOff(); err != nil {
+			return nil, err // failed while this call waited
 		}
 		client := tokenClient
 		if before != nil {
@@ -140,15 +176,16 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 			return nil, errAuditUnavailable
 		}
 		if err != nil {
-			return nil, m.scrub(err)
+			return nil, m.fail(m.scrub(err))
 		}
 		if !sendable(tok.AccessToken) {
 			// Not kept: it would fail every send until it expired.
-			return nil, errors.New("the token endpoint's token is empty, or holds a space or control character, and cannot be sent in a header")
+			return nil, m.fail(errors.New("the token endpoint's token is empty, or holds a space or control character, and cannot be sent in a header"))
 		}
 		t := m.compile(tok)
 		t.renewal = prev != nil && prev.refused.Load()
 		m.cur.Store(t)
+		m.failed.Store(nil)
 		return t, nil
 	})
 	select {
@@ -160,6 +197,26 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 		}
 		return r.Val.(*minted), nil
 	}
+}
+
+// backingOff returns errMintBackoff while the endpoint's last failure is
+// remembered.
+func (m *minter) backingOff() error {
+	if f := m.failed.Load(); f != nil && m.now().Before(f.until) {
+		return errMintBackoff{f}
+	}
+	return nil
+}
+
+// fail remembers err, the endpoint's failure, for twice as long as the
+// one before it (mintRetryFirst for the first), and returns it.
+func (m *minter) fail(err error) error {
+	wait := mintRetryFirst
+	if f := m.failed.Load(); f != nil {
+		wait = min(2*f.wait, mintRetryMax)
+	}
+	m.failed.Store(&mintFailure{err: err, wait: wait, until: m.now().Add(wait)})
+	return err
 }
 
 // beforeEach runs before ahead of every request it sends, which goes
@@ -356,7 +413,11 @@ func (g *Gateway) mintFailed(w http.ResponseWriter, x *exchange, err error) {
 		x.failure = codeClientClosed // or shutdown's cut: see outcome
 		return
 	}
-	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).
+	ev := g.log.Warn()
+	if errors.As(err, new(errMintBackoff)) {
+		ev = g.log.Debug() // logged when it failed, not once per request since
+	}
+	ev.Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).
 		Str("error", err.Error()).Msg("the route's token cannot be obtained from its token endpoint")
 	g.fail(w, x, errCredentialUnavailable)
 }

@@ -629,3 +629,106 @@ func TestFailedAskNamesTheKey(t *testing.T) {
 			uses[0]["key_fp"], recs[0]["key_fp"], recs[0]["credential"])
 	}
 }
+
+// stepClock is a time that moves only when a test moves it: a minter
+// that tells time by it is tested without sleeping.
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *stepClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *stepClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// TestFailedTokenAskRemembered: while a token endpoint refuses the client
+// (400 invalid_client), its failure is remembered for a while that grows
+// with each failure in a row. Caught: every request, anonymous ones on a
+// route without clients too, made till send the long-lived client secret
+// again (twice with auth_style auto), with a use record and a wait each:
+// a credential-stuffing loop against the IdP, which may lock the client
+// out for every route and instance that uses it. A token minted, or a
+// reload that changes the secret, ends it; a reload that changes neither
+// the secret nor how it mints does not.
+func TestFailedTokenAskRemembered(t *testing.T) {
+	var mu sync.Mutex
+	asks, working := 0, false
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path != "/token" {
+			return // the upstream
+		}
+		mu.Lock()
+		asks++
+		ok := working
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if ok {
+			io.WriteString(w, `{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":"invalid_client"}`)
+	}))
+	defer endpoint.Close()
+	asked := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return asks
+	}
+	clock := &stepClock{t: time.Now()}
+	inject := "{oauth2: {token_url: " + endpoint.URL + "/token}}"
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
+	gw, records, _ := mintGateway(t, endpoint.URL, inject, cred, "")
+	minter := func() *minter { return gw.Snapshot().routes[0].injection.minter }
+	minter().now = clock.now
+	reload := func(cred vault.Secret) {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+endpoint.URL+", secret: cred, inject: "+inject+"}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSnapshot(cfg, map[string]vault.Secret{"cred": cred})
+		s.routes[0].injection.minter.now = clock.now
+		gw.Swap(s)
+	}
+	send := func(n int, want int, wantAsks int, why string) {
+		t.Helper()
+		for range n {
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+			if w.Code != want {
+				t.Fatalf("%s: got %d, want %d", why, w.Code, want)
+			}
+		}
+		if got := asked(); got != wantAsks {
+			t.Fatalf("%s: the token endpoint was asked %d times in all (%d use records), want %d", why, got, len(records.uses(t)), wantAsks)
+		}
+	}
+	// auth_style auto: each failed mint asks twice.
+	send(20, http.StatusBadGateway, 2, "20 requests while the endpoint fails")
+	clock.add(mintRetryFirst)
+	send(1, http.StatusBadGateway, 4, "the first interval past")
+	clock.add(mintRetryFirst)
+	send(5, http.StatusBadGateway, 4, "within the doubled interval")
+	reload(cred)
+	send(5, http.StatusBadGateway, 4, "a reload that changes nothing")
+	reload(vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-rotated-0123456789"}, time.Now()))
+	send(1, http.StatusBadGateway, 6, "the secret rotated")
+	mu.Lock()
+	working = true
+	mu.Unlock()
+	send(1, http.StatusBadGateway, 6, "the endpoint back, within the interval")
+	clock.add(mintRetryFirst)
+	send(1, http.StatusOK, 7, "the interval past, the endpoint back")
+	if f := minter().failed.Load(); f != nil {
+		t.Errorf("a token minted, the failure is still remembered: %v", f.err)
+	}
+}
