@@ -109,13 +109,21 @@ func (d *decoder) budget(n *yaml.Node, path string) (Budget, bool) {
 	} else {
 		ok = false
 	}
-	if v := f["clients"]; v != nil {
+	// An empty scope covers nothing ([]) or, written null, everything:
+	// neither is a cap anyone meant, so both are refused.
+	if v := emptyList(n, "clients"); v != nil {
+		d.errorf(v, join(path, "clients"), "is empty, which would cap no client (hint: remove the key to cover every client, anonymous ones included, or list clients such as [web])")
+		ok = false
+	} else if v := f["clients"]; v != nil {
 		b.Clients = d.strs(v, join(path, "clients"))
 		if b.Clients == nil {
 			b.Clients = []string{}
 		}
 	}
-	if v := f["routes"]; v != nil {
+	if v := emptyList(n, "routes"); v != nil {
+		d.errorf(v, join(path, "routes"), "is empty, which would cap no route (hint: remove the key to cover every route, or list routes such as [openai])")
+		ok = false
+	} else if v := f["routes"]; v != nil {
 		b.Routes = d.strs(v, join(path, "routes"))
 		if b.Routes == nil {
 			b.Routes = []string{}
@@ -191,6 +199,9 @@ func (d *decoder) budget(n *yaml.Node, path string) (Budget, bool) {
 // number reads a decimal number such as 25 or 0.5.
 func (d *decoder) number(n *yaml.Node, path string) (float64, bool) {
 	var x float64
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" && d.leadingZero(n, path) {
+		return 0, false
+	}
 	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!int" || n.ShortTag() == "!!float") && n.Decode(&x) == nil && !math.IsNaN(x) && !math.IsInf(x, 0) {
 		return x, true
 	}

@@ -76,6 +76,33 @@ func TestParseBudgetErrors(t *testing.T) {
 	}
 }
 
+// TestEmptyBudgetScopeRefused: budgets[].clients: [] or routes: []
+// loaded, and the budget then covered no request at all (Covers is false
+// for every route and client): a spending cap that silently caps nothing.
+// Written null (every entry commented out), the same list covered every
+// caller instead; both are refused.
+func TestEmptyBudgetScopeRefused(t *testing.T) {
+	for name, extra := range map[string]string{
+		"clients: []": "clients: []",
+		"routes: []":  "routes: []",
+		"clients: ~":  "clients: ~",
+		"routes:":     "routes: ",
+	} {
+		t.Run(name, func(t *testing.T) {
+			doc := "version: 1\nclients:\n  - {name: web, token_sha256: " + testHash + "}\nroutes:\n  - {name: x, preset: openai, clients: [web]}\nbudgets:\n  - {name: daily, window: 1d, usd: 25, " + extra + "}\n"
+			c, err := Parse("till.yaml", []byte(doc), t.TempDir())
+			if err == nil {
+				b := c.Budgets[0]
+				t.Fatalf("budget %q with %s loaded (covers route x for web: %v)", b.Name, name, b.Covers("x", "web"))
+			}
+			key := strings.Fields(extra)[0]
+			if want := "till.yaml:7: budgets[0]." + strings.TrimSuffix(key, ":") + ": is empty"; !strings.Contains(err.Error(), want) {
+				t.Errorf("got %q, want %q", err, want)
+			}
+		})
+	}
+}
+
 func TestParsePool(t *testing.T) {
 	y := "version: 1\nsources:\n  - {name: m, type: files, dir: /s}\nroutes:\n  - {name: openai, preset: openai, secret: [openai-a, \"m:openai-b\"], pool: {strategy: sticky, cooldown: 30s}}\n  - {name: plain, preset: anthropic, secret: [a, b]}\n"
 	c, err := Parse("till.yaml", []byte(y), "/")

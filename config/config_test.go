@@ -25,6 +25,9 @@ const literalKey = "looks like a literal key (not shown); remove it from the con
 
 const testHash = "9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b"
 
+// otherHash is a second client's token_sha256: no two clients share one.
+const otherHash = "1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f"
+
 // TestParseErrors checks that each bad config gives exactly one error, with
 // its line, field path and message.
 func TestParseErrors(t *testing.T) {
@@ -125,6 +128,16 @@ func TestParseErrors(t *testing.T) {
 		{"burst without rate", "version: 1\nroutes:\n  - {name: x, preset: openai, burst: 5}\n", `till.yaml:3: routes[0].burst: needs a rate (hint: add rate: 10/s)`},
 		{"bad timeout", "version: 1\nroutes:\n  - {name: x, preset: openai, timeout: 60}\n", `till.yaml:3: routes[0].timeout: must be a duration such as 30s, 5m, 12h or 90d`},
 		{"bad max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 10 parsecs}\n", `till.yaml:3: routes[0].max_body: must be a size such as 512KB, 10MB or 1GiB`},
+		{"zero max_body", "version: 1\nroutes:\n  - {name: x, preset: openai, max_body: 0KB}\n", `till.yaml:3: routes[0].max_body: must be more than 0 (hint: leave max_body out for no cap)`},
+		{"upstream empty port", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: \"https://api.example.com:/v1\"}\n", `till.yaml:3: routes[0].upstream: has an empty port after ":" (hint: remove the ":", or give the port such as :8443)`},
+		{"token_url empty port", "version: 1\nroutes:\n  - {name: x, upstream: https://x.example, inject: {oauth2: {token_url: \"https://login.example:/token\"}}}\n", `till.yaml:3: routes[0].inject.oauth2.token_url: has an empty port after ":" (hint: remove the ":", or give the port such as :8443)`},
+		{"null route clients", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    clients: ~\n", `till.yaml:5: routes[0].clients: must name at least one client (hint: "clients: any" accepts any client)`},
+		{"null allow paths", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow:\n      paths:\n      # - /v1/models\n", `till.yaml:6: routes[0].allow.paths: is empty, which would allow any (hint: remove the key to allow any, or list what is allowed)`},
+		{"empty client cidrs", "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs: []\n", `till.yaml:5: clients[0].cidrs: is empty, which would accept the client from any address (hint: remove the key to accept any address, or list ranges such as [10.0.0.0/8])`},
+		{"null client cidrs", "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs:\n", `till.yaml:5: clients[0].cidrs: is empty, which would accept the client from any address (hint: remove the key to accept any address, or list ranges such as [10.0.0.0/8])`},
+		{"duplicate client token", "version: 1\nclients:\n  - {name: web, token_sha256: " + testHash + "}\n  - {name: billing, token_sha256: " + strings.ToUpper(testHash) + "}\n", `till.yaml:4: clients[1].token_sha256: is client "web"'s token_sha256 too (line 3): that token would name only one of them (hint: "till client rotate billing" gives it a token of its own)`},
+		{"admin token a client's", "version: 1\nadmin:\n  listen: 127.0.0.1:9090\n  token_sha256: " + testHash + "\nclients:\n  - {name: web, token_sha256: " + testHash + "}\n", `till.yaml:4: admin.token_sha256: is client "web"'s token_sha256 too (line 6): that client's app could use the admin endpoints (hint: hash a random token of its own for the admin listener)`},
+		{"leading zero", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 1/s, burst: 010}\n", `till.yaml:3: routes[0].burst: has a leading zero, which yaml may read as octal: 0100 is 64 (hint: write 10, in decimal without the leading zero)`},
 		{"source unknown type", "version: 1\nsources:\n  - {name: s, type: gcp}\n", `till.yaml:3: sources[0].type: must be "vault" or "aws_secretsmanager" or "files" or "exec"`},
 		{"source vault bare", "version: 1\nsources:\n  - {name: corp, type: vault}\n", "till.yaml:3: sources[0].address: required (hint: the server's URL, such as https://vault.internal:8200)\ntill.yaml:3: sources[0].auth: required (hint: token_file, approle or kubernetes)"},
 		{"source vault plain http", "version: 1\nsources:\n  - {name: corp, type: vault, address: 'http://vault.corp:8200', auth: {token_file: /t}}\n", `till.yaml:3: sources[0].address: must be an https URL (plain http only for loopback, or set allow_plaintext: true)`},
@@ -742,6 +755,109 @@ func TestEmptyAllowList(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "routes[0].allow."+k+": is empty, which would allow any") {
 			t.Errorf("allow.%s: []: got %v", k, err)
 		}
+	}
+}
+
+// TestNullRuleListRefused: fields reads a key with nothing after it as
+// absent, so a rule list whose every entry was commented out (a common way
+// to "remove" the last client or path), or written ~ or null, meant "any",
+// while the same intent written [] was refused. Each must be an error.
+func TestNullRuleListRefused(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"route clients all commented out", "version: 1\nclients:\n  - {name: web, token_sha256: " + testHash + "}\nroutes:\n  - name: x\n    preset: openai\n    clients:\n      # - web\n", "till.yaml:7: routes[0].clients: must name at least one client"},
+		{"route clients: ~", "version: 1\nroutes:\n  - {name: x, preset: openai, clients: ~}\n", "till.yaml:3: routes[0].clients: must name at least one client"},
+		{"allow.paths all commented out", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow:\n      paths:\n        # - /v1/models\n", "till.yaml:6: routes[0].allow.paths: is empty, which would allow any"},
+		{"allow.methods: null", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow:\n      methods: null\n", "till.yaml:6: routes[0].allow.methods: is empty, which would allow any"},
+		{"allow.models all commented out", "version: 1\nroutes:\n  - name: x\n    preset: openai\n    allow:\n      models:\n        # - gpt-4o-mini\n", "till.yaml:6: routes[0].allow.models: is empty, which would allow any"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("till.yaml", []byte(tt.doc), t.TempDir())
+			if err == nil {
+				r := c.Routes[0]
+				t.Fatalf("loaded: clients=%v any=%v methods=%v paths=%v models=%v: the rule written with no entries allows every value",
+					r.Clients, r.AnyClient, r.Allow.Methods, r.Allow.Paths, r.Allow.Models)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %q, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestEmptyClientCIDRsRefused: a client's cidrs: [] (or cidrs: with every
+// entry commented out) loaded as "from any address": the author wrote a
+// source restriction with no range in it, a shape allow.* refuse too.
+func TestEmptyClientCIDRsRefused(t *testing.T) {
+	for name, doc := range map[string]string{
+		"cidrs: []":           "version: 1\nclients:\n  - {name: web, token_sha256: " + testHash + ", cidrs: []}\n",
+		"cidrs commented out": "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs:\n      # - 10.1.2.0/24\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse("till.yaml", []byte(doc), t.TempDir())
+			if err == nil {
+				t.Fatalf("loaded with cidrs=%v: client web is accepted from any address", c.Clients[0].CIDRs)
+			}
+			if !strings.Contains(err.Error(), "clients[0].cidrs: is empty") {
+				t.Errorf("got %q, want clients[0].cidrs refused as empty", err)
+			}
+		})
+	}
+}
+
+// TestDuplicateClientTokenRefused: two clients with one token_sha256 (a
+// copy-paste of "till client add" output, in any case) loaded, and the
+// proxy then named that token's caller the last of them, so the first
+// client's app got the second's routes and lost its own cidrs. The same
+// token under two names is refused, as two clients of one name are.
+func TestDuplicateClientTokenRefused(t *testing.T) {
+	doc := "version: 1\nclients:\n" +
+		"  - {name: web, token_sha256: " + testHash + ", cidrs: [10.0.0.0/8]}\n" +
+		"  - {name: billing, token_sha256: " + strings.ToUpper(testHash) + "}\n"
+	_, err := Parse("till.yaml", []byte(doc), t.TempDir())
+	if err == nil {
+		t.Fatal("two clients with the same token_sha256 (web, billing) loaded without an error: web's token is identified as billing")
+	}
+	if !strings.Contains(err.Error(), "till.yaml:4") || strings.Contains(strings.ToLower(err.Error()), testHash) {
+		t.Errorf("error %q should point at the second client (till.yaml:4), without the digest", err)
+	}
+}
+
+// TestAdminTokenNotAClientToken: admin.token_sha256 equal to a client's
+// loaded; the app holding that low-value client token could then read
+// /metrics, /admin/routes, /admin/usage and POST /admin/reload.
+func TestAdminTokenNotAClientToken(t *testing.T) {
+	doc := "version: 1\nadmin: {listen: 127.0.0.1:9090, token_sha256: " + otherHash + "}\nclients:\n  - {name: web, token_sha256: " + otherHash + "}\n"
+	_, err := Parse("till.yaml", []byte(doc), t.TempDir())
+	if err == nil {
+		t.Fatal("admin.token_sha256 equal to client web's token_sha256 loaded: web's app token is the admin token")
+	}
+	if !strings.Contains(err.Error(), "till.yaml:2: admin.token_sha256:") {
+		t.Errorf("got %q, want it at admin.token_sha256", err)
+	}
+}
+
+// TestLeadingZeroNumbersRefused: yaml.v3 reads "requests: 0100" as octal
+// 64 where YAML 1.2 (which till otherwise follows: yes/no are not
+// booleans) reads 100, and "usd: 010" became 8 dollars. Neither reading is
+// taken: a number with a leading zero is refused.
+func TestLeadingZeroNumbersRefused(t *testing.T) {
+	c, err := Parse("till.yaml", []byte("version: 1\nbudgets:\n  - {name: a, window: 1d, requests: 0100}\n  - {name: b, window: 1d, usd: 010}\n"), t.TempDir())
+	if err == nil {
+		t.Fatalf("loaded: requests: 0100 read as %d, usd: 010 as %v", c.Budgets[0].Requests, c.Budgets[1].USD)
+	}
+	for _, want := range []string{"till.yaml:3: budgets[0].requests: has a leading zero", "(hint: write 100,", "till.yaml:4: budgets[1].usd: has a leading zero", "(hint: write 10,"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got %q, want %q in it", err, want)
+		}
+	}
+	// Zero itself, decimals and explicit bases read as before.
+	c, err = Parse("till.yaml", []byte("version: 1\nforward: {cert_cache: 0x10}\nbudgets:\n  - {name: a, window: 1d, usd: 0.5, requests: 1_000}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Forward.CertCache != 16 || c.Budgets[0].USD != 0.5 || c.Budgets[0].Requests != 1000 {
+		t.Errorf("got cert_cache %d, usd %v, requests %d; want 16, 0.5, 1000", c.Forward.CertCache, c.Budgets[0].USD, c.Budgets[0].Requests)
 	}
 }
 

@@ -178,6 +178,33 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
+// valueOf returns the value of key in the mapping n, or nil.
+func valueOf(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; k.Kind == yaml.ScalarNode && k.Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// emptyList reports whether key in the mapping n is a list with nothing
+// in it: [], or null (~, null, or a key with nothing after it, as when
+// every entry is commented out), which fields reads as absent. For a list
+// that restricts (allow rules, a route's or a client's allowed callers,
+// a budget's scope) absent means "any", so a list written empty must be
+// refused rather than read as no rule. It returns the value's node.
+func emptyList(n *yaml.Node, key string) *yaml.Node {
+	v := valueOf(n, key)
+	if v != nil && (isNull(v) || v.Kind == yaml.SequenceNode && len(v.Content) == 0) {
+		return v
+	}
+	return nil
+}
+
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -295,6 +322,9 @@ func (d *decoder) boolean(n *yaml.Node, path string) bool {
 }
 
 func (d *decoder) integer(n *yaml.Node, path string) (int64, bool) {
+	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!int" || n.ShortTag() == "!!float") && d.leadingZero(n, path) {
+		return 0, false
+	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
 		if v, err := strconv.ParseInt(n.Value, 0, 64); err == nil {
 			return v, true
@@ -302,6 +332,23 @@ func (d *decoder) integer(n *yaml.Node, path string) (int64, bool) {
 	}
 	d.errorf(n, path, "must be a whole number")
 	return 0, false
+}
+
+// leadingZero refuses, and reports, a whole number written with a leading
+// zero (0100): yaml.v3 reads it as octal (64), as YAML 1.1 did, where YAML
+// 1.2 and most readers of the file would read 100. Neither reading can be
+// trusted to be the author's, so neither is taken.
+func (d *decoder) leadingZero(n *yaml.Node, path string) bool {
+	s := strings.TrimLeft(n.Value, "+-")
+	if len(s) < 2 || s[0] != '0' || strings.Trim(s, "0123456789_") != "" {
+		return false
+	}
+	digits := strings.TrimLeft(s, "0_")
+	if digits == "" {
+		digits = "0"
+	}
+	d.errorf(n, path, "has a leading zero, which yaml may read as octal: 0100 is 64 (hint: write %s%s, in decimal without the leading zero)", strings.TrimSuffix(n.Value, s), digits)
+	return true
 }
 
 // intBetween reads a whole number from lo to hi; what, when set, says
@@ -514,6 +561,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		d.prices(v, "prices", &c.Prices)
 	}
 	d.crossCheck(c, clients, routes)
+	d.checkAdminToken(c, f["admin"])
 	if v := f["audit"]; v != nil {
 		d.checkAuditFile(c, v)
 	}
@@ -683,7 +731,11 @@ func (d *decoder) client(n *yaml.Node, path string) (Client, bool) {
 	} else if s, ok := d.nonEmpty(v, join(path, "token_sha256")); ok && d.check(v, join(path, "token_sha256"), validSHA256(s)) {
 		c.TokenSHA256 = strings.ToLower(s)
 	}
-	if v := f["cidrs"]; v != nil {
+	if v := emptyList(n, "cidrs"); v != nil {
+		// No cidrs means any address: a list written empty (or with
+		// every range commented out) must not.
+		d.errorf(v, join(path, "cidrs"), "is empty, which would accept the client from any address (hint: remove the key to accept any address, or list ranges such as [10.0.0.0/8])")
+	} else if v := f["cidrs"]; v != nil {
 		c.CIDRs = d.prefixes(v, join(path, "cidrs"))
 	}
 	if v := f["cert"]; v != nil {

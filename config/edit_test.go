@@ -129,8 +129,8 @@ func TestAddClient(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{name: "to a list", yaml: "version: 1\n# clients below\nclients:\n  - name: old # staying\n    token_sha256: " + testHash + "\n", client: web,
-			want: "version: 1\n# clients below\nclients:\n  - name: old # staying\n    token_sha256: " + testHash + "\n  - name: web\n    token_sha256: " + testHash + "\n"},
+		{name: "to a list", yaml: "version: 1\n# clients below\nclients:\n  - name: old # staying\n    token_sha256: " + otherHash + "\n", client: web,
+			want: "version: 1\n# clients below\nclients:\n  - name: old # staying\n    token_sha256: " + otherHash + "\n  - name: web\n    token_sha256: " + testHash + "\n"},
 		{name: "no list: before routes", yaml: "version: 1\ntls: {names: [till.internal]}\nroutes:\n  - {name: openai, preset: openai}\n",
 			client: Client{Name: "web", TokenSHA256: testHash, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}, Cert: true},
 			want:   "version: 1\ntls: {names: [till.internal]}\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs: [10.0.0.0/8, '::1/128']\n    cert: true\nroutes:\n  - {name: openai, preset: openai}\n"},
@@ -140,10 +140,10 @@ func TestAddClient(t *testing.T) {
 			want: "version: 1\n\n# clients:\n#   - name: web\nclients:\n  - name: web\n    token_sha256: " + testHash + "\nroutes: []\n"},
 		{name: "empty key", yaml: "version: 1\nclients: # none yet\n", client: web,
 			want: "version: 1\nclients: # none yet\n  - name: web\n    token_sha256: " + testHash + "\n"},
-		{name: "flow entries", yaml: "version: 1\nclients:\n    -   {name: a, token_sha256: " + testHash + "}   # a\n\nroutes: []\n", client: web,
-			want: "version: 1\nclients:\n    -   {name: a, token_sha256: " + testHash + "}   # a\n    -   {name: web, token_sha256: " + testHash + "}\n\nroutes: []\n"},
-		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}]\n", client: web,
-			want: "version: 1\nclients: [{name: a, token_sha256: " + testHash + "}, {name: web, token_sha256: " + testHash + "}]\n"},
+		{name: "flow entries", yaml: "version: 1\nclients:\n    -   {name: a, token_sha256: " + otherHash + "}   # a\n\nroutes: []\n", client: web,
+			want: "version: 1\nclients:\n    -   {name: a, token_sha256: " + otherHash + "}   # a\n    -   {name: web, token_sha256: " + testHash + "}\n\nroutes: []\n"},
+		{name: "flow style", yaml: "version: 1\nclients: [{name: a, token_sha256: " + otherHash + "}]\n", client: web,
+			want: "version: 1\nclients: [{name: a, token_sha256: " + otherHash + "}, {name: web, token_sha256: " + testHash + "}]\n"},
 		{name: "a name taken", yaml: "version: 1\nclients:\n  - name: web\n    token_sha256: " + testHash + "\n", client: web,
 			wantErr: "with this change the config would not parse: till.yaml:5: clients[1].name: duplicate"},
 		{name: "not a list", yaml: "version: 1\nclients: web\n", client: web, wantErr: "till.yaml: clients: is not a list"},
@@ -179,11 +179,11 @@ func TestEditsKeepTheLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	added, err = AddClient("till.yaml", added, Client{Name: "batch", TokenSHA256: testHash})
+	added, err = AddClient("till.yaml", added, Client{Name: "batch", TokenSHA256: otherHash})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "clients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs: [10.0.0.0/8]\n  - name: batch\n    token_sha256: " + testHash + "\nroutes: []"
+	want := "clients:\n  - name: web\n    token_sha256: " + testHash + "\n    cidrs: [10.0.0.0/8]\n  - name: batch\n    token_sha256: " + otherHash + "\nroutes: []"
 	if before, after, ok := strings.Cut(string(added), want); !ok || before+"routes: []"+after != string(start) {
 		t.Fatalf("added two clients; want only these lines before routes: [] added:\n%s\ngot:\n%s", want, added)
 	}
@@ -215,7 +215,7 @@ func TestEditsAfterOtherLineBreaks(t *testing.T) {
 	for _, br := range []string{"\r", "\u0085", "\u2028", "\u2029"} {
 		in := []byte("version: 1\nclients:\n" +
 			"    - {name: web, token_sha256: " + testHash + "} # web app" + strings.Repeat(br, 5) + " \n" +
-			"    - {name: old, token_sha256: " + testHash + "}\n" +
+			"    - {name: old, token_sha256: " + otherHash + "}\n" +
 			"routes:\n  - name: openai\n    preset: openai\n    clients:\n    - web\n")
 		before, err := Parse("till.yaml", in, "/etc/till")
 		if err != nil {

@@ -167,7 +167,11 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		d.errorf(f["allow"], join(path, "allow.models"), "needs a route whose usage is known (hint: a preset such as openai, or usage: openai)")
 	}
 
-	if v := f["clients"]; v != nil {
+	if v := emptyList(n, "clients"); v != nil {
+		// clients: [], or clients: with every name commented out, would
+		// read as no clients: key, which lets callers without a token in.
+		d.errorf(v, join(path, "clients"), `must name at least one client (hint: "clients: any" accepts any client)`)
+	} else if v := f["clients"]; v != nil {
 		p := join(path, "clients")
 		switch {
 		case v.Kind == yaml.ScalarNode && v.Value == "any" && v.ShortTag() == "!!str":
@@ -183,9 +187,6 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 					rn.clients = append(rn.clients, v)
 				}
 			})
-			if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
-				d.errorf(v, p, `must name at least one client (hint: "clients: any" accepts any client)`)
-			}
 		}
 	}
 
@@ -252,9 +253,14 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		p := join(path, "max_body")
 		if s, ok := d.str(v, p); ok {
 			size, err := ParseSize(s)
-			if err != nil {
+			switch {
+			case err != nil:
 				d.errorf(v, p, "must be a size such as 512KB, 10MB or 1GiB")
-			} else {
+			case size == 0:
+				// MaxBody 0 is "no cap": a cap of nothing written as 0
+				// must not become one.
+				d.errorf(v, p, "must be more than 0 (hint: leave max_body out for no cap)")
+			default:
 				r.MaxBody = size
 			}
 		}
@@ -539,8 +545,10 @@ func (d *decoder) allow(n *yaml.Node, path, base string) Allow {
 	f := d.fields(n, path, allowKeys)
 	for _, k := range []string{"methods", "paths", "models"} {
 		// An empty list reads as no rule, which allows every value: it
-		// is refused, so that "allow none" cannot mean "allow any".
-		if v := f[k]; v != nil && v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+		// is refused, so that "allow none" cannot mean "allow any". So is
+		// one written null (every entry commented out), which fields
+		// would read as absent.
+		if v := emptyList(n, k); v != nil {
 			d.errorf(v, join(path, k), "is empty, which would allow any (hint: remove the key to allow any, or list what is allowed)")
 		}
 	}
@@ -697,6 +705,12 @@ func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
 	}
 	if u.Fragment != "" || strings.Contains(s, "#") {
 		return nil, errorString("must not have a fragment")
+	}
+	if strings.HasSuffix(u.Host, ":") {
+		// url.Parse takes an empty port, and dialling reads it as the
+		// default one, but forward mode would look the route up under
+		// the host with a bare ":" and never find it for host:443.
+		return nil, errorString(`has an empty port after ":" (hint: remove the ":", or give the port such as :8443)`)
 	}
 	if err := validPort(u.Port(), true); err != nil {
 		return nil, err

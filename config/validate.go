@@ -24,6 +24,7 @@ func (e errorString) Error() string { return string(e) }
 // and prefixes, and route clients that exist.
 func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNodes) {
 	clientLine := make(map[string]int)
+	tokenOwner := make(map[string]Client)
 	for i, cl := range c.Clients {
 		if cl.Name == "" {
 			continue
@@ -33,6 +34,14 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 			continue
 		}
 		clientLine[cl.Name] = cl.Line
+		// One token, one client: the proxy names a token's caller by its
+		// digest, so a digest two clients share (a pasted line) would give
+		// one client's app the other's routes and addresses.
+		if first, dup := tokenOwner[cl.TokenSHA256]; dup && cl.TokenSHA256 != "" {
+			d.errorf(clients[i], "clients["+strconv.Itoa(i)+"].token_sha256", "is client %q's token_sha256 too (line %d): that token would name only one of them (hint: \"till client rotate %s\" gives it a token of its own)", first.Name, first.Line, cl.Name)
+		} else {
+			tokenOwner[cl.TokenSHA256] = cl
+		}
 		if cl.Cert && len(c.TLS.Names) == 0 {
 			d.errorf(clients[i], "clients["+strconv.Itoa(i)+"].cert", "client certificates need a TLS listener (hint: set tls.names)")
 		}
@@ -78,6 +87,20 @@ func (d *decoder) crossCheck(c *Config, clients []*yaml.Node, routes []routeNode
 				continue
 			}
 			d.unknownClient(routes[i].clients[j], join(routes[i].path, "clients")+"["+strconv.Itoa(j)+"]", name, names)
+		}
+	}
+}
+
+// checkAdminToken refuses an admin token that is a client's token too:
+// the app holding it could read /metrics and /admin/* and reload till.
+func (d *decoder) checkAdminToken(c *Config, admin *yaml.Node) {
+	if c.Admin.TokenSHA256 == "" {
+		return
+	}
+	for _, cl := range c.Clients {
+		if cl.TokenSHA256 == c.Admin.TokenSHA256 {
+			d.errorf(valueOf(admin, "token_sha256"), "admin.token_sha256", "is client %q's token_sha256 too (line %d): that client's app could use the admin endpoints (hint: hash a random token of its own for the admin listener)", cl.Name, cl.Line)
+			return
 		}
 	}
 }

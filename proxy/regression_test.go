@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy/ca"
@@ -283,5 +287,135 @@ func TestStalledBodyIsCut(t *testing.T) {
 	}
 	if recs := audit.records(t); len(recs) != 1 || recs[0]["outcome"] == "forwarded" {
 		t.Errorf("audit: %v", recs)
+	}
+}
+
+// webHash is a client's token_sha256 in the tests below.
+const webHash = "9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b9a0b"
+
+// parseOrRefused parses yaml; ok is false when the config is refused,
+// which is how till now answers each of the configs below: the tests
+// check what such a config would mean at request time if it loaded.
+func parseOrRefused(t *testing.T, yaml, upstream string) (*config.Config, bool) {
+	t.Helper()
+	cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", upstream)), t.TempDir())
+	if err != nil {
+		t.Logf("config refused (fixed): %v", err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+// TestDuplicateTokenCannotCrossClients: web and billing given the same
+// token_sha256 (a pasted line) let web's app, with web's token and from
+// outside web's cidrs, spend billing's route: the key was sent.
+func TestDuplicateTokenCannotCrossClients(t *testing.T) {
+	tok := TokenPrefix + strings.Repeat("w", TokenLength)
+	sum := sha256.Sum256([]byte(tok))
+	digest := hex.EncodeToString(sum[:])
+	sent := false
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent = true }))
+	defer up.Close()
+	cfg, ok := parseOrRefused(t, `version: 1
+clients:
+  - {name: web, token_sha256: `+digest+`, cidrs: [10.0.0.0/8]}
+  - {name: billing, token_sha256: `+digest+`}
+routes:
+  - {name: chat, preset: openai, upstream: {{UP}}, secret: openai, clients: [web]}
+  - {name: billing, preset: openai, upstream: {{UP}}, secret: openai, clients: [billing]}
+`, up.URL)
+	if !ok {
+		return
+	}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	req := httptest.NewRequest("GET", "/billing/v1/models", nil)
+	req.RemoteAddr = "192.0.2.7:4000" // outside web's cidrs
+	req.Header.Set("X-Till-Token", tok)
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, req)
+	if sent || w.Code == http.StatusOK {
+		t.Errorf("web's token from 192.0.2.7 on billing's route: %d, key sent=%v; the duplicate token_sha256 made web billing", w.Code, sent)
+	}
+}
+
+// TestCommentedOutClientsKeepRouteClosed: a route whose clients: list
+// has every entry commented out served anyone on the listener without a
+// token; clients: [] is refused for exactly this reason.
+func TestCommentedOutClientsKeepRouteClosed(t *testing.T) {
+	sent := false
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent = true }))
+	defer up.Close()
+	cfg, ok := parseOrRefused(t, `version: 1
+clients:
+  - {name: web, token_sha256: `+webHash+`}
+routes:
+  - name: openai
+    preset: openai
+    upstream: {{UP}}
+    clients:
+      # - web     (removed while web's token is rotated)
+`, up.URL)
+	if !ok {
+		return
+	}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	req := httptest.NewRequest("GET", "/openai/v1/models", nil)
+	req.RemoteAddr = "127.0.0.1:5000"
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, req)
+	if sent || w.Code == http.StatusOK {
+		t.Errorf("anonymous request on a route with clients: (entries commented out): %d, key sent=%v", w.Code, sent)
+	}
+}
+
+// TestUpstreamEmptyPortKeepsRouteInForwardMode: upstream
+// "https://api.example.com:" (an empty port, which url.Parse accepts)
+// loaded, and reverse mode dialled :443 as usual, but the route's host key
+// was "api.example.com:" so forward mode never found it: CONNECT
+// api.example.com:443 was tunnelled untouched (unknown_hosts: tunnel),
+// which resolveConnect promises never to do for a route's host: the
+// app's till token, sent as its SDK's key, reached the provider.
+func TestUpstreamEmptyPortKeepsRouteInForwardMode(t *testing.T) {
+	cfg, ok := parseOrRefused(t, `version: 1
+forward: {enabled: true, unknown_hosts: tunnel}
+routes:
+  - {name: x, preset: openai, upstream: "https://api.example.com:"}
+`, "")
+	if !ok {
+		return
+	}
+	s := NewSnapshot(cfg, secrets(time.Now()))
+	_, mode, e := s.resolveConnect("api.example.com:443", true)
+	if e == nil && mode == modeTunnel {
+		t.Errorf("CONNECT api.example.com:443, the host of route x (upstream %s): tunnelled untouched", cfg.Routes[0].Upstream)
+	}
+	if rt := s.matchHost(hostKey("https", "api.example.com:443"), "/v1/models"); rt == nil {
+		t.Errorf("forward mode finds no route for https://api.example.com/v1/models")
+	}
+}
+
+// TestMaxBodyZeroIsNotUnlimited: max_body: 0 loaded as "no cap", so a
+// route whose author wanted no request body (GET-only use) took any.
+func TestMaxBodyZeroIsNotUnlimited(t *testing.T) {
+	var got int
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = len(b)
+	}))
+	defer up.Close()
+	cfg, ok := parseOrRefused(t, `version: 1
+routes:
+  - {name: openai, preset: openai, upstream: {{UP}}, max_body: 0}
+`, up.URL)
+	if !ok {
+		return
+	}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	req := httptest.NewRequest("POST", "/openai/v1/files", strings.NewReader(strings.Repeat("x", 1<<20)))
+	req.RemoteAddr = "127.0.0.1:5000"
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, req)
+	if got > 0 {
+		t.Errorf("max_body: 0 forwarded a %d-byte body (status %d)", got, w.Code)
 	}
 }
