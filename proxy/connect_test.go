@@ -416,7 +416,8 @@ func TestRouteHostNeverTunnelled(t *testing.T) {
 // TestRouteHostInAnySpelling: a CONNECT to a route's host written another
 // way (a port with leading zeros, upper case, a trailing dot, an IPv4
 // address as IPv4-mapped IPv6) is the route's host: intercepted, never
-// tunnelled untouched past the route's clients rule.
+// tunnelled untouched past the route's clients rule; an absolute-form
+// request to it with an empty port ("host:") gets the route too.
 func TestRouteHostInAnySpelling(t *testing.T) {
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nroutes:\n"+
 		"  - {name: openai, preset: openai}\n  - {name: ip, upstream: 'https://127.0.0.1:8443', secret: openai, inject: {header: X-Key}}\n"), t.TempDir())
@@ -431,6 +432,13 @@ func TestRouteHostInAnySpelling(t *testing.T) {
 	}
 	if _, mode, e := s.resolveConnect("127.0.0.2:8443", true); e != nil || mode != modeTunnel {
 		t.Errorf("CONNECT to another address: mode %q, %v; want it tunnelled", mode, e)
+	}
+	// An empty port is the default one (RFC 3986, section 3.2.3), to the
+	// relay's dialer as to the route lookup.
+	for _, host := range []string{"api.openai.com:", "API.OpenAI.com.:"} {
+		if tg, e := s.resolveURL(&url.URL{Scheme: "http", Host: host, Path: "/v1/models"}); e != nil || tg.mode != modeForward {
+			t.Errorf("GET http://%s/v1/models: mode %q, %v; want the route's", host, tg.mode, e)
+		}
 	}
 }
 

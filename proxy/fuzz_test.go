@@ -177,7 +177,7 @@ func FuzzMatchHost(f *testing.F) {
 }
 
 // FuzzHostKey checks that hostKey names one authority by one key: with or
-// without the scheme's default port, in any case, with or without a
+// without the scheme's default port (or an empty one), in any case, with or without a
 // trailing dot or leading zeros on its port.
 func FuzzHostKey(f *testing.F) {
 	f.Fuzz(func(t *testing.T, authority string, plain bool) {
@@ -204,10 +204,12 @@ func FuzzHostKey(f *testing.F) {
 		if _, _, err := net.SplitHostPort(authority); err != nil {
 			// No port: it is the authority with the default port, when that
 			// parses as a host and a port.
-			withPort := authority + ":" + port
-			if _, _, err := net.SplitHostPort(withPort); err == nil {
-				if k := hostKey(scheme, withPort); k != key {
-					t.Fatalf("hostKey(%q, %q) = %q, but hostKey(%q, %q) = %q", scheme, authority, key, scheme, withPort, k)
+			// So is it with an empty port ("host:").
+			for _, withPort := range []string{authority + ":" + port, authority + ":"} {
+				if _, _, err := net.SplitHostPort(withPort); err == nil {
+					if k := hostKey(scheme, withPort); k != key {
+						t.Fatalf("hostKey(%q, %q) = %q, but hostKey(%q, %q) = %q", scheme, authority, key, scheme, withPort, k)
+					}
 				}
 			}
 		}

@@ -1,13 +1,18 @@
 package proxy
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // checkPath refuses request paths that could move a request past a route's
 // prefix or allow rules once some other component decodes or normalises
 // them: dot segments (also in the forms Tomcat and Jetty read as dots, such
 // as "..;" and ".. "), encoded slashes and backslashes, backslashes, control
-// characters, a percent sign left after decoding (double encoding) and
-// invalid percent-encoding. raw is the escaped path as sent when it differs
+// characters, a percent sign left after decoding (double encoding),
+// invalid percent-encoding, and a decoded path that is not UTF-8 (an
+// overlong slash, %C0%AF, is "/" to lenient decoders: old IIS, some Java
+// servers). raw is the escaped path as sent when it differs
 // from the default encoding of decoded (url.URL.RawPath), or "". It returns
 // the reason for the refusal, or "" when decoded can be matched as is.
 func checkPath(raw, decoded string) string {
@@ -37,6 +42,9 @@ func checkPath(raw, decoded string) string {
 		case c == '%':
 			return "the request path must not contain an encoded percent sign (double encoding)"
 		}
+	}
+	if !utf8.ValidString(decoded) {
+		return "the request path is not valid UTF-8 once decoded"
 	}
 	if hasDotSegment(decoded) {
 		return "the request path must not contain . or .. segments"

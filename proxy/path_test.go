@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 )
 
 func TestCheckPath(t *testing.T) {
@@ -36,6 +40,11 @@ func TestCheckPath(t *testing.T) {
 		{"double-encoded dot dot", "/openai/v1/%252e%252e/admin", false},
 		{"double-encoded slash", "/openai/v1%252fmodels", false},
 		{"semicolon elsewhere", "/openai/v1/models;v=2", true},
+		{"encoded UTF-8", "/openai/v1/caf%C3%A9", true},
+		{"overlong slash", "/openai/v1/files/..%C0%AF..%C0%AFadmin", false},
+		{"three-byte overlong slash", "/openai/v1/files/..%E0%80%AF..%E0%80%AFadmin", false},
+		{"stray 0xFF", "/openai/v1/files/a%FFb", false},
+		{"encoded surrogate", "/openai/v1/%ED%A0%80", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,8 +77,44 @@ func splitTarget(t testing.TB, target string) (string, string) {
 	return u.RawPath, u.Path
 }
 
+// TestInvalidUTF8PathRefused: checkPath refused %2F and %5C but not an
+// overlong UTF-8 slash (%C0%AF) or other invalid UTF-8, which some servers
+// (old IIS, lenient Java decoders) read as "/": with allow paths:
+// [/v1/files/*], /v1/files/..%C0%AF..%C0%AFadmin is one segment to till
+// and ../../admin to such an upstream. It gets 400 bad_request, live and
+// in till test alike, and nothing is sent.
+func TestInvalidUTF8PathRefused(t *testing.T) {
+	sent := false
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent = true }))
+	defer up.Close()
+	gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}, allow: {paths: [\"/v1/files/*\"]}}\n", up.URL, secrets(time.Now()))
+	for _, target := range []string{
+		"/openai/v1/files/..%C0%AF..%C0%AFadmin",
+		"/openai/v1/files/..%E0%80%AF..%E0%80%AFadmin",
+		"/openai/v1/files/a%FFb",
+	} {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reason := checkPath(u.RawPath, u.Path); reason == "" {
+			t.Errorf("checkPath(%q) accepted a path that is not valid UTF-8", target)
+		}
+		r := httptest.NewRequest("GET", target, nil)
+		r.RemoteAddr = "127.0.0.1:1234"
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if live := w.Header().Get("X-Till-Error"); w.Code != http.StatusBadRequest || live != CodeBadRequest || sent {
+			t.Errorf("GET %s: %d %q, sent %v; want 400 bad_request, nothing sent", target, w.Code, live, sent)
+		}
+		if v := gw.Snapshot().Explain("GET", target, "", "127.0.0.1:1234", "", time.Now()); v.Allowed || v.Code != CodeBadRequest {
+			t.Errorf("till test GET %s: %q (allowed %v); want bad_request", target, v.Code, v.Allowed)
+		}
+	}
+}
+
 func FuzzCheckPath(f *testing.F) {
-	for _, s := range []string{"/openai/v1/chat", "/a/../b", "/a/%2e%2e/b", "/a%2fb", `/a\b`, "/a/./b", "/%zz"} {
+	for _, s := range []string{"/openai/v1/chat", "/a/../b", "/a/%2e%2e/b", "/a%2fb", `/a\b`, "/a/./b", "/%zz", "/a/..%C0%AF..", "/caf%C3%A9"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -81,7 +126,7 @@ func FuzzCheckPath(f *testing.F) {
 			return
 		}
 		// An accepted path has nothing a normaliser could act on.
-		if hasDotSegment(u.Path) || strings.ContainsAny(u.Path, "\\\x00\r\n%") {
+		if hasDotSegment(u.Path) || strings.ContainsAny(u.Path, "\\\x00\r\n%") || !utf8.ValidString(u.Path) {
 			t.Errorf("accepted %q (decoded %q)", target, u.Path)
 		}
 		lower := strings.ToLower(u.EscapedPath())

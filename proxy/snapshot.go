@@ -226,12 +226,17 @@ func timesOf(name string, sec vault.Secret, maxAge time.Duration) secretTimes {
 func hostKey(scheme, authority string) string {
 	host, port, err := net.SplitHostPort(authority)
 	if err != nil {
-		host, port = authority, "443"
-		if scheme == "http" {
-			port = "80"
-		}
+		host, port = authority, ""
 		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 			host = host[1 : len(host)-1] // an IPv6 literal without a port
+		}
+	}
+	if port == "" {
+		// No port, or an empty one ("host:", which RFC 3986, section
+		// 3.2.3, makes the same URI and dialers take as the default).
+		port = "443"
+		if scheme == "http" {
+			port = "80"
 		}
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
