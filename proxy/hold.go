@@ -29,8 +29,9 @@ func (x *exchange) holdBody(w http.ResponseWriter, r *http.Request) (apiError, b
 	if x.route.signs {
 		// The body is hashed for the signature: held whole, up to max_body.
 		limit = x.route.maxBody
-	} else if x.route.tokenBudgeted {
-		// Read whole to be metered, up to max_body when it allows more.
+	} else if x.route.tokenBudgeted || x.route.formMethods {
+		// Read whole to be metered, or a form for its _method field, up
+		// to max_body when it allows more.
 		limit = max(limit, x.route.maxBody)
 	}
 	if !x.hasBody || x.bodyRead || r.ContentLength > limit {

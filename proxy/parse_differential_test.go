@@ -6,15 +6,18 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -171,8 +174,8 @@ func effectiveMethod(r *http.Request) string {
 // not reach its upstream as a DELETE through the query parameters stock
 // frameworks honour: ?_method=DELETE (Laravel/Symfony, Jersey, Express's
 // method-override) and ?x-http-method-override=DELETE (IBM ODM, several
-// Java filters), in any case or escape. (A _method in a form body, which
-// Rails reads, is a known limit.)
+// Java filters), in any case or escape. (A _method in a form body: see
+// TestMethodInFormBodyNeverSent.)
 func TestMethodOverrideParamsNeverSent(t *testing.T) {
 	var mu sync.Mutex
 	var ran []string
@@ -251,5 +254,113 @@ routes:
 		if strings.Contains(w.Body.String(), testKey) {
 			t.Errorf("%s /internal/v1/status: %d, and the app read the route's key in the body:\n%s", method, w.Code, w.Body)
 		}
+	}
+}
+
+// TestMethodInFormBodyNeverSent: Rails (Rack::MethodOverride), Laravel
+// and Symfony run a POST whose form holds _method=DELETE as a DELETE. On
+// a route to an upstream of the user's own that allows only POST, such a
+// form, urlencoded or multipart, however its field is written, is refused
+// before the key goes; a form that names an allowed method, or none,
+// passes, as does one too large to read once max_body allows it. A
+// provider's route (a preset) reads no such field, and is left alone.
+func TestMethodInFormBodyNeverSent(t *testing.T) {
+	var mu sync.Mutex
+	var ran []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		ran = append(ran, r.URL.Path)
+		mu.Unlock()
+		io.WriteString(w, "{}")
+	}))
+	defer up.Close()
+	yaml := `version: 1
+routes:
+  - name: items
+    upstream: {{UP}}
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    allow: {methods: [POST, GET]}
+  - name: big
+    upstream: {{UP}}
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    allow: {methods: [POST]}
+    max_body: 4MB
+  - name: openai
+    preset: openai
+    upstream: {{UP}}
+    allow: {methods: [POST]}
+`
+	gw, _ := newTestGateway(t, yaml, up.URL, secrets(time.Now()))
+	multipartForm := func(disposition, value string, pad int) (string, string) {
+		var b bytes.Buffer
+		mw := multipart.NewWriter(&b)
+		mw.WriteField("title", strings.Repeat("x", pad))
+		h := textproto.MIMEHeader{"Content-Disposition": {disposition}}
+		p, _ := mw.CreatePart(h)
+		io.WriteString(p, value)
+		mw.Close()
+		return mw.FormDataContentType(), b.String()
+	}
+	const form = "application/x-www-form-urlencoded"
+	for _, tc := range []struct {
+		name, path, contentType, body string
+		code                          int
+	}{
+		{"urlencoded", "/items/posts/7", form, "title=x&_method=DELETE", 403},
+		{"urlencoded, escaped, lower case", "/items/posts/7", form, "title=x&%5Fmethod=delete", 403},
+		{"urlencoded, after a semicolon", "/items/posts/7", form, "title=x;_method=PUT", 403},
+		{"urlencoded, nested", "/items/posts/7", form, "_method[]=PATCH", 403},
+		{"urlencoded, allowed method", "/items/posts/7", form, "title=x&_method=get", 200},
+		{"urlencoded, none", "/items/posts/7", form, "title=x&method=DELETE", 200},
+		{"urlencoded, badly escaped", "/items/posts/7", form, "title=x&%zz=1", 400},
+		{"urlencoded on a provider's route", "/openai/v1/files", form, "_method=DELETE", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			ran = nil
+			mu.Unlock()
+			req := httptest.NewRequest("POST", tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", tc.contentType)
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, req)
+			mu.Lock()
+			defer mu.Unlock()
+			if w.Code != tc.code || (tc.code != 200) != (len(ran) == 0) {
+				t.Errorf("POST %s %q: %d, upstream asked %d times; want %d", tc.path, tc.body, w.Code, len(ran), tc.code)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, path, disposition, value string
+		pad, code                      int
+	}{
+		{"multipart", "/items/posts/7", `form-data; name="_method"`, "DELETE", 0, 403},
+		{"multipart, an attachment's name", "/items/posts/7", `attachment; name="_method"`, "DELETE", 0, 403},
+		{"multipart, unquoted", "/items/posts/7", `form-data; name=_method`, "put", 0, 403},
+		{"multipart, unparsable disposition naming it", "/items/posts/7", `form-data; name="_method`, "DELETE", 0, 400},
+		{"multipart, allowed", "/items/posts/7", `form-data; name="_method"`, "POST", 0, 200},
+		{"multipart, other field", "/items/posts/7", `form-data; name="body"`, "DELETE", 0, 200},
+		{"multipart over 1 MiB", "/items/posts/7", `form-data; name="_method"`, "DELETE", 2 << 20, 400},
+		{"multipart over 1 MiB, within max_body", "/big/posts/7", `form-data; name="_method"`, "DELETE", 2 << 20, 403},
+		{"multipart over 1 MiB, within max_body, none", "/big/posts/7", `form-data; name="body"`, "x", 2 << 20, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			ran = nil
+			mu.Unlock()
+			ct, body := multipartForm(tc.disposition, tc.value, tc.pad)
+			req := httptest.NewRequest("POST", tc.path, strings.NewReader(body))
+			req.Header.Set("Content-Type", ct)
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, req)
+			mu.Lock()
+			defer mu.Unlock()
+			if w.Code != tc.code || (tc.code != 200) != (len(ran) == 0) {
+				t.Errorf("POST %s (%s: %q): %d %s, upstream asked %d times; want %d", tc.path, tc.disposition, tc.value, w.Code, w.Body, len(ran), tc.code)
+			}
+		})
 	}
 }

@@ -68,6 +68,9 @@ type route struct {
 	// signs is set for a route that signs with AWS SigV4: its bodies are
 	// held, up to max_body, to be hashed.
 	signs bool
+	// formMethods is set for a route that reads a POST's form for a
+	// _method field (checkFormMethod): its forms are held, up to max_body.
+	formMethods bool
 	// tokenBudgeted is set for a metered route that a token or dollar
 	// budget covers (for some client): a body it cannot read could ask
 	// for a stream that reports no usage, so it is read, up to max_body
@@ -282,6 +285,8 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		models:   cr.Allow.Models,
 		usage:    usage.Format(cr.Usage),
 		signs:    cr.Inject.AWSSigV4 != nil,
+
+		formMethods: checksFormMethod(cr.Preset, cr.Allow.Methods),
 
 		streamsReportUsage: cr.StreamsReportUsage,
 	}

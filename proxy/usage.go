@@ -77,6 +77,9 @@ func UnpricedModels(cfg *config.Config) []string {
 // body cannot be read.
 func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
 	a := ask{body: x.hasBody}
+	if e := x.checkFormMethod(w, r, rt); e != nil {
+		return a, e
+	}
 	if rt.signs {
 		if e, ok := x.holdBody(w, r); !ok {
 			return a, &e
