@@ -931,3 +931,35 @@ func TestShadowedForwardRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestExecCommandRelativeToConfig checks that an exec source's command
+// given as a relative path (./get-key) is the config folder's file, as
+// every other path in the config is. Resolved against the working folder
+// instead, a till started elsewhere (a service manager's /, a shell in
+// /tmp) ran whatever file of that name a local user had put there, as
+// till, with every key it holds within reach. A bare name is looked up in
+// PATH as before.
+func TestExecCommandRelativeToConfig(t *testing.T) {
+	tests := []struct {
+		name, command string
+		want          []string
+	}{
+		{"dot slash", "[./get-key, --ref]", []string{"/etc/till/get-key", "--ref"}},
+		{"subfolder", "[bin/get-key]", []string{"/etc/till/bin/get-key"}},
+		{"parent", "[../libexec/get-key]", []string{"/etc/libexec/get-key"}},
+		{"absolute", "[/usr/bin/op, read]", []string{"/usr/bin/op", "read"}},
+		{"bare name from PATH", "[op, read, ./x]", []string{"op", "read", "./x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			y := "version: 1\nsources:\n  - {name: op, type: exec, command: " + tt.command + "}\n"
+			c, err := Parse("till.yaml", []byte(y), "/etc/till")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Sources[0].Command; !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

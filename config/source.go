@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -28,7 +29,8 @@ type Source struct {
 	// Dir is the folder of a files source, absolute: one file per secret.
 	Dir string
 	// Command is an exec source's argv; the ref's path is appended. It
-	// runs without a shell.
+	// runs without a shell. A program named by a relative path is the
+	// config folder's (made absolute); a bare name is looked up in PATH.
 	Command []string
 	// Timeout bounds one run of an exec source's command; default 10s.
 	Timeout time.Duration
@@ -292,6 +294,13 @@ func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
 						d.errorf(v, fmt.Sprintf("%s[%d]", p, i), "must not contain control characters")
 						ok = false
 					}
+				}
+				// A program named by a path (./get-key) is the config
+				// folder's, as every path here is: resolved against the
+				// working folder, it would be whatever file of that name
+				// is where till happens to start. A bare name is PATH's.
+				if len(s.Command) > 0 && strings.ContainsAny(s.Command[0], "/"+string(filepath.Separator)) {
+					s.Command[0] = d.resolve(s.Command[0])
 				}
 			}
 		}
