@@ -3,11 +3,15 @@ package source
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,7 +123,10 @@ const minRedacted = 6
 
 // withoutValues removes from a helper's stderr s every value its stdout
 // holds: the whole output, each of its lines, and each string of a JSON
-// document (a ref's #FIELD, or the fields a route reads).
+// document (a ref's #FIELD, or the fields a route reads), in each form a
+// helper's debug output may quote it in (see valueForms). A stderr that
+// still holds one once its white space is dropped (a value cut across
+// lines, as base64 and fold wrap them) is withheld whole.
 func withoutValues(s string, stdout []byte) string {
 	values := []string{strings.TrimSpace(string(stdout))}
 	for line := range strings.Lines(string(stdout)) {
@@ -129,18 +136,67 @@ func withoutValues(s string, stdout []byte) string {
 	if json.Unmarshal(stdout, &doc) == nil {
 		values = appendStrings(values, doc)
 	}
-	// Longest first: a value inside another is replaced with it.
-	slices.SortFunc(values, func(a, b string) int { return len(b) - len(a) })
+	slices.Sort(values)
+	values = slices.Compact(values)
+	var forms []string
 	for _, v := range values {
-		if v == "" || !strings.Contains(s, v) {
+		if v == "" {
 			continue
 		}
 		if len(v) < minRedacted {
-			return "(withheld: it quotes the helper's output)"
+			if strings.Contains(s, v) {
+				return withheld
+			}
+			continue
 		}
-		s = strings.ReplaceAll(s, v, "REDACTED")
+		forms = append(forms, valueForms(v)...)
+	}
+	// Longest first: a value inside another is replaced with it.
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	for _, f := range forms {
+		s = strings.ReplaceAll(s, f, "REDACTED")
+	}
+	folded := strings.Join(strings.Fields(s), "")
+	for _, f := range forms {
+		if strings.Contains(folded, f) {
+			return withheld
+		}
 	}
 	return s
+}
+
+// withheld stands for a helper's stderr that quotes its output in a way
+// that cannot be cut out of it.
+const withheld = "(withheld: it quotes the helper's output)"
+
+// valueForms returns v and the forms a helper may print it in on its
+// stderr: hex (lower and upper case); base64, standard and URL alphabets,
+// at each byte alignment inside a longer encoded string (an Authorization:
+// Basic header, a JSON document dumped as base64), of which only the
+// characters that depend on v alone; percent-escaped (as a query or a path
+// carries it); JSON- and Go-escaped, with "/" written "\/" too. Forms
+// shorter than minRedacted are left out: they would match by chance.
+func valueForms(v string) []string {
+	b := []byte(v)
+	forms := []string{v, hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)),
+		url.QueryEscape(v), url.PathEscape(v), strings.ReplaceAll(v, "/", `\/`)}
+	if j, err := json.Marshal(v); err == nil {
+		forms = append(forms, string(j[1:len(j)-1]), strings.ReplaceAll(string(j[1:len(j)-1]), "/", `\/`))
+	}
+	q := strconv.Quote(v)
+	forms = append(forms, q[1:len(q)-1])
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+		for align := range 3 {
+			buf := make([]byte, align+len(b))
+			copy(buf[align:], b)
+			e := enc.EncodeToString(buf)
+			// Character i holds bits [6i, 6i+6); v holds [8·align, 8·(align+len(v))).
+			forms = append(forms, e[(8*align+5)/6:8*(align+len(b))/6])
+		}
+	}
+	slices.Sort(forms)
+	forms = slices.Compact(forms)
+	return slices.DeleteFunc(forms, func(f string) bool { return len(f) < minRedacted })
 }
 
 // appendStrings appends the strings found in a decoded JSON value.
