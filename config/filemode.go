@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 )
@@ -15,7 +16,8 @@ import (
 // folder every user can write is refused; one its group can write, and a
 // file others can read that holds limits.redis's password, are warned
 // about. A folder with the sticky bit (Kubernetes' ConfigMap mounts, /tmp)
-// lets no one replace another's file. Modes mean nothing of the kind on
+// lets no one replace another's file. A source's folder or helper that
+// every user can write is refused too (checkSourceModes). Modes mean nothing of the kind on
 // Windows, where it checks nothing.
 func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	if runtime.GOOS == "windows" {
@@ -44,10 +46,59 @@ func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	case folder&0o020 != 0:
 		warnings = append(warnings, fmt.Sprintf("the folder %s of %s is writable by its group (mode %v): each member can replace the config (chmod g-w %s)", dir, path, folder, dir))
 	}
+	if err := checkSourceModes(c); err != nil {
+		return nil, err
+	}
 	if u, err := url.Parse(c.Limits.Redis); err == nil && u.User != nil && file&0o044 != 0 {
 		if _, ok := u.User.Password(); ok {
 			warnings = append(warnings, fmt.Sprintf("%s holds limits.redis's password and is readable by other users (mode %v): they can reset every budget and rate (chmod 600 %s, or go-r when till runs as its group)", path, file, path))
 		}
 	}
 	return warnings, nil
+}
+
+// checkSourceModes refuses a files source's folder, and an exec source's
+// program or the folder it is in, that every user can write (a folder
+// with the sticky bit lets no one replace another's file): whoever writes
+// there chooses the key requests carry (their own, to read what the app
+// sends) or runs code as till. What does not exist yet is left to the
+// fetch, which fails.
+func checkSourceModes(c *Config) error {
+	for _, s := range c.Sources {
+		switch s.Type {
+		case "files":
+			if m, ok := writableByAll(s.Dir); ok {
+				return fmt.Errorf("the folder %s of source %q is writable by every user (mode %v): whoever writes there chooses the keys sent (hint: chmod o-w %s)", s.Dir, s.Name, m, s.Dir)
+			}
+		case "exec":
+			if len(s.Command) == 0 {
+				continue
+			}
+			prog, err := exec.LookPath(s.Command[0])
+			if err != nil {
+				continue
+			}
+			if abs, err := filepath.Abs(prog); err == nil {
+				prog = abs
+			}
+			for _, p := range []string{prog, filepath.Dir(prog)} {
+				if m, ok := writableByAll(p); ok {
+					return fmt.Errorf("%s, which source %q runs, is writable by every user (mode %v): whoever writes there runs code as till (hint: chmod o-w %s)", p, s.Name, m, p)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// writableByAll reports whether every user can write the file or folder
+// at path (a link followed), a folder with the sticky bit excepted, and
+// its mode.
+func writableByAll(path string) (fs.FileMode, bool) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, false
+	}
+	m := st.Mode()
+	return m.Perm(), m.Perm()&0o002 != 0 && !(m.IsDir() && m&fs.ModeSticky != 0)
 }

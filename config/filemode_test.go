@@ -68,3 +68,65 @@ func TestCheckFileModes(t *testing.T) {
 		})
 	}
 }
+
+// TestSourceFileModes: a files source's folder, and the program an exec
+// source runs (or its folder), that every user can write are refused as
+// the config is. Whoever writes there chose the key each request carried
+// (their own, so that the app's prompts and answers land in their
+// account) or ran their code as till, which holds every key; only the
+// config's own mode was checked.
+func TestSourceFileModes(t *testing.T) {
+	for _, tt := range []struct {
+		name              string
+		secrets, bin, exe os.FileMode
+		bare              bool // the command is a bare name found in PATH
+		refused           string
+	}{
+		{name: "private", secrets: 0o700, bin: 0o755, exe: 0o755},
+		{name: "files folder every user writes", secrets: 0o777, bin: 0o755, exe: 0o755, refused: "writable by every user"},
+		{name: "sticky files folder (a Kubernetes volume)", secrets: 0o777 | os.ModeSticky, bin: 0o755, exe: 0o755},
+		{name: "helper every user writes", secrets: 0o700, bin: 0o755, exe: 0o777, refused: "writable by every user"},
+		{name: "helper in a folder every user writes", secrets: 0o700, bin: 0o777, exe: 0o755, refused: "writable by every user"},
+		{name: "helper found in PATH in a folder every user writes", secrets: 0o700, bin: 0o777, exe: 0o755, bare: true, refused: "writable by every user"},
+		{name: "helper found in PATH", secrets: 0o700, bin: 0o755, exe: 0o755, bare: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "till.yaml")
+			secrets, bin := filepath.Join(dir, "secrets"), filepath.Join(dir, "bin")
+			exe := filepath.Join(bin, "get-key")
+			for _, d := range []string{secrets, bin} {
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for p, m := range map[string]os.FileMode{secrets: tt.secrets, bin: tt.bin, exe: tt.exe} {
+				if err := os.Chmod(p, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			y := "version: 1\nsources:\n  - {name: mounted, type: files, dir: secrets}\n  - {name: op, type: exec, command: [./bin/get-key]}\n"
+			if tt.bare {
+				t.Setenv("PATH", bin)
+				y = "version: 1\nsources:\n  - {name: mounted, type: files, dir: secrets}\n  - {name: op, type: exec, command: [get-key]}\n"
+			}
+			if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = CheckFileModes(path, c)
+			switch {
+			case tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused)):
+				t.Errorf("error %v, want one saying %q", err, tt.refused)
+			case tt.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			}
+		})
+	}
+}
