@@ -221,6 +221,22 @@ func TestHelperEnv(t *testing.T) {
 	}
 }
 
+// TestHelperEnvWithholdsClientToken: a till started from a shell that
+// ran `eval "$(till env --client web)"` holds a client token in TILL_TOKEN
+// and in the proxy URLs; a credential helper gets neither (invariant 2:
+// client tokens never leave till), and so does not send its own requests
+// through till with another client's token. A proxy that is not till's
+// (no token in it) is kept: the helper may need it.
+func TestHelperEnvWithholdsClientToken(t *testing.T) {
+	const tok = "till_c_0123456789abcdef0123456789abcdef"
+	got := helperEnv([]string{"PATH=/bin", "TILL_TOKEN=" + tok, "HTTPS_PROXY=http://web:" + tok + "@127.0.0.1:8080",
+		"http_proxy=http://web:" + tok + "@127.0.0.1:8080", "ALL_PROXY=http://web:" + tok + "@127.0.0.1:8080",
+		"NO_PROXY=localhost", "HTTP_PROXY=http://corp-proxy:3128", "OP_SESSION=s"})
+	if want := []string{"PATH=/bin", "NO_PROXY=localhost", "HTTP_PROXY=http://corp-proxy:3128", "OP_SESSION=s"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 // TestMissingConfigHint: a config file that is not there is said so, with
 // where its path came from, not "fix the lines above".
 func TestMissingConfigHint(t *testing.T) {

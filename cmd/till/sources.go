@@ -216,18 +216,33 @@ func sourcedProblems(cfg *config.Config, refs []fetched) []error {
 }
 
 // withheldFromHelpers are the variables of till's environment that hold
-// its own secrets: a credential helper never sees them.
-var withheldFromHelpers = []string{"TILL_PASSPHRASE", "TILL_ADMIN_TOKEN"}
+// its own secrets: the vault passphrase, the admin token, and a client
+// token (TILL_TOKEN, which `till env` puts in the proxy URLs of a shell
+// till may then be started from). A credential helper never sees them.
+var withheldFromHelpers = []string{"TILL_PASSPHRASE", "TILL_ADMIN_TOKEN", "TILL_TOKEN"}
+
+// minWithheld is the shortest secret of withheldFromHelpers looked for in
+// other variables: a shorter one would match them by chance.
+const minWithheld = 8
 
 // helperEnv is environ (as os.Environ gives it) for a credential helper:
-// what it needs (PATH, HOME, its own settings) without till's secrets.
+// what it needs (PATH, HOME, its own settings) without till's secrets,
+// nor any variable that holds one (HTTPS_PROXY=http://web:TOKEN@…).
 func helperEnv(environ []string) []string {
+	var secrets []string
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if slices.Contains(withheldFromHelpers, name) && len(value) >= minWithheld {
+			secrets = append(secrets, value)
+		}
+	}
 	out := make([]string, 0, len(environ))
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !slices.Contains(withheldFromHelpers, name) {
-			out = append(out, kv)
+		name, value, _ := strings.Cut(kv, "=")
+		if slices.Contains(withheldFromHelpers, name) || slices.ContainsFunc(secrets, func(s string) bool { return strings.Contains(value, s) }) {
+			continue
 		}
+		out = append(out, kv)
 	}
 	return out
 }
