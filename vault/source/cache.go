@@ -319,7 +319,10 @@ func (c *Cache) changed(e *entry, spec Spec, k string, now time.Time) bool {
 	}
 	w, ok := spec.Source.(Watched)
 	last := e.checked.Load()
-	if !ok || e.stamp == "" || now.UnixNano()-last < int64(changeCheck) || !e.checked.CompareAndSwap(last, now.UnixNano()) {
+	// An entry stamped "" is compared too: the file may have been
+	// missing for the stamp and back for the read (replaced by remove
+	// and write); a stamp that can be taken now tells it changed.
+	if !ok || now.UnixNano()-last < int64(changeCheck) || !e.checked.CompareAndSwap(last, now.UnixNano()) {
 		return false
 	}
 	ref, _ := parseKey(k)

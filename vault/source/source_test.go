@@ -540,6 +540,35 @@ func TestChangeSeenAfterFailedRefresh(t *testing.T) {
 	}
 }
 
+// TestChangeSeenAfterStamplessFetch: a file fetched while its stamp could
+// not be taken (it was being replaced by remove-then-write, so absent for
+// the stat and present for the read) is still watched: once it can be
+// stamped it is read again within a second. It used to be taken as a
+// source that cannot tell, so a key removed from the folder was served
+// for the rest of its ttl, not the second the docs promise.
+func TestChangeSeenAfterStamplessFetch(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	w := &watchedFake{}
+	w.value.Store("old-key")
+	w.stamp.Store("")
+	c := NewCache(map[string]Spec{"m": {Source: w, TTL: time.Hour}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	get := func() string {
+		r, err := c.Get(context.Background(), "m:k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := r.Secret.Value()
+		return v
+	}
+	get()
+	w.value.Store("rotated-key")
+	w.stamp.Store("2")
+	clk.add(changeCheck)
+	if v := get(); v != "rotated-key" {
+		t.Errorf("after the file changed: got %q, want rotated-key", v)
+	}
+}
+
 // TestReloadDropsFetchInFlight: a request after a reload that changed a
 // source's settings neither joins a fetch from the old settings still in
 // flight nor is served its value later from the cache.
