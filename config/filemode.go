@@ -17,8 +17,8 @@ import (
 // file others can read that holds limits.redis's password, are warned
 // about. A folder with the sticky bit (Kubernetes' ConfigMap mounts, /tmp)
 // lets no one replace another's file. A source's folder or helper that
-// every user can write is refused too (checkSourceModes). Modes mean nothing of the kind on
-// Windows, where it checks nothing.
+// every user can write is refused too (checkSourceModes). Modes mean
+// nothing of the kind on Windows, where it checks nothing.
 func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	if runtime.GOOS == "windows" {
 		return nil, nil
