@@ -321,8 +321,8 @@ func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) 
 
 // runLate runs script in the background through the late client until
 // Redis answers it, for up to lateFor, waiting longer between tries each
-// time (up to 2 s). An error Redis answers (a key of the wrong type) is
-// not tried again.
+// time (up to 2 s). An error Redis answers is not tried again (a key of
+// the wrong type stays so), unless it is [transient].
 func (r *Redis) runLate(script *redis.Script, keys []string, args []any) {
 	r.pending.Add(1)
 	go func() {
@@ -333,12 +333,27 @@ func (r *Redis) runLate(script *redis.Script, keys []string, args []any) {
 			err := script.Run(ctx, r.late, keys, args...).Err()
 			cancel()
 			var answered redis.Error
-			if err == nil || errors.As(err, &answered) || time.Since(start)+wait > lateFor {
+			if err == nil || (errors.As(err, &answered) && !transient(err)) || time.Since(start)+wait > lateFor {
 				return
 			}
 			time.Sleep(wait)
 		}
 	}()
+}
+
+// transientErrors are the codes of errors Redis answers while it cannot
+// write for now: a primary turned replica by a failover (READONLY), a
+// Redis loading its data after a restart (LOADING), one busy with a slow
+// script (BUSY), one out of memory for now (OOM), and a replica or a
+// cluster without its primary (MASTERDOWN, NOREPLICAS, CLUSTERDOWN,
+// TRYAGAIN).
+var transientErrors = []string{"READONLY", "LOADING", "BUSY", "OOM", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
+
+// transient reports whether err is an error Redis answered that a later
+// try can get past: one given up at once loses a settlement.
+func transient(err error) bool {
+	code, _, _ := strings.Cut(err.Error(), " ")
+	return slices.Contains(transientErrors, code)
 }
 
 // boolArg is a script's flag.

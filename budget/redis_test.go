@@ -358,3 +358,65 @@ func TestRedisKeysOfAnotherType(t *testing.T) {
 		t.Errorf("after failed Takes and a failed Settle: %v requests, %v tokens, %v micro-dollars counted; want 4, 3000 and 1,500,000", r, k, u)
 	}
 }
+
+// triesHook signals each command its client ran that Redis answered with
+// an error starting with prefix.
+type triesHook struct {
+	prefix string
+	failed chan struct{}
+}
+
+func (h triesHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h triesHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h triesHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && strings.HasPrefix(err.Error(), h.prefix) {
+			select {
+			case h.failed <- struct{}{}:
+			default:
+			}
+		}
+		return err
+	}
+}
+
+// TestRedisSettleOutlastsFailover: a settlement refused by a Redis that
+// became a read-only replica (a failover, READONLY), or that is loading
+// its data after a restart (LOADING), is tried again until a primary
+// takes it, like one that went unanswered. Given up at the first refusal,
+// what the request used beyond its reservation was never counted, and a
+// client could overspend its budget by every answer that ended during a
+// failover.
+func TestRedisSettleOutlastsFailover(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	late := newClient(t, addr)
+	hook := triesHook{prefix: "READONLY", failed: make(chan struct{}, 1)}
+	late.AddHook(hook)
+	s := NewRedis(client, late, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 100000
+	ctx := context.Background()
+	tk := mustTake(t, s, t0, 500, one("web", b))
+	// A replica of a primary that is not there: it keeps its data and
+	// refuses every write.
+	if err := client.Do(ctx, "REPLICAOF", "127.0.0.1", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Settle(ctx, t0, tk, 1200, 0); err == nil {
+		t.Fatal("a Settle on a read-only replica did not fail")
+	}
+	<-hook.failed // the late try was refused too
+	if err := client.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.pending.Wait()
+	if got := used(t, s, t0, b, "web", KindTokens); got != 1200 {
+		t.Errorf("%v tokens counted, want the 1,200 used: a settlement refused during a failover was dropped", got)
+	}
+}
