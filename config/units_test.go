@@ -158,3 +158,17 @@ func TestAuditMaxSizeMinimum(t *testing.T) {
 		t.Errorf("max_size 4KB: %v, %v", c, err)
 	}
 }
+
+// TestRedisTLSAlwaysVerified: limits.redis cannot turn off the
+// verification of a rediss:// server's certificate (go-redis reads
+// ?skip_verify=true as InsecureSkipVerify). With it, anyone on the path
+// to Redis could pose as it: read its password, and answer every budget
+// and rate check "not spent". There is no skip-verify switch (SECURITY.md).
+func TestRedisTLSAlwaysVerified(t *testing.T) {
+	for _, u := range []string{"rediss://:hunter2@redis.internal:6380/0?skip_verify=true", "rediss://:hunter2@redis.internal/0?dial_timeout=3s&skip_verify=1", "rediss://:hunter2@redis.internal/0?skip_verify=false"} {
+		_, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \""+u+"\"}\nroutes: []\n"), t.TempDir())
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "skip_verify") {
+			t.Errorf("%s: %v, want a config error about skip_verify, without the password", u, err)
+		}
+	}
+}

@@ -364,6 +364,12 @@ func validRedisURL(s string) error {
 	if err := validPort(u.Port(), true); err != nil {
 		return err
 	}
+	// go-redis reads skip_verify as InsecureSkipVerify: whoever sits
+	// between till and Redis would get its password and could answer
+	// every budget and rate "not spent". There is no skip-verify switch.
+	if u.Query().Has("skip_verify") {
+		return errorString("skip_verify: Redis's certificate is always verified (hint: add its CA to the system's trust store, or point SSL_CERT_FILE at it)")
+	}
 	// What serve's client takes, so that a config check cannot pass a
 	// URL serve refuses; its error is not quoted (it may echo the URL).
 	if _, err := redis.ParseURL(s); err != nil {

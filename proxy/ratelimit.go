@@ -5,7 +5,6 @@ import (
 
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -96,7 +95,12 @@ var _ RateLimiter = (*RedisLimits)(nil)
 func NewRedisLimits(rawURL string) (*RedisLimits, error) {
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("limits.redis: %w", err)
+		// Not wrapped: url.Parse's error quotes the URL, password and all.
+		return nil, errors.New("limits.redis: not a URL the Redis client takes")
+	}
+	if opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify {
+		// config refuses ?skip_verify: a URL from elsewhere cannot have it.
+		return nil, errors.New("limits.redis: skip_verify: Redis's certificate is always verified")
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
 	opt.PoolTimeout = redisTimeout

@@ -327,3 +327,19 @@ routes:
 		t.Errorf("web's third request within the hour, after %d anonymous sources: %d, want 429 (its bucket was evicted and started full)", maxLimiters, c)
 	}
 }
+
+// TestRedisLimitsRefuseUnverifiedTLS: the Redis client never skips
+// verifying a rediss:// server's certificate, even for a URL that did not
+// pass through config (till usage), and its error for a URL it cannot
+// take never quotes the URL: url.Parse's error holds the password.
+func TestRedisLimitsRefuseUnverifiedTLS(t *testing.T) {
+	for _, u := range []string{"rediss://:hunter2@redis.internal:6380/0?skip_verify=true", "redis://:hunter2@redis.internal:port/0", "redis://:hunter2@redis.internal/x"} {
+		l, err := NewRedisLimits(u)
+		if err == nil {
+			l.Close()
+			t.Errorf("%s: taken, want an error", u)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: error %q prints the password", u, err)
+		}
+	}
+}
