@@ -142,6 +142,18 @@ func (w Window) freeAt(start int64) int64 {
 	return start + w.seconds() + w.bucket()
 }
 
+// life is the longest use counts from the start of its bucket, in
+// seconds: freeAt(start) - start, or more (a calendar month's longest).
+func (w Window) life() int64 {
+	switch w.Calendar {
+	case "day":
+		return 24 * 60 * 60
+	case "month":
+		return 31 * 24 * 60 * 60
+	}
+	return w.seconds() + w.bucket()
+}
+
 // expireAt is when the bucket starting at start, and so a Redis key whose
 // newest bucket it is, can be dropped: a bucket after it stops counting.
 func (w Window) expireAt(start int64) int64 {

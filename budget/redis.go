@@ -17,8 +17,10 @@ import (
 
 // Redis counts budgets in Redis, shared by every till that uses the same
 // Redis and prefix. Each Take and each Settle is one Lua script, so they
-// are atomic however many tills share the counters; the tills' clocks
-// should agree, since each says what time it is.
+// are atomic however many tills share the counters. Each till says what
+// time it is, so their clocks should agree: one whose clock is off counts
+// in the wrong buckets itself, but buckets are dropped only once they no
+// longer count by Redis's clock too, so it never wipes the others' counts.
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
@@ -96,8 +98,10 @@ end
 // its requests, tokens and usd hashes; last, the Take's own key. ARGV: the
 // number of charges, the tokens reserved, then per charge its counter,
 // bucket, first live bucket, the TTL of its keys, its limits of requests,
-// tokens and micro-dollars (0: none) and whether it only warns ("1");
-// last, the TTL of the Take's key. It drops the buckets no longer live and
+// tokens and micro-dollars (0: none), whether it only warns ("1") and
+// [Window.life]; last, the TTL of the Take's key. It drops the buckets no
+// longer live, by the caller's clock and by Redis's (a till whose clock
+// runs ahead must not wipe what still counts for the others), and
 // returns {taken (1 or 0), spent}, spent listing {charge, kind, {bucket,
 // amount, ...}} of each limit spent (0-based indexes). Nothing is counted
 // when a spent budget does not only warn, when undoScript ran first (the
@@ -105,8 +109,10 @@ end
 // in (checked before anything is written: Redis does not roll a failed
 // script back); what is counted sets the Take's key, for undoScript.
 var takeScript = redis.NewScript(luaHelpers + `
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = tonumber(redis.call('TIME')[1])
 local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
-local takenTTL = tonumber(ARGV[3 + n * 8])
+local takenTTL = tonumber(ARGV[3 + n * 9])
 if redis.call('EXISTS', KEYS[n * 4 + 1]) == 1 then return {0, {}} end
 for j = 0, n - 1 do
   for k = 1, 4 do
@@ -116,8 +122,9 @@ for j = 0, n - 1 do
 end
 local spent, block = {}, false
 for j = 0, n - 1 do
-  local a = 3 + j * 8
+  local a = 3 + j * 9
   local liveMin = tonumber(ARGV[a + 2])
+  local dropBefore = math.min(liveMin, clock - tonumber(ARGV[a + 8]) + 1)
   for k = 1, 3 do
     if tonumber(ARGV[a + 3 + k]) > 0 then
       local key = KEYS[j * 4 + 1 + k]
@@ -125,7 +132,7 @@ for j = 0, n - 1 do
       local live, dead, used = {}, {}, 0
       for x = 1, #flat, 2 do
         if tonumber(flat[x]) < liveMin then
-          dead[#dead + 1] = flat[x]
+          if tonumber(flat[x]) < dropBefore then dead[#dead + 1] = flat[x] end
         else
           used = used + tonumber(flat[x + 1])
           live[#live + 1] = flat[x]
@@ -143,11 +150,12 @@ end
 if block then return {0, spent} end
 redis.call('SET', KEYS[n * 4 + 1], 1, 'EX', takenTTL)
 for j = 0, n - 1 do
-  local a = 3 + j * 8
+  local a = 3 + j * 9
   local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
+  local dropBefore = math.min(tonumber(ARGV[a + 2]), clock - tonumber(ARGV[a + 8]) + 1)
   local index = KEYS[j * 4 + 1]
   redis.call('ZADD', index, 'GT', bucket, ARGV[a])
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[a + 2])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. dropBefore)
   extend(index, ttl)
   if tonumber(ARGV[a + 4]) > 0 then
     redis.call('HINCRBY', KEYS[j * 4 + 2], bucket, 1)
@@ -263,7 +271,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 	}
 	reserve = clamp(reserve)
 	keys := make([]string, 0, 4*len(charges))
-	args := make([]any, 0, 2+8*len(charges))
+	args := make([]any, 0, 3+9*len(charges))
 	args = append(args, len(charges), reserve)
 	for _, c := range charges {
 		s, w := c.Spec, c.Spec.Window
@@ -274,7 +282,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		}
 		l := s.limits()
 		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
-			l[reqs], l[toks], l[usd], boolArg(s.Warn))
+			l[reqs], l[toks], l[usd], boolArg(s.Warn), w.life())
 	}
 	keys = append(keys, id)
 	args = append(args, int64(takenTTL/time.Second))

@@ -420,3 +420,36 @@ func TestRedisSettleOutlastsFailover(t *testing.T) {
 		t.Errorf("%v tokens counted, want the 1,200 used: a settlement refused during a failover was dropped", got)
 	}
 }
+
+// TestRedisClockAheadKeepsOthersCounts: a till whose clock runs ahead
+// (an hour, a day: a VM restored from a snapshot, NTP gone) takes buckets
+// that still count for the others as gone; it must not delete them. When
+// it did, each of its requests wiped the shared counters, and every till
+// with the right time could spend the budget again as often as it liked.
+func TestRedisClockAheadKeepsOthersCounts(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	// The tills with the right time agree with Redis's clock.
+	now := time.Now()
+	for _, tt := range []struct {
+		name  string
+		spec  *Spec
+		ahead time.Duration
+	}{
+		{"rolling hour, 2h ahead", rolling("hourly", time.Hour), 2 * time.Hour},
+		{"calendar day, a day ahead", calendar("daily", "day"), 24 * time.Hour},
+		{"calendar month, 32 days ahead", calendar("monthly", "month"), 32 * 24 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			right, wrong := NewRedis(client, nil, "test:"+t.Name()), NewRedis(client, nil, "test:"+t.Name())
+			tt.spec.Requests = 3
+			for range 3 {
+				mustTake(t, right, now, 0, one("web", tt.spec))
+			}
+			mustTake(t, wrong, now.Add(tt.ahead), 0, one("web", tt.spec))
+			if tk, d, err := right.Take(context.Background(), now, one("web", tt.spec), 0); err != nil || d == nil {
+				t.Errorf("a 4th request of 3 allowed: ticket %v, denial %v, error %v: the till whose clock is ahead wiped the counts", tk, d, err)
+			}
+		})
+	}
+}
