@@ -83,8 +83,21 @@ func (r *Redis) indexKey(budget string, w Window) string {
 }
 
 // luaHelpers are the scripts' shared functions: extend sets a key's TTL
-// to at least ttl; wrongType says why a key's type is not want (or none).
+// to at least ttl; wrongType says why a key's type is not want (or none);
+// incr adds d to a hash's field within 0..2^62, since an HINCRBY that
+// overflows fails the script halfway, after it wrote (Redis does not roll
+// a script back), and a store that fails lets requests by uncounted.
 const luaHelpers = `
+local function incr(key, field, d)
+  local v = tonumber(redis.call('HGET', key, field) or '0') + tonumber(d)
+  if v >= 4611686018427387904 then
+    redis.call('HSET', key, field, '4611686018427387904')
+  elseif v <= 0 then
+    redis.call('HSET', key, field, 0)
+  else
+    redis.call('HINCRBY', key, field, d)
+  end
+end
 local function extend(key, ttl)
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
@@ -158,11 +171,11 @@ for j = 0, n - 1 do
   redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. dropBefore)
   extend(index, ttl)
   if tonumber(ARGV[a + 4]) > 0 then
-    redis.call('HINCRBY', KEYS[j * 4 + 2], bucket, 1)
+    incr(KEYS[j * 4 + 2], bucket, 1)
     extend(KEYS[j * 4 + 2], ttl)
   end
   if tonumber(ARGV[a + 5]) > 0 and reserve > 0 then
-    redis.call('HINCRBY', KEYS[j * 4 + 3], bucket, ARGV[2])
+    incr(KEYS[j * 4 + 3], bucket, ARGV[2])
     extend(KEYS[j * 4 + 3], ttl)
   end
 end
@@ -177,7 +190,7 @@ return {1, spent}
 // Take has not run (yet: it may wait in a busy Redis), it leaves a
 // tombstone at the Take's key, which keeps the Take from counting; when
 // the Take was taken back already, or did not count, it does nothing.
-var undoScript = redis.NewScript(`
+var undoScript = redis.NewScript(luaHelpers + `
 local v = redis.call('GET', KEYS[1])
 if v == false then
   redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
@@ -193,7 +206,7 @@ for j = 0, tonumber(ARGV[1]) - 1 do
     if k == 2 then d = -tonumber(ARGV[2]) end
     if ARGV[a + k] == '1' and d ~= 0 then
       local key = KEYS[1 + j * 2 + k]
-      if redis.call('HINCRBY', key, bucket, d) < 0 then redis.call('HSET', key, bucket, 0) end
+      incr(key, bucket, d)
     end
   end
 end
@@ -244,7 +257,7 @@ for j = 0, n - 1 do
       local d = ARGV[a + 2 + k]
       if tonumber(d) ~= 0 then
         local key = KEYS[j * 3 + k]
-        if redis.call('HINCRBY', key, bucket, d) < 0 then redis.call('HSET', key, bucket, 0) end
+        incr(key, bucket, d)
         extend(key, ttl)
       end
     end

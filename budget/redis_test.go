@@ -453,3 +453,43 @@ func TestRedisClockAheadKeepsOthersCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisCountsSaturate: a counter near Redis's integer limit (thousands
+// of requests in flight, each reserving the most a hostile max_tokens
+// reserves, under a budget that only warns) takes more without failing
+// the Take. Redis fails HINCRBY on overflow halfway through the script,
+// after it counted part of the Take: the store failed, limits.on_redis_error
+// (allow by default) let every request after it by uncounted, those under
+// the budgets that block included.
+func TestRedisCountsSaturate(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	s := NewRedis(client, nil, "")
+	warn := rolling("warn", time.Hour)
+	warn.Tokens, warn.Warn = 1000, true
+	block := rolling("block", time.Hour)
+	block.Requests = 10
+	mustTake(t, s, t0, 0, one("web", warn, block))
+	ctx := context.Background()
+	bucket := strconv.FormatInt(warn.Window.at(t0).bucket, 10)
+	if err := client.HSet(ctx, s.counterKey(warn.Name, warn.Window, "web", toks), bucket, int64(1<<63-1-maxAmount/2)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	tk := mustTake(t, s, t0, maxAmount, one("web", warn, block))
+	if len(tk.Exceeded) != 1 {
+		t.Errorf("exceeded %v, want the warning of %s", tk.Exceeded, warn.Name)
+	}
+	if got := used(t, s, t0, block, "web", KindRequests); got != 2 {
+		t.Errorf("%v requests counted under the blocking budget, want 2", got)
+	}
+	settle(t, s, t0, tk, maxAmount, 0)
+	// A settlement that fails halfway was marked settled: never counted.
+	tk = mustTake(t, s, t0, 0, one("web", warn, block))
+	if err := client.HSet(ctx, s.counterKey(warn.Name, warn.Window, "web", toks), bucket, int64(1<<63-1-maxAmount/2)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, s, t0, tk, maxAmount, 0)
+	if got := used(t, s, t0, warn, "web", KindTokens); got < 1<<62 {
+		t.Errorf("%v tokens counted, want the counter saturated", got)
+	}
+}
