@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,9 +19,10 @@ import (
 // Redis counts budgets in Redis, shared by every till that uses the same
 // Redis and prefix. Each Take and each Settle is one Lua script, so they
 // are atomic however many tills share the counters. Each till says what
-// time it is, so their clocks should agree: one whose clock is off counts
-// in the wrong buckets itself, but buckets are dropped only once they no
-// longer count by Redis's clock too, so it never wipes the others' counts.
+// time it is, so their clocks should agree, or the store count by Redis's
+// ([Redis.UseRedisClock]); buckets are dropped only once they no longer
+// count by Redis's clock too, so one whose clock runs ahead never wipes
+// the others' counts.
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
@@ -41,6 +43,12 @@ type Redis struct {
 	prefix string
 	// pending counts the undos and settlements being tried late.
 	pending sync.WaitGroup
+	// tolerance is how far a caller's clock may be from Redis's before
+	// the store counts by Redis's (see [Redis.UseRedisClock]); 0: never.
+	tolerance int64
+	// offset is Redis's clock minus the caller's, in seconds, as last
+	// learned: what the store adds to each now it is given.
+	offset atomic.Int64
 }
 
 var _ Store = (*Redis)(nil)
@@ -62,6 +70,26 @@ func NewRedis(client, late redis.UniversalClient, prefix string) *Redis {
 		late = client
 	}
 	return &Redis{client: client, late: late, prefix: prefix}
+}
+
+// UseRedisClock makes the store count by Redis's clock whenever the time
+// it is given differs from Redis's by more than tolerance (whole seconds,
+// at least one): a Take finds out, without counting, and is run again at
+// Redis's time, and later calls add the difference to the time they are
+// given. Tills sharing a Redis then count in the same buckets whatever
+// their clocks say; without it, one whose clock is off counts in buckets
+// the others no longer count (behind) or do not count yet (ahead), and
+// its clients can spend the budget again. Call it before the store is used.
+func (r *Redis) UseRedisClock(tolerance time.Duration) {
+	r.tolerance = max(1, int64(tolerance/time.Second))
+}
+
+// clock is now moved by the offset to Redis's clock last learned.
+func (r *Redis) clock(now time.Time) time.Time {
+	if r.tolerance == 0 {
+		return now
+	}
+	return now.Add(time.Duration(r.offset.Load()) * time.Second)
 }
 
 // keyEscaper keeps names from being read as key separators or hash tags.
@@ -112,7 +140,10 @@ end
 // number of charges, the tokens reserved, then per charge its counter,
 // bucket, first live bucket, the TTL of its keys, its limits of requests,
 // tokens and micro-dollars (0: none), whether it only warns ("1") and
-// [Window.life]; last, the TTL of the Take's key. It drops the buckets no
+// [Window.life]; last, the TTL of the Take's key, the caller's time
+// (unix seconds) and the tolerance of [Redis.UseRedisClock] (0: none).
+// When the caller's time is further than the tolerance from Redis's, it
+// counts nothing and returns {2, Redis's time}. It drops the buckets no
 // longer live, by the caller's clock and by Redis's (a till whose clock
 // runs ahead must not wipe what still counts for the others), and
 // returns {taken (1 or 0), spent}, spent listing {charge, kind, {bucket,
@@ -126,6 +157,8 @@ if redis.replicate_commands then redis.replicate_commands() end
 local clock = tonumber(redis.call('TIME')[1])
 local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
 local takenTTL = tonumber(ARGV[3 + n * 9])
+local tolerance = tonumber(ARGV[5 + n * 9])
+if tolerance > 0 and math.abs(clock - tonumber(ARGV[4 + n * 9])) > tolerance then return {2, clock} end
 if redis.call('EXISTS', KEYS[n * 4 + 1]) == 1 then return {0, {}} end
 for j = 0, n - 1 do
   for k = 1, 4 do
@@ -271,7 +304,27 @@ return 1
 // Take checks every charge and, when none is spent, counts one request and
 // reserves reserve tokens in each, in one script. See [Store].
 func (r *Redis) Take(ctx context.Context, now time.Time, charges []Charge, reserve int64) (*Ticket, *Denial, error) {
-	return r.take(ctx, now, charges, reserve, r.prefix+":taken:"+rand.Text())
+	id := r.prefix + ":taken:" + rand.Text()
+	t, d, err := r.take(ctx, r.clock(now), charges, reserve, id)
+	var skew errSkew
+	if errors.As(err, &skew) {
+		// This till's clock is off Redis's by more than the tolerance:
+		// count at Redis's time, as every till on it does.
+		r.offset.Store(int64(skew) - now.Unix())
+		t, d, err = r.take(ctx, r.clock(now), charges, reserve, id)
+	}
+	return t, d, err
+}
+
+// abs is |v|.
+func abs(v int64) int64 { return max(v, -v) }
+
+// errSkew is a Take that did not run: the time it gave was too far from
+// Redis's, the unix second it holds.
+type errSkew int64
+
+func (e errSkew) Error() string {
+	return fmt.Sprintf("budget: redis: this till's clock is off Redis's (%v)", time.Unix(int64(e), 0).UTC().Format(time.RFC3339))
 }
 
 // take is Take, with id the key the Take leaves.
@@ -298,7 +351,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 			l[reqs], l[toks], l[usd], boolArg(s.Warn), w.life())
 	}
 	keys = append(keys, id)
-	args = append(args, int64(takenTTL/time.Second))
+	args = append(args, int64(takenTTL/time.Second), now.Unix(), r.tolerance)
 	res, err := takeScript.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
 		// The script may have run all the same, or run later (a busy
@@ -306,6 +359,10 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		// back, since the caller has no ticket to settle it with.
 		r.undo(id, now, charges, reserve)
 		return nil, nil, fmt.Errorf("budget: redis: %w", err)
+	}
+	if len(res) == 2 && res[0] == int64(2) {
+		clock, _ := res[1].(int64)
+		return nil, nil, errSkew(clock)
 	}
 	ok, spent, err := parseTake(res, charges, now)
 	if err != nil {
@@ -428,6 +485,7 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 	if t == nil || len(t.charges) == 0 || t.settled.Swap(true) {
 		return nil
 	}
+	now = r.clock(now)
 	tokens, cost := clamp(tokens), micros(usdUsed)
 	keys := make([]string, 0, 1+3*len(t.charges))
 	args := make([]any, 0, 2+6*len(t.charges))
@@ -470,6 +528,14 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 	}
 	if len(specs) == 0 {
 		return nil, nil
+	}
+	now = r.clock(now)
+	if r.tolerance > 0 {
+		// Often the first call (till usage): learn Redis's clock.
+		if t, err := r.client.Time(ctx).Result(); err == nil && abs(t.Unix()-now.Unix()) > r.tolerance {
+			r.offset.Add(t.Unix() - now.Unix())
+			now = t
+		}
 	}
 	indexes := make([]*redis.StringSliceCmd, len(specs))
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {

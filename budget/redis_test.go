@@ -493,3 +493,53 @@ func TestRedisCountsSaturate(t *testing.T) {
 		t.Errorf("%v tokens counted, want the counter saturated", got)
 	}
 }
+
+// TestRedisClockOffCountsInRedisTime: with UseRedisClock, a till whose
+// clock is off Redis's (behind or ahead, by more than a window) counts in
+// the same buckets as the others. Counting by its own clock, one behind
+// counted where the others no longer look (and their next Take dropped
+// it), one ahead where they did not yet: either way its clients could
+// spend the budget again.
+func TestRedisClockOffCountsInRedisTime(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	now := time.Now() // Redis's clock, as the right tills' are
+	for _, tt := range []struct {
+		name string
+		spec *Spec
+		off  time.Duration
+	}{
+		{"rolling hour, 2h behind", rolling("hourly", time.Hour), -2 * time.Hour},
+		{"rolling hour, 2h ahead", rolling("hourly", time.Hour), 2 * time.Hour},
+		{"calendar day, a day behind", calendar("daily", "day"), -24 * time.Hour},
+		{"calendar day, a day ahead", calendar("daily", "day"), 24 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			right, off := NewRedis(client, nil, "test:"+t.Name()), NewRedis(client, nil, "test:"+t.Name())
+			right.UseRedisClock(2 * time.Second)
+			off.UseRedisClock(2 * time.Second)
+			tt.spec.Requests = 3
+			mustTake(t, right, now, 0, one("web", tt.spec))
+			mustTake(t, off, now.Add(tt.off), 0, one("web", tt.spec))
+			mustTake(t, off, now.Add(tt.off), 0, one("web", tt.spec))
+			for _, s := range []*Redis{right, off} {
+				at := now
+				if s == off {
+					at = now.Add(tt.off)
+				}
+				if tk, d, err := s.Take(context.Background(), at, one("web", tt.spec), 0); err != nil || d == nil {
+					t.Errorf("a 4th request of 3 allowed: ticket %v, denial %v, error %v", tk, d, err)
+				}
+			}
+			if got := used(t, off, now.Add(tt.off), tt.spec, "web", KindRequests); got != 3 {
+				t.Errorf("the till whose clock is off reads %v requests used, want 3", got)
+			}
+			// till usage on a machine whose clock is off.
+			cli := NewRedis(client, nil, "test:"+t.Name())
+			cli.UseRedisClock(2 * time.Second)
+			if got := used(t, cli, now.Add(tt.off), tt.spec, "web", KindRequests); got != 3 {
+				t.Errorf("usage read on a machine whose clock is off: %v requests used, want 3", got)
+			}
+		})
+	}
+}

@@ -138,8 +138,19 @@ type quietRedis struct{}
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // Budgets returns a budget store in the same Redis, shared like the
-// rates by every till that uses it.
-func (l *RedisLimits) Budgets() budget.Store { return budget.NewRedis(l.client, l.late, "") }
+// rates by every till that uses it. It counts by Redis's clock when this
+// till's is more than clockTolerance off it, as the rates (redis_rate
+// reads Redis's TIME) always do.
+func (l *RedisLimits) Budgets() budget.Store {
+	s := budget.NewRedis(l.client, l.late, "")
+	s.UseRedisClock(clockTolerance)
+	return s
+}
+
+// clockTolerance is how far this till's clock may be from Redis's before
+// budgets are counted by Redis's: more than the second a Unix time's
+// truncation and a round trip can make of clocks that agree.
+const clockTolerance = 2 * time.Second
 
 // Allow takes one request from key's shared bucket.
 func (l *RedisLimits) Allow(ctx context.Context, key, source string, r config.Rate, burst int) (int, bool, error) {
