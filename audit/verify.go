@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // VerifyOptions say what Verify checks besides the hash chain.
@@ -106,7 +108,10 @@ func Verify(files []string, o VerifyOptions) (Report, error) {
 		}
 	}
 	if o.Checkpoint != nil && !v.found {
-		return v.report, &Break{v.file, v.line, fmt.Sprintf("the trail ends without the checkpoint given (seq %d, time %s): records up to it were removed", *v.wantCkpt.Seq, v.wantCkpt.Time)}
+		return v.report, &Break{v.file, v.line, fmt.Sprintf("the trail ends without the checkpoint given (seq %d, time %s): records up to it were removed", *v.wantCkpt.Seq,
+			// The checkpoint may come from a file kept elsewhere, written by
+			// anyone who can write there: its time is quoted, not printed.
+			termtext.Escape(v.wantCkpt.Time, 64))}
 	}
 	if o.PublicKey != nil && v.report.Checkpoints == 0 {
 		return v.report, &Break{v.file, v.line, "no checkpoint in the trail: its records are not signed (is audit.sign on?). " +

@@ -2,12 +2,11 @@ package proxy
 
 import (
 	"log"
-	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // NewErrorLog returns the error log for an HTTP server or a ReverseProxy
@@ -48,36 +47,5 @@ const maxForeignText = 1024
 // a printable message is unchanged; the result is cut at maxForeignText
 // bytes, marked with "…".
 func foreignText(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == '\\' || r == utf8.RuneError || !unicode.IsPrint(r) {
-			clean = false
-			break
-		}
-	}
-	if clean && len(s) <= maxForeignText {
-		return s
-	}
-	var b strings.Builder
-	for i, r := range s {
-		if b.Len() >= maxForeignText {
-			return b.String() + "…"
-		}
-		switch {
-		case r == utf8.RuneError:
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				b.WriteString(`\x` + strconv.FormatUint(uint64(s[i]), 16))
-				continue
-			}
-			b.WriteRune(r)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case !unicode.IsPrint(r):
-			q := strconv.QuoteRuneToASCII(r) // 'x' with Go's escape inside
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
+	return termtext.Escape(strings.ReplaceAll(s, `\`, `\\`), maxForeignText)
 }

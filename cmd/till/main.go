@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -115,6 +117,10 @@ func run(ctx context.Context, args []string, e *env) int {
 	return report(err, e.stderr)
 }
 
+// maxErrorLine caps each line report prints: a line of till's own is
+// well under it, and one quoting another party is cut there.
+const maxErrorLine = 4096
+
 // report prints err as `till: error: …` (and `till: hint: …`) and returns
 // the exit code.
 func report(err error, stderr io.Writer) int {
@@ -128,12 +134,15 @@ func report(err error, stderr io.Writer) int {
 		return exitError // the verdict is already printed
 	}
 	if errors.Is(err, errInterrupted) {
-		fmt.Fprintf(stderr, "till: %v\n", err)
+		fmt.Fprintf(stderr, "till: %s\n", termtext.Lines(err.Error(), maxErrorLine))
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "till: error: %v\n", err)
+	// An error may quote another party (a secret source's message, a
+	// field of an audit file): no escape sequence of theirs runs on the
+	// operator's terminal. Those that quote one escape its newlines too.
+	fmt.Fprintf(stderr, "till: error: %s\n", termtext.Lines(err.Error(), maxErrorLine))
 	for _, h := range hints(err) {
-		fmt.Fprintf(stderr, "till: hint: %s\n", h)
+		fmt.Fprintf(stderr, "till: hint: %s\n", termtext.Lines(h, maxErrorLine))
 	}
 	var u usageError
 	if errors.As(err, &u) {

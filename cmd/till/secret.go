@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/termtext"
 	"github.com/tillgw/till/vault"
 )
 
@@ -281,9 +281,7 @@ func runSecretList(args []string, e *env) error {
 		rows = append(rows, rowOf(st.Secret, st.Source, cfg.Vault.MaxAge, now))
 	}
 	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return writeJSON(e.stdout, rows)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSOURCE\tFINGERPRINT\tCREATED\tUPDATED\tEXPIRES\tSTATUS")
@@ -296,7 +294,9 @@ func runSecretList(args []string, e *env) error {
 	for _, r := range rows {
 		fp, status := r.Fingerprint, r.Status
 		if r.Error != "" {
-			fp, status = "-", "unavailable: "+r.Error
+			// A source's words: its own errors escape them; so does
+			// the table, whatever a later source forgets.
+			fp, status = "-", "unavailable: "+termtext.Escape(r.Error, 0)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, fp, stamp(&r.Created), stamp(r.VersionTime), stamp(r.Expires), status)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -82,8 +81,9 @@ func runTest(args []string, e *env) error {
 		}
 	}
 	if asJSON {
-		b, _ := json.MarshalIndent(v, "", "  ")
-		fmt.Fprintln(e.stdout, string(b))
+		if err := writeJSON(e.stdout, v); err != nil {
+			return err
+		}
 	} else {
 		printVerdict(e, method, v)
 		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {

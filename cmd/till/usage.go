@@ -103,9 +103,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(kept)
+		return writeJSON(e.stdout, kept)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUDGET\tCOUNTER\tKIND\tLIMIT\tUSED\tREMAINING\tRESET")

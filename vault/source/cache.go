@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tillgw/till/internal/termtext"
 	"github.com/tillgw/till/vault"
 )
 
@@ -459,7 +460,16 @@ func onlyFieldName(raw []byte) (string, error) {
 	}
 	slices.Sort(names)
 	if len(names) != 1 {
-		return "", fmt.Errorf("secret has %d fields (%s): name one with #FIELD", len(names), strings.Join(names, ", "))
+		// The names are the source's, and whoever writes the entry chose
+		// them: the error reaches a terminal, escaped and cut.
+		shown := make([]string, min(len(names), 8))
+		for i := range shown {
+			shown[i] = termtext.Escape(names[i], 64)
+		}
+		if len(names) > len(shown) {
+			shown = append(shown, "…")
+		}
+		return "", fmt.Errorf("secret has %d fields (%s): name one with #FIELD", len(names), strings.Join(shown, ", "))
 	}
 	return names[0], nil
 }

@@ -10,6 +10,8 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/smithy-go"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // SecretsManager reads secrets from AWS Secrets Manager through the AWS
@@ -89,7 +91,9 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 func awsError(err error) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
-		return fmt.Errorf("%s: %s", ae.ErrorCode(), ae.ErrorMessage())
+		// The service's words (or those of whatever answered at its
+		// endpoint) reach a terminal: escaped, and cut as Vault's are.
+		return fmt.Errorf("%s: %s", termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(ae.ErrorMessage(), maxMessage))
 	}
 	return err
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // VaultKVOptions configure a [VaultKV].
@@ -309,10 +311,9 @@ func vaultError(err error) error {
 	}
 	msg := ""
 	if !re.RawError {
-		msg = strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " ")
-		if len(msg) > maxMessage {
-			msg = msg[:maxMessage] + "…"
-		}
+		// Vault's words (or those of whatever answered at its address)
+		// reach a terminal: one line, escaped and cut.
+		msg = termtext.Escape(strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " "), maxMessage)
 	}
 	if msg == "" {
 		msg = http.StatusText(re.StatusCode)
