@@ -40,6 +40,16 @@ type SummaryRow struct {
 	Last      time.Time `json:"last"`      // the latest request's time, UTC
 }
 
+// MaxSummaryRowBytes bounds the memory a summary's rows take, counted as
+// their names' bytes and rowCost for each row. A trail till wrote has a
+// row per key, secret, client and route its config allows, far fewer;
+// a file with more (a gzip bomb of records each of its own client) is
+// not summarised into an exhausted machine.
+const MaxSummaryRowBytes = 64 << 20
+
+// rowCost is what one row takes beside its names: the map entry, the row.
+const rowCost = 256
+
 // rowKey is what a summary row is per.
 type rowKey struct{ keyFP, secret, client, route string }
 
@@ -55,14 +65,16 @@ type SummaryStats struct {
 // rows are kept, so a trail of any size is summarised in the memory its
 // distinct (key, secret, client, route) need.
 type Summary struct {
-	filter SummaryFilter
-	rows   map[rowKey]*SummaryRow
-	stats  SummaryStats
+	filter      SummaryFilter
+	rows        map[rowKey]*SummaryRow
+	rowBytes    int // of maxRowBytes
+	maxRowBytes int // MaxSummaryRowBytes; less in tests
+	stats       SummaryStats
 }
 
 // NewSummary returns an empty summary that counts the records f selects.
 func NewSummary(f SummaryFilter) *Summary {
-	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}}
+	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}, maxRowBytes: MaxSummaryRowBytes}
 }
 
 // Summarize reads the audit files, in any order (gzip-compressed or not,
@@ -134,8 +146,7 @@ func (s *Summary) Read(r io.Reader, name string) error {
 		if err != nil {
 			return errors.New(`request record: "time" is not an RFC 3339 time`)
 		}
-		s.add(&rec, t.UTC())
-		return nil
+		return s.add(&rec, t.UTC())
 	})
 	switch {
 	case err != nil:
@@ -178,7 +189,7 @@ func recordError(err error) error {
 }
 
 // add counts one request record, if the filter selects it.
-func (s *Summary) add(rec *summaryRecord, t time.Time) {
+func (s *Summary) add(rec *summaryRecord, t time.Time) error {
 	f := &s.filter
 	if !f.Since.IsZero() && t.Before(f.Since) ||
 		!f.Until.IsZero() && t.After(f.Until) ||
@@ -186,15 +197,19 @@ func (s *Summary) add(rec *summaryRecord, t time.Time) {
 		f.KeyFP != "" && rec.KeyFP != f.KeyFP ||
 		f.Client != "" && rec.Client != f.Client ||
 		f.Route != "" && rec.Route != f.Route {
-		return
+		return nil
 	}
-	s.stats.Requests++
 	k := rowKey{rec.KeyFP, rec.Secret, rec.Client, rec.Route}
 	row := s.rows[k]
 	if row == nil {
+		s.rowBytes += rowCost + len(k.keyFP) + len(k.secret) + len(k.client) + len(k.route)
+		if s.rowBytes > s.maxRowBytes {
+			return fmt.Errorf("more distinct keys, secrets, clients and routes than %d KiB holds: not a trail till wrote", s.maxRowBytes>>10)
+		}
 		row = &SummaryRow{KeyFP: k.keyFP, Secret: k.secret, Client: k.client, Route: k.route, First: t, Last: t}
 		s.rows[k] = row
 	}
+	s.stats.Requests++
 	switch rec.Outcome {
 	case "forwarded":
 		row.Forwarded++
@@ -211,6 +226,7 @@ func (s *Summary) add(rec *summaryRecord, t time.Time) {
 	if t.After(row.Last) {
 		row.Last = t
 	}
+	return nil
 }
 
 // Rows returns the rows counted so far, sorted by key fingerprint, secret,
