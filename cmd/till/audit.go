@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,30 @@ import (
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 )
+
+// untilInterrupted runs fn, and returns early when ctx ends (SIGINT,
+// SIGTERM), leaving fn to the process's exit. main takes those signals
+// for every command, so a command that does not watch ctx cannot be
+// stopped: the audit commands read files anyone may have put among the
+// trail's, a FIFO that blocks its open or a gzip bomb that takes hours,
+// and no deadline of a read reaches a blocked open.
+func untilInterrupted(ctx context.Context, fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return interruptedError("interrupted")
+	}
+}
+
+// interruptedError is an interruption (errInterrupted to errors.Is) that
+// stored nothing because it was not storing anything.
+type interruptedError string
+
+func (e interruptedError) Error() string        { return string(e) }
+func (e interruptedError) Is(target error) bool { return target == errInterrupted }
 
 func runAudit(args []string, e *env) error {
 	if len(args) == 0 {

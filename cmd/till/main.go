@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	case "env":
 		err = runEnv(rest, e)
 	case "audit":
-		err = runAudit(rest, e)
+		err = untilInterrupted(ctx, func() error { return runAudit(rest, e) })
 	case "health":
 		err = runHealth(ctx, rest, e)
 	case "usage":
