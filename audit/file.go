@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/tillgw/till/internal/atomicfile"
 )
 
 // file is the audit file at path, written through f (opened for
@@ -62,7 +64,7 @@ func (af *file) open() (last []byte, torn int64, err error) {
 	// Never through a link: one left at the path (after the file was
 	// removed, say) by whoever can write the folder would have records
 	// appended to any file till can write, its vault or a shell's rc file.
-	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|noFollow, 0o600)
+	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|atomicfile.NoFollow, 0o600)
 	if st, lerr := os.Lstat(af.path); err != nil && lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
 		return nil, 0, fmt.Errorf("open audit file: %s is a symbolic link, which till never writes through (hint: give the file it names as audit.file)", af.path)
 	}

@@ -4,10 +4,6 @@ package audit
 
 import "os"
 
-// noFollow makes an open fail on a symbolic link at the name, where the
-// system has such a flag.
-const noFollow = 0
-
 // unlinked cannot tell a removed file from a renamed one here: it says
 // removed, so a record may be written twice but is never lost.
 func unlinked(*os.File) bool { return true }

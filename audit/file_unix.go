@@ -9,9 +9,6 @@ import (
 	"syscall"
 )
 
-// noFollow makes an open fail on a symbolic link at the name.
-const noFollow = syscall.O_NOFOLLOW
-
 // unlinked reports whether f has no name left in any folder (it was
 // removed), so that what is written to it can never be read.
 func unlinked(f *os.File) bool {

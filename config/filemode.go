@@ -23,18 +23,14 @@ func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	if runtime.GOOS == "windows" {
 		return nil, nil
 	}
-	st, err := os.Stat(path)
+	file, err := writeMode(path)
 	if err != nil {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	dst, err := os.Stat(dir)
+	folder, err := writeMode(dir)
 	if err != nil {
 		return nil, err
-	}
-	file, folder := st.Mode().Perm(), dst.Mode().Perm()
-	if dst.Mode()&fs.ModeSticky != 0 {
-		folder &^= 0o022
 	}
 	switch {
 	case file&0o002 != 0:
@@ -67,7 +63,7 @@ func checkSourceModes(c *Config) error {
 	for _, s := range c.Sources {
 		switch s.Type {
 		case "files":
-			if m, ok := writableByAll(s.Dir); ok {
+			if m, err := writeMode(s.Dir); err == nil && m&0o002 != 0 {
 				return fmt.Errorf("the folder %s of source %q is writable by every user (mode %v): whoever writes there chooses the keys sent (hint: chmod o-w %s)", s.Dir, s.Name, m, s.Dir)
 			}
 		case "exec":
@@ -82,7 +78,7 @@ func checkSourceModes(c *Config) error {
 				prog = abs
 			}
 			for _, p := range []string{prog, filepath.Dir(prog)} {
-				if m, ok := writableByAll(p); ok {
+				if m, err := writeMode(p); err == nil && m&0o002 != 0 {
 					return fmt.Errorf("%s, which source %q runs, is writable by every user (mode %v): whoever writes there runs code as till (hint: chmod o-w %s)", p, s.Name, m, p)
 				}
 			}
@@ -91,14 +87,17 @@ func checkSourceModes(c *Config) error {
 	return nil
 }
 
-// writableByAll reports whether every user can write the file or folder
-// at path (a link followed), a folder with the sticky bit excepted, and
-// its mode.
-func writableByAll(path string) (fs.FileMode, bool) {
+// writeMode is the permission bits of the file or folder at path (a link
+// followed), without the write bits that a folder's sticky bit makes
+// harmless: no one can replace another's file in it.
+func writeMode(path string) (fs.FileMode, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return 0, false
+		return 0, err
 	}
-	m := st.Mode()
-	return m.Perm(), m.Perm()&0o002 != 0 && !(m.IsDir() && m&fs.ModeSticky != 0)
+	m := st.Mode().Perm()
+	if st.IsDir() && st.Mode()&fs.ModeSticky != 0 {
+		m &^= 0o022
+	}
+	return m, nil
 }

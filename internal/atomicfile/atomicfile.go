@@ -50,7 +50,7 @@ func Lock(path string, timeout time.Duration) (unlock func(), err error) {
 // at its name: one that another user left there would have till create
 // the file it names, wherever that is.
 func LockFile(path string) *flock.Flock {
-	return flock.New(path+".lock", flock.SetPermissions(0o600), flock.SetFlag(os.O_CREATE|os.O_RDONLY|noFollow))
+	return flock.New(path+".lock", flock.SetPermissions(0o600), flock.SetFlag(os.O_CREATE|os.O_RDONLY|NoFollow))
 }
 
 // Replace writes data to path through a temp file beside it that is

@@ -2,6 +2,6 @@
 
 package atomicfile
 
-// noFollow makes an open fail on a symbolic link at the name, where the
+// NoFollow makes an open fail on a symbolic link at the name, where the
 // system has such a flag.
-const noFollow = 0
+const NoFollow = 0

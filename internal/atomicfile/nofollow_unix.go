@@ -4,5 +4,5 @@ package atomicfile
 
 import "syscall"
 
-// noFollow makes an open fail on a symbolic link at the name.
-const noFollow = syscall.O_NOFOLLOW
+// NoFollow makes an open fail on a symbolic link at the name.
+const NoFollow = syscall.O_NOFOLLOW
