@@ -145,7 +145,7 @@ func TestRedisURLAsServeTakesIt(t *testing.T) {
 			t.Errorf("%s: %v, want a config error at limits.redis without the password", u, err)
 		}
 	}
-	if _, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \"rediss://user:pw@redis.internal:6380/2?dial_timeout=3s\"}\nroutes: []\n"), t.TempDir()); err != nil {
+	if _, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \"rediss://user:pw@redis.internal:6380/2?pool_size=8\"}\nroutes: []\n"), t.TempDir()); err != nil {
 		t.Errorf("a URL the client takes was refused: %v", err)
 	}
 }
@@ -165,10 +165,26 @@ func TestAuditMaxSizeMinimum(t *testing.T) {
 // to Redis could pose as it: read its password, and answer every budget
 // and rate check "not spent". There is no skip-verify switch (SECURITY.md).
 func TestRedisTLSAlwaysVerified(t *testing.T) {
-	for _, u := range []string{"rediss://:hunter2@redis.internal:6380/0?skip_verify=true", "rediss://:hunter2@redis.internal/0?dial_timeout=3s&skip_verify=1", "rediss://:hunter2@redis.internal/0?skip_verify=false"} {
+	for _, u := range []string{"rediss://:hunter2@redis.internal:6380/0?skip_verify=true", "rediss://:hunter2@redis.internal/0?skip_verify=1&pool_size=3", "rediss://:hunter2@redis.internal/0?skip_verify=false"} {
 		_, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \""+u+"\"}\nroutes: []\n"), t.TempDir())
 		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "skip_verify") {
 			t.Errorf("%s: %v, want a config error about skip_verify, without the password", u, err)
 		}
+	}
+}
+
+// TestRedisOwnOptionsRefused: till sets Redis's timeouts and retries
+// itself, so a URL's ?dial_timeout and the like would be ignored without
+// a word. They are refused; options till leaves alone are kept.
+func TestRedisOwnOptionsRefused(t *testing.T) {
+	for _, k := range []string{"dial_timeout=3s", "read_timeout=1s", "write_timeout=1s", "pool_timeout=2s", "max_retries=5", "context_timeout_enabled=false"} {
+		_, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \"redis://:hunter2@redis.internal/0?pool_size=3&"+k+"\"}\nroutes: []\n"), t.TempDir())
+		name, _, _ := strings.Cut(k, "=")
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "?"+name) {
+			t.Errorf("%s: %v, want a config error naming ?%s, without the password", k, err, name)
+		}
+	}
+	if _, err := Parse("till.yaml", []byte("version: 1\nlimits: {redis: \"redis://redis.internal/0?pool_size=3&client_name=till\"}\nroutes: []\n"), t.TempDir()); err != nil {
+		t.Errorf("pool_size and client_name: %v, want them kept", err)
 	}
 }

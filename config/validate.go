@@ -370,6 +370,13 @@ func validRedisURL(s string) error {
 	if u.Query().Has("skip_verify") {
 		return errorString("skip_verify: Redis's certificate is always verified (hint: add its CA to the system's trust store, or point SSL_CERT_FILE at it)")
 	}
+	// till sets these itself (a decision waits 250 ms at most, then
+	// limits.on_redis_error decides): one in the URL would be ignored.
+	for _, k := range redisOwnOptions {
+		if u.Query().Has(k) {
+			return errorString("?" + k + ": till sets Redis's timeouts and retries itself (250 ms a decision, then limits.on_redis_error decides): remove it")
+		}
+	}
 	// What serve's client takes, so that a config check cannot pass a
 	// URL serve refuses; its error is not quoted (it may echo the URL).
 	if _, err := redis.ParseURL(s); err != nil {
@@ -377,6 +384,10 @@ func validRedisURL(s string) error {
 	}
 	return nil
 }
+
+// redisOwnOptions are the go-redis URL options that till's Redis client
+// sets itself.
+var redisOwnOptions = []string{"dial_timeout", "read_timeout", "write_timeout", "pool_timeout", "max_retries", "context_timeout_enabled"}
 
 // ParsePrefix parses a CIDR prefix; a bare address is a prefix of one.
 // An IPv4-mapped IPv6 prefix (::ffff:10.0.0.0/104) is taken as the IPv4

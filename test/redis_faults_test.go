@@ -322,7 +322,7 @@ func TestRedisPasswordNeverPrinted(t *testing.T) {
 		tl.stop()
 		seen = append(seen, tl.stderr.String(), tl.stdout.String())
 	}
-	for _, bad := range []string{"redis://:" + pw + "@127.0.0.1:1/x", "redis://:" + pw + "@127.0.0.1:1/0?dial_timeout=zz", "redis://:" + pw + "@/0"} {
+	for _, bad := range []string{"redis://:" + pw + "@127.0.0.1:1/x", "redis://:" + pw + "@127.0.0.1:1/0?pool_size=zz", "redis://:" + pw + "@/0"} {
 		dir := t.TempDir()
 		os.WriteFile(dir+"/till.yaml", []byte("version: 1\nlimits: {redis: \""+bad+"\"}\nroutes:\n  - {name: openai, preset: openai}\n"), 0o644)
 		o, e, _ := runTill(t, dir, "", nil, "check")
