@@ -138,6 +138,31 @@ func TestLeavesBoundedAndRenewed(t *testing.T) {
 	}
 }
 
+// TestLeavesFollowClockSteppedBack: a leaf minted while the clock ran
+// ahead (a machine that booted with a wrong clock, then synced) is not
+// valid yet once the clock steps back: the cache must mint a new one,
+// not serve it to every app until the clock catches up with it (up to
+// the 23 hours it is kept).
+func TestLeavesFollowClockSteppedBack(t *testing.T) {
+	l, err := NewLeaves(newTestCA(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	synced := time.Now()
+	l.now = func() time.Time { return synced.Add(2 * time.Hour) }
+	if _, err := l.Get("api.openai.com"); err != nil {
+		t.Fatal(err)
+	}
+	l.now = func() time.Time { return synced }
+	c, err := l.Get("api.openai.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if synced.Before(c.Leaf.NotBefore) {
+		t.Errorf("after the clock stepped back 2h: got a leaf valid from %v, not yet valid at %v", c.Leaf.NotBefore, synced)
+	}
+}
+
 func BenchmarkMint(b *testing.B) {
 	c := newTestCA(b)
 	for b.Loop() {

@@ -36,11 +36,11 @@ func NewLeaves(ca *CA, size int) (*Leaves, error) {
 // Get returns a valid leaf certificate for host.
 func (l *Leaves) Get(host string) (*tls.Certificate, error) {
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if c, ok := l.cache.Get(host); ok && l.now().Add(renewBefore).Before(c.Leaf.NotAfter) {
+	if c, ok := l.cache.Get(host); ok && l.fresh(c) {
 		return c, nil
 	}
 	v, err, _ := l.group.Do(host, func() (any, error) {
-		if c, ok := l.cache.Get(host); ok && l.now().Add(renewBefore).Before(c.Leaf.NotAfter) {
+		if c, ok := l.cache.Get(host); ok && l.fresh(c) {
 			return c, nil
 		}
 		c, err := l.ca.Mint(host, l.now())
@@ -55,6 +55,15 @@ func (l *Leaves) Get(host string) (*tls.Certificate, error) {
 		return nil, err
 	}
 	return v.(*tls.Certificate), nil
+}
+
+// fresh reports whether a cached leaf may still be served: valid now and
+// for renewBefore more. A leaf minted while the clock ran ahead, which
+// then stepped back, is not valid yet: apps would refuse it until the
+// clock caught up.
+func (l *Leaves) fresh(c *tls.Certificate) bool {
+	now := l.now()
+	return !now.Before(c.Leaf.NotBefore) && now.Add(renewBefore).Before(c.Leaf.NotAfter)
 }
 
 // Mints counts the certificates minted so far.
