@@ -230,10 +230,13 @@ func (c *clientCert) create() error {
 	return nil
 }
 
-// replace writes the files over those there, each whole or not at all.
+// replace writes the files over those there, each whole or not at all,
+// owned by the caller as create makes them: whoever owns a file at
+// NAME.key (another user, in a folder they can write) must not get the
+// key that proves the client.
 func (c *clientCert) replace() error {
 	for i, n := range c.names {
-		if err := atomicfile.Replace(n, c.data[i], clientCertModes[i]); err != nil {
+		if err := atomicfile.ReplaceOwn(n, c.data[i], clientCertModes[i]); err != nil {
 			return fmt.Errorf("write the client certificate: %w", err)
 		}
 	}

@@ -57,7 +57,20 @@ func LockFile(path string) *flock.Flock {
 // complete on disk before it takes path's name, so that a reader never
 // sees half of it. The new file has mode perm and, when root replaces
 // another user's file, keeps that user as its owner.
-func Replace(path string, data []byte, perm fs.FileMode) (err error) {
+func Replace(path string, data []byte, perm fs.FileMode) error {
+	return replace(path, data, perm, true)
+}
+
+// ReplaceOwn is Replace for a file whose content is new to everyone, such
+// as a private key: the new file is owned by whoever runs till, never by
+// the owner of what was at path, which another user who can write the
+// folder may have left there (or linked to a file of theirs) for root to
+// fill.
+func ReplaceOwn(path string, data []byte, perm fs.FileMode) error {
+	return replace(path, data, perm, false)
+}
+
+func replace(path string, data []byte, perm fs.FileMode, keepOwner bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -84,7 +97,9 @@ func Replace(path string, data []byte, perm fs.FileMode) (err error) {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	MatchOwner(tmp.Name(), path)
+	if keepOwner {
+		MatchOwner(tmp.Name(), path)
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
