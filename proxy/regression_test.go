@@ -162,6 +162,9 @@ routes: []
 		{"no binding", withCert("web", ""), ""},
 		{"a client without cert: true", withCert("plain", CertURI("plain", strings.Repeat("cd", 32))), ""},
 		{"an unknown name", withCert("nobody", CertURI("nobody", digest)), ""},
+		{"the binding with more after it", withCert("web", CertURI("web", digest)+"00"), ""},
+		{"the binding in upper case", withCert("web", strings.ToUpper(CertURI("web", digest))), ""},
+		{"another client's binding", withCert("web", CertURI("plain", digest)), ""},
 	}
 	for _, tt := range tests {
 		id := s.clients.identify(tt.r, "", certID{}, "")

@@ -2,8 +2,14 @@ package ca
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +87,76 @@ func TestMintVerifies(t *testing.T) {
 		if _, err := leaf.Leaf.Verify(x509.VerifyOptions{DNSName: "evil.example", Roots: pool}); err == nil {
 			t.Errorf("%s: the leaf verifies for another name", host)
 		}
+	}
+}
+
+// TestEachCertificateOnePurpose: what the CA signs serves one purpose.
+// Interception and listener leaves are refused as client certificates
+// (the listener verifies those against this CA); a client certificate,
+// whose key its app holds, is no server certificate for any name (its
+// common name is the client's, which may look like a host) and cannot
+// sign; the CA signs no CA below it.
+func TestEachCertificateOnePurpose(t *testing.T) {
+	c := newTestCA(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(c.Certificate())
+	now := time.Now()
+	parse := func(p []byte) *x509.Certificate {
+		b, _ := pem.Decode(p)
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+	intercept, err := c.Mint("api.openai.com", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"till.lan"}}, key)
+	csr, _ := x509.ParseCertificateRequest(der)
+	listenerPEM, err := c.SignServer(csr, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri, _ := url.Parse("urn:till:client:api.openai.com:0123456789abcdef")
+	clientPEM, clientKey, err := c.SignClient("api.openai.com", uri, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := parse(clientPEM)
+	clientAuth := x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := client.Verify(clientAuth); err != nil {
+		t.Errorf("the client certificate as a client certificate: %v", err)
+	}
+	for name, cert := range map[string]*x509.Certificate{"interception leaf": intercept.Leaf, "listener leaf": parse(listenerPEM)} {
+		if _, err := cert.Verify(clientAuth); err == nil {
+			t.Errorf("the %s verified as a client certificate", name)
+		}
+	}
+	if _, err := client.Verify(x509.VerifyOptions{Roots: roots, DNSName: "api.openai.com"}); err == nil {
+		t.Error("the client certificate verified as a server certificate")
+	}
+	if client.IsCA || client.KeyUsage&x509.KeyUsageCertSign != 0 {
+		t.Error("the client certificate can sign certificates")
+	}
+	b, _ := pem.Decode(clientKey)
+	ck, _ := x509.ParsePKCS8PrivateKey(b.Bytes)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"evil.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, client, &key.PublicKey, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	below, _ := x509.ParseCertificate(der)
+	inter := x509.NewCertPool()
+	inter.AddCert(client)
+	if _, err := below.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: "evil.example"}); err == nil {
+		t.Error("a certificate signed with a client's key verified")
+	}
+	ca := c.Certificate()
+	if !ca.IsCA || ca.MaxPathLen != 0 || !ca.MaxPathLenZero || ca.KeyUsage != x509.KeyUsageCertSign|x509.KeyUsageCRLSign {
+		t.Errorf("the CA: IsCA %v, path length %d (zero %v), key usage %b; want a CA of path length 0 that only signs", ca.IsCA, ca.MaxPathLen, ca.MaxPathLenZero, ca.KeyUsage)
 	}
 }
 
