@@ -121,7 +121,9 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		BaseContext:       gw.BaseContext,
 	}
 	base := lns.base
-	running := &servedConfig{path: cfgPath, addr: addr, listenFlag: listen != "", env: e}
+	// A reload reads the file served, however it was found: ./till.yaml
+	// moved away must fail the reload, not bring in the built-in defaults.
+	running := &servedConfig{path: cfg.File, addr: addr, listenFlag: listen != "", env: e}
 	running.hadVault.Store(!missing(cfg.Vault.Path))
 	rl := reload.New(cfg, secrets, reload.Options{
 		Load:    running.load,

@@ -48,7 +48,7 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 	if path != "" {
 		cfg, err := config.Load(path)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, withHint(fmt.Errorf("no config file at %s", path), "the path comes from -c or $TILL_CONFIG; `till init` writes a commented example")
+			return nil, withHint(fmt.Errorf("no config file at %s", path), "the path comes from -c, $TILL_CONFIG or, for a running till, the file it started with; `till init` writes a commented example")
 		}
 		if err != nil {
 			return nil, withHint(err, "fix the lines above; `till init` writes a commented example")
