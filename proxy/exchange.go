@@ -64,10 +64,14 @@ type exchange struct {
 	// got its connection: the key did not go (Gateway.withhold).
 	withheld *apiError
 	status   int // upstream status, for upgraded connections
-	// bytesIn counts the request body; the transport's goroutine writes it.
+	// bytesIn counts the request body, and what a switched protocol
+	// carried from the app; the transport's goroutine writes it.
 	bytesIn  atomic.Int64
 	hasBody  bool // the request declared a body
 	bodyRead bool // the body was handed on to be read
+	// switchedOut counts what a switched protocol carried to the app;
+	// ReverseProxy's goroutine writes it.
+	switchedOut atomic.Int64
 	// bodyErr is set when reading the app's body failed (malformed
 	// chunking, a reset): the fault is the app's, not the upstream's.
 	bodyErr atomic.Bool

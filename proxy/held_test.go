@@ -286,6 +286,51 @@ func TestIdleUpgradesEnd(t *testing.T) {
 	}
 }
 
+// TestSwitchedBytesRecorded: the record of a protocol switch (WebSocket),
+// on a route or relayed to a host without a route, counts the bytes it
+// carried each way after the switch, as a tunnel's does: an incident asks
+// what a key's session moved.
+func TestSwitchedBytesRecorded(t *testing.T) {
+	up := switchingEcho(t, nil)
+	host := up.Listener.Addr().String()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	for name, head := range map[string]string{
+		"route":   "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+		"relayed": "GET http://" + host + "/ws HTTP/1.1\r\nHost: " + host + "\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			buf := &lockedBuffer{}
+			gw := New(snap, Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			c, br := openHeld(t, gw, head+"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+			words := []string{"one", "two", "three"}
+			moved := 0
+			for _, w := range words {
+				if err := echoLine(c, br, w); err != nil {
+					t.Fatal(err)
+				}
+				moved += len(w) + 1
+			}
+			c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := gw.Shutdown(ctx); err != nil { // waits for the record
+				t.Fatal(err)
+			}
+			recs := buf.records(t)
+			if len(recs) != 1 || recs[0]["status"] != 101.0 {
+				t.Fatalf("records %v; want the switch's", recs)
+			}
+			if recs[0]["bytes_in"] != float64(moved) || recs[0]["bytes_out"] != float64(moved) {
+				t.Errorf("bytes_in %v, bytes_out %v; want %d each way", recs[0]["bytes_in"], recs[0]["bytes_out"], moved)
+			}
+		})
+	}
+}
+
 // TestReloadEndsUpgradesWhoseKeyIsGone: a WebSocket switched on a route
 // is held open only while the config served allows its request. A reload
 // that takes the route's key away (removed from the vault: a new request

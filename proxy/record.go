@@ -34,7 +34,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	if rw.committed {
 		x.rec.status = rw.status
 	}
-	x.rec.bytesOut += rw.n
+	x.rec.bytesOut += rw.n + x.switchedOut.Load()
 	x.rec.bytesIn = x.bytesIn.Load()
 	x.rec.attempt = int(x.attempts.Load())
 	x.rec.outcome, x.rec.reason = x.outcome(p != nil, r.Context())

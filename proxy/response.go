@@ -150,12 +150,31 @@ func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.x.ctx != nil {
 		context.AfterFunc(w.x.ctx, func() { conn.Close() })
 	}
-	c := newIdleConn(conn, w.idle)
+	c := countedConn{newIdleConn(conn, w.idle), w.x}
 	if w.switched != nil && !w.switched.handOver(c) {
 		c.Close()
 		return nil, nil, errSwitchEnded
 	}
 	return c, brw, nil
+}
+
+// countedConn counts the bytes a switched protocol carries each way, for
+// its record (bytes_in, bytes_out), as a tunnel's are counted.
+type countedConn struct {
+	net.Conn
+	x *exchange
+}
+
+func (c countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.x.bytesIn.Add(int64(n))
+	return n, err
+}
+
+func (c countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.x.switchedOut.Add(int64(n))
+	return n, err
 }
 
 // errSwitchEnded: a reload refused the protocol switch before it was made.
