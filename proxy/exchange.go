@@ -124,16 +124,15 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 		x.rec.path = r.URL.RawPath
 	}
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
-	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
-		// Go's server keeps a connection open after a request that had
-		// both Content-Length and Transfer-Encoding (RFC 9112, section 6.1
-		// wants it closed; golang/go#80942), and hides which it was:
-		// close after every chunked HTTP/1 request, so no request can
-		// hide in the body of another.
-		w.Header().Set("Connection", "close")
-	}
 	g.active.Add(1)
-	return x, &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle}
+	rw := &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle}
+	// Go's server keeps a connection open after a request that had both
+	// Content-Length and Transfer-Encoding (RFC 9112, section 6.1 wants
+	// it closed; golang/go#80942), and hides which it was: close after
+	// every chunked HTTP/1 request, so no request can hide in the body of
+	// another.
+	rw.closing = len(r.TransferEncoding) > 0 && r.ProtoMajor == 1
+	return x, rw
 }
 
 // countBody wraps the body of out (a copy of the server's request: net/http

@@ -33,6 +33,10 @@ type responseRecorder struct {
 	buf       *[holdLimit]byte // from heldPool while a body is held
 	idle      time.Duration    // a hijacked connection idle this long is closed
 	switched  *switched        // set when a held protocol switch may hijack
+	// closing ends the connection after the response (Connection:
+	// close, set as it goes: ReverseProxy clears the response's headers
+	// after it relays a 1xx).
+	closing bool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
@@ -80,6 +84,9 @@ func (w *responseRecorder) commit() error {
 		return nil
 	}
 	w.committed = true
+	if w.closing {
+		w.Header().Set("Connection", "close")
+	}
 	w.ResponseWriter.WriteHeader(w.status)
 	defer w.discard()
 	if w.held == 0 {

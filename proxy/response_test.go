@@ -1,10 +1,22 @@
 package proxy
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
 )
 
 // TestRecorderHoldsTheStart: the status and a short body wait in the
@@ -69,4 +81,72 @@ func TestRecorderHoldsTheStart(t *testing.T) {
 			t.Errorf("after reset: %d %v %q", rec.Code, rec.Header(), rec.Body)
 		}
 	})
+}
+
+// TestChunkedRequestClosesAfterInformational: a chunked HTTP/1 request
+// ends its connection after its response (begin), so that a request
+// hidden in its body, read by a Content-Length that the chunked coding
+// overrides, is never served (RFC 9112, section 6.1). That must hold on
+// the ReverseProxy paths too (a protocol switch the upstream declines, a
+// relay), which clear the response's headers after relaying a 1xx
+// (103 Early Hints; 100 Continue to an app's Expect).
+func TestChunkedRequestClosesAfterInformational(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusUpgradeRequired)
+	})
+	up := httptest.NewServer(handler)
+	defer up.Close()
+	other := httptest.NewServer(handler) // a host without a route
+	defer other.Close()
+	host := other.Listener.Addr().String()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	srv := httptest.NewServer(New(snap, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()}))
+	defer srv.Close()
+	const upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+	for name, head := range map[string]string{
+		"route":         "POST /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+		"route upgrade": "POST /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n" + upgrade,
+		"relay":         "POST http://" + host + "/relayed HTTP/1.1\r\nHost: " + host + "\r\n",
+		"relay upgrade": "POST http://" + host + "/relayed HTTP/1.1\r\nHost: " + host + "\r\n" + upgrade,
+	} {
+		t.Run(name, func(t *testing.T) {
+			hidden := "GET /ws/v1/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+			body := "0\r\n\r\n" + hidden
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "%sContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s", head, len(body), body)
+			br := bufio.NewReader(c)
+			res, err := http.ReadResponse(br, nil)
+			for err == nil && res.StatusCode < 200 {
+				res, err = http.ReadResponse(br, nil)
+			}
+			if err != nil || res.StatusCode != http.StatusUpgradeRequired {
+				t.Fatalf("response: %v %v, want the upstream's 426", res, err)
+			}
+			io.Copy(io.Discard, res.Body)
+			if second, err := http.ReadResponse(br, nil); err == nil {
+				t.Errorf("the request hidden in the body was served (%d): the connection stayed open", second.StatusCode)
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Contains(seen, "/v1/smuggled") {
+		t.Errorf("the upstream received the hidden request with the route's key: %v", seen)
+	}
 }
