@@ -163,6 +163,10 @@ func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *l
 	x.rec.mode = modeTunnel
 	ctx := context.WithValue(r.Context(), liveKey{}, l)
 	ctx = context.WithValue(ctx, exchangeKey{}, x)
+	if badUpgrade(r) {
+		g.refuse(rw, x, errUpgradeName, 0)
+		return
+	}
 	if isUpgrade(r) {
 		// A protocol switch outlives this request's checks: a reload
 		// that would refuse it ends it, as it ends a tunnel.

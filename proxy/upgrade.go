@@ -22,6 +22,25 @@ func (g *Gateway) newUpgrader() *httputil.ReverseProxy {
 	}
 }
 
+// errUpgradeName refuses a protocol switch to a protocol whose name is not
+// printable ASCII: ReverseProxy would not ask it of the upstream, and the
+// app would get 502, as if the upstream had failed.
+var errUpgradeName = apiError{CodeBadRequest, "the Upgrade header must name the protocol in printable ASCII"}
+
+// badUpgrade reports whether r asks to switch to a protocol that
+// ReverseProxy refuses to ask for (its name not printable ASCII).
+func badUpgrade(r *http.Request) bool {
+	if !isUpgrade(r) {
+		return false
+	}
+	for _, c := range []byte(r.Header.Get("Upgrade")) {
+		if c < ' ' || c > '~' {
+			return true
+		}
+	}
+	return false
+}
+
 // rewrite is ReverseProxy's hook for the upstream request (see attach).
 func rewrite(pr *httputil.ProxyRequest) {
 	pr.In.Context().Value(exchangeKey{}).(*exchange).attach(pr.Out, pr.In.URL.RawQuery)

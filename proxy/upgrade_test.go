@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// TestUnnamableUpgradeRefused: a protocol switch to a protocol whose name
+// is not printable ASCII, which ReverseProxy will not ask of the upstream,
+// is the app's bad request (400 bad_request, denied), on a route or
+// relayed, not an upstream that failed (502 upstream_unreachable): nothing
+// went upstream.
+func TestUnnamableUpgradeRefused(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer up.Close()
+	other := httptest.NewServer(up.Config.Handler) // a host without a route
+	defer other.Close()
+	host := other.Listener.Addr().String()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	for _, tt := range []struct{ name, head, protocol string }{
+		{"route, not ASCII", "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n", "w\xe9bsocket"},
+		{"route, a tab", "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n", "web\tsocket"},
+		{"relayed", "GET http://" + host + "/ws HTTP/1.1\r\nHost: " + host + "\r\n", "w\xe9bsocket"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			buf := &lockedBuffer{}
+			gw := New(snap, Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, tt.head+"Connection: Upgrade\r\nUpgrade: "+tt.protocol+"\r\n\r\n")
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != http.StatusBadRequest || res.Header.Get("X-Till-Error") != CodeBadRequest {
+				t.Errorf("got %d %s, want 400 bad_request", res.StatusCode, body)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := gw.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			recs := buf.records(t)
+			if len(recs) != 1 || recs[0]["outcome"] != outcomeDenied || recs[0]["reason"] != CodeBadRequest || recs[0]["key_fp"] != "" {
+				t.Errorf("records %v; want one, denied with reason bad_request, no key", recs)
+			}
+		})
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the upstreams got %d requests, want none", n)
+	}
+}
