@@ -5,10 +5,12 @@
 package reload
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -100,6 +102,11 @@ func (r *Reloader) Reload() error {
 		r.vaultOnly()
 		return err
 	}
+	if err := r.rolledBack(cfg, secrets); err != nil {
+		r.opts.Metrics.Reload(false)
+		r.opts.Log.Error().Err(err).Msg("reload failed: still serving the previous config")
+		return err
+	}
 	if changed := config.RestartNeeded(r.started, cfg); len(changed) > 0 {
 		r.opts.Log.Warn().Strs("settings", changed).
 			Msg("changes to " + strings.Join(changed, ", ") + " take effect at the next restart")
@@ -146,10 +153,35 @@ func (r *Reloader) vaultOnly() {
 	if err != nil || sameSecrets(r.secrets, secrets) {
 		return
 	}
+	if err := r.rolledBack(r.cfg, secrets); err != nil {
+		r.opts.Log.Error().Err(err).Msg("the vault's keys as they are now do not serve either")
+		return
+	}
 	if _, err := r.serve(r.cfg, secrets); err != nil {
 		return
 	}
 	r.opts.Log.Warn().Msg("the vault's keys as they are now (rotations, removals) serve with the previous config")
+}
+
+// rolledBack refuses secrets read from the vault file served that hold a
+// secret in an older version than the one served: a value other than the
+// served one, last updated before it. Only a copy of the vault from before
+// the rotation does that (a backup restored, a deploy tool's stale copy),
+// and serving it would bring back the key the rotation took away, perhaps
+// a leaked one.
+func (r *Reloader) rolledBack(cfg *config.Config, secrets map[string]vault.Secret) error {
+	if cfg.Vault.Path != r.cfg.Vault.Path {
+		return nil // another vault: its times say nothing of this one's
+	}
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
+		old, ok := r.secrets[name]
+		if s := secrets[name]; ok && s.Fingerprint() != old.Fingerprint() && s.Updated.Before(old.Updated) {
+			return fmt.Errorf("the vault %s holds secret %q as it was before its last rotation (updated %s, the one served %s): an older copy of the vault replaced it; "+
+				"the newer key stays in use: rotate the secret again (till secret set %s), or restart till to serve that copy",
+				cfg.Vault.Path, name, s.Updated.UTC().Format(time.RFC3339), old.Updated.UTC().Format(time.RFC3339), name)
+		}
+	}
+	return nil
 }
 
 // sameSecrets reports whether a and b hold the same secrets: names,

@@ -343,3 +343,64 @@ func TestRotationDoesNotWaitForSources(t *testing.T) {
 		}
 	}
 }
+
+// TestRolledBackVaultRefused: a reload that finds the vault file served
+// holding a secret as it was before its last rotation (an older copy put
+// back: a backup restored, a deploy tool's stale copy) is refused, also
+// when only the vault is served after a refused config, and the rotated
+// key stays in use: the older one may be the leaked key rotated away. A
+// newer rotation, and another vault named by the config, still reload.
+func TestRolledBackVaultRefused(t *testing.T) {
+	dir := t.TempDir()
+	served := parse(t, dir, goodYAML)
+	t0 := time.Now()
+	leaked := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, t0)}
+	rotated := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey+"-new", t0.Add(time.Second))}
+	again := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey+"-again", t0.Add(2*time.Second))}
+	other := parse(t, dir, goodYAML+"vault: {path: other.vault}\n")
+	badConfig := errors.New("till.yaml:3: bad")
+	var load func() (*config.Config, map[string]vault.Secret, error)
+	var inVault map[string]vault.Secret
+	gw, logs := &fakeGateway{}, &bytes.Buffer{}
+	r := New(served, rotated, Options{
+		Load:    func() (*config.Config, map[string]vault.Secret, error) { return load() },
+		Gateway: gw,
+		Metrics: &fakeMetrics{},
+		Log:     zerolog.New(logs),
+		Vault:   func(*config.Config) (map[string]vault.Secret, error) { return inVault, nil },
+	})
+	servedKey := func() string {
+		t.Helper()
+		if len(gw.snaps) == 0 {
+			return rotated["openai"].Fingerprint()
+		}
+		return gw.snaps[len(gw.snaps)-1].Routes()[0].Fingerprint
+	}
+
+	load = func() (*config.Config, map[string]vault.Secret, error) { return served, leaked, nil }
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "before its last rotation") {
+		t.Errorf("reload of the vault as it was before the rotation: got %v, want it refused", err)
+	}
+	if got := servedKey(); got != rotated["openai"].Fingerprint() {
+		t.Errorf("after the older vault was put back, the key served is %s, want the rotated %s", got, rotated["openai"].Fingerprint())
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Error("the log holds the key")
+	}
+
+	load = func() (*config.Config, map[string]vault.Secret, error) { return nil, nil, badConfig }
+	inVault = leaked
+	_ = r.Reload()
+	if got := servedKey(); got != rotated["openai"].Fingerprint() {
+		t.Errorf("after a refused config with the older vault, the key served is %s, want the rotated %s", got, rotated["openai"].Fingerprint())
+	}
+
+	load = func() (*config.Config, map[string]vault.Secret, error) { return served, again, nil }
+	if err := r.Reload(); err != nil || servedKey() != again["openai"].Fingerprint() {
+		t.Errorf("a later rotation: got %v, serving %s, want it served", err, servedKey())
+	}
+	load = func() (*config.Config, map[string]vault.Secret, error) { return other, leaked, nil }
+	if err := r.Reload(); err != nil || servedKey() != leaked["openai"].Fingerprint() {
+		t.Errorf("another vault named by the config: got %v, serving %s, want it served", err, servedKey())
+	}
+}

@@ -54,3 +54,55 @@ func TestRotationWhileConfigRefused(t *testing.T) {
 		t.Errorf("after `till secret set` printed %q (%q), the next request (%d) went with the old key", strings.TrimSpace(out), errOut, resp.StatusCode)
 	}
 }
+
+// TestRolledBackVaultKeepsTheRotation: an older copy of the vault put
+// back while till serves (a backup restored, a deploy tool's stale copy)
+// does not bring back the key a rotation took away, perhaps a leaked one:
+// the reload is refused, says why, and requests go on with the rotated
+// key.
+func TestRolledBackVaultKeepsTheRotation(t *testing.T) {
+	const oldKey, newKey = "sk-rollback-old-0123456789", "sk-rollback-new-0123456789"
+	var mu sync.Mutex
+	var got []string
+	up := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		mu.Unlock()
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[len(got)-1]
+	}
+	dir := t.TempDir()
+	cfg := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + "}\n"
+	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vaultFile := filepath.Join(dir, "till.vault")
+	setSecret(t, dir, "openai", oldKey)
+	backup, err := os.ReadFile(vaultFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := startTillIn(t, dir, "")
+	setSecret(t, dir, "openai", newKey)
+	if !tl.waitLog(`"message":"reloaded"`) {
+		t.Fatal("the rotation was not reloaded")
+	}
+	// The copy goes back whole, as cp to a temp name and mv would.
+	if err := os.WriteFile(vaultFile+".restore", backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(vaultFile+".restore", vaultFile); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog("before its last rotation") {
+		t.Fatalf("putting back the vault as it was before the rotation logged no refusal:\n%s", tl.stderr.String())
+	}
+	do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+	if k := last(); k != newKey {
+		t.Errorf("after an older vault was put back, the request went with a key of %d characters, want the rotated one", len(k))
+	}
+}
