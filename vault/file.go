@@ -245,6 +245,9 @@ func (f *File) Update(fn func(secrets map[string]Secret) error) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("%s: cannot create vault folder: %w", f.path, err)
 	}
+	if err := f.danglingLink(); err != nil {
+		return err
+	}
 	unlock, err := f.lock()
 	if err != nil {
 		return err
@@ -317,6 +320,21 @@ func (f *File) real() string {
 		return target
 	}
 	return f.path
+}
+
+// danglingLink refuses a vault path that is a symbolic link to nothing:
+// replace would put the new vault in the link's place, not where it
+// points (a volume), and creating the file it names would let whoever
+// planted the link choose where till writes.
+func (f *File) danglingLink() error {
+	target, err := os.Readlink(f.path)
+	if err != nil {
+		return nil // not a link
+	}
+	if _, err := os.Stat(f.path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return fmt.Errorf("%s: a symbolic link to %s, which does not exist; not replacing the link with a new vault: remove the link, or point vault.path where the vault is to be", f.path, target)
 }
 
 // replace writes data to a temporary file in the vault's folder (mode 0600),

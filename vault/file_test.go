@@ -141,6 +141,30 @@ func TestSymlinkedVault(t *testing.T) {
 	}
 }
 
+// TestDanglingVaultLink: a vault path that is a symbolic link to a file
+// not made yet (a volume's vault, linked before the first secret) is
+// refused with an error that names the link: writing would replace the
+// link with a vault that lives beside it, off the volume, and creating
+// the file the link names would let whoever planted the link choose it.
+func TestDanglingVaultLink(t *testing.T) {
+	k, _ := newKeyFile(t)
+	store, dir := t.TempDir(), t.TempDir()
+	target, link := filepath.Join(store, "till.vault"), filepath.Join(dir, "till.vault")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	err := Open(link, k).Set(NewSecret("openai", "sk-new", t0))
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") || !strings.Contains(err.Error(), target) {
+		t.Errorf("set through a link to nothing: got %v, want an error naming the link and its target", err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was replaced by a file (%v)", err)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the link's target was created (%v)", err)
+	}
+}
+
 func TestSetAndRemoveErrors(t *testing.T) {
 	k, _ := newKeyFile(t)
 	f := Open(filepath.Join(t.TempDir(), "till.vault"), k)
