@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -197,10 +198,18 @@ func (f *File) decrypt(data []byte) ([]byte, error) {
 	return plain, nil
 }
 
-// leftovers lists the temp files beside the vault (see replace).
+// leftovers lists the temp files beside the vault (see replace), by
+// name: a glob would read "[", "*" and "?" in the folder's path.
 func (f *File) leftovers() []string {
 	real := f.real()
-	files, _ := filepath.Glob(filepath.Join(filepath.Dir(real), "."+filepath.Base(real)+".tmp-*"))
+	dir, prefix := filepath.Dir(real), "."+filepath.Base(real)+".tmp-"
+	entries, _ := os.ReadDir(dir)
+	var files []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
 	return files
 }
 

@@ -604,6 +604,46 @@ func TestUpdateRemovesLeftovers(t *testing.T) {
 	}
 }
 
+// TestLeftoversWhateverTheFolderName: temp files are found by their name,
+// not by a pattern made of the path: in a folder named with "[" ("till
+// [prod]") they are removed too, and a folder named "a*" leaves alone
+// those of the folder "ab" beside it (another vault's work in progress).
+func TestLeftoversWhateverTheFolderName(t *testing.T) {
+	root := t.TempDir()
+	key, err := LoadKeyFile(filepath.Join(root, "till.key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"till [prod]", "a*", "ab"} {
+		if err := os.Mkdir(filepath.Join(root, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sibling := filepath.Join(root, "ab", ".till.vault.tmp-9")
+	if err := os.WriteFile(sibling, []byte("ab's vault, being written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"till [prod]", "a*"} {
+		f := Open(filepath.Join(root, name, "till.vault"), key)
+		if err := f.Set(NewSecret("a", "v1", time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		leftover := filepath.Join(root, name, ".till.vault.tmp-123")
+		if err := os.WriteFile(leftover, []byte("an older vault"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Set(NewSecret("b", "v2", time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(leftover); err == nil {
+			t.Errorf("folder %q: a temp file left by a killed writer survived the next update", name)
+		}
+	}
+	if _, err := os.Stat(sibling); err != nil {
+		t.Errorf("the vault in folder \"a*\" removed the temp file of the one in \"ab\": %v", err)
+	}
+}
+
 // TestLoadRemovesLeftovers: a reader removes the temp files a killed
 // writer left, unless a writer holds the lock (its temp file is then work
 // in progress).
