@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 )
@@ -102,7 +103,8 @@ func readSecretInput(ctx context.Context, e *env, end inputEnd) ([]byte, error) 
 
 // readTyped reads a value typed at a terminal in raw mode: Enter ends it
 // (with end set, once end says it is whole; \r, \n and \r\n are each one
-// newline), Ctrl-C and Ctrl-D cancel it, Backspace and Ctrl-U edit it.
+// newline), Ctrl-C and Ctrl-D cancel it, Backspace (a character) and
+// Ctrl-U edit it.
 func readTyped(r io.Reader, end inputEnd) ([]byte, error) {
 	var line []byte
 	var c [1]byte
@@ -142,9 +144,9 @@ func readTyped(r io.Reader, end inputEnd) ([]byte, error) {
 			clear(line)
 			return nil, errNoValue
 		case backspace, del:
-			if len(line) > 0 {
-				line = line[:len(line)-1]
-			}
+			// One character, however many bytes UTF-8 gives it.
+			_, size := utf8.DecodeLastRune(line)
+			line = line[:len(line)-size]
 		case ctrlU:
 			clear(line)
 			line = line[:0]

@@ -22,6 +22,11 @@ func TestReadTyped(t *testing.T) {
 		{"backspace", "sk-abx\x7fc\r", "sk-abc", nil},
 		{"ctrl-h", "sk-abx\bc\r", "sk-abc", nil},
 		{"backspace past the start", "\x7f\x7fsk\r", "sk", nil},
+		// One character erased, not one byte of it: a byte left of
+		// "é" would be refused, and erasing "é" with one press and
+		// "b" with the next must not leave the "b".
+		{"backspace over é", "sk-abé\x7f\x7fcd\r", "sk-acd", nil},
+		{"backspace over €", "sk-€\x7fx\r", "sk-x", nil},
 		{"ctrl-u", "wrong\x15sk-abc\r", "sk-abc", nil},
 		{"ctrl-c", "sk-ab\x03c\r", "", errInterrupted},
 		{"ctrl-d", "sk-ab\x04c\r", "", errNoValue},
