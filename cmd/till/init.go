@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"unicode/utf8"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
@@ -30,6 +33,11 @@ func runInit(args []string, e *env) error {
 		return err
 	}
 	data := config.StarterConfig()
+	if keyFile := e.getenv("TILL_KEY_FILE"); keyFile != "" {
+		if data, err = withKeyFile(data, keyFile); err != nil {
+			return err
+		}
+	}
 	cfg, err := config.Parse(path, data, filepath.Dir(path))
 	if err != nil {
 		return fmt.Errorf("the starter config does not parse (a bug in till): %w", err)
@@ -66,4 +74,26 @@ func runInit(args []string, e *env) error {
 	fmt.Fprintf(e.stdout, "next: printf %%s \"$OPENAI_API_KEY\" | till secret set openai -c %s\n", path)
 	fmt.Fprintf(e.stdout, "      then put a route in %s (routes: [{name: openai, preset: openai}]) and run: till check -c %s && till serve -c %s\n", path, path, path)
 	return nil
+}
+
+// starterKeyFile is the starter config's vault.key_file setting.
+const starterKeyFile = "key_file: till.key"
+
+// withKeyFile makes the starter config data name keyFile ($TILL_KEY_FILE)
+// as its vault.key_file: naming till.key, it would win over the variable
+// from then on, and the vault made with the variable's key would not open.
+func withKeyFile(data []byte, keyFile string) ([]byte, error) {
+	abs, err := filepath.Abs(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TILL_KEY_FILE: %w", err)
+	}
+	if !utf8.ValidString(abs) {
+		// A YAML file holds Unicode text only.
+		return nil, withHint(errors.New("TILL_KEY_FILE is not UTF-8: a config file cannot name it"), "rename the key file, or unset TILL_KEY_FILE for a key beside the config")
+	}
+	quoted, _ := json.Marshal(abs) // a JSON string is a YAML one
+	if !bytes.Contains(data, []byte(starterKeyFile)) {
+		return nil, errors.New("the starter config names no key file (a bug in till)")
+	}
+	return bytes.Replace(data, []byte(starterKeyFile), append([]byte("key_file: "), quoted...), 1), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,28 @@ func TestNoKeyHintKnowsTheVault(t *testing.T) {
 	os.Remove("till.key")
 	if _, errOut, code := c.run("", "secret", "list"); code != 1 || !strings.Contains(errOut, "hint: set TILL_KEY_FILE to the key file this vault was created with") {
 		t.Errorf("key file vault, no key file: exit %d: %s", code, errOut)
+	}
+}
+
+// TestInitKeepsTheKeyFileOfTheEnvironment: with TILL_KEY_FILE set, the
+// config till init writes names that key file. Naming till.key instead,
+// it would win over the variable from then on: a vault made before with
+// the variable's key would no longer open, and a new vault would get a
+// new key beside it, not where the operator keeps it.
+func TestInitKeepsTheKeyFileOfTheEnvironment(t *testing.T) {
+	c := newCLI(t)
+	keyFile := filepath.Join(t.TempDir(), "keys", "till.key")
+	if err := os.Mkdir(filepath.Dir(keyFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.env["TILL_KEY_FILE"] = keyFile
+	c.must(key, "secret", "set", "openai") // no config yet: the variable's key
+	c.must("", "init")
+	out, errOut, code := c.run("", "secret", "list")
+	if code != 0 || !strings.Contains(out, "openai") {
+		t.Errorf("secret list after till init: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "till.key")); err == nil {
+		t.Error("till init made a key beside the vault though TILL_KEY_FILE names one")
 	}
 }
