@@ -16,8 +16,9 @@ import (
 // folder every user can write is refused; one its group can write, and a
 // file others can read that holds limits.redis's password, are warned
 // about. A folder with the sticky bit (Kubernetes' ConfigMap mounts, /tmp)
-// lets no one replace another's file. A source's folder or helper that
-// every user can write is refused too (checkSourceModes). Modes mean
+// lets no one replace another's file. The vault's and its key's files and
+// folders (CheckVaultModes), and a source's folder or helper, that every
+// user can write are refused too (checkSourceModes). Modes mean
 // nothing of the kind on Windows, where it checks nothing.
 func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	if runtime.GOOS == "windows" {
@@ -42,6 +43,9 @@ func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	case folder&0o020 != 0:
 		warnings = append(warnings, fmt.Sprintf("the folder %s of %s is writable by its group (mode %v): each member can replace the config (chmod g-w %s)", dir, path, folder, dir))
 	}
+	if err := CheckVaultModes(c); err != nil {
+		return nil, err
+	}
 	if err := checkSourceModes(c); err != nil {
 		return nil, err
 	}
@@ -51,6 +55,29 @@ func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 		}
 	}
 	return warnings, nil
+}
+
+// CheckVaultModes refuses a vault or key file, or the folder of either,
+// that every user can write (a folder with the sticky bit excepted):
+// whoever writes there swaps in a key of their own and a vault sealed
+// with it, and chooses the keys requests carry. What does not exist yet
+// is left to the commands that read or make it. It checks nothing on
+// Windows.
+func CheckVaultModes(c *Config) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	for _, f := range []struct{ setting, path string }{{"vault.path", c.Vault.Path}, {"vault.key_file", c.Vault.KeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		for _, p := range []string{f.path, filepath.Dir(f.path)} {
+			if m, err := writeMode(p); err == nil && m&0o002 != 0 {
+				return fmt.Errorf("%s, of %s, is writable by every user (mode %v): whoever writes there swaps in their own vault and key, and chooses the keys sent (hint: chmod o-w %s)", p, f.setting, m, p)
+			}
+		}
+	}
+	return nil
 }
 
 // checkSourceModes refuses a files source's folder, and an exec source's

@@ -130,3 +130,50 @@ func TestSourceFileModes(t *testing.T) {
 		})
 	}
 }
+
+// TestVaultFileModes: the vault, its key, and the folder of either, that
+// every user can write are refused (whoever writes there swaps in their
+// own key and a vault sealed with it); a sticky folder, as /tmp, is not.
+func TestVaultFileModes(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		vault, key os.FileMode // the vault's folder, the key's
+		vaultFile  os.FileMode
+		refused    string
+	}{
+		{name: "private", vault: 0o700, key: 0o700, vaultFile: 0o600},
+		{name: "readable", vault: 0o755, key: 0o755, vaultFile: 0o644},
+		{name: "world-writable vault folder", vault: 0o777, key: 0o700, vaultFile: 0o600, refused: "vault.path"},
+		{name: "world-writable key folder", vault: 0o700, key: 0o777, vaultFile: 0o600, refused: "vault.key_file"},
+		{name: "world-writable vault file", vault: 0o700, key: 0o700, vaultFile: 0o666, refused: "vault.path"},
+		{name: "sticky world-writable folders", vault: 0o777 | os.ModeSticky, key: 0o777 | os.ModeSticky, vaultFile: 0o600},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			vaultDir, keyDir := filepath.Join(root, "data"), filepath.Join(root, "keys")
+			c := &Config{Vault: Vault{Path: filepath.Join(vaultDir, "till.vault"), KeyFile: filepath.Join(keyDir, "till.key")}}
+			for _, d := range []string{vaultDir, keyDir} {
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				defer os.Chmod(d, 0o700)
+			}
+			if err := os.WriteFile(c.Vault.Path, []byte("sealed"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// chmod, not the create mode: the umask must not soften them.
+			for p, m := range map[string]os.FileMode{c.Vault.Path: tt.vaultFile, vaultDir: tt.vault, keyDir: tt.key} {
+				if err := os.Chmod(p, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := CheckVaultModes(c)
+			if tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused) || !strings.Contains(err.Error(), "writable by every user")) {
+				t.Errorf("error %v, want one naming %s", err, tt.refused)
+			}
+			if tt.refused == "" && err != nil {
+				t.Errorf("refused: %v", err)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,5 +176,64 @@ func TestCAInitKilledBeforeVaultWrite(t *testing.T) {
 	out, stderr, code := runTill(t, dir, "", nil, "ca", "init")
 	if code != 0 {
 		t.Errorf("till ca init after a killed one: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestVaultFolderWritableByOthersRefused: whoever can write the folder of
+// the vault or of its key replaces both by a rename: a key of their own
+// and a vault sealed with it, holding their own provider key, which a
+// running till takes at its next reload and sends with every request (the
+// app's prompts and answers then land in their account). As for the
+// config's folder, a vault or key folder every user can write is refused,
+// at a reload too; without a config file, the working folder is the
+// vault's.
+func TestVaultFolderWritableByOthersRefused(t *testing.T) {
+	const realKey, theirs = "sk-vault-folder-real-0123456789", "sk-vault-folder-theirs-0123456789"
+	suiteLeaks.key(realKey)
+	suiteLeaks.key(theirs)
+	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{}`)) }))
+	root := t.TempDir()
+	conf, data, other := filepath.Join(root, "conf"), filepath.Join(root, "data"), filepath.Join(root, "other")
+	for _, d := range []string{conf, data, other} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := "version: 1\nvault: {path: ../data/till.vault, key_file: ../data/till.key}\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + "}\n"
+	if err := os.WriteFile(filepath.Join(conf, "till.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setSecret(t, conf, "openai", realKey)
+	setSecret(t, other, "openai", theirs) // their vault, sealed with their key
+	tl := startTillIn(t, conf, up.caFile)
+
+	// The data folder loosened, another user swaps in their key and vault.
+	if err := os.Chmod(data, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(data, 0o700)
+	for _, f := range []string{"till.key", "till.vault"} {
+		if err := os.Rename(filepath.Join(other, f), filepath.Join(data, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !tl.waitLog("reload failed") {
+		t.Fatalf("the swapped vault was taken without a failed reload:\n%s", tl.stderr.String())
+	}
+	do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
+	if got := up.last(t).Header.Get("Authorization"); got != "Bearer "+realKey {
+		t.Errorf("after another user swapped the vault in a folder every user can write, the request went with a key of %d characters, want the operator's", len(got))
+	}
+	if _, errOut, code := runTill(t, conf, "", nil, "check"); code == 0 || !strings.Contains(errOut, "writable by every user") {
+		t.Errorf("till check with the vault in a folder every user can write: exit %d, %q; want it refused", code, errOut)
+	}
+
+	// No config file: the vault is the working folder's.
+	if err := os.Chmod(other, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(other, 0o700)
+	if _, errOut, code := runTill(t, other, "", nil, "secret", "list"); code == 0 || !strings.Contains(errOut, "writable by every user") {
+		t.Errorf("till secret list with the vault in a working folder every user can write: exit %d, %q; want it refused", code, errOut)
 	}
 }

@@ -309,10 +309,14 @@ func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
 }
 
 // vault reads the vault cfg names, for a reload whose config was refused;
-// a vault gone since start is an error, as for load.
+// a vault gone since start, or in a folder every user can write, is an
+// error, as for load.
 func (s *servedConfig) vault(cfg *config.Config) (map[string]vault.Secret, error) {
 	if s.hadVault.Load() && missing(cfg.Vault.Path) {
 		return nil, errors.New("the vault file is gone")
+	}
+	if err := config.CheckVaultModes(cfg); err != nil {
+		return nil, err
 	}
 	return readSecrets(cfg, s.env)
 }

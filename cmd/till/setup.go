@@ -69,7 +69,11 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 	if has == nil {
 		has = func(string) bool { return false }
 	}
-	return config.Default(dir, e.getenv("TILL_KEY_FILE"), has), nil
+	cfg := config.Default(dir, e.getenv("TILL_KEY_FILE"), has)
+	if err := config.CheckVaultModes(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // openVault opens the config's vault with the key from the environment
