@@ -15,11 +15,12 @@ import (
 // chooses where each key goes and what an exec source runs. A file or
 // folder every user can write is refused; one its group can write, and a
 // file others can read that holds limits.redis's password, are warned
-// about. A folder with the sticky bit (Kubernetes' ConfigMap mounts, /tmp)
-// lets no one replace another's file. The vault's and its key's files and
-// folders (CheckVaultModes), and a source's folder or helper, that every
-// user can write are refused too (checkSourceModes). Modes mean
-// nothing of the kind on Windows, where it checks nothing.
+// about. A folder with the sticky bit (/tmp, Kubernetes' Secret mounts)
+// lets no one replace another's file, and no one writes what is root's on
+// a read-only mount (Kubernetes' ConfigMap mounts). The vault's and its
+// key's files and folders (CheckVaultModes), and a source's folder or
+// helper, that every user can write are refused too (checkSourceModes).
+// Modes mean nothing of the kind on Windows, where it checks nothing.
 func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	if runtime.GOOS == "windows" {
 		return nil, nil
@@ -115,8 +116,9 @@ func checkSourceModes(c *Config) error {
 }
 
 // writeMode is the permission bits of the file or folder at path (a link
-// followed), without the write bits that a folder's sticky bit makes
-// harmless: no one can replace another's file in it.
+// followed), without the write bits that cannot be used: a folder's sticky
+// bit lets no one replace another's file in it, and no one writes what is
+// root's on a read-only mount (sealedByMount).
 func writeMode(path string) (fs.FileMode, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -125,6 +127,9 @@ func writeMode(path string) (fs.FileMode, error) {
 	m := st.Mode().Perm()
 	if st.IsDir() && st.Mode()&fs.ModeSticky != 0 {
 		m &^= 0o022
+	}
+	if sealedByMount(path, st) {
+		m &^= 0o222
 	}
 	return m, nil
 }

@@ -494,3 +494,74 @@ func TestSidecarClientEditsShow(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// kubeletConfigMap lays out dir as the kubelet lays out a ConfigMap
+// volume holding till.yaml: the folder root's with mode (0777, 2777 under
+// fsGroup: not sticky), the file in a timestamped folder that ..data
+// links to, and till.yaml a link into ..data.
+func kubeletConfigMap(t *testing.T, dir, config string, mode os.FileMode) {
+	t.Helper()
+	gen := filepath.Join(dir, "..2026_01_02_15_04_05.1")
+	if err := os.MkdirAll(gen, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gen, "till.yaml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(gen), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/till.yaml", filepath.Join(dir, "till.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSidecarServesConfigMapFolder: a config from a ConfigMap volume, as
+// the Kubernetes examples mount it, is served. The kubelet makes the
+// volume's folder 0777 (2777 under fsGroup), root's, and mounts it
+// read-only in the pod: no one there can write it, so it is not the
+// folder every user can write that the mode check refuses. A user's
+// folder mounted read-only still is.
+func TestSidecarServesConfigMapFolder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root: chown, a mount namespace, chroot and uid %d", imageUID)
+	}
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	key := "sk-sidecar-configmap-0123456789abcdef"
+	suiteLeaks.key(key)
+	for _, mode := range []os.FileMode{0o777, 0o777 | os.ModeSetgid} {
+		t.Run(mode.String(), func(t *testing.T) {
+			host := t.TempDir()
+			data := filepath.Join(host, "till-data")
+			if out, errOut, code := runTill(t, host, "", nil, "init", "--dir", "./till-data"); code != 0 {
+				t.Fatalf("till init: exit %d\n%s%s", code, out, errOut)
+			}
+			if out, errOut, code := runTill(t, host, key, nil, "secret", "set", "openai", "-c", "./till-data/till.yaml"); code != 0 {
+				t.Fatalf("till secret set: exit %d\n%s%s", code, out, errOut)
+			}
+			chownAll(t, data, imageUID)
+			configMap := filepath.Join(host, "configmap")
+			kubeletConfigMap(t, configMap, sidecarConfig(t, u.URL), mode)
+
+			sc := newSidecar(t, configMap, data, u.caFile)
+			if out, errOut, code := sc.run(t, "", "check"); code != 0 {
+				t.Errorf("till check of a ConfigMap's config: exit %d\n%s%s", code, out, errOut)
+			}
+			tl := sc.serve(t, data)
+			if resp, body := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil)); resp.StatusCode != 200 {
+				t.Errorf("got %d %s, want 200", resp.StatusCode, body)
+			}
+			// A user's folder mounted read-only (a checkout, bind-mounted)
+			// may be written on the host: its mode still counts.
+			if err := os.Chown(configMap, 1000, 1000); err != nil {
+				t.Fatal(err)
+			}
+			if _, errOut, code := sc.run(t, "", "check"); code != 1 || !strings.Contains(errOut, "writable by every user") {
+				t.Errorf("till check of a user's 0777 folder mounted read-only: exit %d, want 1 and the folder refused\n%s", code, errOut)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,20 +34,33 @@ import (
 // sees the old files or the new ones, and a file's path never changes:
 // only what it resolves to.
 type kubeletVolume struct {
-	t   *testing.T
-	dir string
-	gen int
+	t    *testing.T
+	dir  string
+	gen  int
+	mode os.FileMode // the folder's, as the kubelet makes it (kubeletMode)
 }
 
-// newKubeletVolume lays out files in dir (which it creates).
-func newKubeletVolume(t *testing.T, dir string, files map[string][]byte) *kubeletVolume {
+// newKubeletVolume lays out files in dir (which it creates), the folder
+// of volume vol in a pod whose fsGroup is set.
+func newKubeletVolume(t *testing.T, dir string, vol corev1.Volume, files map[string][]byte) *kubeletVolume {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	v := &kubeletVolume{t: t, dir: dir}
+	v := &kubeletVolume{t: t, dir: dir, mode: kubeletMode(vol)}
 	v.update(files)
 	return v
+}
+
+// kubeletMode is the mode the kubelet gives the folder of vol under a pod's
+// fsGroup: a ConfigMap's is an emptyDir on disk, 0777, not sticky; a
+// Secret's or a projected volume's a tmpfs, 1777. fsGroup adds setgid.
+func kubeletMode(vol corev1.Volume) os.FileMode {
+	mode := 0o777 | os.ModeSetgid
+	if vol.Secret != nil || vol.Projected != nil {
+		mode |= os.ModeSticky
+	}
+	return mode
 }
 
 // update writes a new generation of the files and swaps ..data to it.
@@ -98,10 +112,57 @@ func (v *kubeletVolume) update(files map[string][]byte) {
 }
 
 // seal makes the volume read-only to till, as the mount is in the pod.
+// With podMounts, its folder is as the kubelet makes it (root's, the
+// pod's fsGroup its group, its kubeletMode), made read-only by till's
+// mount of it (inPod); without, it is 0555.
 func (v *kubeletVolume) seal() {
-	if err := os.Chmod(v.dir, 0o555); err != nil {
+	if !podMounts() {
+		if err := os.Chmod(v.dir, 0o555); err != nil {
+			v.t.Fatal(err)
+		}
+		return
+	}
+	if err := os.Chown(v.dir, 0, tillUID); err != nil {
 		v.t.Fatal(err)
 	}
+	if err := os.Chmod(v.dir, v.mode); err != nil {
+		v.t.Fatal(err)
+	}
+}
+
+// podMounts reports whether till can run here with its volumes mounted
+// read-only, as in the pod (inPod): as root, with unshare and setpriv.
+var podMounts = sync.OnceValue(func() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		return false
+	}
+	return exec.Command("unshare", "-m", "--propagation", "private", "true").Run() == nil
+})
+
+// inPod returns the command that runs argv as till's container does:
+// with podMounts, in a mount namespace of its own where each folder of ro
+// is mounted read-only (the kubelet mounts ConfigMap, Secret and projected
+// volumes so), as till's user; as till's user when the test runs as root
+// without them; else as it is.
+func inPod(ctx context.Context, ro []string, argv ...string) *exec.Cmd {
+	if !podMounts() {
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		if os.Geteuid() == 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tillUID, Gid: tillUID, Groups: []uint32{}}}
+		}
+		return cmd
+	}
+	script := fmt.Sprintf(`n=$1; shift
+while [ "$n" -gt 0 ]; do
+	mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 1
+	shift; n=$((n - 1))
+done
+exec setpriv --reuid=%d --regid=%d --clear-groups "$@"`, tillUID, tillUID)
+	args := slices.Concat([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh", strconv.Itoa(len(ro))}, ro, argv)
+	return exec.CommandContext(ctx, "unshare", args...)
 }
 
 // entries lists the names in the volume's folder.
@@ -191,8 +252,10 @@ type podOptions struct {
 // says (args, TILL_CONFIG, the config from the ConfigMap, the vault from a
 // Secret volume laid out as the kubelet lays it out, a fake Vault behind
 // each source with its CA and the pod's token in the volumes that serve
-// them), as till's user when the test runs as root. Only the ports and
-// each source's address move: to free loopback ports, and the fakes.
+// them), as till's user when the test runs as root, with the volumes'
+// folders as the kubelet makes and mounts them when it can (podMounts).
+// Only the ports and each source's address move: to free loopback ports,
+// and the fakes.
 func startPod(t *testing.T, file, workloadName string) *pod {
 	t.Helper()
 	return startPodWith(t, file, workloadName, podOptions{})
@@ -269,9 +332,16 @@ func startPodWith(t *testing.T, file, workloadName string, opts podOptions) *pod
 	if text, err = opts.apply(text); err != nil {
 		t.Fatal(err)
 	}
-	p.config = newKubeletVolume(t, filepath.Dir(cfgFile), map[string][]byte{filepath.Base(cfgFile): text})
+	volumeOf := func(file string) corev1.Volume {
+		sf, err := w.serve(c, file, false)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		return sf.volume
+	}
+	p.config = newKubeletVolume(t, filepath.Dir(cfgFile), volumeOf(configPath(c)), map[string][]byte{filepath.Base(cfgFile): text})
 	if st.secret != "" {
-		p.vault = newKubeletVolume(t, filepath.Join(root, filepath.Dir(st.cfg.Vault.Path)), p.secretFiles())
+		p.vault = newKubeletVolume(t, filepath.Join(root, filepath.Dir(st.cfg.Vault.Path)), volumeOf(st.cfg.Vault.Path), p.secretFiles())
 	}
 	// Each source's file in the volume the manifest serves it from, laid
 	// out as the kubelet does (a projected token too: the kubelet renews
@@ -288,7 +358,20 @@ func startPodWith(t *testing.T, file, workloadName string, opts podOptions) *pod
 		p.volFiles[sf.mount.MountPath][sf.rel] = files[name]
 	}
 	for mp, vf := range p.volFiles {
-		p.volumes[mp] = newKubeletVolume(t, filepath.Join(root, mp), vf)
+		var vol corev1.Volume
+		for _, sf := range p.served {
+			if sf.mount.MountPath == mp {
+				vol = sf.volume
+			}
+		}
+		p.volumes[mp] = newKubeletVolume(t, filepath.Join(root, mp), vol, vf)
+	}
+	ro := []string{p.config.dir}
+	if p.vault != nil {
+		ro = append(ro, p.vault.dir)
+	}
+	for _, v := range p.volumes {
+		ro = append(ro, v.dir)
 	}
 
 	args := slices.Clone(c.Args)
@@ -298,14 +381,11 @@ func startPodWith(t *testing.T, file, workloadName string, opts podOptions) *pod
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := inPod(ctx, ro, append([]string{bin}, args...)...)
 	cmd.Dir = root
 	cmd.Env = append(tillEnv(), "TILL_CONFIG="+cfgFile)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
-	if os.Geteuid() == 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tillUID, Gid: tillUID, Groups: []uint32{}}}
-	}
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
