@@ -11,8 +11,11 @@
 # No secret is ever copied into a layer: .dockerignore keeps keys, vaults,
 # CAs and audit logs out of the build context, build stage included.
 # The HEALTHCHECK runs `till health`, which asks the admin listener's /readyz:
-# the config needs admin.listen (127.0.0.1:9090), or the container reports
-# unhealthy (the gateway listener has no /readyz: it routes every path).
+# the config needs admin.listen on 127.0.0.1:9090 (or 0.0.0.0:9090), or the
+# container reports unhealthy (the gateway listener has no /readyz: it
+# routes every path). It names the address rather than read the config, so
+# that it asks the running till: an edit till refused (it keeps serving the
+# config before) or an admin.listen waiting for a restart changes nothing.
 
 # A patched Go: govulncheck flags net/http and crypto/x509 fixes that
 # go1.26.8 lacks (see .ci/run).
@@ -40,6 +43,6 @@ ENV TILL_CONFIG=/etc/till/till.yaml
 USER 65532:65532
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["/usr/local/bin/till", "health"]
+  CMD ["/usr/local/bin/till", "health", "--url", "http://127.0.0.1:9090/readyz"]
 ENTRYPOINT ["/usr/local/bin/till"]
 CMD ["serve", "--listen", "0.0.0.0:8080"]
