@@ -28,7 +28,9 @@ type ListenerTLS struct {
 	// certificates are verified against it. May be nil with ACME and no
 	// client certificates.
 	Authority *ca.CA
-	// Storage is the folder where certmagic keeps certificates and keys.
+	// Storage is the folder where certmagic keeps the ACME account and
+	// the certificates and keys an ACME CA issued. Certificates from till's
+	// CA are kept in memory (memStorage): nothing is written.
 	Storage string
 	// ChallengePort is where the TLS-ALPN-01 challenge is answered: the
 	// listener's own port, served by the returned config.
@@ -96,8 +98,14 @@ func (l ListenerTLS) Config() (*tls.Config, func(context.Context) error) {
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
 		Logger:           log,
 	})
+	var storage certmagic.Storage = newMemStorage()
+	if l.ACME != nil {
+		// An ACME CA limits how often it issues: what it issued must
+		// outlive a restart.
+		storage = &certmagic.FileStorage{Path: l.Storage}
+	}
 	cfg = certmagic.New(cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: l.Storage},
+		Storage: storage,
 		Logger:  log,
 	})
 	if l.ACME != nil {

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -563,5 +564,77 @@ func TestSidecarServesConfigMapFolder(t *testing.T) {
 				t.Errorf("till check of a user's 0777 folder mounted read-only: exit %d, want 1 and the folder refused\n%s", code, errOut)
 			}
 		})
+	}
+}
+
+// TestSidecarTLSListenerReadOnlyVault: a listener served over TLS with
+// certificates from till's CA starts with its vault in a read-only folder,
+// as a Kubernetes Secret volume is. Those certificates were kept in
+// till-certs beside the vault, so till could not start there.
+func TestSidecarTLSListenerReadOnlyVault(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root: chown, a mount namespace, chroot and uid %d", imageUID)
+	}
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	key := "sk-sidecar-tls-0123456789abcdef"
+	suiteLeaks.key(key)
+	host := t.TempDir()
+	prep := filepath.Join(host, "prep")
+	for _, args := range [][]string{
+		{"init", "--dir", "./prep"},
+		{"secret", "set", "openai", "-c", "./prep/till.yaml"},
+		{"ca", "init", "-c", "./prep/till.yaml"},
+	} {
+		if out, errOut, code := runTill(t, host, key, nil, args...); code != 0 {
+			t.Fatalf("till %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	// The vault, its key and the CA certificate in the folder mounted
+	// read-only at /etc/till, beside the config.
+	secret := filepath.Join(host, "secret")
+	if err := os.Mkdir(secret, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"till.vault", "till.key", "till-ca.pem"} {
+		b, err := os.ReadFile(filepath.Join(prep, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(secret, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf(`version: 1
+tls: {names: [localhost]}
+vault: {path: /etc/till/till.vault, key_file: /etc/till/till.key}
+forward: {ca_cert: /etc/till/till-ca.pem}
+audit: {file: /var/lib/till/audit.log}
+routes:
+  - {name: openai, preset: openai, upstream: %q}
+`, u.URL)
+	if err := os.WriteFile(filepath.Join(secret, "till.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	chownAll(t, secret, imageUID)
+	data := filepath.Join(host, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chownAll(t, data, imageUID)
+
+	sc := newSidecar(t, secret, data, u.caFile)
+	tl := sc.serve(t, data)
+	caPEM, err := os.ReadFile(filepath.Join(secret, "till-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(tl.addr)
+	resp, err := tlsClient(t, caPEM, nil).Get("https://localhost:" + port + "/openai/v1/models")
+	if err != nil {
+		t.Fatalf("GET over TLS: %v\n%s", err, tl.stderr.String())
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET over TLS: %d, want 200", resp.StatusCode)
 	}
 }
