@@ -472,3 +472,45 @@ func TestACMELogged(t *testing.T) {
 	}
 	tl.assertNoLeak([]string{openaiKey})
 }
+
+// TestServeWarningsAreLogLines: what serve warns about the files it reads
+// (a vault key its group can read, as fsGroup leaves a Kubernetes Secret's;
+// a config its group can write), at start and at each reload, is a line
+// of its log like the rest: JSON, at level warn. A plain line there is
+// one a log pipeline that parses JSON cannot read (GKE files a stderr
+// line it cannot parse as an ERROR).
+func TestServeWarningsAreLogLines(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	setSecret(t, dir, "openai", openaiKey)
+	cfg := fmt.Sprintf("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: %q}\n", u.URL)
+	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for f, mode := range map[string]os.FileMode{"till.key": 0o640, "till.yaml": 0o664} {
+		if err := os.Chmod(filepath.Join(dir, f), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	tl.cmd.Process.Signal(sighup)
+	if !tl.waitLog(`"message":"reloaded"`) {
+		t.Fatalf("no reload logged:\n%s", tl.stderr.String())
+	}
+	tl.stop()
+	out := tl.stderr.String()
+	if !jsonLines(out) {
+		t.Errorf("serve's log is not JSON lines:\n%s", out)
+	}
+	for _, warning := range []string{"readable by other users", "writable by its group"} {
+		n := 0
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, warning) {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("%d warnings at level warn saying %q, want 2 (start, reload):\n%s", n, warning, out)
+		}
+	}
+}

@@ -46,6 +46,21 @@ type env struct {
 	log logFlags
 	// coreDumps says why core dumps could not be disabled, if so.
 	coreDumps error
+	// warn, when set, takes the warnings about the files a command reads
+	// (warnf) in place of stderr: serve logs them, so that its stderr
+	// stays log lines.
+	warn func(msg string)
+}
+
+// warnf prints a warning about the files a command reads, as
+// `till: warning: …` on stderr, or to e.warn when set.
+func (e *env) warnf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if e.warn != nil {
+		e.warn(msg)
+		return
+	}
+	fmt.Fprintf(e.stderr, "till: warning: %s\n", msg)
 }
 
 // Exit codes.

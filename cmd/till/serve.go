@@ -51,6 +51,11 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	defer signal.Stop(reopen)
 	logs := newLogOutput(e)
 	logger := logs.logger()
+	// What it warns about its files, at start and at each reload, is a
+	// line of its log like the rest.
+	se := *e
+	se.warn = func(msg string) { logger.Warn().Msg(msg) }
+	e = &se
 
 	cfg, secrets, err := loadAll(cfgPath, e)
 	if err != nil {

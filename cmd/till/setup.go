@@ -58,7 +58,7 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 			return nil, err
 		}
 		for _, w := range warnings {
-			fmt.Fprintf(e.stderr, "till: warning: %s\n", w)
+			e.warnf("%s", w)
 		}
 		return cfg, nil
 	}
@@ -103,7 +103,7 @@ func openVault(cfg *config.Config, e *env, create bool) (*cliVault, error) {
 	if e.getenv("TILL_PASSPHRASE") == "" {
 		if st, err := os.Stat(cfg.Vault.KeyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
 			v.exposed = fmt.Sprintf("the vault key %s is readable by other users (mode %v)", displayPath(cfg.Vault.KeyFile), st.Mode().Perm())
-			fmt.Fprintf(e.stderr, "till: warning: %s: chmod 600 %s\n", v.exposed, displayPath(cfg.Vault.KeyFile))
+			e.warnf("%s: chmod 600 %s", v.exposed, displayPath(cfg.Vault.KeyFile))
 		}
 	}
 	return v, nil
