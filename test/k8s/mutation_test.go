@@ -45,6 +45,7 @@ func TestWiringCatches(t *testing.T) {
 		{"sidecar without restartPolicy", "sidecar.yaml", "restartPolicy: Always  ", "", "restartPolicy: Always"},
 		{"listen flag against config", "sidecar.yaml", `"--listen", "127.0.0.1:8080"`, `"--listen", "127.0.0.1:8081"`, "--listen"},
 		{"exec probe on the wrong port", "sidecar.yaml", "127.0.0.1:9090/readyz", "127.0.0.1:9091/readyz", "admin.listen"},
+		{"exec probe killed before till health answers", "sidecar.yaml", "periodSeconds: 10\n            timeoutSeconds: 3", "periodSeconds: 10", "timeoutSeconds 0"},
 		{"exec probe on the wrong path", "sidecar.yaml", "127.0.0.1:9090/healthz", "127.0.0.1:9090/readyz", "want http://ADMIN/healthz"},
 		{"config mounted with subPath", "sidecar.yaml", "mountPath: /etc/till\n", "mountPath: /etc/till\n              subPath: till.yaml\n", "subPath"},
 		{"missing ConfigMap", "sidecar.yaml", "name: till-sidecar\n            items", "name: till-sidecarr\n            items", `ConfigMap "till-sidecarr" is not among`},

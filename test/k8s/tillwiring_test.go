@@ -283,6 +283,10 @@ func (s *manifestSet) checkGrace(t reporter, w workload, c *corev1.Container, cf
 	}
 }
 
+// healthSeconds is how long till health waits for an answer
+// (cmd/till's healthTimeout).
+const healthSeconds = 2
+
 // checkProbes: readiness on /readyz and liveness on /healthz of the admin
 // listener, reached as the kubelet reaches it.
 func (s *manifestSet) checkProbes(t reporter, w workload, c *corev1.Container, cfg *tillConfig) {
@@ -348,6 +352,11 @@ func (s *manifestSet) checkProbes(t reporter, w workload, c *corev1.Container, c
 			lhost, lport, _ := net.SplitHostPort(cfg.Admin.Listen)
 			if uport != lport || (host != lhost && !(lhost == "0.0.0.0" && host == "127.0.0.1")) {
 				t.Errorf("%s: %s: URL %q, but admin.listen is %s", where, p.name, cmd[3], cfg.Admin.Listen)
+			}
+			// The kubelet kills an exec probe at timeoutSeconds (1 by
+			// default): till health must have its own 2 s to say why.
+			if p.probe.TimeoutSeconds < healthSeconds+1 {
+				t.Errorf("%s: %s: timeoutSeconds %d: till health waits up to %d s; give it %d", where, p.name, p.probe.TimeoutSeconds, healthSeconds, healthSeconds+1)
 			}
 		default:
 			t.Errorf("%s: %s: want httpGet or exec", where, p.name)
