@@ -38,8 +38,11 @@ func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *r
 	if !rt.formMethods || r.Method != http.MethodPost || !x.hasBody {
 		return nil
 	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
+	how, err := readingOf(r.Header)
+	if err != nil {
+		return &apiError{CodeBadRequest, "this route limits methods, and reads a form body for a _method field that would name another one: " + err.Error()}
+	}
+	if !how.form && !how.multipart {
 		return nil
 	}
 	if e, ok := x.holdBody(w, r); !ok {
@@ -49,8 +52,8 @@ func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *r
 		return &errFormTooLarge
 	}
 	var values []string
-	if mt == "multipart/form-data" {
-		values, err = multipartMethods(x.held, params["boundary"])
+	if how.multipart {
+		values, err = multipartMethods(x.held, how.boundary)
 	} else {
 		values, err = urlencodedMethods(x.held)
 	}
@@ -63,6 +66,54 @@ func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *r
 		}
 	}
 	return nil
+}
+
+// bodyReading is how the frameworks behind an upstream may read a POST's
+// body for a _method field.
+type bodyReading struct {
+	form      bool   // as a urlencoded form
+	multipart bool   // as a multipart form, split at boundary
+	boundary  string // the multipart form's boundary
+}
+
+// readingOf tells from a POST's Content-Type how its body may be read:
+// as Rack and PHP read it, which is more often than Go's parser would.
+// Rack reads a POST without a Content-Type, or with an empty one, as a
+// urlencoded form, and multipart/mixed and multipart/related as
+// multipart; both cut the media type at a "," as well as a ";", PHP at a
+// space too. A multipart form whose boundary Go cannot read, or a request
+// with more than one Content-Type (of which servers pick different ones),
+// is an error.
+func readingOf(h http.Header) (bodyReading, error) {
+	var how bodyReading
+	ct := ""
+	switch cts := h["Content-Type"]; len(cts) {
+	case 0:
+	case 1:
+		ct = cts[0]
+	default:
+		return how, errors.New("it has more than one Content-Type")
+	}
+	media := looseMediaType(ct)
+	how.form = media == "" || media == "application/x-www-form-urlencoded"
+	if strings.HasPrefix(media, "multipart/") {
+		_, params, err := mime.ParseMediaType(ct)
+		if err != nil || params["boundary"] == "" {
+			return how, errors.New("its multipart Content-Type has no boundary Go can read")
+		}
+		how.multipart, how.boundary = true, params["boundary"]
+	}
+	return how, nil
+}
+
+// looseMediaType is a Content-Type's media type as Rack and PHP read it:
+// in lower case, up to the first ";", "," or white space.
+func looseMediaType(ct string) string {
+	ct = strings.ToLower(strings.TrimSpace(ct))
+	if i := strings.IndexAny(ct, ";, \t"); i >= 0 {
+		ct = ct[:i]
+	}
+	return ct
 }
 
 // isMethodField reports whether a form field's name is _method, in any
@@ -99,9 +150,6 @@ const maxMethodValue = 64
 // multipartMethods returns the values of a multipart form's _method
 // fields.
 func multipartMethods(body []byte, boundary string) ([]string, error) {
-	if boundary == "" {
-		return nil, errors.New("no boundary")
-	}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	var out []string
 	for {
