@@ -116,10 +116,18 @@ func looseMediaType(ct string) string {
 	return ct
 }
 
-// isMethodField reports whether a form field's name is _method, in any
-// case, or one of Rack's nested forms of it (_method[]).
+// isMethodField reports whether a form or query field's name is read as
+// _method (in any case) by Rack, PHP or Go: PHP ends a name at a NUL
+// byte, drops its leading spaces and reads "." for "_"; Rack 2 drops
+// leading "[" and "]" and reads "_method]" and "_method[...]" (its nested
+// forms) as _method.
 func isMethodField(name string) bool {
-	return strings.EqualFold(name, "_method") || len(name) > 8 && strings.EqualFold(name[:8], "_method[")
+	name, _, _ = strings.Cut(name, "\x00")
+	name = strings.TrimLeft(name, " []")
+	if len(name) < 7 || name[0] != '_' && name[0] != '.' || !strings.EqualFold(name[1:7], "method") {
+		return false
+	}
+	return len(name) == 7 || name[7] == '[' || name[7] == ']'
 }
 
 // urlencodedMethods returns the values of a form's _method fields, its

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -116,4 +117,55 @@ func TestFormMethodWhateverTheContentType(t *testing.T) {
 		{"no Content-Type, no _method", "/items/posts/7", nil, `{"title": "x"}`, 200},
 		{"no Content-Type on a provider's route", "/openai/v1/files", nil, "_method=DELETE", 200},
 	})
+}
+
+// phpName is the name PHP gives a query or form field, as
+// php_register_variable_ex makes it (checked against php-cgi 8.2): it
+// ends at a NUL byte, leading spaces go, and "." and " " before any "["
+// read as "_".
+func phpName(raw string) string {
+	name, _ := url.QueryUnescape(raw)
+	name, _, _ = strings.Cut(name, "\x00")
+	name = strings.TrimLeft(name, " ")
+	base, index, _ := strings.Cut(name, "[")
+	return strings.NewReplacer(".", "_", " ", "_").Replace(base) + index
+}
+
+// TestMethodFieldAsPHPAndRackName: PHP reads a field named ".method",
+// " _method" or "_method\x00x" as _method, in a form body or the query
+// (where Laravel and Symfony look for one); Rack 2 reads "[_method]",
+// "]_method" and "_method]" as _method in a form. Checked against php-cgi
+// 8.2 and Rack 2.2.22: each turns the POST into a DELETE. In a form they
+// are refused; from the query they are removed, as _method is.
+func TestMethodFieldAsPHPAndRackName(t *testing.T) {
+	f := newOverrideFixture(t)
+	form := []string{formType}
+	multipartPart := func(name string) string {
+		return "--b\r\nContent-Disposition: form-data; name=\"" + name + "\"\r\n\r\nDELETE\r\n--b--\r\n"
+	}
+	mp := []string{"multipart/form-data; boundary=b"}
+	runBodyCases(t, f, []bodyCase{
+		{"a dot for the underscore", "/items/posts/7", form, ".method=DELETE", 403},
+		{"leading spaces", "/items/posts/7", form, "%20+.method=DELETE", 403},
+		{"cut at a NUL", "/items/posts/7", form, "_method%00x=DELETE", 403},
+		{"Rack 2's leading brackets", "/items/posts/7", form, "[_method]=DELETE", 403},
+		{"Rack 2's leading bracket", "/items/posts/7", form, "]_method=DELETE", 403},
+		{"Rack 2's trailing bracket", "/items/posts/7", form, "_method]=DELETE", 403},
+		{"multipart, a dot for the underscore", "/items/posts/7", mp, multipartPart(".method"), 403},
+		{"multipart, cut at a NUL (Go's reader refuses it)", "/items/posts/7", mp, multipartPart("_method\x00x"), 400},
+		{"another field ending in _method", "/items/posts/7", form, "payment_method=card&x.method=1&_methods=DELETE&_method_=DELETE", 200},
+		{"multipart, another field ending in _method", "/items/posts/7", mp, multipartPart("payment_method"), 200},
+	})
+	for _, q := range []string{".method=DELETE", "%2Emethod=DELETE", "%20_method=DELETE", "+.method=DELETE", "_method%00x=DELETE", "_method%00%zz=DELETE"} {
+		code, answer, got := f.post("/items/posts/7?a=1&"+q, []string{jsonType}, "{}")
+		if code != 200 || len(got) != 1 {
+			t.Errorf("POST ?%s: %d %s, upstream asked %d times; want 200, once", q, code, answer, len(got))
+			continue
+		}
+		for _, param := range strings.Split(got[0], "&") {
+			if name, _, _ := strings.Cut(param, "="); phpName(name) == "_method" {
+				t.Errorf("POST ?%s: the upstream got the query %q, whose %q PHP reads as _method", q, got[0], name)
+			}
+		}
+	}
 }

@@ -220,7 +220,8 @@ func withoutParams(raw string, drop func(param string) bool) string {
 // X-HTTP-Method-Override) and $ct (its Content-Type, which would make
 // Google read a body as other than till read it), and the _method,
 // x-http-method-override and x-method-override that web frameworks
-// (Rails, Laravel, Symfony, Express, Jersey) honour.
+// (Rails, Laravel, Symfony, Express, Jersey) honour, _method under every
+// name PHP reads as it (isMethodField).
 func withoutOverrideParams(raw string) string {
 	if !strings.ContainsAny(raw, "%$") && !containsFold(raw, "method") {
 		return raw
@@ -228,13 +229,13 @@ func withoutOverrideParams(raw string) string {
 	return withoutParams(raw, func(part string) bool {
 		key, _, _ := strings.Cut(part, "=")
 		k, err := url.QueryUnescape(key)
-		return err != nil || slices.ContainsFunc(overrideParams, func(p string) bool { return strings.EqualFold(k, p) })
+		return err != nil || isMethodField(k) || slices.ContainsFunc(overrideParams, func(p string) bool { return strings.EqualFold(k, p) })
 	})
 }
 
-// overrideParams are the query parameters that override the method or
-// the Content-Type.
-var overrideParams = []string{"$httpMethod", "$ct", "_method", "x-http-method-override", "x-method-override"}
+// overrideParams are the query parameters besides _method (isMethodField)
+// that override the method or the Content-Type.
+var overrideParams = []string{"$httpMethod", "$ct", "x-http-method-override", "x-method-override"}
 
 // containsFold reports whether s holds sub, an ASCII word, in any case.
 func containsFold(s, sub string) bool {
