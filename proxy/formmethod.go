@@ -51,12 +51,7 @@ func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *r
 	if x.held == nil {
 		return &errFormTooLarge
 	}
-	var values []string
-	if how.multipart {
-		values, err = multipartMethods(x.held, how.boundary)
-	} else {
-		values, err = urlencodedMethods(x.held)
-	}
+	values, err := how.methods(x.held)
 	if err != nil {
 		return &apiError{CodeBadRequest, "the form body could not be read: " + err.Error()}
 	}
@@ -98,12 +93,51 @@ func readingOf(h http.Header) (bodyReading, error) {
 	how.form = media == "" || media == "application/x-www-form-urlencoded"
 	if strings.HasPrefix(media, "multipart/") {
 		_, params, err := mime.ParseMediaType(ct)
-		if err != nil || params["boundary"] == "" {
-			return how, errors.New("its multipart Content-Type has no boundary Go can read")
+		if err != nil || params["boundary"] == "" || !boundaryAgrees(ct, params["boundary"]) {
+			return how, errors.New("its multipart Content-Type has no boundary that Go, PHP and Rack read alike")
 		}
 		how.multipart, how.boundary = true, params["boundary"]
 	}
 	return how, nil
+}
+
+// methods returns the values of the _method fields in a body read as how
+// says. A multipart body is read twice: by Go's reader, and as PHP and
+// Rack split it (multipartLooseMethods).
+func (how bodyReading) methods(body []byte) ([]string, error) {
+	if !how.multipart {
+		return urlencodedMethods(body)
+	}
+	values, err := multipartMethods(body, how.boundary)
+	if err != nil {
+		return nil, err
+	}
+	loose, err := multipartLooseMethods(body, how.boundary)
+	return append(values, loose...), err
+}
+
+// boundaryAgrees reports whether PHP and Rack take Go's boundary from
+// the Content-Type ct. PHP takes the value after the first "boundary" in
+// ct and the "=" that follows, up to a quote or to a "," or ";", spaces
+// kept; Rack the value after "boundary=" up to a quote, "," or ";" (from
+// the last "boundary" before 2.2.22). With one "boundary" in ct, "=" right
+// after it, and no "," or ";" in the value, all three agree.
+func boundaryAgrees(ct, boundary string) bool {
+	i := indexFold(ct, "boundary")
+	if i < 0 {
+		return false
+	}
+	rest := ct[i+len("boundary"):]
+	v, ok := strings.CutPrefix(rest, "=")
+	if !ok || indexFold(rest, "boundary") >= 0 {
+		return false
+	}
+	if q, ok := strings.CutPrefix(v, `"`); ok {
+		v, _, _ = strings.Cut(q, `"`)
+	} else if j := strings.IndexAny(v, ",;"); j >= 0 {
+		v = v[:j]
+	}
+	return v == boundary && !strings.ContainsAny(v, ",;")
 }
 
 // looseMediaType is a Content-Type's media type as Rack and PHP read it:
@@ -197,4 +231,144 @@ func partName(p *multipart.Part) (string, error) {
 		return "", nil
 	}
 	return params["name"], nil
+}
+
+// multipartLooseMethods returns the values of the parts of a multipart
+// body that PHP or Rack may read as _method fields where Go's reader
+// sees none. PHP ends a part at "\n--boundary" however that line goes
+// on, and reads a bare "\n" as a line's end where Go holds to the first
+// delimiter's "\r\n"; Rack takes a part's name from the last "; name="
+// before the next colon, across lines and inside another parameter's
+// quotes, or from a Content-ID, and reads its headers up to the first
+// blank "\r\n" line where PHP and Go stop at a blank "\n" one; neither
+// stops reading headers at a delimiter. So every "--boundary" starts a
+// part here, and a part whose headers, read either way, may name a
+// _method field counts. When the two ways read its headers to different
+// ends, its value is not known: an error. Each byte is read a few times
+// at most, whatever the body.
+func multipartLooseMethods(body []byte, boundary string) ([]string, error) {
+	s, dash := string(body), "--"+boundary
+	names, blanks, heads := methodNames(s), blankLines(s), allIndex(s, "\r\n\r\n")
+	var out []string
+	lineEnd := -1
+	for at := strings.Index(s, dash); at >= 0; {
+		i := at + len(dash)
+		end := len(s)
+		if next := strings.Index(s[i:], dash); next >= 0 {
+			end = i + next
+		}
+		if lineEnd < i {
+			lineEnd = len(s)
+			if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
+				lineEnd = i + j
+			}
+		}
+		start := len(s) // after the first blank line after the delimiter's
+		if k, _ := slices.BinarySearch(blanks, lineEnd+1); k < len(blanks) {
+			start = blanks[k] + 1
+			if s[blanks[k]] == '\r' {
+				start++
+			}
+		}
+		rackStart := -1 // Rack's part starts after the delimiter's "\r\n"
+		if strings.HasPrefix(s[i:], "\r\n") {
+			if k, _ := slices.BinarySearch(heads, i); k < len(heads) {
+				rackStart = heads[k] + 4
+			}
+		}
+		if k, _ := slices.BinarySearch(names, at); k < len(names) && names[k] < max(start, rackStart) {
+			if rackStart >= 0 && rackStart != start {
+				return nil, errors.New("a part's headers end in one place for PHP and in another for Rack")
+			}
+			v, _, _ := strings.Cut(s[start:min(len(s), start+maxMethodValue+1+len(dash))], dash)
+			out = append(out, v[:min(len(v), maxMethodValue+1)])
+		}
+		if end == len(s) {
+			break
+		}
+		at = end
+	}
+	return out, nil
+}
+
+// methodNames returns, in order, where s may name a _method field as a
+// part's headers do for PHP or Rack: by a "name" parameter, its value
+// quoted (its backslash escapes undone, as Rack undoes them) or not, or
+// by a Content-ID.
+func methodNames(s string) []int {
+	var at []int
+	for i := 0; i+len("name") <= len(s); i++ {
+		switch {
+		case strings.EqualFold(s[i:i+len("name")], "name"):
+			v, ok := strings.CutPrefix(strings.TrimLeft(s[i+len("name"):], " \t\r\n"), "=")
+			if ok && isMethodField(valueStart(strings.TrimLeft(v, " \t\r\n"), " \t\r\n;,\"")) {
+				at = append(at, i)
+			}
+		case len(s)-i >= len("content-id:") && strings.EqualFold(s[i:i+len("content-id:")], "content-id:"):
+			if isMethodField(valueStart(strings.TrimLeft(s[i+len("content-id:"):], " \t\r\n"), "\r\n")) {
+				at = append(at, i)
+			}
+		}
+	}
+	return at
+}
+
+// valueStart is as much of the header parameter value v as isMethodField
+// needs: its leading spaces and brackets dropped, then up to 8 bytes.
+// A quoted value ends at its closing quote, its backslash escapes undone;
+// another at a byte in stop.
+func valueStart(v, stop string) string {
+	if q, ok := strings.CutPrefix(v, `"`); ok {
+		v, stop = q, `"`
+	}
+	var b []byte
+	for i := 0; i < len(v) && len(b) < 8 && strings.IndexByte(stop, v[i]) < 0; i++ {
+		c := v[i]
+		if stop == `"` && c == '\\' && i+1 < len(v) {
+			i++
+			c = v[i]
+		}
+		if len(b) > 0 || c != ' ' && c != '[' && c != ']' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// blankLines returns, in order, where each blank line of s ("\n" or
+// "\r\n" alone) starts.
+func blankLines(s string) []int {
+	var at []int
+	for i := 0; i < len(s); i++ {
+		if (i == 0 || s[i-1] == '\n') && (s[i] == '\n' || strings.HasPrefix(s[i:], "\r\n")) {
+			at = append(at, i)
+		}
+	}
+	return at
+}
+
+// allIndex returns, in order, where each sub starts in s, overlapping
+// ones included.
+func allIndex(s, sub string) []int {
+	var at []int
+	for i := strings.Index(s, sub); i >= 0; {
+		at = append(at, i)
+		j := strings.Index(s[i+1:], sub)
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return at
+}
+
+// indexFold is the index of the first sub, an ASCII word, in s, in any
+// case, or -1.
+func indexFold(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
 }

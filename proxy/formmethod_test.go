@@ -169,3 +169,41 @@ func TestMethodFieldAsPHPAndRackName(t *testing.T) {
 		}
 	}
 }
+
+// TestMultipartAsPHPAndRackSplit: PHP and Rack find parts in a multipart
+// body that Go's reader does not, and each of these bodies turned the
+// POST into a DELETE at php-cgi 8.2 or Rack 2.2.22 while Go's reader saw
+// no _method: PHP takes the first "boundary" in the Content-Type (Racks
+// without the fix 2.2.22 has, the last), and a value after "boundary= "
+// with its space; PHP
+// ends a part at "\n--boundary" where Go holds to the first delimiter's
+// CRLF; Rack takes a name after the last "; name=" before the next colon,
+// across lines and inside another parameter's quotes, and a Content-ID
+// for a missing name.
+func TestMultipartAsPHPAndRackSplit(t *testing.T) {
+	f := newOverrideFixture(t)
+	mp := []string{"multipart/form-data; boundary=b"}
+	const partX = "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n"
+	runBodyCases(t, f, []bodyCase{
+		{"PHP's first boundary", "/items/posts/7", []string{"multipart/form-data; boundary_x=a; boundary=b"},
+			"--a\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--a--\r\n--b--\r\n", 400},
+		{"Rack's last boundary", "/items/posts/7", []string{`multipart/form-data; boundary=b; x="boundary=a"`},
+			"--a\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--a--\r\n--b--\r\n", 400},
+		{"PHP's boundary after a space", "/items/posts/7", []string{"multipart/form-data; boundary= b"},
+			"-- b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n-- b--\r\n--b--\r\n", 400},
+		{"PHP's parts split at LF", "/items/posts/7", mp,
+			partX + "hello\n--b\nContent-Disposition: form-data; name=\"_method\"\n\nDELETE\n--b--\r\n--b--\r\n", 403},
+		{"Rack's name in another parameter", "/items/posts/7", mp,
+			"--b\r\nContent-Disposition: form-data; name=\"x\"; foo=\"; name=_method\"\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"Rack's Content-ID", "/items/posts/7", mp,
+			"--b\r\nContent-Disposition: form-data\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"Rack's headers past an LF blank line", "/items/posts/7", mp,
+			"--b\r\nContent-Disposition: form-data; name=x;\n\nname=_method\r\n\r\nDELETE\r\n--b--\r\n", 400},
+		{"Rack's escapes", "/items/posts/7", mp,
+			"--b\r\nContent-Disposition: form-data; name=\"\\_\\method\"\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"PHP's parts split at LF, allowed method", "/items/posts/7", mp,
+			partX + "hello\n--b\nContent-Disposition: form-data; name=\"_method\"\n\nget\n--b--\r\n--b--\r\n", 200},
+		{"a file that mentions _method", "/items/posts/7", mp,
+			"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.html\"\r\n\r\n<input name=\"_method\" value=\"delete\">\r\n--b--\r\n", 200},
+	})
+}

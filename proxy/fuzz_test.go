@@ -646,3 +646,40 @@ func FuzzFormMethods(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMultipartLooseMethods: reading a multipart body as PHP and Rack
+// split it never panics, returns values no longer than a method name
+// (and one byte), and finds a value for every _method part Go's own
+// reader finds by a plain name (Go also reads RFC 2231's name*=, which
+// neither PHP nor Rack does), unless it reports the body ambiguous.
+func FuzzMultipartLooseMethods(f *testing.F) {
+	f.Add("--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nPUT\r\n--b--\r\n")
+	f.Add("--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nhi\n--b\nContent-Disposition: form-data; name=_method\n\nDELETE\n--b--\r\n")
+	f.Add("--b\r\nContent-Disposition: form-data; name=x;\n\nname=_method\r\n\r\nDELETE\r\n--b--\r\n")
+	f.Add("--b\r\nContent-ID: [_method]\r\n\r\nDELETE\r\n--b--\r\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		got, err := multipartLooseMethods([]byte(body), "b")
+		for _, v := range got {
+			if len(v) > maxMethodValue+1 {
+				t.Fatalf("%q: a value of %d bytes", body, len(v))
+			}
+		}
+		if err != nil {
+			return
+		}
+		r := multipart.NewReader(strings.NewReader(body), "b")
+		want := 0
+		for {
+			p, err := r.NextPart()
+			if err != nil {
+				break
+			}
+			if p.FormName() == "_method" && !strings.Contains(p.Header.Get("Content-Disposition"), "*") {
+				want++
+			}
+		}
+		if len(got) < want {
+			t.Errorf("%q: found %q, Go's reader %d _method parts", body, got, want)
+		}
+	})
+}
