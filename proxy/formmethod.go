@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -12,37 +13,39 @@ import (
 	"strings"
 )
 
-// errFormTooLarge refuses a form on a route checkFormMethod applies to
-// that is larger than till holds to read it.
-var errFormTooLarge = apiError{CodeBadRequest, "this route limits methods, and reads a form body whole for a _method field that would name another one: " +
+// errFormTooLarge refuses a form or JSON body on a route checkFormMethod
+// applies to that is larger than till holds to read it.
+var errFormTooLarge = apiError{CodeBadRequest, "this route limits methods, and reads a form or JSON body whole for a _method field that would name another one: " +
 	"this one is larger than 1 MiB and the route's max_body (hint: raise max_body)"}
 
-// errFormMethod refuses a form whose _method field names a method the
+// errFormMethod refuses a body whose _method field names a method the
 // route does not allow.
-var errFormMethod = apiError{CodeMethodNotAllowed, "a _method field in the form body names a method this route does not allow"}
+var errFormMethod = apiError{CodeMethodNotAllowed, "a _method field in the body names a method this route does not allow"}
 
-// checksFormMethod reports whether a route reads a POST's form body for a
-// _method field, which Rails (Rack::MethodOverride), Laravel and Symfony
-// honour as the request's method: a route to an upstream of the user's
-// own (no preset: providers' APIs read no such field) that limits methods.
+// checksFormMethod reports whether a route reads a POST's form or JSON
+// body for a _method field, which Rails (Rack::MethodOverride), Laravel
+// and Symfony honour as the request's method: a route to an upstream of
+// the user's own (no preset: providers' APIs read no such field) that
+// limits methods.
 func checksFormMethod(preset string, methods []string) bool {
 	return preset == "" && len(methods) > 0
 }
 
-// checkFormMethod refuses a POST whose form body (urlencoded or
-// multipart) holds a _method field naming a method the route does not
-// allow, before anything is sent. The body is held whole to be read, up
-// to 1 MiB or max_body; a larger form is refused, as is one that cannot
-// be parsed, since the upstream might read in it what till could not.
+// checkFormMethod refuses a POST whose body (a urlencoded or multipart
+// form, or JSON) holds a _method field naming a method the route does
+// not allow, before anything is sent. The body is held whole to be read,
+// up to 1 MiB or max_body; a larger one is refused, as is one that
+// cannot be parsed, since the upstream might read in it what till could
+// not.
 func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *route) *apiError {
 	if !rt.formMethods || r.Method != http.MethodPost || !x.hasBody {
 		return nil
 	}
 	how, err := readingOf(r.Header)
 	if err != nil {
-		return &apiError{CodeBadRequest, "this route limits methods, and reads a form body for a _method field that would name another one: " + err.Error()}
+		return &apiError{CodeBadRequest, "this route limits methods, and reads a body for a _method field that would name another one: " + err.Error()}
 	}
-	if !how.form && !how.multipart {
+	if !how.form && !how.multipart && !how.json {
 		return nil
 	}
 	if e, ok := x.holdBody(w, r); !ok {
@@ -53,7 +56,7 @@ func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *r
 	}
 	values, err := how.methods(x.held)
 	if err != nil {
-		return &apiError{CodeBadRequest, "the form body could not be read: " + err.Error()}
+		return &apiError{CodeBadRequest, "the body could not be read for a _method field: " + err.Error()}
 	}
 	for _, v := range values {
 		if m := strings.ToUpper(strings.TrimSpace(v)); !slices.Contains(rt.methods, m) {
@@ -69,6 +72,7 @@ type bodyReading struct {
 	form      bool   // as a urlencoded form
 	multipart bool   // as a multipart form, split at boundary
 	boundary  string // the multipart form's boundary
+	json      bool   // as JSON, its top-level object the input (Laravel)
 }
 
 // readingOf tells from a POST's Content-Type how its body may be read:
@@ -76,7 +80,9 @@ type bodyReading struct {
 // Rack reads a POST without a Content-Type, or with an empty one, as a
 // urlencoded form, and multipart/mixed and multipart/related as
 // multipart; both cut the media type at a "," as well as a ";", PHP at a
-// space too. A multipart form whose boundary Go cannot read, or a request
+// space too. Laravel reads its input from a JSON body when the
+// Content-Type holds "/json" or "+json" anywhere (isJson), whatever else
+// it says. A multipart form whose boundary Go cannot read, or a request
 // with more than one Content-Type (of which servers pick different ones),
 // is an error.
 func readingOf(h http.Header) (bodyReading, error) {
@@ -89,6 +95,7 @@ func readingOf(h http.Header) (bodyReading, error) {
 	default:
 		return how, errors.New("it has more than one Content-Type")
 	}
+	how.json = containsFold(ct, "/json") || containsFold(ct, "+json")
 	media := looseMediaType(ct)
 	how.form = media == "" || media == "application/x-www-form-urlencoded"
 	if strings.HasPrefix(media, "multipart/") {
@@ -101,19 +108,59 @@ func readingOf(h http.Header) (bodyReading, error) {
 	return how, nil
 }
 
-// methods returns the values of the _method fields in a body read as how
-// says. A multipart body is read twice: by Go's reader, and as PHP and
-// Rack split it (multipartLooseMethods).
+// methods returns the values of the _method fields in a body read each
+// way how says. A multipart body is read twice: by Go's reader, and as
+// PHP and Rack split it (multipartLooseMethods).
 func (how bodyReading) methods(body []byte) ([]string, error) {
-	if !how.multipart {
-		return urlencodedMethods(body)
+	var values []string
+	if how.json {
+		values = jsonMethods(body)
 	}
-	values, err := multipartMethods(body, how.boundary)
-	if err != nil {
-		return nil, err
+	switch {
+	case how.multipart:
+		v, err := multipartMethods(body, how.boundary)
+		if err != nil {
+			return nil, err
+		}
+		loose, err := multipartLooseMethods(body, how.boundary)
+		return append(append(values, v...), loose...), err
+	case how.form:
+		v, err := urlencodedMethods(body)
+		return append(values, v...), err
 	}
-	loose, err := multipartLooseMethods(body, how.boundary)
-	return append(values, loose...), err
+	return values, nil
+}
+
+// jsonMethods returns the _method members of a JSON body's top-level
+// object: Laravel takes its input from it (json_decode), and Symfony's
+// getMethod a string there as the method; Express's method-override,
+// given req.body._method, takes a string or an array's first element.
+// A name counts in any case and however escaped; of two members of one
+// name, json_decode and JSON.parse keep the last, as Go's map decoding
+// does. A body that is not JSON has none: json_decode and JSON.parse
+// refuse all that Go's parser refuses (and invalid UTF-8, which Go's
+// takes), and JSON Lines or JSON text sequences, which Laravel also
+// takes for JSON, are read by none of them.
+func jsonMethods(body []byte) []string {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(body, &members) != nil {
+		return nil
+	}
+	var out []string
+	for k, v := range members {
+		if !strings.EqualFold(k, "_method") {
+			continue
+		}
+		var list []json.RawMessage
+		if json.Unmarshal(v, &list) == nil && len(list) > 0 {
+			v = bytes.TrimSpace(list[0])
+		}
+		var s string
+		if len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // boundaryAgrees reports whether PHP and Rack take Go's boundary from

@@ -683,3 +683,26 @@ func FuzzMultipartLooseMethods(f *testing.F) {
 		}
 	})
 }
+
+// FuzzJSONMethods: reading a JSON body's top-level _method members never
+// panics, finds none in what is not JSON, and finds the value a map
+// decode keeps (the last of its name, as PHP's json_decode and
+// JSON.parse keep it) whenever that is a string.
+func FuzzJSONMethods(f *testing.F) {
+	f.Add(`{"title": "x", "_method": "DELETE"}`)
+	f.Add(`{"\u005fmethod": "PUT", "_method": ["DELETE"], "a": {"_method": 1}}`)
+	f.Add(`[{"_method": "DELETE"}]`)
+	f.Fuzz(func(t *testing.T, body string) {
+		got := jsonMethods([]byte(body))
+		if len(got) > 0 && !json.Valid([]byte(body)) {
+			t.Fatalf("%q: found %q, yet it is not JSON", body, got)
+		}
+		var m map[string]any
+		if json.Unmarshal([]byte(body), &m) != nil {
+			return
+		}
+		if v, ok := m["_method"].(string); ok && !slices.Contains(got, v) {
+			t.Errorf("%q: found %q, a map decode %q", body, got, v)
+		}
+	})
+}

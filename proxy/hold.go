@@ -30,8 +30,8 @@ func (x *exchange) holdBody(w http.ResponseWriter, r *http.Request) (apiError, b
 		// The body is hashed for the signature: held whole, up to max_body.
 		limit = x.route.maxBody
 	} else if x.route.tokenBudgeted || x.route.formMethods {
-		// Read whole to be metered, or a form for its _method field, up
-		// to max_body when it allows more.
+		// Read whole to be metered, or a form or JSON body for its
+		// _method field, up to max_body when it allows more.
 		limit = max(limit, x.route.maxBody)
 	}
 	if !x.hasBody || x.bodyRead || r.ContentLength > limit {

@@ -68,8 +68,9 @@ type route struct {
 	// signs is set for a route that signs with AWS SigV4: its bodies are
 	// held, up to max_body, to be hashed.
 	signs bool
-	// formMethods is set for a route that reads a POST's form for a
-	// _method field (checkFormMethod): its forms are held, up to max_body.
+	// formMethods is set for a route that reads a POST's form or JSON
+	// body for a _method field (checkFormMethod): such bodies are held, up
+	// to max_body.
 	formMethods bool
 	// tokenBudgeted is set for a metered route that a token or dollar
 	// budget covers (for some client): a body it cannot read could ask
