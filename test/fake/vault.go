@@ -24,9 +24,11 @@ import (
 // Vault fakes a HashiCorp Vault (or OpenBao) server's HTTP API, v1, as
 // documented for Vault 1.x: KV version 2 reads (GET /v1/MOUNT/data/PATH,
 // with version metadata), AppRole and Kubernetes logins (POST or PUT
-// /v1/auth/MOUNT/login), token renewal (/v1/auth/token/renew-self), and
-// its error shape ({"errors": [...]}, 403 for a missing, unknown or
-// expired X-Vault-Token).
+// /v1/auth/MOUNT/login), token renewal (/v1/auth/token/renew-self) and
+// lookup (GET /v1/auth/token/lookup-self, which the default policy lets
+// every token make), and its error shape ({"errors": [...]}, 403 for a
+// missing, unknown or expired X-Vault-Token, and for a path no policy of
+// the token grants).
 type Vault struct {
 	*httptest.Server
 	// CAFile is the PEM file of the server's certificate.
@@ -44,6 +46,7 @@ type Vault struct {
 	down      bool
 	tokens    map[string]time.Time // token → expiry (zero: none)
 	entries   map[string]*kvEntry
+	forbidden map[string]bool // MOUNT/PATH no token may read
 	logins    int
 	renewals  int
 	reads     map[string]int
@@ -67,6 +70,7 @@ func NewVault(t testing.TB, ttl time.Duration) *Vault {
 		renewable: true,
 		tokens:    map[string]time.Time{},
 		entries:   map[string]*kvEntry{},
+		forbidden: map[string]bool{},
 		reads:     map[string]int{},
 	}
 	v.Server = httptest.NewTLSServer(http.HandlerFunc(v.serve))
@@ -128,6 +132,14 @@ func (v *Vault) IssueToken(ttl time.Duration) string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.issue(ttl)
+}
+
+// Forbid makes reads of MOUNT/PATH get 403 whatever the token, as Vault
+// answers a path its policies do not grant (one mistyped included).
+func (v *Vault) Forbid(path string) {
+	v.mu.Lock()
+	v.forbidden[path] = true
+	v.mu.Unlock()
 }
 
 // RevokeAll makes every token issued so far invalid.
@@ -224,6 +236,8 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case write && path == "auth/token/renew-self":
 		v.renewSelf(w, r)
+	case r.Method == http.MethodGet && path == "auth/token/lookup-self":
+		v.lookupSelf(w, r)
 	case write && strings.HasPrefix(path, "auth/") && strings.HasSuffix(path, "/login"):
 		v.login(w, r, strings.TrimSuffix(strings.TrimPrefix(path, "auth/"), "/login"))
 	case r.Method == http.MethodGet && strings.Contains(path, "/data/"):
@@ -275,6 +289,26 @@ func (v *Vault) renewSelf(w http.ResponseWriter, r *http.Request) {
 	v.auth(w, tok)
 }
 
+func (v *Vault) lookupSelf(w http.ResponseWriter, r *http.Request) {
+	tok, ok := v.valid(r)
+	if !ok {
+		vaultErrors(w, http.StatusForbidden, "permission denied")
+		return
+	}
+	ttl := 0
+	if exp := v.tokens[tok]; !exp.IsZero() {
+		ttl = int(exp.Sub(v.now()) / time.Second)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"request_id": "00000000-0000-0000-0000-000000000000", "lease_id": "", "renewable": false, "lease_duration": 0,
+		"data": map[string]any{
+			"accessor": "fake-accessor", "policies": []string{"default", "till"}, "ttl": ttl,
+			"renewable": v.renewable, "type": "service", "orphan": true,
+		},
+		"wrap_info": nil, "warnings": nil, "auth": nil,
+	})
+}
+
 // auth answers a login or renewal with tok; v.mu is held.
 func (v *Vault) auth(w http.ResponseWriter, tok string) {
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -296,6 +330,10 @@ func (v *Vault) read(w http.ResponseWriter, r *http.Request, path string) {
 	}
 	mount, rest, _ := strings.Cut(path, "/data/")
 	key := mount + "/" + rest
+	if v.forbidden[key] {
+		vaultErrors(w, http.StatusForbidden, "permission denied")
+		return
+	}
 	e := v.entries[key]
 	if e == nil {
 		vaultErrors(w, http.StatusNotFound)

@@ -75,7 +75,7 @@ func KubernetesLogin(mount, role, jwtFile string) Login {
 // through the official client. A ref's path is MOUNT/PATH. A token it
 // logged in for is renewed once half its lease has passed, and replaced
 // by a new login when renewal fails, when it has expired, or when the
-// server refuses it.
+// server refuses it and no longer knows it.
 type VaultKV struct {
 	hc   *http.Client // shared by every call: connections, TLS settings
 	opts VaultKVOptions
@@ -137,7 +137,7 @@ func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) 
 		return nil, Meta{}, err
 	}
 	kv, err := v.read(ctx, token, mount, entry)
-	if isForbidden(err) && v.opts.TokenFile == "" {
+	if isForbidden(err) && v.opts.TokenFile == "" && !v.known(ctx, token) {
 		// The token was revoked or expired early: log in again, once.
 		v.drop(token)
 		if token, err = v.currentToken(ctx); err != nil {
@@ -182,6 +182,21 @@ func (v *VaultKV) read(ctx context.Context, token, mount, entry string) (*api.KV
 		return nil, fmt.Errorf("read %s/%s: %w", mount, entry, vaultError(err))
 	}
 	return kv, nil
+}
+
+// known reports whether Vault still knows token: a 403 to a token it
+// knows is its policy refusing the path (a mistyped ref, a policy that
+// lacks it), which a new login would not change. Logging in at each such
+// fetch would leave Vault a live token each time, and use up a secret id
+// issued for a few uses. Every token may look itself up (Vault's default
+// policy); one that may not counts as unknown.
+func (v *VaultKV) known(ctx context.Context, token string) bool {
+	c, err := v.clientWith(token)
+	if err != nil {
+		return false
+	}
+	_, err = c.Auth().Token().LookupSelfWithContext(ctx)
+	return err == nil
 }
 
 // clientWith returns a client for one call that sends token (none when

@@ -346,3 +346,43 @@ func TestVaultKVBodyIsCapped(t *testing.T) {
 		t.Errorf("the source read all %d bytes of the answer; it should stop after about %d", w, maxRaw)
 	}
 }
+
+// TestVaultKVForbiddenPathKeepsTheLogin: Vault answers 403 both to a
+// token it no longer knows and to a path no policy of a good token grants
+// (a mistyped ref, a policy that lacks it). A new login cures the first
+// only. Logging in again at every fetch of such a ref (one a second per
+// ref while requests come) leaves Vault a new token each time, alive for
+// its whole TTL, and uses up a secret id issued for a few uses, after
+// which no ref of the source can be read at all.
+func TestVaultKVForbiddenPathKeepsTheLogin(t *testing.T) {
+	v := fake.NewVault(t, time.Hour)
+	v.EnableAppRole("role-1", "secret-id-1")
+	v.Put("secret/openai", map[string]string{"api_key": "sk-1"}, nil)
+	v.Forbid("secret/other-team")
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile,
+		Login: AppRoleLogin("approle", writeFile(t, "role", "role-1"), writeFile(t, "sid", "secret-id-1"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 10 {
+		_, _, err := src.Fetch(ctx, "secret/other-team")
+		if err == nil || !strings.Contains(err.Error(), "403 permission denied") {
+			t.Fatalf("forbidden path: got %v, want 403 permission denied", err)
+		}
+	}
+	if n := v.Logins(); n != 1 {
+		t.Errorf("10 fetches of a path the policy forbids: %d logins, want 1", n)
+	}
+	if _, _, err := src.Fetch(ctx, "secret/openai"); err != nil {
+		t.Fatalf("a permitted path after the refusals: %v", err)
+	}
+	// A token Vault no longer knows is still replaced at once.
+	v.RevokeAll()
+	if _, _, err := src.Fetch(ctx, "secret/openai"); err != nil {
+		t.Fatalf("after a revocation: %v", err)
+	}
+	if n := v.Logins(); n != 2 {
+		t.Errorf("after a revocation: %d logins, want 2", n)
+	}
+}
