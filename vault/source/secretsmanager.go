@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,7 +21,8 @@ import (
 // SDK. Credentials and, unless Region is set, the region come from the
 // SDK's default chain (environment, shared files, web identity, instance
 // metadata). A ref's path is the secret's name or ARN; its value is the
-// SecretString of the current version.
+// SecretString of the current version. An endpoint the SDK takes from the
+// environment or its shared files must be https, as Endpoint must.
 type SecretsManager struct {
 	// Region overrides the SDK's region.
 	Region string
@@ -78,12 +82,44 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 	if cfg.Region == "" {
 		return nil, errors.New("no AWS region: set region: on the source, or AWS_REGION")
 	}
-	s.client = secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
+	var endpointErr error
+	client := secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
 		if s.Endpoint != "" {
 			o.BaseEndpoint = aws.String(s.Endpoint)
 		}
+		endpointErr = checkEndpoint(o.BaseEndpoint)
 	})
+	if endpointErr != nil {
+		return nil, endpointErr
+	}
+	s.client = client
 	return s.client, nil
+}
+
+// checkEndpoint holds the endpoint the SDK took from AWS_ENDPOINT_URL,
+// AWS_ENDPOINT_URL_SECRETS_MANAGER or a profile's endpoint_url to the rule
+// config holds `endpoint:` to: https, or plain http to loopback. Over
+// plain http, the session token and the signed request go in clear, and
+// whoever answers chooses the key till attaches. nil is the SDK's own
+// endpoint, which is https.
+func checkEndpoint(endpoint *string) error {
+	if endpoint == nil {
+		return nil
+	}
+	u, err := url.Parse(*endpoint)
+	if err == nil && (u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())) {
+		return nil
+	}
+	return errors.New("the AWS endpoint from AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL or the profile's endpoint_url must be https (plain http only for loopback)")
+}
+
+// isLoopback reports whether host is "localhost" or a loopback address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // awsError shortens the SDK's error to the service's code and message

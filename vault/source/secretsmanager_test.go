@@ -2,7 +2,12 @@ package source
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,4 +103,62 @@ func TestSecretsManagerNeedsARegion(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no AWS region") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// TestSecretsManagerEndpointMustBeHTTPS: config refuses an endpoint: in
+// plain http off loopback, but the SDK also takes one from
+// AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL or a profile's
+// endpoint_url. Taken from there, a plain http endpoint got the session
+// token and the signed request in clear, and whoever answered chose the
+// key till then attached. 0.0.0.0 is not loopback, yet Linux dials it to
+// the local host, where a listener stands in for the network's.
+func TestSecretsManagerEndpointMustBeHTTPS(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000004", SecretAccessKey: "fake/secret/access/key/0004", SessionToken: "fake-session-token-4"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	sm.Put("k", "sk-aws-4")
+	var reached atomic.Bool
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Store(true)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		_, _ = io.WriteString(w, `{"Name":"k","SecretString":"sk-chosen-by-the-network"}`)
+	}))
+	defer plain.Close()
+	_, port, _ := net.SplitHostPort(plain.Listener.Addr().String())
+	plainURL := "http://0.0.0.0:" + port
+	for name, set := range map[string]func(t *testing.T){
+		"AWS_ENDPOINT_URL_SECRETS_MANAGER": func(t *testing.T) { t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", plainURL) },
+		"AWS_ENDPOINT_URL":                 func(t *testing.T) { t.Setenv("AWS_ENDPOINT_URL", plainURL) },
+		"endpoint_url": func(t *testing.T) {
+			t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nendpoint_url = "+plainURL+"\n"))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			set(t)
+			raw, _, err := (&SecretsManager{Region: "us-east-1"}).Fetch(context.Background(), "k")
+			if err == nil || !strings.Contains(err.Error(), "must be https") {
+				t.Errorf("got %q, %v; want a refusal of the plain http endpoint", raw, err)
+			}
+			if reached.Load() {
+				t.Error("the request went in plain http to a host that is not loopback")
+			}
+			mustNotHold(t, err, creds.SessionToken, creds.SecretAccessKey)
+		})
+	}
+	t.Run("https from the environment", func(t *testing.T) {
+		awsEnv(t, creds, sm)
+		t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sm.URL)
+		raw, _, err := (&SecretsManager{Region: "us-east-1"}).Fetch(context.Background(), "k")
+		if err != nil || string(raw) != "sk-aws-4" {
+			t.Errorf("got %q, %v", raw, err)
+		}
+	})
+	t.Run("the config's endpoint wins", func(t *testing.T) {
+		awsEnv(t, creds, sm)
+		t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", plainURL)
+		raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+		if err != nil || string(raw) != "sk-aws-4" {
+			t.Errorf("got %q, %v", raw, err)
+		}
+	})
 }
