@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -88,6 +89,7 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 			o.BaseEndpoint = aws.String(s.Endpoint)
 		}
 		endpointErr = checkEndpoint(o.BaseEndpoint)
+		o.HTTPClient = cappedClient{o.HTTPClient}
 	})
 	if endpointErr != nil {
 		return nil, endpointErr
@@ -95,6 +97,12 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 	s.client = client
 	return s.client, nil
 }
+
+// cappedClient is cappedTransport for the SDK's client, which reads an
+// answer whole before the source can look at its size.
+type cappedClient struct{ c secretsmanager.HTTPClient }
+
+func (c cappedClient) Do(r *http.Request) (*http.Response, error) { return capBody(c.c.Do(r)) }
 
 // checkEndpoint holds the endpoint the SDK took from AWS_ENDPOINT_URL,
 // AWS_ENDPOINT_URL_SECRETS_MANAGER or a profile's endpoint_url to the rule

@@ -162,3 +162,42 @@ func TestSecretsManagerEndpointMustBeHTTPS(t *testing.T) {
 		}
 	})
 }
+
+// TestSecretsManagerBodyIsCapped: the SDK reads an answer whole into
+// memory, and the source refused a SecretString over maxRaw only once it
+// was read. An endpoint answering with gigabytes (one in the environment's
+// AWS_ENDPOINT_URL, a broken VPC endpoint) took till down with it, as the
+// Vault source's cap prevents there.
+func TestSecretsManagerBodyIsCapped(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000005", SecretAccessKey: "fake/secret/access/key/0005"}
+	awsEnv(t, creds, fake.NewSecretsManager(t, creds, "us-east-1"))
+	const total = 32 << 20
+	var written atomic.Int64
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		n, _ := io.WriteString(w, `{"Name":"k","SecretString":"`)
+		written.Add(int64(n))
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		for written.Load() < total {
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return // the client stopped reading
+			}
+		}
+		n, _ = io.WriteString(w, `"}`)
+		written.Add(int64(n))
+	}))
+	defer srv.Close()
+	raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: srv.URL}).Fetch(context.Background(), "k")
+	if err == nil {
+		t.Errorf("a %d-byte answer was accepted: %d bytes returned", total, len(raw))
+	}
+	srv.CloseClientConnections()
+	<-done
+	if w := written.Load(); w >= total {
+		t.Errorf("the source read all %d bytes of the answer; it should stop after about %d", w, maxAnswer)
+	}
+}

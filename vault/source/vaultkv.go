@@ -345,7 +345,11 @@ const maxMessage = 256
 type cappedTransport struct{ rt http.RoundTripper }
 
 func (c cappedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	res, err := c.rt.RoundTrip(r)
+	return capBody(c.rt.RoundTrip(r))
+}
+
+// capBody caps the body of res, an answer without err, at maxAnswer.
+func capBody(res *http.Response, err error) (*http.Response, error) {
 	if err == nil {
 		res.Body = &cappedBody{ReadCloser: res.Body, left: maxAnswer}
 	}
