@@ -43,6 +43,7 @@ type SecretsManager struct {
 
 type smSecret struct {
 	value   string
+	binary  []byte // set: the version holds SecretBinary, not SecretString
 	created time.Time
 	version int
 }
@@ -64,6 +65,15 @@ func (s *SecretsManager) Put(id, value string) {
 	defer s.mu.Unlock()
 	old := s.secrets[id]
 	s.secrets[id] = smSecret{value: value, created: time.Now(), version: old.version + 1}
+}
+
+// PutBinary stores a new current version of the secret id that holds
+// SecretBinary, created now.
+func (s *SecretsManager) PutBinary(id string, value []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.secrets[id]
+	s.secrets[id] = smSecret{binary: value, created: time.Now(), version: old.version + 1}
 }
 
 // SetDown makes every request fail with 500 InternalServiceError.
@@ -131,14 +141,19 @@ func (s *SecretsManager) serve(w http.ResponseWriter, r *http.Request) {
 	s.calls[in.SecretID]++
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.Header().Set("X-Amzn-Requestid", "00000000-0000-0000-0000-000000000000")
-	_ = json.NewEncoder(w).Encode(map[string]any{
+	out := map[string]any{
 		"ARN":           fmt.Sprintf("arn:aws:secretsmanager:%s:123456789012:secret:%s-AbCdEf", s.region, in.SecretID),
 		"Name":          in.SecretID,
 		"SecretString":  sec.value,
 		"CreatedDate":   float64(sec.created.UnixMilli()) / 1000,
 		"VersionId":     fmt.Sprintf("00000000-0000-0000-0000-%012d", sec.version),
 		"VersionStages": []string{"AWSCURRENT"},
-	})
+	}
+	if sec.binary != nil {
+		delete(out, "SecretString")
+		out["SecretBinary"] = sec.binary // a blob: base64 in JSON 1.1
+	}
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 // maxSkew is how far a request's X-Amz-Date may be from now, as AWS

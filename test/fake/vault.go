@@ -54,10 +54,12 @@ type Vault struct {
 }
 
 type kvEntry struct {
-	data    map[string]string
-	custom  map[string]string
-	created time.Time
-	version int
+	data      map[string]string
+	custom    map[string]string
+	created   time.Time
+	version   int
+	deleted   time.Time // the current version's deletion_time (soft delete)
+	destroyed bool      // the current version's data is gone for good
 }
 
 // NewVault starts a fake Vault over TLS. Its logins issue renewable tokens
@@ -160,7 +162,25 @@ func (v *Vault) Put(path string, data, custom map[string]string) {
 		v.entries[path] = e
 	}
 	e.data, e.custom, e.created = data, custom, v.now().UTC()
+	e.deleted, e.destroyed = time.Time{}, false
 	e.version++
+}
+
+// Delete soft-deletes the current version of MOUNT/PATH, as `vault kv
+// delete` does: reads get 404 with its metadata and null data.
+func (v *Vault) Delete(path string) {
+	v.mu.Lock()
+	v.entries[path].deleted = v.now().UTC()
+	v.mu.Unlock()
+}
+
+// Destroy destroys the current version of MOUNT/PATH, as `vault kv
+// destroy` does: reads get 404 with destroyed metadata and null data.
+func (v *Vault) Destroy(path string) {
+	v.mu.Lock()
+	e := v.entries[path]
+	e.destroyed, e.data = true, nil
+	v.mu.Unlock()
 }
 
 // Reads returns how many reads of MOUNT/PATH were answered with data.
@@ -339,18 +359,27 @@ func (v *Vault) read(w http.ResponseWriter, r *http.Request, path string) {
 		vaultErrors(w, http.StatusNotFound)
 		return
 	}
-	v.reads[key]++
 	var custom any
 	if e.custom != nil {
 		custom = e.custom
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	code, data, deletion := http.StatusOK, any(e.data), ""
+	if !e.deleted.IsZero() || e.destroyed {
+		// Vault's answer to a deleted or destroyed current version.
+		code, data = http.StatusNotFound, nil
+	} else {
+		v.reads[key]++
+	}
+	if !e.deleted.IsZero() {
+		deletion = e.deleted.Format(time.RFC3339Nano)
+	}
+	writeJSON(w, code, map[string]any{
 		"request_id": "00000000-0000-0000-0000-000000000000", "lease_id": "", "renewable": false, "lease_duration": 0,
 		"data": map[string]any{
-			"data": e.data,
+			"data": data,
 			"metadata": map[string]any{
 				"created_time": e.created.Format(time.RFC3339Nano), "custom_metadata": custom,
-				"deletion_time": "", "destroyed": false, "version": e.version,
+				"deletion_time": deletion, "destroyed": e.destroyed, "version": e.version,
 			},
 		},
 		"wrap_info": nil, "warnings": nil, "auth": nil,

@@ -201,3 +201,67 @@ func TestSecretsManagerBodyIsCapped(t *testing.T) {
 		t.Errorf("the source read all %d bytes of the answer; it should stop after about %d", w, maxAnswer)
 	}
 }
+
+// TestSecretsManagerVersionsAndShapes: the current version (AWSCURRENT)
+// is read, a rotation within a fetch; SecretBinary is refused; a
+// SecretString that is not the JSON a #FIELD or a fields route needs
+// gets an error that quotes none of it.
+func TestSecretsManagerVersionsAndShapes(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000006", SecretAccessKey: "fake/secret/access/key/0006"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	awsEnv(t, creds, sm)
+	src := &SecretsManager{Region: "us-east-1", Endpoint: sm.URL}
+	ctx := context.Background()
+	sm.Put("rotated", "sk-previous-6")
+	sm.Put("rotated", "sk-current-6")
+	if raw, _, err := src.Fetch(ctx, "rotated"); err != nil || string(raw) != "sk-current-6" {
+		t.Errorf("after a rotation: got %q, %v; want AWSCURRENT's value", raw, err)
+	}
+	sm.PutBinary("binary", []byte("sk-binary-6"))
+	raw, _, err := src.Fetch(ctx, "binary")
+	if err == nil || !strings.Contains(err.Error(), "binary data") {
+		t.Errorf("SecretBinary: got %q, %v", raw, err)
+	}
+	mustNotHold(t, err, "sk-binary-6", "c2stYmluYXJ5LTY") // raw and base64
+	sm.Put("broken", `{"api_key": sk-unquoted-6, "org": "org-6"}`)
+	c := NewCache(map[string]Spec{"aws": {Source: src, TTL: time.Minute}}, Options{})
+	for _, get := range []struct {
+		ref  string
+		form Form
+	}{{"aws:broken#api_key", FormValue}, {"aws:broken", FormFields}, {"aws:broken#org", FormFields}} {
+		_, err := c.GetAs(ctx, get.ref, get.form)
+		if err == nil {
+			t.Errorf("%s: fetched", get.ref)
+		}
+		mustNotHold(t, err, "sk-unquoted-6", "unquoted")
+	}
+}
+
+// TestSecretsManagerNeverFollowsRedirects: the SDK's client follows 307
+// and 308 to any host (without the signature), and what answers there
+// would be taken as the secret. GetSecretValue's body cannot be sent
+// again, so the redirect comes back as an error: kept so by this test
+// across SDK upgrades.
+func TestSecretsManagerNeverFollowsRedirects(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000007", SecretAccessKey: "fake/secret/access/key/0007", SessionToken: "fake-session-token-7"}
+	awsEnv(t, creds, fake.NewSecretsManager(t, creds, "us-east-1"))
+	var reached atomic.Bool
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Store(true)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		_, _ = io.WriteString(w, `{"Name":"k","SecretString":"sk-from-elsewhere"}`)
+	}))
+	defer other.Close()
+	for _, code := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		endpoint := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, other.URL+r.URL.RequestURI(), code)
+		}))
+		raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: endpoint.URL}).Fetch(context.Background(), "k")
+		endpoint.Close()
+		// UnknownError: the SDK's name for an answer that is no success
+		// and names no error of the service's: the redirect itself.
+		if err == nil || !strings.Contains(err.Error(), "UnknownError") || reached.Load() {
+			t.Errorf("%d: got %q, %v; the redirect's target was reached: %v", code, raw, err, reached.Load())
+		}
+	}
+}

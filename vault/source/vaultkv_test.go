@@ -386,3 +386,88 @@ func TestVaultKVForbiddenPathKeepsTheLogin(t *testing.T) {
 		t.Errorf("after a revocation: %d logins, want 2", n)
 	}
 }
+
+// TestVaultKVDeletedOrDestroyed: a current version deleted or destroyed
+// (Vault answers 404 with its metadata and null data) cannot be fetched,
+// and the error holds no earlier value; a new version is read again.
+func TestVaultKVDeletedOrDestroyed(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/x", map[string]string{"k": "sk-deleted-1"}, nil)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", v.IssueToken(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, _, err := src.Fetch(ctx, "secret/x"); err != nil {
+		t.Fatal(err)
+	}
+	for what, remove := range map[string]func(string){"deleted": v.Delete, "destroyed": v.Destroy} {
+		remove("secret/x")
+		raw, _, err := src.Fetch(ctx, "secret/x")
+		if err == nil || !strings.Contains(err.Error(), "secret/x: the current version is deleted") {
+			t.Errorf("%s: got %q, %v", what, raw, err)
+		}
+		mustNotHold(t, err, "sk-deleted-1")
+		v.Put("secret/x", map[string]string{"k": "sk-deleted-1"}, nil)
+		if _, _, err := src.Fetch(ctx, "secret/x"); err != nil {
+			t.Errorf("%s, then a new version: %v", what, err)
+		}
+	}
+}
+
+// TestVaultKVFieldsThatCannotBeSent: a field with a line break (a header
+// it would split) or an empty one is refused, naming the field, never
+// its value.
+func TestVaultKVFieldsThatCannotBeSent(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/x", map[string]string{"split": "sk-split-1\r\nX-Evil: 1", "empty": ""}, nil)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", v.IssueToken(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute}}, Options{})
+	for _, field := range []string{"split", "empty"} {
+		_, err := c.Get(context.Background(), "corp:secret/x#"+field)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("field %q: not a usable value", field)) {
+			t.Errorf("#%s: got %v", field, err)
+		}
+		mustNotHold(t, err, "sk-split-1", "X-Evil")
+	}
+}
+
+// TestVaultKVIgnoresItsEnvironment: the official client reads VAULT_*
+// variables by itself. None of them may point the source at another
+// server, turn certificate checks off, or lend it another token: the
+// config says where Vault is and how it is trusted.
+func TestVaultKVIgnoresItsEnvironment(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/x", map[string]string{"k": "sk-configured"}, nil)
+	other := fake.NewVault(t, 0)
+	other.Put("secret/x", map[string]string{"k": "sk-from-the-environment"}, nil)
+	t.Setenv("VAULT_ADDR", other.URL)
+	t.Setenv("VAULT_AGENT_ADDR", other.URL)
+	t.Setenv("VAULT_SKIP_VERIFY", "true")
+	t.Setenv("VAULT_CACERT", other.CAFile)
+	t.Setenv("VAULT_TOKEN", other.IssueToken(0))
+	t.Setenv("VAULT_DISABLE_REDIRECTS", "false")
+	token := writeFile(t, "token", v.IssueToken(0))
+
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, TokenFile: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := src.Fetch(context.Background(), "secret/x"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without ca_file, VAULT_SKIP_VERIFY and VAULT_CACERT set: %v, want a certificate error", err)
+	}
+	src, err = NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := src.Fetch(context.Background(), "secret/x")
+	if err != nil || !strings.Contains(string(raw), "sk-configured") {
+		t.Errorf("got %q, %v; want the configured server's value", raw, err)
+	}
+	if n := other.Reads("secret/x") + other.Refused(); n != 0 {
+		t.Errorf("the server in VAULT_ADDR got %d requests", n)
+	}
+}
