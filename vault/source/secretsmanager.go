@@ -13,6 +13,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/signin"
+	"github.com/aws/aws-sdk-go-v2/service/sso"
+	"github.com/aws/aws-sdk-go-v2/service/ssooidc"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
 	"github.com/tillgw/till/internal/termtext"
@@ -23,7 +27,9 @@ import (
 // SDK's default chain (environment, shared files, web identity, instance
 // metadata). A ref's path is the secret's name or ARN; its value is the
 // SecretString of the current version. An endpoint the SDK takes from the
-// environment or its shared files must be https, as Endpoint must.
+// environment or its shared files, for Secrets Manager or for a service
+// its credential chain calls (STS, SSO, Signin), must be https, as
+// Endpoint must.
 type SecretsManager struct {
 	// Region overrides the SDK's region.
 	Region string
@@ -83,12 +89,15 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 	if cfg.Region == "" {
 		return nil, errors.New("no AWS region: set region: on the source, or AWS_REGION")
 	}
+	if err := checkChainEndpoints(cfg); err != nil {
+		return nil, err
+	}
 	var endpointErr error
 	client := secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
 		if s.Endpoint != "" {
 			o.BaseEndpoint = aws.String(s.Endpoint)
 		}
-		endpointErr = checkEndpoint(o.BaseEndpoint)
+		endpointErr = checkEndpoint("Secrets Manager", o.BaseEndpoint)
 		o.HTTPClient = cappedClient{o.HTTPClient}
 	})
 	if endpointErr != nil {
@@ -104,13 +113,27 @@ type cappedClient struct{ c secretsmanager.HTTPClient }
 
 func (c cappedClient) Do(r *http.Request) (*http.Response, error) { return capBody(c.c.Do(r)) }
 
-// checkEndpoint holds the endpoint the SDK took from AWS_ENDPOINT_URL,
-// AWS_ENDPOINT_URL_SECRETS_MANAGER or a profile's endpoint_url to the rule
-// config holds `endpoint:` to: https, or plain http to loopback. Over
-// plain http, the session token and the signed request go in clear, and
-// whoever answers chooses the key till attaches. nil is the SDK's own
-// endpoint, which is https.
-func checkEndpoint(endpoint *string) error {
+// checkChainEndpoints holds to checkEndpoint's rule the endpoints of the
+// services the credential chain may call, resolved as the chain's own
+// clients resolve them: STS gets a web identity token (a pod's
+// service-account JWT) or requests signed for a role, SSO and its OIDC
+// service an SSO token, Signin a login's token.
+func checkChainEndpoints(cfg aws.Config) error {
+	var errs []error
+	sts.NewFromConfig(cfg, func(o *sts.Options) { errs = append(errs, checkEndpoint("STS", o.BaseEndpoint)) })
+	sso.NewFromConfig(cfg, func(o *sso.Options) { errs = append(errs, checkEndpoint("SSO", o.BaseEndpoint)) })
+	ssooidc.NewFromConfig(cfg, func(o *ssooidc.Options) { errs = append(errs, checkEndpoint("SSO OIDC", o.BaseEndpoint)) })
+	signin.NewFromConfig(cfg, func(o *signin.Options) { errs = append(errs, checkEndpoint("Signin", o.BaseEndpoint)) })
+	return errors.Join(errs...)
+}
+
+// checkEndpoint holds the endpoint of service (its SDK id) that the SDK
+// took from AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE> or a profile's
+// endpoint_url to the rule config holds `endpoint:` to: https, or plain
+// http to loopback. Over plain http, the credentials and the signed
+// request go in clear, and whoever answers chooses the key till
+// attaches. nil is the SDK's own endpoint, which is https.
+func checkEndpoint(service string, endpoint *string) error {
 	if endpoint == nil {
 		return nil
 	}
@@ -118,7 +141,8 @@ func checkEndpoint(endpoint *string) error {
 	if err == nil && (u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())) {
 		return nil
 	}
-	return errors.New("the AWS endpoint from AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL or the profile's endpoint_url must be https (plain http only for loopback)")
+	env := "AWS_ENDPOINT_URL_" + strings.ToUpper(strings.ReplaceAll(service, " ", "_"))
+	return fmt.Errorf("the AWS %s endpoint from %s, AWS_ENDPOINT_URL or the profile's endpoint_url must be https (plain http only for loopback)", service, env)
 }
 
 // isLoopback reports whether host is "localhost" or a loopback address.

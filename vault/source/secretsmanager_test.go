@@ -2,10 +2,21 @@ package source
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -263,5 +274,110 @@ func TestSecretsManagerNeverFollowsRedirects(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "UnknownError") || reached.Load() {
 			t.Errorf("%d: got %q, %v; the redirect's target was reached: %v", code, raw, err, reached.Load())
 		}
+	}
+}
+
+// TestCredentialChainEndpointsMustBeHTTPS: the SDK's credential chain
+// calls services of its own, whose endpoints AWS_ENDPOINT_URL_<SERVICE>
+// or a profile's services section set too. STS gets the web identity
+// token (a pod's service-account JWT, itself a credential) in its body,
+// SSO the SSO access token in a header, SSO OIDC the refresh token and
+// client secret, Signin an `aws login` session's refresh token. In plain
+// http off loopback, these went in clear.
+func TestCredentialChainEndpointsMustBeHTTPS(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000008", SecretAccessKey: "fake/secret/access/key/0008"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	sm.Put("k", "v")
+	const (
+		jwt          = "eyJhbGciOiJSUzI1NiJ9.k8s-service-account.sig"
+		ssoToken     = "sso-access-token-that-must-stay-secret"
+		refreshToken = "sso-refresh-token-that-must-stay-secret"
+		clientSecret = "sso-client-secret-that-must-stay-secret"
+	)
+	var reached atomic.Bool
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Store(true)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer plain.Close()
+	_, port, _ := net.SplitHostPort(plain.Listener.Addr().String())
+	plainURL := "http://0.0.0.0:" + port
+	webIdentity := func(t *testing.T) {
+		t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", writeFile(t, "jwt", jwt))
+		t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/till")
+	}
+	// sso logs in with an SSO session whose cached token expires at exp.
+	sso := func(exp string) func(t *testing.T) {
+		return func(t *testing.T) {
+			home := t.TempDir()
+			t.Setenv("HOME", home)
+			t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nsso_session = s\nsso_account_id = 123456789012\nsso_role_name = till\n\n"+
+				"[sso-session s]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\n"))
+			sum := sha1.Sum([]byte("s"))
+			cache := filepath.Join(home, ".aws", "sso", "cache")
+			if err := os.MkdirAll(cache, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			token := fmt.Sprintf(`{"accessToken": %q, "expiresAt": %q, "refreshToken": %q, "clientId": "client-1", "clientSecret": %q, "registrationExpiresAt": "2099-01-01T00:00:00Z", "region": "us-east-1", "startUrl": "https://example.awsapps.com/start"}`,
+				ssoToken, exp, refreshToken, clientSecret)
+			if err := os.WriteFile(filepath.Join(cache, hex.EncodeToString(sum[:])+".json"), []byte(token), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// login uses an `aws login` session whose cached credentials expired.
+	login := func(t *testing.T) {
+		dir := t.TempDir()
+		t.Setenv("AWS_LOGIN_CACHE_DIRECTORY", dir)
+		t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nlogin_session = s\n"))
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dpop := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+		token := fmt.Sprintf(`{"accessToken": {"accessKeyId": "AKIAFAKE0000000009", "secretAccessKey": "x", "sessionToken": "y", "accountId": "123456789012", "expiresAt": "2000-01-01T00:00:00Z"}, "refreshToken": %q, "clientId": "client-1", "dpopKey": %q}`,
+			refreshToken, dpop)
+		sum := sha256.Sum256([]byte("s"))
+		if err := os.WriteFile(filepath.Join(dir, hex.EncodeToString(sum[:])+".json"), []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		name   string
+		chain  func(t *testing.T)
+		env    string
+		config string // a services section setting the endpoint instead
+	}{
+		{"STS", webIdentity, "AWS_ENDPOINT_URL_STS", ""},
+		{"STS services section", webIdentity, "", "sts"},
+		{"SSO", sso("2099-01-01T00:00:00Z"), "AWS_ENDPOINT_URL_SSO", ""},
+		{"SSO OIDC", sso("2000-01-01T00:00:00Z"), "AWS_ENDPOINT_URL_SSO_OIDC", ""},
+		{"Signin", login, "AWS_ENDPOINT_URL_SIGNIN", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
+				t.Setenv(k, "")
+			}
+			tt.chain(t)
+			if tt.env != "" {
+				t.Setenv(tt.env, plainURL)
+			} else {
+				t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config",
+					"[default]\nservices = plain\n\n[services plain]\n"+tt.config+" =\n  endpoint_url = "+plainURL+"\n"))
+			}
+			_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+			if err == nil || !strings.Contains(err.Error(), "must be https") {
+				t.Errorf("got %v; want a refusal of the plain http endpoint", err)
+			}
+			if reached.Swap(false) {
+				t.Error("the chain's credential went in plain http to a host that is not loopback")
+			}
+			mustNotHold(t, err, jwt, ssoToken, refreshToken, clientSecret)
+		})
 	}
 }
