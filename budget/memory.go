@@ -9,18 +9,26 @@ import (
 
 // Memory counts budgets in process, under one lock. Keep it across config
 // reloads: a budget whose window changed starts afresh, one whose limits
-// changed keeps its counts. It holds at most one window of buckets per
-// counter and drops the counters no longer charged within their window.
+// changed keeps its counts. As in Redis, a budget is counted apart in each
+// window, so that a request decided under the config before a reload
+// neither resets the new window's counts nor settles in them. It holds at
+// most one window of buckets per counter and drops the counters no longer
+// charged within their window.
 type Memory struct {
 	mu      sync.Mutex
-	budgets map[string]*memBudget
+	budgets map[memKey]*memBudget
+}
+
+// memKey names a budget's counts in one window.
+type memKey struct {
+	budget string
+	window Window
 }
 
 var _ Store = (*Memory)(nil)
 
-// memBudget is the counters of one budget.
+// memBudget is the counters of one budget in one window.
 type memBudget struct {
-	window   Window
 	counters map[string]*memCounter
 	swept    int64 // the bucket in which dead counters were last dropped
 }
@@ -33,7 +41,7 @@ type memCounter struct {
 
 // NewMemory returns an empty in-process store.
 func NewMemory() *Memory {
-	return &Memory{budgets: map[string]*memBudget{}}
+	return &Memory{budgets: map[memKey]*memBudget{}}
 }
 
 // Take checks every charge and, when none is spent, counts one request and
@@ -91,19 +99,9 @@ func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial
 func (m *Memory) counter(c Charge, now time.Time) *memCounter {
 	w := c.Spec.Window
 	sp := w.at(now)
-	mb := m.budgets[c.Spec.Name]
-	if mb == nil || mb.window != w {
-		mb = &memBudget{window: w, counters: map[string]*memCounter{}, swept: sp.bucket}
-		m.budgets[c.Spec.Name] = mb
-	}
+	mb := m.budget(memKey{c.Spec.Name, w}, now)
 	if mb.swept != sp.bucket {
-		// Once per bucket, drop the counters not charged within the window.
-		for name, mc := range mb.counters {
-			if mc.last < sp.liveMin {
-				delete(mb.counters, name)
-			}
-		}
-		mb.swept = sp.bucket
+		mb.sweep(sp)
 	}
 	mc := mb.counters[c.Counter]
 	if mc == nil {
@@ -112,6 +110,42 @@ func (m *Memory) counter(c Charge, now time.Time) *memCounter {
 	}
 	mc.prune(sp.liveMin)
 	return mc
+}
+
+// budget returns the counters of key, made if needed.
+func (m *Memory) budget(key memKey, now time.Time) *memBudget {
+	mb := m.budgets[key]
+	if mb == nil {
+		m.dropDead(key.budget, now)
+		mb = &memBudget{counters: map[string]*memCounter{}, swept: key.window.at(now).bucket}
+		m.budgets[key] = mb
+	}
+	return mb
+}
+
+// sweep drops the counters not charged within the window, once per
+// bucket.
+func (mb *memBudget) sweep(sp span) {
+	for name, mc := range mb.counters {
+		if mc.last < sp.liveMin {
+			delete(mb.counters, name)
+		}
+	}
+	mb.swept = sp.bucket
+}
+
+// dropDead drops the counts of budget, in windows no longer configured,
+// that no longer count anything, when it starts in a new window.
+func (m *Memory) dropDead(budget string, now time.Time) {
+	for key, mb := range m.budgets {
+		if key.budget != budget {
+			continue
+		}
+		mb.sweep(key.window.at(now))
+		if len(mb.counters) == 0 {
+			delete(m.budgets, key)
+		}
+	}
 }
 
 // prune drops the buckets that start before liveMin.
@@ -164,10 +198,7 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, tk := range t.charges {
-		mb := m.budgets[tk.budget]
-		if mb == nil || mb.window != tk.window {
-			continue // the budget changed: it started afresh
-		}
+		mb := m.budget(memKey{tk.budget, tk.window}, now)
 		sp := tk.window.at(now)
 		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		mc := mb.counters[tk.counter]
@@ -198,8 +229,8 @@ func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, 
 	defer m.mu.Unlock()
 	var rows []Row
 	for _, s := range specs {
-		mb := m.budgets[s.Name]
-		if mb == nil || mb.window != s.Window {
+		mb := m.budgets[memKey{s.Name, s.Window}]
+		if mb == nil {
 			continue
 		}
 		liveMin := s.Window.at(now).liveMin

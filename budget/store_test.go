@@ -298,6 +298,31 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("window changed while in flight", func(t *testing.T) {
+		s, hourly, daily := newStore(t), rolling("b", time.Hour), rolling("b", 24*time.Hour)
+		hourly.Tokens, daily.Tokens = 10000, 10000
+		hourly.Requests, daily.Requests = 3, 3
+		// Taken before a reload made the window a day, settled after the
+		// reload back to an hour: its reservation is released where it
+		// was counted, not from another request's.
+		early := mustTake(t, s, t0, 4000, one("web", hourly))
+		for range 2 {
+			mustTake(t, s, t0, 0, one("web", daily))
+		}
+		// A request decided under the config before the reload (a slow
+		// upload) takes under the old window: the new one keeps its
+		// counts.
+		mustTake(t, s, t0, 0, one("web", hourly))
+		mustTake(t, s, t0, 0, one("web", daily))
+		mustDeny(t, s, t0, 0, one("web", daily), deny(daily, "web", KindRequests, 24*time.Hour+24*time.Minute))
+		late := mustTake(t, s, t0, 5000, one("web", hourly))
+		settle(t, s, t0, early, 0, 0)
+		if got := used(t, s, t0, hourly, "web", KindTokens); got != 5000 {
+			t.Errorf("hourly used %v tokens, want the 5000 reserved in flight", got)
+		}
+		settle(t, s, t0, late, 0, 0)
+	})
+
 	t.Run("usage", func(t *testing.T) {
 		s, d, r := newStore(t), calendar("daily", "day"), rolling("hourly", time.Hour)
 		d.Requests, d.Tokens, d.USD = 100, 1000, 2.5
@@ -417,8 +442,14 @@ func TestMemoryDropsCounters(t *testing.T) {
 		mustTake(t, m, t0, 0, one(fmt.Sprint("client-", i), b))
 	}
 	mustTake(t, m, at(2*time.Minute), 0, one("web", b))
-	if n := len(m.budgets["b"].counters); n != 1 {
+	if n := len(m.budgets[memKey{"b", b.Window}].counters); n != 1 {
 		t.Errorf("%d counters kept, want 1", n)
+	}
+	// A window no longer configured is dropped once nothing counts in it.
+	longer := rolling("b", time.Hour)
+	mustTake(t, m, at(4*time.Minute), 0, one("web", longer))
+	if n := len(m.budgets); n != 1 {
+		t.Errorf("%d windows of b kept, want 1", n)
 	}
 }
 
