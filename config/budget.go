@@ -145,10 +145,16 @@ func (d *decoder) budget(n *yaml.Node, path string) (Budget, bool) {
 			b.Calendar = s
 		default:
 			w, err := ParseDuration(s)
-			if err != nil || w < minBudgetWindow || w > maxBudgetWindow {
+			switch {
+			case err != nil || w < minBudgetWindow || w > maxBudgetWindow:
 				d.errorf(v, join(path, "window"), "must be a rolling window from 1m to 90d such as 1h or 30d, or day or month (calendar, UTC)")
 				ok = false
-			} else {
+			case w%time.Second != 0:
+				// Budgets count in whole seconds: the store would refuse
+				// every count, and on_redis_error decide each request.
+				d.errorf(v, join(path, "window"), "must be a whole number of seconds (hint: 1m or 90s)")
+				ok = false
+			default:
 				b.Window = w
 			}
 		}

@@ -56,6 +56,9 @@ func TestParseBudgetErrors(t *testing.T) {
 		{"no window", "budgets:\n  - {name: b, requests: 1}\n", `till.yaml:3: budgets[0].window: required (hint: a rolling window from 1m to 90d such as 1h or 30d, or day or month for a calendar one, UTC)`},
 		{"window too long", "budgets:\n  - {name: b, window: 100d, requests: 1}\n", `till.yaml:3: budgets[0].window: must be a rolling window from 1m to 90d such as 1h or 30d, or day or month (calendar, UTC)`},
 		{"window too short", "budgets:\n  - {name: b, window: 30s, requests: 1}\n", `till.yaml:3: budgets[0].window: must be a rolling window from 1m to 90d such as 1h or 30d, or day or month (calendar, UTC)`},
+		// Counted in whole seconds: any other window failed every count,
+		// and on_redis_error: allow let every request through uncounted.
+		{"window not whole seconds", "budgets:\n  - {name: b, window: 61500ms, requests: 1}\n", `till.yaml:3: budgets[0].window: must be a whole number of seconds (hint: 1m or 90s)`},
 		{"no limit", "budgets:\n  - {name: b, window: 1h}\n", `till.yaml:3: budgets[0]: sets no limit (hint: requests, tokens or usd)`},
 		{"bad usd", "budgets:\n  - {name: b, window: 1h, usd: lots}\n", `till.yaml:3: budgets[0].usd: must be a number such as 25 or 0.5`},
 		{"negative tokens", "budgets:\n  - {name: b, window: 1h, tokens: -5}\n", `till.yaml:3: budgets[0].tokens: must be at least 1`},
