@@ -812,3 +812,30 @@ func TestAnthropicStreamEndingInErrorCharged(t *testing.T) {
 			deltas, used, 10+deltas, recs[0]["outcome"], recs[0]["tokens_in"], recs[0]["tokens_out"])
 	}
 }
+
+// TestUnsentRequestNotCharged: a request that never reached the provider
+// (its upstream refused the connection) used nothing: it gives back its
+// reservation. Charging it, as an answer cut short is, spent a token
+// budget during an upstream outage on requests that all failed, and the
+// budget then refused every request for the rest of its window.
+func TestUnsentRequestNotCharged(t *testing.T) {
+	up := httptest.NewServer(http.NotFoundHandler())
+	up.Close() // its port now refuses connections
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 10000, usd: 100}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	for range 5 {
+		r := httptest.NewRequest("POST", "/openai/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","max_tokens":4000,"messages":[]}`))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if w.Code != http.StatusBadGateway {
+			t.Fatalf("got %d %s, want 502 while the upstream is down", w.Code, w.Body)
+		}
+	}
+	if recs := buf.records(t); len(recs) != 5 || recs[4]["reason"] != CodeUpstreamUnreachable {
+		t.Fatalf("records %v, want five, upstream_unreachable", recs)
+	}
+	if tokens, usd := budgetUsed(t, gw); tokens != 0 || usd != 0 {
+		t.Errorf("the budget counted %v tokens and $%v for requests that never reached the upstream; want none", tokens, usd)
+	}
+}

@@ -372,9 +372,11 @@ func (x *exchange) chargeCut(u usage.Usage, events int64, model string, prices *
 // it streamed when that is more (one that set no max_tokens reserved
 // none); and, when it told no input (OpenAI tells it in the last chunk),
 // an estimate of its body's: a token per 4 bytes. Priced at the model's
-// prices, or the dearest when it names none.
+// prices, or the dearest when it names none. A request none of whose last
+// attempt was written (its connection was refused) reached no provider,
+// and is not charged.
 func (x *exchange) chargeUntold(u usage.Usage, events int64, model string, prices *usage.Prices) {
-	if x.ticket == nil || x.attempts.Load() == 0 {
+	if x.ticket == nil || x.attempts.Load() == 0 || !x.wrote.Load() {
 		return
 	}
 	cut := usage.Usage{OutputTokens: max(x.ticket.Reserved()-u.OutputTokens, events-u.OutputTokens, 0)}
