@@ -839,3 +839,43 @@ func TestUnsentRequestNotCharged(t *testing.T) {
 		t.Errorf("the budget counted %v tokens and $%v for requests that never reached the upstream; want none", tokens, usd)
 	}
 }
+
+// TestAppGoneBeforeSendNotSent: an app that leaves before its request
+// went upstream (here while its body was read; also while its budget was
+// counted or its token minted) has it neither sent nor charged. On a
+// route under a token budget the attempt outlives the app, so such a
+// request went, and was billed and counted for no one.
+func TestAppGoneBeforeSendNotSent(t *testing.T) {
+	var sent atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"model":"gpt-4o-mini","usage":{"prompt_tokens":1000,"completion_tokens":5,"total_tokens":1005}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
+	gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	ctx, cancel := context.WithCancel(context.Background())
+	body := `{"model":"gpt-4o-mini","max_tokens":10,"messages":[]}`
+	r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil).WithContext(ctx)
+	r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: cancel}
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Type", "application/json")
+	func() {
+		defer func() { _ = recover() }() // the connection a server would cut
+		gw.ServeHTTP(httptest.NewRecorder(), r)
+	}()
+	if n := sent.Load(); n != 0 {
+		t.Errorf("the request of an app gone before it went reached the upstream %d times", n)
+	}
+	if tokens, _ := budgetUsed(t, gw); tokens != 0 {
+		t.Errorf("the budget counted %v tokens for it, want 0", tokens)
+	}
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
+		t.Errorf("records %v, want one, client_closed", recs)
+	}
+	if n := len(buf.uses(t)); n != 0 {
+		t.Errorf("%d use records, want none: the key must not go", n)
+	}
+}

@@ -162,6 +162,14 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		g.refuse(rw, x, *e, 0) // a reload while the token came
 		return
 	}
+	if r.Context().Err() != nil {
+		// The app left before its request went (while its body was read,
+		// its budget counted or its token minted): on a route under a
+		// token budget the attempt would outlive it, sent and billed for
+		// no one.
+		x.failure = codeClientClosed
+		return
+	}
 	x.upstreamStart = time.Now()
 	if isUpgrade(r) {
 		// ReverseProxy relays a protocol switch (WebSocket) once the
