@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/smithy-go/encoding/httpbinding"
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
@@ -22,14 +23,26 @@ type sigV4 struct {
 	creds   aws.Credentials
 	service string
 	region  string
+	signer  *v4.Signer // signer or s3Signer: how the service escapes the path
 }
 
 // sigV4Headers are the headers of the app's own signature, removed before
 // till signs: an app using an AWS SDK signs with dummy credentials.
 var sigV4Headers = []string{"Authorization", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"}
 
-// signer is the AWS SDK's SigV4 signer; it is safe for concurrent use.
-var signer = v4.NewSigner()
+// signer is the AWS SDK's SigV4 signer, which escapes the path it signs
+// once more, as every service but S3 does; s3Signer signs it as sent.
+// Both are safe for concurrent use.
+var (
+	signer   = v4.NewSigner()
+	s3Signer = v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true })
+)
+
+// escapesPathOnce reports whether service (a signing name) computes the
+// path of a signature escaped once, as S3 does, rather than twice.
+func escapesPathOnce(service string) bool {
+	return service == "s3" || service == "s3-object-lambda" || service == "s3-outposts"
+}
 
 // compileSigV4 reads the credentials of cfg's secret sec: the fields
 // access_key_id, secret_access_key and, optionally, session_token. It
@@ -41,7 +54,10 @@ func compileSigV4(cfg *config.AWSSigV4, sec vault.Secret) (*sigV4, []string, str
 		return nil, nil, "aws_sigv4 needs a secret with the fields access_key_id and secret_access_key: " + lacking(sec, "access_key_id", "secret_access_key") + " (till secret set NAME --json)"
 	}
 	token, _ := sec.Field("session_token")
-	s := &sigV4{creds: aws.Credentials{AccessKeyID: id, SecretAccessKey: key, SessionToken: token, Source: "till"}, service: cfg.Service, region: cfg.Region}
+	s := &sigV4{creds: aws.Credentials{AccessKeyID: id, SecretAccessKey: key, SessionToken: token, Source: "till"}, service: cfg.Service, region: cfg.Region, signer: signer}
+	if escapesPathOnce(cfg.Service) {
+		s.signer = s3Signer
+	}
 	values := []string{key}
 	if token != "" {
 		values = append(values, token)
@@ -64,10 +80,16 @@ func (x *exchange) signV4(out *http.Request) error {
 }
 
 // sign signs out, whose body is body, for now: the body's SHA-256 goes in
-// X-Amz-Content-Sha256, which is signed with the other headers.
+// X-Amz-Content-Sha256, which is signed with the other headers. The path
+// goes escaped as AWS's SDKs send it, every byte but the unreserved ones:
+// AWS checks a signature against the path it received, decoded and
+// escaped again, and the signer signs the path as it goes, so a path
+// escaped otherwise (an app's "v1:0" in a model id, "a+b") would be
+// refused. It stands for the same path, the one the route's rules matched.
 func (s *sigV4) sign(out *http.Request, body []byte, now time.Time) error {
 	sum := sha256.Sum256(body)
 	hash := hex.EncodeToString(sum[:])
 	out.Header["X-Amz-Content-Sha256"] = []string{hash}
-	return signer.SignHTTP(context.Background(), s.creds, out, hash, s.service, s.region, now)
+	out.URL.RawPath = httpbinding.EscapePath(out.URL.Path, false)
+	return s.signer.SignHTTP(context.Background(), s.creds, out, hash, s.service, s.region, now)
 }
