@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -29,6 +30,26 @@ type sigV4 struct {
 // sigV4Headers are the headers of the app's own signature, removed before
 // till signs: an app using an AWS SDK signs with dummy credentials.
 var sigV4Headers = []string{"Authorization", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"}
+
+// presignParams are the query parameters of a presigned URL, which an app
+// could put in its query, with till's access key and the second till
+// signs in: till's signature over them, should it reach the app (an
+// upstream reflecting the request in a body), would be that of a URL
+// good for up to a week, without headers and without till.
+var presignParams = []string{"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
+
+// withoutPresignParams removes the presignParams from a raw query, in
+// any case and however escaped.
+func withoutPresignParams(raw string) string {
+	if !containsFold(raw, "x-amz-") && !strings.Contains(raw, "%") {
+		return raw
+	}
+	return withoutParams(raw, func(part string) bool {
+		key, _, _ := strings.Cut(part, "=")
+		k, err := url.QueryUnescape(key)
+		return err != nil || slices.ContainsFunc(presignParams, func(p string) bool { return strings.EqualFold(k, p) })
+	})
+}
 
 // signer is the AWS SDK's SigV4 signer, which escapes the path it signs
 // once more, as every service but S3 does; s3Signer signs it as sent.
@@ -91,5 +112,6 @@ func (s *sigV4) sign(out *http.Request, body []byte, now time.Time) error {
 	hash := hex.EncodeToString(sum[:])
 	out.Header["X-Amz-Content-Sha256"] = []string{hash}
 	out.URL.RawPath = httpbinding.EscapePath(out.URL.Path, false)
+	out.URL.RawQuery = withoutPresignParams(out.URL.RawQuery)
 	return s.signer.SignHTTP(context.Background(), s.creds, out, hash, s.service, s.region, now)
 }

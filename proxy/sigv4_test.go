@@ -1,16 +1,19 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,36 +123,79 @@ func hmacSHA256(key []byte, s string) []byte {
 }
 
 // verify says why r, whose body was body, is not signed as AWS requires,
-// or "" when it is.
+// or "" when it is: signed in its Authorization header, or presigned (its
+// query carrying X-Amz-Algorithm), the two never together.
 func (v awsVerifier) verify(r *http.Request, body []byte) string {
-	auths := r.Header.Values("Authorization")
-	if len(auths) != 1 {
-		return fmt.Sprintf("%d Authorization headers", len(auths))
+	_, rawQuery, _ := strings.Cut(r.RequestURI, "?")
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "query: " + err.Error()
 	}
-	rest, ok := strings.CutPrefix(auths[0], "AWS4-HMAC-SHA256 ")
+	auths := r.Header.Values("Authorization")
+	var a sigAuth
+	switch {
+	case query.Has("X-Amz-Algorithm") && len(auths) == 0:
+		a, err = presignAuth(query)
+	case query.Has("X-Amz-Algorithm"), len(auths) != 1:
+		return fmt.Sprintf("%d Authorization headers and query authentication %v: only one auth mechanism allowed", len(auths), query.Has("X-Amz-Algorithm"))
+	default:
+		a, err = headerAuth(auths[0], r.Header.Get("X-Amz-Date"))
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return v.check(r, body, rawQuery, a)
+}
+
+// sigAuth is what a request says of its signature.
+type sigAuth struct {
+	presigned                            bool
+	credential, signedHeaders, signature string
+	date                                 string
+	expires                              time.Duration // presigned only
+}
+
+// headerAuth reads an Authorization header's signature, made at date.
+func headerAuth(auth, date string) (sigAuth, error) {
+	rest, ok := strings.CutPrefix(auth, "AWS4-HMAC-SHA256 ")
 	if !ok {
-		return "not AWS4-HMAC-SHA256"
+		return sigAuth{}, fmt.Errorf("not AWS4-HMAC-SHA256")
 	}
 	parts := map[string]string{}
 	for p := range strings.SplitSeq(rest, ",") {
 		k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
 		parts[k] = val
 	}
-	date := r.Header.Get("X-Amz-Date")
-	t, err := time.Parse("20060102T150405Z", date)
-	if err != nil {
-		return "bad X-Amz-Date " + date
+	return sigAuth{credential: parts["Credential"], signedHeaders: parts["SignedHeaders"], signature: parts["Signature"], date: date, expires: 15 * time.Minute}, nil
+}
+
+// presignAuth reads a presigned URL's signature from its query.
+func presignAuth(q url.Values) (sigAuth, error) {
+	secs, err := strconv.Atoi(q.Get("X-Amz-Expires"))
+	if err != nil || secs < 1 || secs > 604800 {
+		return sigAuth{}, fmt.Errorf("X-Amz-Expires %q", q.Get("X-Amz-Expires"))
 	}
-	if d := v.now.Sub(t); d > 15*time.Minute || d < -15*time.Minute {
-		return "X-Amz-Date too far from now"
+	return sigAuth{presigned: true, credential: q.Get("X-Amz-Credential"), signedHeaders: q.Get("X-Amz-SignedHeaders"), signature: q.Get("X-Amz-Signature"),
+		date: q.Get("X-Amz-Date"), expires: time.Duration(secs) * time.Second}, nil
+}
+
+// check recomputes the signature a says r carries, from the request
+// received, rawQuery its query.
+func (v awsVerifier) check(r *http.Request, body []byte, rawQuery string, a sigAuth) string {
+	t, err := time.Parse("20060102T150405Z", a.date)
+	if err != nil {
+		return "bad X-Amz-Date " + a.date
+	}
+	if d := v.now.Sub(t); d > a.expires || d < -15*time.Minute {
+		return "signature expired or not yet current"
 	}
 	scope := t.Format("20060102") + "/" + v.region + "/" + v.service + "/aws4_request"
-	if parts["Credential"] != v.accessKeyID+"/"+scope {
-		return "credential " + parts["Credential"]
+	if a.credential != v.accessKeyID+"/"+scope {
+		return "credential " + a.credential
 	}
-	signed := strings.Split(parts["SignedHeaders"], ";")
-	if !slices.IsSorted(signed) || !slices.Contains(signed, "host") || !slices.Contains(signed, "x-amz-date") {
-		return "signed headers " + parts["SignedHeaders"]
+	signed := strings.Split(a.signedHeaders, ";")
+	if !slices.IsSorted(signed) || !slices.Contains(signed, "host") || !a.presigned && !slices.Contains(signed, "x-amz-date") {
+		return "signed headers " + a.signedHeaders
 	}
 	for name := range r.Header {
 		l := strings.ToLower(name)
@@ -159,7 +205,7 @@ func (v awsVerifier) verify(r *http.Request, body []byte) string {
 	}
 	sum := sha256.Sum256(body)
 	hash := hex.EncodeToString(sum[:])
-	if got := r.Header.Get("X-Amz-Content-Sha256"); got != hash {
+	if got := r.Header.Get("X-Amz-Content-Sha256"); got != hash && !(a.presigned && got == "") {
 		return "x-amz-content-sha256 " + got + " is not the body's " + hash
 	}
 	var ch strings.Builder
@@ -184,7 +230,9 @@ func (v awsVerifier) verify(r *http.Request, body []byte) string {
 		}
 		ch.WriteString(name + ":" + strings.Join(vals, ",") + "\n")
 	}
-	_, rawQuery, _ := strings.Cut(r.RequestURI, "?")
+	if a.presigned {
+		rawQuery = withoutParams(rawQuery, func(p string) bool { return strings.HasPrefix(p, "X-Amz-Signature=") })
+	}
 	q, err := canonicalQuery(rawQuery)
 	if err != nil {
 		return "query: " + err.Error()
@@ -193,15 +241,15 @@ func (v awsVerifier) verify(r *http.Request, body []byte) string {
 	if err != nil {
 		return "path: " + err.Error()
 	}
-	canon := strings.Join([]string{r.Method, uri, q, ch.String(), parts["SignedHeaders"], hash}, "\n")
+	canon := strings.Join([]string{r.Method, uri, q, ch.String(), a.signedHeaders, hash}, "\n")
 	crHash := sha256.Sum256([]byte(canon))
-	toSign := "AWS4-HMAC-SHA256\n" + date + "\n" + scope + "\n" + hex.EncodeToString(crHash[:])
+	toSign := "AWS4-HMAC-SHA256\n" + a.date + "\n" + scope + "\n" + hex.EncodeToString(crHash[:])
 	k := hmacSHA256([]byte("AWS4"+v.secretKey), t.Format("20060102"))
 	k = hmacSHA256(k, v.region)
 	k = hmacSHA256(k, v.service)
 	k = hmacSHA256(k, "aws4_request")
 	want := hex.EncodeToString(hmacSHA256(k, toSign))
-	if !hmac.Equal([]byte(want), []byte(parts["Signature"])) {
+	if !hmac.Equal([]byte(want), []byte(a.signature)) {
 		return "signature does not match; canonical request:\n" + canon
 	}
 	return ""
@@ -248,5 +296,51 @@ func TestSigV4PathAsAWSComputesIt(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSigV4SignatureIsNoPresignedURL: an app that puts a presigned URL's
+// parameters in its query (X-Amz-Algorithm, the key's X-Amz-Credential,
+// X-Amz-Date the second till signs in, X-Amz-Expires a week) and gets
+// till's signature back (from an upstream that reflects requests in its
+// body, SECURITY.md's known limits) must not hold the X-Amz-Signature of a
+// presigned URL, good for a week, without till: the parameters are neither
+// signed nor sent.
+func TestSigV4SignatureIsNoPresignedURL(t *testing.T) {
+	v := awsVerifier{accessKeyID: "AKIATILLTSTPRESIGN01", secretKey: "tst-presign-secret-0123456789abcdef", service: "bedrock", region: "us-east-1"}
+	sec := vault.NewFieldSecret("aws", map[string]string{"access_key_id": v.accessKeyID, "secret_access_key": v.secretKey}, time.Now())
+	s, _, problem := compileSigV4(&config.AWSSigV4{Service: v.service, Region: v.region}, sec)
+	if problem != "" {
+		t.Fatal(problem)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	body := []byte(`{"prompt":"hi"}`)
+	const target = "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/invoke?"
+	presign := url.Values{
+		"X-Amz-Algorithm":     {"AWS4-HMAC-SHA256"},
+		"X-Amz-Credential":    {v.accessKeyID + "/20260102/us-east-1/bedrock/aws4_request"},
+		"X-Amz-Date":          {"20260102T030405Z"},
+		"X-Amz-Expires":       {"604800"},
+		"X-Amz-SignedHeaders": {"content-length;host;x-amz-content-sha256;x-amz-date"},
+	}.Encode()
+	out := httptest.NewRequest("POST", target+presign+"&a=1", bytes.NewReader(body))
+	out.RequestURI = ""
+	if err := s.sign(out, body, at); err != nil {
+		t.Fatal(err)
+	}
+	out.RequestURI = out.URL.RequestURI()
+	v.now = at
+	if why := v.verify(out, body); why != "" {
+		t.Errorf("till's own request: %s", why)
+	}
+	// Six days on, the app presigns with the signature.
+	_, sig, _ := strings.Cut(out.Header.Get("Authorization"), "Signature=")
+	replay := httptest.NewRequest("POST", target+presign+"&a=1&X-Amz-Signature="+sig, bytes.NewReader(body))
+	replay.RequestURI = replay.URL.RequestURI()
+	replay.Header.Set("X-Amz-Date", out.Header.Get("X-Amz-Date"))
+	replay.Header.Set("X-Amz-Content-Sha256", out.Header.Get("X-Amz-Content-Sha256"))
+	v.now = at.Add(6 * 24 * time.Hour)
+	if why := v.verify(replay, body); why == "" {
+		t.Errorf("till signed the app's presign parameters (%s): its signature makes a presigned URL that works for a week, without till or its audit", out.URL.RawQuery)
 	}
 }
