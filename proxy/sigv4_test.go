@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -342,5 +344,56 @@ func TestSigV4SignatureIsNoPresignedURL(t *testing.T) {
 	v.now = at.Add(6 * 24 * time.Hour)
 	if why := v.verify(replay, body); why == "" {
 		t.Errorf("till signed the app's presign parameters (%s): its signature makes a presigned URL that works for a week, without till or its audit", out.URL.RawQuery)
+	}
+}
+
+// TestSigV4SignsWhatIsSent: over a real connection, what till signs is
+// what the upstream receives, checked by the verifier written from AWS's
+// documentation: a body announced with Expect: 100-continue or sent
+// chunked (with the app's UNSIGNED-PAYLOAD), an empty one, and the app's
+// own headers (X-Amz-Target, which names a JSON-protocol operation, a
+// header given twice), each signed as sent.
+func TestSigV4SignsWhatIsSent(t *testing.T) {
+	v := awsVerifier{accessKeyID: "AKIATILLTSTSENT00001", secretKey: "tst-sent-secret-0123456789abcdef", service: "bedrock", region: "us-east-1"}
+	type seen struct {
+		why    string
+		target string
+	}
+	got := make(chan seen, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		v := v
+		v.now = time.Now()
+		got <- seen{v.verify(r, body), r.Header.Get("X-Amz-Target")}
+	}))
+	defer up.Close()
+	gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n", up.URL,
+		map[string]vault.Secret{"aws": vault.NewFieldSecret("aws", map[string]string{"access_key_id": v.accessKeyID, "secret_access_key": v.secretKey}, time.Now())})
+	till := httptest.NewServer(gw)
+	defer till.Close()
+	for _, raw := range []string{
+		"POST /aws/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}",
+		"POST /aws/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nX-Amz-Content-Sha256: UNSIGNED-PAYLOAD\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+		"POST /aws/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+		"POST /aws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-Amz-Target: Svc.Op\r\nX-Amz-Meta-A: 1\r\nX-Amz-Meta-A:  2  3 \r\n\r\n{}",
+	} {
+		c, err := net.Dial("tcp", till.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, raw)
+		br := bufio.NewReader(c)
+		res, err := http.ReadResponse(br, nil)
+		for err == nil && res.StatusCode < 200 {
+			res, err = http.ReadResponse(br, nil) // 100 Continue
+		}
+		c.Close()
+		first, _, _ := strings.Cut(raw, "\r\n\r\n")
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("%q: %v %v", first, res, err)
+		}
+		if s := <-got; s.why != "" || strings.Contains(raw, "X-Amz-Target") && s.target != "Svc.Op" {
+			t.Errorf("%q: the upstream's check: %s (X-Amz-Target %q)", first, s.why, s.target)
+		}
 	}
 }
