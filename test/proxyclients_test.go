@@ -102,10 +102,10 @@ for u in sys.argv[3:4]: s.get(u, proxies=b).raise_for_status()`, u("requests-0")
 		out := run(t, map[string]string{"HTTPS_PROXY": proxyA, "https_proxy": proxyA, "PROXY_A": proxyA, "PROXY_B": proxyB,
 			"PROVIDER_URL": f.providerURL}, "node", "proxy-clients.mjs")
 		var res map[string][]string
-		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 4 {
+		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 5 {
 			t.Fatalf("node printed %q", out)
 		}
-		for c, who := range map[string]string{"undici-h1": "alpha", "undici-h2": "beta", "undici-env": "alpha"} {
+		for c, who := range map[string]string{"undici-h1": "alpha", "undici-h2": "beta", "undici-env": "alpha", "undici-plain": "beta"} {
 			want[c+"-0"], want[c+"-1"] = who, who
 		}
 		want["chat/completions"] = "beta"
@@ -123,8 +123,12 @@ for u in sys.argv[3:4]: s.get(u, proxies=b).raise_for_status()`, u("requests-0")
 			continue
 		}
 		delete(want, c)
-		if r["client"] != who || r["mode"] != "intercept" || r["outcome"] != "forwarded" || r["route"] != "provider" {
-			t.Errorf("%s: record %v, want client %q, mode intercept, forwarded on route provider", path.Base(p), r, who)
+		mode := "intercept"
+		if strings.HasPrefix(c, "undici-plain") {
+			mode = "forward"
+		}
+		if r["client"] != who || r["mode"] != mode || r["outcome"] != "forwarded" || r["route"] != "provider" {
+			t.Errorf("%s: record %v, want client %q, mode %s, forwarded on route provider", path.Base(p), r, who, mode)
 		}
 	}
 	if len(want) != 0 {
