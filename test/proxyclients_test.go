@@ -17,7 +17,8 @@ import (
 // curl's --proxy-header X-Till-Token. Every request inside a tunnel,
 // the second on a kept-alive one included, must be recorded as the client
 // whose token its CONNECT carried, never as anonymous or another client,
-// with the path it asked for.
+// with the path it asked for; so must an http:// URL's absolute-form
+// request, the token on the request itself.
 func TestProxyClientsNamedInsideTunnel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts till and client processes")
@@ -55,6 +56,7 @@ func TestProxyClientsNamedInsideTunnel(t *testing.T) {
 	// want maps each path asked for to the client it must be recorded as.
 	want := map[string]string{}
 	u := func(c string) string { return f.providerURL + "/v1/models/" + c }
+	plain := func(c string) string { return strings.Replace(u(c), "https://", "http://", 1) }
 	t.Run("curl", func(t *testing.T) {
 		run(t, map[string]string{"HTTPS_PROXY": proxyA, "https_proxy": proxyA}, "curl", "-sS", "--fail-with-body",
 			"-o", "/dev/null", "-o", "/dev/null", u("curl-h1-0"), u("curl-h1-1"))
@@ -79,6 +81,12 @@ func TestProxyClientsNamedInsideTunnel(t *testing.T) {
 			`import urllib.request, sys
 for u in sys.argv[1:]: urllib.request.urlopen(u).read()`, u("urllib-0"), u("urllib-1"))
 		want["urllib-0"], want["urllib-1"] = "beta", "beta"
+		// An http:// URL goes in absolute form, the token on the request.
+		run(t, map[string]string{"HTTP_PROXY": proxyB, "http_proxy": proxyB}, "python3", "-c",
+			`import urllib.request, sys; urllib.request.urlopen(sys.argv[1]).read()`, plain("urllib-plain-0"))
+		run(t, map[string]string{"HTTP_PROXY": proxyA, "http_proxy": proxyA}, "curl", "-sS", "--fail-with-body",
+			"-o", "/dev/null", plain("curl-plain-0"))
+		want["urllib-plain-0"], want["curl-plain-0"] = "beta", "alpha"
 	})
 	t.Run("python requests", func(t *testing.T) {
 		if err := exec.Command("python3", "-c", "import requests").Run(); err != nil {
@@ -124,7 +132,7 @@ for u in sys.argv[3:4]: s.get(u, proxies=b).raise_for_status()`, u("requests-0")
 		}
 		delete(want, c)
 		mode := "intercept"
-		if strings.HasPrefix(c, "undici-plain") {
+		if strings.Contains(c, "-plain-") {
 			mode = "forward"
 		}
 		if r["client"] != who || r["mode"] != mode || r["outcome"] != "forwarded" || r["route"] != "provider" {
