@@ -159,6 +159,38 @@ func TestExplainModelInGeminiPath(t *testing.T) {
 	}
 }
 
+// TestVertexEndpointModelChecked: on a Vertex AI route read as Gemini's
+// (usage: gemini), /endpoints/ID:generateContent serves the endpoint's
+// model, whatever the body names: allow.models checks "endpoints/ID", so a
+// body naming an allowed model no longer lets another model run.
+func TestVertexEndpointModelChecked(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}`))
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: vertex, upstream: {{UP}}, usage: gemini, secret: openai, inject: {header: Authorization, format: \"Bearer {secret}\"}, allow: {models: [gemini-2.5-flash*, endpoints/7]}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	base := "/vertex/v1/projects/p/locations/us-central1/"
+	for _, tt := range []struct{ path, want string }{
+		{base + "endpoints/123:generateContent", CodeModelNotAllowed},
+		{base + "endpoints/123:streamGenerateContent?alt=sse", CodeModelNotAllowed},
+		{base + "endpoints/7:generateContent", ""},
+		{base + "endpoints/123/chat/completions", CodeModelNotAllowed},
+		{base + "publishers/google/models/gemini-2.5-pro:generateContent", CodeModelNotAllowed},
+		{base + "publishers/google/models/gemini-2.5-flash:generateContent", ""},
+	} {
+		r := httptest.NewRequest("POST", tt.path, strings.NewReader(`{"model":"gemini-2.5-flash","contents":[]}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = "127.0.0.1:1234"
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if got := w.Header().Get("X-Till-Error"); got != tt.want {
+			t.Errorf("POST %s naming gemini-2.5-flash: %q (%d), want %q", tt.path, got, w.Code, tt.want)
+		}
+	}
+}
+
 // TestExplainRelayHoldsClientAddresses: a request to a host without a
 // route, relayed (http://) or tunnelled (CONNECT), is refused to a client
 // outside its cidrs, live and in a dry run alike.

@@ -130,7 +130,11 @@ func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 // "gemini-2.5-flash" in /v1beta/models/gemini-2.5-flash:generateContent,
 // "tunedModels/x" in /v1beta/tunedModels/x:generateContent or "dynamic/x"
 // in /v1beta/dynamic/x:generateContent (Google's three bindings, whose
-// model stands over the body's), and whether the method streams.
+// model stands over the body's), "endpoints/x" in Vertex AI's
+// .../endpoints/x:generateContent or .../endpoints/x/chat/completions
+// (the endpoint serves its deployed or tuned model; but for
+// .../endpoints/openapi/..., whose body names the model), and whether the
+// method streams.
 func geminiPath(path string) (model string, stream bool) {
 	path, _, _ = strings.Cut(path, "?")
 	var prefix, rest string
@@ -140,6 +144,8 @@ func geminiPath(path string) (model string, stream bool) {
 		prefix, rest = "tunedModels/", after
 	} else if _, after, ok := strings.Cut(path, "/dynamic/"); ok {
 		prefix, rest = "dynamic/", after
+	} else if _, after, ok := strings.Cut(path, "/endpoints/"); ok && !strings.HasPrefix(after, "openapi/") && !strings.HasPrefix(after, "openapi:") {
+		prefix, rest = "endpoints/", after
 	}
 	name, method, _ := strings.Cut(rest, ":")
 	name, _, _ = strings.Cut(name, "/")

@@ -52,6 +52,18 @@ func TestInspect(t *testing.T) {
 			`{"model":"models/gemini-2.5-flash","contents":[]}`, Request{Model: "dynamic/some-id"}, ""},
 		{"gemini dynamic stream", Gemini, "/v1beta/dynamic/some-id:streamGenerateContent?alt=sse",
 			`{"model":"models/gemini-2.5-flash"}`, Request{Model: "dynamic/some-id", Stream: true}, ""},
+		// Vertex AI's binding of a tuned or deployed model: the endpoint
+		// in the path is served, not the body's model.
+		{"vertex endpoint", Gemini, "/v1/projects/p/locations/us-central1/endpoints/123:generateContent",
+			`{"model":"gemini-2.5-flash","contents":[]}`, Request{Model: "endpoints/123"}, ""},
+		{"vertex endpoint stream", Gemini, "/v1/projects/p/locations/us-central1/endpoints/123:streamGenerateContent?alt=sse",
+			`{"model":"gemini-2.5-flash"}`, Request{Model: "endpoints/123", Stream: true}, ""},
+		{"vertex publisher model", Gemini, "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent",
+			`{"model":"gemini-2.5-flash"}`, Request{Model: "gemini-2.5-pro"}, ""},
+		{"vertex deployed model, openai-compatible", Gemini, "/v1beta1/projects/p/locations/us-central1/endpoints/123/chat/completions",
+			`{"model":"google/gemini-2.5-flash","stream":true}`, Request{Model: "endpoints/123", Stream: true}, ""},
+		{"vertex openai-compatible", Gemini, "/v1/projects/p/locations/us-central1/endpoints/openapi/chat/completions",
+			`{"model":"google/gemini-2.5-flash"}`, Request{Model: "google/gemini-2.5-flash"}, ""},
 		{"gemini path wins over body", Gemini, "/v1beta/models/gemini-2.5-flash:generateContent",
 			`{"model":"gemini-2.5-pro"}`, Request{Model: "gemini-2.5-flash"}, ""},
 		{"gemini openai-compatible", Gemini, "/v1beta/openai/chat/completions",
