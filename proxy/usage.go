@@ -208,6 +208,9 @@ var unseenSpending = [...]string{
 	// Gemini: Veo's long-running generation, tuned models, context
 	// caches (billed per hour they live).
 	":predictlongrunning", "/tunedmodels", "/cachedcontents",
+	// Vertex AI's (on a route read as Gemini's): batch prediction and
+	// tuning jobs.
+	"/batchpredictionjobs", "/tuningjobs",
 	// Sessions and keys the app uses without till: OpenAI Realtime
 	// (WebRTC calls, client secrets), ChatKit; Gemini Live's tokens.
 	"/realtime/calls", "/realtime/client_secrets", "/realtime/sessions", "/realtime/transcription_sessions",
