@@ -276,3 +276,28 @@ func FuzzExplainMatchesLive(f *testing.F) {
 		}
 	})
 }
+
+// TestVertexDropsAppAPIKey: Vertex AI also takes an API key (express
+// mode), in ?key= or X-Goog-Api-Key; the vertex preset strips both, so an
+// app's own key never rides along next to the token till attaches.
+func TestVertexDropsAppAPIKey(t *testing.T) {
+	var got http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.Write([]byte(`{}`))
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: vertex, preset: vertex, region: us-central1, upstream: {{UP}}, secret: openai, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	r := httptest.NewRequest("POST", "/vertex/v1/publishers/google/models/gemini-2.5-flash:generateContent", strings.NewReader(`{}`))
+	r.Header.Set("X-Goog-Api-Key", "AIzaAppOwnKey0123456789abcdefghijklmno")
+	r.RemoteAddr = "127.0.0.1:1234"
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	if w.Code != 200 || got == nil {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if v := got.Get("X-Goog-Api-Key"); v != "" {
+		t.Errorf("the upstream got the app's X-Goog-Api-Key %q next to till's token", v)
+	}
+}
