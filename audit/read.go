@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -132,4 +133,22 @@ func (e *errReader) Read(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// firstLines tells files of a trail apart by their first record: no two
+// files till wrote start with the same line (each record has its own id,
+// time and chain), so a file whose first line another's had holds the
+// same records: a file given twice, or beside its compressed copy, which
+// a summary would count twice.
+type firstLines map[[sha256.Size]byte]string
+
+// check records line as the first of the file named name, and says which
+// file given before started with it.
+func (fl firstLines) check(name string, line []byte) error {
+	sum := sha256.Sum256(line)
+	if other, ok := fl[sum]; ok {
+		return fmt.Errorf("holds the same records as %s (a file given twice, or beside its compressed copy): give each file once", other)
+	}
+	fl[sum] = name
+	return nil
 }

@@ -70,11 +70,12 @@ type Summary struct {
 	rowBytes    int // of maxRowBytes
 	maxRowBytes int // MaxSummaryRowBytes; less in tests
 	stats       SummaryStats
+	first       firstLines // of the files read
 }
 
 // NewSummary returns an empty summary that counts the records f selects.
 func NewSummary(f SummaryFilter) *Summary {
-	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}, maxRowBytes: MaxSummaryRowBytes}
+	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}, maxRowBytes: MaxSummaryRowBytes, first: firstLines{}}
 }
 
 // Summarize reads the audit files, in any order (gzip-compressed or not,
@@ -115,13 +116,16 @@ type summaryRecord struct {
 // Read counts the records read from r, an uncompressed audit trail named
 // name in errors. Records of events other than request (use, checkpoint,
 // and any later one) are read and not counted; empty lines are skipped,
-// and so is a last line cut short (counted in Stats).
+// and so is a last line cut short (counted in Stats). A file that starts
+// with the line another file read started with is an error: its records
+// would be counted twice.
 func (s *Summary) Read(r io.Reader, name string) error {
 	s.stats.Files++
 	end := &lastByte{r: r}
 	// A line that is no JSON is an error, unless it is the last and has
 	// no newline: a record being written (a live file) or cut by a crash.
 	var cut *LineError
+	first := true
 	err := ReadLines(end, name, func(num int, line []byte) error {
 		if cut != nil {
 			return cut
@@ -131,6 +135,11 @@ func (s *Summary) Read(r io.Reader, name string) error {
 			return nil
 		case t[0] != '{':
 			return errors.New("not an audit record (want a JSON object)")
+		case first:
+			first = false
+			if err := s.first.check(name, t); err != nil {
+				return err
+			}
 		}
 		var rec summaryRecord
 		if err := json.Unmarshal(line, &rec); err != nil {

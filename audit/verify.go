@@ -85,13 +85,14 @@ type verifier struct {
 	started  bool
 	found    bool // the checkpoint asked for
 	wantCkpt chained
+	first    firstLines // of the files read
 }
 
 // Verify checks the hash chain of the trail in files, given oldest first
 // (each file's records follow from those of the file before it), reading
 // them as streams. It returns a *Break at the first line that fails.
 func Verify(files []string, o VerifyOptions) (Report, error) {
-	v := &verifier{o: o}
+	v := &verifier{o: o, first: firstLines{}}
 	if o.Checkpoint != nil {
 		o.Checkpoint = bytes.TrimSpace(o.Checkpoint)
 		if err := json.Unmarshal(o.Checkpoint, &v.wantCkpt); err != nil || v.wantCkpt.Event != "checkpoint" || v.wantCkpt.Seq == nil || v.wantCkpt.Prev == nil {
@@ -151,6 +152,11 @@ func (v *verifier) walk(name string) error {
 				return v.broken("a line longer than 1 MiB: not a record")
 			}
 			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if v.line == 1 {
+			if err := v.first.check(name, line); err != nil {
+				return v.broken(err.Error())
+			}
 		}
 		if err := v.check(line); err != nil {
 			return err
