@@ -26,6 +26,7 @@ type scaleTrail struct {
 	want  map[rowKey]*SummaryRow
 	uses  int // request pairs written
 	start time.Time
+	keyOf []int // of each request, its index in scaleSecrets
 }
 
 // scaleSecrets are the keys of the generated trail.
@@ -87,7 +88,9 @@ func writeScaleTrail(tb testing.TB, dir string, n int) *scaleTrail {
 			}
 			outside = append(outside, moved)
 		}
-		k := scaleSecrets[rnd.IntN(len(scaleSecrets))]
+		ki := rnd.IntN(len(scaleSecrets))
+		k := scaleSecrets[ki]
+		tr.keyOf = append(tr.keyOf, ki)
 		client, route := fmt.Sprintf("app%d", rnd.IntN(5)), "r-"+k.secret
 		outcome := "forwarded"
 		if rnd.IntN(50) == 0 {
@@ -315,4 +318,89 @@ func BenchmarkScaleTrail(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*st.Records), "ns/record")
 		b.ReportMetric(float64(peakRSS(b)), "peak-KiB")
 	})
+}
+
+// TestScaleTrailFilters: --since, --until, --secret and --key-fp select
+// exactly the requests they name across rotation, restart and gzip,
+// times given in any zone, a request at a bound included.
+func TestScaleTrailFilters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a large trail")
+	}
+	tr := writeScaleTrail(t, t.TempDir(), 6000)
+	from, to := 1234, 5321 // requests i, one second apart from tr.start
+	since, err := ParseSince(tr.start.Add(time.Duration(from)*time.Second).In(time.FixedZone("", 5*3600+1800)).Format(time.RFC3339), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := tr.start.Add(time.Duration(to) * time.Second).In(time.FixedZone("", -7*3600))
+	for _, f := range []SummaryFilter{
+		{Since: since, Until: until},
+		{Since: since, Secret: "openai"},
+		{Until: until, KeyFP: scaleSecrets[2].fp},
+		{Since: since, Until: until, KeyFP: scaleSecrets[1].fp},
+	} {
+		want := 0
+		for i, ki := range tr.keyOf {
+			if (f.Since.IsZero() || i >= from) && (f.Until.IsZero() || i <= to) &&
+				(f.Secret == "" || f.Secret == scaleSecrets[ki].secret) && (f.KeyFP == "" || f.KeyFP == scaleSecrets[ki].fp) {
+				want++
+			}
+		}
+		s := NewSummary(f)
+		for _, name := range slices.Backward(tr.files) {
+			if err := s.ReadFile(name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := s.Stats().Requests; got != want {
+			t.Errorf("%+v: counted %d requests, want %d", f, got, want)
+		}
+	}
+}
+
+// TestScaleTrailDamage: verify names the file and line where a large
+// trail given out of order, without a middle file, or with a file a
+// crash cut mid-line, stops being as till wrote it; summary reads past
+// the cut line and says so.
+func TestScaleTrailDamage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a large trail")
+	}
+	tr := writeScaleTrail(t, t.TempDir(), 6000)
+	mid := len(tr.files) / 2
+	if strings.HasSuffix(tr.files[mid], ".gz") {
+		mid++
+	}
+	_, err := Verify(slices.Concat(tr.files[:mid], tr.files[mid+1:]), VerifyOptions{})
+	if want := tr.files[mid+1] + ":1: does not chain"; err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("without a middle file: got %v, want %s…missing", err, want)
+	}
+	_, err = Verify(slices.Concat(tr.files[mid:], tr.files[:mid]), VerifyOptions{})
+	if want := tr.files[0] + ":1: "; err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "out of order") {
+		t.Errorf("out of order: got %v, want %s…out of order", err, want)
+	}
+
+	// A crash cut the middle file in the middle of its last line.
+	b, err := os.ReadFile(tr.files[mid])
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(string(b), "\n")
+	if err := os.WriteFile(tr.files[mid], b[:len(b)-30], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(tr.files, VerifyOptions{})
+	if want := fmt.Sprintf("%s:%d: the last record has no end of line", tr.files[mid], n); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("cut: got %v, want %s", err, want)
+	}
+	s := NewSummary(SummaryFilter{})
+	for _, f := range tr.files {
+		if err := s.ReadFile(f); err != nil {
+			t.Fatalf("summary of a trail with a cut file: %v", err)
+		}
+	}
+	if st := s.Stats(); st.Cut != 1 {
+		t.Errorf("summary: %+v, want 1 line cut", st)
+	}
 }
