@@ -55,6 +55,29 @@ type readFile struct {
 	z *gzip.Reader // nil when the file is not compressed
 }
 
+// errCutGzip is a compressed audit file that ends before its gzip stream
+// does: the records it held past that point are not in it. It is
+// io.ErrUnexpectedEOF to errors.Is.
+var errCutGzip error = cutGzipError{}
+
+type cutGzipError struct{}
+
+func (cutGzipError) Error() string {
+	return "the compressed file is cut short (a compression or copy that did not finish, or a full disk): the records from this line on are lost"
+}
+
+func (cutGzipError) Is(target error) bool { return target == io.ErrUnexpectedEOF }
+
+// Read reads the file, decompressed; a gzip stream that ends early is
+// errCutGzip.
+func (r *readFile) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if r.z != nil && errors.Is(err, io.ErrUnexpectedEOF) {
+		err = errCutGzip
+	}
+	return n, err
+}
+
 func (r *readFile) Close() error {
 	var zerr error
 	if r.z != nil {

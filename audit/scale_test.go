@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"compress/gzip"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -402,5 +403,33 @@ func TestScaleTrailDamage(t *testing.T) {
 	}
 	if st := s.Stats(); st.Cut != 1 {
 		t.Errorf("summary: %+v, want 1 line cut", st)
+	}
+}
+
+// TestScaleTrailCutGzip: a gzip file cut short (a compression or copy
+// that did not finish, a full disk) was reported as "read FILE:
+// unexpected EOF" by verify, naming no line, and "FILE:LINE: unexpected
+// EOF" by summary, saying nothing of what happened to the file.
+func TestScaleTrailCutGzip(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a large trail")
+	}
+	tr := writeScaleTrail(t, t.TempDir(), 3000)
+	gz := tr.files[0]
+	b, err := os.ReadFile(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gz, b[:len(b)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, verr := Verify(tr.files, VerifyOptions{})
+	_, serr := Summarize(tr.files, SummaryFilter{})
+	for _, err := range []error{verr, serr} {
+		var le *LineError
+		var br *Break
+		if !errors.As(err, &le) && !errors.As(err, &br) || !strings.HasPrefix(err.Error(), gz+":") || !strings.Contains(err.Error(), "compressed file is cut short") {
+			t.Errorf("got %v, want FILE:LINE: …compressed file is cut short", err)
+		}
 	}
 }

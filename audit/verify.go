@@ -151,6 +151,9 @@ func (v *verifier) walk(name string) error {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				return v.broken("a line longer than 1 MiB: not a record")
 			}
+			if errors.Is(err, errCutGzip) {
+				return v.broken(err.Error())
+			}
 			return fmt.Errorf("read %s: %w", name, err)
 		}
 		if v.line == 1 {
