@@ -7,11 +7,24 @@ import (
 )
 
 func TestNoCoreDumps(t *testing.T) {
+	// A core size limit above 0 to start from, as most shells leave it
+	// (root may raise it; others keep what they have).
+	raised := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 1 << 20, Max: 1 << 20}) == nil
 	if err := noCoreDumps(); err != nil {
 		t.Fatal(err)
 	}
 	if v := dumpable(t); v != 0 {
 		t.Errorf("PR_GET_DUMPABLE: got %d, want 0", v)
+	}
+	var core unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &core); err != nil {
+		t.Fatal(err)
+	}
+	if !raised {
+		t.Log("could not raise RLIMIT_CORE first: the check below proves less")
+	}
+	if core.Cur != 0 || core.Max != 0 {
+		t.Errorf("RLIMIT_CORE: got %d/%d, want 0/0 (a core written despite PR_SET_DUMPABLE, as with suid_dumpable=2, would hold the keys)", core.Cur, core.Max)
 	}
 }
 
