@@ -16,16 +16,9 @@ import (
 // one may be a leaked one being rotated away).
 func TestRotationWhileConfigRefused(t *testing.T) {
 	const oldKey, newKey = "sk-h67-rot-old-0123456789", "sk-h67-rot-new-0123456789"
-	var mu sync.Mutex
-	var got []string
-	up := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got = append(got, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
-		mu.Unlock()
-		w.Write([]byte(`{"ok":true}`))
-	}))
+	upURL, last := keyRecorder(t)
 	dir := t.TempDir()
-	cfg := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + "}\n"
+	cfg := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + upURL + "}\n"
 	write := func(s string) {
 		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(s), 0o600); err != nil {
 			t.Fatal(err)
@@ -47,10 +40,7 @@ func TestRotationWhileConfigRefused(t *testing.T) {
 		t.Fatal("the rotation was not served")
 	}
 	resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
-	mu.Lock()
-	last := got[len(got)-1]
-	mu.Unlock()
-	if last != newKey {
+	if last() != newKey {
 		t.Errorf("after `till secret set` printed %q (%q), the next request (%d) went with the old key", strings.TrimSpace(out), errOut, resp.StatusCode)
 	}
 }
@@ -62,21 +52,9 @@ func TestRotationWhileConfigRefused(t *testing.T) {
 // key.
 func TestRolledBackVaultKeepsTheRotation(t *testing.T) {
 	const oldKey, newKey = "sk-rollback-old-0123456789", "sk-rollback-new-0123456789"
-	var mu sync.Mutex
-	var got []string
-	up := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got = append(got, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
-		mu.Unlock()
-		w.Write([]byte(`{"ok":true}`))
-	}))
-	last := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return got[len(got)-1]
-	}
+	upURL, last := keyRecorder(t)
 	dir := t.TempDir()
-	cfg := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + "}\n"
+	cfg := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + upURL + "}\n"
 	if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -104,5 +82,23 @@ func TestRolledBackVaultKeepsTheRotation(t *testing.T) {
 	do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
 	if k := last(); k != newKey {
 		t.Errorf("after an older vault was put back, the request went with a key of %d characters, want the rotated one", len(k))
+	}
+}
+
+// keyRecorder starts an upstream that answers every request and keeps
+// the bearer key each came with; last returns the latest one's.
+func keyRecorder(t *testing.T) (url string, last func() string) {
+	var mu sync.Mutex
+	var got []string
+	up := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		mu.Unlock()
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	return up.URL, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[len(got)-1]
 	}
 }
