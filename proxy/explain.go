@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tillgw/till/usage"
 )
 
 // Verdict is what the gateway would do with a request, decided by the same
@@ -91,6 +94,13 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	ctx, cancel := context.WithTimeout(context.Background(), explainFetchTimeout)
 	defer cancel()
 	a := ask{model: model, body: model != "", readable: true}
+	if model != "" && len(rt.models) > 0 {
+		// Read as live reads the body {"model": ...}: a model name it
+		// cannot take (over 256 bytes) makes the body unreadable.
+		m, _ := json.Marshal(model)
+		req, err := usage.Inspect(rt.usage, t.outPath, []byte(`{"model":`+string(m)+`}`))
+		a.model, a.readable = req.Model, err == nil
+	}
 	if m := modelInPath(rt.usage, t.outPath); m != "" {
 		a.model = m // as live: Gemini's model in the path wins over the body's
 	}
