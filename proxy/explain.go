@@ -93,14 +93,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	r := &http.Request{Method: method, URL: u, Header: http.Header{}, RemoteAddr: remoteAddr, Host: u.Host}
 	ctx, cancel := context.WithTimeout(context.Background(), explainFetchTimeout)
 	defer cancel()
-	a := ask{model: model, body: model != "", readable: true}
-	if model != "" && len(rt.models) > 0 {
-		// Read as live reads the body {"model": ...}: a model name it
-		// cannot take (over 256 bytes) makes the body unreadable.
-		m, _ := json.Marshal(model)
-		req, err := usage.Inspect(rt.usage, t.outPath, []byte(`{"model":`+string(m)+`}`))
-		a.model, a.readable = req.Model, err == nil
-	}
+	a := explainAsk(rt, t.outPath, model)
 	if m := modelInPath(rt.usage, t.outPath); m != "" {
 		a.model = m // as live: Gemini's model in the path wins over the body's
 	}
@@ -206,4 +199,17 @@ func (s *Snapshot) Mint(ctx context.Context, route string) error {
 		return err
 	}
 	return fmt.Errorf("no route %q", route)
+}
+
+// explainAsk is what live reads of a body naming model on rt: on a route
+// with model rules, the body {"model": ...} read by usage.Inspect, which
+// cannot take a model name over 256 bytes.
+func explainAsk(rt *route, outPath, model string) ask {
+	a := ask{model: model, body: model != "", readable: true}
+	if model != "" && len(rt.models) > 0 {
+		m, _ := json.Marshal(model)
+		req, err := usage.Inspect(rt.usage, outPath, []byte(`{"model":`+string(m)+`}`))
+		a.model, a.readable = req.Model, err == nil
+	}
+	return a
 }
