@@ -269,6 +269,15 @@ routes:
 	if !stale {
 		t.Error("no audit record with reason secret_stale")
 	}
+
+	// Vault is back and the entry deleted: a revocation, not an outage.
+	// failure_ttl does not stand the deleted value in.
+	v.SetDown(false)
+	v.Delete("secret/openai")
+	time.Sleep(1100 * time.Millisecond) // the failure is remembered a second
+	if code, e := get("/openai/v1"); code != 503 || e != "secret_unavailable" {
+		t.Errorf("entry deleted, within failure_ttl: got %d %s, want 503 secret_unavailable", code, e)
+	}
 	tl.stop()
 	tl.assertNoLeak([]string{openai1, openai2, other, cold, anth, roleID, secretID, jwt, agentToken, newToken})
 }

@@ -42,6 +42,7 @@ type SecretsManager struct {
 }
 
 type smSecret struct {
+	deleted bool // scheduled for deletion (DeleteSecret with a recovery window)
 	value   string
 	binary  []byte // set: the version holds SecretBinary, not SecretString
 	created time.Time
@@ -74,6 +75,17 @@ func (s *SecretsManager) PutBinary(id string, value []byte) {
 	defer s.mu.Unlock()
 	old := s.secrets[id]
 	s.secrets[id] = smSecret{binary: value, created: time.Now(), version: old.version + 1}
+}
+
+// ScheduleDeletion marks the secret id for deletion, as DeleteSecret
+// does with a recovery window: GetSecretValue refuses it with
+// InvalidRequestException until it is restored (Put).
+func (s *SecretsManager) ScheduleDeletion(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sec := s.secrets[id]
+	sec.deleted = true
+	s.secrets[id] = sec
 }
 
 // SetDown makes every request fail with 500 InternalServiceError.
@@ -136,6 +148,10 @@ func (s *SecretsManager) serve(w http.ResponseWriter, r *http.Request) {
 	sec, ok := s.secrets[in.SecretID]
 	if !ok {
 		awsError(w, http.StatusBadRequest, "ResourceNotFoundException", "Secrets Manager can't find the specified secret.")
+		return
+	}
+	if sec.deleted {
+		awsError(w, http.StatusBadRequest, "InvalidRequestException", "You can't perform this operation on the secret because it was marked for deletion.")
 		return
 	}
 	s.calls[in.SecretID]++

@@ -260,7 +260,8 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 		c.count(name, "error")
 		c.log.Warn().Str("source", name).Str("secret", ref).Str("error", err.Error()).Msg("cannot fetch a secret from its source")
 		e := &entry{failedAt: now, err: err, tried: seq}
-		if found {
+		// A value gone from its source is not kept as the last good one.
+		if found && !errors.Is(err, ErrGone) {
 			e.secret, e.good, e.stamp, e.read = old.secret, old.good, old.stamp, old.read
 			// A value that changed at its source is not served as fresh,
 			// and a change after the failure is still seen.
@@ -289,9 +290,10 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 // not replace one read later (an old key would come back after a
 // rotation was served, for a whole ttl), and a failure of a fetch that
 // started before the value held was read is news older than that value.
-// A failure after it keeps the value as the last good one. Nothing is
-// kept once a reload has changed the source's settings: a value from the
-// old settings is not one to keep.
+// A failure after it keeps the value as the last good one, unless the
+// value is gone from the source (ErrGone). Nothing is kept once a reload
+// has changed the source's settings: a value from the old settings is
+// not one to keep.
 func (c *Cache) store(k string, spec Spec, e *entry) *entry {
 	e.id = spec.ID
 	name, _, _ := strings.Cut(k, ":")
@@ -304,9 +306,11 @@ func (c *Cache) store(k string, spec Spec, e *entry) *entry {
 		if e.err == nil || cur.read > e.tried {
 			return cur
 		}
-		e.secret, e.good, e.stamp, e.read = cur.secret, cur.good, cur.stamp, cur.read
-		e.changed.Store(cur.changed.Load())
-		e.checked.Store(cur.checked.Load())
+		if !errors.Is(e.err, ErrGone) {
+			e.secret, e.good, e.stamp, e.read = cur.secret, cur.good, cur.stamp, cur.read
+			e.changed.Store(cur.changed.Load())
+			e.checked.Store(cur.checked.Load())
+		}
 	}
 	c.entries.Add(k, e)
 	return e
@@ -495,7 +499,7 @@ func stringField(raw []byte, field string) (string, error) {
 	}
 	v, ok := fields[field]
 	if !ok {
-		return "", fmt.Errorf("value has no field %q", field)
+		return "", gone("value has no field %q", field)
 	}
 	s, ok := v.(string)
 	if !ok {

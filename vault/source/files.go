@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +52,9 @@ func (f Files) Fetch(_ context.Context, path string) ([]byte, Meta, error) {
 	// so the fetch every request for the ref joins, forever. It is
 	// refused as not a regular file below.
 	file, err := root.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, Meta{}, gone("open %q: no such file in the source's folder", path)
+	}
 	if err != nil {
 		return nil, Meta{}, fmt.Errorf("open %q: %w", path, pathless(err))
 	}

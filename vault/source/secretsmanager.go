@@ -51,6 +51,9 @@ func (s *SecretsManager) Fetch(ctx context.Context, path string) ([]byte, Meta, 
 	}
 	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(path)})
 	if err != nil {
+		if deleted(err) {
+			return nil, Meta{}, gone("GetSecretValue: %v", awsError(err))
+		}
 		return nil, Meta{}, fmt.Errorf("GetSecretValue: %w", awsError(err))
 	}
 	if out.SecretString == nil {
@@ -152,6 +155,18 @@ func isLoopback(host string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.Unmap().IsLoopback()
+}
+
+// deleted reports an answer to GetSecretValue that the secret is gone:
+// not found, or scheduled for deletion (InvalidRequestException, whose
+// other causes are not GetSecretValue's).
+func deleted(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	code := ae.ErrorCode()
+	return code == "ResourceNotFoundException" || code == "InvalidRequestException"
 }
 
 // awsError shortens the SDK's error to the service's code and message

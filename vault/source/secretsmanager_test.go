@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -67,9 +68,18 @@ func TestSecretsManager(t *testing.T) {
 	if v, _ := r.Secret.Value(); v != "sk-aws-json" {
 		t.Errorf("#api_key: got %q", v)
 	}
-	if _, _, err := src.Fetch(ctx, "prod/absent"); err == nil || !strings.Contains(err.Error(), "ResourceNotFoundException") {
+	if _, _, err := src.Fetch(ctx, "prod/absent"); err == nil || !strings.Contains(err.Error(), "ResourceNotFoundException") || !errors.Is(err, ErrGone) {
 		t.Errorf("absent: %v", err)
 	}
+	sm.ScheduleDeletion("prod/openai")
+	if _, _, err := src.Fetch(ctx, "prod/openai"); err == nil || !strings.Contains(err.Error(), "InvalidRequestException") || !errors.Is(err, ErrGone) {
+		t.Errorf("scheduled for deletion: %v, want an ErrGone", err)
+	}
+	sm.SetDown(true)
+	if _, _, err := src.Fetch(ctx, "prod/json"); err == nil || errors.Is(err, ErrGone) {
+		t.Errorf("service down: %v, want an error that is not ErrGone", err)
+	}
+	sm.SetDown(false)
 	if sm.Refused() != 0 {
 		t.Errorf("the fake refused %d of the SDK's signatures", sm.Refused())
 	}

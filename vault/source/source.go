@@ -13,6 +13,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -50,6 +51,22 @@ type Meta struct {
 // ErrUnavailable is the error of a ref that cannot be fetched and has no
 // good value young enough to stand in (503 secret_unavailable).
 var ErrUnavailable = errors.New("secret source unavailable")
+
+// ErrGone marks a fetch whose source answered that the value is not
+// there: a Vault entry deleted or destroyed, a Secrets Manager secret
+// deleted or scheduled for deletion, a file removed, a field taken out.
+// That is a revocation, not an outage: the last good value is dropped at
+// once, and failure_ttl does not stand it in.
+var ErrGone = errors.New("the value is gone from its source")
+
+// goneError is a fetch's own words for an ErrGone.
+type goneError struct{ msg string }
+
+func (e goneError) Error() string        { return e.msg }
+func (e goneError) Is(target error) bool { return target == ErrGone }
+
+// gone formats a fetch's error that is an ErrGone.
+func gone(format string, a ...any) error { return goneError{fmt.Sprintf(format, a...)} }
 
 // maxRaw caps what a source reads for one value: a JSON document of
 // fields may be larger than one value, but never a file of any size.

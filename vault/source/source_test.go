@@ -79,6 +79,15 @@ func TestCacheSingleFetchUnderLoad(t *testing.T) {
 	}
 }
 
+// getter gets ref from c: the value, whether it is stale, the error.
+func getter(c *Cache, ref string) func() (string, bool, error) {
+	return func() (string, bool, error) {
+		r, err := c.Get(context.Background(), ref)
+		v, _ := r.Secret.Value()
+		return v, r.Stale, err
+	}
+}
+
 func TestCacheTTLRefreshAndFailure(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	var value atomic.Value
@@ -95,11 +104,7 @@ func TestCacheTTLRefreshAndFailure(t *testing.T) {
 	var fetches sync.Map
 	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: 30 * time.Second}},
 		Options{Now: clk.now, Log: zerolog.Nop(), OnFetch: func(s, r string) { fetches.Store(s+"/"+r, true) }})
-	get := func() (string, bool, error) {
-		r, err := c.Get(context.Background(), "s:k")
-		v, _ := r.Secret.Value()
-		return v, r.Stale, err
-	}
+	get := getter(c, "s:k")
 	if v, _, err := get(); err != nil || v != "v1" {
 		t.Fatalf("got %q, %v, want v1", v, err)
 	}
@@ -137,6 +142,53 @@ func TestCacheTTLRefreshAndFailure(t *testing.T) {
 	}
 	if _, ok := fetches.Load("s/error"); !ok {
 		t.Error("OnFetch was not told of the failure")
+	}
+}
+
+// A value its source says is gone (deleted, removed) is revoked: it is
+// not served as stale within failure_ttl, nor kept fresh for the rest of
+// its ttl once a background refresh has found it gone. An outage still
+// is (TestCacheTTLRefreshAndFailure).
+func TestGoneValueIsNotStale(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	var state atomic.Value // "ok", "gone"
+	state.Store("ok")
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		if state.Load() == "gone" {
+			return nil, Meta{}, gone("secret/openai: no such secret")
+		}
+		return []byte("v1"), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: time.Hour}},
+		Options{Now: clk.now, Log: zerolog.Nop()})
+	get := getter(c, "s:k")
+	if v, _, err := get(); err != nil || v != "v1" {
+		t.Fatalf("got %q, %v, want v1", v, err)
+	}
+	state.Store("gone")
+	clk.add(11 * time.Second) // past ttl, within failure_ttl
+	if v, stale, err := get(); !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrGone) {
+		t.Errorf("gone past ttl: got %q stale=%v err=%v, want ErrUnavailable and ErrGone", v, stale, err)
+	}
+
+	state.Store("ok")
+	clk.add(retryAfterFailure)
+	if v, _, err := get(); err != nil || v != "v1" {
+		t.Fatalf("back at its source: got %q, %v, want v1", v, err)
+	}
+	state.Store("gone")
+	clk.add(8 * time.Second) // within ttl, past RefreshAt: a background refresh
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		v, _, err := get()
+		if errors.Is(err, ErrGone) {
+			break
+		}
+		if err != nil || v != "v1" {
+			t.Fatalf("while the refresh runs: got %q, %v, want v1 or ErrGone", v, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the value the refresh found gone was still served 10s later")
+		}
 	}
 }
 
@@ -198,9 +250,18 @@ func TestFiles(t *testing.T) {
 		t.Errorf("after the ..data swap: got %q", got)
 	}
 	for _, p := range []string{"../x", "/etc/passwd", "escape", "missing", "..v1"} {
-		if _, _, err := f.Fetch(context.Background(), p); err == nil {
+		_, _, err := f.Fetch(context.Background(), p)
+		if err == nil {
 			t.Errorf("%s: got no error", p)
 		}
+		// Only a file that is not there is gone; the others are refused.
+		if errors.Is(err, ErrGone) != (p == "missing") {
+			t.Errorf("%s: %v: ErrGone is %v", p, err, errors.Is(err, ErrGone))
+		}
+	}
+	// A folder that is not there (a volume not mounted) is an outage.
+	if _, _, err := (Files{Dir: filepath.Join(dir, "absent")}).Fetch(context.Background(), "key"); err == nil || errors.Is(err, ErrGone) {
+		t.Errorf("missing folder: %v, want an error that is not ErrGone", err)
 	}
 }
 
@@ -661,6 +722,7 @@ func TestStoreKeepsTheNewerValue(t *testing.T) {
 		return func() ([]byte, Meta, error) { return []byte(v), Meta{}, nil }
 	}
 	down := func() ([]byte, Meta, error) { return nil, Meta{}, errors.New("down") }
+	deleted := func() ([]byte, Meta, error) { return nil, Meta{}, gone("deleted") }
 	for _, tt := range []struct {
 		name string
 		// The answers of the second and third fetches, which start in
@@ -668,10 +730,12 @@ func TestStoreKeepsTheNewerValue(t *testing.T) {
 		second, third func() ([]byte, Meta, error)
 		last          int32
 		wantErr       bool
+		wantGone      bool // nothing is served: the value is gone
 	}{
-		{"older value read first, stored last", value(older), value(newer), 2, false},
-		{"failure started first, stored last", down, value(newer), 2, false},
-		{"failure started after the newer value's fetch", value(newer), down, 3, true},
+		{"older value read first, stored last", value(older), value(newer), 2, false, false},
+		{"failure started first, stored last", down, value(newer), 2, false, false},
+		{"failure started after the newer value's fetch", value(newer), down, 3, true, false},
+		{"gone after the newer value's fetch", value(newer), deleted, 3, true, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := &clock{t: time.Unix(1_800_000_000, 0)}
@@ -705,12 +769,16 @@ func TestStoreKeepsTheNewerValue(t *testing.T) {
 			close(release[first])
 			<-done[first]
 			close(release[tt.last])
-			if v, _ := (<-done[tt.last]).secret.Value(); v != newer {
-				t.Errorf("the waiters of the fetch that ended last got %q, want %q", v, newer)
+			want := newer
+			if tt.wantGone {
+				want = ""
+			}
+			if v, _ := (<-done[tt.last]).secret.Value(); v != want {
+				t.Errorf("the waiters of the fetch that ended last got %q, want %q", v, want)
 			}
 			r, err := c.Get(context.Background(), "s:k")
-			if v, _ := r.Secret.Value(); err != nil || v != newer {
-				t.Errorf("then the cache serves %q (err %v), want %q", v, err, newer)
+			if v, _ := r.Secret.Value(); (err != nil) != tt.wantGone || errors.Is(err, ErrGone) != tt.wantGone || v != want {
+				t.Errorf("then the cache serves %q (err %v), want %q", v, err, want)
 			}
 			if st := c.Status("s:k"); (st.Err != nil) != tt.wantErr {
 				t.Errorf("the failure is recorded: %v, want %v", st.Err != nil, tt.wantErr)

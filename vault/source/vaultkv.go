@@ -149,7 +149,7 @@ func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) 
 		return nil, Meta{}, err
 	}
 	if kv.Data == nil {
-		return nil, Meta{}, fmt.Errorf("%s/%s: the current version is deleted", mount, entry)
+		return nil, Meta{}, gone("%s/%s: the current version is deleted or destroyed", mount, entry)
 	}
 	raw, err := json.Marshal(kv.Data)
 	if err != nil {
@@ -176,7 +176,7 @@ func (v *VaultKV) read(ctx context.Context, token, mount, entry string) (*api.KV
 	}
 	kv, err := c.KVv2(mount).Get(ctx, entry)
 	if errors.Is(err, api.ErrSecretNotFound) {
-		return nil, fmt.Errorf("%s/%s: no such secret", mount, entry)
+		return nil, gone("%s/%s: no such secret", mount, entry)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s/%s: %w", mount, entry, vaultError(err))

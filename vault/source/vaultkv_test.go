@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -74,11 +75,11 @@ func TestVaultKVTokenFile(t *testing.T) {
 	if want := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC); !r.Secret.Expires.Equal(want) {
 		t.Errorf("custom_metadata.expires: got %v, want %v", r.Secret.Expires, want)
 	}
-	if _, err := c.Get(ctx, "corp:secret/openai#nope"); err == nil || !strings.Contains(err.Error(), `no field "nope"`) {
+	if _, err := c.Get(ctx, "corp:secret/openai#nope"); err == nil || !strings.Contains(err.Error(), `no field "nope"`) || !errors.Is(err, ErrGone) {
 		t.Errorf("missing field: %v", err)
 	}
-	if _, _, err := src.Fetch(ctx, "secret/absent"); err == nil || !strings.Contains(err.Error(), "secret/absent: no such secret") {
-		t.Errorf("absent: %v", err)
+	if _, _, err := src.Fetch(ctx, "secret/absent"); err == nil || !strings.Contains(err.Error(), "secret/absent: no such secret") || !errors.Is(err, ErrGone) {
+		t.Errorf("absent: %v, want an ErrGone", err)
 	}
 	if _, _, err := src.Fetch(ctx, "openai"); err == nil || !strings.Contains(err.Error(), "must be MOUNT/PATH") {
 		t.Errorf("no mount: %v", err)
@@ -404,7 +405,7 @@ func TestVaultKVDeletedOrDestroyed(t *testing.T) {
 	for what, remove := range map[string]func(string){"deleted": v.Delete, "destroyed": v.Destroy} {
 		remove("secret/x")
 		raw, _, err := src.Fetch(ctx, "secret/x")
-		if err == nil || !strings.Contains(err.Error(), "secret/x: the current version is deleted") {
+		if err == nil || !strings.Contains(err.Error(), "secret/x: the current version is deleted") || !errors.Is(err, ErrGone) {
 			t.Errorf("%s: got %q, %v", what, raw, err)
 		}
 		mustNotHold(t, err, "sk-deleted-1")
