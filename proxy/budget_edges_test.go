@@ -462,7 +462,7 @@ func TestUpgradeHeaderSendsHeldBody(t *testing.T) {
 	const body = `{"model":"gpt-4o-mini","messages":[]}`
 	req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Upgrade", "foo")
+	req.Header.Set("Upgrade", "websocket")
 	req.Header.Set("Connection", "Upgrade")
 	res, err := http.DefaultTransport.(*http.Transport).Clone().RoundTrip(req)
 	if err != nil {

@@ -86,8 +86,8 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 	if rt.maxBody > 0 && r.ContentLength > rt.maxBody {
 		return refuse(apiError{CodeBadRequest, "the request body is larger than the route's max_body"})
 	}
-	if badUpgrade(r) {
-		return refuse(errUpgradeName)
+	if upgradeNotWebSocket(r) {
+		return refuse(errUpgradeNotWebSocket)
 	}
 	if e := unchecked(r, rt); e != nil {
 		return refuse(*e)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
+	"strings"
 )
 
 // newUpgrader returns the proxy for protocol switches (WebSocket) on
@@ -39,6 +40,20 @@ func badUpgrade(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// errUpgradeNotWebSocket refuses, on a route, a protocol switch to any
+// protocol but WebSocket, the one providers offer (OpenAI's Realtime,
+// Gemini's Live API). After a switch the connection carries whatever the
+// app sends next over what till opened with the key, past the route's
+// methods, paths and records: only the switch providers need is made.
+var errUpgradeNotWebSocket = apiError{CodeBadRequest, "a route switches protocols only to WebSocket (Upgrade: websocket)"}
+
+// upgradeNotWebSocket reports whether r asks to switch to anything but
+// WebSocket alone.
+func upgradeNotWebSocket(r *http.Request) bool {
+	v := r.Header.Values("Upgrade")
+	return isUpgrade(r) && (len(v) != 1 || !strings.EqualFold(strings.TrimSpace(v[0]), "websocket"))
 }
 
 // rewrite is ReverseProxy's hook for the upstream request (see attach).

@@ -74,3 +74,52 @@ func TestUnnamableUpgradeRefused(t *testing.T) {
 		t.Errorf("the upstreams got %d requests, want none", n)
 	}
 }
+
+// TestRouteSwitchesOnlyToWebSocket: on a route, a protocol switch to
+// anything but WebSocket alone (h2c, a list, two Upgrade headers) is
+// refused before anything goes upstream; WebSocket, in any case, is
+// asked of the upstream.
+func TestRouteSwitchesOnlyToWebSocket(t *testing.T) {
+	var asked atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Store(r.Header.Get("Upgrade"))
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	gw := New(snap, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, tt := range []struct {
+		upgrade string
+		want    int
+	}{
+		{"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n", http.StatusBadRequest},
+		{"Upgrade: websocket, h2c\r\n", http.StatusBadRequest},
+		{"Upgrade: websocket\r\nUpgrade: h2c\r\n", http.StatusBadRequest},
+		{"Upgrade: TLS/1.2\r\n", http.StatusBadRequest},
+		{"Upgrade: WebSocket\r\n", http.StatusOK},
+	} {
+		asked.Store("")
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"+tt.upgrade+"\r\n")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != tt.want {
+			t.Errorf("%q: got %d, want %d", tt.upgrade, res.StatusCode, tt.want)
+		}
+		if got, want := asked.Load(), map[bool]string{true: "WebSocket", false: ""}[tt.want == http.StatusOK]; got != want {
+			t.Errorf("%q: the upstream was asked to switch to %q, want %q", tt.upgrade, got, want)
+		}
+	}
+}

@@ -85,7 +85,7 @@ func TestUpgradeDeclinedIsMetered(t *testing.T) {
 	for _, connection := range []string{"Upgrade", "", "keep-alive, upgrade"} {
 		req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/audio/transcriptions", strings.NewReader("RIFFxxxx"))
 		req.Header.Set("Content-Type", "audio/wav") // a body streamed, never held
-		req.Header.Set("Upgrade", "foo")
+		req.Header.Set("Upgrade", "websocket")
 		req.Header.Set("Accept-Encoding", "gzip")
 		if connection != "" {
 			req.Header.Set("Connection", connection)
