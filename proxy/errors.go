@@ -66,6 +66,11 @@ type apiError struct {
 	message string
 }
 
+// ref returns a pointer to a copy of e. A refusal returned as &e from
+// an if statement's e would be moved to the heap at every call, refused
+// or not.
+func (e apiError) ref() *apiError { return &e }
+
 type errorBody struct {
 	Error struct {
 		Code    string `json:"code"`

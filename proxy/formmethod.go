@@ -49,7 +49,7 @@ func (x *exchange) checkFormMethod(w http.ResponseWriter, r *http.Request, rt *r
 		return nil
 	}
 	if e, ok := x.holdBody(w, r); !ok {
-		return &e
+		return e.ref()
 	}
 	if x.held == nil {
 		return &errFormTooLarge

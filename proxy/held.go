@@ -171,7 +171,7 @@ func (l *live) admitRelay(r *http.Request, dialled *netip.AddrPort) *apiError {
 func (l *live) admitUnrouted(r *http.Request, dialled *netip.AddrPort) *apiError {
 	id := l.clients.identify(r, "", certID{}, "")
 	if e, ok := id.admit(r.RemoteAddr, nil); !ok {
-		return &e
+		return e.ref()
 	}
 	if dialled != nil && (!l.guard.permitted(dialled.Addr()) || l.guard.isOwn(*dialled)) {
 		return &errTunnelForbidden
@@ -215,7 +215,7 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 	if l == x.live {
 		if x.inj != nil {
 			if e, ok, _ := x.inj.secretState(time.Now(), l.onExpired); !ok {
-				return &e
+				return e.ref()
 			}
 		}
 		return nil

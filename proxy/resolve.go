@@ -134,7 +134,7 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 // needs a client, and a client outside its addresses is refused at once.
 func (s *Snapshot) admitConnect(id identity, remoteAddr string, t connectTarget) *apiError {
 	if e, ok := id.admit(remoteAddr, nil); !ok {
-		return &e
+		return e.ref()
 	}
 	if id.client == nil && !slices.ContainsFunc(s.byHost[t.key], func(rt *route) bool { return len(rt.clients) == 0 }) {
 		return &apiError{CodeClientUnauthenticated, "this host's routes need a till client token"}
