@@ -68,7 +68,10 @@ func (c *client) from(addr string) bool {
 	if err != nil {
 		return false
 	}
-	ip := ap.Addr().Unmap()
+	// A link-local peer's address carries the zone of the interface it
+	// came through (fe80::1%eth0); a CIDR carries none, and a prefix
+	// never contains a zoned address, so it is compared without it.
+	ip := ap.Addr().Unmap().WithZone("")
 	return slices.ContainsFunc(c.cidrs, func(p netip.Prefix) bool { return p.Contains(ip) })
 }
 
