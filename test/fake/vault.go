@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,10 @@ import (
 
 // Vault fakes a HashiCorp Vault (or OpenBao) server's HTTP API, v1, as
 // documented for Vault 1.x: KV version 2 reads (GET /v1/MOUNT/data/PATH,
-// with version metadata), AppRole and Kubernetes logins (POST or PUT
+// with version metadata, routed to the longest mount the path starts
+// with, as Vault routes), the mount of a path
+// (GET /v1/sys/internal/ui/mounts/PATH, which the vault CLI asks first,
+// for a token with access to the path), AppRole and Kubernetes logins (POST or PUT
 // /v1/auth/MOUNT/login), token renewal (/v1/auth/token/renew-self) and
 // lookup (GET /v1/auth/token/lookup-self, which the default policy lets
 // every token make), and its error shape ({"errors": [...]}, 403 for a
@@ -47,6 +51,8 @@ type Vault struct {
 	tokens    map[string]time.Time // token → expiry (zero: none)
 	entries   map[string]*kvEntry
 	forbidden map[string]bool // MOUNT/PATH no token may read
+	mounts    map[string]int  // secrets engine mount → KV version
+	lookups   int             // mount lookups answered
 	logins    int
 	renewals  int
 	reads     map[string]int
@@ -73,6 +79,7 @@ func NewVault(t testing.TB, ttl time.Duration) *Vault {
 		tokens:    map[string]time.Time{},
 		entries:   map[string]*kvEntry{},
 		forbidden: map[string]bool{},
+		mounts:    map[string]int{"secret": 2, "kv": 2},
 		reads:     map[string]int{},
 	}
 	v.Server = httptest.NewTLSServer(http.HandlerFunc(v.serve))
@@ -90,6 +97,26 @@ func writeCA(t testing.TB, srv *httptest.Server) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Mount mounts a KV secrets engine of version (1 or 2) at path, which
+// may hold slashes (team/kv). "secret" and "kv" are KV version 2 mounts
+// from the start.
+func (v *Vault) Mount(path string, version int) {
+	v.mu.Lock()
+	v.mounts[path] = version
+	v.mu.Unlock()
+}
+
+// mountOf returns the longest mount path starts with, and the rest of
+// path after it; v.mu is held.
+func (v *Vault) mountOf(path string) (mount, rest string, ok bool) {
+	for m := range v.mounts {
+		if r, found := strings.CutPrefix(path, m+"/"); found && len(m) > len(mount) {
+			mount, rest, ok = m, r, true
+		}
+	}
+	return mount, rest, ok
 }
 
 // RequireNamespace makes every request need X-Vault-Namespace: ns.
@@ -190,6 +217,14 @@ func (v *Vault) Reads(path string) int {
 	return v.reads[path]
 }
 
+// MountLookups returns how many mount lookups
+// (sys/internal/ui/mounts/PATH) were answered.
+func (v *Vault) MountLookups() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.lookups
+}
+
 // Logins returns how many logins succeeded.
 func (v *Vault) Logins() int {
 	v.mu.Lock()
@@ -260,6 +295,8 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 		v.lookupSelf(w, r)
 	case write && strings.HasPrefix(path, "auth/") && strings.HasSuffix(path, "/login"):
 		v.login(w, r, strings.TrimSuffix(strings.TrimPrefix(path, "auth/"), "/login"))
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "sys/internal/ui/mounts/"):
+		v.mountInfo(w, r, strings.TrimPrefix(path, "sys/internal/ui/mounts/"))
 	case r.Method == http.MethodGet && strings.Contains(path, "/data/"):
 		v.read(w, r, path)
 	default:
@@ -348,7 +385,12 @@ func (v *Vault) read(w http.ResponseWriter, r *http.Request, path string) {
 		vaultErrors(w, http.StatusForbidden, "permission denied")
 		return
 	}
-	mount, rest, _ := strings.Cut(path, "/data/")
+	mount, rest, ok := v.mountOf(path)
+	rest, isData := strings.CutPrefix(rest, "data/")
+	if !ok || !isData || v.mounts[mount] != 2 {
+		vaultErrors(w, http.StatusNotFound, "no handler for route \""+path+"\". route entry not found.")
+		return
+	}
 	key := mount + "/" + rest
 	if v.forbidden[key] {
 		vaultErrors(w, http.StatusForbidden, "permission denied")
@@ -381,6 +423,30 @@ func (v *Vault) read(w http.ResponseWriter, r *http.Request, path string) {
 				"created_time": e.created.Format(time.RFC3339Nano), "custom_metadata": custom,
 				"deletion_time": deletion, "destroyed": e.destroyed, "version": e.version,
 			},
+		},
+		"wrap_info": nil, "warnings": nil, "auth": nil,
+	})
+}
+
+// mountInfo answers which mount path is under: 403 for a missing or
+// unknown token, 400 for a path under no mount.
+func (v *Vault) mountInfo(w http.ResponseWriter, r *http.Request, path string) {
+	if _, ok := v.valid(r); !ok {
+		vaultErrors(w, http.StatusForbidden, "permission denied")
+		return
+	}
+	mount, _, ok := v.mountOf(path)
+	if !ok {
+		vaultErrors(w, http.StatusBadRequest, "no mount found for path")
+		return
+	}
+	v.lookups++
+	options := map[string]any{"version": strconv.Itoa(v.mounts[mount])}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"request_id": "00000000-0000-0000-0000-000000000000", "lease_id": "", "renewable": false, "lease_duration": 0,
+		"data": map[string]any{
+			"accessor": "kv_00000000", "config": map[string]any{}, "description": "", "local": false,
+			"options": options, "path": mount + "/", "seal_wrap": false, "type": "kv", "uuid": "00000000-0000-0000-0000-000000000000",
 		},
 		"wrap_info": nil, "warnings": nil, "auth": nil,
 	})

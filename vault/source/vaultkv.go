@@ -72,7 +72,8 @@ func KubernetesLogin(mount, role, jwtFile string) Login {
 }
 
 // VaultKV reads KV version 2 entries from HashiCorp Vault or OpenBao
-// through the official client. A ref's path is MOUNT/PATH. A token it
+// through the official client. A ref's path is MOUNT/PATH, MOUNT being
+// the longest mount path is under (it may hold slashes). A token it
 // logged in for is renewed once half its lease has passed, and replaced
 // by a new login when renewal fails, when it has expired, or when the
 // server refuses it and no longer knows it.
@@ -80,6 +81,8 @@ type VaultKV struct {
 	hc   *http.Client // shared by every call: connections, TLS settings
 	opts VaultKVOptions
 	now  func() time.Time
+
+	mounts sync.Map // ref path → the KV mount Vault says it is under
 
 	mu      sync.Mutex // guards the token and its lease
 	token   string
@@ -128,32 +131,31 @@ func (v *VaultKV) config() *api.Config {
 // Fetch reads MOUNT/PATH's current version: its fields as a JSON object,
 // its created_time and its custom_metadata.expires.
 func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
-	mount, entry, ok := strings.Cut(path, "/")
-	if !ok || mount == "" || entry == "" {
+	if mount, entry, ok := strings.Cut(path, "/"); !ok || mount == "" || entry == "" {
 		return nil, Meta{}, fmt.Errorf("path %q must be MOUNT/PATH, such as secret/openai", path)
 	}
 	token, err := v.currentToken(ctx)
 	if err != nil {
 		return nil, Meta{}, err
 	}
-	kv, err := v.read(ctx, token, mount, entry)
+	kv, err := v.read(ctx, token, path)
 	if isForbidden(err) && v.opts.TokenFile == "" && !v.known(ctx, token) {
 		// The token was revoked or expired early: log in again, once.
 		v.drop(token)
 		if token, err = v.currentToken(ctx); err != nil {
 			return nil, Meta{}, err
 		}
-		kv, err = v.read(ctx, token, mount, entry)
+		kv, err = v.read(ctx, token, path)
 	}
 	if err != nil {
 		return nil, Meta{}, err
 	}
 	if kv.Data == nil {
-		return nil, Meta{}, gone("%s/%s: the current version is deleted or destroyed", mount, entry)
+		return nil, Meta{}, gone("%s: the current version is deleted or destroyed", path)
 	}
 	raw, err := json.Marshal(kv.Data)
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("%s/%s: %w", mount, entry, err)
+		return nil, Meta{}, fmt.Errorf("%s: %w", path, err)
 	}
 	meta := Meta{Fields: true}
 	if kv.VersionMetadata != nil {
@@ -162,26 +164,62 @@ func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) 
 	if e, ok := kv.CustomMetadata["expires"]; ok {
 		s, _ := e.(string)
 		if meta.Expires, err = parseExpires(s); err != nil {
-			return nil, Meta{}, fmt.Errorf("%s/%s: custom_metadata.expires %q must be an RFC 3339 time or a date such as 2027-01-31", mount, entry, s)
+			return nil, Meta{}, fmt.Errorf("%s: custom_metadata.expires %q must be an RFC 3339 time or a date such as 2027-01-31", path, s)
 		}
 	}
 	return raw, meta, nil
 }
 
-// read reads one entry with token.
-func (v *VaultKV) read(ctx context.Context, token, mount, entry string) (*api.KVSecret, error) {
+// read reads the entry at path (MOUNT/PATH) with token.
+func (v *VaultKV) read(ctx context.Context, token, path string) (*api.KVSecret, error) {
 	c, err := v.clientWith(token)
+	if err != nil {
+		return nil, err
+	}
+	mount, entry, err := v.mountOf(ctx, c, path)
 	if err != nil {
 		return nil, err
 	}
 	kv, err := c.KVv2(mount).Get(ctx, entry)
 	if errors.Is(err, api.ErrSecretNotFound) {
-		return nil, gone("%s/%s: no such secret", mount, entry)
+		return nil, gone("%s: no such secret", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s/%s: %w", mount, entry, vaultError(err))
+		return nil, fmt.Errorf("read %s: %w", path, vaultError(err))
 	}
 	return kv, nil
+}
+
+// mountOf splits path into the KV mount it is under and the entry's path
+// in that mount. A mount may hold slashes (team/kv): Vault is asked which
+// one path is under, as the vault CLI asks (sys/internal/ui/mounts, which
+// answers a token that may read there), once per path. When it cannot
+// say (an older server, a policy, an outage), the first segment is the
+// mount, and it is asked again at the next fetch. A mount that is not KV
+// version 2 is refused.
+func (v *VaultKV) mountOf(ctx context.Context, c *api.Client, path string) (mount, entry string, err error) {
+	if m, ok := v.mounts.Load(path); ok {
+		return m.(string), path[len(m.(string))+1:], nil
+	}
+	first, rest, _ := strings.Cut(path, "/")
+	info, err := c.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
+	if err != nil || info == nil {
+		return first, rest, nil
+	}
+	named, _ := info.Data["path"].(string)
+	mount = strings.TrimSuffix(named, "/")
+	entry, under := strings.CutPrefix(path, mount+"/")
+	if mount == "" || !under || entry == "" {
+		return first, rest, nil
+	}
+	kind, _ := info.Data["type"].(string)
+	options, _ := info.Data["options"].(map[string]any)
+	if version, _ := options["version"].(string); kind != "kv" || version != "2" {
+		return "", "", fmt.Errorf("%s is a %s mount (options.version %q): till reads KV version 2 only",
+			termtext.Escape(mount, 64), termtext.Escape(kind, 32), termtext.Escape(version, 8))
+	}
+	v.mounts.Store(path, mount)
+	return mount, entry, nil
 }
 
 // known reports whether Vault still knows token: a 403 to a token it

@@ -416,6 +416,42 @@ func TestVaultKVDeletedOrDestroyed(t *testing.T) {
 	}
 }
 
+// TestVaultKVMountWithSlashes: a ref's mount is the one Vault says its
+// path is under, asked once per path: a mount may hold slashes
+// (team/kv), and an entry under secret may too (secret/team/openai). A
+// KV version 1 mount is refused, saying so; a path under no mount is no
+// such secret.
+func TestVaultKVMountWithSlashes(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Mount("team/kv", 2)
+	v.Mount("legacy", 1)
+	v.Put("team/kv/openai", map[string]string{"api_key": "sk-nested-1"}, nil)
+	v.Put("secret/team/openai", map[string]string{"api_key": "sk-nested-2"}, nil)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", v.IssueToken(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for path, want := range map[string]string{"team/kv/openai": "sk-nested-1", "secret/team/openai": "sk-nested-2"} {
+		for range 2 {
+			raw, _, err := src.Fetch(ctx, path)
+			if err != nil || !strings.Contains(string(raw), want) {
+				t.Errorf("%s: got %q, %v", path, raw, err)
+			}
+		}
+	}
+	if n := v.MountLookups(); n != 2 {
+		t.Errorf("%d mount lookups for two paths fetched twice each, want 2", n)
+	}
+	_, _, err = src.Fetch(ctx, "legacy/app/key")
+	if err == nil || !strings.Contains(err.Error(), `legacy is a kv mount (options.version "1"): till reads KV version 2 only`) || errors.Is(err, ErrGone) {
+		t.Errorf("KV v1 mount: %v", err)
+	}
+	if _, _, err := src.Fetch(ctx, "nowhere/app/key"); !errors.Is(err, ErrGone) {
+		t.Errorf("a path under no mount: %v, want no such secret", err)
+	}
+}
+
 // TestVaultKVFieldsThatCannotBeSent: a field with a line break (a header
 // it would split) or an empty one is refused, naming the field, never
 // its value.
