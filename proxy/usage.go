@@ -184,10 +184,11 @@ func unmetered(r *http.Request, rt *route) *apiError {
 
 // spendsUnseen reports whether a POST to path starts spending that no
 // answer to it reports: work done later (batches, fine-tuning, runs of
-// assistants and evals, long-running generations, caches and tuned models
-// that bill as they live), or a session or key with which the app reaches
-// the provider without till (Realtime calls and keys, Gemini Live tokens,
-// ChatKit sessions). Compared in lower case, without trailing slashes.
+// assistants, evals and graders, long-running generations, caches and
+// tuned models that bill as they live, agents the provider runs), or a
+// session or key with which the app reaches the provider without till
+// (Realtime calls and keys, Gemini Live tokens, ChatKit sessions).
+// Compared in lower case, without trailing slashes.
 func spendsUnseen(path string) bool {
 	path = strings.ToLower(strings.TrimRight(path, "/"))
 	for _, suffix := range unseenSpending {
@@ -202,9 +203,16 @@ func spendsUnseen(path string) bool {
 var unseenSpending = [...]string{
 	// OpenAI's and Anthropic's batches; Gemini's, Mistral's, Cohere's.
 	"/batches", ":batchgeneratecontent", ":asyncbatchembedcontent", "/batch/jobs", "/embed-jobs",
-	// OpenAI: fine-tuning, Assistants and evals runs (and their tool
-	// outputs), videos.
-	"/fine_tuning/jobs", "/runs", "/submit_tool_outputs", "/videos",
+	// OpenAI: fine-tuning (and a paused job resumed), Assistants and
+	// evals runs (and their tool outputs), a grader run, videos (and
+	// their edits, extensions and remixes).
+	"/fine_tuning/jobs", "/resume", "/runs", "/submit_tool_outputs", "/run",
+	"/videos", "/videos/edits", "/videos/extensions", "/remix",
+	// Agents the provider runs in a loop of its own: Anthropic's and
+	// OpenAI's managed agents' sessions (/v1/sessions,
+	// /v1/agents/sessions) and the events that drive them; Anthropic's
+	// scheduled deployments, run or unpaused.
+	"/sessions", "/events", "/deployments", "/unpause",
 	// Gemini: Veo's long-running generation, tuned models, context
 	// caches (billed per hour they live).
 	":predictlongrunning", "/tunedmodels", "/cachedcontents",
@@ -212,13 +220,13 @@ var unseenSpending = [...]string{
 	// tuning jobs.
 	"/batchpredictionjobs", "/tuningjobs",
 	// Sessions and keys the app uses without till: OpenAI Realtime
-	// (WebRTC calls, client secrets), ChatKit; Gemini Live's tokens.
-	"/realtime/calls", "/realtime/client_secrets", "/realtime/sessions", "/realtime/transcription_sessions",
-	"/chatkit/sessions", "/auth_tokens",
+	// (WebRTC calls, client secrets, sessions), ChatKit's sessions
+	// (above); Gemini Live's tokens.
+	"/realtime/calls", "/realtime/client_secrets", "/realtime/transcription_sessions", "/auth_tokens",
 }
 
 var (
-	errLaterUnmetered     = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count what this spends later or out of its sight (batches, fine-tuning, runs, background and long-running jobs, caches, Realtime calls, session keys): send it through a route no such budget covers"}
+	errLaterUnmetered     = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count what this spends later or out of its sight (batches, fine-tuning, runs, background and long-running jobs, videos, managed agents, caches, Realtime calls, session keys): send it through a route no such budget covers"}
 	errUpgradeModels      = apiError{CodeModelNotAllowed, "this route allows only the models it lists, and the messages of a protocol switch (WebSocket) are not read to check them"}
 	errUpgradeUnmetered   = apiError{CodeBadRequest, "this route is under a token or dollar budget, and till cannot count the tokens of a protocol switch (WebSocket)"}
 	errFieldMaskUnmetered = apiError{CodeBadRequest, "this route is under a token or dollar budget: alt (other than json or sse), fields and X-Goog-FieldMask would hide the usage till counts"}

@@ -111,7 +111,8 @@ func TestUpgradeDeclinedIsMetered(t *testing.T) {
 // a request whose usage till could not read is refused before any key is
 // sent: a protocol switch (OpenAI's Realtime API over WebSocket), work
 // done later (batches, fine-tuning, runs, videos, caches, background
-// responses), a session or key used without till (Realtime calls and
+// responses, managed agents' sessions and deployments), a session or key
+// used without till (Realtime calls and
 // keys, ChatKit, Gemini Live tokens), a stream whose body, not valid
 // JSON, till could not ask for usage, and on Gemini an answer asked in
 // another form or cut to a field mask; an answer in JSON or SSE, or a
@@ -163,6 +164,20 @@ func TestUnmeteredRefusedUnderTokenBudget(t *testing.T) {
 			`{"displayName":"b","model":"publishers/google/models/gemini-2.5-pro","inputConfig":{},"outputConfig":{}}`},
 		{"vertex tuning job", "POST", "/gemini/v1/projects/p/locations/us-central1/tuningJobs", nil, 400,
 			`{"baseModel":"gemini-2.5-flash","supervisedTuningSpec":{}}`},
+		{"anthropic agent session", "POST", "/anthropic/v1/sessions", nil, 400,
+			`{"agent":"agent_1","environment_id":"env_1","initial_events":[{"type":"user.message","content":[]}]}`},
+		{"anthropic agent session driven", "POST", "/anthropic/v1/sessions/sesn_1/events", nil, 400, `{"events":[{"type":"user.message","content":[]}]}`},
+		{"anthropic agent deployment", "POST", "/anthropic/v1/deployments", nil, 400, `{"agent":"agent_1","environment_id":"env_1","schedule":{}}`},
+		{"anthropic deployment run", "POST", "/anthropic/v1/deployments/depl_1/run", nil, 400, `{}`},
+		{"anthropic deployment unpaused", "POST", "/anthropic/v1/deployments/depl_1/unpause", nil, 400, `{}`},
+		{"openai agent session", "POST", "/openai/v1/agents/sessions", nil, 400, `{"environment":{"type":"none"},"agent":{"model":"gpt-5"},"input":"hi"}`},
+		{"openai agent session driven", "POST", "/openai/v1/agents/sessions/sess_1/events", nil, 400, `{"events":[]}`},
+		{"video remix", "POST", "/openai/v1/videos/video_1/remix", nil, 400, `{"prompt":"x"}`},
+		{"video edit", "POST", "/openai/v1/videos/edits", nil, 400, `{"video":{"id":"video_1"},"prompt":"x"}`},
+		{"video extension", "POST", "/openai/v1/videos/extensions", nil, 400, `{"video":{"id":"video_1"},"prompt":"x","seconds":"8"}`},
+		{"fine-tuning job resumed", "POST", "/openai/v1/fine_tuning/jobs/ftjob_1/resume", nil, 400, `{}`},
+		{"grader run", "POST", "/openai/v1/fine_tuning/alpha/graders/run", nil, 400, `{"grader":{"type":"score_model","model":"o3"},"model_sample":"x"}`},
+		{"an agent session looked at", "GET", "/anthropic/v1/sessions/sesn_1/events", nil, 200, ""},
 		{"stream with a body not JSON", "POST", "/openai/v1/chat/completions", nil, 400,
 			`{"model":"gpt-4.1","stream":true,"tools":[{"x":NaN}],"messages":[]}`},
 		{"background response", "POST", "/openai/v1/responses", nil, 400, `{"model":"gpt-5","input":"hi","background":true}`},
@@ -240,7 +255,8 @@ func TestSpendsUnseen(t *testing.T) {
 	}
 	for _, p := range []string{"/openai/v1/chat/completions", "/openai/v1/responses", "/openai/v1/embeddings", "/anthropic/v1/messages",
 		"/gemini/v1beta/models/m:generateContent", "/gemini/v1beta/models/m:streamGenerateContent", "/gemini/v1beta/models/m:batchEmbedContents",
-		"/cohere/v2/chat", "/cohere/v2/embed", "/mistral/v1/chat/completions", "/groq/openai/v1/chat/completions"} {
+		"/cohere/v2/chat", "/cohere/v2/embed", "/mistral/v1/chat/completions", "/groq/openai/v1/chat/completions",
+		"/anthropic/v1/messages/count_tokens", "/openai/v1/responses/input_tokens", "/openai/v1/conversations"} {
 		if spendsUnseen(p) {
 			t.Errorf("%s: refused, though its answer reports its usage", p)
 		}
