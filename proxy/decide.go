@@ -44,6 +44,10 @@ type ask struct {
 	reserve  int64
 	body     bool // the request carries a body
 	readable bool // the body (if any) was read and understood
+	// others are the models the body names besides model (a tool's, a
+	// fallback's); unnamed, that the provider may run one it names not.
+	others  []string
+	unnamed bool
 }
 
 // rates takes one request from a route's rate and from the budgets it

@@ -133,6 +133,7 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		x.held = body
 	}
 	a.model, a.reserve, a.readable = req.Model, req.Reserve(), true
+	a.others, a.unnamed = req.Others, req.Unnamed
 	return a, nil
 }
 
@@ -342,7 +343,9 @@ func isUpload(contentType string) bool {
 
 // allowsModel applies the route's model rules to what the request asks:
 // a body that could not be read, or names no model, is refused; so is a
-// model no rule matches. A request without a body or a model in its path
+// model no rule matches, the request's or another it names for the
+// provider to run (a tool's, a fallback's), and a request that lets the
+// provider pick one. A request without a body or a model in its path
 // (a GET of the model list) asks for no model and passes.
 func (rt *route) allowsModel(a ask) (apiError, bool) {
 	if len(rt.models) == 0 || (!a.body && a.model == "") {
@@ -356,13 +359,26 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 		return apiError{CodeBadRequest, "this route checks the model, and the request body is not JSON it can read (or is over 1 MiB)"}, false
 	case a.model == "":
 		return apiError{CodeBadRequest, "this route checks the model, and the request names none"}, false
+	case !rt.allowed(a.model):
+		return apiError{CodeModelNotAllowed, "this route does not allow this model"}, false
+	case a.unnamed:
+		return errOtherUnnamed, false
 	}
-	for _, m := range rt.models {
-		if usage.MatchModel(m, a.model) {
-			return apiError{}, true
+	for _, m := range a.others {
+		if !rt.allowed(m) {
+			return apiError{CodeModelNotAllowed, "this route does not allow a model this request names for a tool or a fallback"}, false
 		}
 	}
-	return apiError{CodeModelNotAllowed, "this route does not allow this model"}, false
+	return apiError{}, true
+}
+
+// errOtherUnnamed refuses, on a route with model rules, a request that
+// lets the provider run a model it does not name.
+var errOtherUnnamed = apiError{CodeBadRequest, "this route checks the model, and the request lets the provider pick one it does not name (\"fallbacks\" other than a list of models, or an image_generation tool without a model): name them"}
+
+// allowed reports whether a rule of the route matches model.
+func (rt *route) allowed(model string) bool {
+	return slices.ContainsFunc(rt.models, func(m string) bool { return usage.MatchModel(m, model) })
 }
 
 // chargeCut charges an answer cut before it told all its usage (an app

@@ -262,3 +262,55 @@ func TestSpendsUnseen(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherModelsChecked: on a route with model rules, every model a
+// request names for the provider to run is checked, not only "model":
+// Anthropic's advisor tool, its server-side fallbacks and OpenAI's
+// image_generation tool; a request that lets the provider pick one
+// (fallbacks "default", an image tool without a model) is refused.
+func TestOtherModelsChecked(t *testing.T) {
+	var sent atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"usage":{"input_tokens":1,"output_tokens":1}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai, allow: {models: [claude-haiku-*, claude-sonnet-*]}}\n" +
+		"  - {name: openai, preset: openai, upstream: {{UP}}, allow: {models: [gpt-5-mini, gpt-image-1-mini]}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	const messages, responses = "/anthropic/v1/messages", "/openai/v1/responses"
+	for _, tt := range []struct {
+		name, path, body string
+		want             int
+	}{
+		{"advisor not allowed", messages, `{"model":"claude-haiku-4-5","tools":[{"type":"advisor_20260301","name":"advisor","model":"claude-opus-4-8"}]}`, 403},
+		{"advisor allowed", messages, `{"model":"claude-haiku-4-5","tools":[{"type":"advisor_20260301","name":"advisor","model":"claude-sonnet-5"}]}`, 200},
+		{"advisor in a second tools", messages, `{"model":"claude-haiku-4-5","tools":[{"type":"advisor_20260301","name":"advisor","model":"claude-opus-4-8"}],"tools":[]}`, 403},
+		{"fallback not allowed", messages, `{"model":"claude-sonnet-5","fallbacks":[{"model":"claude-opus-4-8"}]}`, 403},
+		{"fallback allowed", messages, `{"model":"claude-sonnet-5","fallbacks":[{"model":"claude-haiku-4-5"}]}`, 200},
+		{"fallbacks anthropic picks", messages, `{"model":"claude-sonnet-5","fallbacks":"default"}`, 400},
+		{"fallbacks off", messages, `{"model":"claude-sonnet-5","fallbacks":"off"}`, 200},
+		{"image model not allowed", responses, `{"model":"gpt-5-mini","tools":[{"type":"image_generation","model":"gpt-image-2"}]}`, 403},
+		{"image model allowed", responses, `{"model":"gpt-5-mini","tools":[{"type":"image_generation","model":"gpt-image-1-mini"}]}`, 200},
+		{"image tool's default model", responses, `{"model":"gpt-5-mini","tools":[{"type":"image_generation"}]}`, 400},
+		{"other tools", responses, `{"model":"gpt-5-mini","tools":[{"type":"function","name":"f","parameters":{"properties":{"model":{}}}}]}`, 200},
+	} {
+		before := sent.Load()
+		res, err := http.Post(srv.URL+tt.path, "application/json", strings.NewReader(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != tt.want {
+			t.Errorf("%s: status %d, want %d", tt.name, res.StatusCode, tt.want)
+		}
+		if went := sent.Load() > before; went != (tt.want == 200) {
+			t.Errorf("%s: sent upstream %v, want %v", tt.name, went, tt.want == 200)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -59,6 +60,7 @@ func FuzzInspect(f *testing.F) {
 		`{"model":"a","model":"b"}`,
 		`[1,2]`, `{"a":[{"model":"x"}]}`, `{"background":true,"model":"o3"}`, `{"stream":"true"}`,
 		`{"generation_config":{"max_output_tokens":5}}`, `{"stream":true,"max_output_tokens":-1}`, ``,
+		`{"tools":[{"type":"image_generation"},{"model":"a"}],"fallbacks":[{"model":"b"},"c"]}`, `{"fallbacks":"default"}`,
 	} {
 		f.Add(uint8(0), "/v1/chat/completions", []byte(s))
 		f.Add(uint8(2), "/v1beta/models/gemini-2.5-flash:streamGenerateContent", []byte(s))
@@ -140,10 +142,42 @@ func FuzzInspect(f *testing.F) {
 				want.Model, want.Stream = model, want.Stream || stream
 			}
 		}
-		if got != want {
+		// The other models of the last "tools" and "fallbacks" (which
+		// encoding/json keeps) are among Inspect's, which reads all.
+		for _, o := range otherModels(m) {
+			if !got.Unnamed && !slices.Contains(got.Others, o) {
+				t.Fatalf("other model %q not read: got %+v", o, got)
+			}
+		}
+		got.Others, got.Unnamed = nil, false
+		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	})
+}
+
+// otherModels are the models m names in its tools and fallbacks.
+func otherModels(m map[string]any) []string {
+	var out []string
+	tools, _ := m["tools"].([]any)
+	for _, t := range tools {
+		if t, ok := t.(map[string]any); ok {
+			if name, ok := t["model"].(string); ok {
+				out = append(out, name)
+			}
+		}
+	}
+	fallbacks, _ := m["fallbacks"].([]any)
+	for _, f := range fallbacks {
+		if name, ok := f.(string); ok {
+			out = append(out, name)
+		} else if f, ok := f.(map[string]any); ok {
+			if name, ok := f["model"].(string); ok {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
 }
 
 // FuzzIncludeUsage checks that IncludeUsage's output is JSON that decodes

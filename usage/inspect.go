@@ -73,7 +73,21 @@ type Request struct {
 	// ("background": true): its answer, and its usage, come later, to
 	// another request.
 	Background bool
+	// Others are the models the request names besides Model, which the
+	// provider may run for it too: a tool's (Anthropic's advisor,
+	// OpenAI's image_generation) and a server-side fallback's
+	// (Anthropic's "fallbacks"). Read wherever the body names them, a
+	// "tools" or "fallbacks" given twice included, at most maxOthers.
+	Others []string
+	// Unnamed reports that the provider may run a model the request does
+	// not name: fallbacks it picks ("fallbacks": "default"), an
+	// image_generation tool without a model (its default), a model name
+	// too long to keep, or more than maxOthers.
+	Unnamed bool
 }
+
+// maxOthers is the most models Inspect keeps in Request.Others.
+const maxOthers = 16
 
 // Inspect reads a request to a route of format f: its path (after the
 // route prefix) and body. It reads the same body fields for every format,
@@ -108,6 +122,7 @@ func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 		defer sinks.Put(x)
 		*x = inspectSink{}
 		x.s.sink = x
+		x.s.namedArrays = true // the elements of "tools" and "fallbacks"
 		x.s.write(body)
 		if x.s.st == stError {
 			return Request{}, fmt.Errorf("request body nests too deeply (%d levels at most)", maxDepth-1)
@@ -165,6 +180,8 @@ type inspectSink struct {
 	req  Request
 	seen uint16 // bit i: inspected[i] was read
 	err  error
+	// tool is what the element of "tools" being read holds.
+	tool struct{ imageGeneration, model bool }
 }
 
 // inspected are the body fields Inspect reads, each allowed once (in
@@ -203,13 +220,59 @@ func isGenerationConfig(key []byte) bool {
 	return string(key) == "generationConfig" || string(key) == "generation_config"
 }
 
+// Paths of the values that name other models (Request.Others), and of
+// the containers on the way to them.
+const (
+	otherNone = iota
+	otherTools
+	otherTool          // tools.[]
+	otherToolType      // tools.[].type
+	otherToolModel     // tools.[].model
+	otherFallbacks     // fallbacks: "default", "off" or a list
+	otherFallback      // fallbacks.[]: an object, or a model's name
+	otherFallbackModel // fallbacks.[].model
+)
+
+// otherAt returns which of the paths of other models the scanner's
+// current path is, or otherNone.
+func otherAt(s *scanner) int {
+	n := s.pathLen()
+	if n == 0 || n > 3 || n > 1 && string(s.key(1)) != "[]" {
+		return otherNone
+	}
+	last := ""
+	if n == 3 {
+		last = string(s.key(2))
+	}
+	switch tools := string(s.key(0)) == "tools"; {
+	case !tools && string(s.key(0)) != "fallbacks":
+		return otherNone
+	case n == 1 && tools:
+		return otherTools
+	case n == 2 && tools:
+		return otherTool
+	case tools && last == "type":
+		return otherToolType
+	case tools && last == "model":
+		return otherToolModel
+	case n == 1:
+		return otherFallbacks
+	case n == 2:
+		return otherFallback
+	case last == "model":
+		return otherFallbackModel
+	}
+	return otherNone
+}
+
 // want takes the inspected fields (generationConfig among them, which
-// holds one).
-func (x *inspectSink) want(s *scanner) bool { return inspectedAt(s) >= 0 }
+// holds one) and the paths to other models.
+func (x *inspectSink) want(s *scanner) bool { return inspectedAt(s) >= 0 || otherAt(s) != otherNone }
 
 func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 	i := inspectedAt(s)
 	if i < 0 {
+		x.other(s, k)
 		return
 	}
 	if x.seen&(1<<i) != 0 {
@@ -247,6 +310,37 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 			x.req.MaxOutput = v
 		}
 	}
+}
+
+// other reads a value on the way to another model than the request's.
+func (x *inspectSink) other(s *scanner, k kind) {
+	t, whole := s.text()
+	switch at := otherAt(s); {
+	case at == otherToolType && k == kString && string(t) == "image_generation":
+		x.tool.imageGeneration = true
+	case at == otherToolModel && k != kNull:
+		x.tool.model = true
+		x.addOther(k, t, whole)
+	case at == otherTool && k == kObject:
+		if x.tool.imageGeneration && !x.tool.model {
+			x.req.Unnamed = true // OpenAI runs its default image model
+		}
+		x.tool = struct{ imageGeneration, model bool }{}
+	case at == otherFallbacks && k == kString && string(t) != "off",
+		at == otherFallbacks && k != kString && k != kArray && k != kNull:
+		x.req.Unnamed = true // "default": Anthropic picks the models
+	case at == otherFallback && k == kString, at == otherFallbackModel:
+		x.addOther(k, t, whole)
+	}
+}
+
+// addOther keeps another model the request names.
+func (x *inspectSink) addOther(k kind, t []byte, whole bool) {
+	if k != kString || !whole || len(x.req.Others) == maxOthers {
+		x.req.Unnamed = true // a model that cannot be checked
+		return
+	}
+	x.req.Others = append(x.req.Others, string(t))
 }
 
 func (x *inspectSink) fail(err error) {

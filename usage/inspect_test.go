@@ -2,6 +2,8 @@ package usage
 
 import (
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -116,6 +118,30 @@ func TestInspect(t *testing.T) {
 			`{"generationConfig":{},"generationConfig":{"maxOutputTokens":99}}`, Request{}, `"generationConfig" more than once`},
 		{"long model", OpenAI, "/v1/chat/completions",
 			`{"model":"` + strings.Repeat("x", 300) + `"}`, Request{}, "longer than"},
+		{"anthropic advisor", Anthropic, "/v1/messages",
+			`{"model":"claude-haiku-4-5","tools":[{"type":"advisor_20260301","name":"advisor","model":"claude-opus-4-8"},{"name":"f","input_schema":{"properties":{"model":{"type":"string"}}}}]}`,
+			Request{Model: "claude-haiku-4-5", Others: []string{"claude-opus-4-8"}}, ""},
+		{"anthropic fallbacks", Anthropic, "/v1/messages",
+			`{"model":"claude-fable-5","fallbacks":[{"model":"claude-opus-4-8","max_tokens":9},"claude-sonnet-5"]}`,
+			Request{Model: "claude-fable-5", Others: []string{"claude-opus-4-8", "claude-sonnet-5"}}, ""},
+		{"fallbacks anthropic picks", Anthropic, "/v1/messages", `{"model":"claude-fable-5","fallbacks":"default"}`,
+			Request{Model: "claude-fable-5", Unnamed: true}, ""},
+		{"fallbacks off", Anthropic, "/v1/messages", `{"model":"claude-fable-5","fallbacks":"off"}`, Request{Model: "claude-fable-5"}, ""},
+		{"fallbacks null", Anthropic, "/v1/messages", `{"model":"claude-fable-5","fallbacks":null}`, Request{Model: "claude-fable-5"}, ""},
+		{"tools given twice", Anthropic, "/v1/messages",
+			`{"tools":[{"type":"advisor_20260301","model":"a"}],"tools":[{"type":"advisor_20260301","model":"b"}]}`,
+			Request{Others: []string{"a", "b"}}, ""},
+		{"image tool", OpenAI, "/v1/responses", `{"model":"gpt-5","tools":[{"type":"image_generation","model":"gpt-image-2"}]}`,
+			Request{Model: "gpt-5", Others: []string{"gpt-image-2"}}, ""},
+		{"image tool with its default model", OpenAI, "/v1/responses",
+			`{"model":"gpt-5","tools":[{"type":"web_search"},{"type":"image_generation","size":"auto","model":null}]}`,
+			Request{Model: "gpt-5", Unnamed: true}, ""},
+		{"tool model not a string", Anthropic, "/v1/messages", `{"tools":[{"type":"advisor_20260301","model":{"id":"x"}}]}`,
+			Request{Unnamed: true}, ""},
+		{"tool model too long", Anthropic, "/v1/messages", `{"tools":[{"model":"` + strings.Repeat("x", 300) + `"}]}`,
+			Request{Unnamed: true}, ""},
+		{"too many other models", Anthropic, "/v1/messages", `{"tools":[` + strings.Repeat(`{"model":"m"},`, maxOthers) + `{"model":"n"}]}`,
+			Request{Others: slices.Repeat([]string{"m"}, maxOthers), Unnamed: true}, ""},
 		{"deep nesting", OpenAI, "/v1/chat/completions",
 			`{"model":"m","x":` + strings.Repeat("[", 1100) + strings.Repeat("]", 1100) + `}`, Request{}, "nests too deeply"},
 	}
@@ -128,7 +154,7 @@ func TestInspect(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
@@ -194,7 +220,7 @@ func TestPeekSkipsValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := Peek(OpenAI, "/v1/chat/completions", body); err != nil || got != want {
+	if got, err := Peek(OpenAI, "/v1/chat/completions", body); err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("Peek: %+v %v, want %+v", got, err, want)
 	}
 	for _, bad := range []string{`[1]`, `{"model":"a","model":"b"}`, `{"model":`} {
