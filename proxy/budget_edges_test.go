@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -877,5 +878,52 @@ func TestAppGoneBeforeSendNotSent(t *testing.T) {
 	}
 	if n := len(buf.uses(t)); n != 0 {
 		t.Errorf("%d use records, want none: the key must not go", n)
+	}
+}
+
+// TestAnthropicIterationsCharged: Anthropic bills every sampling an
+// answer took, and tells them apart only in usage.iterations: a
+// compaction's tokens (its top-level fields are 0) and an advisor's (left
+// out of them, billed at the advisor model's prices) count against
+// budgets and in the audit record.
+func TestAnthropicIterationsCharged(t *testing.T) {
+	const (
+		compaction = `{"model":"claude-opus-4-6","content":[{"type":"compaction","content":"s"}],"stop_reason":"compaction",` +
+			`"usage":{"input_tokens":0,"output_tokens":0,"iterations":[{"type":"compaction","input_tokens":180000,"output_tokens":3500}]}}`
+		advisor = `{"model":"claude-haiku-4-5","usage":{"input_tokens":1000,"output_tokens":100,"iterations":[` +
+			`{"type":"message","input_tokens":1000,"output_tokens":100},{"type":"advisor_message","model":"claude-opus-4-8","input_tokens":100000,"output_tokens":2000}]}}`
+	)
+	for _, tt := range []struct {
+		name, answer        string
+		tokensIn, tokensOut float64
+		usd                 float64
+	}{
+		{"compaction", compaction, 180000, 3500, (180000*5 + 3500*25) / 1e6},
+		{"advisor", advisor, 101000, 2100, (1000*1+100*5)/1e6 + (100000*5+2000*25)/1e6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, tt.answer)
+			}))
+			defer up.Close()
+			y := "version: 1\nroutes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\n" +
+				"budgets:\n  - {name: b, window: 1d, tokens: 1000000, usd: 100}\n"
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			r := httptest.NewRequest("POST", "/anthropic/v1/messages", strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":10,"messages":[]}`))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				t.Fatalf("got %d %s", w.Code, w.Body)
+			}
+			if tokens, usd := budgetUsed(t, gw); tokens != tt.tokensIn+tt.tokensOut || math.Abs(usd-tt.usd) > 1e-9 {
+				t.Errorf("the budget counted %v tokens and $%v; want %v and $%v", tokens, usd, tt.tokensIn+tt.tokensOut, tt.usd)
+			}
+			if rec := buf.records(t)[0]; rec["tokens_in"] != tt.tokensIn || rec["tokens_out"] != tt.tokensOut {
+				t.Errorf("record has tokens %v in, %v out; want %v, %v", rec["tokens_in"], rec["tokens_out"], tt.tokensIn, tt.tokensOut)
+			}
+		})
 	}
 }

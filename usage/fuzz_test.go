@@ -29,6 +29,8 @@ func FuzzMeter(f *testing.F) {
 	}
 	f.Add([]byte(`{"usage":{"prompt_tokens":1e2,"x":"\ud83d\ude00\u"}}`), uint8(0), false, uint64(2))
 	f.Add([]byte("data: {\"usage\":\r\ndata: {\"prompt_tokens\":2}}\r\r: x\n\n"), uint8(0), true, uint64(3))
+	f.Add([]byte(`{"usage":{"input_tokens":1,"iterations":[{"type":"advisor_message","model":"m","input_tokens":5,"output_tokens":2},{"type":"compaction","input_tokens":9}]}}`),
+		uint8(1), false, uint64(4))
 	f.Fuzz(func(t *testing.T, body []byte, format uint8, sse bool, seed uint64) {
 		fm := fuzzFormats[int(format)%len(fuzzFormats)]
 		ct := "application/json"
@@ -43,7 +45,8 @@ func FuzzMeter(f *testing.F) {
 			}
 		}
 		if whole.InputTokens < 0 || whole.OutputTokens < 0 || whole.CachedInputTokens < 0 ||
-			whole.CachedInputTokens > whole.InputTokens {
+			whole.CachedInputTokens > whole.InputTokens || whole.Sub.InputTokens < 0 || whole.Sub.OutputTokens < 0 ||
+			whole.Sub.InputTokens > whole.InputTokens || whole.Sub.OutputTokens > whole.OutputTokens {
 			t.Fatalf("insane usage %+v", whole)
 		}
 		if !whole.Known && (whole.InputTokens != 0 || whole.OutputTokens != 0) {

@@ -31,6 +31,23 @@ type Usage struct {
 	// Partial reports that the response told its usage in part only: a
 	// stream that ended before its last usage event.
 	Partial bool
+	// Sub is the part of this usage that sub-inferences of another model
+	// than the answer's ran for it (Anthropic's advisor and fallback
+	// iterations): counted in InputTokens and OutputTokens too, and
+	// priced at its own model.
+	Sub SubUsage
+}
+
+// SubUsage is usage a provider reports for another model than its
+// answer's.
+type SubUsage struct {
+	// Model is the model that ran it, "" when several did.
+	Model string
+	// InputTokens counts its input tokens, cache reads and writes
+	// included.
+	InputTokens int64
+	// OutputTokens counts its output tokens.
+	OutputTokens int64
 }
 
 // field is a usage field a provider reports.
@@ -49,10 +66,23 @@ const (
 	fBilledOutput       //
 	fWebSearches        // server-side web searches, charged per search
 	fStartOutput        // Anthropic's output tokens at a stream's start (message_start)
+	fIterInput          // Anthropic's iterations (below), their input tokens summed
+	fIterOutput         //   and output tokens
+	fSubInput           // the part of those that ran on another model
+	fSubOutput          //
 	nFields
 	fModel       // the model's name; not a count
 	fOutputType  // an OpenAI output item's type: "web_search_call" is a search
 	fSearchQuery // a Gemini search query: each distinct non-empty one is a search
+	// An Anthropic usage.iterations element: one sampling the answer
+	// was billed for (its own messages, a compaction, an advisor's or a
+	// fallback's), with its type, model and input (cache reads and
+	// writes included) and output tokens.
+	fIteration
+	fIterType
+	fIterModel
+	fIterTokensIn
+	fIterTokensOut
 )
 
 // counts holds the usage fields of one document or of a whole response.
@@ -98,6 +128,18 @@ type Meter struct {
 	// moreQueries counts those past maxQueries, which are not told apart.
 	queries     []uint64
 	moreQueries int64
+	// iter is the Anthropic iteration being read; subModel the model of
+	// the iterations that ran on another one, subModels set once two
+	// did.
+	iter      iteration
+	subModel  string
+	subModels bool
+}
+
+// iteration is what an Anthropic usage.iterations element holds.
+type iteration struct {
+	typ, model string
+	in, out    int64
 }
 
 // maxQueries is the most distinct search queries told apart in one answer.
@@ -225,6 +267,14 @@ func (m *Meter) Usage() Usage {
 	u.InputTokens = Add(Add(in, t.n[fCacheRead]), Add(t.n[fCacheWrite], t.n[fToolInput]))
 	u.CachedInputTokens = min(Add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
 	u.OutputTokens = Add(out, t.n[fThoughts])
+	if t.seen&(1<<fIterInput|1<<fIterOutput) != 0 {
+		// Anthropic bills every iteration, but its top-level fields tell
+		// only the last message's (a compaction's are 0) or the
+		// executor's (an advisor's are left out).
+		u.InputTokens = max(u.InputTokens, t.n[fIterInput])
+		u.OutputTokens = max(u.OutputTokens, t.n[fIterOutput])
+		u.Sub = SubUsage{m.subModel, min(t.n[fSubInput], u.InputTokens), min(t.n[fSubOutput], u.OutputTokens)}
+	}
 	return u
 }
 
@@ -273,6 +323,8 @@ func (m *Meter) value(s *scanner, k kind, _, _ int64) {
 		m.moreQueries = Add(m.moreQueries, 1) // too long to keep: counted each time
 	case f == fSearchQuery && k == kString && len(t) > 0:
 		m.query(t)
+	case f >= fIteration:
+		m.iteration(f, k, t) // a model's name cut short stays unpriced
 	case f == fNone || !whole:
 	case f == fOutputType:
 		if k == kString && string(t) == "web_search_call" {
@@ -289,6 +341,50 @@ func (m *Meter) value(s *scanner, k kind, _, _ int64) {
 			m.doc.seen |= 1 << f
 		}
 	}
+}
+
+// iteration reads a value of an Anthropic usage.iterations element (of
+// field f); at the element's end, it adds the element's tokens to the
+// document's.
+func (m *Meter) iteration(f field, k kind, t []byte) {
+	switch it := &m.iter; {
+	case f == fIterType && k == kString:
+		it.typ = string(t)
+	case f == fIterModel && k == kString:
+		it.model = string(t)
+	case f == fIterTokensIn || f == fIterTokensOut:
+		v, ok := parseCount(t)
+		switch {
+		case !ok || k != kNumber:
+		case f == fIterTokensIn:
+			it.in = Add(it.in, v)
+		default:
+			it.out = Add(it.out, v)
+		}
+	case f == fIteration && k == kObject:
+		m.addDoc(fIterInput, it.in)
+		m.addDoc(fIterOutput, it.out)
+		if it.typ != "message" && it.model != "" {
+			// An advisor's or a fallback's (a compaction runs the
+			// answer's own model, and names none).
+			m.addDoc(fSubInput, it.in)
+			m.addDoc(fSubOutput, it.out)
+			switch {
+			case m.subModels:
+			case m.subModel == "":
+				m.subModel = it.model
+			case m.subModel != it.model:
+				m.subModel, m.subModels = "", true
+			}
+		}
+		*it = iteration{}
+	}
+}
+
+// addDoc adds v to the document's count of f.
+func (m *Meter) addDoc(f field, v int64) {
+	m.doc.n[f] = Add(m.doc.n[f], v)
+	m.doc.seen |= 1 << f
 }
 
 // query counts a search query once however often the answer repeats it.
@@ -309,6 +405,7 @@ func (m *Meter) query(q []byte) {
 // of the usage, fields merge; for the others the last usage read wins
 // whole (Gemini repeats usageMetadata in every chunk).
 func (m *Meter) docEnd() {
+	m.iter = iteration{} // an element the document left unfinished
 	if m.doc.seen == 0 {
 		return
 	}
@@ -366,6 +463,22 @@ var anthropicPaths = map[string]field{
 	"usage.output_tokens": fOutput, "message.usage.output_tokens": fStartOutput,
 	"usage.server_tool_use.web_search_requests":         fWebSearches,
 	"message.usage.server_tool_use.web_search_requests": fWebSearches,
+	// Each sampling an answer was billed for, where it had more than one
+	// (compaction, the advisor tool, server-side fallbacks).
+	"usage.iterations.[]":                                     fIteration,
+	"message.usage.iterations.[]":                             fIteration,
+	"usage.iterations.[].type":                                fIterType,
+	"message.usage.iterations.[].type":                        fIterType,
+	"usage.iterations.[].model":                               fIterModel,
+	"message.usage.iterations.[].model":                       fIterModel,
+	"usage.iterations.[].input_tokens":                        fIterTokensIn,
+	"message.usage.iterations.[].input_tokens":                fIterTokensIn,
+	"usage.iterations.[].cache_read_input_tokens":             fIterTokensIn,
+	"message.usage.iterations.[].cache_read_input_tokens":     fIterTokensIn,
+	"usage.iterations.[].cache_creation_input_tokens":         fIterTokensIn,
+	"message.usage.iterations.[].cache_creation_input_tokens": fIterTokensIn,
+	"usage.iterations.[].output_tokens":                       fIterTokensOut,
+	"message.usage.iterations.[].output_tokens":               fIterTokensOut,
 }
 
 // geminiPaths are the fields of Gemini's generateContent and

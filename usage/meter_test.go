@@ -71,35 +71,35 @@ func TestMeterProviders(t *testing.T) {
 		ctype  string
 		want   Usage
 	}{
-		{"openai_chat.json", OpenAI, jsonType, Usage{"gpt-4o-2024-08-06", 1117, 1024, 46, true, 0, false}},
-		{"openai_chat.sse", OpenAI, sseType, Usage{"gpt-4o-mini-2024-07-18", 9, 0, 12, true, 0, false}},
-		{"responses.json", OpenAI, jsonType, Usage{"gpt-4.1-2025-04-14", 12033, 11904, 44, true, 0, false}},
-		{"responses.sse", OpenAI, sseType, Usage{"gpt-4.1-2025-04-14", 37, 32, 11, true, 0, false}},
+		{"openai_chat.json", OpenAI, jsonType, Usage{"gpt-4o-2024-08-06", 1117, 1024, 46, true, 0, false, SubUsage{}}},
+		{"openai_chat.sse", OpenAI, sseType, Usage{"gpt-4o-mini-2024-07-18", 9, 0, 12, true, 0, false, SubUsage{}}},
+		{"responses.json", OpenAI, jsonType, Usage{"gpt-4.1-2025-04-14", 12033, 11904, 44, true, 0, false, SubUsage{}}},
+		{"responses.sse", OpenAI, sseType, Usage{"gpt-4.1-2025-04-14", 37, 32, 11, true, 0, false, SubUsage{}}},
 		// input_tokens excludes cache reads and writes; till counts them.
-		{"anthropic.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 2112, 2000, 6, true, 0, false}},
+		{"anthropic.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 2112, 2000, 6, true, 0, false, SubUsage{}}},
 		// message_start has the input, message_delta the final output.
-		{"anthropic.sse", Anthropic, sseType, Usage{"claude-opus-4-1-20250805", 325, 300, 15, true, 0, false}},
+		{"anthropic.sse", Anthropic, sseType, Usage{"claude-opus-4-1-20250805", 325, 300, 15, true, 0, false, SubUsage{}}},
 		// The server-side web search tool's searches, charged per search;
 		// message_delta's counts are the whole answer's.
-		{"anthropic_websearch.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 6039, 0, 931, true, 3, false}},
-		{"anthropic_websearch.sse", Anthropic, sseType, Usage{"claude-haiku-4-5-20251001", 10682, 0, 510, true, 1, false}},
+		{"anthropic_websearch.json", Anthropic, jsonType, Usage{"claude-sonnet-4-5-20250929", 6039, 0, 931, true, 3, false, SubUsage{}}},
+		{"anthropic_websearch.sse", Anthropic, sseType, Usage{"claude-haiku-4-5-20251001", 10682, 0, 510, true, 1, false, SubUsage{}}},
 		// Thinking tokens are output.
-		{"gemini.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 1200, 1000, 650, true, 0, false}},
+		{"gemini.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 1200, 1000, 650, true, 0, false, SubUsage{}}},
 		// The last usageMetadata wins whole: the first chunk's cache count
 		// does not linger.
-		{"gemini.sse", Gemini, sseType, Usage{"gemini-2.5-pro", 8, 0, 141, true, 0, false}},
-		{"gemini_array.json", Gemini, jsonType, Usage{"gemini-2.5-flash-lite", 8, 0, 3, true, 0, false}},
+		{"gemini.sse", Gemini, sseType, Usage{"gemini-2.5-pro", 8, 0, 141, true, 0, false, SubUsage{}}},
+		{"gemini_array.json", Gemini, jsonType, Usage{"gemini-2.5-flash-lite", 8, 0, 3, true, 0, false, SubUsage{}}},
 		// OpenAI's hosted web search: each web_search_call output item,
 		// once, from the stream's response.completed; text that reads
 		// like one is not.
-		{"responses_websearch.json", OpenAI, jsonType, Usage{"gpt-5-2025-08-07", 9312, 0, 812, true, 3, false}},
-		{"responses_websearch.sse", OpenAI, sseType, Usage{"gpt-5-2025-08-07", 4210, 0, 95, true, 2, false}},
+		{"responses_websearch.json", OpenAI, jsonType, Usage{"gpt-5-2025-08-07", 9312, 0, 812, true, 3, false, SubUsage{}}},
+		{"responses_websearch.sse", OpenAI, sseType, Usage{"gpt-5-2025-08-07", 4210, 0, 95, true, 2, false, SubUsage{}}},
 		// Grounding with Google Search: distinct non-empty queries, across
 		// chunks and however often repeated.
-		{"gemini_grounding.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 322, 0, 9, true, 2, false}},
-		{"gemini_grounding.sse", Gemini, sseType, Usage{"gemini-3-pro-preview", 212, 0, 9, true, 3, false}},
-		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true, 0, false}},
-		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true, 0, false}},
+		{"gemini_grounding.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 322, 0, 9, true, 2, false, SubUsage{}}},
+		{"gemini_grounding.sse", Gemini, sseType, Usage{"gemini-3-pro-preview", 212, 0, 9, true, 3, false, SubUsage{}}},
+		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true, 0, false, SubUsage{}}},
+		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true, 0, false, SubUsage{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -133,81 +133,107 @@ func TestMeterCases(t *testing.T) {
 		{"usage null", OpenAI, jsonType, `{"model":"m","usage":null}`, Usage{Model: "m"}},
 		{"embeddings", OpenAI, jsonType,
 			`{"object":"list","data":[{"object":"embedding","embedding":[0.0023,-0.0093],"index":0}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}`,
-			Usage{"text-embedding-3-small", 8, 0, 0, true, 0, false}},
+			Usage{"text-embedding-3-small", 8, 0, 0, true, 0, false, SubUsage{}}},
 		{"not json", OpenAI, jsonType, `<html>502 Bad Gateway</html>`, Usage{}},
 		{"truncated json keeps what it read", OpenAI, jsonType,
-			`{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4`, Usage{"m", 3, 0, 4, true, 0, false}},
+			`{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4`, Usage{"m", 3, 0, 4, true, 0, false, SubUsage{}}},
 		{"other content type", OpenAI, "text/html", `{"usage":{"prompt_tokens":3}}`, Usage{}},
 		{"no content type", OpenAI, "", `{"usage":{"prompt_tokens":3}}`, Usage{}},
 		{"format none", None, jsonType, `{"usage":{"prompt_tokens":3}}`, Usage{}},
 		{"unknown format", Format("soap"), jsonType, `{"usage":{"prompt_tokens":3}}`, Usage{}},
-		{"problem+json", OpenAI, "application/problem+json", `{"usage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0, false}},
-		{"escaped key", OpenAI, jsonType, `{"\u0075sage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0, false}},
-		{"float count", OpenAI, jsonType, `{"usage":{"prompt_tokens":3.0,"completion_tokens":1e2}}`, Usage{"", 3, 0, 100, true, 0, false}},
+		{"problem+json", OpenAI, "application/problem+json", `{"usage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0, false, SubUsage{}}},
+		{"escaped key", OpenAI, jsonType, `{"\u0075sage":{"prompt_tokens":3}}`, Usage{"", 3, 0, 0, true, 0, false, SubUsage{}}},
+		{"float count", OpenAI, jsonType, `{"usage":{"prompt_tokens":3.0,"completion_tokens":1e2}}`, Usage{"", 3, 0, 100, true, 0, false, SubUsage{}}},
 		{"bad counts are skipped", OpenAI, jsonType,
 			`{"usage":{"prompt_tokens":-3,"completion_tokens":1.5,"total_tokens":"7"}}`, Usage{}},
 		{"huge count saturates", Anthropic, jsonType,
 			`{"usage":{"input_tokens":9223372036854775807,"cache_read_input_tokens":5}}`,
-			Usage{"", 9223372036854775807, 5, 0, true, 0, false}},
+			Usage{"", 9223372036854775807, 5, 0, true, 0, false, SubUsage{}}},
 		{"anthropic's OpenAI-compatible endpoint", Anthropic, jsonType,
 			`{"object":"chat.completion","model":"claude-sonnet-4-5","usage":{"prompt_tokens":600,"completion_tokens":70,"total_tokens":670}}`,
-			Usage{"claude-sonnet-4-5", 600, 0, 70, true, 0, false}},
+			Usage{"claude-sonnet-4-5", 600, 0, 70, true, 0, false, SubUsage{}}},
 		{"cohere's compatibility API", Cohere, jsonType,
 			`{"object":"chat.completion","model":"command-a-03-2025","usage":{"prompt_tokens":11,"completion_tokens":7}}`,
-			Usage{"command-a-03-2025", 11, 0, 7, true, 0, false}},
+			Usage{"command-a-03-2025", 11, 0, 7, true, 0, false, SubUsage{}}},
 		{"cached never above input", OpenAI, jsonType,
-			`{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":10}}}`, Usage{"", 3, 3, 0, true, 0, false}},
+			`{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":10}}}`, Usage{"", 3, 3, 0, true, 0, false, SubUsage{}}},
 		{"long model is skipped", OpenAI, jsonType,
-			`{"model":"` + strings.Repeat("m", 300) + `","usage":{"prompt_tokens":1}}`, Usage{"", 1, 0, 0, true, 0, false}},
+			`{"model":"` + strings.Repeat("m", 300) + `","usage":{"prompt_tokens":1}}`, Usage{"", 1, 0, 0, true, 0, false, SubUsage{}}},
 		{"ndjson", OpenAI, "application/x-ndjson",
-			"{\"usage\":{\"prompt_tokens\":1}}\n{\"usage\":{\"prompt_tokens\":2}}\n", Usage{"", 2, 0, 0, true, 0, false}},
+			"{\"usage\":{\"prompt_tokens\":1}}\n{\"usage\":{\"prompt_tokens\":2}}\n", Usage{"", 2, 0, 0, true, 0, false, SubUsage{}}},
 		// Read through, however deep: the usage after it counts (a
 		// budget would otherwise let the answer go free).
 		{"deep nesting", OpenAI, jsonType,
 			`{"model":"m","x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `,"usage":{"prompt_tokens":1}}`,
-			Usage{"m", 1, 0, 0, true, 0, false}},
+			Usage{"m", 1, 0, 0, true, 0, false, SubUsage{}}},
 		{"deep objects", Anthropic, jsonType,
 			`{"model":"m","content":[{"type":"tool_use","input":` + strings.Repeat(`{"a":`, 2000) + "1" + strings.Repeat("}", 2000) + `}],"usage":{"input_tokens":3,"output_tokens":5}}`,
-			Usage{"m", 3, 0, 5, true, 0, false}},
+			Usage{"m", 3, 0, 5, true, 0, false, SubUsage{}}},
 		{"gemini openai-compatible", Gemini, jsonType,
 			`{"model":"gemini-2.5-flash","usage":{"prompt_tokens":4,"completion_tokens":2}}`,
-			Usage{"gemini-2.5-flash", 4, 0, 2, true, 0, false}},
+			Usage{"gemini-2.5-flash", 4, 0, 2, true, 0, false, SubUsage{}}},
 		{"gemini tool-use prompt", Gemini, jsonType,
 			`{"usageMetadata":{"promptTokenCount":4,"toolUsePromptTokenCount":6,"candidatesTokenCount":2}}`,
-			Usage{"", 10, 0, 2, true, 0, false}},
+			Usage{"", 10, 0, 2, true, 0, false, SubUsage{}}},
 		{"cohere billed units only", Cohere, jsonType,
-			`{"usage":{"billed_units":{"input_tokens":5,"output_tokens":7}}}`, Usage{"", 5, 0, 7, true, 0, false}},
+			`{"usage":{"billed_units":{"input_tokens":5,"output_tokens":7}}}`, Usage{"", 5, 0, 7, true, 0, false, SubUsage{}}},
 		{"cohere v1", Cohere, jsonType,
 			`{"text":"hi","meta":{"api_version":{"version":"1"},"billed_units":{"input_tokens":5,"output_tokens":7},"tokens":{"input_tokens":60,"output_tokens":7}}}`,
-			Usage{"", 60, 0, 7, true, 0, false}},
+			Usage{"", 60, 0, 7, true, 0, false, SubUsage{}}},
 		{"sse comments, no space, other fields", OpenAI, sseType,
 			": keep-alive\n\nid: 1\nretry: 100\nevent: x\ndata:{\"model\":\"m\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n",
-			Usage{"m", 2, 0, 3, true, 0, false}},
+			Usage{"m", 2, 0, 3, true, 0, false, SubUsage{}}},
 		{"sse data split over lines", OpenAI, sseType,
-			"data: {\"model\":\"m\",\ndata: \"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"m", 2, 0, 0, true, 0, false}},
+			"data: {\"model\":\"m\",\ndata: \"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"m", 2, 0, 0, true, 0, false, SubUsage{}}},
 		{"sse last event without blank line", OpenAI, sseType,
-			"data: {\"usage\":{\"prompt_tokens\":2}}", Usage{"", 2, 0, 0, true, 0, false}},
+			"data: {\"usage\":{\"prompt_tokens\":2}}", Usage{"", 2, 0, 0, true, 0, false, SubUsage{}}},
 		{"sse truncated event", OpenAI, sseType,
-			"data: {\"usage\":{\"prompt_tokens\":2,", Usage{"", 2, 0, 0, true, 0, false}},
+			"data: {\"usage\":{\"prompt_tokens\":2,", Usage{"", 2, 0, 0, true, 0, false, SubUsage{}}},
 		{"sse field names near data", OpenAI, sseType,
 			"datas: {\"usage\":{\"prompt_tokens\":2}}\n\ndat: {\"usage\":{\"prompt_tokens\":3}}\n\ndata\n\n", Usage{}},
 		{"sse bad event does not spoil the next", OpenAI, sseType,
-			"data: {\"usage\":{[}\n\ndata: {\"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"", 2, 0, 0, true, 0, false}},
+			"data: {\"usage\":{[}\n\ndata: {\"usage\":{\"prompt_tokens\":2}}\n\n", Usage{"", 2, 0, 0, true, 0, false, SubUsage{}}},
 		{"sse long line", OpenAI, sseType,
 			"data: {\"x\":\"" + strings.Repeat("y", 200<<10) + "\",\"usage\":{\"prompt_tokens\":2}}\n\n",
-			Usage{"", 2, 0, 0, true, 0, false}},
+			Usage{"", 2, 0, 0, true, 0, false, SubUsage{}}},
 		{"groq x_groq usage", OpenAI, sseType,
 			"data: {\"model\":\"llama-3.3-70b-versatile\",\"choices\":[],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":5}}}\n\ndata: [DONE]\n\n",
-			Usage{"llama-3.3-70b-versatile", 20, 0, 5, true, 0, false}},
+			Usage{"llama-3.3-70b-versatile", 20, 0, 5, true, 0, false, SubUsage{}}},
 		{"anthropic delta with input", Anthropic, sseType,
 			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"c\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
 				"data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"output_tokens\":20}}\n\n",
-			Usage{"c", 15, 3, 20, true, 0, false}},
+			Usage{"c", 15, 3, 20, true, 0, false, SubUsage{}}},
+		// Anthropic bills each iteration; its top-level fields tell the
+		// last message's, or the executor's.
+		{"anthropic compaction", Anthropic, jsonType,
+			`{"model":"claude-opus-4-6","usage":{"input_tokens":23000,"output_tokens":1000,"iterations":[` +
+				`{"type":"compaction","input_tokens":180000,"output_tokens":3500},{"type":"message","input_tokens":23000,"output_tokens":1000}]}}`,
+			Usage{"claude-opus-4-6", 203000, 0, 4500, true, 0, false, SubUsage{}}},
+		{"anthropic compaction on demand", Anthropic, sseType,
+			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-fable-5-1\",\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}\n\n" +
+				"data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":0,\"output_tokens\":0,\"iterations\":[{\"type\":\"compaction\"," +
+				"\"input_tokens\":5000,\"output_tokens\":300,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":4000}]}}\n\n",
+			Usage{"claude-fable-5-1", 9100, 0, 300, true, 0, false, SubUsage{}}},
+		{"anthropic advisor", Anthropic, jsonType,
+			`{"model":"claude-sonnet-5","usage":{"input_tokens":4,"output_tokens":946,"cache_creation_input_tokens":4814,"cache_read_input_tokens":173469,"iterations":[` +
+				`{"type":"message","input_tokens":2,"output_tokens":833,"cache_read_input_tokens":85338,"cache_creation_input_tokens":2793},` +
+				`{"type":"advisor_message","model":"claude-opus-5","input_tokens":90314,"output_tokens":5644,"cache_read_input_tokens":0,"cache_creation_input_tokens":0},` +
+				`{"type":"message","input_tokens":2,"output_tokens":113,"cache_read_input_tokens":88131,"cache_creation_input_tokens":2021}]}}`,
+			Usage{"claude-sonnet-5", 268601, 173469, 6590, true, 0, false, SubUsage{"claude-opus-5", 90314, 5644}}},
+		{"anthropic advisor stream", Anthropic, sseType,
+			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":412,\"output_tokens\":1}}}\n\n" +
+				"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":531,\"iterations\":[{\"type\":\"message\",\"input_tokens\":412,\"output_tokens\":89}," +
+				"{\"model\":\"claude-opus-4-8\",\"input_tokens\":823,\"output_tokens\":1612,\"type\":\"advisor_message\"}]}}\n\n",
+			Usage{"claude-haiku-4-5", 1235, 0, 1701, true, 0, false, SubUsage{"claude-opus-4-8", 823, 1612}}},
+		{"anthropic fallbacks on two models", Anthropic, jsonType,
+			`{"model":"claude-opus-4-8","usage":{"input_tokens":100,"output_tokens":50,"iterations":[{"type":"message","model":"claude-fable-5","input_tokens":100,"output_tokens":2},` +
+				`{"type":"fallback_message","model":"claude-opus-5","input_tokens":100,"output_tokens":7},{"type":"fallback_message","model":"claude-opus-4-8","input_tokens":100,"output_tokens":50}]}}`,
+			Usage{"claude-opus-4-8", 300, 0, 59, true, 0, false, SubUsage{"", 200, 57}}},
 		{"anthropic stream ended before message_delta", Anthropic, sseType,
 			"data: {\"type\":\"message_start\",\"message\":{\"model\":\"c\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
 				"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n" +
 				"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n",
-			Usage{"c", 10, 0, 1, true, 0, true}},
+			Usage{"c", 10, 0, 1, true, 0, true, SubUsage{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,7 +290,7 @@ func TestMeterBoundedMemory(t *testing.T) {
 	}
 	b.WriteString(`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2500000,"total_tokens":2500012}}`)
 	body := b.Bytes()
-	want := Usage{"gpt-4.1", 12, 0, 2500000, true, 0, false}
+	want := Usage{"gpt-4.1", 12, 0, 2500000, true, 0, false, SubUsage{}}
 
 	var got Usage
 	run := func() {

@@ -123,16 +123,38 @@ func (p *Prices) Date() string {
 // grounded_prompt price once. priced is false when no pattern matches model (the
 // cost is then 0), or when model is "": neither a request nor its answer
 // named one, and u is priced at the table's highest prices, since what
-// such an answer used must not count as free.
+// such an answer used must not count as free. The part of u another
+// model ran (u.Sub) is priced at that model's prices, or the table's
+// highest when it lacks them (or several models ran it), and added.
 func (p *Prices) Cost(model string, u Usage) (usd float64, priced bool) {
+	own, sub := u.split()
+	if sub.InputTokens > 0 || sub.OutputTokens > 0 {
+		e := p.lookup(u.Sub.Model)
+		if e == nil || u.Sub.Model == "" {
+			e = p.dearest()
+		}
+		usd = e.cost(sub)
+	}
 	if model == "" {
-		return p.dearest().cost(u), false
+		return usd + p.dearest().cost(own), false
 	}
 	e := p.lookup(model)
 	if e == nil {
-		return 0, false
+		return usd, false
 	}
-	return e.cost(u), true
+	return usd + e.cost(own), true
+}
+
+// split parts u into the usage of the answer's model and that of
+// u.Sub's, which has no cached input and no searches.
+func (u Usage) split() (own, sub Usage) {
+	sub.InputTokens = min(max(u.Sub.InputTokens, 0), max(u.InputTokens, 0))
+	sub.OutputTokens = min(max(u.Sub.OutputTokens, 0), max(u.OutputTokens, 0))
+	own = u
+	own.InputTokens -= sub.InputTokens
+	own.OutputTokens -= sub.OutputTokens
+	own.Sub = SubUsage{}
+	return own, sub
 }
 
 // cost prices u at e's prices.

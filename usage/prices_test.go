@@ -49,6 +49,13 @@ func TestDefaultPrices(t *testing.T) {
 		// however many queries each ran.
 		{"gemini-2.5-pro", Usage{WebSearches: 4}, 0.035},
 		{"gemini-2.5-flash", Usage{InputTokens: 1e6}, 0.3},
+		// An advisor's iterations at the advisor's prices, the rest at
+		// the executor's; cached input is the executor's.
+		{"claude-haiku-4-5", Usage{InputTokens: 3e6, CachedInputTokens: 1e6, OutputTokens: 2e6,
+			Sub: SubUsage{"claude-opus-4-8", 1e6, 1e6}}, 1*1 + 1*0.1 + 1*5 + 1*5 + 1*25},
+		// Several models, or one the table lacks: its highest prices.
+		{"claude-haiku-4-5", Usage{InputTokens: 1e6, Sub: SubUsage{"", 1e6, 0}}, 15},
+		{"claude-haiku-4-5", Usage{OutputTokens: 1e6, Sub: SubUsage{"claude-x", 0, 1e6}}, 75},
 		// Nonsense counts never make a negative or inflated cost.
 		{"gpt-4o", Usage{InputTokens: 10, CachedInputTokens: 50, OutputTokens: -5}, 10 * 1.25 / 1e6},
 	}
@@ -62,6 +69,10 @@ func TestDefaultPrices(t *testing.T) {
 		if usd, ok := p.Cost(model, Usage{InputTokens: 5}); ok || usd != 0 {
 			t.Errorf("Cost(%q) = %v, %v; want unpriced", model, usd, ok)
 		}
+	}
+	// An unpriced answer still counts what a priced model ran for it.
+	if usd, ok := p.Cost("my-model", Usage{InputTokens: 2e6, Sub: SubUsage{"claude-opus-4-8", 1e6, 0}}); ok || !near(usd, 5) {
+		t.Errorf(`Cost("my-model") with an advisor = %v, %v; want 5, unpriced`, usd, ok)
 	}
 	// Usage of no model named is priced at the table's highest prices
 	// (claude-opus-4-1's input and output, gpt-4o's search calls,
