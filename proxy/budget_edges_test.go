@@ -927,3 +927,54 @@ func TestAnthropicIterationsCharged(t *testing.T) {
 		})
 	}
 }
+
+// TestFreeAnswersNotCharged: an answer that costs nothing is not charged,
+// though it may tell usage that is not its own: a stored response or a
+// batch looked at again, or cancelled (their usage was charged when they
+// ran), and the token counts of an input (Anthropic's count_tokens,
+// OpenAI's input_tokens), which were charged as untold usage.
+func TestFreeAnswersNotCharged(t *testing.T) {
+	const stored = `{"id":"resp_1","object":"response","model":"gpt-5","status":"completed","usage":{"input_tokens":500,"output_tokens":500}}`
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/count_tokens"):
+			io.WriteString(w, `{"input_tokens":1234}`)
+		case strings.HasSuffix(r.URL.Path, "/input_tokens"):
+			io.WriteString(w, `{"object":"response.input_tokens","input_tokens":1234}`)
+		default:
+			io.WriteString(w, stored)
+		}
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai}\n" +
+		"budgets:\n  - {name: b, window: 1d, tokens: 1000000, usd: 100}\n"
+	for _, tt := range []struct {
+		name, method, path, body string
+		charged                  bool
+	}{
+		{"a stored response looked at", "GET", "/openai/v1/responses/resp_1", "", false},
+		{"a response cancelled", "POST", "/openai/v1/responses/resp_1/cancel", "", false},
+		{"tokens counted", "POST", "/anthropic/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"` + strings.Repeat("x", 4000) + `"}]}`, false},
+		{"input tokens counted", "POST", "/openai/v1/responses/input_tokens", `{"model":"gpt-5","input":"` + strings.Repeat("x", 4000) + `"}`, false},
+		{"a response", "POST", "/openai/v1/responses", `{"model":"gpt-5","input":"hi"}`, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			r := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				t.Fatalf("got %d %s", w.Code, w.Body)
+			}
+			if tokens, usd := budgetUsed(t, gw); (tokens > 0 || usd > 0) != tt.charged {
+				t.Errorf("the budget counted %v tokens and $%v; want charged: %v", tokens, usd, tt.charged)
+			}
+			if rec := buf.records(t)[0]; rec["reason"] != "" {
+				t.Errorf("record's reason %v, want none", rec["reason"])
+			}
+		})
+	}
+}

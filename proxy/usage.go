@@ -420,10 +420,36 @@ var meters = sync.Pool{New: func() any { return new(usage.Meter) }}
 // startMeter sets, on a route that meters usage, the meter that reads it
 // from the answer (whose headers are h) as the answer goes to the app.
 func (x *exchange) startMeter(h http.Header) {
-	if x.route.usage != usage.None {
+	if x.metered() {
 		x.meter = meters.Get().(*usage.Meter)
 		x.meter.Reset(x.route.usage, h.Get("Content-Type"))
 	}
+}
+
+// metered reports whether the exchange's answer is read for its usage,
+// and charged: on a route that meters usage, unless the request spends
+// nothing (spendsNothing).
+func (x *exchange) metered() bool {
+	return x.route != nil && x.route.usage != usage.None && !spendsNothing(x.rec.method, x.outPath)
+}
+
+// spendsNothing reports whether a request to path costs nothing, whatever
+// usage its answer tells: one that is no POST (a stored response, a batch,
+// a list, looked at again: what they used was charged when they ran), a
+// POST that cancels work, or one that counts an input's tokens
+// (Anthropic's count_tokens, OpenAI's input_tokens, Gemini's
+// countTokens). Compared as spendsUnseen compares.
+func spendsNothing(method, path string) bool {
+	if method != http.MethodPost {
+		return true
+	}
+	path = strings.ToLower(strings.TrimRight(path, "/"))
+	for _, suffix := range [...]string{"/cancel", "/count_tokens", "/input_tokens", ":counttokens"} {
+		if strings.HasSuffix(path, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // codeUsageUnknown is the audit reason of a forwarded answer whose token
@@ -434,7 +460,7 @@ const codeUsageUnknown = "usage_unknown"
 // it in the record and the metrics.
 func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	if x.meter == nil {
-		if x.route != nil && x.route.usage != usage.None {
+		if x.metered() {
 			// No answer came: the app hung up first, a timeout.
 			x.chargeCut(usage.Usage{}, 0, x.rec.model, prices)
 		}
