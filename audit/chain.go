@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // Chain field names: part of the audit record contract.
@@ -27,10 +29,11 @@ type chain struct {
 }
 
 // stamp appends to dst the record raw (one JSON object and a newline, as
-// zerolog writes it) with the chain's fields added as its last ones.
+// zerolog writes it) with the chain's fields added as its last ones, and
+// with no rune a terminal would act on (see termtext.JSON).
 func (c *chain) stamp(dst, raw []byte) []byte {
 	raw = bytes.TrimRight(raw, "\n")
-	dst = append(dst, raw[:len(raw)-1]...) // without its closing brace
+	dst = append(dst, termtext.JSON(raw[:len(raw)-1])...) // without its closing brace
 	if len(raw) > 2 {
 		dst = append(dst, ',')
 	}

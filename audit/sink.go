@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // Fsync settings: when records are flushed to stable storage.
@@ -45,8 +47,9 @@ type Options struct {
 	// CheckpointRecords records or CheckpointInterval.
 	Signer ed25519.PrivateKey
 	// OnError, when set, is told of each record that could not be
-	// written, with the record (which holds no secret), so that the
-	// operational log can keep it. It must not block.
+	// written, with the record (which holds no secret; escaped as the
+	// trail's lines are, see termtext.JSON), so that the operational
+	// log can keep it. It must not block.
 	OnError func(err error, record []byte)
 	// Log, when set, is told what the sink repaired on its own.
 	Log func(msg string)
@@ -196,7 +199,7 @@ func (s *Sink) append(p []byte, keep bool) bool {
 	}
 	s.mu.Unlock()
 	if s.opts.OnError != nil {
-		s.opts.OnError(err, bytes.TrimSpace(p))
+		s.opts.OnError(err, termtext.JSON(bytes.TrimSpace(p)))
 	}
 	return false
 }

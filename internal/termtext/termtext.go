@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -67,4 +68,51 @@ func Lines(s string, max int) string {
 		lines[i] = Escape(l, max)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// JSON returns raw, JSON text, with every rune a terminal acts on rather
+// than prints written as a JSON \u escape: DEL, the C1 controls (U+009B
+// is a CSI, U+009D an OSC, to terminals such as VTE's and screen), bidi
+// overrides, line separators and other invisible runes, and invalid UTF-8
+// (as U+FFFD). JSON encoders (encoding/json, zerolog) escape the C0
+// controls of a string but write the rest as they are, and a JSON line
+// may be read on a terminal: an audit record or a log line that holds
+// what a request sent. Outside JSON strings there is nothing but ASCII,
+// so the escapes change how the text reads, never what it means. raw is
+// returned as it is when it holds no such rune.
+func JSON(raw []byte) []byte {
+	var dst []byte
+	start := 0
+	for i := 0; i < len(raw); {
+		if raw[i] < utf8.RuneSelf-1 { // ASCII but DEL
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(raw[i:])
+		if r != utf8.RuneError && unicode.IsPrint(r) {
+			i += size
+			continue
+		}
+		if dst == nil {
+			dst = make([]byte, 0, len(raw)+16)
+		}
+		dst = appendRuneEscape(append(dst, raw[start:i]...), r)
+		i += size
+		start = i
+	}
+	if dst == nil {
+		return raw
+	}
+	return append(dst, raw[start:]...)
+}
+
+// appendRuneEscape appends r as JSON escapes it: \uXXXX, or a surrogate
+// pair above U+FFFF.
+func appendRuneEscape(dst []byte, r rune) []byte {
+	if r > 0xffff {
+		r1, r2 := utf16.EncodeRune(r)
+		return appendRuneEscape(appendRuneEscape(dst, r1), r2)
+	}
+	const hex = "0123456789abcdef"
+	return append(dst, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
 }
