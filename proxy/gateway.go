@@ -153,7 +153,8 @@ func New(snap *Snapshot, opts Options) *Gateway {
 
 // Swap makes s the snapshot that new requests use. s first adopts what
 // the snapshot it replaces learned (see adopt); a snapshot serves one
-// gateway.
+// gateway. The metrics then forget the routes, clients and keys s has
+// no more.
 func (g *Gateway) Swap(s *Snapshot) {
 	g.swapMu.Lock()
 	defer g.swapMu.Unlock()
@@ -166,6 +167,7 @@ func (g *Gateway) Swap(s *Snapshot) {
 		old.relay.CloseIdleConnections()
 	}
 	g.held.recheck(l)
+	g.metrics.forget(s)
 }
 
 // BaseContext is the context every request on the gateway derives from

@@ -264,25 +264,65 @@ func (m *Metrics) child(k childKey) any {
 	if c, ok := m.children.Load(k); ok {
 		return c
 	}
-	var c any
+	vec, values := m.series(k)
+	c, _ := vec.GetMetricWithLabelValues(values...)
+	got, _ := m.children.LoadOrStore(k, c)
+	return got
+}
+
+// series returns the vector of k's metric and k's label values in it.
+func (m *Metrics) series(k childKey) (*prometheus.MetricVec, []string) {
 	switch k.metric {
 	case metricRequests:
-		c = m.requests.WithLabelValues(k.route, k.client, k.outcome, strconv.Itoa(k.status))
+		return m.requests.MetricVec, []string{k.route, k.client, k.outcome, strconv.Itoa(k.status)}
 	case metricDuration:
-		c = m.duration.WithLabelValues(k.route)
+		return m.duration.MetricVec, []string{k.route}
 	case metricUpstream:
-		c = m.upstream.WithLabelValues(k.route)
+		return m.upstream.MetricVec, []string{k.route}
 	case metricKeyUses:
-		c = m.keyUses.WithLabelValues(k.secret, k.route)
+		return m.keyUses.MetricVec, []string{k.secret, k.route}
 	case metricTokensIn:
-		c = m.tokens.WithLabelValues(k.route, k.client, "input")
+		return m.tokens.MetricVec, []string{k.route, k.client, "input"}
 	case metricTokensOut:
-		c = m.tokens.WithLabelValues(k.route, k.client, "output")
-	case metricCost:
-		c = m.cost.WithLabelValues(k.route, k.client)
+		return m.tokens.MetricVec, []string{k.route, k.client, "output"}
+	default:
+		return m.cost.MetricVec, []string{k.route, k.client}
 	}
-	c, _ = m.children.LoadOrStore(k, c)
-	return c
+}
+
+// forget drops the series of the routes and clients s no longer has, and
+// of the keys its routes no longer use: each reload that renames or
+// removes them would otherwise leave their series in every scrape until
+// till restarts. A request still in flight on the snapshot before s may
+// make one again; the next reload drops it.
+func (m *Metrics) forget(s *Snapshot) {
+	if m == nil {
+		return
+	}
+	routes := make(map[string]*route, len(s.routes))
+	for _, rt := range s.routes {
+		routes[rt.name] = rt
+	}
+	goneRoutes := map[string]bool{}
+	m.children.Range(func(key, _ any) bool {
+		k := key.(childKey)
+		rt, ok := routes[k.route]
+		if (ok || k.route == "") && (k.client == "" || k.client == anonymous || s.clients.byName(k.client) != nil) &&
+			(k.metric != metricKeyUses || ok && rt.keyNamed(k.secret) != nil) {
+			return true
+		}
+		if !ok {
+			goneRoutes[k.route] = true
+		}
+		vec, values := m.series(k)
+		vec.DeleteLabelValues(values...)
+		m.children.Delete(key)
+		return true
+	})
+	// An unpriced model's series follows its route's token counts.
+	for name := range goneRoutes {
+		m.unpriced.DeletePartialMatch(prometheus.Labels{"route": name})
+	}
 }
 
 // observe records a finished request.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -267,5 +268,87 @@ func TestPoolSameKeyScrapes(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 {
 		t.Fatalf("/metrics = %d: %.200s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestReloadForgetsGoneSeries: the series of a route, a client or a key
+// a reload removed are gone from the next scrape; those of what stays are
+// kept. Each reload to new names (a client per deployment, say) once
+// added series that stayed until till restarted.
+func TestReloadForgetsGoneSeries(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"model":"unpriced-model","usage":{"prompt_tokens":3,"completion_tokens":4}}`)
+	}))
+	defer up.Close()
+	m := NewMetrics(testAudit(io.Discard))
+	var gw *Gateway
+	serve := func(i int) *Snapshot {
+		t.Helper()
+		token := fmt.Sprintf("till_reloadtoken%d", i)
+		y := fmt.Sprintf("version: 1\nclients:\n  - {name: keep, token_sha256: %x}\n  - {name: c%d, token_sha256: %x}\n"+
+			"routes:\n  - {name: kept, preset: openai, secret: openai, upstream: %[4]s}\n  - {name: r%[2]d, preset: openai, secret: openai, upstream: %[4]s}\n",
+			sha256.Sum256([]byte("till_keeptoken")), i, sha256.Sum256([]byte(token)), up.URL)
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSnapshot(cfg, secrets(time.Now()))
+		if gw == nil {
+			gw = New(s, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
+		} else {
+			gw.Swap(s)
+		}
+		for _, path := range []string{fmt.Sprintf("/r%d/v1/chat/completions", i), "/kept/v1/chat/completions", "/nowhere"} {
+			for _, tok := range []string{token, "till_keeptoken"} {
+				req := httptest.NewRequest("POST", path, strings.NewReader(`{"model":"unpriced-model"}`))
+				req.Header.Set("X-Till-Token", tok)
+				rec := httptest.NewRecorder()
+				gw.ServeHTTP(rec, req)
+				if path != "/nowhere" && rec.Code != 200 {
+					t.Fatalf("%s: status %d", path, rec.Code)
+				}
+			}
+		}
+		return s
+	}
+	labels := func() map[string]int {
+		families, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, f := range families {
+			if !strings.HasPrefix(f.GetName(), "till_") {
+				continue
+			}
+			for _, s := range f.GetMetric() {
+				seen["series"]++
+				for _, l := range s.GetLabel() {
+					seen[l.GetName()+"="+l.GetValue()]++
+				}
+			}
+		}
+		return seen
+	}
+	serve(0)
+	serve(1)
+	first := labels()
+	for i := 2; i < 10; i++ {
+		serve(i)
+	}
+	last := labels()
+	for _, gone := range []string{"route=r1", "client=c1", "route=r8"} {
+		if last[gone] != 0 {
+			t.Errorf("after the reloads that removed it, %d series with %s", last[gone], gone)
+		}
+	}
+	for _, kept := range []string{"route=kept", "client=keep", "route=r9", "client=c9", "route=", "model=unpriced-model"} {
+		if last[kept] == 0 {
+			t.Errorf("no series with %s, which the config served has", kept)
+		}
+	}
+	if first["series"] != last["series"] {
+		t.Errorf("%d till_ series after 2 configs, %d after 10 of the same shape", first["series"], last["series"])
 	}
 }
