@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // logFlags are the global flags --log-level and --log-format; "" when not
@@ -117,12 +118,18 @@ func (o *logOutput) Level() zerolog.Level { return zerolog.Level(o.level.Load())
 
 // Write writes an event without a level, whatever the level. till's
 // loggers give every event one (net/http's error logs go through
-// proxy.NewErrorLog), so that the level applies to all.
+// proxy.NewErrorLog), so that the level applies to all. A JSON line may
+// quote what a request sent (the host a proxied one asked for, in a
+// lookup error too), and zerolog writes C1 controls and bidi overrides
+// as they are: they are escaped (the console writer quotes such values).
 func (o *logOutput) Write(p []byte) (int, error) {
 	if o.pretty.Load() {
 		return o.console.Write(p)
 	}
-	return o.json.Write(p)
+	if _, err := o.json.Write(termtext.JSON(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // WriteLevel writes an event of level l unless l is below the level.

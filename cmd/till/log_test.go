@@ -141,3 +141,26 @@ func TestLogOutputReapplied(t *testing.T) {
 		t.Errorf("the level did not follow the config, or the format did not stay JSON:\n%s", out)
 	}
 }
+
+// TestLogOutputEscapesJSON: a JSON log line holds no C1 control or bidi
+// override that a field quoted (a host a request asked for), and still
+// reads back as the value logged; the console writer quotes them itself.
+func TestLogOutputEscapesJSON(t *testing.T) {
+	const host = "\u009b2J\u202eexample"
+	for _, format := range []string{"json", "console"} {
+		var stderr bytes.Buffer
+		o := newLogOutput(&env{stderr: &stderr, getenv: func(string) string { return "" }, log: logFlags{format: format}})
+		log := o.logger()
+		log.Warn().Str("host", host).Msg("tunnel dial failed")
+		out := stderr.String()
+		if what := terminalRuns(out); what != "" || strings.ContainsAny(out, "\u009b\u202e") {
+			t.Errorf("%s: the log line holds %s: %q", format, what, out)
+		}
+		if format == "json" {
+			var ev struct{ Host string }
+			if err := json.Unmarshal([]byte(out), &ev); err != nil || ev.Host != host {
+				t.Errorf("json: host reads back as %q (%v), want %q", ev.Host, err, host)
+			}
+		}
+	}
+}
