@@ -64,7 +64,9 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("POST /app/installations/%d/access_tokens: %s", cfg.InstallationID, resp.Status)
+			// The code, not the reason phrase: that is the endpoint's
+			// text, control bytes and all, and till test prints it.
+			return nil, fmt.Errorf("POST /app/installations/%d/access_tokens: %d %s", cfg.InstallationID, resp.StatusCode, http.StatusText(resp.StatusCode))
 		}
 		var out struct {
 			Token     string    `json:"token"`

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -730,5 +732,39 @@ func TestFailedTokenAskRemembered(t *testing.T) {
 	send(1, http.StatusOK, 7, "the interval past, the endpoint back")
 	if f := minter().failed.Load(); f != nil {
 		t.Errorf("a token minted, the failure is still remembered: %v", f.err)
+	}
+}
+
+// TestGitHubAppErrorHoldsTillsTextOnly: the status line of a token
+// endpoint that refuses is the endpoint's text, control bytes included
+// (Go reads its reason phrase as sent); till test --mint prints the error
+// on the operator's terminal. It names the status by its code.
+func TestGitHubAppErrorHoldsTillsTextOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, "HTTP/1.1 401 \x1b]0;pwned\x07\x1b[2J\u009b2J\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	gw, _, _ := mintGateway(t, "http://"+ln.Addr().String(), "{github_app: {app_id: 1, installation_id: 2}}", vault.NewSecret("cred", rsaPEM(t), time.Now()), "")
+	err = gw.Snapshot().Mint(context.Background(), "api")
+	if err == nil || !strings.Contains(err.Error(), "401 Unauthorized") {
+		t.Fatalf("got %v, want the status 401 named", err)
+	}
+	if strings.ContainsAny(err.Error(), "\x1b\x07\u009b") {
+		t.Errorf("the error holds the endpoint's control bytes: %q", err)
 	}
 }
