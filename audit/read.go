@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"time"
 )
 
 // MaxLineSize is the longest line the readers of this package accept. A
@@ -175,3 +178,53 @@ func (fl firstLines) check(name string, line []byte) error {
 	fl[sum] = name
 	return nil
 }
+
+// Chronological returns files in the order till wrote them, oldest first,
+// by the time of each one's first record (a file with none first): the
+// order a trail's rotated files (FILE.2, FILE.1, FILE) and their
+// compressed copies are not named in. Where two start at one time, they
+// keep the order given.
+func Chronological(files []string) ([]string, error) {
+	starts := make(map[string]time.Time, len(files))
+	for _, path := range files {
+		t, err := firstTime(path)
+		if err != nil {
+			return nil, err
+		}
+		starts[path] = t
+	}
+	sorted := slices.Clone(files)
+	slices.SortStableFunc(sorted, func(a, b string) int { return starts[a].Compare(starts[b]) })
+	return sorted, nil
+}
+
+// firstTime is the time of the first record of the audit file at path;
+// zero when it has none, or its first line is no record (which reading
+// the file will report).
+func firstTime(path string) (time.Time, error) {
+	r, err := OpenFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer r.Close()
+	var rec struct {
+		Time string `json:"time"`
+	}
+	var t time.Time
+	err = ReadLines(r, path, func(_ int, line []byte) error {
+		if len(bytes.TrimSpace(line)) == 0 {
+			return nil
+		}
+		if json.Unmarshal(line, &rec) == nil {
+			t, _ = time.Parse(time.RFC3339Nano, rec.Time)
+		}
+		return errFirstRead
+	})
+	if err != nil && !errors.Is(err, errFirstRead) {
+		return time.Time{}, err
+	}
+	return t.UTC(), nil
+}
+
+// errFirstRead stops ReadLines once firstTime has read the first record.
+var errFirstRead = errors.New("first record read")

@@ -29,15 +29,20 @@ type SummaryFilter struct {
 // the last were made. It is the answer to "who used this key, when, for
 // what".
 type SummaryRow struct {
-	KeyFP     string    `json:"key_fp"`    // "" for requests that got no key (most refusals)
-	Secret    string    `json:"secret"`    // the secret's name, as audited ("" when no route was found)
-	Client    string    `json:"client"`    // the client's name, as audited
-	Route     string    `json:"route"`     // the route's name ("" when none was found)
-	Forwarded int       `json:"forwarded"` // requests sent upstream
-	Denied    int       `json:"denied"`    // requests till refused
-	Error     int       `json:"error"`     // requests that failed (outcomes summary does not know included)
-	First     time.Time `json:"first"`     // the earliest request's time, UTC
-	Last      time.Time `json:"last"`      // the latest request's time, UTC
+	KeyFP     string `json:"key_fp"`    // "" for requests that got no key (most refusals)
+	Secret    string `json:"secret"`    // the secret's name, as audited ("" when no route was found)
+	Client    string `json:"client"`    // the client's name, as audited
+	Route     string `json:"route"`     // the route's name ("" when none was found)
+	Forwarded int    `json:"forwarded"` // requests sent upstream
+	Denied    int    `json:"denied"`    // requests till refused
+	Error     int    `json:"error"`     // requests that failed (outcomes summary does not know included)
+	// Unfinished counts key uses (use records) whose request has no
+	// request record in the files read: till stopped after the key went
+	// out (a crash, a kill), the request is still running, or its record
+	// is in a file not given.
+	Unfinished int       `json:"unfinished"`
+	First      time.Time `json:"first"` // the earliest request's (or unfinished use's) time, UTC
+	Last       time.Time `json:"last"`  // the latest one's time, UTC
 }
 
 // MaxSummaryRowBytes bounds the memory a summary's rows take, counted as
@@ -59,6 +64,10 @@ type SummaryStats struct {
 	Records  int // records read, of every event
 	Requests int // request records counted: those the filter selected
 	Cut      int // last lines left out: cut short (being written, or by a crash)
+	// Unfinished counts the use records the filter selected whose
+	// request record was not read (SummaryRow.Unfinished), once Rows
+	// has counted them.
+	Unfinished int
 }
 
 // Summary counts request records, file after file, into rows. Only the
@@ -71,16 +80,30 @@ type Summary struct {
 	maxRowBytes int // MaxSummaryRowBytes; less in tests
 	stats       SummaryStats
 	first       firstLines // of the files read
+	// open holds, by request id, the key uses read whose request record
+	// has not been: a request's record follows its uses in the trail.
+	open map[string][]openUse
+}
+
+// openUse is a key use whose request record is not read yet.
+type openUse struct {
+	row  rowKey
+	time time.Time
 }
 
 // NewSummary returns an empty summary that counts the records f selects.
 func NewSummary(f SummaryFilter) *Summary {
-	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}, maxRowBytes: MaxSummaryRowBytes, first: firstLines{}}
+	return &Summary{filter: f, rows: map[rowKey]*SummaryRow{}, maxRowBytes: MaxSummaryRowBytes, first: firstLines{}, open: map[string][]openUse{}}
 }
 
 // Summarize reads the audit files, in any order (gzip-compressed or not,
-// see OpenFile), and returns their rows (see Summary.Rows).
+// see OpenFile; it reads them oldest first, see Chronological), and
+// returns their rows (see Summary.Rows).
 func Summarize(files []string, f SummaryFilter) ([]SummaryRow, error) {
+	files, err := Chronological(files)
+	if err != nil {
+		return nil, err
+	}
 	s := NewSummary(f)
 	for _, path := range files {
 		if err := s.ReadFile(path); err != nil {
@@ -106,6 +129,7 @@ func (s *Summary) ReadFile(path string) error {
 type summaryRecord struct {
 	Time    string `json:"time"`
 	Event   string `json:"event"`
+	ID      string `json:"id"`
 	Client  string `json:"client"`
 	Route   string `json:"route"`
 	Secret  string `json:"secret"`
@@ -147,13 +171,22 @@ func (s *Summary) Read(r io.Reader, name string) error {
 			return nil
 		}
 		s.stats.Records++
-		if rec.Event != "request" {
+		if rec.Event != "request" && rec.Event != "use" {
 			return nil
 		}
 		// RFC3339Nano parses times with or without fractional seconds.
 		t, err := time.Parse(time.RFC3339Nano, rec.Time)
 		if err != nil {
-			return errors.New(`request record: "time" is not an RFC 3339 time`)
+			return fmt.Errorf(`%s record: "time" is not an RFC 3339 time`, rec.Event)
+		}
+		if rec.Event == "use" {
+			return s.use(&rec, t.UTC())
+		}
+		if uses, ok := s.open[rec.ID]; ok {
+			for _, u := range uses {
+				s.rowBytes -= useCost(rec.ID, u.row)
+			}
+			delete(s.open, rec.ID) // its uses finished with it
 		}
 		return s.add(&rec, t.UTC())
 	})
@@ -197,26 +230,75 @@ func recordError(err error) error {
 	return errors.New("not an audit record (want a JSON object)")
 }
 
-// add counts one request record, if the filter selects it.
-func (s *Summary) add(rec *summaryRecord, t time.Time) error {
-	f := &s.filter
-	if !f.Since.IsZero() && t.Before(f.Since) ||
-		!f.Until.IsZero() && t.After(f.Until) ||
-		f.Secret != "" && rec.Secret != f.Secret ||
-		f.KeyFP != "" && rec.KeyFP != f.KeyFP ||
-		f.Client != "" && rec.Client != f.Client ||
-		f.Route != "" && rec.Route != f.Route {
+// selects reports whether the filter selects a record of time t.
+func (f *SummaryFilter) selects(rec *summaryRecord, t time.Time) bool {
+	return (f.Since.IsZero() || !t.Before(f.Since)) &&
+		(f.Until.IsZero() || !t.After(f.Until)) &&
+		(f.Secret == "" || rec.Secret == f.Secret) &&
+		(f.KeyFP == "" || rec.KeyFP == f.KeyFP) &&
+		(f.Client == "" || rec.Client == f.Client) &&
+		(f.Route == "" || rec.Route == f.Route)
+}
+
+// use holds a use record, if the filter selects it, until its request's
+// record is read.
+func (s *Summary) use(rec *summaryRecord, t time.Time) error {
+	if !s.filter.selects(rec, t) || rec.ID == "" {
 		return nil
 	}
 	k := rowKey{rec.KeyFP, rec.Secret, rec.Client, rec.Route}
+	if err := s.grow(useCost(rec.ID, k)); err != nil {
+		return err
+	}
+	s.open[rec.ID] = append(s.open[rec.ID], openUse{k, t})
+	return nil
+}
+
+// useCost is the memory an open use of request id takes (see grow).
+func useCost(id string, k rowKey) int { return len(id) + k.cost() }
+
+// cost is the memory a row of k takes (see grow).
+func (k rowKey) cost() int {
+	return rowCost + len(k.keyFP) + len(k.secret) + len(k.client) + len(k.route)
+}
+
+// grow counts n more bytes of memory held, unless that would pass
+// maxRowBytes: then it is an error, and nothing is counted.
+func (s *Summary) grow(n int) error {
+	if s.rowBytes+n > s.maxRowBytes {
+		return fmt.Errorf("more distinct keys, secrets, clients and routes than %d KiB holds: not a trail till wrote", s.maxRowBytes>>10)
+	}
+	s.rowBytes += n
+	return nil
+}
+
+// row returns the row of k, made with the time t if there is none.
+func (s *Summary) row(k rowKey, t time.Time) (*SummaryRow, error) {
 	row := s.rows[k]
 	if row == nil {
-		s.rowBytes += rowCost + len(k.keyFP) + len(k.secret) + len(k.client) + len(k.route)
-		if s.rowBytes > s.maxRowBytes {
-			return fmt.Errorf("more distinct keys, secrets, clients and routes than %d KiB holds: not a trail till wrote", s.maxRowBytes>>10)
+		if err := s.grow(k.cost()); err != nil {
+			return nil, err
 		}
 		row = &SummaryRow{KeyFP: k.keyFP, Secret: k.secret, Client: k.client, Route: k.route, First: t, Last: t}
 		s.rows[k] = row
+	}
+	if t.Before(row.First) {
+		row.First = t
+	}
+	if t.After(row.Last) {
+		row.Last = t
+	}
+	return row, nil
+}
+
+// add counts one request record, if the filter selects it.
+func (s *Summary) add(rec *summaryRecord, t time.Time) error {
+	if !s.filter.selects(rec, t) {
+		return nil
+	}
+	row, err := s.row(rowKey{rec.KeyFP, rec.Secret, rec.Client, rec.Route}, t)
+	if err != nil {
+		return err
 	}
 	s.stats.Requests++
 	switch rec.Outcome {
@@ -229,19 +311,27 @@ func (s *Summary) add(rec *summaryRecord, t time.Time) error {
 		// that no request of the trail goes missing from its summary.
 		row.Error++
 	}
-	if t.Before(row.First) {
-		row.First = t
-	}
-	if t.After(row.Last) {
-		row.Last = t
-	}
 	return nil
 }
 
 // Rows returns the rows counted so far, sorted by key fingerprint, secret,
 // client and route, so that a summary prints the same whatever the order
-// of its files. With nothing counted it is empty, not nil.
+// of its files. With nothing counted it is empty, not nil. The uses read
+// without their request's record count as Unfinished: read the files
+// oldest first (Chronological), or a request whose record a later file
+// holds is counted so.
 func (s *Summary) Rows() []SummaryRow {
+	for id, uses := range s.open {
+		for _, u := range uses {
+			// The use's bytes are given back first: its row fits in them,
+			// so row cannot fail.
+			s.rowBytes -= useCost(id, u.row)
+			row, _ := s.row(u.row, u.time)
+			row.Unfinished++
+			s.stats.Unfinished++
+		}
+		delete(s.open, id)
+	}
 	rows := make([]SummaryRow, 0, len(s.rows))
 	for _, r := range s.rows {
 		rows = append(rows, *r)

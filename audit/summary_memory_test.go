@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +12,9 @@ import (
 // distinctClients is a trail of n request records, each of its own
 // client, generated as it is read.
 type distinctClients struct {
-	n, i int
-	buf  []byte
+	n, i  int
+	buf   []byte
+	event string // "request" unless set
 }
 
 func (d *distinctClients) Read(p []byte) (int, error) {
@@ -21,7 +23,7 @@ func (d *distinctClients) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		d.i++
-		d.buf = fmt.Appendf(nil, `{"time":"2026-12-02T10:00:00Z","event":"request","client":"c%09d","route":"r","secret":"s","key_fp":"","outcome":"denied"}`+"\n", d.i)
+		d.buf = fmt.Appendf(nil, `{"time":"2026-12-02T10:00:00Z","event":%q,"id":"i%09d","client":"c%09d","route":"r","secret":"s","key_fp":"","outcome":"denied"}`+"\n", cmp.Or(d.event, "request"), d.i, d.i)
 	}
 	n := copy(p, d.buf)
 	d.buf = d.buf[n:]
@@ -43,6 +45,16 @@ func TestSummaryMemoryBounded(t *testing.T) {
 	}
 	if rows := len(s.Rows()); rows*rowCost > s.maxRowBytes {
 		t.Errorf("kept %d rows", rows)
+	}
+	// Uses whose requests never come are held as rows would be.
+	s = NewSummary(SummaryFilter{})
+	s.maxRowBytes = 1 << 20
+	err = s.Read(&distinctClients{n: s.maxRowBytes / rowCost, event: "use"}, "uses.log")
+	if !errors.As(err, &le) || le.File != "uses.log" || !strings.Contains(err.Error(), "distinct") {
+		t.Fatalf("uses: got %v, want a line error about distinct rows", err)
+	}
+	if rows := s.Rows(); len(rows)*rowCost > s.maxRowBytes || s.rowBytes > s.maxRowBytes+rowCost {
+		t.Errorf("uses: kept %d rows, %d bytes", len(rows), s.rowBytes)
 	}
 	if MaxSummaryRowBytes < 16<<20 {
 		t.Errorf("MaxSummaryRowBytes is %d: too few rows for a large config's trail", MaxSummaryRowBytes)

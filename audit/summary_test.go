@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,7 @@ var t0 = time.Date(2026, 12, 2, 10, 0, 0, 123456000, time.UTC)
 type rec struct {
 	at                           time.Duration // after t0
 	event                        string
+	id                           string // the request's; by default one of its own
 	keyFP, secret, client, route string
 	outcome, reason              string
 }
@@ -42,7 +44,7 @@ type rec struct {
 func (r rec) line(seq int) string {
 	m := map[string]any{
 		"level": "info", "time": t0.Add(r.at).Format(time.RFC3339Nano), "event": r.event,
-		"id": fmt.Sprintf("r%d", seq), "mode": "reverse", "client": r.client, "route": r.route,
+		"id": cmp.Or(r.id, fmt.Sprintf("r%d", r.at.Milliseconds())), "mode": "reverse", "client": r.client, "route": r.route,
 		"secret": r.secret, "key_fp": r.keyFP, "method": "POST", "host": "api.example.com",
 		"path": "/v1/chat/completions", "seq": seq, "prev": strings.Repeat("ab", 32),
 	}
@@ -69,29 +71,34 @@ var trailFiles = []struct {
 	recs []rec
 }{
 	{"audit.log.2", true, []rec{
-		{at: 0, event: "use", keyFP: fpA, secret: "openai", client: "web", route: "openai"},
-		{at: 500 * time.Millisecond, event: "request", keyFP: fpA, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
-		{at: time.Minute, event: "use", keyFP: fpA, secret: "openai", client: "web", route: "openai"},
-		{at: time.Minute + time.Millisecond, event: "request", keyFP: fpA, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
+		{at: 0, event: "use", id: "a1", keyFP: fpA, secret: "openai", client: "web", route: "openai"},
+		{at: 500 * time.Millisecond, event: "request", id: "a1", keyFP: fpA, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
+		{at: time.Minute, event: "use", id: "a2", keyFP: fpA, secret: "openai", client: "web", route: "openai"},
+		{at: time.Minute + time.Millisecond, event: "request", id: "a2", keyFP: fpA, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
 		{at: 2 * time.Minute, event: "request", client: "web", outcome: "denied", reason: "route_not_found"},
 		{at: 3 * time.Minute, event: "checkpoint"},
 	}},
 	{"audit.log.1", false, []rec{
-		{at: 10 * time.Minute, event: "use", keyFP: fpA, secret: "openai", client: "batch", route: "openai"},
-		{at: 10*time.Minute + time.Second, event: "request", keyFP: fpA, secret: "openai", client: "batch", route: "openai", outcome: "error", reason: "upstream_timeout"},
+		{at: 10 * time.Minute, event: "use", id: "b1", keyFP: fpA, secret: "openai", client: "batch", route: "openai"},
+		{at: 10*time.Minute + time.Second, event: "request", id: "b1", keyFP: fpA, secret: "openai", client: "batch", route: "openai", outcome: "error", reason: "upstream_timeout"},
 		{at: 11 * time.Minute, event: "request", secret: "openai", client: "batch", route: "openai", outcome: "denied", reason: "client_not_allowed"},
 		{at: 11*time.Minute + time.Second, event: "reload", client: "batch"}, // an event summary does not know
-		{at: 12 * time.Minute, event: "use", keyFP: fpB, secret: "openai", client: "web", route: "openai"},
-		{at: 12*time.Minute + time.Second, event: "request", keyFP: fpB, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
+		{at: 12 * time.Minute, event: "use", id: "b2", keyFP: fpB, secret: "openai", client: "web", route: "openai"},
+		// A request sent twice (a reused connection failed under it), its
+		// record in the next file.
+		{at: 12*time.Minute + time.Second, event: "use", id: "b3", keyFP: fpB, secret: "openai", client: "web", route: "openai"},
+		{at: 12*time.Minute + 2*time.Second, event: "use", id: "b3", keyFP: fpB, secret: "openai", client: "web", route: "openai"},
+		{at: 12*time.Minute + 3*time.Second, event: "request", id: "b2", keyFP: fpB, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
 	}},
 	{"audit.log", false, []rec{
 		{at: 20 * time.Minute, event: "request", keyFP: fpC, secret: "anthropic", client: "web", route: "anthropic", outcome: "forwarded"},
 		{at: 21 * time.Minute, event: "request", keyFP: fpC, secret: "anthropic", client: "web", route: "anthropic", outcome: "forwarded"},
-		{at: 22 * time.Minute, event: "request", keyFP: fpB, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
+		{at: 22 * time.Minute, event: "request", id: "b3", keyFP: fpB, secret: "openai", client: "web", route: "openai", outcome: "forwarded"},
 		{at: 23 * time.Minute, event: "request", outcome: "denied", reason: "route_not_found"},
 		{at: 24 * time.Minute, event: "checkpoint"},
-		// till stopped between the key's use and the request's end.
-		{at: 25 * time.Minute, event: "use", keyFP: fpB, secret: "openai", client: "web", route: "openai"},
+		// till stopped between the key's use and the request's end: an
+		// unfinished use.
+		{at: 25 * time.Minute, event: "use", id: "c1", keyFP: fpB, secret: "openai", client: "web", route: "openai"},
 	}},
 }
 
@@ -144,8 +151,8 @@ var (
 		First: at(10*time.Minute + time.Second), Last: at(10*time.Minute + time.Second)}
 	rowAWeb = audit.SummaryRow{KeyFP: fpA, Secret: "openai", Client: "web", Route: "openai", Forwarded: 2,
 		First: at(500 * time.Millisecond), Last: at(time.Minute + time.Millisecond)}
-	rowBWeb = audit.SummaryRow{KeyFP: fpB, Secret: "openai", Client: "web", Route: "openai", Forwarded: 2,
-		First: at(12*time.Minute + time.Second), Last: at(22 * time.Minute)}
+	rowBWeb = audit.SummaryRow{KeyFP: fpB, Secret: "openai", Client: "web", Route: "openai", Forwarded: 2, Unfinished: 1,
+		First: at(12*time.Minute + 3*time.Second), Last: at(25 * time.Minute)}
 	rowCWeb = audit.SummaryRow{KeyFP: fpC, Secret: "anthropic", Client: "web", Route: "anthropic", Forwarded: 2,
 		First: at(20 * time.Minute), Last: at(21 * time.Minute)}
 )
@@ -161,7 +168,7 @@ func TestSummaryOfARotatedTrail(t *testing.T) {
 		}
 	}
 	checkRows(t, s.Rows(), want)
-	if got, want := s.Stats(), (audit.SummaryStats{Files: 3, Records: 18, Requests: 10}); got != want {
+	if got, want := s.Stats(), (audit.SummaryStats{Files: 3, Records: 20, Requests: 10, Unfinished: 1}); got != want {
 		t.Errorf("stats: got %+v, want %+v", got, want)
 	}
 
@@ -184,7 +191,9 @@ func TestSummaryFilters(t *testing.T) {
 	}{
 		{"since", audit.SummaryFilter{Since: at(11 * time.Minute)}, []audit.SummaryRow{rowNoRoute, rowBatchDenied, rowBWeb, rowCWeb}},
 		{"since cuts a row", audit.SummaryFilter{Since: at(13 * time.Minute)}, []audit.SummaryRow{rowNoRoute,
-			{KeyFP: fpB, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, First: at(22 * time.Minute), Last: at(22 * time.Minute)}, rowCWeb}},
+			{KeyFP: fpB, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, Unfinished: 1, First: at(22 * time.Minute), Last: at(25 * time.Minute)}, rowCWeb}},
+		{"until leaves out the unfinished use", audit.SummaryFilter{Until: at(24 * time.Minute), KeyFP: fpB}, []audit.SummaryRow{
+			{KeyFP: fpB, Secret: "openai", Client: "web", Route: "openai", Forwarded: 2, First: at(12*time.Minute + 3*time.Second), Last: at(22 * time.Minute)}}},
 		{"until, inclusive", audit.SummaryFilter{Until: at(10*time.Minute + time.Second)}, []audit.SummaryRow{rowWebNoRoute, rowABatch, rowAWeb}},
 		{"since and until", audit.SummaryFilter{Since: at(time.Minute), Until: at(11 * time.Minute)}, []audit.SummaryRow{rowWebNoRoute, rowBatchDenied, rowABatch,
 			{KeyFP: fpA, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, First: at(time.Minute + time.Millisecond), Last: at(time.Minute + time.Millisecond)}}},
@@ -207,14 +216,15 @@ func TestSummaryFilters(t *testing.T) {
 }
 
 // TestSummaryRowJSON holds the JSON shape the contract gives: exactly
-// these keys, counts as numbers, times in RFC 3339, [] when empty.
+// these keys (the contract's, and unfinished), counts as numbers, times
+// in RFC 3339, [] when empty.
 func TestSummaryRowJSON(t *testing.T) {
 	b, err := json.Marshal([]audit.SummaryRow{rowAWeb})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := `[{"key_fp":"sha256:aaaaaaaaaaaaaaaa","secret":"openai","client":"web","route":"openai",` +
-		`"forwarded":2,"denied":0,"error":0,"first":"2026-12-02T10:00:00.623456Z","last":"2026-12-02T10:01:00.124456Z"}]`
+		`"forwarded":2,"denied":0,"error":0,"unfinished":0,"first":"2026-12-02T10:00:00.623456Z","last":"2026-12-02T10:01:00.124456Z"}]`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}
@@ -262,6 +272,7 @@ func TestSummaryBadLines(t *testing.T) {
 		{"a field of the wrong type", `{"event":"request","time":"2026-12-02T10:00:00Z","key_fp":12}`, `"key_fp" is a JSON number`},
 		{"a request without a time", `{"event":"request","key_fp":"` + key + `"}`, `"time" is not an RFC 3339 time`},
 		{"a request with a bad time", `{"event":"request","time":"` + key + `"}`, `"time" is not an RFC 3339 time`},
+		{"a use with a bad time", `{"event":"use","id":"x","time":"` + key + `"}`, `use record: "time" is not an RFC 3339 time`},
 		{"a JSON error after the key", `{"secret":"` + key + `",}`, "not a JSON record"},
 	}
 	for _, tt := range tests {
@@ -295,7 +306,7 @@ func TestSummaryBadLines(t *testing.T) {
 // A record of an event summary does not count needs no time: it is
 // skipped as it is.
 func TestSummarySkipsOtherEvents(t *testing.T) {
-	trail := `{"event":"checkpoint","seq":9,"sig":"x"}` + "\n" + `{"event":"use","time":"soon"}` + "\n"
+	trail := `{"event":"checkpoint","seq":9,"sig":"x"}` + "\n" + `{"event":"reload","time":"soon"}` + "\n"
 	s := audit.NewSummary(audit.SummaryFilter{})
 	if err := s.Read(strings.NewReader(trail), "audit.log"); err != nil {
 		t.Fatal(err)
@@ -384,15 +395,17 @@ func FuzzSummaryRead(f *testing.F) {
 		if err != nil && !errors.As(err, &le) {
 			t.Fatalf("got %v, want a *LineError", err)
 		}
-		n := 0
+		n, open := 0, 0
 		for _, r := range s.Rows() {
 			n += r.Forwarded + r.Denied + r.Error
+			open += r.Unfinished
 			if r.First.After(r.Last) {
 				t.Errorf("first %v after last %v", r.First, r.Last)
 			}
 		}
-		if n != s.Stats().Requests {
-			t.Errorf("rows count %d requests, stats %d", n, s.Stats().Requests)
+		st := s.Stats()
+		if n != st.Requests || open != st.Unfinished || n+open > st.Records {
+			t.Errorf("rows count %d requests and %d unfinished uses, stats %+v", n, open, st)
 		}
 	})
 }

@@ -22,15 +22,16 @@ import (
 
 // summaryRow is one row of till audit summary --json.
 type summaryRow struct {
-	KeyFP     string    `json:"key_fp"`
-	Secret    string    `json:"secret"`
-	Client    string    `json:"client"`
-	Route     string    `json:"route"`
-	Forwarded int       `json:"forwarded"`
-	Denied    int       `json:"denied"`
-	Error     int       `json:"error"`
-	First     time.Time `json:"first"`
-	Last      time.Time `json:"last"`
+	KeyFP      string    `json:"key_fp"`
+	Secret     string    `json:"secret"`
+	Client     string    `json:"client"`
+	Route      string    `json:"route"`
+	Forwarded  int       `json:"forwarded"`
+	Denied     int       `json:"denied"`
+	Error      int       `json:"error"`
+	Unfinished int       `json:"unfinished"`
+	First      time.Time `json:"first"`
+	Last       time.Time `json:"last"`
 }
 
 // summaryJSON runs till audit summary --json with args in dir and decodes
@@ -45,7 +46,7 @@ func summaryJSON(t *testing.T, dir string, args ...string) []summaryRow {
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
 		t.Fatalf("summary --json is not a JSON array: %v\n%s", err, out)
 	}
-	wantKeys := []string{"client", "denied", "error", "first", "forwarded", "key_fp", "last", "route", "secret"}
+	wantKeys := []string{"client", "denied", "error", "first", "forwarded", "key_fp", "last", "route", "secret", "unfinished"}
 	for _, r := range raw {
 		var keys []string
 		for k := range r {
@@ -78,14 +79,15 @@ func checkSummary(t *testing.T, got, want []summaryRow) {
 	}
 }
 
-// trailLine is a record as till writes it, every field present.
+// trailLine is a record as till writes it, every field present. Its id
+// is its time's: a use and its request's record share one.
 func trailLine(seq int, at time.Time, event, keyFP, secret, client, route, outcome string) string {
 	reason := ""
 	if outcome == "denied" {
 		reason = "route_not_found"
 	}
 	b, _ := json.Marshal(map[string]any{
-		"level": "info", "time": at.Format(time.RFC3339Nano), "event": event, "id": fmt.Sprintf("r%d", seq),
+		"level": "info", "time": at.Format(time.RFC3339Nano), "event": event, "id": fmt.Sprintf("r%d", at.Unix()),
 		"mode": "reverse", "client": client, "route": route, "secret": secret, "key_fp": keyFP,
 		"method": "POST", "host": "api.example.com", "path": "/v1/chat/completions", "status": 200,
 		"bytes_in": 10, "bytes_out": 20, "duration_ms": 1.5, "outcome": outcome, "reason": reason,
@@ -105,7 +107,8 @@ func TestAuditSummaryOfAGeneratedTrail(t *testing.T) {
 	dir := t.TempDir()
 
 	// Oldest first: audit.log.2.gz (compressed by logrotate), audit.log.1,
-	// audit.log. use and checkpoint records are read, not counted.
+	// audit.log. Checkpoints are read, not counted; a use counts as
+	// UNFINISHED when no request record has its id.
 	var old bytes.Buffer
 	old.WriteString(trailLine(1, at(0), "use", fpOld, "openai", "web", "openai", ""))
 	old.WriteString(trailLine(2, at(0), "request", fpOld, "openai", "web", "openai", "forwarded"))
@@ -121,12 +124,14 @@ func TestAuditSummaryOfAGeneratedTrail(t *testing.T) {
 		"audit.log.2.gz": z.String(),
 		"audit.log.1": trailLine(1, at(10), "request", fpOld, "openai", "batch", "openai", "forwarded") +
 			trailLine(2, at(11), "request", fpGH, "github", "batch", "github", "forwarded") +
-			trailLine(3, at(12), "request", "", "openai", "batch", "openai", "denied"),
-		"audit.log": trailLine(1, at(20), "use", fpNew, "openai", "web", "openai", "") +
-			trailLine(2, at(20), "request", fpNew, "openai", "web", "openai", "forwarded") +
-			trailLine(3, at(21), "request", fpNew, "openai", "web", "openai", "forwarded") +
-			trailLine(4, at(22), "request", fpGH, "github", "batch", "github", "forwarded") +
-			trailLine(5, at(23), "use", fpNew, "openai", "web", "openai", ""), // till stopped here
+			trailLine(3, at(12), "request", "", "openai", "batch", "openai", "denied") +
+			trailLine(4, at(13), "use", fpGH, "github", "batch", "github", ""), // its request ends in audit.log
+		"audit.log": trailLine(1, at(13), "request", fpGH, "github", "batch", "github", "forwarded") +
+			trailLine(2, at(20), "use", fpNew, "openai", "web", "openai", "") +
+			trailLine(3, at(20), "request", fpNew, "openai", "web", "openai", "forwarded") +
+			trailLine(4, at(21), "request", fpNew, "openai", "web", "openai", "forwarded") +
+			trailLine(5, at(22), "request", fpGH, "github", "batch", "github", "forwarded") +
+			trailLine(6, at(23), "use", fpNew, "openai", "web", "openai", ""), // till stopped here
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
@@ -140,9 +145,17 @@ func TestAuditSummaryOfAGeneratedTrail(t *testing.T) {
 		{Secret: "openai", Client: "batch", Route: "openai", Denied: 1, First: at(12), Last: at(12)},
 		{KeyFP: fpOld, Secret: "openai", Client: "batch", Route: "openai", Forwarded: 1, First: at(10), Last: at(10)},
 		{KeyFP: fpOld, Secret: "openai", Client: "web", Route: "openai", Forwarded: 1, Error: 1, First: at(0), Last: at(1)},
-		{KeyFP: fpNew, Secret: "openai", Client: "web", Route: "openai", Forwarded: 2, First: at(20), Last: at(21)},
-		{KeyFP: fpGH, Secret: "github", Client: "batch", Route: "github", Forwarded: 2, First: at(11), Last: at(22)},
+		{KeyFP: fpNew, Secret: "openai", Client: "web", Route: "openai", Forwarded: 2, Unfinished: 1, First: at(20), Last: at(23)},
+		{KeyFP: fpGH, Secret: "github", Client: "batch", Route: "github", Forwarded: 3, First: at(11), Last: at(22)},
 	})
+
+	// In the order a shell's glob gives them (audit.log*), newest first:
+	// the same rows, the uses matched to their requests.
+	glob := slices.Clone(trail)
+	slices.Reverse(glob)
+	if got, want := summaryJSON(t, dir, glob...), summaryJSON(t, dir, trail...); !reflect.DeepEqual(got, want) {
+		t.Errorf("newest first: got %+v, want %+v", got, want)
+	}
 
 	// Flags after the files, as everywhere in till.
 	checkSummary(t, summaryJSON(t, dir, append(trail, "--key-fp", fpOld, "--since", at(1).Format(time.RFC3339Nano))...), []summaryRow{
@@ -173,21 +186,22 @@ func TestAuditSummaryOfAGeneratedTrail(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errOut)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"KEY_FP", "SECRET", "CLIENT", "ROUTE", "FORWARDED", "DENIED", "ERROR", "FIRST", "LAST"}) {
+		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"KEY_FP", "SECRET", "CLIENT", "ROUTE", "FORWARDED", "DENIED", "ERROR", "UNFINISHED", "FIRST", "LAST"}) {
 			t.Errorf("header: got %q", lines[0])
 		}
 		if len(lines) != 7 {
 			t.Fatalf("got %d lines, want a header and 6 rows:\n%s", len(lines), out)
 		}
-		wantRow := []string{fpNew, "openai", "web", "openai", "2", "0", "0", "2026-11-30T08:20:00Z", "2026-11-30T08:21:00Z"}
+		wantRow := []string{fpNew, "openai", "web", "openai", "2", "0", "0", "1", "2026-11-30T08:20:00Z", "2026-11-30T08:23:00Z"}
 		if got := strings.Fields(lines[5]); !slices.Equal(got, wantRow) {
 			t.Errorf("row: got %q, want %q", got, wantRow)
 		}
 		if got := strings.Fields(lines[1]); got[0] != "-" || got[2] != "web" {
 			t.Errorf("a refusal without a key: got %q, want - for its empty fields", got)
 		}
-		if !strings.Contains(errOut, "14 records read from 3 files; 9 requests counted") {
-			t.Errorf("stderr: got %q, want the records and files read", errOut)
+		if !strings.Contains(errOut, "16 records read from 3 files; 10 requests counted") ||
+			!strings.Contains(errOut, "1 key use without its request's record (UNFINISHED)") {
+			t.Errorf("stderr: got %q, want the records and files read, and the unfinished use", errOut)
 		}
 	})
 

@@ -127,6 +127,11 @@ func runAuditSummary(args []string, e *env) error {
 	}
 	f.Secret, f.KeyFP, f.Client, f.Route = secret, keyFP, client, route
 
+	// Oldest first, whatever order the shell's glob gave: a request's
+	// record is then read after its key's uses.
+	if files, err = audit.Chronological(files); err != nil {
+		return err
+	}
 	s := audit.NewSummary(f)
 	for _, path := range files {
 		if err := s.ReadFile(path); err != nil {
@@ -138,13 +143,13 @@ func runAuditSummary(args []string, e *env) error {
 		return writeJSON(e.stdout, rows)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY_FP\tSECRET\tCLIENT\tROUTE\tFORWARDED\tDENIED\tERROR\tFIRST\tLAST")
+	fmt.Fprintln(tw, "KEY_FP\tSECRET\tCLIENT\tROUTE\tFORWARDED\tDENIED\tERROR\tUNFINISHED\tFIRST\tLAST")
 	for _, r := range rows {
 		// The files may not be as till wrote them: their text reaches
 		// the terminal as printable text only.
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", dash(printable(r.KeyFP, 80)), dash(printable(r.Secret, 80)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", dash(printable(r.KeyFP, 80)), dash(printable(r.Secret, 80)),
 			dash(printable(r.Client, 80)), dash(printable(r.Route, 80)),
-			r.Forwarded, r.Denied, r.Error, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
+			r.Forwarded, r.Denied, r.Error, r.Unfinished, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -155,6 +160,10 @@ func runAuditSummary(args []string, e *env) error {
 		plural(st.Records, "record"), plural(st.Files, "file"), plural(st.Requests, "request"))
 	if st.Cut > 0 {
 		fmt.Fprintf(e.stderr, "left out %s cut short (being written, or by a crash)\n", plural(st.Cut, "last line"))
+	}
+	if st.Unfinished > 0 {
+		fmt.Fprintf(e.stderr, "%s without its request's record (UNFINISHED): till stopped after the key went out, the request is still running, or its record is in a file not given\n",
+			plural(st.Unfinished, "key use"))
 	}
 	return nil
 }
