@@ -442,6 +442,50 @@ func TestRouteHostInAnySpelling(t *testing.T) {
 	}
 }
 
+// TestRouteHostAtHTTPDefaultPort: http://host:80 is http://host (RFC 3986,
+// section 6.2.3), which an https route on the default port serves: with
+// the port written out (or as 080), an absolute-form request to the
+// route's host was relayed untouched over plain HTTP to its port 80, past
+// the route's policy, the app's request in clear on the network.
+func TestRouteHostAtHTTPDefaultPort(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nroutes:\n"+
+		"  - {name: openai, preset: openai}\n  - {name: v6, upstream: 'https://[2001:db8::1]', secret: openai, inject: {header: X-Key}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, secrets(time.Now()))
+	for raw, want := range map[string]string{
+		"http://api.openai.com:80/v1/models":      "openai",
+		"http://api.openai.com:080/v1/models":     "openai",
+		"http://API.OpenAI.com.:80/v1/models":     "openai",
+		"http://[2001:db8::1]:80/v1/models":       "v6",
+		"http://[2001:db8:0::1]:0080/v1/models":   "v6",
+		"http://api.openai.com/v1/models":         "openai",
+		"http://api.openai.com:443/v1/models":     "openai",
+		"http://api.openai.com:8080/v1/models":    "",
+		"http://other.example.com:80/v1/models":   "",
+		"http://[2001:db8::2]:80/v1/models":       "",
+		"http://api.openai.com.example:80/v1/abc": "",
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg, e := s.resolveURL(u)
+		switch {
+		case e != nil:
+			t.Errorf("GET %s: %v", raw, e)
+		case want == "" && tg.mode != modeTunnel:
+			t.Errorf("GET %s: mode %q; want it relayed (a host without a route)", raw, tg.mode)
+		case want != "" && (tg.mode != modeForward || tg.route.name != want):
+			t.Errorf("GET %s: mode %q, route %v; want route %q", raw, tg.mode, tg.route, want)
+		}
+		if v := s.Explain("GET", raw, "", "127.0.0.1:1", "", time.Now()); want != "" && (!v.Allowed || v.Route != want) {
+			t.Errorf("till test GET %s: allowed %v, route %q; want route %q", raw, v.Allowed, v.Route, want)
+		}
+	}
+}
+
 // TestRouteHostNeverRelayedOutsideItsPath: a route's host is never
 // relayed untouched, whatever unknown_hosts says, and a CONNECT to it is
 // intercepted (a path outside the route gets 404 route_not_found). An

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // target is where a request goes, resolved from what its mode gives: the
@@ -59,10 +60,11 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	keys := []string{hostKey("http", u.Host)}
-	if u.Port() == "" {
-		// http://api.example.com matches an https upstream on the default
-		// port: till speaks TLS to the upstream on the app's behalf.
-		keys = append(keys, hostKey("https", u.Host))
+	if bare := strings.TrimSuffix(strings.TrimSuffix(u.Host, u.Port()), ":"); hostKey("http", bare) == keys[0] {
+		// http://api.example.com (or :80, the same URL: RFC 3986,
+		// section 6.2.3) matches an https upstream on the default port:
+		// till speaks TLS to the upstream on the app's behalf.
+		keys = append(keys, hostKey("https", bare))
 	}
 	var rt *route
 	for _, k := range keys {
