@@ -486,6 +486,38 @@ func TestRouteHostAtHTTPDefaultPort(t *testing.T) {
 	}
 }
 
+// TestIPv4InOtherSpellingsRefused: a host that ends in a number is an
+// IPv4 address to getaddrinfo (macOS, cgo builds), written the inet_aton
+// way (127.1, 2130706433, 0x7f.0.0.1, octal 0177.0.0.1), which a route's
+// IP upstream does not match: a CONNECT or an absolute-form request to a
+// route's address so written was tunnelled or relayed untouched, past
+// the route's rules. Such a host is refused, as the WHATWG URL standard
+// refuses one that is no IPv4 address; a name, or an address written as
+// one, is not.
+func TestIPv4InOtherSpellingsRefused(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nroutes:\n"+
+		"  - {name: ip, upstream: 'https://127.0.0.1:8443', secret: openai, inject: {header: X-Key}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, secrets(time.Now()))
+	for _, host := range []string{"127.1", "2130706433", "0x7f.0.0.1", "0X7F.1", "0177.0.0.1", "127.0.0.01", "127.0.0.1.1", "a.0x", "name.123", "127.1."} {
+		if _, mode, e := s.resolveConnect(host+":8443", true); e == nil || e.code != CodeBadRequest {
+			t.Errorf("CONNECT %s:8443: mode %q, %v; want 400 bad_request", host, mode, e)
+		}
+		if tg, e := s.resolveURL(&url.URL{Scheme: "http", Host: host + ":8443", Path: "/"}); e == nil || e.code != CodeBadRequest {
+			t.Errorf("GET http://%s:8443/: mode %q, %v; want 400 bad_request", host, tg.mode, e)
+		}
+	}
+	for authority, want := range map[string]string{"127.0.0.1:8443": modeIntercept, "127.0.0.1.:8443": modeIntercept,
+		"[::ffff:127.0.0.1]:8443": modeIntercept, "10.1.2.3:443": modeTunnel, "[2001:db8::1]:443": modeTunnel,
+		"example.com:443": modeTunnel, "host1.example:443": modeTunnel, "0x.example:443": modeTunnel, "123.example:443": modeTunnel} {
+		if _, mode, e := s.resolveConnect(authority, true); e != nil || mode != want {
+			t.Errorf("CONNECT %s: mode %q, %v; want %q", authority, mode, e, want)
+		}
+	}
+}
+
 // TestRouteHostNeverRelayedOutsideItsPath: a route's host is never
 // relayed untouched, whatever unknown_hosts says, and a CONNECT to it is
 // intercepted (a path outside the route gets 404 route_not_found). An

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -59,6 +60,9 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if reason := checkPath(u.RawPath, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
+	if numericName(u.Hostname()) {
+		return target{}, &errNumericName
+	}
 	keys := []string{hostKey("http", u.Host)}
 	if bare := strings.TrimSuffix(strings.TrimSuffix(u.Host, u.Port()), ":"); hostKey("http", bare) == keys[0] {
 		// http://api.example.com (or :80, the same URL: RFC 3986,
@@ -113,6 +117,9 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 	if err != nil || perr != nil || host == "" || port == 0 {
 		return connectTarget{}, "", &apiError{CodeBadRequest, "CONNECT needs a host:port target"}
 	}
+	if numericName(host) {
+		return connectTarget{}, "", &errNumericName
+	}
 	// One leaf, and one SNI to match, per host however written.
 	t := connectTarget{host: canonicalHost(host), port: uint16(port), key: hostKey("https", authority)}
 	switch {
@@ -128,6 +135,34 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 		return t, "", &apiError{CodeHostNotAllowed, "no route for this host"}
 	}
 	return t, modeTunnel, nil
+}
+
+// errNumericName refuses a host that ends in a number without being an
+// IP address.
+var errNumericName = apiError{CodeBadRequest, "the host ends in a number but is not an IP address: write an IPv4 address as a.b.c.d, in decimal"}
+
+// numericName reports whether host ends in a number (its last label all
+// digits, or 0x and hex digits) but is no IP address as netip reads it.
+// Such a host is an IPv4 address to resolvers built on inet_aton
+// (getaddrinfo: macOS, cgo builds), written another way (127.1,
+// 2130706433, 0x7f.0.0.1, octal 0177.0.0.1): a route's address so
+// written would be no route's host, and be tunnelled untouched. No
+// top-level domain is a number (RFC 3696, section 2), and the WHATWG URL
+// standard reads such a host as IPv4 or refuses it.
+func numericName(host string) bool {
+	if _, err := netip.ParseAddr(canonicalHost(host)); err == nil {
+		return false
+	}
+	last := strings.TrimSuffix(host, ".")
+	last = last[strings.LastIndexByte(last, '.')+1:]
+	digits := "0123456789"
+	if len(last) >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X') {
+		last, digits = last[2:], "0123456789abcdefABCDEF"
+		if last == "" {
+			return true // "0x" is 0 to inet_aton and WHATWG alike
+		}
+	}
+	return last != "" && strings.Trim(last, digits) == ""
 }
 
 // admitConnect decides, on an intercepted CONNECT, what can be decided
