@@ -50,10 +50,21 @@ type Break struct {
 	Line int
 	// Reason says what is wrong, and what may have happened.
 	Reason string
+	err    error // what Unwrap returns
 }
 
 // Error is FILE:LINE: reason.
 func (b *Break) Error() string { return fmt.Sprintf("%s:%d: %s", b.File, b.Line, b.Reason) }
+
+// Unwrap is ErrNoCheckpoint for a signed trail without a checkpoint,
+// else nil.
+func (b *Break) Unwrap() error { return b.err }
+
+// ErrNoCheckpoint is what the Break of a trail verified with a public key
+// wraps when the trail holds no checkpoint: a trail till began less than
+// CheckpointInterval ago may hold none yet, so it is no proof of
+// tampering on its own.
+var ErrNoCheckpoint = errors.New("no checkpoint in the trail")
 
 // chained is what Verify reads of a record.
 type chained struct {
@@ -109,19 +120,19 @@ func Verify(files []string, o VerifyOptions) (Report, error) {
 		}
 	}
 	if o.Checkpoint != nil && !v.found {
-		return v.report, &Break{v.file, v.line, fmt.Sprintf("the trail ends without the checkpoint given (seq %d, time %s): records up to it were removed", *v.wantCkpt.Seq,
+		return v.report, &Break{File: v.file, Line: v.line, Reason: fmt.Sprintf("the trail ends without the checkpoint given (seq %d, time %s): records up to it were removed", *v.wantCkpt.Seq,
 			// The checkpoint may come from a file kept elsewhere, written by
 			// anyone who can write there: its time is quoted, not printed.
 			termtext.Escape(v.wantCkpt.Time, 64))}
 	}
 	if o.PublicKey != nil && v.report.Checkpoints == 0 {
-		return v.report, &Break{v.file, v.line, "no checkpoint in the trail: its records are not signed (is audit.sign on?). " +
-			"A file till is still writing may hold none yet: give it with the file rotated before it"}
+		return v.report, &Break{File: v.file, Line: v.line, err: ErrNoCheckpoint, Reason: fmt.Sprintf("%s: till signs its records within %.0f s and at shutdown, "+
+			"so a trail whose first record is younger holds none yet; otherwise audit.sign is off, or the checkpoints were removed", ErrNoCheckpoint, CheckpointInterval.Seconds())}
 	}
 	if o.PublicKey != nil && v.report.Unsigned > maxUnsigned() {
 		// The chain holds no secret: whoever removes the checkpoints
 		// after a record can rewrite it and chain the rest again.
-		return v.report, &Break{v.file, v.line, fmt.Sprintf("%d records follow the last checkpoint, where till signs every %d: "+
+		return v.report, &Break{File: v.file, Line: v.line, Reason: fmt.Sprintf("%d records follow the last checkpoint, where till signs every %d: "+
 			"checkpoints after it were removed, and the records after them may have been rewritten (or audit.sign was turned off)",
 			v.report.Unsigned, CheckpointRecords)}
 	}
@@ -198,7 +209,7 @@ func (v *verifier) check(line []byte) error {
 	case prev != v.prev && v.line == 1:
 		return v.broken(fmt.Sprintf("does not chain to the last record of the file before (%s): a file between them is missing, the files are out of order, or the one before was cut or edited", v.prevAt))
 	case prev != v.prev:
-		return &Break{v.file, v.line - 1, fmt.Sprintf("edited: its hash is not the prev of the record after it (line %d)", v.line)}
+		return &Break{File: v.file, Line: v.line - 1, Reason: fmt.Sprintf("edited: its hash is not the prev of the record after it (line %d)", v.line)}
 	}
 	if r.Event == "checkpoint" {
 		if v.o.PublicKey != nil && !v.signed(&r) {
@@ -226,7 +237,9 @@ func (v *verifier) signed(r *chained) bool {
 	return err == nil && ed25519.Verify(v.o.PublicKey, signedText(r.Time, *r.Seq, *r.Prev), sig)
 }
 
-func (v *verifier) broken(reason string) error { return &Break{v.file, v.line, reason} }
+func (v *verifier) broken(reason string) error {
+	return &Break{File: v.file, Line: v.line, Reason: reason}
+}
 
 // readLine reads one line without its newline; io.EOF with a line that
 // had none.

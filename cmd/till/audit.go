@@ -220,6 +220,9 @@ func runAuditVerify(args []string, e *env) error {
 	r, err := audit.Verify(files, o)
 	if err != nil {
 		var br *audit.Break
+		if errors.Is(err, audit.ErrNoCheckpoint) {
+			return withHint(err, "verify again in a minute, or once till stops (it signs then); a file just rotated: give the one before it first")
+		}
 		if errors.As(err, &br) {
 			return withHint(err, "the trail is not as till wrote it from that line on; files go oldest first")
 		}

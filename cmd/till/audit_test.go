@@ -66,6 +66,29 @@ func TestAuditCLIEdges(t *testing.T) {
 	}
 }
 
+// TestAuditVerifyNoCheckpointYet: a signed trail till began less than a
+// minute ago holds no checkpoint yet (till signs within 60 s and at
+// shutdown). verify --pubkey refuses it, but says why it may be so and
+// to try again, not that the trail was tampered with.
+func TestAuditVerifyNoCheckpointYet(t *testing.T) {
+	c := newCLI(t)
+	lines := signedTrail(t, 2)
+	// The trail as a running till leaves it before its first checkpoint.
+	os.WriteFile("audit.log", append(bytes.Join(lines[:2], []byte("\n")), '\n'), 0o600)
+	out, errOut, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log")
+	for _, want := range []string{
+		"till: error: audit.log:2: no checkpoint in the trail: till signs its records within 60 s and at shutdown",
+		"till: hint: verify again in a minute, or once till stops",
+	} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("verify --pubkey of a trail not signed yet: exit %d, stderr lacks %q:\n%s%s", code, want, out, errOut)
+		}
+	}
+	if strings.Contains(errOut, "not as till wrote it") {
+		t.Errorf("verify --pubkey calls a trail not signed yet tampered with:\n%s", errOut)
+	}
+}
+
 // signedTrail writes a signed trail of n genuine request records to
 // audit.log (ending in a checkpoint), writes the public key to audit.pub,
 // and returns the lines.
