@@ -98,7 +98,11 @@ func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange,
 		} else {
 			x.failure = CodeBadRequest
 		}
-		ic.g.log.Info().Str("id", x.rec.id).Str("host", t.host).Str("error", err.Error()).Msg("intercepted TLS handshake failed")
+		ev := ic.g.log.Info().Str("id", x.rec.id).Str("host", t.host).Str("error", err.Error())
+		if hint := handshakeHint(err); hint != "" {
+			ev = ev.Str("hint", hint)
+		}
+		ev.Msg("intercepted TLS handshake failed")
 		return
 	}
 	ic.targets.Store(tc, t)
@@ -107,6 +111,20 @@ func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange,
 		ic.targets.Delete(tc)
 		tc.Close()
 	}
+}
+
+// handshakeHint says what most often makes an app end the handshake of
+// an intercepted CONNECT, for the log: the error the app's TLS stack
+// reports (an alert, a record torn down) seldom says so itself.
+func handshakeHint(err error) string {
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.Is(err, errSNIMismatch), errors.Is(err, context.DeadlineExceeded):
+		return ""
+	case errors.As(err, &rh):
+		return "the app sent no TLS inside the CONNECT: an http:// URL goes to the proxy as is (undici: proxyTunnel: false)"
+	}
+	return "an app that does not trust till's CA ends the handshake: give it the CA (till env prints SSL_CERT_FILE, NODE_EXTRA_CA_CERTS and the rest)"
 }
 
 // serveInner handles one request inside an intercepted CONNECT.

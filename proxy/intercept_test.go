@@ -29,11 +29,24 @@ type interceptFixture struct {
 	leaves *ca.Leaves
 	roots  *x509.CertPool // trusts till's CA
 	port   string
+	logs   chan string // till's log lines, while there is room
+}
+
+// chanWriter sends each log line it is given to its channel, dropping
+// it when the channel is full.
+type chanWriter chan string
+
+func (c chanWriter) Write(p []byte) (int, error) {
+	select {
+	case c <- string(p):
+	default:
+	}
+	return len(p), nil
 }
 
 func newInterceptFixture(tb testing.TB, cacheSize int) *interceptFixture {
 	tb.Helper()
-	f := &interceptFixture{}
+	f := &interceptFixture{logs: make(chan string, 64)}
 	f.up = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"ok":true}`)
 	}))
@@ -66,7 +79,7 @@ routes:
 	transport.TLSClientConfig.RootCAs = x509.NewCertPool()
 	transport.TLSClientConfig.RootCAs.AddCert(f.up.Certificate())
 	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
-	f.gw = New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Transport: transport, Leaves: f.leaves})
+	f.gw = New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.New(chanWriter(f.logs)), Transport: transport, Leaves: f.leaves})
 	f.front = httptest.NewServer(f.gw)
 	tb.Cleanup(f.front.Close)
 	return f
@@ -94,6 +107,54 @@ func (f *interceptFixture) handshakeALPN(tb testing.TB, host string, protos ...s
 		tb.Fatal(err)
 	}
 	return tc
+}
+
+// TestInterceptHandshakeHint: an app that was not given till's CA (the
+// commonest mistake with HTTPS_PROXY) ends the handshake with an alert
+// or a torn record that does not name the CA; till's log line hints at
+// it, and at plain HTTP sent inside a CONNECT.
+func TestInterceptHandshakeHint(t *testing.T) {
+	f := newInterceptFixture(t, 16)
+	for _, tt := range []struct {
+		name, want string
+		send       func(c net.Conn)
+	}{
+		{"app without the CA", `"hint":"an app that does not trust till's CA ends the handshake: give it the CA (till env prints SSL_CERT_FILE`, func(c net.Conn) {
+			tls.Client(c, &tls.Config{ServerName: "localhost", RootCAs: x509.NewCertPool()}).Handshake()
+		}},
+		{"plain HTTP in the tunnel", `"hint":"the app sent no TLS inside the CONNECT`, func(c net.Conn) {
+			io.WriteString(c, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
+			io.Copy(io.Discard, c)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "CONNECT localhost:%s HTTP/1.1\r\nHost: localhost:%s\r\n\r\n", f.port, f.port)
+			br := bufio.NewReader(c)
+			if resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			tt.send(c)
+			for {
+				select {
+				case line := <-f.logs:
+					if !strings.Contains(line, "intercepted TLS handshake failed") {
+						continue
+					}
+					if !strings.Contains(line, tt.want) {
+						t.Errorf("log line lacks %s:\n%s", tt.want, line)
+					}
+					return
+				case <-time.After(10 * time.Second):
+					t.Fatal("no log line of the failed handshake")
+				}
+			}
+		})
+	}
 }
 
 func TestInterceptedRequest(t *testing.T) {
