@@ -475,6 +475,7 @@ func TestDryRun(t *testing.T) {
 		{"path", []string{"--client", "web", "POST", "/openai/v1/files"}, 1, []string{"refused: path_not_allowed"}},
 		{"dot dot", []string{"--client", "web", "POST", "/openai/v1/../v1/chat/completions"}, 1, []string{"refused: bad_request"}},
 		{"no route", []string{"GET", "/nope"}, 1, []string{"refused: route_not_found"}},
+		{"no route: the prefixes", []string{"GET", "/v1/models"}, 1, []string{"refused: route_not_found", "hint:     a path starts with its route's prefix: /openai, /anthropic"}},
 		{"missing secret", []string{"POST", "/anthropic/v1/messages"}, 1, []string{"refused: secret_missing", "till secret set anthropic"}},
 		{"forward, absolute-form", []string{"--client", "web", "POST", "http://api.openai.com/v1/chat/completions"}, 0, []string{"allowed", "mode:     forward"}},
 		{"forward, unknown host", []string{"GET", "http://example.com/"}, 1, []string{"refused: host_not_allowed"}},
@@ -512,6 +513,17 @@ func TestDryRun(t *testing.T) {
 	var v map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v["allowed"] != true || v["route"] != "openai" {
 		t.Errorf("test --json: exit %d: %s", code, out)
+	}
+}
+
+// TestDryRunNoRoutes: with no route at all, till test's hint for a path
+// that matches none points at till check, which says what to add.
+func TestDryRunNoRoutes(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
+	out, errOut, code := c.run("", "test", "GET", "/openai/v1/models")
+	if code != 1 || !strings.Contains(out, "hint:     there are no routes: till check says what to add") {
+		t.Errorf("test with no routes: exit %d: %s%s", code, out, errOut)
 	}
 }
 

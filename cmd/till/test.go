@@ -86,6 +86,9 @@ func runTest(args []string, e *env) error {
 		}
 	} else {
 		printVerdict(e, method, v)
+		if v.Code == proxy.CodeRouteNotFound {
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", prefixesHint(snap))
+		}
 		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", reload.SecretSetCommand(cfgPath, v.Secret))
 		}
@@ -133,6 +136,28 @@ func servedCache(cfgPath string, e *env, route string) string {
 		}
 	}
 	return "unknown: the running till does not say (the route is not in its config yet, or its key is a pool's)"
+}
+
+// maxHintPrefixes bounds the prefixes prefixesHint names.
+const maxHintPrefixes = 10
+
+// prefixesHint names the path prefixes the routes of snap serve, for a
+// path that matched none: most often a base URL without its route's
+// prefix (/v1/models for /openai/v1/models).
+func prefixesHint(snap *proxy.Snapshot) string {
+	routes := snap.Routes()
+	if len(routes) == 0 {
+		return "there are no routes: till check says what to add"
+	}
+	var prefixes []string
+	for _, r := range routes[:min(len(routes), maxHintPrefixes)] {
+		prefixes = append(prefixes, r.Prefix)
+	}
+	more := ""
+	if len(routes) > maxHintPrefixes {
+		more = fmt.Sprintf(" and %d more", len(routes)-maxHintPrefixes)
+	}
+	return "a path starts with its route's prefix: " + strings.Join(prefixes, ", ") + more
 }
 
 // notInVault reports whether the key secret of the named route is one
