@@ -141,7 +141,7 @@ func runClientAdd(args []string, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "token for client %q (shown once; till keeps only its SHA-256):\n\n  %s\n\n", name, token)
 	if write {
-		fmt.Fprintf(e.stdout, "added it to the clients: list of %s; reload till (SIGHUP) to accept its token\n", path)
+		fmt.Fprintf(e.stdout, "added it to the clients: list of %s; a running till accepts its token at its next reload (it watches the file)\n", path)
 	} else {
 		lines, err := config.ClientLines(entry)
 		if err != nil {
