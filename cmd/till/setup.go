@@ -46,6 +46,9 @@ func configFor(flagPath string, e *env) (*config.Config, error) {
 // routes depend on which secrets the vault holds, hence the has function).
 func loadConfig(path string, e *env, has func(string) bool) (*config.Config, error) {
 	if path != "" {
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			return nil, folderAsConfig(path)
+		}
 		cfg, err := config.Load(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, withHint(fmt.Errorf("no config file at %s", path), "the path comes from -c, $TILL_CONFIG or, for a running till, the file it started with; `till init` writes a commented example")
@@ -74,6 +77,17 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// folderAsConfig is the error for a config path that names a folder,
+// such as the one till init --dir wrote its till.yaml in.
+func folderAsConfig(dir string) error {
+	err := fmt.Errorf("%s is a folder, not a config file", dir)
+	inside := filepath.Join(dir, "till.yaml")
+	if _, statErr := os.Stat(inside); statErr == nil {
+		return withHint(err, "name the file: -c "+inside)
+	}
+	return withHint(err, "-c and $TILL_CONFIG name the config file itself; `till init --dir "+dir+"` writes one there")
 }
 
 // openVault opens the config's vault with the key from the environment

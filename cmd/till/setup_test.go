@@ -194,3 +194,28 @@ func TestWrongKeyHintNamesSetting(t *testing.T) {
 		t.Errorf("wrong key, no config: %s", errOut)
 	}
 }
+
+// TestConfigFolder: -c naming the folder till init --dir wrote into (a
+// new user's likely slip) says so and names the file in it, instead of
+// "read DIR: is a directory" with a hint to fix lines there are none of.
+func TestConfigFolder(t *testing.T) {
+	c := newCLI(t)
+	c.must("", "init", "--dir", "data")
+	os.Mkdir("empty", 0o700)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check", "-c", "data"}, "till: error: data is a folder, not a config file\ntill: hint: name the file: -c " + filepath.Join("data", "till.yaml") + "\n"},
+		{[]string{"secret", "list", "-c", "data"}, "till: hint: name the file: -c " + filepath.Join("data", "till.yaml") + "\n"},
+		{[]string{"check", "-c", "empty"}, "till: error: empty is a folder, not a config file\ntill: hint: -c and $TILL_CONFIG name the config file itself; `till init --dir empty` writes one there\n"},
+	} {
+		if _, errOut, code := c.run("", tt.args...); code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("till %s: exit %d, want 1 and %q:\n%s", strings.Join(tt.args, " "), code, tt.want, errOut)
+		}
+	}
+	c.env["TILL_CONFIG"] = "data"
+	if _, errOut, code := c.run("", "check"); code != 1 || !strings.Contains(errOut, "data is a folder, not a config file") {
+		t.Errorf("TILL_CONFIG=data till check: exit %d:\n%s", code, errOut)
+	}
+}
