@@ -41,6 +41,14 @@ func TestParseErrors(t *testing.T) {
 		{"null document", "~\n", `till.yaml: empty config (hint: run "till init")`},
 		{"not a mapping", "- a\n", `till.yaml:1: must be a mapping of settings (hint: start with "version: 1")`},
 		{"syntax error", "version: 1\nroutes: [\n", `till.yaml:2: invalid yaml: did not find expected node content`},
+		// yaml.v3 reports these at the line before the enclosing block
+		// ("routes:", "forward:"); till names the line of the mistake.
+		{"key indented out of its route", "version: 1\nroutes:\n  - name: openai\n    preset: openai\n  allow:\n    methods: [GET]\n", `till.yaml:5: invalid yaml: did not find expected '-' indicator`},
+		{"key indented under its route", "version: 1\nroutes:\n  - name: openai\n    preset: openai\n   allow: {}\n", `till.yaml:5: invalid yaml: did not find expected '-' indicator`},
+		{"key indented short", "version: 1\nforward:\n  enabled: true\n unknown_hosts: deny\n", `till.yaml:4: invalid yaml: did not find expected key`},
+		{"tab", "version: 1\nroutes:\n  - name: openai\n\tpreset: openai\n", `till.yaml:4: invalid yaml: found a tab character that violates indentation`},
+		{"flow left open", "version: 1\nroutes:\n  - name: openai\n    allow:\n      methods: [GET\n\n# end\n", `till.yaml:5: invalid yaml: did not find expected ',' or ']'`},
+		{"quote left open", "version: 1\nroutes:\n  - name: \"openai\n    preset: openai\n", `till.yaml:3: invalid yaml: found unexpected end of stream`},
 		{"two documents", "version: 1\n---\nversion: 1\n", `till.yaml:2: more than one yaml document (hint: remove the "---" separator)`},
 		{"missing version", "listen: 127.0.0.1:8080\n", `till.yaml:1: version: required (hint: add "version: 1" at the top)`},
 		{"version 2", "version: 2\n", `till.yaml:1: version: unsupported version 2 (hint: this till reads version 1)`},

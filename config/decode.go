@@ -118,13 +118,13 @@ func (d *decoder) parseYAML(data []byte) (root *yaml.Node, err error) {
 		if errors.Is(err, io.EOF) {
 			return nil, d.empty()
 		}
-		return nil, d.yamlError(err)
+		return nil, d.yamlError(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		return nil, newError(d.file, extra.Line, "", "more than one yaml document (hint: remove the \"---\" separator)")
 	} else if !errors.Is(err, io.EOF) {
-		return nil, d.yamlError(err)
+		return nil, d.yamlError(data, err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return nil, d.empty()
@@ -136,15 +136,74 @@ func (d *decoder) empty() error {
 	return newError(d.file, 0, "", `empty config (hint: run "till init")`)
 }
 
-// yamlError turns a yaml.v3 syntax error into an *Error with the line.
-// Syntax errors describe the problem, not the text, so no value leaks.
-func (d *decoder) yamlError(err error) error {
+// yamlError turns a yaml.v3 syntax error in data into an *Error with the
+// line. Syntax errors describe the problem, not the text, so no value
+// leaks.
+func (d *decoder) yamlError(data []byte, err error) error {
 	msg := err.Error()
 	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return newError(d.file, line, "", "invalid yaml: %s", m[2])
+		return newError(d.file, problemLine(data, line, m[2]), "", "invalid yaml: %s", m[2])
 	}
 	return newError(d.file, 0, "", "invalid yaml: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+// problemLine is the line of data where yaml.v3 met the syntax error msg
+// that it reported at line reported. Its parser reports the line before
+// the one that opens the enclosing block (a 0-based mark): "routes:" for
+// a key indented wrong in the third route. The problem is on the first
+// line whose prefix of data (that line included) fails with the same
+// message; the prefixes before it parse, or fail otherwise (cut inside a
+// flow or a quoted scalar). A binary search from reported finds it in a
+// few parses of at most MaxSize bytes.
+func problemLine(data []byte, reported int, msg string) int {
+	var ends []int // ends[k-1]: the end of line k, its newline included
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	lo, hi := max(reported, 1), len(ends)
+	if lo > hi || yamlProblem(data[:ends[hi-1]]) != msg {
+		return reported
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if yamlProblem(data[:ends[mid-1]]) == msg {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// yamlProblem is the message, without its line, of the syntax error in
+// the first two YAML documents of data (as parseYAML reads them), or ""
+// when they parse.
+func yamlProblem(data []byte) (msg string) {
+	defer func() {
+		if recover() != nil {
+			msg = "panic"
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for range 2 {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return ""
+			}
+			if m := yamlLineError.FindStringSubmatch(err.Error()); m != nil {
+				return m[2]
+			}
+			return strings.TrimPrefix(err.Error(), "yaml: ")
+		}
+	}
+	return ""
 }
 
 // decoder walks the node tree, collecting every error.
