@@ -142,6 +142,9 @@ func TestSecretSetRefusals(t *testing.T) {
 		{"value on the command line", "", []string{"secret", "set", "openai", key}, 2, "read from stdin"},
 		{"empty value", "", []string{"secret", "set", "openai"}, 1, "no value from stdin"},
 		{"white space alone", " \n", []string{"secret", "set", "openai"}, 1, "is the variable set?"},
+		// A lowercase key (Mailgun's) is a valid name: given where the
+		// name goes, with no value after it, it is not printed back.
+		{"key as the name, no value", "", []string{"secret", "set", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"}, 1, "or run the command at a terminal and paste the value"},
 		{"control character", "sk-a\x1bb", []string{"secret", "set", "openai"}, 1, "control character"},
 		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "spans lines"},
 		{"a PEM without --pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", []string{"secret", "set", "gh"}, 1, "a PEM key takes --pem"},
@@ -163,7 +166,7 @@ func TestSecretSetRefusals(t *testing.T) {
 			if !strings.Contains(errOut, tt.want) {
 				t.Errorf("stderr: got %q, want it to mention %q", errOut, tt.want)
 			}
-			if strings.Contains(out+errOut, key) || strings.Contains(out+errOut, "sk-a") {
+			if strings.Contains(out+errOut, key) || strings.Contains(out+errOut, "sk-a") || strings.Contains(out+errOut, "3ax6xnjp29") {
 				t.Error("the value was echoed")
 			}
 		})

@@ -85,7 +85,9 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		err := fmt.Errorf("no value from %s: nothing stored", from)
 		if from == "stdin" {
-			err = withHint(err, `is the variable set? printf %s "$KEY" prints nothing when KEY is unset; or run till secret set `+name+" at a terminal and paste the value")
+			// NAME is not echoed: with no value after it, it may be the
+			// key itself, typed where the name goes.
+			err = withHint(err, `is the variable set? printf %s "$KEY" prints nothing when KEY is unset; or run the command at a terminal and paste the value`)
 		}
 		return err
 	}
