@@ -68,7 +68,7 @@ func runInit(args []string, e *env) error {
 		}
 		fmt.Fprintf(e.stdout, "created %s (encrypted)\n", displayPath(cfg.Vault.Path))
 		if e.getenv("TILL_PASSPHRASE") == "" {
-			fmt.Fprintf(e.stdout, "its key is %s: keep it apart from the vault, mode 0600\n", displayPath(cfg.Vault.KeyFile))
+			fmt.Fprintf(e.stdout, "its key is %s (mode 0600): leave it there, and back it up apart from the vault\n", displayPath(cfg.Vault.KeyFile))
 		}
 	}
 	fmt.Fprintf(e.stdout, "next: printf %%s \"$OPENAI_API_KEY\" | till secret set openai -c %s\n", path)
