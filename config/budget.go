@@ -249,8 +249,8 @@ func (d *decoder) checkBudgets(c *Config, n *yaml.Node) {
 			switch {
 			case !plausibleKey(name):
 				d.errorf(at, q, "unknown route")
-			case suggest(name, routes) != "":
-				d.errorf(at, q, "unknown route %q (did you mean %q?)", name, suggest(name, routes))
+			case d.suggest(name, routes) != "":
+				d.errorf(at, q, "unknown route %q (did you mean %q?)", name, d.suggest(name, routes))
 			default:
 				d.errorf(at, q, "unknown route %q (known: %s)", name, strings.Join(routes, ", "))
 			}

@@ -80,14 +80,24 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 	d.literalKeys(root)
 	if len(d.errs) > 0 {
 		slices.SortStableFunc(d.errs, func(a, b *Error) int { return a.Line - b.Line })
-		errs := make([]error, len(d.errs))
+		errs := make([]error, len(d.errs), len(d.errs)+1)
 		for i, e := range d.errs {
 			errs[i] = e
+		}
+		if d.unshown > 0 {
+			errs = append(errs, newError(name, 0, "", "%d more problems not shown (hint: fix those above, then run till check again)", d.unshown))
 		}
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
 }
+
+// maxErrors caps the problems one Parse reports. A file with more is
+// most likely not a till config at all (another tool's YAML, a list
+// pasted at the wrong level), and the first ones say so; the rest would
+// cost time and memory at every reload (each unknown name is compared
+// with every known one for a suggestion) and flood the log.
+const maxErrors = 50
 
 // absDir makes dir absolute so that the paths in a Config do not depend on
 // the working directory of whoever uses it later.
@@ -211,17 +221,36 @@ type decoder struct {
 	file string
 	dir  string
 	errs []*Error
+	// unshown counts the problems found past maxErrors.
+	unshown int
 	// presets is set while the built-in presets are read: their upstream
 	// and SigV4 region may hold the placeholder {region}.
 	presets bool
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	if d.full() {
+		d.unshown++
+		return
+	}
 	line := 0
 	if n != nil {
 		line = n.Line
 	}
 	d.errs = append(d.errs, newError(d.file, line, path, format, args...))
+}
+
+// full reports whether maxErrors problems are recorded: those found
+// from then on are only counted, and need no message.
+func (d *decoder) full() bool { return len(d.errs) >= maxErrors }
+
+// suggest is the package's suggest, skipped once no more problems are
+// shown: its cost grows with the number of known names.
+func (d *decoder) suggest(s string, known []string) string {
+	if d.full() {
+		return ""
+	}
+	return suggest(s, known)
 }
 
 // check records err, if any, as the message for the field at n.
@@ -295,7 +324,7 @@ func (d *decoder) fields(n *yaml.Node, path string, known []string) map[string]*
 		}
 		p := join(path, name)
 		if !slices.Contains(known, name) {
-			if s := suggest(name, known); s != "" {
+			if s := d.suggest(name, known); s != "" {
 				d.errorf(k, p, "unknown field (did you mean %q?)", s)
 			} else {
 				d.errorf(k, p, "unknown field (expected %s)", strings.Join(known, ", "))

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -38,5 +39,51 @@ func TestParseHostile(t *testing.T) {
 				t.Errorf("took %v", d)
 			}
 		})
+	}
+}
+
+// A file with thousands of problems (here: a route naming 2,000 clients
+// that do not exist, each one a near miss of one of 500 that do) gets the
+// first maxErrors of them and a count of the rest, not a message per
+// problem at every reload.
+func TestParseCapsProblems(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\nclients:\n")
+	for i := range 500 {
+		fmt.Fprintf(&b, "  - {name: client%05d, token_sha256: %064x}\n", i, i+1)
+	}
+	b.WriteString("routes:\n  - name: r\n    preset: openai\n    clients: [")
+	for i := range 2000 {
+		fmt.Fprintf(&b, "zlient%05d,", i)
+	}
+	b.WriteString("]\n")
+	_, err := Parse("till.yaml", []byte(b.String()), t.TempDir())
+	if err == nil {
+		t.Fatal("parsed")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != maxErrors+1 {
+		t.Fatalf("got %d lines, want %d:\n%v", len(lines), maxErrors+1, err)
+	}
+	if want := fmt.Sprintf("till.yaml: %d more problems not shown", 2000-maxErrors); !strings.HasPrefix(lines[maxErrors], want) {
+		t.Errorf("got %q, want %q…", lines[maxErrors], want)
+	}
+	if !strings.Contains(lines[0], `unknown client "zlient00000" (did you mean "client00000"?)`) {
+		t.Errorf("got %q, want the first unknown client with a suggestion", lines[0])
+	}
+}
+
+// Once no more problems are shown, no suggestion is looked for: its cost
+// grows with the names known.
+func TestSuggestStopsWhenFull(t *testing.T) {
+	d := &decoder{file: "till.yaml"}
+	if got := d.suggest("clent", []string{"client"}); got != "client" {
+		t.Fatalf("got %q, want %q", got, "client")
+	}
+	for range maxErrors {
+		d.errorf(nil, "", "a problem")
+	}
+	if got := d.suggest("clent", []string{"client"}); got != "" {
+		t.Errorf("got %q once full, want none", got)
 	}
 }

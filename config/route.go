@@ -51,7 +51,7 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 				preset = &pr
 				r.Preset = pr.Name
 			} else if plausibleKey(s) {
-				if sg := suggest(s, presetNames()); sg != "" {
+				if sg := d.suggest(s, presetNames()); sg != "" {
 					d.errorf(v, p, "unknown preset %q (did you mean %q?)", s, sg)
 				} else {
 					d.errorf(v, p, "unknown preset %q (known: %s)", s, strings.Join(presetNames(), ", "))

@@ -465,7 +465,7 @@ func (d *decoder) checkRefs(c *Config, routes []routeNodes) {
 			if n == nil {
 				n = routes[i].node
 			}
-			switch sg := suggest(ref.Source, names); {
+			switch sg := d.suggest(ref.Source, names); {
 			case sg != "":
 				d.errorf(n, p, "unknown source %q (did you mean %q?)", ref.Source, sg)
 			case len(names) == 0:

@@ -113,8 +113,8 @@ func (d *decoder) unknownClient(n *yaml.Node, p, name string, names []string) {
 		d.errorf(n, p, `unknown client "any" (hint: "clients: any", without brackets, accepts any client)`)
 	case !plausibleKey(name):
 		d.errorf(n, p, "unknown client (hint: define it under clients)")
-	case suggest(name, names) != "":
-		d.errorf(n, p, "unknown client %q (did you mean %q?)", name, suggest(name, names))
+	case d.suggest(name, names) != "":
+		d.errorf(n, p, "unknown client %q (did you mean %q?)", name, d.suggest(name, names))
 	default:
 		d.errorf(n, p, "unknown client %q (hint: define it under clients, or run \"till client add %s\")", name, name)
 	}
