@@ -237,7 +237,9 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
-	d.errs = append(d.errs, newError(d.file, line, path, format, args...))
+	e := newError(d.file, line, path, format, args...)
+	e.Message = hideKeys(e.Message)
+	d.errs = append(d.errs, e)
 }
 
 // full reports whether maxErrors problems are recorded: those found

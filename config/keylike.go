@@ -109,9 +109,20 @@ func looksLikeKey(s string) bool { return anyToken(s, tokenLooksLikeKey) }
 // the guess at random runs.
 func hasProviderKey(s string) bool { return anyToken(s, hasKeyPrefix) }
 
-// anyToken reports whether is holds for a token of s: a maximal run of key
-// characters and dots (SendGrid keys and JWTs hold dots).
+// anyToken reports whether is holds for a token of s.
 func anyToken(s string, is func(tok string) bool) bool {
+	found := false
+	eachToken(s, func(i, j int) bool {
+		found = is(s[i:j])
+		return !found
+	})
+	return found
+}
+
+// eachToken calls fn with the bounds of each token of s, a maximal run of
+// key characters and dots (SendGrid keys and JWTs hold dots), until fn
+// returns false.
+func eachToken(s string, fn func(i, j int) bool) {
 	for i := 0; i < len(s); {
 		if !isKeyChar(s[i]) && s[i] != '.' {
 			i++
@@ -121,12 +132,34 @@ func anyToken(s string, is func(tok string) bool) bool {
 		for j < len(s) && (isKeyChar(s[j]) || s[j] == '.') {
 			j++
 		}
-		if is(s[i:j]) {
-			return true
+		if !fn(i, j) {
+			return
 		}
 		i = j
 	}
-	return false
+}
+
+// hideKeys replaces each token of a message that looks like a key with
+// "(not shown)". A message that quotes a value (a duplicate name, a
+// path's segment, a source's name) is refused for that reason, on a line
+// whose key literalKeys then no longer reports: a key pasted there must
+// not reach the terminal, the CI log or a reload's log line.
+func hideKeys(msg string) string {
+	var b strings.Builder
+	last := 0
+	eachToken(msg, func(i, j int) bool {
+		if tokenLooksLikeKey(msg[i:j]) {
+			b.WriteString(msg[last:i])
+			b.WriteString("(not shown)")
+			last = j
+		}
+		return true
+	})
+	if last == 0 {
+		return msg
+	}
+	b.WriteString(msg[last:])
+	return b.String()
 }
 
 // hasKeyPrefix reports whether tok starts with a provider's key prefix

@@ -191,3 +191,31 @@ func TestIDsInPathsAccepted(t *testing.T) {
 		t.Errorf("a random run as a strip entry: %v", err)
 	}
 }
+
+// TestKeyNotShownByOtherProblems: a key pasted where a message quotes the
+// value (a name given twice, a path segment, a source) is refused for
+// that, not as a key, since its line has a problem already; the message
+// must still not show it.
+func TestKeyNotShownByOtherProblems(t *testing.T) {
+	k := fakeOpenAIKey
+	lower := "sk-" + strings.Repeat("ab3d", 8) // a key that is a valid name
+	src := "sources: [{name: x, type: files, dir: /tmp}]\n"
+	for _, tt := range []struct{ where, yaml string }{
+		{"routes[0].secret[1]", src + "routes: [{name: a, preset: openai, secret: ['x:" + k + "', 'x:" + k + "']}]"},
+		{"routes[1].name", "routes: [{name: " + lower + ", preset: openai}, {name: " + lower + ", preset: openai, prefix: /b}]"},
+		{"routes[0].secret", src + "routes: [{name: a, preset: openai, secret: '" + lower + ":p'}]"},
+		{"routes[0].allow.paths[0]", "routes: [{name: a, preset: openai, allow: {paths: ['/v1/" + k + "%zz']}}]"},
+		{"sources[1].name", "sources: [{name: " + lower + ", type: files, dir: /a}, {name: " + lower + ", type: files, dir: /b}]\nroutes: []"},
+		{"budgets[1].name", "routes: []\nbudgets: [{name: " + lower + ", window: 1h, requests: 1}, {name: " + lower + ", window: 1h, requests: 1}]"},
+	} {
+		_, err := Parse("till.yaml", []byte("version: 1\n"+tt.yaml+"\n"), "/etc/till")
+		switch {
+		case err == nil:
+			t.Errorf("%s: parsed", tt.where)
+		case !strings.Contains(err.Error(), tt.where+": "):
+			t.Errorf("%s: got %v, want a problem there", tt.where, err)
+		case strings.Contains(err.Error(), k[8:]) || strings.Contains(err.Error(), lower[3:]) || looksLikeKey(err.Error()):
+			t.Errorf("%s: the error shows the key: %v", tt.where, err)
+		}
+	}
+}
