@@ -793,6 +793,36 @@ func TestNullRuleListRefused(t *testing.T) {
 	}
 }
 
+// TestYAMLTagsRefused: a tag made the file say one thing and till read
+// another: "rate: !!null 10/s" loaded as no rate, a budget's
+// "tokens: !!null 1000000" as no token cap, "!!binary" text as the
+// encoded name, a custom tag as nothing at all.
+func TestYAMLTagsRefused(t *testing.T) {
+	route := "version: 1\nroutes:\n  - name: x\n    preset: openai\n"
+	tests := []struct{ name, doc, want string }{
+		{"rate !!null", route + "    rate: !!null 10/s\n", "till.yaml:5: routes[0].rate: has a yaml tag"},
+		{"budget tokens !!null", route + "budgets:\n  - {name: b, window: 1h, requests: 100, tokens: !!null 1000000}\n", "till.yaml:6: budgets[0].tokens: has a yaml tag"},
+		{"secret !!binary", route + "    secret: !!binary b3BlbmFp\n", "till.yaml:5: routes[0].secret: has a yaml tag"},
+		{"custom tag", route + "    max_body: !size 10MB\n", "till.yaml:5: routes[0].max_body: has a yaml tag"},
+		{"!!str", route + "    clients: !!str any\n", "till.yaml:5: routes[0].clients: has a yaml tag"},
+		{"tag on a list entry", route + "    allow: {methods: [GET, !!str POST]}\n", "till.yaml:5: routes[0].allow.methods[1]: has a yaml tag"},
+		{"tag on a key", route + "    !!str timeout: 30s\n", "till.yaml:5: routes[0]: has a yaml tag"},
+		{"tag on a mapping", "version: 1\nroutes:\n  - !!map {name: x, preset: openai}\n", "till.yaml:3: routes[0]: has a yaml tag"},
+		{"tag on a header", route + "    headers: {X-A: !!str b}\n", "till.yaml:5: routes[0].headers.X-A: has a yaml tag"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("till.yaml", []byte(tt.doc), t.TempDir())
+			if err == nil {
+				t.Fatalf("loaded: rate=%v secret=%q max_body=%d budgets=%+v", c.Routes[0].Rate, c.Routes[0].Secret, c.Routes[0].MaxBody, c.Budgets)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %q, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
 // TestEmptyClientCIDRsRefused: a client's cidrs: [] (or cidrs: with every
 // entry commented out) loaded as "from any address": the author wrote a
 // source restriction with no range in it, a shape allow.* refuse too.

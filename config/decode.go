@@ -77,6 +77,7 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	c := d.config(root)
+	d.tags(root)
 	d.literalKeys(root)
 	if len(d.errs) > 0 {
 		slices.SortStableFunc(d.errs, func(a, b *Error) int { return a.Line - b.Line })
@@ -214,6 +215,46 @@ func yamlProblem(data []byte) (msg string) {
 		}
 	}
 	return ""
+}
+
+// walkTree calls fn for n and each node under it, with its path as
+// messages write it (routes[0].allow.paths[1]); a mapping key that does
+// not look like a field name adds nothing to the paths under it. When fn
+// returns false, what is under that node is skipped.
+func walkTree(n *yaml.Node, path string, fn func(n *yaml.Node, path string) bool) {
+	if !fn(n, path) {
+		return
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := path
+			if plausibleKey(k.Value) {
+				p = join(path, k.Value)
+			}
+			walkTree(k, path, fn)
+			walkTree(v, p, fn)
+		}
+	case yaml.SequenceNode:
+		for i, v := range n.Content {
+			walkTree(v, path+"["+strconv.Itoa(i)+"]", fn)
+		}
+	}
+}
+
+// tags refuses every node with a yaml tag written on it (!!null, !!binary,
+// !!str, !custom). till reads each value by its place in the file, not by
+// a tag, so a tag could only make the file say one thing to its readers
+// and another to till: "rate: !!null 10/s" reads as no rate at all, and
+// "secret: !!binary b3BlbmFp" as the name b3BlbmFp, not openai.
+func (d *decoder) tags(root *yaml.Node) {
+	walkTree(root, "", func(n *yaml.Node, path string) bool {
+		if n.Style&yaml.TaggedStyle != 0 {
+			d.errorf(n, path, "has a yaml tag (!!null, !!binary, …), which till does not read (hint: remove the tag; quote the value to make it text)")
+		}
+		return true
+	})
 }
 
 // decoder walks the node tree, collecting every error.

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // seedLines returns the lines of a testdata file.
@@ -46,6 +48,9 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("got config %v and error %v: want exactly one", c != nil, err)
 		}
 		if err != nil {
+			if n := strings.Count(err.Error(), "\n") + 1; n > maxErrors+1 {
+				t.Fatalf("%d problems shown, want at most %d and a count", n, maxErrors)
+			}
 			for _, line := range strings.Split(err.Error(), "\n") {
 				if !strings.HasPrefix(line, "till.yaml") {
 					t.Fatalf("error line %q does not start with the file name", line)
@@ -55,6 +60,9 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("the error shows a value that looks like a key: %v", err)
 			}
 			return
+		}
+		if hasTagOrAlias(data) {
+			t.Fatalf("a config with a yaml tag, alias or merge key loaded")
 		}
 		for _, s := range routeTexts(c) {
 			if looksLikeKey(s) && !strings.Contains(s, "/") || hasProviderKey(s) {
@@ -129,6 +137,28 @@ func FuzzGlob(f *testing.F) {
 			t.Fatalf("%q matched %q, which is not absolute", pattern, path)
 		}
 	})
+}
+
+// hasTagOrAlias reports whether data, read by yaml.v3, has a node with a
+// tag written on it, an alias or a merge key: YAML that may mean one
+// thing to a reader of the file and another to till.
+func hasTagOrAlias(data []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return false
+	}
+	found := false
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.AliasNode || n.Style&yaml.TaggedStyle != 0 || n.ShortTag() == "!!merge" {
+			found = true
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(&doc)
+	return found
 }
 
 // routeTexts are the route values that till logs or shows.

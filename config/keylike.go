@@ -2,7 +2,6 @@ package config
 
 import (
 	"regexp"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -33,41 +32,23 @@ func (d *decoder) literalKeys(root *yaml.Node) {
 	for _, e := range d.errs {
 		reported[e.Line] = true
 	}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := path
-				if plausibleKey(k.Value) {
-					p = join(path, k.Value)
-				}
-				walk(k, path)
-				if p != "limits.redis" {
-					walk(v, p)
-				}
-			}
-		case yaml.SequenceNode:
-			for i, v := range n.Content {
-				walk(v, path+"["+strconv.Itoa(i)+"]")
-			}
-		case yaml.ScalarNode:
-			key := looksLikeKey(n.Value)
-			if strings.Contains(n.Value, "/") {
-				key = hasProviderKey(n.Value)
-			}
-			if !reported[n.Line] && key {
-				reported[n.Line] = true
-				d.errorf(n, path, "looks like a literal key (not shown) (hint: keys belong in the vault: store it with till secret set NAME, and name NAME in the route's secret)")
-			}
+	walkTree(root, "", func(n *yaml.Node, path string) bool {
+		if path == "limits.redis" {
+			return false
 		}
-	}
-	walk(root, "")
+		if n.Kind != yaml.ScalarNode {
+			return true
+		}
+		key := looksLikeKey(n.Value)
+		if strings.Contains(n.Value, "/") {
+			key = hasProviderKey(n.Value)
+		}
+		if !reported[n.Line] && key {
+			reported[n.Line] = true
+			d.errorf(n, path, "looks like a literal key (not shown) (hint: keys belong in the vault: store it with till secret set NAME, and name NAME in the route's secret)")
+		}
+		return true
+	})
 }
 
 // keyPrefixes match the start of a token in a provider's key format. Each
