@@ -64,15 +64,49 @@ func (af *file) open() (last []byte, torn int64, err error) {
 	// Never through a link: one left at the path (after the file was
 	// removed, say) by whoever can write the folder would have records
 	// appended to any file till can write, its vault or a shell's rc file.
-	f, err := os.OpenFile(af.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|atomicfile.NoFollow, 0o600)
-	if st, lerr := os.Lstat(af.path); err != nil && lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
-		return nil, 0, fmt.Errorf("open audit file: %s is a symbolic link, which till never writes through (hint: give the file it names as audit.file)", af.path)
+	f, err := openAppend(af.path, os.O_CREATE)
+	if err != nil {
+		return nil, 0, err
+	}
+	id, last, size, torn, err := tail(f)
+	if err == nil && torn > 0 {
+		err = f.Truncate(size)
+	}
+	if err == nil && af.syncFolder {
+		err = syncDir(filepath.Dir(af.path))
 	}
 	if err != nil {
+		f.Close()
 		return nil, 0, fmt.Errorf("open audit file: %w", err)
 	}
-	id, err := f.Stat()
-	size := int64(0)
+	if af.f != nil {
+		// A file moved away (by a rotation outside till) keeps the
+		// records written to it: they reach the disk before it goes.
+		_ = af.f.Sync()
+		af.f.Close()
+	}
+	af.f, af.id, af.size, af.cut = f, id, size, false
+	return bytes.TrimRight(last, "\n"), torn, nil
+}
+
+// openAppend opens the audit file at path to append to it (flag adds
+// os.O_CREATE, or not), never through a symbolic link.
+func openAppend(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|atomicfile.NoFollow|flag, 0o600)
+	if st, lerr := os.Lstat(path); err != nil && lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("open audit file: %s is a symbolic link, which till never writes through (hint: give the file it names as audit.file)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open audit file: %w", err)
+	}
+	return f, nil
+}
+
+// tail reads the end of the audit file f: its identity, its last line
+// (with its newline), and its size without a last line a crash cut short,
+// whose bytes torn counts; f is not changed.
+func tail(f *os.File) (id os.FileInfo, last []byte, size, torn int64, err error) {
+	id, err = f.Stat()
 	if err == nil {
 		size = id.Size()
 		last, err = lastLine(f, size)
@@ -90,25 +124,30 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		if err == nil && (!isTornRecord(cut) || size > 0 && !isRecordStart(last)) {
 			err = errors.New("its last line is not a record: not an audit file")
 		}
-		if err == nil {
-			err = f.Truncate(size)
-		}
 	}
-	if err == nil && af.syncFolder {
-		err = syncDir(filepath.Dir(af.path))
+	return id, last, size, torn, err
+}
+
+// Check reports what Open would refuse of the audit file at path (a
+// symbolic link, a folder, a file till cannot write, one whose last line
+// is no record), without creating or changing anything; "" and "-"
+// (stdout) are fine. A file that is not there is fine too: Open makes it.
+func Check(path string) error {
+	if path == "" || path == "-" {
+		return nil
+	}
+	f, err := openAppend(path, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
 	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("open audit file: %w", err)
+		return err
 	}
-	if af.f != nil {
-		// A file moved away (by a rotation outside till) keeps the
-		// records written to it: they reach the disk before it goes.
-		_ = af.f.Sync()
-		af.f.Close()
+	defer f.Close()
+	if _, _, _, _, err := tail(f); err != nil {
+		return fmt.Errorf("open audit file: %w", err)
 	}
-	af.f, af.id, af.size, af.cut = f, id, size, false
-	return bytes.TrimRight(last, "\n"), torn, nil
+	return nil
 }
 
 // isRecordStart reports whether line can be (the start of) a record: a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -54,5 +55,54 @@ func TestAppendAfterUnremovableCut(t *testing.T) {
 	<-done
 	if bytes.Contains(sent.Bytes(), []byte("next")) {
 		t.Error("the next record ran into the cut one")
+	}
+}
+
+// TestCheckAgreesWithOpen: Check refuses exactly the audit files Open
+// refuses, and changes none of them (Open makes a missing file and its
+// folder, and cuts a torn last record; Check does none of that).
+func TestCheckAgreesWithOpen(t *testing.T) {
+	write := func(data string) func(string) error {
+		return func(path string) error { return os.WriteFile(path, []byte(data), 0o600) }
+	}
+	for _, tt := range []struct {
+		name, file string
+		setup      func(path string) error
+	}{
+		{"missing", "audit.jsonl", func(string) error { return nil }},
+		{"missing folder", "logs/audit.jsonl", func(string) error { return nil }},
+		{"empty", "audit.jsonl", write("")},
+		{"records", "audit.jsonl", write("{\"seq\":1}\n")},
+		{"torn record", "audit.jsonl", write("{\"seq\":1}\n{\"se")},
+		{"not an audit file", "audit.jsonl", write("a\nb")},
+		{"folder", "audit.jsonl", func(path string) error { return os.Mkdir(path, 0o700) }},
+		{"symbolic link", "audit.jsonl", func(path string) error {
+			if err := os.WriteFile(path+".real", nil, 0o600); err != nil {
+				return err
+			}
+			return os.Symlink(path+".real", path)
+		}},
+		{"dangling link", "audit.jsonl", func(path string) error { return os.Symlink(path+".gone", path) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), tt.file)
+			if err := tt.setup(path); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(path)
+			_, statErr := os.Lstat(path)
+			checkErr := Check(path)
+			after, _ := os.ReadFile(path)
+			if _, err := os.Lstat(path); !bytes.Equal(before, after) || (err == nil) != (statErr == nil) {
+				t.Errorf("Check changed the file: %q, then %q", before, after)
+			}
+			s, openErr := Open(Options{Path: path, Fsync: FsyncNone})
+			if openErr == nil {
+				s.Close()
+			}
+			if (checkErr == nil) != (openErr == nil) || checkErr != nil && checkErr.Error() != openErr.Error() {
+				t.Errorf("Check: %v; Open: %v", checkErr, openErr)
+			}
+		})
 	}
 }

@@ -303,3 +303,49 @@ func TestReloadToTLSWithoutCA(t *testing.T) {
 	}
 	tl.stop()
 }
+
+// TestAuditFileServeCannotOpen: till check passed, and a reload took, an
+// audit.file that serve refuses to open (a folder, a symbolic link, a
+// file whose last line is no record), so a start gated on check failed
+// anyway. check now refuses it as serve does, and so does a reload
+// (which would leave it for the next restart to fail on), without
+// creating or changing anything.
+func TestAuditFileServeCannotOpen(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	cfg := func(file string) string {
+		return fmt.Sprintf("version: 1\naudit: {file: %s}\nroutes:\n  - {name: openai, preset: openai, upstream: %s}\n", file, u.URL)
+	}
+	for _, tt := range []struct{ name, file, want string }{
+		{"folder", "logs", "is a directory"},
+		{"symbolic link", "link.jsonl", "is a symbolic link"},
+		{"not an audit file", "notes.txt", "not an audit file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "logs"), 0o700)
+			os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("line one\nno newline at the end"), 0o600)
+			os.Symlink("audit.jsonl", filepath.Join(dir, "link.jsonl"))
+			setSecret(t, dir, "openai", openaiKey)
+			writeConfig(t, dir, cfg(tt.file))
+			if _, errOut, code := runTill(t, dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, tt.want) || !strings.Contains(errOut, "hint: check audit.file") {
+				t.Errorf("check: exit %d, want 1 and %q:\n%s", code, tt.want, errOut)
+			}
+			if out := serveRefused(t, dir, u.caFile); !strings.Contains(out, tt.want) {
+				t.Errorf("serve: want %q:\n%s", tt.want, out)
+			}
+			writeConfig(t, dir, cfg("audit.jsonl"))
+			tl := startTillIn(t, dir, u.caFile)
+			writeConfig(t, dir, cfg(tt.file))
+			if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if !tl.waitLog("reload failed") || !strings.Contains(tl.stderr.String(), tt.want) {
+				t.Errorf("a reload to it was not refused:\n%s", tl.stderr.String())
+			}
+			tl.stop()
+			if data, _ := os.ReadFile(filepath.Join(dir, "notes.txt")); string(data) != "line one\nno newline at the end" {
+				t.Errorf("notes.txt was changed: %q", data)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/reload"
@@ -36,6 +37,9 @@ func runCheck(args []string, e *env) error {
 		problems = append(problems, err)
 	}
 	if _, err := listenerTLS(cfg, secrets, 0); err != nil {
+		problems = append(problems, err)
+	}
+	if err := checkAudit(cfg); err != nil {
 		problems = append(problems, err)
 	}
 	now := time.Now()
@@ -101,6 +105,16 @@ func runCheck(args []string, e *env) error {
 			what = "no till.yaml, and no preset's secret in the vault: till init writes a config, till secret set openai stores a key"
 		}
 		fmt.Fprintf(e.stderr, "till: warning: nothing to serve yet: %s\n", what)
+	}
+	return nil
+}
+
+// checkAudit refuses the audit file serve could not open (a symbolic
+// link, a folder, another kind of file), as serve would at start,
+// without creating or changing it.
+func checkAudit(cfg *config.Config) error {
+	if err := audit.Check(cfg.Audit.File); err != nil {
+		return withHint(err, "check audit.file in the config")
 	}
 	return nil
 }

@@ -280,7 +280,8 @@ type servedConfig struct {
 // restart with it would: no open routes off loopback, on the address
 // served and on the listen address it names (which the restart serves
 // unless --listen overrides it); the CA when it intercepts, or serves
-// TLS under internal names or to client certificates. A vault that
+// TLS under internal names or to client certificates; an audit file
+// that can be opened. A vault that
 // was there and is gone fails it: read as empty, it would take every key
 // away at once (a volume unmounted, a file moved), where the keys loaded
 // before keep serving.
@@ -300,6 +301,10 @@ func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
 	}
 	if err == nil {
 		_, err = listenerTLS(cfg, secrets, 0)
+	}
+	if err == nil {
+		// The audit file is opened at a restart too.
+		err = checkAudit(cfg)
 	}
 	present := err == nil && !missing(cfg.Vault.Path)
 	if err == nil && s.hadVault.Load() && !present {
