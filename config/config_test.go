@@ -957,6 +957,12 @@ func TestShadowedForwardRoutes(t *testing.T) {
 		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n  - {name: b, upstream: https://API.example.com:443/, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n", 1},
 		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n  - {name: b, upstream: https://api.example.com/v2, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n", 0},
 		{"routes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n  - {name: b, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n", 0},
+		// Spellings of one host that forward mode takes for one.
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {query: k}}\n  - {name: b, upstream: 'https://api.example.com.', secret: k, inject: {query: k}}\n", 1},
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://api.example.com, secret: k, inject: {query: k}}\n  - {name: b, upstream: 'https://api.example.com:0443', secret: k, inject: {query: k}}\n", 1},
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: https://10.0.0.1, secret: k, inject: {query: k}}\n  - {name: b, upstream: 'https://[::ffff:10.0.0.1]:443', secret: k, inject: {query: k}}\n", 1},
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: 'https://[2001:db8::1]', secret: k, inject: {query: k}}\n  - {name: b, upstream: 'https://[2001:DB8:0::1]', secret: k, inject: {query: k}}\n", 1},
+		{"forward: {enabled: true}\nroutes:\n  - {name: a, upstream: 'https://api.example.com:8443', secret: k, inject: {query: k}}\n  - {name: b, upstream: 'https://api.example.com', secret: k, inject: {query: k}}\n", 0},
 	} {
 		cfg, err := Parse("till.yaml", []byte("version: 1\n"+tt.yaml), t.TempDir())
 		if err != nil {

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -742,13 +744,7 @@ func (c *Config) ShadowedForwardRoutes() []string {
 		if r.Upstream == nil {
 			continue
 		}
-		u := *r.Upstream
-		u.Host = strings.ToLower(u.Hostname())
-		if p := r.Upstream.Port(); p != "" && p != map[string]string{"http": "80", "https": "443"}[u.Scheme] {
-			u.Host = net.JoinHostPort(u.Host, p)
-		}
-		u.Path = strings.TrimSuffix(u.Path, "/")
-		key := u.Scheme + "://" + u.Host + u.Path
+		key := r.Upstream.Scheme + "://" + forwardHost(r.Upstream) + strings.TrimSuffix(r.Upstream.Path, "/")
 		if name, ok := first[key]; ok {
 			out = append(out, fmt.Sprintf("routes %q and %q have the same upstream %s: forward mode takes %q for every request to it, so %q serves only through its prefix (hint: give each its own upstream, or let one route serve both clients)", name, r.Name, r.Upstream, name, r.Name))
 			continue
@@ -756,4 +752,20 @@ func (c *Config) ShadowedForwardRoutes() []string {
 		first[key] = r.Name
 	}
 	return out
+}
+
+// forwardHost writes an upstream's host:port one way, as forward mode
+// looks routes up: lower case, without a trailing dot, an IP address in
+// its canonical form (an IPv4-mapped one as IPv4), the port as a number,
+// the scheme's default left out.
+func forwardHost(u *url.URL) string {
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	port, _ := strconv.Atoi(u.Port()) // checked at load: 1 to 65535, or none
+	if port == 0 || port == map[string]int{"http": 80, "https": 443}[u.Scheme] {
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
