@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -129,6 +130,10 @@ func (d *decoder) parseYAML(data []byte) (root *yaml.Node, err error) {
 		if errors.Is(err, io.EOF) {
 			return nil, d.empty()
 		}
+		if line, what := badText(data); line > 0 {
+			// yaml.v3 names such a byte without its line.
+			return nil, newError(d.file, line, "", "holds %s (hint: save the file as UTF-8 text, without control characters)", what)
+		}
 		return nil, d.yamlError(data, err)
 	}
 	var extra yaml.Node
@@ -141,6 +146,37 @@ func (d *decoder) parseYAML(data []byte) (root *yaml.Node, err error) {
 		return nil, d.empty()
 	}
 	return doc.Content[0], nil
+}
+
+// badText returns the line of the first character of data that YAML does
+// not allow, and what it is: a byte that is not UTF-8 (Latin-1 text, a
+// binary file), or a control character such as NUL; 0 when there is none,
+// or when data is UTF-16 (with its byte order mark), which yaml.v3 reads
+// too.
+func badText(data []byte) (int, string) {
+	if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
+		return 0, ""
+	}
+	line := 1
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			return line, "a byte that is not UTF-8"
+		case !yamlChar(r):
+			return line, fmt.Sprintf("a control character (%U)", r)
+		case r == '\n', r == '\r' && !bytes.HasPrefix(data[i+1:], []byte("\n")):
+			line++
+		}
+		i += n
+	}
+	return 0, ""
+}
+
+// yamlChar reports whether YAML allows r in a file (YAML 1.2, 5.1).
+func yamlChar(r rune) bool {
+	return r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0x7e || r == 0x85 ||
+		r >= 0xa0 && r <= 0xd7ff || r >= 0xe000 && r <= 0xfffd || r >= 0x10000 && r <= 0x10ffff
 }
 
 func (d *decoder) empty() error {

@@ -87,3 +87,23 @@ func TestSuggestStopsWhenFull(t *testing.T) {
 		t.Errorf("got %q once full, want none", got)
 	}
 }
+
+// A byte YAML does not allow (a NUL, Latin-1 text, an escape) is named
+// with its line: yaml.v3 reports it without one, which left a long file
+// to be searched by hand.
+func TestBadTextHasItsLine(t *testing.T) {
+	for _, tt := range []struct{ name, doc, want string }{
+		{"NUL", "version: 1\nroutes: []\nlisten: \"127.0.0.1:80\x0080\"\n", "till.yaml:3: holds a control character (U+0000)"},
+		{"Latin-1", "version: 1\n# caf\xe9\nroutes: []\n", "till.yaml:2: holds a byte that is not UTF-8"},
+		{"escape", "version: 1\nroutes: []\n\n# \x1b[2J\n", "till.yaml:4: holds a control character (U+001B)"},
+		{"CR line breaks", "version: 1\rroutes: []\r\r# \x00\r", "till.yaml:4: holds a control character (U+0000)"},
+		{"CRLF line breaks", "version: 1\r\nroutes: []\r\n# \x7f\r\n", "till.yaml:3: holds a control character (U+007F)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("till.yaml", []byte(tt.doc), t.TempDir())
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) || !strings.Contains(err.Error(), "hint: save the file as UTF-8 text") {
+				t.Errorf("got %v, want %q and a hint", err, tt.want)
+			}
+		})
+	}
+}
