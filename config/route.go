@@ -205,8 +205,8 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		p := join(path, "burst")
 		if b, ok := d.integer(v, p); ok {
 			switch {
-			case b < 1 || b > 1<<30:
-				d.errorf(v, p, "must be at least 1")
+			case b < 1 || b > maxBurst:
+				d.errorf(v, p, "must be from 1 to %d", maxBurst)
 			case f["rate"] == nil:
 				d.errorf(v, p, "needs a rate (hint: add rate: 10/s)")
 			default:
@@ -275,6 +275,9 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 	}
 	return r, rn, true
 }
+
+// maxBurst bounds a route's burst: requests let through at once.
+const maxBurst = 1 << 30
 
 // inject decodes the inject mapping: exactly one of header (with format),
 // query or basic.

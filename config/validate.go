@@ -258,12 +258,17 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 // tab is allowed (RFC 9110, section 5.5).
 func isHeaderValueControl(r rune) bool { return r != '\t' && isControl(r) }
 
+// validPort checks a listener's port (0 to 65535; 0 picks a free one)
+// or, when optional, a URL's (1 to 65535, or none).
 func validPort(p string, optional bool) error {
 	if p == "" && optional {
 		return nil
 	}
 	n, err := strconv.Atoi(p)
-	if err != nil || n < 0 || n > 65535 || (optional && n == 0) {
+	switch {
+	case optional && (err != nil || n < 1 || n > 65535):
+		return errorString("must have a port number from 1 to 65535")
+	case err != nil || n < 0 || n > 65535:
 		return errorString("must have a port number from 0 to 65535")
 	}
 	return nil
