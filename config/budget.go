@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -268,17 +269,21 @@ func budgetNode(n *yaml.Node, i int) *yaml.Node {
 
 // DodgeableBudgets names the budgets limited to some clients that cover a
 // route any caller may use: a client that leaves its token out comes as
-// anonymous, which such a budget does not count.
+// anonymous, which such a budget does not count. One line per budget.
 func (c *Config) DodgeableBudgets() []string {
 	var out []string
 	for _, b := range c.Budgets {
 		if b.Clients == nil {
 			continue
 		}
-		for _, r := range c.Routes {
-			if r.Clients == nil && (b.Routes == nil || slices.Contains(b.Routes, r.Name)) {
-				out = append(out, fmt.Sprintf("budget %q counts clients %s only, and route %q takes callers without a token, whom it does not count: a client that leaves its token out is not held to it (hint: set clients: on the route)", b.Name, strings.Join(b.Clients, ", "), r.Name))
+		open := c.coveredRoutes(b, func(r Route) bool { return r.Clients == nil })
+		if len(open) > 0 {
+			names, one := someRoutes(open)
+			verb := "take"
+			if one {
+				verb = "takes"
 			}
+			out = append(out, fmt.Sprintf("budget %q counts clients %s only, and %s %s callers without a token, whom it does not count: a client that leaves its token out is not held to it (hint: set clients: on the route)", b.Name, strings.Join(b.Clients, ", "), names, verb))
 		}
 	}
 	return out
@@ -286,18 +291,59 @@ func (c *Config) DodgeableBudgets() []string {
 
 // UnmeteredBudgets names the budgets limiting tokens or dollars that cover
 // a route whose usage is not metered (usage: none): those routes count
-// against their requests limit only.
+// against their requests limit only. One line per budget.
 func (c *Config) UnmeteredBudgets() []string {
 	var out []string
 	for _, b := range c.Budgets {
 		if b.Tokens == 0 && b.USD == 0 {
 			continue
 		}
-		for _, r := range c.Routes {
-			if r.Usage == UsageNone && (b.Routes == nil || slices.Contains(b.Routes, r.Name)) {
-				out = append(out, fmt.Sprintf("budget %q limits tokens or usd, and route %q reports no usage (hint: set usage: on the route, or limit its requests only)", b.Name, r.Name))
+		unmetered := c.coveredRoutes(b, func(r Route) bool { return r.Usage == UsageNone })
+		if len(unmetered) > 0 {
+			names, one := someRoutes(unmetered)
+			verb := "report"
+			if one {
+				verb = "reports"
 			}
+			out = append(out, fmt.Sprintf("budget %q limits tokens or usd, and %s %s no usage (hint: set usage: on the route, or limit its requests only)", b.Name, names, verb))
 		}
 	}
 	return out
+}
+
+// coveredRoutes returns the names of the routes b covers for which is
+// holds.
+func (c *Config) coveredRoutes(b Budget, is func(Route) bool) []string {
+	var scope map[string]bool
+	if b.Routes != nil {
+		scope = make(map[string]bool, len(b.Routes))
+		for _, name := range b.Routes {
+			scope[name] = true
+		}
+	}
+	var out []string
+	for _, r := range c.Routes {
+		if (scope == nil || scope[r.Name]) && is(r) {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// someRoutes names routes in a warning: route "a", routes "a" and "b",
+// or the first three and how many more, so that a warning stays a line
+// however many routes a budget covers. one reports a single route.
+func someRoutes(names []string) (phrase string, one bool) {
+	const shown = 3
+	q := make([]string, 0, shown)
+	for _, n := range names[:min(len(names), shown)] {
+		q = append(q, strconv.Quote(n))
+	}
+	switch {
+	case len(names) == 1:
+		return "route " + q[0], true
+	case len(names) <= shown:
+		return "routes " + strings.Join(q[:len(q)-1], ", ") + " and " + q[len(q)-1], false
+	}
+	return fmt.Sprintf("routes %s and %d more", strings.Join(q, ", "), len(names)-shown), false
 }
