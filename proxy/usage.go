@@ -43,22 +43,31 @@ func CheckPrices(cfg *config.Config) error {
 // cfg's price table has no price for, on a route a blocking dollar
 // budget covers: their requests will be refused (errModelUnpriced). A
 // glob counts as priced when the table prices its fixed part ("gpt-4.1*"
-// when it prices "gpt-4.1").
+// when it prices "gpt-4.1"). One line per route and model, however many
+// budgets cover it.
 func UnpricedModels(cfg *config.Config) []string {
 	prices := loadPrices(cfg)
 	var out []string
-	for _, b := range cfg.Budgets {
-		if b.USD == 0 || b.Warn {
+	for _, r := range cfg.Routes {
+		if r.Usage == config.UsageNone || len(r.Allow.Models) == 0 {
 			continue
 		}
-		for _, r := range cfg.Routes {
-			if r.Usage == config.UsageNone || b.Routes != nil && !slices.Contains(b.Routes, r.Name) {
-				continue
+		var budgets []string
+		for _, b := range cfg.Budgets {
+			if b.USD > 0 && !b.Warn && (b.Routes == nil || slices.Contains(b.Routes, r.Name)) {
+				budgets = append(budgets, b.Name)
 			}
-			for _, m := range r.Allow.Models {
-				if !prices.Priced(strings.ReplaceAll(m, "*", "")) {
-					out = append(out, fmt.Sprintf("route %q allows model %q, which the price table does not price, and budget %q limits dollars: its requests will be refused (hint: add it to prices.file)", r.Name, m, b.Name))
-				}
+		}
+		if len(budgets) == 0 {
+			continue
+		}
+		which := fmt.Sprintf("budget %q limits", budgets[0])
+		if len(budgets) > 1 {
+			which = fmt.Sprintf("budgets %q and %d more limit", budgets[0], len(budgets)-1)
+		}
+		for _, m := range r.Allow.Models {
+			if !prices.Priced(strings.ReplaceAll(m, "*", "")) {
+				out = append(out, fmt.Sprintf("route %q allows model %q, which the price table does not price, and %s dollars: its requests will be refused (hint: add it to prices.file)", r.Name, m, which))
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"compress/gzip"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -240,6 +241,30 @@ func TestUnpricedModels(t *testing.T) {
 	got := UnpricedModels(cfg)
 	if len(got) != 1 || !strings.Contains(got[0], `route "openai" allows model "gpt-9*", which the price table does not price, and budget "money" limits dollars`) {
 		t.Errorf("got %q", got)
+	}
+}
+
+// TestUnpricedModelsOneLinePerModel: a route's unpriced model is one
+// warning however many dollar budgets cover the route; with one per
+// budget, 7,000 budgets over 7,000 routes made till check print 49
+// million lines.
+func TestUnpricedModelsOneLinePerModel(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\nroutes:\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "  - {name: r%d, preset: openai, secret: k, prefix: /r%d, allow: {models: [gpt-9*]}}\n", i, i)
+	}
+	b.WriteString("budgets:\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "  - {name: b%d, window: 1d, usd: 5}\n", i)
+	}
+	cfg, err := config.Parse("till.yaml", []byte(b.String()), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := UnpricedModels(cfg)
+	if len(got) != 100 || !strings.Contains(got[0], `route "r0" allows model "gpt-9*", which the price table does not price, and budgets "b0" and 99 more limit dollars`) {
+		t.Errorf("got %d warnings, want 100; the first: %q", len(got), got[0])
 	}
 }
 
