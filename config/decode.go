@@ -743,7 +743,9 @@ func (d *decoder) tls(n *yaml.Node, path string) TLS {
 	if v := f["names"]; v != nil {
 		d.list(v, join(path, "names"), func(v *yaml.Node, p string) {
 			if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validServerName(s)) {
-				t.Names = append(t.Names, strings.ToLower(s))
+				// As server_names: a trailing dot is no part of the name
+				// a client sends in SNI, nor of a certificate's.
+				t.Names = append(t.Names, strings.ToLower(strings.TrimSuffix(s, ".")))
 			}
 		})
 	}

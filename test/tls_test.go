@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -365,6 +366,39 @@ func TestHandshakeServerNameEscapedInLog(t *testing.T) {
 	}
 	if !strings.Contains(out, `identifier: probe.evil.example\n2026-01-01T00:00:00Z INF reloaded FORGED\x1b[2J`) {
 		t.Errorf("the handshake error does not show the server name escaped:\n%q", out)
+	}
+	tl.stop()
+}
+
+// TestTLSNameWithTrailingDot: tls.names [till.test.] passed check and
+// serve, which then had certificates made for "till.test." and failed
+// every handshake (for till.test and till.test. alike) with an internal
+// error alert. A trailing dot is no part of the name, as in server_names.
+func TestTLSNameWithTrailingDot(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(tlsListenerConfig(u, "  names: [till.test.]\n", "", "")), 0o644)
+	setSecret(t, dir, "openai", openaiKey)
+	if _, errOut, code := runTill(t, dir, "", nil, "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "till-ca.pem"))
+	client := tlsClient(t, caPEM, nil)
+	client.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, tl.addr)
+	}
+	_, port, _ := net.SplitHostPort(tl.addr)
+	for _, host := range []string{"till.test", "till.test."} {
+		resp, err := client.Do(newRequest(t, "GET", "https://"+host+":"+port+"/openai/v1/models", nil))
+		if err != nil {
+			t.Errorf("GET https://%s: %v", host, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET https://%s: %d, want 200", host, resp.StatusCode)
+		}
 	}
 	tl.stop()
 }
