@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -50,18 +52,42 @@ var (
 )
 
 // Load reads the config file at path (at most MaxSize bytes) and parses it,
-// resolving relative paths in it against the file's folder.
+// resolving relative paths in it against the file's folder. The file must
+// be a regular one (or a link to one).
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	// Opened without waiting: a named pipe with no writer would hold the
+	// open, and a reload with it, and with that the SIGTERM serve's
+	// loop waits to handle after a SIGHUP.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, newError(path, 0, "", "is not a regular file but %s: till reads its config again at each reload (hint: give the path of a file)", fileKind(st.Mode()))
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data, filepath.Dir(path))
+}
+
+// fileKind names a kind of file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a folder"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }
 
 // Parse decodes and validates a config. name is used in error messages
