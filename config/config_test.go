@@ -134,6 +134,8 @@ func TestParseErrors(t *testing.T) {
 		{"zero rate", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 0/s}\n", `till.yaml:3: routes[0].rate: must be a rate such as 10/s, 100/m or 1000/h`},
 		{"zero burst", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 1/s, burst: 0}\n", `till.yaml:3: routes[0].burst: must be from 1 to 1073741824`},
 		{"huge burst", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 1/s, burst: 2000000000}\n", `till.yaml:3: routes[0].burst: must be from 1 to 1073741824`},
+		{"unicode host", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://exämple.com/v1'}\n", `till.yaml:3: routes[0].upstream: host must be written in ASCII, as requests carry it (hint: xn--exmple-cua.com)`},
+		{"percent-encoded unicode host", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://ex%C3%A4mple.com'}\n", `till.yaml:3: routes[0].upstream: host must be written in ASCII, as requests carry it (hint: xn--exmple-cua.com)`},
 		{"upstream port 0", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://api.example.com:0'}\n", `till.yaml:3: routes[0].upstream: must have a port number from 1 to 65535`},
 		{"upstream port too high", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://api.example.com:65536'}\n", `till.yaml:3: routes[0].upstream: must have a port number from 1 to 65535`},
 		{"burst without rate", "version: 1\nroutes:\n  - {name: x, preset: openai, burst: 5}\n", `till.yaml:3: routes[0].burst: needs a rate (hint: add rate: 10/s)`},

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"gopkg.in/yaml.v3"
 )
 
@@ -705,6 +707,9 @@ func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
 	if u.User != nil {
 		return nil, errorString("must not contain a user or password (hint: credentials belong in the vault)")
 	}
+	if err := asciiHost(u.Hostname()); err != nil {
+		return nil, err
+	}
 	if u.RawQuery != "" || u.ForceQuery {
 		return nil, errorString("must not have a query string")
 	}
@@ -728,6 +733,24 @@ func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
 		}
 	}
 	return u, nil
+}
+
+// asciiHost refuses a host name written in Unicode (exämple.com): requests
+// carry its ASCII form (xn--exmple-cua.com), in a CONNECT, an absolute
+// URL or SNI, and forward mode, which looks routes up by that host, took
+// the route's own host for one without a route, and tunnelled it
+// untouched (unknown_hosts: tunnel), the app's credentials and all.
+func asciiHost(host string) error {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			const msg = "host must be written in ASCII, as requests carry it"
+			if a, err := idna.Lookup.ToASCII(host); err == nil {
+				return errorString(msg + " (hint: " + a + ")")
+			}
+			return errorString(msg)
+		}
+	}
+	return nil
 }
 
 const errHTTPS = errorString("must be an https URL (plain http only for loopback, or set allow_plaintext: true)")
