@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,11 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tillgw/till/internal/regfile"
 )
 
 // The keys each mapping accepts. They drive unknown-field errors, their
@@ -55,39 +55,15 @@ var (
 // resolving relative paths in it against the file's folder. The file must
 // be a regular one (or a link to one).
 func Load(path string) (*Config, error) {
-	// Opened without waiting: a named pipe with no writer would hold the
-	// open, and a reload with it, and with that the SIGTERM serve's
-	// loop waits to handle after a SIGHUP.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+	data, err := regfile.Read(path, MaxSize+1)
+	var special *regfile.NotRegularError
+	if errors.As(err, &special) {
+		return nil, newError(path, 0, "", "is not a regular file but %s: till reads its config again at each reload (hint: give the path of a file)", special.Kind)
 	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !st.Mode().IsRegular() {
-		return nil, newError(path, 0, "", "is not a regular file but %s: till reads its config again at each reload (hint: give the path of a file)", fileKind(st.Mode()))
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data, filepath.Dir(path))
-}
-
-// fileKind names a kind of file that is not a regular one.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a folder"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return "a special file"
 }
 
 // Parse decodes and validates a config. name is used in error messages

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tillgw/till/internal/regfile"
 )
 
 //go:embed prices.yaml
@@ -70,6 +71,9 @@ var defaultPrices = sync.OnceValue(func() *Prices {
 // its Date.
 func DefaultPrices() *Prices { return defaultPrices() }
 
+// MaxPricesSize caps a price table file (prices.file).
+const MaxPricesSize = 1 << 20
+
 // LoadPrices reads a price table file and returns the built-in table with
 // the file's models merged over it: a pattern in the file replaces the
 // same pattern in the built-in table, and new patterns join it. The file
@@ -83,11 +87,17 @@ func DefaultPrices() *Prices { return defaultPrices() }
 //	  gemini-x: {input: 1, output: 4, grounded_prompt: 35}  # per 1,000 answers that searched
 //
 // Unknown keys, duplicate models, missing or negative prices are errors
-// naming the file and line.
+// naming the file and line. The file is a regular one (a link to one
+// counts) of at most MaxPricesSize bytes: it is read again at each
+// reload, where /dev/zero would take all memory and a named pipe would
+// hold the reload.
 func LoadPrices(path string) (*Prices, error) {
-	data, err := os.ReadFile(path)
+	data, err := regfile.Read(path, MaxPricesSize+1)
 	if err != nil {
 		return nil, fmt.Errorf("price table: %w", err)
+	}
+	if len(data) > MaxPricesSize {
+		return nil, fmt.Errorf("%s: the price table is larger than 1 MiB", path)
 	}
 	over, err := parsePrices(path, data, false)
 	if err != nil {

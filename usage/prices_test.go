@@ -241,3 +241,26 @@ func TestMatchModel(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadPricesOnlyRegularFiles: prices.file is read at each load and
+// reload, where os.ReadFile of /dev/zero took all memory and brought the
+// running till down. Only a regular file of at most 1 MiB is read; a
+// device or a folder is named as such.
+func TestLoadPricesOnlyRegularFiles(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(big, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		big:         "big.yaml: the price table is larger than 1 MiB",
+		os.DevNull:  "is not a regular file but a device",
+		t.TempDir(): "is not a regular file but a folder",
+	} {
+		if _, err := LoadPrices(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", path, err, want)
+		}
+	}
+}
