@@ -361,3 +361,21 @@ func TestCheckHintKeepsTheConfig(t *testing.T) {
 		t.Errorf("check -c after following the hint: exit %d: %s", code, errOut)
 	}
 }
+
+// forward.ca_cert is read at each reload, by the running till: a device
+// there (/dev/zero) was read until memory ran out, taking the gateway
+// down with the reload that should only have been refused. check (and
+// the reload) now refuse what is no regular file, or one too large for a
+// certificate, without reading it all.
+func TestCACertOnlyARegularFile(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("big.pem", nil, 0o600)
+	os.Truncate("big.pem", 2<<20)
+	for file, want := range map[string]string{os.DevNull: "is not a regular file but a device", "big.pem": "big.pem is larger than 1 MiB"} {
+		os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true, ca_cert: "+file+"}\nroutes: []\n"), 0o600)
+		_, errOut, code := c.run("", "check")
+		if code != 1 || !strings.Contains(errOut, "forward.intercept needs the CA certificate") || !strings.Contains(errOut, want) {
+			t.Errorf("%s: exit %d, want 1 and %q:\n%s", file, code, want, errOut)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/regfile"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/reload"
@@ -414,11 +415,20 @@ func interceptionLeaves(cfg *config.Config, secrets map[string]vault.Secret) (*c
 	return ca.NewLeaves(authority, cfg.Forward.CertCache)
 }
 
+// maxCACert caps the CA certificate file (forward.ca_cert): a PEM
+// certificate is a few kilobytes.
+const maxCACert = 1 << 20
+
 // loadAuthority loads till's CA: its certificate from forward.ca_cert, its
 // key from the vault. what names the feature that needs it.
 func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, alt string) (*ca.CA, error) {
 	hint := "create the CA with: till ca init " + alt
-	certPEM, err := os.ReadFile(cfg.Forward.CACert)
+	// Read at each reload too: a device there (/dev/zero) must not take
+	// the running till's memory, nor a named pipe hold the reload.
+	certPEM, err := regfile.Read(cfg.Forward.CACert, maxCACert+1)
+	if err == nil && len(certPEM) > maxCACert {
+		err = fmt.Errorf("%s is larger than 1 MiB: no CA certificate", cfg.Forward.CACert)
+	}
 	if err != nil {
 		return nil, withHint(fmt.Errorf("%s needs the CA certificate: %w", what, err), hint)
 	}
