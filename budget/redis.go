@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,7 +65,9 @@ var _ Store = (*Redis)(nil)
 // client), runs in the background, for up to [lateFor], what must not be
 // lost once a caller gave up waiting: taking back a Take whose answer was
 // lost, and a Settle that failed. Both run once however often they are
-// tried, and whether the call that failed ran before them or after.
+// tried, and whether the call that failed ran before them or after. A
+// Take that never reached Redis (no connection was had for it) is not
+// taken back: NewRedis adds a hook to client that marks its dial errors.
 func NewRedis(client, late redis.UniversalClient, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "till:budget"
@@ -72,7 +75,42 @@ func NewRedis(client, late redis.UniversalClient, prefix string) *Redis {
 	if late == nil {
 		late = client
 	}
+	client.AddHook(dialMarks{})
 	return &Redis{client: client, late: late, prefix: prefix}
+}
+
+// dialError is the error of a dial (TCP, TLS): no command went out on it.
+type dialError struct{ error }
+
+func (e dialError) Unwrap() error { return e.error }
+
+// dialMarks is a go-redis hook that makes its client's dial errors
+// dialErrors.
+type dialMarks struct{}
+
+func (dialMarks) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, dialError{err}
+		}
+		return c, nil
+	}
+}
+
+func (dialMarks) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (dialMarks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// unsent reports whether err, a command's, shows that the command never
+// left till: no connection was had for it, since a dial failed (Redis
+// down or unreachable, its TLS refused) or the wait for a free one ended
+// (the pool's timeout, or the deadline: go-redis's reads and writes time
+// out as network errors, by the connection's deadline).
+func unsent(err error) bool {
+	return errors.As(err, new(dialError)) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // UseRedisClock makes the store count by Redis's clock whenever the time
@@ -359,8 +397,13 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 	if err != nil {
 		// The script may have run all the same, or run later (a busy
 		// Redis answers after the deadline): what it counted is taken
-		// back, since the caller has no ticket to settle it with.
-		r.undo(id, now, charges, reserve)
+		// back, since the caller has no ticket to settle it with. One
+		// that never left till counted nothing: trying its undo for
+		// lateFor would cost, while Redis is down, a goroutine for each
+		// request.
+		if !unsent(err) {
+			r.undo(id, now, charges, reserve)
+		}
 		return nil, nil, fmt.Errorf("budget: redis: %w", err)
 	}
 	if len(res) == 2 && res[0] == int64(2) {

@@ -3,6 +3,7 @@ package budget
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"net"
 	"os"
 	"os/exec"
@@ -539,6 +540,135 @@ func TestRedisClockOffCountsInRedisTime(t *testing.T) {
 			cli.UseRedisClock(2 * time.Second)
 			if got := used(t, cli, now.Add(tt.off), tt.spec, "web", KindRequests); got != 3 {
 				t.Errorf("usage read on a machine whose clock is off: %v requests used, want 3", got)
+			}
+		})
+	}
+}
+
+// undoHook notes the Takes whose undo its client runs (a script's first
+// key is the Take's).
+type undoHook struct {
+	mu    *sync.Mutex
+	takes map[any]bool
+}
+
+func (h undoHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h undoHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h undoHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) > 3 {
+			h.mu.Lock()
+			h.takes[args[3]] = true
+			h.mu.Unlock()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestRedisUnsentTakeNotTakenBack: a Take that never left till (Redis
+// down, its TLS refused, no connection free before the deadline) counted
+// nothing, so nothing is taken back. Each one started an undo, tried for
+// 30 s by a goroutine of its own: with Redis down, every request did, and
+// a till under load grew by a goroutine a request until Redis came back
+// or memory ran out.
+func TestRedisUnsentTakeNotTakenBack(t *testing.T) {
+	addr, _ := startRedis(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	// A server that answers a TLS handshake in plain text, and hangs up.
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	go func() {
+		for {
+			c, err := plain.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("-ERR not TLS\r\n"))
+			c.Close()
+		}
+	}()
+	b := rolling("b", time.Hour)
+	b.Requests = 10
+	opts := func(addr string) *redis.Options {
+		const d = 250 * time.Millisecond
+		return &redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true,
+			DialTimeout: d, ReadTimeout: d, WriteTimeout: d, PoolTimeout: d}
+	}
+	// Redis down, or its TLS refused: once as many dials as the pool has
+	// connections failed, each Take fails at once, with the last dial's
+	// error (one try a dial gets there sooner).
+	unreachable := func(addr string, tlsConfig *tls.Config) *redis.Options {
+		o := opts(addr)
+		o.DialerRetries, o.TLSConfig = 1, tlsConfig
+		return o
+	}
+	// One connection, held by a Take that waits for a busy Redis: the
+	// others wait for it until their deadline, or the pool's timeout.
+	held := func(poolTimeout time.Duration) *redis.Options {
+		o := opts(addr)
+		o.PoolSize, o.PoolTimeout, o.ReadTimeout = 1, poolTimeout, 5*time.Second
+		return o
+	}
+	for _, tt := range []struct {
+		name string
+		opt  *redis.Options
+		held bool
+	}{
+		{"redis down", unreachable(down, nil), false},
+		{"TLS refused", unreachable(plain.Addr().String(), &tls.Config{ServerName: "127.0.0.1"}), false},
+		{"no connection free by the deadline", held(5 * time.Second), true},
+		{"no connection free by the pool's timeout", held(100 * time.Millisecond), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client := redis.NewClient(tt.opt)
+			lateOpt := *tt.opt
+			lateOpt.PoolSize = 0
+			late := redis.NewClient(&lateOpt)
+			undone := undoHook{&sync.Mutex{}, map[any]bool{}}
+			late.AddHook(undone)
+			defer func() { client.Close(); late.Close() }()
+			s := NewRedis(client, late, "test:"+t.Name())
+			var wg sync.WaitGroup
+			take := func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+				defer cancel()
+				if _, _, err := s.Take(ctx, t0, one("web", b), 0); err == nil {
+					t.Error("a Take succeeded")
+				}
+			}
+			if tt.held {
+				mustTake(t, s, t0, 0, one("web", b)) // the script is loaded
+				busyRedis(t, addr, 800*time.Millisecond)
+				wg.Go(func() { s.Take(context.Background(), t0, one("web", b), 0) })
+				for deadline := time.Now().Add(5 * time.Second); client.PoolStats().IdleConns != 0; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("no Take held the connection")
+					}
+				}
+			}
+			for range 100 {
+				if tt.held {
+					wg.Go(take)
+				} else {
+					take()
+				}
+			}
+			wg.Wait()
+			s.pending.Wait()
+			if n := len(undone.takes); n > 0 {
+				t.Errorf("%d of 100 Takes that never reached Redis were taken back, want none", n)
 			}
 		})
 	}
