@@ -45,8 +45,10 @@ type Redis struct {
 	client redis.UniversalClient
 	late   redis.UniversalClient
 	prefix string
-	// pending counts the undos and settlements being tried late.
-	pending sync.WaitGroup
+	// pending counts the undos and settlements being tried late, for
+	// Wait; lateRuns, for Pending.
+	pending  sync.WaitGroup
+	lateRuns atomic.Int64
 	// tolerance is how far a caller's clock may be from Redis's before
 	// the store counts by Redis's (see [Redis.UseRedisClock]); 0: never.
 	tolerance int64
@@ -449,8 +451,10 @@ func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) 
 // the wrong type stays so), unless it is [transient].
 func (r *Redis) runLate(script *redis.Script, keys []string, args []any) {
 	r.pending.Add(1)
+	r.lateRuns.Add(1)
 	go func() {
 		defer r.pending.Done()
+		defer r.lateRuns.Add(-1)
 		start := time.Now()
 		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 			ctx, cancel := context.WithTimeout(context.Background(), lateTimeout)
@@ -463,6 +467,26 @@ func (r *Redis) runLate(script *redis.Script, keys []string, args []any) {
 			time.Sleep(wait)
 		}
 	}()
+}
+
+// Pending is how many undos and settlements Redis missed are being tried
+// again in the background.
+func (r *Redis) Pending() int { return int(r.lateRuns.Load()) }
+
+// Wait waits until no undo or settlement is being tried again, or ctx
+// ends: a process that exits first loses them.
+func (r *Redis) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		r.pending.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // transientErrors are the codes of errors Redis answers while it cannot

@@ -673,3 +673,42 @@ func TestRedisUnsentTakeNotTakenBack(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisWait: Pending counts a settlement Redis missed while it is tried
+// again; Wait returns once it is counted, or when its context ends first.
+func TestRedisWait(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	late := newClient(t, addr)
+	hook := triesHook{prefix: "READONLY", failed: make(chan struct{}, 1)}
+	late.AddHook(hook)
+	s := NewRedis(client, late, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 100000
+	ctx := context.Background()
+	tk := mustTake(t, s, t0, 500, one("web", b))
+	if err := client.Do(ctx, "REPLICAOF", "127.0.0.1", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Settle(ctx, t0, tk, 1200, 0); err == nil {
+		t.Fatal("a Settle on a read-only replica did not fail")
+	}
+	<-hook.failed
+	if n := s.Pending(); n != 1 {
+		t.Errorf("%d pending, want the settlement", n)
+	}
+	short, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Wait(short); err == nil {
+		t.Error("Wait returned nil with the settlement still pending and its context done")
+	}
+	if err := client.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, got := s.Pending(), used(t, s, t0, b, "web", KindTokens); n != 0 || got != 1200 {
+		t.Errorf("after Wait: %d pending, %v tokens counted; want none pending, 1200 counted", n, got)
+	}
+}

@@ -141,6 +141,27 @@ func (g *Gateway) budgetStoreFailed(err error) {
 	}
 }
 
+// lateCounts is a budget store that tries again in the background what
+// Redis missed (budget.Redis).
+type lateCounts interface {
+	Pending() int
+	Wait(ctx context.Context) error
+}
+
+// awaitLate waits, until ctx ends, for the settlements and undos the
+// budget store still tries to count in Redis: till stopping first would
+// lose them.
+func (g *Gateway) awaitLate(ctx context.Context) {
+	late, ok := g.budgets.(lateCounts)
+	if !ok || late.Pending() == 0 {
+		return
+	}
+	g.log.Info().Int("pending", late.Pending()).Msg("shutting down: waiting for Redis to take what it missed (budget counts tried again)")
+	if late.Wait(ctx) != nil {
+		g.log.Warn().Int("lost", late.Pending()).Msg("grace period over: budget counts Redis missed are lost")
+	}
+}
+
 // Usage lists every budget counter: its limit, use and reset time (GET
 // /admin/usage, till usage).
 func (g *Gateway) Usage(ctx context.Context) ([]budget.Row, error) {

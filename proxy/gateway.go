@@ -179,7 +179,8 @@ func (g *Gateway) BaseContext(net.Listener) context.Context { return g.base }
 // until ctx is done, for intercepted requests and for requests that server
 // does not track (WebSocket upgrades, tunnels); then it ends those that
 // remain and waits briefly for their audit records, so that every request
-// is recorded before the audit sink closes.
+// is recorded before the audit sink closes. Last, it waits, until ctx is
+// done, for the budget counts Redis missed that the store still tries.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.intercept != nil {
 		g.intercept.shutdown(ctx)
@@ -194,6 +195,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		defer cancel()
 		err = errors.Join(err, g.drain(actx))
 	}
+	g.awaitLate(ctx)
 	return err
 }
 

@@ -231,6 +231,49 @@ func TestRedisBlipAtSettleCounted(t *testing.T) {
 	}
 }
 
+// TestShutdownWaitsForLateSettlement: a settlement Redis missed (a blip
+// as the answer ended) is still being tried when till is told to stop.
+// till waits for it, within its grace period, and once Redis is back the
+// 1000 tokens the answer used are counted. Stopping at once, as it did,
+// dropped them: a failover that moved Redis as a node drain restarted
+// till (both on one node) let every answer that ended meanwhile go
+// uncounted.
+func TestShutdownWaitsForLateSettlement(t *testing.T) {
+	redisAddr, _ := startRedis(t)
+	proxy := newRedisProxy(t, redisAddr)
+	h := &lostSettleUpstream{started: make(chan struct{}, 10), release: make(chan struct{})}
+	up := newUpstream(t, h)
+	tl := redisTill(t, up, proxy.addr(), "deny", "", "  - {name: hourly, window: 1h, tokens: 200}\n")
+
+	first := make(chan int, 1)
+	go func() {
+		resp, _ := do(t, newRequest(t, "POST", tl.url("/openai/v1/chat/completions"), strings.NewReader(chat)))
+		first <- resp.StatusCode
+	}()
+	<-h.started
+	proxy.setDown(true)
+	close(h.release)
+	if code := <-first; code != 200 {
+		t.Fatalf("first request: %d", code)
+	}
+	if !tl.waitLog("budget store unavailable") {
+		t.Fatalf("the failed settle was not logged:\n%s", tl.stderr.String())
+	}
+	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog("waiting for Redis to take what it missed") {
+		t.Fatalf("till did not wait for the settlement Redis missed:\n%s", tl.stderr.String())
+	}
+	proxy.setDown(false)
+	<-tl.done
+	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rc.Close()
+	if got := sumHash(rc, "till:budget:hourly:3600s:anonymous:tokens"); got != 1000 {
+		t.Errorf("%d tokens counted once till stopped, want the 1000 the answer used", got)
+	}
+}
+
 // sumHash adds up the amounts in a budget counter's hash.
 func sumHash(rc *redis.Client, key string) int64 {
 	var sum int64
