@@ -112,6 +112,10 @@ func NewRedisLimits(rawURL string) (*RedisLimits, error) {
 	// redisTimeout. With it, Allow's deadline bounds the pool wait, the
 	// handshake, the write and the read together.
 	opt.ContextTimeoutEnabled = true
+	// A new connection's setup counts against a decision's deadline too:
+	// it sends HELLO, not go-redis's client name as well (CLIENT SETINFO,
+	// which Redis before 7.2 refuses), a round trip more.
+	opt.DisableIdentity = true
 	client := redis.NewClient(opt)
 	// Taking back a charge Redis ran after till gave up, and settling
 	// what a request used, must outlast a busy Redis: their client waits

@@ -136,6 +136,88 @@ func startRedisProc(t *testing.T) (string, *os.Process) {
 	return addrs[0], p
 }
 
+// farRedis forwards to the Redis at target over a link whose round trip
+// is rtt: each way, every chunk arrives rtt/2 after it was sent.
+func farRedis(t *testing.T, target string, rtt time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go delayCopy(up, c, rtt/2)
+			go delayCopy(c, up, rtt/2)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// delayCopy copies src to dst, each chunk d after it was read, and closes
+// dst once src ends and the chunks read are written.
+func delayCopy(dst, src net.Conn, d time.Duration) {
+	type chunk struct {
+		b  []byte
+		at time.Time
+	}
+	ch := make(chan chunk, 1024)
+	go func() {
+		for c := range ch {
+			time.Sleep(time.Until(c.at))
+			dst.Write(c.b)
+		}
+		dst.Close()
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			ch <- chunk{append([]byte(nil), buf[:n]...), time.Now().Add(d)}
+		}
+		if err != nil {
+			close(ch)
+			return
+		}
+	}
+}
+
+// TestFarRedisDecides: a Redis 100 ms away (a round trip; farRedis
+// connects at once) answers a decision in one round trip, within the
+// 250 ms a decision waits, and a new connection's in two (HELLO, then the
+// script). A new connection spent three: go-redis sent its client name
+// too (CLIENT SETINFO, which Redis before 7.2 refuses): 300 ms, so every
+// decision on a new connection failed, and the connection it timed out
+// on was closed, so the next was new too: on_redis_error decided every
+// request for good.
+func TestFarRedisDecides(t *testing.T) {
+	redisAddr, _ := startRedis(t)
+	up := newUpstream(t, &fakeLLM{})
+	tl := redisTill(t, up, farRedis(t, redisAddr, 100*time.Millisecond), "deny", "", "  - {name: hourly, window: 1h, requests: 1000}\n")
+	var got []string
+	for range 12 {
+		code, e := postChat(t, tl, chat)
+		got = append(got, fmt.Sprint(code, e))
+	}
+	// The first ones may time out loading the scripts into Redis, or
+	// on a connection new to a slow machine.
+	for _, g := range got[7:] {
+		if g != "200" {
+			t.Errorf("with Redis 100 ms away: %v, want the last five 200", got)
+			break
+		}
+	}
+}
+
 // redisTill runs a till on the Redis at redisAddr with one OpenAI route
 // (with route settings extra, e.g. ", rate: 100/s") and the budgets.
 func redisTill(t *testing.T, up *upstream, redisAddr, onError, extra, budgets string) *till {
