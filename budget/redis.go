@@ -68,8 +68,9 @@ var _ Store = (*Redis)(nil)
 // lost once a caller gave up waiting: taking back a Take whose answer was
 // lost, and a Settle that failed. Both run once however often they are
 // tried, and whether the call that failed ran before them or after. A
-// Take that never reached Redis (no connection was had for it) is not
-// taken back: NewRedis adds a hook to client that marks its dial errors.
+// Take that never reached Redis (no connection was had for it), or that
+// Redis refused, is not taken back: NewRedis adds a hook to client that
+// marks its dial errors.
 func NewRedis(client, late redis.UniversalClient, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "till:budget"
@@ -400,10 +401,11 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		// The script may have run all the same, or run later (a busy
 		// Redis answers after the deadline): what it counted is taken
 		// back, since the caller has no ticket to settle it with. One
-		// that never left till counted nothing: trying its undo for
-		// lateFor would cost, while Redis is down, a goroutine for each
-		// request.
-		if !unsent(err) {
+		// that never left till, or that Redis refused (it fails before
+		// it writes), counted nothing: trying its undo for lateFor would
+		// cost, while Redis is down or full, a goroutine a request.
+		var answered redis.Error
+		if !unsent(err) && !errors.As(err, &answered) {
 			r.undo(id, now, charges, reserve)
 		}
 		return nil, nil, fmt.Errorf("budget: redis: %w", err)

@@ -712,3 +712,47 @@ func TestRedisWait(t *testing.T) {
 		t.Errorf("after Wait: %d pending, %v tokens counted; want none pending, 1200 counted", n, got)
 	}
 }
+
+// TestRedisRefusedTakeNotTakenBack: a Take Redis refused (full under
+// noeviction, as the docs advise; a replica after a failover) counted
+// nothing, and Redis said so: it is not taken back. Each one started an
+// undo that Redis refused as well, tried for 30 s by a goroutine of its
+// own: a full Redis cost a goroutine a request.
+func TestRedisRefusedTakeNotTakenBack(t *testing.T) {
+	addr, _ := startRedis(t)
+	admin := newClient(t, addr)
+	ctx := context.Background()
+	b := rolling("b", time.Hour)
+	b.Requests, b.Tokens = 10, 1000
+	for _, tt := range []struct {
+		name      string
+		set, undo []any
+	}{
+		{"full", []any{"CONFIG", "SET", "maxmemory", "1"}, []any{"CONFIG", "SET", "maxmemory", "0"}},
+		{"replica", []any{"REPLICAOF", "127.0.0.1", "1"}, []any{"REPLICAOF", "NO", "ONE"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewRedis(newClient(t, addr), nil, "test:"+t.Name())
+			mustTake(t, s, t0, 0, one("web", b)) // the script is loaded
+			if err := admin.Do(ctx, tt.set...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Do(ctx, tt.undo...)
+			for range 100 {
+				if _, _, err := s.Take(ctx, t0, one("web", b), 100); err == nil {
+					t.Fatal("a Take succeeded")
+				}
+			}
+			if n := s.Pending(); n > 0 {
+				t.Errorf("%d of 100 Takes Redis refused are being taken back, want none", n)
+			}
+			admin.Do(ctx, tt.undo...)
+			s.pending.Wait()
+			for k, want := range map[Kind]float64{KindRequests: 1, KindTokens: 0} {
+				if got := used(t, s, t0, b, "web", k); got != want {
+					t.Errorf("%v %s used after the refusals, want %v", got, k, want)
+				}
+			}
+		})
+	}
+}
