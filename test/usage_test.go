@@ -386,6 +386,41 @@ func TestBudgetSharedInRedis(t *testing.T) {
 	}
 }
 
+// TestParallelTillsNeverOverspend: two tills on one Redis, hammered at
+// once by 100 requests against a budget of 10, forward exactly 10: each
+// Take checks and counts in one script, so no two tills both see the
+// last request free.
+func TestParallelTillsNeverOverspend(t *testing.T) {
+	redisAddr, _ := startRedis(t)
+	up := newUpstream(t, &fakeLLM{})
+	b := "  - {name: ten, window: 1h, requests: 10}\n"
+	_, postA := budgetTill(t, up, b, redisAddr)
+	_, postB := budgetTill(t, up, b, redisAddr)
+	var ok, refused atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 100 {
+		post := postA
+		if i%2 == 1 {
+			post = postB
+		}
+		wg.Go(func() {
+			switch code, e, _ := post(chat); {
+			case code == 200:
+				ok.Add(1)
+			case code == 429 && e == "budget_exceeded":
+				refused.Add(1)
+			default:
+				t.Errorf("got %d %s", code, e)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != 10 || refused.Load() != 90 || len(up.requests()) != 10 {
+		t.Errorf("100 parallel requests on two tills against a budget of 10: %d forwarded, %d refused, %d reached the upstream; want 10, 90, 10",
+			ok.Load(), refused.Load(), len(up.requests()))
+	}
+}
+
 // TestParallelStreamsRespectReservations: 50 parallel streamed requests,
 // each reserving its max_tokens of 100, against a budget of 1,000 tokens:
 // no more than ten are ever forwarded, the rest refused.
