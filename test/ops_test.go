@@ -274,3 +274,38 @@ func TestCommandsRemoveVaultLeftovers(t *testing.T) {
 		t.Error("till serve left the vault's temp file in place")
 	}
 }
+
+// TestSecondSignalCutsAtOnce sends SIGTERM, then SIGINT (a second
+// Ctrl-C, a supervisor that will not wait) while a request waits for its
+// upstream and the grace period has an hour to run: till must cut the
+// request at once and stop, its record saying shutdown, rather than make
+// the operator reach for SIGKILL, which would lose that record.
+func TestSecondSignalCutsAtOnce(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // till cuts it
+	}))
+	tl := startTill(t, providerConfig(u, "shutdown_grace: 1h\n"), providerSecrets, u.caFile)
+	go http.Get(tl.url("/openai/v1/models"))
+	waitFor(t, 10*time.Second, "the request to reach the upstream", func() bool { return len(u.requests()) > 0 })
+	if err := tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog(`"message":"shutting down: letting requests in flight finish"`) {
+		t.Fatalf("till did not start its shutdown:\n%s", tl.stderr.String())
+	}
+	if err := tl.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tl.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("till still waits out its hour of grace after a second signal")
+	}
+	if tl.exit != nil {
+		t.Errorf("till exited with %v, want 0", tl.exit)
+	}
+	recs := tl.audit()
+	if len(recs) != 1 || recs[0]["status"] != 499.0 || recs[0]["reason"] != "shutdown" {
+		t.Errorf("audit after a second signal: got %v, want one record with status 499, reason shutdown", recs)
+	}
+}

@@ -192,12 +192,14 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 }
 
-// shutdown lets the requests in flight finish within grace, cuts those
-// left after it, and closes the audit sink last.
+// shutdown lets the requests in flight finish within grace, or until a
+// second SIGINT or SIGTERM, cuts those left after it, and closes the
+// audit sink last.
 func shutdown(grace time.Duration, srv, admin *http.Server, gw *proxy.Gateway, sink *audit.Sink, logger zerolog.Logger) error {
-	logger.Info().Str("grace", grace.String()).Msg("shutting down: letting requests in flight finish")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	defer cutOnSignal(cancel, logger)()
+	logger.Info().Str("grace", grace.String()).Msg("shutting down: letting requests in flight finish")
 	if admin != nil {
 		_ = admin.Close()
 	}
@@ -212,13 +214,37 @@ func shutdown(grace time.Duration, srv, admin *http.Server, gw *proxy.Gateway, s
 	// Upgraded connections, tunnels and intercepted requests are the
 	// gateway's to wait for, or end, before the audit closes.
 	if err = errors.Join(err, gw.Shutdown(sctx)); err != nil {
-		logger.Warn().Err(err).Int64("cut", gw.Cut()).Msg("grace period over: cut the requests still in flight (reason shutdown in their records)")
+		logger.Warn().Err(err).Int64("cut", gw.Cut()).Msg("cut the requests still in flight (reason shutdown in their records)")
 	}
 	if err := sink.Close(); err != nil {
 		return err
 	}
 	logger.Info().Msg("stopped")
 	return nil
+}
+
+// cutOnSignal ends the grace period (cut) at the next SIGINT or SIGTERM:
+// an operator's second Ctrl-C, or a supervisor that will not wait, gets
+// the requests in flight cut at once and recorded (reason shutdown),
+// where the SIGKILL it would send next loses their records. It must
+// start before shutdown is logged, so that a signal sent once that line
+// is out is not lost; stop ends the watch.
+func cutOnSignal(cut context.CancelFunc, logger zerolog.Logger) (stop func()) {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-again:
+			logger.Warn().Msg("signalled again: cutting the requests still in flight now")
+			cut()
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(again)
+		close(done)
+	}
 }
 
 // listeners are what serve listens on.
