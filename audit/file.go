@@ -54,22 +54,21 @@ var syncDir = func(dir string) error {
 // open opens the file at the path in place of f, which it closes (on
 // error, f stays open). It returns the file's last line, without its
 // newline, or nil when the file is empty. A last line without a newline
-// is a record whose write a crash cut short: it is removed (torn counts
-// its bytes), since it is no record and its key was never sent (records
-// are written before keys are used).
-func (af *file) open() (last []byte, torn int64, err error) {
+// is a record whose write a crash cut short: it is removed, since it is
+// no record, and returned as cut.
+func (af *file) open() (last, cut []byte, err error) {
 	if err := os.MkdirAll(filepath.Dir(af.path), 0o700); err != nil {
-		return nil, 0, fmt.Errorf("create audit folder: %w", err)
+		return nil, nil, fmt.Errorf("create audit folder: %w", err)
 	}
 	// Never through a link: one left at the path (after the file was
 	// removed, say) by whoever can write the folder would have records
 	// appended to any file till can write, its vault or a shell's rc file.
 	f, err := openAppend(af.path, os.O_CREATE)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	id, last, size, torn, err := tail(f)
-	if err == nil && torn > 0 {
+	id, last, cut, size, err := tail(f)
+	if err == nil && len(cut) > 0 {
 		err = f.Truncate(size)
 	}
 	if err == nil && af.syncFolder {
@@ -77,7 +76,7 @@ func (af *file) open() (last []byte, torn int64, err error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("open audit file: %w", err)
+		return nil, nil, fmt.Errorf("open audit file: %w", err)
 	}
 	if af.f != nil {
 		// A file moved away (by a rotation outside till) keeps the
@@ -86,7 +85,7 @@ func (af *file) open() (last []byte, torn int64, err error) {
 		af.f.Close()
 	}
 	af.f, af.id, af.size, af.cut = f, id, size, false
-	return bytes.TrimRight(last, "\n"), torn, nil
+	return bytes.TrimRight(last, "\n"), cut, nil
 }
 
 // openAppend opens the audit file at path to append to it (flag adds
@@ -104,17 +103,16 @@ func openAppend(path string, flag int) (*os.File, error) {
 
 // tail reads the end of the audit file f: its identity, its last line
 // (with its newline), and its size without a last line a crash cut short,
-// whose bytes torn counts; f is not changed.
-func tail(f *os.File) (id os.FileInfo, last []byte, size, torn int64, err error) {
+// which is cut; f is not changed.
+func tail(f *os.File) (id os.FileInfo, last, cut []byte, size int64, err error) {
 	id, err = f.Stat()
 	if err == nil {
 		size = id.Size()
 		last, err = lastLine(f, size)
 	}
 	if err == nil && len(last) > 0 && last[len(last)-1] != '\n' {
-		cut := last
-		torn = int64(len(cut))
-		size -= torn
+		cut = last
+		size -= int64(len(cut))
 		last = nil
 		if size > 0 {
 			last, err = lastLine(f, size)
@@ -125,7 +123,7 @@ func tail(f *os.File) (id os.FileInfo, last []byte, size, torn int64, err error)
 			err = errors.New("its last line is not a record: not an audit file")
 		}
 	}
-	return id, last, size, torn, err
+	return id, last, cut, size, err
 }
 
 // Check reports what Open would refuse of the audit file at path (a
@@ -188,29 +186,49 @@ func lastLine(f io.ReaderAt, size int64) ([]byte, error) {
 }
 
 // lastRecordOf reads the last record of the file at path, without its
-// newline, read through when gzip-compressed; nil when it has none.
-func lastRecordOf(path string) []byte {
-	f, err := os.Open(path)
+// newline, read through when gzip-compressed; nil when it has none. A
+// record a crash cut short at the end of a file not compressed is
+// removed first, as open would have removed it had till started again
+// before the file was moved (cut says what was removed): the chain goes
+// on from the record before it.
+func lastRecordOf(path string) (last, cut []byte) {
+	f, err := os.OpenFile(path, os.O_RDWR|atomicfile.NoFollow, 0)
 	if err != nil {
-		return nil
+		if f, err = os.OpenFile(path, os.O_RDONLY|atomicfile.NoFollow, 0); err != nil {
+			return nil, nil
+		}
 	}
 	defer f.Close()
 	st, err := f.Stat()
-	if err != nil {
-		return nil
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, nil
 	}
-	var last []byte
 	if magic := make([]byte, len(gzipMagic)); st.Size() >= int64(len(magic)) {
 		if _, err := f.ReadAt(magic, 0); err == nil && bytes.Equal(magic, gzipMagic) {
 			last = lastLineOfGzip(f)
 		} else {
-			last, _ = lastLine(f, st.Size())
+			last, cut = lastWholeRecord(f)
 		}
 	}
 	if !isRecordStart(last) || last[len(last)-1] != '\n' {
-		return nil // a torn record is not one to chain to
+		return nil, nil // a compressed file's torn record is not one to chain to
 	}
-	return bytes.TrimRight(last, "\n")
+	return bytes.TrimRight(last, "\n"), cut
+}
+
+// lastWholeRecord returns the last whole record of the audit file f, with
+// its newline, after it removes a record a crash cut short after it (cut,
+// nil when none or when f cannot be cut: verify then names it). nil when
+// f ends in no record.
+func lastWholeRecord(f *os.File) (last, cut []byte) {
+	_, last, cut, size, err := tail(f)
+	if err != nil || !isRecordStart(last) {
+		return nil, nil
+	}
+	if len(cut) > 0 && f.Truncate(size) != nil {
+		cut = nil
+	}
+	return last, cut
 }
 
 // lastLineOfGzip reads the gzip stream r through and returns its last
@@ -244,11 +262,12 @@ func lastLineOfGzip(r io.Reader) []byte {
 // path.SUFFIX or path-SUFFIX, as till (path.1) or logrotate (dateext,
 // compress) names one, that holds records. "" when there is none, so that
 // a till restarted after a rotation outside it goes on with the chain.
-func (af *file) predecessor() (string, []byte) {
+// cut is what was removed of a record a crash cut short at its end.
+func (af *file) predecessor() (name string, last, cut []byte) {
 	dir, base := filepath.Split(af.path)
 	entries, err := os.ReadDir(filepath.Clean(dir))
 	if err != nil {
-		return "", nil
+		return "", nil, nil
 	}
 	type candidate struct {
 		name string
@@ -266,11 +285,11 @@ func (af *file) predecessor() (string, []byte) {
 	}
 	slices.SortFunc(found, func(a, b candidate) int { return b.mod.Compare(a.mod) })
 	for _, c := range found {
-		if last := lastRecordOf(filepath.Join(dir, c.name)); last != nil {
-			return c.name, last
+		if last, cut := lastRecordOf(filepath.Join(dir, c.name)); last != nil {
+			return c.name, last, cut
 		}
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 // full reports whether a record of n bytes must go to a new file.

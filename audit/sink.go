@@ -108,16 +108,17 @@ func Open(o Options) (*Sink, error) {
 		return New(stdout{}, o), nil
 	}
 	af := &file{path: o.Path, maxSize: o.MaxSize, maxFiles: max(o.MaxFiles, 1), syncFolder: o.Fsync == FsyncAlways}
-	last, torn, err := af.open()
+	last, cut, err := af.open()
 	if err != nil {
 		return nil, err
 	}
 	s := &Sink{file: af}
 	s.start(o)
-	s.repaired(torn)
+	s.repaired(af.path, cut)
 	if last != nil {
 		s.chain.resume(last)
-	} else if name, prev := af.predecessor(); prev != nil {
+	} else if name, prev, cut := af.predecessor(); prev != nil {
+		s.repaired(filepath.Join(filepath.Dir(af.path), name), cut)
 		s.chain.link(prev)
 		s.chain.restart(name)
 		last = prev
@@ -311,11 +312,11 @@ func (s *Sink) write(line []byte) error {
 
 // reopen opens the file at the path anew, after the one named prevName.
 func (s *Sink) reopen(prevName string) error {
-	last, torn, err := s.file.open()
+	last, cut, err := s.file.open()
 	if err != nil {
 		return err
 	}
-	s.repaired(torn)
+	s.repaired(s.file.path, cut)
 	if last != nil {
 		s.chain.resume(last)
 	} else {
@@ -324,12 +325,21 @@ func (s *Sink) reopen(prevName string) error {
 	return nil
 }
 
-// repaired reports the bytes of a torn record removed from the end of
-// the file.
-func (s *Sink) repaired(torn int64) {
-	if torn > 0 && s.opts.Log != nil {
-		s.opts.Log(fmt.Sprintf("removed a record cut short by a crash (%d bytes) from the end of %s; its key was never sent", torn, s.file.path))
+// repaired reports cut, what was removed from the end of the file at
+// path: a record a crash cut short, which is no record. Whether its key
+// went depends on the record's event, when what is left names it.
+func (s *Sink) repaired(path string, cut []byte) {
+	if len(cut) == 0 || s.opts.Log == nil {
+		return
 	}
+	msg := fmt.Sprintf("removed a record cut short by a crash (%d bytes) from the end of %s", len(cut), path)
+	switch {
+	case bytes.Contains(cut, []byte(`"event":"use"`)):
+		msg += "; a use record: its key was never sent (a key goes only once its use record is written)"
+	case bytes.Contains(cut, []byte(`"event":"request"`)):
+		msg += "; a request record: the use record of its key stands before it"
+	}
+	s.opts.Log(msg)
 }
 
 // flush writes the pending records, and stops at the first that fails.

@@ -312,9 +312,8 @@ func TestReopen(t *testing.T) {
 }
 
 // TestTornRecordRemoved opens a file whose last record a crash cut short
-// (kill -9 can stop a write between two pages): that record, whose key
-// was never sent, is removed and said so, and the chain goes on from
-// the last whole one.
+// (kill -9 can stop a write between two pages): that record is removed
+// and said so, and the chain goes on from the last whole one.
 func TestTornRecordRemoved(t *testing.T) {
 	s, path := openTest(t, Options{})
 	s.Write(record("1"))
@@ -357,6 +356,87 @@ func TestTornRecordRemoved(t *testing.T) {
 		if b, _ := os.ReadFile(junk); string(b) != other {
 			t.Errorf("the file that is no trail was changed to %q", b)
 		}
+	}
+}
+
+// TestTornRecordInRotatedFile: till killed in the middle of a record,
+// and its file rotated (logrotate renames it, at boot after a power loss
+// say) before till starts again on a new one: the record cut short is
+// removed from the rotated file as it would have been from the file at
+// the path, and the new file chains to the last whole record, so that
+// the trail verifies. Before, the new file started a chain of its own
+// (prev "", no prev_file) and verify stopped at the cut record.
+func TestTornRecordInRotatedFile(t *testing.T) {
+	for _, tail := range []string{"cut", "zeros"} {
+		t.Run(tail, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "audit.log")
+			s, _ := openTest(t, Options{Path: path})
+			s.Write(record("1"))
+			s.Write(record("2"))
+			s.Close()
+			b, _ := os.ReadFile(path)
+			whole := b[:bytes.IndexByte(b, '\n')+1]
+			b = b[:len(b)-10]
+			if tail == "zeros" {
+				b = append(whole, bytes.Repeat([]byte{0}, 137)...)
+			}
+			moved := path + "-20261206"
+			os.WriteFile(moved, b, 0o600)
+			os.Remove(path)
+
+			var said []string
+			s2, err := Open(Options{Path: path, Log: func(msg string) { said = append(said, msg) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s2.Write(record("3"))
+			s2.Close()
+			if f := lines(t, path)[0]["prev_file"]; f != "audit.log-20261206" {
+				t.Errorf("prev_file %v, want audit.log-20261206", f)
+			}
+			if got, _ := os.ReadFile(moved); !bytes.Equal(got, whole) {
+				t.Errorf("the rotated file holds %q, want its whole record only", got)
+			}
+			if len(said) != 1 || !strings.Contains(said[0], "cut short") || !strings.Contains(said[0], "audit.log-20261206") {
+				t.Errorf("the repair was not told: %q", said)
+			}
+			mustVerify(t, VerifyOptions{}, moved, path)
+		})
+	}
+}
+
+// TestTornRecordSaysWhatItWas: the repair of a record a crash cut short
+// says whether a key went. A use record cut short means its key was
+// never sent; a request record cut short had its key sent, with its use
+// record before it: saying "never sent" of it, as the log did, sends an
+// incident's reader after the wrong conclusion.
+func TestTornRecordSaysWhatItWas(t *testing.T) {
+	use := []byte(`{"level":"info","time":"2026-12-02T10:00:00Z","event":"use","id":"1"}` + "\n")
+	for _, tt := range []struct {
+		name, want, not string
+		rec             []byte
+	}{
+		{"use", "its key was never sent", "stands", use},
+		{"request", "the use record of its key stands before it", "never sent", record("1")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, path := openTest(t, Options{})
+			s.Write(use)
+			s.Write(tt.rec)
+			s.Close()
+			b, _ := os.ReadFile(path)
+			os.WriteFile(path, b[:len(b)-10], 0o600)
+			var said []string
+			s2, err := Open(Options{Path: path, Log: func(msg string) { said = append(said, msg) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s2.Close()
+			if len(said) != 1 || !strings.Contains(said[0], tt.want) || strings.Contains(said[0], tt.not) {
+				t.Errorf("got %q, want one line saying %q", said, tt.want)
+			}
+		})
 	}
 }
 

@@ -351,6 +351,61 @@ func TestKill9LosesNoKeyUse(t *testing.T) {
 	}
 }
 
+// TestKill9ThenRotatedBeforeRestart kills till with SIGKILL and leaves
+// its audit file ending in a record cut short (the kill stopped its
+// write), then renames the file as logrotate does (at boot after a
+// crash, say) before till starts again: the new file must chain to the
+// rotated one (prev_file), the cut record must be removed from it as it
+// would have been at the path, and till audit verify must pass. Before,
+// the new file started a chain of its own and verify stopped at the cut
+// record.
+func TestKill9ThenRotatedBeforeRestart(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(incidentHandler))
+	dir := tillDir(t, providerConfig(u, "audit: {file: audit.log}\n"))
+	get := func(tl *till, name string) {
+		t.Helper()
+		if resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models/"+name), nil)); resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", name, resp.StatusCode)
+		}
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	get(tl, "before-1")
+	get(tl, "before-2")
+	killTill(t, tl)
+	path := filepath.Join(dir, "audit.log")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A use record whose write the kill stopped halfway.
+	use, _, _ := strings.Cut(string(b), "\n")
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(use[:len(use)/2])
+	f.Close()
+	rotated := "audit.log-20261206"
+	if err := os.Rename(path, filepath.Join(dir, rotated)); err != nil {
+		t.Fatal(err)
+	}
+
+	tl = startTillIn(t, dir, u.caFile)
+	get(tl, "after")
+	tl.stop()
+	if !strings.Contains(tl.stderr.String(), "removed a record cut short by a crash") {
+		t.Errorf("the repair of %s is not in the log:\n%s", rotated, tl.stderr.String())
+	}
+	recs := readIncidentTrail(t, path)
+	if len(recs) == 0 || recs[0].rec["prev_file"] != rotated {
+		t.Errorf("the new file's first record: %v, want prev_file %s", recs, rotated)
+	}
+	out, errOut, code := auditVerify(t, dir, rotated, "audit.log")
+	if code != 0 {
+		t.Errorf("till audit verify %s audit.log: exit %d\n%s%s", rotated, code, out, errOut)
+	}
+}
+
 // TestUnwritableAuditSinkSendsNoKey fills the disk under the audit file
 // while eight clients send requests: no key may reach the upstream
 // without its use record, requests get 503 audit_unavailable from the
