@@ -182,8 +182,8 @@ func (g *Gateway) BaseContext(net.Listener) context.Context { return g.base }
 // is recorded before the audit sink closes. Last, it waits, until ctx is
 // done, for the budget counts Redis missed that the store still tries.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.Closing()
 	if g.intercept != nil {
-		g.intercept.shutdown(ctx)
 		// Intercepted connections are idle, or cut, once no request is
 		// in flight (drained or aborted below).
 		defer g.intercept.close()
@@ -197,6 +197,19 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	g.awaitLate(ctx)
 	return err
+}
+
+// Closing tells the connections the gateway took over from the
+// listener's http.Server (intercepted CONNECTs) to take no more requests,
+// as that server's Shutdown tells its own keep-alive connections.
+// Register it with the server's RegisterOnShutdown: called only by
+// Shutdown, after the server's own, it would let them take new requests,
+// each a key use begun after the stop, as long as a request on the
+// listener kept that Shutdown waiting.
+func (g *Gateway) Closing() {
+	if g.intercept != nil {
+		g.intercept.shutdown()
+	}
 }
 
 // Abort ends every request in flight; their records say reason shutdown.

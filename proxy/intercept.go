@@ -30,6 +30,7 @@ type interceptor struct {
 	ln     *connQueue
 	// targets maps each handed-off *tls.Conn to its CONNECT target.
 	targets sync.Map
+	closing sync.Once // shutdown
 }
 
 func newInterceptor(g *Gateway, leaves *ca.Leaves) *interceptor {
@@ -165,13 +166,16 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 }
 
 // shutdown stops accepting intercepted connections and tells those open
-// to take no more requests (keep-alives off; GOAWAY on HTTP/2). It does
-// not wait: the gateway drains the requests in flight, then calls close.
-// Waiting for net/http's Shutdown would keep each idle HTTP/2 connection
-// open a second after its GOAWAY, for the client to hang up
+// to take no more requests (keep-alives off; GOAWAY on HTTP/2), once
+// however often it is called. It does not wait: the gateway drains the
+// requests in flight, then calls close, which ends net/http's Shutdown.
+// Waiting for that Shutdown would keep each idle HTTP/2 connection open
+// a second after its GOAWAY, for the client to hang up
 // (golang/go#18701), and delay till's stop by as much.
-func (ic *interceptor) shutdown(ctx context.Context) {
-	go func() { _ = ic.srv.Shutdown(ctx) }()
+func (ic *interceptor) shutdown() {
+	ic.closing.Do(func() {
+		go func() { _ = ic.srv.Shutdown(context.Background()) }()
+	})
 }
 
 // close closes the intercepted connections, idle once no request is in

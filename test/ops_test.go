@@ -2,9 +2,13 @@ package test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -309,3 +314,82 @@ func TestSecondSignalCutsAtOnce(t *testing.T) {
 		t.Errorf("audit after a second signal: got %v, want one record with status 499, reason shutdown", recs)
 	}
 }
+
+// TestShutdownClosesInterceptedConnections stops till while a reverse
+// request streams (so the listener's own shutdown waits for it), with an
+// app's intercepted connection idle between two requests: till must tell
+// that connection at once, as net/http tells its own keep-alive ones,
+// that it takes no more requests (it closes it), not keep taking key
+// uses on it, started after SIGTERM, until the stream ends, which then
+// get cut at the end of the grace period.
+func TestShutdownClosesInterceptedConnections(t *testing.T) {
+	f := startForward(t, "deny", false, false, "shutdown_grace: 1h\n")
+	gate, query := newSSEGate(t)
+	stream, err := http.Get(f.tl.url("/provider/sse" + query))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if stream.StatusCode != 200 {
+		t.Fatalf("reverse stream: %d", stream.StatusCode)
+	}
+	first := make([]byte, len("data: first\n\n"))
+	if _, err := io.ReadFull(stream.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	var ended atomic.Bool
+	go func() {
+		io.Copy(io.Discard, stream.Body)
+		ended.Store(true)
+	}()
+
+	// An app's intercepted connection, idle after one request.
+	target := strings.TrimPrefix(f.providerURL, "https://")
+	c, br, resp := connect(t, f.tl.addr, target)
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT %s: %d", target, resp.StatusCode)
+	}
+	pem, err := os.ReadFile(f.caBundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	tc := tls.Client(&bufConn{Conn: c, r: br}, &tls.Config{RootCAs: roots, ServerName: "api.provider.test", NextProtos: []string{"http/1.1"}})
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(tc, "GET /v1/models HTTP/1.1\r\nHost: %s\r\n\r\n", target)
+	tr := bufio.NewReader(tc)
+	inner, err := http.ReadResponse(tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, inner.Body)
+	inner.Body.Close()
+	if inner.StatusCode != 200 || inner.Close {
+		t.Fatalf("intercepted request: %d, close %v", inner.StatusCode, inner.Close)
+	}
+
+	if err := f.tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("the idle intercepted connection after SIGTERM: read %v, want EOF", err)
+	}
+	if ended.Load() {
+		t.Error("the intercepted connection stayed open, taking requests, until the reverse stream ended")
+	}
+	close(gate.seen)
+	select {
+	case <-f.tl.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("till did not stop once the stream ended")
+	}
+}
+
+// bufConn reads through r, which may hold bytes read ahead of c.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }

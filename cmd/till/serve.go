@@ -126,6 +126,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ErrorLog:          proxy.NewErrorLog(logger, "http"),
 		BaseContext:       gw.BaseContext,
 	}
+	srv.RegisterOnShutdown(gw.Closing)
 	base := lns.base
 	// A reload reads the file served, however it was found: ./till.yaml
 	// moved away must fail the reload, not bring in the built-in defaults.
