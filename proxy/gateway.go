@@ -183,20 +183,28 @@ func (g *Gateway) BaseContext(net.Listener) context.Context { return g.base }
 // done, for the budget counts Redis missed that the store still tries.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.Closing()
-	if g.intercept != nil {
-		// Intercepted connections are idle, or cut, once no request is
-		// in flight (drained or aborted below).
-		defer g.intercept.close()
-	}
 	err := g.drain(ctx)
 	if err != nil {
+		// ctx is done: cut what remains, then close the intercepted
+		// connections, as serve closes the listener's: a request
+		// reading its body heeds no cut, only a closed connection.
 		g.Abort()
+		g.closeIntercepted()
 		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err = errors.Join(err, g.drain(actx))
 	}
+	// Intercepted connections are idle once no request is in flight.
+	g.closeIntercepted()
 	g.awaitLate(ctx)
 	return err
+}
+
+// closeIntercepted closes the intercepted connections.
+func (g *Gateway) closeIntercepted() {
+	if g.intercept != nil {
+		g.intercept.close()
+	}
 }
 
 // Closing tells the connections the gateway took over from the

@@ -393,3 +393,66 @@ type bufConn struct {
 }
 
 func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// interceptedConn opens an intercepted connection to f's provider, as an
+// app's HTTP/1.1 client does, and returns it with its reader.
+func interceptedConn(t *testing.T, f *forwardEnv) (*tls.Conn, *bufio.Reader, string) {
+	t.Helper()
+	target := strings.TrimPrefix(f.providerURL, "https://")
+	c, br, resp := connect(t, f.tl.addr, target)
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT %s: %d", target, resp.StatusCode)
+	}
+	pem, err := os.ReadFile(f.caBundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	tc := tls.Client(&bufConn{Conn: c, r: br}, &tls.Config{RootCAs: roots, ServerName: "api.provider.test", NextProtos: []string{"http/1.1"}})
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return tc, bufio.NewReader(tc), target
+}
+
+// TestShutdownCutsStalledInterceptedUploads stops till while apps'
+// uploads inside intercepted connections stall (their bodies half sent):
+// once the grace period is over, till must cut them and write their
+// records before the audit closes. Reading a body heeds no cut, only a
+// closed connection ends it, and till closed intercepted connections only
+// after it had waited 5 s more for those requests to end, in vain: its
+// stop overran the grace period by that much, and their records raced
+// the audit's close.
+func TestShutdownCutsStalledInterceptedUploads(t *testing.T) {
+	const uploads = 4
+	f := startForward(t, "deny", false, false, "shutdown_grace: 200ms\n")
+	for range uploads {
+		tc, tr, target := interceptedConn(t, f)
+		fmt.Fprintf(tc, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", target)
+		// net/http says 100 Continue once the handler reads the body.
+		resp, err := http.ReadResponse(tr, nil)
+		if err != nil || resp.StatusCode != 100 {
+			t.Fatalf("the upload's 100 Continue: %v %v", resp, err)
+		}
+		io.WriteString(tc, `{"model":`)
+	}
+	if err := f.tl.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.tl.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("till did not stop")
+	}
+	if recs := f.tl.audit(); len(recs) != uploads {
+		t.Errorf("%d records of the %d stalled uploads cut at shutdown:\n%s", len(recs), uploads, f.tl.stdout.String())
+	}
+	for _, r := range f.tl.audit() {
+		if r["status"] != 499.0 || r["reason"] != "shutdown" {
+			t.Errorf("a stalled upload cut at shutdown: status %v reason %v, want 499 shutdown", r["status"], r["reason"])
+		}
+	}
+	// The grace period's end finds them in flight; the cut must end them.
+	if n := strings.Count(f.tl.logged("cut the requests still in flight (reason shutdown in their records)", "error"), "still in flight"); n != 1 {
+		t.Errorf("requests still in flight after they were cut (the audit closed before their records):\n%s", f.tl.stderr.String())
+	}
+}
