@@ -64,6 +64,12 @@ func (af *file) open() (last, cut []byte, err error) {
 	// removed, say) by whoever can write the folder would have records
 	// appended to any file till can write, its vault or a shell's rc file.
 	f, err := openAppend(af.path, os.O_CREATE)
+	if err == nil {
+		if err = lock(f); err != nil {
+			f.Close()
+			err = fmt.Errorf("open audit file: %w", err)
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -218,14 +224,15 @@ func lastRecordOf(path string) (last, cut []byte) {
 
 // lastWholeRecord returns the last whole record of the audit file f, with
 // its newline, after it removes a record a crash cut short after it (cut,
-// nil when none or when f cannot be cut: verify then names it). nil when
-// f ends in no record.
+// nil when none or when f cannot be cut: verify then names it; nor is it
+// cut while another till has f open, since it may be a record that till
+// is writing). nil when f ends in no record.
 func lastWholeRecord(f *os.File) (last, cut []byte) {
 	_, last, cut, size, err := tail(f)
 	if err != nil || !isRecordStart(last) {
 		return nil, nil
 	}
-	if len(cut) > 0 && f.Truncate(size) != nil {
+	if len(cut) > 0 && (lock(f) != nil || f.Truncate(size) != nil) {
 		cut = nil
 	}
 	return last, cut

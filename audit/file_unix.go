@@ -3,11 +3,24 @@
 package audit
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 )
+
+// lock takes f's exclusive lock, which holds while f is open: a second
+// till given the same audit file refuses it before it writes to it (its
+// own chain, a checkpoint at start or records, would break the first
+// till's). A file system without locks refuses nothing.
+func lock(f *os.File) error {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
+		return fmt.Errorf("%s is written by another till, which holds its lock: two tills on one file would break its chain (hint: stop that till first, or give each till its own audit.file)", f.Name())
+	}
+	return nil
+}
 
 // unlinked reports whether f has no name left in any folder (it was
 // removed), so that what is written to it can never be read.

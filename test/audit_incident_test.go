@@ -406,6 +406,43 @@ func TestKill9ThenRotatedBeforeRestart(t *testing.T) {
 	}
 }
 
+// TestSecondTillOnSameAuditFileRefused starts a second till serve on the
+// audit file a running till writes, as an operator trying something out
+// would, on the running till's address: it fails to listen, but it had
+// opened the file first and, with audit.sign, written its own checkpoint
+// to it, so that the running till's next record repeated its seq and
+// the signed trail no longer verified. The second till must refuse the
+// file before it writes a byte to it.
+func TestSecondTillOnSameAuditFileRefused(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(incidentHandler))
+	dir := tillDir(t, providerConfig(u, "audit: {file: audit.log, sign: true}\n"))
+	tl := startTillIn(t, dir, u.caFile)
+	get := func(name string) {
+		t.Helper()
+		if resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models/"+name), nil)); resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", name, resp.StatusCode)
+		}
+	}
+	get("before")
+	_, errOut, code := runTill(t, dir, "", []string{"SSL_CERT_FILE=" + u.caFile}, "serve", "--listen", tl.addr)
+	if code != 1 || !strings.Contains(errOut, "another till") {
+		t.Errorf("a second till serve on the same audit file: exit %d, want 1 naming the other till\n%s", code, errOut)
+	}
+	get("after")
+	tl.stop()
+	pub, errOut, code := runTill(t, dir, "", nil, "audit", "pubkey")
+	if code != 0 {
+		t.Fatalf("till audit pubkey: exit %d\n%s", code, errOut)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pub.txt"), []byte(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, readIncidentTrail(t, filepath.Join(dir, "audit.log")))
+	if out, errOut, code := auditVerify(t, dir, "--pubkey", "pub.txt", "audit.log"); code != 0 {
+		t.Errorf("till audit verify --pubkey after a second till tried the file: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
 // TestUnwritableAuditSinkSendsNoKey fills the disk under the audit file
 // while eight clients send requests: no key may reach the upstream
 // without its use record, requests get 503 audit_unavailable from the
