@@ -15,6 +15,7 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/armor"
 	"github.com/tillgw/till/internal/atomicfile"
+	"github.com/tillgw/till/internal/regfile"
 )
 
 // maxVaultSize caps how much of a vault file Load reads.
@@ -113,15 +114,11 @@ func (f *File) load() (map[string]Secret, error) {
 	if f.key == nil {
 		return nil, fmt.Errorf("%s: %w", f.path, ErrNoKey)
 	}
-	fh, err := os.Open(f.path)
+	// A regular file only: a named pipe would hold a reload forever.
+	data, err := regfile.Read(f.path, maxVaultSize+1)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]Secret{}, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read vault: %w", f.path, err)
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, maxVaultSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot read vault: %w", f.path, err)
 	}
@@ -157,7 +154,7 @@ func ageReader(data []byte) io.Reader {
 // key: the file's header says how its file key is wrapped, and a key
 // made for the question matches none of it.
 func SealedWithPassphrase(path string) bool {
-	data, err := os.ReadFile(path)
+	data, err := regfile.Read(path, maxVaultSize+1)
 	if err != nil {
 		return false
 	}

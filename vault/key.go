@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"filippo.io/age"
 	"github.com/tillgw/till/internal/atomicfile"
+	"github.com/tillgw/till/internal/regfile"
 )
 
 // maxKeyFileSize caps how much of a key file is read.
@@ -103,15 +103,11 @@ func LoadKeyFile(path string, create bool) (*Key, error) {
 }
 
 func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// A regular file only: a named pipe would hold a reload forever.
+	data, err := regfile.Read(path, maxKeyFileSize+1)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read key file %q: %w", path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("cannot read key file %q: %w", path, err)
 	}
