@@ -261,7 +261,13 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 		// it: the old value may be why (a leak), or the old scopes.
 		return nil, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
 	}
-	if e, ok, _ := in.secretState(time.Now(), l.onExpired); !ok {
+	state := in
+	if x.inj != nil && m == x.member && rt.fromSource(want.secretName) {
+		// A source's key: the route holds its names only, and the
+		// request the value fetched for it, whose expiry counts.
+		state = x.inj
+	}
+	if e, ok, _ := state.secretState(time.Now(), l.onExpired); !ok {
 		return nil, &e
 	}
 	return rotated, nil

@@ -114,6 +114,20 @@ func (rt *route) keyNamed(name string) *injection {
 	return nil
 }
 
+// fromSource reports whether rt's key named name (its own, or a pool
+// member's) is fetched from a source.
+func (rt *route) fromSource(name string) bool {
+	if rt.pool == nil {
+		return rt.sourced != nil && rt.injection.secretName == name
+	}
+	for _, m := range rt.pool.members {
+		if m.secretName == name {
+			return m.sourced != nil
+		}
+	}
+	return false
+}
+
 // rest sets the member aside until now + d, unless it rests longer already.
 func (m *member) rest(now time.Time, d time.Duration) {
 	until := now.Add(d).UnixNano()

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
+)
+
+// expiringKeys is a source whose one value expires at expires, as a
+// Vault entry's custom_metadata.expires says.
+type expiringKeys struct{ expires time.Time }
+
+func (k expiringKeys) GetAs(_ context.Context, ref string, _ source.Form) (source.Result, error) {
+	s := vault.NewSecret(ref, testKey, time.Now())
+	s.Expires = k.expires
+	return source.Result{Secret: s}, nil
+}
+
+// TestSourcedUpgradeEndsWhenItsKeyExpires: a protocol switch (WebSocket)
+// on a route whose key comes from a source ends, under on_expired: block,
+// when that key expires, as one on a vault key does.
+func TestSourcedUpgradeEndsWhenItsKeyExpires(t *testing.T) {
+	up := switchingEcho(t, nil)
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n  - {name: ws, preset: openai, upstream: "+up.URL+", secret: \"corp:k\"}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := time.Now().Add(500 * time.Millisecond)
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshotWithKeys(cfg, nil, expiringKeys{expires}), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+	c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+	if err := echoLine(c, br, "before"); err != nil {
+		t.Fatalf("before the key expired: %v", err)
+	}
+	_, err = br.ReadString('\n')
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the connection outlived its source key's expiry (%s)", expires.Format(time.StampMilli))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gw.Shutdown(ctx)
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretExpired {
+		t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
+	}
+}
+
+// TestSourcedKeyExpiringAcrossReload: under on_expired: block, a key
+// from a source that expires while a request's body is read, with a
+// reload meanwhile, is not sent.
+func TestSourcedKeyExpiringAcrossReload(t *testing.T) {
+	up := &keyRecorder{}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", secret: \"corp:k\", allow: {models: [gpt-4o-mini]}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := expiringKeys{time.Now().Add(300 * time.Millisecond)}
+	gw := New(NewSnapshotWithKeys(cfg, nil, keys), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	body := `{"model":"gpt-4o-mini","messages":[]}`
+	r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+	// The body's first byte comes after a reload, and after the key expired.
+	r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() {
+		gw.Swap(NewSnapshotWithKeys(cfg, nil, keys))
+		time.Sleep(time.Until(keys.expires) + 100*time.Millisecond)
+	}}
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	if sent := up.seen(); len(sent) != 0 || w.Code != http.StatusServiceUnavailable {
+		t.Errorf("key expired at %s: %d %s; upstream got %d request(s); want 503 %s and nothing sent",
+			keys.expires.Format(time.StampMilli), w.Code, strings.TrimSpace(w.Body.String()), len(sent), CodeSecretExpired)
+	}
+}
