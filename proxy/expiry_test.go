@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -103,5 +104,95 @@ func TestPoolRetryUnderWarn(t *testing.T) {
 	}
 	if recs := buf.records(t); len(recs) == 0 || recs[len(recs)-1]["reason"] != CodeSecretExpired {
 		t.Errorf("the retry's record does not say secret_expired: %v", recs)
+	}
+}
+
+// TestKeyExpiringWhileBodyHeldUnderWarn: under on_expired: warn, a key
+// that expires while a request's body is read goes, and the request's
+// record says secret_expired, as it does for a key expired when the
+// request came: the record is how an operator learns an expired key is
+// still used.
+func TestKeyExpiringWhileBodyHeldUnderWarn(t *testing.T) {
+	up := &keyRecorder{}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	mint := "secret: m, inject: {oauth2: {token_url: " + srv.URL + "/token}}"
+	for _, kind := range []struct{ name, route, contentType string }{
+		{"pool", "secret: [a, b], pool: {cooldown: 1h}", "application/octet-stream"},
+		{"model rules", "secret: a, allow: {models: [gpt-4o-mini]}", "application/json"},
+		{"token minted", mint, "application/json"},
+	} {
+		for _, reload := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s reload=%v", kind.name, reload), func(t *testing.T) {
+				now := time.Now()
+				expires := now.Add(300 * time.Millisecond)
+				mk := func(s vault.Secret) vault.Secret { s.Expires = expires; return s }
+				keys := map[string]vault.Secret{
+					"a": mk(vault.NewSecret("a", "sk-h67-a-0123456789", now)),
+					"b": mk(vault.NewSecret("b", "sk-h67-b-0123456789", now)),
+					"m": mk(vault.NewFieldSecret("m", map[string]string{"client_id": "app", "client_secret": "secret-h67-0123456789"}, now)),
+				}
+				cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: warn}\nroutes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", "+kind.route+"}\n"), t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := &lockedBuffer{}
+				gw := New(NewSnapshot(cfg, keys), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+				body := `{"model":"gpt-4o-mini","messages":[]}`
+				r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+				// The app's body arrives slowly: its first byte only after the key expired.
+				r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() {
+					if reload {
+						gw.Swap(NewSnapshot(cfg, keys))
+					}
+					time.Sleep(time.Until(expires) + 100*time.Millisecond)
+				}}
+				r.ContentLength = int64(len(body))
+				r.Header.Set("Content-Type", kind.contentType)
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, r)
+				if w.Code != http.StatusOK {
+					t.Fatalf("got %d %s; want 200 under warn", w.Code, strings.TrimSpace(w.Body.String()))
+				}
+				recs := buf.records(t)
+				if len(recs) != 1 || recs[0]["outcome"] != "forwarded" || recs[0]["reason"] != CodeSecretExpired {
+					t.Errorf("key expired at %s before it went: records %v; want one, forwarded with reason %s",
+						expires.Format(time.StampMilli), recs, CodeSecretExpired)
+				}
+			})
+		}
+	}
+}
+
+// TestPoolRetryAfterFirstKeyExpired: under on_expired: block, a pool's
+// key that expires while its attempt is answered (429) does not keep the
+// request from going again with the next key, which has not expired.
+func TestPoolRetryAfterFirstKeyExpired(t *testing.T) {
+	now := time.Now()
+	expires := now.Add(300 * time.Millisecond)
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		seen = append(seen, key)
+		if strings.Contains(key, "-a-") {
+			time.Sleep(time.Until(expires) + 100*time.Millisecond) // the answer comes after key a expired
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	a := vault.NewSecret("a", "sk-h67-a-0123456789", now)
+	a.Expires = expires
+	keys := map[string]vault.Secret{"a": a, "b": vault.NewSecret("b", "sk-h67-b-0123456789", now)}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nroutes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", secret: [a, b], pool: {cooldown: 1h}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, keys), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil)) // round robin: key a first
+	if w.Code != http.StatusOK || len(seen) != 2 || !strings.Contains(seen[1], "-b-") {
+		t.Errorf("key a answered 429 after it expired: app got %d, %d key(s) sent; want the retry with key b and 200", w.Code, len(seen))
 	}
 }

@@ -209,25 +209,42 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 // pool's key was refused. A key rotated before anything was derived from
 // it goes with its new value, never the old one (it may be a leak).
 // Without a reload, the key attached must not have expired meanwhile (a
-// slow upload can outlast it).
+// slow upload can outlast it); under on_expired: warn, one that did goes,
+// and the record says so. m is the pool member about to go: one other
+// than x's (a retry's next key) is checked by its caller.
 func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 	l := g.live.Load()
 	if l == x.live {
-		if x.inj != nil {
-			if e, ok, _ := x.inj.secretState(time.Now(), l.onExpired); !ok {
-				return e.ref()
-			}
+		if x.inj == nil || m != x.member {
+			return nil
 		}
+		e, ok, expired := x.inj.secretState(time.Now(), l.onExpired)
+		if !ok {
+			return e.ref()
+		}
+		x.expiredMeanwhile(expired)
 		return nil
 	}
-	rotated, e := l.keyAgain(r, x, m)
+	rotated, expired, e := l.keyAgain(r, x, m)
 	if e != nil {
 		return e
 	}
 	if rotated != nil {
 		x.inj = rotated
 	}
+	if m == x.member {
+		x.expiredMeanwhile(expired)
+	}
 	return nil
+}
+
+// expiredMeanwhile notes, when expired is set, that x's key expired after
+// its request was decided and goes under on_expired: warn: its record
+// says secret_expired, unless it questions the request already.
+func (x *exchange) expiredMeanwhile(expired bool) {
+	if expired && x.warning == "" {
+		x.warning = CodeSecretExpired
+	}
 }
 
 // keyAgain decides whether l lets by the request r, which x's exchange
@@ -238,11 +255,12 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 // was derived from it yet (a token), with another value or way, returned
 // as rotated. A token minted the old way is not what the config served
 // now names: it may hold scopes the reload took away, and its minter
-// asks an endpoint the config no longer names.
-func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injection, _ *apiError) {
+// asks an endpoint the config no longer names. expired says the key has
+// expired and goes under on_expired: warn.
+func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injection, expired bool, _ *apiError) {
 	rt, e := l.admitAgain(r, x)
 	if e != nil {
-		return nil, e
+		return nil, false, e
 	}
 	want := x.route.injection
 	if m != nil {
@@ -251,7 +269,7 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 	in := rt.keyNamed(want.secretName)
 	switch {
 	case in == nil:
-		return nil, &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
+		return nil, false, &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
 	case x.inj != nil && in.mintID() == x.inj.mintID():
 		// The key about to go is the live one.
 	case in.mintID() != want.mintID() && x.inj == want:
@@ -259,7 +277,7 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 	case in.mintID() != want.mintID():
 		// Rotated, or minting another way, after a token was minted from
 		// it: the old value may be why (a leak), or the old scopes.
-		return nil, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
+		return nil, false, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
 	}
 	state := in
 	if x.inj != nil && m == x.member && rt.fromSource(want.secretName) {
@@ -267,17 +285,18 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 		// request the value fetched for it, whose expiry counts.
 		state = x.inj
 	}
-	if e, ok, _ := state.secretState(time.Now(), l.onExpired); !ok {
-		return nil, &e
+	refusal, ok, expired := state.secretState(time.Now(), l.onExpired)
+	if !ok {
+		return nil, false, &refusal
 	}
-	return rotated, nil
+	return rotated, expired, nil
 }
 
 // keepsSwitch decides whether l lets the protocol switch r, which x's
 // exchange made, go on: as a request about to go (keyAgain), with the
 // key it went with, whose value has not been replaced since.
 func (l *live) keepsSwitch(r *http.Request, x *exchange) *apiError {
-	rotated, e := l.keyAgain(r, x, x.member)
+	rotated, _, e := l.keyAgain(r, x, x.member)
 	if rotated != nil {
 		return &apiError{CodeSecretUnavailable, "the key this connection went with was replaced"}
 	}

@@ -329,7 +329,7 @@ func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, canc
 	// A key rotated meanwhile still goes with the value attached: the
 	// request was let by with it, and refusing would fail every request
 	// in flight at a rotation.
-	_, e := l.keyAgain(r, x, x.member)
+	_, _, e := l.keyAgain(r, x, x.member)
 	if e == nil {
 		return false
 	}
