@@ -139,8 +139,8 @@ type RouteInfo struct {
 	Prefix      string    // the path prefix the route serves, in reverse mode
 	Upstream    string    // the upstream's base URL
 	Secret      string    // the name of the secret it attaches
-	Fingerprint string    // "" when the secret is missing
-	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
+	Fingerprint string    // "" when the secret is missing, or in a source and not fetched yet
+	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none or not fetched yet
 	Problem     string    // why the route cannot attach its key; "" when ready
 	Missing     bool      // the problem is that its secret is not in the vault
 	// Pool holds each key of a route with a key pool, in config order
@@ -151,8 +151,8 @@ type RouteInfo struct {
 // KeyInfo describes one key of a route's key pool.
 type KeyInfo struct {
 	Secret      string    // the name of the secret, or its ref
-	Fingerprint string    // "" when the secret is missing or fetched at request time
-	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none
+	Fingerprint string    // "" when the secret is missing, or in a source and not fetched yet
+	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none or not fetched yet
 	Problem     string    // why this key cannot be attached; "" when ready
 	Missing     bool      // the problem is that its secret is not in the vault
 }
@@ -536,9 +536,16 @@ func (s *Snapshot) Routes() []RouteInfo {
 			Problem:     r.problem,
 			Missing:     r.missing,
 		}
+		if r.sourced != nil {
+			info.Fingerprint, info.Expires = r.sourced.held()
+		}
 		if r.pool != nil {
 			for _, m := range r.pool.members {
-				info.Pool = append(info.Pool, KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem, Missing: m.missing})
+				k := KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem, Missing: m.missing}
+				if m.sourced != nil {
+					k.Fingerprint, k.Expires = m.sourced.held()
+				}
+				info.Pool = append(info.Pool, k)
 			}
 		}
 		out = append(out, info)

@@ -44,17 +44,34 @@ type sourced struct {
 	seed atomic.Pointer[minter]
 }
 
-// cachedAt reports whether the cache holds the ref's value, and when it
-// was fetched; false when the cache does not tell (Keys without StatusOf).
-func (s *sourced) cachedAt() (time.Time, bool) {
+// status is what the cache holds of the ref: its value's metadata and
+// when it was fetched (zero when it holds none, or does not tell: Keys
+// without StatusOf).
+func (s *sourced) status() source.Status {
 	c, ok := s.keys.(interface {
 		StatusOf(ref string, f source.Form) source.Status
 	})
 	if !ok {
-		return time.Time{}, false
+		return source.Status{}
 	}
-	st := c.StatusOf(s.ref, s.form)
+	return c.StatusOf(s.ref, s.form)
+}
+
+// cachedAt reports whether the cache holds the ref's value, and when it
+// was fetched; false when the cache does not tell (Keys without StatusOf).
+func (s *sourced) cachedAt() (time.Time, bool) {
+	st := s.status()
 	return st.Fetched, !st.Fetched.IsZero()
+}
+
+// held returns the fingerprint and expiry (max_age included) of the
+// value the cache holds for the ref; "" and zero when it holds none.
+func (s *sourced) held() (fp string, expires time.Time) {
+	st := s.status()
+	if st.Fetched.IsZero() {
+		return "", time.Time{}
+	}
+	return st.Secret.Fingerprint(), st.Secret.ExpiresAt(s.maxAge)
 }
 
 // errSecretUnavailable refuses a request whose key cannot be fetched.

@@ -2,6 +2,7 @@ package reload
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
 )
 
 // lockedBuffer is a bytes.Buffer the watcher's goroutine may write while
@@ -161,5 +163,48 @@ func TestWarnExpiryPool(t *testing.T) {
 	evs := warnings(t, logs.String())
 	if len(evs) != 1 || evs[0]["route"] != "pooled" || evs[0]["secret"] != "gone" || evs[0]["status"] != "expired" {
 		t.Errorf("warnings %v, want one for the pool's expired key gone", evs)
+	}
+}
+
+// metaSource is a source whose every value is testKey, expiring at
+// expires as a Vault entry's custom_metadata.expires says.
+type metaSource struct{ expires time.Time }
+
+func (m metaSource) Fetch(context.Context, string) ([]byte, source.Meta, error) {
+	return []byte(testKey), source.Meta{Expires: m.expires}, nil
+}
+
+// TestWarnExpirySourcedKeys: the keys a running till fetched from a
+// source are warned about too, by the expiry their source records, a
+// route's own and a pool's; one not fetched yet is not (nothing is known
+// of it).
+func TestWarnExpirySourcedKeys(t *testing.T) {
+	now := time.Now()
+	yaml := `version: 1
+sources:
+  - {name: corp, type: files, dir: keys}
+routes:
+  - {name: own, preset: openai, secret: "corp:own"}
+  - {name: pooled, preset: openai, secret: [fresh, "corp:member"]}
+  - {name: unfetched, preset: openai, secret: "corp:later"}
+`
+	cache := source.NewCache(map[string]source.Spec{"corp": {Source: metaSource{now.Add(3 * 24 * time.Hour)}, TTL: time.Hour}}, source.Options{Log: zerolog.Nop()})
+	for _, ref := range []string{"corp:own", "corp:member"} {
+		if _, err := cache.Get(context.Background(), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := proxy.NewSnapshotWithKeys(parse(t, t.TempDir(), yaml), expirySecrets(now), cache)
+	var logs bytes.Buffer
+	WarnExpiry(zerolog.New(&logs), snap, now)
+	evs := warnings(t, logs.String())
+	want := map[string]string{"own": "corp:own", "pooled": "corp:member"}
+	for _, ev := range evs {
+		if want[ev["route"].(string)] == ev["secret"] && ev["status"] == "expiring" && strings.HasPrefix(ev["key_fp"].(string), "sha256:") {
+			delete(want, ev["route"].(string))
+		}
+	}
+	if len(want) > 0 || len(evs) != 2 {
+		t.Errorf("warnings %v; want one each for corp:own and corp:member, expiring in 3 days", evs)
 	}
 }
