@@ -244,13 +244,18 @@ func (rt *injection) secretState(now time.Time, onExpired string) (e apiError, o
 	if rt.problem != "" {
 		return apiError{CodeSecretMissing, "the key for this route is not available"}, false, false
 	}
-	if !rt.expires.IsZero() && !now.Before(rt.expires) {
+	if rt.expiredAt(now) {
 		if onExpired != "warn" {
 			return apiError{CodeSecretExpired, "the key for this route has expired"}, false, false
 		}
 		return apiError{}, true, true
 	}
 	return apiError{}, true, false
+}
+
+// expiredAt reports whether the key has expired at now.
+func (rt *injection) expiredAt(now time.Time) bool {
+	return !rt.expires.IsZero() && !now.Before(rt.expires)
 }
 
 // allows applies the route's method and path rules to the upstream path.

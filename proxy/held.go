@@ -21,18 +21,25 @@ type heldConns struct {
 }
 
 // heldConn is one held connection: admits says whether a config allows
-// it still, end ends it.
+// it still, and until when (its key's expiry as that config says; zero
+// for no end), end ends it.
 type heldConn struct {
-	admits func(*live) *apiError
+	admits func(*live) (*apiError, time.Time)
 	end    func()
-	cut    *apiError // the refusal that ended it; guarded by heldConns.mu
+	// The fields below are guarded by heldConns.mu. cut is the refusal
+	// that ended it; expiry checks it again when its key expires, and
+	// wake is what it runs then.
+	cut    *apiError
+	expiry *time.Timer
+	wake   func()
 }
 
 // hold tracks a connection until release. It is checked at once against
 // the config served now: a reload may have swapped it in after the
 // request's own checks.
-func (g *Gateway) hold(admits func(*live) *apiError, end func()) *heldConn {
+func (g *Gateway) hold(admits func(*live) (*apiError, time.Time), end func()) *heldConn {
 	c := &heldConn{admits: admits, end: end}
+	c.wake = func() { g.held.recheckOne(c, g.live.Load()) }
 	s := &g.held
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -48,10 +55,11 @@ func (g *Gateway) hold(admits func(*live) *apiError, end func()) *heldConn {
 // make, as hold does, until the returned release. A config that refuses
 // it cancels the returned context, which ends the upstream's side, and
 // closes the app's side before Swap returns: not one more byte is
-// relayed after the reload. It is checked again at expires too, when set
-// (its key's expiry), as a reload would. cut is the refusal of the config
-// served now, when it refuses the switch already: it must not be sent.
-func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) *apiError, expires time.Time) (_ context.Context, release func(), cut *apiError) {
+// relayed after the reload. It is checked again when its key expires, as
+// the config served then says (admits), as a reload would. cut is the
+// refusal of the config served now, when it refuses the switch already:
+// it must not be sent.
+func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) (*apiError, time.Time)) (_ context.Context, release func(), cut *apiError) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &switched{}
 	rw.switched = s
@@ -59,11 +67,7 @@ func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exch
 	g.held.mu.Lock()
 	cut = c.cut
 	g.held.mu.Unlock()
-	stop := func() bool { return false }
-	if !expires.IsZero() {
-		stop = time.AfterFunc(time.Until(expires), func() { g.held.recheckOne(c, g.live.Load()) }).Stop
-	}
-	return ctx, func() { stop(); g.release(x, c); cancel() }, cut
+	return ctx, func() { g.release(x, c); cancel() }, cut
 }
 
 // switched is the app's side of a protocol switch: ended, it is closed
@@ -97,6 +101,9 @@ func (g *Gateway) release(x *exchange, c *heldConn) {
 	g.held.mu.Lock()
 	delete(g.held.open, c)
 	cut := c.cut
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	g.held.mu.Unlock()
 	if cut != nil {
 		x.refused = cut.code
@@ -123,14 +130,32 @@ func (s *heldConns) recheckOne(c *heldConn, l *live) {
 	}
 }
 
-// check ends c if l refuses it; the caller holds heldConns.mu.
+// check ends c if l refuses it, else has it checked again when its key
+// expires as l says: a reload may move that (the same value set again
+// with another --expires, another vault.max_age), and a clock set back
+// may wake it early. The caller holds heldConns.mu.
 func (c *heldConn) check(l *live) {
 	if c.cut != nil {
 		return
 	}
-	if e := c.admits(l); e != nil {
+	e, until := c.admits(l)
+	if e != nil {
 		c.cut = e
 		c.end()
+		return
+	}
+	d := time.Until(until)
+	switch {
+	case until.IsZero() || d <= 0:
+		// No end, or past it and let by (on_expired: warn): only a
+		// reload changes that.
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
+	case c.expiry == nil:
+		c.expiry = time.AfterFunc(d, c.wake)
+	default:
+		c.expiry.Reset(d)
 	}
 }
 
@@ -225,7 +250,7 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 		x.expiredMeanwhile(expired)
 		return nil
 	}
-	rotated, expired, e := l.keyAgain(r, x, m)
+	rotated, key, e := l.keyAgain(r, x, m)
 	if e != nil {
 		return e
 	}
@@ -233,7 +258,7 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 		x.inj = rotated
 	}
 	if m == x.member {
-		x.expiredMeanwhile(expired)
+		x.expiredMeanwhile(key.expiredAt(time.Now()))
 	}
 	return nil
 }
@@ -255,12 +280,12 @@ func (x *exchange) expiredMeanwhile(expired bool) {
 // was derived from it yet (a token), with another value or way, returned
 // as rotated. A token minted the old way is not what the config served
 // now names: it may hold scopes the reload took away, and its minter
-// asks an endpoint the config no longer names. expired says the key has
-// expired and goes under on_expired: warn.
-func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injection, expired bool, _ *apiError) {
+// asks an endpoint the config no longer names. key is the key as l
+// judged it, with its expiry.
+func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated, key *injection, _ *apiError) {
 	rt, e := l.admitAgain(r, x)
 	if e != nil {
-		return nil, false, e
+		return nil, nil, e
 	}
 	want := x.route.injection
 	if m != nil {
@@ -269,7 +294,7 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 	in := rt.keyNamed(want.secretName)
 	switch {
 	case in == nil:
-		return nil, false, &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
+		return nil, nil, &apiError{CodeSecretMissing, "the key for this request is no longer the route's"}
 	case x.inj != nil && in.mintID() == x.inj.mintID():
 		// The key about to go is the live one.
 	case in.mintID() != want.mintID() && x.inj == want:
@@ -277,30 +302,33 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated *injec
 	case in.mintID() != want.mintID():
 		// Rotated, or minting another way, after a token was minted from
 		// it: the old value may be why (a leak), or the old scopes.
-		return nil, false, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
+		return nil, nil, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
 	}
-	state := in
+	key = in
 	if x.inj != nil && m == x.member && rt.fromSource(want.secretName) {
 		// A source's key: the route holds its names only, and the
 		// request the value fetched for it, whose expiry counts.
-		state = x.inj
+		key = x.inj
 	}
-	refusal, ok, expired := state.secretState(time.Now(), l.onExpired)
-	if !ok {
-		return nil, false, &refusal
+	if refusal, ok, _ := key.secretState(time.Now(), l.onExpired); !ok {
+		return nil, nil, &refusal
 	}
-	return rotated, expired, nil
+	return rotated, key, nil
 }
 
 // keepsSwitch decides whether l lets the protocol switch r, which x's
 // exchange made, go on: as a request about to go (keyAgain), with the
-// key it went with, whose value has not been replaced since.
-func (l *live) keepsSwitch(r *http.Request, x *exchange) *apiError {
-	rotated, _, e := l.keyAgain(r, x, x.member)
-	if rotated != nil {
-		return &apiError{CodeSecretUnavailable, "the key this connection went with was replaced"}
+// key it went with, whose value has not been replaced since; and until
+// when: that key's expiry as l says.
+func (l *live) keepsSwitch(r *http.Request, x *exchange) (*apiError, time.Time) {
+	rotated, key, e := l.keyAgain(r, x, x.member)
+	switch {
+	case rotated != nil:
+		return &apiError{CodeSecretUnavailable, "the key this connection went with was replaced"}, time.Time{}
+	case e != nil:
+		return e, time.Time{}
 	}
-	return e
+	return nil, key.expires
 }
 
 // resolveAgain resolves r, a request to a route in mode, against l.

@@ -60,7 +60,9 @@ func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, l *
 	idle := newIdleTimer(g.tunnelIdle, end)
 	defer idle.stop()
 	dialled := upstream.RemoteAddr().(*net.TCPAddr).AddrPort()
-	held := g.hold(func(l *live) *apiError { return l.admitTunnel(r, g.intercept != nil, dialled) }, end)
+	held := g.hold(func(l *live) (*apiError, time.Time) {
+		return l.admitTunnel(r, g.intercept != nil, dialled), time.Time{}
+	}, end)
 	defer g.release(x, held)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -179,7 +181,7 @@ func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *l
 		}})
 		var release func()
 		var cut *apiError
-		ctx, release, cut = g.holdUpgrade(ctx, rw, x, func(l *live) *apiError { return l.admitRelay(r, dialled.Load()) }, time.Time{})
+		ctx, release, cut = g.holdUpgrade(ctx, rw, x, func(l *live) (*apiError, time.Time) { return l.admitRelay(r, dialled.Load()), time.Time{} })
 		defer release()
 		if cut != nil {
 			g.refuse(rw, x, *cut, 0) // a reload since the request's checks

@@ -156,7 +156,6 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		g.mintFailed(rw, x, err)
 		return
 	}
-	key := x.inj
 	x.inj = inj
 	if e := g.readmit(r, x, x.member); e != nil {
 		g.refuse(rw, x, *e, 0) // a reload while the token came
@@ -177,7 +176,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		// reload that refuses it ends it too, as does its key's expiry);
 		// a body read to be metered goes as read.
 		ctx, release, cut := g.holdUpgrade(context.WithValue(r.Context(), exchangeKey{}, x), rw, x,
-			func(l *live) *apiError { return l.keepsSwitch(r, x) }, key.expires)
+			func(l *live) (*apiError, time.Time) { return l.keepsSwitch(r, x) })
 		defer release()
 		if cut != nil {
 			g.refuse(rw, x, *cut, 0) // a reload since the last check

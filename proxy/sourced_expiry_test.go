@@ -83,3 +83,53 @@ func TestSourcedKeyExpiringAcrossReload(t *testing.T) {
 			keys.expires.Format(time.StampMilli), w.Code, strings.TrimSpace(w.Body.String()), len(sent), CodeSecretExpired)
 	}
 }
+
+// TestUpgradeEndsAtExpiryMovedByReload: a protocol switch ends at its
+// key's expiry as the config served says it: a reload that brings it
+// forward (the same value set again with an earlier --expires, or a
+// shorter vault.max_age) ends it then, not at the expiry it began with.
+func TestUpgradeEndsAtExpiryMovedByReload(t *testing.T) {
+	up := switchingEcho(t, nil)
+	for _, tt := range []struct{ name, vault string }{
+		{"expires set again", "{on_expired: block}"},
+		{"max_age shortened", "{on_expired: block, max_age: 1h}"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := func(vault string) *config.Config {
+				c, err := config.Parse("till.yaml", []byte("version: 1\nvault: "+vault+"\nroutes:\n  - {name: ws, preset: openai, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			now := time.Now()
+			// Created an hour ago, less 500 ms: max_age 1h ends it 500 ms from now.
+			k := vault.NewSecret("k", testKey, now.Add(-time.Hour+500*time.Millisecond))
+			k.Expires = now.Add(24 * time.Hour)
+			buf := &lockedBuffer{}
+			gw := New(NewSnapshot(cfg("{on_expired: block}"), map[string]vault.Secret{"k": k}), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+			if err := echoLine(c, br, "before"); err != nil {
+				t.Fatalf("before the reload: %v", err)
+			}
+			moved := k
+			if tt.vault == "{on_expired: block}" {
+				moved.Expires = time.Now().Add(500 * time.Millisecond)
+			}
+			gw.Swap(NewSnapshot(cfg(tt.vault), map[string]vault.Secret{"k": moved}))
+			if err := echoLine(c, br, "after the reload"); err != nil {
+				t.Fatalf("ended at the reload, before its key expired: %v", err)
+			}
+			_, err := br.ReadString('\n')
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection outlived its key's expiry as the reload moved it")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			gw.Shutdown(ctx)
+			if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretExpired {
+				t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
+			}
+		})
+	}
+}
