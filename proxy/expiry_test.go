@@ -196,3 +196,62 @@ func TestPoolRetryAfterFirstKeyExpired(t *testing.T) {
 		t.Errorf("key a answered 429 after it expired: app got %d, %d key(s) sent; want the retry with key b and 200", w.Code, len(seen))
 	}
 }
+
+// TestPoolPrefersUnexpiredKeysUnderWarn: under on_expired: warn, a pool
+// uses an expired key only when no other can be used: not in its turn
+// (round robin or sticky), nor for a retry, while a key that has not
+// expired is ready.
+func TestPoolPrefersUnexpiredKeysUnderWarn(t *testing.T) {
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		seen = append(seen, key)
+		if strings.Contains(key, "-c-") {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	now := time.Now()
+	mk := func(name string, expires time.Time) vault.Secret {
+		s := vault.NewSecret(name, "sk-h67-"+name+"-0123456789", now.Add(-time.Hour))
+		s.Expires = expires
+		return s
+	}
+	keys := map[string]vault.Secret{"a": mk("a", now.Add(-time.Minute)), "b": mk("b", time.Time{}), "c": mk("c", time.Time{})}
+	for _, strategy := range []string{"round_robin", "sticky"} {
+		t.Run(strategy, func(t *testing.T) {
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: warn}\nroutes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", secret: [a, b], pool: {strategy: "+strategy+"}}\n  - {name: retry, preset: openai, prefix: /retry, upstream: "+srv.URL+", secret: [c, a, b]}\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := &lockedBuffer{}
+			gw := New(NewSnapshot(cfg, keys), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			seen = nil
+			for range 4 {
+				gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/openai/v1/models", nil))
+			}
+			for _, k := range seen {
+				if strings.Contains(k, "-a-") {
+					t.Errorf("keys sent %q: the expired key a went while b was ready", seen)
+					break
+				}
+			}
+			if strategy == "sticky" {
+				return
+			}
+			// Key c answers 429: the retry takes b, not the expired a after it.
+			seen = nil
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/retry/v1/models", nil))
+			if w.Code != http.StatusOK || len(seen) != 2 || !strings.Contains(seen[0], "-c-") || !strings.Contains(seen[1], "-b-") {
+				t.Errorf("retry after c's 429: app got %d, keys sent %q; want c then b", w.Code, seen)
+			}
+			recs := buf.records(t)
+			if last := recs[len(recs)-1]; last["reason"] != "" || last["secret"] != "b" {
+				t.Errorf("the retry's record: %v; want key b without a warning", last)
+			}
+		})
+	}
+}

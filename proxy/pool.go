@@ -193,27 +193,41 @@ func (p *pool) wake(ctx context.Context, now time.Time) {
 // usable picks the member a request takes, passing over those whose key
 // cannot be used (missing, expired under on_expired: block, or not
 // fetched); when none can, it returns the first one picked, to refuse
-// the request with its error.
+// the request with its error. Under on_expired: warn, an expired key is
+// taken only when no other ready one can be used.
 func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
 	p.wake(ctx, now)
 	var tried []*member
-	var first struct {
+	type choice struct {
 		m     *member
 		inj   *injection
 		stale bool
 		err   error
 	}
+	var first, expired choice
 	for m := p.pick(caller, nil, now); m != nil; m = p.pick(caller, tried, now) {
+		resting := m.restUntil.Load() > now.UnixNano()
+		if resting && expired.m != nil {
+			break // every ready key was tried: the expired one goes
+		}
 		inj, stale, err := m.key(ctx)
 		if err == nil {
-			if _, ok, _ := inj.secretState(now, onExpired); ok {
+			switch _, ok, warn := inj.secretState(now, onExpired); {
+			case ok && warn && !resting:
+				if expired.m == nil {
+					expired = choice{m, inj, stale, nil}
+				}
+			case ok:
 				return m, inj, stale, nil
 			}
 		}
 		if first.m == nil {
-			first.m, first.inj, first.stale, first.err = m, inj, stale, err
+			first = choice{m, inj, stale, err}
 		}
 		tried = append(tried, m)
+	}
+	if expired.m != nil {
+		return expired.m, expired.inj, expired.stale, nil
 	}
 	return first.m, first.inj, first.stale, first.err
 }
@@ -325,13 +339,22 @@ func (x *exchange) rejectedBefore() bool {
 
 // readyKey returns the pool's next key for x's request that is not
 // resting and can be used (fetched, and not expired under on_expired:
-// block), passing over those that cannot; ok is false when none is, or
-// when a reload since refuses the request.
+// block), passing over those that cannot, and over an expired one (under
+// warn) while another can be used; ok is false when none is, or when a
+// reload since refuses the request.
 func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *member, inj *injection, stale, expired, ok bool) {
 	x.route.pool.wake(x.ctx, now)
+	var warned struct {
+		m     *member
+		inj   *injection
+		stale bool
+	}
 	for {
 		next = x.route.pool.pick(x.caller, x.tried, now)
 		if next == nil || next.restUntil.Load() > now.UnixNano() {
+			if warned.m != nil {
+				return warned.m, warned.inj, warned.stale, true, true
+			}
 			return nil, nil, false, false, false // every key rests: the app gets this answer
 		}
 		if g.readmit(r, x, next) != nil {
@@ -340,11 +363,15 @@ func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *m
 		var err error
 		if inj, stale, err = next.key(x.ctx); err == nil {
 			var usable bool
-			if _, usable, expired = inj.secretState(now, x.live.onExpired); usable {
-				return next, inj, stale, expired, true
+			_, usable, expired = inj.secretState(now, x.live.onExpired)
+			switch {
+			case usable && !expired:
+				return next, inj, stale, false, true
+			case usable && warned.m == nil:
+				warned.m, warned.inj, warned.stale = next, inj, stale
 			}
 		}
-		x.tried = append(x.tried, next) // unusable: the one after it
+		x.tried = append(x.tried, next) // unusable, or expired: the one after it
 	}
 }
 
