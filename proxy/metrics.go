@@ -57,7 +57,7 @@ var budgetRemainingDesc = prometheus.NewDesc("till_budget_remaining",
 	"What each budget counter has left in its window: requests, tokens or usd (reservations in flight counted as used).",
 	[]string{"budget", "counter", "kind"}, nil)
 var secretAgeDesc = prometheus.NewDesc("till_secret_age_seconds",
-	"Time since the version of each secret in use was created: its last update in the vault, or the version time its source reports (Vault KV created_time, AWS CreatedDate, file mtime; the fetch time when it reports none).",
+	"Time since the version of each secret in use was created: its last update in the vault, or the version time its source reports (Vault KV created_time, AWS CreatedDate, file mtime; the first fetch when it reports none), kept while the value stays the same.",
 	[]string{"secret"}, nil)
 
 // NewMetrics registers till's metrics, the Go and process collectors, and

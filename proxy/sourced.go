@@ -103,8 +103,8 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 		switch prev := s.last.Load(); {
 		case prev != nil && prev.minter != nil && prev.fp == in.fp && prev.minter.key == in.minter.key:
 			// The same credential minting the same way, compiled anew
-			// for another expiry (a source without version times
-			// moves it at every refresh when max_age is set): its
+			// for another expiry (a Vault entry's
+			// custom_metadata.expires changed): its
 			// minter, token and all, is kept rather than minted anew
 			// once per ttl. Its base differs only in the expiry,
 			// which the minted injection does not use (decide reads

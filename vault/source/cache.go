@@ -271,6 +271,13 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 		return c.store(k, spec, e), nil
 	}
 	c.count(name, "ok")
+	if found && !old.good.IsZero() && old.secret.Fingerprint() == sec.Fingerprint() && old.secret.Updated.Before(sec.Updated) {
+		// The same value again (a Vault version written with it, a
+		// file rewritten or touched, a fetch with no version time) is
+		// no rotation: vault.max_age counts on from the version that
+		// brought it, as it does for the vault's secrets.
+		sec.Created, sec.Updated = old.secret.Created, old.secret.Updated
+	}
 	if !found || old.secret.Fingerprint() != sec.Fingerprint() {
 		ev := c.log.Info()
 		if found && !old.good.IsZero() {
