@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -253,5 +255,35 @@ func TestPoolPrefersUnexpiredKeysUnderWarn(t *testing.T) {
 				t.Errorf("the retry's record: %v; want key b without a warning", last)
 			}
 		})
+	}
+}
+
+// TestKeyExpiringDuringUpstreamDial: under on_expired: block, a key that
+// expires while till connects to the upstream (a slow DNS answer or
+// handshake), with no reload, is not sent: the last check is when the
+// connection is got, before anything is written on it.
+func TestKeyExpiringDuringUpstreamDial(t *testing.T) {
+	up := &keyRecorder{}
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	expires := time.Now().Add(300 * time.Millisecond)
+	k := vault.NewSecret("k", testKey, time.Now())
+	k.Expires = expires
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nroutes:\n  - {name: openai, preset: openai, upstream: "+srv.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		time.Sleep(time.Until(expires) + 100*time.Millisecond) // the network is slow
+		return d.DialContext(ctx, network, addr)
+	}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"k": k}), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop(), Transport: tr})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+	if sent := up.seen(); len(sent) != 0 || w.Code != http.StatusServiceUnavailable {
+		t.Errorf("key expired at %s, while till dialled: %d %s; upstream got %d request(s); want 503 %s and nothing sent",
+			expires.Format(time.StampMilli), w.Code, strings.TrimSpace(w.Body.String()), len(sent), CodeSecretExpired)
 	}
 }

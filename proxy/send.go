@@ -318,20 +318,29 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 // withhold checks r again, as readmit does, once the transport has a
 // connection for out and before it writes anything: a reload while it
 // dialled (up to its dial and handshake timeouts) that refuses the
-// request (a key merely rotated still goes) takes every header and the query, the
+// request (a key merely rotated still goes), or the key's expiry meanwhile
+// under on_expired: block, takes every header and the query, the
 // key with them, off out (the Transport's copies share them), and ends
 // the attempt with x.withheld set. It reports whether it did.
 func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, cancel context.CancelCauseFunc) bool {
 	l := g.live.Load()
+	var e *apiError
 	if l == x.live {
-		return false
-	}
-	// A key rotated meanwhile still goes with the value attached: the
-	// request was let by with it, and refusing would fail every request
-	// in flight at a rotation.
-	_, _, e := l.keyAgain(r, x, x.member)
-	if e == nil {
-		return false
+		refusal, ok, expired := x.inj.secretState(time.Now(), l.onExpired)
+		if ok {
+			x.expiredMeanwhile(expired)
+			return false
+		}
+		e = &refusal
+	} else {
+		// A key rotated meanwhile still goes with the value attached:
+		// the request was let by with it, and refusing would fail
+		// every request in flight at a rotation.
+		var key *injection
+		if _, key, e = l.keyAgain(r, x, x.member); e == nil {
+			x.expiredMeanwhile(key.expiredAt(time.Now()))
+			return false
+		}
 	}
 	x.withheld = e
 	stripKey(out)
