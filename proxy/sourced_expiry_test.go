@@ -35,7 +35,7 @@ func TestSourcedUpgradeEndsWhenItsKeyExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expires := time.Now().Add(500 * time.Millisecond)
+	expires := time.Now().Add(time.Second)
 	buf := &lockedBuffer{}
 	gw := New(NewSnapshotWithKeys(cfg, nil, expiringKeys{expires}), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
 	c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
@@ -102,19 +102,22 @@ func TestUpgradeEndsAtExpiryMovedByReload(t *testing.T) {
 				}
 				return c
 			}
-			now := time.Now()
-			// Created an hour ago, less 500 ms: max_age 1h ends it 500 ms from now.
-			k := vault.NewSecret("k", testKey, now.Add(-time.Hour+500*time.Millisecond))
-			k.Expires = now.Add(24 * time.Hour)
+			k := vault.NewSecret("k", testKey, time.Now().Add(-time.Minute))
+			k.Expires = time.Now().Add(24 * time.Hour)
 			buf := &lockedBuffer{}
 			gw := New(NewSnapshot(cfg("{on_expired: block}"), map[string]vault.Secret{"k": k}), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
 			c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
 			if err := echoLine(c, br, "before"); err != nil {
 				t.Fatalf("before the reload: %v", err)
 			}
+			// The reload ends the key's life a second from now: an
+			// earlier --expires, or (the same value updated an hour
+			// ago, less a second) max_age 1h.
 			moved := k
 			if tt.vault == "{on_expired: block}" {
-				moved.Expires = time.Now().Add(500 * time.Millisecond)
+				moved.Expires = time.Now().Add(time.Second)
+			} else {
+				moved.Updated = time.Now().Add(-time.Hour + time.Second)
 			}
 			gw.Swap(NewSnapshot(cfg(tt.vault), map[string]vault.Secret{"k": moved}))
 			if err := echoLine(c, br, "after the reload"); err != nil {
