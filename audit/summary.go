@@ -230,7 +230,7 @@ func recordError(err error) error {
 	return errors.New("not an audit record (want a JSON object)")
 }
 
-// selects reports whether the filter selects a record of time t.
+// selects reports whether f selects rec, a record of time t.
 func (f *SummaryFilter) selects(rec *summaryRecord, t time.Time) bool {
 	return (f.Since.IsZero() || !t.Before(f.Since)) &&
 		(f.Until.IsZero() || !t.After(f.Until)) &&

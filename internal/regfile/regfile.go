@@ -1,6 +1,6 @@
 // Package regfile reads the files till reads again at each reload (its
-// config, its price table): regular files only, and only so much of
-// each.
+// config, its price table, its vault and key file): regular files only,
+// and only so much of each.
 package regfile
 
 import (
