@@ -100,21 +100,18 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 	in.echoForms = echoForms(values)
 	if in.minter != nil {
 		seed := s.seed.Swap(nil)
+		in.minter.base = &in
 		switch prev := s.last.Load(); {
 		case prev != nil && prev.minter != nil && prev.fp == in.fp && prev.minter.key == in.minter.key:
 			// The same credential minting the same way, compiled anew
 			// for another expiry (a Vault entry's
-			// custom_metadata.expires changed): its
-			// minter, token and all, is kept rather than minted anew
-			// once per ttl. Its base differs only in the expiry,
-			// which the minted injection does not use (decide reads
-			// this one's).
-			in.minter = prev.minter
+			// custom_metadata.expires changed): its token is kept
+			// rather than minted anew once per ttl, and goes under
+			// the expiry the source gives now, which a request is
+			// checked against again before it goes.
+			in.minter.adopt(prev.minter)
 		case seed != nil && seed.base.fp == in.fp && seed.key == in.minter.key:
-			in.minter.base = &in
 			in.minter.adopt(seed)
-		default:
-			in.minter.base = &in
 		}
 	}
 	s.last.Store(&in)

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,5 +136,71 @@ func TestUpgradeEndsAtExpiryMovedByReload(t *testing.T) {
 				t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
 			}
 		})
+	}
+}
+
+// movingExpiryKeys is a source of OAuth2 client credentials whose expiry
+// the operator moves (a Vault entry's custom_metadata.expires set anew),
+// the value staying the same.
+type movingExpiryKeys struct {
+	mu      sync.Mutex
+	expires time.Time
+}
+
+func (k *movingExpiryKeys) set(t time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.expires = t
+}
+
+func (k *movingExpiryKeys) GetAs(_ context.Context, ref string, _ source.Form) (source.Result, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := vault.NewFieldSecret(ref, map[string]string{"client_id": "app", "client_secret": "secret-app-0123456789"}, time.Now())
+	s.Expires = k.expires
+	return source.Result{Secret: s}, nil
+}
+
+// TestMintedKeyTakesTheSourcesExpiryNow: when a source moves the expiry
+// of the credential a route mints with, the value unchanged, the token
+// minted (or kept) from it goes under the expiry the source gives now,
+// not the one it gave when the minter was made: a request checked again
+// before it goes (and a protocol switch cut at its key's expiry) must
+// judge the credential as the source says. Here, under on_expired: warn,
+// an expired credential renewed in the source must no longer have its
+// requests recorded secret_expired.
+func TestMintedKeyTakesTheSourcesExpiryNow(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+		}
+	}))
+	defer srv.Close()
+	y := "version: 1\nvault: {on_expired: warn}\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: api, upstream: " + srv.URL + ", secret: \"corp:app\", inject: {oauth2: {token_url: " + srv.URL + "/token}}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &movingExpiryKeys{expires: time.Now().Add(-time.Hour)}
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshotWithKeys(cfg, nil, keys), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+	get := func() map[string]any {
+		t.Helper()
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+		if w.Code != http.StatusOK {
+			t.Fatalf("status %d, want 200", w.Code)
+		}
+		recs := buf.records(t)
+		return recs[len(recs)-1]
+	}
+	if rec := get(); rec["reason"] != CodeSecretExpired {
+		t.Fatalf("expired credential: record %v; want reason %s", rec, CodeSecretExpired)
+	}
+	keys.set(time.Now().Add(time.Hour))
+	if rec := get(); rec["reason"] != nil && rec["reason"] != "" {
+		t.Errorf("credential renewed in its source: record %v; want no reason (the token went under the expiry the source gave before)", rec)
 	}
 }
