@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy/ca"
 )
 
 // systemRootFiles are where Linux distributions keep their trusted roots,
@@ -153,6 +155,12 @@ func (v envValue) dotenv() (string, error) {
 	return "", unsafe
 }
 
+// isTillCA reports whether der is a CA certificate of till's.
+func isTillCA(der []byte) bool {
+	c, err := x509.ParseCertificate(der)
+	return err == nil && ca.IsTillCA(c)
+}
+
 // clientAddr turns a listen address into one a client can dial.
 func clientAddr(listen string) string {
 	host, port, err := net.SplitHostPort(listen)
@@ -172,12 +180,16 @@ func clientAddr(listen string) string {
 // certificate, for clients that take one bundle (curl, Python, Go). Each
 // certificate is written once: after eval "$(till env)", SSL_CERT_FILE
 // names this very bundle, and the next run must not add the CA again.
+// Nor does a bundle keep a CA of till's that $SSL_CERT_FILE holds: that
+// file is most often the bundle of an earlier till env, of another config
+// or of a CA since replaced, and its CA is not this one.
 func writeBundle(caCert string, caPEM []byte, e *env) (string, error) {
 	path := strings.TrimSuffix(caCert, filepath.Ext(caCert)) + "-bundle.pem"
 	var roots []byte
 	files := systemRootFiles
-	if f := e.getenv("SSL_CERT_FILE"); f != "" {
-		files = []string{f}
+	fromEnv := e.getenv("SSL_CERT_FILE")
+	if fromEnv != "" {
+		files = []string{fromEnv}
 	}
 	for _, f := range files {
 		if b, err := os.ReadFile(f); err == nil {
@@ -190,13 +202,14 @@ func writeBundle(caCert string, caPEM []byte, e *env) (string, error) {
 	}
 	var buf bytes.Buffer
 	seen := map[string]bool{}
-	for _, data := range [][]byte{roots, caPEM} {
+	for i, data := range [][]byte{roots, caPEM} {
+		earlier := i == 0 && fromEnv != "" // the roots of an earlier till env, most often
 		for {
 			var b *pem.Block
 			if b, data = pem.Decode(data); b == nil {
 				break
 			}
-			if b.Type != "CERTIFICATE" || seen[string(b.Bytes)] {
+			if b.Type != "CERTIFICATE" || seen[string(b.Bytes)] || earlier && isTillCA(b.Bytes) {
 				continue
 			}
 			seen[string(b.Bytes)] = true

@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestEnvBundleOnce: after eval "$(till env)", SSL_CERT_FILE names the
@@ -22,7 +29,7 @@ func TestEnvBundleOnce(t *testing.T) {
 	caPEM, _ := os.ReadFile("till-ca.pem")
 	// System roots with a certificate twice, as some bundles have.
 	roots := filepath.Join(t.TempDir(), "roots.pem")
-	other := caPEMOf(t, "other")
+	other := rootPEM(t)
 	os.WriteFile(roots, append(append([]byte("# a comment\n"), other...), other...), 0o644)
 	c.env["SSL_CERT_FILE"] = roots
 	out, errOut, code := c.run("", "env")
@@ -49,8 +56,30 @@ func TestEnvBundleOnce(t *testing.T) {
 	}
 }
 
-// caPEMOf makes a self-signed certificate, PEM: a CA of till's in another
-// folder.
+// TestEnvBundleDropsOtherTillCAs: a bundle holds till's CA of its own
+// config, never one that $SSL_CERT_FILE brought from an earlier till env
+// of another config, whose key this installation does not hold; the other
+// roots of that file stay.
+func TestEnvBundleDropsOtherTillCAs(t *testing.T) {
+	c := newCLI(t)
+	root := rootPEM(t)
+	prev := filepath.Join(t.TempDir(), "till-ca-bundle.pem")
+	os.WriteFile(prev, append(append([]byte{}, root...), caPEMOf(t, "other")...), 0o644)
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\n"), 0o644)
+	if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	caPEM, _ := os.ReadFile("till-ca.pem")
+	c.env["SSL_CERT_FILE"] = prev
+	if _, errOut, code := c.run("", "env"); code != 0 {
+		t.Fatalf("env: exit %d: %s", code, errOut)
+	}
+	if got, _ := os.ReadFile("till-ca-bundle.pem"); !bytes.Equal(got, append(root, caPEM...)) {
+		t.Errorf("the bundle holds %d certificates, want 2: the other root, then this config's CA, not the other config's", countCerts(got))
+	}
+}
+
+// caPEMOf makes a CA of till's in another folder, PEM.
 func caPEMOf(t *testing.T, dir string) []byte {
 	t.Helper()
 	c := &cli{t: t, dir: filepath.Join(t.TempDir(), dir), env: map[string]string{}}
@@ -63,6 +92,30 @@ func caPEMOf(t *testing.T, dir string) []byte {
 	}
 	b, _ := os.ReadFile(filepath.Join(c.dir, "till-ca.pem"))
 	return b
+}
+
+// rootPEM makes a self-signed root that is not till's, PEM: a system or
+// corporate root.
+func rootPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "Example Root CA", Organization: []string{"Example"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func countCerts(b []byte) int {

@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -61,10 +62,19 @@ func Reissue(storedKey, machine string, now time.Time) (*CA, error) {
 	return issue(key, machine, now)
 }
 
+// namePrefix starts the common name of every CA that New and Reissue make.
+const namePrefix = "till interception CA ("
+
+// IsTillCA reports whether c is named as New and Reissue name a CA: one
+// of till's, of this installation or another.
+func IsTillCA(c *x509.Certificate) bool {
+	return c.IsCA && strings.HasPrefix(c.Subject.CommonName, namePrefix) && slices.Equal(c.Subject.Organization, []string{"till"})
+}
+
 func issue(key *ecdsa.PrivateKey, machine string, now time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "till interception CA (" + machine + ")", Organization: []string{"till"}},
+		Subject:               pkix.Name{CommonName: namePrefix + machine + ")", Organization: []string{"till"}},
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(caValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,

@@ -288,3 +288,22 @@ func TestReissue(t *testing.T) {
 		t.Error("Reissue took a key that is not base64")
 	}
 }
+
+func TestIsTillCA(t *testing.T) {
+	c := newTestCA(t)
+	if !IsTillCA(c.Certificate()) {
+		t.Error("a CA New made is not till's")
+	}
+	leaf, err := c.Mint("api.openai.com", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if IsTillCA(leaf.Leaf) {
+		t.Error("a leaf is taken for till's CA")
+	}
+	other := *c.Certificate()
+	other.Subject.Organization = []string{"Example"}
+	if IsTillCA(&other) {
+		t.Error("a CA of another organization is taken for till's")
+	}
+}
