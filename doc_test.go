@@ -9,7 +9,9 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -223,4 +225,49 @@ func receiverType(recv *ast.FieldList) string {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// markdownLink is a Markdown link's target, up to any #fragment.
+var markdownLink = regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
+
+// TestMarkdownLinksResolve: every relative link in the module's Markdown
+// files names a file or folder that exists, read from the linking file's
+// folder as a Markdown viewer reads it.
+func TestMarkdownLinksResolve(t *testing.T) {
+	files := 0
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".md") {
+			return nil
+		}
+		files++
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range markdownLink.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if target == "" || strings.Contains(target, ":") {
+				continue // a fragment of this file, or a URL
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(path), target)); err != nil {
+				t.Errorf("%s: link to %s: no such file from %s", path, target, filepath.Dir(path))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 5 {
+		t.Fatalf("found %d Markdown files: is the test running at the module root?", files)
+	}
 }
