@@ -11,7 +11,9 @@
 // on for a 1 kB JSON answer and a 500-event stream (each pair measured at
 // once, as are nginx and till again for a steadier CPU ratio, with GETs
 // and with POSTs of a 1 kB chat completion). It prints one table and exits
-// non-zero if injection was not verified. It asserts nothing about speed.
+// non-zero if injection was not verified or a figure has no round left: a
+// round whose requests fail (on a machine too loaded to answer in time) is
+// reported and not counted. It asserts nothing about speed.
 //
 //	go run ./test/bench            # full run (a few minutes)
 //	go run ./test/bench -short     # seconds: proves the harness works
@@ -308,125 +310,15 @@ func run() error {
 	if *only != "" {
 		order = strings.Split(*only, ",")
 	}
+	failed := map[string]int{}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {
-			if name == "paired" {
-				ng, ok := targets["nginx"]
-				if !ok {
-					continue
-				}
-				// A cross-check of the CPU figure, steadier on a shared
-				// machine for the same reason as the route tables; again
-				// with POSTs of a chat completion, the shape of LLM traffic.
-				pairs := []struct{ figure, method, body, till string }{{"paired", "GET", "", "till"}, {"paired-post", "POST", chatBody, "till"}}
-				if _, ok := targets["before"]; ok {
-					pairs = append(pairs, struct{ figure, method, body, till string }{"paired-before", "GET", "", "before"},
-						struct{ figure, method, body, till string }{"paired-post-before", "POST", chatBody, "before"})
-				}
-				for _, p := range pairs {
-					ngp, tlp := *ng, *targets[p.till]
-					ngp.body, tlp.body = p.body, p.body
-					fmt.Fprintf(os.Stderr, "bench: round %d: nginx and %s together, %s, %d req/s each\n", round, tlp.name, p.method, *rate)
-					ratio, n, tl, err := costRatio(&ngp, &tlp)
-					if err != nil {
-						return err
-					}
-					res.add(p.figure, "ratio", ratio)
-					fmt.Fprintf(os.Stderr, "bench: round %d: nginx %.0f µs, till %.0f µs per request: %.2f× (both orders)\n", round, n.cpuPerReq, tl.cpuPerReq, ratio)
-				}
-				continue
-			}
-			if name == "usage" {
-				// Usage metering: a 1 kB JSON answer to a 1 kB POST, and a
-				// 500-event stream (at a tenth of the rate), unmetered and
-				// metered together.
-				for _, p := range []struct {
-					figure, path string
-					rate         int
-				}{{"usage-json", "/openai/v1/chat/completions", 0}, {"usage-sse", "/openai/v1/stream500", *rate / 10}} {
-					off, on := *targets["unmetered"], *targets["till"]
-					off.url = strings.Replace(off.url, "/openai/v1/chat/completions", p.path, 1)
-					on.url = strings.Replace(on.url, "/openai/v1/chat/completions", p.path, 1)
-					off.body, on.body, off.rate, on.rate = chatBody, chatBody, p.rate, p.rate
-					fmt.Fprintf(os.Stderr, "bench: round %d: usage metering off and on together, %s\n", round, p.figure)
-					ratio, mOff, mOn, err := costRatio(&off, &on)
-					if err != nil {
-						return err
-					}
-					res.add(p.figure, "ratio", ratio)
-					fmt.Fprintf(os.Stderr, "bench: round %d: %s: unmetered %.0f µs, metered %.0f µs per request\n", round, p.figure, mOff.cpuPerReq, mOn.cpuPerReq)
-				}
-				continue
-			}
-			if name == "creds" {
-				// A 1 kB POST signed with SigV4, or with a cached OAuth2
-				// token, against the same with a static key (usage not
-				// metered on either side), measured at once.
-				for _, other := range []string{"sigv4", "oauth2"} {
-					static, t := *targets["unmetered"], *targets[other]
-					static.body, t.body = chatBody, chatBody
-					fmt.Fprintf(os.Stderr, "bench: round %d: static key and %s together\n", round, other)
-					ratio, mStatic, m, err := costRatio(&static, &t)
-					if err != nil {
-						return err
-					}
-					res.add(other, "ratio", ratio)
-					fmt.Fprintf(os.Stderr, "bench: round %d: static %.0f µs, %s %.0f µs per request\n", round, mStatic.cpuPerReq, other, m.cpuPerReq)
-				}
-				continue
-			}
-			if name == "source" {
-				fmt.Fprintf(os.Stderr, "bench: round %d: vault-backed and source-backed till together, %d req/s each\n", round, *rate)
-				vaulted, fromSource, err := together(targets["till"], targets["sourced"])
-				if err != nil {
-					return err
-				}
-				res.add("source", "ratio", fromSource.cpuPerReq/vaulted.cpuPerReq)
-				fmt.Fprintf(os.Stderr, "bench: round %d: vault key %.0f µs, source key %.0f µs per request\n", round, vaulted.cpuPerReq, fromSource.cpuPerReq)
-				continue
-			}
-			if name == "routes" {
-				// The two route tables are measured at once, each at the
-				// fixed rate: both see the same moment of a shared, noisy
-				// machine, so their ratio is steadier than two runs apart.
-				fmt.Fprintf(os.Stderr, "bench: round %d: routes-10 and routes-10000 together, %d req/s each\n", round, *rate)
-				few, many, err := together(targets["routes-10"], targets["routes-10000"])
-				if err != nil {
-					return err
-				}
-				// Two loads share the core: their latencies are not the
-				// fixed-rate figure, and only CPU is kept.
-				res.add("routes-10", "cpu", few.cpuPerReq)
-				res.add("routes-10000", "cpu", many.cpuPerReq)
-				res.add("routes", "scale", many.cpuPerReq/few.cpuPerReq)
-				fmt.Fprintf(os.Stderr, "bench: round %d: 10 routes %.0f µs, 10,000 routes %.0f µs per request\n", round, few.cpuPerReq, many.cpuPerReq)
-				continue
-			}
-			t, ok := targets[name]
-			if !ok {
-				continue
-			}
-			fmt.Fprintf(os.Stderr, "bench: round %d: %s at %d req/s\n", round, name, *rate)
-			m, err := fixedRate(t, *rate, *dur)
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			res.add(name, "cpu", m.cpuPerReq)
-			res.add(name, "p50", m.p50)
-			res.add(name, "p99", m.p99)
-			fmt.Fprintf(os.Stderr, "bench: round %d: %s: %.0f µs per request, p50 %.3f ms, p99 %.3f ms\n", round, name, m.cpuPerReq, m.p50, m.p99)
-			if name == "direct" || name == "nginx" || name == "till" {
-				sse, err := firstEvent(t)
-				if err != nil {
-					return fmt.Errorf("%s: sse: %w", name, err)
-				}
-				res.add(name, "sse", sse)
-				if rps, err := throughput(t); err == nil {
-					res.add(name, "rps", rps)
-					fmt.Fprintf(os.Stderr, "bench: round %d: %s: first SSE event %.3f ms, %.0f req/s saturated\n", round, name, sse, rps)
-				} else {
-					fmt.Fprintln(os.Stderr, "bench: throughput:", err)
-				}
+			// A round that fails (a shared machine so loaded that
+			// requests time out, or a proxy that drops them) is left
+			// out of its figure and reported, not the whole run.
+			if err := measure(round, name, targets, res); err != nil {
+				failed[name]++
+				fmt.Fprintf(os.Stderr, "bench: round %d: %s: %v (not counted)\n", round, name, err)
 			}
 		}
 	}
@@ -444,6 +336,147 @@ func run() error {
 		return fmt.Errorf("the upstream received %d requests without the key", w)
 	}
 	res.print(os.Stdout)
+	return reportFailed(os.Stdout, order, failed)
+}
+
+// reportFailed lists the rounds left out of each figure, and fails the run
+// when a figure has none left.
+func reportFailed(w io.Writer, order []string, failed map[string]int) error {
+	var none []string
+	for _, name := range order {
+		if n := failed[name]; n > 0 {
+			fmt.Fprintf(w, "%s: %d of %d round(s) failed and are not counted (see stderr)\n", name, n, *rounds)
+			if n == *rounds {
+				none = append(none, name)
+			}
+		}
+	}
+	if len(none) > 0 {
+		return fmt.Errorf("no round of %s succeeded", strings.Join(none, ", "))
+	}
+	return nil
+}
+
+// measure takes round's figure name, adding what it measured to res.
+func measure(round int, name string, targets map[string]*target, res *results) error {
+	if name == "paired" {
+		ng, ok := targets["nginx"]
+		if !ok {
+			return nil
+		}
+		// A cross-check of the CPU figure, steadier on a shared
+		// machine for the same reason as the route tables; again
+		// with POSTs of a chat completion, the shape of LLM traffic.
+		pairs := []struct{ figure, method, body, till string }{{"paired", "GET", "", "till"}, {"paired-post", "POST", chatBody, "till"}}
+		if _, ok := targets["before"]; ok {
+			pairs = append(pairs, struct{ figure, method, body, till string }{"paired-before", "GET", "", "before"},
+				struct{ figure, method, body, till string }{"paired-post-before", "POST", chatBody, "before"})
+		}
+		for _, p := range pairs {
+			ngp, tlp := *ng, *targets[p.till]
+			ngp.body, tlp.body = p.body, p.body
+			fmt.Fprintf(os.Stderr, "bench: round %d: nginx and %s together, %s, %d req/s each\n", round, tlp.name, p.method, *rate)
+			ratio, n, tl, err := costRatio(&ngp, &tlp)
+			if err != nil {
+				return err
+			}
+			res.add(p.figure, "ratio", ratio)
+			fmt.Fprintf(os.Stderr, "bench: round %d: nginx %.0f µs, till %.0f µs per request: %.2f× (both orders)\n", round, n.cpuPerReq, tl.cpuPerReq, ratio)
+		}
+		return nil
+	}
+	if name == "usage" {
+		// Usage metering: a 1 kB JSON answer to a 1 kB POST, and a
+		// 500-event stream (at a tenth of the rate), unmetered and
+		// metered together.
+		for _, p := range []struct {
+			figure, path string
+			rate         int
+		}{{"usage-json", "/openai/v1/chat/completions", 0}, {"usage-sse", "/openai/v1/stream500", *rate / 10}} {
+			off, on := *targets["unmetered"], *targets["till"]
+			off.url = strings.Replace(off.url, "/openai/v1/chat/completions", p.path, 1)
+			on.url = strings.Replace(on.url, "/openai/v1/chat/completions", p.path, 1)
+			off.body, on.body, off.rate, on.rate = chatBody, chatBody, p.rate, p.rate
+			fmt.Fprintf(os.Stderr, "bench: round %d: usage metering off and on together, %s\n", round, p.figure)
+			ratio, mOff, mOn, err := costRatio(&off, &on)
+			if err != nil {
+				return err
+			}
+			res.add(p.figure, "ratio", ratio)
+			fmt.Fprintf(os.Stderr, "bench: round %d: %s: unmetered %.0f µs, metered %.0f µs per request\n", round, p.figure, mOff.cpuPerReq, mOn.cpuPerReq)
+		}
+		return nil
+	}
+	if name == "creds" {
+		// A 1 kB POST signed with SigV4, or with a cached OAuth2
+		// token, against the same with a static key (usage not
+		// metered on either side), measured at once.
+		for _, other := range []string{"sigv4", "oauth2"} {
+			static, t := *targets["unmetered"], *targets[other]
+			static.body, t.body = chatBody, chatBody
+			fmt.Fprintf(os.Stderr, "bench: round %d: static key and %s together\n", round, other)
+			ratio, mStatic, m, err := costRatio(&static, &t)
+			if err != nil {
+				return err
+			}
+			res.add(other, "ratio", ratio)
+			fmt.Fprintf(os.Stderr, "bench: round %d: static %.0f µs, %s %.0f µs per request\n", round, mStatic.cpuPerReq, other, m.cpuPerReq)
+		}
+		return nil
+	}
+	if name == "source" {
+		fmt.Fprintf(os.Stderr, "bench: round %d: vault-backed and source-backed till together, %d req/s each\n", round, *rate)
+		vaulted, fromSource, err := together(targets["till"], targets["sourced"])
+		if err != nil {
+			return err
+		}
+		res.add("source", "ratio", fromSource.cpuPerReq/vaulted.cpuPerReq)
+		fmt.Fprintf(os.Stderr, "bench: round %d: vault key %.0f µs, source key %.0f µs per request\n", round, vaulted.cpuPerReq, fromSource.cpuPerReq)
+		return nil
+	}
+	if name == "routes" {
+		// The two route tables are measured at once, each at the
+		// fixed rate: both see the same moment of a shared, noisy
+		// machine, so their ratio is steadier than two runs apart.
+		fmt.Fprintf(os.Stderr, "bench: round %d: routes-10 and routes-10000 together, %d req/s each\n", round, *rate)
+		few, many, err := together(targets["routes-10"], targets["routes-10000"])
+		if err != nil {
+			return err
+		}
+		// Two loads share the core: their latencies are not the
+		// fixed-rate figure, and only CPU is kept.
+		res.add("routes-10", "cpu", few.cpuPerReq)
+		res.add("routes-10000", "cpu", many.cpuPerReq)
+		res.add("routes", "scale", many.cpuPerReq/few.cpuPerReq)
+		fmt.Fprintf(os.Stderr, "bench: round %d: 10 routes %.0f µs, 10,000 routes %.0f µs per request\n", round, few.cpuPerReq, many.cpuPerReq)
+		return nil
+	}
+	t, ok := targets[name]
+	if !ok {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "bench: round %d: %s at %d req/s\n", round, name, *rate)
+	m, err := fixedRate(t, *rate, *dur)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	res.add(name, "cpu", m.cpuPerReq)
+	res.add(name, "p50", m.p50)
+	res.add(name, "p99", m.p99)
+	fmt.Fprintf(os.Stderr, "bench: round %d: %s: %.0f µs per request, p50 %.3f ms, p99 %.3f ms\n", round, name, m.cpuPerReq, m.p50, m.p99)
+	if name == "direct" || name == "nginx" || name == "till" {
+		if sse, err := firstEvent(t); err == nil {
+			res.add(name, "sse", sse)
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: round %d: %s: first SSE event: %v (not counted)\n", round, name, err)
+		}
+		if rps, err := throughput(t); err == nil {
+			res.add(name, "rps", rps)
+			fmt.Fprintf(os.Stderr, "bench: round %d: %s: %.0f req/s saturated\n", round, name, rps)
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: round %d: %s: throughput: %v (not counted)\n", round, name, err)
+		}
+	}
 	return nil
 }
 

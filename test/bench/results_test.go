@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"io"
+	"strings"
+	"testing"
+)
 
 func TestCompareWithinRounds(t *testing.T) {
 	r := newResults()
@@ -29,5 +33,20 @@ func TestCompareWithinRounds(t *testing.T) {
 	}
 	if _, ok := r.compare("till", "absent", "cpu", false); ok {
 		t.Error("a comparison with a missing target")
+	}
+}
+
+func TestFailedRoundsReported(t *testing.T) {
+	*rounds = 3
+	var out strings.Builder
+	if err := reportFailed(&out, []string{"nginx", "till", "paired"}, map[string]int{"till": 1}); err != nil {
+		t.Errorf("one failed round of three failed the run: %v", err)
+	}
+	if want := "till: 1 of 3 round(s) failed"; !strings.Contains(out.String(), want) || strings.Contains(out.String(), "nginx") {
+		t.Errorf("report %q, want only %q", out.String(), want)
+	}
+	err := reportFailed(io.Discard, []string{"nginx", "till", "paired"}, map[string]int{"till": 1, "paired": 3})
+	if err == nil || !strings.Contains(err.Error(), "paired") || strings.Contains(err.Error(), "till") {
+		t.Errorf("a figure with no round left: got %v, want an error naming paired alone", err)
 	}
 }
