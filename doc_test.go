@@ -9,6 +9,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -227,6 +228,22 @@ func firstLine(s string) string {
 	return line
 }
 
+// walkFiles calls fn with the path of every file below the module root,
+// but in hidden folders and node_modules (the npm SDK tests' packages).
+func walkFiles(fn func(path string) error) error {
+	return filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case !d.IsDir():
+			return fn(path)
+		case path != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules"):
+			return filepath.SkipDir
+		}
+		return nil
+	})
+}
+
 // markdownLink is a Markdown link's target, up to any #fragment.
 var markdownLink = regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
 
@@ -235,16 +252,7 @@ var markdownLink = regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
 // folder as a Markdown viewer reads it.
 func TestMarkdownLinksResolve(t *testing.T) {
 	files := 0
-	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	err := walkFiles(func(path string) error {
 		if !strings.HasSuffix(path, ".md") {
 			return nil
 		}
@@ -269,5 +277,54 @@ func TestMarkdownLinksResolve(t *testing.T) {
 	}
 	if files < 5 {
 		t.Fatalf("found %d Markdown files: is the test running at the module root?", files)
+	}
+}
+
+// documentedTest is a test, fuzz target, benchmark or example named in
+// backquotes in a Markdown file.
+var documentedTest = regexp.MustCompile("`((?:Test|Fuzz|Benchmark|Example)[A-Z][A-Za-z0-9_]*)")
+
+// TestDocumentedTestsExist: every test, fuzz target, benchmark or example
+// that a Markdown file of the module names (SECURITY.md gives one for
+// each guarantee) is a function of a test file, so that a renamed or
+// removed test cannot leave a promise that cites it.
+func TestDocumentedTestsExist(t *testing.T) {
+	defined := map[string]bool{}
+	named := map[string]string{} // test -> the first file naming it
+	err := walkFiles(func(path string) error {
+		switch {
+		case strings.HasSuffix(path, "_test.go"):
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+			if err != nil {
+				return err
+			}
+			for _, decl := range f.Decls {
+				if fd, ok := decl.(*ast.FuncDecl); ok {
+					defined[fd.Name.Name] = true
+				}
+			}
+		case strings.HasSuffix(path, ".md"):
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, m := range documentedTest.FindAllStringSubmatch(string(b), -1) {
+				if _, ok := named[m[1]]; !ok {
+					named[m[1]] = path
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(named) < 50 || !defined["TestDocumentedTestsExist"] {
+		t.Fatalf("found %d tests named in Markdown files, %d defined: is the test running at the module root?", len(named), len(defined))
+	}
+	for _, name := range slices.Sorted(maps.Keys(named)) {
+		if !defined[name] {
+			t.Errorf("%s names %s, which no test file defines", named[name], name)
+		}
 	}
 }
