@@ -42,9 +42,19 @@ func runInit(args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("the starter config does not parse (a bug in till): %w", err)
 	}
+	// The vault comes first: a config written beside a vault that could
+	// not be made (its key's folder missing) would make the next init,
+	// once that is mended, refuse to overwrite it.
+	if _, err := os.Lstat(path); err == nil {
+		return errConfigExists(path)
+	}
+	made, err := initVault(cfg, e)
+	if err != nil {
+		return err
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {
-		return withHint(fmt.Errorf("%s already exists; not overwriting it", path), "edit it, or pass --dir to write a new one elsewhere")
+		return errConfigExists(path)
 	}
 	if err != nil {
 		return err
@@ -57,15 +67,7 @@ func runInit(args []string, e *env) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "wrote %s\n", path)
-
-	if _, err := os.Stat(cfg.Vault.Path); errors.Is(err, fs.ErrNotExist) {
-		v, err := openVault(cfg, e, true)
-		if err != nil {
-			return err
-		}
-		if err := v.Update(func(map[string]vault.Secret) error { return nil }); err != nil {
-			return err
-		}
+	if made {
 		fmt.Fprintf(e.stdout, "created %s (encrypted)\n", displayPath(cfg.Vault.Path))
 		if e.getenv("TILL_PASSPHRASE") == "" {
 			fmt.Fprintf(e.stdout, "its key is %s (mode 0600): leave it there, and back it up apart from the vault\n", displayPath(cfg.Vault.KeyFile))
@@ -74,6 +76,24 @@ func runInit(args []string, e *env) error {
 	fmt.Fprintf(e.stdout, "next: printf %%s \"$OPENAI_API_KEY\" | till secret set openai -c %s\n", path)
 	fmt.Fprintf(e.stdout, "      then put a route in %s (routes: [{name: openai, preset: openai}]) and run: till check -c %s && till serve -c %s\n", path, path, path)
 	return nil
+}
+
+// errConfigExists refuses to write a config over the one at path.
+func errConfigExists(path string) error {
+	return withHint(fmt.Errorf("%s already exists; not overwriting it", path), "edit it, or pass --dir to write a new one elsewhere")
+}
+
+// initVault creates cfg's vault, and its key, when there is none yet,
+// and reports whether it did.
+func initVault(cfg *config.Config, e *env) (bool, error) {
+	if _, err := os.Stat(cfg.Vault.Path); !errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	v, err := openVault(cfg, e, true)
+	if err != nil {
+		return false, err
+	}
+	return true, v.Update(func(map[string]vault.Secret) error { return nil })
 }
 
 // starterKeyFile is the starter config's vault.key_file setting.

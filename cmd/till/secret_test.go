@@ -179,3 +179,29 @@ func TestInitKeepsTheKeyFileOfTheEnvironment(t *testing.T) {
 		t.Error("till init made a key beside the vault though TILL_KEY_FILE names one")
 	}
 }
+
+// TestInitWritesNoConfigWithoutItsVault: till init that cannot make the
+// vault (its key's folder is missing) writes no till.yaml either, so
+// that, the folder made, init runs again and makes all three, rather
+// than refuse to overwrite a config whose vault it never made.
+func TestInitWritesNoConfigWithoutItsVault(t *testing.T) {
+	c := newCLI(t)
+	keyFile := filepath.Join(t.TempDir(), "keys", "till.key")
+	c.env["TILL_KEY_FILE"] = keyFile
+	if _, errOut, code := c.run("", "init"); code != 1 || !strings.Contains(errOut, "does not exist") {
+		t.Fatalf("init with the key's folder missing: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat("till.yaml"); err == nil {
+		t.Fatal("a failed init left till.yaml")
+	}
+	if err := os.Mkdir(filepath.Dir(keyFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.must("", "init")
+	for _, f := range []string{"till.yaml", "till.vault", keyFile} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("init once the folder was made: %v", err)
+		}
+	}
+	c.must("", "check")
+}
