@@ -61,16 +61,40 @@ var (
 	rate   = flag.Int("rate", 1000, "fixed request rate (req/s) for CPU and latency")
 	dur    = flag.Duration("dur", 5*time.Second, "length of each fixed-rate and throughput run")
 	idle   = flag.Int("idle", 1000, "idle keep-alive clients for the RSS figure")
-	only   = flag.String("only", "", "comma-separated `figures` to measure (direct, nginx, till, intercept, routes, source, usage, paired); default all")
+	only   = flag.String("only", "", "comma-separated `figures` to measure ("+strings.Join(allFigures, ", ")+"); default all")
 	before = flag.String("before", "", "a till `binary` built from an earlier commit: measured with nginx at once as till is, to give a change's cost in the same run")
 )
 
+// allFigures are the figures the harness measures, in the order it
+// measures them in each round.
+var allFigures = []string{"direct", "nginx", "till", "intercept", "routes", "source", "usage", "creds", "paired"}
+
+// figures is the figures -only names, in its order, or all of them; a
+// name that is none of them is an error, not a run that skips it.
+func figures(only string) ([]string, error) {
+	if only == "" {
+		return allFigures, nil
+	}
+	order := strings.Split(only, ",")
+	for _, name := range order {
+		if !slices.Contains(allFigures, name) {
+			return nil, fmt.Errorf("-only: no figure %q (figures: %s)", name, strings.Join(allFigures, ", "))
+		}
+	}
+	return order, nil
+}
+
 func main() {
 	flag.Parse()
+	order, err := figures(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: error:", err)
+		os.Exit(2)
+	}
 	if *short {
 		*rounds, *dur, *idle = 1, time.Second, 100
 	}
-	if err := run(); err != nil {
+	if err := run(order); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: error:", err)
 		os.Exit(1)
 	}
@@ -163,7 +187,7 @@ func (k keyAdder) RoundTrip(r *http.Request) (*http.Response, error) {
 	return k.RoundTripper.RoundTrip(r)
 }
 
-func run() error {
+func run(order []string) error {
 	if runtime.NumCPU() >= 2 {
 		pinSelf(1)
 	}
@@ -306,10 +330,6 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "bench: injection verified through %d proxies\n", len(targets)-1)
 
 	res := newResults()
-	order := []string{"direct", "nginx", "till", "intercept", "routes", "source", "usage", "creds", "paired"}
-	if *only != "" {
-		order = strings.Split(*only, ",")
-	}
 	failed := map[string]int{}
 	for round := 1; round <= *rounds; round++ {
 		for _, name := range order {

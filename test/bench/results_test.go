@@ -50,3 +50,22 @@ func TestFailedRoundsReported(t *testing.T) {
 		t.Errorf("a figure with no round left: got %v, want an error naming paired alone", err)
 	}
 }
+
+// TestFiguresOnlyKnown: -only takes the figures the harness measures
+// (the README's -only usage,creds among them) and refuses a misspelt one,
+// which would otherwise measure nothing and say nothing.
+func TestFiguresOnlyKnown(t *testing.T) {
+	for _, only := range []string{"", "nginx,till,paired", "usage,creds"} {
+		if _, err := figures(only); err != nil {
+			t.Errorf("-only %q: %v", only, err)
+		}
+	}
+	if got, _ := figures("usage,creds"); len(got) != 2 || got[0] != "usage" || got[1] != "creds" {
+		t.Errorf("-only usage,creds: got %q", got)
+	}
+	for _, only := range []string{"cred", "nginx,til", "nginx,"} {
+		if _, err := figures(only); err == nil {
+			t.Errorf("-only %q: no error", only)
+		}
+	}
+}
