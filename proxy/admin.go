@@ -94,14 +94,17 @@ func browserSafe(g *Gateway, h http.Handler) http.Handler {
 	})
 }
 
-// requireToken checks a bearer token against its SHA-256, in constant time.
+// requireToken checks a bearer token against its SHA-256, in constant
+// time. The scheme is read in any case, as RFC 9110 (section 11.1) has
+// it: "bearer TOKEN" from a script is the same credential.
 func requireToken(sumHex string, h http.Handler) http.Handler {
 	if sumHex == "" {
 		return h
 	}
 	want, _ := hex.DecodeString(sumHex)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		ok = ok && strings.EqualFold(scheme, "Bearer")
 		got := sha256.Sum256([]byte(tok))
 		if !ok || subtle.ConstantTimeCompare(got[:], want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="till admin"`)

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -114,5 +116,41 @@ func TestAdminRefusesWebPages(t *testing.T) {
 	}
 	if reloads != 1 {
 		t.Errorf("%d reloads, want the CLI's one", reloads)
+	}
+}
+
+// TestAdminTokenSchemeAnyCase: the admin listener takes its token as
+// RFC 9110 reads an authorization scheme, in any case ("bearer TOKEN"
+// from a script), and refuses a wrong token, another scheme, or none.
+func TestAdminTokenSchemeAnyCase(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	const token = "admin-token-0123456789"
+	sum := sha256.Sum256([]byte(token))
+	h := NewAdmin(AdminOptions{Gateway: gw, TokenSHA256: hex.EncodeToString(sum[:])})
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{
+		{"Bearer " + token, 200},
+		{"bearer " + token, 200},
+		{"BEARER " + token, 200},
+		{"Bearer other", 401},
+		{"Basic " + token, 401},
+		{token, 401},
+		{"", 401},
+	} {
+		r := httptest.NewRequest("GET", "http://127.0.0.1:9090/admin/routes", nil)
+		if tt.auth != "" {
+			r.Header.Set("Authorization", tt.auth)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tt.want {
+			t.Errorf("Authorization %q: %d, want %d", strings.SplitN(tt.auth, " ", 2)[0], w.Code, tt.want)
+		}
 	}
 }
