@@ -123,14 +123,21 @@ func tail(f *os.File) (id os.FileInfo, last, cut []byte, size int64, err error) 
 		if size > 0 {
 			last, err = lastLine(f, size)
 		}
-		// Only what can be a cut record is cut: a file of another kind
-		// (a config named as audit.file by mistake) is left whole.
-		if err == nil && (!isTornRecord(cut) || size > 0 && !isRecordStart(last)) {
-			err = errors.New("its last line is not a record: not an audit file")
+		if err == nil && !isTornRecord(cut) {
+			err = errNotTrail
 		}
+	}
+	// Only a trail is cut or appended to: a file of another kind (a
+	// config or an app's log named as audit.file by mistake), whose last
+	// line is whole as text files' are, is left as it is.
+	if err == nil && len(last) > 0 && !isRecordStart(last) {
+		err = errNotTrail
 	}
 	return id, last, cut, size, err
 }
+
+// errNotTrail refuses a file that does not end in a record.
+var errNotTrail = errors.New("its last line is not a record: not an audit file")
 
 // Check reports what Open would refuse of the audit file at path (a
 // symbolic link, a folder, a file till cannot write, one whose last line

@@ -75,6 +75,7 @@ func TestCheckAgreesWithOpen(t *testing.T) {
 		{"records", "audit.jsonl", write("{\"seq\":1}\n")},
 		{"torn record", "audit.jsonl", write("{\"seq\":1}\n{\"se")},
 		{"not an audit file", "audit.jsonl", write("a\nb")},
+		{"text ending in a line break", "audit.jsonl", write("a\nb\n")},
 		{"folder", "audit.jsonl", func(path string) error { return os.Mkdir(path, 0o700) }},
 		{"symbolic link", "audit.jsonl", func(path string) error {
 			if err := os.WriteFile(path+".real", nil, 0o600); err != nil {

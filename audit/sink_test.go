@@ -347,7 +347,7 @@ func TestTornRecordRemoved(t *testing.T) {
 	}
 	// Nor is a file whose last line, or the line before it, is not a
 	// record: a config named as audit.file by mistake keeps its end.
-	for _, other := range []string{"version: 1\nroutes: []", "{\"seq\":1}\nroutes: []", "version: 1\n{\"seq\":"} {
+	for _, other := range []string{"version: 1\nroutes: []", "{\"seq\":1}\nroutes: []", "version: 1\n{\"seq\":", "version: 1\nroutes: []\n", "{\"seq\":1}\nan app's log line\n", "\n"} {
 		junk := filepath.Join(t.TempDir(), "till.yaml")
 		os.WriteFile(junk, []byte(other), 0o600)
 		if _, err := Open(Options{Path: junk}); err == nil || !strings.Contains(err.Error(), "not an audit file") {
