@@ -17,6 +17,9 @@ import (
 func runInit(args []string, e *env) error {
 	var cfgPath, dir string
 	flags := newFlags("init", e.stderr, &cfgPath)
+	// init writes a config, at -c or in --dir: a $TILL_CONFIG that names
+	// the config to read (a container's read-only one) is not where.
+	flags.Lookup("c").Usage = "config `file` to write (default DIR/till.yaml; $TILL_CONFIG is not read)"
 	flags.StringVar(&dir, "dir", ".", "`folder` to write till.yaml in")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {

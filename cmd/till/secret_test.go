@@ -205,3 +205,25 @@ func TestInitWritesNoConfigWithoutItsVault(t *testing.T) {
 	}
 	c.must("", "check")
 }
+
+// TestInitHelpSaysWhereItWrites: till init writes the config at -c or in
+// --dir, never at $TILL_CONFIG (the image sets it to the read-only config
+// it serves), and its help says so rather than give -c the default every
+// other command's -c has.
+func TestInitHelpSaysWhereItWrites(t *testing.T) {
+	c := newCLI(t)
+	c.env["TILL_CONFIG"] = filepath.Join(t.TempDir(), "served.yaml")
+	c.must("", "init")
+	if _, err := os.Stat("till.yaml"); err != nil {
+		t.Errorf("init with TILL_CONFIG set: %v", err)
+	}
+	if _, err := os.Stat(c.env["TILL_CONFIG"]); err == nil {
+		t.Error("init wrote the config $TILL_CONFIG names")
+	}
+	help := c.must("", "init", "--help")
+	_, flag, _ := strings.Cut(help, "\n  -c file\n")
+	flag, _, _ = strings.Cut(flag, "\n  -")
+	if strings.Contains(flag, "default $TILL_CONFIG") || !strings.Contains(flag, "DIR/till.yaml") {
+		t.Errorf("till init --help, -c:%s", flag)
+	}
+}
