@@ -118,7 +118,7 @@ var commandHelp = map[string]helpEntry{
 	"audit summary": {
 		synopsis: auditSummarySynopsis,
 		short:    "uses of each key per client and route, with refusals and errors",
-		about:    "Count the request records per key fingerprint, secret, client and route (forwarded, denied, error, first and last), from rotated and gzip files too: who used this key, when, for what.",
+		about:    "Count the request records per key fingerprint, secret, client and route (forwarded, denied, error, first and last), and the key uses whose request has no record in the files (unfinished: a crash, a request still running), from rotated and gzip files too: who used this key, when, for what.",
 		examples: []string{"till audit summary --since 24h --secret openai audit.log*", "till audit summary --json audit.log"},
 	},
 	"audit verify": {
