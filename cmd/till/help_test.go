@@ -4,10 +4,12 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // TestHelp: till help CMD, till CMD --help and till CMD -h print the same
@@ -206,5 +208,35 @@ func TestSynopsesNameFrom(t *testing.T) {
 	}
 	if _, errOut, code := c.run("", "test", "GET"); code != 2 || !strings.Contains(errOut, "[--from ADDR]") {
 		t.Errorf("till test GET: exit %d: %s", code, errOut)
+	}
+}
+
+// TestReadmeListsEveryCommand: the CLI block of README.md's reference
+// names every command till help lists, on a line of its group ("till
+// client list | rotate NAME | rm NAME"), so that a new command is in the
+// README a user reads first.
+func TestReadmeListsEveryCommand(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(b), "### CLI\n\n```\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !ok || block == "" {
+		t.Fatal("README.md has no CLI block under ### CLI")
+	}
+	word := func(r rune) bool { return !unicode.IsLetter(r) }
+	for _, name := range commandOrder {
+		group, sub, _ := strings.Cut(name, " ")
+		found := false
+		for line := range strings.SplitSeq(block, "\n") {
+			words := strings.FieldsFunc(line, word)
+			if len(words) > 1 && words[0] == "till" && words[1] == group && (sub == "" || slices.Contains(words[2:], sub)) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("README.md's CLI block lacks till %s", name)
+		}
 	}
 }
