@@ -124,6 +124,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 		x.rec.path = r.URL.RawPath
 	}
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
+	dropConnectionNamed(r.Header)
 	g.active.Add(1)
 	rw := &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle}
 	// Go's server keeps a connection open after a request that had both

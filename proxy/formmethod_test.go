@@ -244,3 +244,27 @@ func TestJSONMethodNeverSent(t *testing.T) {
 		{"on a provider's route", "/openai/v1/files", j, `{"_method": "DELETE"}`, 200},
 	})
 }
+
+// TestConnectionCannotHideContentType: a header the request's Connection
+// header names never goes upstream (it is hop-by-hop), so the policy must
+// judge the request without it too. Here the Content-Type that made till
+// read the body as JSON (no _method at its top level) is dropped on the
+// way, and Rack reads the body, a POST without a Content-Type, as a form
+// whose _method turns it into a DELETE.
+func TestConnectionCannotHideContentType(t *testing.T) {
+	f := newOverrideFixture(t)
+	for _, conn := range []string{"Content-Type", "keep-alive, content-type"} {
+		req := httptest.NewRequest("POST", "/items/posts/7", strings.NewReader(`{"a": "&_method=DELETE&"}`))
+		req.Header.Set("Content-Type", jsonType)
+		req.Header.Set("Connection", conn)
+		w := httptest.NewRecorder()
+		f.gw.ServeHTTP(w, req)
+		f.mu.Lock()
+		sent := len(f.queries)
+		f.queries = nil
+		f.mu.Unlock()
+		if w.Code != http.StatusForbidden || sent != 0 {
+			t.Errorf("Connection: %s: got %d, sent upstream %d times; want 403, never sent", conn, w.Code, sent)
+		}
+	}
+}

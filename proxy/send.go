@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -446,6 +447,21 @@ func removeHopHeaders(h http.Header) {
 	}
 	for _, name := range hopHeaders {
 		delete(h, name)
+	}
+}
+
+// dropConnectionNamed removes from a request's headers those its
+// Connection header names (RFC 9110, section 7.6.1), before anything reads
+// them: they never go upstream, so the policy must not judge the request
+// by them either. A Content-Type named there would make till read a body
+// as JSON while the upstream, without it, reads the same body as a form
+// (whose _method Rack honours). The hop-by-hop headers till reads itself
+// (Upgrade, Proxy-Authorization, Te, …) stay; they never go upstream.
+func dropConnectionNamed(h http.Header) {
+	for name := range tokens(h["Connection"]) {
+		if !slices.ContainsFunc(hopHeaders, func(hop string) bool { return strings.EqualFold(hop, name) }) {
+			h.Del(name)
+		}
 	}
 }
 

@@ -320,6 +320,39 @@ func TestHostileContentLengthAndTransferEncoding(t *testing.T) {
 	tl.assertNoLeak(allKeys)
 }
 
+// TestHostileConnectionNamesHeaders: a header the request's Connection
+// header names is hop-by-hop, never sent upstream, so till judges the
+// request without it. A Content-Type named there would have till read a
+// body as JSON (no top-level _method) that the upstream, given no
+// Content-Type, reads as a form (Rack), whose _method makes the POST a
+// DELETE on a route that allows POST only.
+func TestHostileConnectionNamesHeaders(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	tl := startTill(t, hostileConfig(u, fmt.Sprintf(`  - name: items
+    upstream: %s
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    allow: {methods: [POST]}
+`, u.URL)), providerSecrets, u.caFile)
+	const body = `{"a": "&_method=DELETE&"}`
+	head := fmt.Sprintf("POST /items/posts/7 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\nX-Hop: 1\r\n", len(body))
+	resp, answer, err := rawSend(t, tl.addr, head+"Connection: keep-alive, Content-Type\r\n\r\n"+body)
+	rf := checkRefused(t, "Connection: Content-Type", resp, answer, err, "method_not_allowed", 403)
+	if got := u.requests(); len(got) != 0 {
+		t.Errorf("the upstream received %s %s with Content-Type %q, want nothing sent", got[0].Method, got[0].Path, got[0].Header.Values("Content-Type"))
+	}
+	checkRefusalsAudited(t, tl, []*refusal{rf})
+	resp, answer, err = rawSend(t, tl.addr, head+"Connection: X-Hop\r\n\r\n"+strings.Replace(body, "_method", "xmethod", 1))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("Connection: X-Hop: got %v %q, want 200", err, answer)
+	}
+	if got := u.last(t); got.Header.Get("X-Hop") != "" || got.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("upstream headers: X-Hop %q (want none), Content-Type %q", got.Header.Get("X-Hop"), got.Header.Get("Content-Type"))
+	}
+	tl.stop()
+	tl.assertNoLeak(allKeys)
+}
+
 func TestHostileOversized(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(okHandler))
 	tl := startTill(t, hostileConfig(u, ""), providerSecrets, u.caFile)
