@@ -126,7 +126,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
 	dropConnectionNamed(r.Header)
 	g.active.Add(1)
-	rw := &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle}
+	rw := &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle, http10: !r.ProtoAtLeast(1, 1)}
 	// Go's server keeps a connection open after a request that had both
 	// Content-Length and Transfer-Encoding (RFC 9112, section 6.1 wants
 	// it closed; golang/go#80942), and hides which it was: close after

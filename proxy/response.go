@@ -37,10 +37,18 @@ type responseRecorder struct {
 	// close, set as it goes: ReverseProxy clears the response's headers
 	// after it relays a 1xx).
 	closing bool
+	// http10 is set for an HTTP/1.0 request: it gets no 1xx response.
+	http10 bool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
+		if w.http10 {
+			// An HTTP/1.0 client would read it as the final response,
+			// and the final one as the next request's (RFC 9110,
+			// section 15.2: a server must not send it one).
+			return
+		}
 		// 1xx responses (103 Early Hints) are not checked by
 		// checkResponse: their headers are checked here. They go at once.
 		if w.x.inj != nil {

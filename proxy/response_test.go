@@ -101,18 +101,7 @@ func TestChunkedRequestClosesAfterInformational(t *testing.T) {
 		w.WriteHeader(http.StatusEarlyHints)
 		w.WriteHeader(http.StatusUpgradeRequired)
 	})
-	up := httptest.NewServer(handler)
-	defer up.Close()
-	other := httptest.NewServer(handler) // a host without a route
-	defer other.Close()
-	host := other.Listener.Addr().String()
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
-	srv := httptest.NewServer(New(snap, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()}))
-	defer srv.Close()
+	addr, host := routeAndRelay(t, handler)
 	const upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n"
 	for name, head := range map[string]string{
 		"route":         "POST /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n",
@@ -123,7 +112,7 @@ func TestChunkedRequestClosesAfterInformational(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			hidden := "GET /ws/v1/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 			body := "0\r\n\r\n" + hidden
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,4 +138,64 @@ func TestChunkedRequestClosesAfterInformational(t *testing.T) {
 	if slices.Contains(seen, "/v1/smuggled") {
 		t.Errorf("the upstream received the hidden request with the route's key: %v", seen)
 	}
+}
+
+// TestNoInformationalToHTTP10: an HTTP/1.0 client knows no 1xx response
+// (RFC 9110, section 15.2: a server must not send it one) and reads the
+// upstream's 103 Early Hints as the answer to its request, leaving the
+// real answer on the connection to be read as the next request's. On a
+// route and relayed alike, the app's first response is the final one.
+func TestNoInformationalToHTTP10(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	})
+	addr, host := routeAndRelay(t, handler)
+	for name, head := range map[string]string{
+		"route":      "GET /ws/v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\n",
+		"relay":      "GET http://" + host + "/relayed HTTP/1.0\r\nHost: " + host + "\r\n",
+		"route, 1.1": "GET /ws/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, head+"Connection: keep-alive\r\n\r\n")
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := http.StatusOK
+			if strings.Contains(head, "HTTP/1.1") {
+				want = http.StatusEarlyHints // still passed on to HTTP/1.1
+			}
+			if res.StatusCode != want {
+				t.Errorf("first response: got %d, want %d", res.StatusCode, want)
+			}
+		})
+	}
+}
+
+// routeAndRelay starts a gateway with a route (prefix /ws) to one server
+// of handler, and forward mode relaying to hosts without a route; it
+// returns the gateway's address and the host of a second server of
+// handler, which has no route.
+func routeAndRelay(t *testing.T, handler http.Handler) (addr, host string) {
+	t.Helper()
+	up := httptest.NewServer(handler)
+	t.Cleanup(up.Close)
+	other := httptest.NewServer(handler)
+	t.Cleanup(other.Close)
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+	srv := httptest.NewServer(New(snap, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), other.Listener.Addr().String()
 }
