@@ -53,6 +53,7 @@ func (w *responseRecorder) WriteHeader(code int) {
 		// checkResponse: their headers are checked here. They go at once.
 		if w.x.inj != nil {
 			scrubEchoes(w.Header(), w.x.echoForms())
+			removeTillHeaders(w.Header())
 		}
 		w.ResponseWriter.WriteHeader(code)
 		return

@@ -112,13 +112,7 @@ func TestChunkedRequestClosesAfterInformational(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			hidden := "GET /ws/v1/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 			body := "0\r\n\r\n" + hidden
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprintf(c, "%sContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s", head, len(body), body)
+			c := sendRaw(t, addr, fmt.Sprintf("%sContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s", head, len(body), body))
 			br := bufio.NewReader(c)
 			res, err := http.ReadResponse(br, nil)
 			for err == nil && res.StatusCode < 200 {
@@ -158,13 +152,7 @@ func TestNoInformationalToHTTP10(t *testing.T) {
 		"route, 1.1": "GET /ws/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(c, head+"Connection: keep-alive\r\n\r\n")
+			c := sendRaw(t, addr, head+"Connection: keep-alive\r\n\r\n")
 			res, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -198,4 +186,48 @@ func routeAndRelay(t *testing.T, handler http.Handler) (addr, host string) {
 	srv := httptest.NewServer(New(snap, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()}))
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String(), other.Listener.Addr().String()
+}
+
+// TestUpstreamCannotSpeakAsTill: X-Till-Error and X-Till-Request-Id are
+// till's alone, so an app (and curl -i, which prints 1xx responses and
+// trailers among the headers) can trust them: an upstream's are removed
+// from its 1xx responses and its trailers, announced or not, as from its
+// headers; on a route, and when the upstream declines a protocol switch.
+func TestUpstreamCannotSpeakAsTill(t *testing.T) {
+	addr, _ := routeAndRelay(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Till-Error", "secret_expired")
+		w.Header().Set("X-Till-Request-Id", "spoofed")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("X-Till-Error")
+		w.Header().Del("X-Till-Request-Id")
+		w.Header().Set("Trailer", "X-Till-Request-Id")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Till-Request-Id", "spoofed")
+		w.Header().Set(http.TrailerPrefix+"X-Till-Error", "secret_expired")
+	}))
+	for name, head := range map[string]string{
+		"route":            "GET /ws/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+		"declined upgrade": "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw, _ := io.ReadAll(sendRaw(t, addr, head+"\r\n"))
+			if !strings.Contains(string(raw), "body") || strings.Contains(string(raw), "spoofed") || strings.Contains(string(raw), "secret_expired") {
+				t.Errorf("the upstream spoke as till:\n%s", raw)
+			}
+		})
+	}
+}
+
+// sendRaw writes raw on a new connection to addr, which it returns, to be
+// read within 10 seconds; the test closes it.
+func sendRaw(t *testing.T, addr, raw string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, raw)
+	return c
 }

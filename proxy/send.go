@@ -122,6 +122,7 @@ func (g *Gateway) passTrailers(rw *responseRecorder, res *http.Response, announc
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("trailers", n).
 			Msg("removed response trailers that echoed the key")
 	}
+	removeTillHeaders(res.Trailer)
 	if len(res.Trailer) == 0 {
 		return
 	}
@@ -523,9 +524,20 @@ func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Int("headers", n).
 			Msg("removed response headers that echoed the key")
 	}
-	// The upstream does not get to name till's request id, nor to pass
-	// its errors off as till's (X-Till-Error).
-	delete(resp.Header, "X-Till-Error")
-	delete(resp.Trailer, "X-Till-Error")
+	removeTillHeaders(resp.Header)
+	removeTillHeaders(resp.Trailer)
 	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
+}
+
+// tillHeaders are till's own response headers: the upstream does not get
+// to name till's request id, nor to pass its errors off as till's, in its
+// headers, its 1xx responses or its trailers (which curl -i prints among
+// the headers).
+var tillHeaders = [...]string{"X-Till-Error", "X-Till-Request-Id"}
+
+// removeTillHeaders removes tillHeaders from an upstream's h.
+func removeTillHeaders(h http.Header) {
+	for _, name := range tillHeaders {
+		delete(h, name)
+	}
 }

@@ -91,6 +91,7 @@ func (t *trailerScrubber) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		scrubEchoes(t.resp.Trailer, t.x.echoForms())
+		removeTillHeaders(t.resp.Trailer)
 	case err != nil && !errors.Is(err, context.Canceled):
 		err = errors.New(t.x.errorText(err))
 	}
