@@ -42,7 +42,7 @@ routes: []
 	u, _ := url.Parse(CertURI("plain", digest)) // issued while plain had cert: true
 	c := &x509.Certificate{Subject: pkix.Name{CommonName: "plain"}, URIs: []*url.URL{u}}
 	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}}
-	id := s.clients.identify(r, "", certID{}, "")
+	id := s.clients.identify(r, "", certID{}, nil)
 	if id.name() != "plain" {
 		t.Errorf("the known token of plain beside a stale certificate: recorded as %q, want plain", id.name())
 	}

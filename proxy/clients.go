@@ -154,12 +154,13 @@ func peerCert(r *http.Request) certID {
 
 // identify looks for a till token in the credentials a request may carry:
 // those given on its CONNECT, Proxy-Authorization, X-Till-Token, then the
-// header the route injects (so an SDK's api_key=till_... works); and for a
+// route's key headers (so an SDK's api_key=till_... works, whichever of
+// them the SDK sends it in); and for a
 // client certificate from till's CA, on the request's connection or its
 // CONNECT's (connectCert). A certificate counts only for a client with
 // cert: true, and only while its token is the one it was issued with.
-func (cs clientSet) identify(r *http.Request, connectAuth string, connectCert certID, routeHeader string) identity {
-	id := cs.identifyToken(r, connectAuth, routeHeader)
+func (cs clientSet) identify(r *http.Request, connectAuth string, connectCert certID, routeHeaders []string) identity {
+	id := cs.identifyToken(r, connectAuth, routeHeaders)
 	cert := connectCert
 	if p := peerCert(r); p.name != "" {
 		cert = p
@@ -184,7 +185,7 @@ func (cs clientSet) identify(r *http.Request, connectAuth string, connectCert ce
 	return identity{client: c, presented: true, viaCert: true}
 }
 
-func (cs clientSet) identifyToken(r *http.Request, connectAuth, routeHeader string) identity {
+func (cs clientSet) identifyToken(r *http.Request, connectAuth string, routeHeaders []string) identity {
 	var id identity
 	try := func(v string) bool {
 		if v == "" {
@@ -204,8 +205,8 @@ func (cs clientSet) identifyToken(r *http.Request, connectAuth, routeHeader stri
 	if try(connectAuth) || try(r.Header.Get("Proxy-Authorization")) || try(r.Header.Get("X-Till-Token")) {
 		return id
 	}
-	if routeHeader != "" {
-		for _, v := range r.Header.Values(routeHeader) {
+	for _, h := range routeHeaders {
+		for _, v := range r.Header[h] {
 			if try(v) {
 				return id
 			}

@@ -458,7 +458,7 @@ func FuzzIdentify(f *testing.F) {
 		r.Header["X-Till-Token"] = []string{tillToken}
 		values := strings.Split(routeValues, "\n")
 		r.Header["Authorization"] = values
-		id := cs.identify(r, connectAuth, certID{name: certName, binding: certBinding}, "Authorization")
+		id := cs.identify(r, connectAuth, certID{name: certName, binding: certBinding}, []string{"Authorization"})
 
 		// What the credentials say, in the order identify reads them.
 		var candidates []string

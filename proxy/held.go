@@ -194,7 +194,7 @@ func (l *live) admitRelay(r *http.Request, dialled *netip.AddrPort) *apiError {
 // without a route: its client must be admitted from its address, and the
 // address dialled (when known) be one the dial guard permits.
 func (l *live) admitUnrouted(r *http.Request, dialled *netip.AddrPort) *apiError {
-	id := l.clients.identify(r, "", certID{}, "")
+	id := l.clients.identify(r, "", certID{}, nil)
 	if e, ok := id.admit(r.RemoteAddr, nil); !ok {
 		return e.ref()
 	}
@@ -220,7 +220,7 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 	if rt.name != x.route.name || rt.upstream.Host != x.route.upstream.Host {
 		return nil, &apiError{CodeRouteNotFound, "the route this request went through is gone"}
 	}
-	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeader)
+	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	if e, ok := l.admits(r, rt, t.outPath, id); !ok {
 		return nil, &e
 	}

@@ -55,7 +55,7 @@ func BenchmarkPolicy(b *testing.B) {
 	r.Header.Set("Authorization", "Bearer sk-dummy")
 	b.ReportAllocs()
 	for b.Loop() {
-		id := s.clients.identify(r, "", certID{}, rt.injectHeader)
+		id := s.clients.identify(r, "", certID{}, rt.keyHeaders)
 		if _, ok := id.admit(r.RemoteAddr, rt.clients); !ok {
 			b.Fatal("refused")
 		}

@@ -167,7 +167,7 @@ routes: []
 		{"another client's binding", withCert("web", CertURI("plain", digest)), ""},
 	}
 	for _, tt := range tests {
-		id := s.clients.identify(tt.r, "", certID{}, "")
+		id := s.clients.identify(tt.r, "", certID{}, nil)
 		got := ""
 		if _, ok := id.admit("127.0.0.1:1", []string{"web", "plain"}); ok && id.client != nil {
 			got = id.client.name

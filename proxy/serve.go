@@ -49,7 +49,7 @@ func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchang
 // naming the client whose credential came with it: who probes paths or
 // hosts is on record too.
 func (g *Gateway) refuseUnrouted(rw *responseRecorder, r *http.Request, x *exchange, l *live, e apiError) {
-	x.rec.client = clientName(l.clients.identify(r, x.connectAuth, x.connectCert, ""))
+	x.rec.client = clientName(l.clients.identify(r, x.connectAuth, x.connectCert, nil))
 	g.refuse(rw, x, e, 0)
 }
 
@@ -64,7 +64,7 @@ func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchan
 		g.refuseUnrouted(rw, r, x, l, *e)
 	case t.route == nil:
 		// Who asked is recorded, and held to its client's addresses.
-		id := l.clients.identify(r, "", certID{}, "")
+		id := l.clients.identify(r, "", certID{}, nil)
 		x.rec.client = id.name()
 		if e, ok := id.admit(r.RemoteAddr, nil); !ok {
 			g.refuse(rw, x, e, 0)
@@ -82,7 +82,7 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	x.rec.mode = modeForward
 	x.rec.path = ""
 	// Who asked is recorded whatever becomes of it: a tunnel too.
-	id := l.clients.identify(r, "", certID{}, "")
+	id := l.clients.identify(r, "", certID{}, nil)
 	x.rec.client = id.name()
 	t, mode, e := l.resolveConnect(r.Host, g.intercept != nil)
 	if e != nil {
@@ -119,7 +119,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	rt := t.route
 	x.route, x.outPath, x.rawPath, x.live = rt, t.outPath, t.rawPath, l
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
-	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeader)
+	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
 	x.rec.client, x.rec.model, x.prices = d.Client, d.Model, l.prices
 	if d.fetchErr != nil {

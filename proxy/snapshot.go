@@ -83,10 +83,13 @@ type route struct {
 	// limitKey names the route's token buckets: a change of rate starts
 	// new ones.
 	limitKey string
-	// keyHeader is the header the route's key goes in, where an app's
-	// SDK puts its own key (a till token): known from the config, whether
-	// the key is minted, pooled or missing; "" for a query key.
-	keyHeader string
+	// keyHeaders are where an app's SDK puts its own key (a till
+	// token): the header the route's key goes in, then Authorization and
+	// the others its strip list names, since a provider's SDKs may send it
+	// in any of them (Anthropic's send Authorization: Bearer, the key goes
+	// in X-Api-Key).
+	// Known from the config, whether the key is minted, pooled or missing.
+	keyHeaders []string
 
 	// credentials are the client headers removed before injection, in
 	// canonical form, and queryCredentials the query parameters;
@@ -298,7 +301,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		r.burst = r.rate.Count
 	}
 	r.limitKey = r.name + "\x00" + r.rate.String() + "\x00" + strconv.Itoa(r.burst) + "\x00"
-	r.keyHeader = keyHeader(cr.Inject)
+	r.keyHeaders = shared.names(keyHeaders(cr))
 	creds := []string{"Authorization", "Proxy-Authorization", "X-Till-Token"}
 	if cr.Inject.AWSSigV4 != nil {
 		creds = append(creds, sigV4Headers...)
@@ -340,6 +343,22 @@ func credOf(inj config.Inject) string {
 		return credGoogle
 	}
 	return ""
+}
+
+// keyHeaders are the headers an app's SDK may put its key in on the
+// route cr, in canonical form: the one the key goes in (keyHeader), then
+// Authorization and those of the route's strip list, which are removed
+// before injection as it is.
+func keyHeaders(cr *config.Route) []string {
+	var hs []string
+	if h := keyHeader(cr.Inject); h != "" {
+		hs = append(hs, http.CanonicalHeaderKey(h))
+	}
+	hs = append(hs, "Authorization")
+	for _, h := range cr.Strip {
+		hs = append(hs, http.CanonicalHeaderKey(h))
+	}
+	return dedupe(hs)
 }
 
 // keyHeader is the header a route that attaches its key as inj says puts

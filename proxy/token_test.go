@@ -43,10 +43,12 @@ func TestNewToken(t *testing.T) {
 }
 
 // TestTokenAsSDKKeyOnEveryRoute: a client's token sent as its SDK's API
-// key (the header the route attaches its key in) identifies it on every
-// kind of route: one that mints its token, a pool whose first key is
-// missing, and a route whose key is missing (which then says so, 503,
-// not 401).
+// key (the header the route attaches its key in, or another its strip
+// list names) identifies it on every kind of route: one that mints its
+// token, a pool whose first key is missing, a route whose key is missing
+// (which then says so, 503, not 401), an Anthropic route, whose key goes
+// in X-Api-Key while Anthropic's SDKs send theirs as Authorization, and a
+// route with a header of its own to strip.
 func TestTokenAsSDKKeyOnEveryRoute(t *testing.T) {
 	const tok = "till_" + "SdKkEy0123456789abcdefghijABCDEFGHIJ0123"
 	sum := sha256.Sum256([]byte(tok))
@@ -56,20 +58,29 @@ func TestTokenAsSDKKeyOnEveryRoute(t *testing.T) {
 		name, route, path string
 		secrets           map[string]vault.Secret
 		want              int
+		also              string // another header the token names the client in
 	}{
 		{"minted", "{name: api, upstream: " + te.URL + ", secret: cred, clients: [web], inject: {oauth2: {token_url: " + te.URL + "/token}}}",
-			"/api/x", map[string]vault.Secret{"cred": oauthSecret("app", time.Now())}, 200},
+			"/api/x", map[string]vault.Secret{"cred": oauthSecret("app", time.Now())}, 200, ""},
 		{"pool, first key missing", "{name: openai, preset: openai, upstream: " + te.URL + ", secret: [gone, openai], clients: [web]}",
-			"/openai/v1/models", secrets(time.Now()), 200},
+			"/openai/v1/models", secrets(time.Now()), 200, ""},
 		{"key missing", "{name: openai, preset: openai, upstream: " + te.URL + ", secret: gone, clients: [web]}",
-			"/openai/v1/models", nil, 503},
+			"/openai/v1/models", nil, 503, ""},
+		{"anthropic", "{name: anthropic, preset: anthropic, upstream: " + te.URL + ", secret: openai, clients: [web]}",
+			"/anthropic/v1/models", secrets(time.Now()), 200, "X-Api-Key"},
+		{"strip list", "{name: api, upstream: " + te.URL + ", secret: openai, clients: [web], inject: {header: X-Key}, strip: [x-app-key]}",
+			"/api/x", secrets(time.Now()), 200, "X-App-Key"},
 	} {
 		cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+clients+"routes:\n  - "+tt.route+"\n"), t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		gw := New(NewSnapshot(cfg, tt.secrets), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
-		for _, h := range [][2]string{{"X-Till-Token", tok}, {"Authorization", "Bearer " + tok}} {
+		headers := [][2]string{{"X-Till-Token", tok}, {"Authorization", "Bearer " + tok}}
+		if tt.also != "" {
+			headers = append(headers, [2]string{tt.also, tok})
+		}
+		for _, h := range headers {
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("GET", tt.path, nil)
 			r.Header.Set(h[0], h[1])

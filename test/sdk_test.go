@@ -94,3 +94,55 @@ func TestOpenAINodeSDK(t *testing.T) {
 	tl.stop()
 	tl.assertNoLeak([]string{openaiKey}, string(out))
 }
+
+// TestAnthropicNodeSDKKeys drives the official @anthropic-ai/sdk, which
+// sends its apiKey as "Authorization: Bearer", through the anthropic
+// preset, which attaches the real key as X-Api-Key. A client's till token
+// given as the SDK's apiKey names the client, as it does in X-Api-Key;
+// the upstream gets the real key alone, in X-Api-Key only, and never the
+// app's placeholders or its token, whichever header it used.
+func TestAnthropicNodeSDKKeys(t *testing.T) {
+	up := newUpstream(t, &fakeLLM{})
+	tok, lines := addClient(t, t.TempDir(), "web")
+	key := keyed("sk-ant-sdk-", "k1")
+	cfg := "version: 1\nclients:\n" + lines + "routes:\n" +
+		"  - {name: anthropic, preset: anthropic, upstream: \"" + up.URL + "\", clients: [web]}\n" +
+		"  - {name: open, preset: anthropic, prefix: /open, upstream: \"" + up.URL + "\", secret: anthropic}\n"
+	tl := startTill(t, cfg, map[string]string{"anthropic": key}, up.caFile)
+
+	var got map[string]struct {
+		Text    string
+		Status  int
+		Message string
+	}
+	runSDK(t, "anthropic-keys.mjs", &got, "BASE_WEB="+tl.url("/anthropic"), "BASE_OPEN="+tl.url("/open"), "TILL_TOKEN="+tok)
+	for _, call := range []string{"token-as-apikey", "token-in-x-api-key", "placeholders"} {
+		if got[call].Text != "hello" {
+			t.Errorf("%s: the app got %+v, want the upstream's answer", call, got[call])
+		}
+	}
+	for i, r := range up.requests() {
+		if v := r.Header.Values("X-Api-Key"); len(v) != 1 || v[0] != key {
+			t.Errorf("request %d: upstream X-Api-Key: want exactly the real key, got %d values", i, len(v))
+		}
+		if v := r.Header.Values("Authorization"); len(v) != 0 {
+			t.Errorf("request %d: upstream got Authorization (%d values): the app's credential went on", i, len(v))
+		}
+		for name, vs := range r.Header {
+			for _, v := range vs {
+				if strings.Contains(v, "placeholder") || strings.Contains(v, tok) {
+					t.Errorf("request %d: upstream header %s holds the app's placeholder or token", i, name)
+				}
+			}
+		}
+	}
+	clients := map[string]int{}
+	for _, r := range tl.waitAudit(3) {
+		clients[fmt.Sprint(r["route"], "/", r["client"], "/", r["outcome"])]++
+	}
+	if want := map[string]int{"anthropic/web/forwarded": 2, "open/anonymous/forwarded": 1}; fmt.Sprint(clients) != fmt.Sprint(want) {
+		t.Errorf("audit route/client/outcome: got %v, want %v", clients, want)
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{key, tok})
+}
