@@ -386,6 +386,23 @@ func (af *file) writable() error {
 	return err
 }
 
+// roomAhead is the room the probe asks the disk for beyond the end of
+// the audit file: a few records, so that a full disk makes the sink
+// unhealthy before a record finds out, from the start on.
+const roomAhead = 4096
+
+// reserveRoom is reserve; a variable for tests.
+var reserveRoom = reserve
+
+// room reports whether the disk has room for the next records, without
+// writing any (see reserve).
+func (af *file) room() error {
+	if err := reserveRoom(af.f, af.size, roomAhead); err != nil {
+		return fmt.Errorf("its disk has no room for the next records: %w", err)
+	}
+	return nil
+}
+
 // named reports whether the path still names f.
 func (af *file) named() bool {
 	same, _ := names(af.path, af.id)

@@ -86,7 +86,7 @@ type Sink struct {
 	line     []byte   // the record being written, stamped
 	pending  [][]byte // records kept from a failure, oldest first
 	retrying bool     // the retry loop runs
-	refusing bool     // probe found the file refusing writes, and made the sink unhealthy
+	refusing bool     // probe found the file refusing writes or its disk full: unhealthy until probe finds otherwise
 	closed   bool
 	dirty    bool // written since the last fsync
 	unsigned int  // records since the last checkpoint
@@ -131,6 +131,14 @@ func Open(o Options) (*Sink, error) {
 		s.mu.Lock()
 		s.signNow()
 		s.mu.Unlock()
+	}
+	// A disk full before till started makes the sink unhealthy now, so
+	// that readiness says so before a request finds out.
+	s.mu.Lock()
+	refused := s.probeWrite()
+	s.mu.Unlock()
+	if refused != nil && s.opts.OnError != nil {
+		s.opts.OnError(refused, nil)
 	}
 	return s, nil
 }
@@ -185,7 +193,7 @@ func (s *Sink) append(p []byte, keep bool) bool {
 		err = s.put(p)
 	}
 	if err == nil {
-		s.healthy.Store(true)
+		s.recovered()
 		s.mu.Unlock()
 		return true
 	}
@@ -377,7 +385,7 @@ func (s *Sink) retry() {
 		if done {
 			s.retrying = false
 			if !s.closed {
-				s.healthy.Store(true)
+				s.recovered()
 			}
 		}
 		s.mu.Unlock()
@@ -429,8 +437,9 @@ func (s *Sink) tick() {
 // folder there, a read-only disk), records would be lost: the sink is
 // not healthy until one can, so readiness says so before a request finds
 // out; the error is returned when the sink turns unhealthy. A moved file
-// still takes records, as in put; a file in place is checked to take
-// writes (probeWrite). A sink retrying records it kept is left to retry.
+// still takes records, as in put; the file in place is checked to take
+// writes and to have room (probeWrite). A sink retrying records it kept
+// is left to retry.
 func (s *Sink) probe() error {
 	if s.file == nil || s.closed || s.retrying {
 		return nil
@@ -447,16 +456,23 @@ func (s *Sink) probe() error {
 		}
 		return nil
 	}
+	s.refusing = false // what the probe found is of the file gone
 	s.healthy.Store(true)
-	return nil
+	return s.probeWrite()
 }
 
 // probeWrite checks, between records, that the file in place still
-// takes writes (it is not immutable): the sink is unhealthy while it does
-// not, and healthy again once it does. The error is returned when the
-// sink turns unhealthy.
+// takes writes (it is not immutable) and that its disk has room for the
+// next records: the sink is unhealthy while it does not, and healthy
+// again once it does (a record written meanwhile, on the last bytes of a
+// disk, is not enough). The error is returned when the sink turns
+// unhealthy. It costs a syscall or two once a second (tick), whatever
+// asks /readyz how often.
 func (s *Sink) probeWrite() error {
 	err := s.file.writable()
+	if err == nil {
+		err = s.file.room()
+	}
 	switch {
 	case err != nil && s.healthy.Swap(false):
 		s.refusing = true
@@ -467,6 +483,15 @@ func (s *Sink) probeWrite() error {
 		s.healthy.Store(true)
 	}
 	return nil
+}
+
+// recovered makes the sink healthy after its records were written,
+// unless the probe found the file refusing writes or its disk full: only
+// the probe says otherwise.
+func (s *Sink) recovered() {
+	if !s.refusing {
+		s.healthy.Store(true)
+	}
 }
 
 type syncer interface{ Sync() error }

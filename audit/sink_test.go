@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -825,6 +826,53 @@ func TestProbeImmutableFile(t *testing.T) {
 		t.Errorf("got records %q, want %q", got, "1 2")
 	}
 	mustVerify(t, VerifyOptions{}, path)
+}
+
+// TestFullDiskAtOpenUnhealthy: a disk already full when the sink opens
+// makes it unhealthy at once, before any record finds out, said once. A
+// record that still fits on the last bytes does not make it healthy; the
+// probe does, once the disk has room again.
+func TestFullDiskAtOpenUnhealthy(t *testing.T) {
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = 10 * time.Millisecond
+	var full atomic.Bool
+	full.Store(true)
+	defer func(f func(*os.File, int64, int64) error) { reserveRoom = f }(reserveRoom)
+	reserveRoom = func(*os.File, int64, int64) error {
+		if full.Load() {
+			return syscall.ENOSPC
+		}
+		return nil
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var mu sync.Mutex
+	var reported []error
+	s, err := Open(Options{Path: path, Fsync: FsyncNone, OnError: func(err error, _ []byte) {
+		mu.Lock()
+		reported = append(reported, err)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Healthy() {
+		t.Fatal("healthy on a full disk, before any record")
+	}
+	s.Write(record("1"))
+	if s.Healthy() {
+		t.Error("healthy after a record on the last bytes of a full disk")
+	}
+	mu.Lock()
+	if len(reported) != 1 || !errors.Is(reported[0], syscall.ENOSPC) {
+		t.Errorf("reported %v, want one ENOSPC", reported)
+	}
+	mu.Unlock()
+	full.Store(false)
+	waitUntil(t, 10*tickInterval, "healthy once the disk has room", s.Healthy)
+	if got := ids(t, path); got != "1" {
+		t.Errorf("got records %q, want %q", got, "1")
+	}
 }
 
 // waitUntil polls ok until it holds, or fails the test after d.

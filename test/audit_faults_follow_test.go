@@ -179,3 +179,43 @@ func TestKill9DuringRotationSignedTrail(t *testing.T) {
 	}
 	t.Logf("%d files, %d records; verify: %s", len(files), len(recs), strings.TrimSpace(out))
 }
+
+// TestAuditDiskFullAtStartNotReady: the audit file's disk is already full
+// when till starts. /readyz must say so at once, before a request finds
+// out by a record that cannot be written: a load balancer trusting
+// readiness would otherwise send traffic to a till that refuses all of
+// it. Once the disk has room, till is ready again and serves, without a
+// restart.
+func TestAuditDiskFullAtStartNotReady(t *testing.T) {
+	needTmpfsNamespace(t)
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	tillDirIn(t, dir, providerConfig(u, "admin: {listen: 127.0.0.1:0}\naudit: {file: audit/audit.log}\n"))
+	tl, nsDir := startTillOnDisk(t, dir, u.caFile, "32k", `head -c 64k /dev/zero > "$0/filler" 2>/dev/null`)
+	defer tl.stop()
+	admin := tl.adminAddr()
+
+	if st := readyz(t, admin); st != 503 {
+		t.Errorf("/readyz with the audit disk full since start: got %d, want 503", st)
+	}
+	if st, code := auditGet(t, tl, "full-at-start"); st != 503 || code != "audit_unavailable" {
+		t.Errorf("a request with the audit disk full: got %d %s, want 503 audit_unavailable", st, code)
+	}
+	if n := len(u.requests()); n != 0 {
+		t.Errorf("upstream got %d requests with the audit disk full, want 0", n)
+	}
+
+	if err := os.Remove(filepath.Join(nsDir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for readyz(t, admin) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still 503 5 s after the audit disk has room:\n%s", lastLines(tl.stderr.String(), 3))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st, code := auditGet(t, tl, "after-room"); st != 200 {
+		t.Errorf("after the audit disk has room: got %d %s, want 200", st, code)
+	}
+}

@@ -167,11 +167,18 @@ func needTmpfsNamespace(t *testing.T) {
 // /proc/PID/root), where filling it fills till's disk.
 func startTillOnSmallDisk(t *testing.T, dir, caFile, size string) (*till, string) {
 	t.Helper()
+	return startTillOnDisk(t, dir, caFile, size, ":")
+}
+
+// startTillOnDisk is startTillOnSmallDisk, with the shell command prep
+// run on the mounted tmpfs ("$0") before till starts.
+func startTillOnDisk(t *testing.T, dir, caFile, size, prep string) (*till, string) {
+	t.Helper()
 	auditDir := filepath.Join(dir, "audit")
 	if err := os.Mkdir(auditDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=` + size + `,mode=0700 tmpfs "$0" && exec "$@"`, auditDir}
+	wrapper := []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=` + size + `,mode=0700 tmpfs "$0" && { ` + prep + `; exec "$@"; }`, auditDir}
 	tl := startTillCmd(t, dir, caFile, wrapper, nil, "serve", "--listen", "127.0.0.1:0")
 	nsDir := fmt.Sprintf("/proc/%d/root%s", tl.cmd.Process.Pid, auditDir)
 	if _, err := os.Stat(filepath.Join(nsDir, "audit.log")); err != nil {
