@@ -154,12 +154,31 @@ func (r *Redis) indexKey(budget string, w Window) string {
 	return r.base(budget, w) + "counters"
 }
 
+// badCountFix ends the error of a count that is not a whole number as
+// the scripts write them (see isCount).
+const badCountFix = " (a hand edit?): every Take and Settle that counts in it fails until it is one again (HSET) or the key is deleted"
+
 // luaHelpers are the scripts' shared functions: extend sets a key's TTL
 // to at least ttl; wrongType says why a key's type is not want (or none);
 // incr adds d to a hash's field within 0..2^62, since an HINCRBY that
 // overflows fails the script halfway, after it wrote (Redis does not roll
-// a script back), and a store that fails lets requests by uncounted.
+// a script back), and a store that fails lets requests by uncounted;
+// badCount says why a hash's field or value is not a count as incr
+// writes them (isCount), and badAt why a field's value is not: Lua reads
+// "0x10" or "1e3" as a number, which HINCRBY then refuses halfway, so the
+// scripts check what they read and what they add to before they write.
 const luaHelpers = `
+local function isCount(s)
+  return s == '0' or (#s <= 19 and string.find(s, '^[1-9]%d*$') ~= nil)
+end
+local function badCount(key, field, value)
+  if not isCount(field) then return 'BADCOUNT ' .. key .. ' has a field that is not a bucket start (whole seconds)` + badCountFix + `' end
+  if not isCount(value) then return 'BADCOUNT ' .. key .. ' field ' .. field .. ' holds a value that is not a whole number` + badCountFix + `' end
+end
+local function badAt(key, field)
+  local v = redis.call('HGET', key, field)
+  if v then return badCount(key, field, v) end
+end
 local function incr(key, field, d)
   local v = tonumber(redis.call('HGET', key, field) or '0') + tonumber(d)
   if v >= 4611686018427387904 then
@@ -194,8 +213,9 @@ end
 // amount, ...}} of each limit spent (0-based indexes). Nothing is counted
 // when a spent budget does not only warn, when undoScript ran first (the
 // Take's key is its tombstone), or when a key has a type it cannot count
-// in (checked before anything is written: Redis does not roll a failed
-// script back); what is counted sets the Take's key, for undoScript.
+// in or a count that is not a whole number (checked before anything is
+// written: Redis does not roll a failed script back); what is counted sets
+// the Take's key, for undoScript.
 var takeScript = redis.NewScript(luaHelpers + `
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = tonumber(redis.call('TIME')[1])
@@ -210,7 +230,7 @@ for j = 0, n - 1 do
     if bad then return redis.error_reply(bad) end
   end
 end
-local spent, block = {}, false
+local spent, block, drops = {}, false, {}
 for j = 0, n - 1 do
   local a = 3 + j * 9
   local liveMin = tonumber(ARGV[a + 2])
@@ -221,6 +241,8 @@ for j = 0, n - 1 do
       local flat = redis.call('HGETALL', key)
       local live, dead, used = {}, {}, 0
       for x = 1, #flat, 2 do
+        local bad = badCount(key, flat[x], flat[x + 1])
+        if bad then return redis.error_reply(bad) end
         if tonumber(flat[x]) < liveMin then
           if tonumber(flat[x]) < dropBefore then dead[#dead + 1] = flat[x] end
         else
@@ -229,7 +251,7 @@ for j = 0, n - 1 do
           live[#live + 1] = flat[x + 1]
         end
       end
-      if #dead > 0 then redis.call('HDEL', key, unpack(dead)) end
+      if #dead > 0 then drops[#drops + 1] = {key, dead} end
       if used >= tonumber(ARGV[a + 3 + k]) then
         spent[#spent + 1] = {j, k - 1, live}
         if ARGV[a + 7] ~= '1' then block = true end
@@ -237,6 +259,7 @@ for j = 0, n - 1 do
     end
   end
 end
+for _, d in ipairs(drops) do redis.call('HDEL', d[1], unpack(d[2])) end
 if block then return {0, spent} end
 redis.call('SET', KEYS[n * 4 + 1], 1, 'EX', takenTTL)
 for j = 0, n - 1 do
@@ -266,7 +289,8 @@ return {1, spent}
 // requests and tokens ("1"), and last the TTL of a tombstone. When the
 // Take has not run (yet: it may wait in a busy Redis), it leaves a
 // tombstone at the Take's key, which keeps the Take from counting; when
-// the Take was taken back already, or did not count, it does nothing.
+// the Take was taken back already, or did not count, it does nothing. A
+// count that is not a whole number fails it before it writes.
 var undoScript = redis.NewScript(luaHelpers + `
 local v = redis.call('GET', KEYS[1])
 if v == false then
@@ -274,6 +298,12 @@ if v == false then
   return 0
 end
 if v ~= '1' then return 0 end
+for j = 0, tonumber(ARGV[1]) - 1 do
+  for k = 1, 2 do
+    local bad = ARGV[3 + j * 3 + k] == '1' and badAt(KEYS[1 + j * 2 + k], ARGV[3 + j * 3])
+    if bad then return redis.error_reply(bad) end
+  end
+end
 redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
 for j = 0, tonumber(ARGV[1]) - 1 do
   local a = 3 + j * 3
@@ -314,7 +344,8 @@ const tombstoneTTL = 10 * time.Minute
 // live is left alone; none goes below 0. The index names the counter as
 // charged in the bucket (a stream longer than its window is settled in a
 // later one than it was taken in). It runs once: the Take's key says it
-// settled. A key of a type it cannot count in fails it before it writes.
+// settled. A key of a type it cannot count in, or a count it adds to that
+// is not a whole number, fails it before it writes.
 var settleScript = redis.NewScript(luaHelpers + `
 local n = tonumber(ARGV[1])
 local id = KEYS[n * 3 + 1]
@@ -322,6 +353,7 @@ if redis.call('GET', id) == 'settled' then return 0 end
 for j = 0, n - 1 do
   for k = 1, 3 do
     local bad = wrongType(KEYS[j * 3 + k], k == 3 and 'zset' or 'hash')
+    if not bad and k < 3 and tonumber(ARGV[2 + j * 6 + 2 + k]) ~= 0 then bad = badAt(KEYS[j * 3 + k], ARGV[2 + j * 6]) end
     if bad then return redis.error_reply(bad) end
   end
 end
@@ -494,16 +526,32 @@ func (r *Redis) Wait(ctx context.Context) error {
 // transientErrors are the codes of errors Redis answers while it cannot
 // write for now: a primary turned replica by a failover (READONLY), a
 // Redis loading its data after a restart (LOADING), one busy with a slow
-// script (BUSY), one out of memory for now (OOM), and a replica or a
+// script (BUSY), one out of memory for now (OOM), one whose last snapshot
+// or AOF write failed, a full disk say (MISCONF), and a replica or a
 // cluster without its primary (MASTERDOWN, NOREPLICAS, CLUSTERDOWN,
 // TRYAGAIN).
-var transientErrors = []string{"READONLY", "LOADING", "BUSY", "OOM", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
+var transientErrors = []string{"READONLY", "LOADING", "BUSY", "OOM", "MISCONF", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
 
 // transient reports whether err is an error Redis answered that a later
 // try can get past: one given up at once loses a settlement.
 func transient(err error) bool {
 	code, _, _ := strings.Cut(err.Error(), " ")
 	return slices.Contains(transientErrors, code)
+}
+
+// counts reads a field of the counter hash key (a bucket start) and its
+// value, or says, as the scripts do, which of them is not a whole number
+// as they write them (isCount in luaHelpers).
+func counts(key, field, value string) (start, v int64, err error) {
+	start, err1 := strconv.ParseInt(field, 10, 64)
+	v, err2 := strconv.ParseInt(value, 10, 64)
+	switch {
+	case err1 != nil || start < 0 || strconv.FormatInt(start, 10) != field:
+		return 0, 0, fmt.Errorf("budget: redis: BADCOUNT %s has a field that is not a bucket start (whole seconds)%s", key, badCountFix)
+	case err2 != nil || v < 0 || strconv.FormatInt(v, 10) != value:
+		return 0, 0, fmt.Errorf("budget: redis: BADCOUNT %s field %s holds a value that is not a whole number%s", key, field, badCountFix)
+	}
+	return start, v, nil
 }
 
 // boolArg is a script's flag.
@@ -624,6 +672,7 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 		spec    *Spec
 		counter string
 		kind    int
+		key     string
 		cmd     *redis.MapStringStringCmd
 	}
 	var reads []read
@@ -632,8 +681,8 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 			for _, counter := range indexes[i].Val() {
 				for k, limit := range s.limits() {
 					if limit > 0 {
-						cmd := p.HGetAll(ctx, r.counterKey(s.Name, s.Window, counter, k))
-						reads = append(reads, read{spec: s, counter: counter, kind: k, cmd: cmd})
+						key := r.counterKey(s.Name, s.Window, counter, k)
+						reads = append(reads, read{spec: s, counter: counter, kind: k, key: key, cmd: p.HGetAll(ctx, key)})
 					}
 				}
 			}
@@ -648,9 +697,11 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 		liveMin := rd.spec.Window.at(now).liveMin
 		var used int64
 		for field, value := range rd.cmd.Val() {
-			start, err1 := strconv.ParseInt(field, 10, 64)
-			v, err2 := strconv.ParseInt(value, 10, 64)
-			if err1 == nil && err2 == nil && start >= liveMin {
+			start, v, err := counts(rd.key, field, value)
+			if err != nil {
+				return nil, err
+			}
+			if start >= liveMin {
 				used += v
 			}
 		}

@@ -387,38 +387,86 @@ func (h triesHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // TestRedisSettleOutlastsFailover: a settlement refused by a Redis that
-// became a read-only replica (a failover, READONLY), or that is loading
-// its data after a restart (LOADING), is tried again until a primary
-// takes it, like one that went unanswered. Given up at the first refusal,
-// what the request used beyond its reservation was never counted, and a
-// client could overspend its budget by every answer that ended during a
-// failover.
+// became a read-only replica (a failover, READONLY), that is loading its
+// data after a restart (LOADING), or that stopped writes because its last
+// snapshot failed (a full disk, MISCONF), is tried again until Redis takes
+// it, like one that went unanswered. Given up at the first refusal, what
+// the request used beyond its reservation was never counted, and a client
+// could overspend its budget by every answer that ended meanwhile.
 func TestRedisSettleOutlastsFailover(t *testing.T) {
 	addr, _ := startRedis(t)
 	client := newClient(t, addr)
-	late := newClient(t, addr)
-	hook := triesHook{prefix: "READONLY", failed: make(chan struct{}, 1)}
-	late.AddHook(hook)
-	s := NewRedis(client, late, "")
-	b := rolling("b", time.Hour)
-	b.Tokens = 100000
 	ctx := context.Background()
-	tk := mustTake(t, s, t0, 500, one("web", b))
-	// A replica of a primary that is not there: it keeps its data and
-	// refuses every write.
-	if err := client.Do(ctx, "REPLICAOF", "127.0.0.1", "1").Err(); err != nil {
+	for _, tt := range []struct {
+		code       string
+		stop, undo func(t *testing.T)
+	}{
+		{"READONLY", func(t *testing.T) {
+			// A replica of a primary that is not there: it keeps its data
+			// and refuses every write.
+			if err := client.Do(ctx, "REPLICAOF", "127.0.0.1", "1").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, func(t *testing.T) {
+			if err := client.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"MISCONF", func(t *testing.T) { failSnapshot(t, client) }, func(t *testing.T) {
+			if err := client.ConfigSet(ctx, "stop-writes-on-bgsave-error", "no").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tt.code, func(t *testing.T) {
+			late := newClient(t, addr)
+			hook := triesHook{prefix: tt.code, failed: make(chan struct{}, 1)}
+			late.AddHook(hook)
+			s := NewRedis(client, late, "test:"+t.Name())
+			b := rolling("b", time.Hour)
+			b.Tokens = 100000
+			tk := mustTake(t, s, t0, 500, one("web", b))
+			tt.stop(t)
+			if err := s.Settle(ctx, t0, tk, 1200, 0); err == nil || !strings.Contains(err.Error(), tt.code) {
+				t.Fatalf("Settle: got %v, want a %s error", err, tt.code)
+			}
+			<-hook.failed // the late try was refused too
+			tt.undo(t)
+			s.pending.Wait()
+			if got := used(t, s, t0, b, "web", KindTokens); got != 1200 {
+				t.Errorf("%v tokens counted, want the 1,200 used: a settlement refused with %s was dropped", got, tt.code)
+			}
+		})
+	}
+}
+
+// failSnapshot makes the Redis of client refuse writes with MISCONF, as
+// one does when its last RDB snapshot failed (a full disk): it is told to
+// save, and its folder is removed before it does.
+func failSnapshot(t *testing.T, client *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	dir, err := client.ConfigGet(ctx, "dir").Result()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Settle(ctx, t0, tk, 1200, 0); err == nil {
-		t.Fatal("a Settle on a read-only replica did not fail")
-	}
-	<-hook.failed // the late try was refused too
-	if err := client.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+	if err := client.ConfigSet(ctx, "save", "3600 1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.pending.Wait()
-	if got := used(t, s, t0, b, "web", KindTokens); got != 1200 {
-		t.Errorf("%v tokens counted, want the 1,200 used: a settlement refused during a failover was dropped", got)
+	if err := os.RemoveAll(dir["dir"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.BgSave(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info := client.Info(ctx, "persistence").Val()
+		if strings.Contains(info, "rdb_bgsave_in_progress:0") && strings.Contains(info, "rdb_last_bgsave_status:err") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the snapshot did not fail:\n%s", info)
+		}
 	}
 }
 
@@ -754,5 +802,84 @@ func TestRedisRefusedTakeNotTakenBack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRedisHandEditedCounts: a count that is not a whole number as till
+// writes it ("0x10", "1e3", " 7": a hand edit) fails a Take, a Settle and
+// Usage with an error that names the key, before anything is written.
+// Lua read "0x10" as 16, then Redis's HINCRBY refused it halfway through
+// the script, after the other budget's counts were written, which no undo
+// took back; Usage skipped it, and said less was used than Take counted.
+func TestRedisHandEditedCounts(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	ctx := context.Background()
+	bucket := strconv.FormatInt(rolling("x", time.Hour).Window.at(t0).bucket, 10)
+	for _, tt := range []struct{ name, field, value string }{
+		{"hex", bucket, "0x10"},
+		{"exponent", bucket, "1e3"},
+		{"word", bucket, "abc"},
+		{"leading zero", bucket, "05"},
+		{"space", bucket, " 7"},
+		{"negative", bucket, "-3"},
+		{"field", "x", "1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewRedis(client, nil, "test:"+t.Name())
+			a, b := rolling("a", time.Hour), rolling("b", time.Hour)
+			a.Requests, a.Tokens, b.Requests, b.Tokens = 100, 100000, 100, 100000
+			both := []Charge{{Spec: a, Counter: "web"}, {Spec: b, Counter: "web"}}
+			settle(t, s, t0, mustTake(t, s, t0, 0, both), 1000, 0)
+			tk := mustTake(t, s, t0, 0, both)
+			for _, k := range []int{reqs, toks} {
+				if err := client.HSet(ctx, s.counterKey("b", b.Window, "web", k), tt.field, tt.value).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bad := s.counterKey("b", b.Window, "web", reqs)
+			if _, _, err := s.Take(ctx, t0, both, 100); err == nil || !strings.Contains(err.Error(), bad) {
+				t.Errorf("Take: got %v, want an error naming %s", err, bad)
+			}
+			if tt.field == bucket {
+				if err := s.Settle(ctx, t0, tk, 500, 0); err == nil || !strings.Contains(err.Error(), s.counterKey("b", b.Window, "web", toks)) {
+					t.Errorf("Settle: got %v, want an error naming the tokens key", err)
+				}
+			}
+			s.pending.Wait()
+			if r, k := used(t, s, t0, a, "web", KindRequests), used(t, s, t0, a, "web", KindTokens); r != 2 || k != 1000 {
+				t.Errorf("budget a: %v requests and %v tokens counted, want 2 and 1000: a failed Take or Settle wrote", r, k)
+			}
+			if _, err := s.Usage(ctx, t0, []*Spec{b}); err == nil || !strings.Contains(err.Error(), bad) {
+				t.Errorf("Usage: got %v, want an error naming %s", err, bad)
+			}
+		})
+	}
+}
+
+// TestRedisUndoOverHandEditedCount: the undo of a Take whose answer was
+// lost fails before it writes when a count it takes back from is not a
+// whole number: the Take stays counted in every budget (safe), rather
+// than taken back from some and marked undone.
+func TestRedisUndoOverHandEditedCount(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	ctx := context.Background()
+	s := NewRedis(client, nil, "")
+	a, b := rolling("a", time.Hour), rolling("b", time.Hour)
+	a.Requests, b.Requests = 100, 100
+	both := []Charge{{Spec: a, Counter: "web"}, {Spec: b, Counter: "web"}}
+	tk := mustTake(t, s, t0, 0, both)
+	bucket := strconv.FormatInt(b.Window.at(t0).bucket, 10)
+	if err := client.HSet(ctx, s.counterKey("b", b.Window, "web", reqs), bucket, "0x10").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.undo(tk.id, t0, both, 0)
+	s.pending.Wait()
+	if got := used(t, s, t0, a, "web", KindRequests); got != 1 {
+		t.Errorf("budget a: %v requests counted, want the Take's 1", got)
+	}
+	if got := client.Get(ctx, tk.id).Val(); got != "1" {
+		t.Errorf("the Take's key holds %q, want %q: the undo that failed wrote", got, "1")
 	}
 }
