@@ -144,7 +144,7 @@ var commandHelp = map[string]helpEntry{
 		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]",
 		short:    "each budget counter: limit, used, remaining, reset time",
 		about: "Print each budget counter: its limit, what was used (reservations in flight included), what remains and when a calendar window resets. " +
-			"With limits.redis it reads Redis, which every till shares; otherwise it asks the running till's admin listener (GET /admin/usage; admin.listen, or --url), sending $TILL_ADMIN_TOKEN when set.",
+			"With --url it asks that admin listener (GET /admin/usage); otherwise, with limits.redis, it reads Redis, which every till shares, and without, it asks the running till's admin listener of admin.listen. It sends $TILL_ADMIN_TOKEN to an admin listener when set.",
 		examples: []string{"till usage", "till usage --client web --json"},
 	},
 	"version": {

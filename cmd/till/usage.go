@@ -22,9 +22,10 @@ import (
 const usageTimeout = 10 * time.Second
 
 // runUsage prints each budget counter: its limit, use, what remains and
-// when a calendar window resets. With limits.redis it reads Redis, where
-// every till counts; otherwise it asks the running till's admin listener
-// (GET /admin/usage), with $TILL_ADMIN_TOKEN when the listener wants one.
+// when a calendar window resets. With --url it asks that admin listener
+// (GET /admin/usage), with $TILL_ADMIN_TOKEN when the listener wants one;
+// else, with limits.redis, it reads Redis, where every till counts;
+// otherwise it asks the running till's admin listener of admin.listen.
 func runUsage(ctx context.Context, args []string, e *env) error {
 	var cfgPath, client, name, rawURL string
 	var asJSON bool
@@ -70,31 +71,9 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, usageTimeout)
 	defer cancel()
-	var rows []budget.Row
-	if cfg.Limits.Redis != "" {
-		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
-		if err != nil {
-			return err
-		}
-		defer rl.Close()
-		snap := proxy.NewSnapshot(cfg, nil)
-		if rows, err = rl.Budgets().Usage(ctx, time.Now(), snap.BudgetSpecs()); err != nil {
-			return fmt.Errorf("read the budgets in limits.redis: %w", err)
-		}
-	} else {
-		var u *url.URL
-		if rawURL != "" {
-			u, err = healthURL(rawURL)
-		} else {
-			u, err = adminURL(cfgPath, e)
-		}
-		if err != nil {
-			return err
-		}
-		u.Path = "/admin/usage"
-		if rows, err = askUsage(ctx, u, e.getenv("TILL_ADMIN_TOKEN")); err != nil {
-			return err
-		}
+	rows, err := readUsage(ctx, cfg, cfgPath, rawURL, e)
+	if err != nil {
+		return err
 	}
 	kept := rows[:0]
 	for _, r := range rows {
@@ -116,6 +95,37 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 			amount(r.Limit), amount(r.Used), amount(r.Remaining), reset)
 	}
 	return tw.Flush()
+}
+
+// readUsage reads the budget counters: from the admin listener at rawURL
+// when given (a till's answer, which reads Redis too when it shares one);
+// else from limits.redis, where every till counts; else from the admin
+// listener of the config's admin.listen.
+func readUsage(ctx context.Context, cfg *config.Config, cfgPath, rawURL string, e *env) ([]budget.Row, error) {
+	if cfg.Limits.Redis != "" && rawURL == "" {
+		rl, err := proxy.NewRedisLimits(cfg.Limits.Redis)
+		if err != nil {
+			return nil, err
+		}
+		defer rl.Close()
+		rows, err := rl.Budgets().Usage(ctx, time.Now(), proxy.NewSnapshot(cfg, nil).BudgetSpecs())
+		if err != nil {
+			return nil, withHint(fmt.Errorf("read the budgets in limits.redis: %w", err), "--url asks a running till's admin listener instead")
+		}
+		return rows, nil
+	}
+	var u *url.URL
+	var err error
+	if rawURL != "" {
+		u, err = healthURL(rawURL)
+	} else {
+		u, err = adminURL(cfgPath, e)
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.Path = "/admin/usage"
+	return askUsage(ctx, u, e.getenv("TILL_ADMIN_TOKEN"))
 }
 
 // amount prints a count, or dollars to the cent's hundredth.
