@@ -258,6 +258,14 @@ func (rt *injection) expiredAt(now time.Time) bool {
 	return !rt.expires.IsZero() && !now.Before(rt.expires)
 }
 
+// under returns the key as a config whose vault.max_age is maxAge judges
+// it: a copy whose expiry counts maxAge from its version's time.
+func (rt *injection) under(maxAge time.Duration) *injection {
+	c := *rt
+	c.expires = rt.times.ExpiresAt(maxAge)
+	return &c
+}
+
 // allows applies the route's method and path rules to the upstream path.
 func (rt *route) allows(method, upstreamPath string) (apiError, bool) {
 	if method == "TRACE" || method == "TRACK" {

@@ -307,8 +307,9 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated, key *
 	key = in
 	if x.inj != nil && m == x.member && rt.fromSource(want.secretName) {
 		// A source's key: the route holds its names only, and the
-		// request the value fetched for it, whose expiry counts.
-		key = x.inj
+		// request the value fetched for it, whose expiry counts, as l's
+		// vault.max_age has it (a reload may have shortened it).
+		key = x.inj.under(l.maxAge)
 	}
 	if refusal, ok, _ := key.secretState(time.Now(), l.onExpired); !ok {
 		return nil, nil, &refusal

@@ -191,6 +191,23 @@ func echoLine(c net.Conn, br *bufio.Reader, word string) error {
 	return err
 }
 
+// endedExpired checks the end of a connection held open on a key that
+// expired: err, what its read returned, must not be openHeld's deadline
+// (it outlived the key: the test fails with outlived), and its one
+// record, once gw shut down, is denied with secret_expired.
+func endedExpired(t *testing.T, gw *Gateway, buf *lockedBuffer, err error, outlived string) {
+	t.Helper()
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal(outlived)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gw.Shutdown(ctx)
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretExpired {
+		t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
+	}
+}
+
 // TestReloadEndsRelayedUpgradesItRefuses: a protocol switch relayed to a
 // host without a route (an absolute-form http:// request in forward mode)
 // ends at a reload that would refuse its request (forward mode off,
@@ -400,13 +417,5 @@ func TestUpgradeEndsWhenItsKeyExpires(t *testing.T) {
 	if err == nil || time.Now().Before(soon.Expires) {
 		t.Fatalf("read %v at %v, key expiring at %v: want the connection ended at its key's expiry", err, time.Now(), soon.Expires)
 	}
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatal("the connection outlived its key's expiry")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	gw.Shutdown(ctx)
-	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretExpired {
-		t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
-	}
+	endedExpired(t, gw, buf, err, "the connection outlived its key's expiry")
 }

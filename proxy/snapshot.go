@@ -125,6 +125,10 @@ type injection struct {
 	missing bool
 	fp      string
 	expires time.Time // zero: never
+	// times is the key's secret without its value: when its version was
+	// made and its own expiry, from which another vault.max_age gives
+	// another expiry (see under).
+	times vault.Secret
 	// A header and its value, or an escaped "name=value" query parameter.
 	injectHeader string
 	injectValue  string
@@ -388,6 +392,7 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	}
 	in.fp = sec.Fingerprint()
 	in.expires = sec.ExpiresAt(maxAge)
+	in.times = vault.Secret{Created: sec.Created, Updated: sec.Updated, Expires: sec.Expires}
 	lookup := func(field string) (string, bool) {
 		if field == "" {
 			return sec.Value()
