@@ -64,10 +64,10 @@ func TestProxyClientsNamedInsideTunnel(t *testing.T) {
 			"-o", "/dev/null", "-o", "/dev/null", u("curl-h2-0"), u("curl-h2-1"))
 		run(t, nil, "curl", "-sS", "--fail-with-body", "--proxy-header", "X-Till-Token: "+tokB, "--http2",
 			"-o", "/dev/null", "-o", "/dev/null", u("curl-xtoken-0"), u("curl-xtoken-1"))
-		// One curl, two proxy users: the second must get a tunnel of its own.
-		run(t, nil, "curl", "-sS", "--fail-with-body", "-x", proxyA, "-o", "/dev/null", u("curl-next-0"),
-			"--next", "-sS", "--fail-with-body", "-x", proxyB, "-o", "/dev/null", u("curl-next-1"))
-		want["curl-next-0"], want["curl-next-1"] = "alpha", "beta"
+		// Not one curl with two proxy users (--next): curl before 8.19
+		// (Debian 12 has 7.88) sends the second user's requests in the
+		// first one's tunnel (curl/curl#20842), which till records as
+		// the first's, rightly. Separate runs above give each its own.
 		// A tunnel each, the second offering the first's TLS 1.3 session.
 		run(t, map[string]string{"HTTPS_PROXY": proxyA, "https_proxy": proxyA}, "curl", "-sS", "--fail-with-body", "--tlsv1.3",
 			"-H", "Connection: close", "-o", "/dev/null", "-o", "/dev/null", u("curl-resume-0"), u("curl-resume-1"))

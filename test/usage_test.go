@@ -246,9 +246,19 @@ routes:
 // when set, and returns it with a POST helper.
 func budgetTill(t *testing.T, up *upstream, budgets, redis string) (*till, func(body string) (int, string, http.Header)) {
 	t.Helper()
-	cfg := "version: 1\nadmin: {listen: 127.0.0.1:0}\n"
+	limits := ""
 	if redis != "" {
-		cfg += "limits: {redis: \"redis://" + redis + "/0\"}\n"
+		limits = "{redis: \"redis://" + redis + "/0\"}"
+	}
+	return budgetTillLimits(t, up, budgets, limits)
+}
+
+// budgetTillLimits is budgetTill with the config's limits given whole.
+func budgetTillLimits(t *testing.T, up *upstream, budgets, limits string) (*till, func(body string) (int, string, http.Header)) {
+	t.Helper()
+	cfg := "version: 1\nadmin: {listen: 127.0.0.1:0}\n"
+	if limits != "" {
+		cfg += "limits: " + limits + "\n"
 	}
 	cfg += "routes:\n  - {name: openai, preset: openai, upstream: \"" + up.URL + "\"}\nbudgets:\n" + budgets
 	tl := startTill(t, cfg, map[string]string{"openai": openaiKey}, up.caFile)
@@ -389,13 +399,15 @@ func TestBudgetSharedInRedis(t *testing.T) {
 // TestParallelTillsNeverOverspend: two tills on one Redis, hammered at
 // once by 100 requests against a budget of 10, forward exactly 10: each
 // Take checks and counts in one script, so no two tills both see the
-// last request free.
+// last request free. On a machine so loaded that Redis misses its 250 ms,
+// on_redis_error decides: deny here, so a slow store refuses rather than
+// lets requests by uncounted, and then no more than 10 are forwarded.
 func TestParallelTillsNeverOverspend(t *testing.T) {
 	redisAddr, _ := startRedis(t)
 	up := newUpstream(t, &fakeLLM{})
 	b := "  - {name: ten, window: 1h, requests: 10}\n"
-	_, postA := budgetTill(t, up, b, redisAddr)
-	_, postB := budgetTill(t, up, b, redisAddr)
+	tlA, postA := budgetTillLimits(t, up, b, "{redis: \"redis://"+redisAddr+"/0\", on_redis_error: deny}")
+	tlB, postB := budgetTillLimits(t, up, b, "{redis: \"redis://"+redisAddr+"/0\", on_redis_error: deny}")
 	var ok, refused atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 100 {
@@ -415,9 +427,13 @@ func TestParallelTillsNeverOverspend(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if ok.Load() != 10 || refused.Load() != 90 || len(up.requests()) != 10 {
-		t.Errorf("100 parallel requests on two tills against a budget of 10: %d forwarded, %d refused, %d reached the upstream; want 10, 90, 10",
-			ok.Load(), refused.Load(), len(up.requests()))
+	if n := ok.Load(); n > 10 || refused.Load() != 100-n || len(up.requests()) != int(n) {
+		t.Errorf("100 parallel requests on two tills against a budget of 10: %d forwarded, %d refused, %d reached the upstream; want at most 10, the rest refused",
+			n, refused.Load(), len(up.requests()))
+	}
+	slow := strings.Contains(tlA.stderr.String(), "budget store unavailable") || strings.Contains(tlB.stderr.String(), "budget store unavailable")
+	if !slow && ok.Load() != 10 {
+		t.Errorf("Redis answered every Take in time, yet %d of 10 were forwarded", ok.Load())
 	}
 }
 
