@@ -95,16 +95,14 @@ func browserSafe(g *Gateway, h http.Handler) http.Handler {
 }
 
 // requireToken checks a bearer token against its SHA-256, in constant
-// time. The scheme is read in any case, as RFC 9110 (section 11.1) has
-// it: "bearer TOKEN" from a script is the same credential.
+// time, read as bearerToken reads it.
 func requireToken(sumHex string, h http.Handler) http.Handler {
 	if sumHex == "" {
 		return h
 	}
 	want, _ := hex.DecodeString(sumHex)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-		ok = ok && strings.EqualFold(scheme, "Bearer")
+		tok, ok := bearerToken(r.Header.Get("Authorization"))
 		got := sha256.Sum256([]byte(tok))
 		if !ok || subtle.ConstantTimeCompare(got[:], want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="till admin"`)
@@ -113,6 +111,19 @@ func requireToken(sumHex string, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken reads the credentials of an Authorization value under the
+// Bearer scheme, which RFC 9110 (section 11.1) matches in any case, after
+// one or more spaces (section 11.4): curl's, Prometheus's and the CLI's
+// "Bearer ", and a script's "bearer ", all pass.
+func bearerToken(v string) (string, bool) {
+	scheme, rest, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	tok := strings.TrimLeft(rest, " ")
+	return tok, tok != ""
 }
 
 // adminRoute is a live route as /admin/routes shows it: no secret value.

@@ -121,7 +121,9 @@ func TestAdminRefusesWebPages(t *testing.T) {
 
 // TestAdminTokenSchemeAnyCase: the admin listener takes its token as
 // RFC 9110 reads an authorization scheme, in any case ("bearer TOKEN"
-// from a script), and refuses a wrong token, another scheme, or none.
+// from a script) and after one or more spaces (section 11.4: 1*SP), and
+// refuses a wrong token, another scheme, or none; a refusal never echoes
+// what was sent.
 func TestAdminTokenSchemeAnyCase(t *testing.T) {
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: https://api.example.com}\n"), t.TempDir())
 	if err != nil {
@@ -138,7 +140,12 @@ func TestAdminTokenSchemeAnyCase(t *testing.T) {
 		{"Bearer " + token, 200},
 		{"bearer " + token, 200},
 		{"BEARER " + token, 200},
+		{"Bearer   " + token, 200},
+		{"Bearer\t" + token, 401}, // 1*SP: a tab does not part them
 		{"Bearer other", 401},
+		{"Bearer " + token + "x", 401},
+		{"Bearer ", 401},
+		{"Bearer", 401},
 		{"Basic " + token, 401},
 		{token, 401},
 		{"", 401},
@@ -151,6 +158,9 @@ func TestAdminTokenSchemeAnyCase(t *testing.T) {
 		h.ServeHTTP(w, r)
 		if w.Code != tt.want {
 			t.Errorf("Authorization %q: %d, want %d", strings.SplitN(tt.auth, " ", 2)[0], w.Code, tt.want)
+		}
+		if w.Code == http.StatusUnauthorized && strings.Contains(w.Body.String()+w.Header().Get("WWW-Authenticate"), token) {
+			t.Errorf("Authorization %q: the refusal echoes the token: %q", strings.SplitN(tt.auth, " ", 2)[0], w.Body.String())
 		}
 	}
 }
