@@ -13,6 +13,7 @@ package config
 import (
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -89,12 +90,25 @@ type ACME struct {
 // Admin is the admin listener: /healthz, /readyz, /metrics, /admin/routes and
 // POST /admin/reload.
 type Admin struct {
-	// Listen is host:port; "" disables the admin listener.
+	// Listen is host:port, or unix:PATH (PATH made absolute) for a Unix
+	// socket only till's user can use; "" disables the admin listener.
 	Listen string
 	// TokenSHA256 is the lowercase hex SHA-256 of the admin bearer token.
-	// It is required when Listen is not a loopback address, so that an
-	// admin listener reachable from the network is never open.
+	// It is required when Listen is not a loopback address or a socket,
+	// so that an admin listener reachable from the network is never open.
 	TokenSHA256 string
+}
+
+// SocketPrefix starts an admin.listen that names a Unix socket.
+const SocketPrefix = "unix:"
+
+// Socket is the path of the admin listener's Unix socket, or "" when it
+// listens on TCP (or not at all).
+func (a Admin) Socket() string {
+	if path, ok := strings.CutPrefix(a.Listen, SocketPrefix); ok {
+		return path
+	}
+	return ""
 }
 
 // Vault locates the encrypted secret store.

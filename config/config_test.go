@@ -64,6 +64,9 @@ func TestParseErrors(t *testing.T) {
 		{"zero duration", "version: 1\nshutdown_grace: 0s\n", `till.yaml:2: shutdown_grace: must be more than zero`},
 		{"admin without token", "version: 1\nadmin:\n  listen: 0.0.0.0:9090\n", `till.yaml:3: admin.token_sha256: required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)`},
 		{"admin all interfaces without token", "version: 1\nadmin: {listen: \":9090\"}\n", `till.yaml:2: admin.token_sha256: required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)`},
+		{"admin socket without path", "version: 1\nadmin: {listen: \"unix:\"}\n", `till.yaml:2: admin.listen: unix:PATH must name a socket file (e.g. unix:/run/till/admin.sock)`},
+		{"admin socket a folder", "version: 1\nadmin: {listen: \"unix:/run/till/\"}\n", `till.yaml:2: admin.listen: unix:PATH must name a socket file (e.g. unix:/run/till/admin.sock)`},
+		{"admin socket too long", "version: 1\nadmin: {listen: \"unix:/" + strings.Repeat("a", 103) + "\"}\n", `till.yaml:2: admin.listen: the socket's path is 104 bytes long once made absolute, more than a socket's may be (103) (hint: a shorter path, such as unix:/run/till/admin.sock)`},
 		{"admin bad token", "version: 1\nadmin: {listen: 127.0.0.1:9090, token_sha256: abc}\n", `till.yaml:2: admin.token_sha256: must be 64 hex digits (the SHA-256 of the token; "till client add" prints it)`},
 		{"on_expired enum", "version: 1\nvault: {on_expired: ignore}\n", `till.yaml:2: vault.on_expired: must be "block" or "warn"`},
 		{"audit fsync enum", "version: 1\naudit: {fsync: sometimes}\n", `till.yaml:2: audit.fsync: must be "none" or "interval" or "always"`},
@@ -1010,5 +1013,29 @@ func TestExecCommandRelativeToConfig(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestAdminSocket: admin.listen takes unix:PATH, PATH relative to the
+// config file like every other path, and needs no token: only till's
+// user can connect to the socket.
+func TestAdminSocket(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ listen, want string }{
+		{"unix:/run/till/admin.sock", "/run/till/admin.sock"},
+		{"unix:run/admin.sock", filepath.Join(dir, "run/admin.sock")},
+		{"127.0.0.1:9090", ""},
+	} {
+		c, err := Parse("till.yaml", []byte("version: 1\nadmin: {listen: \""+tt.listen+"\"}\n"), dir)
+		if err != nil {
+			t.Errorf("%s: %v", tt.listen, err)
+			continue
+		}
+		if got := c.Admin.Socket(); got != tt.want {
+			t.Errorf("%s: Socket() %q, want %q", tt.listen, got, tt.want)
+		}
+		if tt.want != "" && c.Admin.Listen != "unix:"+tt.want {
+			t.Errorf("%s: Listen %q, want unix:%s", tt.listen, c.Admin.Listen, tt.want)
+		}
 	}
 }

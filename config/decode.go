@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tillgw/till/internal/regfile"
+	"github.com/tillgw/till/internal/unixsock"
 )
 
 // The keys each mapping accepts. They drive unknown-field errors, their
@@ -788,7 +789,9 @@ func (d *decoder) admin(n *yaml.Node, path string) Admin {
 	}
 	if v := f["listen"]; v != nil {
 		p := join(path, "listen")
-		if s, ok := d.nonEmpty(v, p); ok && d.check(v, p, validListen(s)) {
+		if s, ok := d.nonEmpty(v, p); ok && strings.HasPrefix(s, SocketPrefix) {
+			a.Listen = d.socketPath(v, p, s)
+		} else if ok && d.check(v, p, validListen(s)) {
 			a.Listen = s
 			if !isLoopbackAddr(s) && f["token_sha256"] == nil {
 				d.errorf(v, join(path, "token_sha256"), "required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)")
@@ -796,6 +799,22 @@ func (d *decoder) admin(n *yaml.Node, path string) Admin {
 		}
 	}
 	return a
+}
+
+// socketPath reads admin.listen's unix:PATH, PATH relative to the config
+// file, into unix:ABSOLUTE-PATH; "" when it is no usable socket path.
+func (d *decoder) socketPath(n *yaml.Node, path, s string) string {
+	file := strings.TrimPrefix(s, SocketPrefix)
+	if file == "" || strings.HasSuffix(file, "/") || strings.ContainsFunc(file, isControl) {
+		d.errorf(n, path, "unix:PATH must name a socket file (e.g. unix:/run/till/admin.sock)")
+		return ""
+	}
+	file = d.resolve(file)
+	if len(file) > unixsock.MaxPath {
+		d.errorf(n, path, "the socket's path is %d bytes long once made absolute, more than a socket's may be (%d) (hint: a shorter path, such as unix:/run/till/admin.sock)", len(file), unixsock.MaxPath)
+		return ""
+	}
+	return SocketPrefix + file
 }
 
 func (d *decoder) vault(n *yaml.Node, path string, vt *Vault) {

@@ -3,11 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"time"
 
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/unixsock"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/reload"
 )
@@ -40,6 +42,9 @@ func runCheck(args []string, e *env) error {
 		problems = append(problems, err)
 	}
 	if err := checkAudit(cfg); err != nil {
+		problems = append(problems, err)
+	}
+	if err := checkAdminSocket(cfg); err != nil {
 		problems = append(problems, err)
 	}
 	now := time.Now()
@@ -105,6 +110,20 @@ func runCheck(args []string, e *env) error {
 			what = "no till.yaml, and no preset's secret in the vault: till init writes a config, till secret set openai stores a key"
 		}
 		fmt.Fprintf(e.stderr, "till: warning: nothing to serve yet: %s\n", what)
+	}
+	return nil
+}
+
+// checkAdminSocket refuses an admin socket in a folder others may write
+// to, which serve refuses. A folder not there yet passes: a service
+// manager may create it (systemd's RuntimeDirectory) just before serve.
+func checkAdminSocket(cfg *config.Config) error {
+	sock := cfg.Admin.Socket()
+	if sock == "" {
+		return nil
+	}
+	if err := unixsock.CheckFolder(sock); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return withHint(fmt.Errorf("admin.listen %q: %w", cfg.Admin.Listen, err), socketFolderHint)
 	}
 	return nil
 }

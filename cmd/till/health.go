@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tillgw/till/config"
 )
 
 // healthTimeout bounds a health check: a probe that hangs is a failed one,
@@ -27,7 +30,7 @@ const healthTimeout = 2 * time.Second
 func runHealth(ctx context.Context, args []string, e *env) error {
 	var cfgPath, rawURL string
 	fs := newFlags("health", e.stderr, &cfgPath)
-	fs.StringVar(&rawURL, "url", "", "`URL` to ask: the admin listener's base (http://127.0.0.1:9090) or its /readyz (default: from admin.listen)")
+	fs.StringVar(&rawURL, "url", "", "`URL` to ask: the admin listener's base (http://127.0.0.1:9090), its /readyz, or unix:PATH, its socket (default: from admin.listen)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -35,7 +38,7 @@ func runHealth(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till health [-c FILE] [--url URL]"); err != nil {
 		return err
 	}
-	var target *url.URL
+	var target adminTarget
 	if rawURL != "" {
 		if target, err = healthURL(rawURL); err != nil {
 			return usageError{err.Error()}
@@ -43,15 +46,15 @@ func runHealth(ctx context.Context, args []string, e *env) error {
 	} else if target, err = adminURL(cfgPath, e); err != nil {
 		return err
 	}
-	shown := target.Redacted()
+	shown := target.String()
 
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.url.String(), nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", shown, err)
 	}
-	resp, err := healthClient().Do(req)
+	resp, err := target.client().Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %s", shown, probeFailure(ctx, err))
 	}
@@ -82,25 +85,70 @@ func healthClient() *http.Client {
 	}
 }
 
-// adminURL is the /readyz URL of the admin listener the config names. An
+// adminTarget is a running till's admin listener as the CLI asks it: url
+// over TCP or, when socket is set, over that Unix socket (url's host is
+// then localhost, which the listener takes as its own name).
+type adminTarget struct {
+	url    *url.URL
+	socket string
+}
+
+// at is the same listener asked for path.
+func (t adminTarget) at(path string) adminTarget {
+	u := *t.url
+	u.Path = path
+	t.url = &u
+	return t
+}
+
+// String is the target as messages show it: its URL without a password,
+// and the socket asked through.
+func (t adminTarget) String() string {
+	if t.socket != "" {
+		return t.url.String() + " (" + config.SocketPrefix + t.socket + ")"
+	}
+	return t.url.Redacted()
+}
+
+// client is healthClient, dialling the target's socket when it has one.
+func (t adminTarget) client() *http.Client {
+	c := healthClient()
+	if t.socket != "" {
+		c.Transport.(*http.Transport).DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", t.socket)
+		}
+	}
+	return c
+}
+
+// socketTarget is the /readyz of the admin listener on the socket at path.
+func socketTarget(path string) adminTarget {
+	return adminTarget{url: &url.URL{Scheme: "http", Host: "localhost", Path: "/readyz"}, socket: path}
+}
+
+// adminURL is the /readyz of the admin listener the config names. An
 // unspecified listen address (0.0.0.0, ::, or none) is asked on loopback,
 // where a listener bound to all addresses also answers.
-func adminURL(flagPath string, e *env) (*url.URL, error) {
+func adminURL(flagPath string, e *env) (adminTarget, error) {
 	path, err := configPath(flagPath, e)
 	if err != nil {
-		return nil, err
+		return adminTarget{}, err
 	}
 	cfg, err := loadConfig(path, e, nil)
 	if err != nil {
-		return nil, err
+		return adminTarget{}, err
 	}
 	if cfg.Admin.Listen == "" {
-		return nil, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))),
+		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))),
 			"set admin: {listen: 127.0.0.1:9090} in the config (till serves /readyz there), or pass --url")
+	}
+	if sock := cfg.Admin.Socket(); sock != "" {
+		return socketTarget(sock), nil
 	}
 	host, port, err := net.SplitHostPort(cfg.Admin.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("admin.listen %q: %w", cfg.Admin.Listen, err)
+		return adminTarget{}, fmt.Errorf("admin.listen %q: %w", cfg.Admin.Listen, err)
 	}
 	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
@@ -108,14 +156,28 @@ func adminURL(flagPath string, e *env) (*url.URL, error) {
 			host = "::1"
 		}
 	}
-	return &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"}, nil
+	return adminTarget{url: &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"}}, nil
 }
 
-// healthURL reads --url: a full URL, or an admin listener's base, to which
-// /readyz is added. A bare HOST:PORT is taken as http; any other bare
-// value is refused unshown and unresolved: it may be a key pasted in the
-// wrong place, which a DNS lookup would carry off the machine.
-func healthURL(raw string) (*url.URL, error) {
+// healthURL reads --url: unix:PATH (the admin listener's socket), a full
+// URL, or an admin listener's base, to which /readyz is added. A bare
+// HOST:PORT is taken as http; any other bare value is refused unshown and
+// unresolved: it may be a key pasted in the wrong place, which a DNS
+// lookup would carry off the machine.
+func healthURL(raw string) (adminTarget, error) {
+	if sock, ok := strings.CutPrefix(raw, config.SocketPrefix); ok && !strings.HasPrefix(sock, "//") {
+		abs, err := filepath.Abs(sock)
+		if sock == "" || err != nil {
+			return adminTarget{}, errors.New("--url: want unix:PATH, the admin listener's socket")
+		}
+		return socketTarget(abs), nil
+	}
+	u, err := healthHTTPURL(raw)
+	return adminTarget{url: u}, err
+}
+
+// healthHTTPURL is healthURL of an http or https URL.
+func healthHTTPURL(raw string) (*url.URL, error) {
 	if !strings.Contains(raw, "://") {
 		_, port, err := net.SplitHostPort(raw)
 		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {

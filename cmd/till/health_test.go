@@ -19,6 +19,7 @@ func TestHealthURL(t *testing.T) {
 		{"http://[::1]:9090/healthz", "http://[::1]:9090/healthz"},
 		{"127.0.0.1:9090", "http://127.0.0.1:9090/readyz"},
 		{"https://till.internal:9443", "https://till.internal:9443/readyz"},
+		{"unix:/run/till/admin.sock", "http://localhost/readyz (unix:/run/till/admin.sock)"},
 	}
 	for _, tt := range tests {
 		u, err := healthURL(tt.in)
@@ -30,7 +31,7 @@ func TestHealthURL(t *testing.T) {
 			t.Errorf("healthURL(%q): got %q, want %q", tt.in, got, tt.want)
 		}
 	}
-	for _, bad := range []string{"ftp://127.0.0.1:9090", "http://", "http://%zz", "localhost", "127.0.0.1:0", "127.0.0.1:http", "till.internal:99999"} {
+	for _, bad := range []string{"ftp://127.0.0.1:9090", "http://", "http://%zz", "localhost", "127.0.0.1:0", "127.0.0.1:http", "till.internal:99999", "unix:", "unix:///run/till/admin.sock"} {
 		if _, err := healthURL(bad); err == nil {
 			t.Errorf("healthURL(%q): got no error", bad)
 		}

@@ -137,14 +137,14 @@ var commandHelp = map[string]helpEntry{
 		synopsis: "till health [-c FILE] [--url URL]",
 		short:    "exit 0 if the running till is ready (admin /readyz), else 1",
 		about: "Ask a running till whether it is ready: exit 0 when the admin listener's /readyz answers 200, 1 otherwise, with the reason on stderr. " +
-			"The URL defaults to the config's admin.listen; a base URL gets /readyz. For Docker HEALTHCHECK and compose healthcheck (no shell needed).",
+			"The URL defaults to the config's admin.listen; a base URL gets /readyz; unix:PATH asks the admin socket. For Docker HEALTHCHECK and compose healthcheck (no shell needed).",
 		examples: []string{"till health", "till health --url http://127.0.0.1:9090"},
 	},
 	"usage": {
 		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]",
 		short:    "each budget counter: limit, used, remaining, reset time",
 		about: "Print each budget counter: its limit, what was used (reservations in flight included), what remains and when a calendar window resets. " +
-			"With --url it asks that admin listener (GET /admin/usage); otherwise, with limits.redis, it reads Redis, which every till shares, and without, it asks the running till's admin listener of admin.listen. It sends $TILL_ADMIN_TOKEN to an admin listener when set.",
+			"With --url it asks that admin listener (GET /admin/usage); otherwise, with limits.redis, it reads Redis, which every till shares, and without, it asks the running till's admin listener of admin.listen. It sends $TILL_ADMIN_TOKEN to an admin listener when set (through a socket, unix:PATH, only when its folder is writable by its owner alone).",
 		examples: []string{"till usage", "till usage --client web --json"},
 	},
 	"version": {

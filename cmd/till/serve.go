@@ -24,6 +24,7 @@ import (
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/internal/regfile"
+	"github.com/tillgw/till/internal/unixsock"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/reload"
@@ -284,13 +285,35 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 	}
 	lns.main = ln
 	if cfg.Admin.Listen != "" {
-		if lns.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		if lns.admin, err = listenAdmin(cfg.Admin); err != nil {
 			ln.Close()
-			return nil, withHint(fmt.Errorf("admin listen on %q: %w", cfg.Admin.Listen, err), "change admin.listen in the config")
+			return nil, err
 		}
-		lns.own = append(lns.own, lns.admin.Addr().(*net.TCPAddr).AddrPort())
+		if a, ok := lns.admin.Addr().(*net.TCPAddr); ok {
+			lns.own = append(lns.own, a.AddrPort())
+		}
 	}
 	return lns, nil
+}
+
+// socketFolderHint says where admin.listen's socket belongs.
+const socketFolderHint = "give admin.listen a socket in a folder only till's user can write to, such as /run/till (chmod go-w FOLDER)"
+
+// listenAdmin binds admin.listen: a TCP address, or a Unix socket that
+// only till's user can use (unixsock.Listen).
+func listenAdmin(a config.Admin) (net.Listener, error) {
+	if sock := a.Socket(); sock != "" {
+		ln, err := unixsock.Listen(sock)
+		if err != nil {
+			return nil, withHint(fmt.Errorf("admin listen on %q: %w", a.Listen, err), socketFolderHint+", and no server answering there")
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", a.Listen)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("admin listen on %q: %w", a.Listen, err), "change admin.listen in the config")
+	}
+	return ln, nil
 }
 
 // servedConfig is the config a running till serves: its file, the

@@ -111,11 +111,10 @@ const servedCacheTimeout = 3 * time.Second
 // test fetches a ref itself, in a process of its own, so only the
 // running till knows what it serves from its cache.
 func servedCache(cfgPath string, e *env, route string) string {
-	u, err := adminURL(cfgPath, e)
+	t, err := adminURL(cfgPath, e)
 	if err != nil {
 		return "unknown: " + err.Error()
 	}
-	u.Path = "/admin/routes"
 	ctx, cancel := context.WithTimeout(context.Background(), servedCacheTimeout)
 	defer cancel()
 	var routes []struct {
@@ -123,7 +122,7 @@ func servedCache(cfgPath string, e *env, route string) string {
 		Cached  *bool
 		Fetched *time.Time
 	}
-	if err := askAdmin(ctx, u, e.getenv("TILL_ADMIN_TOKEN"), &routes); err != nil {
+	if err := askAdmin(ctx, t.at("/admin/routes"), e.getenv("TILL_ADMIN_TOKEN"), &routes); err != nil {
 		return "unknown: " + err.Error()
 	}
 	for _, r := range routes {

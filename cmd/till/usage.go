@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/tillgw/till/budget"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/unixsock"
 	"github.com/tillgw/till/proxy"
 )
 
@@ -30,7 +30,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	var cfgPath, client, name, rawURL string
 	var asJSON bool
 	fs := newFlags("usage", e.stderr, &cfgPath)
-	fs.StringVar(&rawURL, "url", "", "the admin listener's base `URL` to ask (default: from admin.listen)")
+	fs.StringVar(&rawURL, "url", "", "the admin listener's base `URL` (or unix:PATH, its socket) to ask (default: from admin.listen)")
 	fs.BoolVar(&asJSON, "json", false, "print a JSON array")
 	fs.StringVar(&client, "client", "", "only the counters of client `NAME`")
 	fs.StringVar(&name, "budget", "", "only budget `NAME`")
@@ -114,18 +114,17 @@ func readUsage(ctx context.Context, cfg *config.Config, cfgPath, rawURL string, 
 		}
 		return rows, nil
 	}
-	var u *url.URL
+	var t adminTarget
 	var err error
 	if rawURL != "" {
-		u, err = healthURL(rawURL)
+		t, err = healthURL(rawURL)
 	} else {
-		u, err = adminURL(cfgPath, e)
+		t, err = adminURL(cfgPath, e)
 	}
 	if err != nil {
 		return nil, err
 	}
-	u.Path = "/admin/usage"
-	return askUsage(ctx, u, e.getenv("TILL_ADMIN_TOKEN"))
+	return askUsage(ctx, t.at("/admin/usage"), e.getenv("TILL_ADMIN_TOKEN"))
 }
 
 // amount prints a count, or dollars to the cent's hundredth.
@@ -137,28 +136,34 @@ func amount(v float64) string {
 }
 
 // askUsage reads GET /admin/usage of a running till.
-func askUsage(ctx context.Context, u *url.URL, token string) ([]budget.Row, error) {
+func askUsage(ctx context.Context, t adminTarget, token string) ([]budget.Row, error) {
 	var rows []budget.Row
-	if err := askAdmin(ctx, u, token, &rows); err != nil {
+	if err := askAdmin(ctx, t, token, &rows); err != nil {
 		return nil, err
 	}
 	return rows, nil
 }
 
-// askAdmin reads the JSON answer to GET u from a running till's admin
-// listener into out, sending token when set. Its errors show u without a
+// askAdmin reads the JSON answer to GET t from a running till's admin
+// listener into out, sending token when set. Its errors show t without a
 // password, and only printable text of what answered, which may not be
-// till.
-func askAdmin(ctx context.Context, u *url.URL, token string, out any) error {
-	shown := u.Redacted()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+// till. The token goes through a socket only when no user but the
+// folder's owner can have put it there (unixsock.CheckFolder).
+func askAdmin(ctx context.Context, t adminTarget, token string, out any) error {
+	shown := t.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", shown, err)
+	}
+	if token != "" && t.socket != "" {
+		if err := unixsock.CheckFolder(t.socket); err != nil {
+			return withHint(fmt.Errorf("%s: TILL_ADMIN_TOKEN not sent: %w", shown, err), socketFolderHint)
+		}
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := healthClient().Do(req)
+	resp, err := t.client().Do(req)
 	if err != nil {
 		return withHint(fmt.Errorf("%s: %s", shown, probeFailure(ctx, err)), "is till serve running with this config?")
 	}

@@ -1,0 +1,131 @@
+// Package unixsock serves till's admin listener on a Unix socket that only
+// till's user can connect to, at a path that no other user can take while
+// till is down. A loopback TCP port cannot promise that: any local process
+// may bind it when till is not running, and would be sent the admin token
+// by the CLI that asks it.
+package unixsock
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// MaxPath is the longest socket path every Unix system binds: sun_path
+// holds 104 bytes on the BSDs and macOS (108 on Linux), a NUL included.
+const MaxPath = 103
+
+// CheckFolder refuses a socket path whose folder its group or other users
+// may write to: they could create a socket of their own at that name while
+// till is down (a sticky bit does not stop that), and the CLI would send
+// it the admin token. The folder's owner is the config's choice.
+func CheckFolder(path string) error {
+	if runtime.GOOS == "windows" {
+		return errors.New("a Unix socket's access cannot be checked on Windows")
+	}
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%q is not a folder", dir)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("folder %q is writable by its group or others (mode %04o), who could take the socket's name while till is down", dir, st.Mode().Perm())
+	}
+	return nil
+}
+
+// Listen serves on a Unix socket at path, mode 0600, once CheckFolder
+// passes. The socket is bound inside a fresh folder of mode 0700 beside
+// path and then renamed to path, so no other user can connect between the
+// bind and the chmod, whatever the umask. A socket left at path by a till
+// that was killed is replaced; one a server still answers on, or a file
+// that is no socket, is left alone and refused. Closing the listener
+// removes the socket.
+func Listen(path string) (net.Listener, error) {
+	if len(path) > MaxPath {
+		return nil, fmt.Errorf("%q is %d bytes long, more than a socket's path may be (%d)", path, len(path), MaxPath)
+	}
+	if err := CheckFolder(path); err != nil {
+		return nil, err
+	}
+	if err := free(path); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".till")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	ln, err := net.Listen("unix", bound)
+	if err != nil {
+		return nil, err
+	}
+	// Its bound name moves, so the listener must not remove it: Close does.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err = os.Chmod(bound, 0o600); err == nil {
+		err = os.Rename(bound, path)
+	}
+	var st fs.FileInfo
+	if err == nil {
+		st, err = os.Lstat(path)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &listener{Listener: ln, path: path, file: st}, nil
+}
+
+// free refuses a path that holds anything but a socket nothing answers on.
+func free(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%q exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%q: a server answers there already (another till?)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%q: cannot tell whether a server answers there: %w", path, err)
+	}
+	return nil
+}
+
+// listener is a Unix listener at path, its socket file, that Addr names
+// and that Close removes.
+type listener struct {
+	net.Listener
+	path string
+	file fs.FileInfo
+}
+
+// Addr is the socket's path, not the temporary one it was bound at.
+func (l *listener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+// Close stops listening and removes the socket, unless another has taken
+// its place.
+func (l *listener) Close() error {
+	err := l.Listener.Close()
+	if st, serr := os.Lstat(l.path); serr == nil && os.SameFile(st, l.file) {
+		_ = os.Remove(l.path)
+	}
+	return err
+}
