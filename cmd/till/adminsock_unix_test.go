@@ -44,7 +44,7 @@ func TestAdminTokenOnlyThroughPrivateSocket(t *testing.T) {
 		w.Write([]byte(`[]`))
 	}))
 	defer ln.Close()
-	os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \"unix:run/admin.sock\"}\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
+	os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \"unix:run/admin.sock\", token_sha256: "+sha256Hex(token)+"}\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
 
 	_, errOut, code := c.run("", "usage")
 	if code != 1 || sent.Load() != "" || !strings.Contains(errOut, "TILL_ADMIN_TOKEN not sent") {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,6 +93,29 @@ func healthClient() *http.Client {
 type adminTarget struct {
 	url    *url.URL
 	socket string
+	// tokenSHA256 is admin.token_sha256 of the config the target was
+	// read from; fromConfig says it was (not from --url).
+	tokenSHA256 string
+	fromConfig  bool
+}
+
+// sends says whether TILL_ADMIN_TOKEN token goes to the target: to one
+// from the config, only when the config names its hash, so a token meant
+// for another till (a production one, exported in the shell) never
+// reaches a listener that does not take it, or whatever answers at its
+// address while till is down. A wrong one is an error.
+func (t adminTarget) sends(token string) (bool, error) {
+	if token == "" || !t.fromConfig {
+		return token != "", nil
+	}
+	if t.tokenSHA256 == "" {
+		return false, nil
+	}
+	sum := sha256.Sum256([]byte(token))
+	if hex.EncodeToString(sum[:]) != t.tokenSHA256 {
+		return false, withHint(fmt.Errorf("%s: TILL_ADMIN_TOKEN not sent: it is not the token admin.token_sha256 names", t), "set TILL_ADMIN_TOKEN to the admin token of this config, or pass --url to send it anyway")
+	}
+	return true, nil
 }
 
 // at is the same listener asked for path.
@@ -143,8 +168,10 @@ func adminURL(flagPath string, e *env) (adminTarget, error) {
 		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))),
 			"set admin: {listen: 127.0.0.1:9090} in the config (till serves /readyz there), or pass --url")
 	}
-	if sock := cfg.Admin.Socket(); sock != "" {
-		return socketTarget(sock), nil
+	t := adminTarget{tokenSHA256: cfg.Admin.TokenSHA256, fromConfig: true}
+	if t.socket = cfg.Admin.Socket(); t.socket != "" {
+		t.url = socketTarget(t.socket).url
+		return t, nil
 	}
 	host, port, err := net.SplitHostPort(cfg.Admin.Listen)
 	if err != nil {
@@ -156,7 +183,8 @@ func adminURL(flagPath string, e *env) (adminTarget, error) {
 			host = "::1"
 		}
 	}
-	return adminTarget{url: &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"}}, nil
+	t.url = &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"}
+	return t, nil
 }
 
 // healthURL reads --url: unix:PATH (the admin listener's socket), a full

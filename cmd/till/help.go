@@ -144,7 +144,7 @@ var commandHelp = map[string]helpEntry{
 		synopsis: "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]",
 		short:    "each budget counter: limit, used, remaining, reset time",
 		about: "Print each budget counter: its limit, what was used (reservations in flight included), what remains and when a calendar window resets. " +
-			"With --url it asks that admin listener (GET /admin/usage); otherwise, with limits.redis, it reads Redis, which every till shares, and without, it asks the running till's admin listener of admin.listen. It sends $TILL_ADMIN_TOKEN to an admin listener when set (through a socket, unix:PATH, only when its folder is writable by its owner alone).",
+			"With --url it asks that admin listener (GET /admin/usage); otherwise, with limits.redis, it reads Redis, which every till shares, and without, it asks the running till's admin listener of admin.listen. It sends $TILL_ADMIN_TOKEN to an admin listener when set (to the config's listener only when admin.token_sha256 is its hash; through a socket, unix:PATH, only when its folder is writable by its owner alone).",
 		examples: []string{"till usage", "till usage --client web --json"},
 	},
 	"version": {

@@ -161,7 +161,7 @@ func TestTestSaysWhetherCached(t *testing.T) {
 		io.WriteString(w, answer.Load().(string))
 	}))
 	defer admin.Close()
-	y := "version: 1\nadmin: {listen: \"" + admin.Listener.Addr().String() + "\"}\nsources:\n  - {name: m, type: files, dir: keys}\nroutes:\n" +
+	y := "version: 1\nadmin: {listen: \"" + admin.Listener.Addr().String() + "\", token_sha256: " + sha256Hex("admin-token") + "}\nsources:\n  - {name: m, type: files, dir: keys}\nroutes:\n" +
 		"  - {name: api, upstream: https://api.example.com, secret: \"m:a\", inject: {header: X-Api-Key}}\n"
 	os.WriteFile(filepath.Join(c.dir, "till.yaml"), []byte(y), 0o600)
 	c.env["TILL_ADMIN_TOKEN"] = "admin-token"

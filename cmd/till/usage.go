@@ -145,7 +145,7 @@ func askUsage(ctx context.Context, t adminTarget, token string) ([]budget.Row, e
 }
 
 // askAdmin reads the JSON answer to GET t from a running till's admin
-// listener into out, sending token when set. Its errors show t without a
+// listener into out, sending token when set and t.sends it. Its errors show t without a
 // password, and only printable text of what answered, which may not be
 // till. The token goes through a socket only when no user but the
 // folder's owner can have put it there (unixsock.CheckFolder).
@@ -155,12 +155,16 @@ func askAdmin(ctx context.Context, t adminTarget, token string, out any) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", shown, err)
 	}
-	if token != "" && t.socket != "" {
+	send, err := t.sends(token)
+	if err != nil {
+		return err
+	}
+	if send && t.socket != "" {
 		if err := unixsock.CheckFolder(t.socket); err != nil {
 			return withHint(fmt.Errorf("%s: TILL_ADMIN_TOKEN not sent: %w", shown, err), socketFolderHint)
 		}
 	}
-	if token != "" {
+	if send {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := t.client().Do(req)

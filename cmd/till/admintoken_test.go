@@ -1,0 +1,59 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// sha256Hex is the token_sha256 of token.
+func sha256Hex(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// TestAdminTokenOnlyWhereTheConfigNamesIt: TILL_ADMIN_TOKEN goes to the
+// config's admin listener only when admin.token_sha256 is its hash. A
+// token for another till (a production one left in the shell) never
+// reaches a listener that takes none, or whatever answers at its port
+// while till is down; --url sends it as asked.
+func TestAdminTokenOnlyWhereTheConfigNamesIt(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	var sent atomic.Value
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Store(r.Header.Get("Authorization"))
+		w.Write([]byte(`[]`))
+	}))
+	defer admin.Close()
+	c := newCLI(t)
+	c.env["TILL_ADMIN_TOKEN"] = token
+	for _, tt := range []struct {
+		name, admin string
+		args        []string
+		code        int
+		sent        string
+	}{
+		{"no token_sha256", "", nil, 0, ""},
+		{"another token's", ", token_sha256: " + sha256Hex("another-admin-token"), nil, 1, ""},
+		{"its own", ", token_sha256: " + sha256Hex(token), nil, 0, "Bearer " + token},
+		{"--url", "", []string{"--url", admin.URL}, 0, "Bearer " + token},
+	} {
+		sent.Store("")
+		os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \""+admin.Listener.Addr().String()+"\""+tt.admin+"}\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
+		_, errOut, code := c.run("", append([]string{"usage"}, tt.args...)...)
+		if code != tt.code || sent.Load() != tt.sent {
+			t.Errorf("%s: exit %d, Authorization %q; want exit %d, %q: %s", tt.name, code, sent.Load(), tt.code, tt.sent, errOut)
+		}
+		if strings.Contains(errOut, token) {
+			t.Errorf("%s: the error shows the token: %s", tt.name, errOut)
+		}
+		if tt.code == 1 && !strings.Contains(errOut, "not the token admin.token_sha256 names") {
+			t.Errorf("%s: %s", tt.name, errOut)
+		}
+	}
+}
