@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/tillgw/till/config"
 )
 
 // sha256Hex is the token_sha256 of token.
@@ -55,5 +57,26 @@ func TestAdminTokenOnlyWhereTheConfigNamesIt(t *testing.T) {
 		if tt.code == 1 && !strings.Contains(errOut, "not the token admin.token_sha256 names") {
 			t.Errorf("%s: %s", tt.name, errOut)
 		}
+	}
+}
+
+// TestAdminOffLoopbackNeedsToken: the config asks no admin token for a
+// loopback name (localhost), which Go resolves like any name, through
+// /etc/hosts and DNS; an admin listener that bound anything but loopback
+// without a token is closed and refused, whatever the name said.
+func TestAdminOffLoopbackNeedsToken(t *testing.T) {
+	if ln, err := listenAdmin(config.Admin{Listen: "0.0.0.0:0"}); err == nil {
+		ln.Close()
+		t.Fatal("an admin listener on every address without a token was opened")
+	} else if !strings.Contains(err.Error(), "which is not loopback, and admin.token_sha256 is not set") {
+		t.Errorf("got %v", err)
+	}
+	for _, a := range []config.Admin{{Listen: "127.0.0.1:0"}, {Listen: "localhost:0"}, {Listen: "0.0.0.0:0", TokenSHA256: sha256Hex("t")}} {
+		ln, err := listenAdmin(a)
+		if err != nil {
+			t.Errorf("%+v: %v", a, err)
+			continue
+		}
+		ln.Close()
 	}
 }

@@ -313,6 +313,14 @@ func listenAdmin(a config.Admin) (net.Listener, error) {
 	if err != nil {
 		return nil, withHint(fmt.Errorf("admin listen on %q: %w", a.Listen, err), "change admin.listen in the config")
 	}
+	// The config takes a name such as localhost for loopback, and so
+	// asks no token; Go resolves it like any other name (golang/go#22826),
+	// through /etc/hosts and then DNS. What was bound decides.
+	if bound := ln.Addr().(*net.TCPAddr); a.TokenSHA256 == "" && !bound.IP.IsLoopback() {
+		ln.Close()
+		return nil, withHint(fmt.Errorf("admin listen on %q bound %s, which is not loopback, and admin.token_sha256 is not set", a.Listen, bound),
+			"name a loopback address (127.0.0.1:9090), or set admin.token_sha256")
+	}
 	return ln, nil
 }
 
