@@ -96,6 +96,11 @@ type exchange struct {
 	auditFailed   atomic.Bool
 	ctx           context.Context // the inbound request's
 	upstreamStart time.Time
+	// appHost is the Host the app sent in reverse mode, appTLS whether it
+	// came over TLS: where the app reached till, for the URLs into the
+	// upstream that an answer gives (localize).
+	appHost string
+	appTLS  bool
 	// connectAuth is the Proxy-Authorization given on the CONNECT that
 	// carried this request, if any.
 	connectAuth string

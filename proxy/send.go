@@ -508,7 +508,8 @@ func (x *exchange) dropRefusedToken(status int) {
 // and removes any response
 // header that echoes the key, and any announced trailer named after it
 // (the announcement goes to the app before the body). Trailers' values
-// are the caller's to check, once the body has ended.
+// are the caller's to check, once the body has ended. URLs into the
+// upstream are given as URLs into the route at till (localize).
 func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	x.status = resp.StatusCode
 	g.metrics.observeUpstream(x.route.name, time.Since(x.upstreamStart))
@@ -527,6 +528,7 @@ func (g *Gateway) checkResponse(x *exchange, resp *http.Response) {
 	removeTillHeaders(resp.Header)
 	removeTillHeaders(resp.Trailer)
 	resp.Header["X-Till-Request-Id"] = []string{x.rec.id}
+	x.localize(resp.Header)
 }
 
 // tillHeaders are till's own response headers: the upstream does not get

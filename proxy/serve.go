@@ -42,6 +42,7 @@ func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchang
 		g.refuseUnrouted(rw, r, x, l, *e)
 		return
 	}
+	x.appHost, x.appTLS = r.Host, r.TLS != nil
 	g.serveRoute(rw, r, x, l, t)
 }
 

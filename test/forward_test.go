@@ -39,13 +39,16 @@ type forwardEnv struct {
 	token              string // the client "web"'s, when the route needs a client
 }
 
-// providerHandler answers like the OpenAI API, plus /sse for timing.
+// providerHandler answers like the OpenAI API, plus /sse for timing and
+// the Gemini Files API's resumable uploads.
 func providerHandler(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/v1/chat/completions":
 		fakeOpenAI(w, r)
 	case "/sse":
 		serveGatedSSE(w, r)
+	case "/upload/v1beta/files":
+		forwardGeminiFiles.ServeHTTP(w, r)
 	default:
 		okHandler(w, r)
 	}
