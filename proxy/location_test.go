@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -134,6 +135,59 @@ func TestUploadSessionLocalized(t *testing.T) {
 				t.Errorf("Location: got %q, want %q", got, tt.wantLoc)
 			}
 		})
+	}
+}
+
+// TestFilesUploadUnderTokenBudget: on a Gemini route under a token
+// budget, the chunks of a Files API upload, which now come through till,
+// are file bytes (sent as application/json by the SDKs): they stream
+// unread, as uploads do, and cost no tokens, as the upload costs none.
+// Read as a request, a chunk was refused (not JSON; over 1 MiB) and
+// would have been charged a token per 4 bytes.
+func TestFilesUploadUnderTokenBudget(t *testing.T) {
+	var got int
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got += len(b)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Goog-Upload-Status", "final")
+		io.WriteString(w, `{"file":{"name":"files/a"}}`)
+	}))
+	defer up.Close()
+	gw, buf := newTestGateway(t, uploadYAML+"budgets:\n  - {name: b, window: 1d, tokens: 1000}\n", up.URL, secrets(time.Now()))
+	for _, size := range []int{5, 2 << 20} {
+		r := httptest.NewRequest("POST", "/gem/upload/v1beta/files?upload_id=s1&upload_protocol=resumable", strings.NewReader(strings.Repeat("\x00", size)))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Goog-Upload-Command", "upload, finalize")
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			t.Fatalf("%d bytes: status %d: %s", size, w.Code, w.Body)
+		}
+	}
+	if got != 5+2<<20 {
+		t.Errorf("the upstream got %d bytes, want %d", got, 5+2<<20)
+	}
+	if used := usedTokens(t, gw); used != 0 {
+		t.Errorf("the budget counted %v tokens, want 0", used)
+	}
+	for _, rec := range buf.records(t) {
+		if rec["reason"] != "" {
+			t.Errorf("record: %v", rec)
+		}
+	}
+}
+
+func TestIsFilesUpload(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/upload/v1beta/files": true, "/upload/v1/files/": true, "/UPLOAD/V1BETA/FILES": true, "/base/upload/v1alpha/files": true,
+		"/v1beta/files": false, "/upload/files": false, "/files": false, "/upload/v1beta/files/abc": false,
+		"/upload/v1beta/fileSearchStores/s:uploadToFileSearchStore": false, "/upload/beta/files": false,
+		"/v1beta/models/gemini-2.5-flash:generateContent": false, "/xupload/v1beta/files": false,
+	} {
+		if got := isFilesUpload(path); got != want {
+			t.Errorf("isFilesUpload(%q) = %v, want %v", path, got, want)
+		}
 	}
 }
 

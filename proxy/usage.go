@@ -102,7 +102,7 @@ func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (a
 		// stream or a reservation could hide in it.
 		return a, &errEncodedBody
 	}
-	if len(rt.models) == 0 && x.hasBody && isUpload(r.Header.Get("Content-Type")) && !(rt.tokenBudgeted && x.startsLikeJSON(r)) {
+	if len(rt.models) == 0 && x.hasBody && (isFilesUpload(x.outPath) || isUpload(r.Header.Get("Content-Type")) && !(rt.tokenBudgeted && x.startsLikeJSON(r))) {
 		return a, nil
 	}
 	if e, ok := x.holdBody(w, r); !ok {
@@ -445,11 +445,12 @@ func (x *exchange) metered() bool {
 // spendsNothing reports whether a request to path costs nothing, whatever
 // usage its answer tells: one that is no POST (a stored response, a batch,
 // a list, looked at again: what they used was charged when they ran), a
-// POST that cancels work, or one that counts an input's tokens
+// POST that cancels work, one that counts an input's tokens
 // (Anthropic's count_tokens, OpenAI's input_tokens, Gemini's
-// countTokens). Compared as spendsUnseen compares.
+// countTokens), or a Gemini Files API upload (isFilesUpload). Compared as
+// spendsUnseen compares.
 func spendsNothing(method, path string) bool {
-	if method != http.MethodPost {
+	if method != http.MethodPost || isFilesUpload(path) {
 		return true
 	}
 	path = strings.ToLower(strings.TrimRight(path, "/"))
@@ -459,6 +460,19 @@ func spendsNothing(method, path string) bool {
 		}
 	}
 	return false
+}
+
+// isFilesUpload reports whether path is the Gemini Files API's upload
+// endpoint (/upload/v1beta/files): the start of a resumable upload, and
+// the chunks of the file's bytes that follow it at the session URL
+// (localize). It stores a file and runs no model: the chunks, sent as
+// application/json by Google's SDKs, are file bytes, not a request to
+// read, and the upload costs no tokens. Compared as spendsUnseen compares.
+func isFilesUpload(path string) bool {
+	path = strings.ToLower(strings.TrimRight(path, "/"))
+	rest, ok := strings.CutSuffix(path, "/files")
+	version := rest[strings.LastIndexByte(rest, '/')+1:]
+	return ok && strings.HasSuffix(rest, "/upload/"+version) && strings.HasPrefix(version, "v")
 }
 
 // codeUsageUnknown is the audit reason of a forwarded answer whose token

@@ -170,14 +170,18 @@ func TestGeminiResumableUploadThroughRoute(t *testing.T) {
 }
 
 // TestGeminiFilesNodeSDK: the official Google Gen AI SDK for Node
-// uploads a file, from disk and from a Blob, through a route's base URL.
+// uploads a file, from disk and from a Blob, through a route's base URL,
+// under a token budget.
 // The SDK (2.x) sends the bytes to the session URL's path on its own base
 // URL's host: the path must hold the route's prefix, or till has no route
 // for it (404); the 1.x SDKs send them to the URL as given, which must
 // then be till's.
 func TestGeminiFilesNodeSDK(t *testing.T) {
 	up := newUpstream(t, newFakeGeminiFiles())
-	tl := startTill(t, geminiUploadConfig(up, ""), providerSecrets, up.caFile)
+	// Under a token budget, whose route reads JSON bodies: the SDK sends
+	// the file's chunks as application/json.
+	cfg := geminiUploadConfig(up, "") + "budgets:\n  - {name: daily, window: 1d, tokens: 1000}\n"
+	tl := startTill(t, cfg, providerSecrets, up.caFile)
 	onDisk := filepath.Join(t.TempDir(), "hello.txt")
 	if err := os.WriteFile(onDisk, []byte("from a file on disk"), 0o644); err != nil {
 		t.Fatal(err)
