@@ -19,42 +19,13 @@ import (
 func TestVerifyCatchesStrippedCheckpoints(t *testing.T) {
 	defer func(n int) { CheckpointRecords = n }(CheckpointRecords)
 	CheckpointRecords = 5
-	pub, priv, _ := ed25519.GenerateKey(nil)
-	s, path := openTest(t, Options{Signer: priv})
-	for i := range 30 {
-		s.Write(record(fmt.Sprint(i)))
-	}
-	s.Close()
+	pub, _, path := signedTestTrail(t, 30)
 	r := mustVerify(t, VerifyOptions{PublicKey: pub}, path)
 	if r.Checkpoints < 6 {
 		t.Fatalf("setup: %+v", r)
 	}
 
-	b, _ := os.ReadFile(path)
-	var c chain
-	var out []byte
-	checkpoints := 0
-	for line := range strings.Lines(string(b)) {
-		if strings.Contains(line, `"event":"checkpoint"`) {
-			checkpoints++
-			if checkpoints > 1 {
-				continue // stripped: its signature would no longer verify
-			}
-		}
-		if strings.Contains(line, `"id":"12"`) {
-			continue // the key use to hide
-		}
-		line = strings.Replace(line, `"id":"20"`, `"id":"forged"`, 1)
-		// Take the chain fields off and stamp the record again.
-		i := strings.LastIndex(line, `,"seq":`)
-		raw := line[:i] + "}\n"
-		stamped := c.stamp(nil, []byte(raw))
-		c.commit(stamped)
-		out = append(out, stamped...)
-	}
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	stripCheckpoints(t, path, `"id":"12"`, `"id":"20"`, `"id":"forged"`)
 	r, err := Verify([]string{path}, VerifyOptions{PublicKey: pub})
 	var br *Break
 	if !errors.As(err, &br) || !strings.Contains(br.Reason, "records follow the last checkpoint") {
@@ -63,6 +34,55 @@ func TestVerifyCatchesStrippedCheckpoints(t *testing.T) {
 	}
 	// Without a key, the chain alone cannot tell.
 	mustVerify(t, VerifyOptions{}, path)
+}
+
+// signedTestTrail writes n records to a new audit file, signed with a new
+// key, and returns the key and the file.
+func signedTestTrail(t *testing.T, n int) (ed25519.PublicKey, ed25519.PrivateKey, string) {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, path := openTest(t, Options{Signer: priv})
+	for i := range n {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	s.Close()
+	return pub, priv, path
+}
+
+// stripCheckpoints rewrites the trail at path as whoever can write it but
+// holds no signing key can: every checkpoint after the first goes (its
+// signature would no longer verify), so does the record that holds hide
+// (a key use to hide), edits (old, new pairs) are made, and the records
+// are chained again (the chain holds no secret).
+func stripCheckpoints(t *testing.T, path, hide string, edits ...string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := strings.NewReplacer(edits...)
+	var c chain
+	var out []byte
+	checkpoints := 0
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, `"event":"checkpoint"`) {
+			if checkpoints++; checkpoints > 1 {
+				continue
+			}
+		}
+		if strings.Contains(line, hide) {
+			continue
+		}
+		line = edit.Replace(line)
+		// Take the chain fields off and stamp the record again.
+		i := strings.LastIndex(line, `,"seq":`)
+		stamped := c.stamp(nil, []byte(line[:i]+"}\n"))
+		c.commit(stamped)
+		out = append(out, stamped...)
+	}
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCheckpointAtRestart: records left unsigned (by a crash, or a till
@@ -163,5 +183,35 @@ func TestFsyncAlwaysSyncsFolder(t *testing.T) {
 	s2.Close()
 	if len(synced) != 0 {
 		t.Errorf("fsync: interval synced the folder %d times, want 0", len(synced))
+	}
+}
+
+// TestRestartSignsNoRewrittenTrail: whoever can write the audit files
+// but holds no signing key strips every checkpoint after the first,
+// removes a record of a key use deep in the trail and chains the rest
+// again, while till is stopped. The till that starts on the file signs
+// the records it finds unsigned (those a crash left), and later
+// checkpoints cover them by the chain: no checkpoint may have signed
+// more records than till leaves between two, or the rewrite passes.
+func TestRestartSignsNoRewrittenTrail(t *testing.T) {
+	defer func(n int) { CheckpointRecords = n }(CheckpointRecords)
+	CheckpointRecords = 5
+	pub, priv, path := signedTestTrail(t, 30)
+	mustVerify(t, VerifyOptions{PublicKey: pub}, path)
+
+	stripCheckpoints(t, path, `"id":"12"`)
+	// The next start, and a few records after it (signed at Close).
+	s2, _ := openTest(t, Options{Path: path, Signer: priv})
+	for i := range 3 {
+		s2.Write(record(fmt.Sprint("after", i)))
+	}
+	s2.Close()
+	r, err := Verify([]string{path}, VerifyOptions{PublicKey: pub})
+	var br *Break
+	if !errors.As(err, &br) || !strings.Contains(br.Reason, "no checkpoint signed") {
+		t.Fatalf("verify --pubkey of a trail rewritten after its first checkpoint, then signed by a restart: %+v, %v", r, err)
+	}
+	if recs := lines(t, path); recs[br.Line-1]["event"] != "checkpoint" {
+		t.Errorf("the break is at line %d, %v; want the checkpoint that signed the rewritten records", br.Line, recs[br.Line-1])
 	}
 }

@@ -124,10 +124,12 @@ func Open(o Options) (*Sink, error) {
 		last = prev
 	}
 	if o.Signer != nil && last != nil && !isCheckpoint(last) {
-		// Records a crash (or a till that did not sign) left after the
-		// last checkpoint are signed first: no more than
-		// CheckpointRecords ever wait for one, which Verify holds a
-		// trail to.
+		// Records a crash left after the last checkpoint are signed
+		// first: no more than CheckpointRecords ever wait for one. So
+		// are any others found there (a till that did not sign wrote
+		// them, or whoever removed the checkpoints after them rewrote
+		// them): Verify refuses a checkpoint that follows more records
+		// than till leaves unsigned.
 		s.mu.Lock()
 		s.signNow()
 		s.mu.Unlock()

@@ -18,9 +18,10 @@ import (
 // VerifyOptions say what Verify checks besides the hash chain.
 type VerifyOptions struct {
 	// PublicKey, when set, checks every checkpoint's signature, and
-	// wants at least one, with no more records after the last than
-	// till writes between two (twice CheckpointRecords, for a
-	// checkpoint whose write failed).
+	// wants at least one, with no more records before each (since the
+	// checkpoint before it) or after the last than till writes between
+	// two (twice CheckpointRecords, for a checkpoint whose write
+	// failed).
 	PublicKey ed25519.PublicKey
 	// Checkpoint, when set, is a checkpoint record kept elsewhere: the
 	// trail must hold it, so that records up to it cannot have been
@@ -57,7 +58,8 @@ type Break struct {
 func (b *Break) Error() string { return fmt.Sprintf("%s:%d: %s", b.File, b.Line, b.Reason) }
 
 // Unwrap is ErrNoCheckpoint for a signed trail without a checkpoint,
-// else nil.
+// ErrUnsignedRecords for one with more records than till leaves
+// unsigned, else nil.
 func (b *Break) Unwrap() error { return b.err }
 
 // ErrNoCheckpoint is what the Break of a trail verified with a public key
@@ -65,6 +67,13 @@ func (b *Break) Unwrap() error { return b.err }
 // CheckpointInterval ago may hold none yet, so it is no proof of
 // tampering on its own.
 var ErrNoCheckpoint = errors.New("no checkpoint in the trail")
+
+// ErrUnsignedRecords is what the Break of a trail verified with a public
+// key wraps when more records than till leaves between two checkpoints
+// follow one (or precede a checkpoint): they may have been rewritten
+// after the checkpoints that signed them were removed, or were written
+// while audit.sign was off.
+var ErrUnsignedRecords = errors.New("more records than till leaves unsigned")
 
 // chained is what Verify reads of a record.
 type chained struct {
@@ -132,7 +141,7 @@ func Verify(files []string, o VerifyOptions) (Report, error) {
 	if o.PublicKey != nil && v.report.Unsigned > maxUnsigned() {
 		// The chain holds no secret: whoever removes the checkpoints
 		// after a record can rewrite it and chain the rest again.
-		return v.report, &Break{File: v.file, Line: v.line, Reason: fmt.Sprintf("%d records follow the last checkpoint, where till signs every %d: "+
+		return v.report, &Break{File: v.file, Line: v.line, err: ErrUnsignedRecords, Reason: fmt.Sprintf("%d records follow the last checkpoint, where till signs every %d: "+
 			"checkpoints after it were removed, and the records after them may have been rewritten (or audit.sign was turned off)",
 			v.report.Unsigned, CheckpointRecords)}
 	}
@@ -214,6 +223,16 @@ func (v *verifier) check(line []byte) error {
 	if r.Event == "checkpoint" {
 		if v.o.PublicKey != nil && !v.signed(&r) {
 			return v.broken("the checkpoint's signature does not verify: the records before it were changed, or another key signed it")
+		}
+		if v.o.PublicKey != nil && v.report.Unsigned > maxUnsigned() {
+			// A till signs the records it finds unsigned when it starts
+			// (those a crash left): the checkpoints after a record can be
+			// removed, the records rewritten and chained again, and the
+			// next start signs them, unless no checkpoint may sign more
+			// records than till leaves between two.
+			return &Break{File: v.file, Line: v.line, err: ErrUnsignedRecords, Reason: fmt.Sprintf("this checkpoint follows %d records no checkpoint signed, where till signs every %d: "+
+				"checkpoints before it were removed and the records after them may have been rewritten (till signs what it finds unsigned when it starts), "+
+				"or audit.sign was off while they were written", v.report.Unsigned, CheckpointRecords)}
 		}
 		v.report.Checkpoints++
 		v.report.Unsigned = 0

@@ -223,6 +223,9 @@ func runAuditVerify(args []string, e *env) error {
 		if errors.Is(err, audit.ErrNoCheckpoint) {
 			return withHint(err, "verify again in a minute, or once till stops (it signs then); a file just rotated: give the one before it first")
 		}
+		if errors.Is(err, audit.ErrUnsignedRecords) {
+			return withHint(err, "no checkpoint signed those records as they were written: they may have been rewritten; if audit.sign was off for them, verify --pubkey the files written after it was turned on")
+		}
 		if errors.As(err, &br) {
 			return withHint(err, "the trail is not as till wrote it from that line on; files go oldest first")
 		}

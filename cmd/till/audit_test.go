@@ -183,3 +183,52 @@ func TestAuditSummaryUntilCommaFraction(t *testing.T) {
 		t.Errorf("--until 10:00:01,1Z counts differently from 10:00:01.1Z:\ndot:\n%s\ncomma:\n%s", dot, comma)
 	}
 }
+
+// TestAuditVerifySignedLate: audit.sign turned on for a file that holds
+// more unsigned records than till leaves between two checkpoints: the
+// checkpoint signed at start vouches for records no checkpoint signed as
+// they were written (whoever removed their checkpoints could have
+// rewritten them), so verify --pubkey refuses it and says how to verify
+// what was signed: the files written after signing was turned on, which
+// a file rotated before the start begins.
+func TestAuditVerifySignedLate(t *testing.T) {
+	defer func(n int) { audit.CheckpointRecords = n }(audit.CheckpointRecords)
+	audit.CheckpointRecords = 5
+	c := newCLI(t)
+	unsigned := func() {
+		s, err := audit.Open(audit.Options{Path: "audit.log"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			s.Write(auditRecord(fmt.Sprint("u", i), "2026-12-02T10:00:00Z"))
+		}
+		s.Close()
+	}
+	unsigned()
+	signedTrail(t, 3)
+	out, errOut, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log")
+	for _, want := range []string{
+		"till: error: audit.log:21: this checkpoint follows 20 records no checkpoint signed",
+		"till: hint: no checkpoint signed those records as they were written",
+	} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("verify --pubkey of a file signed late: exit %d, stderr lacks %q:\n%s%s", code, want, out, errOut)
+		}
+	}
+
+	// Signing turned on with a new file: the file after the unsigned one
+	// verifies.
+	os.Remove("audit.log")
+	unsigned()
+	if err := os.Rename("audit.log", "audit.log.1"); err != nil {
+		t.Fatal(err)
+	}
+	signedTrail(t, 3)
+	if out, errOut, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log"); code != 0 {
+		t.Errorf("verify --pubkey of the file signed from its start: exit %d: %s%s", code, out, errOut)
+	}
+	if _, _, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log.1", "audit.log"); code != 1 {
+		t.Errorf("verify --pubkey of the unsigned file with the signed one: exit %d, want 1", code)
+	}
+}
