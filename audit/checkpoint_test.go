@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestVerifyCatchesStrippedCheckpoints: whoever can write the audit files
@@ -213,5 +214,35 @@ func TestRestartSignsNoRewrittenTrail(t *testing.T) {
 	}
 	if recs := lines(t, path); recs[br.Line-1]["event"] != "checkpoint" {
 		t.Errorf("the break is at line %d, %v; want the checkpoint that signed the rewritten records", br.Line, recs[br.Line-1])
+	}
+}
+
+// TestVerifyReportsLastSigned: a trail cut back to a checkpoint verifies
+// (nothing in it can tell), but the time of its last signature, which
+// Verify reports, is the earlier checkpoint's: the operator who knows
+// till ran later sees that its last records are missing.
+func TestVerifyReportsLastSigned(t *testing.T) {
+	defer func(n int) { CheckpointRecords = n }(CheckpointRecords)
+	CheckpointRecords = 5
+	pub, _, path := signedTestTrail(t, 12)
+	var signed []time.Time
+	for _, rec := range lines(t, path) {
+		if rec["event"] == "checkpoint" {
+			at, _ := time.Parse(time.RFC3339Nano, rec["time"].(string))
+			signed = append(signed, at)
+		}
+	}
+	if len(signed) < 2 {
+		t.Fatalf("setup: %d checkpoints", len(signed))
+	}
+	if r := mustVerify(t, VerifyOptions{PublicKey: pub}, path); !r.LastSigned.Equal(signed[len(signed)-1]) {
+		t.Errorf("LastSigned %v, want the last checkpoint's time %v", r.LastSigned, signed[len(signed)-1])
+	}
+	rewrite(t, path, func(l []string) []string { return l[:CheckpointRecords+1] })
+	if r := mustVerify(t, VerifyOptions{PublicKey: pub}, path); !r.LastSigned.Equal(signed[0]) {
+		t.Errorf("cut back to the first checkpoint: LastSigned %v, want its time %v", r.LastSigned, signed[0])
+	}
+	if r := mustVerify(t, VerifyOptions{}, path); !r.LastSigned.IsZero() {
+		t.Errorf("without a key: LastSigned %v, want none (no signature was checked)", r.LastSigned)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/tillgw/till/internal/termtext"
 )
@@ -36,6 +37,11 @@ type Report struct {
 	Files, Records, Checkpoints int
 	// Unsigned counts the records after the last checkpoint.
 	Unsigned int
+	// LastSigned is the time the last checkpoint was signed at, when
+	// the signatures were checked (VerifyOptions.PublicKey): till wrote
+	// nothing after it that the trail proves, since the records after
+	// it, and any later checkpoints, may have been removed.
+	LastSigned time.Time
 	// StartsAfter names the file (prev_file) that the first record
 	// chains to, when the trail given starts after others; that link
 	// is not checked.
@@ -236,6 +242,9 @@ func (v *verifier) check(line []byte) error {
 		}
 		v.report.Checkpoints++
 		v.report.Unsigned = 0
+		if v.o.PublicKey != nil {
+			v.report.LastSigned, _ = time.Parse(time.RFC3339Nano, r.Time)
+		}
 		if v.o.Checkpoint != nil && bytes.Equal(line, v.o.Checkpoint) {
 			v.found = true
 		}

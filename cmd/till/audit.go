@@ -234,7 +234,7 @@ func runAuditVerify(args []string, e *env) error {
 	if o.PublicKey == nil {
 		// The chain holds no secret: anyone who can write the files can
 		// cut its end, edit its last record or chain it anew.
-		fmt.Fprintln(e.stderr, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show records cut from the end, an edited last record or a re-written chain")
+		fmt.Fprintln(e.stderr, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show an edited last record or a re-written chain, and only one kept elsewhere (--checkpoint) records cut from the end")
 	}
 	fmt.Fprintf(e.stdout, "ok: %s in %s chain", plural(r.Records, "record"), plural(r.Files, "file"))
 	switch {
@@ -244,6 +244,13 @@ func runAuditVerify(args []string, e *env) error {
 		fmt.Fprintf(e.stdout, "; %s not checked (no --pubkey)\n", plural(r.Checkpoints, "checkpoint"))
 	default:
 		fmt.Fprintln(e.stdout)
+	}
+	if !r.LastSigned.IsZero() {
+		// Records cut back to a checkpoint leave a trail that verifies:
+		// the time its last signature has shows whether till's last
+		// records are missing.
+		fmt.Fprintf(e.stdout, "last signed at %s: records till wrote after that can be removed unseen (a checkpoint kept elsewhere shows them: --checkpoint)\n",
+			r.LastSigned.UTC().Format(time.RFC3339))
 	}
 	if o.Checkpoint != nil {
 		fmt.Fprintln(e.stdout, "the checkpoint given is in the trail")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tillgw/till/audit"
 )
@@ -61,7 +62,8 @@ func TestAuditCLIEdges(t *testing.T) {
 		t.Errorf("verify of the file after its predecessor was removed: exit %d: %s%s", code, out, errOut)
 	}
 	// Without a public key, the ok says what the chain alone cannot show.
-	if !strings.Contains(errOut, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show records cut from the end") {
+	if !strings.Contains(errOut, "note: only signed checkpoints (audit.sign: true, verify --pubkey) show an edited last record") ||
+		!strings.Contains(errOut, "only one kept elsewhere (--checkpoint) records cut from the end") {
 		t.Errorf("verify without --pubkey: no note of what it cannot see: %s", errOut)
 	}
 }
@@ -230,5 +232,25 @@ func TestAuditVerifySignedLate(t *testing.T) {
 	}
 	if _, _, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log.1", "audit.log"); code != 1 {
 		t.Errorf("verify --pubkey of the unsigned file with the signed one: exit %d, want 1", code)
+	}
+}
+
+// TestAuditVerifyPrintsLastSigned: verify --pubkey says when the trail
+// was last signed, since a trail cut back to a checkpoint verifies.
+func TestAuditVerifyPrintsLastSigned(t *testing.T) {
+	c := newCLI(t)
+	lines := signedTrail(t, 2)
+	var ckpt struct{ Time string }
+	json.Unmarshal(lines[len(lines)-1], &ckpt)
+	at, err := time.Parse(time.RFC3339Nano, ckpt.Time)
+	if err != nil {
+		t.Fatalf("setup: the last line is no checkpoint: %s", lines[len(lines)-1])
+	}
+	want := "last signed at " + at.UTC().Format(time.RFC3339) + ": records till wrote after that can be removed unseen"
+	if out, errOut, code := c.run("", "audit", "verify", "--pubkey", "audit.pub", "audit.log"); code != 0 || !strings.Contains(out, want) {
+		t.Errorf("verify --pubkey: exit %d, stdout lacks %q:\n%s%s", code, want, out, errOut)
+	}
+	if out, _, _ := c.run("", "audit", "verify", "audit.log"); strings.Contains(out, "last signed") {
+		t.Errorf("verify without --pubkey names a time no signature was checked for:\n%s", out)
 	}
 }
