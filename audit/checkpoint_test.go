@@ -2,6 +2,10 @@ package audit
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // TestVerifyCatchesStrippedCheckpoints: whoever can write the audit files
@@ -244,5 +250,50 @@ func TestVerifyReportsLastSigned(t *testing.T) {
 	}
 	if r := mustVerify(t, VerifyOptions{}, path); !r.LastSigned.IsZero() {
 		t.Errorf("without a key: LastSigned %v, want none (no signature was checked)", r.LastSigned)
+	}
+}
+
+// TestParseAuthorizedKeyTypes: --pubkey takes till's key type only. A
+// security key's sk-ssh-ed25519 key and a certificate hold an Ed25519
+// key too, and were taken as one: a key till never signs with, which
+// makes every checkpoint a failed signature rather than the wrong key
+// named.
+func TestParseAuthorizedKeyTypes(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	sshPub, _ := ssh.NewPublicKey(pub)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 1024)
+	rsaPub, _ := ssh.NewPublicKey(&rsaKey.PublicKey)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	cert := &ssh.Certificate{Key: sshPub, CertType: ssh.UserCert, ValidBefore: ssh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, signer); err != nil {
+		t.Fatal(err)
+	}
+	// A security key's public key, as ssh-keygen -t ed25519-sk writes it:
+	// type, key, application (OpenSSH's PROTOCOL.u2f).
+	wire := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+			b = append(b, p...)
+		}
+		return b
+	}
+	sk := "sk-ssh-ed25519@openssh.com " + base64.StdEncoding.EncodeToString(wire([]byte("sk-ssh-ed25519@openssh.com"), pub, []byte("ssh:"))) + "\n"
+	for _, tt := range []struct {
+		name, text string
+		ok         bool
+	}{
+		{"ssh-ed25519", string(ssh.MarshalAuthorizedKey(sshPub)), true},
+		{"sk-ssh-ed25519", sk, false},
+		{"certificate", string(ssh.MarshalAuthorizedKey(cert)), false},
+		{"rsa", string(ssh.MarshalAuthorizedKey(rsaPub)), false},
+	} {
+		k, err := ParseAuthorizedKey([]byte(tt.text))
+		switch {
+		case tt.ok && (err != nil || !k.Equal(pub)):
+			t.Errorf("%s: %v", tt.name, err)
+		case !tt.ok && (err == nil || !strings.Contains(err.Error(), "want ssh-ed25519")):
+			t.Errorf("%s: got %v, want an error naming ssh-ed25519", tt.name, err)
+		}
 	}
 }

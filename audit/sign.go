@@ -92,18 +92,22 @@ func AuthorizedKey(key ed25519.PrivateKey) string {
 }
 
 // ParseAuthorizedKey reads an Ed25519 public key in the OpenSSH format.
+// A security key's (sk-ssh-ed25519@openssh.com) or a certificate holds
+// an Ed25519 key too, but none that till signs with: it is refused by
+// its type, as any other.
 func ParseAuthorizedKey(text []byte) (ed25519.PublicKey, error) {
 	pub, _, _, _, err := ssh.ParseAuthorizedKey(text)
 	if err != nil {
 		return nil, errors.New("not an OpenSSH public key (want a line like: ssh-ed25519 AAAA…)")
 	}
+	notEd25519 := errors.New("not an Ed25519 public key (want ssh-ed25519, as till audit pubkey prints)")
 	ck, ok := pub.(ssh.CryptoPublicKey)
-	if !ok {
-		return nil, errors.New("not an Ed25519 public key")
+	if !ok || pub.Type() != ssh.KeyAlgoED25519 {
+		return nil, notEd25519
 	}
 	k, ok := ck.CryptoPublicKey().(ed25519.PublicKey)
 	if !ok {
-		return nil, errors.New("not an Ed25519 public key (want ssh-ed25519)")
+		return nil, notEd25519
 	}
 	return k, nil
 }
