@@ -61,9 +61,16 @@ func (c *chain) commit(line []byte) {
 // link makes line, the last record of a file, the one the next record
 // chains to.
 func (c *chain) link(line []byte) {
-	sum := sha256.Sum256(bytes.TrimRight(line, "\n"))
-	hex.Encode(c.prev[:], sum[:])
+	c.prev = hashOf(line)
 	c.hasPrev = true
+}
+
+// hashOf is the hex SHA-256 of line without its newline: what the
+// record after it holds as prev.
+func hashOf(line []byte) (h [2 * sha256.Size]byte) {
+	sum := sha256.Sum256(bytes.TrimRight(line, "\n"))
+	hex.Encode(h[:], sum[:])
+	return h
 }
 
 // restart starts a new file, after the one named prevFile (a base name;
@@ -79,14 +86,23 @@ func (c *chain) restart(prevFile string) {
 // resume continues a file whose last line is last: its records go on
 // from the seq it holds.
 func (c *chain) resume(last []byte) {
+	c.renumber(last)
+	c.link(last)
+}
+
+// renumber continues a file whose last line is last, from the seq it
+// holds, but chains the next record to the one the chain was at.
+func (c *chain) renumber(last []byte) {
 	var r struct {
 		Seq uint64 `json:"seq"`
 	}
 	_ = json.Unmarshal(last, &r) // a line from before the chain has none
 	c.seq = r.Seq
 	c.prevFile = nil
-	c.link(last)
 }
+
+// follows reports whether line is the record the chain is at.
+func (c *chain) follows(line []byte) bool { return c.hasPrev && hashOf(line) == c.prev }
 
 // head is the hex SHA-256 of the last record written ("" before any).
 func (c *chain) head() string {

@@ -297,3 +297,47 @@ func TestParseAuthorizedKeyTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestReplacedFileNotResumed: while till runs, whoever can write the
+// audit folder moves the file away and puts a rewritten copy at its
+// path: a signed key use removed, the checkpoint that signed it dropped,
+// the rest chained again (within what verify allows unsigned). The
+// running till followed the path and went on from the copy's last
+// record, so its next checkpoint signed the rewrite. It knows the record
+// it wrote last: a file at the path that ends in another is not
+// continued from, and verify finds where till's records meet it.
+func TestReplacedFileNotResumed(t *testing.T) {
+	defer func(n int) { CheckpointRecords = n }(CheckpointRecords)
+	CheckpointRecords = 5
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	var said []string
+	s, path := openTest(t, Options{Signer: priv, Log: func(msg string) { said = append(said, msg) }})
+	for i := range 12 {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	if err := os.Rename(path, path+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path + ".moved")
+	os.WriteFile(path, b, 0o600)
+	stripCheckpoints(t, path, `"id":"7"`) // signed by the second checkpoint
+	os.Remove(path + ".moved")
+	if err := s.Reopen(); err != nil { // SIGUSR1, or the probe a second later
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		s.Write(record(fmt.Sprint("after", i)))
+	}
+	s.Close()
+	_, err := Verify([]string{path}, VerifyOptions{PublicKey: pub})
+	var br *Break
+	if !errors.As(err, &br) {
+		t.Fatalf("verify --pubkey of a file rewritten and swapped in under a running till: %v, want a break", err)
+	}
+	if recs := lines(t, path); recs[br.Line]["id"] != "after0" {
+		t.Errorf("break %v; want it where till's first record after the swap meets the copy", err)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "does not end in the record till wrote last") {
+		t.Errorf("log %q, want the swap said", said)
+	}
+}

@@ -327,10 +327,22 @@ func (s *Sink) reopen(prevName string) error {
 		return err
 	}
 	s.repaired(s.file.path, cut)
-	if last != nil {
-		s.chain.resume(last)
-	} else {
+	switch {
+	case last == nil:
 		s.chain.restart(prevName)
+	case s.chain.hasPrev && !s.chain.follows(last):
+		// A file put at the path with records till did not write last
+		// (a copy rewritten and swapped in, so that till's next
+		// checkpoint would sign it): till knows the record it wrote
+		// last, and goes on from it, not from the file, so that verify
+		// shows where the two meet.
+		s.chain.renumber(last)
+		if s.opts.Log != nil {
+			s.opts.Log(fmt.Sprintf("the audit file now at %s does not end in the record till wrote last (it was replaced): "+
+				"till's records chain on from its own, and verify will show where they meet the file's", s.file.path))
+		}
+	default:
+		s.chain.resume(last)
 	}
 	return nil
 }
