@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,16 +80,8 @@ func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange,
 		// The client hello may already be in the server's read buffer.
 		c = &prefixConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
 	}
-	tc := tls.Server(c, &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
-		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if hello.ServerName != "" && strings.TrimSuffix(strings.ToLower(hello.ServerName), ".") != t.host {
-				return nil, errSNIMismatch
-			}
-			return ic.leaves.Get(t.host)
-		},
-	})
+	var hello *tls.ClientHelloInfo
+	tc := tls.Server(c, ic.leafConfig(t, &hello))
 	ctx, cancel := context.WithTimeout(r.Context(), handshakeTimeout)
 	err = tc.HandshakeContext(ctx)
 	cancel()
@@ -100,7 +93,7 @@ func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange,
 			x.failure = CodeBadRequest
 		}
 		ev := ic.g.log.Info().Str("id", x.rec.id).Str("host", t.host).Str("error", err.Error())
-		if hint := handshakeHint(err); hint != "" {
+		if hint := handshakeHint(err, hello); hint != "" {
 			ev = ev.Str("hint", hint)
 		}
 		ev.Msg("intercepted TLS handshake failed")
@@ -114,16 +107,48 @@ func (ic *interceptor) serve(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 }
 
-// handshakeHint says what most often makes an app end the handshake of
-// an intercepted CONNECT, for the log: the error the app's TLS stack
-// reports (an alert, a record torn down) seldom says so itself.
-func handshakeHint(err error) string {
+// interceptProtos are the application protocols (ALPN) an intercepted
+// connection speaks.
+var interceptProtos = []string{"h2", "http/1.1"}
+
+// leafConfig is the TLS config of one intercepted CONNECT to t: till's
+// leaf for t's host, and a refusal for another server name. It keeps the
+// client hello in *hello, for the log of a failed handshake; it is read
+// before the versions and protocols are chosen, so it is there when
+// those fail.
+func (ic *interceptor) leafConfig(t connectTarget, hello **tls.ClientHelloInfo) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: interceptProtos,
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			*hello = h
+			return nil, nil
+		},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if hello.ServerName != "" && strings.TrimSuffix(strings.ToLower(hello.ServerName), ".") != t.host {
+				return nil, errSNIMismatch
+			}
+			return ic.leaves.Get(t.host)
+		},
+	}
+}
+
+// handshakeHint says what most often makes an intercepted CONNECT's
+// handshake fail, for the log: the error the app's TLS stack reports (an
+// alert, a record torn down) seldom says so itself, and an app refused
+// for its old TLS version or its protocols is no app without till's CA.
+// hello is the app's client hello, nil when none came.
+func handshakeHint(err error, hello *tls.ClientHelloInfo) string {
 	var rh tls.RecordHeaderError
 	switch {
 	case errors.Is(err, errSNIMismatch), errors.Is(err, context.DeadlineExceeded):
 		return ""
 	case errors.As(err, &rh):
 		return "the app sent no TLS inside the CONNECT: an http:// URL goes to the proxy as is (undici: proxyTunnel: false)"
+	case hello != nil && !slices.ContainsFunc(hello.SupportedVersions, func(v uint16) bool { return v == tls.VersionTLS12 || v == tls.VersionTLS13 }):
+		return "the app offers only TLS 1.1 or older; till needs TLS 1.2 or later: update the app's TLS library, or its minimum TLS version"
+	case hello != nil && len(hello.SupportedProtos) > 0 && !slices.ContainsFunc(hello.SupportedProtos, func(p string) bool { return slices.Contains(interceptProtos, p) }):
+		return "the app asked for no HTTP protocol (ALPN): till intercepts HTTP/1.1 and HTTP/2 only"
 	}
 	return "an app that does not trust till's CA ends the handshake: give it the CA (till env prints SSL_CERT_FILE, NODE_EXTRA_CA_CERTS and the rest)"
 }

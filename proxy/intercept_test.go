@@ -112,7 +112,8 @@ func (f *interceptFixture) handshakeALPN(tb testing.TB, host string, protos ...s
 // TestInterceptHandshakeHint: an app that was not given till's CA (the
 // commonest mistake with HTTPS_PROXY) ends the handshake with an alert
 // or a torn record that does not name the CA; till's log line hints at
-// it, and at plain HTTP sent inside a CONNECT.
+// it, at plain HTTP sent inside a CONNECT, and at an app refused for its
+// TLS version or its ALPN protocols, which is not sent to look for the CA.
 func TestInterceptHandshakeHint(t *testing.T) {
 	f := newInterceptFixture(t, 16)
 	for _, tt := range []struct {
@@ -125,6 +126,14 @@ func TestInterceptHandshakeHint(t *testing.T) {
 		{"plain HTTP in the tunnel", `"hint":"the app sent no TLS inside the CONNECT`, func(c net.Conn) {
 			io.WriteString(c, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
 			io.Copy(io.Discard, c)
+		}},
+		// The app trusts till's CA: its version or its protocols, not
+		// the CA, end these handshakes.
+		{"app offering only TLS 1.1 and 1.0", `"hint":"the app offers only TLS 1.1 or older; till needs TLS 1.2 or later`, func(c net.Conn) {
+			tls.Client(c, &tls.Config{ServerName: "localhost", RootCAs: f.roots, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}).Handshake()
+		}},
+		{"app asking for no HTTP protocol", `"hint":"the app asked for no HTTP protocol (ALPN)`, func(c net.Conn) {
+			tls.Client(c, &tls.Config{ServerName: "localhost", RootCAs: f.roots, NextProtos: []string{"imap"}}).Handshake()
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
