@@ -50,8 +50,7 @@ func runCAInit(args []string, e *env) error {
 	}
 	certPath := cfg.Forward.CACert
 	if _, err := os.Lstat(certPath); err == nil {
-		return withHint(fmt.Errorf("%s already exists: this installation has its CA", displayPath(certPath)),
-			"till ca export prints it; apps that trust it would break if it changed")
+		return caExists(cfg, e, certPath)
 	}
 	v, err := openVault(cfg, e, true)
 	if err != nil {
@@ -105,6 +104,28 @@ func runCAInit(args []string, e *env) error {
 	fmt.Fprintf(e.stdout, "certificate: %s (give it to apps: till env prints the variables)\n", displayPath(certPath))
 	fmt.Fprintf(e.stdout, "private key: in the vault as %q\n", config.CASecret)
 	return nil
+}
+
+// caExists is ca init's refusal when forward.ca_cert exists: the CA is
+// there already, or its certificate outlived its key (a vault replaced
+// or restored without it), which serve and check refuse, and which a new
+// key under the same certificate cannot mend.
+func caExists(cfg *config.Config, e *env, certPath string) error {
+	if secrets, err := readSecrets(cfg, e); err == nil {
+		if _, ok := secrets[config.CASecret]; !ok {
+			return withHint(fmt.Errorf("%s exists, but the vault holds no CA key (%q) for it", displayPath(certPath), config.CASecret),
+				lostCAKeyHint(certPath))
+		}
+	}
+	return withHint(fmt.Errorf("%s already exists: this installation has its CA", displayPath(certPath)),
+		"till ca export prints it; apps that trust it would break if it changed")
+}
+
+// lostCAKeyHint says what to do when the vault lacks the key of the CA
+// certificate at certPath.
+func lostCAKeyHint(certPath string) string {
+	return "restore the vault that holds it; or, for a new CA, move " + displayPath(certPath) +
+		" away, run till ca init, and give apps the new certificate (till env)"
 }
 
 // writeCACert writes a new CA certificate file (mode 0644), refusing to

@@ -705,3 +705,26 @@ func TestCAInitAfterLostCert(t *testing.T) {
 		t.Errorf("check with the reissued certificate: exit %d: %s%s", code, out, errOut)
 	}
 }
+
+// TestCAInitAfterLostKey: a vault that lost the CA key (replaced, or
+// restored from before till ca init) beside the certificate stops
+// serve and check; neither they nor ca init may send the operator to
+// till ca init alone, which refuses while the certificate is there.
+func TestCAInitAfterLostKey(t *testing.T) {
+	c := newCLI(t)
+	c.must("", "ca", "init")
+	os.Remove("till.vault")
+	c.must(key, "secret", "set", "openai")
+	_, errOut, code := c.run("", "ca", "init")
+	if code != 1 || !strings.Contains(errOut, `the vault holds no CA key ("till-ca")`) || !strings.Contains(errOut, "move till-ca.pem away, run till ca init") {
+		t.Errorf("ca init with the key lost: exit %d: %s", code, errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\nroutes: []\n"), 0o644)
+	if _, errOut, code := c.run("", "check"); code != 1 || !strings.Contains(errOut, "move till-ca.pem away, run till ca init") {
+		t.Errorf("check with the key lost: exit %d: %s", code, errOut)
+	}
+	os.Rename("till-ca.pem", "old-ca.pem")
+	if out, errOut, code := c.run("", "ca", "init"); code != 0 || !strings.Contains(out, "created the interception CA") {
+		t.Errorf("ca init with the certificate moved away: exit %d: %s%s", code, out, errOut)
+	}
+}

@@ -492,7 +492,9 @@ func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, al
 	}
 	key, ok := secrets[config.CASecret]
 	if !ok {
-		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, config.CASecret), hint)
+		// The certificate is there: its key is lost, and till ca init
+		// would refuse to replace the certificate.
+		return nil, withHint(fmt.Errorf("%s needs the CA key: no %q in the vault", what, config.CASecret), lostCAKeyHint(cfg.Forward.CACert)+" "+alt)
 	}
 	stored, _ := key.Value()
 	authority, err := ca.Load(certPEM, stored)
