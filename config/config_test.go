@@ -139,6 +139,8 @@ func TestParseErrors(t *testing.T) {
 		{"huge burst", "version: 1\nroutes:\n  - {name: x, preset: openai, rate: 1/s, burst: 2000000000}\n", `till.yaml:3: routes[0].burst: must be from 1 to 1073741824`},
 		{"unicode host", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://exämple.com/v1'}\n", `till.yaml:3: routes[0].upstream: host must be written in ASCII, as requests carry it (hint: xn--exmple-cua.com)`},
 		{"percent-encoded unicode host", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://ex%C3%A4mple.com'}\n", `till.yaml:3: routes[0].upstream: host must be written in ASCII, as requests carry it (hint: xn--exmple-cua.com)`},
+		{"wildcard upstream host", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://*.example.com'}\n", `till.yaml:3: routes[0].upstream: host must be a DNS name (letters, digits, '-', '_' and '.') or an IP address`},
+		{"upstream host with a comma", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://a,b.example.com'}\n", `till.yaml:3: routes[0].upstream: host must be a DNS name (letters, digits, '-', '_' and '.') or an IP address`},
 		{"upstream port 0", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://api.example.com:0'}\n", `till.yaml:3: routes[0].upstream: must have a port number from 1 to 65535`},
 		{"upstream port too high", "version: 1\nroutes:\n  - {name: x, preset: openai, upstream: 'https://api.example.com:65536'}\n", `till.yaml:3: routes[0].upstream: must have a port number from 1 to 65535`},
 		{"burst without rate", "version: 1\nroutes:\n  - {name: x, preset: openai, burst: 5}\n", `till.yaml:3: routes[0].burst: needs a rate (hint: add rate: 10/s)`},

@@ -710,6 +710,9 @@ func parseUpstream(s string, allowPlaintext bool) (*url.URL, error) {
 	if err := asciiHost(u.Hostname()); err != nil {
 		return nil, err
 	}
+	if err := hostName(u.Hostname()); err != nil {
+		return nil, err
+	}
 	if u.RawQuery != "" || u.ForceQuery {
 		return nil, errorString("must not have a query string")
 	}
@@ -748,6 +751,23 @@ func asciiHost(host string) error {
 				return errorString(msg + " (hint: " + a + ")")
 			}
 			return errorString(msg)
+		}
+	}
+	return nil
+}
+
+// hostName refuses a host that is neither an IP address nor a DNS name
+// (letters, digits, '-', '_' and '.'): url.Parse takes "*.example.com"
+// and "a,b", which no upstream answers to, and for which forward mode
+// would have till's CA sign a leaf: a wildcard one, for a '*'.
+func hostName(host string) error {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return errorString("host must be a DNS name (letters, digits, '-', '_' and '.') or an IP address")
 		}
 	}
 	return nil

@@ -166,6 +166,9 @@ func (c *CA) Mint(host string, now time.Time) (*tls.Certificate, error) {
 	if host == "" {
 		return nil, errors.New("no host to mint a certificate for")
 	}
+	if err := leafName(host); err != nil {
+		return nil, err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -192,6 +195,26 @@ func (c *CA) Mint(host string, now time.Time) (*tls.Certificate, error) {
 		return nil, err
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// leafName refuses a name no leaf may carry: one that is neither an IP
+// address nor a DNS name of letters, digits, '-' and '_', in labels of
+// 1 to 63 bytes and 253 in all. A '*' would make the leaf a wildcard,
+// good for every name under it.
+func leafName(host string) error {
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	bad := len(host) > 253
+	for label := range strings.SplitSeq(host, ".") {
+		bad = bad || len(label) == 0 || len(label) > 63 || strings.ContainsFunc(label, func(c rune) bool {
+			return !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_')
+		})
+	}
+	if bad {
+		return errors.New("no certificate for a name that is not a DNS name or an IP address")
+	}
+	return nil
 }
 
 func randomSerial() *big.Int {

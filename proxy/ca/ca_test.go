@@ -90,6 +90,22 @@ func TestMintVerifies(t *testing.T) {
 	}
 }
 
+// TestMintOnlyHostNames: the CA signs no wildcard leaf, nor one for a
+// name DNS could not carry, whatever host it is asked for.
+func TestMintOnlyHostNames(t *testing.T) {
+	c := newTestCA(t)
+	for _, host := range []string{"*.example.com", "*", "a.*.example.com", "a,b.example.com", "a..b", ".example.com", "a b", strings.Repeat("a", 64) + ".example", strings.Repeat("a.", 127) + "ab"} {
+		if leaf, err := c.Mint(host, time.Now()); err == nil {
+			t.Errorf("%q: minted a leaf for %v %v", host, leaf.Leaf.DNSNames, leaf.Leaf.IPAddresses)
+		}
+	}
+	for _, host := range []string{"my_service", "x-1.example.com", "::1", strings.Repeat("a", 63) + ".example"} {
+		if _, err := c.Mint(host, time.Now()); err != nil {
+			t.Errorf("%q: %v", host, err)
+		}
+	}
+}
+
 // TestEachCertificateOnePurpose: what the CA signs serves one purpose.
 // Interception and listener leaves are refused as client certificates
 // (the listener verifies those against this CA); a client certificate,
