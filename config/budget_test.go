@@ -69,6 +69,7 @@ func TestParseBudgetErrors(t *testing.T) {
 		{"token as route", "routes:\n  - {name: openai, preset: openai}\nbudgets:\n  - {name: b, window: 1h, requests: 1, routes: [sk-proj-abcdefghijklmnopqrstuvwxyz0123456789]}\n", `till.yaml:5: budgets[0].routes[0]: unknown route`},
 		{"duplicate", "budgets:\n  - {name: b, window: 1h, requests: 1}\n  - {name: b, window: 1h, requests: 2}\n", `till.yaml:4: budgets[1].name: duplicate budget name "b" (first at line 3)`},
 		{"models without usage", "routes:\n  - {name: x, upstream: 'https://a.example', inject: {header: X-Key}, allow: {models: [m]}}\n", `till.yaml:3: routes[0].allow.models: needs a route whose usage is known (hint: a preset such as openai, or usage: openai)`},
+		{"models without usage, SigV4 not for Bedrock", "routes:\n  - {name: x, upstream: 'https://a.example', inject: {aws_sigv4: {service: s3, region: us-east-1}}, allow: {models: [m]}}\n", `till.yaml:3: routes[0].allow.models: needs a route whose usage is known (hint: a preset such as openai, or usage: openai)`},
 		{"bad usage", "routes:\n  - {name: x, preset: openai, usage: claude}\n", `till.yaml:3: routes[0].usage: must be "openai" or "anthropic" or "gemini" or "cohere" or "none"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -231,6 +232,10 @@ func TestRegionPresets(t *testing.T) {
 	b, v := c.Routes[0], c.Routes[1]
 	if b.Upstream.String() != "https://bedrock-runtime.us-west-2.amazonaws.com" || b.Inject.AWSSigV4 == nil || *b.Inject.AWSSigV4 != (AWSSigV4{Service: "bedrock", Region: "us-west-2"}) || b.MaxBody != DefaultSigV4MaxBody {
 		t.Errorf("bedrock: %v %+v %d", b.Upstream, b.Inject.AWSSigV4, b.MaxBody)
+	}
+	// Bedrock names the model in the path: model rules need no usage.
+	if _, err := Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: b, preset: bedrock, region: us-west-2, allow: {models: [anthropic.claude-3-haiku*]}}\n"), "/"); err != nil {
+		t.Errorf("allow.models on preset bedrock: %v", err)
 	}
 	if p, _ := LookupPreset("bedrock"); p.Inject.AWSSigV4.Region != RegionPlaceholder {
 		t.Error("a route changed the preset's region")

@@ -301,6 +301,13 @@ func (r *Route) Keys() []PoolMember {
 	return []PoolMember{{Secret: r.Secret, Ref: r.Ref}}
 }
 
+// SignsForBedrock reports whether r signs with SigV4 for Bedrock
+// (service bedrock), whose runtime names the model a request runs in its
+// path (/model/{modelId}/invoke): model rules need no usage format there.
+func (r *Route) SignsForBedrock() bool {
+	return r.Inject.AWSSigV4 != nil && r.Inject.AWSSigV4.Service == "bedrock"
+}
+
 // Pool strategies: each request takes the next key; or each client keeps
 // to one key (the provider's prompt cache stays warm).
 const (

@@ -167,7 +167,7 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 			r.Usage = s
 		}
 	}
-	if len(r.Allow.Models) > 0 && r.Usage == UsageNone {
+	if len(r.Allow.Models) > 0 && r.Usage == UsageNone && !r.SignsForBedrock() {
 		d.errorf(f["allow"], join(path, "allow.models"), "needs a route whose usage is known (hint: a preset such as openai, or usage: openai)")
 	}
 

@@ -54,6 +54,10 @@ type exchange struct {
 	sentForms []string
 	outPath   string
 	rawPath   string
+	// pathModel is the model a Bedrock route's path names, when
+	// namesModel (target.modelPath).
+	pathModel  string
+	namesModel bool
 	// refused is the error code of a refusal by till's policy, failure
 	// that of a request till could not serve; warning questions an
 	// allowed request (secret_expired). The record is built from them.

@@ -97,6 +97,9 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	if m := modelInPath(rt.usage, t.outPath); m != "" {
 		a.model = m // as live: Gemini's model in the path wins over the body's
 	}
+	if t.namesModel {
+		a.model = t.model // as live: Bedrock's too, always
+	}
 	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil, func() (ask, *apiError) { return a, nil })
 	if d.inj != nil {
 		v.Fingerprint = d.inj.fp
@@ -206,7 +209,9 @@ func (s *Snapshot) Mint(ctx context.Context, route string) error {
 // cannot take a model name over 256 bytes.
 func explainAsk(rt *route, outPath, model string) ask {
 	a := ask{model: model, body: model != "", readable: true}
-	if model != "" && len(rt.models) > 0 {
+	if rt.usage == usage.None {
+		a.model, a.readable = "", false // as live: such a route reads no body
+	} else if model != "" && len(rt.models) > 0 {
 		m, _ := json.Marshal(model)
 		req, err := usage.Inspect(rt.usage, outPath, []byte(`{"model":`+string(m)+`}`))
 		a.model, a.readable = req.Model, err == nil

@@ -232,8 +232,11 @@ func FuzzExplainMatchesLive(f *testing.F) {
 		"  - {name: openai, preset: openai, upstream: {{UP}}, allow: {methods: [GET, POST], paths: [/v1/models, \"/v1/chat/*\"]}}\n" +
 		"  - {name: private, preset: openai, upstream: {{UP}}/private, secret: openai, clients: [web, office]}\n" +
 		"  - {name: gemini, preset: gemini, upstream: {{UP}}/g, secret: openai, allow: {models: [gemini-2.5-flash*]}}\n" +
-		"  - {name: gone, preset: openai, upstream: {{UP}}/gone}\n"
-	gw, _ := newTestGateway(f, y, up.URL, secrets(time.Now()))
+		"  - {name: gone, preset: openai, upstream: {{UP}}/gone}\n" +
+		"  - {name: bedrock, upstream: {{UP}}/b, secret: aws, allow: {models: [\"anthropic.claude-3-haiku*\"]}, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n"
+	sec := secrets(time.Now())
+	sec["aws"] = bedrockSecret()["aws"]
+	gw, _ := newTestGateway(f, y, up.URL, sec)
 	gw.audit = testAudit(io.Discard)
 	upHost := strings.TrimPrefix(up.URL, "http://")
 	names := []string{"", "web", "office"}
@@ -245,6 +248,9 @@ func FuzzExplainMatchesLive(f *testing.F) {
 	f.Add("GET", "http://"+upHost+"/v1/models", uint8(0), uint8(0), "")
 	f.Add("GET", "/openai/v1/%2e%2e/files", uint8(0), uint8(0), "")
 	f.Add("DELETE", "//x/openai/v1/models#a", uint8(1), uint8(1), "")
+	f.Add("POST", "/bedrock/model/anthropic.claude-3-opus-20240229-v1:0/invoke", uint8(0), uint8(0), "anthropic.claude-3-haiku-20240307-v1:0")
+	f.Add("POST", "/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse", uint8(0), uint8(0), "")
+	f.Add("POST", "/bedrock/async-invoke", uint8(0), uint8(0), "anthropic.claude-3-haiku-20240307-v1:0")
 	f.Fuzz(func(t *testing.T, method, target string, client, from uint8, model string) {
 		if method == "" || strings.Trim(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" || method == "CONNECT" || !utf8.ValidString(model) {
 			return // till test takes upper-case methods; a model is a JSON string

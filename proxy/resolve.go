@@ -19,6 +19,10 @@ type target struct {
 	route   *route
 	outPath string // the upstream path
 	rawPath string // its escaped form, when it has one of its own
+	// model is the model a Bedrock route's path names (modelPath), and
+	// namesModel says it names one: the body's is then never read as it.
+	model      string
+	namesModel bool
 }
 
 // resolvePath resolves an origin-form request by its path prefix.
@@ -37,6 +41,7 @@ func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
 	if rest, ok := cutEscapedPrefix(rawPath, rt.prefix); ok && rawPath != "" {
 		t.rawPath = rt.upstream.EscapedPath() + rest
 	}
+	t.modelPath()
 	return t, nil
 }
 
@@ -89,7 +94,9 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 		}
 		return target{}, &apiError{CodeHostNotAllowed, "no route for this host"}
 	}
-	return target{mode: modeForward, route: rt, outPath: path, rawPath: u.RawPath}, nil
+	t := target{mode: modeForward, route: rt, outPath: path, rawPath: u.RawPath}
+	t.modelPath()
+	return t, nil
 }
 
 // connectTarget is what a CONNECT asked for; requests inside an
@@ -198,5 +205,7 @@ func (s *Snapshot) resolveInner(t connectTarget, host string, u *url.URL) (targe
 	if rt == nil {
 		return target{}, &apiError{CodeRouteNotFound, "no route matches this host and path"}
 	}
-	return target{mode: modeIntercept, route: rt, outPath: u.Path, rawPath: u.RawPath}, nil
+	out := target{mode: modeIntercept, route: rt, outPath: u.Path, rawPath: u.RawPath}
+	out.modelPath()
+	return out, nil
 }

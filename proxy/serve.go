@@ -119,6 +119,7 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange, l *live, t target) {
 	rt := t.route
 	x.route, x.outPath, x.rawPath, x.live = rt, t.outPath, t.rawPath, l
+	x.pathModel, x.namesModel = t.model, t.namesModel
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	d := l.decide(r, rt, t.outPath, id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })

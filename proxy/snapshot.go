@@ -66,8 +66,10 @@ type route struct {
 	usage              usage.Format
 	streamsReportUsage bool
 	// signs is set for a route that signs with AWS SigV4: its bodies are
-	// held, up to max_body, to be hashed.
-	signs bool
+	// held, up to max_body, to be hashed. bedrock is set when it signs
+	// for Bedrock, whose runtime names the model in the path (modelPath).
+	signs   bool
+	bedrock bool
 	// formMethods is set for a route that reads a POST's form or JSON
 	// body for a _method field (checkFormMethod): such bodies are held, up
 	// to max_body.
@@ -293,6 +295,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		models:   cr.Allow.Models,
 		usage:    usage.Format(cr.Usage),
 		signs:    cr.Inject.AWSSigV4 != nil,
+		bedrock:  cr.SignsForBedrock(),
 
 		formMethods: checksFormMethod(cr.Preset, cr.Allow.Methods),
 

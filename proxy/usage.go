@@ -74,7 +74,18 @@ func UnpricedModels(cfg *config.Config) []string {
 	return out
 }
 
-// readAsk reads what a request on rt asks of the provider from its body,
+// readAsk reads what a request on rt asks of the provider (readBody): on
+// a route that signs for Bedrock, the model is the one its path names,
+// when it names one, whatever the body says: Bedrock runs that one.
+func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
+	a, e := x.readBody(w, r, rt)
+	if x.namesModel {
+		a.model = x.pathModel
+	}
+	return a, e
+}
+
+// readBody reads what a request on rt asks of the provider from its body,
 // held in memory (holdBody) when the route meters usage and the body is
 // not an upload (a file, audio), or the route has model rules: the model,
 // whether it streams, its reservation. A JSON body is read under any
@@ -84,7 +95,7 @@ func UnpricedModels(cfg *config.Config) []string {
 // chunk reports the tokens), so a stream cannot escape token budgets.
 // Other bodies stream on, unread. It returns the refusal to give when the
 // body cannot be read.
-func (x *exchange) readAsk(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
+func (x *exchange) readBody(w http.ResponseWriter, r *http.Request, rt *route) (ask, *apiError) {
 	a := ask{body: x.hasBody}
 	if e := x.checkFormMethod(w, r, rt); e != nil {
 		return a, e
@@ -364,6 +375,8 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 		a.readable = true // a model in the path, and a body that is not JSON
 	}
 	switch {
+	case !a.readable && rt.usage == usage.None:
+		return errNoModelRead, false
 	case !a.readable:
 		return apiError{CodeBadRequest, "this route checks the model, and the request body is not JSON it can read (or is over 1 MiB)"}, false
 	case a.model == "":
@@ -380,6 +393,11 @@ func (rt *route) allowsModel(a ask) (apiError, bool) {
 	}
 	return apiError{}, true
 }
+
+// errNoModelRead refuses, on a route with model rules that reads no body
+// (one that signs for Bedrock, without usage), a request whose path
+// names no model.
+var errNoModelRead = apiError{CodeBadRequest, "this route checks the model, and reads it only from a Bedrock path /model/{modelId}/...; this request has a body and no such path (hint: usage: openai reads the body's model, as Bedrock's OpenAI-compatible API takes it)"}
 
 // errOtherUnnamed refuses, on a route with model rules, a request that
 // lets the provider run a model it does not name.
