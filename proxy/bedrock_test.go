@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -84,5 +85,115 @@ func TestBedrockModelRulesReadThePath(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBedrockModelARN: a model id given as an ARN (an inference profile,
+// which cross-region inference needs) goes in the path as the AWS SDKs
+// send it, its "/" escaped (%2F) in the model's segment; till takes that
+// encoded slash there only, on a route that signs for Bedrock, signs the
+// path as sent, matches allow.paths with the id as one segment and
+// allow.models with the ARN, or with its id when AWS names the resource
+// after its model (a foundation model, a system-defined inference
+// profile), never with the id of a resource an account names.
+func TestBedrockModelARN(t *testing.T) {
+	v := awsVerifier{accessKeyID: "AKIATILLTSTBEDROCK01", secretKey: "tst-bedrock-secret-0123456789abcdef", service: "bedrock", region: "us-east-1"}
+	up, got := verifyingUpstream(t, v)
+	gw, records := newTestGateway(t, "version: 1\nroutes:\n"+
+		"  - {name: aws, upstream: {{UP}}, secret: aws, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}, allow: {paths: [\"/model/*/invoke\", \"/model/*/converse\"],\n"+
+		"     models: [\"us.anthropic.claude-3-haiku*\", \"anthropic.claude-3-haiku*\", \"arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/good1\"]}}\n"+
+		"  - {name: s3, upstream: {{UP}}, secret: aws, inject: {aws_sigv4: {service: s3, region: us-east-1}}}\n", up.URL, bedrockSecret())
+	const (
+		profile  = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0"
+		sdkPath  = "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-haiku-20240307-v1%3A0/invoke"
+		foundHk  = "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A%3Afoundation-model%2Fanthropic.claude-3-haiku-20240307-v1%3A0/converse"
+		literal  = "/model/" + profile + "/invoke"
+		opusPath = "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-opus-20240229-v1%3A0/invoke"
+	)
+	tests := []struct {
+		path, want, upstream, model string // want: the error code; upstream: the path it got
+	}{
+		{sdkPath, "", sdkPath, profile},
+		// The Anthropic SDK escapes "/" only: sent as the AWS SDKs send it.
+		{"/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2fus.anthropic.claude-3-haiku-20240307-v1:0/invoke", "", sdkPath, profile},
+		{foundHk, "", foundHk, "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0"},
+		{literal, "", "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile/us.anthropic.claude-3-haiku-20240307-v1%3A0/invoke", profile},
+		{"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Fgood1/invoke", "", "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Fgood1/invoke", "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/good1"},
+		{opusPath, CodeModelNotAllowed, "", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-opus-20240229-v1:0"},
+		// An account names these: a haiku-like id runs what it likes.
+		{"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Fus.anthropic.claude-3-haiku-x/invoke", CodeModelNotAllowed, "", "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/us.anthropic.claude-3-haiku-x"},
+		{"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aimported-model%2Fanthropic.claude-3-haiku-x/invoke", CodeModelNotAllowed, "", "arn:aws:bedrock:us-east-1:123456789012:imported-model/anthropic.claude-3-haiku-x"},
+		{"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fx%2Fus.anthropic.claude-3-haiku-1/invoke", CodeModelNotAllowed, "", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/x/us.anthropic.claude-3-haiku-1"},
+		// The ARN is one segment to allow.paths: /model/*/invoke only.
+		{strings.TrimSuffix(sdkPath, "invoke") + "count-tokens", CodePathNotAllowed, "", ""},
+		// An encoded slash anywhere else, or on another route, is refused.
+		{"/model/x%2Fy/invoke%2F", CodeBadRequest, "", ""},
+		{"/model/x%2Fy/other", CodeBadRequest, "", ""},
+		{"/v1%2Fmodel/x/invoke", CodeBadRequest, "", ""},
+		{"/model/a%2F..%2Fb/invoke", CodeBadRequest, "", ""},
+		{"/model/a%5Cb/invoke", CodeBadRequest, "", ""},
+	}
+	for _, tt := range tests {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("POST", "/aws"+tt.path, strings.NewReader(`{"messages":[]}`)))
+		if code := w.Header().Get("X-Till-Error"); code != tt.want {
+			t.Errorf("%s: got %d %q, want %q", tt.path, w.Code, code, tt.want)
+			continue
+		}
+		if tt.want != "" {
+			if rec := records.records(t); tt.model != "" && rec[len(rec)-1]["model"] != tt.model {
+				t.Errorf("%s: recorded the model %q, want %q", tt.path, rec[len(rec)-1]["model"], tt.model)
+			}
+			continue
+		}
+		s := <-got
+		if s.why != "" || s.escaped != tt.upstream {
+			t.Errorf("%s: the upstream got %s (want %s); its check of the signature: %s", tt.path, s.escaped, tt.upstream, s.why)
+		}
+		if rec := records.records(t); rec[len(rec)-1]["model"] != tt.model {
+			t.Errorf("%s: recorded the model %q, want %q", tt.path, rec[len(rec)-1]["model"], tt.model)
+		}
+	}
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("PUT", "/s3/model/x%2Fy/invoke", strings.NewReader(`{}`)))
+	if code := w.Header().Get("X-Till-Error"); code != CodeBadRequest {
+		t.Errorf("an encoded slash on a route that signs for S3: got %d %q, want bad_request", w.Code, code)
+	}
+}
+
+// TestModelPath: the model a Bedrock route's path names, and the encoded
+// slashes it takes: each of the app's must be in that model id, before
+// an operation that names a model.
+func TestModelPath(t *testing.T) {
+	up, _ := url.Parse("https://bedrock-runtime.us-east-1.amazonaws.com")
+	bedrock := &route{bedrock: true, upstream: up}
+	tests := []struct {
+		raw, out, rawOut string // the app's path, the upstream path decoded and escaped
+		model            string
+		names, refused   bool
+	}{
+		{"/b/model/m:1/invoke", "/model/m:1/invoke", "", "m:1", true, false},
+		{"/b/MODEL/m/converse", "/MODEL/m/converse", "", "m", true, false},
+		{"/b/model/a%2Fb/invoke", "/model/a/b/invoke", "/model/a%2Fb/invoke", "a/b", true, false},
+		{"/b/model/a/b/invoke", "/model/a/b/invoke", "", "a/b", true, false},
+		{"/b/model/", "/model/", "", "", true, false},
+		{"/b/model", "/model", "", "", false, false},
+		{"/b/v1/chat", "/v1/chat", "", "", false, false},
+		// An encoded slash outside the route's model id: in the app's
+		// prefix, in an operation not of bedrockOps, off /model/.
+		{"/b%2Fc/model/a/b/invoke", "/model/a/b/invoke", "/model/a/b/invoke", "", false, true},
+		{"/b/model/a%2Fb/unknown", "/model/a/b/unknown", "/model/a%2Fb/unknown", "", false, true},
+		{"/b/x/a%2Fb/invoke", "/x/a/b/invoke", "/x/a%2Fb/invoke", "", false, true},
+	}
+	for _, tt := range tests {
+		tg := target{route: bedrock, outPath: tt.out, rawPath: tt.rawOut}
+		e := tg.modelPath(tt.raw)
+		if (e != nil) != tt.refused || !tt.refused && (tg.model != tt.model || tg.namesModel != tt.names) {
+			t.Errorf("%s: got model %q (names %v), refused %v; want %q (%v), %v", tt.raw, tg.model, tg.namesModel, e != nil, tt.model, tt.names, tt.refused)
+		}
+	}
+	other := target{route: &route{upstream: up}, outPath: "/model/a/b/invoke", rawPath: "/model/a%2Fb/invoke"}
+	if e := other.modelPath("/b/model/a%2Fb/invoke"); e == nil || other.namesModel {
+		t.Errorf("a route that does not sign for Bedrock took an encoded slash, or read a model (%q)", other.model)
 	}
 }

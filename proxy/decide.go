@@ -58,9 +58,10 @@ type rates interface {
 }
 
 // decide applies the snapshot's policy to r, for route rt and upstream
-// path outPath: the browser's origin, the client's identity, its source
-// address and right to the route, the route's methods and paths, its rate,
-// the state of its key and its body limit.
+// path outPath (as allow rules see it: target.pathForRules): the
+// browser's origin, the client's identity, its source address and right
+// to the route, the route's methods and paths, its rate, the state of its
+// key and its body limit.
 func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identity, now time.Time, rate rates, read func() (ask, *apiError)) Decision {
 	d := Decision{Client: id.name()}
 	refuse := func(e apiError) Decision {

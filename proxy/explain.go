@@ -86,7 +86,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	if rt.injection.cred != "" {
 		v.Credential = rt.injection.cred
 	}
-	v.Upstream = (&url.URL{Scheme: rt.upstream.Scheme, Host: rt.upstream.Host, Path: t.outPath, RawQuery: u.RawQuery}).String()
+	v.Upstream = (&url.URL{Scheme: rt.upstream.Scheme, Host: rt.upstream.Host, Path: t.outPath, RawPath: t.rawPath, RawQuery: u.RawQuery}).String()
 	if !rt.rate.IsZero() {
 		v.Rate = rt.rate.String()
 	}
@@ -100,7 +100,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	if t.namesModel {
 		a.model = t.model // as live: Bedrock's too, always
 	}
-	d := s.decide(r.WithContext(ctx), rt, t.outPath, id, now, nil, func() (ask, *apiError) { return a, nil })
+	d := s.decide(r.WithContext(ctx), rt, t.pathForRules(), id, now, nil, func() (ask, *apiError) { return a, nil })
 	if d.inj != nil {
 		v.Fingerprint = d.inj.fp
 	}

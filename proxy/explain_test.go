@@ -251,6 +251,8 @@ func FuzzExplainMatchesLive(f *testing.F) {
 	f.Add("POST", "/bedrock/model/anthropic.claude-3-opus-20240229-v1:0/invoke", uint8(0), uint8(0), "anthropic.claude-3-haiku-20240307-v1:0")
 	f.Add("POST", "/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse", uint8(0), uint8(0), "")
 	f.Add("POST", "/bedrock/async-invoke", uint8(0), uint8(0), "anthropic.claude-3-haiku-20240307-v1:0")
+	f.Add("POST", "/bedrock/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.anthropic.claude-3-haiku%3A0/invoke", uint8(0), uint8(0), "")
+	f.Add("POST", "http://"+upHost+"/b/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A%3Afoundation-model%2Fanthropic.claude-3-haiku-1/converse", uint8(0), uint8(0), "x")
 	f.Fuzz(func(t *testing.T, method, target string, client, from uint8, model string) {
 		if method == "" || strings.Trim(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" || method == "CONNECT" || !utf8.ValidString(model) {
 			return // till test takes upper-case methods; a model is a JSON string

@@ -221,7 +221,7 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 		return nil, &apiError{CodeRouteNotFound, "the route this request went through is gone"}
 	}
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
-	if e, ok := l.admits(r, rt, t.outPath, id); !ok {
+	if e, ok := l.admits(r, rt, t.pathForRules(), id); !ok {
 		return nil, &e
 	}
 	return rt, unchecked(r, rt)

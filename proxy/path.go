@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -15,10 +16,15 @@ import (
 // servers). raw is the escaped path as sent when it differs
 // from the default encoding of decoded (url.URL.RawPath), or "". It returns
 // the reason for the refusal, or "" when decoded can be matched as is.
+//
+// One encoded slash is left to the route to decide (target.modelPath):
+// in what may be a Bedrock model id, between "/model/" and a last segment
+// that is one of bedrockOps, where the AWS SDKs escape an ARN's "/".
 func checkPath(raw, decoded string) string {
 	if len(decoded) == 0 || decoded[0] != '/' {
 		return "the request path must start with /"
 	}
+	lo, hi := modelSpan(raw)
 	for i := 0; i < len(raw); i++ {
 		switch raw[i] {
 		case '\\':
@@ -27,8 +33,8 @@ func checkPath(raw, decoded string) string {
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
 				return "the request path has an invalid percent-encoding"
 			}
-			if hi, lo := raw[i+1], lower(raw[i+2]); hi == '2' && lo == 'f' || hi == '5' && lo == 'c' {
-				return "the request path must not contain an encoded slash or backslash"
+			if c := lower(raw[i+2]); raw[i+1] == '5' && c == 'c' || raw[i+1] == '2' && c == 'f' && (i < lo || i >= hi) {
+				return reasonEncodedSlash
 			}
 			i += 2
 		}
@@ -50,6 +56,26 @@ func checkPath(raw, decoded string) string {
 		return "the request path must not contain . or .. segments"
 	}
 	return ""
+}
+
+// reasonEncodedSlash is checkPath's refusal of an encoded slash or
+// backslash.
+const reasonEncodedSlash = "the request path must not contain an encoded slash or backslash"
+
+// modelSpan returns where, in the escaped path raw, a Bedrock model id
+// may be: from the first "/model/" (in any case) to the last "/", when
+// what follows that is one of bedrockOps. It returns 0, 0 for none.
+func modelSpan(raw string) (lo, hi int) {
+	hi = strings.LastIndexByte(raw, '/')
+	if hi < 0 || !slices.Contains(bedrockOps, raw[hi+1:]) {
+		return 0, 0
+	}
+	for i := 0; i+len("/model/") <= hi; i++ {
+		if strings.EqualFold(raw[i:i+len("/model/")], "/model/") {
+			return i + len("/model/"), hi
+		}
+	}
+	return 0, 0
 }
 
 // hasDotSegment reports whether p has a "." or ".." segment (RFC 3986,

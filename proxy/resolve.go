@@ -41,7 +41,9 @@ func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
 	if rest, ok := cutEscapedPrefix(rawPath, rt.prefix); ok && rawPath != "" {
 		t.rawPath = rt.upstream.EscapedPath() + rest
 	}
-	t.modelPath()
+	if e := t.modelPath(rawPath); e != nil {
+		return target{}, e
+	}
 	return t, nil
 }
 
@@ -89,13 +91,18 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 		if slices.ContainsFunc(keys, func(k string) bool { return len(s.byHost[k]) > 0 }) {
 			return target{}, &apiError{CodeRouteNotFound, "no route matches this host and path"}
 		}
-		if s.forward.UnknownHosts == "tunnel" {
+		if s.forward.UnknownHosts == "tunnel" && encodedSlashes(u.RawPath) == 0 {
 			return target{mode: modeTunnel}, nil
+		}
+		if s.forward.UnknownHosts == "tunnel" {
+			return target{}, &errEncodedSlash // checkPath left it to a route
 		}
 		return target{}, &apiError{CodeHostNotAllowed, "no route for this host"}
 	}
 	t := target{mode: modeForward, route: rt, outPath: path, rawPath: u.RawPath}
-	t.modelPath()
+	if e := t.modelPath(u.RawPath); e != nil {
+		return target{}, e
+	}
 	return t, nil
 }
 
@@ -206,6 +213,8 @@ func (s *Snapshot) resolveInner(t connectTarget, host string, u *url.URL) (targe
 		return target{}, &apiError{CodeRouteNotFound, "no route matches this host and path"}
 	}
 	out := target{mode: modeIntercept, route: rt, outPath: u.Path, rawPath: u.RawPath}
-	out.modelPath()
+	if e := out.modelPath(u.RawPath); e != nil {
+		return target{}, e
+	}
 	return out, nil
 }

@@ -102,16 +102,37 @@ func (x *exchange) signV4(out *http.Request) error {
 
 // sign signs out, whose body is body, for now: the body's SHA-256 goes in
 // X-Amz-Content-Sha256, which is signed with the other headers. The path
-// goes escaped as AWS's SDKs send it, every byte but the unreserved ones:
-// AWS checks a signature against the path it received, decoded and
-// escaped again, and the signer signs the path as it goes, so a path
-// escaped otherwise (an app's "v1:0" in a model id, "a+b") would be
-// refused. It stands for the same path, the one the route's rules matched.
+// goes escaped as AWS's SDKs send it (awsPath), and the signer signs it as
+// it goes, escaped once more (but for S3), as AWS computes it from the
+// path it received: a path escaped otherwise (an app's "v1:0" in a model
+// id, "a+b") would be refused. It stands for the same path, the one the
+// route's rules matched.
 func (s *sigV4) sign(out *http.Request, body []byte, now time.Time) error {
 	sum := sha256.Sum256(body)
 	hash := hex.EncodeToString(sum[:])
 	out.Header["X-Amz-Content-Sha256"] = []string{hash}
-	out.URL.RawPath = httpbinding.EscapePath(out.URL.Path, false)
+	out.URL.RawPath = awsPath(out.URL.EscapedPath())
 	out.URL.RawQuery = withoutPresignParams(out.URL.RawQuery)
 	return s.signer.SignHTTP(context.Background(), s.creds, out, hash, s.service, s.region, now)
+}
+
+// awsPath escapes the escaped path raw again as AWS's SDKs escape a path:
+// each segment decoded, then every byte but A-Z a-z 0-9 - . _ ~ escaped,
+// "/" within a segment too. Only a Bedrock model id holds one, %2F (an
+// ARN's: target.modelPath), which stays in its segment.
+func awsPath(raw string) string {
+	var b strings.Builder
+	for {
+		seg, rest, more := strings.Cut(raw, "/")
+		dec, err := url.PathUnescape(seg)
+		if err != nil {
+			dec = seg // checkPath refused invalid escapes
+		}
+		b.WriteString(httpbinding.EscapePath(dec, true))
+		if !more {
+			return b.String()
+		}
+		b.WriteByte('/')
+		raw = rest
+	}
 }

@@ -53,20 +53,25 @@ func uriEncode(s string, encodeSlash bool) string {
 }
 
 // canonicalURI is the path as the service computes it from the path it
-// received, decoded: each segment URI-encoded twice, but once for S3.
+// received: each segment decoded, then URI-encoded twice, but once for
+// S3 (an encoded "/" stays in its segment, escaped with it).
 func (v awsVerifier) canonicalURI(requestURI string) (string, error) {
 	p, _, _ := strings.Cut(requestURI, "?")
-	p, err := url.PathUnescape(p)
-	if err != nil {
-		return "", err
-	}
 	if p == "" {
 		p = "/"
 	}
-	if v.service == "s3" {
-		return uriEncode(p, false), nil
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		seg, err := url.PathUnescape(seg)
+		if err != nil {
+			return "", err
+		}
+		segs[i] = uriEncode(seg, true)
+		if v.service != "s3" {
+			segs[i] = uriEncode(segs[i], true)
+		}
 	}
-	return uriEncode(uriEncode(p, false), false), nil
+	return strings.Join(segs, "/"), nil
 }
 
 // canonicalQuery sorts the query's parameters by encoded name, then value,
@@ -257,6 +262,24 @@ func (v awsVerifier) check(r *http.Request, body []byte, rawQuery string, a sigA
 	return ""
 }
 
+// verified is what a verifyingUpstream saw of a request: why its
+// signature fails ("" when it holds), its path decoded and as sent.
+type verified struct{ why, path, escaped string }
+
+// verifyingUpstream checks the signature of each request with v, and
+// sends what it saw on the channel.
+func verifyingUpstream(t *testing.T, v awsVerifier) (*httptest.Server, <-chan verified) {
+	got := make(chan verified, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		v := v
+		v.now = time.Now()
+		got <- verified{v.verify(r, body), r.URL.Path, r.URL.EscapedPath()}
+	}))
+	t.Cleanup(up.Close)
+	return up, got
+}
+
 // TestSigV4PathAsAWSComputesIt: a path with characters that need escaping
 // (a Bedrock model id's ":", sent as is by an app without an AWS SDK, or
 // escaped by one; an S3 key's space) is signed for the path AWS computes
@@ -275,15 +298,7 @@ func TestSigV4PathAsAWSComputesIt(t *testing.T) {
 	for _, service := range []string{"bedrock", "s3"} {
 		t.Run(service, func(t *testing.T) {
 			v := awsVerifier{accessKeyID: "AKIATILLTSTPATH00001", secretKey: "tst-path-secret-0123456789abcdef", service: service, region: "us-east-1"}
-			type seen struct{ why, path string }
-			got := make(chan seen, 1)
-			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				body, _ := io.ReadAll(r.Body)
-				v := v
-				v.now = time.Now()
-				got <- seen{v.verify(r, body), r.URL.Path}
-			}))
-			defer up.Close()
+			up, got := verifyingUpstream(t, v)
 			gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, inject: {aws_sigv4: {service: "+service+", region: us-east-1}}}\n", up.URL,
 				map[string]vault.Secret{"aws": vault.NewFieldSecret("aws", map[string]string{"access_key_id": v.accessKeyID, "secret_access_key": v.secretKey}, time.Now())})
 			for _, p := range paths {

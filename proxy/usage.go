@@ -403,11 +403,6 @@ var errNoModelRead = apiError{CodeBadRequest, "this route checks the model, and 
 // lets the provider run a model it does not name.
 var errOtherUnnamed = apiError{CodeBadRequest, "this route checks the model, and the request lets the provider pick one it does not name (\"fallbacks\" other than a list of models, or an image_generation tool without a model): name them"}
 
-// allowed reports whether a rule of the route matches model.
-func (rt *route) allowed(model string) bool {
-	return slices.ContainsFunc(rt.models, func(m string) bool { return usage.MatchModel(m, model) })
-}
-
 // chargeCut charges an answer cut before it told all its usage (an app
 // that hung up once it had its text, or before the answer began; a
 // timeout; an Anthropic stream ended by an error event) as chargeUntold
