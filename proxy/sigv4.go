@@ -136,3 +136,30 @@ func awsPath(raw string) string {
 		raw = rest
 	}
 }
+
+// chunkSigned reports whether a request's body is framed and signed
+// chunk by chunk (AWS's streaming signatures): Content-Encoding
+// aws-chunked (S3's uploads, with or without a checksum trailer), an
+// X-Amz-Content-Sha256 of STREAMING-... (those, and the event streams of
+// Bedrock's InvokeModelWithBidirectionalStream or Transcribe), or an
+// X-Amz-Decoded-Content-Length. Each chunk's signature is chained from
+// the app's own, which till replaces, and the framing would be hashed
+// into till's signature as if it were the body: such a body cannot be
+// signed again. No bedrock-runtime operation but the bidirectional
+// stream sends one (the AWS SDK's bedrockruntime client).
+func chunkSigned(h http.Header) bool {
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(c), "aws-chunked") {
+				return true
+			}
+		}
+	}
+	_, decoded := h["X-Amz-Decoded-Content-Length"]
+	return decoded || slices.ContainsFunc(h.Values("X-Amz-Content-Sha256"), func(v string) bool {
+		return len(v) >= len("STREAMING-") && strings.EqualFold(v[:len("STREAMING-")], "STREAMING-")
+	})
+}
+
+// errChunkSigned refuses a body signed chunk by chunk (chunkSigned).
+var errChunkSigned = apiError{CodeBadRequest, "this route signs the request with SigV4 over its whole body, and cannot sign a body framed and signed chunk by chunk (Content-Encoding: aws-chunked, X-Amz-Content-Sha256: STREAMING-...): send it whole (for S3, AWS_REQUEST_CHECKSUM_CALCULATION=when_required turns off the SDKs' checksum trailers)"}

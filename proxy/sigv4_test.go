@@ -412,3 +412,50 @@ func TestSigV4SignsWhatIsSent(t *testing.T) {
 		}
 	}
 }
+
+// TestSigV4RefusesChunkSignedBodies: a body the app framed and signed
+// chunk by chunk (S3's aws-chunked uploads, with their trailers; an
+// event stream such as Bedrock's InvokeModelWithBidirectionalStream)
+// carries signatures chained from the app's own, which till cannot sign
+// again: hashed whole, framing and all, it would reach the upstream as
+// another body. Such a request is refused with 400 before anything is
+// sent; an unsigned payload, which till hashes itself, goes.
+func TestSigV4RefusesChunkSignedBodies(t *testing.T) {
+	v := awsVerifier{accessKeyID: "AKIATILLTSTCHUNK0001", secretKey: "tst-chunk-secret-0123456789abcdef", service: "s3", region: "us-east-1"}
+	up, got := verifyingUpstream(t, v)
+	gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, inject: {aws_sigv4: {service: s3, region: us-east-1}}}\n", up.URL,
+		map[string]vault.Secret{"aws": vault.NewFieldSecret("aws", map[string]string{"access_key_id": v.accessKeyID, "secret_access_key": v.secretKey}, time.Now())})
+	const framed = "5;chunk-signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\nhello\r\n0;chunk-signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n\r\n"
+	tests := []struct {
+		name, header, value string
+		refused             bool
+	}{
+		{"aws-chunked", "Content-Encoding", "aws-chunked", true},
+		{"aws-chunked among others", "Content-Encoding", "gzip, AWS-Chunked", true},
+		{"a signed stream", "X-Amz-Content-Sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", true},
+		{"an unsigned stream with a trailer", "X-Amz-Content-Sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", true},
+		{"an event stream", "X-Amz-Content-Sha256", "STREAMING-AWS4-HMAC-SHA256-EVENTS", true},
+		{"a decoded length", "X-Amz-Decoded-Content-Length", "5", true},
+		{"an unsigned payload", "X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD", false},
+		{"gzip", "Content-Encoding", "gzip", false},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("PUT", "/aws/bucket/key", strings.NewReader(framed))
+		req.Header.Set(tt.header, tt.value)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, req)
+		if code := w.Header().Get("X-Till-Error"); (code == CodeBadRequest) != tt.refused || !tt.refused && code != "" {
+			t.Errorf("%s: got %d %q, want refused %v", tt.name, w.Code, code, tt.refused)
+		}
+		select { // the upstream answered before ServeHTTP returned
+		case s := <-got:
+			if tt.refused || s.why != "" {
+				t.Errorf("%s: reached the upstream; its check of the signature: %q", tt.name, s.why)
+			}
+		default:
+			if !tt.refused {
+				t.Errorf("%s: did not reach the upstream", tt.name)
+			}
+		}
+	}
+}

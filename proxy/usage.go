@@ -160,10 +160,15 @@ func (x *exchange) readBody(w http.ResponseWriter, r *http.Request, rt *route) (
 // unchecked refuses a request whose use of the key till could not hold to
 // the route's rules: on a route with model rules, a protocol switch
 // (WebSocket), whose messages may ask for any model and are not read; on
-// a route under a token or dollar budget, what unmetered refuses.
+// a route that signs with SigV4, a body signed chunk by chunk
+// (chunkSigned); on a route under a token or dollar budget, what
+// unmetered refuses.
 func unchecked(r *http.Request, rt *route) *apiError {
 	if len(rt.models) > 0 && isUpgrade(r) {
 		return &errUpgradeModels
+	}
+	if rt.signs && chunkSigned(r.Header) {
+		return &errChunkSigned
 	}
 	if rt.tokenBudgeted {
 		return unmetered(r, rt)
