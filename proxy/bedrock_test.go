@@ -19,7 +19,7 @@ func bedrockSecret() map[string]vault.Secret {
 }
 
 // bedrockUpstream answers every request as Bedrock's InvokeModel does for
-// Claude, and keeps the escaped paths it got.
+// Claude (CountTokens as it does), and keeps the escaped paths it got.
 func bedrockUpstream(t *testing.T) (*httptest.Server, func() []string) {
 	var mu sync.Mutex
 	var paths []string
@@ -29,6 +29,10 @@ func bedrockUpstream(t *testing.T) (*httptest.Server, func() []string) {
 		paths = append(paths, r.URL.EscapedPath())
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/count-tokens") {
+			_, _ = io.WriteString(w, `{"inputTokens":1234}`)
+			return
+		}
 		_, _ = io.WriteString(w, `{"content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":3,"output_tokens":4}}`)
 	}))
 	t.Cleanup(up.Close)
@@ -195,5 +199,41 @@ func TestModelPath(t *testing.T) {
 	other := target{route: &route{upstream: up}, outPath: "/model/a/b/invoke", rawPath: "/model/a%2Fb/invoke"}
 	if e := other.modelPath("/b/model/a%2Fb/invoke"); e == nil || other.namesModel {
 		t.Errorf("a route that does not sign for Bedrock took an encoded slash, or read a model (%q)", other.model)
+	}
+}
+
+// TestBedrockUnderTokenBudgets: Bedrock's CountTokens
+// (/model/{modelId}/count-tokens) costs nothing and tells no usage, as
+// Anthropic's count_tokens: under a token budget it is not charged (it
+// was, as untold usage: the body's size in tokens); an invocation is.
+// An asynchronous invocation (StartAsyncInvoke, POST /async-invoke: a
+// video generated later) or a batch job (CreateModelInvocationJob) spends
+// out of any answer's sight: refused, as other providers' batches are.
+func TestBedrockUnderTokenBudgets(t *testing.T) {
+	up, _ := bedrockUpstream(t)
+	y := "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
+		"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
+	body := `{"input":{"invokeModel":{"body":"` + strings.Repeat("x", 4000) + `"}}}`
+	for _, tt := range []struct {
+		op      string
+		charged bool
+	}{{"count-tokens", false}, {"invoke", true}} {
+		gw, _ := newTestGateway(t, y, up.URL, bedrockSecret())
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("POST", "/aws/model/anthropic.claude-3-haiku-20240307-v1:0/"+tt.op, strings.NewReader(body)))
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s: got %d %s", tt.op, w.Code, w.Body)
+		}
+		if tokens, _ := budgetUsed(t, gw); (tokens > 0) != tt.charged {
+			t.Errorf("%s: the budget counted %v tokens; want charged: %v", tt.op, tokens, tt.charged)
+		}
+	}
+	gw, _ := newTestGateway(t, y, up.URL, bedrockSecret())
+	for _, p := range []string{"/aws/async-invoke", "/aws/model-invocation-job"} {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("POST", p, strings.NewReader(`{"modelId":"amazon.nova-reel-v1:0"}`)))
+		if w.Code != http.StatusBadRequest {
+			t.Errorf("%s under a token budget: got %d, want 400", p, w.Code)
+		}
 	}
 }

@@ -249,6 +249,9 @@ var unseenSpending = [...]string{
 	// (WebRTC calls, client secrets, sessions), ChatKit's sessions
 	// (above); Gemini Live's tokens.
 	"/realtime/calls", "/realtime/client_secrets", "/realtime/transcription_sessions", "/auth_tokens",
+	// Bedrock: asynchronous invocations (StartAsyncInvoke: videos and
+	// the like, written to S3 later) and batch inference jobs.
+	"/async-invoke", "/model-invocation-job",
 }
 
 var (
@@ -465,14 +468,14 @@ func (x *exchange) metered() bool {
 // a list, looked at again: what they used was charged when they ran), a
 // POST that cancels work, one that counts an input's tokens
 // (Anthropic's count_tokens, OpenAI's input_tokens, Gemini's
-// countTokens), or a Gemini Files API upload (isFilesUpload). Compared as
-// spendsUnseen compares.
+// countTokens, Bedrock's count-tokens), or a Gemini Files API upload
+// (isFilesUpload). Compared as spendsUnseen compares.
 func spendsNothing(method, path string) bool {
 	if method != http.MethodPost || isFilesUpload(path) {
 		return true
 	}
 	path = strings.ToLower(strings.TrimRight(path, "/"))
-	for _, suffix := range [...]string{"/cancel", "/count_tokens", "/input_tokens", ":counttokens"} {
+	for _, suffix := range [...]string{"/cancel", "/count_tokens", "/input_tokens", ":counttokens", "/count-tokens"} {
 		if strings.HasSuffix(path, suffix) {
 			return true
 		}

@@ -273,7 +273,7 @@ func TestUnpricedModelsOneLinePerModel(t *testing.T) {
 // their usage.
 func TestSpendsUnseen(t *testing.T) {
 	for _, p := range []string{"/mistral/v1/batch/jobs", "/cohere/v1/embed-jobs", "/openai/v1/batches", "/anthropic/v1/messages/batches/",
-		"/gemini/v1beta/models/m:batchGenerateContent", "/openai/v1/fine_tuning/jobs", "/openai/v1/realtime/calls"} {
+		"/gemini/v1beta/models/m:batchGenerateContent", "/openai/v1/fine_tuning/jobs", "/openai/v1/realtime/calls", "/bedrock/async-invoke", "/bedrock/model-invocation-job"} {
 		if !spendsUnseen(p) {
 			t.Errorf("%s: not refused under a token budget", p)
 		}
@@ -281,7 +281,8 @@ func TestSpendsUnseen(t *testing.T) {
 	for _, p := range []string{"/openai/v1/chat/completions", "/openai/v1/responses", "/openai/v1/embeddings", "/anthropic/v1/messages",
 		"/gemini/v1beta/models/m:generateContent", "/gemini/v1beta/models/m:streamGenerateContent", "/gemini/v1beta/models/m:batchEmbedContents",
 		"/cohere/v2/chat", "/cohere/v2/embed", "/mistral/v1/chat/completions", "/groq/openai/v1/chat/completions",
-		"/anthropic/v1/messages/count_tokens", "/openai/v1/responses/input_tokens", "/openai/v1/conversations"} {
+		"/anthropic/v1/messages/count_tokens", "/openai/v1/responses/input_tokens", "/openai/v1/conversations",
+		"/bedrock/model/m/invoke", "/bedrock/model/m/converse", "/bedrock/model/m/count-tokens"} {
 		if spendsUnseen(p) {
 			t.Errorf("%s: refused, though its answer reports its usage", p)
 		}
