@@ -110,6 +110,13 @@ const (
 	DefaultSourceTimeout = 10 * time.Second
 )
 
+// MinSourceTTL is the shortest ttl (and non-zero failure_ttl) a source
+// may have. The cache fetches a value again once it is older than its
+// ttl, so a ttl of a nanosecond would send a request to Vault or AWS for
+// nearly every request till serves; a second bounds that at one fetch a
+// second per ref, as often as a files source looks for changes.
+const MinSourceTTL = time.Second
+
 // SecretRef is a route's secret that lives in a source: SOURCE:PATH or
 // SOURCE:PATH#FIELD.
 type SecretRef struct {
@@ -219,20 +226,14 @@ func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
 		s.Type = t
 	}
 	if v := f["ttl"]; v != nil {
-		if t, good := d.duration(v, join(path, "ttl")); good {
+		if t, good := d.duration(v, join(path, "ttl")); good && t < MinSourceTTL {
+			d.errorf(v, join(path, "ttl"), "must be at least %s: a value older than ttl is fetched again, so a shorter one asks the source at nearly every request (hint: 5m, the default)", MinSourceTTL)
+		} else if good {
 			s.TTL = t
 		}
 	}
 	if v := f["failure_ttl"]; v != nil {
-		p := join(path, "failure_ttl")
-		if str, good := d.str(v, p); good {
-			t, err := ParseDuration(str)
-			if err != nil || t < 0 {
-				d.errorf(v, p, "must be a duration such as 0s, 30s, 5m or 1h")
-			} else {
-				s.FailureTTL = t
-			}
-		}
+		s.FailureTTL = d.failureTTL(v, join(path, "failure_ttl"))
 	}
 	only := func(key, typ string) {
 		if v := f[key]; v != nil && s.Type != "" && s.Type != typ {
@@ -311,6 +312,27 @@ func (d *decoder) source(n *yaml.Node, path string) (Source, bool) {
 		}
 	}
 	return s, ok
+}
+
+// failureTTL reads a source's failure_ttl: 0 (off) or at least
+// MinSourceTTL. A value is served its whole ttl, which is never shorter,
+// before a failing source matters, so a shorter failure_ttl would never
+// stand a value in: it is refused rather than silently doing nothing.
+func (d *decoder) failureTTL(v *yaml.Node, p string) time.Duration {
+	str, good := d.str(v, p)
+	if !good {
+		return 0
+	}
+	t, err := ParseDuration(str)
+	switch {
+	case err != nil || t < 0:
+		d.errorf(v, p, "must be a duration such as 0s, 30s, 5m or 1h")
+	case t > 0 && t < MinSourceTTL:
+		d.errorf(v, p, "must be 0s (off) or at least %s: a value is used its whole ttl before a failing source matters, so a shorter one never stands in (hint: 10m)", MinSourceTTL)
+	default:
+		return t
+	}
+	return 0
 }
 
 // regionRE matches AWS region names (us-east-1, eu-central-2, us-gov-west-1).
