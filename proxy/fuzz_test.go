@@ -576,14 +576,15 @@ func FuzzClientToken(f *testing.F) {
 }
 
 // FuzzMintScrub checks that a token endpoint's error, whatever code and
-// description it gives, is logged without the client secret, as it is or
-// as Go, JSON or a query would escape it (invariant 2).
+// description it gives, is logged without the client secret, or what the
+// ask sent as a credential (a signed assertion), as it is or as Go, JSON
+// or a query would escape it (invariant 2).
 func FuzzMintScrub(f *testing.F) {
 	f.Fuzz(func(t *testing.T, secret, code, desc string) {
 		if len(strings.TrimSpace(secret)) < minEchoForm {
 			return // a short secret is looked for only as it is
 		}
-		m := &minter{base: &injection{echoForms: echoForms([]string{secret, url.QueryEscape(secret)})}}
+		values := echoForms([]string{secret, url.QueryEscape(secret)})
 		quoted, ascii := strconv.Quote(secret), strconv.QuoteToASCII(secret)
 		forms := []string{secret, quoted[1 : len(quoted)-1], ascii[1 : len(ascii)-1], jsonEscaped(secret), url.QueryEscape(secret)}
 		res := &http.Response{StatusCode: http.StatusUnauthorized}
@@ -591,10 +592,15 @@ func FuzzMintScrub(f *testing.F) {
 			&oauth2.RetrieveError{Response: res, ErrorCode: code, ErrorDescription: desc},
 			fmt.Errorf("oauth2: cannot fetch token: %s %s", code, desc),
 		} {
-			msg := m.scrub(err).Error()
-			for _, form := range forms {
-				if strings.Contains(msg, form) {
-					t.Fatalf("the scrubbed error %q holds the secret %q", msg, secret)
+			// The route's secret, or what the ask sent.
+			for _, msg := range []string{
+				(&minter{base: &injection{echoForms: values}}).scrub(err, nil).Error(),
+				(&minter{base: &injection{}}).scrub(err, values).Error(),
+			} {
+				for _, form := range forms {
+					if strings.Contains(msg, form) {
+						t.Fatalf("the scrubbed error %q holds the secret %q", msg, secret)
+					}
 				}
 			}
 		}

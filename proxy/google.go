@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -36,7 +37,8 @@ func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, str
 		return nil, nil, "google: the key's token_uri " + err.Error()
 	}
 	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
-		return conf.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, client)).Token()
+		tok, err := conf.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, client)).Token()
+		return tok, withErrorCode(err)
 	}
 	endpoint, err := url.Parse(conf.TokenURL)
 	if err != nil {
@@ -44,4 +46,23 @@ func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, str
 	}
 	k := "google\x00" + conf.Email + "\x00" + conf.TokenURL + "\x00" + strings.Join(cfg.Scopes, " ")
 	return &minter{fetch: fetch, endpoint: endpoint, key: k, now: time.Now}, []string{fields["private_key"]}, ""
+}
+
+// withErrorCode fills in the RFC 6749 error code and description of a
+// token endpoint's refusal from its JSON answer. x/oauth2 reads them for
+// its own flows but not for the JWT flow's, and they say why Google
+// refused (invalid_grant: a clock minutes off, a key deleted); the log
+// keeps them only as scrub allows.
+func withErrorCode(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.ErrorCode == "" {
+		var answer struct {
+			Code        string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(re.Body, &answer) == nil {
+			re.ErrorCode, re.ErrorDescription = answer.Code, answer.Description
+		}
+	}
+	return err
 }

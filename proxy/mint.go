@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -162,21 +163,21 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 		if err := m.backingOff(); err != nil {
 			return nil, err // failed while this call waited
 		}
-		client := tokenClient
+		client := *tokenClient
 		if before != nil {
-			c := *tokenClient
-			c.Transport = beforeEach{c.Transport, before}
-			client = &c
+			client.Transport = beforeEach{client.Transport, before}
 		}
+		sent := &sentCredentials{RoundTripper: client.Transport}
+		client.Transport = sent
 		// Not the request's context: the token serves every request.
 		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
 		defer cancel()
-		tok, err := m.fetch(ctx, client)
+		tok, err := m.fetch(ctx, &client)
 		if errors.Is(err, errAuditUnavailable) {
 			return nil, errAuditUnavailable
 		}
 		if err != nil {
-			return nil, m.fail(m.scrub(err))
+			return nil, m.fail(m.scrub(err, sent.forms()))
 		}
 		if !sendable(tok.AccessToken) {
 			// Not kept: it would fail every send until it expired.
@@ -302,13 +303,14 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 }
 
 // scrub returns the token endpoint's error as one line that holds no form
-// of the secret the ask sent, which an endpoint's answer may quote. Of an
-// answer (oauth2.RetrieveError) it keeps the HTTP status, and the error
-// code and description when they are plain text (plainText); never the
-// body. Of any other error, its text without the secret's forms, or
-// nothing when it holds an escape.
-func (m *minter) scrub(err error) error {
-	forms := m.base.echoForms
+// of the secret, nor of sent (the forms of what the ask sent as a
+// credential: a signed assertion, an app's JWT), which an endpoint's
+// answer may quote. Of an answer (oauth2.RetrieveError) it keeps the HTTP
+// status, and the error code and description when they are plain text
+// (plainText); never the body. Of any other error, its text without those
+// forms, or nothing when it holds an escape.
+func (m *minter) scrub(err error, sent []string) error {
+	forms := append(slices.Clip(m.base.echoForms), sent...)
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
 		// Every escaped form of a secret that differs from the secret

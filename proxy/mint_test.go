@@ -768,3 +768,76 @@ func TestGitHubAppErrorHoldsTillsTextOnly(t *testing.T) {
 		t.Errorf("the error holds the endpoint's control bytes: %q", err)
 	}
 }
+
+// A Google token endpoint's refusal is logged, and told to `till test
+// --mint`, with its status and RFC 6749 error code (invalid_grant: a
+// clock off by minutes, a key deleted), and never with the signed
+// assertion the ask sent: a JWT good for an hour at the endpoint, which
+// the answer may quote whole, by its signature alone, or as its error
+// code.
+func TestGoogleMintErrorHidesTheAssertion(t *testing.T) {
+	for _, quote := range []struct {
+		name string
+		body func(assertion string) map[string]string
+	}{
+		{"whole", func(a string) map[string]string {
+			return map[string]string{"error": "invalid_grant", "error_description": "Invalid JWT Signature: " + a}
+		}},
+		{"signature", func(a string) map[string]string {
+			return map[string]string{"error": "invalid_grant", "error_description": "bad signature " + a[strings.LastIndexByte(a, '.')+1:]}
+		}},
+		{"as the code", func(a string) map[string]string { return map[string]string{"error": a} }},
+	} {
+		t.Run(quote.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var assertion string
+			endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = r.ParseForm()
+				mu.Lock()
+				assertion = r.PostForm.Get("assertion")
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(quote.body(r.PostForm.Get("assertion")))
+			}))
+			defer endpoint.Close()
+			key := map[string]string{
+				"type": "service_account", "client_email": "till@example.iam.gserviceaccount.com",
+				"private_key": rsaPEM(t), "token_uri": endpoint.URL + "/token",
+			}
+			gw, _, logs := mintGateway(t, endpoint.URL, "{google: {}}", vault.NewFieldSecret("cred", key, time.Now()), "")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+			if w.Code != http.StatusBadGateway {
+				t.Fatalf("got %d, want 502", w.Code)
+			}
+			gw2, _, _ := mintGateway(t, endpoint.URL, "{google: {}}", vault.NewFieldSecret("cred", key, time.Now()), "")
+			mintErr := gw2.Snapshot().Mint(context.Background(), "api")
+			if mintErr == nil {
+				t.Fatal("Mint succeeded, want the endpoint's refusal")
+			}
+			mu.Lock()
+			sig := assertion[strings.LastIndexByte(assertion, '.')+1:]
+			mu.Unlock()
+			logs.mu.Lock()
+			log := logs.b.String()
+			logs.mu.Unlock()
+			if strings.Count(assertion, ".") != 2 || len(sig) < 64 {
+				t.Fatalf("the endpoint got no signed assertion (%d bytes)", len(assertion))
+			}
+			for _, out := range []struct{ name, text string }{{"the log", log}, {"till test --mint's error", mintErr.Error()}} {
+				if !strings.Contains(out.text, "400") {
+					t.Errorf("%s lacks the status: %s", out.name, out.text)
+				}
+				if quote.name != "as the code" && !strings.Contains(out.text, "invalid_grant") {
+					t.Errorf("%s lacks the error code: %s", out.name, out.text)
+				}
+				for _, f := range []string{sig, sig[:40], url.QueryEscape(sig)} {
+					if strings.Contains(out.text, f) {
+						t.Errorf("%s holds the assertion's signature", out.name) // not the text: it holds it
+					}
+				}
+			}
+		})
+	}
+}
