@@ -78,7 +78,7 @@ func runEnv(args []string, e *env) error {
 	// around the token are quoted as text, as every other value is, so
 	// that nothing of a folder's name or the config is read as code.
 	proxy := envValue(proxyURL(cfg, client, tokenMark))
-	noProxy := envValue("localhost,127.0.0.1,::1")
+	noProxy := envValue(strings.Join(ownHosts(cfg), ","))
 	vars := []struct {
 		name  string
 		value envValue
@@ -174,6 +174,56 @@ func clientAddr(listen string) string {
 		host = "::1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// ownHosts are the hosts an app may reach till itself at, for NO_PROXY:
+// a base-URL call sent to till as a proxy is refused (till is no route's
+// upstream), so it must go to till directly. They are loopback, the
+// listen host (each address of this machine's, and its name, when till
+// listens on every one), tls.names and server_names. Hosts, not
+// host:port: curl reads no port in NO_PROXY. An upstream on one of them
+// is reached directly too, as one on loopback always was.
+func ownHosts(cfg *config.Config) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	switch ip := net.ParseIP(host); {
+	case err != nil:
+	case host == "" || ip != nil && ip.IsUnspecified():
+		hosts = append(hosts, machineHosts()...)
+	default:
+		hosts = append(hosts, host)
+	}
+	hosts = append(append(hosts, cfg.TLS.Names...), cfg.ServerNames...)
+	seen := map[string]bool{}
+	return slices.DeleteFunc(hosts, func(h string) bool {
+		h = strings.ToLower(h)
+		dup := seen[h]
+		seen[h] = true
+		return dup
+	})
+}
+
+// machineHosts are this machine's name and its addresses off loopback
+// (but link-local ones, which a URL names only with a zone): what a till
+// that listens on every address answers at.
+func machineHosts() []string {
+	var hosts []string
+	if name, err := os.Hostname(); err == nil && name != "" && !strings.ContainsFunc(name, notHostChar) {
+		hosts = append(hosts, name)
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			hosts = append(hosts, n.IP.String())
+		}
+	}
+	return hosts
+}
+
+// notHostChar reports a character no DNS name holds (a machine's name
+// may hold any).
+func notHostChar(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.')
 }
 
 // writeBundle writes the system roots plus till's CA beside the CA

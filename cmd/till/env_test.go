@@ -9,12 +9,16 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpproxy"
 )
 
 // TestEnvBundleOnce: after eval "$(till env)", SSL_CERT_FILE names the
@@ -207,4 +211,75 @@ func TestEnvDotenvNewlineInHome(t *testing.T) {
 			t.Errorf("till env --format dotenv: a line from the folder name sets HTTPS_PROXY:\n%s", out)
 		}
 	}
+}
+
+// TestEnvNoProxyHoldsTillsOwnAddresses: an app given till env's lines
+// that also calls till by its base URL reaches till directly, whatever
+// address till listens on: a base-URL call sent to till as a proxy is
+// refused (403 host_not_allowed). Checked as Go reads the variables
+// (net/http's ProxyFromEnvironment is httpproxy); curl, Python and Node
+// read a host in NO_PROXY alike.
+func TestEnvNoProxyHoldsTillsOwnAddresses(t *testing.T) {
+	hostname, _ := os.Hostname()
+	tests := []struct {
+		name   string
+		config string
+		direct []string // base URLs an app may use to reach till
+	}{
+		{"loopback", "listen: 127.0.0.1:8080\n", []string{"http://127.0.0.1:8080/openai/v1", "http://localhost:8080/openai/v1"}},
+		{"LAN address", "listen: 192.0.2.10:8080\n", []string{"http://192.0.2.10:8080/openai/v1"}},
+		{"IPv6 address", "listen: \"[2001:db8::10]:8080\"\n", []string{"http://[2001:db8::10]:8080/openai/v1"}},
+		{"host name", "listen: till.lan:8080\n", []string{"http://till.lan:8080/openai/v1"}},
+		{"server_names", "listen: 127.0.0.1:8080\nserver_names: [till.internal]\n", []string{"http://till.internal:8080/openai/v1"}},
+		{"tls.names", "listen: 127.0.0.1:8443\ntls: {names: [till.internal]}\n", []string{"https://till.internal:8443/openai/v1"}},
+		{"every address", "listen: 0.0.0.0:8080\n", append([]string{"http://127.0.0.1:8080/openai/v1", "http://" + hostname + ":8080/openai/v1"}, ownAddrURLs(t)...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCLI(t)
+			os.WriteFile("till.yaml", []byte("version: 1\n"+tt.config+"forward: {enabled: true}\nroutes: [{name: openai, preset: openai, clients: any}]\n"), 0o644)
+			if _, errOut, code := c.run("", "ca", "init"); code != 0 {
+				t.Fatalf("ca init: %s", errOut)
+			}
+			c.env["SSL_CERT_FILE"] = "/nonexistent"
+			out, errOut, code := c.run("", "env", "--format", "dotenv")
+			if code != 0 {
+				t.Fatalf("env: exit %d: %s", code, errOut)
+			}
+			vars := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				k, v, _ := strings.Cut(line, "=")
+				vars[k] = strings.Trim(v, `'"`)
+			}
+			proxyFor := (&httpproxy.Config{HTTPProxy: vars["HTTP_PROXY"], HTTPSProxy: vars["HTTPS_PROXY"], NoProxy: vars["NO_PROXY"]}).ProxyFunc()
+			for _, base := range tt.direct {
+				u, err := url.Parse(base)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p, err := proxyFor(u); err != nil || p != nil {
+					t.Errorf("%s goes through the proxy %v (err %v); NO_PROXY=%s", base, p, err, vars["NO_PROXY"])
+				}
+			}
+			if p, _ := proxyFor(&url.URL{Scheme: "https", Host: "api.openai.com"}); p == nil {
+				t.Errorf("a route's host is not proxied; NO_PROXY=%s", vars["NO_PROXY"])
+			}
+		})
+	}
+}
+
+// ownAddrURLs are base URLs of till on port 8080 at each of this host's
+// addresses off loopback, which a till listening on 0.0.0.0 answers at.
+func ownAddrURLs(t *testing.T) []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			urls = append(urls, "http://"+net.JoinHostPort(n.IP.String(), "8080")+"/openai/v1")
+		}
+	}
+	return urls
 }

@@ -422,7 +422,7 @@ func TestCAAndEnv(t *testing.T) {
 	}
 	for _, want := range []string{
 		"export HTTP_PROXY='http://127.0.0.1:8443'", "export https_proxy='http://127.0.0.1:8443'",
-		"export NO_PROXY='localhost,127.0.0.1,::1'", "till-ca-bundle.pem'", "export NODE_EXTRA_CA_CERTS='" + c.dir + "/till-ca.pem'",
+		"export NO_PROXY='localhost,127.0.0.1,::1,", "till-ca-bundle.pem'", "export NODE_EXTRA_CA_CERTS='" + c.dir + "/till-ca.pem'",
 		"export REQUESTS_CA_BUNDLE=", "export CURL_CA_BUNDLE=", "export SSL_CERT_FILE=",
 	} {
 		if !strings.Contains(out, want) {
