@@ -303,3 +303,54 @@ func TestKeyExpiringDuringUpstreamDial(t *testing.T) {
 			expires.Format(time.StampMilli), w.Code, strings.TrimSpace(w.Body.String()), len(sent), CodeSecretExpired)
 	}
 }
+
+// TestKeyExpiringDuringTokenEndpointDial: a minting route's secret that
+// expires while till connects to the token endpoint (a slow DNS answer or
+// handshake), with no reload, is not sent there under on_expired: block:
+// the last check is when the connection is got, before anything is
+// written on it, as for an upstream (TestKeyExpiringDuringUpstreamDial).
+// Under warn it goes, and the request's record says secret_expired.
+func TestKeyExpiringDuringTokenEndpointDial(t *testing.T) {
+	for _, tt := range []struct {
+		onExpired string
+		asks      int
+		code      int
+		reason    string
+	}{
+		{"block", 0, http.StatusServiceUnavailable, CodeSecretExpired},
+		{"warn", 1, http.StatusOK, CodeSecretExpired},
+	} {
+		t.Run(tt.onExpired, func(t *testing.T) {
+			te := newTokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{"ok":true}`)) })
+			var expires time.Time
+			tr := NewTransport()
+			var d net.Dialer
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				time.Sleep(time.Until(expires) + 100*time.Millisecond) // the network is slow
+				return d.DialContext(ctx, network, addr)
+			}
+			oldTransport := tokenClient.Transport
+			tokenClient.Transport = tr
+			t.Cleanup(func() { tokenClient.Transport = oldTransport })
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: "+tt.onExpired+"}\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: app, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			records := &lockedBuffer{}
+			expires = time.Now().Add(300 * time.Millisecond) // set just before the request: setup may be slow
+			k := oauthSecret("app", time.Now())
+			k.Expires = expires
+			gw := New(NewSnapshot(cfg, map[string]vault.Secret{"app": k}), Options{Audit: testAudit(records), Log: zerolog.Nop()})
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+			if n := te.count(); n != tt.asks || w.Code != tt.code {
+				t.Errorf("secret expired at %s, while till dialled the token endpoint: %d %s; the endpoint was asked %d time(s); want %d and %d ask(s)",
+					expires.Format(time.StampMilli), w.Code, strings.TrimSpace(w.Body.String()), n, tt.code, tt.asks)
+			}
+			recs := records.records(t)
+			if len(recs) != 1 || recs[0]["reason"] != tt.reason {
+				t.Errorf("the request's record: %v; want reason %s", recs, tt.reason)
+			}
+		})
+	}
+}

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -147,8 +149,10 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 // token returns the current token's injection, minting one when there is
 // none still good; the error is the token endpoint's. before, when set,
 // runs just before each ask of the endpoint (an ask sends the long-lived
-// secret) and may stop it with errAuditUnavailable.
-func (m *minter) token(ctx context.Context, before func() bool) (*minted, error) {
+// secret) and may stop it with errAuditUnavailable; goes, when set, runs
+// once each ask has its connection, before anything is written on it,
+// and may stop it with its error (see askGuard).
+func (m *minter) token(ctx context.Context, before func() bool, goes func() error) (*minted, error) {
 	if t := m.cur.Load(); t != nil && m.good(t) {
 		return t, nil
 	}
@@ -164,17 +168,15 @@ func (m *minter) token(ctx context.Context, before func() bool) (*minted, error)
 			return nil, err // failed while this call waited
 		}
 		client := *tokenClient
-		if before != nil {
-			client.Transport = beforeEach{client.Transport, before}
-		}
-		sent := &sentCredentials{RoundTripper: client.Transport}
+		guard := &askGuard{RoundTripper: client.Transport, before: before, goes: goes}
+		sent := &sentCredentials{RoundTripper: guard}
 		client.Transport = sent
 		// Not the request's context: the token serves every request.
 		ctx, cancel := context.WithTimeout(context.Background(), mintTimeout)
 		defer cancel()
 		tok, err := m.fetch(ctx, &client)
-		if errors.Is(err, errAuditUnavailable) {
-			return nil, errAuditUnavailable
+		if cause := guard.stopped(); err != nil && cause != nil {
+			return nil, cause // till's, not the endpoint's failure: not remembered
 		}
 		if err != nil {
 			return nil, m.fail(m.scrub(err, sent.forms()))
@@ -220,40 +222,100 @@ func (m *minter) fail(err error) error {
 	return err
 }
 
-// beforeEach runs before ahead of every request it sends, which goes
-// only if before allows it.
-type beforeEach struct {
+// askGuard is the transport of one ask of a token endpoint (x.mint).
+// before runs ahead of every request it sends, and may stop it: the ask
+// sends the long-lived secret, and its use record must be written first
+// (invariant 8). goes runs once the transport has a connection for the
+// request, before anything is written on it, and may stop it too: a key
+// that expired, or that a reload refused, while the endpoint was dialled
+// (up to the transport's dial and handshake timeouts) does not go, as
+// withhold keeps it from an upstream. A stopped request's connection is
+// closed, its headers cleared and its body never read; stopped says why,
+// whatever the flow made of the transport's error.
+type askGuard struct {
 	http.RoundTripper
 	before func() bool
+	goes   func() error
+	mu     sync.Mutex
+	cause  error
 }
 
-func (b beforeEach) RoundTrip(r *http.Request) (*http.Response, error) {
-	if !b.before() {
+func (b *askGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.before != nil && !b.before() {
 		if r.Body != nil {
 			r.Body.Close()
 		}
-		return nil, errAuditUnavailable
+		return nil, b.stop(errAuditUnavailable)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	out := r.Clone(ctx) // headers of its own, to clear
+	stopped := &atomic.Bool{}
+	if r.Body != nil && r.Body != http.NoBody { // NoBody: sent as no body
+		out.Body = stoppable{r.Body, stopped}
+	}
+	if out.Body != r.Body && r.GetBody != nil {
+		out.GetBody = func() (io.ReadCloser, error) {
+			body, err := r.GetBody()
+			return stoppable{body, stopped}, err
+		}
 	}
 	// net/http's Transport sends the ask again by itself on another
 	// connection when one fails under it (HTTP/2's REFUSED_STREAM, a
 	// GOAWAY): each connection after the first is another send of the
 	// secret, which before must allow first, as sendTrace does upstream.
-	ctx, cancel := context.WithCancelCause(r.Context())
 	conns := 0
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		if conns++; conns > 1 && !b.before() {
-			cancel(errAuditUnavailable)
+		var cause error
+		if b.goes != nil {
+			cause = b.goes()
+		}
+		if conns++; cause == nil && conns > 1 && b.before != nil && !b.before() {
+			cause = errAuditUnavailable
+		}
+		if cause != nil {
+			stopped.Store(true)
+			clear(out.Header)
+			cancel(b.stop(cause))
 			info.Conn.Close()
 		}
 	}}
-	res, err := b.RoundTripper.RoundTrip(r.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	res, err := b.RoundTripper.RoundTrip(out.WithContext(httptrace.WithClientTrace(ctx, trace)))
 	if err != nil {
-		if errors.Is(context.Cause(ctx), errAuditUnavailable) {
-			err = errAuditUnavailable
+		if cause := b.stopped(); cause != nil {
+			err = cause
 		}
 		cancel(nil)
 	}
 	return res, err
+}
+
+// stop keeps cause as why the ask stopped, and returns it.
+func (b *askGuard) stop(cause error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cause = cause
+	return cause
+}
+
+// stopped returns why the ask stopped, or nil.
+func (b *askGuard) stopped() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cause
+}
+
+// stoppable is a token request's body, which reads nothing once its
+// request was stopped.
+type stoppable struct {
+	io.ReadCloser
+	stopped *atomic.Bool
+}
+
+func (s stoppable) Read(p []byte) (int, error) {
+	if s.stopped.Load() {
+		return 0, errWithheld
+	}
+	return s.ReadCloser.Read(p)
 }
 
 // good reports whether t may still be sent.
@@ -374,10 +436,11 @@ func shorten(s string, limit int) string {
 // mint returns in, or, for a route that mints its tokens, the injection
 // of the token its minter holds, asking the token endpoint for one when
 // none is still good. The ask sends the long-lived secret: a key use,
-// recorded first (invariant 8) as the request's, to the endpoint. The
-// error is errAuditUnavailable or the endpoint's; asked reports whether
-// the secret went to the endpoint all the same.
-func (x *exchange) mint(in *injection) (_ *injection, asked bool, _ error) {
+// recorded first (invariant 8) as the request's, to the endpoint, and
+// kept back (keptBack) when goes refuses it once the endpoint's connection
+// is got. The error is errAuditUnavailable, keptBack or the endpoint's;
+// asked reports whether the use record was written all the same.
+func (x *exchange) mint(in *injection, goes func() *apiError) (_ *injection, asked bool, _ error) {
 	m := in.minter
 	if m == nil {
 		return in, false, nil
@@ -397,6 +460,11 @@ func (x *exchange) mint(in *injection) (_ *injection, asked bool, _ error) {
 		}
 		sent.Store(true)
 		return true
+	}, func() error {
+		if e := goes(); e != nil {
+			return keptBack{*e}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, sent.Load(), err
@@ -404,11 +472,32 @@ func (x *exchange) mint(in *injection) (_ *injection, asked bool, _ error) {
 	return t.inj, sent.Load(), nil
 }
 
-// mintFailed answers a request whose token could not be minted, unless
-// the app went away (or shutdown cut it) while it waited for the token.
-func (g *Gateway) mintFailed(w http.ResponseWriter, x *exchange, err error) {
+// keptBack is why a token endpoint was not asked after all: the refusal
+// that the config served once its connection was got gave the request
+// that asked (its key expired meanwhile, or a reload refused it).
+type keptBack struct{ e apiError }
+
+func (k keptBack) Error() string { return "the token endpoint was not asked: " + k.e.message }
+
+// errAskAgain refuses a request that waited for a token whose ask was
+// kept back for another request.
+var errAskAgain = apiError{CodeSecretUnavailable, "the token for this route was not asked for; send the request again"}
+
+// mintFailed answers r, whose token could not be minted, unless the app
+// went away (or shutdown cut it) while it waited for the token.
+func (g *Gateway) mintFailed(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
 	if errors.Is(err, errAuditUnavailable) {
 		g.fail(w, x, errAuditDown)
+		return
+	}
+	if errors.As(err, new(keptBack)) {
+		// The ask it waited for may be another request's: it gets
+		// the refusal of its own, as the config served now says.
+		e := g.readmit(r, x, x.member)
+		if e == nil {
+			e = errAskAgain.ref()
+		}
+		g.refuse(w, x, *e, 0)
 		return
 	}
 	if x.ctx.Err() != nil {

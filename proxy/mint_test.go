@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,19 +80,7 @@ func TestMintNeverFollowsRedirects(t *testing.T) {
 	}))
 	defer endpoint.Close()
 
-	google := map[string]string{
-		"type": "service_account", "client_email": "till@example.iam.gserviceaccount.com",
-		"private_key": rsaPEM(t), "token_uri": endpoint.URL + "/token",
-	}
-	for _, c := range []struct {
-		name, inject string
-		cred         vault.Secret
-	}{
-		{"oauth2", "{oauth2: {token_url: " + endpoint.URL + "/token}}",
-			vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())},
-		{"google", "{google: {scopes: [https://www.googleapis.com/auth/cloud-platform]}}", vault.NewFieldSecret("cred", google, time.Now())},
-		{"github_app", "{github_app: {app_id: 1, installation_id: 2}}", vault.NewSecret("cred", rsaPEM(t), time.Now())},
-	} {
+	for _, c := range mintFlows(t, endpoint.URL+"/token") {
 		t.Run(c.name, func(t *testing.T) {
 			gw, _, _ := mintGateway(t, endpoint.URL, c.inject, c.cred, "")
 			w := httptest.NewRecorder()
@@ -361,20 +350,51 @@ func TestMintOnlyForRequestsLetBy(t *testing.T) {
 
 // An ask whose use cannot be recorded is not made: 503 audit_unavailable.
 func TestMintStopsWhenTheAuditFails(t *testing.T) {
-	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: app, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	var asks atomic.Int64 // GitHub's, at the upstream's path
+	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) { asks.Add(1) })
+	// Every flow: x/oauth2's JWT flow keeps only the text of the
+	// transport's error, not the error.
+	for _, c := range mintFlows(t, te.URL+"/token") {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: cred, inject: "+c.inject+"}\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := NewAudit(audit.New(&failingWriter{fail: true}, audit.Options{}))
+			gw := New(NewSnapshot(cfg, map[string]vault.Secret{"cred": c.cred}), Options{Audit: a, Log: zerolog.Nop()})
+			for range 2 { // the second not answered by a failure remembered
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+				if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeAuditUnavailable {
+					t.Errorf("got %d %s, want 503 audit_unavailable", w.Code, w.Header().Get("X-Till-Error"))
+				}
+			}
+			if n := int64(te.count()) + asks.Load(); n != 0 {
+				t.Errorf("the token endpoint was asked %d times while the audit failed", n)
+			}
+		})
 	}
-	a := NewAudit(audit.New(&failingWriter{fail: true}, audit.Options{}))
-	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"app": oauthSecret("app", time.Now())}), Options{Audit: a, Log: zerolog.Nop()})
-	w := httptest.NewRecorder()
-	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
-	if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeAuditUnavailable {
-		t.Errorf("got %d %s, want 503 audit_unavailable", w.Code, w.Header().Get("X-Till-Error"))
+}
+
+// mintFlow is a way a route mints its tokens (inject), with a secret
+// named cred to mint from.
+type mintFlow struct {
+	name, inject string
+	cred         vault.Secret
+}
+
+// mintFlows are the ways to mint, OAuth2 and Google asking tokenURL,
+// GitHub the route's upstream.
+func mintFlows(t *testing.T, tokenURL string) []mintFlow {
+	google := map[string]string{
+		"type": "service_account", "client_email": "till@example.iam.gserviceaccount.com",
+		"private_key": rsaPEM(t), "token_uri": tokenURL,
 	}
-	if n := te.count(); n != 0 {
-		t.Errorf("the token endpoint was asked %d times while the audit failed", n)
+	return []mintFlow{
+		{"oauth2", "{oauth2: {token_url: " + tokenURL + "}}",
+			vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())},
+		{"google", "{google: {scopes: [https://www.googleapis.com/auth/cloud-platform]}}", vault.NewFieldSecret("cred", google, time.Now())},
+		{"github_app", "{github_app: {app_id: 1, installation_id: 2}}", vault.NewSecret("cred", rsaPEM(t), time.Now())},
 	}
 }
 

@@ -323,16 +323,7 @@ func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
 		}
 		return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
 	}
-	dialing := make(chan struct{})
-	release := make(chan struct{})
-	tr := NewTransport()
-	var d net.Dialer
-	var first sync.Once
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		first.Do(func() { close(dialing) })
-		<-release // the network is slow
-		return d.DialContext(ctx, network, addr)
-	}
+	tr, dialing, release := heldDialTransport()
 	buf := &lockedBuffer{}
 	gw := New(conf(sum), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Transport: tr})
 	front := httptest.NewServer(gw)
@@ -384,6 +375,21 @@ func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
 	if len(recs) != 2 || recs[0]["outcome"] != outcomeDenied || recs[0]["status"] != 401.0 {
 		t.Errorf("request records %v; want the first denied with 401", recs)
 	}
+}
+
+// heldDialTransport is a transport whose dials wait until release is
+// closed (the network is slow); dialing is closed when the first starts.
+func heldDialTransport() (tr *http.Transport, dialing, release chan struct{}) {
+	dialing, release = make(chan struct{}), make(chan struct{})
+	tr = NewTransport()
+	var d net.Dialer
+	var first sync.Once
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		first.Do(func() { close(dialing) })
+		<-release
+		return d.DialContext(ctx, network, addr)
+	}
+	return tr, dialing, release
 }
 
 // TestReloadDuringUpgradeDialStopsKey: the same for a protocol switch
@@ -622,5 +628,50 @@ func TestPoolRetryAfterMintReload(t *testing.T) {
 	defer mu.Unlock()
 	if w.Code != http.StatusTooManyRequests || strings.Join(asks, ",") != "a at /token-old" {
 		t.Errorf("app got %d, token asks %v; want the 429 it has, and key a's ask only", w.Code, asks)
+	}
+}
+
+// TestReloadDuringTokenEndpointDialStopsKey: the same for the ask of a
+// minting route's token endpoint, which sends the long-lived secret: a
+// reload that revokes the client while the endpoint is dialled keeps
+// the secret from going there, and the request gets the new config's
+// refusal.
+func TestReloadDuringTokenEndpointDialStopsKey(t *testing.T) {
+	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
+	sum := sha256.Sum256([]byte(connectToken))
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	conf := func(digest [32]byte) *Snapshot {
+		y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+			"routes:\n  - {name: api, upstream: " + te.URL + ", secret: app, clients: [web], inject: {oauth2: {token_url: " + te.URL + "/token}}}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, map[string]vault.Secret{"app": oauthSecret("app", time.Now())})
+	}
+	tr, dialing, release := heldDialTransport()
+	oldTransport := tokenClient.Transport
+	tokenClient.Transport = tr
+	t.Cleanup(func() { tokenClient.Transport = oldTransport })
+	gw := New(conf(sum), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+
+	done := make(chan int, 1)
+	go func() {
+		req := httptest.NewRequest("GET", "/api/x", nil)
+		req.Header.Set("X-Till-Token", connectToken)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, req)
+		done <- w.Code
+	}()
+	select {
+	case <-dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the token endpoint's dial")
+	}
+	gw.Swap(conf(other)) // till client rotate web, acknowledged
+	close(release)
+	status := <-done
+	if n := te.count(); n != 0 || status != http.StatusUnauthorized {
+		t.Errorf("after a reload that revoked the client while the token endpoint was dialled: %d, and the endpoint was asked %d time(s); want 401 and no ask", status, n)
 	}
 }

@@ -325,29 +325,38 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 // key with them, off out (the Transport's copies share them), and ends
 // the attempt with x.withheld set. It reports whether it did.
 func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, cancel context.CancelCauseFunc) bool {
-	l := g.live.Load()
-	var e *apiError
-	if l == x.live {
-		refusal, ok, expired := x.inj.secretState(time.Now(), l.onExpired)
-		if ok {
-			x.expiredMeanwhile(expired)
-			return false
-		}
-		e = &refusal
-	} else {
-		// A key rotated meanwhile still goes with the value attached:
-		// the request was let by with it, and refusing would fail
-		// every request in flight at a rotation.
-		var key *injection
-		if _, key, e = l.keyAgain(r, x, x.member); e == nil {
-			x.expiredMeanwhile(key.expiredAt(time.Now()))
-			return false
-		}
+	e, expired := g.keyGoes(r, x, x.member, x.inj)
+	if e == nil {
+		x.expiredMeanwhile(expired)
+		return false
 	}
 	x.withheld = e
 	stripKey(out)
 	cancel(errWithheld)
 	return true
+}
+
+// keyGoes decides whether in, the key of m (of the route when m is nil)
+// about to go for r, may still go now, as the config served now says:
+// not expired under on_expired: block, and after a reload, let by again
+// (keyAgain). A key rotated meanwhile still goes with the value attached:
+// the request was let by with it, and refusing would fail every request
+// in flight at a rotation. expired reports a key that goes expired
+// (on_expired: warn).
+func (g *Gateway) keyGoes(r *http.Request, x *exchange, m *member, in *injection) (_ *apiError, expired bool) {
+	l := g.live.Load()
+	if l == x.live {
+		refusal, ok, expired := in.secretState(time.Now(), l.onExpired)
+		if !ok {
+			return &refusal, false
+		}
+		return nil, expired
+	}
+	_, key, e := l.keyAgain(r, x, m)
+	if e != nil {
+		return e, false
+	}
+	return nil, key.expiredAt(time.Now())
 }
 
 // stripKey takes every header and the query, the key with them, off out

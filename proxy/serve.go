@@ -148,14 +148,15 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		return
 	}
 	x.rec.secret = d.inj.secretName
-	inj, asked, err := x.mint(x.inj)
+	key := x.inj
+	inj, asked, err := x.mint(key, func() *apiError { e, _ := g.keyGoes(r, x, x.member, key); return e })
 	if asked {
 		// The secret went to the token endpoint: the request's record
 		// names it, as its use record does.
 		x.rec.keyFP, x.rec.cred = x.inj.fp, x.inj.cred
 	}
 	if err != nil {
-		g.mintFailed(rw, x, err)
+		g.mintFailed(rw, r, x, err)
 		return
 	}
 	x.inj = inj
