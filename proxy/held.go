@@ -222,7 +222,7 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 	}
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	if e, ok := l.admits(r, rt, t.pathForRules(), id); !ok {
-		return nil, &e
+		return nil, e.ref()
 	}
 	return rt, unchecked(r, rt)
 }
@@ -312,7 +312,7 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated, key *
 		key = x.inj.under(l.maxAge)
 	}
 	if refusal, ok, _ := key.secretState(time.Now(), l.onExpired); !ok {
-		return nil, nil, &refusal
+		return nil, nil, refusal.ref()
 	}
 	return rotated, key, nil
 }
@@ -346,7 +346,7 @@ func (l *live) resolveAgain(r *http.Request, mode string) (target, *apiError) {
 		return t, e
 	}
 	if e, ok := l.browser.checkHost(r); !ok {
-		return target{}, &e
+		return target{}, e.ref()
 	}
 	return l.resolvePath(r.URL.RawPath, r.URL.Path)
 }

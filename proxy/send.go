@@ -348,7 +348,7 @@ func (g *Gateway) keyGoes(r *http.Request, x *exchange, m *member, in *injection
 	if l == x.live {
 		refusal, ok, expired := in.secretState(time.Now(), l.onExpired)
 		if !ok {
-			return &refusal, false
+			return refusal.ref(), false
 		}
 		return nil, expired
 	}

@@ -102,7 +102,7 @@ func (x *exchange) readBody(w http.ResponseWriter, r *http.Request, rt *route) (
 	}
 	if rt.signs {
 		if e, ok := x.holdBody(w, r); !ok {
-			return a, &e
+			return a, e.ref()
 		}
 	}
 	if rt.usage == usage.None {
@@ -117,7 +117,7 @@ func (x *exchange) readBody(w http.ResponseWriter, r *http.Request, rt *route) (
 		return a, nil
 	}
 	if e, ok := x.holdBody(w, r); !ok {
-		return a, &e
+		return a, e.ref()
 	}
 	if x.hasBody && x.held == nil {
 		if rt.tokenBudgeted {
