@@ -37,9 +37,10 @@ type SummaryRow struct {
 	Denied    int    `json:"denied"`    // requests till refused
 	Error     int    `json:"error"`     // requests that failed (outcomes summary does not know included)
 	// Unfinished counts key uses (use records) whose request has no
-	// request record in the files read: till stopped after the key went
-	// out (a crash, a kill), the request is still running, or its record
-	// is in a file not given.
+	// request record of this row in the files read: till stopped after
+	// the key went out (a crash, a kill), the request is still running,
+	// its record is in a file not given, or the request ended with
+	// another key of its pool (this key's token ask failed).
 	Unfinished int       `json:"unfinished"`
 	First      time.Time `json:"first"` // the earliest request's (or unfinished use's) time, UTC
 	Last       time.Time `json:"last"`  // the latest one's time, UTC
@@ -182,12 +183,7 @@ func (s *Summary) Read(r io.Reader, name string) error {
 		if rec.Event == "use" {
 			return s.use(&rec, t.UTC())
 		}
-		if uses, ok := s.open[rec.ID]; ok {
-			for _, u := range uses {
-				s.rowBytes -= useCost(rec.ID, u.row)
-			}
-			delete(s.open, rec.ID) // its uses finished with it
-		}
+		s.finish(&rec)
 		return s.add(&rec, t.UTC())
 	})
 	switch {
@@ -252,6 +248,34 @@ func (s *Summary) use(rec *summaryRecord, t time.Time) error {
 	}
 	s.open[rec.ID] = append(s.open[rec.ID], openUse{k, t})
 	return nil
+}
+
+// finish gives up the held uses that rec, a request record, accounts
+// for: those of its request with its row (key, secret, client, route).
+// A use of another key under the same id stays held, and counts as
+// Unfinished: a pool's next key whose token was asked for, after which
+// the request ended with the key before (the ask failed, or a reload
+// refused the request), has no request record of its own, and a summary
+// by that key must still show that it went.
+func (s *Summary) finish(rec *summaryRecord) {
+	uses, ok := s.open[rec.ID]
+	if !ok {
+		return
+	}
+	k := rowKey{rec.KeyFP, rec.Secret, rec.Client, rec.Route}
+	kept := uses[:0]
+	for _, u := range uses {
+		if u.row == k {
+			s.rowBytes -= useCost(rec.ID, u.row) // finished with its request
+			continue
+		}
+		kept = append(kept, u)
+	}
+	if len(kept) == 0 {
+		delete(s.open, rec.ID)
+		return
+	}
+	s.open[rec.ID] = kept
 }
 
 // useCost is the memory an open use of request id takes (see grow).

@@ -450,3 +450,46 @@ func TestSummaryCutLastLine(t *testing.T) {
 		}
 	}
 }
+
+// A request's use records are accounted for by its request records of
+// the same key. A pool that retried with key B (whose token ask came
+// before key A's record) has none unfinished; one whose ask for key B
+// failed, the request ending with key A, leaves B's use unfinished, so
+// that a summary by B still shows it went.
+func TestSummaryMatchesUsesByKey(t *testing.T) {
+	use := func(at time.Duration, fp string) rec {
+		return rec{at: at, event: "use", id: "p1", keyFP: fp, secret: "openai", client: "web", route: "openai"}
+	}
+	req := func(at time.Duration, fp, outcome string) rec {
+		return rec{at: at, event: "request", id: "p1", keyFP: fp, secret: "openai", client: "web", route: "openai", outcome: outcome}
+	}
+	tests := []struct {
+		name string
+		recs []rec
+		want map[string]int // unfinished uses by key
+	}{
+		{"retried with B", []rec{use(0, fpA), use(1, fpB), req(2, fpA, "error"), use(3, fpB), req(4, fpB, "forwarded")}, map[string]int{}},
+		{"B's ask failed", []rec{use(0, fpA), use(1, fpB), req(2, fpA, "error")}, map[string]int{fpB: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			for i, r := range tt.recs {
+				b.WriteString(r.line(i+1) + "\n")
+			}
+			s := audit.NewSummary(audit.SummaryFilter{})
+			if err := s.Read(strings.NewReader(b.String()), "audit.log"); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int{}
+			for _, r := range s.Rows() {
+				if r.Unfinished > 0 {
+					got[r.KeyFP] = r.Unfinished
+				}
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got unfinished %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

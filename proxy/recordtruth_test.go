@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 	"golang.org/x/net/http2/hpack"
@@ -65,6 +66,48 @@ func (w *failingAudit) events(t *testing.T, event string) []map[string]any {
 // that answer came with: secret a with a's fingerprint, not b's (an
 // incident summary by key_fp would charge a's request to b).
 func TestPoolAskFailureRecordNamesOneKey(t *testing.T) {
+	records := poolAskFailure(t)
+	fp := map[string]string{} // secret → key_fp, from the use records of the asks
+	for _, u := range records.uses(t) {
+		if u["path"] == "/token" {
+			fp[u["secret"].(string)] = u["key_fp"].(string)
+		}
+	}
+	if fp["a"] == "" || fp["b"] == "" || fp["a"] == fp["b"] {
+		t.Fatalf("the asks' use records: %v", records.uses(t))
+	}
+	reqs := records.records(t)
+	if len(reqs) != 1 {
+		t.Fatalf("%d request records", len(reqs))
+	}
+	r := reqs[0]
+	if r["secret"] != "a" || r["key_fp"] != fp["a"] {
+		t.Errorf("the request record of key a's 429 names secret %v with key_fp %v (a's is %s, b's %s)", r["secret"], r["key_fp"], fp["a"], fp["b"])
+	}
+}
+
+// TestSummaryCountsPoolAskOfAnotherKey: in the trail of
+// TestPoolAskFailureRecordNamesOneKey, key b went to its token endpoint,
+// and the request's one record names key a. till audit summary --secret b
+// (the incident's question: who used this key) must still show b's use,
+// though no request record names b.
+func TestSummaryCountsPoolAskOfAnotherKey(t *testing.T) {
+	records := poolAskFailure(t)
+	s := audit.NewSummary(audit.SummaryFilter{Secret: "b"})
+	if err := s.Read(bytes.NewReader(records.b.Bytes()), "audit.log"); err != nil {
+		t.Fatal(err)
+	}
+	rows := s.Rows()
+	if len(rows) != 1 || rows[0].Secret != "b" || rows[0].Unfinished != 1 {
+		t.Errorf("summary --secret b: got %+v, want one row with b's token ask", rows)
+	}
+}
+
+// poolAskFailure serves one request on a pool of OAuth2 keys a and b: key
+// a's token gets 429, key b's token endpoint fails (500). It returns the
+// trail.
+func poolAskFailure(t *testing.T) *lockedBuffer {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/token" {
 			id, _, _ := r.BasicAuth()
@@ -91,23 +134,7 @@ func TestPoolAskFailureRecordNamesOneKey(t *testing.T) {
 	if w.Code != http.StatusTooManyRequests {
 		t.Fatalf("got %d, want key a's 429", w.Code)
 	}
-	fp := map[string]string{} // secret → key_fp, from the use records of the asks
-	for _, u := range records.uses(t) {
-		if u["path"] == "/token" {
-			fp[u["secret"].(string)] = u["key_fp"].(string)
-		}
-	}
-	if fp["a"] == "" || fp["b"] == "" || fp["a"] == fp["b"] {
-		t.Fatalf("the asks' use records: %v", records.uses(t))
-	}
-	reqs := records.records(t)
-	if len(reqs) != 1 {
-		t.Fatalf("%d request records", len(reqs))
-	}
-	r := reqs[0]
-	if r["secret"] != "a" || r["key_fp"] != fp["a"] {
-		t.Errorf("the request record of key a's 429 names secret %v with key_fp %v (a's is %s, b's %s)", r["secret"], r["key_fp"], fp["a"], fp["b"])
-	}
+	return records
 }
 
 // TestTokenAskResendHasItsOwnAttempt: the transport sends a token ask

@@ -162,7 +162,7 @@ func runAuditSummary(args []string, e *env) error {
 		fmt.Fprintf(e.stderr, "left out %s cut short (being written, or by a crash)\n", plural(st.Cut, "last line"))
 	}
 	if st.Unfinished > 0 {
-		fmt.Fprintf(e.stderr, "%s without its request's record (UNFINISHED): till stopped after the key went out, the request is still running, or its record is in a file not given\n",
+		fmt.Fprintf(e.stderr, "%s without its request's record (UNFINISHED): till stopped after the key went out, the request is still running, its record is in a file not given, or it ended with another key of its pool\n",
 			plural(st.Unfinished, "key use"))
 	}
 	return nil
