@@ -86,15 +86,21 @@ func (u *upstream) port() string {
 // without it.
 func hostsWrapper(t *testing.T, names ...string) []string {
 	t.Helper()
+	base, _ := os.ReadFile("/etc/hosts")
+	return hostsFileWrapper(t, string(base)+"\n127.0.0.1 "+strings.Join(names, " ")+"\n")
+}
+
+// hostsFileWrapper is hostsWrapper with the whole of the /etc/hosts till
+// sees.
+func hostsFileWrapper(t *testing.T, content string) []string {
+	t.Helper()
 	if err := exec.Command("unshare", "-m", "true").Run(); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("unshare -m: %v (forward-mode tests need a mount namespace)", err)
 		}
 		t.Skipf("unshare -m: %v (run as root to enable forward-mode tests)", err)
 	}
-	base, _ := os.ReadFile("/etc/hosts")
 	hosts := filepath.Join(t.TempDir(), "hosts")
-	content := string(base) + "\n127.0.0.1 " + strings.Join(names, " ") + "\n"
 	if err := os.WriteFile(hosts, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -349,3 +349,32 @@ func TestAuditFileServeCannotOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenRouteWhereLocalhostIsNot: the config takes the name localhost
+// for loopback, but Go resolves it through /etc/hosts like any other
+// name; where that says localhost is 0.0.0.0, till bound every interface.
+// What is bound decides: serve refuses an open route there, and a reload
+// that opens one is refused too.
+func TestOpenRouteWhereLocalhostIsNot(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	setSecret(t, dir, "openai", openaiKey)
+	wrapper := hostsFileWrapper(t, "0.0.0.0 localhost\n")
+
+	writeConfig(t, dir, openConfig(u, "localhost:0", ""))
+	_, err := tryStartTillCmd(t, dir, u.caFile, wrapper, nil, "serve")
+	if err == nil || !strings.Contains(err.Error(), `listen on "localhost:0" bound `) || !strings.Contains(err.Error(), openRouteMsg) {
+		t.Fatalf("serve on localhost bound to 0.0.0.0 with an open route: got %v", err)
+	}
+
+	writeConfig(t, dir, openConfig(u, "localhost:0", "any"))
+	tl := startTillCmd(t, dir, u.caFile, wrapper, nil, "serve")
+	writeConfig(t, dir, openConfig(u, "localhost:0", ""))
+	if err := tl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog("reload failed") || !strings.Contains(tl.stderr.String(), openRouteMsg) {
+		t.Errorf("a reload opening the route was not refused:\n%s", tl.stderr.String())
+	}
+	tl.stop()
+}

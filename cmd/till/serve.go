@@ -131,7 +131,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	base := lns.base
 	// A reload reads the file served, however it was found: ./till.yaml
 	// moved away must fail the reload, not bring in the built-in defaults.
-	running := &servedConfig{path: cfg.File, addr: addr, listenFlag: listen != "", env: e}
+	running := &servedConfig{path: cfg.File, addr: ln.Addr().String(), listenFlag: listen != "", env: e}
 	running.hadVault.Store(!missing(cfg.Vault.Path))
 	rl := reload.New(cfg, secrets, reload.Options{
 		Load:    running.load,
@@ -269,6 +269,13 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 		return nil, withHint(fmt.Errorf("listen on %q: %w", addr, err), "pick another address with --listen or listen: in the config")
 	}
 	tcpAddr := ln.Addr().(*net.TCPAddr)
+	// A name such as localhost passes for loopback in the config and in
+	// --listen; Go resolves it like any other name (golang/go#22826),
+	// through /etc/hosts and then DNS. What was bound decides.
+	if err := cfg.CheckOpenRoutes(tcpAddr.String()); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %q bound %s: %w", addr, tcpAddr, err)
+	}
 	lns := &listeners{own: []netip.AddrPort{tcpAddr.AddrPort()}, scheme: "http", base: "http://" + ln.Addr().String()}
 	ltls, err := listenerTLS(cfg, secrets, tcpAddr.Port)
 	if err != nil {
@@ -329,7 +336,7 @@ func listenAdmin(a config.Admin) (net.Listener, error) {
 // was there at the last load.
 type servedConfig struct {
 	path       string
-	addr       string
+	addr       string // the address bound, whatever name the config gave
 	listenFlag bool
 	hadVault   atomic.Bool
 	env        *env
