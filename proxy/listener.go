@@ -38,6 +38,14 @@ type ListenerTLS struct {
 	// Log receives certmagic's log: issuance, renewal and ACME errors
 	// (see NewZapLogger). Nil discards it.
 	Log *zap.Logger
+	// HTTP1First has the listener choose HTTP/1.1 over HTTP/2 for a
+	// client that offers both (ALPN): set when it is a forward proxy.
+	// Go's Transport offers a proxy the protocols it offers hosts (h2
+	// too, with ForceAttemptHTTP2, as http.DefaultTransport has it), then
+	// writes its CONNECT in HTTP/1.1 whichever was chosen: over HTTP/2
+	// that reads as a broken preface, and the connection is closed. A
+	// client that offers h2 alone still gets it.
+	HTTP1First bool
 }
 
 // alpnChallengeFailed is the message of certmagic's entry for a client
@@ -122,7 +130,11 @@ func (l ListenerTLS) Config() (*tls.Config, func(context.Context) error) {
 	}
 	tc := cfg.TLSConfig()
 	tc.MinVersion = tls.VersionTLS12
-	tc.NextProtos = append([]string{"h2", "http/1.1"}, tc.NextProtos...)
+	protos := []string{"h2", "http/1.1"}
+	if l.HTTP1First {
+		protos = []string{"http/1.1", "h2"} // the server's order decides
+	}
+	tc.NextProtos = append(protos, tc.NextProtos...)
 	if l.ACME == nil {
 		// No ACME CA asks a challenge of till's own certificates: a
 		// client offering acme-tls/1 is a probe, which certmagic would

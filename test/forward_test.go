@@ -643,3 +643,38 @@ func TestForwardTunnelToTillItself(t *testing.T) {
 		t.Errorf("absolute-form to the admin listener: got %d %s, want 403 host_not_allowed", status, body)
 	}
 }
+
+// TestForwardOverTLSListener: under tls.names, till env's proxy URL is
+// https://, and Go's Transport with HTTP/2 on (http.DefaultTransport's
+// ForceAttemptHTTP2) offers h2 in the TLS handshake with the proxy, then
+// writes an HTTP/1.1 CONNECT on it. The listener chose h2 for it, read the
+// CONNECT as a broken HTTP/2 preface and closed the connection: every Go
+// app given till env's variables failed ("malformed HTTP response"), with
+// no record. Curl, which offers the proxy no ALPN, and a base-URL client
+// over HTTP/2 keep working.
+func TestForwardOverTLSListener(t *testing.T) {
+	f := startForward(t, "deny", false, false, "tls: {names: [localhost]}\n")
+	if !strings.HasPrefix(f.proxyURL, "https://") {
+		t.Fatalf("till env's proxy URL under tls.names: %q, want https://", f.proxyURL)
+	}
+	resp, err := f.goClient(t).Get(f.providerURL + "/v1/models")
+	if err != nil {
+		t.Fatalf("Go through the https:// proxy: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"ok":true}` || resp.ProtoMajor != 2 {
+		t.Errorf("Go through the https:// proxy: HTTP/%d %d %q, want HTTP/2 200 inside", resp.ProtoMajor, resp.StatusCode, body)
+	}
+	out, err := exec.Command("curl", "-sS", "--fail-with-body", "-x", f.proxyURL, "--proxy-cacert", f.caBundle,
+		"--cacert", f.caBundle, f.providerURL+"/v1/models").CombinedOutput()
+	if err != nil || string(out) != `{"ok":true}` {
+		t.Errorf("curl through the https:// proxy: %v %q", err, out)
+	}
+	f.assertProviderSawKey(t, 2)
+	for _, r := range f.tl.waitAudit(2) {
+		if r["mode"] != "intercept" || r["outcome"] != "forwarded" {
+			t.Errorf("audit record: %v", r)
+		}
+	}
+}

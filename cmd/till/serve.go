@@ -534,6 +534,7 @@ func listenerTLS(cfg *config.Config, secrets map[string]vault.Secret, port int) 
 		Authority:     authority,
 		Storage:       filepath.Join(filepath.Dir(cfg.Vault.Path), "till-certs"),
 		ChallengePort: port,
+		HTTP1First:    cfg.Forward.Enabled,
 	}, nil
 }
 
