@@ -86,6 +86,9 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	id := l.clients.identify(r, "", certID{}, nil)
 	x.rec.client = id.name()
 	t, mode, e := l.resolveConnect(r.Host, g.intercept != nil)
+	if e == nil && r.ProtoMajor != 1 {
+		e = &errConnectNotHTTP1
+	}
 	if e != nil {
 		g.refuse(rw, x, *e, 0)
 		return
@@ -113,6 +116,12 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	}
 	g.intercept.serve(rw, r, x, t)
 }
+
+// errConnectNotHTTP1 refuses a CONNECT sent over HTTP/2: its tunnel
+// would be one stream of a shared connection, where till takes a whole
+// connection over (to tunnel it, or to terminate TLS inside it), so the
+// host would be dialled for a tunnel that cannot be made.
+var errConnectNotHTTP1 = apiError{CodeBadRequest, "till tunnels and intercepts a CONNECT sent over HTTP/1.1 only: connect to the proxy over HTTP/1.1"}
 
 // serveRoute serves a request resolved to a route, in any mode: the
 // policy decides, then the request goes upstream with the route's key.
