@@ -73,6 +73,9 @@ type exchange struct {
 	bytesIn  atomic.Int64
 	hasBody  bool // the request declared a body
 	bodyRead bool // the body was handed on to be read
+	// overHTTP2 is set for a request over HTTP/2: one stream of a
+	// connection other requests share.
+	overHTTP2 bool
 	// switchedOut counts what a switched protocol carried to the app;
 	// ReverseProxy's goroutine writes it.
 	switchedOut atomic.Int64
@@ -133,6 +136,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 		x.rec.path = r.URL.RawPath
 	}
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
+	x.overHTTP2 = r.ProtoMajor == 2
 	dropConnectionNamed(r.Header)
 	g.active.Add(1)
 	rw := &responseRecorder{ResponseWriter: w, x: x, idle: g.tunnelIdle, http10: !r.ProtoAtLeast(1, 1)}
@@ -183,8 +187,13 @@ func (g *Gateway) fail(w http.ResponseWriter, x *exchange, e apiError) {
 // body was never read: net/http would otherwise wait for that body (which
 // the app may never send) before answering. A refused CONNECT closes it
 // too: what the app already wrote for the tunnel would otherwise be read
-// as a request of its own.
+// as a request of its own. Not over HTTP/2, where net/http would end the
+// whole connection (GOAWAY), every other request's on it too: the server
+// resets the unread body of this stream alone (RFC 9113, section 8.1).
 func (x *exchange) closeIfUnread(w http.ResponseWriter) {
+	if x.overHTTP2 {
+		return
+	}
 	if x.hasBody && !x.bodyRead || x.rec.method == http.MethodConnect {
 		w.Header().Set("Connection", "close")
 	}
