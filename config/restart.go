@@ -29,8 +29,10 @@ func RestartNeeded(old, new *Config) []string {
 	add(old.Limits.Redis != new.Limits.Redis, "limits.redis")
 	add(old.Limits.OnRedisError != new.Limits.OnRedisError, "limits.on_redis_error")
 	add(old.ShutdownGrace != new.ShutdownGrace, "shutdown_grace")
-	// The CA is loaded only when forward mode is on at start.
-	add(!old.Forward.Enabled && new.Forward.Enabled && new.Forward.Intercept, "forward.enabled")
+	// The CA is loaded only when forward mode is on at start, and a TLS
+	// listener chooses its protocols then (HTTP/1.1 first for a proxy,
+	// whose clients send CONNECT over it whatever they offered).
+	add(!old.Forward.Enabled && new.Forward.Enabled && (new.Forward.Intercept || len(new.TLS.Names) > 0), "forward.enabled")
 	// An ACME listener takes client certificates only when a client had
 	// one at start (till's CA is loaded for them then).
 	add(new.TLS.ACME != nil && !certClients(old) && certClients(new), "clients[].cert")

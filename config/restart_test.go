@@ -82,6 +82,12 @@ func TestRestartNeeded(t *testing.T) {
 	noIntercept := base()
 	noIntercept.Forward.Intercept = false
 	off.Forward.Intercept = false
+	// A TLS listener chose its protocols at start: a proxy's wait for a
+	// restart, even without interception.
+	if got := RestartNeeded(off, noIntercept); !slices.Equal(got, []string{"forward.enabled"}) {
+		t.Errorf("forward mode turned on a TLS listener without interception: got %q, want forward.enabled", got)
+	}
+	off.TLS, noIntercept.TLS = TLS{}, TLS{}
 	if got := RestartNeeded(off, noIntercept); got != nil {
 		t.Errorf("forward mode turned on without interception: got %q, want nothing", got)
 	}
