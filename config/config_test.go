@@ -940,6 +940,16 @@ func TestCheckedLikeServe(t *testing.T) {
 	}
 }
 
+// TestAdminAndGatewayOnPortZero: both listeners on port 0 each get a free
+// port of their own from the kernel, so the config is not refused as one
+// address taken twice (the soak test's config was).
+func TestAdminAndGatewayOnPortZero(t *testing.T) {
+	y := "version: 1\nlisten: 127.0.0.1:0\nadmin: {listen: \"127.0.0.1:0\"}\n"
+	if _, err := Parse("till.yaml", []byte(y), t.TempDir()); err != nil {
+		t.Errorf("both listeners on port 0: %v", err)
+	}
+}
+
 // TestAuditFileThroughLink: an audit.file that is a link to the vault is
 // the vault.
 func TestAuditFileThroughLink(t *testing.T) {

@@ -670,7 +670,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	if v := f["admin"]; v != nil {
 		c.Admin = d.admin(v, "admin")
-		if c.Admin.Listen != "" && c.Admin.Listen == c.Listen {
+		if sameListen(c.Admin.Listen, c.Listen) {
 			d.errorf(v, "admin.listen", "is the gateway's listen address too (hint: give the admin listener a port of its own, such as 127.0.0.1:9090)")
 		}
 	}

@@ -289,6 +289,14 @@ func validListen(s string) error {
 	return nil
 }
 
+// sameListen reports whether two listen addresses would bind the same
+// socket. Port 0 asks the kernel for a free port, a different one each
+// time, so two such addresses never clash.
+func sameListen(a, b string) bool {
+	_, port, err := net.SplitHostPort(a)
+	return a != "" && a == b && err == nil && port != "0"
+}
+
 // isLoopbackAddr reports whether a validated host:port only listens on
 // loopback.
 func isLoopbackAddr(s string) bool {
