@@ -45,6 +45,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "FAIL: keys leaked during the suite:\n"+leaks)
 		code = 1
 	}
+	if races := tillbin.Races(bin); races != "" {
+		fmt.Fprintln(os.Stderr, "FAIL: till found data races (TILL_E2E_RACE=1):\n"+races)
+		code = 1
+	}
 	remove()
 	os.Exit(code)
 }
@@ -244,6 +248,7 @@ func (s *syncBuffer) String() string {
 // caller's TILL_ variables or proxies.
 func tillEnv(extra ...string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	env = append(env, tillbin.Env()...)
 	return append(env, extra...)
 }
 

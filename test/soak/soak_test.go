@@ -71,8 +71,19 @@ func TestMain(m *testing.M) {
 	}
 	tillBin = bin
 	code := m.Run()
+	if races := tillbin.Races(bin); races != "" {
+		fmt.Fprintln(os.Stderr, "FAIL: till found data races (TILL_E2E_RACE=1):\n"+races)
+		code = 1
+	}
 	remove()
 	os.Exit(code)
+}
+
+// tillEnv is the environment every till process runs with: none of the
+// caller's variables but PATH, HOME and a race build's GORACE.
+func tillEnv() []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	return append(env, tillbin.Env()...)
 }
 
 const (
@@ -218,7 +229,7 @@ func runTill(t *testing.T, dir, stdin string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(tillBin, args...)
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	cmd.Env = tillEnv()
 	cmd.Stdin = strings.NewReader(stdin)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("till %v: %v\n%s", args, err, out)
@@ -264,7 +275,7 @@ routes:
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(tillBin, "serve")
 	p.cmd.Dir = dir
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	p.cmd.Env = tillEnv()
 	p.cmd.Stdout, p.cmd.Stderr = stderr, stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,10 @@
 // Package tillbin builds the till binary for the end-to-end tests that drive
 // it as a process, so that every such package builds it the same way: once
 // per test binary, from its TestMain, into a folder of its own.
+//
+// With TILL_E2E_RACE=1 in the environment the binary is built with the race
+// detector, and each till process writes any race it finds to a file in the
+// binary's folder, where Races reads it back.
 package tillbin
 
 import (
@@ -8,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // pkg is the command under test. Naming it by import path rather than by a
@@ -15,9 +20,17 @@ import (
 // depth.
 const pkg = "github.com/tillgw/till/cmd/till"
 
+// raceEnv names the variable that asks for a race-detector build.
+const raceEnv = "TILL_E2E_RACE"
+
 // Build compiles till into a new temporary folder and returns the binary's
 // path and a function that removes the folder. The go command's output goes
 // to stderr, where a failed build explains itself.
+//
+// When TILL_E2E_RACE=1, the build uses -race and Build sets GORACE in this
+// process's environment so that the children it starts (Env passes it on)
+// log races to files beside the binary rather than only to their stderr,
+// which many tests read without looking for races.
 func Build() (bin string, remove func(), err error) {
 	dir, err := os.MkdirTemp("", "till-bin-")
 	if err != nil {
@@ -25,11 +38,40 @@ func Build() (bin string, remove func(), err error) {
 	}
 	remove = func() { os.RemoveAll(dir) }
 	bin = filepath.Join(dir, "till")
-	build := exec.Command("go", "build", "-o", bin, pkg)
+	args := []string{"build", "-o", bin}
+	if os.Getenv(raceEnv) == "1" {
+		args = append(args, "-race")
+		// Options the caller set (halt_on_error=1) stay; a later log_path wins.
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" log_path="+filepath.Join(dir, "race")))
+	}
+	build := exec.Command("go", append(args, pkg)...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		remove()
 		return "", nil, fmt.Errorf("build %s: %w", pkg, err)
 	}
 	return bin, remove, nil
+}
+
+// Env is the GORACE setting a till process needs to log its races where
+// Races finds them, or nothing when the binary was built without -race.
+func Env() []string {
+	if os.Getenv(raceEnv) != "1" {
+		return nil
+	}
+	return []string{"GORACE=" + os.Getenv("GORACE")}
+}
+
+// Races returns the race reports the till processes built as bin have
+// written so far, or "" when there are none (or bin was built without
+// -race). Call it before remove.
+func Races(bin string) string {
+	files, _ := filepath.Glob(filepath.Join(filepath.Dir(bin), "race.*"))
+	var out strings.Builder
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			fmt.Fprintf(&out, "%s:\n%s\n", filepath.Base(f), b)
+		}
+	}
+	return out.String()
 }
