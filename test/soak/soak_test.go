@@ -79,6 +79,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// sumValues adds up the counts of m.
+func sumValues(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
 // tillEnv is the environment every till process runs with: none of the
 // caller's variables but PATH, HOME and a race build's GORACE.
 func tillEnv() []string {
@@ -615,9 +624,11 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("unexpected errors: %d", nErrors)
 
-	// Every request has exactly one audit record, and there is no other.
-	counts := map[string]int{}
-	records, bad := 0, 0
+	// Every request has exactly one request record and, since each sends
+	// the key, at least one use record before it (net/http may send an
+	// idempotent request again, each send recorded); there is no other.
+	counts, uses := map[string]int{}, map[string]int{}
+	records, bad, other := 0, 0, 0
 	f, err := os.Open(filepath.Join(dir, "audit.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -626,26 +637,43 @@ func TestSoak(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var r struct {
-			ID, Outcome string
-			Status      int
-		}
+		var r struct{ ID, Event string }
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			bad++
 			continue
 		}
-		records++
-		counts[r.ID]++
+		switch r.Event {
+		case "request":
+			records++
+			counts[r.ID]++
+		case "use":
+			if counts[r.ID] > 0 {
+				t.Errorf("request %s: a use record after its request record", r.ID)
+			}
+			uses[r.ID]++
+		default:
+			other++
+		}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("audit records: %d for %d requests (%d responses with an id), %d unreadable lines", records, total, len(l.ids), bad)
-	if bad > 0 {
-		t.Errorf("%d audit lines are not JSON", bad)
+	t.Logf("audit records: %d for %d requests (%d responses with an id), %d use records, %d unreadable lines, %d others",
+		records, total, len(l.ids), sumValues(uses), bad, other)
+	if bad+other > 0 {
+		t.Errorf("%d audit lines are not JSON, %d are neither use nor request records", bad, other)
 	}
 	if records != total {
 		t.Errorf("audit records: got %d, want %d (one per request)", records, total)
+	}
+	unused := 0
+	for id := range counts {
+		if uses[id] == 0 {
+			unused++
+		}
+	}
+	if unused > 0 || len(uses) != len(counts) {
+		t.Errorf("use records: %d requests without one, %d ids with one, %d with a request record", unused, len(uses), len(counts))
 	}
 	missing, dup := 0, 0
 	for id := range l.ids {
