@@ -84,7 +84,7 @@ func (rt *route) localURL(raw string, origin func() (string, bool)) (string, boo
 		return "", false
 	}
 	up, p := rt.upstream.EscapedPath(), u.EscapedPath()
-	if !strings.HasPrefix(p, up) || len(p) > len(up) && p[len(up)] != '/' {
+	if !strings.HasPrefix(p, up) || len(p) > len(up) && p[len(up)] != '/' || dotSegments(u.Path) {
 		return "", false
 	}
 	var b strings.Builder
@@ -104,6 +104,21 @@ func (rt *route) localURL(raw string, origin func() (string, bool)) (string, boo
 		b.WriteString("#" + u.EscapedFragment())
 	}
 	return b.String(), true
+}
+
+// dotSegments reports whether path, unescaped, holds a "." or ".."
+// segment, a backslash taken as a slash as some servers and WHATWG URL
+// parsers take it. The app and the upstream resolve them (RFC 3986,
+// section 5.2.4): "/v2/../admin" is under the upstream's path "/v2" as
+// written but not once resolved, and at till "/route/../admin" would reach
+// another route.
+func dotSegments(path string) bool {
+	for seg := range strings.FieldsFuncSeq(path, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // validAuthority reports whether s is a host, with an optional port, as

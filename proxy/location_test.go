@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,11 @@ func TestLocalURL(t *testing.T) {
 		{"relative to the request", "https://api.example.com", "files/1", ""},
 		{"opaque", "https://api.example.com", "mailto:x@api.example.com", ""},
 		{"not a URL", "https://api.example.com", "https://api.example.com/%zz", ""},
+		{"dot segments above the upstream path", "https://api.example.com/v2", "https://api.example.com/v2/../other", ""},
+		{"escaped dot segments above it", "https://api.example.com/v2", "https://api.example.com/v2/%2e%2E/other", ""},
+		{"a path alone, dot segments above", "https://api.example.com/v2", "/v2/jobs/../../other", ""},
+		{"dot segment", "https://api.example.com/v2", "https://api.example.com/v2/./jobs", ""},
+		{"backslash dot segments", "https://api.example.com/v2", "https://api.example.com/v2/..\\other", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			up, err := url.Parse(tt.upstream)
@@ -200,6 +206,7 @@ func FuzzLocalURL(f *testing.F) {
 		"https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=x",
 		"https://api.example.com/v2/a?b#c", "/v2/a", "//api.example.com/v2", "https://api.example.com:443/v2/",
 		"https://api.example.com.evil/v2", "https://u@api.example.com/v2", "files/1", "https://api.example.com/v2%2F..",
+		"https://api.example.com/v2/../x", "/v2/a/%2e%2e/%2E%2e/x", "/v2/..\\x",
 	} {
 		f.Add(s, "127.0.0.1:8080")
 	}
@@ -235,6 +242,11 @@ func FuzzLocalURL(f *testing.F) {
 		}
 		if p := u.EscapedPath(); p != "/v2" && !strings.HasPrefix(p, "/v2/") {
 			t.Fatalf("localURL(%q) = %q: a path outside the upstream's", raw, got)
+		}
+		// As the app and the upstream resolve it (RFC 3986, section 5.2.4).
+		resolved := path.Clean("/" + strings.ReplaceAll(u.Path, "\\", "/"))
+		if resolved != "/v2" && !strings.HasPrefix(resolved, "/v2/") {
+			t.Fatalf("localURL(%q) = %q: a path outside the upstream's once resolved (%q)", raw, got, resolved)
 		}
 	})
 }
