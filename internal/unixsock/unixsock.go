@@ -21,10 +21,17 @@ import (
 // holds 104 bytes on the BSDs and macOS (108 on Linux), a NUL included.
 const MaxPath = 103
 
+// geteuid is the user whose folders CheckFolder trusts (a variable for
+// tests).
+var geteuid = os.Geteuid
+
 // CheckFolder refuses a socket path whose folder its group or other users
 // may write to: they could create a socket of their own at that name while
 // till is down (a sticky bit does not stop that), and the CLI would send
-// it the admin token. The folder's owner is the config's choice.
+// it the admin token. The folder must be owned by the user who asks, or
+// by root: another user's folder (a /tmp/till made by someone else) is
+// theirs to fill. Root trusts the owner the config names (till's user,
+// such as systemd's RuntimeDirectory gives it).
 func CheckFolder(path string) error {
 	if runtime.GOOS == "windows" {
 		return errors.New("a Unix socket's access cannot be checked on Windows")
@@ -39,6 +46,10 @@ func CheckFolder(path string) error {
 	}
 	if st.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("folder %q is writable by its group or others (mode %04o), who could take the socket's name while till is down", dir, st.Mode().Perm())
+	}
+	uid, ok := owner(st)
+	if me := geteuid(); !ok || uid != me && uid != 0 && me != 0 {
+		return fmt.Errorf("folder %q belongs to user %d, not to you (%d) or root: its owner could put a socket of their own at the name", dir, uid, me)
 	}
 	return nil
 }

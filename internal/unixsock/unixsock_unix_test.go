@@ -145,3 +145,35 @@ func TestListenTakesOnlyAStaleSocket(t *testing.T) {
 		t.Errorf("Close removed the socket that took its place: %v", err)
 	}
 }
+
+// TestCheckFolderRefusesAnotherUsersFolder: a folder of another user,
+// even of mode 0755, is refused; one of the asking user or of root is
+// taken, and root takes any owner's.
+func TestCheckFolderRefusesAnotherUsersFolder(t *testing.T) {
+	dir := privateDir(t)
+	if err := os.Chown(dir, 4242, -1); err != nil {
+		t.Skipf("needs root to give a folder to another user: %v", err)
+	}
+	path := filepath.Join(dir, "admin.sock")
+	defer func(f func() int) { geteuid = f }(geteuid)
+	for _, tt := range []struct {
+		euid int
+		ok   bool
+	}{{1000, false}, {4242, true}, {0, true}} {
+		geteuid = func() int { return tt.euid }
+		err := CheckFolder(path)
+		if tt.ok && err != nil {
+			t.Errorf("user %d: %v", tt.euid, err)
+		}
+		if !tt.ok && (err == nil || !strings.Contains(err.Error(), "belongs to user 4242")) {
+			t.Errorf("user %d: got %v, want a refusal naming the owner", tt.euid, err)
+		}
+	}
+	if err := os.Chown(dir, 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	geteuid = func() int { return 1000 }
+	if err := CheckFolder(path); err != nil {
+		t.Errorf("a folder of root: %v", err)
+	}
+}
