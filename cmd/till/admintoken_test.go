@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -78,5 +79,40 @@ func TestAdminOffLoopbackNeedsToken(t *testing.T) {
 			continue
 		}
 		ln.Close()
+	}
+}
+
+// TestAdminErrorNeverQuotesTheToken: the CLI prints what a listener that
+// refused the ask answered, and that listener may not be till (a --url
+// pointed at another service, a debugging proxy): an answer that quotes
+// the Authorization it was sent, whole or past the 200 characters shown,
+// or with control characters inside it, must not print TILL_ADMIN_TOKEN
+// to the terminal or to a CI log.
+func TestAdminErrorNeverQuotesTheToken(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	for _, tt := range []struct{ name, body string }{
+		{"quoted", "bad request: Authorization: %s"},
+		{"past the cut", strings.Repeat("x", 170) + " %s"},
+		{"split by a control", "header %s"},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got := r.Header.Get("Authorization")
+			if tt.name == "split by a control" {
+				got = got[:20] + "\x00" + got[20:]
+			}
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, tt.body, got)
+		}))
+		c := newCLI(t)
+		c.env["TILL_ADMIN_TOKEN"] = token
+		os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
+		_, errOut, code := c.run("", "usage", "--url", srv.URL)
+		srv.Close()
+		if code != 1 || !strings.Contains(errOut, ": 400") {
+			t.Errorf("%s: exit %d: %s", tt.name, code, errOut)
+		}
+		if strings.Contains(errOut, token[:16]) {
+			t.Errorf("%s: the error shows the token: %s", tt.name, errOut)
+		}
 	}
 }

@@ -127,6 +127,18 @@ func readUsage(ctx context.Context, cfg *config.Config, cfgPath, rawURL string, 
 	return askUsage(ctx, t.at("/admin/usage"), e.getenv("TILL_ADMIN_TOKEN"))
 }
 
+// answerText is an admin answer's body as an error shows it: printable,
+// and cut short. What answered may not be till and may quote the
+// Authorization it was sent: a body that holds token, once printable and
+// before it is cut (the cut would keep part of it), is not shown.
+func answerText(body []byte, token string) string {
+	text := printable(strings.TrimSpace(string(body)), len(body))
+	if token != "" && (strings.Contains(text, token) || strings.Contains(string(body), token)) {
+		return "(an answer that quotes TILL_ADMIN_TOKEN, not shown)"
+	}
+	return printable(text, 200)
+}
+
 // amount prints a count, or dollars to the cent's hundredth.
 func amount(v float64) string {
 	if v == float64(int64(v)) {
@@ -177,7 +189,7 @@ func askAdmin(ctx context.Context, t adminTarget, token string, out any) error {
 		return withHint(fmt.Errorf("%s: 401", shown), "the admin listener wants its token: set TILL_ADMIN_TOKEN")
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d %s", shown, resp.StatusCode, printable(strings.TrimSpace(string(body)), 200))
+		return fmt.Errorf("%s: %d %s", shown, resp.StatusCode, answerText(body, token))
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("%s: not the answer of a till admin listener: %w", shown, err)
