@@ -102,7 +102,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	}
 	d := s.decide(r.WithContext(ctx), rt, t.pathForRules(), id, now, nil, func() (ask, *apiError) { return a, nil })
 	if d.inj != nil {
-		v.Fingerprint = d.inj.fp
+		v.Secret, v.Fingerprint = d.inj.secretName, d.inj.fp
 	}
 	if !d.Allowed {
 		switch {
@@ -181,19 +181,22 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 
 // Mint obtains a token for the named route, as a request would, and
 // reports the token endpoint's error, if any; the token itself is never
-// returned (till test --mint).
+// returned (till test --mint). It asks with the key a request would go
+// with (s.credential): a pool's usable member, a source's current value,
+// and never a key expired under on_expired: block, which serve withholds.
 func (s *Snapshot) Mint(ctx context.Context, route string) error {
 	for _, rt := range s.routes {
 		if rt.name != route {
 			continue
 		}
-		in := rt.injection
-		if rt.sourced != nil {
-			current, _, err := rt.sourced.current(ctx)
-			if err != nil {
-				return err
+		r := (&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rt.prefix}, Header: http.Header{}, RemoteAddr: "127.0.0.1:0"}).WithContext(ctx)
+		var d Decision
+		in, e, ok := s.credential(r, rt, identity{}, time.Now(), &d)
+		if !ok {
+			if d.fetchErr != nil {
+				return d.fetchErr
 			}
-			in = current
+			return fmt.Errorf("%s (%s)", e.message, e.code)
 		}
 		if in.minter == nil {
 			return fmt.Errorf("route %q mints no token", route)

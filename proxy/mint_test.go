@@ -861,3 +861,42 @@ func TestGoogleMintErrorHidesTheAssertion(t *testing.T) {
 		})
 	}
 }
+
+// TestMintAsksWithTheKeyARequestWould: till test --mint on a pooled
+// minting route whose first key expired (on_expired: block) asks the
+// token endpoint with the member a request would go with, which the
+// verdict names, never with the expired key serve withholds.
+func TestMintAsksWithTheKeyARequestWould(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _, _ := r.BasicAuth()
+		r.ParseForm()
+		mu.Lock()
+		asked = append(asked, id+r.PostForm.Get("client_id"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer endpoint.Close()
+	y := "version: 1\nroutes:\n  - {name: api, upstream: https://api.example.com, secret: [old, new], inject: {oauth2: {token_url: " + endpoint.URL + "/token}}}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := vault.NewFieldSecret("old", map[string]string{"client_id": "old", "client_secret": "secret-old-0123456789"}, time.Now())
+	old.Expires = time.Now().Add(-time.Hour)
+	fresh := vault.NewFieldSecret("new", map[string]string{"client_id": "new", "client_secret": "secret-new-0123456789"}, time.Now())
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"old": old, "new": fresh})
+	if v := snap.Explain("GET", "/api/v1/x", "", "127.0.0.1:1234", "", time.Now()); !v.Allowed || v.Secret != "new" {
+		t.Errorf("verdict allowed %v with secret %q, want allowed with %q", v.Allowed, v.Secret, "new")
+	}
+	if err := snap.Mint(context.Background(), "api"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 1 || asked[0] != "new" {
+		t.Errorf("the token endpoint was asked with %q, want only %q", asked, "new")
+	}
+}
