@@ -66,7 +66,7 @@ func TestParseErrors(t *testing.T) {
 		{"admin all interfaces without token", "version: 1\nadmin: {listen: \":9090\"}\n", `till.yaml:2: admin.token_sha256: required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)`},
 		{"admin socket without path", "version: 1\nadmin: {listen: \"unix:\"}\n", `till.yaml:2: admin.listen: unix:PATH must name a socket file (e.g. unix:/run/till/admin.sock)`},
 		{"admin socket a folder", "version: 1\nadmin: {listen: \"unix:/run/till/\"}\n", `till.yaml:2: admin.listen: unix:PATH must name a socket file (e.g. unix:/run/till/admin.sock)`},
-		{"admin socket too long", "version: 1\nadmin: {listen: \"unix:/" + strings.Repeat("a", 103) + "\"}\n", `till.yaml:2: admin.listen: the socket's path is 104 bytes long once made absolute, more than a socket's may be (103) (hint: a shorter path, such as unix:/run/till/admin.sock)`},
+		{"admin socket too long", "version: 1\nadmin: {listen: \"unix:/" + strings.Repeat("a", 103) + "\"}\n", `till.yaml:2: admin.listen: the socket's path is 104 bytes long once made absolute and bound in a private folder beside it, more than a socket's may be (103) (hint: a shorter path, such as unix:/run/till/admin.sock)`},
 		{"admin bad token", "version: 1\nadmin: {listen: 127.0.0.1:9090, token_sha256: abc}\n", `till.yaml:2: admin.token_sha256: must be 64 hex digits (the SHA-256 of the token; "till client add" prints it)`},
 		{"on_expired enum", "version: 1\nvault: {on_expired: ignore}\n", `till.yaml:2: vault.on_expired: must be "block" or "warn"`},
 		{"audit fsync enum", "version: 1\naudit: {fsync: sometimes}\n", `till.yaml:2: audit.fsync: must be "none" or "interval" or "always"`},

@@ -810,8 +810,8 @@ func (d *decoder) socketPath(n *yaml.Node, path, s string) string {
 		return ""
 	}
 	file = d.resolve(file)
-	if len(file) > unixsock.MaxPath {
-		d.errorf(n, path, "the socket's path is %d bytes long once made absolute, more than a socket's may be (%d) (hint: a shorter path, such as unix:/run/till/admin.sock)", len(file), unixsock.MaxPath)
+	if l := unixsock.BindLen(file); l > unixsock.MaxPath {
+		d.errorf(n, path, "the socket's path is %d bytes long once made absolute and bound in a private folder beside it, more than a socket's may be (%d) (hint: a shorter path, such as unix:/run/till/admin.sock)", l, unixsock.MaxPath)
 		return ""
 	}
 	return SocketPrefix + file

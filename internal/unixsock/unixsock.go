@@ -25,6 +25,17 @@ const MaxPath = 103
 // tests).
 var geteuid = os.Geteuid
 
+// tempPrefix names the private folder a socket is bound in before it is
+// moved into place; os.MkdirTemp adds up to 10 digits to it.
+const tempPrefix = ".till"
+
+// BindLen is the longest path Listen binds for a socket at path: path
+// itself, or the socket in the private folder beside it, whichever is
+// longer. Neither may be longer than MaxPath.
+func BindLen(path string) int {
+	return max(len(path), len(filepath.Dir(path))+len("/"+tempPrefix)+10+len("/s"))
+}
+
 // CheckFolder refuses a socket path whose folder its group or other users
 // may write to: they could create a socket of their own at that name while
 // till is down (a sticky bit does not stop that), and the CLI would send
@@ -62,8 +73,8 @@ func CheckFolder(path string) error {
 // that is no socket, is left alone and refused. Closing the listener
 // removes the socket.
 func Listen(path string) (net.Listener, error) {
-	if len(path) > MaxPath {
-		return nil, fmt.Errorf("%q is %d bytes long, more than a socket's path may be (%d)", path, len(path), MaxPath)
+	if n := BindLen(path); n > MaxPath {
+		return nil, fmt.Errorf("%q is %d bytes long with the private folder it is bound in first, more than a socket's path may be (%d)", path, n, MaxPath)
 	}
 	if err := CheckFolder(path); err != nil {
 		return nil, err
@@ -71,7 +82,7 @@ func Listen(path string) (net.Listener, error) {
 	if err := free(path); err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".till")
+	tmp, err := os.MkdirTemp(filepath.Dir(path), tempPrefix)
 	if err != nil {
 		return nil, err
 	}

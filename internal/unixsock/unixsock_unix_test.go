@@ -177,3 +177,35 @@ func TestCheckFolderRefusesAnotherUsersFolder(t *testing.T) {
 		t.Errorf("a folder of root: %v", err)
 	}
 }
+
+// TestListenTakesEveryPathBindLenAllows: a path as long as BindLen allows
+// is bound, though the private folder it is bound in first is longer
+// than the path when its name is short; one byte more is refused, saying
+// so, before anything is made.
+func TestListenTakesEveryPathBindLenAllows(t *testing.T) {
+	dir := privateDir(t)
+	sub := filepath.Join(dir, strings.Repeat("d", MaxPath-len(dir)-len("/.till")-10-len("/s")-1))
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(sub, "s")
+	if BindLen(path) != MaxPath {
+		t.Fatalf("BindLen %d, want %d", BindLen(path), MaxPath)
+	}
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatalf("a path BindLen allows: %v", err)
+	}
+	ln.Close()
+	// Under MaxPath itself, but its private folder would take the socket
+	// past what Linux binds (108 bytes): once "bind: invalid argument".
+	for _, folder := range []string{sub + "d", sub + strings.Repeat("d", 12)} {
+		if err := os.Mkdir(folder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(folder, "s")
+		if _, err := Listen(p); err == nil || !strings.Contains(err.Error(), "bound in first") {
+			t.Errorf("a path of %d bytes: %v", len(p), err)
+		}
+	}
+}
