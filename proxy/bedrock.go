@@ -36,6 +36,10 @@ func (t *target) modelPath(raw string) *apiError {
 	slashes := encodedSlashes(raw)
 	rel, relRaw, ok := t.relative()
 	first, rest, isModel := strings.Cut(strings.TrimPrefix(rel, "/"), "/")
+	underModel := isModel && strings.EqualFold(first, "model")
+	if t.route.bedrock && ok && hasEmptySegment(rel, underModel) {
+		return &errBedrockEmptySegment
+	}
 	if !t.route.bedrock || !ok || !strings.EqualFold(first, "model") {
 		if slashes > 0 {
 			return &errEncodedSlash
@@ -54,6 +58,20 @@ func (t *target) modelPath(raw string) *apiError {
 		}
 	}
 	return nil
+}
+
+// errBedrockEmptySegment refuses, on a route that signs for Bedrock, a
+// path with an empty segment, where the model may hide from modelPath.
+var errBedrockEmptySegment = apiError{CodeBadRequest, "on a route that signs for Bedrock, the request path must not have an empty segment (// anywhere, or a / ending a /model/ path): till reads the model from /model/{modelId}/OP as written, and a server that merges slashes would run another"}
+
+// hasEmptySegment reports whether rel, a Bedrock route's upstream path
+// after its upstream's own, has an empty segment that could move where
+// Bedrock finds the model: "//" anywhere ("//model/ID/converse" names no
+// model to modelPath, which then reads the body's), or, under /model/, a
+// last "/" (the id would take the operation in). Other paths may end in
+// "/" (bedrock-agent-runtime's POST /sessions/).
+func hasEmptySegment(rel string, underModel bool) bool {
+	return strings.Contains(rel, "//") || underModel && len(rel) > len("/model/") && strings.HasSuffix(rel, "/")
 }
 
 // relative returns t's upstream path after the route's upstream's own,

@@ -49,7 +49,8 @@ func bedrockUpstream(t *testing.T) (*httptest.Server, func() []string) {
 // under a usage format (which reads a body's "model") or none: a body
 // naming an allowed model does not carry a request for another one past
 // the rules. Outside /model/ (Bedrock's OpenAI-compatible Chat
-// Completions) the body's model is the one checked.
+// Completions) the body's model is the one checked. A path with an empty
+// segment, in which till would find no model or another, is refused.
 func TestBedrockModelRulesReadThePath(t *testing.T) {
 	const haiku, opus = "anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-opus-20240229-v1:0"
 	for _, usage := range []string{"anthropic", "none"} {
@@ -68,6 +69,9 @@ func TestBedrockModelRulesReadThePath(t *testing.T) {
 				{"/model/" + haiku + "/invoke", `{"max_tokens":5}`, "", haiku},
 				{"/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke", `{"model":"` + opus + `"}`, "", haiku},
 				{"/model/" + haiku + "/invoke-with-response-stream", ``, "", haiku},
+				// A path in which till would find no model, or another.
+				{"//model/" + opus + "/converse", `{"model":"` + haiku + `","messages":[]}`, CodeBadRequest, ""},
+				{"/model/" + haiku + "/invoke/", `{"max_tokens":5}`, CodeBadRequest, ""},
 			}
 			if usage != "none" {
 				tests = append(tests, struct{ path, body, want, model string }{"/openai/v1/chat/completions", `{"model":"` + haiku + `"}`, "", haiku})
@@ -183,6 +187,13 @@ func TestModelPath(t *testing.T) {
 		{"/b/model/", "/model/", "", "", true, false},
 		{"/b/model", "/model", "", "", false, false},
 		{"/b/v1/chat", "/v1/chat", "", "", false, false},
+		{"/b/sessions/", "/sessions/", "", "", false, false},
+		// An empty segment, where a server that merges slashes would
+		// find another model than modelPath does (or one it reads none
+		// in: the body's would be checked instead).
+		{"/b//model/m/converse", "//model/m/converse", "", "", false, true},
+		{"/b/model//m/converse", "/model//m/converse", "", "", false, true},
+		{"/b/model/m/invoke/", "/model/m/invoke/", "", "", false, true},
 		// An encoded slash outside the route's model id: in the app's
 		// prefix, in an operation not of bedrockOps, off /model/.
 		{"/b%2Fc/model/a/b/invoke", "/model/a/b/invoke", "/model/a/b/invoke", "", false, true},
