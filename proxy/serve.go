@@ -48,11 +48,17 @@ func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchang
 
 // refuseUnrouted refuses r before a route was found for it, its record
 // naming the client whose credential came with it: who probes paths or
-// hosts is on record too.
+// hosts is on record too, its token in Authorization (as Anthropic's
+// SDKs send it) as on every route.
 func (g *Gateway) refuseUnrouted(rw *responseRecorder, r *http.Request, x *exchange, l *live, e apiError) {
-	x.rec.client = clientName(l.clients.identify(r, x.connectAuth, x.connectCert, nil))
+	x.rec.client = clientName(l.clients.identify(r, x.connectAuth, x.connectCert, authorizationOnly))
 	g.refuse(rw, x, e, 0)
 }
+
+// authorizationOnly is where, besides till's own headers, a request
+// without a route may carry its client's token: every route strips
+// Authorization, and reads a token there (route.keyHeaders).
+var authorizationOnly = []string{"Authorization"}
 
 // serveAbsolute serves an absolute-form request (HTTP_PROXY, for http://
 // URLs), routed by its URL's host.

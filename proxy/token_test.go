@@ -106,3 +106,22 @@ func TestUnauthenticatedSaysHow(t *testing.T) {
 		t.Errorf("got %d, WWW-Authenticate %q; want 401 with a Bearer challenge", w.Code, w.Header().Get("WWW-Authenticate"))
 	}
 }
+
+// TestTokenInAuthorizationNamesAProbe: a request refused before a route
+// is found (no route for its path) is recorded under the client whose
+// token it carries in Authorization, as its SDK sends it (Anthropic's),
+// as it would be on any route: who probes paths is on record.
+func TestTokenInAuthorizationNamesAProbe(t *testing.T) {
+	const tok = "till_" + "PrObE00123456789abcdefghijABCDEFGHIJ0123"
+	sum := sha256.Sum256([]byte(tok))
+	gw, records := newTestGateway(t, "version: 1\nclients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\n"+
+		"routes:\n  - {name: anthropic, preset: anthropic, upstream: {{UP}}, secret: openai, clients: [web]}\n", "http://127.0.0.1:1", secrets(time.Now()))
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "/nosuchroute/v1/models", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	gw.ServeHTTP(w, r)
+	recs := records.records(t)
+	if w.Code != http.StatusNotFound || len(recs) != 1 || recs[0]["client"] != "web" {
+		t.Errorf("got %d, records %v; want 404 recorded under client web", w.Code, recs)
+	}
+}
