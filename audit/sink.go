@@ -168,7 +168,9 @@ func (s *Sink) start(o Options) {
 	s.healthy.Store(true)
 	if s.file != nil || o.Fsync == FsyncInterval && s.syncer() != nil || o.Signer != nil {
 		s.stop, s.stopped = make(chan struct{}), make(chan struct{})
-		go s.tick()
+		// The intervals are read here, once: a sink keeps those it
+		// opened with.
+		go s.tick(tickInterval, CheckpointInterval)
 	}
 }
 
@@ -409,12 +411,12 @@ func (s *Sink) retry() {
 	}
 }
 
-// tick flushes the file once a second (fsync: interval), writes a
-// checkpoint when records have waited CheckpointInterval for one, and
+// tick flushes the file every interval (fsync: interval), writes a
+// checkpoint when records have waited checkpointAfter for one, and
 // follows a file moved or removed between records (probe).
-func (s *Sink) tick() {
+func (s *Sink) tick(interval, checkpointAfter time.Duration) {
 	defer close(s.stopped)
-	t := time.NewTicker(tickInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -423,7 +425,7 @@ func (s *Sink) tick() {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		if s.opts.Signer != nil && s.unsigned > 0 && time.Since(s.lastSign) >= CheckpointInterval && len(s.pending) == 0 {
+		if s.opts.Signer != nil && s.unsigned > 0 && time.Since(s.lastSign) >= checkpointAfter && len(s.pending) == 0 {
 			s.signNow()
 		}
 		var f syncer
