@@ -229,9 +229,9 @@ func (m *minter) fail(err error) error {
 // request, before anything is written on it, and may stop it too: a key
 // that expired, or that a reload refused, while the endpoint was dialled
 // (up to the transport's dial and handshake timeouts) does not go, as
-// withhold keeps it from an upstream. A stopped request's connection is
-// closed, its headers cleared and its body never read; stopped says why,
-// whatever the flow made of the transport's error.
+// withhold keeps it from an upstream. A stopped request is never written
+// (dropUnwritten), its headers are cleared and its body never read;
+// stopped says why, whatever the flow made of the transport's error.
 type askGuard struct {
 	http.RoundTripper
 	before func() bool
@@ -276,7 +276,7 @@ func (b *askGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 			stopped.Store(true)
 			clear(out.Header)
 			cancel(b.stop(cause))
-			info.Conn.Close()
+			dropUnwritten(info.Conn)
 		}
 	}}
 	res, err := b.RoundTripper.RoundTrip(out.WithContext(httptrace.WithClientTrace(ctx, trace)))

@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -303,10 +306,12 @@ func TestSigV4SignsProtocolSwitch(t *testing.T) {
 // key must not go: the config served now refuses the request. readmit
 // ran before the transport was asked for a connection, and nothing checks
 // again when the connection is got (GotConn) and the headers, key
-// included, are written.
+// included, are written. Nor may the request go without its key: the
+// config served now refuses it.
 func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
-	var sawKey atomic.Int32
+	var sawKey, reached atomic.Int32
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
 		if strings.Contains(r.Header.Get("Authorization"), testKey) {
 			sawKey.Add(1)
 		}
@@ -314,15 +319,7 @@ func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
 	defer up.Close()
 	sum := sha256.Sum256([]byte(connectToken))
 	other := sha256.Sum256([]byte(connectToken + "x"))
-	conf := func(digest [32]byte) *Snapshot {
-		y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
-			"routes:\n  - {name: openai, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]}\n"
-		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
-	}
+	conf := func(digest [32]byte) *Snapshot { return webOnly(t, up.URL, digest) }
 	tr, dialing, release := heldDialTransport()
 	buf := &lockedBuffer{}
 	gw := New(conf(sum), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Transport: tr})
@@ -367,6 +364,9 @@ func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
 	if n := sawKey.Load(); n != 0 {
 		t.Errorf("the upstream got the key %d time(s) after a reload that revoked the client was acknowledged (status to the app %d)", n, status)
 	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the upstream got %d request(s) after the reload refused them, without the key or with it", n)
+	}
 	if status != http.StatusUnauthorized {
 		t.Errorf("the request whose key was withheld got %d, want the 401 the reload's config gives", status)
 	}
@@ -375,6 +375,98 @@ func TestReloadDuringUpstreamDialStopsKey(t *testing.T) {
 	if len(recs) != 2 || recs[0]["outcome"] != outcomeDenied || recs[0]["status"] != 401.0 {
 		t.Errorf("request records %v; want the first denied with 401", recs)
 	}
+}
+
+// TestReloadAtSendWritesNothing: a reload that refuses a request lands
+// after its use record and before the Transport has its connection (here
+// an idle kept-alive one, got at once). The key is withheld, and the
+// request with it: net/http's HTTP/1 Transport writes a request it holds
+// whatever its context, so a withheld request went out without its
+// headers unless its connection was closed first. Over HTTP/2 the shared
+// connection must stay up for the requests on it that still go.
+func TestReloadAtSendWritesNothing(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			var refusedReached atomic.Int32
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/refused") {
+					refusedReached.Add(1)
+				}
+				if (r.ProtoMajor == 2) != h2 {
+					t.Errorf("the upstream got HTTP/%d", r.ProtoMajor)
+				}
+			}))
+			if h2 {
+				up.EnableHTTP2 = true
+				up.StartTLS()
+			} else {
+				up.Start()
+			}
+			defer up.Close()
+			tr := NewTransport()
+			if h2 {
+				roots := x509.NewCertPool()
+				roots.AddCert(up.Certificate())
+				tr.TLSClientConfig.RootCAs = roots
+			}
+			sum := sha256.Sum256([]byte(connectToken))
+			other := sha256.Sum256([]byte(connectToken + "x"))
+			allowed, revoked := webOnly(t, up.URL, sum), webOnly(t, up.URL, other)
+			const rounds = 1000 // the HTTP/1 write races the cancel: few lose
+			var gw *Gateway
+			rec := &hookWriter{onUse: func(line []byte) {
+				if bytes.Contains(line, []byte("/refused")) {
+					gw.Swap(revoked) // acknowledged before the connection is got
+				}
+			}}
+			gw = New(allowed, Options{Audit: testAudit(rec), Log: zerolog.Nop(), Transport: tr})
+			send := func(path string) int {
+				req := httptest.NewRequest("GET", "/openai/v1/"+path, nil)
+				req.Header.Set("X-Till-Token", connectToken)
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, req)
+				return w.Code
+			}
+			for i := range rounds {
+				gw.Swap(allowed)
+				if code := send("ok"); code != http.StatusOK { // keeps a connection idle
+					t.Fatalf("round %d: an allowed request got %d", i, code)
+				}
+				if code := send("refused"); code != http.StatusUnauthorized {
+					t.Fatalf("round %d: the request a reload refused got %d, want 401", i, code)
+				}
+			}
+			if n := refusedReached.Load(); n != 0 {
+				t.Errorf("%d of %d requests a reload refused before their key went reached the upstream all the same", n, rounds)
+			}
+		})
+	}
+}
+
+// webOnly is a config whose route openai to upstream, with the key
+// testKey, lets only the client web in, whose token has this digest.
+func webOnly(t *testing.T, upstream string, digest [32]byte) *Snapshot {
+	y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+		"routes:\n  - {name: openai, preset: openai, upstream: " + upstream + ", secret: k, clients: [web]}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+}
+
+// hookWriter is an audit sink's writer that calls onUse with each use
+// record before it is kept.
+type hookWriter struct {
+	lockedBuffer
+	onUse func(line []byte)
+}
+
+func (h *hookWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"event":"use"`)) {
+		h.onUse(p)
+	}
+	return h.lockedBuffer.Write(p)
 }
 
 // heldDialTransport is a transport whose dials wait until release is

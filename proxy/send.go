@@ -3,9 +3,11 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"iter"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -287,13 +289,14 @@ func (x *exchange) writeAhead() bool {
 // stream errors): each attempt gets a connection (GotConn), where withhold
 // may yet keep the key back, and each one after the first (writeAhead
 // recorded that) is a send of the key that is recorded before it goes. If
-// that record cannot be written, the attempt's connection is closed before
-// anything is written on it, and the request ends (audit_unavailable).
-// The upload watch starts once the head is written.
+// that record cannot be written, the request ends (audit_unavailable)
+// before anything of it is written (dropUnwritten). The upload watch
+// starts once the head is written.
 func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() bool) *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			if withhold() {
+				dropUnwritten(info.Conn)
 				return
 			}
 			if x.conns.Add(1) == 1 {
@@ -303,7 +306,7 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 			if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
 				x.auditFailed.Store(true)
 				cancel(errAuditUnavailable)
-				info.Conn.Close()
+				dropUnwritten(info.Conn)
 				return // not sent: not an attempt
 			}
 			x.attempts.Store(n)
@@ -315,6 +318,19 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 			}
 		},
 	}
+}
+
+// dropUnwritten keeps the request of an attempt that GotConn ended
+// (its context cancelled) from being written on conn. net/http's HTTP/1
+// Transport writes a request it holds, its context ended or not, racing
+// the cancellation: the connection, the attempt's alone, is closed.
+// An HTTP/2 connection is shared with other requests and stays open: that
+// Transport checks the context before it writes a stream's headers.
+func dropUnwritten(conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+		return
+	}
+	conn.Close()
 }
 
 // withhold checks r again, as readmit does, once the transport has a

@@ -160,7 +160,10 @@ func TestReloadStormNeverMixesConfigs(t *testing.T) {
 			t.Errorf("upstream %s got %s with no use record naming a client: %v", h.upstream, h.path, u)
 			continue
 		}
-		if h.upstream != w.upstream || h.key != w.key || !strings.HasPrefix(h.path, w.path) {
+		switch {
+		case h.key == "":
+			t.Errorf("%s's request %s reached upstream %s without its key: one the new config refused was sent all the same", client, h.path, h.upstream)
+		case h.upstream != w.upstream || h.key != w.key || !strings.HasPrefix(h.path, w.path):
 			t.Errorf("%s's request %s reached upstream %s with the key of another config", client, h.path, h.upstream)
 		}
 		if fp := secrets[map[string]string{"alice": "a", "bob": "b"}[client]].Fingerprint(); u["key_fp"] != fp || u["route"] != "r" {
