@@ -239,6 +239,7 @@ func (g *Gateway) newRelayer() *httputil.ReverseProxy {
 			pr.Out.URL.RawQuery = withoutClientTokens(pr.In.URL.RawQuery)
 			pr.Out.Host = ""
 			stripHeaders(pr.Out.Header, relayCredentials)
+			dropTillAuthorization(pr.Out.Header)
 		},
 		Transport: relayTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

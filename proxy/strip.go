@@ -26,6 +26,18 @@ var overrideHeaders = []string{
 // request relayed to a host without a route.
 var relayCredentials = []string{"Proxy-Authorization", "X-Till-Token"}
 
+// dropTillAuthorization removes an Authorization that holds a till
+// token as identify reads one (tokenFrom), of any length: a digest in
+// the config may be of a token made by hand, shorter than those
+// stripHeaders knows by their shape. It is the client's credential for
+// till, and stays with till (invariant 2); the app's own credential for
+// a host without a route goes.
+func dropTillAuthorization(h http.Header) {
+	if slices.ContainsFunc(h["Authorization"], func(v string) bool { return tokenFrom(v) != "" }) {
+		delete(h, "Authorization")
+	}
+}
+
 // stripHeaders removes from h every header named in one of the lists, under
 // any spelling a server may read as that name, and every header that holds a
 // till client token (invariant 2: tokens never leave till).

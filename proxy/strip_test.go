@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -235,6 +237,37 @@ func TestRelayDropsClientTokens(t *testing.T) {
 	}
 	if got.URL.RawQuery != "q=1" || got.Header.Get("X-Trace") != "still_running" {
 		t.Errorf("got query %q, X-Trace %q: more than the tokens went", got.URL.RawQuery, got.Header.Get("X-Trace"))
+	}
+}
+
+// TestRelayDropsAnyTillTokenInAuthorization: a relayed request whose
+// Authorization holds its client's till token, of any shape (a digest in
+// the config may be of a token made by hand, shorter than till's), never
+// sends it to the host without a route; an Authorization that holds no
+// till token (the app's own credential for that host) goes as sent.
+func TestRelayDropsAnyTillTokenInAuthorization(t *testing.T) {
+	const short = "till_made-by-hand"
+	seen := make(chan string, 2)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("Authorization") }))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(short))
+	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
+		"clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\nroutes: []\n", "", nil)
+	for _, tt := range []struct{ sent, want string }{
+		{"Bearer " + short, ""},
+		{"Basic " + base64.StdEncoding.EncodeToString([]byte("web:"+short)), ""},
+		{"Bearer sk-for-that-host", "Bearer sk-for-that-host"},
+	} {
+		in := httptest.NewRequest("GET", up.URL+"/p", nil)
+		in.Header.Set("Authorization", tt.sent)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, in)
+		if w.Code != 200 {
+			t.Fatalf("%q: got %d, want 200 from the host", tt.sent, w.Code)
+		}
+		if got := <-seen; got != tt.want {
+			t.Errorf("%q: the host got Authorization %q, want %q", tt.sent, got, tt.want)
+		}
 	}
 }
 
