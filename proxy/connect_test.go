@@ -559,8 +559,16 @@ func TestRouteHostNeverRelayedOutsideItsPath(t *testing.T) {
 
 // TestTunnelsHoldClientsToTheirAddresses: a client's cidrs bind it in a
 // tunnel and an absolute-form relay to a host without a route too (403
-// client_forbidden), and a relayed request's record names its client.
+// client_forbidden), and a relayed request's record names its client,
+// whether its token comes in X-Till-Token or in Authorization (as an
+// SDK sends its api key, and as a refusal before a route reads it).
 func TestTunnelsHoldClientsToTheirAddresses(t *testing.T) {
+	for _, header := range []string{"X-Till-Token: ", "Authorization: Bearer "} {
+		t.Run(strings.TrimSuffix(strings.Fields(header)[0], ":"), func(t *testing.T) { tunnelsHoldClients(t, header) })
+	}
+}
+
+func tunnelsHoldClients(t *testing.T, header string) {
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "reached") }))
 	defer target.Close()
 	host := strings.TrimPrefix(target.URL, "http://")
@@ -584,7 +592,7 @@ func TestTunnelsHoldClientsToTheirAddresses(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprintf(c, "%s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", line, host, connectToken)
+			fmt.Fprintf(c, "%s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n\r\n", line, host, header, connectToken)
 			res, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: strings.Fields(line)[0]})
 			c.Close()
 			if err != nil || res.StatusCode != tt.want {

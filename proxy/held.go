@@ -194,7 +194,7 @@ func (l *live) admitRelay(r *http.Request, dialled *netip.AddrPort) *apiError {
 // without a route: its client must be admitted from its address, and the
 // address dialled (when known) be one the dial guard permits.
 func (l *live) admitUnrouted(r *http.Request, dialled *netip.AddrPort) *apiError {
-	id := l.clients.identify(r, "", certID{}, nil)
+	id := l.clients.identify(r, "", certID{}, authorizationOnly)
 	if e, ok := id.admit(r.RemoteAddr, nil); !ok {
 		return e.ref()
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -56,20 +57,23 @@ func TestReloadEndsTunnelsItRefuses(t *testing.T) {
 		name string
 		snap *Snapshot
 		code string // "": the tunnel stays open
+		auth string // the header the CONNECT names its client in
 	}{
-		{"same rules", conf(tunnelling, "127.0.0.0/8", " []"), ""},
-		{"forward mode off", conf("{enabled: false}", "127.0.0.0/8", " []"), CodeBadRequest},
-		{"unknown hosts denied", conf("{enabled: true, unknown_hosts: deny}", "127.0.0.0/8", " []"), CodeHostNotAllowed},
-		{"range no longer allowed", conf("{enabled: true, unknown_hosts: tunnel}", "127.0.0.0/8", " []"), CodeHostNotAllowed},
-		{"client moved to other addresses", conf(tunnelling, "10.0.0.0/8", " []"), CodeClientForbidden},
-		{"host got a route", conf(tunnelling, "127.0.0.0/8", "\n  - {name: echo, upstream: 'https://"+host+"', secret: echo, inject: {header: X-Key}, clients: [web]}"), CodeHostNotAllowed},
+		{"same rules", conf(tunnelling, "127.0.0.0/8", " []"), "", ""},
+		{"forward mode off", conf("{enabled: false}", "127.0.0.0/8", " []"), CodeBadRequest, ""},
+		{"unknown hosts denied", conf("{enabled: true, unknown_hosts: deny}", "127.0.0.0/8", " []"), CodeHostNotAllowed, ""},
+		{"range no longer allowed", conf("{enabled: true, unknown_hosts: tunnel}", "127.0.0.0/8", " []"), CodeHostNotAllowed, ""},
+		{"client moved to other addresses", conf(tunnelling, "10.0.0.0/8", " []"), CodeClientForbidden, ""},
+		{"client named in Authorization moved", conf(tunnelling, "10.0.0.0/8", " []"), CodeClientForbidden, "Authorization: Bearer "},
+		{"host got a route", conf(tunnelling, "127.0.0.0/8", "\n  - {name: echo, upstream: 'https://"+host+"', secret: echo, inject: {header: X-Key}, clients: [web]}"), CodeHostNotAllowed, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			authority, _ := ca.New("tunnel-test", time.Now())
 			leaves, _ := ca.NewLeaves(authority, 4)
 			buf := &lockedBuffer{}
 			gw := New(conf(tunnelling, "127.0.0.0/8", " []"), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Leaves: leaves})
-			c, br := openHeld(t, gw, fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\n\r\n", host, host, connectToken), http.StatusOK)
+			auth := cmp.Or(tt.auth, "X-Till-Token: ")
+			c, br := openHeld(t, gw, fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n\r\n", host, host, auth, connectToken), http.StatusOK)
 			rec := reloadWhileHeld(t, gw, buf, c, br, tt.snap, tt.code)
 			if rec == nil {
 				return

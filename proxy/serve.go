@@ -56,8 +56,10 @@ func (g *Gateway) refuseUnrouted(rw *responseRecorder, r *http.Request, x *excha
 }
 
 // authorizationOnly is where, besides till's own headers, a request
-// without a route may carry its client's token: every route strips
-// Authorization, and reads a token there (route.keyHeaders).
+// without a route (refused, relayed, or a CONNECT) may carry its
+// client's token: every route strips Authorization, and reads a token
+// there (route.keyHeaders). A relay drops an Authorization that holds
+// a till token (dropTillAuthorization).
 var authorizationOnly = []string{"Authorization"}
 
 // serveAbsolute serves an absolute-form request (HTTP_PROXY, for http://
@@ -71,7 +73,7 @@ func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchan
 		g.refuseUnrouted(rw, r, x, l, *e)
 	case t.route == nil:
 		// Who asked is recorded, and held to its client's addresses.
-		id := l.clients.identify(r, "", certID{}, nil)
+		id := l.clients.identify(r, "", certID{}, authorizationOnly)
 		x.rec.client = id.name()
 		if e, ok := id.admit(r.RemoteAddr, nil); !ok {
 			g.refuse(rw, x, e, 0)
@@ -89,7 +91,7 @@ func (g *Gateway) serveConnect(rw *responseRecorder, r *http.Request, x *exchang
 	x.rec.mode = modeForward
 	x.rec.path = ""
 	// Who asked is recorded whatever becomes of it: a tunnel too.
-	id := l.clients.identify(r, "", certID{}, nil)
+	id := l.clients.identify(r, "", certID{}, authorizationOnly)
 	x.rec.client = id.name()
 	t, mode, e := l.resolveConnect(r.Host, g.intercept != nil)
 	if e == nil && r.ProtoMajor != 1 {

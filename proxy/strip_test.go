@@ -244,19 +244,20 @@ func TestRelayDropsClientTokens(t *testing.T) {
 // Authorization holds its client's till token, of any shape (a digest in
 // the config may be of a token made by hand, shorter than till's), never
 // sends it to the host without a route; an Authorization that holds no
-// till token (the app's own credential for that host) goes as sent.
+// till token (the app's own credential for that host) goes as sent. The
+// record names the client the token is of, as a refusal's would.
 func TestRelayDropsAnyTillTokenInAuthorization(t *testing.T) {
 	const short = "till_made-by-hand"
 	seen := make(chan string, 2)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("Authorization") }))
 	defer up.Close()
 	sum := sha256.Sum256([]byte(short))
-	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
+	gw, records := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
 		"clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\nroutes: []\n", "", nil)
-	for _, tt := range []struct{ sent, want string }{
-		{"Bearer " + short, ""},
-		{"Basic " + base64.StdEncoding.EncodeToString([]byte("web:"+short)), ""},
-		{"Bearer sk-for-that-host", "Bearer sk-for-that-host"},
+	for _, tt := range []struct{ sent, want, client string }{
+		{"Bearer " + short, "", "web"},
+		{"Basic " + base64.StdEncoding.EncodeToString([]byte("web:"+short)), "", "web"},
+		{"Bearer sk-for-that-host", "Bearer sk-for-that-host", "anonymous"},
 	} {
 		in := httptest.NewRequest("GET", up.URL+"/p", nil)
 		in.Header.Set("Authorization", tt.sent)
@@ -267,6 +268,10 @@ func TestRelayDropsAnyTillTokenInAuthorization(t *testing.T) {
 		}
 		if got := <-seen; got != tt.want {
 			t.Errorf("%q: the host got Authorization %q, want %q", tt.sent, got, tt.want)
+		}
+		recs := records.records(t)
+		if got := recs[len(recs)-1]["client"]; got != tt.client {
+			t.Errorf("%q: recorded client %q, want %q", tt.sent, got, tt.client)
 		}
 	}
 }
