@@ -16,8 +16,9 @@ import (
 // health, usage and test ask the socket; TILL_ADMIN_TOKEN goes through it
 // only when its folder is writable by its owner alone. In a shared folder
 // another user could have put a socket of their own at that name while
-// till was down, and would be sent the token. till check refuses such a
-// folder as serve does.
+// till was down, and would be sent the token; under a shared folder they
+// could move the private one away. till check refuses such a folder as
+// serve does.
 func TestAdminTokenOnlyThroughPrivateSocket(t *testing.T) {
 	const token = "admin-token-0123456789abcdef"
 	c := newCLI(t)
@@ -68,5 +69,16 @@ func TestAdminTokenOnlyThroughPrivateSocket(t *testing.T) {
 		if _, errOut, code := c.run("", args...); code != 0 || sent.Load() != "Bearer "+token {
 			t.Errorf("%s through a private folder's socket: exit %d, token sent: %q: %s", args, code, sent.Load(), errOut)
 		}
+	}
+
+	// A private folder under a shared one: another user could move it
+	// away and put a folder and socket of their own in its place.
+	if err := os.Mkdir("shared", 0o755); err != nil || os.Chmod("shared", 0o777) != nil || os.Rename(run, filepath.Join("shared", "run")) != nil {
+		t.Fatal("cannot move run into a shared folder")
+	}
+	sent.Store("")
+	_, errOut, code = c.run("", "usage", "--url", "unix:shared/run/admin.sock")
+	if code != 1 || sent.Load() != "" || !strings.Contains(errOut, "TILL_ADMIN_TOKEN not sent") || !strings.Contains(errOut, "on the way to") {
+		t.Errorf("usage through a socket under a shared folder: exit %d, token sent: %q: %s", code, sent.Load(), errOut)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 )
@@ -34,35 +33,6 @@ const tempPrefix = ".till"
 // longer. Neither may be longer than MaxPath.
 func BindLen(path string) int {
 	return max(len(path), len(filepath.Dir(path))+len("/"+tempPrefix)+10+len("/s"))
-}
-
-// CheckFolder refuses a socket path whose folder its group or other users
-// may write to: they could create a socket of their own at that name while
-// till is down (a sticky bit does not stop that), and the CLI would send
-// it the admin token. The folder must be owned by the user who asks, or
-// by root: another user's folder (a /tmp/till made by someone else) is
-// theirs to fill. Root trusts the owner the config names (till's user,
-// such as systemd's RuntimeDirectory gives it).
-func CheckFolder(path string) error {
-	if runtime.GOOS == "windows" {
-		return errors.New("a Unix socket's access cannot be checked on Windows")
-	}
-	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("%q is not a folder", dir)
-	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("folder %q is writable by its group or others (mode %04o), who could take the socket's name while till is down", dir, st.Mode().Perm())
-	}
-	uid, ok := owner(st)
-	if me := geteuid(); !ok || uid != me && uid != 0 && me != 0 {
-		return fmt.Errorf("folder %q belongs to user %d, not to you (%d) or root: its owner could put a socket of their own at the name", dir, uid, me)
-	}
-	return nil
 }
 
 // Listen serves on a Unix socket at path, mode 0600, once CheckFolder

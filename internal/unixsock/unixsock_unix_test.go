@@ -3,6 +3,7 @@
 package unixsock
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -63,7 +64,7 @@ func TestListenSocketIsPrivate(t *testing.T) {
 // refused, since another user could take the socket's name while till is
 // down and be sent the admin token.
 func TestListenRefusesSharedFolders(t *testing.T) {
-	for _, mode := range []os.FileMode{0o775, 0o757, 0o777, 0o1777} {
+	for _, mode := range []os.FileMode{0o775, 0o757, 0o777, 0o777 | os.ModeSticky} {
 		dir := t.TempDir()
 		if err := os.Chmod(dir, mode); err != nil {
 			t.Fatal(err)
@@ -207,5 +208,90 @@ func TestListenTakesEveryPathBindLenAllows(t *testing.T) {
 		if _, err := Listen(p); err == nil || !strings.Contains(err.Error(), "bound in first") {
 			t.Errorf("a path of %d bytes: %v", len(p), err)
 		}
+	}
+}
+
+// TestCheckFolderWalksEveryParent: a folder of mode 0755 is no place for
+// the socket when a folder above it may be written to by its group or
+// others (without the sticky bit), belongs to another user, or is
+// reached through a symbolic link that another user could swap (one of
+// theirs, in a sticky shared folder): they could move the folders below
+// and put a socket of their own at the name, and the CLI would send it
+// TILL_ADMIN_TOKEN. A sticky shared parent (/tmp) whose entry on the way
+// is the user's own, and a link in a folder only its owner writes, pass.
+func TestCheckFolderWalksEveryParent(t *testing.T) {
+	base := privateDir(t)
+	mkdir := func(path string, mode os.FileMode) string {
+		t.Helper()
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	shared := mkdir(filepath.Join(base, "shared"), 0o777)
+	mkdir(filepath.Join(shared, "run"), 0o755)
+	sticky := mkdir(filepath.Join(base, "sticky"), 0o777|os.ModeSticky)
+	mkdir(filepath.Join(sticky, "run"), 0o755)
+	private := mkdir(filepath.Join(base, "private", "run"), 0o755)
+	if err := os.Symlink(private, filepath.Join(base, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(private, filepath.Join(sticky, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path, want string // want "": passes
+	}{
+		{filepath.Join(shared, "run", "admin.sock"), fmt.Sprintf("folder %q", shared)},
+		{filepath.Join(shared, "..", "private", "run", "admin.sock"), ""},
+		{filepath.Join(sticky, "run", "admin.sock"), ""},
+		{filepath.Join(base, "link", "admin.sock"), ""},
+		{filepath.Join(sticky, "link", "admin.sock"), ""},
+		{filepath.Join(private, "admin.sock"), ""},
+	} {
+		err := CheckFolder(tt.path)
+		if tt.want == "" && err != nil {
+			t.Errorf("%s: %v", tt.path, err)
+		}
+		if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "writable by its group or others")) {
+			t.Errorf("%s: got %v, want a refusal naming %s", tt.path, err, tt.want)
+		}
+	}
+	if ln, err := Listen(filepath.Join(shared, "run", "admin.sock")); err == nil {
+		ln.Close()
+		t.Error("Listen under a shared parent: listened, want a refusal")
+	}
+
+	// Another user's: a parent, a link or a folder in the sticky one.
+	if err := os.Chown(filepath.Join(base, "private"), 4242, -1); err != nil {
+		t.Skipf("needs root to give a folder to another user: %v", err)
+	}
+	defer func(f func() int) { geteuid = f }(geteuid)
+	geteuid = func() int { return 1000 }
+	for _, path := range []string{private, filepath.Join(base, "link")} {
+		if err := CheckFolder(filepath.Join(path, "admin.sock")); err == nil || !strings.Contains(err.Error(), "belongs to user 4242") {
+			t.Errorf("%s under a parent of user 4242: got %v, want a refusal naming the owner", path, err)
+		}
+	}
+	os.Chown(filepath.Join(base, "private"), 1000, -1)
+	for _, entry := range []string{"run", "link"} {
+		os.Lchown(filepath.Join(sticky, entry), 4242, -1)
+		if err := CheckFolder(filepath.Join(sticky, entry, "admin.sock")); err == nil || !strings.Contains(err.Error(), "belongs to user 4242") {
+			t.Errorf("%s of user 4242 in a sticky shared folder: got %v, want a refusal naming the owner", entry, err)
+		}
+	}
+	// Root trusts the socket folder's owner (till's user) above it too,
+	// but no third user.
+	geteuid = func() int { return 0 }
+	os.Chown(private, 1000, -1)
+	if err := CheckFolder(filepath.Join(private, "admin.sock")); err != nil {
+		t.Errorf("root, a folder of user 1000 under one of user 1000: %v", err)
+	}
+	os.Chown(filepath.Join(base, "private"), 4242, -1)
+	if err := CheckFolder(filepath.Join(private, "admin.sock")); err == nil || !strings.Contains(err.Error(), "belongs to user 4242") {
+		t.Errorf("root, a folder of user 1000 under one of user 4242: got %v, want a refusal", err)
 	}
 }
