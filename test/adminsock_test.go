@@ -18,8 +18,9 @@ import (
 // a socket of mode 0600 that the CLI asks (health, usage with
 // TILL_ADMIN_TOKEN), so no other local process can stand in for till
 // while it is down and be sent the token, as one can on a loopback port.
-// A second till is refused the socket while the first answers on it; a
-// socket left by a killed till is taken over; a stopped till removes it.
+// A second till is refused the socket while the first answers on it,
+// naming the path and the first till's pid; a socket (and lock file) left
+// by a killed till is taken over; a stopped till removes both.
 func TestAdminSocket(t *testing.T) {
 	const token = "admin-token-0123456789abcdef"
 	u := newUpstream(t, http.HandlerFunc(okHandler))
@@ -75,8 +76,8 @@ func TestAdminSocket(t *testing.T) {
 		second.stop()
 		t.Fatal("a second till took the socket the first answers on")
 	}
-	if !strings.Contains(err.Error(), "a server answers there already") {
-		t.Errorf("second till: %v", err)
+	if want := fmt.Sprintf("%q is in use by another till (pid %d)", sock, tl.cmd.Process.Pid); !strings.Contains(err.Error(), want) {
+		t.Errorf("second till: %v; want an error saying %s", err, want)
 	}
 
 	// Killed, till leaves its socket behind; the next one takes it over.
@@ -91,7 +92,9 @@ func TestAdminSocket(t *testing.T) {
 		t.Errorf("till health after a restart over a stale socket: exit %d: %s", code, errOut)
 	}
 	tl.stop()
-	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
-		t.Errorf("socket still there after till stopped: %v", err)
+	for _, p := range []string{sock, sock + ".lock"} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there after till stopped: %v", p, err)
+		}
 	}
 }

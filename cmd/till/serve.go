@@ -311,8 +311,11 @@ const socketFolderHint = "give admin.listen a socket in a folder only till's use
 func listenAdmin(a config.Admin) (net.Listener, error) {
 	if sock := a.Socket(); sock != "" {
 		ln, err := unixsock.Listen(sock)
+		if errors.Is(err, unixsock.ErrInUse) {
+			return nil, withHint(fmt.Errorf("admin listen on %q: %w", a.Listen, err), "stop that till first, or give each till its own admin.listen")
+		}
 		if err != nil {
-			return nil, withHint(fmt.Errorf("admin listen on %q: %w", a.Listen, err), socketFolderHint+", and no server answering there")
+			return nil, withHint(fmt.Errorf("admin listen on %q: %w", a.Listen, err), socketFolderHint)
 		}
 		return ln, nil
 	}

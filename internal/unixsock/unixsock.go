@@ -24,6 +24,14 @@ const MaxPath = 103
 // tests).
 var geteuid = os.Geteuid
 
+// beforeMove runs just before a bound socket is moved into place (a
+// variable for tests).
+var beforeMove = func() {}
+
+// ErrInUse is the error Listen returns when another server holds the
+// socket's path.
+var ErrInUse = errors.New("in use")
+
 // tempPrefix names the private folder a socket is bound in before it is
 // moved into place; os.MkdirTemp adds up to 10 digits to it.
 const tempPrefix = ".till"
@@ -38,10 +46,13 @@ func BindLen(path string) int {
 // Listen serves on a Unix socket at path, mode 0600, once CheckFolder
 // passes. The socket is bound inside a fresh folder of mode 0700 beside
 // path and then renamed to path, so no other user can connect between the
-// bind and the chmod, whatever the umask. A socket left at path by a till
-// that was killed is replaced; one a server still answers on, or a file
-// that is no socket, is left alone and refused. Closing the listener
-// removes the socket.
+// bind and the chmod, whatever the umask. The lock file PATH.lock is
+// held meanwhile and as long as the listener is open: another till on
+// the same path is refused (ErrInUse), naming this one, even when both
+// start at once and each found the path free. A socket left at path by a
+// till that was killed is replaced, as is its lock file; one a server
+// still answers on, or a file that is no socket, is left alone and
+// refused. Closing the listener removes the socket and its lock file.
 func Listen(path string) (net.Listener, error) {
 	if n := BindLen(path); n > MaxPath {
 		return nil, fmt.Errorf("%q is %d bytes long with the private folder it is bound in first, more than a socket's path may be (%d)", path, n, MaxPath)
@@ -49,6 +60,22 @@ func Listen(path string) (net.Listener, error) {
 	if err := CheckFolder(path); err != nil {
 		return nil, err
 	}
+	lk, err := lock(path)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := bindAt(path)
+	if err != nil {
+		unlock(lk)
+		return nil, err
+	}
+	ln.lock = lk
+	return ln, nil
+}
+
+// bindAt binds the socket and moves it to path, which the caller holds
+// the lock of.
+func bindAt(path string) (*listener, error) {
 	if err := free(path); err != nil {
 		return nil, err
 	}
@@ -65,6 +92,7 @@ func Listen(path string) (net.Listener, error) {
 	// Its bound name moves, so the listener must not remove it: Close does.
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err = os.Chmod(bound, 0o600); err == nil {
+		beforeMove()
 		err = os.Rename(bound, path)
 	}
 	var st fs.FileInfo
@@ -93,7 +121,7 @@ func free(path string) error {
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("%q: a server answers there already (another till?)", path)
+		return fmt.Errorf("%q is %w: a server answers there already (another till?)", path, ErrInUse)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%q: cannot tell whether a server answers there: %w", path, err)
@@ -107,6 +135,7 @@ type listener struct {
 	net.Listener
 	path string
 	file fs.FileInfo
+	lock *os.File // held while it serves (lock)
 }
 
 // Addr is the socket's path, not the temporary one it was bound at.
@@ -119,5 +148,6 @@ func (l *listener) Close() error {
 	if st, serr := os.Lstat(l.path); serr == nil && os.SameFile(st, l.file) {
 		_ = os.Remove(l.path)
 	}
+	unlock(l.lock)
 	return err
 }

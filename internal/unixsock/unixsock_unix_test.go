@@ -3,6 +3,7 @@
 package unixsock
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -50,12 +51,14 @@ func TestListenSocketIsPrivate(t *testing.T) {
 		t.Fatalf("dial the socket: %v", err)
 	}
 	c.Close()
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Errorf("folder holds %d entries, want the socket alone", len(entries))
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("folder holds %d entries, want the socket and its lock file alone", len(entries))
 	}
 	ln.Close()
-	if _, err := os.Lstat(path); !os.IsNotExist(err) {
-		t.Errorf("socket still there after Close: %v", err)
+	for _, p := range []string{path, path + ".lock"} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there after Close: %v", p, err)
+		}
 	}
 }
 
@@ -108,6 +111,23 @@ func TestListenTakesOnlyAStaleSocket(t *testing.T) {
 		ln.Close()
 		t.Fatal("a second Listen took a live socket")
 	}
+	// A server that takes no lock (not till, or an older one) is found
+	// by asking it, and the refused Listen leaves no lock file.
+	plainPath := filepath.Join(dir, "plain.sock")
+	plain, err := net.Listen("unix", plainPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if ln, err := Listen(plainPath); err == nil {
+		ln.Close()
+		t.Error("Listen took the socket a server without a lock answers on")
+	} else if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "a server answers there") {
+		t.Errorf("Listen on a server without a lock: %v", err)
+	}
+	if _, err := os.Lstat(plainPath + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("a refused Listen left its lock file: %v", err)
+	}
 	// A killed till: its listener closed without removing the file.
 	stale, err := net.Listen("unix", filepath.Join(dir, "stale.sock"))
 	if err != nil {
@@ -134,16 +154,20 @@ func TestListenTakesOnlyAStaleSocket(t *testing.T) {
 		t.Errorf("a path too long: %v", err)
 	}
 
-	// Close removes its own socket only, never one that took its place.
+	// Close removes its own socket and lock file only, never those that
+	// took their place.
 	os.Remove(path)
+	os.Remove(path + ".lock")
 	other, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
 	live.Close()
-	if _, err := os.Lstat(path); err != nil {
-		t.Errorf("Close removed the socket that took its place: %v", err)
+	for _, p := range []string{path, path + ".lock"} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("Close removed the %s that took its place: %v", p, err)
+		}
 	}
 }
 
@@ -294,4 +318,53 @@ func TestCheckFolderWalksEveryParent(t *testing.T) {
 	if err := CheckFolder(filepath.Join(private, "admin.sock")); err == nil || !strings.Contains(err.Error(), "belongs to user 4242") {
 		t.Errorf("root, a folder of user 1000 under one of user 4242: got %v, want a refusal", err)
 	}
+}
+
+// TestListenRefusesASecondTillWhileTheFirstStarts: two tills started
+// together on one socket path. The second, binding between the first's
+// check that the path is free and its move into place, is refused,
+// naming the path and the till that holds it (its pid), and the first's
+// socket is the one at the path: without that, the first moved its own
+// socket over the second's, which served on, unreachable, while the CLI
+// asked the first. A lock file a killed till left is taken over.
+func TestListenRefusesASecondTillWhileTheFirstStarts(t *testing.T) {
+	dir := privateDir(t)
+	path := filepath.Join(dir, "admin.sock")
+	// A killed till's: unlocked, naming a process long gone.
+	if err := os.WriteFile(path+".lock", []byte("999999999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var second error
+	defer func(f func()) { beforeMove = f }(beforeMove)
+	beforeMove = func() {
+		beforeMove = func() {}
+		ln, err := Listen(path)
+		if err == nil {
+			ln.Close()
+			err = errors.New("listened")
+		}
+		second = err
+	}
+	first, err := Listen(path)
+	if err != nil {
+		t.Fatalf("the first till: %v", err)
+	}
+	defer first.Close()
+	want := fmt.Sprintf("%q is in use by another till (pid %d)", path, os.Getpid())
+	if second == nil || !strings.Contains(second.Error(), want) || !errors.Is(second, ErrInUse) {
+		t.Errorf("the second till: got %v, want %s", second, want)
+	}
+	accepted := make(chan struct{})
+	go func() {
+		if c, err := first.Accept(); err == nil {
+			c.Close()
+			close(accepted)
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial the socket: %v", err)
+	}
+	c.Close()
+	<-accepted
 }
