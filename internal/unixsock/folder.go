@@ -18,7 +18,9 @@ import (
 // theirs to fill), or a folder above it, or a symbolic link on the way,
 // that such a user could move or swap (walk). Root trusts the owner of
 // the socket's folder too (till's user, such as systemd's
-// RuntimeDirectory gives it), above it as well, but no third user.
+// RuntimeDirectory gives it), above it as well, but no third user, nor
+// the owner of a name in a sticky shared folder, which anyone may have
+// made (a /tmp/till made before till's user did).
 func CheckFolder(path string) error {
 	if runtime.GOOS == "windows" {
 		return errors.New("a Unix socket's access cannot be checked on Windows")
@@ -51,7 +53,11 @@ func CheckFolder(path string) error {
 		switch {
 		case !ok:
 			return fmt.Errorf("%q: cannot tell who owns it", s.path)
-		case uid == me || uid == 0 || me == 0 && uid == folderOwner:
+		case uid == me || uid == 0 || me == 0 && uid == folderOwner && !s.shared:
+		case s.shared:
+			// Anyone may have made the name: its owner is no sign of
+			// till's user, whoever asks.
+			return fmt.Errorf("%q belongs to user %d, not to you (%d) or root, and is in a folder others may write to, where anyone may have made it: they could put a socket of their own at %q", s.path, uid, me, path)
 		case me == 0:
 			return fmt.Errorf("%q belongs to user %d, who could put a socket of their own at %q: only root and the socket folder's owner (%d) may own the folders on the way", s.path, uid, path, folderOwner)
 		default:
@@ -70,6 +76,10 @@ const maxLinks = 40
 type step struct {
 	path string
 	info fs.FileInfo
+	// shared marks a name in a sticky folder others may write to: any
+	// user may have made it, so its owner, even the socket folder's, is
+	// trusted only when it is the asking user or root.
+	shared bool
 }
 
 // walk follows dir from the root as the kernel resolves it, symbolic
@@ -88,7 +98,7 @@ func walk(dir, socket string) ([]step, error) {
 	if err := onTheWay("/", root, socket); err != nil {
 		return nil, err
 	}
-	steps := []step{{"/", root}}
+	steps := []step{{"/", root, false}}
 	cur, curInfo := "/", root
 	rest, links := strings.Split(dir, "/"), 0
 	for len(rest) > 0 {
@@ -111,7 +121,7 @@ func walk(dir, socket string) ([]step, error) {
 			return nil, err
 		}
 		if curInfo.Mode().Perm()&0o022 != 0 {
-			steps = append(steps, step{next, st}) // in a sticky shared folder
+			steps = append(steps, step{next, st, true}) // in a sticky shared folder
 		}
 		if st.Mode().Type() == fs.ModeSymlink {
 			if links++; links > maxLinks {
@@ -133,7 +143,7 @@ func walk(dir, socket string) ([]step, error) {
 		if err := onTheWay(next, st, socket); err != nil {
 			return nil, err
 		}
-		steps = append(steps, step{next, st})
+		steps = append(steps, step{next, st, false})
 		cur, curInfo = next, st
 	}
 	return steps, nil

@@ -368,3 +368,49 @@ func TestListenRefusesASecondTillWhileTheFirstStarts(t *testing.T) {
 	c.Close()
 	<-accepted
 }
+
+// TestRootTrustsNoNameInASharedFolder: any user may create a name in a
+// sticky shared folder (/tmp, /dev/shm), so a folder there says nothing
+// of who was meant to have it. Root, which trusts the socket folder's
+// owner, must not trust the owner of such a name: another user who made
+// /tmp/till before till's user did would own the socket folder, be
+// trusted as till's user, and be sent TILL_ADMIN_TOKEN by a root CLI.
+func TestRootTrustsNoNameInASharedFolder(t *testing.T) {
+	sticky := filepath.Join(privateDir(t), "tmp")
+	if err := os.Mkdir(sticky, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(sticky, "till")
+	if err := os.Mkdir(theirs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(theirs, 4242, -1); err != nil {
+		t.Skipf("needs root to give a folder to another user: %v", err)
+	}
+	home := privateDir(t) // theirs, under a folder of root's
+	if err := os.Chown(home, 4242, -1); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(sticky, "link")
+	if err := os.Symlink(home, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 4242, -1); err != nil {
+		t.Fatal(err)
+	}
+	defer func(f func() int) { geteuid = f }(geteuid)
+	geteuid = func() int { return 0 }
+	for _, path := range []string{filepath.Join(theirs, "admin.sock"), filepath.Join(link, "admin.sock")} {
+		if err := CheckFolder(path); err == nil || !strings.Contains(err.Error(), "belongs to user 4242") {
+			t.Errorf("root, %s: got %v, want a refusal naming user 4242", path, err)
+		}
+	}
+	// The user who made the name may use it.
+	geteuid = func() int { return 4242 }
+	if err := CheckFolder(filepath.Join(theirs, "admin.sock")); err != nil {
+		t.Errorf("user 4242, its own folder in a sticky one: %v", err)
+	}
+}
