@@ -38,6 +38,10 @@ func lock(path string) (*os.File, error) {
 			f.Close()
 			continue
 		}
+		if !plainFile(f) {
+			f.Close()
+			return nil, fmt.Errorf("lock file %q is not a regular file of one link, as till makes it (a hard link to another file?): till writes its pid there, so it is not opened; remove it", name)
+		}
 		// The pid only names this till to a second one: not written, it
 		// is "pid unknown" there.
 		if f.Truncate(0) == nil {
@@ -46,6 +50,18 @@ func lock(path string) (*os.File, error) {
 		return f, nil
 	}
 	return nil, fmt.Errorf("%q: its lock file keeps being removed by another till", path)
+}
+
+// plainFile reports whether f is a regular file with no other name: a
+// hard link planted at the lock's name (by the socket folder's owner,
+// whom root trusts) would have a root till cut another file short.
+func plainFile(f *os.File) bool {
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return false
+	}
+	s, ok := st.Sys().(*syscall.Stat_t)
+	return ok && uint64(s.Nlink) == 1
 }
 
 // lockHolder reads the pid a till wrote in its lock file, shown as

@@ -414,3 +414,29 @@ func TestRootTrustsNoNameInASharedFolder(t *testing.T) {
 		t.Errorf("user 4242, its own folder in a sticky one: %v", err)
 	}
 }
+
+// TestLockFileNeverWritesThroughALink: a lock file that is a hard link
+// to another file (one the socket folder's owner, whom root trusts, made
+// to a file of root's) is refused before till writes its pid in it: a
+// root serve would otherwise cut that file short.
+func TestLockFileNeverWritesThroughALink(t *testing.T) {
+	dir := privateDir(t)
+	path := filepath.Join(dir, "admin.sock")
+	victim := filepath.Join(privateDir(t), "shadow")
+	if err := os.WriteFile(victim, []byte("root:kept\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(victim, path+".lock"); err != nil {
+		t.Skipf("cannot make a hard link here: %v", err)
+	}
+	ln, err := Listen(path)
+	if err == nil {
+		ln.Close()
+		t.Error("listened with a lock file linked to another file, want a refusal")
+	} else if !strings.Contains(err.Error(), "lock file") {
+		t.Errorf("got %v, want a refusal naming the lock file", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "root:kept\n" {
+		t.Errorf("the file the lock file links to now holds %q", b)
+	}
+}
