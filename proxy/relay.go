@@ -239,7 +239,7 @@ func (g *Gateway) newRelayer() *httputil.ReverseProxy {
 			pr.Out.URL.RawQuery = withoutClientTokens(pr.In.URL.RawQuery)
 			pr.Out.Host = ""
 			stripHeaders(pr.Out.Header, relayCredentials)
-			dropTillAuthorization(pr.Out.Header)
+			dropTillTokens(pr.Out.Header, pr.In.Context().Value(liveKey{}).(*live).clients)
 		},
 		Transport: relayTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -59,7 +59,7 @@ func (g *Gateway) refuseUnrouted(rw *responseRecorder, r *http.Request, x *excha
 // without a route (refused, relayed, or a CONNECT) may carry its
 // client's token: every route strips Authorization, and reads a token
 // there (route.keyHeaders). A relay drops an Authorization that holds
-// a till token (dropTillAuthorization).
+// a till token (dropTillTokens).
 var authorizationOnly = []string{"Authorization"}
 
 // serveAbsolute serves an absolute-form request (HTTP_PROXY, for http://

@@ -26,15 +26,23 @@ var overrideHeaders = []string{
 // request relayed to a host without a route.
 var relayCredentials = []string{"Proxy-Authorization", "X-Till-Token"}
 
-// dropTillAuthorization removes an Authorization that holds a till
-// token as identify reads one (tokenFrom), of any length: a digest in
-// the config may be of a token made by hand, shorter than those
-// stripHeaders knows by their shape. It is the client's credential for
-// till, and stays with till (invariant 2); the app's own credential for
-// a host without a route goes.
-func dropTillAuthorization(h http.Header) {
-	if slices.ContainsFunc(h["Authorization"], func(v string) bool { return tokenFrom(v) != "" }) {
-		delete(h, "Authorization")
+// dropTillTokens removes every header that holds a till token as
+// identify reads one (tokenFrom), of any length: a digest in the config
+// may be of a token made by hand, shorter than those stripHeaders knows
+// by their shape. Authorization goes whenever it holds one; any other
+// header when its token is a client's of cs (an SDK's API key, sent as
+// X-Api-Key, is read as its client's on a route that takes the key
+// there), so that a header that merely starts as a token does goes as
+// sent. The client's credential for till stays with till (invariant 2);
+// the app's own credential for a host without a route goes.
+func dropTillTokens(h http.Header, cs clientSet) {
+	for name, values := range h {
+		if slices.ContainsFunc(values, func(v string) bool {
+			tok := tokenFrom(v)
+			return tok != "" && (name == "Authorization" || cs.byToken(tok) != nil)
+		}) {
+			delete(h, name)
+		}
 	}
 }
 

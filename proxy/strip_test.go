@@ -276,6 +276,47 @@ func TestRelayDropsAnyTillTokenInAuthorization(t *testing.T) {
 	}
 }
 
+// TestRelayDropsAHandMadeTokenInAnyHeader: a client's token made by hand
+// (shorter than till's, so no shape gives it away) that an SDK sends as
+// its API key in the header its provider takes (X-Api-Key, which a route
+// of the anthropic preset reads as the client's) never reaches a host
+// without a route, under any header name; a value that merely starts as
+// a token does but is no client's goes as sent.
+func TestRelayDropsAHandMadeTokenInAnyHeader(t *testing.T) {
+	const short = "till_made-by-hand"
+	seen := make(chan http.Header, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Clone() }))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(short))
+	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
+		"clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\nroutes: []\n", "", nil)
+	in := httptest.NewRequest("GET", up.URL+"/p", nil)
+	in.Header.Set("X-Api-Key", short)
+	in.Header.Set("Api-Key", "Bearer "+short)
+	in.Header.Set("X-Goog-Api-Key", "token "+short)
+	in.Header.Set("X-Auth", basicAuth(short, ""))
+	in.Header.Set("X-Metric", "till_requests_total")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, in)
+	if w.Code != 200 {
+		t.Fatalf("got %d, want 200 from the host", w.Code)
+	}
+	got := <-seen
+	for name, values := range got {
+		for _, v := range values {
+			if strings.Contains(v, short) {
+				t.Errorf("the host got the client's token in %s: %q", name, v)
+			}
+		}
+	}
+	if v := got.Get("X-Auth"); v != "" {
+		t.Errorf("the host got the client's token in Basic credentials: X-Auth %q", v)
+	}
+	if v := got.Get("X-Metric"); v != "till_requests_total" {
+		t.Errorf("the host got X-Metric %q, want it as sent", v)
+	}
+}
+
 func TestHoldsClientToken(t *testing.T) {
 	run := testToken[len(TokenPrefix):]
 	for _, tt := range []struct {
