@@ -32,7 +32,7 @@ var relayCredentials = []string{"Proxy-Authorization", "X-Till-Token"}
 // by their shape. Authorization goes whenever it holds one; any other
 // header when its token is a client's of cs (an SDK's API key, sent as
 // X-Api-Key, is read as its client's on a route that takes the key
-// there), so that a header that merely starts as a token does goes as
+// there), so that a header that merely starts as a token goes as
 // sent. The client's credential for till stays with till (invariant 2);
 // the app's own credential for a host without a route goes.
 func dropTillTokens(h http.Header, cs clientSet) {
