@@ -226,24 +226,30 @@ func (d *decoder) prices(n *yaml.Node, path string, p *Prices) {
 
 // checkBudgets checks that budgets name known clients and routes.
 func (d *decoder) checkBudgets(c *Config, n *yaml.Node) {
+	// Sets, as well as the lists that suggestions are drawn from: a
+	// budget may list thousands of names.
 	clients := make([]string, 0, len(c.Clients))
+	isClient := make(map[string]bool, len(c.Clients))
 	for _, cl := range c.Clients {
 		clients = append(clients, cl.Name)
+		isClient[cl.Name] = true
 	}
 	routes := make([]string, 0, len(c.Routes))
+	isRoute := make(map[string]bool, len(c.Routes))
 	for _, r := range c.Routes {
 		routes = append(routes, r.Name)
+		isRoute[r.Name] = true
 	}
 	for i, b := range c.Budgets {
 		at := budgetNode(n, i)
 		p := fmt.Sprintf("budgets[%d]", i)
 		for j, name := range b.Clients {
-			if !slices.Contains(clients, name) {
+			if !isClient[name] {
 				d.unknownClient(at, fmt.Sprintf("%s.clients[%d]", p, j), name, clients)
 			}
 		}
 		for j, name := range b.Routes {
-			if slices.Contains(routes, name) {
+			if isRoute[name] {
 				continue
 			}
 			q := fmt.Sprintf("%s.routes[%d]", p, j)

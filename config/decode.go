@@ -375,6 +375,23 @@ func emptyList(n *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
+// adder returns a function that appends a string to *list unless the
+// list holds it already. It keeps a set beside the list, so that a long
+// list in the file (a config is up to 1 MiB) costs a lookup per entry,
+// not a scan of the entries before it.
+func adder(list *[]string) func(string) {
+	seen := make(map[string]bool, len(*list))
+	for _, s := range *list {
+		seen[s] = true
+	}
+	return func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			*list = append(*list, s)
+		}
+	}
+}
+
 func join(path, key string) string {
 	if path == "" {
 		return key

@@ -107,3 +107,66 @@ func TestBadTextHasItsLine(t *testing.T) {
 		})
 	}
 }
+
+// A long list in a config of up to 1 MiB is read in time proportional to
+// it: each entry is checked against those before it (or against the names
+// it may refer to) in a set, not by a scan. Scans made a file of a few
+// hundred kilobytes hold till check, or a reload, for minutes. Each list
+// of distinct names is timed against a list of the same size that repeats
+// one name, which a scan gets through at once: the two must take about as
+// long, however fast the machine.
+func TestParseLongLists(t *testing.T) {
+	const n = 40_000
+	list := func(format string, name func(i int) string) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, format, name(i))
+		}
+		return b.String()
+	}
+	distinct := func(i int) string { return fmt.Sprintf("x%05d", i) }
+	same := func(int) string { return "x00000" }
+	var routes strings.Builder
+	for i := range 8_000 {
+		fmt.Fprintf(&routes, "  - {name: r%04d, preset: openai, prefix: /p%d}\n", i, i)
+	}
+	last := func(int) string { return "r7999" }
+	first := func(int) string { return "r0000" }
+	route := "version: 1\nroutes:\n  - name: r\n    preset: openai\n"
+	tests := []struct {
+		name string
+		doc  func(name func(i int) string) string
+		hard func(i int) string // the names a scan is slow on
+		easy func(i int) string // the names a scan is quick on
+	}{
+		{"strip", func(name func(int) string) string { return route + "    strip: [" + list("%s,", name) + "]\n" }, distinct, same},
+		{"strip_query", func(name func(int) string) string { return route + "    strip_query: [" + list("%s,", name) + "]\n" }, distinct, same},
+		{"inject format", func(name func(int) string) string {
+			return "version: 1\nroutes:\n  - {name: r, prefix: /r, upstream: \"https://a.example\", secret: s, inject: {header: X-Key, format: \"" + list("{secret.%s}", name) + "\"}}\n"
+		}, distinct, same},
+		{"budget routes", func(name func(int) string) string {
+			return "version: 1\nroutes:\n" + routes.String() + "budgets:\n  - {name: b, window: 1d, requests: 1, routes: [" + list("%s,", name) + "]}\n"
+		}, last, first},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			easy, hard := parseTime(t, tt.doc(tt.easy)), parseTime(t, tt.doc(tt.hard))
+			if hard > 4*easy+time.Second {
+				t.Errorf("took %v, and %v for a list of the same size that repeats one name", hard, easy)
+			}
+		})
+	}
+}
+
+// parseTime is how long Parse takes to accept doc.
+func parseTime(t *testing.T, doc string) time.Duration {
+	t.Helper()
+	if len(doc) > MaxSize {
+		t.Fatalf("the test's config is %d bytes, past MaxSize", len(doc))
+	}
+	start := time.Now()
+	if _, err := Parse("till.yaml", []byte(doc), t.TempDir()); err != nil {
+		t.Fatalf("got %v, want it parsed", err)
+	}
+	return time.Since(start)
+}

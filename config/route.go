@@ -223,13 +223,11 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		r.Strip = slices.Clone(preset.Strip)
 	}
 	if v := f["strip"]; v != nil {
+		add := adder(&r.Strip)
 		d.list(v, join(path, "strip"), func(v *yaml.Node, p string) {
 			s, ok := d.nonEmpty(v, p)
-			if !ok || !d.check(v, p, validHeaderName(s)) {
-				return
-			}
-			if h := textproto.CanonicalMIMEHeaderKey(s); !slices.Contains(r.Strip, h) {
-				r.Strip = append(r.Strip, h)
+			if ok && d.check(v, p, validHeaderName(s)) {
+				add(textproto.CanonicalMIMEHeaderKey(s))
 			}
 		})
 	}
@@ -238,10 +236,11 @@ func (d *decoder) route(n *yaml.Node, path string) (Route, routeNodes, bool) {
 		r.StripQuery = slices.Clone(preset.StripQuery)
 	}
 	if v := f["strip_query"]; v != nil {
+		add := adder(&r.StripQuery)
 		d.list(v, join(path, "strip_query"), func(v *yaml.Node, p string) {
 			s, ok := d.nonEmpty(v, p)
-			if ok && d.check(v, p, validQueryName(s)) && !slices.Contains(r.StripQuery, s) {
-				r.StripQuery = append(r.StripQuery, s)
+			if ok && d.check(v, p, validQueryName(s)) {
+				add(s)
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -87,9 +86,10 @@ func (t Template) IsZero() bool { return len(t.parts) == 0 }
 // of first use: "" for {secret}, "FIELD" for {secret.FIELD}.
 func (t Template) Fields() []string {
 	var out []string
+	add := adder(&out)
 	for _, p := range t.parts {
-		if p.placeholder && !slices.Contains(out, p.field) {
-			out = append(out, p.field)
+		if p.placeholder {
+			add(p.field)
 		}
 	}
 	return out
