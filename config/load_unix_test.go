@@ -5,10 +5,11 @@ package config
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tillgw/till/internal/regfile/regfiletest"
 )
 
 // TestLoadRefusesNamedPipe: a config that is a named pipe held Load in
@@ -26,22 +27,7 @@ func TestLoadRefusesNamedPipe(t *testing.T) {
 		_, err := Load(fifo)
 		done <- err
 	}()
-	var err error
-wait:
-	for {
-		select {
-		case err = <-done:
-			break wait
-		default:
-		}
-		if w, werr := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); werr == nil {
-			w.WriteString("version: 1\nroutes: []\n")
-			w.Close()
-			err = <-done
-			break
-		}
-		runtime.Gosched()
-	}
+	err := regfiletest.Fed(fifo, "version: 1\nroutes: []\n", done)
 	if err == nil || !strings.Contains(err.Error(), "is not a regular file but a named pipe") {
 		t.Errorf("got %v, want the named pipe refused", err)
 	}

@@ -3,12 +3,12 @@
 package vault
 
 import (
-	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tillgw/till/internal/regfile/regfiletest"
 )
 
 // TestNamedPipesRefused: a vault or key file path that names a named
@@ -29,28 +29,10 @@ func TestNamedPipesRefused(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- read(fifo) }()
-			err := fed(fifo, done)
+			err := regfiletest.Fed(fifo, "not a vault\n", done)
 			if err == nil || !strings.Contains(err.Error(), "is not a regular file but a named pipe") {
 				t.Errorf("got %v, want the named pipe refused", err)
 			}
 		})
-	}
-}
-
-// fed returns what done gives, writing to the named pipe fifo should the
-// reader wait on it.
-func fed(fifo string, done <-chan error) error {
-	for {
-		select {
-		case err := <-done:
-			return err
-		default:
-		}
-		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			w.WriteString("not a vault\n")
-			w.Close()
-			return <-done
-		}
-		runtime.Gosched()
 	}
 }

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/tillgw/till/internal/regfile"
 	"github.com/tillgw/till/internal/termtext"
 )
 
@@ -106,10 +106,16 @@ func NewVaultKV(opts VaultKVOptions) (*VaultKV, error) {
 	}, opts: opts, now: time.Now}
 	tls := &api.TLSConfig{}
 	if opts.CAFile != "" {
-		tls.CACert = opts.CAFile
+		// Read here, not by the client, which would read a named pipe
+		// or a device (a reload waiting on it) without end.
+		pem, err := readFile(opts.CAFile, maxCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("vault source ca_file: %w", err)
+		}
+		tls.CACertBytes = pem
 	}
 	if err := v.config().ConfigureTLS(tls); err != nil { // on the shared transport
-		return nil, fmt.Errorf("vault source ca_file: %w", err)
+		return nil, fmt.Errorf("vault source ca_file %s: %w (want PEM certificates)", opts.CAFile, err)
 	}
 	v.hc.Transport = cappedTransport{v.hc.Transport}
 	if _, err := api.NewClient(v.config()); err != nil {
@@ -427,7 +433,7 @@ func (e *statusError) Unwrap() error { return e.err }
 // readCredential reads a small credential file (a token, an id, a JWT),
 // trimming surrounding whitespace. Errors name the file, never its content.
 func readCredential(path, what string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path, maxCredentialFile)
 	if err != nil {
 		return "", fmt.Errorf("read the %s file: %w", what, err)
 	}
@@ -439,6 +445,26 @@ func readCredential(path, what string) (string, error) {
 		return "", fmt.Errorf("the %s file %s does not hold a single line", what, path)
 	}
 	return s, nil
+}
+
+// The most read of a credential file and of a ca_file.
+const (
+	maxCredentialFile = 64 << 10
+	maxCAFile         = 1 << 20
+)
+
+// readFile reads the regular file at path (a link to one counts), of at
+// most limit bytes. A named pipe or a device is refused, not read: the
+// open of a pipe waits for a writer, and /dev/zero never ends.
+func readFile(path string, limit int64) ([]byte, error) {
+	b, err := regfile.Read(path, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d KiB: is it the right file?", path, limit>>10)
+	}
+	return b, nil
 }
 
 // parseExpires reads an expiry as Vault custom metadata holds it: an RFC
