@@ -17,7 +17,8 @@ import (
 // file others can read that holds limits.redis's password, are warned
 // about. A folder with the sticky bit (/tmp, Kubernetes' Secret mounts)
 // lets no one replace another's file, and no one writes what is root's on
-// a read-only mount (Kubernetes' ConfigMap mounts). The vault's and its
+// a read-only mount (Kubernetes' ConfigMap mounts); but a config there
+// that another user owns is refused (see planted). The vault's and its
 // key's files and folders (CheckVaultModes), and a source's folder or
 // helper, that every user can write are refused too (checkSourceModes).
 // Modes mean nothing of the kind on Windows, where it checks nothing.
@@ -44,6 +45,9 @@ func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 	case folder&0o020 != 0:
 		warnings = append(warnings, fmt.Sprintf("the folder %s of %s is writable by its group (mode %v): each member can replace the config (chmod g-w %s)", dir, path, folder, dir))
 	}
+	if uid, dir, ok := planted(path); ok {
+		return nil, fmt.Errorf("%s is owned by uid %d, neither root nor you, in %s, a folder where every user can add files: whoever put it there chooses where keys are sent (hint: use a config in a folder of your own; if the file is yours, chown it)", path, uid, dir)
+	}
 	if err := CheckVaultModes(c); err != nil {
 		return nil, err
 	}
@@ -61,9 +65,10 @@ func CheckFileModes(path string, c *Config) (warnings []string, err error) {
 // CheckVaultModes refuses a vault or key file, or the folder of either,
 // that every user can write (a folder with the sticky bit excepted):
 // whoever writes there swaps in a key of their own and a vault sealed
-// with it, and chooses the keys requests carry. What does not exist yet
-// is left to the commands that read or make it. It checks nothing on
-// Windows.
+// with it, and chooses the keys requests carry; and a vault or key file
+// that another user put in a sticky folder such as /tmp (see planted).
+// What does not exist yet is left to the commands that read or make it.
+// It checks nothing on Windows.
 func CheckVaultModes(c *Config) error {
 	if runtime.GOOS == "windows" {
 		return nil
@@ -77,8 +82,37 @@ func CheckVaultModes(c *Config) error {
 				return fmt.Errorf("%s, of %s, is writable by every user (mode %v): whoever writes there swaps in their own vault and key, and chooses the keys sent (hint: chmod o-w %s)", p, f.setting, m, p)
 			}
 		}
+		if uid, dir, ok := planted(f.path); ok {
+			return fmt.Errorf("%s, of %s, is owned by uid %d, neither root nor you, in %s, a folder where every user can add files: whoever put it there can read what is stored under it (hint: keep the vault and its key in a folder of your own; if the file is yours, chown it)", f.path, f.setting, uid, dir)
+		}
 	}
 	return nil
+}
+
+// planted reports a file at path (a link, or what it names) that is in
+// a folder where every user can add files, as /tmp, and that neither
+// root nor the user running till owns, with its owner and the folder.
+// The folder's sticky bit keeps others from replacing a file of till's,
+// not from putting their own there first for till to find: a config
+// that sends keys to them, or a key and a vault they can read, which
+// root would fill (it keeps a vault's owner). A folder of root's on a
+// read-only mount takes no new file.
+func planted(path string) (uid uint32, dir string, ok bool) {
+	dir = filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm()&0o002 == 0 || sealedByMount(dir, st) {
+		return 0, "", false
+	}
+	for _, stat := range []func(string) (fs.FileInfo, error){os.Lstat, os.Stat} {
+		fi, err := stat(path)
+		if err != nil {
+			continue
+		}
+		if uid, known := ownerOf(fi); known && uid != 0 && int(uid) != os.Geteuid() {
+			return uid, dir, true
+		}
+	}
+	return 0, "", false
 }
 
 // checkSourceModes refuses a files source's folder, and an exec source's

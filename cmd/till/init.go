@@ -51,6 +51,9 @@ func runInit(args []string, e *env) error {
 	if _, err := os.Lstat(path); err == nil {
 		return errConfigExists(path)
 	}
+	if err := config.CheckVaultModes(cfg); err != nil {
+		return err
+	}
 	made, err := initVault(cfg, e)
 	if err != nil {
 		return err
