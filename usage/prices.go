@@ -264,6 +264,9 @@ func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
 		}
 		return nil, yamlError(name, err)
 	}
+	if line := secondDocument(dec); line > 0 {
+		return nil, fmt.Errorf(`%s:%d: more than one yaml document: till reads the first alone (hint: remove the "---" separator and merge the models)`, name, line)
+	}
 	lines := keyLines(data)
 	var errs []error
 	bad := func(line int, path, format string, args ...any) {
@@ -324,6 +327,25 @@ func parsePrices(name string, data []byte, needDate bool) (*Prices, error) {
 	}
 	p.sort()
 	return p, nil
+}
+
+// secondDocument returns the line of the document dec holds after the
+// one it decoded, or 0 when there is none (a syntax error after the
+// first document counts as one, at its line).
+func secondDocument(dec *yaml.Decoder) int {
+	var extra yaml.Node
+	err := dec.Decode(&extra)
+	switch {
+	case err == nil:
+		return max(extra.Line, 1)
+	case errors.Is(err, io.EOF):
+		return 0
+	}
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return max(line, 1)
+	}
+	return 1
 }
 
 // keyLines maps the keys of a price table ("date", "models.NAME",

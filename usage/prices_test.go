@@ -184,6 +184,10 @@ func TestLoadPricesErrors(t *testing.T) {
 			[]string{"p.yaml:2:", "without spaces"}},
 		{"syntax", "models: {a: [\n", []string{"p.yaml:"}},
 		{"empty", "", []string{"p.yaml", "empty"}},
+		// The second document was ignored, without a word: its models
+		// were priced by the built-in table, or not at all.
+		{"two documents", "models:\n  a: {input: 1, output: 1}\n---\nmodels:\n  b: {input: 2, output: 2}\n",
+			[]string{"p.yaml:3:", "more than one yaml document", `remove the "---"`}},
 		{"two problems", "models:\n  a: {output: 1}\n  b: {input: 1}\n",
 			[]string{"p.yaml:2:", "p.yaml:3:"}},
 	}
