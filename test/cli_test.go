@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -153,6 +154,33 @@ func TestGeneratedFilesIgnored(t *testing.T) {
 		cmd.Dir = ".."
 		if err := cmd.Run(); err != nil {
 			t.Errorf("%s is not git-ignored: %v", f, err)
+		}
+	}
+}
+
+// TestCLIOutputToClosedPipe: a command whose output is piped into a
+// reader that has gone (till secret list | head -1, till audit summary
+// ... | head) ends as other tools do, killed by SIGPIPE, saying nothing.
+// It printed "till: error: write /dev/stdout: broken pipe" and exited 1,
+// as only serve, whose audit records may go to stdout, must outlive its
+// reader (TestClosedStdoutFailsClosed).
+func TestCLIOutputToClosedPipe(t *testing.T) {
+	dir := t.TempDir()
+	setSecret(t, dir, "openai", "sk-closed-pipe-0123456789abcdef")
+	for _, args := range [][]string{{"secret", "list"}, {"secret", "list", "--json"}, {"version"}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close() // the reader is gone before till writes
+		var errOut bytes.Buffer
+		cmd := exec.Command(tillBin, args...)
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, tillEnv(), w, &errOut
+		err = cmd.Run()
+		w.Close()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGPIPE || errOut.Len() > 0 {
+			t.Errorf("till %s into a closed pipe: %v, want killed by SIGPIPE, and nothing said: %q", strings.Join(args, " "), err, errOut.String())
 		}
 	}
 }

@@ -21,12 +21,15 @@ var version = ""
 func main() {
 	if args, _, err := globalFlags(os.Args[1:]); err == nil && len(args) > 0 && configFirst(args)[0] == "serve" {
 		raiseTimerSlack()
+		// A closed stdout (the default audit sink) must fail the write,
+		// so that till refuses requests, rather than kill the process
+		// unrecorded. Every other command dies of it, as other tools do
+		// when the reader of their output has gone (till secret list |
+		// head -1): quietly.
+		signal.Ignore(syscall.SIGPIPE)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// A closed stdout (the default audit sink) must fail the write, so that
-	// till refuses requests, rather than kill the process unrecorded.
-	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(ctx, os.Args[1:], &env{
 		stdin:  os.Stdin,
 		stdout: os.Stdout,
