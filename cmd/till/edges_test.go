@@ -379,3 +379,30 @@ func TestCACertOnlyARegularFile(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadableConfigHint: a config that cannot be read is no config
+// with lines to fix: "fix the lines above" was the hint for every error
+// but a missing file. One that till's user may not read gets a hint that
+// says so and how to mend it (only a user other than root can be
+// refused); a vault or key file likewise.
+func TestUnreadableConfigHint(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("afile", nil, 0o644)
+	_, errOut, code := c.run("", "check", "-c", "afile/till.yaml")
+	if code != 1 || !strings.Contains(errOut, "afile/till.yaml: not a directory") || strings.Contains(errOut, "lines above") {
+		t.Errorf("check -c afile/till.yaml: exit %d:\n%s", code, errOut)
+	}
+	if os.Geteuid() == 0 {
+		t.Skip("root reads every file")
+	}
+	c.must(key+"\n", "secret", "set", "openai")
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
+	for _, f := range []string{"till.yaml", "till.vault", "till.key"} {
+		os.Chmod(f, 0)
+		_, errOut, code := c.run("", "secret", "list")
+		os.Chmod(f, 0o600)
+		if code != 1 || !strings.Contains(errOut, "till: hint: till runs as uid ") || !strings.Contains(errOut, "which may not read ") || !strings.Contains(errOut, f+": make it readable") || strings.Contains(errOut, "lines above") {
+			t.Errorf("%s unreadable: exit %d:\n%s", f, code, errOut)
+		}
+	}
+}

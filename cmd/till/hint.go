@@ -4,8 +4,10 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -122,6 +124,21 @@ func vaultFolderHint(err error) string {
 		" must be writable by this user; in a container, mount that folder (./till-data:/var/lib/till), not single files"
 }
 
+// readHint explains a file till may not read (the config, the vault, its
+// key): the user it runs as is named, as a container or a service runs
+// it as another than the one who made the file.
+func readHint(err error) string {
+	pe, ok := err.(*fs.PathError)
+	if !ok || pe.Op != "open" || !errors.Is(pe.Err, fs.ErrPermission) || vaultFolderHint(err) != "" {
+		return ""
+	}
+	who := "uid " + strconv.Itoa(os.Geteuid())
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		who += " (" + u.Username + ")"
+	}
+	return "till runs as " + who + ", which may not read " + pe.Path + ": make it readable by that user (chmod, chown), or run till as a user who may"
+}
+
 // hints returns the hints for err, each once: those attached with
 // withHint and those for the vault's errors, anywhere in its tree (check
 // joins several errors, each may have one).
@@ -130,6 +147,9 @@ func hints(err error) []string {
 	var walk func(error, keySource)
 	walk = func(err error, src keySource) {
 		h := vaultHint(err, src)
+		if h == "" {
+			h = readHint(err)
+		}
 		switch e := err.(type) {
 		case hintError:
 			h = e.hint

@@ -53,8 +53,12 @@ func loadConfig(path string, e *env, has func(string) bool) (*config.Config, err
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, withHint(fmt.Errorf("no config file at %s", path), "the path comes from -c, $TILL_CONFIG or, for a running till, the file it started with; `till init` writes a commented example")
 		}
-		if err != nil {
+		var bad *config.Error
+		if errors.As(err, &bad) {
 			return nil, withHint(err, "fix the lines above; `till init` writes a commented example")
+		}
+		if err != nil {
+			return nil, err // unreadable: see readHint
 		}
 		warnings, err := config.CheckFileModes(path, cfg)
 		if err != nil {
