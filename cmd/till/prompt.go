@@ -76,12 +76,18 @@ func readSecretInput(ctx context.Context, e *env, end inputEnd) ([]byte, error) 
 		fmt.Fprintf(e.stderr, "secret value%s (not echoed; Ctrl-C cancels): ", what)
 		read = func() ([]byte, error) { return readTyped(f, end) }
 	}
+	return untilRead(ctx, read)
+}
+
+// untilRead returns what read returns, or errInterrupted as soon as ctx
+// ends (SIGINT, SIGTERM). The read is left behind then: a read on a
+// terminal or a pipe, or the open of a named pipe no one writes to,
+// cannot be called off, and the command ends at once.
+func untilRead(ctx context.Context, read func() ([]byte, error)) ([]byte, error) {
 	type result struct {
 		b   []byte
 		err error
 	}
-	// The read is left behind when ctx ends first: a read on a terminal
-	// or a pipe cannot be called off, and the command ends at once.
 	done := make(chan result, 1)
 	go func() {
 		b, err := read()

@@ -142,12 +142,12 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 // (a prompt at a terminal), and says where it came from.
 func readSecretFrom(ctx context.Context, e *env, file string, end inputEnd) (raw []byte, from string, err error) {
 	if file != "" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, "", unreadableFlagFile("--file", file, err)
+		// A named pipe (<(pass show openai)) is read too: its open waits
+		// for the writer, and a signal must end that wait.
+		raw, err = untilRead(ctx, func() ([]byte, error) { return readFlagFile(file) })
+		if errors.Is(err, errInterrupted) {
+			return nil, "", err
 		}
-		defer f.Close()
-		raw, err = io.ReadAll(io.LimitReader(f, maxSecretInput+1))
 		if err != nil {
 			return nil, "", unreadableFlagFile("--file", file, err)
 		}
@@ -169,6 +169,17 @@ func readSecretFrom(ctx context.Context, e *env, file string, end inputEnd) (raw
 		return nil, "", fmt.Errorf("the secret in %s is larger than %d bytes", from, maxSecretInput)
 	}
 	return raw, from, nil
+}
+
+// readFlagFile reads the file secret set --file names, up to one byte
+// past maxSecretInput.
+func readFlagFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxSecretInput+1))
 }
 
 // parseSecret makes the secret name of raw: a PEM key, JSON fields or
