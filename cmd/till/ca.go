@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/regfile"
 	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
@@ -171,14 +172,19 @@ func runCAExport(args []string, e *env) error {
 	return err
 }
 
-// readCACert reads and checks the CA certificate file.
+// readCACert reads and checks the CA certificate file: a regular file,
+// as serve reads it (a named pipe would hold the command, a device never
+// end).
 func readCACert(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := regfile.Read(path, maxCACert+1)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, withHint(fmt.Errorf("no CA certificate at %s", displayPath(path)), "create one with: till ca init")
 	}
 	if err != nil {
 		return nil, err
+	}
+	if len(b) > maxCACert {
+		return nil, fmt.Errorf("%s is larger than 1 MiB: not a CA certificate", displayPath(path))
 	}
 	if _, err := ca.ParseCert(b); err != nil {
 		return nil, fmt.Errorf("%s: %w", displayPath(path), err)

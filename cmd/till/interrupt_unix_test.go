@@ -5,10 +5,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tillgw/till/internal/regfile/regfiletest"
 )
 
 // TestAuditStopsWhenInterrupted: main takes SIGINT and SIGTERM for every
@@ -53,5 +57,35 @@ func TestSecretSetFileStopsWhenInterrupted(t *testing.T) {
 	code := run(ctx, []string{"secret", "set", "openai", "--file", fifo}, &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
 	if code != exitInterrupted || errOut.String() != "till: interrupted: nothing stored\n" {
 		t.Errorf("secret set --file of a FIFO, interrupted: exit %d: %q", code, errOut.String())
+	}
+}
+
+// TestCACertMustBeRegular: till env and till ca export read
+// forward.ca_cert as serve does: a named pipe there is refused at once,
+// not waited on (its open ignored Ctrl-C), and a device such as
+// /dev/zero is not read until memory runs out. Were the pipe waited on,
+// the test writes to it, and what the command makes of that is not the
+// pipe's refusal.
+func TestCACertMustBeRegular(t *testing.T) {
+	for _, args := range [][]string{{"env"}, {"ca", "export"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			c := newCLI(t)
+			fifo := filepath.Join(c.dir, "ca.pem")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Skip("no FIFO here:", err)
+			}
+			for _, ca := range []string{fifo, os.DevNull} {
+				os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true, ca_cert: "+ca+"}\n"), 0o644)
+				done := make(chan error, 1)
+				go func() {
+					_, errOut, _ := c.run("", args...)
+					done <- errors.New(errOut)
+				}()
+				err := regfiletest.Fed(fifo, "not a certificate\n", done)
+				if !strings.Contains(err.Error(), ca+" is not a regular file") {
+					t.Errorf("forward.ca_cert %s: got %q, want it refused", ca, err)
+				}
+			}
+		})
 	}
 }
