@@ -978,3 +978,56 @@ func TestFreeAnswersNotCharged(t *testing.T) {
 		})
 	}
 }
+
+// TestEncodedAnswerMetered: on a metered route till asks for an answer
+// without a content coding (Accept-Encoding: identity; no such header
+// lets a server pick any, RFC 9110 §12.5.3), and an upstream that gzips
+// the answer all the same, JSON or a stream, has it read for its usage
+// and passed on to the app plain. Read compressed, it told none, and a
+// request without max_tokens was charged its input's estimate alone.
+func TestEncodedAnswerMetered(t *testing.T) {
+	for _, tt := range []struct{ name, contentType, answer string }{
+		{"json", "application/json", `{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":4000,"completion_tokens":6000}}`},
+		{"stream", "text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n" +
+			"data: {\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":4000,\"completion_tokens\":6000}}\n\ndata: [DONE]\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked atomic.Value
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				asked.Store(r.Header.Values("Accept-Encoding"))
+				w.Header().Set("Content-Type", tt.contentType)
+				w.Header().Set("Content-Encoding", "gzip")
+				zw := gzip.NewWriter(w)
+				io.WriteString(zw, tt.answer)
+				zw.Close()
+			}))
+			defer up.Close()
+			y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","messages":[]}`))
+			req.Header.Set("Accept-Encoding", "gzip")
+			res, err := http.DefaultTransport.(*http.Transport).Clone().RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			srv.Close() // waits for the handler, and so for the settlement
+			if fmt.Sprint(asked.Load()) != "[identity]" {
+				t.Errorf("the upstream was sent Accept-Encoding %v, want [identity]", asked.Load())
+			}
+			if string(got) != tt.answer || res.Header.Get("Content-Encoding") != "" {
+				t.Errorf("the app got Content-Encoding %q and %q, want the answer plain", res.Header.Get("Content-Encoding"), got)
+			}
+			if used := usedTokens(t, gw); used != 10000 {
+				t.Errorf("tokens counted %v, want 10000", used)
+			}
+			if rec := buf.records(t)[0]; rec["tokens_in"] != 4000.0 || rec["tokens_out"] != 6000.0 {
+				t.Errorf("record %v, want 4000 tokens in, 6000 out", rec)
+			}
+		})
+	}
+}

@@ -31,9 +31,10 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 	h := out.Header
 	stripHeaders(h, rt.credentials, overrideHeaders)
 	if rt.usage != usage.None {
-		// The answer then comes uncompressed (the transport asks for no
-		// encoding), which the meter can read; so does the app.
-		delete(h, "Accept-Encoding")
+		// The answer then comes uncompressed, which the meter can read;
+		// so does the app. Said outright: a request without the header
+		// takes any coding (RFC 9110, section 12.5.3).
+		h["Accept-Encoding"] = []string{"identity"}
 	}
 	for _, kv := range rt.addHeaders {
 		if _, ok := h[kv[0]]; !ok {

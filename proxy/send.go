@@ -77,7 +77,7 @@ func (g *Gateway) send(rw *responseRecorder, r *http.Request, x *exchange) {
 	}
 	removeHopHeaders(res.Header)
 	g.checkResponse(x, res)
-	x.startMeter(res.Header)
+	x.startMeter(res)
 	stream := res.ContentLength < 0 || isEventStream(res.Header.Get("Content-Type"))
 	h := rw.Header()
 	for k, v := range res.Header {

@@ -69,7 +69,7 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// An upstream that declined the switch answers as to any
 		// request: its usage counts (budgets) as send's answers do.
-		x.startMeter(resp.Header)
+		x.startMeter(resp)
 		// Trailers arrive after the body (over HTTP/2, even unannounced
 		// ones): check them when it ends.
 		resp.Body = &trailerScrubber{ReadCloser: resp.Body, resp: resp, x: x}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -448,13 +449,51 @@ func (x *exchange) chargeUntold(u usage.Usage, events int64, model string, price
 var meters = sync.Pool{New: func() any { return new(usage.Meter) }}
 
 // startMeter sets, on a route that meters usage, the meter that reads it
-// from the answer (whose headers are h) as the answer goes to the app.
-func (x *exchange) startMeter(h http.Header) {
+// from the answer res as the answer goes to the app: unzipped first when
+// the upstream gzipped it all the same (gunzipAnswer).
+func (x *exchange) startMeter(res *http.Response) {
 	if x.metered() {
+		gunzipAnswer(res)
 		x.meter = meters.Get().(*usage.Meter)
-		x.meter.Reset(x.route.usage, h.Get("Content-Type"))
+		x.meter.Reset(x.route.usage, res.Header.Get("Content-Type"))
 	}
 }
+
+// gunzipAnswer undoes the gzip coding of an answer that has it although
+// till asked for none (Accept-Encoding: identity): the meter reads the
+// answer as the app gets it, plain, so that its usage counts. An answer
+// in another coding (br, zstd, several) is left as it is: its usage is
+// unread, and charged as untold.
+func gunzipAnswer(res *http.Response) {
+	v := res.Header.Values("Content-Encoding")
+	if len(v) != 1 || !strings.EqualFold(strings.TrimSpace(v[0]), "gzip") && !strings.EqualFold(strings.TrimSpace(v[0]), "x-gzip") {
+		return
+	}
+	res.Body = &gunzipBody{src: res.Body}
+	res.ContentLength = -1
+	delete(res.Header, "Content-Encoding")
+	delete(res.Header, "Content-Length")
+}
+
+// gunzipBody reads a gzipped body plain. Its gzip header is read at the
+// first Read, so that an empty body (a HEAD's, a 204's) reads as empty.
+type gunzipBody struct {
+	src io.ReadCloser
+	zr  *gzip.Reader
+}
+
+func (b *gunzipBody) Read(p []byte) (int, error) {
+	if b.zr == nil {
+		zr, err := gzip.NewReader(b.src)
+		if err != nil {
+			return 0, err // io.EOF for an empty body
+		}
+		b.zr = zr
+	}
+	return b.zr.Read(p)
+}
+
+func (b *gunzipBody) Close() error { return b.src.Close() }
 
 // metered reports whether the exchange's answer is read for its usage,
 // and charged: on a route that meters usage, unless the request spends
