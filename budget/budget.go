@@ -38,8 +38,9 @@
 // it was reached use beyond their reservations (all of their USD, which is
 // never reserved).
 //
-// Amounts are counted within 0..2^50 (USD in micro-dollars), so that a
-// hostile max_tokens cannot break the counts. A request that is never
+// Amounts are counted within 0..2^50 (USD in whole micro-dollars, each
+// charge and limit rounded up), so that a hostile max_tokens cannot break
+// the counts. A request that is never
 // settled (till stopped) keeps its reservation as use until it ages out.
 package budget
 
@@ -261,9 +262,13 @@ const maxAmount = 1 << 50
 func clamp(v int64) int64 { return min(max(0, v), maxAmount) }
 
 // micros converts dollars to whole micro-dollars, the unit stored, within
-// 0..maxAmount (NaN is 0).
+// 0..maxAmount (NaN is 0). It rounds up, so that an answer cheaper than
+// half a micro-dollar does not count as free, nor a limit below one as
+// none; a millionth of a micro-dollar is forgiven first, so that
+// float64's error on an exact amount (0.07 is 70000.00000000001) does
+// not make it one more.
 func micros(usd float64) int64 {
-	m := math.Round(usd * 1e6)
+	m := math.Ceil(usd*1e6 - 1e-6)
 	switch {
 	case !(m > 0):
 		return 0

@@ -138,6 +138,30 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("usd rounds up", func(t *testing.T) {
+		// Answers cheaper than half a micro-dollar (a short prompt to a
+		// cheap model) counted 0, and a budget of them never ran out; a
+		// limit below one counted as none.
+		s, b := newStore(t), calendar("b", "day")
+		b.USD = 0.00001
+		for range 10 {
+			settle(t, s, t0, mustTake(t, s, t0, 0, one("web", b)), 0, 0.0000004)
+		}
+		mustDeny(t, s, t0, 0, one("web", b), deny(b, "web", KindUSD, 14*time.Hour))
+		tiny := calendar("tiny", "day")
+		tiny.USD = 0.0000004
+		settle(t, s, t0, mustTake(t, s, t0, 0, one("web", tiny)), 0, 0.0000001)
+		mustDeny(t, s, t0, 0, one("web", tiny), deny(tiny, "web", KindUSD, 14*time.Hour))
+		// Exact amounts stay exact, whatever float64 makes of them.
+		exact := calendar("exact", "day")
+		exact.USD = 1
+		settle(t, s, t0, mustTake(t, s, t0, 0, one("web", exact)), 0, 0.07)
+		settle(t, s, t0, mustTake(t, s, t0, 0, one("web", exact)), 0, 0.1+0.2)
+		if got := used(t, s, t0, exact, "web", KindUSD); got != 0.37 {
+			t.Errorf("used %v USD, want 0.37", got)
+		}
+	})
+
 	t.Run("rolling window ages", func(t *testing.T) {
 		s, b := newStore(t), rolling("b", time.Minute) // 1s buckets
 		b.Requests = 2
