@@ -248,3 +248,45 @@ func TestBedrockUnderTokenBudgets(t *testing.T) {
 		}
 	}
 }
+
+// TestBedrockConverseMetered: on a route to Bedrock with a usage format,
+// Converse (/model/{modelId}/converse) answers in a shape of its own; its
+// usage is read as any answer's, and inferenceConfig.maxTokens reserved.
+// Unread, a Converse call that used 10,000 tokens counted its input's
+// estimate (24) against a token budget, and a client kept under one by
+// /invoke was not by /converse.
+func TestBedrockConverseMetered(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":3000,"outputTokens":7000,"totalTokens":10000},"metrics":{"latencyMs":10}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
+		"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
+	gw, records := newTestGateway(t, y, up.URL, bedrockSecret())
+	done := make(chan int)
+	go func() {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("POST", "/aws/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
+			strings.NewReader(`{"messages":[{"role":"user","content":[{"text":"hello"}]}],"inferenceConfig":{"maxTokens":8000}}`)))
+		done <- w.Code
+	}()
+	<-arrived // taken, its maxTokens reserved
+	if tokens, _ := budgetUsed(t, gw); tokens != 8000 {
+		t.Errorf("in flight, the budget counted %v tokens, want the 8000 reserved", tokens)
+	}
+	close(release)
+	if code := <-done; code != http.StatusOK {
+		t.Fatalf("got %d", code)
+	}
+	if tokens, _ := budgetUsed(t, gw); tokens != 10000 {
+		t.Errorf("the budget counted %v tokens, want 10000", tokens)
+	}
+	if rec := records.records(t)[0]; rec["tokens_in"] != 3000.0 || rec["tokens_out"] != 7000.0 || rec["reason"] != "" {
+		t.Errorf("record %v, want 3000 tokens in, 7000 out, no reason", rec)
+	}
+}

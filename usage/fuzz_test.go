@@ -63,6 +63,7 @@ func FuzzInspect(f *testing.F) {
 		`{"model":"a","model":"b"}`,
 		`[1,2]`, `{"a":[{"model":"x"}]}`, `{"background":true,"model":"o3"}`, `{"stream":"true"}`,
 		`{"generation_config":{"max_output_tokens":5}}`, `{"stream":true,"max_output_tokens":-1}`, ``,
+		`{"inferenceConfig":{"maxTokens":"12"},"max_tokens":3}`,
 		`{"tools":[{"type":"image_generation"},{"model":"a"}],"fallbacks":[{"model":"b"},"c"]}`, `{"fallbacks":"default"}`,
 	} {
 		f.Add(uint8(0), "/v1/chat/completions", []byte(s))
@@ -139,6 +140,9 @@ func FuzzInspect(f *testing.F) {
 				count(&want.Choices, g["candidateCount"])
 				count(&want.Choices, g["candidate_count"])
 			}
+		}
+		if c, ok := m["inferenceConfig"].(map[string]any); ok {
+			limit(c["maxTokens"])
 		}
 		if fm == Gemini {
 			if model, stream := geminiPath(path); model != "" {

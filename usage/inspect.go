@@ -60,10 +60,11 @@ type Request struct {
 	// streamGenerateContent.
 	Stream bool
 	// MaxOutput is the most output tokens the request allows (the largest
-	// of max_tokens, max_completion_tokens, max_output_tokens and
-	// generationConfig.maxOutputTokens present, the last also spelt
-	// generation_config.max_output_tokens, as Google's parser takes it),
-	// given as a number or a string of digits; 0 when none is set.
+	// of max_tokens, max_completion_tokens, max_output_tokens,
+	// generationConfig.maxOutputTokens, also spelt
+	// generation_config.max_output_tokens as Google's parser takes it,
+	// and Bedrock Converse's inferenceConfig.maxTokens present), given as
+	// a number or a string of digits; 0 when none is set.
 	MaxOutput int64
 	// Choices is how many answers the request asks for, each up to
 	// MaxOutput tokens: the largest of n, best_of and Gemini's
@@ -190,6 +191,7 @@ var inspected = [...]string{
 	"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens",
 	"generationConfig", "generationConfig.maxOutputTokens", "background",
 	"n", "best_of", "generationConfig.candidateCount",
+	"inferenceConfig", "inferenceConfig.maxTokens",
 }
 
 // inspectedAt returns the index in inspected of the value at the
@@ -204,12 +206,16 @@ func inspectedAt(s *scanner) int {
 		return 8
 	case n == 1 && string(s.key(0)) == "best_of":
 		return 9
+	case n == 1 && string(s.key(0)) == "inferenceConfig":
+		return 11
 	case n == 1:
 		return slices.Index(inspected[:5], string(s.key(0)))
 	case n == 2 && isGenerationConfig(s.key(0)) && (string(s.key(1)) == "maxOutputTokens" || string(s.key(1)) == "max_output_tokens"):
 		return 6
 	case n == 2 && isGenerationConfig(s.key(0)) && (string(s.key(1)) == "candidateCount" || string(s.key(1)) == "candidate_count"):
 		return 10
+	case n == 2 && string(s.key(0)) == "inferenceConfig" && string(s.key(1)) == "maxTokens":
+		return 12
 	}
 	return -1
 }
@@ -298,7 +304,7 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 			x.fail(errors.New(`request body's "background" is not true or false`))
 		}
 		x.req.Background = k == kTrue
-	case 5:
+	case 5, 11:
 	case 8, 9, 10:
 		if v, ok := parseCount(t); ok && (k == kNumber || k == kString) && whole && v > x.req.Choices {
 			x.req.Choices = v

@@ -509,16 +509,26 @@ var coherePaths = map[string]field{
 	"meta.billed_units.output_tokens": fBilledOutput, "response.meta.billed_units.output_tokens": fBilledOutput,
 }
 
+// bedrockPaths are the fields of Bedrock's Converse API (a JSON body),
+// whose usage tells cache reads and writes beside inputTokens, as
+// Anthropic's does.
+var bedrockPaths = map[string]field{
+	"usage.inputTokens": fInput, "usage.outputTokens": fOutput,
+	"usage.cacheReadInputTokens": fCacheRead, "usage.cacheWriteInputTokens": fCacheWrite,
+}
+
 // trees are each format's fields as a tree of keys, which the scanner
 // walks a key at a time.
 // Every provider also offers an OpenAI-compatible endpoint (Anthropic's
 // and Gemini's /chat/completions, Cohere's compatibility API), whose
-// answers are in OpenAI's shape: every tree reads those too.
+// answers are in OpenAI's shape: every tree reads those too. A route to
+// Bedrock, with any usage format, also takes Converse's answers: every
+// tree reads them too.
 var trees = map[Format]*pathNode{
-	OpenAI:    newTree(openAIPaths),
-	Anthropic: newTree(anthropicPaths, openAIPaths),
-	Gemini:    newTree(geminiPaths, openAIPaths),
-	Cohere:    newTree(coherePaths, openAIPaths),
+	OpenAI:    newTree(openAIPaths, bedrockPaths),
+	Anthropic: newTree(anthropicPaths, openAIPaths, bedrockPaths),
+	Gemini:    newTree(geminiPaths, openAIPaths, bedrockPaths),
+	Cohere:    newTree(coherePaths, openAIPaths, bedrockPaths),
 }
 
 // pathNode is a key in a tree of the paths of fields: the field found

@@ -99,6 +99,10 @@ func TestMeterProviders(t *testing.T) {
 		{"gemini_grounding.json", Gemini, jsonType, Usage{"gemini-2.5-flash", 322, 0, 9, true, 2, false, SubUsage{}}},
 		{"gemini_grounding.sse", Gemini, sseType, Usage{"gemini-3-pro-preview", 212, 0, 9, true, 3, false, SubUsage{}}},
 		{"cohere.json", Cohere, jsonType, Usage{"", 71, 0, 418, true, 0, false, SubUsage{}}},
+		// Bedrock's Converse, on a route of any format: inputTokens
+		// leaves out the cache reads and writes told beside it.
+		{"bedrock_converse.json", Anthropic, jsonType, Usage{"", 2012, 1500, 9, true, 0, false, SubUsage{}}},
+		{"bedrock_converse.json", OpenAI, jsonType, Usage{"", 2012, 1500, 9, true, 0, false, SubUsage{}}},
 		{"cohere.sse", Cohere, sseType, Usage{"", 69, 0, 9, true, 0, false, SubUsage{}}},
 	}
 	for _, tt := range tests {
