@@ -35,10 +35,24 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// redisServer is a throwaway redis-server: its address, and its process.
+type redisServer struct {
+	addr string
+	proc *os.Process
+	stop func()
+}
+
 // startRedis runs a throwaway redis-server on a free loopback port until
 // the test ends, as test/redis_test.go does. Without redis-server the test
 // is skipped, or fails under CI=true (.ci/run installs it).
 func startRedis(tb testing.TB) (addr string, stop func()) {
+	tb.Helper()
+	r := startRedisServer(tb)
+	return r.addr, r.stop
+}
+
+// startRedisServer is startRedis, with the server's process.
+func startRedisServer(tb testing.TB) redisServer {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -50,12 +64,12 @@ func startRedis(tb testing.TB) (addr string, stop func()) {
 	// redis-server cannot be told to bind port 0 and say which it got: take
 	// a port free a moment ago, and another if it was taken meanwhile.
 	for attempt := 1; ; attempt++ {
-		addr, stop, out, up := runRedis(tb, bin)
+		r, out, up := runRedis(tb, bin)
 		switch {
 		case up:
-			return addr, stop
+			return r
 		case attempt < 5 && strings.Contains(out, "Address already in use"):
-			tb.Logf("%s was taken: trying another port", addr)
+			tb.Logf("%s was taken: trying another port", r.addr)
 		default:
 			tb.Fatalf("redis-server did not start:\n%s", out)
 		}
@@ -64,36 +78,37 @@ func startRedis(tb testing.TB) (addr string, stop func()) {
 
 // runRedis runs bin on a port free a moment ago and says whether it came
 // up, or else what it printed.
-func runRedis(tb testing.TB, bin string) (addr string, stop func(), out string, up bool) {
+func runRedis(tb testing.TB, bin string) (r redisServer, out string, up bool) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	addr = l.Addr().String()
+	r.addr = l.Addr().String()
 	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
+	_, port, _ := net.SplitHostPort(r.addr)
 	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", tb.TempDir())
 	var buf lockedBuffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	r.proc = cmd.Process
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	stop = sync.OnceFunc(func() { cmd.Process.Kill(); <-exited })
-	tb.Cleanup(stop)
+	r.stop = sync.OnceFunc(func() { cmd.Process.Kill(); <-exited })
+	tb.Cleanup(r.stop)
 	deadline := time.After(15 * time.Second)
 	for !strings.Contains(buf.String(), "Ready to accept connections") {
 		select {
 		case <-exited:
-			return addr, stop, buf.String(), false
+			return r, buf.String(), false
 		case <-deadline:
-			stop()
-			return addr, stop, buf.String(), false
+			r.stop()
+			return r, buf.String(), false
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return addr, stop, "", true
+	return r, "", true
 }
 
 // newClient is a client of the Redis at addr, closed when the test ends.
@@ -210,33 +225,13 @@ func productionClients(t *testing.T, addr string) (bounded, late *redis.Client) 
 	return bounded, late
 }
 
-// busyRedis keeps the Redis at addr busy for d (a slow script), and
-// returns once it is: a PING goes unanswered.
-func busyRedis(t *testing.T, addr string, d time.Duration) {
-	ctx := context.Background()
-	go newClient(t, addr).Eval(ctx, "local t = redis.call('TIME'); local s = t[1]*1e6+t[2]; repeat t = redis.call('TIME') until t[1]*1e6+t[2] - s > "+
-		strconv.FormatInt(d.Microseconds(), 10)+"; return 1", nil)
-	probe := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	defer probe.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		pctx, pcancel := context.WithTimeout(ctx, 20*time.Millisecond)
-		err := probe.Ping(pctx).Err()
-		pcancel()
-		if err != nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Redis never got busy")
-		}
-	}
-}
-
 // TestRedisTakeAnsweredLate: a Take whose answer comes after its caller
 // gave up (a busy Redis runs it later, past the request's deadline and
 // past the deadline's client's timeouts) is taken back: the caller had an
 // error and no ticket to settle, so it must not stay counted.
 func TestRedisTakeAnsweredLate(t *testing.T) {
-	addr, _ := startRedis(t)
+	r := startRedisServer(t)
+	addr := r.addr
 	client := newClient(t, addr)
 	bounded, late := productionClients(t, addr)
 	s := NewRedis(bounded, late, "")
@@ -245,12 +240,13 @@ func TestRedisTakeAnsweredLate(t *testing.T) {
 	b.Requests = 10
 	ctx := context.Background()
 	mustTake(t, s, t0, 0, one("other", b)) // the script is loaded, as in steady state
-	busyRedis(t, addr, 800*time.Millisecond)
+	done := busyRedis(t, r)
 	tctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
 	defer cancel()
 	if _, _, err := s.Take(tctx, t0, one("web", b), 300); err == nil {
 		t.Fatal("a Take under a busy Redis did not fail")
 	}
+	done()
 	s.pending.Wait()
 	if listed, _ := client.ZScore(ctx, s.indexKey(b.Name, b.Window), "web").Result(); listed == 0 {
 		t.Error("the late Take never ran: this test tests nothing")
@@ -292,19 +288,20 @@ func TestRedisUndoBeforeTake(t *testing.T) {
 // past its deadline) is tried again, and counts once, whether the first
 // try ran late or not.
 func TestRedisSettleAnsweredLate(t *testing.T) {
-	addr, _ := startRedis(t)
-	bounded, late := productionClients(t, addr)
+	r := startRedisServer(t)
+	bounded, late := productionClients(t, r.addr)
 	s := NewRedis(bounded, late, "")
 	b := rolling("b", time.Hour)
 	b.Tokens = 100000
 	ctx := context.Background()
 	tk := mustTake(t, s, t0, 500, one("web", b))
-	busyRedis(t, addr, 800*time.Millisecond)
+	done := busyRedis(t, r)
 	sctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
 	defer cancel()
 	if err := s.Settle(sctx, t0, tk, 1200, 0); err == nil {
 		t.Fatal("a Settle under a busy Redis did not fail")
 	}
+	done()
 	s.pending.Wait()
 	if got := used(t, s, t0, b, "web", KindTokens); got != 1200 {
 		t.Errorf("%v tokens counted, want the 1,200 used, once", got)
@@ -624,7 +621,8 @@ func (h undoHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // a till under load grew by a goroutine a request until Redis came back
 // or memory ran out.
 func TestRedisUnsentTakeNotTakenBack(t *testing.T) {
-	addr, _ := startRedis(t)
+	r := startRedisServer(t)
+	addr := r.addr
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -688,7 +686,8 @@ func TestRedisUnsentTakeNotTakenBack(t *testing.T) {
 			late.AddHook(undone)
 			defer func() { client.Close(); late.Close() }()
 			s := NewRedis(client, late, "test:"+t.Name())
-			var wg sync.WaitGroup
+			var wg, heldTake sync.WaitGroup
+			done := func() {}
 			take := func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 				defer cancel()
@@ -698,8 +697,8 @@ func TestRedisUnsentTakeNotTakenBack(t *testing.T) {
 			}
 			if tt.held {
 				mustTake(t, s, t0, 0, one("web", b)) // the script is loaded
-				busyRedis(t, addr, 800*time.Millisecond)
-				wg.Go(func() { s.Take(context.Background(), t0, one("web", b), 0) })
+				done = busyRedis(t, r)
+				heldTake.Go(func() { s.Take(context.Background(), t0, one("web", b), 0) })
 				for deadline := time.Now().Add(5 * time.Second); client.PoolStats().IdleConns != 0; time.Sleep(time.Millisecond) {
 					if time.Now().After(deadline) {
 						t.Fatal("no Take held the connection")
@@ -714,6 +713,8 @@ func TestRedisUnsentTakeNotTakenBack(t *testing.T) {
 				}
 			}
 			wg.Wait()
+			done()
+			heldTake.Wait()
 			s.pending.Wait()
 			if n := len(undone.takes); n > 0 {
 				t.Errorf("%d of 100 Takes that never reached Redis were taken back, want none", n)
