@@ -224,7 +224,8 @@ func TestLogConfig(t *testing.T) {
 // a route's host wrote a line per connection into a log the operator set
 // to errors only, a JSON line without "level".
 func TestInterceptedServerLogLevelled(t *testing.T) {
-	f := startForward(t, "deny", false, false)
+	f := startForward(t, "deny", false, false, "admin: {listen: 127.0.0.1:0}\n")
+	admin := f.tl.adminAddr()
 	// garbage opens an intercepted tunnel and writes what is not the
 	// HTTP/2 client preface, which the server inside logs.
 	garbage := func() {
@@ -278,12 +279,17 @@ func TestInterceptedServerLogLevelled(t *testing.T) {
 	cfg, _ := os.ReadFile(cfgPath)
 	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "version: 1\n", "version: 1\nlog: {level: error}\n", 1)), 0o644)
 	f.tl.cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(2 * time.Second) // the "reloaded" line is at info, so not written
+	// The "reloaded" line is at info, so not written: the metrics say.
+	waitFor(t, 20*time.Second, "the reload", func() bool {
+		_, body := adminGet(t, admin, "/metrics", "")
+		n, _ := metric(body, `till_reloads_total{result="ok"}`)
+		return n >= 1
+	})
 	before = len(f.tl.stderr.String())
 	for i := 0; i < 5; i++ {
 		garbage()
 	}
-	time.Sleep(300 * time.Millisecond)
+	f.tl.stop() // all it wrote is read
 	for _, ev := range lines(before) {
 		if ev["level"] != "error" && ev["level"] != "fatal" && ev["level"] != "panic" {
 			t.Errorf("with log.level error, a line below error or without a level: %v", ev)
