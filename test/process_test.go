@@ -78,10 +78,15 @@ func TestKill9DuringSecretSet(t *testing.T) {
 	}
 	window := min(30*time.Millisecond, max(5*time.Millisecond, longest*6/5))
 
+	// Each try starts two till processes (secret set, then secret list):
+	// about 15 s in all on an idle machine, and minutes on one as loaded
+	// as CI's can be, which is no failure. The bound only ends a run that
+	// stopped getting anywhere, with a message, before the suite's timeout.
+	const bound = 5 * time.Minute
 	var killed, done int
 	for i := 1; i <= tries; i++ {
-		if time.Since(begin) > 55*time.Second {
-			t.Fatalf("only %d tries in %v: too slow", i-1, time.Since(begin))
+		if time.Since(begin) > bound {
+			t.Fatalf("only %d tries in %v", i-1, time.Since(begin))
 		}
 		name := fmt.Sprintf("k%d", i)
 		if i%3 == 0 {
