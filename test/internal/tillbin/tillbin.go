@@ -30,7 +30,11 @@ const raceEnv = "TILL_E2E_RACE"
 // When TILL_E2E_RACE=1, the build uses -race and Build sets GORACE in this
 // process's environment so that the children it starts (Env passes it on)
 // log races to files beside the binary rather than only to their stderr,
-// which many tests read without looking for races.
+// which many tests read without looking for races, and exit as soon as
+// they are done: the race runtime otherwise sleeps a second before every
+// exit (atexit_sleep_ms), which tests that time a stop (TestIdleStopIsPrompt)
+// take for a stop that waits, and which makes the tests that run till
+// hundreds of times (TestKill9DuringSecretSet) last minutes.
 func Build() (bin string, remove func(), err error) {
 	dir, err := os.MkdirTemp("", "till-bin-")
 	if err != nil {
@@ -41,8 +45,9 @@ func Build() (bin string, remove func(), err error) {
 	args := []string{"build", "-o", bin}
 	if os.Getenv(raceEnv) == "1" {
 		args = append(args, "-race")
-		// Options the caller set (halt_on_error=1) stay; a later log_path wins.
-		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" log_path="+filepath.Join(dir, "race")))
+		// Options the caller set (halt_on_error=1, atexit_sleep_ms) win
+		// over the default here; a later log_path wins over theirs.
+		os.Setenv("GORACE", strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE")+" log_path="+filepath.Join(dir, "race")))
 	}
 	build := exec.Command("go", append(args, pkg)...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
