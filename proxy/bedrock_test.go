@@ -1,15 +1,19 @@
 package proxy
 
 import (
+	"bytes"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/tillgw/till/vault"
 )
 
@@ -288,5 +292,72 @@ func TestBedrockConverseMetered(t *testing.T) {
 	}
 	if rec := records.records(t)[0]; rec["tokens_in"] != 3000.0 || rec["tokens_out"] != 7000.0 || rec["reason"] != "" {
 		t.Errorf("record %v, want 3000 tokens in, 7000 out, no reason", rec)
+	}
+}
+
+// bedrockFrame encodes an event-stream event with the AWS SDK's encoder,
+// as Bedrock's streams send them.
+func bedrockFrame(t *testing.T, eventType, payload string) []byte {
+	msg := eventstream.Message{Payload: []byte(payload)}
+	msg.Headers.Set(":message-type", eventstream.StringValue("event"))
+	msg.Headers.Set(":event-type", eventstream.StringValue(eventType))
+	msg.Headers.Set(":content-type", eventstream.StringValue("application/json"))
+	var b bytes.Buffer
+	if err := eventstream.NewEncoder().Encode(&b, msg); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestBedrockStreamsMetered: Bedrock's streams (/converse-stream,
+// /invoke-with-response-stream) answer in AWS's binary event-stream
+// framing, whose usage went unread: charged as untold, a stream that set
+// no maxTokens counted its input's estimate (a few tokens), its 10,000
+// tokens free under a token budget. The metadata event's usage, or the
+// invocation metrics of the last chunk, is now read as the frames pass,
+// however the upstream splits them, and the app gets them unchanged.
+func TestBedrockStreamsMetered(t *testing.T) {
+	chunk := func(j string) string {
+		return `{"bytes":"` + base64.StdEncoding.EncodeToString([]byte(j)) + `","p":"abcd"}`
+	}
+	streams := map[string][]byte{
+		"converse-stream": slices.Concat(
+			bedrockFrame(t, "messageStart", `{"role":"assistant","p":"ab"}`),
+			bedrockFrame(t, "contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"hi"},"p":"abcdef"}`),
+			bedrockFrame(t, "messageStop", `{"stopReason":"end_turn","p":"a"}`),
+			bedrockFrame(t, "metadata", `{"usage":{"inputTokens":3000,"outputTokens":7000,"totalTokens":10000},"metrics":{"latencyMs":10},"p":"abc"}`)),
+		"invoke-with-response-stream": slices.Concat(
+			bedrockFrame(t, "chunk", chunk(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}`)),
+			bedrockFrame(t, "chunk", chunk(`{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":3000,"outputTokenCount":7000,"invocationLatency":10,"firstByteLatency":5}}`))),
+	}
+	for op, stream := range streams {
+		t.Run(op, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/vnd.amazon.eventstream")
+				for rest := stream; len(rest) > 0; {
+					n := min(7, len(rest)) // frames split across writes
+					_, _ = w.Write(rest[:n])
+					w.(http.Flusher).Flush()
+					rest = rest[n:]
+				}
+			}))
+			defer up.Close()
+			y := "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
+				"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
+			gw, records := newTestGateway(t, y, up.URL, bedrockSecret())
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("POST", "/aws/model/anthropic.claude-3-haiku-20240307-v1:0/"+op,
+				strings.NewReader(`{"messages":[{"role":"user","content":[{"text":"hello"}]}]}`)))
+			if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), stream) {
+				t.Fatalf("got %d, %d bytes, want 200 and the %d bytes sent", w.Code, w.Body.Len(), len(stream))
+			}
+			if tokens, _ := budgetUsed(t, gw); tokens != 10000 {
+				t.Errorf("the budget counted %v tokens, want the 10000 the stream told", tokens)
+			}
+			if rec := records.records(t)[0]; rec["tokens_in"] != 3000.0 || rec["tokens_out"] != 7000.0 || rec["reason"] != "" {
+				t.Errorf("record %v, want 3000 tokens in, 7000 out, no reason", rec)
+			}
+		})
 	}
 }

@@ -37,21 +37,62 @@ func FuzzMeter(f *testing.F) {
 		if sse {
 			ct = "text/event-stream"
 		}
-		rng := rand.New(rand.NewPCG(seed, seed))
-		whole := feed(NewMeter(fm, ct), body, 0, rng)
-		for _, step := range []int{1, 5} {
-			if got := feed(NewMeter(fm, ct), body, step, rng); got != whole {
-				t.Fatalf("step %d: %+v; whole: %+v", step, got, whole)
-			}
+		checkMeter(t, fm, ct, body, seed)
+	})
+}
+
+// checkMeter meters body whole and in pieces of random sizes, and checks
+// that each way reads the same sane usage.
+func checkMeter(t *testing.T, fm Format, ct string, body []byte, seed uint64) Usage {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	whole := feed(NewMeter(fm, ct), body, 0, rng)
+	for _, step := range []int{1, 5} {
+		if got := feed(NewMeter(fm, ct), body, step, rng); got != whole {
+			t.Fatalf("step %d: %+v; whole: %+v", step, got, whole)
 		}
-		if whole.InputTokens < 0 || whole.OutputTokens < 0 || whole.CachedInputTokens < 0 ||
-			whole.CachedInputTokens > whole.InputTokens || whole.Sub.InputTokens < 0 || whole.Sub.OutputTokens < 0 ||
-			whole.Sub.InputTokens > whole.InputTokens || whole.Sub.OutputTokens > whole.OutputTokens {
-			t.Fatalf("insane usage %+v", whole)
+	}
+	if whole.InputTokens < 0 || whole.OutputTokens < 0 || whole.CachedInputTokens < 0 ||
+		whole.CachedInputTokens > whole.InputTokens || whole.Sub.InputTokens < 0 || whole.Sub.OutputTokens < 0 ||
+		whole.Sub.InputTokens > whole.InputTokens || whole.Sub.OutputTokens > whole.OutputTokens {
+		t.Fatalf("insane usage %+v", whole)
+	}
+	if !whole.Known && (whole.InputTokens != 0 || whole.OutputTokens != 0) {
+		t.Fatalf("unknown usage with counts %+v", whole)
+	}
+	return whole
+}
+
+// FuzzMeterEventStream meters Bedrock event streams (checkMeter): a
+// ConverseStream's first events, then a message the SDK's encoder frames
+// around the fuzzed payload (kind 0: a metadata event, 1: a chunk of it
+// in base64, 2: an exception, 3: raw, framed by no one), then the fuzzed
+// tail as it is: a message cut short, a bad CRC, a length out of bounds.
+func FuzzMeterEventStream(f *testing.F) {
+	for i, p := range []string{
+		`{"usage":{"inputTokens":3,"outputTokens":4,"cacheReadInputTokens":5},"metrics":{"latencyMs":1}}`,
+		`{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":25,"outputTokenCount":40}}`,
+		`{"message":"throttled"}`,
+		`{"usage":{"inputTokens":1e2,"outputTokens":-1}}`,
+	} {
+		f.Add([]byte(p), uint8(i), []byte{}, uint8(i), uint64(i))
+		f.Add([]byte(p), uint8(i), converseMetadata(f), uint8(i), uint64(i))
+		f.Add([]byte(p), uint8(i), converseMetadata(f)[:9], uint8(i), uint64(i))
+	}
+	f.Add([]byte{}, uint8(3), invokeStream(f), uint8(0), uint64(9))
+	f.Fuzz(func(t *testing.T, payload []byte, kind uint8, tail []byte, format uint8, seed uint64) {
+		var msg []byte
+		switch kind % 4 {
+		case 0:
+			msg = evsFrame(t, "event", "metadata", string(payload))
+		case 1:
+			msg = evsChunk(t, string(payload))
+		case 2:
+			msg = evsFrame(t, "exception", "modelStreamErrorException", string(payload))
+		default:
+			msg = payload
 		}
-		if !whole.Known && (whole.InputTokens != 0 || whole.OutputTokens != 0) {
-			t.Fatalf("unknown usage with counts %+v", whole)
-		}
+		body := slices.Concat(converseStream(t), msg, tail)
+		checkMeter(t, fuzzFormats[int(format)%len(fuzzFormats)], evsType, body, seed)
 	})
 }
 

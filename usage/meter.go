@@ -29,7 +29,8 @@ type Usage struct {
 	// output items, Gemini's distinct non-empty webSearchQueries.
 	WebSearches int64
 	// Partial reports that the response told its usage in part only: a
-	// stream that ended before its last usage event.
+	// stream that ended before its last usage event, or a Bedrock event
+	// stream that ended in an exception or cut short after its usage.
 	Partial bool
 	// Sub is the part of this usage that sub-inferences of another model
 	// than the answer's ran for it (Anthropic's advisor and fallback
@@ -95,20 +96,24 @@ const (
 	modeNone = iota
 	modeJSON
 	modeSSE
+	modeEventStream
 )
 
 // Meter reads the usage a provider reports in a response body as the body
 // streams past, without holding any of it back: JSON bodies and each SSE
 // event's data are read by an incremental scanner that keeps a few hundred
-// bytes of state, however long the body. Create one per response with
-// NewMeter, Write each chunk of the body to it, then call Usage. A Meter is
-// not safe for concurrent use. The nil *Meter reads nothing.
+// bytes of state, however long the body; an AWS event-stream message
+// (binary, CRC-checked) split between writes is kept until it is whole,
+// up to 1 MiB. Create one per response with NewMeter, Write each chunk of
+// the body to it, then call Usage. A Meter is not safe for concurrent
+// use. The nil *Meter reads nothing.
 type Meter struct {
 	format Format
 	mode   uint8
 	done   bool
 	scan   scanner
 	sse    sseReader
+	es     eventStream
 	tree   *pathNode // the format's fields; nil reads nothing
 	// nodes are the tree's nodes along the current path: nodes[i] is
 	// the node of the path's i+1 first keys.
@@ -153,10 +158,11 @@ var querySeed = maphash.MakeSeed()
 const maxEvent = 64 << 10
 
 // NewMeter returns a Meter for a response in format f with the given
-// Content-Type. It reads application/json (and +json, NDJSON) and
-// text/event-stream bodies, written to it as they are after any
-// Content-Encoding is undone; for any other type, or format None, it
-// reads nothing and Usage reports Known false.
+// Content-Type. It reads application/json (and +json, NDJSON),
+// text/event-stream and application/vnd.amazon.eventstream (Bedrock's
+// streams, on a route of any format) bodies, written to it as they are
+// after any Content-Encoding is undone; for any other type, or format
+// None, it reads nothing and Usage reports Known false.
 func NewMeter(f Format, contentType string) *Meter {
 	m := &Meter{}
 	m.Reset(f, contentType)
@@ -171,7 +177,11 @@ func (m *Meter) Reset(f Format, contentType string) {
 	if cap(event) > maxEvent {
 		event = nil
 	}
-	*m = Meter{format: f, event: event, tree: trees[f], queries: m.queries[:0]}
+	es := eventStream{msg: m.es.msg[:0], payload: m.es.payload[:0]}
+	if cap(es.msg) > maxEvent {
+		es.msg = nil
+	}
+	*m = Meter{format: f, event: event, tree: trees[f], queries: m.queries[:0], es: es}
 	m.scan.sink = m
 	m.scan.skipAnyDepth = true // the model's own JSON (a tool's input) may nest deep
 	m.scan.namedArrays = true  // searches are array elements
@@ -183,6 +193,8 @@ func (m *Meter) Reset(f Format, contentType string) {
 	switch {
 	case mt == "text/event-stream":
 		m.mode = modeSSE
+	case mt == eventStreamType:
+		m.mode, m.tree = modeEventStream, eventStreamTree
 	case mt == "application/json", strings.HasSuffix(mt, "+json"),
 		mt == "application/x-ndjson", mt == "application/jsonl":
 		m.mode = modeJSON
@@ -198,9 +210,12 @@ func (m *Meter) Write(p []byte) (n int, err error) {
 		return n, nil
 	}
 	defer m.guard()
-	if m.mode == modeSSE {
+	switch m.mode {
+	case modeSSE:
 		m.sse.write(m, p)
-	} else {
+	case modeEventStream:
+		m.es.write(m, p)
+	default:
 		m.scan.write(p)
 	}
 	return n, nil
@@ -264,6 +279,9 @@ func (m *Meter) Usage() Usage {
 		in, out = t.n[fBilledInput], t.n[fBilledOutput]
 	}
 	u.Known = true
+	// A Bedrock stream that ended before its end (an exception, a
+	// message cut short) may have used more than it told.
+	u.Partial = u.Partial || m.mode == modeEventStream && m.es.cut()
 	u.InputTokens = Add(Add(in, t.n[fCacheRead]), Add(t.n[fCacheWrite], t.n[fToolInput]))
 	u.CachedInputTokens = min(Add(t.n[fCached], t.n[fCacheRead]), u.InputTokens)
 	u.OutputTokens = Add(out, t.n[fThoughts])
@@ -278,9 +296,10 @@ func (m *Meter) Usage() Usage {
 	return u
 }
 
-// Events is how many SSE events with data the meter read: a lower bound
-// of the output tokens of a stream cut before it reported them, since a
-// provider streams at least a token an event (OpenAI about one).
+// Events is how many SSE events with data (or event-stream events) the
+// meter read: a lower bound of the output tokens of a stream cut before
+// it reported them, since a provider streams at least a token an event
+// (OpenAI about one).
 func (m *Meter) Events() int64 {
 	if m == nil {
 		return 0

@@ -26,6 +26,9 @@ func feed(m *Meter, body []byte, step int, rng *rand.Rand) Usage {
 		// no reference to what it was given.
 		chunk := bytes.Clone(body[:n])
 		m.Write(chunk)
+		if !bytes.Equal(chunk, body[:n]) {
+			panic("the meter changed a chunk it was given")
+		}
 		for i := range chunk {
 			chunk[i] = 'X'
 		}
