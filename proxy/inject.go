@@ -8,6 +8,10 @@ import (
 	"github.com/tillgw/till/usage"
 )
 
+// identityOnly is the Accept-Encoding of a metered request: one slice
+// for all, as outbound's headers' values are replaced, never written to.
+var identityOnly = []string{"identity"}
+
 // attach points out at the route's upstream, with the app's query, and
 // attaches the route's key: the host dialled and the Host header both come
 // from the route alone (invariant 1). Before the key goes in, it removes
@@ -34,7 +38,7 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 		// The answer then comes uncompressed, which the meter can read;
 		// so does the app. Said outright: a request without the header
 		// takes any coding (RFC 9110, section 12.5.3).
-		h["Accept-Encoding"] = []string{"identity"}
+		h["Accept-Encoding"] = identityOnly
 	}
 	for _, kv := range rt.addHeaders {
 		if _, ok := h[kv[0]]; !ok {
