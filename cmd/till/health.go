@@ -165,8 +165,11 @@ func adminURL(flagPath string, e *env) (adminTarget, error) {
 		return adminTarget{}, err
 	}
 	if cfg.Admin.Listen == "" {
-		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))),
-			"set admin: {listen: 127.0.0.1:9090} in the config (till serves /readyz there), or pass --url")
+		hint := "set admin: {listen: 127.0.0.1:9090} in " + displayPath(cfg.File) + " and restart till serve (a reload does not open it), or pass --url"
+		if cfg.File == "" {
+			hint = "till init writes a config: set admin: {listen: 127.0.0.1:9090} in it and start till serve with it, or pass --url"
+		}
+		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))), hint)
 	}
 	t := adminTarget{tokenSHA256: cfg.Admin.TokenSHA256, fromConfig: true}
 	if t.socket = cfg.Admin.Socket(); t.socket != "" {

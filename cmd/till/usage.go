@@ -156,6 +156,12 @@ func askUsage(ctx context.Context, t adminTarget, token string) ([]budget.Row, e
 	return rows, nil
 }
 
+// adminDownHint is the hint when the admin listener a config names does
+// not answer: till serve opens admin.listen when it starts, and a reload
+// (SIGHUP, the file watch) that adds or moves it waits for the restart.
+// (till health keeps to one line, a probe's output.)
+const adminDownHint = "till serve opens admin.listen when it starts, not at a reload: start it, or restart it if you set admin.listen since"
+
 // askAdmin reads the JSON answer to GET t from a running till's admin
 // listener into out, sending token when set and t.sends it. Its errors show t without a
 // password, and only printable text of what answered, which may not be
@@ -181,7 +187,11 @@ func askAdmin(ctx context.Context, t adminTarget, token string, out any) error {
 	}
 	resp, err := t.client().Do(req)
 	if err != nil {
-		return withHint(fmt.Errorf("%s: %s", shown, probeFailure(ctx, err)), "is till serve running with this config?")
+		err = fmt.Errorf("%s: %s", shown, probeFailure(ctx, err))
+		if t.fromConfig {
+			return withHint(err, adminDownHint)
+		}
+		return err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
