@@ -74,14 +74,21 @@ func runInit(args []string, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "wrote %s\n", path)
 	if made {
-		fmt.Fprintf(e.stdout, "created %s (encrypted)\n", displayPath(cfg.Vault.Path))
-		if e.getenv("TILL_PASSPHRASE") == "" {
-			fmt.Fprintf(e.stdout, "its key is %s (mode 0600): leave it there, and back it up apart from the vault\n", displayPath(cfg.Vault.KeyFile))
-		}
+		reportNewVault(e, cfg)
 	}
 	fmt.Fprintf(e.stdout, "next: printf %%s \"$OPENAI_API_KEY\" | till secret set openai -c %s\n", path)
 	fmt.Fprintf(e.stdout, "      then put a route in %s (routes: [{name: openai, preset: openai}]) and run: till check -c %s && till serve -c %s\n", path, path, path)
 	return nil
+}
+
+// reportNewVault says that cfg's vault was just made and, unless a
+// passphrase keys it, where its key file is: the vault cannot be read
+// without it, so it wants a backup kept apart from the vault.
+func reportNewVault(e *env, cfg *config.Config) {
+	fmt.Fprintf(e.stdout, "created %s (encrypted)\n", displayPath(cfg.Vault.Path))
+	if e.getenv("TILL_PASSPHRASE") == "" {
+		fmt.Fprintf(e.stdout, "its key is %s (mode 0600): leave it there, and back it up apart from the vault\n", displayPath(cfg.Vault.KeyFile))
+	}
 }
 
 // errConfigExists refuses to write a config over the one at path.

@@ -101,6 +101,7 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	made := missing(cfg.Vault.Path)
 	v, err := openVault(cfg, e, true)
 	if err != nil {
 		return err
@@ -126,6 +127,9 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 		return nil
 	}); err != nil {
 		return err
+	}
+	if made {
+		reportNewVault(e, cfg)
 	}
 	fmt.Fprintf(e.stdout, "%s secret %q (%s) in %s", verb, name, s.Fingerprint(), displayPath(v.Path()))
 	if !exp.IsZero() {

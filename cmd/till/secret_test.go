@@ -227,3 +227,28 @@ func TestInitHelpSaysWhereItWrites(t *testing.T) {
 		t.Errorf("till init --help, -c:%s", flag)
 	}
 }
+
+// TestSecretSetSaysItMadeTheVault: secret set that creates the vault and
+// its key says so, as init does. The README's forward, policy and audit
+// sessions start with secret set in an empty folder: it made till.key,
+// without which the vault cannot be read, and said only "stored secret",
+// so a user never learnt that the key file exists or wants a backup kept
+// apart from the vault. A vault already there is not announced again.
+func TestSecretSetSaysItMadeTheVault(t *testing.T) {
+	c := newCLI(t)
+	const made = "created till.vault (encrypted)\nits key is till.key (mode 0600): leave it there, and back it up apart from the vault\n"
+	out := c.must(key, "secret", "set", "openai")
+	if !strings.Contains(out, made) {
+		t.Errorf("secret set in an empty folder: got %q, want it to hold %q", out, made)
+	}
+	out = c.must(key+"x", "secret", "set", "anthropic")
+	if strings.Contains(out, "created") || strings.Contains(out, "its key") {
+		t.Errorf("secret set with a vault there: got %q, want no news of a vault", out)
+	}
+	c2 := newCLI(t)
+	c2.env["TILL_PASSPHRASE"] = "correct horse battery staple"
+	out = c2.must(key, "secret", "set", "openai")
+	if !strings.Contains(out, "created till.vault (encrypted)") || strings.Contains(out, "till.key") {
+		t.Errorf("secret set under TILL_PASSPHRASE: got %q, want the vault made and no key file named", out)
+	}
+}
