@@ -24,8 +24,11 @@ func addClient(t *testing.T, dir, name string, args ...string) (string, string) 
 	if tok == "" {
 		t.Fatalf("no token in %q", out)
 	}
-	_, lines, _ := strings.Cut(out, "till.yaml:\n\n")
-	lines, _, _ = strings.Cut(lines, "\n\n")
+	i := strings.Index(out, "  - name: ")
+	if i < 0 {
+		t.Fatalf("no config lines in %q", out)
+	}
+	lines, _, _ := strings.Cut(out[i:], "\n\n")
 	return tok, lines + "\n"
 }
 

@@ -147,7 +147,7 @@ func runClientAdd(args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "add to the clients: list of %s:\n\n%s", configDisplay(path), lines)
+		fmt.Fprintf(e.stdout, "%s\n\n%s", pasteWhere(path), lines)
 	}
 	if cert {
 		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", files)
@@ -253,11 +253,14 @@ func (c *clientCert) remove(n int) {
 // String names the files.
 func (c *clientCert) String() string { return c.names[0] + " and " + c.names[1] }
 
-func configDisplay(path string) string {
+// pasteWhere says where client add's config lines go: the clients: list
+// of the config file, or, without one, of the one till init writes (the
+// built-in defaults take no clients).
+func pasteWhere(path string) string {
 	if path == "" {
-		return "till.yaml"
+		return "there is no config file yet: till init writes one; then add to its clients: list:"
 	}
-	return path
+	return "add to the clients: list of " + path + ":"
 }
 
 func runClientList(args []string, e *env) error {

@@ -230,3 +230,21 @@ func TestClientAddWriteForNamedClient(t *testing.T) {
 		t.Errorf("client add --write of an existing client: exit %d: %s", code, errOut)
 	}
 }
+
+// TestClientAddWithoutConfig: client add with no config file says that
+// one is needed first. It said "add to the clients: list of till.yaml",
+// of which there was none: a user who wrote a till.yaml holding only
+// those lines got a config till refuses (no version), and the built-in
+// defaults, which serve without one, take no clients.
+func TestClientAddWithoutConfig(t *testing.T) {
+	c := newCLI(t)
+	out := c.must("", "client", "add", "web")
+	if !strings.Contains(out, "there is no config file yet: till init writes one; then add to its clients: list:") ||
+		strings.Contains(out, "list of till.yaml") {
+		t.Errorf("client add without a config file:\n%s", out)
+	}
+	c.must("", "init")
+	if out := c.must("", "client", "add", "web"); !strings.Contains(out, "add to the clients: list of till.yaml:") {
+		t.Errorf("client add with a config file:\n%s", out)
+	}
+}
