@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net"
@@ -139,9 +140,36 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, x *exchange, ctx context
 	} else {
 		x.failure = d.code
 	}
-	g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", d.code).
-		Str("error", x.errorText(err)).Msg("upstream request failed")
+	ev := g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("code", d.code).Str("error", x.errorText(err))
+	if hint := upstreamHint(err); hint != "" {
+		ev = ev.Str("hint", hint)
+	}
+	ev.Msg("upstream request failed")
 	writeError(w, x.rec.id, d, x.rec.mode != modeReverse, 0)
+}
+
+// upstreamHint says, for the log, how to mend what most often keeps till
+// from an upstream, or "": an error such as "x509: certificate signed by
+// unknown authority" does not say that till takes more roots from
+// SSL_CERT_FILE and SSL_CERT_DIR (it has no switch to skip verification),
+// nor a failed lookup that till dials upstreams itself, never through
+// HTTP(S)_PROXY.
+func upstreamHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var otherHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &unknownCA):
+		return "the upstream's certificate is from a CA this machine does not trust: behind a TLS-inspecting proxy, or for a test server, give till that CA with SSL_CERT_FILE or SSL_CERT_DIR"
+	case errors.As(err, &otherHost):
+		return "the upstream's certificate does not name the host dialled: check the route's upstream"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "the upstream's certificate is expired or not yet valid: check this machine's clock"
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "the upstream's host does not resolve: check the route's upstream and this machine's DNS (till dials upstreams itself, never through HTTP(S)_PROXY)"
+	}
+	return ""
 }
 
 // errorText describes an error of the exchange with the upstream for the

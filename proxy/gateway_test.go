@@ -50,6 +50,13 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// String returns what was written.
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // records returns the request records written.
 func (l *lockedBuffer) records(t testing.TB) []map[string]any { return l.events(t, "request") }
 
