@@ -105,7 +105,7 @@ func runCheck(args []string, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	if len(cfg.Routes) == 0 {
-		what := "till.yaml has no routes: add one (routes: [{name: openai, preset: openai}])"
+		what := configName(cfg) + " has no routes: add one (routes: [{name: openai, preset: openai}])"
 		if cfg.File == "" {
 			what = "no till.yaml, and no preset's secret in the vault: till init writes a config, till secret set openai stores a key"
 		}

@@ -115,6 +115,12 @@ func TestNothingToServeWarns(t *testing.T) {
 	if _, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(errOut, "till.yaml has no routes") {
 		t.Errorf("check of a config without routes: exit %d: %s", code, errOut)
 	}
+	// Named as given: the README's Install section checks till-data/till.yaml.
+	os.Mkdir("till-data", 0o700)
+	os.WriteFile("till-data/till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
+	if _, errOut, code := c.run("", "check", "-c", "till-data/till.yaml"); code != 0 || !strings.Contains(errOut, "nothing to serve yet: till-data/till.yaml has no routes") {
+		t.Errorf("check -c till-data/till.yaml without routes: exit %d: %s", code, errOut)
+	}
 	os.WriteFile("till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
 	c.must(key, "secret", "set", "openai")
 	if _, errOut, code := c.run("", "check"); code != 0 || errOut != "" {
