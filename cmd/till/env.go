@@ -54,7 +54,7 @@ func runEnv(args []string, e *env) error {
 		return err
 	}
 	if !cfg.Forward.Enabled {
-		return withHint(errors.New("forward proxy mode is off"), "set forward.enabled: true in the config")
+		return withHint(errors.New("forward proxy mode is off"), setIn(cfg, "forward.enabled: true", " (and run till ca init once, for its CA)"))
 	}
 	if client != "" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
 		return withHint(usageError{fmt.Sprintf("--client %s: no client of that name in the config", client)},

@@ -283,3 +283,18 @@ func ownAddrURLs(t *testing.T) []string {
 	}
 	return urls
 }
+
+// TestEnvForwardOffHint: till env with forward mode off says where to
+// turn it on: the config file it read, or, with none (the built-in
+// defaults serve no forward mode), the one till init writes. It said "in
+// the config" where there was none, and never that the CA comes next.
+func TestEnvForwardOffHint(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("", "env"); code != 1 || !strings.Contains(errOut, "till: hint: till init writes a config: set forward.enabled: true in it (and run till ca init once, for its CA)") {
+		t.Errorf("env without a config: exit %d: %s", code, errOut)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\n"), 0o644)
+	if _, errOut, code := c.run("", "env"); code != 1 || !strings.Contains(errOut, "till: hint: set forward.enabled: true in till.yaml (and run till ca init once, for its CA)") {
+		t.Errorf("env with forward mode off: exit %d: %s", code, errOut)
+	}
+}

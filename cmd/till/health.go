@@ -165,11 +165,8 @@ func adminURL(flagPath string, e *env) (adminTarget, error) {
 		return adminTarget{}, err
 	}
 	if cfg.Admin.Listen == "" {
-		hint := "set admin: {listen: 127.0.0.1:9090} in " + displayPath(cfg.File) + " and restart till serve (a reload does not open it), or pass --url"
-		if cfg.File == "" {
-			hint = "till init writes a config: set admin: {listen: 127.0.0.1:9090} in it and start till serve with it, or pass --url"
-		}
-		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))), hint)
+		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))),
+			setIn(cfg, "admin: {listen: 127.0.0.1:9090}", " and restart till serve (a reload does not open it), or pass --url"))
 	}
 	t := adminTarget{tokenSHA256: cfg.Admin.TokenSHA256, fromConfig: true}
 	if t.socket = cfg.Admin.Socket(); t.socket != "" {

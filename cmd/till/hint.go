@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
 
@@ -26,6 +27,15 @@ func (e hintError) Error() string { return e.err.Error() }
 func (e hintError) Unwrap() error { return e.err }
 
 func withHint(err error, hint string) error { return hintError{err, hint} }
+
+// setIn is a hint to set setting in cfg's file, then what follows; with
+// no config file (the built-in defaults), in the one till init writes.
+func setIn(cfg *config.Config, setting, then string) string {
+	if cfg.File == "" {
+		return "till init writes a config: set " + setting + " in it" + then
+	}
+	return "set " + setting + " in " + displayPath(cfg.File) + then
+}
 
 // keySource says where the vault key is set: the config file's
 // vault.key_file, or, without a config file, $TILL_KEY_FILE (which a
