@@ -226,14 +226,12 @@ func TestModelPath(t *testing.T) {
 // out of any answer's sight: refused, as other providers' batches are.
 func TestBedrockUnderTokenBudgets(t *testing.T) {
 	up, _ := bedrockUpstream(t)
-	y := "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
-		"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
 	body := `{"input":{"invokeModel":{"body":"` + strings.Repeat("x", 4000) + `"}}}`
 	for _, tt := range []struct {
 		op      string
 		charged bool
 	}{{"count-tokens", false}, {"invoke", true}} {
-		gw, _ := newTestGateway(t, y, up.URL, bedrockSecret())
+		gw, _ := newTestGateway(t, meteredBedrockYAML, up.URL, bedrockSecret())
 		w := httptest.NewRecorder()
 		gw.ServeHTTP(w, httptest.NewRequest("POST", "/aws/model/anthropic.claude-3-haiku-20240307-v1:0/"+tt.op, strings.NewReader(body)))
 		if w.Code != http.StatusOK {
@@ -243,7 +241,7 @@ func TestBedrockUnderTokenBudgets(t *testing.T) {
 			t.Errorf("%s: the budget counted %v tokens; want charged: %v", tt.op, tokens, tt.charged)
 		}
 	}
-	gw, _ := newTestGateway(t, y, up.URL, bedrockSecret())
+	gw, _ := newTestGateway(t, meteredBedrockYAML, up.URL, bedrockSecret())
 	for _, p := range []string{"/aws/async-invoke", "/aws/model-invocation-job"} {
 		w := httptest.NewRecorder()
 		gw.ServeHTTP(w, httptest.NewRequest("POST", p, strings.NewReader(`{"modelId":"amazon.nova-reel-v1:0"}`)))
@@ -269,9 +267,7 @@ func TestBedrockConverseMetered(t *testing.T) {
 		_, _ = io.WriteString(w, `{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":3000,"outputTokens":7000,"totalTokens":10000},"metrics":{"latencyMs":10}}`)
 	}))
 	defer up.Close()
-	y := "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
-		"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
-	gw, records := newTestGateway(t, y, up.URL, bedrockSecret())
+	gw, records := newTestGateway(t, meteredBedrockYAML, up.URL, bedrockSecret())
 	done := make(chan int)
 	go func() {
 		w := httptest.NewRecorder()
@@ -294,6 +290,11 @@ func TestBedrockConverseMetered(t *testing.T) {
 		t.Errorf("record %v, want 3000 tokens in, 7000 out, no reason", rec)
 	}
 }
+
+// meteredBedrockYAML is a route to Bedrock that meters usage, under a
+// token budget.
+const meteredBedrockYAML = "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
+	"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
 
 // bedrockFrame encodes an event-stream event with the AWS SDK's encoder,
 // as Bedrock's streams send them.
@@ -343,9 +344,7 @@ func TestBedrockStreamsMetered(t *testing.T) {
 				}
 			}))
 			defer up.Close()
-			y := "version: 1\nroutes:\n  - {name: aws, upstream: {{UP}}, secret: aws, usage: anthropic, inject: {aws_sigv4: {service: bedrock, region: us-east-1}}}\n" +
-				"budgets:\n  - {name: b, window: 1d, tokens: 1000000}\n"
-			gw, records := newTestGateway(t, y, up.URL, bedrockSecret())
+			gw, records := newTestGateway(t, meteredBedrockYAML, up.URL, bedrockSecret())
 			w := httptest.NewRecorder()
 			gw.ServeHTTP(w, httptest.NewRequest("POST", "/aws/model/anthropic.claude-3-haiku-20240307-v1:0/"+op,
 				strings.NewReader(`{"messages":[{"role":"user","content":[{"text":"hello"}]}]}`)))

@@ -466,7 +466,10 @@ func (x *exchange) startMeter(res *http.Response) {
 // unread, and charged as untold.
 func gunzipAnswer(res *http.Response) {
 	v := res.Header.Values("Content-Encoding")
-	if len(v) != 1 || !strings.EqualFold(strings.TrimSpace(v[0]), "gzip") && !strings.EqualFold(strings.TrimSpace(v[0]), "x-gzip") {
+	if len(v) != 1 {
+		return
+	}
+	if coding := strings.TrimSpace(v[0]); !strings.EqualFold(coding, "gzip") && !strings.EqualFold(coding, "x-gzip") {
 		return
 	}
 	res.Body = &gunzipBody{src: res.Body}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/tillgw/till/config"
-	"github.com/tillgw/till/internal/regfile"
 	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
@@ -172,19 +171,15 @@ func runCAExport(args []string, e *env) error {
 	return err
 }
 
-// readCACert reads and checks the CA certificate file: a regular file,
-// as serve reads it (a named pipe would hold the command, a device never
-// end).
+// readCACert reads the CA certificate file as serve does (readCAFile),
+// and checks it.
 func readCACert(path string) ([]byte, error) {
-	b, err := regfile.Read(path, maxCACert+1)
+	b, err := readCAFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, withHint(fmt.Errorf("no CA certificate at %s", displayPath(path)), "create one with: till ca init")
 	}
 	if err != nil {
 		return nil, err
-	}
-	if len(b) > maxCACert {
-		return nil, fmt.Errorf("%s is larger than 1 MiB: not a CA certificate", displayPath(path))
 	}
 	if _, err := ca.ParseCert(b); err != nil {
 		return nil, fmt.Errorf("%s: %w", displayPath(path), err)

@@ -487,16 +487,24 @@ func interceptionLeaves(cfg *config.Config, secrets map[string]vault.Secret) (*c
 // certificate is a few kilobytes.
 const maxCACert = 1 << 20
 
+// readCAFile reads the CA certificate file, a regular file of at most
+// maxCACert bytes: a named pipe would hold the command or reload, a
+// device never end.
+func readCAFile(path string) ([]byte, error) {
+	b, err := regfile.Read(path, maxCACert+1)
+	if err == nil && len(b) > maxCACert {
+		err = fmt.Errorf("%s is larger than 1 MiB: no CA certificate", displayPath(path))
+	}
+	return b, err
+}
+
 // loadAuthority loads till's CA: its certificate from forward.ca_cert, its
 // key from the vault. what names the feature that needs it.
 func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, alt string) (*ca.CA, error) {
 	hint := "create the CA with: till ca init " + alt
 	// Read at each reload too: a device there (/dev/zero) must not take
 	// the running till's memory, nor a named pipe hold the reload.
-	certPEM, err := regfile.Read(cfg.Forward.CACert, maxCACert+1)
-	if err == nil && len(certPEM) > maxCACert {
-		err = fmt.Errorf("%s is larger than 1 MiB: no CA certificate", cfg.Forward.CACert)
-	}
+	certPEM, err := readCAFile(cfg.Forward.CACert)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("%s needs the CA certificate: %w", what, err), hint)
 	}
