@@ -392,6 +392,19 @@ type Store interface {
 type bucketAmount struct {
 	start int64
 	v     int64
+	// until is, in the Memory store, when by its monotonic clock the
+	// bucket has surely stopped counting (see Memory.elapsed).
+	until time.Duration
+}
+
+// live is the buckets of bs, oldest first, that start at liveMin or
+// later: those that count.
+func live(bs []bucketAmount, liveMin int64) []bucketAmount {
+	i := 0
+	for i < len(bs) && bs[i].start < liveMin {
+		i++
+	}
+	return bs[i:]
 }
 
 // check reports whether kind k of charge c, whose live buckets (oldest

@@ -11,12 +11,21 @@ import (
 // reloads: a budget whose window changed starts afresh, one whose limits
 // changed keeps its counts. As in Redis, a budget is counted apart in each
 // window, so that a request decided under the config before a reload
-// neither resets the new window's counts nor settles in them. It holds at
-// most one window of buckets per counter and drops the counters no longer
-// charged within their window.
+// neither resets the new window's counts nor settles in them. It holds
+// about one window of buckets per counter and drops the counters no
+// longer charged within their window.
+//
+// A bucket counts by the wall clock it is given, but is dropped only once
+// it no longer counts by the monotonic clock either: a wall clock stepped
+// forward past the window (a VM restored from a snapshot, a clock set by
+// hand) starts it afresh, and stepped back again finds what was spent
+// before, as Redis does for a till whose clock runs ahead.
 type Memory struct {
 	mu      sync.Mutex
 	budgets map[memKey]*memBudget
+	// elapsed is the time since the store was made by the monotonic
+	// clock, which a step of the wall clock does not move.
+	elapsed func() time.Duration
 }
 
 // memKey names a budget's counts in one window.
@@ -41,7 +50,8 @@ type memCounter struct {
 
 // NewMemory returns an empty in-process store.
 func NewMemory() *Memory {
-	return &Memory{budgets: map[memKey]*memBudget{}}
+	made := time.Now()
+	return &Memory{budgets: map[memKey]*memBudget{}, elapsed: func() time.Duration { return time.Since(made) }}
 }
 
 // Take checks every charge and, when none is spent, counts one request and
@@ -52,13 +62,15 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	elapsed := m.elapsed()
 	counters := make([]*memCounter, len(charges))
 	var spent []spentLimit
 	for i, c := range charges {
-		mc := m.counter(c, now)
+		mc := m.counter(c, now, elapsed)
 		counters[i] = mc
+		liveMin := c.Spec.Window.at(now).liveMin
 		for k, limit := range c.Spec.limits() {
-			if d := check(c, k, limit, mc.kinds[k], now); d != nil {
+			if d := check(c, k, limit, live(mc.kinds[k], liveMin), now); d != nil {
 				spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
 			}
 		}
@@ -71,11 +83,12 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 	for i, tk := range t.charges {
 		mc := counters[i]
 		mc.last = max(mc.last, tk.bucket) // takes may finish out of order
+		until := untilOf(tk.window, tk.bucket, now, elapsed)
 		if tk.tracked[reqs] {
-			add(&mc.kinds[reqs], tk.bucket, 1)
+			add(&mc.kinds[reqs], tk.bucket, 1, until)
 		}
 		if tk.tracked[toks] {
-			add(&mc.kinds[toks], tk.bucket, t.reserve)
+			add(&mc.kinds[toks], tk.bucket, t.reserve, until)
 		}
 	}
 	return t, nil, nil
@@ -94,40 +107,50 @@ func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial
 	return t
 }
 
-// counter returns c's counter, made if needed, with only its live buckets.
-// A budget whose window changed starts afresh.
-func (m *Memory) counter(c Charge, now time.Time) *memCounter {
+// counter returns c's counter, made if needed, without the buckets that no
+// longer count by either clock (elapsed is the monotonic one's now). A
+// budget whose window changed starts afresh.
+func (m *Memory) counter(c Charge, now time.Time, elapsed time.Duration) *memCounter {
 	w := c.Spec.Window
 	sp := w.at(now)
-	mb := m.budget(memKey{c.Spec.Name, w}, now)
+	mb := m.budget(memKey{c.Spec.Name, w}, now, elapsed)
 	if mb.swept != sp.bucket {
-		mb.sweep(sp)
+		mb.sweep(sp, elapsed)
 	}
 	mc := mb.counters[c.Counter]
 	if mc == nil {
 		mc = &memCounter{last: sp.liveMin - 1}
 		mb.counters[c.Counter] = mc
 	}
-	mc.prune(sp.liveMin)
+	mc.prune(sp.liveMin, elapsed)
 	return mc
 }
 
+// untilOf is when, by the monotonic clock (elapsed now), use counted now
+// in the bucket of w starting at start stops counting.
+func untilOf(w Window, start int64, now time.Time, elapsed time.Duration) time.Duration {
+	return elapsed + time.Duration(w.freeAt(start)-now.Unix())*time.Second
+}
+
 // budget returns the counters of key, made if needed.
-func (m *Memory) budget(key memKey, now time.Time) *memBudget {
+func (m *Memory) budget(key memKey, now time.Time, elapsed time.Duration) *memBudget {
 	mb := m.budgets[key]
 	if mb == nil {
-		m.dropDead(key.budget, now)
+		m.dropDead(key.budget, now, elapsed)
 		mb = &memBudget{counters: map[string]*memCounter{}, swept: key.window.at(now).bucket}
 		m.budgets[key] = mb
 	}
 	return mb
 }
 
-// sweep drops the counters not charged within the window, once per
-// bucket.
-func (mb *memBudget) sweep(sp span) {
+// sweep drops the counters not charged within the window that hold no
+// bucket the monotonic clock, elapsed now, still counts, once per bucket.
+func (mb *memBudget) sweep(sp span, elapsed time.Duration) {
 	for name, mc := range mb.counters {
-		if mc.last < sp.liveMin {
+		if mc.last >= sp.liveMin {
+			continue
+		}
+		if mc.prune(sp.liveMin, elapsed); mc.empty() {
 			delete(mb.counters, name)
 		}
 	}
@@ -136,32 +159,45 @@ func (mb *memBudget) sweep(sp span) {
 
 // dropDead drops the counts of budget, in windows no longer configured,
 // that no longer count anything, when it starts in a new window.
-func (m *Memory) dropDead(budget string, now time.Time) {
+func (m *Memory) dropDead(budget string, now time.Time, elapsed time.Duration) {
 	for key, mb := range m.budgets {
 		if key.budget != budget {
 			continue
 		}
-		mb.sweep(key.window.at(now))
+		mb.sweep(key.window.at(now), elapsed)
 		if len(mb.counters) == 0 {
 			delete(m.budgets, key)
 		}
 	}
 }
 
-// prune drops the buckets that start before liveMin.
-func (mc *memCounter) prune(liveMin int64) {
+// prune drops the buckets that start before liveMin and that the
+// monotonic clock, elapsed now, no longer counts either.
+func (mc *memCounter) prune(liveMin int64, elapsed time.Duration) {
 	for k, bs := range mc.kinds {
-		i := 0
-		for i < len(bs) && bs[i].start < liveMin {
-			i++
+		if len(bs) == 0 || bs[0].start >= liveMin {
+			continue // all live: the usual case
 		}
-		mc.kinds[k] = slices.Delete(bs, 0, i)
+		mc.kinds[k] = slices.DeleteFunc(bs, func(b bucketAmount) bool {
+			return b.start < liveMin && b.until <= elapsed
+		})
 	}
 }
 
-// add adds v to the bucket starting at start, made if needed; a bucket
-// never goes below 0.
-func add(bs *[]bucketAmount, start, v int64) {
+// empty reports whether the counter holds no bucket.
+func (mc *memCounter) empty() bool {
+	for _, bs := range mc.kinds {
+		if len(bs) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// add adds v to the bucket starting at start, made if needed, which
+// counts until at least until by the monotonic clock; a bucket never goes
+// below 0.
+func add(bs *[]bucketAmount, start, v int64, until time.Duration) {
 	s := *bs
 	i := len(s)
 	for i > 0 && s[i-1].start > start {
@@ -169,10 +205,11 @@ func add(bs *[]bucketAmount, start, v int64) {
 	}
 	if i > 0 && s[i-1].start == start {
 		s[i-1].v = max(0, s[i-1].v+v)
+		s[i-1].until = max(s[i-1].until, until)
 		return
 	}
 	if v > 0 {
-		*bs = slices.Insert(s, i, bucketAmount{start: start, v: v})
+		*bs = slices.Insert(s, i, bucketAmount{start: start, v: v, until: until})
 	}
 }
 
@@ -197,8 +234,9 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 	tokens, cost := clamp(tokens), micros(usdUsed)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	elapsed := m.elapsed()
 	for _, tk := range t.charges {
-		mb := m.budget(memKey{tk.budget, tk.window}, now)
+		mb := m.budget(memKey{tk.budget, tk.window}, now, elapsed)
 		sp := tk.window.at(now)
 		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		mc := mb.counters[tk.counter]
@@ -207,11 +245,12 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 			mb.counters[tk.counter] = mc
 		}
 		mc.last = max(mc.last, bucket)
+		until := untilOf(tk.window, bucket, now, elapsed)
 		if tk.tracked[toks] {
-			add(&mc.kinds[toks], bucket, used)
+			add(&mc.kinds[toks], bucket, used, until)
 		}
 		if tk.tracked[usd] {
-			add(&mc.kinds[usd], bucket, cost)
+			add(&mc.kinds[usd], bucket, cost, until)
 		}
 	}
 	return nil
@@ -227,6 +266,7 @@ func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	elapsed := m.elapsed()
 	var rows []Row
 	for _, s := range specs {
 		mb := m.budgets[memKey{s.Name, s.Window}]
@@ -238,11 +278,11 @@ func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, 
 			if mc.last < liveMin {
 				continue
 			}
-			mc.prune(liveMin)
+			mc.prune(liveMin, elapsed)
 			for k, limit := range s.limits() {
 				if limit > 0 {
 					var used int64
-					for _, b := range mc.kinds[k] {
+					for _, b := range live(mc.kinds[k], liveMin) {
 						used += b.v
 					}
 					rows = append(rows, row(s, name, k, limit, used, now))

@@ -457,23 +457,81 @@ func TestMemory(t *testing.T) {
 	testStore(t, func(*testing.T) Store { return NewMemory() })
 }
 
+// steady gives m a monotonic clock that the test moves: it reads *mono.
+func steady(m *Memory) *time.Duration {
+	mono := new(time.Duration)
+	m.elapsed = func() time.Duration { return *mono }
+	return mono
+}
+
 // TestMemoryDropsCounters: counters not charged within their window are
 // dropped, so that memory stays bounded.
 func TestMemoryDropsCounters(t *testing.T) {
 	m, b := NewMemory(), rolling("b", time.Minute)
+	mono := steady(m)
 	b.Requests = 10
 	for i := range 100 {
 		mustTake(t, m, t0, 0, one(fmt.Sprint("client-", i), b))
 	}
+	*mono = 2 * time.Minute
 	mustTake(t, m, at(2*time.Minute), 0, one("web", b))
 	if n := len(m.budgets[memKey{"b", b.Window}].counters); n != 1 {
 		t.Errorf("%d counters kept, want 1", n)
 	}
 	// A window no longer configured is dropped once nothing counts in it.
 	longer := rolling("b", time.Hour)
+	*mono = 4 * time.Minute
 	mustTake(t, m, at(4*time.Minute), 0, one("web", longer))
 	if n := len(m.budgets); n != 1 {
 		t.Errorf("%d windows of b kept, want 1", n)
+	}
+}
+
+// TestMemoryClockStepKeepsCounts: a wall clock stepped forward past the
+// window, then back (a VM restored from a snapshot, a clock set by hand
+// and corrected), must not forgive what was spent: by the monotonic clock
+// the spend still counts. The store used to drop it at the first request
+// in the future, so back on time the budget could be spent again.
+func TestMemoryClockStepKeepsCounts(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		spec  *Spec
+		ahead time.Duration
+		retry time.Duration
+	}{
+		{"rolling hour, 2h ahead", rolling("hourly", time.Hour), 2 * time.Hour, time.Hour + time.Minute - time.Second},
+		{"calendar day, a day ahead", calendar("daily", "day"), 24 * time.Hour, 14*time.Hour - time.Second},
+		{"calendar month, 32 days ahead", calendar("monthly", "month"), 32 * 24 * time.Hour, 27*24*time.Hour + 14*time.Hour - time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMemory()
+			mono := steady(m)
+			tt.spec.Requests = 3
+			for range 3 {
+				mustTake(t, m, t0, 0, one("web", tt.spec))
+			}
+			// By the clock ahead, the window has passed: it starts afresh.
+			*mono = time.Second
+			mustTake(t, m, t0.Add(tt.ahead), 0, one("web", tt.spec))
+			if got := used(t, m, t0.Add(tt.ahead), tt.spec, "web", KindRequests); got != 1 {
+				t.Errorf("used %v by the clock ahead, want 1", got)
+			}
+			// Back on time, the 3 spent (and the one ahead) count.
+			*mono = 2 * time.Second
+			mustDeny(t, m, at(time.Second), 0, one("web", tt.spec), deny(tt.spec, "web", KindRequests, tt.retry))
+			if got := used(t, m, at(time.Second), tt.spec, "web", KindRequests); got != 4 {
+				t.Errorf("used %v back on time, want 4", got)
+			}
+			// Once the window has passed by the monotonic clock too, the
+			// spend is dropped.
+			*mono = tt.ahead + time.Hour
+			mustTake(t, m, t0.Add(tt.ahead+time.Hour), 0, one("web", tt.spec))
+			for _, b := range m.budgets[memKey{tt.spec.Name, tt.spec.Window}].counters["web"].kinds[reqs] {
+				if b.start <= t0.Unix() {
+					t.Errorf("the bucket of %v kept once the window passed by both clocks", time.Unix(b.start, 0).UTC())
+				}
+			}
+		})
 	}
 }
 
