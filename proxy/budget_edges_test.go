@@ -784,7 +784,8 @@ func TestEncodedJSONAsUploadUnderTokenBudget(t *testing.T) {
 // Such a stream told its input and 1 output token in message_start, then
 // streamed 200 text deltas to the app, then ended without message_delta.
 // It is charged as a stream the app cut: its reservation or a token per
-// event, not the 1 output token its start told.
+// event, not the 1 output token its start told; its record says
+// usage_unknown, since the budget charged more than its tokens say.
 func TestAnthropicStreamEndingInErrorCharged(t *testing.T) {
 	const deltas = 200
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -811,6 +812,11 @@ func TestAnthropicStreamEndingInErrorCharged(t *testing.T) {
 	if used := usedTokens(t, gw); used < 10+deltas {
 		t.Errorf("a stream that delivered %d text deltas then ended in an error event is charged %v tokens, want at least %d (record: outcome %v, tokens_in %v, tokens_out %v)",
 			deltas, used, 10+deltas, recs[0]["outcome"], recs[0]["tokens_in"], recs[0]["tokens_out"])
+	}
+	// The record keeps the usage the stream told, and says that it is not
+	// all the budget charged.
+	if recs[0]["tokens_in"] != float64(10) || recs[0]["tokens_out"] != float64(1) || recs[0]["reason"] != codeUsageUnknown {
+		t.Errorf("record %v; want tokens_in 10, tokens_out 1 (as told) and reason %s", recs[0], codeUsageUnknown)
 	}
 }
 

@@ -539,7 +539,9 @@ func isFilesUpload(path string) bool {
 }
 
 // codeUsageUnknown is the audit reason of a forwarded answer whose token
-// usage could not be read, on a route that meters it.
+// usage could not be read, or was told in part, on a route that meters
+// it: its record's tokens and cost may be less than it used, and than its
+// budgets charged.
 const codeUsageUnknown = "usage_unknown"
 
 // account reads what the answer used from the meter, prices it and counts
@@ -584,6 +586,11 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	// An Anthropic stream tells its input (and 1 output token) at once,
 	// its output only at the end.
 	x.chargeCut(u, events, priceAs, prices)
+	if x.rec.reason == "" && u.Partial {
+		// Told in part: the record keeps what was told, and says that
+		// it is not all (a budget charged more).
+		x.rec.reason = codeUsageUnknown
+	}
 	x.rec.tokensIn, x.rec.tokensOut = u.InputTokens, u.OutputTokens
 	usd, priced := prices.Cost(priceAs, u)
 	if priced {
