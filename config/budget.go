@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tillgw/till/usage"
 )
 
 // Usage formats: how a route's responses report token usage.
@@ -67,6 +69,29 @@ func (b *Budget) Covers(route, client string) bool {
 type Prices struct {
 	// File, when set, is a YAML price table merged over the built-in one.
 	File string
+	// Table is the price table in force: File as WithPrices read it,
+	// merged over the built-in table. It is nil, and the built-in table
+	// is in force, in a Config that Load or Parse alone made.
+	Table *usage.Prices
+}
+
+// WithPrices returns a copy of c whose Prices.Table holds the table
+// prices.file names, read now and only now: what checks a load and what
+// serves it use this one reading, never a later one of a file changed
+// meanwhile, and a reload keeps the prices of the config it serves. c
+// without prices.file is returned as it is. The error, for a file that
+// cannot be read or does not parse, names the file (and line).
+func (c *Config) WithPrices() (*Config, error) {
+	if c.Prices.File == "" {
+		return c, nil
+	}
+	table, err := usage.LoadPrices(c.Prices.File)
+	if err != nil {
+		return nil, err
+	}
+	priced := *c
+	priced.Prices.Table = table
+	return &priced, nil
 }
 
 // Budget limits and windows.

@@ -18,26 +18,14 @@ import (
 	"github.com/tillgw/till/usage"
 )
 
-// loadPrices is the price table cfg names: the built-in one, with
-// prices.file merged over it. A file that cannot be read leaves the
-// built-in table: the config's loaders check the file first (CheckPrices).
+// loadPrices is the price table cfg holds (config.WithPrices read it),
+// or the built-in one. It reads no file: a file changed since the load
+// must not price what the load checked.
 func loadPrices(cfg *config.Config) *usage.Prices {
-	if cfg.Prices.File != "" {
-		if p, err := usage.LoadPrices(cfg.Prices.File); err == nil {
-			return p
-		}
+	if cfg.Prices.Table != nil {
+		return cfg.Prices.Table
 	}
 	return usage.DefaultPrices()
-}
-
-// CheckPrices reads cfg's price file, if it names one, and says what is
-// wrong with it.
-func CheckPrices(cfg *config.Config) error {
-	if cfg.Prices.File == "" {
-		return nil
-	}
-	_, err := usage.LoadPrices(cfg.Prices.File)
-	return err
 }
 
 // UnpricedModels warns of the models a route allows (allow.models) that

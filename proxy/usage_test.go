@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -265,6 +267,40 @@ func TestUnpricedModelsOneLinePerModel(t *testing.T) {
 	got := UnpricedModels(cfg)
 	if len(got) != 100 || !strings.Contains(got[0], `route "r0" allows model "gpt-9*", which the price table does not price, and budgets "b0" and 99 more limit dollars`) {
 		t.Errorf("got %d warnings, want 100; the first: %q", len(got), got[0])
+	}
+}
+
+// TestPricesReadOnce: the price table a load read is the one its
+// snapshot and its checks use; the file changed or gone since (an edit
+// mid-reload) changes nothing. Each used to read the file again, and a
+// file broken since fell back to the built-in table unsaid.
+func TestPricesReadOnce(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "prices.yaml")
+	if err := os.WriteFile(file, []byte("models:\n  gpt-9: {input: 1, output: 2}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := "version: 1\nprices: {file: prices.yaml}\nroutes:\n  - {name: openai, preset: openai, allow: {models: [gpt-9]}}\n" +
+		"budgets:\n  - {name: money, window: 1d, usd: 5}\n"
+	parsed, err := config.Parse("till.yaml", []byte(y), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parsed.WithPrices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parsed.Prices.Table != nil {
+		t.Error("WithPrices changed the config it was given")
+	}
+	if err := os.WriteFile(file, []byte("models:\n  gpt-9: {input: cheap}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !NewSnapshot(cfg, nil).prices.Priced("gpt-9") {
+		t.Error("the snapshot does not price gpt-9 as the table read at load does")
+	}
+	if got := UnpricedModels(cfg); len(got) != 0 {
+		t.Errorf("check warns of a model the table read at load prices: %q", got)
 	}
 }
 

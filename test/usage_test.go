@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -496,6 +497,52 @@ func TestPricesFile(t *testing.T) {
 	_, errOut, code := runTill(t, dir, "", nil, "check")
 	if code != 1 || !strings.Contains(errOut, "prices.yaml:2") {
 		t.Errorf("till check with a bad prices file: exit %d: %s", code, errOut)
+	}
+}
+
+// TestBadPricesFileKeepsPrices: a reload that finds prices.file broken
+// is refused, says which line, and the prices served stay in force, also
+// when a key rotation meanwhile serves the vault with the previous config
+// (which once read the broken file again and priced by the built-in
+// table instead).
+func TestBadPricesFileKeepsPrices(t *testing.T) {
+	up := newUpstream(t, &fakeLLM{})
+	dir := t.TempDir()
+	write := func(name, s string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("till.yaml", "version: 1\nprices: {file: prices.yaml}\nroutes:\n  - {name: openai, preset: openai, upstream: \""+up.URL+"\"}\n")
+	write("prices.yaml", "models:\n  gpt-4o-mini-2024-07-18: {input: 1000000, output: 0}\n")
+	setSecret(t, dir, "openai", openaiKey)
+	tl := startTillIn(t, dir, up.caFile)
+	cost := func(n int) any {
+		t.Helper()
+		resp, body := do(t, newRequest(t, "POST", tl.url("/openai/v1/chat/completions"), strings.NewReader(chat)))
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		return tl.waitAudit(n)[n-1]["cost_usd"]
+	}
+	if c := cost(1); c != float64(120) {
+		t.Fatalf("cost_usd %v, want 120 from prices.yaml", c)
+	}
+	write("prices.yaml", "models:\n  gpt-4o-mini-2024-07-18: {input: cheap}\n")
+	tl.cmd.Process.Signal(sighup)
+	if !tl.waitLog("reload failed") {
+		t.Fatal("no failed reload logged")
+	}
+	if !strings.Contains(tl.stderr.String(), "prices.yaml:2") {
+		t.Errorf("the failed reload does not name the price file's line:\n%s", tl.stderr.String())
+	}
+	setSecret(t, dir, "openai", "sk-test-0123456789abcdefROTATED")
+	if !tl.waitLog("serve with the previous config") {
+		t.Fatalf("the rotation was not served:\n%s", tl.stderr.String())
+	}
+	if c := cost(2); c != float64(120) {
+		t.Errorf("after a refused reload and a rotation: cost_usd %v, want 120 from the prices served", c)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/tillgw/till/config"
-	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/vault"
 )
 
@@ -219,8 +218,8 @@ func readSecrets(cfg *config.Config, e *env) (map[string]vault.Secret, error) {
 	return v.Load()
 }
 
-// loadAll reads the config and the vault's secrets, as serve and check use
-// them.
+// loadAll reads the config, its price table and the vault's secrets, as
+// serve and check use them.
 func loadAll(flagPath string, e *env) (*config.Config, map[string]vault.Secret, error) {
 	path, err := configPath(flagPath, e)
 	if err != nil {
@@ -238,7 +237,7 @@ func loadAll(flagPath string, e *env) (*config.Config, map[string]vault.Secret, 
 		cfg, err = loadConfig("", e, func(name string) bool { _, ok := secrets[name]; return ok })
 	}
 	if err == nil {
-		err = proxy.CheckPrices(cfg)
+		cfg, err = cfg.WithPrices()
 	}
 	return cfg, secrets, err
 }
