@@ -256,7 +256,7 @@ func TestParseErrorsAll(t *testing.T) {
 func TestParseTooLarge(t *testing.T) {
 	data := []byte("version: 1\n" + strings.Repeat("#", MaxSize))
 	_, err := Parse("till.yaml", data, ".")
-	if got, want := errString(err), "till.yaml: config is larger than 1 MiB"; got != want {
+	if got, want := errString(err), "till.yaml: config is larger than 1 MiB: is it the right file?"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
@@ -423,7 +423,7 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(big, make([]byte, MaxSize+10), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(big); err == nil || !strings.HasSuffix(err.Error(), "config is larger than 1 MiB") {
+	if _, err := Load(big); err == nil || !strings.HasSuffix(err.Error(), "config is larger than 1 MiB: is it the right file?") {
 		t.Errorf("got %v, want the size error", err)
 	}
 }

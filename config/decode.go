@@ -56,10 +56,14 @@ var (
 // resolving relative paths in it against the file's folder. The file must
 // be a regular one (or a link to one).
 func Load(path string) (*Config, error) {
-	data, err := regfile.Read(path, MaxSize+1)
+	data, err := regfile.Read(path, MaxSize)
 	var special *regfile.NotRegularError
 	if errors.As(err, &special) {
 		return nil, newError(path, 0, "", "is not a regular file but %s: till reads its config again at each reload (hint: give the path of a file)", special.Kind)
+	}
+	var big *regfile.TooLargeError
+	if errors.As(err, &big) {
+		return nil, tooLarge(path)
 	}
 	if err != nil {
 		return nil, err
@@ -73,7 +77,7 @@ func Load(path string) (*Config, error) {
 // at once, joined with errors.Join, each an *Error.
 func Parse(name string, data []byte, dir string) (*Config, error) {
 	if len(data) > MaxSize {
-		return nil, newError(name, 0, "", "config is larger than 1 MiB")
+		return nil, tooLarge(name)
 	}
 	d := &decoder{file: name, dir: absDir(dir)}
 	root, err := d.parseYAML(data)
@@ -95,6 +99,11 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// tooLarge is the error for a config of more than MaxSize bytes.
+func tooLarge(name string) error {
+	return newError(name, 0, "", "config is larger than 1 MiB: is it the right file?")
 }
 
 // maxErrors caps the problems one Parse reports. A file with more is

@@ -92,12 +92,9 @@ const MaxPricesSize = 1 << 20
 // reload, where /dev/zero would take all memory and a named pipe would
 // hold the reload.
 func LoadPrices(path string) (*Prices, error) {
-	data, err := regfile.Read(path, MaxPricesSize+1)
+	data, err := regfile.Read(path, MaxPricesSize)
 	if err != nil {
 		return nil, fmt.Errorf("price table: %w", err)
-	}
-	if len(data) > MaxPricesSize {
-		return nil, fmt.Errorf("%s: the price table is larger than 1 MiB", path)
 	}
 	over, err := parsePrices(path, data, false)
 	if err != nil {

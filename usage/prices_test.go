@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tillgw/till/internal/regfile/regfiletest"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-12 }
@@ -251,15 +253,9 @@ func TestMatchModel(t *testing.T) {
 // running till down. Only a regular file of at most 1 MiB is read; a
 // device or a folder is named as such.
 func TestLoadPricesOnlyRegularFiles(t *testing.T) {
-	big := filepath.Join(t.TempDir(), "big.yaml")
-	if err := os.WriteFile(big, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(big, 2<<20); err != nil {
-		t.Fatal(err)
-	}
+	big := regfiletest.Sized(t, 2<<20)
 	for path, want := range map[string]string{
-		big:         "big.yaml: the price table is larger than 1 MiB",
+		big:         big + " is larger than 1 MiB: is it the right file?",
 		os.DevNull:  "is not a regular file but a device",
 		t.TempDir(): "is not a regular file but a folder",
 	} {

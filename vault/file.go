@@ -115,15 +115,12 @@ func (f *File) load() (map[string]Secret, error) {
 		return nil, fmt.Errorf("%s: %w", f.path, ErrNoKey)
 	}
 	// A regular file only: a named pipe would hold a reload forever.
-	data, err := regfile.Read(f.path, maxVaultSize+1)
+	data, err := regfile.Read(f.path, maxVaultSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]Secret{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read vault: %w", f.path, err)
-	}
-	if len(data) > maxVaultSize {
-		return nil, fmt.Errorf("%s: vault is larger than %d MiB; is it the right file?", f.path, maxVaultSize>>20)
+		return nil, fmt.Errorf("cannot read the vault: %w", err)
 	}
 	plain, err := f.decrypt(data)
 	if err != nil {
@@ -154,7 +151,7 @@ func ageReader(data []byte) io.Reader {
 // key: the file's header says how its file key is wrapped, and a key
 // made for the question matches none of it.
 func SealedWithPassphrase(path string) bool {
-	data, err := regfile.Read(path, maxVaultSize+1)
+	data, err := regfile.Read(path, maxVaultSize)
 	if err != nil {
 		return false
 	}

@@ -104,15 +104,12 @@ func LoadKeyFile(path string, create bool) (*Key, error) {
 
 func readKeyFile(path string) ([]byte, error) {
 	// A regular file only: a named pipe would hold a reload forever.
-	data, err := regfile.Read(path, maxKeyFileSize+1)
+	data, err := regfile.Read(path, maxKeyFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot read key file %q: %w", path, err)
-	}
-	if len(data) > maxKeyFileSize {
-		return nil, fmt.Errorf("key file %q is larger than %d bytes; is it the right file?", path, maxKeyFileSize)
+		return nil, fmt.Errorf("cannot read the key file: %w", err)
 	}
 	return data, nil
 }

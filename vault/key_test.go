@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"filippo.io/age"
+
+	"github.com/tillgw/till/internal/regfile/regfiletest"
 )
 
 func init() {
@@ -204,5 +206,29 @@ func TestLoadKeyFileCreateRace(t *testing.T) {
 		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".till.key.*")); len(left) > 0 {
 			t.Errorf("temp files left: %v", left)
 		}
+	}
+}
+
+// TestOversizedFilesRefused: a vault or key file larger than till would
+// hold in memory is refused, not read on; the error names the file and
+// its limit, and asks whether it is the right file.
+func TestOversizedFilesRefused(t *testing.T) {
+	key, _ := newKeyFile(t)
+	for name, tt := range map[string]struct {
+		size int64
+		read func(path string) error
+		want string
+	}{
+		"vault": {maxVaultSize + 1, func(path string) error { _, err := Open(path, key).Load(); return err },
+			"cannot read the vault: %s is larger than 16 MiB: is it the right file?"},
+		"key": {maxKeyFileSize + 1, func(path string) error { _, err := LoadKeyFile(path, false); return err },
+			"cannot read the key file: %s is larger than 64 KiB: is it the right file?"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := regfiletest.Sized(t, tt.size)
+			if err, want := tt.read(path), fmt.Sprintf(tt.want, path); err == nil || err.Error() != want {
+				t.Errorf("got %v, want %q", err, want)
+			}
+		})
 	}
 }

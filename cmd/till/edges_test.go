@@ -371,7 +371,7 @@ func TestCACertOnlyARegularFile(t *testing.T) {
 	c := newCLI(t)
 	os.WriteFile("big.pem", nil, 0o600)
 	os.Truncate("big.pem", 2<<20)
-	for file, want := range map[string]string{os.DevNull: "is not a regular file but a device", "big.pem": "big.pem is larger than 1 MiB"} {
+	for file, want := range map[string]string{os.DevNull: "is not a regular file but a device", "big.pem": "big.pem is larger than 1 MiB: is it the right file?"} {
 		os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true, ca_cert: "+file+"}\nroutes: []\n"), 0o600)
 		_, errOut, code := c.run("", "check")
 		if code != 1 || !strings.Contains(errOut, "forward.intercept needs the CA certificate") || !strings.Contains(errOut, want) {

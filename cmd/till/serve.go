@@ -491,11 +491,7 @@ const maxCACert = 1 << 20
 // maxCACert bytes: a named pipe would hold the command or reload, a
 // device never end.
 func readCAFile(path string) ([]byte, error) {
-	b, err := regfile.Read(path, maxCACert+1)
-	if err == nil && len(b) > maxCACert {
-		err = fmt.Errorf("%s is larger than 1 MiB: no CA certificate", displayPath(path))
-	}
-	return b, err
+	return regfile.Read(path, maxCACert)
 }
 
 // loadAuthority loads till's CA: its certificate from forward.ca_cert, its

@@ -7,14 +7,16 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"syscall"
 )
 
-// Read returns at most limit bytes of the regular file at path (a link to
-// one counts): a caller given limit bytes knows the file may hold more.
-// Anything else is refused with a *NotRegularError: a device such as
-// /dev/zero would never end, and a named pipe with no writer would hold
-// the open, and the reload waiting on it. The open does not wait.
+// Read returns the contents of the regular file at path (a link to one
+// counts), which may hold at most limit bytes: a larger one is refused
+// with a *TooLargeError, once limit+1 bytes of it are read. Anything
+// else is refused with a *NotRegularError: a device such as /dev/zero
+// would never end, and a named pipe with no writer would hold the open,
+// and the reload waiting on it. The open does not wait.
 func Read(path string, limit int64) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -28,7 +30,42 @@ func Read(path string, limit int64) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, &NotRegularError{Path: path, Kind: kind(st.Mode())}
 	}
-	return io.ReadAll(io.LimitReader(f, limit))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = &TooLargeError{Path: path, Limit: limit}
+	}
+	if err != nil {
+		clear(data) // a key file's bytes, perhaps
+		return nil, err
+	}
+	return data, nil
+}
+
+// TooLargeError is Read's refusal of a file larger than its limit: most
+// likely not the file meant (a log, a disk image), or one that has grown
+// past what its reader would hold in memory.
+type TooLargeError struct {
+	// Path is the path given to Read.
+	Path string
+	// Limit is the most bytes the file could have held.
+	Limit int64
+}
+
+// Error names the file and its limit, and asks whether it is the file
+// meant.
+func (e *TooLargeError) Error() string {
+	return e.Path + " is larger than " + size(e.Limit) + ": is it the right file?"
+}
+
+// size writes n bytes in the largest binary unit that divides it.
+func size(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 // NotRegularError is Read's refusal of a path that is not a regular file.

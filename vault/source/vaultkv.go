@@ -108,7 +108,7 @@ func NewVaultKV(opts VaultKVOptions) (*VaultKV, error) {
 	if opts.CAFile != "" {
 		// Read here, not by the client, which would read a named pipe
 		// or a device (a reload waiting on it) without end.
-		pem, err := readFile(opts.CAFile, maxCAFile)
+		pem, err := regfile.Read(opts.CAFile, maxCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("vault source ca_file: %w", err)
 		}
@@ -433,7 +433,7 @@ func (e *statusError) Unwrap() error { return e.err }
 // readCredential reads a small credential file (a token, an id, a JWT),
 // trimming surrounding whitespace. Errors name the file, never its content.
 func readCredential(path, what string) (string, error) {
-	b, err := readFile(path, maxCredentialFile)
+	b, err := regfile.Read(path, maxCredentialFile)
 	if err != nil {
 		return "", fmt.Errorf("read the %s file: %w", what, err)
 	}
@@ -447,25 +447,13 @@ func readCredential(path, what string) (string, error) {
 	return s, nil
 }
 
-// The most read of a credential file and of a ca_file.
+// The most read of a credential file and of a ca_file (regfile.Read:
+// regular files only, as a named pipe's open waits for a writer and
+// /dev/zero never ends).
 const (
 	maxCredentialFile = 64 << 10
 	maxCAFile         = 1 << 20
 )
-
-// readFile reads the regular file at path (a link to one counts), of at
-// most limit bytes. A named pipe or a device is refused, not read: the
-// open of a pipe waits for a writer, and /dev/zero never ends.
-func readFile(path string, limit int64) ([]byte, error) {
-	b, err := regfile.Read(path, limit+1)
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d KiB: is it the right file?", path, limit>>10)
-	}
-	return b, nil
-}
 
 // parseExpires reads an expiry as Vault custom metadata holds it: an RFC
 // 3339 time, or a date, which means the start of that day, UTC (as

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tillgw/till/internal/regfile/regfiletest"
 	"github.com/tillgw/till/test/fake"
 )
 
@@ -508,5 +509,29 @@ func TestVaultKVIgnoresItsEnvironment(t *testing.T) {
 	}
 	if n := other.Reads("secret/x") + other.Refused(); n != 0 {
 		t.Errorf("the server in VAULT_ADDR got %d requests", n)
+	}
+}
+
+// TestVaultKVFileTooLarge: a credential file or ca_file larger than any
+// of its kind is refused, naming the file and its limit.
+func TestVaultKVFileTooLarge(t *testing.T) {
+	for name, tt := range map[string]struct {
+		size int64
+		read func(path string) error
+		want string
+	}{
+		"credential": {maxCredentialFile + 1, func(path string) error { _, err := readCredential(path, "token"); return err },
+			"read the token file: %s is larger than 64 KiB: is it the right file?"},
+		"ca_file": {maxCAFile + 1, func(path string) error {
+			_, err := NewVaultKV(VaultKVOptions{Address: "https://127.0.0.1:1", CAFile: path})
+			return err
+		}, "vault source ca_file: %s is larger than 1 MiB: is it the right file?"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := regfiletest.Sized(t, tt.size)
+			if err, want := tt.read(path), fmt.Sprintf(tt.want, path); err == nil || err.Error() != want {
+				t.Errorf("got %v, want %q", err, want)
+			}
+		})
 	}
 }

@@ -1,7 +1,5 @@
 //go:build unix
 
-// Package regfiletest helps tests check that a reader refuses a named
-// pipe rather than waiting on it.
 package regfiletest
 
 import (
