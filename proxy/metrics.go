@@ -86,13 +86,13 @@ func NewMetrics(audit *Audit) *Metrics {
 			Name: "till_rate_limit_store_errors_total", Help: "Rate and budget decisions and budget settlements the shared store (limits.redis) failed; limits.on_redis_error applied.",
 		}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "till_tokens_total", Help: "Tokens the provider reported, by route, client and kind (input, cached cached input included; output).",
+			Name: "till_tokens_total", Help: "Tokens the provider reported, by route, client and kind (input, cached input included; output).",
 		}, []string{"route", "client", "kind"}),
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "till_cost_usd_total", Help: "What the answers cost in US dollars, priced from the model price table, by route and client.",
 		}, []string{"route", "client"}),
 		unpriced: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "till_usage_unpriced_total", Help: "Answers with token usage for a model the price table does not list (priced at 0), by route and model.",
+			Name: "till_usage_unpriced_total", Help: "Answers with token usage for a model the price table does not list, by route and model: priced at 0, or at the table's dearest prices when no model is named (labelled other).",
 		}, []string{"route", "model"}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "till_secret_fetches_total", Help: "Fetches of secrets from sources, by source and result (ok, error).",

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -350,5 +351,34 @@ func TestReloadForgetsGoneSeries(t *testing.T) {
 	}
 	if first["series"] != last["series"] {
 		t.Errorf("%d till_ series after 2 configs, %d after 10 of the same shape", first["series"], last["series"])
+	}
+}
+
+// TestMetricHelpReadsWell: the help text /metrics serves for each of
+// till's metrics, which dashboards show beside it, repeats no word
+// ("cached cached input").
+func TestMetricHelpReadsWell(t *testing.T) {
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		NewMetrics(testAudit(io.Discard)).Registry().Describe(ch)
+		close(ch)
+	}()
+	desc := regexp.MustCompile(`^Desc\{fqName: "(till_[a-z_]+)", help: "((?:[^"\\]|\\.)*)"`)
+	n := 0
+	for d := range ch {
+		s := desc.FindStringSubmatch(d.String())
+		if s == nil {
+			continue
+		}
+		n++
+		words := strings.Fields(strings.ToLower(s[2]))
+		for i := 1; i < len(words); i++ {
+			if words[i] == words[i-1] {
+				t.Errorf("%s: its help repeats %q: %s", s[1], words[i], s[2])
+			}
+		}
+	}
+	if n < 15 {
+		t.Fatalf("found the help of %d metrics of till's: is the Desc format changed?", n)
 	}
 }
