@@ -223,6 +223,24 @@ func TestParseSigV4(t *testing.T) {
 	}
 }
 
+// TestSigV4DefaultMaxBody: a route that signs with SigV4 and sets no
+// max_body holds bodies up to 10 MB, as the contract says, the cap that
+// max_body: 10MB gives, not 10 MiB.
+func TestSigV4DefaultMaxBody(t *testing.T) {
+	route := "  - {name: aws, preset: bedrock, region: us-east-1%s}\n"
+	var got [2]int64
+	for i, extra := range []string{"", ", max_body: 10MB"} {
+		c, err := Parse("till.yaml", []byte("version: 1\nroutes:\n"+fmt.Sprintf(route, extra)), "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[i] = c.Routes[0].MaxBody
+	}
+	if got[0] != got[1] || got[0] != 10_000_000 {
+		t.Errorf("got max_body %d unset, %d with max_body: 10MB; want 10000000 for both", got[0], got[1])
+	}
+}
+
 func TestRegionPresets(t *testing.T) {
 	y := "version: 1\nroutes:\n  - {name: bedrock, preset: bedrock, region: us-west-2, secret: aws}\n  - {name: vertex, preset: vertex, region: europe-west4, secret: sa}\n"
 	c, err := Parse("till.yaml", []byte(y), "/")

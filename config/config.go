@@ -391,8 +391,9 @@ type AWSSigV4 struct {
 }
 
 // DefaultSigV4MaxBody is the max_body of a route that signs with SigV4
-// and sets none: the body is held to be hashed.
-const DefaultSigV4MaxBody = 10 << 20
+// and sets none: the body is held to be hashed. It is the contract's
+// 10 MB, as max_body: 10MB reads it.
+const DefaultSigV4MaxBody = 10_000_000
 
 // Basic is HTTP Basic authentication built from a secret, e.g. username
 // "{secret.sid}" and password "{secret.token}".
