@@ -27,7 +27,7 @@ type Verdict struct {
 	Reason      string `json:"reason"`      // why, in a sentence
 	Warning     string `json:"warning"`     // allowed, but something is off
 	Rate        string `json:"rate"`        // the route's per-client rate, not applied here
-	Credential  string `json:"credential"`  // how the key is used: static, sigv4 or oauth2; "" without a route
+	Credential  string `json:"credential"`  // how the key is used: static, sigv4, oauth2, github_app or google; "" without a route
 }
 
 // explainFetchTimeout bounds how long a dry run waits for a key from a

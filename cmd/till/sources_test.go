@@ -144,8 +144,9 @@ func TestCheckSourcedFields(t *testing.T) {
 
 // TestTestSaysWhetherCached: till test names a route's ref and whether
 // the running till's cache holds it, as its admin listener tells (till
-// test's own fetch, in a process of its own, says nothing of that); and
-// says so when no running till answers.
+// test's own fetch, in a process of its own, says nothing of that), in
+// its text and in its --json output; and says so when no running till
+// answers.
 func TestTestSaysWhetherCached(t *testing.T) {
 	c := newCLI(t)
 	if err := os.Mkdir(filepath.Join(c.dir, "keys"), 0o700); err != nil {
@@ -173,6 +174,13 @@ func TestTestSaysWhetherCached(t *testing.T) {
 		answer.Store(tt.answer)
 		if out := c.must("", "test", "GET", "/api/x"); !strings.Contains(out, "secret:   m:a (sha256:") || !strings.Contains(out, tt.want) {
 			t.Errorf("admin answering %s: till test printed\n%s", tt.answer, out)
+		}
+		var v struct{ Secret, Cached string }
+		if err := json.Unmarshal([]byte(c.must("", "test", "--json", "GET", "/api/x")), &v); err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.TrimSuffix(strings.TrimPrefix(tt.want, "cached:   "), "\n"); v.Secret != "m:a" || !strings.HasPrefix(v.Cached, want) {
+			t.Errorf("admin answering %s: till test --json gave secret %q, cached %q; want m:a, %q", tt.answer, v.Secret, v.Cached, want)
 		}
 	}
 	admin.Close()

@@ -81,7 +81,11 @@ func runTest(args []string, e *env) error {
 		}
 	}
 	if asJSON {
-		if err := writeJSON(e.stdout, v); err != nil {
+		out := testJSON{Verdict: v}
+		if config.IsSecretRef(v.Secret) {
+			out.Cached = servedCache(cfgPath, e, v.Route)
+		}
+		if err := writeJSON(e.stdout, out); err != nil {
 			return err
 		}
 	} else {
@@ -100,6 +104,14 @@ func runTest(args []string, e *env) error {
 		return errRefused
 	}
 	return nil
+}
+
+// testJSON is what till test --json prints: the verdict and, for a key
+// from a source, whether the running till's cache holds it, as the text
+// form's "cached:" line says.
+type testJSON struct {
+	proxy.Verdict
+	Cached string `json:"cached,omitempty"`
 }
 
 // servedCacheTimeout bounds how long till test waits for the running
