@@ -195,7 +195,8 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %s\n      %s\n", strings.Replace(h.synopsis, " [-c FILE]", "", 1), h.short)
 	}
 	fmt.Fprint(w, `
-Every command takes -c FILE (default $TILL_CONFIG, then ./till.yaml).
+Every command takes -c FILE (default $TILL_CONFIG, then ./till.yaml; init
+writes its config at -c or in --dir, never at $TILL_CONFIG).
 Global flags, before or after the command: --log-level debug|info|warn|error,
 --log-format json|console (they win over the config's log:).
 Environment: TILL_CONFIG, TILL_KEY_FILE, TILL_PASSPHRASE, TILL_ADMIN_TOKEN.

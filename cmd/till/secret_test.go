@@ -214,8 +214,8 @@ func TestInitWritesNoConfigWithoutItsVault(t *testing.T) {
 
 // TestInitHelpSaysWhereItWrites: till init writes the config at -c or in
 // --dir, never at $TILL_CONFIG (the image sets it to the read-only config
-// it serves), and its help says so rather than give -c the default every
-// other command's -c has.
+// it serves), and its help and till help say so rather than give -c the
+// default every other command's -c has.
 func TestInitHelpSaysWhereItWrites(t *testing.T) {
 	c := newCLI(t)
 	c.env["TILL_CONFIG"] = filepath.Join(t.TempDir(), "served.yaml")
@@ -231,6 +231,10 @@ func TestInitHelpSaysWhereItWrites(t *testing.T) {
 	flag, _, _ = strings.Cut(flag, "\n  -")
 	if strings.Contains(flag, "default $TILL_CONFIG") || !strings.Contains(flag, "DIR/till.yaml") {
 		t.Errorf("till init --help, -c:%s", flag)
+	}
+	// till help says what -c defaults to for every command: init too.
+	if usage := c.must("", "help"); !strings.Contains(strings.Join(strings.Fields(usage), " "), "init writes its config at -c or in --dir, never at $TILL_CONFIG") {
+		t.Errorf("till help gives init's -c the default of the others:\n%s", usage)
 	}
 }
 
