@@ -167,6 +167,15 @@ func (r *record) keyUse(e *zerolog.Event) {
 		Str(fieldCredential, r.credential())
 }
 
+// nameKey makes in the record's key: its secret, its fingerprint and how
+// it is used.
+func (r *record) nameKey(in *injection) {
+	r.secret, r.keyFP, r.cred = in.secretName, in.fp, in.cred
+	if r.cred == "" {
+		r.cred = credStatic
+	}
+}
+
 // credential says how the key was used, once one was; "" otherwise.
 func (r *record) credential() string {
 	if r.keyFP == "" {

@@ -18,7 +18,9 @@ var identityOnly = []string{"identity"}
 // the app's credentials and the method and URL overrides that would slip
 // past the route's allow rules, under any alias, the query parameters
 // that carry a provider key (strip_query), and any header or query
-// parameter holding a till token (invariant 2).
+// parameter holding a till token (invariant 2). The record names the key
+// once its use is recorded (writeAhead), not here: a key attached is not
+// yet sent.
 func (x *exchange) attach(out *http.Request, rawQuery string) {
 	rt, in := x.route, x.inj
 	out.URL.Scheme = rt.upstream.Scheme
@@ -54,11 +56,6 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 			q += "&"
 		}
 		out.URL.RawQuery = q + in.injectPair
-	}
-	x.rec.keyFP = in.fp
-	x.rec.cred = in.cred
-	if x.rec.cred == "" {
-		x.rec.cred = credStatic
 	}
 }
 

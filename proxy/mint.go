@@ -448,7 +448,7 @@ func (x *exchange) mint(in *injection, goes func() *apiError) (_ *injection, ask
 	// A copy made here: the ask may outlive this request.
 	rec := x.rec
 	rec.method, rec.host, rec.path = http.MethodPost, m.endpoint.Host, m.endpoint.Path
-	rec.secret, rec.keyFP, rec.cred = in.secretName, in.fp, in.cred
+	rec.nameKey(in)
 	// Each ask (a transport's resend too) is an attempt of its own.
 	var asks atomic.Int32
 	asks.Store(x.attempts.Load())

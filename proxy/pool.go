@@ -452,7 +452,9 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 		res.Body.Close()
 	}
 	x.sentForms = append(slices.Clip(x.echoForms()), inj.echoForms...) // the answer may quote the key before
-	x.member, x.inj, x.rec.secret, x.rec.keyFP = next, inj, inj.secretName, inj.fp
+	// The request's record names the next key once its use is recorded
+	// (writeAhead): it may yet not go.
+	x.member, x.inj = next, inj
 	if x.warning != CodeBudgetExceeded { // the request's, not the key's
 		switch x.warning = ""; {
 		case expired:

@@ -352,3 +352,50 @@ func TestPoolRetryReloadDuringNextAsk(t *testing.T) {
 		t.Errorf("the final request record names secret %v with key_fp %v (a's %s, b's %s): %v", last["secret"], last["key_fp"], fp["a"], fp["b"], last)
 	}
 }
+
+// TestPoolUnrecordedNextKeyNotNamed: a pool [a, b]; key a gets 429, and
+// key b's use record cannot be written, so b is not sent (503
+// audit_unavailable). Every request record names a key that went
+// upstream: secret a with a's fingerprint, never b, which no use record
+// names and the upstream never saw.
+func TestPoolUnrecordedNextKeyNotNamed(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		mu.Unlock()
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer up.Close()
+	keys := map[string]vault.Secret{}
+	for _, k := range []string{"a", "b"} {
+		keys[k] = vault.NewSecret(k, "sk-pool-"+k+"-0123456789", time.Now())
+	}
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+", secret: [a, b], pool: {cooldown: 1m}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &failingAudit{pick: func(m map[string]any) bool { return m["event"] == "use" && m["secret"] == "b" }}
+	gw := New(NewSnapshot(cfg, keys), Options{Audit: testAudit(sink), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil)) // key a first
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("X-Till-Error") != CodeAuditUnavailable {
+		t.Fatalf("got %d %q, want 503 audit_unavailable", w.Code, w.Header().Get("X-Till-Error"))
+	}
+	mu.Lock()
+	if strings.Join(seen, " ") != "sk-pool-a-0123456789" {
+		t.Fatalf("the upstream saw keys %v, want key a only", seen)
+	}
+	mu.Unlock()
+	uses := sink.events(t, "use")
+	if len(uses) != 1 || uses[0]["secret"] != "a" {
+		t.Fatalf("use records %v, want key a's only", uses)
+	}
+	for _, r := range sink.events(t, "request") {
+		if r["secret"] != "a" || r["key_fp"] != uses[0]["key_fp"] || r["attempt"] != 1.0 {
+			t.Errorf("a request record names secret %v, key_fp %v, attempt %v; only key a (%v), attempt 1, went: %v",
+				r["secret"], r["key_fp"], r["attempt"], uses[0]["key_fp"], r)
+		}
+	}
+}

@@ -270,13 +270,18 @@ func (e *earlyHints) stop() {
 
 // writeAhead records an attempt's first send of the request's key, before
 // the transport runs (invariant 8). It reports whether the record was
-// written: the key must not go when it was not.
+// written: the key must not go when it was not. Only then does the
+// request's record name the key: one that never went (a pool's next key
+// whose use could not be recorded) is not charged with the request.
 func (x *exchange) writeAhead() bool {
 	n := x.attempts.Load() + 1
-	if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
+	rec := x.rec
+	rec.nameKey(x.inj)
+	if !x.audit.writeUse(&rec, int(n), time.Now()) {
 		x.auditFailed.Store(true)
 		return false
 	}
+	x.rec.nameKey(x.inj)
 	x.attempts.Store(n)
 	x.conns.Store(0)
 	x.wrote.Store(false)

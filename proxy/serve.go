@@ -170,7 +170,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	if asked {
 		// The secret went to the token endpoint: the request's record
 		// names it, as its use record does.
-		x.rec.keyFP, x.rec.cred = x.inj.fp, x.inj.cred
+		x.rec.nameKey(x.inj)
 	}
 	if err != nil {
 		g.mintFailed(rw, r, x, err)
