@@ -67,7 +67,7 @@ func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exch
 	g.held.mu.Lock()
 	cut = c.cut
 	g.held.mu.Unlock()
-	return ctx, func() { g.release(x, c); cancel() }, cut
+	return ctx, func() { g.release(x, c, s.wasMade()); cancel() }, cut
 }
 
 // switched is the app's side of a protocol switch: ended, it is closed
@@ -76,6 +76,7 @@ type switched struct {
 	mu    sync.Mutex
 	conn  net.Conn
 	ended bool
+	made  bool // handed over before it was ended: the app got its switch
 }
 
 func (s *switched) end() {
@@ -92,12 +93,23 @@ func (s *switched) handOver(conn net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conn = conn
-	return !s.ended
+	s.made = !s.ended
+	return s.made
 }
 
-// release stops tracking c. When a reload ended it, x's record says why
-// (denied, with the code its request would get now).
-func (g *Gateway) release(x *exchange, c *heldConn) {
+// wasMade reports whether the switch was handed over to the app.
+func (s *switched) wasMade() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.made
+}
+
+// release stops tracking c. When a reload (or its key's expiry) ended it,
+// x's record says why, with the code its request would get now: denied
+// when it ended before it was made (a protocol switch not yet handed
+// over to the app), an error when till ended a connection it had made
+// (made): allowed, it went, its key with it, and ran until then.
+func (g *Gateway) release(x *exchange, c *heldConn, made bool) {
 	g.held.mu.Lock()
 	delete(g.held.open, c)
 	cut := c.cut
@@ -106,7 +118,11 @@ func (g *Gateway) release(x *exchange, c *heldConn) {
 	}
 	g.held.mu.Unlock()
 	if cut != nil {
-		x.refused = cut.code
+		if made {
+			x.failure = cut.code
+		} else {
+			x.refused = cut.code
+		}
 		g.log.Warn().Str("id", x.rec.id).Str("mode", x.rec.mode).Str("route", x.rec.route).Str("code", cut.code).Str("reason", cut.message).
 			Msg("a reload ended a connection that the new config refuses")
 	}

@@ -24,8 +24,9 @@ import (
 
 // TestReloadEndsTunnelsItRefuses: a tunnel open when a reload swaps in a
 // config that would refuse its CONNECT is ended, and its record says why
-// (outcome denied, the code a new CONNECT would get); a reload that still
-// allows it leaves it carrying bytes.
+// (outcome error, since till ended a connection it had made, with the
+// code a new CONNECT would get); a reload that still allows it leaves it
+// carrying bytes.
 func TestReloadEndsTunnelsItRefuses(t *testing.T) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,8 +92,10 @@ func TestReloadEndsTunnelsItRefuses(t *testing.T) {
 // TestReloadEndsUpgradesItRefuses: a protocol switch (WebSocket) relayed
 // when a reload swaps in a config that would refuse its request (the
 // client's token revoked, the route gone, its path no longer allowed, a
-// token budget that cannot meter it) is ended, and its record says why; a
-// reload that still allows it leaves it relaying.
+// token budget that cannot meter it) is ended, and its record says why:
+// an error (not denied: it was allowed, its key went, and it ran until
+// till ended it), naming the key; a reload that still allows it leaves it
+// relaying.
 func TestReloadEndsUpgradesItRefuses(t *testing.T) {
 	up := switchingEcho(t, nil)
 	sum := sha256.Sum256([]byte(connectToken))
@@ -123,8 +126,8 @@ func TestReloadEndsUpgradesItRefuses(t *testing.T) {
 			gw := New(conf(web, fmt.Sprintf(route, "")), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
 			c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: "+connectToken+"\r\n\r\n", http.StatusSwitchingProtocols)
 			rec := reloadWhileHeld(t, gw, buf, c, br, tt.snap, tt.code)
-			if rec != nil && (rec["status"] != 101.0 || rec["client"] != "web") {
-				t.Errorf("record %v; want one of client web's switch (101)", rec)
+			if rec != nil && (rec["status"] != 101.0 || rec["client"] != "web" || rec["secret"] != "k" || rec["key_fp"] == "") {
+				t.Errorf("record %v; want one of client web's switch (101) on key k", rec)
 			}
 		})
 	}
@@ -153,8 +156,9 @@ func openHeld(t *testing.T, gw *Gateway, head string, want int) (net.Conn, *bufi
 
 // reloadWhileHeld swaps snap into gw while c is held open (its far end
 // echoes the lines written), and checks what becomes of it: when code is
-// "", it still relays; otherwise it is ended, and its one record is
-// denied with code, which it returns.
+// "", it still relays; otherwise it is ended, and its one record is an
+// error with code (till ended a connection it had made), which it
+// returns.
 func reloadWhileHeld(t *testing.T, gw *Gateway, buf *lockedBuffer, c net.Conn, br *bufio.Reader, snap *Snapshot, code string) map[string]any {
 	t.Helper()
 	if err := echoLine(c, br, "before"); err != nil {
@@ -177,8 +181,8 @@ func reloadWhileHeld(t *testing.T, gw *Gateway, buf *lockedBuffer, c net.Conn, b
 		t.Fatal(err)
 	}
 	recs := buf.records(t)
-	if len(recs) != 1 || recs[0]["outcome"] != outcomeDenied || recs[0]["reason"] != code {
-		t.Fatalf("records %v; want one, denied with reason %s", recs, code)
+	if len(recs) != 1 || recs[0]["outcome"] != outcomeError || recs[0]["reason"] != code {
+		t.Fatalf("records %v; want one, an error with reason %s", recs, code)
 	}
 	return recs[0]
 }
@@ -198,7 +202,7 @@ func echoLine(c net.Conn, br *bufio.Reader, word string) error {
 // endedExpired checks the end of a connection held open on a key that
 // expired: err, what its read returned, must not be openHeld's deadline
 // (it outlived the key: the test fails with outlived), and its one
-// record, once gw shut down, is denied with secret_expired.
+// record, once gw shut down, is an error with secret_expired.
 func endedExpired(t *testing.T, gw *Gateway, buf *lockedBuffer, err error, outlived string) {
 	t.Helper()
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -207,8 +211,8 @@ func endedExpired(t *testing.T, gw *Gateway, buf *lockedBuffer, err error, outli
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	gw.Shutdown(ctx)
-	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretExpired {
-		t.Errorf("records %v; want one, denied with reason %s", recs, CodeSecretExpired)
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["outcome"] != outcomeError || recs[0]["reason"] != CodeSecretExpired || recs[0]["key_fp"] == "" {
+		t.Errorf("records %v; want one of the key, an error with reason %s", recs, CodeSecretExpired)
 	}
 }
 

@@ -514,7 +514,8 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 		<-release
 		return d.DialContext(context.WithoutCancel(ctx), network, addr) // dials even once the request ended
 	}
-	gw := New(conf(sum), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop(), Transport: tr})
+	buf := &lockedBuffer{}
+	gw := New(conf(sum), Options{Audit: testAudit(buf), Log: zerolog.Nop(), Transport: tr})
 	front := httptest.NewServer(gw)
 	defer front.Close()
 	done := make(chan struct{})
@@ -540,6 +541,11 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 	up.Close() // waits for the handler that records what it saw
 	if n := sawKey.Load(); n != 0 {
 		t.Errorf("the upstream got the key %d time(s) on a protocol switch whose client a reload revoked while it was dialled", n)
+	}
+	// Never made, the switch was refused: denied, not a connection till
+	// ended.
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["outcome"] != outcomeDenied || recs[0]["reason"] != CodeClientUnauthenticated {
+		t.Errorf("records %v; want one, denied with %s", recs, CodeClientUnauthenticated)
 	}
 }
 

@@ -67,7 +67,8 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 }
 
 // outcome is the record's outcome and reason: denied for a refusal by
-// till's policy; error for a failure, a response cut short (panicked),
+// till's policy; error for a failure (a connection made that a reload
+// ended included, see release), a response cut short (panicked),
 // whose reason says who cut it when its context (ctx) ended, or a
 // connection that shutdown ended; forwarded otherwise, with the warning
 // as reason.

@@ -63,7 +63,7 @@ func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, l *
 	held := g.hold(func(l *live) (*apiError, time.Time) {
 		return l.admitTunnel(r, g.intercept != nil, dialled), time.Time{}
 	}, end)
-	defer g.release(x, held)
+	defer g.release(x, held, true) // made: the app has its 200
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
