@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"net/url"
 	"regexp"
 	"slices"
@@ -627,6 +628,43 @@ func FuzzWithoutParams(f *testing.F) {
 		}
 		if len(want) == len(slices.Collect(queryParams(raw))) && got != raw {
 			t.Fatalf("withoutParam(%q) = %q: changed a query with nothing to remove", raw, got)
+		}
+	})
+}
+
+// FuzzKnownTokens: a relayed query or Cookie header loses each parameter
+// or cookie that holds a client's token made by hand, keeps every other
+// one in order, and is left as it was when it holds none.
+func FuzzKnownTokens(f *testing.F) {
+	const hand = "till_made-by-hand"
+	for _, s := range []string{"a=1&k=" + hand + ";b", "s=1; t=\"" + hand + "\"; u", "k=till%5Fmade%2Dby-hand", hand, "a=b"} {
+		f.Add(s)
+	}
+	cs := clientSet{{name: "web", digest: sha256.Sum256([]byte(hand))}}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q := withoutKnownTokens(raw, cs)
+		var want []string
+		for part := range queryParams(raw) {
+			if k, v, _ := strings.Cut(part, "="); !isClientToken(k, cs) && !isClientToken(v, cs) {
+				want = append(want, part)
+			}
+		}
+		if kept := slices.Collect(queryParams(q)); !slices.Equal(kept, want) {
+			t.Fatalf("withoutKnownTokens(%q) = %q: kept %q, want %q", raw, q, kept, want)
+		}
+		if len(want) == len(slices.Collect(queryParams(raw))) && q != raw {
+			t.Fatalf("withoutKnownTokens(%q) = %q: changed a query without tokens", raw, q)
+		}
+		c := withoutTokenCookies(raw, cs)
+		for cookie := range strings.SplitSeq(c, ";") {
+			cookie = textproto.TrimString(cookie)
+			name, value, _ := strings.Cut(cookie, "=")
+			if isClientToken(textproto.TrimString(name), cs) || isClientToken(strings.Trim(textproto.TrimString(value), `"`), cs) {
+				t.Fatalf("withoutTokenCookies(%q) = %q: kept a token", raw, c)
+			}
+			if !strings.Contains(raw, cookie) {
+				t.Fatalf("withoutTokenCookies(%q) = %q: %q is not from the header", raw, c, cookie)
+			}
 		}
 	})
 }

@@ -235,11 +235,15 @@ func (g *Gateway) newRelayer() *httputil.ReverseProxy {
 			pr.Out.URL.Host = pr.In.URL.Host
 			// A till token in any header or query parameter (an SDK's
 			// api key, a cookie) stays with till: it is worth nothing to
-			// that host (invariant 2).
-			pr.Out.URL.RawQuery = withoutClientTokens(pr.In.URL.RawQuery)
+			// that host (invariant 2). One made by hand is known by its
+			// client's digest, and only the parameter or cookie that
+			// holds it goes.
+			clients := pr.In.Context().Value(liveKey{}).(*live).clients
+			pr.Out.URL.RawQuery = withoutKnownTokens(withoutClientTokens(pr.In.URL.RawQuery), clients)
 			pr.Out.Host = ""
 			stripHeaders(pr.Out.Header, relayCredentials)
-			dropTillTokens(pr.Out.Header, pr.In.Context().Value(liveKey{}).(*live).clients)
+			dropTillTokens(pr.Out.Header, clients)
+			dropTokenCookies(pr.Out.Header, clients)
 		},
 		Transport: relayTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

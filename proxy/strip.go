@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"iter"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -44,6 +45,89 @@ func dropTillTokens(h http.Header, cs clientSet) {
 			delete(h, name)
 		}
 	}
+}
+
+// isClientToken reports whether v, as is or percent-decoded, is the token
+// of a client of cs as identify reads one (TokenPrefix and the rest), of
+// any shape: a token made by hand too, which no shape gives away.
+func isClientToken(v string, cs clientSet) bool {
+	if strings.HasPrefix(v, TokenPrefix) && cs.byToken(v) != nil {
+		return true
+	}
+	if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
+		return false
+	}
+	for _, unescape := range []func(string) (string, error){url.PathUnescape, url.QueryUnescape} {
+		if d, err := unescape(v); err == nil && d != v && strings.HasPrefix(d, TokenPrefix) && cs.byToken(d) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// mayHoldToken reports whether v can hold a till token, as is or
+// percent-encoded: a cheap test before a closer look.
+func mayHoldToken(v string) bool {
+	return strings.Contains(v, TokenPrefix) || strings.IndexByte(v, '%') >= 0
+}
+
+// withoutKnownTokens returns the raw query without the parameters whose
+// name or value is the token of a client of cs (isClientToken), or raw
+// itself, unchanged, when none is. withoutClientTokens knows tokens by
+// their shape; this one knows those made by hand.
+func withoutKnownTokens(raw string, cs clientSet) string {
+	if len(cs) == 0 || !mayHoldToken(raw) {
+		return raw
+	}
+	return withoutParams(raw, func(part string) bool {
+		k, v, _ := strings.Cut(part, "=")
+		return isClientToken(k, cs) || isClientToken(v, cs)
+	})
+}
+
+// dropTokenCookies removes from h's Cookie headers each cookie whose value
+// (quoted or not) or name is the token of a client of cs, and a Cookie
+// header left with none: the app's other cookies go as sent.
+func dropTokenCookies(h http.Header, cs clientSet) {
+	values, ok := h["Cookie"]
+	if !ok || len(cs) == 0 {
+		return
+	}
+	kept := make([]string, 0, len(values))
+	for _, v := range values {
+		if v = withoutTokenCookies(v, cs); v != "" {
+			kept = append(kept, v)
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = kept
+}
+
+// withoutTokenCookies returns a Cookie header's value without the cookies
+// that hold a client's token (see dropTokenCookies), or v itself when none
+// does.
+func withoutTokenCookies(v string, cs clientSet) string {
+	if !mayHoldToken(v) {
+		return v
+	}
+	var kept []string
+	dropped := false
+	for c := range strings.SplitSeq(v, ";") {
+		c = textproto.TrimString(c)
+		name, value, _ := strings.Cut(c, "=")
+		if isClientToken(textproto.TrimString(name), cs) || isClientToken(strings.Trim(textproto.TrimString(value), `"`), cs) {
+			dropped = true
+		} else if c != "" {
+			kept = append(kept, c)
+		}
+	}
+	if !dropped {
+		return v
+	}
+	return strings.Join(kept, "; ")
 }
 
 // stripHeaders removes from h every header named in one of the lists, under

@@ -317,6 +317,38 @@ func TestRelayDropsAHandMadeTokenInAnyHeader(t *testing.T) {
 	}
 }
 
+// TestRelayDropsAHandMadeTokenInQueryAndCookie: a client's token made by
+// hand (no shape gives it away) that an app puts in a relayed request's
+// query (as is, percent-encoded, or as a bare parameter) or in a cookie
+// (as is, quoted, or percent-encoded) never reaches the host without a
+// route; the other parameters and cookies go as sent, a value that
+// merely starts as a token or holds one among other text too.
+func TestRelayDropsAHandMadeTokenInQueryAndCookie(t *testing.T) {
+	const short = "till_made-by-hand"
+	seen := make(chan *http.Request, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Clone(r.Context()) }))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(short))
+	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
+		"clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\nroutes: []\n", "", nil)
+	in := httptest.NewRequest("GET", up.URL+"/p?q=1&api_key="+short+"&k=till%5Fmade%2Dby%2Dhand;"+short+"&n=till_made-by-hand2&m=x"+short, nil)
+	in.Header.Add("Cookie", "session=abc; till="+short+"; theme=dark")
+	in.Header.Add("Cookie", `quoted="`+short+`"; enc=till%5Fmade-by-hand`)
+	in.Header.Add("Cookie", "only="+short)
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, in)
+	if w.Code != 200 {
+		t.Fatalf("got %d, want 200 from the host", w.Code)
+	}
+	got := <-seen
+	if want := "q=1&n=till_made-by-hand2&m=x" + short; got.URL.RawQuery != want {
+		t.Errorf("the host got query %q, want %q", got.URL.RawQuery, want)
+	}
+	if c, want := got.Header["Cookie"], []string{"session=abc; theme=dark"}; strings.Join(c, "|") != strings.Join(want, "|") {
+		t.Errorf("the host got Cookie %q, want %q", c, want)
+	}
+}
+
 func TestHoldsClientToken(t *testing.T) {
 	run := testToken[len(TokenPrefix):]
 	for _, tt := range []struct {
