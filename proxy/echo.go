@@ -9,9 +9,16 @@ import (
 	"strings"
 )
 
-// minEchoForm is the shortest encoded form of a key that is looked for: a
-// shorter run of characters would match innocent headers by chance.
+// minEchoForm is the shortest form of a key, as it is or encoded, that is
+// looked for: a shorter run of characters would match innocent headers by
+// chance (a one-character key, every header that holds its letter).
 const minEchoForm = 8
+
+// MinEchoLength is the shortest key value that till removes from the
+// upstream's responses when they echo it (invariant 2). A shorter value is
+// not looked for on its own, only inside a longer form (the header as
+// injected, "Bearer KEY"); `till secret set` and `serve` warn of one.
+const MinEchoLength = minEchoForm
 
 // echoForms returns the strings that betray one of values (a key, the
 // fields of a key, an injected header value) when an upstream sends them
@@ -19,7 +26,7 @@ const minEchoForm = 8
 //
 //   - the value itself, and its core: the value without a provider prefix
 //     such as "sk-proj-" or "ghp_", so that the key's secret part is found
-//     on its own too;
+//     on its own too (a value shorter than minEchoForm has no forms);
 //   - the core in hex, lower and upper case;
 //   - the core percent-escaped as a query or a path carries it, and that
 //     in hex and base64 too; with "/" written "\/" as JSON may;
@@ -33,14 +40,11 @@ const minEchoForm = 8
 func echoForms(values []string) []string {
 	var forms []string
 	for _, v := range values {
-		if v == "" {
-			continue
+		if len(v) < minEchoForm {
+			continue // found by chance in unrelated headers: not a form
 		}
+		core := keyCore(v) // v, or 16 characters of it or more
 		forms = append(forms, v)
-		core := keyCore(v)
-		if len(core) < minEchoForm {
-			continue // short fields: only the value itself
-		}
 		forms = append(forms, encodedForms(core)...)
 		// As sent in a query (inject.query) or a path, and quoted back
 		// (in an error, or encoded in a redirect's state): a key with

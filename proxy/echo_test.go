@@ -4,9 +4,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tillgw/till/vault"
 )
 
 // percentAll percent-encodes every byte of s, in upper or lower case.
@@ -170,4 +175,52 @@ func FuzzFoldedHolds(f *testing.F) {
 			t.Fatalf("foldedHolds(%q, %q) = %v, want %v", v, form, got, want)
 		}
 	})
+}
+
+// TestShortKeyScrubsNoUnrelatedHeader: a key shorter than MinEchoLength
+// (a one-character test key) would be found, as text, in almost every
+// header: the upstream's Content-Type, its request id, and every header
+// name with its letter. Such a value is not looked for on its own; the
+// forms long enough to be told apart (the header as injected) still are.
+func TestShortKeyScrubsNoUnrelatedHeader(t *testing.T) {
+	forms := echoForms([]string{"x", "Bearer x"})
+	for _, v := range []string{"text/plain", "max-age=0", "x", "1x2"} {
+		if echoes([]string{v}, forms) {
+			t.Errorf("the one-character key's forms %q take %q for an echo", forms, v)
+		}
+	}
+	if nameEchoes("X-Request-Id", forms) {
+		t.Errorf("the one-character key's forms %q take the name X-Request-Id for an echo", forms)
+	}
+	if !echoes([]string{"Bearer x"}, forms) {
+		t.Errorf("the injected value's echo %q was not found in %q", "Bearer x", forms)
+	}
+	if got := echoForms([]string{"abcdefg"}); len(got) != 0 {
+		t.Errorf("a 7-character value gives forms %q, want none", got)
+	}
+	if got := echoForms([]string{"abcdefgh"}); len(got) == 0 {
+		t.Errorf("an 8-character value gives no form")
+	}
+}
+
+// TestShortKeyKeepsUpstreamHeaders: behind a route whose key is one
+// character (till secret set k, fed "x"), the app gets the upstream's
+// headers that merely hold that letter, and not one echoing the header
+// as injected.
+func TestShortKeyKeepsUpstreamHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "req-1")
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "text/plain")
+	}))
+	defer up.Close()
+	gw, _ := newTestGateway(t, "version: 1\nroutes:\n  - {name: api, upstream: {{UP}}, secret: k, inject: {header: Authorization, format: 'Bearer {secret}'}}\n",
+		up.URL, map[string]vault.Secret{"k": vault.NewSecret("k", "x", time.Now())})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	h := w.Result().Header
+	if h.Get("X-Request-Id") != "req-1" || h.Get("Content-Type") != "text/plain" || h.Get("X-Echo") != "" {
+		t.Errorf("the app got X-Request-Id %q, Content-Type %q, X-Echo %q; want req-1, text/plain and no echo",
+			h.Get("X-Request-Id"), h.Get("Content-Type"), h.Get("X-Echo"))
+	}
 }

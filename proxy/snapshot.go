@@ -125,6 +125,9 @@ type injection struct {
 	// "" when it can. missing says the secret is not in the vault.
 	problem string
 	missing bool
+	// short says the key is a single value shorter than MinEchoLength,
+	// whose echo is not looked for.
+	short   bool
 	fp      string
 	expires time.Time // zero: never
 	// times is the key's secret without its value: when its version was
@@ -152,6 +155,7 @@ type RouteInfo struct {
 	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none or not fetched yet
 	Problem     string    // why the route cannot attach its key; "" when ready
 	Missing     bool      // the problem is that its secret is not in the vault
+	Short       bool      // its key (or one of its pool's) is shorter than MinEchoLength: an echo of it is not removed
 	// Pool holds each key of a route with a key pool, in config order
 	// (the first is also the route's Secret); nil otherwise.
 	Pool []KeyInfo
@@ -164,6 +168,7 @@ type KeyInfo struct {
 	Expires     time.Time // earliest of the secret's expiry and max_age; zero when none or not fetched yet
 	Problem     string    // why this key cannot be attached; "" when ready
 	Missing     bool      // the problem is that its secret is not in the vault
+	Short       bool      // the key is shorter than MinEchoLength: an echo of it is not removed
 }
 
 // NewSnapshot compiles cfg and the vault's secrets. Routes whose secret is
@@ -394,6 +399,7 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		return in, nil
 	}
 	in.fp = sec.Fingerprint()
+	in.short = tooShortToScrub(sec)
 	in.expires = sec.ExpiresAt(maxAge)
 	in.times = vault.Secret{Created: sec.Created, Updated: sec.Updated, Expires: sec.Expires}
 	lookup := func(field string) (string, bool) {
@@ -460,6 +466,13 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		return in, nil
 	}
 	return in, append(sec.Values(), in.injectValue, strings.TrimPrefix(in.injectValue, "Basic "))
+}
+
+// tooShortToScrub reports whether sec is a single value shorter than
+// MinEchoLength, whose echo is not looked for (echoForms).
+func tooShortToScrub(sec vault.Secret) bool {
+	v, single := sec.Value()
+	return single && len(v) < MinEchoLength
 }
 
 // lacking names the fields among names that sec does not hold, for a
@@ -562,13 +575,15 @@ func (s *Snapshot) Routes() []RouteInfo {
 			Expires:     r.expires,
 			Problem:     r.problem,
 			Missing:     r.missing,
+			Short:       r.short,
 		}
 		if r.sourced != nil {
 			info.Fingerprint, info.Expires = r.sourced.held()
 		}
 		if r.pool != nil {
 			for _, m := range r.pool.members {
-				k := KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem, Missing: m.missing}
+				k := KeyInfo{Secret: m.secretName, Fingerprint: m.fp, Expires: m.expires, Problem: m.problem, Missing: m.missing, Short: m.short}
+				info.Short = info.Short || m.short
 				if m.sourced != nil {
 					k.Fingerprint, k.Expires = m.sourced.held()
 				}

@@ -209,8 +209,11 @@ func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, bas
 			baseURL += p.BaseURLPath
 		}
 		ev := log.Info()
-		if rt.Problem != "" {
+		switch {
+		case rt.Problem != "":
 			ev = log.Warn().Str("problem", rt.Problem)
+		case rt.Short:
+			ev = log.Warn().Str("problem", ShortKeyWarning)
 		}
 		if hint := setHint(cfg, rt); hint != "" {
 			ev = ev.Str("hint", hint)
@@ -219,6 +222,10 @@ func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, bas
 			Str("secret", rt.Secret).Str("key_fp", rt.Fingerprint).Msg("route")
 	}
 }
+
+// ShortKeyWarning says what a key shorter than proxy.MinEchoLength costs.
+var ShortKeyWarning = fmt.Sprintf("a key shorter than %d characters: an upstream's response header that echoes it is not removed "+
+	"(the key would match unrelated headers); a provider's key is longer", proxy.MinEchoLength)
 
 // setHint is the command that stores each secret of rt missing from the
 // vault (its own, its pool's), in the vault of cfg's file: without -c, it

@@ -276,6 +276,27 @@ func TestRouteLogHintKeepsTheConfig(t *testing.T) {
 	}
 }
 
+// TestRouteLogWarnsOfShortKey: serve's route line warns, at start and at
+// each reload, of a key (a pool's too) too short for its echo to be
+// removed, and not of one long enough.
+func TestRouteLogWarnsOfShortKey(t *testing.T) {
+	cfg, err := config.Parse("/etc/till/till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai}\n  - {name: pool, preset: openai, prefix: /p, secret: [a, b]}\n  - {name: long, preset: openai, prefix: /l, secret: c}\n"), "/etc/till")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", "x", now), "a": vault.NewSecret("a", "sk-long-enough-0123", now),
+		"b": vault.NewSecret("b", "short", now), "c": vault.NewSecret("c", "sk-long-enough-0123", now)}
+	var buf bytes.Buffer
+	LogRoutes(zerolog.New(&buf), cfg, proxy.NewSnapshot(cfg, secrets), "http://127.0.0.1:8080")
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		short := !strings.Contains(line, `"route":"long"`)
+		if got := strings.Contains(line, `"level":"warn"`) && strings.Contains(line, ShortKeyWarning); got != short {
+			t.Errorf("route line warns of a short key: %v, want %v:\n%s", got, short, line)
+		}
+	}
+}
+
 // TestNoRoutesHint: with no routes, the warning says what would add one:
 // a route in the config served, or, on built-in defaults, a preset's key
 // in the vault or a config.

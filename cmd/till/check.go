@@ -51,11 +51,14 @@ func runCheck(args []string, e *env) error {
 	for i, r := range proxy.NewSnapshot(cfg, secrets).Routes() {
 		keys, members := r.Pool, cfg.Routes[i].Keys()
 		if cfg.Routes[i].Pool == nil {
-			keys = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem, Missing: r.Missing}}
+			keys = []proxy.KeyInfo{{Secret: r.Secret, Expires: r.Expires, Problem: r.Problem, Missing: r.Missing, Short: r.Short}}
 		}
 		for j, k := range keys {
 			if members[j].Ref != nil {
 				continue // fetched below
+			}
+			if k.Short {
+				fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q is %s\n", r.Name, k.Secret, reload.ShortKeyWarning)
 			}
 			switch {
 			case k.Missing:

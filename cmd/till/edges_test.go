@@ -339,6 +339,18 @@ func TestCheckWarnsOfUnpricedModels(t *testing.T) {
 	}
 }
 
+// check passes a route whose key is too short for its echo to be removed
+// from an upstream's headers, and says so, naming the route and secret.
+func TestCheckWarnsOfShortKey(t *testing.T) {
+	c := newCLI(t)
+	c.run("x\n", "secret", "set", "openai")
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: [{name: openai, preset: openai}]\n"), 0o644)
+	_, errOut, code := c.run("", "check")
+	if code != 0 || !strings.Contains(errOut, `till: warning: route "openai": secret "openai" is a key shorter than 8 characters`) {
+		t.Errorf("check: exit %d: %s", code, errOut)
+	}
+}
+
 // check -c FILE's and test -c FILE's hint for a missing secret stores it
 // in that config's vault: without -c, following it filled a vault in the
 // working folder.

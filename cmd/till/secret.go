@@ -14,6 +14,8 @@ import (
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/internal/termtext"
+	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/reload"
 	"github.com/tillgw/till/vault"
 )
 
@@ -213,6 +215,9 @@ func parseSecret(name string, raw []byte, asJSON, asPEM bool, now time.Time, e *
 	}
 	if strings.TrimSpace(value) != value {
 		fmt.Fprintln(e.stderr, "till: warning: the value begins or ends with a space; it is stored as it is (set it again if the space is not part of the key)")
+	}
+	if len(value) < proxy.MinEchoLength {
+		fmt.Fprintln(e.stderr, "till: warning: the value is "+reload.ShortKeyWarning)
 	}
 	return vault.NewSecret(name, value, now), nil
 }

@@ -50,6 +50,21 @@ func TestSecretSetSpaceWarns(t *testing.T) {
 	}
 }
 
+// TestSecretSetShortWarns: a value shorter than proxy.MinEchoLength is
+// stored, with a warning on stderr (that does not echo it) that till
+// cannot remove its echo from an upstream's headers; one that long is
+// not warned of.
+func TestSecretSetShortWarns(t *testing.T) {
+	c := newCLI(t)
+	out, errOut, code := c.run("x", "secret", "set", "k")
+	if code != 0 || !strings.Contains(errOut, "shorter than 8 characters") || strings.Contains(errOut, `"x"`) {
+		t.Errorf("secret set of a one-character value: exit %d: %s%s", code, out, errOut)
+	}
+	if _, errOut, _ := c.run("abcdefgh", "secret", "set", "k"); errOut != "" {
+		t.Errorf("secret set of an 8-character value warned: %s", errOut)
+	}
+}
+
 // TestSecretRmInUse: a secret a route attaches, alone or in a pool, is
 // kept unless --force; one no route uses goes at once.
 func TestSecretRmInUse(t *testing.T) {
