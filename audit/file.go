@@ -17,6 +17,14 @@ import (
 	"github.com/tillgw/till/internal/atomicfile"
 )
 
+// ErrHeld says that another till holds the audit file's lock: it writes
+// the file, and two tills on one file would break its chain.
+var ErrHeld = errors.New("held by another till, which writes it")
+
+// ErrSymlink says that the audit file's path is a symbolic link, which
+// till never writes through.
+var ErrSymlink = errors.New("a symbolic link, which till never writes through")
+
 // file is the audit file at path, written through f (opened for
 // appending, mode 0600, in a folder created 0700 when missing, never
 // through a symbolic link).
@@ -99,7 +107,7 @@ func (af *file) open() (last, cut []byte, err error) {
 func openAppend(path string, flag int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|atomicfile.NoFollow|flag, 0o600)
 	if st, lerr := os.Lstat(path); err != nil && lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
-		return nil, fmt.Errorf("open audit file: %s is a symbolic link, which till never writes through (hint: give the file it names as audit.file)", path)
+		return nil, fmt.Errorf("open audit file: %s is %w", path, ErrSymlink)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open audit file: %w", err)

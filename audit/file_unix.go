@@ -17,7 +17,7 @@ import (
 // till's). A file system without locks refuses nothing.
 func lock(f *os.File) error {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
-		return fmt.Errorf("%s is written by another till, which holds its lock: two tills on one file would break its chain (hint: stop that till first, or give each till its own audit.file)", f.Name())
+		return fmt.Errorf("%s is %w: two tills on one file would break its chain", f.Name(), ErrHeld)
 	}
 	return nil
 }

@@ -428,6 +428,10 @@ func TestSecondTillOnSameAuditFileRefused(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "another till") {
 		t.Errorf("a second till serve on the same audit file: exit %d, want 1 naming the other till\n%s", code, errOut)
 	}
+	// One hint, the one that helps: the config is not at fault.
+	if strings.Count(errOut, "hint") != 1 || !strings.Contains(errOut, "till: hint: stop that till first, or give each till its own audit.file") {
+		t.Errorf("a second till serve on the same audit file: want one hint, to stop the other till\n%s", errOut)
+	}
 	get("after")
 	tl.stop()
 	pub, errOut, code := runTill(t, dir, "", nil, "audit", "pubkey")

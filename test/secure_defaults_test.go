@@ -327,7 +327,7 @@ func TestAuditFileServeCannotOpen(t *testing.T) {
 			os.Symlink("audit.jsonl", filepath.Join(dir, "link.jsonl"))
 			setSecret(t, dir, "openai", openaiKey)
 			writeConfig(t, dir, cfg(tt.file))
-			if _, errOut, code := runTill(t, dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, tt.want) || !strings.Contains(errOut, "hint: check audit.file") {
+			if _, errOut, code := runTill(t, dir, "", nil, "check"); code != 1 || !strings.Contains(errOut, tt.want) || !strings.Contains(errOut, "hint: check audit.file") || strings.Count(errOut, "hint") != 1 {
 				t.Errorf("check: exit %d, want 1 and %q:\n%s", code, tt.want, errOut)
 			}
 			if out := serveRefused(t, dir, u.caFile); !strings.Contains(out, tt.want) {

@@ -136,7 +136,7 @@ func checkAdminSocket(cfg *config.Config) error {
 // without creating or changing it.
 func checkAudit(cfg *config.Config) error {
 	if err := audit.Check(cfg.Audit.File); err != nil {
-		return withHint(err, "check audit.file in the config")
+		return withHint(err, auditHint(err))
 	}
 	return nil
 }

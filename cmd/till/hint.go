@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
@@ -27,6 +28,18 @@ func (e hintError) Error() string { return e.err.Error() }
 func (e hintError) Unwrap() error { return e.err }
 
 func withHint(err error, hint string) error { return hintError{err, hint} }
+
+// auditHint is the hint for an audit file that serve or check cannot
+// open: the config names the wrong file, unless another till holds it.
+func auditHint(err error) string {
+	switch {
+	case errors.Is(err, audit.ErrHeld):
+		return "stop that till first, or give each till its own audit.file"
+	case errors.Is(err, audit.ErrSymlink):
+		return "check audit.file: give the file the link names"
+	}
+	return "check audit.file in the config"
+}
 
 // setIn is a hint to set setting in cfg's file, then what follows; with
 // no config file (the built-in defaults), in the one till init writes.

@@ -426,7 +426,7 @@ func openAudit(cfg *config.Config, secrets map[string]vault.Secret, e *env, logg
 	}
 	sink, err := audit.Open(o)
 	if err != nil {
-		return nil, withHint(err, "check audit.file in the config")
+		return nil, withHint(err, auditHint(err))
 	}
 	return sink, nil
 }
