@@ -134,8 +134,13 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 		reportNewVault(e, cfg)
 	}
 	fmt.Fprintf(e.stdout, "%s secret %q (%s) in %s", verb, name, s.Fingerprint(), displayPath(v.Path()))
-	if !exp.IsZero() {
-		fmt.Fprintf(e.stdout, ", expires %s", exp.UTC().Format(time.RFC3339))
+	// The date the secret expires, which vault.max_age may make earlier
+	// than --expires said, or set without it.
+	if at := s.ExpiresAt(cfg.Vault.MaxAge); !at.IsZero() {
+		fmt.Fprintf(e.stdout, ", expires %s", at.UTC().Format(time.RFC3339))
+		if !at.Equal(s.Expires) {
+			fmt.Fprint(e.stdout, " (vault.max_age)")
+		}
 	}
 	if verb == "kept" {
 		fmt.Fprint(e.stdout, ": the value it holds already, so not a rotation")

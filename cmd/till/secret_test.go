@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +66,46 @@ func TestSecretSetShortWarns(t *testing.T) {
 		t.Errorf("secret set of an 8-character value warned: %s", errOut)
 	}
 }
+
+// TestSecretSetSaysWhenItExpires: secret set prints the date the secret
+// expires: --expires's, or vault.max_age's when that comes first (or
+// alone), saying so.
+func TestSecretSetSaysWhenItExpires(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nvault: {max_age: 720h}\nroutes: []\n"), 0o644)
+	now := time.Now()
+	aged := now.Add(720 * time.Hour).UTC()
+	for _, tt := range []struct {
+		expires string
+		want    time.Time
+		byAge   bool
+	}{
+		{"", aged, true},
+		{"7d", now.Add(7 * 24 * time.Hour).UTC(), false},
+		{"90d", aged, true},
+	} {
+		args := []string{"secret", "set", "openai"}
+		if tt.expires != "" {
+			args = append(args, "--expires", tt.expires)
+		}
+		out := c.must(key, args...)
+		m := expiresAt.FindStringSubmatch(out)
+		var got time.Time
+		err := errors.New("no date")
+		if m != nil {
+			got, err = time.Parse(time.RFC3339, m[1])
+		}
+		if err != nil || got.Sub(tt.want).Abs() > time.Minute {
+			t.Errorf("secret set --expires %q: %q, want it to expire at %s", tt.expires, out, tt.want.Format(time.RFC3339))
+		}
+		if strings.Contains(out, "(vault.max_age)") != tt.byAge {
+			t.Errorf("secret set --expires %q: %q: want vault.max_age named %v", tt.expires, out, tt.byAge)
+		}
+	}
+}
+
+// expiresAt finds the date in secret set's ", expires DATE".
+var expiresAt = regexp.MustCompile(`, expires (\S+Z)`)
 
 // TestSecretRmInUse: a secret a route attaches, alone or in a pool, is
 // kept unless --force; one no route uses goes at once.
