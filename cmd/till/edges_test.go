@@ -189,8 +189,9 @@ func TestMappedCIDR(t *testing.T) {
 	}
 }
 
-// till usage --budget with a name the config does not have (a typo) exits
-// 0 with an empty table, where till env --client NAME says there is no such client.
+// till usage --budget or --client with a name the config does not have (a
+// typo), or that no client could have, is a usage error (2), as in till
+// test and till env, and the name is not echoed.
 func TestUsageUnknownBudget(t *testing.T) {
 	c := newCLI(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -199,13 +200,16 @@ func TestUsageUnknownBudget(t *testing.T) {
 	defer srv.Close()
 	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: web-daily, window: day, requests: 5}]\n"), 0o644)
 	out, _, code := c.run("", "usage", "--url", srv.URL, "--budget", "web-dialy")
-	if code == 0 {
-		t.Errorf("usage --budget web-dialy (no such budget): exit 0:\n%s", out)
+	if code != 2 {
+		t.Errorf("usage --budget web-dialy (no such budget): exit %d:\n%s", code, out)
 	}
 	// Nor a client it does not have; anonymous is every caller without one.
 	out, errOut, code := c.run("", "usage", "--url", srv.URL, "--client", "wbe")
-	if code == 0 || strings.Contains(errOut, "wbe") {
+	if code != 2 || strings.Contains(errOut, "wbe") {
 		t.Errorf("usage --client wbe (no such client): exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := c.run("", "usage", "--url", srv.URL, "--client", "No Body"); code != 2 || strings.Contains(errOut, "No Body") {
+		t.Errorf("usage --client \"No Body\" (not a client name): exit %d: %s%s", code, out, errOut)
 	}
 	if out, errOut, code := c.run("", "usage", "--url", srv.URL, "--client", "anonymous"); code != 0 || !strings.Contains(out, "web-daily") {
 		t.Errorf("usage --client anonymous: exit %d: %s%s", code, out, errOut)

@@ -56,9 +56,10 @@ func runEnv(args []string, e *env) error {
 	if !cfg.Forward.Enabled {
 		return withHint(errors.New("forward proxy mode is off"), setIn(cfg, "forward.enabled: true", " (and run till ca init once, for its CA)"))
 	}
-	if client != "" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
-		return withHint(usageError{fmt.Sprintf("--client %s: no client of that name in the config", client)},
-			"till client list shows the names; till client add "+client+" makes one")
+	if client != "" {
+		if err := knownClient(cfg, client); err != nil {
+			return err
+		}
 	}
 	caPEM, err := readCACert(cfg.Forward.CACert)
 	if err != nil {

@@ -110,6 +110,17 @@ func wantArgs(pos []string, n int, synopsis string) error {
 	return nil
 }
 
+// knownClient refuses, as a usage error, a --client NAME that names no
+// client of cfg. The name is not echoed: it may be a key pasted in its
+// place.
+func knownClient(cfg *config.Config, name string) error {
+	if slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == name }) {
+		return nil
+	}
+	return withHint(usageError{"--client: no client of that name in " + displayPath(configName(cfg))},
+		"till client list shows the names; till client add NAME makes one")
+}
+
 // clientNameArg checks a client NAME given on the command line (an
 // argument or --client) before anything prints it. The error never holds
 // the argument: what fails the name rule may be a key pasted in its place,

@@ -148,7 +148,7 @@ func TestSecretSetRefusals(t *testing.T) {
 		{"control character", "sk-a\x1bb", []string{"secret", "set", "openai"}, 1, "control character"},
 		{"two newlines", "sk-a\n\n", []string{"secret", "set", "openai"}, 1, "spans lines"},
 		{"a PEM without --pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", []string{"secret", "set", "gh"}, 1, "a PEM key takes --pem"},
-		{"bad name", key, []string{"secret", "set", "Open AI"}, 1, "secret name"},
+		{"bad name", key, []string{"secret", "set", "Open AI"}, 2, "secret name"},
 		{"bad expiry", key, []string{"secret", "set", "openai", "--expires", "soon"}, 2, "--expires"},
 		{"expiry in the past", key, []string{"secret", "set", "openai", "--expires", "2020-01-01"}, 2, "--expires 2020-01-01 is in the past"},
 		{"time in the past", key, []string{"secret", "set", "openai", "--expires", "2020-01-01T10:00:00+02:00"}, 2, "--expires 2020-01-01T10:00:00+02:00 is in the past"},
@@ -437,7 +437,7 @@ func TestCAAndEnv(t *testing.T) {
 	if !strings.Contains(out, "\nHTTPS_PROXY=http://127.0.0.1:8443\n") {
 		t.Errorf("dotenv output:\n%s", out)
 	}
-	if _, errOut, code = c.run("", "env", "--client", "nobody"); code != 2 || !strings.Contains(errOut, "--client nobody: no client of that name in the config") {
+	if _, errOut, code = c.run("", "env", "--client", "nobody"); code != 2 || !strings.Contains(errOut, "--client: no client of that name in till.yaml") {
 		t.Errorf("env --client of an unknown client: exit %d: %s", code, errOut)
 	}
 	if _, _, code = c.run("", "env", "--format", "xml"); code != 2 {

@@ -55,7 +55,7 @@ func runSecretSet(ctx context.Context, args []string, e *env) error {
 	}
 	name := pos[0]
 	if err := vault.ValidName(name); err != nil {
-		return err
+		return usageError{err.Error()}
 	}
 	if name == config.CASecret {
 		return withHint(fmt.Errorf("%q holds till's CA key", name), "it is managed by till ca init")
@@ -366,7 +366,7 @@ func runSecretRm(args []string, e *env) error {
 	// hold it, in case it is a key pasted in its place.
 	name := pos[0]
 	if err := vault.ValidName(name); err != nil {
-		return withHint(err, "till secret list shows the names")
+		return withHint(usageError{err.Error()}, "till secret list shows the names")
 	}
 	cfg, err := configFor(cfgPath, e)
 	if err != nil {

@@ -196,7 +196,7 @@ func TestUsageWithoutBudgets(t *testing.T) {
 	if out, errOut, code := c.run("", "usage"); code != 0 || out != "" || !strings.Contains(errOut, "budgets: [{name: daily") {
 		t.Errorf("usage without budgets: exit %d: %q %s", code, out, errOut)
 	}
-	if _, errOut, code := c.run("", "usage", "--budget", "daily"); code != 1 || !strings.Contains(errOut, "it sets no budgets") {
+	if _, errOut, code := c.run("", "usage", "--budget", "daily"); code != 2 || !strings.Contains(errOut, "it sets no budgets") {
 		t.Errorf("usage --budget without budgets: exit %d: %s", code, errOut)
 	}
 }

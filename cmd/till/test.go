@@ -57,8 +57,10 @@ func runTest(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if client != "" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
-		return withHint(usageError{fmt.Sprintf("--client %s: no client of that name in the config", client)}, "till client list shows the names")
+	if client != "" {
+		if err := knownClient(cfg, client); err != nil {
+			return err
+		}
 	}
 	target := pos[1]
 	if p, ok := ownListenerPath(target, cfg); ok {

@@ -41,6 +41,11 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till usage [-c FILE] [--json] [--client NAME] [--budget NAME] [--url URL]"); err != nil {
 		return err
 	}
+	if client != "" && client != "anonymous" {
+		if err := clientNameArg(client, "--client"); err != nil {
+			return err
+		}
+	}
 	cfg, err := configFor(cfgPath, e)
 	if err != nil {
 		return err
@@ -63,11 +68,12 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 		if len(names) == 0 {
 			hint = "it sets no budgets"
 		}
-		return withHint(fmt.Errorf("--budget: %s has no such budget", displayPath(configName(cfg))), hint)
+		return withHint(usageError{fmt.Sprintf("--budget: %s has no such budget", displayPath(configName(cfg)))}, hint)
 	}
-	if client != "" && client != "anonymous" && !slices.ContainsFunc(cfg.Clients, func(c config.Client) bool { return c.Name == client }) {
-		// Not echoed either.
-		return withHint(fmt.Errorf("--client: %s has no such client", displayPath(configName(cfg))), "till client list shows them; anonymous counts callers without a token")
+	if client != "" && client != "anonymous" {
+		if err := knownClient(cfg, client); err != nil {
+			return withHint(err, "anonymous counts callers without a token")
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, usageTimeout)
 	defer cancel()
