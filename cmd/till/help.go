@@ -60,7 +60,7 @@ var commandHelp = map[string]helpEntry{
 	"secret list": {
 		synopsis: "till secret list [-c FILE] [--json]",
 		short:    "list the secrets (never their values)",
-		about:    "List the vault's secrets and the source refs routes use (fetched once): name, source, fingerprint, version time, expires and status (ok, expiring within 14 days, expired, unavailable); never their values.",
+		about:    "List the vault's secrets and the source refs routes use (fetched once): name, source, fingerprint, created, updated (the version time), expires and status (ok, expiring within 14 days, expired, unavailable); never their values.",
 		examples: []string{"till secret list", "till secret list --json"},
 	},
 	"secret rm": {
