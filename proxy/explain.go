@@ -201,7 +201,7 @@ func (s *Snapshot) Mint(ctx context.Context, route string) error {
 		if in.minter == nil {
 			return fmt.Errorf("route %q mints no token", route)
 		}
-		_, err := in.minter.token(ctx, nil, nil)
+		_, err := in.minter.token(ctx, askChecks{})
 		return err
 	}
 	return fmt.Errorf("no route %q", route)

@@ -86,6 +86,7 @@ type Gateway struct {
 	buffers    *bufferPool  // copy response bodies
 	intercept  *interceptor // nil without a CA
 	held       heldConns    // tunnels and upgrades, rechecked at each Swap
+	waiting    waiting      // HTTP/2 requests not written yet, likewise
 }
 
 // live is the snapshot being served, with what forward mode needs for it:
@@ -167,6 +168,7 @@ func (g *Gateway) Swap(s *Snapshot) {
 		old.relay.CloseIdleConnections()
 	}
 	g.held.recheck(l)
+	g.waiting.recheck(l)
 	g.metrics.forget(s)
 }
 

@@ -146,13 +146,23 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	return &minter{fetch: fetch, endpoint: endpoint, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
 }
 
+// askChecks are what each ask of a token endpoint is held to (see
+// askGuard); any may be nil. before runs just before each ask (an ask
+// sends the long-lived secret) and may stop it with errAuditUnavailable;
+// goes runs once each ask has its connection, before anything is written
+// on it, and may stop it with its error; wait returns the tracking of an
+// ask that waits, from then, to be written (over HTTP/2: see unwritten),
+// which calls stop with the error of a reload that refuses it.
+type askChecks struct {
+	before func() bool
+	goes   func() error
+	wait   func(stop func(error)) *unwritten
+}
+
 // token returns the current token's injection, minting one when there is
-// none still good; the error is the token endpoint's. before, when set,
-// runs just before each ask of the endpoint (an ask sends the long-lived
-// secret) and may stop it with errAuditUnavailable; goes, when set, runs
-// once each ask has its connection, before anything is written on it,
-// and may stop it with its error (see askGuard).
-func (m *minter) token(ctx context.Context, before func() bool, goes func() error) (*minted, error) {
+// none still good; the error is the token endpoint's, or that of checks,
+// which each ask is held to.
+func (m *minter) token(ctx context.Context, checks askChecks) (*minted, error) {
 	if t := m.cur.Load(); t != nil && m.good(t) {
 		return t, nil
 	}
@@ -168,7 +178,7 @@ func (m *minter) token(ctx context.Context, before func() bool, goes func() erro
 			return nil, err // failed while this call waited
 		}
 		client := *tokenClient
-		guard := &askGuard{RoundTripper: client.Transport, before: before, goes: goes}
+		guard := &askGuard{RoundTripper: client.Transport, askChecks: checks}
 		sent := &sentCredentials{RoundTripper: guard}
 		client.Transport = sent
 		// Not the request's context: the token serves every request.
@@ -229,15 +239,15 @@ func (m *minter) fail(err error) error {
 // request, before anything is written on it, and may stop it too: a key
 // that expired, or that a reload refused, while the endpoint was dialled
 // (up to the transport's dial and handshake timeouts) does not go, as
-// withhold keeps it from an upstream. A stopped request is never written
-// (dropUnwritten), its headers are cleared and its body never read;
+// withhold keeps it from an upstream; wait stops it from then until it is
+// written. A stopped request is never written (dropUnwritten), its
+// headers are cleared (when goes stopped it) and its body never read;
 // stopped says why, whatever the flow made of the transport's error.
 type askGuard struct {
 	http.RoundTripper
-	before func() bool
-	goes   func() error
-	mu     sync.Mutex
-	cause  error
+	askChecks
+	mu    sync.Mutex
+	cause error
 }
 
 func (b *askGuard) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -263,8 +273,16 @@ func (b *askGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 	// connection when one fails under it (HTTP/2's REFUSED_STREAM, a
 	// GOAWAY): each connection after the first is another send of the
 	// secret, which before must allow first, as sendTrace does upstream.
+	var u *unwritten
+	if b.wait != nil {
+		u = b.wait(func(cause error) {
+			stopped.Store(true)
+			cancel(b.stop(cause))
+		})
+	}
+	defer u.written()
 	conns := 0
-	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+	trace := &httptrace.ClientTrace{WroteHeaders: u.written, GotConn: func(info httptrace.GotConnInfo) {
 		var cause error
 		if b.goes != nil {
 			cause = b.goes()
@@ -277,7 +295,9 @@ func (b *askGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 			clear(out.Header)
 			cancel(b.stop(cause))
 			dropUnwritten(info.Conn)
+			return
 		}
+		u.watch(info.Conn)
 	}}
 	res, err := b.RoundTripper.RoundTrip(out.WithContext(httptrace.WithClientTrace(ctx, trace)))
 	if err != nil {
@@ -437,10 +457,11 @@ func shorten(s string, limit int) string {
 // of the token its minter holds, asking the token endpoint for one when
 // none is still good. The ask sends the long-lived secret: a key use,
 // recorded first (invariant 8) as the request's, to the endpoint, and
-// kept back (keptBack) when goes refuses it once the endpoint's connection
-// is got. The error is errAuditUnavailable, keptBack or the endpoint's;
+// kept back (keptBack) when w refuses it once the endpoint's connection
+// is got, or while it waits there to be written (unwritten). The error is
+// errAuditUnavailable, keptBack or the endpoint's;
 // asked reports whether the use record was written all the same.
-func (x *exchange) mint(in *injection, goes func() *apiError) (_ *injection, asked bool, _ error) {
+func (x *exchange) mint(in *injection, w keyWatch) (_ *injection, asked bool, _ error) {
 	m := in.minter
 	if m == nil {
 		return in, false, nil
@@ -453,18 +474,24 @@ func (x *exchange) mint(in *injection, goes func() *apiError) (_ *injection, ask
 	var asks atomic.Int32
 	asks.Store(x.attempts.Load())
 	var sent atomic.Bool
-	t, err := m.token(x.ctx, func() bool {
-		if !x.audit.writeUse(&rec, int(asks.Add(1)), time.Now()) {
-			x.auditFailed.Store(true)
-			return false
-		}
-		sent.Store(true)
-		return true
-	}, func() error {
-		if e := goes(); e != nil {
-			return keptBack{*e}
-		}
-		return nil
+	t, err := m.token(x.ctx, askChecks{
+		before: func() bool {
+			if !x.audit.writeUse(&rec, int(asks.Add(1)), time.Now()) {
+				x.auditFailed.Store(true)
+				return false
+			}
+			sent.Store(true)
+			return true
+		},
+		goes: func() error {
+			if e := w.goes(); e != nil {
+				return keptBack{*e}
+			}
+			return nil
+		},
+		wait: func(stop func(error)) *unwritten {
+			return w.waiter(func(e *apiError) { stop(keptBack{*e}) })
+		},
 	})
 	if err != nil {
 		return nil, sent.Load(), err

@@ -432,7 +432,7 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	// A minting key's token, before this answer is let go for another.
 	// The request's record stays this attempt's: the ask has its own
 	// use record.
-	minted, _, merr := x.mint(inj, func() *apiError { e, _ := g.keyGoes(r, x, next, inj); return e })
+	minted, _, merr := x.mint(inj, g.watchKey(r, x, next, inj))
 	if merr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", inj.secretName).
 			Str("error", merr.Error()).Msg("the pool's next token cannot be obtained from its token endpoint")

@@ -3,7 +3,6 @@ package proxy
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"iter"
@@ -163,7 +162,8 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	}
 	early := &earlyHints{rw: rw}
 	var out *http.Request
-	trace := x.sendTrace(cancel, func() bool { return g.withhold(r, x, out, cancel) })
+	u := x.wait.newAttempt(g, r, x, cancel)
+	trace := x.sendTrace(cancel, func() bool { return g.withhold(r, x, out, cancel) }, u)
 	if x.route.pool == nil {
 		// A pool's attempt may yet be refused and sent again with
 		// another key: nothing of it reaches the app before its answer.
@@ -193,6 +193,11 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	// net/http's Transport, with the route's timeout for the response
 	// headers.
 	res, err = g.transports.forTimeout(x.route.timeout).RoundTrip(out)
+	u.written()
+	var kept keptBack
+	if err != nil && x.withheld == nil && errors.As(context.Cause(ctx), &kept) {
+		x.withheld = &kept.e // a reload while it waited to be written
+	}
 	early.stop()
 	if x.upload != nil {
 		// An upstream that answered early is no longer waited on.
@@ -295,34 +300,43 @@ func (x *exchange) writeAhead() bool {
 // may yet keep the key back, and each one after the first (writeAhead
 // recorded that) is a send of the key that is recorded before it goes. If
 // that record cannot be written, the request ends (audit_unavailable)
-// before anything of it is written (dropUnwritten). The upload watch
-// starts once the head is written.
-func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() bool) *httptrace.ClientTrace {
+// before anything of it is written (dropUnwritten). u holds the request
+// from then until its head is written, when the upload watch starts.
+func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() bool, u *unwritten) *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			if withhold() {
 				dropUnwritten(info.Conn)
 				return
 			}
-			if x.conns.Add(1) == 1 {
-				return
-			}
-			n := x.attempts.Load() + 1
-			if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
-				x.auditFailed.Store(true)
-				cancel(errAuditUnavailable)
+			if x.conns.Add(1) > 1 && !x.recordResend(cancel) {
 				dropUnwritten(info.Conn)
 				return // not sent: not an attempt
 			}
-			x.attempts.Store(n)
+			u.watch(info.Conn)
 		},
 		WroteHeaders: func() {
+			u.written()
 			x.wrote.Store(true)
 			if x.upload != nil {
 				x.upload.start()
 			}
 		},
 	}
+}
+
+// recordResend records a send of the key on another connection than the
+// attempt's first; if it cannot, it ends the request (cancel) and
+// reports false.
+func (x *exchange) recordResend(cancel context.CancelCauseFunc) bool {
+	n := x.attempts.Load() + 1
+	if !x.audit.writeUse(&x.rec, int(n), time.Now()) {
+		x.auditFailed.Store(true)
+		cancel(errAuditUnavailable)
+		return false
+	}
+	x.attempts.Store(n)
+	return true
 }
 
 // dropUnwritten keeps the request of an attempt that GotConn ended
@@ -332,10 +346,9 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 // An HTTP/2 connection is shared with other requests and stays open: that
 // Transport checks the context before it writes a stream's headers.
 func dropUnwritten(conn net.Conn) {
-	if tc, ok := conn.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
-		return
+	if !overHTTP2(conn) {
+		conn.Close()
 	}
-	conn.Close()
 }
 
 // withhold checks r again, as readmit does, once the transport has a
@@ -365,7 +378,11 @@ func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, canc
 // in flight at a rotation. expired reports a key that goes expired
 // (on_expired: warn).
 func (g *Gateway) keyGoes(r *http.Request, x *exchange, m *member, in *injection) (_ *apiError, expired bool) {
-	l := g.live.Load()
+	return g.live.Load().keyGoes(r, x, m, in)
+}
+
+// keyGoes is Gateway.keyGoes as l says.
+func (l *live) keyGoes(r *http.Request, x *exchange, m *member, in *injection) (_ *apiError, expired bool) {
 	if l == x.live {
 		refusal, ok, expired := in.secretState(time.Now(), l.onExpired)
 		if !ok {

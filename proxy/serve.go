@@ -166,7 +166,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	}
 	x.rec.secret = d.inj.secretName
 	key := x.inj
-	inj, asked, err := x.mint(key, func() *apiError { e, _ := g.keyGoes(r, x, x.member, key); return e })
+	inj, asked, err := x.mint(key, g.watchKey(r, x, x.member, key))
 	if asked {
 		// The secret went to the token endpoint: the request's record
 		// names it, as its use record does.

@@ -135,6 +135,8 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		stripKey(r)
 		return true
 	}
-	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(cancel, withhold)))
+	// held is held (holdUpgrade) for as long as the switch lives: it
+	// needs no waiter (unwritten) besides.
+	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(cancel, withhold, nil)))
 	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 }

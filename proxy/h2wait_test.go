@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/vault"
+)
+
+// oneStreamUpstream is an HTTP/2 upstream that takes one stream at a
+// time (SETTINGS_MAX_CONCURRENT_STREAMS 1). A request to /hold holds
+// that stream until release is closed; every other request is counted
+// by path, and answered as a token endpoint at /token.
+type oneStreamUpstream struct {
+	*httptest.Server
+	holding chan struct{}
+	release chan struct{}
+	tokens  atomic.Int32 // asks of /token
+	others  atomic.Int32 // requests to other paths
+}
+
+func newOneStreamUpstream(t *testing.T) *oneStreamUpstream {
+	t.Helper()
+	u := &oneStreamUpstream{holding: make(chan struct{}, 1), release: make(chan struct{})}
+	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		switch r.URL.Path {
+		case "/hold":
+			u.holding <- struct{}{}
+			<-u.release
+		case "/token":
+			u.tokens.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"access_token":"tok-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+		default:
+			u.others.Add(1)
+		}
+	}))
+	u.EnableHTTP2 = true
+	u.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1}
+	u.StartTLS()
+	t.Cleanup(func() {
+		select {
+		case <-u.release:
+		default:
+			close(u.release)
+		}
+		u.Close()
+	})
+	return u
+}
+
+// transport reaches u over HTTP/2 and, as net/http does when the
+// upstream's stream limit is lowered under requests that took its
+// connection already, has them wait for a free stream on it.
+func (u *oneStreamUpstream) transport() *http.Transport {
+	tr := NewTransport()
+	tr.TLSClientConfig.RootCAs = x509.NewCertPool()
+	tr.TLSClientConfig.RootCAs.AddCert(u.Certificate())
+	tr.HTTP2 = &http.HTTP2Config{StrictMaxConcurrentRequests: true}
+	return tr
+}
+
+// hold takes u's one stream with a request sent through send, and
+// returns once u holds it.
+func (u *oneStreamUpstream) hold(t *testing.T, send func()) {
+	t.Helper()
+	go send()
+	select {
+	case <-u.holding:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request that takes the upstream's one stream never reached it")
+	}
+}
+
+// waitForFreeStream waits until a request waits for a free HTTP/2
+// stream: its connection got, it is about to be written.
+func waitForFreeStream(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), "awaitOpenSlotForStream") {
+			return
+		}
+	}
+	t.Fatal("no request waits for a free HTTP/2 stream")
+}
+
+// TestReloadWhileWaitingForHTTP2Stream: a request let by has its HTTP/2
+// connection to the upstream (or its token endpoint), where the
+// upstream's streams are all taken, and waits for one to free; a reload
+// that revokes its client lands meanwhile. Checked when the connection
+// was got, the key (the client secret, for a token ask) went all the
+// same once a stream freed: it must not go.
+func TestReloadWhileWaitingForHTTP2Stream(t *testing.T) {
+	sum := sha256.Sum256([]byte(connectToken))
+	other := sha256.Sum256([]byte(connectToken + "x"))
+	for _, mint := range []bool{false, true} {
+		name := "static key"
+		if mint {
+			name = "token ask"
+		}
+		t.Run(name, func(t *testing.T) {
+			u := newOneStreamUpstream(t)
+			inject := "preset: openai"
+			secret := vault.NewSecret("k", testKey, time.Now())
+			if mint {
+				inject = "inject: {oauth2: {token_url: " + u.URL + "/token}}"
+				secret = oauthSecret("k", time.Now())
+				old := tokenClient.Transport
+				tokenClient.Transport = u.transport()
+				t.Cleanup(func() { tokenClient.Transport = old })
+			}
+			conf := func(digest [32]byte) *Snapshot {
+				y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+					"routes:\n  - {name: api, upstream: " + u.URL + ", secret: k, clients: [web], " + inject + "}\n"
+				cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return NewSnapshot(cfg, map[string]vault.Secret{"k": secret})
+			}
+			gw := New(conf(sum), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop(), Transport: u.transport()})
+			send := func(path string) int {
+				req := httptest.NewRequest("GET", "/api"+path, nil)
+				req.Header.Set("X-Till-Token", connectToken)
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, req)
+				return w.Code
+			}
+			if mint {
+				u.hold(t, func() {
+					res, err := tokenClient.Get(u.URL + "/hold")
+					if err == nil {
+						res.Body.Close()
+					}
+				})
+			} else {
+				u.hold(t, func() { send("/hold") })
+			}
+			done := make(chan int, 1)
+			go func() { done <- send("/x") }()
+			waitForFreeStream(t)
+			gw.Swap(conf(other)) // till client rotate web, acknowledged
+			close(u.release)
+			status := <-done
+			if n := u.tokens.Load() + u.others.Load(); n != 0 {
+				t.Errorf("the upstream got %d request(s) sent after a reload that revoked the client was acknowledged (the app got %d)", n, status)
+			}
+			if status != http.StatusUnauthorized {
+				t.Errorf("got %d, want the 401 the reload's config gives", status)
+			}
+		})
+	}
+}
