@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -439,6 +440,45 @@ func TestRouteHostInAnySpelling(t *testing.T) {
 		if tg, e := s.resolveURL(&url.URL{Scheme: "http", Host: host, Path: "/v1/models"}); e != nil || tg.mode != modeForward {
 			t.Errorf("GET http://%s/v1/models: mode %q, %v; want the route's", host, tg.mode, e)
 		}
+	}
+}
+
+// TestRouteHostInUnicodeNeverRelayed: net/http's Transport dials a host
+// that is not ASCII as IDNA's lookup maps it (a fullwidth letter or
+// digit, an ideographic full stop, a soft hyphen left out), so such a
+// spelling of a route's host, no route's host to till, was relayed
+// untouched to the route's upstream (here at a path the route refuses),
+// its own credentials with it. A host that is not ASCII is refused, in
+// an absolute-form request and a CONNECT alike: apps send an
+// internationalised name in its xn-- form.
+func TestRouteHostInUnicodeNeverRelayed(t *testing.T) {
+	var reached atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer up.Close()
+	port := up.URL[strings.LastIndexByte(up.URL, ':')+1:]
+	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n"+
+		"  - {name: local, preset: openai, upstream: {{UP}}, allow: {paths: [/v1/models]}}\n  - {name: openai, preset: openai}\n", up.URL, secrets(time.Now()))
+	for _, host := range []string{"127.0.0.\uff11:" + port, "%EF%BC%91%EF%BC%92%EF%BC%97.0.0.\uff11:" + port} {
+		req := httptest.NewRequest("GET", "http://"+host+"/admin", nil)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, req)
+		if n := reached.Load(); n != 0 || w.Code != http.StatusBadRequest {
+			t.Errorf("GET http://%s/admin: got %d, and the route's upstream was reached %d time(s); want 400 and never", host, w.Code, n)
+		}
+	}
+	s := gw.live.Load().Snapshot
+	for _, host := range []string{"\uff41pi.openai.com", "api\u3002openai.com", "api.open\u00adai.com", "\u0430pi.openai.com"} {
+		if tg, e := s.resolveURL(&url.URL{Scheme: "http", Host: host, Path: "/v1/models"}); e == nil || e.code != CodeBadRequest {
+			t.Errorf("GET http://%s/v1/models: mode %q, %v; want 400 bad_request", host, tg.mode, e)
+		}
+		if _, mode, e := s.resolveConnect(host+":443", false); e == nil || e.code != CodeBadRequest {
+			t.Errorf("CONNECT %s:443: mode %q, %v; want 400 bad_request", host, mode, e)
+		}
+	}
+	// An internationalised name written as requests carry it is a host
+	// like any other.
+	if _, mode, e := s.resolveConnect("xn--80ak6aa92e.com:443", false); e != nil || mode != modeTunnel {
+		t.Errorf("CONNECT xn--80ak6aa92e.com:443: mode %q, %v; want it tunnelled", mode, e)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // target is where a request goes, resolved from what its mode gives: the
@@ -67,8 +68,8 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if reason := checkPath(u.RawPath, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
-	if numericName(u.Hostname()) {
-		return target{}, &errNumericName
+	if e := badHost(u.Hostname()); e != nil {
+		return target{}, e
 	}
 	keys := []string{hostKey("http", u.Host)}
 	if bare := strings.TrimSuffix(strings.TrimSuffix(u.Host, u.Port()), ":"); hostKey("http", bare) == keys[0] {
@@ -131,8 +132,8 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 	if err != nil || perr != nil || host == "" || port == 0 {
 		return connectTarget{}, "", &apiError{CodeBadRequest, "CONNECT needs a host:port target"}
 	}
-	if numericName(host) {
-		return connectTarget{}, "", &errNumericName
+	if e := badHost(host); e != nil {
+		return connectTarget{}, "", e
 	}
 	// One leaf, and one SNI to match, per host however written.
 	t := connectTarget{host: canonicalHost(host), port: uint16(port), key: hostKey("https", authority)}
@@ -150,6 +151,27 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 	}
 	return t, modeTunnel, nil
 }
+
+// badHost refuses a host that the dialer would read as another: one
+// that ends in a number without being an IP address (numericName), or
+// one that is not ASCII. net/http's Transport dials a host in Unicode as
+// IDNA's lookup maps it (a fullwidth letter or digit to its ASCII
+// letter, an ideographic full stop to a dot, a soft hyphen to nothing),
+// so such a spelling of a route's host, which no route's host matches,
+// would be relayed untouched to it. Apps send an internationalised name
+// in its ASCII (xn--) form, as routes' upstreams are written.
+func badHost(host string) *apiError {
+	switch {
+	case numericName(host):
+		return &errNumericName
+	case strings.ContainsFunc(host, func(r rune) bool { return r >= utf8.RuneSelf }):
+		return &errHostNotASCII
+	}
+	return nil
+}
+
+// errHostNotASCII refuses a host that is not ASCII.
+var errHostNotASCII = apiError{CodeBadRequest, "the host is not ASCII: write an internationalised domain name in its xn-- form"}
 
 // errNumericName refuses a host that ends in a number without being an
 // IP address.
