@@ -194,9 +194,12 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	// headers.
 	res, err = g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 	u.written()
-	var kept keptBack
-	if err != nil && x.withheld == nil && errors.As(context.Cause(ctx), &kept) {
-		x.withheld = &kept.e // a reload while it waited to be written
+	if err != nil && x.withheld == nil {
+		// Declared here, not above: errors.As puts it on the heap.
+		var kept keptBack
+		if errors.As(context.Cause(ctx), &kept) {
+			x.withheld = &kept.e // a reload while it waited to be written
+		}
 	}
 	early.stop()
 	if x.upload != nil {
