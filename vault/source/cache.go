@@ -396,12 +396,26 @@ func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time
 	case meta.Fields:
 		value, err = onlyField(raw)
 	default:
-		value, err = vault.CleanValue(raw)
+		if value, err = vault.CleanValue(raw); err == nil {
+			err = notADocument(value)
+		}
 	}
 	if err != nil {
 		return vault.Secret{}, err
 	}
 	return vault.NewSecret(ref, value, version), nil
+}
+
+// notADocument refuses a whole value that is a JSON object of fields (an
+// AWS key/value secret, a JSON file, a helper's JSON): sent as one key,
+// every field in it, other credentials included, would go to the route's
+// upstream. A ref names the field to send with #FIELD.
+func notADocument(value string) error {
+	names, err := fieldNames([]byte(value))
+	if err != nil || names == nil {
+		return nil // not an object: a value as it is
+	}
+	return fmt.Errorf("value is a JSON object of %d fields (%s): name the one to send with #FIELD", len(names), shownNames(names))
 }
 
 // fieldsValue makes a FormFields secret of raw, a JSON object of string
@@ -461,28 +475,43 @@ func onlyField(raw []byte) (string, error) {
 
 // onlyFieldName returns the name of the only field of a JSON object.
 func onlyFieldName(raw []byte) (string, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
+	names, err := fieldNames(raw)
+	if err != nil || names == nil {
 		return "", errors.New("value is not a JSON object of fields")
+	}
+	if len(names) != 1 {
+		return "", fmt.Errorf("secret has %d fields (%s): name one with #FIELD", len(names), shownNames(names))
+	}
+	return names[0], nil
+}
+
+// fieldNames returns the sorted names of the fields of raw, a JSON
+// object; nil (and no error) for JSON null.
+func fieldNames(raw []byte) ([]string, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return nil, err
 	}
 	names := make([]string, 0, len(fields))
 	for k := range fields {
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	if len(names) != 1 {
-		// The names are the source's, and whoever writes the entry chose
-		// them: the error reaches a terminal, escaped and cut.
-		shown := make([]string, min(len(names), 8))
-		for i := range shown {
-			shown[i] = termtext.Escape(names[i], 64)
-		}
-		if len(names) > len(shown) {
-			shown = append(shown, "…")
-		}
-		return "", fmt.Errorf("secret has %d fields (%s): name one with #FIELD", len(names), strings.Join(shown, ", "))
+	return names, nil
+}
+
+// shownNames lists a source's field names for an error. Whoever writes
+// the entry chose them, and the error reaches a terminal: escaped, cut,
+// at most 8 of them.
+func shownNames(names []string) string {
+	shown := make([]string, min(len(names), 8))
+	for i := range shown {
+		shown[i] = termtext.Escape(names[i], 64)
 	}
-	return names[0], nil
+	if len(names) > len(shown) {
+		shown = append(shown, "…")
+	}
+	return strings.Join(shown, ", ")
 }
 
 // pickField returns one string field of a JSON object as a one-line

@@ -789,3 +789,49 @@ func TestStoreKeepsTheNewerValue(t *testing.T) {
 		})
 	}
 }
+
+// TestWholeValueIsNotADocument: a ref without #FIELD whose value is a
+// JSON object of fields (an AWS key/value secret, a JSON file, a helper's
+// JSON) is refused, naming the fields, not sent whole as one key: every
+// field in it, other credentials included, would go to the route's
+// upstream in a header. It fails as an outage does, so the value before
+// it stands in for failure_ttl; the ref with #FIELD reads it.
+func TestWholeValueIsNotADocument(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	const doc = `{"api_key": "sk-live-0123456789abcdef", "db_password": "hunter2-0123456789"}`
+	var value atomic.Value
+	value.Store("sk-before-0123456789")
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		return []byte(value.Load().(string) + "\n"), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: time.Minute}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	get := getter(c, "s:k")
+	if v, _, err := get(); err != nil || v != "sk-before-0123456789" {
+		t.Fatalf("got %q, %v", v, err)
+	}
+	value.Store(doc)
+	clk.add(11 * time.Second)
+	if v, stale, err := get(); err != nil || v != "sk-before-0123456789" || !stale {
+		t.Errorf("a document in place of the value: got %q stale=%v err=%v, want the value before it, stale", v, stale, err)
+	}
+	_, err := c.Get(context.Background(), "s:other")
+	if err == nil || !strings.Contains(err.Error(), "#FIELD") || !strings.Contains(err.Error(), "api_key, db_password") {
+		t.Errorf("a document as a whole value: got %v, want an error naming its fields and #FIELD", err)
+	}
+	if err != nil && (strings.Contains(err.Error(), "sk-live") || strings.Contains(err.Error(), "hunter2")) {
+		t.Errorf("the error carries a value: %v", err)
+	}
+	if r, err := c.Get(context.Background(), "s:other#api_key"); err != nil {
+		t.Errorf("the document's #FIELD: %v", err)
+	} else if v, _ := r.Secret.Value(); v != "sk-live-0123456789abcdef" {
+		t.Errorf("the document's #FIELD: got %q", v)
+	}
+	for _, v := range []string{"{not-json-0123456789", "null", `"quoted-0123456789"`, "[1, 2]"} {
+		value.Store(v)
+		if r, err := c.Get(context.Background(), "s:"+v); err != nil {
+			t.Errorf("%s: %v, want it read as it is", v, err)
+		} else if got, _ := r.Secret.Value(); got != v {
+			t.Errorf("%s: got %q", v, got)
+		}
+	}
+}
