@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
@@ -32,6 +33,14 @@ func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, str
 	conf, err := google.JWTConfigFromJSON(raw, cfg.Scopes...)
 	if err != nil {
 		return nil, nil, "google: the secret is not a service-account key (type, client_email, private_key, token_uri)"
+	}
+	// x/oauth2 reads the key only when it signs, at each mint: a key that
+	// cannot sign would fail every request, as if the endpoint had.
+	if conf.Email == "" {
+		return nil, nil, "google: the key has no client_email (the service account's address)"
+	}
+	if _, err := jwt.ParseRSAPrivateKeyFromPEM(conf.PrivateKey); err != nil {
+		return nil, nil, "google: the key's private_key is not an RSA private key in PEM (were its line breaks escaped twice?)"
 	}
 	if err := config.CheckTokenURL(conf.TokenURL); err != nil {
 		return nil, nil, "google: the key's token_uri " + err.Error()

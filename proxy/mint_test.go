@@ -3,6 +3,8 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -898,5 +900,49 @@ func TestMintAsksWithTheKeyARequestWould(t *testing.T) {
 	defer mu.Unlock()
 	if len(asked) != 1 || asked[0] != "new" {
 		t.Errorf("the token endpoint was asked with %q, want only %q", asked, "new")
+	}
+}
+
+// A Google key whose private_key cannot sign (its line breaks written as
+// "\n" twice escaped, an EC key, none) or that names no client_email is
+// refused when the route is compiled, naming what is wrong, as a GitHub
+// App's key is: till check reports it, rather than every request failing
+// at its mint, logged as a token endpoint's failure.
+func TestGoogleKeyMustSign(t *testing.T) {
+	good := rsaPEM(t)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	for _, tt := range []struct {
+		name, key, email, want string
+	}{
+		{"good", good, "till@example.iam.gserviceaccount.com", ""},
+		{"escaped line breaks", strings.ReplaceAll(good, "\n", `\n`), "till@example.iam.gserviceaccount.com", "private_key"},
+		{"ec key", ecPEM, "till@example.iam.gserviceaccount.com", "private_key"},
+		{"no private_key", "", "till@example.iam.gserviceaccount.com", "private_key"},
+		{"no client_email", good, "", "client_email"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			key := map[string]string{"type": "service_account", "token_uri": "https://oauth2.googleapis.com/token"}
+			if tt.key != "" {
+				key["private_key"] = tt.key
+			}
+			if tt.email != "" {
+				key["client_email"] = tt.email
+			}
+			_, _, problem := compileGoogle(&config.Google{Scopes: []string{config.DefaultGoogleScope}}, vault.NewFieldSecret("cred", key, time.Now()))
+			if tt.want == "" && problem != "" || !strings.Contains(problem, tt.want) {
+				t.Errorf("got problem %q, want one naming %q", problem, tt.want)
+			}
+			if strings.Contains(problem, "PRIVATE KEY") || strings.Contains(problem, good[40:60]) {
+				t.Errorf("the problem quotes the key: %q", problem)
+			}
+		})
 	}
 }
