@@ -48,6 +48,7 @@ type Vault struct {
 	tokenTTL  time.Duration
 	renewable bool
 	down      bool
+	standby   string               // the active node a standby redirects to; "" when active
 	tokens    map[string]time.Time // token → expiry (zero: none)
 	entries   map[string]*kvEntry
 	forbidden map[string]bool // MOUNT/PATH no token may read
@@ -152,6 +153,15 @@ func (v *Vault) SetRenewable(ok bool) {
 func (v *Vault) SetDown(down bool) {
 	v.mu.Lock()
 	v.down = down
+	v.mu.Unlock()
+}
+
+// SetStandby makes every request get the answer of an HA standby that
+// does not forward it: 307 to the same path at leader (a URL), with no
+// body, as Vault's respondStandby writes it; "" ends it.
+func (v *Vault) SetStandby(leader string) {
+	v.mu.Lock()
+	v.standby = leader
 	v.mu.Unlock()
 }
 
@@ -276,6 +286,11 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	defer v.mu.Unlock()
 	if v.down {
 		vaultErrors(w, http.StatusServiceUnavailable, "Vault is sealed")
+		return
+	}
+	if v.standby != "" {
+		w.Header().Set("Location", v.standby+r.URL.RequestURI())
+		w.WriteHeader(http.StatusTemporaryRedirect)
 		return
 	}
 	if v.namespace != "" && strings.Trim(r.Header.Get("X-Vault-Namespace"), "/") != v.namespace {

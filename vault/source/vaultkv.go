@@ -385,11 +385,19 @@ const maxMessage = 256
 
 // cappedTransport reads no answer larger than a value may be, with room
 // for its metadata: what the server, or one in its place, sends is read
-// into memory.
+// into memory. A redirect is an error: the official client takes one
+// with no body (an HA standby's 307 to the active node) for an entry not
+// found, which would revoke the value as if it were deleted.
 type cappedTransport struct{ rt http.RoundTripper }
 
 func (c cappedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return capBody(c.rt.RoundTrip(r))
+	res, err := c.rt.RoundTrip(r)
+	if err == nil && res.StatusCode >= 300 && res.StatusCode < 400 {
+		res.Body.Close()
+		return nil, fmt.Errorf("the server answered %d %s, and till follows no redirect (a standby that does not forward redirects to the active node: give address the active node, or a load balancer that reaches it)",
+			res.StatusCode, http.StatusText(res.StatusCode))
+	}
+	return capBody(res, err)
 }
 
 // capBody caps the body of res, an answer without err, at maxAnswer.

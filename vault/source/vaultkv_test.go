@@ -535,3 +535,35 @@ func TestVaultKVFileTooLarge(t *testing.T) {
 		})
 	}
 }
+
+// TestVaultKVStandbyRedirectIsNoDeletion: an HA standby that cannot
+// forward a request answers 307 to the active node, with no body. That
+// is the server failing till (which follows no redirect), not the entry
+// gone from it: the fetch fails as in an outage, so the last value
+// stands in for failure_ttl rather than being dropped as revoked, and the
+// error says what happened, not "no such secret".
+func TestVaultKVStandbyRedirectIsNoDeletion(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/openai", map[string]string{"api_key": "sk-vault-standby-1"}, nil)
+	token := v.IssueToken(0)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute, FailureTTL: time.Hour}}, Options{Now: clk.now})
+	get := getter(c, "corp:secret/openai")
+	if got, _, err := get(); err != nil || got != "sk-vault-standby-1" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	v.SetStandby("https://vault-active.invalid:8200")
+	_, _, err = src.Fetch(context.Background(), "secret/openai")
+	if err == nil || errors.Is(err, ErrGone) || !strings.Contains(err.Error(), "307") {
+		t.Errorf("a standby's redirect: got %v, want a failure naming the 307, not ErrGone", err)
+	}
+	mustNotHold(t, err, token, "vault-active.invalid")
+	clk.add(2 * time.Minute)
+	if got, stale, err := get(); err != nil || got != "sk-vault-standby-1" || !stale {
+		t.Errorf("past ttl, the standby redirecting: got %q stale=%v err=%v, want the last value, stale", got, stale, err)
+	}
+}
