@@ -347,7 +347,8 @@ func (c *Cache) changed(e *entry, spec Spec, k string, now time.Time) bool {
 	return true
 }
 
-// fetchTimeout bounds a fetch whose source sets no bound of its own.
+// fetchTimeout bounds a fetch whose source sets no longer bound of its
+// own (bounded).
 const fetchTimeout = time.Minute
 
 // fetchOne fetches path from the source and makes the value of ref in
@@ -356,7 +357,11 @@ const fetchTimeout = time.Minute
 func (c *Cache) fetchOne(spec Spec, ref, path, field string, f Form) (vault.Secret, error) {
 	// Not the request's context: the fetch serves every request waiting
 	// for it, and the value is kept for the next ones.
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	limit := fetchTimeout
+	if b, ok := spec.Source.(bounded); ok {
+		limit = max(limit, b.bound())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	raw, meta, err := spec.Source.Fetch(ctx, path)
 	if err != nil {

@@ -40,6 +40,21 @@ type Exec struct {
 
 var _ Source = Exec{}
 
+var _ bounded = Exec{}
+
+// bound is how long a fetch may take: the helper's timeout, and the
+// time its output is waited for once it is killed.
+func (e Exec) bound() time.Duration {
+	if e.Timeout <= 0 {
+		return 0
+	}
+	return e.Timeout + waitDelay
+}
+
+// waitDelay is how long a helper's output is waited for once it has
+// ended or been killed: a child it left may hold it open.
+const waitDelay = time.Second
+
 // maxStderr caps the stderr kept for the log.
 const maxStderr = 4 << 10
 
@@ -62,7 +77,7 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 	killGroup(cmd)
 	// A helper's child that keeps stdout open must not hold the fetch
 	// past the kill.
-	cmd.WaitDelay = time.Second
+	cmd.WaitDelay = waitDelay
 	var stdout, stderr capped
 	// stderr is cut to maxStderr only once the values are out of it: a
 	// value across the cut would no longer be found, and half of it

@@ -71,3 +71,10 @@ func gone(format string, a ...any) error { return goneError{fmt.Sprintf(format, 
 // maxRaw caps what a source reads for one value: a JSON document of
 // fields may be larger than one value, but never a file of any size.
 const maxRaw = 1 << 20
+
+// bounded is a Source that bounds each fetch itself (an exec helper's
+// timeout): the cache gives a fetch of it that long, when it is longer
+// than the cache's own bound.
+type bounded interface {
+	bound() time.Duration
+}

@@ -835,3 +835,36 @@ func TestWholeValueIsNotADocument(t *testing.T) {
 		}
 	}
 }
+
+// boundedSource is a fakeSource that bounds its fetches itself, as an
+// exec helper's timeout does.
+type boundedSource struct {
+	fakeSource
+	limit time.Duration
+}
+
+func (b boundedSource) bound() time.Duration { return b.limit }
+
+// TestFetchGetsItsSourcesBound: a source that bounds its fetches itself
+// (an exec helper with timeout: 2m) gets that long, not the cache's own
+// bound for sources that set none: the helper was killed at a minute,
+// and its error said it "did not finish within 2m0s".
+func TestFetchGetsItsSourcesBound(t *testing.T) {
+	var left atomic.Int64
+	src := boundedSource{fakeSource{func(ctx context.Context, _ string) ([]byte, Meta, error) {
+		if d, ok := ctx.Deadline(); ok {
+			left.Store(int64(time.Until(d)))
+		}
+		return []byte("v"), Meta{}, nil
+	}}, 5 * time.Minute}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{Log: zerolog.Nop()})
+	if _, err := c.Get(context.Background(), "s:k"); err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(left.Load()); got < 4*time.Minute {
+		t.Errorf("the fetch had %s, want the source's 5m", got)
+	}
+	if b := (Exec{Timeout: 2 * time.Minute}).bound(); b < 2*time.Minute {
+		t.Errorf("an exec source with timeout 2m bounds its fetch at %s", b)
+	}
+}
