@@ -75,6 +75,15 @@ func compileSigV4(cfg *config.AWSSigV4, sec vault.Secret) (*sigV4, []string, str
 		return nil, nil, "aws_sigv4 needs a secret with the fields access_key_id and secret_access_key: " + lacking(sec, "access_key_id", "secret_access_key") + " (till secret set NAME --json)"
 	}
 	token, _ := sec.Field("session_token")
+	// A field may span lines (a --json value, a source's document); a
+	// credential that does would fail every request at its send (the
+	// id and token go in headers) or sign it wrongly.
+	for i, v := range []string{id, key, token} {
+		if strings.ContainsAny(v, "\r\n") {
+			name := [...]string{"access_key_id", "secret_access_key", "session_token"}[i]
+			return nil, nil, "aws_sigv4: the field " + name + " spans lines; each AWS credential is one line (was a newline kept?)"
+		}
+	}
 	s := &sigV4{creds: aws.Credentials{AccessKeyID: id, SecretAccessKey: key, SessionToken: token, Source: "till"}, service: cfg.Service, region: cfg.Region, signer: signer}
 	if escapesPathOnce(cfg.Service) {
 		s.signer = s3Signer

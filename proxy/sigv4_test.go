@@ -10,6 +10,7 @@ import (
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -457,5 +458,33 @@ func TestSigV4RefusesChunkSignedBodies(t *testing.T) {
 				t.Errorf("%s: did not reach the upstream", tt.name)
 			}
 		}
+	}
+}
+
+// TestSigV4CredentialsAreOneLine: a credential field that spans lines (a
+// JSON written from a file read whole, its newline kept) is refused as
+// the route compiles, naming the field, so till check reports it. It
+// went into the Authorization or X-Amz-Security-Token header, which the
+// transport refused at every request: 502 upstream_unreachable, "till
+// could not reach the upstream"; a secret key that spans lines signed
+// every request wrongly.
+func TestSigV4CredentialsAreOneLine(t *testing.T) {
+	good := map[string]string{"access_key_id": "AKIAEXAMPLE", "secret_access_key": "abc0123456789/xyz", "session_token": "tok0123456789"}
+	for _, field := range []string{"", "access_key_id", "secret_access_key", "session_token"} {
+		t.Run("field "+field, func(t *testing.T) {
+			fields := maps.Clone(good)
+			if field != "" {
+				fields[field] += "\n"
+			}
+			_, _, problem := compileSigV4(&config.AWSSigV4{Service: "bedrock", Region: "us-east-1"}, vault.NewFieldSecret("cred", fields, time.Now()))
+			switch {
+			case field == "" && problem != "":
+				t.Errorf("one-line credentials: problem %q", problem)
+			case field != "" && !strings.Contains(problem, field):
+				t.Errorf("got problem %q, want one naming %s", problem, field)
+			case strings.Contains(problem, "abc0123456789") || strings.Contains(problem, "tok0123456789"):
+				t.Errorf("the problem quotes a credential: %q", problem)
+			}
+		})
 	}
 }
