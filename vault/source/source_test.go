@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -867,4 +868,28 @@ func TestFetchGetsItsSourcesBound(t *testing.T) {
 	if b := (Exec{Timeout: 2 * time.Minute}).bound(); b < 2*time.Minute {
 		t.Errorf("an exec source with timeout 2m bounds its fetch at %s", b)
 	}
+}
+
+// FuzzOneValue reads any value as a ref's whole value: one that is
+// taken is one line and no JSON object of fields, and an error never
+// quotes the value (a JSON object's field names aside, which it lists).
+func FuzzOneValue(f *testing.F) {
+	for _, s := range []string{"sk-0123456789\n", `{"api_key": "sk-0123456789"}`, "{}", "null", " {\"a\":1} ", "a\x00b", "\xff"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		sec, err := oneValue("s:k", raw, "", Meta{}, time.Unix(0, 0))
+		if err != nil {
+			var doc map[string]any
+			if len(raw) >= 8 && json.Unmarshal(raw, &doc) != nil && strings.Contains(err.Error(), string(raw)) {
+				t.Errorf("the error quotes the value: %v", err)
+			}
+			return
+		}
+		v, _ := sec.Value()
+		var doc map[string]json.RawMessage
+		if strings.ContainsAny(v, "\r\n") || json.Unmarshal([]byte(v), &doc) == nil && doc != nil {
+			t.Errorf("took %q as a value", v)
+		}
+	})
 }
