@@ -74,7 +74,7 @@ func BenchmarkInject(b *testing.B) {
 	in := httptest.NewRequest("POST", "/r1/v1/chat/completions?x=1", nil)
 	in.Header.Set("Authorization", "Bearer sk-dummy")
 	in.Header.Set("Content-Type", "application/json")
-	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions"}
+	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions", live: &live{Snapshot: &Snapshot{}}}
 	b.ReportAllocs()
 	for b.Loop() {
 		out := x.outbound(in, in.Context())

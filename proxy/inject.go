@@ -18,16 +18,17 @@ var identityOnly = []string{"identity"}
 // the app's credentials and the method and URL overrides that would slip
 // past the route's allow rules, under any alias, the query parameters
 // that carry a provider key (strip_query), and any header or query
-// parameter holding a till token (invariant 2). The record names the key
+// parameter holding a till token (invariant 2): of till client add's
+// shape, or any known client's, a cookie too. The record names the key
 // once its use is recorded (writeAhead), not here: a key attached is not
 // yet sent.
 func (x *exchange) attach(out *http.Request, rawQuery string) {
-	rt, in := x.route, x.inj
+	rt, in, clients := x.route, x.inj, x.live.clients
 	out.URL.Scheme = rt.upstream.Scheme
 	out.URL.Host = rt.upstream.Host
 	out.URL.Path = x.outPath
 	out.URL.RawPath = x.rawPath
-	out.URL.RawQuery = withoutOverrideParams(withoutClientTokens(rawQuery))
+	out.URL.RawQuery = withoutKnownTokens(withoutOverrideParams(withoutClientTokens(rawQuery)), clients)
 	for _, name := range rt.queryCredentials {
 		if out.URL.RawQuery != "" {
 			out.URL.RawQuery = withoutParam(out.URL.RawQuery, name)
@@ -36,6 +37,8 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 	out.Host = ""
 	h := out.Header
 	stripHeaders(h, rt.credentials, overrideHeaders)
+	dropTillTokens(h, clients)
+	dropTokenCookies(h, clients)
 	if rt.usage != usage.None {
 		// The answer then comes uncompressed, which the meter can read;
 		// so does the app. Said outright: a request without the header

@@ -47,7 +47,7 @@ func sendHeaders(t *testing.T, rt *route, raw [][2]string, query string) (http.H
 	for _, kv := range raw {
 		in.Header[kv[0]] = append(in.Header[kv[0]], kv[1])
 	}
-	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions"}
+	x := &exchange{route: rt, inj: rt.injection, outPath: "/v1/chat/completions", live: &live{Snapshot: &Snapshot{}}}
 	out := x.outbound(in, in.Context())
 	in = in.WithContext(context.WithValue(in.Context(), exchangeKey{}, x))
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
@@ -346,6 +346,46 @@ func TestRelayDropsAHandMadeTokenInQueryAndCookie(t *testing.T) {
 	}
 	if c, want := got.Header["Cookie"], []string{"session=abc; theme=dark"}; strings.Join(c, "|") != strings.Join(want, "|") {
 		t.Errorf("the host got Cookie %q, want %q", c, want)
+	}
+}
+
+// TestRouteDropsAHandMadeTokenAnywhere: a client token made by hand
+// (token_sha256 of a token of another shape than till client add's) that
+// an app sends where till does not read it (a header a route does not
+// take its key from, a query parameter, a cookie) does not reach the
+// route's upstream either (invariant 2), and the app's other parameters,
+// cookies and headers go as sent.
+func TestRouteDropsAHandMadeTokenAnywhere(t *testing.T) {
+	const made = "till_made-by-hand"
+	seen := make(chan *http.Request, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Clone(r.Context()) }))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(made))
+	gw, _ := newTestGateway(t, "version: 1\nclients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\n"+
+		"routes:\n  - {name: openai, preset: openai, upstream: \""+up.URL+"\", clients: [web]}\n", "", secrets(time.Now()))
+	in := httptest.NewRequest("GET", "/openai/v1/models?q=1&t="+made+"&e=till%5Fmade%2Dby%2Dhand&m=x"+made, nil)
+	in.Header.Set("Authorization", "Bearer "+made)
+	in.Header.Set("X-Session", made)
+	in.Header.Set("X-Other", "kept")
+	in.Header.Add("Cookie", "session=abc; till="+made+"; theme=dark")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, in)
+	if w.Code != 200 {
+		t.Fatalf("got %d, want 200 from the upstream: %s", w.Code, w.Body)
+	}
+	got := <-seen
+	if want := "q=1&m=x" + made; got.URL.RawQuery != want {
+		t.Errorf("the upstream got query %q, want %q", got.URL.RawQuery, want)
+	}
+	if c, want := got.Header["Cookie"], []string{"session=abc; theme=dark"}; strings.Join(c, "|") != strings.Join(want, "|") {
+		t.Errorf("the upstream got Cookie %q, want %q", c, want)
+	}
+	if v := got.Header.Get("X-Session"); v != "" {
+		t.Errorf("the upstream got X-Session %q, a client's token", v)
+	}
+	if got.Header.Get("X-Other") != "kept" || got.Header.Get("Authorization") != "Bearer "+testKey {
+		t.Errorf("the upstream got X-Other %q, Authorization %q: want the app's header and the route's key",
+			got.Header.Get("X-Other"), got.Header.Get("Authorization"))
 	}
 }
 
