@@ -59,13 +59,6 @@ func (s *waiting) judge(w waiter, l *live) {
 	}
 }
 
-// done stops tracking w.
-func (s *waiting) done(w waiter) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.open, w)
-}
-
 // recheck stops the waiters that l refuses.
 func (s *waiting) recheck(l *live) {
 	s.mu.Lock()
@@ -92,11 +85,19 @@ func (u *unwritten) watch(conn net.Conn) {
 	}
 }
 
-// written stops tracking it.
+// written stops tracking it. It returns once no recheck judges it: the
+// request may then change what judge reads (a pool's next key). Both the
+// Transport's writer (headers written) and the attempt (RoundTrip
+// returned) call it, in either order.
 func (u *unwritten) written() {
-	if u != nil && u.on.CompareAndSwap(true, false) {
-		u.g.waiting.done(u.w)
+	if u == nil || !u.on.Load() {
+		return // over HTTP/1, or no longer tracked
 	}
+	s := &u.g.waiting
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.open, u.w)
+	u.on.Store(false)
 }
 
 // overHTTP2 reports whether conn, a connection the Transport got for a
