@@ -66,12 +66,9 @@ type exchange struct {
 	warning string
 	// withheld is the refusal of a reload that came while the transport
 	// got its connection (Gateway.withhold), or while the request waited
-	// there to be written (sendWait): the key did not go.
+	// there to be written (attemptTrace): the key did not go.
 	withheld *apiError
-	// wait tracks the current attempt while it waits, its HTTP/2
-	// connection got, to be written (see unwritten).
-	wait   sendWait
-	status int // upstream status, for upgraded connections
+	status   int // upstream status, for upgraded connections
 	// bytesIn counts the request body, and what a switched protocol
 	// carried from the app; the transport's goroutine writes it.
 	bytesIn  atomic.Int64

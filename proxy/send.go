@@ -162,8 +162,7 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	}
 	early := &earlyHints{rw: rw}
 	var out *http.Request
-	u := x.wait.newAttempt(g, r, x, cancel)
-	trace := x.sendTrace(cancel, func() bool { return g.withhold(r, x, out, cancel) }, u)
+	trace, u := g.traceAttempt(r, x, cancel, func() bool { return g.withhold(r, x, out, cancel) })
 	if x.route.pool == nil {
 		// A pool's attempt may yet be refused and sent again with
 		// another key: nothing of it reaches the app before its answer.
@@ -305,8 +304,9 @@ func (x *exchange) writeAhead() bool {
 // that record cannot be written, the request ends (audit_unavailable)
 // before anything of it is written (dropUnwritten). u holds the request
 // from then until its head is written, when the upload watch starts.
-func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() bool, u *unwritten) *httptrace.ClientTrace {
-	return &httptrace.ClientTrace{
+// The trace is made in t, which it returns.
+func (x *exchange) sendTrace(t *httptrace.ClientTrace, cancel context.CancelCauseFunc, withhold func() bool, u *unwritten) *httptrace.ClientTrace {
+	*t = httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			if withhold() {
 				dropUnwritten(info.Conn)
@@ -326,6 +326,24 @@ func (x *exchange) sendTrace(cancel context.CancelCauseFunc, withhold func() boo
 			}
 		},
 	}
+	return t
+}
+
+// attemptTrace is the trace of an attempt, with its waiter, in one
+// allocation.
+type attemptTrace struct {
+	httptrace.ClientTrace
+	wait sendWait
+}
+
+// traceAttempt returns the trace of an attempt of x's request r (see
+// sendTrace), and its waiter. Each attempt has a waiter of its own: the
+// Transport's writer of one that ended may yet report its headers
+// written after the next attempt is tracked.
+func (g *Gateway) traceAttempt(r *http.Request, x *exchange, cancel context.CancelCauseFunc, withhold func() bool) (*httptrace.ClientTrace, *unwritten) {
+	at := new(attemptTrace)
+	u := at.wait.newAttempt(g, r, x, cancel)
+	return x.sendTrace(&at.ClientTrace, cancel, withhold, u), u
 }
 
 // recordResend records a send of the key on another connection than the

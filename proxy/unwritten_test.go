@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -94,4 +95,27 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Error("timed out waiting")
+}
+
+// TestAttemptsWaitApart: a pool's attempt ended (RoundTrip returned)
+// before the Transport's writer of its HTTP/2 stream reported the
+// headers written; the next attempt, on the same connection, waits to be
+// written meanwhile. That late report ended the next attempt's tracking,
+// which shared the exchange's waiter: a reload in its wait was not seen.
+func TestAttemptsWaitApart(t *testing.T) {
+	g := &Gateway{}
+	x := &exchange{}
+	r := httptest.NewRequest("GET", "/", nil)
+	never := func() bool { return false }
+	first, u1 := g.traceAttempt(r, x, func(error) {}, never)
+	u1.on.Store(true) // its connection got (watch)
+	g.waiting.open = map[waiter]struct{}{u1.w: {}}
+	u1.written() // RoundTrip returned
+	_, u2 := g.traceAttempt(r, x, func(error) {}, never)
+	u2.on.Store(true)
+	g.waiting.open[u2.w] = struct{}{}
+	first.WroteHeaders() // the first attempt's writer, late
+	if _, ok := g.waiting.open[u2.w]; !ok || !u2.on.Load() {
+		t.Error("the next attempt is no longer tracked while it waits to be written")
+	}
 }

@@ -137,6 +137,6 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	// held is held (holdUpgrade) for as long as the switch lives: it
 	// needs no waiter (unwritten) besides.
-	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(cancel, withhold, nil)))
+	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(new(httptrace.ClientTrace), cancel, withhold, nil)))
 	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 }
