@@ -135,8 +135,9 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		stripKey(r)
 		return true
 	}
-	// held is held (holdUpgrade) for as long as the switch lives: it
-	// needs no waiter (unwritten) besides.
+	// Every reload rechecks the switch (holdUpgrade) and ends held if it
+	// refuses it, from now until the switch ends: no waiter (unwritten)
+	// is needed besides.
 	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(new(httptrace.ClientTrace), cancel, withhold, nil)))
 	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 }
