@@ -23,12 +23,12 @@ var identityOnly = []string{"identity"}
 // once its use is recorded (writeAhead), not here: a key attached is not
 // yet sent.
 func (x *exchange) attach(out *http.Request, rawQuery string) {
-	rt, in, clients := x.route, x.inj, x.live.clients
+	rt, in := x.route, x.inj
 	out.URL.Scheme = rt.upstream.Scheme
 	out.URL.Host = rt.upstream.Host
 	out.URL.Path = x.outPath
 	out.URL.RawPath = x.rawPath
-	out.URL.RawQuery = withoutKnownTokens(withoutOverrideParams(withoutClientTokens(rawQuery)), clients)
+	out.URL.RawQuery = withoutOverrideParams(withoutClientTokens(rawQuery))
 	for _, name := range rt.queryCredentials {
 		if out.URL.RawQuery != "" {
 			out.URL.RawQuery = withoutParam(out.URL.RawQuery, name)
@@ -37,8 +37,7 @@ func (x *exchange) attach(out *http.Request, rawQuery string) {
 	out.Host = ""
 	h := out.Header
 	stripHeaders(h, rt.credentials, overrideHeaders)
-	dropTillTokens(h, clients)
-	dropTokenCookies(h, clients)
+	dropKnownTokens(out, x.live.clients)
 	if rt.usage != usage.None {
 		// The answer then comes uncompressed, which the meter can read;
 		// so does the app. Said outright: a request without the header

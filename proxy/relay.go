@@ -238,12 +238,10 @@ func (g *Gateway) newRelayer() *httputil.ReverseProxy {
 			// that host (invariant 2). One made by hand is known by its
 			// client's digest, and only the parameter or cookie that
 			// holds it goes.
-			clients := pr.In.Context().Value(liveKey{}).(*live).clients
-			pr.Out.URL.RawQuery = withoutKnownTokens(withoutClientTokens(pr.In.URL.RawQuery), clients)
+			pr.Out.URL.RawQuery = withoutClientTokens(pr.In.URL.RawQuery)
 			pr.Out.Host = ""
 			stripHeaders(pr.Out.Header, relayCredentials)
-			dropTillTokens(pr.Out.Header, clients)
-			dropTokenCookies(pr.Out.Header, clients)
+			dropKnownTokens(pr.Out, pr.In.Context().Value(liveKey{}).(*live).clients)
 		},
 		Transport: relayTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

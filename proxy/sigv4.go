@@ -78,10 +78,9 @@ func compileSigV4(cfg *config.AWSSigV4, sec vault.Secret) (*sigV4, []string, str
 	// A field may span lines (a --json value, a source's document); a
 	// credential that does would fail every request at its send (the
 	// id and token go in headers) or sign it wrongly.
-	for i, v := range []string{id, key, token} {
-		if strings.ContainsAny(v, "\r\n") {
-			name := [...]string{"access_key_id", "secret_access_key", "session_token"}[i]
-			return nil, nil, "aws_sigv4: the field " + name + " spans lines; each AWS credential is one line (was a newline kept?)"
+	for _, f := range [...]struct{ name, value string }{{"access_key_id", id}, {"secret_access_key", key}, {"session_token", token}} {
+		if strings.ContainsAny(f.value, "\r\n") {
+			return nil, nil, "aws_sigv4: the field " + f.name + " spans lines; each AWS credential is one line (was a newline kept?)"
 		}
 	}
 	s := &sigV4{creds: aws.Credentials{AccessKeyID: id, SecretAccessKey: key, SessionToken: token, Source: "till"}, service: cfg.Service, region: cfg.Region, signer: signer}

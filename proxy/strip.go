@@ -47,6 +47,17 @@ func dropTillTokens(h http.Header, cs clientSet) {
 	}
 }
 
+// dropKnownTokens removes from out, on a route or a relay, what holds
+// the token of a client of cs as till reads one, of any shape (a token
+// made by hand too, which no shape gives away): a header, Authorization
+// with any till token, and each query parameter and cookie whose name or
+// value is one; the others go as sent (invariant 2).
+func dropKnownTokens(out *http.Request, cs clientSet) {
+	out.URL.RawQuery = withoutKnownTokens(out.URL.RawQuery, cs)
+	dropTillTokens(out.Header, cs)
+	dropTokenCookies(out.Header, cs)
+}
+
 // isClientToken reports whether v, as is or percent-decoded, is the token
 // of a client of cs as identify reads one (TokenPrefix and the rest), of
 // any shape: a token made by hand too, which no shape gives away.

@@ -324,13 +324,10 @@ func TestRelayDropsAHandMadeTokenInAnyHeader(t *testing.T) {
 // route; the other parameters and cookies go as sent, a value that
 // merely starts as a token or holds one among other text too.
 func TestRelayDropsAHandMadeTokenInQueryAndCookie(t *testing.T) {
-	const short = "till_made-by-hand"
-	seen := make(chan *http.Request, 1)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Clone(r.Context()) }))
-	defer up.Close()
-	sum := sha256.Sum256([]byte(short))
+	const short = handMadeToken
+	up, seen := seenUpstream(t)
 	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
-		"clients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\nroutes: []\n", "", nil)
+		"clients:\n  - {name: web, token_sha256: "+handMadeDigest()+"}\nroutes: []\n", "", nil)
 	in := httptest.NewRequest("GET", up.URL+"/p?q=1&api_key="+short+"&k=till%5Fmade%2Dby%2Dhand;"+short+"&n=till_made-by-hand2&m=x"+short, nil)
 	in.Header.Add("Cookie", "session=abc; till="+short+"; theme=dark")
 	in.Header.Add("Cookie", `quoted="`+short+`"; enc=till%5Fmade-by-hand`)
@@ -349,6 +346,25 @@ func TestRelayDropsAHandMadeTokenInQueryAndCookie(t *testing.T) {
 	}
 }
 
+// handMadeToken is a client token made by hand: of another shape than
+// till client add's, known only by its client's digest.
+const handMadeToken = "till_made-by-hand"
+
+// handMadeDigest is handMadeToken's token_sha256.
+func handMadeDigest() string {
+	sum := sha256.Sum256([]byte(handMadeToken))
+	return hex.EncodeToString(sum[:])
+}
+
+// seenUpstream starts an upstream that answers 200 and hands over each
+// request it gets on the channel returned.
+func seenUpstream(t *testing.T) (*httptest.Server, chan *http.Request) {
+	seen := make(chan *http.Request, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Clone(r.Context()) }))
+	t.Cleanup(up.Close)
+	return up, seen
+}
+
 // TestRouteDropsAHandMadeTokenAnywhere: a client token made by hand
 // (token_sha256 of a token of another shape than till client add's) that
 // an app sends where till does not read it (a header a route does not
@@ -356,12 +372,9 @@ func TestRelayDropsAHandMadeTokenInQueryAndCookie(t *testing.T) {
 // route's upstream either (invariant 2), and the app's other parameters,
 // cookies and headers go as sent.
 func TestRouteDropsAHandMadeTokenAnywhere(t *testing.T) {
-	const made = "till_made-by-hand"
-	seen := make(chan *http.Request, 1)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Clone(r.Context()) }))
-	defer up.Close()
-	sum := sha256.Sum256([]byte(made))
-	gw, _ := newTestGateway(t, "version: 1\nclients:\n  - {name: web, token_sha256: "+hex.EncodeToString(sum[:])+"}\n"+
+	const made = handMadeToken
+	up, seen := seenUpstream(t)
+	gw, _ := newTestGateway(t, "version: 1\nclients:\n  - {name: web, token_sha256: "+handMadeDigest()+"}\n"+
 		"routes:\n  - {name: openai, preset: openai, upstream: \""+up.URL+"\", clients: [web]}\n", "", secrets(time.Now()))
 	in := httptest.NewRequest("GET", "/openai/v1/models?q=1&t="+made+"&e=till%5Fmade%2Dby%2Dhand&m=x"+made, nil)
 	in.Header.Set("Authorization", "Bearer "+made)
