@@ -168,7 +168,7 @@ func (g *Gateway) Swap(s *Snapshot) {
 		old.relay.CloseIdleConnections()
 	}
 	g.held.recheck(l)
-	g.waiting.recheck(l)
+	g.recheckWaiters(l)
 	g.metrics.forget(s)
 }
 

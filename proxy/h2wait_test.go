@@ -164,3 +164,84 @@ func TestReloadWhileWaitingForHTTP2Stream(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyExpiringWhileWaitingForHTTP2Stream: a request let by has its
+// HTTP/2 connection to the upstream (or its token endpoint), where the
+// upstream's streams are all taken, and waits for one to free; its key
+// expires meanwhile, with no reload. Judged when the connection was got,
+// and again only at a reload, the key went once a stream freed, expired:
+// under on_expired: block it must not go, and the app gets the 503
+// secret_expired an expired key gets at decide; under warn it goes, and
+// its record says secret_expired.
+func TestKeyExpiringWhileWaitingForHTTP2Stream(t *testing.T) {
+	for _, tt := range []struct {
+		name, onExpired string
+		mint            bool
+		sent, code      int
+	}{
+		{"static key", "block", false, 0, http.StatusServiceUnavailable},
+		{"token ask", "block", true, 0, http.StatusServiceUnavailable},
+		{"static key under warn", "warn", false, 1, http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := newOneStreamUpstream(t)
+			inject := "preset: openai"
+			secret := vault.NewSecret("k", testKey, time.Now())
+			if tt.mint {
+				inject = "inject: {oauth2: {token_url: " + u.URL + "/token}}"
+				secret = oauthSecret("k", time.Now())
+				old := tokenClient.Transport
+				tokenClient.Transport = u.transport()
+				t.Cleanup(func() { tokenClient.Transport = old })
+				u.hold(t, func() {
+					res, err := tokenClient.Get(u.URL + "/hold")
+					if err == nil {
+						res.Body.Close()
+					}
+				})
+			}
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: "+tt.onExpired+"}\n"+
+				"routes:\n  - {name: api, upstream: "+u.URL+", secret: k, "+inject+"}\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			records := &lockedBuffer{}
+			gw := New(NewSnapshot(cfg, map[string]vault.Secret{"k": secret}), Options{Audit: testAudit(records), Log: zerolog.Nop(), Transport: u.transport()})
+			send := func(path string) int {
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, httptest.NewRequest("GET", "/api"+path, nil))
+				return w.Code
+			}
+			if !tt.mint {
+				u.hold(t, func() { send("/hold") })
+			}
+			// The key expires while the next request waits: set once the
+			// stream is held, the snapshot takes it as the vault has it.
+			expires := time.Now().Add(1500 * time.Millisecond)
+			secret.Expires = expires
+			gw.Swap(NewSnapshot(cfg, map[string]vault.Secret{"k": secret}))
+			done := make(chan int, 1)
+			go func() { done <- send("/x") }()
+			waitForFreeStream(t)
+			if time.Now().After(expires) {
+				t.Fatal("the request waited for a stream only once its key had expired: too slow a machine for this test")
+			}
+			time.Sleep(time.Until(expires) + 200*time.Millisecond)
+			close(u.release)
+			status := <-done
+			if n := int(u.tokens.Load() + u.others.Load()); n != tt.sent || status != tt.code {
+				t.Errorf("key expired at %s while its request waited for a stream: the app got %d, the upstream %d request(s); want %d and %d",
+					expires.Format(time.StampMilli), status, n, tt.code, tt.sent)
+			}
+			var reasons []any
+			for _, rec := range records.records(t) {
+				if rec["path"] != "/api/hold" {
+					reasons = append(reasons, rec["reason"])
+				}
+			}
+			if len(reasons) != 1 || reasons[0] != CodeSecretExpired {
+				t.Errorf("the request's record says %v, want %s", reasons, CodeSecretExpired)
+			}
+		})
+	}
+}

@@ -193,6 +193,7 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	// headers.
 	res, err = g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 	u.written()
+	x.expiredMeanwhile(u.expired.Load()) // while it waited to be written
 	if err != nil && x.withheld == nil {
 		// Declared here, not above: errors.As puts it on the heap.
 		var kept keptBack
@@ -339,11 +340,16 @@ type attemptTrace struct {
 // traceAttempt returns the trace of an attempt of x's request r (see
 // sendTrace), and its waiter. Each attempt has a waiter of its own: the
 // Transport's writer of one that ended may yet report its headers
-// written after the next attempt is tracked.
-func (g *Gateway) traceAttempt(r *http.Request, x *exchange, cancel context.CancelCauseFunc, withhold func() bool) (*httptrace.ClientTrace, *unwritten) {
+// written after the next attempt is tracked. Within one attempt, the
+// HTTP/2 Transport resends a stream refused (REFUSED_STREAM, a GOAWAY)
+// with the same trace, so the same waiter, only once the refused
+// stream's writer is done (ClientConn.roundTrip waits for it), or once
+// the attempt's context ended, when the resend is never written: that
+// writer's late WroteHeaders cannot end the resend's tracking.
+func (g *Gateway) traceAttempt(r *http.Request, x *exchange, cancel context.CancelCauseFunc, withhold func() bool) (*httptrace.ClientTrace, *sendWait) {
 	at := new(attemptTrace)
-	u := at.wait.newAttempt(g, r, x, cancel)
-	return x.sendTrace(&at.ClientTrace, cancel, withhold, u), u
+	w := at.wait.newAttempt(g, r, x, cancel)
+	return x.sendTrace(&at.ClientTrace, cancel, withhold, &w.unwritten), w
 }
 
 // recordResend records a send of the key on another connection than the
@@ -399,23 +405,25 @@ func (g *Gateway) withhold(r *http.Request, x *exchange, out *http.Request, canc
 // in flight at a rotation. expired reports a key that goes expired
 // (on_expired: warn).
 func (g *Gateway) keyGoes(r *http.Request, x *exchange, m *member, in *injection) (_ *apiError, expired bool) {
-	return g.live.Load().keyGoes(r, x, m, in)
+	e, expired, _ := g.live.Load().keyGoes(r, x, m, in)
+	return e, expired
 }
 
-// keyGoes is Gateway.keyGoes as l says.
-func (l *live) keyGoes(r *http.Request, x *exchange, m *member, in *injection) (_ *apiError, expired bool) {
+// keyGoes is Gateway.keyGoes as l says, and until when the key may go:
+// its expiry as l says (zero for none) unless it went refused.
+func (l *live) keyGoes(r *http.Request, x *exchange, m *member, in *injection) (_ *apiError, expired bool, until time.Time) {
 	if l == x.live {
 		refusal, ok, expired := in.secretState(time.Now(), l.onExpired)
 		if !ok {
-			return refusal.ref(), false
+			return refusal.ref(), false, time.Time{}
 		}
-		return nil, expired
+		return nil, expired, in.expires
 	}
 	_, key, e := l.keyAgain(r, x, m)
 	if e != nil {
-		return e, false
+		return e, false, time.Time{}
 	}
-	return nil, key.expiredAt(time.Now())
+	return nil, key.expiredAt(time.Now()), key.expires
 }
 
 // stripKey takes every header and the query, the key with them, off out

@@ -7,64 +7,108 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // A request that has its connection is judged again there, before its
-// key goes (withhold, askGuard): a reload may have refused it while the
-// connection was dialled. Over HTTP/1 the request is written at once.
-// Over HTTP/2, net/http's Transport may keep it waiting after that: for
-// a free stream, when the upstream's (SETTINGS_MAX_CONCURRENT_STREAMS)
-// are taken, or for the connection's writer, busy with another
-// request's body. A reload in that wait found the check passed already,
-// and the key went once the stream was written. So such a request is a
-// waiter from the moment it has its HTTP/2 connection to the moment its
-// headers are written (unwritten): each config swapped in judges it, and
-// one that refuses it cancels its context, which the Transport checks
-// before it writes a stream's headers.
+// key goes (withhold, askGuard): a reload may have refused it, or its
+// key expired, while the connection was dialled. Over HTTP/1 the request
+// is written at once. Over HTTP/2, net/http's Transport may keep it
+// waiting after that: for a free stream, when the upstream's
+// (SETTINGS_MAX_CONCURRENT_STREAMS) are taken, or for the connection's
+// writer, busy with another request's body. A reload in that wait, or
+// the key's expiry, found the check passed already, and the key went
+// once the stream was written. So such a request is a waiter from the
+// moment it has its HTTP/2 connection to the moment its headers are
+// written (unwritten): each config swapped in judges it, as does the
+// config served when its key expires, and one that refuses it cancels
+// its context, which the Transport checks before it writes a stream's
+// headers.
 
 // waiter is a request that waits to be written: judge says whether l
-// lets its key go, stop ends it with l's refusal. stop runs on the
-// reload's goroutine: it may cancel the request, and must touch nothing
-// the Transport reads.
+// lets its key go, and until when (its key's expiry as l says; zero for
+// no end), stop ends it with l's refusal. stop runs on the reload's
+// goroutine, or the expiry's: it may cancel the request, and must touch
+// nothing the Transport reads.
 type waiter interface {
-	judge(l *live) *apiError
+	judge(l *live) (*apiError, time.Time)
 	stop(e *apiError)
 }
 
-// waiting are the waiters of a gateway.
+// waiting are the waiters of a gateway, each with the timer that judges
+// it again when its key expires (nil while it has none).
 type waiting struct {
 	mu   sync.Mutex
-	open map[waiter]struct{}
+	open map[waiter]*time.Timer
 }
 
 // wait tracks w until done, judged at once by the config served now (a
 // reload may have swapped it in since the last check), then by each one
-// swapped in (recheck).
+// swapped in (recheckWaiters), and when its key expires.
 func (g *Gateway) wait(w waiter) {
 	s := &g.waiting
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.open == nil {
-		s.open = make(map[waiter]struct{})
+		s.open = make(map[waiter]*time.Timer)
 	}
-	s.open[w] = struct{}{}
-	s.judge(w, g.live.Load())
+	if _, ok := s.open[w]; !ok {
+		s.open[w] = nil
+	}
+	g.judge(w, g.live.Load())
 }
 
-// judge stops w, and forgets it, if l refuses it; s.mu is held.
-func (s *waiting) judge(w waiter, l *live) {
-	if e := w.judge(l); e != nil {
+// judge stops w, and forgets it, if l refuses it; else has it judged
+// again, by the config served then, when its key expires as l says: a
+// key that expires while its request waits does not go (under
+// on_expired: block), as it would not at decide. A reload may move that
+// instant, and a clock set back wakes it early. g.waiting.mu is held.
+func (g *Gateway) judge(w waiter, l *live) {
+	s := &g.waiting
+	e, until := w.judge(l)
+	t := s.open[w]
+	d := time.Until(until)
+	switch {
+	case e != nil:
 		delete(s.open, w)
+		stopTimer(t)
 		w.stop(e)
+	case until.IsZero() || d <= 0:
+		// No end, or past it and let by (on_expired: warn): only a
+		// reload changes that.
+		stopTimer(t)
+	case t == nil:
+		s.open[w] = time.AfterFunc(d, func() { g.expire(w) })
+	default:
+		t.Reset(d)
 	}
 }
 
-// recheck stops the waiters that l refuses.
-func (s *waiting) recheck(l *live) {
+// expire judges w, while it waits, by the config served now: its key
+// expired as the config that judged it last said.
+func (g *Gateway) expire(w waiter) {
+	s := &g.waiting
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.open[w]; ok {
+		g.judge(w, g.live.Load())
+	}
+}
+
+// recheckWaiters stops the waiters that l refuses.
+func (g *Gateway) recheckWaiters(l *live) {
+	s := &g.waiting
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for w := range s.open {
-		s.judge(w, l)
+		g.judge(w, l)
+	}
+}
+
+// stopTimer stops t, if any.
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
 
@@ -96,6 +140,7 @@ func (u *unwritten) written() {
 	s := &u.g.waiting
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	stopTimer(s.open[u.w])
 	delete(s.open, u.w)
 	u.on.Store(false)
 }
@@ -108,23 +153,29 @@ func overHTTP2(conn net.Conn) bool {
 }
 
 // sendWait is an attempt to send x's request r upstream as a waiter:
-// its key is judged as withhold judges it, and cancel ends it.
+// its key is judged as withhold judges it, and cancel ends it. expired
+// is set when a judge found the key expired and let it go (on_expired:
+// warn): the record must say so.
 type sendWait struct {
 	unwritten
-	r      *http.Request
-	x      *exchange
-	cancel context.CancelCauseFunc
+	r       *http.Request
+	x       *exchange
+	cancel  context.CancelCauseFunc
+	expired atomic.Bool
 }
 
 // newAttempt readies w for an attempt of x's request r on gateway g.
-func (w *sendWait) newAttempt(g *Gateway, r *http.Request, x *exchange, cancel context.CancelCauseFunc) *unwritten {
+func (w *sendWait) newAttempt(g *Gateway, r *http.Request, x *exchange, cancel context.CancelCauseFunc) *sendWait {
 	w.g, w.w, w.r, w.x, w.cancel = g, w, r, x, cancel
-	return &w.unwritten
+	return w
 }
 
-func (w *sendWait) judge(l *live) *apiError {
-	e, _ := l.keyGoes(w.r, w.x, w.x.member, w.x.inj)
-	return e
+func (w *sendWait) judge(l *live) (*apiError, time.Time) {
+	e, expired, until := l.keyGoes(w.r, w.x, w.x.member, w.x.inj)
+	if expired {
+		w.expired.Store(true)
+	}
+	return e, until
 }
 
 func (w *sendWait) stop(e *apiError) { w.cancel(keptBack{*e}) }
@@ -134,20 +185,23 @@ func (w *sendWait) stop(e *apiError) { w.cancel(keptBack{*e}) }
 // token ask for it waits to be written (waiter).
 type keyWatch struct {
 	g     *Gateway
-	judge func(*live) *apiError
+	judge func(*live) (*apiError, time.Time)
 }
 
 // watchKey is the keyWatch of in, the key of m (of the route when m is
 // nil), about to go for r (see keyGoes).
 func (g *Gateway) watchKey(r *http.Request, x *exchange, m *member, in *injection) keyWatch {
-	return keyWatch{g, func(l *live) *apiError {
-		e, _ := l.keyGoes(r, x, m, in)
-		return e
+	return keyWatch{g, func(l *live) (*apiError, time.Time) {
+		e, _, until := l.keyGoes(r, x, m, in)
+		return e, until
 	}}
 }
 
 // goes judges the key as the config served now says.
-func (k keyWatch) goes() *apiError { return k.judge(k.g.live.Load()) }
+func (k keyWatch) goes() *apiError {
+	e, _ := k.judge(k.g.live.Load())
+	return e
+}
 
 // waiter returns the tracking of a token ask of the key while it waits
 // to be written, which stop ends.
@@ -157,9 +211,9 @@ func (k keyWatch) waiter(stop func(*apiError)) *unwritten {
 
 // askWait is a token ask as a waiter.
 type askWait struct {
-	judgeKey func(*live) *apiError
+	judgeKey func(*live) (*apiError, time.Time)
 	stopAsk  func(*apiError)
 }
 
-func (a *askWait) judge(l *live) *apiError { return a.judgeKey(l) }
-func (a *askWait) stop(e *apiError)        { a.stopAsk(e) }
+func (a *askWait) judge(l *live) (*apiError, time.Time) { return a.judgeKey(l) }
+func (a *askWait) stop(e *apiError)                     { a.stopAsk(e) }

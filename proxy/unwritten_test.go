@@ -16,14 +16,14 @@ type fakeWaiter struct {
 	block  chan struct{}
 }
 
-func (f *fakeWaiter) judge(*live) *apiError {
+func (f *fakeWaiter) judge(*live) (*apiError, time.Time) {
 	if f.judged != nil {
 		f.judged <- struct{}{}
 	}
 	if f.block != nil {
 		<-f.block
 	}
-	return nil
+	return nil, time.Time{}
 }
 
 func (f *fakeWaiter) stop(*apiError) {}
@@ -60,7 +60,7 @@ func TestWrittenWaitsForARecheck(t *testing.T) {
 	u := &unwritten{g: g, w: &fakeWaiter{}}
 	u.on.Store(true)
 	g.wait(u.w)
-	go g.waiting.recheck(nil)
+	go g.recheckWaiters(nil)
 	<-blocker.judged // the recheck holds the waiters
 	go u.written()   // the stream's goroutine: headers written
 	waitFor(t, func() bool { return goroutinesIn("(*unwritten).written") == 1 })
@@ -109,11 +109,11 @@ func TestAttemptsWaitApart(t *testing.T) {
 	never := func() bool { return false }
 	first, u1 := g.traceAttempt(r, x, func(error) {}, never)
 	u1.on.Store(true) // its connection got (watch)
-	g.waiting.open = map[waiter]struct{}{u1.w: {}}
+	g.waiting.open = map[waiter]*time.Timer{u1.w: nil}
 	u1.written() // RoundTrip returned
 	_, u2 := g.traceAttempt(r, x, func(error) {}, never)
 	u2.on.Store(true)
-	g.waiting.open[u2.w] = struct{}{}
+	g.waiting.open[u2.w] = nil
 	first.WroteHeaders() // the first attempt's writer, late
 	if _, ok := g.waiting.open[u2.w]; !ok || !u2.on.Load() {
 		t.Error("the next attempt is no longer tracked while it waits to be written")
