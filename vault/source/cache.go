@@ -396,10 +396,16 @@ func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time
 	var value string
 	var err error
 	switch {
-	case field != "":
-		value, err = pickField(raw, field)
-	case meta.Fields:
-		value, err = onlyField(raw)
+	case field != "" || meta.Fields:
+		if field == "" {
+			field, err = onlyFieldName(raw)
+		}
+		if err == nil {
+			value, err = pickField(raw, field)
+		}
+		if err == nil {
+			err = fieldNotADocument(field, value)
+		}
 	default:
 		if value, err = vault.CleanValue(raw); err == nil {
 			err = notADocument(value)
@@ -421,6 +427,24 @@ func notADocument(value string) error {
 		return nil // not an object: a value as it is
 	}
 	return fmt.Errorf("value is a JSON object of %d fields (%s): name the one to send with #FIELD", len(names), shownNames(names))
+}
+
+// fieldNotADocument refuses a field's string that is itself a JSON object
+// or array (credentials kept together in one field): sent as one key,
+// every one in it would go to the route's upstream, and #FIELD names no
+// field within a field. A route that reads fields (SigV4, OAuth2, Google,
+// {secret.FIELD}) still reads such a field; a header or query key needs
+// a field of its own.
+func fieldNotADocument(field, value string) error {
+	const fix = "a header or query key needs a field of its own, holding the key alone"
+	if names, err := fieldNames([]byte(value)); err == nil && names != nil {
+		return fmt.Errorf("field %q holds a JSON object of %d fields (%s), not one key: %s", field, len(names), shownNames(names), fix)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal([]byte(value), &items); err == nil && items != nil {
+		return fmt.Errorf("field %q holds a JSON array of %d items, not one key: %s", field, len(items), fix)
+	}
+	return nil
 }
 
 // fieldsValue makes a FormFields secret of raw, a JSON object of string
@@ -466,16 +490,6 @@ func document(raw []byte, field string) ([]byte, error) {
 	}
 	s, err := stringField(raw, field)
 	return []byte(s), err
-}
-
-// onlyField returns the value of a JSON object with exactly one field; a
-// ref to an object of several must name one.
-func onlyField(raw []byte) (string, error) {
-	name, err := onlyFieldName(raw)
-	if err != nil {
-		return "", err
-	}
-	return pickField(raw, name)
 }
 
 // onlyFieldName returns the name of the only field of a JSON object.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -837,6 +838,83 @@ func TestWholeValueIsNotADocument(t *testing.T) {
 	}
 }
 
+// TestFieldValueIsNotADocument: a #FIELD (or a Vault entry's only field)
+// whose string is itself a JSON object or array is refused for a header
+// or query key, naming the field and what it holds, as a whole value
+// that is a JSON object is: sent as one key, every credential in it
+// would go to the route's upstream. The value before it stands in for
+// failure_ttl, as in an outage; a route that reads fields still reads it.
+func TestFieldValueIsNotADocument(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	const inner = `{"k": "sk-live-0123456789abcdef", "other_secret": "hunter2-0123456789"}`
+	outer, _ := json.Marshal(map[string]string{"creds": inner, "plain": "sk-plain-0123456789"})
+	var value atomic.Value
+	value.Store(`{"creds": "sk-before-0123456789"}`)
+	var fields atomic.Bool
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		return []byte(value.Load().(string)), Meta{Fields: fields.Load()}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: time.Minute}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	get := getter(c, "s:k#creds")
+	if v, _, err := get(); err != nil || v != "sk-before-0123456789" {
+		t.Fatalf("got %q, %v", v, err)
+	}
+	value.Store(string(outer))
+	clk.add(11 * time.Second)
+	if v, stale, err := get(); err != nil || v != "sk-before-0123456789" || !stale {
+		t.Errorf("a document in the field: got %q stale=%v err=%v, want the value before it, stale", v, stale, err)
+	}
+	noValue := func(err error) {
+		t.Helper()
+		if err != nil && (strings.Contains(err.Error(), "sk-live") || strings.Contains(err.Error(), "hunter2")) {
+			t.Errorf("the error carries a value: %v", err)
+		}
+	}
+	_, err := c.Get(context.Background(), "s:other#creds")
+	if err == nil || !strings.Contains(err.Error(), `"creds"`) || !strings.Contains(err.Error(), "k, other_secret") || !strings.Contains(err.Error(), "field of its own") {
+		t.Errorf("a document in #FIELD: got %v, want an error naming the field, its fields and the fix", err)
+	}
+	noValue(err)
+	if r, err := c.Get(context.Background(), "s:other#plain"); err != nil {
+		t.Errorf("a plain field beside it: %v", err)
+	} else if v, _ := r.Secret.Value(); v != "sk-plain-0123456789" {
+		t.Errorf("a plain field beside it: got %q", v)
+	}
+	if r, err := c.GetAs(context.Background(), "s:other#creds", FormFields); err != nil {
+		t.Errorf("the document's fields: %v", err)
+	} else if v, _ := r.Secret.Field("k"); v != "sk-live-0123456789abcdef" {
+		t.Errorf("the document's fields: got %q", v)
+	}
+	for i, doc := range []string{`["sk-live-0123456789abcdef", "hunter2-0123456789"]`, ` {"k": "sk-live-0123456789abcdef"}`} {
+		b, _ := json.Marshal(map[string]string{"creds": doc})
+		value.Store(string(b))
+		_, err := c.Get(context.Background(), fmt.Sprintf("s:array%d#creds", i))
+		if err == nil || !strings.Contains(err.Error(), `"creds"`) || !strings.Contains(err.Error(), "JSON") {
+			t.Errorf("%s in #FIELD: got %v, want it refused", doc, err)
+		}
+		noValue(err)
+	}
+	// A Vault entry's only field, read without #FIELD.
+	fields.Store(true)
+	b, _ := json.Marshal(map[string]string{"creds": inner})
+	value.Store(string(b))
+	_, err = c.Get(context.Background(), "s:vault")
+	if err == nil || !strings.Contains(err.Error(), `"creds"`) || !strings.Contains(err.Error(), "k, other_secret") {
+		t.Errorf("a document in an entry's only field: got %v, want it refused", err)
+	}
+	noValue(err)
+	fields.Store(false)
+	for _, v := range []string{"{not-json-0123456789", "null", `"quoted-0123456789"`, "12345678", "[not-json"} {
+		b, _ := json.Marshal(map[string]string{"creds": v})
+		value.Store(string(b))
+		if r, err := c.Get(context.Background(), "s:"+v+"#creds"); err != nil {
+			t.Errorf("%s: %v, want it read as it is", v, err)
+		} else if got, _ := r.Secret.Value(); got != v {
+			t.Errorf("%s: got %q", v, got)
+		}
+	}
+}
+
 // boundedSource is a fakeSource that bounds its fetches itself, as an
 // exec helper's timeout does.
 type boundedSource struct {
@@ -870,26 +948,39 @@ func TestFetchGetsItsSourcesBound(t *testing.T) {
 	}
 }
 
-// FuzzOneValue reads any value as a ref's whole value: one that is
-// taken is one line and no JSON object of fields, and an error never
-// quotes the value (a JSON object's field names aside, which it lists).
+// FuzzOneValue reads any value as a ref's whole value, as the string of
+// its #FIELD and as a Vault entry's only field: one that is taken is one
+// line and no JSON object of fields (nor, in a field, a JSON array), and
+// an error never quotes the value (a JSON object's field names aside,
+// which it lists).
 func FuzzOneValue(f *testing.F) {
-	for _, s := range []string{"sk-0123456789\n", `{"api_key": "sk-0123456789"}`, "{}", "null", " {\"a\":1} ", "a\x00b", "\xff"} {
+	for _, s := range []string{"sk-0123456789\n", `{"api_key": "sk-0123456789"}`, "{}", "null", " {\"a\":1} ", "a\x00b", "\xff", `["sk-0123456789"]`, " [1, 2]"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		sec, err := oneValue("s:k", raw, "", Meta{}, time.Unix(0, 0))
-		if err != nil {
-			var doc map[string]any
-			if len(raw) >= 8 && json.Unmarshal(raw, &doc) != nil && strings.Contains(err.Error(), string(raw)) {
-				t.Errorf("the error quotes the value: %v", err)
+		field, _ := json.Marshal(map[string]string{"f": string(raw)})
+		for _, c := range []struct {
+			raw   []byte
+			field string
+			meta  Meta
+		}{{raw, "", Meta{}}, {field, "f", Meta{}}, {field, "", Meta{Fields: true}}} {
+			sec, err := oneValue("s:k", c.raw, c.field, c.meta, time.Unix(0, 0))
+			if err != nil {
+				var doc map[string]any
+				if len(raw) >= 8 && json.Unmarshal(raw, &doc) != nil && strings.Contains(err.Error(), string(raw)) {
+					t.Errorf("the error quotes the value: %v", err)
+				}
+				continue
 			}
-			return
-		}
-		v, _ := sec.Value()
-		var doc map[string]json.RawMessage
-		if strings.ContainsAny(v, "\r\n") || json.Unmarshal([]byte(v), &doc) == nil && doc != nil {
-			t.Errorf("took %q as a value", v)
+			v, _ := sec.Value()
+			var doc map[string]json.RawMessage
+			if strings.ContainsAny(v, "\r\n") || json.Unmarshal([]byte(v), &doc) == nil && doc != nil {
+				t.Errorf("took %q as a value", v)
+			}
+			var items []json.RawMessage
+			if c.raw[0] == '{' && json.Unmarshal([]byte(v), &items) == nil && items != nil {
+				t.Errorf("took the array %q as a field's value", v)
+			}
 		}
 	})
 }
