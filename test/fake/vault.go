@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,6 +50,7 @@ type Vault struct {
 	renewable bool
 	down      bool
 	standby   string               // the active node a standby redirects to; "" when active
+	front     *frontAnswer         // what a proxy in front of Vault answers instead; nil: none
 	tokens    map[string]time.Time // token → expiry (zero: none)
 	entries   map[string]*kvEntry
 	forbidden map[string]bool // MOUNT/PATH no token may read
@@ -162,6 +164,24 @@ func (v *Vault) SetDown(down bool) {
 func (v *Vault) SetStandby(leader string) {
 	v.mu.Lock()
 	v.standby = leader
+	v.mu.Unlock()
+}
+
+// frontAnswer is an answer that is not Vault's.
+type frontAnswer struct {
+	code int
+	body string
+}
+
+// SetFront makes every request get the answer of something in front of
+// Vault instead of Vault's (a load balancer, a proxy): code with body as
+// it is, with no Content-Type when body is empty; code 0 ends it.
+func (v *Vault) SetFront(code int, body string) {
+	v.mu.Lock()
+	v.front = nil
+	if code != 0 {
+		v.front = &frontAnswer{code, body}
+	}
 	v.mu.Unlock()
 }
 
@@ -286,6 +306,14 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	defer v.mu.Unlock()
 	if v.down {
 		vaultErrors(w, http.StatusServiceUnavailable, "Vault is sealed")
+		return
+	}
+	if v.front != nil {
+		if v.front.body != "" {
+			w.Header().Set("Content-Type", "text/html")
+		}
+		w.WriteHeader(v.front.code)
+		_, _ = io.WriteString(w, v.front.body)
 		return
 	}
 	if v.standby != "" {

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -156,18 +157,12 @@ func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) 
 	if err != nil {
 		return nil, Meta{}, err
 	}
-	if kv.Data == nil {
-		return nil, Meta{}, gone("%s: the current version is deleted or destroyed", path)
-	}
 	raw, err := json.Marshal(kv.Data)
 	if err != nil {
 		return nil, Meta{}, fmt.Errorf("%s: %w", path, err)
 	}
-	meta := Meta{Fields: true}
-	if kv.VersionMetadata != nil {
-		meta.Version = kv.VersionMetadata.CreatedTime
-	}
-	if e, ok := kv.CustomMetadata["expires"]; ok {
+	meta := Meta{Fields: true, Version: kv.created}
+	if e, ok := kv.Metadata.CustomMetadata["expires"]; ok {
 		s, _ := e.(string)
 		if meta.Expires, err = parseExpires(s); err != nil {
 			return nil, Meta{}, fmt.Errorf("%s: custom_metadata.expires %q must be an RFC 3339 time or a date such as 2027-01-31", path, s)
@@ -176,8 +171,26 @@ func (v *VaultKV) Fetch(ctx context.Context, path string) ([]byte, Meta, error) 
 	return raw, meta, nil
 }
 
-// read reads the entry at path (MOUNT/PATH) with token.
-func (v *VaultKV) read(ctx context.Context, token, path string) (*api.KVSecret, error) {
+// kvVersion is the current version of a KV version 2 entry, as Vault
+// answers a read of MOUNT/data/PATH.
+type kvVersion struct {
+	Data     map[string]any `json:"data"` // nil when deleted or destroyed
+	Metadata *struct {
+		CreatedTime    string         `json:"created_time"`
+		DeletionTime   string         `json:"deletion_time"`
+		Destroyed      bool           `json:"destroyed"`
+		CustomMetadata map[string]any `json:"custom_metadata"`
+	} `json:"metadata"`
+	created time.Time
+}
+
+// read reads the current version of the entry at path (MOUNT/PATH) with
+// token. The official client's KVv2.Get takes any answer without a
+// secret for "not found" (an empty 200 or 204, a 404 of a load balancer
+// in front of Vault) and any null data for "deleted", either of which
+// would revoke the value: Vault's answer is read here, by kvAnswer's
+// rules.
+func (v *VaultKV) read(ctx context.Context, token, path string) (*kvVersion, error) {
 	c, err := v.clientWith(token)
 	if err != nil {
 		return nil, err
@@ -186,14 +199,61 @@ func (v *VaultKV) read(ctx context.Context, token, path string) (*api.KVSecret, 
 	if err != nil {
 		return nil, err
 	}
-	kv, err := c.KVv2(mount).Get(ctx, entry)
-	if errors.Is(err, api.ErrSecretNotFound) {
-		return nil, gone("%s: no such secret", path)
+	res, err := c.Logical().ReadRawWithContext(ctx, mount+"/data/"+entry)
+	if res != nil {
+		defer res.Body.Close()
 	}
-	if err != nil {
+	if res == nil || err != nil && res.StatusCode != http.StatusNotFound {
 		return nil, fmt.Errorf("read %s: %w", path, vaultError(err))
 	}
-	return kv, nil
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return kvAnswer(path, res.StatusCode, body)
+}
+
+// kvAnswer reads Vault's answer to a KV version 2 read (code, body). Only
+// Vault's own words take the value for revoked (ErrGone): a 404 whose
+// body is its errors document alone (no such entry, or no mount there),
+// or a version whose metadata says it is deleted or destroyed. Any other
+// answer (no body, a proxy's page, JSON of another shape) is the server
+// failing, as in an outage; its body is not quoted, as a proxy's page may
+// show the request, token and all.
+func kvAnswer(path string, code int, body []byte) (*kvVersion, error) {
+	notVaults := func(what string) error {
+		return fmt.Errorf("read %s: the server answered %d %s with %s, not Vault's answer to a read (is a load balancer or proxy in front of Vault failing?)",
+			path, code, http.StatusText(code), what)
+	}
+	if len(body) == 0 {
+		return nil, notVaults("no body")
+	}
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) != nil || doc == nil {
+		return nil, notVaults("a body that is not a JSON object")
+	}
+	var errs []string
+	if code == http.StatusNotFound && len(doc) == 1 && json.Unmarshal(doc["errors"], &errs) == nil && errs != nil {
+		return nil, gone("%s: no such secret", path)
+	}
+	var kv kvVersion
+	dec := json.NewDecoder(bytes.NewReader(doc["data"]))
+	dec.UseNumber()
+	if dec.Decode(&kv) != nil || kv.Metadata == nil {
+		return nil, notVaults("JSON that is not a KV version 2 entry")
+	}
+	deleted := kv.Metadata.DeletionTime != "" || kv.Metadata.Destroyed
+	switch {
+	case kv.Data == nil && deleted && (code == http.StatusNotFound || code == http.StatusOK):
+		return nil, gone("%s: the current version is deleted or destroyed", path)
+	case kv.Data == nil || code != http.StatusOK:
+		return nil, notVaults("JSON that is not a KV version 2 entry")
+	}
+	var err error
+	if kv.created, err = time.Parse(time.RFC3339Nano, kv.Metadata.CreatedTime); err != nil {
+		return nil, fmt.Errorf("read %s: created_time %q is not an RFC 3339 time", path, termtext.Escape(kv.Metadata.CreatedTime, 64))
+	}
+	return &kv, nil
 }
 
 // mountOf splits path into the KV mount it is under and the entry's path

@@ -567,3 +567,63 @@ func TestVaultKVStandbyRedirectIsNoDeletion(t *testing.T) {
 		t.Errorf("past ttl, the standby redirecting: got %q stale=%v err=%v, want the last value, stale", got, stale, err)
 	}
 }
+
+// TestVaultKVAnswerNotVaultsIsNoDeletion: only Vault's own "not found" (a
+// 404 with its {"errors": [...]}) or a version it says is deleted or
+// destroyed takes a value for revoked. An answer of something in front of
+// Vault (a load balancer's empty 200, a 204, a 404 page, an empty 404, a
+// JSON document that is not Vault's), which the official client reads as
+// no secret, is a failure as in an outage: the last value stands in for
+// failure_ttl, and the error says what answered, never "no such secret".
+func TestVaultKVAnswerNotVaultsIsNoDeletion(t *testing.T) {
+	v := fake.NewVault(t, 0)
+	v.Put("secret/openai", map[string]string{"api_key": "sk-vault-front-1"}, nil)
+	token := v.IssueToken(0)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute, FailureTTL: time.Hour}}, Options{Now: clk.now})
+	get := getter(c, "corp:secret/openai")
+	if got, _, err := get(); err != nil || got != "sk-vault-front-1" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	for _, a := range []struct {
+		code int
+		body string
+	}{
+		{200, ""}, {204, ""}, {404, ""}, {404, "<html><body>404 Not Found</body></html>"},
+		{404, "{}"}, {404, `{"message": "no route"}`}, {404, `{"errors": "not found"}`}, {404, "null"},
+		{200, "{}"}, {200, `{"errors": []}`}, {200, `{"data": {}}`}, {200, `{"data": {"data": null}}`},
+		{404, `{"data": {"data": null, "metadata": {"deletion_time": "", "destroyed": false}}}`},
+	} {
+		v.SetFront(0, "")
+		clk.add(2 * time.Minute)
+		if got, stale, err := get(); err != nil || got != "sk-vault-front-1" || stale {
+			t.Fatalf("Vault again: got %q stale=%v err=%v", got, stale, err)
+		}
+		v.SetFront(a.code, a.body)
+		_, _, err := src.Fetch(context.Background(), "secret/openai")
+		if err == nil || errors.Is(err, ErrGone) || strings.Contains(err.Error(), "no such secret") || strings.Contains(err.Error(), "deleted") {
+			t.Errorf("%d %q: got %v, want a failure like an outage, not ErrGone", a.code, a.body, err)
+		}
+		mustNotHold(t, err, token, "<html>")
+		clk.add(2 * time.Minute)
+		if got, stale, err := get(); err != nil || got != "sk-vault-front-1" || !stale {
+			t.Errorf("%d %q past ttl: got %q stale=%v err=%v, want the last value, stale", a.code, a.body, got, stale, err)
+		}
+	}
+	// Vault's own answers still revoke.
+	v.SetFront(0, "")
+	if _, _, err := src.Fetch(context.Background(), "secret/openai"); err != nil {
+		t.Fatalf("Vault again: %v", err)
+	}
+	if _, _, err := src.Fetch(context.Background(), "secret/absent"); !errors.Is(err, ErrGone) {
+		t.Errorf("Vault's 404: got %v, want ErrGone", err)
+	}
+	v.Delete("secret/openai")
+	if _, _, err := src.Fetch(context.Background(), "secret/openai"); !errors.Is(err, ErrGone) {
+		t.Errorf("a deleted version: got %v, want ErrGone", err)
+	}
+}
