@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 )
@@ -55,8 +57,13 @@ func (e Exec) bound() time.Duration {
 // ended or been killed: a child it left may hold it open.
 const waitDelay = time.Second
 
-// maxStderr caps the stderr kept for the log.
+// maxStderr caps the stderr logged.
 const maxStderr = 4 << 10
+
+// keptStderr caps the stderr kept: what is logged, with room for the
+// values removed from it. The rest is read and dropped, so a helper that
+// writes megabytes costs no more redaction than one that writes 8 KiB.
+const keptStderr = 2 * maxStderr
 
 // Fetch runs the helper for path.
 func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
@@ -78,11 +85,7 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 	// A helper's child that keeps stdout open must not hold the fetch
 	// past the kill.
 	cmd.WaitDelay = waitDelay
-	var stdout, stderr capped
-	// stderr is cut to maxStderr only once the values are out of it: a
-	// value across the cut would no longer be found, and half of it
-	// logged.
-	stdout.max, stderr.max = maxRaw, maxStderr+maxRaw
+	stdout, stderr := capped{max: maxRaw}, capped{max: keptStderr}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	endGroup(cmd) // a helper's children do not outlive it
@@ -91,11 +94,7 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 		// it wrote before it ended is all there is.
 		err = nil
 	}
-	if s := strings.TrimSpace(stderr.buf.String()); s != "" {
-		s = withoutValues(s, stdout.buf.Bytes())
-		if len(s) > maxStderr {
-			s = strings.ToValidUTF8(s[:maxStderr], "") + "…"
-		}
+	if s := loggedStderr(&stderr, stdout.buf.Bytes()); s != "" {
 		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", s).Msg("credential helper wrote to stderr")
 	}
 	switch {
@@ -136,13 +135,34 @@ func (c *capped) Write(p []byte) (int, error) {
 // shorter one would shred the message, and withholds it whole.
 const minRedacted = 6
 
+// loggedStderr is what is logged of a helper's stderr: its start, with
+// every value stdout holds removed (withoutValues), cut to maxStderr. It
+// is cut only once the values are out of it: a value across the cut would
+// no longer be found, and half of it logged.
+func loggedStderr(stderr *capped, stdout []byte) string {
+	s := strings.TrimSpace(stderr.buf.String())
+	if s == "" {
+		return ""
+	}
+	s = withoutValues(s, stdout, stderr.over)
+	if len(s) > maxStderr {
+		return strings.ToValidUTF8(s[:maxStderr], "") + "…"
+	}
+	if stderr.over {
+		s += "…"
+	}
+	return s
+}
+
 // withoutValues removes from a helper's stderr s every value its stdout
 // holds: the whole output, each of its lines, and each string of a JSON
 // document (a ref's #FIELD, or the fields a route reads), in each form a
 // helper's debug output may quote it in (see valueForms). A stderr that
 // still holds one once its white space is dropped (a value cut across
-// lines, as base64 and fold wrap them) is withheld whole.
-func withoutValues(s string, stdout []byte) string {
+// lines, as base64 and fold wrap them) is withheld whole. When s is the
+// start of a longer stderr (cut), an end of it that may begin a value
+// (one that went on past the cut) is dropped too.
+func withoutValues(s string, stdout []byte, cut bool) string {
 	values := []string{strings.TrimSpace(string(stdout))}
 	for line := range strings.Lines(string(stdout)) {
 		values = append(values, strings.TrimSpace(line))
@@ -153,7 +173,7 @@ func withoutValues(s string, stdout []byte) string {
 	}
 	slices.Sort(values)
 	values = slices.Compact(values)
-	var forms []string
+	var forms, short []string
 	for _, v := range values {
 		if v == "" {
 			continue
@@ -162,9 +182,13 @@ func withoutValues(s string, stdout []byte) string {
 			if strings.Contains(s, v) {
 				return withheld
 			}
+			short = append(short, v)
 			continue
 		}
 		forms = append(forms, valueForms(v)...)
+	}
+	if cut {
+		s = s[:beforePartial(s, append(short, forms...))]
 	}
 	// Longest first: a value inside another is replaced with it.
 	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
@@ -178,6 +202,47 @@ func withoutValues(s string, stdout []byte) string {
 		}
 	}
 	return s
+}
+
+// beforePartial returns where the end of s that may begin one of forms
+// starts: the longest end of s that is the start of a form, as s is or
+// with its white space dropped (a value folded across lines); len(s)
+// when none is. A value that ran on past a cut at len(s) is dropped from
+// there whole, with whatever it overlaps.
+func beforePartial(s string, forms []string) int {
+	end := partialAt(s, forms)
+	// As strings.Fields drops white space: bytes not valid UTF-8 stay.
+	var folded []byte
+	var at []int // where each byte of folded starts a rune in s
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsSpace(r) {
+			folded = append(folded, s[i:i+n]...)
+			for range n {
+				at = append(at, i)
+			}
+		}
+		i += n
+	}
+	if i := partialAt(string(folded), forms); i < len(folded) {
+		end = min(end, at[i])
+	}
+	return end
+}
+
+// partialAt returns where the longest end of s that is the start of one
+// of forms starts, or len(s) when none is.
+func partialAt(s string, forms []string) int {
+	end := len(s)
+	for _, f := range forms {
+		for i := max(0, len(s)-len(f)); i < end; i++ {
+			if s[i] == f[0] && strings.HasPrefix(f, s[i:]) {
+				end = i
+				break
+			}
+		}
+	}
+	return end
 }
 
 // withheld stands for a helper's stderr that quotes its output in a way

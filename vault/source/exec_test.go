@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,79 @@ func TestExecStderrHidesEncodedValue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExecStderrKeptIsBounded: a helper that writes megabytes of short
+// lines to stderr has only their start kept (keptStderr), so removing
+// the values from it costs no more than for 8 KiB. The fetch fails as the
+// helper did, and the log has the start of its stderr, the value out of
+// it, cut to maxStderr. What comes past the kept start (the value folded
+// across lines, a megabyte in) has no say in it: the whole stderr, up to
+// a megabyte, used to be kept and searched, and so withheld.
+func TestExecStderrKeptIsBounded(t *testing.T) {
+	value := "sk-proj-" + strings.Repeat("Zq9/Xw+7", 5)
+	script := `printf 'token=%s\n' "$V" >&2; yes a | head -c 1000000 >&2; printf %s "$V" | fold -w 16 >&2
+yes a | head -c 7000000 >&2; printf '%s\n' "$V"; exit 1`
+	var logs bytes.Buffer
+	e := Exec{Name: "op", Command: []string{"sh", "-c", script, "helper"}, Timeout: 30 * time.Second,
+		Log: zerolog.New(&logs), Env: []string{"V=" + value, "PATH=" + os.Getenv("PATH")}}
+	if _, _, err := e.Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("got %v, want the helper's failure", err)
+	}
+	var line struct{ Stderr string }
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+		t.Fatalf("stderr not logged: %.200s (%v)", logs.String(), err)
+	}
+	if !strings.HasPrefix(line.Stderr, "token=REDACTED\na\na\n") || !strings.HasSuffix(line.Stderr, "…") || len(line.Stderr) > maxStderr+len("…") {
+		t.Errorf("logged %d bytes: %.40q…%q, want the start of stderr, the value out of it, cut to %d bytes", len(line.Stderr), line.Stderr, line.Stderr[max(0, len(line.Stderr)-20):], maxStderr)
+	}
+	if strings.Contains(line.Stderr, value[:12]) {
+		t.Errorf("the log holds the value: %q", line.Stderr)
+	}
+	// What is kept of stderr, however much the helper writes.
+	stderr := capped{max: keptStderr}
+	for range 8 << 10 {
+		_, _ = stderr.Write([]byte(strings.Repeat("a\n", 512)))
+	}
+	if n := stderr.buf.Len(); n > 2*maxStderr || !stderr.over {
+		t.Errorf("kept %d bytes of 8 MiB, want at most %d, cut", n, 2*maxStderr)
+	}
+}
+
+// TestExecStderrCutKeepsNoPartialValue: where a helper's stderr is cut
+// to what is kept, a value that ran on past the cut is dropped whole,
+// not logged in part: as it is, with white space inside it (folded
+// across lines), or in another form (base64), after values replaced
+// before it left the logged text short of maxStderr.
+func TestExecStderrCutKeepsNoPartialValue(t *testing.T) {
+	value := "sk-proj-" + strings.Repeat("Q7w9E3r5", 12)
+	b64 := base64.StdEncoding.EncodeToString([]byte(value))
+	for name, tail := range map[string]string{
+		"as it is":    value,
+		"folded":      regexp.MustCompile(`.{10}`).ReplaceAllString(value, "$0\n"),
+		"base64":      b64,
+		"folded b64":  regexp.MustCompile(`.{7}`).ReplaceAllString(b64, "$0 \n "),
+		"JSON string": `{"token": "` + value + `"}`,
+	} {
+		for _, left := range []int{1, 7, 30, 70} {
+			// Values replaced (each by REDACTED) up to the cut, where
+			// left bytes of the tail are kept.
+			head := strings.Repeat(value+"\n", (keptStderr-left-41)/(len(value)+1))
+			head = strings.Repeat("x", keptStderr-left-len(head)-1) + "\n" + head
+			stderr := capped{max: keptStderr}
+			_, _ = stderr.Write([]byte(head + tail + "\nmore\n"))
+			got := loggedStderr(&stderr, []byte(value+"\n"))
+			if !strings.HasPrefix(got, strings.Repeat("x", 40)) || !strings.HasSuffix(got, "…") || len(got) > maxStderr+len("…") {
+				t.Errorf("%s, %d bytes kept: logged %.60q, want the start of stderr, cut", name, left, got)
+				continue
+			}
+			folded := strings.Join(strings.Fields(got), "")
+			for _, part := range []string{value[:min(left, 6)], b64[:min(left, 6)]} {
+				if strings.Contains(folded, part) {
+					t.Errorf("%s, %d bytes kept: the log holds %q of the value: …%q", name, left, part, got[max(0, len(got)-120):])
+				}
+			}
+		}
 	}
 }
