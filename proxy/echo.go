@@ -211,6 +211,23 @@ func nameEchoes(name string, forms []string) bool {
 	return false
 }
 
+// quotesPart reports whether s holds a run of minEchoForm characters of
+// one of forms: part of a secret, as a token endpoint quotes it that
+// shows the first or last characters of the client secret it refused.
+// Only for a secret that is random throughout: a form's runs are looked
+// for wherever they are, and a key's provider prefix is left out of its
+// forms (keyCore), but a PEM key's armour is not.
+func quotesPart(s string, forms []string) bool {
+	for _, f := range forms {
+		for i := 0; i+minEchoForm <= len(f); i++ {
+			if strings.Contains(s, f[i:i+minEchoForm]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func containsAny(v string, forms []string) bool {
 	for _, f := range forms {
 		if strings.Contains(v, f) {

@@ -35,8 +35,13 @@ type minter struct {
 	endpoint *url.URL // where fetch asks, for the audit record of the ask
 	key      string
 	base     *injection // the route's injection: names, fingerprint, echo forms
-	cur      atomic.Pointer[minted]
-	flight   singleflight.Group
+	// secret holds the forms of what an ask sends that is secret in any
+	// part (an OAuth2 client secret): an endpoint's error that quotes a
+	// run of minEchoForm characters of one (the first characters of the
+	// secret it refused) is not logged.
+	secret []string
+	cur    atomic.Pointer[minted]
+	flight singleflight.Group
 	// failed is the endpoint's last failure while no ask has succeeded
 	// since: until it passes, requests get it without an ask.
 	failed atomic.Pointer[mintFailure]
@@ -143,7 +148,8 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
 		return c.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
 	}
-	return &minter{fetch: fetch, endpoint: endpoint, key: k, now: time.Now}, []string{key, url.QueryEscape(key)}, ""
+	sent := []string{key, url.QueryEscape(key)}
+	return &minter{fetch: fetch, endpoint: endpoint, key: k, secret: echoForms(sent), now: time.Now}, sent, ""
 }
 
 // askChecks are what each ask of a token endpoint is held to (see
@@ -387,7 +393,7 @@ func (m *minter) compile(tok *oauth2.Token) *minted {
 // scrub returns the token endpoint's error as one line that holds no form
 // of the secret, nor of sent (the forms of what the ask sent as a
 // credential: a signed assertion, an app's JWT), which an endpoint's
-// answer may quote. Of an answer (oauth2.RetrieveError) it keeps the HTTP
+// answer may quote, nor any part of a client secret (quotesPart). Of an answer (oauth2.RetrieveError) it keeps the HTTP
 // status, and the error code and description when they are plain text
 // (plainText); never the body. Of any other error, its text without those
 // forms, or nothing when it holds an escape.
@@ -398,7 +404,7 @@ func (m *minter) scrub(err error, sent []string) error {
 		// Every escaped form of a secret that differs from the secret
 		// holds a backslash (\", \\, \u00a0): a text with one is left out.
 		msg := redact(err.Error(), forms, 300)
-		if strings.IndexByte(msg, '\\') >= 0 || echoes([]string{msg}, forms) {
+		if strings.IndexByte(msg, '\\') >= 0 || echoes([]string{msg}, forms) || quotesPart(msg, m.secret) {
 			return errors.New("the token endpoint's error is not logged: it may quote the credential")
 		}
 		return errors.New(msg)
@@ -407,10 +413,10 @@ func (m *minter) scrub(err error, sent []string) error {
 	if re.Response != nil {
 		msg += " " + strconv.Itoa(re.Response.StatusCode) + " " + http.StatusText(re.Response.StatusCode)
 	}
-	if plainText(re.ErrorCode, forms) {
+	if plainText(re.ErrorCode, forms) && !quotesPart(re.ErrorCode, m.secret) {
 		msg += ", error " + shorten(re.ErrorCode, 64)
 	}
-	if plainText(re.ErrorDescription, forms) {
+	if plainText(re.ErrorDescription, forms) && !quotesPart(re.ErrorDescription, m.secret) {
 		msg += ": " + shorten(re.ErrorDescription, 200)
 	}
 	return errors.New(msg)

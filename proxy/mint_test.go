@@ -138,6 +138,57 @@ func TestMintErrorHidesTheSecret(t *testing.T) {
 	}
 }
 
+// A token endpoint's error that quotes part of the client secret (its
+// first or last characters, as an endpoint that shows which secret it
+// refused; a run from its middle), 8 characters of it or more, raw or
+// escaped, is logged without that text: the error code or description
+// that holds it is left out, as one that holds the whole secret is.
+// What holds none of it stays, the client id included.
+func TestMintErrorHidesPartOfTheSecret(t *testing.T) {
+	const secret = "Zq7Lm9Xp0123456789abcdefGHIJ/+kl"
+	for name, part := range map[string]string{
+		"first 20":        secret[:20],
+		"first 8":         secret[:8],
+		"last 10":         secret[len(secret)-10:],
+		"middle 12":       secret[6:18],
+		"escaped last 12": url.QueryEscape(secret[len(secret)-10:]),
+	} {
+		for _, where := range []string{"error_description", "error"} {
+			t.Run(name+"/"+where, func(t *testing.T) {
+				endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusUnauthorized)
+					answer := map[string]string{"error": "invalid_client", "error_description": "client app: wrong secret"}
+					answer[where] = "secret-" + part + "-refused"
+					b, _ := json.Marshal(answer)
+					_, _ = w.Write(b)
+				}))
+				defer endpoint.Close()
+				cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
+				gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: params}}", cred, "")
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+				if w.Code != http.StatusBadGateway {
+					t.Fatalf("got %d, want 502", w.Code)
+				}
+				logs.mu.Lock()
+				log := logs.b.String()
+				logs.mu.Unlock()
+				if strings.Contains(log, part) {
+					t.Errorf("the log holds %q of the secret: %s", part, log)
+				}
+				keep := "error invalid_client"
+				if where == "error" {
+					keep = "client app: wrong secret"
+				}
+				if !strings.Contains(log, "401 Unauthorized") || !strings.Contains(log, keep) {
+					t.Errorf("the log lost what holds no part of the secret (%q): %s", keep, log)
+				}
+			})
+		}
+	}
+}
+
 // A token endpoint's error is logged without the client secret however
 // the answer spells it: x/oauth2 prints an answer's error code and
 // description with %q, which escapes '"' and '\\' and a no-break space,
