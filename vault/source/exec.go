@@ -148,7 +148,7 @@ func loggedStderr(stderr *capped, stdout []byte) string {
 	if len(s) > maxStderr {
 		return strings.ToValidUTF8(s[:maxStderr], "") + "…"
 	}
-	if stderr.over {
+	if stderr.over && s != withheld {
 		s += "…"
 	}
 	return s

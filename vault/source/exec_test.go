@@ -139,6 +139,10 @@ yes a | head -c 7000000 >&2; printf '%s\n' "$V"; exit 1`
 	if n := stderr.buf.Len(); n > 2*maxStderr || !stderr.over {
 		t.Errorf("kept %d bytes of 8 MiB, want at most %d, cut", n, 2*maxStderr)
 	}
+	// Withheld whole (a short value in it), it is not marked cut.
+	if got := loggedStderr(&stderr, []byte("a\n")); got != withheld {
+		t.Errorf("a short value in a cut stderr: logged %q, want %q", got, withheld)
+	}
 }
 
 // TestExecStderrCutKeepsNoPartialValue: where a helper's stderr is cut
