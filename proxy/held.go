@@ -58,7 +58,10 @@ func (g *Gateway) hold(admits func(*live) (*apiError, time.Time), end func()) *h
 // relayed after the reload. It is checked again when its key expires, as
 // the config served then says (admits), as a reload would. cut is the
 // refusal of the config served now, when it refuses the switch already:
-// it must not be sent.
+// it must not be sent. A switch whose request was written to the
+// upstream (routeTransport sets x.wrote only when the key went with it)
+// was made, whether or not the upstream agreed yet, or the app had its
+// 101: it was allowed and its key went.
 func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exchange, admits func(*live) (*apiError, time.Time)) (_ context.Context, release func(), cut *apiError) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &switched{}
@@ -67,7 +70,15 @@ func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exch
 	g.held.mu.Lock()
 	cut = c.cut
 	g.held.mu.Unlock()
-	return ctx, func() { g.release(x, c, s.wasMade()); cancel() }, cut
+	return ctx, func() {
+		ended := g.release(x, c, s.wasMade() || x.wrote.Load())
+		if ended != nil && rw.status == 0 && !s.hijacked() {
+			// Ended before any answer: the app gets the refusal, not
+			// net/http's empty 200.
+			writeError(rw, x.rec.id, *ended, x.rec.mode != modeReverse, 0)
+		}
+		cancel()
+	}, cut
 }
 
 // switched is the app's side of a protocol switch: ended, it is closed
@@ -97,6 +108,14 @@ func (s *switched) handOver(conn net.Conn) bool {
 	return s.made
 }
 
+// hijacked reports whether the app's connection was taken for the
+// switch, handed over or closed at once.
+func (s *switched) hijacked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn != nil
+}
+
 // wasMade reports whether the switch was handed over to the app.
 func (s *switched) wasMade() bool {
 	s.mu.Lock()
@@ -106,10 +125,11 @@ func (s *switched) wasMade() bool {
 
 // release stops tracking c. When a reload (or its key's expiry) ended it,
 // x's record says why, with the code its request would get now: denied
-// when it ended before it was made (a protocol switch not yet handed
-// over to the app), an error when till ended a connection it had made
-// (made): allowed, it went, its key with it, and ran until then.
-func (g *Gateway) release(x *exchange, c *heldConn, made bool) {
+// when it ended before it was made (a protocol switch whose key never
+// went), an error when till ended a connection it had made
+// (made): allowed, it went, its key with it, and ran until then. It
+// returns that refusal, nil when none ended c.
+func (g *Gateway) release(x *exchange, c *heldConn, made bool) *apiError {
 	g.held.mu.Lock()
 	delete(g.held.open, c)
 	cut := c.cut
@@ -126,6 +146,7 @@ func (g *Gateway) release(x *exchange, c *heldConn, made bool) {
 		g.log.Warn().Str("id", x.rec.id).Str("mode", x.rec.mode).Str("route", x.rec.route).Str("code", cut.code).Str("reason", cut.message).
 			Msg("a reload ended a connection that the new config refuses")
 	}
+	return cut
 }
 
 // recheck ends the held connections that l refuses.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,6 +133,111 @@ func TestReloadEndsUpgradesItRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadAfterKeyWentIsAnError: a reload that refuses a protocol
+// switch (WebSocket) after its request went upstream, the key with it,
+// ends it, and its record is an error with the reload's code, naming the
+// key: not denied, which is for a switch whose key never went (see
+// TestReloadDuringUpgradeDialStopsKey). Caught: a reload while the
+// upstream answered, or after its 101 but before the app had the switch,
+// recorded a key use as denied, and the app got an empty 200 when it
+// had no answer yet. The first reload comes while the
+// upstream holds the request; the second in the app side's hijack, which
+// ReverseProxy asks for once it has the upstream's 101 and before it
+// hands the switch over.
+func TestReloadAfterKeyWentIsAnError(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		status   float64 // the record's
+		answered bool    // the app gets the refusal (else its connection is closed)
+	}{
+		{"while the upstream answers", 401, true},
+		{"after the upstream's 101", 101, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			arrived, answer := make(chan struct{}), make(chan struct{})
+			var sawKey atomic.Int32
+			up := switchingEcho(t, func(r *http.Request) {
+				if strings.Contains(r.Header.Get("Authorization"), testKey) {
+					sawKey.Add(1)
+				}
+				if tt.answered {
+					close(arrived)
+					<-answer
+				}
+			})
+			sum := sha256.Sum256([]byte(connectToken))
+			other := sha256.Sum256([]byte(connectToken + "x"))
+			conf := func(digest [32]byte) *Snapshot {
+				y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+					"routes:\n  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]}\n"
+				cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
+			}
+			buf := &lockedBuffer{}
+			gw := New(conf(sum), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			var reloads atomic.Int32
+			reload := func() { reloads.Add(1); gw.Swap(conf(other)) }
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !tt.answered {
+					w = hijackHook{w, reload}
+				}
+				gw.ServeHTTP(w, r)
+			}))
+			defer front.Close()
+			if tt.answered {
+				go func() {
+					<-arrived
+					reload()
+					close(answer)
+				}()
+			}
+			c, err := net.Dial("tcp", front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: "+connectToken+"\r\n\r\n")
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			switch {
+			case tt.answered && (err != nil || res.StatusCode != http.StatusUnauthorized || res.Header.Get("X-Till-Error") != CodeClientUnauthenticated):
+				t.Errorf("the app got %v, %v; want the reload's refusal, 401 %s", res, err, CodeClientUnauthenticated)
+			case !tt.answered && err == nil:
+				t.Errorf("the app got %d for a switch a reload ended as it was handed over", res.StatusCode)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := gw.Shutdown(ctx); err != nil { // waits for the record
+				t.Fatal(err)
+			}
+			if reloads.Load() != 1 || sawKey.Load() != 1 {
+				t.Fatalf("%d reload(s), upstream saw the key %d time(s); want a reload after the key went once", reloads.Load(), sawKey.Load())
+			}
+			recs := buf.records(t)
+			if len(recs) != 1 || recs[0]["outcome"] != outcomeError || recs[0]["reason"] != CodeClientUnauthenticated || recs[0]["key_fp"] == "" || recs[0]["status"] != tt.status {
+				t.Errorf("records %v; want one of the key's switch (status %v), an error with %s", recs, tt.status, CodeClientUnauthenticated)
+			}
+		})
+	}
+}
+
+// hijackHook is a ResponseWriter that runs before when its connection is
+// hijacked, before it is.
+type hijackHook struct {
+	http.ResponseWriter
+	before func()
+}
+
+func (h hijackHook) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h.before()
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+func (h hijackHook) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // openHeld serves gw and sends it head, a request's head, on a new
 // connection, which its answer (status want) holds open.

@@ -519,6 +519,7 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 	front := httptest.NewServer(gw)
 	defer front.Close()
 	done := make(chan struct{})
+	var answer *http.Response
 	go func() {
 		defer close(done)
 		c, err := net.Dial("tcp", front.Listener.Addr().String())
@@ -527,7 +528,7 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 		}
 		defer c.Close()
 		io.WriteString(c, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Till-Token: "+connectToken+"\r\n\r\n")
-		http.ReadResponse(bufio.NewReader(c), nil)
+		answer, _ = http.ReadResponse(bufio.NewReader(c), nil)
 	}()
 	select {
 	case <-dialing:
@@ -544,8 +545,12 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 	}
 	// Never made, the switch was refused: denied, not a connection till
 	// ended.
-	if recs := buf.records(t); len(recs) != 1 || recs[0]["outcome"] != outcomeDenied || recs[0]["reason"] != CodeClientUnauthenticated {
-		t.Errorf("records %v; want one, denied with %s", recs, CodeClientUnauthenticated)
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["outcome"] != outcomeDenied || recs[0]["reason"] != CodeClientUnauthenticated || recs[0]["status"] != 401.0 {
+		t.Errorf("records %v; want one, denied (401) with %s", recs, CodeClientUnauthenticated)
+	}
+	// The app is told so, not given net/http's empty 200.
+	if answer == nil || answer.StatusCode != http.StatusUnauthorized || answer.Header.Get("X-Till-Error") != CodeClientUnauthenticated {
+		t.Errorf("the app got %v; want 401 %s", answer, CodeClientUnauthenticated)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"strings"
+	"sync/atomic"
 )
 
 // newUpgrader returns the proxy for protocol switches (WebSocket) on
@@ -124,20 +125,35 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	// The context lives as long as the request (the upgraded connection
 	// with it): cancel is the trace's, to stop a send it cannot record.
-	// A reload that refuses the switch while the Transport dials ends
-	// held: the key is taken off before anything is written.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	out := r.WithContext(httptrace.WithClientTrace(ctx, x.upgradeTrace(r, cancel)))
+	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
+}
+
+// upgradeTrace is the trace of the protocol switch r (see sendTrace). A
+// reload that refuses the switch while the Transport dials ends r's
+// context: the key is taken off before anything is written. Every reload
+// rechecks the switch (holdUpgrade) and ends that context if it refuses
+// it, from now until the switch ends: no waiter (unwritten) is needed
+// besides. x.wrote says the key went (holdUpgrade): headers written
+// without it, on a connection so dropped, do not count.
+func (x *exchange) upgradeTrace(r *http.Request, cancel context.CancelCauseFunc) *httptrace.ClientTrace {
 	held := r.Context()
-	ctx, cancel := context.WithCancelCause(held)
+	var stripped atomic.Bool
 	withhold := func() bool {
 		if held.Err() == nil {
 			return false
 		}
 		stripKey(r)
+		stripped.Store(true)
 		return true
 	}
-	// Every reload rechecks the switch (holdUpgrade) and ends held if it
-	// refuses it, from now until the switch ends: no waiter (unwritten)
-	// is needed besides.
-	out := r.WithContext(httptrace.WithClientTrace(ctx, x.sendTrace(new(httptrace.ClientTrace), cancel, withhold, nil)))
-	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
+	trace := x.sendTrace(new(httptrace.ClientTrace), cancel, withhold, nil)
+	wroteHeaders := trace.WroteHeaders
+	trace.WroteHeaders = func() {
+		if !stripped.Load() {
+			wroteHeaders()
+		}
+	}
+	return trace
 }

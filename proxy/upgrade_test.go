@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,5 +122,33 @@ func TestRouteSwitchesOnlyToWebSocket(t *testing.T) {
 		if got, want := asked.Load(), map[bool]string{true: "WebSocket", false: ""}[tt.want == http.StatusOK]; got != want {
 			t.Errorf("%q: the upstream was asked to switch to %q, want %q", tt.upgrade, got, want)
 		}
+	}
+}
+
+// TestUpgradeKeyWentOnlyWhenWritten: a protocol switch's trace counts its
+// request written (x.wrote, which makes a reload's end of it an error,
+// not denied: see holdUpgrade) only when its key went with it. Caught: a
+// reload that ended the switch as the Transport got its connection took
+// the key off and dropped the connection, and the Transport's write of
+// what was left still counted, so the record said a key that never went
+// was used.
+func TestUpgradeKeyWentOnlyWhenWritten(t *testing.T) {
+	for _, reloaded := range []bool{false, true} {
+		ctx, end := context.WithCancel(context.Background())
+		if reloaded {
+			end()
+		}
+		r := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://upstream.test/v1/realtime", nil)
+		r.Header.Set("Authorization", "Bearer "+testKey)
+		x := &exchange{}
+		trace := x.upgradeTrace(r, func(error) {})
+		app, _ := net.Pipe()
+		trace.GotConn(httptrace.GotConnInfo{Conn: app})
+		trace.WroteHeaders()
+		if x.wrote.Load() == reloaded || (r.Header.Get("Authorization") == "") != reloaded {
+			t.Errorf("ended by a reload %v: counted written %v, key left %q; want the key to go and count only when not",
+				reloaded, x.wrote.Load(), r.Header.Get("Authorization"))
+		}
+		end()
 	}
 }
