@@ -3,11 +3,13 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tillgw/till/usage"
@@ -184,7 +186,12 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 // returned (till test --mint). It asks with the key a request would go
 // with (s.credential): a pool's usable member, a source's current value,
 // and never a key expired under on_expired: block, which serve withholds.
-func (s *Snapshot) Mint(ctx context.Context, route string) error {
+// The ask sends the long-lived secret, a key use: as a live request's
+// ask, it is recorded first in a, in a `use` record naming client (the
+// verdict's) and the key, with the endpoint's host and path, one per
+// ask; when that record cannot be written, nothing is sent and the error
+// is ErrAuditUnavailable.
+func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) error {
 	for _, rt := range s.routes {
 		if rt.name != route {
 			continue
@@ -201,11 +208,24 @@ func (s *Snapshot) Mint(ctx context.Context, route string) error {
 		if in.minter == nil {
 			return fmt.Errorf("route %q mints no token", route)
 		}
-		_, err := in.minter.token(ctx, askChecks{})
+		rec := record{id: newRequestIDs().next(), client: client, route: rt.name, method: http.MethodPost,
+			host: in.minter.endpoint.Host, path: in.minter.endpoint.Path}
+		rec.nameKey(in)
+		var asks atomic.Int32
+		_, err := in.minter.token(ctx, askChecks{before: func() bool {
+			return a.writeUse(&rec, int(asks.Add(1)), time.Now())
+		}})
+		if errors.Is(err, errAuditUnavailable) {
+			return ErrAuditUnavailable
+		}
 		return err
 	}
 	return fmt.Errorf("no route %q", route)
 }
+
+// ErrAuditUnavailable is Mint's error when the use record of its ask
+// could not be written: the token endpoint was not asked.
+var ErrAuditUnavailable = errors.New("the use record of the ask could not be written, so the token endpoint was not asked")
 
 // explainAsk is what live reads of a body naming model on rt: on a route
 // with model rules, the body {"model": ...} read by usage.Inspect, which

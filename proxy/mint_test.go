@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -833,7 +834,7 @@ func TestGitHubAppErrorHoldsTillsTextOnly(t *testing.T) {
 		}
 	}()
 	gw, _, _ := mintGateway(t, "http://"+ln.Addr().String(), "{github_app: {app_id: 1, installation_id: 2}}", vault.NewSecret("cred", rsaPEM(t), time.Now()), "")
-	err = gw.Snapshot().Mint(context.Background(), "api")
+	err = gw.Snapshot().Mint(context.Background(), gw.audit, "api", anonymous)
 	if err == nil || !strings.Contains(err.Error(), "401 Unauthorized") {
 		t.Fatalf("got %v, want the status 401 named", err)
 	}
@@ -885,7 +886,7 @@ func TestGoogleMintErrorHidesTheAssertion(t *testing.T) {
 				t.Fatalf("got %d, want 502", w.Code)
 			}
 			gw2, _, _ := mintGateway(t, endpoint.URL, "{google: {}}", vault.NewFieldSecret("cred", key, time.Now()), "")
-			mintErr := gw2.Snapshot().Mint(context.Background(), "api")
+			mintErr := gw2.Snapshot().Mint(context.Background(), gw2.audit, "api", anonymous)
 			if mintErr == nil {
 				t.Fatal("Mint succeeded, want the endpoint's refusal")
 			}
@@ -918,7 +919,8 @@ func TestGoogleMintErrorHidesTheAssertion(t *testing.T) {
 // TestMintAsksWithTheKeyARequestWould: till test --mint on a pooled
 // minting route whose first key expired (on_expired: block) asks the
 // token endpoint with the member a request would go with, which the
-// verdict names, never with the expired key serve withholds.
+// verdict names, never with the expired key serve withholds; and the ask,
+// a key use, has its use record first, or is not sent.
 func TestMintAsksWithTheKeyARequestWould(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string
@@ -944,13 +946,25 @@ func TestMintAsksWithTheKeyARequestWould(t *testing.T) {
 	if v := snap.Explain("GET", "/api/v1/x", "", "127.0.0.1:1234", "", time.Now()); !v.Allowed || v.Secret != "new" {
 		t.Errorf("verdict allowed %v with secret %q, want allowed with %q", v.Allowed, v.Secret, "new")
 	}
-	if err := snap.Mint(context.Background(), "api"); err != nil {
+	// The ask is a key use: recorded first, or not sent.
+	down := &failingWriter{fail: true}
+	if err := snap.Mint(context.Background(), testAudit(down), "api", "web"); !errors.Is(err, ErrAuditUnavailable) {
+		t.Errorf("with the audit sink down: %v, want ErrAuditUnavailable", err)
+	}
+	buf := &lockedBuffer{}
+	if err := snap.Mint(context.Background(), testAudit(buf), "api", "web"); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(asked) != 1 || asked[0] != "new" {
 		t.Errorf("the token endpoint was asked with %q, want only %q", asked, "new")
+	}
+	host := strings.TrimPrefix(endpoint.URL, "http://")
+	if recs := buf.events(t, "use"); len(recs) != 1 || recs[0]["event"] != "use" || recs[0]["secret"] != "new" || recs[0]["key_fp"] == "" ||
+		recs[0]["client"] != "web" || recs[0]["route"] != "api" || recs[0]["method"] != "POST" || recs[0]["host"] != host ||
+		recs[0]["path"] != "/token" || recs[0]["credential"] != "oauth2" || recs[0]["attempt"] != 1.0 || recs[0]["id"] == "" {
+		t.Errorf("records %v; want the ask's use record, of key new, client web, POST %s/token", recs, host)
 	}
 }
 

@@ -3,6 +3,8 @@ package test
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,4 +182,62 @@ func TestOAuth2(t *testing.T) {
 	secrets := append([]string{f.secret}, f.tokens...)
 	f.mu.Unlock()
 	tl.assertNoLeak(secrets)
+}
+
+// TestTillTestMintIsRecorded: till test --mint asks a token endpoint with
+// the route's client secret, a key use: its use record goes to the
+// config's audit file first, as serve's asks do, chained to serve's
+// records (till audit verify passes). While a running till holds the
+// file, the ask cannot be recorded, so it is not made (audit_unavailable),
+// and the endpoint is never asked. Caught: the ask went, recorded nowhere.
+func TestTillTestMintIsRecorded(t *testing.T) {
+	f := &fakeOAuth{id: "till-client", secret: keyed("oauth-secret-", "tm"), issued: map[string]int{}, valid: map[string]bool{}}
+	up := newUpstream(t, f)
+	cfg := "version: 1\naudit: {file: audit.log}\nclients:\n  - {name: web, token_sha256: " + strings.Repeat("ab", 32) + "}\nroutes:\n" +
+		"  - {name: api, upstream: \"" + up.URL + "\", secret: oauth, clients: any, inject: {oauth2: {token_url: \"" + up.URL + "/oauth/token\", scopes: [api]}}}\n"
+	tl := startTill(t, cfg, map[string]string{"oauth": `{"client_id":"till-client","client_secret":"` + f.secret + `"}`}, up.caFile)
+	env := []string{"SSL_CERT_FILE=" + up.caFile}
+	trail := filepath.Join(tl.dir, "audit.log")
+
+	// serve holds the trail: not recorded, so not asked.
+	out, _, code := runTill(t, tl.dir, "", env, "test", "--mint", "--client", "web", "GET", "/api/v1/things")
+	if code != 1 || !strings.Contains(out, "refused: audit_unavailable") || f.count("/oauth/token") != 0 {
+		t.Errorf("till test --mint while serve holds the audit file: exit %d, %d asks: %s", code, f.count("/oauth/token"), out)
+	}
+	if resp, _ := do(t, newRequest(t, "GET", tl.url("/api/v1/things"), nil)); resp.StatusCode != 200 {
+		t.Fatalf("a live request: %d", resp.StatusCode)
+	}
+	tl.stop()
+	asked := f.count("/oauth/token")
+
+	out, _, code = runTill(t, tl.dir, "", env, "test", "--mint", "--client", "web", "GET", "/api/v1/things")
+	if code != 0 || !strings.Contains(out, "a token was obtained") || f.count("/oauth/token") != asked+1 {
+		t.Fatalf("till test --mint: exit %d, %d asks (want %d): %s", code, f.count("/oauth/token"), asked+1, out)
+	}
+	recs := readIncidentTrail(t, trail)
+	last := recs[len(recs)-1].rec
+	host := strings.TrimPrefix(up.URL, "https://")
+	if last["event"] != "use" || last["client"] != "web" || last["route"] != "api" || last["secret"] != "oauth" ||
+		last["key_fp"] == "" || last["method"] != "POST" || last["host"] != host || last["path"] != "/oauth/token" ||
+		last["credential"] != "oauth2" || last["attempt"] != 1.0 {
+		t.Errorf("the trail's last record is %v; want the use record of till test's ask", last)
+	}
+	if out, errOut, code := auditVerify(t, tl.dir, "audit.log"); code != 0 {
+		t.Errorf("till audit verify after till test --mint: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// A trail that cannot be written (a link, which till never writes
+	// through): not recorded, so not asked.
+	if err := os.Rename(trail, trail+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(trail+".old", trail); err != nil {
+		t.Fatal(err)
+	}
+	asked = f.count("/oauth/token")
+	out, _, code = runTill(t, tl.dir, "", env, "test", "--mint", "GET", "/api/v1/things")
+	if code != 1 || !strings.Contains(out, "refused: audit_unavailable") || f.count("/oauth/token") != asked {
+		t.Errorf("till test --mint with an unwritable audit file: exit %d, %d asks (want %d): %s", code, f.count("/oauth/token"), asked, out)
+	}
+	tl.assertNoLeak([]string{f.secret})
 }

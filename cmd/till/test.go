@@ -11,9 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/reload"
+	"github.com/tillgw/till/vault"
 )
 
 // runTest dry-runs a request through the config: which route, which client,
@@ -27,7 +31,7 @@ func runTest(args []string, e *env) error {
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
-	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask is not in serve's audit trail")
+	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask, a use of the key, is recorded in the audit trail first (refused while a running till holds the audit file)")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
@@ -73,14 +77,8 @@ func runTest(args []string, e *env) error {
 	snap := proxy.NewSnapshotWithKeys(cfg, secrets, keys)
 	v := snap.Explain(method, target, client, netip.AddrPortFrom(source, 0).String(), model, time.Now())
 	if mint && v.Route != "" && v.Allowed {
-		// Only for a request the policy lets by, as serve mints. The ask
-		// is the operator's, from the command line: serve's audit trail
-		// (one writer) does not hold it.
-		if err := snap.Mint(context.Background(), v.Route); err != nil {
-			v.Allowed, v.Code, v.Reason = false, proxy.CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
-		} else {
-			v.Warning = strings.TrimPrefix(v.Warning+"; a token was obtained from the token endpoint", "; ")
-		}
+		// Only for a request the policy lets by, as serve mints.
+		mintOnce(cfg, secrets, e, snap, &v)
 	}
 	if asJSON {
 		out := testJSON{Verdict: v}
@@ -106,6 +104,37 @@ func runTest(args []string, e *env) error {
 		return errRefused
 	}
 	return nil
+}
+
+// mintOnce asks the token endpoint of v's route for a token, as serve
+// would for v's request, and says in v how that went. The ask sends the
+// long-lived secret, a key use: its use record goes to the config's
+// audit trail first, or the endpoint is not asked (audit_unavailable),
+// as serve does. The trail has one writer at a time: while a running
+// till holds its file, this ask cannot be recorded, so it is not made.
+func mintOnce(cfg *config.Config, secrets map[string]vault.Secret, e *env, snap *proxy.Snapshot, v *proxy.Verdict) {
+	logger := zerolog.New(e.stderr).With().Timestamp().Logger()
+	sink, err := openAudit(cfg, secrets, e, logger)
+	if err != nil {
+		v.Allowed, v.Code = false, proxy.CodeAuditUnavailable
+		v.Reason = "the token endpoint was not asked: its use of the key could not be recorded: " + err.Error()
+		if errors.Is(err, audit.ErrHeld) {
+			v.Reason += "; the running till's own asks are recorded there: stop it to ask from here"
+		}
+		return
+	}
+	err = snap.Mint(context.Background(), proxy.NewAudit(sink), v.Route, v.Client)
+	if cerr := sink.Close(); err == nil && cerr != nil {
+		logger.Error().Err(cerr).Msg("closing the audit file")
+	}
+	switch {
+	case errors.Is(err, proxy.ErrAuditUnavailable):
+		v.Allowed, v.Code, v.Reason = false, proxy.CodeAuditUnavailable, err.Error()
+	case err != nil:
+		v.Allowed, v.Code, v.Reason = false, proxy.CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
+	default:
+		v.Warning = strings.TrimPrefix(v.Warning+"; a token was obtained from the token endpoint (the ask is in the audit trail)", "; ")
+	}
 }
 
 // testJSON is what till test --json prints: the verdict and, for a key
