@@ -399,7 +399,7 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		return in, nil
 	}
 	in.fp = sec.Fingerprint()
-	in.short = tooShortToScrub(sec)
+	in.short = TooShortToScrub(sec)
 	in.expires = sec.ExpiresAt(maxAge)
 	in.times = vault.Secret{Created: sec.Created, Updated: sec.Updated, Expires: sec.Expires}
 	lookup := func(field string) (string, bool) {
@@ -468,9 +468,10 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	return in, append(sec.Values(), in.injectValue, strings.TrimPrefix(in.injectValue, "Basic "))
 }
 
-// tooShortToScrub reports whether sec is a single value shorter than
-// MinEchoLength, whose echo is not looked for (echoForms).
-func tooShortToScrub(sec vault.Secret) bool {
+// TooShortToScrub reports whether sec is a single value shorter than
+// MinEchoLength, whose echo is not looked for (echoForms): check and
+// serve warn of such a key, from the vault or fetched from a source.
+func TooShortToScrub(sec vault.Secret) bool {
 	v, single := sec.Value()
 	return single && len(v) < MinEchoLength
 }

@@ -82,6 +82,9 @@ func runCheck(args []string, e *env) error {
 	}
 	problems = append(problems, sourcedProblems(cfg, refs)...)
 	for _, st := range refs {
+		if st.Err == nil && proxy.TooShortToScrub(st.Secret) {
+			fmt.Fprintf(e.stderr, "till: warning: secret %q (source %q) is %s\n", st.Ref, st.Source, reload.ShortKeyWarning)
+		}
 		exp := st.Secret.ExpiresAt(cfg.Vault.MaxAge)
 		switch {
 		case st.Err != nil:

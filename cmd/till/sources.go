@@ -15,6 +15,8 @@ import (
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/reload"
+	"github.com/tillgw/till/vault"
 	"github.com/tillgw/till/vault/source"
 )
 
@@ -39,9 +41,19 @@ func newSourceKeys(cfg *config.Config, log zerolog.Logger, metrics *proxy.Metric
 		return nil, err
 	}
 	k.specs = specs
-	k.cache = source.NewCache(specs, source.Options{Log: log, OnFetch: metrics.SecretFetch})
+	k.cache = source.NewCache(specs, source.Options{Log: log, OnFetch: metrics.SecretFetch, Problem: shortKeyProblem})
 	metrics.WatchSources(k.cache.Statuses)
 	return k, nil
+}
+
+// shortKeyProblem is the problem of a key fetched from a source that is
+// too short for its echo to be removed, as serve's route line says of
+// one in the vault.
+func shortKeyProblem(sec vault.Secret) string {
+	if proxy.TooShortToScrub(sec) {
+		return reload.ShortKeyWarning
+	}
+	return ""
 }
 
 // forConfig readies the cache for cfg's sources (a reload) and returns

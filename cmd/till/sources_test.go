@@ -17,6 +17,7 @@ import (
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/reload"
 	"github.com/tillgw/till/vault/source"
 )
 
@@ -186,5 +187,57 @@ func TestTestSaysWhetherCached(t *testing.T) {
 	admin.Close()
 	if out := c.must("", "test", "GET", "/api/x"); !strings.Contains(out, "cached:   unknown: http://"+admin.Listener.Addr().String()+"/admin/routes: ") {
 		t.Errorf("no running till: till test printed\n%s", out)
+	}
+}
+
+// TestShortSourcedKeyWarned: a key fetched from a source that is shorter
+// than proxy.MinEchoLength, whose echo the filter does not look for on
+// its own, is warned of as one in the vault is: by check, naming the ref
+// and its source, and in serve's log when its value is fetched. One long
+// enough is not. Caught: only vault secrets were warned of.
+func TestShortSourcedKeyWarned(t *testing.T) {
+	c := newCLI(t)
+	keys := filepath.Join(c.dir, "keys")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range map[string]string{"short": "abc123", "long": "sk-files-0123456789abcdef"} {
+		if err := os.WriteFile(filepath.Join(keys, name), []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	y := "version: 1\nsources:\n  - {name: m, type: files, dir: keys}\nroutes:\n" +
+		"  - {name: a, upstream: https://a.example.com, secret: \"m:short\", inject: {header: X-Api-Key}}\n" +
+		"  - {name: b, upstream: https://b.example.com, secret: \"m:long\", inject: {header: X-Api-Key}}\n"
+	if err := os.WriteFile(filepath.Join(c.dir, "till.yaml"), []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := c.run("", "check")
+	if code != 0 || !strings.Contains(errOut, `till: warning: secret "m:short" (source "m") is a key shorter than 8 characters`) || strings.Contains(errOut, `"m:long"`) {
+		t.Errorf("check: exit %d, stderr %q; want exit 0 and a warning of m:short alone", code, errOut)
+	}
+
+	cfg, err := config.Parse(filepath.Join(c.dir, "till.yaml"), []byte(y), c.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	k, err := newSourceKeys(cfg, zerolog.New(&log), proxy.NewMetrics(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"m:short", "m:long"} {
+		if _, err := k.cache.GetAs(context.Background(), ref, source.FormValue); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
+		short := strings.Contains(line, `"secret":"m:short"`)
+		if got := strings.Contains(line, `"level":"warn"`) && strings.Contains(line, reload.ShortKeyWarning); got != short {
+			t.Errorf("serve's log warns of a short key: %v, want %v:\n%s", got, short, line)
+		}
+	}
+	if !strings.Contains(log.String(), `"secret":"m:short"`) {
+		t.Errorf("serve's log says nothing of m:short's fetch: %s", log.String())
 	}
 }

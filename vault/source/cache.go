@@ -56,6 +56,9 @@ type Options struct {
 	OnFetch func(source, result string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Problem, when set, says what is wrong with a value fetched ("" for
+	// nothing): a new value with a problem is logged at warn, with it.
+	Problem func(vault.Secret) string
 }
 
 // DefaultSize is how many refs a cache holds by default.
@@ -88,6 +91,7 @@ type Cache struct {
 	log     zerolog.Logger
 	onFetch func(source, result string)
 	now     func() time.Time
+	problem func(vault.Secret) string
 }
 
 // entry is what the cache knows of one ref. It is replaced, never changed,
@@ -119,7 +123,7 @@ func NewCache(specs map[string]Spec, opts Options) *Cache {
 		opts.Now = time.Now
 	}
 	entries, _ := lru.New[string, *entry](opts.Size) // errs only for a size <= 0
-	c := &Cache{entries: entries, log: opts.Log, onFetch: opts.OnFetch, now: opts.Now}
+	c := &Cache{entries: entries, log: opts.Log, onFetch: opts.OnFetch, now: opts.Now, problem: opts.Problem}
 	c.specs.Store(&specs)
 	return c
 }
@@ -280,6 +284,11 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	}
 	if !found || old.secret.Fingerprint() != sec.Fingerprint() {
 		ev := c.log.Info()
+		if c.problem != nil {
+			if p := c.problem(sec); p != "" {
+				ev = c.log.Warn().Str("problem", p)
+			}
+		}
 		if found && !old.good.IsZero() {
 			ev = ev.Str("previous_fp", old.secret.Fingerprint())
 		}
