@@ -179,13 +179,35 @@ func (w Window) reset(now time.Time) *time.Time {
 // mod is a modulo whose result is never negative.
 func mod(a, b int64) int64 { return (a%b + b) % b }
 
+// Per is what each counter of a budget counts, and so which kind of name
+// a [Charge]'s Counter is.
+type Per string
+
+// The kinds of counters.
+const (
+	// PerClient counts each client apart ("" is PerClient too).
+	PerClient Per = "client"
+	// PerRoute counts each route apart.
+	PerRoute Per = "route"
+	// PerAll counts every request in one counter, "all".
+	PerAll Per = "all"
+)
+
 // Spec is one budget. A Store reads it, never changes it; give a Store a
 // new Spec rather than changing one it may be using.
+//
+// A budget's counts belong to its Name, its Window and its Per: a Spec
+// that differs from the last only in its limits or Warn finds what was
+// counted; one whose Window or Per differs counts apart, so that a route
+// named like a client never finds that client's counts.
 type Spec struct {
 	// Name is the budget's name, unique among budgets.
 	Name string
 	// Window is the period counted.
 	Window Window
+	// Per is what its counters count: the Counter of its charges is a
+	// client's name, a route's, or "all".
+	Per Per
 	// Requests limits the number of requests; 0 means no limit.
 	Requests int64
 	// Tokens limits input plus output tokens; 0 means no limit.
@@ -195,6 +217,14 @@ type Spec struct {
 	// Warn makes a spent budget report, in Ticket.Exceeded, instead of
 	// refusing.
 	Warn bool
+}
+
+// per is what the spec's counters count, PerClient when unset.
+func (s *Spec) per() Per {
+	if s.Per == "" {
+		return PerClient
+	}
+	return s.Per
 }
 
 // limits is the spec's limits by kind, USD in micro-dollars; 0 is none.
@@ -214,6 +244,9 @@ func (s *Spec) Validate() error {
 	if err := s.Window.Validate(); err != nil {
 		return fmt.Errorf("budget %s: %w", s.Name, err)
 	}
+	if p := s.per(); p != PerClient && p != PerRoute && p != PerAll {
+		return fmt.Errorf("budget %s: per %q: want client, route or all", s.Name, p)
+	}
 	if s.Requests < 0 || s.Tokens < 0 || s.USD < 0 || math.IsNaN(s.USD) || math.IsInf(s.USD, 0) {
 		return fmt.Errorf("budget %s: a limit is negative or not a number", s.Name)
 	}
@@ -226,7 +259,7 @@ type Charge struct {
 	// Spec is the budget.
 	Spec *Spec
 	// Counter is the client, route or "all" counted ("anonymous" for a
-	// request without a client).
+	// request without a client), as Spec.Per says.
 	Counter string
 }
 
@@ -321,6 +354,7 @@ func (t *Ticket) Reserved() int64 { return t.reserve }
 type taken struct {
 	budget  string
 	window  Window
+	per     Per
 	counter string
 	bucket  int64          // the bucket Take counted in
 	tracked [numKinds]bool // which kinds had a limit then

@@ -8,8 +8,8 @@ import (
 )
 
 // Memory counts budgets in process, under one lock. Keep it across config
-// reloads: a budget whose window changed starts afresh, one whose limits
-// changed keeps its counts. As in Redis, a budget is counted apart in each
+// reloads: a budget whose window or per changed starts afresh, one whose
+// limits changed keeps its counts. As in Redis, a budget is counted apart in each
 // window, so that a request decided under the config before a reload
 // neither resets the new window's counts nor settles in them. It holds
 // about one window of buckets per counter and drops the counters no
@@ -28,15 +28,16 @@ type Memory struct {
 	elapsed func() time.Duration
 }
 
-// memKey names a budget's counts in one window.
+// memKey names a budget's counts in one window, of one kind of counter.
 type memKey struct {
 	budget string
 	window Window
+	per    Per
 }
 
 var _ Store = (*Memory)(nil)
 
-// memBudget is the counters of one budget in one window.
+// memBudget is the counters of one budget in one window and per.
 type memBudget struct {
 	counters map[string]*memCounter
 	swept    int64 // the bucket in which dead counters were last dropped
@@ -98,7 +99,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial) *Ticket {
 	t := &Ticket{Exceeded: warnings, reserve: clamp(reserve)}
 	for _, c := range charges {
-		tk := taken{budget: c.Spec.Name, window: c.Spec.Window, counter: c.Counter, bucket: c.Spec.Window.at(now).bucket}
+		tk := taken{budget: c.Spec.Name, window: c.Spec.Window, per: c.Spec.per(), counter: c.Counter, bucket: c.Spec.Window.at(now).bucket}
 		for k, limit := range c.Spec.limits() {
 			tk.tracked[k] = limit > 0
 		}
@@ -109,11 +110,11 @@ func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial
 
 // counter returns c's counter, made if needed, without the buckets that no
 // longer count by either clock (elapsed is the monotonic one's now). A
-// budget whose window changed starts afresh.
+// budget whose window or per changed starts afresh.
 func (m *Memory) counter(c Charge, now time.Time, elapsed time.Duration) *memCounter {
 	w := c.Spec.Window
 	sp := w.at(now)
-	mb := m.budget(memKey{c.Spec.Name, w}, now, elapsed)
+	mb := m.budget(memKey{c.Spec.Name, w, c.Spec.per()}, now, elapsed)
 	if mb.swept != sp.bucket {
 		mb.sweep(sp, elapsed)
 	}
@@ -157,7 +158,7 @@ func (mb *memBudget) sweep(sp span, elapsed time.Duration) {
 	mb.swept = sp.bucket
 }
 
-// dropDead drops the counts of budget, in windows no longer configured,
+// dropDead drops the counts of budget, in windows (or pers) no longer configured,
 // that no longer count anything, when it starts in a new window.
 func (m *Memory) dropDead(budget string, now time.Time, elapsed time.Duration) {
 	for key, mb := range m.budgets {
@@ -236,7 +237,7 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 	defer m.mu.Unlock()
 	elapsed := m.elapsed()
 	for _, tk := range t.charges {
-		mb := m.budget(memKey{tk.budget, tk.window}, now, elapsed)
+		mb := m.budget(memKey{tk.budget, tk.window, tk.per}, now, elapsed)
 		sp := tk.window.at(now)
 		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		mc := mb.counters[tk.counter]
@@ -269,7 +270,7 @@ func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, 
 	elapsed := m.elapsed()
 	var rows []Row
 	for _, s := range specs {
-		mb := m.budgets[memKey{s.Name, s.Window}]
+		mb := m.budgets[memKey{s.Name, s.Window, s.per()}]
 		if mb == nil {
 			continue
 		}

@@ -27,12 +27,17 @@ import (
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
-//	PREFIX:BUDGET:WINDOW:COUNTER:KIND  a hash per counter and kind: bucket start (unix seconds) → amount
-//	PREFIX:BUDGET:WINDOW:counters      a sorted set: counter → start of its last Take's bucket, for Usage
-//	PREFIX:taken:ID                    a Take: "1" once it counted, then "settled", or "undone" (a tombstone)
+//	PREFIX:BUDGET:SET:COUNTER:KIND  a hash per counter and kind: bucket start (unix seconds) → amount
+//	PREFIX:BUDGET:SET:counters      a sorted set: counter → start of its last Take's bucket, for Usage
+//	PREFIX:taken:ID                 a Take: "1" once it counted, then "settled", or "undone" (a tombstone)
 //
-// WINDOW is [Window.String], so a budget whose window changed starts
-// afresh in new keys while one whose limits changed keeps its counts. USD
+// SET is [Window.String] for a budget per client, and WINDOW/route or
+// WINDOW/all for one per route or for all ("86400s/route"), so a budget
+// whose window or per changed starts afresh in new keys, and a route
+// never finds a client's counts, while one whose limits changed keeps its
+// counts. (Stores before per was in the keys wrote every per's counters
+// under WINDOW alone: a budget per client keeps its counts across the
+// upgrade, one per route or for all starts afresh once.) USD
 // is kept in whole micro-dollars. Every key expires a bucket after its
 // newest bucket stops counting (a minute after the period for a calendar
 // window); a Take's key after [takenTTL] (a tombstone after
@@ -139,19 +144,26 @@ func (r *Redis) clock(now time.Time) time.Time {
 // keyEscaper keeps names from being read as key separators or hash tags.
 var keyEscaper = strings.NewReplacer("%", "%25", ":", "%3A", "{", "%7B", "}", "%7D")
 
-// base is the start of the keys of spec's budget in its current window.
-func (r *Redis) base(budget string, w Window) string {
-	return r.prefix + ":" + keyEscaper.Replace(budget) + ":" + w.String() + ":"
+// base is the start of the keys of budget's counters of per in window w:
+// PREFIX:BUDGET:WINDOW: for PerClient, as before counters said what they
+// count, so that an upgrade keeps what clients spent, and
+// PREFIX:BUDGET:WINDOW/PER: for the others.
+func (r *Redis) base(budget string, w Window, per Per) string {
+	set := w.String()
+	if per != PerClient {
+		set += "/" + string(per)
+	}
+	return r.prefix + ":" + keyEscaper.Replace(budget) + ":" + set + ":"
 }
 
 // counterKey is the hash of counter's amounts of kind k.
-func (r *Redis) counterKey(budget string, w Window, counter string, k int) string {
-	return r.base(budget, w) + keyEscaper.Replace(counter) + ":" + string(kinds[k])
+func (r *Redis) counterKey(budget string, w Window, per Per, counter string, k int) string {
+	return r.base(budget, w, per) + keyEscaper.Replace(counter) + ":" + string(kinds[k])
 }
 
 // indexKey is the sorted set of budget's counters.
-func (r *Redis) indexKey(budget string, w Window) string {
-	return r.base(budget, w) + "counters"
+func (r *Redis) indexKey(budget string, w Window, per Per) string {
+	return r.base(budget, w, per) + "counters"
 }
 
 // badCountFix ends the error of a count that is not a whole number as
@@ -418,9 +430,9 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 	for _, c := range charges {
 		s, w := c.Spec, c.Spec.Window
 		sp := w.at(now)
-		keys = append(keys, r.indexKey(s.Name, w))
+		keys = append(keys, r.indexKey(s.Name, w, s.per()))
 		for k := range numKinds {
-			keys = append(keys, r.counterKey(s.Name, w, c.Counter, k))
+			keys = append(keys, r.counterKey(s.Name, w, s.per(), c.Counter, k))
 		}
 		l := s.limits()
 		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
@@ -471,7 +483,7 @@ func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) 
 	args = append(args, len(charges), reserve)
 	for _, c := range charges {
 		s, w := c.Spec, c.Spec.Window
-		keys = append(keys, r.counterKey(s.Name, w, c.Counter, reqs), r.counterKey(s.Name, w, c.Counter, toks))
+		keys = append(keys, r.counterKey(s.Name, w, s.per(), c.Counter, reqs), r.counterKey(s.Name, w, s.per(), c.Counter, toks))
 		l := s.limits()
 		args = append(args, w.at(now).bucket, boolArg(l[reqs] > 0), boolArg(l[toks] > 0))
 	}
@@ -612,7 +624,7 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 	args = append(args, len(t.charges))
 	for _, tk := range t.charges {
 		w := tk.window
-		keys = append(keys, r.counterKey(tk.budget, w, tk.counter, toks), r.counterKey(tk.budget, w, tk.counter, usd), r.indexKey(tk.budget, w))
+		keys = append(keys, r.counterKey(tk.budget, w, tk.per, tk.counter, toks), r.counterKey(tk.budget, w, tk.per, tk.counter, usd), r.indexKey(tk.budget, w, tk.per))
 		sp := w.at(now)
 		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		var dt, du int64
@@ -661,7 +673,7 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range specs {
 			lo := strconv.FormatInt(s.Window.at(now).liveMin, 10)
-			indexes[i] = p.ZRangeByScore(ctx, r.indexKey(s.Name, s.Window), &redis.ZRangeBy{Min: lo, Max: "+inf"})
+			indexes[i] = p.ZRangeByScore(ctx, r.indexKey(s.Name, s.Window, s.per()), &redis.ZRangeBy{Min: lo, Max: "+inf"})
 		}
 		return nil
 	})
@@ -681,7 +693,7 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 			for _, counter := range indexes[i].Val() {
 				for k, limit := range s.limits() {
 					if limit > 0 {
-						key := r.counterKey(s.Name, s.Window, counter, k)
+						key := r.counterKey(s.Name, s.Window, s.per(), counter, k)
 						reads = append(reads, read{spec: s, counter: counter, kind: k, key: key, cmd: p.HGetAll(ctx, key)})
 					}
 				}

@@ -188,6 +188,42 @@ func TestRedisKeys(t *testing.T) {
 	}
 }
 
+// TestRedisKeysSayPer: a budget per route or for all counts in keys of its
+// own, so that a route named like a client never finds its counts, while
+// one per client keeps the keys stores wrote before per was in them: an
+// upgrade keeps what clients spent.
+func TestRedisKeysSayPer(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	ctx := context.Background()
+	s := NewRedis(client, nil, "")
+	bucket := strconv.FormatInt(t0.Unix(), 10)
+	// What a store before this one counted for the client web.
+	if err := client.HSet(ctx, "till:budget:b:3600s:web:requests", bucket, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.ZAdd(ctx, "till:budget:b:3600s:counters", redis.Z{Score: float64(t0.Unix()), Member: "web"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	perClient := rolling("b", time.Hour)
+	perClient.Requests = 2
+	mustDeny(t, s, t0, 0, one("web", perClient), deny(perClient, "web", KindRequests, time.Hour+time.Minute))
+	for per, key := range map[Per]string{
+		PerRoute: "till:budget:b:3600s/route:web:requests",
+		PerAll:   "till:budget:b:3600s/all:web:requests",
+	} {
+		spec := rolling("b", time.Hour)
+		spec.Requests, spec.Per = 2, per
+		mustTake(t, s, t0, 0, one("web", spec))
+		if got := client.HGet(ctx, key, bucket).Val(); got != "1" {
+			t.Errorf("per %s: %s holds %q at t0, want 1", per, key, got)
+		}
+		if rows := usage(t, s, t0, spec); len(rows) != 1 || rows[0].Used != 1 {
+			t.Errorf("per %s: usage %s, want web's 1 request alone", per, rowsString(rows))
+		}
+	}
+}
+
 // TestRedisDown: a Redis that cannot answer is an error, not a decision.
 func TestRedisDown(t *testing.T) {
 	addr, stop := startRedis(t)
@@ -248,7 +284,7 @@ func TestRedisTakeAnsweredLate(t *testing.T) {
 	}
 	done()
 	s.pending.Wait()
-	if listed, _ := client.ZScore(ctx, s.indexKey(b.Name, b.Window), "web").Result(); listed == 0 {
+	if listed, _ := client.ZScore(ctx, s.indexKey(b.Name, b.Window, PerClient), "web").Result(); listed == 0 {
 		t.Error("the late Take never ran: this test tests nothing")
 	}
 	if got := used(t, s, t0, b, "web", KindTokens); got > 0 {
@@ -332,7 +368,7 @@ func TestRedisKeysOfAnotherType(t *testing.T) {
 		settle(t, s, t0, mustTake(t, s, t0, 0, one("web", b)), 1000, 0.5)
 	}
 	tk := mustTake(t, s, t0, 0, one("web", b))
-	index := s.indexKey(b.Name, b.Window)
+	index := s.indexKey(b.Name, b.Window, PerClient)
 	if err := client.Set(ctx, index, "garbage", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +382,7 @@ func TestRedisKeysOfAnotherType(t *testing.T) {
 	}
 	s.pending.Wait()
 	sum := func(k int) (n int64) {
-		for _, v := range client.HGetAll(ctx, s.counterKey(b.Name, b.Window, "web", k)).Val() {
+		for _, v := range client.HGetAll(ctx, s.counterKey(b.Name, b.Window, PerClient, "web", k)).Val() {
 			x, _ := strconv.ParseInt(v, 10, 64)
 			n += x
 		}
@@ -518,7 +554,7 @@ func TestRedisCountsSaturate(t *testing.T) {
 	mustTake(t, s, t0, 0, one("web", warn, block))
 	ctx := context.Background()
 	bucket := strconv.FormatInt(warn.Window.at(t0).bucket, 10)
-	if err := client.HSet(ctx, s.counterKey(warn.Name, warn.Window, "web", toks), bucket, int64(1<<63-1-maxAmount/2)).Err(); err != nil {
+	if err := client.HSet(ctx, s.counterKey(warn.Name, warn.Window, PerClient, "web", toks), bucket, int64(1<<63-1-maxAmount/2)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	tk := mustTake(t, s, t0, maxAmount, one("web", warn, block))
@@ -531,7 +567,7 @@ func TestRedisCountsSaturate(t *testing.T) {
 	settle(t, s, t0, tk, maxAmount, 0)
 	// A settlement that fails halfway was marked settled: never counted.
 	tk = mustTake(t, s, t0, 0, one("web", warn, block))
-	if err := client.HSet(ctx, s.counterKey(warn.Name, warn.Window, "web", toks), bucket, int64(1<<63-1-maxAmount/2)).Err(); err != nil {
+	if err := client.HSet(ctx, s.counterKey(warn.Name, warn.Window, PerClient, "web", toks), bucket, int64(1<<63-1-maxAmount/2)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	settle(t, s, t0, tk, maxAmount, 0)
@@ -834,16 +870,16 @@ func TestRedisHandEditedCounts(t *testing.T) {
 			settle(t, s, t0, mustTake(t, s, t0, 0, both), 1000, 0)
 			tk := mustTake(t, s, t0, 0, both)
 			for _, k := range []int{reqs, toks} {
-				if err := client.HSet(ctx, s.counterKey("b", b.Window, "web", k), tt.field, tt.value).Err(); err != nil {
+				if err := client.HSet(ctx, s.counterKey("b", b.Window, PerClient, "web", k), tt.field, tt.value).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
-			bad := s.counterKey("b", b.Window, "web", reqs)
+			bad := s.counterKey("b", b.Window, PerClient, "web", reqs)
 			if _, _, err := s.Take(ctx, t0, both, 100); err == nil || !strings.Contains(err.Error(), bad) {
 				t.Errorf("Take: got %v, want an error naming %s", err, bad)
 			}
 			if tt.field == bucket {
-				if err := s.Settle(ctx, t0, tk, 500, 0); err == nil || !strings.Contains(err.Error(), s.counterKey("b", b.Window, "web", toks)) {
+				if err := s.Settle(ctx, t0, tk, 500, 0); err == nil || !strings.Contains(err.Error(), s.counterKey("b", b.Window, PerClient, "web", toks)) {
 					t.Errorf("Settle: got %v, want an error naming the tokens key", err)
 				}
 			}
@@ -872,7 +908,7 @@ func TestRedisUndoOverHandEditedCount(t *testing.T) {
 	both := []Charge{{Spec: a, Counter: "web"}, {Spec: b, Counter: "web"}}
 	tk := mustTake(t, s, t0, 0, both)
 	bucket := strconv.FormatInt(b.Window.at(t0).bucket, 10)
-	if err := client.HSet(ctx, s.counterKey("b", b.Window, "web", reqs), bucket, "0x10").Err(); err != nil {
+	if err := client.HSet(ctx, s.counterKey("b", b.Window, PerClient, "web", reqs), bucket, "0x10").Err(); err != nil {
 		t.Fatal(err)
 	}
 	s.undo(tk.id, t0, both, 0)

@@ -322,6 +322,38 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("per changes", func(t *testing.T) {
+		// A reload that made a budget count per route found, under a route
+		// named like a client, that client's counts: the counter said not
+		// which kind of name it is.
+		s, perClient := newStore(t), rolling("b", time.Hour)
+		perClient.Requests = 2
+		for range 2 {
+			mustTake(t, s, t0, 0, one("web", perClient))
+		}
+		for _, per := range []Per{PerRoute, PerAll} {
+			other := rolling("b", time.Hour)
+			other.Requests, other.Per = 2, per
+			name := "web"
+			if per == PerAll {
+				name = "all"
+				for range 2 {
+					mustTake(t, s, t0, 0, one("all", perClient)) // a client named all
+				}
+			}
+			tk := mustTake(t, s, t0, 0, one(name, other))
+			if got := used(t, s, t0, other, name, KindRequests); got != 1 {
+				t.Errorf("per %s: counter %s used %v, want the 1 request it took", per, name, got)
+			}
+			settle(t, s, t0, tk, 0, 0)
+		}
+		// Back to per client within the window: its counts are found.
+		mustDeny(t, s, t0, 0, one("web", perClient), deny(perClient, "web", KindRequests, time.Hour+time.Minute))
+		if got := used(t, s, t0, perClient, "web", KindRequests); got != 2 {
+			t.Errorf("per client again: web used %v, want the 2 spent", got)
+		}
+	})
+
 	t.Run("window changed while in flight", func(t *testing.T) {
 		s, hourly, daily := newStore(t), rolling("b", time.Hour), rolling("b", 24*time.Hour)
 		hourly.Tokens, daily.Tokens = 10000, 10000
@@ -429,6 +461,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 			{Name: "b", Window: Window{Calendar: "week"}},
 			{Name: "b", Window: Window{Rolling: time.Hour, Calendar: "day"}},
 			{Name: "b", Window: Window{Rolling: time.Hour}, Tokens: -1},
+			{Name: "b", Window: Window{Rolling: time.Hour}, Per: "team"},
 		} {
 			if _, _, err := s.Take(context.Background(), t0, one("web", spec), 0); err == nil {
 				t.Errorf("take with %+v: no error", spec)
@@ -475,7 +508,7 @@ func TestMemoryDropsCounters(t *testing.T) {
 	}
 	*mono = 2 * time.Minute
 	mustTake(t, m, at(2*time.Minute), 0, one("web", b))
-	if n := len(m.budgets[memKey{"b", b.Window}].counters); n != 1 {
+	if n := len(m.budgets[memKey{"b", b.Window, PerClient}].counters); n != 1 {
 		t.Errorf("%d counters kept, want 1", n)
 	}
 	// A window no longer configured is dropped once nothing counts in it.
@@ -526,7 +559,7 @@ func TestMemoryClockStepKeepsCounts(t *testing.T) {
 			// spend is dropped.
 			*mono = tt.ahead + time.Hour
 			mustTake(t, m, t0.Add(tt.ahead+time.Hour), 0, one("web", tt.spec))
-			for _, b := range m.budgets[memKey{tt.spec.Name, tt.spec.Window}].counters["web"].kinds[reqs] {
+			for _, b := range m.budgets[memKey{tt.spec.Name, tt.spec.Window, PerClient}].counters["web"].kinds[reqs] {
 				if b.start <= t0.Unix() {
 					t.Errorf("the bucket of %v kept once the window passed by both clocks", time.Unix(b.start, 0).UTC())
 				}

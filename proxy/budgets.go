@@ -25,6 +25,7 @@ func compileBudgets(bs []config.Budget) []*budgetRule {
 		out = append(out, &budgetRule{cfg: b, spec: &budget.Spec{
 			Name:     b.Name,
 			Window:   budget.Window{Rolling: b.Window, Calendar: b.Calendar},
+			Per:      budget.Per(b.Per),
 			Requests: b.Requests,
 			Tokens:   b.Tokens,
 			USD:      b.USD,

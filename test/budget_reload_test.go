@@ -13,7 +13,8 @@ import (
 // TestBudgetReloadKeepsSpend: a reload that changes a budget's clients,
 // routes and limit keeps what was spent in the window, in memory and in
 // Redis alike; one that changes per: counts in other counters, which start
-// afresh, as docs/reference.md says.
+// afresh (a route named like a client too), and going back finds the old
+// counts, as docs/reference.md says.
 func TestBudgetReloadKeepsSpend(t *testing.T) {
 	for _, store := range []string{"memory", "redis"} {
 		t.Run(store, func(t *testing.T) {
@@ -41,6 +42,7 @@ func testBudgetReload(t *testing.T, redisAddr string) {
 		return c + "routes:\n" +
 			"  - {name: openai, preset: openai, upstream: \"" + up.URL + "\"}\n" +
 			"  - {name: second, preset: openai, upstream: \"" + up.URL + "\", secret: openai}\n" +
+			"  - {name: web, preset: openai, upstream: \"" + up.URL + "\", secret: openai}\n" +
 			"budgets:\n  - " + budget + "\n"
 	}
 	writeConfig(t, dir, cfg("{name: hourly, clients: [web], routes: [openai], window: 1h, requests: 2}"))
@@ -73,12 +75,29 @@ func testBudgetReload(t *testing.T, redisAddr string) {
 
 	// per: route counts each route apart: counters that have not been
 	// charged yet.
-	reloadConfig(t, tl, cfg("{name: hourly, clients: [web, batch], routes: [openai, second], per: route, window: 1h, requests: 3}"))
+	reloadConfig(t, tl, cfg("{name: hourly, clients: [web, batch], routes: [openai, second, web], per: route, window: 1h, requests: 3}"))
 	if code := post("second"); code != 200 {
 		t.Errorf("the first request counted per route: got %d, want 200", code)
 	}
 	if got := budgetUsed(t, tl, admin, "hourly", "second"); got != 1 {
 		t.Errorf("counter second used %v after per: became route, want 1", got)
+	}
+	// The route web is not the client web: it used to find the 3 the
+	// client spent.
+	if code := post("web"); code != 200 {
+		t.Errorf("the first request on the route web: got %d, want 200", code)
+	}
+	if got := budgetUsed(t, tl, admin, "hourly", "web"); got != 1 {
+		t.Errorf("counter of the route web used %v, want its 1 request", got)
+	}
+
+	// Back to per client within the window: the client's counts are found.
+	reloadConfig(t, tl, cfg("{name: hourly, clients: [web, batch], routes: [openai, second, web], window: 1h, requests: 3}"))
+	if got := budgetUsed(t, tl, admin, "hourly", "web"); got != 3 {
+		t.Errorf("client web used %v once per: is client again, want the 3 spent before", got)
+	}
+	if code := post("openai"); code != 429 {
+		t.Errorf("client web once per: is client again: got %d, want 429", code)
 	}
 }
 
