@@ -185,6 +185,7 @@ func (m *Meter) Reset(f Format, contentType string) {
 	m.scan.sink = m
 	m.scan.skipAnyDepth = true // the model's own JSON (a tool's input) may nest deep
 	m.scan.namedArrays = true  // searches are array elements
+	m.scan.skipBOM = true      // a mark before the answer hides none of it
 	if m.tree == nil {
 		return
 	}

@@ -253,6 +253,32 @@ func init() { catchPanics = false }
 
 // TestMeterGuard checks that a panic while metering leaves the response
 // unread instead of breaking it.
+// TestMeterByteOrderMark: an answer that begins with a UTF-8 byte order
+// mark, which RFC 8259 forbids but a provider or a proxy may add, has its
+// usage read; it was charged as usage_unknown. Only one mark, at the very
+// start, is read through; a request keeps to the RFC.
+func TestMeterByteOrderMark(t *testing.T) {
+	const answer = `{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}`
+	known := Usage{"m", 3, 0, 4, true, 0, false, SubUsage{}}
+	meterAllWays(t, OpenAI, jsonType, []byte("\ufeff"+answer), known)
+	for name, body := range map[string]string{
+		"two marks":            "\ufeff\ufeff" + answer,
+		"a mark after a space": " \ufeff" + answer,
+		"a mark cut short":     "\xef\xbb" + answer,
+	} {
+		t.Run(name, func(t *testing.T) {
+			meterAllWays(t, OpenAI, jsonType, []byte(body), Usage{})
+		})
+	}
+	request := []byte("\ufeff" + `{"model":"gpt-4o","max_tokens":5}`)
+	if _, err := Inspect(OpenAI, "/v1/chat/completions", request); err == nil {
+		t.Error("Inspect read a request that begins with a byte order mark")
+	}
+	if _, err := Peek(OpenAI, "/v1/chat/completions", request); err == nil {
+		t.Error("Peek read a request that begins with a byte order mark")
+	}
+}
+
 func TestMeterGuard(t *testing.T) {
 	catchPanics = true
 	defer func() { catchPanics = false }()

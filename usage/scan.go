@@ -117,6 +117,13 @@ type scanner struct {
 	// answer's usage after it still counts. A request (Inspect) is
 	// refused instead, as its provider might read it otherwise.
 	skipAnyDepth bool
+	// skipBOM makes a UTF-8 byte order mark (EF BB BF) at the very start
+	// of the input read as nothing: RFC 8259 forbids it, but a provider
+	// or a proxy may put one before an answer, whose usage still counts.
+	// A request (Inspect) keeps to the RFC and is refused instead.
+	skipBOM bool
+	// bom is how many bytes of a leading byte order mark were read.
+	bom uint8
 	// skip is the container being read through (stSkip): an array below
 	// a document's root, inside which nothing is at a named path, or an
 	// object the sink does not want. Its bytes are only counted through,
@@ -179,8 +186,32 @@ func (s *scanner) isNamed(d int) bool {
 	return true
 }
 
+// byteOrderMark is UTF-8's byte order mark, U+FEFF.
+const byteOrderMark = "\xef\xbb\xbf"
+
+// leadingBOM reads through what p holds of a byte order mark at the very
+// start of the input (skipBOM), and returns the rest of p. A mark cut
+// short by anything else abandons the input, as its first byte would.
+func (s *scanner) leadingBOM(p []byte) []byte {
+	for len(p) > 0 && int(s.bom) < len(byteOrderMark) && s.pos == int64(s.bom) {
+		if p[0] != byteOrderMark[s.bom] {
+			if s.bom > 0 {
+				s.st = stError
+			}
+			break
+		}
+		s.bom++
+		s.pos++
+		p = p[1:]
+	}
+	return p
+}
+
 // write feeds p to the scanner. It keeps no reference to p.
 func (s *scanner) write(p []byte) {
+	if s.skipBOM && s.pos < int64(len(byteOrderMark)) {
+		p = s.leadingBOM(p)
+	}
 	for i := 0; i < len(p); {
 		c := p[i]
 		switch s.st {
