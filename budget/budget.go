@@ -166,6 +166,19 @@ func (w Window) expireAt(start int64) int64 {
 	return w.freeAt(start) + w.bucket()
 }
 
+// slack is how far ahead of the clock, in seconds, a rolling window's
+// bucket may start before the Redis store takes it for one counted by a
+// clock since stepped back, and moves what it holds to now's bucket, so
+// that it counts a window from now rather than until the clock gets there
+// again: more than the clocks of tills that count together differ. It is
+// 0 for a calendar window, whose periods are the clock's.
+func (w Window) slack() int64 {
+	if w.Calendar != "" {
+		return 0
+	}
+	return 60
+}
+
 // reset is when a calendar window next starts afresh; nil for a rolling
 // window.
 func (w Window) reset(now time.Time) *time.Time {
@@ -427,8 +440,23 @@ type bucketAmount struct {
 	start int64
 	v     int64
 	// until is, in the Memory store, when by its monotonic clock the
-	// bucket has surely stopped counting (see Memory.elapsed).
+	// bucket stops counting (see Memory.elapsed); 0 in Redis, where the
+	// wall clock alone says.
 	until time.Duration
+}
+
+// freeAt is when b stops counting, in unix seconds: when w frees its
+// bucket by the wall clock, or, in the Memory store (mono, its monotonic
+// now; nil in Redis), sooner when its monotonic clock says so: a wall
+// clock stepped back finds the buckets it counted ahead, which count no
+// longer than on a steady clock.
+func (b bucketAmount) freeAt(w Window, now time.Time, mono *time.Duration) int64 {
+	free := w.freeAt(b.start)
+	if mono != nil {
+		left := (b.until - *mono + time.Second - 1) / time.Second
+		free = min(free, now.Unix()+int64(left))
+	}
+	return free
 }
 
 // live is the buckets of bs, oldest first, that start at liveMin or
@@ -441,9 +469,10 @@ func live(bs []bucketAmount, liveMin int64) []bucketAmount {
 	return bs[i:]
 }
 
-// check reports whether kind k of charge c, whose live buckets (oldest
-// first) are given, is spent, and if so the Denial.
-func check(c Charge, k int, limit int64, live []bucketAmount, now time.Time) *Denial {
+// check reports whether kind k of charge c, whose live buckets are given,
+// is spent, and if so the Denial. mono is the Memory store's monotonic
+// now (see bucketAmount.freeAt); nil in Redis.
+func check(c Charge, k int, limit int64, live []bucketAmount, now time.Time, mono *time.Duration) *Denial {
 	var used int64
 	for _, b := range live {
 		used += b.v
@@ -451,12 +480,19 @@ func check(c Charge, k int, limit int64, live []bucketAmount, now time.Time) *De
 	if limit <= 0 || used < limit {
 		return nil
 	}
-	// Free the oldest buckets until what is left is below the limit.
-	free := c.Spec.Window.freeAt(live[len(live)-1].start)
-	for _, b := range live {
-		used -= b.v
+	// Free the buckets that free first until what is left is below the
+	// limit.
+	w := c.Spec.Window
+	frees := make([]bucketAmount, len(live)) // start: when it frees
+	for i, b := range live {
+		frees[i] = bucketAmount{start: b.freeAt(w, now, mono), v: b.v}
+	}
+	slices.SortFunc(frees, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
+	free := frees[len(frees)-1].start
+	for _, f := range frees {
+		used -= f.v
 		if used < limit {
-			free = c.Spec.Window.freeAt(b.start)
+			free = f.start
 			break
 		}
 	}

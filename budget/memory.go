@@ -15,11 +15,13 @@ import (
 // about one window of buckets per counter and drops the counters no
 // longer charged within their window.
 //
-// A bucket counts by the wall clock it is given, but is dropped only once
-// it no longer counts by the monotonic clock either: a wall clock stepped
-// forward past the window (a VM restored from a snapshot, a clock set by
-// hand) starts it afresh, and stepped back again finds what was spent
-// before, as Redis does for a till whose clock runs ahead.
+// A bucket counts while it counts by the wall clock it is given and by
+// the monotonic clock: a wall clock stepped forward past the window (a VM
+// restored from a snapshot, a clock set by hand) starts it afresh, and
+// stepped back again finds what was spent before, as Redis does for a
+// till whose clock runs ahead; a wall clock stepped back finds what was
+// counted ahead of it, which counts for as long as it would have on a
+// steady clock, not until the wall clock gets there again.
 type Memory struct {
 	mu      sync.Mutex
 	budgets map[memKey]*memBudget
@@ -71,7 +73,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 		counters[i] = mc
 		liveMin := c.Spec.Window.at(now).liveMin
 		for k, limit := range c.Spec.limits() {
-			if d := check(c, k, limit, live(mc.kinds[k], liveMin), now); d != nil {
+			if d := check(c, k, limit, live(mc.kinds[k], liveMin), now, &elapsed); d != nil {
 				spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
 			}
 		}
@@ -109,7 +111,7 @@ func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial
 }
 
 // counter returns c's counter, made if needed, without the buckets that no
-// longer count by either clock (elapsed is the monotonic one's now). A
+// longer count by the monotonic clock (elapsed is its now). A
 // budget whose window or per changed starts afresh.
 func (m *Memory) counter(c Charge, now time.Time, elapsed time.Duration) *memCounter {
 	w := c.Spec.Window
@@ -123,14 +125,17 @@ func (m *Memory) counter(c Charge, now time.Time, elapsed time.Duration) *memCou
 		mc = &memCounter{last: sp.liveMin - 1}
 		mb.counters[c.Counter] = mc
 	}
-	mc.prune(sp.liveMin, elapsed)
+	mc.prune(elapsed)
 	return mc
 }
 
 // untilOf is when, by the monotonic clock (elapsed now), use counted now
-// in the bucket of w starting at start stops counting.
+// in the bucket of w starting at start stops counting: when the wall
+// clock says, but never longer than a bucket's life from now (a request
+// taken before the wall clock was stepped back, settled after, in a
+// bucket that starts ahead of it).
 func untilOf(w Window, start int64, now time.Time, elapsed time.Duration) time.Duration {
-	return elapsed + time.Duration(w.freeAt(start)-now.Unix())*time.Second
+	return elapsed + time.Duration(min(w.freeAt(start)-now.Unix(), w.life()))*time.Second
 }
 
 // budget returns the counters of key, made if needed.
@@ -151,7 +156,7 @@ func (mb *memBudget) sweep(sp span, elapsed time.Duration) {
 		if mc.last >= sp.liveMin {
 			continue
 		}
-		if mc.prune(sp.liveMin, elapsed); mc.empty() {
+		if mc.prune(elapsed); mc.empty() {
 			delete(mb.counters, name)
 		}
 	}
@@ -172,16 +177,13 @@ func (m *Memory) dropDead(budget string, now time.Time, elapsed time.Duration) {
 	}
 }
 
-// prune drops the buckets that start before liveMin and that the
-// monotonic clock, elapsed now, no longer counts either.
-func (mc *memCounter) prune(liveMin int64, elapsed time.Duration) {
+// prune drops the buckets that the monotonic clock, elapsed now, no
+// longer counts: on a steady clock the wall clock no longer counts them
+// either (until is never sooner than it), and on a wall clock stepped
+// back they must not count again.
+func (mc *memCounter) prune(elapsed time.Duration) {
 	for k, bs := range mc.kinds {
-		if len(bs) == 0 || bs[0].start >= liveMin {
-			continue // all live: the usual case
-		}
-		mc.kinds[k] = slices.DeleteFunc(bs, func(b bucketAmount) bool {
-			return b.start < liveMin && b.until <= elapsed
-		})
+		mc.kinds[k] = slices.DeleteFunc(bs, func(b bucketAmount) bool { return b.until <= elapsed })
 	}
 }
 
@@ -279,7 +281,7 @@ func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, 
 			if mc.last < liveMin {
 				continue
 			}
-			mc.prune(liveMin, elapsed)
+			mc.prune(elapsed)
 			for k, limit := range s.limits() {
 				if limit > 0 {
 					var used int64

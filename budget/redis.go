@@ -23,7 +23,11 @@ import (
 // time it is, so their clocks should agree, or the store count by Redis's
 // ([Redis.UseRedisClock]); buckets are dropped only once they no longer
 // count by Redis's clock too, so one whose clock runs ahead never wipes
-// the others' counts.
+// the others' counts. What a rolling window counted in a bucket more than
+// [Window.slack] ahead of both clocks (before the clock was stepped back)
+// is moved to now's bucket by the next Take that reads it: it counts a
+// window from then, not until the clock gets there again. A calendar
+// window's periods are the clock's.
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
@@ -214,13 +218,17 @@ end
 // its requests, tokens and usd hashes; last, the Take's own key. ARGV: the
 // number of charges, the tokens reserved, then per charge its counter,
 // bucket, first live bucket, the TTL of its keys, its limits of requests,
-// tokens and micro-dollars (0: none), whether it only warns ("1") and
-// [Window.life]; last, the TTL of the Take's key, the caller's time
-// (unix seconds) and the tolerance of [Redis.UseRedisClock] (0: none).
+// tokens and micro-dollars (0: none), whether it only warns ("1"),
+// [Window.life] and [Window.slack]; last, the TTL of the Take's key, the
+// caller's time (unix seconds) and the tolerance of [Redis.UseRedisClock]
+// (0: none).
 // When the caller's time is further than the tolerance from Redis's, it
 // counts nothing and returns {2, Redis's time}. It drops the buckets no
 // longer live, by the caller's clock and by Redis's (a till whose clock
-// runs ahead must not wipe what still counts for the others), and
+// runs ahead must not wipe what still counts for the others), moves what
+// a rolling window's buckets hold that start more than its slack ahead of
+// both clocks (counted before the clock was stepped back) into the
+// charge's bucket, where it counts a window from now, and
 // returns {taken (1 or 0), spent}, spent listing {charge, kind, {bucket,
 // amount, ...}} of each limit spent (0-based indexes). Nothing is counted
 // when a spent budget does not only warn, when undoScript ran first (the
@@ -232,9 +240,9 @@ var takeScript = redis.NewScript(luaHelpers + `
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = tonumber(redis.call('TIME')[1])
 local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
-local takenTTL = tonumber(ARGV[3 + n * 9])
-local tolerance = tonumber(ARGV[5 + n * 9])
-if tolerance > 0 and math.abs(clock - tonumber(ARGV[4 + n * 9])) > tolerance then return {2, clock} end
+local takenTTL = tonumber(ARGV[3 + n * 10])
+local tolerance = tonumber(ARGV[5 + n * 10])
+if tolerance > 0 and math.abs(clock - tonumber(ARGV[4 + n * 10])) > tolerance then return {2, clock} end
 if redis.call('EXISTS', KEYS[n * 4 + 1]) == 1 then return {0, {}} end
 for j = 0, n - 1 do
   for k = 1, 4 do
@@ -242,26 +250,37 @@ for j = 0, n - 1 do
     if bad then return redis.error_reply(bad) end
   end
 end
-local spent, block, drops = {}, false, {}
+local spent, block, drops, moves = {}, false, {}, {}
 for j = 0, n - 1 do
-  local a = 3 + j * 9
+  local a = 3 + j * 10
   local liveMin = tonumber(ARGV[a + 2])
   local dropBefore = math.min(liveMin, clock - tonumber(ARGV[a + 8]) + 1)
+  local ahead = 0
+  if tonumber(ARGV[a + 9]) > 0 then ahead = math.max(clock, tonumber(ARGV[4 + n * 10])) + tonumber(ARGV[a + 9]) end
   for k = 1, 3 do
     if tonumber(ARGV[a + 3 + k]) > 0 then
       local key = KEYS[j * 4 + 1 + k]
       local flat = redis.call('HGETALL', key)
-      local live, dead, used = {}, {}, 0
+      local live, dead, moved, used = {}, {}, 0, 0
       for x = 1, #flat, 2 do
         local bad = badCount(key, flat[x], flat[x + 1])
         if bad then return redis.error_reply(bad) end
-        if tonumber(flat[x]) < liveMin then
+        if ahead > 0 and tonumber(flat[x]) > ahead then
+          dead[#dead + 1] = flat[x]
+          moved = moved + tonumber(flat[x + 1])
+        elseif tonumber(flat[x]) < liveMin then
           if tonumber(flat[x]) < dropBefore then dead[#dead + 1] = flat[x] end
         else
           used = used + tonumber(flat[x + 1])
           live[#live + 1] = flat[x]
           live[#live + 1] = flat[x + 1]
         end
+      end
+      if moved > 0 then
+        moves[#moves + 1] = {key, ARGV[a + 1], moved, tonumber(ARGV[a + 3])}
+        used = used + moved
+        live[#live + 1] = ARGV[a + 1]
+        live[#live + 1] = tostring(moved)
       end
       if #dead > 0 then drops[#drops + 1] = {key, dead} end
       if used >= tonumber(ARGV[a + 3 + k]) then
@@ -272,10 +291,14 @@ for j = 0, n - 1 do
   end
 end
 for _, d in ipairs(drops) do redis.call('HDEL', d[1], unpack(d[2])) end
+for _, m in ipairs(moves) do
+  incr(m[1], m[2], m[3])
+  extend(m[1], m[4])
+end
 if block then return {0, spent} end
 redis.call('SET', KEYS[n * 4 + 1], 1, 'EX', takenTTL)
 for j = 0, n - 1 do
-  local a = 3 + j * 9
+  local a = 3 + j * 10
   local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
   local dropBefore = math.min(tonumber(ARGV[a + 2]), clock - tonumber(ARGV[a + 8]) + 1)
   local index = KEYS[j * 4 + 1]
@@ -425,7 +448,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 	}
 	reserve = clamp(reserve)
 	keys := make([]string, 0, 4*len(charges))
-	args := make([]any, 0, 3+9*len(charges))
+	args := make([]any, 0, 3+10*len(charges))
 	args = append(args, len(charges), reserve)
 	for _, c := range charges {
 		s, w := c.Spec, c.Spec.Window
@@ -436,7 +459,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		}
 		l := s.limits()
 		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
-			l[reqs], l[toks], l[usd], boolArg(s.Warn), w.life())
+			l[reqs], l[toks], l[usd], boolArg(s.Warn), w.life(), w.slack())
 	}
 	keys = append(keys, id)
 	args = append(args, int64(takenTTL/time.Second), now.Unix(), r.tolerance)
@@ -604,7 +627,7 @@ func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spe
 		}
 		slices.SortFunc(live, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
 		c := charges[j]
-		if d := check(c, int(k), c.Spec.limits()[k], live, now); d != nil {
+		if d := check(c, int(k), c.Spec.limits()[k], live, now, nil); d != nil {
 			spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
 		}
 	}
@@ -627,6 +650,11 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		keys = append(keys, r.counterKey(tk.budget, w, tk.per, tk.counter, toks), r.counterKey(tk.budget, w, tk.per, tk.counter, usd), r.indexKey(tk.budget, w, tk.per))
 		sp := w.at(now)
 		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
+		if slack := w.slack(); slack > 0 && bucket > now.Unix()+slack {
+			// Taken before the clock was stepped back: its bucket is
+			// moved, or will be, to the one of now (takeScript).
+			bucket = sp.bucket
+		}
 		var dt, du int64
 		if tk.tracked[toks] {
 			dt = used

@@ -224,6 +224,41 @@ func TestRedisKeysSayPer(t *testing.T) {
 	}
 }
 
+// TestRedisClockStepBack: what a clock counted ahead before it was
+// stepped back (a till's without UseRedisClock, or Redis's own, which
+// every till then follows) is not forgiven, but counts for a window from
+// the step, not until the clock gets there again: the budget used to stay
+// spent for the step plus its window. A request taken before the step and
+// settled after is counted once, in the same window.
+func TestRedisClockStepBack(t *testing.T) {
+	addr, _ := startRedis(t)
+	s := NewRedis(newClient(t, addr), nil, "")
+	// Redis counts by its own clock, which is now: the till's runs 5 h
+	// ahead, then is set right.
+	now := time.Now().Truncate(time.Minute)
+	ahead := now.Add(5 * time.Hour)
+	reqs, toks := rolling("hourly", time.Hour), rolling("tokens", time.Hour)
+	reqs.Requests, toks.Tokens = 3, 1000
+	for range 3 {
+		mustTake(t, s, ahead, 0, one("web", reqs))
+	}
+	tk := mustTake(t, s, ahead, 500, one("web", toks))
+
+	mustDeny(t, s, now, 0, one("web", reqs), deny(reqs, "web", KindRequests, time.Hour+time.Minute))
+	mustTake(t, s, now, 0, one("web", toks)) // moves the reservation
+	settle(t, s, now, tk, 100, 0)
+	if got := used(t, s, now, toks, "web", KindTokens); got != 100 {
+		t.Errorf("used %v tokens once the clock was set right, want the 100 settled in place of the 500 reserved", got)
+	}
+	half := now.Add(30 * time.Minute)
+	mustDeny(t, s, half, 0, one("web", reqs), deny(reqs, "web", KindRequests, 31*time.Minute))
+	later := now.Add(time.Hour + time.Minute)
+	mustTake(t, s, later, 0, one("web", reqs))
+	if got := used(t, s, later, toks, "web", KindTokens); got > 0 {
+		t.Errorf("used %v tokens a window after the step, want none", got)
+	}
+}
+
 // TestRedisDown: a Redis that cannot answer is an error, not a decision.
 func TestRedisDown(t *testing.T) {
 	addr, stop := startRedis(t)

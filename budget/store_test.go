@@ -544,13 +544,13 @@ func TestMemoryClockStepKeepsCounts(t *testing.T) {
 				mustTake(t, m, t0, 0, one("web", tt.spec))
 			}
 			// By the clock ahead, the window has passed: it starts afresh.
-			*mono = time.Second
+			*mono = time.Second / 2
 			mustTake(t, m, t0.Add(tt.ahead), 0, one("web", tt.spec))
 			if got := used(t, m, t0.Add(tt.ahead), tt.spec, "web", KindRequests); got != 1 {
 				t.Errorf("used %v by the clock ahead, want 1", got)
 			}
 			// Back on time, the 3 spent (and the one ahead) count.
-			*mono = 2 * time.Second
+			*mono = time.Second // in step with the wall clock again
 			mustDeny(t, m, at(time.Second), 0, one("web", tt.spec), deny(tt.spec, "web", KindRequests, tt.retry))
 			if got := used(t, m, at(time.Second), tt.spec, "web", KindRequests); got != 4 {
 				t.Errorf("used %v back on time, want 4", got)
@@ -566,6 +566,68 @@ func TestMemoryClockStepKeepsCounts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMemoryClockStepBack: a wall clock stepped back by hours finds what
+// was counted ahead of it; that spend is not forgiven, but counts for as
+// long as it would have on a steady clock, not until the wall clock gets
+// there again. A budget used to stay spent for the step plus its window.
+func TestMemoryClockStepBack(t *testing.T) {
+	t.Run("rolling hour, 5h back", func(t *testing.T) {
+		m, b := NewMemory(), rolling("hourly", time.Hour)
+		mono := steady(m)
+		b.Requests = 3
+		for range 3 {
+			mustTake(t, m, t0, 0, one("web", b))
+		}
+		back := t0.Add(-5 * time.Hour)
+		*mono = time.Second
+		mustDeny(t, m, back.Add(time.Second), 0, one("web", b), deny(b, "web", KindRequests, time.Hour+time.Minute-time.Second))
+		*mono = 30 * time.Minute
+		mustDeny(t, m, back.Add(30*time.Minute), 0, one("web", b), deny(b, "web", KindRequests, 31*time.Minute))
+		if got := used(t, m, back.Add(30*time.Minute), b, "web", KindRequests); got != 3 {
+			t.Errorf("used %v half an hour after the step, want the 3 spent", got)
+		}
+		*mono = time.Hour + time.Minute
+		mustTake(t, m, back.Add(time.Hour+time.Minute), 0, one("web", b))
+		if got := used(t, m, back.Add(time.Hour+time.Minute), b, "web", KindRequests); got != 1 {
+			t.Errorf("used %v a window after the step, want 1", got)
+		}
+	})
+
+	t.Run("calendar day, back over midnight", func(t *testing.T) {
+		m, b := NewMemory(), calendar("daily", "day")
+		mono := steady(m)
+		b.Requests = 3
+		spent := time.Date(2026, 11, 4, 0, 30, 0, 0, time.UTC)
+		for range 3 {
+			mustTake(t, m, spent, 0, one("web", b))
+		}
+		// Stepped back 4.5 h, the clock reads the day before: the day
+		// spent ends when it would have, 23.5 h on, not 28 h.
+		back := spent.Add(-4*time.Hour - 30*time.Minute)
+		*mono = time.Second
+		mustDeny(t, m, back.Add(time.Second), 0, one("web", b), deny(b, "web", KindRequests, 23*time.Hour+30*time.Minute-time.Second))
+		*mono = 23*time.Hour + 30*time.Minute
+		mustTake(t, m, back.Add(*mono), 0, one("web", b))
+	})
+
+	t.Run("settled after the step", func(t *testing.T) {
+		m, b := NewMemory(), rolling("hourly", time.Hour)
+		mono := steady(m)
+		b.Tokens = 1000
+		tk := mustTake(t, m, t0, 500, one("web", b))
+		back := t0.Add(-5 * time.Hour)
+		*mono = time.Second
+		settle(t, m, back, tk, 800, 0)
+		if got := used(t, m, back, b, "web", KindTokens); got != 800 {
+			t.Errorf("used %v tokens, want the 800 settled", got)
+		}
+		*mono = time.Hour + 2*time.Minute
+		if got := used(t, m, back.Add(*mono), b, "web", KindTokens); got > 0 {
+			t.Errorf("used %v tokens a window after the settlement, want none", got)
+		}
+	})
 }
 
 func TestWindowString(t *testing.T) {
