@@ -31,17 +31,26 @@ import (
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
-//	PREFIX:BUDGET:SET:COUNTER:KIND  a hash per counter and kind: bucket start (unix seconds) → amount
-//	PREFIX:BUDGET:SET:counters      a sorted set: counter → start of its last Take's bucket, for Usage
-//	PREFIX:taken:ID                 a Take: "1" once it counted, then "settled", or "undone" (a tombstone)
+//	PREFIX:BUDGET:SET:COUNTER:KIND       a hash per counter and kind: bucket start (unix seconds) → amount
+//	PREFIX:BUDGET:SET:counters           a sorted set: counter → start of its last Take's bucket, for Usage
+//	PREFIX:BUDGET:WINDOW:COUNTER:layout  "per": a store that keeps pers apart counted COUNTER (of any per)
+//	PREFIX:taken:ID                      a Take: "1" once it counted, then "settled", or "undone" (a tombstone)
 //
 // SET is [Window.String] for a budget per client, and WINDOW/route or
 // WINDOW/all for one per route or for all ("86400s/route"), so a budget
 // whose window or per changed starts afresh in new keys, and a route
 // never finds a client's counts, while one whose limits changed keeps its
-// counts. (Stores before per was in the keys wrote every per's counters
-// under WINDOW alone: a budget per client keeps its counts across the
-// upgrade, one per route or for all starts afresh once.) USD
+// counts. Stores before per was in the keys counted every per under
+// WINDOW alone: a budget per client keeps those keys, and the first Take
+// of a counter of a budget per route or for all that has no layout key
+// copies them into its own (Usage reads them until then), so an upgrade
+// keeps what was spent. The layout key lasts as long as the counter's
+// keys; while it is there, the counter's keys under WINDOW alone are a
+// client's, which a route never reads. A per changed by the upgrade
+// itself may find, once, the old per's counts of a counter of the same
+// name (over-counting, never forgiving); and stores of both kinds on one
+// Redis count a budget per route or for all apart once one of this kind
+// has counted its counter. USD
 // is kept in whole micro-dollars. Every key expires a bucket after its
 // newest bucket stops counting (a minute after the period for a calendar
 // window); a Take's key after [takenTTL] (a tombstone after
@@ -170,6 +179,18 @@ func (r *Redis) indexKey(budget string, w Window, per Per) string {
 	return r.base(budget, w, per) + "counters"
 }
 
+// markKey says that a till that keeps pers apart counted counter of
+// budget in window w (of any per), so that its keys under WINDOW alone,
+// counterKey's for PerClient, are a client's: until it exists, they are
+// what a till from before per was in the keys counted for counter, of
+// any per, and the first Take of a budget per route or for all copies
+// them into its own keys (takeScript). It lasts as long as the counter's
+// keys do: every Take and Settle of the counter extends it as it extends
+// them.
+func (r *Redis) markKey(budget string, w Window, counter string) string {
+	return r.base(budget, w, PerClient) + keyEscaper.Replace(counter) + ":layout"
+}
+
 // badCountFix ends the error of a count that is not a whole number as
 // the scripts write them (see isCount).
 const badCountFix = " (a hand edit?): every Take and Settle that counts in it fails until it is one again (HSET) or the key is deleted"
@@ -215,7 +236,9 @@ end
 `
 
 // takeScript checks and counts a Take. KEYS: per charge, its index, then
-// its requests, tokens and usd hashes; last, the Take's own key. ARGV: the
+// its requests, tokens and usd hashes, its counter's markKey and the
+// requests, tokens and usd hashes of its counter under WINDOW alone (the
+// same as its own for a budget per client); last, the Take's own key. ARGV: the
 // number of charges, the tokens reserved, then per charge its counter,
 // bucket, first live bucket, the TTL of its keys, its limits of requests,
 // tokens and micro-dollars (0: none), whether it only warns ("1"),
@@ -236,6 +259,12 @@ end
 // in or a count that is not a whole number (checked before anything is
 // written: Redis does not roll a failed script back); what is counted sets
 // the Take's key, for undoScript.
+// A charge of a budget per route or for all whose counter has no markKey
+// yet reads each hash it lacks from the counter's hash under WINDOW alone,
+// which a till from before per was in the keys wrote, and copies it (with
+// its TTL) before it writes, whether it counts or refuses: once, since
+// every Take that gets past the checks sets or extends the markKey of
+// each charge's counter.
 var takeScript = redis.NewScript(luaHelpers + `
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = tonumber(redis.call('TIME')[1])
@@ -243,10 +272,18 @@ local n, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
 local takenTTL = tonumber(ARGV[3 + n * 10])
 local tolerance = tonumber(ARGV[5 + n * 10])
 if tolerance > 0 and math.abs(clock - tonumber(ARGV[4 + n * 10])) > tolerance then return {2, clock} end
-if redis.call('EXISTS', KEYS[n * 4 + 1]) == 1 then return {0, {}} end
+if redis.call('EXISTS', KEYS[n * 8 + 1]) == 1 then return {0, {}} end
+local from = {}
 for j = 0, n - 1 do
+  local b = j * 8
+  if KEYS[b + 6] ~= KEYS[b + 2] and redis.call('EXISTS', KEYS[b + 5]) == 0 then
+    for k = 2, 4 do
+      if redis.call('EXISTS', KEYS[b + k]) == 0 and redis.call('EXISTS', KEYS[b + k + 4]) == 1 then from[b + k] = KEYS[b + k + 4] end
+    end
+  end
   for k = 1, 4 do
-    local bad = wrongType(KEYS[j * 4 + k], k == 1 and 'zset' or 'hash')
+    local bad = wrongType(KEYS[b + k], k == 1 and 'zset' or 'hash')
+    if not bad and from[b + k] then bad = wrongType(from[b + k], 'hash') end
     if bad then return redis.error_reply(bad) end
   end
 end
@@ -259,11 +296,12 @@ for j = 0, n - 1 do
   if tonumber(ARGV[a + 9]) > 0 then ahead = math.max(clock, tonumber(ARGV[4 + n * 10])) + tonumber(ARGV[a + 9]) end
   for k = 1, 3 do
     if tonumber(ARGV[a + 3 + k]) > 0 then
-      local key = KEYS[j * 4 + 1 + k]
-      local flat = redis.call('HGETALL', key)
+      local key = KEYS[j * 8 + 1 + k]
+      local src = from[j * 8 + 1 + k] or key
+      local flat = redis.call('HGETALL', src)
       local live, dead, moved, used = {}, {}, 0, 0
       for x = 1, #flat, 2 do
-        local bad = badCount(key, flat[x], flat[x + 1])
+        local bad = badCount(src, flat[x], flat[x + 1])
         if bad then return redis.error_reply(bad) end
         if ahead > 0 and tonumber(flat[x]) > ahead then
           dead[#dead + 1] = flat[x]
@@ -290,28 +328,44 @@ for j = 0, n - 1 do
     end
   end
 end
+for j = 0, n - 1 do
+  local b, a = j * 8, 3 + j * 10
+  local ttl = tonumber(ARGV[a + 3])
+  local copied = false
+  for k = 2, 4 do
+    if from[b + k] then
+      redis.call('COPY', from[b + k], KEYS[b + k])
+      copied = true
+    end
+  end
+  if copied then
+    redis.call('ZADD', KEYS[b + 1], 'GT', ARGV[a + 1], ARGV[a])
+    extend(KEYS[b + 1], ttl)
+  end
+  if ttl > 0 and redis.call('TTL', KEYS[b + 5]) < ttl then redis.call('SET', KEYS[b + 5], 'per', 'EX', ttl) end
+end
 for _, d in ipairs(drops) do redis.call('HDEL', d[1], unpack(d[2])) end
 for _, m in ipairs(moves) do
   incr(m[1], m[2], m[3])
   extend(m[1], m[4])
 end
 if block then return {0, spent} end
-redis.call('SET', KEYS[n * 4 + 1], 1, 'EX', takenTTL)
+redis.call('SET', KEYS[n * 8 + 1], 1, 'EX', takenTTL)
 for j = 0, n - 1 do
   local a = 3 + j * 10
   local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
   local dropBefore = math.min(tonumber(ARGV[a + 2]), clock - tonumber(ARGV[a + 8]) + 1)
-  local index = KEYS[j * 4 + 1]
+  local index = KEYS[j * 8 + 1]
   redis.call('ZADD', index, 'GT', bucket, ARGV[a])
   redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. dropBefore)
   extend(index, ttl)
   if tonumber(ARGV[a + 4]) > 0 then
-    incr(KEYS[j * 4 + 2], bucket, 1)
-    extend(KEYS[j * 4 + 2], ttl)
+    incr(KEYS[j * 8 + 2], bucket, 1)
+    extend(KEYS[j * 8 + 2], ttl)
   end
   if tonumber(ARGV[a + 5]) > 0 and reserve > 0 then
-    incr(KEYS[j * 4 + 3], bucket, ARGV[2])
-    extend(KEYS[j * 4 + 3], ttl)
+    incr(KEYS[j * 8 + 3], bucket, ARGV[2])
+    extend(KEYS[j * 8 + 3], ttl)
   end
 end
 return {1, spent}
@@ -372,7 +426,8 @@ const takenTTL = lateFor + 2*lateTimeout
 const tombstoneTTL = 10 * time.Minute
 
 // settleScript adds what a request used. KEYS: per charge, its tokens and
-// usd hashes and its budget's index; last, its Take's key. ARGV: the
+// usd hashes, its budget's index and its counter's markKey (set or
+// extended as the hashes are); last, its Take's key. ARGV: the
 // number of charges, then per charge its bucket, the first live bucket,
 // the TTL its keys need, the tokens and micro-dollars to add (0: nothing),
 // and its counter; last, the TTL of the Take's key. A bucket no longer
@@ -383,12 +438,12 @@ const tombstoneTTL = 10 * time.Minute
 // is not a whole number, fails it before it writes.
 var settleScript = redis.NewScript(luaHelpers + `
 local n = tonumber(ARGV[1])
-local id = KEYS[n * 3 + 1]
+local id = KEYS[n * 4 + 1]
 if redis.call('GET', id) == 'settled' then return 0 end
 for j = 0, n - 1 do
   for k = 1, 3 do
-    local bad = wrongType(KEYS[j * 3 + k], k == 3 and 'zset' or 'hash')
-    if not bad and k < 3 and tonumber(ARGV[2 + j * 6 + 2 + k]) ~= 0 then bad = badAt(KEYS[j * 3 + k], ARGV[2 + j * 6]) end
+    local bad = wrongType(KEYS[j * 4 + k], k == 3 and 'zset' or 'hash')
+    if not bad and k < 3 and tonumber(ARGV[2 + j * 6 + 2 + k]) ~= 0 then bad = badAt(KEYS[j * 4 + k], ARGV[2 + j * 6]) end
     if bad then return redis.error_reply(bad) end
   end
 end
@@ -400,13 +455,14 @@ for j = 0, n - 1 do
     for k = 1, 2 do
       local d = ARGV[a + 2 + k]
       if tonumber(d) ~= 0 then
-        local key = KEYS[j * 3 + k]
+        local key = KEYS[j * 4 + k]
         incr(key, bucket, d)
         extend(key, ttl)
       end
     end
-    redis.call('ZADD', KEYS[j * 3 + 3], 'GT', bucket, ARGV[a + 5])
-    extend(KEYS[j * 3 + 3], ttl)
+    redis.call('ZADD', KEYS[j * 4 + 3], 'GT', bucket, ARGV[a + 5])
+    extend(KEYS[j * 4 + 3], ttl)
+    if ttl > 0 and redis.call('TTL', KEYS[j * 4 + 4]) < ttl then redis.call('SET', KEYS[j * 4 + 4], 'per', 'EX', ttl) end
   end
 end
 return 1
@@ -447,7 +503,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		return &Ticket{}, nil, nil
 	}
 	reserve = clamp(reserve)
-	keys := make([]string, 0, 4*len(charges))
+	keys := make([]string, 0, 1+8*len(charges))
 	args := make([]any, 0, 3+10*len(charges))
 	args = append(args, len(charges), reserve)
 	for _, c := range charges {
@@ -456,6 +512,10 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		keys = append(keys, r.indexKey(s.Name, w, s.per()))
 		for k := range numKinds {
 			keys = append(keys, r.counterKey(s.Name, w, s.per(), c.Counter, k))
+		}
+		keys = append(keys, r.markKey(s.Name, w, c.Counter))
+		for k := range numKinds {
+			keys = append(keys, r.counterKey(s.Name, w, PerClient, c.Counter, k))
 		}
 		l := s.limits()
 		args = append(args, c.Counter, sp.bucket, sp.liveMin, w.expireAt(sp.bucket)-now.Unix(),
@@ -642,12 +702,13 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 	}
 	now = r.clock(now)
 	tokens, cost := clamp(tokens), micros(usdUsed)
-	keys := make([]string, 0, 1+3*len(t.charges))
+	keys := make([]string, 0, 1+4*len(t.charges))
 	args := make([]any, 0, 2+6*len(t.charges))
 	args = append(args, len(t.charges))
 	for _, tk := range t.charges {
 		w := tk.window
-		keys = append(keys, r.counterKey(tk.budget, w, tk.per, tk.counter, toks), r.counterKey(tk.budget, w, tk.per, tk.counter, usd), r.indexKey(tk.budget, w, tk.per))
+		keys = append(keys, r.counterKey(tk.budget, w, tk.per, tk.counter, toks), r.counterKey(tk.budget, w, tk.per, tk.counter, usd),
+			r.indexKey(tk.budget, w, tk.per), r.markKey(tk.budget, w, tk.counter))
 		sp := w.at(now)
 		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
 		if slack := w.slack(); slack > 0 && bucket > now.Unix()+slack {
@@ -679,7 +740,11 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 }
 
 // Usage lists the limits of each counter of specs charged within its
-// window, read in two round trips. See [Store].
+// window, read in two round trips. A counter of a budget per route or for
+// all that no till keeping pers apart has counted yet (it has no markKey)
+// is read as takeScript reads it, from what a till from before per was in
+// the keys counted under WINDOW alone: Usage lists what the next Take
+// counts. See [Store].
 func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row, error) {
 	for _, s := range specs {
 		if err := s.Validate(); err != nil {
@@ -697,35 +762,26 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 			now = t
 		}
 	}
-	indexes := make([]*redis.StringSliceCmd, len(specs))
+	// Per spec, its index, and for one per route or for all the index
+	// under WINDOW alone.
+	indexes := make([][2]*redis.StringSliceCmd, len(specs))
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range specs {
-			lo := strconv.FormatInt(s.Window.at(now).liveMin, 10)
-			indexes[i] = p.ZRangeByScore(ctx, r.indexKey(s.Name, s.Window, s.per()), &redis.ZRangeBy{Min: lo, Max: "+inf"})
+			live := &redis.ZRangeBy{Min: strconv.FormatInt(s.Window.at(now).liveMin, 10), Max: "+inf"}
+			indexes[i][0] = p.ZRangeByScore(ctx, r.indexKey(s.Name, s.Window, s.per()), live)
+			if s.per() != PerClient {
+				indexes[i][1] = p.ZRangeByScore(ctx, r.indexKey(s.Name, s.Window, PerClient), live)
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("budget: redis: %w", err)
 	}
-	type read struct {
-		spec    *Spec
-		counter string
-		kind    int
-		key     string
-		cmd     *redis.MapStringStringCmd
-	}
-	var reads []read
+	var reads []usageRead
 	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range specs {
-			for _, counter := range indexes[i].Val() {
-				for k, limit := range s.limits() {
-					if limit > 0 {
-						key := r.counterKey(s.Name, s.Window, s.per(), counter, k)
-						reads = append(reads, read{spec: s, counter: counter, kind: k, key: key, cmd: p.HGetAll(ctx, key)})
-					}
-				}
-			}
+			reads = r.readUsage(ctx, p, reads, s, indexes[i])
 		}
 		return nil
 	})
@@ -734,10 +790,18 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 	}
 	rows := make([]Row, 0, len(reads))
 	for _, rd := range reads {
+		key, fields := rd.key, rd.cmd.Val()
+		marked := rd.mark != nil && rd.mark.Val() > 0
+		if rd.oldOnly && marked {
+			continue // a client's counter, of the keys under WINDOW alone
+		}
+		if rd.old != nil && !marked && len(fields) == 0 {
+			key, fields = rd.oldKey, rd.old.Val()
+		}
 		liveMin := rd.spec.Window.at(now).liveMin
 		var used int64
-		for field, value := range rd.cmd.Val() {
-			start, v, err := counts(rd.key, field, value)
+		for field, value := range fields {
+			start, v, err := counts(key, field, value)
 			if err != nil {
 				return nil, err
 			}
@@ -749,4 +813,60 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 	}
 	sortRows(rows)
 	return rows, nil
+}
+
+// usageRead is a read of Usage: a counter's hash of a kind and, for a
+// budget per route or for all, its markKey and its hash under WINDOW
+// alone, which count for it while the markKey is missing (nil per client).
+type usageRead struct {
+	spec    *Spec
+	counter string
+	kind    int
+	key     string
+	cmd     *redis.MapStringStringCmd
+	oldKey  string
+	old     *redis.MapStringStringCmd
+	mark    *redis.IntCmd
+	// oldOnly: the counter is listed under WINDOW alone, not in the
+	// spec's own index.
+	oldOnly bool
+}
+
+// readUsage adds to reads, and queues in p, the reads of the counters of
+// s listed in indexes (its own index's; the one under WINDOW alone's, nil
+// per client).
+func (r *Redis) readUsage(ctx context.Context, p redis.Pipeliner, reads []usageRead, s *Spec, indexes [2]*redis.StringSliceCmd) []usageRead {
+	counters := indexes[0].Val()
+	own := len(counters)
+	if indexes[1] != nil {
+		listed := make(map[string]bool, own)
+		for _, c := range counters {
+			listed[c] = true
+		}
+		for _, c := range indexes[1].Val() {
+			if !listed[c] {
+				counters = append(counters, c)
+			}
+		}
+	}
+	for x, counter := range counters {
+		var mark *redis.IntCmd
+		if indexes[1] != nil {
+			mark = p.Exists(ctx, r.markKey(s.Name, s.Window, counter))
+		}
+		for k, limit := range s.limits() {
+			if limit == 0 {
+				continue
+			}
+			rd := usageRead{spec: s, counter: counter, kind: k, mark: mark, oldOnly: x >= own}
+			rd.key = r.counterKey(s.Name, s.Window, s.per(), counter, k)
+			rd.cmd = p.HGetAll(ctx, rd.key)
+			if mark != nil {
+				rd.oldKey = r.counterKey(s.Name, s.Window, PerClient, counter, k)
+				rd.old = p.HGetAll(ctx, rd.oldKey)
+			}
+			reads = append(reads, rd)
+		}
+	}
+	return reads
 }

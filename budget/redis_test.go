@@ -141,7 +141,7 @@ func TestRedisShared(t *testing.T) {
 
 // TestRedisKeys: keys are named after the budget, window, counter and
 // kind, escaped, and expire a bucket after their newest bucket stops
-// counting.
+// counting, as does each counter's markKey.
 func TestRedisKeys(t *testing.T) {
 	addr, _ := startRedis(t)
 	client := newClient(t, addr)
@@ -154,11 +154,13 @@ func TestRedisKeys(t *testing.T) {
 	ctx := context.Background()
 	untilMidnight := 14 * time.Hour
 	for key, ttl := range map[string]time.Duration{
-		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:requests": time.Hour + 2*time.Minute,
-		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:tokens":   time.Hour + 2*time.Minute,
-		"{till}:budget:hourly:3600s:counters":                 time.Hour + 2*time.Minute,
-		"{till}:budget:daily%3Ausd:day:team%3Aa%7B1%7D:usd":   untilMidnight + time.Minute,
-		"{till}:budget:daily%3Ausd:day:counters":              untilMidnight + time.Minute,
+		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:requests":  time.Hour + 2*time.Minute,
+		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:tokens":    time.Hour + 2*time.Minute,
+		"{till}:budget:hourly:3600s:counters":                  time.Hour + 2*time.Minute,
+		"{till}:budget:daily%3Ausd:day:team%3Aa%7B1%7D:usd":    untilMidnight + time.Minute,
+		"{till}:budget:daily%3Ausd:day:counters":               untilMidnight + time.Minute,
+		"{till}:budget:hourly:3600s:team%3Aa%7B1%7D:layout":    time.Hour + 2*time.Minute,
+		"{till}:budget:daily%3Ausd:day:team%3Aa%7B1%7D:layout": untilMidnight + time.Minute,
 	} {
 		got, err := client.TTL(ctx, key).Result()
 		if err != nil {
@@ -178,8 +180,8 @@ func TestRedisKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys = slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, "{till}:budget:taken:") }) // 10 s each
-	if len(keys) != 5 {
-		t.Errorf("keys: %v, want the 5 above: a kind without a limit has none", keys)
+	if len(keys) != 7 {
+		t.Errorf("keys: %v, want the 7 above: a kind without a limit has none", keys)
 	}
 	// Buckets no longer live are deleted as the next Take reads them.
 	mustTake(t, s, at(3*time.Hour), 0, one("team:a{1}", hourly))
@@ -953,5 +955,97 @@ func TestRedisUndoOverHandEditedCount(t *testing.T) {
 	}
 	if got := client.Get(ctx, tk.id).Val(); got != "1" {
 		t.Errorf("the Take's key holds %q, want %q: the undo that failed wrote", got, "1")
+	}
+}
+
+// TestRedisUpgradeKeepsSpend: a budget per route or for all that a till
+// from before per was in the keys counted (under WINDOW alone) keeps its
+// spend across the upgrade: the first Take of each counter copies the old
+// keys into its own, once, and till usage shows them before that. Once a
+// till that keeps pers apart has counted a counter, the old keys are a
+// client's and a route of the same name never finds them.
+func TestRedisUpgradeKeepsSpend(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	ctx := context.Background()
+	s := NewRedis(client, nil, "")
+	bucket := strconv.FormatInt(t0.Unix(), 10)
+	// What a till before per was in the keys counted: 2 requests of the
+	// budget for all, 2 of route web and 1 of route api, 900 tokens of web.
+	old := func(budget, counter, kind string, v int64) {
+		t.Helper()
+		key := "till:budget:" + budget + ":3600s:" + counter + ":" + kind
+		if err := client.HSet(ctx, key, bucket, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.Expire(ctx, key, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.ZAdd(ctx, "till:budget:"+budget+":3600s:counters", redis.Z{Score: float64(t0.Unix()), Member: counter}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old("cap", "all", "requests", 2)
+	old("routes", "web", "requests", 2)
+	old("routes", "web", "tokens", 900)
+	old("routes", "api", "requests", 1)
+	all := rolling("cap", time.Hour)
+	all.Requests, all.Per = 10, PerAll
+	routes := rolling("routes", time.Hour)
+	routes.Requests, routes.Tokens, routes.Per = 2, 1000, PerRoute
+
+	// Before any Take, usage shows what the next Take counts.
+	counts := func(when string, cap, web, webTokens, api float64) {
+		t.Helper()
+		if got := used(t, s, t0, all, "all", KindRequests); got != cap {
+			t.Errorf("%s: budget for all: %v requests counted, want %v", when, got, cap)
+		}
+		if got := used(t, s, t0, routes, "web", KindRequests); got != web {
+			t.Errorf("%s: route web: %v requests counted, want %v", when, got, web)
+		}
+		if got := used(t, s, t0, routes, "web", KindTokens); got != webTokens {
+			t.Errorf("%s: route web: %v tokens counted, want %v", when, got, webTokens)
+		}
+		if got := used(t, s, t0, routes, "api", KindRequests); got != api {
+			t.Errorf("%s: route api: %v requests counted, want %v", when, got, api)
+		}
+	}
+	counts("before any Take", 2, 2, 900, 1)
+	mustDeny(t, s, t0, 0, one("web", routes), deny(routes, "web", KindRequests, time.Hour+time.Minute))
+	mustTake(t, s, t0, 0, one("api", routes))
+	mustDeny(t, s, t0, 0, one("api", routes), deny(routes, "api", KindRequests, time.Hour+time.Minute))
+	mustTake(t, s, t0, 0, one("all", all))
+	// The old keys are a client's now (a budget per client counts there):
+	// the next Take must not copy them again.
+	if err := client.HIncrBy(ctx, "till:budget:cap:3600s:all:requests", bucket, 5).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mustTake(t, s, t0, 0, one("all", all))
+	counts("after the upgrade", 4, 2, 900, 2)
+	if ttl := client.TTL(ctx, "till:budget:routes:3600s/route:web:tokens").Val(); ttl < 50*time.Minute {
+		t.Errorf("web's tokens copied with a TTL of %v, want the old key's (1h)", ttl)
+	}
+
+	// A client counted by this till, then the budget turned per route: the
+	// route of its name does not find its counts.
+	perClient := rolling("turned", time.Hour)
+	perClient.Requests = 1
+	mustTake(t, s, t0, 0, one("web", perClient))
+	perRoute := *perClient
+	perRoute.Per = PerRoute
+	tk := mustTake(t, s, t0, 0, one("web", &perRoute))
+	if rows := usage(t, s, t0, &perRoute); len(rows) != 1 || rows[0].Used != 1 {
+		t.Errorf("per route after per client: usage %s, want the route's 1 request alone", rowsString(rows))
+	}
+	// A Settle sets the mark as it extends the counter's keys, so that it
+	// lasts as long as they do.
+	mark := "till:budget:turned:3600s:web:layout"
+	if ttl := client.TTL(ctx, mark).Val(); ttl <= time.Hour {
+		t.Errorf("%s: TTL %v after a Take, want the counters' (1h2m)", mark, ttl)
+	}
+	client.Del(ctx, mark)
+	settle(t, s, t0, tk, 0, 0)
+	if ttl := client.TTL(ctx, mark).Val(); ttl <= time.Hour {
+		t.Errorf("%s: TTL %v after a Settle, want the counters' (1h2m)", mark, ttl)
 	}
 }
