@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -224,6 +225,21 @@ func TestTillTestMintIsRecorded(t *testing.T) {
 	}
 	if out, errOut, code := auditVerify(t, tl.dir, "audit.log"); code != 0 {
 		t.Errorf("till audit verify after till test --mint: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// A trail on stdout is serve's: the record goes to stderr, and
+	// --json prints the verdict alone.
+	onStdout := strings.Replace(cfg, "audit: {file: audit.log}\n", "", 1)
+	if err := os.WriteFile(filepath.Join(tl.dir, "stdout.yaml"), []byte(onStdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runTill(t, tl.dir, "", env, "test", "-c", "stdout.yaml", "--mint", "--json", "--client", "web", "GET", "/api/v1/things")
+	var verdict map[string]any
+	if err := json.Unmarshal([]byte(out), &verdict); code != 0 || err != nil || verdict["allowed"] != true {
+		t.Errorf("till test --mint --json with the trail on stdout: exit %d, stdout not one verdict (%v): %s", code, err, out)
+	}
+	if !strings.Contains(errOut, `"event":"use"`) || !strings.Contains(errOut, `"path":"/oauth/token"`) {
+		t.Errorf("till test --mint with the trail on stdout: no use record on stderr: %s", errOut)
 	}
 
 	// A trail that cannot be written (a link, which till never writes

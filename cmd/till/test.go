@@ -114,7 +114,7 @@ func runTest(args []string, e *env) error {
 // till holds its file, this ask cannot be recorded, so it is not made.
 func mintOnce(cfg *config.Config, secrets map[string]vault.Secret, e *env, snap *proxy.Snapshot, v *proxy.Verdict) {
 	logger := zerolog.New(e.stderr).With().Timestamp().Logger()
-	sink, err := openAudit(cfg, secrets, e, logger)
+	sink, err := mintAudit(cfg, secrets, e, logger)
 	if err != nil {
 		v.Allowed, v.Code = false, proxy.CodeAuditUnavailable
 		v.Reason = "the token endpoint was not asked: its use of the key could not be recorded: " + err.Error()
@@ -135,6 +135,17 @@ func mintOnce(cfg *config.Config, secrets map[string]vault.Secret, e *env, snap 
 	default:
 		v.Warning = strings.TrimPrefix(v.Warning+"; a token was obtained from the token endpoint (the ask is in the audit trail)", "; ")
 	}
+}
+
+// mintAudit opens the trail that records till test's ask: the config's
+// audit file, or, when the trail is stdout (serve's own output, which
+// this process does not write), stderr, since till test's stdout is its
+// verdict (with --json, one JSON value).
+func mintAudit(cfg *config.Config, secrets map[string]vault.Secret, e *env, logger zerolog.Logger) (*audit.Sink, error) {
+	if cfg.Audit.File == "-" {
+		return audit.New(e.stderr, audit.Options{}), nil
+	}
+	return openAudit(cfg, secrets, e, logger)
 }
 
 // testJSON is what till test --json prints: the verdict and, for a key
