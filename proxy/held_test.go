@@ -168,15 +168,7 @@ func TestReloadAfterKeyWentIsAnError(t *testing.T) {
 			})
 			sum := sha256.Sum256([]byte(connectToken))
 			other := sha256.Sum256([]byte(connectToken + "x"))
-			conf := func(digest [32]byte) *Snapshot {
-				y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
-					"routes:\n  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]}\n"
-				cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
-				if err != nil {
-					t.Fatal(err)
-				}
-				return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
-			}
+			conf := func(digest [32]byte) *Snapshot { return clientOnlyRoute(t, up.URL, digest) }
 			buf := &lockedBuffer{}
 			gw := New(conf(sum), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
 			var reloads atomic.Int32
@@ -353,6 +345,19 @@ func TestReloadEndsRelayedUpgradesItRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clientOnlyRoute is a snapshot whose route ws, to upstream, lets only
+// the client web, whose token hashes to digest, use the key testKey.
+func clientOnlyRoute(t *testing.T, upstream string, digest [32]byte) *Snapshot {
+	t.Helper()
+	y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
+		"routes:\n  - {name: ws, preset: openai, upstream: " + upstream + ", secret: k, clients: [web]}\n"
+	cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
 }
 
 // switchingEcho is an upstream that agrees to every protocol switch, then

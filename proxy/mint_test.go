@@ -106,25 +106,14 @@ func TestMintNeverFollowsRedirects(t *testing.T) {
 // raw, query-escaped, in base64, or cut short at the log's length limit.
 func TestMintErrorHidesTheSecret(t *testing.T) {
 	const secret = "Ab+cD/eF=gH+iJ/kL0123456789"
-	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		w.WriteHeader(http.StatusBadRequest)
-		// Long enough that the secret would straddle a cut at 300.
-		_, _ = io.WriteString(w, strings.Repeat("x", 200)+" "+string(b)+" "+r.Header.Get("Authorization")+" "+strings.ToLower(string(b)))
-	}))
-	defer endpoint.Close()
 	for _, style := range []string{"header", "params"} {
 		t.Run(style, func(t *testing.T) {
-			cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
-			gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: "+style+"}}", cred, "")
-			w := httptest.NewRecorder()
-			gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
-			if w.Code != http.StatusBadGateway {
-				t.Fatalf("got %d, want 502", w.Code)
-			}
-			logs.mu.Lock()
-			defer logs.mu.Unlock()
-			log := logs.b.String()
+			log := refusedAskLog(t, secret, style, func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				w.WriteHeader(http.StatusBadRequest)
+				// Long enough that the secret would straddle a cut at 300.
+				_, _ = io.WriteString(w, strings.Repeat("x", 200)+" "+string(b)+" "+r.Header.Get("Authorization")+" "+strings.ToLower(string(b)))
+			})
 			if !strings.Contains(log, "oauth2") {
 				t.Fatalf("the endpoint's error is not logged: %s", log)
 			}
@@ -137,6 +126,26 @@ func TestMintErrorHidesTheSecret(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusedAskLog sends a request through an OAuth2 route whose client
+// secret is secret, sent as style says (auth_style), to a token endpoint
+// that answers as endpoint does (a refusal), and returns the log once the
+// app got its 502.
+func refusedAskLog(t *testing.T, secret, style string, endpoint http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewServer(endpoint)
+	defer srv.Close()
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
+	gw, _, logs := mintGateway(t, srv.URL, "{oauth2: {token_url: "+srv.URL+"/token, auth_style: "+style+"}}", cred, "")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if w.Code != http.StatusBadGateway {
+		t.Fatalf("got %d, want 502", w.Code)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	return logs.b.String()
 }
 
 // A token endpoint's error that quotes part of the client secret (its
@@ -156,25 +165,14 @@ func TestMintErrorHidesPartOfTheSecret(t *testing.T) {
 	} {
 		for _, where := range []string{"error_description", "error"} {
 			t.Run(name+"/"+where, func(t *testing.T) {
-				endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				log := refusedAskLog(t, secret, "params", func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("Content-Type", "application/json")
 					w.WriteHeader(http.StatusUnauthorized)
 					answer := map[string]string{"error": "invalid_client", "error_description": "client app: wrong secret"}
 					answer[where] = "secret-" + part + "-refused"
 					b, _ := json.Marshal(answer)
 					_, _ = w.Write(b)
-				}))
-				defer endpoint.Close()
-				cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
-				gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: params}}", cred, "")
-				w := httptest.NewRecorder()
-				gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
-				if w.Code != http.StatusBadGateway {
-					t.Fatalf("got %d, want 502", w.Code)
-				}
-				logs.mu.Lock()
-				log := logs.b.String()
-				logs.mu.Unlock()
+				})
 				if strings.Contains(log, part) {
 					t.Errorf("the log holds %q of the secret: %s", part, log)
 				}
@@ -241,25 +239,14 @@ func TestMintErrorHidesEscapedSecret(t *testing.T) {
 	for sname, secret := range secrets {
 		for aname, answer := range answers {
 			t.Run(sname+"/"+aname, func(t *testing.T) {
-				endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				log := refusedAskLog(t, secret, "params", func(w http.ResponseWriter, r *http.Request) {
 					_ = r.ParseForm()
 					got := r.PostForm.Get("client_secret")
 					if got != secret {
 						got = "" // unexpected: quote nothing rather than something else
 					}
 					answer(w, got)
-				}))
-				defer endpoint.Close()
-				cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": secret}, time.Now())
-				gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: params}}", cred, "")
-				w := httptest.NewRecorder()
-				gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
-				if w.Code != http.StatusBadGateway {
-					t.Fatalf("got %d, want 502", w.Code)
-				}
-				logs.mu.Lock()
-				log := logs.b.String()
-				logs.mu.Unlock()
+				})
 				var logged []string
 				for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
 					var m map[string]any

@@ -496,15 +496,7 @@ func TestReloadDuringUpgradeDialStopsKey(t *testing.T) {
 	})
 	sum := sha256.Sum256([]byte(connectToken))
 	other := sha256.Sum256([]byte(connectToken + "x"))
-	conf := func(digest [32]byte) *Snapshot {
-		y := "version: 1\nclients:\n  - {name: web, token_sha256: " + hex.EncodeToString(digest[:]) + "}\n" +
-			"routes:\n  - {name: ws, preset: openai, upstream: " + up.URL + ", secret: k, clients: [web]}\n"
-		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
-	}
+	conf := func(digest [32]byte) *Snapshot { return clientOnlyRoute(t, up.URL, digest) }
 	dialing, release := make(chan struct{}), make(chan struct{})
 	tr := NewTransport()
 	var d net.Dialer

@@ -543,21 +543,9 @@ func TestVaultKVFileTooLarge(t *testing.T) {
 // stands in for failure_ttl rather than being dropped as revoked, and the
 // error says what happened, not "no such secret".
 func TestVaultKVStandbyRedirectIsNoDeletion(t *testing.T) {
-	v := fake.NewVault(t, 0)
-	v.Put("secret/openai", map[string]string{"api_key": "sk-vault-standby-1"}, nil)
-	token := v.IssueToken(0)
-	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", token)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute, FailureTTL: time.Hour}}, Options{Now: clk.now})
-	get := getter(c, "corp:secret/openai")
-	if got, _, err := get(); err != nil || got != "sk-vault-standby-1" {
-		t.Fatalf("got %q, %v", got, err)
-	}
+	v, src, token, clk, get := cachedVaultValue(t, "sk-vault-standby-1")
 	v.SetStandby("https://vault-active.invalid:8200")
-	_, _, err = src.Fetch(context.Background(), "secret/openai")
+	_, _, err := src.Fetch(context.Background(), "secret/openai")
 	if err == nil || errors.Is(err, ErrGone) || !strings.Contains(err.Error(), "307") {
 		t.Errorf("a standby's redirect: got %v, want a failure naming the 307, not ErrGone", err)
 	}
@@ -568,6 +556,27 @@ func TestVaultKVStandbyRedirectIsNoDeletion(t *testing.T) {
 	}
 }
 
+// cachedVaultValue serves value at secret/openai from a fake Vault, and
+// has a cache (ttl a minute, failure_ttl an hour, on clk) read it once
+// through get, as corp:secret/openai.
+func cachedVaultValue(t *testing.T, value string) (v *fake.Vault, src *VaultKV, token string, clk *clock, get func() (string, bool, error)) {
+	t.Helper()
+	v = fake.NewVault(t, 0)
+	v.Put("secret/openai", map[string]string{"api_key": value}, nil)
+	token = v.IssueToken(0)
+	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk = &clock{t: time.Unix(1_700_000_000, 0)}
+	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute, FailureTTL: time.Hour}}, Options{Now: clk.now})
+	get = getter(c, "corp:secret/openai")
+	if got, _, err := get(); err != nil || got != value {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	return v, src, token, clk, get
+}
+
 // TestVaultKVAnswerNotVaultsIsNoDeletion: only Vault's own "not found" (a
 // 404 with its {"errors": [...]}) or a version it says is deleted or
 // destroyed takes a value for revoked. An answer of something in front of
@@ -576,19 +585,7 @@ func TestVaultKVStandbyRedirectIsNoDeletion(t *testing.T) {
 // no secret, is a failure as in an outage: the last value stands in for
 // failure_ttl, and the error says what answered, never "no such secret".
 func TestVaultKVAnswerNotVaultsIsNoDeletion(t *testing.T) {
-	v := fake.NewVault(t, 0)
-	v.Put("secret/openai", map[string]string{"api_key": "sk-vault-front-1"}, nil)
-	token := v.IssueToken(0)
-	src, err := NewVaultKV(VaultKVOptions{Address: v.URL, CAFile: v.CAFile, TokenFile: writeFile(t, "token", token)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	c := NewCache(map[string]Spec{"corp": {Source: src, TTL: time.Minute, FailureTTL: time.Hour}}, Options{Now: clk.now})
-	get := getter(c, "corp:secret/openai")
-	if got, _, err := get(); err != nil || got != "sk-vault-front-1" {
-		t.Fatalf("got %q, %v", got, err)
-	}
+	v, src, token, clk, get := cachedVaultValue(t, "sk-vault-front-1")
 	for _, a := range []struct {
 		code int
 		body string
