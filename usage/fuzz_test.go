@@ -30,6 +30,8 @@ func FuzzMeter(f *testing.F) {
 	f.Add([]byte(`{"usage":{"prompt_tokens":1e2,"x":"\ud83d\ude00\u"}}`), uint8(0), false, uint64(2))
 	f.Add([]byte("\ufeff"+`{"usage":{"prompt_tokens":2,"completion_tokens":3}}`), uint8(0), false, uint64(5))
 	f.Add([]byte("\xef\xbb\ufeff{}"), uint8(1), false, uint64(6))
+	f.Add([]byte("\ufeffdata: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n"), uint8(0), true, uint64(7))
+	f.Add([]byte("\xef\ufeffdata: {\"usage\":{\"input_tokens\":2}}\r\r"), uint8(1), true, uint64(8))
 	f.Add([]byte("data: {\"usage\":\r\ndata: {\"prompt_tokens\":2}}\r\r: x\n\n"), uint8(0), true, uint64(3))
 	f.Add([]byte(`{"usage":{"input_tokens":1,"iterations":[{"type":"advisor_message","model":"m","input_tokens":5,"output_tokens":2},{"type":"compaction","input_tokens":9}]}}`),
 		uint8(1), false, uint64(4))
@@ -40,8 +42,9 @@ func FuzzMeter(f *testing.F) {
 			ct = "text/event-stream"
 		}
 		got := checkMeter(t, fm, ct, body, seed)
-		if !sse && (len(body) == 0 || body[0] != byteOrderMark[0]) {
-			// A byte order mark before a JSON answer hides none of it.
+		if len(body) == 0 || body[0] != byteOrderMark[0] {
+			// A byte order mark before an answer, JSON or an event
+			// stream, hides none of it.
 			if marked := checkMeter(t, fm, ct, append([]byte(byteOrderMark), body...), seed); marked != got {
 				t.Fatalf("after a byte order mark: %+v; without: %+v", marked, got)
 			}

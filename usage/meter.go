@@ -606,7 +606,14 @@ type sseReader struct {
 	// lf is set once a line ended with LF (or CRLF): streams keep to one
 	// kind of line end, and a data line is then cut at its LF alone.
 	lf bool
+	// bom is how many bytes of a byte order mark the stream began with
+	// (sseBOMPast once its first bytes are read): the standard drops one
+	// leading mark, which would otherwise join the first field's name.
+	bom uint8
 }
+
+// sseBOMPast is sseReader.bom once the stream's start is read.
+const sseBOMPast = 0xff
 
 const (
 	sseLineStart = iota
@@ -618,6 +625,9 @@ const (
 
 // write reads the next chunk of an event stream.
 func (r *sseReader) write(m *Meter, p []byte) {
+	if r.bom != sseBOMPast {
+		p = r.leadingBOM(m, p)
+	}
 	for i := 0; i < len(p); {
 		c := p[i]
 		if r.heldCR {
@@ -701,6 +711,28 @@ func (r *sseReader) write(m *Meter, p []byte) {
 		i++
 	}
 }
+
+// leadingBOM reads through what p holds of a byte order mark at the very
+// start of the stream, however the writes cut it, and returns the rest of
+// p. A mark cut short is read as the stream's first bytes, as it would
+// be without this.
+func (r *sseReader) leadingBOM(m *Meter, p []byte) []byte {
+	for len(p) > 0 && p[0] == byteOrderMark[r.bom] {
+		p = p[1:]
+		if r.bom++; int(r.bom) == len(byteOrderMark) {
+			r.bom = sseBOMPast
+			return p
+		}
+	}
+	if len(p) > 0 {
+		read := r.bom
+		r.bom = sseBOMPast
+		r.write(m, bomBytes[:read])
+	}
+	return p
+}
+
+var bomBytes = []byte(byteOrderMark)
 
 // addName appends c to the field name, keeping at most one byte more than
 // "data" so that longer names cannot match.

@@ -251,8 +251,6 @@ func TestMeterCases(t *testing.T) {
 
 func init() { catchPanics = false }
 
-// TestMeterGuard checks that a panic while metering leaves the response
-// unread instead of breaking it.
 // TestMeterByteOrderMark: an answer that begins with a UTF-8 byte order
 // mark, which RFC 8259 forbids but a provider or a proxy may add, has its
 // usage read; it was charged as usage_unknown. Only one mark, at the very
@@ -279,6 +277,38 @@ func TestMeterByteOrderMark(t *testing.T) {
 	}
 }
 
+// TestMeterSSEByteOrderMark: an event stream that begins with a UTF-8
+// byte order mark, which the standard drops, has its first event read;
+// the mark joined the first field's name, so a one-event stream's usage
+// was lost and charged as usage_unknown. Only one mark, at the very
+// start, is dropped, however the writes cut it.
+func TestMeterSSEByteOrderMark(t *testing.T) {
+	const event = `data: {"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}` + "\n\n"
+	known := Usage{"m", 3, 0, 4, true, 0, false, SubUsage{}}
+	for name, body := range map[string]string{
+		"one event":                "\ufeff" + event,
+		"a comment first, CRLF":    "\ufeff: hi\r\n\r\n" + strings.ReplaceAll(event, "\n", "\r\n"),
+		"a mark in a later event":  event + "data: \ufeff{}\n\n",
+		"an event before, CR ends": "\ufeffdata: {}\r\r" + strings.ReplaceAll(event, "\n", "\r"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			meterAllWays(t, OpenAI, sseType, []byte(body), known)
+		})
+	}
+	for name, body := range map[string]string{
+		"two marks":                 "\ufeff\ufeff" + event,
+		"a mark after a space":      " \ufeff" + event,
+		"a mark cut short":          "\xef\xbb" + event,
+		"a mark's first byte twice": "\xef\ufeff" + event,
+	} {
+		t.Run(name, func(t *testing.T) {
+			meterAllWays(t, OpenAI, sseType, []byte(body), Usage{})
+		})
+	}
+}
+
+// TestMeterGuard checks that a panic while metering leaves the response
+// unread instead of breaking it.
 func TestMeterGuard(t *testing.T) {
 	catchPanics = true
 	defer func() { catchPanics = false }()
