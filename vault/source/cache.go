@@ -427,15 +427,28 @@ func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time
 }
 
 // notADocument refuses a whole value that is a JSON object of fields (an
-// AWS key/value secret, a JSON file, a helper's JSON): sent as one key,
-// every field in it, other credentials included, would go to the route's
-// upstream. A ref names the field to send with #FIELD.
+// AWS key/value secret, a JSON file, a helper's JSON) or a JSON array (a
+// list of keys): sent as one key, every field or item in it, other
+// credentials included, would go to the route's upstream. No provider's
+// key is JSON. A ref names the field to send with #FIELD; each key of a
+// list needs a ref of its own (a key pool lists them).
 func notADocument(value string) error {
-	names, err := fieldNames([]byte(value))
-	if err != nil || names == nil {
-		return nil // not an object: a value as it is
+	if names, err := fieldNames([]byte(value)); err == nil && names != nil {
+		return fmt.Errorf("value is a JSON object of %d fields (%s): name the one to send with #FIELD", len(names), shownNames(names))
 	}
-	return fmt.Errorf("value is a JSON object of %d fields (%s): name the one to send with #FIELD", len(names), shownNames(names))
+	if n, ok := arrayLen(value); ok {
+		return fmt.Errorf("value is a JSON array of %d items, not one key: give each key a ref of its own (a pool: secret: [a, b]), or keep the key in a field and name it with #FIELD", n)
+	}
+	return nil // neither: a value as it is
+}
+
+// arrayLen reports whether value is a JSON array, and its length.
+func arrayLen(value string) (int, bool) {
+	var items []json.RawMessage
+	if err := json.Unmarshal([]byte(value), &items); err != nil || items == nil {
+		return 0, false
+	}
+	return len(items), true
 }
 
 // fieldNotADocument refuses a field's string that is itself a JSON object
@@ -449,9 +462,8 @@ func fieldNotADocument(field, value string) error {
 	if names, err := fieldNames([]byte(value)); err == nil && names != nil {
 		return fmt.Errorf("field %q holds a JSON object of %d fields (%s), not one key: %s", field, len(names), shownNames(names), fix)
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal([]byte(value), &items); err == nil && items != nil {
-		return fmt.Errorf("field %q holds a JSON array of %d items, not one key: %s", field, len(items), fix)
+	if n, ok := arrayLen(value); ok {
+		return fmt.Errorf("field %q holds a JSON array of %d items, not one key: %s", field, n, fix)
 	}
 	return nil
 }

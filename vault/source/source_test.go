@@ -797,7 +797,9 @@ func TestStoreKeepsTheNewerValue(t *testing.T) {
 // JSON) is refused, naming the fields, not sent whole as one key: every
 // field in it, other credentials included, would go to the route's
 // upstream in a header. It fails as an outage does, so the value before
-// it stands in for failure_ttl; the ref with #FIELD reads it.
+// it stands in for failure_ttl; the ref with #FIELD reads it. A JSON
+// array (a list of keys) is refused too: no provider's key is one, and
+// sent whole every key in it would reach the upstream.
 func TestWholeValueIsNotADocument(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	const doc = `{"api_key": "sk-live-0123456789abcdef", "db_password": "hunter2-0123456789"}`
@@ -828,12 +830,23 @@ func TestWholeValueIsNotADocument(t *testing.T) {
 	} else if v, _ := r.Secret.Value(); v != "sk-live-0123456789abcdef" {
 		t.Errorf("the document's #FIELD: got %q", v)
 	}
-	for _, v := range []string{"{not-json-0123456789", "null", `"quoted-0123456789"`, "[1, 2]"} {
+	for _, v := range []string{"{not-json-0123456789", "null", `"quoted-0123456789"`, "[not-json-0123456789"} {
 		value.Store(v)
 		if r, err := c.Get(context.Background(), "s:"+v); err != nil {
 			t.Errorf("%s: %v, want it read as it is", v, err)
 		} else if got, _ := r.Secret.Value(); got != v {
 			t.Errorf("%s: got %q", v, got)
+		}
+	}
+	// A list of keys is no key either: sent whole, every key in it would
+	// reach the upstream.
+	for _, v := range []string{`["sk-a-0123456789", "sk-b-0123456789"]`, "[1, 2]", " [] "} {
+		value.Store(v)
+		_, err := c.Get(context.Background(), "s:"+v)
+		if err == nil || !strings.Contains(err.Error(), "JSON array") || !strings.Contains(err.Error(), "a ref of its own") {
+			t.Errorf("%s as a whole value: got %v, want it refused as a JSON array", v, err)
+		} else if strings.Contains(err.Error(), "sk-") {
+			t.Errorf("the error carries a value: %v", err)
 		}
 	}
 }
@@ -950,7 +963,7 @@ func TestFetchGetsItsSourcesBound(t *testing.T) {
 
 // FuzzOneValue reads any value as a ref's whole value, as the string of
 // its #FIELD and as a Vault entry's only field: one that is taken is one
-// line and no JSON object of fields (nor, in a field, a JSON array), and
+// line and no JSON object of fields nor JSON array, and
 // an error never quotes the value (a JSON object's field names aside,
 // which it lists).
 func FuzzOneValue(f *testing.F) {
@@ -978,8 +991,8 @@ func FuzzOneValue(f *testing.F) {
 				t.Errorf("took %q as a value", v)
 			}
 			var items []json.RawMessage
-			if c.raw[0] == '{' && json.Unmarshal([]byte(v), &items) == nil && items != nil {
-				t.Errorf("took the array %q as a field's value", v)
+			if json.Unmarshal([]byte(v), &items) == nil && items != nil {
+				t.Errorf("took the array %q as a value", v)
 			}
 		}
 	})
