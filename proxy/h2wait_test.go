@@ -172,7 +172,10 @@ func TestReloadWhileWaitingForHTTP2Stream(t *testing.T) {
 // and again only at a reload, the key went once a stream freed, expired:
 // under on_expired: block it must not go, and the app gets the 503
 // secret_expired an expired key gets at decide; under warn it goes, and
-// its record says secret_expired.
+// its record says secret_expired. A token ask under warn goes, then the
+// request with its token, and the request's record says secret_expired
+// too: the ask's judge drops the flag, but the token keeps the key's
+// expiry and the request is judged again after the ask.
 func TestKeyExpiringWhileWaitingForHTTP2Stream(t *testing.T) {
 	for _, tt := range []struct {
 		name, onExpired string
@@ -182,6 +185,7 @@ func TestKeyExpiringWhileWaitingForHTTP2Stream(t *testing.T) {
 		{"static key", "block", false, 0, http.StatusServiceUnavailable},
 		{"token ask", "block", true, 0, http.StatusServiceUnavailable},
 		{"static key under warn", "warn", false, 1, http.StatusOK},
+		{"token ask under warn", "warn", true, 2, http.StatusOK},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			u := newOneStreamUpstream(t)

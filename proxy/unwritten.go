@@ -189,7 +189,11 @@ type keyWatch struct {
 }
 
 // watchKey is the keyWatch of in, the key of m (of the route when m is
-// nil), about to go for r (see keyGoes).
+// nil), about to go for r (see keyGoes). Whether the key went expired
+// (on_expired: warn) is not kept here, as sendWait keeps it: a token's
+// injection keeps its long-lived key's expiry (minter.compile), and the
+// request is judged again after the ask (readmit, then withhold once its
+// upstream connection is got), which notes it in the record.
 func (g *Gateway) watchKey(r *http.Request, x *exchange, m *member, in *injection) keyWatch {
 	return keyWatch{g, func(l *live) (*apiError, time.Time) {
 		e, _, until := l.keyGoes(r, x, m, in)
