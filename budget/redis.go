@@ -54,8 +54,11 @@ import (
 // is kept in whole micro-dollars. Every key expires a bucket after its
 // newest bucket stops counting (a minute after the period for a calendar
 // window); a Take's key after [takenTTL] (a tombstone after
-// [tombstoneTTL]), so Redis holds one for each request of the last 40 s. In a Redis Cluster, give the prefix a hash tag, e.g.
-// "{till}:budget", so that one script's keys share a slot. Counts are as
+// [tombstoneTTL]), so Redis holds one for each request of the last 40 s.
+// It counts in a single Redis (till gives it one: limits.redis, a single
+// Redis or a primary that fails over by DNS), not a Redis Cluster, whose
+// slots the keys of one script may span: there a MOVED or CROSSSLOT
+// answer fails the call, as any store failure does. Counts are as
 // durable as Redis keeps them: an eviction policy that drops keys with a
 // TTL (all of these have one), or a restart that loses the data, starts
 // them afresh.
