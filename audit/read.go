@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -180,7 +182,7 @@ func (fl firstLines) check(name string, line []byte) error {
 }
 
 // Chronological returns files in the order till wrote them, oldest first,
-// by the time of each one's first record (a file with none first): the
+// by when each one's first record was written (a file with none first): the
 // order a trail's rotated files (FILE.2, FILE.1, FILE) and their
 // compressed copies are not named in. Where two start at one time, they
 // keep the order given.
@@ -198,9 +200,12 @@ func Chronological(files []string) ([]string, error) {
 	return sorted, nil
 }
 
-// firstTime is the time of the first record of the audit file at path;
-// zero when it has none, or its first line is no record (which reading
-// the file will report).
+// firstTime is when the first record of the audit file at path was
+// written; zero when it has none, or its first line is no record (which
+// reading the file will report). A request record's time is when its
+// request began, and it is written when the request ends, duration_ms
+// later: a long request's record can start a file begun after the one
+// that holds its use record, written when it began.
 func firstTime(path string) (time.Time, error) {
 	r, err := OpenFile(path)
 	if err != nil {
@@ -208,7 +213,9 @@ func firstTime(path string) (time.Time, error) {
 	}
 	defer r.Close()
 	var rec struct {
-		Time string `json:"time"`
+		Time     string          `json:"time"`
+		Event    string          `json:"event"`
+		Duration json.RawMessage `json:"duration_ms"` // a number; any other value is read as none
 	}
 	var t time.Time
 	err = ReadLines(r, path, func(_ int, line []byte) error {
@@ -217,6 +224,10 @@ func firstTime(path string) (time.Time, error) {
 		}
 		if json.Unmarshal(line, &rec) == nil {
 			t, _ = time.Parse(time.RFC3339Nano, rec.Time)
+			ms, err := strconv.ParseFloat(string(rec.Duration), 64)
+			if rec.Event == "request" && err == nil && ms > 0 && ms < float64(math.MaxInt64/time.Millisecond) {
+				t = t.Add(time.Duration(ms * float64(time.Millisecond)))
+			}
 		}
 		return errFirstRead
 	})

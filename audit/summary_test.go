@@ -493,3 +493,33 @@ func TestSummaryMatchesUsesByKey(t *testing.T) {
 		})
 	}
 }
+
+// A request record's time is when the request began, and it is written
+// when the request ends: a long one (a stream) can be the first record
+// of a file started after the file its use record is in. Read in the
+// order of their first records' times, the newer file would come first,
+// its request record before its use, which a summary then counts as a
+// key use without its request's record, though that record is read.
+func TestSummaryOrdersFilesByWhenWritten(t *testing.T) {
+	use := `{"level":"info","time":"2026-12-02T10:00:00.2Z","event":"use","id":"long","client":"web","route":"openai","secret":"openai","key_fp":"` + fpA + `","seq":1,"prev":""}`
+	short := `{"level":"info","time":"2026-12-02T10:00:01Z","event":"request","id":"short","client":"web","route":"openai","secret":"","key_fp":"","duration_ms":0.5,"outcome":"denied","seq":2,"prev":""}`
+	long := `{"level":"info","time":"2026-12-02T10:00:00.1Z","event":"request","id":"long","client":"web","route":"openai","secret":"openai","key_fp":"` + fpA + `","duration_ms":600000.25,"outcome":"forwarded","seq":1,"prev":""}`
+	older := writeFile(t, "audit.log.1", []byte(use+"\n"+short+"\n"))
+	newer := writeFile(t, "audit.log", []byte(long+"\n"))
+	for _, files := range [][]string{{older, newer}, {newer, older}} {
+		sorted, err := audit.Chronological(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sorted, []string{older, newer}) {
+			t.Errorf("Chronological(%v) = %v, want the file written first first", files, sorted)
+		}
+		rows, err := audit.Summarize(files, audit.SummaryFilter{KeyFP: fpA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 || rows[0].Forwarded != 1 || rows[0].Unfinished != 0 {
+			t.Errorf("summary of %v: %s, want 1 forwarded and none unfinished", files, showRows(rows))
+		}
+	}
+}
