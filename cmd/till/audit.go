@@ -260,10 +260,25 @@ func runAuditVerify(args []string, e *env) error {
 		// The file at that name before this one was removed (its
 		// records with it) or moved away under another name.
 		fmt.Fprintf(e.stdout, "the first record follows an earlier %s, since removed or renamed, which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
+	case r.StartsAfter != "" && givenName(files, r.StartsAfter):
+		// prev_file is the name the file had when the next began: till
+		// renames rotated files (FILE.1 to FILE.2, …) until max_files
+		// drops them, so a name given now can be another file's.
+		fmt.Fprintf(e.stdout, "the first record follows %s as then named (rotation renames files: that one was since renamed or removed, as max_files does), which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
 	case r.StartsAfter != "":
 		fmt.Fprintf(e.stdout, "the first record follows %s, which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
 	}
 	return nil
+}
+
+// givenName reports whether one of files has the base name name.
+func givenName(files []string, name string) bool {
+	for _, f := range files {
+		if filepath.Base(f) == name {
+			return true
+		}
+	}
+	return false
 }
 
 // checkpointArg reads --checkpoint: a checkpoint record, or a file whose

@@ -254,3 +254,31 @@ func TestAuditVerifyPrintsLastSigned(t *testing.T) {
 		t.Errorf("verify without --pubkey names a time no signature was checked for:\n%s", out)
 	}
 }
+
+// TestAuditVerifyStartsAfterRotatedName: till names a new file's
+// predecessor as it was named then (audit.log.1); rotations rename it
+// (audit.log.2, …) until max_files drops it. A trail verified from its
+// oldest kept file names audit.log.1 as the file before it, and verify
+// must not say that audit.log.1, which was given, was not: it is the
+// dropped one, so named then.
+func TestAuditVerifyStartsAfterRotatedName(t *testing.T) {
+	c := newCLI(t)
+	s, err := audit.Open(audit.Options{Path: "audit.log", MaxSize: 4 << 10, MaxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		s.Write(auditRecord(fmt.Sprint(i), "2026-12-02T10:00:00Z"))
+	}
+	s.Close()
+	if _, err := os.Stat("audit.log.2"); err != nil {
+		t.Fatalf("setup: no second rotated file: %v", err)
+	}
+	out, errOut, code := c.run("", "audit", "verify", "audit.log.2", "audit.log.1", "audit.log")
+	if code != 0 {
+		t.Fatalf("verify: exit %d: %s%s", code, out, errOut)
+	}
+	if strings.Contains(out, "follows audit.log.1, which was not given") || !strings.Contains(out, "follows audit.log.1 as then named") {
+		t.Errorf("verify names a file given as one not given:\n%s", out)
+	}
+}
