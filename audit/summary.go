@@ -64,7 +64,7 @@ type SummaryStats struct {
 	Files    int // files read
 	Records  int // records read, of every event
 	Requests int // request records counted: those the filter selected
-	Cut      int // last lines left out: cut short (being written, or by a crash)
+	Cut      int // last lines left out: cut short (being written, or by a crash or a power loss)
 	// Unfinished counts the use records the filter selected whose
 	// request record was not read (SummaryRow.Unfinished), once Rows
 	// has counted them.
@@ -157,6 +157,11 @@ func (s *Summary) Read(r io.Reader, name string) error {
 		}
 		switch t := bytes.TrimSpace(line); {
 		case len(t) == 0:
+			return nil
+		case t[0] == 0 && isTornRecord(t):
+			// NULs where a record's data did not reach the disk (a
+			// power loss): a record cut short, if it is the last line.
+			cut = &LineError{File: name, Line: num, Err: errors.New("not an audit record (NUL bytes: data lost by the disk)")}
 			return nil
 		case t[0] != '{':
 			return errors.New("not an audit record (want a JSON object)")
