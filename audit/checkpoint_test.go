@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -339,5 +340,46 @@ func TestReplacedFileNotResumed(t *testing.T) {
 	}
 	if len(said) != 1 || !strings.Contains(said[0], "does not end in the record till wrote last") {
 		t.Errorf("log %q, want the swap said", said)
+	}
+}
+
+// TestVerifyCheckpointKeptReformatted: a checkpoint kept elsewhere may
+// come back reformatted (a ticket, a wiki, json.dumps' spaces, its keys
+// reordered): it is the same checkpoint, with the same seq, chain head,
+// time and signature, and the trail that holds it holds everything up to
+// it. Verify found it only byte for byte, and said that records up to it
+// were removed: a false accusation of tampering. One whose chain head
+// differs is still not found.
+func TestVerifyCheckpointKeptReformatted(t *testing.T) {
+	defer func(n int) { CheckpointRecords = n }(CheckpointRecords)
+	CheckpointRecords = 10
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, path := openTest(t, Options{Signer: priv})
+	for i := range 25 {
+		s.Write(record(fmt.Sprint(i)))
+	}
+	s.Close()
+	b, _ := os.ReadFile(path)
+	var kept string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `"event":"checkpoint"`) {
+			kept = l
+			break
+		}
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(kept), &m); err != nil {
+		t.Fatal(err)
+	}
+	spaced, _ := json.MarshalIndent(m, "", "  ") // keys sorted, spaces and newlines
+	for _, key := range []ed25519.PublicKey{nil, pub} {
+		if _, err := Verify([]string{path}, VerifyOptions{Checkpoint: spaced, PublicKey: key}); err != nil {
+			t.Errorf("verify (key %v) against the checkpoint kept reformatted: %v", key != nil, err)
+		}
+	}
+	m["prev"] = strings.Repeat("0", 64)
+	other, _ := json.Marshal(m)
+	if _, err := Verify([]string{path}, VerifyOptions{Checkpoint: other}); err == nil {
+		t.Error("a checkpoint with another chain head was found in the trail")
 	}
 }

@@ -25,8 +25,9 @@ type VerifyOptions struct {
 	// failed).
 	PublicKey ed25519.PublicKey
 	// Checkpoint, when set, is a checkpoint record kept elsewhere: the
-	// trail must hold it, so that records up to it cannot have been
-	// removed.
+	// trail must hold it (the same seq, chain head, time and signature,
+	// however its JSON is spaced or ordered), so that records up to it
+	// cannot have been removed.
 	Checkpoint []byte
 }
 
@@ -245,7 +246,7 @@ func (v *verifier) check(line []byte) error {
 		if v.o.PublicKey != nil {
 			v.report.LastSigned, _ = time.Parse(time.RFC3339Nano, r.Time)
 		}
-		if v.o.Checkpoint != nil && bytes.Equal(line, v.o.Checkpoint) {
+		if v.o.Checkpoint != nil && sameCheckpoint(&r, &v.wantCkpt) {
 			v.found = true
 		}
 	} else {
@@ -257,6 +258,14 @@ func (v *verifier) check(line []byte) error {
 	v.prevAt = fmt.Sprintf("%s:%d", v.file, v.line)
 	v.started = true
 	return nil
+}
+
+// sameCheckpoint reports whether checkpoints a and b are one: the same
+// seq, chain head, time and signature, however their JSON is written (a
+// checkpoint kept elsewhere may come back with spaces or its keys
+// reordered). Its prev names every record before it, as its bytes would.
+func sameCheckpoint(a, b *chained) bool {
+	return *a.Seq == *b.Seq && *a.Prev == *b.Prev && a.Time == b.Time && a.Sig == b.Sig
 }
 
 // signed reports whether checkpoint r's signature verifies.
