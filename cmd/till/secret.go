@@ -17,6 +17,7 @@ import (
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/reload"
 	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
 )
 
 // maxSecretInput caps what secret set reads from stdin.
@@ -217,6 +218,11 @@ func parseSecret(name string, raw []byte, asJSON, asPEM bool, now time.Time, e *
 	}
 	if err != nil {
 		return vault.Secret{}, err
+	}
+	if source.NotADocument(value) {
+		// Not echoed: its fields may be keys.
+		return vault.Secret{}, withHint(errors.New("the value is a JSON object or array, not one key: sent as one, every key in it would reach the provider"),
+			"store a document of fields with --json (a route names one with {secret.FIELD}), or pipe the key alone")
 	}
 	if strings.TrimSpace(value) != value {
 		fmt.Fprintln(e.stderr, "till: warning: the value begins or ends with a space; it is stored as it is (set it again if the space is not part of the key)")

@@ -52,6 +52,31 @@ func TestSecretSetSpaceWarns(t *testing.T) {
 	}
 }
 
+// TestSecretSetRefusesADocument: a value that is a JSON object or array,
+// stored without --json, would go to the provider whole, every key in it
+// (a service account's document, a list of keys): it is refused, with
+// the way to store it, and nothing of it is echoed or stored. A value
+// that merely begins with a brace is a key like any other.
+func TestSecretSetRefusesADocument(t *testing.T) {
+	c := newCLI(t)
+	for _, v := range []string{`{"api_key": "` + key + `", "db_password": "hunter22"}`, `["` + key + `", "sk-other-0123456789abcdef"]`} {
+		out, errOut, code := c.run(v, "secret", "set", "openai")
+		if code != 1 || !strings.Contains(errOut, "JSON object or array") || !strings.Contains(errOut, "--json") ||
+			strings.Contains(out+errOut, key) || strings.Contains(out+errOut, "hunter22") {
+			t.Errorf("secret set of %.12s…: exit %d: %s%s", v, code, out, errOut)
+		}
+	}
+	if out, _, _ := c.run("", "secret", "list"); strings.Contains(out, "openai") {
+		t.Errorf("a refused document was stored: %s", out)
+	}
+	if _, errOut, code := c.run("{"+key, "secret", "set", "openai"); code != 0 {
+		t.Errorf("a key beginning with a brace: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.run(`{"api_key": "`+key+`"}`, "secret", "set", "sa", "--json"); code != 0 {
+		t.Errorf("the same document with --json: exit %d: %s", code, errOut)
+	}
+}
+
 // TestSecretSetShortWarns: a value shorter than proxy.MinEchoLength is
 // stored, with a warning on stderr (that does not echo it) that till
 // cannot remove its echo from an upstream's headers; one that long is

@@ -426,6 +426,12 @@ func oneValue(ref string, raw []byte, field string, meta Meta, version time.Time
 	return vault.NewSecret(ref, value, version), nil
 }
 
+// NotADocument reports whether value, a whole key, is a JSON object or a
+// JSON array: no provider's key is, and sent as one key, every field or
+// item in it would go to a route's upstream. `till secret set` refuses
+// such a value without --json, as a source refuses it without #FIELD.
+func NotADocument(value string) bool { return notADocument(value) != nil }
+
 // notADocument refuses a whole value that is a JSON object of fields (an
 // AWS key/value secret, a JSON file, a helper's JSON) or a JSON array (a
 // list of keys): sent as one key, every field or item in it, other
