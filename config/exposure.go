@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // CheckOpenRoutes applies the rule that keeps keys off the network by
@@ -41,4 +42,24 @@ func (c *Config) CheckOpenRoutes(listen string) error {
 				` (hint: "till client add NAME", then clients: [NAME]; or clients: any to accept anyone who can reach the listener)`, shown))
 	}
 	return errors.Join(errs...)
+}
+
+// CheckServedAdminToken refuses a config, for a reload, where a client's
+// token_sha256 is served, the admin.token_sha256 the running admin
+// listener takes: that setting waits for a restart, so a reload that
+// changes it and gives a client the old one would hand that client's app
+// /metrics, /admin/* and reloads, which the config's own check (against
+// its new admin token) does not see. served "" checks nothing.
+func (c *Config) CheckServedAdminToken(served string) error {
+	if served == "" {
+		return nil
+	}
+	for i, cl := range c.Clients {
+		if strings.EqualFold(cl.TokenSHA256, served) {
+			return newError(c.File, cl.Line, "clients["+strconv.Itoa(i)+"].token_sha256",
+				"is the admin.token_sha256 the running till's admin listener takes (a change to admin.token_sha256 waits for a restart): client %q's app could use the admin endpoints"+
+					" (hint: give the client a token of its own with \"till client rotate %s\", or restart till first)", cl.Name, cl.Name)
+		}
+	}
+	return nil
 }

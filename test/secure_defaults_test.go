@@ -1,6 +1,8 @@
 package test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -377,4 +379,41 @@ func TestOpenRouteWhereLocalhostIsNot(t *testing.T) {
 		t.Errorf("a reload opening the route was not refused:\n%s", tl.stderr.String())
 	}
 	tl.stop()
+}
+
+// TestReloadRefusesTheServedAdminTokenAsAClients: admin.token_sha256
+// waits for a restart, so a reload that changes it and gives a client the
+// old one (the hash the admin listener still takes) passed the config's
+// own check, which compares the clients with the new admin token only:
+// that client's app could then read /metrics and /admin/* and reload
+// till with its client token. The reload is refused.
+func TestReloadRefusesTheServedAdminTokenAsAClients(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	const served = "till_AdminTokenServedAtStart0123456789abcde"
+	hash := func(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
+	cfg := func(admin, clients, routeClients string) string {
+		return fmt.Sprintf("version: 1\nadmin: {listen: 127.0.0.1:0, token_sha256: %s}\n%sroutes:\n  - {name: openai, preset: openai, upstream: %s%s}\n",
+			admin, clients, u.URL, routeClients)
+	}
+	dir := t.TempDir()
+	writeConfig(t, dir, cfg(hash(served), "", ""))
+	setSecret(t, dir, "openai", openaiKey)
+	tl := startTillIn(t, dir, u.caFile)
+	admin := tl.adminAddr()
+	writeConfig(t, dir, cfg(hash("another-admin-token-0123456789"), "clients:\n  - {name: web, token_sha256: "+hash(served)+"}\n", ", clients: [web]"))
+	req := newRequest(t, "POST", "http://"+admin+"/admin/reload", nil)
+	req.Header.Set("Authorization", "Bearer "+served)
+	resp, body := do(t, req)
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), "admin") {
+		t.Errorf("reload giving client web the admin token served: %d %s, want 422 naming the admin token", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), served) {
+		t.Errorf("the reload's answer quotes the token: %s", body)
+	}
+	req = newRequest(t, "GET", tl.url("/openai/v1/models"), nil)
+	req.Header.Set("X-Till-Token", served)
+	do(t, req)
+	if recs := tl.waitAudit(1); recs[len(recs)-1]["client"] == "web" {
+		t.Errorf("the admin token served names client web after the reload: %v", recs[len(recs)-1])
+	}
 }

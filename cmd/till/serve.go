@@ -131,7 +131,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	base := lns.base
 	// A reload reads the file served, however it was found: ./till.yaml
 	// moved away must fail the reload, not bring in the built-in defaults.
-	running := &servedConfig{path: cfg.File, addr: ln.Addr().String(), listenFlag: listen != "", env: e}
+	running := &servedConfig{path: cfg.File, addr: ln.Addr().String(), listenFlag: listen != "", adminToken: servedAdminToken(cfg), env: e}
 	running.hadVault.Store(!missing(cfg.Vault.Path))
 	rl := reload.New(cfg, secrets, reload.Options{
 		Load:    running.load,
@@ -341,6 +341,9 @@ type servedConfig struct {
 	path       string
 	addr       string // the address bound, whatever name the config gave
 	listenFlag bool
+	// adminToken is the admin.token_sha256 the admin listener takes: the
+	// one till started with.
+	adminToken string
 	hadVault   atomic.Bool
 	env        *env
 }
@@ -348,7 +351,8 @@ type servedConfig struct {
 // load is loadAll for a reload. A new config must pass the checks a
 // restart with it would: no open routes off loopback, on the address
 // served and on the listen address it names (which the restart serves
-// unless --listen overrides it); the CA when it intercepts, or serves
+// unless --listen overrides it); no client whose token is the admin
+// listener's (its admin.token_sha256 waits for a restart); the CA when it intercepts, or serves
 // TLS under internal names or to client certificates; an audit file
 // that can be opened. A vault that
 // was there and is gone fails it: read as empty, it would take every key
@@ -361,6 +365,9 @@ func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
 	}
 	if err == nil && !s.listenFlag && cfg.Listen != s.addr {
 		err = cfg.CheckOpenRoutes(cfg.Listen)
+	}
+	if err == nil {
+		err = cfg.CheckServedAdminToken(s.adminToken)
 	}
 	if err == nil {
 		// Interception and the listener's TLS take effect at a
@@ -385,6 +392,15 @@ func (s *servedConfig) load() (*config.Config, map[string]vault.Secret, error) {
 	}
 	s.hadVault.Store(present)
 	return cfg, secrets, nil
+}
+
+// servedAdminToken is the admin.token_sha256 the admin listener of cfg
+// takes, "" when it has none.
+func servedAdminToken(cfg *config.Config) string {
+	if cfg.Admin.Listen == "" {
+		return ""
+	}
+	return cfg.Admin.TokenSHA256
 }
 
 // vault reads the vault cfg names, for a reload whose config was refused;
