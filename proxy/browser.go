@@ -20,15 +20,38 @@ import (
 // origin is listed (browser_origins); and on a loopback listener, a Host
 // that is not a loopback name is refused.
 type browserGuard struct {
-	origins []string // allowed origins, lower case ("https://app.example.com")
+	origins []string // allowed origins, as originKey has them ("https://app.example.com:443")
 	names   []string // Host names accepted on a loopback listener, lower case
 }
 
 func newBrowserGuard(cfg *config.Config) browserGuard {
+	var origins []string
+	for _, o := range cfg.BrowserOrigins {
+		if k, ok := originKey(o); ok {
+			origins = append(origins, k)
+		}
+	}
 	return browserGuard{
-		origins: cfg.BrowserOrigins,
+		origins: origins,
 		names:   slices.Concat(cfg.ServerNames, cfg.TLS.Names),
 	}
+}
+
+// originKey is a web origin (scheme, host and port only) as it compares:
+// lower case, with its port, the scheme's default one included, since a
+// browser sends https://app.example.com for the origin a config may list
+// as https://app.example.com:443 (RFC 6454, section 6.1). Anything else
+// (null, a path, a user) is no origin.
+func originKey(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.User != nil || u.Opaque != "" || u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.HasSuffix(s, "#") {
+		return "", false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", false
+	}
+	return scheme + "://" + hostKey(scheme, u.Host), true
 }
 
 // checkOrigin refuses a request from a web page of another origin: one
@@ -39,7 +62,7 @@ func newBrowserGuard(cfg *config.Config) browserGuard {
 func (b browserGuard) checkOrigin(r *http.Request) (apiError, bool) {
 	origins, hasOrigin := r.Header["Origin"]
 	if hasOrigin {
-		if len(origins) == 1 && slices.Contains(b.origins, strings.ToLower(origins[0])) {
+		if len(origins) == 1 && b.listed(origins[0]) {
 			return apiError{}, true
 		}
 		if len(origins) != 1 || !sameOrigin(origins[0], r) {
@@ -52,6 +75,12 @@ func (b browserGuard) checkOrigin(r *http.Request) (apiError, bool) {
 		}
 	}
 	return apiError{}, true
+}
+
+// listed reports whether origin is one browser_origins lists.
+func (b browserGuard) listed(origin string) bool {
+	k, ok := originKey(origin)
+	return ok && slices.Contains(b.origins, k)
 }
 
 // sameOrigin reports whether origin is the origin of r: the scheme r came

@@ -164,3 +164,42 @@ func TestAdminTokenSchemeAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserOriginWithDefaultPort: a browser serializes an origin
+// without its scheme's default port (RFC 6454, section 6.1), so a page at
+// https://app.example.com sends just that. browser_origins written with
+// the port (https://app.example.com:443), which the config takes, listed
+// an origin no browser sends: the app was refused. Origins compare as
+// origins; another port, scheme or host is still another origin.
+func TestBrowserOriginWithDefaultPort(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	yaml := baseYAML + "browser_origins: [\"https://app.example.com:443\", \"http://Intranet.example:80\", \"http://localhost:3000\"]\n"
+	gw, _ := newTestGateway(t, yaml, up.URL, secrets(time.Now()))
+	loopback := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	for _, tt := range []struct {
+		origin, want string
+	}{
+		{"https://app.example.com", ""},
+		{"https://app.example.com:443", ""},
+		{"http://intranet.example", ""},
+		{"http://localhost:3000", ""},
+		{"http://app.example.com", CodeOriginForbidden},
+		{"https://app.example.com:8443", CodeOriginForbidden},
+		{"http://localhost", CodeOriginForbidden},
+		{"https://app.example.com/", CodeOriginForbidden},
+		{"https://user@app.example.com", CodeOriginForbidden},
+		{"null", CodeOriginForbidden},
+	} {
+		r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+		r.Host = "127.0.0.1:8080"
+		r.Header.Set("Origin", tt.origin)
+		r.Header.Set("Sec-Fetch-Site", "cross-site")
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, loopback))
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if got := w.Header().Get("X-Till-Error"); got != tt.want {
+			t.Errorf("Origin %s: got %d %q, want %q", tt.origin, w.Code, got, tt.want)
+		}
+	}
+}
