@@ -40,18 +40,18 @@ func runHealth(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till health [-c FILE] [--url URL]"); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
 	var target adminTarget
 	if rawURL != "" {
 		if target, err = healthURL(rawURL); err != nil {
 			return usageError{err.Error()}
 		}
-	} else if target, err = adminURL(cfgPath, e); err != nil {
+	} else if target, err = adminURL(ctx, cfgPath, e); err != nil {
 		return err
 	}
 	shown := target.String()
 
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.url.String(), nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", shown, err)
@@ -152,10 +152,15 @@ func socketTarget(path string) adminTarget {
 	return adminTarget{url: &url.URL{Scheme: "http", Host: "localhost", Path: "/readyz"}, socket: path}
 }
 
-// adminURL is the /readyz of the admin listener the config names. An
-// unspecified listen address (0.0.0.0, ::, or none) is asked on loopback,
-// where a listener bound to all addresses also answers.
-func adminURL(flagPath string, e *env) (adminTarget, error) {
+// adminURL is the /readyz of the admin listener the config names, at the
+// address till serve binds for it: a name (localhost) is resolved here as
+// net.Listen resolves it (listenIP), and that address is asked, never the
+// name, which a dialler may take to another address (::1 before
+// 127.0.0.1), where another user's listener would be sent
+// TILL_ADMIN_TOKEN. An unspecified listen address (0.0.0.0, ::, or none)
+// is asked on loopback, where a listener bound to all addresses also
+// answers.
+func adminURL(ctx context.Context, flagPath string, e *env) (adminTarget, error) {
 	path, err := configPath(flagPath, e)
 	if err != nil {
 		return adminTarget{}, err
@@ -177,6 +182,18 @@ func adminURL(flagPath string, e *env) (adminTarget, error) {
 	if err != nil {
 		return adminTarget{}, fmt.Errorf("admin.listen %q: %w", cfg.Admin.Listen, err)
 	}
+	if _, err := netip.ParseAddr(host); host != "" && err != nil {
+		ips, err := lookupIPAddr(ctx, host)
+		if err == nil && len(ips) == 0 {
+			err = fmt.Errorf("%s resolves to no address", host)
+		}
+		if err != nil {
+			return adminTarget{}, withHint(fmt.Errorf("admin.listen %q: %w", cfg.Admin.Listen, err),
+				"name the address till serve binds (127.0.0.1:9090 or [::1]:9090) in admin.listen")
+		}
+		ip := listenIP(ips)
+		host = ip.String()
+	}
 	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 		if err == nil && ip.Is6() && !ip.Is4In6() {
@@ -185,6 +202,22 @@ func adminURL(flagPath string, e *env) (adminTarget, error) {
 	}
 	t.url = &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"}
 	return t, nil
+}
+
+// lookupIPAddr resolves a name as net.Listen does, through the default
+// resolver (/etc/hosts, then DNS); tests replace it.
+var lookupIPAddr = net.DefaultResolver.LookupIPAddr
+
+// listenIP is the address net.Listen("tcp", "NAME:PORT") binds when NAME
+// resolves to ips (not empty): the first IPv4
+// one, else the first (the standard library's addrList.first(isIPv4)).
+func listenIP(ips []net.IPAddr) net.IPAddr {
+	for _, ip := range ips {
+		if ip.IP.To4() != nil {
+			return ip
+		}
+	}
+	return ips[0]
 }
 
 // healthURL reads --url: unix:PATH (the admin listener's socket), a full

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,13 +48,18 @@ func TestHealthAdminURL(t *testing.T) {
 		{":9090", "http://127.0.0.1:9090/readyz"},
 		{"[::]:9090", "http://[::1]:9090/readyz"},
 		{"[::1]:9090", "http://[::1]:9090/readyz"},
-		{"localhost:9090", "http://localhost:9090/readyz"},
+		// The resolver below lists ::1 first, as a dialler may try it;
+		// net.Listen binds the first IPv4 address, so that one is asked.
+		{"localhost:9090", "http://127.0.0.1:9090/readyz"},
+		{"v6only.test:9090", "http://[::1]:9090/readyz"},
+		{"anyv4.test:9090", "http://127.0.0.1:9090/readyz"},
 	}
+	fakeResolver(t, map[string][]string{"localhost": {"::1", "127.0.0.1"}, "v6only.test": {"::1"}, "anyv4.test": {"::", "0.0.0.0"}})
 	for _, tt := range tests {
 		c := newCLI(t)
 		// A token: a listener off loopback needs one (probes need none).
 		os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \""+tt.listen+"\", token_sha256: "+strings.Repeat("ab", 32)+"}\n"), 0o644)
-		u, err := adminURL("", &env{getenv: func(k string) string { return c.env[k] }})
+		u, err := adminURL(context.Background(), "", &env{getenv: func(k string) string { return c.env[k] }})
 		if err != nil {
 			t.Errorf("admin.listen %s: %v", tt.listen, err)
 			continue
@@ -61,6 +67,48 @@ func TestHealthAdminURL(t *testing.T) {
 		if got := u.String(); got != tt.want {
 			t.Errorf("admin.listen %s: got %q, want %q", tt.listen, got, tt.want)
 		}
+	}
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \"nowhere.test:9090\", token_sha256: "+strings.Repeat("ab", 32)+"}\n"), 0o644)
+	if _, err := adminURL(context.Background(), "", &env{getenv: func(k string) string { return c.env[k] }}); err == nil || !strings.Contains(err.Error(), "nowhere.test") {
+		t.Errorf("admin.listen of a name that does not resolve: got %v, want an error naming it", err)
+	}
+}
+
+// fakeResolver makes lookupIPAddr answer from names for the test's
+// length, and no other name.
+func fakeResolver(t *testing.T, names map[string][]string) {
+	old := lookupIPAddr
+	t.Cleanup(func() { lookupIPAddr = old })
+	lookupIPAddr = func(_ context.Context, host string) ([]net.IPAddr, error) {
+		var ips []net.IPAddr
+		for _, a := range names[host] {
+			ips = append(ips, net.IPAddr{IP: net.ParseIP(a)})
+		}
+		if ips == nil {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		return ips, nil
+	}
+}
+
+// TestListenIPIsWhatListenBinds: listenIP picks what net.Listen binds
+// for a name, checked against the standard library on a name whose
+// addresses this machine has (localhost, whatever order /etc/hosts
+// gives).
+func TestListenIPIsWhatListenBinds(t *testing.T) {
+	ips, err := net.DefaultResolver.LookupIPAddr(context.Background(), "localhost")
+	if err != nil || len(ips) == 0 {
+		t.Skipf("localhost does not resolve here: %v", err)
+	}
+	ln, err := net.Listen("tcp", "localhost:0")
+	if err != nil {
+		t.Skipf("listen on localhost: %v", err)
+	}
+	defer ln.Close()
+	want := listenIP(ips)
+	if got := ln.Addr().(*net.TCPAddr).IP; !got.Equal(want.IP) {
+		t.Errorf("net.Listen bound %s for localhost (%v); listenIP says %s", got, ips, want.IP)
 	}
 }
 

@@ -165,12 +165,12 @@ const servedCacheTimeout = 3 * time.Second
 // test fetches a ref itself, in a process of its own, so only the
 // running till knows what it serves from its cache.
 func servedCache(cfgPath string, e *env, route string) string {
-	t, err := adminURL(cfgPath, e)
+	ctx, cancel := context.WithTimeout(context.Background(), servedCacheTimeout)
+	defer cancel()
+	t, err := adminURL(ctx, cfgPath, e)
 	if err != nil {
 		return "unknown: " + err.Error()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), servedCacheTimeout)
-	defer cancel()
 	var routes []struct {
 		Name    string
 		Cached  *bool

@@ -125,7 +125,7 @@ func readUsage(ctx context.Context, cfg *config.Config, cfgPath, rawURL string, 
 	if rawURL != "" {
 		t, err = healthURL(rawURL)
 	} else {
-		t, err = adminURL(cfgPath, e)
+		t, err = adminURL(ctx, cfgPath, e)
 	}
 	if err != nil {
 		return nil, err
