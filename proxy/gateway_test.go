@@ -206,6 +206,10 @@ func TestGatewaySecretStates(t *testing.T) {
 		{"missing", baseYAML, nil, 503, CodeSecretMissing},
 		{"expired blocks", baseYAML, map[string]vault.Secret{"openai": expired}, 503, CodeSecretExpired},
 		{"expired warns", baseYAML + "vault: {on_expired: warn}\n", map[string]vault.Secret{"openai": expired}, 200, CodeSecretExpired},
+		// A JSON document an earlier till's secret set stored as one
+		// key: sent whole, every key in it would go.
+		{"document as one key", baseYAML, map[string]vault.Secret{"openai": vault.NewSecret("openai", `{"api_key": "`+testKey+`"}`, time.Now())}, 503, CodeSecretMissing},
+		{"list as one key", baseYAML, map[string]vault.Secret{"openai": vault.NewSecret("openai", `["`+testKey+`"]`, time.Now())}, 503, CodeSecretMissing},
 		{"max_age", baseYAML + "vault: {max_age: 1d}\n", map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now().Add(-48*time.Hour))}, 503, CodeSecretExpired},
 	}
 	for _, tt := range tests {

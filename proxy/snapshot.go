@@ -16,6 +16,7 @@ import (
 
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
+	"github.com/tillgw/till/vault/source"
 )
 
 // Snapshot is one immutable, compiled view of the config and the vault.
@@ -402,6 +403,9 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	in.short = TooShortToScrub(sec)
 	in.expires = sec.ExpiresAt(maxAge)
 	in.times = vault.Secret{Created: sec.Created, Updated: sec.Updated, Expires: sec.Expires}
+	if in.problem = wholeDocument(cr.Secret, sec); in.problem != "" {
+		return in, nil
+	}
 	lookup := func(field string) (string, bool) {
 		if field == "" {
 			return sec.Value()
@@ -411,28 +415,24 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 	var err error
 	switch inj := cr.Inject; {
 	case inj.AWSSigV4 != nil:
-		var values []string
 		in.sigV4, values, in.problem = compileSigV4(inj.AWSSigV4, sec)
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
 		return in, values
 	case inj.Google != nil:
-		var values []string
 		in.minter, values, in.problem = compileGoogle(inj.Google, sec)
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
 		return in, values
 	case inj.GitHubApp != nil:
-		var values []string
 		in.minter, values, in.problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
 		}
 		return in, values
 	case inj.OAuth2 != nil:
-		var values []string
 		in.minter, values, in.problem = compileOAuth2(inj.OAuth2, sec)
 		if in.problem != "" {
 			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
@@ -466,6 +466,21 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		return in, nil
 	}
 	return in, append(sec.Values(), in.injectValue, strings.TrimPrefix(in.injectValue, "Basic "))
+}
+
+// wholeDocument says why a route cannot send sec, a vault secret
+// named name: its single value is a JSON object or array (which till
+// secret set refuses without --json, but a vault written by an earlier
+// till may hold), so sent as one key every key in it would reach the
+// upstream, as a source's such value is refused at fetch
+// (source.NotADocument). A route that reads fields needs them stored
+// with --json: a single value serves none. "" when it is one key. Never
+// a value.
+func wholeDocument(name string, sec vault.Secret) string {
+	if v, single := sec.Value(); !single || !source.NotADocument(v) {
+		return ""
+	}
+	return "secret " + strconv.Quote(name) + " is a JSON object or array stored as one key (by a till before secret set refused one): sent whole, every key in it would reach the upstream; store its fields with till secret set " + name + " --json (a route names one with {secret.FIELD}), or set the key alone"
 }
 
 // TooShortToScrub reports whether sec is a single value shorter than

@@ -344,3 +344,55 @@ func TestSecretSetSaysItMadeTheVault(t *testing.T) {
 		t.Errorf("secret set under TILL_PASSPHRASE: got %q, want the vault made and no key file named", out)
 	}
 }
+
+// TestCheckRefusesADocumentStoredAsOneKey: a vault written before secret
+// set refused a JSON document without --json may hold one as a plain
+// value. A route that sends it whole (a header, a query parameter) is an
+// error for check, which names the secret, never its value, and says how
+// to store it; routes that read fields of a --json secret still pass.
+func TestCheckRefusesADocumentStoredAsOneKey(t *testing.T) {
+	c := newCLI(t)
+	cfg := `version: 1
+routes:
+  - {name: openai, preset: openai}
+  - {name: byquery, upstream: "https://api.example.com", secret: listed, inject: {query: key}}
+  - {name: byfield, upstream: "https://fields.example.com", secret: doc, inject: {header: X-Api-Key, format: "{secret.api_key}"}}
+  - {name: signed, preset: bedrock, region: us-east-1, secret: aws}
+`
+	if err := os.WriteFile("till.yaml", []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.must(key, "secret", "set", "openai")
+	c.must(key, "secret", "set", "listed")
+	c.must(`{"api_key": "`+key+`"}`, "secret", "set", "doc", "--json")
+	c.must(`{"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}`, "secret", "set", "aws", "--json")
+	if out, errOut, code := c.run("", "check"); code != 0 {
+		t.Fatalf("check of one-key and --json secrets: exit %d: %s%s", code, out, errOut)
+	}
+	// As an earlier till stored them.
+	k, err := vault.LoadKeyFile(filepath.Join(c.dir, "till.key"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vault.Open(filepath.Join(c.dir, "till.vault"), k).Update(func(m map[string]vault.Secret) error {
+		m["openai"] = vault.NewSecret("openai", `{"api_key": "`+key+`", "db_password": "hunter22"}`, time.Now())
+		m["listed"] = vault.NewSecret("listed", `["`+key+`", "sk-other-0123456789abcdef"]`, time.Now())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := c.run("", "check")
+	if code != 1 || strings.Contains(out+errOut, key) || strings.Contains(out+errOut, "hunter22") {
+		t.Fatalf("check of documents stored as one key: exit %d, want 1, and no value shown: %s%s", code, out, errOut)
+	}
+	for _, name := range []string{"openai", "listed"} {
+		if !strings.Contains(errOut, `secret "`+name+`" is a JSON object or array stored as one key`) || !strings.Contains(errOut, "till secret set "+name+" --json") {
+			t.Errorf("check does not name %q and how to store it: %s", name, errOut)
+		}
+	}
+	for _, route := range []string{`route "byfield"`, `route "signed"`} {
+		if strings.Contains(errOut, route) {
+			t.Errorf("check refuses %s, which reads fields of a --json secret: %s", route, errOut)
+		}
+	}
+}
