@@ -217,7 +217,7 @@ func TestTillTestMintIsRecorded(t *testing.T) {
 	}
 	recs := readIncidentTrail(t, trail)
 	last := recs[len(recs)-1].rec
-	host := strings.TrimPrefix(up.URL, "https://")
+	host := up.Listener.Addr().String() // the endpoint's host, whatever its scheme (TILL_TEST_UPSTREAM)
 	if last["event"] != "use" || last["client"] != "web" || last["route"] != "api" || last["secret"] != "oauth" ||
 		last["key_fp"] == "" || last["method"] != "POST" || last["host"] != host || last["path"] != "/oauth/token" ||
 		last["credential"] != "oauth2" || last["attempt"] != 1.0 {
