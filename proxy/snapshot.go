@@ -412,32 +412,14 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		}
 		return sec.Field(field)
 	}
+	if values, problem, ok := compileCredential(&in, cr, sec); ok {
+		if problem != "" {
+			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + problem
+		}
+		return in, values
+	}
 	var err error
 	switch inj := cr.Inject; {
-	case inj.AWSSigV4 != nil:
-		in.sigV4, values, in.problem = compileSigV4(inj.AWSSigV4, sec)
-		if in.problem != "" {
-			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
-		}
-		return in, values
-	case inj.Google != nil:
-		in.minter, values, in.problem = compileGoogle(inj.Google, sec)
-		if in.problem != "" {
-			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
-		}
-		return in, values
-	case inj.GitHubApp != nil:
-		in.minter, values, in.problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
-		if in.problem != "" {
-			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
-		}
-		return in, values
-	case inj.OAuth2 != nil:
-		in.minter, values, in.problem = compileOAuth2(inj.OAuth2, sec)
-		if in.problem != "" {
-			in.problem = "secret " + `"` + cr.Secret + `"` + ": " + in.problem
-		}
-		return in, values
 	case inj.Basic != nil:
 		var user, pass string
 		if user, err = inj.Basic.Username.Render(lookup); err == nil {
@@ -466,6 +448,26 @@ func compileInjection(cr *config.Route, secrets map[string]vault.Secret, maxAge 
 		return in, nil
 	}
 	return in, append(sec.Values(), in.injectValue, strings.TrimPrefix(in.injectValue, "Basic "))
+}
+
+// compileCredential compiles into in the signing (SigV4) or minting
+// (Google, GitHub App, OAuth2) of a route's key sec, and returns the
+// values whose echo betrays it, or why sec cannot serve it; ok is false
+// for a route that injects the key as it is.
+func compileCredential(in *injection, cr *config.Route, sec vault.Secret) (values []string, problem string, ok bool) {
+	switch inj := cr.Inject; {
+	case inj.AWSSigV4 != nil:
+		in.sigV4, values, problem = compileSigV4(inj.AWSSigV4, sec)
+	case inj.Google != nil:
+		in.minter, values, problem = compileGoogle(inj.Google, sec)
+	case inj.GitHubApp != nil:
+		in.minter, values, problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
+	case inj.OAuth2 != nil:
+		in.minter, values, problem = compileOAuth2(inj.OAuth2, sec)
+	default:
+		return nil, "", false
+	}
+	return values, problem, true
 }
 
 // wholeDocument says why a route cannot send sec, a vault secret
