@@ -221,7 +221,7 @@ func TestKeyExpiringWhileWaitingForHTTP2Stream(t *testing.T) {
 			}
 			// The key expires while the next request waits: set once the
 			// stream is held, the snapshot takes it as the vault has it.
-			expires := time.Now().Add(1500 * time.Millisecond)
+			expires := time.Now().Add(3 * time.Second)
 			secret.Expires = expires
 			gw.Swap(NewSnapshot(cfg, map[string]vault.Secret{"k": secret}))
 			done := make(chan int, 1)
@@ -230,7 +230,7 @@ func TestKeyExpiringWhileWaitingForHTTP2Stream(t *testing.T) {
 			if time.Now().After(expires) {
 				t.Fatal("the request waited for a stream only once its key had expired: too slow a machine for this test")
 			}
-			time.Sleep(time.Until(expires) + 200*time.Millisecond)
+			time.Sleep(time.Until(expires) + time.Second)
 			close(u.release)
 			status := <-done
 			if n := int(u.tokens.Load() + u.others.Load()); n != tt.sent || status != tt.code {
