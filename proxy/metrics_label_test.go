@@ -17,33 +17,12 @@ import (
 // request named none. An upstream that sends the key back as that model
 // gets "other" there: a key never reaches metrics.
 func TestMetricsModelLabelNeverAKey(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	scrape := scrapeAfterPosts(t, func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"x","object":"chat.completion","model":"`+key+`","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`)
-	}))
-	defer up.Close()
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics(testAudit(io.Discard))
-	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
-	front := httptest.NewServer(gw)
-	defer front.Close()
-	resp, err := http.Post(front.URL+"/openai/v1/chat/completions", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"hi"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	admin := NewAdmin(AdminOptions{Gateway: gw, Metrics: m})
-	rec := httptest.NewRecorder()
-	admin.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, line := range strings.Split(rec.Body.String(), "\n") {
+	}, `{"messages":[{"role":"user","content":"hi"}]}`)
+	for _, line := range strings.Split(scrape, "\n") {
 		if strings.Contains(line, "test-key-0123456789") {
 			t.Errorf("the route's key is in a metrics label: %s", line)
 		}
@@ -57,10 +36,30 @@ func TestMetricsModelLabelNeverAKey(t *testing.T) {
 // name, and labels hold names only.
 func TestMetricsModelLabelNeverAToken(t *testing.T) {
 	const token = "till_ModelFieldToken0123456789abcdefghijKLMNO"
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var bodies []string
+	for _, model := range []string{token, "x/" + token, token + "-mini"} {
+		bodies = append(bodies, `{"model":"`+model+`","messages":[]}`)
+	}
+	scrape := scrapeAfterPosts(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`)
-	}))
+	}, bodies...)
+	if !strings.Contains(scrape, `till_usage_unpriced_total{model="other",route="openai"} 3`) {
+		t.Errorf("no unpriced count of 3 under other:\n%s", scrape)
+	}
+	for _, line := range strings.Split(scrape, "\n") {
+		if strings.Contains(line, "till_Model") {
+			t.Errorf("a client token is in a metrics label: %s", line)
+		}
+	}
+}
+
+// scrapeAfterPosts posts each of bodies to a metered openai route whose
+// upstream answers as upstream does, checks each got 200, and returns
+// what the admin listener's /metrics then shows.
+func scrapeAfterPosts(t *testing.T, upstream http.HandlerFunc, bodies ...string) string {
+	t.Helper()
+	up := httptest.NewServer(upstream)
 	defer up.Close()
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
 	if err != nil {
@@ -70,8 +69,8 @@ func TestMetricsModelLabelNeverAToken(t *testing.T) {
 	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(io.Discard), Log: zerolog.Nop(), Metrics: m})
 	front := httptest.NewServer(gw)
 	defer front.Close()
-	for _, model := range []string{token, "x/" + token, token + "-mini"} {
-		resp, err := http.Post(front.URL+"/openai/v1/chat/completions", "application/json", strings.NewReader(`{"model":"`+model+`","messages":[]}`))
+	for _, body := range bodies {
+		resp, err := http.Post(front.URL+"/openai/v1/chat/completions", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,15 +80,7 @@ func TestMetricsModelLabelNeverAToken(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	admin := NewAdmin(AdminOptions{Gateway: gw, Metrics: m})
 	rec := httptest.NewRecorder()
-	admin.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	if !strings.Contains(rec.Body.String(), `till_usage_unpriced_total{model="other",route="openai"} 3`) {
-		t.Errorf("no unpriced count of 3 under other:\n%s", rec.Body.String())
-	}
-	for _, line := range strings.Split(rec.Body.String(), "\n") {
-		if strings.Contains(line, "till_Model") {
-			t.Errorf("a client token is in a metrics label: %s", line)
-		}
-	}
+	NewAdmin(AdminOptions{Gateway: gw, Metrics: m}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
