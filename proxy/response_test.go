@@ -231,3 +231,71 @@ func sendRaw(t *testing.T, addr, raw string) net.Conn {
 	io.WriteString(c, raw)
 	return c
 }
+
+// recordGate passes use records on to buf, and holds each request record
+// until open is closed, saying on held that one waits.
+type recordGate struct {
+	buf  lockedBuffer
+	held chan struct{}
+	open chan struct{}
+}
+
+func (g *recordGate) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), `"event":"request"`) {
+		g.held <- struct{}{}
+		<-g.open
+	}
+	return g.buf.Write(p)
+}
+
+// TestAnswerGoesBeforeItsRecord: an answer of known length goes to the
+// app whole before its request record is written, as nginx writes its
+// access log after the response: the app does not wait on till's
+// bookkeeping. The record is still written before the request ends.
+func TestAnswerGoesBeforeItsRecord(t *testing.T) {
+	const answer = `{"id":"x","object":"chat.completion"}`
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer)
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &recordGate{held: make(chan struct{}, 1), open: make(chan struct{})}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(gate), Log: zerolog.Nop()})
+	front := httptest.NewServer(gw)
+	defer front.Close()
+
+	type result struct {
+		body   string
+		length int64
+		err    error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(front.URL + "/openai/v1/models")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{string(b), resp.ContentLength, err}
+	}()
+	<-gate.held
+	select {
+	case r := <-got:
+		if r.err != nil || r.body != answer || r.length != int64(len(answer)) {
+			t.Errorf("answer %q of length %d, %v; want %q of length %d", r.body, r.length, r.err, answer, len(answer))
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the app got no answer while its record waited to be written")
+	}
+	close(gate.open)
+	front.Close() // waits for the handler: its record is written by then
+	if recs := gate.buf.records(t); len(recs) != 1 || recs[0]["status"] != float64(200) {
+		t.Errorf("records %v, want one, status 200", recs)
+	}
+}
