@@ -26,14 +26,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		p = nil
 	}
 	if p == nil {
-		if x.readWhole && !x.takenOver {
-			// The app has its whole answer before the record and the
-			// accounting below, as nginx writes its access log after
-			// the response: it does not wait on them.
-			rw.sendWhole()
-		} else {
-			_ = rw.commit()
-		}
+		_ = rw.commit()
 	} else {
 		rw.discard()
 	}

@@ -106,15 +106,6 @@ func (w *responseRecorder) commit() error {
 	return err
 }
 
-// sendWhole sends a whole answer on to the app at once when its length
-// is known. One of unknown length went as it came (chunked), and its end
-// is left to the server, as it was.
-func (w *responseRecorder) sendWhole() {
-	if w.commit() == nil && w.Header()["Content-Length"] != nil {
-		w.Flush()
-	}
-}
-
 // discard drops the held body and returns its storage to the pool.
 func (w *responseRecorder) discard() {
 	if w.buf != nil {
