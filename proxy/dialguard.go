@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -60,9 +61,15 @@ var errHostNotAllowed = errors.New("host not allowed")
 // own listeners, and dials the very address it checked, so a DNS answer
 // that changes between check and dial (rebinding) cannot slip through.
 type dialGuard struct {
-	allow    []netip.Prefix
-	own      []netip.AddrPort
-	resolver interface {
+	allow []netip.Prefix
+	own   []netip.AddrPort // listeners bound to one address
+	// anyPorts are the ports of listeners bound to an unspecified
+	// address, which every address of the machine reaches: those it
+	// has when a tunnel dials, read then by localAddrs, not those it
+	// had at start.
+	anyPorts   []uint16
+	localAddrs func() ([]net.Addr, error)
+	resolver   interface {
 		LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 	}
 	dialer *net.Dialer
@@ -73,23 +80,21 @@ type dialGuard struct {
 // address of the machine).
 func newDialGuard(allow []netip.Prefix, listeners []netip.AddrPort) *dialGuard {
 	var own []netip.AddrPort
+	var anyPorts []uint16
 	for _, l := range listeners {
-		if !l.Addr().IsUnspecified() {
-			own = append(own, netip.AddrPortFrom(l.Addr().Unmap(), l.Port()))
+		if l.Addr().IsUnspecified() {
+			anyPorts = append(anyPorts, l.Port())
 			continue
 		}
-		addrs, _ := net.InterfaceAddrs()
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				own = append(own, netip.AddrPortFrom(p.Addr().Unmap(), l.Port()))
-			}
-		}
+		own = append(own, netip.AddrPortFrom(l.Addr().Unmap(), l.Port()))
 	}
 	return &dialGuard{
-		allow:    allow,
-		own:      own,
-		resolver: net.DefaultResolver,
-		dialer:   &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
+		allow:      allow,
+		own:        own,
+		anyPorts:   anyPorts,
+		localAddrs: net.InterfaceAddrs,
+		resolver:   net.DefaultResolver,
+		dialer:     &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
 	}
 }
 
@@ -176,14 +181,27 @@ func isZero(b []byte) bool {
 
 // isOwn reports whether ap is one of till's own listeners. Any loopback
 // address on a listener's port counts: 127.0.0.2 reaches 127.0.0.1's
-// socket when the listener is bound to the whole range.
+// socket when the listener is bound to the whole range. On the port of
+// a listener bound to every address, so does any address the machine
+// has now, or every address when they cannot be read.
 func (g *dialGuard) isOwn(ap netip.AddrPort) bool {
+	ip := ap.Addr().Unmap()
 	for _, o := range g.own {
-		if o.Port() == ap.Port() && (o.Addr() == ap.Addr() || ap.Addr().IsLoopback()) {
+		if o.Port() == ap.Port() && (o.Addr() == ip || ip.IsLoopback()) {
 			return true
 		}
 	}
-	return false
+	if !slices.Contains(g.anyPorts, ap.Port()) {
+		return false
+	}
+	addrs, err := g.localAddrs()
+	if err != nil || ip.IsLoopback() {
+		return true
+	}
+	return slices.ContainsFunc(addrs, func(a net.Addr) bool {
+		p, err := netip.ParsePrefix(a.String())
+		return err == nil && p.Addr().Unmap() == ip
+	})
 }
 
 // dial resolves host, checks the addresses and dials the first one allowed.

@@ -238,3 +238,33 @@ func TestEmbeddedIPv4JudgedUnderAnyTranslatorPrefix(t *testing.T) {
 		t.Error("allow_cidrs [64:ff9b:1::/48]: an address in RFC 6052's /48 layout is permitted")
 	}
 }
+
+// TestDialGuardRefusesAddressAddedAfterStart: with till listening on
+// every address, an address the machine gains after the guard was made
+// (a DHCP lease, an IPv6 temporary address, an interface brought up)
+// reaches till's listeners as much as those it had, and is refused on
+// their ports, whatever allow_cidrs says.
+func TestDialGuardRefusesAddressAddedAfterStart(t *testing.T) {
+	local := []net.Addr{&net.IPNet{IP: net.ParseIP("10.0.0.5"), Mask: net.CIDRMask(24, 32)}}
+	allow := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for _, listen := range []string{"0.0.0.0:9090", "[::]:9090"} {
+		g := newDialGuard(allow, []netip.AddrPort{netip.MustParseAddrPort(listen)})
+		g.localAddrs = func() ([]net.Addr, error) { return local, nil }
+		gained := append(local,
+			&net.IPNet{IP: net.ParseIP("10.1.2.3"), Mask: net.CIDRMask(8, 32)},
+			&net.IPNet{IP: net.ParseIP("2001:db9::7"), Mask: net.CIDRMask(64, 128)})
+		g.localAddrs = func() ([]net.Addr, error) { return gained, nil }
+		for _, ap := range []string{"10.0.0.5:9090", "10.1.2.3:9090", "[::ffff:10.1.2.3]:9090", "[2001:db9::7]:9090"} {
+			if !g.isOwn(netip.MustParseAddrPort(ap)) {
+				t.Errorf("listening on %s, isOwn(%s): got false, want true", listen, ap)
+			}
+		}
+		if g.isOwn(netip.MustParseAddrPort("10.1.2.4:9090")) || g.isOwn(netip.MustParseAddrPort("10.1.2.3:9091")) {
+			t.Errorf("listening on %s: another host, or another port, counts as till's own", listen)
+		}
+		g.localAddrs = func() ([]net.Addr, error) { return nil, errors.New("netlink: permission denied") }
+		if !g.isOwn(netip.MustParseAddrPort("10.1.2.4:9090")) {
+			t.Errorf("listening on %s, with the machine's addresses unknown: a tunnel to till's port is let through", listen)
+		}
+	}
+}
