@@ -9,7 +9,7 @@ import (
 )
 
 // Glob is an allowed-path pattern such as "/v1/models/*": "*" matches
-// exactly one non-empty segment, and "**", only as the last segment,
+// exactly one non-empty segment (one that is not empty before a ";"), and "**", only as the last segment,
 // matches the rest of the path (zero or more segments). Other segments
 // match literally, case-sensitively. The zero Glob matches nothing.
 type Glob struct {
@@ -108,7 +108,9 @@ func (g Glob) Match(path string) bool {
 			return false
 		}
 		if want == "*" {
-			if seg == "" {
+			if seg == "" || seg[0] == ';' {
+				// Tomcat, Jetty and Spring drop ";parameters" from a
+				// segment before they route: ";x" is "" to them.
 				return false
 			}
 		} else if seg != want {

@@ -19,6 +19,12 @@ func TestGlobMatch(t *testing.T) {
 		{"/v1/models/*", "/v1/models/..", false},
 		{"/v1/*/completions", "/v1/chat/completions", true},
 		{"/v1/*/completions", "/v1//completions", false},
+		// Tomcat, Jetty and Spring drop a segment's ";parameters"
+		// before routing: ";x" is an empty segment to them.
+		{"/v1/models/*", "/v1/models/;x", false},
+		{"/v1/models/*", "/v1/models/;", false},
+		{"/v1/*/completions", "/v1/;x/completions", false},
+		{"/v1/models/*", "/v1/models/gpt-4o;x", true},
 		{"/v1/**", "/v1", true},
 		{"/v1/**", "/v1/", true},
 		{"/v1/**", "/v1/a", true},
