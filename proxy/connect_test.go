@@ -526,6 +526,33 @@ func TestRouteHostAtHTTPDefaultPort(t *testing.T) {
 	}
 }
 
+// TestRouteHostAtHTTPPortNeverTunnelled: undici's ProxyAgent (Node's
+// fetch behind HTTP_PROXY) sends an http:// URL through a CONNECT to
+// port 80, then plain HTTP. To a route's host on its default port that
+// CONNECT was no route's (the route is the host at 443) and was tunnelled
+// untouched under unknown_hosts: tunnel: the app's request reached the
+// provider past the route's rules, in clear, its till token (its SDK's
+// key) in it. It is refused, as the absolute-form request to that port
+// goes to the route (TestRouteHostAtHTTPDefaultPort).
+func TestRouteHostAtHTTPPortNeverTunnelled(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel}\nroutes:\n"+
+		"  - {name: openai, preset: openai}\n  - {name: v6, upstream: 'https://[2001:db8::1]', secret: openai, inject: {header: X-Key}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(cfg, secrets(time.Now()))
+	for _, authority := range []string{"api.openai.com:80", "API.OpenAI.com.:080", "[2001:db8::1]:80"} {
+		if _, mode, e := s.resolveConnect(authority, true); e == nil || e.code != CodeHostNotAllowed {
+			t.Errorf("CONNECT %s: mode %q, %v; want 403 host_not_allowed", authority, mode, e)
+		}
+	}
+	for _, authority := range []string{"api.openai.com:8080", "other.example.com:80", "[2001:db8::2]:80"} {
+		if _, mode, e := s.resolveConnect(authority, true); e != nil || mode != modeTunnel {
+			t.Errorf("CONNECT %s: mode %q, %v; want it tunnelled", authority, mode, e)
+		}
+	}
+}
+
 // TestIPv4InOtherSpellingsRefused: a host that ends in a number is an
 // IPv4 address to getaddrinfo (macOS, cgo builds), written the inet_aton
 // way (127.1, 2130706433, 0x7f.0.0.1, octal 0177.0.0.1), which a route's

@@ -138,6 +138,12 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 	// One leaf, and one SNI to match, per host however written.
 	t := connectTarget{host: canonicalHost(host), port: uint16(port), key: hostKey("https", authority)}
 	switch {
+	case len(s.byHost[t.key]) == 0 && port == 80 && len(s.byHost[hostKey("https", t.host)]) > 0:
+		// An http:// URL of a route's host, which undici sends through
+		// a CONNECT: in absolute form it is the route's (resolveURL);
+		// tunnelled, the app's request, its token with it, would reach
+		// the provider untouched and in clear.
+		return t, "", &apiError{CodeHostNotAllowed, "this host has a route: send its http:// URLs to till in absolute form (undici: proxyTunnel: false), or use https://"}
 	case len(s.byHost[t.key]) == 0:
 	case s.forward.Intercept && canIntercept:
 		return t, modeIntercept, nil
