@@ -220,7 +220,22 @@ func (g *dialGuard) dial(ctx context.Context, host string, port uint16) (net.Con
 		if !g.permitted(ip) || g.isOwn(ap) {
 			continue
 		}
-		return g.dialer.DialContext(ctx, "tcp", ap.String())
+		c, err := g.dialer.DialContext(ctx, "tcp", ap.String())
+		if err == nil && slices.Contains(g.anyPorts, port) && isSelf(c) {
+			c.Close()
+			return nil, fmt.Errorf("%w: %q is this machine, on till's port %d", errHostNotAllowed, host, port)
+		}
+		return c, err
 	}
 	return nil, fmt.Errorf("%w: %q resolves only to addresses tunnels may not reach", errHostNotAllowed, host)
+}
+
+// isSelf reports whether c goes from this machine to itself: the kernel
+// dials a local address from that address, one that is no interface's
+// too (an AnyIP route: "ip route add local 10.201.0.0/24 dev lo"), which
+// isOwn cannot know.
+func isSelf(c net.Conn) bool {
+	l, lok := c.LocalAddr().(*net.TCPAddr)
+	r, rok := c.RemoteAddr().(*net.TCPAddr)
+	return lok && rok && l.AddrPort().Addr().Unmap() == r.AddrPort().Addr().Unmap()
 }

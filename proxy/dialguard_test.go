@@ -268,3 +268,56 @@ func TestDialGuardRefusesAddressAddedAfterStart(t *testing.T) {
 		}
 	}
 }
+
+// TestDialGuardRefusesSelfConnection: an address that is local without
+// being an interface's (an AnyIP route, "ip route add local
+// 10.201.0.0/24 dev lo") reaches a listener on every address too. The
+// kernel dials such an address from itself: on till's ports a
+// connection whose two ends have one address is refused once made.
+func TestDialGuardRefusesSelfConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var local netip.Addr
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
+			local = p.Addr()
+			break
+		}
+	}
+	if !local.IsValid() {
+		t.Skip("no address but loopback and link-local to dial")
+	}
+	own := netip.MustParseAddrPort(ln.Addr().String())
+	everything := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	g := newDialGuard(everything, []netip.AddrPort{own})
+	g.localAddrs = func() ([]net.Addr, error) { return nil, nil } // as an AnyIP address is: none of them
+	if c, err := g.dial(context.Background(), local.String(), own.Port()); !errors.Is(err, errHostNotAllowed) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("%s on till's port, not among the interfaces' addresses: got %v, want errHostNotAllowed", local, err)
+	}
+	other, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	c, err := g.dial(context.Background(), local.String(), netip.MustParseAddrPort(other.Addr().String()).Port())
+	if err != nil {
+		t.Fatalf("%s on another port: %v", local, err)
+	}
+	c.Close()
+}
