@@ -9,9 +9,10 @@ import (
 )
 
 // Glob is an allowed-path pattern such as "/v1/models/*": "*" matches
-// exactly one non-empty segment (one that is not empty before a ";"), and "**", only as the last segment,
-// matches the rest of the path (zero or more segments). Other segments
-// match literally, case-sensitively. The zero Glob matches nothing.
+// exactly one segment not empty before any ";", and "**", only as the
+// last segment, matches the rest of the path (zero or more segments).
+// Other segments match literally, case-sensitively. The zero Glob
+// matches nothing.
 type Glob struct {
 	src  string
 	segs []string // literal segments, or "*"
