@@ -39,16 +39,25 @@ func (d *decoder) literalKeys(root *yaml.Node) {
 		if n.Kind != yaml.ScalarNode {
 			return true
 		}
-		key := looksLikeKey(n.Value)
-		if strings.Contains(n.Value, "/") {
-			key = hasProviderKey(n.Value)
-		}
-		if !reported[n.Line] && key {
+		if !reported[n.Line] && HoldsKey(n.Value) {
 			reported[n.Line] = true
 			d.errorf(n, path, "looks like a literal key (not shown) (hint: keys belong in the vault: store it with till secret set NAME, and name NAME in the route's secret)")
 		}
 		return true
 	})
+}
+
+// HoldsKey reports whether s holds a token that looks like a credential,
+// as literalKeys judges a value of till.yaml: a known provider's key
+// prefix followed by key material, or, in a value without a "/" (a path
+// holds ids that look random), a run of key characters that looks
+// random. The request path judges so what an app sends where no
+// credential belongs (a model name) before it is recorded.
+func HoldsKey(s string) bool {
+	if strings.Contains(s, "/") {
+		return hasProviderKey(s)
+	}
+	return looksLikeKey(s)
 }
 
 // keyPrefixes match the start of a token in a provider's key format. Each

@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tillgw/till/audit"
+	"github.com/tillgw/till/config"
 )
 
 // Audit record field names: part of the interface contract.
@@ -112,6 +113,29 @@ type record struct {
 	// cred says how the key was used: credStatic, or the mechanism that
 	// signed or minted with it.
 	cred string
+}
+
+// modelNotShown is the record's model when the one the app sent holds a
+// credential (pasted in the wrong field): the record says that one was
+// there, for the incident it is, and never holds it (invariant 2).
+const modelNotShown = "(credential not shown)"
+
+// recordedModel is model as the records carry it: as the app sent it,
+// or modelNotShown when it holds a credential: a till client token (of
+// the shape till makes, or a client's of cs of any shape), a form of the
+// key in forms, or what looks like a provider's key.
+func recordedModel(model string, cs clientSet, forms []string) string {
+	if model != "" && (holdsCredential(model) || isClientToken(model, cs) || echoes([]string{model}, forms)) {
+		return modelNotShown
+	}
+	return model
+}
+
+// holdsCredential reports whether s, text an app sent where no
+// credential belongs, holds one: a till client token of the shape till
+// makes, or what looks like a provider's key (config.HoldsKey).
+func holdsCredential(s string) bool {
+	return holdsClientToken(s) || config.HoldsKey(s)
 }
 
 // How a key is used, in the record's credential field.

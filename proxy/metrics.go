@@ -383,10 +383,10 @@ func (s *modelSet) admit(name string) bool {
 }
 
 // plainModel reports whether s looks like a model name: 1 to 64 letters,
-// digits and ".-_:/@", holding no till client token (an app's, sent in
-// the wrong field: labels hold names only).
+// digits and ".-_:/@", holding no credential (an app's till token or
+// provider key, sent in the wrong field: labels hold names only).
 func plainModel(s string) bool {
-	if s == "" || len(s) > 64 || holdsClientToken(s) {
+	if s == "" || len(s) > 64 || holdsCredential(s) {
 		return false
 	}
 	for _, c := range []byte(s) {

@@ -84,3 +84,21 @@ func scrapeAfterPosts(t *testing.T, upstream http.HandlerFunc, bodies ...string)
 	NewAdmin(AdminOptions{Gateway: gw, Metrics: m}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
 }
+
+// TestMetricsModelLabelNeverAProviderKey: an app that pastes a provider
+// key it still holds in the model field, to an upstream that names the
+// model asked for in its answer (as OpenAI-compatible servers do), must
+// not put that key in a label either.
+func TestMetricsModelLabelNeverAProviderKey(t *testing.T) {
+	const held = "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56"
+	scrape := scrapeAfterPosts(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"x","object":"chat.completion","model":"`+held+`","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`)
+	}, `{"model":"`+held+`","messages":[]}`)
+	if !strings.Contains(scrape, `till_usage_unpriced_total{model="other",route="openai"} 1`) {
+		t.Errorf("no unpriced count of 1 under other:\n%s", scrape)
+	}
+	if strings.Contains(scrape, held) {
+		t.Errorf("a provider key is in a metrics label:\n%s", scrape)
+	}
+}

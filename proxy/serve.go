@@ -140,7 +140,11 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	d := l.decide(r, rt, t.pathForRules(), id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
-	x.rec.client, x.rec.model, x.prices = d.Client, d.Model, l.prices
+	var forms []string
+	if d.inj != nil {
+		forms = d.inj.echoForms
+	}
+	x.rec.client, x.rec.model, x.prices = d.Client, recordedModel(d.Model, l.clients, forms), l.prices
 	if d.fetchErr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
 			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")
