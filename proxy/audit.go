@@ -115,18 +115,27 @@ type record struct {
 	cred string
 }
 
-// modelNotShown is the record's model when the one the app sent holds a
-// credential (pasted in the wrong field): the record says that one was
-// there, for the incident it is, and never holds it (invariant 2).
-const modelNotShown = "(credential not shown)"
+// notShown stands in a record for what the app sent where no credential
+// belongs (a model, a path) when it holds one: the record says that one
+// was there, for the incident it is, and never holds it (invariant 2).
+const notShown = "(credential not shown)"
+
+// recordedPath is path as the records carry it: as the app sent it, or
+// notShown when it holds a till client token (checkPath refuses it).
+func recordedPath(path string) string {
+	if holdsClientToken(path) {
+		return notShown
+	}
+	return path
+}
 
 // recordedModel is model as the records carry it: as the app sent it,
-// or modelNotShown when it holds a credential: a till client token (of
+// or notShown when it holds a credential: a till client token (of
 // the shape till makes, or a client's of cs of any shape), a form of the
 // key in forms, or what looks like a provider's key.
 func recordedModel(model string, cs clientSet, forms []string) string {
 	if model != "" && (holdsCredential(model) || isClientToken(model, cs) || echoes([]string{model}, forms)) {
-		return modelNotShown
+		return notShown
 	}
 	return model
 }

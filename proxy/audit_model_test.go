@@ -6,7 +6,7 @@ import (
 )
 
 // TestRecordedModel: a model name stays in the record as the app sent
-// it; one that holds a credential is replaced whole by modelNotShown.
+// it; one that holds a credential is replaced whole by notShown.
 func TestRecordedModel(t *testing.T) {
 	const hand = "till_handmade7"
 	cs := clientSet{{name: "web", digest: sha256.Sum256([]byte(hand))}}
@@ -20,13 +20,13 @@ func TestRecordedModel(t *testing.T) {
 		{"meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo", "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo"},
 		{"arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0",
 			"arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0"},
-		{"till_ModelFieldToken0123456789abcdefghijKLMNO", modelNotShown},
-		{"x/till%5FModelFieldToken0123456789abcdefghijKLMNO", modelNotShown},
-		{hand, modelNotShown},
-		{"sk-ant-api03-Ab12Cd34Ef56Gh78Ij90Kl12", modelNotShown},
-		{"models/AIzaSyAb12Cd34Ef56Gh78Ij90Kl12Mn34Op5", modelNotShown},
-		{"plainroutekey0123456789abcdef", modelNotShown},
-		{"gpt-plainroutekey0123456789abcdef", modelNotShown},
+		{"till_ModelFieldToken0123456789abcdefghijKLMNO", notShown},
+		{"x/till%5FModelFieldToken0123456789abcdefghijKLMNO", notShown},
+		{hand, notShown},
+		{"sk-ant-api03-Ab12Cd34Ef56Gh78Ij90Kl12", notShown},
+		{"models/AIzaSyAb12Cd34Ef56Gh78Ij90Kl12Mn34Op5", notShown},
+		{"plainroutekey0123456789abcdef", notShown},
+		{"gpt-plainroutekey0123456789abcdef", notShown},
 	}
 	for _, tt := range tests {
 		if got := recordedModel(tt.model, cs, forms); got != tt.want {

@@ -132,10 +132,11 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 	x.rec.method = r.Method
 	x.rec.mode = mode
 	x.rec.host = r.Host
-	x.rec.path = r.URL.Path
+	path := r.URL.Path
 	if r.URL.RawPath != "" {
-		x.rec.path = r.URL.RawPath
+		path = r.URL.RawPath
 	}
+	x.rec.path = recordedPath(path)
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
 	x.overHTTP2 = r.ProtoMajor == 2
 	dropConnectionNamed(r.Header)

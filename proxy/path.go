@@ -55,6 +55,10 @@ func checkPath(raw, decoded string) string {
 	if hasDotSegment(decoded) {
 		return "the request path must not contain . or .. segments"
 	}
+	if holdsClientToken(decoded) {
+		// No upstream, relay or audit record gets it (invariant 2).
+		return "the request path holds a till client token, which never leaves till: send it in X-Till-Token (or as the SDK's API key), not in the URL"
+	}
 	return ""
 }
 

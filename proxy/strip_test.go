@@ -472,3 +472,21 @@ func TestStripAllocatesNothingWithoutTokens(t *testing.T) {
 		t.Errorf("got %v allocations, want 0", n)
 	}
 }
+
+// TestRelayRefusesATokenInThePath: a relayed request whose path holds a
+// till client token is refused before the host is dialled (no header or
+// parameter to drop it from), and its record does not hold the token.
+func TestRelayRefusesATokenInThePath(t *testing.T) {
+	reached := false
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached = true }))
+	defer up.Close()
+	gw, audit := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes: []\n", "", nil)
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", up.URL+"/hook/"+testToken, nil))
+	if w.Code != 400 || reached {
+		t.Errorf("got %d (host reached: %v), want 400 before the host", w.Code, reached)
+	}
+	if strings.Contains(audit.String(), testToken) || !strings.Contains(audit.String(), `"path":"(credential not shown)"`) {
+		t.Errorf("the record holds the token, or not the marker: %s", audit.String())
+	}
+}

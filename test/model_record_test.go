@@ -60,3 +60,41 @@ func TestModelFieldCredentialNotRecorded(t *testing.T) {
 	texts = append(texts, dump(resp, body))
 	tl.assertNoLeak([]string{tok, heldKey, routeKey}, texts...)
 }
+
+// TestPathTokenRefusedNotRecorded: an app that puts its till token in
+// the request path (a URL built with the key in it) is refused before
+// anything is sent: the token reaches neither the upstream nor the audit
+// trail, whose path says a credential was there.
+func TestPathTokenRefusedNotRecorded(t *testing.T) {
+	up := newUpstream(t, &fakeLLM{})
+	dir := t.TempDir()
+	tok, lines := addClient(t, dir, "web")
+	writeConfig(t, dir, "version: 1\nclients:\n"+lines+"routes:\n"+
+		"  - {name: openai, preset: openai, upstream: \""+up.URL+"\", clients: [web]}\n")
+	setSecret(t, dir, "openai", openaiKey)
+	tl := startTillIn(t, dir, up.caFile)
+	paths := []string{
+		"/openai/v1/models/" + tok,
+		"/openai/v1/files/till%5F" + strings.TrimPrefix(tok, "till_") + "/content",
+		"/openai/" + tok + "/v1/models",
+	}
+	var texts []string
+	for _, p := range paths {
+		req := newRequest(t, "GET", tl.url(p), nil)
+		req.Header.Set("X-Till-Token", tok)
+		resp, body := do(t, req)
+		texts = append(texts, dump(resp, body))
+		if resp.StatusCode != 400 || tillError(t, resp, body) != "bad_request" {
+			t.Errorf("GET %s: got %d, want 400 bad_request", p, resp.StatusCode)
+		}
+	}
+	for _, r := range tl.waitAudit(len(paths)) {
+		if r["path"] != "(credential not shown)" || r["reason"] != "bad_request" {
+			t.Errorf("record's path %q, reason %q: want the marker and bad_request", r["path"], r["reason"])
+		}
+	}
+	if n := len(up.requests()); n != 0 {
+		t.Errorf("the upstream got %d requests, want none", n)
+	}
+	tl.assertNoLeak([]string{tok, strings.TrimPrefix(tok, "till_")}, texts...)
+}
