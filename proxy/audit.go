@@ -121,9 +121,10 @@ type record struct {
 const notShown = "(credential not shown)"
 
 // recordedPath is path as the records carry it: as the app sent it, or
-// notShown when it holds a till client token (checkPath refuses it).
-func recordedPath(path string) string {
-	if holdsClientToken(path) {
+// notShown when it holds a till client token (checkPath refuses it): of
+// the shape till makes, or a client's of cs as a segment.
+func recordedPath(path string, cs clientSet) string {
+	if holdsClientToken(path) || cs.tokenInPath(path) {
 		return notShown
 	}
 	return path

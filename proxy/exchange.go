@@ -136,7 +136,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 	if r.URL.RawPath != "" {
 		path = r.URL.RawPath
 	}
-	x.rec.path = recordedPath(path)
+	x.rec.path = recordedPath(path, g.live.Load().clients)
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
 	x.overHTTP2 = r.ProtoMajor == 2
 	dropConnectionNamed(r.Header)

@@ -56,8 +56,24 @@ func checkPath(raw, decoded string) string {
 		return "the request path must not contain . or .. segments"
 	}
 	if holdsClientToken(decoded) {
-		// No upstream, relay or audit record gets it (invariant 2).
-		return "the request path holds a till client token, which never leaves till: send it in X-Till-Token (or as the SDK's API key), not in the URL"
+		return reasonTokenInPath
+	}
+	return ""
+}
+
+// reasonTokenInPath is checkPath's refusal of a path that holds a till
+// client token: no upstream, relay or audit record gets it (invariant 2).
+const reasonTokenInPath = "the request path holds a till client token, which never leaves till: send it in X-Till-Token (or as the SDK's API key), not in the URL"
+
+// checkPath refuses what the function checkPath refuses, and a path
+// with a segment that is the token of a client of s: one made by hand,
+// which no shape gives away.
+func (s *Snapshot) checkPath(raw, decoded string) string {
+	if reason := checkPath(raw, decoded); reason != "" {
+		return reason
+	}
+	if s.clients.tokenInPath(decoded) {
+		return reasonTokenInPath
 	}
 	return ""
 }

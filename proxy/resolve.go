@@ -28,7 +28,7 @@ type target struct {
 
 // resolvePath resolves an origin-form request by its path prefix.
 func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
-	if reason := checkPath(rawPath, path); reason != "" {
+	if reason := s.checkPath(rawPath, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	rt, rest := s.match(path)
@@ -65,7 +65,7 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if path == "" {
 		path = "/" // http://host is http://host/ (RFC 9110, 4.2.3)
 	}
-	if reason := checkPath(u.RawPath, path); reason != "" {
+	if reason := s.checkPath(u.RawPath, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	if e := badHost(u.Hostname()); e != nil {
@@ -228,7 +228,7 @@ func (s *Snapshot) resolveInner(t connectTarget, host string, u *url.URL) (targe
 	if hostKey("https", host) != t.key || u.IsAbs() {
 		return target{}, &apiError{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"}
 	}
-	if reason := checkPath(u.RawPath, u.Path); reason != "" {
+	if reason := s.checkPath(u.RawPath, u.Path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	if !s.forward.Enabled || !s.forward.Intercept {

@@ -76,6 +76,20 @@ func isClientToken(v string, cs clientSet) bool {
 	return false
 }
 
+// tokenInPath reports whether a segment of path, as is or
+// percent-decoded, is the token of a client of cs (isClientToken).
+func (cs clientSet) tokenInPath(path string) bool {
+	if len(cs) == 0 || !mayHoldToken(path) {
+		return false
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if isClientToken(seg, cs) {
+			return true
+		}
+	}
+	return false
+}
+
 // mayHoldToken reports whether v can hold a till token, as is or
 // percent-encoded: a cheap test before a closer look.
 func mayHoldToken(v string) bool {

@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,5 +489,44 @@ func TestRelayRefusesATokenInThePath(t *testing.T) {
 	}
 	if strings.Contains(audit.String(), testToken) || !strings.Contains(audit.String(), `"path":"(credential not shown)"`) {
 		t.Errorf("the record holds the token, or not the marker: %s", audit.String())
+	}
+}
+
+// TestHandMadeTokenInThePathRefused: a client token made by hand, which
+// no shape gives away, as a segment of the path (as is or encoded) is
+// refused like one of till's shape, on a route (in either mode) and on
+// a relay, and the record does not hold it; a segment that merely starts
+// with it goes.
+func TestHandMadeTokenInThePathRefused(t *testing.T) {
+	var reached atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer up.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer other.Close()
+	gw, audit := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
+		"clients:\n  - {name: web, token_sha256: "+handMadeDigest()+"}\n"+
+		"routes:\n  - {name: openai, preset: openai, upstream: \""+up.URL+"\", clients: [web]}\n", "", secrets(time.Now()))
+	get := func(target string) int {
+		in := httptest.NewRequest("GET", target, nil)
+		in.Header.Set("X-Till-Token", handMadeToken)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, in)
+		return w.Code
+	}
+	for _, target := range []string{
+		"/openai/v1/files/" + handMadeToken,
+		"/openai/v1/files/till%5Fmade-by-hand/content",
+		up.URL + "/v1/files/" + handMadeToken,
+		other.URL + "/hook/" + handMadeToken,
+	} {
+		if code := get(target); code != 400 || reached.Load() > 0 {
+			t.Errorf("GET %s: got %d (upstream reached: %d), want 400 before it", target, code, reached.Load())
+		}
+	}
+	if strings.Contains(audit.String(), "made-by-hand") {
+		t.Errorf("a record holds the token: %s", audit.String())
+	}
+	if code := get("/openai/v1/files/" + handMadeToken + "2"); code != 200 || reached.Load() != 1 {
+		t.Errorf("a segment that starts as the token: got %d, want 200 from the upstream", code)
 	}
 }
