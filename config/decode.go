@@ -820,7 +820,7 @@ func (d *decoder) admin(n *yaml.Node, path string) Admin {
 		} else if ok && d.check(v, p, validListen(s)) {
 			a.Listen = s
 			if !isLoopbackAddr(s) && f["token_sha256"] == nil {
-				d.errorf(v, join(path, "token_sha256"), "required when admin.listen is not loopback (hint: the SHA-256 hex of a random token; keep the token itself elsewhere)")
+				d.errorf(v, join(path, "token_sha256"), `required when admin.listen is not loopback (hint: the SHA-256 hex of a token kept apart, made with: openssl rand -hex 32 | tr -d '\n' > admin.token && sha256sum < admin.token; the CLI sends it from $TILL_ADMIN_TOKEN)`)
 			}
 		}
 	}
