@@ -39,19 +39,27 @@ func TestCLIHelp(t *testing.T) {
 }
 
 // TestDryRunServeLogURL: the base URL the serve log prints for a route
-// works with till test as it stands.
+// works with till test as it stands, and with an app on the same host:
+// a listener on every interface (the image's 0.0.0.0:8080) is named by
+// 127.0.0.1, not by the [::] Go reports it bound.
 func TestDryRunServeLogURL(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "0.0.0.0"} {
+		t.Run(host, func(t *testing.T) { dryRunServeLogURL(t, host) })
+	}
+}
+
+func dryRunServeLogURL(t *testing.T, host string) {
 	dir := t.TempDir()
 	setSecret(t, dir, "openai", "sk-dry-run-serve-log-0123456789")
 	var tl *till
 	for try := 0; tl == nil; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := ln.Addr().String()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		ln.Close()
-		cfg := fmt.Sprintf("version: 1\nlisten: %s\nroutes: [{name: openai, preset: openai}]\n", addr)
+		cfg := fmt.Sprintf("version: 1\nlisten: %s\nroutes: [{name: openai, preset: openai, clients: any}]\n", net.JoinHostPort(host, port))
 		if err := os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +72,7 @@ func TestDryRunServeLogURL(t *testing.T) {
 	tl.waitLog(`"base_url"`)
 	base := tl.logged("route", "base_url")
 	if !strings.HasPrefix(base, "http://127.0.0.1:") {
-		t.Fatalf("the serve log names no base URL:\n%s", tl.stderr.String())
+		t.Fatalf("the serve log names no base URL on 127.0.0.1:\n%s", tl.stderr.String())
 	}
 	tl.stop()
 	out, errOut, code := runTill(t, dir, "", nil, "test", "GET", base+"/models")

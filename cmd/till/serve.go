@@ -260,6 +260,17 @@ type listeners struct {
 	obtain func(context.Context) error
 }
 
+// reachableAddr is the host:port an app on this host reaches the
+// listener bound at a by: a listener on every interface (0.0.0.0, which
+// Go binds and reports as [::]) by 127.0.0.1, which till test also takes
+// for its own listener.
+func reachableAddr(a *net.TCPAddr) string {
+	if a.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(a.Port))
+	}
+	return a.String()
+}
+
 // openListeners binds the gateway's listener on addr (with its TLS) and
 // the admin one: both before the gateway exists, since tunnels may reach
 // neither and the gateway must know their addresses.
@@ -276,7 +287,7 @@ func openListeners(cfg *config.Config, secrets map[string]vault.Secret, addr str
 		ln.Close()
 		return nil, fmt.Errorf("listen on %q bound %s: %w", addr, tcpAddr, err)
 	}
-	lns := &listeners{own: []netip.AddrPort{tcpAddr.AddrPort()}, scheme: "http", base: "http://" + ln.Addr().String()}
+	lns := &listeners{own: []netip.AddrPort{tcpAddr.AddrPort()}, scheme: "http", base: "http://" + reachableAddr(tcpAddr)}
 	ltls, err := listenerTLS(cfg, secrets, tcpAddr.Port)
 	if err != nil {
 		ln.Close()
