@@ -45,7 +45,7 @@ func (f Files) Fetch(_ context.Context, path string) ([]byte, Meta, error) {
 	}
 	root, err := os.OpenRoot(f.Dir)
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("open the source's folder: %w", pathless(err))
+		return nil, Meta{}, fmt.Errorf("open the source's folder %q: %w", f.Dir, pathless(err))
 	}
 	defer root.Close()
 	// Not blocking: a named pipe (or a device) would hold the open, and

@@ -261,9 +261,11 @@ func TestFiles(t *testing.T) {
 			t.Errorf("%s: %v: ErrGone is %v", p, err, errors.Is(err, ErrGone))
 		}
 	}
-	// A folder that is not there (a volume not mounted) is an outage.
-	if _, _, err := (Files{Dir: filepath.Join(dir, "absent")}).Fetch(context.Background(), "key"); err == nil || errors.Is(err, ErrGone) {
-		t.Errorf("missing folder: %v, want an error that is not ErrGone", err)
+	// A folder that is not there (a volume not mounted) is an outage,
+	// named so that the operator can look for it.
+	absent := filepath.Join(dir, "absent")
+	if _, _, err := (Files{Dir: absent}).Fetch(context.Background(), "key"); err == nil || errors.Is(err, ErrGone) || !strings.Contains(err.Error(), absent) {
+		t.Errorf("missing folder: %v, want an error that is not ErrGone and names %s", err, absent)
 	}
 }
 
