@@ -351,6 +351,31 @@ type Inject struct {
 	Google *Google
 }
 
+// SecretForm is the flag of till secret set that stores the secret
+// this injection reads: "--pem" for a GitHub App's private key, "--json"
+// for one of fields (SigV4, OAuth2, a service-account key,
+// {secret.FIELD}), "" for a single value.
+func (in Inject) SecretForm() string {
+	switch {
+	case in.GitHubApp != nil:
+		return "--pem"
+	case in.AWSSigV4 != nil || in.OAuth2 != nil || in.Google != nil:
+		return "--json"
+	}
+	templates := []Template{in.Format}
+	if in.Basic != nil {
+		templates = append(templates, in.Basic.Username, in.Basic.Password)
+	}
+	for _, t := range templates {
+		for _, f := range t.Fields() {
+			if f != "" {
+				return "--json"
+			}
+		}
+	}
+	return ""
+}
+
 // Google says which scopes a service account's tokens are minted for.
 type Google struct {
 	// Scopes default to DefaultGoogleScope.

@@ -215,7 +215,7 @@ func LogRoutes(log zerolog.Logger, cfg *config.Config, snap *proxy.Snapshot, bas
 		case rt.Short:
 			ev = log.Warn().Str("problem", ShortKeyWarning)
 		}
-		if hint := setHint(cfg, rt); hint != "" {
+		if hint := setHint(cfg, rt, cfg.Routes[i].Inject.SecretForm()); hint != "" {
 			ev = ev.Str("hint", hint)
 		}
 		ev.Str("route", rt.Name).Str("base_url", baseURL).Str("upstream", rt.Upstream).
@@ -228,9 +228,10 @@ var ShortKeyWarning = fmt.Sprintf("a key shorter than %d characters: an upstream
 	"(the key would match unrelated headers); a provider's key is longer", proxy.MinEchoLength)
 
 // setHint is the command that stores each secret of rt missing from the
-// vault (its own, its pool's), in the vault of cfg's file: without -c, it
-// would fill the vault of the config in the working folder.
-func setHint(cfg *config.Config, rt proxy.RouteInfo) string {
+// vault (its own, its pool's), in the form flag's, in the vault of cfg's
+// file: without -c, it would fill the vault of the config in the working
+// folder.
+func setHint(cfg *config.Config, rt proxy.RouteInfo, form string) string {
 	var names []string
 	if rt.Missing {
 		names = append(names, rt.Secret)
@@ -242,19 +243,24 @@ func setHint(cfg *config.Config, rt proxy.RouteInfo) string {
 	}
 	var cmds []string
 	for _, n := range names {
-		cmds = append(cmds, SecretSetCommand(cfg.File, n))
+		cmds = append(cmds, SecretSetCommand(cfg.File, n, form))
 	}
 	return strings.Join(cmds, "; ")
 }
 
-// SecretSetCommand is the command that stores secret name in the vault
-// of the config file (given with -c; "" for the one found by default):
-// without -c, it would fill the vault of another config.
-func SecretSetCommand(file, name string) string {
-	if file != "" {
-		return "till secret set " + name + " -c " + file
+// SecretSetCommand is the command that stores secret name, in the form
+// flag's (config.Inject.SecretForm), in the vault of the config file
+// (given with -c; "" for the one found by default): without -c, it would
+// fill the vault of another config.
+func SecretSetCommand(file, name, form string) string {
+	cmd := "till secret set " + name
+	if form != "" {
+		cmd += " " + form
 	}
-	return "till secret set " + name
+	if file != "" {
+		cmd += " -c " + file
+	}
+	return cmd
 }
 
 // The gateway and metrics that till serve wires in.

@@ -62,12 +62,12 @@ func runCheck(args []string, e *env) error {
 			}
 			switch {
 			case k.Missing:
-				problems = append(problems, withHint(fmt.Errorf("route %q: %s", r.Name, k.Problem), reload.SecretSetCommand(cfgPath, k.Secret)))
+				problems = append(problems, withHint(fmt.Errorf("route %q: %s", r.Name, k.Problem), reload.SecretSetCommand(cfgPath, k.Secret, cfg.Routes[i].Inject.SecretForm())))
 			case k.Problem != "":
 				problems = append(problems, fmt.Errorf("route %q: %s", r.Name, k.Problem))
 			case !k.Expires.IsZero() && !now.Before(k.Expires):
 				problems = append(problems, withHint(fmt.Errorf("route %q: secret %q expired at %s", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339)),
-					"rotate it with "+reload.SecretSetCommand(cfgPath, k.Secret)))
+					"rotate it with "+reload.SecretSetCommand(cfgPath, k.Secret, cfg.Routes[i].Inject.SecretForm())))
 			case !k.Expires.IsZero() && k.Expires.Sub(now) < expiringWithin:
 				fmt.Fprintf(e.stderr, "till: warning: route %q: secret %q expires at %s\n", r.Name, k.Secret, k.Expires.UTC().Format(time.RFC3339))
 			}

@@ -378,6 +378,30 @@ func TestCheckHintKeepsTheConfig(t *testing.T) {
 	}
 }
 
+// The hint for a missing secret gives the flag its route's form needs:
+// a plain "till secret set aws" prompted for one value, which a SigV4
+// route then refused for want of fields.
+func TestCheckHintGivesTheSecretsForm(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte(`version: 1
+routes:
+  - {name: bedrock, preset: bedrock, region: us-east-1, secret: aws}
+  - {name: github, preset: github-app, secret: gh-app, inject: {github_app: {app_id: 1, installation_id: 2}}}
+  - {name: twilio, preset: twilio}
+  - {name: openai, preset: openai}
+`), 0o644)
+	_, errOut, code := c.run("", "check")
+	for _, want := range []string{"till secret set aws --json\n", "till secret set gh-app --pem\n", "till secret set twilio --json\n", "till secret set openai\n"} {
+		if code != 1 || !strings.Contains(errOut, "\ntill: hint: "+want) {
+			t.Errorf("check: exit %d, want the hint %q:\n%s", code, want, errOut)
+		}
+	}
+	out, _, code := c.run("", "test", "GET", "/github/user")
+	if code != 1 || !strings.Contains(out, "\n  hint:     till secret set gh-app --pem\n") {
+		t.Errorf("test: exit %d: %s", code, out)
+	}
+}
+
 // forward.ca_cert is read at each reload, by the running till: a device
 // there (/dev/zero) was read until memory ran out, taking the gateway
 // down with the reload that should only have been refused. check (and

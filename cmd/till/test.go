@@ -94,7 +94,7 @@ func runTest(args []string, e *env) error {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", prefixesHint(snap))
 		}
 		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {
-			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", reload.SecretSetCommand(cfgPath, v.Secret))
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", reload.SecretSetCommand(cfgPath, v.Secret, secretForm(cfg, v.Route)))
 		}
 		if config.IsSecretRef(v.Secret) {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "cached:", servedCache(cfgPath, e, v.Route))
@@ -315,4 +315,15 @@ func sameHost(host, listenHost string, cfg *config.Config) bool {
 		return isLocalhost(host)
 	}
 	return false
+}
+
+// secretForm is the till secret set flag for the secret of the route
+// named route (config.Inject.SecretForm).
+func secretForm(cfg *config.Config, route string) string {
+	for _, r := range cfg.Routes {
+		if r.Name == route {
+			return r.Inject.SecretForm()
+		}
+	}
+	return ""
 }
