@@ -53,7 +53,7 @@ func (f Files) Fetch(_ context.Context, path string) ([]byte, Meta, error) {
 	// refused as not a regular file below.
 	file, err := root.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, Meta{}, gone("open %q: no such file in the source's folder", path)
+		return nil, Meta{}, gone("open %q: no such file in the source's folder %q", path, f.Dir)
 	}
 	if err != nil {
 		return nil, Meta{}, fmt.Errorf("open %q: %w", path, pathless(err))

@@ -256,9 +256,13 @@ func TestFiles(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: got no error", p)
 		}
-		// Only a file that is not there is gone; the others are refused.
+		// Only a file that is not there is gone, and its error names
+		// the folder looked in; the others are refused.
 		if errors.Is(err, ErrGone) != (p == "missing") {
 			t.Errorf("%s: %v: ErrGone is %v", p, err, errors.Is(err, ErrGone))
+		}
+		if p == "missing" && !strings.Contains(err.Error(), dir) {
+			t.Errorf("%s: %v, want it to name %s", p, err, dir)
 		}
 	}
 	// A folder that is not there (a volume not mounted) is an outage,
