@@ -74,7 +74,7 @@ var commandHelp = map[string]helpEntry{
 		short:    "print a new client token and its config lines (--write: add them)",
 		about: "Create a client: print its token once (till keeps only its SHA-256) and its entry for the config's clients: list, " +
 			"or add the entry there with --write. The app sends the token as X-Till-Token, as its SDK's API key, or as the proxy password.",
-		examples: []string{"till client add web --cidr 10.0.0.0/8", "till client add web --write && kill -HUP $(pidof till)"},
+		examples: []string{"till client add web --cidr 10.0.0.0/8", "till client add web --write"},
 	},
 	"client list": {
 		synopsis: "till client list [-c FILE]",
@@ -92,8 +92,9 @@ var commandHelp = map[string]helpEntry{
 	"client rm": {
 		synopsis: "till client rm NAME [-c FILE]",
 		short:    "remove a client that nothing names",
-		about:    "Remove a client from the config file (refused while a route or budget names it); its token stops working when till reloads.",
-		examples: []string{"till client rm web && kill -HUP $(pidof till)"},
+		about: "Remove a client from the config file (refused while a route or budget names it); its token stops working when till reloads, " +
+			"which a running till does on its own within a second of the file changing.",
+		examples: []string{"till client rm web"},
 	},
 	"ca init": {
 		synopsis: "till ca init [-c FILE]",
