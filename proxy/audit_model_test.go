@@ -2,7 +2,19 @@ package proxy
 
 import (
 	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
 )
 
 // TestRecordedModel: a model name stays in the record as the app sent
@@ -32,5 +44,49 @@ func TestRecordedModel(t *testing.T) {
 		if got := recordedModel(tt.model, cs, forms); got != tt.want {
 			t.Errorf("recordedModel(%q): got %q, want %q", tt.model, got, tt.want)
 		}
+	}
+}
+
+// TestHiddenModelStillPriced: a model whose name the records hide (a
+// fine-tune whose suffix looks random, priced by the table's glob) is
+// still priced as itself when its answer tells no usage: the budget is
+// charged what the request reserved, not $0 for a name no table prices.
+func TestHiddenModelStillPriced(t *testing.T) {
+	const model = "ft:gpt-4o-mini-2024-07-18:acme:Xk9Lm2Np4Qr7St1Uv3Wx5Yz8Ab0Cd6Ef:B4cD5eF6"
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-1"}`)
+	}))
+	defer up.Close()
+	dir := t.TempDir()
+	prices := "models:\n  \"ft:gpt-4o-mini-2024-07-18:acme:*\": {input: 1, output: 2}\n"
+	if err := os.WriteFile(filepath.Join(dir, "prices.yaml"), []byte(prices), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := "version: 1\nprices: {file: prices.yaml}\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + "}\n" +
+		"budgets:\n  - {name: b, window: 1d, usd: 100}\n"
+	parsed, err := config.Parse("till.yaml", []byte(y), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parsed.WithPrices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, secrets(time.Now())), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+	body := fmt.Sprintf(`{"model":%q,"max_tokens":1000000,"messages":[]}`, model)
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("POST", "/openai/v1/chat/completions", strings.NewReader(body)))
+	if w.Code != http.StatusOK {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	if recs := buf.records(t); recs[0]["model"] != notShown {
+		t.Errorf("record's model %q, want %q", recs[0]["model"], notShown)
+	}
+	// 1,000,000 output tokens reserved at $2 a million.
+	if _, usd := budgetUsed(t, gw); usd < 2 {
+		t.Errorf("the budget counted $%v; want at least $2", usd)
 	}
 }

@@ -43,9 +43,11 @@ type exchange struct {
 	readWhole bool
 	cutUSD    float64
 	// meter reads the token usage from the answer as it passes; prices
-	// prices it.
+	// prices it for model, the model the request named (the record's
+	// may hide it: recordedModel).
 	meter  *usage.Meter
 	prices *usage.Prices
+	model  string
 	// inj is the key attached to the request, with its echo forms: the
 	// route's, or its source ref's value when the request was decided.
 	// sentForms, after a pool retry, are the echo forms of every key the

@@ -144,7 +144,7 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	if d.inj != nil {
 		forms = d.inj.echoForms
 	}
-	x.rec.client, x.rec.model, x.prices = d.Client, recordedModel(d.Model, l.clients, forms), l.prices
+	x.rec.client, x.rec.model, x.model, x.prices = d.Client, recordedModel(d.Model, l.clients, forms), d.Model, l.prices
 	if d.fetchErr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
 			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")

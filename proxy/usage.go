@@ -538,7 +538,7 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	if x.meter == nil {
 		if x.metered() {
 			// No answer came: the app hung up first, a timeout.
-			x.chargeCut(usage.Usage{}, 0, x.rec.model, prices)
+			x.chargeCut(usage.Usage{}, 0, x.model, prices)
 		}
 		return
 	}
@@ -547,29 +547,29 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 	x.meter = nil
 	if !u.Known {
 		if x.rec.outcome != outcomeForwarded || x.rec.status >= 300 {
-			x.chargeCut(u, events, x.rec.model, prices)
+			x.chargeCut(u, events, x.model, prices)
 			return
 		}
 		// An answer that told no usage (a model list tells none; an
 		// image or a transcription may not): a budget charges what the
 		// request could have used.
-		x.chargeUntold(u, events, x.rec.model, prices)
-		if x.rec.reason == "" && (x.rec.model != "" || x.cutTokens > 0) {
+		x.chargeUntold(u, events, x.model, prices)
+		if x.rec.reason == "" && (x.model != "" || x.cutTokens > 0) {
 			x.rec.reason = codeUsageUnknown
 		}
 		return
 	}
 	model := u.Model
 	if model == "" {
-		model = x.rec.model
+		model = x.model
 	}
 	priceAs := model
-	if !prices.Priced(model) && model != x.rec.model {
+	if !prices.Priced(model) && model != x.model {
 		// A dated version the table does not list yet, of the model
 		// the request asked for; or, when the request named none (an
 		// upload till does not read), "": the table's dearest prices,
 		// since a model the budget's check never saw must not be free.
-		priceAs = x.rec.model
+		priceAs = x.model
 	}
 	// An Anthropic stream tells its input (and 1 output token) at once,
 	// its output only at the end.
