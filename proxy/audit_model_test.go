@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,5 +89,45 @@ func TestHiddenModelStillPriced(t *testing.T) {
 	// 1,000,000 output tokens reserved at $2 a million.
 	if _, usd := budgetUsed(t, gw); usd < 2 {
 		t.Errorf("the budget counted $%v; want at least $2", usd)
+	}
+}
+
+// TestPathModelHiddenInThePathToo: on a Gemini route the model is a part
+// of the path's segment (models/NAME:method). A client's token there,
+// made by hand, is refused as a whole segment is, before the upstream;
+// a key there, which the record's model hides, is not in its path.
+func TestPathModelHiddenInThePathToo(t *testing.T) {
+	const heldKey = "AIzaSyAb12Cd34Ef56Gh78Ij90Kl12Mn34Op5"
+	var reached atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer up.Close()
+	gw, buf := newTestGateway(t, "version: 1\nclients:\n  - {name: web, token_sha256: "+handMadeDigest()+"}\n"+
+		"routes:\n  - {name: gemini, preset: gemini, upstream: {{UP}}, secret: openai, clients: [web]}\n", up.URL, secrets(time.Now()))
+	post := func(model string) int {
+		r := httptest.NewRequest("POST", "/gemini/v1beta/models/"+model+":generateContent", strings.NewReader(`{"contents":[]}`))
+		r.Header.Set("X-Till-Token", handMadeToken)
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		return w.Code
+	}
+	if code := post(handMadeToken); code != http.StatusBadRequest || reached.Load() != 0 {
+		t.Errorf("a hand-made token as the path's model: got %d (upstream reached: %d), want 400 before it", code, reached.Load())
+	}
+	for _, key := range []string{heldKey, testKey} {
+		post(key)
+	}
+	recs := buf.records(t)
+	for _, r := range recs[1:] {
+		if r["model"] != notShown {
+			t.Errorf("record's model %q, want %q", r["model"], notShown)
+		}
+	}
+	for _, s := range []string{"made-by-hand", heldKey, testKey} {
+		if strings.Contains(buf.String(), s) {
+			t.Errorf("a record holds %q: %s", s, buf.String())
+		}
 	}
 }

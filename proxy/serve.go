@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -145,6 +146,9 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 		forms = d.inj.echoForms
 	}
 	x.rec.client, x.rec.model, x.model, x.prices = d.Client, recordedModel(d.Model, l.clients, forms), d.Model, l.prices
+	if x.rec.model == notShown && strings.Contains(r.URL.Path, d.Model) {
+		x.rec.path = notShown // the model the path names (Gemini's, Bedrock's)
+	}
 	if d.fetchErr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
 			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")

@@ -76,14 +76,16 @@ func isClientToken(v string, cs clientSet) bool {
 	return false
 }
 
-// tokenInPath reports whether a segment of path, as is or
-// percent-decoded, is the token of a client of cs (isClientToken).
+// tokenInPath reports whether a segment of path, or its part before a
+// ":" (Gemini's models/NAME:method), as is or percent-decoded, is the
+// token of a client of cs (isClientToken).
 func (cs clientSet) tokenInPath(path string) bool {
 	if len(cs) == 0 || !mayHoldToken(path) {
 		return false
 	}
 	for seg := range strings.SplitSeq(path, "/") {
-		if isClientToken(seg, cs) {
+		name, _, _ := strings.Cut(seg, ":")
+		if isClientToken(seg, cs) || name != seg && isClientToken(name, cs) {
 			return true
 		}
 	}
