@@ -131,3 +131,14 @@ func TestPathModelHiddenInThePathToo(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordedPathAllocatesNothing: every request's path is judged for a
+// client's token before it is recorded; one with escapes and no token
+// (a Bedrock model ARN's) costs no allocation.
+func TestRecordedPathAllocatesNothing(t *testing.T) {
+	cs := clientSet{{name: "web", digest: sha256.Sum256([]byte(handMadeToken))}}
+	const path = "/bedrock/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude/invoke"
+	if n := testing.AllocsPerRun(100, func() { recordedPath(path, cs) }); n != 0 {
+		t.Errorf("got %v allocations, want 0", n)
+	}
+}

@@ -65,7 +65,7 @@ func isClientToken(v string, cs clientSet) bool {
 	if strings.HasPrefix(v, TokenPrefix) && cs.byToken(v) != nil {
 		return true
 	}
-	if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
+	if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 || !startsAsToken(v) {
 		return false
 	}
 	for _, unescape := range []func(string) (string, error){url.PathUnescape, url.QueryUnescape} {
@@ -74,6 +74,24 @@ func isClientToken(v string, cs clientSet) bool {
 		}
 	}
 	return false
+}
+
+// startsAsToken reports whether v, its %XX escapes decoded, starts with
+// TokenPrefix, as a value that unescapes to a token must: a cheap test
+// before the unescaping, which allocates.
+func startsAsToken(v string) bool {
+	i := 0
+	for n := range len(TokenPrefix) {
+		if i >= len(v) {
+			return false
+		}
+		c, next := decodedAt(v, i)
+		if c != TokenPrefix[n] {
+			return false
+		}
+		i = next
+	}
+	return true
 }
 
 // tokenInPath reports whether a segment of path, or its part before a
