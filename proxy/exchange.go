@@ -126,8 +126,9 @@ type exchange struct {
 
 type exchangeKey struct{}
 
-// begin starts a request's exchange and its audit record.
-func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*exchange, *responseRecorder) {
+// begin starts a request's exchange and its audit record, under l, the
+// config the request is served by.
+func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string, l *live) (*exchange, *responseRecorder) {
 	x := &exchange{ctx: r.Context(), audit: g.audit}
 	x.rec.start = time.Now()
 	x.rec.id = g.ids.next()
@@ -138,7 +139,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string) (*e
 	if r.URL.RawPath != "" {
 		path = r.URL.RawPath
 	}
-	x.rec.path = recordedPath(path, g.live.Load().clients)
+	x.rec.path = recordedPath(path, l.clients)
 	x.hasBody = r.Body != nil && r.Body != http.NoBody
 	x.overHTTP2 = r.ProtoMajor == 2
 	dropConnectionNamed(r.Header)

@@ -156,7 +156,8 @@ func handshakeHint(err error, hello *tls.ClientHelloInfo) string {
 // serveInner handles one request inside an intercepted CONNECT.
 func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 	g := ic.g
-	x, rw := g.begin(w, r, modeIntercept)
+	l := g.live.Load()
+	x, rw := g.begin(w, r, modeIntercept, l)
 	defer g.finish(x, rw, r)
 	t, ok := r.Context().Value(targetKey{}).(connectTarget)
 	if !ok {
@@ -167,7 +168,6 @@ func (ic *interceptor) serveInner(w http.ResponseWriter, r *http.Request) {
 		g.refuse(rw, x, errAuditDown, 0)
 		return
 	}
-	l := g.live.Load()
 	rt, e := l.resolveInner(t, r.Host, r.URL)
 	if e == nil && r.Method == http.MethodConnect {
 		// A CONNECT inside a tunnel would go upstream as a tunnel of its

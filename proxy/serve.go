@@ -12,13 +12,13 @@ import (
 // resolves its target, then every request to a route takes the same way:
 // serveRoute.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	x, rw := g.begin(w, r, modeReverse)
+	l := g.live.Load()
+	x, rw := g.begin(w, r, modeReverse, l)
 	defer g.finish(x, rw, r)
 	if !g.audit.Healthy() {
 		g.refuse(rw, x, errAuditDown, 0)
 		return
 	}
-	l := g.live.Load()
 	switch {
 	case r.Method == http.MethodConnect:
 		g.serveConnect(rw, r, x, l)
