@@ -120,9 +120,10 @@ type record struct {
 // was there, for the incident it is, and never holds it (invariant 2).
 const notShown = "(credential not shown)"
 
-// recordedPath is path as the records carry it: as the app sent it, or
-// notShown when it holds a till client token (checkPath refuses it): of
-// the shape till makes, or a client's of cs as a segment.
+// recordedPath is a path, or a Host, as the records carry it: as the
+// app sent it, or notShown when it holds a till client token (checkPath
+// refuses such a path): of the shape till makes, or a client's of cs as
+// a segment (tokenInPath).
 func recordedPath(path string, cs clientSet) string {
 	if holdsClientToken(path) || cs.tokenInPath(path) {
 		return notShown

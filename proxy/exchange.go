@@ -134,7 +134,7 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string, l *
 	x.rec.id = g.ids.next()
 	x.rec.method = r.Method
 	x.rec.mode = mode
-	x.rec.host = r.Host
+	x.rec.host = recordedPath(r.Host, l.clients) // the route's upstream, once one matches
 	path := r.URL.Path
 	if r.URL.RawPath != "" {
 		path = r.URL.RawPath

@@ -95,15 +95,17 @@ func startsAsToken(v string) bool {
 }
 
 // tokenInPath reports whether a segment of path, or its part before a
-// ":" (Gemini's models/NAME:method), as is or percent-decoded, is the
-// token of a client of cs (isClientToken).
+// ":" or ";" (Gemini's models/NAME:method, a segment's ;parameters), as
+// is or percent-decoded, is the token of a client of cs (isClientToken).
 func (cs clientSet) tokenInPath(path string) bool {
 	if len(cs) == 0 || !mayHoldToken(path) {
 		return false
 	}
 	for seg := range strings.SplitSeq(path, "/") {
-		name, _, _ := strings.Cut(seg, ":")
-		if isClientToken(seg, cs) || name != seg && isClientToken(name, cs) {
+		if isClientToken(seg, cs) {
+			return true
+		}
+		if i := strings.IndexAny(seg, ":;"); i >= 0 && isClientToken(seg[:i], cs) {
 			return true
 		}
 	}

@@ -516,6 +516,7 @@ func TestHandMadeTokenInThePathRefused(t *testing.T) {
 	for _, target := range []string{
 		"/openai/v1/files/" + handMadeToken,
 		"/openai/v1/files/till%5Fmade-by-hand/content",
+		"/openai/v1/files/" + handMadeToken + ";v=1",
 		up.URL + "/v1/files/" + handMadeToken,
 		other.URL + "/hook/" + handMadeToken,
 	} {
@@ -523,6 +524,10 @@ func TestHandMadeTokenInThePathRefused(t *testing.T) {
 			t.Errorf("GET %s: got %d (upstream reached: %d), want 400 before it", target, code, reached.Load())
 		}
 	}
+	// A Host no route has is refused, and recorded as the host asked for.
+	in := httptest.NewRequest("GET", "/nowhere", nil)
+	in.Host = handMadeToken
+	gw.ServeHTTP(httptest.NewRecorder(), in)
 	if strings.Contains(audit.String(), "made-by-hand") {
 		t.Errorf("a record holds the token: %s", audit.String())
 	}
