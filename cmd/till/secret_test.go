@@ -215,10 +215,10 @@ func TestNothingToServeWarns(t *testing.T) {
 func TestUsageWithoutBudgets(t *testing.T) {
 	c := newCLI(t)
 	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
-	if out, errOut, code := c.run("", "usage", "--json"); code != 0 || strings.TrimSpace(out) != "[]" || !strings.Contains(errOut, "sets no budgets") {
+	if out, errOut, code := c.run("", "usage", "--json"); code != 0 || strings.TrimSpace(out) != "[]" || !strings.Contains(errOut, "till: warning: till.yaml sets no budgets\n") {
 		t.Errorf("usage --json without budgets: exit %d: %q %s", code, out, errOut)
 	}
-	if out, errOut, code := c.run("", "usage"); code != 0 || out != "" || !strings.Contains(errOut, "budgets: [{name: daily") {
+	if out, errOut, code := c.run("", "usage"); code != 0 || out != "" || !strings.Contains(errOut, "till: hint: add one: budgets: [{name: daily") {
 		t.Errorf("usage without budgets: exit %d: %q %s", code, out, errOut)
 	}
 	if _, errOut, code := c.run("", "usage", "--budget", "daily"); code != 2 || !strings.Contains(errOut, "it sets no budgets") {

@@ -52,7 +52,8 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 	}
 	if len(cfg.Budgets) == 0 && name == "" {
 		// Nothing is counted: an empty answer, not an error, for scripts.
-		fmt.Fprintf(e.stderr, "till: %s sets no budgets; add one: budgets: [{name: daily, window: day, tokens: 2000000}] (the README's \"Budgets and usage\" has every key)\n", displayPath(configName(cfg)))
+		fmt.Fprintf(e.stderr, "till: warning: %s sets no budgets\n", displayPath(configName(cfg)))
+		fmt.Fprintln(e.stderr, `till: hint: add one: budgets: [{name: daily, window: day, tokens: 2000000}] (the README's "Budgets and usage" has every key)`)
 		if asJSON {
 			fmt.Fprintln(e.stdout, "[]")
 		}
