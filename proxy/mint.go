@@ -142,14 +142,19 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	if err != nil {
 		return nil, nil, "oauth2: token_url is not a URL" // config validates it
 	}
-	k := strings.Join([]string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle}, "\x00")
+	// Each part quoted: scopes and audience may hold any character, the
+	// separator too, and two routes that ask differently share no token.
+	var k strings.Builder
+	for _, part := range []string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle} {
+		k.WriteString(strconv.Quote(part))
+	}
 	// x/oauth2 sends the secret query-escaped, in the form or in Basic
 	// credentials, which an endpoint's error may quote.
 	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
 		return c.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
 	}
 	sent := []string{key, url.QueryEscape(key)}
-	return &minter{fetch: fetch, endpoint: endpoint, key: k, secret: echoForms(sent), now: time.Now}, sent, ""
+	return &minter{fetch: fetch, endpoint: endpoint, key: k.String(), secret: echoForms(sent), now: time.Now}, sent, ""
 }
 
 // askChecks are what each ask of a token endpoint is held to (see

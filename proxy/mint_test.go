@@ -998,3 +998,16 @@ func TestGoogleKeyMustSign(t *testing.T) {
 		})
 	}
 }
+
+// TestOAuth2KeyNamesHowItAsks: two routes that ask a token endpoint for
+// different scopes or audiences share no minter, whatever their strings
+// hold (the key's separator too): each would send the other's token.
+func TestOAuth2KeyNamesHowItAsks(t *testing.T) {
+	sec := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "s3cr3t-s3cr3t-s3cr3t"}, time.Now())
+	url := "https://login.example/oauth/token"
+	a, _, _ := compileOAuth2(&config.OAuth2{TokenURL: url, Scopes: []string{"read\x00admin"}, AuthStyle: "auto"}, sec)
+	b, _, _ := compileOAuth2(&config.OAuth2{TokenURL: url, Scopes: []string{"read"}, Audience: "admin\x00", AuthStyle: "auto"}, sec)
+	if a.key == b.key {
+		t.Errorf("scopes %q and audience %q share the key of scopes %q", "read", "admin\\x00", "read\\x00admin")
+	}
+}
