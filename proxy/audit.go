@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -140,6 +141,21 @@ func recordedModel(model string, cs clientSet, forms []string) string {
 		return notShown
 	}
 	return model
+}
+
+// recordModel puts the model d names in x's record as recordedModel
+// shows it, judged with d's key and the clients of cs; a model hidden
+// there hides the request's path (decoded) too when it names it
+// (Gemini's, Bedrock's).
+func (x *exchange) recordModel(d Decision, path string, cs clientSet) {
+	var forms []string
+	if d.inj != nil {
+		forms = d.inj.echoForms
+	}
+	x.rec.model = recordedModel(d.Model, cs, forms)
+	if x.rec.model == notShown && strings.Contains(path, d.Model) {
+		x.rec.path = notShown
+	}
 }
 
 // holdsCredential reports whether s, text an app sent where no

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -141,14 +140,8 @@ func (g *Gateway) serveRoute(rw *responseRecorder, r *http.Request, x *exchange,
 	x.rec.route, x.rec.secret, x.rec.host = rt.name, rt.secretName, rt.upstream.Host
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	d := l.decide(r, rt, t.pathForRules(), id, x.rec.start, g, func() (ask, *apiError) { return x.readAsk(rw, r, rt) })
-	var forms []string
-	if d.inj != nil {
-		forms = d.inj.echoForms
-	}
-	x.rec.client, x.rec.model, x.model, x.prices = d.Client, recordedModel(d.Model, l.clients, forms), d.Model, l.prices
-	if x.rec.model == notShown && strings.Contains(r.URL.Path, d.Model) {
-		x.rec.path = notShown // the model the path names (Gemini's, Bedrock's)
-	}
+	x.rec.client, x.model, x.prices = d.Client, d.Model, l.prices
+	x.recordModel(d, r.URL.Path, l.clients)
 	if d.fetchErr != nil {
 		g.log.Warn().Str("id", x.rec.id).Str("route", rt.name).Str("secret", rt.secretName).
 			Str("error", d.fetchErr.Error()).Msg("the route's key cannot be fetched from its source")
