@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/proxy"
 )
 
 // TestDryRunOwnListener: till test takes the base URLs the serve log
@@ -70,6 +71,34 @@ func TestOwnListenerPath(t *testing.T) {
 		got, ok := ownListenerPath(tt.url, cfg)
 		if got != tt.want || ok != (tt.want != "") {
 			t.Errorf("listen %s, %s: got %q %v, want %q", tt.listen, tt.url, got, ok, tt.want)
+		}
+	}
+}
+
+// till test's rows line up: each value starts in one column, also when
+// the credential row (longer than the others' names) shows.
+func TestVerdictRowsAligned(t *testing.T) {
+	for _, cred := range []string{"static", "oauth2"} {
+		var out strings.Builder
+		printVerdict(&env{stdout: &out}, "GET", proxy.Verdict{Allowed: true, Mode: "reverse", Route: "r", Client: "anonymous",
+			Secret: "s", Fingerprint: "sha256:00", Upstream: "https://x/", Credential: cred, Warning: "w"})
+		col := -1
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n")[1:] {
+			name, value, _ := strings.Cut(line, ":")
+			at := len(line) - len(strings.TrimLeft(value, " "))
+			if col == -1 {
+				col = at
+			}
+			if at != col {
+				t.Errorf("credential %s: the %s row's value starts at column %d, the first row's at %d:\n%s", cred, name, at, col, out.String())
+			}
+		}
+		want := len("  upstream: ") // as before, for the tests and docs that quote rows
+		if cred != "static" {
+			want = len("  credential: ")
+		}
+		if col != want {
+			t.Errorf("credential %s: values start at column %d, want %d", cred, col, want)
 		}
 	}
 }

@@ -237,9 +237,10 @@ func printVerdict(e *env, method string, v proxy.Verdict) {
 		verdict = "refused: " + v.Code
 	}
 	fmt.Fprintf(e.stdout, "%s\n", verdict)
+	var rows [][2]string
 	row := func(k, val string) {
 		if val != "" {
-			fmt.Fprintf(e.stdout, "  %-9s %s\n", k+":", val)
+			rows = append(rows, [2]string{k + ":", val})
 		}
 	}
 	row("mode", v.Mode)
@@ -261,6 +262,13 @@ func printVerdict(e *env, method string, v proxy.Verdict) {
 	}
 	row("reason", v.Reason)
 	row("warning", v.Warning)
+	width := len("upstream:") // the rows line up, wider when a longer one shows
+	for _, r := range rows {
+		width = max(width, len(r[0]))
+	}
+	for _, r := range rows {
+		fmt.Fprintf(e.stdout, "  %-*s %s\n", width, r[0], r[1])
+	}
 }
 
 // ownListenerPath returns the path (and query) of a URL on till's own
