@@ -277,6 +277,9 @@ func runClientList(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	if len(cfg.Clients) == 0 {
+		fmt.Fprintf(e.stderr, "till: hint: %s names no clients: till client add NAME makes one\n", displayPath(configName(cfg)))
+	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTOKEN_SHA256\tCIDRS\tROUTES")
 	for _, c := range cfg.Clients {

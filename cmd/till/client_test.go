@@ -86,6 +86,11 @@ func TestClientAddWrite(t *testing.T) {
 	if b, _ := os.ReadFile("till.yaml"); strings.Contains(string(b), "\nclients:") {
 		t.Errorf("the clients: list outlived its clients:\n%s", b)
 	}
+	// An empty list keeps its header for scripts, and says how to start one.
+	out, errOut, code = c.run("", "client", "list")
+	if code != 0 || strings.TrimSpace(out) != "NAME  TOKEN_SHA256  CIDRS  ROUTES" || !strings.Contains(errOut, "till: hint: till.yaml names no clients: till client add NAME") {
+		t.Errorf("client list with no clients: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 }
 
 // TestClientAddReservedNames: "anonymous" and "any" mean no client in

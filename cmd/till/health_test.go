@@ -164,7 +164,7 @@ func TestHealth(t *testing.T) {
 		{"not found", []string{"--url", ready.URL + "/nope"}, "", 1, "", "404 Not Found"},
 		{"nothing listening", []string{"--url", "http://" + closed}, "", 1, "", "connection refused"},
 		{"no admin listener", nil, "version: 1\n", 1, "", "till.yaml has no admin listener to ask"},
-		{"no config", nil, "", 1, "", "built-in defaults has no admin listener"},
+		{"no config", nil, "", 1, "", "the built-in config (no till.yaml) has no admin listener"},
 		{"bad URL", []string{"--url", "ftp://x"}, "", 2, "", "--url: want http://HOST:PORT"},
 		{"arguments", []string{"http://127.0.0.1:9090"}, "", 2, "", "usage: till health"},
 		// A bare value that is not HOST:PORT may be a key pasted in the

@@ -316,6 +316,9 @@ func runSecretList(args []string, e *env) error {
 	if asJSON {
 		return writeJSON(e.stdout, rows)
 	}
+	if len(rows) == 0 {
+		fmt.Fprintf(e.stderr, "till: hint: %s holds no secrets: till secret set NAME stores one (till check names the ones routes need)\n", displayPath(cfg.Vault.Path))
+	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSOURCE\tFINGERPRINT\tCREATED\tUPDATED\tEXPIRES\tSTATUS")
 	stamp := func(t *time.Time) string {

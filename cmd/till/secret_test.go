@@ -190,7 +190,7 @@ func TestConfigBeforeCommand(t *testing.T) {
 // and why; a config with a route gets no such warning.
 func TestNothingToServeWarns(t *testing.T) {
 	c := newCLI(t)
-	if out, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(out, "ok: built-in defaults") || !strings.Contains(errOut, "no till.yaml") {
+	if out, errOut, code := c.run("", "check"); code != 0 || !strings.Contains(out, "ok: the built-in config (no till.yaml):") || !strings.Contains(errOut, "no till.yaml") {
 		t.Errorf("check without a config: exit %d: %s%s", code, out, errOut)
 	}
 	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\n"), 0o644)
@@ -394,5 +394,21 @@ routes:
 		if strings.Contains(errOut, route) {
 			t.Errorf("check refuses %s, which reads fields of a --json secret: %s", route, errOut)
 		}
+	}
+}
+
+// An empty vault's list keeps its header for scripts, and says how to
+// store a key.
+func TestSecretListEmptyHints(t *testing.T) {
+	c := newCLI(t)
+	if _, errOut, code := c.run("sk-provider-0123456789abcdef", "secret", "set", "extra"); code != 0 {
+		t.Fatalf("secret set: %s", errOut)
+	}
+	if _, errOut, code := c.run("", "secret", "rm", "extra"); code != 0 {
+		t.Fatalf("secret rm: %s", errOut)
+	}
+	out, errOut, code := c.run("", "secret", "list")
+	if code != 0 || !strings.HasPrefix(out, "NAME ") || strings.Count(out, "\n") != 1 || !strings.Contains(errOut, "till: hint: till.vault holds no secrets: till secret set NAME") {
+		t.Errorf("secret list of an empty vault: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

@@ -572,9 +572,11 @@ func listenerTLS(cfg *config.Config, secrets map[string]vault.Secret, port int) 
 	}, nil
 }
 
+// configName names the config in messages: its file, or the built-in
+// one, named so that "NAME has", "in NAME" read alike.
 func configName(cfg *config.Config) string {
 	if cfg.File == "" {
-		return "built-in defaults"
+		return "the built-in config (no till.yaml)"
 	}
 	return cfg.File
 }
