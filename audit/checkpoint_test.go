@@ -383,3 +383,56 @@ func TestVerifyCheckpointKeptReformatted(t *testing.T) {
 		t.Error("a checkpoint with another chain head was found in the trail")
 	}
 }
+
+// TestRotationCheckpointUnsyncedKeepsRecord: with fsync: always and a
+// signed trail, the record that fills a file has the checkpoint that ends
+// the file written first. When that checkpoint cannot be flushed, the
+// record is not written: it is kept and written later, as any record that
+// could not be, never taken for written and dropped.
+func TestRotationCheckpointUnsyncedKeepsRecord(t *testing.T) {
+	defer func(f func(syncer) error) { syncOut = f }(syncOut)
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var failures []error
+	s, err := Open(Options{Path: path, Fsync: FsyncAlways, Signer: priv, MaxSize: 2000, MaxFiles: 20,
+		OnError: func(err error, _ []byte) { failures = append(failures, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := false
+	syncOut = func(f syncer) error {
+		// The first checkpoint is the one that ends the first file.
+		if !failed && strings.Contains(string(s.line), `"event":"checkpoint"`) {
+			failed = true
+			return errors.New("input/output error")
+		}
+		return f.Sync()
+	}
+	var want []string
+	for i := range 40 {
+		want = append(want, fmt.Sprint(i))
+		s.Write(record(fmt.Sprint(i)))
+	}
+	s.Close()
+	if !failed || len(failures) == 0 {
+		t.Fatalf("setup: no checkpoint failed to sync (%v)", failures)
+	}
+	files := []string{path}
+	for i := 1; i <= 20; i++ {
+		if _, err := os.Stat(fmt.Sprintf("%s.%d", path, i)); err == nil {
+			files = append([]string{fmt.Sprintf("%s.%d", path, i)}, files...)
+		}
+	}
+	var got []string
+	for _, f := range files {
+		for _, m := range lines(t, f) {
+			if m["event"] == "request" {
+				got = append(got, fmt.Sprint(m["id"]))
+			}
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("the trail holds the records\n%v\nwant\n%v", got, want)
+	}
+	mustVerify(t, VerifyOptions{PublicKey: pub}, files...)
+}

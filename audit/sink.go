@@ -221,8 +221,10 @@ func (s *Sink) append(p []byte, keep bool) bool {
 // stable storage (fsync: always): it is not written again.
 var errUnsynced = errors.New("audit record written but not flushed to disk")
 
-// errEarlierUnsynced is a kept record's errUnsynced, met before the record
-// at hand was written: that one is kept in turn.
+// errEarlierUnsynced is the errUnsynced of a record written before the
+// record at hand (a kept record, or the checkpoint that ends a file
+// before it is rotated): the record at hand was not written, and is kept
+// in turn.
 type errEarlierUnsynced struct{ err error }
 
 func (e errEarlierUnsynced) Error() string { return e.err.Error() }
@@ -240,11 +242,20 @@ func (s *Sink) put(raw []byte) error {
 		if raw != nil && s.file != nil && s.file.full(len(s.line)) {
 			if s.opts.Signer != nil && s.unsigned > 0 {
 				// A signed file ends in a checkpoint before it is
-				// rotated, so that it verifies on its own.
-				if err := s.put(nil); err != nil {
+				// rotated, so that it verifies on its own. One written
+				// but not flushed is not written again; raw, not written
+				// at all, is kept (errEarlierUnsynced), not taken for
+				// written.
+				err := s.put(nil)
+				if err == nil || errors.Is(err, errUnsynced) {
+					s.unsigned, s.lastSign = 0, time.Now()
+				}
+				if errors.Is(err, errUnsynced) {
+					return errEarlierUnsynced{err}
+				}
+				if err != nil {
 					return err
 				}
-				s.unsigned, s.lastSign = 0, time.Now()
 				continue
 			}
 			if err := s.file.rotate(); err != nil {
@@ -521,11 +532,15 @@ func (s *Sink) syncer() syncer {
 	return f
 }
 
+// syncOut flushes f, the sink's output, to stable storage (fsync:
+// always). A variable for tests.
+var syncOut = func(f syncer) error { return f.Sync() }
+
 // sync flushes the output to stable storage, when it can be.
 func (s *Sink) sync() error {
 	s.dirty = false
 	if f := s.syncer(); f != nil {
-		if err := f.Sync(); err != nil && !isNotSyncable(err) {
+		if err := syncOut(f); err != nil && !isNotSyncable(err) {
 			return err
 		}
 	}
