@@ -16,6 +16,7 @@ import (
 
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // untilInterrupted runs fn, and returns early when ctx ends (SIGINT,
@@ -85,6 +86,9 @@ func runAuditSummary(args []string, e *env) error {
 	if len(files) == 0 {
 		return withHint(usageError{"usage: " + auditSummarySynopsis + " (expected at least one FILE)"},
 			"name the audit file and its rotated files, compressed or not: till audit summary audit.log*")
+	}
+	if err := auditFileNames(files); err != nil {
+		return err
 	}
 	// No flag value is echoed: one could be a key pasted in its place.
 	now := time.Now()
@@ -202,6 +206,9 @@ func runAuditVerify(args []string, e *env) error {
 		return withHint(usageError{"usage: " + auditVerifySynopsis + " (expected at least one FILE)"},
 			"name the rotated files oldest first, then the current one: till audit verify audit.log.2 audit.log.1 audit.log")
 	}
+	if err := auditFileNames(files); err != nil {
+		return err
+	}
 	var o audit.VerifyOptions
 	if pubkeyFile != "" {
 		b, err := os.ReadFile(pubkeyFile)
@@ -267,6 +274,21 @@ func runAuditVerify(args []string, e *env) error {
 		fmt.Fprintf(e.stdout, "the first record follows %s as then named (rotation renames files: that one was since renamed or removed, as max_files does), which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
 	case r.StartsAfter != "":
 		fmt.Fprintf(e.stdout, "the first record follows %s, which was not given: that link is not checked\n", printable(r.StartsAfter, 200))
+	}
+	return nil
+}
+
+// auditFileNames refuses a file whose name holds a newline or another
+// rune a terminal acts on. till names no file so, but whoever can write
+// the audit folder can, and a glob (audit.log*) gives it: the errors of
+// summary and verify quote the file they are about, and such a name
+// would forge lines of till's output there.
+func auditFileNames(files []string) error {
+	for _, f := range files {
+		if shown := termtext.Escape(f, 200); shown != f {
+			return withHint(fmt.Errorf("the file name %s holds a control or invisible character (shown escaped): not an audit file till wrote", shown),
+				"rename it, or leave it out of the files given")
+		}
 	}
 	return nil
 }

@@ -168,3 +168,25 @@ func TestUsageSendsTheAdminTokenNowhereElse(t *testing.T) {
 		t.Errorf("usage followed a redirect (exit %d, other host asked: %v): %q", code, asked.Load(), errOut)
 	}
 }
+
+// TestAuditFileNamesForgeNoLine: a file put among the trail's, given by
+// a glob (till audit summary audit.log*), is named by whoever can write
+// the folder; the errors of audit summary and verify quote a file's name,
+// and one holding a newline forged a line of till's output, an "ok" of
+// verify's own.
+func TestAuditFileNamesForgeNoLine(t *testing.T) {
+	c := newCLI(t)
+	planted := "audit.log.9" + hostile
+	if err := os.WriteFile(planted, []byte("not a record\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"summary", "verify"} {
+		out, errOut, code := c.run("", "audit", cmd, planted)
+		if code == 0 {
+			t.Errorf("audit %s of a file named with control characters: exit 0", cmd)
+		}
+		if bad := terminalRuns(out + errOut); bad != "" {
+			t.Errorf("audit %s: %s in its output:\n%s%s", cmd, bad, out, errOut)
+		}
+	}
+}
