@@ -12,6 +12,9 @@ const fieldAttempt = "attempt"
 func (a *Audit) writeUse(r *record, attempt int, now time.Time) bool {
 	w := a.ahead.Get().(*aheadWriter)
 	defer a.ahead.Put(w)
+	// Pooled: what it took last says nothing of this record, which
+	// zerolog may never hand it (a global level drops it).
+	w.written = false
 	var tb [40]byte
 	w.log.Info().
 		Bytes(fieldTime, now.UTC().AppendFormat(tb[:0], time.RFC3339Nano)).
