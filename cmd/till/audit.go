@@ -285,8 +285,8 @@ func runAuditVerify(args []string, e *env) error {
 // would forge lines of till's output there.
 func auditFileNames(files []string) error {
 	for _, f := range files {
-		if shown := termtext.Escape(f, 200); shown != f {
-			return withHint(fmt.Errorf("the file name %s holds a control or invisible character (shown escaped): not an audit file till wrote", shown),
+		if termtext.Escape(f, 0) != f {
+			return withHint(fmt.Errorf("the file name %s holds a control or invisible character (shown escaped): not an audit file till wrote", termtext.Escape(f, 200)),
 				"rename it, or leave it out of the files given")
 		}
 	}

@@ -189,4 +189,14 @@ func TestAuditFileNamesForgeNoLine(t *testing.T) {
 			t.Errorf("audit %s: %s in its output:\n%s%s", cmd, bad, out, errOut)
 		}
 	}
+	// A long name, printable, is an audit file like any other.
+	long := strings.Repeat("a", 240) + ".log"
+	if err := os.WriteFile(long, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"summary", "verify"} {
+		if _, errOut, _ := c.run("", "audit", cmd, long); strings.Contains(errOut, "control or invisible") {
+			t.Errorf("audit %s of a long printable file name: %s", cmd, errOut)
+		}
+	}
 }
