@@ -25,6 +25,24 @@ const MaxLineSize = 1 << 20
 // gzipMagic starts every gzip member (RFC 1952, section 2.3.1).
 var gzipMagic = []byte{0x1f, 0x8b}
 
+// otherCompression names the compressor whose magic bytes (zstd, xz,
+// bzip2, lz4: logrotate's compresscmd) start a file, or "": such a file
+// is no audit file till can read, and reading it as one would report it
+// edited.
+func otherCompression(magic []byte) string {
+	for _, c := range []struct{ tool, magic string }{
+		{"zstd", "\x28\xb5\x2f\xfd"},
+		{"xz", "\xfd7zXZ\x00"},
+		{"bzip2", "BZh"},
+		{"lz4", "\x04\x22\x4d\x18"},
+	} {
+		if bytes.HasPrefix(magic, []byte(c.magic)) {
+			return c.tool
+		}
+	}
+	return ""
+}
+
 // OpenFile opens an audit file for reading. A file that starts with gzip's
 // magic bytes is decompressed as it is read, whatever its name: rotated
 // files are compressed by logrotate or by hand and renamed at will, and a
@@ -36,13 +54,17 @@ func OpenFile(path string) (io.ReadCloser, error) {
 		return nil, err // *fs.PathError: "open PATH: ..."
 	}
 	br := bufio.NewReaderSize(f, 64<<10)
-	// A file shorter than the magic (empty, or one byte) is read as is.
-	magic, err := br.Peek(len(gzipMagic))
+	// A file shorter than a magic (empty, or one byte) is read as is.
+	magic, err := br.Peek(6)
 	if err != nil && !errors.Is(err, io.EOF) {
 		f.Close()
 		return nil, err // *fs.PathError: "read PATH: ..."
 	}
-	if !bytes.Equal(magic, gzipMagic) {
+	if tool := otherCompression(magic); tool != "" {
+		f.Close()
+		return nil, fmt.Errorf("%s is compressed with %s, which till does not read: decompress it first (%s -d), or have logrotate use gzip", path, tool, tool)
+	}
+	if !bytes.HasPrefix(magic, gzipMagic) {
 		return &readFile{Reader: br, f: f}, nil
 	}
 	zr, err := gzip.NewReader(br)

@@ -76,6 +76,15 @@ func TestOpenFileErrors(t *testing.T) {
 	if _, err := audit.OpenFile(bad); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("a broken gzip header: got %v, want an error naming the file", err)
 	}
+	// Compressed by a tool till does not read (logrotate's compresscmd):
+	// said so, not read as a trail someone edited.
+	for tool, magic := range map[string]string{"zstd": "\x28\xb5\x2f\xfd\x04\x58", "xz": "\xfd7zXZ\x00\x00", "bzip2": "BZh91AY", "lz4": "\x04\x22\x4d\x18\x64"} {
+		f := writeFile(t, "audit.log.2."+tool, []byte(magic+"rest of the stream"))
+		_, err := audit.OpenFile(f)
+		if err == nil || !strings.Contains(err.Error(), f+" is compressed with "+tool) || !strings.Contains(err.Error(), tool+" -d") {
+			t.Errorf("a file compressed with %s: got %v, want an error saying so and how to read it", tool, err)
+		}
+	}
 }
 
 // A compressed file cut short (logrotate still compressing it, a disk
