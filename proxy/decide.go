@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -254,6 +255,22 @@ func (rt *injection) secretState(now time.Time, onExpired string) (e apiError, o
 	return apiError{}, true, false
 }
 
+// errRevokeInstallationToken refuses, on a route that mints GitHub App
+// installation tokens, GitHub's "revoke an installation access token".
+var errRevokeInstallationToken = apiError{CodePathNotAllowed, "till manages this route's GitHub installation token, which every app of the route shares: it is never revoked through the route"}
+
+// revokesInstallationToken reports whether path is GitHub's DELETE
+// /installation/token, which revokes the token the request carries
+// (under an Enterprise Server's /api/v3 too), whatever the method: a
+// POST may carry _method=DELETE. Compared by segment in lower case,
+// empty segments (doubled or trailing slashes) left out, as GitHub's
+// router may read it.
+func revokesInstallationToken(path string) bool {
+	segs := strings.FieldsFunc(strings.ToLower(path), func(r rune) bool { return r == '/' })
+	n := len(segs)
+	return n >= 2 && segs[n-2] == "installation" && segs[n-1] == "token"
+}
+
 // expiredAt reports whether the key has expired at now.
 func (rt *injection) expiredAt(now time.Time) bool {
 	return !rt.expires.IsZero() && !now.Before(rt.expires)
@@ -273,6 +290,9 @@ func (rt *route) allows(method, upstreamPath string) (apiError, bool) {
 		// An upstream that answers them (Apache does) echoes the
 		// request in the body, the key with it.
 		return apiError{CodeMethodNotAllowed, "till never sends TRACE or TRACK: the answer would hold the key"}, false
+	}
+	if rt.mintsGitHub && revokesInstallationToken(upstreamPath) {
+		return errRevokeInstallationToken, false
 	}
 	if len(rt.methods) > 0 && !slices.Contains(rt.methods, method) {
 		return apiError{CodeMethodNotAllowed, "this route does not allow this method"}, false

@@ -71,6 +71,10 @@ type route struct {
 	// for Bedrock, whose runtime names the model in the path (modelPath).
 	signs   bool
 	bedrock bool
+	// mintsGitHub is set for a route that mints GitHub App installation
+	// tokens: the path that would revoke one is refused
+	// (revokesInstallationToken).
+	mintsGitHub bool
 	// formMethods is set for a route that reads a POST's form or JSON
 	// body for a _method field (checkFormMethod): such bodies are held, up
 	// to max_body.
@@ -302,6 +306,8 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		usage:    usage.Format(cr.Usage),
 		signs:    cr.Inject.AWSSigV4 != nil,
 		bedrock:  cr.SignsForBedrock(),
+
+		mintsGitHub: cr.Inject.GitHubApp != nil,
 
 		formMethods: checksFormMethod(cr.Preset, cr.Allow.Methods),
 
