@@ -193,6 +193,38 @@ func TestUnsendableTokenNotKept(t *testing.T) {
 	}
 }
 
+// TestShortMintedTokenRefused: a token shorter than minEchoForm, which
+// the echo scrubber does not look for on its own, is refused at the mint
+// (502 credential_unavailable, the upstream not reached), as one that
+// cannot go in a header is: sent, an upstream's header that echoed it
+// would reach the app.
+func TestShortMintedTokenRefused(t *testing.T) {
+	var reached atomic.Bool
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" {
+			reached.Store(true)
+			w.Header().Set("X-Seen-Token", strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"sh0rt7","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer endpoint.Close()
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-tst-0123456789abcdef"}, time.Now())
+	gw, _, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token}}", cred, "")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if got := w.Header().Get("X-Seen-Token"); got != "" {
+		t.Errorf("the upstream's echo of the token reached the app: %q", got)
+	}
+	if w.Code != http.StatusBadGateway || w.Header().Get("X-Till-Error") != CodeCredentialUnavailable || reached.Load() {
+		t.Errorf("got %d %s (upstream reached: %v), want 502 %s before it", w.Code, w.Header().Get("X-Till-Error"), reached.Load(), CodeCredentialUnavailable)
+	}
+	if !strings.Contains(logs.String(), "shorter than 8") || strings.Contains(logs.String(), "sh0rt7") {
+		t.Errorf("the log does not say why, or holds the token: %s", logs.String())
+	}
+}
+
 // TestShortLivedTokenCached: a token of less than a minute (expires_in 30)
 // is used for half its life, and one already past (a negative expires_in)
 // as one without: the endpoint is not asked once per request.

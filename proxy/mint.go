@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -205,6 +206,10 @@ func (m *minter) token(ctx context.Context, checks askChecks) (*minted, error) {
 		if !sendable(tok.AccessToken) {
 			// Not kept: it would fail every send until it expired.
 			return nil, m.fail(errors.New("the token endpoint's token is empty, or holds a space or control character, and cannot be sent in a header"))
+		}
+		if len(tok.AccessToken) < minEchoForm {
+			// Not sent: an upstream's echo of it would not be found.
+			return nil, m.fail(fmt.Errorf("the token endpoint's token is shorter than %d characters: an echo of it could not be told from other text, so it is not sent", minEchoForm))
 		}
 		t := m.compile(tok)
 		t.renewal = prev != nil && prev.refused.Load()
