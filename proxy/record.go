@@ -30,6 +30,10 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 	} else {
 		rw.discard()
 	}
+	rw.stall.stop()
+	if rw.stall.stalled.Load() && x.failure == "" {
+		x.failure = codeClientClosed // it took nothing of the answer
+	}
 	x.rec.status = x.status // a tunnel's or an upgrade's
 	if rw.committed {
 		x.rec.status = rw.status

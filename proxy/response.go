@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,6 +40,8 @@ type responseRecorder struct {
 	closing bool
 	// http10 is set for an HTTP/1.0 request: it gets no 1xx response.
 	http10 bool
+	// stall ends a write to the app that makes no progress.
+	stall writeWatch
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
@@ -82,7 +85,9 @@ func (w *responseRecorder) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	w.stall.begin(w.ResponseWriter)
 	n, err := w.ResponseWriter.Write(p)
+	w.stall.end()
 	w.n += int64(n)
 	return n, err
 }
@@ -146,7 +151,82 @@ func (w *responseRecorder) Flush() {
 		return
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		w.stall.begin(w.ResponseWriter)
 		f.Flush()
+		w.stall.end()
+	}
+}
+
+// answerIdleTimeout bounds each write of the answer to the app: an app
+// that takes nothing of it for this long (it never reads its connection,
+// or never opens its HTTP/2 stream's flow-control window) is cut as one
+// that left (client_closed). Else the request would last as long as the
+// app kept its connection, the upstream long done, and with it what the
+// request holds: its reservation under a budget, which refuses other
+// apps, a goroutine, the upstream's connection.
+var answerIdleTimeout = 60 * time.Second
+
+// writeWatch ends a write to the app that makes no progress for
+// answerIdleTimeout, setting the connection's (or HTTP/2 stream's) write
+// deadline in the past, which fails the write at once. A deadline set
+// ahead of each write would end an answer whose upstream merely pauses
+// between writes too: HTTP/2 resets a stream once its deadline passes,
+// written to or not. Only the handler's goroutine writes. What commit
+// writes (up to holdLimit bytes) the server's buffers take without
+// waiting: an answer held whole never starts a watch.
+type writeWatch struct {
+	since   atomic.Int64 // when the write under way began, Unix nanoseconds; 0: none
+	stalled atomic.Bool  // a write was ended
+	mu      sync.Mutex
+	timer   *time.Timer // started at the first write
+	rc      *http.ResponseController
+	timeout time.Duration
+	ended   bool
+}
+
+// begin notes a write to w starting.
+func (ww *writeWatch) begin(w http.ResponseWriter) {
+	ww.since.Store(time.Now().UnixNano())
+	if ww.timer == nil {
+		ww.mu.Lock()
+		defer ww.mu.Unlock()
+		if !ww.ended {
+			ww.rc, ww.timeout = http.NewResponseController(w), answerIdleTimeout
+			ww.timer = time.AfterFunc(ww.timeout, ww.check)
+		}
+	}
+}
+
+// end notes the write over.
+func (ww *writeWatch) end() { ww.since.Store(0) }
+
+func (ww *writeWatch) check() {
+	ww.mu.Lock()
+	defer ww.mu.Unlock()
+	if ww.ended {
+		return
+	}
+	wait := ww.timeout
+	if since := ww.since.Load(); since != 0 {
+		idle := time.Since(time.Unix(0, since))
+		if idle >= ww.timeout {
+			ww.stalled.Store(true)
+			_ = ww.rc.SetWriteDeadline(time.Unix(1, 0))
+			return
+		}
+		wait = ww.timeout - idle
+	}
+	ww.timer.Reset(wait)
+}
+
+// stop ends the watch before the handler returns: the server's own
+// deadlines are left alone after that.
+func (ww *writeWatch) stop() {
+	ww.mu.Lock()
+	defer ww.mu.Unlock()
+	ww.ended = true
+	if ww.timer != nil {
+		ww.timer.Stop()
 	}
 }
 

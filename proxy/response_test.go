@@ -231,3 +231,90 @@ func sendRaw(t *testing.T, addr, raw string) net.Conn {
 	io.WriteString(c, raw)
 	return c
 }
+
+// TestUnreadAnswerFreesItsReservation: an app that opens an HTTP/2
+// stream on a budgeted route and never reads the answer (its stream's
+// flow-control window stays shut) held the request's reservation for as
+// long as it kept the connection, the upstream long done: every other
+// app under the budget was refused budget_exceeded meanwhile; so did one
+// that never read its HTTP/1.1 connection, once the buffers between were
+// full. A write to the app that makes no progress for answerIdleTimeout
+// now ends the answer as if the app had left: the rest is read for its
+// usage, and the budget charged what it told.
+func TestUnreadAnswerFreesItsReservation(t *testing.T) {
+	defer func(d time.Duration) { answerIdleTimeout = d }(answerIdleTimeout)
+	answerIdleTimeout = 200 * time.Millisecond
+	const stalling = `{"model":"gpt-4o-mini","stream":true,"max_tokens":1000,"messages":[]}`
+	for _, proto := range []string{"HTTP/2", "HTTP/1.1"} {
+		t.Run(proto, func(t *testing.T) {
+			streamed := make(chan struct{})
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if !strings.Contains(string(body), `"stream":true`) {
+					io.WriteString(w, `{"model":"gpt-4o-mini","usage":{"prompt_tokens":5,"completion_tokens":5}}`)
+					return
+				}
+				defer close(streamed)
+				w.Header().Set("Content-Type", "text/event-stream")
+				chunk := `data: {"choices":[{"delta":{"content":"` + strings.Repeat("x", 1024) + `"}}]}` + "\n\n"
+				for range 8 << 10 { // more than the buffers on the way hold
+					io.WriteString(w, chunk)
+					w.(http.Flusher).Flush()
+				}
+				io.WriteString(w, `data: {"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":5}}`+"\n\ndata: [DONE]\n\n")
+			}))
+			defer up.Close()
+			y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, per: all, window: 1d, tokens: 1000}\n"
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			front := httptest.NewUnstartedServer(gw)
+			if proto == "HTTP/2" {
+				front.EnableHTTP2 = true
+				front.StartTLS()
+				defer front.Close() // after the app leaves
+				tr := front.Client().Transport.(*http.Transport).Clone()
+				tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1}
+				defer tr.CloseIdleConnections()
+				req, _ := http.NewRequest("POST", front.URL+"/openai/v1/chat/completions", strings.NewReader(stalling))
+				res, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Body.Close() // never read
+				if res.ProtoMajor != 2 {
+					t.Fatalf("HTTP/%d, want HTTP/2", res.ProtoMajor)
+				}
+			} else {
+				front.Start()
+				defer front.Close()
+				c, err := net.Dial("tcp", front.Listener.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close() // never read
+				c.(*net.TCPConn).SetReadBuffer(4 << 10)
+				fmt.Fprintf(c, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(stalling), stalling)
+			}
+			select {
+			case <-streamed:
+				time.Sleep(4 * answerIdleTimeout)
+			case <-time.After(5 * time.Second): // till holds the answer
+			}
+			other := front.Client().Transport.(*http.Transport).Clone()
+			defer other.CloseIdleConnections()
+			req, _ := http.NewRequest("POST", front.URL+"/openai/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","max_tokens":300,"messages":[]}`))
+			res, err := other.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				t.Errorf("another app got %d %s while the first left its answer unread, want 200 (tokens counted %v)", res.StatusCode, res.Header.Get("X-Till-Error"), usedTokens(t, gw))
+			}
+			recs := buf.records(t)
+			if len(recs) != 2 || recs[0]["reason"] != codeClientClosed || recs[0]["tokens_out"] != 5.0 {
+				t.Errorf("records %v: want the unread answer's first, client_closed, with the usage it told", recs)
+			}
+		})
+	}
+}
