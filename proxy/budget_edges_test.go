@@ -1037,3 +1037,38 @@ func TestEncodedAnswerMetered(t *testing.T) {
 		})
 	}
 }
+
+// TestUndecodedAnswerChargesTheReservation: an answer the upstream sends
+// in a coding till does not undo (br, zstd), although it was asked for
+// none, is passed on unread: its usage is unknown, so the budget charges
+// the request's reservation and an estimate of its input, and the
+// record says usage_unknown. Charging nothing would leave the budget
+// unspent whatever the answer used.
+func TestUndecodedAnswerChargesTheReservation(t *testing.T) {
+	for _, coding := range []string{"br", "zstd", "gzip, br"} {
+		t.Run(coding, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Encoding", coding)
+				io.WriteString(w, "\x1b\x03\x00 compressed, usage inside")
+			}))
+			defer up.Close()
+			y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 100000}\n"
+			gw, buf := newTestGateway(t, y, up.URL, secrets(time.Now()))
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			body := `{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"` + strings.Repeat("x", 400) + `"}]}`
+			if code, _ := post(t, srv.URL+"/openai/v1/chat/completions", body); code != 200 {
+				t.Fatalf("got %d, want 200", code)
+			}
+			srv.Close()
+			if used, want := usedTokens(t, gw), float64(100+len(body)/4); used != want {
+				t.Errorf("tokens counted %v, want %v: the reservation and the input's estimate", used, want)
+			}
+			if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != codeUsageUnknown {
+				t.Errorf("records %v, want one usage_unknown", recs)
+			}
+		})
+	}
+}
