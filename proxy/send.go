@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"iter"
 	"net"
@@ -211,7 +212,21 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 		res.Body.Close()
 		err = errors.New("upstream: 101 Switching Protocols, and no switch was asked for")
 	}
+	res, err = sendableStatus(res, err)
 	return res, done, err
+}
+
+// sendableStatus turns an answer whose status net/http cannot send on to
+// the app (outside 100 to 999: HTTP/1 takes any three digits, "042" too,
+// HTTP/2 any integer) into an error, so that the app gets 502 rather than
+// a connection cut by the handler's panic, and no made-up status reaches
+// the record or a metric's label.
+func sendableStatus(res *http.Response, err error) (*http.Response, error) {
+	if err != nil || res.StatusCode >= 100 && res.StatusCode <= 999 {
+		return res, err
+	}
+	res.Body.Close()
+	return nil, fmt.Errorf("upstream: status %d is no HTTP status code (three digits, 100 to 999)", res.StatusCode)
 }
 
 // outbound returns the request to send upstream for r, with the context
