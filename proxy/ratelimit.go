@@ -31,12 +31,12 @@ type RateLimiter interface {
 // of anonymous callers' addresses each.
 const maxLimiters = 10000
 
-// MemoryLimits keeps one token bucket (golang.org/x/time/rate) per route,
-// client and rate, in bounded LRU caches: one for configured clients and
-// one for anonymous callers' addresses, so that callers from many
-// addresses cannot push a client's bucket out, to come back full. It
-// lives in the Gateway, not the snapshot, so a reload keeps the buckets of
-// unchanged routes.
+// MemoryLimits keeps one token bucket (golang.org/x/time/rate) per route
+// and client, in bounded LRU caches: one for configured clients and one
+// for anonymous callers' addresses, so that callers from many addresses
+// cannot push a client's bucket out, to come back full. It lives in the
+// Gateway, not the snapshot, so a reload keeps the buckets of the routes
+// it keeps, under their new rate and burst when it changes them.
 type MemoryLimits struct {
 	clients, sources *lru.Cache[string, *rate.Limiter]
 }
@@ -64,10 +64,17 @@ func (l *MemoryLimits) Allow(_ context.Context, key, source string, r config.Rat
 			lim = prev
 		}
 	}
+	now := time.Now()
+	if limit := rate.Every(r.Per / time.Duration(r.Count)); lim.Limit() != limit || lim.Burst() != burst {
+		// A reload changed the route's rate: the bucket goes on at the
+		// new one with what it holds (no more than the new burst), as
+		// Redis's GCRA does, rather than starting full.
+		lim.SetLimitAt(now, limit)
+		lim.SetBurstAt(now, burst)
+	}
 	// Decided without a reservation: cancelling the reservations of
 	// refusals that overlap returns the wrong number of tokens
 	// (golang/go#69419), leaving the bucket in debt or in credit.
-	now := time.Now()
 	if lim.AllowN(now, 1) {
 		return 0, true, nil
 	}

@@ -343,3 +343,65 @@ func TestRedisLimitsRefuseUnverifiedTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadTighteningRateKeepsTheBucket: a reload that tightens a
+// route's rate (or its burst) does not hand every caller a full bucket
+// at the new rate: what was taken under the old one still counts, so a
+// client that spent its hour at 3/h gets nothing more at 2/h, or with a
+// burst of 1, and an anonymous caller likewise.
+func TestReloadTighteningRateKeepsTheBucket(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") }))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(connectToken))
+	conf := func(rate string) string {
+		return `version: 1
+clients:
+  - name: web
+    token_sha256: ` + hex.EncodeToString(sum[:]) + `
+routes:
+  - name: strict
+    preset: openai
+    prefix: /strict
+    upstream: {{UP}}
+    secret: openai
+    clients: [web]
+    ` + rate + `
+  - name: open
+    preset: openai
+    prefix: /open
+    upstream: {{UP}}
+    secret: openai
+    clients: any
+    ` + rate + `
+`
+	}
+	keys := secrets(time.Now())
+	gw, _ := newTestGateway(t, conf("rate: 3/h"), up.URL, keys)
+	get := func(path string, token bool) int {
+		r := httptest.NewRequest("GET", path, nil)
+		if token {
+			r.Header.Set("Authorization", "Bearer "+connectToken)
+		}
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		return w.Code
+	}
+	for i := range 3 {
+		if c, d := get("/strict/v1/models", true), get("/open/v1/models", false); c != 200 || d != 200 {
+			t.Fatalf("request %d within the rate: web %d, anonymous %d, want 200", i+1, c, d)
+		}
+	}
+	for _, tighter := range []string{"rate: 2/h", "rate: 3/h\n    burst: 1", "rate: 1/m"} {
+		cfg, err := config.Parse("till.yaml", []byte(strings.ReplaceAll(conf(tighter), "{{UP}}", up.URL)), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw.Swap(NewSnapshot(cfg, keys))
+		if c := get("/strict/v1/models", true); c != 429 {
+			t.Errorf("web, over 3/h, after a reload to %q: %d, want 429 (its bucket started full)", tighter, c)
+		}
+		if c := get("/open/v1/models", false); c != 429 {
+			t.Errorf("an anonymous caller, over 3/h, after a reload to %q: %d, want 429 (its bucket started full)", tighter, c)
+		}
+	}
+}

@@ -87,8 +87,9 @@ type route struct {
 	clients       []string // allowed client names; empty: any
 	rate          config.Rate
 	burst         int
-	// limitKey names the route's token buckets: a change of rate starts
-	// new ones.
+	// limitKey names the route's token buckets. A change of rate or
+	// burst keeps them (what callers took counts on at the new rate): a
+	// reload that tightens the rate must not hand each one a full burst.
 	limitKey string
 	// keyHeaders are where an app's SDK puts its own key (a till
 	// token): the header the route's key goes in, then Authorization and
@@ -319,7 +320,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 	if r.burst < 1 {
 		r.burst = r.rate.Count
 	}
-	r.limitKey = r.name + "\x00" + r.rate.String() + "\x00" + strconv.Itoa(r.burst) + "\x00"
+	r.limitKey = r.name + "\x00"
 	r.keyHeaders = shared.names(keyHeaders(cr))
 	creds := []string{"Authorization", "Proxy-Authorization", "X-Till-Token"}
 	if cr.Inject.AWSSigV4 != nil {
