@@ -366,8 +366,19 @@ func (l *live) keepsSwitch(r *http.Request, x *exchange) (*apiError, time.Time) 
 	case e != nil:
 		return e, time.Time{}
 	}
+	if s := x.sourcedKey(); s != nil && x.inj != nil {
+		if e := s.dropped(x.inj.fp); e != nil {
+			return e, time.Time{}
+		}
+	}
 	return nil, key.expires
 }
+
+// Recheck checks the held connections again against the config served,
+// as a reload does: call it when a source's value is replaced or gone
+// (source.Cache.OnChange), to end the WebSockets that went with the old
+// one.
+func (g *Gateway) Recheck() { g.held.recheck(g.live.Load()) }
 
 // resolveAgain resolves r, a request to a route in mode, against l.
 func (l *live) resolveAgain(r *http.Request, mode string) (target, *apiError) {

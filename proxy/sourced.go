@@ -74,6 +74,30 @@ func (s *sourced) held() (fp string, expires time.Time) {
 	return st.Secret.Fingerprint(), st.Secret.ExpiresAt(s.maxAge)
 }
 
+// dropped says why the value whose fingerprint is fp, fetched for a
+// connection that went with it, is no longer the source's: the cache has
+// found it gone from the source, or holds another value since. nil while
+// the cache holds it, or knows of nothing newer (a fetch that failed, an
+// entry evicted).
+func (s *sourced) dropped(fp string) *apiError {
+	switch st := s.status(); {
+	case errors.Is(st.Err, source.ErrGone):
+		return &apiError{CodeSecretUnavailable, "the key this connection went with is gone from its source"}
+	case !st.Fetched.IsZero() && st.Secret.Fingerprint() != fp:
+		return &apiError{CodeSecretUnavailable, "the key this connection went with was replaced at its source"}
+	}
+	return nil
+}
+
+// sourcedKey is how the key x went with was fetched: its pool member's
+// source, or its route's; nil for a key from the vault.
+func (x *exchange) sourcedKey() *sourced {
+	if x.member != nil {
+		return x.member.sourced
+	}
+	return x.route.sourced
+}
+
 // errSecretUnavailable refuses a request whose key cannot be fetched.
 var errSecretUnavailable = apiError{CodeSecretUnavailable, "the key for this route cannot be fetched from its source"}
 

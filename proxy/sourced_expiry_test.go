@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -224,5 +225,89 @@ func TestMintedKeyTakesTheSourcesExpiryNow(t *testing.T) {
 	keys.set(time.Now().Add(time.Hour))
 	if rec := get(); rec["reason"] != nil && rec["reason"] != "" {
 		t.Errorf("credential renewed in its source: record %v; want no reason (the token went under the expiry the source gave before)", rec)
+	}
+}
+
+// changingKeys is a source cache whose one value the test replaces or
+// removes, as a fetch would find at the source.
+type changingKeys struct {
+	mu  sync.Mutex
+	sec vault.Secret
+	err error
+}
+
+func (k *changingKeys) GetAs(_ context.Context, ref string, _ source.Form) (source.Result, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return source.Result{Secret: k.sec}, k.err
+}
+
+func (k *changingKeys) StatusOf(ref string, _ source.Form) source.Status {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	st := source.Status{Ref: ref, Err: k.err}
+	if k.err == nil {
+		st.Secret, st.Fetched = k.sec, time.Now()
+	}
+	return st
+}
+
+func (k *changingKeys) set(sec vault.Secret, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sec, k.err = sec, err
+}
+
+// TestSourcedUpgradeEndsWhenItsKeyGoes: a protocol switch (WebSocket)
+// that went with a key from a source ends when the gateway is told that
+// the source's value changed (Recheck) and the cache holds another value
+// or found it gone: as one on a vault key ends when a reload replaces or
+// removes it. The same value fetched again, as a new version, or a
+// source that fails, leaves it relaying.
+func TestSourcedUpgradeEndsWhenItsKeyGoes(t *testing.T) {
+	up := switchingEcho(t, nil)
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n  - {name: ws, preset: openai, upstream: "+up.URL+", secret: \"corp:k\"}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := vault.NewSecret("corp:k", testKey, time.Now())
+	for _, tt := range []struct {
+		name string
+		sec  vault.Secret
+		err  error
+		code string // "": it relays on
+	}{
+		{"same value again", vault.NewSecret("corp:k", testKey, time.Now().Add(time.Minute)), nil, ""},
+		{"source down", vault.Secret{}, fmt.Errorf("down: %w", source.ErrUnavailable), ""},
+		{"replaced", vault.NewSecret("corp:k", testKey+"-rotated", time.Now()), nil, CodeSecretUnavailable},
+		{"gone", vault.Secret{}, fmt.Errorf("%w: %w", source.ErrUnavailable, source.ErrGone), CodeSecretUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			keys := &changingKeys{sec: first}
+			buf := &lockedBuffer{}
+			gw := New(NewSnapshotWithKeys(cfg, nil, keys), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+			c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+			if err := echoLine(c, br, "before"); err != nil {
+				t.Fatalf("before the change: %v", err)
+			}
+			keys.set(tt.sec, tt.err)
+			gw.Recheck()
+			err := echoLine(c, br, "after")
+			if tt.code == "" {
+				if err != nil {
+					t.Errorf("ended though its key is the source's still: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("relays on after its key was " + tt.name + " at its source")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			gw.Shutdown(ctx)
+			if recs := buf.records(t); len(recs) != 1 || recs[0]["outcome"] != outcomeError || recs[0]["reason"] != tt.code || recs[0]["key_fp"] != first.Fingerprint() {
+				t.Errorf("records %v; want one of the first key, an error with reason %s", recs, tt.code)
+			}
+		})
 	}
 }

@@ -119,6 +119,9 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		LimitsFailOpen: cfg.Limits.OnRedisError != "deny",
 		Budgets:        budgets,
 	})
+	// A value replaced or gone at its source ends the WebSockets that
+	// went with it, as a reload does for the vault's.
+	keys.cache.OnChange(gw.Recheck)
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -92,6 +92,9 @@ type Cache struct {
 	onFetch func(source, result string)
 	now     func() time.Time
 	problem func(vault.Secret) string
+	// onChange, when set, is told of each value a fetch finds replaced
+	// or gone at its source (OnChange).
+	onChange atomic.Pointer[func()]
 }
 
 // entry is what the cache knows of one ref. It is replaced, never changed,
@@ -139,6 +142,12 @@ func (c *Cache) SetSources(specs map[string]Spec) {
 		}
 	}
 }
+
+// OnChange has f called each time a fetch finds the value held for a
+// ref replaced at its source, or gone from it, once the cache holds the
+// news: what went with the old value (a WebSocket) can then be checked
+// against it. f runs in the fetch, before its waiters get the value.
+func (c *Cache) OnChange(f func()) { c.onChange.Store(&f) }
 
 // Form is the shape in which a ref's value is read, as its route uses it.
 type Form uint8
@@ -272,7 +281,11 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 			e.changed.Store(old.changed.Load())
 			e.checked.Store(old.checked.Load())
 		}
-		return c.store(k, spec, e), nil
+		kept := c.store(k, spec, e)
+		if kept == e && found && !old.good.IsZero() && errors.Is(err, ErrGone) {
+			c.tellChange()
+		}
+		return kept, nil
 	}
 	c.count(name, "ok")
 	if found && !old.good.IsZero() && old.secret.Fingerprint() == sec.Fingerprint() && old.secret.Updated.Before(sec.Updated) {
@@ -296,7 +309,18 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	}
 	e := &entry{secret: sec, good: now, stamp: stamp, read: seq, tried: seq}
 	e.checked.Store(now.UnixNano())
-	return c.store(k, spec, e), nil
+	kept := c.store(k, spec, e)
+	if kept == e && found && !old.good.IsZero() && old.secret.Fingerprint() != sec.Fingerprint() {
+		c.tellChange()
+	}
+	return kept, nil
+}
+
+// tellChange calls the OnChange function, if one is set.
+func (c *Cache) tellChange() {
+	if f := c.onChange.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // store keeps e, fetched from the source as spec set it, as the entry of

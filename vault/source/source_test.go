@@ -1003,3 +1003,46 @@ func FuzzOneValue(f *testing.F) {
 		}
 	})
 }
+
+// TestOnChangeToldOfReplacedAndGone: OnChange is told when a fetch finds
+// a ref's value replaced at its source, or gone from it (so that what
+// went with the old value can end), and not for a fetch that finds the
+// same value, nor for an outage, which revokes nothing.
+func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	var state atomic.Value // a value, "down" or "gone"
+	state.Store("v1")
+	src := fakeSource{func(context.Context, string) ([]byte, Meta, error) {
+		switch s := state.Load().(string); s {
+		case "down":
+			return nil, Meta{}, errors.New("down")
+		case "gone":
+			return nil, Meta{}, gone("secret/openai: no such secret")
+		default:
+			return []byte(s), Meta{}, nil
+		}
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: time.Hour}},
+		Options{Now: clk.now, Log: zerolog.Nop()})
+	var told atomic.Int32
+	c.OnChange(func() { told.Add(1) })
+	get := getter(c, "s:k")
+	for _, step := range []struct {
+		state string
+		want  int32 // changes told so far
+	}{
+		{"v1", 0}, // the first value: nothing went with another
+		{"v1", 0}, // the same again
+		{"down", 0},
+		{"v2", 1},
+		{"gone", 2},
+		{"v3", 2}, // back, after it was gone: nothing went with "gone"
+	} {
+		state.Store(step.state)
+		clk.add(11 * time.Second) // past ttl: a fetch
+		get()
+		if n := told.Load(); n != step.want {
+			t.Fatalf("after a fetch that found %q: told of %d changes, want %d", step.state, n, step.want)
+		}
+	}
+}
