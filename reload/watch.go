@@ -42,7 +42,7 @@ func (r *Reloader) watch(interval time.Duration) (stop func()) {
 				files := watchedFiles(r.cfg)
 				r.mu.Unlock()
 				if !slices.Equal(files, p.files) {
-					p = newPoller(files...)
+					p = p.follow(files)
 				}
 			case <-done:
 				return
@@ -76,6 +76,21 @@ func newPoller(files ...string) *poller {
 	p := &poller{files: files}
 	p.last = statAll(p.files)
 	return p
+}
+
+// follow returns a poller of files that keeps p's state of those p
+// watched too: the config edited while the reload that named another
+// vault ran is a change still to see, not the new poller's starting
+// state. The others start as they are now.
+func (p *poller) follow(files []string) *poller {
+	n := newPoller(files...)
+	for i, f := range files {
+		if j := slices.Index(p.files, f); j >= 0 {
+			n.last[i] = p.last[j]
+		}
+	}
+	n.changed = p.changed
+	return n
 }
 
 // settled checks the files once and reports whether a change seen at an

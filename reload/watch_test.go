@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,5 +110,64 @@ func fileLoader(cfgFile, dir string) func() (*config.Config, map[string]vault.Se
 		}
 		c, err := config.Parse(cfgFile, b, dir)
 		return c, nil, err
+	}
+}
+
+// TestWatchSeesEditDuringVaultMove: an edit of the config that lands
+// while a reload runs (here, one that moves the vault to another file)
+// is reloaded too, as it is during any other reload: the watch moving to
+// the new vault file does not take the config as it is after the reload
+// for its starting state.
+func TestWatchSeesEditDuringVaultMove(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	yamlA := goodYAML + "vault: {path: a.vault}\n"
+	yamlB := goodYAML + "vault: {path: b.vault}\n"
+	edited := yamlB + "log: {level: warn}\n"
+	for _, f := range []string{"a.vault", "b.vault"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("v1"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(cfgFile, []byte(yamlA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := fileLoader(cfgFile, dir)
+	var once sync.Once
+	load := func() (*config.Config, map[string]vault.Secret, error) {
+		c, secrets, err := files()
+		if err == nil && filepath.Base(c.Vault.Path) == "b.vault" {
+			// The operator's next edit, while till reads the vault.
+			once.Do(func() {
+				if err := os.WriteFile(cfgFile, []byte(edited), 0o644); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return c, secrets, err
+	}
+	served, _, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	stop := r.watch(5 * time.Millisecond)
+	defer stop()
+	if err := os.WriteFile(cfgFile, []byte(yamlB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.After(5 * time.Second); ; {
+		select {
+		case <-gw.swapped:
+		case <-deadline:
+			t.Fatal("the config edited while the reload that moved the vault ran is never reloaded")
+		}
+		r.mu.Lock()
+		level := r.cfg.Log.Level
+		r.mu.Unlock()
+		if level == "warn" {
+			return
+		}
 	}
 }
