@@ -339,7 +339,14 @@ func (l *live) keyAgain(r *http.Request, x *exchange, m *member) (rotated, key *
 	case in.mintID() != want.mintID():
 		// Rotated, or minting another way, after a token was minted from
 		// it: the old value may be why (a leak), or the old scopes.
-		return nil, nil, &apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
+		return nil, nil, &errMintChanged
+	}
+	if now, then := rt.sourcedNamed(want.secretName), x.route.sourcedNamed(want.secretName); now != nil && then != nil && mintsAs(now.cr) != mintsAs(then.cr) {
+		// A source's key: the route holds its names only, so mintID
+		// cannot tell; its config can. The token (or the ask for one)
+		// would go as the config before said, to its endpoint, for its
+		// scopes.
+		return nil, nil, &errMintChanged
 	}
 	key = in
 	if x.inj != nil && m == x.member && rt.fromSource(want.secretName) {

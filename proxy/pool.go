@@ -114,6 +114,23 @@ func (rt *route) keyNamed(name string) *injection {
 	return nil
 }
 
+// sourcedNamed is how rt fetches its key named name (its own, or a pool
+// member's) from a source; nil for a key in the vault.
+func (rt *route) sourcedNamed(name string) *sourced {
+	if rt.pool == nil {
+		if rt.injection.secretName == name {
+			return rt.sourced
+		}
+		return nil
+	}
+	for _, m := range rt.pool.members {
+		if m.secretName == name {
+			return m.sourced
+		}
+	}
+	return nil
+}
+
 // fromSource reports whether rt's key named name (its own, or a pool
 // member's) is fetched from a source.
 func (rt *route) fromSource(name string) bool {

@@ -770,3 +770,83 @@ func TestReloadDuringTokenEndpointDialStopsKey(t *testing.T) {
 		t.Errorf("after a reload that revoked the client while the token endpoint was dialled: %d, and the endpoint was asked %d time(s); want 401 and no ask", status, n)
 	}
 }
+
+// TestReloadMintsSourcedAsTheConfigServedNow: as
+// TestReloadMintsAsTheConfigServedNow, for credentials kept in a source:
+// a reload that moves the token_url, narrows the scopes or changes the
+// audience while a request's body is read keeps the request from minting
+// as the config before said (503 secret_unavailable: send it again).
+// Caught: the client secret went to the old endpoint, and the token for
+// the old scopes to the upstream.
+func TestReloadMintsSourcedAsTheConfigServedNow(t *testing.T) {
+	var mu sync.Mutex
+	var asks, bearer []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/token") {
+			_ = r.ParseForm()
+			f := r.PostForm
+			asks = append(asks, r.URL.Path+" scope="+f.Get("scope")+" audience="+f.Get("audience"))
+			w.Header().Set("Content-Type", "application/json")
+			tok := "tok" + strings.TrimPrefix(r.URL.Path, "/token") + "-" + strings.ReplaceAll(f.Get("scope"), " ", "_") + "-" + f.Get("audience") + "-0123456789"
+			io.WriteString(w, `{"access_token":"`+tok+`","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		bearer = append(bearer, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	keys := &fakeKeys{values: map[string]string{"corp:m": `{"client_id": "app", "client_secret": "secret-app-0123456789"}`}}
+	snap := func(inject string) *Snapshot {
+		y := "version: 1\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n  - {name: openai, preset: openai, upstream: " + srv.URL + ", secret: \"corp:m\", inject: " + inject + "}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshotWithKeys(cfg, nil, keys)
+	}
+	for _, tt := range []struct{ name, before, after, ask, token string }{
+		{"same way", // what the reload leaves alone goes
+			"{oauth2: {token_url: " + srv.URL + "/token, scopes: [read]}}",
+			"{oauth2: {token_url: " + srv.URL + "/token, scopes: [read]}}",
+			"/token scope=read audience=", "tok-read--0123456789"},
+		{"token_url moved",
+			"{oauth2: {token_url: " + srv.URL + "/token-old, scopes: [admin]}}",
+			"{oauth2: {token_url: " + srv.URL + "/token-new, scopes: [admin]}}",
+			"", ""},
+		{"scopes narrowed",
+			"{oauth2: {token_url: " + srv.URL + "/token, scopes: [admin, read]}}",
+			"{oauth2: {token_url: " + srv.URL + "/token, scopes: [read]}}",
+			"", ""},
+		{"audience changed",
+			"{oauth2: {token_url: " + srv.URL + "/token, audience: billing}}",
+			"{oauth2: {token_url: " + srv.URL + "/token, audience: reports}}",
+			"", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			asks, bearer = nil, nil
+			mu.Unlock()
+			gw := New(snap(tt.before), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			body := `{"model":"gpt-4o-mini","messages":[]}`
+			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap(tt.after)) }}
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			mu.Lock()
+			defer mu.Unlock()
+			want := http.StatusOK
+			if tt.ask == "" {
+				want = http.StatusServiceUnavailable
+			}
+			if w.Code != want || strings.Join(asks, ",") != tt.ask || strings.Join(bearer, ",") != tt.token {
+				t.Errorf("got %d %s, token asks %q, upstream got %q; want %d, asks %q, token %q: never minted as the config before said",
+					w.Code, strings.TrimSpace(w.Body.String()), asks, bearer, want, tt.ask, tt.token)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -96,6 +97,32 @@ func (x *exchange) sourcedKey() *sourced {
 		return x.member.sourced
 	}
 	return x.route.sourced
+}
+
+// errMintChanged refuses a request whose key, or the way its token is
+// minted, a reload replaced after it was decided, when it cannot go with
+// the one served now.
+var errMintChanged = apiError{CodeSecretUnavailable, "the key for this request, or how its token is minted, was replaced while it came in; send it again"}
+
+// mintsAs names how the route cr mints a token from its key, as its
+// config says: the token endpoint, scopes, audience, app and
+// installation; "" for a key sent as it is, or signed. For a key from a
+// source, whose minter is made only once its value is fetched, it tells
+// a reload that changes how it mints.
+func mintsAs(cr *config.Route) string {
+	var way any
+	switch inj := cr.Inject; {
+	case inj.OAuth2 != nil:
+		way = inj.OAuth2
+	case inj.GitHubApp != nil:
+		way = []any{inj.GitHubApp, cr.Upstream.String()}
+	case inj.Google != nil:
+		way = inj.Google
+	default:
+		return ""
+	}
+	b, _ := json.Marshal(way) // strings, numbers and lists of strings
+	return string(b)
 }
 
 // errSecretUnavailable refuses a request whose key cannot be fetched.
