@@ -243,7 +243,7 @@ func (l *live) admitUnrouted(r *http.Request, dialled *netip.AddrPort) *apiError
 
 // admitAgain decides whether the request r, which x's exchange let by
 // against another config, is one l allows too, and returns l's route for
-// it: r must resolve, in its mode, to the same route and upstream host,
+// it: r must resolve, in its mode, to the same route and upstream URL,
 // and pass the checks of decide that count and fetch nothing (the origin,
 // the client, the route's methods and paths) and unchecked's. A protocol
 // switch held open is checked so at every reload; any other request
@@ -254,8 +254,10 @@ func (l *live) admitAgain(r *http.Request, x *exchange) (*route, *apiError) {
 		return nil, e
 	}
 	rt := t.route
-	if rt.name != x.route.name || rt.upstream.Host != x.route.upstream.Host {
-		return nil, &apiError{CodeRouteNotFound, "the route this request went through is gone"}
+	if rt.name != x.route.name || *rt.upstream != *x.route.upstream {
+		// Gone, or sending elsewhere: the request would go where the
+		// config before said (x.route's scheme, host and path).
+		return nil, &apiError{CodeRouteNotFound, "the route this request went through is gone, or goes elsewhere now"}
 	}
 	id := l.clients.identify(r, x.connectAuth, x.connectCert, rt.keyHeaders)
 	if e, ok := l.admits(r, rt, t.pathForRules(), id); !ok {

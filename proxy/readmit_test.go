@@ -850,3 +850,53 @@ func TestReloadMintsSourcedAsTheConfigServedNow(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadMovingTheUpstreamStopsKey: a reload that points a route at
+// another path or scheme of its upstream host while a request's body is
+// read keeps the key back: the request would go where the config before
+// said (here /v1/..., which the config served now sends nowhere, its
+// route now at /v2), not where the config served now does.
+func TestReloadMovingTheUpstreamStopsKey(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	snap := func(upstream string) *Snapshot {
+		y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + upstream + ", allow: {models: [gpt-4o-mini]}}\n"
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, secrets(time.Now()))
+	}
+	for _, tt := range []struct{ name, after, want string }{
+		{"same upstream", srv.URL, "/v1/chat/completions"},
+		{"path moved", srv.URL + "/v2", ""},
+		{"scheme moved", strings.Replace(srv.URL, "http://", "https://", 1), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			paths = nil
+			mu.Unlock()
+			gw := New(snap(srv.URL), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+			body := `{"model":"gpt-4o-mini","messages":[]}`
+			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap(tt.after)) }}
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, r)
+			mu.Lock()
+			defer mu.Unlock()
+			if got := strings.Join(paths, ","); got != tt.want || (tt.want == "") != (w.Code != http.StatusOK) {
+				t.Errorf("%d %s, upstream got %q; want %q", w.Code, strings.TrimSpace(w.Body.String()), got, tt.want)
+			}
+		})
+	}
+}
