@@ -35,8 +35,10 @@ type Metrics struct {
 	unpricedModels modelSet
 	fetches        *prometheus.CounterVec
 	// loaded is when the config and vault last loaded (at start or by a
-	// reload); build is till_build_info.
+	// reload), lastOK whether the last reload did; build is
+	// till_build_info.
 	loaded prometheus.Gauge
+	lastOK prometheus.Gauge
 	build  *prometheus.GaugeVec
 	// gateway is the gateway the metrics read their gauges from at
 	// scrape time (requests in flight, secret expiry); nil until New.
@@ -100,17 +102,21 @@ func NewMetrics(audit *Audit) *Metrics {
 		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "till_config_last_reload_success_timestamp_seconds", Help: "When the config and vault last loaded successfully, at start or by a reload, in Unix seconds.",
 		}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "till_config_last_reload_successful", Help: "1 when the last reload (or the start) loaded the config and vault, 0 when it failed and the config before it still serves (alert on it: a failed reload is counted once).",
+		}),
 		build: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "till_build_info", Help: "Always 1; the labels say which till runs: its version, VCS commit and Go version.",
 		}, []string{"version", "commit", "go"}),
 	}
 	// The metrics are made once the config at start has loaded.
 	m.loaded.SetToCurrentTime()
+	m.lastOK.Set(1)
 	// Both results exist from the start: a rate or increase over a series
 	// born at 1 would miss the first failed reload.
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")
-	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.fetches, m.loaded, m.build, m.tokens, m.cost, m.unpriced,
+	m.registry.MustRegister(m.requests, m.duration, m.upstream, m.keyUses, m.reloads, m.redisErrs, m.fetches, m.loaded, m.lastOK, m.build, m.tokens, m.cost, m.unpriced,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "till_audit_failures_total", Help: "Audit records that could not be written.",
 		}, func() float64 { return float64(audit.Failures()) }),
@@ -152,6 +158,7 @@ func (m *Metrics) Reload(ok bool) {
 		result = "failed"
 	}
 	m.reloads.WithLabelValues(result).Inc()
+	m.lastOK.Set(boolValue(ok))
 	if ok {
 		m.loaded.SetToCurrentTime()
 	}

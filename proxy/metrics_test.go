@@ -382,3 +382,28 @@ func TestMetricHelpReadsWell(t *testing.T) {
 		t.Fatalf("found the help of %d metrics of till's: is the Desc format changed?", n)
 	}
 }
+
+// TestLastReloadSuccessfulMetric: till_config_last_reload_successful says
+// whether the config and vault on disk are the ones served: 0 from a
+// failed reload (the previous config still serves) until one succeeds.
+// The failed counter grows once per failure, so an alert on its increase
+// clears by itself while the stale config still serves.
+func TestLastReloadSuccessfulMetric(t *testing.T) {
+	m := NewMetrics(testAudit(io.Discard))
+	for _, step := range []struct {
+		reload *bool
+		want   float64
+	}{
+		{nil, 1}, // at start: loaded
+		{new(bool), 0},
+		{nil, 0}, // still, however long after
+		{func() *bool { b := true; return &b }(), 1},
+	} {
+		if step.reload != nil {
+			m.Reload(*step.reload)
+		}
+		if got, ok := gauge(t, m.Registry(), "till_config_last_reload_successful", nil); !ok || got != step.want {
+			t.Fatalf("after reloads so far: got %v (present %v), want %v", got, ok, step.want)
+		}
+	}
+}
