@@ -8,15 +8,15 @@ import (
 	"github.com/tillgw/till/config"
 )
 
-// pollInterval is how often Watch checks the config and vault files.
+// pollInterval is how often Watch checks the files it watches.
 const pollInterval = 250 * time.Millisecond
 
-// Watch reloads when the config or vault file changes, until stop is
-// called. Every pollInterval it compares each file's identity, size, mode
-// and modification time, and reloads once a change has held still for one
-// interval (a save can be several writes). A change of owner counts too:
+// Watch reloads when a file a reload reads changes (watchedFiles), until
+// stop is called. Every pollInterval it compares each file's identity,
+// size, mode and modification time, and reloads once a change has held
+// still for one interval (a save can be several writes). A change of owner counts too:
 // a chown is how a vault that the running till cannot read is mended.
-// Polling two files costs nothing per request, where a watch on their
+// Polling a few files costs nothing per request, where a watch on their
 // folders would wake till at each write of an audit log kept there.
 func (r *Reloader) Watch() (stop func()) {
 	return r.watch(pollInterval)
@@ -52,12 +52,14 @@ func (r *Reloader) watch(interval time.Duration) (stop func()) {
 	return func() { close(done) }
 }
 
-// watchedFiles are the files of cfg whose change reloads it: the config
-// and the vault, those that are set.
+// watchedFiles are the files of cfg whose change reloads it, those that
+// are set: the config, the vault and its key, the price table and the
+// interception CA certificate, each of which a reload reads again. One
+// that is missing is watched for its coming.
 func watchedFiles(cfg *config.Config) []string {
 	var files []string
-	for _, f := range []string{cfg.File, cfg.Vault.Path} {
-		if f != "" {
+	for _, f := range []string{cfg.File, cfg.Vault.Path, cfg.Vault.KeyFile, cfg.Prices.File, cfg.Forward.CACert} {
+		if f != "" && !slices.Contains(files, f) {
 			files = append(files, f)
 		}
 	}

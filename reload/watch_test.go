@@ -171,3 +171,39 @@ func TestWatchSeesEditDuringVaultMove(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchSeesPriceFileEdit: an edit of a file a reload reads besides
+// the config and vault (here the price table) reloads, as one of the
+// config does: documented as read at each reload, it was read only at a
+// SIGHUP or an edit of the config.
+func TestWatchSeesPriceFileEdit(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	prices := filepath.Join(dir, "prices.yaml")
+	if err := os.WriteFile(prices, []byte("models: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgFile, []byte(goodYAML+"prices: {file: prices.yaml}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load := fileLoader(cfgFile, dir)
+	served, _, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if served.Prices.File != prices {
+		t.Fatalf("prices.file %q, want %q", served.Prices.File, prices)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	stop := r.watch(5 * time.Millisecond)
+	defer stop()
+	if err := os.WriteFile(prices, []byte("models:\n  m: {input: 1, output: 2}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gw.swapped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload after the price file changed")
+	}
+}
