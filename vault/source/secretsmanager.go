@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os/exec"
 	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/processcreds"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/signin"
 	"github.com/aws/aws-sdk-go-v2/service/sso"
@@ -178,5 +180,27 @@ func awsError(err error) error {
 		// endpoint) reach a terminal: escaped, and cut as Vault's are.
 		return fmt.Errorf("%s: %s", termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(ae.ErrorMessage(), maxMessage))
 	}
+	var pe *processcreds.ProviderError
+	if errors.As(err, &pe) {
+		return credentialProcessError(pe)
+	}
 	return err
+}
+
+// credentialProcessError says why the credential_process of the AWS
+// profile gave no credentials. The SDK's own error quotes the helper's
+// whole output when it cannot read it (a warning printed before the
+// JSON, an Expiration that does not parse), credentials included: that
+// output is never quoted.
+func credentialProcessError(pe *processcreds.ProviderError) error {
+	var exitErr *exec.ExitError
+	var execErr *exec.Error
+	switch {
+	case errors.Unwrap(pe.Err) == nil, errors.As(pe.Err, &exitErr), errors.As(pe.Err, &execErr):
+		// The SDK's words alone (a field missing, a wrong version),
+		// or how the helper ended: no output in them.
+		return fmt.Errorf("get the AWS credentials from the profile's credential_process: %s", termtext.Escape(pe.Err.Error(), maxMessage))
+	}
+	return errors.New("get the AWS credentials from the profile's credential_process: its output is not the JSON the AWS SDK reads " +
+		`({"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ...} and nothing else on stdout, an RFC 3339 Expiration); not quoted here, as it holds the credentials`)
 }

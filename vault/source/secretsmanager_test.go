@@ -116,6 +116,64 @@ func TestSecretsManagerWrongCredentialsAreRefused(t *testing.T) {
 	}
 }
 
+// TestSecretsManagerCredentialProcessOutputStaysOut runs a profile's
+// credential_process that prints its credentials in a way the SDK cannot
+// read (a warning before the JSON, an Expiration that does not parse):
+// the SDK's error quotes the helper's whole output, credentials and all,
+// and the source's error is logged and printed by till check.
+func TestSecretsManagerCredentialProcessOutputStaysOut(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000010", SecretAccessKey: "fake/secret/access/key/0010", SessionToken: "fake-session-token-10"}
+	sm := fake.NewSecretsManager(t, creds, "eu-west-1")
+	sm.Put("k", "sk-aws-10")
+	doc := fmt.Sprintf(`{"Version": 1, "AccessKeyId": %q, "SecretAccessKey": %q, "SessionToken": %q`, creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken)
+	for _, tt := range []struct {
+		name, output, want string
+	}{
+		{"a warning before the JSON", "warning: cache refreshed\n" + doc + "}", "not the JSON"},
+		{"an Expiration that does not parse", doc + `, "Expiration": "tomorrow"}`, "not the JSON"},
+		{"JSON cut short", doc, "not the JSON"},
+		{"no secret key, control sample", `{"Version": 1, "AccessKeyId": "AKIAFAKE0000000010"}`, "missing SecretAccessKey"},
+		{"the helper fails, control sample", "", "exit status 3"},
+		{"good output, control sample", doc + "}", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
+				t.Setenv(k, "")
+			}
+			dir := t.TempDir()
+			out := filepath.Join(dir, "output")
+			if err := os.WriteFile(out, []byte(tt.output), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			script := "cat " + out
+			if tt.output == "" {
+				script = "exit 3"
+			}
+			helper := filepath.Join(dir, "helper.sh")
+			if err := os.WriteFile(helper, []byte("#!/bin/sh\n"+script+"\n"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			profile := filepath.Join(dir, "config")
+			if err := os.WriteFile(profile, []byte("[default]\ncredential_process = "+helper+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("AWS_CONFIG_FILE", profile)
+			raw, _, err := (&SecretsManager{Region: "eu-west-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+			if tt.want == "" {
+				if err != nil || string(raw) != "sk-aws-10" {
+					t.Fatalf("got %q, %v", raw, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "credential_process") {
+				t.Errorf("got %v, want an error naming credential_process and saying %q", err, tt.want)
+			}
+			mustNotHold(t, err, creds.SecretAccessKey, creds.SessionToken)
+		})
+	}
+}
+
 func TestSecretsManagerNeedsARegion(t *testing.T) {
 	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000003", SecretAccessKey: "fake/secret/access/key/0003"}
 	sm := fake.NewSecretsManager(t, creds, "us-east-1")
