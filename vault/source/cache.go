@@ -77,12 +77,22 @@ const changeCheck = time.Second
 // their own (a helper that hangs would hold every one of them).
 const retryAfterFailure = time.Second
 
+// staleWait is the longest a request waits for a fetch, counted from the
+// fetch's start, when failure_ttl lets its ref's last good value stand
+// in: a source that takes longer (Vault behind a network that drops
+// packets, a helper that hangs) is failing as far as requests can tell,
+// and they get that value, stale, rather than each waiting out the
+// fetch's own bound of a minute or more.
+const staleWait = 2 * time.Second
+
 // Cache holds fetched values in memory, keyed by ref. It is safe for
 // concurrent use.
 type Cache struct {
 	specs   atomic.Pointer[map[string]Spec]
 	entries *lru.Cache[string, *entry]
 	flight  singleflight.Group
+	// started holds when each fetch in flight started, by flight key.
+	started sync.Map
 	// reads numbers the fetches in the order they start, and mu makes
 	// store's compare and replace one step: a fetch that started earlier
 	// never replaces a value read by one that started later.
@@ -226,10 +236,23 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 		}
 	}
 	if !found || e.failedAt.IsZero() || now.Sub(e.failedAt) >= retryAfterFailure {
-		ch := c.flight.DoChan(flightKey(ref, spec), func() (any, error) { return c.fetch(ref, spec) })
+		fk := flightKey(ref, spec)
+		ch := c.flight.DoChan(fk, func() (any, error) { return c.fetch(ref, spec) })
+		var standIn <-chan time.Time
+		if found && c.mayStandIn(e, spec) {
+			left := staleWait
+			if at, ok := c.started.Load(fk); ok {
+				left -= time.Since(at.(time.Time))
+			}
+			timer := time.NewTimer(left)
+			defer timer.Stop()
+			standIn = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		case <-standIn:
+			return Result{Secret: e.secret, Stale: true}, nil
 		case r := <-ch:
 			e = r.Val.(*entry)
 		}
@@ -237,10 +260,16 @@ func (c *Cache) GetAs(ctx context.Context, ref string, f Form) (Result, error) {
 	if e.err == nil {
 		return Result{Secret: e.secret}, nil
 	}
-	if !e.good.IsZero() && spec.FailureTTL > 0 && c.now().Sub(e.good) < spec.FailureTTL {
+	if c.mayStandIn(e, spec) {
 		return Result{Secret: e.secret, Stale: true}, nil
 	}
 	return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, e.err)
+}
+
+// mayStandIn reports whether e holds a good value that failure_ttl lets
+// stand in while its source fails.
+func (c *Cache) mayStandIn(e *entry, spec Spec) bool {
+	return !e.good.IsZero() && spec.FailureTTL > 0 && c.now().Sub(e.good) < spec.FailureTTL
 }
 
 // flightKey names the fetches of cache key k from the source as spec sets
@@ -253,6 +282,9 @@ func flightKey(k string, spec Spec) string { return k + "\x00" + spec.ID }
 // meanwhile made it fresh, stores the outcome and returns the entry kept
 // (see store). Its error is always nil: a failure is the entry's.
 func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
+	fk := flightKey(k, spec)
+	c.started.Store(fk, time.Now())
+	defer c.started.Delete(fk)
 	old, found := c.entries.Peek(k)
 	found = found && old.id == spec.ID
 	now := c.now()

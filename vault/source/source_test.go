@@ -147,6 +147,60 @@ func TestCacheTTLRefreshAndFailure(t *testing.T) {
 	}
 }
 
+// TestHangingSourceStandsInTheLastValue: a source that does not answer
+// (Vault behind a network that drops packets) is failing as far as
+// requests can tell. Within failure_ttl they get the last good value,
+// stale, after staleWait at most, not once the fetch gives up a minute
+// later; those that come while the fetch still hangs get it at once.
+func TestHangingSourceStandsInTheLastValue(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	var hang atomic.Bool
+	release := make(chan struct{})
+	src := fakeSource{func(ctx context.Context, _ string) ([]byte, Meta, error) {
+		if hang.Load() {
+			select {
+			case <-release:
+				return []byte("v2"), Meta{}, nil
+			case <-ctx.Done():
+				return nil, Meta{}, ctx.Err()
+			}
+		}
+		return []byte("v1"), Meta{}, nil
+	}}
+	c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, FailureTTL: time.Hour}},
+		Options{Now: clk.now, Log: zerolog.Nop()})
+	get := func(wait time.Duration) (string, bool, time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		start := time.Now()
+		r, err := c.Get(ctx, "s:k")
+		v, _ := r.Secret.Value()
+		return v, r.Stale, time.Since(start), err
+	}
+	if v, _, _, err := get(time.Second); err != nil || v != "v1" {
+		t.Fatalf("got %q, %v, want v1", v, err)
+	}
+	hang.Store(true)
+	clk.add(11 * time.Second) // past ttl, within failure_ttl
+	v, stale, took, err := get(staleWait + 5*time.Second)
+	if err != nil || v != "v1" || !stale || took > staleWait+time.Second {
+		t.Errorf("source hanging: got %q stale=%v err=%v after %v, want v1 stale within %v", v, stale, err, took, staleWait)
+	}
+	v, stale, took, err = get(staleWait + 5*time.Second)
+	if err != nil || v != "v1" || !stale || took > staleWait/2 {
+		t.Errorf("while the fetch still hangs: got %q stale=%v err=%v after %v, want v1 stale at once", v, stale, err, took)
+	}
+	close(release)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if v, stale, _, err := get(time.Second); err == nil && v == "v2" && !stale {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the value the fetch got once it answered was not served within 10s")
+		}
+	}
+}
+
 // A value its source says is gone (deleted, removed) is revoked: it is
 // not served as stale within failure_ttl, nor kept fresh for the rest of
 // its ttl once a background refresh has found it gone. An outage still
