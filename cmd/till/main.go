@@ -28,14 +28,36 @@ func main() {
 		// head -1): quietly.
 		signal.Ignore(syscall.SIGPIPE)
 	}
+	getenv := withholdOwnSecrets() // after the exec above, which keeps them
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], &env{
 		stdin:  os.Stdin,
 		stdout: os.Stdout,
 		stderr: os.Stderr,
-		getenv: os.Getenv,
+		getenv: getenv,
 	}))
+}
+
+// withholdOwnSecrets takes till's own secrets (withheldFromHelpers) out
+// of the process's environment, which every program started from it
+// inherits: the AWS SDK runs a profile's credential_process with the
+// environment as it is, with no say of till's. It returns the getenv
+// the commands read them through, now and at each reload.
+func withholdOwnSecrets() func(string) string {
+	own := make(map[string]string)
+	for _, name := range withheldFromHelpers {
+		if v, ok := os.LookupEnv(name); ok {
+			own[name] = v
+			os.Unsetenv(name)
+		}
+	}
+	return func(name string) string {
+		if v, ok := own[name]; ok {
+			return v
+		}
+		return os.Getenv(name)
+	}
 }
 
 // env is what a subcommand may touch of the outside world, so that tests
