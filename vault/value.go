@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -166,7 +167,7 @@ func parseFields(raw []byte, strict bool) (map[string]string, error) {
 				return nil, fmt.Errorf("fields input: %w", jsonError(err))
 			}
 			var v string
-			if !ValidSourceField(name) || value[0] != '"' || json.Unmarshal(value, &v) != nil || checkKeyMaterial(v) != nil {
+			if !ValidSourceField(name) || value[0] != '"' || loneSurrogate(value) || json.Unmarshal(value, &v) != nil || checkKeyMaterial(v) != nil {
 				continue // not a field a route can read: not named here either
 			}
 			if _, dup := fields[name]; dup {
@@ -182,13 +183,16 @@ func parseFields(raw []byte, strict bool) (map[string]string, error) {
 		if _, dup := fields[name]; dup {
 			return nil, fmt.Errorf("field %q appears twice", name)
 		}
-		tok, err = dec.Token()
-		if err != nil {
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
 			return nil, fmt.Errorf("fields input: %w", jsonError(err))
 		}
-		v, ok := tok.(string)
-		if !ok {
+		var v string
+		if value[0] != '"' || json.Unmarshal(value, &v) != nil {
 			return nil, fmt.Errorf("field %q must be a JSON string", name)
+		}
+		if loneSurrogate(value) {
+			return nil, fmt.Errorf(`field %q: a \ud800 to \udfff escape without the other half of its pair, which JSON reads as U+FFFD, not as written: give the pair whole, or the character itself`, name)
 		}
 		// A field of a JSON key (a service account's private_key) may
 		// span lines; headers refuse it then.
@@ -210,6 +214,28 @@ func parseFields(raw []byte, strict bool) (map[string]string, error) {
 		return nil, errors.New(`fields input has no field a route can read (a string named with letters, digits, "_", "." and "-")`)
 	}
 	return fields, nil
+}
+
+// loneSurrogate reports whether the JSON string s holds a \u escape of
+// half a UTF-16 surrogate pair without its other half, which
+// encoding/json reads as U+FFFD: a value other than the one written.
+func loneSurrogate(s []byte) bool {
+	pending := false // a pair's first half was the last character
+	for i := 0; i < len(s); i++ {
+		r := rune(-1) // a character that is no \u escape
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+			if s[i] == 'u' && i+4 < len(s) {
+				n, _ := strconv.ParseUint(string(s[i+1:i+5]), 16, 32)
+				r, i = rune(n), i+4
+			}
+		}
+		if second := 0xdc00 <= r && r < 0xe000; pending != second {
+			return true
+		}
+		pending = 0xd800 <= r && r < 0xdc00
+	}
+	return pending
 }
 
 // ValidName reports whether name can name a secret: 1 to 64 characters of

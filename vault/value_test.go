@@ -275,3 +275,32 @@ func FuzzParseSourceFields(f *testing.F) {
 		}
 	})
 }
+
+// TestFieldsKeepTheValueWritten: encoding/json reads a \u escape of half
+// a UTF-16 surrogate pair, without its other half, as U+FFFD, so secret
+// set --json stored a value other than the one written, and said nothing
+// (the input is valid UTF-8, which is all that was checked). Such a field
+// is refused by secret set and left out of a source's document; a whole
+// pair, and an escaped backslash before a "u", are read as written.
+func TestFieldsKeepTheValueWritten(t *testing.T) {
+	for _, raw := range []string{`{"a": "sk-secret\ud800value"}`, `{"a": "sk-secret\uDE00value"}`, `{"a": "sk-secret\ud83d\u0041value"}`, `{"a": "sk-secretvalue\ud83d"}`} {
+		if got, err := ParseFields([]byte(raw)); err == nil || !strings.Contains(err.Error(), `field "a"`) || strings.Contains(err.Error(), "secretvalue") {
+			t.Errorf("ParseFields(%s) = %q, %v; want field \"a\" refused", raw, got["a"], err)
+		}
+		if got, err := ParseSourceFields([]byte(`{"ok": "v", ` + raw[1:])); err != nil || len(got) != 1 {
+			t.Errorf("ParseSourceFields(%s) = %q, %v; want field \"a\" left out", raw, got, err)
+		}
+	}
+	for raw, want := range map[string]string{
+		`{"a": "sk-\ud83d\ude00-value"}`:   "sk-\U0001F600-value",
+		`{"a": "sk-\\ud800-value"}`:        `sk-\ud800-value`,
+		`{"a": "sk-\ufffd-value"}`:         "sk-\ufffd-value",
+		`{"a": "sk-\u00e9\\\ud83d\ude00"}`: "sk-é\\\U0001F600",
+	} {
+		for _, parse := range []func([]byte) (map[string]string, error){ParseFields, ParseSourceFields} {
+			if got, err := parse([]byte(raw)); err != nil || got["a"] != want {
+				t.Errorf("%s: got %q, %v; want %q", raw, got["a"], err, want)
+			}
+		}
+	}
+}
