@@ -236,7 +236,8 @@ func parseSecret(name string, raw []byte, asJSON, asPEM bool, now time.Time, e *
 // parseExpires reads a date (2027-01-31, midnight UTC), an RFC 3339 time or
 // a duration from now (90d, 12h, 30m), and refuses a time that is not
 // after now: a key stored already expired would be refused at its first
-// use, or, under on_expired: warn, used with a warning nobody asked for.
+// use, or, under on_expired: warn, used with a warning nobody asked for;
+// and a time after 9999 in UTC, which the vault cannot hold.
 // What does not parse is never echoed (a key pasted after --expires must
 // not reach a terminal's scrollback); a date that parsed is, reformatted.
 func parseExpires(s string, now time.Time) (time.Time, error) {
@@ -255,6 +256,10 @@ func parseExpires(s string, now time.Time) (time.Time, error) {
 	}
 	if !t.After(now) {
 		return time.Time{}, fmt.Errorf("--expires %s is in the past: want a later date or a duration from now (90d, 12h)", shown)
+	}
+	if t.UTC().Year() > 9999 {
+		// The vault keeps it in UTC, in four digits.
+		return time.Time{}, fmt.Errorf("--expires %s is after the year 9999 in UTC: want an earlier time", shown)
 	}
 	return t, nil
 }

@@ -412,3 +412,22 @@ func TestSecretListEmptyHints(t *testing.T) {
 		t.Errorf("secret list of an empty vault: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestExpiresPastYear9999: the vault keeps times in UTC, whose year must
+// be at most 9999. --expires 9999-12-31T23:59:59-14:00 is in 9999 where
+// it is written, and in 10000 in UTC: it passed every check, and the
+// write failed with "cannot encode the vault", which says nothing of
+// --expires. It is refused as a usage error naming the flag; the last
+// instant of 9999 in UTC is still taken.
+func TestExpiresPastYear9999(t *testing.T) {
+	c := newCLI(t)
+	for _, at := range []string{"9999-12-31T23:59:59-14:00", "9999-12-31T23:00:00-01:00"} {
+		_, errOut, code := c.run(key, "secret", "set", "openai", "--expires", at)
+		if code != exitUsage || !strings.Contains(errOut, "--expires "+at+" is after the year 9999") {
+			t.Errorf("--expires %s: exit %d: %s", at, code, errOut)
+		}
+	}
+	if _, errOut, code := c.run(key, "secret", "set", "openai", "--expires", "9999-12-31T23:59:59+14:00"); code != 0 {
+		t.Errorf("--expires 9999-12-31T23:59:59+14:00: exit %d: %s", code, errOut)
+	}
+}
