@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/atomicfile"
 	"github.com/tillgw/till/proxy/ca"
 	"github.com/tillgw/till/vault"
 )
@@ -49,7 +51,7 @@ func runCAInit(args []string, e *env) error {
 		machine = "unknown host"
 	}
 	certPath := cfg.Forward.CACert
-	if _, err := os.Lstat(certPath); err == nil {
+	if _, err := os.Lstat(certPath); err == nil && !cutShort(certPath) {
 		return caExists(cfg, e, certPath)
 	}
 	v, err := openVault(cfg, e, true)
@@ -128,9 +130,13 @@ func lostCAKeyHint(certPath string) string {
 		" away, run till ca init, and give apps the new certificate (till env)"
 }
 
-// writeCACert writes a new CA certificate file (mode 0644), refusing to
-// replace one.
+// writeCACert writes a new CA certificate file (mode 0644), on disk
+// before ca init says it is done, refusing to replace one unless it is
+// cut short.
 func writeCACert(path string, certPEM []byte) error {
+	if cutShort(path) {
+		os.Remove(path)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {
 		return withHint(fmt.Errorf("%s already exists: this installation has its CA", displayPath(path)),
@@ -140,13 +146,36 @@ func writeCACert(path string, certPEM []byte) error {
 		return err
 	}
 	_, werr := f.Write(certPEM)
+	if werr == nil {
+		werr = f.Sync()
+	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
 		os.Remove(path)
+		return werr
 	}
-	return werr
+	atomicfile.SyncDir(filepath.Dir(path))
+	return nil
+}
+
+// cutShort reports whether the CA certificate file at path is a regular
+// file of no bytes: all that a ca init killed, or a power loss, leaves of
+// a certificate not yet on disk. No app trusts it; ca init writes the
+// certificate there again.
+func cutShort(path string) bool {
+	st, err := os.Lstat(path)
+	return err == nil && st.Mode().IsRegular() && st.Size() == 0
+}
+
+// certError adds to err, about the CA certificate at path, how to mend
+// a certificate cut short.
+func certError(path string, err error) error {
+	if cutShort(path) {
+		return withHint(err, "it is empty, as a till ca init cut short leaves it: till ca init writes it again")
+	}
+	return err
 }
 
 func runCAExport(args []string, e *env) error {
@@ -182,7 +211,7 @@ func readCACert(path string) ([]byte, error) {
 		return nil, err
 	}
 	if _, err := ca.ParseCert(b); err != nil {
-		return nil, fmt.Errorf("%s: %w", displayPath(path), err)
+		return nil, certError(path, fmt.Errorf("%s: %w", displayPath(path), err))
 	}
 	return b, nil
 }

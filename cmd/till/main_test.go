@@ -706,6 +706,43 @@ func TestCAInitAfterLostCert(t *testing.T) {
 	}
 }
 
+// TestCAInitFinishesACutShortCert: ca init stores the key, then creates
+// the certificate file and writes it, without a sync: killed between the
+// two, or a power loss before the bytes reached the disk, leaves an empty
+// file beside the key. ca init then refused it as "this installation has
+// its CA", ca export and check as no PEM certificate, with no way out
+// named. An empty file is no certificate any app trusts: ca init writes
+// the certificate of the key in the vault there, and check says so; a
+// file with anything in it is still never replaced.
+func TestCAInitFinishesACutShortCert(t *testing.T) {
+	c := newCLI(t)
+	c.must("", "ca", "init")
+	if err := os.Truncate("till-ca.pem", 0); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\nroutes: []\n"), 0o644)
+	if _, errOut, code := c.run("", "check"); code != 1 || !strings.Contains(errOut, "till ca init writes it again") {
+		t.Errorf("check with an empty certificate: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := c.run("", "ca", "init")
+	if code != 0 || !strings.Contains(out, "wrote a new certificate") {
+		t.Fatalf("ca init after one cut short: exit %d: %s%s", code, out, errOut)
+	}
+	if st, err := os.Stat("till-ca.pem"); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("till-ca.pem: %v %v", st, err)
+	}
+	if out, errOut, code := c.run("", "check"); code != 0 {
+		t.Errorf("check with the certificate written again: exit %d: %s%s", code, out, errOut)
+	}
+	os.WriteFile("till-ca.pem", []byte("not a certificate\n"), 0o644)
+	if _, errOut, code := c.run("", "ca", "init"); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("ca init with another file there: exit %d: %s", code, errOut)
+	}
+	if b, _ := os.ReadFile("till-ca.pem"); string(b) != "not a certificate\n" {
+		t.Errorf("ca init replaced a file that is not empty: %q", b)
+	}
+}
+
 // TestCAInitAfterLostKey: a vault that lost the CA key (replaced, or
 // restored from before till ca init) beside the certificate stops
 // serve and check; neither they nor ca init may send the operator to

@@ -546,7 +546,7 @@ func loadAuthority(cfg *config.Config, secrets map[string]vault.Secret, what, al
 		return nil, withHint(fmt.Errorf("%s: %w", cfg.Forward.CACert, err), "was till ca init run with another vault?")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfg.Forward.CACert, err)
+		return nil, certError(cfg.Forward.CACert, fmt.Errorf("%s: %w", cfg.Forward.CACert, err))
 	}
 	return authority, nil
 }
