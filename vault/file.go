@@ -226,12 +226,14 @@ func (f *File) sweepLeftovers() {
 	if len(f.leftovers()) == 0 {
 		return
 	}
-	fl := atomicfile.LockFile(f.real())
+	real := f.real()
+	fl := atomicfile.LockFile(real)
 	defer fl.Close()
 	if ok, err := fl.TryLock(); err != nil || !ok {
 		return
 	}
 	defer fl.Unlock()
+	atomicfile.MatchOwner(real+".lock", real) // as Lock: root's read may have made it
 	f.removeLeftovers()
 }
 
