@@ -152,6 +152,21 @@ func TestDockerIgnoreKeepsSecretsOut(t *testing.T) {
 	}
 }
 
+// TestDockerIgnoreKeepsTempKeysOut: a till killed while it makes a vault
+// key (init, the first secret set: .till.key.NNN, linked into place once
+// whole) or replaces a client's key (client rotate: .NAME.key.tmp-NNN,
+// renamed into place) leaves that private key in a hidden temp file
+// beside it. *.key matches the end of a name only, so those files
+// entered a build context, where the vault's own temp files did not.
+func TestDockerIgnoreKeepsTempKeysOut(t *testing.T) {
+	ignored := dockerIgnore(t)
+	for _, p := range []string{".till.key.123456", "examples/sidecar-compose/till-data/.till.key.9", "deploy/.prod.key.42", ".web.key.tmp-123456", "clients/.web.key.tmp-7"} {
+		if !ignored(p) {
+			t.Errorf("%s enters the build context", p)
+		}
+	}
+}
+
 // walkFiles calls fn with the slash-separated path, relative to root, of
 // each file below root, leaving out .git and node_modules.
 func walkFiles(t *testing.T, root string, fn func(rel string)) {
