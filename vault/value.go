@@ -167,7 +167,7 @@ func parseFields(raw []byte, strict bool) (map[string]string, error) {
 				return nil, fmt.Errorf("fields input: %w", jsonError(err))
 			}
 			var v string
-			if !ValidSourceField(name) || value[0] != '"' || loneSurrogate(value) || json.Unmarshal(value, &v) != nil || checkKeyMaterial(v) != nil {
+			if !ValidSourceField(name) || value[0] != '"' || LoneSurrogate(value) || json.Unmarshal(value, &v) != nil || checkKeyMaterial(v) != nil {
 				continue // not a field a route can read: not named here either
 			}
 			if _, dup := fields[name]; dup {
@@ -191,7 +191,7 @@ func parseFields(raw []byte, strict bool) (map[string]string, error) {
 		if value[0] != '"' || json.Unmarshal(value, &v) != nil {
 			return nil, fmt.Errorf("field %q must be a JSON string", name)
 		}
-		if loneSurrogate(value) {
+		if LoneSurrogate(value) {
 			return nil, fmt.Errorf(`field %q: a \ud800 to \udfff escape without the other half of its pair, which JSON reads as U+FFFD, not as written: give the pair whole, or the character itself`, name)
 		}
 		// A field of a JSON key (a service account's private_key) may
@@ -216,10 +216,10 @@ func parseFields(raw []byte, strict bool) (map[string]string, error) {
 	return fields, nil
 }
 
-// loneSurrogate reports whether the JSON string s holds a \u escape of
+// LoneSurrogate reports whether the JSON string s holds a \u escape of
 // half a UTF-16 surrogate pair without its other half, which
 // encoding/json reads as U+FFFD: a value other than the one written.
-func loneSurrogate(s []byte) bool {
+func LoneSurrogate(s []byte) bool {
 	pending := false // a pair's first half was the last character
 	for i := 0; i < len(s); i++ {
 		r := rune(-1) // a character that is no \u escape

@@ -631,7 +631,7 @@ func pickField(raw []byte, field string) (string, error) {
 
 // stringField returns one string field of a JSON object, as it is.
 func stringField(raw []byte, field string) (string, error) {
-	var fields map[string]any
+	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return "", fmt.Errorf("value is not a JSON object, so it has no field %q", field)
 	}
@@ -639,9 +639,12 @@ func stringField(raw []byte, field string) (string, error) {
 	if !ok {
 		return "", gone("value has no field %q", field)
 	}
-	s, ok := v.(string)
-	if !ok {
+	var s string
+	if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
 		return "", fmt.Errorf("field %q is not a string", field)
+	}
+	if vault.LoneSurrogate(v) {
+		return "", fmt.Errorf(`field %q holds a \ud800 to \udfff escape without the other half of its pair, which JSON reads as U+FFFD, not as the source holds it`, field)
 	}
 	return s, nil
 }

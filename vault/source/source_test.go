@@ -250,13 +250,15 @@ func TestGoneValueIsNotStale(t *testing.T) {
 
 func TestCacheFields(t *testing.T) {
 	src := fakeSource{func(_ context.Context, p string) ([]byte, Meta, error) {
-		return []byte(`{"api_key": "k1", "n": 3}`), Meta{}, nil
+		return []byte(`{"api_key": "k1", "n": 3, "half": "sk-abc\ud800def", "pair": "k\ud83d\ude00"}`), Meta{}, nil
 	}}
 	c := NewCache(map[string]Spec{"s": {Source: src, TTL: time.Minute}}, Options{})
 	tests := []struct{ ref, want, err string }{
 		{"s:x#api_key", "k1", ""},
 		{"s:x#missing", "", `has no field "missing"`},
 		{"s:x#n", "", `field "n" is not a string`},
+		{"s:x#half", "", `field "half" holds a \ud800 to \udfff escape without the other half`}, // read as U+FFFD, not as held
+		{"s:x#pair", "k\U0001F600", ""},
 		{"t:x", "", `no source named "t"`},
 	}
 	for _, tt := range tests {
