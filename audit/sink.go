@@ -51,7 +51,8 @@ type Options struct {
 	// trail's lines are, see termtext.JSON), so that the operational
 	// log can keep it. It must not block.
 	OnError func(err error, record []byte)
-	// Log, when set, is told what the sink repaired on its own.
+	// Log, when set, is told what the sink repaired on its own, and of
+	// a setting it cannot honour.
 	Log func(msg string)
 }
 
@@ -105,6 +106,11 @@ type Sink struct {
 // or renamed under till is replaced by a new one at the path.
 func Open(o Options) (*Sink, error) {
 	if o.Path == "" || o.Path == "-" {
+		if o.Fsync == FsyncAlways && o.Log != nil {
+			if st, err := os.Stdout.Stat(); err == nil && !st.Mode().IsRegular() {
+				o.Log("audit.fsync: always cannot flush stdout to disk (a pipe, socket or terminal): records are as durable as whatever reads them makes them; set audit.file to keep them on till's own disk")
+			}
+		}
 		return New(stdout{}, o), nil
 	}
 	af := &file{path: o.Path, maxSize: o.MaxSize, maxFiles: max(o.MaxFiles, 1), syncFolder: o.Fsync == FsyncAlways}

@@ -875,3 +875,40 @@ func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 	}
 }
+
+// TestFsyncAlwaysOnStdoutPipeSaysSo: fsync: always with the records on
+// stdout flushes nothing when stdout is a pipe: the sink says so at
+// start, and says nothing when stdout is a file, which it flushes.
+func TestFsyncAlwaysOnStdoutPipeSaysSo(t *testing.T) {
+	saved := os.Stdout
+	t.Cleanup(func() { os.Stdout = saved })
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	file, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for _, c := range []struct {
+		out   *os.File
+		fsync string
+		warns bool
+	}{{w, FsyncAlways, true}, {file, FsyncAlways, false}, {w, FsyncInterval, false}} {
+		os.Stdout = c.out
+		var logged []string
+		s, err := Open(Options{Path: "-", Fsync: c.fsync, Log: func(msg string) { logged = append(logged, msg) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		os.Stdout = saved
+		warned := len(logged) == 1 && strings.Contains(logged[0], "cannot flush stdout")
+		if warned != c.warns || len(logged) > 1 {
+			t.Errorf("stdout a %s, fsync %s: logged %q, want a warning: %v", map[bool]string{true: "pipe", false: "file"}[c.out == w], c.fsync, logged, c.warns)
+		}
+	}
+}
