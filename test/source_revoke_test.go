@@ -15,11 +15,12 @@ import (
 // TestWebSocketEndsWhenItsSourceKeyGoes: a WebSocket that went with a
 // key from a source ends once till learns that the key was replaced or
 // removed at the source (here a files source's file rewritten, or
-// deleted, and seen by the next request to the route), as one on a
-// vault key ends when the key is replaced or removed: the session opened
-// with a revoked key does not run on.
+// deleted, and seen by the next request to the route; or a reload
+// pointing the source at another folder, whose value differs), as one on
+// a vault key ends when the key is replaced or removed: the session
+// opened with a revoked key does not run on.
 func TestWebSocketEndsWhenItsSourceKeyGoes(t *testing.T) {
-	for _, change := range []string{"replaced", "removed"} {
+	for _, change := range []string{"replaced", "removed", "moved"} {
 		t.Run(change, func(t *testing.T) {
 			u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Header.Get("Upgrade") == "" {
@@ -69,10 +70,22 @@ func TestWebSocketEndsWhenItsSourceKeyGoes(t *testing.T) {
 			if err := echo(); err != nil {
 				t.Fatalf("before the key changed: %v", err)
 			}
-			if change == "replaced" {
+			switch change {
+			case "replaced":
 				err = os.WriteFile(file, []byte(v2+"\n"), 0o600)
-			} else {
+			case "removed":
 				err = os.Remove(file)
+			case "moved":
+				// A reload points the source at another folder, whose
+				// value differs: the cache forgets the old one.
+				moved := filepath.Join(filepath.Dir(keys), "moved")
+				if err := os.Mkdir(moved, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(moved, "openai"), []byte(v2+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				err = os.WriteFile(filepath.Join(tl.dir, "till.yaml"), []byte(strings.Replace(cfg, keys, moved, 1)), 0o644)
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -82,7 +95,7 @@ func TestWebSocketEndsWhenItsSourceKeyGoes(t *testing.T) {
 			waitFor(t, 10*time.Second, "the route to see the key "+change, func() bool {
 				resp, _ := do(t, newRequest(t, "GET", tl.url("/openai/v1/models"), nil))
 				last := u.last(t).Header.Get("Authorization")
-				return change == "replaced" && last == "Bearer "+v2 || change == "removed" && resp.StatusCode == http.StatusServiceUnavailable
+				return change != "removed" && last == "Bearer "+v2 || change == "removed" && resp.StatusCode == http.StatusServiceUnavailable
 			})
 			ended := false
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {

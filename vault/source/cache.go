@@ -156,7 +156,10 @@ func (c *Cache) SetSources(specs map[string]Spec) {
 // OnChange has f called each time a fetch finds the value held for a
 // ref replaced at its source, or gone from it, once the cache holds the
 // news: what went with the old value (a WebSocket) can then be checked
-// against it. f runs in the fetch, before its waiters get the value.
+// against it. A value the cache did not hold before counts as replaced:
+// it may have forgotten the old one (evicted, or dropped by a reload
+// that changed the source's settings) while something still goes with
+// it. f runs in the fetch, before its waiters get the value.
 func (c *Cache) OnChange(f func()) { c.onChange.Store(&f) }
 
 // Form is the shape in which a ref's value is read, as its route uses it.
@@ -314,7 +317,7 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 			e.checked.Store(old.checked.Load())
 		}
 		kept := c.store(k, spec, e)
-		if kept == e && found && !old.good.IsZero() && errors.Is(err, ErrGone) {
+		if kept == e && errors.Is(err, ErrGone) && !(found && errors.Is(old.err, ErrGone)) {
 			c.tellChange()
 		}
 		return kept, nil
@@ -342,7 +345,9 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	e := &entry{secret: sec, good: now, stamp: stamp, read: seq, tried: seq}
 	e.checked.Store(now.UnixNano())
 	kept := c.store(k, spec, e)
-	if kept == e && found && !old.good.IsZero() && old.secret.Fingerprint() != sec.Fingerprint() {
+	// Told unless the cache held this value, or found it gone (what went
+	// with the value before was told of then).
+	if kept == e && !(found && (!old.good.IsZero() && old.secret.Fingerprint() == sec.Fingerprint() || errors.Is(old.err, ErrGone))) {
 		c.tellChange()
 	}
 	return kept, nil

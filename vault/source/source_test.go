@@ -1063,7 +1063,8 @@ func FuzzOneValue(f *testing.F) {
 // TestOnChangeToldOfReplacedAndGone: OnChange is told when a fetch finds
 // a ref's value replaced at its source, or gone from it (so that what
 // went with the old value can end), and not for a fetch that finds the
-// same value, nor for an outage, which revokes nothing.
+// same value, nor for an outage, which revokes nothing, nor for a value
+// back after it was gone.
 func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	var state atomic.Value // a value, "down" or "gone"
@@ -1087,12 +1088,14 @@ func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
 		state string
 		want  int32 // changes told so far
 	}{
-		{"v1", 0}, // the first value: nothing went with another
-		{"v1", 0}, // the same again
-		{"down", 0},
-		{"v2", 1},
-		{"gone", 2},
-		{"v3", 2}, // back, after it was gone: nothing went with "gone"
+		// The first value: the cache cannot tell it from one fetched
+		// after it forgot another (TestOnChangeToldAfterTheCacheForgot).
+		{"v1", 1},
+		{"v1", 1}, // the same again
+		{"down", 1},
+		{"v2", 2},
+		{"gone", 3},
+		{"v3", 3}, // back, after it was gone: nothing went with "gone"
 	} {
 		state.Store(step.state)
 		clk.add(11 * time.Second) // past ttl: a fetch
@@ -1100,5 +1103,57 @@ func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
 		if n := told.Load(); n != step.want {
 			t.Fatalf("after a fetch that found %q: told of %d changes, want %d", step.state, n, step.want)
 		}
+	}
+}
+
+// TestOnChangeToldAfterTheCacheForgot: a value fetched once the cache
+// has forgotten the one it held (a reload that changed the source's
+// settings dropped it, or the cache evicted it) may differ from what a
+// WebSocket went with: OnChange is told of it, and of a value found gone
+// then, as it is of one replaced while the cache held the old.
+func TestOnChangeToldAfterTheCacheForgot(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		forget func(c *Cache, src Source)
+		then   string // what the next fetch finds: a value or "gone"
+	}{
+		{"settings changed, replaced", func(c *Cache, src Source) {
+			c.SetSources(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, ID: "b"}})
+		}, "v2"},
+		{"settings changed, gone", func(c *Cache, src Source) {
+			c.SetSources(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, ID: "b"}})
+		}, "gone"},
+		{"evicted, replaced", func(c *Cache, _ Source) {
+			_, _ = c.Get(context.Background(), "s:other") // size 1: pushes s:k out
+		}, "v2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var state atomic.Value
+			state.Store("v1")
+			src := fakeSource{func(_ context.Context, path string) ([]byte, Meta, error) {
+				switch s := state.Load().(string); {
+				case path == "other":
+					return []byte("other"), Meta{}, nil
+				case s == "gone":
+					return nil, Meta{}, gone("secret/k: no such secret")
+				default:
+					return []byte(s), Meta{}, nil
+				}
+			}}
+			c := NewCache(map[string]Spec{"s": {Source: src, TTL: 10 * time.Second, ID: "a"}}, Options{Size: 1, Log: zerolog.Nop()})
+			var told atomic.Int32
+			c.OnChange(func() { told.Add(1) })
+			get := getter(c, "s:k")
+			if v, _, err := get(); v != "v1" || err != nil {
+				t.Fatalf("first fetch: %q, %v", v, err)
+			}
+			tt.forget(c, src)
+			before := told.Load()
+			state.Store(tt.then)
+			get()
+			if told.Load() == before {
+				t.Errorf("a fetch that found the value %s once the cache forgot v1 told no change; what went with v1 runs on", tt.then)
+			}
+		})
 	}
 }
