@@ -83,15 +83,17 @@ func newPoller(files ...string) *poller {
 // follow returns a poller of files that keeps p's state of those p
 // watched too: the config edited while the reload that named another
 // vault ran is a change still to see, not the new poller's starting
-// state. The others start as they are now.
+// state. The others (the new vault) start unknown, as missing: that
+// reload read one at some point, and an edit since (a secret rotated)
+// may be in its state now, so a new vault that exists is reloaded once
+// more.
 func (p *poller) follow(files []string) *poller {
-	n := newPoller(files...)
+	n := &poller{files: files, last: make([]os.FileInfo, len(files)), changed: p.changed}
 	for i, f := range files {
 		if j := slices.Index(p.files, f); j >= 0 {
 			n.last[i] = p.last[j]
 		}
 	}
-	n.changed = p.changed
 	return n
 }
 

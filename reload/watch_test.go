@@ -172,6 +172,75 @@ func TestWatchSeesEditDuringVaultMove(t *testing.T) {
 	}
 }
 
+// TestWatchSeesVaultEditDuringVaultMove: an edit of the vault file a
+// reload moves to, landing after that reload read it (a secret rotated
+// while the reload ran), is reloaded: the watch's first state of the new
+// vault is not taken after the reload, when the edit is already in it.
+func TestWatchSeesVaultEditDuringVaultMove(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	yamlA := goodYAML + "vault: {path: a.vault}\n"
+	yamlB := goodYAML + "vault: {path: b.vault}\n"
+	for _, f := range []string{"a.vault", "b.vault"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("v1"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(cfgFile, []byte(yamlA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := fileLoader(cfgFile, dir)
+	var (
+		mu   sync.Mutex
+		read string // what the last load read of b.vault
+		once sync.Once
+	)
+	load := func() (*config.Config, map[string]vault.Secret, error) {
+		c, secrets, err := files()
+		if err != nil || filepath.Base(c.Vault.Path) != "b.vault" {
+			return c, secrets, err
+		}
+		b, err := os.ReadFile(c.Vault.Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		mu.Lock()
+		read = string(b)
+		mu.Unlock()
+		// The operator's rotation, just after till read the vault.
+		once.Do(func() {
+			if err := os.WriteFile(c.Vault.Path, []byte("v2, rotated"), 0o600); err != nil {
+				t.Error(err)
+			}
+		})
+		return c, secrets, nil
+	}
+	served, _, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	stop := r.watch(5 * time.Millisecond)
+	defer stop()
+	if err := os.WriteFile(cfgFile, []byte(yamlB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.After(2 * time.Second); ; {
+		select {
+		case <-gw.swapped:
+		case <-deadline:
+			t.Fatal("the vault edited while the reload that moved to it ran is never reloaded: the rotated key is not served")
+		}
+		mu.Lock()
+		got := read
+		mu.Unlock()
+		if got == "v2, rotated" {
+			return
+		}
+	}
+}
+
 // TestWatchSeesPriceFileEdit: an edit of a file a reload reads besides
 // the config and vault (here the price table) reloads, as one of the
 // config does: documented as read at each reload, it was read only at a
