@@ -158,9 +158,11 @@ func (w *responseRecorder) Flush() {
 }
 
 // answerIdleTimeout bounds each write of the answer to the app: an app
-// that takes nothing of it for this long (it never reads its connection,
-// or never opens its HTTP/2 stream's flow-control window) is cut as one
-// that left (client_closed). Else the request would last as long as the
+// that has not taken the whole of one (8 KB at most) this long after it
+// began (it never reads its connection, never opens its HTTP/2 stream's
+// flow-control window, or reads a trickle once the sockets' buffers are
+// full: a write ends only when all of it went) is cut as one that left
+// (client_closed). Else the request would last as long as the
 // app kept its connection, the upstream long done, and with it what the
 // request holds: its reservation under a budget, which refuses other
 // apps, a goroutine, the upstream's connection.
