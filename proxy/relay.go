@@ -219,11 +219,12 @@ func newRelayTransport(guard *dialGuard) *http.Transport {
 }
 
 // relayTransport sends each request through the relay transport of the
-// live snapshot it was resolved with.
+// live snapshot it was resolved with. A status net/http cannot send on
+// is an error, as a route's upstream's is (sendableStatus).
 type relayTransport struct{}
 
 func (relayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return r.Context().Value(liveKey{}).(*live).relay.RoundTrip(r)
+	return sendableStatus(r.Context().Value(liveKey{}).(*live).relay.RoundTrip(r))
 }
 
 // newRelayer returns the proxy for absolute-form requests to hosts

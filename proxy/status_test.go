@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,4 +130,49 @@ func h2Status(t *testing.T, status string) string {
 		}
 	}()
 	return "https://" + ln.Addr().String()
+}
+
+// TestRelayedStatusOutOfRange: a host without a route, to which forward
+// mode relays an absolute-form http:// request, may answer a status
+// net/http cannot send on ("042"), as a route's upstream may: the app
+// gets 502, not a cut connection after a panic (a stack in the log at
+// error, which any host could have written there), and the record no
+// made-up status.
+func TestRelayedStatusOutOfRange(t *testing.T) {
+	for _, status := range []string{"042", "000"} {
+		t.Run(status, func(t *testing.T) {
+			host := rawServer(t, func(c net.Conn) {
+				c.Read(make([]byte, 4096))
+				fmt.Fprintf(c, "HTTP/1.1 %s X\r\nContent-Length: 2\r\n\r\nhi", status)
+			})
+			cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes: []\n"), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			records, logs := &lockedBuffer{}, &lockedBuffer{}
+			gw := New(NewSnapshot(cfg, nil), Options{Audit: testAudit(records), Log: zerolog.New(logs)})
+			front := httptest.NewServer(gw)
+			defer front.Close()
+			c, err := net.Dial("tcp", front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "GET http://%s/p HTTP/1.1\r\nHost: %s\r\n\r\n", host, host)
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("the app got no answer: %v", err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusBadGateway {
+				t.Errorf("got %d %q, want 502", res.StatusCode, res.Header.Get("X-Till-Error"))
+			}
+			if strings.Contains(logs.String(), "panic") {
+				t.Errorf("logged a panic: %s", logs.String())
+			}
+			if recs := records.records(t); len(recs) != 1 || recs[0]["status"] != float64(http.StatusBadGateway) {
+				t.Errorf("got records %v, want one with status 502", recs)
+			}
+		})
+	}
 }
