@@ -84,16 +84,16 @@ func (g *Gateway) tunnel(rw *responseRecorder, r *http.Request, x *exchange, l *
 // for what is left since the last one, so reads cost no timer reset.
 type idleTimer struct {
 	d     time.Duration
-	last  atomic.Int64 // UnixNano of the last read that moved bytes
+	last  atomic.Int64 // nanotime of the last read that moved bytes
 	timer *time.Timer
 }
 
 func newIdleTimer(d time.Duration, end func()) *idleTimer {
 	t := &idleTimer{d: d}
-	t.last.Store(time.Now().UnixNano())
+	t.last.Store(nanotime())
 	// Made stopped and started once assigned, so fire never sees it nil.
 	t.timer = time.AfterFunc(time.Duration(math.MaxInt64), func() {
-		if left := time.Duration(t.last.Load() + int64(t.d) - time.Now().UnixNano()); left > 0 {
+		if left := time.Duration(t.last.Load() + int64(t.d) - nanotime()); left > 0 {
 			t.timer.Reset(left)
 			return
 		}
@@ -110,7 +110,7 @@ func (t *idleTimer) reader(r io.Reader) io.Reader { return activeReader{r, t} }
 // it moved bytes.
 func (t *idleTimer) moved(n int, err error) (int, error) {
 	if n > 0 {
-		t.last.Store(time.Now().UnixNano())
+		t.last.Store(nanotime())
 	}
 	return n, err
 }

@@ -177,7 +177,7 @@ var answerIdleTimeout = 60 * time.Second
 // writes (up to holdLimit bytes) the server's buffers take without
 // waiting: an answer held whole never starts a watch.
 type writeWatch struct {
-	since   atomic.Int64 // when the write under way began, Unix nanoseconds; 0: none
+	since   atomic.Int64 // when the write under way began (nanotime); 0: none
 	stalled atomic.Bool  // a write was ended
 	mu      sync.Mutex
 	timer   *time.Timer // started at the first write
@@ -188,7 +188,7 @@ type writeWatch struct {
 
 // begin notes a write to w starting.
 func (ww *writeWatch) begin(w http.ResponseWriter) {
-	ww.since.Store(time.Now().UnixNano())
+	ww.since.Store(nanotime())
 	if ww.timer == nil {
 		ww.mu.Lock()
 		defer ww.mu.Unlock()
@@ -210,7 +210,7 @@ func (ww *writeWatch) check() {
 	}
 	wait := ww.timeout
 	if since := ww.since.Load(); since != 0 {
-		idle := time.Since(time.Unix(0, since))
+		idle := time.Duration(nanotime() - since)
 		if idle >= ww.timeout {
 			ww.stalled.Store(true)
 			_ = ww.rc.SetWriteDeadline(time.Unix(1, 0))
@@ -309,7 +309,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	}
 	b.reading.Store(true)
 	n, err := b.ReadCloser.Read(p)
-	b.last.Store(time.Now().UnixNano())
+	b.last.Store(nanotime())
 	b.reading.Store(false)
 	b.x.bytesIn.Add(int64(n))
 	switch {

@@ -528,7 +528,7 @@ func (x *exchange) drainAnswer(body io.Reader, buf []byte) {
 // answer the app may leave.
 func (x *exchange) answerRead() {
 	if x.answer != nil {
-		x.answer.last.Store(time.Now().UnixNano())
+		x.answer.last.Store(nanotime())
 	}
 }
 

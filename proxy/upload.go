@@ -44,11 +44,20 @@ type stallWatch struct {
 	stopped bool
 }
 
+// clockStart is the origin of nanotime.
+var clockStart = time.Now()
+
+// nanotime is the time since till started, in nanoseconds, by the
+// monotonic clock (never 0): the watches that keep a time in an atomic
+// are not moved by a step of the wall clock, which would cut a healthy
+// upload, answer or tunnel.
+func nanotime() int64 { return int64(time.Since(clockStart)) + 1 }
+
 // progress is how far a body has been read (a request body by the
 // transport, an answer by till), for stallWatch.
 type progress struct {
 	reading atomic.Bool  // a read waits for the app
-	last    atomic.Int64 // when the last read returned, Unix nanoseconds
+	last    atomic.Int64 // when the last read returned (nanotime)
 	ended   atomic.Bool  // the body has been read to its end (or failed)
 }
 
@@ -61,7 +70,7 @@ type heldBody struct {
 
 func (h heldBody) Read(b []byte) (int, error) {
 	n, err := h.Reader.Read(b)
-	h.p.last.Store(time.Now().UnixNano())
+	h.p.last.Store(nanotime())
 	if err == io.EOF {
 		h.p.ended.Store(true)
 	}
@@ -84,7 +93,7 @@ func (w *stallWatch) start() {
 	if w.timer != nil || w.stopped {
 		return
 	}
-	w.body.last.Store(time.Now().UnixNano())
+	w.body.last.Store(nanotime())
 	w.timer = time.AfterFunc(w.timeout, w.check)
 }
 
@@ -94,7 +103,7 @@ func (w *stallWatch) check() {
 	if w.stopped || w.body.ended.Load() {
 		return // over, or uploaded: the response header timeout takes over
 	}
-	idle := time.Since(time.Unix(0, w.body.last.Load()))
+	idle := time.Duration(nanotime() - w.body.last.Load())
 	if w.body.reading.Load() || idle < w.timeout {
 		w.timer.Reset(max(w.timeout-idle, w.timeout/10))
 		return
