@@ -31,6 +31,7 @@ func (g *Gateway) finish(x *exchange, rw *responseRecorder, r *http.Request) {
 		rw.discard()
 	}
 	rw.stall.stop()
+	rw.boundLastWrite()
 	if rw.stall.stalled.Load() && x.failure == "" {
 		x.failure = codeClientClosed // it took nothing of the answer
 	}

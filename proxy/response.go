@@ -42,6 +42,8 @@ type responseRecorder struct {
 	http10 bool
 	// stall ends a write to the app that makes no progress.
 	stall writeWatch
+	// hijacked is set once the connection is handed over (Hijack).
+	hijacked bool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
@@ -157,6 +159,22 @@ func (w *responseRecorder) Flush() {
 	}
 }
 
+// boundLastWrite gives the server's own write of an HTTP/1 response
+// after the handler returns (what its buffer still holds: a held answer
+// whole) answerIdleTimeout to end, as the watch does each write before:
+// else an app that reads nothing would hold the connection and its
+// goroutine for good. net/http clears the deadline once it has written.
+// Over HTTP/2 the stream, not the connection, waits; a connection taken
+// from the server would be cut by it.
+func (w *responseRecorder) boundLastWrite() {
+	if w.x.overHTTP2 || w.x.takenOver || w.hijacked {
+		return
+	}
+	if c, ok := w.ResponseWriter.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = c.SetWriteDeadline(time.Now().Add(answerIdleTimeout))
+	}
+}
+
 // answerIdleTimeout bounds each write of the answer to the app: an app
 // that has not taken the whole of one (8 KB at most) this long after it
 // began (it never reads its connection, never opens its HTTP/2 stream's
@@ -245,6 +263,7 @@ func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	w.hijacked = true
 	if w.x.ctx != nil {
 		context.AfterFunc(w.x.ctx, func() { conn.Close() })
 	}

@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -227,5 +229,113 @@ func TestBudgetedAnswerOfAppThatStopsReading(t *testing.T) {
 	}
 	if recs := records.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
 		t.Errorf("got records %v, want one with reason %s", recs, codeClientClosed)
+	}
+}
+
+// TestLastWriteToAppThatStopsReadingIsBounded: over HTTP/1, what the
+// server still buffers when the handler has returned (a held answer
+// whole) is written after it, out of the write watch's reach: an app
+// that sends request after request and reads nothing fills the sockets'
+// buffers until that write waits. It waits answerIdleTimeout, then the
+// connection is closed, rather than held, with its goroutine, for as
+// long as the app keeps it.
+func TestLastWriteToAppThatStopsReadingIsBounded(t *testing.T) {
+	old := answerIdleTimeout
+	answerIdleTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { answerIdleTimeout = old })
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Repeat("a", holdLimit-100)) // held whole
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: \""+up.URL+"\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())}),
+		Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	closed := make(chan struct{}, 1)
+	front := httptest.NewUnstartedServer(gw)
+	front.Listener = smallSendBuffers{front.Listener}
+	front.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	front.Start()
+	defer front.Close()
+	conn, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	go func() { // the app sends, and never reads
+		req := "GET /api/v1/x HTTP/1.1\r\nHost: till\r\n\r\n"
+		for range 2000 {
+			if _, err := io.WriteString(conn, req); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection of an app that reads nothing is still open")
+	}
+}
+
+// smallSendBuffers gives each connection it accepts a small send buffer,
+// so that an app that reads nothing makes the server's writes wait soon.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// TestLastWriteBoundLeavesKeptConnection: the bound on the server's last
+// write does not outlive it: a kept-alive connection idle for longer
+// than answerIdleTimeout takes its next request as any other.
+func TestLastWriteBoundLeavesKeptConnection(t *testing.T) {
+	old := answerIdleTimeout
+	answerIdleTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { answerIdleTimeout = old })
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: \""+up.URL+"\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())}),
+		Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	conns := 0
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if !i.Reused {
+			conns++
+		}
+	}}
+	client := front.Client()
+	for i := range 2 {
+		if i == 1 {
+			time.Sleep(3 * answerIdleTimeout) // past the bound: it must be gone
+		}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", front.URL+"/api/v1/x", nil)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || string(body) != "ok" {
+			t.Fatalf("request %d: %q, %v", i+1, body, err)
+		}
+	}
+	if conns != 1 {
+		t.Errorf("%d connections, want the first kept for the second request", conns)
 	}
 }
