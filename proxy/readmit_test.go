@@ -606,13 +606,7 @@ func TestReloadMintsAsTheConfigServedNow(t *testing.T) {
 			asks, bearer = nil, nil
 			mu.Unlock()
 			gw := New(snap(tt.before), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
-			body := `{"model":"gpt-4o-mini","messages":[]}`
-			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
-			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap(tt.after)) }}
-			r.ContentLength = int64(len(body))
-			r.Header.Set("Content-Type", "application/json")
-			w := httptest.NewRecorder()
-			gw.ServeHTTP(w, r)
+			w := chatReloadedMidBody(gw, snap(tt.after))
 			mu.Lock()
 			defer mu.Unlock()
 			if w.Code != http.StatusOK || strings.Join(asks, ",") != tt.ask || strings.Join(bearer, ",") != tt.token {
@@ -655,13 +649,7 @@ func TestReloadMintsForTheInstallationServedNow(t *testing.T) {
 		return NewSnapshot(cfg, keys)
 	}
 	gw := New(snap("111"), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
-	body := `{"model":"gpt-4o-mini","messages":[]}`
-	r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
-	r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap("222")) }}
-	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Type", "application/json")
-	w := httptest.NewRecorder()
-	gw.ServeHTTP(w, r)
+	w := chatReloadedMidBody(gw, snap("222"))
 	mu.Lock()
 	defer mu.Unlock()
 	if w.Code != http.StatusOK || strings.Join(asks, ",") != "222" || strings.Join(bearer, ",") != "ghs_inst222_0123456789abcdef" {
@@ -830,13 +818,7 @@ func TestReloadMintsSourcedAsTheConfigServedNow(t *testing.T) {
 			asks, bearer = nil, nil
 			mu.Unlock()
 			gw := New(snap(tt.before), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
-			body := `{"model":"gpt-4o-mini","messages":[]}`
-			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
-			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap(tt.after)) }}
-			r.ContentLength = int64(len(body))
-			r.Header.Set("Content-Type", "application/json")
-			w := httptest.NewRecorder()
-			gw.ServeHTTP(w, r)
+			w := chatReloadedMidBody(gw, snap(tt.after))
 			mu.Lock()
 			defer mu.Unlock()
 			want := http.StatusOK
@@ -885,13 +867,7 @@ func TestReloadMovingTheUpstreamStopsKey(t *testing.T) {
 			paths = nil
 			mu.Unlock()
 			gw := New(snap(srv.URL), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
-			body := `{"model":"gpt-4o-mini","messages":[]}`
-			r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
-			r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(snap(tt.after)) }}
-			r.ContentLength = int64(len(body))
-			r.Header.Set("Content-Type", "application/json")
-			w := httptest.NewRecorder()
-			gw.ServeHTTP(w, r)
+			w := chatReloadedMidBody(gw, snap(tt.after))
 			mu.Lock()
 			defer mu.Unlock()
 			if got := strings.Join(paths, ","); got != tt.want || (tt.want == "") != (w.Code != http.StatusOK) {
@@ -899,4 +875,18 @@ func TestReloadMovingTheUpstreamStopsKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// chatReloadedMidBody sends gw a chat completion whose body's first read
+// swaps in the snapshot reload: a reload while the request comes in,
+// after it was decided.
+func chatReloadedMidBody(gw *Gateway, reload *Snapshot) *httptest.ResponseRecorder {
+	body := `{"model":"gpt-4o-mini","messages":[]}`
+	r := httptest.NewRequest("POST", "/openai/v1/chat/completions", nil)
+	r.Body = &onFirstRead{Reader: strings.NewReader(body), hook: func() { gw.Swap(reload) }}
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	return w
 }

@@ -40,13 +40,7 @@ func TestAppThatStopsReadingIsCut(t *testing.T) {
 				}
 			}))
 			defer up.Close()
-			cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: \""+up.URL+"\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			records := &lockedBuffer{}
-			gw := New(NewSnapshot(cfg, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())}),
-				Options{Audit: testAudit(records), Log: zerolog.Nop()})
+			gw, records := apiGateway(t, up.URL)
 			app := appOver(t, gw, proto)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -94,12 +88,7 @@ func TestResponseDeadlineCutsNoReader(t *testing.T) {
 		time.Sleep(2 * answerIdleTimeout)
 	}))
 	defer up.Close()
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: \""+up.URL+"\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())}),
-		Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	gw, _ := apiGateway(t, up.URL)
 	for _, proto := range []string{"http1", "http2"} {
 		t.Run(proto, func(t *testing.T) {
 			app := appOver(t, gw, proto)
@@ -247,12 +236,7 @@ func TestLastWriteToAppThatStopsReadingIsBounded(t *testing.T) {
 		io.WriteString(w, strings.Repeat("a", holdLimit-100)) // held whole
 	}))
 	defer up.Close()
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: \""+up.URL+"\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())}),
-		Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	gw, _ := apiGateway(t, up.URL)
 	closed := make(chan struct{}, 1)
 	front := httptest.NewUnstartedServer(gw)
 	front.Listener = smallSendBuffers{front.Listener}
@@ -305,12 +289,7 @@ func TestLastWriteBoundLeavesKeptConnection(t *testing.T) {
 	t.Cleanup(func() { answerIdleTimeout = old })
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: \""+up.URL+"\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())}),
-		Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
+	gw, _ := apiGateway(t, up.URL)
 	front := httptest.NewServer(gw)
 	defer front.Close()
 	conns := 0
@@ -338,4 +317,11 @@ func TestLastWriteBoundLeavesKeptConnection(t *testing.T) {
 	if conns != 1 {
 		t.Errorf("%d connections, want the first kept for the second request", conns)
 	}
+}
+
+// apiGateway is a gateway with one route, api, to upstream, its key in
+// the vault; the audit records go to the buffer it returns.
+func apiGateway(t *testing.T, upstream string) (*Gateway, *lockedBuffer) {
+	return newTestGateway(t, "version: 1\nroutes:\n  - {name: api, upstream: \"{{UP}}\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n",
+		upstream, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())})
 }

@@ -30,12 +30,7 @@ func TestWatchFollowsNewVaultPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	load := fileLoader(cfgFile, dir)
-	served, _, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	r, gw, _ := newLoaded(t, load)
 	stop := r.watch(5 * time.Millisecond)
 	defer stop()
 
@@ -82,12 +77,7 @@ func TestWatchSeesEditBeforeWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	load := fileLoader(cfgFile, dir)
-	served, _, err := load() // serve: loadAll
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	r, gw, _ := newLoaded(t, load) // serve: loadAll
 	// Between loadAll and rl.Watch(): the operator edits the config.
 	if err := os.WriteFile(cfgFile, []byte(goodYAML+"log: {level: warn}\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -146,12 +136,7 @@ func TestWatchSeesEditDuringVaultMove(t *testing.T) {
 		}
 		return c, secrets, err
 	}
-	served, _, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	r, gw, _ := newLoaded(t, load)
 	stop := r.watch(5 * time.Millisecond)
 	defer stop()
 	if err := os.WriteFile(cfgFile, []byte(yamlB), 0o644); err != nil {
@@ -215,12 +200,7 @@ func TestWatchSeesVaultEditDuringVaultMove(t *testing.T) {
 		})
 		return c, secrets, nil
 	}
-	served, _, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
+	r, gw, _ := newLoaded(t, load)
 	stop := r.watch(5 * time.Millisecond)
 	defer stop()
 	if err := os.WriteFile(cfgFile, []byte(yamlB), 0o644); err != nil {
@@ -256,15 +236,10 @@ func TestWatchSeesPriceFileEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	load := fileLoader(cfgFile, dir)
-	served, _, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, gw, served := newLoaded(t, load)
 	if served.Prices.File != prices {
 		t.Fatalf("prices.file %q, want %q", served.Prices.File, prices)
 	}
-	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
-	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()})
 	stop := r.watch(5 * time.Millisecond)
 	defer stop()
 	if err := os.WriteFile(prices, []byte("models:\n  m: {input: 1, output: 2}\n"), 0o600); err != nil {
@@ -275,4 +250,16 @@ func TestWatchSeesPriceFileEdit(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no reload after the price file changed")
 	}
+}
+
+// newLoaded loads the config as serve does (loadAll) and returns a
+// Reloader serving it, unwatched yet, whose gateway tells of each swap.
+func newLoaded(t *testing.T, load func() (*config.Config, map[string]vault.Secret, error)) (*Reloader, *fakeGateway, *config.Config) {
+	t.Helper()
+	served, _, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	return New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop()}), gw, served
 }
