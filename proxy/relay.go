@@ -224,7 +224,7 @@ func newRelayTransport(guard *dialGuard) *http.Transport {
 type relayTransport struct{}
 
 func (relayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return sendableStatus(r.Context().Value(liveKey{}).(*live).relay.RoundTrip(r))
+	return statusChecked{r.Context().Value(liveKey{}).(*live).relay}.RoundTrip(r)
 }
 
 // newRelayer returns the proxy for absolute-form requests to hosts

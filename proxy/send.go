@@ -212,7 +212,6 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 		res.Body.Close()
 		err = errors.New("upstream: 101 Switching Protocols, and no switch was asked for")
 	}
-	res, err = sendableStatus(res, err)
 	return res, done, err
 }
 

@@ -44,15 +44,25 @@ type routeTransports struct {
 	byTimeout sync.Map // time.Duration → *http.Transport
 }
 
-// forTimeout returns the transport for routes with this timeout.
-func (t *routeTransports) forTimeout(timeout time.Duration) *http.Transport {
+// forTimeout returns the transport for routes with this timeout, whose
+// answers carry a status net/http can send on (sendableStatus).
+func (t *routeTransports) forTimeout(timeout time.Duration) http.RoundTripper {
 	if tr, ok := t.byTimeout.Load(timeout); ok {
-		return tr.(*http.Transport)
+		return statusChecked{tr.(*http.Transport)}
 	}
 	tr := t.base.Clone()
 	tr.ResponseHeaderTimeout = timeout
 	actual, _ := t.byTimeout.LoadOrStore(timeout, tr)
-	return actual.(*http.Transport)
+	return statusChecked{actual.(*http.Transport)}
+}
+
+// statusChecked is a transport whose answers carry a status net/http can
+// send on to the app: any other is an error (sendableStatus). A pointer
+// alone, it goes in an interface without an allocation.
+type statusChecked struct{ tr *http.Transport }
+
+func (t statusChecked) RoundTrip(r *http.Request) (*http.Response, error) {
+	return sendableStatus(t.tr.RoundTrip(r))
 }
 
 // bufferPool recycles the buffers that copy response bodies, 8 KiB each

@@ -127,7 +127,7 @@ func (t routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	// with it): cancel is the trace's, to stop a send it cannot record.
 	ctx, cancel := context.WithCancelCause(r.Context())
 	out := r.WithContext(httptrace.WithClientTrace(ctx, x.upgradeTrace(r, cancel)))
-	return sendableStatus(t.g.transports.forTimeout(x.route.timeout).RoundTrip(out))
+	return t.g.transports.forTimeout(x.route.timeout).RoundTrip(out)
 }
 
 // upgradeTrace is the trace of the protocol switch r (see sendTrace). A
