@@ -244,7 +244,8 @@ func (g *Gateway) newRelayer() *httputil.ReverseProxy {
 			stripHeaders(pr.Out.Header, relayCredentials)
 			dropKnownTokens(pr.Out, pr.In.Context().Value(liveKey{}).(*live).clients)
 		},
-		Transport: relayTransport{},
+		Transport:  relayTransport{},
+		BufferPool: copyBuffers{g.buffers},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			x := r.Context().Value(exchangeKey{}).(*exchange)
 			if errors.Is(err, errHostNotAllowed) {

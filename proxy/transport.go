@@ -78,3 +78,13 @@ func newBufferPool() *bufferPool {
 
 func (b *bufferPool) Get() *[]byte  { return b.p.Get().(*[]byte) }
 func (b *bufferPool) Put(v *[]byte) { b.p.Put(v) }
+
+// copyBuffers lends the pool's buffers to httputil.ReverseProxy (relayed
+// answers, upgrades the upstream declines), which would otherwise take a
+// 32 KiB buffer of its own for each: every answer reaches the app in
+// writes of 8 KiB at most, which the bound on a write to an app that
+// stops reading assumes (see writeWatch).
+type copyBuffers struct{ *bufferPool }
+
+func (b copyBuffers) Get() []byte  { return *b.bufferPool.Get() }
+func (b copyBuffers) Put(p []byte) { b.bufferPool.Put(&p) }

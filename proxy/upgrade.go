@@ -18,6 +18,7 @@ func (g *Gateway) newUpgrader() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      routeTransport{g},
+		BufferPool:     copyBuffers{g.buffers},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.handleUpstreamError,
 		ErrorLog:       NewErrorLog(g.log, "upgrade"),
