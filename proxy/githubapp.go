@@ -27,8 +27,9 @@ const gitHubClockSkew = 60 * time.Second
 
 // compileGitHubApp reads a GitHub App's private key from sec (a --pem
 // secret) and returns the minter of the installation's tokens, which it
-// asks for at upstream's POST /app/installations/{id}/access_tokens.
-func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret) (*minter, []string, string) {
+// asks for at upstream's POST /app/installations/{id}/access_tokens, as
+// way says (mintsAs).
+func compileGitHubApp(way string, cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret) (*minter, []string, string) {
 	pemKey, ok := sec.Value()
 	if !ok {
 		return nil, nil, "github_app needs the app's private key as the secret (till secret set NAME --pem)"
@@ -77,6 +78,5 @@ func compileGitHubApp(cfg *config.GitHubApp, upstream *url.URL, sec vault.Secret
 		}
 		return &oauth2.Token{AccessToken: out.Token, Expiry: out.ExpiresAt}, nil
 	}
-	k := fmt.Sprintf("github_app\x00%s\x00%d", endpoint, cfg.AppID)
-	return &minter{fetch: fetch, endpoint: endpointURL, key: k, now: time.Now}, []string{pemKey}, ""
+	return &minter{fetch: fetch, endpoint: endpointURL, key: way, now: time.Now}, []string{pemKey}, ""
 }

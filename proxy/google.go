@@ -6,7 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -19,8 +19,9 @@ import (
 
 // compileGoogle reads a service-account key from sec (a --json secret of
 // the key file's fields) and returns the minter of its access tokens:
-// Google's JWT flow, a signed assertion exchanged at the key's token_uri.
-func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, string) {
+// Google's JWT flow, a signed assertion exchanged at the key's token_uri,
+// for the scopes way names (mintsAs).
+func compileGoogle(way string, cfg *config.Google, sec vault.Secret) (*minter, []string, string) {
 	names := sec.FieldNames()
 	if len(names) == 0 {
 		return nil, nil, "google needs a service-account key as a --json secret (till secret set NAME --json < key.json)"
@@ -53,7 +54,8 @@ func compileGoogle(cfg *config.Google, sec vault.Secret) (*minter, []string, str
 	if err != nil {
 		return nil, nil, "google: the key's token_uri is not a URL"
 	}
-	k := "google\x00" + conf.Email + "\x00" + conf.TokenURL + "\x00" + strings.Join(cfg.Scopes, " ")
+	// The key file names the account and its token endpoint.
+	k := way + strconv.Quote(conf.Email) + strconv.Quote(conf.TokenURL)
 	return &minter{fetch: fetch, endpoint: endpoint, key: k, now: time.Now}, []string{fields["private_key"]}, ""
 }
 

@@ -30,8 +30,9 @@ import (
 type minter struct {
 	// fetch asks the token endpoint for a token with client (once, or
 	// more: x/oauth2's auth_style auto tries a second way after a
-	// failure); key names what it asks with (endpoint, scopes), for
-	// sharing a minter between routes.
+	// failure); key names how it mints (mintsAs: everything the route's
+	// config says of it; for Google the key file's account and token
+	// endpoint too), for sharing a minter between routes.
 	fetch    func(ctx context.Context, client *http.Client) (*oauth2.Token, error)
 	endpoint *url.URL // where fetch asks, for the audit record of the ask
 	key      string
@@ -120,10 +121,10 @@ var tokenClient = &http.Client{
 	Timeout:       mintTimeout,
 }
 
-// compileOAuth2 reads the client credentials of sec for cfg; the client
-// secret is scrubbed from echoes. It returns the minter, the values to
-// scrub, or why it cannot.
-func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, string) {
+// compileOAuth2 reads the client credentials of sec for cfg, which mints
+// as way says (mintsAs); the client secret is scrubbed from echoes. It
+// returns the minter, the values to scrub, or why it cannot.
+func compileOAuth2(way string, cfg *config.OAuth2, sec vault.Secret) (*minter, []string, string) {
 	id, okID := sec.Field("client_id")
 	key, okKey := sec.Field("client_secret")
 	if !okID || !okKey {
@@ -143,19 +144,13 @@ func compileOAuth2(cfg *config.OAuth2, sec vault.Secret) (*minter, []string, str
 	if err != nil {
 		return nil, nil, "oauth2: token_url is not a URL" // config validates it
 	}
-	// Each part quoted: scopes and audience may hold any character, the
-	// separator too, and two routes that ask differently share no token.
-	var k strings.Builder
-	for _, part := range []string{"oauth2", c.TokenURL, strings.Join(c.Scopes, " "), cfg.Audience, cfg.AuthStyle} {
-		k.WriteString(strconv.Quote(part))
-	}
 	// x/oauth2 sends the secret query-escaped, in the form or in Basic
 	// credentials, which an endpoint's error may quote.
 	fetch := func(ctx context.Context, client *http.Client) (*oauth2.Token, error) {
 		return c.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
 	}
 	sent := []string{key, url.QueryEscape(key)}
-	return &minter{fetch: fetch, endpoint: endpoint, key: k.String(), secret: echoForms(sent), now: time.Now}, sent, ""
+	return &minter{fetch: fetch, endpoint: endpoint, key: way, secret: echoForms(sent), now: time.Now}, sent, ""
 }
 
 // askChecks are what each ask of a token endpoint is held to (see

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -555,7 +556,7 @@ func TestGoogleTokenURIMustBeHTTPS(t *testing.T) {
 			"type": "service_account", "client_email": "till@example.iam.gserviceaccount.com",
 			"private_key": rsaPEM(t), "token_uri": uri,
 		}
-		_, _, problem := compileGoogle(&config.Google{Scopes: []string{config.DefaultGoogleScope}}, vault.NewFieldSecret("cred", key, time.Now()))
+		_, _, problem := compileGoogle("", &config.Google{Scopes: []string{config.DefaultGoogleScope}}, vault.NewFieldSecret("cred", key, time.Now()))
 		if (problem == "") != ok {
 			t.Errorf("token_uri %s: problem %q, want accepted %v", uri, problem, ok)
 		}
@@ -988,7 +989,7 @@ func TestGoogleKeyMustSign(t *testing.T) {
 			if tt.email != "" {
 				key["client_email"] = tt.email
 			}
-			_, _, problem := compileGoogle(&config.Google{Scopes: []string{config.DefaultGoogleScope}}, vault.NewFieldSecret("cred", key, time.Now()))
+			_, _, problem := compileGoogle("", &config.Google{Scopes: []string{config.DefaultGoogleScope}}, vault.NewFieldSecret("cred", key, time.Now()))
 			if tt.want == "" && problem != "" || !strings.Contains(problem, tt.want) {
 				t.Errorf("got problem %q, want one naming %q", problem, tt.want)
 			}
@@ -999,15 +1000,64 @@ func TestGoogleKeyMustSign(t *testing.T) {
 	}
 }
 
-// TestOAuth2KeyNamesHowItAsks: two routes that ask a token endpoint for
-// different scopes or audiences share no minter, whatever their strings
-// hold (the key's separator too): each would send the other's token.
-func TestOAuth2KeyNamesHowItAsks(t *testing.T) {
+// TestMintKeyNamesHowItAsks: two routes that mint differently in any
+// field of their config share no minter (its key is mintsAs), whatever
+// their strings hold (a separator too): each would send the other's
+// token. A field added to a minting config is part of the key unasked.
+func TestMintKeyNamesHowItAsks(t *testing.T) {
 	sec := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "s3cr3t-s3cr3t-s3cr3t"}, time.Now())
-	url := "https://login.example/oauth/token"
-	a, _, _ := compileOAuth2(&config.OAuth2{TokenURL: url, Scopes: []string{"read\x00admin"}, AuthStyle: "auto"}, sec)
-	b, _, _ := compileOAuth2(&config.OAuth2{TokenURL: url, Scopes: []string{"read"}, Audience: "admin\x00", AuthStyle: "auto"}, sec)
+	mint := func(cfg *config.OAuth2) *minter {
+		m, _, problem := compileOAuth2(mintsAs(&config.Route{Inject: config.Inject{OAuth2: cfg}}), cfg, sec)
+		if m == nil {
+			t.Fatal(problem)
+		}
+		return m
+	}
+	tokenURL := "https://login.example/oauth/token"
+	a := mint(&config.OAuth2{TokenURL: tokenURL, Scopes: []string{"read\x00admin"}, AuthStyle: "auto"})
+	b := mint(&config.OAuth2{TokenURL: tokenURL, Scopes: []string{"read"}, Audience: "admin\x00", AuthStyle: "auto"})
 	if a.key == b.key {
 		t.Errorf("scopes %q and audience %q share the key of scopes %q", "read", "admin\\x00", "read\\x00admin")
+	}
+	upstream, _ := url.Parse("https://api.github.com")
+	for _, way := range []any{&config.OAuth2{}, &config.GitHubApp{}, &config.Google{}} {
+		v := reflect.ValueOf(way).Elem()
+		for i := range v.NumField() {
+			t.Run(v.Type().Name()+"."+v.Type().Field(i).Name, func(t *testing.T) {
+				route := func() *config.Route {
+					cr := &config.Route{Upstream: upstream}
+					switch w := way.(type) {
+					case *config.OAuth2:
+						cr.Inject.OAuth2 = w
+					case *config.GitHubApp:
+						cr.Inject.GitHubApp = w
+					case *config.Google:
+						cr.Inject.Google = w
+					}
+					return cr
+				}
+				before := mintsAs(route())
+				switch f := v.Field(i); f.Kind() {
+				case reflect.String:
+					f.SetString(f.String() + "x")
+				case reflect.Int64:
+					f.SetInt(f.Int() + 1)
+				case reflect.Slice:
+					f.Set(reflect.Append(f, reflect.ValueOf("x")))
+				default:
+					t.Fatalf("a field of kind %s: teach this test to change it", f.Kind())
+				}
+				if after := mintsAs(route()); after == before || before == "" {
+					t.Errorf("changing it left the key %q", after)
+				}
+			})
+		}
+	}
+	// The route's upstream names a GitHub App's token endpoint.
+	gh := &config.Route{Upstream: upstream, Inject: config.Inject{GitHubApp: &config.GitHubApp{AppID: 1, InstallationID: 2}}}
+	before := mintsAs(gh)
+	gh.Upstream, _ = url.Parse("https://github.example/api/v3")
+	if mintsAs(gh) == before {
+		t.Errorf("a GitHub App's key does not name its upstream")
 	}
 }

@@ -466,11 +466,11 @@ func compileCredential(in *injection, cr *config.Route, sec vault.Secret) (value
 	case inj.AWSSigV4 != nil:
 		in.sigV4, values, problem = compileSigV4(inj.AWSSigV4, sec)
 	case inj.Google != nil:
-		in.minter, values, problem = compileGoogle(inj.Google, sec)
+		in.minter, values, problem = compileGoogle(mintsAs(cr), inj.Google, sec)
 	case inj.GitHubApp != nil:
-		in.minter, values, problem = compileGitHubApp(inj.GitHubApp, cr.Upstream, sec)
+		in.minter, values, problem = compileGitHubApp(mintsAs(cr), inj.GitHubApp, cr.Upstream, sec)
 	case inj.OAuth2 != nil:
-		in.minter, values, problem = compileOAuth2(inj.OAuth2, sec)
+		in.minter, values, problem = compileOAuth2(mintsAs(cr), inj.OAuth2, sec)
 	default:
 		return nil, "", false
 	}

@@ -106,9 +106,10 @@ var errMintChanged = apiError{CodeSecretUnavailable, "the key for this request, 
 
 // mintsAs names how the route cr mints a token from its key, as its
 // config says: the token endpoint, scopes, audience, app and
-// installation; "" for a key sent as it is, or signed. For a key from a
-// source, whose minter is made only once its value is fetched, it tells
-// a reload that changes how it mints.
+// installation, every field of it; "" for a key sent as it is, or
+// signed. It is the key of the route's minter (routes that mint alike
+// share tokens), and, for a key from a source, whose minter is made only
+// once its value is fetched, it tells a reload that changes how it mints.
 func mintsAs(cr *config.Route) string {
 	var way any
 	switch inj := cr.Inject; {
