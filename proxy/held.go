@@ -70,6 +70,9 @@ func (g *Gateway) holdUpgrade(ctx context.Context, rw *responseRecorder, x *exch
 	g.held.mu.Lock()
 	cut = c.cut
 	g.held.mu.Unlock()
+	if x.route != nil && x.sourcedKey() != nil && cut == nil {
+		go x.sourcedKey().askWhileHeld(ctx)
+	}
 	return ctx, func() {
 		ended := g.release(x, c, s.wasMade() || x.wrote.Load())
 		if ended != nil && rw.status == 0 && !s.hijacked() {

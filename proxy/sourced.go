@@ -90,6 +90,30 @@ func (s *sourced) dropped(fp string) *apiError {
 	return nil
 }
 
+// askInterval is how often a connection held on a key from a source asks
+// the cache for it (askWhileHeld).
+const askInterval = time.Second
+
+// askWhileHeld asks the cache for the key every askInterval until ctx
+// ends, as a request on the route would: the cache fetches only when
+// asked (in the background past RefreshAt of the ttl; a files source's
+// change within a second), so a WebSocket alone on the route would
+// otherwise never learn that its key was replaced or gone at the source.
+// What a fetch finds changed, the cache tells (OnChange), and the
+// connection is checked again (Gateway.Recheck).
+func (s *sourced) askWhileHeld(ctx context.Context) {
+	tick := time.NewTicker(askInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_, _ = s.keys.GetAs(ctx, s.ref, s.form)
+		}
+	}
+}
+
 // sourcedKey is how the key x went with was fetched: its pool member's
 // source, or its route's; nil for a key from the vault.
 func (x *exchange) sourcedKey() *sourced {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -309,5 +310,59 @@ func TestSourcedUpgradeEndsWhenItsKeyGoes(t *testing.T) {
 				t.Errorf("records %v; want one of the first key, an error with reason %s", recs, tt.code)
 			}
 		})
+	}
+}
+
+// settableSource is a source whose one value a test sets.
+type settableSource struct {
+	mu    sync.Mutex
+	value string
+}
+
+func (s *settableSource) Fetch(context.Context, string) ([]byte, source.Meta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []byte(s.value), source.Meta{}, nil
+}
+
+func (s *settableSource) set(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.value = v
+}
+
+// TestLoneWebSocketSeesItsSourceKeyReplaced: a WebSocket on a key from a
+// source ends once the source has another value, though no request on
+// its route asks the cache for the key meanwhile: the cache fetches only
+// when asked, and a connection held alone asks it on. Caught: it relayed
+// on with the replaced key until a request or reload came.
+func TestLoneWebSocketSeesItsSourceKeyReplaced(t *testing.T) {
+	up := switchingEcho(t, nil)
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n  - {name: ws, preset: openai, upstream: "+up.URL+", secret: \"corp:k\"}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &settableSource{value: testKey}
+	cache := source.NewCache(map[string]source.Spec{"corp": {Source: src, TTL: 500 * time.Millisecond, ID: "corp"}}, source.Options{})
+	buf := &lockedBuffer{}
+	gw := New(NewSnapshotWithKeys(cfg, nil, cache), Options{Audit: testAudit(buf), Log: zerolog.Nop()})
+	cache.OnChange(gw.Recheck)
+	c, br := openHeld(t, gw, "GET /ws/v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusSwitchingProtocols)
+	if err := echoLine(c, br, "before"); err != nil {
+		t.Fatalf("before the change: %v", err)
+	}
+	src.set(testKey + "-rotated")
+	for err == nil { // until openHeld's deadline, 10 s
+		time.Sleep(50 * time.Millisecond)
+		err = echoLine(c, br, "after")
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("relays on with a key its source replaced")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gw.Shutdown(ctx)
+	if recs := buf.records(t); len(recs) != 1 || recs[0]["reason"] != CodeSecretUnavailable {
+		t.Errorf("records %v; want one, with reason %s", recs, CodeSecretUnavailable)
 	}
 }
