@@ -93,7 +93,7 @@ func newLogOutput(e *env) *logOutput {
 		timeFormat = time.TimeOnly
 	}
 	o.console = zerolog.ConsoleWriter{
-		Out:        e.stderr,
+		Out:        escapedLines{e.stderr},
 		NoColor:    !o.terminal || e.getenv("NO_COLOR") != "",
 		TimeFormat: timeFormat,
 	}
@@ -121,12 +121,27 @@ func (o *logOutput) Level() zerolog.Level { return zerolog.Level(o.level.Load())
 // proxy.NewErrorLog), so that the level applies to all. A JSON line may
 // quote what a request sent (the host a proxied one asked for, in a
 // lookup error too), and zerolog writes C1 controls and bidi overrides
-// as they are: they are escaped (the console writer quotes such values).
+// as they are: they are escaped (console lines by escapedLines).
 func (o *logOutput) Write(p []byte) (int, error) {
 	if o.pretty.Load() {
 		return o.console.Write(p)
 	}
 	if _, err := o.json.Write(termtext.JSON(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// escapedLines writes console lines with every rune a terminal acts on
+// rather than prints (DEL, C1 controls, bidi overrides) as a \uXXXX
+// escape. The console writer quotes a string field itself, but decodes a
+// nested value (the record a failing audit sink could not take, a list
+// certmagic logs) and encodes it again as JSON, which writes those runes
+// as they are, the escapes the record was written with undone.
+type escapedLines struct{ w io.Writer }
+
+func (e escapedLines) Write(p []byte) (int, error) {
+	if _, err := e.w.Write(termtext.JSON(p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil

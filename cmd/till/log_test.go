@@ -8,7 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/termtext"
+	"github.com/tillgw/till/proxy"
 )
 
 func TestGlobalFlags(t *testing.T) {
@@ -162,5 +166,33 @@ func TestLogOutputEscapesJSON(t *testing.T) {
 				t.Errorf("json: host reads back as %q (%v), want %q", ev.Host, err, host)
 			}
 		}
+	}
+}
+
+// TestConsoleLogEscapesNestedValues: the console format quotes a string
+// field, but decodes a nested one and writes it again as JSON, which
+// leaves C1 controls and bidi overrides as they are: the record the audit
+// sink could not take (its path as an app sent it, escaped as the sink
+// writes it) and a list certmagic logs. Neither puts
+// such a rune on the operator's terminal, and the line still shows them
+// as escapes.
+func TestConsoleLogEscapesNestedValues(t *testing.T) {
+	const path = "/openai/v1/\u009b2J\u009d0;pwned\u009c\u202eabc"
+	record, err := json.Marshal(map[string]string{"event": "request", "path": path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	record = termtext.JSON(record) // as the sink writes it: \u009b, not the rune
+	var stderr bytes.Buffer
+	o := newLogOutput(&env{stderr: &stderr, getenv: func(string) string { return "" }, log: logFlags{format: "console"}})
+	log := o.logger()
+	log.Error().Err(errors.New("disk full")).RawJSON("record", record).Msg("cannot write an audit record")
+	proxy.NewZapLogger(log, nil).Warn("renewal failed", zap.Strings("names", []string{path}))
+	out := stderr.String()
+	if what := terminalRuns(out); what != "" || strings.ContainsAny(out, "\u009b\u009d\u009c\u202e") {
+		t.Errorf("the console log holds %s: %q", what, out)
+	}
+	if !strings.Contains(out, `\u009b2J\u009d0;pwned\u009c\u202eabc`) {
+		t.Errorf("the console log does not show the path escaped: %q", out)
 	}
 }
