@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -54,14 +56,48 @@ func TestMetricsModelLabelNeverAToken(t *testing.T) {
 	}
 }
 
+// TestMetricsModelLabelNeverAHandMadeToken: a client's token made by hand
+// (its token_sha256 of any token) has no shape that gives it away, but
+// it is a client token all the same: pasted in the model field, and named
+// back by an upstream that echoes the model asked for, it labels no
+// series, as the audit record's model does not show it either.
+func TestMetricsModelLabelNeverAHandMadeToken(t *testing.T) {
+	const token = "till_handmade42"
+	sum := sha256.Sum256([]byte(token))
+	clients := "clients:\n  - {name: ci, token_sha256: " + hex.EncodeToString(sum[:]) + "}\n"
+	for _, echo := range []bool{false, true} {
+		scrape := scrapeAfterPostsWith(t, clients, func(w http.ResponseWriter, r *http.Request) {
+			model := ""
+			if echo {
+				model = token
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"x","object":"chat.completion","model":"`+model+`","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`)
+		}, `{"model":"`+token+`","messages":[]}`)
+		if !strings.Contains(scrape, `till_usage_unpriced_total{model="other",route="openai"} 1`) {
+			t.Errorf("echo %v: no unpriced count of 1 under other:\n%s", echo, scrape)
+		}
+		if strings.Contains(scrape, token) {
+			t.Errorf("echo %v: a client token made by hand is in a metrics label:\n%s", echo, scrape)
+		}
+	}
+}
+
 // scrapeAfterPosts posts each of bodies to a metered openai route whose
 // upstream answers as upstream does, checks each got 200, and returns
 // what the admin listener's /metrics then shows.
 func scrapeAfterPosts(t *testing.T, upstream http.HandlerFunc, bodies ...string) string {
 	t.Helper()
+	return scrapeAfterPostsWith(t, "", upstream, bodies...)
+}
+
+// scrapeAfterPostsWith is scrapeAfterPosts with more of the config
+// (clients:) before its routes.
+func scrapeAfterPostsWith(t *testing.T, more string, upstream http.HandlerFunc, bodies ...string) string {
+	t.Helper()
 	up := httptest.NewServer(upstream)
 	defer up.Close()
-	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\n"+more+"routes:\n  - {name: openai, preset: openai, upstream: "+up.URL+"}\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -585,8 +585,11 @@ func (g *Gateway) account(x *exchange, prices *usage.Prices) {
 		model = priceAs
 	}
 	x.rec.costUSD = usd
-	if echoes([]string{model}, x.echoForms()) {
-		model = "" // an upstream's echo of the key: never a label
+	if recordedModel(model, x.live.clients, x.echoForms()) == notShown {
+		// An upstream's echo of the key, or a credential the app sent
+		// as its model (a client's token made by hand, which no shape
+		// gives away): never a label, as the record never shows it.
+		model = ""
 	}
 	g.metrics.usage(&x.rec, model, priced)
 }
