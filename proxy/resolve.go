@@ -71,6 +71,9 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if e := badHost(u.Hostname()); e != nil {
 		return target{}, e
 	}
+	if recordedPath(u.Host, s.clients) == notShown {
+		return target{}, &errTokenInHost
+	}
 	keys := []string{hostKey("http", u.Host)}
 	if bare := strings.TrimSuffix(strings.TrimSuffix(u.Host, u.Port()), ":"); hostKey("http", bare) == keys[0] {
 		// http://api.example.com (or :80, the same URL: RFC 3986,
@@ -135,6 +138,9 @@ func (s *Snapshot) resolveConnect(authority string, canIntercept bool) (connectT
 	if e := badHost(host); e != nil {
 		return connectTarget{}, "", e
 	}
+	if recordedPath(authority, s.clients) == notShown {
+		return connectTarget{}, "", &errTokenInHost
+	}
 	// One leaf, and one SNI to match, per host however written.
 	t := connectTarget{host: canonicalHost(host), port: uint16(port), key: hostKey("https", authority)}
 	switch {
@@ -175,6 +181,12 @@ func badHost(host string) *apiError {
 	}
 	return nil
 }
+
+// errTokenInHost refuses a host that holds a till client token, as the
+// records would hide it (recordedPath): its lookup, a relayed request's
+// Host, a dial error in the log would carry it (invariant 2), as a path's
+// would (reasonTokenInPath).
+var errTokenInHost = apiError{CodeBadRequest, "the host holds a till client token, which never leaves till: send it in Proxy-Authorization or X-Till-Token, not in the URL"}
 
 // errHostNotASCII refuses a host that is not ASCII.
 var errHostNotASCII = apiError{CodeBadRequest, "the host is not ASCII: write an internationalised domain name in its xn-- form"}

@@ -66,7 +66,7 @@ var authorizationOnly = []string{"Authorization"}
 // URLs), routed by its URL's host.
 func (g *Gateway) serveAbsolute(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
 	x.rec.mode = modeForward
-	x.rec.host = r.URL.Host
+	x.rec.host = recordedPath(r.URL.Host, l.clients)
 	t, e := l.resolveURL(r.URL)
 	switch {
 	case e != nil:
