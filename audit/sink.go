@@ -90,6 +90,7 @@ type Sink struct {
 	refusing bool     // probe found the file refusing writes or its disk full: unhealthy until probe finds otherwise
 	closed   bool
 	dirty    bool // written since the last fsync
+	unsynced bool // an fsync failed (fsync: interval): no record is taken until one succeeds
 	unsigned int  // records since the last checkpoint
 	lastSign time.Time
 	healthy  atomic.Bool // nothing is pending
@@ -384,7 +385,16 @@ func (s *Sink) repaired(path string, cut []byte) {
 }
 
 // flush writes the pending records, and stops at the first that fails.
+// After an fsync failed (unsynced), it first flushes the file, and fails
+// while that fails: the records the failed fsync was to flush may be
+// lost, and no key is used while the next ones could be too.
 func (s *Sink) flush() error {
+	if s.unsynced {
+		if err := s.sync(); err != nil {
+			return errEarlierUnsynced{fmt.Errorf("flush the audit file to disk: %w", err)}
+		}
+		s.unsynced = false
+	}
 	for len(s.pending) > 0 {
 		if err := s.put(s.pending[0]); err != nil {
 			if errors.Is(err, errUnsynced) { // written: not again
@@ -457,8 +467,13 @@ func (s *Sink) tick(interval, checkpointAfter time.Duration) {
 		if f != nil {
 			// Outside the lock: an fsync can take a while, and records
 			// keep coming. A file closed meanwhile was synced first.
-			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) && !isNotSyncable(err) && s.opts.OnError != nil {
-				s.opts.OnError(fmt.Errorf("flush the audit file to disk: %w", err), nil)
+			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) && !isNotSyncable(err) {
+				s.mu.Lock()
+				s.syncFailed()
+				s.mu.Unlock()
+				if s.opts.OnError != nil {
+					s.opts.OnError(fmt.Errorf("flush the audit file to disk: %w", err), nil)
+				}
 			}
 		}
 	}
@@ -516,6 +531,19 @@ func (s *Sink) probeWrite() error {
 		s.healthy.Store(true)
 	}
 	return nil
+}
+
+// syncFailed makes the sink take no record, and so no key be used, until
+// the file is flushed to disk again (flush, retried every retryInterval):
+// the records a failed fsync was to flush may never reach the disk.
+func (s *Sink) syncFailed() {
+	s.unsynced = true
+	s.healthy.Store(false)
+	s.failures.Add(1)
+	if !s.retrying && !s.closed {
+		s.retrying = true
+		go s.retry()
+	}
 }
 
 // recovered makes the sink healthy after its records were written,

@@ -565,6 +565,49 @@ func TestFsyncInterval(t *testing.T) {
 	})
 }
 
+// TestFsyncIntervalFailureRefusesKeys: with fsync: interval, an fsync
+// that fails (a failing disk, a thin pool or a network file system out of
+// room) may have lost the records it was to flush. The sink is unhealthy
+// and takes no write-ahead record (so no key is used) until an fsync
+// succeeds again; a request record is kept meanwhile and written then.
+func TestFsyncIntervalFailureRefusesKeys(t *testing.T) {
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = 10 * time.Millisecond
+	w := &unsyncable{failSync: true}
+	var reported atomic.Int32
+	s := New(w, Options{Fsync: FsyncInterval, OnError: func(error, []byte) { reported.Add(1) }})
+	defer s.Close()
+	s.Write(record("r1"))
+	waitUntil(t, settle, "the failed fsync reported", func() bool { return reported.Load() > 0 })
+	if s.Healthy() {
+		t.Error("healthy after an fsync failed")
+	}
+	if s.WriteNow(record("use")) {
+		t.Error("a write-ahead record taken while fsyncs fail: its key would be used")
+	}
+	s.Write(record("r2"))
+	w.mu.Lock()
+	w.failSync = false
+	w.mu.Unlock()
+	waitUntil(t, settle, "healthy once an fsync succeeds", s.Healthy)
+	if !s.WriteNow(record("use2")) {
+		t.Fatal("WriteNow failed once fsyncs work")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var got []string
+	for line := range strings.Lines(w.buf.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprint(m["id"]))
+	}
+	if fmt.Sprint(got) != "[r1 r2 use2]" {
+		t.Errorf("the trail holds %v, want [r1 r2 use2]", got)
+	}
+}
+
 // TestCheckpoints signs every 10 records and at close; verify checks the
 // signatures, and a checkpoint kept elsewhere catches the removal of the
 // newest records.
