@@ -299,6 +299,16 @@ func (s *Sink) put(raw []byte) error {
 		if !moved {
 			break
 		}
+		if !gone && s.opts.Fsync != FsyncNone {
+			// The record is in the renamed file, which is left: it is
+			// flushed there first, as a file till rotates is, and as
+			// the file at the path would be (before its key goes, with
+			// fsync: always).
+			if err := s.sync(); err != nil {
+				s.unsynced = s.opts.Fsync == FsyncInterval
+				return fmt.Errorf("%w: %w", errUnsynced, err)
+			}
+		}
 		// A renamed file holds the record, and the next go to a new
 		// file at the path; a removed one does not: it is written again
 		// there, as the first of its chain.
@@ -455,11 +465,13 @@ func (s *Sink) tick(interval, checkpointAfter time.Duration) {
 		if s.opts.Signer != nil && s.unsigned > 0 && time.Since(s.lastSign) >= checkpointAfter && len(s.pending) == 0 {
 			s.signNow()
 		}
+		// The probe first: a file renamed under till is flushed as it
+		// is left (probe), and f is then the file at the path.
+		lost := s.probe()
 		var f syncer
 		if s.dirty && s.opts.Fsync == FsyncInterval {
 			f, s.dirty = s.syncer(), false
 		}
-		lost := s.probe()
 		s.mu.Unlock()
 		if lost != nil && s.opts.OnError != nil {
 			s.opts.OnError(lost, nil)
@@ -496,6 +508,14 @@ func (s *Sink) probe() error {
 	if !st.moved {
 		// A file cut in place is taken at the next record.
 		return s.probeWrite()
+	}
+	if !st.removed && s.dirty && s.opts.Fsync == FsyncInterval {
+		// The records in the renamed file reach the disk before it is
+		// left (see put).
+		if err := s.sync(); err != nil {
+			s.syncFailed()
+			return fmt.Errorf("flush the renamed audit file to disk: %w", err)
+		}
 	}
 	if err := s.reopen(s.file.name()); err != nil {
 		if st.removed && s.healthy.Swap(false) {

@@ -608,6 +608,75 @@ func TestFsyncIntervalFailureRefusesKeys(t *testing.T) {
 	}
 }
 
+// TestRenamedFileFlushedBeforeKey: with fsync: always, a write-ahead
+// record that lands in a file renamed under till (logrotate without
+// copytruncate) is flushed there before the key goes; when that flush
+// fails, the record is not taken as written and its key is not used.
+func TestRenamedFileFlushedBeforeKey(t *testing.T) {
+	defer func(f func(syncer) error) { syncOut = f }(syncOut)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	s, err := Open(Options{Path: path, Fsync: FsyncAlways})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write(record("r1"))
+	renamed := s.file.f
+	syncOut = func(f syncer) error {
+		if f == syncer(renamed) {
+			return errors.New("input/output error")
+		}
+		return f.Sync()
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if s.WriteNow(record("use")) {
+		t.Error("a write-ahead record in the renamed file taken as written though it could not be flushed")
+	}
+	syncOut = func(f syncer) error { return f.Sync() }
+	if !s.WriteNow(record("use2")) {
+		t.Fatal("WriteNow failed once fsyncs work")
+	}
+	s.Write(record("r2"))
+	mustVerify(t, VerifyOptions{}, path+".1", path)
+}
+
+// TestRenamedFileFlushedBetweenRecords: with fsync: interval, a file
+// renamed between records is flushed as the sink leaves it for a new one
+// (probe); when that fails, no key is used until a flush succeeds.
+func TestRenamedFileFlushedBetweenRecords(t *testing.T) {
+	defer func(f func(syncer) error) { syncOut = f }(syncOut)
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = time.Hour // the test probes itself
+	path := filepath.Join(t.TempDir(), "audit.log")
+	s, err := Open(Options{Path: path, Fsync: FsyncInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write(record("r1"))
+	renamed := s.file.f
+	syncOut = func(f syncer) error {
+		if f == syncer(renamed) {
+			return errors.New("input/output error")
+		}
+		return f.Sync()
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	lost := s.probe()
+	s.mu.Unlock()
+	if lost == nil || s.Healthy() {
+		t.Errorf("probe reported %v, healthy %v: the renamed file's failed flush went unseen", lost, s.Healthy())
+	}
+	if s.WriteNow(record("use")) {
+		t.Error("a write-ahead record taken after the renamed file's records failed to reach the disk")
+	}
+}
+
 // TestCheckpoints signs every 10 records and at close; verify checks the
 // signatures, and a checkpoint kept elsewhere catches the removal of the
 // newest records.
