@@ -58,6 +58,11 @@ type Options struct {
 	// config served: a rotation (a leaked key replaced) does not wait for
 	// the config to be fixed.
 	Vault func(*config.Config) (map[string]vault.Secret, error)
+	// Seen, when set, is the state of the files before they were read
+	// for the config and secrets given to New: Watch starts from it. A
+	// file it lacks starts as unknown, and is reloaded once if it exists.
+	// Without it, Watch starts from the files' state at New.
+	Seen *Seen
 }
 
 // Reloader rebuilds the snapshot from the config and vault files. Reloads
@@ -69,15 +74,20 @@ type Reloader struct {
 	cfg     *config.Config          // the config being served
 	secrets map[string]vault.Secret // the vault's secrets served
 	started *config.Config          // the config till started with: listeners, audit sink, ...
-	// poll holds the watched files' state since New: an edit made while
-	// till was still starting is a change Watch sees.
+	// poll holds the watched files' state since they were read (Seen),
+	// or since New: an edit made while till was still starting is a
+	// change Watch sees.
 	poll *poller
 }
 
 // New returns a Reloader for a gateway that serves cfg and the vault's
 // secrets, loaded just now.
 func New(cfg *config.Config, secrets map[string]vault.Secret, opts Options) *Reloader {
-	return &Reloader{opts: opts, cfg: cfg, secrets: secrets, started: cfg, poll: newPoller(watchedFiles(cfg)...)}
+	poll := newPoller(watchedFiles(cfg)...)
+	if opts.Seen != nil {
+		poll = (&poller{files: opts.Seen.files, last: opts.Seen.states}).follow(watchedFiles(cfg))
+	}
+	return &Reloader{opts: opts, cfg: cfg, secrets: secrets, started: cfg, poll: poll}
 }
 
 // RestartNeeded names the settings of the config served that differ from

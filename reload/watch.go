@@ -66,6 +66,33 @@ func watchedFiles(cfg *config.Config) []string {
 	return files
 }
 
+// Seen holds the state of the files a reload reads, taken before till
+// first reads them at start (Options.Seen): an edit that lands while till
+// starts (a passphrase vault takes a second to decrypt) is a change Watch
+// sees, not the state it starts from. A nil Seen records nothing.
+type Seen struct {
+	files  []string
+	states []os.FileInfo
+}
+
+// See records the state of each file not seen yet ("" is none).
+func (s *Seen) See(files ...string) {
+	if s == nil {
+		return
+	}
+	for _, f := range files {
+		if f != "" && !slices.Contains(s.files, f) {
+			s.files = append(s.files, f)
+			s.states = append(s.states, statAll([]string{f})...)
+		}
+	}
+}
+
+// SeeFilesOf records the state of the files of cfg that a reload reads,
+// those not seen yet: call it once cfg is read, before the files it
+// names are.
+func (s *Seen) SeeFilesOf(cfg *config.Config) { s.See(watchedFiles(cfg)...) }
+
 // poller tracks the state of a set of files between checks.
 type poller struct {
 	files   []string

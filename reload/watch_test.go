@@ -91,6 +91,38 @@ func TestWatchSeesEditBeforeWatch(t *testing.T) {
 	}
 }
 
+// TestWatchSeesEditWhileLoading: an edit of the config that lands after
+// it was read and before New (while serve decrypts the vault) is
+// reloaded, when the files were seen before they were read.
+func TestWatchSeesEditWhileLoading(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "till.yaml")
+	if err := os.WriteFile(cfgFile, []byte(goodYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load := fileLoader(cfgFile, dir)
+	seen := &Seen{}
+	seen.See(cfgFile)
+	served, _, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen.SeeFilesOf(served)
+	// The vault decrypts: the operator edits the config.
+	if err := os.WriteFile(cfgFile, []byte(goodYAML+"log: {level: warn}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw := &fakeGateway{swapped: make(chan struct{}, 4)}
+	r := New(served, nil, Options{Load: load, Gateway: gw, Metrics: &fakeMetrics{}, Log: zerolog.Nop(), Seen: seen})
+	stop := r.watch(5 * time.Millisecond)
+	defer stop()
+	select {
+	case <-gw.swapped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the config edited while it was loaded is never reloaded")
+	}
+}
+
 // fileLoader loads the config file cfgFile, with no secrets.
 func fileLoader(cfgFile, dir string) func() (*config.Config, map[string]vault.Secret, error) {
 	return func() (*config.Config, map[string]vault.Secret, error) {

@@ -59,7 +59,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	se.warn = func(msg string) { logger.Warn().Msg(msg) }
 	e = &se
 
-	cfg, secrets, err := loadAll(cfgPath, e)
+	// The files' state before they are read: an edit that lands while
+	// till starts is one the reload watch sees.
+	seen := &reload.Seen{}
+	cfg, secrets, err := loadAllSeen(cfgPath, e, seen)
 	if err != nil {
 		return err
 	}
@@ -145,6 +148,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Apply:   func(c *config.Config) { logs.apply(c.Log); keys.commit() },
 		Keys:    keys.forConfig,
 		Vault:   running.vault,
+		Seen:    seen,
 	})
 
 	served := make(chan error, 2)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/reload"
 	"github.com/tillgw/till/vault"
 )
 
@@ -221,14 +222,22 @@ func readSecrets(cfg *config.Config, e *env) (map[string]vault.Secret, error) {
 // loadAll reads the config, its price table and the vault's secrets, as
 // serve and check use them.
 func loadAll(flagPath string, e *env) (*config.Config, map[string]vault.Secret, error) {
+	return loadAllSeen(flagPath, e, nil)
+}
+
+// loadAllSeen is loadAll that records in seen the state of each file a
+// reload reads before it reads it (see reload.Seen).
+func loadAllSeen(flagPath string, e *env, seen *reload.Seen) (*config.Config, map[string]vault.Secret, error) {
 	path, err := configPath(flagPath, e)
 	if err != nil {
 		return nil, nil, err
 	}
+	seen.See(path)
 	cfg, err := loadConfig(path, e, nil)
 	if err != nil {
 		return nil, nil, err
 	}
+	seen.SeeFilesOf(cfg)
 	secrets, err := readSecrets(cfg, e)
 	if err != nil {
 		return nil, nil, err
