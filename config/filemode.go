@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 )
 
 // CheckFileModes looks at who else can change or read the config file at
@@ -146,7 +148,87 @@ func checkSourceModes(c *Config) error {
 			}
 		}
 	}
+	return checkRefModes(c)
+}
+
+// checkRefModes refuses a route's ref to a files source whose file, or a
+// folder under the source's folder that its fetch looks a name up in
+// (links followed, as the fetch follows them), every user can write:
+// whoever writes there swaps in their own key, as in the source's folder.
+func checkRefModes(c *Config) error {
+	dirs := map[string]string{}
+	for _, s := range c.Sources {
+		if s.Type == "files" {
+			dirs[s.Name] = s.Dir
+		}
+	}
+	for _, r := range c.Routes {
+		for _, k := range r.Keys() {
+			if k.Ref == nil || dirs[k.Ref.Source] == "" {
+				continue
+			}
+			folders, file := lookups(dirs[k.Ref.Source], k.Ref.Path)
+			for _, f := range folders {
+				if m, err := writeMode(f); err == nil && m&0o002 != 0 {
+					return fmt.Errorf("the folder %s, where source %q looks up a route's key, is writable by every user (mode %v): whoever writes there swaps in their own key (hint: chmod o-w %s)", f, k.Ref.Source, m, f)
+				}
+			}
+			if file == "" {
+				continue
+			}
+			if m, err := writeMode(file); err == nil && m&0o002 != 0 {
+				return fmt.Errorf("%s, a key of source %q, is writable by every user (mode %v): whoever writes it chooses the key sent (hint: chmod o-w %s)", file, k.Ref.Source, m, file)
+			}
+		}
+	}
 	return nil
+}
+
+// maxLinks bounds the links lookups follows, as the system bounds them.
+const maxLinks = 40
+
+// lookups walks the path rel under dir as a fetch opens it, each link
+// followed where it leads, and returns the folders under dir (dir
+// included) in which it looks a name up, and the file it reaches ("" when
+// there is none yet, which the fetch reports).
+func lookups(dir, rel string) (folders []string, file string) {
+	dir = filepath.Clean(dir)
+	cur, names := dir, strings.Split(rel, "/")
+	for links := 0; len(names) > 0; {
+		name := names[0]
+		names = names[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		if (cur == dir || strings.HasPrefix(cur, dir+string(filepath.Separator))) && !slices.Contains(folders, cur) {
+			folders = append(folders, cur)
+		}
+		next := filepath.Join(cur, name)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return folders, ""
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, err := os.Readlink(next)
+			if links++; err != nil || links > maxLinks {
+				return folders, ""
+			}
+			if filepath.IsAbs(target) {
+				cur = "/"
+			}
+			names = append(strings.Split(target, "/"), names...)
+			continue
+		}
+		if len(names) == 0 {
+			return folders, next
+		}
+		cur = next
+	}
+	return folders, ""
 }
 
 // writeMode is the permission bits of the file or folder at path (a link

@@ -177,3 +177,88 @@ func TestVaultFileModes(t *testing.T) {
 		})
 	}
 }
+
+// TestSourceRefModes: a files source's ref whose file, or a folder the
+// fetch looks in on its way from the source's folder (links followed),
+// every user can write is refused: whoever writes there swaps in their
+// own key, as in a source folder every user writes. A sticky folder lets
+// no one replace another's file; a file not there yet is left to the
+// fetch.
+func TestSourceRefModes(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		ref     string
+		setup   func(t *testing.T, secrets string)
+		refused string
+	}{
+		{name: "private", ref: "team/openai", setup: func(t *testing.T, s string) { mkfile(t, s, "team/openai", 0o755, 0o644) }},
+		{name: "missing", ref: "team/none", setup: func(t *testing.T, s string) { mkfile(t, s, "team/openai", 0o755, 0o644) }},
+		{name: "file every user writes", ref: "openai", setup: func(t *testing.T, s string) { mkfile(t, s, "openai", 0o755, 0o666) }, refused: "openai"},
+		{name: "subfolder every user writes", ref: "team/openai", setup: func(t *testing.T, s string) { mkfile(t, s, "team/openai", 0o777, 0o644) }, refused: "team"},
+		{name: "sticky subfolder", ref: "team/openai", setup: func(t *testing.T, s string) { mkfile(t, s, "team/openai", 0o777|os.ModeSticky, 0o644) }},
+		{name: "link through a subfolder every user writes", ref: "openai", setup: func(t *testing.T, s string) {
+			mkfile(t, s, "shared/openai", 0o777, 0o644)
+			if err := os.Symlink("shared/openai", filepath.Join(s, "openai")); err != nil {
+				t.Fatal(err)
+			}
+		}, refused: "shared"},
+		{name: "link found in a subfolder every user writes", ref: "team/openai", setup: func(t *testing.T, s string) {
+			mkfile(t, s, "real/openai", 0o755, 0o644)
+			mkfile(t, s, "team/x", 0o777, 0o644)
+			if err := os.Symlink("../real/openai", filepath.Join(s, "team/openai")); err != nil {
+				t.Fatal(err)
+			}
+		}, refused: "team"},
+		{name: "link to a private folder", ref: "openai", setup: func(t *testing.T, s string) {
+			mkfile(t, s, "..data/openai", 0o755, 0o644)
+			if err := os.Symlink("..data/openai", filepath.Join(s, "openai")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			secrets := filepath.Join(dir, "secrets")
+			if err := os.Mkdir(secrets, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(t, secrets)
+			path := filepath.Join(dir, "till.yaml")
+			y := "version: 1\nsources:\n  - {name: mounted, type: files, dir: secrets}\nroutes:\n  - {name: a, preset: openai, secret: \"mounted:" + tt.ref + "\"}\n"
+			if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = CheckFileModes(path, c)
+			switch {
+			case tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused) || !strings.Contains(err.Error(), "writable by every user")):
+				t.Errorf("error %v, want one naming %q as writable by every user", err, tt.refused)
+			case tt.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			}
+		})
+	}
+}
+
+// mkfile makes the file rel under dir, with mode file, in a folder (and
+// its parents under dir) of mode folder.
+func mkfile(t *testing.T, dir, rel string, folder, file os.FileMode) {
+	t.Helper()
+	p := filepath.Join(dir, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("sk-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// chmod, not the create mode: the umask must not soften them.
+	if err := os.Chmod(p, file); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(p), folder); err != nil {
+		t.Fatal(err)
+	}
+}
