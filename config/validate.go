@@ -274,6 +274,11 @@ func validPort(p string, optional bool) error {
 	return nil
 }
 
+// CheckListen checks a listen address given elsewhere than in the
+// config (serve's --listen) as the config's listen is checked. The error
+// does not quote s, which may be a key pasted in the wrong place.
+func CheckListen(s string) error { return validListen(s) }
+
 // validListen checks host:port; an empty host means every interface.
 func validListen(s string) error {
 	host, port, err := net.SplitHostPort(s)

@@ -42,6 +42,13 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till serve [-c FILE] [--listen ADDR]"); err != nil {
 		return err
 	}
+	// Not shown, and never looked up: a value that is no address may be
+	// a key pasted in the wrong place, as --url's may.
+	if listen != "" {
+		if err := config.CheckListen(listen); err != nil {
+			return usageError{fmt.Sprintf("--listen (%d characters, not shown): %v", len(listen), err)}
+		}
+	}
 	// The default action of SIGHUP and SIGUSR1 ends the process: catch
 	// them before the listener exists, so that one sent as soon as till
 	// says it listens reloads (or reopens the audit file) instead.
