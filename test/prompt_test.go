@@ -122,3 +122,78 @@ func TestSecretPromptPty(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretPromptAfterStop: till secret set stopped at its prompt from
+// outside (SIGTSTP or SIGSTOP: Ctrl-Z reaches the raw prompt as a byte,
+// so a kill from another terminal) under an interactive shell, then
+// brought back with fg. The shell sets the terminal as it likes
+// meanwhile (bash turns echo back on); the prompt makes it raw again when
+// it continues, so what is typed after fg is not echoed either.
+func TestSecretPromptAfterStop(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	const typed = "sk-typed-across-a-stop-0123456789"
+	suiteLeaks.key(typed)
+	for name, sig := range map[string]syscall.Signal{"SIGTSTP": syscall.SIGTSTP, "SIGSTOP": syscall.SIGSTOP} {
+		t.Run(name, func(t *testing.T) { promptAcrossStop(t, bash, typed, sig) })
+	}
+}
+
+// promptAcrossStop types typed at till secret set's prompt under bash on
+// a pty, stopping till with sig halfway and bringing it back with fg.
+func promptAcrossStop(t *testing.T, bash, typed string, sig syscall.Signal) {
+	dir := t.TempDir()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	sh := exec.Command(bash, "--norc", "--noprofile", "-i")
+	sh.Dir = dir
+	sh.Env = tillEnv("PS1=shell$ ", "TERM=dumb")
+	sh.Stdin, sh.Stdout, sh.Stderr = tty, tty, tty
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sh.Process.Kill(); sh.Wait() }()
+	screen := &syncBuffer{}
+	go io.Copy(screen, ptmx)
+	see := func(what string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, what+" on the screen:\n"+screen.String(), func() bool { return strings.Contains(screen.String(), what) })
+	}
+	see("shell$ ")
+	ptmx.Write([]byte(tillBin + " secret set openai\r"))
+	see("secret value")
+	ptmx.Write([]byte(typed[:10]))
+	time.Sleep(100 * time.Millisecond)
+	pgrp, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPGRP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(-pgrp, sig); err != nil {
+		t.Fatal(err)
+	}
+	see("Stopped")
+	ptmx.Write([]byte("fg\r"))
+	// Back in the foreground: the prompt reads without echo again.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if pg, _ := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPGRP); pg != pgrp {
+			continue
+		}
+		if tio, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS); err == nil && tio.Lflag&unix.ECHO == 0 {
+			break
+		}
+	}
+	ptmx.Write([]byte(typed[10:] + "\r"))
+	see(`stored secret "openai"`)
+	out := screen.String()
+	suiteLeaks.text("till secret set stopped at a pty", out)
+	if strings.Contains(out, typed[:10]) || strings.Contains(out, typed[10:]) {
+		t.Errorf("what was typed was echoed:\n%s", out)
+	}
+}

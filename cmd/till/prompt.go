@@ -67,6 +67,13 @@ func readSecretInput(ctx context.Context, e *env, end inputEnd) ([]byte, error) 
 			_ = term.Restore(int(f.Fd()), old)
 			fmt.Fprintln(e.stderr)
 		}()
+		raw, err := term.GetState(int(f.Fd()))
+		if err != nil {
+			return nil, err
+		}
+		// Raw again after a stop (kill -TSTP from another terminal; a
+		// Ctrl-Z typed here is a byte), before the restore above.
+		defer keepRaw(int(f.Fd()), old, raw)()
 		// After MakeRaw, so that nothing typed once the prompt shows is
 		// echoed.
 		what := ""
