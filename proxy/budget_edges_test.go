@@ -1072,3 +1072,47 @@ func TestUndecodedAnswerChargesTheReservation(t *testing.T) {
 		})
 	}
 }
+
+// TestMethodInLowerCaseRefused: a method spelt in other than upper case
+// ("post") is refused before anything is sent. Servers that read methods
+// in any case (Django, Flask, ASP.NET Core) run it as a POST, which till,
+// comparing methods as RFC 9110 spells them, would neither meter nor
+// charge (a "post" to /v1/batches would pass a token budget too), and
+// "trace" as a TRACE, which echoes the key.
+func TestMethodInLowerCaseRefused(t *testing.T) {
+	var sent atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"model":"gpt-4o-mini","usage":{"prompt_tokens":400,"completion_tokens":600}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, tt := range []struct{ method, path string }{
+		{"post", "/v1/chat/completions"},
+		{"PoSt", "/v1/chat/completions"},
+		{"post", "/v1/batches"},
+		{"trace", "/v1/models"},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+"/openai"+tt.path, strings.NewReader(`{"model":"gpt-4o-mini","messages":[]}`))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden || !strings.Contains(string(b), CodeMethodNotAllowed) {
+			t.Errorf("%s %s: got %d %s, want 403 %s", tt.method, tt.path, res.StatusCode, b, CodeMethodNotAllowed)
+		}
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("the upstream was sent %d requests, want none", n)
+	}
+	if code, b := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`); code != 200 {
+		t.Errorf("POST: got %d %s, want 200", code, b)
+	}
+}

@@ -284,8 +284,22 @@ func (rt *injection) under(maxAge time.Duration) *injection {
 	return &c
 }
 
+// errMethodCase refuses a method spelt in lower case ("post").
+var errMethodCase = apiError{CodeMethodNotAllowed, "till takes methods in upper case only (POST, not post): servers that read them in any case would run one that till judged as another"}
+
+// upperCase reports whether method holds no lower-case letter. Methods
+// are case-sensitive (RFC 9110, section 9.1), but Django, Flask and
+// ASP.NET Core read "post" as POST: a request that till meters, charges
+// and checks (TRACE) as a POST would pass as another method.
+func upperCase(method string) bool {
+	return !strings.ContainsFunc(method, func(r rune) bool { return 'a' <= r && r <= 'z' })
+}
+
 // allows applies the route's method and path rules to the upstream path.
 func (rt *route) allows(method, upstreamPath string) (apiError, bool) {
+	if !upperCase(method) {
+		return errMethodCase, false
+	}
 	if method == "TRACE" || method == "TRACK" {
 		// An upstream that answers them (Apache does) echoes the
 		// request in the body, the key with it.
