@@ -211,8 +211,9 @@ const (
 //
 // A budget's counts belong to its Name, its Window and its Per: a Spec
 // that differs from the last only in its limits or Warn finds what was
-// counted; one whose Window or Per differs counts apart, so that a route
-// named like a client never finds that client's counts.
+// counted (every kind is counted, limited or not, so a limit added finds
+// what was spent); one whose Window or Per differs counts apart, so that
+// a route named like a client never finds that client's counts.
 type Spec struct {
 	// Name is the budget's name, unique among budgets.
 	Name string
@@ -369,8 +370,7 @@ type taken struct {
 	window  Window
 	per     Per
 	counter string
-	bucket  int64          // the bucket Take counted in
-	tracked [numKinds]bool // which kinds had a limit then
+	bucket  int64 // the bucket Take counted in
 }
 
 // Row is one counter's use of one limit, as `till usage --json` prints it.

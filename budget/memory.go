@@ -87,12 +87,8 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 		mc := counters[i]
 		mc.last = max(mc.last, tk.bucket) // takes may finish out of order
 		until := untilOf(tk.window, tk.bucket, now, elapsed)
-		if tk.tracked[reqs] {
-			add(&mc.kinds[reqs], tk.bucket, 1, until)
-		}
-		if tk.tracked[toks] {
-			add(&mc.kinds[toks], tk.bucket, t.reserve, until)
-		}
+		add(&mc.kinds[reqs], tk.bucket, 1, until)
+		add(&mc.kinds[toks], tk.bucket, t.reserve, until)
 	}
 	return t, nil, nil
 }
@@ -101,11 +97,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 func newTicket(now time.Time, charges []Charge, reserve int64, warnings []Denial) *Ticket {
 	t := &Ticket{Exceeded: warnings, reserve: clamp(reserve)}
 	for _, c := range charges {
-		tk := taken{budget: c.Spec.Name, window: c.Spec.Window, per: c.Spec.per(), counter: c.Counter, bucket: c.Spec.Window.at(now).bucket}
-		for k, limit := range c.Spec.limits() {
-			tk.tracked[k] = limit > 0
-		}
-		t.charges = append(t.charges, tk)
+		t.charges = append(t.charges, taken{budget: c.Spec.Name, window: c.Spec.Window, per: c.Spec.per(), counter: c.Counter, bucket: c.Spec.Window.at(now).bucket})
 	}
 	return t
 }
@@ -249,12 +241,8 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 		}
 		mc.last = max(mc.last, bucket)
 		until := untilOf(tk.window, bucket, now, elapsed)
-		if tk.tracked[toks] {
-			add(&mc.kinds[toks], bucket, used, until)
-		}
-		if tk.tracked[usd] {
-			add(&mc.kinds[usd], bucket, cost, until)
-		}
+		add(&mc.kinds[toks], bucket, used, until)
+		add(&mc.kinds[usd], bucket, cost, until)
 	}
 	return nil
 }

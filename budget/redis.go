@@ -298,36 +298,35 @@ for j = 0, n - 1 do
   local ahead = 0
   if tonumber(ARGV[a + 9]) > 0 then ahead = math.max(clock, tonumber(ARGV[4 + n * 10])) + tonumber(ARGV[a + 9]) end
   for k = 1, 3 do
-    if tonumber(ARGV[a + 3 + k]) > 0 then
-      local key = KEYS[j * 8 + 1 + k]
-      local src = from[j * 8 + 1 + k] or key
-      local flat = redis.call('HGETALL', src)
-      local live, dead, moved, used = {}, {}, 0, 0
-      for x = 1, #flat, 2 do
-        local bad = badCount(src, flat[x], flat[x + 1])
-        if bad then return redis.error_reply(bad) end
-        if ahead > 0 and tonumber(flat[x]) > ahead then
-          dead[#dead + 1] = flat[x]
-          moved = moved + tonumber(flat[x + 1])
-        elseif tonumber(flat[x]) < liveMin then
-          if tonumber(flat[x]) < dropBefore then dead[#dead + 1] = flat[x] end
-        else
-          used = used + tonumber(flat[x + 1])
-          live[#live + 1] = flat[x]
-          live[#live + 1] = flat[x + 1]
-        end
+    local key = KEYS[j * 8 + 1 + k]
+    local src = from[j * 8 + 1 + k] or key
+    local flat = redis.call('HGETALL', src)
+    local live, dead, moved, used = {}, {}, 0, 0
+    for x = 1, #flat, 2 do
+      local bad = badCount(src, flat[x], flat[x + 1])
+      if bad then return redis.error_reply(bad) end
+      if ahead > 0 and tonumber(flat[x]) > ahead then
+        dead[#dead + 1] = flat[x]
+        moved = moved + tonumber(flat[x + 1])
+      elseif tonumber(flat[x]) < liveMin then
+        if tonumber(flat[x]) < dropBefore then dead[#dead + 1] = flat[x] end
+      else
+        used = used + tonumber(flat[x + 1])
+        live[#live + 1] = flat[x]
+        live[#live + 1] = flat[x + 1]
       end
-      if moved > 0 then
-        moves[#moves + 1] = {key, ARGV[a + 1], moved, tonumber(ARGV[a + 3])}
-        used = used + moved
-        live[#live + 1] = ARGV[a + 1]
-        live[#live + 1] = tostring(moved)
-      end
-      if #dead > 0 then drops[#drops + 1] = {key, dead} end
-      if used >= tonumber(ARGV[a + 3 + k]) then
-        spent[#spent + 1] = {j, k - 1, live}
-        if ARGV[a + 7] ~= '1' then block = true end
-      end
+    end
+    if moved > 0 then
+      moves[#moves + 1] = {key, ARGV[a + 1], moved, tonumber(ARGV[a + 3])}
+      used = used + moved
+      live[#live + 1] = ARGV[a + 1]
+      live[#live + 1] = tostring(moved)
+    end
+    if #dead > 0 then drops[#drops + 1] = {key, dead} end
+    local limit = tonumber(ARGV[a + 3 + k])
+    if limit > 0 and used >= limit then
+      spent[#spent + 1] = {j, k - 1, live}
+      if ARGV[a + 7] ~= '1' then block = true end
     end
   end
 end
@@ -362,11 +361,9 @@ for j = 0, n - 1 do
   redis.call('ZADD', index, 'GT', bucket, ARGV[a])
   redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. dropBefore)
   extend(index, ttl)
-  if tonumber(ARGV[a + 4]) > 0 then
-    incr(KEYS[j * 8 + 2], bucket, 1)
-    extend(KEYS[j * 8 + 2], ttl)
-  end
-  if tonumber(ARGV[a + 5]) > 0 and reserve > 0 then
+  incr(KEYS[j * 8 + 2], bucket, 1)
+  extend(KEYS[j * 8 + 2], ttl)
+  if reserve > 0 then
     incr(KEYS[j * 8 + 3], bucket, ARGV[2])
     extend(KEYS[j * 8 + 3], ttl)
   end
@@ -377,8 +374,8 @@ return {1, spent}
 // undoScript takes back a Take whose answer was lost (its caller gave up
 // waiting, and took it for failed), if it ran: KEYS: the Take's key, then
 // per charge its requests and tokens hashes. ARGV: the number of charges,
-// the tokens reserved, then per charge its bucket and whether it counts
-// requests and tokens ("1"), and last the TTL of a tombstone. When the
+// the tokens reserved, then per charge its bucket, and last the TTL of a
+// tombstone. When the
 // Take has not run (yet: it may wait in a busy Redis), it leaves a
 // tombstone at the Take's key, which keeps the Take from counting; when
 // the Take was taken back already, or did not count, it does nothing. A
@@ -392,22 +389,15 @@ end
 if v ~= '1' then return 0 end
 for j = 0, tonumber(ARGV[1]) - 1 do
   for k = 1, 2 do
-    local bad = ARGV[3 + j * 3 + k] == '1' and badAt(KEYS[1 + j * 2 + k], ARGV[3 + j * 3])
+    local bad = badAt(KEYS[1 + j * 2 + k], ARGV[3 + j])
     if bad then return redis.error_reply(bad) end
   end
 end
 redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
 for j = 0, tonumber(ARGV[1]) - 1 do
-  local a = 3 + j * 3
-  local bucket = ARGV[a]
-  for k = 1, 2 do
-    local d = -1
-    if k == 2 then d = -tonumber(ARGV[2]) end
-    if ARGV[a + k] == '1' and d ~= 0 then
-      local key = KEYS[1 + j * 2 + k]
-      incr(key, bucket, d)
-    end
-  end
+  local bucket = ARGV[3 + j]
+  incr(KEYS[2 + j * 2], bucket, -1)
+  if tonumber(ARGV[2]) > 0 then incr(KEYS[3 + j * 2], bucket, -tonumber(ARGV[2])) end
 end
 return 1
 `)
@@ -564,14 +554,13 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 // counted or whenever it does.
 func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) {
 	keys := make([]string, 0, 1+2*len(charges))
-	args := make([]any, 0, 3+3*len(charges))
+	args := make([]any, 0, 3+len(charges))
 	keys = append(keys, id)
 	args = append(args, len(charges), reserve)
 	for _, c := range charges {
 		s, w := c.Spec, c.Spec.Window
 		keys = append(keys, r.counterKey(s.Name, w, s.per(), c.Counter, reqs), r.counterKey(s.Name, w, s.per(), c.Counter, toks))
-		l := s.limits()
-		args = append(args, w.at(now).bucket, boolArg(l[reqs] > 0), boolArg(l[toks] > 0))
+		args = append(args, w.at(now).bucket)
 	}
 	args = append(args, int64(tombstoneTTL/time.Second))
 	r.runLate(undoScript, keys, args) // failing for lateFor, the Take stays counted: safe
@@ -719,14 +708,7 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 			// moved, or will be, to the one of now (takeScript).
 			bucket = sp.bucket
 		}
-		var dt, du int64
-		if tk.tracked[toks] {
-			dt = used
-		}
-		if tk.tracked[usd] {
-			du = cost
-		}
-		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), dt, du, tk.counter)
+		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), used, cost, tk.counter)
 	}
 	id := t.id
 	if id == "" {

@@ -322,6 +322,32 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("limit added", func(t *testing.T) {
+		// A reload that adds a limit of a kind the budget did not limit
+		// keeps what was spent in the window, as one that changes a
+		// limit does: the spend before it, and that of the requests in
+		// flight across it.
+		s, before := newStore(t), rolling("b", time.Hour)
+		before.Requests = 100
+		settle(t, s, t0, mustTake(t, s, t0, 0, one("web", before)), 800, 2)
+		inFlight := mustTake(t, s, t0, 0, one("web", before))
+		after := rolling("b", time.Hour)
+		after.Requests, after.Tokens, after.USD = 100, 1000, 3
+		settle(t, s, t0, inFlight, 300, 1.5)
+		mustDeny(t, s, t0, 0, one("web", after), deny(after, "web", KindTokens, time.Hour+time.Minute))
+		if got := used(t, s, t0, after, "web", KindUSD); got != 3.5 {
+			t.Errorf("used $%v once a usd limit was added, want the $3.5 spent", got)
+		}
+		tokensOnly := rolling("t", time.Hour)
+		tokensOnly.Tokens = 1000
+		for range 2 {
+			settle(t, s, t0, mustTake(t, s, t0, 0, one("web", tokensOnly)), 1, 0)
+		}
+		withRequests := rolling("t", time.Hour)
+		withRequests.Tokens, withRequests.Requests = 1000, 2
+		mustDeny(t, s, t0, 0, one("web", withRequests), deny(withRequests, "web", KindRequests, time.Hour+time.Minute))
+	})
+
 	t.Run("per changes", func(t *testing.T) {
 		// A reload that made a budget count per route found, under a route
 		// named like a client, that client's counts: the counter said not
