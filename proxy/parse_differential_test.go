@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -362,5 +363,55 @@ routes:
 				t.Errorf("POST %s (%s: %q): %d %s, upstream asked %d times; want %d", tc.path, tc.disposition, tc.value, w.Code, w.Body, len(ran), tc.code)
 			}
 		})
+	}
+}
+
+// TestFieldInAnotherCaseRefused: Go's encoding/json (behind Ollama and
+// the Go relays that serve OpenAI's API) and ASP.NET Core read a JSON
+// member whose name matches a field in any case (Unicode's simple
+// folding: "ſtream" is "stream"), the last one winning. A body naming a
+// field till reads in another case than till reads it would ask the
+// upstream for a model the route does not allow, or a stream till did
+// not ask the usage of: it is refused before anything is sent.
+func TestFieldInAnotherCaseRefused(t *testing.T) {
+	var ran []string
+	var mu sync.Mutex
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Model  string `json:"model"`
+			Stream bool   `json:"stream"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		ran = append(ran, fmt.Sprintf("%s stream=%v", req.Model, req.Stream))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"model":"gpt-4o-mini","usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n" +
+		"  - {name: models, preset: openai, upstream: {{UP}}, secret: openai, allow: {models: [gpt-4o-mini]}}\n" +
+		"  - {name: budgeted, preset: openai, upstream: {{UP}}, secret: openai}\n" +
+		"budgets:\n  - {name: b, routes: [budgeted], window: 1d, tokens: 100000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, tt := range []struct{ route, body string }{
+		{"models", `{"model":"gpt-4o-mini","MODEL":"gpt-5","messages":[]}`},
+		{"models", `{"Model":"gpt-5","messages":[]}`},
+		{"budgeted", `{"model":"gpt-4o-mini","Stream":true,"messages":[]}`},
+		{"budgeted", `{"model":"gpt-4o-mini","\u017ftream":true,"messages":[]}`},  // ſ: long s
+		{"budgeted", `{"model":"gpt-4o-mini","max_to\u212aens":5,"messages":[]}`}, // K: Kelvin sign
+		{"budgeted", `{"model":"gpt-4o-mini","generationConfig":{"MaxOutputTokens":5}}`},
+	} {
+		code, body := post(t, srv.URL+"/"+tt.route+"/v1/chat/completions", tt.body)
+		if code != http.StatusBadRequest || !strings.Contains(body, "another case") {
+			t.Errorf("%s %s: got %d %s, want 400 naming the case", tt.route, tt.body, code, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ran) != 0 {
+		t.Errorf("the upstream ran %q, want nothing", ran)
 	}
 }

@@ -119,11 +119,11 @@ func (x *exchange) readBody(w http.ResponseWriter, r *http.Request, rt *route) (
 		inspect = usage.Inspect // and refused on: the body must be JSON
 	}
 	req, err := inspect(rt.usage, x.outPath, x.held)
-	if err != nil && (rt.tokenBudgeted || errors.Is(err, usage.ErrRepeatedField) || errors.Is(err, usage.ErrStreamNotBoolean)) {
+	if err != nil && (rt.tokenBudgeted || errors.Is(err, usage.ErrRepeatedField) || errors.Is(err, usage.ErrFieldCase) || errors.Is(err, usage.ErrStreamNotBoolean)) {
 		// Not forwarded: the provider could read a stream or a model
-		// that till did not meter (a field given twice, a stream asked
-		// for with "true", a body nested deeper than till reads), and a
-		// budget would not count it.
+		// that till did not meter (a field given twice or in another
+		// case, a stream asked for with "true", a body nested deeper
+		// than till reads), and a budget would not count it.
 		return a, &apiError{CodeBadRequest, err.Error()}
 	}
 	if err != nil {

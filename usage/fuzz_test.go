@@ -117,6 +117,7 @@ func FuzzInspect(f *testing.F) {
 		`{"generation_config":{"max_output_tokens":5}}`, `{"stream":true,"max_output_tokens":-1}`, ``,
 		`{"inferenceConfig":{"maxTokens":"12"},"max_tokens":3}`,
 		`{"tools":[{"type":"image_generation"},{"model":"a"}],"fallbacks":[{"model":"b"},"c"]}`, `{"fallbacks":"default"}`,
+		`{"Model":"a","STREAM":true,"\u017ftream":false}`,
 	} {
 		f.Add(uint8(0), "/v1/chat/completions", []byte(s))
 		f.Add(uint8(2), "/v1beta/models/gemini-2.5-flash:streamGenerateContent", []byte(s))
@@ -144,7 +145,8 @@ func FuzzInspect(f *testing.F) {
 		if err != nil {
 			msg := err.Error()
 			if !strings.Contains(msg, "more than once") && !strings.Contains(msg, "nests too deeply") &&
-				!strings.Contains(msg, "longer than") && !strings.Contains(msg, "is not true or false") {
+				!strings.Contains(msg, "longer than") && !strings.Contains(msg, "is not true or false") &&
+				!strings.Contains(msg, "another case") {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
@@ -211,6 +213,17 @@ func FuzzInspect(f *testing.F) {
 		got.Others, got.Unnamed = nil, false
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %+v, want %+v", got, want)
+		}
+		// A Go server reads members in any case, the last one winning:
+		// it reads what Inspect read.
+		var goServer struct {
+			Model  any `json:"model"`
+			Stream any `json:"stream"`
+		}
+		if json.Unmarshal(body, &goServer) == nil && fm != Gemini {
+			if model, _ := goServer.Model.(string); model != got.Model || (goServer.Stream == true) != got.Stream {
+				t.Fatalf("a Go server reads model %v and stream %v, Inspect %+v", goServer.Model, goServer.Stream, got)
+			}
 		}
 	})
 }

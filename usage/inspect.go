@@ -46,6 +46,13 @@ const (
 // another of the provider.
 var ErrRepeatedField = errors.New("request body repeats a field")
 
+// ErrFieldCase is the error of Inspect and Peek for a body that names a
+// field they read in another case ("Model", "ſtream"): Go's encoding/json
+// and ASP.NET Core take a member whose name matches in any case, by
+// Unicode's simple folding, the last one winning, so such a body could
+// ask one thing of till and another of the provider.
+var ErrFieldCase = errors.New("request body names a field till reads in another case")
+
 // ErrStreamNotBoolean is the error of Inspect and Peek for a body whose
 // "stream" is neither true, false nor null: some servers take "true" or 1
 // as true, and would stream an answer till did not ask usage of.
@@ -95,7 +102,8 @@ const maxOthers = 16
 // since names do not clash between them; for Gemini the model in the path
 // wins over a body "model". An empty body is fine (no model). A body that
 // is not a JSON object, that names one of the fields Inspect reads twice
-// (which providers might read differently from till), whose model is
+// or in another case (which providers might read differently from till),
+// whose model is
 // longer than 256 bytes, or that nests 1024 levels deep is an error;
 // callers answer it with 400 bad_request. Inspect does not keep body.
 func Inspect(f Format, path string, body []byte) (Request, error) {
@@ -194,9 +202,59 @@ var inspected = [...]string{
 	"inferenceConfig", "inferenceConfig.maxTokens",
 }
 
-// inspectedAt returns the index in inspected of the value at the
-// scanner's current path, or -1.
-func inspectedAt(s *scanner) int {
+// keyPath is a path of keys to a value: a scanner's current one, or one
+// renamed.
+type keyPath interface {
+	pathLen() int
+	key(i int) []byte
+}
+
+// renamed is a scanner's current path with its last key read as last.
+type renamed struct {
+	*scanner
+	last []byte
+}
+
+func (p renamed) key(i int) []byte {
+	if i == p.pathLen()-1 {
+		return p.last
+	}
+	return p.scanner.key(i)
+}
+
+// readKeys are the keys of the paths Inspect reads (reads), each spelt
+// as Inspect reads it.
+var readKeys = [...]string{
+	"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens",
+	"generationConfig", "generation_config", "maxOutputTokens", "candidateCount", "candidate_count",
+	"background", "n", "best_of", "inferenceConfig", "maxTokens",
+	"tools", "type", "fallbacks", "stream_options", "include_usage",
+}
+
+// reads reports whether Inspect reads the value at p: an inspected field
+// (or a container holding one), a path to another model, or the
+// stream_options.include_usage that IncludeUsage reads.
+func reads(p keyPath) bool {
+	n := p.pathLen()
+	streamOptions := n >= 1 && n <= 2 && string(p.key(0)) == "stream_options"
+	return inspectedAt(p) >= 0 || otherAt(p) != otherNone ||
+		streamOptions && (n == 1 || string(p.key(1)) == "include_usage")
+}
+
+// caseless returns the key of readKeys that the last key of s's path
+// spells in another case, where Inspect reads that key, or "".
+func caseless(s *scanner) string {
+	last := s.key(s.pathLen() - 1)
+	for _, k := range readKeys {
+		if bytes.EqualFold(last, []byte(k)) && string(last) != k && reads(renamed{s, []byte(k)}) {
+			return k
+		}
+	}
+	return ""
+}
+
+// inspectedAt returns the index in inspected of the value at p, or -1.
+func inspectedAt(s keyPath) int {
 	switch n := s.pathLen(); {
 	case n == 1 && isGenerationConfig(s.key(0)):
 		return 5
@@ -239,9 +297,8 @@ const (
 	otherFallbackModel // fallbacks.[].model
 )
 
-// otherAt returns which of the paths of other models the scanner's
-// current path is, or otherNone.
-func otherAt(s *scanner) int {
+// otherAt returns which of the paths of other models p is, or otherNone.
+func otherAt(s keyPath) int {
 	n := s.pathLen()
 	if n == 0 || n > 3 || n > 1 && string(s.key(1)) != "[]" {
 		return otherNone
@@ -272,8 +329,17 @@ func otherAt(s *scanner) int {
 }
 
 // want takes the inspected fields (generationConfig among them, which
-// holds one) and the paths to other models.
-func (x *inspectSink) want(s *scanner) bool { return inspectedAt(s) >= 0 || otherAt(s) != otherNone }
+// holds one), the paths to other models and stream_options (read for
+// their case alone), and fails on one of them spelt in another case.
+func (x *inspectSink) want(s *scanner) bool {
+	if reads(s) {
+		return true
+	}
+	if k := caseless(s); k != "" {
+		x.fail(fmt.Errorf("%w: %q", ErrFieldCase, k))
+	}
+	return false
+}
 
 func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 	i := inspectedAt(s)
