@@ -159,6 +159,41 @@ func TestExplainModelInGeminiPath(t *testing.T) {
 	}
 }
 
+// TestGeminiModelBehindEmptySegment: on a route read as Gemini's, a
+// model behind a doubled slash (models//NAME) or a ";parameter"
+// (models;x/NAME) is the model checked, live and in a dry run alike: a
+// server that merges slashes and drops parameters (nginx, Tomcat,
+// Spring) runs NAME, and the body's model, allowed, must not stand in
+// for it.
+func TestGeminiModelBehindEmptySegment(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}`))
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: vertex, upstream: {{UP}}, usage: gemini, secret: openai, inject: {header: Authorization, format: \"Bearer {secret}\"}, allow: {models: [gemini-2.5-flash*, endpoints/7]}}\n"
+	gw, _ := newTestGateway(t, y, up.URL, secrets(time.Now()))
+	for _, path := range []string{
+		"/vertex/v1beta/models//gemini-2.5-pro:generateContent",
+		"/vertex/v1beta/models///gemini-2.5-pro:streamGenerateContent?alt=sse",
+		"/vertex/v1beta/tunedModels//other:generateContent",
+		"/vertex/v1/projects/p/locations/l/publishers/google/models//gemini-2.5-pro:generateContent",
+		"/vertex/v1/projects/p/locations/l/endpoints//123:generateContent",
+		"/vertex/v1beta/models;x/gemini-2.5-pro:generateContent",
+		"/vertex/v1beta/models/;x/gemini-2.5-pro:generateContent",
+	} {
+		v := gw.Snapshot().Explain("POST", path, "", "127.0.0.1:1234", "gemini-2.5-flash", time.Now())
+		r := httptest.NewRequest("POST", path, strings.NewReader(`{"model":"gemini-2.5-flash","contents":[]}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = "127.0.0.1:1234"
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, r)
+		if live := w.Header().Get("X-Till-Error"); v.Code != CodeModelNotAllowed || live != CodeModelNotAllowed {
+			t.Errorf("POST %s naming gemini-2.5-flash: till test %q, live %q (%d); want %q", path, v.Code, live, w.Code, CodeModelNotAllowed)
+		}
+	}
+}
+
 // TestVertexEndpointModelChecked: on a Vertex AI route read as Gemini's
 // (usage: gemini), /endpoints/ID:generateContent serves the endpoint's
 // model, whatever the body names: allow.models checks "endpoints/ID", so a

@@ -158,9 +158,10 @@ func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 // .../endpoints/x:generateContent or .../endpoints/x/chat/completions
 // (the endpoint serves its deployed or tuned model; but for
 // .../endpoints/openapi/..., whose body names the model), and whether the
-// method streams.
+// method streams. The path is read as routedPath reads it.
 func geminiPath(path string) (model string, stream bool) {
 	path, _, _ = strings.Cut(path, "?")
+	path = routedPath(path)
 	var prefix, rest string
 	if _, after, ok := strings.Cut(path, "/models/"); ok {
 		rest = after
@@ -177,6 +178,23 @@ func geminiPath(path string) (model string, stream bool) {
 		return "", false
 	}
 	return prefix + name, method == "streamGenerateContent"
+}
+
+// routedPath is path as servers that merge slashes and drop a segment's
+// ";parameters" (nginx, Tomcat, Jetty, Spring) route it: models//NAME
+// and models;x/NAME run NAME there, and the body's model must not stand
+// in for the one the path names.
+func routedPath(path string) string {
+	if !strings.Contains(path, "//") && !strings.Contains(path, ";") {
+		return path
+	}
+	var b strings.Builder
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg, _, _ = strings.Cut(seg, ";"); seg != "" {
+			b.WriteString("/" + seg)
+		}
+	}
+	return b.String()
 }
 
 // sinks keeps inspectSinks (a scanner's state is about 1 KB) for the

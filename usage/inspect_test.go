@@ -70,6 +70,14 @@ func TestInspect(t *testing.T) {
 			`{"model":"google/gemini-2.5-flash","stream":true}`, Request{Model: "endpoints/123", Stream: true}, ""},
 		{"vertex openai-compatible", Gemini, "/v1/projects/p/locations/us-central1/endpoints/openapi/chat/completions",
 			`{"model":"google/gemini-2.5-flash"}`, Request{Model: "google/gemini-2.5-flash"}, ""},
+		// A server that merges slashes and drops ";parameters" runs
+		// the model behind them.
+		{"gemini model behind an empty segment", Gemini, "/v1beta/models//gemini-2.5-pro:streamGenerateContent?alt=sse",
+			`{"model":"gemini-2.5-flash"}`, Request{Model: "gemini-2.5-pro", Stream: true}, ""},
+		{"gemini model behind a parameter", Gemini, "/v1beta/models;x/gemini-2.5-pro:generateContent",
+			`{"model":"gemini-2.5-flash"}`, Request{Model: "gemini-2.5-pro"}, ""},
+		{"vertex endpoint behind empty segments", Gemini, "/v1/projects/p/locations/l/endpoints///123:generateContent",
+			`{"model":"gemini-2.5-flash"}`, Request{Model: "endpoints/123"}, ""},
 		{"gemini path wins over body", Gemini, "/v1beta/models/gemini-2.5-flash:generateContent",
 			`{"model":"gemini-2.5-pro"}`, Request{Model: "gemini-2.5-flash"}, ""},
 		{"gemini openai-compatible", Gemini, "/v1beta/openai/chat/completions",
