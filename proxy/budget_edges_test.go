@@ -333,7 +333,8 @@ func recordingUpstream(t *testing.T, contentType, answer string) (*httptest.Serv
 // TestCompatEndpointsMetered: the OpenAI-compatible endpoints of other
 // providers (Anthropic's and Gemini's /chat/completions) answer in
 // OpenAI's shape: read on their routes, and their streams are asked for
-// usage; a stream of the provider's own API is not sent the field.
+// usage, however a lenient server would read their path; a stream of
+// the provider's own API is not sent the field.
 func TestCompatEndpointsMetered(t *testing.T) {
 	up, _ := recordingUpstream(t, "application/json",
 		`{"id":"msg_1","object":"chat.completion","model":"claude-sonnet-4-5","choices":[],"usage":{"prompt_tokens":600,"completion_tokens":600,"total_tokens":1200}}`)
@@ -362,6 +363,9 @@ func TestCompatEndpointsMetered(t *testing.T) {
 		{"/anthropic/v1/chat/completions", true},
 		{"/gemini/v1beta/openai/chat/completions", true},
 		{"/anthropic/v1/messages", false},
+		// As servers that merge slashes and drop ;parameters route them.
+		{"/anthropic/v1/chat/completions/", true},
+		{"/anthropic/v1/chat//completions;x", true},
 	} {
 		post(t, srv2.URL+tt.path, `{"model":"m","stream":true,"max_tokens":5,"messages":[]}`)
 		if asked := strings.Contains(sent(), `"include_usage":true`); asked != tt.asks {

@@ -203,9 +203,9 @@ func unmetered(r *http.Request, rt *route) *apiError {
 // tuned models that bill as they live, agents the provider runs), or a
 // session or key with which the app reaches the provider without till
 // (Realtime calls and keys, Gemini Live tokens, ChatKit sessions).
-// Compared in lower case, without trailing slashes.
+// Compared in lower case, as a lenient server routes it (usage.RoutedPath).
 func spendsUnseen(path string) bool {
-	path = strings.ToLower(strings.TrimRight(path, "/"))
+	path = strings.ToLower(usage.RoutedPath(path))
 	for _, suffix := range unseenSpending {
 		if strings.HasSuffix(path, suffix) {
 			return true
@@ -260,7 +260,9 @@ func isUpgrade(r *http.Request) bool {
 // any but the Responses API's (which always reports it); on the others,
 // their OpenAI-compatible Chat Completions and Completions endpoints.
 // Never where the provider reports it unasked, and refuses the field.
+// The path is read as a lenient server routes it (usage.RoutedPath).
 func (rt *route) asksStreamUsage(path string) bool {
+	path = usage.RoutedPath(path)
 	switch {
 	case rt.streamsReportUsage:
 		return false

@@ -158,10 +158,10 @@ func inspect(f Format, path string, body []byte, strict bool) (Request, error) {
 // .../endpoints/x:generateContent or .../endpoints/x/chat/completions
 // (the endpoint serves its deployed or tuned model; but for
 // .../endpoints/openapi/..., whose body names the model), and whether the
-// method streams. The path is read as routedPath reads it.
+// method streams. The path is read as RoutedPath reads it.
 func geminiPath(path string) (model string, stream bool) {
 	path, _, _ = strings.Cut(path, "?")
-	path = routedPath(path)
+	path = RoutedPath(path)
 	var prefix, rest string
 	if _, after, ok := strings.Cut(path, "/models/"); ok {
 		rest = after
@@ -180,12 +180,13 @@ func geminiPath(path string) (model string, stream bool) {
 	return prefix + name, method == "streamGenerateContent"
 }
 
-// routedPath is path as servers that merge slashes and drop a segment's
-// ";parameters" (nginx, Tomcat, Jetty, Spring) route it: models//NAME
-// and models;x/NAME run NAME there, and the body's model must not stand
-// in for the one the path names.
-func routedPath(path string) string {
-	if !strings.Contains(path, "//") && !strings.Contains(path, ";") {
+// RoutedPath is path as servers that merge slashes and drop a segment's
+// ";parameters" (nginx, Tomcat, Jetty, Spring) route it, a trailing
+// slash gone too: models//NAME and models;x/NAME run NAME there, and the
+// body's model must not stand in for the one the path names. What till
+// reads from a path's end (which endpoint it is) it reads from this.
+func RoutedPath(path string) string {
+	if !strings.Contains(path, "//") && !strings.Contains(path, ";") && !strings.HasSuffix(path, "/") {
 		return path
 	}
 	var b strings.Builder
