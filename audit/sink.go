@@ -509,12 +509,9 @@ func (s *Sink) probe() error {
 		// A file cut in place is taken at the next record.
 		return s.probeWrite()
 	}
-	if !st.removed && s.dirty && s.opts.Fsync == FsyncInterval {
-		// The records in the renamed file reach the disk before it is
-		// left (see put).
-		if err := s.sync(); err != nil {
-			s.syncFailed()
-			return fmt.Errorf("flush the renamed audit file to disk: %w", err)
+	if !st.removed {
+		if err := s.leave(); err != nil {
+			return err
 		}
 	}
 	if err := s.reopen(s.file.name()); err != nil {
@@ -627,8 +624,29 @@ func (s *Sink) follow() error {
 		return nil
 	case !st.moved:
 		return nil
+	case !st.removed:
+		if err := s.leave(); err != nil {
+			return err
+		}
 	}
 	return s.reopen(s.file.name())
+}
+
+// leave flushes the file renamed under till before the sink leaves it
+// for a new one at the path (fsync: interval; see put for the others):
+// the records written there since the last fsync, or those an fsync that
+// failed was to flush, reach the disk first. A flush of the new file
+// would say nothing of them. A failure is a failed fsync (syncFailed).
+func (s *Sink) leave() error {
+	if s.opts.Fsync != FsyncInterval || !s.dirty && !s.unsynced {
+		return nil
+	}
+	if err := s.sync(); err != nil {
+		s.syncFailed()
+		return fmt.Errorf("flush the renamed audit file to disk: %w", err)
+	}
+	s.unsynced = false
+	return nil
 }
 
 // Healthy reports whether the sink takes records: the last write

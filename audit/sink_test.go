@@ -677,6 +677,58 @@ func TestRenamedFileFlushedBetweenRecords(t *testing.T) {
 	}
 }
 
+// TestRenamedFileFlushedWhenFollowed: with fsync: interval, a file
+// renamed under till is flushed before the sink leaves it on SIGUSR1
+// (Reopen) and in the retry after a failed flush, as it is at a record
+// and between records: a flush of the new file at the path says nothing
+// of the records in the renamed one. While that fails, no key is used.
+func TestRenamedFileFlushedWhenFollowed(t *testing.T) {
+	defer func(f func(syncer) error) { syncOut = f }(syncOut)
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = time.Hour // the test probes itself
+	for _, how := range []string{"reopen", "retry"} {
+		t.Run(how, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.log")
+			s, err := Open(Options{Path: path, Fsync: FsyncInterval})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			s.Write(record("r1"))
+			renamed := s.file.f
+			var tries atomic.Int32
+			syncOut = func(f syncer) error {
+				if f == syncer(renamed) {
+					tries.Add(1)
+					return errors.New("input/output error")
+				}
+				return f.Sync()
+			}
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if how == "reopen" {
+				if err := s.Reopen(); err == nil {
+					t.Error("Reopen left the renamed file though its records could not be flushed")
+				}
+			} else {
+				s.mu.Lock()
+				s.probe()
+				s.mu.Unlock()
+				// The retry (every 250 ms) tries the renamed file again,
+				// or takes the new one for flushed.
+				waitUntil(t, settle, "the renamed file tried again", func() bool { return s.Healthy() || tries.Load() >= 4 })
+			}
+			if s.Healthy() {
+				t.Error("healthy though the renamed file's records never reached the disk")
+			}
+			if s.WriteNow(record("use")) {
+				t.Error("a write-ahead record taken though the renamed file's records never reached the disk")
+			}
+		})
+	}
+}
+
 // TestCheckpoints signs every 10 records and at close; verify checks the
 // signatures, and a checkpoint kept elsewhere catches the removal of the
 // newest records.
