@@ -324,3 +324,35 @@ func decodeNumbers(b []byte) (any, bool) {
 	err := dec.Decode(&v)
 	return v, err == nil
 }
+
+// FuzzFoldKey: the key of readKeys that caseless finds for a member's
+// name (foldKey, then one lookup) is the one bytes.EqualFold matches, as
+// Go's encoding/json matches names (Unicode's simple folding: the long s
+// and the Kelvin sign too).
+func FuzzFoldKey(f *testing.F) {
+	for _, k := range readKeys {
+		f.Add([]byte(strings.ToUpper(k)))
+	}
+	f.Add([]byte("\u017ftream"))
+	f.Add([]byte("max_to\u212aens"))
+	f.Add([]byte("MODEL\xff"))
+	f.Add([]byte("\u0130nclude_usage"))
+	f.Fuzz(func(t *testing.T, name []byte) {
+		if len(name) > keyMax {
+			return // never a named key
+		}
+		want := ""
+		for _, k := range readKeys {
+			if bytes.EqualFold(name, []byte(k)) {
+				want = k
+			}
+		}
+		got := ""
+		if folded, ok := foldKey(nil, name); ok {
+			got = foldedReadKeys[string(folded)]
+		}
+		if got != want {
+			t.Fatalf("%q: foldKey finds %q, bytes.EqualFold %q", name, got, want)
+		}
+	})
+}

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Format is the shape of a provider's API, which says where a request
@@ -221,24 +222,21 @@ var inspected = [...]string{
 	"inferenceConfig", "inferenceConfig.maxTokens",
 }
 
-// keyPath is a path of keys to a value: a scanner's current one, or one
-// renamed.
-type keyPath interface {
-	pathLen() int
-	key(i int) []byte
-}
-
-// renamed is a scanner's current path with its last key read as last.
-type renamed struct {
-	*scanner
+// keyPath is a path of keys to a value: a scanner's current one, or,
+// with last set, that path with its last key read as last. A struct, not
+// an interface: its methods inline on the path of every value read.
+type keyPath struct {
+	s    *scanner
 	last []byte
 }
 
-func (p renamed) key(i int) []byte {
-	if i == p.pathLen()-1 {
+func (p keyPath) pathLen() int { return p.s.pathLen() }
+
+func (p keyPath) key(i int) []byte {
+	if p.last != nil && i == p.s.pathLen()-1 {
 		return p.last
 	}
-	return p.scanner.key(i)
+	return p.s.key(i)
 }
 
 // readKeys are the keys of the paths Inspect reads (reads), each spelt
@@ -260,16 +258,60 @@ func reads(p keyPath) bool {
 		streamOptions && (n == 1 || string(p.key(1)) == "include_usage")
 }
 
+// foldedReadKeys maps each key of readKeys, folded (foldKey), to itself.
+var foldedReadKeys = func() map[string]string {
+	m := make(map[string]string, len(readKeys))
+	for _, k := range readKeys {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
+
 // caseless returns the key of readKeys that the last key of s's path
-// spells in another case, where Inspect reads that key, or "".
+// spells in another case, where Inspect reads that key, or "". It is
+// asked of every member Inspect passes by: one map lookup, not a
+// comparison with each key.
 func caseless(s *scanner) string {
 	last := s.key(s.pathLen() - 1)
-	for _, k := range readKeys {
-		if bytes.EqualFold(last, []byte(k)) && string(last) != k && reads(renamed{s, []byte(k)}) {
-			return k
+	var buf [keyMax]byte
+	folded, ok := foldKey(buf[:0], last)
+	if !ok {
+		return ""
+	}
+	k, ok := foldedReadKeys[string(folded)]
+	if !ok || string(last) == k || !reads(keyPath{s, []byte(k)}) {
+		return ""
+	}
+	return k
+}
+
+// foldKey appends key to dst as it matches an ASCII key by
+// bytes.EqualFold (Unicode's simple folding, as Go's encoding/json
+// matches names): ASCII in lower case, and the only other runes that
+// fold to ASCII, the long s (U+017F) and the Kelvin sign (U+212A), as s
+// and k. It returns false for a key holding any other rune, which no
+// ASCII key matches. Each rune folds to one byte: dst needs no more
+// room than key.
+func foldKey(dst, key []byte) ([]byte, bool) {
+	for i := 0; i < len(key); {
+		switch c := key[i]; {
+		case c < utf8.RuneSelf:
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			dst = append(dst, c)
+			i++
+		case bytes.HasPrefix(key[i:], []byte("\u017f")):
+			dst = append(dst, 's')
+			i += len("\u017f")
+		case bytes.HasPrefix(key[i:], []byte("\u212a")):
+			dst = append(dst, 'k')
+			i += len("\u212a")
+		default:
+			return dst, false
 		}
 	}
-	return ""
+	return dst, true
 }
 
 // inspectedAt returns the index in inspected of the value at p, or -1.
@@ -351,7 +393,7 @@ func otherAt(s keyPath) int {
 // holds one), the paths to other models and stream_options (read for
 // their case alone), and fails on one of them spelt in another case.
 func (x *inspectSink) want(s *scanner) bool {
-	if reads(s) {
+	if reads(keyPath{s: s}) {
 		return true
 	}
 	if k := caseless(s); k != "" {
@@ -361,7 +403,7 @@ func (x *inspectSink) want(s *scanner) bool {
 }
 
 func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
-	i := inspectedAt(s)
+	i := inspectedAt(keyPath{s: s})
 	if i < 0 {
 		x.other(s, k)
 		return
@@ -406,7 +448,7 @@ func (x *inspectSink) value(s *scanner, k kind, _, _ int64) {
 // other reads a value on the way to another model than the request's.
 func (x *inspectSink) other(s *scanner, k kind) {
 	t, whole := s.text()
-	switch at := otherAt(s); {
+	switch at := otherAt(keyPath{s: s}); {
 	case at == otherToolType && k == kString && string(t) == "image_generation":
 		x.tool.imageGeneration = true
 	case at == otherToolModel && k != kNull:

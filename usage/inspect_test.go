@@ -267,6 +267,22 @@ func BenchmarkPeek1KB(b *testing.B) {
 	}
 }
 
+// BenchmarkPeekChatRequest reads what a chat request as an SDK sends it
+// asks for: a short prompt among the options, a dozen top-level members,
+// each of which Peek checks for a field it reads spelt in another case.
+func BenchmarkPeekChatRequest(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"top_p":1,` +
+		`"frequency_penalty":0,"presence_penalty":0,"user":"u1","seed":4,"response_format":{"type":"json_object"},` +
+		`"parallel_tool_calls":true,"store":false,"metadata":{"a":"b"},"stream":true,"stream_options":{"include_usage":true},` +
+		`"max_completion_tokens":300}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, err := Peek(OpenAI, "/v1/chat/completions", body); err != nil || r.Model == "" {
+			b.Fatal(err)
+		}
+	}
+}
+
 func TestReserve(t *testing.T) {
 	for _, tt := range []struct {
 		r    Request
