@@ -328,7 +328,7 @@ func decodeNumbers(b []byte) (any, bool) {
 // FuzzFoldKey: the key of readKeys that caseless finds for a member's
 // name (foldKey, then one lookup) is the one bytes.EqualFold matches, as
 // Go's encoding/json matches names (Unicode's simple folding: the long s
-// and the Kelvin sign too).
+// and the Kelvin sign too), or by upper case (the dotless ı as I).
 func FuzzFoldKey(f *testing.F) {
 	for _, k := range readKeys {
 		f.Add([]byte(strings.ToUpper(k)))
@@ -337,13 +337,16 @@ func FuzzFoldKey(f *testing.F) {
 	f.Add([]byte("max_to\u212aens"))
 	f.Add([]byte("MODEL\xff"))
 	f.Add([]byte("\u0130nclude_usage"))
+	f.Add([]byte("\u0131nclude_usage"))
 	f.Fuzz(func(t *testing.T, name []byte) {
 		if len(name) > keyMax {
 			return // never a named key
 		}
 		want := ""
+		// The dotless ı is I in upper case (foldKey).
+		dotted := bytes.ReplaceAll(name, []byte("\u0131"), []byte("i"))
 		for _, k := range readKeys {
-			if bytes.EqualFold(name, []byte(k)) {
+			if bytes.EqualFold(dotted, []byte(k)) {
 				want = k
 			}
 		}

@@ -289,9 +289,11 @@ func caseless(s *scanner) string {
 // bytes.EqualFold (Unicode's simple folding, as Go's encoding/json
 // matches names): ASCII in lower case, and the only other runes that
 // fold to ASCII, the long s (U+017F) and the Kelvin sign (U+212A), as s
-// and k. It returns false for a key holding any other rune, which no
-// ASCII key matches. Each rune folds to one byte: dst needs no more
-// room than key.
+// and k; and the dotless ı (U+0131) as i, since its upper case is I: a
+// reader that compares names by their upper case (as .NET's may) reads
+// it so. It returns
+// false for a key holding any other rune, which no ASCII key matches.
+// Each rune folds to one byte: dst needs no more room than key.
 func foldKey(dst, key []byte) ([]byte, bool) {
 	for i := 0; i < len(key); {
 		switch c := key[i]; {
@@ -307,6 +309,9 @@ func foldKey(dst, key []byte) ([]byte, bool) {
 		case bytes.HasPrefix(key[i:], []byte("\u212a")):
 			dst = append(dst, 'k')
 			i += len("\u212a")
+		case bytes.HasPrefix(key[i:], []byte("\u0131")):
+			dst = append(dst, 'i')
+			i += len("\u0131")
 		default:
 			return dst, false
 		}

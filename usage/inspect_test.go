@@ -132,6 +132,9 @@ func TestInspect(t *testing.T) {
 		{"model in another case", OpenAI, "/v1/chat/completions",
 			`{"model":"gpt-4o-mini","MODEL":"o3"}`, Request{}, `another case: "model"`},
 		{"stream folded", OpenAI, "/v1/chat/completions", `{"\u017ftream":true}`, Request{}, `another case: "stream"`},
+		// A reader comparing names by their upper case reads ı as I.
+		{"include_usage with a dotless i", OpenAI, "/v1/chat/completions",
+			`{"stream":true,"stream_options":{"include_usage":true,"\u0131nclude_usage":false}}`, Request{}, `another case: "include_usage"`},
 		{"include_usage in another case", OpenAI, "/v1/chat/completions",
 			`{"stream":true,"stream_options":{"include_usage":true,"Include_Usage":false}}`, Request{}, `another case: "include_usage"`},
 		{"tool model in another case", Anthropic, "/v1/messages",
