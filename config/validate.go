@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"net/textproto"
@@ -275,9 +276,16 @@ func validPort(p string, optional bool) error {
 }
 
 // CheckListen checks a listen address given elsewhere than in the
-// config (serve's --listen) as the config's listen is checked. The error
-// does not quote s, which may be a key pasted in the wrong place.
-func CheckListen(s string) error { return validListen(s) }
+// config (serve's --listen) as the config's listen is checked, a value
+// that looks like a key refused too (the config refuses one anywhere):
+// its host would be looked up in DNS. The error does not quote s, which
+// may be a key pasted in the wrong place.
+func CheckListen(s string) error {
+	if looksLikeKey(s) {
+		return errors.New("it looks like a key, not an address: give HOST:PORT, such as 127.0.0.1:8080")
+	}
+	return validListen(s)
+}
 
 // validListen checks host:port; an empty host means every interface.
 func validListen(s string) error {

@@ -13,6 +13,8 @@ func TestServeListenValueNotShown(t *testing.T) {
 	for _, tt := range []struct{ name, listen string }{
 		{"key alone", "sk-proj-0123456789abcdefABCDEF"},
 		{"key as the port", "127.0.0.1:sk-proj-0123456789abcdefABCDEF"},
+		// Would be looked up in DNS, and quoted by the lookup's error.
+		{"key as the host", "sk-proj-0123456789abcdefABCDEF:8080"},
 		{"port out of range", "127.0.0.1:99999"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
