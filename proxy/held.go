@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -297,6 +298,12 @@ func (g *Gateway) readmit(r *http.Request, x *exchange, m *member) *apiError {
 		return e
 	}
 	if rotated != nil {
+		if x.sentForms != nil {
+			// A pool's retry: the keys sent before may still be
+			// quoted, and so may the value that goes in this one's
+			// place (see echoForms).
+			x.sentForms = append(slices.Clip(x.sentForms), rotated.echoForms...)
+		}
 		x.inj = rotated
 	}
 	if m == x.member {

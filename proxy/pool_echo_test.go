@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/vault"
 )
 
@@ -57,5 +60,64 @@ func TestPoolRetryScrubsEarlierKey(t *testing.T) {
 	resp.Header.Write(&dump)
 	if strings.Contains(dump.String(), keyA) || strings.Contains(dump.String(), "0123456789abcdefXYZ") {
 		t.Errorf("key a, sent in this exchange's first attempt, reached the app in a response header:\n%s", dump.String())
+	}
+}
+
+// onRecord is an audit sink that calls hook, once, when it is given a
+// record holding mark, before writing it.
+type onRecord struct {
+	lockedBuffer
+	mark string
+	once sync.Once
+	hook func()
+}
+
+func (o *onRecord) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), o.mark) {
+		o.once.Do(o.hook)
+	}
+	return o.lockedBuffer.Write(p)
+}
+
+// TestPoolRetryScrubsRotatedKey: a pool's key a is refused (429) and the
+// request goes again with key b; a reload that rotates b lands as the
+// retry is recorded, so the retry goes with b's new value. The upstream
+// echoes that value in a header: it is scrubbed like any key the request
+// sent, not passed to the app.
+func TestPoolRetryScrubsRotatedKey(t *testing.T) {
+	const keyA = "sk-pool-a-0123456789abcdefXYZ"
+	const keyB = "sk-pool-b-9876543210zyxwvuABC"
+	const keyB2 = "sk-pool-b2-5555555555rotatedQRS"
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		if strings.Contains(auth, keyA) {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Header().Set("X-Echo", auth)
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: " + up.URL + ", secret: [a, b], pool: {cooldown: 1m}}\n"
+	snap := func(b string) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte(y), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		return NewSnapshot(cfg, map[string]vault.Secret{"a": vault.NewSecret("a", keyA, now), "b": vault.NewSecret("b", b, now)})
+	}
+	var gw *Gateway
+	sink := &onRecord{mark: `"reason":"` + codePoolRetry + `"`, hook: func() { gw.Swap(snap(keyB2)) }}
+	gw = New(snap(keyB), Options{Audit: testAudit(sink), Log: zerolog.Nop()})
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil)) // key a first: round robin starts there
+	if w.Code != http.StatusOK || w.Body.String() != "ok" {
+		t.Fatalf("want the retry with key b to answer 200 ok: %d %q", w.Code, w.Body)
+	}
+	var dump strings.Builder
+	w.Header().Write(&dump)
+	if strings.Contains(dump.String(), "5555555555rotated") {
+		t.Errorf("key b's rotated value, which the retry sent, reached the app in a response header:\n%s", dump.String())
 	}
 }
