@@ -208,8 +208,8 @@ func (p *pool) wake(ctx context.Context, now time.Time) {
 }
 
 // usable picks the member a request takes, passing over those whose key
-// cannot be used (missing, expired under on_expired: block, or not
-// fetched); when none can, it returns the first one picked, to refuse
+// cannot be used (missing, expired under on_expired: block, not fetched,
+// or failing at its token endpoint: mintFailing); when none can, it returns the first one picked, to refuse
 // the request with its error. Under on_expired: warn, an expired key is
 // taken only when no other ready one can be used.
 func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
@@ -228,7 +228,7 @@ func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpir
 			break // every ready key was tried: the expired one goes
 		}
 		inj, stale, err := m.key(ctx)
-		if err == nil {
+		if err == nil && !inj.mintFailing() {
 			switch _, ok, warn := inj.secretState(now, onExpired); {
 			case ok && warn && !resting:
 				if expired.m == nil {
@@ -247,6 +247,14 @@ func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpir
 		return expired.m, expired.inj, expired.stale, nil
 	}
 	return first.m, first.inj, first.stale, first.err
+}
+
+// mintFailing reports whether in mints its tokens and its token
+// endpoint's last failure is still remembered (a client disabled, an
+// outage): a pool passes over such a key, as over one whose source is
+// down, rather than fail each request that comes to its turn.
+func (in *injection) mintFailing() bool {
+	return in.minter != nil && in.minter.backingOff() != nil
 }
 
 // key returns the injection of the member's key, fetching it from its
@@ -355,8 +363,8 @@ func (x *exchange) rejectedBefore() bool {
 }
 
 // readyKey returns the pool's next key for x's request that is not
-// resting and can be used (fetched, and not expired under on_expired:
-// block), passing over those that cannot, and over an expired one (under
+// resting and can be used (fetched, not expired under on_expired: block,
+// and not failing at its token endpoint), passing over those that cannot, and over an expired one (under
 // warn) while another can be used; ok is false when none is, or when a
 // reload since refuses the request.
 func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *member, inj *injection, stale, expired, ok bool) {
@@ -378,7 +386,7 @@ func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *m
 			return nil, nil, false, false, false // a reload since refuses the request or that key
 		}
 		var err error
-		if inj, stale, err = next.key(x.ctx); err == nil {
+		if inj, stale, err = next.key(x.ctx); err == nil && !inj.mintFailing() {
 			var usable bool
 			_, usable, expired = inj.secretState(now, x.live.onExpired)
 			switch {
