@@ -209,8 +209,8 @@ func (p *pool) wake(ctx context.Context, now time.Time) {
 
 // usable picks the member a request takes, passing over those whose key
 // cannot be used (missing, expired under on_expired: block, not fetched,
-// or failing at its token endpoint: mintFailing); when none can, it returns the first one picked, to refuse
-// the request with its error. Under on_expired: warn, an expired key is
+// or failing at its token endpoint: mintFailing); when none can, it
+// returns the first one picked, to refuse the request with its error. Under on_expired: warn, an expired key is
 // taken only when no other ready one can be used.
 func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
 	p.wake(ctx, now)
@@ -364,9 +364,10 @@ func (x *exchange) rejectedBefore() bool {
 
 // readyKey returns the pool's next key for x's request that is not
 // resting and can be used (fetched, not expired under on_expired: block,
-// and not failing at its token endpoint), passing over those that cannot, and over an expired one (under
-// warn) while another can be used; ok is false when none is, or when a
-// reload since refuses the request.
+// and not failing at its token endpoint), passing over those that
+// cannot, and over an expired one (under warn) while another can be
+// used; ok is false when none is, or when a reload since refuses the
+// request.
 func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *member, inj *injection, stale, expired, ok bool) {
 	x.route.pool.wake(x.ctx, now)
 	var warned struct {
