@@ -25,6 +25,12 @@ const MaxLineSize = 1 << 20
 // gzipMagic starts every gzip member (RFC 1952, section 2.3.1).
 var gzipMagic = []byte{0x1f, 0x8b}
 
+// ErrNoEvent is what a line that is a JSON object without an "event"
+// wraps (a *LineError from summary, a *Break from verify): no record
+// lacks one, while every line of till's own log (serve's stderr) does,
+// the file most often given for the audit trail by mistake.
+var ErrNoEvent = errors.New(`not an audit record (no "event")`)
+
 // otherCompression names the compressor whose magic bytes (zstd, xz,
 // bzip2, lz4: logrotate's compresscmd) start a file, or "": such a file
 // is no audit file till can read, and reading it as one would report it

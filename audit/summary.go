@@ -176,6 +176,9 @@ func (s *Summary) Read(r io.Reader, name string) error {
 			cut = &LineError{File: name, Line: num, Err: recordError(err)}
 			return nil
 		}
+		if rec.Event == "" {
+			return ErrNoEvent
+		}
 		s.stats.Records++
 		if rec.Event != "request" && rec.Event != "use" {
 			return nil

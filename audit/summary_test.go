@@ -274,6 +274,8 @@ func TestSummaryBadLines(t *testing.T) {
 		{"a request with a bad time", `{"event":"request","time":"` + key + `"}`, `"time" is not an RFC 3339 time`},
 		{"a use with a bad time", `{"event":"use","id":"x","time":"` + key + `"}`, `use record: "time" is not an RFC 3339 time`},
 		{"a JSON error after the key", `{"secret":"` + key + `",}`, "not a JSON record"},
+		{"till's own log", `{"level":"info","secret":"openai","time":"2026-12-02T10:00:00Z","message":"route"}`, `not an audit record (no "event")`},
+		{"an object without an event", `{"key_fp":"` + key + `"}`, `not an audit record (no "event"`},
 	}
 	for _, tt := range tests {
 		for _, compress := range []bool{false, true} {

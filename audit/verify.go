@@ -66,7 +66,7 @@ func (b *Break) Error() string { return fmt.Sprintf("%s:%d: %s", b.File, b.Line,
 
 // Unwrap is ErrNoCheckpoint for a signed trail without a checkpoint,
 // ErrUnsignedRecords for one with more records than till leaves
-// unsigned, else nil.
+// unsigned, ErrNoEvent for a line that is no record, else nil.
 func (b *Break) Unwrap() error { return b.err }
 
 // ErrNoCheckpoint is what the Break of a trail verified with a public key
@@ -199,6 +199,9 @@ func (v *verifier) check(line []byte) error {
 	var r chained
 	if err := json.Unmarshal(line, &r); err != nil {
 		return v.broken("not a JSON record: edited, or not written by till")
+	}
+	if r.Event == "" {
+		return &Break{File: v.file, Line: v.line, Reason: ErrNoEvent.Error(), err: ErrNoEvent}
 	}
 	if r.Seq == nil || r.Prev == nil {
 		return v.broken("no seq or prev: not part of a chain (written before till chained its records?)")

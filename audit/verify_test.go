@@ -73,6 +73,12 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{"not JSON", func(f []string) {
 			rewrite(t, f[2], func(l []string) []string { l[0] = "hello\n"; return l })
 		}, 2, 1, "not a JSON record"},
+		{"till's own log", func(f []string) {
+			rewrite(t, f[2], func(l []string) []string {
+				l[0] = `{"level":"info","addr":"127.0.0.1:8080","time":"2026-12-02T10:00:00Z","message":"till listening"}` + "\n"
+				return l
+			})
+		}, 2, 1, `not an audit record (no "event")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

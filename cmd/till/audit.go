@@ -139,6 +139,9 @@ func runAuditSummary(args []string, e *env) error {
 	s := audit.NewSummary(f)
 	for _, path := range files {
 		if err := s.ReadFile(path); err != nil {
+			if errors.Is(err, audit.ErrNoEvent) {
+				return withHint(err, ownLogHint)
+			}
 			return err
 		}
 	}
@@ -171,6 +174,10 @@ func runAuditSummary(args []string, e *env) error {
 	}
 	return nil
 }
+
+// ownLogHint is the hint for a file whose lines lack an "event"
+// (audit.ErrNoEvent): till's own log, given for its audit trail.
+const ownLogHint = "this looks like till's own log (serve's stderr): give the audit trail, audit.file or what serve wrote to stdout"
 
 // dash stands for an empty field in a table, where a blank would shift
 // the columns a reader's eye (or awk) follows.
@@ -232,6 +239,9 @@ func runAuditVerify(args []string, e *env) error {
 		}
 		if errors.Is(err, audit.ErrUnsignedRecords) {
 			return withHint(err, "no checkpoint signed those records as they were written: they may have been rewritten; if audit.sign was off for them, verify --pubkey the files written after it was turned on")
+		}
+		if errors.Is(err, audit.ErrNoEvent) {
+			return withHint(err, ownLogHint)
 		}
 		if errors.As(err, &br) {
 			return withHint(err, "the trail is not as till wrote it from that line on; files go oldest first")

@@ -282,3 +282,29 @@ func TestAuditVerifyStartsAfterRotatedName(t *testing.T) {
 		t.Errorf("verify names a file given as one not given:\n%s", out)
 	}
 }
+
+// TestAuditOwnLogGiven: given till's own log (serve's stderr) for its
+// audit trail, summary and verify say the line is no record and where
+// the trail is, rather than count nothing (an empty table read as "no
+// key was used") or call the file tampered with.
+func TestAuditOwnLogGiven(t *testing.T) {
+	c := newCLI(t)
+	log := `{"level":"info","addr":"127.0.0.1:8080","scheme":"http","config":"till.yaml","routes":1,"time":"2026-12-02T10:00:00Z","message":"till listening"}` + "\n"
+	if err := os.WriteFile("serve.err", []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"summary", "verify"} {
+		out, errOut, code := c.run("", "audit", cmd, "serve.err")
+		for _, want := range []string{
+			`till: error: serve.err:1: not an audit record (no "event")`,
+			"till: hint: this looks like till's own log (serve's stderr): give the audit trail, audit.file or what serve wrote to stdout",
+		} {
+			if code != 1 || !strings.Contains(errOut, want) {
+				t.Errorf("audit %s of till's own log: exit %d, stderr lacks %q:\n%s%s", cmd, code, want, out, errOut)
+			}
+		}
+		if strings.Contains(errOut, "not as till wrote it") {
+			t.Errorf("audit %s calls till's own log a tampered trail:\n%s", cmd, errOut)
+		}
+	}
+}
