@@ -102,3 +102,28 @@ func TestVerdictRowsAligned(t *testing.T) {
 		}
 	}
 }
+
+// TestDryRunNamesTheClients: a dry run sends no token, so a route that
+// names its clients refuses it as client_unauthenticated; the hint says
+// to give --client and which clients the route takes, rather than leave
+// the user to wonder which token till test could send.
+func TestDryRunNamesTheClients(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true, intercept: false}\n"+
+		"clients: [{name: web, token_sha256: "+strings.Repeat("a", 64)+"}, {name: ci, token_sha256: "+strings.Repeat("b", 64)+"}]\n"+
+		"routes: [{name: openai, preset: openai, clients: [web, ci]}]\n"), 0o644)
+	c.run(key, "secret", "set", "openai")
+	for _, target := range []string{"/openai/v1/models", "http://api.openai.com/v1/models"} {
+		out, errOut, code := c.run("", "test", "GET", target)
+		want := "hint:     till test sends no token: give --client NAME to test as a client"
+		if code != 1 || !strings.Contains(out, "refused: client_unauthenticated") || !strings.Contains(out, want) {
+			t.Errorf("test GET %s: exit %d, output lacks %q:\n%s%s", target, code, want, out, errOut)
+		}
+	}
+	if out, _, _ := c.run("", "test", "GET", "/openai/v1/models"); !strings.Contains(out, "(route openai takes web, ci)") {
+		t.Errorf("the hint does not name the route's clients:\n%s", out)
+	}
+	if out, _, _ := c.run("", "test", "--client", "web", "GET", "/openai/v1/models"); strings.Contains(out, "hint:") {
+		t.Errorf("a dry run as a client the route takes gets a hint:\n%s", out)
+	}
+}

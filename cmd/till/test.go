@@ -93,6 +93,9 @@ func runTest(args []string, e *env) error {
 		if v.Code == proxy.CodeRouteNotFound {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", prefixesHint(snap))
 		}
+		if v.Code == proxy.CodeClientUnauthenticated && client == "" {
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", clientHint(cfg, v.Route))
+		}
 		if v.Code == proxy.CodeSecretMissing && notInVault(snap, v.Route, v.Secret) {
 			fmt.Fprintf(e.stdout, "  %-9s %s\n", "hint:", reload.SecretSetCommand(cfgPath, v.Secret, secretForm(cfg, v.Route)))
 		}
@@ -211,6 +214,19 @@ func prefixesHint(snap *proxy.Snapshot) string {
 		more = fmt.Sprintf(" and %d more", len(routes)-maxHintPrefixes)
 	}
 	return "a path starts with its route's prefix: " + strings.Join(prefixes, ", ") + more
+}
+
+// clientHint is the hint for a dry run refused for want of a token,
+// which till test never sends: give --client, one of the clients the
+// route takes when one matched.
+func clientHint(cfg *config.Config, route string) string {
+	h := "till test sends no token: give --client NAME to test as a client"
+	for _, r := range cfg.Routes {
+		if r.Name == route && len(r.Clients) > 0 {
+			return h + " (route " + r.Name + " takes " + strings.Join(r.Clients, ", ") + ")"
+		}
+	}
+	return h
 }
 
 // notInVault reports whether the key secret of the named route is one
