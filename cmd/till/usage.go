@@ -88,6 +88,10 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 			kept = append(kept, r)
 		}
 	}
+	if len(kept) == 0 {
+		// On stderr: the table (or []) stays as scripts read it.
+		fmt.Fprintln(e.stderr, "note: no budget counter yet: a counter shows once a request charges it")
+	}
 	if asJSON {
 		return writeJSON(e.stdout, kept)
 	}

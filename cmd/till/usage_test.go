@@ -70,3 +70,25 @@ func TestAdminListenerHints(t *testing.T) {
 		})
 	}
 }
+
+// TestUsageNoCounterYet: before any request charges a budget, till usage
+// printed its table's header alone, which reads as "nothing is counted"
+// or "it is broken"; it now says on stderr why the table is empty, the
+// table (and --json's []) staying as scripts read them.
+func TestUsageNoCounterYet(t *testing.T) {
+	c := newCLI(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`[]`))
+	}))
+	defer srv.Close()
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: web-daily, window: day, requests: 5}]\n"), 0o644)
+	const want = "no budget counter yet: a counter shows once a request charges it"
+	out, errOut, code := c.run("", "usage", "--url", srv.URL)
+	if code != 0 || strings.TrimSpace(out) != "BUDGET  COUNTER  KIND  LIMIT  USED  REMAINING  RESET" || !strings.Contains(errOut, want) {
+		t.Errorf("usage before any charge: exit %d, want the header alone and %q on stderr:\n%s%s", code, want, out, errOut)
+	}
+	out, errOut, code = c.run("", "usage", "--json", "--url", srv.URL)
+	if code != 0 || strings.TrimSpace(out) != "[]" || !strings.Contains(errOut, want) {
+		t.Errorf("usage --json before any charge: exit %d:\n%s%s", code, out, errOut)
+	}
+}
