@@ -152,7 +152,11 @@ func runClientAdd(args []string, e *env) error {
 	if cert {
 		fmt.Fprintf(e.stdout, "\nits client certificate and key: %s (signed by till's CA; the key is shown to no one else)\n", files)
 	}
-	fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
+	if cfg.Forward.Enabled {
+		fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token, as its SDK's API key, or as the proxy password:\n")
+	} else {
+		fmt.Fprintf(e.stdout, "\nthe app sends it as X-Till-Token or as its SDK's API key; as a proxy password once forward.enabled is true:\n")
+	}
 	fmt.Fprintf(e.stdout, "  HTTPS_PROXY=%s\n", proxyURL(cfg, name, "$TILL_TOKEN"))
 	return nil
 }

@@ -253,3 +253,21 @@ func TestClientAddWithoutConfig(t *testing.T) {
 		t.Errorf("client add with a config file:\n%s", out)
 	}
 }
+
+// TestClientAddProxyNeedsForward: client add printed "the app sends it
+// ... as the proxy password: HTTPS_PROXY=..." whatever the config said; a
+// user following it with forward.enabled off got 400 "till is not
+// configured as a forward proxy". The proxy line now says it needs
+// forward mode when that is off.
+func TestClientAddProxyNeedsForward(t *testing.T) {
+	c := newCLI(t)
+	const off = "as a proxy password once forward.enabled is true:\n  HTTPS_PROXY="
+	os.WriteFile("till.yaml", []byte("version: 1\n"), 0o644)
+	if out, _, _ := c.run("", "client", "add", "web"); !strings.Contains(out, off) {
+		t.Errorf("forward mode off: the proxy line does not say it needs it:\n%s", out)
+	}
+	os.WriteFile("till.yaml", []byte("version: 1\nforward: {enabled: true}\n"), 0o644)
+	if out, _, _ := c.run("", "client", "add", "web"); strings.Contains(out, "forward.enabled") || !strings.Contains(out, "or as the proxy password:\n  HTTPS_PROXY=") {
+		t.Errorf("forward mode on:\n%s", out)
+	}
+}
