@@ -45,3 +45,28 @@ func TestStreamLongerThanWindowCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestRollingWindowStep pins what the reference says of a rolling
+// window: use counts for the window and at most a sixtieth of it more,
+// never less, so a spent 1h budget's Retry-After says 60 to 61 minutes.
+func TestRollingWindowStep(t *testing.T) {
+	for _, off := range []time.Duration{0, 17 * time.Second, 59*time.Second + 999*time.Millisecond} {
+		s := NewMemory()
+		b := rolling("hourly", time.Hour)
+		b.Requests = 1
+		start := at(off)
+		if _, d, err := s.Take(t.Context(), start, one("web", b), 0); d != nil || err != nil {
+			t.Fatalf("first take: %v, %v", d, err)
+		}
+		_, d, err := s.Take(t.Context(), start, one("web", b), 0)
+		if err != nil || d == nil || d.RetryAfter <= time.Hour || d.RetryAfter > time.Hour+time.Minute {
+			t.Fatalf("at +%v: got %v, %v; want a denial with Retry-After in (1h, 1h1m]", off, d, err)
+		}
+		if _, d, _ := s.Take(t.Context(), start.Add(time.Hour-time.Second), one("web", b), 0); d == nil {
+			t.Errorf("at +%v: the use no longer counts a second before the window ends", off)
+		}
+		if _, d, _ := s.Take(t.Context(), start.Add(d.RetryAfter), one("web", b), 0); d != nil {
+			t.Errorf("at +%v: still spent at its Retry-After: %v", off, d)
+		}
+	}
+}
