@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/proxy"
 	"github.com/tillgw/till/vault"
 	"github.com/tillgw/till/vault/source"
@@ -206,5 +208,31 @@ routes:
 	}
 	if len(want) > 0 || len(evs) != 2 {
 		t.Errorf("warnings %v; want one each for corp:own and corp:member, expiring in 3 days", evs)
+	}
+}
+
+// TestReloadWarnsOfExpiry: a reload that serves a key expired or about to
+// expire says so at once, as serve does at start, not at the next daily
+// warning: a key set again with a short --expires would otherwise refuse
+// every request (503 secret_expired) without a line in the log.
+func TestReloadWarnsOfExpiry(t *testing.T) {
+	now := time.Now()
+	dir := t.TempDir()
+	logs := &lockedBuffer{}
+	load := func() (*config.Config, map[string]vault.Secret, error) {
+		return parse(t, dir, expiryYAML), expirySecrets(now), nil
+	}
+	r := New(parse(t, dir, expiryYAML), nil, Options{Load: load, Gateway: &fakeGateway{}, Metrics: &fakeMetrics{}, Log: zerolog.New(logs)})
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[any]any{}
+	for _, ev := range warnings(t, logs.String()) {
+		if ev["status"] != nil {
+			got[ev["route"]] = ev["status"]
+		}
+	}
+	if want := map[any]any{"soon": "expiring", "gone": "expired"}; !maps.Equal(got, want) {
+		t.Errorf("the reload warned of %v, want %v:\n%s", got, want, logs)
 	}
 }

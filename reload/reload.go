@@ -132,6 +132,9 @@ func (r *Reloader) Reload() error {
 	r.opts.Metrics.Reload(true)
 	r.opts.Log.Info().Int("routes", len(cfg.Routes)).Msg("reloaded")
 	LogRoutes(r.opts.Log, cfg, snap, r.opts.Base)
+	// As at start: a key set again with a short --expires, or a
+	// max_age cut, is told of now, not at the next daily warning.
+	WarnExpiry(r.opts.Log, snap, time.Now())
 	return nil
 }
 
