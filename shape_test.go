@@ -2,6 +2,7 @@ package till_test
 
 import (
 	"go/ast"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -39,5 +40,17 @@ func TestRequestPathShape(t *testing.T) {
 	}
 	if !seen {
 		t.Fatal("no proxy package found: is the test running at the module root?")
+	}
+}
+
+// TestReadmeSize: the README is a user's document, under 25,000 bytes;
+// the reference holds the rest (docs/reference.md).
+func TestReadmeSize(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) >= 25000 {
+		t.Errorf("README.md is %d bytes, want under 25,000: move detail to docs/reference.md", len(b))
 	}
 }
