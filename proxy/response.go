@@ -159,15 +159,18 @@ func (w *responseRecorder) Flush() {
 	}
 }
 
-// boundLastWrite gives the server's own write of an HTTP/1 response
-// after the handler returns (what its buffer still holds: a held answer
-// whole) answerIdleTimeout to end, as the watch does each write before:
-// else an app that reads nothing would hold the connection and its
-// goroutine for good. net/http clears the deadline once it has written.
-// Over HTTP/2 the stream, not the connection, waits; a connection taken
-// from the server would be cut by it.
+// boundLastWrite gives the server's own write of a response after the
+// handler returns (what its buffer still holds: a held answer whole)
+// answerIdleTimeout to end, as the watch does each write before: else an
+// app that reads nothing would hold the connection and its goroutine for
+// good. net/http clears the deadline once it has written. Over HTTP/2
+// the deadline is the stream's, which is reset when it passes: an app
+// that never opens its flow-control window would otherwise hold each
+// stream's goroutine and buffers, and the connection, whose idle timeout
+// waits for its streams to end, for as long as it keeps it. A connection
+// taken from the server would be cut by it.
 func (w *responseRecorder) boundLastWrite() {
-	if w.x.overHTTP2 || w.x.takenOver || w.hijacked {
+	if w.x.takenOver || w.hijacked {
 		return
 	}
 	if c, ok := w.ResponseWriter.(interface{ SetWriteDeadline(time.Time) error }); ok {
