@@ -41,6 +41,7 @@ func newInterceptor(g *Gateway, leaves *ca.Leaves) *interceptor {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		HTTP2:             ServerHTTP2(),
 		ErrorLog:          NewErrorLog(g.log, "intercept"),
 		BaseContext:       g.BaseContext,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

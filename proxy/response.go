@@ -189,6 +189,18 @@ func (w *responseRecorder) boundLastWrite() {
 // apps, a goroutine, the upstream's connection.
 var answerIdleTimeout = 60 * time.Second
 
+// ServerHTTP2 is the HTTP/2 config of till's servers: the gateway's
+// listener and the server inside intercepted CONNECTs. A connection that
+// nothing could be written to for answerIdleTimeout (an app that stopped
+// reading its socket) is closed: its writer, blocked, would never write
+// the resets that end its streams' stalled writes (writeWatch), and every
+// request on it would be held, upstream request and budget reservation
+// included, for as long as the app kept the connection. A stream that is
+// merely quiet (a model thinking) has nothing waiting to be written.
+func ServerHTTP2() *http.HTTP2Config {
+	return &http.HTTP2Config{WriteByteTimeout: answerIdleTimeout}
+}
+
 // writeWatch ends a write to the app that makes no progress for
 // answerIdleTimeout, setting the connection's (or HTTP/2 stream's) write
 // deadline in the past, which fails the write at once. A deadline set

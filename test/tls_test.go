@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -19,6 +20,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // tlsClient trusts the PEM roots and presents cert, when set.
@@ -233,7 +237,13 @@ func TestTLSListenerACME(t *testing.T) {
 // no ACME) and returns it and its port.
 func startTLSListener(t *testing.T) (*till, string) {
 	t.Helper()
-	u := newUpstream(t, http.HandlerFunc(okHandler))
+	return startTLSListenerTo(t, http.HandlerFunc(okHandler))
+}
+
+// startTLSListenerTo is startTLSListener with an upstream that h answers.
+func startTLSListenerTo(t *testing.T, h http.Handler) (*till, string) {
+	t.Helper()
+	u := newUpstream(t, h)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(tlsListenerConfig(u, "  names: [localhost]\n", "", "")), 0o644)
 	setSecret(t, dir, "openai", openaiKey)
@@ -399,4 +409,59 @@ func TestTLSNameWithTrailingDot(t *testing.T) {
 		}
 	}
 	tl.stop()
+}
+
+// TestHTTP2AppThatStopsReadingIsCut: an app that stops reading its
+// HTTP/2 connection to the TLS listener (its windows open, its socket
+// never read) blocks the connection's writer, so the reset of its
+// stalled stream is never written: the request, and its upstream
+// request, were held for as long as the app kept the connection. The
+// connection is closed once nothing could be written to it for 60 s.
+func TestHTTP2AppThatStopsReadingIsCut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for the 60 s write bound")
+	}
+	upstreamDone := make(chan struct{})
+	tl, port := startTLSListenerTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(upstreamDone)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 16384 { // 1 GiB, far more than any socket buffers
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		// A small receive window, set before the handshake.
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	raw, err := d.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := tls.Client(raw, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err := c.Handshake(); err != nil || c.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatalf("handshake: %v, protocol %q; the test needs h2", err, c.ConnectionState().NegotiatedProtocol)
+	}
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+	fr.WriteWindowUpdate(0, 1<<30)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "localhost:" + port}, {":path", "/openai/v1/files/f/content"}} {
+		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	// The app reads nothing from now on.
+	select {
+	case <-upstreamDone:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the upstream request still runs for an app that stopped reading its HTTP/2 connection")
+	}
+	recs := tl.waitAudit(1)
+	if len(recs) != 1 || recs[0]["reason"] != "client_closed" {
+		t.Errorf("got records %v, want one with reason client_closed", recs)
+	}
 }

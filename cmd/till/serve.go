@@ -137,6 +137,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       120 * time.Second,
+		HTTP2:             proxy.ServerHTTP2(),
 		ErrorLog:          proxy.NewErrorLog(logger, "http"),
 		BaseContext:       gw.BaseContext,
 	}
