@@ -135,13 +135,16 @@ func (w *responseRecorder) reset() {
 }
 
 // informational passes a 1xx response (103 Early Hints) on to the app at
-// once, with its own headers only.
+// once, with its own headers only. The write watch bounds it as it does
+// the answer's writes.
 func (w *responseRecorder) informational(code int, h http.Header) error {
 	dst := w.Header()
 	kept := dst.Clone()
 	clear(dst)
 	maps.Copy(dst, h)
+	w.stall.begin(w.ResponseWriter)
 	w.WriteHeader(code)
+	w.stall.end()
 	clear(dst)
 	maps.Copy(dst, kept)
 	return nil
@@ -206,7 +209,8 @@ func ServerHTTP2() *http.HTTP2Config {
 // deadline in the past, which fails the write at once. A deadline set
 // ahead of each write would end an answer whose upstream merely pauses
 // between writes too: HTTP/2 resets a stream once its deadline passes,
-// written to or not. Only the handler's goroutine writes. What commit
+// written to or not. One write goes at a time: the handler's, or a 1xx's,
+// which the handler waits for before it writes (earlyHints). What commit
 // writes (up to holdLimit bytes) the server's buffers take without
 // waiting: an answer held whole never starts a watch.
 type writeWatch struct {

@@ -266,28 +266,46 @@ func (x *exchange) outbound(r *http.Request, ctx context.Context) *http.Request 
 }
 
 // earlyHints passes the upstream's informational responses (103 Early
-// Hints) on to the app as they come, until stop. The Transport reports
-// them from another goroutine, which may still do so after RoundTrip
-// returned.
+// Hints, 100 Continue) on to the app as they come, until stop. The
+// Transport reports them on the goroutine that reads the upstream's
+// connection, which over HTTP/2 every request to that upstream shares,
+// and may still do so after RoundTrip returned: each is written to the
+// app from a goroutine of its own, so that an app that takes none (it
+// reads nothing, its socket buffers full) holds no other request's
+// answer. One arriving while the last is still being written is
+// dropped (a 1xx is advice; the app's server sends its own 100 Continue
+// when till reads the body), so a flood of them queues nothing.
 type earlyHints struct {
 	mu      sync.Mutex
 	rw      *responseRecorder
 	stopped bool
+	busy    bool           // a 1xx is being written
+	writes  sync.WaitGroup // the 1xx being written
 }
 
 func (e *earlyHints) relay(code int, h textproto.MIMEHeader) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.stopped {
+	if e.stopped || e.busy {
 		return nil
 	}
-	return e.rw.informational(code, http.Header(h))
+	e.busy = true
+	e.writes.Go(func() {
+		_ = e.rw.informational(code, http.Header(h))
+		e.mu.Lock()
+		e.busy = false
+		e.mu.Unlock()
+	})
+	return nil
 }
 
+// stop ends the relay once the 1xx being written, if any, is written
+// (or the write watch cut it): the final response goes after it.
 func (e *earlyHints) stop() {
 	e.mu.Lock()
 	e.stopped = true
 	e.mu.Unlock()
+	e.writes.Wait()
 }
 
 // writeAhead records an attempt's first send of the request's key, before
