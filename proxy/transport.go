@@ -15,8 +15,9 @@ import (
 // resumed (so a burst of new connections to a provider costs resumptions,
 // not full handshakes that each verify a certificate chain: without it, a
 // cold start at 2,000 req/s spiralled into thousands of handshakes and
-// seconds of latency), no proxy from the environment, and no compression
-// negotiated on the app's behalf.
+// seconds of latency), no proxy from the environment, no compression
+// negotiated on the app's behalf, and an HTTP/2 connection that has gone
+// quiet pinged (upstreamPing).
 func NewTransport() *http.Transport {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
@@ -31,8 +32,18 @@ func NewTransport() *http.Transport {
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 1 << 20,
 		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(256)},
+		HTTP2:                  &http.HTTP2Config{SendPingTimeout: upstreamPing, PingTimeout: upstreamPing / 2},
 	}
 }
+
+// upstreamPing is how long an HTTP/2 connection to an upstream may go
+// without a frame before it is pinged; one whose ping is not answered in
+// half that is closed. Every request to a provider shares one connection:
+// one gone silent (a NAT that dropped the flow, a hung host: nothing
+// announces it) would otherwise hold each request on it until its
+// route's timeout, and take new ones, for minutes of TCP keep-alive. A
+// model that thinks long sends no frame but still answers the ping.
+const upstreamPing = 30 * time.Second
 
 // routeTransports holds net/http's Transport once per route timeout, with
 // ResponseHeaderTimeout set to it: it bounds the wait for the response
