@@ -210,8 +210,9 @@ func (p *pool) wake(ctx context.Context, now time.Time) {
 // usable picks the member a request takes, passing over those whose key
 // cannot be used (missing, expired under on_expired: block, not fetched,
 // or failing at its token endpoint: mintFailing); when none can, it
-// returns the first one picked, to refuse the request with its error. Under on_expired: warn, an expired key is
-// taken only when no other ready one can be used.
+// returns the first one picked, to refuse the request with its error.
+// Under on_expired: warn, an expired key is taken only when no other
+// ready one can be used.
 func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
 	p.wake(ctx, now)
 	var tried []*member
