@@ -5,11 +5,12 @@ import (
 
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -87,12 +88,13 @@ func (l *MemoryLimits) Allow(_ context.Context, key, source string, r config.Rat
 // (limits.on_redis_error decides then).
 const redisTimeout = 250 * time.Millisecond
 
-// RedisLimits counts limits in Redis with GCRA (redis_rate), atomically in
-// one script, so that several till instances share them.
+// RedisLimits counts limits in Redis with the token bucket of
+// [MemoryLimits], atomically in one script ([bucketScript]), so that
+// several till instances share them and a reload that changes a route's
+// rate or burst does to a caller's bucket what it does in memory.
 type RedisLimits struct {
-	client  *redis.Client
-	late    *redis.Client // for what runs after a request gave up waiting
-	limiter *redis_rate.Limiter
+	client *redis.Client
+	late   *redis.Client // for what runs after a request gave up waiting
 }
 
 var _ RateLimiter = (*RedisLimits)(nil)
@@ -131,7 +133,7 @@ func NewRedisLimits(rawURL string) (*RedisLimits, error) {
 	lateOpt.DialTimeout, lateOpt.ReadTimeout, lateOpt.WriteTimeout = lateTimeout, lateTimeout, lateTimeout
 	lateOpt.PoolTimeout, lateOpt.PoolSize = lateTimeout, 4
 	redisLog.Do(func() { redis.SetLogger(quietRedis{}) })
-	return &RedisLimits{client: client, late: redis.NewClient(&lateOpt), limiter: redis_rate.NewLimiter(client)}, nil
+	return &RedisLimits{client: client, late: redis.NewClient(&lateOpt)}, nil
 }
 
 // lateTimeout bounds each try of what runs after a request gave up.
@@ -150,7 +152,7 @@ func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // Budgets returns a budget store in the same Redis, shared like the
 // rates by every till that uses it. It counts by Redis's clock when this
-// till's is more than clockTolerance off it, as the rates (redis_rate
+// till's is more than clockTolerance off it, as the rates (bucketScript
 // reads Redis's TIME) always do.
 func (l *RedisLimits) Budgets() budget.Store {
 	s := budget.NewRedis(l.client, l.late, "")
@@ -163,6 +165,49 @@ func (l *RedisLimits) Budgets() budget.Store {
 // truncation and a round trip can make of clocks that agree.
 const clockTolerance = 2 * time.Second
 
+// bucketScript takes one request from a token bucket as golang.org/x/time/rate
+// does in [MemoryLimits], by Redis's clock (microseconds): the bucket
+// (KEYS[1], a hash) holds tokens as of last, refilled at one per
+// interval up to burst, the interval and burst it was last taken at.
+// ARGV: the interval (microseconds) and burst now. A bucket taken at
+// another interval or burst (a reload changed them) is refilled at the old
+// ones up to now, then goes on at the new ones with what it holds, at
+// most the new burst. A clock stepped back refills nothing until it moves
+// on again, and takes nothing back. Without the hash, the bucket is full,
+// or as the GCRA of a till from before kept it at KEYS[2] (its theoretical
+// arrival time, in seconds from 2017). The hash expires when the bucket
+// would be full again. Returns {1, 0} when taken, else {0, the
+// microseconds until a token is there}.
+var bucketScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'last', 'interval', 'burst')
+local tokens
+if b[1] then
+  local last, was, wasBurst = tonumber(b[2]), tonumber(b[3]), tonumber(b[4])
+  tokens = math.min(wasBurst, tonumber(b[1]) + math.max(0, now - last) / was)
+else
+  local tat = redis.call('GET', KEYS[2])
+  tokens = burst
+  if tat then
+    local owed = (tonumber(tat) + 1483228800) * 1000000 - now
+    tokens = math.max(0, burst - math.max(0, owed) / interval)
+  end
+end
+tokens = math.min(burst, tokens)
+local taken = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'last', string.format('%.17g', now), 'interval', ARGV[1], 'burst', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * interval / 1000) + 1)
+if taken == 1 then return {1, 0} end
+return {0, math.ceil((1 - tokens) * interval)}
+`)
+
 // Allow takes one request from key's shared bucket.
 func (l *RedisLimits) Allow(ctx context.Context, key, source string, r config.Rate, burst int) (int, bool, error) {
 	if source != "" {
@@ -170,12 +215,16 @@ func (l *RedisLimits) Allow(ctx context.Context, key, source string, r config.Ra
 	}
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	res, err := l.limiter.Allow(ctx, "till:rate:"+key, redis_rate.Limit{Rate: r.Count, Burst: burst, Period: r.Per})
+	interval := strconv.FormatFloat(float64(r.Per)/float64(r.Count)/float64(time.Microsecond), 'g', -1, 64)
+	res, err := bucketScript.Run(ctx, l.client, []string{"till:rate:" + key, "rate:till:rate:" + key}, interval, burst).Int64Slice()
 	if err != nil {
 		return 0, false, err
 	}
-	if res.Allowed == 0 {
-		return max(1, int(math.Ceil(res.RetryAfter.Seconds()))), false, nil
+	if len(res) != 2 {
+		return 0, false, fmt.Errorf("rate limit: redis: unexpected answer %v", res)
+	}
+	if res[0] == 0 {
+		return max(1, int(math.Ceil(float64(res[1])/1e6))), false, nil
 	}
 	return 0, true, nil
 }

@@ -23,7 +23,7 @@ import (
 )
 
 // fakeRedis is a TCP listener that speaks just enough RESP for go-redis and
-// redis_rate while answering is on, and reads without ever answering once
+// bucketScript while answering is on, and reads without ever answering once
 // it is frozen: a Redis stuck in a long command, a full disk or SIGSTOP.
 type fakeRedis struct {
 	ln     net.Listener
@@ -84,8 +84,8 @@ func (f *fakeRedis) serve(c net.Conn) {
 		case "HELLO":
 			reply = "-ERR unknown command 'HELLO'\r\n"
 		case "EVALSHA", "EVAL":
-			// redis_rate's script: allowed, remaining, retry_after, reset_after.
-			reply = "*4\r\n:1\r\n:9\r\n$2\r\n-1\r\n$1\r\n0\r\n"
+			// bucketScript's: taken, no wait.
+			reply = "*2\r\n:1\r\n:0\r\n"
 		default:
 			reply = "+OK\r\n"
 		}
