@@ -85,8 +85,12 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 	t := newTicket(now, charges, reserve, warnings)
 	for i, tk := range t.charges {
 		mc := counters[i]
-		mc.last = max(mc.last, tk.bucket) // takes may finish out of order
 		until := untilOf(tk.window, tk.bucket, now, elapsed)
+		if later, laterUntil, ok := mc.later(tk.window, tk.bucket); ok {
+			tk.bucket, until = later, laterUntil
+			t.charges[i].bucket = later
+		}
+		mc.last = max(mc.last, tk.bucket) // takes may finish out of order
 		add(&mc.kinds[reqs], tk.bucket, 1, until)
 		add(&mc.kinds[toks], tk.bucket, t.reserve, until)
 	}
@@ -177,6 +181,27 @@ func (mc *memCounter) prune(elapsed time.Duration) {
 	for k, bs := range mc.kinds {
 		mc.kinds[k] = slices.DeleteFunc(bs, func(b bucketAmount) bool { return b.until <= elapsed })
 	}
+}
+
+// later is the period after bucket, and when it stops counting, that a
+// counter of calendar window w holds when the clock is stepped back
+// over that period's start: a Take charges it, not bucket, so that what
+// the step lets through counts in the period it is spent in, for as long
+// as that period counts, rather than in one that stops counting when the
+// clock gets there again (as the Redis store does).
+func (mc *memCounter) later(w Window, bucket int64) (start int64, until time.Duration, ok bool) {
+	if w.Calendar == "" || mc.last <= bucket {
+		return 0, 0, false
+	}
+	for _, bs := range mc.kinds {
+		for _, b := range bs {
+			if b.start == mc.last {
+				until = max(until, b.until)
+				ok = true
+			}
+		}
+	}
+	return mc.last, until, ok
 }
 
 // empty reports whether the counter holds no bucket.

@@ -27,7 +27,8 @@ import (
 // [Window.slack] ahead of both clocks (before the clock was stepped back)
 // is moved to now's bucket by the next Take that reads it: it counts a
 // window from then, not until the clock gets there again. A calendar
-// window's periods are the clock's.
+// window's periods are the clock's, but a clock stepped back over a
+// period's start charges a counter in the later period it holds.
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
@@ -255,8 +256,15 @@ end
 // a rolling window's buckets hold that start more than its slack ahead of
 // both clocks (counted before the clock was stepped back) into the
 // charge's bucket, where it counts a window from now, and
-// returns {taken (1 or 0), spent}, spent listing {charge, kind, {bucket,
-// amount, ...}} of each limit spent (0-based indexes). Nothing is counted
+// returns {taken (1 or 0), spent[, buckets]}, spent listing {charge,
+// kind, {bucket, amount, ...}} of each limit spent (0-based indexes), and
+// buckets, of a Take that counted, the bucket it counted in per charge: a
+// calendar window's counter is charged in the period of its last Take
+// when that is later than the charge's and it still holds it (the clock
+// was stepped back over the period's start), so that what the step lets
+// through counts in the period it is spent in, not in one that stops
+// counting when the clock gets there again; the Take's key then lists
+// them after its "1", for undoScript. Nothing is counted
 // when a spent budget does not only warn, when undoScript ran first (the
 // Take's key is its tombstone), or when a key has a type it cannot count
 // in or a count that is not a whole number (checked before anything is
@@ -352,10 +360,25 @@ for _, m in ipairs(moves) do
   extend(m[1], m[4])
 end
 if block then return {0, spent} end
-redis.call('SET', KEYS[n * 8 + 1], 1, 'EX', takenTTL)
+local buckets, later = {}, false
 for j = 0, n - 1 do
   local a = 3 + j * 10
-  local bucket, ttl = ARGV[a + 1], tonumber(ARGV[a + 3])
+  buckets[j + 1] = ARGV[a + 1]
+  if tonumber(ARGV[a + 9]) == 0 then
+    local last = redis.call('ZSCORE', KEYS[j * 8 + 1], ARGV[a])
+    if last and tonumber(last) > tonumber(ARGV[a + 1]) and redis.call('HEXISTS', KEYS[j * 8 + 2], last) == 1 then
+      buckets[j + 1], later = last, true
+    end
+  end
+end
+if later then
+  redis.call('SET', KEYS[n * 8 + 1], '1 ' .. table.concat(buckets, ' '), 'EX', takenTTL)
+else
+  redis.call('SET', KEYS[n * 8 + 1], 1, 'EX', takenTTL)
+end
+for j = 0, n - 1 do
+  local a = 3 + j * 10
+  local bucket, ttl = buckets[j + 1], tonumber(ARGV[a + 3])
   local dropBefore = math.min(tonumber(ARGV[a + 2]), clock - tonumber(ARGV[a + 8]) + 1)
   local index = KEYS[j * 8 + 1]
   redis.call('ZADD', index, 'GT', bucket, ARGV[a])
@@ -368,7 +391,7 @@ for j = 0, n - 1 do
     extend(KEYS[j * 8 + 3], ttl)
   end
 end
-return {1, spent}
+return {1, spent, buckets}
 `)
 
 // undoScript takes back a Take whose answer was lost (its caller gave up
@@ -378,7 +401,9 @@ return {1, spent}
 // tombstone. When the
 // Take has not run (yet: it may wait in a busy Redis), it leaves a
 // tombstone at the Take's key, which keeps the Take from counting; when
-// the Take was taken back already, or did not count, it does nothing. A
+// the Take was taken back already, or did not count, it does nothing. It
+// takes back from the buckets the Take's key lists, if any, else from
+// those of ARGV. A
 // count that is not a whole number fails it before it writes.
 var undoScript = redis.NewScript(luaHelpers + `
 local v = redis.call('GET', KEYS[1])
@@ -386,16 +411,18 @@ if v == false then
   redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
   return 0
 end
-if v ~= '1' then return 0 end
+local counted = {}
+for w in string.gmatch(v, '%S+') do counted[#counted + 1] = w end
+if counted[1] ~= '1' then return 0 end
 for j = 0, tonumber(ARGV[1]) - 1 do
   for k = 1, 2 do
-    local bad = badAt(KEYS[1 + j * 2 + k], ARGV[3 + j])
+    local bad = badAt(KEYS[1 + j * 2 + k], counted[2 + j] or ARGV[3 + j])
     if bad then return redis.error_reply(bad) end
   end
 end
 redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
 for j = 0, tonumber(ARGV[1]) - 1 do
-  local bucket = ARGV[3 + j]
+  local bucket = counted[2 + j] or ARGV[3 + j]
   incr(KEYS[2 + j * 2], bucket, -1)
   if tonumber(ARGV[2]) > 0 then incr(KEYS[3 + j * 2], bucket, -tonumber(ARGV[2])) end
 end
@@ -534,7 +561,7 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		clock, _ := res[1].(int64)
 		return nil, nil, errSkew(clock)
 	}
-	ok, spent, err := parseTake(res, charges, now)
+	ok, spent, buckets, err := parseTake(res, charges, now)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -546,6 +573,9 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 		return nil, denial, nil
 	}
 	t := newTicket(now, charges, reserve, warnings)
+	for i, b := range buckets {
+		t.charges[i].bucket = b
+	}
 	t.id = id
 	return t, nil, nil
 }
@@ -649,31 +679,47 @@ func boolArg(b bool) string {
 	return "0"
 }
 
-// parseTake reads takeScript's answer.
-func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spentLimit, err error) {
+// parseTake reads takeScript's answer: whether it counted, the limits
+// spent, and the bucket it counted each charge in (none when it did not
+// count).
+func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spentLimit, buckets []int64, err error) {
 	bad := fmt.Errorf("budget: redis: unexpected answer %v", res)
+	if len(res) == 3 {
+		list, _ := res[2].([]any)
+		if len(list) != len(charges) {
+			return false, nil, nil, bad
+		}
+		for _, b := range list {
+			start, err := strconv.ParseInt(fmt.Sprint(b), 10, 64)
+			if err != nil {
+				return false, nil, nil, bad
+			}
+			buckets = append(buckets, start)
+		}
+		res = res[:2]
+	}
 	if len(res) != 2 {
-		return false, nil, bad
+		return false, nil, nil, bad
 	}
 	taken, _ := res[0].(int64)
 	list, _ := res[1].([]any)
 	for _, e := range list {
 		entry, _ := e.([]any)
 		if len(entry) != 3 {
-			return false, nil, bad
+			return false, nil, nil, bad
 		}
 		j, _ := entry[0].(int64)
 		k, _ := entry[1].(int64)
 		flat, _ := entry[2].([]any)
 		if j < 0 || int(j) >= len(charges) || k < 0 || k >= numKinds || len(flat)%2 != 0 {
-			return false, nil, bad
+			return false, nil, nil, bad
 		}
 		live := make([]bucketAmount, 0, len(flat)/2)
 		for x := 0; x < len(flat); x += 2 {
 			start, err1 := strconv.ParseInt(fmt.Sprint(flat[x]), 10, 64)
 			v, err2 := strconv.ParseInt(fmt.Sprint(flat[x+1]), 10, 64)
 			if err1 != nil || err2 != nil {
-				return false, nil, bad
+				return false, nil, nil, bad
 			}
 			live = append(live, bucketAmount{start: start, v: v})
 		}
@@ -683,7 +729,7 @@ func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spe
 			spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
 		}
 	}
-	return taken == 1, spent, nil
+	return taken == 1, spent, buckets, nil
 }
 
 // Settle replaces the ticket's reservation by what the request used, in

@@ -70,3 +70,72 @@ func TestRollingWindowStep(t *testing.T) {
 		}
 	}
 }
+
+// TestCalendarClockStepBackOverMidnight: a clock stepped back over the
+// start of a calendar period (a VM restored, NTP mending a clock that ran
+// ahead) charges the period the counter was last charged in, not the one
+// before: what the step lets through counts in the day it was spent, in
+// memory and in Redis alike. It used to count in the day before, which
+// stopped counting a minute later: a day's 3 requests went 5 times.
+func TestCalendarClockStepBackOverMidnight(t *testing.T) {
+	addr, _ := startRedis(t)
+	mem := NewMemory()
+	mono := steady(mem)
+	for _, tt := range []struct {
+		name string
+		s    Store
+		// retry is what is left of the new day by the clock (Redis) or,
+		// in memory, by the monotonic clock, which the step did not set
+		// back: 2.5 minutes less.
+		retry time.Duration
+	}{
+		{"memory", mem, 23*time.Hour + 56*time.Minute + 30*time.Second},
+		{"redis", NewRedis(newClient(t, addr), nil, "step"), 23*time.Hour + 59*time.Minute},
+	} {
+		s := tt.s
+		t.Run(tt.name, func(t *testing.T) {
+			b := calendar("daily", "day")
+			b.Requests = 3
+			midnight := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+			step := func(wall time.Time, sinceStart time.Duration) time.Time {
+				*mono = sinceStart
+				return wall
+			}
+			for range 3 {
+				mustTake(t, s, step(midnight.Add(-time.Minute), 0), 0, one("web", b))
+			}
+			mustTake(t, s, step(midnight.Add(30*time.Second), 90*time.Second), 0, one("web", b))
+			// Stepped back 2 minutes: 2 more go, in the new day.
+			back := step(midnight.Add(-90*time.Second), 120*time.Second)
+			mustTake(t, s, back, 0, one("web", b))
+			mustTake(t, s, back, 0, one("web", b))
+			// Past midnight again, the new day's 3 are spent.
+			again := step(midnight.Add(time.Minute), 270*time.Second)
+			mustDeny(t, s, again, 0, one("web", b), deny(b, "web", KindRequests, tt.retry))
+			if got := used(t, s, again, b, "web", KindRequests); got != 3 {
+				t.Errorf("used %v in the new day, want 3", got)
+			}
+		})
+	}
+}
+
+// TestRedisUndoInLaterPeriod: taking back a Take that a clock stepped back
+// over midnight counted in the new day takes it from that day, not from
+// the day the clock read.
+func TestRedisUndoInLaterPeriod(t *testing.T) {
+	addr, _ := startRedis(t)
+	s := NewRedis(newClient(t, addr), nil, "undo")
+	b := calendar("daily", "day")
+	b.Requests = 3
+	midnight := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+	mustTake(t, s, midnight.Add(30*time.Second), 0, one("web", b))
+	back := midnight.Add(-90 * time.Second)
+	tk := mustTake(t, s, back, 0, one("web", b))
+	s.undo(tk.id, back, one("web", b), 0)
+	if err := s.Wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, midnight.Add(time.Minute), b, "web", KindRequests); got != 1 {
+		t.Errorf("used %v in the new day after the undo, want 1", got)
+	}
+}
