@@ -77,11 +77,14 @@ func (c *client) from(addr string) bool {
 
 // tokenFrom extracts a till token from a credential header value: bare,
 // Bearer (or token, as GitHub's SDKs send it), or the password (or user)
-// of Basic. Anything else (an SDK's dummy key) gives "".
+// of Basic. Anything else (an SDK's dummy key) gives "". The scheme ends
+// at a space or a tab: RFC 9110 (section 11.4) puts spaces alone there,
+// but servers that split on whitespace read "Bearer<TAB>TOKEN" as a
+// token, and one till did not read as its own would leave it.
 func tokenFrom(v string) string {
 	v = strings.TrimSpace(v)
-	if scheme, rest, ok := strings.Cut(v, " "); ok {
-		rest = strings.TrimSpace(rest)
+	if i := strings.IndexAny(v, " \t"); i >= 0 {
+		scheme, rest := v[:i], strings.TrimSpace(v[i+1:])
 		switch {
 		case strings.EqualFold(scheme, "bearer"), strings.EqualFold(scheme, "token"):
 			v = rest

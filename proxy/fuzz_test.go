@@ -411,11 +411,11 @@ func fuzzClients() clientSet {
 }
 
 // decodedForms returns the base64 decodings of every suffix of v that
-// follows a space.
+// follows a space or a tab.
 func decodedForms(v string) []string {
 	var out []string
 	for i := 0; i < len(v); i++ {
-		if v[i] != ' ' {
+		if v[i] != ' ' && v[i] != '\t' {
 			continue
 		}
 		if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v[i+1:])); err == nil {

@@ -286,13 +286,15 @@ func decodedAt[T string | []byte](s T, i int) (byte, int) {
 
 // basicHoldsClientToken reports whether v is Basic credentials (RFC 7617)
 // that hold a till client token, as user or password. Padding is
-// optional, as lenient servers have it. Values of up to 256 encoded bytes
-// are decoded without allocating.
+// optional, and a tab may end the scheme, as lenient servers have them
+// (see tokenFrom). Values of up to 256 encoded bytes are decoded without
+// allocating.
 func basicHoldsClientToken(v string) bool {
 	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
 		v = v[1:]
 	}
-	if len(v) < len("Basic ")+tokenSize || v[0]|0x20 != 'b' || !strings.EqualFold(v[:len("Basic ")], "Basic ") {
+	if len(v) < len("Basic ")+tokenSize || v[0]|0x20 != 'b' || !strings.EqualFold(v[:len("Basic")], "Basic") ||
+		v[len("Basic")] != ' ' && v[len("Basic")] != '\t' {
 		return false
 	}
 	enc := strings.TrimRight(strings.TrimSpace(v[len("Basic "):]), "=")

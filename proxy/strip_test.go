@@ -535,3 +535,70 @@ func TestHandMadeTokenInThePathRefused(t *testing.T) {
 		t.Errorf("a segment that starts as the token: got %d, want 200 from the upstream", code)
 	}
 }
+
+// TestTokenAfterATabNeverLeaves: a client's token made by hand (no shape
+// gives it away) after its scheme and a tab, or spaces and tabs, rather
+// than one space (Authorization: Bearer<TAB>till_...: not RFC 9110's
+// 1*SP, but a server that splits on whitespace, as Django REST
+// framework's does, reads the token there) was not read as a token:
+// it reached a host without a route in Authorization, and a route's
+// upstream in a header the route does not take its key from. It is read
+// as its client's, and stays with till.
+func TestTokenAfterATabNeverLeaves(t *testing.T) {
+	const made = handMadeToken
+	values := []string{
+		"Bearer\t" + made,
+		"bearer \t " + made,
+		"token\t\t" + made,
+		"Basic\t" + base64.StdEncoding.EncodeToString([]byte("web:"+made)),
+	}
+	t.Run("relay", func(t *testing.T) {
+		up, seen := seenUpstream(t)
+		gw, records := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\n"+
+			"clients:\n  - {name: web, token_sha256: "+handMadeDigest()+"}\nroutes: []\n", "", nil)
+		for _, v := range values {
+			in := httptest.NewRequest("GET", up.URL+"/p", nil)
+			in.Header.Set("Authorization", v)
+			// A token of till's shape, of no client here, known by it.
+			in.Header.Set("X-Auth", "Basic\t"+base64.StdEncoding.EncodeToString([]byte("web:"+testToken)))
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, in)
+			if w.Code != 200 {
+				t.Fatalf("%q: got %d, want 200 from the host", v, w.Code)
+			}
+			got := (<-seen).Header
+			if a := got.Get("Authorization"); a != "" {
+				t.Errorf("%q: the host without a route got Authorization %q", v, a)
+			}
+			if a := got.Get("X-Auth"); a != "" {
+				t.Errorf("the host without a route got X-Auth %q, Basic credentials that hold a till token", a)
+			}
+			recs := records.records(t)
+			if got := recs[len(recs)-1]["client"]; got != "web" {
+				t.Errorf("%q: recorded client %q, want web", v, got)
+			}
+		}
+	})
+	t.Run("route", func(t *testing.T) {
+		up, seen := seenUpstream(t)
+		gw, _ := newTestGateway(t, "version: 1\nclients:\n  - {name: web, token_sha256: "+handMadeDigest()+"}\n"+
+			"routes:\n  - {name: openai, preset: openai, upstream: \""+up.URL+"\", clients: [web]}\n", "", secrets(time.Now()))
+		for _, v := range values {
+			in := httptest.NewRequest("GET", "/openai/v1/models", nil)
+			in.Header.Set("Authorization", v)
+			in.Header.Set("X-Session", v)
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, in)
+			if w.Code != 200 {
+				t.Fatalf("%q: got %d, want 200 from the upstream: %s", v, w.Code, w.Body)
+			}
+			got := <-seen
+			if s := got.Header.Get("X-Session"); s != "" {
+				t.Errorf("%q: the upstream got X-Session %q, a client's token", v, s)
+			}
+			if a := got.Header.Get("Authorization"); a != "Bearer "+testKey {
+				t.Errorf("%q: the upstream got Authorization %q, want the route's key", v, a)
+			}
+		}
+	})
+}
