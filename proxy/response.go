@@ -55,12 +55,16 @@ func (w *responseRecorder) WriteHeader(code int) {
 			return
 		}
 		// 1xx responses (103 Early Hints) are not checked by
-		// checkResponse: their headers are checked here. They go at once.
+		// checkResponse: their headers are checked here. They go at
+		// once, under the write watch: ReverseProxy (relays) writes
+		// them on the goroutine that reads the upstream's connection.
 		if w.x.inj != nil {
 			scrubEchoes(w.Header(), w.x.echoForms())
 			removeTillHeaders(w.Header())
 		}
+		w.stall.begin(w.ResponseWriter)
 		w.ResponseWriter.WriteHeader(code)
+		w.stall.end()
 		return
 	}
 	if w.status == 0 {
@@ -136,15 +140,13 @@ func (w *responseRecorder) reset() {
 
 // informational passes a 1xx response (103 Early Hints) on to the app at
 // once, with its own headers only. The write watch bounds it as it does
-// the answer's writes.
+// the answer's writes (WriteHeader).
 func (w *responseRecorder) informational(code int, h http.Header) error {
 	dst := w.Header()
 	kept := dst.Clone()
 	clear(dst)
 	maps.Copy(dst, h)
-	w.stall.begin(w.ResponseWriter)
 	w.WriteHeader(code)
-	w.stall.end()
 	clear(dst)
 	maps.Copy(dst, kept)
 	return nil
