@@ -249,3 +249,66 @@ func TestKeyExpiringWhileWaitingForHTTP2Stream(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitForHTTP2StreamWithinRouteTimeout: a request that has its
+// HTTP/2 connection to the upstream waits there for a free stream
+// (net/http's Transport makes it wait when the upstream lowered its
+// stream limit under requests that took the connection already) for as
+// long as the upstream's streams are held, here by a long answer: the
+// route's timeout bounded only the wait for the answer once the request
+// was written, so the request, and its budget's reservation, were held
+// for as long as the app waited. It now ends at the route's timeout, 504
+// upstream_timeout, unsent, and its record says so.
+func TestWaitForHTTP2StreamWithinRouteTimeout(t *testing.T) {
+	u := newOneStreamUpstream(t)
+	streaming := make(chan struct{})
+	u.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			close(streaming)
+			<-u.release
+			return
+		}
+		u.others.Add(1)
+	})
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+u.URL+", secret: k, preset: openai, timeout: 1s}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())}), Options{Audit: testAudit(records), Log: zerolog.Nop(), Transport: u.transport()})
+	send := func(path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api"+path, nil))
+		return w
+	}
+	go send("/stream")
+	<-streaming
+	done := make(chan *httptest.ResponseRecorder, 1)
+	start := time.Now()
+	go func() { done <- send("/x") }()
+	waitForFreeStream(t)
+	var w *httptest.ResponseRecorder
+	select {
+	case w = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a request waiting for a free HTTP/2 stream is still waiting, 10 s past its route's timeout of 1 s")
+	}
+	if took := time.Since(start); w.Code != http.StatusGatewayTimeout || w.Header().Get("X-Till-Error") != CodeUpstreamTimeout || took < time.Second {
+		t.Errorf("got %d %q after %v, want 504 %s after the route's 1 s", w.Code, w.Header().Get("X-Till-Error"), took, CodeUpstreamTimeout)
+	}
+	close(u.release)
+	if n := u.others.Load(); n != 0 {
+		t.Errorf("the upstream got %d request(s) that gave up waiting for a stream", n)
+	}
+	var reasons []any
+	for _, rec := range records.records(t) {
+		if rec["path"] == "/api/x" {
+			reasons = append(reasons, rec["reason"])
+		}
+	}
+	if len(reasons) != 1 || reasons[0] != CodeUpstreamTimeout {
+		t.Errorf("the request's record says %v, want %s", reasons, CodeUpstreamTimeout)
+	}
+}

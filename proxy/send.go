@@ -164,6 +164,7 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 	early := &earlyHints{rw: rw}
 	var out *http.Request
 	trace, u := g.traceAttempt(r, x, cancel, func() bool { return g.withhold(r, x, out, cancel) })
+	u.limit, u.end = x.route.timeout, cancel // for the wait to be written
 	if x.route.pool == nil {
 		// A pool's attempt may yet be refused and sent again with
 		// another key: nothing of it reaches the app before its answer.
@@ -201,6 +202,9 @@ func (g *Gateway) attempt(rw *responseRecorder, r *http.Request, x *exchange) (r
 		if errors.As(context.Cause(ctx), &kept) {
 			x.withheld = &kept.e // a reload while it waited to be written
 		}
+	}
+	if err != nil && context.Cause(ctx) == errStreamWait {
+		err = errStreamWait
 	}
 	early.stop()
 	if x.upload != nil {

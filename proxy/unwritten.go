@@ -114,11 +114,18 @@ func stopTimer(t *time.Timer) {
 
 // unwritten tracks w, on g, while its request waits to be written: from
 // when it has an HTTP/2 connection (watch) to when its headers are
-// written, or it ends (written). A nil unwritten tracks nothing.
+// written, or it ends (written). A nil unwritten tracks nothing. With a
+// limit, a wait that lasts that long ends the request (end, with
+// errStreamWait): the route's timeout, which the Transport starts only
+// once the request is written, would leave it waiting for as long as the
+// upstream holds its streams.
 type unwritten struct {
-	g  *Gateway
-	w  waiter
-	on atomic.Bool
+	g     *Gateway
+	w     waiter
+	on    atomic.Bool
+	limit time.Duration
+	end   context.CancelCauseFunc
+	timer atomic.Pointer[time.Timer] // runs while a limited wait lasts
 }
 
 // watch starts tracking the request, which got conn.
@@ -126,6 +133,9 @@ func (u *unwritten) watch(conn net.Conn) {
 	if u != nil && overHTTP2(conn) {
 		u.on.Store(true)
 		u.g.wait(u.w)
+		if u.limit > 0 {
+			stopTimer(u.timer.Swap(time.AfterFunc(u.limit, func() { u.end(errStreamWait) })))
+		}
 	}
 }
 
@@ -134,7 +144,11 @@ func (u *unwritten) watch(conn net.Conn) {
 // Transport's writer (headers written) and the attempt (RoundTrip
 // returned) call it, in either order.
 func (u *unwritten) written() {
-	if u == nil || !u.on.Load() {
+	if u == nil {
+		return
+	}
+	stopTimer(u.timer.Swap(nil))
+	if !u.on.Load() {
 		return // over HTTP/1, or no longer tracked
 	}
 	s := &u.g.waiting
@@ -169,6 +183,19 @@ func (w *sendWait) newAttempt(g *Gateway, r *http.Request, x *exchange, cancel c
 	w.g, w.w, w.r, w.x, w.cancel = g, w, r, x, cancel
 	return w
 }
+
+// errStreamWait ends an attempt that waited its route's timeout to be
+// written on its HTTP/2 connection: a timeout, as upstreamFailed reads
+// one (504 upstream_timeout).
+var errStreamWait net.Error = streamWaitTimeout{}
+
+type streamWaitTimeout struct{}
+
+func (streamWaitTimeout) Error() string {
+	return "the request waited the route's timeout to be written on the upstream's HTTP/2 connection (its streams all taken)"
+}
+func (streamWaitTimeout) Timeout() bool   { return true }
+func (streamWaitTimeout) Temporary() bool { return false }
 
 func (w *sendWait) judge(l *live) (*apiError, time.Time) {
 	e, expired, until := l.keyGoes(w.r, w.x, w.x.member, w.x.inj)
