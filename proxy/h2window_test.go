@@ -55,8 +55,9 @@ func TestLastWriteOverHTTP2IsBounded(t *testing.T) {
 	fr := http2.NewFramer(c, c)
 	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	paths := map[uint32]string{1: "/api/v1/x", 3: "/nowhere"} // an answer, a refusal
-	for id, path := range paths {
-		h2Get(fr, id, "127.0.0.1", path)
+	// In ID order: a lower ID after a higher one is a protocol error.
+	for _, id := range []uint32{1, 3} {
+		h2Get(fr, id, "127.0.0.1", paths[id])
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for len(paths) > 0 {
