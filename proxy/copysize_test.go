@@ -31,12 +31,16 @@ func (w *writeSizes) Write(p []byte) (int, error) {
 // docs' bound on an app that reads slowly (a write not taken in 60 s is
 // cut, so under ~8 KB a minute) holds for them too, and no copy takes
 // ReverseProxy's own 32 KiB buffer per request. Caught: both wrote 32 KiB.
+// The relay's host is another server than the route's upstream: a
+// request to the route's host would go by the route.
 func TestAnswersCopiedInEightKiB(t *testing.T) {
 	body := strings.Repeat("x", 100<<10)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	answer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, body)
-	}))
+	})
+	up, other := httptest.NewServer(answer), httptest.NewServer(answer)
 	defer up.Close()
+	defer other.Close()
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +48,7 @@ func TestAnswersCopiedInEightKiB(t *testing.T) {
 	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", testKey, time.Now())})
 	gw := New(snap, Options{Audit: testAudit(io.Discard), Log: zerolog.Nop()})
 	for name, r := range map[string]*http.Request{
-		"relay":            httptest.NewRequest("GET", up.URL+"/p", nil),
+		"relay":            httptest.NewRequest("GET", other.URL+"/p", nil),
 		"declined upgrade": upgradeRequest("/ws/v1/realtime"),
 	} {
 		t.Run(name, func(t *testing.T) {
