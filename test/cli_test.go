@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +74,16 @@ func dryRunServeLogURL(t *testing.T, host string) {
 	base := tl.logged("route", "base_url")
 	if !strings.HasPrefix(base, "http://127.0.0.1:") {
 		t.Fatalf("the serve log names no base URL on 127.0.0.1:\n%s", tl.stderr.String())
+	}
+	if host == "0.0.0.0" {
+		// As docs/reference.md says of listen: 0.0.0.0 binds IPv6 too.
+		u, _ := url.Parse(base)
+		if c, err := net.Dial("tcp", net.JoinHostPort("::1", u.Port())); err == nil {
+			c.Close()
+		} else if probe, perr := net.Listen("tcp", "[::1]:0"); perr == nil {
+			probe.Close()
+			t.Errorf("listen: 0.0.0.0 does not take connections over IPv6: %v", err)
+		}
 	}
 	tl.stop()
 	out, errOut, code := runTill(t, dir, "", nil, "test", "GET", base+"/models")
