@@ -398,13 +398,12 @@ return {1, spent, buckets}
 // waiting, and took it for failed), if it ran: KEYS: the Take's key, then
 // per charge its requests and tokens hashes. ARGV: the number of charges,
 // the tokens reserved, then per charge its bucket, and last the TTL of a
-// tombstone. When the
-// Take has not run (yet: it may wait in a busy Redis), it leaves a
-// tombstone at the Take's key, which keeps the Take from counting; when
-// the Take was taken back already, or did not count, it does nothing. It
-// takes back from the buckets the Take's key lists, if any, else from
-// those of ARGV. A
-// count that is not a whole number fails it before it writes.
+// tombstone. When the Take has not run (yet: it may wait in a busy
+// Redis), it leaves a tombstone at the Take's key, which keeps the Take
+// from counting; when the Take was taken back already, or did not count,
+// it does nothing. It takes back from the buckets the Take's key lists,
+// if any, else from those of ARGV. A count that is not a whole number
+// fails it before it writes.
 var undoScript = redis.NewScript(luaHelpers + `
 local v = redis.call('GET', KEYS[1])
 if v == false then

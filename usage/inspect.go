@@ -104,9 +104,9 @@ const maxOthers = 16
 // wins over a body "model". An empty body is fine (no model). A body that
 // is not a JSON object, that names one of the fields Inspect reads twice
 // or in another case (which providers might read differently from till),
-// whose model is
-// longer than 256 bytes, or that nests 1024 levels deep is an error;
-// callers answer it with 400 bad_request. Inspect does not keep body.
+// whose model is longer than 256 bytes, or that nests 1024 levels deep is
+// an error; callers answer it with 400 bad_request. Inspect does not keep
+// body.
 func Inspect(f Format, path string, body []byte) (Request, error) {
 	return inspect(f, path, body, true)
 }
@@ -291,9 +291,9 @@ func caseless(s *scanner) string {
 // fold to ASCII, the long s (U+017F) and the Kelvin sign (U+212A), as s
 // and k; and the dotless ı (U+0131) as i, since its upper case is I: a
 // reader that compares names by their upper case (as .NET's may) reads
-// it so. It returns
-// false for a key holding any other rune, which no ASCII key matches.
-// Each rune folds to one byte: dst needs no more room than key.
+// it so. It returns false for a key holding any other rune, which no
+// ASCII key matches. Each rune folds to one byte: dst needs no more room
+// than key.
 func foldKey(dst, key []byte) ([]byte, bool) {
 	for i := 0; i < len(key); {
 		switch c := key[i]; {

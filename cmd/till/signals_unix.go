@@ -19,8 +19,9 @@ func notifyReopen(c chan<- os.Signal) { signal.Notify(c, syscall.SIGUSR1) }
 // called. At SIGTSTP, which it catches, it gives the terminal back as it
 // was (old) and stops; at SIGCONT (and once continued) it sets raw
 // again, whatever the shell did with the terminal meanwhile (bash turns
-// echo back on before fg), so that nothing typed after fg is echoed. SIGSTOP cannot be caught: the
-// shell, not till, hands the terminal over then.
+// echo back on before fg), so that nothing typed after fg is echoed.
+// SIGSTOP cannot be caught: the shell, not till, hands the terminal over
+// then.
 func keepRaw(fd int, old, raw *term.State) (stop func()) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTSTP, syscall.SIGCONT)
