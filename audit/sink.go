@@ -468,17 +468,15 @@ func (s *Sink) tick(interval, checkpointAfter time.Duration) {
 		// The probe first: a file renamed under till is flushed as it
 		// is left (probe), and f is then the file at the path.
 		lost := s.probe()
-		var f syncer
-		if s.dirty && s.opts.Fsync == FsyncInterval {
-			f, s.dirty = s.syncer(), false
-		}
+		f := s.toSync()
 		s.mu.Unlock()
 		if lost != nil && s.opts.OnError != nil {
 			s.opts.OnError(lost, nil)
 		}
 		if f != nil {
 			// Outside the lock: an fsync can take a while, and records
-			// keep coming. A file closed meanwhile was synced first.
+			// keep coming. A file closed meanwhile (rotate, leave) was
+			// synced first.
 			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) && !isNotSyncable(err) {
 				s.mu.Lock()
 				s.syncFailed()
@@ -574,6 +572,17 @@ func (s *Sink) recovered() {
 
 type syncer interface{ Sync() error }
 
+// toSync is the output the tick flushes, outside the lock, when records
+// were written since the last flush (fsync: interval), else nil. The
+// sink takes it for flushed from then on.
+func (s *Sink) toSync() syncer {
+	if !s.dirty || s.opts.Fsync != FsyncInterval {
+		return nil
+	}
+	s.dirty = false
+	return s.syncer()
+}
+
 // syncer is what flushes the sink's output; nil when nothing does.
 func (s *Sink) syncer() syncer {
 	if s.file != nil {
@@ -636,9 +645,12 @@ func (s *Sink) follow() error {
 // for a new one at the path (fsync: interval; see put for the others):
 // the records written there since the last fsync, or those an fsync that
 // failed was to flush, reach the disk first. A flush of the new file
-// would say nothing of them. A failure is a failed fsync (syncFailed).
+// would say nothing of them. It flushes even a file taken for flushed:
+// the tick may be flushing it outside the lock (toSync), and its fsync
+// of a file closed meanwhile fails unseen. A failure is a failed fsync
+// (syncFailed).
 func (s *Sink) leave() error {
-	if s.opts.Fsync != FsyncInterval || !s.dirty && !s.unsynced {
+	if s.opts.Fsync != FsyncInterval {
 		return nil
 	}
 	if err := s.sync(); err != nil {

@@ -729,6 +729,46 @@ func TestRenamedFileFlushedWhenFollowed(t *testing.T) {
 	}
 }
 
+// TestRenamedFileFlushedWhileTickFlushes: with fsync: interval, the tick
+// takes the file for flushed and flushes it outside the lock; a file
+// renamed and followed (SIGUSR1) in that time was closed unflushed, and
+// the tick's fsync of the closed file failed unseen. The sink flushes
+// the renamed file itself, and a failure stops keys.
+func TestRenamedFileFlushedWhileTickFlushes(t *testing.T) {
+	defer func(f func(syncer) error) { syncOut = f }(syncOut)
+	defer func(d time.Duration) { tickInterval = d }(tickInterval)
+	tickInterval = time.Hour // the test stands where the tick stands
+	path := filepath.Join(t.TempDir(), "audit.log")
+	s, err := Open(Options{Path: path, Fsync: FsyncInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write(record("r1"))
+	renamed := s.file.f
+	s.mu.Lock()
+	ticking := s.toSync() // the tick's fsync has not run yet
+	s.mu.Unlock()
+	if ticking != syncer(renamed) {
+		t.Fatalf("the tick would flush %v, want the file written", ticking)
+	}
+	syncOut = func(f syncer) error {
+		if f == syncer(renamed) {
+			return errors.New("input/output error")
+		}
+		return f.Sync()
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reopen(); err == nil {
+		t.Error("Reopen left the renamed file unflushed while the tick's fsync had not run")
+	}
+	if s.WriteNow(record("use")) {
+		t.Error("a write-ahead record taken though the renamed file's records never reached the disk")
+	}
+}
+
 // TestCheckpoints signs every 10 records and at close; verify checks the
 // signatures, and a checkpoint kept elsewhere catches the removal of the
 // newest records.
