@@ -1,5 +1,7 @@
 package proxy
 
+import "strings"
+
 // A reload compiles a new snapshot from the config and the vault. What
 // till learned while it served the old one would go with it: the tokens
 // it minted (so every route would mint anew, whichever secret changed)
@@ -106,5 +108,9 @@ func (s *sourced) adopt(old *sourced) {
 	if in := old.last.Load(); in != nil && in.minter != nil {
 		seed = in.minter
 	}
-	s.seed.Store(seed)
+	// Each route that shares s offers what it had: one that minted
+	// another way does not replace a seed s can take.
+	if seed != nil && strings.HasPrefix(seed.key, mintsAs(s.cr)) {
+		s.seed.Store(seed)
+	}
 }

@@ -50,7 +50,7 @@ func compilePool(rt *route, cr *config.Route, secrets map[string]vault.Secret, m
 		one.Secret, one.Ref, one.Pool = m.Secret, m.Ref, nil
 		var k route
 		if m.Ref != nil {
-			compileSourced(&k, &one, maxAge, keys)
+			compileSourced(&k, &one, maxAge, keys, shared)
 		} else {
 			k.injection = shared.injection(compileInjection(&one, secrets, maxAge))
 		}

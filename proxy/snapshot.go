@@ -342,7 +342,7 @@ func compileRoute(cr *config.Route, secrets map[string]vault.Secret, maxAge time
 		return r
 	}
 	if cr.Ref != nil {
-		compileSourced(r, cr, maxAge, keys)
+		compileSourced(r, cr, maxAge, keys, shared)
 		return r
 	}
 	r.injection = shared.injection(compileInjection(cr, secrets, maxAge))
@@ -526,6 +526,7 @@ type interner struct {
 	urls       map[string]*url.URL
 	headers    map[string][]string
 	injections map[string]*injection
+	sources    map[string]*sourced
 }
 
 func newInterner() *interner {
@@ -533,6 +534,7 @@ func newInterner() *interner {
 		urls:       map[string]*url.URL{},
 		headers:    map[string][]string{},
 		injections: map[string]*injection{},
+		sources:    map[string]*sourced{},
 	}
 }
 
@@ -573,6 +575,22 @@ func (i *interner) injection(in injection, values []string) *injection {
 		in.minter.base = &in
 	}
 	return &in
+}
+
+// sourced returns the shared fetching of s's ref for a route that mints
+// as s's does: one minter for the routes whose tokens are alike, as for a
+// vault key; s itself for a route that sends its key as it is.
+func (i *interner) sourced(s *sourced) *sourced {
+	way := mintsAs(s.cr)
+	if way == "" {
+		return s
+	}
+	k := strconv.Quote(s.ref) + strconv.Itoa(int(s.form)) + way
+	if shared, ok := i.sources[k]; ok {
+		return shared
+	}
+	i.sources[k] = s
+	return s
 }
 
 func dedupe(names []string) []string {

@@ -196,7 +196,9 @@ func (s *sourced) current(ctx context.Context) (*injection, bool, error) {
 
 // compileSourced sets up rt to fetch its key from keys; without keys (a
 // dry run, till check) the route says its source is not reachable here.
-func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys) {
+// Routes that mint alike from one ref share its fetching (shared), so
+// one minter mints for all of them, as for a vault key.
+func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys, shared *interner) {
 	in := &injection{secretName: cr.Secret, cred: credOf(cr.Inject)}
 	switch {
 	case cr.Inject.Basic != nil:
@@ -209,7 +211,7 @@ func compileSourced(rt *route, cr *config.Route, maxAge time.Duration, keys Keys
 	if keys == nil {
 		in.problem = "secret " + `"` + cr.Secret + `"` + " comes from a source, which is fetched by till serve only"
 	} else {
-		rt.sourced = &sourced{ref: cr.Secret, form: SecretForm(cr), cr: cr, maxAge: maxAge, keys: keys}
+		rt.sourced = shared.sourced(&sourced{ref: cr.Secret, form: SecretForm(cr), cr: cr, maxAge: maxAge, keys: keys})
 	}
 	rt.injection = in
 }
