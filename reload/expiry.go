@@ -22,11 +22,7 @@ const ExpiryInterval = 24 * time.Hour
 func WarnExpiry(log zerolog.Logger, snap *proxy.Snapshot, now time.Time) int {
 	n := 0
 	for _, rt := range snap.Routes() {
-		keys := rt.Pool
-		if keys == nil {
-			keys = []proxy.KeyInfo{{Secret: rt.Secret, Fingerprint: rt.Fingerprint, Expires: rt.Expires}}
-		}
-		for _, k := range keys {
+		for _, k := range keysOf(rt) {
 			if k.Expires.IsZero() || k.Expires.Sub(now) > vault.ExpiringWindow {
 				continue
 			}
@@ -42,32 +38,127 @@ func WarnExpiry(log zerolog.Logger, snap *proxy.Snapshot, now time.Time) int {
 	return n
 }
 
-// WatchExpiry calls WarnExpiry at once, and then every interval with the
-// snapshot being served then (a rotation since start is taken into
-// account), until the returned function is called (once or more). now is the clock
-// (time.Now outside tests).
-func WatchExpiry(log zerolog.Logger, snapshot func() *proxy.Snapshot, interval time.Duration, now func() time.Time) (stop func()) {
-	WarnExpiry(log, snapshot(), now())
-	t := time.NewTicker(interval)
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		for {
-			select {
-			case <-t.C:
-				WarnExpiry(log, snapshot(), now())
-			case <-done:
-				return
+// keysOf returns the keys rt attaches: each of its pool's, or its own.
+func keysOf(rt proxy.RouteInfo) []proxy.KeyInfo {
+	if rt.Pool != nil {
+		return rt.Pool
+	}
+	return []proxy.KeyInfo{{Secret: rt.Secret, Fingerprint: rt.Fingerprint, Expires: rt.Expires}}
+}
+
+// ExpiryWatch warns of the keys a running till serves that have expired
+// or expire soon: at Start, every interval (a warning logged once scrolls
+// out of sight long before the key expires), and at the moment a key in
+// use expires, when its requests begin to get secret_expired.
+type ExpiryWatch struct {
+	log      zerolog.Logger
+	snapshot func() *proxy.Snapshot
+	interval time.Duration
+	now      func() time.Time
+	// after waits for the next expiry (time.After outside tests).
+	after    func(time.Duration) <-chan time.Time
+	changed  chan struct{}
+	done     chan struct{}
+	finished chan struct{}
+	stop     sync.Once
+}
+
+// NewExpiryWatch returns a watch of the snapshot that snapshot gives
+// (the one served), with now as the clock (time.Now outside tests).
+func NewExpiryWatch(log zerolog.Logger, snapshot func() *proxy.Snapshot, interval time.Duration, now func() time.Time) *ExpiryWatch {
+	return &ExpiryWatch{log: log, snapshot: snapshot, interval: interval, now: now, after: time.After,
+		changed: make(chan struct{}, 1), done: make(chan struct{}), finished: make(chan struct{})}
+}
+
+// Start warns at once, as WarnExpiry does, and then watches until Stop.
+func (w *ExpiryWatch) Start() {
+	WarnExpiry(w.log, w.snapshot(), w.now())
+	go w.run()
+}
+
+// Changed tells the watch that the keys served may have changed (a
+// reload, a source's new value): the next expiry is looked for again.
+func (w *ExpiryWatch) Changed() {
+	select {
+	case w.changed <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// Stop ends the watch started (once or more).
+func (w *ExpiryWatch) Stop() {
+	w.stop.Do(func() {
+		close(w.done)
+		<-w.finished
+	})
+}
+
+func (w *ExpiryWatch) run() {
+	defer close(w.finished)
+	tick := time.NewTicker(w.interval)
+	defer tick.Stop()
+	var pending map[servedKey][]string
+	for {
+		pending = w.expired(pending)
+		var next <-chan time.Time
+		if at := earliest(pending); !at.IsZero() {
+			next = w.after(at.Sub(w.now()))
+		}
+		select {
+		case <-tick.C:
+			WarnExpiry(w.log, w.snapshot(), w.now())
+		case <-next:
+		case <-w.changed:
+		case <-w.done:
+			return
+		}
+	}
+}
+
+// servedKey is a key as served: a rotation, or a reload that moves its
+// expiry, makes another.
+type servedKey struct {
+	secret, fp string
+	expires    time.Time
+}
+
+// expired logs, at warn, each key of pending (unexpired when last looked
+// at) that has expired since and is still served, once, with the routes
+// that use it; a key served already expired (a reload, a source's value)
+// is not, since WarnExpiry tells of it. It returns the keys served that
+// have not expired, with their routes.
+func (w *ExpiryWatch) expired(pending map[servedKey][]string) map[servedKey][]string {
+	now := w.now()
+	served := map[servedKey][]string{}
+	for _, rt := range w.snapshot().Routes() {
+		for _, k := range keysOf(rt) {
+			if !k.Expires.IsZero() && k.Fingerprint != "" {
+				sk := servedKey{k.Secret, k.Fingerprint, k.Expires.UTC().Round(0)}
+				served[sk] = append(served[sk], rt.Name)
 			}
 		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			t.Stop()
-			close(done)
-			<-finished
-		})
 	}
+	for k, routes := range served {
+		if now.Before(k.expires) {
+			continue
+		}
+		if _, ok := pending[k]; ok {
+			w.log.Warn().Str("secret", k.secret).Str("key_fp", k.fp).Strs("routes", routes).
+				Time("expires", k.expires).Str("status", string(vault.StatusExpired)).
+				Msg("a key in use has just expired: its routes' requests get secret_expired; rotate it (till secret set NAME)")
+		}
+		delete(served, k)
+	}
+	return served
+}
+
+// earliest is the first expiry of keys; zero when there is none.
+func earliest(keys map[servedKey][]string) time.Time {
+	var first time.Time
+	for k := range keys {
+		if first.IsZero() || k.expires.Before(first) {
+			first = k.expires
+		}
+	}
+	return first
 }

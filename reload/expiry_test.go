@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"strings"
 	"sync"
@@ -118,12 +119,15 @@ func TestWatchExpiry(t *testing.T) {
 
 	// At once: an interval no tick can beat, so the count is exact.
 	first := &lockedBuffer{}
-	WatchExpiry(zerolog.New(first), snap.Load, time.Hour, now)()
+	once := NewExpiryWatch(zerolog.New(first), snap.Load, time.Hour, now)
+	once.Start()
+	once.Stop()
 	if got := strings.Count(first.String(), "\n"); got != 2 {
 		t.Fatalf("at start: got %d warnings, want 2:\n%s", got, first)
 	}
-	stop := WatchExpiry(zerolog.New(logs), snap.Load, time.Millisecond, now)
-	defer stop()
+	watch := NewExpiryWatch(zerolog.New(logs), snap.Load, time.Millisecond, now)
+	watch.Start()
+	defer watch.Stop()
 
 	// A reload (routes renamed, so that each line says which snapshot it
 	// came from) in which "gone" was rotated, and 16 days on: "fresh"
@@ -138,7 +142,7 @@ func TestWatchExpiry(t *testing.T) {
 			t.Fatalf("no tick warned with the new snapshot and clock:\n%s", logs)
 		}
 	}
-	stop()
+	watch.Stop()
 	for _, ev := range warnings(t, logs.String()) {
 		if ev["route"] == "gone2" {
 			t.Errorf("the rotated key is warned about: %v", ev)
@@ -148,6 +152,67 @@ func TestWatchExpiry(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if len(logs.String()) != n {
 		t.Error("the watcher logged after it was stopped")
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Error("the log holds a key")
+	}
+}
+
+// TestWarnAsAKeyExpires: a key in use that expires while till serves is
+// told of at that moment, once, by name and fingerprint with the routes
+// that use it (its requests begin to get secret_expired), not at the next
+// daily warning; the watch then waits for the next key, and a reload
+// (Changed) has it look again: a rotated key's new expiry is waited for.
+func TestWarnAsAKeyExpires(t *testing.T) {
+	start := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&start)
+	now := func() time.Time { return *clock.Load() }
+	yaml := expiryYAML + "  - {name: soon-too, preset: openai, secret: soon}\n"
+	var snap atomic.Pointer[proxy.Snapshot]
+	snap.Store(proxy.NewSnapshot(parse(t, t.TempDir(), yaml), expirySecrets(start)))
+	logs := &lockedBuffer{}
+	watch := NewExpiryWatch(zerolog.New(logs), snap.Load, time.Hour, now)
+	waits, fire := make(chan time.Duration), make(chan time.Time)
+	watch.after = func(d time.Duration) <-chan time.Time {
+		waits <- d
+		return fire
+	}
+	watch.Start()
+	defer watch.Stop()
+	if d := <-waits; d != 3*24*time.Hour {
+		t.Fatalf("the watch waits %s, want 72h (the key soon)", d)
+	}
+	at := len(logs.String()) // the warnings at start
+	// The timer fires; the key soon has expired.
+	later := start.Add(3*24*time.Hour + time.Second)
+	clock.Store(&later)
+	fire <- later
+	if d := <-waits; d != 27*24*time.Hour-time.Second {
+		t.Errorf("after soon expired the watch waits %s, want the key fresh's 27 days less a second", d)
+	}
+	evs := warnings(t, logs.String()[at:])
+	if len(evs) != 1 {
+		t.Fatalf("got %d lines as soon expired, want 1:\n%s", len(evs), logs.String()[at:])
+	}
+	ev := evs[0]
+	if ev["level"] != "warn" || ev["secret"] != "soon" || ev["status"] != "expired" || ev["expires"] != "2027-03-04T12:00:00Z" ||
+		ev["key_fp"] != expirySecrets(start)["soon"].Fingerprint() || fmt.Sprint(ev["routes"]) != "[soon soon-too]" && fmt.Sprint(ev["routes"]) != "[soon-too soon]" {
+		t.Errorf("got %v, want the key soon expired, for routes soon and soon-too", ev)
+	}
+	// A reload in which fresh was rotated with a later expiry.
+	at = len(logs.String())
+	rotated := expirySecrets(start)
+	fresh := vault.NewSecret("fresh", testKey+"-fresh2", later)
+	fresh.Expires = start.Add(40 * 24 * time.Hour)
+	rotated["fresh"] = fresh
+	snap.Store(proxy.NewSnapshot(parse(t, t.TempDir(), yaml), rotated))
+	watch.Changed()
+	if d := <-waits; d != 37*24*time.Hour-time.Second {
+		t.Errorf("after a reload the watch waits %s, want the rotated key's 37 days less a second", d)
+	}
+	if got := logs.String()[at:]; got != "" {
+		t.Errorf("a reload had the watch log %s; the keys expired were told of already", got)
 	}
 	if strings.Contains(logs.String(), testKey) {
 		t.Error("the log holds a key")

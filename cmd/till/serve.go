@@ -130,8 +130,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Budgets:        budgets,
 	})
 	// A value replaced or gone at its source ends the WebSockets that
-	// went with it, as a reload does for the vault's.
-	keys.cache.OnChange(gw.Recheck)
+	// went with it, as a reload does for the vault's, and may expire at
+	// another time.
+	expiry := reload.NewExpiryWatch(logger, gw.Snapshot, reload.ExpiryInterval, time.Now)
+	keys.cache.OnChange(func() { gw.Recheck(); expiry.Changed() })
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -153,7 +155,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 		Metrics: metrics,
 		Log:     logger,
 		Base:    base,
-		Apply:   func(c *config.Config) { logs.apply(c.Log); keys.commit() },
+		Apply:   func(c *config.Config) { logs.apply(c.Log); keys.commit(); expiry.Changed() },
 		Keys:    keys.forConfig,
 		Vault:   running.vault,
 		Seen:    seen,
@@ -174,8 +176,8 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	}
 	logger.Info().Str("addr", ln.Addr().String()).Str("scheme", lns.scheme).Str("config", configName(cfg)).Int("routes", len(cfg.Routes)).Msg("till listening")
 	reload.LogRoutes(logger, cfg, gw.Snapshot(), base)
-	stopExpiry := reload.WatchExpiry(logger, gw.Snapshot, reload.ExpiryInterval, time.Now)
-	defer stopExpiry()
+	expiry.Start()
+	defer expiry.Stop()
 	var admin *http.Server
 	if aln != nil {
 		admin = &http.Server{
