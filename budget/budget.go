@@ -343,7 +343,9 @@ type Denial struct {
 	Kind Kind
 	// RetryAfter is how long until the window frees enough use to get
 	// below the limit, in whole seconds, at least one. For a calendar
-	// window it is the time left until the next period.
+	// window it is the time left until the next period. Tokens reserved
+	// by requests in flight free as those end, not with the window: when
+	// the tokens used without them are below the limit, it is a second.
 	RetryAfter time.Duration
 }
 
@@ -470,9 +472,11 @@ func live(bs []bucketAmount, liveMin int64) []bucketAmount {
 }
 
 // check reports whether kind k of charge c, whose live buckets are given,
-// is spent, and if so the Denial. mono is the Memory store's monotonic
-// now (see bucketAmount.freeAt); nil in Redis.
-func check(c Charge, k int, limit int64, live []bucketAmount, now time.Time, mono *time.Duration) *Denial {
+// is spent, and if so the Denial. reserved is the part of live's tokens
+// that requests in flight reserved, by bucket (nil for other kinds). mono
+// is the Memory store's monotonic now (see bucketAmount.freeAt); nil in
+// Redis.
+func check(c Charge, k int, limit int64, live, reserved []bucketAmount, now time.Time, mono *time.Duration) *Denial {
 	var used int64
 	for _, b := range live {
 		used += b.v
@@ -480,11 +484,22 @@ func check(c Charge, k int, limit int64, live []bucketAmount, now time.Time, mon
 	if limit <= 0 || used < limit {
 		return nil
 	}
+	// A reservation frees when its request ends, not with its bucket:
+	// the wait is that of what was used alone, and a second (the least
+	// Retry-After says) when that is below the limit.
+	spent := withoutReserved(live, reserved)
+	used = 0
+	for _, b := range spent {
+		used += b.v
+	}
+	if used < limit {
+		return &Denial{Budget: c.Spec.Name, Counter: c.Counter, Kind: kinds[k], RetryAfter: time.Second}
+	}
 	// Free the buckets that free first until what is left is below the
 	// limit.
 	w := c.Spec.Window
-	frees := make([]bucketAmount, len(live)) // start: when it frees
-	for i, b := range live {
+	frees := make([]bucketAmount, len(spent)) // start: when it frees
+	for i, b := range spent {
 		frees[i] = bucketAmount{start: b.freeAt(w, now, mono), v: b.v}
 	}
 	slices.SortFunc(frees, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
@@ -501,6 +516,23 @@ func check(c Charge, k int, limit int64, live []bucketAmount, now time.Time, mon
 		Budget: c.Spec.Name, Counter: c.Counter, Kind: kinds[k],
 		RetryAfter: time.Duration(max(1, wait)) * time.Second,
 	}
+}
+
+// withoutReserved returns live with what reserved holds of each bucket
+// taken out (none below 0).
+func withoutReserved(live, reserved []bucketAmount) []bucketAmount {
+	if len(reserved) == 0 {
+		return live
+	}
+	out := slices.Clone(live)
+	for i := range out {
+		for _, r := range reserved {
+			if r.start == out[i].start {
+				out[i].v = max(0, out[i].v-r.v)
+			}
+		}
+	}
+	return out
 }
 
 // decide turns the spent limits Take found into its answer: the denial

@@ -49,6 +49,9 @@ type memBudget struct {
 type memCounter struct {
 	last  int64                    // the bucket of its last Take
 	kinds [numKinds][]bucketAmount // per kind, oldest first
+	// reserved is the part of kinds[toks] that requests in flight
+	// reserved, by bucket, for the wait a denial gives (check).
+	reserved []bucketAmount
 }
 
 // NewMemory returns an empty in-process store.
@@ -73,7 +76,11 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 		counters[i] = mc
 		liveMin := c.Spec.Window.at(now).liveMin
 		for k, limit := range c.Spec.limits() {
-			if d := check(c, k, limit, live(mc.kinds[k], liveMin), now, &elapsed); d != nil {
+			var reserved []bucketAmount
+			if k == toks {
+				reserved = live(mc.reserved, liveMin)
+			}
+			if d := check(c, k, limit, live(mc.kinds[k], liveMin), reserved, now, &elapsed); d != nil {
 				spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
 			}
 		}
@@ -93,6 +100,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, charges []Charge, reserv
 		mc.last = max(mc.last, tk.bucket) // takes may finish out of order
 		add(&mc.kinds[reqs], tk.bucket, 1, until)
 		add(&mc.kinds[toks], tk.bucket, t.reserve, until)
+		add(&mc.reserved, tk.bucket, t.reserve, until)
 	}
 	return t, nil, nil
 }
@@ -178,9 +186,11 @@ func (m *Memory) dropDead(budget string, now time.Time, elapsed time.Duration) {
 // either (until is never sooner than it), and on a wall clock stepped
 // back they must not count again.
 func (mc *memCounter) prune(elapsed time.Duration) {
+	gone := func(b bucketAmount) bool { return b.until <= elapsed }
 	for k, bs := range mc.kinds {
-		mc.kinds[k] = slices.DeleteFunc(bs, func(b bucketAmount) bool { return b.until <= elapsed })
+		mc.kinds[k] = slices.DeleteFunc(bs, gone)
 	}
+	mc.reserved = slices.DeleteFunc(mc.reserved, gone)
 }
 
 // later is the period after bucket, and when it stops counting, that a
@@ -268,6 +278,7 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 		until := untilOf(tk.window, bucket, now, elapsed)
 		add(&mc.kinds[toks], bucket, used, until)
 		add(&mc.kinds[usd], bucket, cost, until)
+		add(&mc.reserved, tk.bucket, -t.reserve, 0)
 	}
 	return nil
 }

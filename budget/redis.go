@@ -178,6 +178,13 @@ func (r *Redis) counterKey(budget string, w Window, per Per, counter string, k i
 	return r.base(budget, w, per) + keyEscaper.Replace(counter) + ":" + string(kinds[k])
 }
 
+// reservedKey is the hash of the tokens counter's requests in flight
+// reserved, by bucket: a part of its tokens hash, which a denial's wait
+// leaves out, since a reservation frees when its request ends.
+func (r *Redis) reservedKey(budget string, w Window, per Per, counter string) string {
+	return r.base(budget, w, per) + keyEscaper.Replace(counter) + ":reserved"
+}
+
 // indexKey is the sorted set of budget's counters.
 func (r *Redis) indexKey(budget string, w Window, per Per) string {
 	return r.base(budget, w, per) + "counters"
@@ -208,6 +215,11 @@ const badCountFix = " (a hand edit?): every Take and Settle that counts in it fa
 // writes them (isCount), and badAt why a field's value is not: Lua reads
 // "0x10" or "1e3" as a number, which HINCRBY then refuses halfway, so the
 // scripts check what they read and what they add to before they write.
+// hold adds d to a field of a reservedKey hash, within 0..2^62 (a field
+// at 0 is deleted; given dropBefore, the fields before it too, which a
+// till stopped mid-request left), and heldLive lists its fields from
+// liveMin on; neither fails on what it cannot read: a reservation only
+// tells a denial's wait.
 const luaHelpers = `
 local function isCount(s)
   return s == '0' or (#s <= 19 and string.find(s, '^[1-9]%d*$') ~= nil)
@@ -237,12 +249,40 @@ local function wrongType(key, want)
   local t = redis.call('TYPE', key).ok
   if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' is a ' .. t .. ', not a ' .. want end
 end
+local function hold(key, field, d, ttl, dropBefore)
+  if wrongType(key, 'hash') then return end
+  local v = math.min(math.max(0, (tonumber(redis.call('HGET', key, field) or '0') or 0) + tonumber(d)), 4611686018427387904)
+  if v > 0 then
+    redis.call('HSET', key, field, string.format('%.0f', v))
+    extend(key, ttl)
+  else
+    redis.call('HDEL', key, field)
+  end
+  if dropBefore then
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if (tonumber(f) or 0) < dropBefore then redis.call('HDEL', key, f) end
+    end
+  end
+end
+local function heldLive(key, liveMin)
+  local held = {}
+  if wrongType(key, 'hash') then return held end
+  local flat = redis.call('HGETALL', key)
+  for x = 1, #flat, 2 do
+    if isCount(flat[x]) and isCount(flat[x + 1]) and tonumber(flat[x]) >= liveMin then
+      held[#held + 1] = flat[x]
+      held[#held + 1] = flat[x + 1]
+    end
+  end
+  return held
+end
 `
 
 // takeScript checks and counts a Take. KEYS: per charge, its index, then
 // its requests, tokens and usd hashes, its counter's markKey and the
 // requests, tokens and usd hashes of its counter under WINDOW alone (the
-// same as its own for a budget per client); last, the Take's own key. ARGV: the
+// same as its own for a budget per client); then the Take's own key, and
+// per charge its reservedKey. ARGV: the
 // number of charges, the tokens reserved, then per charge its counter,
 // bucket, first live bucket, the TTL of its keys, its limits of requests,
 // tokens and micro-dollars (0: none), whether it only warns ("1"),
@@ -257,7 +297,8 @@ end
 // both clocks (counted before the clock was stepped back) into the
 // charge's bucket, where it counts a window from now, and
 // returns {taken (1 or 0), spent[, buckets]}, spent listing {charge,
-// kind, {bucket, amount, ...}} of each limit spent (0-based indexes), and
+// kind, {bucket, amount, ...}, {bucket, reserved, ...}} of each limit
+// spent (0-based indexes; what is reserved, of tokens only), and
 // buckets, of a Take that counted, the bucket it counted in per charge: a
 // calendar window's counter is charged in the period of its last Take
 // when that is later than the charge's and it still holds it (the clock
@@ -333,7 +374,9 @@ for j = 0, n - 1 do
     if #dead > 0 then drops[#drops + 1] = {key, dead} end
     local limit = tonumber(ARGV[a + 3 + k])
     if limit > 0 and used >= limit then
-      spent[#spent + 1] = {j, k - 1, live}
+      local held = {}
+      if k == 2 then held = heldLive(KEYS[n * 8 + 2 + j], liveMin) end
+      spent[#spent + 1] = {j, k - 1, live, held}
       if ARGV[a + 7] ~= '1' then block = true end
     end
   end
@@ -389,6 +432,7 @@ for j = 0, n - 1 do
   if reserve > 0 then
     incr(KEYS[j * 8 + 3], bucket, ARGV[2])
     extend(KEYS[j * 8 + 3], ttl)
+    hold(KEYS[n * 8 + 2 + j], bucket, ARGV[2], ttl, dropBefore)
   end
 end
 return {1, spent, buckets}
@@ -396,7 +440,8 @@ return {1, spent, buckets}
 
 // undoScript takes back a Take whose answer was lost (its caller gave up
 // waiting, and took it for failed), if it ran: KEYS: the Take's key, then
-// per charge its requests and tokens hashes. ARGV: the number of charges,
+// per charge its requests and tokens hashes, then per charge its
+// reservedKey. ARGV: the number of charges,
 // the tokens reserved, then per charge its bucket, and last the TTL of a
 // tombstone. When the Take has not run (yet: it may wait in a busy
 // Redis), it leaves a tombstone at the Take's key, which keeps the Take
@@ -423,7 +468,10 @@ redis.call('SET', KEYS[1], 'undone', 'EX', ARGV[#ARGV])
 for j = 0, tonumber(ARGV[1]) - 1 do
   local bucket = counted[2 + j] or ARGV[3 + j]
   incr(KEYS[2 + j * 2], bucket, -1)
-  if tonumber(ARGV[2]) > 0 then incr(KEYS[3 + j * 2], bucket, -tonumber(ARGV[2])) end
+  if tonumber(ARGV[2]) > 0 then
+    incr(KEYS[3 + j * 2], bucket, -tonumber(ARGV[2]))
+    hold(KEYS[2 + tonumber(ARGV[1]) * 2 + j], bucket, -tonumber(ARGV[2]), 0)
+  end
 end
 return 1
 `)
@@ -446,10 +494,13 @@ const tombstoneTTL = 10 * time.Minute
 
 // settleScript adds what a request used. KEYS: per charge, its tokens and
 // usd hashes, its budget's index and its counter's markKey (set or
-// extended as the hashes are); last, its Take's key. ARGV: the
+// extended as the hashes are); then its Take's key, and per charge its
+// reservedKey. ARGV: the
 // number of charges, then per charge its bucket, the first live bucket,
 // the TTL its keys need, the tokens and micro-dollars to add (0: nothing),
-// and its counter; last, the TTL of the Take's key. A bucket no longer
+// and its counter; then the tokens reserved and per charge the bucket the
+// reservation was taken in, which it releases; last, the TTL of the
+// Take's key. A bucket no longer
 // live is left alone; none goes below 0. The index names the counter as
 // charged in the bucket (a stream longer than its window is settled in a
 // later one than it was taken in). It runs once: the Take's key says it
@@ -483,6 +534,7 @@ for j = 0, n - 1 do
     extend(KEYS[j * 4 + 3], ttl)
     if ttl > 0 and redis.call('TTL', KEYS[j * 4 + 4]) < ttl then redis.call('SET', KEYS[j * 4 + 4], 'per', 'EX', ttl) end
   end
+  if tonumber(ARGV[2 + n * 6]) > 0 then hold(KEYS[n * 4 + 2 + j], ARGV[3 + n * 6 + j], -tonumber(ARGV[2 + n * 6]), 0) end
 end
 return 1
 `)
@@ -541,6 +593,9 @@ func (r *Redis) take(ctx context.Context, now time.Time, charges []Charge, reser
 			l[reqs], l[toks], l[usd], boolArg(s.Warn), w.life(), w.slack())
 	}
 	keys = append(keys, id)
+	for _, c := range charges {
+		keys = append(keys, r.reservedKey(c.Spec.Name, c.Spec.Window, c.Spec.per(), c.Counter))
+	}
 	args = append(args, int64(takenTTL/time.Second), now.Unix(), r.tolerance)
 	res, err := takeScript.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
@@ -590,6 +645,9 @@ func (r *Redis) undo(id string, now time.Time, charges []Charge, reserve int64) 
 		s, w := c.Spec, c.Spec.Window
 		keys = append(keys, r.counterKey(s.Name, w, s.per(), c.Counter, reqs), r.counterKey(s.Name, w, s.per(), c.Counter, toks))
 		args = append(args, w.at(now).bucket)
+	}
+	for _, c := range charges {
+		keys = append(keys, r.reservedKey(c.Spec.Name, c.Spec.Window, c.Spec.per(), c.Counter))
 	}
 	args = append(args, int64(tombstoneTTL/time.Second))
 	r.runLate(undoScript, keys, args) // failing for lateFor, the Take stays counted: safe
@@ -704,31 +762,44 @@ func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spe
 	list, _ := res[1].([]any)
 	for _, e := range list {
 		entry, _ := e.([]any)
-		if len(entry) != 3 {
+		if len(entry) != 4 {
 			return false, nil, nil, bad
 		}
 		j, _ := entry[0].(int64)
 		k, _ := entry[1].(int64)
-		flat, _ := entry[2].([]any)
-		if j < 0 || int(j) >= len(charges) || k < 0 || k >= numKinds || len(flat)%2 != 0 {
+		if j < 0 || int(j) >= len(charges) || k < 0 || k >= numKinds {
 			return false, nil, nil, bad
 		}
-		live := make([]bucketAmount, 0, len(flat)/2)
-		for x := 0; x < len(flat); x += 2 {
-			start, err1 := strconv.ParseInt(fmt.Sprint(flat[x]), 10, 64)
-			v, err2 := strconv.ParseInt(fmt.Sprint(flat[x+1]), 10, 64)
-			if err1 != nil || err2 != nil {
-				return false, nil, nil, bad
-			}
-			live = append(live, bucketAmount{start: start, v: v})
+		live, ok1 := bucketList(entry[2])
+		reserved, ok2 := bucketList(entry[3])
+		if !ok1 || !ok2 {
+			return false, nil, nil, bad
 		}
-		slices.SortFunc(live, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
 		c := charges[j]
-		if d := check(c, int(k), c.Spec.limits()[k], live, now, nil); d != nil {
+		if d := check(c, int(k), c.Spec.limits()[k], live, reserved, now, nil); d != nil {
 			spent = append(spent, spentLimit{d: d, warn: c.Spec.Warn})
 		}
 	}
 	return taken == 1, spent, buckets, nil
+}
+
+// bucketList reads a script's {bucket, amount, ...}, oldest first.
+func bucketList(v any) ([]bucketAmount, bool) {
+	flat, _ := v.([]any)
+	if len(flat)%2 != 0 {
+		return nil, false
+	}
+	out := make([]bucketAmount, 0, len(flat)/2)
+	for x := 0; x < len(flat); x += 2 {
+		start, err1 := strconv.ParseInt(fmt.Sprint(flat[x]), 10, 64)
+		v, err2 := strconv.ParseInt(fmt.Sprint(flat[x+1]), 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, false
+		}
+		out = append(out, bucketAmount{start: start, v: v})
+	}
+	slices.SortFunc(out, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
+	return out, true
 }
 
 // Settle replaces the ticket's reservation by what the request used, in
@@ -760,6 +831,11 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		id = r.prefix + ":taken:" + rand.Text() // a ticket of another store
 	}
 	keys = append(keys, id)
+	args = append(args, t.reserve)
+	for _, tk := range t.charges {
+		keys = append(keys, r.reservedKey(tk.budget, tk.window, tk.per, tk.counter))
+		args = append(args, tk.bucket)
+	}
 	args = append(args, int64(takenTTL/time.Second))
 	if err := settleScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
 		// It may have run all the same; if not, it runs late, once.

@@ -185,7 +185,7 @@ func TestRedisKeys(t *testing.T) {
 	}
 	keys = slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, "{till}:budget:taken:") }) // 10 s each
 	if len(keys) != 10 {
-		t.Errorf("keys: %v, want the 10 above", keys)
+		t.Errorf("keys: %v, want the 10 above (a reservation settled leaves none of its own)", keys)
 	}
 	// Buckets no longer live are deleted as the next Take reads them.
 	mustTake(t, s, at(3*time.Hour), 0, one("team:a{1}", hourly))
@@ -358,6 +358,34 @@ func TestRedisUndoBeforeTake(t *testing.T) {
 	mustTake(t, s, t0, 0, one("web", b))
 	if got := used(t, s, t0, b, "web", KindRequests); got != 1 {
 		t.Errorf("%v requests counted after one Take, want 1: an undo took back what it never counted", got)
+	}
+}
+
+// TestRedisReservedReleased: what a Take reserved, kept apart for a
+// denial's wait, is released by its undo as by a settlement, and what a
+// till stopped mid-request left goes once its bucket no longer counts,
+// not kept on by the counter's next Takes.
+func TestRedisReservedReleased(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	s := NewRedis(client, nil, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 1000
+	ctx := context.Background()
+	key := s.reservedKey(b.Name, b.Window, PerClient, "web")
+	id := s.prefix + ":taken:undone"
+	if _, _, err := s.take(ctx, t0, one("web", b), 1000, id); err != nil {
+		t.Fatal(err)
+	}
+	s.undo(id, t0, one("web", b), 1000)
+	s.pending.Wait()
+	if got := client.HGetAll(ctx, key).Val(); len(got) != 0 {
+		t.Errorf("an undone Take left its reservation: %v", got)
+	}
+	mustTake(t, s, t0, 600, one("web", b)) // never settled: its till stopped
+	mustTake(t, s, at(2*time.Hour), 100, one("web", b))
+	if got := client.HGetAll(ctx, key).Val(); len(got) != 1 || got[strconv.FormatInt(at(2*time.Hour).Unix(), 10)] != "100" {
+		t.Errorf("reserved %v, want the 100 of the live bucket alone", got)
 	}
 }
 

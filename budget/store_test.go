@@ -238,13 +238,33 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("retry after reservations in flight", func(t *testing.T) {
+		// A limit that reservations hold frees as a request in flight
+		// ends: the wait is that of the tokens used alone, or a second
+		// when they are below the limit, not the window's.
+		s, b := newStore(t), rolling("b", time.Minute) // 1s buckets
+		b.Tokens = 1000
+		first := mustTake(t, s, t0, 0, one("web", b))
+		second := mustTake(t, s, at(10*time.Second), 0, one("web", b))
+		inFlight := mustTake(t, s, at(20*time.Second), 1000, one("web", b))
+		mustDeny(t, s, at(20*time.Second), 0, one("web", b), deny(b, "web", KindTokens, time.Second))
+		settle(t, s, at(25*time.Second), first, 500, 0)
+		settle(t, s, at(25*time.Second), second, 500, 0)
+		// 1000 used, 1000 reserved: the first bucket freed leaves 500 used.
+		mustDeny(t, s, at(30*time.Second), 0, one("web", b), deny(b, "web", KindTokens, 31*time.Second))
+		settle(t, s, at(30*time.Second), inFlight, 0, 0)
+		mustDeny(t, s, at(30*time.Second), 0, one("web", b), deny(b, "web", KindTokens, 31*time.Second))
+		mustTake(t, s, at(61*time.Second), 0, one("web", b))
+	})
+
 	t.Run("reservations", func(t *testing.T) {
 		s, b := newStore(t), rolling("b", time.Hour)
 		b.Tokens = 10000
 		a := mustTake(t, s, t0, 6000, one("web", b))
 		// 6000 in flight is below the limit: one more reservation passes.
 		c := mustTake(t, s, t0, 6000, one("web", b))
-		mustDeny(t, s, t0, 1, one("web", b), deny(b, "web", KindTokens, time.Hour+time.Minute))
+		// Held by reservations alone: it frees as one of them settles.
+		mustDeny(t, s, t0, 1, one("web", b), deny(b, "web", KindTokens, time.Second))
 		settle(t, s, t0, a, 1000, 0) // lower than reserved
 		if got := used(t, s, t0, b, "web", KindTokens); got != 7000 {
 			t.Errorf("used %v, want 7000 (1000 used, 6000 reserved)", got)

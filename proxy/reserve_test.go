@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,5 +94,51 @@ func TestChoicesReserved(t *testing.T) {
 					ok, n, arrived.Load(), used, used-1000)
 			}
 		})
+	}
+}
+
+// TestRetryAfterWhileOnlyReserved: a budget held only by a request in
+// flight (its reservation, nothing spent) frees when that request ends,
+// not when the window does: the app is told to retry in a second, not in
+// a day.
+func TestRetryAfterWhileOnlyReserved(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":5}}`)
+	}))
+	defer up.Close()
+	y := "version: 1\nroutes:\n  - {name: openai, preset: openai, upstream: {{UP}}}\nbudgets:\n  - {name: b, window: 1d, tokens: 1000}\n"
+	gw, _ := newTestGateway(t, y, up.URL, map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	post := func() *http.Response {
+		res, err := http.Post(srv.URL+"/openai/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"gpt-4o-mini","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	first := make(chan *http.Response)
+	go func() { first <- post() }()
+	<-arrived
+	res := post()
+	retry, _ := strconv.Atoi(res.Header.Get("Retry-After"))
+	close(release)
+	if r := <-first; r.StatusCode != 200 {
+		t.Fatalf("first request: %d", r.StatusCode)
+	}
+	go func() { <-arrived }()
+	if r := post(); r.StatusCode != 200 {
+		t.Fatalf("once the first settled: %d", r.StatusCode)
+	}
+	if res.StatusCode != 429 || retry != 1 {
+		t.Errorf("a budget held only by a reservation answered %d with Retry-After %ds, want 429 and 1s: the next request went at once", res.StatusCode, retry)
 	}
 }
