@@ -608,22 +608,25 @@ func TestFsyncIntervalFailureRefusesKeys(t *testing.T) {
 	}
 }
 
-// TestRenamedFileFlushedBeforeKey: with fsync: always, a write-ahead
-// record that lands in a file renamed under till (logrotate without
-// copytruncate) is flushed there before the key goes; when that flush
-// fails, the record is not taken as written and its key is not used.
-func TestRenamedFileFlushedBeforeKey(t *testing.T) {
-	defer func(f func(syncer) error) { syncOut = f }(syncOut)
-	path := filepath.Join(t.TempDir(), "audit.log")
-	s, err := Open(Options{Path: path, Fsync: FsyncAlways})
+// renamedUnflushable opens a sink (no tick: the test stands in for it)
+// on a new audit file, writes a record and renames the file under it, as
+// logrotate does. Every flush of the renamed file fails from then on
+// (tries counts them), for t.
+func renamedUnflushable(t *testing.T, fsync string) (s *Sink, path string, tries *atomic.Int32) {
+	oldSync, oldTick := syncOut, tickInterval
+	t.Cleanup(func() { syncOut, tickInterval = oldSync, oldTick })
+	tickInterval = time.Hour
+	path = filepath.Join(t.TempDir(), "audit.log")
+	s, err := Open(Options{Path: path, Fsync: fsync})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	s.Write(record("r1"))
-	renamed := s.file.f
+	renamed, tries := s.file.f, new(atomic.Int32)
 	syncOut = func(f syncer) error {
 		if f == syncer(renamed) {
+			tries.Add(1)
 			return errors.New("input/output error")
 		}
 		return f.Sync()
@@ -631,6 +634,15 @@ func TestRenamedFileFlushedBeforeKey(t *testing.T) {
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
+	return s, path, tries
+}
+
+// TestRenamedFileFlushedBeforeKey: with fsync: always, a write-ahead
+// record that lands in a file renamed under till (logrotate without
+// copytruncate) is flushed there before the key goes; when that flush
+// fails, the record is not taken as written and its key is not used.
+func TestRenamedFileFlushedBeforeKey(t *testing.T) {
+	s, path, _ := renamedUnflushable(t, FsyncAlways)
 	if s.WriteNow(record("use")) {
 		t.Error("a write-ahead record in the renamed file taken as written though it could not be flushed")
 	}
@@ -646,26 +658,7 @@ func TestRenamedFileFlushedBeforeKey(t *testing.T) {
 // renamed between records is flushed as the sink leaves it for a new one
 // (probe); when that fails, no key is used until a flush succeeds.
 func TestRenamedFileFlushedBetweenRecords(t *testing.T) {
-	defer func(f func(syncer) error) { syncOut = f }(syncOut)
-	defer func(d time.Duration) { tickInterval = d }(tickInterval)
-	tickInterval = time.Hour // the test probes itself
-	path := filepath.Join(t.TempDir(), "audit.log")
-	s, err := Open(Options{Path: path, Fsync: FsyncInterval})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.Write(record("r1"))
-	renamed := s.file.f
-	syncOut = func(f syncer) error {
-		if f == syncer(renamed) {
-			return errors.New("input/output error")
-		}
-		return f.Sync()
-	}
-	if err := os.Rename(path, path+".1"); err != nil {
-		t.Fatal(err)
-	}
+	s, _, _ := renamedUnflushable(t, FsyncInterval)
 	s.mu.Lock()
 	lost := s.probe()
 	s.mu.Unlock()
@@ -683,30 +676,9 @@ func TestRenamedFileFlushedBetweenRecords(t *testing.T) {
 // and between records: a flush of the new file at the path says nothing
 // of the records in the renamed one. While that fails, no key is used.
 func TestRenamedFileFlushedWhenFollowed(t *testing.T) {
-	defer func(f func(syncer) error) { syncOut = f }(syncOut)
-	defer func(d time.Duration) { tickInterval = d }(tickInterval)
-	tickInterval = time.Hour // the test probes itself
 	for _, how := range []string{"reopen", "retry"} {
 		t.Run(how, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "audit.log")
-			s, err := Open(Options{Path: path, Fsync: FsyncInterval})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			s.Write(record("r1"))
-			renamed := s.file.f
-			var tries atomic.Int32
-			syncOut = func(f syncer) error {
-				if f == syncer(renamed) {
-					tries.Add(1)
-					return errors.New("input/output error")
-				}
-				return f.Sync()
-			}
-			if err := os.Rename(path, path+".1"); err != nil {
-				t.Fatal(err)
-			}
+			s, _, tries := renamedUnflushable(t, FsyncInterval)
 			if how == "reopen" {
 				if err := s.Reopen(); err == nil {
 					t.Error("Reopen left the renamed file though its records could not be flushed")
@@ -735,31 +707,12 @@ func TestRenamedFileFlushedWhenFollowed(t *testing.T) {
 // the tick's fsync of the closed file failed unseen. The sink flushes
 // the renamed file itself, and a failure stops keys.
 func TestRenamedFileFlushedWhileTickFlushes(t *testing.T) {
-	defer func(f func(syncer) error) { syncOut = f }(syncOut)
-	defer func(d time.Duration) { tickInterval = d }(tickInterval)
-	tickInterval = time.Hour // the test stands where the tick stands
-	path := filepath.Join(t.TempDir(), "audit.log")
-	s, err := Open(Options{Path: path, Fsync: FsyncInterval})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.Write(record("r1"))
-	renamed := s.file.f
+	s, _, _ := renamedUnflushable(t, FsyncInterval)
 	s.mu.Lock()
 	ticking := s.toSync() // the tick's fsync has not run yet
 	s.mu.Unlock()
-	if ticking != syncer(renamed) {
-		t.Fatalf("the tick would flush %v, want the file written", ticking)
-	}
-	syncOut = func(f syncer) error {
-		if f == syncer(renamed) {
-			return errors.New("input/output error")
-		}
-		return f.Sync()
-	}
-	if err := os.Rename(path, path+".1"); err != nil {
-		t.Fatal(err)
+	if ticking == nil {
+		t.Fatal("the tick would flush nothing, though a record was written")
 	}
 	if err := s.Reopen(); err == nil {
 		t.Error("Reopen left the renamed file unflushed while the tick's fsync had not run")

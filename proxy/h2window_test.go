@@ -31,9 +31,7 @@ import (
 // open): 250 streams per connection, never ended. The stream is now
 // reset once that write has waited answerIdleTimeout.
 func TestLastWriteOverHTTP2IsBounded(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"ok":true}`))
 	}))
@@ -88,9 +86,7 @@ func TestLastWriteOverHTTP2IsBounded(t *testing.T) {
 // for answerIdleTimeout (and crypto/tls's 5 s for its close_notify),
 // and the request recorded as the app's leaving.
 func TestHTTP2AppThatStopsReadingIsCut(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	upstreamDone := make(chan struct{})
 	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(upstreamDone)

@@ -19,9 +19,7 @@ import (
 // answer's is once it has waited answerIdleTimeout, the request recorded
 // as the app's leaving.
 func TestRelayedHintToAppThatReadsNothing(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	link := "<" + strings.Repeat("a", 100<<10) + ">; rel=preload"
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hint" {

@@ -242,8 +242,7 @@ func sendRaw(t *testing.T, addr, raw string) net.Conn {
 // now ends the answer as if the app had left: the rest is read for its
 // usage, and the budget charged what it told.
 func TestUnreadAnswerFreesItsReservation(t *testing.T) {
-	defer func(d time.Duration) { answerIdleTimeout = d }(answerIdleTimeout)
-	answerIdleTimeout = 200 * time.Millisecond
+	withAnswerIdleTimeout(t, 200*time.Millisecond)
 	const stalling = `{"model":"gpt-4o-mini","stream":true,"max_tokens":1000,"messages":[]}`
 	for _, proto := range []string{"HTTP/2", "HTTP/1.1"} {
 		t.Run(proto, func(t *testing.T) {

@@ -24,9 +24,7 @@ import (
 // connection open. The upstream request ends, and the record says the
 // app closed it.
 func TestAppThatStopsReadingIsCut(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	for _, proto := range []string{"http1", "http2"} {
 		t.Run(proto, func(t *testing.T) {
 			upstreamDone := make(chan struct{})
@@ -76,9 +74,7 @@ func TestAppThatStopsReadingIsCut(t *testing.T) {
 // after its last bytes (when the server writes what it still holds, a
 // chunked body's end), reaches the app whole.
 func TestResponseDeadlineCutsNoReader(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(strings.Repeat("x", 3000))) // past what till holds back
 		w.(http.Flusher).Flush()
@@ -133,9 +129,7 @@ func appOver(t *testing.T, gw *Gateway, proto string) appClient {
 // on a route is not cut by the write deadline of the response that made
 // it: a quiet spell longer than answerIdleTimeout leaves it open.
 func TestSwitchOutlivesResponseDeadline(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 200*time.Millisecond)
 	up := switchingEcho(t, nil)
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: ws, preset: openai, prefix: /ws, upstream: "+up.URL+", secret: k}\n"), t.TempDir())
 	if err != nil {
@@ -157,9 +151,7 @@ func TestSwitchOutlivesResponseDeadline(t *testing.T) {
 // connection serves requests after a quiet spell longer than
 // answerIdleTimeout.
 func TestInterceptionOutlivesResponseDeadline(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 200*time.Millisecond)
 	f := newConnectFixture(t, "", connectToken)
 	status, tc, _ := f.connect(t, "127.0.0.1", "X-Till-Token: "+connectToken+"\r\n")
 	if status != 200 {
@@ -180,9 +172,7 @@ func TestInterceptionOutlivesResponseDeadline(t *testing.T) {
 // at the route's timeout, as for an app that left: it does not hold the
 // request for good.
 func TestBudgetedAnswerOfAppThatStopsReading(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	upstreamDone := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(upstreamDone)
@@ -229,9 +219,7 @@ func TestBudgetedAnswerOfAppThatStopsReading(t *testing.T) {
 // connection is closed, rather than held, with its goroutine, for as
 // long as the app keeps it.
 func TestLastWriteToAppThatStopsReadingIsBounded(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 300*time.Millisecond)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, strings.Repeat("a", holdLimit-100)) // held whole
 	}))
@@ -284,9 +272,7 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 // write does not outlive it: a kept-alive connection idle for longer
 // than answerIdleTimeout takes its next request as any other.
 func TestLastWriteBoundLeavesKeptConnection(t *testing.T) {
-	old := answerIdleTimeout
-	answerIdleTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { answerIdleTimeout = old })
+	withAnswerIdleTimeout(t, 200*time.Millisecond)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
 	gw, _ := apiGateway(t, up.URL)
@@ -324,4 +310,12 @@ func TestLastWriteBoundLeavesKeptConnection(t *testing.T) {
 func apiGateway(t *testing.T, upstream string) (*Gateway, *lockedBuffer) {
 	return newTestGateway(t, "version: 1\nroutes:\n  - {name: api, upstream: \"{{UP}}\", secret: api, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n",
 		upstream, map[string]vault.Secret{"api": vault.NewSecret("api", testKey, time.Now())})
+}
+
+// withAnswerIdleTimeout shortens, for t, how long a write to the app may
+// wait before it is cut.
+func withAnswerIdleTimeout(t *testing.T, d time.Duration) {
+	old := answerIdleTimeout
+	answerIdleTimeout = d
+	t.Cleanup(func() { answerIdleTimeout = old })
 }
