@@ -301,11 +301,12 @@ end
 // spent (0-based indexes; what is reserved, of tokens only), and
 // buckets, of a Take that counted, the bucket it counted in per charge: a
 // calendar window's counter is charged in the period of its last Take
-// when that is later than the charge's and it still holds it (the clock
-// was stepped back over the period's start), so that what the step lets
-// through counts in the period it is spent in, not in one that stops
-// counting when the clock gets there again; the Take's key then lists
-// them after its "1", for undoScript. Nothing is counted
+// or Settle when that is later than the charge's and it still holds
+// use of any kind there (the clock was stepped back over the period's
+// start), so that what the step lets through counts in the period it is
+// spent in, not in one that stops counting when the clock gets there
+// again; the Take's key then lists them after its "1", for undoScript.
+// Nothing is counted
 // when a spent budget does not only warn, when undoScript ran first (the
 // Take's key is its tombstone), or when a key has a type it cannot count
 // in or a count that is not a whole number (checked before anything is
@@ -409,8 +410,10 @@ for j = 0, n - 1 do
   buckets[j + 1] = ARGV[a + 1]
   if tonumber(ARGV[a + 9]) == 0 then
     local last = redis.call('ZSCORE', KEYS[j * 8 + 1], ARGV[a])
-    if last and tonumber(last) > tonumber(ARGV[a + 1]) and redis.call('HEXISTS', KEYS[j * 8 + 2], last) == 1 then
-      buckets[j + 1], later = last, true
+    if last and tonumber(last) > tonumber(ARGV[a + 1]) then
+      for k = 2, 4 do
+        if redis.call('HEXISTS', KEYS[j * 8 + k], last) == 1 then buckets[j + 1], later = last, true end
+      end
     end
   end
 end

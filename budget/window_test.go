@@ -139,3 +139,39 @@ func TestRedisUndoInLaterPeriod(t *testing.T) {
 		t.Errorf("used %v in the new day after the undo, want 1", got)
 	}
 }
+
+// TestCalendarStepBackAfterStreamSettledInNewDay: a counter whose only
+// use in the new day is a stream settled there (taken before midnight)
+// holds that day too: a clock stepped back over midnight charges it
+// there, in Redis as in memory. Redis looked for the new day in the
+// requests counted alone, charged the day before, which stopped counting
+// a minute later: 1,400 tokens went in a day of 1,000.
+func TestCalendarStepBackAfterStreamSettledInNewDay(t *testing.T) {
+	addr, _ := startRedis(t)
+	mem := NewMemory()
+	mono := steady(mem)
+	for name, s := range map[string]Store{"memory": mem, "redis": NewRedis(newClient(t, addr), nil, "stream")} {
+		t.Run(name, func(t *testing.T) {
+			b := calendar("daily", "day")
+			b.Tokens = 1000
+			midnight := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+			step := func(wall time.Time, sinceStart time.Duration) time.Time {
+				*mono = sinceStart
+				return wall
+			}
+			stream := mustTake(t, s, step(midnight.Add(-time.Minute), 0), 0, one("web", b))
+			settle(t, s, step(midnight.Add(20*time.Second), 80*time.Second), stream, 600, 0)
+			// Stepped back 90 s: 400 more go, in the new day.
+			back := step(midnight.Add(-70*time.Second), 90*time.Second)
+			settle(t, s, back, mustTake(t, s, back, 0, one("web", b)), 400, 0)
+			// Past midnight again, the new day's 1,000 are spent.
+			again := step(midnight.Add(30*time.Second), 190*time.Second)
+			if tk, d, err := s.Take(t.Context(), again, one("web", b), 0); err != nil || d == nil {
+				t.Errorf("taken (ticket %v, error %v) with 1,000 tokens used in the new day, want denied", tk, err)
+			}
+			if got := used(t, s, again, b, "web", KindTokens); got != 1000 {
+				t.Errorf("used %v tokens in the new day, want 1000", got)
+			}
+		})
+	}
+}
