@@ -175,8 +175,10 @@ const clockTolerance = 2 * time.Second
 // most the new burst. A clock stepped back refills nothing until it moves
 // on again, and takes nothing back. Without the hash, the bucket is full,
 // or as the GCRA of a till from before kept it at KEYS[2] (its theoretical
-// arrival time, in seconds from 2017). The hash expires when the bucket
-// would be full again. Returns {1, 0} when taken, else {0, the
+// arrival time, in seconds from 2017), which is then deleted: carried
+// over once, it must not hold a caller back again once the hash expires
+// (a rate loosened, or a clock stepped back, ends the hash before GCRA's
+// time). The hash expires when the bucket would be full again. Returns {1, 0} when taken, else {0, the
 // microseconds until a token is there}.
 var bucketScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
@@ -194,6 +196,7 @@ else
   if tat then
     local owed = (tonumber(tat) + 1483228800) * 1000000 - now
     tokens = math.max(0, burst - math.max(0, owed) / interval)
+    redis.call('DEL', KEYS[2])
   end
 end
 tokens = math.min(burst, tokens)

@@ -185,3 +185,38 @@ func TestRedisRateClockSteppedBack(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisRateCarriesOverOnce: a bucket a till from before kept (GCRA's
+// time, here an hour ahead: Redis's clock was stepped back) is carried
+// over once, at the first decision: a caller that waits the Retry-After
+// it was given, past when its new bucket is full and expires, is not
+// held back by GCRA's time again. It was read whenever the bucket had
+// expired, so a caller that paused a second was refused for the hour.
+func TestRedisRateCarriesOverOnce(t *testing.T) {
+	addr := startRedis(t)
+	l, err := NewRedisLimits("redis://" + addr + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	now, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tat := strconv.FormatFloat(float64(now.Add(time.Hour).UnixMicro())/1e6-1483228800, 'f', 6, 64)
+	if err := c.Set(ctx, "rate:till:rate:before", tat, 2*time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fast := config.Rate{Count: 10, Per: time.Second}
+	wait, ok, err := l.Allow(ctx, "before", "", fast, 10)
+	if err != nil || ok {
+		t.Fatalf("at once: wait %d, taken %v, err %v; want refused, the bucket empty", wait, ok, err)
+	}
+	time.Sleep(time.Duration(wait)*time.Second + 100*time.Millisecond)
+	if wait, ok, err := l.Allow(ctx, "before", "", fast, 10); err != nil || !ok {
+		t.Errorf("after the Retry-After: wait %d, taken %v, err %v; want taken", wait, ok, err)
+	}
+}
