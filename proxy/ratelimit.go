@@ -173,31 +173,19 @@ const clockTolerance = 2 * time.Second
 // another interval or burst (a reload changed them) is refilled at the old
 // ones up to now, then goes on at the new ones with what it holds, at
 // most the new burst. A clock stepped back refills nothing until it moves
-// on again, and takes nothing back. Without the hash, the bucket is full,
-// or as the GCRA of a till from before kept it at KEYS[2] (its theoretical
-// arrival time, in seconds from 2017), which is then deleted: carried
-// over once, it must not hold a caller back again once the hash expires
-// (a rate loosened, or a clock stepped back, ends the hash before GCRA's
-// time). The hash expires when the bucket would be full again. Returns {1, 0} when taken, else {0, the
-// microseconds until a token is there}.
+// on again, and takes nothing back. Without the hash, the bucket is full;
+// the hash expires when it would be full again. Returns {1, 0} when
+// taken, else {0, the microseconds until a token is there}.
 var bucketScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'last', 'interval', 'burst')
-local tokens
+local tokens = burst
 if b[1] then
   local last, was, wasBurst = tonumber(b[2]), tonumber(b[3]), tonumber(b[4])
   tokens = math.min(wasBurst, tonumber(b[1]) + math.max(0, now - last) / was)
-else
-  local tat = redis.call('GET', KEYS[2])
-  tokens = burst
-  if tat then
-    local owed = (tonumber(tat) + 1483228800) * 1000000 - now
-    tokens = math.max(0, burst - math.max(0, owed) / interval)
-    redis.call('DEL', KEYS[2])
-  end
 end
 tokens = math.min(burst, tokens)
 local taken = 0
@@ -219,7 +207,7 @@ func (l *RedisLimits) Allow(ctx context.Context, key, source string, r config.Ra
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
 	interval := strconv.FormatFloat(float64(r.Per)/float64(r.Count)/float64(time.Microsecond), 'g', -1, 64)
-	res, err := bucketScript.Run(ctx, l.client, []string{"till:rate:" + key, "rate:till:rate:" + key}, interval, burst).Int64Slice()
+	res, err := bucketScript.Run(ctx, l.client, []string{"till:rate:" + key}, interval, burst).Int64Slice()
 	if err != nil {
 		return 0, false, err
 	}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,9 +126,7 @@ func TestRateStoresAgreeOnReload(t *testing.T) {
 // step but holds no caller back for it either: the bucket goes on from
 // what it held, as in memory, whose monotonic clock a step does not move.
 // GCRA kept the time a caller may go again, so a step back of an hour
-// refused every caller that had taken anything for that hour. A bucket
-// kept by a till from before (GCRA's time) counts what it took: an
-// upgrade hands no one a fresh burst.
+// refused every caller that had taken anything for that hour.
 func TestRedisRateClockSteppedBack(t *testing.T) {
 	addr := startRedis(t)
 	l, err := NewRedisLimits("redis://" + addr + "/0")
@@ -144,79 +141,17 @@ func TestRedisRateClockSteppedBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// gcraTime is how GCRA wrote a moment: seconds from 2017.
-	gcraTime := func(t time.Time) string {
-		return strconv.FormatFloat(float64(t.UnixMicro())/1e6-1483228800, 'f', 6, 64)
-	}
-	fast := config.Rate{Count: 10, Per: time.Second}
+	// 10 taken at 10/s with Redis's clock an hour ahead.
 	hour := now.Add(time.Hour)
-	for _, tt := range []struct {
-		name, key string
-		state     func(key string) error
-	}{
-		{"a till from before", "before", func(key string) error {
-			// 10 taken at 10/s with Redis's clock an hour ahead.
-			return c.Set(ctx, "rate:till:rate:"+key, gcraTime(hour.Add(time.Second)), time.Hour).Err()
-		}},
-		{"this till", "this", func(key string) error {
-			return c.HSet(ctx, "till:rate:"+key, "tokens", 0, "last", hour.UnixMicro(), "interval", 100000, "burst", 10).Err()
-		}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.state(tt.key); err != nil {
-				t.Fatal(err)
-			}
-			if wait, ok, err := l.Allow(ctx, tt.key, "", fast, 10); err != nil || ok || wait != 1 {
-				t.Errorf("at once: wait %d, taken %v, err %v; want a wait of 1 s, the bucket empty", wait, ok, err)
-			}
-			time.Sleep(150 * time.Millisecond)
-			if wait, ok, err := l.Allow(ctx, tt.key, "", fast, 10); err != nil || !ok {
-				t.Errorf("0.15 s on at 10/s: wait %d, taken %v, err %v; want taken (held back for the step?)", wait, ok, err)
-			}
-		})
-	}
-	t.Run("upgrade keeps what was taken", func(t *testing.T) {
-		// 3 taken at 3/h: GCRA's time is an hour on.
-		if err := c.Set(ctx, "rate:till:rate:spent", gcraTime(hour), time.Hour).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if wait, ok, err := l.Allow(ctx, "spent", "", config.Rate{Count: 3, Per: time.Hour}, 3); err != nil || ok || wait != 1200 {
-			t.Errorf("wait %d, taken %v, err %v; want a wait of 1200 s: the 3 taken count", wait, ok, err)
-		}
-	})
-}
-
-// TestRedisRateCarriesOverOnce: a bucket a till from before kept (GCRA's
-// time, here an hour ahead: Redis's clock was stepped back) is carried
-// over once, at the first decision: a caller that waits the Retry-After
-// it was given, past when its new bucket is full and expires, is not
-// held back by GCRA's time again. It was read whenever the bucket had
-// expired, so a caller that paused a second was refused for the hour.
-func TestRedisRateCarriesOverOnce(t *testing.T) {
-	addr := startRedis(t)
-	l, err := NewRedisLimits("redis://" + addr + "/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	ctx := context.Background()
-	now, err := c.Time(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tat := strconv.FormatFloat(float64(now.Add(time.Hour).UnixMicro())/1e6-1483228800, 'f', 6, 64)
-	if err := c.Set(ctx, "rate:till:rate:before", tat, 2*time.Hour).Err(); err != nil {
+	if err := c.HSet(ctx, "till:rate:k", "tokens", 0, "last", hour.UnixMicro(), "interval", 100000, "burst", 10).Err(); err != nil {
 		t.Fatal(err)
 	}
 	fast := config.Rate{Count: 10, Per: time.Second}
-	wait, ok, err := l.Allow(ctx, "before", "", fast, 10)
-	if err != nil || ok {
-		t.Fatalf("at once: wait %d, taken %v, err %v; want refused, the bucket empty", wait, ok, err)
+	if wait, ok, err := l.Allow(ctx, "k", "", fast, 10); err != nil || ok || wait != 1 {
+		t.Errorf("at once: wait %d, taken %v, err %v; want a wait of 1 s, the bucket empty", wait, ok, err)
 	}
-	time.Sleep(time.Duration(wait)*time.Second + 100*time.Millisecond)
-	if wait, ok, err := l.Allow(ctx, "before", "", fast, 10); err != nil || !ok {
-		t.Errorf("after the Retry-After: wait %d, taken %v, err %v; want taken", wait, ok, err)
+	time.Sleep(150 * time.Millisecond)
+	if wait, ok, err := l.Allow(ctx, "k", "", fast, 10); err != nil || !ok {
+		t.Errorf("0.15 s on at 10/s: wait %d, taken %v, err %v; want taken (held back for the step?)", wait, ok, err)
 	}
 }
