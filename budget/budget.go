@@ -308,6 +308,24 @@ const maxAmount = 1 << 50
 // clamp brings an amount into 0..maxAmount.
 func clamp(v int64) int64 { return min(max(0, v), maxAmount) }
 
+// maxBucket bounds what a bucket holds and what buckets sum to (2^62, as
+// the Redis scripts' incr caps a field): reservations under a budget that
+// only warns pile up unrefused, and a count that wrapped past int64 would
+// read as below its limit.
+const maxBucket = 1 << 62
+
+// plus adds v (none below 0) to t, saturating at maxBucket.
+func plus(t, v int64) int64 { return t + min(max(0, v), maxBucket-t) }
+
+// total sums the amounts of bs, saturating at maxBucket.
+func total(bs []bucketAmount) int64 {
+	var t int64
+	for _, b := range bs {
+		t = plus(t, b.v)
+	}
+	return t
+}
+
 // micros converts dollars to whole micro-dollars, the unit stored, within
 // 0..maxAmount (NaN is 0). It rounds up, so that an answer cheaper than
 // half a micro-dollar does not count as free, nor a limit below one as
@@ -477,37 +495,31 @@ func live(bs []bucketAmount, liveMin int64) []bucketAmount {
 // is the Memory store's monotonic now (see bucketAmount.freeAt); nil in
 // Redis.
 func check(c Charge, k int, limit int64, live, reserved []bucketAmount, now time.Time, mono *time.Duration) *Denial {
-	var used int64
-	for _, b := range live {
-		used += b.v
-	}
-	if limit <= 0 || used < limit {
+	if limit <= 0 || total(live) < limit {
 		return nil
 	}
 	// A reservation frees when its request ends, not with its bucket:
 	// the wait is that of what was used alone, and a second (the least
 	// Retry-After says) when that is below the limit.
 	spent := withoutReserved(live, reserved)
-	used = 0
-	for _, b := range spent {
-		used += b.v
-	}
-	if used < limit {
+	if total(spent) < limit {
 		return &Denial{Budget: c.Spec.Name, Counter: c.Counter, Kind: kinds[k], RetryAfter: time.Second}
 	}
 	// Free the buckets that free first until what is left is below the
-	// limit.
+	// limit: the latest to free whose own amount, with all that frees
+	// after it, reaches the limit (summed from the last, so that a sum
+	// that saturated takes nothing off).
 	w := c.Spec.Window
 	frees := make([]bucketAmount, len(spent)) // start: when it frees
 	for i, b := range spent {
 		frees[i] = bucketAmount{start: b.freeAt(w, now, mono), v: b.v}
 	}
 	slices.SortFunc(frees, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
+	var left int64
 	free := frees[len(frees)-1].start
-	for _, f := range frees {
-		used -= f.v
-		if used < limit {
-			free = f.start
+	for i := len(frees) - 1; i >= 0; i-- {
+		if left = plus(left, frees[i].v); left >= limit {
+			free = frees[i].start
 			break
 		}
 	}

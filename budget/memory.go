@@ -225,8 +225,8 @@ func (mc *memCounter) empty() bool {
 }
 
 // add adds v to the bucket starting at start, made if needed, which
-// counts until at least until by the monotonic clock; a bucket never goes
-// below 0.
+// counts until at least until by the monotonic clock; a bucket stays
+// within 0..maxBucket, as in Redis.
 func add(bs *[]bucketAmount, start, v int64, until time.Duration) {
 	s := *bs
 	i := len(s)
@@ -234,7 +234,7 @@ func add(bs *[]bucketAmount, start, v int64, until time.Duration) {
 		i--
 	}
 	if i > 0 && s[i-1].start == start {
-		s[i-1].v = max(0, s[i-1].v+v)
+		s[i-1].v = min(max(0, s[i-1].v+v), maxBucket)
 		s[i-1].until = max(s[i-1].until, until)
 		return
 	}
@@ -308,10 +308,7 @@ func (m *Memory) Usage(_ context.Context, now time.Time, specs []*Spec) ([]Row, 
 			mc.prune(elapsed)
 			for k, limit := range s.limits() {
 				if limit > 0 {
-					var used int64
-					for _, b := range live(mc.kinds[k], liveMin) {
-						used += b.v
-					}
+					used := total(live(mc.kinds[k], liveMin))
 					rows = append(rows, row(s, name, k, limit, used, now))
 				}
 			}

@@ -915,7 +915,7 @@ func (r *Redis) Usage(ctx context.Context, now time.Time, specs []*Spec) ([]Row,
 				return nil, err
 			}
 			if start >= liveMin {
-				used += v
+				used = plus(used, v)
 			}
 		}
 		rows = append(rows, row(rd.spec, rd.counter, rd.kind, rd.spec.limits()[rd.kind], used, now))

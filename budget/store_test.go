@@ -283,6 +283,28 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		settle(t, s, t0, nil, 5, 0) // no ticket: nothing to do
 	})
 
+	t.Run("huge reservations saturate", func(t *testing.T) {
+		// Under a budget that only warns, reservations (an app's
+		// max_tokens, up to maxAmount each) pile up unrefused. Summed
+		// in int64, two buckets near 2^62 wrapped below 0: the warning
+		// was lost and usage read negative (the Memory store's own
+		// buckets wrapped to 0 sooner).
+		s, b := newStore(t), rolling("b", time.Hour)
+		b.Tokens, b.Warn = 1000, true
+		for _, now := range []time.Time{t0, at(time.Minute)} {
+			for range maxBucket/maxAmount + 1 {
+				mustTake(t, s, now, maxAmount, one("web", b))
+			}
+		}
+		tk := mustTake(t, s, at(time.Minute), 0, one("web", b))
+		if want := []Denial{deny(b, "web", KindTokens, time.Second)}; !reflect.DeepEqual(tk.Exceeded, want) {
+			t.Errorf("exceeded %+v, want %+v", tk.Exceeded, want)
+		}
+		if got := used(t, s, at(time.Minute), b, "web", KindTokens); got != maxBucket {
+			t.Errorf("used %v tokens, want %v (saturated)", got, float64(maxBucket))
+		}
+	})
+
 	t.Run("settle in the window taken", func(t *testing.T) {
 		s, b := newStore(t), rolling("b", time.Minute)
 		b.Tokens = 100
