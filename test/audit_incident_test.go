@@ -1060,3 +1060,33 @@ func TestSignedCheckpoints(t *testing.T) {
 		t.Logf("signature edited: %s", strings.SplitN(errOut, "\n", 2)[0])
 	}
 }
+
+// TestSigningKeyMadeWithoutReload: the vault serve writes itself at
+// start (the audit signing key, on first use) is not an edit for the
+// reload watch. It was: the watch, starting from the vault's state
+// before serve read it, reloaded once right after start and logged a
+// "reloaded" no one had asked for.
+func TestSigningKeyMadeWithoutReload(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := tillDir(t, providerConfig(u, "audit: {file: audit.log, sign: true}\n"))
+	tl := startTillIn(t, dir, u.caFile)
+	if !tl.waitLog("created the audit signing key in the vault") {
+		t.Fatalf("no log of the signing key's creation:\n%s", tl.stderr.String())
+	}
+	time.Sleep(1500 * time.Millisecond) // the watch polls every 250ms
+	if strings.Contains(tl.stderr.String(), `"message":"reloaded"`) {
+		t.Errorf("till reloaded after writing its own signing key:\n%s", tl.stderr.String())
+	}
+	// The watch still sees an edit.
+	f, err := os.OpenFile(filepath.Join(dir, "till.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("# edited\n")
+	if err := errors.Join(err, f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.waitLog(`"message":"reloaded"`) {
+		t.Errorf("an edit of till.yaml was not reloaded:\n%s", tl.stderr.String())
+	}
+}

@@ -66,14 +66,10 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	se.warn = func(msg string) { logger.Warn().Msg(msg) }
 	e = &se
 
-	// The files' state before they are read: an edit that lands while
-	// till starts is one the reload watch sees.
-	seen := &reload.Seen{}
-	cfg, secrets, err := loadAllSeen(cfgPath, e, seen)
+	cfg, secrets, seen, err := loadServed(cfgPath, e, logs, logger)
 	if err != nil {
 		return err
 	}
-	logs.apply(cfg.Log)
 	if e.coreDumps != nil {
 		logger.Warn().Err(e.coreDumps).Msg("cannot disable core dumps: a crash could write keys to disk")
 	}
@@ -442,6 +438,34 @@ func (s *servedConfig) vault(cfg *config.Config) (map[string]vault.Secret, error
 		return nil, err
 	}
 	return readSecrets(cfg, s.env)
+}
+
+// loadServed loads the config and vault serve starts with, and the
+// files' state before they were read: an edit that lands while till
+// starts is one the reload watch sees. The audit signing key that
+// audit.sign needs is made first, and the files read again: the vault
+// till wrote itself is no edit to reload. The config's log settings are
+// applied once it is read.
+func loadServed(cfgPath string, e *env, logs *logOutput, logger zerolog.Logger) (*config.Config, map[string]vault.Secret, *reload.Seen, error) {
+	seen := &reload.Seen{}
+	cfg, secrets, err := loadAllSeen(cfgPath, e, seen)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	logs.apply(cfg.Log)
+	if _, ok := secrets[config.AuditKeySecret]; !cfg.Audit.Sign || ok {
+		return cfg, secrets, seen, nil
+	}
+	if _, err := auditKey(cfg, secrets, e, logger); err != nil {
+		return nil, nil, nil, err
+	}
+	seen = &reload.Seen{}
+	cfg, secrets, err = loadAllSeen(cfgPath, e, seen)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	logs.apply(cfg.Log)
+	return cfg, secrets, seen, nil
 }
 
 // openAudit opens the audit sink of the config, with its signing key
