@@ -2,6 +2,7 @@ package reload
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -56,8 +57,10 @@ type ExpiryWatch struct {
 	interval time.Duration
 	now      func() time.Time
 	// after waits for the next expiry (time.After outside tests).
-	after    func(time.Duration) <-chan time.Time
-	changed  chan struct{}
+	after   func(time.Duration) <-chan time.Time
+	changed chan struct{}
+	// fetched is set by Fetched until the watch looks.
+	fetched  atomic.Bool
 	done     chan struct{}
 	finished chan struct{}
 	stop     sync.Once
@@ -72,6 +75,7 @@ func NewExpiryWatch(log zerolog.Logger, snapshot func() *proxy.Snapshot, interva
 
 // Start warns at once, as WarnExpiry does, and then watches until Stop.
 func (w *ExpiryWatch) Start() {
+	w.fetched.Store(false) // what was fetched so far is told of here
 	WarnExpiry(w.log, w.snapshot(), w.now())
 	go w.run()
 }
@@ -83,6 +87,15 @@ func (w *ExpiryWatch) Changed() {
 	case w.changed <- struct{}{}:
 	default: // one is pending already
 	}
+}
+
+// Fetched tells the watch that a source's value was replaced or its
+// expiry moved (source.Cache.OnChange): as Changed, and a key it then
+// finds served expired already, not served before, is told of too, since
+// no reload's warning was.
+func (w *ExpiryWatch) Fetched() {
+	w.fetched.Store(true)
+	w.Changed()
 }
 
 // Stop ends the watch started (once or more).
@@ -97,11 +110,12 @@ func (w *ExpiryWatch) run() {
 	defer close(w.finished)
 	tick := time.NewTicker(w.interval)
 	defer tick.Stop()
-	var pending map[servedKey][]string
+	var served map[servedKey][]string
+	var looked time.Time
 	for {
-		pending = w.expired(pending)
+		served, looked = w.expired(served, looked, w.fetched.Swap(false))
 		var next <-chan time.Time
-		if at := earliest(pending); !at.IsZero() {
+		if at := earliest(served, looked); !at.IsZero() {
 			next = w.after(at.Sub(w.now()))
 		}
 		select {
@@ -122,12 +136,14 @@ type servedKey struct {
 	expires    time.Time
 }
 
-// expired logs, at warn, each key of pending (unexpired when last looked
-// at) that has expired since and is still served, once, with the routes
-// that use it; a key served already expired (a reload, a source's value)
-// is not, since WarnExpiry tells of it. It returns the keys served that
-// have not expired, with their routes.
-func (w *ExpiryWatch) expired(pending map[servedKey][]string) map[servedKey][]string {
+// expired logs, at warn, each key of before (served when last looked at,
+// at looked) that has expired since and is still served, once, with the
+// routes that use it. A key served already expired that was not before
+// is told of when fetched says a source brought it (a value fetched
+// expired, an expiry a source moved into the past); after a reload it is
+// not, since WarnExpiry tells of it. It returns the keys served, with
+// their routes, and when it looked.
+func (w *ExpiryWatch) expired(before map[servedKey][]string, looked time.Time, fetched bool) (map[servedKey][]string, time.Time) {
 	now := w.now()
 	served := map[servedKey][]string{}
 	for _, rt := range w.snapshot().Routes() {
@@ -139,24 +155,29 @@ func (w *ExpiryWatch) expired(pending map[servedKey][]string) map[servedKey][]st
 		}
 	}
 	for k, routes := range served {
-		if now.Before(k.expires) {
-			continue
+		_, was := before[k]
+		msg := ""
+		switch {
+		case now.Before(k.expires):
+		case was && looked.Before(k.expires):
+			msg = "a key in use has just expired: its routes' requests get secret_expired; rotate it (till secret set NAME)"
+		case !was && fetched:
+			msg = "a key fetched from its source has expired: its routes' requests get secret_expired; rotate it at its source"
 		}
-		if _, ok := pending[k]; ok {
+		if msg != "" {
 			w.log.Warn().Str("secret", k.secret).Str("key_fp", k.fp).Strs("routes", routes).
-				Time("expires", k.expires).Str("status", string(vault.StatusExpired)).
-				Msg("a key in use has just expired: its routes' requests get secret_expired; rotate it (till secret set NAME)")
+				Time("expires", k.expires).Str("status", string(vault.StatusExpired)).Msg(msg)
 		}
-		delete(served, k)
 	}
-	return served
+	return served, now
 }
 
-// earliest is the first expiry of keys; zero when there is none.
-func earliest(keys map[servedKey][]string) time.Time {
+// earliest is the first expiry of keys after now; zero when there is
+// none.
+func earliest(keys map[servedKey][]string, now time.Time) time.Time {
 	var first time.Time
 	for k := range keys {
-		if first.IsZero() || k.expires.Before(first) {
+		if now.Before(k.expires) && (first.IsZero() || k.expires.Before(first)) {
 			first = k.expires
 		}
 	}

@@ -301,3 +301,114 @@ func TestReloadWarnsOfExpiry(t *testing.T) {
 		t.Errorf("the reload warned of %v, want %v:\n%s", got, want, logs)
 	}
 }
+
+// movingSource is a source whose value and expiry the test sets.
+type movingSource struct {
+	mu      sync.Mutex
+	value   string
+	expires time.Time
+}
+
+func (m *movingSource) set(value string, expires time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.value, m.expires = value, expires
+}
+
+func (m *movingSource) Fetch(context.Context, string) ([]byte, source.Meta, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return []byte(m.value), source.Meta{Expires: m.expires}, nil
+}
+
+// TestWarnAsASourcedKeyExpires: the watch, told of a source's news as
+// serve tells it (OnChange), waits for the expiry a source moved with the
+// value unchanged (it kept waiting for the old one, and the key expired
+// without a line), and tells of a value that arrives expired already (no
+// reload's warning does).
+func TestWarnAsASourcedKeyExpires(t *testing.T) {
+	start := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&start)
+	now := func() time.Time { return *clock.Load() }
+	setClock := func(t time.Time) { clock.Store(&t) }
+	src := &movingSource{value: testKey, expires: start.Add(time.Hour)}
+	cache := source.NewCache(map[string]source.Spec{"corp": {Source: src, TTL: time.Minute}}, source.Options{Log: zerolog.Nop(), Now: now})
+	yaml := "version: 1\nsources:\n  - {name: corp, type: files, dir: keys}\nroutes:\n  - {name: own, preset: openai, secret: \"corp:own\"}\n"
+	snap := proxy.NewSnapshotWithKeys(parse(t, t.TempDir(), yaml), nil, cache)
+	logs := &lockedBuffer{}
+	watch := NewExpiryWatch(zerolog.New(logs), func() *proxy.Snapshot { return snap }, time.Hour, now)
+	waits, fire, stopped := make(chan time.Duration), make(chan time.Time), make(chan struct{})
+	watch.after = func(d time.Duration) <-chan time.Time {
+		select {
+		case waits <- d:
+		case <-stopped:
+		}
+		return fire
+	}
+	// wait waits for the watch to wait want: it may look more than once
+	// at one change (told of it before its first look).
+	wait := func(want time.Duration, what string) {
+		t.Helper()
+		for timeout := time.After(5 * time.Second); ; {
+			select {
+			case d := <-waits:
+				if d == want {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("the watch does not wait %s %s", want, what)
+			}
+		}
+	}
+	cache.OnChange(watch.Fetched)
+	fetch := func() {
+		t.Helper()
+		if _, err := cache.Get(context.Background(), "corp:own"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watch.Start()
+	defer watch.Stop()
+	defer close(stopped)
+	fetch()
+	wait(time.Hour, "once the key is fetched")
+	// The source moves the expiry earlier, the value unchanged.
+	src.set(testKey, start.Add(30*time.Minute))
+	setClock(start.Add(2 * time.Minute)) // past the ttl
+	fetch()
+	wait(28*time.Minute, "once the source moved the expiry")
+	// grown waits for a line logged past at.
+	grown := func(at int) {
+		for deadline := time.Now().Add(5 * time.Second); len(logs.String()) == at && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	at := len(logs.String())
+	setClock(start.Add(30*time.Minute + time.Second))
+	for fired := false; !fired; {
+		select {
+		case fire <- now():
+			fired = true
+		case <-waits: // a second look at the source's change
+		}
+	}
+	grown(at)
+	evs := warnings(t, logs.String()[at:])
+	if len(evs) != 1 || evs[0]["secret"] != "corp:own" || evs[0]["status"] != "expired" || evs[0]["expires"] != "2027-03-01T12:30:00Z" {
+		t.Fatalf("got %v as the key expired, want one line for corp:own", evs)
+	}
+	// A new value, expired already.
+	at = len(logs.String())
+	src.set(testKey+"-2", start.Add(10*time.Minute))
+	setClock(start.Add(40 * time.Minute))
+	fetch()
+	grown(at)
+	evs = warnings(t, logs.String()[at:])
+	if len(evs) != 1 || evs[0]["secret"] != "corp:own" || evs[0]["status"] != "expired" || evs[0]["expires"] != "2027-03-01T12:10:00Z" {
+		t.Errorf("got %v for a value fetched expired, want one line for corp:own", evs)
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Error("the log holds a key")
+	}
+}

@@ -129,7 +129,7 @@ func runServe(ctx context.Context, args []string, e *env) error {
 	// went with it, as a reload does for the vault's, and may expire at
 	// another time.
 	expiry := reload.NewExpiryWatch(logger, gw.Snapshot, reload.ExpiryInterval, time.Now)
-	keys.cache.OnChange(func() { gw.Recheck(); expiry.Changed() })
+	keys.cache.OnChange(func() { gw.Recheck(); expiry.Fetched() })
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -154,12 +154,14 @@ func (c *Cache) SetSources(specs map[string]Spec) {
 }
 
 // OnChange has f called each time a fetch finds the value held for a
-// ref replaced at its source, or gone from it, once the cache holds the
-// news: what went with the old value (a WebSocket) can then be checked
-// against it. A value the cache did not hold before counts as replaced:
-// it may have forgotten the old one (evicted, or dropped by a reload
-// that changed the source's settings) while something still goes with
-// it. f runs in the fetch, before its waiters get the value.
+// ref replaced at its source, or gone from it, or its expiry moved, once
+// the cache holds the news: what went with the old value (a WebSocket)
+// can then be checked against it, and the expiry watched anew. A value
+// the cache did not hold before (a value back after it was gone
+// included) counts as replaced: it may have forgotten the old one
+// (evicted, or dropped by a reload that changed the source's settings)
+// while something still goes with it. f runs in the fetch, before its
+// waiters get the value.
 func (c *Cache) OnChange(f func()) { c.onChange.Store(&f) }
 
 // Form is the shape in which a ref's value is read, as its route uses it.
@@ -345,9 +347,11 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	e := &entry{secret: sec, good: now, stamp: stamp, read: seq, tried: seq}
 	e.checked.Store(now.UnixNano())
 	kept := c.store(k, spec, e)
-	// Told unless the cache held this value, or found it gone (what went
-	// with the value before was told of then).
-	if kept == e && !(found && (!old.good.IsZero() && old.secret.Fingerprint() == sec.Fingerprint() || errors.Is(old.err, ErrGone))) {
+	// Told unless the cache held this value with this expiry: a value
+	// back after it was gone, or one whose expiry the source moved, is
+	// one whose expiry a running till must watch anew.
+	held := found && !old.good.IsZero() && old.secret.Fingerprint() == sec.Fingerprint()
+	if kept == e && !(held && old.secret.Expires.Equal(sec.Expires)) {
 		c.tellChange()
 	}
 	return kept, nil

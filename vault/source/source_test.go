@@ -1062,9 +1062,9 @@ func FuzzOneValue(f *testing.F) {
 
 // TestOnChangeToldOfReplacedAndGone: OnChange is told when a fetch finds
 // a ref's value replaced at its source, or gone from it (so that what
-// went with the old value can end), and not for a fetch that finds the
-// same value, nor for an outage, which revokes nothing, nor for a value
-// back after it was gone.
+// went with the old value can end), or back after it was gone, or its
+// expiry moved (so that the expiry is watched anew), and not for a fetch
+// that finds the same value, nor for an outage, which revokes nothing.
 func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	var state atomic.Value // a value, "down" or "gone"
@@ -1075,6 +1075,8 @@ func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
 			return nil, Meta{}, errors.New("down")
 		case "gone":
 			return nil, Meta{}, gone("secret/openai: no such secret")
+		case "v3 expiring":
+			return []byte("v3"), Meta{Expires: time.Unix(1_800_000_000, 0)}, nil
 		default:
 			return []byte(s), Meta{}, nil
 		}
@@ -1095,7 +1097,9 @@ func TestOnChangeToldOfReplacedAndGone(t *testing.T) {
 		{"down", 1},
 		{"v2", 2},
 		{"gone", 3},
-		{"v3", 3}, // back, after it was gone: nothing went with "gone"
+		{"v3", 4}, // back, after it was gone: its expiry is new
+		{"v3 expiring", 5},
+		{"v3 expiring", 5},
 	} {
 		state.Store(step.state)
 		clk.add(11 * time.Second) // past ttl: a fetch
