@@ -214,7 +214,7 @@ func (m *minter) token(ctx context.Context, checks askChecks) (*minted, error) {
 	})
 	select {
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, context.Cause(ctx)
 	case r := <-ch:
 		if r.Err != nil {
 			return nil, r.Err
@@ -469,13 +469,21 @@ func shorten(s string, limit int) string {
 // none is still good. The ask sends the long-lived secret: a key use,
 // recorded first (invariant 8) as the request's, to the endpoint, and
 // kept back (keptBack) when w refuses it once the endpoint's connection
-// is got, or while it waits there to be written (unwritten). The error is
-// errAuditUnavailable, keptBack or the endpoint's;
+// is got, or while it waits there to be written (unwritten). The request
+// waits for the token no longer than its route's timeout: the ask, which
+// serves every request waiting, runs on for up to mintTimeout. The error
+// is errAuditUnavailable, keptBack, errMintWait or the endpoint's;
 // asked reports whether the use record was written all the same.
 func (x *exchange) mint(in *injection, w keyWatch) (_ *injection, asked bool, _ error) {
 	m := in.minter
 	if m == nil {
 		return in, false, nil
+	}
+	ctx := x.ctx
+	if x.route.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, x.route.timeout, errMintWait{x.route.timeout})
+		defer cancel()
 	}
 	// A copy made here: the ask may outlive this request.
 	rec := x.rec
@@ -485,7 +493,7 @@ func (x *exchange) mint(in *injection, w keyWatch) (_ *injection, asked bool, _ 
 	var asks atomic.Int32
 	asks.Store(x.attempts.Load())
 	var sent atomic.Bool
-	t, err := m.token(x.ctx, askChecks{
+	t, err := m.token(ctx, askChecks{
 		before: func() bool {
 			if !x.audit.writeUse(&rec, int(asks.Add(1)), time.Now()) {
 				x.auditFailed.Store(true)
@@ -508,6 +516,14 @@ func (x *exchange) mint(in *injection, w keyWatch) (_ *injection, asked bool, _ 
 		return nil, sent.Load(), err
 	}
 	return t.inj, sent.Load(), nil
+}
+
+// errMintWait is the error of a request whose token did not come within
+// its route's timeout.
+type errMintWait struct{ timeout time.Duration }
+
+func (e errMintWait) Error() string {
+	return "no token within the route's timeout (" + e.timeout.String() + "): the token endpoint is still asked"
 }
 
 // keptBack is why a token endpoint was not asked after all: the refusal

@@ -667,6 +667,37 @@ func TestAppGoneDuringMint(t *testing.T) {
 	}
 }
 
+// TestMintHeldEndsAtTheRouteTimeout: a token endpoint that holds the ask
+// (its connection accepted, never answered) holds a request no longer
+// than its route's timeout, which then gets 502 credential_unavailable.
+// It held it for the ask's own bound, 30 s, whatever the route said.
+func TestMintHeldEndsAtTheRouteTimeout(t *testing.T) {
+	release := make(chan struct{})
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer endpoint.Close()
+	defer close(release)
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
+	gw, records, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: header}}, timeout: 1s", cred, "")
+	start := time.Now()
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the request waited %v for its token, past its route's timeout of 1s", took)
+	}
+	recs := records.records(t)
+	if w.Code != http.StatusBadGateway || len(recs) != 1 || recs[0]["reason"] != CodeCredentialUnavailable {
+		t.Errorf("got %d, records %v; want 502 credential_unavailable", w.Code, recs)
+	}
+	if !strings.Contains(logs.String(), "no token within the route's timeout") {
+		t.Errorf("the log does not say why: %s", logs.String())
+	}
+}
+
 // TestFailedAskNamesTheKey: when the token endpoint refuses the ask, the
 // request's record names the key that the ask sent (key_fp, credential),
 // as the ask's use record does: summaries count that use too.
