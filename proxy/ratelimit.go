@@ -69,7 +69,7 @@ func (l *MemoryLimits) Allow(_ context.Context, key, source string, r config.Rat
 	if limit := rate.Every(r.Per / time.Duration(r.Count)); lim.Limit() != limit || lim.Burst() != burst {
 		// A reload changed the route's rate: the bucket goes on at the
 		// new one with what it holds (no more than the new burst), as
-		// Redis's GCRA does, rather than starting full.
+		// in Redis (bucketScript), rather than starting full.
 		lim.SetLimitAt(now, limit)
 		lim.SetBurstAt(now, burst)
 	}
