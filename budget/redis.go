@@ -33,9 +33,10 @@ import (
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
 //	PREFIX:BUDGET:SET:COUNTER:KIND       a hash per counter and kind: bucket start (unix seconds) → amount
+//	PREFIX:BUDGET:SET:COUNTER:reserved   a hash: bucket start → the part of its tokens requests in flight reserved
 //	PREFIX:BUDGET:SET:counters           a sorted set: counter → start of its last Take's bucket, for Usage
 //	PREFIX:BUDGET:WINDOW:COUNTER:layout  "per": a store that keeps pers apart counted COUNTER (of any per)
-//	PREFIX:taken:ID                      a Take: "1" once it counted, then "settled", or "undone" (a tombstone)
+//	PREFIX:taken:ID                      a Take: "1" once it counted ("1 BUCKET..." when in a later period), then "settled", or "undone" (a tombstone)
 //
 // SET is [Window.String] for a budget per client, and WINDOW/route or
 // WINDOW/all for one per route or for all ("86400s/route"), so a budget
