@@ -283,7 +283,8 @@ func TestWaitForHTTP2StreamWithinRouteTimeout(t *testing.T) {
 		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api"+path, nil))
 		return w
 	}
-	go send("/stream")
+	streamed := make(chan struct{}) // the test ends after it: it reads globals
+	go func() { defer close(streamed); send("/stream") }()
 	<-streaming
 	done := make(chan *httptest.ResponseRecorder, 1)
 	start := time.Now()
@@ -299,6 +300,7 @@ func TestWaitForHTTP2StreamWithinRouteTimeout(t *testing.T) {
 		t.Errorf("got %d %q after %v, want 504 %s after the route's 1 s", w.Code, w.Header().Get("X-Till-Error"), took, CodeUpstreamTimeout)
 	}
 	close(u.release)
+	<-streamed
 	if n := u.others.Load(); n != 0 {
 		t.Errorf("the upstream got %d request(s) that gave up waiting for a stream", n)
 	}
