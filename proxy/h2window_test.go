@@ -46,12 +46,7 @@ func TestLastWriteOverHTTP2IsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("negotiated %q, the test needs h2", p)
-	}
-	c.Write([]byte(http2.ClientPreface))
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	fr := h2Start(t, c, 0)
 	paths := map[uint32]string{1: "/api/v1/x", 3: "/nowhere"} // an answer, a refusal
 	// In ID order: a lower ID after a higher one is a protocol error.
 	for _, id := range []uint32{1, 3} {
@@ -129,12 +124,10 @@ func TestHTTP2AppThatStopsReadingIsCut(t *testing.T) {
 		t.Fatalf("CONNECT: %v %v", res, err)
 	}
 	c := tls.Client(raw, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, NextProtos: []string{"h2"}})
-	if err := c.Handshake(); err != nil || c.ConnectionState().NegotiatedProtocol != "h2" {
-		t.Fatalf("handshake: %v, protocol %q; the test needs h2", err, c.ConnectionState().NegotiatedProtocol)
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
 	}
-	c.Write([]byte(http2.ClientPreface))
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+	fr := h2Start(t, c, 1<<30)
 	fr.WriteWindowUpdate(0, 1<<30)
 	h2Get(fr, 1, "127.0.0.1:"+port, "/api/v1/x") // and read nothing from now on
 	select {
@@ -149,6 +142,19 @@ func TestHTTP2AppThatStopsReadingIsCut(t *testing.T) {
 	if recs := records.records(t); len(recs) != 1 || recs[0]["reason"] != codeClientClosed {
 		t.Errorf("got records %v, want one with reason %s", recs, codeClientClosed)
 	}
+}
+
+// h2Start begins an HTTP/2 connection on c, whose handshake negotiated
+// h2, with streams' initial flow-control window set to window.
+func h2Start(t *testing.T, c *tls.Conn, window uint32) *http2.Framer {
+	t.Helper()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q, the test needs h2", p)
+	}
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	return fr
 }
 
 // h2Get writes the head of a GET of path from authority on stream id.
