@@ -27,8 +27,10 @@ type AdminOptions struct {
 }
 
 // NewAdmin returns the admin handler: /healthz, /readyz, /metrics,
-// GET /admin/routes, GET /admin/usage and POST /admin/reload. It is not audited: it never
-// touches a key.
+// GET /admin/routes, GET /admin/usage, POST /admin/reload and POST
+// /admin/test. It has no request records: only POST /admin/test touches
+// a key, when it asks a token endpoint, and that ask has its use record
+// in the gateway's trail, as a request's ask has.
 func NewAdmin(o AdminOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -56,6 +58,7 @@ func NewAdmin(o AdminOptions) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, rows)
 	})))
+	mux.Handle("POST /admin/test", guard(http.HandlerFunc(o.Gateway.serveTest)))
 	mux.Handle("POST /admin/reload", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := o.Reload(); err != nil {
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"result": "failed", "error": err.Error()})

@@ -190,8 +190,10 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 // ask, it is recorded first in a, in a `use` record naming client (the
 // verdict's) and the key, with the endpoint's host and path, one per
 // ask; when that record cannot be written, nothing is sent and the error
-// is ErrAuditUnavailable.
-func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) error {
+// is ErrAuditUnavailable. As a request, it asks only when the route's
+// minter holds no token still good and no failure of the endpoint is
+// remembered (which is then the error): Minted says which.
+func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) (Minted, error) {
 	for _, rt := range s.routes {
 		if rt.name != route {
 			continue
@@ -201,26 +203,69 @@ func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) err
 		in, e, ok := s.credential(r, rt, identity{}, time.Now(), &d)
 		if !ok {
 			if d.fetchErr != nil {
-				return d.fetchErr
+				return Minted{}, d.fetchErr
 			}
-			return fmt.Errorf("%s (%s)", e.message, e.code)
+			return Minted{}, fmt.Errorf("%s (%s)", e.message, e.code)
 		}
 		if in.minter == nil {
-			return fmt.Errorf("route %q mints no token", route)
+			return Minted{}, fmt.Errorf("route %q mints no token", route)
 		}
 		rec := record{id: newRequestIDs().next(), client: client, route: rt.name, method: http.MethodPost,
 			host: in.minter.endpoint.Host, path: in.minter.endpoint.Path}
 		rec.nameKey(in)
 		var asks atomic.Int32
-		_, err := in.minter.token(ctx, askChecks{before: func() bool {
+		t, err := in.minter.token(ctx, askChecks{before: func() bool {
 			return a.writeUse(&rec, int(asks.Add(1)), time.Now())
 		}})
+		m := Minted{Asked: asks.Load() > 0, UseID: rec.id}
 		if errors.Is(err, errAuditUnavailable) {
-			return ErrAuditUnavailable
+			return m, ErrAuditUnavailable
 		}
-		return err
+		if err == nil {
+			m.At, m.Until = t.at, t.sentUntil()
+		}
+		return m, err
 	}
-	return fmt.Errorf("no route %q", route)
+	return Minted{}, fmt.Errorf("no route %q", route)
+}
+
+// Minted is how Mint came by a token.
+type Minted struct {
+	// Asked says the token endpoint was asked, after the use record
+	// with the id UseID was written. Else the route's minter held a
+	// token still good (or got one from an ask made for a request
+	// meanwhile), which a request would go with too.
+	Asked bool
+	// UseID is the id of the ask's use record.
+	UseID string
+	// At is when the token was minted.
+	At time.Time
+	// Until is when till stops sending the token (zero when it does
+	// not expire).
+	Until time.Time
+}
+
+// ApplyMint says in v, an allowed request's verdict, how Mint went for
+// it: refused (audit_unavailable when the ask could not be recorded,
+// credential_unavailable when no token came), or allowed with a warning
+// that says where the token came from.
+func (v *Verdict) ApplyMint(m Minted, err error) {
+	switch {
+	case errors.Is(err, ErrAuditUnavailable):
+		v.Allowed, v.Code, v.Reason = false, CodeAuditUnavailable, err.Error()
+		return
+	case err != nil:
+		v.Allowed, v.Code, v.Reason = false, CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
+		return
+	}
+	said := "a token was obtained from the token endpoint (the ask is in the audit trail, its use record's id " + m.UseID + ")"
+	if !m.Asked {
+		said = "the token endpoint was not asked for this test: a request would go with the token it gave at " + m.At.UTC().Format(time.RFC3339)
+		if !m.Until.IsZero() {
+			said += ", sent until " + m.Until.UTC().Format(time.RFC3339)
+		}
+	}
+	v.Warning = strings.TrimPrefix(v.Warning+"; "+said, "; ")
 }
 
 // ErrAuditUnavailable is Mint's error when the use record of its ask

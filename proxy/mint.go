@@ -351,11 +351,21 @@ func (s stoppable) Read(p []byte) (int, error) {
 
 // good reports whether t may still be sent.
 func (m *minter) good(t *minted) bool {
+	return !t.refused.Load() && (t.expires.IsZero() || m.now().Before(t.sentUntil()))
+}
+
+// sentUntil is when t stops being sent: a minute before it expires (half
+// its life for one that lives no longer, else it would never be used);
+// zero when it has no expiry.
+func (t *minted) sentUntil() time.Time {
+	if t.expires.IsZero() {
+		return time.Time{}
+	}
 	early := mintEarly
 	if life := t.expires.Sub(t.at); life <= mintEarly {
-		early = life / 2 // else it would never be used
+		early = life / 2
 	}
-	return !t.refused.Load() && (t.expires.IsZero() || m.now().Before(t.expires.Add(-early)))
+	return t.expires.Add(-early)
 }
 
 // refuse ends t, which the upstream answered 401 at now, unless it was

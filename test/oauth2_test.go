@@ -1,6 +1,7 @@
 package test
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -200,9 +201,10 @@ func TestTillTestMintIsRecorded(t *testing.T) {
 	env := []string{"SSL_CERT_FILE=" + up.caFile}
 	trail := filepath.Join(tl.dir, "audit.log")
 
-	// serve holds the trail: not recorded, so not asked.
+	// serve holds the trail and has no admin listener to ask: not
+	// recorded, so not asked; the reason says how to have serve asked.
 	out, _, code := runTill(t, tl.dir, "", env, "test", "--mint", "--client", "web", "GET", "/api/v1/things")
-	if code != 1 || !strings.Contains(out, "refused: audit_unavailable") || f.count("/oauth/token") != 0 {
+	if code != 1 || !strings.Contains(out, "refused: audit_unavailable") || !strings.Contains(out, "admin: {listen:") || f.count("/oauth/token") != 0 {
 		t.Errorf("till test --mint while serve holds the audit file: exit %d, %d asks: %s", code, f.count("/oauth/token"), out)
 	}
 	if resp, _ := do(t, newRequest(t, "GET", tl.url("/api/v1/things"), nil)); resp.StatusCode != 200 {
@@ -256,4 +258,100 @@ func TestTillTestMintIsRecorded(t *testing.T) {
 		t.Errorf("till test --mint with an unwritable audit file: exit %d, %d asks (want %d): %s", code, f.count("/oauth/token"), asked, out)
 	}
 	tl.assertNoLeak([]string{f.secret})
+}
+
+// TestTillTestMintAsksServe: while a running till holds the audit file,
+// till test --mint asks it, through its admin listener (POST
+// /admin/test, with TILL_ADMIN_TOKEN), to mint as it would for the
+// request: the token endpoint, which checks the client secret, is asked
+// once, by serve, whose trail holds the ask's use record; a later test
+// is told the token serve holds, without an ask, and a live request goes
+// with that token. A refused request asks nothing; a wrong admin token
+// is refused, by the CLI and by the listener; the token never reaches
+// the CLI's output or the trail. Caught: till test --mint was refused
+// whenever till ran, which in production is always.
+func TestTillTestMintAsksServe(t *testing.T) {
+	const adminToken, webToken = "admin-token-mint-0123456789", "till_MintAsksServeWebClient0123456789"
+	f := &fakeOAuth{id: "till-client", secret: keyed("oauth-secret-", "ms"), issued: map[string]int{}, valid: map[string]bool{}}
+	up := newUpstream(t, f)
+	cfg := fmt.Sprintf("version: 1\nadmin: {listen: \"127.0.0.1:0\", token_sha256: %x}\naudit: {file: audit.log}\n", sha256.Sum256([]byte(adminToken))) +
+		fmt.Sprintf("clients:\n  - {name: web, token_sha256: %x}\nroutes:\n", sha256.Sum256([]byte(webToken))) +
+		"  - {name: api, upstream: \"" + up.URL + "\", secret: oauth, clients: [web], allow: {methods: [GET]}, inject: {oauth2: {token_url: \"" + up.URL + "/oauth/token\", scopes: [api]}}}\n"
+	tl := startTill(t, cfg, map[string]string{"oauth": `{"client_id":"till-client","client_secret":"` + f.secret + `"}`}, up.caFile)
+	// The CLI reads the admin address from its config: the one serve bound.
+	admin := tl.adminAddr()
+	if err := os.WriteFile(filepath.Join(tl.dir, "cli.yaml"), []byte(strings.Replace(cfg, "127.0.0.1:0", admin, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SSL_CERT_FILE=" + up.caFile, "TILL_ADMIN_TOKEN=" + adminToken}
+	mint := func(env []string, args ...string) (string, int) {
+		out, errOut, code := runTill(t, tl.dir, "", env, append([]string{"test", "-c", "cli.yaml", "--mint", "--client", "web"}, args...)...)
+		return out + errOut, code
+	}
+	var outputs []string
+
+	out, code := mint(env, "GET", "/api/v1/things")
+	outputs = append(outputs, out)
+	if code != 0 || !strings.Contains(out, "a token was obtained") || f.count("/oauth/token") != 1 {
+		t.Fatalf("till test --mint while serve runs: exit %d, %d asks (want 1): %s", code, f.count("/oauth/token"), out)
+	}
+	var ask auditRecord
+	recs := readIncidentTrail(t, filepath.Join(tl.dir, "audit.log"))
+	for _, r := range recs {
+		if r.rec["event"] == "use" && r.rec["path"] == "/oauth/token" {
+			ask = r.rec
+		}
+	}
+	if ask == nil || ask["client"] != "web" || ask["route"] != "api" || ask["method"] != "POST" || ask["key_fp"] == "" || ask["credential"] != "oauth2" {
+		t.Errorf("serve's trail has no use record of the ask (got %v)", ask)
+	}
+
+	// The token is serve's now: the next test is told so, without an ask.
+	out, code = mint(env, "--json", "GET", "/api/v1/things")
+	outputs = append(outputs, out)
+	var v map[string]any
+	if json.Unmarshal([]byte(out), &v); code != 0 || v["allowed"] != true || !strings.Contains(fmt.Sprint(v["warning"]), "not asked for this test") || f.count("/oauth/token") != 1 {
+		t.Errorf("a second till test --mint --json: exit %d, %d asks (want 1): %s", code, f.count("/oauth/token"), out)
+	}
+	live := newRequest(t, "GET", tl.url("/api/v1/things"), nil)
+	live.Header.Set("X-Till-Token", webToken)
+	if resp, body := do(t, live); resp.StatusCode != 200 || f.count("/oauth/token") != 1 {
+		t.Errorf("a request after till test --mint: %d %s, %d asks; want 200 with the token serve minted for the test", resp.StatusCode, body, f.count("/oauth/token"))
+	}
+	// A refused request asks nothing.
+	out, code = mint(env, "POST", "/api/v1/things")
+	outputs = append(outputs, out)
+	if code != 1 || !strings.Contains(out, "refused: method_not_allowed") {
+		t.Errorf("till test --mint of a refused request: exit %d: %s", code, out)
+	}
+	// A wrong admin token: the CLI does not send it, and the listener
+	// refuses it.
+	out, code = mint([]string{"SSL_CERT_FILE=" + up.caFile, "TILL_ADMIN_TOKEN=admin-token-wrong-0123456789"}, "GET", "/api/v1/things")
+	outputs = append(outputs, out)
+	if code != 1 || !strings.Contains(out, "refused: audit_unavailable") || !strings.Contains(out, "TILL_ADMIN_TOKEN") {
+		t.Errorf("till test --mint with a wrong admin token: exit %d: %s", code, out)
+	}
+	req := newRequest(t, "POST", "http://"+admin+"/admin/test", strings.NewReader(`{"method":"GET","target":"/api/v1/things","client":"web"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer admin-token-wrong-0123456789")
+	if resp, body := do(t, req); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("POST /admin/test with a wrong admin token: %d %s, want 401", resp.StatusCode, body)
+	}
+	if n := f.count("/oauth/token"); n != 1 {
+		t.Errorf("%d asks of the token endpoint, want the first test's one", n)
+	}
+	tl.stop()
+	if out, errOut, code := auditVerify(t, tl.dir, "audit.log"); code != 0 {
+		t.Errorf("till audit verify: exit %d\n%s%s", code, out, errOut)
+	}
+	f.mu.Lock()
+	tokens := append([]string(nil), f.tokens...)
+	f.mu.Unlock()
+	trail, _ := os.ReadFile(filepath.Join(tl.dir, "audit.log"))
+	for _, tok := range tokens {
+		if strings.Contains(strings.Join(outputs, "")+string(trail), tok) {
+			t.Errorf("the minted token is in till test's output or the trail")
+		}
+	}
+	tl.assertNoLeak(append([]string{f.secret}, tokens...))
 }

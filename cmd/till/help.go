@@ -38,7 +38,7 @@ var commandHelp = map[string]helpEntry{
 		short:    "dry-run a request: route, verdict, secret; exit 0 allowed, 1 refused",
 		about: "Dry-run a request through the config, sending nothing upstream: the route, the verdict and the secret (name or source ref, and fingerprint; a source's key is fetched), or why it would be refused; exit 0 allowed, 1 refused. " +
 			"URL is a path (/openai/v1/models) or a URL on till's own listener (the base URLs the serve log prints) for a base-URL request, " +
-			"or another http:// or https:// URL for a proxied one. --from is the source address, for clients' cidrs; --model the model a request body would name, for allow.models; --mint obtains a token from the route's token endpoint for a request it allows, to check it (the token is not shown; the ask is the operator's, not in serve's audit trail).",
+			"or another http:// or https:// URL for a proxied one. --from is the source address, for clients' cidrs; --model the model a request body would name, for allow.models; --mint obtains a token from the route's token endpoint for a request it allows, to check it (the token is not shown; the ask, a use of the key, is recorded in the audit trail first; while a running till holds the audit file, that till is asked to mint, through its admin listener, with TILL_ADMIN_TOKEN when it wants one).",
 		examples: []string{
 			"till test GET /openai/v1/models",
 			"till test --client web --from 10.1.2.3 POST http://127.0.0.1:8080/openai/v1/chat/completions",

@@ -31,7 +31,7 @@ func runTest(args []string, e *env) error {
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
-	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask, a use of the key, is recorded in the audit trail first (refused while a running till holds the audit file)")
+	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask, a use of the key, is recorded in the audit trail first; while a running till holds the audit file, that till mints, asked through its admin listener)")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
@@ -78,7 +78,8 @@ func runTest(args []string, e *env) error {
 	v := snap.Explain(method, target, client, netip.AddrPortFrom(source, 0).String(), model, time.Now())
 	if mint && v.Route != "" && v.Allowed {
 		// Only for a request the policy lets by, as serve mints.
-		mintOnce(cfg, secrets, e, snap, &v)
+		ask := proxy.TestRequest{Method: method, Target: target, Client: client, From: from, Model: model}
+		mintOnce(cfgPath, cfg, secrets, e, snap, ask, &v)
 	}
 	if asJSON {
 		out := testJSON{Verdict: v}
@@ -110,34 +111,71 @@ func runTest(args []string, e *env) error {
 }
 
 // mintOnce asks the token endpoint of v's route for a token, as serve
-// would for v's request, and says in v how that went. The ask sends the
-// long-lived secret, a key use: its use record goes to the config's
-// audit trail first, or the endpoint is not asked (audit_unavailable),
-// as serve does. The trail has one writer at a time: while a running
-// till holds its file, this ask cannot be recorded, so it is not made.
-func mintOnce(cfg *config.Config, secrets map[string]vault.Secret, e *env, snap *proxy.Snapshot, v *proxy.Verdict) {
+// would for v's request (ask), and says in v how that went. The ask
+// sends the long-lived secret, a key use: its use record goes to the
+// config's audit trail first, or the endpoint is not asked
+// (audit_unavailable), as serve does. The trail has one writer at a
+// time: while a running till holds its file, the ask is that till's to
+// make (mintByServe), through its admin listener; without one, it is not
+// made.
+func mintOnce(cfgPath string, cfg *config.Config, secrets map[string]vault.Secret, e *env, snap *proxy.Snapshot, ask proxy.TestRequest, v *proxy.Verdict) {
 	logger := zerolog.New(e.stderr).With().Timestamp().Logger()
 	sink, err := mintAudit(cfg, secrets, e, logger)
+	if errors.Is(err, audit.ErrHeld) && cfg.Admin.Listen != "" {
+		mintByServe(cfgPath, e, ask, v)
+		return
+	}
 	if err != nil {
 		v.Allowed, v.Code = false, proxy.CodeAuditUnavailable
 		v.Reason = "the token endpoint was not asked: its use of the key could not be recorded: " + err.Error()
 		if errors.Is(err, audit.ErrHeld) {
-			v.Reason += "; the running till's own asks are recorded there: stop it to ask from here"
+			v.Reason += "; the running till's own asks are recorded there: " +
+				setIn(cfg, "admin: {listen: 127.0.0.1:9090}", " and restart that till, and till test --mint asks it for the token through its admin listener (or stop it to ask from here)")
 		}
 		return
 	}
-	err = snap.Mint(context.Background(), proxy.NewAudit(sink), v.Route, v.Client)
+	m, err := snap.Mint(context.Background(), proxy.NewAudit(sink), v.Route, v.Client)
 	if cerr := sink.Close(); err == nil && cerr != nil {
 		logger.Error().Err(cerr).Msg("closing the audit file")
 	}
-	switch {
-	case errors.Is(err, proxy.ErrAuditUnavailable):
-		v.Allowed, v.Code, v.Reason = false, proxy.CodeAuditUnavailable, err.Error()
-	case err != nil:
-		v.Allowed, v.Code, v.Reason = false, proxy.CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
-	default:
-		v.Warning = strings.TrimPrefix(v.Warning+"; a token was obtained from the token endpoint (the ask is in the audit trail)", "; ")
+	v.ApplyMint(m, err)
+}
+
+// mintTestTimeout bounds till test's wait for a running till's answer to
+// POST /admin/test, longer than what that till waits for: its key from a
+// source (up to a minute), then its token endpoint (up to 30 s).
+const mintTestTimeout = 2 * time.Minute
+
+// mintByServe asks the running till that holds the audit file to try
+// ask, through its admin listener (POST /admin/test, with
+// $TILL_ADMIN_TOKEN when the listener wants one), and puts its verdict in
+// v: the token endpoint is asked by that till, through the route's own
+// minter (its token cache), and its use record is in that till's trail.
+// The verdict is shown as printable text only: what answers at the
+// address may not be till.
+func mintByServe(cfgPath string, e *env, ask proxy.TestRequest, v *proxy.Verdict) {
+	ctx, cancel := context.WithTimeout(context.Background(), mintTestTimeout)
+	defer cancel()
+	var got proxy.Verdict
+	t, err := adminURL(ctx, cfgPath, e)
+	if err == nil {
+		err = callAdmin(ctx, t.at("/admin/test"), e.getenv("TILL_ADMIN_TOKEN"), ask, &got)
 	}
+	if err != nil {
+		v.Allowed, v.Code = false, proxy.CodeAuditUnavailable
+		v.Reason = "the token endpoint was not asked: a running till holds the audit file, and its admin listener did not take the ask: " + err.Error()
+		var h hintError
+		if errors.As(err, &h) {
+			hint, _, _ := strings.Cut(h.hint, ", or pass --url") // till test has no --url
+			v.Reason += " (" + hint + ")"
+		}
+		return
+	}
+	for _, f := range []*string{&got.Mode, &got.Route, &got.Client, &got.Secret, &got.Fingerprint, &got.Upstream,
+		&got.Code, &got.Reason, &got.Warning, &got.Rate, &got.Credential} {
+		*f = printable(*f, 1000)
+	}
+	*v = got
 }
 
 // mintAudit opens the trail that records till test's ask: the config's

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -179,10 +180,26 @@ const adminDownHint = "till serve opens admin.listen when it starts, not at a re
 // till. The token goes through a socket only when no user but the
 // folder's owner can have put it there (unixsock.CheckFolder).
 func askAdmin(ctx context.Context, t adminTarget, token string, out any) error {
+	return callAdmin(ctx, t, token, nil, out)
+}
+
+// callAdmin is askAdmin, with a POST of in as JSON when in is not nil.
+func callAdmin(ctx context.Context, t adminTarget, token string, in, out any) error {
 	shown := t.String()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
+	method, sent := http.MethodGet, io.Reader(nil)
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		method, sent = http.MethodPost, bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, t.url.String(), sent)
 	if err != nil {
 		return fmt.Errorf("%s: %w", shown, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	send, err := t.sends(token)
 	if err != nil {
