@@ -66,6 +66,9 @@ type Gateway struct {
 	// tunnelIdle ends a tunnel or switched protocol idle that long
 	// (tunnelIdleTimeout).
 	tunnelIdle time.Duration
+	// mintFails keeps the warnings of requests whose token could not be
+	// obtained to one line per route per interval.
+	mintFails *mintFailLog
 
 	limits   RateLimiter
 	failOpen bool // limits.on_redis_error: allow
@@ -125,7 +128,7 @@ type Options struct {
 
 // New returns a Gateway serving snap.
 func New(snap *Snapshot, opts Options) *Gateway {
-	g := &Gateway{audit: opts.Audit, log: opts.Log, ids: newRequestIDs(), own: opts.Listeners, limits: opts.Limits, failOpen: opts.LimitsFailOpen, metrics: opts.Metrics, tunnelIdle: tunnelIdleTimeout}
+	g := &Gateway{audit: opts.Audit, log: opts.Log, mintFails: newMintFailLog(opts.Log), ids: newRequestIDs(), own: opts.Listeners, limits: opts.Limits, failOpen: opts.LimitsFailOpen, metrics: opts.Metrics, tunnelIdle: tunnelIdleTimeout}
 	if g.limits == nil {
 		g.limits = NewMemoryLimits()
 	}

@@ -568,11 +568,12 @@ func (g *Gateway) mintFailed(w http.ResponseWriter, r *http.Request, x *exchange
 		x.failure = codeClientClosed // or shutdown's cut: see outcome
 		return
 	}
-	ev := g.log.Warn()
+	const msg = "the route's token cannot be obtained from its token endpoint"
 	if errors.As(err, new(errMintBackoff)) {
-		ev = g.log.Debug() // logged when it failed, not once per request since
+		// Logged when it failed, not once per request since.
+		g.log.Debug().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).Str("error", err.Error()).Msg(msg)
+	} else {
+		g.mintFails.warn(x.rec.id, x.route.name, x.rec.secret, err, msg)
 	}
-	ev.Str("id", x.rec.id).Str("route", x.route.name).Str("secret", x.rec.secret).
-		Str("error", err.Error()).Msg("the route's token cannot be obtained from its token endpoint")
 	g.fail(w, x, errCredentialUnavailable)
 }

@@ -461,8 +461,7 @@ func (g *Gateway) nextKey(r *http.Request, x *exchange, res *http.Response, err 
 	// use record.
 	minted, _, merr := x.mint(inj, g.watchKey(r, x, next, inj))
 	if merr != nil {
-		g.log.Warn().Str("id", x.rec.id).Str("route", x.route.name).Str("secret", inj.secretName).
-			Str("error", merr.Error()).Msg("the pool's next token cannot be obtained from its token endpoint")
+		g.mintFails.warn(x.rec.id, x.route.name, inj.secretName, merr, "the pool's next token cannot be obtained from its token endpoint")
 		return false
 	}
 	if g.readmit(r, x, next) != nil {
