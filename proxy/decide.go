@@ -150,6 +150,8 @@ func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.
 	inj, stale := rt.injection, false
 	var err error
 	switch {
+	case rt.pool != nil && d.member != nil: // the key a verdict named (Mint)
+		inj, stale, err = d.member.key(r.Context())
 	case rt.pool != nil:
 		d.caller = id.name()
 		if id.client == nil {

@@ -30,6 +30,8 @@ type Verdict struct {
 	Warning     string `json:"warning"`     // allowed, but something is off
 	Rate        string `json:"rate"`        // the route's per-client rate, not applied here
 	Credential  string `json:"credential"`  // how the key is used: static, sigv4, oauth2, github_app or google; "" without a route
+
+	member *member // the pool's key decided on, which Mint asks with; nil outside a pool
 }
 
 // explainFetchTimeout bounds how long a dry run waits for a key from a
@@ -104,7 +106,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	}
 	d := s.decide(r.WithContext(ctx), rt, t.pathForRules(), id, now, nil, func() (ask, *apiError) { return a, nil })
 	if d.inj != nil {
-		v.Secret, v.Fingerprint = d.inj.secretName, d.inj.fp
+		v.Secret, v.Fingerprint, v.member = d.inj.secretName, d.inj.fp, d.member
 	}
 	if !d.Allowed {
 		switch {
@@ -181,25 +183,26 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 	return target{}, &apiError{CodeBadRequest, "the target must be a path or an http:// or https:// URL"}
 }
 
-// Mint obtains a token for the named route, as a request would, and
-// reports the token endpoint's error, if any; the token itself is never
-// returned (till test --mint). It asks with the key a request would go
-// with (s.credential): a pool's usable member, a source's current value,
-// and never a key expired under on_expired: block, which serve withholds.
+// Mint obtains a token for v, an allowed request's verdict on s, as the
+// request would, and reports the token endpoint's error, if any; the
+// token itself is never returned (till test --mint). It asks with the key
+// the verdict names (s.credential): on a pool, the member it decided on,
+// not the one whose turn comes next; a source's current value; and never
+// a key expired under on_expired: block, which serve withholds.
 // The ask sends the long-lived secret, a key use: as a live request's
-// ask, it is recorded first in a, in a `use` record naming client (the
-// verdict's) and the key, with the endpoint's host and path, one per
+// ask, it is recorded first in a, in a `use` record naming the verdict's
+// client and the key, with the endpoint's host and path, one per
 // ask; when that record cannot be written, nothing is sent and the error
 // is ErrAuditUnavailable. As a request, it asks only when the route's
 // minter holds no token still good and no failure of the endpoint is
 // remembered (which is then the error): Minted says which.
-func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) (Minted, error) {
+func (s *Snapshot) Mint(ctx context.Context, a *Audit, v Verdict) (Minted, error) {
 	for _, rt := range s.routes {
-		if rt.name != route {
+		if rt.name != v.Route {
 			continue
 		}
 		r := (&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rt.prefix}, Header: http.Header{}, RemoteAddr: "127.0.0.1:0"}).WithContext(ctx)
-		var d Decision
+		d := Decision{member: v.member}
 		in, e, ok := s.credential(r, rt, identity{}, time.Now(), &d)
 		if !ok {
 			if d.fetchErr != nil {
@@ -208,9 +211,9 @@ func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) (Mi
 			return Minted{}, fmt.Errorf("%s (%s)", e.message, e.code)
 		}
 		if in.minter == nil {
-			return Minted{}, fmt.Errorf("route %q mints no token", route)
+			return Minted{}, fmt.Errorf("route %q mints no token", v.Route)
 		}
-		rec := record{id: newRequestIDs().next(), client: client, route: rt.name, method: http.MethodPost,
+		rec := record{id: newRequestIDs().next(), client: v.Client, route: rt.name, method: http.MethodPost,
 			host: in.minter.endpoint.Host, path: in.minter.endpoint.Path}
 		rec.nameKey(in)
 		var asks atomic.Int32
@@ -226,7 +229,7 @@ func (s *Snapshot) Mint(ctx context.Context, a *Audit, route, client string) (Mi
 		}
 		return m, err
 	}
-	return Minted{}, fmt.Errorf("no route %q", route)
+	return Minted{}, fmt.Errorf("no route %q", v.Route)
 }
 
 // Minted is how Mint came by a token.

@@ -853,7 +853,7 @@ func TestGitHubAppErrorHoldsTillsTextOnly(t *testing.T) {
 		}
 	}()
 	gw, _, _ := mintGateway(t, "http://"+ln.Addr().String(), "{github_app: {app_id: 1, installation_id: 2}}", vault.NewSecret("cred", rsaPEM(t), time.Now()), "")
-	_, err = gw.Snapshot().Mint(context.Background(), gw.audit, "api", anonymous)
+	_, err = gw.Snapshot().Mint(context.Background(), gw.audit, Verdict{Route: "api", Client: anonymous})
 	if err == nil || !strings.Contains(err.Error(), "401 Unauthorized") {
 		t.Fatalf("got %v, want the status 401 named", err)
 	}
@@ -905,7 +905,7 @@ func TestGoogleMintErrorHidesTheAssertion(t *testing.T) {
 				t.Fatalf("got %d, want 502", w.Code)
 			}
 			gw2, _, _ := mintGateway(t, endpoint.URL, "{google: {}}", vault.NewFieldSecret("cred", key, time.Now()), "")
-			_, mintErr := gw2.Snapshot().Mint(context.Background(), gw2.audit, "api", anonymous)
+			_, mintErr := gw2.Snapshot().Mint(context.Background(), gw2.audit, Verdict{Route: "api", Client: anonymous})
 			if mintErr == nil {
 				t.Fatal("Mint succeeded, want the endpoint's refusal")
 			}
@@ -967,11 +967,11 @@ func TestMintAsksWithTheKeyARequestWould(t *testing.T) {
 	}
 	// The ask is a key use: recorded first, or not sent.
 	down := &failingWriter{fail: true}
-	if _, err := snap.Mint(context.Background(), testAudit(down), "api", "web"); !errors.Is(err, ErrAuditUnavailable) {
+	if _, err := snap.Mint(context.Background(), testAudit(down), Verdict{Route: "api", Client: "web"}); !errors.Is(err, ErrAuditUnavailable) {
 		t.Errorf("with the audit sink down: %v, want ErrAuditUnavailable", err)
 	}
 	buf := &lockedBuffer{}
-	if _, err := snap.Mint(context.Background(), testAudit(buf), "api", "web"); err != nil {
+	if _, err := snap.Mint(context.Background(), testAudit(buf), Verdict{Route: "api", Client: "web"}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()

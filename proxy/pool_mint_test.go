@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,5 +63,43 @@ func TestPoolPassesOverKeyItCannotMintWith(t *testing.T) {
 	}
 	if failed > 1 {
 		t.Errorf("statuses %v: want key a's first failure only, the rest served with key b", codes)
+	}
+}
+
+// TestMintAsksWithTheVerdictsPoolKey: on a pool whose keys take turns,
+// till test --mint asks the token endpoint with the key its verdict
+// names, not with the key whose turn comes after the verdict's.
+func TestMintAsksWithTheVerdictsPoolKey(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _, _ := r.BasicAuth()
+		mu.Lock()
+		asked = append(asked, id)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"tok-`+id+`-0123456789abcdef","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer endpoint.Close()
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: https://api.example.com, secret: [a, b, c], inject: {oauth2: {token_url: "+endpoint.URL+"/token, auth_style: header}}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"a": oauthSecret("a", time.Now()), "b": oauthSecret("b", time.Now()), "c": oauthSecret("c", time.Now())})
+	for range 3 {
+		v := snap.Explain("GET", "/api/v1/x", "", "127.0.0.1:1234", "", time.Now())
+		if !v.Allowed {
+			t.Fatalf("verdict %+v, want allowed", v)
+		}
+		m, err := snap.Mint(context.Background(), testAudit(&lockedBuffer{}), v)
+		if err != nil || !m.Asked {
+			t.Fatalf("mint: %+v, %v", m, err)
+		}
+		mu.Lock()
+		last := asked[len(asked)-1]
+		mu.Unlock()
+		if last != v.Secret {
+			t.Errorf("the verdict names key %q; the token endpoint was asked with %q", v.Secret, last)
+		}
 	}
 }

@@ -134,7 +134,7 @@ func mintOnce(cfgPath string, cfg *config.Config, secrets map[string]vault.Secre
 		}
 		return
 	}
-	m, err := snap.Mint(context.Background(), proxy.NewAudit(sink), v.Route, v.Client)
+	m, err := snap.Mint(context.Background(), proxy.NewAudit(sink), *v)
 	if cerr := sink.Close(); err == nil && cerr != nil {
 		logger.Error().Err(cerr).Msg("closing the audit file")
 	}
