@@ -448,7 +448,10 @@ type Store interface {
 	Take(ctx context.Context, now time.Time, charges []Charge, reserve int64) (*Ticket, *Denial, error)
 	// Settle replaces the ticket's reservation by what the request used,
 	// in the buckets it was taken in: a window that has moved on since is
-	// not charged. A ticket is settled once; later calls do nothing.
+	// not charged. It gives back no more of the reservation than the
+	// store still holds (Redis lost its data, the bucket aged out), so
+	// that what was counted since is kept. A ticket is settled once;
+	// later calls do nothing.
 	Settle(ctx context.Context, now time.Time, t *Ticket, tokens int64, usd float64) error
 	// Usage lists the limits of each counter of specs charged within its
 	// window, sorted by budget, counter and kind.

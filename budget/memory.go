@@ -243,16 +243,26 @@ func add(bs *[]bucketAmount, start, v int64, until time.Duration) {
 	}
 }
 
-// settledIn returns where a request taken in bucket, which used tokens
-// and reserved reserve, is settled at sp, and what to add there: its
-// bucket, less the reservation; or, when the window moved on while it ran
-// (a stream longer than the window), now's bucket, all it used (the
-// reservation went with its bucket).
-func settledIn(bucket int64, sp span, tokens, reserve int64) (int64, int64) {
+// settledIn returns the bucket a request taken in bucket is settled in at
+// sp: its own, where its reservation is taken off what it used; or, when
+// the window moved on while it ran (a stream longer than the window),
+// now's, where all it used is added (the reservation went with its
+// bucket).
+func settledIn(bucket int64, sp span) int64 {
 	if bucket < sp.liveMin {
-		return sp.bucket, tokens
+		return sp.bucket
 	}
-	return bucket, tokens - reserve
+	return bucket
+}
+
+// amountAt is what bs holds in the bucket starting at start.
+func amountAt(bs []bucketAmount, start int64) int64 {
+	for _, b := range bs {
+		if b.start == start {
+			return b.v
+		}
+	}
+	return 0
 }
 
 // Settle replaces the ticket's reservation by what the request used. See
@@ -268,17 +278,25 @@ func (m *Memory) Settle(_ context.Context, now time.Time, t *Ticket, tokens int6
 	for _, tk := range t.charges {
 		mb := m.budget(memKey{tk.budget, tk.window, tk.per}, now, elapsed)
 		sp := tk.window.at(now)
-		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
+		bucket := settledIn(tk.bucket, sp)
 		mc := mb.counters[tk.counter]
 		if mc == nil {
 			mc = &memCounter{last: sp.liveMin - 1}
 			mb.counters[tk.counter] = mc
 		}
+		// Only what is still reserved is taken off: a reservation that
+		// aged out by the monotonic clock is not taken again from what
+		// was counted in its bucket since.
+		held := min(t.reserve, amountAt(mc.reserved, tk.bucket))
+		used := tokens
+		if bucket == tk.bucket {
+			used -= held
+		}
 		mc.last = max(mc.last, bucket)
 		until := untilOf(tk.window, bucket, now, elapsed)
 		add(&mc.kinds[toks], bucket, used, until)
 		add(&mc.kinds[usd], bucket, cost, until)
-		add(&mc.reserved, tk.bucket, -t.reserve, 0)
+		add(&mc.reserved, tk.bucket, -held, 0)
 	}
 	return nil
 }

@@ -63,7 +63,9 @@ import (
 // answer fails the call, as any store failure does. Counts are as
 // durable as Redis keeps them: an eviction policy that drops keys with a
 // TTL (all of these have one), or a restart that loses the data, starts
-// them afresh.
+// them afresh; a request in flight across the loss gives back no more of
+// its reservation than the reserved hash still holds, so what was counted
+// since is kept.
 type Redis struct {
 	client redis.UniversalClient
 	late   redis.UniversalClient
@@ -218,9 +220,10 @@ const badCountFix = " (a hand edit?): every Take and Settle that counts in it fa
 // scripts check what they read and what they add to before they write.
 // hold adds d to a field of a reservedKey hash, within 0..2^62 (a field
 // at 0 is deleted; given dropBefore, the fields before it too, which a
-// till stopped mid-request left), and heldLive lists its fields from
-// liveMin on; neither fails on what it cannot read: a reservation only
-// tells a denial's wait.
+// till stopped mid-request left), heldLive lists its fields from liveMin
+// on, and heldAt says what a field holds; none fails on what it cannot
+// read: a reservation only tells a denial's wait, and how much a Settle
+// takes back.
 const luaHelpers = `
 local function isCount(s)
   return s == '0' or (#s <= 19 and string.find(s, '^[1-9]%d*$') ~= nil)
@@ -276,6 +279,11 @@ local function heldLive(key, liveMin)
     end
   end
   return held
+end
+local function heldAt(key, bucket)
+  if wrongType(key, 'hash') then return bucket, 0 end
+  local v = redis.call('HGET', key, bucket)
+  return bucket, (v and isCount(v)) and tonumber(v) or 0
 end
 `
 
@@ -501,10 +509,13 @@ const tombstoneTTL = 10 * time.Minute
 // extended as the hashes are); then its Take's key, and per charge its
 // reservedKey. ARGV: the
 // number of charges, then per charge its bucket, the first live bucket,
-// the TTL its keys need, the tokens and micro-dollars to add (0: nothing),
+// the TTL its keys need, the tokens and micro-dollars used (0: nothing),
 // and its counter; then the tokens reserved and per charge the bucket the
 // reservation was taken in, which it releases; last, the TTL of the
-// Take's key. A bucket no longer
+// Take's key. It takes back no more of the reservation than the
+// reservedKey holds where it was taken:
+// what Redis lost (a restart without persistence, a FLUSHALL) is not
+// taken again from what was counted since. A bucket no longer
 // live is left alone; none goes below 0. The index names the counter as
 // charged in the bucket (a stream longer than its window is settled in a
 // later one than it was taken in). It runs once: the Take's key says it
@@ -513,24 +524,35 @@ const tombstoneTTL = 10 * time.Minute
 var settleScript = redis.NewScript(luaHelpers + `
 local n = tonumber(ARGV[1])
 local id = KEYS[n * 4 + 1]
+local reserve = tonumber(ARGV[2 + n * 6])
 if redis.call('GET', id) == 'settled' then return 0 end
+local held = {}
 for j = 0, n - 1 do
+  local a = 2 + j * 6
+  local at, v = heldAt(KEYS[n * 4 + 2 + j], ARGV[3 + n * 6 + j])
+  held[j + 1] = {at, math.min(reserve, v)}
   for k = 1, 3 do
     local bad = wrongType(KEYS[j * 4 + k], k == 3 and 'zset' or 'hash')
-    if not bad and k < 3 and tonumber(ARGV[2 + j * 6 + 2 + k]) ~= 0 then bad = badAt(KEYS[j * 4 + k], ARGV[2 + j * 6]) end
+    local writes = tonumber(ARGV[a + 2 + k]) ~= 0 or (k == 1 and held[j + 1][2] > 0)
+    if not bad and k < 3 and writes then bad = badAt(KEYS[j * 4 + k], ARGV[a]) end
     if bad then return redis.error_reply(bad) end
   end
 end
 redis.call('SET', id, 'settled', 'EX', ARGV[#ARGV])
 for j = 0, n - 1 do
   local a = 2 + j * 6
-  local bucket, ttl = ARGV[a], tonumber(ARGV[a + 2])
-  if tonumber(bucket) >= tonumber(ARGV[a + 1]) then
+  local bucket, liveMin, ttl = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local at, off = held[j + 1][1], held[j + 1][2]
+  local used = {tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
+  if off > 0 then
+    hold(KEYS[n * 4 + 2 + j], at, -off, 0)
+    if tonumber(at) >= liveMin then used[1] = used[1] - off end
+  end
+  if tonumber(bucket) >= liveMin then
     for k = 1, 2 do
-      local d = ARGV[a + 2 + k]
-      if tonumber(d) ~= 0 then
+      if used[k] ~= 0 then
         local key = KEYS[j * 4 + k]
-        incr(key, bucket, d)
+        incr(key, bucket, string.format('%.0f', used[k]))
         extend(key, ttl)
       end
     end
@@ -538,7 +560,6 @@ for j = 0, n - 1 do
     extend(KEYS[j * 4 + 3], ttl)
     if ttl > 0 and redis.call('TTL', KEYS[j * 4 + 4]) < ttl then redis.call('SET', KEYS[j * 4 + 4], 'per', 'EX', ttl) end
   end
-  if tonumber(ARGV[2 + n * 6]) > 0 then hold(KEYS[n * 4 + 2 + j], ARGV[3 + n * 6 + j], -tonumber(ARGV[2 + n * 6]), 0) end
 end
 return 1
 `)
@@ -822,13 +843,13 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		keys = append(keys, r.counterKey(tk.budget, w, tk.per, tk.counter, toks), r.counterKey(tk.budget, w, tk.per, tk.counter, usd),
 			r.indexKey(tk.budget, w, tk.per), r.markKey(tk.budget, w, tk.counter))
 		sp := w.at(now)
-		bucket, used := settledIn(tk.bucket, sp, tokens, t.reserve)
+		bucket := settledIn(tk.bucket, sp)
 		if slack := w.slack(); slack > 0 && bucket > now.Unix()+slack {
 			// Taken before the clock was stepped back: its bucket is
 			// moved, or will be, to the one of now (takeScript).
 			bucket = sp.bucket
 		}
-		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), used, cost, tk.counter)
+		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), tokens, cost, tk.counter)
 	}
 	id := t.id
 	if id == "" {

@@ -1081,3 +1081,56 @@ func TestRedisUpgradeKeepsSpend(t *testing.T) {
 		t.Errorf("%s: TTL %v after a Settle, want the counters' (1h2m)", mark, ttl)
 	}
 }
+
+// TestRedisSettleAfterDataLoss: a request in flight while Redis lost its
+// data (a restart without persistence, a FLUSHALL) is settled without
+// taking back a reservation Redis no longer holds. Settle took it off
+// what was counted since, down to 0: the use of the requests after the
+// loss was wiped, and the budget could be spent again.
+func TestRedisSettleAfterDataLoss(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	s := NewRedis(client, nil, "")
+	b := rolling("b", time.Hour)
+	b.Tokens = 100000
+	early := mustTake(t, s, t0, 5000, one("web", b))
+	if err := client.FlushAll(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, s, at(time.Second), mustTake(t, s, at(time.Second), 1000, one("web", b)), 800, 0)
+	inFlight := mustTake(t, s, at(2*time.Second), 1000, one("web", b))
+	settle(t, s, at(3*time.Second), early, 300, 0)
+	if got := used(t, s, at(3*time.Second), b, "web", KindTokens); got < 800+300 {
+		t.Errorf("used %v tokens once the request from before the loss settled, want the 800 used since and its 300", got)
+	}
+	settle(t, s, at(4*time.Second), inFlight, 200, 0)
+	if got := used(t, s, at(4*time.Second), b, "web", KindTokens); got != 800+300+200 {
+		t.Errorf("used %v tokens once all settled, want the 1300 used", got)
+	}
+}
+
+// TestRedisSettleOverHandEditedCount: a Settle that only gives a
+// reservation back (its request used nothing) checks the count it takes
+// it from as one that adds does, and fails before it writes.
+func TestRedisSettleOverHandEditedCount(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	ctx := context.Background()
+	s := NewRedis(client, nil, "")
+	a, b := rolling("a", time.Hour), rolling("b", time.Hour)
+	a.Tokens, b.Tokens = 100000, 100000
+	both := []Charge{{Spec: a, Counter: "web"}, {Spec: b, Counter: "web"}}
+	tk := mustTake(t, s, t0, 100, both)
+	bucket := strconv.FormatInt(b.Window.at(t0).bucket, 10)
+	key := s.counterKey("b", b.Window, PerClient, "web", toks)
+	if err := client.HSet(ctx, key, bucket, "abc").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Settle(ctx, t0, tk, 0, 0); err == nil || !strings.Contains(err.Error(), key) {
+		t.Errorf("Settle: got %v, want an error naming %s", err, key)
+	}
+	s.pending.Wait()
+	if got := used(t, s, t0, a, "web", KindTokens); got != 100 {
+		t.Errorf("budget a: %v tokens counted, want the 100 reserved: a failed Settle wrote", got)
+	}
+}

@@ -680,6 +680,24 @@ func TestMemoryClockStepBack(t *testing.T) {
 		mustTake(t, m, back.Add(*mono), 0, one("web", b))
 	})
 
+	t.Run("settled after its reservation aged out", func(t *testing.T) {
+		// A request taken before the wall clock was stepped back by more
+		// than the window, still in flight once its bucket no longer
+		// counts by the monotonic clock, and settled after others were
+		// counted in that bucket afresh: its reservation went with the
+		// bucket, and taking it off again wiped what they used.
+		m, b := NewMemory(), rolling("hourly", time.Hour)
+		mono := steady(m)
+		b.Tokens = 100000
+		early := mustTake(t, m, t0, 5000, one("web", b))
+		*mono = time.Hour + 2*time.Minute // the wall clock reads t0 still
+		settle(t, m, t0, mustTake(t, m, t0, 1000, one("web", b)), 800, 0)
+		settle(t, m, t0, early, 300, 0)
+		if got := used(t, m, t0, b, "web", KindTokens); got != 800+300 {
+			t.Errorf("used %v tokens, want the 800 used since and the 300 of the request whose reservation aged out", got)
+		}
+	})
+
 	t.Run("settled after the step", func(t *testing.T) {
 		m, b := NewMemory(), rolling("hourly", time.Hour)
 		mono := steady(m)
