@@ -26,14 +26,16 @@ import (
 // the others' counts. What a rolling window counted in a bucket more than
 // [Window.slack] ahead of both clocks (before the clock was stepped back)
 // is moved to now's bucket by the next Take that reads it: it counts a
-// window from then, not until the clock gets there again. A calendar
+// window from then, not until the clock gets there again. The part of
+// it requests in flight reserved moves with it, and stays apart, so that
+// a denial's wait and their Settle find it there. A calendar
 // window's periods are the clock's, but a clock stepped back over a
 // period's start charges a counter in the later period it holds.
 //
 // Keys, all starting with the prefix (escaped names: %, :, { and } as %XX):
 //
 //	PREFIX:BUDGET:SET:COUNTER:KIND       a hash per counter and kind: bucket start (unix seconds) → amount
-//	PREFIX:BUDGET:SET:COUNTER:reserved   a hash: bucket start → the part of its tokens requests in flight reserved
+//	PREFIX:BUDGET:SET:COUNTER:reserved   a hash: bucket start → the part of its tokens requests in flight reserved (">BUCKET" once a clock step moved it there)
 //	PREFIX:BUDGET:SET:counters           a sorted set: counter → start of its last Take's bucket, for Usage
 //	PREFIX:BUDGET:WINDOW:COUNTER:layout  "per": a store that keeps pers apart counted COUNTER (of any per)
 //	PREFIX:taken:ID                      a Take: "1" once it counted ("1 BUCKET..." when in a later period), then "settled", or "undone" (a tombstone)
@@ -220,10 +222,13 @@ const badCountFix = " (a hand edit?): every Take and Settle that counts in it fa
 // scripts check what they read and what they add to before they write.
 // hold adds d to a field of a reservedKey hash, within 0..2^62 (a field
 // at 0 is deleted; given dropBefore, the fields before it too, which a
-// till stopped mid-request left), heldLive lists its fields from liveMin
-// on, and heldAt says what a field holds; none fails on what it cannot
-// read: a reservation only tells a denial's wait, and how much a Settle
-// takes back.
+// till stopped mid-request left); heldLive lists its fields from liveMin
+// on, those after ahead (when above 0) in bucket, where the tokens they
+// are part of move; moveHeld moves them there, leaving ">" and bucket in
+// each field moved, and heldAt follows those to where a reservation is
+// held, and says what is held there. None fails on what it cannot read:
+// a reservation only tells a denial's wait, and how much a Settle takes
+// back.
 const luaHelpers = `
 local function isCount(s)
   return s == '0' or (#s <= 19 and string.find(s, '^[1-9]%d*$') ~= nil)
@@ -268,22 +273,40 @@ local function hold(key, field, d, ttl, dropBefore)
     end
   end
 end
-local function heldLive(key, liveMin)
+local function heldLive(key, liveMin, ahead, bucket)
   local held = {}
   if wrongType(key, 'hash') then return held end
   local flat = redis.call('HGETALL', key)
   for x = 1, #flat, 2 do
     if isCount(flat[x]) and isCount(flat[x + 1]) and tonumber(flat[x]) >= liveMin then
-      held[#held + 1] = flat[x]
+      held[#held + 1] = (ahead > 0 and tonumber(flat[x]) > ahead) and bucket or flat[x]
       held[#held + 1] = flat[x + 1]
     end
   end
   return held
 end
+local function moveHeld(key, ahead, bucket, ttl)
+  if wrongType(key, 'hash') then return end
+  local moved = 0
+  local flat = redis.call('HGETALL', key)
+  for x = 1, #flat, 2 do
+    if isCount(flat[x]) and isCount(flat[x + 1]) and tonumber(flat[x]) > ahead then
+      moved = moved + tonumber(flat[x + 1])
+      redis.call('HSET', key, flat[x], '>' .. bucket)
+    end
+  end
+  if moved > 0 then hold(key, bucket, moved, ttl) end
+end
 local function heldAt(key, bucket)
   if wrongType(key, 'hash') then return bucket, 0 end
-  local v = redis.call('HGET', key, bucket)
-  return bucket, (v and isCount(v)) and tonumber(v) or 0
+  for _ = 1, 8 do
+    local v = redis.call('HGET', key, bucket)
+    if not v then return bucket, 0 end
+    if string.sub(v, 1, 1) ~= '>' then return bucket, isCount(v) and tonumber(v) or 0 end
+    bucket = string.sub(v, 2)
+    if not isCount(bucket) then return bucket, 0 end
+  end
+  return bucket, 0
 end
 `
 
@@ -304,7 +327,9 @@ end
 // runs ahead must not wipe what still counts for the others), moves what
 // a rolling window's buckets hold that start more than its slack ahead of
 // both clocks (counted before the clock was stepped back) into the
-// charge's bucket, where it counts a window from now, and
+// charge's bucket, where it counts a window from now (what the
+// reservedKey holds of the tokens moved with them, for Settle to find by
+// the ">BUCKET" left behind), and
 // returns {taken (1 or 0), spent[, buckets]}, spent listing {charge,
 // kind, {bucket, amount, ...}, {bucket, reserved, ...}} of each limit
 // spent (0-based indexes; what is reserved, of tokens only), and
@@ -349,7 +374,7 @@ for j = 0, n - 1 do
     if bad then return redis.error_reply(bad) end
   end
 end
-local spent, block, drops, moves = {}, false, {}, {}
+local spent, block, drops, moves, heldMoves = {}, false, {}, {}, {}
 for j = 0, n - 1 do
   local a = 3 + j * 10
   local liveMin = tonumber(ARGV[a + 2])
@@ -377,6 +402,7 @@ for j = 0, n - 1 do
     end
     if moved > 0 then
       moves[#moves + 1] = {key, ARGV[a + 1], moved, tonumber(ARGV[a + 3])}
+      if k == 2 then heldMoves[#heldMoves + 1] = {KEYS[n * 8 + 2 + j], ahead, ARGV[a + 1], tonumber(ARGV[a + 3])} end
       used = used + moved
       live[#live + 1] = ARGV[a + 1]
       live[#live + 1] = tostring(moved)
@@ -385,7 +411,7 @@ for j = 0, n - 1 do
     local limit = tonumber(ARGV[a + 3 + k])
     if limit > 0 and used >= limit then
       local held = {}
-      if k == 2 then held = heldLive(KEYS[n * 8 + 2 + j], liveMin) end
+      if k == 2 then held = heldLive(KEYS[n * 8 + 2 + j], liveMin, moved > 0 and ahead or 0, ARGV[a + 1]) end
       spent[#spent + 1] = {j, k - 1, live, held}
       if ARGV[a + 7] ~= '1' then block = true end
     end
@@ -412,6 +438,7 @@ for _, m in ipairs(moves) do
   incr(m[1], m[2], m[3])
   extend(m[1], m[4])
 end
+for _, m in ipairs(heldMoves) do moveHeld(m[1], m[2], m[3], m[4]) end
 if block then return {0, spent} end
 local buckets, later = {}, false
 for j = 0, n - 1 do
@@ -513,7 +540,7 @@ const tombstoneTTL = 10 * time.Minute
 // and its counter; then the tokens reserved and per charge the bucket the
 // reservation was taken in, which it releases; last, the TTL of the
 // Take's key. It takes back no more of the reservation than the
-// reservedKey holds where it was taken:
+// reservedKey holds where it was taken (or where a clock step moved it):
 // what Redis lost (a restart without persistence, a FLUSHALL) is not
 // taken again from what was counted since. A bucket no longer
 // live is left alone; none goes below 0. The index names the counter as
@@ -535,6 +562,7 @@ for j = 0, n - 1 do
     local bad = wrongType(KEYS[j * 4 + k], k == 3 and 'zset' or 'hash')
     local writes = tonumber(ARGV[a + 2 + k]) ~= 0 or (k == 1 and held[j + 1][2] > 0)
     if not bad and k < 3 and writes then bad = badAt(KEYS[j * 4 + k], ARGV[a]) end
+    if not bad and k == 1 and held[j + 1][2] > 0 then bad = badAt(KEYS[j * 4 + k], at) end
     if bad then return redis.error_reply(bad) end
   end
 end
@@ -546,7 +574,11 @@ for j = 0, n - 1 do
   local used = {tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
   if off > 0 then
     hold(KEYS[n * 4 + 2 + j], at, -off, 0)
-    if tonumber(at) >= liveMin then used[1] = used[1] - off end
+    if tonumber(at) == tonumber(bucket) then
+      used[1] = used[1] - off
+    elseif tonumber(at) >= liveMin then
+      incr(KEYS[j * 4 + 1], at, string.format('%.0f', -off))
+    end
   end
   if tonumber(bucket) >= liveMin then
     for k = 1, 2 do
@@ -808,7 +840,9 @@ func parseTake(res []any, charges []Charge, now time.Time) (ok bool, spent []spe
 	return taken == 1, spent, buckets, nil
 }
 
-// bucketList reads a script's {bucket, amount, ...}, oldest first.
+// bucketList reads a script's {bucket, amount, ...}, oldest first, with
+// the amounts of a bucket listed twice (one a clock step moved into)
+// summed.
 func bucketList(v any) ([]bucketAmount, bool) {
 	flat, _ := v.([]any)
 	if len(flat)%2 != 0 {
@@ -824,7 +858,15 @@ func bucketList(v any) ([]bucketAmount, bool) {
 		out = append(out, bucketAmount{start: start, v: v})
 	}
 	slices.SortFunc(out, func(a, b bucketAmount) int { return cmp.Compare(a.start, b.start) })
-	return out, true
+	merged := out[:0]
+	for _, b := range out {
+		if last := len(merged) - 1; last >= 0 && merged[last].start == b.start {
+			merged[last].v = plus(merged[last].v, b.v)
+			continue
+		}
+		merged = append(merged, b)
+	}
+	return merged, true
 }
 
 // Settle replaces the ticket's reservation by what the request used, in
@@ -845,8 +887,9 @@ func (r *Redis) Settle(ctx context.Context, now time.Time, t *Ticket, tokens int
 		sp := w.at(now)
 		bucket := settledIn(tk.bucket, sp)
 		if slack := w.slack(); slack > 0 && bucket > now.Unix()+slack {
-			// Taken before the clock was stepped back: its bucket is
-			// moved, or will be, to the one of now (takeScript).
+			// Taken before the clock was stepped back: what it counted
+			// is moved, or will be, to a bucket of now (takeScript),
+			// its reservation too, which the script finds there.
 			bucket = sp.bucket
 		}
 		args = append(args, bucket, sp.liveMin, w.expireAt(bucket)-now.Unix(), tokens, cost, tk.counter)

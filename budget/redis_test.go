@@ -1134,3 +1134,33 @@ func TestRedisSettleOverHandEditedCount(t *testing.T) {
 		t.Errorf("budget a: %v tokens counted, want the 100 reserved: a failed Settle wrote", got)
 	}
 }
+
+// TestRedisClockStepBackKeepsReservationsApart: what a rolling window
+// reserved ahead of a clock since stepped back moves with the tokens it
+// is part of, so a budget held only by requests in flight still says
+// retry in a second, and each is settled where its reservation went.
+// The reservations stayed behind: the Take read the moved tokens as used,
+// and said to wait for the window (1h1m here).
+func TestRedisClockStepBackKeepsReservationsApart(t *testing.T) {
+	addr, _ := startRedis(t)
+	s := NewRedis(newClient(t, addr), nil, "")
+	// Redis counts by its own clock, which is now: the till's runs 5 h
+	// ahead, then is set right.
+	now := time.Now().Truncate(time.Minute)
+	b := rolling("tokens", time.Hour)
+	b.Tokens = 1000
+	tk := mustTake(t, s, now.Add(5*time.Hour), 1000, one("web", b))
+	mustDeny(t, s, now, 0, one("web", b), deny(b, "web", KindTokens, time.Second)) // moves it
+	mustDeny(t, s, now.Add(2*time.Minute), 0, one("web", b), deny(b, "web", KindTokens, time.Second))
+	later := now.Add(5 * time.Minute) // in a later bucket than the one it moved to
+	settle(t, s, later, tk, 100, 0)
+	if got := used(t, s, later, b, "web", KindTokens); got != 100 {
+		t.Errorf("used %v tokens, want the 100 settled in place of the 1000 reserved", got)
+	}
+	// Moved into a bucket that holds use already, a reservation is taken
+	// off that bucket's use once: what is used alone is spent, for the
+	// window.
+	settle(t, s, now, mustTake(t, s, now, 0, one("api", b)), 1200, 0)
+	mustTake(t, s, now.Add(5*time.Hour), 1000, one("api", b))
+	mustDeny(t, s, now, 0, one("api", b), deny(b, "api", KindTokens, time.Hour+time.Minute))
+}
