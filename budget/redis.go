@@ -405,7 +405,7 @@ for j = 0, n - 1 do
       if k == 2 then heldMoves[#heldMoves + 1] = {KEYS[n * 8 + 2 + j], ahead, ARGV[a + 1], tonumber(ARGV[a + 3])} end
       used = used + moved
       live[#live + 1] = ARGV[a + 1]
-      live[#live + 1] = tostring(moved)
+      live[#live + 1] = string.format('%.0f', math.min(moved, 4611686018427387904))
     end
     if #dead > 0 then drops[#drops + 1] = {key, dead} end
     local limit = tonumber(ARGV[a + 3 + k])

@@ -1164,3 +1164,18 @@ func TestRedisClockStepBackKeepsReservationsApart(t *testing.T) {
 	mustTake(t, s, now.Add(5*time.Hour), 1000, one("api", b))
 	mustDeny(t, s, now, 0, one("api", b), deny(b, "api", KindTokens, time.Hour+time.Minute))
 }
+
+// TestRedisHugeAmountMoved: a Take that moves a huge amount counted ahead
+// of a clock since stepped back (a hostile max_tokens reserved, up to
+// 2^50) answers it as a whole number. Lua wrote it as 1.1258999068426e+15:
+// the answer could not be read, and the Take failed, its request let by
+// uncounted under on_redis_error: allow.
+func TestRedisHugeAmountMoved(t *testing.T) {
+	addr, _ := startRedis(t)
+	s := NewRedis(newClient(t, addr), nil, "")
+	now := time.Now().Truncate(time.Minute) // Redis's clock; the till's runs 5 h ahead, then is set right
+	b := rolling("tokens", time.Hour)
+	b.Tokens = 1000
+	mustTake(t, s, now.Add(5*time.Hour), maxAmount, one("web", b))
+	mustDeny(t, s, now, 0, one("web", b), deny(b, "web", KindTokens, time.Second))
+}
