@@ -40,7 +40,7 @@ func runHealth(ctx context.Context, args []string, e *env) error {
 	if err := wantArgs(pos, 0, "till health [-c FILE] [--url URL]"); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	ctx, cancel := answerWithin(ctx, healthTimeout)
 	defer cancel()
 	var target adminTarget
 	if rawURL != "" {
@@ -256,10 +256,16 @@ func healthHTTPURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// answerWithin bounds ctx, a call to the admin listener, by d; when it
+// runs out, probeFailure says how long it waited.
+func answerWithin(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("no answer within %s", d))
+}
+
 // probeFailure says in a few words why no answer came.
 func probeFailure(ctx context.Context, err error) string {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Sprintf("no answer within %s", healthTimeout)
+		return context.Cause(ctx).Error()
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -316,3 +316,23 @@ func TestUsageURLPasswordHidden(t *testing.T) {
 		t.Errorf("till usage printed the URL's password: %q", uerr)
 	}
 }
+
+// TestProbeFailureSaysItsOwnWait: a call to the admin listener that runs
+// out of time says how long it waited, its own wait (till usage's,
+// till test --mint's), not the health check's.
+func TestProbeFailureSaysItsOwnWait(t *testing.T) {
+	hold := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hold }))
+	defer srv.Close()
+	defer close(hold)
+	ctx, cancel := answerWithin(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	_, err := srv.Client().Do(req)
+	if err == nil {
+		t.Fatal("a held request got an answer")
+	}
+	if got := probeFailure(ctx, err); got != "no answer within 300ms" {
+		t.Errorf("probeFailure: %q, want %q", got, "no answer within 300ms")
+	}
+}

@@ -154,7 +154,7 @@ const mintTestTimeout = 2 * time.Minute
 // The verdict is shown as printable text only: what answers at the
 // address may not be till.
 func mintByServe(cfgPath string, e *env, ask proxy.TestRequest, v *proxy.Verdict) {
-	ctx, cancel := context.WithTimeout(context.Background(), mintTestTimeout)
+	ctx, cancel := answerWithin(context.Background(), mintTestTimeout)
 	defer cancel()
 	var got proxy.Verdict
 	t, err := adminURL(ctx, cfgPath, e)
@@ -206,7 +206,7 @@ const servedCacheTimeout = 3 * time.Second
 // test fetches a ref itself, in a process of its own, so only the
 // running till knows what it serves from its cache.
 func servedCache(cfgPath string, e *env, route string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), servedCacheTimeout)
+	ctx, cancel := answerWithin(context.Background(), servedCacheTimeout)
 	defer cancel()
 	t, err := adminURL(ctx, cfgPath, e)
 	if err != nil {

@@ -77,7 +77,7 @@ func runUsage(ctx context.Context, args []string, e *env) error {
 			return withHint(err, "anonymous counts callers without a token")
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, usageTimeout)
+	ctx, cancel := answerWithin(ctx, usageTimeout)
 	defer cancel()
 	rows, err := readUsage(ctx, cfg, cfgPath, rawURL, e)
 	if err != nil {
