@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -77,4 +78,32 @@ const maxRaw = 1 << 20
 // than the cache's own bound.
 type bounded interface {
 	bound() time.Duration
+}
+
+// minQuoted is the shortest run of a credential's characters that a
+// server's words are taken to quote it by.
+const minQuoted = 8
+
+// quotesCredential reports whether s, a server's words, quotes one of
+// sent (what till sent it as a credential): whole, in any form
+// valueForms knows (hex, base64 inside a Basic header, escaped), or a run
+// of minQuoted of its characters; with its white space dropped too (a
+// value folded across lines). s is what is shown of the words, cut short:
+// the runs cost one search each.
+func quotesCredential(s string, sent []string) bool {
+	folded := strings.Join(strings.Fields(s), "")
+	holds := func(f string) bool { return strings.Contains(s, f) || strings.Contains(folded, f) }
+	for _, c := range sent {
+		for _, f := range valueForms(c) {
+			if holds(f) {
+				return true
+			}
+		}
+		for i := 0; i+minQuoted <= len(c); i++ {
+			if holds(c[i : i+minQuoted]) {
+				return true
+			}
+		}
+	}
+	return false
 }

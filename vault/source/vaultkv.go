@@ -42,6 +42,9 @@ type Login struct {
 	Path string
 	// Body reads the credentials the login path takes.
 	Body func() (map[string]any, error)
+	// Credentials names the fields of Body that are credentials (not a
+	// role's name): an answer that quotes one is not quoted in turn.
+	Credentials []string
 }
 
 // AppRoleLogin logs in at auth/MOUNT/login with a role id and a secret id
@@ -57,7 +60,7 @@ func AppRoleLogin(mount, roleIDFile, secretIDFile string) Login {
 			return nil, err
 		}
 		return map[string]any{"role_id": role, "secret_id": secret}, nil
-	}}
+	}, Credentials: []string{"role_id", "secret_id"}}
 }
 
 // KubernetesLogin logs in at auth/MOUNT/login with the pod's
@@ -69,7 +72,7 @@ func KubernetesLogin(mount, role, jwtFile string) Login {
 			return nil, err
 		}
 		return map[string]any{"role": role, "jwt": jwt}, nil
-	}}
+	}, Credentials: []string{"jwt"}}
 }
 
 // VaultKV reads KV version 2 entries from HashiCorp Vault or OpenBao
@@ -204,7 +207,7 @@ func (v *VaultKV) read(ctx context.Context, token, path string) (*kvVersion, err
 		defer res.Body.Close()
 	}
 	if res == nil || err != nil && res.StatusCode != http.StatusNotFound {
-		return nil, fmt.Errorf("read %s: %w", path, vaultError(err))
+		return nil, fmt.Errorf("read %s: %w", path, vaultError(err, token))
 	}
 	body, err := io.ReadAll(res.Body)
 	if err != nil {
@@ -379,7 +382,13 @@ func (v *VaultKV) login(ctx context.Context) error {
 	}
 	s, err := c.Logical().WriteWithContext(ctx, v.opts.Login.Path, body)
 	if err != nil {
-		return fmt.Errorf("log in at %s: %w", v.opts.Login.Path, vaultError(err))
+		var sent []string
+		for _, name := range v.opts.Login.Credentials {
+			if cred, ok := body[name].(string); ok {
+				sent = append(sent, cred)
+			}
+		}
+		return fmt.Errorf("log in at %s: %w", v.opts.Login.Path, vaultError(err, sent...))
 	}
 	return v.keep(s, "log in at "+v.opts.Login.Path)
 }
@@ -392,7 +401,7 @@ func (v *VaultKV) renewSelf(ctx context.Context) error {
 	}
 	s, err := c.Auth().Token().RenewSelfWithContext(ctx, 0)
 	if err != nil {
-		return fmt.Errorf("renew the token: %w", vaultError(err))
+		return fmt.Errorf("renew the token: %w", vaultError(err, v.token))
 	}
 	return v.keep(s, "renew the token")
 }
@@ -422,8 +431,10 @@ func isForbidden(err error) bool {
 // vaultError shortens the client's multi-line error to one line: the
 // status and Vault's messages, which hold no values. An answer that is
 // not Vault's (an error page of a proxy in front of it, which may show
-// the request, token and all) is named by its status only.
-func vaultError(err error) error {
+// the request, token and all) is named by its status only, as is one
+// whose messages quote sent, the credentials the call sent (something at
+// Vault's address that echoes the request it refused).
+func vaultError(err error, sent ...string) error {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
 		return err
@@ -434,7 +445,10 @@ func vaultError(err error) error {
 		// reach a terminal: one line, escaped and cut.
 		msg = termtext.Escape(strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " "), maxMessage)
 	}
-	if msg == "" {
+	switch {
+	case quotesCredential(msg, sent):
+		msg = http.StatusText(re.StatusCode) + " (the answer's words are not shown: they quote the credential sent)"
+	case msg == "":
 		msg = http.StatusText(re.StatusCode)
 	}
 	return &statusError{code: re.StatusCode, msg: msg, err: re}

@@ -2,6 +2,8 @@ package source
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -622,5 +624,76 @@ func TestVaultKVAnswerNotVaultsIsNoDeletion(t *testing.T) {
 	v.Delete("secret/openai")
 	if _, _, err := src.Fetch(context.Background(), "secret/openai"); !errors.Is(err, ErrGone) {
 		t.Errorf("a deleted version: got %v, want ErrGone", err)
+	}
+}
+
+// TestVaultKVErrorQuotingTheCredentialStaysOut: an answer in Vault's own
+// shape ({"errors": [...]}) whose words quote what till sent as a
+// credential (the token, a login's secret id, role id or service-account
+// JWT), whole, encoded or in part, as something at Vault's address may
+// that echoes the request it refused, has its words left out of the
+// fetch error, which is logged at every request of the route and printed
+// by till check and till test. Its status stays, and words that quote
+// nothing sent stay too.
+func TestVaultKVErrorQuotingTheCredentialStaysOut(t *testing.T) {
+	const token = "hvs.CAESIToken-quoted-back-by-the-server-1234"
+	const roleID = "approle-role-id-quoted-back-5678"
+	const secretID = "approle-secret-id-quoted-back-9012"
+	const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0aWxsIn0.service-account-signature-3456"
+	var how atomic.Value
+	how.Store("whole")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sent := r.Header.Get("X-Vault-Token") + " " + string(body)
+		var msgs []string
+		switch how.Load() {
+		case "whole":
+			msgs = []string{"permission denied for " + sent}
+		case "encoded":
+			msgs = []string{"request " + base64.StdEncoding.EncodeToString([]byte("x"+sent)) + " refused"}
+		case "part":
+			var creds map[string]string
+			_ = json.Unmarshal(body, &creds)
+			for _, c := range []string{r.Header.Get("X-Vault-Token"), creds["role_id"], creds["secret_id"], creds["jwt"]} {
+				if len(c) > 16 {
+					msgs = append(msgs, "unknown credential "+c[4:16]+"…")
+				}
+			}
+		case "plain":
+			msgs = []string{"permission denied"}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_ = json.NewEncoder(w).Encode(map[string][]string{"errors": msgs})
+	}))
+	defer srv.Close()
+
+	sources := map[string]VaultKVOptions{
+		"token_file": {TokenFile: writeFile(t, "token", token+"\n")},
+		"approle":    {Login: AppRoleLogin("approle", writeFile(t, "role", roleID), writeFile(t, "sid", secretID))},
+		"kubernetes": {Login: KubernetesLogin("kubernetes", "till", writeFile(t, "jwt", jwt))},
+	}
+	for name, opts := range sources {
+		opts.Address = srv.URL
+		src, err := NewVaultKV(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{"whole", "encoded", "part"} {
+			how.Store(h)
+			_, _, err := src.Fetch(context.Background(), "secret/openai")
+			if err == nil || !strings.Contains(err.Error(), "403 Forbidden") {
+				t.Errorf("%s, quoted %s: got %v, want the status, 403 Forbidden", name, h, err)
+			}
+			for _, words := range []string{"denied for", "refused", "unknown credential"} {
+				if err != nil && strings.Contains(err.Error(), words) {
+					t.Errorf("%s, quoted %s: the error holds the answer's words, which quote a credential: %q", name, h, err)
+				}
+			}
+		}
+		how.Store("plain")
+		if _, _, err := src.Fetch(context.Background(), "secret/openai"); err == nil || !strings.Contains(err.Error(), "403 permission denied") {
+			t.Errorf("%s, Vault's own words: got %v, want them kept", name, err)
+		}
 	}
 }

@@ -1,0 +1,59 @@
+package test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillgw/till/test/fake"
+)
+
+// TestSourceErrorQuotingTheTokenStaysOut: something at a Vault source's
+// address that answers in Vault's shape ({"errors": [...]}) with words
+// that quote the token till sent gets its status, not its words, into
+// serve's log line (written at each request of the route), till check and
+// till test.
+func TestSourceErrorQuotingTheTokenStaysOut(t *testing.T) {
+	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	v := fake.NewVault(t, time.Hour)
+	token := v.IssueToken(0)
+	suiteLeaks.key(token)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.SetFront(http.StatusForbidden, `{"errors": ["permission denied: token `+token+` has no policy for this path"]}`)
+	cfg := `version: 1
+sources:
+  - {name: corp, type: vault, address: "` + v.URL + `", ca_file: "` + v.CAFile + `", auth: {token_file: "` + tokenFile + `"}}
+routes:
+  - {name: openai, upstream: "` + up.URL + `", secret: "corp:secret/openai#api_key", inject: {header: Authorization, format: "Bearer {secret}"}}
+`
+	tl, get := storeRoutes(t, cfg, up.caFile)
+	if code, e := get("/openai/v1/models"); code != 503 || e != "secret_unavailable" {
+		t.Errorf("got %d %s, want 503 secret_unavailable", code, e)
+	}
+	const withheld = "403 Forbidden (the answer's words are not shown: they quote the credential sent)"
+	if !tl.waitLog(withheld) {
+		t.Errorf("serve's log does not say the fetch failed with 403: %s", tl.stderr.String())
+	}
+	out, errOut, code := runTill(t, tl.dir, "", nil, "check")
+	if code != 1 || !strings.Contains(errOut, withheld) {
+		t.Errorf("till check: exit %d: %s %s", code, out, errOut)
+	}
+	out, errOut, code = runTill(t, tl.dir, "", nil, "test", "GET", "/openai/v1/models")
+	if code != 1 || !strings.Contains(out, withheld) {
+		t.Errorf("till test: exit %d: %s %s", code, out, errOut)
+	}
+	for _, text := range []string{out, errOut} {
+		if strings.Contains(text, "has no policy") {
+			t.Errorf("the answer's words reached till's output: %s", text)
+		}
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{token})
+}
