@@ -1,7 +1,9 @@
 package test
 
 import (
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +17,9 @@ import (
 // address that answers in Vault's shape ({"errors": [...]}) with words
 // that quote the token till sent gets its status, not its words, into
 // serve's log line (written at each request of the route), till check and
-// till test.
+// till test; so does a Secrets Manager endpoint whose refusal quotes the
+// session token, as AWS's InvalidSignatureException quotes the canonical
+// request.
 func TestSourceErrorQuotingTheTokenStaysOut(t *testing.T) {
 	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	v := fake.NewVault(t, time.Hour)
@@ -56,4 +60,34 @@ routes:
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{token})
+
+	session := keyed("aws-session-", "q1")
+	aws := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"__type": "InvalidSignatureException", "Message": "The Canonical String should have been 'x-amz-security-token:%s'"}`, r.Header.Get("X-Amz-Security-Token"))
+	}))
+	defer aws.Close()
+	cfg = `version: 1
+sources:
+  - {name: aws, type: aws_secretsmanager, region: eu-central-1, endpoint: "` + aws.URL + `"}
+routes:
+  - {name: plain, upstream: "` + up.URL + `", secret: "aws:prod/openai", inject: {header: X-Api-Key}}
+`
+	env := []string{"AWS_ACCESS_KEY_ID=AKIAFAKETILL0000E2E2", "AWS_SECRET_ACCESS_KEY=" + keyed("aws-secret-", "q2"),
+		"AWS_SESSION_TOKEN=" + session, "AWS_EC2_METADATA_DISABLED=true"}
+	tl, get = storeRoutes(t, cfg, up.caFile, env...)
+	if code, e := get("/plain/v1/models"); code != 503 || e != "secret_unavailable" {
+		t.Errorf("Secrets Manager: got %d %s, want 503 secret_unavailable", code, e)
+	}
+	const left = "InvalidSignatureException (the message is not shown: it quotes the credential sent)"
+	if !tl.waitLog(left) {
+		t.Errorf("serve's log does not give the error code: %s", tl.stderr.String())
+	}
+	out, errOut, code = runTill(t, tl.dir, "", env, "check")
+	if code != 1 || !strings.Contains(errOut, left) || strings.Contains(errOut, "Canonical") {
+		t.Errorf("till check: exit %d: %s %s", code, out, errOut)
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{session})
 }

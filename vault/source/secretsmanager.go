@@ -51,12 +51,15 @@ func (s *SecretsManager) Fetch(ctx context.Context, path string) ([]byte, Meta, 
 	if err != nil {
 		return nil, Meta{}, err
 	}
-	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(path)})
+	sent := &sentToken{}
+	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(path)}, func(o *secretsmanager.Options) {
+		sent.c, o.HTTPClient = o.HTTPClient, sent
+	})
 	if err != nil {
 		if deleted(err) {
-			return nil, Meta{}, gone("GetSecretValue: %v", awsError(err))
+			return nil, Meta{}, gone("GetSecretValue: %v", awsError(err, sent.tokens()))
 		}
-		return nil, Meta{}, fmt.Errorf("GetSecretValue: %w", awsError(err))
+		return nil, Meta{}, fmt.Errorf("GetSecretValue: %w", awsError(err, sent.tokens()))
 	}
 	if out.SecretString == nil {
 		return nil, Meta{}, errors.New("the secret holds binary data; till reads SecretString only")
@@ -118,6 +121,32 @@ type cappedClient struct{ c secretsmanager.HTTPClient }
 
 func (c cappedClient) Do(r *http.Request) (*http.Response, error) { return capBody(c.c.Do(r)) }
 
+// sentToken is the HTTP client of one call, which keeps the session
+// token each request it sends carries (X-Amz-Security-Token): a refusal
+// may quote it (AWS's InvalidSignatureException quotes the canonical
+// request, token and all), and is then not quoted in turn.
+type sentToken struct {
+	c    secretsmanager.HTTPClient
+	mu   sync.Mutex
+	sent []string
+}
+
+func (s *sentToken) Do(r *http.Request) (*http.Response, error) {
+	if t := r.Header.Get("X-Amz-Security-Token"); t != "" {
+		s.mu.Lock()
+		s.sent = append(s.sent, t)
+		s.mu.Unlock()
+	}
+	return s.c.Do(r)
+}
+
+// tokens returns the session tokens sent.
+func (s *sentToken) tokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
 // checkChainEndpoints holds to checkEndpoint's rule the endpoints of the
 // services the credential chain may call, resolved as the chain's own
 // clients resolve them: STS gets a web identity token (a pod's
@@ -172,13 +201,20 @@ func deleted(err error) bool {
 }
 
 // awsError shortens the SDK's error to the service's code and message
-// where it gave one.
-func awsError(err error) error {
+// where it gave one, the message left out when it quotes sent, the
+// session tokens the call sent.
+func awsError(err error, sent []string) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		// The service's words (or those of whatever answered at its
 		// endpoint) reach a terminal: escaped, and cut as Vault's are.
-		return fmt.Errorf("%s: %s", termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(ae.ErrorMessage(), maxMessage))
+		// What is shown comes from the message's first maxMessage
+		// bytes: a credential is looked for there.
+		msg := ae.ErrorMessage()
+		if quotesCredential(msg[:min(len(msg), maxMessage+minQuoted)], sent) {
+			return fmt.Errorf("%s (the message is not shown: it quotes the credential sent)", termtext.Escape(ae.ErrorCode(), 64))
+		}
+		return fmt.Errorf("%s: %s", termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(msg, maxMessage))
 	}
 	var pe *processcreds.ProviderError
 	if errors.As(err, &pe) {

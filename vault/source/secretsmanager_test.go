@@ -449,3 +449,40 @@ func TestCredentialChainEndpointsMustBeHTTPS(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretsManagerErrorQuotingTheSessionTokenStaysOut: an endpoint's
+// refusal whose message quotes the session token the request carried
+// (X-Amz-Security-Token), as AWS's own InvalidSignatureException quotes
+// the canonical request, token line and all, or in part, has its message
+// left out of the fetch error, which serve logs at every request of the
+// route and till check prints; its code stays, and so does a message that
+// quotes nothing sent.
+func TestSecretsManagerErrorQuotingTheSessionTokenStaysOut(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000011", SecretAccessKey: "fake/secret/access/key/0011", SessionToken: "IQoJb3JpZ2luX2VjEFAKE/session+token/0011=="}
+	awsEnv(t, creds, fake.NewSecretsManager(t, creds, "us-east-1"))
+	var message atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.WriteHeader(http.StatusBadRequest)
+		msg := strings.ReplaceAll(message.Load().(string), "TOKEN", r.Header.Get("X-Amz-Security-Token"))
+		fmt.Fprintf(w, `{"__type": "InvalidSignatureException", "Message": %q}`, msg)
+	}))
+	defer srv.Close()
+	src := &SecretsManager{Region: "us-east-1", Endpoint: srv.URL}
+	for _, quoted := range []string{
+		"Canonical String: 'x-amz-security-token:TOKEN'",
+		"the security token TOKEN is invalid",
+		"token IQoJb3JpZ2lu… is invalid", // its start, as a server may cut it
+	} {
+		message.Store(quoted)
+		_, _, err := src.Fetch(context.Background(), "k")
+		if err == nil || !strings.Contains(err.Error(), "InvalidSignatureException") {
+			t.Errorf("%q: got %v, want the error code", quoted, err)
+		}
+		mustNotHold(t, err, creds.SessionToken, "IQoJb3JpZ2lu", "Canonical", "is invalid")
+	}
+	message.Store("The security token included in the request is expired")
+	if _, _, err := src.Fetch(context.Background(), "k"); err == nil || !strings.Contains(err.Error(), "InvalidSignatureException: The security token included in the request is expired") {
+		t.Errorf("a message that quotes nothing sent: got %v, want it kept", err)
+	}
+}
