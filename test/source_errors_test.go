@@ -19,7 +19,8 @@ import (
 // serve's log line (written at each request of the route), till check and
 // till test; so does a Secrets Manager endpoint whose refusal quotes the
 // session token, as AWS's InvalidSignatureException quotes the canonical
-// request.
+// request; and an exec helper's stderr that quotes a credential of its
+// own from the environment till passed on.
 func TestSourceErrorQuotingTheTokenStaysOut(t *testing.T) {
 	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	v := fake.NewVault(t, time.Hour)
@@ -90,4 +91,26 @@ routes:
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{session})
+
+	helperToken := keyed("hvs.helper-", "h1")
+	helper := filepath.Join(dir, "helper")
+	script := "#!/bin/sh\necho \"+ curl -H 'X-Vault-Token: $VAULT_TOKEN' https://vault.internal/v1/secret/$1\" >&2\necho " + keyed("sk-exec-", "h2") + "\n"
+	if err := os.WriteFile(helper, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg = `version: 1
+sources:
+  - {name: op, type: exec, command: [` + helper + `]}
+routes:
+  - {name: exec, upstream: "` + up.URL + `", secret: "op:item", inject: {header: X-Api-Key}}
+`
+	tl, get = storeRoutes(t, cfg, up.caFile, "VAULT_TOKEN="+helperToken)
+	if code, e := get("/exec/v1/models"); code != 200 {
+		t.Errorf("exec: got %d %s, want 200", code, e)
+	}
+	if !tl.waitLog("https://vault.internal/v1/secret/item") {
+		t.Errorf("the helper's stderr was not logged: %s", tl.stderr.String())
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{helperToken})
 }

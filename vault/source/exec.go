@@ -23,7 +23,8 @@ import (
 // Exec runs a credential helper (op read, gcloud secrets versions access,
 // pass, a company script): Command with the ref's path appended, without a
 // shell. Its stdout is the value; its stderr is logged at warn with any
-// form of the value removed. The value is never put in an argument or the
+// form of the value removed, and of the credentials its environment holds
+// (credentialVars). The value is never put in an argument or the
 // environment of anything till runs.
 type Exec struct {
 	// Name is the source's name, for the log.
@@ -94,7 +95,7 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 		// it wrote before it ended is all there is.
 		err = nil
 	}
-	if s := loggedStderr(&stderr, stdout.buf.Bytes()); s != "" {
+	if s := loggedStderr(&stderr, stdout.buf.Bytes(), credentialVars(cmd.Env)...); s != "" {
 		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", s).Msg("credential helper wrote to stderr")
 	}
 	switch {
@@ -136,15 +137,15 @@ func (c *capped) Write(p []byte) (int, error) {
 const minRedacted = 6
 
 // loggedStderr is what is logged of a helper's stderr: its start, with
-// every value stdout holds removed (withoutValues), cut to maxStderr. It
-// is cut only once the values are out of it: a value across the cut would
-// no longer be found, and half of it logged.
-func loggedStderr(stderr *capped, stdout []byte) string {
+// every value stdout holds removed (withoutValues), and every one of
+// creds, cut to maxStderr. It is cut only once the values are out of it:
+// a value across the cut would no longer be found, and half of it logged.
+func loggedStderr(stderr *capped, stdout []byte, creds ...string) string {
 	s := strings.TrimSpace(stderr.buf.String())
 	if s == "" {
 		return ""
 	}
-	s = withoutValues(s, stdout, stderr.over)
+	s = withoutValues(s, stdout, stderr.over, creds...)
 	if len(s) > maxStderr {
 		return strings.ToValidUTF8(s[:maxStderr], "") + "…"
 	}
@@ -161,9 +162,10 @@ func loggedStderr(stderr *capped, stdout []byte) string {
 // still holds one once its white space is dropped (a value cut across
 // lines, as base64 and fold wrap them) is withheld whole. When s is the
 // start of a longer stderr (cut), an end of it that may begin a value
-// (one that went on past the cut) is dropped too.
-func withoutValues(s string, stdout []byte, cut bool) string {
-	values := []string{strings.TrimSpace(string(stdout))}
+// (one that went on past the cut) is dropped too. creds are removed as
+// the values are.
+func withoutValues(s string, stdout []byte, cut bool, creds ...string) string {
+	values := append([]string{strings.TrimSpace(string(stdout))}, creds...)
 	for line := range strings.Lines(string(stdout)) {
 		values = append(values, strings.TrimSpace(line))
 	}
@@ -245,9 +247,34 @@ func partialAt(s string, forms []string) int {
 	return end
 }
 
-// withheld stands for a helper's stderr that quotes its output in a way
-// that cannot be cut out of it.
-const withheld = "(withheld: it quotes the helper's output)"
+// withheld stands for a helper's stderr that quotes its output, or a
+// credential of its own, in a way that cannot be cut out of it.
+const withheld = "(withheld: it quotes the helper's output or credentials)"
+
+// credentialWords are the words that name a variable holding a
+// credential: VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+// OP_SERVICE_ACCOUNT_TOKEN, PGPASSWORD, BW_SESSION, GITHUB_AUTH.
+var credentialWords = []string{"TOKEN", "SECRET", "PASS", "KEY", "CREDENTIAL", "SESSION", "AUTH", "COOKIE"}
+
+// minCredentialVar is the shortest value of a credential variable looked
+// for in a helper's stderr: a shorter one (a flag, "1") would match by
+// chance, and withhold the stderr whole.
+const minCredentialVar = 8
+
+// credentialVars returns the values of env ("NAME=value" each) whose
+// names hold one of credentialWords: a helper's own credentials, which
+// its debug output (set -x, curl -v, aws --debug) quotes as it sends them.
+func credentialVars(env []string) []string {
+	var creds []string
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		upper := strings.ToUpper(name)
+		if len(value) >= minCredentialVar && slices.ContainsFunc(credentialWords, func(w string) bool { return strings.Contains(upper, w) }) {
+			creds = append(creds, value)
+		}
+	}
+	return creds
+}
 
 // valueForms returns v and the forms a helper may print it in on its
 // stderr: hex (lower and upper case); base64, standard and URL alphabets,

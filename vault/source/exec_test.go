@@ -181,3 +181,47 @@ func TestExecStderrCutKeepsNoPartialValue(t *testing.T) {
 		}
 	}
 }
+
+// TestExecStderrHidesItsOwnCredentials: a helper that quotes on its
+// stderr a credential of its own from the environment it was given (a
+// shell's set -x, curl -v, aws --debug printing the headers it sends) has
+// none of it logged, in any form the value is looked for in; the values
+// of variables whose names say nothing of a credential stay.
+func TestExecStderrHidesItsOwnCredentials(t *testing.T) {
+	creds := map[string]string{
+		"VAULT_TOKEN":              "hvs.CAESIHelperOwnToken0123456789",
+		"AWS_SESSION_TOKEN":        "IQoJb3JpZ2luX2VjHelper/Session+Token==",
+		"OP_SERVICE_ACCOUNT_TOKEN": "ops_eyJhbGciOiJFUzI1NiJ9helper",
+		"PGPASSWORD":               "helper-database-password",
+		"BW_SESSION":               "helper-bitwarden-session-key",
+	}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HELPER_REGION=eu-west-1-helper-region"}
+	for name, v := range creds {
+		env = append(env, name+"="+v)
+	}
+	script := `set -x
+: curl -H "X-Vault-Token: $VAULT_TOKEN" -H "X-Amz-Security-Token: $AWS_SESSION_TOKEN" --region "$HELPER_REGION"
+printf 'Authorization: Basic %s\n' "$(printf 'user:%s' "$OP_SERVICE_ACCOUNT_TOKEN" | base64 | tr -d '\n')" >&2
+printf '%s' "$PGPASSWORD" | od -An -v -tx1 | tr -d ' \n' >&2
+printf '\nsession %s\n' "$BW_SESSION" >&2
+set +x
+echo sk-helper-value-0123456789`
+	var logs bytes.Buffer
+	e := Exec{Name: "op", Command: []string{"sh", "-c", script, "helper"}, Timeout: 5 * time.Second, Log: zerolog.New(&logs), Env: env}
+	out, _, err := e.Fetch(context.Background(), "x")
+	if err != nil || strings.TrimSpace(string(out)) != "sk-helper-value-0123456789" {
+		t.Fatalf("fetch: %q %v", out, err)
+	}
+	var line struct{ Stderr string }
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || !strings.Contains(line.Stderr, "eu-west-1-helper-region") {
+		t.Fatalf("stderr not logged, or without the helper's other settings: %s (%v)", logs.String(), err)
+	}
+	folded := strings.Join(strings.Fields(line.Stderr), "")
+	for name, v := range creds {
+		for _, f := range valueForms(v) {
+			if strings.Contains(folded, f) {
+				t.Errorf("the log holds %s as %q: %q", name, f, line.Stderr)
+			}
+		}
+	}
+}
