@@ -20,7 +20,8 @@ import (
 // till test; so does a Secrets Manager endpoint whose refusal quotes the
 // session token, as AWS's InvalidSignatureException quotes the canonical
 // request; and an exec helper's stderr that quotes a credential of its
-// own from the environment till passed on.
+// own from the environment till passed on, or, as it fails, the value it
+// gave before.
 func TestSourceErrorQuotingTheTokenStaysOut(t *testing.T) {
 	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	v := fake.NewVault(t, time.Hour)
@@ -92,15 +93,24 @@ routes:
 	tl.stop()
 	tl.assertNoLeak([]string{session})
 
-	helperToken := keyed("hvs.helper-", "h1")
-	helper := filepath.Join(dir, "helper")
-	script := "#!/bin/sh\necho \"+ curl -H 'X-Vault-Token: $VAULT_TOKEN' https://vault.internal/v1/secret/$1\" >&2\necho " + keyed("sk-exec-", "h2") + "\n"
-	if err := os.WriteFile(helper, []byte(script), 0o700); err != nil {
-		t.Fatal(err)
+	helperToken, value := keyed("hvs.helper-", "h1"), keyed("sk-exec-", "h2")
+	helper, mode := filepath.Join(dir, "helper"), filepath.Join(dir, "mode")
+	script := `#!/bin/sh
+set -x
+key=` + value + `
+: curl -H "X-Vault-Token: $VAULT_TOKEN" "https://vault.internal/v1/secret/$1"
+[ "$(cat ` + mode + `)" = ok ] || { echo "the provider refused $key" >&2; exit 1; }
+set +x
+echo "$key"
+`
+	for name, content := range map[string]string{helper: script, mode: "ok"} {
+		if err := os.WriteFile(name, []byte(content), 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg = `version: 1
 sources:
-  - {name: op, type: exec, command: [` + helper + `]}
+  - {name: op, type: exec, command: [` + helper + `], ttl: 1s, failure_ttl: 1h}
 routes:
   - {name: exec, upstream: "` + up.URL + `", secret: "op:item", inject: {header: X-Api-Key}}
 `
@@ -111,6 +121,18 @@ routes:
 	if !tl.waitLog("https://vault.internal/v1/secret/item") {
 		t.Errorf("the helper's stderr was not logged: %s", tl.stderr.String())
 	}
+	// The helper fails after its trace showed the key: stdout tells
+	// nothing, the value the cache holds is taken out.
+	if err := os.WriteFile(mode, []byte("fail"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the ttl
+	if code, e := get("/exec/v1/models"); code != 200 {
+		t.Errorf("exec failing, within failure_ttl: got %d %s, want 200", code, e)
+	}
+	if !tl.waitLog("the provider refused") {
+		t.Errorf("the failing helper's stderr was not logged: %s", tl.stderr.String())
+	}
 	tl.stop()
-	tl.assertNoLeak([]string{helperToken})
+	tl.assertNoLeak([]string{helperToken, value})
 }

@@ -304,7 +304,11 @@ func (c *Cache) fetch(k string, spec Spec) (*entry, error) {
 	if w, ok := spec.Source.(Watched); ok {
 		stamp = w.Stamp(path) // before: a change during the fetch is seen next time
 	}
-	sec, err := c.fetchOne(spec, ref, path, field, form)
+	var known []string // what a failed fetch's log must not tell either
+	if found && !old.good.IsZero() {
+		known = old.secret.Values()
+	}
+	sec, err := c.fetchOne(spec, ref, path, field, form, known)
 	now = c.now()
 	if err != nil {
 		c.count(name, "error")
@@ -427,8 +431,9 @@ const fetchTimeout = time.Minute
 
 // fetchOne fetches path from the source and makes the value of ref in
 // form f: the field of a JSON object when field is set, else the whole
-// value (with one trailing newline trimmed, for FormValue).
-func (c *Cache) fetchOne(spec Spec, ref, path, field string, f Form) (vault.Secret, error) {
+// value (with one trailing newline trimmed, for FormValue). known are
+// the values the ref had, for a source that logs (knowing).
+func (c *Cache) fetchOne(spec Spec, ref, path, field string, f Form, known []string) (vault.Secret, error) {
 	// Not the request's context: the fetch serves every request waiting
 	// for it, and the value is kept for the next ones.
 	limit := fetchTimeout
@@ -437,7 +442,14 @@ func (c *Cache) fetchOne(spec Spec, ref, path, field string, f Form) (vault.Secr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	raw, meta, err := spec.Source.Fetch(ctx, path)
+	var raw []byte
+	var meta Meta
+	var err error
+	if k, ok := spec.Source.(knowing); ok {
+		raw, meta, err = k.fetchKnowing(ctx, path, known)
+	} else {
+		raw, meta, err = spec.Source.Fetch(ctx, path)
+	}
 	if err != nil {
 		return vault.Secret{}, err
 	}

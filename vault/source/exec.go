@@ -45,6 +45,8 @@ var _ Source = Exec{}
 
 var _ bounded = Exec{}
 
+var _ knowing = Exec{}
+
 // bound is how long a fetch may take: the helper's timeout, and the
 // time its output is waited for once it is killed.
 func (e Exec) bound() time.Duration {
@@ -68,6 +70,12 @@ const keptStderr = 2 * maxStderr
 
 // Fetch runs the helper for path.
 func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
+	return e.fetchKnowing(ctx, path, nil)
+}
+
+// fetchKnowing runs the helper for path, and takes known (the values the
+// ref had) out of its stderr too.
+func (e Exec) fetchKnowing(ctx context.Context, path string, known []string) ([]byte, Meta, error) {
 	if len(e.Command) == 0 {
 		return nil, Meta{}, errors.New("exec source has no command")
 	}
@@ -95,7 +103,7 @@ func (e Exec) Fetch(ctx context.Context, path string) ([]byte, Meta, error) {
 		// it wrote before it ended is all there is.
 		err = nil
 	}
-	if s := loggedStderr(&stderr, stdout.buf.Bytes(), credentialVars(cmd.Env)...); s != "" {
+	if s := loggedStderr(&stderr, stdout.buf.Bytes(), append(credentialVars(cmd.Env), known...)...); s != "" {
 		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", s).Msg("credential helper wrote to stderr")
 	}
 	switch {

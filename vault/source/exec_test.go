@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -223,5 +224,47 @@ echo sk-helper-value-0123456789`
 				t.Errorf("the log holds %s as %q: %q", name, f, line.Stderr)
 			}
 		}
+	}
+}
+
+// TestExecFailureHidesTheLastValue: a helper that fails after its trace
+// showed the value it read (set -x: "+ key=sk-...", then a check of the
+// key against its provider that fails for a moment) writes nothing to
+// stdout, so nothing of this run tells the value: the value the cache
+// holds for the ref, fetched before, is taken out of the logged stderr.
+func TestExecFailureHidesTheLastValue(t *testing.T) {
+	const value = "sk-helper-last-good-0123456789"
+	mode := filepath.Join(t.TempDir(), "mode")
+	if err := os.WriteFile(mode, []byte("ok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -x
+key=` + value + `
+[ "$(cat ` + mode + `)" = ok ] || { echo "the provider refused $key" >&2; exit 1; }
+set +x
+echo "$key"`
+	var logs bytes.Buffer
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	e := Exec{Name: "op", Command: []string{"sh", "-c", script, "helper"}, Timeout: 5 * time.Second,
+		Log: zerolog.New(&logs), Env: []string{"PATH=" + os.Getenv("PATH")}}
+	c := NewCache(map[string]Spec{"op": {Source: e, TTL: time.Minute, FailureTTL: time.Hour}}, Options{Now: clk.now, Log: zerolog.Nop()})
+	if r, err := c.Get(context.Background(), "op:item"); err != nil {
+		t.Fatal(err)
+	} else if v, _ := r.Secret.Value(); v != value {
+		t.Fatalf("got %q", v)
+	}
+	if err := os.WriteFile(mode, []byte("fail"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	clk.add(2 * time.Minute)
+	if r, err := c.Get(context.Background(), "op:item"); err != nil || !r.Stale {
+		t.Fatalf("helper failing: got %v stale=%v, want the last value, stale", err, r.Stale)
+	}
+	if !strings.Contains(logs.String(), "the provider refused") {
+		t.Fatalf("the failing helper's stderr was not logged: %s", logs.String())
+	}
+	if strings.Contains(logs.String(), value[3:11]) {
+		t.Errorf("the log holds the value: %s", logs.String())
 	}
 }

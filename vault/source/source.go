@@ -80,6 +80,14 @@ type bounded interface {
 	bound() time.Duration
 }
 
+// knowing is a Source that logs what a fetch tells it (an exec helper's
+// stderr), and takes out of it known, the values the ref had before: a
+// fetch that fails tells none of its own, and may quote the value all
+// the same (a helper's trace of the key it read, then failed to check).
+type knowing interface {
+	fetchKnowing(ctx context.Context, path string, known []string) ([]byte, Meta, error)
+}
+
 // minQuoted is the shortest run of a credential's characters that a
 // server's words are taken to quote it by.
 const minQuoted = 8
