@@ -424,8 +424,8 @@ func (v *VaultKV) keep(s *api.Secret, what string) error {
 // isForbidden reports a 403: Vault's answer to a missing, expired or
 // revoked token.
 func isForbidden(err error) bool {
-	var re *api.ResponseError
-	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
+	var se *statusError
+	return errors.As(err, &se) && se.code == http.StatusForbidden
 }
 
 // vaultError shortens the client's multi-line error to one line: the
@@ -451,7 +451,7 @@ func vaultError(err error, sent ...string) error {
 	case msg == "":
 		msg = http.StatusText(re.StatusCode)
 	}
-	return &statusError{code: re.StatusCode, msg: msg, err: re}
+	return &statusError{code: re.StatusCode, msg: msg}
 }
 
 // maxMessage caps the messages of Vault's that an error quotes.
@@ -502,15 +502,15 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// statusError is a server's refusal, in one line.
+// statusError is a server's refusal, in one line. It keeps nothing else
+// of the client's error, which holds the answer whole (and, when it
+// quotes the request, the credential sent): no caller can print it.
 type statusError struct {
 	code int
 	msg  string
-	err  error
 }
 
 func (e *statusError) Error() string { return fmt.Sprintf("%d %s", e.code, e.msg) }
-func (e *statusError) Unwrap() error { return e.err }
 
 // readCredential reads a small credential file (a token, an id, a JWT),
 // trimming surrounding whitespace. Errors name the file, never its content.

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/tillgw/till/internal/regfile/regfiletest"
 	"github.com/tillgw/till/test/fake"
 )
@@ -689,6 +691,11 @@ func TestVaultKVErrorQuotingTheCredentialStaysOut(t *testing.T) {
 				if err != nil && strings.Contains(err.Error(), words) {
 					t.Errorf("%s, quoted %s: the error holds the answer's words, which quote a credential: %q", name, h, err)
 				}
+			}
+			// Nor does it keep the client's error, answer whole, for
+			// a caller to dig out and print.
+			if re := (*api.ResponseError)(nil); errors.As(err, &re) {
+				t.Errorf("%s, quoted %s: the error wraps the client's, which holds the answer: %v", name, h, re)
 			}
 		}
 		how.Store("plain")
