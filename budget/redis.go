@@ -215,7 +215,9 @@ const badCountFix = " (a hand edit?): every Take and Settle that counts in it fa
 // to at least ttl; wrongType says why a key's type is not want (or none);
 // incr adds d to a hash's field within 0..2^62, since an HINCRBY that
 // overflows fails the script halfway, after it wrote (Redis does not roll
-// a script back), and a store that fails lets requests by uncounted;
+// a script back), and a store that fails lets requests by uncounted (a
+// Lua number d goes as a whole number: Redis passes one of 10^17 or more
+// as 1e+17, which HINCRBY refuses, halfway too);
 // badCount says why a hash's field or value is not a count as incr
 // writes them (isCount), and badAt why a field's value is not: Lua reads
 // "0x10" or "1e3" as a number, which HINCRBY then refuses halfway, so the
@@ -248,6 +250,7 @@ local function incr(key, field, d)
   elseif v <= 0 then
     redis.call('HSET', key, field, 0)
   else
+    if type(d) == 'number' then d = string.format('%.0f', d) end
     redis.call('HINCRBY', key, field, d)
   end
 end

@@ -1179,3 +1179,31 @@ func TestRedisHugeAmountMoved(t *testing.T) {
 	mustTake(t, s, now.Add(5*time.Hour), maxAmount, one("web", b))
 	mustDeny(t, s, now, 0, one("web", b), deny(b, "web", KindTokens, time.Second))
 }
+
+// TestRedisHugeSumMoved: a Take that moves what a clock step left ahead
+// counts it whole however much it sums to. Requests in flight under a
+// budget of requests reserve up to 2^50 tokens each, unrefused: 100 of
+// them hold more than 10^17, which Redis passed to HINCRBY as 1.1e+17.
+// The script failed halfway, after dropping the buckets it moved: the
+// Take failed (its request let by uncounted under on_redis_error: allow)
+// and what was counted ahead was lost.
+func TestRedisHugeSumMoved(t *testing.T) {
+	addr, _ := startRedis(t)
+	client := newClient(t, addr)
+	s := NewRedis(client, nil, "")
+	now := time.Now().Truncate(time.Minute) // Redis's clock; the till's runs 5 h ahead, then is set right
+	b := rolling("requests", time.Hour)
+	b.Requests = 1000
+	for range 100 {
+		mustTake(t, s, now.Add(5*time.Hour), maxAmount, one("web", b))
+	}
+	mustTake(t, s, now, 0, one("web", b)) // moves them
+	if got := used(t, s, now, b, "web", KindRequests); got != 101 {
+		t.Errorf("%v requests counted, want 101", got)
+	}
+	key := s.counterKey("requests", b.Window, PerClient, "web", toks)
+	bucket := strconv.FormatInt(b.Window.at(now).bucket, 10)
+	if got, err := client.HGet(t.Context(), key, bucket).Result(); err != nil || got != strconv.FormatInt(100*maxAmount, 10) {
+		t.Errorf("%s field %s: %q, %v; want the %d tokens reserved", key, bucket, got, err, 100*maxAmount)
+	}
+}
