@@ -60,7 +60,7 @@ func (g *Gateway) serveTest(w http.ResponseWriter, r *http.Request) {
 	snap := g.Snapshot()
 	v := snap.Explain(t.Method, t.Target, t.Client, netip.AddrPortFrom(source, 0).String(), t.Model, time.Now())
 	if v.Allowed && v.Route != "" {
-		m, err := snap.Mint(r.Context(), g.audit, v)
+		m, err := snap.mint(r.Context(), g.audit, v, g)
 		v.ApplyMint(m, err)
 		ev := g.log.Info().Str("route", v.Route).Str("client", v.Client).Bool("asked", m.Asked)
 		if m.Asked {

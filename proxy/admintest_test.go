@@ -187,3 +187,50 @@ func TestAdminTestAuditDown(t *testing.T) {
 		t.Errorf("with the trail down: %d %s, %d asks; want refused audit_unavailable and no ask", w.Code, w.Body.String(), te.count())
 	}
 }
+
+// TestAdminTestReloadDuringDialStopsKey: a reload acknowledged while
+// POST /admin/test's ask waits for the token endpoint's connection (a
+// slow DNS answer, TCP or TLS handshake) keeps the client secret from
+// going, as it does for a request's ask: here the reload moved the
+// route's token_url, and the old endpoint still got the secret.
+func TestAdminTestReloadDuringDialStopsKey(t *testing.T) {
+	old := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
+	moved := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
+	conf := func(tokenURL string) *Snapshot {
+		cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+moved.URL+", secret: app, inject: {oauth2: {token_url: "+tokenURL+"/token}}}\n"), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewSnapshot(cfg, map[string]vault.Secret{"app": oauthSecret("app", time.Now())})
+	}
+	tr, dialing, release := heldDialTransport()
+	oldTransport := tokenClient.Transport
+	tokenClient.Transport = tr
+	t.Cleanup(func() { tokenClient.Transport = oldTransport })
+	records := &lockedBuffer{}
+	gw := New(conf(old.URL), Options{Audit: testAudit(records), Log: zerolog.Nop()})
+
+	answer := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		r := httptest.NewRequest("POST", "http://127.0.0.1:9090/admin/test", strings.NewReader(`{"method": "GET", "target": "/api/x"}`))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		NewAdmin(AdminOptions{Gateway: gw}).ServeHTTP(w, r)
+		answer <- w
+	}()
+	select {
+	case <-dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the test never reached the token endpoint's dial")
+	}
+	gw.Swap(conf(moved.URL)) // the token_url fixed, acknowledged
+	close(release)
+	w := <-answer
+	var v Verdict
+	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
+		t.Fatalf("answer %q: %v", w.Body.String(), err)
+	}
+	if n := old.count(); n != 0 || v.Allowed || v.Code != CodeSecretUnavailable || !strings.Contains(v.Reason, "run till test --mint again") {
+		t.Errorf("after a reload that moved the token_url while the endpoint was dialled: %s; the old endpoint was asked %d time(s); want a refusal and no ask", w.Body.String(), n)
+	}
+}

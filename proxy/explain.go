@@ -197,6 +197,16 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 // minter holds no token still good and no failure of the endpoint is
 // remembered (which is then the error): Minted says which.
 func (s *Snapshot) Mint(ctx context.Context, a *Audit, v Verdict) (Minted, error) {
+	return s.mint(ctx, a, v, nil)
+}
+
+// mint is Mint; given g, which serves s, the ask is held to the config g
+// serves, as a request's ask is (x.mint): once it has the endpoint's
+// connection, and while it waits to be written there, the key does not
+// go if a reload swapped s out (it may have moved the token_url, or
+// revoked the key) or the key expired (testKeyGoes). The error is then
+// a keptBack.
+func (s *Snapshot) mint(ctx context.Context, a *Audit, v Verdict, g *Gateway) (Minted, error) {
 	for _, rt := range s.routes {
 		if rt.name != v.Route {
 			continue
@@ -217,9 +227,22 @@ func (s *Snapshot) Mint(ctx context.Context, a *Audit, v Verdict) (Minted, error
 			host: in.minter.endpoint.Host, path: in.minter.endpoint.Path}
 		rec.nameKey(in)
 		var asks atomic.Int32
-		t, err := in.minter.token(ctx, askChecks{before: func() bool {
+		checks := askChecks{before: func() bool {
 			return a.writeUse(&rec, int(asks.Add(1)), time.Now())
-		}})
+		}}
+		if g != nil {
+			w := keyWatch{g, func(l *live) (*apiError, time.Time) { return s.testKeyGoes(l, in) }}
+			checks.goes = func() error {
+				if e := w.goes(); e != nil {
+					return keptBack{*e}
+				}
+				return nil
+			}
+			checks.wait = func(stop func(error)) *unwritten {
+				return w.waiter(func(e *apiError) { stop(keptBack{*e}) })
+			}
+		}
+		t, err := in.minter.token(ctx, checks)
 		m := Minted{Asked: asks.Load() > 0, UseID: rec.id}
 		if errors.Is(err, errAuditUnavailable) {
 			return m, ErrAuditUnavailable
@@ -230,6 +253,22 @@ func (s *Snapshot) Mint(ctx context.Context, a *Audit, v Verdict) (Minted, error
 		return m, err
 	}
 	return Minted{}, fmt.Errorf("no route %q", v.Route)
+}
+
+// errTestReloaded keeps back the ask of a test that a reload overtook.
+var errTestReloaded = apiError{CodeSecretUnavailable, "a reload changed the config served while the token endpoint was reached; run till test --mint again"}
+
+// testKeyGoes judges whether in, the key of a test's ask decided on s,
+// may go as l, the config served now, says: only while l is s, and the
+// key has not expired since (under on_expired: block); until its expiry.
+func (s *Snapshot) testKeyGoes(l *live, in *injection) (*apiError, time.Time) {
+	if l.Snapshot != s {
+		return errTestReloaded.ref(), time.Time{}
+	}
+	if refusal, ok, _ := in.secretState(time.Now(), s.onExpired); !ok {
+		return refusal.ref(), time.Time{}
+	}
+	return nil, in.expires
 }
 
 // Minted is how Mint came by a token.
@@ -250,12 +289,17 @@ type Minted struct {
 
 // ApplyMint says in v, an allowed request's verdict, how Mint went for
 // it: refused (audit_unavailable when the ask could not be recorded,
-// credential_unavailable when no token came), or allowed with a warning
-// that says where the token came from.
+// credential_unavailable when no token came, the refusal of the config
+// served when that kept the key back), or allowed with a warning that
+// says where the token came from.
 func (v *Verdict) ApplyMint(m Minted, err error) {
+	var kept keptBack
 	switch {
 	case errors.Is(err, ErrAuditUnavailable):
 		v.Allowed, v.Code, v.Reason = false, CodeAuditUnavailable, err.Error()
+		return
+	case errors.As(err, &kept):
+		v.Allowed, v.Code, v.Reason = false, kept.e.code, kept.Error()
 		return
 	case err != nil:
 		v.Allowed, v.Code, v.Reason = false, CodeCredentialUnavailable, "the token endpoint refused: "+err.Error()
