@@ -184,8 +184,9 @@ func (g *Gateway) BaseContext(net.Listener) context.Context { return g.base }
 // until ctx is done, for intercepted requests and for requests that server
 // does not track (WebSocket upgrades, tunnels); then it ends those that
 // remain and waits briefly for their audit records, so that every request
-// is recorded before the audit sink closes. Last, it waits, until ctx is
-// done, for the budget counts Redis missed that the store still tries.
+// is recorded before the audit sink closes. It logs the token failures
+// counted since their last line. Last, it waits, until ctx is done, for
+// the budget counts Redis missed that the store still tries.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.Closing()
 	err := g.drain(ctx)
@@ -201,6 +202,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	// Intercepted connections are idle once no request is in flight.
 	g.closeIntercepted()
+	g.mintFails.flushAll()
 	g.awaitLate(ctx)
 	return err
 }

@@ -80,6 +80,23 @@ func (l *mintFailLog) flush(k mintFailKey) {
 		Time("since", since).Msg(countedMsg(k.msg, n))
 }
 
+// flushAll logs now the failures counted since each key's last line,
+// which its timer would log at the interval's end: at shutdown, the
+// process may not last that long.
+func (l *mintFailLog) flushAll() {
+	l.mu.Lock()
+	var due []mintFailKey
+	for k, f := range l.seen {
+		if f.pending != nil && f.pending.Stop() {
+			due = append(due, k) // else its flush runs already
+		}
+	}
+	l.mu.Unlock()
+	for _, k := range due {
+		l.flush(k)
+	}
+}
+
 // countedMsg is the message of the line for n failures counted since the
 // last line of message base.
 func countedMsg(base string, n int) string {

@@ -94,3 +94,39 @@ func TestMintGiveUpsLoggedPerInterval(t *testing.T) {
 		t.Errorf("counted %v, want %d more for each route", counted, perRoute-1)
 	}
 }
+
+// TestMintGiveUpsLoggedAtShutdown: the failures counted since the last
+// line are logged when the gateway shuts down, not lost with the timer
+// that would have logged them at the interval's end.
+func TestMintGiveUpsLoggedAtShutdown(t *testing.T) {
+	release := make(chan struct{})
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer endpoint.Close()
+	defer close(release)
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+endpoint.URL+", secret: cred, timeout: 100ms, inject: {oauth2: {token_url: "+endpoint.URL+"/token}}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
+	logs := &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"cred": cred}), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.New(logs)})
+	gw.mintFails.every = time.Hour
+	for range 3 {
+		w := httptest.NewRecorder()
+		gw.ServeHTTP(w, httptest.NewRequest("GET", "/api/x", nil))
+		if w.Code != http.StatusBadGateway {
+			t.Fatalf("GET /api/x: %d, want 502", w.Code)
+		}
+	}
+	if err := gw.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "2 more requests since the last such line") {
+		t.Errorf("the log after shutdown does not count the 2 failures after the first:\n%s", logs.String())
+	}
+}
