@@ -221,7 +221,7 @@ func (s *Snapshot) mint(ctx context.Context, a *Audit, v Verdict, g *Gateway) (M
 			return Minted{}, fmt.Errorf("%s (%s)", e.message, e.code)
 		}
 		if in.minter == nil {
-			return Minted{}, fmt.Errorf("route %q mints no token", v.Route)
+			return Minted{}, errMintsNoToken
 		}
 		rec := record{id: newRequestIDs().next(), client: v.Client, route: rt.name, method: http.MethodPost,
 			host: in.minter.endpoint.Host, path: in.minter.endpoint.Path}
@@ -291,12 +291,15 @@ type Minted struct {
 // it: refused (audit_unavailable when the ask could not be recorded,
 // credential_unavailable when no token came, the refusal of the config
 // served when that kept the key back), or allowed with a warning that
-// says where the token came from.
+// says where the token came from, or that the route mints none.
 func (v *Verdict) ApplyMint(m Minted, err error) {
 	var kept keptBack
 	switch {
 	case errors.Is(err, ErrAuditUnavailable):
 		v.Allowed, v.Code, v.Reason = false, CodeAuditUnavailable, err.Error()
+		return
+	case errors.Is(err, errMintsNoToken):
+		v.Warning = strings.TrimPrefix(v.Warning+"; "+err.Error(), "; ")
 		return
 	case errors.As(err, &kept):
 		v.Allowed, v.Code, v.Reason = false, kept.e.code, kept.Error()
@@ -314,6 +317,10 @@ func (v *Verdict) ApplyMint(m Minted, err error) {
 	}
 	v.Warning = strings.TrimPrefix(v.Warning+"; "+said, "; ")
 }
+
+// errMintsNoToken is Mint's error for a route that sends its key as it
+// is: the request is allowed, and there is nothing to ask.
+var errMintsNoToken = errors.New("--mint asked nothing: the route sends its key as it is, with no token endpoint")
 
 // ErrAuditUnavailable is Mint's error when the use record of its ask
 // could not be written: the token endpoint was not asked.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,5 +102,26 @@ func TestMintAsksWithTheVerdictsPoolKey(t *testing.T) {
 		if last != v.Secret {
 			t.Errorf("the verdict names key %q; the token endpoint was asked with %q", v.Secret, last)
 		}
+	}
+}
+
+// TestMintOnAStaticKeyRoute: till test --mint on a route that sends its
+// key as it is asks nothing and leaves the request allowed, saying so,
+// rather than refusing it as if a token endpoint had.
+func TestMintOnAStaticKeyRoute(t *testing.T) {
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: https://api.example.com, secret: k, inject: {header: Authorization, format: \"Bearer {secret}\"}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := NewSnapshot(cfg, map[string]vault.Secret{"k": vault.NewSecret("k", "sk-static-0123456789abcdef", time.Now())})
+	v := snap.Explain("GET", "/api/v1/x", "", "127.0.0.1:1234", "", time.Now())
+	buf := &lockedBuffer{}
+	m, err := snap.Mint(context.Background(), testAudit(buf), v)
+	v.ApplyMint(m, err)
+	if !v.Allowed || v.Code != "" || !strings.Contains(v.Warning, "no token endpoint") {
+		t.Errorf("verdict %+v: want allowed, with a warning that the route has no token endpoint", v)
+	}
+	if m.Asked || buf.String() != "" {
+		t.Errorf("asked %v, trail %q: want nothing asked or written", m.Asked, buf.String())
 	}
 }
