@@ -219,7 +219,7 @@ const badCountFix = " (a hand edit?): every Take and Settle that counts in it fa
 // Lua number d goes as a whole number: Redis passes one of 10^17 or more
 // as 1e+17, which HINCRBY refuses, halfway too);
 // badCount says why a hash's field or value is not a count as incr
-// writes them (isCount), and badAt why a field's value is not: Lua reads
+// writes them (isCount: digits, within int64), and badAt why a field's value is not: Lua reads
 // "0x10" or "1e3" as a number, which HINCRBY then refuses halfway, so the
 // scripts check what they read and what they add to before they write.
 // hold adds d to a field of a reservedKey hash, within 0..2^62 (a field
@@ -233,7 +233,9 @@ const badCountFix = " (a hand edit?): every Take and Settle that counts in it fa
 // back.
 const luaHelpers = `
 local function isCount(s)
-  return s == '0' or (#s <= 19 and string.find(s, '^[1-9]%d*$') ~= nil)
+  if s == '0' then return true end
+  if string.find(s, '^[1-9]%d*$') == nil then return false end
+  return #s < 19 or (#s == 19 and s <= '9223372036854775807')
 end
 local function badCount(key, field, value)
   if not isCount(field) then return 'BADCOUNT ' .. key .. ' has a field that is not a bucket start (whole seconds)` + badCountFix + `' end

@@ -929,6 +929,7 @@ func TestRedisHandEditedCounts(t *testing.T) {
 		{"leading zero", bucket, "05"},
 		{"space", bucket, " 7"},
 		{"negative", bucket, "-3"},
+		{"above 2^62", bucket, "9300000000000000000"},
 		{"field", "x", "1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
