@@ -234,3 +234,45 @@ func TestAdminTestReloadDuringDialStopsKey(t *testing.T) {
 		t.Errorf("after a reload that moved the token_url while the endpoint was dialled: %s; the old endpoint was asked %d time(s); want a refusal and no ask", w.Body.String(), n)
 	}
 }
+
+// TestAdminTestKeyExpiringDuringDial: a key that expires while POST
+// /admin/test's ask waits for the token endpoint's connection is not
+// sent there under on_expired: block, as for a request's ask
+// (TestKeyExpiringDuringTokenEndpointDial).
+func TestAdminTestKeyExpiringDuringDial(t *testing.T) {
+	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
+	tr, dialing, release := heldDialTransport()
+	oldTransport := tokenClient.Transport
+	tokenClient.Transport = tr
+	t.Cleanup(func() { tokenClient.Transport = oldTransport })
+	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: app, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := oauthSecret("app", time.Now())
+	k.Expires = time.Now().Add(300 * time.Millisecond)
+	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"app": k}), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	answer := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		r := httptest.NewRequest("POST", "http://127.0.0.1:9090/admin/test", strings.NewReader(`{"method": "GET", "target": "/api/x"}`))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		NewAdmin(AdminOptions{Gateway: gw}).ServeHTTP(w, r)
+		answer <- w
+	}()
+	select {
+	case <-dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the test never reached the token endpoint's dial")
+	}
+	time.Sleep(time.Until(k.Expires) + 100*time.Millisecond)
+	close(release)
+	w := <-answer
+	var v Verdict
+	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
+		t.Fatalf("answer %q: %v", w.Body.String(), err)
+	}
+	if n := te.count(); n != 0 || v.Allowed || v.Code != CodeSecretExpired {
+		t.Errorf("the key expired while the endpoint was dialled: %s; the endpoint was asked %d time(s); want refused %s and no ask", w.Body.String(), n, CodeSecretExpired)
+	}
+}
