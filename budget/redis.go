@@ -565,8 +565,7 @@ for j = 0, n - 1 do
   held[j + 1] = {at, math.min(reserve, v)}
   for k = 1, 3 do
     local bad = wrongType(KEYS[j * 4 + k], k == 3 and 'zset' or 'hash')
-    local writes = tonumber(ARGV[a + 2 + k]) ~= 0 or (k == 1 and held[j + 1][2] > 0)
-    if not bad and k < 3 and writes then bad = badAt(KEYS[j * 4 + k], ARGV[a]) end
+    if not bad and k < 3 and tonumber(ARGV[a + 2 + k]) ~= 0 then bad = badAt(KEYS[j * 4 + k], ARGV[a]) end
     if not bad and k == 1 and held[j + 1][2] > 0 then bad = badAt(KEYS[j * 4 + k], at) end
     if bad then return redis.error_reply(bad) end
   end
