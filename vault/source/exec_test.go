@@ -187,7 +187,8 @@ func TestExecStderrCutKeepsNoPartialValue(t *testing.T) {
 // stderr a credential of its own from the environment it was given (a
 // shell's set -x, curl -v, aws --debug printing the headers it sends) has
 // none of it logged, in any form the value is looked for in; the values
-// of variables whose names say nothing of a credential stay.
+// of variables whose names say nothing of a credential stay, as do short
+// ones (pass's PASSWORD_STORE_CLIP_TIME=45), which would match by chance.
 func TestExecStderrHidesItsOwnCredentials(t *testing.T) {
 	creds := map[string]string{
 		"VAULT_TOKEN":              "hvs.CAESIHelperOwnToken0123456789",
@@ -196,12 +197,12 @@ func TestExecStderrHidesItsOwnCredentials(t *testing.T) {
 		"PGPASSWORD":               "helper-database-password",
 		"BW_SESSION":               "helper-bitwarden-session-key",
 	}
-	env := []string{"PATH=" + os.Getenv("PATH"), "HELPER_REGION=eu-west-1-helper-region"}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HELPER_REGION=eu-west-1-helper-region", "PASSWORD_STORE_CLIP_TIME=45"}
 	for name, v := range creds {
 		env = append(env, name+"="+v)
 	}
 	script := `set -x
-: curl -H "X-Vault-Token: $VAULT_TOKEN" -H "X-Amz-Security-Token: $AWS_SESSION_TOKEN" --region "$HELPER_REGION"
+: curl -H "X-Vault-Token: $VAULT_TOKEN" -H "X-Amz-Security-Token: $AWS_SESSION_TOKEN" --region "$HELPER_REGION" --clip "$PASSWORD_STORE_CLIP_TIME"
 printf 'Authorization: Basic %s\n' "$(printf 'user:%s' "$OP_SERVICE_ACCOUNT_TOKEN" | base64 | tr -d '\n')" >&2
 printf '%s' "$PGPASSWORD" | od -An -v -tx1 | tr -d ' \n' >&2
 printf '\nsession %s\n' "$BW_SESSION" >&2
@@ -214,7 +215,7 @@ echo sk-helper-value-0123456789`
 		t.Fatalf("fetch: %q %v", out, err)
 	}
 	var line struct{ Stderr string }
-	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || !strings.Contains(line.Stderr, "eu-west-1-helper-region") {
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || !strings.Contains(line.Stderr, "eu-west-1-helper-region --clip 45") {
 		t.Fatalf("stderr not logged, or without the helper's other settings: %s (%v)", logs.String(), err)
 	}
 	folded := strings.Join(strings.Fields(line.Stderr), "")
