@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/tillgw/till/proxy"
 	"time"
 )
 
@@ -334,5 +336,23 @@ func TestProbeFailureSaysItsOwnWait(t *testing.T) {
 	}
 	if got := probeFailure(ctx, err); got != "no answer within 300ms" {
 		t.Errorf("probeFailure: %q, want %q", got, "no answer within 300ms")
+	}
+}
+
+// TestMintAnswerEscapes: what answers POST /admin/test for till test
+// --mint may not be till. Only printable text of its verdict reaches the
+// terminal.
+func TestMintAnswerEscapes(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"allowed":false,"route":"api` + `\u001b]0;pwned\u0007","code":"credential_unavailable\u001b[2J","reason":"no` + `\u009b2J"}`))
+	}))
+	defer srv.Close()
+	c := newCLI(t)
+	os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \""+strings.TrimPrefix(srv.URL, "http://")+"\"}\nroutes: []\n"), 0o644)
+	var v proxy.Verdict
+	mintByServe("till.yaml", &env{getenv: func(k string) string { return c.env[k] }}, proxy.TestRequest{Method: "GET", Target: "/api/x"}, &v)
+	if v.Route != "api]0;pwned" || v.Code != "credential_unavailable[2J" || v.Reason != "no2J" {
+		t.Errorf("verdict %+v: want the answer's printable text only", v)
 	}
 }
