@@ -31,7 +31,7 @@ func runTest(args []string, e *env) error {
 	flags.StringVar(&client, "client", "", "client `name` making the request (default: none)")
 	flags.StringVar(&from, "from", "127.0.0.1", "source `address` of the request, for client CIDRs")
 	flags.BoolVar(&asJSON, "json", false, "print the verdict as JSON")
-	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask, a use of the key, is recorded in the audit trail first; while a running till holds the audit file, that till mints, asked through its admin listener)")
+	flags.BoolVar(&mint, "mint", false, "obtain a token from the route's token endpoint (oauth2, github_app, google) for an allowed request, to check it works; the token is not shown, and the ask, a use of the key, is recorded in the audit trail first; while a running till holds the audit file, that till mints, asked through its admin listener")
 	pos, err := parseInterleaved(flags, args)
 	if err != nil {
 		return err
