@@ -203,13 +203,24 @@ func TestAdminTestReloadDuringDialStopsKey(t *testing.T) {
 		}
 		return NewSnapshot(cfg, map[string]vault.Secret{"app": oauthSecret("app", time.Now())})
 	}
+	gw := New(conf(old.URL), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
+	v, body := adminTestHeldAtDial(t, gw, func() {
+		gw.Swap(conf(moved.URL)) // the token_url fixed, acknowledged
+	})
+	if n := old.count(); n != 0 || v.Allowed || v.Code != CodeSecretUnavailable || !strings.Contains(v.Reason, "run till test --mint again") {
+		t.Errorf("after a reload that moved the token_url while the endpoint was dialled: %s; the old endpoint was asked %d time(s); want a refusal and no ask", body, n)
+	}
+}
+
+// adminTestHeldAtDial runs POST /admin/test of GET /api/x on gw, its
+// token endpoint's dial held until meanwhile has run, and returns the
+// verdict, and the answer as it came.
+func adminTestHeldAtDial(t *testing.T, gw *Gateway, meanwhile func()) (Verdict, string) {
+	t.Helper()
 	tr, dialing, release := heldDialTransport()
 	oldTransport := tokenClient.Transport
 	tokenClient.Transport = tr
 	t.Cleanup(func() { tokenClient.Transport = oldTransport })
-	records := &lockedBuffer{}
-	gw := New(conf(old.URL), Options{Audit: testAudit(records), Log: zerolog.Nop()})
-
 	answer := make(chan *httptest.ResponseRecorder, 1)
 	go func() {
 		r := httptest.NewRequest("POST", "http://127.0.0.1:9090/admin/test", strings.NewReader(`{"method": "GET", "target": "/api/x"}`))
@@ -221,18 +232,17 @@ func TestAdminTestReloadDuringDialStopsKey(t *testing.T) {
 	select {
 	case <-dialing:
 	case <-time.After(10 * time.Second):
+		close(release)
 		t.Fatal("the test never reached the token endpoint's dial")
 	}
-	gw.Swap(conf(moved.URL)) // the token_url fixed, acknowledged
+	meanwhile()
 	close(release)
 	w := <-answer
 	var v Verdict
 	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
 		t.Fatalf("answer %q: %v", w.Body.String(), err)
 	}
-	if n := old.count(); n != 0 || v.Allowed || v.Code != CodeSecretUnavailable || !strings.Contains(v.Reason, "run till test --mint again") {
-		t.Errorf("after a reload that moved the token_url while the endpoint was dialled: %s; the old endpoint was asked %d time(s); want a refusal and no ask", w.Body.String(), n)
-	}
+	return v, w.Body.String()
 }
 
 // TestAdminTestKeyExpiringDuringDial: a key that expires while POST
@@ -241,10 +251,6 @@ func TestAdminTestReloadDuringDialStopsKey(t *testing.T) {
 // (TestKeyExpiringDuringTokenEndpointDial).
 func TestAdminTestKeyExpiringDuringDial(t *testing.T) {
 	te := newTokenEndpoint(t, func(http.ResponseWriter, *http.Request) {})
-	tr, dialing, release := heldDialTransport()
-	oldTransport := tokenClient.Transport
-	tokenClient.Transport = tr
-	t.Cleanup(func() { tokenClient.Transport = oldTransport })
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nvault: {on_expired: block}\nroutes:\n  - {name: api, upstream: "+te.URL+", secret: app, inject: {oauth2: {token_url: "+te.URL+"/token}}}\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -252,27 +258,8 @@ func TestAdminTestKeyExpiringDuringDial(t *testing.T) {
 	k := oauthSecret("app", time.Now())
 	k.Expires = time.Now().Add(300 * time.Millisecond)
 	gw := New(NewSnapshot(cfg, map[string]vault.Secret{"app": k}), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop()})
-	answer := make(chan *httptest.ResponseRecorder, 1)
-	go func() {
-		r := httptest.NewRequest("POST", "http://127.0.0.1:9090/admin/test", strings.NewReader(`{"method": "GET", "target": "/api/x"}`))
-		r.Header.Set("Content-Type", "application/json")
-		w := httptest.NewRecorder()
-		NewAdmin(AdminOptions{Gateway: gw}).ServeHTTP(w, r)
-		answer <- w
-	}()
-	select {
-	case <-dialing:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the test never reached the token endpoint's dial")
-	}
-	time.Sleep(time.Until(k.Expires) + 100*time.Millisecond)
-	close(release)
-	w := <-answer
-	var v Verdict
-	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
-		t.Fatalf("answer %q: %v", w.Body.String(), err)
-	}
+	v, body := adminTestHeldAtDial(t, gw, func() { time.Sleep(time.Until(k.Expires) + 100*time.Millisecond) })
 	if n := te.count(); n != 0 || v.Allowed || v.Code != CodeSecretExpired {
-		t.Errorf("the key expired while the endpoint was dialled: %s; the endpoint was asked %d time(s); want refused %s and no ask", w.Body.String(), n, CodeSecretExpired)
+		t.Errorf("the key expired while the endpoint was dialled: %s; the endpoint was asked %d time(s); want refused %s and no ask", body, n, CodeSecretExpired)
 	}
 }
