@@ -667,11 +667,9 @@ func TestAppGoneDuringMint(t *testing.T) {
 	}
 }
 
-// TestMintHeldEndsAtTheRouteTimeout: a token endpoint that holds the ask
-// (its connection accepted, never answered) holds a request no longer
-// than its route's timeout, which then gets 502 credential_unavailable.
-// It held it for the ask's own bound, 30 s, whatever the route said.
-func TestMintHeldEndsAtTheRouteTimeout(t *testing.T) {
+// holdingEndpoint is a token endpoint that accepts every ask and never
+// answers it, until its asker leaves or the test ends.
+func holdingEndpoint(t *testing.T) *httptest.Server {
 	release := make(chan struct{})
 	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -679,8 +677,17 @@ func TestMintHeldEndsAtTheRouteTimeout(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	}))
-	defer endpoint.Close()
-	defer close(release)
+	t.Cleanup(endpoint.Close)
+	t.Cleanup(func() { close(release) })
+	return endpoint
+}
+
+// TestMintHeldEndsAtTheRouteTimeout: a token endpoint that holds the ask
+// (its connection accepted, never answered) holds a request no longer
+// than its route's timeout, which then gets 502 credential_unavailable.
+// It held it for the ask's own bound, 30 s, whatever the route said.
+func TestMintHeldEndsAtTheRouteTimeout(t *testing.T) {
+	endpoint := holdingEndpoint(t)
 	cred := vault.NewFieldSecret("cred", map[string]string{"client_id": "app", "client_secret": "cs-0123456789abcdef"}, time.Now())
 	gw, records, logs := mintGateway(t, endpoint.URL, "{oauth2: {token_url: "+endpoint.URL+"/token, auth_style: header}}, timeout: 1s", cred, "")
 	start := time.Now()

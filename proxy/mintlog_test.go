@@ -22,15 +22,7 @@ import (
 // gave up since. Caught: a warn line per request, a log flood at the
 // rate requests come.
 func TestMintGiveUpsLoggedPerInterval(t *testing.T) {
-	release := make(chan struct{})
-	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer endpoint.Close()
-	defer close(release)
+	endpoint := holdingEndpoint(t)
 	route := func(name, scope string) string {
 		return "  - {name: " + name + ", upstream: " + endpoint.URL + ", secret: cred, timeout: 200ms, inject: {oauth2: {token_url: " + endpoint.URL + "/token, scopes: [" + scope + "]}}}\n"
 	}
@@ -99,15 +91,7 @@ func TestMintGiveUpsLoggedPerInterval(t *testing.T) {
 // line are logged when the gateway shuts down, not lost with the timer
 // that would have logged them at the interval's end.
 func TestMintGiveUpsLoggedAtShutdown(t *testing.T) {
-	release := make(chan struct{})
-	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer endpoint.Close()
-	defer close(release)
+	endpoint := holdingEndpoint(t)
 	cfg, err := config.Parse("till.yaml", []byte("version: 1\nroutes:\n  - {name: api, upstream: "+endpoint.URL+", secret: cred, timeout: 100ms, inject: {oauth2: {token_url: "+endpoint.URL+"/token}}}\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
