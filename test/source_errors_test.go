@@ -6,9 +6,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/tillgw/till/test/fake"
 )
@@ -135,4 +138,69 @@ routes:
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{helperToken, value})
+}
+
+// TestCredentialChainRefusalStaysOut: the AWS SDK's credential chain
+// calls STS with the pod's web identity token, or the container
+// credentials endpoint with its authorization token, before Secrets
+// Manager; its refusal was the fetch error whole. An endpoint that quotes
+// the request it refused (AWS_ENDPOINT_URL_STS at a proxy, a container
+// endpoint on loopback) put that credential in serve's log at every
+// request of the route, and in till check's and till test's output: the
+// code is kept, the words left out.
+func TestCredentialChainRefusalStaysOut(t *testing.T) {
+	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	creds := aws.Credentials{AccessKeyID: "ASIAFAKETILL0000E2E3", SecretAccessKey: keyed("aws-secret-", "c1"), SessionToken: keyed("aws-session-", "c2")}
+	sm := fake.NewSecretsManager(t, creds, "eu-central-1")
+	sm.Put("prod/openai", "sk-aws-chain")
+	jwt, authToken := keyed("eyJhbGciOiJSUzI1NiJ9.", "c3"), keyed("ecs-", "c4")
+	sts := fake.NewSTS(t, creds, jwt)
+	sts.Refuse(func(token string) string { return "the token " + token + " is not trusted" })
+	container := fake.NewContainerCredentials(t, creds, authToken)
+	container.Refuse(func(auth string) string { return "Authorization: " + auth + " is not trusted" })
+	dir := t.TempDir()
+	jwtFile := filepath.Join(dir, "jwt")
+	if err := os.WriteFile(jwtFile, []byte(jwt), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `version: 1
+sources:
+  - {name: aws, type: aws_secretsmanager, region: eu-central-1, endpoint: "` + sm.URL + `"}
+routes:
+  - {name: plain, upstream: "` + up.URL + `", secret: "aws:prod/openai", inject: {header: X-Api-Key}}
+`
+	base := []string{"AWS_CA_BUNDLE=" + sm.CAFile, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=" + filepath.Join(dir, "none"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "none")}
+	for _, tt := range []struct {
+		name, code string
+		env        []string
+		secret     string
+	}{
+		{"STS", "InvalidIdentityToken", []string{"AWS_WEB_IDENTITY_TOKEN_FILE=" + jwtFile,
+			"AWS_ROLE_ARN=arn:aws:iam::123456789012:role/till", "AWS_ENDPOINT_URL_STS=" + sts.URL}, jwt},
+		{"container", "AccessDenied", []string{"AWS_CONTAINER_CREDENTIALS_FULL_URI=" + container.URL + "/v1/credentials",
+			"AWS_CONTAINER_AUTHORIZATION_TOKEN=" + authToken}, authToken},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := append(slices.Clone(base), tt.env...)
+			tl, get := storeRoutes(t, cfg, up.caFile, env...)
+			if code, e := get("/plain/v1/models"); code != 503 || e != "secret_unavailable" {
+				t.Errorf("got %d %s, want 503 secret_unavailable", code, e)
+			}
+			left := tt.code + " (the message is not shown: it quotes the credential sent)"
+			if !tl.waitLog(left) {
+				t.Errorf("serve's log does not give the error code: %s", tl.stderr.String())
+			}
+			out, errOut, code := runTill(t, tl.dir, "", env, "check")
+			if code != 1 || !strings.Contains(errOut, left) || strings.Contains(errOut, "not trusted") {
+				t.Errorf("till check: exit %d: %s %s", code, out, errOut)
+			}
+			out, errOut, code = runTill(t, tl.dir, "", env, "test", "GET", "/plain/v1/models")
+			if code != 1 || !strings.Contains(out, left) || strings.Contains(out, "not trusted") {
+				t.Errorf("till test: exit %d: %s %s", code, out, errOut)
+			}
+			tl.stop()
+			tl.assertNoLeak([]string{tt.secret})
+		})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssooidc"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/tillgw/till/internal/termtext"
 )
@@ -40,6 +43,7 @@ type SecretsManager struct {
 
 	mu     sync.Mutex
 	client *secretsmanager.Client // built at the first fetch that needs it
+	sent   sentCredentials
 }
 
 var _ Source = (*SecretsManager)(nil)
@@ -51,15 +55,12 @@ func (s *SecretsManager) Fetch(ctx context.Context, path string) ([]byte, Meta, 
 	if err != nil {
 		return nil, Meta{}, err
 	}
-	sent := &sentToken{}
-	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(path)}, func(o *secretsmanager.Options) {
-		sent.c, o.HTTPClient = o.HTTPClient, sent
-	})
+	out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(path)})
 	if err != nil {
 		if deleted(err) {
-			return nil, Meta{}, gone("GetSecretValue: %v", awsError(err, sent.tokens()))
+			return nil, Meta{}, gone("GetSecretValue: %v", awsError(err, s.sent.list()))
 		}
-		return nil, Meta{}, fmt.Errorf("GetSecretValue: %w", awsError(err, sent.tokens()))
+		return nil, Meta{}, fmt.Errorf("GetSecretValue: %w", awsError(err, s.sent.list()))
 	}
 	if out.SecretString == nil {
 		return nil, Meta{}, errors.New("the secret holds binary data; till reads SecretString only")
@@ -86,6 +87,9 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 		// The cache retries on its own; a request should not wait out
 		// the SDK's backoffs.
 		awsconfig.WithRetryMaxAttempts(1),
+		// Every client the configuration builds (the credential
+		// chain's too) keeps what it sends as a credential.
+		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record}),
 	}
 	if s.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(s.Region))
@@ -121,30 +125,94 @@ type cappedClient struct{ c secretsmanager.HTTPClient }
 
 func (c cappedClient) Do(r *http.Request) (*http.Response, error) { return capBody(c.c.Do(r)) }
 
-// sentToken is the HTTP client of one call, which keeps the session
-// token each request it sends carries (X-Amz-Security-Token): a refusal
-// may quote it (AWS's InvalidSignatureException quotes the canonical
-// request, token and all), and is then not quoted in turn.
-type sentToken struct {
-	c    secretsmanager.HTTPClient
+// keptCredentials is how many of the credentials sent last a
+// sentCredentials keeps.
+const keptCredentials = 8
+
+// sentCredentials keeps the credentials that the requests of a source's
+// clients carried, the credential chain's included: a refusal may quote
+// the request it refused (AWS's InvalidSignatureException quotes the
+// canonical request, session token and all; an endpoint from
+// AWS_ENDPOINT_URL_STS or a container endpoint on loopback may echo it
+// whole), and is then not quoted in turn. A refusal of the chain ends
+// the call that waited for credentials, or every call waiting for the
+// same ones: the credentials are the source's, not one call's.
+type sentCredentials struct {
 	mu   sync.Mutex
-	sent []string
+	sent []string // the latest sent last
 }
 
-func (s *sentToken) Do(r *http.Request) (*http.Response, error) {
-	if t := r.Header.Get("X-Amz-Security-Token"); t != "" {
-		s.mu.Lock()
-		s.sent = append(s.sent, t)
-		s.mu.Unlock()
+// record adds to a client's stack the steps that keep what a request
+// carries as a credential: its input's (the web identity token STS gets,
+// the refresh token and client secret SSO OIDC and Signin get), and its
+// headers', once signed (a session token, the SSO access token, the
+// container endpoint's authorization token).
+func (c *sentCredentials) record(stack *middleware.Stack) error {
+	err := stack.Initialize.Add(middleware.InitializeMiddlewareFunc("TillSentInput",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			c.add(inputCredentials(in.Parameters)...)
+			return next.HandleInitialize(ctx, in)
+		}), middleware.Before)
+	if err != nil {
+		return err
 	}
-	return s.c.Do(r)
+	return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("TillSentHeaders",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			if r, ok := in.Request.(*smithyhttp.Request); ok {
+				c.add(headerCredentials(r.Header)...)
+			}
+			return next.HandleFinalize(ctx, in)
+		}), middleware.After)
 }
 
-// tokens returns the session tokens sent.
-func (s *sentToken) tokens() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sent
+// inputCredentials returns the credentials in the input of the calls the
+// credential chain makes.
+func inputCredentials(params any) []string {
+	switch in := params.(type) {
+	case *sts.AssumeRoleWithWebIdentityInput:
+		return []string{aws.ToString(in.WebIdentityToken)}
+	case *ssooidc.CreateTokenInput:
+		return []string{aws.ToString(in.ClientSecret), aws.ToString(in.RefreshToken)}
+	case *signin.CreateOAuth2TokenInput:
+		if in.TokenInput != nil {
+			return []string{aws.ToString(in.TokenInput.RefreshToken)}
+		}
+	}
+	return nil
+}
+
+// headerCredentials returns the credentials in a request's headers. A
+// SigV4 Authorization header is left: it holds one request's signature,
+// and the key id that a refusal names to say which key it refused.
+func headerCredentials(h http.Header) []string {
+	creds := []string{h.Get("X-Amz-Security-Token"), h.Get("X-Amz-Sso_bearer_token")}
+	if auth := h.Get("Authorization"); !strings.HasPrefix(auth, "AWS4-") {
+		creds = append(creds, auth)
+	}
+	return creds
+}
+
+// add keeps creds as the latest sent, dropping the oldest past
+// keptCredentials.
+func (c *sentCredentials) add(creds ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cred := range creds {
+		if cred == "" {
+			continue
+		}
+		c.sent = append(slices.DeleteFunc(c.sent, func(s string) bool { return s == cred }), cred)
+		if len(c.sent) > keptCredentials {
+			c.sent = slices.Delete(c.sent, 0, len(c.sent)-keptCredentials)
+		}
+	}
+}
+
+// list returns the credentials kept.
+func (c *sentCredentials) list() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sent)
 }
 
 // checkChainEndpoints holds to checkEndpoint's rule the endpoints of the
@@ -200,9 +268,10 @@ func deleted(err error) bool {
 	return code == "ResourceNotFoundException" || code == "InvalidRequestException"
 }
 
-// awsError shortens the SDK's error to the service's code and message
-// where it gave one, the message left out when it quotes sent, the
-// session tokens the call sent.
+// awsError shortens the SDK's error to the code and message of the
+// service that refused (Secrets Manager, or one the credential chain
+// called) where it gave one, the message left out when it quotes sent,
+// the credentials the source's requests carried.
 func awsError(err error, sent []string) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {

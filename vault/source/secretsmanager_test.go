@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -345,6 +347,64 @@ func TestSecretsManagerNeverFollowsRedirects(t *testing.T) {
 	}
 }
 
+// noEnvCredentials leaves the SDK's chain to find no credentials in the
+// environment, after awsEnv.
+func noEnvCredentials(t *testing.T) {
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
+		t.Setenv(k, "")
+	}
+}
+
+// webIdentityChain makes the SDK's chain trade jwt, a pod's
+// service-account token, for a role's credentials at STS.
+func webIdentityChain(t *testing.T, jwt string) {
+	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", writeFile(t, "jwt", jwt))
+	t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/till")
+}
+
+// ssoChain makes the SDK's chain log in with an SSO session whose cached
+// token (accessToken, refreshed with refreshToken and clientSecret)
+// expires at exp.
+func ssoChain(t *testing.T, exp, accessToken, refreshToken, clientSecret string) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nsso_session = s\nsso_account_id = 123456789012\nsso_role_name = till\n\n"+
+		"[sso-session s]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\n"))
+	sum := sha1.Sum([]byte("s"))
+	cache := filepath.Join(home, ".aws", "sso", "cache")
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	token := fmt.Sprintf(`{"accessToken": %q, "expiresAt": %q, "refreshToken": %q, "clientId": "client-1", "clientSecret": %q, "registrationExpiresAt": "2099-01-01T00:00:00Z", "region": "us-east-1", "startUrl": "https://example.awsapps.com/start"}`,
+		accessToken, exp, refreshToken, clientSecret)
+	if err := os.WriteFile(filepath.Join(cache, hex.EncodeToString(sum[:])+".json"), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loginChain makes the SDK's chain use an `aws login` session whose
+// cached credentials expired, to be refreshed with refreshToken.
+func loginChain(t *testing.T, refreshToken string) {
+	dir := t.TempDir()
+	t.Setenv("AWS_LOGIN_CACHE_DIRECTORY", dir)
+	t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nlogin_session = s\n"))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dpop := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	token := fmt.Sprintf(`{"accessToken": {"accessKeyId": "AKIAFAKE0000000009", "secretAccessKey": "x", "sessionToken": "y", "accountId": "123456789012", "expiresAt": "2000-01-01T00:00:00Z"}, "refreshToken": %q, "clientId": "client-1", "dpopKey": %q}`,
+		refreshToken, dpop)
+	sum := sha256.Sum256([]byte("s"))
+	if err := os.WriteFile(filepath.Join(dir, hex.EncodeToString(sum[:])+".json"), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCredentialChainEndpointsMustBeHTTPS: the SDK's credential chain
 // calls services of its own, whose endpoints AWS_ENDPOINT_URL_<SERVICE>
 // or a profile's services section set too. STS gets the web identity
@@ -370,50 +430,11 @@ func TestCredentialChainEndpointsMustBeHTTPS(t *testing.T) {
 	defer plain.Close()
 	_, port, _ := net.SplitHostPort(plain.Listener.Addr().String())
 	plainURL := "http://0.0.0.0:" + port
-	webIdentity := func(t *testing.T) {
-		t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", writeFile(t, "jwt", jwt))
-		t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/till")
-	}
-	// sso logs in with an SSO session whose cached token expires at exp.
+	webIdentity := func(t *testing.T) { webIdentityChain(t, jwt) }
 	sso := func(exp string) func(t *testing.T) {
-		return func(t *testing.T) {
-			home := t.TempDir()
-			t.Setenv("HOME", home)
-			t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nsso_session = s\nsso_account_id = 123456789012\nsso_role_name = till\n\n"+
-				"[sso-session s]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\n"))
-			sum := sha1.Sum([]byte("s"))
-			cache := filepath.Join(home, ".aws", "sso", "cache")
-			if err := os.MkdirAll(cache, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			token := fmt.Sprintf(`{"accessToken": %q, "expiresAt": %q, "refreshToken": %q, "clientId": "client-1", "clientSecret": %q, "registrationExpiresAt": "2099-01-01T00:00:00Z", "region": "us-east-1", "startUrl": "https://example.awsapps.com/start"}`,
-				ssoToken, exp, refreshToken, clientSecret)
-			if err := os.WriteFile(filepath.Join(cache, hex.EncodeToString(sum[:])+".json"), []byte(token), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
+		return func(t *testing.T) { ssoChain(t, exp, ssoToken, refreshToken, clientSecret) }
 	}
-	// login uses an `aws login` session whose cached credentials expired.
-	login := func(t *testing.T) {
-		dir := t.TempDir()
-		t.Setenv("AWS_LOGIN_CACHE_DIRECTORY", dir)
-		t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nlogin_session = s\n"))
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dpop := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-		token := fmt.Sprintf(`{"accessToken": {"accessKeyId": "AKIAFAKE0000000009", "secretAccessKey": "x", "sessionToken": "y", "accountId": "123456789012", "expiresAt": "2000-01-01T00:00:00Z"}, "refreshToken": %q, "clientId": "client-1", "dpopKey": %q}`,
-			refreshToken, dpop)
-		sum := sha256.Sum256([]byte("s"))
-		if err := os.WriteFile(filepath.Join(dir, hex.EncodeToString(sum[:])+".json"), []byte(token), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	login := func(t *testing.T) { loginChain(t, refreshToken) }
 	for _, tt := range []struct {
 		name   string
 		chain  func(t *testing.T)
@@ -428,9 +449,7 @@ func TestCredentialChainEndpointsMustBeHTTPS(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			awsEnv(t, creds, sm)
-			for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
-				t.Setenv(k, "")
-			}
+			noEnvCredentials(t)
 			tt.chain(t)
 			if tt.env != "" {
 				t.Setenv(tt.env, plainURL)
@@ -484,5 +503,131 @@ func TestSecretsManagerErrorQuotingTheSessionTokenStaysOut(t *testing.T) {
 	message.Store("The security token included in the request is expired")
 	if _, _, err := src.Fetch(context.Background(), "k"); err == nil || !strings.Contains(err.Error(), "InvalidSignatureException: The security token included in the request is expired") {
 		t.Errorf("a message that quotes nothing sent: got %v, want it kept", err)
+	}
+}
+
+// TestCredentialChainRefusalQuotingItsCredentialStaysOut: the SDK's
+// credential chain calls services of its own before Secrets Manager, and
+// their refusal is the fetch error, which serve logs at every request of
+// the route and till check prints. An endpoint there that quotes the
+// request it refused (AWS_ENDPOINT_URL_STS at a proxy, a container
+// endpoint on loopback) put the credential that request carried in it:
+// the pod's web identity token, the container endpoint's authorization
+// token, an SSO access or refresh token, an SSO client secret. Their
+// words are left out, as Secrets Manager's are, and their code kept.
+func TestCredentialChainRefusalQuotingItsCredentialStaysOut(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "ASIAFAKE0000000012", SecretAccessKey: "fake/secret/access/key/0012", SessionToken: "fake-session-token-from-the-chain-12"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	sm.Put("k", "sk-aws-12")
+	const (
+		jwt          = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxMiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6dGlsbCJ9.c2lnbmF0dXJlLTEy"
+		authToken    = "ecs-0012-Zq7xW3pLm9Kd2VbTf"
+		ssoToken     = "sso-access-token-that-must-stay-secret-12"
+		refreshToken = "sso-refresh-token-that-must-stay-secret-12"
+		clientSecret = "sso-client-secret-that-must-stay-secret-12"
+	)
+	sts := fake.NewSTS(t, creds, jwt)
+	container := fake.NewContainerCredentials(t, creds, authToken)
+	// echo refuses as SSO, SSO OIDC and Signin do (REST JSON), quoting
+	// the token the request carried: SSO's header, or the refresh token
+	// in SSO OIDC's and Signin's body.
+	var quote atomic.Value
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ RefreshToken string }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		sent := r.Header.Get("X-Amz-Sso_bearer_token") + body.RefreshToken
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Amzn-Errortype", "UnauthorizedException")
+		w.WriteHeader(http.StatusUnauthorized)
+		_ = json.NewEncoder(w).Encode(map[string]string{"message": quote.Load().(func(string) string)(sent)})
+	}))
+	defer echo.Close()
+	echoRefuse := func(message func(string) string) {
+		if message != nil {
+			quote.Store(message)
+		}
+	}
+	viaSTS := func(t *testing.T) {
+		webIdentityChain(t, jwt)
+		t.Setenv("AWS_ENDPOINT_URL_STS", sts.URL)
+	}
+	viaContainer := func(t *testing.T) {
+		t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", container.URL+"/v1/credentials")
+		t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", authToken)
+	}
+	viaContainerFile := func(t *testing.T) {
+		t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", container.URL+"/v1/credentials")
+		t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", writeFile(t, "token", authToken))
+	}
+	viaEcho := func(env string, chain func(t *testing.T)) func(t *testing.T) {
+		return func(t *testing.T) {
+			chain(t)
+			t.Setenv(env, echo.URL)
+		}
+	}
+	whole := func(sent string) string { return "the request was refused: " + sent }
+	part := func(sent string) string { return "token " + sent[:12] + "… is not valid here" }
+	nothing := func(string) string { return "Not authorized to perform sts:AssumeRoleWithWebIdentity" }
+	for _, tt := range []struct {
+		name   string
+		chain  func(t *testing.T)
+		refuse func(message func(string) string)
+		code   string
+		works  bool // with refuse(nil), the chain gets credentials
+	}{
+		{"STS web identity", viaSTS, sts.Refuse, "InvalidIdentityToken", true},
+		{"container authorization token", viaContainer, container.Refuse, "AccessDenied", true},
+		{"container authorization token file", viaContainerFile, container.Refuse, "AccessDenied", true},
+		{"SSO access token", viaEcho("AWS_ENDPOINT_URL_SSO", func(t *testing.T) { ssoChain(t, "2099-01-01T00:00:00Z", ssoToken, refreshToken, clientSecret) }),
+			echoRefuse, "UnauthorizedException", false},
+		{"SSO OIDC refresh", viaEcho("AWS_ENDPOINT_URL_SSO_OIDC", func(t *testing.T) { ssoChain(t, "2000-01-01T00:00:00Z", ssoToken, refreshToken, clientSecret) }),
+			echoRefuse, "UnauthorizedException", false},
+		{"Signin refresh", viaEcho("AWS_ENDPOINT_URL_SIGNIN", func(t *testing.T) { loginChain(t, refreshToken) }),
+			echoRefuse, "UnauthorizedException", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			noEnvCredentials(t)
+			tt.chain(t)
+			if tt.works {
+				tt.refuse(nil)
+				if raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k"); err != nil || string(raw) != "sk-aws-12" {
+					t.Fatalf("the chain through the fake, control sample: got %q, %v", raw, err)
+				}
+			}
+			for _, quoted := range []func(string) string{whole, part} {
+				tt.refuse(quoted)
+				_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+				if err == nil || !strings.Contains(err.Error(), tt.code+" (the message is not shown") {
+					t.Errorf("got %v, want the code %s and the message left out", err, tt.code)
+				}
+				mustNotHold(t, err, jwt, authToken, ssoToken, refreshToken, clientSecret, "refused", "not valid")
+				for _, c := range []string{jwt, authToken, ssoToken, refreshToken, clientSecret} {
+					mustNotHold(t, err, c[:12])
+				}
+			}
+			tt.refuse(nothing)
+			_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+			if err == nil || !strings.Contains(err.Error(), tt.code+": "+nothing("")) {
+				t.Errorf("a message that quotes nothing sent: got %v, want it kept", err)
+			}
+			tt.refuse(nil)
+		})
+	}
+}
+
+// TestSentCredentialsKeepsTheLatest: a credential sent again is the
+// latest, so the credentials of the request that just failed are kept
+// however many rotations came before.
+func TestSentCredentialsKeepsTheLatest(t *testing.T) {
+	var c sentCredentials
+	c.add("first", "")
+	for i := range keptCredentials - 1 {
+		c.add(fmt.Sprintf("rotated-%d", i))
+	}
+	c.add("first", "newest")
+	got := c.list()
+	if len(got) != keptCredentials || got[len(got)-2] != "first" || got[len(got)-1] != "newest" || slices.Contains(got, "rotated-0") {
+		t.Errorf("got %q, want the %d sent last, first and newest at the end", got, keptCredentials)
 	}
 }
