@@ -2,8 +2,9 @@ package main
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
-	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -83,25 +84,32 @@ func TestAdminOffLoopbackNeedsToken(t *testing.T) {
 }
 
 // TestAdminErrorNeverQuotesTheToken: the CLI prints what a listener that
-// refused the ask answered, and that listener may not be till (a --url
-// pointed at another service, a debugging proxy): an answer that quotes
-// the Authorization it was sent, whole or past the 200 characters shown,
-// or with control characters inside it, must not print TILL_ADMIN_TOKEN
-// to the terminal or to a CI log.
+// refused the ask answered (till usage, and till test --mint through the
+// same call), and that listener may not be till (a --url pointed at
+// another service, a debugging proxy): an answer that quotes the
+// Authorization it was sent, whole or past the 200 characters shown, with
+// control characters inside it, encoded, or 8 characters of it or more,
+// must not print TILL_ADMIN_TOKEN to the terminal or to a CI log.
 func TestAdminErrorNeverQuotesTheToken(t *testing.T) {
 	const token = "admin-token-0123456789abcdef"
-	for _, tt := range []struct{ name, body string }{
-		{"quoted", "bad request: Authorization: %s"},
-		{"past the cut", strings.Repeat("x", 170) + " %s"},
-		{"split by a control", "header %s"},
+	const withheld = "(an answer that quotes TILL_ADMIN_TOKEN, not shown)"
+	for _, tt := range []struct {
+		name  string
+		quote func(auth string) string
+		shown bool
+	}{
+		{"quoted", func(auth string) string { return "bad request: Authorization: " + auth }, false},
+		{"past the cut", func(auth string) string { return strings.Repeat("x", 170) + " " + auth }, false},
+		{"split by a control", func(auth string) string { return "header " + auth[:20] + "\x00" + auth[20:] }, false},
+		{"base64", func(auth string) string { return "header " + base64.StdEncoding.EncodeToString([]byte(auth)) }, false},
+		{"hex", func(auth string) string { return "header " + hex.EncodeToString([]byte(auth)) }, false},
+		{"in part", func(auth string) string { return "bad token " + auth[7:19] + "…" }, false},
+		{"folded", func(auth string) string { return "bad token " + auth[:21] + "\n  " + auth[21:] }, false},
+		{"quotes nothing, control sample", func(string) string { return "bad request: no such route" }, true},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got := r.Header.Get("Authorization")
-			if tt.name == "split by a control" {
-				got = got[:20] + "\x00" + got[20:]
-			}
 			w.WriteHeader(http.StatusBadRequest)
-			fmt.Fprintf(w, tt.body, got)
+			io.WriteString(w, tt.quote(r.Header.Get("Authorization")))
 		}))
 		c := newCLI(t)
 		c.env["TILL_ADMIN_TOKEN"] = token
@@ -111,7 +119,13 @@ func TestAdminErrorNeverQuotesTheToken(t *testing.T) {
 		if code != 1 || !strings.Contains(errOut, ": 400") {
 			t.Errorf("%s: exit %d: %s", tt.name, code, errOut)
 		}
-		if strings.Contains(errOut, token[:16]) {
+		if tt.shown {
+			if !strings.Contains(errOut, tt.quote("")) {
+				t.Errorf("%s: the answer is not shown: %s", tt.name, errOut)
+			}
+			continue
+		}
+		if !strings.Contains(errOut, withheld) || strings.Contains(errOut, token[:8]) || strings.Contains(errOut, "0123456789abcdef") {
 			t.Errorf("%s: the error shows the token: %s", tt.name, errOut)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/tillgw/till/config"
 	"github.com/tillgw/till/internal/unixsock"
 	"github.com/tillgw/till/proxy"
+	"github.com/tillgw/till/vault/source"
 )
 
 // usageTimeout bounds till usage's read of the counters.
@@ -141,15 +142,20 @@ func readUsage(ctx context.Context, cfg *config.Config, cfgPath, rawURL string, 
 
 // answerText is an admin answer's body as an error shows it: printable,
 // and cut short. What answered may not be till and may quote the
-// Authorization it was sent: a body that holds token, once printable and
-// before it is cut (the cut would keep part of it), is not shown.
+// Authorization it was sent: a body that quotes token, once printable,
+// as source.QuotesCredential finds one (whole, encoded, or 8 of its
+// characters), is not shown. What is looked at runs past what is shown,
+// as the cut would keep the start of a token quoted across it.
 func answerText(body []byte, token string) string {
 	text := printable(strings.TrimSpace(string(body)), len(body))
-	if token != "" && (strings.Contains(text, token) || strings.Contains(string(body), token)) {
+	if token != "" && source.QuotesCredential(text[:min(len(text), 2*shownAnswer)], []string{token}) {
 		return "(an answer that quotes TILL_ADMIN_TOKEN, not shown)"
 	}
-	return printable(text, 200)
+	return printable(text, shownAnswer)
 }
+
+// shownAnswer is how much of an admin answer an error shows.
+const shownAnswer = 200
 
 // amount prints a count, or dollars to the cent's hundredth.
 func amount(v float64) string {

@@ -280,7 +280,7 @@ func awsError(err error, sent []string) error {
 		// What is shown comes from the message's first maxMessage
 		// bytes: a credential is looked for there.
 		msg := ae.ErrorMessage()
-		if quotesCredential(msg[:min(len(msg), maxMessage+minQuoted)], sent) {
+		if QuotesCredential(msg[:min(len(msg), maxMessage+minQuoted)], sent) {
 			return fmt.Errorf("%s (the message is not shown: it quotes the credential sent)", termtext.Escape(ae.ErrorCode(), 64))
 		}
 		return fmt.Errorf("%s: %s", termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(msg, maxMessage))

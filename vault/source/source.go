@@ -92,13 +92,14 @@ type knowing interface {
 // server's words are taken to quote it by.
 const minQuoted = 8
 
-// quotesCredential reports whether s, a server's words, quotes one of
-// sent (what till sent it as a credential): whole, in any form
+// QuotesCredential reports whether s, a server's words, quotes one of
+// sent (what till sent it as a credential: a source's token, the CLI's
+// TILL_ADMIN_TOKEN to an admin listener): whole, in any form
 // valueForms knows (hex, base64 inside a Basic header, escaped), or a run
 // of minQuoted of its characters; with its white space dropped too (a
 // value folded across lines). s is what is shown of the words, cut short:
 // the runs cost one search each.
-func quotesCredential(s string, sent []string) bool {
+func QuotesCredential(s string, sent []string) bool {
 	folded := strings.Join(strings.Fields(s), "")
 	holds := func(f string) bool { return strings.Contains(s, f) || strings.Contains(folded, f) }
 	for _, c := range sent {

@@ -446,7 +446,7 @@ func vaultError(err error, sent ...string) error {
 		msg = termtext.Escape(strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " "), maxMessage)
 	}
 	switch {
-	case quotesCredential(msg, sent):
+	case QuotesCredential(msg, sent):
 		msg = http.StatusText(re.StatusCode) + " (the answer's words are not shown: they quote the credential sent)"
 	case msg == "":
 		msg = http.StatusText(re.StatusCode)
