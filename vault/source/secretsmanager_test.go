@@ -491,14 +491,15 @@ func TestSecretsManagerErrorQuotingTheSessionTokenStaysOut(t *testing.T) {
 	for _, quoted := range []string{
 		"Canonical String: 'x-amz-security-token:TOKEN'",
 		"the security token TOKEN is invalid",
-		"token IQoJb3JpZ2lu… is invalid", // its start, as a server may cut it
+		"token IQoJb3JpZ2lu… is invalid",            // its start, as a server may cut it
+		strings.Repeat("a", maxMessage-5) + "TOKEN", // across the cut: 5 characters shown, the rest looked for too
 	} {
 		message.Store(quoted)
 		_, _, err := src.Fetch(context.Background(), "k")
 		if err == nil || !strings.Contains(err.Error(), "InvalidSignatureException") {
 			t.Errorf("%q: got %v, want the error code", quoted, err)
 		}
-		mustNotHold(t, err, creds.SessionToken, "IQoJb3JpZ2lu", "Canonical", "is invalid")
+		mustNotHold(t, err, creds.SessionToken, "IQoJb3JpZ2lu", "Canonical", "is invalid", "aaaa")
 	}
 	message.Store("The security token included in the request is expired")
 	if _, _, err := src.Fetch(context.Background(), "k"); err == nil || !strings.Contains(err.Error(), "InvalidSignatureException: The security token included in the request is expired") {
