@@ -280,16 +280,33 @@ func awsError(err error, sent []string) error {
 		// What is shown comes from the message's first maxMessage
 		// bytes: a credential is looked for there.
 		msg := ae.ErrorMessage()
+		by := refusedBy(err)
 		if QuotesCredential(msg[:min(len(msg), maxMessage+minQuoted)], sent) {
-			return fmt.Errorf("%s (the message is not shown: it quotes the credential sent)", termtext.Escape(ae.ErrorCode(), 64))
+			return fmt.Errorf("%s%s (the message is not shown: it quotes the credential sent)", by, termtext.Escape(ae.ErrorCode(), 64))
 		}
-		return fmt.Errorf("%s: %s", termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(msg, maxMessage))
+		return fmt.Errorf("%s%s: %s", by, termtext.Escape(ae.ErrorCode(), 64), termtext.Escape(msg, maxMessage))
 	}
 	var pe *processcreds.ProviderError
 	if errors.As(err, &pe) {
 		return credentialProcessError(pe)
 	}
 	return err
+}
+
+// refusedBy names, to start an error, the call of the SDK's credential
+// chain that err's refusal came from (STS AssumeRoleWithWebIdentity, SSO
+// GetRoleCredentials, ...): "" when it is Secrets Manager's own, which
+// the error names already. A user told GetSecretValue was refused looks
+// at the secret's policy; one told the chain was looks at the pod's role.
+func refusedBy(err error) string {
+	var last *smithy.OperationError
+	for oe := (*smithy.OperationError)(nil); errors.As(err, &oe); err = oe.Err {
+		last = oe
+	}
+	if last == nil || last.ServiceID == secretsmanager.ServiceID {
+		return ""
+	}
+	return "getting the AWS credentials, " + termtext.Escape(last.ServiceID+" "+last.OperationName, 64) + ": "
 }
 
 // credentialProcessError says why the credential_process of the AWS

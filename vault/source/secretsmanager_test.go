@@ -573,18 +573,18 @@ func TestCredentialChainRefusalQuotingItsCredentialStaysOut(t *testing.T) {
 		name   string
 		chain  func(t *testing.T)
 		refuse func(message func(string) string)
-		code   string
-		works  bool // with refuse(nil), the chain gets credentials
+		code   string // with the call that refused, when the chain's
+		works  bool   // with refuse(nil), the chain gets credentials
 	}{
-		{"STS web identity", viaSTS, sts.Refuse, "InvalidIdentityToken", true},
-		{"container authorization token", viaContainer, container.Refuse, "AccessDenied", true},
-		{"container authorization token file", viaContainerFile, container.Refuse, "AccessDenied", true},
+		{"STS web identity", viaSTS, sts.Refuse, "getting the AWS credentials, STS AssumeRoleWithWebIdentity: InvalidIdentityToken", true},
+		{"container authorization token", viaContainer, container.Refuse, "GetSecretValue: AccessDenied", true},
+		{"container authorization token file", viaContainerFile, container.Refuse, "GetSecretValue: AccessDenied", true},
 		{"SSO access token", viaEcho("AWS_ENDPOINT_URL_SSO", func(t *testing.T) { ssoChain(t, "2099-01-01T00:00:00Z", ssoToken, refreshToken, clientSecret) }),
-			echoRefuse, "UnauthorizedException", false},
+			echoRefuse, "getting the AWS credentials, SSO GetRoleCredentials: UnauthorizedException", false},
 		{"SSO OIDC refresh", viaEcho("AWS_ENDPOINT_URL_SSO_OIDC", func(t *testing.T) { ssoChain(t, "2000-01-01T00:00:00Z", ssoToken, refreshToken, clientSecret) }),
-			echoRefuse, "UnauthorizedException", false},
+			echoRefuse, "getting the AWS credentials, SSO OIDC CreateToken: UnauthorizedException", false},
 		{"Signin refresh", viaEcho("AWS_ENDPOINT_URL_SIGNIN", func(t *testing.T) { loginChain(t, refreshToken) }),
-			echoRefuse, "UnauthorizedException", false},
+			echoRefuse, "getting the AWS credentials, Signin CreateOAuth2Token: UnauthorizedException", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			awsEnv(t, creds, sm)
