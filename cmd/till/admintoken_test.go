@@ -130,3 +130,21 @@ func TestAdminErrorNeverQuotesTheToken(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminAnswerNeverQuotesTheToken: a 200 answer at the admin address
+// that quotes TILL_ADMIN_TOKEN (something else listening there, echoing
+// what it got into the fields till usage prints) is refused, not printed.
+func TestAdminAnswerNeverQuotesTheToken(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `[{"budget":"daily","window":"day","counter":"`+r.Header.Get("Authorization")+`","requests":1}]`)
+	}))
+	defer srv.Close()
+	c := newCLI(t)
+	c.env["TILL_ADMIN_TOKEN"] = token
+	os.WriteFile("till.yaml", []byte("version: 1\nroutes: []\nbudgets: [{name: daily, window: day, requests: 5}]\n"), 0o644)
+	out, errOut, code := c.run("", "usage", "--url", srv.URL)
+	if code != 1 || strings.Contains(out+errOut, token[:8]) || strings.Contains(out+errOut, "0123456789abcdef") || !strings.Contains(errOut, "TILL_ADMIN_TOKEN") {
+		t.Errorf("exit %d, out %q, err %q: want exit 1, the answer refused for quoting the token, not shown", code, out, errOut)
+	}
+}

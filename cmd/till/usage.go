@@ -235,6 +235,11 @@ func callAdmin(ctx context.Context, t adminTarget, token string, in, out any) er
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %d %s", shown, resp.StatusCode, answerText(body, token))
 	}
+	if token != "" && source.QuotesCredential(string(body), []string{token}) {
+		// Not till's: something at the address echoes what it got, into
+		// fields that would be printed.
+		return fmt.Errorf("%s: not the answer of a till admin listener: it quotes TILL_ADMIN_TOKEN (not shown)", shown)
+	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("%s: not the answer of a till admin listener: %w", shown, err)
 	}
