@@ -76,11 +76,14 @@ func (c *client) from(addr string) bool {
 }
 
 // tokenFrom extracts a till token from a credential header value: bare,
-// Bearer (or token, as GitHub's SDKs send it), or the password (or user)
-// of Basic. Anything else (an SDK's dummy key) gives "". The scheme ends
-// at a space or a tab: RFC 9110 (section 11.4) puts spaces alone there,
-// but servers that split on whitespace read "Bearer<TAB>TOKEN" as a
-// token, and one till did not read as its own would leave it.
+// Bearer (or token, as GitHub's SDKs send it), the password (or user) of
+// Basic, or after any other scheme, as a route's inject format may put
+// one before its key ("DeepL-Auth-Key {secret}") and the app's SDK then
+// sends it before the till token. Anything else (an SDK's dummy key)
+// gives "". The scheme ends at a space or a tab: RFC 9110 (section 11.4)
+// puts spaces alone there, but servers that split on whitespace read
+// "Bearer<TAB>TOKEN" as a token, and one till did not read as its own
+// would leave it.
 func tokenFrom(v string) string {
 	v = strings.TrimSpace(v)
 	if i := strings.IndexAny(v, " \t"); i >= 0 {
@@ -98,6 +101,8 @@ func tokenFrom(v string) string {
 			if !strings.HasPrefix(pass, TokenPrefix) {
 				v = user
 			}
+		case !strings.HasPrefix(v, TokenPrefix):
+			v = rest
 		}
 	}
 	if strings.HasPrefix(v, TokenPrefix) {

@@ -149,3 +149,37 @@ clients:
 	tl.stop()
 	tl.assertNoLeak([]string{openaiKey, webTok, batchTok, farTok})
 }
+
+// TestClientTokenInRouteFormat: an app gives its till token where its SDK
+// puts the key, in the format of the header the route injects, scheme
+// and all: DeepL's SDKs send "Authorization: DeepL-Auth-Key KEY". That
+// names the client, and neither the token nor the app's scheme line
+// reaches the upstream.
+func TestClientTokenInRouteFormat(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	tok, lines := addClient(t, t.TempDir(), "web")
+	cfg := `version: 1
+clients:
+` + lines + `routes:
+  - name: deepl
+    upstream: ` + u.URL + `
+    secret: deepl
+    inject: {header: Authorization, format: "DeepL-Auth-Key {secret}"}
+    clients: [web]
+`
+	tl := startTill(t, cfg, map[string]string{"deepl": openaiKey}, u.caFile)
+	req := newRequest(t, "POST", tl.url("/deepl/v2/translate"), strings.NewReader(`{"text":["hi"]}`))
+	req.Header.Set("Authorization", "DeepL-Auth-Key "+tok)
+	resp, body := do(t, req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("Authorization: DeepL-Auth-Key <web's token>: got %d %s, want 200", resp.StatusCode, body)
+	}
+	if v := u.last(t).Header.Values("Authorization"); len(v) != 1 || v[0] != "DeepL-Auth-Key "+openaiKey {
+		t.Error("the upstream did not get exactly the route's key")
+	}
+	if r := tl.waitAudit(1)[0]; r["client"] != "web" {
+		t.Errorf("audit client: got %v, want web", r["client"])
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey, tok})
+}
