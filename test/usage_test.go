@@ -286,6 +286,22 @@ func TestTokenBudget(t *testing.T) {
 		if code != want {
 			t.Fatalf("request %d: got %d %s, want %d", i+1, code, e, want)
 		}
+		if i == 0 {
+			// One answer of 150 tokens: 50 left, on /metrics too, once
+			// the request has settled.
+			series := `till_budget_remaining{budget="hourly",counter="anonymous",kind="tokens"}`
+			var v float64
+			var ok bool
+			for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				_, m := adminGet(t, tl.adminAddr(), "/metrics", "")
+				if v, ok = metric(m, series); ok && v == 50 {
+					break
+				}
+			}
+			if !ok || v != 50 {
+				t.Errorf("%s after one request of 150 tokens: %v (present %v), want 50", series, v, ok)
+			}
+		}
 		if want == 429 {
 			if e != "budget_exceeded" || h.Get("Retry-After") == "" {
 				t.Errorf("spent budget: %s, Retry-After %q", e, h.Get("Retry-After"))
