@@ -140,7 +140,11 @@ func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, mode string, l *
 		path = r.URL.RawPath
 	}
 	x.rec.path = recordedPath(path, l.clients)
-	x.hasBody = r.Body != nil && r.Body != http.NoBody
+	// Go's HTTP/2 server gives a request without a body (END_STREAM on
+	// its HEADERS) an empty Body, not http.NoBody as HTTP/1's does; its
+	// ContentLength of 0 says there is none, as it does over HTTP/1,
+	// where Go's server enforces it, and HTTP/2's refuses DATA past it.
+	x.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	x.overHTTP2 = r.ProtoMajor == 2
 	dropConnectionNamed(r.Header)
 	g.active.Add(1)

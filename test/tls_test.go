@@ -465,3 +465,53 @@ func TestHTTP2AppThatStopsReadingIsCut(t *testing.T) {
 		t.Errorf("got records %v, want one with reason client_closed", recs)
 	}
 }
+
+// TestModelRulesSameOverHTTP2: a request without a body (the SDKs' GET
+// of the model list) asks for no model, so a route with model rules lets
+// it through, over HTTP/2 as over HTTP/1.1: Go's HTTP/2 server gives
+// such a request a body to read, empty, where HTTP/1's gives none, and
+// till took that for a body that named no model (400 bad_request). Go
+// apps speak HTTP/2 to a TLS listener and inside an intercepted CONNECT.
+func TestModelRulesSameOverHTTP2(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(okHandler))
+	dir := t.TempDir()
+	cfg := `version: 1
+tls:
+  names: [localhost]
+routes:
+  - name: openai
+    preset: openai
+    upstream: ` + u.URL + `
+    allow:
+      models: [gpt-4o-mini]
+`
+	os.WriteFile(filepath.Join(dir, "till.yaml"), []byte(cfg), 0o644)
+	setSecret(t, dir, "openai", openaiKey)
+	if _, errOut, code := runTill(t, dir, "", nil, "ca", "init"); code != 0 {
+		t.Fatalf("ca init: %s", errOut)
+	}
+	tl := startTillIn(t, dir, u.caFile)
+	_, port, _ := net.SplitHostPort(tl.addr)
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "till-ca.pem"))
+	h2 := tlsClient(t, caPEM, nil)
+	h1 := tlsClient(t, caPEM, nil)
+	h1.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+	h1.Transport.(*http.Transport).TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	for _, tt := range []struct {
+		name   string
+		client *http.Client
+		proto  int
+	}{{"HTTP/1.1", h1, 1}, {"HTTP/2", h2, 2}} {
+		resp, err := tt.client.Get("https://localhost:" + port + "/openai/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != tt.proto || resp.StatusCode != 200 {
+			t.Errorf("%s GET of the model list on a route with model rules: HTTP/%d %d %s, want HTTP/%d 200", tt.name, resp.ProtoMajor, resp.StatusCode, body, tt.proto)
+		}
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{openaiKey})
+}
