@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -261,5 +262,55 @@ func TestAdminTestKeyExpiringDuringDial(t *testing.T) {
 	v, body := adminTestHeldAtDial(t, gw, func() { time.Sleep(time.Until(k.Expires) + 100*time.Millisecond) })
 	if n := te.count(); n != 0 || v.Allowed || v.Code != CodeSecretExpired {
 		t.Errorf("the key expired while the endpoint was dialled: %s; the endpoint was asked %d time(s); want refused %s and no ask", body, n, CodeSecretExpired)
+	}
+}
+
+// TestDryRunLeavesPoolRotation: a dry run on a pool route (till test,
+// POST /admin/test) takes no turn of the live round robin. Requests
+// interleaved with dry runs use the keys in the order they use them
+// alone, and each dry run names the key the next request takes.
+func TestDryRunLeavesPoolRotation(t *testing.T) {
+	const n = 5
+	keyOf := func(auth string) string { // Bearer sk-pool-NAME-0123456789
+		name, _, _ := strings.Cut(strings.TrimPrefix(auth, "Bearer sk-pool-"), "-")
+		return name
+	}
+	loopback := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9090}
+	run := func(dryRuns bool) (used, named []string) {
+		up, sent := poolUpstream(t, func(*http.Request) int { return http.StatusOK })
+		gw := poolGateway(t, up.URL, "a", "b", "c")
+		admin := NewAdmin(AdminOptions{Gateway: gw})
+		for range n {
+			if dryRuns {
+				v := gw.Snapshot().Explain("GET", "/openai/v1/models", "", "127.0.0.1:1234", "", time.Now())
+				r := httptest.NewRequest("POST", "http://127.0.0.1:9090/admin/test", strings.NewReader(`{"method": "GET", "target": "/openai/v1/models"}`))
+				r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, loopback))
+				r.Header.Set("Content-Type", "application/json")
+				w := httptest.NewRecorder()
+				admin.ServeHTTP(w, r)
+				var tested Verdict
+				if err := json.Unmarshal(w.Body.Bytes(), &tested); err != nil || w.Code != 200 {
+					t.Fatalf("POST /admin/test: %d %q", w.Code, w.Body.String())
+				}
+				named = append(named, v.Secret+"/"+tested.Secret)
+			}
+			w := httptest.NewRecorder()
+			gw.ServeHTTP(w, httptest.NewRequest("GET", "/openai/v1/models", nil))
+			if w.Code != 200 {
+				t.Fatalf("request: %d %s", w.Code, w.Body.String())
+			}
+			s := sent()
+			k := keyOf(s[len(s)-1])
+			used = append(used, k)
+			if dryRuns && named[len(named)-1] != k+"/"+k {
+				t.Errorf("Explain/admin test named %s; the request after them went with %s", named[len(named)-1], k)
+			}
+		}
+		return used, named
+	}
+	alone, _ := run(false)
+	mixed, _ := run(true)
+	if !slices.Equal(alone, mixed) {
+		t.Errorf("requests alone used keys %v; interleaved with dry runs, %v: a dry run moved the live rotation", alone, mixed)
 	}
 }

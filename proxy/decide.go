@@ -52,7 +52,8 @@ type ask struct {
 }
 
 // rates takes one request from a route's rate and from the budgets it
-// charges; nil in a dry run, where nothing is counted.
+// charges; nil in a dry run, where nothing is counted, a pool's turns
+// included.
 type rates interface {
 	take(ctx context.Context, rt *route, id identity, remoteAddr string) (wait int, ok bool)
 	spend(ctx context.Context, charges []budget.Charge, reserve int64, timeout time.Duration) (*budget.Ticket, *apiError, int)
@@ -84,7 +85,7 @@ func (s *Snapshot) decide(r *http.Request, rt *route, outPath string, id identit
 			return refuse(apiError{CodeRateLimited, "this client is over the route's rate"})
 		}
 	}
-	inj, e, ok := s.credential(r, rt, id, now, &d)
+	inj, e, ok := s.credential(r, rt, id, now, rate == nil, &d)
 	if !ok {
 		return refuse(e)
 	}
@@ -146,7 +147,8 @@ func (s *Snapshot) admits(r *http.Request, rt *route, outPath string, id identit
 // member or a source's current value (a token is minted from it only once
 // the request is let by: exchange.mint). It notes on d the pool member, a
 // fetch error, and a warning for a stale or expired secret used anyway.
-func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.Time, d *Decision) (*injection, apiError, bool) {
+// A dry run takes no turn of a pool's round robin (pool.turn).
+func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.Time, dryRun bool, d *Decision) (*injection, apiError, bool) {
 	inj, stale := rt.injection, false
 	var err error
 	switch {
@@ -157,7 +159,7 @@ func (s *Snapshot) credential(r *http.Request, rt *route, id identity, now time.
 		if id.client == nil {
 			d.caller += "\x00" + remoteIP(r.RemoteAddr)
 		}
-		d.member, inj, stale, err = rt.pool.usable(r.Context(), d.caller, now, s.onExpired)
+		d.member, inj, stale, err = rt.pool.usable(r.Context(), rt.pool.turn(dryRun), d.caller, now, s.onExpired)
 	case rt.sourced != nil:
 		inj, stale, err = rt.sourced.current(r.Context())
 	}

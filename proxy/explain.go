@@ -42,7 +42,9 @@ const explainFetchTimeout = time.Minute
 // or https:// URL for forward mode) for the named client ("" for none)
 // coming from remoteAddr, asking for model ("" for none: a request
 // without a body), with the same resolve and decide steps as a live
-// request. It touches no rate bucket: Rate shows the route's rate.
+// request. It touches no rate bucket (Rate shows the route's rate) and
+// takes no turn of a pool's round robin: on a pool it names the key the
+// next request would take, and leaves that key to it.
 func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string, now time.Time) Verdict {
 	v := Verdict{Mode: modeReverse, Client: anonymous}
 	refuse := func(e apiError) Verdict {
@@ -213,7 +215,7 @@ func (s *Snapshot) mint(ctx context.Context, a *Audit, v Verdict, g *Gateway) (M
 		}
 		r := (&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rt.prefix}, Header: http.Header{}, RemoteAddr: "127.0.0.1:0"}).WithContext(ctx)
 		d := Decision{member: v.member}
-		in, e, ok := s.credential(r, rt, identity{}, time.Now(), &d)
+		in, e, ok := s.credential(r, rt, identity{}, time.Now(), true, &d)
 		if !ok {
 			if d.fetchErr != nil {
 				return Minted{}, d.fetchErr

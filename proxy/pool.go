@@ -63,12 +63,13 @@ func compilePool(rt *route, cr *config.Route, secrets map[string]vault.Secret, m
 
 var stickySeed = maphash.MakeSeed()
 
-// pick returns the member a request takes: the next one in turn (or, when
-// sticky, the caller's own) that is not resting and not in tried; when
-// every one rests, the one whose rest ends first; nil when each was tried.
-func (p *pool) pick(caller string, tried []*member, now time.Time) *member {
+// pick returns the member a request takes: the next one in turn (turn,
+// which it advances, counts them) or, when sticky, the caller's own,
+// that is not resting and not in tried; when every one rests, the one
+// whose rest ends first; nil when each was tried.
+func (p *pool) pick(turn *atomic.Uint64, caller string, tried []*member, now time.Time) *member {
 	n := uint64(len(p.members))
-	start := p.next.Add(1) - 1
+	start := turn.Add(1) - 1
 	if p.sticky {
 		start = maphash.String(stickySeed, caller)
 	}
@@ -86,6 +87,19 @@ func (p *pool) pick(caller string, tried []*member, now time.Time) *member {
 		}
 	}
 	return first
+}
+
+// turn is the round robin's counter that picks advance: the pool's own,
+// or, for a dry run (till test, POST /admin/test), a copy of it, so that
+// explaining a request names the key the next request takes without
+// moving the rotation that live requests share.
+func (p *pool) turn(dryRun bool) *atomic.Uint64 {
+	if !dryRun {
+		return &p.next
+	}
+	c := new(atomic.Uint64)
+	c.Store(p.next.Load())
+	return c
 }
 
 func memberIn(m *member, ms []*member) bool {
@@ -212,8 +226,8 @@ func (p *pool) wake(ctx context.Context, now time.Time) {
 // or failing at its token endpoint: mintFailing); when none can, it
 // returns the first one picked, to refuse the request with its error.
 // Under on_expired: warn, an expired key is taken only when no other
-// ready one can be used.
-func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
+// ready one can be used. Its picks advance turn (p.turn).
+func (p *pool) usable(ctx context.Context, turn *atomic.Uint64, caller string, now time.Time, onExpired string) (*member, *injection, bool, error) {
 	p.wake(ctx, now)
 	var tried []*member
 	type choice struct {
@@ -223,7 +237,7 @@ func (p *pool) usable(ctx context.Context, caller string, now time.Time, onExpir
 		err   error
 	}
 	var first, expired choice
-	for m := p.pick(caller, nil, now); m != nil; m = p.pick(caller, tried, now) {
+	for m := p.pick(turn, caller, nil, now); m != nil; m = p.pick(turn, caller, tried, now) {
 		resting := m.restUntil.Load() > now.UnixNano()
 		if resting && expired.m != nil {
 			break // every ready key was tried: the expired one goes
@@ -377,7 +391,7 @@ func (g *Gateway) readyKey(r *http.Request, x *exchange, now time.Time) (next *m
 		stale bool
 	}
 	for {
-		next = x.route.pool.pick(x.caller, x.tried, now)
+		next = x.route.pool.pick(&x.route.pool.next, x.caller, x.tried, now)
 		if next == nil || next.restUntil.Load() > now.UnixNano() {
 			if warned.m != nil {
 				return warned.m, warned.inj, warned.stale, true, true

@@ -69,7 +69,8 @@ func TestPoolPassesOverKeyItCannotMintWith(t *testing.T) {
 
 // TestMintAsksWithTheVerdictsPoolKey: on a pool whose keys take turns,
 // till test --mint asks the token endpoint with the key its verdict
-// names, not with the key whose turn comes after the verdict's.
+// names, not with the key whose turn comes after the verdict's: a live
+// request takes its turn between the two.
 func TestMintAsksWithTheVerdictsPoolKey(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string
@@ -92,6 +93,8 @@ func TestMintAsksWithTheVerdictsPoolKey(t *testing.T) {
 		if !v.Allowed {
 			t.Fatalf("verdict %+v, want allowed", v)
 		}
+		p := snap.routes[0].pool
+		p.pick(&p.next, "", nil, time.Now()) // a request takes the verdict's key's turn
 		m, err := snap.Mint(context.Background(), testAudit(&lockedBuffer{}), v)
 		if err != nil || !m.Asked {
 			t.Fatalf("mint: %+v, %v", m, err)

@@ -27,7 +27,7 @@ func TestPoolPick(t *testing.T) {
 	now := time.Now()
 	got := map[*member]int{}
 	for range 6 {
-		got[p.pick("", nil, now)]++
+		got[p.pick(&p.next, "", nil, now)]++
 	}
 	for _, m := range p.members {
 		if got[m] != 2 {
@@ -37,15 +37,15 @@ func TestPoolPick(t *testing.T) {
 	p.members[0].rest(now, time.Second)
 	p.members[1].rest(now, 2*time.Second)
 	for range 4 {
-		if m := p.pick("", nil, now); m != p.members[2] {
+		if m := p.pick(&p.next, "", nil, now); m != p.members[2] {
 			t.Fatal("a resting member was picked while another was ready")
 		}
 	}
 	p.members[2].rest(now, 3*time.Second)
-	if m := p.pick("", nil, now); m != p.members[0] {
+	if m := p.pick(&p.next, "", nil, now); m != p.members[0] {
 		t.Error("with every member resting, want the one whose rest ends first")
 	}
-	if m := p.pick("", p.members, now); m != nil {
+	if m := p.pick(&p.next, "", p.members, now); m != nil {
 		t.Error("with every member tried, want none")
 	}
 	p.members[0].rest(now, -time.Hour) // a shorter rest does not shorten it
@@ -55,9 +55,9 @@ func TestPoolPick(t *testing.T) {
 
 	sticky := &pool{sticky: true, members: p.members}
 	later := now.Add(time.Hour)
-	first := sticky.pick("web", nil, later)
+	first := sticky.pick(&sticky.next, "web", nil, later)
 	for range 5 {
-		if sticky.pick("web", nil, later) != first {
+		if sticky.pick(&sticky.next, "web", nil, later) != first {
 			t.Fatal("sticky: one caller moved between keys")
 		}
 	}
