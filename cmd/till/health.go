@@ -47,7 +47,7 @@ func runHealth(ctx context.Context, args []string, e *env) error {
 		if target, err = healthURL(rawURL); err != nil {
 			return usageError{err.Error()}
 		}
-	} else if target, err = adminURL(ctx, cfgPath, e); err != nil {
+	} else if target, err = adminURL(ctx, cfgPath, e, withURLFlag); err != nil {
 		return err
 	}
 	shown := target.String()
@@ -97,6 +97,27 @@ type adminTarget struct {
 	// read from; fromConfig says it was (not from --url).
 	tokenSHA256 string
 	fromConfig  bool
+	// asker says whether the command asking has --url, for its hints.
+	asker urlFlag
+}
+
+// urlFlag says whether a command that asks a running till's admin
+// listener has --url (till health, till usage; till test has not): the
+// hints of its errors offer --url only then.
+type urlFlag bool
+
+const (
+	withURLFlag    urlFlag = true
+	withoutURLFlag urlFlag = false
+)
+
+// orURL is a hint's offer of --url, followed by then; "" for a command
+// without --url.
+func (f urlFlag) orURL(then string) string {
+	if !f {
+		return ""
+	}
+	return ", or pass --url" + then
 }
 
 // sends says whether TILL_ADMIN_TOKEN token goes to the target: to one
@@ -113,7 +134,7 @@ func (t adminTarget) sends(token string) (bool, error) {
 	}
 	sum := sha256.Sum256([]byte(token))
 	if hex.EncodeToString(sum[:]) != t.tokenSHA256 {
-		return false, withHint(fmt.Errorf("%s: TILL_ADMIN_TOKEN not sent: it is not the token admin.token_sha256 names", t), "set TILL_ADMIN_TOKEN to the admin token of this config, or pass --url to send it anyway")
+		return false, withHint(fmt.Errorf("%s: TILL_ADMIN_TOKEN not sent: it is not the token admin.token_sha256 names", t), "set TILL_ADMIN_TOKEN to the admin token of this config"+t.asker.orURL(" to send it anyway"))
 	}
 	return true, nil
 }
@@ -159,8 +180,9 @@ func socketTarget(path string) adminTarget {
 // 127.0.0.1), where another user's listener would be sent
 // TILL_ADMIN_TOKEN. An unspecified listen address (0.0.0.0, ::, or none)
 // is asked on loopback, where a listener bound to all addresses also
-// answers.
-func adminURL(ctx context.Context, flagPath string, e *env) (adminTarget, error) {
+// answers. Its hints, and those of the target's (sends), offer --url as
+// asker has it.
+func adminURL(ctx context.Context, flagPath string, e *env, asker urlFlag) (adminTarget, error) {
 	path, err := configPath(flagPath, e)
 	if err != nil {
 		return adminTarget{}, err
@@ -171,9 +193,9 @@ func adminURL(ctx context.Context, flagPath string, e *env) (adminTarget, error)
 	}
 	if cfg.Admin.Listen == "" {
 		return adminTarget{}, withHint(fmt.Errorf("%s has no admin listener to ask", displayPath(configName(cfg))),
-			setIn(cfg, "admin: {listen: 127.0.0.1:9090}", " and restart till serve (a reload does not open it), or pass --url"))
+			setIn(cfg, "admin: {listen: 127.0.0.1:9090}", " and restart till serve (a reload does not open it)"+asker.orURL("")))
 	}
-	t := adminTarget{tokenSHA256: cfg.Admin.TokenSHA256, fromConfig: true}
+	t := adminTarget{tokenSHA256: cfg.Admin.TokenSHA256, fromConfig: true, asker: asker}
 	if t.socket = cfg.Admin.Socket(); t.socket != "" {
 		t.url = socketTarget(t.socket).url
 		return t, nil

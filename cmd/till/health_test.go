@@ -61,7 +61,7 @@ func TestHealthAdminURL(t *testing.T) {
 		c := newCLI(t)
 		// A token: a listener off loopback needs one (probes need none).
 		os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \""+tt.listen+"\", token_sha256: "+strings.Repeat("ab", 32)+"}\n"), 0o644)
-		u, err := adminURL(context.Background(), "", &env{getenv: func(k string) string { return c.env[k] }})
+		u, err := adminURL(context.Background(), "", &env{getenv: func(k string) string { return c.env[k] }}, withURLFlag)
 		if err != nil {
 			t.Errorf("admin.listen %s: %v", tt.listen, err)
 			continue
@@ -72,7 +72,7 @@ func TestHealthAdminURL(t *testing.T) {
 	}
 	c := newCLI(t)
 	os.WriteFile("till.yaml", []byte("version: 1\nadmin: {listen: \"nowhere.test:9090\", token_sha256: "+strings.Repeat("ab", 32)+"}\n"), 0o644)
-	if _, err := adminURL(context.Background(), "", &env{getenv: func(k string) string { return c.env[k] }}); err == nil || !strings.Contains(err.Error(), "nowhere.test") {
+	if _, err := adminURL(context.Background(), "", &env{getenv: func(k string) string { return c.env[k] }}, withURLFlag); err == nil || !strings.Contains(err.Error(), "nowhere.test") {
 		t.Errorf("admin.listen of a name that does not resolve: got %v, want an error naming it", err)
 	}
 }

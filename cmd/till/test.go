@@ -157,7 +157,7 @@ func mintByServe(cfgPath string, e *env, ask proxy.TestRequest, v *proxy.Verdict
 	ctx, cancel := answerWithin(context.Background(), mintTestTimeout)
 	defer cancel()
 	var got proxy.Verdict
-	t, err := adminURL(ctx, cfgPath, e)
+	t, err := adminURL(ctx, cfgPath, e, withoutURLFlag)
 	if err == nil {
 		err = callAdmin(ctx, t.at("/admin/test"), e.getenv("TILL_ADMIN_TOKEN"), ask, &got)
 	}
@@ -166,8 +166,7 @@ func mintByServe(cfgPath string, e *env, ask proxy.TestRequest, v *proxy.Verdict
 		v.Reason = "the token endpoint was not asked: a running till holds the audit file, and its admin listener did not take the ask: " + err.Error()
 		var h hintError
 		if errors.As(err, &h) {
-			hint, _, _ := strings.Cut(h.hint, ", or pass --url") // till test has no --url
-			v.Reason += " (" + hint + ")"
+			v.Reason += " (" + h.hint + ")"
 		}
 		return
 	}
@@ -208,7 +207,7 @@ const servedCacheTimeout = 3 * time.Second
 func servedCache(cfgPath string, e *env, route string) string {
 	ctx, cancel := answerWithin(context.Background(), servedCacheTimeout)
 	defer cancel()
-	t, err := adminURL(ctx, cfgPath, e)
+	t, err := adminURL(ctx, cfgPath, e, withoutURLFlag)
 	if err != nil {
 		return "unknown: " + err.Error()
 	}

@@ -132,7 +132,7 @@ func readUsage(ctx context.Context, cfg *config.Config, cfgPath, rawURL string, 
 	if rawURL != "" {
 		t, err = healthURL(rawURL)
 	} else {
-		t, err = adminURL(ctx, cfgPath, e)
+		t, err = adminURL(ctx, cfgPath, e, withURLFlag)
 	}
 	if err != nil {
 		return nil, err
