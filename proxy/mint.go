@@ -37,10 +37,10 @@ type minter struct {
 	endpoint *url.URL // where fetch asks, for the audit record of the ask
 	key      string
 	base     *injection // the route's injection: names, fingerprint, echo forms
-	// secret holds the forms of what an ask sends that is secret in any
-	// part (an OAuth2 client secret): an endpoint's error that quotes a
-	// run of minEchoForm characters of one (the first characters of the
-	// secret it refused) is not logged.
+	// secret holds what an ask sends that is secret in any part (an
+	// OAuth2 client secret, as it is and escaped) and its forms: an
+	// endpoint's error that quotes a run of minEchoForm characters of
+	// one (the first characters of the secret it refused) is not logged.
 	secret []string
 	cur    atomic.Pointer[minted]
 	flight singleflight.Group
@@ -150,7 +150,11 @@ func compileOAuth2(way string, cfg *config.OAuth2, sec vault.Secret) (*minter, [
 		return c.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
 	}
 	sent := []string{key, url.QueryEscape(key)}
-	return &minter{fetch: fetch, endpoint: endpoint, key: way, secret: echoForms(sent), now: time.Now}, sent, ""
+	// The values whole, not only their forms: those leave out what
+	// keyCore takes for a provider's prefix, which in a client secret
+	// (base64url, "ZqLm_Rt-...") is as random and secret as the rest.
+	part := append(echoForms(sent), sent...)
+	return &minter{fetch: fetch, endpoint: endpoint, key: way, secret: part, now: time.Now}, sent, ""
 }
 
 // askChecks are what each ask of a token endpoint is held to (see

@@ -189,6 +189,34 @@ func TestMintErrorHidesPartOfTheSecret(t *testing.T) {
 	}
 }
 
+// A client secret is random text, which may start with what keyCore takes
+// for a provider's prefix (letters, then '-' or '_': base64url secrets,
+// as Okta and Auth0 issue, often do). That start is as secret as the
+// rest: an endpoint's error that quotes it, with a few characters after
+// it, is left out as one that quotes any other 8 characters of it is.
+func TestMintErrorHidesStartOfBase64URLSecret(t *testing.T) {
+	const secret = "ZqLmXp_RtUvW-0123456789abcdefGHIJ" // keyCore: 0123456789abcdefGHIJ
+	for name, part := range map[string]string{
+		"first 20": secret[:20],
+		"first 8":  secret[:8],
+		"6 to 18":  secret[6:18],
+	} {
+		t.Run(name, func(t *testing.T) {
+			log := refusedAskLog(t, secret, "params", func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = io.WriteString(w, `{"error":"invalid_client","error_description":"secret `+part+`... refused"}`)
+			})
+			if strings.Contains(log, part) {
+				t.Errorf("the log holds %q of the secret: %s", part, log)
+			}
+			if !strings.Contains(log, "error invalid_client") {
+				t.Errorf("the log lost the error code, which holds no part of the secret: %s", log)
+			}
+		})
+	}
+}
+
 // A token endpoint's error is logged without the client secret however
 // the answer spells it: x/oauth2 prints an answer's error code and
 // description with %q, which escapes '"' and '\\' and a no-break space,
