@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	"github.com/aws/aws-sdk-go-v2/credentials/processcreds"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/signin"
@@ -90,6 +91,9 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 		// Every client the configuration builds (the credential
 		// chain's too) keeps what it sends as a credential.
 		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record}),
+		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) {
+			o.APIOptions = append(slices.Clip(o.APIOptions), nameContainerCall)
+		}),
 	}
 	if s.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(s.Region))
@@ -215,6 +219,22 @@ func (c *sentCredentials) list() []string {
 	return slices.Clone(c.sent)
 }
 
+// nameContainerCall adds to the stack of the container credentials
+// endpoint's client (AWS_CONTAINER_CREDENTIALS_FULL_URI or
+// _RELATIVE_URI) a step that wraps its errors in the OperationError the
+// SDK's other clients wrap theirs in, for refusedBy to name the call: the
+// SDK's own wraps none, and its refusal read as Secrets Manager's.
+func nameContainerCall(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("TillNameContainerCall",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			if err != nil {
+				err = &smithy.OperationError{ServiceID: "container credentials endpoint", OperationName: "GetCredentials", Err: err}
+			}
+			return out, md, err
+		}), middleware.Before)
+}
+
 // checkChainEndpoints holds to checkEndpoint's rule the endpoints of the
 // services the credential chain may call, resolved as the chain's own
 // clients resolve them: STS gets a web identity token (a pod's
@@ -295,7 +315,8 @@ func awsError(err error, sent []string) error {
 
 // refusedBy names, to start an error, the call of the SDK's credential
 // chain that err's refusal came from (STS AssumeRoleWithWebIdentity, SSO
-// GetRoleCredentials, ...): "" when it is Secrets Manager's own, which
+// GetRoleCredentials, container credentials endpoint GetCredentials,
+// ...): "" when it is Secrets Manager's own, which
 // the error names already. A user told GetSecretValue was refused looks
 // at the secret's policy; one told the chain was looks at the pod's role.
 func refusedBy(err error) string {

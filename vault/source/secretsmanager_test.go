@@ -577,8 +577,8 @@ func TestCredentialChainRefusalQuotingItsCredentialStaysOut(t *testing.T) {
 		works  bool   // with refuse(nil), the chain gets credentials
 	}{
 		{"STS web identity", viaSTS, sts.Refuse, "getting the AWS credentials, STS AssumeRoleWithWebIdentity: InvalidIdentityToken", true},
-		{"container authorization token", viaContainer, container.Refuse, "GetSecretValue: AccessDenied", true},
-		{"container authorization token file", viaContainerFile, container.Refuse, "GetSecretValue: AccessDenied", true},
+		{"container authorization token", viaContainer, container.Refuse, "getting the AWS credentials, container credentials endpoint GetCredentials: AccessDenied", true},
+		{"container authorization token file", viaContainerFile, container.Refuse, "getting the AWS credentials, container credentials endpoint GetCredentials: AccessDenied", true},
 		{"SSO access token", viaEcho("AWS_ENDPOINT_URL_SSO", func(t *testing.T) { ssoChain(t, "2099-01-01T00:00:00Z", ssoToken, refreshToken, clientSecret) }),
 			echoRefuse, "getting the AWS credentials, SSO GetRoleCredentials: UnauthorizedException", false},
 		{"SSO OIDC refresh", viaEcho("AWS_ENDPOINT_URL_SSO_OIDC", func(t *testing.T) { ssoChain(t, "2000-01-01T00:00:00Z", ssoToken, refreshToken, clientSecret) }),
