@@ -16,6 +16,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	"github.com/aws/aws-sdk-go-v2/credentials/processcreds"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/signin"
 	"github.com/aws/aws-sdk-go-v2/service/sso"
@@ -89,8 +90,9 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 		// the SDK's backoffs.
 		awsconfig.WithRetryMaxAttempts(1),
 		// Every client the configuration builds (the credential
-		// chain's too) keeps what it sends as a credential.
-		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record}),
+		// chain's too) keeps what it sends as a credential, and reads
+		// no answer past maxAnswer.
+		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record, capAnswers}),
 		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) {
 			o.APIOptions = append(slices.Clip(o.APIOptions), nameContainerCall)
 		}),
@@ -114,7 +116,6 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 			o.BaseEndpoint = aws.String(s.Endpoint)
 		}
 		endpointErr = checkEndpoint("Secrets Manager", o.BaseEndpoint)
-		o.HTTPClient = cappedClient{o.HTTPClient}
 	})
 	if endpointErr != nil {
 		return nil, endpointErr
@@ -123,11 +124,25 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 	return s.client, nil
 }
 
-// cappedClient is cappedTransport for the SDK's client, which reads an
-// answer whole before the source can look at its size.
-type cappedClient struct{ c secretsmanager.HTTPClient }
-
-func (c cappedClient) Do(r *http.Request) (*http.Response, error) { return capBody(c.c.Do(r)) }
+// capAnswers adds to a client's stack a step, next to the transport,
+// that caps each answer's body at maxAnswer. Every client the SDK's
+// configuration builds, Secrets Manager's and the credential chain's,
+// reads an answer whole before the source can look at its size (STS's
+// XML decoder keeps a text whole, the JSON decoders a value, IMDS's
+// client the body), and each takes the configuration's API options. An
+// HTTP client of till's own would not do: the SDK loads AWS_CA_BUNDLE
+// only into one of its own, and gives the container endpoint's client
+// none from the configuration.
+func capAnswers(stack *middleware.Stack) error {
+	return stack.Deserialize.Add(middleware.DeserializeMiddlewareFunc("TillCapAnswer",
+		func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleDeserialize(ctx, in)
+			if res, ok := out.RawResponse.(*smithyhttp.Response); ok && res.Response != nil && res.Body != nil {
+				res.Body = &cappedBody{ReadCloser: res.Body, left: maxAnswer}
+			}
+			return out, md, err
+		}), middleware.After)
+}
 
 // keptCredentials is how many of the credentials sent last a
 // sentCredentials keeps.
@@ -291,8 +306,12 @@ func deleted(err error) bool {
 // awsError shortens the SDK's error to the code and message of the
 // service that refused (Secrets Manager, or one the credential chain
 // called) where it gave one, the message left out when it quotes sent,
-// the credentials the source's requests carried.
+// the credentials the source's requests carried; or to the call whose
+// answer was past maxAnswer.
 func awsError(err error, sent []string) error {
+	if errors.Is(err, errAnswerTooLarge) {
+		return fmt.Errorf("%s%w, the most till reads of an AWS answer (is something else answering at that endpoint, a proxy or a wrong address?)", refusedBy(err), errAnswerTooLarge)
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		// The service's words (or those of whatever answered at its
@@ -327,7 +346,11 @@ func refusedBy(err error) string {
 	if last == nil || last.ServiceID == secretsmanager.ServiceID {
 		return ""
 	}
-	return "getting the AWS credentials, " + termtext.Escape(last.ServiceID+" "+last.OperationName, 64) + ": "
+	service := last.ServiceID
+	if service == imds.ServiceID {
+		service = "EC2 IMDS"
+	}
+	return "getting the AWS credentials, " + termtext.Escape(service+" "+last.OperationName, 64) + ": "
 }
 
 // credentialProcessError says why the credential_process of the AWS

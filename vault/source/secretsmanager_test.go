@@ -257,6 +257,7 @@ func TestSecretsManagerBodyIsCapped(t *testing.T) {
 	done := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(done)
+		time.Sleep(50 * time.Millisecond) // as fake.STS's flood waits
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		n, _ := io.WriteString(w, `{"Name":"k","SecretString":"`)
 		written.Add(int64(n))
@@ -273,8 +274,8 @@ func TestSecretsManagerBodyIsCapped(t *testing.T) {
 	}))
 	defer srv.Close()
 	raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: srv.URL}).Fetch(context.Background(), "k")
-	if err == nil {
-		t.Errorf("a %d-byte answer was accepted: %d bytes returned", total, len(raw))
+	if want := fmt.Sprintf("GetSecretValue: the answer is larger than %d bytes", maxAnswer); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a %d-byte answer: got %d bytes, %v; want %q", total, len(raw), err, want)
 	}
 	srv.CloseClientConnections()
 	<-done
@@ -630,5 +631,117 @@ func TestSentCredentialsKeepsTheLatest(t *testing.T) {
 	got := c.list()
 	if len(got) != keptCredentials || got[len(got)-2] != "first" || got[len(got)-1] != "newest" || slices.Contains(got, "rotated-0") {
 		t.Errorf("got %q, want the %d sent last, first and newest at the end", got, keptCredentials)
+	}
+}
+
+// TestCredentialChainAnswersAreCapped: the clients of the SDK's
+// credential chain read an answer whole (STS's XML decoder keeps a text
+// whole, the JSON decoders a value, IMDS's client the body itself), so
+// an endpoint answering without end (a container endpoint on a shared
+// network, a proxy in the path, an AWS_ENDPOINT_URL_* gone wrong) had
+// till read it into memory until it ran out. Each stops at maxAnswer,
+// as Secrets Manager's does, with an error that names the call.
+func TestCredentialChainAnswersAreCapped(t *testing.T) {
+	const size = 16 * maxAnswer
+	creds := aws.Credentials{AccessKeyID: "ASIAFAKE0000000013", SecretAccessKey: "fake/secret/access/key/0013", SessionToken: "fake-session-token-13"}
+	base := aws.Credentials{AccessKeyID: "AKIAFAKE0000000113", SecretAccessKey: "fake/secret/access/key/0113"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	sm.Put("k", "sk-aws-13")
+	const (
+		jwt       = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxMyJ9.eyJzdWIiOiJ0aWxsIn0.c2lnbmF0dXJlLTEz"
+		authToken = "ecs-0013-Zq7xW3pLm9Kd2VbTf"
+	)
+	sts := fake.NewSTS(t, creds, jwt)
+	sts.AllowAssumeRole(base, "us-east-1")
+	container := fake.NewContainerCredentials(t, creds, authToken)
+	imds := fake.NewIMDS(t, creds)
+	rest := fake.NewFloodJSON(t, size)
+	for _, tt := range []struct {
+		name  string
+		chain func(t *testing.T)
+		fake  interface {
+			Flood(n int64)
+			Flooded() int64
+		}
+		call string
+	}{
+		{"STS web identity", func(t *testing.T) {
+			webIdentityChain(t, jwt)
+			t.Setenv("AWS_ENDPOINT_URL_STS", sts.URL)
+		}, sts, "STS AssumeRoleWithWebIdentity"},
+		{"STS assume role", func(t *testing.T) {
+			t.Setenv("AWS_CONFIG_FILE", writeFile(t, "config", "[default]\nrole_arn = arn:aws:iam::123456789012:role/till\nsource_profile = base\n\n"+
+				"[profile base]\naws_access_key_id = "+base.AccessKeyID+"\naws_secret_access_key = "+base.SecretAccessKey+"\n"))
+			t.Setenv("AWS_ENDPOINT_URL_STS", sts.URL)
+		}, sts, "STS AssumeRole"},
+		{"container endpoint", func(t *testing.T) {
+			t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", container.URL+"/v1/credentials")
+			t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", authToken)
+		}, container, "container credentials endpoint GetCredentials"},
+		{"IMDS", func(t *testing.T) {
+			t.Setenv("AWS_EC2_METADATA_DISABLED", "false")
+			t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.URL)
+		}, imds, "EC2 IMDS GetMetadata"},
+		{"SSO", func(t *testing.T) {
+			ssoChain(t, "2099-01-01T00:00:00Z", "sso-access-token-13", "sso-refresh-token-13", "sso-client-secret-13")
+			t.Setenv("AWS_ENDPOINT_URL_SSO", rest.URL)
+		}, rest, "SSO GetRoleCredentials"},
+		{"SSO OIDC", func(t *testing.T) {
+			ssoChain(t, "2000-01-01T00:00:00Z", "sso-access-token-13", "sso-refresh-token-13", "sso-client-secret-13")
+			t.Setenv("AWS_ENDPOINT_URL_SSO_OIDC", rest.URL)
+		}, rest, "SSO OIDC CreateToken"},
+		{"Signin", func(t *testing.T) {
+			loginChain(t, "login-refresh-token-13")
+			t.Setenv("AWS_ENDPOINT_URL_SIGNIN", rest.URL)
+		}, rest, "Signin CreateOAuth2Token"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			noEnvCredentials(t)
+			tt.chain(t)
+			if tt.fake != rest {
+				tt.fake.Flood(0)
+				if raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k"); err != nil || string(raw) != "sk-aws-13" {
+					t.Fatalf("the chain through the fake, control sample: got %q, %v", raw, err)
+				}
+				tt.fake.Flood(size)
+			}
+			written := tt.fake.Flooded()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(ctx, "k")
+			want := fmt.Sprintf("GetSecretValue: getting the AWS credentials, %s: the answer is larger than %d bytes", tt.call, maxAnswer)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("got %v, want %q", err, want)
+			}
+			if w := tt.fake.Flooded() - written; w >= size {
+				t.Errorf("the chain read all %d bytes of the answer; it should stop after about %d", w, maxAnswer)
+			}
+		})
+	}
+}
+
+// TestCredentialChainTakesTheCABundle: the cap on the chain's answers
+// is a step on each client's stack, not an HTTP client of till's own,
+// into which the SDK would not load AWS_CA_BUNDLE: STS over TLS with a
+// private CA is reached with the bundle, and refused without it.
+func TestCredentialChainTakesTheCABundle(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "ASIAFAKE0000000014", SecretAccessKey: "fake/secret/access/key/0014", SessionToken: "fake-session-token-14"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	sm.Put("k", "sk-aws-14")
+	const jwt = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxNCJ9.eyJzdWIiOiJ0aWxsIn0.c2lnbmF0dXJlLTE0"
+	sts := fake.NewSTSOverTLS(t, creds, jwt)
+	awsEnv(t, creds, sm)
+	noEnvCredentials(t)
+	webIdentityChain(t, jwt)
+	t.Setenv("AWS_ENDPOINT_URL_STS", sts.URL)
+	t.Setenv("AWS_CA_BUNDLE", sts.CAFile)
+	if raw, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k"); err != nil || string(raw) != "sk-aws-14" || sts.Calls() != 1 {
+		t.Fatalf("with the bundle: got %q, %v after %d STS calls", raw, err, sts.Calls())
+	}
+	t.Setenv("AWS_CA_BUNDLE", "")
+	_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+	if err == nil || !strings.Contains(err.Error(), "STS: AssumeRoleWithWebIdentity") || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without the bundle: got %v, want STS's certificate refused", err)
 	}
 }

@@ -485,6 +485,9 @@ func capBody(res *http.Response, err error) (*http.Response, error) {
 // maxAnswer is the most of an answer cappedTransport reads.
 const maxAnswer = 2 * maxRaw
 
+// errAnswerTooLarge is the error of a read past maxAnswer.
+var errAnswerTooLarge = fmt.Errorf("the answer is larger than %d bytes", maxAnswer)
+
 // cappedBody fails a read that would take it past left bytes.
 type cappedBody struct {
 	io.ReadCloser
@@ -497,7 +500,7 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.ReadCloser.Read(p)
 	if b.left -= int64(n); b.left < 0 {
-		return 0, fmt.Errorf("the answer is larger than %d bytes", maxAnswer)
+		return 0, errAnswerTooLarge
 	}
 	return n, err
 }
