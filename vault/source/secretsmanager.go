@@ -92,7 +92,7 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 		// Every client the configuration builds (the credential
 		// chain's too) keeps what it sends as a credential, and reads
 		// no answer past maxAnswer.
-		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record, capAnswers}),
+		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record, capAnswers, requireRoleCredentials}),
 		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) {
 			o.APIOptions = append(slices.Clip(o.APIOptions), nameContainerCall)
 		}),
@@ -139,6 +139,22 @@ func capAnswers(stack *middleware.Stack) error {
 			out, md, err := next.HandleDeserialize(ctx, in)
 			if res, ok := out.RawResponse.(*smithyhttp.Response); ok && res.Response != nil && res.Body != nil {
 				res.Body = &cappedBody{ReadCloser: res.Body, left: maxAnswer}
+			}
+			return out, md, err
+		}), middleware.After)
+}
+
+// requireRoleCredentials adds to a client's stack a step that refuses an
+// answer to SSO GetRoleCredentials without roleCredentials: the SDK's
+// SSO provider reads them unchecked, and its nil pointer dereference is
+// panicked again by the credential cache on a goroutine of its own,
+// where nothing can recover it.
+func requireRoleCredentials(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("TillRequireRoleCredentials",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			if res, ok := out.Result.(*sso.GetRoleCredentialsOutput); ok && err == nil && res.RoleCredentials == nil {
+				err = errors.New("the answer holds no roleCredentials (is something else answering at that endpoint, a proxy or a wrong address?)")
 			}
 			return out, md, err
 		}), middleware.After)

@@ -745,3 +745,29 @@ func TestCredentialChainTakesTheCABundle(t *testing.T) {
 		t.Errorf("without the bundle: got %v, want STS's certificate refused", err)
 	}
 }
+
+// TestSSOAnswerWithoutRoleCredentialsIsRefused: the SDK's SSO provider
+// reads the role's credentials from GetRoleCredentials' answer without
+// looking whether it holds any, so a 200 without roleCredentials (a
+// proxy or an AWS_ENDPOINT_URL_SSO answering `{}`) was a nil pointer
+// dereference, panicked again on a goroutine of its own by the
+// credential cache: till stopped, every route with it. It is a failed
+// fetch that names the call.
+func TestSSOAnswerWithoutRoleCredentialsIsRefused(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000015", SecretAccessKey: "fake/secret/access/key/0015"}
+	sm := fake.NewSecretsManager(t, creds, "us-east-1")
+	sm.Put("k", "sk-aws-15")
+	empty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	}))
+	defer empty.Close()
+	awsEnv(t, creds, sm)
+	noEnvCredentials(t)
+	ssoChain(t, "2099-01-01T00:00:00Z", "sso-access-token-15", "sso-refresh-token-15", "sso-client-secret-15")
+	t.Setenv("AWS_ENDPOINT_URL_SSO", empty.URL)
+	_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+	if want := "SSO: GetRoleCredentials"; err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "no roleCredentials") {
+		t.Errorf("got %v, want the call named (%s) and no roleCredentials", err, want)
+	}
+}
