@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/internal/atomicfile"
+	"github.com/tillgw/till/internal/regfile"
 )
 
 // ErrHeld says that another till holds the audit file's lock: it writes
@@ -117,9 +118,16 @@ func openAppend(path string, flag int) (*os.File, error) {
 
 // tail reads the end of the audit file f: its identity, its last line
 // (with its newline), and its size without a last line a crash cut short,
-// which is cut; f is not changed.
+// which is cut; f is not changed. A file that is not a regular one is a
+// *regfile.NotRegularError.
 func tail(f *os.File) (id os.FileInfo, last, cut []byte, size int64, err error) {
 	id, err = f.Stat()
+	if err == nil && !id.Mode().IsRegular() {
+		// A named pipe or a device takes no cut, no rotation and no
+		// fsync, and a pipe nobody reads blocks the write of a record,
+		// and every key use behind it.
+		return nil, nil, nil, 0, regfile.NotRegular(f.Name(), id.Mode())
+	}
 	if err == nil {
 		size = id.Size()
 		last, err = lastLine(f, size)
@@ -148,8 +156,8 @@ func tail(f *os.File) (id os.FileInfo, last, cut []byte, size int64, err error) 
 var errNotTrail = errors.New("its last line is not a record: not an audit file")
 
 // Check reports what Open would refuse of the audit file at path (a
-// symbolic link, a folder, a file till cannot write, one whose last line
-// is no record), without creating or changing anything; "" and "-"
+// symbolic link, a folder, a named pipe or a device, a file till cannot
+// write, one whose last line is no record), without creating or changing anything; "" and "-"
 // (stdout) are fine. A file that is not there is fine too: Open makes it.
 func Check(path string) error {
 	if path == "" || path == "-" {

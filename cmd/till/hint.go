@@ -13,6 +13,7 @@ import (
 
 	"github.com/tillgw/till/audit"
 	"github.com/tillgw/till/config"
+	"github.com/tillgw/till/internal/regfile"
 	"github.com/tillgw/till/vault"
 )
 
@@ -37,6 +38,8 @@ func auditHint(err error) string {
 		return "stop that till first, or give each till its own audit.file"
 	case errors.Is(err, audit.ErrSymlink):
 		return "check audit.file: give the file the link names"
+	case errors.As(err, new(*regfile.NotRegularError)):
+		return "give audit.file a regular file; to stream the records to a reader, set audit.file: - and pipe till's stdout to it"
 	}
 	return "check audit.file in the config"
 }

@@ -28,7 +28,7 @@ func Read(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, &NotRegularError{Path: path, Kind: kind(st.Mode())}
+		return nil, NotRegular(path, st.Mode())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err == nil && int64(len(data)) > limit {
@@ -74,6 +74,12 @@ type NotRegularError struct {
 	Path string
 	// Kind says what it is instead: "a named pipe", "a folder", ...
 	Kind string
+}
+
+// NotRegular is the refusal of path, whose file of mode m is not a
+// regular one.
+func NotRegular(path string, m fs.FileMode) *NotRegularError {
+	return &NotRegularError{Path: path, Kind: kind(m)}
 }
 
 // Error says what the path is.
