@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -139,14 +140,16 @@ func tail(f *os.File) (id os.FileInfo, last, cut []byte, size int64, err error) 
 		if size > 0 {
 			last, err = lastLine(f, size)
 		}
-		if err == nil && !isTornRecord(cut) {
+		// Whole JSON that is no record is a file JSON writers ended
+		// without a newline (an app's settings), not a record cut short.
+		if err == nil && (!isTornRecord(cut) || json.Valid(cut) && !isRecord(cut)) {
 			err = errNotTrail
 		}
 	}
 	// Only a trail is cut or appended to: a file of another kind (a
 	// config or an app's log named as audit.file by mistake), whose last
 	// line is whole as text files' are, is left as it is.
-	if err == nil && len(last) > 0 && !isRecordStart(last) {
+	if err == nil && len(last) > 0 && !isRecord(last) {
 		err = errNotTrail
 	}
 	return id, last, cut, size, err
@@ -157,8 +160,9 @@ var errNotTrail = errors.New("its last line is not a record: not an audit file")
 
 // Check reports what Open would refuse of the audit file at path (a
 // symbolic link, a folder, a named pipe or a device, a file till cannot
-// write, one whose last line is no record), without creating or changing anything; "" and "-"
-// (stdout) are fine. A file that is not there is fine too: Open makes it.
+// write, one whose last line is no record), without creating or
+// changing anything; "" and "-" (stdout) are fine. A file that is not
+// there is fine too: Open makes it.
 func Check(path string) error {
 	if path == "" || path == "-" {
 		return nil
@@ -180,6 +184,15 @@ func Check(path string) error {
 // isRecordStart reports whether line can be (the start of) a record: a
 // JSON object.
 func isRecordStart(line []byte) bool { return len(line) > 0 && line[0] == '{' }
+
+// isRecord reports whether line is a record: a JSON object with an
+// "event", as every record is (see ErrNoEvent).
+func isRecord(line []byte) bool {
+	var r struct {
+		Event string `json:"event"`
+	}
+	return json.Unmarshal(line, &r) == nil && r.Event != ""
+}
 
 // isTornRecord reports whether a last line without a newline can be a
 // record a crash cut: its start, or after a power loss the NUL bytes a

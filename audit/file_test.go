@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -105,5 +106,55 @@ func TestCheckAgreesWithOpen(t *testing.T) {
 				t.Errorf("Check: %v; Open: %v", checkErr, openErr)
 			}
 		})
+	}
+}
+
+// TestOpenLeavesOtherJSONFiles: a JSON file named as audit.file by
+// mistake (an app's settings, written without a final newline as most
+// JSON writers do, or another program's JSON lines) was taken for a
+// trail whose last record a crash cut short: serve cut that "record"
+// off, the whole file when it is one line, and appended records to what
+// was left, while check said ok. A file whose last line is whole JSON
+// but no record (no "event"), or that ends in no record, is no trail:
+// Open and Check refuse it and leave it as it is.
+func TestOpenLeavesOtherJSONFiles(t *testing.T) {
+	for _, tt := range []struct{ name, data string }{
+		{"settings, no final newline", `{"db":"postgres://db/app","replicas":3}`},
+		{"settings", "{\"db\":\"postgres://db/app\",\"replicas\":3}\n"},
+		{"an app's JSON lines, the last without its newline", "{\"msg\":\"started\"}\n{\"msg\":\"stopped\"}"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "settings.json")
+			if err := os.WriteFile(path, []byte(tt.data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := Check(path); err == nil {
+				t.Error("Check took it for an audit trail")
+			}
+			if s, err := Open(Options{Path: path, Fsync: FsyncNone}); err == nil {
+				s.Write(record("1"))
+				s.Close()
+				t.Error("Open took it for an audit trail")
+			}
+			if got, _ := os.ReadFile(path); string(got) != tt.data {
+				t.Errorf("the file was changed: %q, then %q", tt.data, got)
+			}
+		})
+	}
+	// A trail's last record cut short, even just before its newline, is
+	// still cut off.
+	for _, cut := range []string{`{"level":"info","time":"2026-`, strings.TrimSuffix(string(record("2")), "\n")} {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		if err := os.WriteFile(path, append(record("1"), cut...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Options{Path: path, Fsync: FsyncNone})
+		if err != nil {
+			t.Fatalf("a trail whose last record was cut short (%q): %v", cut, err)
+		}
+		s.Close()
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, record("1")) {
+			t.Errorf("a trail whose last record was cut short (%q): the cut stayed:\n%s", cut, got)
+		}
 	}
 }
