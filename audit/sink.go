@@ -386,8 +386,13 @@ func (s *Sink) repaired(path string, cut []byte) {
 	}
 	msg := fmt.Sprintf("removed a record cut short by a crash (%d bytes) from the end of %s", len(cut), path)
 	switch {
+	case bytes.Contains(cut, []byte(`"event":"use"`)) && s.opts.Fsync == FsyncAlways:
+		msg += "; a use record: its key was never sent (a key goes only once its use record is written and flushed)"
 	case bytes.Contains(cut, []byte(`"event":"use"`)):
-		msg += "; a use record: its key was never sent (a key goes only once its use record is written)"
+		// A key goes once its use record is written, before it is
+		// flushed: a power loss can cut one whose key went.
+		msg += "; a use record: its key was not sent, unless the machine lost power (audit.fsync: " + s.opts.Fsync +
+			" flushes a record after its key goes)"
 	case bytes.Contains(cut, []byte(`"event":"request"`)):
 		msg += "; a request record: the use record of its key stands before it"
 	}

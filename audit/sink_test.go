@@ -409,17 +409,22 @@ func TestTornRecordInRotatedFile(t *testing.T) {
 
 // TestTornRecordSaysWhatItWas: the repair of a record a crash cut short
 // says whether a key went. A use record cut short means its key was
-// never sent; a request record cut short had its key sent, with its use
-// record before it: saying "never sent" of it, as the log did, sends an
-// incident's reader after the wrong conclusion.
+// never sent, when each record is flushed before its key goes (fsync:
+// always); otherwise a power loss can cut one whose key went, written
+// but not yet flushed, and the log must not tell an incident's reader
+// that it never went. A request record cut short had its key sent, with
+// its use record before it: saying "never sent" of it, as the log did,
+// sends that reader after the wrong conclusion.
 func TestTornRecordSaysWhatItWas(t *testing.T) {
 	use := []byte(`{"level":"info","time":"2026-12-02T10:00:00Z","event":"use","id":"1"}` + "\n")
 	for _, tt := range []struct {
-		name, want, not string
-		rec             []byte
+		name, fsync, want, not string
+		rec                    []byte
 	}{
-		{"use", "its key was never sent", "stands", use},
-		{"request", "the use record of its key stands before it", "never sent", record("1")},
+		{"use, fsync always", FsyncAlways, "its key was never sent", "unless", use},
+		{"use, fsync interval", FsyncInterval, "its key was not sent, unless the machine lost power", "never sent", use},
+		{"use, fsync none", FsyncNone, "its key was not sent, unless the machine lost power", "never sent", use},
+		{"request", "", "the use record of its key stands before it", "never sent", record("1")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s, path := openTest(t, Options{})
@@ -429,7 +434,7 @@ func TestTornRecordSaysWhatItWas(t *testing.T) {
 			b, _ := os.ReadFile(path)
 			os.WriteFile(path, b[:len(b)-10], 0o600)
 			var said []string
-			s2, err := Open(Options{Path: path, Log: func(msg string) { said = append(said, msg) }})
+			s2, err := Open(Options{Path: path, Fsync: tt.fsync, Log: func(msg string) { said = append(said, msg) }})
 			if err != nil {
 				t.Fatal(err)
 			}
