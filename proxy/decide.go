@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Decision is the policy's verdict on one request to a route. Every mode,
@@ -288,6 +290,13 @@ func (rt *injection) under(maxAge time.Duration) *injection {
 	return &c
 }
 
+// errMethodNotToken refuses a method that is not a token (RFC 9110,
+// section 9.1): "G(T", "GET,POST". Go's HTTP/1 server refuses one (400)
+// before till sees it, its HTTP/2 server passes a :method on, and
+// net/http's Transport would not send it: the key's use would be
+// recorded for a request that never left, and the upstream blamed.
+var errMethodNotToken = apiError{CodeBadRequest, "the method is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~ only)"}
+
 // errMethodCase refuses a method spelt in lower case ("post").
 var errMethodCase = apiError{CodeMethodNotAllowed, "till takes methods in upper case only (POST, not post): servers that read them in any case would run one that till judged as another"}
 
@@ -301,6 +310,9 @@ func upperCase(method string) bool {
 
 // allows applies the route's method and path rules to the upstream path.
 func (rt *route) allows(method, upstreamPath string) (apiError, bool) {
+	if !httpguts.ValidHeaderFieldName(method) { // a token, as a field name is
+		return errMethodNotToken, false
+	}
 	if !upperCase(method) {
 		return errMethodCase, false
 	}

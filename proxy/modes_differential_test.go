@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -9,9 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // rawVerdict writes raw to front as is and returns the error code of the
@@ -128,4 +134,141 @@ func interceptedCode(t *testing.T, front *httptest.Server, roots *x509.CertPool,
 	}
 	code, _, _ := strings.Cut(body, " ")
 	return code
+}
+
+// h2Verdict sends one bodyless request over HTTP/2 on c, a TLS connection
+// that negotiated h2: the pseudo-headers, then fields. It returns the
+// answer's status and error code, or status 0 and why there is none (the
+// server reset the stream).
+func h2Verdict(t *testing.T, c *tls.Conn, method, authority, path string, fields ...[2]string) (int, string) {
+	t.Helper()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	pseudo := [][2]string{{":method", method}, {":scheme", "https"}, {":authority", authority}, {":path", path}}
+	for _, kv := range append(pseudo, fields...) {
+		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	dec := hpack.NewDecoder(4096, nil)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return 0, "no answer: " + err.Error()
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.RSTStreamFrame:
+			return 0, "reset: " + f.ErrCode.String()
+		case *http2.HeadersFrame:
+			hf, _ := dec.DecodeFull(f.HeaderBlockFragment())
+			status, code := 0, ""
+			for _, h := range hf {
+				switch h.Name {
+				case ":status":
+					status, _ = strconv.Atoi(h.Value)
+				case "x-till-error":
+					code = h.Value
+				}
+			}
+			if status >= 200 {
+				return status, code
+			}
+		}
+	}
+}
+
+// diffH2Front serves gw over TLS, HTTP/2 offered, as a tls.names listener
+// does; dial returns a connection to it that negotiated proto.
+func diffH2Front(t *testing.T, gw *Gateway) (dial func(proto string) *tls.Conn) {
+	t.Helper()
+	front := httptest.NewUnstartedServer(gw)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(front.Certificate())
+	return func(proto string) *tls.Conn {
+		c, err := tls.Dial("tcp", front.Listener.Addr().String(), &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, NextProtos: []string{proto}})
+		if err != nil || c.ConnectionState().NegotiatedProtocol != proto {
+			t.Fatalf("dial: %v, want %s", err, proto)
+		}
+		return c
+	}
+}
+
+// TestMethodNotTokenRefusedOverHTTP2: a method is a token (RFC 9110,
+// section 9.1). Go's HTTP/1 server refuses "G(T" or "GET,POST" (400)
+// before till sees it; its HTTP/2 server passes such a :method on. Over
+// HTTP/2 too, a base URL's, a proxied or an intercepted request with
+// one is refused, as till test refuses it, before a use of the key is
+// recorded: net/http's Transport would not send it, and the records
+// would name a key use that never left, the app a 502 that blames the
+// upstream.
+func TestMethodNotTokenRefusedOverHTTP2(t *testing.T) {
+	up := newRecordingUpstream(t, false, nil)
+	front, roots, records := diffAuditedFixture(t, up, `  - name: any
+    prefix: /r
+    upstream: {{UP}}
+    secret: openai
+    inject: {header: Authorization, format: "Bearer {secret}"}
+    clients: [web]
+`)
+	gw := front.Config.Handler.(*Gateway)
+	dial := diffH2Front(t, gw)
+	host := strings.TrimPrefix(up.URL, "https://")
+	token := [2]string{"x-till-token", connectToken}
+	for _, method := range []string{"G(T", "GET,POST", "G\u00c9T", "GET /V1/X HTTP/1.1"} {
+		h1 := func(target string) string {
+			return fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nX-Till-Token: %s\r\nConnection: close\r\n\r\n", method, target, host, connectToken)
+		}
+		status := map[string]int{}
+		status["reverse, HTTP/1.1"], _ = rawStatus(t, front, h1("/r/v1/x"))
+		status["forward, HTTP/1.1"], _ = rawStatus(t, front, h1("http://"+host+"/v1/x"))
+		status["intercept, HTTP/1.1"], _ = diffInterceptedRaw(t, front, roots, up, h1("/v1/x"))
+		status["reverse, HTTP/2"], _ = h2Verdict(t, dial("h2"), method, "127.0.0.1", "/r/v1/x", token)
+		status["intercept, HTTP/2"], _ = h2Verdict(t, diffTunnel(t, front, roots, up, "h2"), method, host, "/v1/x")
+		for mode, got := range status {
+			if got != http.StatusBadRequest {
+				t.Errorf("%q, %s: status %d, want 400 as Go's HTTP/1 server answers", method, mode, got)
+			}
+		}
+		s := gw.Snapshot()
+		for _, target := range []string{"/r/v1/x", "http://" + host + "/v1/x", "https://" + host + "/v1/x"} {
+			if v := s.Explain(method, target, "web", "127.0.0.1:1", "", time.Now()); v.Allowed {
+				t.Errorf("till test %q %s: allowed, want refused", method, target)
+			}
+		}
+	}
+	for _, use := range records.uses(t) {
+		t.Errorf("a use record of the key for a %q request, which no server takes", use["method"])
+	}
+	if seen := up.requests(); len(seen) != 0 {
+		t.Errorf("the upstream got %q", seen)
+	}
+}
+
+// rawStatus is rawVerdict's answer as a status and error code.
+func rawStatus(t *testing.T, front *httptest.Server, raw string) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, raw)
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, "no answer: " + err.Error()
+	}
+	r.Body.Close()
+	return r.StatusCode, r.Header.Get("X-Till-Error")
 }

@@ -69,6 +69,14 @@ func (u *diffUpstream) requests() []string {
 // list item, with {{UP}} for the upstream URL) to up.
 func diffInterceptFixture(t *testing.T, up *diffUpstream, routeYAML string) (front *httptest.Server, roots *x509.CertPool) {
 	t.Helper()
+	front, roots, _ = diffAuditedFixture(t, up, routeYAML)
+	return front, roots
+}
+
+// diffAuditedFixture is diffInterceptFixture, with the buffer its
+// gateway writes its audit records to.
+func diffAuditedFixture(t *testing.T, up *diffUpstream, routeYAML string) (front *httptest.Server, roots *x509.CertPool, records *lockedBuffer) {
+	t.Helper()
 	sum := sha256.Sum256([]byte(connectToken))
 	yaml := fmt.Sprintf("version: 1\nforward: {enabled: true}\nclients:\n  - name: web\n    token_sha256: %s\nroutes:\n%s",
 		hex.EncodeToString(sum[:]), strings.ReplaceAll(routeYAML, "{{UP}}", up.URL))
@@ -84,33 +92,20 @@ func diffInterceptFixture(t *testing.T, up *diffUpstream, routeYAML string) (fro
 	transport.TLSClientConfig.RootCAs = x509.NewCertPool()
 	transport.TLSClientConfig.RootCAs.AddCert(up.Certificate())
 	secrets := map[string]vault.Secret{"openai": vault.NewSecret("openai", testKey, time.Now())}
-	gw := New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(&lockedBuffer{}), Log: zerolog.Nop(), Transport: transport, Leaves: leaves})
+	records = &lockedBuffer{}
+	gw := New(NewSnapshot(cfg, secrets), Options{Audit: testAudit(records), Log: zerolog.Nop(), Transport: transport, Leaves: leaves})
 	front = httptest.NewServer(gw)
 	t.Cleanup(front.Close)
-	return front, roots
+	return front, roots, records
 }
 
 // diffInterceptedRaw opens a CONNECT to up's host as client web, writes raw
 // inside the intercepted TLS (HTTP/1.1) and returns the first response.
 func diffInterceptedRaw(t *testing.T, front *httptest.Server, roots *x509.CertPool, up *diffUpstream, raw string) (int, string) {
 	t.Helper()
-	host := strings.TrimPrefix(up.URL, "https://")
-	c, err := net.Dial("tcp", front.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Bearer %s\r\n\r\n", host, host, connectToken)
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("CONNECT: %v %v", resp, err)
-	}
-	tc := tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, NextProtos: []string{"http/1.1"}})
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	tc.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(tc, strings.ReplaceAll(raw, "{{HOST}}", host))
+	tc := diffTunnel(t, front, roots, up, "http/1.1")
+	defer tc.Close()
+	io.WriteString(tc, strings.ReplaceAll(raw, "{{HOST}}", strings.TrimPrefix(up.URL, "https://")))
 	r, err := http.ReadResponse(bufio.NewReader(tc), nil)
 	if err != nil {
 		return 0, err.Error()
@@ -118,6 +113,30 @@ func diffInterceptedRaw(t *testing.T, front *httptest.Server, roots *x509.CertPo
 	b, _ := io.ReadAll(r.Body)
 	r.Body.Close()
 	return r.StatusCode, r.Header.Get("X-Till-Error") + " " + string(b)
+}
+
+// diffTunnel opens a CONNECT to up's host as client web and returns the
+// TLS connection inside it, intercepted, speaking proto (ALPN).
+func diffTunnel(t *testing.T, front *httptest.Server, roots *x509.CertPool, up *diffUpstream, proto string) *tls.Conn {
+	t.Helper()
+	host := strings.TrimPrefix(up.URL, "https://")
+	c, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Bearer %s\r\n\r\n", host, host, connectToken)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		c.Close()
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, NextProtos: []string{proto}})
+	if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != proto {
+		c.Close()
+		t.Fatalf("handshake: %v, protocol %q, want %q", err, tc.ConnectionState().NegotiatedProtocol, proto)
+	}
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	return tc
 }
 
 // TestInterceptedConnectMethodNeverForwarded: net/http parses an HTTP/1.1
