@@ -160,7 +160,7 @@ func explainWarning(code string, modelUnchecked bool) string {
 func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (target, *apiError) {
 	switch u.Scheme {
 	case "":
-		return s.resolvePath(u.RawPath, u.Path)
+		return s.resolvePath(u)
 	case "http":
 		return s.resolveURL(u)
 	case "https":
@@ -180,7 +180,7 @@ func (s *Snapshot) explainTarget(u *url.URL, id identity, remoteAddr string) (ta
 		if e := s.admitConnect(id, remoteAddr, ct); e != nil {
 			return target{}, e
 		}
-		return s.resolveInner(ct, u.Host, &url.URL{Path: u.Path, RawPath: u.RawPath})
+		return s.resolveInner(ct, u.Host, &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery})
 	}
 	return target{}, &apiError{CodeBadRequest, "the target must be a path or an http:// or https:// URL"}
 }

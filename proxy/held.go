@@ -415,5 +415,5 @@ func (l *live) resolveAgain(r *http.Request, mode string) (target, *apiError) {
 	if e, ok := l.browser.checkHost(r); !ok {
 		return target{}, e.ref()
 	}
-	return l.resolvePath(r.URL.RawPath, r.URL.Path)
+	return l.resolvePath(r.URL)
 }

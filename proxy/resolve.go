@@ -27,8 +27,9 @@ type target struct {
 }
 
 // resolvePath resolves an origin-form request by its path prefix.
-func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
-	if reason := s.checkPath(rawPath, path); reason != "" {
+func (s *Snapshot) resolvePath(u *url.URL) (target, *apiError) {
+	rawPath, path := u.RawPath, u.Path
+	if reason := s.checkTarget(u, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	rt, rest := s.match(path)
@@ -48,6 +49,23 @@ func (s *Snapshot) resolvePath(rawPath, path string) (target, *apiError) {
 	return t, nil
 }
 
+// reasonSpaceInTarget refuses a request target that holds a space.
+const reasonSpaceInTarget = "the request target holds a space, which HTTP/1.1 cannot carry: escape it as %20"
+
+// checkTarget is checkPath for u's path, read as path, and refuses a
+// space in u's path or query as the app wrote them. HTTP/1.1 cannot
+// carry one (RFC 9112, section 3: the request line splits at spaces),
+// and Go's HTTP/1 server refuses it, but its HTTP/2 server takes a
+// :path with one: the query would go upstream as is, the key after it,
+// on a request line that an HTTP/1.1 upstream splits into other parts
+// than till judged.
+func (s *Snapshot) checkTarget(u *url.URL, path string) string {
+	if strings.ContainsRune(u.RawPath, ' ') || strings.ContainsRune(u.RawQuery, ' ') {
+		return reasonSpaceInTarget
+	}
+	return s.checkPath(u.RawPath, path)
+}
+
 // resolveURL resolves an absolute-form request (`GET http://host/path`,
 // what HTTP_PROXY sends for http:// URLs) by the URL's host and port; the
 // request goes to the route's upstream, whatever its Host header says. A
@@ -65,7 +83,7 @@ func (s *Snapshot) resolveURL(u *url.URL) (target, *apiError) {
 	if path == "" {
 		path = "/" // http://host is http://host/ (RFC 9110, 4.2.3)
 	}
-	if reason := s.checkPath(u.RawPath, path); reason != "" {
+	if reason := s.checkTarget(u, path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	if e := badHost(u.Hostname()); e != nil {
@@ -240,7 +258,7 @@ func (s *Snapshot) resolveInner(t connectTarget, host string, u *url.URL) (targe
 	if hostKey("https", host) != t.key || u.IsAbs() {
 		return target{}, &apiError{CodeHostNotAllowed, "the request's Host differs from the CONNECT target"}
 	}
-	if reason := s.checkPath(u.RawPath, u.Path); reason != "" {
+	if reason := s.checkTarget(u, u.Path); reason != "" {
 		return target{}, &apiError{CodeBadRequest, reason}
 	}
 	if !s.forward.Enabled || !s.forward.Intercept {

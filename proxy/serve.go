@@ -37,7 +37,7 @@ func (g *Gateway) serveReverse(rw *responseRecorder, r *http.Request, x *exchang
 		g.refuseUnrouted(rw, r, x, l, e)
 		return
 	}
-	t, e := l.resolvePath(r.URL.RawPath, r.URL.Path)
+	t, e := l.resolvePath(r.URL)
 	if e != nil {
 		g.refuseUnrouted(rw, r, x, l, *e)
 		return
