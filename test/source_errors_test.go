@@ -138,6 +138,18 @@ routes:
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{helperToken, value})
+	// A till that never had a value from the helper cannot take it out
+	// of the trace by value: serve's log (its first fetch fails) says the
+	// helper failed, and quotes the trace only while no key shows in it.
+	tl, get = storeRoutes(t, cfg, up.caFile, "VAULT_TOKEN="+helperToken)
+	if code, e := get("/exec/v1/models"); code != 503 || e != "secret_unavailable" {
+		t.Errorf("exec failing from the start: got %d %s, want 503 secret_unavailable", code, e)
+	}
+	if !tl.waitLog("credential helper wrote to stderr") {
+		t.Errorf("the failing helper's stderr was not logged: %s", tl.stderr.String())
+	}
+	tl.stop()
+	tl.assertNoLeak([]string{helperToken, value})
 }
 
 // TestCredentialChainRefusalStaysOut: the AWS SDK's credential chain

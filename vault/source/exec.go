@@ -35,6 +35,11 @@ type Exec struct {
 	Timeout time.Duration
 	// Log receives the helper's stderr.
 	Log zerolog.Logger
+	// Hides, when set, reports whether text looks like it holds a key
+	// (config.HoldsKey): a failing helper's trace may show the key it
+	// read, which a till that never had it from the helper cannot take
+	// out by value. Such a stderr is withheld whole.
+	Hides func(text string) bool
 	// Env is the helper's environment ("NAME=value" each); nil gives it
 	// none. It should hold what the helper needs and none of till's own
 	// secrets (the vault passphrase).
@@ -103,8 +108,12 @@ func (e Exec) fetchKnowing(ctx context.Context, path string, known []string) ([]
 		// it wrote before it ended is all there is.
 		err = nil
 	}
-	if s := loggedStderr(&stderr, stdout.buf.Bytes(), append(credentialVars(cmd.Env), known...)...); s != "" {
-		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", s).Msg("credential helper wrote to stderr")
+	said := loggedStderr(&stderr, stdout.buf.Bytes(), append(credentialVars(cmd.Env), known...)...)
+	if said != "" && e.Hides != nil && e.Hides(said) {
+		said = withheld
+	}
+	if said != "" {
+		e.Log.Warn().Str("source", e.Name).Str("ref_path", path).Str("stderr", said).Msg("credential helper wrote to stderr")
 	}
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
@@ -256,8 +265,9 @@ func partialAt(s string, forms []string) int {
 }
 
 // withheld stands for a helper's stderr that quotes its output, or a
-// credential of its own, in a way that cannot be cut out of it.
-const withheld = "(withheld: it quotes the helper's output or credentials)"
+// credential of its own, in a way that cannot be cut out of it, or what
+// looks like a key to Exec.Hides.
+const withheld = "(withheld: it quotes the helper's output, its credentials or what looks like a key)"
 
 // credentialWords are the words that name a variable holding a
 // credential: VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,

@@ -422,6 +422,19 @@ func TestExec(t *testing.T) {
 	if _, _, err := (Exec{Command: []string{fail}, Log: log}).Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("fail: got %v", err)
 	}
+	// A failing helper's trace may show the key it read, which a fetch
+	// that never had the value cannot take out by value: where Hides
+	// finds what looks like a key, the log does not quote it.
+	const read = "sk-live-read-0123456789abcdef"
+	traced := script("traced", "echo 'read "+read+"' >&2\necho '[ERROR] You are not currently signed in.' >&2\nexit 1\n")
+	logs.Reset()
+	hides := func(s string) bool { return strings.Contains(s, "sk-live") }
+	if _, _, err := (Exec{Command: []string{traced}, Log: log, Hides: hides}).Fetch(context.Background(), "x"); err == nil {
+		t.Error("traced: no error")
+	}
+	if got := logs.String(); strings.Contains(got, read) || !strings.Contains(got, withheld) {
+		t.Errorf("a key-like trace: log %s, want it withheld", got)
+	}
 	start := time.Now()
 	if _, _, err := (Exec{Command: []string{hang}, Timeout: 200 * time.Millisecond, Log: log}).Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "did not finish") {
 		t.Errorf("hang: got %v", err)
