@@ -139,8 +139,9 @@ routes:
 	tl.stop()
 	tl.assertNoLeak([]string{helperToken, value})
 	// A till that never had a value from the helper cannot take it out
-	// of the trace by value: serve's log (its first fetch fails) says the
-	// helper failed, and quotes the trace only while no key shows in it.
+	// of the trace by value: serve's log (its first fetch fails) and till
+	// check's error (it fetches once) say the helper failed, and quote
+	// the trace only while no key shows in it.
 	tl, get = storeRoutes(t, cfg, up.caFile, "VAULT_TOKEN="+helperToken)
 	if code, e := get("/exec/v1/models"); code != 503 || e != "secret_unavailable" {
 		t.Errorf("exec failing from the start: got %d %s, want 503 secret_unavailable", code, e)
@@ -150,6 +151,10 @@ routes:
 	}
 	tl.stop()
 	tl.assertNoLeak([]string{helperToken, value})
+	_, errOut, code = runTill(t, tl.dir, "", []string{"VAULT_TOKEN=" + helperToken}, "check")
+	if code != 1 || !strings.Contains(errOut, "failed: exit status 1: (withheld") || strings.Contains(errOut, value) || strings.Contains(errOut, helperToken) {
+		t.Errorf("till check of a failing helper: exit %d: %s", code, errOut)
+	}
 }
 
 // TestCredentialChainRefusalStaysOut: the AWS SDK's credential chain

@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tillgw/till/internal/termtext"
 )
 
 // Exec runs a credential helper (op read, gcloud secrets versions access,
@@ -117,17 +119,28 @@ func (e Exec) fetchKnowing(ctx context.Context, path string, known []string) ([]
 	}
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
-		return nil, Meta{}, fmt.Errorf("credential helper %q did not finish within %s", e.Command[0], e.Timeout)
+		return nil, Meta{}, fmt.Errorf("credential helper %q did not finish within %s%s", e.Command[0], e.Timeout, helperSaid(said))
 	case err != nil:
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return nil, Meta{}, fmt.Errorf("credential helper %q failed: %s", e.Command[0], ee.ProcessState.String())
+			return nil, Meta{}, fmt.Errorf("credential helper %q failed: %s%s", e.Command[0], ee.ProcessState.String(), helperSaid(said))
 		}
 		return nil, Meta{}, fmt.Errorf("credential helper %q: %w", e.Command[0], err)
 	case stdout.over:
 		return nil, Meta{}, fmt.Errorf("credential helper %q wrote more than %d bytes", e.Command[0], maxRaw)
 	}
 	return stdout.buf.Bytes(), Meta{}, nil
+}
+
+// helperSaid is what a failed helper said on stderr (as logged: its values
+// out), as the end of its error: on one line, cut at maxMessage, for the
+// commands that fetch a ref once and log nothing (check, secret list,
+// test), where "exit status 1" alone would leave the cause unsaid.
+func helperSaid(said string) string {
+	if said == "" {
+		return ""
+	}
+	return ": " + termtext.Escape(strings.Join(strings.Fields(said), " "), maxMessage)
 }
 
 // capped keeps the first max bytes written to it, and notes any more.

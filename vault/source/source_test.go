@@ -422,6 +422,15 @@ func TestExec(t *testing.T) {
 	if _, _, err := (Exec{Command: []string{fail}, Log: log}).Fetch(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("fail: got %v", err)
 	}
+	// A helper that fails says why on stderr: its error carries that, on
+	// one line, for till check, secret list and test, which log nothing;
+	// never a value the ref had, which a trace may quote.
+	const before = "sk-live-before-0123456789abcdef"
+	signedOut := script("signed-out", "echo 'read "+before+"' >&2\necho '[ERROR] You are not currently signed in.' >&2\necho 'Please run: op signin' >&2\nexit 1\n")
+	_, _, err = Exec{Command: []string{signedOut}, Log: log}.fetchKnowing(context.Background(), "x", []string{before})
+	if err == nil || !strings.Contains(err.Error(), "[ERROR] You are not currently signed in. Please run: op signin") || strings.Contains(err.Error(), before) {
+		t.Errorf("signed out: got %v, want the helper's stderr on one line, without the value", err)
+	}
 	// A failing helper's trace may show the key it read, which a fetch
 	// that never had the value cannot take out by value: where Hides
 	// finds what looks like a key, the log does not quote it.
@@ -429,8 +438,8 @@ func TestExec(t *testing.T) {
 	traced := script("traced", "echo 'read "+read+"' >&2\necho '[ERROR] You are not currently signed in.' >&2\nexit 1\n")
 	logs.Reset()
 	hides := func(s string) bool { return strings.Contains(s, "sk-live") }
-	if _, _, err := (Exec{Command: []string{traced}, Log: log, Hides: hides}).Fetch(context.Background(), "x"); err == nil {
-		t.Error("traced: no error")
+	if _, _, err := (Exec{Command: []string{traced}, Log: log, Hides: hides}).Fetch(context.Background(), "x"); err == nil || strings.Contains(err.Error(), read) {
+		t.Errorf("traced: got %v, want an error without the key", err)
 	}
 	if got := logs.String(); strings.Contains(got, read) || !strings.Contains(got, withheld) {
 		t.Errorf("a key-like trace: log %s, want it withheld", got)
