@@ -54,6 +54,7 @@ func runCAInit(args []string, e *env) error {
 	if _, err := os.Lstat(certPath); err == nil && !cutShort(certPath) {
 		return caExists(cfg, e, certPath)
 	}
+	made := missing(cfg.Vault.Path)
 	v, err := openVault(cfg, e, true)
 	if err != nil {
 		return err
@@ -101,6 +102,9 @@ func runCAInit(args []string, e *env) error {
 	}
 	if err := writeCACert(certPath, authority.CertPEM()); err != nil {
 		return err
+	}
+	if made {
+		reportNewVault(e, cfg)
 	}
 	fmt.Fprintf(e.stdout, "created the interception CA %q\n", authority.Certificate().Subject.CommonName)
 	fmt.Fprintf(e.stdout, "certificate: %s (give it to apps: till env prints the variables)\n", displayPath(certPath))

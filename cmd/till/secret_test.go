@@ -345,6 +345,24 @@ func TestSecretSetSaysItMadeTheVault(t *testing.T) {
 	}
 }
 
+// TestCAInitSaysItMadeTheVault: ca init that creates the vault and its
+// key, to hold the CA's key, says so as secret set does. The http-proxy
+// example runs it first, in a folder without a vault: it made till.key
+// and said only where the CA's key went, and the secret set after it
+// found a vault there, so the user never heard of the key file.
+func TestCAInitSaysItMadeTheVault(t *testing.T) {
+	c := newCLI(t)
+	const made = "created till.vault (encrypted)\nits key is till.key (mode 0600): leave it there, and back it up apart from the vault\n"
+	if out := c.must("", "ca", "init"); !strings.Contains(out, made) {
+		t.Errorf("ca init in an empty folder: got %q, want it to hold %q", out, made)
+	}
+	c2 := newCLI(t)
+	c2.must(key, "secret", "set", "openai")
+	if out := c2.must("", "ca", "init"); strings.Contains(out, "created till.vault") || strings.Contains(out, "its key") {
+		t.Errorf("ca init with a vault there: got %q, want no news of a vault", out)
+	}
+}
+
 // TestCheckRefusesADocumentStoredAsOneKey: a vault written before secret
 // set refused a JSON document without --json may hold one as a plain
 // value. A route that sends it whole (a header, a query parameter) is an
