@@ -92,7 +92,7 @@ func (s *SecretsManager) sdk(ctx context.Context) (*secretsmanager.Client, error
 		// Every client the configuration builds (the credential
 		// chain's too) keeps what it sends as a credential, and reads
 		// no answer past maxAnswer.
-		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record, capAnswers, requireRoleCredentials}),
+		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{s.sent.record, capAnswers, requireCredentials}),
 		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) {
 			o.APIOptions = append(slices.Clip(o.APIOptions), nameContainerCall)
 		}),
@@ -144,17 +144,33 @@ func capAnswers(stack *middleware.Stack) error {
 		}), middleware.After)
 }
 
-// requireRoleCredentials adds to a client's stack a step that refuses an
-// answer to SSO GetRoleCredentials without roleCredentials: the SDK's
-// SSO provider reads them unchecked, and its nil pointer dereference is
-// panicked again by the credential cache on a goroutine of its own,
-// where nothing can recover it.
-func requireRoleCredentials(stack *middleware.Stack) error {
-	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("TillRequireRoleCredentials",
+// requireCredentials adds to a client's stack a step that refuses an
+// answer without the credential it is asked for, which the SDK reads
+// unchecked: SSO GetRoleCredentials' roleCredentials, whose nil pointer
+// dereference the credential cache panics again on a goroutine of its
+// own, where nothing can recover it; SSO OIDC CreateToken's accessToken,
+// without which the SDK writes an empty token, and no refresh token,
+// over the SSO cache it shares with the AWS CLI.
+func requireCredentials(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("TillRequireCredentials",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
 			out, md, err := next.HandleInitialize(ctx, in)
-			if res, ok := out.Result.(*sso.GetRoleCredentialsOutput); ok && err == nil && res.RoleCredentials == nil {
-				err = errors.New("the answer holds no roleCredentials (is something else answering at that endpoint, a proxy or a wrong address?)")
+			if err != nil {
+				return out, md, err
+			}
+			missing := ""
+			switch res := out.Result.(type) {
+			case *sso.GetRoleCredentialsOutput:
+				if res.RoleCredentials == nil {
+					missing = "roleCredentials"
+				}
+			case *ssooidc.CreateTokenOutput:
+				if aws.ToString(res.AccessToken) == "" {
+					missing = "accessToken"
+				}
+			}
+			if missing != "" {
+				err = fmt.Errorf("the answer holds no %s (is something else answering at that endpoint, a proxy or a wrong address?)", missing)
 			}
 			return out, md, err
 		}), middleware.After)

@@ -746,14 +746,17 @@ func TestCredentialChainTakesTheCABundle(t *testing.T) {
 	}
 }
 
-// TestSSOAnswerWithoutRoleCredentialsIsRefused: the SDK's SSO provider
-// reads the role's credentials from GetRoleCredentials' answer without
-// looking whether it holds any, so a 200 without roleCredentials (a
-// proxy or an AWS_ENDPOINT_URL_SSO answering `{}`) was a nil pointer
-// dereference, panicked again on a goroutine of its own by the
-// credential cache: till stopped, every route with it. It is a failed
-// fetch that names the call.
-func TestSSOAnswerWithoutRoleCredentialsIsRefused(t *testing.T) {
+// TestSSOAnswersWithoutCredentialsAreRefused: the SDK's SSO providers
+// take an answer without the credential they asked for unchecked. A
+// GetRoleCredentials 200 without roleCredentials (a proxy or an
+// AWS_ENDPOINT_URL_SSO answering `{}`) was a nil pointer dereference,
+// panicked again on a goroutine of its own by the credential cache: till
+// stopped, every route with it. A CreateToken 200 without accessToken
+// was written over the SSO cache the AWS CLI shares, its refresh token
+// lost: every later fetch failed, and the CLI too, until `aws sso
+// login`. Each is a failed fetch that names the call, and the cache is
+// left as it was.
+func TestSSOAnswersWithoutCredentialsAreRefused(t *testing.T) {
 	creds := aws.Credentials{AccessKeyID: "AKIAFAKE0000000015", SecretAccessKey: "fake/secret/access/key/0015"}
 	sm := fake.NewSecretsManager(t, creds, "us-east-1")
 	sm.Put("k", "sk-aws-15")
@@ -762,12 +765,28 @@ func TestSSOAnswerWithoutRoleCredentialsIsRefused(t *testing.T) {
 		_, _ = io.WriteString(w, "{}")
 	}))
 	defer empty.Close()
-	awsEnv(t, creds, sm)
-	noEnvCredentials(t)
-	ssoChain(t, "2099-01-01T00:00:00Z", "sso-access-token-15", "sso-refresh-token-15", "sso-client-secret-15")
-	t.Setenv("AWS_ENDPOINT_URL_SSO", empty.URL)
-	_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
-	if want := "SSO: GetRoleCredentials"; err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "no roleCredentials") {
-		t.Errorf("got %v, want the call named (%s) and no roleCredentials", err, want)
+	for _, tt := range []struct{ name, expires, call, missing string }{
+		{"SSO", "2099-01-01T00:00:00Z", "SSO: GetRoleCredentials", "roleCredentials"},
+		{"SSO OIDC", "2000-01-01T00:00:00Z", "SSO OIDC: CreateToken", "accessToken"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			awsEnv(t, creds, sm)
+			noEnvCredentials(t)
+			ssoChain(t, tt.expires, "sso-access-token-15", "sso-refresh-token-15", "sso-client-secret-15")
+			t.Setenv("AWS_ENDPOINT_URL_SSO", empty.URL)
+			t.Setenv("AWS_ENDPOINT_URL_SSO_OIDC", empty.URL)
+			caches, _ := filepath.Glob(filepath.Join(os.Getenv("HOME"), ".aws", "sso", "cache", "*.json"))
+			if len(caches) != 1 {
+				t.Fatalf("SSO cache files: %v, want one", caches)
+			}
+			before, _ := os.ReadFile(caches[0])
+			_, _, err := (&SecretsManager{Region: "us-east-1", Endpoint: sm.URL}).Fetch(context.Background(), "k")
+			if err == nil || !strings.Contains(err.Error(), tt.call) || !strings.Contains(err.Error(), "no "+tt.missing) {
+				t.Errorf("got %v, want the call named (%s) and no %s", err, tt.call, tt.missing)
+			}
+			if after, _ := os.ReadFile(caches[0]); string(after) != string(before) {
+				t.Errorf("the SSO cache was rewritten from an answer without a token:\n%s\nwas:\n%s", after, before)
+			}
+		})
 	}
 }
