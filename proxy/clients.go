@@ -77,7 +77,7 @@ func (c *client) from(addr string) bool {
 
 // tokenFrom extracts a till token from a credential header value: bare,
 // Bearer (or token, as GitHub's SDKs send it), the password (or user) of
-// Basic, or after any other scheme, as a route's inject format may put
+// Basic (or the token as it is after Basic), or after any other scheme, as a route's inject format may put
 // one before its key ("DeepL-Auth-Key {secret}") and the app's SDK then
 // sends it before the till token. Anything else (an SDK's dummy key)
 // gives "". The scheme ends at a space or a tab: RFC 9110 (section 11.4)
@@ -94,7 +94,9 @@ func tokenFrom(v string) string {
 		case strings.EqualFold(scheme, "basic"):
 			b, err := base64.StdEncoding.DecodeString(rest)
 			if err != nil {
-				return ""
+				// A token as it is: its "_" is never base64's.
+				v = rest
+				break
 			}
 			user, pass, _ := strings.Cut(string(b), ":")
 			v = pass
