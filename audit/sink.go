@@ -392,7 +392,7 @@ func (s *Sink) repaired(path string, cut []byte) {
 		// A key goes once its use record is written, before it is
 		// flushed: a power loss can cut one whose key went.
 		msg += "; a use record: its key was not sent, unless the machine lost power (audit.fsync: " + s.opts.Fsync +
-			" flushes a record after its key goes)"
+			" lets a record reach the disk after its key goes)"
 	case bytes.Contains(cut, []byte(`"event":"request"`)):
 		msg += "; a request record: the use record of its key stands before it"
 	}
