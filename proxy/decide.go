@@ -294,7 +294,8 @@ func (rt *injection) under(maxAge time.Duration) *injection {
 // section 9.1): "G(T", "GET,POST". Go's HTTP/1 server refuses one (400)
 // before till sees it, its HTTP/2 server passes a :method on, and
 // net/http's Transport would not send it: the key's use would be
-// recorded for a request that never left, and the upstream blamed.
+// recorded for a request that never left, and the upstream blamed. A
+// relay to a host without a route refuses one too.
 var errMethodNotToken = apiError{CodeBadRequest, "the method is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~ only)"}
 
 // errMethodCase refuses a method spelt in lower case ("post").

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tillgw/till/usage"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Verdict is what the gateway would do with a request, decided by the same
@@ -77,14 +78,7 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	}
 	v.Mode = t.mode
 	if t.route == nil {
-		// Relayed or tunnelled, as serveAbsolute and serveConnect do:
-		// a client outside its addresses is refused.
-		if e, ok := id.admit(remoteAddr, nil); !ok {
-			return refuse(e)
-		}
-		v.Allowed = true
-		v.Warning = "no route: relayed untouched, without a key, if the address checks pass"
-		return v
+		return explainUnrouted(v, id, method, u.Scheme, remoteAddr)
 	}
 	rt := t.route
 	v.Route, v.Secret, v.Fingerprint = rt.name, rt.secretName, rt.fp
@@ -121,6 +115,24 @@ func (s *Snapshot) Explain(method, target, clientName, remoteAddr, model string,
 	}
 	v.Allowed = true
 	v.Warning = explainWarning(d.Warning, len(rt.models) > 0 && a.model == "")
+	return v
+}
+
+// explainUnrouted completes v, the verdict on a request relayed (an
+// http:// URL) or tunnelled (https://) to a host without a route, as
+// serveAbsolute, relay and serveConnect decide it: a client outside its
+// addresses is refused, and so is a relayed method that is not a token.
+func explainUnrouted(v Verdict, id identity, method, scheme, remoteAddr string) Verdict {
+	e, ok := id.admit(remoteAddr, nil)
+	if ok && scheme == "http" && !httpguts.ValidHeaderFieldName(method) {
+		e, ok = errMethodNotToken, false
+	}
+	if !ok {
+		v.Code, v.Reason = e.code, e.message
+		return v
+	}
+	v.Allowed = true
+	v.Warning = "no route: relayed untouched, without a key, if the address checks pass"
 	return v
 }
 

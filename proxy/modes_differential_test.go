@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,5 +330,34 @@ func TestSpaceInTargetRefusedOverHTTP2(t *testing.T) {
 	}
 	for _, use := range records.uses(t) {
 		t.Errorf("the key went for %s %s, whose target holds a space", use["method"], use["path"])
+	}
+}
+
+// TestRelayMethodNotTokenRefusedOverHTTP2: a request relayed to a host
+// without a route (unknown_hosts: tunnel) with a :method that is not a
+// token is refused with 400, as Go's HTTP/1 server refuses it and as a
+// route refuses it, before anything is sent: net/http's Transport would
+// not send it, and the app would get a 502 that blames the host.
+func TestRelayMethodNotTokenRefusedOverHTTP2(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	t.Cleanup(up.Close)
+	gw, _ := newTestGateway(t, "version: 1\nforward: {enabled: true, unknown_hosts: tunnel, allow_cidrs: [127.0.0.0/8]}\nroutes: []\n", "", nil)
+	dial := diffH2Front(t, gw)
+	for _, method := range []string{"G(T", "GET,POST", "G\u00c9T", "GET /V1/X HTTP/1.1"} {
+		status, code := h2Verdict(t, dial("h2"), method, "127.0.0.1", up.URL+"/v1/x")
+		if status != http.StatusBadRequest || code != CodeBadRequest {
+			t.Errorf("%q relayed over HTTP/2: %d %s, want 400 %s as Go's HTTP/1 server answers", method, status, code, CodeBadRequest)
+		}
+		v := gw.Snapshot().Explain(method, up.URL+"/v1/x", "", "127.0.0.1:1", "", time.Now())
+		if v.Allowed || v.Code != CodeBadRequest {
+			t.Errorf("till test %q %s: allowed %v, code %s, want refused with %s", method, up.URL, v.Allowed, v.Code, CodeBadRequest)
+		}
+	}
+	if status, code := h2Verdict(t, dial("h2"), "GET", "127.0.0.1", up.URL+"/v1/x"); status != http.StatusOK {
+		t.Errorf("GET relayed over HTTP/2: %d %s, want 200", status, code)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("the host got %d requests, want the GET alone", n)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // tunnelDialTimeout bounds resolving and connecting to a tunnel target.
@@ -163,6 +165,10 @@ var errTunnelForbidden = apiError{CodeHostNotAllowed, "tunnels may not reach thi
 // transport (and so its SSRF guard).
 func (g *Gateway) relay(rw *responseRecorder, r *http.Request, x *exchange, l *live) {
 	x.rec.mode = modeTunnel
+	if !httpguts.ValidHeaderFieldName(r.Method) { // as a route refuses it
+		g.refuse(rw, x, errMethodNotToken, 0)
+		return
+	}
 	ctx := context.WithValue(r.Context(), liveKey{}, l)
 	ctx = context.WithValue(ctx, exchangeKey{}, x)
 	if badUpgrade(r) {
