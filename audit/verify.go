@@ -109,6 +109,7 @@ type verifier struct {
 	prev     string
 	prevSeq  uint64
 	prevAt   string // FILE:LINE
+	prevCR   bool   // it ends in "\r" (crlfReason)
 	started  bool
 	found    bool // the checkpoint asked for
 	wantCkpt chained
@@ -225,8 +226,12 @@ func (v *verifier) check(line []byte) error {
 				v.report.StartsAfter = "an earlier file"
 			}
 		}
+	case prev != v.prev && v.line == 1 && v.prevCR:
+		return v.broken(fmt.Sprintf("does not chain to the last record of the file before (%s), whose %s", v.prevAt, crlfReason))
 	case prev != v.prev && v.line == 1:
 		return v.broken(fmt.Sprintf("does not chain to the last record of the file before (%s): a file between them is missing, the files are out of order, or the one before was cut or edited", v.prevAt))
+	case prev != v.prev && v.prevCR:
+		return &Break{File: v.file, Line: v.line - 1, Reason: "its hash is not the prev of the record after it: its " + crlfReason}
 	case prev != v.prev:
 		return &Break{File: v.file, Line: v.line - 1, Reason: fmt.Sprintf("edited: its hash is not the prev of the record after it (line %d)", v.line)}
 	}
@@ -259,9 +264,17 @@ func (v *verifier) check(line []byte) error {
 	sum := sha256.Sum256(line)
 	v.prev, v.prevSeq = hex.EncodeToString(sum[:]), seq
 	v.prevAt = fmt.Sprintf("%s:%d", v.file, v.line)
+	v.prevCR = bytes.HasSuffix(line, []byte("\r"))
 	v.started = true
 	return nil
 }
+
+// crlfReason explains a record whose hash fails and whose line ends in
+// "\r": till writes "\n" alone, and escapes a "\r" inside a record, so
+// the file's line endings were converted, which changes every hash.
+const crlfReason = `line ends in CRLF ("\r\n"), where till writes LF: the file's line endings were converted ` +
+	"(a Windows editor, git's core.autocrlf, a transfer in text mode), which changes every record's hash; " +
+	"verify the original file as till wrote it, or a copy converted back (tr -d '\\r' < FILE > FILE.lf)"
 
 // sameCheckpoint reports whether checkpoints a and b are one: the same
 // seq, chain head, time and signature, however their JSON is written (a

@@ -70,6 +70,12 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{"head removed", func(f []string) {
 			rewrite(t, f[0], func(l []string) []string { return l[2:] })
 		}, 0, 1, "records 1 to 2 are missing"},
+		{"line endings converted to CRLF", func(f []string) {
+			rewrite(t, f[1], func(l []string) []string { return crlf(l) })
+		}, 1, 1, "line endings were converted"},
+		{"older file's last line in CRLF", func(f []string) {
+			rewrite(t, f[0], func(l []string) []string { l[len(l)-1] = crlf(l[len(l)-1:])[0]; return l })
+		}, 1, 1, "line endings were converted"},
 		{"not JSON", func(f []string) {
 			rewrite(t, f[2], func(l []string) []string { l[0] = "hello\n"; return l })
 		}, 2, 1, "not a JSON record"},
@@ -105,6 +111,14 @@ func TestVerifyFindsTampering(t *testing.T) {
 			}
 		})
 	}
+}
+
+// crlf converts lines' endings to CRLF, as a Windows editor would.
+func crlf(lines []string) []string {
+	for i, l := range lines {
+		lines[i] = strings.TrimSuffix(l, "\n") + "\r\n"
+	}
+	return lines
 }
 
 func TestVerifyFileOrder(t *testing.T) {
