@@ -59,7 +59,7 @@ func runAudit(args []string, e *env) error {
 	return unknownSubcommand("audit", args[0])
 }
 
-const auditSummarySynopsis = "till audit summary [--since D] [--until T] [--secret NAME | --key-fp FP] [--client NAME] [--route NAME] [--json] FILE..."
+const auditSummarySynopsis = "till audit summary [-c FILE] [--since D] [--until T] [--secret NAME | --key-fp FP] [--client NAME] [--route NAME] [--json] FILE..."
 
 // keyFPRE is a key fingerprint as audit records and till secret list
 // print it.
@@ -196,7 +196,7 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-const auditVerifySynopsis = "till audit verify [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE..."
+const auditVerifySynopsis = "till audit verify [-c FILE] [--pubkey FILE] [--checkpoint LINE_OR_FILE] FILE..."
 
 // runAuditVerify checks the hash chain of audit files, given oldest
 // first, and the signed checkpoints when given the public key.

@@ -15,7 +15,7 @@ import (
 // audit) is listed in commandGroups and each of its subcommands has one.
 var commandHelp = map[string]helpEntry{
 	"init": {
-		synopsis: "till init [--dir DIR]",
+		synopsis: "till init [-c FILE] [--dir DIR]",
 		short:    "write a starter till.yaml; create the vault and its key if absent",
 		about:    "Write a starter till.yaml (its example routes commented out) that till check accepts, and create the vault and its key when absent.",
 		examples: []string{"till init", "till init --dir /etc/till"},
@@ -149,7 +149,7 @@ var commandHelp = map[string]helpEntry{
 		examples: []string{"till usage", "till usage --client web --json"},
 	},
 	"version": {
-		synopsis: "till version",
+		synopsis: "till version [-c FILE]",
 		short:    "print the version, commit, build date and Go version",
 		about:    "Print till's version, commit, build date and the Go version it was built with.",
 		examples: []string{"till version"},

@@ -25,7 +25,7 @@ func runInit(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 0, "till init [--dir DIR]"); err != nil {
+	if err := wantArgs(pos, 0, "till init [-c FILE] [--dir DIR]"); err != nil {
 		return err
 	}
 	path := cfgPath

@@ -21,7 +21,7 @@ func runVersion(args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 0, "till version"); err != nil {
+	if err := wantArgs(pos, 0, "till version [-c FILE]"); err != nil {
 		return err
 	}
 	bi := readBuildInfo()
