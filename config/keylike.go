@@ -60,6 +60,13 @@ func HoldsKey(s string) bool {
 	return looksLikeKey(s)
 }
 
+// TextHoldsKey reports whether free text (a credential helper's trace)
+// holds a token that looks like a credential, a random run included
+// wherever it stands: unlike HoldsKey, a "/" (a URL the trace shows
+// beside the key it read) does not end the guess at random runs, as a
+// message withheld costs less there than a key in a log.
+func TextHoldsKey(s string) bool { return looksLikeKey(s) }
+
 // keyPrefixes match the start of a token in a provider's key format. Each
 // demands enough characters after the prefix that a word or an identifier
 // that merely starts the same way is not taken for a key.

@@ -219,3 +219,22 @@ func TestKeyNotShownByOtherProblems(t *testing.T) {
 		}
 	}
 }
+
+// TestTextHoldsKey: a helper's trace that shows a URL and, elsewhere, a
+// key without a provider's prefix holds a key, though HoldsKey (which
+// lets a path's random ids by) does not say so of it.
+func TestTextHoldsKey(t *testing.T) {
+	const key = "Xk4Qa7Zp2Qa7Zp2Qa7Zp2Qa7Zp2Qa7Zp2Qa7Zp2"
+	trace := "+ curl -s https://vault.example/v1/secret/openai\n+ key=" + key + "\nerror: refused\n"
+	if !TextHoldsKey(trace) {
+		t.Errorf("TextHoldsKey(%q) = false, want true", trace)
+	}
+	if HoldsKey(trace) {
+		t.Errorf("HoldsKey(%q) = true: the two judges no longer differ, and TextHoldsKey is not needed", trace)
+	}
+	for _, said := range []string{"[ERROR] You are not currently signed in.", "item not found: vaults/prod/items/openai-2024", "curl: (6) Could not resolve host: vault.example"} {
+		if TextHoldsKey(said) {
+			t.Errorf("TextHoldsKey(%q) = true, want a plain message let by", said)
+		}
+	}
+}

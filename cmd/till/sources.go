@@ -141,7 +141,7 @@ func newSource(s config.Source, log zerolog.Logger) (source.Source, error) {
 	case "files":
 		return source.Files{Dir: s.Dir}, nil
 	case "exec":
-		return source.Exec{Name: s.Name, Command: s.Command, Timeout: s.Timeout, Log: log, Hides: config.HoldsKey, Env: helperEnv(os.Environ())}, nil
+		return source.Exec{Name: s.Name, Command: s.Command, Timeout: s.Timeout, Log: log, Hides: config.TextHoldsKey, Env: helperEnv(os.Environ())}, nil
 	}
 	return nil, fmt.Errorf("unknown source type %q", s.Type)
 }

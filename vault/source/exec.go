@@ -38,7 +38,7 @@ type Exec struct {
 	// Log receives the helper's stderr.
 	Log zerolog.Logger
 	// Hides, when set, reports whether text looks like it holds a key
-	// (config.HoldsKey): a failing helper's trace may show the key it
+	// (config.TextHoldsKey): a failing helper's trace may show the key it
 	// read, which a till that never had it from the helper cannot take
 	// out by value. Such a stderr is withheld whole.
 	Hides func(text string) bool
